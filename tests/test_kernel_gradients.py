@@ -117,7 +117,9 @@ def test_lcn_gradient(rng, size, height, width, maps, quiet):
         assert (sigma < 0.01).any() and (sigma > 0.01).any()
     probe = rng.standard_normal(y.shape)
     grad = lcn_backward(probe, cache)
-    assert directional_check(lambda v: float((lcn_forward(v, size)[0] * probe).sum()), x, grad, rng) < TOLERANCE
+    # a small step (2h = 2e-5 moves sigma by at most about that) keeps the check off the kink
+    loss = lambda v: float((lcn_forward(v, size)[0] * probe).sum())  # noqa: E731
+    assert directional_check(loss, x, grad, rng, h=1e-5) < TOLERANCE
 
 
 def test_lcn_output_is_normalised(rng):

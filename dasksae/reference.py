@@ -35,6 +35,7 @@ from .kernels.normalize import unit_rows, unit_rows_backward
 from .kernels.pooling import l2_pool_backward, window_sum
 from .network import NetworkConfig, StageGeometry
 from .objective import stage_objective, stage_objective_backward
+from .optim import apply_updates
 
 SUPPORTED_DTYPES = ("float32", "float64")
 
@@ -62,7 +63,7 @@ def initial_scale(stage, geometry: StageGeometry) -> float:
     input value: ``rows_per_block * ceil(f/step)^2`` neurons over ``fan_in``
     inputs.  ``a`` starts at the inverse of that (at most 1).
     """
-    overlap = -(-stage.field // stage.step) ** 2
+    overlap = (-(-stage.field // stage.step)) ** 2
     return min(1.0, geometry.fan_in / (geometry.rows_per_block * overlap))
 
 
@@ -185,3 +186,26 @@ def features(params, x, config: NetworkConfig):
     for stage_params, stage in zip(params, config.stages):
         x, _ = encode_stage(x, stage_params, stage, config)
     return x
+
+
+def learning_rate_scales(config: NetworkConfig) -> list[dict]:
+    """Per-parameter learning-rate multipliers.
+
+    The scalar ``a`` of a RICA stage is shared by every neuron of the layer, so
+    its gradient is a sum over all of them and grows with the layer's size
+    while each filter's gradient does not.  Its step is divided by the number
+    of neurons (a diagonal preconditioner); without this one learning rate
+    cannot suit both, and SGD diverges through ``a``.
+    """
+    scales = []
+    for geometry in config.geometry():
+        height, width, maps = geometry.filter_shape
+        scales.append({"scale": 1.0 / (height * width * maps)} if config.objective == "rica" else {})
+    return scales
+
+
+def train_step(params, velocity, x, config: NetworkConfig, lr: float, momentum: float, stage: int | None = None):
+    """One SGD-with-momentum step of the joint update (``stage=None``) or of greedy stage ``stage``."""
+    result = loss_and_grads(params, x, config, stage=stage)
+    apply_updates(params, velocity, result.grads, lr, momentum, learning_rate_scales(config))
+    return result

@@ -1,0 +1,34 @@
+"""Minibatch SGD with momentum, in place, on NumPy or CuPy arrays."""
+
+from __future__ import annotations
+
+
+def init_velocity(params: list[dict]) -> list[dict]:
+    """Zero momentum buffers shaped like ``params``."""
+    return [{name: value * 0 for name, value in stage.items()} for stage in params]
+
+
+def sgd_momentum_update(param, velocity, grad, lr: float, momentum: float) -> None:
+    """``v = momentum * v - lr * g``; ``param += v`` (both in place)."""
+    velocity *= momentum
+    velocity -= lr * grad
+    param += velocity
+
+
+def apply_updates(
+    params: list[dict],
+    velocity: list[dict],
+    grads: list[dict],
+    lr: float,
+    momentum: float,
+    lr_scales: list[dict] | None = None,
+) -> None:
+    """Update every parameter that has a gradient; the others (frozen stages) are left alone.
+
+    ``lr_scales[k][name]``, where given, multiplies the learning rate of one
+    parameter (a diagonal preconditioner).
+    """
+    lr_scales = lr_scales or [{} for _ in params]
+    for stage_params, stage_velocity, stage_grads, scales in zip(params, velocity, grads, lr_scales):
+        for name, grad in stage_grads.items():
+            sgd_momentum_update(stage_params[name], stage_velocity[name], grad, lr * scales.get(name, 1.0), momentum)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass
 
 from .errors import ConfigError
 from .kernels.local_filter import block_counts
@@ -159,11 +159,39 @@ class NetworkConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "NetworkConfig":
+        """Build and validate a config from plain data (a JSON file's contents)."""
+        if not isinstance(data, dict):
+            raise ConfigError("a config must be a JSON object with keys name, input_shape and stages.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key {unknown[0]!r}; allowed keys are {', '.join(sorted(known))}.")
+        for key in ("name", "input_shape", "stages"):
+            if key not in data:
+                raise ConfigError(f"the config has no {key!r}; a config needs name, input_shape and stages.")
         data = dict(data)
-        data["input_shape"] = tuple(data["input_shape"])
-        data["stages"] = tuple(
-            StageConfig(**{**s, "block": tuple(s["block"])}) for s in data["stages"]
-        )
+        if not isinstance(data["stages"], (list, tuple)):
+            raise ConfigError("config stages must be a list of stage objects.")
+        stage_keys = {f.name for f in dataclasses.fields(StageConfig)}
+        stages = []
+        for index, stage in enumerate(data["stages"]):
+            if not isinstance(stage, dict):
+                raise ConfigError(f"config stage {index + 1} must be an object with keys {', '.join(sorted(stage_keys))}.")
+            unknown = sorted(set(stage) - stage_keys)
+            if unknown:
+                raise ConfigError(
+                    f"config stage {index + 1}: unknown key {unknown[0]!r}; allowed keys are {', '.join(sorted(stage_keys))}."
+                )
+            try:
+                stage = dict(stage)
+                if isinstance(stage.get("block"), list):
+                    stage["block"] = tuple(stage["block"])
+                stages.append(StageConfig(**stage))
+            except TypeError as error:
+                raise ConfigError(f"config stage {index + 1}: {error}.") from None
+        data["stages"] = tuple(stages)
+        if isinstance(data["input_shape"], list):
+            data["input_shape"] = tuple(data["input_shape"])
         return cls(**data).validate()
 
 
@@ -210,11 +238,8 @@ _register(
 _register(
     NetworkConfig(
         name="small",
-        input_shape=(64, 64, 3),
-        stages=_three(
-            StageConfig(field=10, step=2, block=(2, 2, 8), maps=8, pool_size=3),
-            StageConfig(field=8, step=2, block=(2, 2, 8), maps=8, pool_size=3),
-        ),
+        input_shape=(40, 40, 3),
+        stages=_three(StageConfig(field=6, step=2, block=(2, 2, 8), maps=8, pool_size=3)),
         note="A few million parameters: the CPU benchmark size.",
     )
 )
@@ -274,3 +299,21 @@ def named_config(name: str) -> NetworkConfig:
         raise ConfigError(
             f"unknown config {name!r}; choose one of {', '.join(NAMED_CONFIGS)}."
         ) from None
+
+
+def load_config(name_or_path: str) -> NetworkConfig:
+    """A named config, or a config from a JSON file (a path ending in ``.json``)."""
+    if str(name_or_path).endswith(".json"):
+        from pathlib import Path
+
+        path = Path(name_or_path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist; give a named config or a JSON file.") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"config file {path} cannot be read ({error}).") from None
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"config file {path} is not valid JSON ({error.msg} at line {error.lineno}).") from None
+        return NetworkConfig.from_dict(data)
+    return named_config(name_or_path)

@@ -1,0 +1,125 @@
+"""The ``dasksae`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import DasksaeError
+
+
+def _format_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
+def _print_info(info: dict) -> None:
+    print(f"config {info['config']}  objective {info['objective']}  input {'x'.join(map(str, info['input_shape']))}")
+    print(f"  minibatch {info['minibatch']}  dtype {info['dtype']}")
+    print(f"{'layer':<16}{'input':>14}{'output':>14}{'parameters':>16}{'GFLOP/update':>14}  detail")
+    for layer in info["layers"]:
+        detail = ""
+        if layer["name"].endswith("filter"):
+            detail = (
+                f"field {'x'.join(map(str, layer['field']))} step {layer['step']} block {'x'.join(map(str, layer['block']))}"
+                f", GEMM {layer['gemm'][0]} x ({layer['gemm'][1]}x{layer['gemm'][2]} @ {layer['gemm'][2]}x{layer['gemm'][3]})"
+            )
+        elif layer["name"].endswith("pool"):
+            detail = f"L2 pool {layer['size']}x{layer['size']} stride {layer['stride']}"
+        else:
+            detail = f"LCN {layer['size']}x{layer['size']}"
+        flops = layer.get("flops_per_update")
+        print(
+            f"{layer['name']:<16}{'x'.join(map(str, layer['input'])):>14}{'x'.join(map(str, layer['output'])):>14}"
+            f"{layer['parameters']:>16,}{(flops / 1e9 if flops else 0):>14.2f}  {detail}"
+        )
+    headline = info["headline_parameters"]
+    against = f"  ({info['parameters'] / headline - 1:+.1%} of the headline {headline / 1e9:g}B)" if headline else ""
+    print(f"parameters (encoder connections) {info['parameters']:,}{against}")
+    print(f"trainable parameters {info['trainable_parameters']:,}")
+    print(f"FLOPs per update {info['flops_per_update']:,} ({info['flops_per_update'] / 1e12:.3f} TFLOP)")
+    print("memory of one update:")
+    for kind, count in info["bytes"].items():
+        print(f"  {kind:<16}{_format_bytes(count):>12}")
+    print(f"  bytes per trainable parameter {info['bytes_per_parameter']:.2f}")
+    if info["note"]:
+        print(f"note: {info['note']}")
+
+
+def command_info(args) -> int:
+    from .accounting import describe
+    from .network import load_config
+    from .reference import check_dtype
+
+    if args.minibatch < 1:
+        raise DasksaeError(f"--minibatch must be a positive integer, got {args.minibatch}.")
+    config = load_config(args.config)
+    info = describe(config, args.minibatch, check_dtype(args.dtype))
+    if args.json:
+        print(json.dumps(info))
+    else:
+        _print_info(info)
+    return 0
+
+
+def command_train(args) -> int:
+    from .train import train_single_process
+
+    train_single_process(
+        config_name=args.config,
+        steps=args.steps,
+        minibatch=args.minibatch,
+        lr=args.lr,
+        momentum=args.momentum,
+        dtype=args.dtype,
+        seed=args.seed,
+        out=args.out,
+        greedy_steps=args.greedy_steps,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dasksae", description="Locally-connected sparse autoencoders on Dask.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    info = commands.add_parser("info", help="layer shapes, parameters, FLOPs and memory of a config")
+    info.add_argument("config", help="a named config (tiny, small, le2012, coates1.8b, coates11.2b) or a JSON file")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument("--minibatch", type=int, default=96, help="examples per update (default 96)")
+    info.add_argument("--dtype", default="float32", help="float32 (default) or float64")
+    info.set_defaults(handler=command_info)
+
+    train = commands.add_parser("train", help="train a network on whitened natural-image crops")
+    train.add_argument("--config", default="tiny", help="a named config or a JSON file (default tiny)")
+    train.add_argument("--steps", type=int, default=300, help="joint updates (default 300)")
+    train.add_argument("--greedy-steps", type=int, default=0, help="greedy layer-wise steps per stage first (default 0)")
+    train.add_argument("--minibatch", type=int, default=32)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--dtype", default="float32")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", default=None, help="folder for metrics.jsonl (optional)")
+    train.set_defaults(handler=command_train)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except DasksaeError as error:
+        print(f"dasksae: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dasksae: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

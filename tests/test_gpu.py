@@ -1,0 +1,115 @@
+"""The CuPy path equals the NumPy path to float32 tolerance, kernel by kernel and for whole steps.
+
+Marked ``gpu``: skipped where there is no CUDA device (CI); run on the GPU machine.
+"""
+
+import numpy
+import pytest
+
+from dasksae.kernels import (
+    block_counts,
+    l2_pool_backward,
+    l2_pool_forward,
+    lcn_backward,
+    lcn_forward,
+    local_filter_forward,
+    local_filter_transpose,
+    local_filter_weight_grad,
+    to_numpy,
+    unit_rows,
+    unit_rows_backward,
+    window_sum,
+    window_sum_transpose,
+)
+from dasksae.network import NetworkConfig, StageConfig, named_config
+from dasksae.optim import init_velocity
+from dasksae.reference import init_params, loss_and_grads, train_step
+
+pytestmark = pytest.mark.gpu
+cupy = pytest.importorskip("cupy")
+
+FLOAT32 = 2e-5  # ||gpu - cpu|| / ||cpu|| for float32 sums of a few thousand terms
+
+
+def relative_error(gpu, cpu):
+    gpu, cpu = to_numpy(gpu).astype(numpy.float64), numpy.asarray(cpu, dtype=numpy.float64)
+    return float(numpy.linalg.norm(gpu - cpu) / max(numpy.linalg.norm(cpu), 1e-30))
+
+
+def both(array):
+    array = numpy.asarray(array, dtype=numpy.float32)
+    return array, cupy.asarray(array)
+
+
+@pytest.mark.parametrize("shape", [(20, 19, 3, 8, 6, 2, 2, 2, 4), (17, 21, 2, 5, 5, 3, 3, 3, 2)])
+def test_local_filter_products(rng, shape):
+    height, width, channels, batch, field, step, bh, bw, maps = shape
+    nbh, nbw = block_counts(height, field, step), block_counts(width, field, step)
+    x, x_gpu = both(rng.standard_normal((height, width, channels, batch)))
+    w, w_gpu = both(rng.standard_normal((nbh, nbw, bh * bw * maps, field * field * channels)))
+    y, y_gpu = both(rng.standard_normal((nbh * bh, nbw * bw, maps, batch)))
+    args = (field, step, bh, bw)
+    assert relative_error(local_filter_forward(x_gpu, w_gpu, *args), local_filter_forward(x, w, *args)) < FLOAT32
+    assert (
+        relative_error(local_filter_transpose(y_gpu, w_gpu, x.shape, *args), local_filter_transpose(y, w, x.shape, *args))
+        < FLOAT32
+    )
+    assert relative_error(local_filter_weight_grad(y_gpu, x_gpu, *args), local_filter_weight_grad(y, x, *args)) < FLOAT32
+
+
+def test_pooling_lcn_and_normalisation(rng):
+    x, x_gpu = both(rng.standard_normal((13, 12, 4, 6)))
+    for size, stride in ((3, 1), (2, 2)):
+        assert relative_error(window_sum(x_gpu, size, stride), window_sum(x, size, stride)) < FLOAT32
+        pooled, pooled_gpu = l2_pool_forward(x, size, stride, 1e-4), l2_pool_forward(x_gpu, size, stride, 1e-4)
+        assert relative_error(pooled_gpu, pooled) < FLOAT32
+        g, g_gpu = both(rng.standard_normal(pooled.shape))
+        assert relative_error(window_sum_transpose(g_gpu, x.shape, size, stride), window_sum_transpose(g, x.shape, size, stride)) < FLOAT32
+        assert relative_error(l2_pool_backward(g_gpu, x_gpu, pooled_gpu, size, stride), l2_pool_backward(g, x, pooled, size, stride)) < FLOAT32
+    y, cache = lcn_forward(x, 5)
+    y_gpu, cache_gpu = lcn_forward(x_gpu, 5)
+    assert relative_error(y_gpu, y) < FLOAT32
+    g, g_gpu = both(rng.standard_normal(y.shape))
+    assert relative_error(lcn_backward(g_gpu, cache_gpu), lcn_backward(g, cache)) < FLOAT32
+    u, u_gpu = both(rng.standard_normal((3, 3, 8, 20)))
+    unit, norms = unit_rows(u)
+    unit_gpu, norms_gpu = unit_rows(u_gpu)
+    assert relative_error(unit_gpu, unit) < FLOAT32
+    g, g_gpu = both(rng.standard_normal(u.shape))
+    assert relative_error(unit_rows_backward(g_gpu, unit_gpu, norms_gpu), unit_rows_backward(g, unit, norms)) < FLOAT32
+
+
+UNEVEN = NetworkConfig(
+    name="uneven",
+    input_shape=(27, 25, 3),
+    stages=(
+        StageConfig(field=5, step=2, block=(2, 2, 4), maps=4, pool_size=3),
+        StageConfig(field=4, step=3, block=(3, 3, 2), maps=4, pool_size=2, pool_stride=2, lcn_size=3),
+        StageConfig(field=3, step=1, block=(1, 1, 4), maps=4, pool_size=1, lcn_size=3),
+    ),
+)
+
+
+@pytest.mark.parametrize("config", [named_config("tiny"), UNEVEN, UNEVEN.replace(objective="le2012", name="uneven-le")])
+def test_full_step_gradients_match(rng, config):
+    params = init_params(config, seed=3, dtype="float32")
+    params_gpu = init_params(config, seed=3, dtype="float32", xp=cupy)
+    x, x_gpu = both(rng.standard_normal(config.input_shape + (16,)))
+    cpu = loss_and_grads(params, x, config)
+    gpu = loss_and_grads(params_gpu, x_gpu, config)
+    assert abs(gpu.loss - cpu.loss) <= FLOAT32 * abs(cpu.loss)
+    for k, grads in enumerate(cpu.grads):
+        for name, value in grads.items():
+            assert relative_error(gpu.grads[k][name], value) < 1e-4, (k, name)
+
+
+def test_five_training_steps_give_the_same_losses(rng):
+    config = named_config("tiny")
+    params, params_gpu = init_params(config, 0, "float32"), init_params(config, 0, "float32", xp=cupy)
+    velocity, velocity_gpu = init_velocity(params), init_velocity(params_gpu)
+    for _ in range(5):
+        x, x_gpu = both(rng.standard_normal(config.input_shape + (32,)))
+        cpu = train_step(params, velocity, x, config, 1e-3, 0.9)
+        gpu = train_step(params_gpu, velocity_gpu, x_gpu, config, 1e-3, 0.9)
+        assert abs(gpu.loss - cpu.loss) <= 1e-4 * abs(cpu.loss)
+    assert relative_error(params_gpu[1]["encoder"], params[1]["encoder"]) < 1e-4

@@ -42,8 +42,10 @@ def stage_objective(x, z, pooled_squares, decoder, scale, geometry_args, sparsit
     reconstruction = local_filter_transpose(code, decoder, x.shape, field, step, block_h, block_w)
     error = reconstruction - x
     sparse_units = xp.sqrt(epsilon + (a * a) * pooled_squares)
-    reconstruction_loss = (error * error).sum() / batch
-    sparsity_loss = sparsity * sparse_units.sum() / batch
+    # totals over whole maps accumulate in float64: float32 sums of 1e5+ terms
+    # lose digits, and the scalar gradient below is a difference of two such sums
+    reconstruction_loss = (error * error).sum(dtype=xp.float64) / batch
+    sparsity_loss = sparsity * sparse_units.sum(dtype=xp.float64) / batch
     cache = (x, z, code, error, pooled_squares, sparse_units, decoder, scale, geometry_args, sparsity)
     return reconstruction_loss + sparsity_loss, cache
 
@@ -67,7 +69,9 @@ def stage_objective_backward(cache):
     grad_z = a * grad_code + z * window_sum_transpose((a * a) * per_unit, z.shape, pool_size, pool_stride)
     grad_scale = None
     if scale is not None:
-        grad_scale = (z * grad_code).sum() + a * (per_unit * pooled_squares).sum()
+        xp = array_module(z)
+        total = (z * grad_code).sum(dtype=xp.float64) + a * (per_unit * pooled_squares).sum(dtype=xp.float64)
+        grad_scale = total.astype(z.dtype)
     return grad_z, grad_x, grad_decoder, grad_scale
 
 

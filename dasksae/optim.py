@@ -4,8 +4,15 @@ from __future__ import annotations
 
 
 def init_velocity(params: list[dict]) -> list[dict]:
-    """Zero momentum buffers shaped like ``params``."""
-    return [{name: value * 0 for name, value in stage.items()} for stage in params]
+    """Zero momentum buffers shaped like ``params``.
+
+    ``zeros_like`` keeps 0-d parameters (the scalars ``a``) as 0-d arrays;
+    ``value * 0`` would give an immutable NumPy scalar that in-place updates
+    silently rebind instead of changing.
+    """
+    from .kernels.backend import array_module
+
+    return [{name: array_module(value).zeros_like(value) for name, value in stage.items()} for stage in params]
 
 
 def sgd_momentum_update(param, velocity, grad, lr: float, momentum: float) -> None:

@@ -104,12 +104,19 @@ def test_full_step_gradients_match(rng, config):
 
 
 def test_five_training_steps_give_the_same_losses(rng):
+    """GPU float32 stays as close to a float64 run as NumPy float32 does (within 10x, or 1e-5)."""
     config = named_config("tiny")
-    params, params_gpu = init_params(config, 0, "float32"), init_params(config, 0, "float32", xp=cupy)
-    velocity, velocity_gpu = init_velocity(params), init_velocity(params_gpu)
+    runs = {"cpu64": (numpy, "float64"), "cpu32": (numpy, "float32"), "gpu32": (cupy, "float32")}
+    state = {key: init_params(config, 0, dtype, xp=xp) for key, (xp, dtype) in runs.items()}
+    velocity = {key: init_velocity(params) for key, params in state.items()}
+    losses = {key: [] for key in runs}
     for _ in range(5):
-        x, x_gpu = both(rng.standard_normal(config.input_shape + (32,)))
-        cpu = train_step(params, velocity, x, config, 1e-3, 0.9)
-        gpu = train_step(params_gpu, velocity_gpu, x_gpu, config, 1e-3, 0.9)
-        assert abs(gpu.loss - cpu.loss) <= 1e-4 * abs(cpu.loss)
-    assert relative_error(params_gpu[1]["encoder"], params[1]["encoder"]) < 1e-4
+        x = rng.standard_normal(config.input_shape + (32,))
+        for key, (xp, dtype) in runs.items():
+            batch = xp.asarray(x.astype(dtype))
+            losses[key].append(train_step(state[key], velocity[key], batch, config, 1e-3, 0.9).loss)
+    reference = numpy.array(losses["cpu64"])
+    cpu_error = numpy.abs(numpy.array(losses["cpu32"]) / reference - 1)
+    gpu_error = numpy.abs(numpy.array(losses["gpu32"]) / reference - 1)
+    print("losses", losses, "cpu32 error", cpu_error, "gpu32 error", gpu_error)
+    assert numpy.all(gpu_error <= numpy.maximum(10 * cpu_error, 1e-5))

@@ -52,3 +52,19 @@ def test_greedy_training_changes_only_its_stage(tiny):
             assert numpy.array_equal(params[k][name], start[k][name])
     assert not numpy.array_equal(params[1]["encoder"], start[1]["encoder"])
     assert loss_and_grads(params, held_out, tiny, stage=1).loss < 0.9 * before
+
+
+def test_momentum_accumulates_for_every_parameter_in_place(tiny):
+    from dasksae.optim import apply_updates
+
+    params = init_params(tiny, seed=0, dtype="float64")
+    start = [{n: numpy.array(v, copy=True) for n, v in p.items()} for p in params]
+    velocity = init_velocity(params)
+    grads = [{n: numpy.ones_like(v) for n, v in p.items()} for p in params]
+    for _ in range(2):
+        apply_updates(params, velocity, grads, lr=0.1, momentum=0.5)
+    for k, stage in enumerate(params):
+        for name, value in stage.items():
+            # v1 = -0.1, v2 = 0.5 * v1 - 0.1 = -0.15; the parameter moved by v1 + v2
+            assert numpy.allclose(velocity[k][name], -0.15), name
+            assert numpy.allclose(value, start[k][name] - 0.25), name

@@ -54,7 +54,7 @@ def train_single_process(
     losses = []
     step = 0
     total = sum(count for _, count in schedule)
-    with tqdm(total=total, disable=not progress, unit="step") as bar:
+    with tqdm(total=total, disable=not progress, unit="step", mininterval=0.5) as bar:
         for stage, count in schedule:
             for _ in range(count):
                 started = time.perf_counter()
@@ -71,4 +71,8 @@ def train_single_process(
                     metrics.write(json.dumps(record) + "\n")
     if metrics:
         metrics.close()
+    if progress and losses:
+        window = max(1, min(20, len(losses) // 5))
+        first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
+        print(f"{config.name}: {step} steps, mean loss of the first {window} {first:.4g} -> last {window} {last:.4g}")
     return params, losses

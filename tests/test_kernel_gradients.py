@@ -137,3 +137,16 @@ def test_unit_rows_gradient(rng):
     assert numpy.allclose((unit**2).sum(-1), 1.0)
     grad = unit_rows_backward(probe, unit, norms)
     assert directional_check(lambda v: float((unit_rows(v)[0] * probe).sum()), raw, grad, rng) < TOLERANCE
+
+
+def test_lcn_on_a_window_equals_lcn_of_the_whole_map_inside_its_margin(rng):
+    from dasksae.kernels import lcn_halo
+
+    x = rng.standard_normal((20, 17, 3, 2))
+    full, _ = lcn_forward(x, 5)
+    margin = lcn_halo(5)
+    rows, cols = (3, 15), (0, 11)  # a window touching the map's left edge only
+    window = x[rows[0] : rows[1], cols[0] : cols[1]]
+    part, _ = lcn_forward(window, 5, origin=(rows[0], cols[0]), map_shape=x.shape[:2])
+    inner = part[margin:-margin, : -margin]
+    numpy.testing.assert_allclose(inner, full[rows[0] + margin : rows[1] - margin, cols[0] : cols[1] - margin], rtol=1e-12)

@@ -9,6 +9,12 @@ For a map ``x (H, W, K, M)`` and a normalised Gaussian window ``G`` of size
 At the borders ``G*`` averages only over positions inside the map (zero
 padding, divided by the window weight that falls inside), so edges are
 normalised like the interior.  The output has the input's shape.
+
+A tile computes LCN on a *window* of a larger map: ``origin`` (the window's
+first row and column in the map) and ``map_shape`` (the map's height and
+width) make the border weights those of the whole map.  Only outputs at least
+two window radii inside the window's edges that are not map edges are exact;
+the tile keeps just those.
 """
 
 from __future__ import annotations
@@ -49,43 +55,59 @@ def _smooth_map(plane, window):
     return out
 
 
-def _coverage(height, width, window, xp, dtype):
-    ones = xp.ones((height, width, 1), dtype=dtype)
-    return _smooth_map(ones, window)
+def _axis_coverage(length, start, map_length, window):
+    """Window weight inside ``[0, map_length)`` at positions ``start .. start+length-1`` of the map."""
+    import numpy
+
+    half = window.shape[0] // 2
+    positions = numpy.arange(start, start + length)[:, None] + numpy.arange(window.shape[0])[None, :] - half
+    inside = (positions >= 0) & (positions < map_length)
+    return (inside * numpy.asarray(window)[None, :]).sum(axis=1)
 
 
-def local_average(x, window):
+def _coverage(height, width, window, xp, dtype, origin=None, map_shape=None):
+    origin = origin or (0, 0)
+    map_shape = map_shape or (height, width)
+    rows = _axis_coverage(height, origin[0], map_shape[0], window)
+    cols = _axis_coverage(width, origin[1], map_shape[1], window)
+    return xp.asarray((rows[:, None] * cols[None, :])[:, :, None].astype(dtype))
+
+
+def local_average(x, window, origin=None, map_shape=None):
     """``G*x``: the window-weighted mean over neighbours and all maps, shape ``(H, W, 1, M)``."""
     xp = array_module(x)
     height, width, maps, _ = x.shape
     smoothed = _smooth_map(x.sum(axis=2), window) / maps
-    return (smoothed / _coverage(height, width, window, xp, x.dtype))[:, :, None, :]
+    return (smoothed / _coverage(height, width, window, xp, x.dtype, origin, map_shape))[:, :, None, :]
 
 
-def local_average_transpose(g, maps: int, window):
+def local_average_transpose(g, maps: int, window, origin=None, map_shape=None):
     """Adjoint of :func:`local_average`: ``g (H, W, 1, M)`` -> ``(H, W, K, M)``."""
     xp = array_module(g)
     height, width = g.shape[:2]
-    scaled = g[:, :, 0, :] / _coverage(height, width, window, xp, g.dtype)
+    scaled = g[:, :, 0, :] / _coverage(height, width, window, xp, g.dtype, origin, map_shape)
     spread = _smooth_map(scaled, window) / maps
     return xp.broadcast_to(spread[:, :, None, :], (height, width, maps, g.shape[3]))
 
 
-def lcn_forward(x, size: int = 5, c: float = 0.01):
-    """Local contrast normalisation of ``x (H, W, K, M)``; returns ``(y, cache)`` for the backward pass."""
+def lcn_forward(x, size: int = 5, c: float = 0.01, origin=None, map_shape=None):
+    """Local contrast normalisation of ``x (H, W, K, M)``; returns ``(y, cache)`` for the backward pass.
+
+    ``origin`` and ``map_shape`` place ``x`` as a window of a larger map (see the module notes).
+    """
     xp = array_module(x)
     window = gaussian_window(size)
-    centred = x - local_average(x, window)
-    sigma = xp.sqrt(local_average(centred * centred, window))
+    centred = x - local_average(x, window, origin, map_shape)
+    sigma = xp.sqrt(local_average(centred * centred, window, origin, map_shape))
     divisor = xp.maximum(sigma, c)
     y = centred / divisor
-    return y, (centred, sigma, divisor, size, c)
+    return y, (centred, sigma, divisor, size, c, origin, map_shape)
 
 
 def lcn_backward(grad_out, cache):
     """Gradient of :func:`lcn_forward` with respect to its input."""
     xp = array_module(grad_out)
-    centred, sigma, divisor, size, c = cache
+    centred, sigma, divisor, size, c, origin, map_shape = cache
     window = gaussian_window(size)
     maps = centred.shape[2]
     grad_centred = grad_out / divisor
@@ -94,9 +116,9 @@ def lcn_backward(grad_out, cache):
     grad_sigma = xp.where(active, grad_divisor, 0.0)
     safe_sigma = xp.where(active, sigma, 1.0)
     grad_variance = grad_sigma / (2.0 * safe_sigma)
-    grad_centred = grad_centred + 2.0 * centred * local_average_transpose(grad_variance, maps, window)
+    grad_centred = grad_centred + 2.0 * centred * local_average_transpose(grad_variance, maps, window, origin, map_shape)
     grad_mean = grad_centred.sum(axis=2, keepdims=True)
-    return grad_centred - local_average_transpose(grad_mean, maps, window)
+    return grad_centred - local_average_transpose(grad_mean, maps, window, origin, map_shape)
 
 
 def lcn_halo(size: int) -> int:

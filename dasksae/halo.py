@@ -1,0 +1,59 @@
+"""Halo exchange as plain array functions: cut strips, assemble windows, sum overlaps back.
+
+A 2-D window is ``((row0, row1), (col0, col1))`` in whole-map coordinates;
+arrays are ``(rows, cols, ...)`` with the window's extent in the first two
+axes.  The Dask layer runs :func:`cut` on the worker that owns a piece (so
+only the strip crosses the network, contiguous as UCX wants it) and
+:func:`assemble` / :func:`sum_into` in the consumer's task.  No Dask here.
+"""
+
+from __future__ import annotations
+
+from .kernels.backend import array_module
+from .tiling import intersect
+
+Window = tuple[tuple[int, int], tuple[int, int]]
+
+
+def overlap(a: Window, b: Window) -> Window | None:
+    """The overlap of two windows, or ``None``.
+
+    >>> overlap(((0, 4), (0, 4)), ((2, 6), (3, 9)))
+    ((2, 4), (3, 4))
+    """
+    rows, cols = intersect(a[0], b[0]), intersect(a[1], b[1])
+    return (rows, cols) if rows and cols else None
+
+
+def cut(array, window: Window, part: Window):
+    """The contiguous strip ``part`` of ``array``, which covers ``window``."""
+    xp = array_module(array)
+    (r0, _), (c0, _) = window
+    (p0, p1), (q0, q1) = part
+    return xp.ascontiguousarray(array[p0 - r0 : p1 - r0, q0 - c0 : q1 - c0])
+
+
+def assemble(window: Window, strips: list[tuple[Window, object]]):
+    """The array over ``window`` from strips that tile it exactly (each element covered once)."""
+    first = strips[0][1]
+    xp = array_module(first)
+    (r0, r1), (c0, c1) = window
+    out = xp.empty((r1 - r0, c1 - c0) + first.shape[2:], dtype=first.dtype)
+    covered = 0
+    for (rows, cols), strip in strips:
+        out[rows[0] - r0 : rows[1] - r0, cols[0] - c0 : cols[1] - c0] = strip
+        covered += (rows[1] - rows[0]) * (cols[1] - cols[0])
+    if covered != (r1 - r0) * (c1 - c0):
+        raise ValueError(f"strips cover {covered} of the {(r1 - r0) * (c1 - c0)} positions of window {window}")
+    return out
+
+
+def sum_into(window: Window, contributions: list[tuple[Window, object]]):
+    """The sum over ``window`` of overlapping contributions (the adjoint of cutting and assembling)."""
+    first = contributions[0][1]
+    xp = array_module(first)
+    (r0, r1), (c0, c1) = window
+    out = xp.zeros((r1 - r0, c1 - c0) + first.shape[2:], dtype=first.dtype)
+    for (rows, cols), part in contributions:
+        out[rows[0] - r0 : rows[1] - r0, cols[0] - c0 : cols[1] - c0] += part
+    return out

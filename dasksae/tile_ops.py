@@ -62,3 +62,37 @@ def tile_stage_forward(grid: TileGrid, stage_index: int, inputs: dict, stage_par
             tile_pool_normalise(window, extended, owned, geometry.pooled_shape[:2], stage, config.epsilon, config.lcn_c),
         )
     return outputs
+
+
+def tile_reconstruction(input_window, encoder_blocks, decoder, scale, stage):
+    """This tile's blocks' share of ``W^T (a W x)`` over its input window (summed with neighbours' by the owner).
+
+    ``decoder`` is ``None`` for tied RICA (then ``W`` itself decodes) or the
+    tile's untied ``W2`` blocks (Le 2012, then ``a = 1``).
+    """
+    from .kernels.local_filter import local_filter_transpose
+
+    weights, _ = unit_rows(encoder_blocks)
+    z = local_filter_forward(input_window, weights, stage.field, stage.step, stage.block[0], stage.block[1])
+    code = z * (1.0 if scale is None else scale)
+    return local_filter_transpose(
+        code, weights if decoder is None else decoder, input_window.shape, stage.field, stage.step, stage.block[0], stage.block[1]
+    )
+
+
+def tile_reconstruction_loss(reconstruction, owned_input):
+    """``sum ||r - x||^2 / M`` over the input positions this tile owns."""
+    xp = array_module(reconstruction)
+    error = reconstruction - owned_input
+    return (error * error).sum(dtype=xp.float64) / owned_input.shape[-1]
+
+
+def tile_sparsity_loss(filter_window, extended, owned, scale, stage, sparsity, epsilon):
+    """``lambda * sum_j sqrt(eps + a^2 V_j z^2) / M`` over the pooling units this tile owns."""
+    xp = array_module(filter_window)
+    squares = window_sum(filter_window * filter_window, stage.pool_size, stage.pool_stride)
+    (r0, r1), (c0, c1) = owned
+    origin = (extended[0][0], extended[1][0])
+    squares = squares[r0 - origin[0] : r1 - origin[0], c0 - origin[1] : c1 - origin[1]]
+    a = 1.0 if scale is None else scale
+    return sparsity * xp.sqrt(epsilon + (a * a) * squares).sum(dtype=xp.float64) / filter_window.shape[-1]

@@ -81,3 +81,55 @@ def test_tiled_forward_equals_the_reference(rng, rows, cols):
         owned = tile_stage_forward(grid, k, owned, params[k], stage, config)
         whole = assemble(((0, reference.shape[0]), (0, reference.shape[1])), list(owned.values()))
         numpy.testing.assert_allclose(whole, reference, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("objective", ["rica", "le2012"])
+@pytest.mark.parametrize("rows,cols", [(2, 2), (3, 2)])
+def test_tiled_objective_equals_the_reference(rng, objective, rows, cols):
+    """Reconstructions summed back to their owners (the reverse halo) and sparsity over owned pooling
+    units give each stage's objective exactly."""
+    from dasksae.halo import sum_into
+    from dasksae.reference import forward_stage
+    from dasksae.tile_ops import (
+        gather_window,
+        tile_filter_forward,
+        tile_reconstruction,
+        tile_reconstruction_loss,
+        tile_sparsity_loss,
+        tile_stage_forward,
+    )
+
+    config = UNEVEN.replace(objective=objective, name=f"uneven-{objective}")
+    grid = TileGrid(config, rows, cols)
+    params = init_params(config, seed=5, dtype="float64")
+    x = rng.standard_normal(config.input_shape + (2,))
+
+    def window_of(array, window):
+        return array[slice(*window[0]), slice(*window[1])]
+
+    owned = {t: (grid.window(0, "input_owned", t), window_of(x, grid.window(0, "input_owned", t))) for t in grid.tiles()}
+    reference_input = x
+    for k, stage in enumerate(config.stages):
+        expected, reference_output, _ = forward_stage(reference_input, params[k], stage, config)
+        scale = params[k].get("scale")
+        contributions, filtered = {}, {}
+        for tile in grid.tiles():
+            (b0, b1), (d0, d1) = grid.window(k, "blocks", tile)
+            window = grid.window(k, "input_needed", tile)
+            x_window = gather_window(window, owned)
+            decoder = params[k]["decoder"][b0:b1, d0:d1] if "decoder" in params[k] else None
+            contributions[tile] = (window, tile_reconstruction(x_window, params[k]["encoder"][b0:b1, d0:d1], decoder, scale, stage))
+            filtered[tile] = (grid.window(k, "filter_owned", tile), tile_filter_forward(x_window, params[k]["encoder"][b0:b1, d0:d1], stage))
+        total = 0.0
+        for tile in grid.tiles():
+            mine, x_owned = owned[tile]
+            parts = [(overlap(w, mine), cut(c, w, overlap(w, mine))) for w, c in contributions.values() if overlap(w, mine)]
+            total += tile_reconstruction_loss(sum_into(mine, parts), x_owned)
+            z_window = gather_window(grid.window(k, "filter_needed", tile), filtered)
+            total += tile_sparsity_loss(
+                z_window, grid.window(k, "pooled_extended", tile), grid.window(k, "pooled_owned", tile),
+                scale, stage, config.sparsity, config.epsilon,
+            )
+        assert abs(total - expected) <= 1e-12 * abs(expected)
+        owned = tile_stage_forward(grid, k, owned, params[k], stage, config)
+        reference_input = reference_output

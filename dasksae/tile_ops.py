@@ -64,20 +64,18 @@ def tile_stage_forward(grid: TileGrid, stage_index: int, inputs: dict, stage_par
     return outputs
 
 
-def tile_reconstruction(input_window, encoder_blocks, decoder, scale, stage):
-    """This tile's blocks' share of ``W^T (a W x)`` over its input window (summed with neighbours' by the owner).
+def tile_reconstruction(z, input_shape, encoder_blocks, decoder, scale, stage):
+    """This tile's blocks' share of ``W^T (a z)`` over its input window (summed with neighbours' by the owner).
 
-    ``decoder`` is ``None`` for tied RICA (then ``W`` itself decodes) or the
-    tile's untied ``W2`` blocks (Le 2012, then ``a = 1``).
+    ``z`` is the tile's filter output (from :func:`tile_filter_forward`, not
+    recomputed here).  ``decoder`` is ``None`` for tied RICA (then ``W``
+    itself decodes) or the tile's untied ``W2`` blocks (Le 2012, then ``a = 1``).
     """
     from .kernels.local_filter import local_filter_transpose
 
-    weights, _ = unit_rows(encoder_blocks)
-    z = local_filter_forward(input_window, weights, stage.field, stage.step, stage.block[0], stage.block[1])
+    weights = unit_rows(encoder_blocks)[0] if decoder is None else decoder
     code = z * (1.0 if scale is None else scale)
-    return local_filter_transpose(
-        code, weights if decoder is None else decoder, input_window.shape, stage.field, stage.step, stage.block[0], stage.block[1]
-    )
+    return local_filter_transpose(code, weights, input_shape, stage.field, stage.step, stage.block[0], stage.block[1])
 
 
 def tile_reconstruction_loss(reconstruction, owned_input):

@@ -64,6 +64,15 @@ def test_halo_cut_assemble_and_sum_are_consistent(rng):
     assert total[4:6].min() == 2 and total[:4].max() == 1
 
 
+def owned_input(grid, x):
+    """Each tile's owned part of the network input: ``{tile: (window, array)}``."""
+    pieces = {}
+    for tile in grid.tiles():
+        rows, cols = window = grid.window(0, "input_owned", tile)
+        pieces[tile] = (window, x[slice(*rows), slice(*cols)])
+    return pieces
+
+
 @pytest.mark.parametrize("rows,cols", TILINGS)
 def test_tiled_forward_equals_the_reference(rng, rows, cols):
     """Each tile filters its own blocks from its input window, pools and normalises its window: the
@@ -74,7 +83,7 @@ def test_tiled_forward_equals_the_reference(rng, rows, cols):
     grid = TileGrid(config, rows, cols)
     params = init_params(config, seed=2, dtype="float64")
     x = rng.standard_normal(config.input_shape + (3,))
-    owned = {t: (grid.window(0, "input_owned", t), x[slice(*grid.window(0, "input_owned", t)[0]), slice(*grid.window(0, "input_owned", t)[1])]) for t in grid.tiles()}
+    owned = owned_input(grid, x)
     reference = x
     for k, stage in enumerate(config.stages):
         reference, _ = encode_stage(reference, params[k], stage, config)
@@ -103,11 +112,7 @@ def test_tiled_objective_equals_the_reference(rng, objective, rows, cols):
     grid = TileGrid(config, rows, cols)
     params = init_params(config, seed=5, dtype="float64")
     x = rng.standard_normal(config.input_shape + (2,))
-
-    def window_of(array, window):
-        return array[slice(*window[0]), slice(*window[1])]
-
-    owned = {t: (grid.window(0, "input_owned", t), window_of(x, grid.window(0, "input_owned", t))) for t in grid.tiles()}
+    owned = owned_input(grid, x)
     reference_input = x
     for k, stage in enumerate(config.stages):
         expected, reference_output, _ = forward_stage(reference_input, params[k], stage, config)
@@ -117,9 +122,11 @@ def test_tiled_objective_equals_the_reference(rng, objective, rows, cols):
             (b0, b1), (d0, d1) = grid.window(k, "blocks", tile)
             window = grid.window(k, "input_needed", tile)
             x_window = gather_window(window, owned)
+            encoder = params[k]["encoder"][b0:b1, d0:d1]
             decoder = params[k]["decoder"][b0:b1, d0:d1] if "decoder" in params[k] else None
-            contributions[tile] = (window, tile_reconstruction(x_window, params[k]["encoder"][b0:b1, d0:d1], decoder, scale, stage))
-            filtered[tile] = (grid.window(k, "filter_owned", tile), tile_filter_forward(x_window, params[k]["encoder"][b0:b1, d0:d1], stage))
+            z = tile_filter_forward(x_window, encoder, stage)
+            contributions[tile] = (window, tile_reconstruction(z, x_window.shape, encoder, decoder, scale, stage))
+            filtered[tile] = (grid.window(k, "filter_owned", tile), z)
         total = 0.0
         for tile in grid.tiles():
             mine, x_owned = owned[tile]

@@ -67,20 +67,37 @@ def initial_scale(stage, geometry: StageGeometry) -> float:
     return min(1.0, geometry.fan_in / (geometry.rows_per_block * overlap))
 
 
-def init_params(config: NetworkConfig, seed: int = 0, dtype="float32", xp=numpy) -> list[dict]:
-    """Random parameters for ``config``: Gaussian filters, ``a`` from :func:`initial_scale`."""
+def initial_blocks(config: NetworkConfig, stage: int, seed: int, rows, cols, dtype="float32") -> dict:
+    """Stage ``stage``'s initial parameters for filter blocks ``rows x cols`` (half-open ranges), as NumPy.
+
+    Every block draws from its own generator seeded by ``(seed, stage, row,
+    column)``, so a tile can initialise its own blocks on its worker and get
+    exactly what :func:`init_params` gives the whole network.
+    """
     dtype = check_dtype(dtype)
-    rng = numpy.random.default_rng(seed)
+    geometry = config.geometry()[stage]
+    _, _, block_rows, fan_in = geometry.weight_shape
+    raw = numpy.empty((rows[1] - rows[0], cols[1] - cols[0], block_rows, fan_in), dtype=dtype)
+    for i in range(rows[0], rows[1]):
+        for j in range(cols[0], cols[1]):
+            generator = numpy.random.default_rng((seed, stage, i, j))
+            raw[i - rows[0], j - cols[0]] = generator.standard_normal((block_rows, fan_in))
+    entry = {"encoder": raw}
+    if config.objective == "le2012":
+        unit, _ = unit_rows(raw)
+        entry["decoder"] = (initial_scale(config.stages[stage], geometry) * unit).astype(dtype)
+    return entry
+
+
+def init_params(config: NetworkConfig, seed: int = 0, dtype="float32", xp=numpy) -> list[dict]:
+    """Random parameters for ``config``: Gaussian filters (:func:`initial_blocks`), ``a`` from :func:`initial_scale`."""
+    dtype = check_dtype(dtype)
     params = []
-    for stage, geometry in zip(config.stages, config.geometry()):
-        raw = rng.standard_normal(geometry.weight_shape).astype(dtype)
-        entry = {"encoder": xp.asarray(raw)}
-        scale = initial_scale(stage, geometry)
+    for k, (stage, geometry) in enumerate(zip(config.stages, config.geometry())):
+        blocks_h, blocks_w = geometry.weight_shape[:2]
+        entry = {name: xp.asarray(value) for name, value in initial_blocks(config, k, seed, (0, blocks_h), (0, blocks_w), dtype).items()}
         if config.objective == "rica":
-            entry["scale"] = xp.asarray(numpy.array(scale, dtype=dtype))
-        else:
-            unit, _ = unit_rows(raw)
-            entry["decoder"] = xp.asarray((scale * unit).astype(dtype))
+            entry["scale"] = xp.asarray(numpy.array(initial_scale(stage, geometry), dtype=dtype))
         params.append(entry)
     return params
 

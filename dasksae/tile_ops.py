@@ -1,96 +1,193 @@
-"""What one tile computes in one task: plain array functions, no Dask.
+"""What one tile computes in one task: plain array functions on NumPy or CuPy, no Dask.
 
-The Dask layer (next) runs each of these as one task on the tile's worker,
-with halo strips from neighbours as inputs; :func:`tile_stage_forward` runs
-them one after another in this process, which is how the tile decomposition
-is checked against the single-process reference.
+Each function is one layer's work for one tile, given the windows its
+inputs were assembled over (see :mod:`dasksae.tiling`).  Forward functions
+return a dict: the layer's output and what its backward pass reuses; the
+graph code in :mod:`dasksae.layers` runs them as tasks.  The math is that of
+:mod:`dasksae.reference` and :mod:`dasksae.objective`, restricted to what the
+tile owns, so that summing the tiles' pieces gives the single-process result.
 """
 
 from __future__ import annotations
 
-from .halo import assemble, cut, overlap
 from .kernels.backend import array_module
-from .kernels.contrast import lcn_forward
-from .kernels.local_filter import local_filter_forward
-from .kernels.normalize import unit_rows
-from .kernels.pooling import window_sum
-from .tiling import TileGrid
+from .kernels.contrast import lcn_backward, lcn_forward
+from .kernels.local_filter import local_filter_forward, local_filter_transpose, local_filter_weight_grad
+from .kernels.normalize import unit_rows, unit_rows_backward
+from .kernels.pooling import window_sum, window_sum_transpose
+from .optim import sgd_momentum_update
 
 
-def gather_window(window, pieces):
-    """Assemble ``window`` from ``{tile: (owned window, array)}`` (the halo exchange, serially)."""
-    strips = []
-    for owned, array in pieces.values():
-        part = overlap(owned, window)
-        if part:
-            strips.append((part, cut(array, owned, part)))
-    return assemble(window, strips)
+def scale_of(scale_state):
+    """``a`` from a stage's scale state (``None`` for Le 2012, where ``a = 1``)."""
+    return 1.0 if scale_state is None else scale_state["scale"]
 
 
-def tile_filter_forward(input_window, encoder_blocks, stage):
-    """``z`` of the tile's own filter blocks from its input window (receptive fields and halo)."""
-    weights, _ = unit_rows(encoder_blocks)
-    return local_filter_forward(input_window, weights, stage.field, stage.step, stage.block[0], stage.block[1])
+def _local(window, owned):
+    """Slices of ``owned`` inside an array that covers ``window``."""
+    (r0, _), (c0, _) = window
+    (p0, p1), (q0, q1) = owned
+    return slice(p0 - r0, p1 - r0), slice(q0 - c0, q1 - c0)
 
 
-def tile_pool_normalise(filter_window, extended, owned, pooled_map_shape, stage, epsilon, lcn_c):
-    """Pool the tile's extended window of ``z``, normalise it, and keep the owned rows and columns."""
-    xp = array_module(filter_window)
-    pooled = xp.sqrt(epsilon + window_sum(filter_window * filter_window, stage.pool_size, stage.pool_stride))
-    origin = (extended[0][0], extended[1][0])
-    normalised, _ = lcn_forward(pooled, stage.lcn_size, lcn_c, origin=origin, map_shape=pooled_map_shape)
-    (r0, r1), (c0, c1) = owned
-    return xp.ascontiguousarray(normalised[r0 - origin[0] : r1 - origin[0], c0 - origin[1] : c1 - origin[1]])
+# ---------------------------------------------------------------- local filter
 
 
-def tile_stage_forward(grid: TileGrid, stage_index: int, inputs: dict, stage_params: dict, stage, config):
-    """One stage over every tile, serially: ``inputs`` and the result map tile -> (owned window, array)."""
-    geometry = config.geometry()[stage_index]
-    filtered = {}
-    for tile in grid.tiles():
-        (b0, b1), (d0, d1) = grid.window(stage_index, "blocks", tile)
-        window = gather_window(grid.window(stage_index, "input_needed", tile), inputs)
-        z = tile_filter_forward(window, stage_params["encoder"][b0:b1, d0:d1], stage)
-        filtered[tile] = (grid.window(stage_index, "filter_owned", tile), z)
-    outputs = {}
-    for tile in grid.tiles():
-        window = gather_window(grid.window(stage_index, "filter_needed", tile), filtered)
-        owned = grid.window(stage_index, "pooled_owned", tile)
-        extended = grid.window(stage_index, "pooled_extended", tile)
-        outputs[tile] = (
-            owned,
-            tile_pool_normalise(window, extended, owned, geometry.pooled_shape[:2], stage, config.epsilon, config.lcn_c),
+def filter_forward(x_window, state, scale_state, stage, with_objective: bool):
+    """``z = W x`` for the tile's filter blocks; with the objective, the tile's share of ``W_dec^T (a z)``."""
+    weights, norms = unit_rows(state["encoder"])
+    z = local_filter_forward(x_window, weights, stage.field, stage.step, stage.block[0], stage.block[1])
+    out = {"z": z, "x": x_window, "weights": weights, "norms": norms}
+    if with_objective:
+        decoder = state.get("decoder", weights)
+        out["reconstruction"] = local_filter_transpose(
+            z * scale_of(scale_state), decoder, x_window.shape, stage.field, stage.step, stage.block[0], stage.block[1]
         )
-    return outputs
+    return out
 
 
-def tile_reconstruction(z, input_shape, encoder_blocks, decoder, scale, stage):
-    """This tile's blocks' share of ``W^T (a z)`` over its input window (summed with neighbours' by the owner).
+def reconstruction_error(reconstruction, x_owned):
+    """``e = r - x`` over the tile's owned input and its part of ``sum ||e||^2 / M``."""
+    xp = array_module(x_owned)
+    error = -x_owned if reconstruction is None else reconstruction - x_owned
+    return {"error": error, "loss": (error * error).sum(dtype=xp.float64) / x_owned.shape[-1]}
 
-    ``z`` is the tile's filter output (from :func:`tile_filter_forward`, not
-    recomputed here).  ``decoder`` is ``None`` for tied RICA (then ``W``
-    itself decodes) or the tile's untied ``W2`` blocks (Le 2012, then ``a = 1``).
+
+def filter_backward(grad_z, error_window, forward, state, scale_state, stage, need_input_grad: bool, update):
+    """Gradients of the tile's filter blocks, its share of the input gradient, and (``update``) the SGD step.
+
+    ``grad_z``: the summed gradient reaching the tile's ``z`` through pooling
+    (and the sparsity term); ``error_window``: the reconstruction error over
+    the tile's input window (``None`` without the objective).  ``update`` is
+    ``None`` (return the gradients) or ``(lr, momentum)``: then the state's
+    arrays are updated in place and returned as the new state.
     """
-    from .kernels.local_filter import local_filter_transpose
+    xp = array_module(forward["z"])
+    field, step, block_h, block_w = stage.field, stage.step, stage.block[0], stage.block[1]
+    x_window, weights, norms, z = forward["x"], forward["weights"], forward["norms"], forward["z"]
+    batch = x_window.shape[-1]
+    grads, scale_grad = {}, 0.0
+    if grad_z is None:
+        grad_z = xp.zeros_like(z)
+    if error_window is not None:
+        a = scale_of(scale_state)
+        decoder = state.get("decoder", weights)
+        grad_reconstruction = (2.0 / batch) * error_window
+        grad_code = local_filter_forward(grad_reconstruction, decoder, field, step, block_h, block_w)
+        grad_decoder = local_filter_weight_grad(z * a, grad_reconstruction, field, step, block_h, block_w)
+        grad_z = a * grad_code + grad_z
+        scale_grad = (z * grad_code).sum(dtype=xp.float64)
+        if "decoder" in state:
+            grads["decoder"] = grad_decoder
+    grad_weights = local_filter_weight_grad(grad_z, x_window, field, step, block_h, block_w)
+    if error_window is not None and "decoder" not in state:
+        grad_weights = grad_weights + grad_decoder
+    grads["encoder"] = unit_rows_backward(grad_weights, weights, norms)
+    out = {"scale_grad": scale_grad}
+    if need_input_grad:
+        out["grad_x"] = local_filter_transpose(grad_z, weights, x_window.shape, field, step, block_h, block_w)
+    if update is None:
+        out["grads"] = grads
+    else:
+        lr, momentum = update
+        for name, grad in grads.items():
+            sgd_momentum_update(state[name], state[f"{name}_velocity"], grad, lr, momentum)
+        out["state"] = state
+    return out
 
-    weights = unit_rows(encoder_blocks)[0] if decoder is None else decoder
-    code = z * (1.0 if scale is None else scale)
-    return local_filter_transpose(code, weights, input_shape, stage.field, stage.step, stage.block[0], stage.block[1])
+
+# ---------------------------------------------------------------- L2 pooling and the sparsity penalty
 
 
-def tile_reconstruction_loss(reconstruction, owned_input):
-    """``sum ||r - x||^2 / M`` over the input positions this tile owns."""
-    xp = array_module(reconstruction)
-    error = reconstruction - owned_input
-    return (error * error).sum(dtype=xp.float64) / owned_input.shape[-1]
+def pool_forward(z_window, scale_state, stage, epsilon: float, sparsity: float, with_objective: bool):
+    """The tile's owned pooling units ``sqrt(eps + V z^2)``; with the objective, its part of the sparsity term."""
+    xp = array_module(z_window)
+    squares = window_sum(z_window * z_window, stage.pool_size, stage.pool_stride)
+    out = {"pooled": xp.sqrt(epsilon + squares), "squares": squares, "z": z_window}
+    if with_objective:
+        a = scale_of(scale_state)
+        units = xp.sqrt(epsilon + (a * a) * squares)
+        batch = z_window.shape[-1]
+        out["loss"] = sparsity * units.sum(dtype=xp.float64) / batch
+        out["per_unit"] = (sparsity / batch) / units
+    return out
 
 
-def tile_sparsity_loss(filter_window, extended, owned, scale, stage, sparsity, epsilon):
-    """``lambda * sum_j sqrt(eps + a^2 V_j z^2) / M`` over the pooling units this tile owns."""
-    xp = array_module(filter_window)
-    squares = window_sum(filter_window * filter_window, stage.pool_size, stage.pool_stride)
-    (r0, r1), (c0, c1) = owned
-    origin = (extended[0][0], extended[1][0])
-    squares = squares[r0 - origin[0] : r1 - origin[0], c0 - origin[1] : c1 - origin[1]]
-    a = 1.0 if scale is None else scale
-    return sparsity * xp.sqrt(epsilon + (a * a) * squares).sum(dtype=xp.float64) / filter_window.shape[-1]
+def pool_backward(grad_pooled, forward, scale_state, stage):
+    """The tile's contribution to ``dL/dz`` over its pooling window (summed back to the owners of ``z``)."""
+    xp = array_module(forward["z"])
+    weight = xp.zeros_like(forward["pooled"]) if grad_pooled is None else grad_pooled / forward["pooled"]
+    out = {"scale_grad": 0.0}
+    if "per_unit" in forward:
+        a = scale_of(scale_state)
+        weight = weight + (a * a) * forward["per_unit"]
+        out["scale_grad"] = a * (forward["per_unit"] * forward["squares"]).sum(dtype=xp.float64)
+    z = forward["z"]
+    out["grad_z"] = z * window_sum_transpose(weight, z.shape, stage.pool_size, stage.pool_stride)
+    return out
+
+
+# ---------------------------------------------------------------- local contrast normalisation
+
+
+def contrast_forward(pooled_window, window, owned, map_shape, stage, lcn_c: float):
+    """LCN of the tile's owned units from the pooled map over ``window`` (owned plus two LCN radii)."""
+    xp = array_module(pooled_window)
+    normalised, cache = lcn_forward(
+        pooled_window, stage.lcn_size, lcn_c, origin=(window[0][0], window[1][0]), map_shape=map_shape
+    )
+    rows, cols = _local(window, owned)
+    return {"output": xp.ascontiguousarray(normalised[rows, cols]), "cache": cache}
+
+
+def contrast_backward(grad_output, error_owned, forward, window, owned, batch: int):
+    """The tile's contribution to ``dL/dpooled`` over ``window`` from the gradient at its owned outputs.
+
+    ``grad_output``: the summed gradient from the stage above; ``error_owned``:
+    that stage's reconstruction error, whose ``-2/M e`` also reaches this
+    output (``None`` without it).
+    """
+    centred = forward["cache"][0]
+    xp = array_module(centred)
+    grad = None if grad_output is None else grad_output
+    if error_owned is not None:
+        grad = (-(2.0 / batch) * error_owned) if grad is None else grad - (2.0 / batch) * error_owned
+    padded = xp.zeros_like(centred)
+    rows, cols = _local(window, owned)
+    padded[rows, cols] = grad
+    return {"grad_pooled": lcn_backward(padded, forward["cache"])}
+
+
+# ---------------------------------------------------------------- the scalar a and the losses
+
+
+def reduce_stage(reports, scale_state, update):
+    """Sum the tiles' loss and ``a``-gradient parts; with ``update = (lr, momentum)`` step ``a``.
+
+    Runs on one worker; returns the stage's new scale state (``None`` for
+    Le 2012) together with its losses and the summed gradient of ``a``.
+    """
+    reconstruction = sum(float(r["reconstruction_loss"]) for r in reports)
+    sparsity = sum(float(r["sparsity_loss"]) for r in reports)
+    result = {"loss": reconstruction + sparsity, "reconstruction_loss": reconstruction, "sparsity_loss": sparsity}
+    if scale_state is not None:
+        scale = scale_state["scale"]
+        xp = array_module(scale)
+        total = sum((r["scale_grad"] for r in reports), xp.zeros((), dtype=xp.float64))
+        grad = xp.asarray(total).astype(scale.dtype)
+        result["scale_grad"] = grad
+        new_scale, new_velocity = scale.copy(), scale_state["velocity"].copy()
+        if update is not None:
+            lr, momentum = update
+            sgd_momentum_update(new_scale, new_velocity, grad, lr, momentum)
+        result["scale"], result["velocity"] = new_scale, new_velocity
+    return result
+
+
+def tile_report(error, pool, filter_back, pool_back):
+    """One tile's losses and ``a``-gradient part of a stage, gathered from its own tasks' results."""
+    return {
+        "reconstruction_loss": error["loss"],
+        "sparsity_loss": pool["loss"],
+        "scale_grad": filter_back["scale_grad"] + pool_back["scale_grad"],
+    }

@@ -17,10 +17,14 @@ Per stage, along one axis, with field ``f``, step ``s``, filter-block size
 * **filter output** ``z``: the tile owns rows ``[k0*b, k1*b)`` of its blocks
   ``[k0, k1)`` and *needs* input rows ``[k0*s, (k1-1)*s + f)`` (the halo);
 * **pooled map** (and the LCN output, the next stage's input): pooled row
-  ``i`` belongs to the owner of ``z`` row ``i*ps + p//2``.  LCN of owned rows
-  ``[q0, q1)`` reads pooled rows ``[q0-2r, q1+2r)`` (mean, then variance), so
-  the tile computes pooling on that *extended* range, which needs ``z`` rows
-  ``[e0*ps, (e1-1)*ps + p)``.
+  ``i`` belongs to the owner of ``z`` row ``i*ps + p//2``; pooling owned rows
+  ``[q0, q1)`` reads ``z`` rows ``[q0*ps, (q1-1)*ps + p)`` (``pool_needed``);
+* **LCN** of owned rows ``[q0, q1)`` reads pooled rows ``[q0-2r, q1+2r)``
+  (mean, then variance), clipped to the map (``lcn_needed``).
+
+Each layer reads a halo of its input from the neighbours' owned ranges, and
+its backward pass writes contributions over the same window, which are summed
+back to the owners.
 
 Every range a tile owns is non-empty, or the tiling is refused.
 """
@@ -91,8 +95,8 @@ class AxisStage:
     input_needed: list[Range]  # stage-input rows each tile's blocks read
     filter_owned: list[Range]  # filter-output rows owned
     pooled_owned: list[Range]  # pooled / LCN-output rows owned (the next stage's input)
-    pooled_extended: list[Range]  # pooled rows computed for LCN (owned + 2 LCN radii)
-    filter_needed: list[Range]  # filter-output rows the extended pooling reads
+    pool_needed: list[Range]  # filter-output rows the owned pooling units read
+    lcn_needed: list[Range]  # pooled rows LCN of the owned rows reads (owned + 2 LCN radii)
     input_owned: list[Range]  # stage-input rows owned (previous stage's pooled_owned)
 
 
@@ -123,8 +127,8 @@ def axis_stages(config: NetworkConfig, axis: int, tiles: int) -> list[AxisStage]
             pooled_length, lambda i: i * stage.pool_stride + stage.pool_size // 2, filter_owned
         )
         radius = stage.lcn_size // 2
-        pooled_extended = [(max(0, q0 - 2 * radius), min(pooled_length, q1 + 2 * radius)) for q0, q1 in pooled_owned]
-        filter_needed = [(e0 * stage.pool_stride, (e1 - 1) * stage.pool_stride + stage.pool_size) for e0, e1 in pooled_extended]
+        pool_needed = [(q0 * stage.pool_stride, (q1 - 1) * stage.pool_stride + stage.pool_size) for q0, q1 in pooled_owned]
+        lcn_needed = [(max(0, q0 - 2 * radius), min(pooled_length, q1 + 2 * radius)) for q0, q1 in pooled_owned]
         for tile, (owned_blocks, owned_pooled) in enumerate(zip(blocks, pooled_owned)):
             if owned_blocks[0] >= owned_blocks[1] or owned_pooled[0] >= owned_pooled[1]:
                 raise ConfigError(
@@ -133,7 +137,7 @@ def axis_stages(config: NetworkConfig, axis: int, tiles: int) -> list[AxisStage]
                     f"use fewer tile {name}."
                 )
         stages.append(
-            AxisStage(blocks, input_needed, filter_owned, pooled_owned, pooled_extended, filter_needed, input_owned)
+            AxisStage(blocks, input_needed, filter_owned, pooled_owned, pool_needed, lcn_needed, input_owned)
         )
         input_owned = pooled_owned
     return stages
@@ -174,3 +178,15 @@ class TileGrid:
         i, j = tile
         rows, cols = self._axes
         return getattr(rows[stage], field)[i], getattr(cols[stage], field)[j]
+
+    def windows(self, stage: int, field: str) -> dict:
+        """``{tile: window}`` of ``field`` for every tile."""
+        return {tile: self.window(stage, field, tile) for tile in self.tiles()}
+
+    def whole(self, stage: int, field: str) -> tuple[Range, Range]:
+        """The window of the whole map that ``field``'s owned ranges partition."""
+        rows, cols = self._axes
+        return (getattr(rows[stage], field)[0][0], getattr(rows[stage], field)[-1][1]), (
+            getattr(cols[stage], field)[0][0],
+            getattr(cols[stage], field)[-1][1],
+        )

@@ -1,0 +1,275 @@
+"""A network spread over tiles: its parameters live on the tiles' workers, and a step is a graph of tile tasks.
+
+:class:`TiledNetwork` is the distributed counterpart of :mod:`dasksae.reference`:
+``step`` runs one SGD update (the joint one, or greedy for one stage) and
+``loss_and_grads`` the same pass without updating, which is how the tests
+check it against the single-process network.
+
+Where things live.  Tile ``t`` is assigned once to a worker.  Its filter
+blocks and their momentum are a dict of arrays made *on that worker* (by
+:func:`~dasksae.reference.initial_blocks`, or read from a checkpoint), and
+every task that reads or updates them runs there; the update happens in
+place inside the tile's filter-backward task, which returns the same arrays
+as the tile's new state (no copy, and under a new key, so a task of the
+previous step can never see half-updated weights).  A stage's scalar ``a``
+and its momentum live on the worker of tile (0, 0), in the small task that
+sums the tiles' loss and ``a``-gradient parts.  Only halo strips, those
+small reports and the scalar cross between workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy
+
+from . import tile_ops
+from .errors import ConfigError
+from .layers import (
+    contrast,
+    contrast_backward,
+    l2_pool,
+    l2_pool_backward,
+    local_filter,
+    local_filter_backward,
+    output,
+    reconstruction_error,
+)
+from .network import NetworkConfig
+from .reference import StepResult, check_dtype, initial_blocks, initial_scale, learning_rate_scales
+from .tile_array import DaskExecutor, Executor, LocalExecutor, Shared, TileArray, pick, tile_map, tile_reduce
+from .tiling import TileGrid
+
+
+def init_tile_state(config: NetworkConfig, stage: int, seed: int, rows, cols, dtype) -> dict:
+    """A tile's filter blocks of one stage and zero momentum (runs on the tile's worker)."""
+    state = {}
+    for name, value in initial_blocks(config, stage, seed, rows, cols, dtype).items():
+        state[name] = value
+        state[f"{name}_velocity"] = numpy.zeros_like(value)
+    return state
+
+
+def tile_state_from(params: dict, rows, cols) -> dict:
+    """A tile's state cut from whole-network arrays (``encoder``, ``encoder_velocity``, ...; the scalar ``scale`` is not)."""
+    return {
+        name: numpy.array(value[rows[0] : rows[1], cols[0] : cols[1]]) for name, value in params.items() if name != "scale"
+    }
+
+
+@dataclass
+class StepReport:
+    """One step: total and per-stage loss, and what its graph cost."""
+
+    loss: float
+    stage_losses: list
+    statistics: dict
+
+
+class TiledNetwork:
+    """``config``'s parameters spread over ``tiles`` (``"RxC"``) on the workers of a Dask cluster.
+
+    ``client``: a :class:`distributed.Client` (default: the current one).
+    ``executor``: instead of a cluster, e.g. :class:`~dasksae.tile_array.LocalExecutor`
+    to run every tile in this process.  ``params``: whole-network parameters
+    to start from (as :func:`~dasksae.reference.init_params` gives); by
+    default each tile initialises its own blocks on its worker from ``seed``.
+    """
+
+    def __init__(self, config: NetworkConfig, tiles="1x1", client=None, *, seed: int = 0, dtype="float32",
+                 params=None, executor: Executor | None = None, workers=None):
+        self.config = config
+        self.grid = tiles if isinstance(tiles, TileGrid) else TileGrid.parse(config, tiles)
+        self.dtype = check_dtype(dtype)
+        self.executor = executor or _dask_executor(self.grid, client, workers)
+        self.state: list[TileArray] = []
+        self.scale: list = []
+        for k, (stage, geometry) in enumerate(zip(config.stages, config.geometry())):
+            windows = self.grid.windows(k, "blocks")
+            parts = {}
+            for tile, (rows, cols) in windows.items():
+                if params is None:
+                    parts[tile] = self.executor.run(
+                        tile, init_tile_state, config, k, seed, rows, cols, self.dtype, name=f"stage{k + 1}-init"
+                    )
+                else:
+                    full = dict(params[k])
+                    full.pop("scale", None)
+                    for name in list(full):
+                        full[f"{name}_velocity"] = numpy.zeros_like(full[name])
+                    parts[tile] = self.executor.put(tile, tile_state_from(full, rows, cols))
+            self.state.append(TileArray(self.executor, windows, parts))
+            if config.objective == "rica":
+                value = initial_scale(stage, geometry) if params is None else params[k]["scale"]
+                self.scale.append(self._put_scale(numpy.array(value, dtype=self.dtype), numpy.zeros((), self.dtype)))
+            else:
+                self.scale.append(None)
+
+    # -------------------------------------------------------------- placement and parameters
+
+    @property
+    def placement(self) -> dict:
+        """``{tile: worker}``."""
+        return {tile: self.executor.worker(tile) for tile in self.grid.tiles()}
+
+    def _put_scale(self, scale, velocity):
+        return self.executor.put(self.grid.tiles()[0], {"scale": scale, "velocity": velocity})
+
+    def state_handles(self) -> list:
+        """Every handle (future) that holds parameters or optimiser state, for placement checks."""
+        handles = [handle for stage in self.state for handle in stage.parts.values()]
+        return handles + [handle for handle in self.scale if handle is not None]
+
+    def _gather_state(self, names_suffix: str = "") -> list[dict]:
+        result = []
+        for k, stage_state in enumerate(self.state):
+            entry = {}
+            names = ["encoder"] + (["decoder"] if self.config.objective == "le2012" else [])
+            for name in names:
+                entry[name] = stage_state.entry(name + names_suffix).to_array()
+            if self.scale[k] is not None:
+                scale_state = self.executor.gather([self.scale[k]])[0]
+                entry["scale"] = numpy.asarray(scale_state["velocity" if names_suffix else "scale"])
+            result.append(entry)
+        return result
+
+    def parameters(self) -> list[dict]:
+        """Whole-network parameters on the client, in :func:`~dasksae.reference.init_params`'s layout."""
+        return self._gather_state()
+
+    def velocity(self) -> list[dict]:
+        """The momentum buffers on the client, in the same layout."""
+        return self._gather_state("_velocity")
+
+    # -------------------------------------------------------------- the pass
+
+    def _run(self, x, stage: int | None, update):
+        config, grid, executor = self.config, self.grid, self.executor
+        count = len(config.stages)
+        if stage is not None and not (0 <= stage < count):
+            raise ConfigError(f"stage must be between 0 and {count - 1}, got {stage}.")
+        expected = tuple(config.input_shape)
+        if x.ndim != 4 or tuple(x.shape[:3]) != expected:
+            raise ConfigError(
+                f"a minibatch must have shape {expected + ('M',)} (rows, columns, channels, examples), got {tuple(x.shape)}."
+            )
+        first, last = (0, count - 1) if stage is None else (stage, stage)
+        executor.reset_statistics()
+        batch = x.shape[-1]
+        per_map = batch * x.dtype.itemsize
+        current = TileArray.from_array(executor, x, grid.windows(0, "input_owned"), config.input_shape[2] * per_map)
+        forward = []
+        for k in range(last + 1):
+            geometry = config.geometry()[k]
+            maps = geometry.filter_shape[2]
+            objective = k >= first
+            scale = None if self.scale[k] is None else Shared(self.scale[k])
+            filtered = local_filter(current, self.state[k], scale, grid, k, objective)
+            error = None
+            if objective:
+                contributions = output(filtered, "reconstruction", grid, k, "input_needed", geometry.input_shape[2], per_map)
+                error = reconstruction_error(contributions, current, k)
+            z = output(filtered, "z", grid, k, "filter_owned", maps, per_map)
+            pooled = l2_pool(z, scale, grid, k, objective)
+            normalised = contrast(output(pooled, "pooled", grid, k, "pooled_owned", maps, per_map), grid, k)
+            forward.append((filtered, error, pooled, normalised))
+            current = output(normalised, "output", grid, k, "pooled_owned", maps, per_map)
+
+        grad_input, error_above, results = None, None, {}
+        for k in range(last, first - 1, -1):
+            geometry = config.geometry()[k]
+            maps, channels = geometry.filter_shape[2], geometry.input_shape[2]
+            filtered, error, pooled, normalised = forward[k]
+            scale = None if self.scale[k] is None else Shared(self.scale[k])
+            grad_pooled = None
+            if k < last:
+                contributions = contrast_backward(grad_input, error_above, normalised, grid, k, batch)
+                grad_pooled = output(contributions, "grad_pooled", grid, k, "lcn_needed", maps, per_map)
+            pool_back = l2_pool_backward(grad_pooled, pooled, scale, grid, k)
+            grad_z = output(pool_back, "grad_z", grid, k, "pool_needed", maps, per_map)
+            error_map = output(error, "error", grid, k, "input_owned", channels, per_map)
+            stage_update = None
+            if update is not None:
+                stage_update = (update[0], update[1])
+            filter_back = local_filter_backward(grad_z, error_map, filtered, self.state[k], scale, grid, k, k > first, stage_update)
+            report = tile_map(tile_ops.tile_report, error, pooled, filter_back, pool_back, name=f"stage{k + 1}-report")
+            scale_update = None
+            if update is not None and self.scale[k] is not None:
+                scale_update = (update[0] * learning_rate_scales(config)[k]["scale"], update[1])
+            reduced = tile_reduce(
+                tile_ops.reduce_stage, report, self.scale[k], scale_update, tile=grid.tiles()[0], name=f"stage{k + 1}-reduce"
+            )
+            results[k] = (filter_back, reduced)
+            grad_input = output(filter_back, "grad_x", grid, k, "input_needed", channels, per_map)
+            error_above = error_map
+        return first, last, results
+
+    def step(self, x, lr: float, momentum: float, stage: int | None = None) -> StepReport:
+        """One SGD-with-momentum update (joint, or greedy for ``stage``); waits for the losses."""
+        first, last, results = self._run(x, stage, (lr, momentum))
+        executor = self.executor
+        for k, (filter_back, reduced) in results.items():
+            self.state[k] = TileArray(
+                executor,
+                self.state[k].windows,
+                {t: executor.run(t, pick, h, "state", name=f"stage{k + 1}-state") for t, h in filter_back.parts.items()},
+            )
+            if self.scale[k] is not None:
+                self.scale[k] = reduced
+        statistics = executor.statistics.as_dict()
+        reports = executor.gather([results[k][1] for k in range(first, last + 1)])
+        stage_losses = [float(r["loss"]) for r in reports]
+        return StepReport(loss=float(sum(stage_losses)), stage_losses=stage_losses, statistics=statistics)
+
+    def loss_and_grads(self, x, stage: int | None = None) -> StepResult:
+        """The objective and every gradient, gathered whole on the client (for checks; nothing is updated)."""
+        first, last, results = self._run(x, stage, None)
+        grads = [dict() for _ in self.config.stages]
+        stage_losses = []
+        for k in range(first, last + 1):
+            filter_back, reduced = results[k]
+            grads_map = filter_back.entry("grads", self.state[k].windows)
+            tiles = grads_map.values()
+            for name in tiles[next(iter(tiles))]:
+                from .halo import assemble
+
+                grads[k][name] = assemble(
+                    self.grid.whole(k, "blocks"), [(self.state[k].windows[t], value[name]) for t, value in tiles.items()]
+                )
+            summary = self.executor.gather([reduced])[0]
+            if "scale_grad" in summary:
+                grads[k]["scale"] = numpy.asarray(summary["scale_grad"])
+            stage_losses.append(float(summary["loss"]))
+        return StepResult(loss=float(sum(stage_losses)), stage_losses=stage_losses, grads=grads)
+
+    def features(self, x):
+        """The top stage's output for ``x``, assembled on the client."""
+        config, grid = self.config, self.grid
+        per_map = x.shape[-1] * x.dtype.itemsize
+        current = TileArray.from_array(self.executor, x, grid.windows(0, "input_owned"), config.input_shape[2] * per_map)
+        for k, geometry in enumerate(config.geometry()):
+            maps = geometry.filter_shape[2]
+            scale = None if self.scale[k] is None else Shared(self.scale[k])
+            z = output(local_filter(current, self.state[k], scale, grid, k, False), "z", grid, k, "filter_owned", maps, per_map)
+            pooled = output(l2_pool(z, scale, grid, k, False), "pooled", grid, k, "pooled_owned", maps, per_map)
+            current = output(contrast(pooled, grid, k), "output", grid, k, "pooled_owned", maps, per_map)
+        return current.to_array()
+
+
+def _dask_executor(grid: TileGrid, client, workers) -> DaskExecutor:
+    if client is None:
+        try:
+            from distributed import default_client
+
+            client = default_client()
+        except (ImportError, ValueError):
+            raise ConfigError(
+                "no Dask client is running; create one (distributed.Client()) or pass client= or executor=."
+            ) from None
+    workers = list(workers or sorted(client.scheduler_info(n_workers=-1)["workers"]))
+    if grid.count > len(workers):
+        raise ConfigError(
+            f"{grid.rows}x{grid.cols} tiles need {grid.count} workers but the cluster has {len(workers)}; "
+            f"use at most {len(workers)} tiles or add workers."
+        )
+    return DaskExecutor(client, {tile: workers[index] for index, tile in enumerate(grid.tiles())})

@@ -1,0 +1,68 @@
+"""The tile decomposition, run serially in this process, equals the single-process reference.
+
+The same checks run on a cluster in ``test_distributed.py``; here they cover
+more configs and tilings cheaply.
+"""
+
+import pytest
+
+from dasksae import ConfigError, named_config
+from dasksae.tile_array import LocalExecutor
+from test_tiling import UNEVEN
+from tiled_checks import (
+    check_each_layer_alone,
+    check_network_gradients,
+    check_training_steps,
+    serial_network,
+)
+
+TILINGS = [(1, 1), (2, 2), (3, 2), (2, 3), (1, 3)]
+
+
+@pytest.mark.parametrize("rows,cols", TILINGS)
+def test_each_layer_alone(rng, rows, cols):
+    check_each_layer_alone(LocalExecutor(), UNEVEN, rows, cols, rng)
+
+
+@pytest.mark.parametrize("objective", ["rica", "le2012"])
+@pytest.mark.parametrize("rows,cols", TILINGS)
+@pytest.mark.parametrize("stage", [None, 0, 1, 2])
+def test_network_gradients(rng, objective, rows, cols, stage):
+    config = UNEVEN.replace(objective=objective, name=f"uneven-{objective}")
+    check_network_gradients(serial_network, config, rows, cols, rng, stage=stage)
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (2, 2), (3, 2)])
+def test_tiny_network_gradients(rng, rows, cols):
+    check_network_gradients(serial_network, named_config("tiny"), rows, cols, rng)
+
+
+@pytest.mark.parametrize("objective", ["rica", "le2012"])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (3, 2)])
+def test_three_training_steps(objective, rows, cols):
+    check_training_steps(serial_network, UNEVEN.replace(objective=objective, name=f"uneven-{objective}"), rows, cols)
+
+
+def test_steps_cost_tasks_linear_in_tiles_and_stages():
+    """A step's task count grows with tiles x stages (a bounded number per tile per stage); its critical path
+    does not grow with the tile count."""
+    import numpy
+
+    config = named_config("tiny")
+    x = numpy.zeros(config.input_shape + (2,))
+    counts = {}
+    for rows, cols in [(1, 1), (2, 2), (3, 3)]:
+        network = serial_network(config, f"{rows}x{cols}", dtype="float64")
+        counts[rows * cols] = network.step(x, 1e-3, 0.9).statistics
+    for tiles, statistics in counts.items():
+        assert statistics["tasks"] <= tiles * len(config.stages) * 40
+    assert counts[9]["critical_path"] <= counts[4]["critical_path"] + 3
+    assert counts[1]["halo_bytes"] == 0 and counts[4]["halo_bytes"] > 0
+
+
+def test_bad_minibatch_is_refused():
+    import numpy
+
+    network = serial_network(UNEVEN, "2x2", dtype="float64")
+    with pytest.raises(ConfigError, match=r"minibatch must have shape \(29, 26, 2, 'M'\)"):
+        network.step(numpy.zeros((28, 26, 2, 3)), 1e-3, 0.9)

@@ -67,19 +67,59 @@ def command_info(args) -> int:
 
 
 def command_train(args) -> int:
-    from .train import train_single_process
+    if args.single_process:
+        from .train import train_single_process
 
-    train_single_process(
-        config_name=args.config,
-        steps=args.steps,
-        minibatch=args.minibatch,
-        lr=args.lr,
-        momentum=args.momentum,
-        dtype=args.dtype,
-        seed=args.seed,
-        out=args.out,
-        greedy_steps=args.greedy_steps,
-    )
+        train_single_process(
+            config_name=args.config, steps=args.steps, minibatch=args.minibatch, lr=args.lr, momentum=args.momentum,
+            dtype=args.dtype, seed=args.seed, out=args.out, greedy_steps=args.greedy_steps,
+        )
+        return 0
+    from .cluster import connect
+    from .network import load_config
+    from .tiling import TileGrid
+    from .train import _check_output_folder, train_tiled
+
+    config = load_config(args.config)
+    grid = TileGrid.parse(config, args.tiles)  # a tiling that does not fit is refused before any cluster starts
+    joining = bool(args.scheduler or args.scheduler_file)
+    workers = args.workers if args.workers is not None else grid.count
+    if not joining and grid.count > workers:
+        raise DasksaeError(
+            f"{args.tiles} tiles need {grid.count} workers but --workers is {workers}; use at most {workers} tiles or more workers."
+        )
+    if args.out is not None:
+        _check_output_folder(args.out, bool(args.resume))
+    with connect(args.scheduler, args.scheduler_file, workers, timeout=args.connect_timeout, dashboard=args.dashboard) as client:
+        if args.dashboard and client.dashboard_link:
+            print(f"dashboard: {client.dashboard_link}")
+        train_tiled(
+            client, config_name=args.config, tiles=args.tiles, steps=args.steps, greedy_steps=args.greedy_steps,
+            minibatch=args.minibatch, lr=args.lr, momentum=args.momentum, dtype=args.dtype, seed=args.seed,
+            out=args.out, resume=args.resume, checkpoint_every=args.checkpoint_every,
+        )
+    return 0
+
+
+def command_inspect(args) -> int:
+    from .checkpoint import describe
+
+    info = describe(args.checkpoint, verify=not args.no_verify)
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    config = info["config"]
+    print(f"checkpoint {info['checkpoint']}")
+    print(f"  config {config['name']} ({config['objective']}, input {'x'.join(map(str, config['input_shape']))})  "
+          f"step {info['step']}  tiles {info['tiles']}  dtype {info['dtype']}")
+    if info["training"]:
+        print("  " + "  ".join(f"{key} {value}" for key, value in info["training"].items()))
+    for layer in info["layers"]:
+        parts = [f"{key.replace('_norm', '')} norm {value:.6g}" for key, value in layer.items() if key.endswith("_norm")]
+        if "scale" in layer:
+            parts.append(f"a {layer['scale']:.6g}")
+        print(f"  stage {layer['stage']}: " + ", ".join(parts))
+    print(f"digest {info['digest']}")
     return 0
 
 
@@ -94,17 +134,33 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--dtype", default="float32", help="float32 (default) or float64")
     info.set_defaults(handler=command_info)
 
-    train = commands.add_parser("train", help="train a network on whitened natural-image crops")
+    train = commands.add_parser("train", help="train a network over tiles on a Dask cluster (a local one by default)")
     train.add_argument("--config", default="tiny", help="a named config or a JSON file (default tiny)")
-    train.add_argument("--steps", type=int, default=300, help="joint updates (default 300)")
+    train.add_argument("--tiles", default="2x2", help="tile grid RxC over every layer's map (default 2x2)")
+    train.add_argument("--workers", type=int, default=None, help="local cluster: worker processes (default: one per tile)")
+    train.add_argument("--scheduler", default=None, help="join the cluster of this scheduler address instead")
+    train.add_argument("--scheduler-file", default=None, help="join the cluster described by this scheduler file")
+    train.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for --scheduler (default 10)")
+    train.add_argument("--steps", type=int, default=300, help="joint updates in the whole run (default 300)")
     train.add_argument("--greedy-steps", type=int, default=0, help="greedy layer-wise steps per stage first (default 0)")
     train.add_argument("--minibatch", type=int, default=32)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--momentum", type=float, default=0.9)
     train.add_argument("--dtype", default="float32")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", default=None, help="folder for metrics.jsonl (optional)")
+    train.add_argument("--out", default=None, help="folder for metrics.jsonl and checkpoints/ (optional)")
+    train.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+                       help="continue the run in --out from its latest checkpoint (or from CHECKPOINT)")
+    train.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (default: only at the end)")
+    train.add_argument("--dashboard", action="store_true", help="local cluster: serve the Dask dashboard on :8787")
+    train.add_argument("--single-process", action="store_true", help="the single-process reference loop instead (no Dask)")
     train.set_defaults(handler=command_train)
+
+    inspect = commands.add_parser("inspect", help="config, step, weight norms and digest of a checkpoint")
+    inspect.add_argument("checkpoint", help="a checkpoint folder, or a run's checkpoints/ folder (its latest)")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect.add_argument("--no-verify", action="store_true", help="skip recomputing the digest")
+    inspect.set_defaults(handler=command_inspect)
     return parser
 
 

@@ -77,18 +77,29 @@ class TiledNetwork:
     """
 
     def __init__(self, config: NetworkConfig, tiles="1x1", client=None, *, seed: int = 0, dtype="float32",
-                 params=None, executor: Executor | None = None, workers=None):
+                 params=None, executor: Executor | None = None, workers=None, checkpoint=None):
         self.config = config
         self.grid = tiles if isinstance(tiles, TileGrid) else TileGrid.parse(config, tiles)
         self.dtype = check_dtype(dtype)
         self.executor = executor or _dask_executor(self.grid, client, workers)
         self.state: list[TileArray] = []
         self.scale: list = []
+        if checkpoint is not None:
+            import zarr
+
+            from .checkpoint import read_tile_state
+
+            saved = zarr.open_group(str(checkpoint), mode="r")
+            names = ["encoder", "encoder_velocity"] + (["decoder", "decoder_velocity"] if config.objective == "le2012" else [])
         for k, (stage, geometry) in enumerate(zip(config.stages, config.geometry())):
             windows = self.grid.windows(k, "blocks")
             parts = {}
             for tile, (rows, cols) in windows.items():
-                if params is None:
+                if checkpoint is not None:
+                    parts[tile] = self.executor.run(
+                        tile, read_tile_state, str(checkpoint), k, (rows, cols), names, name=f"stage{k + 1}-load"
+                    )
+                elif params is None:
                     parts[tile] = self.executor.run(
                         tile, init_tile_state, config, k, seed, rows, cols, self.dtype, name=f"stage{k + 1}-init"
                     )
@@ -100,10 +111,65 @@ class TiledNetwork:
                     parts[tile] = self.executor.put(tile, tile_state_from(full, rows, cols))
             self.state.append(TileArray(self.executor, windows, parts))
             if config.objective == "rica":
-                value = initial_scale(stage, geometry) if params is None else params[k]["scale"]
-                self.scale.append(self._put_scale(numpy.array(value, dtype=self.dtype), numpy.zeros((), self.dtype)))
+                if checkpoint is not None:
+                    value = saved[f"stage{k + 1}/scale"][...]
+                    velocity = saved[f"stage{k + 1}/scale_velocity"][...]
+                else:
+                    value = initial_scale(stage, geometry) if params is None else params[k]["scale"]
+                    velocity = 0
+                self.scale.append(
+                    self._put_scale(numpy.array(value, dtype=self.dtype), numpy.array(velocity, dtype=self.dtype))
+                )
             else:
                 self.scale.append(None)
+
+    @classmethod
+    def load(cls, path, tiles=None, client=None, *, executor: Executor | None = None, workers=None, verify: bool = True):
+        """The network saved at ``path`` (a checkpoint, or a folder of them: its latest), tiled anew.
+
+        ``tiles`` defaults to the tiling that saved it; any tiling can read it.
+        Each tile reads its own blocks on its worker.
+        """
+        from .checkpoint import open_checkpoint
+
+        group, attrs = open_checkpoint(path, verify=verify)
+        config = NetworkConfig.from_dict(attrs["config"])
+        network = cls(
+            config, tiles or attrs["tiles"], client, dtype=attrs["dtype"], executor=executor, workers=workers,
+            checkpoint=_group_path(group, path),
+        )
+        network.checkpoint_attributes = attrs
+        return network
+
+    def save(self, folder, step: int = 0, extra: dict | None = None):
+        """Write a checkpoint ``folder/step-N`` (atomically; each tile writes its blocks from its worker)."""
+        from .checkpoint import save
+
+        return save(self, folder, step, extra)
+
+    def weights(self, stage: int, name: str = "encoder"):
+        """Stage ``stage``'s ``name`` (``encoder``, ``encoder_velocity``, ...) as a Dask array chunked by tile.
+
+        Its chunks are the futures on the tiles' workers; computing it gathers
+        them, so use it for small networks or reductions (``.sum()``, norms).
+        """
+        import dask
+        import dask.array
+
+        geometry = self.config.geometry()[stage]
+        rows = []
+        for i in range(self.grid.rows):
+            row = []
+            for j in range(self.grid.cols):
+                (b0, b1), (d0, d1) = self.state[stage].windows[(i, j)]
+                handle = self.state[stage].parts[(i, j)]
+                row.append(
+                    dask.array.from_delayed(
+                        dask.delayed(pick)(handle, name), (b1 - b0, d1 - d0) + tuple(geometry.weight_shape[2:]), self.dtype
+                    )
+                )
+            rows.append(row)
+        return dask.array.block([[[[block]] for block in row] for row in rows])
 
     # -------------------------------------------------------------- placement and parameters
 
@@ -273,3 +339,12 @@ def _dask_executor(grid: TileGrid, client, workers) -> DaskExecutor:
             f"use at most {len(workers)} tiles or add workers."
         )
     return DaskExecutor(client, {tile: workers[index] for index, tile in enumerate(grid.tiles())})
+
+
+def _group_path(group, fallback):
+    from pathlib import Path
+
+    from .checkpoint import latest
+
+    path = Path(fallback)
+    return latest(path) if (path / "LATEST").exists() else path

@@ -1,4 +1,4 @@
-"""Training loops.  For now the single-process reference loop (NumPy, or CuPy when asked)."""
+"""Training loops: the single-process reference loop, and model-parallel training over tiles on a Dask cluster."""
 
 from __future__ import annotations
 
@@ -76,3 +76,143 @@ def train_single_process(
         first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
         print(f"{config.name}: {step} steps, mean loss of the first {window} {first:.4g} -> last {window} {last:.4g}")
     return params, losses
+
+
+# ------------------------------------------------------------------ model-parallel training on a Dask cluster
+
+
+def schedule_phases(stages: int, greedy_steps: int, steps: int) -> list:
+    """The phase of every step: greedy stage 1..n (``greedy_steps`` each), then ``steps`` joint updates."""
+    phases = []
+    for k in range(stages):
+        phases.extend([k] * greedy_steps)
+    return phases + [None] * steps
+
+
+def _check_output_folder(out, resume: bool):
+    """Make ``out``, prove it writable, and refuse to overwrite a run there unless resuming."""
+    from .checkpoint import latest
+
+    folder = Path(out)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{time.time_ns()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise DasksaeError(f"cannot write to output folder {folder} ({error.strerror}); choose a writable --out.") from None
+    checkpoints = folder / "checkpoints"
+    if not resume and latest(checkpoints) is not None:
+        raise DasksaeError(
+            f"{folder} already holds a run (checkpoints/LATEST); pass --resume to continue it, or choose another --out."
+        )
+    return folder
+
+
+def train_tiled(
+    client,
+    config_name="tiny",
+    tiles="2x2",
+    steps=50,
+    greedy_steps=0,
+    minibatch=32,
+    lr=1e-3,
+    momentum=0.9,
+    dtype="float32",
+    seed=0,
+    out=None,
+    resume=None,
+    checkpoint_every=0,
+    progress=True,
+):
+    """Train on ``client``'s cluster: greedy steps per stage, then joint updates, with checkpoints in ``out``.
+
+    ``steps`` and ``greedy_steps`` count the whole run, those before a resume
+    included.  ``resume``: ``True`` (the latest checkpoint in ``out``) or a
+    checkpoint path.  Returns ``(network, records)``, one record per step run.
+    """
+    from tqdm import tqdm
+
+    from .checkpoint import latest, open_checkpoint, rng_state_from_json, rng_state_to_json
+    from .tiled_network import TiledNetwork
+
+    for name, value in (("--steps", steps), ("--minibatch", minibatch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DasksaeError(f"{name} must be a positive integer, got {value!r}.")
+    if greedy_steps < 0 or checkpoint_every < 0:
+        raise DasksaeError("--greedy-steps and --checkpoint-every must be 0 or more.")
+    config = load_config(config_name)
+    dtype = check_dtype(dtype)
+    folder = _check_output_folder(out, bool(resume)) if out is not None else None
+    checkpoints = folder / "checkpoints" if folder is not None else None
+    batches = NaturalImageBatches(config.input_shape, minibatch, seed=seed + 1, dtype=dtype)
+    start = 0
+    if resume:
+        path = latest(checkpoints) if resume is True and checkpoints is not None else (Path(resume) if resume is not True else None)
+        if path is None:
+            raise DasksaeError(f"there is no checkpoint in {checkpoints} to resume from; run once without --resume first.")
+        _, attrs = open_checkpoint(path)
+        if attrs["config"] != config.to_dict():
+            raise DasksaeError(
+                f"checkpoint {path} was written for config {attrs['config']['name']!r}, not {config.name!r}; "
+                f"resume with --config {attrs['config']['name']} or choose another --out."
+            )
+        if attrs["dtype"] != dtype.name:
+            raise DasksaeError(f"checkpoint {path} holds {attrs['dtype']} weights; resume with --dtype {attrs['dtype']}.")
+        network = TiledNetwork.load(path, tiles, client, verify=False)
+        batches.rng.bit_generator.state = rng_state_from_json(attrs["data_rng"])
+        start = int(attrs["step"])
+    else:
+        network = TiledNetwork(config, tiles, client, seed=seed, dtype=dtype)
+    phases = schedule_phases(len(config.stages), greedy_steps, steps)
+    metrics = open(folder / "metrics.jsonl", "a" if resume else "w") if folder is not None else None
+    options = {"seed": seed, "lr": lr, "momentum": momentum, "minibatch": minibatch, "greedy_steps": greedy_steps, "steps": steps}
+
+    def checkpoint(step):
+        if checkpoints is not None:
+            network.save(checkpoints, step, {**options, "data_rng": rng_state_to_json(batches.rng)})
+
+    records = []
+    if start >= len(phases):
+        print(f"{config.name}: the checkpoint is already at step {start} of {len(phases)}; raise --steps to train more.")
+    with tqdm(total=len(phases), initial=start, disable=not progress, unit="step", mininterval=0.5) as bar:
+        for step in range(start, len(phases)):
+            stage = phases[step]
+            started = time.perf_counter()
+            report = network.step(batches.next(), lr, momentum, stage=stage)
+            seconds = time.perf_counter() - started
+            phase = "joint" if stage is None else f"greedy{stage + 1}"
+            record = {
+                "step": step + 1, "phase": phase, "loss": report.loss, "stage_losses": report.stage_losses,
+                "seconds": seconds, "images_per_second": minibatch / seconds, **report.statistics,
+            }
+            records.append(record)
+            if metrics:
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+            if step == start and progress:
+                tqdm.write(
+                    f"{config.name} on {network.grid.rows}x{network.grid.cols} tiles: {report.statistics['tasks']} tasks "
+                    f"per {phase} step, critical path {report.statistics['critical_path']} tasks, "
+                    f"{report.statistics['halo_bytes'] / 1e6:.2f} MB of halos between workers"
+                )
+            bar.set_postfix(phase=phase, loss=f"{report.loss:.4g}", images_per_s=f"{minibatch / seconds:.0f}")
+            bar.update()
+            if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < len(phases):
+                checkpoint(step + 1)
+    if records:
+        checkpoint(len(phases))
+    if metrics:
+        metrics.close()
+    if progress and records:
+        window = max(1, min(10, len(records) // 5))
+        first = sum(r["loss"] for r in records[:window]) / window
+        last = sum(r["loss"] for r in records[-window:]) / window
+        seconds = sorted(r["seconds"] for r in records)[len(records) // 2]
+        print(
+            f"{config.name}: steps {start + 1}-{len(phases)}, mean loss of the first {window} {first:.4g} -> last {window} "
+            f"{last:.4g}; median step {seconds * 1e3:.0f} ms ({minibatch / seconds:.0f} images/s)"
+        )
+        if checkpoints is not None:
+            print(f"checkpoint: {latest(checkpoints)}")
+    return network, records

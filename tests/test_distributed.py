@@ -98,3 +98,26 @@ def test_parameters_stay_and_only_halos_move(client):
 def test_more_tiles_than_workers_is_refused(client):
     with pytest.raises(ConfigError, match=f"3x3 tiles need 9 workers but the cluster has {WORKERS}"):
         TiledNetwork(named_config("tiny"), "3x3", client)
+
+
+def test_weights_are_dask_arrays_chunked_by_tile_and_checkpoints_load_into_any_tiling(client, tmp_path):
+    from dasksae.reference import features
+
+    config = named_config("tiny")
+    network = TiledNetwork(config, "3x2", client, seed=2, dtype="float64")
+    x = numpy.random.default_rng(1).standard_normal(config.input_shape + (4,))
+    network.step(x, 1e-3, 0.9)
+    encoder = network.weights(1)
+    assert encoder.numblocks[:2] == (3, 2)
+    assert encoder.chunks[0] == tuple(b1 - b0 for (b0, b1), _ in (network.grid.window(1, "blocks", (i, 0)) for i in range(3)))
+    params = network.parameters()
+    numpy.testing.assert_array_equal(encoder.compute(), params[1]["encoder"])
+    path = network.save(tmp_path, step=1)
+    again = TiledNetwork.load(path, "2x1", client)
+    for got, want in zip(again.parameters(), params):
+        for name in want:
+            numpy.testing.assert_array_equal(got[name], want[name])
+    for got, want in zip(again.velocity(), network.velocity()):
+        for name in want:
+            numpy.testing.assert_array_equal(got[name], want[name])
+    numpy.testing.assert_allclose(again.features(x), features(params, x, config), rtol=1e-12, atol=1e-12)

@@ -1,0 +1,112 @@
+"""`dasksae train` over tiles on a local cluster, checkpoints and resume, and refusals of bad input."""
+
+import json
+import shutil
+import time
+
+import pytest
+
+pytest.importorskip("distributed")
+
+from dasksae.checkpoint import checkpoints_in, describe, latest  # noqa: E402
+from dasksae.cli import main  # noqa: E402
+
+TRAIN = ["train", "--config", "tiny", "--tiles", "2x2", "--workers", "4", "--minibatch", "8"]
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def straight_and_resumed(tmp_path_factory):
+    """50 steps straight, and 25 steps then --resume to 50, from the same seed."""
+    root = tmp_path_factory.mktemp("runs")
+    straight, resumed = root / "straight", root / "resumed"
+    assert main(TRAIN + ["--steps", "50", "--out", str(straight), "--checkpoint-every", "20"]) == 0
+    assert main(TRAIN + ["--steps", "25", "--out", str(resumed)]) == 0
+    assert main(TRAIN + ["--steps", "50", "--out", str(resumed), "--resume"]) == 0
+    return straight, resumed
+
+
+def test_training_finishes_and_the_loss_falls(straight_and_resumed):
+    straight, _ = straight_and_resumed
+    records = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 51))
+    assert all({"step", "loss", "seconds", "tasks", "critical_path"} <= set(r) for r in records)
+    first = sum(r["loss"] for r in records[:10]) / 10
+    last = sum(r["loss"] for r in records[-10:]) / 10
+    assert last < 0.85 * first, (first, last)
+    assert [p.name for p in checkpoints_in(straight / "checkpoints")] == ["step-000020", "step-000040", "step-000050"]
+
+
+def test_resume_gives_the_same_digest_as_training_straight(straight_and_resumed, capsys):
+    straight, resumed = straight_and_resumed
+    a, b = describe(straight / "checkpoints"), describe(resumed / "checkpoints")
+    assert a["step"] == b["step"] == 50
+    assert a["digest"] == b["digest"]
+    lines = (resumed / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == list(range(1, 51))
+    code, out, _ = run(capsys, "inspect", str(resumed / "checkpoints"), "--json")
+    assert code == 0 and json.loads(out)["digest"] == a["digest"]
+    assert len(json.loads(out)["layers"]) == 3
+
+
+def one_line_error(capsys, *args, match):
+    code, out, err = run(capsys, *args)
+    assert code == 2, (out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert match in lines[0], lines[0]
+    return lines[0]
+
+
+def test_bad_tilings_are_refused(capsys, tmp_path):
+    one_line_error(capsys, *TRAIN[:4], "15x1", "--out", str(tmp_path / "a"), match="do not fit stage 1")
+    one_line_error(capsys, *TRAIN[:4], "2x2", "--workers", "3", match="2x2 tiles need 4 workers but --workers is 3")
+
+
+def test_a_scheduler_that_does_not_answer_is_refused_within_the_timeout(capsys):
+    started = time.perf_counter()
+    one_line_error(
+        capsys, "train", "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "2", "--steps", "1",
+        match="could not reach a Dask scheduler at tcp://127.0.0.1:9 within 2 s",
+    )
+    assert time.perf_counter() - started < 30
+
+
+def test_an_unwritable_output_folder_is_refused(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    one_line_error(capsys, *TRAIN, "--steps", "1", "--out", str(blocker / "run"), match="cannot write to output folder")
+
+
+def test_resume_refuses_another_config_and_a_run_is_never_overwritten(straight_and_resumed, capsys):
+    straight, _ = straight_and_resumed
+    before = latest(straight / "checkpoints")
+    one_line_error(capsys, "train", "--config", "small", "--tiles", "1x1", "--steps", "60", "--out", str(straight), "--resume",
+                   match="was written for config 'tiny', not 'small'")
+    one_line_error(capsys, *TRAIN, "--steps", "5", "--out", str(straight), match="already holds a run")
+    assert latest(straight / "checkpoints") == before
+    assert describe(before)["step"] == 50
+
+
+def test_corrupt_and_half_written_checkpoints(straight_and_resumed, capsys, tmp_path):
+    straight, _ = straight_and_resumed
+    run_folder = tmp_path / "copy"
+    shutil.copytree(straight, run_folder)
+    checkpoints = run_folder / "checkpoints"
+    # a half-written checkpoint (a run killed while saving) is invisible: LATEST still names step 50
+    (checkpoints / ".step-000060.partial-deadbeef" / "stage1").mkdir(parents=True)
+    assert latest(checkpoints).name == "step-000050"
+    assert describe(checkpoints)["step"] == 50
+    # damage one weight chunk of the latest: resuming is refused, naming the previous checkpoint ...
+    chunk = next(p for p in sorted((checkpoints / "step-000050" / "stage2" / "encoder").rglob("*")) if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(chunk.read_bytes()[:-7] + b"garbage")
+    message = one_line_error(capsys, *TRAIN, "--steps", "60", "--out", str(run_folder), "--resume", match="is corrupt")
+    assert "step-000040" in message
+    # ... which still loads, and training resumes from it
+    assert main(TRAIN + ["--steps", "42", "--out", str(run_folder), "--resume", str(checkpoints / "step-000040")]) == 0
+    assert describe(checkpoints)["step"] == 42

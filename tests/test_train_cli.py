@@ -110,3 +110,17 @@ def test_corrupt_and_half_written_checkpoints(straight_and_resumed, capsys, tmp_
     # ... which still loads, and training resumes from it
     assert main(TRAIN + ["--steps", "42", "--out", str(run_folder), "--resume", str(checkpoints / "step-000040")]) == 0
     assert describe(checkpoints)["step"] == 42
+
+
+def test_joins_a_running_cluster_and_trains_greedy_then_joint(tmp_path, capsys):
+    import distributed
+
+    with distributed.LocalCluster(n_workers=3, threads_per_worker=1, dashboard_address=None) as cluster:
+        code = main(["train", "--scheduler", cluster.scheduler_address, "--config", "tiny", "--tiles", "3x1",
+                     "--greedy-steps", "2", "--steps", "2", "--minibatch", "4", "--out", str(tmp_path / "run")])
+        assert code == 0
+        phases = [json.loads(line)["phase"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+        assert phases == ["greedy1", "greedy1", "greedy2", "greedy2", "greedy3", "greedy3", "joint", "joint"]
+        capsys.readouterr()
+        one_line_error(capsys, "train", "--scheduler", cluster.scheduler_address, "--tiles", "2x2", "--steps", "1",
+                       match="2x2 tiles need 4 workers but the cluster has 3")

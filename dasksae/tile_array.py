@@ -186,6 +186,16 @@ def pick(value, field):
     return value if field is None else value[field]
 
 
+def pick_to_host(value, field):
+    """``value[field]`` as a NumPy array (run on the worker, so the client never needs CuPy)."""
+    from .kernels.backend import to_numpy
+
+    picked = pick(value, field)
+    if isinstance(picked, dict):
+        return {name: to_numpy(entry) for name, entry in picked.items()}
+    return to_numpy(picked)
+
+
 def cut_part(value, field, owned: Window, part: Window):
     """The contiguous strip ``part`` of a tile's piece (run on the piece's worker)."""
     return cut(pick(value, field), owned, part)
@@ -233,12 +243,9 @@ class TileArray:
         return cls(executor, dict(windows), parts, None, position_bytes)
 
     def values(self) -> dict:
-        """``{tile: array}`` on the client (an entry is picked on the tile's worker first)."""
+        """``{tile: array}`` on the client, as NumPy (picked and moved to host on the tile's worker first)."""
         tiles = list(self.parts)
-        handles = [
-            self.parts[t] if self.field is None else self.executor.run(t, pick, self.parts[t], self.field, name="pick")
-            for t in tiles
-        ]
+        handles = [self.executor.run(t, pick_to_host, self.parts[t], self.field, name="pick") for t in tiles]
         return dict(zip(tiles, self.executor.gather(handles)))
 
     def to_array(self):

@@ -10,6 +10,8 @@ tile owns, so that summing the tiles' pieces gives the single-process result.
 
 from __future__ import annotations
 
+import numpy
+
 from .kernels.backend import array_module
 from .kernels.contrast import lcn_backward, lcn_forward
 from .kernels.local_filter import local_filter_forward, local_filter_transpose, local_filter_weight_grad
@@ -18,9 +20,14 @@ from .kernels.pooling import window_sum, window_sum_transpose
 from .optim import sgd_momentum_update
 
 
-def scale_of(scale_state):
-    """``a`` from a stage's scale state (``None`` for Le 2012, where ``a = 1``)."""
-    return 1.0 if scale_state is None else scale_state["scale"]
+def scale_of(scale_state) -> float:
+    """``a`` from a stage's scale state (``None`` for Le 2012, where ``a = 1``), as a Python float.
+
+    The state lives on the host (it is tiny and shared by every tile); a
+    Python float multiplies NumPy and CuPy arrays alike without changing
+    their dtype.
+    """
+    return 1.0 if scale_state is None else float(scale_state["scale"])
 
 
 def _local(window, owned):
@@ -34,7 +41,12 @@ def _local(window, owned):
 
 
 def filter_forward(x_window, state, scale_state, stage, with_objective: bool):
-    """``z = W x`` for the tile's filter blocks; with the objective, the tile's share of ``W_dec^T (a z)``."""
+    """``z = W x`` for the tile's filter blocks; with the objective, the tile's share of ``W_dec^T (a z)``.
+
+    The input window is moved to the weights' device first (the minibatch
+    arrives from the client in host memory).
+    """
+    x_window = array_module(state["encoder"]).asarray(x_window)
     weights, norms = unit_rows(state["encoder"])
     z = local_filter_forward(x_window, weights, stage.field, stage.step, stage.block[0], stage.block[1])
     out = {"z": z, "x": x_window, "weights": weights, "norms": norms}
@@ -48,9 +60,10 @@ def filter_forward(x_window, state, scale_state, stage, with_objective: bool):
 
 def reconstruction_error(reconstruction, x_owned):
     """``e = r - x`` over the tile's owned input and its part of ``sum ||e||^2 / M``."""
-    xp = array_module(x_owned)
+    xp = array_module(reconstruction, x_owned)
+    x_owned = xp.asarray(x_owned)
     error = -x_owned if reconstruction is None else reconstruction - x_owned
-    return {"error": error, "loss": (error * error).sum(dtype=xp.float64) / x_owned.shape[-1]}
+    return {"error": error, "loss": float((error * error).sum(dtype=xp.float64)) / x_owned.shape[-1]}
 
 
 def filter_backward(grad_z, error_window, forward, state, scale_state, stage, need_input_grad: bool, update):
@@ -76,7 +89,7 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         grad_code = local_filter_forward(grad_reconstruction, decoder, field, step, block_h, block_w)
         grad_decoder = local_filter_weight_grad(z * a, grad_reconstruction, field, step, block_h, block_w)
         grad_z = a * grad_code + grad_z
-        scale_grad = (z * grad_code).sum(dtype=xp.float64)
+        scale_grad = float((z * grad_code).sum(dtype=xp.float64))
         if "decoder" in state:
             grads["decoder"] = grad_decoder
     grad_weights = local_filter_weight_grad(grad_z, x_window, field, step, block_h, block_w)
@@ -108,7 +121,7 @@ def pool_forward(z_window, scale_state, stage, epsilon: float, sparsity: float, 
         a = scale_of(scale_state)
         units = xp.sqrt(epsilon + (a * a) * squares)
         batch = z_window.shape[-1]
-        out["loss"] = sparsity * units.sum(dtype=xp.float64) / batch
+        out["loss"] = sparsity * float(units.sum(dtype=xp.float64)) / batch
         out["per_unit"] = (sparsity / batch) / units
     return out
 
@@ -121,7 +134,7 @@ def pool_backward(grad_pooled, forward, scale_state, stage):
     if "per_unit" in forward:
         a = scale_of(scale_state)
         weight = weight + (a * a) * forward["per_unit"]
-        out["scale_grad"] = a * (forward["per_unit"] * forward["squares"]).sum(dtype=xp.float64)
+        out["scale_grad"] = a * float((forward["per_unit"] * forward["squares"]).sum(dtype=xp.float64))
     z = forward["z"]
     out["grad_z"] = z * window_sum_transpose(weight, z.shape, stage.pool_size, stage.pool_stride)
     return out
@@ -172,9 +185,7 @@ def reduce_stage(reports, scale_state, update):
     result = {"loss": reconstruction + sparsity, "reconstruction_loss": reconstruction, "sparsity_loss": sparsity}
     if scale_state is not None:
         scale = scale_state["scale"]
-        xp = array_module(scale)
-        total = sum((r["scale_grad"] for r in reports), xp.zeros((), dtype=xp.float64))
-        grad = xp.asarray(total).astype(scale.dtype)
+        grad = numpy.asarray(sum(float(r["scale_grad"]) for r in reports)).astype(scale.dtype)
         result["scale_grad"] = grad
         new_scale, new_velocity = scale.copy(), scale_state["velocity"].copy()
         if update is not None:

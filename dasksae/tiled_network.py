@@ -41,13 +41,25 @@ from .tile_array import DaskExecutor, Executor, LocalExecutor, Shared, TileArray
 from .tiling import TileGrid
 
 
-def init_tile_state(config: NetworkConfig, stage: int, seed: int, rows, cols, dtype) -> dict:
+DEVICES = ("cpu", "cuda")
+
+
+def on_device(state: dict, device: str) -> dict:
+    """``state``'s arrays in host memory (``cpu``, NumPy) or on the worker's GPU (``cuda``, CuPy)."""
+    if device == "cuda":
+        import cupy
+
+        return {name: cupy.asarray(value) for name, value in state.items()}
+    return state
+
+
+def init_tile_state(config: NetworkConfig, stage: int, seed: int, rows, cols, dtype, device: str = "cpu") -> dict:
     """A tile's filter blocks of one stage and zero momentum (runs on the tile's worker)."""
     state = {}
     for name, value in initial_blocks(config, stage, seed, rows, cols, dtype).items():
         state[name] = value
         state[f"{name}_velocity"] = numpy.zeros_like(value)
-    return state
+    return on_device(state, device)
 
 
 def tile_state_from(params: dict, rows, cols) -> dict:
@@ -77,13 +89,17 @@ class TiledNetwork:
     """
 
     def __init__(self, config: NetworkConfig, tiles="1x1", client=None, *, seed: int = 0, dtype="float32",
-                 params=None, executor: Executor | None = None, workers=None, checkpoint=None):
+                 params=None, executor: Executor | None = None, workers=None, checkpoint=None, device: str = "cpu"):
+        if device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}.")
+        self.device = device
         self.config = config
         self.grid = tiles if isinstance(tiles, TileGrid) else TileGrid.parse(config, tiles)
         self.dtype = check_dtype(dtype)
         self.executor = executor or _dask_executor(self.grid, client, workers)
-        self.state: list[TileArray] = []
-        self.scale: list = []
+        self._state: list[TileArray] = []
+        self._scale: list = []
+        self._bundle = None  # after a fused single-tile step: one handle holding every stage's state
         if checkpoint is not None:
             import zarr
 
@@ -97,11 +113,12 @@ class TiledNetwork:
             for tile, (rows, cols) in windows.items():
                 if checkpoint is not None:
                     parts[tile] = self.executor.run(
-                        tile, read_tile_state, str(checkpoint), k, (rows, cols), names, name=f"stage{k + 1}-load"
+                        tile, read_tile_state, str(checkpoint), k, (rows, cols), names, device == "cuda",
+                        name=f"stage{k + 1}-load",
                     )
                 elif params is None:
                     parts[tile] = self.executor.run(
-                        tile, init_tile_state, config, k, seed, rows, cols, self.dtype, name=f"stage{k + 1}-init"
+                        tile, init_tile_state, config, k, seed, rows, cols, self.dtype, device, name=f"stage{k + 1}-init"
                     )
                 else:
                     full = dict(params[k])
@@ -109,7 +126,9 @@ class TiledNetwork:
                     for name in list(full):
                         full[f"{name}_velocity"] = numpy.zeros_like(full[name])
                     parts[tile] = self.executor.put(tile, tile_state_from(full, rows, cols))
-            self.state.append(TileArray(self.executor, windows, parts))
+                    if device != "cpu":
+                        parts[tile] = self.executor.run(tile, on_device, parts[tile], device, name=f"stage{k + 1}-to-device")
+            self._state.append(TileArray(self.executor, windows, parts))
             if config.objective == "rica":
                 if checkpoint is not None:
                     value = saved[f"stage{k + 1}/scale"][...]
@@ -117,14 +136,15 @@ class TiledNetwork:
                 else:
                     value = initial_scale(stage, geometry) if params is None else params[k]["scale"]
                     velocity = 0
-                self.scale.append(
+                self._scale.append(
                     self._put_scale(numpy.array(value, dtype=self.dtype), numpy.array(velocity, dtype=self.dtype))
                 )
             else:
-                self.scale.append(None)
+                self._scale.append(None)
 
     @classmethod
-    def load(cls, path, tiles=None, client=None, *, executor: Executor | None = None, workers=None, verify: bool = True):
+    def load(cls, path, tiles=None, client=None, *, executor: Executor | None = None, workers=None, verify: bool = True,
+             device: str = "cpu"):
         """The network saved at ``path`` (a checkpoint, or a folder of them: its latest), tiled anew.
 
         ``tiles`` defaults to the tiling that saved it; any tiling can read it.
@@ -136,7 +156,7 @@ class TiledNetwork:
         config = NetworkConfig.from_dict(attrs["config"])
         network = cls(
             config, tiles or attrs["tiles"], client, dtype=attrs["dtype"], executor=executor, workers=workers,
-            checkpoint=_group_path(group, path),
+            checkpoint=_group_path(group, path), device=device,
         )
         network.checkpoint_attributes = attrs
         return network
@@ -174,6 +194,30 @@ class TiledNetwork:
     # -------------------------------------------------------------- placement and parameters
 
     @property
+    def state(self) -> list[TileArray]:
+        """Per stage, the tiles' states (filter blocks and momentum) as a :class:`TileArray` of handles."""
+        self._unbundle()
+        return self._state
+
+    @property
+    def scale(self) -> list:
+        """Per stage, the handle of the scale state (``a`` and its momentum), or ``None`` (Le 2012)."""
+        self._unbundle()
+        return self._scale
+
+    def _unbundle(self):
+        """Split the fused step's single result into per-stage handles (picks on the same worker)."""
+        if self._bundle is None:
+            return
+        bundle, self._bundle = self._bundle, None
+        tile = self.grid.tiles()[0]
+        for k in range(len(self.config.stages)):
+            handle = self.executor.run(tile, pick_stage, bundle, "states", k, name=f"stage{k + 1}-state")
+            self._state[k] = TileArray(self.executor, self._state[k].windows, {tile: handle})
+            if self._scale[k] is not None:
+                self._scale[k] = self.executor.run(tile, pick_stage, bundle, "scales", k, name=f"stage{k + 1}-scale")
+
+    @property
     def placement(self) -> dict:
         """``{tile: worker}``."""
         return {tile: self.executor.worker(tile) for tile in self.grid.tiles()}
@@ -195,7 +239,7 @@ class TiledNetwork:
                 entry[name] = stage_state.entry(name + names_suffix).to_array()
             if self.scale[k] is not None:
                 scale_state = self.executor.gather([self.scale[k]])[0]
-                entry["scale"] = numpy.asarray(scale_state["velocity" if names_suffix else "scale"])
+                entry["scale"] = numpy.asarray(scale_state["velocity" if names_suffix else "scale"]).copy()
             result.append(entry)
         return result
 
@@ -209,16 +253,20 @@ class TiledNetwork:
 
     # -------------------------------------------------------------- the pass
 
-    def _run(self, x, stage: int | None, update):
-        config, grid, executor = self.config, self.grid, self.executor
-        count = len(config.stages)
+    def _check_batch(self, x, stage):
+        count = len(self.config.stages)
         if stage is not None and not (0 <= stage < count):
             raise ConfigError(f"stage must be between 0 and {count - 1}, got {stage}.")
-        expected = tuple(config.input_shape)
+        expected = tuple(self.config.input_shape)
         if x.ndim != 4 or tuple(x.shape[:3]) != expected:
             raise ConfigError(
                 f"a minibatch must have shape {expected + ('M',)} (rows, columns, channels, examples), got {tuple(x.shape)}."
             )
+
+    def _run(self, x, stage: int | None, update):
+        config, grid, executor = self.config, self.grid, self.executor
+        count = len(config.stages)
+        self._check_batch(x, stage)
         first, last = (0, count - 1) if stage is None else (stage, stage)
         executor.reset_statistics()
         batch = x.shape[-1]
@@ -271,7 +319,14 @@ class TiledNetwork:
         return first, last, results
 
     def step(self, x, lr: float, momentum: float, stage: int | None = None) -> StepReport:
-        """One SGD-with-momentum update (joint, or greedy for ``stage``); waits for the losses."""
+        """One SGD-with-momentum update (joint, or greedy for ``stage``); waits for the losses.
+
+        With a single tile there is no halo to exchange, and the whole step is
+        one task on the tile's worker (:func:`fused_single_tile_step`, the
+        reference step on the tile's arrays) instead of a graph of layer tasks.
+        """
+        if self.grid.count == 1 and self.fuse_single_tile:
+            return self._fused_step(x, lr, momentum, stage)
         first, last, results = self._run(x, stage, (lr, momentum))
         executor = self.executor
         for k, (filter_back, reduced) in results.items():
@@ -285,6 +340,26 @@ class TiledNetwork:
         statistics = executor.statistics.as_dict()
         reports = executor.gather([results[k][1] for k in range(first, last + 1)])
         stage_losses = [float(r["loss"]) for r in reports]
+        return StepReport(loss=float(sum(stage_losses)), stage_losses=stage_losses, statistics=statistics)
+
+    fuse_single_tile = True
+
+    def _fused_step(self, x, lr, momentum, stage) -> StepReport:
+        self._check_batch(x, stage)
+        executor, tile = self.executor, self.grid.tiles()[0]
+        executor.reset_statistics()
+        batch = executor.put(tile, x)
+        if self._bundle is not None:
+            sources = [self._bundle]
+        else:
+            sources = [None] + [s.parts[tile] for s in self._state] + [h for h in self._scale]
+        result = executor.run(
+            tile, fused_single_tile_step, self.config, lr, momentum, stage, batch, *sources, name="fused-step"
+        )
+        self._bundle = result
+        losses = executor.run(tile, pick, result, "losses", name="fused-losses")
+        statistics = executor.statistics.as_dict()
+        stage_losses = [float(v) for v in executor.gather([losses])[0]]
         return StepReport(loss=float(sum(stage_losses)), stage_losses=stage_losses, statistics=statistics)
 
     def loss_and_grads(self, x, stage: int | None = None) -> StepResult:
@@ -320,6 +395,49 @@ class TiledNetwork:
             pooled = output(l2_pool(z, scale, grid, k, False), "pooled", grid, k, "pooled_owned", maps, per_map)
             current = output(contrast(pooled, grid, k), "output", grid, k, "pooled_owned", maps, per_map)
         return current.to_array()
+
+
+def pick_stage(bundle: dict, what: str, stage: int):
+    return bundle[what][stage]
+
+
+def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, x, bundle, *sources):
+    """A whole SGD step of a one-tile network in one task: :func:`~dasksae.reference.train_step` on its arrays.
+
+    Takes the previous step's result (``bundle``) or, the first time, every
+    stage's state followed by every stage's scale state.  Updates the state
+    arrays in place and returns ``{"states", "scales", "losses"}``.
+    """
+    from .kernels.backend import array_module
+    from .reference import train_step
+
+    count = len(config.stages)
+    if bundle is not None:
+        states, scales = bundle["states"], bundle["scales"]
+    else:
+        states, scales = list(sources[:count]), list(sources[count:])
+    xp = array_module(states[0]["encoder"])
+    params, velocity = [], []
+    for state, scale in zip(states, scales):
+        entry = {name: state[name] for name in ("encoder", "decoder") if name in state}
+        moment = {name: state[f"{name}_velocity"] for name in entry}
+        if scale is not None:
+            entry["scale"] = xp.asarray(scale["scale"]).copy()
+            moment["scale"] = xp.asarray(scale["velocity"]).copy()
+        params.append(entry)
+        velocity.append(moment)
+    result = train_step(params, velocity, xp.asarray(x), config, lr, momentum, stage=stage)
+    new_scales = [
+        None if scale is None else {"scale": numpy.asarray(_host(p["scale"])), "velocity": numpy.asarray(_host(v["scale"]))}
+        for scale, p, v in zip(scales, params, velocity)
+    ]
+    return {"states": states, "scales": new_scales, "losses": list(result.stage_losses)}
+
+
+def _host(value):
+    from .kernels.backend import to_numpy
+
+    return to_numpy(value)
 
 
 def _dask_executor(grid: TileGrid, client, workers) -> DaskExecutor:

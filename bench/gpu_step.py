@@ -1,0 +1,279 @@
+"""One GPU benchmark: dasksae (1 worker, and 4 workers sharing the GPU) against a single-process PyTorch peer and the limit.
+
+In the style of dask-cuda's benchmarks::
+
+    python bench/gpu_step.py --configs coates96,coates200 --minibatch 96 --runs 20 --warmup-runs 3 --json out.json
+    python bench/gpu_step.py --scheduler-address tcp://host:8786 ...   # dasksae rows on an existing cluster
+
+Rows, per config and minibatch:
+
+* ``limit``: max(12 P M / measured GEMM ceiling of the dtype, 5 passes over
+  the float32 weights / measured copy bandwidth) (DESIGN.md);
+* ``dasksae-1w``: ``TiledNetwork`` on one worker, 1x1 tiles, CuPy chunks
+  (the whole step is one task); its Dask overhead is its step time minus the
+  same step run in this process without Dask;
+* ``dasksae-4w``: four plain workers sharing the GPU, 2x2 tiles (the graph of
+  layer tasks and halo exchanges);
+* ``torch-<precision>``: ``bench/torch_peer.py`` in float32, tf32 and
+  bfloat16 (``--compile`` adds ``torch.compile`` rows).
+
+Configs ``coatesN`` are the coates1.8b network (20x20 fields, 4x4x8 blocks,
+step 4) on an N x N x 3 input: coates96 has 0.195B parameters, coates200
+1.544B, coates212 1.785B.  dasksae computes in float32 only so far; its
+tf32/bfloat16 rows are absent, not zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy
+
+from dasksae.accounting import update_flops
+from dasksae.network import load_config, named_config
+
+
+def coates(name: str):
+    if name.startswith("coates") and name[6:].isdigit():
+        size = int(name[6:])
+        return named_config("coates1.8b").replace(input_shape=(size, size, 3), name=name)
+    return load_config(name)
+
+
+def measure_ceilings():
+    """GEMM TFLOP/s per precision (8192^3 torch.matmul) and device copy bandwidth (bytes read + written per s)."""
+    import torch
+
+    ceilings = {}
+    n = 8192
+    for precision, dtype, tf32 in (("float32", torch.float32, False), ("tf32", torch.float32, True), ("bfloat16", torch.bfloat16, False)):
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        a = torch.randn(n, n, device="cuda", dtype=dtype)
+        b = torch.randn(n, n, device="cuda", dtype=dtype)
+        for _ in range(3):
+            a @ b
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(10):
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            a @ b
+            stop.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(stop) / 1e3)
+        ceilings[precision] = 2 * n**3 / statistics.median(times)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    src = torch.empty(1 << 28, dtype=torch.float32, device="cuda").normal_()
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(10):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        stop.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(stop) / 1e3)
+    ceilings["copy_bytes_per_second"] = 2 * src.numel() * 4 / statistics.median(times)
+    del a, b, src, dst
+    torch.cuda.empty_cache()
+    return ceilings
+
+
+def limit_seconds(config, minibatch, precision, ceilings):
+    flops = update_flops(config, minibatch)
+    return max(flops / ceilings[precision], 5 * 4 * config.encoder_parameters / ceilings["copy_bytes_per_second"])
+
+
+def time_in_process(config, batch, runs, warmup):
+    """The same step without Dask: dasksae's reference step on CuPy arrays (the kernel time of dasksae-1w)."""
+    import cupy
+
+    from dasksae.optim import init_velocity
+    from dasksae.reference import init_params, train_step
+
+    params = init_params(config, seed=0, dtype="float32", xp=cupy)
+    velocity = init_velocity(params)
+    x = cupy.asarray(batch)
+    times = []
+    for index in range(warmup + runs):
+        cupy.cuda.runtime.deviceSynchronize()
+        started = time.perf_counter()
+        train_step(params, velocity, x, config, 1e-3, 0.9)
+        cupy.cuda.runtime.deviceSynchronize()
+        if index >= warmup:
+            times.append(time.perf_counter() - started)
+    del params, velocity, x
+    cupy.get_default_memory_pool().free_all_blocks()
+    return statistics.median(times)
+
+
+def _pool_bytes():
+    import cupy
+
+    pool = cupy.get_default_memory_pool()
+    return int(pool.total_bytes())
+
+
+def _free_pool():
+    import cupy
+
+    cupy.get_default_memory_pool().free_all_blocks()
+    return True
+
+
+def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=None, profile=None):
+    import distributed
+
+    from dasksae.tiled_network import TiledNetwork
+
+    if scheduler_address:
+        cluster = None
+        client = distributed.Client(scheduler_address)
+    else:
+        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None, silence_logs=40)
+        client = distributed.Client(cluster)
+    try:
+        network = TiledNetwork(config, tiles, client, seed=0, dtype="float32", device="cuda")
+        for _ in range(warmup):
+            network.step(batch, 1e-3, 0.9)
+        times, report = [], None
+        for _ in range(runs):
+            started = time.perf_counter()
+            report = network.step(batch, 1e-3, 0.9)
+            times.append(time.perf_counter() - started)
+        held = sum(client.run(_pool_bytes).values())
+        del network
+        client.run(_free_pool)
+        return statistics.median(times), report, held
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def time_torch(config, batch, precision, runs, warmup, compile=False):
+    import torch
+
+    from dasksae.reference import init_params
+    from torch_peer import TorchNetwork, make_step, to_torch_batch
+
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    network = TorchNetwork(config, init_params(config, seed=0, dtype="float32"), "cuda")
+    step = make_step(network, 1e-3, 0.9, precision, compile)
+    x = to_torch_batch(batch)
+    times, loss = [], None
+    for index in range(warmup + runs):
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        loss = step(x)
+        torch.cuda.synchronize()
+        if index >= warmup:
+            times.append(time.perf_counter() - started)
+    peak = torch.cuda.max_memory_allocated()
+    first_loss = float(loss)
+    del network, step, x
+    torch.cuda.empty_cache()
+    return statistics.median(times), peak, first_loss
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default="coates96,coates200")
+    parser.add_argument("--minibatch", default="96", help="comma-separated minibatch sizes")
+    parser.add_argument("--precisions", default="float32,tf32,bfloat16", help="PyTorch peer precisions")
+    parser.add_argument("--modes", default="limit,dasksae-1w,dasksae-4w,torch")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--warmup-runs", type=int, default=3)
+    parser.add_argument("--runs-4w", type=int, default=5, help="runs of the (slow) 4-worker graph path")
+    parser.add_argument("--protocol", default="tcp", choices=["tcp"], help="worker transport (UCX: not yet)")
+    parser.add_argument("--scheduler-address", default=None)
+    parser.add_argument("--compile", action="store_true", help="also torch.compile rows")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    modes = args.modes.split(",")
+    ceilings = measure_ceilings()
+    print("ceilings: " + ", ".join(f"{k} {v / 1e12:.1f} T/s" for k, v in ceilings.items()))
+    import cupy
+    import torch
+
+    card = torch.cuda.get_device_name(0)
+    rows = []
+    header = f"{'config':<10}{'P':>8}{'M':>5}{'mode':>16}{'step ms':>9}{'img/s':>8}{'TFLOP/s':>9}{'of limit':>9}{'dask ovh':>9}{'B/param':>8}"
+    print(f"card: {card}")
+    print(header)
+    for name in args.configs.split(","):
+        config = coates(name)
+        parameters = config.encoder_parameters
+        for minibatch in (int(m) for m in args.minibatch.split(",")):
+            batch = numpy.random.default_rng(0).standard_normal(config.input_shape + (minibatch,)).astype("float32")
+            flops = update_flops(config, minibatch)
+            limits = {p: limit_seconds(config, minibatch, p, ceilings) for p in ("float32", "tf32", "bfloat16")}
+
+            def emit(mode, precision, seconds, overhead=None, memory=None, **extra):
+                row = {
+                    "config": name, "parameters": parameters, "minibatch": minibatch, "mode": mode, "precision": precision,
+                    "step_seconds": seconds, "images_per_second": minibatch / seconds, "tflops": flops / seconds / 1e12,
+                    "fraction_of_limit": limits[precision] / seconds, "dask_overhead_share": overhead,
+                    "bytes_per_parameter": None if memory is None else memory / parameters, **extra,
+                }
+                rows.append(row)
+                print(
+                    f"{name:<10}{parameters / 1e9:>7.3f}B{minibatch:>5}{mode:>16}{seconds * 1e3:>9.1f}{minibatch / seconds:>8.0f}"
+                    f"{flops / seconds / 1e12:>9.2f}{limits[precision] / seconds:>9.1%}"
+                    f"{'' if overhead is None else format(overhead, '.1%'):>9}{'' if memory is None else format(memory / parameters, '.1f'):>8}",
+                    flush=True,
+                )
+
+            if "limit" in modes:
+                for precision in ("float32", "tf32", "bfloat16"):
+                    emit(f"limit-{precision}", precision, limits[precision])
+            kernel = None
+            if "dasksae-1w" in modes or "dasksae-4w" in modes:
+                kernel = time_in_process(config, batch, args.runs, args.warmup_runs)
+                emit("in-process", "float32", kernel)
+            if "dasksae-1w" in modes:
+                try:
+                    seconds, report, held = time_dasksae(config, batch, 1, "1x1", args.runs, args.warmup_runs, args.scheduler_address)
+                    emit("dasksae-1w", "float32", seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
+                         tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"])
+                except Exception as error:  # noqa: BLE001 - a benchmark reports and goes on
+                    print(f"{name} dasksae-1w failed: {type(error).__name__}: {error}")
+            if "dasksae-4w" in modes:
+                try:
+                    seconds, report, held = time_dasksae(config, batch, 4, "2x2", args.runs_4w, 2, args.scheduler_address)
+                    emit("dasksae-4w-2x2", "float32", seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
+                         tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"],
+                         halo_bytes=report.statistics["halo_bytes"])
+                except Exception as error:  # noqa: BLE001
+                    print(f"{name} dasksae-4w failed: {type(error).__name__}: {error}")
+            if "torch" in modes:
+                for precision in args.precisions.split(","):
+                    for compiled in ([False, True] if args.compile else [False]):
+                        try:
+                            seconds, peak, loss = time_torch(config, batch, precision, args.runs, args.warmup_runs, compiled)
+                            emit(f"torch-{precision}{'-compile' if compiled else ''}", precision, seconds, memory=peak, loss=loss)
+                        except Exception as error:  # noqa: BLE001
+                            print(f"{name} torch {precision} compile={compiled} failed: {type(error).__name__}: {str(error)[:200]}")
+    if args.json:
+        import dask
+        import distributed
+
+        meta = {
+            "command": "python bench/gpu_step.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
+            "card": card, "ceilings": ceilings, "python": platform.python_version(), "numpy": numpy.__version__,
+            "cupy": cupy.__version__, "torch": torch.__version__, "dask": dask.__version__, "distributed": distributed.__version__,
+            "protocol": args.protocol,
+        }
+        with open(args.json, "w") as handle:
+            json.dump({"meta": meta, "rows": rows}, handle, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""The tiled network with CuPy chunks on GPU workers equals the CPU network (losses over 5 steps).
+
+Marked ``gpu``: skipped where there is no CUDA device; run on the GPU machine
+(``bash bench/gpu_check.sh``), where several plain worker processes share the
+one GPU.
+"""
+
+import numpy
+import pytest
+
+pytestmark = pytest.mark.gpu
+cupy = pytest.importorskip("cupy")
+distributed = pytest.importorskip("distributed")
+
+from dasksae import TiledNetwork, named_config  # noqa: E402
+from dasksae.tile_array import LocalExecutor  # noqa: E402
+
+FLOAT32 = 1e-4  # relative, losses after a few float32 SGD steps
+
+
+def _is_cupy_state(state):
+    import cupy
+
+    return all(isinstance(value, cupy.ndarray) for value in state.values())
+
+
+@pytest.mark.parametrize("workers,tiles", [(1, "1x1"), (4, "2x2")])
+def test_gpu_training_equals_cpu(workers, tiles):
+    config = named_config("tiny")
+    data = numpy.random.default_rng(3)
+    batches = [data.standard_normal(config.input_shape + (16,)).astype("float32") for _ in range(5)]
+    cpu = TiledNetwork(config, tiles, executor=LocalExecutor(), seed=1, dtype="float32")
+    expected = [cpu.step(x, 1e-3, 0.9).loss for x in batches]
+    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            gpu = TiledNetwork(config, tiles, client, seed=1, dtype="float32", device="cuda")
+            got = [gpu.step(x, 1e-3, 0.9).loss for x in batches]
+            on_gpu = client.gather([client.submit(_is_cupy_state, h, workers=[w])
+                                    for h, w in zip(gpu.state[0].parts.values(), gpu.placement.values())])
+            assert all(on_gpu)
+            params = gpu.parameters()
+    for mine, theirs in zip(got, expected):
+        assert abs(mine - theirs) <= FLOAT32 * abs(theirs), (got, expected)
+    for mine, theirs in zip(params, cpu.parameters()):
+        error = numpy.linalg.norm(mine["encoder"] - theirs["encoder"]) / numpy.linalg.norm(theirs["encoder"])
+        assert error < FLOAT32

@@ -19,4 +19,5 @@ for name in ("tiny", "small"):
     peer, ours = check_against_reference(config, x)
     print(f"{name}: PyTorch peer loss {peer:.6f}, dasksae reference {ours:.6f}, relative difference {abs(peer - ours) / abs(ours):.2e}")
 PY
-timeout 420 python3 bench/gpu_step.py "$@" --json $OUT/gpu-step.json 2>&1 | grep -v "^INFO\|Warning\|warn" | tee $OUT/gpu-step.log
+timeout 200 python3 bench/gpu_step.py --configs coates96 --minibatch 96,512 "$@" --json $OUT/gpu-step-coates96.json 2>&1 | grep -v "^INFO\|Warning\|warn" | tee $OUT/gpu-step.log
+timeout 240 python3 bench/gpu_step.py --configs coates200 --minibatch 96 "$@" --json $OUT/gpu-step-coates200.json 2>&1 | grep -v "^INFO\|Warning\|warn" | tee -a $OUT/gpu-step.log

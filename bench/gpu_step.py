@@ -235,8 +235,12 @@ def main(argv=None):
                     emit(f"limit-{precision}", precision, limits[precision])
             kernel = None
             if "dasksae-1w" in modes or "dasksae-4w" in modes:
-                kernel = time_in_process(config, batch, args.runs, args.warmup_runs)
-                emit("in-process", "float32", kernel)
+                try:
+                    kernel = time_in_process(config, batch, args.runs, args.warmup_runs)
+                    emit("in-process", "float32", kernel)
+                except Exception as error:  # noqa: BLE001
+                    print(f"{name} in-process failed: {type(error).__name__}: {str(error)[:200]}")
+                    kernel = float("nan")
             if "dasksae-1w" in modes:
                 try:
                     seconds, report, held = time_dasksae(config, batch, 1, "1x1", args.runs, args.warmup_runs, args.scheduler_address)

@@ -90,13 +90,21 @@ def command_train(args) -> int:
         )
     if args.out is not None:
         _check_output_folder(args.out, bool(args.resume))
-    with connect(args.scheduler, args.scheduler_file, workers, timeout=args.connect_timeout, dashboard=args.dashboard) as client:
+    if args.workers_per_gpu is not None:
+        if args.workers_per_gpu < 1:
+            raise DasksaeError(f"--workers-per-gpu must be a positive integer, got {args.workers_per_gpu}.")
+        workers = args.workers_per_gpu
+        if not joining and grid.count > workers:
+            raise DasksaeError(f"{args.tiles} tiles need {grid.count} workers but --workers-per-gpu is {workers}.")
+    gpu = args.gpu or args.workers_per_gpu is not None
+    with connect(args.scheduler, args.scheduler_file, workers, timeout=args.connect_timeout, dashboard=args.dashboard,
+                 gpu=gpu, workers_per_gpu=args.workers_per_gpu) as client:
         if args.dashboard and client.dashboard_link:
             print(f"dashboard: {client.dashboard_link}")
         train_tiled(
             client, config_name=args.config, tiles=args.tiles, steps=args.steps, greedy_steps=args.greedy_steps,
             minibatch=args.minibatch, lr=args.lr, momentum=args.momentum, dtype=args.dtype, seed=args.seed,
-            out=args.out, resume=args.resume, checkpoint_every=args.checkpoint_every,
+            out=args.out, resume=args.resume, checkpoint_every=args.checkpoint_every, device="cuda" if gpu else "cpu",
         )
     return 0
 
@@ -152,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                        help="continue the run in --out from its latest checkpoint (or from CHECKPOINT)")
     train.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (default: only at the end)")
+    train.add_argument("--gpu", action="store_true", help="CuPy chunks on GPU workers (a LocalCUDACluster unless --scheduler)")
+    train.add_argument("--workers-per-gpu", type=int, default=None,
+                       help="with --gpu on one machine: K plain workers sharing GPU 0 instead of dask-cuda")
     train.add_argument("--dashboard", action="store_true", help="local cluster: serve the Dask dashboard on :8787")
     train.add_argument("--single-process", action="store_true", help="the single-process reference loop instead (no Dask)")
     train.set_defaults(handler=command_train)

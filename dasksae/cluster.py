@@ -10,12 +10,15 @@ from .errors import DasksaeError
 
 @contextlib.contextmanager
 def connect(scheduler: str | None = None, scheduler_file: str | None = None, workers: int = 1,
-            timeout: float = 10.0, dashboard: bool = False):
+            timeout: float = 10.0, dashboard: bool = False, gpu: bool = False, workers_per_gpu: int | None = None):
     """Yield a :class:`distributed.Client`.
 
     ``scheduler`` (an address) or ``scheduler_file`` joins an existing cluster;
     otherwise a :class:`~distributed.LocalCluster` of ``workers`` single-threaded
-    processes is started for the duration.  A scheduler that does not answer
+    processes is started for the duration.  With ``gpu``: dask-cuda's
+    ``LocalCUDACluster`` (one worker per GPU, UCX when distributed-ucxx is
+    installed), or, with ``workers_per_gpu = K``, K plain workers that share
+    GPU 0 (for tests and overhead figures on a one-GPU machine).  A scheduler that does not answer
     within ``timeout`` seconds is one clear error.
     """
     from distributed import Client, LocalCluster
@@ -35,6 +38,26 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None, wor
         return
     if workers < 1:
         raise DasksaeError(f"--workers must be a positive integer, got {workers}.")
+    if gpu and not workers_per_gpu:
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError:
+            raise DasksaeError(
+                "--gpu needs dask-cuda (pip install 'dasksae[gpu]'), or --workers-per-gpu K for plain workers sharing a GPU."
+            ) from None
+        protocol = "tcp"
+        try:
+            import distributed_ucxx  # noqa: F401
+
+            protocol = "ucx"
+        except ImportError:
+            pass
+        cluster = LocalCUDACluster(protocol=protocol, threads_per_worker=1, dashboard_address=":8787" if dashboard else None)
+        with cluster, Client(cluster) as client:
+            yield client
+        return
+    if gpu:
+        workers = workers_per_gpu
     cluster = LocalCluster(
         n_workers=workers,
         threads_per_worker=1,

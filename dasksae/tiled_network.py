@@ -69,6 +69,16 @@ def tile_state_from(params: dict, rows, cols) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class PlacedBatch:
+    """A minibatch already on the workers: per-tile parts (``array``) or, for one tile, one ``handle``."""
+
+    shape: tuple
+    dtype: object
+    array: TileArray | None
+    handle: object
+
+
 @dataclass
 class StepReport:
     """One step: total and per-stage loss, and what its graph cost."""
@@ -253,11 +263,32 @@ class TiledNetwork:
 
     # -------------------------------------------------------------- the pass
 
+    def place(self, x, _whole: bool | None = None) -> "PlacedBatch":
+        """Send a minibatch ``(H, W, C, M)`` to the workers now: each tile's owned part to its worker.
+
+        ``step`` takes the result as well as an array, so the next batch can be
+        placed (e.g. from a thread) while the current step runs.
+        """
+        grid, executor = self.grid, self.executor
+        whole = (grid.count == 1 and self.fuse_single_tile) if _whole is None else _whole
+        if isinstance(x, PlacedBatch):
+            if (x.handle is not None) != whole:
+                raise ConfigError("this placed batch was made for the other kind of step; pass the array instead.")
+            return x
+        self._check_batch(x, None)
+        if whole:
+            return PlacedBatch(tuple(x.shape), x.dtype, None, executor.put(grid.tiles()[0], x))
+        per_map = x.shape[-1] * x.dtype.itemsize
+        array = TileArray.from_array(executor, x, grid.windows(0, "input_owned"), self.config.input_shape[2] * per_map)
+        return PlacedBatch(tuple(x.shape), x.dtype, array, None)
+
     def _check_batch(self, x, stage):
         count = len(self.config.stages)
         if stage is not None and not (0 <= stage < count):
             raise ConfigError(f"stage must be between 0 and {count - 1}, got {stage}.")
         expected = tuple(self.config.input_shape)
+        if isinstance(x, PlacedBatch):
+            return
         if x.ndim != 4 or tuple(x.shape[:3]) != expected:
             raise ConfigError(
                 f"a minibatch must have shape {expected + ('M',)} (rows, columns, channels, examples), got {tuple(x.shape)}."
@@ -269,9 +300,10 @@ class TiledNetwork:
         self._check_batch(x, stage)
         first, last = (0, count - 1) if stage is None else (stage, stage)
         executor.reset_statistics()
-        batch = x.shape[-1]
-        per_map = batch * x.dtype.itemsize
-        current = TileArray.from_array(executor, x, grid.windows(0, "input_owned"), config.input_shape[2] * per_map)
+        placed = self.place(x, _whole=False)
+        batch = placed.shape[-1]
+        per_map = batch * placed.dtype.itemsize
+        current = placed.array
         forward = []
         for k in range(last + 1):
             geometry = config.geometry()[k]
@@ -348,7 +380,7 @@ class TiledNetwork:
         self._check_batch(x, stage)
         executor, tile = self.executor, self.grid.tiles()[0]
         executor.reset_statistics()
-        batch = executor.put(tile, x)
+        batch = self.place(x).handle
         if self._bundle is not None:
             sources = [self._bundle]
         else:

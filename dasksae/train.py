@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .data import NaturalImageBatches
@@ -124,6 +125,7 @@ def train_tiled(
     resume=None,
     checkpoint_every=0,
     progress=True,
+    device="cpu",
 ):
     """Train on ``client``'s cluster: greedy steps per stage, then joint updates, with checkpoints in ``out``.
 
@@ -159,27 +161,38 @@ def train_tiled(
             )
         if attrs["dtype"] != dtype.name:
             raise DasksaeError(f"checkpoint {path} holds {attrs['dtype']} weights; resume with --dtype {attrs['dtype']}.")
-        network = TiledNetwork.load(path, tiles, client, verify=False)
+        network = TiledNetwork.load(path, tiles, client, verify=False, device=device)
         batches.rng.bit_generator.state = rng_state_from_json(attrs["data_rng"])
         start = int(attrs["step"])
     else:
-        network = TiledNetwork(config, tiles, client, seed=seed, dtype=dtype)
+        network = TiledNetwork(config, tiles, client, seed=seed, dtype=dtype, device=device)
     phases = schedule_phases(len(config.stages), greedy_steps, steps)
     metrics = open(folder / "metrics.jsonl", "a" if resume else "w") if folder is not None else None
     options = {"seed": seed, "lr": lr, "momentum": momentum, "minibatch": minibatch, "greedy_steps": greedy_steps, "steps": steps}
 
-    def checkpoint(step):
+    def checkpoint(step, data_rng):
         if checkpoints is not None:
-            network.save(checkpoints, step, {**options, "data_rng": rng_state_to_json(batches.rng)})
+            network.save(checkpoints, step, {**options, "data_rng": data_rng})
 
     records = []
     if start >= len(phases):
         print(f"{config.name}: the checkpoint is already at step {start} of {len(phases)}; raise --steps to train more.")
-    with tqdm(total=len(phases), initial=start, disable=not progress, unit="step", mininterval=0.5) as bar:
+
+    def draw():
+        """The data RNG state before this batch (what a checkpoint after the previous step stores), and the batch
+        placed on the workers; run in a thread, so the next batch travels while the current step computes."""
+        state = rng_state_to_json(batches.rng)
+        return state, network.place(batches.next())
+
+    prefetch = ThreadPoolExecutor(max_workers=1)
+    pending = prefetch.submit(draw) if start < len(phases) else None
+    with prefetch, tqdm(total=len(phases), initial=start, disable=not progress, unit="step", mininterval=0.5) as bar:
         for step in range(start, len(phases)):
             stage = phases[step]
             started = time.perf_counter()
-            report = network.step(batches.next(), lr, momentum, stage=stage)
+            _, placed = pending.result()
+            pending = prefetch.submit(draw) if step + 1 < len(phases) else None
+            report = network.step(placed, lr, momentum, stage=stage)
             seconds = time.perf_counter() - started
             phase = "joint" if stage is None else f"greedy{stage + 1}"
             record = {
@@ -199,9 +212,9 @@ def train_tiled(
             bar.set_postfix(phase=phase, loss=f"{report.loss:.4g}", images_per_s=f"{minibatch / seconds:.0f}")
             bar.update()
             if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < len(phases):
-                checkpoint(step + 1)
+                checkpoint(step + 1, pending.result()[0])
     if records:
-        checkpoint(len(phases))
+        checkpoint(len(phases), rng_state_to_json(batches.rng))
     if metrics:
         metrics.close()
     if progress and records:

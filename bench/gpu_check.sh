@@ -19,5 +19,6 @@ for name in ("tiny", "small"):
     peer, ours = check_against_reference(config, x)
     print(f"{name}: PyTorch peer loss {peer:.6f}, dasksae reference {ours:.6f}, relative difference {abs(peer - ours) / abs(ours):.2e}")
 PY
-timeout 200 python3 bench/gpu_step.py --configs coates96 --minibatch 96,512 "$@" --json $OUT/gpu-step-coates96.json 2>&1 | grep -v "^INFO\|Warning\|warn" | tee $OUT/gpu-step.log
-timeout 240 python3 bench/gpu_step.py --configs coates200 --minibatch 96 "$@" --json $OUT/gpu-step-coates200.json 2>&1 | grep -v "^INFO\|Warning\|warn" | tee -a $OUT/gpu-step.log
+timeout 60 python3 bench/profile_kernels.py --config coates200 --minibatch 96 --json $OUT/profile-coates200.json 2>&1 | tee $OUT/profile.log
+timeout 150 python3 bench/gpu_step.py --configs coates96 --minibatch 96,512 --modes dasksae-1w,dasksae-4w "$@" --json $OUT/gpu-step-coates96.json 2>&1 | grep -v "^INFO\|Warning\|warn" | tee $OUT/gpu-step.log
+timeout 200 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --precisions float32,bfloat16 "$@" --json $OUT/gpu-step-coates200.json 2>&1 | grep -v "^INFO\|Warning\|warn" | tee -a $OUT/gpu-step.log

@@ -10,8 +10,10 @@ Rows, per config and minibatch:
 * ``limit``: max(12 P M / measured GEMM ceiling of the dtype, 5 passes over
   the float32 weights / measured copy bandwidth) (DESIGN.md);
 * ``dasksae-1w``: ``TiledNetwork`` on one worker, 1x1 tiles, CuPy chunks
-  (the whole step is one task); its Dask overhead is its step time minus the
-  same step run in this process without Dask;
+  (the whole step is one task), the minibatch placed on the worker ahead of
+  the step as the training loop's prefetch does (``dasksae-1w-send``: sent
+  from the client inside each timed step); its Dask overhead is its step
+  time minus the same step run in this process without Dask;
 * ``dasksae-4w``: four plain workers sharing the GPU, 2x2 tiles (the graph of
   layer tasks and halo exchanges);
 * ``torch-<precision>``: ``bench/torch_peer.py`` in float32, tf32 and
@@ -126,7 +128,7 @@ def _free_pool():
     return True
 
 
-def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=None, profile=None):
+def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=None, send_each_step=False):
     import distributed
 
     from dasksae.tiled_network import TiledNetwork
@@ -139,12 +141,14 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
         client = distributed.Client(cluster)
     try:
         network = TiledNetwork(config, tiles, client, seed=0, dtype="float32", device="cuda")
+        # as the training loop does (it places the next batch while a step runs), unless asked to send it each step
+        data = batch if send_each_step else network.place(batch)
         for _ in range(warmup):
-            network.step(batch, 1e-3, 0.9)
+            network.step(data, 1e-3, 0.9)
         times, report = [], None
         for _ in range(runs):
             started = time.perf_counter()
-            report = network.step(batch, 1e-3, 0.9)
+            report = network.step(data, 1e-3, 0.9)
             times.append(time.perf_counter() - started)
         held = sum(client.run(_pool_bytes).values())
         del network
@@ -246,6 +250,9 @@ def main(argv=None):
                     seconds, report, held = time_dasksae(config, batch, 1, "1x1", args.runs, args.warmup_runs, args.scheduler_address)
                     emit("dasksae-1w", "float32", seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
                          tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"])
+                    seconds, report, held = time_dasksae(config, batch, 1, "1x1", max(5, args.runs // 4), 2,
+                                                         args.scheduler_address, send_each_step=True)
+                    emit("dasksae-1w-send", "float32", seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held)
                 except Exception as error:  # noqa: BLE001 - a benchmark reports and goes on
                     print(f"{name} dasksae-1w failed: {type(error).__name__}: {error}")
             if "dasksae-4w" in modes:

@@ -96,9 +96,9 @@ def time_in_process(config, batch, runs, warmup):
     import cupy
 
     from dasksae.optim import init_velocity
-    from dasksae.reference import init_params, train_step
+    from dasksae.reference import train_step
 
-    params = init_params(config, seed=0, dtype="float32", xp=cupy)
+    params = [{name: cupy.asarray(value) for name, value in entry.items()} for entry in initial_params(config)]
     velocity = init_velocity(params)
     x = cupy.asarray(batch)
     times = []
@@ -160,15 +160,27 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
             cluster.close()
 
 
+_INITIAL = {}
+
+
+def initial_params(config):
+    """init_params on the host once per config (billions of draws take seconds)."""
+    from dasksae.reference import init_params
+
+    if config.name not in _INITIAL:
+        _INITIAL.clear()
+        _INITIAL[config.name] = init_params(config, seed=0, dtype="float32")
+    return _INITIAL[config.name]
+
+
 def time_torch(config, batch, precision, runs, warmup, compile=False):
     import torch
 
-    from dasksae.reference import init_params
     from torch_peer import TorchNetwork, make_step, to_torch_batch
 
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    network = TorchNetwork(config, init_params(config, seed=0, dtype="float32"), "cuda")
+    network = TorchNetwork(config, initial_params(config), "cuda")
     step = make_step(network, 1e-3, 0.9, precision, compile)
     x = to_torch_batch(batch)
     times, loss = [], None

@@ -128,7 +128,7 @@ def _free_pool():
     return True
 
 
-def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=None, send_each_step=False):
+def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=None, send_each_step=False, eager=False):
     import distributed
 
     from dasksae.tiled_network import TiledNetwork
@@ -140,6 +140,10 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
         cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None, silence_logs=40)
         client = distributed.Client(cluster)
     try:
+        if eager:
+            from dasksae.latency import eager_messages
+
+            eager_messages(client)
         network = TiledNetwork(config, tiles, client, seed=0, dtype="float32", device="cuda")
         # as the training loop does (it places the next batch while a step runs), unless asked to send it each step
         data = batch if send_each_step else network.place(batch)
@@ -210,6 +214,7 @@ def main(argv=None):
     parser.add_argument("--protocol", default="tcp", choices=["tcp"], help="worker transport (UCX: not yet)")
     parser.add_argument("--scheduler-address", default=None)
     parser.add_argument("--compile", action="store_true", help="also torch.compile rows")
+    parser.add_argument("--eager-messages", action="store_true", help="dasksae-1w with batched-stream intervals 0")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     modes = args.modes.split(",")
@@ -259,8 +264,9 @@ def main(argv=None):
                     kernel = float("nan")
             if "dasksae-1w" in modes:
                 try:
-                    seconds, report, held = time_dasksae(config, batch, 1, "1x1", args.runs, args.warmup_runs, args.scheduler_address)
-                    emit("dasksae-1w", "float32", seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
+                    seconds, report, held = time_dasksae(config, batch, 1, "1x1", args.runs, args.warmup_runs,
+                                                         args.scheduler_address, eager=args.eager_messages)
+                    emit("dasksae-1w" + ("-eager" if args.eager_messages else ""), "float32", seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
                          tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"])
                     seconds, report, held = time_dasksae(config, batch, 1, "1x1", max(5, args.runs // 4), 2,
                                                          args.scheduler_address, send_each_step=True)

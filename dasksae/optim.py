@@ -16,7 +16,12 @@ def init_velocity(params: list[dict]) -> list[dict]:
 
 
 def sgd_momentum_update(param, velocity, grad, lr: float, momentum: float) -> None:
-    """``v = momentum * v - lr * g``; ``param += v`` (both in place)."""
+    """``v = momentum * v - lr * g``; ``param += v`` (both in place; one fused kernel for CuPy arrays)."""
+    if type(param).__module__.startswith("cupy"):
+        from .kernels import cuda_kernels
+
+        if cuda_kernels.sgd_momentum_update(param, velocity, grad, lr, momentum):
+            return
     velocity *= momentum
     velocity -= lr * grad
     param += velocity

@@ -8,6 +8,8 @@ map ("valid" pooling), so the output is ``((H - p)//stride + 1, ...)``.
 
 from __future__ import annotations
 
+import numpy
+
 from .backend import array_module
 
 
@@ -29,6 +31,10 @@ def window_sum(x, size: int, stride: int = 1):
     xp = array_module(x)
     out_h = pooled_size(x.shape[0], size, stride)
     out_w = pooled_size(x.shape[1], size, stride)
+    if xp is not numpy:
+        from . import cuda_kernels
+
+        return cuda_kernels.window_sum(x, (out_h, out_w) + x.shape[2:], size, stride)
     out = xp.zeros((out_h, out_w) + x.shape[2:], dtype=x.dtype)
     span_h, span_w = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1
     for a in range(size):
@@ -40,6 +46,10 @@ def window_sum(x, size: int, stride: int = 1):
 def window_sum_transpose(g, input_shape, size: int, stride: int = 1):
     """``V^T g``: the adjoint of :func:`window_sum`, spreading each window's value over its inputs."""
     xp = array_module(g)
+    if xp is not numpy:
+        from . import cuda_kernels
+
+        return cuda_kernels.window_sum_transpose(g, tuple(input_shape), size, stride)
     out = xp.zeros(input_shape, dtype=g.dtype)
     out_h, out_w = g.shape[:2]
     span_h, span_w = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1

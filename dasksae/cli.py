@@ -105,6 +105,7 @@ def command_train(args) -> int:
             client, config_name=args.config, tiles=args.tiles, steps=args.steps, greedy_steps=args.greedy_steps,
             minibatch=args.minibatch, lr=args.lr, momentum=args.momentum, dtype=args.dtype, seed=args.seed,
             out=args.out, resume=args.resume, checkpoint_every=args.checkpoint_every, device="cuda" if gpu else "cpu",
+            execution=args.execution,
         )
     return 0
 
@@ -160,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                        help="continue the run in --out from its latest checkpoint (or from CHECKPOINT)")
     train.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (default: only at the end)")
+    train.add_argument("--execution", choices=["spmd", "graph"], default="spmd",
+                       help="spmd (default): one task per tile and step, halos sent worker to worker; "
+                       "graph: a task per layer and halo strip")
     train.add_argument("--gpu", action="store_true", help="CuPy chunks on GPU workers (a LocalCUDACluster unless --scheduler)")
     train.add_argument("--workers-per-gpu", type=int, default=None,
                        help="with --gpu on one machine: K plain workers sharing GPU 0 instead of dask-cuda")

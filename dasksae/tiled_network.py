@@ -42,6 +42,7 @@ from .tiling import TileGrid
 
 
 DEVICES = ("cpu", "cuda")
+EXECUTIONS = ("spmd", "graph")
 
 
 def on_device(state: dict, device: str) -> dict:
@@ -99,7 +100,8 @@ class TiledNetwork:
     """
 
     def __init__(self, config: NetworkConfig, tiles="1x1", client=None, *, seed: int = 0, dtype="float32",
-                 params=None, executor: Executor | None = None, workers=None, checkpoint=None, device: str = "cpu"):
+                 params=None, executor: Executor | None = None, workers=None, checkpoint=None, device: str = "cpu",
+                 execution: str = "spmd"):
         if device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}.")
         self.device = device
@@ -110,6 +112,14 @@ class TiledNetwork:
         self._state: list[TileArray] = []
         self._scale: list = []
         self._bundle = None  # after a fused single-tile step: one handle holding every stage's state
+        self._spmd = None  # after an SPMD step: {tile: handle of its bundle}
+        if execution not in EXECUTIONS:
+            raise ConfigError(f"execution must be one of {', '.join(EXECUTIONS)}, got {execution!r}.")
+        self.execution = execution if isinstance(self.executor, DaskExecutor) else "graph"
+        if self.execution == "spmd" and self.grid.count > 1:
+            from .spmd import install
+
+            install(self.executor.client)
         if checkpoint is not None:
             import zarr
 
@@ -154,7 +164,7 @@ class TiledNetwork:
 
     @classmethod
     def load(cls, path, tiles=None, client=None, *, executor: Executor | None = None, workers=None, verify: bool = True,
-             device: str = "cpu"):
+             device: str = "cpu", execution: str = "spmd"):
         """The network saved at ``path`` (a checkpoint, or a folder of them: its latest), tiled anew.
 
         ``tiles`` defaults to the tiling that saved it; any tiling can read it.
@@ -166,7 +176,7 @@ class TiledNetwork:
         config = NetworkConfig.from_dict(attrs["config"])
         network = cls(
             config, tiles or attrs["tiles"], client, dtype=attrs["dtype"], executor=executor, workers=workers,
-            checkpoint=_group_path(group, path), device=device,
+            checkpoint=_group_path(group, path), device=device, execution=execution,
         )
         network.checkpoint_attributes = attrs
         return network
@@ -216,7 +226,19 @@ class TiledNetwork:
         return self._scale
 
     def _unbundle(self):
-        """Split the fused step's single result into per-stage handles (picks on the same worker)."""
+        """Split the fused or SPMD step's results into per-stage handles (picks on the same workers)."""
+        if self._spmd is not None:
+            bundles, self._spmd = self._spmd, None
+            first = self.grid.tiles()[0]
+            for k in range(len(self.config.stages)):
+                parts = {
+                    t: self.executor.run(t, pick_stage, handle, "states", k, name=f"stage{k + 1}-state")
+                    for t, handle in bundles.items()
+                }
+                self._state[k] = TileArray(self.executor, self._state[k].windows, parts)
+                if self._scale[k] is not None:
+                    self._scale[k] = self.executor.run(first, pick_stage, bundles[first], "scales", k, name=f"stage{k + 1}-scale")
+            return
         if self._bundle is None:
             return
         bundle, self._bundle = self._bundle, None
@@ -295,60 +317,10 @@ class TiledNetwork:
             )
 
     def _run(self, x, stage: int | None, update):
-        config, grid, executor = self.config, self.grid, self.executor
-        count = len(config.stages)
         self._check_batch(x, stage)
-        first, last = (0, count - 1) if stage is None else (stage, stage)
-        executor.reset_statistics()
+        self.executor.reset_statistics()
         placed = self.place(x, _whole=False)
-        batch = placed.shape[-1]
-        per_map = batch * placed.dtype.itemsize
-        current = placed.array
-        forward = []
-        for k in range(last + 1):
-            geometry = config.geometry()[k]
-            maps = geometry.filter_shape[2]
-            objective = k >= first
-            scale = None if self.scale[k] is None else Shared(self.scale[k])
-            filtered = local_filter(current, self.state[k], scale, grid, k, objective)
-            error = None
-            if objective:
-                contributions = output(filtered, "reconstruction", grid, k, "input_needed", geometry.input_shape[2], per_map)
-                error = reconstruction_error(contributions, current, k)
-            z = output(filtered, "z", grid, k, "filter_owned", maps, per_map)
-            pooled = l2_pool(z, scale, grid, k, objective)
-            normalised = contrast(output(pooled, "pooled", grid, k, "pooled_owned", maps, per_map), grid, k)
-            forward.append((filtered, error, pooled, normalised))
-            current = output(normalised, "output", grid, k, "pooled_owned", maps, per_map)
-
-        grad_input, error_above, results = None, None, {}
-        for k in range(last, first - 1, -1):
-            geometry = config.geometry()[k]
-            maps, channels = geometry.filter_shape[2], geometry.input_shape[2]
-            filtered, error, pooled, normalised = forward[k]
-            scale = None if self.scale[k] is None else Shared(self.scale[k])
-            grad_pooled = None
-            if k < last:
-                contributions = contrast_backward(grad_input, error_above, normalised, grid, k, batch)
-                grad_pooled = output(contributions, "grad_pooled", grid, k, "lcn_needed", maps, per_map)
-            pool_back = l2_pool_backward(grad_pooled, pooled, scale, grid, k)
-            grad_z = output(pool_back, "grad_z", grid, k, "pool_needed", maps, per_map)
-            error_map = output(error, "error", grid, k, "input_owned", channels, per_map)
-            stage_update = None
-            if update is not None:
-                stage_update = (update[0], update[1])
-            filter_back = local_filter_backward(grad_z, error_map, filtered, self.state[k], scale, grid, k, k > first, stage_update)
-            report = tile_map(tile_ops.tile_report, error, pooled, filter_back, pool_back, name=f"stage{k + 1}-report")
-            scale_update = None
-            if update is not None and self.scale[k] is not None:
-                scale_update = (update[0] * learning_rate_scales(config)[k]["scale"], update[1])
-            reduced = tile_reduce(
-                tile_ops.reduce_stage, report, self.scale[k], scale_update, tile=grid.tiles()[0], name=f"stage{k + 1}-reduce"
-            )
-            results[k] = (filter_back, reduced)
-            grad_input = output(filter_back, "grad_x", grid, k, "input_needed", channels, per_map)
-            error_above = error_map
-        return first, last, results
+        return build_step(self.config, self.grid, self.state, self.scale, placed.array, placed.shape[-1], stage, update)
 
     def step(self, x, lr: float, momentum: float, stage: int | None = None) -> StepReport:
         """One SGD-with-momentum update (joint, or greedy for ``stage``); waits for the losses.
@@ -359,6 +331,8 @@ class TiledNetwork:
         """
         if self.grid.count == 1 and self.fuse_single_tile:
             return self._fused_step(x, lr, momentum, stage)
+        if self.execution == "spmd":
+            return self._spmd_step(x, lr, momentum, stage)
         first, last, results = self._run(x, stage, (lr, momentum))
         executor = self.executor
         for k, (filter_back, reduced) in results.items():
@@ -394,6 +368,37 @@ class TiledNetwork:
         stage_losses = [float(v) for v in executor.gather([losses])[0]]
         return StepReport(loss=float(sum(stage_losses)), stage_losses=stage_losses, statistics=statistics)
 
+    def _spmd_step(self, x, lr, momentum, stage) -> StepReport:
+        from .spmd import new_step_id, spmd_step, step_summary
+
+        self._check_batch(x, stage)
+        executor, grid = self.executor, self.grid
+        placed = self.place(x, _whole=False)
+        executor.reset_statistics()
+        first = grid.tiles()[0]
+        step_id = new_step_id()
+        bundles = {}
+        for tile in grid.tiles():
+            if self._spmd is not None:
+                bundle, initial = self._spmd[tile], []
+            else:
+                bundle = None
+                initial = [self._state[k].parts[tile] for k in range(len(self.config.stages))]
+                if tile == first:
+                    initial += list(self._scale)
+            bundles[tile] = executor.run(
+                tile, spmd_step, tile, grid, self.placement, step_id, bundle, placed.array.parts[tile], lr, momentum, stage,
+                *initial, name="spmd-step",
+            )
+        self._spmd, self._bundle = bundles, None
+        summary = executor.run(first, step_summary, bundles[first], name="spmd-summary")
+        tasks = executor.statistics.as_dict()
+        result = executor.gather([summary])[0]
+        statistics = dict(result["statistics"], graph_tasks=result["statistics"]["tasks"], tasks=tasks["tasks"],
+                          critical_path=tasks["critical_path"], graph_critical_path=result["statistics"]["critical_path"])
+        stage_losses = [float(v) for v in result["losses"]]
+        return StepReport(loss=float(sum(stage_losses)), stage_losses=stage_losses, statistics=statistics)
+
     def loss_and_grads(self, x, stage: int | None = None) -> StepResult:
         """The objective and every gradient, gathered whole on the client (for checks; nothing is updated)."""
         first, last, results = self._run(x, stage, None)
@@ -427,6 +432,64 @@ class TiledNetwork:
             pooled = output(l2_pool(z, scale, grid, k, False), "pooled", grid, k, "pooled_owned", maps, per_map)
             current = output(contrast(pooled, grid, k), "output", grid, k, "pooled_owned", maps, per_map)
         return current.to_array()
+
+
+def build_step(config: NetworkConfig, grid: TileGrid, states: list, scales: list, current: TileArray, batch: int,
+               stage: int | None, update):
+    """The graph of one step over tiles: forward with each stage's objective, backward, and (``update``) SGD.
+
+    ``states``/``scales``: per stage, the tiles' states and the scale-state
+    handle; ``current``: the minibatch's owned parts.  Whatever executor
+    ``current`` belongs to runs it (a Dask cluster, this process, or each
+    worker's share of it in :mod:`dasksae.spmd`).  Returns ``(first, last,
+    {stage: (filter-backward results, reduced stage summary)})``.
+    """
+    count = len(config.stages)
+    first, last = (0, count - 1) if stage is None else (stage, stage)
+    per_map = current.position_bytes // config.input_shape[2]
+    forward = []
+    for k in range(last + 1):
+        geometry = config.geometry()[k]
+        maps = geometry.filter_shape[2]
+        objective = k >= first
+        scale = None if scales[k] is None else Shared(scales[k])
+        filtered = local_filter(current, states[k], scale, grid, k, objective)
+        error = None
+        if objective:
+            contributions = output(filtered, "reconstruction", grid, k, "input_needed", geometry.input_shape[2], per_map)
+            error = reconstruction_error(contributions, current, k)
+        z = output(filtered, "z", grid, k, "filter_owned", maps, per_map)
+        pooled = l2_pool(z, scale, grid, k, objective)
+        normalised = contrast(output(pooled, "pooled", grid, k, "pooled_owned", maps, per_map), grid, k)
+        forward.append((filtered, error, pooled, normalised))
+        current = output(normalised, "output", grid, k, "pooled_owned", maps, per_map)
+
+    grad_input, error_above, results = None, None, {}
+    for k in range(last, first - 1, -1):
+        geometry = config.geometry()[k]
+        maps, channels = geometry.filter_shape[2], geometry.input_shape[2]
+        filtered, error, pooled, normalised = forward[k]
+        scale = None if scales[k] is None else Shared(scales[k])
+        grad_pooled = None
+        if k < last:
+            contributions = contrast_backward(grad_input, error_above, normalised, grid, k, batch)
+            grad_pooled = output(contributions, "grad_pooled", grid, k, "lcn_needed", maps, per_map)
+        pool_back = l2_pool_backward(grad_pooled, pooled, scale, grid, k)
+        grad_z = output(pool_back, "grad_z", grid, k, "pool_needed", maps, per_map)
+        error_map = output(error, "error", grid, k, "input_owned", channels, per_map)
+        stage_update = None if update is None else (update[0], update[1])
+        filter_back = local_filter_backward(grad_z, error_map, filtered, states[k], scale, grid, k, k > first, stage_update)
+        report = tile_map(tile_ops.tile_report, error, pooled, filter_back, pool_back, name=f"stage{k + 1}-report")
+        scale_update = None
+        if update is not None and scales[k] is not None:
+            scale_update = (update[0] * learning_rate_scales(config)[k]["scale"], update[1])
+        reduced = tile_reduce(
+            tile_ops.reduce_stage, report, scales[k], scale_update, tile=grid.tiles()[0], name=f"stage{k + 1}-reduce"
+        )
+        results[k] = (filter_back, reduced)
+        grad_input = output(filter_back, "grad_x", grid, k, "input_needed", channels, per_map)
+        error_above = error_map
+    return first, last, results
 
 
 def pick_stage(bundle: dict, what: str, stage: int):

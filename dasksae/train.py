@@ -126,6 +126,7 @@ def train_tiled(
     checkpoint_every=0,
     progress=True,
     device="cpu",
+    execution="spmd",
 ):
     """Train on ``client``'s cluster: greedy steps per stage, then joint updates, with checkpoints in ``out``.
 
@@ -161,11 +162,11 @@ def train_tiled(
             )
         if attrs["dtype"] != dtype.name:
             raise DasksaeError(f"checkpoint {path} holds {attrs['dtype']} weights; resume with --dtype {attrs['dtype']}.")
-        network = TiledNetwork.load(path, tiles, client, verify=False, device=device)
+        network = TiledNetwork.load(path, tiles, client, verify=False, device=device, execution=execution)
         batches.rng.bit_generator.state = rng_state_from_json(attrs["data_rng"])
         start = int(attrs["step"])
     else:
-        network = TiledNetwork(config, tiles, client, seed=seed, dtype=dtype, device=device)
+        network = TiledNetwork(config, tiles, client, seed=seed, dtype=dtype, device=device, execution=execution)
     phases = schedule_phases(len(config.stages), greedy_steps, steps)
     metrics = open(folder / "metrics.jsonl", "a" if resume else "w") if folder is not None else None
     options = {"seed": seed, "lr": lr, "momentum": momentum, "minibatch": minibatch, "greedy_steps": greedy_steps, "steps": steps}
@@ -204,10 +205,14 @@ def train_tiled(
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
             if step == start and progress:
+                statistics = report.statistics
+                graph = ""
+                if "graph_tasks" in statistics:
+                    graph = f" (running a graph of {statistics['graph_tasks']} tile functions, critical path {statistics['graph_critical_path']})"
                 tqdm.write(
-                    f"{config.name} on {network.grid.rows}x{network.grid.cols} tiles: {report.statistics['tasks']} tasks "
-                    f"per {phase} step, critical path {report.statistics['critical_path']} tasks, "
-                    f"{report.statistics['halo_bytes'] / 1e6:.2f} MB of halos between workers"
+                    f"{config.name} on {network.grid.rows}x{network.grid.cols} tiles, {network.execution} execution: "
+                    f"{statistics['tasks']} tasks per {phase} step, critical path {statistics['critical_path']} tasks{graph}, "
+                    f"{statistics['halo_bytes'] / 1e6:.2f} MB of halos between workers"
                 )
             bar.set_postfix(phase=phase, loss=f"{report.loss:.4g}", images_per_s=f"{minibatch / seconds:.0f}")
             bar.update()

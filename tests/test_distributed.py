@@ -26,9 +26,9 @@ def client():
             yield client
 
 
-def on_cluster(client):
+def on_cluster(client, execution="spmd"):
     def factory(config, tiles, **kwargs):
-        return TiledNetwork(config, tiles, client, **kwargs)
+        return TiledNetwork(config, tiles, client, execution=execution, **kwargs)
 
     return factory
 
@@ -59,9 +59,14 @@ def test_greedy_gradients_le2012(client, rng):
     check_network_gradients(on_cluster(client), config, 2, 2, rng, stage=1)
 
 
+@pytest.mark.parametrize("execution", ["spmd", "graph"])
 @pytest.mark.parametrize("name,rows,cols", CASES)
-def test_three_steps_give_the_reference_losses(client, name, rows, cols):
-    check_training_steps(on_cluster(client), _config(name), rows, cols)
+def test_three_steps_give_the_reference_losses(client, name, rows, cols, execution):
+    """Both ways of running a step (one task per tile exchanging halos directly, or a task per layer and
+    halo strip) train exactly as the single-process network."""
+    network, reports = check_training_steps(on_cluster(client, execution), _config(name), rows, cols)
+    if execution == "spmd" and rows * cols > 1:
+        assert reports[-1].statistics["tasks"] == rows * cols + 1
 
 
 def test_parameters_stay_and_only_halos_move(client):
@@ -69,7 +74,7 @@ def test_parameters_stay_and_only_halos_move(client):
     tile task ran there (task stream), and the bytes moved between workers are the halo strips the tile
     geometry predicts, far below the weights' size."""
     config = named_config("tiny")
-    network = TiledNetwork(config, "2x2", client, seed=0, dtype="float64")
+    network = TiledNetwork(config, "2x2", client, seed=0, dtype="float64", execution="graph")
     x = numpy.random.default_rng(0).standard_normal(config.input_shape + (8,))
     network.step(x, 1e-3, 0.9)
     clear_transfer_logs(client)
@@ -93,6 +98,37 @@ def test_parameters_stay_and_only_halos_move(client):
     assert predicted <= moved_bytes <= 1.1 * predicted, (moved_bytes, predicted)
     assert not any(key.startswith(("stage1-state", "stage1-init")) for t in moved for key in t["keys"])
     assert moved_bytes < weight_bytes
+
+
+def test_spmd_steps_keep_parameters_in_place_and_send_only_halos(client):
+    """One task per tile and step, each on its tile's worker; afterwards every state chunk is still there, and the
+    bytes the workers' mailboxes received are the halo bytes the tile geometry predicts (plus small reports)."""
+    from dasksae.spmd import received_bytes
+
+    config = named_config("tiny")
+    network = TiledNetwork(config, "2x2", client, seed=0, dtype="float64")
+    assert network.execution == "spmd"
+    x = numpy.random.default_rng(0).standard_normal(config.input_shape + (8,))
+    network.step(x, 1e-3, 0.9)
+    before = received_bytes(client)
+    clear_transfer_logs(client)
+    with distributed.get_task_stream(client) as stream:
+        report = network.step(x, 1e-3, 0.9)
+    after = received_bytes(client)
+    moved = sum(after.values()) - sum(before.values())
+    predicted = report.statistics["halo_bytes"]
+    assert predicted <= moved <= 1.1 * predicted, (moved, predicted)
+    steps = [t for t in stream.data if t["key"].startswith("spmd-step")]
+    assert len(steps) == 4
+    worker_of = {f"{i}-{j}": w for (i, j), w in network.placement.items()}
+    for task in steps:
+        parts = task["key"].split("-")
+        assert task["worker"] == worker_of[f"{parts[-3]}-{parts[-2]}"], task["key"]
+    # the scheduler moved nothing but the client's minibatch and the small summary: no weights
+    assert sum(t["bytes"] for t in transfers(client)) < 0.01 * sum(p["encoder"].nbytes for p in network.parameters())
+    for stage_state in network.state:
+        for tile, handle in stage_state.parts.items():
+            assert client.who_has([handle])[handle.key] == (network.placement[tile],)
 
 
 def test_more_tiles_than_workers_is_refused(client):

@@ -1,0 +1,241 @@
+"""One Dask task per tile per step: the layer graph run by every tile's worker at once, halos sent worker to worker.
+
+The graph mode (:class:`~dasksae.tile_array.DaskExecutor`) submits every
+layer, cut and report of a step as its own task: ~29 tasks per tile and
+stage (350 for ``tiny`` on 2x2 tiles), each a scheduler round trip of a few
+milliseconds, so a step on a GPU is bound by the scheduler, not the card
+(``bench/gpu_step.py``: 1.07 s for 2x2 tiles of a 1.5B net against 0.24 s for
+one tile).  This is the other way, as Coates et al. ran it with MPI: the
+client submits **one task per tile**; each runs :func:`~dasksae.tiled_network.build_step`
+(the same layer code) with a :class:`SpmdExecutor` that executes only its own
+tile's functions, in program order, and exchanges with the neighbours
+directly:
+
+* every tile's program makes the same calls in the same order, so the n-th
+  value that crosses from tile j to tile i has the same tag on both sides;
+* when a function of tile i takes a value made on tile j, worker j sends it
+  (``worker.rpc(address_i).dasksae_put``, over the cluster's transport, UCX
+  where configured) and worker i waits for it in its mailbox.  A send only
+  ever waits on earlier receives, so the programs cannot deadlock;
+* the stage reductions (losses, the gradient of ``a``) are the same
+  functions run on tile (0, 0), which sends the new ``a`` to the tiles that
+  read it.
+
+Weights stay in the tiles' tasks' results, on their workers.  The mailbox is
+a worker plugin (:func:`install`); it counts the bytes it receives, which is
+how tests compare the halos moved with the tile geometry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+
+from .tile_array import Executor
+
+MAILBOX = "_dasksae_mailbox"
+
+
+class Mailbox:
+    """Values sent to this worker, by tag, and how many bytes arrived."""
+
+    def __init__(self):
+        self._items: dict = {}
+        self._arrived = threading.Condition()
+        self.received_bytes = 0
+        self.received = 0
+
+    def put(self, tag=None, data=None):
+        with self._arrived:
+            self._items[tag] = data
+            self.received_bytes += _nbytes(data)
+            self.received += 1
+            self._arrived.notify_all()
+        return "OK"
+
+    def take(self, tag: str, timeout: float):
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: tag in self._items, timeout=timeout):
+                raise TimeoutError(f"no message {tag} arrived within {timeout:g} s (a neighbour's task failed or died)")
+            return self._items.pop(tag)
+
+    def forget(self, prefix: str):
+        with self._arrived:
+            for tag in [t for t in self._items if t.startswith(prefix)]:
+                del self._items[tag]
+
+
+def _nbytes(value) -> int:
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v) for v in value)
+    return int(getattr(value, "nbytes", 0))
+
+
+class MailboxPlugin:
+    """Worker plugin: a :class:`Mailbox` per worker and the ``dasksae_put`` handler that fills it."""
+
+    name = "dasksae-mailbox"
+    idempotent = True
+
+    def setup(self, worker):
+        mailbox = getattr(worker, MAILBOX, None) or Mailbox()
+        setattr(worker, MAILBOX, mailbox)
+        worker.handlers["dasksae_put"] = mailbox.put
+
+
+def install(client) -> None:
+    """Give every worker of ``client``'s cluster (and any that joins later) a mailbox."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    plugin = type("DasksaeMailbox", (MailboxPlugin, WorkerPlugin), {})()
+    client.register_plugin(plugin, name=MailboxPlugin.name)
+
+
+def received_bytes(client) -> dict:
+    """Bytes each worker's mailbox has received so far."""
+    return client.run(lambda dask_worker: getattr(dask_worker, MAILBOX).received_bytes)
+
+
+class SpmdHandle:
+    """A value made on tile ``tile``; ``value`` is set only on that tile's worker (or once received)."""
+
+    __slots__ = ("tile", "value")
+
+    def __init__(self, tile, value):
+        self.tile = tile
+        self.value = value
+
+
+class SpmdExecutor(Executor):
+    """Runs tile ``me``'s share of a step graph in this task; values cross tiles as messages."""
+
+    def __init__(self, me, placement: dict, step_id: str, timeout: float = 600.0):
+        super().__init__()
+        from distributed import get_worker
+
+        self.me = me
+        self.placement = placement
+        self.step_id = step_id
+        self.timeout = timeout
+        self.dask_worker = get_worker()
+        self.mailbox: Mailbox = getattr(self.dask_worker, MAILBOX)
+        self._tags = 0
+        self._sends: list = []
+        self.sent_bytes = 0
+
+    @staticmethod
+    def is_handle(value) -> bool:
+        return isinstance(value, SpmdHandle)
+
+    @staticmethod
+    def _identity(handle):
+        return id(handle)
+
+    def worker(self, tile):
+        return self.placement[tile]
+
+    def put(self, tile, value):
+        return SpmdHandle(tile, value if tile == self.me else None)
+
+    def _send(self, tile, tag, value):
+        address = self.placement[tile]
+        self.sent_bytes += _nbytes(value)
+        if address == self.dask_worker.address:
+            self.mailbox.put(tag, value)
+            return
+        from distributed.protocol import to_serialize
+
+        worker = self.dask_worker
+
+        async def send():
+            await worker.rpc(address).dasksae_put(tag=tag, data=to_serialize(value))
+
+        self._sends.append(asyncio.run_coroutine_threadsafe(send(), worker.loop.asyncio_loop))
+
+    def run(self, tile, function, *args, name, halo=False):
+        values = []
+        for arg in args:
+            if isinstance(arg, SpmdHandle) and arg.tile != tile:
+                tag = f"{self.step_id}:{self._tags}"
+                self._tags += 1
+                if self.me == arg.tile:
+                    self._send(tile, tag, arg.value)
+                values.append(self.mailbox.take(tag, self.timeout) if self.me == tile else None)
+            else:
+                values.append(arg.value if isinstance(arg, SpmdHandle) else arg)
+        handle = SpmdHandle(tile, function(*values) if tile == self.me else None)
+        self._record(handle, args, name, halo)
+        return handle
+
+    def gather(self, handles):
+        return [h.value for h in handles]
+
+    def finish(self):
+        """Wait until every message this tile sent has been delivered (and surface send errors)."""
+        for future in self._sends:
+            future.result(timeout=self.timeout)
+        self._sends.clear()
+
+
+def spmd_step(me, grid, placement, step_id, bundle, x_part, lr, momentum, stage, *initial):
+    """Tile ``me``'s task of one SPMD step.
+
+    ``bundle``: this tile's result of the previous SPMD step, or ``None`` the
+    first time (then ``initial`` holds every stage's state of this tile,
+    followed, on tile (0, 0), by every stage's scale state).  Returns this
+    tile's new bundle: its states, and on tile (0, 0) the scale states and the
+    stage losses.
+    """
+    from .tile_array import TileArray
+    from .tiled_network import build_step
+
+    config = grid.config
+    count = len(config.stages)
+    executor = SpmdExecutor(me, placement, step_id)
+    first_tile = grid.tiles()[0]
+    if bundle is not None:
+        my_states, my_scales = bundle["states"], bundle["scales"]
+    else:
+        my_states = list(initial[:count])
+        my_scales = list(initial[count:]) if me == first_tile else [None] * count
+    objective_has_scale = config.objective == "rica"
+    states = [
+        TileArray(executor, grid.windows(k, "blocks"), {t: SpmdHandle(t, my_states[k] if t == me else None) for t in grid.tiles()})
+        for k in range(count)
+    ]
+    scales = [SpmdHandle(first_tile, my_scales[k]) if objective_has_scale else None for k in range(count)]
+    per_map = x_part.shape[-1] * x_part.dtype.itemsize
+    current = TileArray(
+        executor, grid.windows(0, "input_owned"), {t: SpmdHandle(t, x_part if t == me else None) for t in grid.tiles()},
+        None, config.input_shape[2] * per_map,
+    )
+    first, last, results = build_step(config, grid, states, scales, current, x_part.shape[-1], stage, (lr, momentum))
+    new_states, new_scales, losses = list(my_states), list(my_scales), None
+    for k, (filter_back, reduced) in results.items():
+        new_states[k] = filter_back.parts[me].value["state"]
+        if me == first_tile:
+            if objective_has_scale:
+                new_scales[k] = {"scale": reduced.value["scale"], "velocity": reduced.value["velocity"]}
+    if me == first_tile:
+        losses = [float(results[k][1].value["loss"]) for k in range(first, last + 1)]
+    executor.finish()
+    executor.mailbox.forget(step_id)
+    return {
+        "states": new_states,
+        "scales": new_scales,
+        "losses": losses,
+        "statistics": executor.statistics.as_dict(),
+        "sent_bytes": executor.sent_bytes,
+    }
+
+
+def step_summary(bundle: dict) -> dict:
+    """The small part of tile (0, 0)'s bundle the client reads: losses and what the step's graph cost."""
+    return {"losses": bundle["losses"], "statistics": bundle["statistics"]}
+
+
+def new_step_id() -> str:
+    return uuid.uuid4().hex[:12]

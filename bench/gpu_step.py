@@ -14,8 +14,9 @@ Rows, per config and minibatch:
   the step as the training loop's prefetch does (``dasksae-1w-send``: sent
   from the client inside each timed step); its Dask overhead is its step
   time minus the same step run in this process without Dask;
-* ``dasksae-4w``: four plain workers sharing the GPU, 2x2 tiles (the graph of
-  layer tasks and halo exchanges);
+* ``dasksae-4w``: four plain workers sharing the GPU, 2x2 tiles, one task per
+  tile and step exchanging halos worker to worker (``dasksae.spmd``);
+  ``dasksae-4w-graph``: the same as a task per layer and halo strip;
 * ``torch-<precision>``: ``bench/torch_peer.py`` in float32, tf32 and
   bfloat16 (``--compile`` adds ``torch.compile`` rows).
 
@@ -128,7 +129,8 @@ def _free_pool():
     return True
 
 
-def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=None, send_each_step=False, eager=False):
+def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=None, send_each_step=False, eager=False,
+                 execution="spmd"):
     import distributed
 
     from dasksae.tiled_network import TiledNetwork
@@ -144,7 +146,7 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
             from dasksae.latency import eager_messages
 
             eager_messages(client)
-        network = TiledNetwork(config, tiles, client, seed=0, dtype="float32", device="cuda")
+        network = TiledNetwork(config, tiles, client, seed=0, dtype="float32", device="cuda", execution=execution)
         # as the training loop does (it places the next batch while a step runs), unless asked to send it each step
         data = batch if send_each_step else network.place(batch)
         for _ in range(warmup):
@@ -273,14 +275,17 @@ def main(argv=None):
                     emit("dasksae-1w-send", "float32", seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held)
                 except Exception as error:  # noqa: BLE001 - a benchmark reports and goes on
                     print(f"{name} dasksae-1w failed: {type(error).__name__}: {error}")
-            if "dasksae-4w" in modes:
+            for mode, execution in (("dasksae-4w", "spmd"), ("dasksae-4w-graph", "graph")):
+                if mode not in modes:
+                    continue
                 try:
-                    seconds, report, held = time_dasksae(config, batch, 4, "2x2", args.runs_4w, 2, args.scheduler_address)
-                    emit("dasksae-4w-2x2", "float32", seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
+                    seconds, report, held = time_dasksae(config, batch, 4, "2x2", args.runs_4w, 2, args.scheduler_address,
+                                                         execution=execution)
+                    emit(f"{mode}-2x2", "float32", seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
                          tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"],
-                         halo_bytes=report.statistics["halo_bytes"])
+                         halo_bytes=report.statistics["halo_bytes"], execution=execution)
                 except Exception as error:  # noqa: BLE001
-                    print(f"{name} dasksae-4w failed: {type(error).__name__}: {error}")
+                    print(f"{name} {mode} failed: {type(error).__name__}: {error}")
             if "torch" in modes:
                 for precision in args.precisions.split(","):
                     for compiled in ([False, True] if args.compile else [False]):

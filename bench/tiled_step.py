@@ -3,8 +3,11 @@
     python bench/tiled_step.py                       # tiny and small, 1, 2 and 4 workers
     python bench/tiled_step.py --configs tiny --workers 4 --eager-messages --json out.json
 
-For each config and worker count (tiles 1x1, 2x1, 2x2 for 1, 2, 4 workers)
-it runs ``--runs`` joint updates after ``--warmup-runs`` and prints one row:
+For each config and worker count (tiles 1x1, 2x1, 2x2 for 1, 2, 4 workers;
+one tile is one fused task per step, several tiles run either as one task per
+tile exchanging halos directly, ``spmd``, or as a task per layer and halo
+strip, ``graph``; the minibatch is placed on the workers ahead, as the
+training loop's prefetch does) it runs ``--runs`` joint updates after ``--warmup-runs`` and prints one row:
 median step time, tasks per step, critical path (tasks on the longest chain
 of dependencies), halo bytes per step, and where the time went according to
 the workers' task stream: ``kernels`` is the busiest worker's compute time
@@ -43,7 +46,7 @@ def single_process(config, batch, runs, warmup, dtype):
     return statistics.median(times)
 
 
-def tiled(config, batch, workers, runs, warmup, dtype, eager):
+def tiled(config, batch, workers, runs, warmup, dtype, eager, execution="graph"):
     import distributed
 
     from dasksae.latency import eager_messages
@@ -54,7 +57,8 @@ def tiled(config, batch, workers, runs, warmup, dtype, eager):
     ) as cluster, distributed.Client(cluster) as client:
         if eager:
             eager_messages(client)
-        network = TiledNetwork(config, TILINGS[workers], client, seed=0, dtype=dtype)
+        network = TiledNetwork(config, TILINGS[workers], client, seed=0, dtype=dtype, execution=execution)
+        batch = network.place(batch)  # as the training loop's prefetch does
         for _ in range(warmup):
             network.step(batch, 1e-3, 0.9)
         times, report = [], None
@@ -72,9 +76,13 @@ def tiled(config, batch, workers, runs, warmup, dtype, eager):
     step = statistics.median(times)
     kernels = max(compute.values(), default=0.0) / runs
     moved = sum(transfer.values()) / runs / max(1, workers)
+    if execution == "spmd" and workers > 1:
+        kernels = moved = float("nan")  # a tile's one task also waits on its neighbours: not kernel time
     return {
+        "execution": execution if workers > 1 else "fused",
         "step_seconds": step,
         "tasks": report.statistics["tasks"],
+        "graph_tasks": report.statistics.get("graph_tasks", report.statistics["tasks"]),
         "halo_tasks": report.statistics["halo_tasks"],
         "critical_path": report.statistics["critical_path"],
         "halo_bytes": report.statistics["halo_bytes"],
@@ -101,11 +109,12 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--warmup-runs", type=int, default=3)
     parser.add_argument("--eager-messages", action="store_true", help="batched-stream intervals set to 0")
+    parser.add_argument("--executions", default="spmd,graph", help="ways to run multi-tile steps")
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args(argv)
     rows = []
     header = (
-        f"{'config':<8}{'M':>4}{'workers':>8}{'tiles':>6}{'step ms':>9}{'x 1-proc':>9}{'tasks':>7}{'halo':>6}"
+        f"{'config':<8}{'M':>4}{'workers':>8}{'tiles':>6}{'exec':>6}{'step ms':>9}{'x 1-proc':>9}{'tasks':>7}{'halo':>6}"
         f"{'crit':>6}{'halo KB':>9}{'ms/task':>8}{'kernels':>8}{'transfer':>9}{'overhead':>9}"
     )
     print(header)
@@ -115,13 +124,15 @@ def main(argv=None):
         reference = single_process(config, batch, args.runs, args.warmup_runs, args.dtype)
         rows.append({"config": name, "minibatch": args.minibatch, "workers": 0, "tiles": "single-process",
                      "step_seconds": reference})
-        print(f"{name:<8}{args.minibatch:>4}{'-':>8}{'-':>6}{reference * 1e3:>9.1f}{1.0:>9.2f}")
-        for workers in (int(w) for w in args.workers.split(",")):
-            result = tiled(config, batch, workers, args.runs, args.warmup_runs, args.dtype, args.eager_messages)
+        print(f"{name:<8}{args.minibatch:>4}{'-':>8}{'-':>6}{'-':>6}{reference * 1e3:>9.1f}{1.0:>9.2f}")
+        runs = [(w, e) for w in (int(w) for w in args.workers.split(",")) for e in (args.executions.split(",") if w > 1 else ["fused"])]
+        for workers, execution in runs:
+            result = tiled(config, batch, workers, args.runs, args.warmup_runs, args.dtype, args.eager_messages,
+                           "spmd" if execution == "fused" else execution)
             row = {"config": name, "minibatch": args.minibatch, "workers": workers, "tiles": TILINGS[workers], **result}
             rows.append(row)
             print(
-                f"{name:<8}{args.minibatch:>4}{workers:>8}{TILINGS[workers]:>6}{result['step_seconds'] * 1e3:>9.1f}"
+                f"{name:<8}{args.minibatch:>4}{workers:>8}{TILINGS[workers]:>6}{result['execution']:>6}{result['step_seconds'] * 1e3:>9.1f}"
                 f"{result['step_seconds'] / reference:>9.2f}{result['tasks']:>7}{result['halo_tasks']:>6}"
                 f"{result['critical_path']:>6}{result['halo_bytes'] / 1024:>9.0f}{result['seconds_per_task'] * 1e3:>8.2f}"
                 f"{result['kernel_share']:>8.0%}{result['transfer_share']:>9.0%}{result['overhead_share']:>9.0%}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -101,12 +102,24 @@ def command_train(args) -> int:
                  gpu=gpu, workers_per_gpu=args.workers_per_gpu) as client:
         if args.dashboard and client.dashboard_link:
             print(f"dashboard: {client.dashboard_link}")
-        train_tiled(
-            client, config_name=args.config, tiles=args.tiles, steps=args.steps, greedy_steps=args.greedy_steps,
-            minibatch=args.minibatch, lr=args.lr, momentum=args.momentum, dtype=args.dtype, seed=args.seed,
-            out=args.out, resume=args.resume, checkpoint_every=args.checkpoint_every, device="cuda" if gpu else "cpu",
-            execution=args.execution,
-        )
+        report = contextlib.nullcontext()
+        if args.profile:
+            try:
+                import bokeh  # noqa: F401
+            except ImportError:
+                raise DasksaeError("--profile writes a Dask performance report, which needs bokeh: pip install 'dasksae[dashboard]'.") from None
+            from distributed import performance_report
+
+            report = performance_report(filename=args.profile)
+        with report:
+            train_tiled(
+                client, config_name=args.config, tiles=args.tiles, steps=args.steps, greedy_steps=args.greedy_steps,
+                minibatch=args.minibatch, lr=args.lr, momentum=args.momentum, dtype=args.dtype, seed=args.seed,
+                out=args.out, resume=args.resume, checkpoint_every=args.checkpoint_every,
+                device="cuda" if gpu else "cpu", execution=args.execution,
+            )
+    if args.profile:
+        print(f"performance report: {args.profile}")
     return 0
 
 
@@ -167,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--gpu", action="store_true", help="CuPy chunks on GPU workers (a LocalCUDACluster unless --scheduler)")
     train.add_argument("--workers-per-gpu", type=int, default=None,
                        help="with --gpu on one machine: K plain workers sharing GPU 0 instead of dask-cuda")
+    train.add_argument("--profile", default=None, metavar="REPORT.html",
+                       help="write a Dask performance report of the run (needs bokeh)")
     train.add_argument("--dashboard", action="store_true", help="local cluster: serve the Dask dashboard on :8787")
     train.add_argument("--single-process", action="store_true", help="the single-process reference loop instead (no Dask)")
     train.set_defaults(handler=command_train)

@@ -83,6 +83,11 @@ def command_train(args) -> int:
 
     config = load_config(args.config)
     grid = TileGrid.parse(config, args.tiles)  # a tiling that does not fit is refused before any cluster starts
+    if args.profile:
+        try:
+            import bokeh  # noqa: F401
+        except ImportError:
+            raise DasksaeError("--profile writes a Dask performance report, which needs bokeh: pip install 'dasksae[dashboard]'.") from None
     joining = bool(args.scheduler or args.scheduler_file)
     workers = args.workers if args.workers is not None else grid.count
     if not joining and grid.count > workers:
@@ -104,10 +109,6 @@ def command_train(args) -> int:
             print(f"dashboard: {client.dashboard_link}")
         report = contextlib.nullcontext()
         if args.profile:
-            try:
-                import bokeh  # noqa: F401
-            except ImportError:
-                raise DasksaeError("--profile writes a Dask performance report, which needs bokeh: pip install 'dasksae[dashboard]'.") from None
             from distributed import performance_report
 
             report = performance_report(filename=args.profile)

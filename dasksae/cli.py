@@ -117,10 +117,26 @@ def command_train(args) -> int:
                 client, config_name=args.config, tiles=args.tiles, steps=args.steps, greedy_steps=args.greedy_steps,
                 minibatch=args.minibatch, lr=args.lr, momentum=args.momentum, dtype=args.dtype, seed=args.seed,
                 out=args.out, resume=args.resume, checkpoint_every=args.checkpoint_every,
-                device="cuda" if gpu else "cpu", execution=args.execution,
+                device="cuda" if gpu else "cpu", execution=args.execution, data=args.data,
             )
     if args.profile:
         print(f"performance report: {args.profile}")
+    return 0
+
+
+def command_data_build(args) -> int:
+    from .data import build_bundled_store
+    from .network import load_config
+
+    if args.frames < 16:
+        raise DasksaeError(f"--frames must be at least 16, got {args.frames}.")
+    config = load_config(args.config)
+    group = build_bundled_store(args.store, config, frames=args.frames, face_fraction=args.face_fraction,
+                                tiles=args.tiles, seed=args.seed)
+    attrs = dict(group.attrs)
+    print(f"{args.store}: {attrs['train_frames']} training frames ({attrs['face_fraction']:.1%} faces), "
+          f"{attrs['test_faces']} test faces and {attrs['test_distractors']} distractors; "
+          f"{attrs['preprocessing']['whitening']}; chunks {tuple(attrs['chunks'])}")
     return 0
 
 
@@ -175,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                        help="continue the run in --out from its latest checkpoint (or from CHECKPOINT)")
     train.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (default: only at the end)")
+    train.add_argument("--data", default=None, metavar="STORE",
+                       help="train on a data store (dasksae data build) read by each tile on its worker; "
+                       "default: random whitened crops of the scikit-image photos, sent from the client")
     train.add_argument("--execution", choices=["spmd", "graph"], default="spmd",
                        help="spmd (default): one task per tile and step, halos sent worker to worker; "
                        "graph: a task per layer and halo strip")
@@ -186,6 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dashboard", action="store_true", help="local cluster: serve the Dask dashboard on :8787")
     train.add_argument("--single-process", action="store_true", help="the single-process reference loop instead (no Dask)")
     train.set_defaults(handler=command_train)
+
+    data = commands.add_parser("data", help="build the bundled data set as a whitened, tile-chunked Zarr store")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    build = data_commands.add_parser("build", help="stills and faces shipped in scikit-image -> STORE")
+    build.add_argument("store", help="folder of the Zarr store to write")
+    build.add_argument("--config", default="tiny", help="the network whose input shape the frames take (default tiny)")
+    build.add_argument("--frames", type=int, default=4096, help="training frames (default 4096)")
+    build.add_argument("--face-fraction", type=float, default=0.1, help="fraction of training frames that are faces (default 0.1)")
+    build.add_argument("--tiles", default=None, help="chunk the frames along this tiling's input windows (RxC)")
+    build.add_argument("--seed", type=int, default=0)
+    build.set_defaults(handler=command_data_build)
 
     inspect = commands.add_parser("inspect", help="config, step, weight norms and digest of a checkpoint")
     inspect.add_argument("checkpoint", help="a checkpoint folder, or a run's checkpoints/ folder (its latest)")

@@ -304,6 +304,22 @@ class TiledNetwork:
         array = TileArray.from_array(executor, x, grid.windows(0, "input_owned"), self.config.input_shape[2] * per_map)
         return PlacedBatch(tuple(x.shape), x.dtype, array, None)
 
+    def place_from_store(self, path: str, start: int, count: int) -> "PlacedBatch":
+        """Minibatch ``start .. start+count`` of a data store (:mod:`dasksae.data`), each tile reading its own
+        input window on its worker."""
+        from .data import read_frames
+
+        grid, executor = self.grid, self.executor
+        shape = tuple(self.config.input_shape) + (count,)
+        if grid.count == 1 and self.fuse_single_tile:
+            whole = ((0, shape[0]), (0, shape[1]))
+            handle = executor.run(grid.tiles()[0], read_frames, path, whole, start, count, self.dtype.name, name="read-batch")
+            return PlacedBatch(shape, self.dtype, None, handle)
+        windows = grid.windows(0, "input_owned")
+        parts = {t: executor.run(t, read_frames, path, w, start, count, self.dtype.name, name="read-batch") for t, w in windows.items()}
+        per_map = count * self.dtype.itemsize
+        return PlacedBatch(shape, self.dtype, TileArray(executor, windows, parts, None, shape[2] * per_map), None)
+
     def _check_batch(self, x, stage):
         count = len(self.config.stages)
         if stage is not None and not (0 <= stage < count):

@@ -127,6 +127,7 @@ def train_tiled(
     progress=True,
     device="cpu",
     execution="spmd",
+    data=None,
 ):
     """Train on ``client``'s cluster: greedy steps per stage, then joint updates, with checkpoints in ``out``.
 
@@ -148,7 +149,14 @@ def train_tiled(
     dtype = check_dtype(dtype)
     folder = _check_output_folder(out, bool(resume)) if out is not None else None
     checkpoints = folder / "checkpoints" if folder is not None else None
-    batches = NaturalImageBatches(config.input_shape, minibatch, seed=seed + 1, dtype=dtype)
+    if data is not None:
+        from .data import StoreBatches
+
+        store = StoreBatches(data, config, minibatch)
+        batches = None
+    else:
+        store = None
+        batches = NaturalImageBatches(config.input_shape, minibatch, seed=seed + 1, dtype=dtype)
     start = 0
     if resume:
         path = latest(checkpoints) if resume is True and checkpoints is not None else (Path(resume) if resume is not True else None)
@@ -163,7 +171,14 @@ def train_tiled(
         if attrs["dtype"] != dtype.name:
             raise DasksaeError(f"checkpoint {path} holds {attrs['dtype']} weights; resume with --dtype {attrs['dtype']}.")
         network = TiledNetwork.load(path, tiles, client, verify=False, device=device, execution=execution)
-        batches.rng.bit_generator.state = rng_state_from_json(attrs["data_rng"])
+        if store is not None:
+            if "data_position" not in attrs:
+                raise DasksaeError(f"checkpoint {path} was trained on the built-in crops, not a data store; resume without --data.")
+            store.position = int(attrs["data_position"])
+        else:
+            if "data_rng" not in attrs:
+                raise DasksaeError(f"checkpoint {path} was trained on a data store; resume with --data.")
+            batches.rng.bit_generator.state = rng_state_from_json(attrs["data_rng"])
         start = int(attrs["step"])
     else:
         network = TiledNetwork(config, tiles, client, seed=seed, dtype=dtype, device=device, execution=execution)
@@ -171,9 +186,13 @@ def train_tiled(
     metrics = open(folder / "metrics.jsonl", "a" if resume else "w") if folder is not None else None
     options = {"seed": seed, "lr": lr, "momentum": momentum, "minibatch": minibatch, "greedy_steps": greedy_steps, "steps": steps}
 
-    def checkpoint(step, data_rng):
+    def checkpoint(step, data_state):
         if checkpoints is not None:
-            network.save(checkpoints, step, {**options, "data_rng": data_rng})
+            where = {"data_position": data_state, "data": str(data)} if store is not None else {"data_rng": data_state}
+            network.save(checkpoints, step, {**options, **where})
+
+    def data_state():
+        return store.position if store is not None else rng_state_to_json(batches.rng)
 
     records = []
     if start >= len(phases):
@@ -182,8 +201,8 @@ def train_tiled(
     def draw():
         """The data RNG state before this batch (what a checkpoint after the previous step stores), and the batch
         placed on the workers; run in a thread, so the next batch travels while the current step computes."""
-        state = rng_state_to_json(batches.rng)
-        return state, network.place(batches.next())
+        state = data_state()
+        return state, (store.place(network) if store is not None else network.place(batches.next()))
 
     prefetch = ThreadPoolExecutor(max_workers=1)
     pending = prefetch.submit(draw) if start < len(phases) else None
@@ -219,7 +238,7 @@ def train_tiled(
             if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < len(phases):
                 checkpoint(step + 1, pending.result()[0])
     if records:
-        checkpoint(len(phases), rng_state_to_json(batches.rng))
+        checkpoint(len(phases), data_state())
     if metrics:
         metrics.close()
     if progress and records:

@@ -124,3 +124,18 @@ def test_joins_a_running_cluster_and_trains_greedy_then_joint(tmp_path, capsys):
         capsys.readouterr()
         one_line_error(capsys, "train", "--scheduler", cluster.scheduler_address, "--tiles", "2x2", "--steps", "1",
                        match="2x2 tiles need 4 workers but the cluster has 3")
+
+
+def test_training_on_a_data_store_reads_on_workers_and_resumes_exactly(tmp_path, capsys):
+    store = tmp_path / "store"
+    assert main(["data", "build", str(store), "--config", "tiny", "--frames", "2048", "--tiles", "2x2"]) == 0
+    one_line_error(capsys, "data", "build", str(tmp_path / "small"), "--frames", "100", match="needs at least 2048 training frames")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(TRAIN + ["--steps", "8", "--data", str(store), "--out", str(straight)]) == 0
+    assert main(TRAIN + ["--steps", "5", "--data", str(store), "--out", str(resumed)]) == 0
+    assert main(TRAIN + ["--steps", "8", "--data", str(store), "--out", str(resumed), "--resume"]) == 0
+    assert describe(straight / "checkpoints")["digest"] == describe(resumed / "checkpoints")["digest"]
+    capsys.readouterr()
+    one_line_error(capsys, *TRAIN, "--steps", "9", "--out", str(resumed), "--resume", match="resume with --data")
+    one_line_error(capsys, "train", "--config", "small", "--tiles", "1x1", "--steps", "1", "--data", str(store),
+                   "--out", str(tmp_path / "other"), match="holds 32x32x1 frames but config 'small' takes 40x40x3")

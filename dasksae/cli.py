@@ -140,6 +140,14 @@ def command_data_build(args) -> int:
     return 0
 
 
+def command_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, quick=args.quick, config_name=args.config, tiles=args.tiles, workers=args.workers,
+             steps=args.steps, face_fraction=args.face_fraction, seed=args.seed)
+    return 0
+
+
 def command_inspect(args) -> int:
     from .checkpoint import describe
 
@@ -216,6 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--tiles", default=None, help="chunk the frames along this tiling's input windows (RxC)")
     build.add_argument("--seed", type=int, default=0)
     build.set_defaults(handler=command_data_build)
+
+    demo = commands.add_parser("demo", help="the face-neuron experiment on bundled data: build, train, evaluate, report")
+    demo.add_argument("--out", default="demo", help="folder for the data, the run, report.md and report.json (default demo)")
+    demo.add_argument("--quick", action="store_true", help="a smoke run of a few minutes")
+    demo.add_argument("--config", default="tiny")
+    demo.add_argument("--tiles", default="2x2")
+    demo.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per tile)")
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default 2000, quick 60)")
+    demo.add_argument("--face-fraction", type=float, default=0.1, help="fraction of training frames that are faces")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=command_demo)
 
     inspect = commands.add_parser("inspect", help="config, step, weight norms and digest of a checkpoint")
     inspect.add_argument("checkpoint", help="a checkpoint folder, or a run's checkpoints/ folder (its latest)")

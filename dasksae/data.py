@@ -255,6 +255,8 @@ def build_bundled_store(path, config, frames: int = 4096, face_fraction: float =
     test_frames = [face_frame(face, shape) for face in pick_faces] + [face_frame(face, shape) for face in pick_non_faces] + still_crops
     labels = numpy.array([1] * len(pick_faces) + [0] * (len(pick_non_faces) + len(still_crops)), dtype=numpy.int8)
     test_whitened = _whiten_frames(numpy.stack(test_frames), zca)
+    # the upper reference baseline: the mean of the training-half faces, preprocessed as every frame
+    mean_face = _whiten_frames(numpy.stack([face_frame(face, shape) for face in train_faces]), zca).mean(axis=0)
 
     grid = TileGrid.parse(config, tiles) if isinstance(tiles, str) else tiles
     windows = list(grid.windows(0, "input_owned").values()) if grid is not None else [((0, shape[0]), (0, shape[1]))]
@@ -270,6 +272,8 @@ def build_bundled_store(path, config, frames: int = 4096, face_fraction: float =
     group.create_array("test/frames", data=numpy.ascontiguousarray(test_whitened.transpose(1, 2, 3, 0)),
                        chunks=chunks[:3] + (len(labels),), shards=shape + (len(labels),))
     group.create_array("test/labels", data=labels)
+    group.create_array("test/raw", data=numpy.ascontiguousarray(numpy.stack(test_frames).astype(numpy.float32).transpose(1, 2, 3, 0)))
+    group.create_array("templates/mean_face", data=mean_face)
     if zca is not None:
         group.create_array("zca/mean", data=zca.mean)
         group.create_array("zca/matrix", data=zca.matrix)

@@ -1,0 +1,89 @@
+"""Neuron search protocols, the optimal stimulus, and the demo's report."""
+
+import json
+
+import numpy
+import pytest
+
+from dasksae import named_config
+from dasksae.neurons import (
+    THRESHOLDS,
+    held_out_protocol,
+    input_gradient,
+    le2012_protocol,
+    optimal_stimulus,
+    roc_auc,
+    thresholds_of,
+)
+from dasksae.reference import init_params
+
+
+def test_le2012_protocol_finds_a_perfect_neuron_among_noise(rng):
+    labels = numpy.array([1] * 30 + [0] * 60, dtype=bool)
+    responses = rng.standard_normal((50, 90))
+    responses[17] = labels * 3.0 + rng.uniform(0, 1, 90)  # faces respond 3-4, others 0-1
+    result = le2012_protocol(responses, labels)
+    assert result["neuron"] == 17 and result["best_accuracy"] == 1.0 and result["auc"] == 1.0
+    thresholds = thresholds_of(responses)
+    assert thresholds.shape == (50, THRESHOLDS)
+    numpy.testing.assert_allclose(thresholds[:, 0], responses.min(axis=1))
+    numpy.testing.assert_allclose(thresholds[:, -1], responses.max(axis=1))
+
+
+def test_choosing_among_many_neurons_flatters_and_holding_out_does_not(rng):
+    labels = numpy.array([1] * 50 + [0] * 93, dtype=bool)
+    noise = rng.standard_normal((2000, 143))  # no neuron knows anything
+    optimistic = le2012_protocol(noise, labels)["best_accuracy"]
+    honest = held_out_protocol(noise, labels)
+    guess = 93 / 143
+    assert optimistic > guess + 0.05
+    assert honest["best_accuracy"] < guess + 0.03 and abs(honest["auc"] - 0.5) < 0.1
+
+
+def test_roc_auc():
+    labels = numpy.array([1, 1, 0, 0], dtype=bool)
+    assert roc_auc(numpy.array([3.0, 2.0, 1.0, 0.0]), labels) == 1.0
+    assert roc_auc(numpy.array([0.0, 1.0, 2.0, 3.0]), labels) == 0.0
+    assert roc_auc(numpy.array([1.0, 1.0, 1.0, 1.0]), labels) == 0.5
+
+
+def test_input_gradient_of_a_top_neuron_matches_finite_differences(rng):
+    config = named_config("tiny")
+    params = init_params(config, seed=1, dtype="float64")
+    x = rng.standard_normal(config.input_shape + (1,))
+    direction = rng.standard_normal(x.shape)
+    grad, _ = input_gradient(params, x, config, 321)
+    h = 1e-5
+    numeric = (input_gradient(params, x + h * direction, config, 321)[1] - input_gradient(params, x - h * direction, config, 321)[1]) / (2 * h)
+    assert abs(numeric - (grad * direction).sum()) <= 1e-6 * max(1.0, abs(numeric))
+
+
+def test_optimal_stimulus_keeps_its_norm_and_beats_random_inputs(rng):
+    config = named_config("tiny")
+    params = init_params(config, seed=1, dtype="float64")
+    stimulus, response = optimal_stimulus(params, config, 100, norm=30.0, steps=30)
+    assert abs(numpy.linalg.norm(stimulus) - 30.0) < 1e-6
+    randoms = []
+    for _ in range(20):
+        x = rng.standard_normal(config.input_shape + (1,))
+        x *= 30.0 / numpy.linalg.norm(x)
+        randoms.append(input_gradient(params, x, config, 100)[1])
+    assert response > max(randoms)
+
+
+def test_demo_writes_the_report(tmp_path):
+    pytest.importorskip("distributed")
+    pytest.importorskip("matplotlib")
+    from dasksae.demo import run_demo
+
+    report = run_demo(tmp_path / "demo", quick=True, steps=4, progress=False)
+    written = json.loads((tmp_path / "demo" / "report.json").read_text())
+    for key in ("best_accuracy", "random_net_accuracy", "guess_accuracy", "auc", "n_faces", "n_distractors", "face_fraction"):
+        assert key in written and written[key] == report[key]
+    assert set(written["le2012_protocol"]) >= {"best_accuracy", "random_net_accuracy", "guess_accuracy", "auc"}
+    assert written["n_faces"] == 50 and 0.3 < written["n_faces"] / (written["n_faces"] + written["n_distractors"]) < 0.4
+    assert written["le2012_protocol"]["best_accuracy"] >= written["best_accuracy"] - 0.2
+    markdown = (tmp_path / "demo" / "report.md").read_text()
+    assert "| trained network |" in markdown and "guessing" in markdown
+    for picture in written["pictures"].values():
+        assert (tmp_path / "demo" / picture).stat().st_size > 1000

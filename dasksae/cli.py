@@ -148,6 +148,45 @@ def command_demo(args) -> int:
     return 0
 
 
+def command_neurons(args) -> int:
+    from pathlib import Path
+
+    import zarr
+
+    from .checkpoint import open_checkpoint, weight_names
+    from .data import add_test_set_from_folders, open_store
+    from .demo import report_on
+    from .network import NetworkConfig
+    from .train import _check_output_folder
+
+    group, attrs = open_checkpoint(args.checkpoint)
+    config = NetworkConfig.from_dict(attrs["config"])
+    open_store(args.data, config)
+    if bool(args.faces) != bool(args.distractors):
+        raise DasksaeError("give both --faces and --distractors (folders of images), or neither.")
+    out = _check_output_folder(args.out, resume=True)
+    store = args.data
+    if args.faces:
+        import shutil
+
+        store = str(out / "test-data")
+        shutil.copytree(args.data, store, dirs_exist_ok=True)
+        add_test_set_from_folders(store, args.faces, args.distractors)
+    params = []
+    for k in range(len(config.stages)):
+        entry = {}
+        for name in weight_names(config.objective):
+            array = group[f"stage{k + 1}/{name}"]
+            entry[name] = array[...] if array.ndim == 0 else array[:]
+        params.append(entry)
+    training = {"checkpoint": str(args.checkpoint), "step": attrs["step"]}
+    report = report_on(out, config, params, store, training, say=lambda *a, **k: None)
+    print(f"{Path(out) / 'report.md'}: best neuron, held out {report['best_accuracy']:.1%} (AUC {report['auc']:.3f}); "
+          f"random net {report['random_net_accuracy']:.1%}; guessing {report['guess_accuracy']:.1%}; "
+          f"Le 2012 protocol {report['le2012_protocol']['best_accuracy']:.1%}")
+    return 0
+
+
 def command_inspect(args) -> int:
     from .checkpoint import describe
 
@@ -235,6 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--face-fraction", type=float, default=0.1, help="fraction of training frames that are faces")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(handler=command_demo)
+
+    neurons = commands.add_parser("neurons", help="search a checkpoint's top layer for face-selective neurons")
+    neurons.add_argument("checkpoint", help="a checkpoint, or a run's checkpoints/ folder (its latest)")
+    neurons.add_argument("--data", required=True, help="the data store the network was trained on (its test set and whitening)")
+    neurons.add_argument("--faces", default=None, help="instead of the store's test set: a folder of face images (e.g. LFW)")
+    neurons.add_argument("--distractors", default=None, help="... and a folder of distractor images (e.g. ImageNet crops)")
+    neurons.add_argument("--out", default="neurons", help="folder for report.md, report.json and pictures (default neurons)")
+    neurons.set_defaults(handler=command_neurons)
 
     inspect = commands.add_parser("inspect", help="config, step, weight norms and digest of a checkpoint")
     inspect.add_argument("checkpoint", help="a checkpoint folder, or a run's checkpoints/ folder (its latest)")

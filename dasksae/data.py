@@ -370,3 +370,95 @@ def open_store(path, config) -> dict:
             f"{config.name!r} takes {'x'.join(map(str, config.input_shape))}; build a store for this config."
         )
     return attrs
+
+
+# ------------------------------------------------------------------ real data sets: folders of images, video files
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm")
+
+
+def _as_channels(image: numpy.ndarray, channels: int) -> numpy.ndarray:
+    import skimage.color
+    import skimage.util
+
+    image = skimage.util.img_as_float(image)
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if channels == 1:
+        return (skimage.color.rgb2gray(image) if image.ndim == 3 else image)[:, :, None]
+    return image if image.ndim == 3 else numpy.repeat(image[:, :, None], 3, axis=2)
+
+
+def centre_frame(image: numpy.ndarray, shape) -> numpy.ndarray:
+    """The largest centred square of ``image``, resized to ``shape (h, w, c)``."""
+    image = _as_channels(image, shape[2])
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return _resize(image[top : top + side, left : left + side], shape)
+
+
+def frames_from_folder(folder, shape, limit: int | None = None) -> list:
+    """Every image file in ``folder`` (recursively, sorted), as centred frames of ``shape``; any image size."""
+    import skimage.io
+
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a folder of images.")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if not files:
+        raise ConfigError(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)}).")
+    frames = []
+    for path in files:
+        try:
+            frames.append(centre_frame(skimage.io.imread(path), shape))
+        except Exception as error:  # a damaged file is named, not a traceback
+            raise ConfigError(f"cannot read image {path} ({type(error).__name__}); remove or replace it.") from None
+    return frames
+
+
+def frames_from_video(path, shape, every: int = 10, limit: int | None = None) -> list:
+    """Every ``every``-th frame of a video file (consecutive frames are nearly the same), centred to ``shape``."""
+    try:
+        import imageio.v3 as iio
+    except ImportError:
+        raise ConfigError("reading video files needs imageio with a video plugin: pip install imageio[pyav].") from None
+    frames = []
+    for index, frame in enumerate(iio.imiter(str(path))):
+        if index % every == 0:
+            frames.append(centre_frame(frame, shape))
+            if limit and len(frames) >= limit:
+                break
+    if not frames:
+        raise ConfigError(f"no frames could be read from {path}.")
+    return frames
+
+
+def add_test_set_from_folders(store, faces, distractors, limit: int | None = None):
+    """Replace the store's labelled test set by a folder of faces and a folder of distractors (e.g. LFW and
+    ImageNet crops), preprocessed exactly as the store's training frames (its ZCA)."""
+    import zarr
+
+    from .whitening import Zca
+
+    group = zarr.open_group(str(store), mode="r+")
+    shape = tuple(group.attrs["input_shape"])
+    face_frames = frames_from_folder(faces, shape, limit)
+    other_frames = frames_from_folder(distractors, shape, limit)
+    zca = None
+    if "zca" in group:
+        zca = Zca(mean=group["zca/mean"][:], matrix=group["zca/matrix"][:], epsilon=group.attrs["preprocessing"]["zca_epsilon"])
+    frames = numpy.stack(face_frames + other_frames)
+    labels = numpy.array([1] * len(face_frames) + [0] * len(other_frames), dtype=numpy.int8)
+    whitened = _whiten_frames(frames, zca)
+    for name in ("test/frames", "test/labels", "test/raw"):
+        if name in group:
+            del group[name]
+    group.create_array("test/frames", data=numpy.ascontiguousarray(whitened.transpose(1, 2, 3, 0)))
+    group.create_array("test/labels", data=labels)
+    group.create_array("test/raw", data=numpy.ascontiguousarray(frames.astype(numpy.float32).transpose(1, 2, 3, 0)))
+    group.attrs.update({"test_faces": int(labels.sum()), "test_distractors": int(len(labels) - labels.sum()),
+                        "test_sources": {"faces": str(faces), "distractors": str(distractors)}})
+    return group

@@ -36,13 +36,9 @@ def _protocols(evaluation) -> dict:
 def run_demo(out, quick: bool = False, config_name: str = "tiny", tiles: str = "2x2", workers: int | None = None,
              steps: int | None = None, face_fraction: float = 0.1, minibatch: int = 32, lr: float = 1e-3, seed: int = 0,
              progress: bool = True) -> dict:
-    import zarr
-
     from .cluster import connect
     from .data import build_bundled_store
     from .network import load_config
-    from .neurons import evaluate, guessing, network_responses, optimal_stimulus, random_filter_responses, template_responses
-    from .reference import init_params
     from .tiling import TileGrid
     from .train import _check_output_folder, train_tiled
 
@@ -66,7 +62,29 @@ def run_demo(out, quick: bool = False, config_name: str = "tiny", tiles: str = "
         )
         params = network.parameters()
     say("[3/4] evaluating every top-layer neuron on the held-apart test set")
-    group = zarr.open_group(str(out / "data"), mode="r")
+    training = {
+        "tiles": tiles, "workers": workers, "device": device, "steps": steps, "minibatch": minibatch, "lr": lr,
+        "first_loss": records[0]["loss"] if records else None, "last_loss": records[-1]["loss"] if records else None,
+        "quick": quick,
+    }
+    report = report_on(out, config, params, out / "data", training, seed=seed, started=started, say=say)
+    say(f"report: {out / 'report.md'} (best neuron, held out: {report['best_accuracy']:.1%} against "
+        f"{report['random_net_accuracy']:.1%} random net, {report['guess_accuracy']:.1%} guessing; {report['seconds']:.0f} s)")
+    return report
+
+
+def report_on(out, config, params, store_path, training: dict, seed: int = 0, started: float | None = None,
+              say=print) -> dict:
+    """Evaluate ``params``' top-layer neurons on the store's test set; write report.md, report.json, pictures."""
+    import zarr
+
+    from .neurons import evaluate, guessing, network_responses, random_filter_responses, template_responses
+    from .reference import init_params
+
+    started = time.perf_counter() if started is None else started
+    out = Path(out)
+    group = zarr.open_group(str(store_path), mode="r")
+    attrs = dict(group.attrs)
     test = group["test/frames"][:].astype(numpy.float64)
     labels = group["test/labels"][:].astype(bool)
     raw = group["test/raw"][:]
@@ -77,18 +95,22 @@ def run_demo(out, quick: bool = False, config_name: str = "tiny", tiles: str = "
         "trained": evaluate("trained network", trained, labels),
         "random_net": evaluate("same network, random weights", network_responses(random_params, test, config), labels),
         "random_filters": evaluate("best of random linear filters", random_filter_responses(test, trained.shape[0], seed), labels),
-        "mean_face": evaluate("mean-face template (uses labels)", template_responses(group["templates/mean_face"][:], test), labels),
     }
+    if "templates" in group:
+        evaluations["mean_face"] = evaluate(
+            "mean-face template (uses labels)", template_responses(group["templates/mean_face"][:], test), labels
+        )
     guess = guessing(labels)
     say("[4/4] pictures and report")
     pictures = _pictures(out, config, params64, trained, labels, raw, evaluations["trained"], test)
     best = evaluations["trained"]
+    template = evaluations.get("mean_face")
     report = {
         "best_accuracy": best.held_out["best_accuracy"],
         "best_accuracy_std": best.held_out["best_accuracy_std"],
         "random_net_accuracy": evaluations["random_net"].held_out["best_accuracy"],
         "random_filters_accuracy": evaluations["random_filters"].held_out["best_accuracy"],
-        "mean_face_accuracy": evaluations["mean_face"].held_out["best_accuracy"],
+        "mean_face_accuracy": None if template is None else template.held_out["best_accuracy"],
         "guess_accuracy": guess,
         "auc": best.held_out["auc"],
         "random_net_auc": evaluations["random_net"].held_out["auc"],
@@ -99,30 +121,20 @@ def run_demo(out, quick: bool = False, config_name: str = "tiny", tiles: str = "
             "best_accuracy": best.le2012["best_accuracy"],
             "random_net_accuracy": evaluations["random_net"].le2012["best_accuracy"],
             "random_filters_accuracy": evaluations["random_filters"].le2012["best_accuracy"],
-            "mean_face_accuracy": evaluations["mean_face"].le2012["best_accuracy"],
+            "mean_face_accuracy": None if template is None else template.le2012["best_accuracy"],
             "guess_accuracy": guess,
             "auc": best.le2012["auc"],
             "best_neuron": best.le2012["neuron"],
         },
         "details": {name: _protocols(e) for name, e in evaluations.items()},
         "config": config.name,
-        "tiles": tiles,
-        "workers": workers,
-        "device": device,
-        "steps": steps,
-        "minibatch": minibatch,
-        "lr": lr,
-        "first_loss": records[0]["loss"] if records else None,
-        "last_loss": records[-1]["loss"] if records else None,
+        **training,
         "train_frames": attrs["train_frames"],
         "pictures": pictures,
         "seconds": time.perf_counter() - started,
-        "quick": quick,
     }
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(_markdown(report, attrs, evaluations))
-    say(f"report: {out / 'report.md'} (best neuron, held out: {report['best_accuracy']:.1%} against "
-        f"{report['random_net_accuracy']:.1%} random net, {guess:.1%} guessing; {report['seconds']:.0f} s)")
     return report
 
 
@@ -192,6 +204,16 @@ def _pictures(out, config, params, responses, labels, raw, evaluation, test) -> 
     return {name: str(Path(p).relative_to(out)) for name, p in paths.items()}
 
 
+def _training_line(report) -> str:
+    if report.get("first_loss") is None:
+        return f"{report['config']}, checkpoint {report.get('checkpoint', '?')} (step {report.get('step', '?')}), trained without labels."
+    return (
+        f"{report['config']} trained without labels for {report['steps']} steps (minibatch {report['minibatch']}, lr {report['lr']}) "
+        f"on {report['tiles']} tiles over {report['workers']} local workers ({report['device']}); "
+        f"loss {report['first_loss']:.4g} -> {report['last_loss']:.4g}."
+    )
+
+
 def _unit(image):
     low, high = image.min(), image.max()
     return (image - low) / max(high - low, 1e-12)
@@ -209,9 +231,8 @@ def _markdown(report, attrs, evaluations) -> str:
     pictures = report["pictures"]
     return f"""# dasksae demo: is there a face neuron?
 
-{report['config']} trained without labels for {report['steps']} steps (minibatch {report['minibatch']}, lr {report['lr']})
-on {report['tiles']} tiles over {report['workers']} local workers ({report['device']}); loss {report['first_loss']:.4g} -> {report['last_loss']:.4g}.
-{report['seconds']:.0f} s in all.{' Quick run: too short to learn much.' if report['quick'] else ''}
+{_training_line(report)}
+{report['seconds']:.0f} s in all.{' Quick run: too short to learn much.' if report.get('quick') else ''}
 
 ## Data
 

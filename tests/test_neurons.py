@@ -87,3 +87,32 @@ def test_demo_writes_the_report(tmp_path):
     assert "| trained network |" in markdown and "guessing" in markdown
     for picture in written["pictures"].values():
         assert (tmp_path / "demo" / picture).stat().st_size > 1000
+
+
+def test_neurons_command_on_a_checkpoint_with_folders_of_real_images(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    pytest.importorskip("matplotlib")
+    import skimage.data
+    import skimage.io
+
+    from dasksae.cli import main
+    from dasksae.demo import run_demo
+
+    run_demo(tmp_path / "demo", quick=True, steps=2, progress=False)
+    faces, others = tmp_path / "faces", tmp_path / "others"
+    faces.mkdir()
+    others.mkdir()
+    images = skimage.data.lfw_subset()
+    for i in range(0, 100, 10):
+        skimage.io.imsave(faces / f"{i}.png", (images[i] * 255).astype("uint8"), check_contrast=False)
+    for i in range(100, 200, 5):
+        skimage.io.imsave(others / f"{i}.png", (images[i] * 255).astype("uint8"), check_contrast=False)
+    code = main(["neurons", str(tmp_path / "demo" / "run" / "checkpoints"), "--data", str(tmp_path / "demo" / "data"),
+                 "--faces", str(faces), "--distractors", str(others), "--out", str(tmp_path / "neurons")])
+    assert code == 0
+    report = json.loads((tmp_path / "neurons" / "report.json").read_text())
+    assert report["n_faces"] == 10 and report["n_distractors"] == 20
+    capsys.readouterr()
+    assert main(["neurons", str(tmp_path / "demo" / "run" / "checkpoints"), "--data", str(tmp_path / "demo" / "data"),
+                 "--faces", str(faces), "--out", str(tmp_path / "n2")]) == 2
+    assert "give both --faces and --distractors" in capsys.readouterr().err

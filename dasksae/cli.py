@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     neurons = commands.add_parser("neurons", help="search a checkpoint's top layer for face-selective neurons")
     neurons.add_argument("checkpoint", help="a checkpoint, or a run's checkpoints/ folder (its latest)")
-    neurons.add_argument("--data", required=True, help="the data store the network was trained on (its test set and whitening)")
+    neurons.add_argument("--test-set", "--data", dest="data", required=True,
+                         help="the data store holding the test set (and the whitening the network was trained with)")
     neurons.add_argument("--faces", default=None, help="instead of the store's test set: a folder of face images (e.g. LFW)")
     neurons.add_argument("--distractors", default=None, help="... and a folder of distractor images (e.g. ImageNet crops)")
     neurons.add_argument("--out", default="neurons", help="folder for report.md, report.json and pictures (default neurons)")

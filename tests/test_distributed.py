@@ -80,6 +80,7 @@ def test_parameters_stay_and_only_halos_move(client):
     clear_transfer_logs(client)
     with distributed.get_task_stream(client) as stream:
         report = network.step(x, 1e-3, 0.9)
+        distributed.wait(network.state_handles())  # the new state picks may finish after the losses arrive
     moved = transfers(client)
     for stage_state in network.state:
         for tile, handle in stage_state.parts.items():

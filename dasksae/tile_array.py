@@ -54,6 +54,8 @@ class TaskStatistics:
     critical_path: int = 0
     halo_bytes: int = 0
     by_name: dict = dataclass_field(default_factory=dict)
+    halo_bytes_to: dict = dataclass_field(default_factory=dict)  # tile -> bytes it receives
+    halo_messages_to: dict = dataclass_field(default_factory=dict)  # tile -> strips it receives
 
     def as_dict(self) -> dict:
         return {
@@ -121,6 +123,18 @@ class LocalExecutor(Executor):
 
     def worker(self, tile):
         return tile
+
+
+class DryExecutor(LocalExecutor):
+    """Builds a step's graph without computing it: for counting tasks, critical path and halo bytes of any size."""
+
+    def run(self, tile, function, *args, name, halo=False):
+        handle = _LocalHandle(None)
+        self._record(handle, args, name, halo)
+        return handle
+
+    def put(self, tile, value):
+        return _LocalHandle(None)
 
 
 class _LocalHandle:
@@ -303,7 +317,11 @@ def _strips(executor: Executor, source: TileArray, tile: Tile, window: Window, h
         else:
             strip = executor.run(other, cut_part, source.parts[other], source.field, owned, part, name=f"{name}-halo", halo=True)
             (p0, p1), (q0, q1) = part
-            executor.statistics.halo_bytes += (p1 - p0) * (q1 - q0) * source.position_bytes
+            moved = (p1 - p0) * (q1 - q0) * source.position_bytes
+            stats = executor.statistics
+            stats.halo_bytes += moved
+            stats.halo_bytes_to[tile] = stats.halo_bytes_to.get(tile, 0) + moved
+            stats.halo_messages_to[tile] = stats.halo_messages_to.get(tile, 0) + 1
             specs.append((part, part, None, len(handles)))
             handles.append(strip)
     return specs

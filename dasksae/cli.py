@@ -118,6 +118,7 @@ def command_train(args) -> int:
                 minibatch=args.minibatch, lr=args.lr, momentum=args.momentum, dtype=args.dtype, seed=args.seed,
                 out=args.out, resume=args.resume, checkpoint_every=args.checkpoint_every,
                 device="cuda" if gpu else "cpu", execution=args.execution, data=args.data,
+                steps_per_task=args.steps_per_task,
             )
     if args.profile:
         print(f"performance report: {args.profile}")
@@ -241,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", default=None, metavar="STORE",
                        help="train on a data store (dasksae data build) read by each tile on its worker; "
                        "default: random whitened crops of the scikit-image photos, sent from the client")
+    train.add_argument("--steps-per-task", type=int, default=1,
+                       help="run K steps inside each tile's task (one tile or spmd): the scheduler's cost paid once per K")
     train.add_argument("--execution", choices=["spmd", "graph"], default="spmd",
                        help="spmd (default): one task per tile and step, halos sent worker to worker; "
                        "graph: a task per layer and halo strip")

@@ -180,55 +180,60 @@ class SpmdExecutor(Executor):
         self._sends.clear()
 
 
-def spmd_step(me, grid, placement, step_id, bundle, x_part, lr, momentum, stage, *initial):
-    """Tile ``me``'s task of one SPMD step.
+def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, batches, *sources):
+    """Tile ``me``'s task of ``batches`` SPMD steps, one after another.
 
-    ``bundle``: this tile's result of the previous SPMD step, or ``None`` the
-    first time (then ``initial`` holds every stage's state of this tile,
-    followed, on tile (0, 0), by every stage's scale state).  Returns this
-    tile's new bundle: its states, and on tile (0, 0) the scale states and the
-    stage losses.
+    ``sources``: this tile's part of each minibatch, then, without a previous
+    result (``bundle``), every stage's state of this tile followed, on tile
+    (0, 0), by every stage's scale state.  Returns this tile's new bundle: its
+    states, and on tile (0, 0) the scale states and each step's stage losses.
     """
     from .tile_array import TileArray
     from .tiled_network import build_step
 
     config = grid.config
     count = len(config.stages)
-    executor = SpmdExecutor(me, placement, step_id)
     first_tile = grid.tiles()[0]
+    x_parts, initial = sources[:batches], sources[batches:]
     if bundle is not None:
-        my_states, my_scales = bundle["states"], bundle["scales"]
+        my_states, my_scales = list(bundle["states"]), list(bundle["scales"])
     else:
         my_states = list(initial[:count])
         my_scales = list(initial[count:]) if me == first_tile else [None] * count
     objective_has_scale = config.objective == "rica"
-    states = [
-        TileArray(executor, grid.windows(k, "blocks"), {t: SpmdHandle(t, my_states[k] if t == me else None) for t in grid.tiles()})
-        for k in range(count)
-    ]
-    scales = [SpmdHandle(first_tile, my_scales[k]) if objective_has_scale else None for k in range(count)]
-    per_map = x_part.shape[-1] * x_part.dtype.itemsize
-    current = TileArray(
-        executor, grid.windows(0, "input_owned"), {t: SpmdHandle(t, x_part if t == me else None) for t in grid.tiles()},
-        None, config.input_shape[2] * per_map,
-    )
-    first, last, results = build_step(config, grid, states, scales, current, x_part.shape[-1], stage, (lr, momentum))
-    new_states, new_scales, losses = list(my_states), list(my_scales), None
-    for k, (filter_back, reduced) in results.items():
-        new_states[k] = filter_back.parts[me].value["state"]
+    losses, statistics, sent = [], {}, 0
+    mailbox = None
+    for index, x_part in enumerate(x_parts):
+        executor = SpmdExecutor(me, placement, f"{step_id}.{index}")
+        mailbox = executor.mailbox
+        states = [
+            TileArray(executor, grid.windows(k, "blocks"), {t: SpmdHandle(t, my_states[k] if t == me else None) for t in grid.tiles()})
+            for k in range(count)
+        ]
+        scales = [SpmdHandle(first_tile, my_scales[k]) if objective_has_scale else None for k in range(count)]
+        per_map = x_part.shape[-1] * x_part.dtype.itemsize
+        current = TileArray(
+            executor, grid.windows(0, "input_owned"), {t: SpmdHandle(t, x_part if t == me else None) for t in grid.tiles()},
+            None, config.input_shape[2] * per_map,
+        )
+        first, last, results = build_step(config, grid, states, scales, current, x_part.shape[-1], stage, (lr, momentum))
+        for k, (filter_back, reduced) in results.items():
+            my_states[k] = filter_back.parts[me].value["state"]
+            if me == first_tile and objective_has_scale:
+                my_scales[k] = {"scale": reduced.value["scale"], "velocity": reduced.value["velocity"]}
         if me == first_tile:
-            if objective_has_scale:
-                new_scales[k] = {"scale": reduced.value["scale"], "velocity": reduced.value["velocity"]}
-    if me == first_tile:
-        losses = [float(results[k][1].value["loss"]) for k in range(first, last + 1)]
-    executor.finish()
-    executor.mailbox.forget(step_id)
+            losses.append([float(results[k][1].value["loss"]) for k in range(first, last + 1)])
+        executor.finish()
+        statistics = executor.statistics.as_dict()
+        sent += executor.sent_bytes
+    if mailbox is not None:
+        mailbox.forget(step_id)
     return {
-        "states": new_states,
-        "scales": new_scales,
-        "losses": losses,
-        "statistics": executor.statistics.as_dict(),
-        "sent_bytes": executor.sent_bytes,
+        "states": my_states,
+        "scales": my_scales,
+        "losses": losses if me == first_tile else None,
+        "statistics": statistics,
+        "sent_bytes": sent,
     }
 
 

@@ -346,9 +346,9 @@ class TiledNetwork:
         reference step on the tile's arrays) instead of a graph of layer tasks.
         """
         if self.grid.count == 1 and self.fuse_single_tile:
-            return self._fused_step(x, lr, momentum, stage)
+            return self._fused_steps([x], lr, momentum, stage)[0]
         if self.execution == "spmd":
-            return self._spmd_step(x, lr, momentum, stage)
+            return self._spmd_steps([x], lr, momentum, stage)[0]
         first, last, results = self._run(x, stage, (lr, momentum))
         executor = self.executor
         for k, (filter_back, reduced) in results.items():
@@ -366,30 +366,36 @@ class TiledNetwork:
 
     fuse_single_tile = True
 
-    def _fused_step(self, x, lr, momentum, stage) -> StepReport:
-        self._check_batch(x, stage)
+    def _fused_steps(self, xs, lr, momentum, stage) -> list[StepReport]:
+        for x in xs:
+            self._check_batch(x, stage)
         executor, tile = self.executor, self.grid.tiles()[0]
+        batches = [self.place(x).handle for x in xs]
         executor.reset_statistics()
-        batch = self.place(x).handle
         if self._bundle is not None:
             sources = [self._bundle]
         else:
             sources = [None] + [s.parts[tile] for s in self._state] + [h for h in self._scale]
+        bundle, rest = sources[0], sources[1:]
         result = executor.run(
-            tile, fused_single_tile_step, self.config, lr, momentum, stage, batch, *sources, name="fused-step"
+            tile, fused_single_tile_step, self.config, lr, momentum, stage, len(batches), bundle, *batches, *rest,
+            name="fused-step",
         )
         self._bundle = result
         losses = executor.run(tile, pick, result, "losses", name="fused-losses")
         statistics = executor.statistics.as_dict()
-        stage_losses = [float(v) for v in executor.gather([losses])[0]]
-        return StepReport(loss=float(sum(stage_losses)), stage_losses=stage_losses, statistics=statistics)
+        return [
+            StepReport(loss=float(sum(step)), stage_losses=[float(v) for v in step], statistics=statistics)
+            for step in executor.gather([losses])[0]
+        ]
 
-    def _spmd_step(self, x, lr, momentum, stage) -> StepReport:
+    def _spmd_steps(self, xs, lr, momentum, stage) -> list[StepReport]:
         from .spmd import new_step_id, spmd_step, step_summary
 
-        self._check_batch(x, stage)
+        for x in xs:
+            self._check_batch(x, stage)
         executor, grid = self.executor, self.grid
-        placed = self.place(x, _whole=False)
+        placed = [self.place(x, _whole=False) for x in xs]
         executor.reset_statistics()
         first = grid.tiles()[0]
         step_id = new_step_id()
@@ -402,9 +408,10 @@ class TiledNetwork:
                 initial = [self._state[k].parts[tile] for k in range(len(self.config.stages))]
                 if tile == first:
                     initial += list(self._scale)
+            parts = [batch.array.parts[tile] for batch in placed]
             bundles[tile] = executor.run(
-                tile, spmd_step, tile, grid, self.placement, step_id, bundle, placed.array.parts[tile], lr, momentum, stage,
-                *initial, name="spmd-step",
+                tile, spmd_step, tile, grid, self.placement, step_id, bundle, lr, momentum, stage, len(parts),
+                *parts, *initial, name="spmd-step",
             )
         self._spmd, self._bundle = bundles, None
         summary = executor.run(first, step_summary, bundles[first], name="spmd-summary")
@@ -412,8 +419,22 @@ class TiledNetwork:
         result = executor.gather([summary])[0]
         statistics = dict(result["statistics"], graph_tasks=result["statistics"]["tasks"], tasks=tasks["tasks"],
                           critical_path=tasks["critical_path"], graph_critical_path=result["statistics"]["critical_path"])
-        stage_losses = [float(v) for v in result["losses"]]
-        return StepReport(loss=float(sum(stage_losses)), stage_losses=stage_losses, statistics=statistics)
+        return [
+            StepReport(loss=float(sum(step)), stage_losses=[float(v) for v in step], statistics=statistics)
+            for step in result["losses"]
+        ]
+
+    def steps(self, xs: list, lr: float, momentum: float, stage: int | None = None) -> list[StepReport]:
+        """``len(xs)`` SGD steps; with one tile or SPMD execution, all of them inside each tile's one task.
+
+        The same updates as calling :meth:`step` on each minibatch in turn,
+        with the scheduler's per-step cost paid once.
+        """
+        if self.grid.count == 1 and self.fuse_single_tile:
+            return self._fused_steps(list(xs), lr, momentum, stage)
+        if self.execution == "spmd":
+            return self._spmd_steps(list(xs), lr, momentum, stage)
+        return [self.step(x, lr, momentum, stage) for x in xs]
 
     def loss_and_grads(self, x, stage: int | None = None) -> StepResult:
         """The objective and every gradient, gathered whole on the client (for checks; nothing is updated)."""
@@ -512,17 +533,19 @@ def pick_stage(bundle: dict, what: str, stage: int):
     return bundle[what][stage]
 
 
-def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, x, bundle, *sources):
-    """A whole SGD step of a one-tile network in one task: :func:`~dasksae.reference.train_step` on its arrays.
+def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: int, bundle, *sources):
+    """SGD steps of a one-tile network in one task: :func:`~dasksae.reference.train_step` on its arrays.
 
-    Takes the previous step's result (``bundle``) or, the first time, every
-    stage's state followed by every stage's scale state.  Updates the state
-    arrays in place and returns ``{"states", "scales", "losses"}``.
+    ``sources`` starts with ``batches`` minibatches (one step each), then,
+    without a previous result (``bundle``), every stage's state followed by
+    every stage's scale state.  Updates the state arrays in place and returns
+    ``{"states", "scales", "losses"}`` (``losses``: one list of stage losses a step).
     """
     from .kernels.backend import array_module
     from .reference import train_step
 
     count = len(config.stages)
+    xs, sources = sources[:batches], sources[batches:]
     if bundle is not None:
         states, scales = bundle["states"], bundle["scales"]
     else:
@@ -537,12 +560,12 @@ def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, x, bundle
             moment["scale"] = xp.asarray(scale["velocity"]).copy()
         params.append(entry)
         velocity.append(moment)
-    result = train_step(params, velocity, xp.asarray(x), config, lr, momentum, stage=stage)
+    losses = [list(train_step(params, velocity, xp.asarray(x), config, lr, momentum, stage=stage).stage_losses) for x in xs]
     new_scales = [
         None if scale is None else {"scale": numpy.asarray(_host(p["scale"])), "velocity": numpy.asarray(_host(v["scale"]))}
         for scale, p, v in zip(scales, params, velocity)
     ]
-    return {"states": states, "scales": new_scales, "losses": list(result.stage_losses)}
+    return {"states": states, "scales": new_scales, "losses": losses}
 
 
 def _host(value):

@@ -128,6 +128,7 @@ def train_tiled(
     device="cpu",
     execution="spmd",
     data=None,
+    steps_per_task=1,
 ):
     """Train on ``client``'s cluster: greedy steps per stage, then joint updates, with checkpoints in ``out``.
 
@@ -145,6 +146,8 @@ def train_tiled(
             raise DasksaeError(f"{name} must be a positive integer, got {value!r}.")
     if greedy_steps < 0 or checkpoint_every < 0:
         raise DasksaeError("--greedy-steps and --checkpoint-every must be 0 or more.")
+    if steps_per_task < 1:
+        raise DasksaeError(f"--steps-per-task must be a positive integer, got {steps_per_task}.")
     config = load_config(config_name)
     dtype = check_dtype(dtype)
     folder = _check_output_folder(out, bool(resume)) if out is not None else None
@@ -198,45 +201,61 @@ def train_tiled(
     if start >= len(phases):
         print(f"{config.name}: the checkpoint is already at step {start} of {len(phases)}; raise --steps to train more.")
 
-    def draw():
-        """The data RNG state before this batch (what a checkpoint after the previous step stores), and the batch
-        placed on the workers; run in a thread, so the next batch travels while the current step computes."""
-        state = data_state()
-        return state, (store.place(network) if store is not None else network.place(batches.next()))
+    def groups():
+        """Runs of at most ``steps_per_task`` consecutive steps of one phase, never across a checkpoint."""
+        step = start
+        while step < len(phases):
+            end = step + 1
+            while (end < len(phases) and end - step < steps_per_task and phases[end] == phases[step]
+                   and not (checkpoint_every and end % checkpoint_every == 0)):
+                end += 1
+            yield step, end
+            step = end
 
+    def draw(count):
+        """The data state before these batches (what a checkpoint after the previous step stores), and the
+        batches placed on the workers; run in a thread, so they travel while the current steps compute."""
+        state = data_state()
+        placed = [store.place(network) if store is not None else network.place(batches.next()) for _ in range(count)]
+        return state, placed
+
+    plan = list(groups())
     prefetch = ThreadPoolExecutor(max_workers=1)
-    pending = prefetch.submit(draw) if start < len(phases) else None
+    pending = prefetch.submit(draw, plan[0][1] - plan[0][0]) if plan else None
     with prefetch, tqdm(total=len(phases), initial=start, disable=not progress, unit="step", mininterval=0.5) as bar:
-        for step in range(start, len(phases)):
-            stage = phases[step]
+        for number, (first_step, end) in enumerate(plan):
+            stage = phases[first_step]
             started = time.perf_counter()
             _, placed = pending.result()
-            pending = prefetch.submit(draw) if step + 1 < len(phases) else None
-            report = network.step(placed, lr, momentum, stage=stage)
-            seconds = time.perf_counter() - started
+            following = plan[number + 1] if number + 1 < len(plan) else None
+            pending = prefetch.submit(draw, following[1] - following[0]) if following else None
+            reports = network.steps(placed, lr, momentum, stage=stage)
+            seconds = (time.perf_counter() - started) / len(reports)
             phase = "joint" if stage is None else f"greedy{stage + 1}"
-            record = {
-                "step": step + 1, "phase": phase, "loss": report.loss, "stage_losses": report.stage_losses,
-                "seconds": seconds, "images_per_second": minibatch / seconds, **report.statistics,
-            }
-            records.append(record)
+            for offset, report in enumerate(reports):
+                record = {
+                    "step": first_step + offset + 1, "phase": phase, "loss": report.loss, "stage_losses": report.stage_losses,
+                    "seconds": seconds, "images_per_second": minibatch / seconds, **report.statistics,
+                }
+                records.append(record)
+                if metrics:
+                    metrics.write(json.dumps(record) + "\n")
             if metrics:
-                metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
-            if step == start and progress:
-                statistics = report.statistics
+            if first_step == start and progress:
+                statistics = reports[0].statistics
                 graph = ""
                 if "graph_tasks" in statistics:
                     graph = f" (running a graph of {statistics['graph_tasks']} tile functions, critical path {statistics['graph_critical_path']})"
                 tqdm.write(
                     f"{config.name} on {network.grid.rows}x{network.grid.cols} tiles, {network.execution} execution: "
-                    f"{statistics['tasks']} tasks per {phase} step, critical path {statistics['critical_path']} tasks{graph}, "
-                    f"{statistics['halo_bytes'] / 1e6:.2f} MB of halos between workers"
+                    f"{statistics['tasks']} tasks per {len(reports)} {phase} step(s), critical path {statistics['critical_path']} "
+                    f"tasks{graph}, {statistics['halo_bytes'] / 1e6:.2f} MB of halos between workers a step"
                 )
-            bar.set_postfix(phase=phase, loss=f"{report.loss:.4g}", images_per_s=f"{minibatch / seconds:.0f}")
-            bar.update()
-            if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < len(phases):
-                checkpoint(step + 1, pending.result()[0])
+            bar.set_postfix(phase=phase, loss=f"{reports[-1].loss:.4g}", images_per_s=f"{minibatch / seconds:.0f}")
+            bar.update(len(reports))
+            if checkpoint_every and end % checkpoint_every == 0 and end < len(phases):
+                checkpoint(end, pending.result()[0])
     if records:
         checkpoint(len(phases), data_state())
     if metrics:

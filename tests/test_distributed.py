@@ -12,7 +12,12 @@ from dasksae.tile_array import DaskExecutor  # noqa: E402
 from dasksae.tiled_network import TiledNetwork  # noqa: E402
 from dasksae.tiling import TileGrid  # noqa: E402
 from test_tiling import UNEVEN  # noqa: E402
-from tiled_checks import check_each_layer_alone, check_network_gradients, check_training_steps  # noqa: E402
+from tiled_checks import (  # noqa: E402
+    check_each_layer_alone,
+    check_network_gradients,
+    check_steps_in_one_task,
+    check_training_steps,
+)
 
 WORKERS = 6
 
@@ -158,3 +163,10 @@ def test_weights_are_dask_arrays_chunked_by_tile_and_checkpoints_load_into_any_t
         for name in want:
             numpy.testing.assert_array_equal(got[name], want[name])
     numpy.testing.assert_allclose(again.features(x), features(params, x, config), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("tiles", ["1x1", "2x2", "3x1"])
+def test_several_steps_in_each_tiles_task(client, tiles):
+    rows, cols = (int(v) for v in tiles.split("x"))
+    reports = check_steps_in_one_task(on_cluster(client), UNEVEN if tiles == "3x1" else named_config("tiny"), rows, cols)
+    assert reports[0].statistics["tasks"] == (2 if tiles == "1x1" else rows * cols + 1)

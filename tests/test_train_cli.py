@@ -139,3 +139,14 @@ def test_training_on_a_data_store_reads_on_workers_and_resumes_exactly(tmp_path,
     one_line_error(capsys, *TRAIN, "--steps", "9", "--out", str(resumed), "--resume", match="resume with --data")
     one_line_error(capsys, "train", "--config", "small", "--tiles", "1x1", "--steps", "1", "--data", str(store),
                    "--out", str(tmp_path / "other"), match="holds 32x32x1 frames but config 'small' takes 40x40x3")
+
+
+def test_steps_per_task_give_the_same_run(straight_and_resumed, tmp_path):
+    """Eight steps a task (and a checkpoint in the middle) train exactly as one step a task."""
+    straight, _ = straight_and_resumed
+    grouped = tmp_path / "grouped"
+    assert main(TRAIN + ["--steps", "50", "--out", str(grouped), "--steps-per-task", "8", "--checkpoint-every", "20"]) == 0
+    assert describe(grouped / "checkpoints")["digest"] == describe(straight / "checkpoints")["digest"]
+    assert [p.name for p in checkpoints_in(grouped / "checkpoints")] == ["step-000020", "step-000040", "step-000050"]
+    steps = [json.loads(line)["step"] for line in (grouped / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 51))

@@ -130,3 +130,21 @@ def serial_network(config, tiles, **kwargs):
     from dasksae.tile_array import LocalExecutor
 
     return TiledNetwork(config, tiles, executor=LocalExecutor(), **kwargs)
+
+
+def check_steps_in_one_task(network_factory, config, rows, cols, steps=3, lr=1e-3, momentum=0.9):
+    """``network.steps([x1, x2, ...])`` (several steps in each tile's one task) trains as the reference does."""
+    params = init_params(config, seed=11, dtype="float64")
+    velocity = init_velocity(params)
+    network = network_factory(config, f"{rows}x{cols}", seed=11, dtype="float64")
+    data = numpy.random.default_rng(5)
+    batches = [data.standard_normal(config.input_shape + (4,)) for _ in range(steps)]
+    expected = [train_step(params, velocity, x, config, lr, momentum).loss for x in batches]
+    reports = network.steps(batches, lr, momentum)
+    assert len(reports) == steps
+    for report, loss in zip(reports, expected):
+        assert abs(report.loss - loss) <= TOLERANCE * abs(loss)
+    for got, want in zip(network.parameters(), params):
+        for name, value in want.items():
+            assert relative_error(got[name], value) < TOLERANCE, name
+    return reports

@@ -63,7 +63,7 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None, wor
         threads_per_worker=1,
         processes=True,
         dashboard_address=":8787" if dashboard else None,
-        silence_logs=logging.ERROR,
+        silence_logs=logging.CRITICAL,
     )
     with cluster, Client(cluster) as client:
         yield client

@@ -54,16 +54,24 @@ class Mailbox:
             self._arrived.notify_all()
         return "OK"
 
-    def take(self, tag: str, timeout: float):
+    def take(self, tag: str, timeout: float, abort: str | None = None):
+        """The value sent with ``tag``; raises at once if ``abort`` (a tag) arrives first: a neighbour failed."""
         with self._arrived:
-            if not self._arrived.wait_for(lambda: tag in self._items, timeout=timeout):
+            arrived = self._arrived.wait_for(lambda: tag in self._items or (abort is not None and abort in self._items), timeout=timeout)
+            if not arrived:
                 raise TimeoutError(f"no message {tag} arrived within {timeout:g} s (a neighbour's task failed or died)")
+            if tag not in self._items:
+                raise NeighbourFailed(self._items[abort])
             return self._items.pop(tag)
 
     def forget(self, prefix: str):
         with self._arrived:
             for tag in [t for t in self._items if t.startswith(prefix)]:
                 del self._items[tag]
+
+
+class NeighbourFailed(RuntimeError):
+    """Another tile's task of the same step failed, so this one stops instead of waiting for its messages."""
 
 
 def _nbytes(value) -> int:
@@ -125,6 +133,16 @@ class SpmdExecutor(Executor):
         self._tags = 0
         self._sends: list = []
         self.sent_bytes = 0
+        self.abort_tag = f"{step_id.split('.')[0]}:abort"
+
+    def abort(self, reason: str):
+        """Tell every other tile of this step to stop waiting (best effort: sends are not awaited)."""
+        for tile in self.placement:
+            if tile != self.me:
+                try:
+                    self._send(tile, self.abort_tag, reason)
+                except Exception:  # noqa: BLE001 - a dead neighbour cannot be told
+                    pass
 
     @staticmethod
     def is_handle(value) -> bool:
@@ -163,7 +181,7 @@ class SpmdExecutor(Executor):
                 self._tags += 1
                 if self.me == arg.tile:
                     self._send(tile, tag, arg.value)
-                values.append(self.mailbox.take(tag, self.timeout) if self.me == tile else None)
+                values.append(self.mailbox.take(tag, self.timeout, self.abort_tag) if self.me == tile else None)
             else:
                 values.append(arg.value if isinstance(arg, SpmdHandle) else arg)
         handle = SpmdHandle(tile, function(*values) if tile == self.me else None)
@@ -187,19 +205,35 @@ def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, batches
     result (``bundle``), every stage's state of this tile followed, on tile
     (0, 0), by every stage's scale state.  Returns this tile's new bundle: its
     states, and on tile (0, 0) the scale states and each step's stage losses.
+    If this tile fails, it tells the others (:class:`NeighbourFailed`) so that
+    the whole step fails at once, naming the tile.
     """
+    count = len(grid.config.stages)
+    first_tile = grid.tiles()[0]
+    try:
+        x_parts, initial = sources[:batches], sources[batches:]
+        if bundle is not None:
+            my_states, my_scales = list(bundle["states"]), list(bundle["scales"])
+        else:
+            my_states = list(initial[:count])
+            my_scales = list(initial[count:]) if me == first_tile else [None] * count
+        return _run_steps(me, grid, placement, step_id, lr, momentum, stage, x_parts, my_states, my_scales)
+    except NeighbourFailed:
+        raise
+    except BaseException as error:  # tell the other tiles at once rather than let them wait for messages
+        from distributed import get_worker
+
+        SpmdExecutor(me, placement, f"{step_id}.abort").abort(f"tile {me} on {get_worker().address} failed: {type(error).__name__}: {error}")
+        raise
+
+
+def _run_steps(me, grid, placement, step_id, lr, momentum, stage, x_parts, my_states, my_scales):
     from .tile_array import TileArray
     from .tiled_network import build_step
 
     config = grid.config
     count = len(config.stages)
     first_tile = grid.tiles()[0]
-    x_parts, initial = sources[:batches], sources[batches:]
-    if bundle is not None:
-        my_states, my_scales = list(bundle["states"]), list(bundle["scales"])
-    else:
-        my_states = list(initial[:count])
-        my_scales = list(initial[count:]) if me == first_tile else [None] * count
     objective_has_scale = config.objective == "rica"
     losses, statistics, sent = [], {}, 0
     mailbox = None

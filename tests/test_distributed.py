@@ -170,3 +170,30 @@ def test_several_steps_in_each_tiles_task(client, tiles):
     rows, cols = (int(v) for v in tiles.split("x"))
     reports = check_steps_in_one_task(on_cluster(client), UNEVEN if tiles == "3x1" else named_config("tiny"), rows, cols)
     assert reports[0].statistics["tasks"] == (2 if tiles == "1x1" else rows * cols + 1)
+
+
+def test_a_failing_tile_fails_the_whole_spmd_step_at_once(client):
+    """One tile's task raising makes its neighbours stop waiting for its messages: the step fails within seconds,
+    naming the tile, instead of hanging until a timeout."""
+    import time
+
+    from dasksae.spmd import new_step_id, spmd_step
+
+    config = named_config("tiny")
+    network = TiledNetwork(config, "2x2", client, seed=0, dtype="float64")
+    x = numpy.random.default_rng(0).standard_normal(config.input_shape + (4,))
+    placed = network.place(x)
+    step_id = new_step_id()
+    futures = []
+    for tile in network.grid.tiles():
+        initial = [network.state[k].parts[tile] for k in range(3)] + (list(network.scale) if tile == (0, 0) else [])
+        bundle = {"states": None, "scales": None} if tile == (1, 1) else None  # a broken bundle: this tile fails
+        futures.append(client.submit(spmd_step, tile, network.grid, network.placement, step_id, bundle, 1e-3, 0.9, None, 1,
+                                     placed.array.parts[tile], *([] if bundle else initial),
+                                     workers=[network.placement[tile]], allow_other_workers=False, pure=False))
+    started = time.perf_counter()
+    distributed.wait(futures, timeout=60)
+    assert time.perf_counter() - started < 30
+    errors = [str(f.exception()) for f in futures]
+    assert all(f.status == "error" for f in futures)
+    assert sum("tile (1, 1)" in e for e in errors) >= 3, errors

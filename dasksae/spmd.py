@@ -174,16 +174,24 @@ class SpmdExecutor(Executor):
         self._sends.append(asyncio.run_coroutine_threadsafe(send(), worker.loop.asyncio_loop))
 
     def run(self, tile, function, *args, name, halo=False):
-        values = []
-        for arg in args:
+        """Run ``function`` if ``tile`` is this task's; values made on other tiles arrive as messages, one
+        message per producing tile and call (a neighbour's strips for one layer travel together)."""
+        values = [None] * len(args)
+        remote: dict = {}
+        for index, arg in enumerate(args):
             if isinstance(arg, SpmdHandle) and arg.tile != tile:
-                tag = f"{self.step_id}:{self._tags}"
-                self._tags += 1
-                if self.me == arg.tile:
-                    self._send(tile, tag, arg.value)
-                values.append(self.mailbox.take(tag, self.timeout, self.abort_tag) if self.me == tile else None)
+                remote.setdefault(arg.tile, []).append(index)
             else:
-                values.append(arg.value if isinstance(arg, SpmdHandle) else arg)
+                values[index] = arg.value if isinstance(arg, SpmdHandle) else arg
+        for producer in sorted(remote):
+            indices = remote[producer]
+            tag = f"{self.step_id}:{self._tags}"
+            self._tags += 1
+            if self.me == producer:
+                self._send(tile, tag, [args[i].value for i in indices])
+            if self.me == tile:
+                for index, value in zip(indices, self.mailbox.take(tag, self.timeout, self.abort_tag)):
+                    values[index] = value
         handle = SpmdHandle(tile, function(*values) if tile == self.me else None)
         self._record(handle, args, name, halo)
         return handle

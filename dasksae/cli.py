@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tiles", default="2x2")
     demo.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per tile)")
     demo.add_argument("--steps", type=int, default=None, help="training steps (default 2000, quick 60)")
-    demo.add_argument("--face-fraction", type=float, default=0.1, help="fraction of training frames that are faces")
+    demo.add_argument("--face-fraction", type=float, default=0.3, help="fraction of training frames that are faces (default 0.3)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(handler=command_demo)
 

@@ -34,7 +34,7 @@ def _protocols(evaluation) -> dict:
 
 
 def run_demo(out, quick: bool = False, config_name: str = "tiny", tiles: str = "2x2", workers: int | None = None,
-             steps: int | None = None, face_fraction: float = 0.1, minibatch: int = 32, lr: float = 1e-3, seed: int = 0,
+             steps: int | None = None, face_fraction: float = 0.3, minibatch: int = 32, lr: float = 1e-3, seed: int = 0,
              progress: bool = True) -> dict:
     from .cluster import connect
     from .data import build_bundled_store

@@ -60,10 +60,21 @@ def command_info(args) -> int:
         raise DasksaeError(f"--minibatch must be a positive integer, got {args.minibatch}.")
     config = load_config(args.config)
     info = describe(config, args.minibatch, check_dtype(args.dtype))
+    if args.tiles:
+        from .tiled_network import step_plan
+        from .tiling import TileGrid
+
+        info["tiling"] = step_plan(config, TileGrid.parse(config, args.tiles), args.minibatch, check_dtype(args.dtype).itemsize)
     if args.json:
         print(json.dumps(info))
     else:
         _print_info(info)
+        if args.tiles:
+            plan = info["tiling"]
+            print(f"tiled {plan['tiles']}: largest tile {plan['parameters_largest_tile']:,} parameters "
+                  f"(smallest {plan['parameters_smallest_tile']:,}); a joint step is {plan['graph_tasks']:,} tile functions, "
+                  f"critical path {plan['critical_path']}; halos {plan['halo_bytes'] / 1e6:,.1f} MB a step, the busiest tile "
+                  f"receiving {plan['halo_bytes_busiest_tile'] / 1e6:,.1f} MB in {plan['halo_messages_busiest_tile']} strips")
     return 0
 
 
@@ -219,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.add_argument("--minibatch", type=int, default=96, help="examples per update (default 96)")
     info.add_argument("--dtype", default="float32", help="float32 (default) or float64")
+    info.add_argument("--tiles", default=None, help="also plan this tiling (RxC): per-tile parameters, tasks, halo bytes")
     info.set_defaults(handler=command_info)
 
     train = commands.add_parser("train", help="train a network over tiles on a Dask cluster (a local one by default)")

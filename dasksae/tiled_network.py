@@ -529,6 +529,41 @@ def build_step(config: NetworkConfig, grid: TileGrid, states: list, scales: list
     return first, last, results
 
 
+def step_plan(config: NetworkConfig, grid: TileGrid, minibatch: int, itemsize: int = 4) -> dict:
+    """What one joint step over ``grid`` costs, from a dry run of its graph (nothing is computed).
+
+    Tile functions and the critical path of the graph; halo bytes and
+    messages in all and for the busiest tile; the largest tile's parameters.
+    """
+    from .tile_array import DryExecutor, _LocalHandle
+
+    executor = DryExecutor()
+    states = [
+        TileArray(executor, grid.windows(k, "blocks"), {t: _LocalHandle(None) for t in grid.tiles()})
+        for k in range(len(config.stages))
+    ]
+    scales = [_LocalHandle(None) if config.objective == "rica" else None for _ in config.stages]
+    x = TileArray(executor, grid.windows(0, "input_owned"), {t: _LocalHandle(None) for t in grid.tiles()}, None,
+                  config.input_shape[2] * minibatch * itemsize)
+    build_step(config, grid, states, scales, x, minibatch, None, (1e-3, 0.9))
+    stats = executor.statistics
+    per_tile = {}
+    for k, geometry in enumerate(config.geometry()):
+        _, _, rows, fan_in = geometry.weight_shape
+        for tile, ((b0, b1), (d0, d1)) in grid.windows(k, "blocks").items():
+            per_tile[tile] = per_tile.get(tile, 0) + (b1 - b0) * (d1 - d0) * rows * fan_in
+    return {
+        "tiles": f"{grid.rows}x{grid.cols}",
+        "graph_tasks": stats.tasks,
+        "critical_path": stats.critical_path,
+        "halo_bytes": stats.halo_bytes,
+        "halo_bytes_busiest_tile": max(stats.halo_bytes_to.values(), default=0),
+        "halo_messages_busiest_tile": max(stats.halo_messages_to.values(), default=0),
+        "parameters_largest_tile": max(per_tile.values()),
+        "parameters_smallest_tile": min(per_tile.values()),
+    }
+
+
 def pick_stage(bundle: dict, what: str, stage: int):
     return bundle[what][stage]
 

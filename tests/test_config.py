@@ -110,3 +110,15 @@ def test_config_round_trips_through_json():
 def test_stage_config_in_python_is_validated_too():
     with pytest.raises(ConfigError, match="step must be a positive integer"):
         NetworkConfig("x", (8, 8, 1), (StageConfig(field=2, step=0, block=(1, 1, 1), maps=1, pool_size=1),)).validate()
+
+
+def test_info_plans_a_tiling(capsys):
+    import json
+
+    from dasksae.cli import main
+
+    assert main(["info", "tiny", "--tiles", "2x2", "--minibatch", "32", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)["tiling"]
+    assert plan["graph_tasks"] == 338 and plan["critical_path"] == 33
+    assert plan["halo_bytes"] == 2238464  # what a real step's statistics report for tiny 2x2, M=32, float32
+    assert plan["parameters_largest_tile"] >= plan["parameters_smallest_tile"] > 0

@@ -35,6 +35,7 @@ between tiles, so a step can report them.
 from __future__ import annotations
 
 import itertools
+import uuid
 from dataclasses import dataclass, field as dataclass_field
 
 from .halo import Window, assemble, cut, overlap, sum_into
@@ -154,6 +155,9 @@ class DaskExecutor(Executor):
         self.client = client
         self.placement = dict(placement)
         self._counter = itertools.count()
+        # keys are given explicitly (so the dashboard reads as the network); a token per executor keeps two
+        # networks on one cluster from sharing keys, which the scheduler would take for the same task
+        self._token = uuid.uuid4().hex[:8]
 
     @staticmethod
     def is_handle(value) -> bool:
@@ -172,7 +176,7 @@ class DaskExecutor(Executor):
         future = self.client.submit(
             function,
             *args,
-            key=f"{name}-{tile[0]}-{tile[1]}-{next(self._counter)}",
+            key=f"{name}-{tile[0]}-{tile[1]}-{self._token}{next(self._counter)}",
             workers=[self.placement[tile]],
             allow_other_workers=False,
             pure=False,

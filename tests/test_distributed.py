@@ -200,3 +200,17 @@ def test_a_failing_tile_fails_the_whole_spmd_step_at_once(client):
     errors = [str(f.exception()) for f in futures]
     assert all(f.status == "error" for f in futures)
     assert sum("tile (1, 1)" in e for e in errors) >= 3, errors
+
+
+def test_two_networks_on_one_cluster_never_share_tasks(client):
+    """Task keys are explicit; two networks built the same way must still get keys of their own (a shared key is the
+    same task to the scheduler, which would hand one network the other's results)."""
+    config = named_config("tiny")
+    x = numpy.random.default_rng(0).standard_normal(config.input_shape + (4,))
+    first = TiledNetwork(config, "2x2", client, seed=0, dtype="float64", execution="graph")
+    second = TiledNetwork(config, "2x2", client, seed=1, dtype="float64", execution="graph")
+    a, b = first.step(x, 1e-3, 0.9), second.step(x, 1e-3, 0.9)
+    keys_first = {h.key for s in first.state for h in s.parts.values()}
+    keys_second = {h.key for s in second.state for h in s.parts.values()}
+    assert not keys_first & keys_second
+    assert a.loss != b.loss

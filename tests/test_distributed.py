@@ -53,7 +53,7 @@ def test_full_network_objective_and_gradients(client, rng, name, rows, cols):
     check_network_gradients(on_cluster(client), _config(name), rows, cols, rng)
 
 
-@pytest.mark.parametrize("rows,cols", [(2, 2), (3, 2)])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (2, 2), (3, 2), (2, 3)])
 def test_each_layer_alone(client, rng, rows, cols):
     grid = TileGrid(UNEVEN, rows, cols)
     workers = sorted(client.scheduler_info()["workers"])

@@ -44,6 +44,8 @@ def run_demo(out, quick: bool = False, config_name: str = "tiny", tiles: str = "
 
     started = time.perf_counter()
     out = _check_output_folder(out, resume=False)
+    if (out / "run" / "checkpoints" / "LATEST").exists():
+        raise DasksaeError(f"{out} already holds a demo run; choose another --out, or remove {out} to run it again.")
     config = load_config(config_name)
     grid = TileGrid.parse(config, tiles)
     workers = workers or grid.count

@@ -116,3 +116,13 @@ def test_neurons_command_on_a_checkpoint_with_folders_of_real_images(tmp_path, c
     assert main(["neurons", str(tmp_path / "demo" / "run" / "checkpoints"), "--data", str(tmp_path / "demo" / "data"),
                  "--faces", str(faces), "--out", str(tmp_path / "n2")]) == 2
     assert "give both --faces and --distractors" in capsys.readouterr().err
+
+
+def test_the_demo_refuses_to_overwrite_a_previous_run(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    from dasksae.cli import main
+
+    (tmp_path / "demo" / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "demo" / "run" / "checkpoints" / "LATEST").write_text("step-000004\n")
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 2
+    assert "already holds a demo run" in capsys.readouterr().err

@@ -74,7 +74,7 @@ def command_info(args) -> int:
             print(f"tiled {plan['tiles']}: largest tile {plan['parameters_largest_tile']:,} parameters "
                   f"(smallest {plan['parameters_smallest_tile']:,}); a joint step is {plan['graph_tasks']:,} tile functions, "
                   f"critical path {plan['critical_path']}; halos {plan['halo_bytes'] / 1e6:,.1f} MB a step, the busiest tile "
-                  f"receiving {plan['halo_bytes_busiest_tile'] / 1e6:,.1f} MB in {plan['halo_messages_busiest_tile']} strips")
+                  f"receiving {plan['halo_bytes_busiest_tile'] / 1e6:,.1f} MB in {plan['halo_messages_busiest_tile']} messages")
     return 0
 
 

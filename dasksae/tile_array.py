@@ -56,7 +56,8 @@ class TaskStatistics:
     halo_bytes: int = 0
     by_name: dict = dataclass_field(default_factory=dict)
     halo_bytes_to: dict = dataclass_field(default_factory=dict)  # tile -> bytes it receives
-    halo_messages_to: dict = dataclass_field(default_factory=dict)  # tile -> strips it receives
+    halo_messages_to: dict = dataclass_field(default_factory=dict)  # tile -> messages it receives (a neighbour's
+    # strips for one tile function travel together, as the SPMD executor sends them)
 
     def as_dict(self) -> dict:
         return {
@@ -308,7 +309,7 @@ class PerTile:
     values: dict
 
 
-def _strips(executor: Executor, source: TileArray, tile: Tile, window: Window, handles: list, name: str):
+def _strips(executor: Executor, source: TileArray, tile: Tile, window: Window, handles: list, name: str, senders: set):
     """Specs of the pieces of ``source`` over ``window`` for ``tile``'s task; cut tasks for neighbours' pieces."""
     specs = []
     for other, owned in source.windows.items():
@@ -325,7 +326,7 @@ def _strips(executor: Executor, source: TileArray, tile: Tile, window: Window, h
             stats = executor.statistics
             stats.halo_bytes += moved
             stats.halo_bytes_to[tile] = stats.halo_bytes_to.get(tile, 0) + moved
-            stats.halo_messages_to[tile] = stats.halo_messages_to.get(tile, 0) + 1
+            senders.add(other)
             specs.append((part, part, None, len(handles)))
             handles.append(strip)
     return specs
@@ -369,7 +370,7 @@ def tile_map(function, *args, name: str, tiles=None) -> TileArray:
         )
     parts = {}
     for tile in tiles:
-        specs, handles = [], []
+        specs, handles, senders = [], [], set()
         for arg in args:
             if isinstance(arg, TileArray):
                 specs.append(("value", len(handles), arg.field))
@@ -377,7 +378,7 @@ def tile_map(function, *args, name: str, tiles=None) -> TileArray:
             elif isinstance(arg, (Halo, SumBack)):
                 window = arg.windows[tile]
                 kind = "halo" if isinstance(arg, Halo) else "sum"
-                specs.append((kind, window, _strips(executor, arg.array, tile, window, handles, name)))
+                specs.append((kind, window, _strips(executor, arg.array, tile, window, handles, name, senders)))
             elif isinstance(arg, Shared):
                 specs.append(("value", len(handles), arg.field))
                 handles.append(arg.handle)
@@ -385,6 +386,8 @@ def tile_map(function, *args, name: str, tiles=None) -> TileArray:
                 specs.append(("constant", arg.values[tile]))
             else:
                 specs.append(("constant", arg))
+        if senders:
+            executor.statistics.halo_messages_to[tile] = executor.statistics.halo_messages_to.get(tile, 0) + len(senders)
         parts[tile] = executor.run(tile, _call_tile, function, specs, *handles, name=name)
     return TileArray(executor, {}, parts)
 

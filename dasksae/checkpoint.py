@@ -34,15 +34,10 @@ from pathlib import Path
 import numpy
 
 from .errors import ConfigError, DasksaeError
+from .tiling import aligned_chunk
 
 FORMAT = "dasksae-checkpoint/1"
 LATEST = "LATEST"
-
-
-def _chunks(windows: dict, axis: int) -> int:
-    """The largest chunk length along a block axis that every tile boundary is a multiple of."""
-    edges = {w[axis][0] for w in windows.values()} | {w[axis][1] for w in windows.values()}
-    return max(1, math.gcd(*edges))
 
 
 def write_tile_state(path: str, stage: int, window, state: dict) -> int:
@@ -117,7 +112,7 @@ def save(network, folder, step: int, extra: dict | None = None) -> Path:
     names = ["encoder", "encoder_velocity"] + (["decoder", "decoder_velocity"] if config.objective == "le2012" else [])
     for k, (stage_state, geometry) in enumerate(zip(network.state, config.geometry())):
         windows = stage_state.windows
-        chunks = (_chunks(windows, 0), _chunks(windows, 1)) + tuple(geometry.weight_shape[2:])
+        chunks = (aligned_chunk(windows.values(), 0), aligned_chunk(windows.values(), 1)) + tuple(geometry.weight_shape[2:])
         for name in names:
             group.create_array(f"stage{k + 1}/{name}", shape=geometry.weight_shape, chunks=chunks, dtype=network.dtype)
         if network.scale[k] is not None:

@@ -189,13 +189,6 @@ def _whiten_frames(frames, zca):
     return zca.whiten(flat).reshape(frames.shape).astype(numpy.float32)
 
 
-def _chunk_lengths(windows, axis):
-    import math
-
-    edges = {w[axis][0] for w in windows} | {w[axis][1] for w in windows}
-    return max(1, math.gcd(*edges))
-
-
 def build_bundled_store(path, config, frames: int = 4096, face_fraction: float = 0.1, test_faces: int = 50,
                         test_distractors: int = 93, tiles=None, seed: int = 0, max_zca_dimension: int = 6000,
                         minibatch_chunk: int = 64, zca_sample: int | None = None):
@@ -214,7 +207,7 @@ def build_bundled_store(path, config, frames: int = 4096, face_fraction: float =
     """
     import zarr
 
-    from .tiling import TileGrid
+    from .tiling import TileGrid, aligned_chunk
     from .whitening import fit_zca
 
     if not 0.0 <= face_fraction < 1.0:
@@ -260,7 +253,7 @@ def build_bundled_store(path, config, frames: int = 4096, face_fraction: float =
 
     grid = TileGrid.parse(config, tiles) if isinstance(tiles, str) else tiles
     windows = list(grid.windows(0, "input_owned").values()) if grid is not None else [((0, shape[0]), (0, shape[1]))]
-    chunks = (_chunk_lengths(windows, 0), _chunk_lengths(windows, 1), shape[2], minibatch_chunk)
+    chunks = (aligned_chunk(windows, 0), aligned_chunk(windows, 1), shape[2], minibatch_chunk)
     try:
         group = zarr.open_group(str(path), mode="w")
     except OSError as error:

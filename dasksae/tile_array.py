@@ -99,10 +99,6 @@ class Executor:
 class LocalExecutor(Executor):
     """Every tile in this process, one after another: handles are the values themselves."""
 
-    def __init__(self):
-        super().__init__()
-        self._values: dict = {}
-
     @staticmethod
     def is_handle(value) -> bool:
         return isinstance(value, _LocalHandle)

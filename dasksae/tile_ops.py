@@ -162,7 +162,7 @@ def contrast_backward(grad_output, error_owned, forward, window, owned, batch: i
     """
     centred = forward["cache"][0]
     xp = array_module(centred)
-    grad = None if grad_output is None else grad_output
+    grad = grad_output
     if error_owned is not None:
         grad = (-(2.0 / batch) * error_owned) if grad is None else grad - (2.0 / batch) * error_owned
     padded = xp.zeros_like(centred)

@@ -484,9 +484,10 @@ def build_step(config: NetworkConfig, grid: TileGrid, states: list, scales: list
     count = len(config.stages)
     first, last = (0, count - 1) if stage is None else (stage, stage)
     per_map = current.position_bytes // config.input_shape[2]
+    geometries = config.geometry()
     forward = []
     for k in range(last + 1):
-        geometry = config.geometry()[k]
+        geometry = geometries[k]
         maps = geometry.filter_shape[2]
         objective = k >= first
         scale = None if scales[k] is None else Shared(scales[k])
@@ -503,7 +504,7 @@ def build_step(config: NetworkConfig, grid: TileGrid, states: list, scales: list
 
     grad_input, error_above, results = None, None, {}
     for k in range(last, first - 1, -1):
-        geometry = config.geometry()[k]
+        geometry = geometries[k]
         maps, channels = geometry.filter_shape[2], geometry.input_shape[2]
         filtered, error, pooled, normalised = forward[k]
         scale = None if scales[k] is None else Shared(scales[k])

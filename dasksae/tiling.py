@@ -143,6 +143,21 @@ def axis_stages(config: NetworkConfig, axis: int, tiles: int) -> list[AxisStage]
     return stages
 
 
+def aligned_chunk(windows, axis: int) -> int:
+    """The largest chunk length along ``axis`` that every boundary of ``windows`` is a multiple of.
+
+    Zarr chunks of that length never straddle a tile, so each tile reads and
+    writes only its own chunks (checkpoints, data stores).
+
+    >>> aligned_chunk([((0, 6), (0, 4)), ((6, 10), (0, 4))], 0)
+    2
+    """
+    import math
+
+    edges = {w[axis][0] for w in windows} | {w[axis][1] for w in windows}
+    return max(1, math.gcd(*edges))
+
+
 @dataclass(frozen=True)
 class TileGrid:
     """A ``rows x cols`` grid of tiles over a network; tile ``(i, j)`` is numbered ``i * cols + j``."""

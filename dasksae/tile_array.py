@@ -55,6 +55,7 @@ class TaskStatistics:
     critical_path: int = 0
     halo_bytes: int = 0
     by_name: dict = dataclass_field(default_factory=dict)
+    keys: list = dataclass_field(default_factory=list)  # Dask keys of the tasks submitted (DaskExecutor)
     halo_bytes_to: dict = dataclass_field(default_factory=dict)  # tile -> bytes it receives
     halo_messages_to: dict = dataclass_field(default_factory=dict)  # tile -> messages it receives (a neighbour's
     # strips for one tile function travel together, as the SPMD executor sends them)
@@ -179,6 +180,7 @@ class DaskExecutor(Executor):
             pure=False,
         )
         self._record(future, args, name, halo)
+        self.statistics.keys.append(future.key)
         return future
 
     def put(self, tile, value):

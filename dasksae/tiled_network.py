@@ -498,9 +498,11 @@ def build_step(config: NetworkConfig, grid: TileGrid, states: list, scales: list
             error = reconstruction_error(contributions, current, k)
         z = output(filtered, "z", grid, k, "filter_owned", maps, per_map)
         pooled = l2_pool(z, scale, grid, k, objective)
-        normalised = contrast(output(pooled, "pooled", grid, k, "pooled_owned", maps, per_map), grid, k)
+        normalised = None
+        if k < last:  # the last stage's normalised output feeds nothing in a training step: not computed
+            normalised = contrast(output(pooled, "pooled", grid, k, "pooled_owned", maps, per_map), grid, k)
+            current = output(normalised, "output", grid, k, "pooled_owned", maps, per_map)
         forward.append((filtered, error, pooled, normalised))
-        current = output(normalised, "output", grid, k, "pooled_owned", maps, per_map)
 
     grad_input, error_above, results = None, None, {}
     for k in range(last, first - 1, -1):

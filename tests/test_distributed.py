@@ -85,12 +85,17 @@ def test_parameters_stay_and_only_halos_move(client):
     x = numpy.random.default_rng(0).standard_normal(config.input_shape + (8,))
     network.step(x, 1e-3, 0.9)
     clear_transfer_logs(client)
-    with distributed.get_task_stream(client) as stream:
+    with distributed.get_task_stream(client):  # registers the scheduler's task-stream plugin
         report = network.step(x, 1e-3, 0.9)
+        step_keys = set(network.executor.statistics.keys)
         distributed.wait(network.state_handles())  # the new state picks may finish after the losses arrive
-        time.sleep(1.0)  # the scheduler's task stream records a task a moment after its result is available
     moved = transfers(client)
-    tile_tasks = [t for t in stream.data if t["key"].startswith("stage")]
+    tile_tasks = []
+    for _ in range(100):  # the stream records a task a moment after its result is available: wait for all of them
+        tile_tasks = [t for t in client.get_task_stream(start="10 minutes") if t["key"] in step_keys]
+        if len(tile_tasks) >= report.statistics["tasks"]:
+            break
+        time.sleep(0.1)
     for stage_state in network.state:
         for tile, handle in stage_state.parts.items():
             assert client.who_has([handle])[handle.key] == (network.placement[tile],)

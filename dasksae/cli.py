@@ -245,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--minibatch", type=int, default=32)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--momentum", type=float, default=0.9)
-    train.add_argument("--dtype", default="float32")
+    train.add_argument("--dtype", default="float32",
+                       help="float32 (default), float64, or tf32 / bfloat16: float32 weights and optimiser state, "
+                            "filter products in that precision with float32 accumulation")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", default=None, help="folder for metrics.jsonl and checkpoints/ (optional)")
     train.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",

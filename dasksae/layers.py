@@ -25,8 +25,12 @@ def output(result: TileArray, field: str, grid: TileGrid, stage: int, windows: s
     return result.entry(field, grid.windows(stage, windows), position_bytes=maps * per_map)
 
 
-def local_filter(x: TileArray, state: TileArray, scale, grid: TileGrid, stage: int, with_objective: bool) -> TileArray:
-    """``z = W x`` per tile from its input window; with the objective, also ``W_dec^T (a z)`` over that window."""
+def local_filter(x: TileArray, state: TileArray, scale, grid: TileGrid, stage: int, with_objective: bool,
+                 precision: str | None = None) -> TileArray:
+    """``z = W x`` per tile from its input window; with the objective, also ``W_dec^T (a z)`` over that window.
+
+    ``precision``: the GEMMs' (:mod:`dasksae.kernels.gemm`); by default the weights' dtype.
+    """
     return tile_map(
         tile_ops.filter_forward,
         x.halo(grid.windows(stage, "input_needed")),
@@ -34,6 +38,7 @@ def local_filter(x: TileArray, state: TileArray, scale, grid: TileGrid, stage: i
         scale,
         grid.config.stages[stage],
         with_objective,
+        precision,
         name=f"stage{stage + 1}-filter",
     )
 

@@ -48,6 +48,22 @@ def check_dtype(dtype) -> numpy.dtype:
     return numpy.dtype(name)
 
 
+#: ``--dtype`` values of the tiled network: the storage dtypes, and reduced-precision
+#: products over float32 master weights and optimiser state (:mod:`dasksae.kernels.gemm`).
+COMPUTE_DTYPES = SUPPORTED_DTYPES + ("tf32", "bfloat16")
+
+
+def split_dtype(dtype) -> tuple[numpy.dtype, str]:
+    """``(storage dtype, product precision)`` for a ``--dtype`` value: ``bfloat16`` -> ``(float32, "bfloat16")``."""
+    name = str(dtype) if not _is_dtype_like(dtype) else numpy.dtype(dtype).name
+    if name in ("tf32", "bfloat16"):
+        return numpy.dtype("float32"), name
+    if name not in SUPPORTED_DTYPES:
+        raise ConfigError(f"dtype {dtype!r} is not supported; use one of {', '.join(COMPUTE_DTYPES)}.")
+    storage = check_dtype(name)
+    return storage, storage.name
+
+
 def _is_dtype_like(dtype) -> bool:
     try:
         numpy.dtype(dtype)

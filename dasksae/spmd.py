@@ -206,7 +206,7 @@ class SpmdExecutor(Executor):
         self._sends.clear()
 
 
-def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, batches, *sources):
+def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, precision, batches, *sources):
     """Tile ``me``'s task of ``batches`` SPMD steps, one after another.
 
     ``sources``: this tile's part of each minibatch, then, without a previous
@@ -225,7 +225,7 @@ def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, batches
         else:
             my_states = list(initial[:count])
             my_scales = list(initial[count:]) if me == first_tile else [None] * count
-        return _run_steps(me, grid, placement, step_id, lr, momentum, stage, x_parts, my_states, my_scales)
+        return _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales)
     except NeighbourFailed:
         raise
     except BaseException as error:  # tell the other tiles at once rather than let them wait for messages
@@ -235,7 +235,7 @@ def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, batches
         raise
 
 
-def _run_steps(me, grid, placement, step_id, lr, momentum, stage, x_parts, my_states, my_scales):
+def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales):
     from .tile_array import TileArray
     from .tiled_network import build_step
 
@@ -245,7 +245,11 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, x_parts, my_st
     objective_has_scale = config.objective == "rica"
     losses, statistics, sent = [], {}, 0
     mailbox = None
+    from .kernels.backend import array_module
+
+    xp = array_module(my_states[0]["encoder"])
     for index, x_part in enumerate(x_parts):
+        x_part = xp.asarray(x_part)  # onto the weights' device once (halo strips then travel as device arrays)
         executor = SpmdExecutor(me, placement, f"{step_id}.{index}")
         mailbox = executor.mailbox
         states = [
@@ -258,7 +262,8 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, x_parts, my_st
             executor, grid.windows(0, "input_owned"), {t: SpmdHandle(t, x_part if t == me else None) for t in grid.tiles()},
             None, config.input_shape[2] * per_map,
         )
-        first, last, results = build_step(config, grid, states, scales, current, x_part.shape[-1], stage, (lr, momentum))
+        first, last, results = build_step(config, grid, states, scales, current, x_part.shape[-1], stage, (lr, momentum),
+                                          precision)
         for k, (filter_back, reduced) in results.items():
             my_states[k] = filter_back.parts[me].value["state"]
             if me == first_tile and objective_has_scale:

@@ -14,8 +14,9 @@ import numpy
 
 from .kernels.backend import array_module
 from .kernels.contrast import lcn_backward, lcn_forward
-from .kernels.local_filter import local_filter_forward, local_filter_transpose, local_filter_weight_grad
-from .kernels.normalize import unit_rows, unit_rows_backward
+from .kernels.gemm import native_precision, operand
+from .kernels.local_filter import local_filter_forward, local_filter_transpose, local_filter_weight_grads
+from .kernels.normalize import inverse_row_norms, unit_rows_backward, unit_rows_sgd
 from .kernels.pooling import window_sum, window_sum_transpose
 from .optim import sgd_momentum_update
 
@@ -40,21 +41,33 @@ def _local(window, owned):
 # ---------------------------------------------------------------- local filter
 
 
-def filter_forward(x_window, state, scale_state, stage, with_objective: bool):
+def filter_forward(x_window, state, scale_state, stage, with_objective: bool, precision: str | None = None):
     """``z = W x`` for the tile's filter blocks; with the objective, the tile's share of ``W_dec^T (a z)``.
 
-    The input window is moved to the weights' device first (the minibatch
-    arrives from the client in host memory).
+    ``W = U/||U||`` is never formed: the products read ``U`` (or its
+    :func:`~dasksae.kernels.gemm.operand` in the compute precision, kept for
+    the backward pass) and scale rows by ``1/||U||``.  The input window is
+    moved to the weights' device first (the minibatch may arrive from the
+    client in host memory).
     """
-    x_window = array_module(state["encoder"]).asarray(x_window)
-    weights, norms = unit_rows(state["encoder"])
-    z = local_filter_forward(x_window, weights, stage.field, stage.step, stage.block[0], stage.block[1])
-    out = {"z": z, "x": x_window, "weights": weights, "norms": norms}
+    raw = state["encoder"]
+    xp = array_module(raw)
+    precision = precision or native_precision(raw)
+    x_window = operand(xp.asarray(x_window), precision)
+    inverse_norms = inverse_row_norms(raw)
+    weights = operand(raw, precision)
+    geometry = (stage.field, stage.step, stage.block[0], stage.block[1])
+    z = local_filter_forward(x_window, weights, *geometry, row_scale=inverse_norms, precision=precision)
+    out = {"z": z, "x": x_window, "weights": weights, "inverse_norms": inverse_norms, "precision": precision}
     if with_objective:
-        decoder = state.get("decoder", weights)
-        out["reconstruction"] = local_filter_transpose(
-            z * scale_of(scale_state), decoder, x_window.shape, stage.field, stage.step, stage.block[0], stage.block[1]
-        )
+        if "decoder" in state:
+            out["decoder"] = operand(state["decoder"], precision)
+            reconstruction = local_filter_transpose(z, out["decoder"], x_window.shape, *geometry, precision=precision)
+        else:
+            reconstruction = local_filter_transpose(
+                z, weights, x_window.shape, *geometry, row_scale=inverse_norms * scale_of(scale_state), precision=precision
+            )
+        out["reconstruction"] = reconstruction
     return out
 
 
@@ -73,40 +86,59 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
     (and the sparsity term); ``error_window``: the reconstruction error over
     the tile's input window (``None`` without the objective).  ``update`` is
     ``None`` (return the gradients) or ``(lr, momentum)``: then the state's
-    arrays are updated in place and returned as the new state.
+    arrays are updated in place, one chunk of filter blocks at a time as
+    their gradient is computed (the whole gradient never exists), and
+    returned as the new state.
     """
     xp = array_module(forward["z"])
-    field, step, block_h, block_w = stage.field, stage.step, stage.block[0], stage.block[1]
-    x_window, weights, norms, z = forward["x"], forward["weights"], forward["norms"], forward["z"]
+    geometry = (stage.field, stage.step, stage.block[0], stage.block[1])
+    x_window, weights, inverse_norms, z = forward["x"], forward["weights"], forward["inverse_norms"], forward["z"]
+    precision = forward["precision"]
     batch = x_window.shape[-1]
-    grads, scale_grad = {}, 0.0
+    tied = "decoder" not in state
+    scale_grad, a = 0.0, scale_of(scale_state)
     if grad_z is None:
         grad_z = xp.zeros_like(z)
+    encoder_pairs, decoder_pairs = [], []
     if error_window is not None:
-        a = scale_of(scale_state)
-        decoder = state.get("decoder", weights)
-        grad_reconstruction = (2.0 / batch) * error_window
-        grad_code = local_filter_forward(grad_reconstruction, decoder, field, step, block_h, block_w)
-        grad_decoder = local_filter_weight_grad(z * a, grad_reconstruction, field, step, block_h, block_w)
+        grad_reconstruction = operand(xp.asarray(error_window), precision, 2.0 / batch)
+        if tied:
+            grad_code = local_filter_forward(grad_reconstruction, weights, *geometry, row_scale=inverse_norms, precision=precision)
+        else:
+            grad_code = local_filter_forward(grad_reconstruction, forward["decoder"], *geometry, precision=precision)
         grad_z = a * grad_code + grad_z
         scale_grad = float((z * grad_code).sum(dtype=xp.float64))
-        if "decoder" in state:
-            grads["decoder"] = grad_decoder
-    grad_weights = local_filter_weight_grad(grad_z, x_window, field, step, block_h, block_w)
-    if error_window is not None and "decoder" not in state:
-        grad_weights = grad_weights + grad_decoder
-    grads["encoder"] = unit_rows_backward(grad_weights, weights, norms)
+        (encoder_pairs if tied else decoder_pairs).append((z, grad_reconstruction, a if tied else None))
+    encoder_pairs.insert(0, (grad_z, x_window, None))
     out = {"scale_grad": scale_grad}
-    if need_input_grad:
-        out["grad_x"] = local_filter_transpose(grad_z, weights, x_window.shape, field, step, block_h, block_w)
+    if need_input_grad:  # before the update: it reads the weights in place
+        out["grad_x"] = local_filter_transpose(grad_z, weights, x_window.shape, *geometry, row_scale=inverse_norms, precision=precision)
+    raw = state["encoder"]
     if update is None:
+        grads = {"encoder": _unit_gradient(local_filter_weight_grads(encoder_pairs, *geometry, precision=precision), raw, inverse_norms)}
+        if decoder_pairs:
+            grads["decoder"] = local_filter_weight_grads(decoder_pairs, *geometry, precision=precision)
         out["grads"] = grads
-    else:
-        lr, momentum = update
-        for name, grad in grads.items():
-            sgd_momentum_update(state[name], state[f"{name}_velocity"], grad, lr, momentum)
-        out["state"] = state
+        return out
+    lr, momentum = update
+
+    def update_encoder(p0, p1, grad):
+        unit_rows_sgd(raw[p0:p1], state["encoder_velocity"][p0:p1], grad, inverse_norms[p0:p1], lr, momentum)
+
+    def update_decoder(p0, p1, grad):
+        sgd_momentum_update(state["decoder"][p0:p1], state["decoder_velocity"][p0:p1], grad, lr, momentum)
+
+    local_filter_weight_grads(encoder_pairs, *geometry, precision=precision, consume=update_encoder)
+    if decoder_pairs:
+        local_filter_weight_grads(decoder_pairs, *geometry, precision=precision, consume=update_decoder)
+    out["state"] = state
     return out
+
+
+def _unit_gradient(grad_unit, raw, inverse_norms):
+    """``dL/dU`` from ``dL/dW`` for ``W = U/||U||`` (:func:`~dasksae.kernels.normalize.unit_rows_backward`)."""
+    scale = inverse_norms[..., None]
+    return unit_rows_backward(grad_unit, raw * scale, 1.0 / scale)
 
 
 # ---------------------------------------------------------------- L2 pooling and the sparsity penalty

@@ -36,7 +36,7 @@ from .layers import (
     reconstruction_error,
 )
 from .network import NetworkConfig
-from .reference import StepResult, check_dtype, initial_blocks, initial_scale, learning_rate_scales
+from .reference import StepResult, initial_blocks, initial_scale, learning_rate_scales, split_dtype
 from .tile_array import DaskExecutor, Executor, LocalExecutor, Shared, TileArray, pick, tile_map, tile_reduce
 from .tiling import TileGrid
 
@@ -97,6 +97,9 @@ class TiledNetwork:
     to run every tile in this process.  ``params``: whole-network parameters
     to start from (as :func:`~dasksae.reference.init_params` gives); by
     default each tile initialises its own blocks on its worker from ``seed``.
+    ``dtype``: ``float32`` or ``float64`` (weights, optimiser state and
+    products), or ``tf32`` / ``bfloat16``: float32 weights and optimiser
+    state, filter products in that precision with float32 accumulation.
     """
 
     def __init__(self, config: NetworkConfig, tiles="1x1", client=None, *, seed: int = 0, dtype="float32",
@@ -107,7 +110,7 @@ class TiledNetwork:
         self.device = device
         self.config = config
         self.grid = tiles if isinstance(tiles, TileGrid) else TileGrid.parse(config, tiles)
-        self.dtype = check_dtype(dtype)
+        self.dtype, self.precision = split_dtype(dtype)
         self.executor = executor or _dask_executor(self.grid, client, workers)
         self._state: list[TileArray] = []
         self._scale: list = []
@@ -164,11 +167,13 @@ class TiledNetwork:
 
     @classmethod
     def load(cls, path, tiles=None, client=None, *, executor: Executor | None = None, workers=None, verify: bool = True,
-             device: str = "cpu", execution: str = "spmd"):
+             device: str = "cpu", execution: str = "spmd", precision: str | None = None):
         """The network saved at ``path`` (a checkpoint, or a folder of them: its latest), tiled anew.
 
         ``tiles`` defaults to the tiling that saved it; any tiling can read it.
-        Each tile reads its own blocks on its worker.
+        Each tile reads its own blocks on its worker.  ``precision``: ``tf32``
+        or ``bfloat16`` to go on with reduced-precision products over the
+        saved float32 weights.
         """
         from .checkpoint import open_checkpoint
 
@@ -178,6 +183,10 @@ class TiledNetwork:
             config, tiles or attrs["tiles"], client, dtype=attrs["dtype"], executor=executor, workers=workers,
             checkpoint=_group_path(group, path), device=device, execution=execution,
         )
+        if precision is not None:
+            storage, network.precision = split_dtype(precision)
+            if storage != network.dtype:
+                raise ConfigError(f"checkpoint {path} holds {network.dtype.name} weights; {precision} needs float32 weights.")
         network.checkpoint_attributes = attrs
         return network
 
@@ -336,7 +345,8 @@ class TiledNetwork:
         self._check_batch(x, stage)
         self.executor.reset_statistics()
         placed = self.place(x, _whole=False)
-        return build_step(self.config, self.grid, self.state, self.scale, placed.array, placed.shape[-1], stage, update)
+        return build_step(self.config, self.grid, self.state, self.scale, placed.array, placed.shape[-1], stage, update,
+                          self.precision)
 
     def step(self, x, lr: float, momentum: float, stage: int | None = None) -> StepReport:
         """One SGD-with-momentum update (joint, or greedy for ``stage``); waits for the losses.
@@ -378,7 +388,7 @@ class TiledNetwork:
             sources = [None] + [s.parts[tile] for s in self._state] + [h for h in self._scale]
         bundle, rest = sources[0], sources[1:]
         result = executor.run(
-            tile, fused_single_tile_step, self.config, lr, momentum, stage, len(batches), bundle, *batches, *rest,
+            tile, fused_single_tile_step, self.config, lr, momentum, stage, len(batches), self.precision, bundle, *batches, *rest,
             name="fused-step",
         )
         self._bundle = result
@@ -410,7 +420,7 @@ class TiledNetwork:
                     initial += list(self._scale)
             parts = [batch.array.parts[tile] for batch in placed]
             bundles[tile] = executor.run(
-                tile, spmd_step, tile, grid, self.placement, step_id, bundle, lr, momentum, stage, len(parts),
+                tile, spmd_step, tile, grid, self.placement, step_id, bundle, lr, momentum, stage, self.precision, len(parts),
                 *parts, *initial, name="spmd-step",
             )
         self._spmd, self._bundle = bundles, None
@@ -465,21 +475,24 @@ class TiledNetwork:
         for k, geometry in enumerate(config.geometry()):
             maps = geometry.filter_shape[2]
             scale = None if self.scale[k] is None else Shared(self.scale[k])
-            z = output(local_filter(current, self.state[k], scale, grid, k, False), "z", grid, k, "filter_owned", maps, per_map)
+            filtered = local_filter(current, self.state[k], scale, grid, k, False, self.precision)
+            z = output(filtered, "z", grid, k, "filter_owned", maps, per_map)
             pooled = output(l2_pool(z, scale, grid, k, False), "pooled", grid, k, "pooled_owned", maps, per_map)
             current = output(contrast(pooled, grid, k), "output", grid, k, "pooled_owned", maps, per_map)
         return current.to_array()
 
 
 def build_step(config: NetworkConfig, grid: TileGrid, states: list, scales: list, current: TileArray, batch: int,
-               stage: int | None, update):
+               stage: int | None, update, precision: str | None = None):
     """The graph of one step over tiles: forward with each stage's objective, backward, and (``update``) SGD.
 
     ``states``/``scales``: per stage, the tiles' states and the scale-state
     handle; ``current``: the minibatch's owned parts.  Whatever executor
     ``current`` belongs to runs it (a Dask cluster, this process, or each
-    worker's share of it in :mod:`dasksae.spmd`).  Returns ``(first, last,
-    {stage: (filter-backward results, reduced stage summary)})``.
+    worker's share of it in :mod:`dasksae.spmd`).  ``precision``: of the
+    filter products (:mod:`dasksae.kernels.gemm`; default: the weights'
+    dtype).  Returns ``(first, last, {stage: (filter-backward results,
+    reduced stage summary)})``.
     """
     count = len(config.stages)
     first, last = (0, count - 1) if stage is None else (stage, stage)
@@ -491,7 +504,7 @@ def build_step(config: NetworkConfig, grid: TileGrid, states: list, scales: list
         maps = geometry.filter_shape[2]
         objective = k >= first
         scale = None if scales[k] is None else Shared(scales[k])
-        filtered = local_filter(current, states[k], scale, grid, k, objective)
+        filtered = local_filter(current, states[k], scale, grid, k, objective, precision)
         error = None
         if objective:
             contributions = output(filtered, "reconstruction", grid, k, "input_needed", geometry.input_shape[2], per_map)
@@ -571,8 +584,8 @@ def pick_stage(bundle: dict, what: str, stage: int):
     return bundle[what][stage]
 
 
-def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: int, bundle, *sources):
-    """SGD steps of a one-tile network in one task: :func:`~dasksae.reference.train_step` on its arrays.
+def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: int, precision, bundle, *sources):
+    """SGD steps of a one-tile network in one task: :func:`build_step` run in place on the tile's arrays.
 
     ``sources`` starts with ``batches`` minibatches (one step each), then,
     without a previous result (``bundle``), every stage's state followed by
@@ -580,30 +593,33 @@ def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: 
     ``{"states", "scales", "losses"}`` (``losses``: one list of stage losses a step).
     """
     from .kernels.backend import array_module
-    from .reference import train_step
+    from .tile_array import _LocalHandle
 
     count = len(config.stages)
     xs, sources = sources[:batches], sources[batches:]
     if bundle is not None:
-        states, scales = bundle["states"], bundle["scales"]
+        states, scales = list(bundle["states"]), list(bundle["scales"])
     else:
         states, scales = list(sources[:count]), list(sources[count:])
     xp = array_module(states[0]["encoder"])
-    params, velocity = [], []
-    for state, scale in zip(states, scales):
-        entry = {name: state[name] for name in ("encoder", "decoder") if name in state}
-        moment = {name: state[f"{name}_velocity"] for name in entry}
-        if scale is not None:
-            entry["scale"] = xp.asarray(scale["scale"]).copy()
-            moment["scale"] = xp.asarray(scale["velocity"]).copy()
-        params.append(entry)
-        velocity.append(moment)
-    losses = [list(train_step(params, velocity, xp.asarray(x), config, lr, momentum, stage=stage).stage_losses) for x in xs]
-    new_scales = [
-        None if scale is None else {"scale": numpy.asarray(_host(p["scale"])), "velocity": numpy.asarray(_host(v["scale"]))}
-        for scale, p, v in zip(scales, params, velocity)
-    ]
-    return {"states": states, "scales": new_scales, "losses": losses}
+    grid = TileGrid.parse(config, "1x1")
+    tile = grid.tiles()[0]
+    losses = []
+    for x in xs:
+        x = xp.asarray(x)  # the minibatch onto the weights' device once
+        executor = LocalExecutor()
+        stage_states = [TileArray(executor, grid.windows(k, "blocks"), {tile: _LocalHandle(states[k])}) for k in range(count)]
+        stage_scales = [None if scale is None else _LocalHandle(scale) for scale in scales]
+        current = TileArray(executor, grid.windows(0, "input_owned"), {tile: _LocalHandle(x)}, None,
+                            config.input_shape[2] * x.shape[-1] * x.dtype.itemsize)
+        first, last, results = build_step(config, grid, stage_states, stage_scales, current, x.shape[-1], stage,
+                                          (lr, momentum), precision)
+        for k, (filter_back, reduced) in results.items():
+            states[k] = filter_back.parts[tile].value["state"]
+            if scales[k] is not None:
+                scales[k] = {"scale": reduced.value["scale"], "velocity": reduced.value["velocity"]}
+        losses.append([float(results[k][1].value["loss"]) for k in range(first, last + 1)])
+    return {"states": states, "scales": scales, "losses": losses}
 
 
 def _host(value):

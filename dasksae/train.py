@@ -11,7 +11,7 @@ from .data import NaturalImageBatches
 from .errors import DasksaeError
 from .network import load_config
 from .optim import init_velocity
-from .reference import check_dtype, init_params, train_step
+from .reference import check_dtype, init_params, split_dtype, train_step
 
 
 def _open_metrics(out):
@@ -46,6 +46,8 @@ def train_single_process(
     if greedy_steps < 0:
         raise DasksaeError(f"--greedy-steps must be 0 or more, got {greedy_steps}.")
     config = load_config(config_name)
+    if str(dtype) in ("tf32", "bfloat16"):
+        raise DasksaeError(f"--single-process runs the float32/float64 reference; --dtype {dtype} needs the tiled path (drop --single-process).")
     dtype = check_dtype(dtype)
     params = init_params(config, seed=seed, dtype=dtype)
     velocity = init_velocity(params)
@@ -149,7 +151,8 @@ def train_tiled(
     if steps_per_task < 1:
         raise DasksaeError(f"--steps-per-task must be a positive integer, got {steps_per_task}.")
     config = load_config(config_name)
-    dtype = check_dtype(dtype)
+    compute_dtype = dtype
+    dtype, precision = split_dtype(dtype)
     folder = _check_output_folder(out, bool(resume)) if out is not None else None
     checkpoints = folder / "checkpoints" if folder is not None else None
     if data is not None:
@@ -173,7 +176,7 @@ def train_tiled(
             )
         if attrs["dtype"] != dtype.name:
             raise DasksaeError(f"checkpoint {path} holds {attrs['dtype']} weights; resume with --dtype {attrs['dtype']}.")
-        network = TiledNetwork.load(path, tiles, client, verify=False, device=device, execution=execution)
+        network = TiledNetwork.load(path, tiles, client, verify=False, device=device, execution=execution, precision=precision)
         if store is not None:
             if "data_position" not in attrs:
                 raise DasksaeError(f"checkpoint {path} was trained on the built-in crops, not a data store; resume without --data.")
@@ -184,10 +187,11 @@ def train_tiled(
             batches.rng.bit_generator.state = rng_state_from_json(attrs["data_rng"])
         start = int(attrs["step"])
     else:
-        network = TiledNetwork(config, tiles, client, seed=seed, dtype=dtype, device=device, execution=execution)
+        network = TiledNetwork(config, tiles, client, seed=seed, dtype=compute_dtype, device=device, execution=execution)
     phases = schedule_phases(len(config.stages), greedy_steps, steps)
     metrics = open(folder / "metrics.jsonl", "a" if resume else "w") if folder is not None else None
-    options = {"seed": seed, "lr": lr, "momentum": momentum, "minibatch": minibatch, "greedy_steps": greedy_steps, "steps": steps}
+    options = {"seed": seed, "lr": lr, "momentum": momentum, "minibatch": minibatch, "greedy_steps": greedy_steps, "steps": steps,
+               "precision": precision}
 
     def checkpoint(step, data_state):
         if checkpoints is not None:

@@ -196,7 +196,7 @@ def test_a_failing_tile_fails_the_whole_spmd_step_at_once(client):
     for tile in network.grid.tiles():
         initial = [network.state[k].parts[tile] for k in range(3)] + (list(network.scale) if tile == (0, 0) else [])
         bundle = {"states": None, "scales": None} if tile == (1, 1) else None  # a broken bundle: this tile fails
-        futures.append(client.submit(spmd_step, tile, network.grid, network.placement, step_id, bundle, 1e-3, 0.9, None, 1,
+        futures.append(client.submit(spmd_step, tile, network.grid, network.placement, step_id, bundle, 1e-3, 0.9, None, None, 1,
                                      placed.array.parts[tile], *([] if bundle else initial),
                                      workers=[network.placement[tile]], allow_other_workers=False, pure=False))
     started = time.perf_counter()

@@ -17,12 +17,25 @@ and all blocks run as one batched GEMM.  Weights are ``(nbh, nbw, R, F)`` with
 
 The three products: :func:`local_filter_forward` (``W x``),
 :func:`local_filter_transpose` (``W^T y`` with overlap-add of the fields) and
-:func:`local_filter_weight_grad` (``delta x^T``).  No Dask in here.
+:func:`local_filter_weight_grad` (``delta x^T``).  Each runs over chunks of
+block rows (``chunk_bytes``) and calls :func:`~.gemm.batched_matmul` in a
+chosen precision, reading transposed operands in place.
+
+Unit-norm filters ``W = diag(s) U`` (``s = 1/||U_r||`` per row) are never
+formed: ``W x = s * (U x)`` scales the product's rows and ``W^T y = U^T (s*y)``
+the operand's rows, in the same pass that lays them out for the GEMM
+(``row_scale``).  No Dask in here.
 """
 
 from __future__ import annotations
 
 from .backend import array_module, as_strided
+from .gemm import batched_matmul, native_precision, operand, result_dtype
+
+#: Largest transient of one chunk of block rows (patches, block outputs,
+#: weight gradients): the products run over as many block rows at a time as
+#: fit, so a step's peak memory does not grow with the network's width.
+CHUNK_BYTES = 256 * 2**20
 
 
 def block_counts(input_size: int, field: int, step: int) -> int:
@@ -61,15 +74,24 @@ def gather_patches(x, field: int, step: int, blocks_h: int, blocks_w: int):
 
 
 def fold_patches(patches, input_shape, field: int, step: int, blocks_h: int, blocks_w: int):
-    """Overlap-add ``patches (nbh*nbw, f*f*C, M)`` back into an ``(H, W, C, M)`` map.
+    """Overlap-add ``patches (nbh*nbw, f*f*C, M)`` back into a new ``(H, W, C, M)`` map.
 
-    The adjoint of :func:`gather_patches`.  Field offsets are grouped in
-    ``ceil(f/step)^2`` groups of ``step x step``; within a group no two blocks
-    touch the same input pixel, so each group is one strided add.
+    The adjoint of :func:`gather_patches` (see :func:`fold_patches_into`).
     """
     xp = array_module(patches)
-    height, width, channels, batch = input_shape
-    out = xp.zeros((height, width, channels, batch), dtype=patches.dtype)
+    out = xp.zeros(tuple(input_shape), dtype=patches.dtype)
+    fold_patches_into(out, patches, field, step, blocks_h, blocks_w)
+    return out
+
+
+def fold_patches_into(out, patches, field: int, step: int, blocks_h: int, blocks_w: int):
+    """Add ``patches (nbh*nbw, f*f*C, M)`` into ``out (H, W, C, M)``, block ``(p, q)`` at ``(p*step, q*step)``.
+
+    Field offsets are grouped in ``ceil(f/step)^2`` groups of ``step x step``;
+    within a group no two blocks touch the same input pixel, so each group is
+    one strided add.
+    """
+    channels, batch = out.shape[2:]
     blocks = patches.reshape(blocks_h, blocks_w, field, field, channels, batch)
     s_h, s_w, s_c, s_m = out.strides
     groups = -(-field // step)
@@ -84,7 +106,13 @@ def fold_patches(patches, input_shape, field: int, step: int, blocks_h: int, blo
             )
             source = blocks[:, :, u * step : u * step + rows, v * step : v * step + cols]
             target += source.transpose(0, 2, 1, 3, 4, 5)
-    return out
+
+
+def _block_view(output_map, block_h: int, block_w: int):
+    """``(nbh*bh, nbw*bw, K, M)`` map viewed as ``(nbh, nbw, bh, bw, K, M)`` (strided, no copy)."""
+    height, width, maps, batch = output_map.shape
+    blocks_h, blocks_w = height // block_h, width // block_w
+    return output_map.reshape(blocks_h, block_h, blocks_w, block_w, maps, batch).transpose(0, 2, 1, 3, 4, 5)
 
 
 def blocks_to_map(blocks, blocks_h: int, blocks_w: int, block_h: int, block_w: int):
@@ -101,38 +129,116 @@ def map_to_blocks(output_map, block_h: int, block_w: int):
     xp = array_module(output_map)
     height, width, maps, batch = output_map.shape
     blocks_h, blocks_w = height // block_h, width // block_w
-    grid = output_map.reshape(blocks_h, block_h, blocks_w, block_w, maps, batch).transpose(0, 2, 1, 3, 4, 5)
+    grid = _block_view(output_map, block_h, block_w)
     return xp.ascontiguousarray(grid).reshape(blocks_h * blocks_w, block_h * block_w * maps, batch)
 
 
-def _flat_weights(weights):
-    blocks_h, blocks_w, rows, fan_in = weights.shape
-    return weights.reshape(blocks_h * blocks_w, rows, fan_in)
+def _row_scale_view(row_scale, block_h: int, block_w: int):
+    """Per-neuron scales ``(nbh, nbw, bh*bw*K)`` viewed to broadcast against ``(nbh, nbw, bh, bw, K, M)``."""
+    blocks_h, blocks_w, rows = row_scale.shape
+    return row_scale.reshape(blocks_h, blocks_w, block_h, block_w, rows // (block_h * block_w), 1)
 
 
-def local_filter_forward(x, weights, field: int, step: int, block_h: int, block_w: int):
-    """``y = W x``: ``x (H, W, C, M)``, ``weights (nbh, nbw, bh*bw*K, f*f*C)`` -> ``(nbh*bh, nbw*bw, K, M)``."""
+def _chunks(blocks_h: int, bytes_per_block_row: int, chunk_bytes: int | None):
+    """``(p0, p1)`` ranges of block rows whose transients fit ``chunk_bytes`` (one range for ``None``)."""
+    if chunk_bytes is None:
+        return [(0, blocks_h)]
+    rows = max(1, min(blocks_h, chunk_bytes // max(1, bytes_per_block_row)))
+    return [(p, min(p + rows, blocks_h)) for p in range(0, blocks_h, rows)]
+
+
+def _fields(p0: int, p1: int, field: int, step: int):
+    """The input rows that the fields of block rows ``p0 .. p1`` read."""
+    return slice(p0 * step, (p1 - 1) * step + field)
+
+
+def local_filter_forward(x, weights, field: int, step: int, block_h: int, block_w: int, *, row_scale=None,
+                         precision: str | None = None, chunk_bytes: int | None = CHUNK_BYTES):
+    """``y = diag(row_scale) W x``: ``x (H, W, C, M)``, ``weights (nbh, nbw, bh*bw*K, f*f*C)`` -> ``(nbh*bh, nbw*bw, K, M)``.
+
+    ``row_scale (nbh, nbw, bh*bw*K)`` (optional) multiplies each neuron's
+    output; ``weights`` and ``x`` may already be :func:`~.gemm.operand` s of
+    ``precision``.
+    """
     xp = array_module(x, weights)
-    blocks_h, blocks_w = weights.shape[:2]
-    patches = gather_patches(x, field, step, blocks_h, blocks_w)
-    outputs = xp.matmul(_flat_weights(weights), patches)
-    return blocks_to_map(outputs, blocks_h, blocks_w, block_h, block_w)
+    precision = precision or native_precision(x, weights)
+    blocks_h, blocks_w, rows, fan_in = weights.shape
+    batch = x.shape[-1]
+    out = xp.empty((blocks_h * block_h, blocks_w * block_w, rows // (block_h * block_w), batch), dtype=result_dtype(precision))
+    x = operand(x, precision)
+    weights = operand(weights, precision)
+    out_blocks = _block_view(out, block_h, block_w)
+    scale_view = None if row_scale is None else _row_scale_view(row_scale, block_h, block_w)
+    per_row = blocks_w * (fan_in * x.itemsize + 2 * rows * out.itemsize) * batch
+    for p0, p1 in _chunks(blocks_h, per_row, chunk_bytes):
+        patches = gather_patches(x[_fields(p0, p1, field, step)], field, step, p1 - p0, blocks_w)
+        products = batched_matmul(
+            weights[p0:p1].reshape(-1, rows, fan_in), patches, precision=precision
+        ).reshape(p1 - p0, blocks_w, block_h, block_w, -1, batch)
+        if scale_view is None:
+            out_blocks[p0:p1] = products
+        else:
+            xp.multiply(products, scale_view[p0:p1], out=out_blocks[p0:p1])
+    return out
 
 
-def local_filter_transpose(y, weights, input_shape, field: int, step: int, block_h: int, block_w: int):
-    """``x = W^T y``: the adjoint of :func:`local_filter_forward`, fields overlap-added into ``input_shape``."""
+def local_filter_transpose(y, weights, input_shape, field: int, step: int, block_h: int, block_w: int, *,
+                           row_scale=None, precision: str | None = None, chunk_bytes: int | None = CHUNK_BYTES):
+    """``x = W^T diag(row_scale) y``: the adjoint of :func:`local_filter_forward`, fields overlap-added into ``input_shape``."""
     xp = array_module(y, weights)
-    blocks_h, blocks_w = weights.shape[:2]
-    rows = map_to_blocks(y, block_h, block_w)
-    patches = xp.matmul(_flat_weights(weights).transpose(0, 2, 1), rows)
-    return fold_patches(patches, input_shape, field, step, blocks_h, blocks_w)
+    precision = precision or native_precision(y, weights)
+    blocks_h, blocks_w, rows, fan_in = weights.shape
+    batch = y.shape[-1]
+    out = xp.zeros(tuple(input_shape), dtype=result_dtype(precision))
+    weights = operand(weights, precision)
+    y_blocks = _block_view(y, block_h, block_w)
+    scale_view = None if row_scale is None else _row_scale_view(row_scale, block_h, block_w)
+    per_row = blocks_w * (fan_in * out.itemsize + rows * 4) * batch
+    for p0, p1 in _chunks(blocks_h, per_row, chunk_bytes):
+        block_rows = operand(y_blocks[p0:p1], precision, None if scale_view is None else scale_view[p0:p1])
+        patches = batched_matmul(
+            weights[p0:p1].reshape(-1, rows, fan_in), block_rows.reshape(-1, rows, batch), transpose_a=True, precision=precision
+        )
+        fold_patches_into(out[_fields(p0, p1, field, step)], patches, field, step, p1 - p0, blocks_w)
+    return out
 
 
-def local_filter_weight_grad(delta, x, field: int, step: int, block_h: int, block_w: int):
+def local_filter_weight_grads(pairs, field: int, step: int, block_h: int, block_w: int, *, precision: str | None = None,
+                              chunk_bytes: int | None = CHUNK_BYTES, consume=None):
+    """``dW = sum over (delta, x, scale) in pairs of (scale * delta) x^T``, per filter block.
+
+    ``delta (Ho, Wo, K, M)``, ``x (H, W, C, M)``, ``scale`` a number or
+    ``None``.  Without ``consume`` the result ``(nbh, nbw, R, F)`` is
+    returned; with it, ``consume(p0, p1, grad)`` receives each chunk of block
+    rows ``p0 .. p1`` as it is computed (e.g. to apply the update there and
+    then) and nothing is kept.
+    """
+    delta0, x0, _ = pairs[0]
+    xp = array_module(delta0, x0)
+    precision = precision or native_precision(*[a for d, x, _ in pairs for a in (d, x)])
+    blocks_h, blocks_w = delta0.shape[0] // block_h, delta0.shape[1] // block_w
+    rows = block_h * block_w * delta0.shape[2]
+    fan_in = field * field * x0.shape[2]
+    batch = x0.shape[-1]
+    itemsize = result_dtype(precision).itemsize
+    operands = [(_block_view(delta, block_h, block_w), operand(x, precision), scale) for delta, x, scale in pairs]
+    full = None if consume is not None else xp.empty((blocks_h, blocks_w, rows, fan_in), dtype=result_dtype(precision))
+    per_row = blocks_w * (fan_in * (batch + rows) + rows * batch) * itemsize
+    for p0, p1 in _chunks(blocks_h, per_row, chunk_bytes):
+        count = (p1 - p0) * blocks_w
+        grad = xp.empty((count, rows, fan_in), dtype=result_dtype(precision)) if full is None else full[p0:p1].reshape(count, rows, fan_in)
+        for index, (delta_blocks, x, scale) in enumerate(operands):
+            block_rows = operand(delta_blocks[p0:p1], precision, scale)
+            patches = gather_patches(x[_fields(p0, p1, field, step)], field, step, p1 - p0, blocks_w)
+            batched_matmul(
+                block_rows.reshape(count, rows, batch), patches, transpose_b=True, precision=precision,
+                out=grad, accumulate=index > 0,
+            )
+        if consume is not None:
+            consume(p0, p1, grad.reshape(p1 - p0, blocks_w, rows, fan_in))
+    return full
+
+
+def local_filter_weight_grad(delta, x, field: int, step: int, block_h: int, block_w: int, **options):
     """``dW = delta x^T`` per block: ``delta (Ho, Wo, K, M)``, ``x (H, W, C, M)`` -> ``(nbh, nbw, R, F)``."""
-    xp = array_module(delta, x)
-    blocks_h, blocks_w = delta.shape[0] // block_h, delta.shape[1] // block_w
-    patches = gather_patches(x, field, step, blocks_h, blocks_w)
-    rows = map_to_blocks(delta, block_h, block_w)
-    grad = xp.matmul(rows, patches.transpose(0, 2, 1))
-    return grad.reshape(blocks_h, blocks_w, grad.shape[1], grad.shape[2])
+    return local_filter_weight_grads([(delta, x, None)], field, step, block_h, block_w, **options)

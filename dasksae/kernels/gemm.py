@@ -1,0 +1,186 @@
+"""Batched products of filter blocks in a chosen compute precision.
+
+``batched_matmul(a, b)`` computes ``op(a[i]) @ op(b[i])`` for every block
+``i``, where ``op`` is an optional transpose that is never materialised.  On
+CuPy it is one call of cuBLAS's strided-batched GEMM with an explicit compute
+type (``cublasGemmStridedBatchedEx``): ``cupy.matmul`` copies a transposed
+operand first or picks a slow kernel for it (13 TFLOP/s for ``W^T Y`` against
+36 for ``W Y`` on the H100, DESIGN.md), and it has no way to ask for TF32 or
+for bfloat16 operands with float32 accumulation.  On NumPy it is ``matmul``.
+
+Precisions (``PRECISIONS``):
+
+* ``float32`` / ``float64``: operands and accumulation in that type;
+* ``tf32``: float32 operands rounded by the tensor cores to 10 mantissa bits,
+  float32 accumulation (``CUBLAS_COMPUTE_32F_FAST_TF32``);
+* ``bfloat16``: operands stored as bfloat16 (8 mantissa bits), float32
+  accumulation and a float32 result.
+
+The result is float32 for the three float32-family precisions (float64 for
+float64): everything outside the GEMMs (pooling, LCN, the objective, the
+update of the float32 master weights) stays in float32.  :func:`operand`
+makes an array into what the GEMM reads; doing it once for an array that
+several products read (the weights) saves the conversions.  On NumPy the
+reduced precisions are emulated by rounding float32 values to the kept
+mantissa bits (round to nearest even), so CPU tests see the same rounding
+of operands as the GPU (only the order of the float32 sums differs).
+On CuPy, bfloat16 operands are held as ``uint16`` arrays of bfloat16 bits
+(our own conversion kernel), which needs no bfloat16 support in CuPy itself.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy
+
+from .backend import array_module
+
+PRECISIONS = ("float32", "float64", "tf32", "bfloat16")
+
+# cudaDataType and cublasComputeType values (cuda_runtime / cublas_api.h)
+_CUDA_R_32F, _CUDA_R_64F, _CUDA_R_16BF = 0, 1, 14
+_COMPUTE_32F, _COMPUTE_64F, _COMPUTE_32F_FAST_TF32 = 68, 70, 77
+_GEMM_DEFAULT = -1
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def native_precision(*arrays) -> str:
+    """The precision of plain arrays: ``float64`` if any is float64, else ``float32``."""
+    return "float64" if any(getattr(a, "dtype", None) == numpy.float64 for a in arrays) else "float32"
+
+
+def result_dtype(precision: str):
+    """The dtype of a product's result (and of every non-GEMM value) for ``precision``."""
+    return numpy.dtype("float64") if precision == "float64" else numpy.dtype("float32")
+
+
+# ---------------------------------------------------------------- operands
+
+
+def _round_mantissa(values, dropped_bits: int):
+    """Float32 ``values`` rounded (to nearest even) to ``23 - dropped_bits`` mantissa bits (NumPy)."""
+    bits = numpy.ascontiguousarray(values, dtype=numpy.float32).view(numpy.uint32)
+    half = numpy.uint32((1 << (dropped_bits - 1)) - 1)
+    odd = (bits >> numpy.uint32(dropped_bits)) & numpy.uint32(1)
+    mask = numpy.uint32((0xFFFFFFFF << dropped_bits) & 0xFFFFFFFF)
+    return ((bits + half + odd) & mask).view(numpy.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _to_bfloat16_kernel():
+    import cupy
+
+    return cupy.ElementwiseKernel(
+        "T x, T scale",
+        "uint16 y",
+        """
+        const float value = (float)(x * scale);
+        unsigned int bits = __float_as_uint(value);
+        if ((bits & 0x7fffffffu) > 0x7f800000u) { y = (unsigned short)((bits >> 16) | 0x40u); }  // NaN stays NaN
+        else { bits += 0x7fffu + ((bits >> 16) & 1u); y = (unsigned short)(bits >> 16); }
+        """,
+        "dasksae_to_bfloat16",
+    )
+
+
+def operand(x, precision: str | None = None, scale=None):
+    """``x`` (times ``scale``, broadcast) as a contiguous array in the storage the GEMM reads for ``precision``.
+
+    One pass over ``x`` (a strided view is fine).  No copy where nothing
+    changes (a contiguous float32 array in float32 or tf32 on CuPy).
+    """
+    xp = array_module(x)
+    precision = precision or native_precision(x)
+    if precision == "bfloat16" and xp is not numpy:
+        if x.dtype == numpy.uint16:
+            return x if scale is None else operand(from_bfloat16(x), precision, scale)
+        out = xp.empty(x.shape, dtype=numpy.uint16)
+        if scale is None or not hasattr(scale, "dtype"):
+            scale = x.dtype.type(1 if scale is None else scale)
+        return _to_bfloat16_kernel()(x, scale, out)
+    dtype = result_dtype(precision)
+    if scale is None:
+        value = xp.ascontiguousarray(x, dtype=dtype)
+    else:
+        value = xp.empty(x.shape, dtype=dtype)
+        xp.multiply(x, scale, out=value)
+    if xp is numpy and precision in ("tf32", "bfloat16"):
+        value = _round_mantissa(value, 13 if precision == "tf32" else 16)
+    return value
+
+
+def from_bfloat16(bits):
+    """Float32 values of a CuPy ``uint16`` array of bfloat16 bits."""
+    xp = array_module(bits)
+    return (bits.astype(numpy.uint32) << 16).view(numpy.float32) if xp is numpy else (bits.astype(xp.uint32) << 16).view(xp.float32)
+
+
+# ---------------------------------------------------------------- the product
+
+
+def batched_matmul(a, b, *, transpose_a: bool = False, transpose_b: bool = False, precision: str | None = None,
+                   out=None, accumulate: bool = False):
+    """``out[i] (+)= op(a[i]) @ op(b[i])`` for 3-D ``a``, ``b`` with the same number of blocks.
+
+    ``op`` transposes the last two axes when asked (read in place, never
+    copied).  ``out``: a C-contiguous result array to write (``accumulate``:
+    add to it); by default a new one.  See the module text for precisions
+    (default: that of the arrays, float64 or float32).
+    """
+    precision = check_precision(precision or native_precision(a, b))
+    xp = array_module(a, b)
+    if a.ndim != 3 or b.ndim != 3 or a.shape[0] != b.shape[0]:
+        raise ValueError(f"batched_matmul needs two 3-D arrays with the same batch, got {a.shape} and {b.shape}")
+    m, k = (a.shape[2], a.shape[1]) if transpose_a else (a.shape[1], a.shape[2])
+    k_b, n = (b.shape[2], b.shape[1]) if transpose_b else (b.shape[1], b.shape[2])
+    if k != k_b:
+        raise ValueError(f"inner dimensions differ: {a.shape}{'^T' if transpose_a else ''} @ {b.shape}{'^T' if transpose_b else ''}")
+    shape = (a.shape[0], m, n)
+    if out is None:
+        out = xp.zeros(shape, dtype=result_dtype(precision)) if accumulate else xp.empty(shape, dtype=result_dtype(precision))
+    elif out.shape != shape or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous array of shape {shape}, got {out.shape}")
+    a, b = operand(a, precision), operand(b, precision)
+    if xp is numpy:
+        product = numpy.matmul(a.transpose(0, 2, 1) if transpose_a else a, b.transpose(0, 2, 1) if transpose_b else b)
+        if accumulate:
+            out += product
+        else:
+            out[...] = product
+        return out
+    _cublas_batched(a, b, out, transpose_a, transpose_b, m, n, k, precision, accumulate)
+    return out
+
+
+def _cublas_batched(a, b, out, transpose_a, transpose_b, m, n, k, precision, accumulate):
+    """Row-major ``C = op(A) op(B)`` as column-major ``C^T = op(B)^T op(A)^T``: cuBLAS sees ``B`` first."""
+    from cupy.cuda import cublas, device
+
+    if precision == "float64":
+        data_type, compute, scalar = _CUDA_R_64F, _COMPUTE_64F, numpy.float64
+    elif precision == "bfloat16":
+        data_type, compute, scalar = _CUDA_R_16BF, _COMPUTE_32F, numpy.float32
+    else:
+        data_type, compute, scalar = _CUDA_R_32F, (_COMPUTE_32F_FAST_TF32 if precision == "tf32" else _COMPUTE_32F), numpy.float32
+    out_type = _CUDA_R_64F if precision == "float64" else _CUDA_R_32F
+    alpha = numpy.array(1, dtype=scalar)
+    beta = numpy.array(1 if accumulate else 0, dtype=scalar)
+    # a row-major (r, c) block is a column-major (c, r) matrix with leading dimension c
+    op_b, ld_b = (1, k) if transpose_b else (0, n)
+    op_a, ld_a = (1, m) if transpose_a else (0, k)
+    cublas.gemmStridedBatchedEx(
+        device.get_cublas_handle(), op_b, op_a, n, m, k,
+        alpha.ctypes.data,
+        b.data.ptr, data_type, ld_b, k * n,
+        a.data.ptr, data_type, ld_a, m * k,
+        beta.ctypes.data,
+        out.data.ptr, out_type, n, m * n,
+        a.shape[0], compute, _GEMM_DEFAULT,
+    )

@@ -1,0 +1,120 @@
+"""Batched products in each precision, chunked products, the fused unit-norm update, and training in tf32/bfloat16.
+
+On NumPy the reduced precisions are emulated by rounding operands
+(:mod:`dasksae.kernels.gemm`); the GPU tests check cuBLAS against the same.
+"""
+
+import numpy
+import pytest
+
+from dasksae import TiledNetwork, named_config
+from dasksae.errors import ConfigError
+from dasksae.kernels.gemm import batched_matmul, operand
+from dasksae.kernels.local_filter import local_filter_forward, local_filter_transpose, local_filter_weight_grads
+from dasksae.kernels.normalize import inverse_row_norms, unit_rows, unit_rows_backward, unit_rows_sgd
+from dasksae.reference import split_dtype
+from dasksae.tile_array import LocalExecutor
+
+
+@pytest.mark.parametrize("transpose_a,transpose_b", [(False, False), (True, False), (False, True), (True, True)])
+def test_batched_matmul_reads_transposes_in_place(rng, transpose_a, transpose_b):
+    a = rng.standard_normal((5, 7, 3) if transpose_a else (5, 3, 7))
+    b = rng.standard_normal((5, 4, 7) if transpose_b else (5, 7, 4))
+    expected = numpy.einsum(
+        "bij,bjk->bik", a.transpose(0, 2, 1) if transpose_a else a, b.transpose(0, 2, 1) if transpose_b else b
+    )
+    got = batched_matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+    assert got.dtype == numpy.float64 and numpy.allclose(got, expected, rtol=1e-12, atol=1e-12)
+    out = numpy.ones(expected.shape)
+    batched_matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b, out=out, accumulate=True)
+    assert numpy.allclose(out, expected + 1, rtol=1e-12, atol=1e-12)
+
+
+def test_batched_matmul_refuses_mismatched_shapes(rng):
+    with pytest.raises(ValueError, match="inner dimensions"):
+        batched_matmul(rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 6)))
+    with pytest.raises(ValueError, match="same batch"):
+        batched_matmul(rng.standard_normal((2, 3, 4)), rng.standard_normal((3, 4, 6)))
+
+
+@pytest.mark.parametrize("precision,kept_bits", [("bfloat16", 7), ("tf32", 10)])
+def test_reduced_precision_operands_keep_their_mantissa_bits(rng, precision, kept_bits):
+    x = rng.standard_normal(10_000).astype(numpy.float32) * 10.0 ** rng.integers(-3, 4, 10_000)
+    rounded = operand(x, precision)
+    dropped = 23 - kept_bits
+    assert rounded.dtype == numpy.float32
+    assert not (rounded.view(numpy.uint32) & numpy.uint32((1 << dropped) - 1)).any()
+    relative = numpy.abs(rounded - x) / numpy.abs(x)
+    assert relative.max() <= 2.0 ** -(kept_bits + 1) * (1 + 1e-6)  # round to nearest: half a unit in the last place
+    assert relative.max() > 2.0 ** -(kept_bits + 3)  # and something was dropped
+    assert numpy.array_equal(operand(rounded, precision), rounded)  # rounding twice changes nothing
+
+
+SHAPE = (18, 22, 3, 6, 4, 2, 2, 3, 5)  # H, W, C, M, field, step, block_h, block_w, K
+
+
+def _problem(rng):
+    height, width, channels, batch, field, step, bh, bw, maps = SHAPE
+    nbh, nbw = (height - field) // step + 1, (width - field) // step + 1
+    nbh, nbw = nbh - nbh % 1, nbw
+    x = rng.standard_normal((height, width, channels, batch))
+    weights = rng.standard_normal((nbh, nbw, bh * bw * maps, field * field * channels))
+    scale = rng.uniform(0.5, 2.0, (nbh, nbw, bh * bw * maps))
+    return x, weights, scale, (field, step, bh, bw)
+
+
+def test_chunked_products_equal_one_chunk(rng):
+    """Running the products a few block rows at a time (row scales included) gives the same numbers."""
+    x, weights, scale, geometry = _problem(rng)
+    y = local_filter_forward(x, weights, *geometry, row_scale=scale, chunk_bytes=None)
+    assert numpy.allclose(y, local_filter_forward(x, weights * scale[..., None], *geometry, chunk_bytes=None), rtol=1e-12)
+    for chunk in (1, 10_000):  # one block row at a time; a few
+        assert numpy.allclose(local_filter_forward(x, weights, *geometry, row_scale=scale, chunk_bytes=chunk), y, rtol=1e-12)
+        back = local_filter_transpose(y, weights, x.shape, *geometry, row_scale=scale, chunk_bytes=chunk)
+        assert numpy.allclose(back, local_filter_transpose(y, weights, x.shape, *geometry, row_scale=scale, chunk_bytes=None), rtol=1e-12)
+        pairs = [(y, x, None), (2 * y, rng.standard_normal(x.shape), 0.5)]
+        whole = local_filter_weight_grads(pairs, *geometry, chunk_bytes=None)
+        seen = numpy.zeros_like(whole)
+
+        def keep(p0, p1, grad):
+            seen[p0:p1] += grad
+
+        assert local_filter_weight_grads(pairs, *geometry, chunk_bytes=chunk, consume=keep) is None
+        assert numpy.allclose(seen, whole, rtol=1e-12)
+        expected = sum((s or 1.0) * local_filter_weight_grads([(d, xx, None)], *geometry, chunk_bytes=None) for d, xx, s in pairs)
+        assert numpy.allclose(whole, expected, rtol=1e-12)
+
+
+def test_fused_unit_norm_update_equals_the_chain_rule_and_sgd(rng):
+    raw = rng.standard_normal((3, 4, 5, 7))
+    velocity = rng.standard_normal(raw.shape)
+    grad = rng.standard_normal(raw.shape)
+    unit, norms = unit_rows(raw)
+    assert numpy.allclose(inverse_row_norms(raw), 1 / norms[..., 0], rtol=1e-14)
+    expected_velocity = 0.9 * velocity - 0.01 * unit_rows_backward(grad, unit, norms)
+    expected = raw + expected_velocity
+    unit_rows_sgd(raw, velocity, grad, inverse_row_norms(raw), 0.01, 0.9)
+    assert numpy.allclose(velocity, expected_velocity, rtol=1e-12) and numpy.allclose(raw, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("precision,tolerance", [("tf32", 2e-3), ("bfloat16", 2e-2)])
+def test_reduced_precision_training_follows_float32(precision, tolerance):
+    """Five joint steps with tf32 or bfloat16 products (float32 master weights) give float32's losses
+    within the stated tolerance (relative); the weights stay float32."""
+    config = named_config("tiny")
+    data = numpy.random.default_rng(3)
+    batches = [data.standard_normal(config.input_shape + (16,)).astype("float32") for _ in range(5)]
+    reference = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="float32")
+    reduced = TiledNetwork(config, "2x1", executor=LocalExecutor(), seed=1, dtype=precision)
+    expected = numpy.array([reference.step(x, 1e-3, 0.9).loss for x in batches])
+    got = numpy.array([reduced.step(x, 1e-3, 0.9).loss for x in batches])
+    relative = numpy.abs(got - expected) / numpy.abs(expected)
+    assert relative.max() < tolerance, relative
+    assert relative.max() > 0  # the products really were rounded
+    assert reduced.parameters()[0]["encoder"].dtype == numpy.float32
+
+
+def test_unknown_dtype_is_refused_in_one_sentence():
+    assert split_dtype("bfloat16") == (numpy.dtype("float32"), "bfloat16")
+    with pytest.raises(ConfigError, match="use one of float32, float64, tf32, bfloat16"):
+        TiledNetwork(named_config("tiny"), "1x1", executor=LocalExecutor(), dtype="float16")

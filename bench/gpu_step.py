@@ -22,8 +22,10 @@ Rows, per config and minibatch:
 
 Configs ``coatesN`` are the coates1.8b network (20x20 fields, 4x4x8 blocks,
 step 4) on an N x N x 3 input: coates96 has 0.195B parameters, coates200
-1.544B, coates212 1.785B.  dasksae computes in float32 only so far; its
-tf32/bfloat16 rows are absent, not zero.
+1.544B, coates212 1.785B.  dasksae rows run in each of ``--dtypes``
+(``tf32``/``bfloat16``: products in that precision over float32 master
+weights and optimiser state).  ``B/param`` is the GPU memory the worker's
+CuPy pool holds after the runs (its peak), per parameter.
 """
 
 from __future__ import annotations
@@ -92,27 +94,27 @@ def limit_seconds(config, minibatch, precision, ceilings):
     return max(flops / ceilings[precision], 5 * 4 * config.encoder_parameters / ceilings["copy_bytes_per_second"])
 
 
-def time_in_process(config, batch, runs, warmup):
-    """The same step without Dask: dasksae's reference step on CuPy arrays (the kernel time of dasksae-1w)."""
+def time_in_process(config, batch, runs, warmup, dtype="float32"):
+    """The same step without Dask: the one-tile step run in this process on CuPy arrays (the kernel time of dasksae-1w)."""
     import cupy
 
-    from dasksae.optim import init_velocity
-    from dasksae.reference import train_step
+    from dasksae.tile_array import LocalExecutor
+    from dasksae.tiled_network import TiledNetwork
 
-    params = [{name: cupy.asarray(value) for name, value in entry.items()} for entry in initial_params(config)]
-    velocity = init_velocity(params)
+    network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=0, dtype=dtype, device="cuda")
     x = cupy.asarray(batch)
     times = []
     for index in range(warmup + runs):
         cupy.cuda.runtime.deviceSynchronize()
         started = time.perf_counter()
-        train_step(params, velocity, x, config, 1e-3, 0.9)
+        network.step(x, 1e-3, 0.9)  # returns the losses as floats: synchronised
         cupy.cuda.runtime.deviceSynchronize()
         if index >= warmup:
             times.append(time.perf_counter() - started)
-    del params, velocity, x
+    held = _pool_bytes()
+    del network, x
     cupy.get_default_memory_pool().free_all_blocks()
-    return statistics.median(times)
+    return statistics.median(times), held
 
 
 def _pool_bytes():
@@ -130,7 +132,7 @@ def _free_pool():
 
 
 def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=None, send_each_step=False, eager=False,
-                 execution="spmd"):
+                 execution="spmd", dtype="float32", steps_per_task=1, protocol="tcp"):
     import distributed
 
     from dasksae.tiled_network import TiledNetwork
@@ -139,23 +141,24 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
         cluster = None
         client = distributed.Client(scheduler_address)
     else:
-        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None, silence_logs=40)
+        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None, silence_logs=40,
+                                           protocol=protocol)
         client = distributed.Client(cluster)
     try:
         if eager:
             from dasksae.latency import eager_messages
 
             eager_messages(client)
-        network = TiledNetwork(config, tiles, client, seed=0, dtype="float32", device="cuda", execution=execution)
+        network = TiledNetwork(config, tiles, client, seed=0, dtype=dtype, device="cuda", execution=execution)
         # as the training loop does (it places the next batch while a step runs), unless asked to send it each step
         data = batch if send_each_step else network.place(batch)
         for _ in range(warmup):
-            network.step(data, 1e-3, 0.9)
+            network.steps([data] * steps_per_task, 1e-3, 0.9)
         times, report = [], None
         for _ in range(runs):
             started = time.perf_counter()
-            report = network.step(data, 1e-3, 0.9)
-            times.append(time.perf_counter() - started)
+            report = network.steps([data] * steps_per_task, 1e-3, 0.9)[-1]
+            times.append((time.perf_counter() - started) / steps_per_task)
         held = sum(client.run(_pool_bytes).values())
         del network
         client.run(_free_pool)
@@ -213,7 +216,9 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup-runs", type=int, default=3)
     parser.add_argument("--runs-4w", type=int, default=5, help="runs of the (slow) 4-worker graph path")
-    parser.add_argument("--protocol", default="tcp", choices=["tcp"], help="worker transport (UCX: not yet)")
+    parser.add_argument("--dtypes", default="float32,tf32,bfloat16", help="dasksae precisions (float32 master weights)")
+    parser.add_argument("--steps-per-task", default="1", help="comma-separated: SGD steps inside each task (dasksae-1w rows)")
+    parser.add_argument("--protocol", default="tcp", choices=["tcp", "ucx"], help="worker transport (ucx needs distributed-ucxx)")
     parser.add_argument("--scheduler-address", default=None)
     parser.add_argument("--compile", action="store_true", help="also torch.compile rows")
     parser.add_argument("--eager-messages", action="store_true", help="dasksae-1w with batched-stream intervals 0")
@@ -256,36 +261,43 @@ def main(argv=None):
             if "limit" in modes:
                 for precision in ("float32", "tf32", "bfloat16"):
                     emit(f"limit-{precision}", precision, limits[precision])
-            kernel = None
-            if "dasksae-1w" in modes or "dasksae-4w" in modes:
-                try:
-                    kernel = time_in_process(config, batch, args.runs, args.warmup_runs)
-                    emit("in-process", "float32", kernel)
-                except Exception as error:  # noqa: BLE001
-                    print(f"{name} in-process failed: {type(error).__name__}: {str(error)[:200]}")
-                    kernel = float("nan")
-            if "dasksae-1w" in modes:
-                try:
-                    seconds, report, held = time_dasksae(config, batch, 1, "1x1", args.runs, args.warmup_runs,
-                                                         args.scheduler_address, eager=args.eager_messages)
-                    emit("dasksae-1w" + ("-eager" if args.eager_messages else ""), "float32", seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
-                         tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"])
-                    seconds, report, held = time_dasksae(config, batch, 1, "1x1", max(5, args.runs // 4), 2,
-                                                         args.scheduler_address, send_each_step=True)
-                    emit("dasksae-1w-send", "float32", seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held)
-                except Exception as error:  # noqa: BLE001 - a benchmark reports and goes on
-                    print(f"{name} dasksae-1w failed: {type(error).__name__}: {error}")
-            for mode, execution in (("dasksae-4w", "spmd"), ("dasksae-4w-graph", "graph")):
-                if mode not in modes:
-                    continue
-                try:
-                    seconds, report, held = time_dasksae(config, batch, 4, "2x2", args.runs_4w, 2, args.scheduler_address,
-                                                         execution=execution)
-                    emit(f"{mode}-2x2", "float32", seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
-                         tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"],
-                         halo_bytes=report.statistics["halo_bytes"], execution=execution)
-                except Exception as error:  # noqa: BLE001
-                    print(f"{name} {mode} failed: {type(error).__name__}: {error}")
+            for dtype in args.dtypes.split(","):
+                kernel = float("nan")
+                if "dasksae-1w" in modes or "dasksae-4w" in modes:
+                    try:
+                        kernel, held = time_in_process(config, batch, args.runs, args.warmup_runs, dtype)
+                        emit("in-process", dtype, kernel, memory=held)
+                    except Exception as error:  # noqa: BLE001 - a benchmark reports and goes on
+                        print(f"{name} in-process {dtype} failed: {type(error).__name__}: {str(error)[:200]}")
+                if "dasksae-1w" in modes:
+                    for per_task in (int(k) for k in args.steps_per_task.split(",")):
+                        try:
+                            seconds, report, held = time_dasksae(config, batch, 1, "1x1", args.runs, args.warmup_runs,
+                                                                 args.scheduler_address, eager=args.eager_messages, dtype=dtype,
+                                                                 steps_per_task=per_task, protocol=args.protocol)
+                            emit("dasksae-1w" + (f"-k{per_task}" if per_task > 1 else "") + ("-eager" if args.eager_messages else ""),
+                                 dtype, seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
+                                 tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"], steps_per_task=per_task)
+                        except Exception as error:  # noqa: BLE001
+                            print(f"{name} dasksae-1w {dtype} failed: {type(error).__name__}: {error}")
+                if "dasksae-1w-send" in modes:
+                    try:
+                        seconds, report, held = time_dasksae(config, batch, 1, "1x1", max(5, args.runs // 4), 2,
+                                                             args.scheduler_address, send_each_step=True, dtype=dtype, protocol=args.protocol)
+                        emit("dasksae-1w-send", dtype, seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held)
+                    except Exception as error:  # noqa: BLE001
+                        print(f"{name} dasksae-1w-send {dtype} failed: {type(error).__name__}: {error}")
+                for mode, execution in (("dasksae-4w", "spmd"), ("dasksae-4w-graph", "graph")):
+                    if mode not in modes:
+                        continue
+                    try:
+                        seconds, report, held = time_dasksae(config, batch, 4, "2x2", args.runs_4w, 2, args.scheduler_address,
+                                                             execution=execution, dtype=dtype, protocol=args.protocol)
+                        emit(f"{mode}-2x2", dtype, seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
+                             tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"],
+                             halo_bytes=report.statistics["halo_bytes"], execution=execution)
+                    except Exception as error:  # noqa: BLE001
+                        print(f"{name} {mode} {dtype} failed: {type(error).__name__}: {error}")
             if "torch" in modes:
                 for precision in args.precisions.split(","):
                     for compiled in ([False, True] if args.compile else [False]):

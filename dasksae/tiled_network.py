@@ -54,6 +54,13 @@ def on_device(state: dict, device: str) -> dict:
     return state
 
 
+def on_device_array(array):
+    """``array`` on this process's GPU (CuPy)."""
+    import cupy
+
+    return cupy.asarray(array)
+
+
 def init_tile_state(config: NetworkConfig, stage: int, seed: int, rows, cols, dtype, device: str = "cpu") -> dict:
     """A tile's filter blocks of one stage and zero momentum (runs on the tile's worker)."""
     state = {}
@@ -308,10 +315,19 @@ class TiledNetwork:
             return x
         self._check_batch(x, None)
         if whole:
-            return PlacedBatch(tuple(x.shape), x.dtype, None, executor.put(grid.tiles()[0], x))
+            return PlacedBatch(tuple(x.shape), x.dtype, None, self._to_device(grid.tiles()[0], executor.put(grid.tiles()[0], x)))
         per_map = x.shape[-1] * x.dtype.itemsize
         array = TileArray.from_array(executor, x, grid.windows(0, "input_owned"), self.config.input_shape[2] * per_map)
+        if self.device == "cuda":
+            array = TileArray(executor, array.windows, {t: self._to_device(t, h) for t, h in array.parts.items()}, None,
+                              array.position_bytes)
         return PlacedBatch(tuple(x.shape), x.dtype, array, None)
+
+    def _to_device(self, tile, handle):
+        """On a GPU network, the placed part moved onto its worker's GPU there (ahead of the step, not inside it)."""
+        if self.device != "cuda":
+            return handle
+        return self.executor.run(tile, on_device_array, handle, name="batch-to-device")
 
     def place_from_store(self, path: str, start: int, count: int) -> "PlacedBatch":
         """Minibatch ``start .. start+count`` of a data store (:mod:`dasksae.data`), each tile reading its own

@@ -120,3 +120,61 @@ def test_five_training_steps_give_the_same_losses(rng):
     gpu_error = numpy.abs(numpy.array(losses["gpu32"]) / reference - 1)
     print("losses", losses, "cpu32 error", cpu_error, "gpu32 error", gpu_error)
     assert numpy.all(gpu_error <= numpy.maximum(10 * cpu_error, 1e-5))
+
+
+@pytest.mark.parametrize("precision,tolerance", [("float32", FLOAT32), ("tf32", 2e-3), ("bfloat16", 1e-5)])
+@pytest.mark.parametrize("transpose_a,transpose_b", [(False, False), (True, False), (False, True)])
+def test_cublas_products_equal_numpy(rng, precision, tolerance, transpose_a, transpose_b):
+    """cuBLAS strided-batched GEMM with each compute type against NumPy (bfloat16: both round operands the
+    same way, so only float32 sums differ; tf32: the tensor cores' rounding of operands may differ from ours)."""
+    from dasksae.kernels.gemm import batched_matmul
+
+    a, a_gpu = both(rng.standard_normal((7, 96, 130) if transpose_a else (7, 130, 96)))
+    b, b_gpu = both(rng.standard_normal((7, 40, 96) if transpose_b else (7, 96, 40)))
+    options = dict(transpose_a=transpose_a, transpose_b=transpose_b, precision=precision)
+    got = batched_matmul(a_gpu, b_gpu, **options)
+    assert got.dtype == cupy.float32
+    assert relative_error(got, batched_matmul(a, b, **options)) < tolerance
+    batched_matmul(a_gpu, b_gpu, out=got, accumulate=True, **options)
+    assert relative_error(got, 2 * batched_matmul(a, b, **options)) < tolerance
+
+
+def test_bfloat16_operands_round_like_numpy(rng):
+    from dasksae.kernels.gemm import from_bfloat16, operand
+
+    x, x_gpu = both(rng.standard_normal((300, 301)) * 100)
+    assert numpy.array_equal(to_numpy(from_bfloat16(operand(x_gpu, "bfloat16"))), operand(x, "bfloat16"))
+    scale, scale_gpu = both(rng.uniform(0.5, 2, (300, 1)))
+    assert numpy.array_equal(to_numpy(from_bfloat16(operand(x_gpu, "bfloat16", scale_gpu))), operand(x * scale, "bfloat16"))
+
+
+def test_fused_unit_norm_update_and_norms(rng):
+    from dasksae.kernels.normalize import inverse_row_norms, unit_rows_sgd
+
+    raw, raw_gpu = both(rng.standard_normal((3, 4, 32, 1200)))
+    velocity, velocity_gpu = both(rng.standard_normal(raw.shape))
+    grad, grad_gpu = both(rng.standard_normal(raw.shape))
+    norms, norms_gpu = inverse_row_norms(raw), inverse_row_norms(raw_gpu)
+    assert relative_error(norms_gpu, norms) < FLOAT32
+    unit_rows_sgd(raw, velocity, grad, norms, 0.01, 0.9)
+    unit_rows_sgd(raw_gpu, velocity_gpu, grad_gpu, norms_gpu, 0.01, 0.9)
+    assert relative_error(velocity_gpu, velocity) < FLOAT32 and relative_error(raw_gpu, raw) < FLOAT32
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_chunked_scaled_products_on_the_gpu(rng, precision):
+    from dasksae.kernels.local_filter import local_filter_weight_grads
+
+    x, x_gpu = both(rng.standard_normal((20, 19, 3, 8)))
+    w, w_gpu = both(rng.standard_normal((4, 4, 24, 48)))
+    s, s_gpu = both(rng.uniform(0.5, 2, (4, 4, 24)))
+    args = (4, 4, 2, 2)
+    options = dict(precision=precision, chunk_bytes=1)
+    tolerance = FLOAT32 if precision == "float32" else 1e-5
+    y = local_filter_forward(x, w, *args, row_scale=s, **options)
+    assert relative_error(local_filter_forward(x_gpu, w_gpu, *args, row_scale=s_gpu, **options), y) < tolerance
+    back = local_filter_transpose(y, w, x.shape, *args, row_scale=s, **options)
+    assert relative_error(local_filter_transpose(cupy.asarray(y), w_gpu, x.shape, *args, row_scale=s_gpu, **options), back) < tolerance
+    grads = local_filter_weight_grads([(y, x, None), (y, x, 0.5)], *args, **options)
+    got = local_filter_weight_grads([(cupy.asarray(y), x_gpu, None), (cupy.asarray(y), x_gpu, 0.5)], *args, **options)
+    assert relative_error(got, grads) < tolerance

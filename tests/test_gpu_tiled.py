@@ -44,3 +44,20 @@ def test_gpu_training_equals_cpu(workers, tiles):
     for mine, theirs in zip(params, cpu.parameters()):
         error = numpy.linalg.norm(mine["encoder"] - theirs["encoder"]) / numpy.linalg.norm(theirs["encoder"])
         assert error < FLOAT32
+
+
+@pytest.mark.parametrize("precision,tolerance", [("tf32", 1e-3), ("bfloat16", 1e-3)])
+def test_gpu_reduced_precision_training_follows_float32(precision, tolerance):
+    """tf32 and bfloat16 products on the GPU (cuBLAS compute types) over float32 master weights: the losses
+    of five joint steps within the stated relative tolerance of float32 on the CPU."""
+    config = named_config("tiny")
+    data = numpy.random.default_rng(3)
+    batches = [data.standard_normal(config.input_shape + (16,)).astype("float32") for _ in range(5)]
+    cpu = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="float32")
+    expected = numpy.array([cpu.step(x, 1e-3, 0.9).loss for x in batches])
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            gpu = TiledNetwork(config, "1x1", client, seed=1, dtype=precision, device="cuda")
+            got = numpy.array([gpu.step(x, 1e-3, 0.9).loss for x in batches])
+    relative = numpy.abs(got - expected) / numpy.abs(expected)
+    assert relative.max() < tolerance, relative

@@ -17,6 +17,8 @@ Rows, per config and minibatch:
 * ``dasksae-4w``: four plain workers sharing the GPU, 2x2 tiles, one task per
   tile and step exchanging halos worker to worker (``dasksae.spmd``);
   ``dasksae-4w-graph``: the same as a task per layer and halo strip;
+  ``dasksae-4w-threads``: the four workers as threads of one process (one
+  CUDA context, no time-slicing between contexts; halos pass in memory);
 * ``torch-<precision>``: ``bench/torch_peer.py`` in float32, tf32 and
   bfloat16 (``--compile`` adds ``torch.compile`` rows).
 
@@ -132,7 +134,7 @@ def _free_pool():
 
 
 def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=None, send_each_step=False, eager=False,
-                 execution="spmd", dtype="float32", steps_per_task=1, protocol="tcp"):
+                 execution="spmd", dtype="float32", steps_per_task=1, protocol="tcp", processes=True):
     import distributed
 
     from dasksae.tiled_network import TiledNetwork
@@ -142,7 +144,7 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
         client = distributed.Client(scheduler_address)
     else:
         cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None, silence_logs=40,
-                                           protocol=protocol)
+                                           **({"protocol": protocol} if processes else {"processes": False}))
         client = distributed.Client(cluster)
     try:
         if eager:
@@ -159,7 +161,8 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
             started = time.perf_counter()
             report = network.steps([data] * steps_per_task, 1e-3, 0.9)[-1]
             times.append((time.perf_counter() - started) / steps_per_task)
-        held = sum(client.run(_pool_bytes).values())
+        pools = client.run(_pool_bytes).values()
+        held = sum(pools) if processes else max(pools)  # threads of one process share its memory pool
         del network
         client.run(_free_pool)
         return statistics.median(times), report, held
@@ -287,12 +290,14 @@ def main(argv=None):
                         emit("dasksae-1w-send", dtype, seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held)
                     except Exception as error:  # noqa: BLE001
                         print(f"{name} dasksae-1w-send {dtype} failed: {type(error).__name__}: {error}")
-                for mode, execution in (("dasksae-4w", "spmd"), ("dasksae-4w-graph", "graph")):
+                for mode, execution, processes in (("dasksae-4w", "spmd", True), ("dasksae-4w-threads", "spmd", False),
+                                                   ("dasksae-4w-graph", "graph", True)):
                     if mode not in modes:
                         continue
                     try:
                         seconds, report, held = time_dasksae(config, batch, 4, "2x2", args.runs_4w, 2, args.scheduler_address,
-                                                             execution=execution, dtype=dtype, protocol=args.protocol)
+                                                             execution=execution, dtype=dtype, protocol=args.protocol,
+                                                             processes=processes)
                         emit(f"{mode}-2x2", dtype, seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
                              tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"],
                              halo_bytes=report.statistics["halo_bytes"], execution=execution)

@@ -104,7 +104,7 @@ def main(argv=None):
             (f"{precision} GEMM NT  Y X^T", lambda r=rows_op, p=patches_op, q=precision: batched_matmul(r, p, transpose_b=True, precision=q), gemm_flops, 0, 0),
         ]
         if precision != "float32":
-            operations.append((f"{precision} operand(U)", lambda q=precision: operand(raw, q), 0, 1.5 * weight_bytes if q == "bfloat16" else 0, 1))
+            operations.append((f"{precision} operand(U)", lambda q=precision: operand(raw, q), 0, 1.5 * weight_bytes if precision == "bfloat16" else 0, 1))
         for megabytes in (int(v) for v in args.chunk_mb.split(",")):
             chunk = None if megabytes == 0 else megabytes * 2**20
             label = f"{precision} chunk {megabytes or 'all'}MB"

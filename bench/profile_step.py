@@ -31,6 +31,7 @@ def main(argv=None):
     parser.add_argument("--minibatch", type=int, default=96)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tiles", default="1x1", help="e.g. 2x2: every tile's functions run one after another in this process")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     totals = collections.defaultdict(float)
@@ -45,9 +46,12 @@ def main(argv=None):
             return handle
 
     config = coates(args.config)
-    network = tiled_network.TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=0, dtype=args.dtype, device="cuda")
-    x = cupy.asarray(numpy.random.default_rng(0).standard_normal(config.input_shape + (args.minibatch,)).astype("float32"))
+    tiled = args.tiles != "1x1"
+    network = tiled_network.TiledNetwork(config, args.tiles, executor=TimingExecutor() if tiled else LocalExecutor(), seed=0,
+                                         dtype=args.dtype, device="cuda")
+    x = (numpy.asarray if tiled else cupy.asarray)(numpy.random.default_rng(0).standard_normal(config.input_shape + (args.minibatch,)).astype("float32"))
     network.step(x, 1e-3, 0.9)  # warm-up: kernels compiled, memory pool filled
+    totals.clear()
     plain = tiled_network.LocalExecutor
     tiled_network.LocalExecutor = TimingExecutor  # the one-tile step builds its executor by this name
     try:
@@ -60,12 +64,12 @@ def main(argv=None):
     finally:
         tiled_network.LocalExecutor = plain
     rows = sorted(((name, seconds / args.runs) for name, seconds in totals.items()), key=lambda r: -r[1])
-    print(f"{args.config} M={args.minibatch} {args.dtype}: {step * 1e3:.1f} ms a step (timed with a sync around every function)")
+    print(f"{args.config} M={args.minibatch} {args.dtype} tiles {args.tiles}: {step * 1e3:.1f} ms a step (timed with a sync around every function)")
     for name, seconds in rows:
         print(f"  {name:<28}{seconds * 1e3:>8.2f} ms {seconds / step:>6.1%}")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"config": args.config, "minibatch": args.minibatch, "dtype": args.dtype, "step_seconds": step,
+            json.dump({"config": args.config, "minibatch": args.minibatch, "dtype": args.dtype, "tiles": args.tiles, "step_seconds": step,
                        "functions": dict(rows)}, handle, indent=1)
 
 

@@ -14,8 +14,17 @@ import numpy
 
 from .kernels.backend import array_module
 from .kernels.contrast import lcn_backward, lcn_forward
-from .kernels.gemm import native_precision, operand
-from .kernels.local_filter import local_filter_forward, local_filter_transpose, local_filter_weight_grads
+from .kernels.gemm import batched_matmul, native_precision, operand, result_dtype, storage_dtype
+from .kernels.local_filter import (
+    CHUNK_BYTES,
+    block_view,
+    chunks,
+    field_rows,
+    fold_patches_into,
+    gather_patches,
+    local_filter_forward,
+    local_filter_transpose,
+)
 from .kernels.normalize import inverse_row_norms, unit_rows_backward, unit_rows_sgd
 from .kernels.pooling import window_sum, window_sum_transpose
 from .optim import sgd_momentum_update
@@ -86,52 +95,89 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
     (and the sparsity term); ``error_window``: the reconstruction error over
     the tile's input window (``None`` without the objective).  ``update`` is
     ``None`` (return the gradients) or ``(lr, momentum)``: then the state's
-    arrays are updated in place, one chunk of filter blocks at a time as
-    their gradient is computed (the whole gradient never exists), and
-    returned as the new state.
+    arrays are updated in place and returned as the new state.
+
+    One pass over chunks of block rows does everything for those blocks (all
+    of it is local to them): the fields of ``x`` and of ``g_r = 2/M e`` are
+    gathered once, side by side, into one buffer ``[X | G]``;
+    ``g_code = W g_r`` reads its half; ``g_z = a g_code + grad_z`` is formed
+    in block layout next to ``a z`` in a second buffer; the weight gradient is
+    then *one* GEMM with ``2M`` inner terms, ``[g_z | a z] [X | G]^T``
+    (``g_z x^T`` plus the tied decoder's ``(a z) g_r^T``); the input gradient
+    ``W^T g_z`` is folded in (before the update, which then runs on the chunk
+    through the unit norm).  The whole gradient never exists.
     """
     xp = array_module(forward["z"])
-    geometry = (stage.field, stage.step, stage.block[0], stage.block[1])
+    field, step, block_h, block_w = stage.field, stage.step, stage.block[0], stage.block[1]
     x_window, weights, inverse_norms, z = forward["x"], forward["weights"], forward["inverse_norms"], forward["z"]
     precision = forward["precision"]
+    blocks_h, blocks_w, rows, fan_in = weights.shape
     batch = x_window.shape[-1]
     tied = "decoder" not in state
-    scale_grad, a = 0.0, scale_of(scale_state)
-    if grad_z is None:
-        grad_z = xp.zeros_like(z)
-    encoder_pairs, decoder_pairs = [], []
-    if error_window is not None:
-        grad_reconstruction = operand(xp.asarray(error_window), precision, 2.0 / batch)
-        if tied:
-            grad_code = local_filter_forward(grad_reconstruction, weights, *geometry, row_scale=inverse_norms, precision=precision)
-        else:
-            grad_code = local_filter_forward(grad_reconstruction, forward["decoder"], *geometry, precision=precision)
-        grad_z = a * grad_code + grad_z
-        scale_grad = float((z * grad_code).sum(dtype=xp.float64))
-        (encoder_pairs if tied else decoder_pairs).append((z, grad_reconstruction, a if tied else None))
-    encoder_pairs.insert(0, (grad_z, x_window, None))
+    a = scale_of(scale_state)
+    has_error = error_window is not None
+    error = operand(xp.asarray(error_window), precision, 2.0 / batch) if has_error else None
+    width = 2 * batch if (has_error and tied) else batch  # inner terms of the weight-gradient GEMM
+    dtype, storage = result_dtype(precision), storage_dtype(precision) if xp is not numpy else result_dtype(precision)
+    z_blocks = block_view(z, block_h, block_w)
+    grad_z_blocks = None if grad_z is None else block_view(grad_z, block_h, block_w)
+    grad_x = xp.zeros(x_window.shape, dtype=dtype) if need_input_grad else None
+    grads = None if update is not None else {"encoder": xp.empty(weights.shape, dtype=dtype)}
+    if grads is not None and not tied:
+        grads["decoder"] = xp.empty(weights.shape, dtype=dtype)
+    scale_grad = 0.0
+    per_row = blocks_w * (fan_in * (width + batch) * storage.itemsize + rows * (width + 4 * batch) * dtype.itemsize + rows * fan_in * dtype.itemsize)
+    for p0, p1 in chunks(blocks_h, per_row, CHUNK_BYTES):
+        count = (p1 - p0) * blocks_w
+        inputs = field_rows(p0, p1, field, step)
+        fields = xp.empty((count, fan_in, width), dtype=storage)  # [X | G]
+        gather_patches(x_window[inputs], field, step, p1 - p0, blocks_w, out=fields[:, :, :batch])
+        codes = xp.empty((count, rows, width), dtype=storage)  # [g_z | a z]
+        z_rows = xp.ascontiguousarray(z_blocks[p0:p1]).reshape(count, rows, batch)
+        grad_rows = (xp.zeros((count, rows, batch), dtype=dtype) if grad_z_blocks is None
+                     else xp.ascontiguousarray(grad_z_blocks[p0:p1]).reshape(count, rows, batch))
+        chunk_scale = inverse_norms[p0:p1].reshape(count, rows, 1)
+        weight_rows = weights[p0:p1].reshape(count, rows, fan_in)
+        if has_error:
+            error_fields = fields[:, :, batch:] if tied else xp.empty((count, fan_in, batch), dtype=storage)
+            gather_patches(error[inputs], field, step, p1 - p0, blocks_w, out=error_fields)
+            if tied:
+                grad_code = batched_matmul(weight_rows, error_fields, precision=precision)
+                grad_code *= chunk_scale
+            else:
+                grad_code = batched_matmul(forward["decoder"][p0:p1].reshape(count, rows, fan_in), error_fields, precision=precision)
+            scale_grad += float((z_rows * grad_code).sum(dtype=xp.float64))
+            grad_code *= a
+            grad_rows += grad_code
+            if tied:
+                operand(z_rows, precision, a, out=codes[:, :, batch:])
+        operand(grad_rows, precision, out=codes[:, :, :batch])
+        if need_input_grad:  # before the update: it reads the weights in place
+            patches = batched_matmul(weight_rows, operand(grad_rows, precision, chunk_scale), transpose_a=True, precision=precision)
+            fold_patches_into(grad_x[inputs], patches, field, step, p1 - p0, blocks_w)
+        grad_unit = batched_matmul(codes, fields, transpose_b=True, precision=precision,
+                                   out=None if grads is None else grads["encoder"][p0:p1].reshape(count, rows, fan_in))
+        grad_decoder = None
+        if has_error and not tied:
+            grad_decoder = batched_matmul(operand(z_rows, precision), error_fields, transpose_b=True, precision=precision,
+                                          out=None if grads is None else grads["decoder"][p0:p1].reshape(count, rows, fan_in))
+        if update is not None:
+            lr, momentum = update
+            shape = (p1 - p0, blocks_w, rows, fan_in)
+            unit_rows_sgd(state["encoder"][p0:p1], state["encoder_velocity"][p0:p1], grad_unit.reshape(shape),
+                          inverse_norms[p0:p1], lr, momentum)
+            if grad_decoder is not None:
+                sgd_momentum_update(state["decoder"][p0:p1], state["decoder_velocity"][p0:p1], grad_decoder.reshape(shape), lr, momentum)
     out = {"scale_grad": scale_grad}
-    if need_input_grad:  # before the update: it reads the weights in place
-        out["grad_x"] = local_filter_transpose(grad_z, weights, x_window.shape, *geometry, row_scale=inverse_norms, precision=precision)
-    raw = state["encoder"]
-    if update is None:
-        grads = {"encoder": _unit_gradient(local_filter_weight_grads(encoder_pairs, *geometry, precision=precision), raw, inverse_norms)}
-        if decoder_pairs:
-            grads["decoder"] = local_filter_weight_grads(decoder_pairs, *geometry, precision=precision)
+    if need_input_grad:
+        out["grad_x"] = grad_x
+    if grads is None:
+        out["state"] = state
+    else:
+        grads["encoder"] = _unit_gradient(grads["encoder"], state["encoder"], inverse_norms)
+        if not has_error and not tied:
+            del grads["decoder"]
         out["grads"] = grads
-        return out
-    lr, momentum = update
-
-    def update_encoder(p0, p1, grad):
-        unit_rows_sgd(raw[p0:p1], state["encoder_velocity"][p0:p1], grad, inverse_norms[p0:p1], lr, momentum)
-
-    def update_decoder(p0, p1, grad):
-        sgd_momentum_update(state["decoder"][p0:p1], state["decoder_velocity"][p0:p1], grad, lr, momentum)
-
-    local_filter_weight_grads(encoder_pairs, *geometry, precision=precision, consume=update_encoder)
-    if decoder_pairs:
-        local_filter_weight_grads(decoder_pairs, *geometry, precision=precision, consume=update_decoder)
-    out["state"] = state
     return out
 
 

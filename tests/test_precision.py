@@ -118,3 +118,11 @@ def test_unknown_dtype_is_refused_in_one_sentence():
     assert split_dtype("bfloat16") == (numpy.dtype("float32"), "bfloat16")
     with pytest.raises(ConfigError, match="use one of float32, float64, tf32, bfloat16"):
         TiledNetwork(named_config("tiny"), "1x1", executor=LocalExecutor(), dtype="float16")
+
+
+def test_operands_never_round_the_callers_array(rng):
+    weights = rng.standard_normal((4, 5)).astype(numpy.float32)
+    kept = weights.copy()
+    for precision in ("tf32", "bfloat16"):
+        assert not numpy.array_equal(operand(weights, precision), weights)
+    assert numpy.array_equal(weights, kept)

@@ -69,6 +69,56 @@ def _window_sum_transpose_kernel():
 
 
 @functools.lru_cache(maxsize=None)
+def _fold_kernel():
+    import cupy
+
+    return cupy.ElementwiseKernel(
+        "raw T patches, int64 width, int64 channels, int64 batch, int64 blocks_h, int64 blocks_w, int32 field, int32 step",
+        "T out",
+        """
+        const long long m = i % batch;
+        long long rest = i / batch;
+        const long long c = rest % channels;
+        rest /= channels;
+        const long long w = rest % width;
+        const long long h = rest / width;
+        const long long fan_in = (long long)field * field * channels;
+        long long p_first = h >= field ? (h - field) / step + 1 : 0;
+        long long q_first = w >= field ? (w - field) / step + 1 : 0;
+        const long long p_last = min(h / step, blocks_h - 1);
+        const long long q_last = min(w / step, blocks_w - 1);
+        T total = out;
+        for (long long p = p_first; p <= p_last; ++p) {
+            const long long u = h - p * step;
+            for (long long q = q_first; q <= q_last; ++q) {
+                const long long v = w - q * step;
+                total += patches[((p * blocks_w + q) * fan_in + (u * field + v) * channels + c) * batch + m];
+            }
+        }
+        out = total;
+        """,
+        "dasksae_fold_patches",
+    )
+
+
+def fold_patches_into(out, patches, field: int, step: int, blocks_h: int, blocks_w: int):
+    """Add the overlapping fields ``patches (nbh*nbw, f*f*C, M)`` into ``out (H, W, C, M)`` in one kernel.
+
+    One thread per element of ``out`` sums the (at most ``ceil(f/step)^2``)
+    field entries that land on it; ``out`` is read and written once, where
+    the strided-add fold touches it once per field offset group.
+    """
+    import cupy
+
+    if not out.flags.c_contiguous:
+        return False
+    patches = cupy.ascontiguousarray(patches)
+    height, width, channels, batch = out.shape
+    _fold_kernel()(patches, width, channels, batch, blocks_h, blocks_w, field, step, out)
+    return True
+
+
+@functools.lru_cache(maxsize=None)
 def _sgd_kernel():
     import cupy
 

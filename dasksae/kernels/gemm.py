@@ -90,29 +90,45 @@ def _to_bfloat16_kernel():
     )
 
 
-def operand(x, precision: str | None = None, scale=None):
-    """``x`` (times ``scale``, broadcast) as a contiguous array in the storage the GEMM reads for ``precision``.
+def storage_dtype(precision: str):
+    """The dtype of a GEMM operand on CuPy for ``precision`` (``uint16`` bits for bfloat16)."""
+    return numpy.dtype("uint16") if precision == "bfloat16" else result_dtype(precision)
 
-    One pass over ``x`` (a strided view is fine).  No copy where nothing
-    changes (a contiguous float32 array in float32 or tf32 on CuPy).
+
+def operand(x, precision: str | None = None, scale=None, out=None):
+    """``x`` (times ``scale``, broadcast) as an array in the storage the GEMM reads for ``precision``.
+
+    One pass over ``x`` (a strided view is fine).  ``out``: write there (any
+    view of the right shape and storage dtype) instead of a new contiguous
+    array.  No copy where nothing changes (a contiguous float32 array in
+    float32 or tf32 on CuPy, without ``scale`` or ``out``).
     """
     xp = array_module(x)
     precision = precision or native_precision(x)
     if precision == "bfloat16" and xp is not numpy:
         if x.dtype == numpy.uint16:
-            return x if scale is None else operand(from_bfloat16(x), precision, scale)
-        out = xp.empty(x.shape, dtype=numpy.uint16)
+            if scale is None and out is None:
+                return x
+            x = from_bfloat16(x)
+        if out is None:
+            out = xp.empty(x.shape, dtype=numpy.uint16)
         if scale is None or not hasattr(scale, "dtype"):
             scale = x.dtype.type(1 if scale is None else scale)
         return _to_bfloat16_kernel()(x, scale, out)
     dtype = result_dtype(precision)
-    if scale is None:
+    if out is None and scale is None:
         value = xp.ascontiguousarray(x, dtype=dtype)
     else:
-        value = xp.empty(x.shape, dtype=dtype)
-        xp.multiply(x, scale, out=value)
+        value = xp.empty(x.shape, dtype=dtype) if out is None else out
+        if scale is None:
+            value[...] = x
+        else:
+            xp.multiply(x, scale, out=value)
     if xp is numpy and precision in ("tf32", "bfloat16"):
-        value = _round_mantissa(value, 13 if precision == "tf32" else 16)
+        rounded = _round_mantissa(value, 13 if precision == "tf32" else 16)  # a new array: never round the caller's x
+        if out is None:
+            return rounded
+        out[...] = rounded
     return value
 
 
@@ -131,8 +147,10 @@ def batched_matmul(a, b, *, transpose_a: bool = False, transpose_b: bool = False
 
     ``op`` transposes the last two axes when asked (read in place, never
     copied).  ``out``: a C-contiguous result array to write (``accumulate``:
-    add to it); by default a new one.  See the module text for precisions
-    (default: that of the arrays, float64 or float32).
+    add to it); by default a new one.  ``a`` and ``b`` may be views whose
+    rows are strided (e.g. half of a wider buffer) as long as each row is
+    contiguous.  See the module text for precisions (default: that of the
+    arrays, float64 or float32).
     """
     precision = check_precision(precision or native_precision(a, b))
     xp = array_module(a, b)
@@ -147,16 +165,25 @@ def batched_matmul(a, b, *, transpose_a: bool = False, transpose_b: bool = False
         out = xp.zeros(shape, dtype=result_dtype(precision)) if accumulate else xp.empty(shape, dtype=result_dtype(precision))
     elif out.shape != shape or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous array of shape {shape}, got {out.shape}")
-    a, b = operand(a, precision), operand(b, precision)
     if xp is numpy:
+        a, b = operand(a, precision), operand(b, precision)
         product = numpy.matmul(a.transpose(0, 2, 1) if transpose_a else a, b.transpose(0, 2, 1) if transpose_b else b)
         if accumulate:
             out += product
         else:
             out[...] = product
         return out
+    a, b = _gemm_view(a, precision), _gemm_view(b, precision)
     _cublas_batched(a, b, out, transpose_a, transpose_b, m, n, k, precision, accumulate)
     return out
+
+
+def _gemm_view(x, precision):
+    """``x`` as cuBLAS can read it: the operand storage dtype, each row contiguous (else an operand copy)."""
+    if x.dtype == storage_dtype(precision) and x.strides[2] == x.itemsize and x.strides[1] % x.itemsize == 0 \
+            and x.strides[0] % x.itemsize == 0:
+        return x
+    return operand(x, precision)
 
 
 def _cublas_batched(a, b, out, transpose_a, transpose_b, m, n, k, precision, accumulate):
@@ -172,14 +199,15 @@ def _cublas_batched(a, b, out, transpose_a, transpose_b, m, n, k, precision, acc
     out_type = _CUDA_R_64F if precision == "float64" else _CUDA_R_32F
     alpha = numpy.array(1, dtype=scalar)
     beta = numpy.array(1 if accumulate else 0, dtype=scalar)
-    # a row-major (r, c) block is a column-major (c, r) matrix with leading dimension c
-    op_b, ld_b = (1, k) if transpose_b else (0, n)
-    op_a, ld_a = (1, m) if transpose_a else (0, k)
+    # a row-major (r, c) block with row stride s is a column-major (c, r) matrix with leading dimension s
+    op_b, op_a = (1 if transpose_b else 0), (1 if transpose_a else 0)
+    ld_b, batch_b = b.strides[1] // b.itemsize, b.strides[0] // b.itemsize
+    ld_a, batch_a = a.strides[1] // a.itemsize, a.strides[0] // a.itemsize
     cublas.gemmStridedBatchedEx(
         device.get_cublas_handle(), op_b, op_a, n, m, k,
         alpha.ctypes.data,
-        b.data.ptr, data_type, ld_b, k * n,
-        a.data.ptr, data_type, ld_a, m * k,
+        b.data.ptr, data_type, ld_b, batch_b,
+        a.data.ptr, data_type, ld_a, batch_a,
         beta.ctypes.data,
         out.data.ptr, out_type, n, m * n,
         a.shape[0], compute, _GEMM_DEFAULT,

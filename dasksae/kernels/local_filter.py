@@ -35,7 +35,7 @@ from .gemm import batched_matmul, native_precision, operand, result_dtype
 #: Largest transient of one chunk of block rows (patches, block outputs,
 #: weight gradients): the products run over as many block rows at a time as
 #: fit, so a step's peak memory does not grow with the network's width.
-CHUNK_BYTES = 256 * 2**20
+CHUNK_BYTES = 2**30
 
 
 def block_counts(input_size: int, field: int, step: int) -> int:
@@ -51,11 +51,12 @@ def block_counts(input_size: int, field: int, step: int) -> int:
     return (input_size - field) // step + 1
 
 
-def gather_patches(x, field: int, step: int, blocks_h: int, blocks_w: int):
-    """Receptive fields of ``x (H, W, C, M)`` as one contiguous ``(nbh*nbw, f*f*C, M)``.
+def gather_patches(x, field: int, step: int, blocks_h: int, blocks_w: int, out=None):
+    """Receptive fields of ``x (H, W, C, M)`` as one ``(nbh*nbw, f*f*C, M)`` array (new and contiguous, or ``out``).
 
     One strided gather straight into the batched GEMM's layout: the batch stays
     the fastest axis, so each field row is a contiguous run of ``C*M`` values.
+    ``out`` may be a view with strided rows (e.g. half of a wider buffer).
     """
     xp = array_module(x)
     height, width, channels, batch = x.shape
@@ -70,7 +71,10 @@ def gather_patches(x, field: int, step: int, blocks_h: int, blocks_w: int):
         shape=(blocks_h, blocks_w, field, field, channels, batch),
         strides=(step * s_h, step * s_w, s_h, s_w, s_c, s_m),
     )
-    return xp.ascontiguousarray(view).reshape(blocks_h * blocks_w, field * field * channels, batch)
+    if out is None:
+        return xp.ascontiguousarray(view).reshape(blocks_h * blocks_w, field * field * channels, batch)
+    out.reshape(blocks_h, blocks_w, field, field, channels, batch)[...] = view
+    return out
 
 
 def fold_patches(patches, input_shape, field: int, step: int, blocks_h: int, blocks_w: int):
@@ -89,8 +93,13 @@ def fold_patches_into(out, patches, field: int, step: int, blocks_h: int, blocks
 
     Field offsets are grouped in ``ceil(f/step)^2`` groups of ``step x step``;
     within a group no two blocks touch the same input pixel, so each group is
-    one strided add.
+    one strided add.  On CuPy one kernel does it all (:mod:`.cuda_kernels`).
     """
+    if array_module(out).__name__ == "cupy":
+        from . import cuda_kernels
+
+        if cuda_kernels.fold_patches_into(out, patches, field, step, blocks_h, blocks_w):
+            return
     channels, batch = out.shape[2:]
     blocks = patches.reshape(blocks_h, blocks_w, field, field, channels, batch)
     s_h, s_w, s_c, s_m = out.strides
@@ -108,7 +117,7 @@ def fold_patches_into(out, patches, field: int, step: int, blocks_h: int, blocks
             target += source.transpose(0, 2, 1, 3, 4, 5)
 
 
-def _block_view(output_map, block_h: int, block_w: int):
+def block_view(output_map, block_h: int, block_w: int):
     """``(nbh*bh, nbw*bw, K, M)`` map viewed as ``(nbh, nbw, bh, bw, K, M)`` (strided, no copy)."""
     height, width, maps, batch = output_map.shape
     blocks_h, blocks_w = height // block_h, width // block_w
@@ -129,7 +138,7 @@ def map_to_blocks(output_map, block_h: int, block_w: int):
     xp = array_module(output_map)
     height, width, maps, batch = output_map.shape
     blocks_h, blocks_w = height // block_h, width // block_w
-    grid = _block_view(output_map, block_h, block_w)
+    grid = block_view(output_map, block_h, block_w)
     return xp.ascontiguousarray(grid).reshape(blocks_h * blocks_w, block_h * block_w * maps, batch)
 
 
@@ -139,7 +148,7 @@ def _row_scale_view(row_scale, block_h: int, block_w: int):
     return row_scale.reshape(blocks_h, blocks_w, block_h, block_w, rows // (block_h * block_w), 1)
 
 
-def _chunks(blocks_h: int, bytes_per_block_row: int, chunk_bytes: int | None):
+def chunks(blocks_h: int, bytes_per_block_row: int, chunk_bytes: int | None):
     """``(p0, p1)`` ranges of block rows whose transients fit ``chunk_bytes`` (one range for ``None``)."""
     if chunk_bytes is None:
         return [(0, blocks_h)]
@@ -147,7 +156,7 @@ def _chunks(blocks_h: int, bytes_per_block_row: int, chunk_bytes: int | None):
     return [(p, min(p + rows, blocks_h)) for p in range(0, blocks_h, rows)]
 
 
-def _fields(p0: int, p1: int, field: int, step: int):
+def field_rows(p0: int, p1: int, field: int, step: int):
     """The input rows that the fields of block rows ``p0 .. p1`` read."""
     return slice(p0 * step, (p1 - 1) * step + field)
 
@@ -167,11 +176,11 @@ def local_filter_forward(x, weights, field: int, step: int, block_h: int, block_
     out = xp.empty((blocks_h * block_h, blocks_w * block_w, rows // (block_h * block_w), batch), dtype=result_dtype(precision))
     x = operand(x, precision)
     weights = operand(weights, precision)
-    out_blocks = _block_view(out, block_h, block_w)
+    out_blocks = block_view(out, block_h, block_w)
     scale_view = None if row_scale is None else _row_scale_view(row_scale, block_h, block_w)
     per_row = blocks_w * (fan_in * x.itemsize + 2 * rows * out.itemsize) * batch
-    for p0, p1 in _chunks(blocks_h, per_row, chunk_bytes):
-        patches = gather_patches(x[_fields(p0, p1, field, step)], field, step, p1 - p0, blocks_w)
+    for p0, p1 in chunks(blocks_h, per_row, chunk_bytes):
+        patches = gather_patches(x[field_rows(p0, p1, field, step)], field, step, p1 - p0, blocks_w)
         products = batched_matmul(
             weights[p0:p1].reshape(-1, rows, fan_in), patches, precision=precision
         ).reshape(p1 - p0, blocks_w, block_h, block_w, -1, batch)
@@ -191,15 +200,15 @@ def local_filter_transpose(y, weights, input_shape, field: int, step: int, block
     batch = y.shape[-1]
     out = xp.zeros(tuple(input_shape), dtype=result_dtype(precision))
     weights = operand(weights, precision)
-    y_blocks = _block_view(y, block_h, block_w)
+    y_blocks = block_view(y, block_h, block_w)
     scale_view = None if row_scale is None else _row_scale_view(row_scale, block_h, block_w)
     per_row = blocks_w * (fan_in * out.itemsize + rows * 4) * batch
-    for p0, p1 in _chunks(blocks_h, per_row, chunk_bytes):
+    for p0, p1 in chunks(blocks_h, per_row, chunk_bytes):
         block_rows = operand(y_blocks[p0:p1], precision, None if scale_view is None else scale_view[p0:p1])
         patches = batched_matmul(
             weights[p0:p1].reshape(-1, rows, fan_in), block_rows.reshape(-1, rows, batch), transpose_a=True, precision=precision
         )
-        fold_patches_into(out[_fields(p0, p1, field, step)], patches, field, step, p1 - p0, blocks_w)
+        fold_patches_into(out[field_rows(p0, p1, field, step)], patches, field, step, p1 - p0, blocks_w)
     return out
 
 
@@ -221,15 +230,15 @@ def local_filter_weight_grads(pairs, field: int, step: int, block_h: int, block_
     fan_in = field * field * x0.shape[2]
     batch = x0.shape[-1]
     itemsize = result_dtype(precision).itemsize
-    operands = [(_block_view(delta, block_h, block_w), operand(x, precision), scale) for delta, x, scale in pairs]
+    operands = [(block_view(delta, block_h, block_w), operand(x, precision), scale) for delta, x, scale in pairs]
     full = None if consume is not None else xp.empty((blocks_h, blocks_w, rows, fan_in), dtype=result_dtype(precision))
     per_row = blocks_w * (fan_in * (batch + rows) + rows * batch) * itemsize
-    for p0, p1 in _chunks(blocks_h, per_row, chunk_bytes):
+    for p0, p1 in chunks(blocks_h, per_row, chunk_bytes):
         count = (p1 - p0) * blocks_w
         grad = xp.empty((count, rows, fan_in), dtype=result_dtype(precision)) if full is None else full[p0:p1].reshape(count, rows, fan_in)
         for index, (delta_blocks, x, scale) in enumerate(operands):
             block_rows = operand(delta_blocks[p0:p1], precision, scale)
-            patches = gather_patches(x[_fields(p0, p1, field, step)], field, step, p1 - p0, blocks_w)
+            patches = gather_patches(x[field_rows(p0, p1, field, step)], field, step, p1 - p0, blocks_w)
             batched_matmul(
                 block_rows.reshape(count, rows, batch), patches, transpose_b=True, precision=precision,
                 out=grad, accumulate=index > 0,

@@ -235,6 +235,23 @@ def main(argv=None):
 
     card = torch.cuda.get_device_name(0)
     rows = []
+
+    def write_json():
+        """The rows so far, with the card, versions and command (rewritten after every row: a run cut short keeps them)."""
+        if not args.json:
+            return
+        import dask
+        import distributed
+
+        meta = {
+            "command": "python bench/gpu_step.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
+            "card": card, "ceilings": ceilings, "python": platform.python_version(), "numpy": numpy.__version__,
+            "cupy": cupy.__version__, "torch": torch.__version__, "dask": dask.__version__, "distributed": distributed.__version__,
+            "protocol": args.protocol,
+        }
+        with open(args.json, "w") as handle:
+            json.dump({"meta": meta, "rows": rows}, handle, indent=1)
+
     header = f"{'config':<10}{'P':>8}{'M':>5}{'mode':>16}{'step ms':>9}{'img/s':>8}{'TFLOP/s':>9}{'of limit':>9}{'dask ovh':>9}{'B/param':>8}"
     print(f"card: {card}")
     print(header)
@@ -254,6 +271,7 @@ def main(argv=None):
                     "bytes_per_parameter": None if memory is None else memory / parameters, **extra,
                 }
                 rows.append(row)
+                write_json()
                 print(
                     f"{name:<10}{parameters / 1e9:>7.3f}B{minibatch:>5}{mode:>16}{seconds * 1e3:>9.1f}{minibatch / seconds:>8.0f}"
                     f"{flops / seconds / 1e12:>9.2f}{limits[precision] / seconds:>9.1%}"
@@ -311,18 +329,7 @@ def main(argv=None):
                             emit(f"torch-{precision}{'-compile' if compiled else ''}", precision, seconds, memory=peak, loss=loss)
                         except Exception as error:  # noqa: BLE001
                             print(f"{name} torch {precision} compile={compiled} failed: {type(error).__name__}: {str(error)[:200]}")
-    if args.json:
-        import dask
-        import distributed
-
-        meta = {
-            "command": "python bench/gpu_step.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
-            "card": card, "ceilings": ceilings, "python": platform.python_version(), "numpy": numpy.__version__,
-            "cupy": cupy.__version__, "torch": torch.__version__, "dask": dask.__version__, "distributed": distributed.__version__,
-            "protocol": args.protocol,
-        }
-        with open(args.json, "w") as handle:
-            json.dump({"meta": meta, "rows": rows}, handle, indent=1)
+    write_json()
     return rows
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy
+
 
 @functools.lru_cache(maxsize=None)
 def _window_sum_kernel():
@@ -50,16 +52,20 @@ def _window_sum_transpose_kernel():
         """
         const long long q = i % trailing;
         const long long rest = i / trailing;
-        const long long x = rest % width;
-        const long long y = rest / width;
+        const int x = (int)(rest % width);
+        const int y = (int)(rest / width);
         T total = 0;
         for (int a = 0; a < size; ++a) {
-            const long long ry = y - a;
-            if (ry < 0 || ry % stride != 0 || ry / stride >= out_height) continue;
+            const int ry = y - a;
+            if (ry < 0) break;
+            if (stride != 1 && ry % stride != 0) continue;
+            if (ry / stride >= out_height) continue;
             for (int b = 0; b < size; ++b) {
-                const long long cx = x - b;
-                if (cx < 0 || cx % stride != 0 || cx / stride >= out_width) continue;
-                total += g[((ry / stride) * out_width + cx / stride) * trailing + q];
+                const int cx = x - b;
+                if (cx < 0) break;
+                if (stride != 1 && cx % stride != 0) continue;
+                if (cx / stride >= out_width) continue;
+                total += g[((long long)(ry / stride) * out_width + cx / stride) * trailing + q];
             }
         }
         out = total;
@@ -166,3 +172,199 @@ def sgd_momentum_update(param, velocity, grad, lr: float, momentum: float) -> bo
         return False
     _sgd_kernel()(grad, param.dtype.type(lr), param.dtype.type(momentum), param, velocity)
     return True
+
+
+# ---------------------------------------------------------------- local contrast normalisation
+#
+# Maps are (H, W, K, M); per-position planes (H, W, M).  One thread per (h, w, m) loops over the K maps
+# (reads coalesced along m).  The smoothing is the 2-D zero-padded "same" Gaussian stencil of
+# :mod:`.contrast` with the border weights ("coverage") of the whole map computed in the kernel from the
+# window's origin and the map's size, so that a tile's window is normalised like the whole map.
+
+_LCN_PREAMBLE = r"""
+__device__ inline float dasksae_coverage(int position, int origin, int map_length, const float* window, int size) {
+    const int half = size / 2;
+    float total = 0;
+    for (int i = 0; i < size; ++i) {
+        const int p = origin + position + i - half;
+        if (p >= 0 && p < map_length) total += window[i];
+    }
+    return total;
+}
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _lcn_smooth_kernel():
+    import cupy
+
+    return cupy.ElementwiseKernel(
+        "raw T plane, raw float32 window, int32 size, int32 height, int32 width, int64 batch, "
+        "int32 origin_h, int32 origin_w, int32 map_h, int32 map_w, T maps, bool divide_before",
+        "T out",
+        """
+        const long long m = i % batch;
+        const long long hw = i / batch;
+        const int w = (int)(hw % width);
+        const int h = (int)(hw / width);
+        const int half = size / 2;
+        T total = 0;
+        for (int a = 0; a < size; ++a) {
+            const int y = h + a - half;
+            if (y < 0 || y >= height) continue;
+            const float row_cover = divide_before ? dasksae_coverage(y, origin_h, map_h, &window[0], size) : 1.0f;
+            for (int b = 0; b < size; ++b) {
+                const int x = w + b - half;
+                if (x < 0 || x >= width) continue;
+                T value = plane[((long long)y * width + x) * batch + m] * (T)(window[a] * window[b]);
+                if (divide_before) value /= (T)(row_cover * dasksae_coverage(x, origin_w, map_w, &window[0], size));
+                total += value;
+            }
+        }
+        if (!divide_before) {
+            total /= (T)(dasksae_coverage(h, origin_h, map_h, &window[0], size) * dasksae_coverage(w, origin_w, map_w, &window[0], size));
+        }
+        out = total / maps;
+        """,
+        "dasksae_lcn_smooth",
+        preamble=_LCN_PREAMBLE,
+    )
+
+
+def lcn_smooth(plane, window, origin, map_shape, maps: int, divide_before: bool):
+    """``G*`` of :mod:`.contrast` on an ``(H, W, M)`` plane, divided by ``maps``.
+
+    ``divide_before=False``: the local average (smooth, then divide by the
+    coverage at the output); ``True``: its adjoint (divide by the coverage at
+    the input, then smooth).
+    """
+    import cupy
+
+    plane = cupy.ascontiguousarray(plane)
+    height, width, batch = plane.shape
+    origin = origin or (0, 0)
+    map_h, map_w = map_shape or (height, width)
+    out = cupy.empty_like(plane)
+    _lcn_smooth_kernel()(
+        plane, cupy.asarray(window, dtype=cupy.float32), window.shape[0], height, width, batch,
+        origin[0], origin[1], map_h, map_w, plane.dtype.type(maps), numpy.bool_(divide_before), out,
+    )
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _sum_maps_kernel():
+    import cupy
+
+    return cupy.ElementwiseKernel(
+        "raw T x, int64 maps, int64 batch",
+        "T out",
+        """
+        const long long m = i % batch;
+        const long long base = (i / batch) * maps * batch + m;
+        T total = 0;
+        for (long long k = 0; k < maps; ++k) total += x[base + k * batch];
+        out = total;
+        """,
+        "dasksae_sum_maps",
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _centre_kernel():
+    import cupy
+
+    return cupy.ElementwiseKernel(
+        "raw T x, raw T mean, int64 maps, int64 batch",
+        "raw T centred, T variance_sum",
+        """
+        const long long m = i % batch;
+        const long long base = (i / batch) * maps * batch + m;
+        const T mu = mean[i];
+        T total = 0;
+        for (long long k = 0; k < maps; ++k) {
+            const T c = x[base + k * batch] - mu;
+            centred[base + k * batch] = c;
+            total += c * c;
+        }
+        variance_sum = total;
+        """,
+        "dasksae_lcn_centre",
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _lcn_backward_first_kernel():
+    import cupy
+
+    return cupy.ElementwiseKernel(
+        "raw T grad_out, raw T centred, T sigma, T divisor, T c, int64 maps, int64 batch",
+        "T grad_variance",
+        """
+        const long long m = i % batch;
+        const long long base = (i / batch) * maps * batch + m;
+        T total = 0;
+        for (long long k = 0; k < maps; ++k) total += grad_out[base + k * batch] * centred[base + k * batch];
+        grad_variance = sigma > c ? -total / (divisor * divisor) / (2 * sigma) : (T)0;
+        """,
+        "dasksae_lcn_backward_first",
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _lcn_backward_second_kernel():
+    import cupy
+
+    return cupy.ElementwiseKernel(
+        "raw T grad_out, raw T centred, T divisor, T spread, int64 maps, int64 batch",
+        "raw T grad_centred, T grad_mean",
+        """
+        const long long m = i % batch;
+        const long long base = (i / batch) * maps * batch + m;
+        T total = 0;
+        for (long long k = 0; k < maps; ++k) {
+            const long long at = base + k * batch;
+            const T g = grad_out[at] / divisor + 2 * centred[at] * spread;
+            grad_centred[at] = g;
+            total += g;
+        }
+        grad_mean = total;
+        """,
+        "dasksae_lcn_backward_second",
+    )
+
+
+def lcn_forward(x, window, c: float, origin=None, map_shape=None):
+    """The fused LCN forward of :func:`dasksae.kernels.contrast.lcn_forward` (same result and cache)."""
+    import cupy
+
+    x = cupy.ascontiguousarray(x)
+    height, width, maps, batch = x.shape
+    sums = cupy.empty((height, width, batch), dtype=x.dtype)
+    _sum_maps_kernel()(x, maps, batch, sums)
+    mean = lcn_smooth(sums, window, origin, map_shape, maps, False)
+    centred = cupy.empty_like(x)
+    variance_sums = cupy.empty_like(sums)
+    _centre_kernel()(x, mean, maps, batch, centred, variance_sums)
+    sigma = cupy.sqrt(lcn_smooth(variance_sums, window, origin, map_shape, maps, False))
+    divisor = cupy.maximum(sigma, x.dtype.type(c))
+    sigma, divisor = sigma[:, :, None, :], divisor[:, :, None, :]
+    return centred / divisor, (centred, sigma, divisor)
+
+
+def lcn_backward(grad_out, centred, sigma, divisor, window, c: float, origin=None, map_shape=None):
+    """The fused LCN backward of :func:`dasksae.kernels.contrast.lcn_backward`."""
+    import cupy
+
+    grad_out = cupy.ascontiguousarray(grad_out)
+    height, width, maps, batch = centred.shape
+    plane = (height, width, batch)
+    sigma2, divisor2 = sigma.reshape(plane), divisor.reshape(plane)
+    grad_variance = cupy.empty(plane, dtype=centred.dtype)
+    _lcn_backward_first_kernel()(grad_out, centred, sigma2, divisor2, centred.dtype.type(c), maps, batch, grad_variance)
+    spread = lcn_smooth(grad_variance, window, origin, map_shape, maps, True)
+    grad_centred = cupy.empty_like(centred)
+    grad_mean = cupy.empty(plane, dtype=centred.dtype)
+    _lcn_backward_second_kernel()(grad_out, centred, divisor2, spread, maps, batch, grad_centred, grad_mean)
+    grad_centred -= lcn_smooth(grad_mean, window, origin, map_shape, maps, True)[:, :, None, :]
+    return grad_centred

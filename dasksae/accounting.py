@@ -1,6 +1,7 @@
-"""What an update costs: GEMM FLOPs and the memory the reference step needs.
+"""What an update costs: GEMM FLOPs and the memory the training step needs.
 
-Counts follow the single-process reference step (:mod:`dasksae.reference`).
+FLOPs follow the single-process reference step (:mod:`dasksae.reference`);
+memory that of the tiled step (:mod:`dasksae.tile_ops`), which training runs.
 Per stage of ``P`` encoder weights and minibatch ``M`` the joint update runs
 six products of ``2 P M`` FLOPs each: ``W x``, ``W^T (a z)``, ``W g_r``,
 ``(a z) g_r^T``, ``g_z x^T`` and ``W^T g_z`` (the last is skipped for the
@@ -32,41 +33,63 @@ def _size(shape, minibatch=1) -> int:
     return int(numpy.prod(shape)) * minibatch
 
 
-def memory_plan(config: NetworkConfig, minibatch: int, dtype="float32") -> dict[str, int]:
-    """Bytes one reference update holds at its peak, by kind.
+def memory_plan(config: NetworkConfig, minibatch: int, dtype="float32", chunk_bytes: int | None = None) -> dict[str, int]:
+    """Bytes one training step of the tiled network holds at its peak (one tile holding everything), by kind.
 
-    * ``weights``: every trainable parameter (``U``, ``a``, untied decoders);
+    This is the step that ``dasksae train`` runs (:mod:`dasksae.tile_ops`):
+
+    * ``weights``: every trainable parameter (``U``, ``a``, untied decoders),
+      in the storage dtype (float32 for ``tf32``/``bfloat16``);
     * ``optimizer_state``: one momentum buffer per parameter;
-    * ``gradients``: the reference step holds every gradient before updating;
-    * ``activations``: what the forward pass keeps for the backward pass
-      (stage input, filter output, pooled maps, LCN and objective caches) plus
-      the unit-norm filters ``W = U/||U||`` of every stage;
-    * ``workspace``: the largest transient of one stage (patch matrix, block
-      rows and GEMM output of the widest product, the reconstruction).
+    * ``operand_copies``: ``bfloat16`` only: the weights as bfloat16 GEMM
+      operands, kept from a stage's forward pass to its backward pass;
+    * ``activations``: what the forward pass keeps for the backward pass,
+      every stage (input operand, ``z``, reconstruction and error, pooling
+      and LCN caches), plus the largest stage's backward maps;
+    * ``workspace``: one chunk of block rows of the largest stage's backward
+      pass (``[X | G]`` fields, ``[g_z | a z]`` rows, the chunk's weight
+      gradient, the input-gradient fields): at most about ``chunk_bytes``
+      unless one block row is larger.
+
+    There is no whole-network gradient (each chunk's gradient is applied as
+    it is computed) and no copy of ``W = U/||U||``.
     """
-    itemsize = numpy.dtype(dtype).itemsize
+    from .kernels.local_filter import CHUNK_BYTES
+    from .reference import split_dtype
+
+    chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    storage, precision = split_dtype(dtype)
+    itemsize = storage.itemsize
+    operand_size = 2 if precision == "bfloat16" else itemsize
     trainable = config.trainable_parameters
-    activations = 0
+    kept = 0
+    backward_maps = 0
     workspace = 0
     for geometry in config.geometry():
         stage_input = _size(geometry.input_shape, minibatch)
         filter_out = _size(geometry.filter_shape, minibatch)
         pooled = _size(geometry.pooled_shape, minibatch)
-        # input, z, code (a z), error; pooled, V z^2, sparse units, LCN centred/output; sigma maps
-        activations += 2 * stage_input + 2 * filter_out + 5 * pooled + 2 * pooled // geometry.pooled_shape[2]
-        activations += geometry.parameters  # unit-norm filters kept for the backward pass
-        blocks = geometry.blocks[0] * geometry.blocks[1]
-        patches = blocks * geometry.fan_in * minibatch
-        rows = blocks * geometry.rows_per_block * minibatch
-        workspace = max(workspace, 2 * patches + 2 * rows + geometry.parameters + stage_input)
-    return {
+        planes = 2 * pooled // geometry.pooled_shape[2]
+        # x operand; z, reconstruction, error; squares, pooled, per-unit; LCN centred, output, sigma, divisor
+        kept += stage_input * operand_size + (filter_out + 2 * stage_input + 5 * pooled + planes) * itemsize
+        backward_maps = max(backward_maps, (filter_out + stage_input + pooled) * itemsize)
+        blocks_h, blocks_w = geometry.blocks
+        rows, fan_in = geometry.rows_per_block, geometry.fan_in
+        per_block = (fan_in * 2 * minibatch * operand_size + rows * 2 * minibatch * operand_size
+                     + 3 * rows * minibatch * itemsize + rows * fan_in * itemsize + fan_in * minibatch * itemsize)
+        per_row = blocks_w * per_block
+        block_rows = max(1, min(blocks_h, chunk_bytes // per_row))
+        workspace = max(workspace, block_rows * per_row)
+    operand_copies = trainable * 2 if precision == "bfloat16" else 0
+    plan = {
         "weights": trainable * itemsize,
         "optimizer_state": trainable * itemsize,
-        "gradients": trainable * itemsize,
-        "activations": activations * itemsize,
-        "workspace": workspace * itemsize,
-        "total": (3 * trainable + activations + workspace) * itemsize,
+        "operand_copies": operand_copies,
+        "activations": kept + backward_maps,
+        "workspace": workspace,
     }
+    plan["total"] = sum(plan.values())
+    return plan
 
 
 def describe(config: NetworkConfig, minibatch: int, dtype="float32") -> dict:
@@ -108,12 +131,15 @@ def describe(config: NetworkConfig, minibatch: int, dtype="float32") -> dict:
             }
         )
     plan = memory_plan(config, minibatch, dtype)
+    from .reference import split_dtype
+
+    storage, precision = split_dtype(dtype)
     return {
         "config": config.name,
         "objective": config.objective,
         "input_shape": list(config.input_shape),
         "minibatch": minibatch,
-        "dtype": str(numpy.dtype(dtype)),
+        "dtype": storage.name if precision == storage.name else f"{precision} (products) over {storage.name}",
         "parameters": config.encoder_parameters,
         "trainable_parameters": config.trainable_parameters,
         "headline_parameters": config.headline_parameters,

@@ -54,17 +54,18 @@ def _print_info(info: dict) -> None:
 def command_info(args) -> int:
     from .accounting import describe
     from .network import load_config
-    from .reference import check_dtype
+    from .reference import split_dtype
 
     if args.minibatch < 1:
         raise DasksaeError(f"--minibatch must be a positive integer, got {args.minibatch}.")
     config = load_config(args.config)
-    info = describe(config, args.minibatch, check_dtype(args.dtype))
+    storage, _ = split_dtype(args.dtype)
+    info = describe(config, args.minibatch, args.dtype)
     if args.tiles:
         from .tiled_network import step_plan
         from .tiling import TileGrid
 
-        info["tiling"] = step_plan(config, TileGrid.parse(config, args.tiles), args.minibatch, check_dtype(args.dtype).itemsize)
+        info["tiling"] = step_plan(config, TileGrid.parse(config, args.tiles), args.minibatch, storage.itemsize)
     if args.json:
         print(json.dumps(info))
     else:
@@ -229,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("config", help="a named config (tiny, small, le2012, coates1.8b, coates11.2b) or a JSON file")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.add_argument("--minibatch", type=int, default=96, help="examples per update (default 96)")
-    info.add_argument("--dtype", default="float32", help="float32 (default) or float64")
+    info.add_argument("--dtype", default="float32", help="float32 (default), float64, tf32 or bfloat16 (see train --dtype)")
     info.add_argument("--tiles", default=None, help="also plan this tiling (RxC): per-tile parameters, tasks, halo bytes")
     info.set_defaults(handler=command_info)
 

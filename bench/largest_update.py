@@ -1,0 +1,93 @@
+"""The largest network one GPU updates: a joint step of the coates11.2b family, timed, with its memory per parameter.
+
+    python bench/largest_update.py --inputs 188,176,168,160 --minibatch 96 --dtype float32 --json out.json
+
+For each input size in turn (the coates11.2b network on an ``S x S x 3``
+input: 188 gives the 11.0B net), it makes the weights on the GPU (CuPy's
+generator: the same distribution as ``TiledNetwork``'s per-block host seeds,
+without generating 40 GB on the host), runs the one-tile training step in
+this process (the step a single worker runs inside its task), and reports
+the step time and the GPU memory the step needed (the CuPy pool's peak) per
+parameter, against ``dasksae info``'s plan.  A size that does not fit is
+reported as such and the next is tried.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy
+
+
+def main(argv=None):
+    import cupy
+
+    from dasksae.accounting import memory_plan, update_flops
+    from dasksae.network import named_config
+    from dasksae.reference import initial_scale, split_dtype
+    from dasksae.tiled_network import fused_single_tile_step
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inputs", default="188,176,168,160")
+    parser.add_argument("--minibatch", type=int, default=96)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    storage, precision = split_dtype(args.dtype)
+    card = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    free, total = cupy.cuda.runtime.memGetInfo()
+    print(f"card: {card}, {total / 2**30:.1f} GiB ({free / 2**30:.1f} free)")
+    rows = []
+    for size in (int(s) for s in args.inputs.split(",")):
+        config = named_config("coates11.2b").replace(input_shape=(size, size, 3), name=f"coates11.2b@{size}")
+        parameters = config.trainable_parameters
+        pool = cupy.get_default_memory_pool()
+        pool.free_all_blocks()
+        row = {"config": config.name, "input": size, "parameters": parameters, "minibatch": args.minibatch, "dtype": args.dtype,
+               "planned_bytes_per_parameter": memory_plan(config, args.minibatch, args.dtype)["total"] / parameters}
+        try:
+            generator = cupy.random.default_rng(0)
+            states, scales = [], []
+            for stage, geometry in zip(config.stages, config.geometry()):
+                encoder = generator.standard_normal(geometry.weight_shape, dtype=storage)
+                states.append({"encoder": encoder, "encoder_velocity": cupy.zeros_like(encoder)})
+                scales.append({"scale": numpy.array(initial_scale(stage, geometry), dtype=storage),
+                               "velocity": numpy.array(0, dtype=storage)})
+            x = generator.standard_normal(config.input_shape + (args.minibatch,), dtype=storage)
+            bundle = fused_single_tile_step(config, 1e-3, 0.9, None, 1, precision, None, x, *states, *scales)
+            del states
+            times = []
+            for _ in range(args.runs):
+                cupy.cuda.runtime.deviceSynchronize()
+                started = time.perf_counter()
+                bundle = fused_single_tile_step(config, 1e-3, 0.9, None, 1, precision, bundle, x)
+                cupy.cuda.runtime.deviceSynchronize()
+                times.append(time.perf_counter() - started)
+            seconds = statistics.median(times)
+            row.update(step_seconds=seconds, tflops=update_flops(config, args.minibatch) / seconds / 1e12,
+                       peak_bytes=pool.total_bytes(), bytes_per_parameter=pool.total_bytes() / parameters,
+                       loss=float(sum(bundle["losses"][-1])), fits=True)
+            print(f"{config.name}: {parameters / 1e9:.2f}B parameters, step {seconds:.2f} s "
+                  f"({row['tflops']:.1f} TFLOP/s), GPU memory {row['bytes_per_parameter']:.2f} B/param "
+                  f"(plan {row['planned_bytes_per_parameter']:.2f}), loss {row['loss']:.4g}", flush=True)
+            del bundle, x
+        except cupy.cuda.memory.OutOfMemoryError as error:
+            row.update(fits=False, error=str(error)[:200])
+            print(f"{config.name}: {parameters / 1e9:.2f}B parameters do not fit ({str(error)[:120]})", flush=True)
+        rows.append(row)
+        pool.free_all_blocks()
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump({"card": card, "memory_bytes": total, "cupy": cupy.__version__, "rows": rows,
+                           "command": "python bench/largest_update.py " + " ".join(argv or __import__("sys").argv[1:])},
+                          handle, indent=1)
+        if row.get("fits"):
+            break  # the largest that fits
+
+
+if __name__ == "__main__":
+    main()

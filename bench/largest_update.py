@@ -75,9 +75,10 @@ def main(argv=None):
                   f"({row['tflops']:.1f} TFLOP/s), GPU memory {row['bytes_per_parameter']:.2f} B/param "
                   f"(plan {row['planned_bytes_per_parameter']:.2f}), loss {row['loss']:.4g}", flush=True)
             del bundle, x
-        except cupy.cuda.memory.OutOfMemoryError as error:
-            row.update(fits=False, error=str(error)[:200])
-            print(f"{config.name}: {parameters / 1e9:.2f}B parameters do not fit ({str(error)[:120]})", flush=True)
+        except Exception as error:  # noqa: BLE001 - out of memory in CuPy's pool or in cuBLAS: try the next size
+            row.update(fits=False, error=f"{type(error).__name__}: {str(error)[:200]}")
+            print(f"{config.name}: {parameters / 1e9:.2f}B parameters do not fit ({row['error'][:150]})", flush=True)
+        states = bundle = x = None  # noqa: F841 - release what a failed size held
         rows.append(row)
         pool.free_all_blocks()
         if args.json:

@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED=1
 filter() { grep -v "^INFO\|Warning\|warn\|^  warnings\|^$\|detach\|first_loss"; }
 python3 -c "import distributed_ucxx, ucxx; print('ucxx', ucxx.__version__)" 2>&1 | tail -2 | tee $OUT/ucx.log
 for protocol in ucx tcp; do
-  timeout ${UCX_S:-150} python3 bench/gpu_step.py --configs ${CONFIGS:-coates200} --minibatch 96 --modes dasksae-4w --dtypes ${DTYPES:-float32} --runs-4w 5 --protocol $protocol --json $OUT/gpu-step-4w-$protocol.json 2>&1 | filter | tee -a $OUT/gpu-step-ucx.log
+  timeout ${STEP_S:-150} python3 bench/gpu_step.py --configs ${CONFIGS:-coates200} --minibatch 96 --modes dasksae-4w --dtypes ${DTYPES:-float32} --runs-4w 5 --protocol $protocol --json $OUT/gpu-step-4w-$protocol.json 2>&1 | filter | tee -a $OUT/gpu-step-ucx.log
 done
 true
 # the largest coates11.2b-family network one card updates (H100: the 11.0B net does not fit; try smaller inputs)

@@ -172,6 +172,22 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
             cluster.close()
 
 
+def _workers_of(mode: str):
+    """K of a mode ``dasksae-Kw...`` (workers sharing the GPU), else ``None``."""
+    import re
+
+    match = re.match(r"dasksae-(\d+)w", mode)
+    return int(match.group(1)) if match else None
+
+
+def grid_for(count: int) -> tuple[int, int]:
+    """The squarest r x c grid of ``count`` tiles (as bench/scaling_model.py)."""
+    rows = int(count ** 0.5)
+    while count % rows:
+        rows -= 1
+    return rows, count // rows
+
+
 _INITIAL = {}
 
 
@@ -218,7 +234,7 @@ def main(argv=None):
     parser.add_argument("--modes", default="limit,dasksae-1w,dasksae-4w,torch")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup-runs", type=int, default=3)
-    parser.add_argument("--runs-4w", type=int, default=5, help="runs of the (slow) 4-worker graph path")
+    parser.add_argument("--runs-4w", type=int, default=5, help="runs of the multi-worker rows (dasksae-Kw: K workers sharing the GPU)")
     parser.add_argument("--dtypes", default="float32,tf32,bfloat16", help="dasksae precisions (float32 master weights)")
     parser.add_argument("--steps-per-task", default="1", help="comma-separated: SGD steps inside each task (dasksae-1w rows)")
     parser.add_argument("--protocol", default="tcp", choices=["tcp", "ucx"], help="worker transport (ucx needs distributed-ucxx)")
@@ -284,7 +300,7 @@ def main(argv=None):
                     emit(f"limit-{precision}", precision, limits[precision])
             for dtype in args.dtypes.split(","):
                 kernel = float("nan")
-                if "dasksae-1w" in modes or "dasksae-4w" in modes:
+                if any(m.startswith("dasksae") for m in modes):
                     try:
                         kernel, held = time_in_process(config, batch, args.runs, args.warmup_runs, dtype)
                         emit("in-process", dtype, kernel, memory=held)
@@ -308,15 +324,18 @@ def main(argv=None):
                         emit("dasksae-1w-send", dtype, seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held)
                     except Exception as error:  # noqa: BLE001
                         print(f"{name} dasksae-1w-send {dtype} failed: {type(error).__name__}: {error}")
-                for mode, execution, processes in (("dasksae-4w", "spmd", True), ("dasksae-4w-threads", "spmd", False),
-                                                   ("dasksae-4w-graph", "graph", True)):
+                shared = [(mode, "spmd", True) for mode in modes if _workers_of(mode) not in (None, 1, 4)]
+                for mode, execution, processes in [("dasksae-4w", "spmd", True), ("dasksae-4w-threads", "spmd", False),
+                                                   ("dasksae-4w-graph", "graph", True)] + shared:
                     if mode not in modes:
                         continue
+                    count = _workers_of(mode)
+                    rows_, cols_ = grid_for(count)
                     try:
-                        seconds, report, held = time_dasksae(config, batch, 4, "2x2", args.runs_4w, 2, args.scheduler_address,
-                                                             execution=execution, dtype=dtype, protocol=args.protocol,
-                                                             processes=processes)
-                        emit(f"{mode}-2x2", dtype, seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
+                        seconds, report, held = time_dasksae(config, batch, count, f"{rows_}x{cols_}", args.runs_4w, 2,
+                                                             args.scheduler_address, execution=execution, dtype=dtype,
+                                                             protocol=args.protocol, processes=processes)
+                        emit(f"{mode}-{rows_}x{cols_}", dtype, seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
                              tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"],
                              halo_bytes=report.statistics["halo_bytes"], execution=execution)
                     except Exception as error:  # noqa: BLE001

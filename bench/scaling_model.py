@@ -162,7 +162,8 @@ def main(argv=None):
     parser.add_argument("--per-message", type=float, default=0.2e-3, help="software cost of one halo message (Python, RPC)")
     parser.add_argument("--tcp-bandwidth", type=float, default=1.5e9, help="TCP between processes on one host, bytes/s")
     parser.add_argument("--host-copy-bandwidth", type=float, default=12e9, help="device <-> pageable host memory, bytes/s")
-    parser.add_argument("--measured", default="bench/results/gpu-step-coates96-spmd-h100.json,bench/results/gpu-step-coates200-spmd-h100.json")
+    parser.add_argument("--measured", default="bench/results/cublas-h100/final/gpu-step-coates96-m96.json,"
+                                                "bench/results/cublas-h100/final/gpu-step-coates200-workers.json")
     parser.add_argument("--steps-per-task", type=int, default=1,
                         help="steps each tile's task runs before returning (1: dasksae today; more amortises the scheduler)")
     parser.add_argument("--json", default=None)
@@ -197,18 +198,22 @@ def main(argv=None):
                   f"{row['efficiency_pipelined']:>7.0%}{row['step_synchronous'] * 1e3:>10.1f}{row['efficiency_synchronous']:>7.0%}")
         results["weak"][scenario] = rows
 
-    print("\none H100 shared by K workers (coates96 and coates200, spmd, TCP): predicted against measured")
-    print(f"{'config':<10}{'K':>3}{'predicted ms':>14}{'measured ms':>13}")
+    print("\none H100 shared by K workers (spmd, TCP between worker processes): predicted against measured")
+    print(f"{'config':<10}{'K':>3}{'tiles':>6}{'predicted ms':>14}{'measured ms':>13}{'measured/predicted':>20}")
     for name in ("coates96", "coates200"):
-        for workers in (1, 4):
+        for workers in (1, 2, 4, 8):
+            rows_, cols_ = grid_for(workers)
+            mode = "dasksae-1w" if workers == 1 else f"dasksae-{workers}w-{rows_}x{cols_}"
+            found = [r for r in measured if r["config"] == name and r["mode"] == mode and r["minibatch"] == args.minibatch
+                     and r.get("precision", "float32") == "float32"]
+            if not found:
+                continue
             row = shared_gpu(workers, name, args.minibatch, fit, args)
-            mode = "dasksae-1w" if workers == 1 else "dasksae-4w-2x2"
-            found = [r for r in measured if r["config"] == name and r["mode"] == mode and r["minibatch"] == args.minibatch]
             row["config"] = name
-            row["measured"] = found[0]["step_seconds"] if found else None
+            row["measured"] = found[0]["step_seconds"]
             results["shared_gpu"].append(row)
-            shown = f"{row['measured'] * 1e3:.0f}" if row["measured"] else "-"
-            print(f"{name:<10}{workers:>3}{row['step'] * 1e3:>14.0f}{shown:>13}")
+            print(f"{name:<10}{workers:>3}{row['tiles']:>6}{row['step'] * 1e3:>14.0f}{row['measured'] * 1e3:>13.0f}"
+                  f"{row['measured'] / row['step']:>20.2f}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=1)

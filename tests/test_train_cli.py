@@ -150,3 +150,24 @@ def test_steps_per_task_give_the_same_run(straight_and_resumed, tmp_path):
     assert [p.name for p in checkpoints_in(grouped / "checkpoints")] == ["step-000020", "step-000040", "step-000050"]
     steps = [json.loads(line)["step"] for line in (grouped / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 51))
+
+
+def test_bfloat16_products_train_and_resume_from_float32_weights(straight_and_resumed, tmp_path, capsys):
+    """`--dtype bfloat16` trains (the loss falls as in float32, within a few percent), keeps float32 weights,
+    records its precision, and resumes a float32 run; the reference path refuses it in one line."""
+    straight, _ = straight_and_resumed
+    run_dir = tmp_path / "bf16"
+    assert main(TRAIN + ["--steps", "50", "--out", str(run_dir), "--dtype", "bfloat16"]) == 0
+    reduced = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    full = [json.loads(line)["loss"] for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert abs(reduced[-1] - full[-1]) < 0.03 * full[-1], (reduced[-1], full[-1])
+    info = describe(run_dir / "checkpoints")
+    assert info["dtype"] == "float32"
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight, resumed)
+    assert main(TRAIN + ["--steps", "52", "--out", str(resumed), "--resume", "--dtype", "bfloat16"]) == 0
+    capsys.readouterr()  # the training runs' progress bars
+    one_line_error(capsys, "train", "--single-process", "--config", "tiny", "--steps", "1", "--dtype", "bfloat16",
+                   "--out", str(tmp_path / "single"), match="--single-process runs the float32/float64 reference")
+    one_line_error(capsys, *TRAIN, "--steps", "1", "--dtype", "float16", "--out", str(tmp_path / "f16"),
+                   match="use one of float32, float64, tf32, bfloat16")

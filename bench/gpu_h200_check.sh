@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
 # On the lent H200 (device tool, kind nvidia-h200, carry [".whl"]): a measured update of the 11.0B coates11.2b
 # network on one card (float32, then bfloat16 products over float32 master weights), memory per parameter.
-set -o pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD:$PWD/bench || exit 1
-export PYTHONUNBUFFERED=1
+source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
 for dtype in float32 bfloat16; do
   timeout 200 python3 bench/largest_update.py --inputs 188 --minibatch 96 --dtype $dtype --json $OUT/largest-update-$dtype.json 2>&1 | tee -a $OUT/largest-update.log

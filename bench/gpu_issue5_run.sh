@@ -3,10 +3,7 @@
 # GPU tests; where the step's time goes (1x1 in float32 and bfloat16, 2x2 serial in float32); the benchmark
 # of coates200 at M=96 (all precisions; 1 worker, 4 worker processes, 4 worker threads; PyTorch peers) and
 # of coates96 at M=512 (1 and 10 steps per task).  Wheels in .whl: see bench/gpu_check.sh.
-set -o pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD:$PWD/bench || exit 1
-export PYTHONUNBUFFERED=1
-filter() { grep -v "^INFO\|Warning\|warn\|^  warnings\|^$\|detach\|first_loss"; }
+source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
 timeout 100 python3 -m pytest -m gpu -q -x -p no:cacheprovider -p no:logging tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -25 | tee $OUT/gpu-tests.log
 for run in "1x1 float32" "1x1 bfloat16" "2x2 float32"; do

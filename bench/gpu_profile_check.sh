@@ -1,10 +1,7 @@
 #!/usr/bin/env bash
 # On the lent GPU machine (device tool, carry [".whl"]): where a coates200 step's time goes (kernels of
 # stage 1; tile functions of the whole step) in float32 and bfloat16, then the benchmark rows named by MODES.
-set -o pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD:$PWD/bench || exit 1
-export PYTHONUNBUFFERED=1
-filter() { grep -v "^INFO\|Warning\|warn\|^  warnings\|^$"; }
+source bench/device_setup.sh
 for dtype in ${PROFILE_DTYPES:-float32 bfloat16}; do
   timeout 90 python3 bench/profile_step.py --config coates200 --minibatch 96 --dtype $dtype --json $OUT/profile-step-coates200-$dtype.json 2>&1 | tee -a $OUT/profile-step.log
 done

@@ -2,10 +2,7 @@
 # On the lent GPU machine (device tool, carry [".whl-ucx"]: ../shared/gpu/fetch-wheels.sh --ucx, ~55 MB, without
 # the zarr/pytest wheels of .whl so that the carry fits 64 MiB): 4 worker processes sharing the GPU over UCX
 # against TCP and against 1 worker, coates200 M=96.
-set -o pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl-ucx/*.whl && export PYTHONPATH=/tmp/site:$PWD:$PWD/bench || exit 1
-export PYTHONUNBUFFERED=1
-filter() { grep -v "^INFO\|Warning\|warn\|^  warnings\|^$\|detach\|first_loss"; }
+WHEELS=.whl-ucx source bench/device_setup.sh
 python3 -c "import distributed_ucxx, ucxx; print('ucxx', ucxx.__version__)" 2>&1 | tail -2 | tee $OUT/ucx.log
 for protocol in ucx tcp; do
   timeout ${STEP_S:-150} python3 bench/gpu_step.py --configs ${CONFIGS:-coates200} --minibatch 96 --modes dasksae-4w --dtypes ${DTYPES:-float32} --runs-4w 5 --protocol $protocol --json $OUT/gpu-step-4w-$protocol.json 2>&1 | filter | tee -a $OUT/gpu-step-ucx.log

@@ -89,7 +89,7 @@ def test_cli_bad_config_file_has_no_traceback(tmp_path, data, message):
     "args,message",
     [
         (["info", "tiny-ish"], "unknown config 'tiny-ish'; choose one of tiny, small, le2012, coates1.8b, coates11.2b."),
-        (["info", "tiny", "--dtype", "int8"], "dtype 'int8' is not supported; use one of float32, float64."),
+        (["info", "tiny", "--dtype", "int8"], "dtype 'int8' is not supported; use one of float32, float64, tf32, bfloat16."),
         (["info", "tiny", "--minibatch", "0"], "--minibatch must be a positive integer, got 0."),
         (["info", "missing.json"], "config file missing.json does not exist"),
     ],

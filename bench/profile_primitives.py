@@ -25,7 +25,7 @@ PRIMITIVES = {
     "dasksae.kernels.local_filter": ["gather_patches", "fold_patches_into", "batched_matmul", "operand", "block_view"],
     "dasksae.kernels.normalize": ["inverse_row_norms", "unit_rows_sgd"],
     "dasksae.tile_ops": ["batched_matmul", "operand", "gather_patches", "fold_patches_into", "inverse_row_norms",
-                         "unit_rows_sgd", "local_filter_forward", "local_filter_transpose", "lcn_forward", "lcn_backward",
+                         "unit_rows_sgd", "lcn_forward", "lcn_backward",
                          "window_sum", "window_sum_transpose"],
 }
 

@@ -178,3 +178,15 @@ def test_chunked_scaled_products_on_the_gpu(rng, precision):
     grads = local_filter_weight_grads([(y, x, None), (y, x, 0.5)], *args, **options)
     got = local_filter_weight_grads([(cupy.asarray(y), x_gpu, None), (cupy.asarray(y), x_gpu, 0.5)], *args, **options)
     assert relative_error(got, grads) < tolerance
+
+
+def test_the_fields_gather_kernel_into_strided_rows(rng):
+    """The one-kernel gather equals NumPy's strided copy, into a new array and into half of a wider buffer."""
+    from dasksae.kernels.local_filter import gather_patches
+
+    x, x_gpu = both(rng.standard_normal((21, 18, 3, 6)))
+    expected = gather_patches(x, 5, 3, 6, 5)
+    assert numpy.array_equal(to_numpy(gather_patches(x_gpu, 5, 3, 6, 5)), expected)
+    wide = cupy.zeros((30, 75, 12), dtype=cupy.float32)
+    gather_patches(x_gpu, 5, 3, 6, 5, out=wide[:, :, 6:])
+    assert numpy.array_equal(to_numpy(wide[:, :, 6:]), expected) and not wide[:, :, :6].any()

@@ -64,6 +64,12 @@ def gather_patches(x, field: int, step: int, blocks_h: int, blocks_w: int, out=N
         raise ValueError(
             f"input {height}x{width} is too small for {blocks_h}x{blocks_w} fields of size {field} at step {step}"
         )
+    if xp.__name__ == "cupy":  # one kernel with cheap index arithmetic (:mod:`.cuda_kernels`)
+        from . import cuda_kernels
+
+        gathered = cuda_kernels.gather_patches(x, field, step, blocks_h, blocks_w, out)
+        if gathered is not None:
+            return gathered
     x = xp.ascontiguousarray(x)
     s_h, s_w, s_c, s_m = x.strides
     view = as_strided(

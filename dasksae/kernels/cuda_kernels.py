@@ -382,8 +382,7 @@ def _gather_kernel():
     import cupy
 
     return cupy.ElementwiseKernel(
-        "raw T x, int64 batch, int32 fan_in, int32 row_run, int32 blocks_w, int32 step, int64 x_row, int64 x_column, "
-        "int64 out_block, int64 out_row",
+        "raw T x, int64 batch, int32 fan_in, int32 row_run, int32 blocks_w, int32 step, int64 x_row, int64 x_column",
         "raw T out",
         """
         const long long row = i / batch;
@@ -394,8 +393,7 @@ def _gather_kernel():
         const int r = k - u * row_run;
         const int p = b / blocks_w;
         const int q = b - p * blocks_w;
-        out[(long long)b * out_block + (long long)k * out_row + m] =
-            x[(long long)(p * step + u) * x_row + (long long)(q * step) * x_column + (long long)r * batch + m];
+        out[i] = x[(long long)(p * step + u) * x_row + (long long)(q * step) * x_column + (long long)r * batch + m];
         """,
         "dasksae_gather_fields",
     )
@@ -414,7 +412,7 @@ def gather_patches(x, field: int, step: int, blocks_h: int, blocks_w: int, out=N
     if out.dtype != x.dtype or out.strides[2] != out.itemsize or out.shape != (count, fan_in, batch):
         return None
     _gather_kernel()(
-        x, batch, fan_in, field * channels, blocks_w, step, width * channels * batch, channels * batch,
-        out.strides[0] // out.itemsize, out.strides[1] // out.itemsize, out, size=count * fan_in * batch,
+        x, batch, fan_in, field * channels, blocks_w, step, width * channels * batch, channels * batch, out,
+        size=count * fan_in * batch,
     )
     return out

@@ -18,7 +18,6 @@ import argparse
 import json
 import statistics
 
-import numpy
 
 
 def timed(function, runs=5, warmup=2):

@@ -638,12 +638,6 @@ def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: 
     return {"states": states, "scales": scales, "losses": losses}
 
 
-def _host(value):
-    from .kernels.backend import to_numpy
-
-    return to_numpy(value)
-
-
 def _dask_executor(grid: TileGrid, client, workers) -> DaskExecutor:
     if client is None:
         try:

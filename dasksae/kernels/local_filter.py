@@ -130,24 +130,6 @@ def block_view(output_map, block_h: int, block_w: int):
     return output_map.reshape(blocks_h, block_h, blocks_w, block_w, maps, batch).transpose(0, 2, 1, 3, 4, 5)
 
 
-def blocks_to_map(blocks, blocks_h: int, blocks_w: int, block_h: int, block_w: int):
-    """``(nbh*nbw, bh*bw*K, M)`` block outputs -> ``(nbh*bh, nbw*bw, K, M)`` map."""
-    xp = array_module(blocks)
-    count, rows, batch = blocks.shape
-    maps = rows // (block_h * block_w)
-    grid = blocks.reshape(blocks_h, blocks_w, block_h, block_w, maps, batch).transpose(0, 2, 1, 3, 4, 5)
-    return xp.ascontiguousarray(grid).reshape(blocks_h * block_h, blocks_w * block_w, maps, batch)
-
-
-def map_to_blocks(output_map, block_h: int, block_w: int):
-    """``(nbh*bh, nbw*bw, K, M)`` map -> ``(nbh*nbw, bh*bw*K, M)`` block rows (the inverse)."""
-    xp = array_module(output_map)
-    height, width, maps, batch = output_map.shape
-    blocks_h, blocks_w = height // block_h, width // block_w
-    grid = block_view(output_map, block_h, block_w)
-    return xp.ascontiguousarray(grid).reshape(blocks_h * blocks_w, block_h * block_w * maps, batch)
-
-
 def _row_scale_view(row_scale, block_h: int, block_w: int):
     """Per-neuron scales ``(nbh, nbw, bh*bw*K)`` viewed to broadcast against ``(nbh, nbw, bh, bw, K, M)``."""
     blocks_h, blocks_w, rows = row_scale.shape

@@ -122,3 +122,20 @@ def test_info_plans_a_tiling(capsys):
     assert plan["graph_tasks"] == 322 and plan["critical_path"] == 33
     assert plan["halo_bytes"] == 2091008  # what a real step's statistics report for tiny 2x2, M=32, float32
     assert plan["parameters_largest_tile"] >= plan["parameters_smallest_tile"] > 0
+
+
+def test_memory_plan_of_the_training_step():
+    """The step holds weights and momentum and no whole gradient: the 11.2B net plans under 10 B/param in
+    float32 and fits one H200 (139 GB) in float32 and with bfloat16 products (+2 B/param of operand copies);
+    the workspace stays near one chunk whatever the network's width."""
+    from dasksae.accounting import memory_plan
+    from dasksae.kernels.local_filter import CHUNK_BYTES
+
+    config = named_config("coates11.2b")
+    parameters = config.trainable_parameters
+    full = memory_plan(config, 96, "float32")
+    reduced = memory_plan(config, 96, "bfloat16")
+    assert full["weights"] == full["optimizer_state"] == 4 * parameters and "gradients" not in full
+    assert full["total"] / parameters < 10 and reduced["total"] < 139e9
+    assert reduced["operand_copies"] == 2 * parameters and reduced["total"] - full["total"] > 2 * parameters * 0.95
+    assert full["workspace"] < 2 * CHUNK_BYTES

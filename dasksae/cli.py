@@ -321,6 +321,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("dasksae: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`dasksae info ... | head`): stop quietly, as Unix tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ import numpy
 
 from dasksae.accounting import update_flops
 from dasksae.network import load_config, named_config
+from scaling_model import grid_for  # the squarest r x c grid of K tiles, as the scaling model tiles K GPUs
 
 
 def coates(name: str):
@@ -178,14 +179,6 @@ def _workers_of(mode: str):
 
     match = re.match(r"dasksae-(\d+)w", mode)
     return int(match.group(1)) if match else None
-
-
-def grid_for(count: int) -> tuple[int, int]:
-    """The squarest r x c grid of ``count`` tiles (as bench/scaling_model.py)."""
-    rows = int(count ** 0.5)
-    while count % rows:
-        rows -= 1
-    return rows, count // rows
 
 
 _INITIAL = {}

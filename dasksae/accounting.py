@@ -54,8 +54,9 @@ def memory_plan(config: NetworkConfig, minibatch: int, dtype="float32", chunk_by
     There is no whole-network gradient (each chunk's gradient is applied as
     it is computed) and no copy of ``W = U/||U||``.
     """
-    from .kernels.local_filter import CHUNK_BYTES
+    from .kernels.local_filter import CHUNK_BYTES, chunks
     from .reference import split_dtype
+    from .tile_ops import backward_bytes_per_block
 
     chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     storage, precision = split_dtype(dtype)
@@ -75,11 +76,10 @@ def memory_plan(config: NetworkConfig, minibatch: int, dtype="float32", chunk_by
         backward_maps = max(backward_maps, (filter_out + stage_input + pooled) * itemsize)
         blocks_h, blocks_w = geometry.blocks
         rows, fan_in = geometry.rows_per_block, geometry.fan_in
-        per_block = (fan_in * 2 * minibatch * operand_size + rows * 2 * minibatch * operand_size
-                     + 3 * rows * minibatch * itemsize + rows * fan_in * itemsize + fan_in * minibatch * itemsize)
+        per_block = backward_bytes_per_block(rows, fan_in, minibatch, 2 * minibatch, operand_size, itemsize)
         per_row = blocks_w * per_block
-        block_rows = max(1, min(blocks_h, chunk_bytes // per_row))
-        workspace = max(workspace, block_rows * per_row)
+        first, last = chunks(blocks_h, per_row, chunk_bytes)[0]  # the largest chunk is the first
+        workspace = max(workspace, (last - first) * per_row)
     operand_copies = trainable * 2 if precision == "bfloat16" else 0
     plan = {
         "weights": trainable * itemsize,

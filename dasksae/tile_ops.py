@@ -126,7 +126,7 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
     if grads is not None and not tied:
         grads["decoder"] = xp.empty(weights.shape, dtype=dtype)
     scale_grad = 0.0
-    per_row = blocks_w * (fan_in * (width + batch) * storage.itemsize + rows * (width + 4 * batch) * dtype.itemsize + rows * fan_in * dtype.itemsize)
+    per_row = blocks_w * backward_bytes_per_block(rows, fan_in, batch, width, storage.itemsize, dtype.itemsize)
     for p0, p1 in chunks(blocks_h, per_row, CHUNK_BYTES):
         count = (p1 - p0) * blocks_w
         inputs = field_rows(p0, p1, field, step)
@@ -146,7 +146,7 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
                 grad_code *= chunk_scale
             else:
                 grad_code = batched_matmul(forward["decoder"][p0:p1].reshape(count, rows, fan_in), error_fields, precision=precision)
-            scale_grad += float((z_rows * grad_code).sum(dtype=xp.float64))
+            scale_grad = scale_grad + (z_rows * grad_code).sum(dtype=xp.float64)  # stays on the device: no sync a chunk
             grad_code *= a
             grad_rows += grad_code
             if tied:
@@ -168,7 +168,7 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
                           inverse_norms[p0:p1], lr, momentum)
             if grad_decoder is not None:
                 sgd_momentum_update(state["decoder"][p0:p1], state["decoder_velocity"][p0:p1], grad_decoder.reshape(shape), lr, momentum)
-    out = {"scale_grad": scale_grad}
+    out = {"scale_grad": float(scale_grad)}
     if need_input_grad:
         out["grad_x"] = grad_x
     if grads is None:
@@ -179,6 +179,18 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
             del grads["decoder"]
         out["grads"] = grads
     return out
+
+
+def backward_bytes_per_block(rows: int, fan_in: int, batch: int, width: int, operand_itemsize: int, itemsize: int) -> int:
+    """Transient bytes one filter block takes in :func:`filter_backward`'s chunk loop.
+
+    The ``[X | G]`` fields and ``[g_z | a z]`` rows (``width`` inner terms, as
+    GEMM operands), the ``z``, ``g_z`` and ``g_code`` rows, the block's weight
+    gradient and its input-gradient fields.  :mod:`dasksae.accounting` plans
+    memory with the same count.
+    """
+    return (fan_in * width * operand_itemsize + rows * width * operand_itemsize + 3 * rows * batch * itemsize
+            + rows * fan_in * itemsize + fan_in * batch * itemsize)
 
 
 def _unit_gradient(grad_unit, raw, inverse_norms):

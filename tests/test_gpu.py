@@ -180,13 +180,42 @@ def test_chunked_scaled_products_on_the_gpu(rng, precision):
     assert relative_error(got, grads) < tolerance
 
 
-def test_the_fields_gather_kernel_into_strided_rows(rng):
-    """The one-kernel gather equals NumPy's strided copy, into a new array and into half of a wider buffer."""
+@pytest.mark.parametrize("batch, dtype", [(6, "float32"), (8, "float32"), (5, "float32"), (6, "uint16"), (8, "float64")])
+def test_the_fields_gather_kernel_into_strided_rows(rng, batch, dtype, monkeypatch):
+    """The gather kernel equals NumPy's strided copy for every copy width (16, 8, 4 bytes), into a new array and
+    into half of a poisoned wider buffer, also when the launch is split (a small index limit forces it)."""
+    from dasksae.kernels import cuda_kernels
     from dasksae.kernels.local_filter import gather_patches
 
-    x, x_gpu = both(rng.standard_normal((21, 18, 3, 6)))
+    x = (rng.standard_normal((21, 18, 3, batch)) * 1000).astype(dtype)
+    x_gpu = cupy.asarray(x)
     expected = gather_patches(x, 5, 3, 6, 5)
     assert numpy.array_equal(to_numpy(gather_patches(x_gpu, 5, 3, 6, 5)), expected)
-    wide = cupy.zeros((30, 75, 12), dtype=cupy.float32)
-    gather_patches(x_gpu, 5, 3, 6, 5, out=wide[:, :, 6:])
-    assert numpy.array_equal(to_numpy(wide[:, :, 6:]), expected) and not wide[:, :, :6].any()
+    wide = cupy.full((30, 75, 2 * batch), 77, dtype=dtype)
+    gather_patches(x_gpu, 5, 3, 6, 5, out=wide[:, :, batch:])
+    assert numpy.array_equal(to_numpy(wide[:, :, batch:]), expected) and bool((wide[:, :, :batch] == 77).all())
+    monkeypatch.setattr(cuda_kernels, "INDEX_LIMIT", 5 * 75 * 2)  # one block row of vectors a launch, or less
+    wide[...] = 77
+    gather_patches(x_gpu[3:], 5, 3, 5, 5, out=wide[:25, :, :batch])
+    assert numpy.array_equal(to_numpy(wide[:25, :, :batch]), gather_patches(x[3:], 5, 3, 5, 5))
+    assert bool((wide[25:] == 77).all()) and bool((wide[:, :, batch:] == 77).all())
+
+
+@pytest.mark.parametrize("batch, dtype", [(8, "float32"), (6, "float32"), (5, "float32"), (6, "float64")])
+def test_the_fold_kernel_adds_into_what_is_there(rng, batch, dtype):
+    """The fold kernel (vectors of 4, 2 or 1 values) adds the overlapping fields onto ``out`` as NumPy's strided adds do."""
+    from dasksae.kernels.local_filter import fold_patches_into
+
+    patches = rng.standard_normal((6 * 5, 5 * 5 * 3, batch)).astype(dtype)
+    start = rng.standard_normal((21, 18, 3, batch)).astype(dtype)
+    expected = start.copy()
+    fold_patches_into(expected, patches, 5, 3, 6, 5)
+    got = cupy.asarray(start)
+    fold_patches_into(got, cupy.asarray(patches), 5, 3, 6, 5)
+    assert relative_error(got, expected) < (1e-6 if dtype == "float32" else 1e-14)
+    rows = got[3:]  # a chunk of block rows folds into a row slice
+    fold_patches_into(rows, cupy.asarray(patches[5:]), 5, 3, 5, 5)
+    fold_patches_into(expected[3:], patches[5:], 5, 3, 5, 5)
+    assert relative_error(got, expected) < (1e-6 if dtype == "float32" else 1e-14)
+
+

@@ -74,53 +74,81 @@ def _window_sum_transpose_kernel():
     )
 
 
+_FOLD_SOURCE = r"""
+extern "C" __global__ void dasksae_fold_patches(const VALUE* __restrict__ patches, VALUE* __restrict__ out,
+                                                unsigned int total, int blocks_h)
+{
+    const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    const unsigned int m = i % VECTORS;  // out (H, W, C, M) in vectors of LANES values along M
+    unsigned int rest = i / VECTORS;
+    const int c = rest % CHANNELS;
+    rest /= CHANNELS;
+    const int w = rest % WIDTH;
+    const int h = rest / WIDTH;
+    const int p_first = h >= FIELD ? (h - FIELD) / STEP + 1 : 0;
+    const int q_first = w >= FIELD ? (w - FIELD) / STEP + 1 : 0;
+    const int p_last = min(h / STEP, blocks_h - 1);
+    const int q_last = min(w / STEP, BLOCKS_W - 1);
+    VALUE sum = out[i];
+    for (int p = p_first; p <= p_last; ++p) {
+        const int u = h - p * STEP;
+        for (int q = q_first; q <= q_last; ++q) {
+            const int v = w - q * STEP;
+            const VALUE term = patches[((long long)(p * BLOCKS_W + q) * FAN_IN + (u * FIELD + v) * CHANNELS + c) * VECTORS + m];
+            ADD(sum, term);
+        }
+    }
+    out[i] = sum;
+}
+"""
+
+_FOLD_VALUES = {  # (dtype, lanes): the vector type and its add
+    ("float32", 4): ("float4", "a.x += b.x; a.y += b.y; a.z += b.z; a.w += b.w"),
+    ("float32", 2): ("float2", "a.x += b.x; a.y += b.y"),
+    ("float32", 1): ("float", "a += b"),
+    ("float64", 2): ("double2", "a.x += b.x; a.y += b.y"),
+    ("float64", 1): ("double", "a += b"),
+}
+
+
 @functools.lru_cache(maxsize=None)
-def _fold_kernel():
+def _fold_kernel(dtype: str, lanes: int, vectors: int, channels: int, width: int, field: int, step: int, blocks_w: int):
     import cupy
 
-    return cupy.ElementwiseKernel(
-        "raw T patches, int64 width, int64 channels, int64 batch, int64 blocks_h, int64 blocks_w, int32 field, int32 step",
-        "T out",
-        """
-        const long long m = i % batch;
-        long long rest = i / batch;
-        const long long c = rest % channels;
-        rest /= channels;
-        const long long w = rest % width;
-        const long long h = rest / width;
-        const long long fan_in = (long long)field * field * channels;
-        long long p_first = h >= field ? (h - field) / step + 1 : 0;
-        long long q_first = w >= field ? (w - field) / step + 1 : 0;
-        const long long p_last = min(h / step, blocks_h - 1);
-        const long long q_last = min(w / step, blocks_w - 1);
-        T total = out;
-        for (long long p = p_first; p <= p_last; ++p) {
-            const long long u = h - p * step;
-            for (long long q = q_first; q <= q_last; ++q) {
-                const long long v = w - q * step;
-                total += patches[((p * blocks_w + q) * fan_in + (u * field + v) * channels + c) * batch + m];
-            }
-        }
-        out = total;
-        """,
-        "dasksae_fold_patches",
-    )
+    value, add = _FOLD_VALUES[(dtype, lanes)]
+    defines = (f"#define VALUE {value}\n#define ADD(a, b) do {{ {add}; }} while (0)\n#define VECTORS {vectors}u\n"
+               f"#define CHANNELS {channels}u\n#define WIDTH {width}u\n#define FIELD {field}\n#define STEP {step}\n"
+               f"#define BLOCKS_W {blocks_w}\n#define FAN_IN {field * field * channels}\n")
+    return cupy.RawKernel(defines + _FOLD_SOURCE, "dasksae_fold_patches")
 
 
 def fold_patches_into(out, patches, field: int, step: int, blocks_h: int, blocks_w: int):
     """Add the overlapping fields ``patches (nbh*nbw, f*f*C, M)`` into ``out (H, W, C, M)`` in one kernel.
 
-    One thread per element of ``out`` sums the (at most ``ceil(f/step)^2``)
-    field entries that land on it; ``out`` is read and written once, where
-    the strided-add fold touches it once per field offset group.
+    One thread per vector of ``out`` (4 float32 values along ``M`` where the
+    sizes allow) sums the (at most ``ceil(f/step)^2``) field entries that land
+    on it, in a fixed order (no atomics); ``out`` is read and written once,
+    where the strided-add fold touches it once per field offset group.  The
+    geometry is compiled in (one kernel per layer shape, cached).
     """
     import cupy
 
-    if not out.flags.c_contiguous:
+    if not out.flags.c_contiguous or out.dtype.name not in ("float32", "float64") or patches.dtype != out.dtype:
         return False
     patches = cupy.ascontiguousarray(patches)
     height, width, channels, batch = out.shape
-    _fold_kernel()(patches, width, channels, batch, blocks_h, blocks_w, field, step, out)
+    if out.size == 0:
+        return True
+    lanes = next(n for n in (4, 2, 1) if (out.dtype.name, n) in _FOLD_VALUES and batch % n == 0
+                 and out.data.ptr % (n * out.itemsize) == 0 and patches.data.ptr % (n * out.itemsize) == 0)
+    vectors = batch // lanes
+    total = height * width * channels * vectors
+    if total >= 2**31:
+        return False
+    kernel = _fold_kernel(out.dtype.name, lanes, vectors, channels, width, field, step, blocks_w)
+    threads = 256
+    kernel(((total + threads - 1) // threads,), (threads,), (patches, out, numpy.uint32(total), numpy.int32(blocks_h)))
     return True
 
 
@@ -372,31 +400,52 @@ def lcn_backward(grad_out, centred, sigma, divisor, window, c: float, origin=Non
 
 # ---------------------------------------------------------------- the fields gather
 #
-# CuPy's copy of a 6-D strided view spends its time on 64-bit index arithmetic, not on memory (the same
-# time for 2-byte as for 4-byte values: 21 ms a coates200 step).  Here one thread per element does one
-# 64-bit division and three 32-bit ones: field row k = (u, v, c) of block b = (p, q) reads
-# x[p*step + u, q*step + v, c, m], and (v, c) together are one run of f*C*M values of x.
+# Field row k = (u, v, c) of block b = (p, q) is x[p*step + u, q*step + v, c, :], and (v, c) together are
+# one run of f*C*M contiguous values of x: the gather is a copy of runs.  CuPy's copy of the 6-D strided
+# view spends its time on 64-bit index arithmetic (21 ms a coates200 step, the same for 2-byte as for
+# 4-byte values), and so did a first kernel of ours with one thread per value and one 64-bit division
+# (27.6 ms, about 0.5 TB/s).  Here each thread moves one 16-byte vector (8, 4 or 2 where the sizes and
+# addresses do not allow 16), and the geometry is compiled in (one kernel per layer shape, cached), so
+# its four divisions are multiplications; launches are split so that the index fits 32 bits.
+
+_GATHER_SOURCE = r"""
+extern "C" __global__ void dasksae_gather_fields(const UNIT* __restrict__ x, UNIT* __restrict__ out, unsigned int total,
+                                                 long long x_row, long long x_column, long long out_block, long long out_row)
+{
+    const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    const unsigned int row = i / VECTORS;  // VECTORS units make one field row (M values)
+    const unsigned int m = i - row * VECTORS;
+    const unsigned int b = row / FAN_IN;
+    const unsigned int k = row - b * FAN_IN;
+    const unsigned int u = k / ROW_RUN;
+    const unsigned int r = k - u * ROW_RUN;
+    const unsigned int p = b / BLOCKS_W;
+    const unsigned int q = b - p * BLOCKS_W;
+    out[(long long)b * out_block + (long long)k * out_row + m] =
+        x[(long long)(p * STEP + u) * x_row + (long long)(q * STEP) * x_column + (long long)r * VECTORS + m];
+}
+"""
+
+INDEX_LIMIT = 2**31 - 1  # vectors a launch: the kernel's index is 32 bits
+_UNIT_TYPES = {16: "uint4", 8: "uint2", 4: "unsigned int", 2: "unsigned short", 1: "unsigned char"}
+
 
 @functools.lru_cache(maxsize=None)
-def _gather_kernel():
+def _gather_kernel(unit: int, vectors: int, fan_in: int, row_run: int, blocks_w: int, step: int):
     import cupy
 
-    return cupy.ElementwiseKernel(
-        "raw T x, int64 batch, int32 fan_in, int32 row_run, int32 blocks_w, int32 step, int64 x_row, int64 x_column",
-        "raw T out",
-        """
-        const long long row = i / batch;
-        const long long m = i - row * batch;
-        const int b = (int)(row / fan_in);
-        const int k = (int)(row - (long long)b * fan_in);
-        const int u = k / row_run;
-        const int r = k - u * row_run;
-        const int p = b / blocks_w;
-        const int q = b - p * blocks_w;
-        out[i] = x[(long long)(p * step + u) * x_row + (long long)(q * step) * x_column + (long long)r * batch + m];
-        """,
-        "dasksae_gather_fields",
-    )
+    defines = (f"#define UNIT {_UNIT_TYPES[unit]}\n#define VECTORS {vectors}u\n#define FAN_IN {fan_in}u\n"
+               f"#define ROW_RUN {row_run}u\n#define BLOCKS_W {blocks_w}u\n#define STEP {step}u\n")
+    return cupy.RawKernel(defines + _GATHER_SOURCE, "dasksae_gather_fields")
+
+
+def _copy_unit(*sizes) -> int:
+    """The widest of 16, 8, 4, 2, 1 bytes that divides every size, stride and address in ``sizes``."""
+    for unit in (16, 8, 4, 2):
+        if all(size % unit == 0 for size in sizes):
+            return unit
+    return 1
 
 
 def gather_patches(x, field: int, step: int, blocks_h: int, blocks_w: int, out=None):
@@ -411,8 +460,20 @@ def gather_patches(x, field: int, step: int, blocks_h: int, blocks_w: int, out=N
         out = cupy.empty((count, fan_in, batch), dtype=x.dtype)
     if out.dtype != x.dtype or out.strides[2] != out.itemsize or out.shape != (count, fan_in, batch):
         return None
-    _gather_kernel()(
-        x, batch, fan_in, field * channels, blocks_w, step, width * channels * batch, channels * batch, out,
-        size=count * fan_in * batch,
-    )
+    if out.size == 0:
+        return out
+    unit = _copy_unit(batch * x.itemsize, x.data.ptr, out.data.ptr, out.strides[0], out.strides[1])
+    vectors = batch * x.itemsize // unit
+    kernel = _gather_kernel(unit, vectors, fan_in, field * channels, blocks_w, step)
+    rows_per_launch = max(1, INDEX_LIMIT // (blocks_w * fan_in * vectors))  # block rows whose index fits 32 bits
+    threads = 256
+    for p0 in range(0, blocks_h, rows_per_launch):
+        p1 = min(blocks_h, p0 + rows_per_launch)
+        total = (p1 - p0) * blocks_w * fan_in * vectors
+        kernel(
+            ((total + threads - 1) // threads,), (threads,),
+            (x[p0 * step:], out[p0 * blocks_w:p1 * blocks_w], numpy.uint32(total),
+             numpy.int64(x.strides[0] // unit), numpy.int64(x.strides[1] // unit),
+             numpy.int64(out.strides[0] // unit), numpy.int64(out.strides[1] // unit)),
+        )
     return out

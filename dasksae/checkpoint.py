@@ -48,6 +48,8 @@ def write_tile_state(path: str, stage: int, window, state: dict) -> int:
     (b0, b1), (d0, d1) = window
     written = 0
     for name, value in state.items():
+        if name.startswith("_"):  # derived from the weights (the filter step's operands): rebuilt, not stored
+            continue
         group[f"stage{stage + 1}/{name}"][b0:b1, d0:d1] = numpy.asarray(_to_host(value))
         written += value.nbytes
     return written

@@ -63,8 +63,7 @@ def filter_forward(x_window, state, scale_state, stage, with_objective: bool, pr
     xp = array_module(raw)
     precision = precision or native_precision(raw)
     x_window = operand(xp.asarray(x_window), precision)
-    inverse_norms = inverse_row_norms(raw)
-    weights = operand(raw, precision)
+    inverse_norms, weights = _encoder_operands(state, precision)
     geometry = (stage.field, stage.step, stage.block[0], stage.block[1])
     z = local_filter_forward(x_window, weights, *geometry, row_scale=inverse_norms, precision=precision)
     out = {"z": z, "x": x_window, "weights": weights, "inverse_norms": inverse_norms, "precision": precision}
@@ -78,6 +77,24 @@ def filter_forward(x_window, state, scale_state, stage, with_objective: bool, pr
             )
         out["reconstruction"] = reconstruction
     return out
+
+
+def _encoder_operands(state, precision):
+    """``1/||U||`` per row and ``U`` as the products' operand: what the last update left in the state, else new.
+
+    The update writes both as it writes ``U`` (:func:`filter_backward`), so
+    a step reads the weights once for them instead of twice more.  They are
+    state entries whose names start with ``_``: derived from ``U``, kept on
+    the tile's worker between steps, never checkpointed.
+    """
+    raw = state["encoder"]
+    inverse_norms = state.get("_encoder_inverse_norms")
+    if inverse_norms is None or inverse_norms.shape != raw.shape[:-1]:
+        inverse_norms = inverse_row_norms(raw)
+    weights = state.get(f"_encoder_operand_{precision}")
+    if weights is None or weights.shape != raw.shape:
+        weights = operand(raw, precision)
+    return inverse_norms, weights
 
 
 def reconstruction_error(reconstruction, x_owned):
@@ -165,9 +182,14 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
             lr, momentum = update
             shape = (p1 - p0, blocks_w, rows, fan_in)
             unit_rows_sgd(state["encoder"][p0:p1], state["encoder_velocity"][p0:p1], grad_unit.reshape(shape),
-                          inverse_norms[p0:p1], lr, momentum)
+                          inverse_norms[p0:p1], lr, momentum, refresh_norms=True,
+                          raw_operand=None if weights is state["encoder"] else weights[p0:p1], precision=precision)
             if grad_decoder is not None:
                 sgd_momentum_update(state["decoder"][p0:p1], state["decoder_velocity"][p0:p1], grad_decoder.reshape(shape), lr, momentum)
+    if update is not None:  # the next forward pass reads these instead of the weights twice more
+        state["_encoder_inverse_norms"] = inverse_norms
+        if weights is not state["encoder"]:
+            state[f"_encoder_operand_{precision}"] = weights
     out = {"scale_grad": float(scale_grad)}
     if need_input_grad:
         out["grad_x"] = grad_x

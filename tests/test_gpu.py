@@ -148,17 +148,31 @@ def test_bfloat16_operands_round_like_numpy(rng):
     assert numpy.array_equal(to_numpy(from_bfloat16(operand(x_gpu, "bfloat16", scale_gpu))), operand(x * scale, "bfloat16"))
 
 
-def test_fused_unit_norm_update_and_norms(rng):
+@pytest.mark.parametrize("length, operand_kind", [(1200, None), (1200, "bfloat16"), (1202, "bfloat16"), (1201, "float32"),
+                                                 (20, "float32")])
+def test_fused_unit_norm_update_and_norms(rng, length, operand_kind):
+    """The update kernel (vectors of 4, 2 or 1 values) equals the NumPy chain; the refreshed norms and the operand
+    it writes for the next step equal those computed afresh from the updated weights (bf16: bit for bit but for ties)."""
+    from dasksae.kernels.gemm import from_bfloat16, operand
     from dasksae.kernels.normalize import inverse_row_norms, unit_rows_sgd
 
-    raw, raw_gpu = both(rng.standard_normal((3, 4, 32, 1200)))
+    raw, raw_gpu = both(rng.standard_normal((3, 4, 32, length)))
     velocity, velocity_gpu = both(rng.standard_normal(raw.shape))
     grad, grad_gpu = both(rng.standard_normal(raw.shape))
     norms, norms_gpu = inverse_row_norms(raw), inverse_row_norms(raw_gpu)
     assert relative_error(norms_gpu, norms) < FLOAT32
     unit_rows_sgd(raw, velocity, grad, norms, 0.01, 0.9)
-    unit_rows_sgd(raw_gpu, velocity_gpu, grad_gpu, norms_gpu, 0.01, 0.9)
+    target = None if operand_kind is None else cupy.full(raw.shape, 7, dtype="uint16" if operand_kind == "bfloat16" else "float32")
+    unit_rows_sgd(raw_gpu, velocity_gpu, grad_gpu, norms_gpu, 0.01, 0.9, refresh_norms=True, raw_operand=target,
+                  precision=operand_kind)
     assert relative_error(velocity_gpu, velocity) < FLOAT32 and relative_error(raw_gpu, raw) < FLOAT32
+    assert relative_error(norms_gpu, inverse_row_norms(raw)) < FLOAT32
+    if operand_kind == "bfloat16":
+        fresh = operand(raw_gpu, "bfloat16")
+        assert float((target != fresh).mean()) < 1e-3  # the update's float32 sums may differ in the last bit
+        assert relative_error(from_bfloat16(target), raw) < 4e-3
+    elif operand_kind == "float32":
+        assert bool((target == raw_gpu).all())
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])

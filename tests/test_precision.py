@@ -97,6 +97,32 @@ def test_fused_unit_norm_update_equals_the_chain_rule_and_sgd(rng):
     assert numpy.allclose(velocity, expected_velocity, rtol=1e-12) and numpy.allclose(raw, expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("precision", ["float32", "tf32", "bfloat16"])
+def test_a_step_leaves_the_next_steps_operands_in_the_state(precision, tmp_path):
+    """After an update the tile state holds 1/||U|| and U's operand for the next forward pass, equal to those made
+    afresh from the new weights; a checkpoint does not store them; without them the same loss comes out."""
+    import zarr
+
+    config = named_config("tiny")
+    batch = numpy.random.default_rng(3).standard_normal(config.input_shape + (8,)).astype("float32")
+    network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype=precision)
+    network.step(batch, 1e-2, 0.9)
+    state = network.state[0].parts[(0, 0)].value  # LocalExecutor: handles hold the values
+    assert numpy.allclose(state["_encoder_inverse_norms"], inverse_row_norms(state["encoder"]), rtol=1e-6)
+    if precision != "float32":
+        assert numpy.array_equal(state[f"_encoder_operand_{precision}"], operand(state["encoder"], precision))
+    path = network.save(tmp_path / "run")
+    stored = [name for name, _ in zarr.open_group(str(path), mode="r")["stage1"].arrays()]
+    assert "encoder" in stored and not [name for name in stored if name.startswith("_")]
+    cached = network.step(batch, 1e-2, 0.9).loss
+    fresh = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype=precision)
+    fresh.step(batch, 1e-2, 0.9)
+    for part in fresh.state:
+        for key in [k for k in part.parts[(0, 0)].value if k.startswith("_")]:
+            del part.parts[(0, 0)].value[key]
+    assert fresh.step(batch, 1e-2, 0.9).loss == pytest.approx(cached, rel=1e-6)
+
+
 @pytest.mark.parametrize("precision,tolerance", [("tf32", 1e-4), ("bfloat16", 1e-3)])
 def test_reduced_precision_training_follows_float32(precision, tolerance):
     """Five joint steps with tf32 or bfloat16 products (float32 master weights) give float32's losses

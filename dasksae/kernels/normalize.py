@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy
+
 from .backend import array_module
 
 
@@ -28,18 +30,24 @@ def inverse_row_norms(raw):
     return 1.0 / xp.sqrt(xp.einsum("...k,...k->...", raw, raw))
 
 
-def unit_rows_sgd(raw, velocity, grad_unit, inverse_norms, lr: float, momentum: float) -> None:
+def unit_rows_sgd(raw, velocity, grad_unit, inverse_norms, lr: float, momentum: float,
+                  refresh_norms: bool = False, raw_operand=None, precision: str | None = None) -> None:
     """The SGD-with-momentum step of ``U`` given ``dL/dW`` for ``W = U/||U||``, in place.
 
     ``g = s (dW - s U (dW . s U))`` with ``s = 1/||U||`` per row, then
     ``v = momentum v - lr g`` and ``U += v``: the chain through the unit norm
     and the update in one pass (one CUDA block per row on CuPy: the row's
-    dot product, then its update, reading ``dW``, ``U`` and ``v`` once).
-    ``inverse_norms`` must be those of ``raw`` before the step.
+    dot product, then its update, reading ``dW``, ``U`` and ``v`` once, in
+    vectors of 4 values where the rows allow).  ``inverse_norms`` must be
+    those of ``raw`` before the step.  What the next forward pass reads of
+    the new ``U`` can come out of the same pass instead of two more over the
+    weights: ``refresh_norms`` overwrites ``inverse_norms`` with those of the
+    updated rows, and ``raw_operand`` (a :func:`~.gemm.operand` of ``raw`` in
+    ``precision``) receives the updated rows in that storage.
     """
     xp = array_module(raw)
-    if xp.__name__ == "cupy":
-        _unit_rows_sgd_cuda(raw, velocity, grad_unit, inverse_norms, lr, momentum)
+    if xp.__name__ == "cupy" and _unit_rows_sgd_cuda(raw, velocity, grad_unit, inverse_norms, lr, momentum,
+                                                    refresh_norms, raw_operand, precision):
         return
     scale = inverse_norms[..., None]
     radial = xp.einsum("...k,...k->...", grad_unit, raw)[..., None] * scale
@@ -47,6 +55,12 @@ def unit_rows_sgd(raw, velocity, grad_unit, inverse_norms, lr: float, momentum: 
     velocity *= momentum
     velocity -= lr * grad
     raw += velocity
+    if refresh_norms:
+        inverse_norms[...] = inverse_row_norms(raw)
+    if raw_operand is not None:
+        from .gemm import operand
+
+        operand(raw, precision, out=raw_operand)
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,55 +71,118 @@ def _inverse_norm_kernel():
 
 
 _UNIT_ROWS_SGD = r"""
-extern "C" __global__ void dasksae_unit_rows_sgd_{T}(
-    {T}* raw, {T}* velocity, const {T}* grad, const {T}* inverse_norms,
-    const long long length, const {T} lr, const {T} momentum)
+template <typename T, int N> struct alignas(sizeof(T) * N) Pack { T v[N]; };
+
+__device__ unsigned short to_bfloat16(float value)  // round to nearest even; NaN stays NaN (as gemm.operand)
 {
-    const long long row = blockIdx.x;
-    {T}* u = raw + row * length;
-    {T}* v = velocity + row * length;
-    const {T}* g = grad + row * length;
-    {T} dot = 0;
-    for (long long k = threadIdx.x; k < length; k += blockDim.x) dot += g[k] * u[k];
-    __shared__ {T} partial[32];
-    for (int offset = 16; offset > 0; offset /= 2) dot += __shfl_down_sync(0xffffffff, dot, offset);
-    if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = dot;
+    unsigned int bits = __float_as_uint(value);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((bits >> 16) | 0x40u);
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (unsigned short)(bits >> 16);
+}
+
+template <typename T> __device__ T block_sum(T value, T* partial)  // every thread gets the block's sum
+{
+    for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(0xffffffff, value, offset);
+    __syncthreads();  // partial may still be read from a previous sum
+    if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = value;
     __syncthreads();
     if (threadIdx.x < 32) {
-        dot = threadIdx.x < (blockDim.x >> 5) ? partial[threadIdx.x] : 0;
-        for (int offset = 16; offset > 0; offset /= 2) dot += __shfl_down_sync(0xffffffff, dot, offset);
-        if (threadIdx.x == 0) partial[0] = dot;
+        value = threadIdx.x < (blockDim.x >> 5) ? partial[threadIdx.x] : (T)0;
+        for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(0xffffffff, value, offset);
+        if (threadIdx.x == 0) partial[32] = value;
     }
     __syncthreads();
-    const {T} s = inverse_norms[row];
-    const {T} radial = partial[0] * s * s;  // (dW . W) s, with W = s U
-    for (long long k = threadIdx.x; k < length; k += blockDim.x) {
-        const {T} step = momentum * v[k] - lr * (g[k] - u[k] * radial) * s;
-        v[k] = step;
-        u[k] += step;
+    return partial[32];
+}
+
+// OPERAND: 0 none, 1 the same type as raw, 2 bfloat16 bits
+template <typename T, int N, int OPERAND>
+__global__ void unit_rows_sgd(T* raw, T* velocity, const T* grad, T* inverse_norms, const long long length,
+                              const T lr, const T momentum, const int refresh_norms, void* raw_operand)
+{
+    typedef Pack<T, N> P;
+    __shared__ T partial[33];
+    const long long row = blockIdx.x;
+    const long long vectors = length / N;
+    P* u = (P*)(raw + row * length);
+    P* v = (P*)(velocity + row * length);
+    const P* g = (const P*)(grad + row * length);
+    T dot = 0;
+    for (long long k = threadIdx.x; k < vectors; k += blockDim.x) {
+        const P gk = g[k], uk = u[k];
+        for (int j = 0; j < N; ++j) dot += gk.v[j] * uk.v[j];
+    }
+    dot = block_sum(dot, partial);
+    const T s = inverse_norms[row];
+    const T radial = dot * s * s;  // (dW . W) s, with W = s U
+    T squares = 0;
+    for (long long k = threadIdx.x; k < vectors; k += blockDim.x) {
+        const P gk = g[k];
+        P uk = u[k], vk = v[k];
+        for (int j = 0; j < N; ++j) {
+            const T step = momentum * vk.v[j] - lr * (gk.v[j] - uk.v[j] * radial) * s;
+            vk.v[j] = step;
+            uk.v[j] += step;
+            squares += uk.v[j] * uk.v[j];
+        }
+        v[k] = vk;
+        u[k] = uk;
+        if (OPERAND == 1) ((P*)raw_operand + row * vectors)[k] = uk;
+        if (OPERAND == 2) {
+            unsigned short* out = (unsigned short*)raw_operand + row * length + k * N;
+            for (int j = 0; j < N; ++j) out[j] = to_bfloat16((float)uk.v[j]);
+        }
+    }
+    if (refresh_norms) {
+        squares = block_sum(squares, partial);
+        if (threadIdx.x == 0) inverse_norms[row] = rsqrt(squares);
     }
 }
 """
 
 
 @functools.lru_cache(maxsize=None)
-def _unit_rows_sgd_kernel(type_name: str):
+def _unit_rows_sgd_module():
     import cupy
 
-    return cupy.RawKernel(_UNIT_ROWS_SGD.replace("{T}", type_name), f"dasksae_unit_rows_sgd_{type_name}")
+    names = [f"unit_rows_sgd<{t}, {n}, {o}>" for t in ("float", "double") for n in (1, 2, 4) for o in (0, 1, 2)]
+    return cupy.RawModule(code=_UNIT_ROWS_SGD, options=("-std=c++14",), name_expressions=names), names
 
 
-def _unit_rows_sgd_cuda(raw, velocity, grad_unit, inverse_norms, lr, momentum):
+def _unit_rows_sgd_cuda(raw, velocity, grad_unit, inverse_norms, lr, momentum, refresh_norms, raw_operand, precision):
+    """The update as one CUDA kernel; ``False`` where the arrays do not suit it (the caller runs the array code)."""
     import cupy
 
-    for name, array in (("raw", raw), ("velocity", velocity), ("grad", grad_unit), ("inverse_norms", inverse_norms)):
+    arrays = (("raw", raw), ("velocity", velocity), ("grad", grad_unit), ("inverse_norms", inverse_norms))
+    for name, array in arrays:
         if not array.flags.c_contiguous or array.dtype != raw.dtype:
             raise ValueError(f"unit_rows_sgd needs C-contiguous {raw.dtype} arrays; {name} is not")
-    type_name = {"float32": "float", "float64": "double"}[raw.dtype.name]
+    if raw.dtype.name not in ("float32", "float64"):
+        return False
+    kind = 0
+    if raw_operand is not None:
+        if not raw_operand.flags.c_contiguous or raw_operand.shape != raw.shape:
+            return False
+        if raw_operand.dtype == raw.dtype:
+            kind = 1
+        elif raw_operand.dtype.name == "uint16" and precision == "bfloat16":
+            kind = 2
+        else:
+            return False
     length = raw.shape[-1]
     rows = raw.size // length
-    threads = 256 if length >= 256 else 32 * max(1, -(-length // 32))
+    if rows == 0:
+        return True
+    pointers = [a.data.ptr for _, a in arrays[:3]] + ([raw_operand.data.ptr] if kind == 1 else [])
+    lanes = next(n for n in (4, 2, 1) if length % n == 0 and all(p % (n * raw.itemsize) == 0 for p in pointers))
+    if raw.dtype.name == "float64":
+        lanes = min(lanes, 2)
+    vectors = length // lanes
+    threads = 256 if vectors >= 256 else 32 * max(1, -(-vectors // 32))
+    module, names = _unit_rows_sgd_module()
+    kernel = module.get_function(f"unit_rows_sgd<{'float' if raw.dtype.name == 'float32' else 'double'}, {lanes}, {kind}>")
     scalar = raw.dtype.type
-    _unit_rows_sgd_kernel(type_name)(
-        (rows,), (threads,), (raw, velocity, grad_unit, inverse_norms, cupy.int64(length), scalar(lr), scalar(momentum))
-    )
+    kernel((rows,), (threads,), (raw, velocity, grad_unit, inverse_norms, cupy.int64(length), scalar(lr), scalar(momentum),
+                                 numpy.int32(bool(refresh_norms)), raw_operand if raw_operand is not None else numpy.uint64(0)))
+    return True

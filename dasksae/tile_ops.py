@@ -17,7 +17,7 @@ from .kernels.contrast import lcn_backward, lcn_forward
 from .kernels.gemm import batched_matmul, native_precision, operand, result_dtype, storage_dtype
 from .kernels.local_filter import (
     CHUNK_BYTES,
-    block_view,
+    block_rows,
     chunks,
     field_rows,
     fold_patches_into,
@@ -136,8 +136,6 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
     error = operand(xp.asarray(error_window), precision, 2.0 / batch) if has_error else None
     width = 2 * batch if (has_error and tied) else batch  # inner terms of the weight-gradient GEMM
     dtype, storage = result_dtype(precision), storage_dtype(precision) if xp is not numpy else result_dtype(precision)
-    z_blocks = block_view(z, block_h, block_w)
-    grad_z_blocks = None if grad_z is None else block_view(grad_z, block_h, block_w)
     grad_x = xp.zeros(x_window.shape, dtype=dtype) if need_input_grad else None
     grads = None if update is not None else {"encoder": xp.empty(weights.shape, dtype=dtype)}
     if grads is not None and not tied:
@@ -150,9 +148,9 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         fields = xp.empty((count, fan_in, width), dtype=storage)  # [X | G]
         gather_patches(x_window[inputs], field, step, p1 - p0, blocks_w, out=fields[:, :, :batch])
         codes = xp.empty((count, rows, width), dtype=storage)  # [g_z | a z]
-        z_rows = xp.ascontiguousarray(z_blocks[p0:p1]).reshape(count, rows, batch)
-        grad_rows = (xp.zeros((count, rows, batch), dtype=dtype) if grad_z_blocks is None
-                     else xp.ascontiguousarray(grad_z_blocks[p0:p1]).reshape(count, rows, batch))
+        z_rows = block_rows(z[p0 * block_h : p1 * block_h], block_h, block_w)
+        grad_rows = (xp.zeros((count, rows, batch), dtype=dtype) if grad_z is None
+                     else block_rows(grad_z[p0 * block_h : p1 * block_h], block_h, block_w))
         chunk_scale = inverse_norms[p0:p1].reshape(count, rows, 1)
         weight_rows = weights[p0:p1].reshape(count, rows, fan_in)
         if has_error:

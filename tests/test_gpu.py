@@ -233,3 +233,29 @@ def test_the_fold_kernel_adds_into_what_is_there(rng, batch, dtype):
     assert relative_error(got, expected) < (1e-6 if dtype == "float32" else 1e-14)
 
 
+
+
+@pytest.mark.parametrize("batch", [8, 5])
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_the_block_rows_kernel_both_ways(rng, batch, precision, scaled):
+    """Block rows of a map (4 or 1 values a thread, float32 or bf16 rows, with or without row scales) equal the
+    array code's, and writing rows back into a poisoned map sets every element as the array code does."""
+    from dasksae.kernels.gemm import from_bfloat16
+    from dasksae.kernels.local_filter import block_rows, write_block_rows
+
+    output_map, map_gpu = both(rng.standard_normal((6 * 2, 5 * 3, 4, batch)))
+    scale, scale_gpu = both(rng.uniform(0.5, 2, (6, 5, 2 * 3 * 4))) if scaled else (None, None)
+    expected = block_rows(output_map, 2, 3, scale, precision)
+    got = block_rows(map_gpu, 2, 3, scale_gpu, precision)
+    if precision == "bfloat16":
+        assert got.dtype == numpy.uint16
+        assert numpy.array_equal(to_numpy(from_bfloat16(got)), expected)
+    else:
+        assert relative_error(got, expected) < 1e-7 and got.shape == (30, 24, batch)
+    rows, rows_gpu = both(rng.standard_normal((30, 24, batch)))
+    written = numpy.full(output_map.shape, numpy.nan, dtype=numpy.float32)
+    write_block_rows(written, rows, 2, 3, scale)
+    written_gpu = cupy.full(output_map.shape, numpy.nan, dtype=cupy.float32)
+    write_block_rows(written_gpu, rows_gpu, 2, 3, scale_gpu)
+    assert not numpy.isnan(written).any() and relative_error(written_gpu, written) < 1e-7

@@ -152,3 +152,21 @@ def test_operands_never_round_the_callers_array(rng):
     for precision in ("tf32", "bfloat16"):
         assert not numpy.array_equal(operand(weights, precision), weights)
     assert numpy.array_equal(weights, kept)
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_block_rows_and_back(scaled):
+    """Block rows of a map are its block view's rows (times the row scales), a new array; writing them back restores the map."""
+    from dasksae.kernels.local_filter import block_rows, block_view, write_block_rows
+
+    rng = numpy.random.default_rng(5)
+    output_map = rng.standard_normal((4 * 2, 3 * 3, 2, 5)).astype("float32")
+    scale = rng.uniform(0.5, 2, (4, 3, 2 * 3 * 2)).astype("float32") if scaled else None
+    rows = block_rows(output_map, 2, 3, scale)
+    view = block_view(output_map, 2, 3).reshape(12, 12, 5)
+    assert numpy.allclose(rows, view * (1 if scale is None else scale.reshape(12, 12, 1)), rtol=1e-6)
+    assert not numpy.shares_memory(rows, output_map)
+    restored = numpy.zeros_like(output_map)
+    write_block_rows(restored, rows, 2, 3, None if scale is None else 1 / scale)
+    assert numpy.allclose(restored, output_map, rtol=1e-5)
+    assert numpy.array_equal(block_rows(output_map, 2, 3, scale, "bfloat16"), operand(rows, "bfloat16"))

@@ -477,3 +477,104 @@ def gather_patches(x, field: int, step: int, blocks_h: int, blocks_w: int, out=N
              numpy.int64(out.strides[0] // unit), numpy.int64(out.strides[1] // unit)),
         )
     return out
+
+
+# ---------------------------------------------------------------- block rows
+#
+# A map (H, W, K, M) in block layout: row r = (i, j, k) of block b = (p, q) is map[p*bh + i, q*bw + j, k, :], a run
+# of M values.  CuPy's elementwise kernels over the 6-D strided view spend their time on 64-bit index arithmetic
+# (as the gather did); here one thread moves 4 values, with the geometry compiled in.
+
+_BLOCK_ROWS_SOURCE = r"""
+extern "C" __global__ void dasksae_block_rows(const float* __restrict__ map_in, float* __restrict__ map_out,
+                                              const float* __restrict__ rows_in, OUT* __restrict__ rows_out,
+                                              const float* __restrict__ scale, unsigned int total)
+{
+    const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    const unsigned int v = i % VECTORS;
+    const unsigned int row = i / VECTORS;
+    const unsigned int r = row % ROWS;
+    const unsigned int b = row / ROWS;
+    const unsigned int k = r % MAPS;
+    const unsigned int t = r / MAPS;
+    const unsigned int j = t % BLOCK_W;
+    const unsigned int h = t / BLOCK_W;
+    const unsigned int q = b % BLOCKS_W;
+    const unsigned int p = b / BLOCKS_W;
+    const long long at = ((((long long)(p * BLOCK_H + h)) * (BLOCKS_W * BLOCK_W) + q * BLOCK_W + j) * MAPS + k) * VECTORS + v;
+    const float s = HAS_SCALE ? scale[row] : 1.0f;
+    if (TO_ROWS) {
+        const VEC value = ((const VEC*)map_in)[at];
+        STORE_ROWS(rows_out, i, value, s);
+    } else {
+        const VEC value = ((const VEC*)rows_in)[i];
+        STORE_MAP(map_out, at, value, s);
+    }
+}
+"""
+
+_VEC4 = ("float4", "{ float4 x = value; x.x *= s; x.y *= s; x.z *= s; x.w *= s; ((float4*)map_out)[at] = x; }")
+_VEC1 = ("float", "((float*)map_out)[at] = value * s")
+_ROW_STORES = {  # (lanes, rows dtype) -> storing a vector into the rows
+    (4, "float32"): "{ float4 x = value; x.x *= s; x.y *= s; x.z *= s; x.w *= s; ((float4*)rows_out)[i] = x; }",
+    (1, "float32"): "((float*)rows_out)[i] = value * s",
+    (4, "uint16"): ("{ ushort4 x; x.x = to_bf16(value.x * s); x.y = to_bf16(value.y * s); x.z = to_bf16(value.z * s);"
+                    " x.w = to_bf16(value.w * s); ((ushort4*)rows_out)[i] = x; }"),
+    (1, "uint16"): "((unsigned short*)rows_out)[i] = to_bf16(value * s)",
+}
+_TO_BF16 = r"""
+__device__ __forceinline__ unsigned short to_bf16(float value)
+{
+    unsigned int bits = __float_as_uint(value);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((bits >> 16) | 0x40u);
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (unsigned short)(bits >> 16);
+}
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _block_rows_kernel(to_rows: bool, rows_dtype: str, lanes: int, has_scale: bool, vectors: int, maps: int,
+                       block_h: int, block_w: int, blocks_w: int):
+    import cupy
+
+    vec, store_map = _VEC4 if lanes == 4 else _VEC1
+    out_type = "unsigned short" if rows_dtype == "uint16" else "float"
+    defines = (f"#define OUT {out_type}\n#define VEC {vec}\n#define VECTORS {vectors}u\n#define ROWS {block_h * block_w * maps}u\n"
+               f"#define MAPS {maps}u\n#define BLOCK_H {block_h}u\n#define BLOCK_W {block_w}u\n#define BLOCKS_W {blocks_w}u\n"
+               f"#define HAS_SCALE {int(has_scale)}\n#define TO_ROWS {int(to_rows)}\n"
+               f"#define STORE_ROWS(rows_out, i, value, s) {_ROW_STORES[(lanes, rows_dtype)]}\n"
+               f"#define STORE_MAP(map_out, at, value, s) {store_map}\n")
+    return cupy.RawKernel(_TO_BF16 + defines + _BLOCK_ROWS_SOURCE, "dasksae_block_rows")
+
+
+def block_rows(output_map, block_h: int, block_w: int, rows=None, row_scale=None, rows_dtype=None, to_rows: bool = True):
+    """Block rows of a float32 map, scaled per row, to ``(count, bh*bw*K, M)`` float32 or bf16 rows (``to_rows``) or
+    back into the map; ``None`` where the arrays do not suit the kernel (the caller runs the array code)."""
+    import cupy
+
+    height, width, maps, batch = output_map.shape
+    blocks_h, blocks_w = height // block_h, width // block_w
+    count, row_count = blocks_h * blocks_w, block_h * block_w * maps
+    rows_dtype = numpy.dtype(rows_dtype or "float32") if to_rows else rows.dtype
+    if (output_map.dtype != numpy.float32 or not output_map.flags.c_contiguous or rows_dtype.name not in ("float32", "uint16")
+            or (row_scale is not None and (row_scale.dtype != numpy.float32 or not row_scale.flags.c_contiguous
+                                           or row_scale.size != count * row_count))):
+        return None
+    if to_rows:
+        rows = cupy.empty((count, row_count, batch), dtype=rows_dtype)
+    elif not rows.flags.c_contiguous or rows.shape != (count, row_count, batch) or rows.dtype != numpy.float32:
+        return None
+    lanes = 4 if batch % 4 == 0 and output_map.data.ptr % 16 == 0 and rows.data.ptr % (4 * rows.itemsize) == 0 else 1
+    vectors = batch // lanes
+    total = count * row_count * vectors
+    if total >= 2**31:
+        return None
+    if total:
+        kernel = _block_rows_kernel(to_rows, rows_dtype.name, lanes, row_scale is not None, vectors, maps, block_h, block_w, blocks_w)
+        scale = row_scale if row_scale is not None else output_map  # never read without HAS_SCALE
+        threads = 256
+        kernel(((total + threads - 1) // threads,), (threads,),
+               (output_map, output_map, rows if not to_rows else output_map, rows, scale, numpy.uint32(total)))
+    return rows

@@ -30,7 +30,7 @@ the operand's rows, in the same pass that lays them out for the GEMM
 from __future__ import annotations
 
 from .backend import array_module, as_strided
-from .gemm import batched_matmul, native_precision, operand, result_dtype
+from .gemm import batched_matmul, native_precision, operand, result_dtype, storage_dtype
 
 #: Largest transient of one chunk of block rows (patches, block outputs,
 #: weight gradients): the products run over as many block rows at a time as
@@ -130,6 +130,44 @@ def block_view(output_map, block_h: int, block_w: int):
     return output_map.reshape(blocks_h, block_h, blocks_w, block_w, maps, batch).transpose(0, 2, 1, 3, 4, 5)
 
 
+def block_rows(output_map, block_h: int, block_w: int, row_scale=None, precision: str | None = None):
+    """The blocks of ``output_map (nbh*bh, nbw*bw, K, M)`` as rows ``(nbh*nbw, bh*bw*K, M)``, a new array.
+
+    Each row times its ``row_scale (nbh, nbw, bh*bw*K)`` (optional), stored as
+    the GEMM operand of ``precision`` (default: the map's own type): one pass
+    (on CuPy one kernel, 4 values a thread).
+    """
+    xp = array_module(output_map)
+    precision = precision or native_precision(output_map)
+    if xp.__name__ == "cupy":
+        from . import cuda_kernels
+
+        rows = cuda_kernels.block_rows(output_map, block_h, block_w, row_scale=row_scale, rows_dtype=storage_dtype(precision))
+        if rows is not None:
+            return rows
+    blocks = block_view(output_map, block_h, block_w)
+    count, batch = blocks.shape[0] * blocks.shape[1], output_map.shape[-1]
+    if row_scale is None:
+        return operand(xp.array(blocks, dtype=result_dtype(precision)), precision).reshape(count, -1, batch)
+    return operand(blocks, precision, _row_scale_view(row_scale, block_h, block_w)).reshape(count, -1, batch)
+
+
+def write_block_rows(output_map, rows, block_h: int, block_w: int, row_scale=None):
+    """``output_map``'s blocks set to ``rows (nbh*nbw, bh*bw*K, M)``, each times its ``row_scale``: the inverse of :func:`block_rows`."""
+    xp = array_module(output_map, rows)
+    if xp.__name__ == "cupy":
+        from . import cuda_kernels
+
+        if cuda_kernels.block_rows(output_map, block_h, block_w, rows=rows, row_scale=row_scale, to_rows=False) is not None:
+            return
+    blocks = block_view(output_map, block_h, block_w)
+    shaped = rows.reshape(blocks.shape)
+    if row_scale is None:
+        blocks[...] = shaped
+    else:
+        xp.multiply(shaped, _row_scale_view(row_scale, block_h, block_w), out=blocks)
+
+
 def _row_scale_view(row_scale, block_h: int, block_w: int):
     """Per-neuron scales ``(nbh, nbw, bh*bw*K)`` viewed to broadcast against ``(nbh, nbw, bh, bw, K, M)``."""
     blocks_h, blocks_w, rows = row_scale.shape
@@ -164,18 +202,12 @@ def local_filter_forward(x, weights, field: int, step: int, block_h: int, block_
     out = xp.empty((blocks_h * block_h, blocks_w * block_w, rows // (block_h * block_w), batch), dtype=result_dtype(precision))
     x = operand(x, precision)
     weights = operand(weights, precision)
-    out_blocks = block_view(out, block_h, block_w)
-    scale_view = None if row_scale is None else _row_scale_view(row_scale, block_h, block_w)
     per_row = blocks_w * (fan_in * x.itemsize + 2 * rows * out.itemsize) * batch
     for p0, p1 in chunks(blocks_h, per_row, chunk_bytes):
         patches = gather_patches(x[field_rows(p0, p1, field, step)], field, step, p1 - p0, blocks_w)
-        products = batched_matmul(
-            weights[p0:p1].reshape(-1, rows, fan_in), patches, precision=precision
-        ).reshape(p1 - p0, blocks_w, block_h, block_w, -1, batch)
-        if scale_view is None:
-            out_blocks[p0:p1] = products
-        else:
-            xp.multiply(products, scale_view[p0:p1], out=out_blocks[p0:p1])
+        products = batched_matmul(weights[p0:p1].reshape(-1, rows, fan_in), patches, precision=precision)
+        write_block_rows(out[p0 * block_h : p1 * block_h], products, block_h, block_w,
+                         None if row_scale is None else row_scale[p0:p1])
     return out
 
 
@@ -188,14 +220,11 @@ def local_filter_transpose(y, weights, input_shape, field: int, step: int, block
     batch = y.shape[-1]
     out = xp.zeros(tuple(input_shape), dtype=result_dtype(precision))
     weights = operand(weights, precision)
-    y_blocks = block_view(y, block_h, block_w)
-    scale_view = None if row_scale is None else _row_scale_view(row_scale, block_h, block_w)
     per_row = blocks_w * (fan_in * out.itemsize + rows * 4) * batch
     for p0, p1 in chunks(blocks_h, per_row, chunk_bytes):
-        block_rows = operand(y_blocks[p0:p1], precision, None if scale_view is None else scale_view[p0:p1])
-        patches = batched_matmul(
-            weights[p0:p1].reshape(-1, rows, fan_in), block_rows.reshape(-1, rows, batch), transpose_a=True, precision=precision
-        )
+        y_rows = block_rows(y[p0 * block_h : p1 * block_h], block_h, block_w,
+                            None if row_scale is None else row_scale[p0:p1], precision)
+        patches = batched_matmul(weights[p0:p1].reshape(-1, rows, fan_in), y_rows, transpose_a=True, precision=precision)
         fold_patches_into(out[field_rows(p0, p1, field, step)], patches, field, step, p1 - p0, blocks_w)
     return out
 

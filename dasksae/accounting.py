@@ -42,7 +42,8 @@ def memory_plan(config: NetworkConfig, minibatch: int, dtype="float32", chunk_by
       in the storage dtype (float32 for ``tf32``/``bfloat16``);
     * ``optimizer_state``: one momentum buffer per parameter;
     * ``operand_copies``: ``bfloat16`` only: the weights as bfloat16 GEMM
-      operands, kept from a stage's forward pass to its backward pass;
+      operands, written by each update for the next step and kept between
+      steps (with ``1/||U||`` per filter, too small to count);
     * ``activations``: what the forward pass keeps for the backward pass,
       every stage (input operand, ``z``, reconstruction and error, pooling
       and LCN caches), plus the largest stage's backward maps;

@@ -112,15 +112,20 @@ _FOLD_VALUES = {  # (dtype, lanes): the vector type and its add
 }
 
 
-@functools.lru_cache(maxsize=None)
-def _fold_kernel(dtype: str, lanes: int, vectors: int, channels: int, width: int, field: int, step: int, blocks_w: int):
-    import cupy
-
+def fold_source(dtype: str, lanes: int, vectors: int, channels: int, width: int, field: int, step: int, blocks_w: int) -> str:
+    """The CUDA source of the fold kernel for one layer shape (``dasksae_fold_patches``)."""
     value, add = _FOLD_VALUES[(dtype, lanes)]
     defines = (f"#define VALUE {value}\n#define ADD(a, b) do {{ {add}; }} while (0)\n#define VECTORS {vectors}u\n"
                f"#define CHANNELS {channels}u\n#define WIDTH {width}u\n#define FIELD {field}\n#define STEP {step}\n"
                f"#define BLOCKS_W {blocks_w}\n#define FAN_IN {field * field * channels}\n")
-    return cupy.RawKernel(defines + _FOLD_SOURCE, "dasksae_fold_patches")
+    return defines + _FOLD_SOURCE
+
+
+@functools.lru_cache(maxsize=None)
+def _fold_kernel(*geometry):
+    import cupy
+
+    return cupy.RawKernel(fold_source(*geometry), "dasksae_fold_patches")
 
 
 def fold_patches_into(out, patches, field: int, step: int, blocks_h: int, blocks_w: int):
@@ -431,13 +436,18 @@ INDEX_LIMIT = 2**31 - 1  # vectors a launch: the kernel's index is 32 bits
 _UNIT_TYPES = {16: "uint4", 8: "uint2", 4: "unsigned int", 2: "unsigned short", 1: "unsigned char"}
 
 
-@functools.lru_cache(maxsize=None)
-def _gather_kernel(unit: int, vectors: int, fan_in: int, row_run: int, blocks_w: int, step: int):
-    import cupy
-
+def gather_source(unit: int, vectors: int, fan_in: int, row_run: int, blocks_w: int, step: int) -> str:
+    """The CUDA source of the fields gather for one layer shape (``dasksae_gather_fields``)."""
     defines = (f"#define UNIT {_UNIT_TYPES[unit]}\n#define VECTORS {vectors}u\n#define FAN_IN {fan_in}u\n"
                f"#define ROW_RUN {row_run}u\n#define BLOCKS_W {blocks_w}u\n#define STEP {step}u\n")
-    return cupy.RawKernel(defines + _GATHER_SOURCE, "dasksae_gather_fields")
+    return defines + _GATHER_SOURCE
+
+
+@functools.lru_cache(maxsize=None)
+def _gather_kernel(*geometry):
+    import cupy
+
+    return cupy.RawKernel(gather_source(*geometry), "dasksae_gather_fields")
 
 
 def _copy_unit(*sizes) -> int:
@@ -519,25 +529,14 @@ _VEC1 = ("float", "((float*)map_out)[at] = value * s")
 _ROW_STORES = {  # (lanes, rows dtype) -> storing a vector into the rows
     (4, "float32"): "{ float4 x = value; x.x *= s; x.y *= s; x.z *= s; x.w *= s; ((float4*)rows_out)[i] = x; }",
     (1, "float32"): "((float*)rows_out)[i] = value * s",
-    (4, "uint16"): ("{ ushort4 x; x.x = to_bf16(value.x * s); x.y = to_bf16(value.y * s); x.z = to_bf16(value.z * s);"
-                    " x.w = to_bf16(value.w * s); ((ushort4*)rows_out)[i] = x; }"),
-    (1, "uint16"): "((unsigned short*)rows_out)[i] = to_bf16(value * s)",
+    (4, "uint16"): ("{ ushort4 x; x.x = round_to_bfloat16(value.x * s); x.y = round_to_bfloat16(value.y * s); x.z = round_to_bfloat16(value.z * s);"
+                    " x.w = round_to_bfloat16(value.w * s); ((ushort4*)rows_out)[i] = x; }"),
+    (1, "uint16"): "((unsigned short*)rows_out)[i] = round_to_bfloat16(value * s)",
 }
-_TO_BF16 = r"""
-__device__ __forceinline__ unsigned short to_bf16(float value)
-{
-    unsigned int bits = __float_as_uint(value);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((bits >> 16) | 0x40u);
-    bits += 0x7fffu + ((bits >> 16) & 1u);
-    return (unsigned short)(bits >> 16);
-}
-"""
-
-
-@functools.lru_cache(maxsize=None)
-def _block_rows_kernel(to_rows: bool, rows_dtype: str, lanes: int, has_scale: bool, vectors: int, maps: int,
-                       block_h: int, block_w: int, blocks_w: int):
-    import cupy
+def block_rows_source(to_rows: bool, rows_dtype: str, lanes: int, has_scale: bool, vectors: int, maps: int,
+                      block_h: int, block_w: int, blocks_w: int) -> str:
+    """The CUDA source of the block-rows kernel for one layer shape and direction (``dasksae_block_rows``)."""
+    from .gemm import BFLOAT16_ROUNDING
 
     vec, store_map = _VEC4 if lanes == 4 else _VEC1
     out_type = "unsigned short" if rows_dtype == "uint16" else "float"
@@ -546,7 +545,14 @@ def _block_rows_kernel(to_rows: bool, rows_dtype: str, lanes: int, has_scale: bo
                f"#define HAS_SCALE {int(has_scale)}\n#define TO_ROWS {int(to_rows)}\n"
                f"#define STORE_ROWS(rows_out, i, value, s) {_ROW_STORES[(lanes, rows_dtype)]}\n"
                f"#define STORE_MAP(map_out, at, value, s) {store_map}\n")
-    return cupy.RawKernel(_TO_BF16 + defines + _BLOCK_ROWS_SOURCE, "dasksae_block_rows")
+    return BFLOAT16_ROUNDING + defines + _BLOCK_ROWS_SOURCE
+
+
+@functools.lru_cache(maxsize=None)
+def _block_rows_kernel(*geometry):
+    import cupy
+
+    return cupy.RawKernel(block_rows_source(*geometry), "dasksae_block_rows")
 
 
 def block_rows(output_map, block_h: int, block_w: int, rows=None, row_scale=None, rows_dtype=None, to_rows: bool = True):

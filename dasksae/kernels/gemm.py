@@ -73,20 +73,24 @@ def _round_mantissa(values, dropped_bits: int):
     return ((bits + half + odd) & mask).view(numpy.float32)
 
 
+BFLOAT16_ROUNDING = r"""
+__device__ __forceinline__ unsigned short round_to_bfloat16(float value)  // to nearest even; NaN stays NaN
+{
+    unsigned int bits = __float_as_uint(value);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((bits >> 16) | 0x40u);
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (unsigned short)(bits >> 16);
+}
+"""  # CUDA source: every kernel that writes bfloat16 operands rounds with this one function
+
+
 @functools.lru_cache(maxsize=None)
 def _to_bfloat16_kernel():
     import cupy
 
     return cupy.ElementwiseKernel(
-        "T x, T scale",
-        "uint16 y",
-        """
-        const float value = (float)(x * scale);
-        unsigned int bits = __float_as_uint(value);
-        if ((bits & 0x7fffffffu) > 0x7f800000u) { y = (unsigned short)((bits >> 16) | 0x40u); }  // NaN stays NaN
-        else { bits += 0x7fffu + ((bits >> 16) & 1u); y = (unsigned short)(bits >> 16); }
-        """,
-        "dasksae_to_bfloat16",
+        "T x, T scale", "uint16 y", "y = round_to_bfloat16((float)(x * scale))", "dasksae_to_bfloat16",
+        preamble=BFLOAT16_ROUNDING,
     )
 
 

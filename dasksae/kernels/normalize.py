@@ -73,14 +73,6 @@ def _inverse_norm_kernel():
 _UNIT_ROWS_SGD = r"""
 template <typename T, int N> struct alignas(sizeof(T) * N) Pack { T v[N]; };
 
-__device__ unsigned short to_bfloat16(float value)  // round to nearest even; NaN stays NaN (as gemm.operand)
-{
-    unsigned int bits = __float_as_uint(value);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((bits >> 16) | 0x40u);
-    bits += 0x7fffu + ((bits >> 16) & 1u);
-    return (unsigned short)(bits >> 16);
-}
-
 template <typename T> __device__ T block_sum(T value, T* partial)  // every thread gets the block's sum
 {
     for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(0xffffffff, value, offset);
@@ -131,7 +123,7 @@ __global__ void unit_rows_sgd(T* raw, T* velocity, const T* grad, T* inverse_nor
         if (OPERAND == 1) ((P*)raw_operand + row * vectors)[k] = uk;
         if (OPERAND == 2) {
             unsigned short* out = (unsigned short*)raw_operand + row * length + k * N;
-            for (int j = 0; j < N; ++j) out[j] = to_bfloat16((float)uk.v[j]);
+            for (int j = 0; j < N; ++j) out[j] = round_to_bfloat16((float)uk.v[j]);
         }
     }
     if (refresh_norms) {
@@ -142,12 +134,21 @@ __global__ void unit_rows_sgd(T* raw, T* velocity, const T* grad, T* inverse_nor
 """
 
 
+UNIT_ROWS_SGD_KERNELS = [f"unit_rows_sgd<{t}, {n}, {o}>" for t in ("float", "double") for n in (1, 2, 4) for o in (0, 1, 2)]
+
+
+def unit_rows_sgd_source() -> str:
+    """The CUDA source of the update kernels (C++ templates: :data:`UNIT_ROWS_SGD_KERNELS` name them)."""
+    from .gemm import BFLOAT16_ROUNDING
+
+    return BFLOAT16_ROUNDING + _UNIT_ROWS_SGD
+
+
 @functools.lru_cache(maxsize=None)
 def _unit_rows_sgd_module():
     import cupy
 
-    names = [f"unit_rows_sgd<{t}, {n}, {o}>" for t in ("float", "double") for n in (1, 2, 4) for o in (0, 1, 2)]
-    return cupy.RawModule(code=_UNIT_ROWS_SGD, options=("-std=c++14",), name_expressions=names), names
+    return cupy.RawModule(code=unit_rows_sgd_source(), options=("-std=c++14",), name_expressions=UNIT_ROWS_SGD_KERNELS)
 
 
 def _unit_rows_sgd_cuda(raw, velocity, grad_unit, inverse_norms, lr, momentum, refresh_norms, raw_operand, precision):
@@ -180,8 +181,7 @@ def _unit_rows_sgd_cuda(raw, velocity, grad_unit, inverse_norms, lr, momentum, r
         lanes = min(lanes, 2)
     vectors = length // lanes
     threads = 256 if vectors >= 256 else 32 * max(1, -(-vectors // 32))
-    module, names = _unit_rows_sgd_module()
-    kernel = module.get_function(f"unit_rows_sgd<{'float' if raw.dtype.name == 'float32' else 'double'}, {lanes}, {kind}>")
+    kernel = _unit_rows_sgd_module().get_function(f"unit_rows_sgd<{'float' if raw.dtype.name == 'float32' else 'double'}, {lanes}, {kind}>")
     scalar = raw.dtype.type
     kernel((rows,), (threads,), (raw, velocity, grad_unit, inverse_norms, cupy.int64(length), scalar(lr), scalar(momentum),
                                  numpy.int32(bool(refresh_norms)), raw_operand if raw_operand is not None else numpy.uint64(0)))

@@ -1,0 +1,91 @@
+"""Every CUDA source of ours compiles with NVRTC for the H100 (sm_90), for each variant the code can ask for.
+
+Needs only NVRTC's library, no GPU: it catches a kernel that would not
+build before a device run does.  Skipped where NVRTC is not installed
+(``pip install nvidia-cuda-nvrtc-cu12``; CI has none).  Whether the kernels
+compute the right thing is for the GPU tests (``tests/test_gpu.py``).
+"""
+
+import ctypes
+import ctypes.util
+import itertools
+import os
+
+import pytest
+
+from dasksae.kernels import cuda_kernels, normalize
+from dasksae.kernels.gemm import BFLOAT16_ROUNDING
+
+
+def _nvrtc():
+    candidates = []
+    try:
+        import nvidia.cuda_nvrtc
+
+        folder = os.path.join(list(nvidia.cuda_nvrtc.__path__)[0], "lib")
+        candidates += [os.path.join(folder, name) for name in sorted(os.listdir(folder)) if name.startswith("libnvrtc.so")]
+    except ImportError:
+        pass
+    if ctypes.util.find_library("nvrtc"):
+        candidates.append(ctypes.util.find_library("nvrtc"))
+    for path in candidates:
+        try:
+            return ctypes.CDLL(path)
+        except OSError:
+            continue
+    return None
+
+
+NVRTC = _nvrtc()
+pytestmark = pytest.mark.skipif(NVRTC is None, reason="NVRTC is not installed")
+
+
+def compile_errors(source: str, name_expressions=(), options=("--gpu-architecture=compute_90", "-std=c++14")) -> str:
+    """NVRTC's log for ``source`` if it does not compile, else ``""``."""
+    program = ctypes.c_void_p()
+    assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), source.encode(), b"dasksae.cu", 0, None, None) == 0
+    try:
+        for expression in name_expressions:
+            assert NVRTC.nvrtcAddNameExpression(program, expression.encode()) == 0
+        encoded = [option.encode() for option in options]
+        result = NVRTC.nvrtcCompileProgram(program, len(encoded), (ctypes.c_char_p * len(encoded))(*encoded))
+        if result == 0:
+            return ""
+        size = ctypes.c_size_t()
+        NVRTC.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        NVRTC.nvrtcGetProgramLog(program, log)
+        return log.value.decode(errors="replace") or f"nvrtc error {result}"
+    finally:
+        NVRTC.nvrtcDestroyProgram(ctypes.byref(program))
+
+
+def test_a_broken_source_is_reported():
+    assert "error" in compile_errors('extern "C" __global__ void k(float* x) { x[0] = undefined_name; }')
+
+
+@pytest.mark.parametrize("unit", [16, 8, 4, 2, 1])
+def test_the_fields_gather_compiles(unit):
+    assert compile_errors(cuda_kernels.gather_source(unit, 24, 1200, 60, 46, 4)) == ""
+
+
+@pytest.mark.parametrize("dtype, lanes", sorted(cuda_kernels._FOLD_VALUES))
+def test_the_fold_compiles(dtype, lanes):
+    assert compile_errors(cuda_kernels.fold_source(dtype, lanes, 24, 8, 180, 20, 4, 41)) == ""
+
+
+@pytest.mark.parametrize("to_rows, rows_dtype, lanes, has_scale",
+                         [v for v in itertools.product([True, False], ["float32", "uint16"], [4, 1], [True, False])
+                          if v[0] or v[1] == "float32"])
+def test_the_block_rows_kernel_compiles(to_rows, rows_dtype, lanes, has_scale):
+    assert compile_errors(cuda_kernels.block_rows_source(to_rows, rows_dtype, lanes, has_scale, 24, 8, 4, 4, 46)) == ""
+
+
+def test_every_update_kernel_compiles():
+    assert compile_errors(normalize.unit_rows_sgd_source(), normalize.UNIT_ROWS_SGD_KERNELS) == ""
+
+
+def test_the_bfloat16_rounding_compiles_as_the_conversion_uses_it():
+    wrapper = ('extern "C" __global__ void k(const float* x, const float* s, unsigned short* y)'
+               " { const float value = x[threadIdx.x] * s[0]; y[threadIdx.x] = round_to_bfloat16((float)(value)); }")
+    assert compile_errors(BFLOAT16_ROUNDING + wrapper) == ""

@@ -144,8 +144,11 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
         cluster = None
         client = distributed.Client(scheduler_address)
     else:
-        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None, silence_logs=40,
-                                           **({"protocol": protocol} if processes else {"processes": False}))
+        from dasksae.cluster import local_worker_environment
+
+        with local_worker_environment():  # the workers dasksae train starts get the same environment
+            cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None, silence_logs=40,
+                                               **({"protocol": protocol} if processes else {"processes": False}))
         client = distributed.Client(cluster)
     try:
         if eager:

@@ -46,13 +46,16 @@ def single_process(config, batch, runs, warmup, dtype):
     return statistics.median(times)
 
 
-def tiled(config, batch, workers, runs, warmup, dtype, eager, execution="graph"):
+def tiled(config, batch, workers, runs, warmup, dtype, eager, execution="graph", distributed_malloc=False):
+    import contextlib
+
     import distributed
 
+    from dasksae.cluster import local_worker_environment
     from dasksae.latency import eager_messages
     from dasksae.tiled_network import TiledNetwork
 
-    with distributed.LocalCluster(
+    with (contextlib.nullcontext() if distributed_malloc else local_worker_environment()), distributed.LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
     ) as cluster, distributed.Client(cluster) as client:
         if eager:
@@ -109,6 +112,8 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--warmup-runs", type=int, default=3)
     parser.add_argument("--eager-messages", action="store_true", help="batched-stream intervals set to 0")
+    parser.add_argument("--distributed-malloc", action="store_true",
+                        help="keep distributed's MALLOC_TRIM_THRESHOLD_ for the workers (dasksae's clusters drop it)")
     parser.add_argument("--executions", default="spmd,graph", help="ways to run multi-tile steps")
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args(argv)
@@ -128,7 +133,7 @@ def main(argv=None):
         runs = [(w, e) for w in (int(w) for w in args.workers.split(",")) for e in (args.executions.split(",") if w > 1 else ["fused"])]
         for workers, execution in runs:
             result = tiled(config, batch, workers, args.runs, args.warmup_runs, args.dtype, args.eager_messages,
-                           "spmd" if execution == "fused" else execution)
+                           "spmd" if execution == "fused" else execution, args.distributed_malloc)
             row = {"config": name, "minibatch": args.minibatch, "workers": workers, "tiles": TILINGS[workers], **result}
             rows.append(row)
             print(

@@ -1,0 +1,25 @@
+"""The local cluster dasksae starts: its workers' environment."""
+
+import os
+
+import pytest
+
+from dasksae.cluster import connect
+
+
+def _environment():
+    return {name: os.environ.get(name) for name in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
+
+
+@pytest.mark.skipif("MALLOC_TRIM_THRESHOLD_" in os.environ, reason="the test process itself sets MALLOC_TRIM_THRESHOLD_")
+def test_workers_keep_glibc_mmap_threshold_but_one_blas_thread():
+    """Distributed's MALLOC_TRIM_THRESHOLD_ (which made NumPy steps 2.5x slower in workers) is not set in the
+    workers dasksae starts; the one-thread BLAS settings of distributed's default still are."""
+    import dask
+    import distributed  # noqa: F401 - its config defaults
+
+    assert "MALLOC_TRIM_THRESHOLD_" in dask.config.get("distributed.nanny.pre-spawn-environ")  # distributed's default
+    with connect(workers=1) as client:
+        (seen,) = client.run(_environment).values()
+    assert seen == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}
+    assert "MALLOC_TRIM_THRESHOLD_" in dask.config.get("distributed.nanny.pre-spawn-environ")  # the user's config is back

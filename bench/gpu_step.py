@@ -161,10 +161,12 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
         for _ in range(warmup):
             network.steps([data] * steps_per_task, 1e-3, 0.9)
         times, report = [], None
-        for _ in range(runs):
-            started = time.perf_counter()
-            report = network.steps([data] * steps_per_task, 1e-3, 0.9)[-1]
-            times.append((time.perf_counter() - started) / steps_per_task)
+        with distributed.get_task_stream(client) as stream:
+            for _ in range(runs):
+                started = time.perf_counter()
+                report = network.steps([data] * steps_per_task, 1e-3, 0.9)[-1]
+                times.append((time.perf_counter() - started) / steps_per_task)
+        report.statistics["in_task_seconds"] = in_task_seconds(stream.data, steps_per_task)
         pools = client.run(_pool_bytes).values()
         held = sum(pools) if processes else max(pools)  # threads of one process share its memory pool
         del network
@@ -174,6 +176,18 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def in_task_seconds(task_stream, steps_per_task: int) -> float:
+    """Median time a step spends inside its worker's task (the fused or SPMD step; the busiest tile), from
+    distributed's task stream: the step time minus this is what scheduling and messages cost."""
+    per_step = []
+    for task in task_stream:
+        if any(name in str(task.get("key")) for name in ("fused-step", "spmd-step")):
+            spans = [s["stop"] - s["start"] for s in task.get("startstops", ()) if s["action"] == "compute"]
+            if spans:
+                per_step.append(sum(spans) / steps_per_task)
+    return statistics.median(per_step) if per_step else float("nan")
 
 
 def _workers_of(mode: str):
@@ -310,7 +324,10 @@ def main(argv=None):
                                                                  steps_per_task=per_task, protocol=args.protocol)
                             emit("dasksae-1w" + (f"-k{per_task}" if per_task > 1 else "") + ("-eager" if args.eager_messages else ""),
                                  dtype, seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
-                                 tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"], steps_per_task=per_task)
+                                 tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"], steps_per_task=per_task,
+                                 in_task_seconds=report.statistics["in_task_seconds"])
+                            print(f"  inside the worker's task: {report.statistics['in_task_seconds'] * 1e3:.1f} ms a step "
+                                  f"(in-process {kernel * 1e3:.1f} ms)", flush=True)
                         except Exception as error:  # noqa: BLE001
                             print(f"{name} dasksae-1w {dtype} failed: {type(error).__name__}: {error}")
                 if "dasksae-1w-send" in modes:

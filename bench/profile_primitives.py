@@ -22,9 +22,10 @@ import numpy
 
 PRIMITIVES = {
     "dasksae.kernels.gemm": ["batched_matmul", "operand"],
-    "dasksae.kernels.local_filter": ["gather_patches", "fold_patches_into", "batched_matmul", "operand", "block_view"],
+    "dasksae.kernels.local_filter": ["gather_patches", "fold_patches_into", "batched_matmul", "operand", "block_view",
+                                     "block_rows", "write_block_rows"],
     "dasksae.kernels.normalize": ["inverse_row_norms", "unit_rows_sgd"],
-    "dasksae.tile_ops": ["batched_matmul", "operand", "gather_patches", "fold_patches_into", "inverse_row_norms",
+    "dasksae.tile_ops": ["batched_matmul", "operand", "gather_patches", "fold_patches_into", "inverse_row_norms", "block_rows",
                          "unit_rows_sgd", "lcn_forward", "lcn_backward",
                          "window_sum", "window_sum_transpose"],
 }

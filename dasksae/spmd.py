@@ -32,6 +32,7 @@ import asyncio
 import threading
 import uuid
 
+from .streams import ready_to_leave, tile_task_stream
 from .tile_array import Executor
 
 MAILBOX = "_dasksae_mailbox"
@@ -161,6 +162,7 @@ class SpmdExecutor(Executor):
     def _send(self, tile, tag, value):
         address = self.placement[tile]
         self.sent_bytes += _nbytes(value)
+        ready_to_leave(value)  # the receiver reads it on its own CUDA stream
         if address == self.dask_worker.address:
             self.mailbox.put(tag, value)
             return
@@ -236,6 +238,25 @@ def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, precisi
 
 
 def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales):
+    from .kernels.backend import array_module
+
+    first_tile = grid.tiles()[0]
+    xp = array_module(my_states[0]["encoder"])
+    with tile_task_stream(xp):  # this worker thread's own CUDA stream (dasksae.streams)
+        losses, statistics, sent, mailbox = _steps_on_stream(
+            me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales, xp)
+    if mailbox is not None:
+        mailbox.forget(step_id)
+    return {
+        "states": my_states,
+        "scales": my_scales,
+        "losses": losses if me == first_tile else None,
+        "statistics": statistics,
+        "sent_bytes": sent,
+    }
+
+
+def _steps_on_stream(me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales, xp):
     from .tile_array import TileArray
     from .tiled_network import build_step
 
@@ -245,9 +266,6 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
     objective_has_scale = config.objective == "rica"
     losses, statistics, sent = [], {}, 0
     mailbox = None
-    from .kernels.backend import array_module
-
-    xp = array_module(my_states[0]["encoder"])
     for index, x_part in enumerate(x_parts):
         x_part = xp.asarray(x_part)  # onto the weights' device once (halo strips then travel as device arrays)
         executor = SpmdExecutor(me, placement, f"{step_id}.{index}")
@@ -273,15 +291,7 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
         executor.finish()
         statistics = executor.statistics.as_dict()
         sent += executor.sent_bytes
-    if mailbox is not None:
-        mailbox.forget(step_id)
-    return {
-        "states": my_states,
-        "scales": my_scales,
-        "losses": losses if me == first_tile else None,
-        "statistics": statistics,
-        "sent_bytes": sent,
-    }
+    return losses, statistics, sent, mailbox
 
 
 def step_summary(bundle: dict) -> dict:

@@ -36,6 +36,7 @@ from .layers import (
     reconstruction_error,
 )
 from .network import NetworkConfig
+from .streams import tile_task_stream
 from .reference import StepResult, initial_blocks, initial_scale, learning_rate_scales, split_dtype
 from .tile_array import DaskExecutor, Executor, LocalExecutor, Shared, TileArray, pick, tile_map, tile_reduce
 from .tiling import TileGrid
@@ -609,7 +610,6 @@ def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: 
     ``{"states", "scales", "losses"}`` (``losses``: one list of stage losses a step).
     """
     from .kernels.backend import array_module
-    from .tile_array import _LocalHandle
 
     count = len(config.stages)
     xs, sources = sources[:batches], sources[batches:]
@@ -621,21 +621,29 @@ def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: 
     grid = TileGrid.parse(config, "1x1")
     tile = grid.tiles()[0]
     losses = []
-    for x in xs:
-        x = xp.asarray(x)  # the minibatch onto the weights' device once
-        executor = LocalExecutor()
-        stage_states = [TileArray(executor, grid.windows(k, "blocks"), {tile: _LocalHandle(states[k])}) for k in range(count)]
-        stage_scales = [None if scale is None else _LocalHandle(scale) for scale in scales]
-        current = TileArray(executor, grid.windows(0, "input_owned"), {tile: _LocalHandle(x)}, None,
-                            config.input_shape[2] * x.shape[-1] * x.dtype.itemsize)
-        first, last, results = build_step(config, grid, stage_states, stage_scales, current, x.shape[-1], stage,
-                                          (lr, momentum), precision)
-        for k, (filter_back, reduced) in results.items():
-            states[k] = filter_back.parts[tile].value["state"]
-            if scales[k] is not None:
-                scales[k] = {"scale": reduced.value["scale"], "velocity": reduced.value["velocity"]}
-        losses.append([float(results[k][1].value["loss"]) for k in range(first, last + 1)])
+    with tile_task_stream(xp):  # this worker thread's own CUDA stream (dasksae.streams)
+        for x in xs:
+            losses.append(_fused_step(config, grid, tile, count, lr, momentum, stage, precision, xp.asarray(x), states, scales))
     return {"states": states, "scales": scales, "losses": losses}
+
+
+def _fused_step(config, grid, tile, count, lr, momentum, stage, precision, x, states, scales):
+    """One step of :func:`fused_single_tile_step` on minibatch ``x`` (on the weights' device); updates ``states``
+    and ``scales`` in place and returns the stage losses."""
+    from .tile_array import _LocalHandle
+
+    executor = LocalExecutor()
+    stage_states = [TileArray(executor, grid.windows(k, "blocks"), {tile: _LocalHandle(states[k])}) for k in range(count)]
+    stage_scales = [None if scale is None else _LocalHandle(scale) for scale in scales]
+    current = TileArray(executor, grid.windows(0, "input_owned"), {tile: _LocalHandle(x)}, None,
+                        config.input_shape[2] * x.shape[-1] * x.dtype.itemsize)
+    first, last, results = build_step(config, grid, stage_states, stage_scales, current, x.shape[-1], stage,
+                                      (lr, momentum), precision)
+    for k, (filter_back, reduced) in results.items():
+        states[k] = filter_back.parts[tile].value["state"]
+        if scales[k] is not None:
+            scales[k] = {"scale": reduced.value["scale"], "velocity": reduced.value["velocity"]}
+    return [float(results[k][1].value["loss"]) for k in range(first, last + 1)]
 
 
 def _dask_executor(grid: TileGrid, client, workers) -> DaskExecutor:

@@ -259,3 +259,33 @@ def test_the_block_rows_kernel_both_ways(rng, batch, precision, scaled):
     written_gpu = cupy.full(output_map.shape, numpy.nan, dtype=cupy.float32)
     write_block_rows(written_gpu, rows_gpu, 2, 3, scale_gpu)
     assert not numpy.isnan(written).any() and relative_error(written_gpu, written) < 1e-7
+
+
+def test_host_floats_fetches_device_scalars_with_host_numbers():
+    from dasksae.kernels.backend import host_floats
+
+    values = [cupy.float32(0.25) + cupy.zeros(()), 2, numpy.float64(0.5), cupy.arange(3, dtype=cupy.float64).sum()]
+    got = host_floats(values)
+    assert got == [0.25, 2.0, 0.5, 3.0] and all(type(v) is float for v in got)
+
+
+def test_each_thread_runs_its_tile_tasks_on_its_own_stream():
+    import threading
+
+    from dasksae.streams import tile_task_stream
+
+    seen = {}
+
+    def task(name):
+        with tile_task_stream(cupy):
+            seen[name] = cupy.cuda.get_current_stream().ptr
+            seen[name + " again"] = cupy.cuda.get_current_stream().ptr
+
+    threads = [threading.Thread(target=task, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen["a"] == seen["a again"] and seen["b"] == seen["b again"]
+    assert len({seen["a"], seen["b"], cupy.cuda.Stream.null.ptr}) == 3
+    assert cupy.cuda.get_current_stream().ptr == cupy.cuda.Stream.null.ptr  # the caller's stream is untouched

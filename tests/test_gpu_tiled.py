@@ -24,17 +24,23 @@ def _is_cupy_state(state):
     return all(isinstance(value, cupy.ndarray) for value in state.values())
 
 
-@pytest.mark.parametrize("workers,tiles", [(1, "1x1"), (4, "2x2")])
-def test_gpu_training_equals_cpu(workers, tiles):
+@pytest.mark.parametrize("workers,tiles,processes,per_task", [(1, "1x1", True, 1), (4, "2x2", True, 1),
+                                                              (4, "2x2", False, 1), (4, "2x2", False, 5)])
+def test_gpu_training_equals_cpu(workers, tiles, processes, per_task):
+    """Worker processes, and worker threads of one process, each on its own CUDA stream (dasksae.streams), with
+    one step a task and five: the same losses and weights as the CPU (a halo read before its stream finished
+    writing it would not be)."""
     config = named_config("tiny")
     data = numpy.random.default_rng(3)
     batches = [data.standard_normal(config.input_shape + (16,)).astype("float32") for _ in range(5)]
     cpu = TiledNetwork(config, tiles, executor=LocalExecutor(), seed=1, dtype="float32")
     expected = [cpu.step(x, 1e-3, 0.9).loss for x in batches]
-    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None,
+                                  processes=processes) as cluster:
         with distributed.Client(cluster) as client:
             gpu = TiledNetwork(config, tiles, client, seed=1, dtype="float32", device="cuda")
-            got = [gpu.step(x, 1e-3, 0.9).loss for x in batches]
+            got = [r.loss for start in range(0, len(batches), per_task)
+                   for r in gpu.steps(batches[start:start + per_task], 1e-3, 0.9)]
             on_gpu = client.gather([client.submit(_is_cupy_state, h, workers=[w])
                                     for h, w in zip(gpu.state[0].parts.values(), gpu.placement.values())])
             assert all(on_gpu)

@@ -32,3 +32,23 @@ def to_numpy(array):
     if type(array).__module__.startswith("cupy"):
         return array.get()
     return numpy.asarray(array)
+
+
+def host_floats(values) -> list[float]:
+    """``values`` (Python numbers and 0-d NumPy or CuPy arrays) as Python floats, with one device transfer for all.
+
+    A kernel that returns a loss as a device scalar does not wait for the
+    device; converting each with ``float()`` would wait once per value, and
+    every wait drains the stream, so the device idles while the host
+    launches the next kernels.  This waits once.
+    """
+    values = list(values)
+    on_device = [i for i, value in enumerate(values) if type(value).__module__.startswith("cupy")]
+    out = [None if i in on_device else float(value) for i, value in enumerate(values)]
+    if on_device:
+        import cupy
+
+        fetched = cupy.stack([cupy.asarray(values[i], dtype=cupy.float64).reshape(()) for i in on_device]).get()
+        for i, value in zip(on_device, fetched):
+            out[i] = float(value)
+    return out

@@ -1,0 +1,72 @@
+"""A CUDA stream for each worker thread, so that workers sharing one GPU overlap instead of taking turns.
+
+CuPy launches on the current thread's current stream, by default CUDA's
+legacy default stream, which every thread of a process shares.  Workers
+run as threads of one process on one GPU (``--workers-per-gpu`` with
+threads) then share one queue: each wait for a result (a halo to send, the
+stage losses) drains every worker's queued work, and the GPU idles while
+the threads launch again.  :func:`tile_task_stream` gives the thread its
+own stream for a task:
+
+* it is a *blocking* stream (``non_blocking=False``): it waits for work
+  queued on the legacy default stream, and that stream waits for it, so
+  arrays that arrive on the legacy stream (deserialised by the worker's
+  communication thread, made by a task outside this context) are complete
+  before the task reads them, and the task's results are before anyone
+  else's reads on the legacy stream;
+* the task waits for its stream before it returns (:func:`synchronize`),
+  so its results are complete for whatever thread runs the next task;
+* a value that leaves the thread mid-task (a halo sent to another tile) is
+  waited for first (:func:`ready_to_leave`): the receiving thread reads it
+  on its own stream, which does not wait for this one.
+
+On NumPy these do nothing.  In a single-threaded worker the stream changes
+nothing but the queue's name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+_local = threading.local()
+
+
+def _thread_stream(cupy):
+    device = cupy.cuda.runtime.getDevice()
+    streams = getattr(_local, "streams", None)
+    if streams is None:
+        streams = _local.streams = {}
+    if device not in streams:
+        streams[device] = cupy.cuda.Stream(non_blocking=False)
+    return streams[device]
+
+
+@contextlib.contextmanager
+def tile_task_stream(xp):
+    """Run the block on this thread's own CUDA stream (``xp`` CuPy) and wait for it at the end; else do nothing."""
+    if xp.__name__ != "cupy":
+        yield
+        return
+    stream = _thread_stream(xp)
+    with stream:
+        try:
+            yield
+        finally:
+            stream.synchronize()
+
+
+def _has_device_arrays(value) -> bool:
+    if isinstance(value, dict):
+        return any(_has_device_arrays(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_device_arrays(v) for v in value)
+    return type(value).__module__.startswith("cupy")
+
+
+def ready_to_leave(value) -> None:
+    """Wait for the current stream if ``value`` holds CuPy arrays, so that another thread may read them."""
+    if _has_device_arrays(value):
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()

@@ -247,6 +247,7 @@ def main(argv=None):
     parser.add_argument("--runs-4w", type=int, default=5, help="runs of the multi-worker rows (dasksae-Kw: K workers sharing the GPU)")
     parser.add_argument("--dtypes", default="float32,tf32,bfloat16", help="dasksae precisions (float32 master weights)")
     parser.add_argument("--steps-per-task", default="1", help="comma-separated: SGD steps inside each task (dasksae-1w rows)")
+    parser.add_argument("--steps-per-task-4w", type=int, default=1, help="SGD steps inside each task of the multi-worker rows")
     parser.add_argument("--protocol", default="tcp", choices=["tcp", "ucx"], help="worker transport (ucx needs distributed-ucxx)")
     parser.add_argument("--scheduler-address", default=None)
     parser.add_argument("--compile", action="store_true", help="also torch.compile rows")
@@ -345,12 +346,16 @@ def main(argv=None):
                     count = _workers_of(mode)
                     rows_, cols_ = grid_for(count)
                     try:
+                        per_task = args.steps_per_task_4w if execution == "spmd" else 1
                         seconds, report, held = time_dasksae(config, batch, count, f"{rows_}x{cols_}", args.runs_4w, 2,
                                                              args.scheduler_address, execution=execution, dtype=dtype,
-                                                             protocol=args.protocol, processes=processes)
-                        emit(f"{mode}-{rows_}x{cols_}", dtype, seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
+                                                             protocol=args.protocol, processes=processes, steps_per_task=per_task)
+                        emit(f"{mode}-{rows_}x{cols_}" + (f"-k{per_task}" if per_task > 1 else ""), dtype, seconds,
+                             overhead=max(0.0, 1 - kernel / seconds), memory=held,
                              tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"],
-                             halo_bytes=report.statistics["halo_bytes"], execution=execution)
+                             halo_bytes=report.statistics["halo_bytes"], execution=execution, steps_per_task=per_task,
+                             in_task_seconds=report.statistics["in_task_seconds"])
+                        print(f"  inside a tile's task (median over tiles and runs): {report.statistics['in_task_seconds'] * 1e3:.1f} ms a step", flush=True)
                     except Exception as error:  # noqa: BLE001
                         print(f"{name} {mode} {dtype} failed: {type(error).__name__}: {error}")
             if "torch" in modes:

@@ -3,6 +3,7 @@
 #   PART=tests  GPU tests, then a coates200 M=96 step by CUDA kernel (torch.profiler), float32 and bfloat16;
 #   PART=table  the coates200 M=96 table in one run: limit, in-process, 1 worker (1 and 10 steps a task),
 #               4 workers sharing the GPU as threads and as processes (10 steps a task), PyTorch float32 and bfloat16;
+#   PART=host   where the host's time of a coates200 M=96 step goes (cProfile), 1x1 and 2x2 tiles in-process;
 #   PART=overhead  coates96 M=512, 1 worker, 1 and 10 steps a task: the Dask overhead share and the time inside the task.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
@@ -20,5 +21,10 @@ table)
 overhead)
   timeout 570 python3 bench/gpu_step.py --configs coates96 --minibatch 512 --modes dasksae-1w --dtypes float32,bfloat16 \
     --steps-per-task 1,10 --runs 20 --json $OUT/gpu-step-coates96-m512.json 2>&1 | filter | tee $OUT/gpu-step.log ;;
+host)
+  for dtype in float32 bfloat16; do
+    timeout 200 python3 bench/host_overhead.py --config coates200 --minibatch 96 --dtype $dtype --tiles ${TILES:-1x1,2x2} \
+      --json $OUT/host-overhead-coates200-$dtype.json 2>&1 | grep -v "Warning\|warn" | tee -a $OUT/host-overhead.log
+  done ;;
 esac
 true

@@ -4,6 +4,7 @@
 #   PART=table  the coates200 M=96 table in one run: limit, in-process, 1 worker (1 and 10 steps a task),
 #               4 workers sharing the GPU as threads and as processes (10 steps a task), PyTorch float32 and bfloat16;
 #   PART=host   where the host's time of a coates200 M=96 step goes (cProfile), 1x1 and 2x2 tiles in-process;
+#   PART=threads  4 worker threads sharing the GPU, 2x2 tiles, at GIL switch intervals INTERVALS;
 #   PART=overhead  coates96 M=512, 1 worker, 1 and 10 steps a task: the Dask overhead share and the time inside the task.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
@@ -25,6 +26,13 @@ host)
   for dtype in float32 bfloat16; do
     timeout 200 python3 bench/host_overhead.py --config coates200 --minibatch 96 --dtype $dtype --tiles ${TILES:-1x1,2x2} \
       --json $OUT/host-overhead-coates200-$dtype.json 2>&1 | grep -v "Warning\|warn" | tee -a $OUT/host-overhead.log
+  done ;;
+threads)
+  for interval in ${INTERVALS:-0.005 0.0005}; do
+    echo "sys.setswitchinterval($interval)" | tee -a $OUT/gpu-step.log
+    timeout 250 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads --dtypes ${DTYPES:-float32,bfloat16} \
+      --steps-per-task-4w 10 --runs 5 --runs-4w 5 --switch-interval $interval \
+      --json $OUT/gpu-step-coates200-m96-threads-$interval.json 2>&1 | filter | tee -a $OUT/gpu-step.log
   done ;;
 esac
 true

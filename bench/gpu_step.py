@@ -247,6 +247,8 @@ def main(argv=None):
     parser.add_argument("--runs-4w", type=int, default=5, help="runs of the multi-worker rows (dasksae-Kw: K workers sharing the GPU)")
     parser.add_argument("--dtypes", default="float32,tf32,bfloat16", help="dasksae precisions (float32 master weights)")
     parser.add_argument("--steps-per-task", default="1", help="comma-separated: SGD steps inside each task (dasksae-1w rows)")
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="sys.setswitchinterval in seconds for this process (whose threads are the workers of the -threads rows)")
     parser.add_argument("--steps-per-task-4w", type=int, default=1, help="SGD steps inside each task of the multi-worker rows")
     parser.add_argument("--protocol", default="tcp", choices=["tcp", "ucx"], help="worker transport (ucx needs distributed-ucxx)")
     parser.add_argument("--scheduler-address", default=None)
@@ -255,6 +257,10 @@ def main(argv=None):
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     modes = args.modes.split(",")
+    if args.switch_interval is not None:
+        import sys
+
+        sys.setswitchinterval(args.switch_interval)
     ceilings = measure_ceilings()
     print("ceilings: " + ", ".join(f"{k} {v / 1e12:.1f} T/s" for k, v in ceilings.items()))
     import cupy
@@ -274,7 +280,7 @@ def main(argv=None):
             "command": "python bench/gpu_step.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
             "card": card, "ceilings": ceilings, "python": platform.python_version(), "numpy": numpy.__version__,
             "cupy": cupy.__version__, "torch": torch.__version__, "dask": dask.__version__, "distributed": distributed.__version__,
-            "protocol": args.protocol,
+            "protocol": args.protocol, "switch_interval": __import__("sys").getswitchinterval(),
         }
         with open(args.json, "w") as handle:
             json.dump({"meta": meta, "rows": rows}, handle, indent=1)

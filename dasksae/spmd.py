@@ -71,6 +71,22 @@ class Mailbox:
                 del self._items[tag]
 
 
+def _mailbox_in_this_process(address: str):
+    """The mailbox of the worker at ``address`` if that worker runs in this process, else ``None``.
+
+    Workers started as threads of one process (``LocalCluster(processes=False)``,
+    several sharing one GPU) would otherwise hand each halo to the event loop,
+    which sends it to itself; each hand-off waits for the GIL, so a step of
+    four such workers paid one GIL switch interval (5 ms) per message.
+    """
+    from distributed import Worker
+
+    for worker in list(Worker._instances):
+        if worker.address == address:
+            return getattr(worker, MAILBOX, None)
+    return None
+
+
 class NeighbourFailed(RuntimeError):
     """Another tile's task of the same step failed, so this one stops instead of waiting for its messages."""
 
@@ -163,8 +179,9 @@ class SpmdExecutor(Executor):
         address = self.placement[tile]
         self.sent_bytes += _nbytes(value)
         ready_to_leave(value)  # the receiver reads it on its own CUDA stream
-        if address == self.dask_worker.address:
-            self.mailbox.put(tag, value)
+        neighbour = _mailbox_in_this_process(address)
+        if neighbour is not None:  # a worker of this process (threads sharing a GPU): by reference, no event loop
+            neighbour.put(tag, value)
             return
         from distributed.protocol import to_serialize
 

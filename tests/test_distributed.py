@@ -1,6 +1,7 @@
 """The tile array on a real LocalCluster of worker processes equals the single-process reference,
 keeps every parameter on its tile's worker, and moves only halos."""
 
+import collections
 import time
 
 import numpy
@@ -219,3 +220,33 @@ def test_two_networks_on_one_cluster_never_share_tasks(client):
     keys_second = {h.key for s in second.state for h in s.parts.values()}
     assert not keys_first & keys_second
     assert a.loss != b.loss
+
+
+def test_worker_threads_of_one_process_hand_halos_over_by_reference():
+    """Workers as threads of one process (as several share one GPU): SPMD steps train as the reference does, and
+    every halo is put into the neighbour's mailbox by the sending task's own thread, not handed to the event
+    loop (whose every hand-off waits for the GIL)."""
+    import asyncio
+
+    from dasksae import spmd
+
+    puts = []
+    put = spmd.Mailbox.put
+
+    def recording_put(self, tag=None, data=None):
+        try:
+            asyncio.get_running_loop()
+            puts.append("event loop")
+        except RuntimeError:
+            puts.append("task thread")
+        return put(self, tag, data)
+
+    with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            spmd.Mailbox.put = recording_put
+            try:
+                check_training_steps(on_cluster(client), named_config("tiny"), 2, 2, steps=2)
+                check_steps_in_one_task(on_cluster(client), named_config("tiny"), 2, 2, steps=2)
+            finally:
+                spmd.Mailbox.put = put
+    assert puts and set(puts) == {"task thread"}, collections.Counter(puts)

@@ -147,7 +147,9 @@ class SpmdExecutor(Executor):
         self.timeout = timeout
         self.dask_worker = get_worker()
         self.mailbox: Mailbox = getattr(self.dask_worker, MAILBOX)
-        self._tags = 0
+        self.only_tile = me
+        self._tag_counts: dict = {}
+        self._mailboxes: dict = {}  # address -> the mailbox of a worker in this process, or None
         self._sends: list = []
         self.sent_bytes = 0
         self.abort_tag = f"{step_id.split('.')[0]}:abort"
@@ -172,6 +174,9 @@ class SpmdExecutor(Executor):
     def worker(self, tile):
         return self.placement[tile]
 
+    def made_on(self, handle):
+        return handle.tile if isinstance(handle, SpmdHandle) else None
+
     def put(self, tile, value):
         return SpmdHandle(tile, value if tile == self.me else None)
 
@@ -179,7 +184,9 @@ class SpmdExecutor(Executor):
         address = self.placement[tile]
         self.sent_bytes += _nbytes(value)
         ready_to_leave(value)  # the receiver reads it on its own CUDA stream
-        neighbour = _mailbox_in_this_process(address)
+        if address not in self._mailboxes:
+            self._mailboxes[address] = _mailbox_in_this_process(address)
+        neighbour = self._mailboxes[address]
         if neighbour is not None:  # a worker of this process (threads sharing a GPU): by reference, no event loop
             neighbour.put(tag, value)
             return
@@ -194,7 +201,17 @@ class SpmdExecutor(Executor):
 
     def run(self, tile, function, *args, name, halo=False):
         """Run ``function`` if ``tile`` is this task's; values made on other tiles arrive as messages, one
-        message per producing tile and call (a neighbour's strips for one layer travel together)."""
+        message per producing tile and call (a neighbour's strips for one layer travel together).
+
+        A call of another tile that reads nothing made here is passed over
+        at once: this task neither computes nor counts it (the client counts
+        the whole graph from a dry run, :func:`~dasksae.tiled_network.graph_statistics`).
+        A message's tag names the call, the two tiles and how many such
+        messages went before, so sender and receiver agree on it without
+        either looking at calls that are none of its business.
+        """
+        if tile != self.me and not any(isinstance(a, SpmdHandle) and a.tile == self.me for a in args):
+            return SpmdHandle(tile, None)
         values = [None] * len(args)
         remote: dict = {}
         for index, arg in enumerate(args):
@@ -204,8 +221,10 @@ class SpmdExecutor(Executor):
                 values[index] = arg.value if isinstance(arg, SpmdHandle) else arg
         for producer in sorted(remote):
             indices = remote[producer]
-            tag = f"{self.step_id}:{self._tags}"
-            self._tags += 1
+            key = (name, producer, tile)
+            count = self._tag_counts.get(key, 0)
+            self._tag_counts[key] = count + 1
+            tag = f"{self.step_id}:{name}:{producer}>{tile}:{count}"
             if self.me == producer:
                 self._send(tile, tag, [args[i].value for i in indices])
             if self.me == tile:
@@ -260,7 +279,7 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
     first_tile = grid.tiles()[0]
     xp = array_module(my_states[0]["encoder"])
     with tile_task_stream(xp):  # this worker thread's own CUDA stream (dasksae.streams)
-        losses, statistics, sent, mailbox = _steps_on_stream(
+        losses, sent, mailbox = _steps_on_stream(
             me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales, xp)
     if mailbox is not None:
         mailbox.forget(step_id)
@@ -268,7 +287,6 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
         "states": my_states,
         "scales": my_scales,
         "losses": losses if me == first_tile else None,
-        "statistics": statistics,
         "sent_bytes": sent,
     }
 
@@ -281,7 +299,7 @@ def _steps_on_stream(me, grid, placement, step_id, lr, momentum, stage, precisio
     count = len(config.stages)
     first_tile = grid.tiles()[0]
     objective_has_scale = config.objective == "rica"
-    losses, statistics, sent = [], {}, 0
+    losses, sent = [], 0
     mailbox = None
     for index, x_part in enumerate(x_parts):
         x_part = xp.asarray(x_part)  # onto the weights' device once (halo strips then travel as device arrays)
@@ -306,14 +324,13 @@ def _steps_on_stream(me, grid, placement, step_id, lr, momentum, stage, precisio
         if me == first_tile:
             losses.append([float(results[k][1].value["loss"]) for k in range(first, last + 1)])
         executor.finish()
-        statistics = executor.statistics.as_dict()
         sent += executor.sent_bytes
-    return losses, statistics, sent, mailbox
+    return losses, sent, mailbox
 
 
 def step_summary(bundle: dict) -> dict:
-    """The small part of tile (0, 0)'s bundle the client reads: losses and what the step's graph cost."""
-    return {"losses": bundle["losses"], "statistics": bundle["statistics"]}
+    """The small part of tile (0, 0)'s bundle the client reads: each step's stage losses."""
+    return {"losses": bundle["losses"]}
 
 
 def new_step_id() -> str:

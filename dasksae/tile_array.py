@@ -72,6 +72,14 @@ class TaskStatistics:
 class Executor:
     """Runs tile functions somewhere and keeps :class:`TaskStatistics`."""
 
+    #: set by an executor that runs one tile's share of a step (SPMD): :func:`tile_map` then builds other
+    #: tiles' calls only as far as this tile sends them something, and its statistics count only that.
+    only_tile = None
+
+    def made_on(self, handle):
+        """The tile whose task made ``handle``, where the executor knows it (else ``None``)."""
+        return None
+
     def __init__(self):
         self.statistics = TaskStatistics()
         self._depth: dict = {}
@@ -367,7 +375,12 @@ def tile_map(function, *args, name: str, tiles=None) -> TileArray:
             list(a.parts if isinstance(a, TileArray) else a.windows) for a in args if isinstance(a, (TileArray, Halo, SumBack))
         )
     parts = {}
+    only = executor.only_tile
     for tile in tiles:
+        if only is not None and tile != only:  # another tile's task: only what this one sends it
+            mine = _handles_made_on(executor, args, tile, only, name)
+            parts[tile] = executor.run(tile, _call_tile, function, None, *mine, name=name) if mine else executor.put(tile, None)
+            continue
         specs, handles, senders = [], [], set()
         for arg in args:
             if isinstance(arg, TileArray):
@@ -388,6 +401,32 @@ def tile_map(function, *args, name: str, tiles=None) -> TileArray:
             executor.statistics.halo_messages_to[tile] = executor.statistics.halo_messages_to.get(tile, 0) + len(senders)
         parts[tile] = executor.run(tile, _call_tile, function, specs, *handles, name=name)
     return TileArray(executor, {}, parts)
+
+
+def _handles_made_on(executor: Executor, args, tile: Tile, maker: Tile, name: str) -> list:
+    """The handles of ``tile``'s task (of a :func:`tile_map` over ``args``) that ``maker``'s task makes, in the
+    order in which ``tile``'s task lists them: what ``maker`` sends ``tile``, cutting its halo strips as
+    :func:`_strips` does, and nothing else of ``tile``'s bookkeeping."""
+    handles = []
+    for arg in args:
+        if isinstance(arg, TileArray):
+            if executor.made_on(arg.parts[tile]) == maker:
+                handles.append(arg.parts[tile])
+        elif isinstance(arg, (Halo, SumBack)):
+            source = arg.array
+            owned = source.windows.get(maker)
+            part = None if owned is None else overlap(owned, arg.windows[tile])
+            if part is None:
+                continue
+            if executor.worker(maker) == executor.worker(tile):
+                handles.append(source.parts[maker])
+            else:
+                handles.append(executor.run(maker, cut_part, source.parts[maker], source.field, owned, part,
+                                            name=f"{name}-halo", halo=True))
+        elif isinstance(arg, Shared):
+            if executor.made_on(arg.handle) == maker:
+                handles.append(arg.handle)
+    return handles
 
 
 def tile_reduce(function, array: TileArray, *args, tile: Tile, name: str):

@@ -393,6 +393,14 @@ class TiledNetwork:
 
     fuse_single_tile = True
 
+    def _graph_statistics(self, stage, minibatch: int, itemsize: int) -> dict:
+        """:func:`graph_statistics` of this network's step, computed once per stage, minibatch and itemsize."""
+        cache = self.__dict__.setdefault("_graph_statistics_cache", {})
+        key = (stage, minibatch, itemsize)
+        if key not in cache:
+            cache[key] = graph_statistics(self.config, self.grid, minibatch, stage, itemsize)
+        return cache[key]
+
     def _fused_steps(self, xs, lr, momentum, stage) -> list[StepReport]:
         for x in xs:
             self._check_batch(x, stage)
@@ -444,8 +452,9 @@ class TiledNetwork:
         summary = executor.run(first, step_summary, bundles[first], name="spmd-summary")
         tasks = executor.statistics.as_dict()
         result = executor.gather([summary])[0]
-        statistics = dict(result["statistics"], graph_tasks=result["statistics"]["tasks"], tasks=tasks["tasks"],
-                          critical_path=tasks["critical_path"], graph_critical_path=result["statistics"]["critical_path"])
+        graph = self._graph_statistics(stage, placed[0].shape[-1], placed[0].dtype.itemsize)
+        statistics = dict(graph, graph_tasks=graph["tasks"], tasks=tasks["tasks"],
+                          critical_path=tasks["critical_path"], graph_critical_path=graph["critical_path"])
         return [
             StepReport(loss=float(sum(step)), stage_losses=[float(v) for v in step], statistics=statistics)
             for step in result["losses"]
@@ -562,12 +571,8 @@ def build_step(config: NetworkConfig, grid: TileGrid, states: list, scales: list
     return first, last, results
 
 
-def step_plan(config: NetworkConfig, grid: TileGrid, minibatch: int, itemsize: int = 4) -> dict:
-    """What one joint step over ``grid`` costs, from a dry run of its graph (nothing is computed).
-
-    Tile functions and the critical path of the graph; halo bytes and
-    messages in all and for the busiest tile; the largest tile's parameters.
-    """
+def _dry_step(config: NetworkConfig, grid: TileGrid, minibatch: int, stage, itemsize: int):
+    """The statistics of a step's graph built with nothing computed (:class:`~dasksae.tile_array.DryExecutor`)."""
     from .tile_array import DryExecutor, _LocalHandle
 
     executor = DryExecutor()
@@ -578,8 +583,26 @@ def step_plan(config: NetworkConfig, grid: TileGrid, minibatch: int, itemsize: i
     scales = [_LocalHandle(None) if config.objective == "rica" else None for _ in config.stages]
     x = TileArray(executor, grid.windows(0, "input_owned"), {t: _LocalHandle(None) for t in grid.tiles()}, None,
                   config.input_shape[2] * minibatch * itemsize)
-    build_step(config, grid, states, scales, x, minibatch, None, (1e-3, 0.9))
-    stats = executor.statistics
+    build_step(config, grid, states, scales, x, minibatch, stage, (1e-3, 0.9))
+    return executor.statistics
+
+
+def graph_statistics(config: NetworkConfig, grid: TileGrid, minibatch: int, stage=None, itemsize: int = 4) -> dict:
+    """Tile functions, halo cuts, critical path and halo bytes of one step's graph over ``grid`` (a dry run).
+
+    An SPMD step's tasks each count only their own tile's share, so the
+    client reports these for the whole graph instead.
+    """
+    return _dry_step(config, grid, minibatch, stage, itemsize).as_dict()
+
+
+def step_plan(config: NetworkConfig, grid: TileGrid, minibatch: int, itemsize: int = 4) -> dict:
+    """What one joint step over ``grid`` costs, from a dry run of its graph (nothing is computed).
+
+    Tile functions and the critical path of the graph; halo bytes and
+    messages in all and for the busiest tile; the largest tile's parameters.
+    """
+    stats = _dry_step(config, grid, minibatch, None, itemsize)
     per_tile = {}
     for k, geometry in enumerate(config.geometry()):
         _, _, rows, fan_in = geometry.weight_shape

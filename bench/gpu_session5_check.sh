@@ -5,6 +5,7 @@
 #               4 workers sharing the GPU as threads and as processes (10 steps a task), PyTorch float32 and bfloat16;
 #   PART=host   where the host's time of a coates200 M=96 step goes (cProfile), 1x1 and 2x2 tiles in-process;
 #   PART=threads  4 worker threads sharing the GPU, 2x2 tiles, at GIL switch intervals INTERVALS;
+#   PART=compare  1 worker against MODES (default 4 worker threads), 10 steps a task, in one run;
 #   PART=overhead  coates96 M=512, 1 worker, 1 and 10 steps a task: the Dask overhead share and the time inside the task.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
@@ -34,5 +35,9 @@ threads)
       --steps-per-task-4w 10 --runs 5 --runs-4w 5 --switch-interval $interval \
       --json $OUT/gpu-step-coates200-m96-threads-$interval.json 2>&1 | filter | tee -a $OUT/gpu-step.log
   done ;;
+compare)
+  timeout 560 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes ${MODES:-dasksae-1w,dasksae-4w-threads} \
+    --dtypes ${DTYPES:-float32,bfloat16} --precisions float32,bfloat16 --steps-per-task 10 --steps-per-task-4w 10 --runs ${RUNS:-10} --runs-4w 5 \
+    --json $OUT/gpu-step-coates200-m96-compare.json 2>&1 | filter | tee $OUT/gpu-step.log ;;
 esac
 true

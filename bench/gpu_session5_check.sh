@@ -6,6 +6,7 @@
 #   PART=host   where the host's time of a coates200 M=96 step goes (cProfile), 1x1 and 2x2 tiles in-process;
 #   PART=threads  4 worker threads sharing the GPU, 2x2 tiles, at GIL switch intervals INTERVALS;
 #   PART=compare  1 worker against MODES (default 4 worker threads), 10 steps a task, in one run;
+#   PART=ab  4 worker threads with an earlier package (AB_OLD) and with this one, 1 worker and PyTorch, one call;
 #   PART=overhead  coates96 M=512, 1 worker, 1 and 10 steps a task: the Dask overhead share and the time inside the task.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
@@ -39,5 +40,12 @@ compare)
   timeout 560 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes ${MODES:-dasksae-1w,dasksae-4w-threads} \
     --dtypes ${DTYPES:-float32,bfloat16} --precisions float32,bfloat16 --steps-per-task 10 --steps-per-task-4w 10 --runs ${RUNS:-10} --runs-4w 5 \
     --json $OUT/gpu-step-coates200-m96-compare.json 2>&1 | filter | tee $OUT/gpu-step.log ;;
+ab)  # AB_OLD: a copy of an earlier dasksae package (untracked; e.g. git archive COMMIT dasksae | tar -x -C ab_old)
+  PYTHONPATH=$PWD/${AB_OLD:-ab_old}:$PYTHONPATH timeout 250 python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
+    --modes dasksae-4w-threads --dtypes float32,bfloat16 --steps-per-task-4w 10 --runs 10 --runs-4w 5 \
+    --json $OUT/gpu-step-coates200-m96-old.json 2>&1 | filter | sed 's/^/old: /' | tee $OUT/gpu-step-old.log
+  timeout 330 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-1w,dasksae-4w-threads,torch \
+    --dtypes float32,bfloat16 --precisions float32,bfloat16 --steps-per-task 10 --steps-per-task-4w 10 --runs 10 --runs-4w 5 \
+    --json $OUT/gpu-step-coates200-m96-new.json 2>&1 | filter | tee $OUT/gpu-step.log ;;
 esac
 true

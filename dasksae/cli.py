@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "graph: a task per layer and halo strip")
     train.add_argument("--gpu", action="store_true", help="CuPy chunks on GPU workers (a LocalCUDACluster unless --scheduler)")
     train.add_argument("--workers-per-gpu", type=int, default=None,
-                       help="with --gpu on one machine: K plain workers sharing GPU 0 instead of dask-cuda")
+                       help="with --gpu on one machine: K plain workers sharing GPU 0 (threads of one process) instead of dask-cuda")
     train.add_argument("--profile", default=None, metavar="REPORT.html",
                        help="write a Dask performance report of the run (needs bokeh)")
     train.add_argument("--dashboard", action="store_true", help="local cluster: serve the Dask dashboard on :8787")

@@ -23,3 +23,11 @@ def test_workers_keep_glibc_mmap_threshold_but_one_blas_thread():
         (seen,) = client.run(_environment).values()
     assert seen == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}
     assert "MALLOC_TRIM_THRESHOLD_" in dask.config.get("distributed.nanny.pre-spawn-environ")  # the user's config is back
+
+
+def test_workers_sharing_a_gpu_are_threads_of_one_process():
+    """``--workers-per-gpu K``: K workers in one process (one CUDA context, a stream each), not K processes
+    whose contexts the GPU would time-slice."""
+    with connect(gpu=True, workers_per_gpu=3) as client:
+        pids = client.run(os.getpid)
+    assert len(pids) == 3 and set(pids.values()) == {os.getpid()}

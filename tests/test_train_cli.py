@@ -171,3 +171,10 @@ def test_bfloat16_products_train_and_resume_from_float32_weights(straight_and_re
                    "--out", str(tmp_path / "single"), match="--single-process runs the float32/float64 reference")
     one_line_error(capsys, *TRAIN, "--steps", "1", "--dtype", "float16", "--out", str(tmp_path / "f16"),
                    match="use one of float32, float64, tf32, bfloat16")
+
+
+def test_steps_per_task_defaults_to_ten_on_the_gpu_and_one_on_the_cpu():
+    from dasksae.cli import steps_per_task
+
+    assert (steps_per_task(None, gpu=True), steps_per_task(None, gpu=False)) == (10, 1)
+    assert (steps_per_task(3, gpu=True), steps_per_task(3, gpu=False)) == (3, 3)

@@ -46,7 +46,7 @@ def single_process(config, batch, runs, warmup, dtype):
     return statistics.median(times)
 
 
-def tiled(config, batch, workers, runs, warmup, dtype, eager, execution="graph", distributed_malloc=False):
+def tiled(config, batch, workers, runs, warmup, dtype, eager, execution="graph", distributed_malloc=False, threads=False):
     import contextlib
 
     import distributed
@@ -56,7 +56,7 @@ def tiled(config, batch, workers, runs, warmup, dtype, eager, execution="graph",
     from dasksae.tiled_network import TiledNetwork
 
     with (contextlib.nullcontext() if distributed_malloc else local_worker_environment()), distributed.LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+        n_workers=workers, threads_per_worker=1, processes=not threads, dashboard_address=None, silence_logs=40
     ) as cluster, distributed.Client(cluster) as client:
         if eager:
             eager_messages(client)
@@ -115,6 +115,7 @@ def main(argv=None):
     parser.add_argument("--distributed-malloc", action="store_true",
                         help="keep distributed's MALLOC_TRIM_THRESHOLD_ for the workers (dasksae's clusters drop it)")
     parser.add_argument("--executions", default="spmd,graph", help="ways to run multi-tile steps")
+    parser.add_argument("--threads", action="store_true", help="the workers as threads of one process (halos by reference)")
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args(argv)
     rows = []
@@ -133,7 +134,7 @@ def main(argv=None):
         runs = [(w, e) for w in (int(w) for w in args.workers.split(",")) for e in (args.executions.split(",") if w > 1 else ["fused"])]
         for workers, execution in runs:
             result = tiled(config, batch, workers, args.runs, args.warmup_runs, args.dtype, args.eager_messages,
-                           "spmd" if execution == "fused" else execution, args.distributed_malloc)
+                           "spmd" if execution == "fused" else execution, args.distributed_malloc, args.threads)
             row = {"config": name, "minibatch": args.minibatch, "workers": workers, "tiles": TILINGS[workers], **result}
             rows.append(row)
             print(

@@ -36,7 +36,8 @@ def local_worker_environment():
 
 @contextlib.contextmanager
 def connect(scheduler: str | None = None, scheduler_file: str | None = None, workers: int = 1,
-            timeout: float = 10.0, dashboard: bool = False, gpu: bool = False, workers_per_gpu: int | None = None):
+            timeout: float = 10.0, dashboard: bool = False, gpu: bool = False, workers_per_gpu: int | None = None,
+            threads: bool = False):
     """Yield a :class:`distributed.Client`.
 
     ``scheduler`` (an address) or ``scheduler_file`` joins an existing cluster;
@@ -44,7 +45,9 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None, wor
     processes is started for the duration.  With ``gpu``: dask-cuda's
     ``LocalCUDACluster`` (one worker per GPU, UCX when distributed-ucxx is
     installed), or, with ``workers_per_gpu = K``, K plain workers that share
-    GPU 0 as threads of one process (for tests and overhead figures on a one-GPU machine).  A scheduler that does not answer
+    GPU 0 as threads of one process (for tests and overhead figures on a one-GPU machine).
+    ``threads``: the local CPU workers too are threads of one process (halos
+    handed over by reference instead of through TCP).  A scheduler that does not answer
     within ``timeout`` seconds is one clear error.
     """
     from distributed import Client, LocalCluster
@@ -92,7 +95,7 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None, wor
         cluster = LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
-            processes=not gpu,
+            processes=not (gpu or threads),
             dashboard_address=":8787" if dashboard else None,
             silence_logs=logging.CRITICAL,
         )

@@ -35,7 +35,7 @@ def _protocols(evaluation) -> dict:
 
 def run_demo(out, quick: bool = False, config_name: str = "tiny", tiles: str = "2x2", workers: int | None = None,
              steps: int | None = None, face_fraction: float = 0.3, minibatch: int = 32, lr: float = 1e-3, seed: int = 0,
-             progress: bool = True) -> dict:
+             progress: bool = True, worker_threads: bool = True) -> dict:
     from .cluster import connect
     from .data import build_bundled_store
     from .network import load_config
@@ -56,8 +56,10 @@ def run_demo(out, quick: bool = False, config_name: str = "tiny", tiles: str = "
     store = build_bundled_store(out / "data", config, frames=frames, face_fraction=face_fraction, tiles=tiles, seed=seed)
     attrs = dict(store.attrs)
     device = "cuda" if _gpu_present() else "cpu"
-    say(f"[2/4] training {config.name} on {tiles} tiles over {workers} local workers ({device}), {steps} steps, no labels")
-    with connect(workers=workers, gpu=device == "cuda", workers_per_gpu=workers if device == "cuda" else None) as client:
+    kind = "threads of one process" if worker_threads or device == "cuda" else "processes"
+    say(f"[2/4] training {config.name} on {tiles} tiles over {workers} local workers ({kind}, {device}), {steps} steps, no labels")
+    with connect(workers=workers, gpu=device == "cuda", workers_per_gpu=workers if device == "cuda" else None,
+                 threads=worker_threads) as client:
         network, records = train_tiled(
             client, config_name=config_name, tiles=tiles, steps=steps, minibatch=minibatch, lr=lr, seed=seed,
             out=out / "run", data=str(out / "data"), device=device, progress=progress,
@@ -65,7 +67,7 @@ def run_demo(out, quick: bool = False, config_name: str = "tiny", tiles: str = "
         params = network.parameters()
     say("[3/4] evaluating every top-layer neuron on the held-apart test set")
     training = {
-        "tiles": tiles, "workers": workers, "device": device, "steps": steps, "minibatch": minibatch, "lr": lr,
+        "tiles": tiles, "workers": workers, "workers_as": kind, "device": device, "steps": steps, "minibatch": minibatch, "lr": lr,
         "first_loss": records[0]["loss"] if records else None, "last_loss": records[-1]["loss"] if records else None,
         "quick": quick,
     }

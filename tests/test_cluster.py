@@ -31,3 +31,9 @@ def test_workers_sharing_a_gpu_are_threads_of_one_process():
     with connect(gpu=True, workers_per_gpu=3) as client:
         pids = client.run(os.getpid)
     assert len(pids) == 3 and set(pids.values()) == {os.getpid()}
+
+
+def test_local_cpu_workers_as_threads_of_one_process():
+    with connect(workers=2, threads=True) as client:
+        pids = client.run(os.getpid)
+    assert len(pids) == 2 and set(pids.values()) == {os.getpid()}

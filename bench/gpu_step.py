@@ -4,6 +4,7 @@ In the style of dask-cuda's benchmarks::
 
     python bench/gpu_step.py --configs coates96,coates200 --minibatch 96 --runs 20 --warmup-runs 3 --json out.json
     python bench/gpu_step.py --scheduler-address tcp://host:8786 ...   # dasksae rows on an existing cluster
+    python bench/gpu_step.py --profile report ...   # a Dask performance report of each dasksae row (bokeh)
 
 Rows, per config and minibatch:
 
@@ -33,6 +34,7 @@ CuPy pool holds after the runs (its peak), per parameter.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -135,7 +137,7 @@ def _free_pool():
 
 
 def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=None, send_each_step=False, eager=False,
-                 execution="spmd", dtype="float32", steps_per_task=1, protocol="tcp", processes=True):
+                 execution="spmd", dtype="float32", steps_per_task=1, protocol="tcp", processes=True, profile=None):
     import distributed
 
     from dasksae.tiled_network import TiledNetwork
@@ -161,7 +163,8 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
         for _ in range(warmup):
             network.steps([data] * steps_per_task, 1e-3, 0.9)
         times, report = [], None
-        with distributed.get_task_stream(client) as stream:
+        report_context = contextlib.nullcontext() if profile is None else distributed.performance_report(filename=profile)
+        with report_context, distributed.get_task_stream(client) as stream:
             for _ in range(runs):
                 started = time.perf_counter()
                 report = network.steps([data] * steps_per_task, 1e-3, 0.9)[-1]
@@ -254,8 +257,19 @@ def main(argv=None):
     parser.add_argument("--scheduler-address", default=None)
     parser.add_argument("--compile", action="store_true", help="also torch.compile rows")
     parser.add_argument("--eager-messages", action="store_true", help="dasksae-1w with batched-stream intervals 0")
+    parser.add_argument("--profile", default=None, metavar="PREFIX",
+                        help="write a Dask performance report of each dasksae row's timed runs to PREFIX-<row>-<dtype>.html (needs bokeh)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    if args.profile:
+        try:
+            import bokeh  # noqa: F401
+        except ImportError:
+            parser.error("--profile writes Dask performance reports, which need bokeh: pip install bokeh.")
+
+    def profile_file(row, dtype):
+        return None if args.profile is None else f"{args.profile}-{row}-{dtype}.html"
+
     modes = args.modes.split(",")
     if args.switch_interval is not None:
         import sys
@@ -328,7 +342,8 @@ def main(argv=None):
                         try:
                             seconds, report, held = time_dasksae(config, batch, 1, "1x1", args.runs, args.warmup_runs,
                                                                  args.scheduler_address, eager=args.eager_messages, dtype=dtype,
-                                                                 steps_per_task=per_task, protocol=args.protocol)
+                                                                 steps_per_task=per_task, protocol=args.protocol,
+                                                                 profile=profile_file(f"1w-k{per_task}", dtype))
                             emit("dasksae-1w" + (f"-k{per_task}" if per_task > 1 else "") + ("-eager" if args.eager_messages else ""),
                                  dtype, seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
                                  tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"], steps_per_task=per_task,
@@ -355,7 +370,8 @@ def main(argv=None):
                         per_task = args.steps_per_task_4w if execution == "spmd" else 1
                         seconds, report, held = time_dasksae(config, batch, count, f"{rows_}x{cols_}", args.runs_4w, 2,
                                                              args.scheduler_address, execution=execution, dtype=dtype,
-                                                             protocol=args.protocol, processes=processes, steps_per_task=per_task)
+                                                             protocol=args.protocol, processes=processes, steps_per_task=per_task,
+                                                             profile=profile_file(mode, dtype))
                         emit(f"{mode}-{rows_}x{cols_}" + (f"-k{per_task}" if per_task > 1 else ""), dtype, seconds,
                              overhead=max(0.0, 1 - kernel / seconds), memory=held,
                              tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"],

@@ -91,13 +91,24 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None, wor
         # (dasksae.streams), halos handed over by reference.  As K processes the GPU time-slices between their
         # contexts: coates200, M=96, 2x2 tiles on an H100 took 374 ms a float32 step against 220 ms as threads.
         workers = workers_per_gpu
-    with local_worker_environment():
+    processes = not (gpu or threads)
+    # Workers in this process log through this process's handlers, which LocalCluster quiets only while it
+    # starts: without this, closing the cluster could print a batched comm's INFO traceback after a run.
+    quiet = contextlib.nullcontext() if processes else _quiet_distributed_logs()
+    with quiet, local_worker_environment():
         cluster = LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
-            processes=not (gpu or threads),
+            processes=processes,
             dashboard_address=":8787" if dashboard else None,
             silence_logs=logging.CRITICAL,
         )
         with cluster, Client(cluster) as client:
             yield client
+
+
+def _quiet_distributed_logs():
+    """Distributed's stream handlers at CRITICAL for the duration, as worker processes get them."""
+    from distributed.utils import silence_logging_cmgr
+
+    return silence_logging_cmgr(logging.CRITICAL)

@@ -37,3 +37,39 @@ def test_local_cpu_workers_as_threads_of_one_process():
     with connect(workers=2, threads=True) as client:
         pids = client.run(os.getpid)
     assert len(pids) == 2 and set(pids.values()) == {os.getpid()}
+
+
+def test_workers_in_this_process_do_not_print_distributed_info_logs(monkeypatch):
+    """What in-process workers log at INFO as their cluster closes (such as a closed batched comm's traceback)
+    stays quiet, as worker processes' logs do; afterwards distributed's stream handler is as it was.  Outside
+    pytest, distributed installs such a handler on its logger; pytest's logging plugin stops it, so the test
+    installs one."""
+    import io
+    import logging
+
+    import distributed
+
+    closing = distributed.LocalCluster.close
+
+    def close_then_log(self, *args, **kwargs):
+        result = closing(self, *args, **kwargs)
+        logging.getLogger("distributed.batched").info("Batched Comm Closed (test)")
+        return result
+
+    monkeypatch.setattr(distributed.LocalCluster, "close", close_then_log)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)  # distributed's default level
+    try:
+        with connect(workers=2, threads=True):
+            pass
+        assert handler.level == logging.NOTSET
+        logging.getLogger("distributed.batched").warning("after the cluster (test)")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert "Batched Comm Closed (test)" not in stream.getvalue()
+    assert "after the cluster (test)" in stream.getvalue()

@@ -202,8 +202,8 @@ def frame_chunk(windows, axis: int, extent: int) -> int:
     reads only its own chunks, if that is at least :data:`MIN_READ_CHUNK`.
     Tile boundaries often share only a factor of 2 or 4: then a tile's read
     of a minibatch would decode hundreds of chunks of a few pixels each
-    (37-102 ms a read of ``tiny``'s 2x2 windows, against 2.5 ms for whole
-    frames), so chunks of :data:`READ_CHUNK` pixels are used instead, and a
+    (23-31 ms a tile's read of 32 frames of ``tiny``'s 2x2 windows, against
+    3.1-3.6 ms for 32-pixel chunks: ``bench/read_frames.py``), so chunks of :data:`READ_CHUNK` pixels are used instead, and a
     tile reads at most one chunk beyond its window on each side.  The store
     is only read during training, so chunks shared by tiles cost bytes, not
     correctness.

@@ -76,13 +76,13 @@ class Executor:
     #: tiles' calls only as far as this tile sends them something, and its statistics count only that.
     only_tile = None
 
-    def made_on(self, handle):
-        """The tile whose task made ``handle``, where the executor knows it (else ``None``)."""
-        return None
-
     def __init__(self):
         self.statistics = TaskStatistics()
         self._depth: dict = {}
+
+    def made_on(self, handle):
+        """The tile whose task made ``handle``, where the executor knows it (else ``None``)."""
+        return None
 
     def reset_statistics(self) -> TaskStatistics:
         """Start counting afresh (handles made before count as depth 0); returns the old counts."""

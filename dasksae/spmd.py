@@ -275,23 +275,6 @@ def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, precisi
 
 def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales):
     from .kernels.backend import array_module
-
-    first_tile = grid.tiles()[0]
-    xp = array_module(my_states[0]["encoder"])
-    with tile_task_stream(xp):  # this worker thread's own CUDA stream (dasksae.streams)
-        losses, sent, mailbox = _steps_on_stream(
-            me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales, xp)
-    if mailbox is not None:
-        mailbox.forget(step_id)
-    return {
-        "states": my_states,
-        "scales": my_scales,
-        "losses": losses if me == first_tile else None,
-        "sent_bytes": sent,
-    }
-
-
-def _steps_on_stream(me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales, xp):
     from .tile_array import TileArray
     from .tiled_network import build_step
 
@@ -301,31 +284,40 @@ def _steps_on_stream(me, grid, placement, step_id, lr, momentum, stage, precisio
     objective_has_scale = config.objective == "rica"
     losses, sent = [], 0
     mailbox = None
-    for index, x_part in enumerate(x_parts):
-        x_part = xp.asarray(x_part)  # onto the weights' device once (halo strips then travel as device arrays)
-        executor = SpmdExecutor(me, placement, f"{step_id}.{index}")
-        mailbox = executor.mailbox
-        states = [
-            TileArray(executor, grid.windows(k, "blocks"), {t: SpmdHandle(t, my_states[k] if t == me else None) for t in grid.tiles()})
-            for k in range(count)
-        ]
-        scales = [SpmdHandle(first_tile, my_scales[k]) if objective_has_scale else None for k in range(count)]
-        per_map = x_part.shape[-1] * x_part.dtype.itemsize
-        current = TileArray(
-            executor, grid.windows(0, "input_owned"), {t: SpmdHandle(t, x_part if t == me else None) for t in grid.tiles()},
-            None, config.input_shape[2] * per_map,
-        )
-        first, last, results = build_step(config, grid, states, scales, current, x_part.shape[-1], stage, (lr, momentum),
-                                          precision)
-        for k, (filter_back, reduced) in results.items():
-            my_states[k] = filter_back.parts[me].value["state"]
-            if me == first_tile and objective_has_scale:
-                my_scales[k] = {"scale": reduced.value["scale"], "velocity": reduced.value["velocity"]}
-        if me == first_tile:
-            losses.append([float(results[k][1].value["loss"]) for k in range(first, last + 1)])
-        executor.finish()
-        sent += executor.sent_bytes
-    return losses, sent, mailbox
+    xp = array_module(my_states[0]["encoder"])
+    with tile_task_stream(xp):  # this worker thread's own CUDA stream (dasksae.streams)
+        for index, x_part in enumerate(x_parts):
+            x_part = xp.asarray(x_part)  # onto the weights' device once (halo strips then travel as device arrays)
+            executor = SpmdExecutor(me, placement, f"{step_id}.{index}")
+            mailbox = executor.mailbox
+            states = [
+                TileArray(executor, grid.windows(k, "blocks"), {t: SpmdHandle(t, my_states[k] if t == me else None) for t in grid.tiles()})
+                for k in range(count)
+            ]
+            scales = [SpmdHandle(first_tile, my_scales[k]) if objective_has_scale else None for k in range(count)]
+            per_map = x_part.shape[-1] * x_part.dtype.itemsize
+            current = TileArray(
+                executor, grid.windows(0, "input_owned"), {t: SpmdHandle(t, x_part if t == me else None) for t in grid.tiles()},
+                None, config.input_shape[2] * per_map,
+            )
+            first, last, results = build_step(config, grid, states, scales, current, x_part.shape[-1], stage, (lr, momentum),
+                                              precision)
+            for k, (filter_back, reduced) in results.items():
+                my_states[k] = filter_back.parts[me].value["state"]
+                if me == first_tile and objective_has_scale:
+                    my_scales[k] = {"scale": reduced.value["scale"], "velocity": reduced.value["velocity"]}
+            if me == first_tile:
+                losses.append([float(results[k][1].value["loss"]) for k in range(first, last + 1)])
+            executor.finish()
+            sent += executor.sent_bytes
+    if mailbox is not None:
+        mailbox.forget(step_id)
+    return {
+        "states": my_states,
+        "scales": my_scales,
+        "losses": losses if me == first_tile else None,
+        "sent_bytes": sent,
+    }
 
 
 def step_summary(bundle: dict) -> dict:

@@ -19,6 +19,7 @@ small reports and the scalar cross between workers.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy
@@ -36,8 +37,8 @@ from .layers import (
     reconstruction_error,
 )
 from .network import NetworkConfig
-from .streams import tile_task_stream
 from .reference import StepResult, initial_blocks, initial_scale, learning_rate_scales, split_dtype
+from .streams import tile_task_stream
 from .tile_array import DaskExecutor, Executor, LocalExecutor, Shared, TileArray, pick, tile_map, tile_reduce
 from .tiling import TileGrid
 
@@ -393,14 +394,6 @@ class TiledNetwork:
 
     fuse_single_tile = True
 
-    def _graph_statistics(self, stage, minibatch: int, itemsize: int) -> dict:
-        """:func:`graph_statistics` of this network's step, computed once per stage, minibatch and itemsize."""
-        cache = self.__dict__.setdefault("_graph_statistics_cache", {})
-        key = (stage, minibatch, itemsize)
-        if key not in cache:
-            cache[key] = graph_statistics(self.config, self.grid, minibatch, stage, itemsize)
-        return cache[key]
-
     def _fused_steps(self, xs, lr, momentum, stage) -> list[StepReport]:
         for x in xs:
             self._check_batch(x, stage)
@@ -452,7 +445,7 @@ class TiledNetwork:
         summary = executor.run(first, step_summary, bundles[first], name="spmd-summary")
         tasks = executor.statistics.as_dict()
         result = executor.gather([summary])[0]
-        graph = self._graph_statistics(stage, placed[0].shape[-1], placed[0].dtype.itemsize)
+        graph = graph_statistics(self.config, grid, placed[0].shape[-1], stage, placed[0].dtype.itemsize)
         statistics = dict(graph, graph_tasks=graph["tasks"], tasks=tasks["tasks"],
                           critical_path=tasks["critical_path"], graph_critical_path=graph["critical_path"])
         return [
@@ -591,9 +584,15 @@ def graph_statistics(config: NetworkConfig, grid: TileGrid, minibatch: int, stag
     """Tile functions, halo cuts, critical path and halo bytes of one step's graph over ``grid`` (a dry run).
 
     An SPMD step's tasks each count only their own tile's share, so the
-    client reports these for the whole graph instead.
+    client reports these for the whole graph instead.  The dry run is made
+    once per network, grid, minibatch, stage and item size.
     """
-    return _dry_step(config, grid, minibatch, stage, itemsize).as_dict()
+    return dict(_cached_graph_statistics(config, grid, minibatch, stage, itemsize))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_graph_statistics(config, grid, minibatch, stage, itemsize) -> tuple:
+    return tuple(_dry_step(config, grid, minibatch, stage, itemsize).as_dict().items())
 
 
 def step_plan(config: NetworkConfig, grid: TileGrid, minibatch: int, itemsize: int = 4) -> dict:

@@ -27,11 +27,32 @@ def worker_environment() -> dict:
 
 @contextlib.contextmanager
 def local_worker_environment():
-    """Workers started inside this context get :func:`worker_environment` (also when a nanny restarts one)."""
+    """Workers started inside this context get :func:`worker_environment`.
+
+    A nanny writes its pre-spawn environment into this process's
+    ``os.environ`` and leaves it there, so after any cluster started with
+    distributed's defaults, ``MALLOC_TRIM_THRESHOLD_`` would reach every later
+    worker process by inheritance.  If it holds distributed's default value,
+    it is taken out of ``os.environ`` while workers start here (this process's
+    own allocator read it at start-up and is unaffected) and put back after.
+    A value of the user's own stays.
+    """
+    import os
+
     import dask
 
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environment()}):
-        yield
+    name = "MALLOC_TRIM_THRESHOLD_"
+    default = dask.config.get("distributed.nanny.pre-spawn-environ", {}).get(name)
+    left = os.environ.get(name)
+    drop = left is not None and default is not None and left == str(default)
+    if drop:
+        del os.environ[name]
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environment()}):
+            yield
+    finally:
+        if drop:
+            os.environ[name] = left
 
 
 @contextlib.contextmanager
@@ -89,7 +110,8 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None, wor
     if gpu:
         # K workers sharing one GPU run as threads of one process: one CUDA context, each on its own stream
         # (dasksae.streams), halos handed over by reference.  As K processes the GPU time-slices between their
-        # contexts: coates200, M=96, 2x2 tiles on an H100 took 374 ms a float32 step against 220 ms as threads.
+        # contexts: coates200, M=96, 2x2 tiles on an H100 took 374 ms a float32 step against 276 ms as threads
+        # (one run, README's run C).
         workers = workers_per_gpu
     processes = not (gpu or threads)
     # Workers in this process log through this process's handlers, which LocalCluster quiets only while it

@@ -73,3 +73,18 @@ def test_workers_in_this_process_do_not_print_distributed_info_logs(monkeypatch)
         logger.setLevel(level)
     assert "Batched Comm Closed (test)" not in stream.getvalue()
     assert "after the cluster (test)" in stream.getvalue()
+
+
+def test_workers_do_not_inherit_the_malloc_setting_an_earlier_cluster_left(monkeypatch):
+    """Distributed's nannies leave their pre-spawn environment in this process's os.environ; a cluster started
+    with distributed's defaults earlier in the same process must not hand MALLOC_TRIM_THRESHOLD_ to the workers
+    dasksae starts later.  The variable is back afterwards."""
+    import dask
+    import distributed  # noqa: F401 - its config defaults
+
+    left = str(dask.config.get("distributed.nanny.pre-spawn-environ")["MALLOC_TRIM_THRESHOLD_"])
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", left)
+    with connect(workers=1) as client:
+        (seen,) = client.run(_environment).values()
+    assert seen["MALLOC_TRIM_THRESHOLD_"] is None
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == left

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy
 
 from .kernels.backend import array_module, host_floats
+from .kernels.code_gradient import tied_code_gradient
 from .kernels.contrast import lcn_backward, lcn_forward
 from .kernels.gemm import batched_matmul, native_precision, operand, result_dtype, storage_dtype
 from .kernels.local_filter import (
@@ -26,7 +27,7 @@ from .kernels.local_filter import (
     local_filter_transpose,
 )
 from .kernels.normalize import inverse_row_norms, unit_rows_backward, unit_rows_sgd
-from .kernels.pooling import window_sum, window_sum_transpose
+from .kernels.pooling import pool_squares, pool_unit_weights, sum_of_squares_over_units, window_sum_transpose
 from .optim import sgd_momentum_update
 
 
@@ -149,26 +150,30 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         gather_patches(x_window[inputs], field, step, p1 - p0, blocks_w, out=fields[:, :, :batch])
         codes = xp.empty((count, rows, width), dtype=storage)  # [g_z | a z]
         z_rows = block_rows(z[p0 * block_h : p1 * block_h], block_h, block_w)
-        grad_rows = (xp.zeros((count, rows, batch), dtype=dtype) if grad_z is None
-                     else block_rows(grad_z[p0 * block_h : p1 * block_h], block_h, block_w))
+        grad_rows = None if grad_z is None else block_rows(grad_z[p0 * block_h : p1 * block_h], block_h, block_w)
+        if grad_rows is None and not (has_error and tied):
+            grad_rows = xp.zeros((count, rows, batch), dtype=dtype)
         chunk_scale = inverse_norms[p0:p1].reshape(count, rows, 1)
         weight_rows = weights[p0:p1].reshape(count, rows, fan_in)
+        grad_operand = None  # s g_z, the input gradient's operand, where the tied code gradient made it
         if has_error:
             error_fields = fields[:, :, batch:] if tied else xp.empty((count, fan_in, batch), dtype=storage)
             gather_patches(error[inputs], field, step, p1 - p0, blocks_w, out=error_fields)
-            if tied:
-                grad_code = batched_matmul(weight_rows, error_fields, precision=precision)
-                grad_code *= chunk_scale
-            else:
+        if has_error and tied:  # [g_z | a z] (and s g_z) from U g_r in one pass (one kernel on CuPy)
+            part, grad_operand = tied_code_gradient(batched_matmul(weight_rows, error_fields, precision=precision),
+                                                    chunk_scale, z_rows, grad_rows, a, codes, precision, need_input_grad)
+            scale_grad = scale_grad + part  # stays on the device: no sync a chunk
+        else:
+            if has_error:
                 grad_code = batched_matmul(forward["decoder"][p0:p1].reshape(count, rows, fan_in), error_fields, precision=precision)
-            scale_grad = scale_grad + (z_rows * grad_code).sum(dtype=xp.float64)  # stays on the device: no sync a chunk
-            grad_code *= a
-            grad_rows += grad_code
-            if tied:
-                operand(z_rows, precision, a, out=codes[:, :, batch:])
-        operand(grad_rows, precision, out=codes[:, :, :batch])
+                scale_grad = scale_grad + (z_rows * grad_code).sum(dtype=xp.float64)
+                grad_code *= a
+                grad_rows += grad_code
+            operand(grad_rows, precision, out=codes[:, :, :batch])
         if need_input_grad:  # before the update: it reads the weights in place
-            patches = batched_matmul(weight_rows, operand(grad_rows, precision, chunk_scale), transpose_a=True, precision=precision)
+            if grad_operand is None:
+                grad_operand = operand(grad_rows, precision, chunk_scale)
+            patches = batched_matmul(weight_rows, grad_operand, transpose_a=True, precision=precision)
             fold_patches_into(grad_x[inputs], patches, field, step, p1 - p0, blocks_w)
         grad_unit = batched_matmul(codes, fields, transpose_b=True, precision=precision,
                                    out=None if grads is None else grads["encoder"][p0:p1].reshape(count, rows, fan_in))
@@ -223,30 +228,38 @@ def _unit_gradient(grad_unit, raw, inverse_norms):
 
 
 def pool_forward(z_window, scale_state, stage, epsilon: float, sparsity: float, with_objective: bool):
-    """The tile's owned pooling units ``sqrt(eps + V z^2)``; with the objective, its part of the sparsity term."""
+    """The tile's owned pooling units ``sqrt(eps + V z^2)``; with the objective, its part of the sparsity term.
+
+    One pass over ``z`` (:func:`~dasksae.kernels.pooling.pool_squares`)
+    gives ``V z^2``, the pooled units and the sparsity term's units
+    ``sqrt(eps + a^2 V z^2)``.
+    """
     xp = array_module(z_window)
-    squares = window_sum(z_window * z_window, stage.pool_size, stage.pool_stride)
-    out = {"pooled": xp.sqrt(epsilon + squares), "squares": squares, "z": z_window}
+    a = scale_of(scale_state)
+    squares, pooled, units = pool_squares(z_window, stage.pool_size, stage.pool_stride, epsilon,
+                                          a * a if with_objective else None)
+    out = {"pooled": pooled, "squares": squares, "z": z_window}
     if with_objective:
-        a = scale_of(scale_state)
-        units = xp.sqrt(epsilon + (a * a) * squares)
-        batch = z_window.shape[-1]
-        out["loss"] = units.sum(dtype=xp.float64) * (sparsity / batch)
-        out["per_unit"] = (sparsity / batch) / units
+        unit_scale = sparsity / z_window.shape[-1]  # lambda / M
+        out["loss"] = units.sum(dtype=xp.float64) * unit_scale
+        out["units"], out["unit_scale"] = units, unit_scale
     return out
 
 
 def pool_backward(grad_pooled, forward, scale_state, stage):
-    """The tile's contribution to ``dL/dz`` over its pooling window (summed back to the owners of ``z``)."""
-    xp = array_module(forward["z"])
-    weight = xp.zeros_like(forward["pooled"]) if grad_pooled is None else grad_pooled / forward["pooled"]
+    """The tile's contribution to ``dL/dz`` over its pooling window (summed back to the owners of ``z``).
+
+    ``dL/dz = z * V^T w`` with ``w`` from :func:`~dasksae.kernels.pooling.pool_unit_weights`
+    (two kernels on CuPy), and the sparsity term's part of ``dL/da``.
+    """
+    a = scale_of(scale_state)
+    units = forward.get("units")
+    weight = pool_unit_weights(grad_pooled, forward["pooled"], units, a * a, forward.get("unit_scale", 0.0))
     out = {"scale_grad": 0.0}
-    if "per_unit" in forward:
-        a = scale_of(scale_state)
-        weight = weight + (a * a) * forward["per_unit"]
-        out["scale_grad"] = (forward["per_unit"] * forward["squares"]).sum(dtype=xp.float64) * a
+    if units is not None:  # d/da of unit_scale * sum sqrt(eps + a^2 V z^2)
+        out["scale_grad"] = sum_of_squares_over_units(forward["squares"], units) * (forward["unit_scale"] * a)
     z = forward["z"]
-    out["grad_z"] = z * window_sum_transpose(weight, z.shape, stage.pool_size, stage.pool_stride)
+    out["grad_z"] = window_sum_transpose(weight, z.shape, stage.pool_size, stage.pool_stride, times=z)
     return out
 
 

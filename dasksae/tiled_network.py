@@ -536,7 +536,7 @@ def build_step(config: NetworkConfig, grid: TileGrid, states: list, scales: list
             current = output(normalised, "output", grid, k, "pooled_owned", maps, per_map)
         forward.append((filtered, error, pooled, normalised))
 
-    grad_input, error_above, results = None, None, {}
+    grad_input, error_above, results, reports = None, None, {}, []
     for k in range(last, first - 1, -1):
         geometry = geometries[k]
         maps, channels = geometry.filter_shape[2], geometry.input_shape[2]
@@ -551,6 +551,12 @@ def build_step(config: NetworkConfig, grid: TileGrid, states: list, scales: list
         error_map = output(error, "error", grid, k, "input_owned", channels, per_map)
         stage_update = None if update is None else (update[0], update[1])
         filter_back = local_filter_backward(grad_z, error_map, filtered, states[k], scale, grid, k, k > first, stage_update)
+        reports.append((k, error, pooled, filter_back, pool_back))
+        grad_input = output(filter_back, "grad_x", grid, k, "input_needed", channels, per_map)
+        error_above = error_map
+    # The stages' reports come last: each waits for the device (it fetches the tile's losses), and nothing in the
+    # backward pass needs them, so the step waits once, at its end, instead of once a stage.
+    for k, error, pooled, filter_back, pool_back in reports:
         report = tile_map(tile_ops.tile_report, error, pooled, filter_back, pool_back, name=f"stage{k + 1}-report")
         scale_update = None
         if update is not None and scales[k] is not None:
@@ -559,8 +565,6 @@ def build_step(config: NetworkConfig, grid: TileGrid, states: list, scales: list
             tile_ops.reduce_stage, report, scales[k], scale_update, tile=grid.tiles()[0], name=f"stage{k + 1}-reduce"
         )
         results[k] = (filter_back, reduced)
-        grad_input = output(filter_back, "grad_x", grid, k, "input_needed", channels, per_map)
-        error_above = error_map
     return first, last, results
 
 

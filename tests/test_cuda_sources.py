@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from dasksae.kernels import cuda_kernels, normalize
+from dasksae.kernels import code_gradient, cuda_kernels, normalize
 from dasksae.kernels.gemm import BFLOAT16_ROUNDING
 
 
@@ -79,6 +79,11 @@ def test_the_fold_compiles(dtype, lanes):
                           if v[0] or v[1] == "float32"])
 def test_the_block_rows_kernel_compiles(to_rows, rows_dtype, lanes, has_scale):
     assert compile_errors(cuda_kernels.block_rows_source(to_rows, rows_dtype, lanes, has_scale, 24, 8, 4, 4, 46)) == ""
+
+
+@pytest.mark.parametrize("bfloat16, lanes, has_grad, scaled", list(itertools.product([False, True], [4, 2, 1], [True, False], [True, False])))
+def test_the_tied_code_gradient_compiles(bfloat16, lanes, has_grad, scaled):
+    assert compile_errors(code_gradient.tied_code_gradient_source(bfloat16, lanes, 96 // lanes, has_grad, scaled)) == ""
 
 
 def test_every_update_kernel_compiles():

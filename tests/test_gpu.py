@@ -289,3 +289,66 @@ def test_each_thread_runs_its_tile_tasks_on_its_own_stream():
     assert seen["a"] == seen["a again"] and seen["b"] == seen["b again"]
     assert len({seen["a"], seen["b"], cupy.cuda.Stream.null.ptr}) == 3
     assert cupy.cuda.get_current_stream().ptr == cupy.cuda.Stream.null.ptr  # the caller's stream is untouched
+
+
+@pytest.mark.parametrize("size, stride", [(5, 1), (3, 2)])
+@pytest.mark.parametrize("objective", [False, True])
+@pytest.mark.parametrize("with_grad", [False, True])
+def test_fused_pooling_kernels_equal_the_array_code(rng, size, stride, objective, with_grad):
+    """The pooling forward (squares, pooled, units in one kernel), the backward's unit weights, the sparsity
+    term's sum and the transpose times z equal the NumPy array code."""
+    from dasksae.kernels.pooling import pool_squares, pool_unit_weights, sum_of_squares_over_units
+
+    x, x_gpu = both(rng.standard_normal((13, 12, 3, 8)))
+    scale_squared = 0.7 if objective else None
+    expected = pool_squares(x, size, stride, 1e-3, scale_squared)
+    got = pool_squares(x_gpu, size, stride, 1e-3, scale_squared)
+    for name, want, have in zip(("squares", "pooled", "units"), expected, got):
+        if want is None:
+            assert have is None, name
+        else:
+            assert have.shape == want.shape and relative_error(have, want) < 1e-6, name
+    squares, pooled, units = expected
+    grad, grad_gpu = both(rng.standard_normal(pooled.shape)) if with_grad else (None, None)
+    weight = pool_unit_weights(grad, pooled, units, 0.7, 0.05)
+    weight_gpu = pool_unit_weights(grad_gpu, *(None if v is None else cupy.asarray(v) for v in (pooled, units)), 0.7, 0.05)
+    assert relative_error(weight_gpu, weight) < 1e-6 or (not with_grad and not objective and not weight.any())
+    if objective:
+        total = sum_of_squares_over_units(cupy.asarray(squares), cupy.asarray(units))
+        assert isinstance(total, cupy.ndarray) and abs(float(total) / sum_of_squares_over_units(squares, units) - 1) < 1e-9
+    w, w_gpu = both(rng.standard_normal(pooled.shape))
+    expected_spread = window_sum_transpose(w, x.shape, size, stride, times=x)
+    assert relative_error(window_sum_transpose(w_gpu, x.shape, size, stride, times=x_gpu), expected_spread) < 1e-6
+
+
+@pytest.mark.parametrize("batch", [96, 6, 5])
+@pytest.mark.parametrize("precision", ["float32", "tf32", "bfloat16"])
+@pytest.mark.parametrize("with_grad", [False, True])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_the_tied_code_gradient_kernel_equals_the_array_code(rng, batch, precision, with_grad, scaled):
+    """[g_z | a z] and s g_z written by the kernel (4, 2 or 1 values a thread, float32 or bf16 storage) into
+    poisoned buffers are bit for bit the array code's (the same IEEE float32 operations, none fused), and the
+    chunk's part of dL/da agrees to float64 summation order."""
+    from dasksae.kernels.code_gradient import tied_code_gradient
+    from dasksae.kernels.gemm import storage_dtype
+
+    count, rows = 7, 24
+    product, product_gpu = both(rng.standard_normal((count, rows, batch)))
+    scale, scale_gpu = both(rng.uniform(0.5, 2, (count, rows, 1)))
+    z, z_gpu = both(rng.standard_normal((count, rows, batch)))
+    grad, grad_gpu = both(rng.standard_normal((count, rows, batch))) if with_grad else (None, None)
+    codes = numpy.zeros((count, rows, 2 * batch), dtype=numpy.float32)
+    part, operand = tied_code_gradient(product, scale, z, grad, 0.8, codes, precision, scaled)
+    storage = storage_dtype(precision)
+    codes_gpu = cupy.full((count, rows, 2 * batch), 0xFFFF if storage == numpy.uint16 else numpy.nan, dtype=storage)
+    part_gpu, operand_gpu = tied_code_gradient(product_gpu, scale_gpu, z_gpu, grad_gpu, 0.8, codes_gpu, precision, scaled)
+    if precision == "bfloat16":
+        from dasksae.kernels.gemm import from_bfloat16
+
+        codes_gpu = from_bfloat16(codes_gpu)
+        operand_gpu = None if operand_gpu is None else from_bfloat16(operand_gpu)
+    assert numpy.array_equal(to_numpy(codes_gpu), codes)
+    assert (operand_gpu is None) == (not scaled)
+    if scaled:
+        assert numpy.array_equal(to_numpy(operand_gpu), operand)
+    assert isinstance(part_gpu, cupy.ndarray) and abs(float(part_gpu) - float(part)) <= 1e-9 * abs(float(part)) + 1e-12

@@ -43,11 +43,12 @@ def _window_sum_kernel():
 
 
 @functools.lru_cache(maxsize=None)
-def _window_sum_transpose_kernel():
+def _window_sum_transpose_kernel(times: bool = False):
     import cupy
 
     return cupy.ElementwiseKernel(
-        "raw T g, int64 width, int64 trailing, int64 out_height, int64 out_width, int32 size, int32 stride",
+        "raw T g, int64 width, int64 trailing, int64 out_height, int64 out_width, int32 size, int32 stride"
+        + (", T times" if times else ""),
         "T out",
         """
         const long long q = i % trailing;
@@ -68,9 +69,67 @@ def _window_sum_transpose_kernel():
                 total += g[((long long)(ry / stride) * out_width + cx / stride) * trailing + q];
             }
         }
-        out = total;
+        out = """ + ("times * total;" if times else "total;") + """
         """,
-        "dasksae_window_sum_transpose",
+        "dasksae_window_sum_transpose" + ("_times" if times else ""),
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _pool_squares_kernel(with_units: bool):
+    import cupy
+
+    return cupy.ElementwiseKernel(
+        "raw T x, int64 width, int64 trailing, int64 out_width, int32 size, int32 stride, T eps, T scale_squared",
+        "T squares, T pooled" + (", T units" if with_units else ""),
+        """
+        const long long q = i % trailing;
+        const long long rest = i / trailing;
+        const long long column = rest % out_width;
+        const long long row = rest / out_width;
+        T total = 0;
+        for (int a = 0; a < size; ++a) {
+            const long long base = (row * stride + a) * width + column * stride;
+            for (int b = 0; b < size; ++b) {
+                const T value = x[(base + b) * trailing + q];
+                total += multiply_rounded(value, value);  // rounded as the array code's x * x, not fused into the sum
+            }
+        }
+        squares = total;
+        pooled = sqrt(eps + total);
+        """ + ("units = sqrt(eps + multiply_rounded(scale_squared, total));" if with_units else ""),
+        "dasksae_pool_squares" + ("_units" if with_units else ""),
+        preamble=_ROUNDED_MULTIPLY,
+    )
+
+
+_ROUNDED_MULTIPLY = r"""
+__device__ __forceinline__ float multiply_rounded(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double multiply_rounded(double a, double b) { return __dmul_rn(a, b); }
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _pool_unit_weights_kernel(with_grad: bool):
+    import cupy
+
+    sparsity = "multiply_rounded(scale_squared, unit_scale / units)"
+    return cupy.ElementwiseKernel(
+        ("T grad, " if with_grad else "") + "T pooled, T units, T scale_squared, T unit_scale",
+        "T weight",
+        f"weight = grad / pooled + {sparsity};" if with_grad else f"weight = {sparsity};",
+        "dasksae_pool_unit_weights",
+        preamble=_ROUNDED_MULTIPLY,
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _squares_over_units_kernel():
+    import cupy
+
+    return cupy.ReductionKernel(
+        "T squares, T units", "float64 total", "(double)(squares / units)", "a + b", "total = a", "0",
+        "dasksae_squares_over_units",
     )
 
 
@@ -181,7 +240,7 @@ def window_sum(x, out_shape, size: int, stride: int):
     return out
 
 
-def window_sum_transpose(g, input_shape, size: int, stride: int):
+def window_sum_transpose(g, input_shape, size: int, stride: int, times=None):
     import cupy
 
     g = cupy.ascontiguousarray(g)
@@ -189,8 +248,49 @@ def window_sum_transpose(g, input_shape, size: int, stride: int):
     trailing = 1
     for extent in input_shape[2:]:
         trailing *= extent
-    _window_sum_transpose_kernel()(g, input_shape[1], trailing, g.shape[0], g.shape[1], size, stride, out)
+    arguments = (g, input_shape[1], trailing, g.shape[0], g.shape[1], size, stride)
+    if times is None:
+        _window_sum_transpose_kernel()(*arguments, out)
+    else:
+        _window_sum_transpose_kernel(True)(*arguments, times.astype(g.dtype, copy=False), out)
     return out
+
+
+def pool_squares(x, size: int, stride: int, eps: float, scale_squared=None):
+    """:func:`dasksae.kernels.pooling.pool_squares` in one kernel: ``(squares, pooled, units or None)``."""
+    import cupy
+
+    from .pooling import pooled_size
+
+    x = cupy.ascontiguousarray(x)
+    out_shape = (pooled_size(x.shape[0], size, stride), pooled_size(x.shape[1], size, stride)) + x.shape[2:]
+    trailing = 1
+    for extent in x.shape[2:]:
+        trailing *= extent
+    value = x.dtype.type
+    outputs = [cupy.empty(out_shape, dtype=x.dtype) for _ in range(2 if scale_squared is None else 3)]
+    _pool_squares_kernel(scale_squared is not None)(
+        x, x.shape[1], trailing, out_shape[1], size, stride, value(eps), value(scale_squared or 0), *outputs
+    )
+    return outputs[0], outputs[1], (outputs[2] if scale_squared is not None else None)
+
+
+def pool_unit_weights(grad_pooled, pooled, units, scale_squared, unit_scale):
+    """:func:`dasksae.kernels.pooling.pool_unit_weights` in one kernel."""
+    import cupy
+
+    value = pooled.dtype.type
+    if units is None:
+        return cupy.zeros_like(pooled) if grad_pooled is None else grad_pooled / pooled
+    scalars = (value(scale_squared), value(unit_scale))
+    if grad_pooled is None:
+        return _pool_unit_weights_kernel(False)(pooled, units, *scalars)
+    return _pool_unit_weights_kernel(True)(grad_pooled.astype(pooled.dtype, copy=False), pooled, units, *scalars)
+
+
+def sum_of_squares_over_units(squares, units):
+    """``sum(squares / units)`` in float64, one reduction kernel (a device scalar)."""
+    return _squares_over_units_kernel()(squares, units)
 
 
 def sgd_momentum_update(param, velocity, grad, lr: float, momentum: float) -> bool:

@@ -43,20 +43,66 @@ def window_sum(x, size: int, stride: int = 1):
     return out
 
 
-def window_sum_transpose(g, input_shape, size: int, stride: int = 1):
-    """``V^T g``: the adjoint of :func:`window_sum`, spreading each window's value over its inputs."""
+def window_sum_transpose(g, input_shape, size: int, stride: int = 1, times=None):
+    """``V^T g``: the adjoint of :func:`window_sum`, spreading each window's value over its inputs.
+
+    ``times``: an array of ``input_shape`` that multiplies the result (in the
+    same pass on CuPy).
+    """
     xp = array_module(g)
     if xp is not numpy:
         from . import cuda_kernels
 
-        return cuda_kernels.window_sum_transpose(g, tuple(input_shape), size, stride)
+        return cuda_kernels.window_sum_transpose(g, tuple(input_shape), size, stride, times)
     out = xp.zeros(input_shape, dtype=g.dtype)
     out_h, out_w = g.shape[:2]
     span_h, span_w = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1
     for a in range(size):
         for b in range(size):
             out[a : a + span_h : stride, b : b + span_w : stride] += g
-    return out
+    return out if times is None else out * times
+
+
+def pool_squares(x, size: int, stride: int, eps: float, scale_squared: float | None = None):
+    """``(V x^2, sqrt(eps + V x^2), units)`` with ``units = sqrt(eps + scale_squared V x^2)`` (``None`` without
+    ``scale_squared``): L2 pooling and the sparsity term's units in one pass over ``x`` (one kernel on CuPy)."""
+    xp = array_module(x)
+    if xp is not numpy:
+        from . import cuda_kernels
+
+        return cuda_kernels.pool_squares(x, size, stride, eps, scale_squared)
+    squares = window_sum(x * x, size, stride)
+    units = None if scale_squared is None else xp.sqrt(eps + scale_squared * squares)
+    return squares, xp.sqrt(eps + squares), units
+
+
+def pool_unit_weights(grad_pooled, pooled, units=None, scale_squared: float = 1.0, unit_scale: float = 0.0):
+    """What :func:`window_sum_transpose` spreads back to ``dL/dx`` (then times ``x``) from the pooled units.
+
+    ``grad_pooled / pooled`` (``dL/dpooled`` through ``sqrt``; ``None``: no
+    gradient from above) plus, with the sparsity term's ``units``,
+    ``scale_squared * unit_scale / units`` (``d/d(V x^2)`` of
+    ``unit_scale * sum(units)``).  One kernel on CuPy.
+    """
+    xp = array_module(pooled)
+    if xp is not numpy:
+        from . import cuda_kernels
+
+        return cuda_kernels.pool_unit_weights(grad_pooled, pooled, units, scale_squared, unit_scale)
+    if units is None:
+        return xp.zeros_like(pooled) if grad_pooled is None else grad_pooled / pooled
+    sparsity = scale_squared * (unit_scale / units)
+    return sparsity if grad_pooled is None else grad_pooled / pooled + sparsity
+
+
+def sum_of_squares_over_units(squares, units):
+    """``sum(squares / units)`` in float64 (a device scalar on CuPy: no wait), for the sparsity term's ``d/da``."""
+    xp = array_module(squares)
+    if xp is not numpy:
+        from . import cuda_kernels
+
+        return cuda_kernels.sum_of_squares_over_units(squares, units)
+    return (squares / units).sum(dtype=numpy.float64)
 
 
 def l2_pool_forward(x, size: int, stride: int = 1, eps: float = 0.0):

@@ -1,0 +1,149 @@
+"""The gradient at a tied stage's codes, laid out as the weight-gradient GEMM reads it.
+
+In :func:`dasksae.tile_ops.filter_backward`, for one chunk of filter blocks
+in block-row layout ``(count, R, M)``, with ``s = 1/||U||`` per row and the
+decoder's product ``c = U g_r`` (``g_r = 2/M e``, ``W = s U``)::
+
+    t = s c                      the gradient reaching the code ``a z`` from the reconstruction
+    g = grad_rows + a t          dL/dz: through pooling and sparsity, plus through the decoder
+    codes[:, :, :M] = g          [g_z | a z]: the left operand of the one
+    codes[:, :, M:] = a z        weight-gradient GEMM over 2M inner terms
+    scaled = s g                 (optional) the operand of the input gradient W^T g
+    part = sum(z t)              this chunk's part of dL/da (float64)
+
+Written out with arrays that is about nine passes over ``(count, R, M)``
+values and as many kernel launches a chunk; on CuPy (float32 values, any of
+the float32-family precisions) it is one kernel that reads ``c``, ``z`` and
+``grad_rows`` once, writes the operands in their storage (bfloat16 bits for
+``bfloat16``), and leaves one float64 partial sum per CUDA block, which one
+small reduction adds up.  No Dask in here.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy
+
+from .backend import array_module
+from .gemm import operand, storage_dtype
+
+
+def tied_code_gradient(product, row_scale, z_rows, grad_rows, a: float, codes, precision: str, scaled: bool = False):
+    """Fill ``codes (count, R, 2M)`` as the module text says; return ``(part, scaled operand or None)``.
+
+    ``product``: ``U g_r`` per block (``(count, R, M)``, not yet scaled by
+    ``s``); ``row_scale``: ``s`` as ``(count, R, 1)``; ``grad_rows``: the
+    gradient reaching ``z`` from pooling (``None``: zero).  ``part`` is a
+    float64 scalar (on the device for CuPy: no wait).
+    """
+    xp = array_module(product)
+    if xp is not numpy:
+        done = _tied_code_gradient_cuda(product, row_scale, z_rows, grad_rows, a, codes, precision, scaled)
+        if done is not None:
+            return done
+    batch = z_rows.shape[-1]
+    product = product * row_scale
+    part = (z_rows * product).sum(dtype=xp.float64)
+    product *= a
+    grad = product if grad_rows is None else grad_rows + product
+    operand(z_rows, precision, a, out=codes[:, :, batch:])
+    operand(grad, precision, out=codes[:, :, :batch])
+    return part, (operand(grad, precision, row_scale) if scaled else None)
+
+
+_SOURCE = r"""
+template <int N> struct alignas(4 * N) Floats { float v[N]; };
+template <int N> struct alignas(2 * N) Halves { unsigned short v[N]; };
+
+__device__ __forceinline__ void store(float& out, float value) { out = value; }
+__device__ __forceinline__ void store(unsigned short& out, float value) { out = round_to_bfloat16(value); }
+
+// One thread per LANES values of a row (VECTORS threads a row of M values); rows are (block, R) in order.
+extern "C" __global__ void dasksae_tied_code_gradient(
+    const float* __restrict__ product, const float* __restrict__ row_scale, const float* __restrict__ z_rows,
+    const float* __restrict__ grad_rows, STORAGE* __restrict__ codes, STORAGE* __restrict__ scaled,
+    double* __restrict__ partials, const float a, const unsigned int total)
+{
+    __shared__ double warp_sums[32];
+    const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    double part = 0;
+    if (i < total) {
+        const unsigned int row = i / VECTORS;
+        const unsigned int v = i - row * VECTORS;
+        const float s = row_scale[row];
+        const Floats<LANES> c = ((const Floats<LANES>*)product)[i];
+        const Floats<LANES> z = ((const Floats<LANES>*)z_rows)[i];
+        Floats<LANES> g;
+        if (HAS_GRAD) g = ((const Floats<LANES>*)grad_rows)[i];
+        PACK left, right, input;
+        for (int j = 0; j < LANES; ++j) {
+            const float t = __fmul_rn(c.v[j], s);
+            part += (double)__fmul_rn(z.v[j], t);
+            const float grad = HAS_GRAD ? __fadd_rn(g.v[j], __fmul_rn(t, a)) : __fmul_rn(t, a);
+            store(left.v[j], grad);
+            store(right.v[j], __fmul_rn(z.v[j], a));
+            if (SCALED) store(input.v[j], __fmul_rn(grad, s));
+        }
+        PACK* out = (PACK*)codes + (unsigned long long)row * (2 * VECTORS) + v;
+        out[0] = left;
+        out[VECTORS] = right;
+        if (SCALED) ((PACK*)scaled)[i] = input;
+    }
+    for (int offset = 16; offset > 0; offset /= 2) part += __shfl_down_sync(0xffffffff, part, offset);
+    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = part;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        part = threadIdx.x < (blockDim.x >> 5) ? warp_sums[threadIdx.x] : 0.0;
+        for (int offset = 16; offset > 0; offset /= 2) part += __shfl_down_sync(0xffffffff, part, offset);
+        if (threadIdx.x == 0) partials[blockIdx.x] = part;
+    }
+}
+"""
+
+THREADS = 256
+
+
+def tied_code_gradient_source(bfloat16: bool, lanes: int, vectors: int, has_grad: bool, scaled: bool) -> str:
+    """The CUDA source of the kernel for one storage, vector width, row length and variant."""
+    from .gemm import BFLOAT16_ROUNDING
+
+    pack = f"Halves<{lanes}>" if bfloat16 else f"Floats<{lanes}>"
+    defines = (f"#define STORAGE {'unsigned short' if bfloat16 else 'float'}\n#define PACK {pack}\n#define LANES {lanes}\n"
+               f"#define VECTORS {vectors}u\n#define HAS_GRAD {int(has_grad)}\n#define SCALED {int(scaled)}\n")
+    return BFLOAT16_ROUNDING + defines + _SOURCE
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel(*variant):
+    import cupy
+
+    return cupy.RawKernel(tied_code_gradient_source(*variant), "dasksae_tied_code_gradient", options=("-std=c++14",))
+
+
+def _tied_code_gradient_cuda(product, row_scale, z_rows, grad_rows, a, codes, precision, scaled):
+    """The kernel's result, or ``None`` where the arrays do not suit it (the caller runs the array code)."""
+    import cupy
+
+    count, rows, batch = z_rows.shape
+    storage = storage_dtype(precision)
+    values = [product, z_rows] + ([] if grad_rows is None else [grad_rows])
+    if (storage.name not in ("float32", "uint16") or row_scale.size != count * rows
+            or codes.shape != (count, rows, 2 * batch) or codes.dtype != storage or not codes.flags.c_contiguous
+            or not row_scale.flags.c_contiguous or row_scale.dtype != numpy.float32
+            or any(v.shape != z_rows.shape or v.dtype != numpy.float32 or not v.flags.c_contiguous for v in values)):
+        return None
+    pointers = [v.data.ptr for v in values] + [codes.data.ptr]
+    lanes = next(n for n in (4, 2, 1) if batch % n == 0 and all(p % (n * 4) == 0 for p in pointers))
+    vectors = batch // lanes
+    total = count * rows * vectors
+    if total == 0 or total >= 2**31:
+        return None
+    launches = -(-total // THREADS)
+    partials = cupy.empty(launches, dtype=cupy.float64)
+    scaled_operand = cupy.empty(z_rows.shape, dtype=storage) if scaled else None
+    kernel = _kernel(storage.name == "uint16", lanes, vectors, grad_rows is not None, scaled)
+    kernel((launches,), (THREADS,), (product, row_scale, z_rows, z_rows if grad_rows is None else grad_rows, codes,
+                                     codes if scaled_operand is None else scaled_operand, partials,
+                                     numpy.float32(a), numpy.uint32(total)))
+    return partials.sum(), scaled_operand

@@ -94,3 +94,9 @@ def test_the_bfloat16_rounding_compiles_as_the_conversion_uses_it():
     wrapper = ('extern "C" __global__ void k(const float* x, const float* s, unsigned short* y)'
                " { const float value = x[threadIdx.x] * s[0]; y[threadIdx.x] = round_to_bfloat16((float)(value)); }")
     assert compile_errors(BFLOAT16_ROUNDING + wrapper) == ""
+
+
+@pytest.mark.parametrize("transpose, units", [(False, False), (False, True), (True, False)])
+@pytest.mark.parametrize("size, stride", [(5, 1), (3, 2)])
+def test_the_pooling_window_kernels_compile(transpose, units, size, stride):
+    assert compile_errors(cuda_kernels.pool_windows_source(transpose, units, 192, 184, 184, 180, size, stride)) == ""

@@ -4,7 +4,8 @@
 #               `git archive COMMIT dasksae | tar -x -C ab_old`) and of this one, then this one's step by CUDA kernel;
 #   PART=table  the GPU tests, then the coates200 M=96 table: limit, in-process, 1 worker (10 steps a task),
 #               4 worker threads, PyTorch; then the float32 step by CUDA kernel;
-#   PART=overhead  coates96 M=512, 1 worker, 10 steps a task: the Dask overhead share.
+#   PART=overhead  coates96 M=512, 1 worker, 10 steps a task: the Dask overhead share, with a Dask performance
+#               report of each dasksae row (carry ".whl-dashboard" too: bokeh).
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
 case "${PART:-first}" in
@@ -28,7 +29,8 @@ table)
     --json $OUT/gpu-step-coates200-m96.json 2>&1 | filter | tee -a $OUT/gpu-step.log
   timeout 50 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 --json $OUT/kernel-table-coates200-float32.json 2>&1 | grep -v "Warning\|warn_once" | head -30 | tee $OUT/kernel-table.log ;;
 overhead)
+  WHEELS=.whl-dashboard source bench/device_setup.sh
   timeout 400 python3 bench/gpu_step.py --configs coates96 --minibatch 512 --modes dasksae-1w --dtypes float32,bfloat16 \
-    --steps-per-task 10 --runs 20 --json $OUT/gpu-step-coates96-m512.json 2>&1 | filter | tee $OUT/gpu-step.log ;;
+    --steps-per-task 10 --runs 20 --profile $OUT/report --json $OUT/gpu-step-coates96-m512.json 2>&1 | filter | tee $OUT/gpu-step.log ;;
 esac
 true

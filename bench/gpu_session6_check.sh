@@ -31,6 +31,8 @@ table)
 overhead)
   WHEELS=.whl-dashboard source bench/device_setup.sh
   timeout 400 python3 bench/gpu_step.py --configs coates96 --minibatch 512 --modes dasksae-1w --dtypes float32,bfloat16 \
-    --steps-per-task 10 --runs 20 --profile $OUT/report --json $OUT/gpu-step-coates96-m512.json 2>&1 | filter | tee $OUT/gpu-step.log ;;
+    --steps-per-task 10 --runs 20 --profile $OUT/report --json $OUT/gpu-step-coates96-m512.json 2>&1 | filter | tee $OUT/gpu-step.log
+  timeout 150 python3 -m dasksae.cli train --gpu --config coates1.8b --tiles 1x1 --minibatch 96 --dtype bfloat16 --steps 40 \
+    --out /tmp/run --profile $OUT/train-report.html 2>&1 | filter | tail -12 | tee $OUT/train.log ;;
 esac
 true

@@ -5,7 +5,8 @@
 #   PART=table  the GPU tests, then the coates200 M=96 table: limit, in-process, 1 worker (10 steps a task),
 #               4 worker threads, PyTorch; then the float32 step by CUDA kernel;
 #   PART=overhead  coates96 M=512, 1 worker, 10 steps a task: the Dask overhead share, with a Dask performance
-#               report of each dasksae row (carry ".whl-dashboard" too: bokeh).
+#               report of each dasksae row (carry ".whl-dashboard" too: bokeh);
+#   PART=train  `dasksae train --gpu --profile` (carry ".whl-dashboard" too).
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
 case "${PART:-first}" in
@@ -34,5 +35,9 @@ overhead)
     --steps-per-task 10 --runs 20 --profile $OUT/report --json $OUT/gpu-step-coates96-m512.json 2>&1 | filter | tee $OUT/gpu-step.log
   timeout 150 python3 -m dasksae.cli train --gpu --config coates1.8b --tiles 1x1 --minibatch 96 --dtype bfloat16 --steps 40 \
     --out /tmp/run --profile $OUT/train-report.html 2>&1 | filter | tail -12 | tee $OUT/train.log ;;
+train)  # dasksae train --gpu --profile on the card (no --out: the end-of-run checkpoint of 1.8B parameters takes minutes)
+  WHEELS=.whl-dashboard source bench/device_setup.sh >/dev/null 2>&1
+  timeout 200 python3 -m dasksae.cli train --gpu --config coates1.8b --tiles 1x1 --minibatch 96 --dtype bfloat16 --steps 100 \
+    --profile $OUT/train-report.html 2>&1 | filter | tr '\r' '\n' | tail -4 | tee $OUT/train.log ;;
 esac
 true

@@ -55,19 +55,32 @@ def natural_images(channels: int) -> tuple[numpy.ndarray, ...]:
 
 
 def random_crops(images, shape, count: int, rng: numpy.random.Generator, dtype="float32") -> numpy.ndarray:
-    """``count`` random ``(H, W, C)`` crops of ``images``, as a batch-last ``(H, W, C, count)`` array."""
+    """``count`` random ``(H, W, C)`` crops of ``images``, as a batch-last ``(H, W, C, count)`` array.
+
+    Each crop is copied whole into a row of a ``(count, H*W*C)`` buffer, and
+    the buffer is transposed in column blocks that fit the cache.  (Writing
+    each crop straight into ``out[..., m]`` scatters it at a stride of
+    ``count`` values: a 96-frame batch of 212x212x3 took 220 ms on 2 cores
+    against 65 ms this way, the same values.)
+    """
     height, width, channels = shape
     usable = [im for im in images if im.shape[0] >= height and im.shape[1] >= width]
     if not usable:
         raise ConfigError(f"no bundled image is at least {height}x{width}; choose a smaller input shape.")
-    out = numpy.empty((height, width, channels, count), dtype=dtype)
+    crops = numpy.empty((count, height * width * channels), dtype=dtype)
     picks = rng.integers(len(usable), size=count)
     for m, pick in enumerate(picks):
         image = usable[pick]
         top = rng.integers(image.shape[0] - height + 1)
         left = rng.integers(image.shape[1] - width + 1)
-        out[:, :, :, m] = image[top : top + height, left : left + width]
-    return out
+        crops[m].reshape(height, width, channels)[...] = image[top : top + height, left : left + width]
+    out = numpy.empty((height * width * channels, count), dtype=dtype)
+    for start in range(0, out.shape[0], _TRANSPOSE_BLOCK):
+        out[start : start + _TRANSPOSE_BLOCK] = crops[:, start : start + _TRANSPOSE_BLOCK].T
+    return out.reshape(height, width, channels, count)
+
+
+_TRANSPOSE_BLOCK = 2048  # values of a crop a block: 2048 x count values stay in the cache
 
 
 class NaturalImageBatches:

@@ -54,37 +54,66 @@ def natural_images(channels: int) -> tuple[numpy.ndarray, ...]:
     return tuple(images)
 
 
-def random_crops(images, shape, count: int, rng: numpy.random.Generator, dtype="float32") -> numpy.ndarray:
-    """``count`` random ``(H, W, C)`` crops of ``images``, as a batch-last ``(H, W, C, count)`` array.
+def crop_positions(images, shape, count: int, rng: numpy.random.Generator) -> numpy.ndarray:
+    """Where ``count`` random ``(H, W)`` crops of ``images`` lie: rows ``(image index, top, left)``.
 
-    Each crop is copied whole into a row of a ``(count, H*W*C)`` buffer, and
-    the buffer is transposed in column blocks that fit the cache.  (Writing
-    each crop straight into ``out[..., m]`` scatters it at a stride of
-    ``count`` values: a 96-frame batch of 212x212x3 took 220 ms on 2 cores
-    against 65 ms this way, the same values.)
+    The random draws, in order, are those :func:`random_crops` has always
+    made, so a seeded stream gives the same batches wherever they are cut.
     """
-    height, width, channels = shape
-    usable = [im for im in images if im.shape[0] >= height and im.shape[1] >= width]
+    height, width = shape[:2]
+    usable = [i for i, im in enumerate(images) if im.shape[0] >= height and im.shape[1] >= width]
     if not usable:
         raise ConfigError(f"no bundled image is at least {height}x{width}; choose a smaller input shape.")
-    crops = numpy.empty((count, height * width * channels), dtype=dtype)
+    positions = numpy.empty((count, 3), dtype=numpy.int64)
     picks = rng.integers(len(usable), size=count)
     for m, pick in enumerate(picks):
-        image = usable[pick]
-        top = rng.integers(image.shape[0] - height + 1)
-        left = rng.integers(image.shape[1] - width + 1)
-        crops[m].reshape(height, width, channels)[...] = image[top : top + height, left : left + width]
-    out = numpy.empty((height * width * channels, count), dtype=dtype)
+        image = images[usable[pick]]
+        positions[m] = (usable[pick], rng.integers(image.shape[0] - height + 1), rng.integers(image.shape[1] - width + 1))
+    return positions
+
+
+def cut_crops(images, shape, positions, window=None, dtype="float32") -> numpy.ndarray:
+    """The crops at ``positions`` (:func:`crop_positions`) as a batch-last ``(h, w, C, count)`` array.
+
+    ``window``: ``((r0, r1), (c0, c1))``, only that part of each crop (a
+    tile's share of the batch); default the whole crop.  Each crop is copied
+    whole into a row of a ``(count, h*w*C)`` buffer, and the buffer is
+    transposed in column blocks that fit the cache.  (Writing each crop
+    straight into ``out[..., m]`` scatters it at a stride of ``count``
+    values: a 96-frame batch of 212x212x3 took 220 ms on 2 cores against
+    65-80 ms this way, the same values.)
+    """
+    (r0, r1), (c0, c1) = window or ((0, shape[0]), (0, shape[1]))
+    channels, count = shape[2], len(positions)
+    crops = numpy.empty((count, (r1 - r0) * (c1 - c0) * channels), dtype=dtype)
+    for m, (index, top, left) in enumerate(positions):
+        crops[m].reshape(r1 - r0, c1 - c0, channels)[...] = images[index][top + r0 : top + r1, left + c0 : left + c1]
+    out = numpy.empty((crops.shape[1], count), dtype=dtype)
     for start in range(0, out.shape[0], _TRANSPOSE_BLOCK):
         out[start : start + _TRANSPOSE_BLOCK] = crops[:, start : start + _TRANSPOSE_BLOCK].T
-    return out.reshape(height, width, channels, count)
+    return out.reshape(r1 - r0, c1 - c0, channels, count)
 
 
 _TRANSPOSE_BLOCK = 2048  # values of a crop a block: 2048 x count values stay in the cache
 
 
+def random_crops(images, shape, count: int, rng: numpy.random.Generator, dtype="float32") -> numpy.ndarray:
+    """``count`` random ``(H, W, C)`` crops of ``images``, as a batch-last ``(H, W, C, count)`` array."""
+    return cut_crops(images, shape, crop_positions(images, shape, count, rng), dtype=dtype)
+
+
+def natural_crops(shape, positions, window, dtype) -> numpy.ndarray:
+    """:func:`cut_crops` of the bundled photographs (whitened once per process), for a worker to run."""
+    return cut_crops(natural_images(shape[2]), shape, positions, window, dtype)
+
+
 class NaturalImageBatches:
-    """An endless, seeded stream of whitened crops for a network's input shape."""
+    """An endless, seeded stream of whitened crops for a network's input shape.
+
+    :meth:`next` cuts a batch here; :meth:`place` draws only the crops'
+    positions here and has every tile cut its own window on its worker, so
+    no batch passes through the client (the same values as :meth:`next`).
+    """
 
     def __init__(self, input_shape, batch_size: int, seed: int = 0, dtype="float32"):
         self.input_shape = tuple(input_shape)
@@ -95,6 +124,10 @@ class NaturalImageBatches:
 
     def next(self) -> numpy.ndarray:
         return random_crops(self.images, self.input_shape, self.batch_size, self.rng, self.dtype)
+
+    def place(self, network):
+        positions = crop_positions(self.images, self.input_shape, self.batch_size, self.rng)
+        return network.place_generated(natural_crops, self.input_shape, positions, numpy.dtype(self.dtype).name)
 
 
 # ------------------------------------------------------------------ the bundled data set: frames -> whitened, tile-chunked Zarr

@@ -347,6 +347,22 @@ class TiledNetwork:
         per_map = count * self.dtype.itemsize
         return PlacedBatch(shape, self.dtype, TileArray(executor, windows, parts, None, shape[2] * per_map), None)
 
+    def place_generated(self, make, shape, positions, dtype) -> "PlacedBatch":
+        """A minibatch that each tile's worker makes itself: ``make(shape, positions, window, dtype)`` returns
+        the batch-last part over ``window`` of ``len(positions)`` examples of ``shape`` (``(H, W, C)``), e.g.
+        :func:`dasksae.data.natural_crops`.  Only ``positions`` travel, not the batch."""
+        grid, executor = self.grid, self.executor
+        full = tuple(shape) + (len(positions),)
+        if grid.count == 1 and self.fuse_single_tile:
+            tile = grid.tiles()[0]
+            handle = executor.run(tile, make, tuple(shape), positions, ((0, full[0]), (0, full[1])), dtype, name="make-batch")
+            return PlacedBatch(full, numpy.dtype(dtype), None, self._to_device(tile, handle))
+        windows = grid.windows(0, "input_owned")
+        parts = {t: self._to_device(t, executor.run(t, make, tuple(shape), positions, w, dtype, name="make-batch"))
+                 for t, w in windows.items()}
+        per_map = len(positions) * numpy.dtype(dtype).itemsize
+        return PlacedBatch(full, numpy.dtype(dtype), TileArray(executor, windows, parts, None, full[2] * per_map), None)
+
     def _check_batch(self, x, stage):
         count = len(self.config.stages)
         if stage is not None and not (0 <= stage < count):

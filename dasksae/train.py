@@ -220,7 +220,8 @@ def train_tiled(
         """The data state before these batches (what a checkpoint after the previous step stores), and the
         batches placed on the workers; run in a thread, so they travel while the current steps compute."""
         state = data_state()
-        placed = [store.place(network) if store is not None else network.place(batches.next()) for _ in range(count)]
+        source = store if store is not None else batches  # each tile reads or cuts its own part on its worker
+        placed = [source.place(network) for _ in range(count)]
         return state, placed
 
     plan = list(groups())

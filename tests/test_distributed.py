@@ -250,3 +250,25 @@ def test_worker_threads_of_one_process_hand_halos_over_by_reference():
             finally:
                 spmd.Mailbox.put = put
     assert puts and set(puts) == {"task thread"}, collections.Counter(puts)
+
+
+@pytest.mark.parametrize("tiles", ["1x1", "3x2"])
+def test_workers_cut_their_own_parts_of_a_synthetic_batch(client, tiles):
+    """NaturalImageBatches.place sends only the crops' positions: each tile's worker cuts its own window, and the
+    parts are the client-made batch's, from the same seeded draws."""
+    from dasksae.data import NaturalImageBatches
+
+    config = named_config("tiny")
+    network = TiledNetwork(config, tiles, client, seed=0)
+    batches, twin = (NaturalImageBatches(config.input_shape, 8, seed=3) for _ in range(2))
+    for _ in range(2):  # the second batch checks that both streams advanced alike
+        placed, expected = batches.place(network), twin.next()
+        assert placed.shape == expected.shape and placed.dtype == expected.dtype
+        if placed.handle is not None:
+            parts = {(0, 0): network.executor.gather([placed.handle])[0]}
+            windows = {(0, 0): ((0, expected.shape[0]), (0, expected.shape[1]))}
+        else:
+            parts, windows = placed.array.values(), placed.array.windows
+        assert len(parts) == network.grid.count
+        for tile, ((r0, r1), (c0, c1)) in windows.items():
+            assert numpy.array_equal(numpy.asarray(parts[tile]), expected[r0:r1, c0:c1]), tile

@@ -196,7 +196,14 @@ def train_tiled(
     def checkpoint(step, data_state):
         if checkpoints is not None:
             where = {"data_position": data_state, "data": str(data)} if store is not None else {"data_rng": data_state}
+            if progress:  # weights and momentum of a billion-parameter net take minutes to write: say so first
+                size = 2 * config.trainable_parameters * network.dtype.itemsize
+                size = f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+                tqdm.write(f"writing the step-{step} checkpoint ({size} of weights and momentum) to {checkpoints}")
+            started = time.perf_counter()
             network.save(checkpoints, step, {**options, **where})
+            if progress:
+                tqdm.write(f"checkpoint written in {time.perf_counter() - started:.1f} s")
 
     def data_state():
         return store.position if store is not None else rng_state_to_json(batches.rng)

@@ -18,7 +18,8 @@ if __name__ == "__main__":
         network = TiledNetwork(config, tiles="2x2", seed=0)  # the current client; each tile makes its weights on its worker
         batches = NaturalImageBatches(config.input_shape, batch_size=16, seed=1)
         for step in range(1, 21):
-            report = network.step(batches.next(), lr=1e-3, momentum=0.9)  # joint update; stage=k for greedy
+            # place(): each tile's worker cuts its own part of the batch (batches.next() would make it here)
+            report = network.step(batches.place(network), lr=1e-3, momentum=0.9)  # joint update; stage=k for greedy
             if step % 5 == 0:
                 print(f"step {step}: loss {report.loss:.1f}, {report.statistics['tasks']} tasks per step")
         encoder = network.weights(stage=0)  # a Dask array chunked by tile; the chunks stay on their workers

@@ -72,7 +72,7 @@ def memory_plan(config: NetworkConfig, minibatch: int, dtype="float32", chunk_by
         filter_out = _size(geometry.filter_shape, minibatch)
         pooled = _size(geometry.pooled_shape, minibatch)
         planes = 2 * pooled // geometry.pooled_shape[2]
-        # x operand; z, reconstruction, error; squares, pooled, per-unit; LCN centred, output, sigma, divisor
+        # x operand; z, reconstruction, error; squares, pooled, sparsity units; LCN centred, output, sigma, divisor
         kept += stage_input * operand_size + (filter_out + 2 * stage_input + 5 * pooled + planes) * itemsize
         backward_maps = max(backward_maps, (filter_out + stage_input + pooled) * itemsize)
         blocks_h, blocks_w = geometry.blocks

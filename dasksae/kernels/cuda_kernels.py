@@ -123,7 +123,6 @@ def _pool_unit_weights_kernel(with_grad: bool):
     )
 
 
-
 # Pooling windows over float32 maps with the geometry compiled in: one thread per 4 values along the trailing
 # (K, M) axes, 32-bit indices whose divisions by constants are multiplications.  The elementwise kernels above
 # (64-bit index arithmetic at run time, one value a thread) moved 0.3 TB/s on an H200 (the transpose, 0.65 ms
@@ -334,14 +333,14 @@ def window_sum_transpose(g, input_shape, size: int, stride: int, times=None):
     import cupy
 
     g = cupy.ascontiguousarray(g)
-    out = cupy.empty(input_shape, dtype=g.dtype)
-    trailing = 1
-    for extent in input_shape[2:]:
-        trailing *= extent
     if times is not None:
         fast = _pool_windows(g, tuple(input_shape), size, stride, True, times=times)
         if fast is not None:
             return fast[0]
+    out = cupy.empty(input_shape, dtype=g.dtype)
+    trailing = 1
+    for extent in input_shape[2:]:
+        trailing *= extent
     arguments = (g, input_shape[1], trailing, g.shape[0], g.shape[1], size, stride)
     if times is None:
         _window_sum_transpose_kernel()(*arguments, out)
@@ -373,18 +372,12 @@ def pool_squares(x, size: int, stride: int, eps: float, scale_squared=None):
 
 
 def pool_unit_weights(grad_pooled, pooled, units, scale_squared, unit_scale):
-    """:func:`dasksae.kernels.pooling.pool_unit_weights` in one kernel."""
-    import cupy
-
+    """:func:`dasksae.kernels.pooling.pool_unit_weights` with the sparsity term's ``units``, in one kernel."""
     value = pooled.dtype.type
-    if units is None:
-        return cupy.zeros_like(pooled) if grad_pooled is None else grad_pooled / pooled
     scalars = (value(scale_squared), value(unit_scale))
     if grad_pooled is None:
         return _pool_unit_weights_kernel(False)(pooled, units, *scalars)
     return _pool_unit_weights_kernel(True)(grad_pooled.astype(pooled.dtype, copy=False), pooled, units, *scalars)
-
-
 
 
 def sgd_momentum_update(param, velocity, grad, lr: float, momentum: float) -> bool:

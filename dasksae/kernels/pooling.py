@@ -82,15 +82,15 @@ def pool_unit_weights(grad_pooled, pooled, units=None, scale_squared: float = 1.
     ``grad_pooled / pooled`` (``dL/dpooled`` through ``sqrt``; ``None``: no
     gradient from above) plus, with the sparsity term's ``units``,
     ``scale_squared * unit_scale / units`` (``d/d(V x^2)`` of
-    ``unit_scale * sum(units)``).  One kernel on CuPy.
+    ``unit_scale * sum(units)``).  One kernel on CuPy (with ``units``).
     """
     xp = array_module(pooled)
+    if units is None:
+        return xp.zeros_like(pooled) if grad_pooled is None else grad_pooled / pooled
     if xp is not numpy:
         from . import cuda_kernels
 
         return cuda_kernels.pool_unit_weights(grad_pooled, pooled, units, scale_squared, unit_scale)
-    if units is None:
-        return xp.zeros_like(pooled) if grad_pooled is None else grad_pooled / pooled
     sparsity = scale_squared * (unit_scale / units)
     return sparsity if grad_pooled is None else grad_pooled / pooled + sparsity
 

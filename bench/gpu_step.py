@@ -239,6 +239,19 @@ def time_torch(config, batch, precision, runs, warmup, compile=False):
     return statistics.median(times), peak, first_loss
 
 
+def print_gemm_tuning(seen):
+    """Print (and return) the GEMM algorithm choices made since the last call (:mod:`dasksae.kernels.tuned_gemm`)."""
+    from dasksae.kernels import tuned_gemm
+
+    rows = [row for row in tuned_gemm.tuning_table() if repr(row) not in seen]
+    seen.update(repr(row) for row in rows)
+    for row in rows:
+        print(f"  gemm {row['ops']} m={row['m']} n={row['n']} k={row['k']} x{row['batch']} compute {row['compute']}: "
+              f"cublas {row['plain_ms']:.3f} ms ({row['tflops_plain']:.1f} T/s), chosen {row['best_ms']:.3f} ms "
+              f"({row['tflops_best']:.1f} T/s) {row['chosen']}")
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="coates96,coates200")
@@ -299,6 +312,7 @@ def main(argv=None):
         with open(args.json, "w") as handle:
             json.dump({"meta": meta, "rows": rows}, handle, indent=1)
 
+    seen_gemms = set()
     header = f"{'config':<10}{'P':>8}{'M':>5}{'mode':>16}{'step ms':>9}{'img/s':>8}{'TFLOP/s':>9}{'of limit':>9}{'dask ovh':>9}{'B/param':>8}"
     print(f"card: {card}")
     print(header)
@@ -334,7 +348,8 @@ def main(argv=None):
                 if any(m.startswith("dasksae") for m in modes):
                     try:
                         kernel, held = time_in_process(config, batch, args.runs, args.warmup_runs, dtype)
-                        emit("in-process", dtype, kernel, memory=held)
+                        emit("in-process", dtype, kernel, memory=held, gemm=os.environ.get("DASKSAE_GEMM", "tuned"),
+                             gemm_tuning=print_gemm_tuning(seen_gemms))
                     except Exception as error:  # noqa: BLE001 - a benchmark reports and goes on
                         print(f"{name} in-process {dtype} failed: {type(error).__name__}: {str(error)[:200]}")
                 if "dasksae-1w" in modes:

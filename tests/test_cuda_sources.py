@@ -100,3 +100,9 @@ def test_the_bfloat16_rounding_compiles_as_the_conversion_uses_it():
 @pytest.mark.parametrize("size, stride", [(5, 1), (3, 2)])
 def test_the_pooling_window_kernels_compile(transpose, units, size, stride):
     assert compile_errors(cuda_kernels.pool_windows_source(transpose, units, 192, 184, 184, 180, size, stride)) == ""
+
+
+@pytest.mark.parametrize("dtype,divide_before,root", [("float32", False, False), ("float32", False, True),
+                                                      ("float32", True, False), ("float64", True, False), ("float64", False, True)])
+def test_the_lcn_smoothing_kernel_compiles(dtype, divide_before, root):
+    assert compile_errors(cuda_kernels.lcn_smooth_source(dtype, 5, 180, 180, 96, divide_before, root)) == ""

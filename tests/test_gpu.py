@@ -66,11 +66,13 @@ def test_pooling_lcn_and_normalisation(rng):
         g, g_gpu = both(rng.standard_normal(pooled.shape))
         assert relative_error(window_sum_transpose(g_gpu, x.shape, size, stride), window_sum_transpose(g, x.shape, size, stride)) < FLOAT32
         assert relative_error(l2_pool_backward(g_gpu, x_gpu, pooled_gpu, size, stride), l2_pool_backward(g, x, pooled, size, stride)) < FLOAT32
-    y, cache = lcn_forward(x, 5)
-    y_gpu, cache_gpu = lcn_forward(x_gpu, 5)
-    assert relative_error(y_gpu, y) < FLOAT32
-    g, g_gpu = both(rng.standard_normal(y.shape))
-    assert relative_error(lcn_backward(g_gpu, cache_gpu), lcn_backward(g, cache)) < FLOAT32
+    for size, place in ((5, {}), (3, dict(origin=(4, 0), map_shape=(30, 12))), (5, dict(origin=(2, 3), map_shape=(17, 40)))):
+        y, cache = lcn_forward(x, size, **place)  # the whole map, and a tile's window of a larger one
+        y_gpu, cache_gpu = lcn_forward(x_gpu, size, **place)
+        assert relative_error(y_gpu, y) < FLOAT32
+        assert relative_error(cache_gpu[1], cache[1]) < FLOAT32 and relative_error(cache_gpu[2], cache[2]) < FLOAT32
+        g, g_gpu = both(rng.standard_normal(y.shape))
+        assert relative_error(lcn_backward(g_gpu, cache_gpu), lcn_backward(g, cache)) < FLOAT32
     u, u_gpu = both(rng.standard_normal((3, 3, 8, 20)))
     unit, norms = unit_rows(u)
     unit_gpu, norms_gpu = unit_rows(u_gpu)
@@ -137,6 +139,34 @@ def test_cublas_products_equal_numpy(rng, precision, tolerance, transpose_a, tra
     assert relative_error(got, batched_matmul(a, b, **options)) < tolerance
     batched_matmul(a_gpu, b_gpu, out=got, accumulate=True, **options)
     assert relative_error(got, 2 * batched_matmul(a, b, **options)) < tolerance
+
+
+@pytest.mark.parametrize("precision", ["float32", "tf32", "bfloat16"])
+@pytest.mark.parametrize("transpose_a,transpose_b", [(False, False), (True, False), (False, True)])
+def test_tuned_products_equal_the_plain_cublas_call(rng, monkeypatch, precision, transpose_a, transpose_b):
+    """cuBLASLt's tuned algorithm gives the plain call's product (to float32 sums), on strided views (the
+    right half of a wider buffer, as the backward pass reads ``G``), and adds into ``out`` when asked
+    without tuning ever writing the caller's arrays."""
+    from dasksae.kernels import tuned_gemm
+    from dasksae.kernels.gemm import batched_matmul, operand
+
+    if not tuned_gemm.enabled():
+        pytest.skip("cuBLASLt is not loadable here")
+    a = operand(cupy.asarray(rng.standard_normal((9, 96, 200) if transpose_a else (9, 200, 96)), dtype=cupy.float32), precision)
+    wide = operand(cupy.asarray(rng.standard_normal((9, 40, 2 * 96) if transpose_b else (9, 96, 2 * 40)), dtype=cupy.float32), precision)
+    b = wide[:, :, 96:] if transpose_b else wide[:, :, 40:]
+    options = dict(transpose_a=transpose_a, transpose_b=transpose_b, precision=precision)
+    monkeypatch.setenv("DASKSAE_GEMM", "cublas")
+    plain = batched_matmul(a, b, **options)
+    monkeypatch.setenv("DASKSAE_GEMM", "tuned")
+    before = len(tuned_gemm.tuning_table())
+    start = cupy.full(plain.shape, 0.5, dtype=cupy.float32)
+    tuned = batched_matmul(a, b, out=start.copy(), accumulate=True, **options)
+    assert len(tuned_gemm.tuning_table()) == before + 1  # this shape was tuned here
+    assert relative_error(tuned, plain + 0.5) < FLOAT32
+    assert relative_error(batched_matmul(a, b, **options), plain) < FLOAT32
+    row = tuned_gemm.tuning_table()[-1]
+    assert row["best_ms"] <= row["plain_ms"] and row["chosen"]
 
 
 def test_bfloat16_operands_round_like_numpy(rng):

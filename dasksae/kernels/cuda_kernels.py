@@ -398,78 +398,121 @@ def sgd_momentum_update(param, velocity, grad, lr: float, momentum: float) -> bo
 #
 # Maps are (H, W, K, M); per-position planes (H, W, M).  One thread per (h, w, m) loops over the K maps
 # (reads coalesced along m).  The smoothing is the 2-D zero-padded "same" Gaussian stencil of
-# :mod:`.contrast` with the border weights ("coverage") of the whole map computed in the kernel from the
-# window's origin and the map's size, so that a tile's window is normalised like the whole map.
+# :mod:`.contrast` with the plane's geometry compiled in (one kernel per shape, cached), and the border
+# weights ("coverage") of the whole map, from the window's origin and the map's size, made once per shape
+# on the device as inverse weights of each row and column, so that a tile's window is normalised like the
+# whole map.  Computing the coverage in the kernel for each of the 25 terms, with 64-bit indices, made
+# this stencil compute-bound: 0.2 ms a call on the H200 for a 12 MB plane.
 
-_LCN_PREAMBLE = r"""
-__device__ inline float dasksae_coverage(int position, int origin, int map_length, const float* window, int size) {
-    const int half = size / 2;
-    float total = 0;
-    for (int i = 0; i < size; ++i) {
-        const int p = origin + position + i - half;
-        if (p >= 0 && p < map_length) total += window[i];
+_LCN_SMOOTH_SOURCE = r"""
+extern "C" __global__ void dasksae_lcn_smooth(const VALUE* __restrict__ plane, const VALUE* __restrict__ window,
+                                              const VALUE* __restrict__ inverse_cover_h,
+                                              const VALUE* __restrict__ inverse_cover_w, VALUE* __restrict__ out,
+                                              VALUE* __restrict__ floored, VALUE inverse_maps, VALUE floor)
+{
+    const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= TOTAL) return;
+    const unsigned int m = i % BATCH;  // plane (HEIGHT, WIDTH, BATCH)
+    const unsigned int hw = i / BATCH;
+    const int w = hw % WIDTH;
+    const int h = hw / WIDTH;
+    VALUE total = 0;
+#pragma unroll
+    for (int a = 0; a < SIZE; ++a) {
+        const int y = h + a - SIZE / 2;
+        if (y < 0 || y >= HEIGHT) continue;
+        VALUE row = 0;
+#pragma unroll
+        for (int b = 0; b < SIZE; ++b) {
+            const int x = w + b - SIZE / 2;
+            if (x < 0 || x >= WIDTH) continue;
+#if DIVIDE_BEFORE
+            row += plane[((unsigned int)y * WIDTH + x) * BATCH + m] * (window[b] * inverse_cover_w[x]);
+#else
+            row += plane[((unsigned int)y * WIDTH + x) * BATCH + m] * window[b];
+#endif
+        }
+#if DIVIDE_BEFORE
+        total += row * (window[a] * inverse_cover_h[y]);
+#else
+        total += row * window[a];
+#endif
     }
-    return total;
+#if !DIVIDE_BEFORE
+    total *= inverse_cover_h[h] * inverse_cover_w[w];
+#endif
+    total *= inverse_maps;
+#if ROOT
+    total = sqrt(total);
+    floored[i] = total > floor ? total : floor;
+#endif
+    out[i] = total;
 }
 """
 
 
+def lcn_smooth_source(dtype: str, size: int, height: int, width: int, batch: int, divide_before: bool, root: bool) -> str:
+    """The CUDA source of LCN's window average for one plane shape (``dasksae_lcn_smooth``).
+
+    ``G*`` of :mod:`.contrast` on a plane ``(height, width, batch)`` of
+    ``dtype`` values, divided by the number of maps; ``divide_before``: its
+    adjoint.  ``root``: the output is ``sqrt`` of that, and a second output
+    holds ``max(sqrt, floor)`` (LCN's ``sigma`` and divisor in one pass).
+    """
+    value = {"float32": "float", "float64": "double"}[dtype]
+    defines = (f"#define VALUE {value}\n#define SIZE {size}\n#define HEIGHT {height}\n#define WIDTH {width}\n"
+               f"#define BATCH {batch}u\n#define TOTAL {height * width * batch}u\n"
+               f"#define DIVIDE_BEFORE {int(divide_before)}\n#define ROOT {int(root)}\n")
+    return defines + _LCN_SMOOTH_SOURCE
+
+
 @functools.lru_cache(maxsize=None)
-def _lcn_smooth_kernel():
+def _lcn_smooth_kernel(*geometry):
     import cupy
 
-    return cupy.ElementwiseKernel(
-        "raw T plane, raw float32 window, int32 size, int32 height, int32 width, int64 batch, "
-        "int32 origin_h, int32 origin_w, int32 map_h, int32 map_w, T maps, bool divide_before",
-        "T out",
-        """
-        const long long m = i % batch;
-        const long long hw = i / batch;
-        const int w = (int)(hw % width);
-        const int h = (int)(hw / width);
-        const int half = size / 2;
-        T total = 0;
-        for (int a = 0; a < size; ++a) {
-            const int y = h + a - half;
-            if (y < 0 || y >= height) continue;
-            const float row_cover = divide_before ? dasksae_coverage(y, origin_h, map_h, &window[0], size) : 1.0f;
-            for (int b = 0; b < size; ++b) {
-                const int x = w + b - half;
-                if (x < 0 || x >= width) continue;
-                T value = plane[((long long)y * width + x) * batch + m] * (T)(window[a] * window[b]);
-                if (divide_before) value /= (T)(row_cover * dasksae_coverage(x, origin_w, map_w, &window[0], size));
-                total += value;
-            }
-        }
-        if (!divide_before) {
-            total /= (T)(dasksae_coverage(h, origin_h, map_h, &window[0], size) * dasksae_coverage(w, origin_w, map_w, &window[0], size));
-        }
-        out = total / maps;
-        """,
-        "dasksae_lcn_smooth",
-        preamble=_LCN_PREAMBLE,
-    )
+    return cupy.RawKernel(lcn_smooth_source(*geometry), "dasksae_lcn_smooth")
 
 
-def lcn_smooth(plane, window, origin, map_shape, maps: int, divide_before: bool):
+@functools.lru_cache(maxsize=64)
+def _lcn_weights(window: tuple, height: int, width: int, origin: tuple, map_shape: tuple, dtype: str):
+    """The window and the inverse border coverage of each row and column, on the device (made once per shape)."""
+    import cupy
+
+    from .contrast import _axis_coverage
+
+    window = numpy.asarray(window)
+    return (cupy.asarray(window.astype(dtype)),
+            cupy.asarray((1.0 / _axis_coverage(height, origin[0], map_shape[0], window)).astype(dtype)),
+            cupy.asarray((1.0 / _axis_coverage(width, origin[1], map_shape[1], window)).astype(dtype)))
+
+
+def lcn_smooth(plane, window, origin, map_shape, maps: int, divide_before: bool, floor=None):
     """``G*`` of :mod:`.contrast` on an ``(H, W, M)`` plane, divided by ``maps``.
 
     ``divide_before=False``: the local average (smooth, then divide by the
     coverage at the output); ``True``: its adjoint (divide by the coverage at
-    the input, then smooth).
+    the input, then smooth).  ``floor``: return ``(sqrt(average),
+    max(sqrt(average), floor))`` instead (LCN's ``sigma`` and divisor).
     """
     import cupy
 
     plane = cupy.ascontiguousarray(plane)
     height, width, batch = plane.shape
-    origin = origin or (0, 0)
-    map_h, map_w = map_shape or (height, width)
+    origin = tuple(origin or (0, 0))
+    map_shape = tuple(map_shape or (height, width))
+    total = height * width * batch
+    if plane.dtype not in (numpy.float32, numpy.float64) or total >= 2**31:
+        raise ValueError(f"lcn_smooth needs a float32 or float64 plane of fewer than 2^31 values, got {plane.dtype} {plane.shape}")
+    dtype = str(plane.dtype)
+    weights, inverse_h, inverse_w = _lcn_weights(tuple(float(v) for v in numpy.asarray(window)), height, width, origin,
+                                                 map_shape, dtype)
     out = cupy.empty_like(plane)
-    _lcn_smooth_kernel()(
-        plane, cupy.asarray(window, dtype=cupy.float32), window.shape[0], height, width, batch,
-        origin[0], origin[1], map_h, map_w, plane.dtype.type(maps), numpy.bool_(divide_before), out,
-    )
-    return out
+    floored = cupy.empty_like(plane) if floor is not None else out
+    kernel = _lcn_smooth_kernel(dtype, len(weights), height, width, batch, bool(divide_before), floor is not None)
+    threads = 256
+    kernel(((total + threads - 1) // threads,), (threads,),
+           (plane, weights, inverse_h, inverse_w, out, floored, plane.dtype.type(1.0 / maps), plane.dtype.type(floor or 0)))
+    return (out, floored) if floor is not None else out
 
 
 @functools.lru_cache(maxsize=None)
@@ -566,8 +609,7 @@ def lcn_forward(x, window, c: float, origin=None, map_shape=None):
     centred = cupy.empty_like(x)
     variance_sums = cupy.empty_like(sums)
     _centre_kernel()(x, mean, maps, batch, centred, variance_sums)
-    sigma = cupy.sqrt(lcn_smooth(variance_sums, window, origin, map_shape, maps, False))
-    divisor = cupy.maximum(sigma, x.dtype.type(c))
+    sigma, divisor = lcn_smooth(variance_sums, window, origin, map_shape, maps, False, floor=c)
     sigma, divisor = sigma[:, :, None, :], divisor[:, :, None, :]
     return centred / divisor, (centred, sigma, divisor)
 

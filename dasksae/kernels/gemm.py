@@ -34,6 +34,7 @@ import functools
 
 import numpy
 
+from . import tuned_gemm
 from .backend import array_module
 
 PRECISIONS = ("float32", "float64", "tf32", "bfloat16")
@@ -207,12 +208,22 @@ def _cublas_batched(a, b, out, transpose_a, transpose_b, m, n, k, precision, acc
     op_b, op_a = (1 if transpose_b else 0), (1 if transpose_a else 0)
     ld_b, batch_b = b.strides[1] // b.itemsize, b.strides[0] // b.itemsize
     ld_a, batch_a = a.strides[1] // a.itemsize, a.strides[0] // a.itemsize
-    cublas.gemmStridedBatchedEx(
-        device.get_cublas_handle(), op_b, op_a, n, m, k,
-        alpha.ctypes.data,
-        b.data.ptr, data_type, ld_b, batch_b,
-        a.data.ptr, data_type, ld_a, batch_a,
-        beta.ctypes.data,
-        out.data.ptr, out_type, n, m * n,
-        a.shape[0], compute, _GEMM_DEFAULT,
-    )
+    handle, count = device.get_cublas_handle(), a.shape[0]
+
+    def plain(b_ptr, a_ptr, out_ptr):
+        cublas.gemmStridedBatchedEx(
+            handle, op_b, op_a, n, m, k,
+            alpha.ctypes.data,
+            b_ptr, data_type, ld_b, batch_b,
+            a_ptr, data_type, ld_a, batch_a,
+            beta.ctypes.data,
+            out_ptr, out_type, n, m * n,
+            count, compute, _GEMM_DEFAULT,
+        )
+
+    if precision != "float64" and tuned_gemm.enabled():
+        tuned_gemm.batched_gemm(plain, op_b, op_a, n, m, k, b.data.ptr, data_type, ld_b, batch_b, a.data.ptr, data_type,
+                                ld_a, batch_a, out.data.ptr, out_type, n, m * n, count, compute, alpha, beta,
+                                (b.itemsize, a.itemsize, out.itemsize))
+    else:
+        plain(b.data.ptr, a.data.ptr, out.data.ptr)

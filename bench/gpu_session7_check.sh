@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# On the lent GPU machine (device tool, carry [".whl"]), session 7:
+#   PART=tune   the GEMM tests, then in-process coates200 M=96 steps with the plain cuBLAS call (DASKSAE_GEMM=cublas)
+#               and with cuBLASLt algorithms tuned per shape (the default), printing each shape's choice; then the
+#               tuned float32 step by CUDA kernel;
+#   PART=slices the GPU tests, then in-process coates200 M=96 steps with the weight gradient and update in one piece
+#               a chunk (DASKSAE_UPDATE_SLICE_BYTES=0) and in L2-sized slices (24 and 8 MiB); then the float32 step by
+#               CUDA kernel.
+source bench/device_setup.sh
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
+case "${PART:-tune}" in
+tune)
+  timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging tests/test_gpu.py -k "cublas or tuned" 2>&1 | tail -8 | tee $OUT/gpu-tests.log
+  DASKSAE_GEMM=cublas timeout 150 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-in-process \
+    --dtypes float32,bfloat16 --runs 20 --json $OUT/gpu-step-coates200-m96-cublas.json 2>&1 | filter | sed 's/^/cublas: /' | tee $OUT/gpu-step.log
+  timeout 200 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-in-process \
+    --dtypes float32,bfloat16 --runs 20 --json $OUT/gpu-step-coates200-m96-tuned.json 2>&1 | filter | tee -a $OUT/gpu-step.log
+  timeout 90 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 --json $OUT/kernel-table-coates200-float32.json 2>&1 | grep -v "Warning\|warn_once" | head -30 | tee $OUT/kernel-table.log ;;
+slices)
+  timeout ${TESTS_S:-200} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=line tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -25 | tee $OUT/gpu-tests.log
+  for bytes in 0 25165824 8388608; do
+    DASKSAE_UPDATE_SLICE_BYTES=$bytes timeout 150 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-in-process \
+      --dtypes float32,bfloat16 --runs 20 --json $OUT/gpu-step-coates200-m96-slices-$bytes.json 2>&1 | filter | grep -v "  gemm" | sed "s/^/slices $bytes: /" | tee -a $OUT/gpu-step.log
+  done
+  timeout 90 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 --json $OUT/kernel-table-coates200-float32.json 2>&1 | grep -v "Warning\|warn_once" | head -30 | tee $OUT/kernel-table.log ;;
+esac
+true

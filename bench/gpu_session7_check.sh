@@ -5,7 +5,10 @@
 #               tuned float32 step by CUDA kernel;
 #   PART=slices the GPU tests, then in-process coates200 M=96 steps with the weight gradient and update in one piece
 #               a chunk (DASKSAE_UPDATE_SLICE_BYTES=0) and in L2-sized slices (24 and 8 MiB); then the float32 step by
-#               CUDA kernel.
+#               CUDA kernel;
+#   PART=final  the kernel GPU tests, then one gpu_step call for the coates200 M=96 table: limit, in-process,
+#               1 worker (10 steps a task), 4 worker threads 2x2 (10 steps a task), PyTorch; then the float32 and
+#               bfloat16 steps by CUDA kernel.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
 case "${PART:-tune}" in
@@ -23,5 +26,14 @@ slices)
       --dtypes float32,bfloat16 --runs 20 --json $OUT/gpu-step-coates200-m96-slices-$bytes.json 2>&1 | filter | grep -v "  gemm" | sed "s/^/slices $bytes: /" | tee -a $OUT/gpu-step.log
   done
   timeout 90 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 --json $OUT/kernel-table-coates200-float32.json 2>&1 | grep -v "Warning\|warn_once" | head -30 | tee $OUT/kernel-table.log ;;
+final)
+  timeout ${TESTS_S:-100} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=line tests/test_gpu.py 2>&1 | tail -8 | tee $OUT/gpu-tests.log
+  timeout ${TABLE_S:-420} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
+    --modes limit,dasksae-1w,dasksae-4w-threads,torch --dtypes float32,bfloat16 --precisions float32,bfloat16 \
+    --steps-per-task 10 --steps-per-task-4w 10 --runs 20 --runs-4w 5 \
+    --json $OUT/gpu-step-coates200-m96.json 2>&1 | filter | tee $OUT/gpu-step.log
+  for dtype in float32 bfloat16; do
+    timeout 60 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype $dtype --json $OUT/kernel-table-coates200-$dtype.json 2>&1 | grep -v "Warning\|warn_once" | head -30 | tee -a $OUT/kernel-table.log
+  done ;;
 esac
 true

@@ -10,8 +10,6 @@ tile owns, so that summing the tiles' pieces gives the single-process result.
 
 from __future__ import annotations
 
-import os
-
 import numpy
 
 from .kernels.backend import array_module, host_floats
@@ -177,12 +175,9 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
                 grad_operand = operand(grad_rows, precision, chunk_scale)
             patches = batched_matmul(weight_rows, grad_operand, transpose_a=True, precision=precision)
             fold_patches_into(grad_x[inputs], patches, field, step, p1 - p0, blocks_w)
-        grad_decoder = None
-        if update is not None and tied:  # the weight gradient and the update, slice by slice
-            _update_in_slices(codes, fields, state, weights, inverse_norms, p0, p1, update, precision)
-            continue
         grad_unit = batched_matmul(codes, fields, transpose_b=True, precision=precision,
                                    out=None if grads is None else grads["encoder"][p0:p1].reshape(count, rows, fan_in))
+        grad_decoder = None
         if has_error and not tied:
             grad_decoder = batched_matmul(operand(z_rows, precision), error_fields, transpose_b=True, precision=precision,
                                           out=None if grads is None else grads["decoder"][p0:p1].reshape(count, rows, fan_in))
@@ -209,35 +204,6 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
             del grads["decoder"]
         out["grads"] = grads
     return out
-
-
-UPDATE_SLICE_BYTES = int(os.environ.get("DASKSAE_UPDATE_SLICE_BYTES", 24 * 2**20))
-
-
-def _update_in_slices(codes, fields, state, weights, inverse_norms, p0, p1, update, precision):
-    """``dL/dW = [g_z | a z] [X | G]^T`` and the update of the chunk's blocks, a few blocks at a time.
-
-    Each slice's gradient (``UPDATE_SLICE_BYTES``, default 24 MiB) is
-    written by its GEMM into the same buffer and read back by the update
-    while it is still in the GPU's L2 cache (50 MB on an H100 or H200), so
-    the gradient does not go through device memory twice a step.
-    ``DASKSAE_UPDATE_SLICE_BYTES=0``: one GEMM and one update for the chunk.
-    """
-    xp = array_module(codes)
-    count, rows, fan_in = weights[p0:p1].reshape(-1, *weights.shape[2:]).shape
-    block_bytes = rows * fan_in * result_dtype(precision).itemsize
-    step = count if UPDATE_SLICE_BYTES <= 0 else max(1, min(count, UPDATE_SLICE_BYTES // block_bytes))
-    buffer = xp.empty((step, rows, fan_in), dtype=result_dtype(precision))
-    lr, momentum = update
-    raw = state["encoder"][p0:p1].reshape(count, rows, fan_in)
-    velocity = state["encoder_velocity"][p0:p1].reshape(count, rows, fan_in)
-    norms = inverse_norms[p0:p1].reshape(count, rows)
-    operand_rows = None if weights is state["encoder"] else weights[p0:p1].reshape(count, rows, fan_in)
-    for s0 in range(0, count, step):
-        s1 = min(count, s0 + step)
-        grad = batched_matmul(codes[s0:s1], fields[s0:s1], transpose_b=True, precision=precision, out=buffer[: s1 - s0])
-        unit_rows_sgd(raw[s0:s1], velocity[s0:s1], grad, norms[s0:s1], lr, momentum, refresh_norms=True,
-                      raw_operand=None if operand_rows is None else operand_rows[s0:s1], precision=precision)
 
 
 def backward_bytes_per_block(rows: int, fan_in: int, batch: int, width: int, operand_itemsize: int, itemsize: int) -> int:

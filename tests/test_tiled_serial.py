@@ -66,13 +66,3 @@ def test_bad_minibatch_is_refused():
     network = serial_network(UNEVEN, "2x2", dtype="float64")
     with pytest.raises(ConfigError, match=r"minibatch must have shape \(29, 26, 2, 'M'\)"):
         network.step(numpy.zeros((28, 26, 2, 3)), 1e-3, 0.9)
-
-
-@pytest.mark.parametrize("rows,cols", [(1, 1), (2, 2)])
-def test_the_update_in_slices_of_a_few_blocks_trains_as_the_reference(monkeypatch, rows, cols):
-    """The weight gradient and update run a few filter blocks at a time (``UPDATE_SLICE_BYTES``, sized for
-    the GPU's L2 cache): with one block a slice, training still equals the reference."""
-    from dasksae import tile_ops
-
-    monkeypatch.setattr(tile_ops, "UPDATE_SLICE_BYTES", 1)  # one block a slice
-    check_training_steps(serial_network, UNEVEN, rows, cols)

@@ -38,6 +38,7 @@ _ALGO_CONFIG_ID, _ALGO_CONFIG_TILE_ID, _ALGO_CONFIG_SPLITK_NUM, _ALGO_CONFIG_STA
 _CUDA_R_32F = 0
 
 WORKSPACE_BYTES = 32 * 2**20
+TUNING_BYTES = 64 * 2**20  # of each scratch operand when a shape is tuned
 CANDIDATES = 32  # algorithms asked of the heuristic per shape
 _TIMED_LAUNCHES = 3
 
@@ -152,13 +153,13 @@ def _alignment(pointer, *byte_strides):
 class _Plan:
     """A product's descriptors and its chosen algorithm (``None``: the plain cuBLAS call is fastest)."""
 
-    __slots__ = ("desc", "layouts", "algo", "workspace_size", "described", "plain_ms", "best_ms", "rejected")
+    __slots__ = ("desc", "layouts", "algo", "workspace_size", "described", "plain_ms", "best_ms", "rejected", "tuned_batch")
 
     def __init__(self, desc, layouts):
         self.desc, self.layouts = desc, layouts
         self.algo, self.workspace_size, self.described = None, 0, "cublas default"
         self.plain_ms = self.best_ms = None
-        self.rejected = 0
+        self.rejected = self.tuned_batch = 0
 
 
 def _describe(algo):
@@ -176,7 +177,8 @@ def batched_gemm(plain, op_a, op_b, m, n, k, a_ptr, a_type, ld_a, stride_a, b_pt
                  c_ptr, c_type, ld_c, stride_c, batch, compute, alpha, beta, itemsizes):
     """Column-major ``C[i] = alpha op(A[i]) op(B[i]) + beta C[i]`` (cuBLAS's terms), tuned per shape.
 
-    ``plain(a_ptr, b_ptr, c_ptr)`` makes the same product with ``cublasGemmStridedBatchedEx``;
+    ``plain(a_ptr, b_ptr, c_ptr, batch)`` makes the same product (of the first ``batch`` matrices)
+    with ``cublasGemmStridedBatchedEx``;
     ``alpha`` and ``beta`` are NumPy scalars of the scale type (float32).
     ``itemsizes``: bytes of an element of A, B and C.
     """
@@ -188,10 +190,13 @@ def batched_gemm(plain, op_a, op_b, m, n, k, a_ptr, a_type, ld_a, stride_a, b_pt
     plan = _plans.get(key)
     if plan is None:
         plan = _tune(key, plain, alpha, beta, itemsizes)
-    if plan.algo is None:
-        plain(a_ptr, b_ptr, c_ptr)
-        return
-    _run(plan, a_ptr, b_ptr, c_ptr, alpha, beta)
+    if plan.algo is not None:
+        try:
+            _run(plan, a_ptr, b_ptr, c_ptr, alpha, beta)
+            return
+        except CublasLtError:  # chosen on a part of the batch, refused for the whole: the plain call from now on
+            plan.algo, plan.described = None, "cublas default (the tuned algorithm was refused)"
+    plain(a_ptr, b_ptr, c_ptr, batch)
 
 
 def _run(plan, a_ptr, b_ptr, c_ptr, alpha, beta):
@@ -229,7 +234,12 @@ def _scratch(ld, cols, stride, batch, data_type, alignment):
 
 
 def _tune(key, plain, alpha, beta, itemsizes):
-    """Time the plain call and cuBLASLt's candidates for ``key`` on scratch output; keep the fastest."""
+    """Time the plain call and cuBLASLt's candidates for ``key`` on scratch arrays; keep the fastest.
+
+    The scratch holds the first matrices of the batch only, up to
+    ``TUNING_BYTES`` of each operand (many waves of the GPU's CTAs), so that
+    tuning a product never needs much memory besides the step's own.
+    """
     import cupy
 
     (op_a, op_b, m, n, k, a_type, ld_a, stride_a, b_type, ld_b, stride_b, c_type, ld_c, stride_c, batch, compute,
@@ -243,9 +253,16 @@ def _tune(key, plain, alpha, beta, itemsizes):
     _set(library.cublasLtMatmulDescSetAttribute, desc, _DESC_TRANSB, ctypes.c_int32(op_b))
     a_rows, a_cols = (m, k) if op_a == 0 else (k, m)
     b_rows, b_cols = (k, n) if op_b == 0 else (n, k)
-    layouts = (_layout(a_type, a_rows, a_cols, ld_a, batch, stride_a), _layout(b_type, b_rows, b_cols, ld_b, batch, stride_b),
-               _layout(c_type, m, n, ld_c, batch, stride_c))
-    plan = _Plan(desc, layouts)
+    per_matrix = max(1, stride_a * itemsizes[0], stride_b * itemsizes[1], stride_c * itemsizes[2])
+    tuned_batch = max(1, min(batch, TUNING_BYTES // per_matrix))
+
+    def layouts_of(count):
+        return (_layout(a_type, a_rows, a_cols, ld_a, count, stride_a), _layout(b_type, b_rows, b_cols, ld_b, count, stride_b),
+                _layout(c_type, m, n, ld_c, count, stride_c))
+
+    layouts = layouts_of(tuned_batch)
+    plan = _Plan(desc, layouts_of(batch) if tuned_batch < batch else layouts)
+    plan.tuned_batch = tuned_batch
     preference = _P()
     _check(library.cublasLtMatmulPreferenceCreate(ctypes.byref(preference)), "cublasLtMatmulPreferenceCreate")
     _set(library.cublasLtMatmulPreferenceSetAttribute, preference, _PREF_MAX_WORKSPACE_BYTES, ctypes.c_uint64(WORKSPACE_BYTES))
@@ -260,11 +277,11 @@ def _tune(key, plain, alpha, beta, itemsizes):
 
     # Scratch operands and output with the same strides and alignments, filled with random values: tuning never
     # touches the caller's arrays, and a candidate is kept only if its product equals the plain call's.
-    a_buffer, _, a_ptr = _scratch(ld_a, a_cols, stride_a, batch, a_type, alignments[0])
-    b_buffer, _, b_ptr = _scratch(ld_b, b_cols, stride_b, batch, b_type, alignments[1])
-    c_buffer, c_values, c_ptr = _scratch(ld_c, n, stride_c, batch, c_type, alignments[2])
+    a_buffer, _, a_ptr = _scratch(ld_a, a_cols, stride_a, tuned_batch, a_type, alignments[0])
+    b_buffer, _, b_ptr = _scratch(ld_b, b_cols, stride_b, tuned_batch, b_type, alignments[1])
+    c_buffer, c_values, c_ptr = _scratch(ld_c, n, stride_c, tuned_batch, c_type, alignments[2])
     c_start = c_values.copy()
-    plain(a_ptr, b_ptr, c_ptr)
+    plain(a_ptr, b_ptr, c_ptr, tuned_batch)
     expected = c_values.copy()
     scale = float(cupy.abs(expected).max()) or 1.0
 
@@ -279,7 +296,7 @@ def _tune(key, plain, alpha, beta, itemsizes):
         stop.synchronize()
         return cupy.cuda.get_elapsed_time(start, stop) / _TIMED_LAUNCHES
 
-    plan.plain_ms = plan.best_ms = timed(lambda: plain(a_ptr, b_ptr, c_ptr))
+    plan.plain_ms = plan.best_ms = timed(lambda: plain(a_ptr, b_ptr, c_ptr, tuned_batch))
     plan.rejected = 0
     for candidate in candidates:
         trial = _Plan(desc, layouts)
@@ -308,8 +325,9 @@ def tuning_table():
     rows = []
     for key, plan in list(_plans.items()):
         op_a, op_b, m, n, k = key[:5]
-        batch, compute = key[14], key[15]
-        rows.append({"ops": f"{'nt'[op_a]}{'nt'[op_b]}", "m": m, "n": n, "k": k, "batch": batch, "compute": compute,
+        batch, compute = plan.tuned_batch, key[15]
+        rows.append({"ops": f"{'nt'[op_a]}{'nt'[op_b]}", "m": m, "n": n, "k": k, "batch": key[14], "tuned_batch": batch,
+                     "compute": compute,
                      "plain_ms": plan.plain_ms, "best_ms": plan.best_ms, "chosen": plan.described,
                      "candidates_rejected": plan.rejected,
                      "tflops_plain": 2e-9 * m * n * k * batch / plan.plain_ms if plan.plain_ms else None,

@@ -246,9 +246,11 @@ def print_gemm_tuning(seen):
     rows = [row for row in tuned_gemm.tuning_table() if repr(row) not in seen]
     seen.update(repr(row) for row in rows)
     for row in rows:
+        timed = "" if row["plain_ms"] is None else (
+            f"cublas {row['plain_ms']:.3f} ms ({row['tflops_plain']:.1f} T/s), chosen {row['best_ms']:.3f} ms "
+            f"({row['tflops_best']:.1f} T/s) ")
         print(f"  gemm {row['ops']} m={row['m']} n={row['n']} k={row['k']} x{row['batch']} compute {row['compute']}: "
-              f"cublas {row['plain_ms']:.3f} ms ({row['tflops_plain']:.1f} T/s), chosen {row['best_ms']:.3f} ms "
-              f"({row['tflops_best']:.1f} T/s) {row['chosen']}")
+              f"{timed}{row['chosen']}")
     return rows
 
 

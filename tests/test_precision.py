@@ -170,3 +170,19 @@ def test_block_rows_and_back(scaled):
     write_block_rows(restored, rows, 2, 3, None if scale is None else 1 / scale)
     assert numpy.allclose(restored, output_map, rtol=1e-5)
     assert numpy.array_equal(block_rows(output_map, 2, 3, scale, "bfloat16"), operand(rows, "bfloat16"))
+
+
+def test_gemm_tuning_is_opt_in_and_reads_alignments_right(monkeypatch):
+    """cuBLASLt tuning runs only with DASKSAE_GEMM=tuned (decided before CuPy is touched), and the alignment
+    its candidates must accept is the largest power of two up to 256 dividing the pointer and every stride."""
+    from dasksae.kernels import tuned_gemm
+
+    monkeypatch.delenv("DASKSAE_GEMM", raising=False)
+    assert not tuned_gemm.enabled()
+    monkeypatch.setenv("DASKSAE_GEMM", "cublas")
+    assert not tuned_gemm.enabled()
+    assert tuned_gemm._alignment(4096, 384 * 4, 96 * 4) == 128
+    assert tuned_gemm._alignment(4096 + 96 * 4, 192 * 4) == 128
+    assert tuned_gemm._alignment(4096 + 40 * 2, 80 * 2) == 16
+    assert tuned_gemm._alignment(1 << 20, 1 << 12) == 256
+    assert tuned_gemm._alignment(4100, 4096) == 4

@@ -6,7 +6,9 @@ CuPy it is one call of cuBLAS's strided-batched GEMM with an explicit compute
 type (``cublasGemmStridedBatchedEx``): ``cupy.matmul`` copies a transposed
 operand first or picks a slow kernel for it (13 TFLOP/s for ``W^T Y`` against
 36 for ``W Y`` on the H100, DESIGN.md), and it has no way to ask for TF32 or
-for bfloat16 operands with float32 accumulation.  On NumPy it is ``matmul``.
+for bfloat16 operands with float32 accumulation.  With ``DASKSAE_GEMM=tuned``
+the same product runs with the cuBLASLt algorithm found fastest for its
+shape (:mod:`.tuned_gemm`).  On NumPy it is ``matmul``.
 
 Precisions (``PRECISIONS``):
 

@@ -29,13 +29,17 @@ how tests compare the halos moved with the tile geometry.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import uuid
 
+from . import tile_program
 from .streams import ready_to_leave, tile_task_stream
 from .tile_array import Executor
+from .tile_program import _CONSTANT, _RECEIVED, _SLOT, TileProgram, is_array
 
 MAILBOX = "_dasksae_mailbox"
+REPLAY = os.environ.get("DASKSAE_SPMD_REPLAY", "1") != "0"  # dasksae.tile_program; 0: build the graph every step
 
 
 class Mailbox:
@@ -85,6 +89,10 @@ def _mailbox_in_this_process(address: str):
         if worker.address == address:
             return getattr(worker, MAILBOX, None)
     return None
+
+
+def _constant(value):
+    return value
 
 
 class NeighbourFailed(RuntimeError):
@@ -153,6 +161,30 @@ class SpmdExecutor(Executor):
         self._sends: list = []
         self.sent_bytes = 0
         self.abort_tag = f"{step_id.split('.')[0]}:abort"
+        self.program = None  # a TileProgram being recorded (dasksae.tile_program), or None
+        self._registers: dict = {}  # id(handle) -> register, while recording
+        self._alive: list = []  # the recorded handles, so that their ids stay unique
+
+    def record_input(self, handle, name: str):
+        """Make ``handle`` (of this tile) the recorded program's input ``name``."""
+        register = self.program.register()
+        self.program.inputs[name] = register
+        self._registers[id(handle)] = register
+        self._alive.append(handle)
+
+    def record_output(self, handle, name: str):
+        """Make ``handle``'s value (a result of this tile) the recorded program's output ``name``."""
+        register = self._registers.get(id(handle))
+        if register is None:
+            self.program.refuse(f"output {name} is no result of this tile")
+        else:
+            self.program.outputs[name] = register
+
+    def _register_of(self, handle):
+        register = self._registers.get(id(handle))
+        if register is None:
+            self.program.refuse("a handle of this tile is neither an input nor a recorded result")
+        return register
 
     def abort(self, reason: str):
         """Tell every other tile of this step to stop waiting (best effort: sends are not awaited)."""
@@ -178,7 +210,15 @@ class SpmdExecutor(Executor):
         return handle.tile if isinstance(handle, SpmdHandle) else None
 
     def put(self, tile, value):
-        return SpmdHandle(tile, value if tile == self.me else None)
+        handle = SpmdHandle(tile, value if tile == self.me else None)
+        if self.program is not None and tile == self.me:
+            if is_array(value):
+                self.program.refuse("an array was put as a constant")
+            register = self.program.register()
+            self.program.call(_constant, [(_CONSTANT, value)], [], register)
+            self._registers[id(handle)] = register
+            self._alive.append(handle)
+        return handle
 
     def _send(self, tile, tag, value):
         address = self.placement[tile]
@@ -212,6 +252,7 @@ class SpmdExecutor(Executor):
         """
         if tile != self.me and not any(isinstance(a, SpmdHandle) and a.tile == self.me for a in args):
             return SpmdHandle(tile, None)
+        program = self.program
         values = [None] * len(args)
         remote: dict = {}
         for index, arg in enumerate(args):
@@ -219,18 +260,39 @@ class SpmdExecutor(Executor):
                 remote.setdefault(arg.tile, []).append(index)
             else:
                 values[index] = arg.value if isinstance(arg, SpmdHandle) else arg
+        receipts = []
         for producer in sorted(remote):
             indices = remote[producer]
             key = (name, producer, tile)
             count = self._tag_counts.get(key, 0)
             self._tag_counts[key] = count + 1
-            tag = f"{self.step_id}:{name}:{producer}>{tile}:{count}"
+            suffix = f"{name}:{producer}>{tile}:{count}"
+            tag = f"{self.step_id}:{suffix}"
             if self.me == producer:
                 self._send(tile, tag, [args[i].value for i in indices])
+                if program is not None:
+                    program.send(tile, suffix, [self._register_of(args[i]) for i in indices])
             if self.me == tile:
                 for index, value in zip(indices, self.mailbox.take(tag, self.timeout, self.abort_tag)):
                     values[index] = value
+                receipts.append((suffix, indices))
         handle = SpmdHandle(tile, function(*values) if tile == self.me else None)
+        if program is not None and tile == self.me:
+            received = {i for _, indices in receipts for i in indices}
+            sources = []
+            for index, arg in enumerate(args):
+                if index in received:
+                    sources.append((_RECEIVED, None))
+                elif isinstance(arg, SpmdHandle):
+                    sources.append((_SLOT, self._register_of(arg)))
+                else:
+                    if is_array(arg):
+                        program.refuse(f"an array is a constant argument of {name}")
+                    sources.append((_CONSTANT, arg))
+            register = program.register()
+            program.call(function, sources, receipts, register)
+            self._registers[id(handle)] = register
+            self._alive.append(handle)
         self._record(handle, args, name, halo)
         return handle
 
@@ -275,8 +337,6 @@ def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, precisi
 
 def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales):
     from .kernels.backend import array_module
-    from .tile_array import TileArray
-    from .tiled_network import build_step
 
     config = grid.config
     count = len(config.stages)
@@ -290,24 +350,24 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
             x_part = xp.asarray(x_part)  # onto the weights' device once (halo strips then travel as device arrays)
             executor = SpmdExecutor(me, placement, f"{step_id}.{index}")
             mailbox = executor.mailbox
-            states = [
-                TileArray(executor, grid.windows(k, "blocks"), {t: SpmdHandle(t, my_states[k] if t == me else None) for t in grid.tiles()})
-                for k in range(count)
-            ]
-            scales = [SpmdHandle(first_tile, my_scales[k]) if objective_has_scale else None for k in range(count)]
-            per_map = x_part.shape[-1] * x_part.dtype.itemsize
-            current = TileArray(
-                executor, grid.windows(0, "input_owned"), {t: SpmdHandle(t, x_part if t == me else None) for t in grid.tiles()},
-                None, config.input_shape[2] * per_map,
-            )
-            first, last, results = build_step(config, grid, states, scales, current, x_part.shape[-1], stage, (lr, momentum),
-                                              precision)
-            for k, (filter_back, reduced) in results.items():
-                my_states[k] = filter_back.parts[me].value["state"]
+            key = (me, tuple(sorted(placement.items())), repr(config), grid.rows, grid.cols, stage, float(lr), float(momentum),
+                   precision, tuple(x_part.shape), str(x_part.dtype), xp.__name__)
+            program = tile_program.lookup(key) if REPLAY else None
+            if program is not None:  # this tile's recorded share of the step (dasksae.tile_program)
+                outputs = program.replay(executor, {"x": x_part, **{f"state{k}": my_states[k] for k in range(count)},
+                                                    **{f"scale{k}": my_scales[k] for k in range(count)}})
+                first, last = program.stages
+                stage_results = {k: (outputs[f"state{k}"], outputs.get(f"reduced{k}")) for k in range(first, last + 1)}
+            else:
+                first, last, stage_results = _build_and_record(executor, key, config, grid, me, first_tile, count,
+                                                               objective_has_scale, x_part, my_states, my_scales, stage,
+                                                               lr, momentum, precision)
+            for k, (back, reduced) in stage_results.items():
+                my_states[k] = back["state"]
                 if me == first_tile and objective_has_scale:
-                    my_scales[k] = {"scale": reduced.value["scale"], "velocity": reduced.value["velocity"]}
+                    my_scales[k] = {"scale": reduced["scale"], "velocity": reduced["velocity"]}
             if me == first_tile:
-                losses.append([float(results[k][1].value["loss"]) for k in range(first, last + 1)])
+                losses.append([float(stage_results[k][1]["loss"]) for k in range(first, last + 1)])
             executor.finish()
             sent += executor.sent_bytes
     if mailbox is not None:
@@ -318,6 +378,50 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
         "losses": losses if me == first_tile else None,
         "sent_bytes": sent,
     }
+
+
+def _build_and_record(executor, key, config, grid, me, first_tile, count, objective_has_scale, x_part, my_states,
+                      my_scales, stage, lr, momentum, precision):
+    """One step by building the graph (:func:`~dasksae.tiled_network.build_step`), recording this tile's
+    share of it as a :class:`~dasksae.tile_program.TileProgram` for the next steps with the same ``key``.
+
+    Returns ``(first, last, {stage: (filter-backward result, reduced summary or None)})`` as values.
+    """
+    from .tile_array import TileArray
+    from .tiled_network import build_step
+
+    if REPLAY:
+        executor.program = TileProgram()
+    states = [
+        TileArray(executor, grid.windows(k, "blocks"), {t: SpmdHandle(t, my_states[k] if t == me else None) for t in grid.tiles()})
+        for k in range(count)
+    ]
+    scales = [SpmdHandle(first_tile, my_scales[k]) if objective_has_scale else None for k in range(count)]
+    per_map = x_part.shape[-1] * x_part.dtype.itemsize
+    current = TileArray(
+        executor, grid.windows(0, "input_owned"), {t: SpmdHandle(t, x_part if t == me else None) for t in grid.tiles()},
+        None, config.input_shape[2] * per_map,
+    )
+    if executor.program is not None:
+        executor.record_input(current.parts[me], "x")
+        for k in range(count):
+            executor.record_input(states[k].parts[me], f"state{k}")
+            if me == first_tile and scales[k] is not None:
+                executor.record_input(scales[k], f"scale{k}")
+    first, last, results = build_step(config, grid, states, scales, current, x_part.shape[-1], stage, (lr, momentum), precision)
+    program = executor.program
+    if program is not None:
+        for k, (filter_back, reduced) in results.items():
+            executor.record_output(filter_back.parts[me], f"state{k}")
+            if me == first_tile:
+                executor.record_output(reduced, f"reduced{k}")
+        program.stages = (first, last)
+        if program.replayable:
+            program.finish()
+            tile_program.keep(key, program)
+        executor.program = None
+    return first, last, {k: (filter_back.parts[me].value, reduced.value if me == first_tile else None)
+                         for k, (filter_back, reduced) in results.items()}
 
 
 def step_summary(bundle: dict) -> dict:

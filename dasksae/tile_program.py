@@ -1,0 +1,139 @@
+"""A tile's share of an SPMD step, recorded once and replayed without building the step's graph again.
+
+Each tile's task runs :func:`~dasksae.tiled_network.build_step` with a
+:class:`~dasksae.spmd.SpmdExecutor`: the layer code walks the whole graph
+(every tile's calls, halo windows, strips, counts) to find the few calls
+that are its tile's own and the messages it sends and takes.  For ``tiny``
+on 2x2 tiles that is about 19,000 Python calls a tile and step, where the
+tile's own layer functions make about 6,000 (``bench/spmd_calls.py``).
+Worker threads that share one GPU take turns at the GIL, so that
+bookkeeping is paid four times a step.
+
+The program is the same for every step of a run (same config, tiles,
+placement, minibatch shape, learning rate and precision), so the first step
+records what this tile did, in order:
+
+* ``call``: a function of this tile, its arguments as constants, as results
+  of earlier calls or inputs (registers), or as values taken from the
+  mailbox by tag;
+* ``send``: values of registers sent to another tile with a tag.
+
+Later steps replay that list: the same functions on the same kinds of
+arguments, the same messages under the same tags (with the new step's
+prefix), in the same order, so the exchange cannot deadlock where the
+recorded one did not.  A register is dropped after its last reader, as the
+graph's handles were.  Anything that would make a replay differ (an array
+passed as a constant, a handle of this tile that is neither an input nor a
+result) marks the program as not replayable, and every step then builds
+the graph as before.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy
+
+SEND, CALL = 0, 1
+_SLOT, _CONSTANT, _RECEIVED = 0, 1, 2
+
+_programs: dict = {}
+_programs_lock = threading.Lock()
+MAX_PROGRAMS = 32  # per process: a few runs' worth of (tile, shape, learning rate) combinations
+
+
+class TileProgram:
+    """What one tile's task did in one step, as a list of operations on numbered registers."""
+
+    def __init__(self):
+        self.operations: list = []
+        self.registers = 0
+        self.inputs: dict = {}  # name -> register
+        self.outputs: dict = {}  # name -> register
+        self.stages = None  # (first, last) stage of the step
+        self.replayable = True
+        self.reason = ""
+        self._frees: list = []
+
+    def register(self) -> int:
+        self.registers += 1
+        return self.registers - 1
+
+    def refuse(self, reason: str):
+        if self.replayable:
+            self.replayable, self.reason = False, reason
+
+    def send(self, tile, suffix: str, registers: list):
+        self.operations.append((SEND, tile, suffix, registers))
+
+    def call(self, function, sources: list, receipts: list, out: int):
+        """``sources[i]``: ``(_SLOT, register)``, ``(_CONSTANT, value)`` or ``(_RECEIVED, None)`` (set from ``receipts``,
+        a list of ``(tag suffix, argument indices)``)."""
+        self.operations.append((CALL, function, sources, receipts, out))
+
+    def finish(self):
+        """Work out after which operation each register is read for the last time (outputs are kept)."""
+        last = {}
+        for index, operation in enumerate(self.operations):
+            if operation[0] == SEND:
+                for register in operation[3]:
+                    last[register] = index
+            else:
+                for kind, value in operation[2]:
+                    if kind == _SLOT:
+                        last[value] = index
+        kept = set(self.outputs.values())
+        self._frees = [[] for _ in self.operations]
+        for register, index in last.items():
+            if register not in kept:
+                self._frees[index].append(register)
+
+    def replay(self, executor, inputs: dict) -> dict:
+        """Run the recorded operations with ``executor`` (its step id, mailbox and sends); returns the outputs."""
+        registers = [None] * self.registers
+        for name, register in self.inputs.items():
+            registers[register] = inputs[name]
+        prefix = executor.step_id + ":"
+        for operation, frees in zip(self.operations, self._frees):
+            if operation[0] == SEND:
+                _, tile, suffix, sources = operation
+                executor._send(tile, prefix + suffix, [registers[r] for r in sources])
+            else:
+                _, function, sources, receipts, out = operation
+                values = [registers[value] if kind == _SLOT else value for kind, value in sources]
+                for suffix, indices in receipts:
+                    taken = executor.mailbox.take(prefix + suffix, executor.timeout, executor.abort_tag)
+                    for index, value in zip(indices, taken):
+                        values[index] = value
+                registers[out] = function(*values)
+            for register in frees:
+                registers[register] = None
+        return {name: registers[register] for name, register in self.outputs.items()}
+
+
+def is_array(value) -> bool:
+    """Whether ``value`` holds an array anywhere (NumPy or a device array), which a replay must not reuse."""
+    if isinstance(value, (list, tuple)):
+        return any(is_array(v) for v in value)
+    if isinstance(value, dict):
+        return any(is_array(v) for v in value.values())
+    if isinstance(value, numpy.generic):  # a NumPy scalar is a value, like a Python float
+        return False
+    return hasattr(value, "__array_interface__") or hasattr(value, "__cuda_array_interface__")
+
+
+def lookup(key):
+    with _programs_lock:
+        return _programs.get(key)
+
+
+def keep(key, program: TileProgram):
+    with _programs_lock:
+        if len(_programs) >= MAX_PROGRAMS:
+            _programs.pop(next(iter(_programs)))
+        _programs[key] = program
+
+
+def forget_all():
+    with _programs_lock:
+        _programs.clear()

@@ -1,0 +1,82 @@
+"""A tile's SPMD step recorded once and replayed (dasksae.tile_program): the same training, less bookkeeping."""
+
+import distributed
+import numpy
+import pytest
+
+from dasksae import TiledNetwork, spmd, tile_program
+from dasksae.tile_program import _CONSTANT, _RECEIVED, _SLOT, TileProgram, is_array
+from test_tiling import UNEVEN
+
+
+class _FakeExecutor:
+    """What a replay needs of an SpmdExecutor: a step id, sends, and a mailbox."""
+
+    def __init__(self, step_id, inbox):
+        self.step_id, self.timeout, self.abort_tag = step_id, 1.0, "abort"
+        self.sent = []
+        self.mailbox = self
+        self._inbox = inbox
+
+    def _send(self, tile, tag, values):
+        self.sent.append((tile, tag, values))
+
+    def take(self, tag, timeout, abort):
+        return self._inbox.pop(tag)
+
+
+def test_a_program_replays_calls_and_messages_in_order_and_drops_registers_after_their_last_reader():
+    program = TileProgram()
+    x = program.register()
+    program.inputs["x"] = x
+    added = program.register()
+    program.call(lambda value, constant: value + constant, [(_SLOT, x), (_CONSTANT, 1)], [], added)
+    program.send((0, 1), "add:(0, 0)>(0, 1):0", [added])
+    product = program.register()
+    program.call(lambda value, other: value * other, [(_SLOT, added), (_RECEIVED, None)], [("mul:(0, 1)>(0, 0):0", [1])], product)
+    program.outputs["product"] = product
+    program.finish()
+    assert program._frees == [[x], [], [added]]  # the output is kept
+    executor = _FakeExecutor("step.3", {"step.3:mul:(0, 1)>(0, 0):0": [10]})
+    assert program.replay(executor, {"x": 2}) == {"product": 30}
+    assert executor.sent == [((0, 1), "step.3:add:(0, 0)>(0, 1):0", [3])]
+
+
+def test_arrays_are_told_from_values_that_a_replay_may_reuse():
+    assert is_array(numpy.zeros(3)) and is_array(("halo", [numpy.zeros(1)])) and is_array({"a": numpy.ones(2)})
+    assert not is_array(numpy.float32(1.5)) and not is_array((1.0, "z", ((0, 4), (2, 6)))) and not is_array(None)
+
+
+@pytest.mark.parametrize("objective", ["rica", "le2012"])
+def test_replayed_steps_equal_steps_that_build_the_graph(monkeypatch, objective):
+    """After a tile's first step its task replays the recorded program: the same losses and parameters, bit for
+    bit, as building the graph every step, with several steps in a task and across tasks; every tile's program
+    is replayable."""
+    config = UNEVEN.replace(objective=objective, name=f"uneven-{objective}")
+    data = numpy.random.default_rng(4)
+    batches = [data.standard_normal(config.input_shape + (3,)) for _ in range(4)]
+    replays = []
+    replay = tile_program.TileProgram.replay
+
+    def counted(self, *args, **kwargs):
+        replays.append(1)
+        return replay(self, *args, **kwargs)
+
+    monkeypatch.setattr(tile_program.TileProgram, "replay", counted)
+    outcomes = {}
+    for replaying in (False, True):
+        monkeypatch.setattr(spmd, "REPLAY", replaying)
+        tile_program.forget_all()
+        with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+            with distributed.Client(cluster) as client:
+                network = TiledNetwork(config, "2x2", client, seed=3, dtype="float64")
+                losses = [r.loss for r in network.steps(batches[:3], 1e-3, 0.9)] + [network.step(batches[3], 1e-3, 0.9).loss]
+                outcomes[replaying] = (losses, network.parameters())
+        if replaying:
+            programs = list(tile_program._programs.values())
+            assert len(programs) == 4 and all(p.replayable for p in programs), [p.reason for p in programs]
+    assert len(replays) == 4 * 3  # each tile: steps 2 and 3 of the first task, and the second task's step
+    assert outcomes[True][0] == outcomes[False][0]
+    for replayed, built in zip(outcomes[True][1], outcomes[False][1]):
+        for name, value in built.items():
+            numpy.testing.assert_array_equal(replayed[name], value, err_msg=name)

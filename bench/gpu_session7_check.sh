@@ -8,7 +8,11 @@
 #               CUDA kernel;
 #   PART=final  the kernel GPU tests, then one gpu_step call for the coates200 M=96 table: limit, in-process,
 #               1 worker (10 steps a task), 4 worker threads 2x2 (10 steps a task), PyTorch; then the float32 and
-#               bfloat16 steps by CUDA kernel.
+#               bfloat16 steps by CUDA kernel;
+#   PART=next   written for the next session's first call (not run in session 7): all GPU tests (the 4-worker-thread
+#               ones exercise the SPMD replay), the coates200 M=96 table with the default plain GEMM call, the same
+#               1-worker rows with DASKSAE_GEMM=tuned (whole-batch tuning with its memory gate), the 4-thread rows
+#               without the replay (DASKSAE_SPMD_REPLAY=0), PyTorch, and the steps by CUDA kernel.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
 case "${PART:-tune}" in
@@ -32,6 +36,19 @@ final)
     --modes limit,dasksae-1w,dasksae-4w-threads,torch --dtypes float32,bfloat16 --precisions float32,bfloat16 \
     --steps-per-task 10 --steps-per-task-4w 10 --runs 20 --runs-4w 5 \
     --json $OUT/gpu-step-coates200-m96.json 2>&1 | filter | tee $OUT/gpu-step.log
+  for dtype in float32 bfloat16; do
+    timeout 60 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype $dtype --json $OUT/kernel-table-coates200-$dtype.json 2>&1 | grep -v "Warning\|warn_once" | head -30 | tee -a $OUT/kernel-table.log
+  done ;;
+next)
+  timeout ${TESTS_S:-200} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -30 | tee $OUT/gpu-tests.log
+  timeout ${TABLE_S:-400} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
+    --modes limit,dasksae-1w,dasksae-4w-threads,torch --dtypes float32,bfloat16 --precisions float32,bfloat16 \
+    --steps-per-task 10 --steps-per-task-4w 10 --runs 20 --runs-4w 5 \
+    --json $OUT/gpu-step-coates200-m96.json 2>&1 | filter | tee $OUT/gpu-step.log
+  DASKSAE_GEMM=tuned timeout 200 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-1w \
+    --dtypes float32,bfloat16 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-coates200-m96-tuned.json 2>&1 | filter | sed 's/^/tuned: /' | tee -a $OUT/gpu-step.log
+  DASKSAE_SPMD_REPLAY=0 timeout 200 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads \
+    --dtypes float32,bfloat16 --steps-per-task-4w 10 --runs-4w 5 --runs 5 --json $OUT/gpu-step-coates200-m96-no-replay.json 2>&1 | filter | sed 's/^/no replay: /' | tee -a $OUT/gpu-step.log
   for dtype in float32 bfloat16; do
     timeout 60 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype $dtype --json $OUT/kernel-table-coates200-$dtype.json 2>&1 | grep -v "Warning\|warn_once" | head -30 | tee -a $OUT/kernel-table.log
   done ;;

@@ -12,7 +12,8 @@
 #   PART=next   written for the next session's first call (not run in session 7): all GPU tests (the 4-worker-thread
 #               ones exercise the SPMD replay), the coates200 M=96 table with the default plain GEMM call, the same
 #               1-worker rows with DASKSAE_GEMM=tuned (whole-batch tuning with its memory gate), the 4-thread rows
-#               without the replay (DASKSAE_SPMD_REPLAY=0), PyTorch, and the steps by CUDA kernel.
+#               with halos ordered by CUDA events (DASKSAE_HALO_EVENTS=1) and without the replay
+#               (DASKSAE_SPMD_REPLAY=0), PyTorch, and the steps by CUDA kernel.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
 case "${PART:-tune}" in
@@ -47,6 +48,8 @@ next)
     --json $OUT/gpu-step-coates200-m96.json 2>&1 | filter | tee $OUT/gpu-step.log
   DASKSAE_GEMM=tuned timeout 200 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-1w \
     --dtypes float32,bfloat16 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-coates200-m96-tuned.json 2>&1 | filter | sed 's/^/tuned: /' | tee -a $OUT/gpu-step.log
+  DASKSAE_HALO_EVENTS=1 timeout 200 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads \
+    --dtypes float32,bfloat16 --steps-per-task-4w 10 --runs-4w 5 --runs 5 --json $OUT/gpu-step-coates200-m96-halo-events.json 2>&1 | filter | sed 's/^/halo events: /' | tee -a $OUT/gpu-step.log
   DASKSAE_SPMD_REPLAY=0 timeout 200 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads \
     --dtypes float32,bfloat16 --steps-per-task-4w 10 --runs-4w 5 --runs 5 --json $OUT/gpu-step-coates200-m96-no-replay.json 2>&1 | filter | sed 's/^/no replay: /' | tee -a $OUT/gpu-step.log
   for dtype in float32 bfloat16; do

@@ -34,11 +34,14 @@ import threading
 import uuid
 
 from . import tile_program
-from .streams import ready_to_leave, tile_task_stream
+from .streams import device_event, ready_to_leave, tile_task_stream, wait_for_event
 from .tile_array import Executor
 from .tile_program import _CONSTANT, _RECEIVED, _SLOT, TileProgram, is_array
 
 MAILBOX = "_dasksae_mailbox"
+# Halos between worker threads of one process carry a CUDA event instead of waiting for the sender's stream (opt-in
+# until measured on the GPU: DASKSAE_HALO_EVENTS=1).
+HALO_EVENTS = os.environ.get("DASKSAE_HALO_EVENTS", "0") == "1"
 REPLAY = os.environ.get("DASKSAE_SPMD_REPLAY", "1") != "0"  # dasksae.tile_program; 0: build the graph every step
 
 
@@ -54,7 +57,7 @@ class Mailbox:
     def put(self, tag=None, data=None):
         with self._arrived:
             self._items[tag] = data
-            self.received_bytes += _nbytes(data)
+            self.received_bytes += _nbytes(data.value if isinstance(data, _InFlight) else data)
             self.received += 1
             self._arrived.notify_all()
         return "OK"
@@ -93,6 +96,15 @@ def _mailbox_in_this_process(address: str):
 
 def _constant(value):
     return value
+
+
+class _InFlight:
+    """A value handed to a worker thread of this process while the sender's stream may still be writing it."""
+
+    __slots__ = ("value", "event")
+
+    def __init__(self, value, event):
+        self.value, self.event = value, event
 
 
 class NeighbourFailed(RuntimeError):
@@ -161,6 +173,7 @@ class SpmdExecutor(Executor):
         self._sends: list = []
         self.sent_bytes = 0
         self.abort_tag = f"{step_id.split('.')[0]}:abort"
+        self._received: list = []  # what this step took from the mailbox (see receive)
         self.program = None  # a TileProgram being recorded (dasksae.tile_program), or None
         self._registers: dict = {}  # id(handle) -> register, while recording
         self._alive: list = []  # the recorded handles, so that their ids stay unique
@@ -223,13 +236,18 @@ class SpmdExecutor(Executor):
     def _send(self, tile, tag, value):
         address = self.placement[tile]
         self.sent_bytes += _nbytes(value)
-        ready_to_leave(value)  # the receiver reads it on its own CUDA stream
         if address not in self._mailboxes:
             self._mailboxes[address] = _mailbox_in_this_process(address)
         neighbour = self._mailboxes[address]
         if neighbour is not None:  # a worker of this process (threads sharing a GPU): by reference, no event loop
-            neighbour.put(tag, value)
+            event = device_event(value) if HALO_EVENTS else None
+            if event is None:
+                ready_to_leave(value)  # the receiver reads it on its own CUDA stream
+                neighbour.put(tag, value)
+            else:  # the receiver's stream will wait for this event, not this thread for the device
+                neighbour.put(tag, _InFlight(value, event))
             return
+        ready_to_leave(value)  # complete before the worker's communication thread sends it
         from distributed.protocol import to_serialize
 
         worker = self.dask_worker
@@ -273,7 +291,7 @@ class SpmdExecutor(Executor):
                 if program is not None:
                     program.send(tile, suffix, [self._register_of(args[i]) for i in indices])
             if self.me == tile:
-                for index, value in zip(indices, self.mailbox.take(tag, self.timeout, self.abort_tag)):
+                for index, value in zip(indices, self.receive(tag)):
                     values[index] = value
                 receipts.append((suffix, indices))
         handle = SpmdHandle(tile, function(*values) if tile == self.me else None)
@@ -299,11 +317,29 @@ class SpmdExecutor(Executor):
     def gather(self, handles):
         return [h.value for h in handles]
 
+    def receive(self, tag: str):
+        """The value sent with ``tag``, once it may be read on this thread's stream.
+
+        A value that came by reference with a CUDA event (:data:`HALO_EVENTS`)
+        makes this thread's stream wait for the sender's work on the device,
+        not the host.  Received values are kept until the step ends
+        (:meth:`finish`, after the step's one wait for the device): dropped
+        earlier, their memory could go back to the sender's stream and be
+        written there while this stream's kernels still read it.
+        """
+        value = self.mailbox.take(tag, self.timeout, self.abort_tag)
+        if isinstance(value, _InFlight):
+            wait_for_event(value.event)
+            value = value.value
+        self._received.append(value)
+        return value
+
     def finish(self):
         """Wait until every message this tile sent has been delivered (and surface send errors)."""
         for future in self._sends:
             future.result(timeout=self.timeout)
         self._sends.clear()
+        self._received.clear()
 
 
 def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, precision, batches, *sources):

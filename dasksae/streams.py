@@ -70,3 +70,26 @@ def ready_to_leave(value) -> None:
         import cupy
 
         cupy.cuda.get_current_stream().synchronize()
+
+
+def device_event(value):
+    """A CUDA event recorded on the current stream if ``value`` holds CuPy arrays, else ``None``.
+
+    A thread that receives ``value`` by reference waits for it with
+    :func:`wait_for_event` on its own stream: the device orders the two
+    streams, and neither thread waits for the device.
+    """
+    if not _has_device_arrays(value):
+        return None
+    import cupy
+
+    event = cupy.cuda.Event(block=False, disable_timing=True)
+    event.record(cupy.cuda.get_current_stream())
+    return event
+
+
+def wait_for_event(event) -> None:
+    """Make the current stream wait (on the device) until ``event`` has happened."""
+    import cupy
+
+    cupy.cuda.get_current_stream().wait_event(event)

@@ -102,7 +102,7 @@ class TileProgram:
                 _, function, sources, receipts, out = operation
                 values = [registers[value] if kind == _SLOT else value for kind, value in sources]
                 for suffix, indices in receipts:
-                    taken = executor.mailbox.take(prefix + suffix, executor.timeout, executor.abort_tag)
+                    taken = executor.receive(prefix + suffix)
                     for index, value in zip(indices, taken):
                         values[index] = value
                 registers[out] = function(*values)

@@ -24,12 +24,17 @@ def _is_cupy_state(state):
     return all(isinstance(value, cupy.ndarray) for value in state.values())
 
 
-@pytest.mark.parametrize("workers,tiles,processes,per_task", [(1, "1x1", True, 1), (4, "2x2", True, 1),
-                                                              (4, "2x2", False, 1), (4, "2x2", False, 5)])
-def test_gpu_training_equals_cpu(workers, tiles, processes, per_task):
+@pytest.mark.parametrize("workers,tiles,processes,per_task,events", [(1, "1x1", True, 1, False), (4, "2x2", True, 1, False),
+                                                                     (4, "2x2", False, 1, False), (4, "2x2", False, 5, False),
+                                                                     (4, "2x2", False, 5, True)])
+def test_gpu_training_equals_cpu(monkeypatch, workers, tiles, processes, per_task, events):
     """Worker processes, and worker threads of one process, each on its own CUDA stream (dasksae.streams), with
-    one step a task and five: the same losses and weights as the CPU (a halo read before its stream finished
-    writing it would not be)."""
+    one step a task and five, and (``events``) halos between threads ordered by CUDA events instead of host
+    waits: the same losses and weights as the CPU (a halo read before its stream finished writing it would
+    not be)."""
+    from dasksae import spmd
+
+    monkeypatch.setattr(spmd, "HALO_EVENTS", events)
     config = named_config("tiny")
     data = numpy.random.default_rng(3)
     batches = [data.standard_normal(config.input_shape + (16,)).astype("float32") for _ in range(5)]

@@ -15,13 +15,12 @@ class _FakeExecutor:
     def __init__(self, step_id, inbox):
         self.step_id, self.timeout, self.abort_tag = step_id, 1.0, "abort"
         self.sent = []
-        self.mailbox = self
         self._inbox = inbox
 
     def _send(self, tile, tag, values):
         self.sent.append((tile, tag, values))
 
-    def take(self, tag, timeout, abort):
+    def receive(self, tag):
         return self._inbox.pop(tag)
 
 

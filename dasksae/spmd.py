@@ -36,7 +36,6 @@ import uuid
 from . import tile_program
 from .streams import device_event, ready_to_leave, tile_task_stream, wait_for_event
 from .tile_array import Executor
-from .tile_program import _CONSTANT, _RECEIVED, _SLOT, TileProgram, is_array
 
 MAILBOX = "_dasksae_mailbox"
 # Halos between worker threads of one process carry a CUDA event instead of waiting for the sender's stream (opt-in
@@ -92,10 +91,6 @@ def _mailbox_in_this_process(address: str):
         if worker.address == address:
             return getattr(worker, MAILBOX, None)
     return None
-
-
-def _constant(value):
-    return value
 
 
 class _InFlight:
@@ -174,30 +169,6 @@ class SpmdExecutor(Executor):
         self.sent_bytes = 0
         self.abort_tag = f"{step_id.split('.')[0]}:abort"
         self._received: list = []  # what this step took from the mailbox (see receive)
-        self.program = None  # a TileProgram being recorded (dasksae.tile_program), or None
-        self._registers: dict = {}  # id(handle) -> register, while recording
-        self._alive: list = []  # the recorded handles, so that their ids stay unique
-
-    def record_input(self, handle, name: str):
-        """Make ``handle`` (of this tile) the recorded program's input ``name``."""
-        register = self.program.register()
-        self.program.inputs[name] = register
-        self._registers[id(handle)] = register
-        self._alive.append(handle)
-
-    def record_output(self, handle, name: str):
-        """Make ``handle``'s value (a result of this tile) the recorded program's output ``name``."""
-        register = self._registers.get(id(handle))
-        if register is None:
-            self.program.refuse(f"output {name} is no result of this tile")
-        else:
-            self.program.outputs[name] = register
-
-    def _register_of(self, handle):
-        register = self._registers.get(id(handle))
-        if register is None:
-            self.program.refuse("a handle of this tile is neither an input nor a recorded result")
-        return register
 
     def abort(self, reason: str):
         """Tell every other tile of this step to stop waiting (best effort: sends are not awaited)."""
@@ -225,12 +196,7 @@ class SpmdExecutor(Executor):
     def put(self, tile, value):
         handle = SpmdHandle(tile, value if tile == self.me else None)
         if self.program is not None and tile == self.me:
-            if is_array(value):
-                self.program.refuse("an array was put as a constant")
-            register = self.program.register()
-            self.program.call(_constant, [(_CONSTANT, value)], [], register)
-            self._registers[id(handle)] = register
-            self._alive.append(handle)
+            self._record_put(handle, value)
         return handle
 
     def _send(self, tile, tag, value):
@@ -296,21 +262,7 @@ class SpmdExecutor(Executor):
                 receipts.append((suffix, indices))
         handle = SpmdHandle(tile, function(*values) if tile == self.me else None)
         if program is not None and tile == self.me:
-            received = {i for _, indices in receipts for i in indices}
-            sources = []
-            for index, arg in enumerate(args):
-                if index in received:
-                    sources.append((_RECEIVED, None))
-                elif isinstance(arg, SpmdHandle):
-                    sources.append((_SLOT, self._register_of(arg)))
-                else:
-                    if is_array(arg):
-                        program.refuse(f"an array is a constant argument of {name}")
-                    sources.append((_CONSTANT, arg))
-            register = program.register()
-            program.call(function, sources, receipts, register)
-            self._registers[id(handle)] = register
-            self._alive.append(handle)
+            self._record_call(function, args, handle, name, receipts)
         self._record(handle, args, name, halo)
         return handle
 
@@ -427,7 +379,7 @@ def _build_and_record(executor, key, config, grid, me, first_tile, count, object
     from .tiled_network import build_step
 
     if REPLAY:
-        executor.program = TileProgram()
+        executor.start_recording()
     states = [
         TileArray(executor, grid.windows(k, "blocks"), {t: SpmdHandle(t, my_states[k] if t == me else None) for t in grid.tiles()})
         for k in range(count)

@@ -38,6 +38,7 @@ import itertools
 import uuid
 from dataclasses import dataclass, field as dataclass_field
 
+from .tile_program import _CONSTANT, _RECEIVED, _SLOT, TileProgram, _constant, is_array
 from .halo import Window, assemble, cut, overlap, sum_into
 
 Tile = tuple[int, int]
@@ -79,6 +80,61 @@ class Executor:
     def __init__(self):
         self.statistics = TaskStatistics()
         self._depth: dict = {}
+        self.program = None  # a TileProgram being recorded (dasksae.tile_program), or None
+        self._registers: dict = {}  # id(handle) -> register, while recording
+        self._alive: list = []  # the recorded handles, so that their ids stay unique
+
+    # ---- recording this executor's own calls as a TileProgram (dasksae.tile_program)
+
+    def start_recording(self):
+        self.program, self._registers, self._alive = TileProgram(), {}, []
+
+    def record_input(self, handle, name: str):
+        """Make ``handle`` (of the recorded tile) the recorded program's input ``name``."""
+        register = self.program.register()
+        self.program.inputs[name] = register
+        self._registers[id(handle)] = register
+        self._alive.append(handle)
+
+    def record_output(self, handle, name: str):
+        """Make ``handle``'s value (a result of the recorded tile) the recorded program's output ``name``."""
+        register = self._registers.get(id(handle))
+        if register is None:
+            self.program.refuse(f"output {name} is no result of the recorded tile")
+        else:
+            self.program.outputs[name] = register
+
+    def _register_of(self, handle):
+        register = self._registers.get(id(handle))
+        if register is None:
+            self.program.refuse("a handle of the recorded tile is neither an input nor a recorded result")
+        return register
+
+    def _record_put(self, handle, value):
+        if is_array(value):
+            self.program.refuse("an array was put as a constant")
+        register = self.program.register()
+        self.program.call(_constant, [(_CONSTANT, value)], [], register)
+        self._registers[id(handle)] = register
+        self._alive.append(handle)
+
+    def _record_call(self, function, args, handle, name: str, receipts=()):
+        """Record ``handle = function(*args)``; ``receipts``: ``(tag suffix, argument indices)`` taken from the mailbox."""
+        received = {i for _, indices in receipts for i in indices}
+        sources = []
+        for index, arg in enumerate(args):
+            if index in received:
+                sources.append((_RECEIVED, None))
+            elif self.is_handle(arg):
+                sources.append((_SLOT, self._register_of(arg)))
+            else:
+                if is_array(arg):
+                    self.program.refuse(f"an array is a constant argument of {name}")
+                sources.append((_CONSTANT, arg))
+        register = self.program.register()
+        self.program.call(function, sources, list(receipts), register)
+        self._registers[id(handle)] = register
+        self._alive.append(handle)
 
     def made_on(self, handle):
         """The tile whose task made ``handle``, where the executor knows it (else ``None``)."""
@@ -119,11 +175,16 @@ class LocalExecutor(Executor):
     def run(self, tile, function, *args, name, halo=False):
         values = [a.value if isinstance(a, _LocalHandle) else a for a in args]
         handle = _LocalHandle(function(*values))
+        if self.program is not None:
+            self._record_call(function, args, handle, name)
         self._record(handle, args, name, halo)
         return handle
 
     def put(self, tile, value):
-        return _LocalHandle(value)
+        handle = _LocalHandle(value)
+        if self.program is not None:
+            self._record_put(handle, value)
+        return handle
 
     def gather(self, handles: list) -> list:
         return [h.value for h in handles]

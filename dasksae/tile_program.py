@@ -93,7 +93,7 @@ class TileProgram:
         registers = [None] * self.registers
         for name, register in self.inputs.items():
             registers[register] = inputs[name]
-        prefix = executor.step_id + ":"
+        prefix = "" if executor is None else executor.step_id + ":"  # None: a program without messages (one tile)
         for operation, frees in zip(self.operations, self._frees):
             if operation[0] == SEND:
                 _, tile, suffix, sources = operation
@@ -109,6 +109,11 @@ class TileProgram:
             for register in frees:
                 registers[register] = None
         return {name: registers[register] for name, register in self.outputs.items()}
+
+
+def _constant(value):
+    """A value put into the program as a constant (a recorded ``put``)."""
+    return value
 
 
 def is_array(value) -> bool:

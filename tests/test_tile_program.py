@@ -79,3 +79,28 @@ def test_replayed_steps_equal_steps_that_build_the_graph(monkeypatch, objective)
     for replayed, built in zip(outcomes[True][1], outcomes[False][1]):
         for name, value in built.items():
             numpy.testing.assert_array_equal(replayed[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("objective", ["rica", "le2012"])
+def test_the_one_tile_fused_step_replays_too(monkeypatch, objective):
+    """A one-tile network's fused step (in-process, or one worker) records its step and replays it: the same
+    losses and parameters, bit for bit, as building the graph every step."""
+    from dasksae.tile_array import LocalExecutor
+
+    config = UNEVEN.replace(objective=objective, name=f"uneven-{objective}")
+    data = numpy.random.default_rng(6)
+    batches = [data.standard_normal(config.input_shape + (3,)) for _ in range(4)]
+    outcomes = {}
+    for replaying in (False, True):
+        monkeypatch.setattr(spmd, "REPLAY", replaying)
+        tile_program.forget_all()
+        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=2, dtype="float64")
+        losses = [network.step(x, 1e-3, 0.9).loss for x in batches]
+        outcomes[replaying] = (losses, network.parameters())
+        if replaying:
+            programs = [p for key, p in tile_program._programs.items() if key[0] == "fused"]
+            assert len(programs) == 1 and programs[0].replayable, [p.reason for p in programs]
+    assert outcomes[True][0] == outcomes[False][0]
+    for replayed, built in zip(outcomes[True][1], outcomes[False][1]):
+        for name, value in built.items():
+            numpy.testing.assert_array_equal(replayed[name], value, err_msg=name)

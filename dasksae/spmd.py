@@ -341,15 +341,15 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
             key = (me, tuple(sorted(placement.items())), repr(config), grid.rows, grid.cols, stage, float(lr), float(momentum),
                    precision, tuple(x_part.shape), str(x_part.dtype), xp.__name__)
             program = tile_program.lookup(key) if REPLAY else None
-            if program is not None:  # this tile's recorded share of the step (dasksae.tile_program)
+            if program is not None and program.replayable:  # this tile's recorded share of the step (dasksae.tile_program)
                 outputs = program.replay(executor, {"x": x_part, **{f"state{k}": my_states[k] for k in range(count)},
                                                     **{f"scale{k}": my_scales[k] for k in range(count)}})
                 first, last = program.stages
                 stage_results = {k: (outputs[f"state{k}"], outputs.get(f"reduced{k}")) for k in range(first, last + 1)}
             else:
-                first, last, stage_results = _build_and_record(executor, key, config, grid, me, first_tile, count,
-                                                               objective_has_scale, x_part, my_states, my_scales, stage,
-                                                               lr, momentum, precision)
+                first, last, stage_results = _build_and_record(executor, key if REPLAY and program is None else None, config,
+                                                               grid, me, first_tile, count, objective_has_scale, x_part,
+                                                               my_states, my_scales, stage, lr, momentum, precision)
             for k, (back, reduced) in stage_results.items():
                 my_states[k] = back["state"]
                 if me == first_tile and objective_has_scale:
@@ -371,14 +371,15 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
 def _build_and_record(executor, key, config, grid, me, first_tile, count, objective_has_scale, x_part, my_states,
                       my_scales, stage, lr, momentum, precision):
     """One step by building the graph (:func:`~dasksae.tiled_network.build_step`), recording this tile's
-    share of it as a :class:`~dasksae.tile_program.TileProgram` for the next steps with the same ``key``.
+    share of it as a :class:`~dasksae.tile_program.TileProgram` for the next steps with the same ``key``
+    (``None``: nothing recorded).
 
     Returns ``(first, last, {stage: (filter-backward result, reduced summary or None)})`` as values.
     """
     from .tile_array import TileArray
     from .tiled_network import build_step
 
-    if REPLAY:
+    if key is not None:
         executor.start_recording()
     states = [
         TileArray(executor, grid.windows(k, "blocks"), {t: SpmdHandle(t, my_states[k] if t == me else None) for t in grid.tiles()})
@@ -404,9 +405,7 @@ def _build_and_record(executor, key, config, grid, me, first_tile, count, object
             if me == first_tile:
                 executor.record_output(reduced, f"reduced{k}")
         program.stages = (first, last)
-        if program.replayable:
-            program.finish()
-            tile_program.keep(key, program)
+        tile_program.keep(key, program)  # kept even if not replayable: then it is not recorded again
         executor.program = None
     return first, last, {k: (filter_back.parts[me].value, reduced.value if me == first_tile else None)
                          for k, (filter_back, reduced) in results.items()}

@@ -133,6 +133,11 @@ def lookup(key):
 
 
 def keep(key, program: TileProgram):
+    """Keep ``program`` for ``key``: finished if replayable, else emptied (it may hold arrays) as a marker."""
+    if program.replayable:
+        program.finish()
+    else:
+        program.operations, program.inputs, program.outputs = [], {}, {}
     with _programs_lock:
         if len(_programs) >= MAX_PROGRAMS:
             _programs.pop(next(iter(_programs)))

@@ -679,14 +679,14 @@ def _fused_step(config, grid, tile, count, lr, momentum, stage, precision, x, st
     key = ("fused", repr(config), stage, float(lr), float(momentum), precision, tuple(x.shape), str(x.dtype), array_kind,
            tuple(scale is None for scale in scales))
     program = tile_program.lookup(key) if spmd.REPLAY else None
-    if program is not None:  # the step recorded before (dasksae.tile_program): no graph built
+    if program is not None and program.replayable:  # the step recorded before (dasksae.tile_program): no graph built
         outputs = program.replay(None, {"x": x, **{f"state{k}": states[k] for k in range(count)},
                                         **{f"scale{k}": scales[k] for k in range(count)}})
         first, last = program.stages
         values = {k: (outputs[f"state{k}"], outputs[f"reduced{k}"]) for k in range(first, last + 1)}
     else:
         executor = LocalExecutor()
-        if spmd.REPLAY:
+        if spmd.REPLAY and program is None:
             executor.start_recording()
         stage_states = [TileArray(executor, grid.windows(k, "blocks"), {tile: _LocalHandle(states[k])}) for k in range(count)]
         stage_scales = [None if scale is None else _LocalHandle(scale) for scale in scales]
@@ -705,9 +705,7 @@ def _fused_step(config, grid, tile, count, lr, momentum, stage, precision, x, st
                 executor.record_output(filter_back.parts[tile], f"state{k}")
                 executor.record_output(reduced, f"reduced{k}")
             executor.program.stages = (first, last)
-            if executor.program.replayable:
-                executor.program.finish()
-                tile_program.keep(key, executor.program)
+            tile_program.keep(key, executor.program)  # kept even if not replayable: then it is not recorded again
         values = {k: (filter_back.parts[tile].value, reduced.value) for k, (filter_back, reduced) in results.items()}
     for k, (back, reduced) in values.items():
         states[k] = back["state"]

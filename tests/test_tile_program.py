@@ -104,3 +104,15 @@ def test_the_one_tile_fused_step_replays_too(monkeypatch, objective):
     for replayed, built in zip(outcomes[True][1], outcomes[False][1]):
         for name, value in built.items():
             numpy.testing.assert_array_equal(replayed[name], value, err_msg=name)
+
+
+def test_a_program_that_cannot_be_replayed_is_kept_empty_and_not_recorded_again():
+    program = TileProgram()
+    register = program.register()
+    program.call(lambda value: value, [(_CONSTANT, numpy.zeros(3))], [], register)
+    program.refuse("an array is a constant argument of test")
+    tile_program.forget_all()
+    tile_program.keep("key", program)
+    kept = tile_program.lookup("key")
+    assert kept is program and not kept.replayable and kept.operations == [] and "array" in kept.reason
+    tile_program.forget_all()

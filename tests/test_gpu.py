@@ -141,9 +141,10 @@ def test_cublas_products_equal_numpy(rng, precision, tolerance, transpose_a, tra
     assert relative_error(got, 2 * batched_matmul(a, b, **options)) < tolerance
 
 
+@pytest.mark.parametrize("mode", ["tuned", "search"])
 @pytest.mark.parametrize("precision", ["float32", "tf32", "bfloat16"])
 @pytest.mark.parametrize("transpose_a,transpose_b", [(False, False), (True, False), (False, True)])
-def test_tuned_products_equal_the_plain_cublas_call(rng, monkeypatch, precision, transpose_a, transpose_b):
+def test_tuned_products_equal_the_plain_cublas_call(rng, monkeypatch, mode, precision, transpose_a, transpose_b):
     """cuBLASLt's tuned algorithm gives the plain call's product (to float32 sums), on strided views (the
     right half of a wider buffer, as the backward pass reads ``G``), and adds into ``out`` when asked
     without tuning ever writing the caller's arrays."""
@@ -158,7 +159,7 @@ def test_tuned_products_equal_the_plain_cublas_call(rng, monkeypatch, precision,
     options = dict(transpose_a=transpose_a, transpose_b=transpose_b, precision=precision)
     monkeypatch.setenv("DASKSAE_GEMM", "cublas")
     plain = batched_matmul(a, b, **options)
-    monkeypatch.setenv("DASKSAE_GEMM", "tuned")
+    monkeypatch.setenv("DASKSAE_GEMM", mode)  # search: every tile shape and stage count cuBLASLt has, too
     before = len(tuned_gemm.tuning_table())
     start = cupy.full(plain.shape, 0.5, dtype=cupy.float32)
     tuned = batched_matmul(a, b, out=start.copy(), accumulate=True, **options)

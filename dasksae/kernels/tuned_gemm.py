@@ -13,7 +13,9 @@ Only the GEMM's algorithm changes: the operands, their layout, the compute
 type and the result are those of the plain call, so results differ from it
 only in the order of the float32 sums.
 
-Tuning is opt-in: ``DASKSAE_GEMM=tuned``.  The default (``cublas``) is the
+Tuning is opt-in: ``DASKSAE_GEMM=tuned``; ``DASKSAE_GEMM=search`` also
+times every algorithm, tile shape and stage count that cuBLASLt has for the
+types (slow: for finding out which suit these shapes).  The default (``cublas``) is the
 plain call, and so is any product whose tuning would need more than a
 quarter of the device's free memory, or where cuBLASLt cannot be loaded.
 Measured on an H200 (session 7, coates200 M=96, in-process): tuning on the
@@ -72,7 +74,18 @@ _SIGNATURES = {
     "cublasLtMatmul": [_P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, ctypes.POINTER(_Algo), _P, ctypes.c_size_t, _P],
     "cublasLtMatmulAlgoConfigGetAttribute": [ctypes.POINTER(_Algo), ctypes.c_int, _P, ctypes.c_size_t,
                                              ctypes.POINTER(ctypes.c_size_t)],
+    "cublasLtMatmulAlgoConfigSetAttribute": [ctypes.POINTER(_Algo), ctypes.c_int, _P, ctypes.c_size_t],
+    "cublasLtMatmulAlgoCapGetAttribute": [ctypes.POINTER(_Algo), ctypes.c_int, _P, ctypes.c_size_t,
+                                          ctypes.POINTER(ctypes.c_size_t)],
+    "cublasLtMatmulAlgoGetIds": [_P, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                 ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)],
+    "cublasLtMatmulAlgoInit": [_P, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                               ctypes.c_int, ctypes.POINTER(_Algo)],
+    "cublasLtMatmulAlgoCheck": [_P, _P, _P, _P, _P, _P, ctypes.POINTER(_Algo), ctypes.POINTER(_HeuristicResult)],
 }
+_CAP_TILE_IDS, _CAP_STAGES_IDS = 6, 13
+_ALGO_CONFIG_REDUCTION_SCHEME, _ALGO_CONFIG_CTA_SWIZZLING, _ALGO_CONFIG_CUSTOM_OPTION = 3, 4, 5
+SEARCH_LIMIT = 150  # configurations checked per shape in the exhaustive search (DASKSAE_GEMM=search)
 
 
 class CublasLtError(RuntimeError):
@@ -87,8 +100,8 @@ _thread = threading.local()  # each thread's handle and workspace (each worker t
 
 
 def enabled() -> bool:
-    """Whether products are tuned: ``DASKSAE_GEMM=tuned`` and cuBLASLt loads."""
-    if os.environ.get("DASKSAE_GEMM", "cublas") != "tuned":
+    """Whether products are tuned: ``DASKSAE_GEMM=tuned`` (or ``search``) and cuBLASLt loads."""
+    if os.environ.get("DASKSAE_GEMM", "cublas") not in ("tuned", "search"):
         return False
     return (_library if _library is not None else _load()) is not False
 
@@ -192,7 +205,7 @@ def batched_gemm(plain, op_a, op_b, m, n, k, a_ptr, a_type, ld_a, stride_a, b_pt
     alignments = (_alignment(a_ptr, stride_a * size_a, ld_a * size_a), _alignment(b_ptr, stride_b * size_b, ld_b * size_b),
                   _alignment(c_ptr, stride_c * size_c, ld_c * size_c))
     key = (op_a, op_b, m, n, k, a_type, ld_a, stride_a, b_type, ld_b, stride_b, c_type, ld_c, stride_c, batch, compute,
-           bool(beta), alignments)
+           bool(beta), alignments, os.environ.get("DASKSAE_GEMM"))
     plan = _plans.get(key)
     if plan is None:
         plan = _tune(key, plain, alpha, beta, itemsizes)
@@ -254,7 +267,7 @@ def _tune(key, plain, alpha, beta, itemsizes):
     import cupy
 
     (op_a, op_b, m, n, k, a_type, ld_a, stride_a, b_type, ld_b, stride_b, c_type, ld_c, stride_c, batch, compute,
-     _, alignments) = key
+     _, alignments, _) = key
     library = _load()
     handle, _ = _handle_and_workspace()
     desc = _P()
@@ -288,6 +301,8 @@ def _tune(key, plain, alpha, beta, itemsizes):
     status = library.cublasLtMatmulAlgoGetHeuristic(handle, desc, *layouts, layouts[2], preference, CANDIDATES, results,
                                                     ctypes.byref(returned))
     candidates = [results[i] for i in range(returned.value) if results[i].state == 0] if status == 0 else []
+    if os.environ.get("DASKSAE_GEMM") == "search":
+        candidates += _enumerated(handle, desc, layouts, compute, a_type, b_type, c_type)
 
     # Scratch operands and output with the same strides and alignments, filled with random values: tuning never
     # touches the caller's arrays, and a candidate is kept only if its product equals the plain call's.
@@ -335,6 +350,56 @@ def _tune(key, plain, alpha, beta, itemsizes):
     with _plans_lock:
         _plans.setdefault(key, plan)
     return _plans[key]
+
+
+def _capability(algo, attribute):
+    """An array-valued capability of ``algo`` (tile or stages ids) as a list of ints."""
+    library = _load()
+    written = ctypes.c_size_t()
+    library.cublasLtMatmulAlgoCapGetAttribute(ctypes.byref(algo), attribute, None, 0, ctypes.byref(written))
+    count = written.value // 4
+    if count == 0:
+        return []
+    values = (ctypes.c_uint32 * count)()
+    library.cublasLtMatmulAlgoCapGetAttribute(ctypes.byref(algo), attribute, values, ctypes.sizeof(values),
+                                              ctypes.byref(written))
+    return list(values)
+
+
+def _enumerated(handle, desc, layouts, compute, a_type, b_type, c_type):
+    """Every algorithm cuBLASLt has for these types, at each tile shape and stage count it supports, without
+    split-K, that passes ``cublasLtMatmulAlgoCheck`` for this product (``DASKSAE_GEMM=search``, at most
+    ``SEARCH_LIMIT``).  The heuristic lists only a few of them; the search is for finding out which tile
+    shapes suit ``M = 96`` (NVIDIA's "LtSgemmCustomFind" sample does the same)."""
+    library = _load()
+    scale = _CUDA_R_32F if c_type == _CUDA_R_32F else c_type
+    ids, returned = (ctypes.c_int * 256)(), ctypes.c_int()
+    if library.cublasLtMatmulAlgoGetIds(handle, compute, scale, a_type, b_type, c_type, c_type, 256, ids,
+                                        ctypes.byref(returned)) != 0:
+        return []
+    found = []
+    for algo_id in list(ids)[: returned.value]:
+        algo = _Algo()
+        if library.cublasLtMatmulAlgoInit(handle, compute, scale, a_type, b_type, c_type, c_type, algo_id,
+                                          ctypes.byref(algo)) != 0:
+            continue
+        for tile in _capability(algo, _CAP_TILE_IDS) or [0]:
+            for stages in _capability(algo, _CAP_STAGES_IDS) or [0]:
+                if len(found) >= SEARCH_LIMIT:
+                    return found
+                trial = _Algo.from_buffer_copy(algo)
+                for attribute, value in ((_ALGO_CONFIG_TILE_ID, tile), (_ALGO_CONFIG_STAGES_ID, stages),
+                                         (_ALGO_CONFIG_SPLITK_NUM, 1), (_ALGO_CONFIG_REDUCTION_SCHEME, 0),
+                                         (_ALGO_CONFIG_CTA_SWIZZLING, 0), (_ALGO_CONFIG_CUSTOM_OPTION, 0)):
+                    number = ctypes.c_uint32(value) if attribute != _ALGO_CONFIG_SPLITK_NUM else ctypes.c_int32(value)
+                    library.cublasLtMatmulAlgoConfigSetAttribute(ctypes.byref(trial), attribute, ctypes.byref(number),
+                                                                 ctypes.sizeof(number))
+                result = _HeuristicResult()
+                if library.cublasLtMatmulAlgoCheck(handle, desc, *layouts, layouts[2], ctypes.byref(trial),
+                                                   ctypes.byref(result)) == 0 and result.workspace_size <= WORKSPACE_BYTES:
+                    result.algo = trial
+                    found.append(result)
+    return found
 
 
 def tuning_table():

@@ -21,6 +21,10 @@ directly:
   functions run on tile (0, 0), which sends the new ``a`` to the tiles that
   read it.
 
+After its first step, a tile's task replays what it recorded of that step
+(:mod:`dasksae.tile_program`) instead of building the graph again: the same
+calls, messages and tags, without the bookkeeping.
+
 Weights stay in the tiles' tasks' results, on their workers.  The mailbox is
 a worker plugin (:func:`install`); it counts the bytes it receives, which is
 how tests compare the halos moved with the tile geometry.

@@ -72,7 +72,8 @@ class TileProgram:
         self.operations.append((CALL, function, sources, receipts, out))
 
     def finish(self):
-        """Work out after which operation each register is read for the last time (outputs are kept)."""
+        """Work out after which operation each register is read for the last time (outputs are kept; a result
+        that nothing reads is dropped after the operation that made it)."""
         last = {}
         for index, operation in enumerate(self.operations):
             if operation[0] == SEND:
@@ -82,6 +83,9 @@ class TileProgram:
                 for kind, value in operation[2]:
                     if kind == _SLOT:
                         last[value] = index
+        for index, operation in enumerate(self.operations):  # a result nobody reads goes as soon as it is made
+            if operation[0] == CALL and operation[4] not in last:
+                last[operation[4]] = index
         kept = set(self.outputs.values())
         self._frees = [[] for _ in self.operations]
         for register, index in last.items():

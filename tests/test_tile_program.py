@@ -33,9 +33,11 @@ def test_a_program_replays_calls_and_messages_in_order_and_drops_registers_after
     program.send((0, 1), "add:(0, 0)>(0, 1):0", [added])
     product = program.register()
     program.call(lambda value, other: value * other, [(_SLOT, added), (_RECEIVED, None)], [("mul:(0, 1)>(0, 0):0", [1])], product)
+    unread = program.register()
+    program.call(lambda value: value, [(_SLOT, x)], [], unread)
     program.outputs["product"] = product
     program.finish()
-    assert program._frees == [[x], [], [added]]  # the output is kept
+    assert program._frees == [[], [], [added], [x, unread]]  # the output is kept; x is read last by the fourth
     executor = _FakeExecutor("step.3", {"step.3:mul:(0, 1)>(0, 0):0": [10]})
     assert program.replay(executor, {"x": 2}) == {"product": 30}
     assert executor.sent == [((0, 1), "step.3:add:(0, 0)>(0, 1):0", [3])]

@@ -310,6 +310,8 @@ def main(argv=None):
             "card": card, "ceilings": ceilings, "python": platform.python_version(), "numpy": numpy.__version__,
             "cupy": cupy.__version__, "torch": torch.__version__, "dask": dask.__version__, "distributed": distributed.__version__,
             "protocol": args.protocol, "switch_interval": __import__("sys").getswitchinterval(),
+            "environment": {name: os.environ[name] for name in ("DASKSAE_GEMM", "DASKSAE_SPMD_REPLAY", "DASKSAE_HALO_EVENTS")
+                            if name in os.environ},
         }
         with open(args.json, "w") as handle:
             json.dump({"meta": meta, "rows": rows}, handle, indent=1)

@@ -45,7 +45,6 @@ MAILBOX = "_dasksae_mailbox"
 # Halos between worker threads of one process carry a CUDA event instead of waiting for the sender's stream (opt-in
 # until measured on the GPU: DASKSAE_HALO_EVENTS=1).
 HALO_EVENTS = os.environ.get("DASKSAE_HALO_EVENTS", "0") == "1"
-REPLAY = os.environ.get("DASKSAE_SPMD_REPLAY", "1") != "0"  # dasksae.tile_program; 0: build the graph every step
 
 
 class Mailbox:
@@ -331,7 +330,6 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
     from .kernels.backend import array_module
 
     config = grid.config
-    count = len(config.stages)
     first_tile = grid.tiles()[0]
     objective_has_scale = config.objective == "rica"
     losses, sent = [], 0
@@ -344,16 +342,10 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
             mailbox = executor.mailbox
             key = (me, tuple(sorted(placement.items())), repr(config), grid.rows, grid.cols, stage, float(lr), float(momentum),
                    precision, tuple(x_part.shape), str(x_part.dtype), xp.__name__)
-            program = tile_program.lookup(key) if REPLAY else None
-            if program is not None and program.replayable:  # this tile's recorded share of the step (dasksae.tile_program)
-                outputs = program.replay(executor, {"x": x_part, **{f"state{k}": my_states[k] for k in range(count)},
-                                                    **{f"scale{k}": my_scales[k] for k in range(count)}})
-                first, last = program.stages
-                stage_results = {k: (outputs[f"state{k}"], outputs.get(f"reduced{k}")) for k in range(first, last + 1)}
-            else:
-                first, last, stage_results = _build_and_record(executor, key if REPLAY and program is None else None, config,
-                                                               grid, me, first_tile, count, objective_has_scale, x_part,
-                                                               my_states, my_scales, stage, lr, momentum, precision)
+            step = tile_program.replayed(key, executor, tile_program.step_inputs(x_part, my_states, my_scales))
+            if step is None:
+                step = _built(executor, key, grid, me, x_part, my_states, my_scales, stage, lr, momentum, precision)
+            first, last, stage_results = step
             for k, (back, reduced) in stage_results.items():
                 my_states[k] = back["state"]
                 if me == first_tile and objective_has_scale:
@@ -372,47 +364,27 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
     }
 
 
-def _build_and_record(executor, key, config, grid, me, first_tile, count, objective_has_scale, x_part, my_states,
-                      my_scales, stage, lr, momentum, precision):
-    """One step by building the graph (:func:`~dasksae.tiled_network.build_step`), recording this tile's
-    share of it as a :class:`~dasksae.tile_program.TileProgram` for the next steps with the same ``key``
-    (``None``: nothing recorded).
-
-    Returns ``(first, last, {stage: (filter-backward result, reduced summary or None)})`` as values.
-    """
+def _built(executor, key, grid, me, x_part, my_states, my_scales, stage, lr, momentum, precision):
+    """One step by building the graph (:func:`~dasksae.tiled_network.build_step`), recorded as ``key``'s
+    program (:func:`dasksae.tile_program.built`)."""
     from .tile_array import TileArray
     from .tiled_network import build_step
 
-    if key is not None:
-        executor.start_recording()
-    states = [
-        TileArray(executor, grid.windows(k, "blocks"), {t: SpmdHandle(t, my_states[k] if t == me else None) for t in grid.tiles()})
-        for k in range(count)
-    ]
-    scales = [SpmdHandle(first_tile, my_scales[k]) if objective_has_scale else None for k in range(count)]
-    per_map = x_part.shape[-1] * x_part.dtype.itemsize
-    current = TileArray(
-        executor, grid.windows(0, "input_owned"), {t: SpmdHandle(t, x_part if t == me else None) for t in grid.tiles()},
-        None, config.input_shape[2] * per_map,
-    )
-    if executor.program is not None:
-        executor.record_input(current.parts[me], "x")
-        for k in range(count):
-            executor.record_input(states[k].parts[me], f"state{k}")
-            if me == first_tile and scales[k] is not None:
-                executor.record_input(scales[k], f"scale{k}")
-    first, last, results = build_step(config, grid, states, scales, current, x_part.shape[-1], stage, (lr, momentum), precision)
-    program = executor.program
-    if program is not None:
-        for k, (filter_back, reduced) in results.items():
-            executor.record_output(filter_back.parts[me], f"state{k}")
-            if me == first_tile:
-                executor.record_output(reduced, f"reduced{k}")
-        program.stages = (first, last)
-        tile_program.keep(key, program)  # kept even if not replayable: then it is not recorded again
-        executor.program = None
-    return first, last, {k: (filter_back.parts[me].value, reduced.value if me == first_tile else None)
-                         for k, (filter_back, reduced) in results.items()}
+    config, tiles = grid.config, grid.tiles()
+    count, first_tile = len(config.stages), tiles[0]
+    states = [TileArray(executor, grid.windows(k, "blocks"), {t: SpmdHandle(t, my_states[k] if t == me else None) for t in tiles})
+              for k in range(count)]
+    scales = [SpmdHandle(first_tile, my_scales[k]) if config.objective == "rica" else None for k in range(count)]
+    current = TileArray(executor, grid.windows(0, "input_owned"), {t: SpmdHandle(t, x_part if t == me else None) for t in tiles},
+                        None, config.input_shape[2] * x_part.shape[-1] * x_part.dtype.itemsize)
+    inputs = tile_program.step_inputs(current.parts[me], [s.parts[me] for s in states], scales if me == first_tile else [])
+
+    def build():
+        first, last, results = build_step(config, grid, states, scales, current, x_part.shape[-1], stage, (lr, momentum),
+                                          precision)
+        return first, last, {k: (back.parts[me], reduced if me == first_tile else None) for k, (back, reduced) in results.items()}
+
+    return tile_program.built(key, executor, inputs, build)
 
 
 def step_summary(bundle: dict) -> dict:

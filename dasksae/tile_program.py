@@ -30,12 +30,15 @@ the graph as before.
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy
 
 SEND, CALL = 0, 1
 _SLOT, _CONSTANT, _RECEIVED = 0, 1, 2
+
+REPLAY = os.environ.get("DASKSAE_SPMD_REPLAY", "1") != "0"  # 0: build the step's graph every step
 
 _programs: dict = {}
 _programs_lock = threading.Lock()
@@ -129,6 +132,51 @@ def is_array(value) -> bool:
     if isinstance(value, numpy.generic):  # a NumPy scalar is a value, like a Python float
         return False
     return hasattr(value, "__array_interface__") or hasattr(value, "__cuda_array_interface__")
+
+
+def step_inputs(x, states, scales) -> dict:
+    """A tile step's inputs by the names its program records them under (``None`` entries are left out)."""
+    named = {"x": x, **{f"state{k}": state for k, state in enumerate(states)},
+             **{f"scale{k}": scale for k, scale in enumerate(scales)}}
+    return {name: value for name, value in named.items() if value is not None}
+
+
+def replayed(key, executor, inputs: dict):
+    """The step replayed from the program kept for ``key``, or ``None`` if there is none to replay.
+
+    ``executor``: what the program's messages go through (``None`` for one tile).  Returns ``(first,
+    last, {stage: (filter-backward result, reduced summary or None)})``.
+    """
+    program = lookup(key) if REPLAY else None
+    if program is None or not program.replayable:
+        return None
+    outputs = program.replay(executor, inputs)
+    first, last = program.stages
+    return first, last, {k: (outputs[f"state{k}"], outputs.get(f"reduced{k}")) for k in range(first, last + 1)}
+
+
+def built(key, executor, input_handles: dict, build):
+    """The step built by ``build()`` with ``executor``, recorded as ``key``'s program unless one is kept already.
+
+    ``input_handles``: the handles of the tile's inputs, by name (:func:`step_inputs`); ``build()``
+    returns ``(first, last, {stage: (filter-backward handle, reduced handle or None)})``.  Returns the
+    same with values, as :func:`replayed` does.
+    """
+    record = REPLAY and lookup(key) is None
+    if record:
+        executor.start_recording()
+        for name, handle in input_handles.items():
+            executor.record_input(handle, name)
+    first, last, handles = build()
+    if record:
+        for k, (state, reduced) in handles.items():
+            executor.record_output(state, f"state{k}")
+            if reduced is not None:
+                executor.record_output(reduced, f"reduced{k}")
+        executor.program.stages = (first, last)
+        keep(key, executor.program)  # kept even if not replayable: then it is not recorded again
+        executor.program = None
+    return first, last, {k: (state.value, None if reduced is None else reduced.value) for k, (state, reduced) in handles.items()}
 
 
 def lookup(key):

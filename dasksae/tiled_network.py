@@ -672,41 +672,27 @@ def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: 
 def _fused_step(config, grid, tile, count, lr, momentum, stage, precision, x, states, scales):
     """One step of :func:`fused_single_tile_step` on minibatch ``x`` (on the weights' device); updates ``states``
     and ``scales`` in place and returns the stage losses."""
-    from . import spmd, tile_program
+    from . import tile_program
     from .tile_array import _LocalHandle
 
-    array_kind = type(x).__module__.split(".")[0]
-    key = ("fused", repr(config), stage, float(lr), float(momentum), precision, tuple(x.shape), str(x.dtype), array_kind,
-           tuple(scale is None for scale in scales))
-    program = tile_program.lookup(key) if spmd.REPLAY else None
-    if program is not None and program.replayable:  # the step recorded before (dasksae.tile_program): no graph built
-        outputs = program.replay(None, {"x": x, **{f"state{k}": states[k] for k in range(count)},
-                                        **{f"scale{k}": scales[k] for k in range(count)}})
-        first, last = program.stages
-        values = {k: (outputs[f"state{k}"], outputs[f"reduced{k}"]) for k in range(first, last + 1)}
-    else:
+    key = ("fused", repr(config), stage, float(lr), float(momentum), precision, tuple(x.shape), str(x.dtype),
+           type(x).__module__.split(".")[0], tuple(scale is None for scale in scales))
+    step = tile_program.replayed(key, None, tile_program.step_inputs(x, states, scales))
+    if step is None:  # build the graph (and record it, the first time: dasksae.tile_program)
         executor = LocalExecutor()
-        if spmd.REPLAY and program is None:
-            executor.start_recording()
         stage_states = [TileArray(executor, grid.windows(k, "blocks"), {tile: _LocalHandle(states[k])}) for k in range(count)]
         stage_scales = [None if scale is None else _LocalHandle(scale) for scale in scales]
         current = TileArray(executor, grid.windows(0, "input_owned"), {tile: _LocalHandle(x)}, None,
                             config.input_shape[2] * x.shape[-1] * x.dtype.itemsize)
-        if executor.program is not None:
-            executor.record_input(current.parts[tile], "x")
-            for k in range(count):
-                executor.record_input(stage_states[k].parts[tile], f"state{k}")
-                if stage_scales[k] is not None:
-                    executor.record_input(stage_scales[k], f"scale{k}")
-        first, last, results = build_step(config, grid, stage_states, stage_scales, current, x.shape[-1], stage,
-                                          (lr, momentum), precision)
-        if executor.program is not None:
-            for k, (filter_back, reduced) in results.items():
-                executor.record_output(filter_back.parts[tile], f"state{k}")
-                executor.record_output(reduced, f"reduced{k}")
-            executor.program.stages = (first, last)
-            tile_program.keep(key, executor.program)  # kept even if not replayable: then it is not recorded again
-        values = {k: (filter_back.parts[tile].value, reduced.value) for k, (filter_back, reduced) in results.items()}
+
+        def build():
+            first, last, results = build_step(config, grid, stage_states, stage_scales, current, x.shape[-1], stage,
+                                              (lr, momentum), precision)
+            return first, last, {k: (back.parts[tile], reduced) for k, (back, reduced) in results.items()}
+
+        step = tile_program.built(key, executor, tile_program.step_inputs(
+            current.parts[tile], [s.parts[tile] for s in stage_states], stage_scales), build)
+    first, last, values = step
     for k, (back, reduced) in values.items():
         states[k] = back["state"]
         if scales[k] is not None:

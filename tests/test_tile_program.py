@@ -4,7 +4,7 @@ import distributed
 import numpy
 import pytest
 
-from dasksae import TiledNetwork, spmd, tile_program
+from dasksae import TiledNetwork, tile_program
 from dasksae.tile_program import _CONSTANT, _RECEIVED, _SLOT, TileProgram, is_array
 from test_tiling import UNEVEN
 
@@ -66,7 +66,7 @@ def test_replayed_steps_equal_steps_that_build_the_graph(monkeypatch, objective)
     monkeypatch.setattr(tile_program.TileProgram, "replay", counted)
     outcomes = {}
     for replaying in (False, True):
-        monkeypatch.setattr(spmd, "REPLAY", replaying)
+        monkeypatch.setattr(tile_program, "REPLAY", replaying)
         tile_program.forget_all()
         with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
             with distributed.Client(cluster) as client:
@@ -94,7 +94,7 @@ def test_the_one_tile_fused_step_replays_too(monkeypatch, objective):
     batches = [data.standard_normal(config.input_shape + (3,)) for _ in range(4)]
     outcomes = {}
     for replaying in (False, True):
-        monkeypatch.setattr(spmd, "REPLAY", replaying)
+        monkeypatch.setattr(tile_program, "REPLAY", replaying)
         tile_program.forget_all()
         network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=2, dtype="float64")
         losses = [network.step(x, 1e-3, 0.9).loss for x in batches]

@@ -212,7 +212,7 @@ def _cublas_batched(a, b, out, transpose_a, transpose_b, m, n, k, precision, acc
     ld_a, batch_a = a.strides[1] // a.itemsize, a.strides[0] // a.itemsize
     handle, count = device.get_cublas_handle(), a.shape[0]
 
-    def plain(b_ptr, a_ptr, out_ptr, count=count):
+    def plain(b_ptr, a_ptr, out_ptr):
         cublas.gemmStridedBatchedEx(
             handle, op_b, op_a, n, m, k,
             alpha.ctypes.data,

@@ -172,13 +172,13 @@ def _alignment(pointer, *byte_strides):
 class _Plan:
     """A product's descriptors and its chosen algorithm (``None``: the plain cuBLAS call is fastest)."""
 
-    __slots__ = ("desc", "layouts", "algo", "workspace_size", "described", "plain_ms", "best_ms", "rejected", "tuned_batch")
+    __slots__ = ("desc", "layouts", "algo", "workspace_size", "described", "plain_ms", "best_ms", "rejected")
 
     def __init__(self, desc, layouts):
         self.desc, self.layouts = desc, layouts
         self.algo, self.workspace_size, self.described = None, 0, "cublas default"
         self.plain_ms = self.best_ms = None
-        self.rejected = self.tuned_batch = 0
+        self.rejected = 0
 
 
 def _describe(algo):
@@ -196,8 +196,7 @@ def batched_gemm(plain, op_a, op_b, m, n, k, a_ptr, a_type, ld_a, stride_a, b_pt
                  c_ptr, c_type, ld_c, stride_c, batch, compute, alpha, beta, itemsizes):
     """Column-major ``C[i] = alpha op(A[i]) op(B[i]) + beta C[i]`` (cuBLAS's terms), tuned per shape.
 
-    ``plain(a_ptr, b_ptr, c_ptr, batch)`` makes the same product (of the first ``batch`` matrices)
-    with ``cublasGemmStridedBatchedEx``;
+    ``plain(a_ptr, b_ptr, c_ptr)`` makes the same product with ``cublasGemmStridedBatchedEx``;
     ``alpha`` and ``beta`` are NumPy scalars of the scale type (float32).
     ``itemsizes``: bytes of an element of A, B and C.
     """
@@ -213,9 +212,9 @@ def batched_gemm(plain, op_a, op_b, m, n, k, a_ptr, a_type, ld_a, stride_a, b_pt
         try:
             _run(plan, a_ptr, b_ptr, c_ptr, alpha, beta)
             return
-        except CublasLtError:  # chosen on a part of the batch, refused for the whole: the plain call from now on
+        except CublasLtError:  # refused at run time although it ran in tuning: the plain call from now on
             plan.algo, plan.described = None, "cublas default (the tuned algorithm was refused)"
-    plain(a_ptr, b_ptr, c_ptr, batch)
+    plain(a_ptr, b_ptr, c_ptr)
 
 
 def _run(plan, a_ptr, b_ptr, c_ptr, alpha, beta):
@@ -280,7 +279,6 @@ def _tune(key, plain, alpha, beta, itemsizes):
     layouts = (_layout(a_type, a_rows, a_cols, ld_a, batch, stride_a), _layout(b_type, b_rows, b_cols, ld_b, batch, stride_b),
                _layout(c_type, m, n, ld_c, batch, stride_c))
     plan = _Plan(desc, layouts)
-    plan.tuned_batch = batch
     extents = [(stride * (batch - 1) + ld * cols) * size for stride, ld, cols, size in
                ((stride_a, ld_a, a_cols, itemsizes[0]), (stride_b, ld_b, b_cols, itemsizes[1]), (stride_c, ld_c, n, itemsizes[2]))]
     need = sum(extents) + (extents[2] if beta else 0) + 4 * max(extents[:2]) // min(itemsizes[:2])  # + random floats
@@ -311,7 +309,7 @@ def _tune(key, plain, alpha, beta, itemsizes):
     c_buffer, c_values, c_ptr = _scratch(ld_c, n, stride_c, batch, c_type, alignments[2], fill=bool(beta))
     c_start = c_values.copy() if beta else None  # what C held, where the product adds to it
     sample = slice(None, None, max(1, c_values.size // 65536))  # about 64k values of the output, spread over it
-    plain(a_ptr, b_ptr, c_ptr, batch)
+    plain(a_ptr, b_ptr, c_ptr)
     expected = c_values[sample].copy()
     scale = float(cupy.abs(expected).max()) or 1.0
 
@@ -326,7 +324,7 @@ def _tune(key, plain, alpha, beta, itemsizes):
         stop.synchronize()
         return cupy.cuda.get_elapsed_time(start, stop) / _TIMED_LAUNCHES
 
-    plan.plain_ms = plan.best_ms = timed(lambda: plain(a_ptr, b_ptr, c_ptr, batch))
+    plan.plain_ms = plan.best_ms = timed(lambda: plain(a_ptr, b_ptr, c_ptr))
     plan.rejected = 0
     for candidate in candidates:
         trial = _Plan(desc, layouts)
@@ -407,9 +405,8 @@ def tuning_table():
     rows = []
     for key, plan in list(_plans.items()):
         op_a, op_b, m, n, k = key[:5]
-        batch, compute = plan.tuned_batch, key[15]
-        rows.append({"ops": f"{'nt'[op_a]}{'nt'[op_b]}", "m": m, "n": n, "k": k, "batch": key[14], "tuned_batch": batch,
-                     "compute": compute,
+        batch, compute = key[14], key[15]
+        rows.append({"ops": f"{'nt'[op_a]}{'nt'[op_b]}", "m": m, "n": n, "k": k, "batch": batch, "compute": compute,
                      "plain_ms": plan.plain_ms, "best_ms": plan.best_ms, "chosen": plan.described,
                      "candidates_rejected": plan.rejected,
                      "tflops_plain": 2e-9 * m * n * k * batch / plan.plain_ms if plan.plain_ms else None,

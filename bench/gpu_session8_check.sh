@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# On the lent GPU machine (device tool, carry [".whl"]), session 8.  Session 7's script, PART=next, was this
+# session's first call (bench/results/session8/next/).
+#   PART=ab     A/Bs against that call's rows: DASKSAE_GEMM=tuned (1 worker), DASKSAE_GEMM=search (in-process,
+#               float32: which of cuBLASLt's tile shapes suit M = 96) and DASKSAE_HALO_EVENTS=1 (4 worker threads).
+source bench/device_setup.sh
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
+case "${PART:-ab}" in
+ab)
+  DASKSAE_HALO_EVENTS=1 timeout 150 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads \
+    --dtypes float32,bfloat16 --steps-per-task-4w 10 --runs-4w 5 --runs 5 --json $OUT/gpu-step-coates200-m96-halo-events.json 2>&1 | filter | sed 's/^/halo events: /' | tee -a $OUT/gpu-step.log
+  DASKSAE_GEMM=tuned timeout 140 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-1w \
+    --dtypes float32,bfloat16 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-coates200-m96-tuned.json 2>&1 | filter | sed 's/^/tuned: /' | tee -a $OUT/gpu-step.log
+  DASKSAE_GEMM=search timeout 230 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-in-process \
+    --dtypes float32 --runs 20 --json $OUT/gpu-step-coates200-m96-search.json 2>&1 | filter | sed 's/^/search: /' | tee -a $OUT/gpu-step.log ;;
+esac
+true

@@ -116,6 +116,7 @@ def time_in_process(config, batch, runs, warmup, dtype="float32"):
         cupy.cuda.runtime.deviceSynchronize()
         if index >= warmup:
             times.append(time.perf_counter() - started)
+    _print_graph_state([_graph_state()])
     held = _pool_bytes()
     del network, x
     cupy.get_default_memory_pool().free_all_blocks()
@@ -125,8 +126,26 @@ def time_in_process(config, batch, runs, warmup, dtype="float32"):
 def _pool_bytes():
     import cupy
 
+    from dasksae import cuda_graphs
+
     pool = cupy.get_default_memory_pool()
-    return int(pool.total_bytes())
+    return int(pool.total_bytes()) + cuda_graphs.private_pool_bytes()  # with the CUDA graphs' own pools
+
+
+def _graph_state():
+    from dasksae import cuda_graphs
+
+    return {"launches": cuda_graphs.launches, "failures": list(cuda_graphs.failures)}
+
+
+def _print_graph_state(states):
+    """With DASKSAE_CUDA_GRAPHS=1: how many graphs were launched, and why any tile's step gave them up."""
+    if os.environ.get("DASKSAE_CUDA_GRAPHS") != "1":
+        return
+    states = list(states)
+    failures = sorted({reason for state in states for reason in state["failures"]})
+    print(f"  cuda graphs: {sum(state['launches'] for state in states)} launches; "
+          + ("given up: " + " | ".join(failures)[:600] if failures else "none given up"))
 
 
 def _free_pool():
@@ -170,6 +189,7 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
                 report = network.steps([data] * steps_per_task, 1e-3, 0.9)[-1]
                 times.append((time.perf_counter() - started) / steps_per_task)
         report.statistics["in_task_seconds"] = in_task_seconds(stream.data, steps_per_task)
+        _print_graph_state(client.run(_graph_state).values())
         pools = client.run(_pool_bytes).values()
         held = sum(pools) if processes else max(pools)  # threads of one process share its memory pool
         del network
@@ -310,7 +330,8 @@ def main(argv=None):
             "card": card, "ceilings": ceilings, "python": platform.python_version(), "numpy": numpy.__version__,
             "cupy": cupy.__version__, "torch": torch.__version__, "dask": dask.__version__, "distributed": distributed.__version__,
             "protocol": args.protocol, "switch_interval": __import__("sys").getswitchinterval(),
-            "environment": {name: os.environ[name] for name in ("DASKSAE_GEMM", "DASKSAE_SPMD_REPLAY", "DASKSAE_HALO_EVENTS")
+            "environment": {name: os.environ[name] for name in ("DASKSAE_GEMM", "DASKSAE_SPMD_REPLAY", "DASKSAE_HALO_EVENTS",
+                                                                       "DASKSAE_CUDA_GRAPHS")
                             if name in os.environ},
         }
         with open(args.json, "w") as handle:

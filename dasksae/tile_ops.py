@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy
 
+from .cuda_graphs import host_side
 from .kernels.backend import array_module, host_floats
 from .kernels.code_gradient import tied_code_gradient
 from .kernels.contrast import lcn_backward, lcn_forward
@@ -36,9 +37,14 @@ def scale_of(scale_state) -> float:
 
     The state lives on the host (it is tiny and shared by every tile); a
     Python float multiplies NumPy and CuPy arrays alike without changing
-    their dtype.
+    their dtype.  A step replayed as CUDA graphs (:mod:`dasksae.cuda_graphs`)
+    is given ``a`` as a float32 device scalar instead, which it returns as
+    it is: a captured kernel reads it from the device each launch.
     """
-    return 1.0 if scale_state is None else float(scale_state["scale"])
+    if scale_state is None:
+        return 1.0
+    scale = scale_state["scale"]
+    return scale if type(scale).__module__.startswith("cupy") else float(scale)  # on the device under CUDA graphs
 
 
 def _local(window, owned):
@@ -297,6 +303,7 @@ def contrast_backward(grad_output, error_owned, forward, window, owned, batch: i
 # ---------------------------------------------------------------- the scalar a and the losses
 
 
+@host_side
 def reduce_stage(reports, scale_state, update):
     """Sum the tiles' loss and ``a``-gradient parts; with ``update = (lr, momentum)`` step ``a``.
 
@@ -318,6 +325,7 @@ def reduce_stage(reports, scale_state, update):
     return result
 
 
+@host_side
 def tile_report(error, pool, filter_back, pool_back):
     """One tile's losses and ``a``-gradient part of a stage, gathered from its own tasks' results, as host floats.
 

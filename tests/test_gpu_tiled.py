@@ -72,3 +72,38 @@ def test_gpu_reduced_precision_training_follows_float32(precision, tolerance):
             got = numpy.array([gpu.step(x, 1e-3, 0.9).loss for x in batches])
     relative = numpy.abs(got - expected) / numpy.abs(expected)
     assert relative.max() < tolerance, relative
+
+
+@pytest.mark.parametrize("tiles,precision", [("1x1", "float32"), ("1x1", "bfloat16"), ("2x2", "float32")])
+def test_cuda_graphs_equal_steps_replayed_as_calls(monkeypatch, tiles, precision):
+    """Steps replayed as CUDA graphs (staged at the second step, captured at the third, launched from the fourth)
+    give the losses and weights of steps replayed as calls.  RICA's ``a`` changes every step and the minibatch
+    is new every step: a graph that froze either would differ.  2x2: four worker threads, halos with events."""
+    from dasksae import cuda_graphs, spmd, tile_program
+
+    monkeypatch.setattr(spmd, "HALO_EVENTS", True)
+    config = named_config("tiny")
+    data = numpy.random.default_rng(5)
+    batches = [data.standard_normal(config.input_shape + (16,)).astype("float32") for _ in range(7)]
+
+    def train(graphs):
+        monkeypatch.setattr(cuda_graphs, "GRAPHS", graphs)
+        tile_program.forget_all()
+        if tiles == "1x1":
+            network = TiledNetwork(config, tiles, executor=LocalExecutor(), seed=1, dtype=precision, device="cuda")
+            return [network.step(x, 1e-3, 0.9).loss for x in batches], network.parameters()
+        with distributed.LocalCluster(n_workers=4, threads_per_worker=1, dashboard_address=None, processes=False) as cluster:
+            with distributed.Client(cluster) as client:
+                network = TiledNetwork(config, tiles, client, seed=1, dtype=precision, device="cuda")
+                losses = [r.loss for part in (batches[:4], batches[4:]) for r in network.steps(part, 1e-3, 0.9)]
+                return losses, network.parameters()
+
+    cuda_graphs.failures.clear()
+    expected, expected_parameters = train(False)
+    launched = cuda_graphs.launches
+    got, parameters = train(True)
+    assert cuda_graphs.failures == []
+    assert cuda_graphs.launches > launched
+    numpy.testing.assert_allclose(got, expected, rtol=1e-6)
+    for mine, theirs in zip(parameters, expected_parameters):
+        numpy.testing.assert_allclose(mine["encoder"], theirs["encoder"], rtol=1e-5, atol=1e-7)

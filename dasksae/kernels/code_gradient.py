@@ -63,9 +63,11 @@ __device__ __forceinline__ void store(unsigned short& out, float value) { out = 
 extern "C" __global__ void dasksae_tied_code_gradient(
     const float* __restrict__ product, const float* __restrict__ row_scale, const float* __restrict__ z_rows,
     const float* __restrict__ grad_rows, STORAGE* __restrict__ codes, STORAGE* __restrict__ scaled,
-    double* __restrict__ partials, const float a, const unsigned int total)
+    double* __restrict__ partials, const float* __restrict__ a_pointer, const float a_value, const int a_on_device,
+    const unsigned int total)
 {
     __shared__ double warp_sums[32];
+    const float a = a_on_device ? *a_pointer : a_value;  // a device scalar under CUDA graphs (read each launch)
     const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
     double part = 0;
     if (i < total) {
@@ -131,7 +133,8 @@ def _tied_code_gradient_cuda(product, row_scale, z_rows, grad_rows, a, codes, pr
     if (storage.name not in ("float32", "uint16") or row_scale.size != count * rows
             or codes.shape != (count, rows, 2 * batch) or codes.dtype != storage or not codes.flags.c_contiguous
             or not row_scale.flags.c_contiguous or row_scale.dtype != numpy.float32
-            or any(v.shape != z_rows.shape or v.dtype != numpy.float32 or not v.flags.c_contiguous for v in values)):
+            or any(v.shape != z_rows.shape or v.dtype != numpy.float32 or not v.flags.c_contiguous for v in values)
+            or (isinstance(a, cupy.ndarray) and (a.dtype != numpy.float32 or a.size != 1))):
         return None
     pointers = [v.data.ptr for v in values] + [codes.data.ptr]
     lanes = next(n for n in (4, 2, 1) if batch % n == 0 and all(p % (n * 4) == 0 for p in pointers))
@@ -143,7 +146,9 @@ def _tied_code_gradient_cuda(product, row_scale, z_rows, grad_rows, a, codes, pr
     partials = cupy.empty(launches, dtype=cupy.float64)
     scaled_operand = cupy.empty(z_rows.shape, dtype=storage) if scaled else None
     kernel = _kernel(storage.name == "uint16", lanes, vectors, grad_rows is not None, scaled)
+    on_device = isinstance(a, cupy.ndarray)
     kernel((launches,), (THREADS,), (product, row_scale, z_rows, z_rows if grad_rows is None else grad_rows, codes,
                                      codes if scaled_operand is None else scaled_operand, partials,
-                                     numpy.float32(a), numpy.uint32(total)))
+                                     a if on_device else row_scale, numpy.float32(0 if on_device else a),
+                                     numpy.int32(on_device), numpy.uint32(total)))
     return partials.sum(), scaled_operand

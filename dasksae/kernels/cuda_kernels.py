@@ -130,7 +130,9 @@ def _pool_unit_weights_kernel(with_grad: bool):
 _WINDOW_SOURCE = r"""
 extern "C" __global__ void dasksae_pool_windows(const float4* __restrict__ x, const float4* __restrict__ times,
                                                 float4* __restrict__ out, float4* __restrict__ pooled,
-                                                float4* __restrict__ units, const float eps, const float scale_squared,
+                                                float4* __restrict__ units, const float eps,
+                                                const float* __restrict__ scale_squared_pointer,
+                                                const float scale_squared_value, const int scale_on_device,
                                                 const unsigned int total)
 {
     const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -168,6 +170,7 @@ extern "C" __global__ void dasksae_pool_windows(const float4* __restrict__ x, co
     out[i] = sum;
     pooled[i] = make_float4(sqrtf(eps + sum.x), sqrtf(eps + sum.y), sqrtf(eps + sum.z), sqrtf(eps + sum.w));
     if (UNITS) {
+        const float scale_squared = scale_on_device ? *scale_squared_pointer : scale_squared_value;  // device: graphs
         units[i] = make_float4(sqrtf(eps + __fmul_rn(scale_squared, sum.x)), sqrtf(eps + __fmul_rn(scale_squared, sum.y)),
                                sqrtf(eps + __fmul_rn(scale_squared, sum.z)), sqrtf(eps + __fmul_rn(scale_squared, sum.w)));
     }
@@ -211,13 +214,17 @@ def _pool_windows(x, out_shape, size, stride, transpose, times=None, eps=0.0, sc
     total = out_shape[0] * out_shape[1] * (trailing // 4)
     if total == 0 or total >= 2**31:
         return None
+    on_device = isinstance(scale_squared, cupy.ndarray)  # a device scalar under CUDA graphs
+    if on_device and (scale_squared.dtype != numpy.float32 or scale_squared.size != 1):
+        return None
     outputs = [cupy.empty(out_shape, dtype=numpy.float32) for _ in range(1 if transpose else (2 if scale_squared is None else 3))]
     kernel = _pool_windows_kernel(transpose, scale_squared is not None, trailing // 4, x.shape[0], x.shape[1], out_shape[1],
                                   size, stride)
     threads = 256
     padded = outputs + [outputs[0]] * (3 - len(outputs))  # pointers never written without their flag
     kernel(((total + threads - 1) // threads,), (threads,),
-           (x, x if times is None else times, *padded, numpy.float32(eps), numpy.float32(scale_squared or 0),
+           (x, x if times is None else times, *padded, numpy.float32(eps), scale_squared if on_device else x,
+            numpy.float32(0 if on_device or scale_squared is None else scale_squared), numpy.int32(on_device),
             numpy.uint32(total)))
     return outputs
 
@@ -366,15 +373,25 @@ def pool_squares(x, size: int, stride: int, eps: float, scale_squared=None):
     value = x.dtype.type
     outputs = [cupy.empty(out_shape, dtype=x.dtype) for _ in range(2 if scale_squared is None else 3)]
     _pool_squares_kernel(scale_squared is not None)(
-        x, x.shape[1], trailing, out_shape[1], size, stride, value(eps), value(scale_squared or 0), *outputs
+        x, x.shape[1], trailing, out_shape[1], size, stride, value(eps), _scalar(scale_squared, value), *outputs
     )
     return outputs[0], outputs[1], (outputs[2] if scale_squared is not None else None)
+
+
+def _scalar(value, dtype):
+    """A scalar argument of an elementwise kernel: a device scalar as it is (CUDA graphs read it each launch),
+    else ``value`` (``None``: 0) as ``dtype``."""
+    import cupy
+
+    if isinstance(value, cupy.ndarray):
+        return value.astype(dtype, copy=False)
+    return dtype(0 if value is None else value)
 
 
 def pool_unit_weights(grad_pooled, pooled, units, scale_squared, unit_scale):
     """:func:`dasksae.kernels.pooling.pool_unit_weights` with the sparsity term's ``units``, in one kernel."""
     value = pooled.dtype.type
-    scalars = (value(scale_squared), value(unit_scale))
+    scalars = (_scalar(scale_squared, value), value(unit_scale))
     if grad_pooled is None:
         return _pool_unit_weights_kernel(False)(pooled, units, *scalars)
     return _pool_unit_weights_kernel(True)(grad_pooled.astype(pooled.dtype, copy=False), pooled, units, *scalars)

@@ -210,7 +210,13 @@ def _cublas_batched(a, b, out, transpose_a, transpose_b, m, n, k, precision, acc
     op_b, op_a = (1 if transpose_b else 0), (1 if transpose_a else 0)
     ld_b, batch_b = b.strides[1] // b.itemsize, b.strides[0] // b.itemsize
     ld_a, batch_a = a.strides[1] // a.itemsize, a.strides[0] // a.itemsize
+    import cupy
+
     handle, count = device.get_cublas_handle(), a.shape[0]
+    # CuPy's handle is the thread's, but it does not follow the current stream: left alone, every product ran
+    # on the legacy default stream, which orders itself against every worker thread's blocking stream (and
+    # no capture of a non-blocking stream would see it)
+    cublas.setStream(handle, cupy.cuda.get_current_stream().ptr)
 
     def plain(b_ptr, a_ptr, out_ptr):
         cublas.gemmStridedBatchedEx(

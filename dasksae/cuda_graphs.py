@@ -1,0 +1,400 @@
+"""A tile's recorded step replayed as CUDA graphs: one launch for each run of calls between messages (opt-in).
+
+:mod:`dasksae.tile_program` replays a tile's step as a list of Python calls;
+each call still launches its kernels one by one, and four worker threads
+sharing a GPU take turns at the GIL to do so.  On a GPU, with
+``DASKSAE_CUDA_GRAPHS=1``, the program is cut into runs:
+
+* ``send``: a message; its values are copied out of the graphs' memory first
+  (the next step's launch writes there again);
+* ``eager``: a call marked :func:`host_side` (it reads device values on the
+  host: the tile's report, the stage's reduction), run as a Python call;
+* ``graph``: the calls between those.  A call that takes received values
+  starts a new run, so that the thread waits for a message only where the
+  recorded step did.
+
+The first replay runs each graph run as Python calls on *staged* values:
+copies of what the run reads from outside the graphs (the minibatch,
+received halos, results of host-side calls) and ``a`` (the RICA scale) as
+a device scalar instead of a host number, so that the graphs read the new
+values every step.  The weights and momentum are not copied: they are
+updated in place, and a launch checks that the state it is given is the
+same arrays the graphs were captured with (else it replays without graphs
+and captures again).  The second replay captures each graph run on a
+stream of its own, allocating from a memory pool private to the program, as
+PyTorch's graphs do: the run's temporaries are reused within the graphs
+exactly as they were at capture, and nothing else allocates there.  Later
+replays copy the new inputs into the staged buffers and launch the graphs.
+
+Anything that fails during a capture (a call that waits for the device
+without being marked) ends the graphs for that program: the step goes on as
+Python calls from the run that failed, and so do later steps.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .tile_program import _CONSTANT, _SLOT, CALL, SEND, is_array
+
+GRAPHS = os.environ.get("DASKSAE_CUDA_GRAPHS", "0") == "1"  # 1: replay tile steps on a GPU as CUDA graphs
+GRAPH, EAGER, MESSAGE = "graph", "eager", "send"
+
+
+def host_side(function):
+    """Mark ``function`` as reading device values on the host: it runs between graphs, never in one."""
+    function.host_side = True
+    return function
+
+
+def plan(operations) -> list:
+    """The operations' runs, in order: ``(kind, [operation indices])`` with kind ``send``, ``eager`` or ``graph``."""
+    runs = []
+    for index, operation in enumerate(operations):
+        if operation[0] == SEND:
+            runs.append((MESSAGE, [index]))
+        elif _host_side(operation):
+            runs.append((EAGER, [index]))
+        elif runs and runs[-1][0] == GRAPH and not operation[3]:
+            runs[-1][1].append(index)
+        else:
+            runs.append((GRAPH, [index]))
+    return runs
+
+
+def _host_side(operation) -> bool:
+    """Whether a call is host-side: its function, or a function it is given (``tile_array._call_tile``'s)."""
+    _, function, sources, _, _ = operation
+    return getattr(function, "host_side", False) or any(
+        source == _CONSTANT and getattr(value, "host_side", False) for source, value in sources)
+
+
+def staged_registers(operations, runs) -> set:
+    """Registers that graph runs read but no graph run made (inputs, host-side results): they are staged."""
+    made, staged = set(), set()
+    for kind, indices in runs:
+        for index in indices:
+            operation = operations[index]
+            if kind == GRAPH:
+                staged.update(value for source, value in operation[2] if source == _SLOT and value not in made)
+            if operation[0] == CALL and kind == GRAPH:
+                made.add(operation[4])
+    return staged
+
+
+def kept_registers(operations, runs, outputs) -> set:
+    """Registers made in graph runs that sends, host-side calls or the step's outputs read: kept across replays."""
+    made = {operations[i][4] for kind, indices in runs if kind == GRAPH for i in indices}
+    read = set(outputs)
+    for kind, indices in runs:
+        if kind == MESSAGE:
+            read.update(operations[indices[0]][3])
+        elif kind == EAGER:
+            read.update(value for source, value in operations[indices[0]][2] if source == _SLOT)
+    return made & read
+
+
+class Mismatch(Exception):
+    """A value does not fit the buffer the graphs read (another shape, dtype or constant)."""
+
+
+def clone(value):
+    """``value`` with its device arrays copied (containers rebuilt, everything else as it is)."""
+    if isinstance(value, dict):
+        return {k: clone(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(clone(v) for v in value)
+    if _on_device(value):
+        return value.copy()
+    return value
+
+
+def copy_into(buffer, value):
+    """Copy ``value``'s device arrays into ``buffer`` (made by :func:`clone`); anything else must be equal."""
+    if isinstance(buffer, dict):
+        if not isinstance(value, dict) or buffer.keys() != value.keys():
+            raise Mismatch("the keys of a staged value changed")
+        for key in buffer:
+            copy_into(buffer[key], value[key])
+    elif isinstance(buffer, (list, tuple)):
+        if not isinstance(value, (list, tuple)) or len(buffer) != len(value):
+            raise Mismatch("the length of a staged value changed")
+        for b, v in zip(buffer, value):
+            copy_into(b, v)
+    elif _on_device(buffer):
+        if not _on_device(value) or value.shape != buffer.shape or value.dtype != buffer.dtype:
+            raise Mismatch("a staged array changed shape or dtype")
+        if value is not buffer:
+            import cupy
+
+            cupy.copyto(buffer, value)
+    elif is_array(buffer) or is_array(value):
+        raise Mismatch("a host array cannot be staged")
+    elif not (buffer is value or buffer == value):
+        raise Mismatch("a constant read by the graphs changed")
+
+
+def _on_device(value) -> bool:
+    return type(value).__module__.startswith("cupy")
+
+
+def device_inputs(inputs: dict) -> bool:
+    return any(_on_device(v) or (isinstance(v, dict) and any(_on_device(a) for a in v.values())) for v in inputs.values())
+
+
+def _identities(state: dict) -> dict:
+    return {key: (id(value), value.data.ptr) for key, value in state.items() if _on_device(value)}
+
+
+_private_pools: list = []  # weak references to the graphs' pools, for the memory figures
+
+
+def private_pool_bytes() -> int:
+    """Bytes the graphs' private memory pools hold, in this process."""
+    total = 0
+    for reference in list(_private_pools):
+        pool = reference()
+        if pool is None:
+            _private_pools.remove(reference)
+        else:
+            total += pool.total_bytes()
+    return total
+
+
+_capture_streams: dict = {}
+
+
+def _capture_stream(cupy):
+    """This thread's stream for captures (non-blocking: work that other threads put on the legacy stream
+    cannot join a capture)."""
+    import threading
+
+    key = (threading.get_ident(), cupy.cuda.runtime.getDevice())
+    if key not in _capture_streams:
+        _capture_streams[key] = cupy.cuda.Stream(non_blocking=True)
+    return _capture_streams[key]
+
+
+class GraphedStep:
+    """A :class:`~dasksae.tile_program.TileProgram` replayed through CUDA graphs (the module text says how)."""
+
+    def __init__(self, program):
+        self.program = program
+        self.runs = plan(program.operations)
+        self.staged = staged_registers(program.operations, self.runs)
+        self.kept_registers = kept_registers(program.operations, self.runs, program.outputs.values())
+        self.replays = 0
+        self.failure = ""
+        self._retired = []  # pools of abandoned graphs, kept while arrays made there may live
+        self._reset()
+
+    def _reset(self):
+        if getattr(self, "pool", None) is not None:
+            self._retired.append(self.pool)
+        self.graphs = None  # run position -> cupy.cuda.Graph
+        self.buffers = {}  # register -> staged value the graph runs read
+        self.received = {}  # (operation index, receipt number) -> staged received value
+        self.kept = {}  # register -> value made in a graph run at capture, read outside the graphs
+        self.states = {}  # input name -> identities of the state arrays the graphs were captured with
+        self.pool = None
+
+    def replay(self, executor, inputs: dict) -> dict:
+        if self.failure:
+            return self.program.replay(executor, inputs)
+        self.replays += 1
+        if self.replays == 1:
+            return self._execute(executor, inputs, "staged")
+        if self.graphs is None:
+            return self._execute(executor, inputs, "capture")
+        for name, identities in self.states.items():
+            if _identities(inputs[name]) != identities:  # other state arrays: replay as calls, capture again
+                self._reset()
+                self.replays = 0
+                return self.program.replay(executor, inputs)
+        return self._execute(executor, inputs, "launch")
+
+    # ------------------------------------------------------------ staging
+
+    def _input_buffer(self, register, name, value, mode):
+        """What graph runs read for input ``name``: the state itself, ``a`` on the device, or a staged copy."""
+        import cupy
+
+        if name.startswith("state"):
+            if mode == "capture":
+                self.states[name] = _identities(value)
+            return value
+        if name.startswith("scale"):
+            if mode == "staged":
+                return {**value, "scale": cupy.asarray(value["scale"], dtype=cupy.float32)}
+            buffer = self.buffers[register]
+            buffer["scale"].fill(float(value["scale"]))
+            return buffer
+        if mode == "staged":
+            return clone(value)
+        copy_into(self.buffers[register], value)
+        return self.buffers[register]
+
+    def _stage(self, register, value, mode):
+        if mode == "staged":
+            self.buffers[register] = clone(value)
+        else:
+            copy_into(self.buffers[register], value)
+
+    def _staged_received(self, executor, prefix, index, mode):
+        """The received values of a run's first call, copied into its staged buffers."""
+        taken = self._receive(executor, prefix, index)
+        self._taken = (index, taken)  # for a step that goes on as calls after a failure here
+        staged = []
+        for number, value in enumerate(taken):
+            if mode == "staged":
+                self.received[(index, number)] = clone(value)
+            else:
+                copy_into(self.received[(index, number)], value)
+            staged.append(self.received[(index, number)])
+        return staged
+
+    # ------------------------------------------------------------ the step
+
+    def _execute(self, executor, inputs, mode):
+        import cupy
+
+        program = self.program
+        registers = [None] * program.registers
+        for name, register in program.inputs.items():
+            registers[register] = inputs[name]
+            if register in self.staged:
+                self.buffers[register] = self._input_buffer(register, name, inputs[name], mode)
+        if mode == "launch":
+            for register, value in self.kept.items():
+                registers[register] = value
+        if mode == "capture":
+            import weakref
+
+            self.graphs, self.pool = {}, cupy.cuda.MemoryPool()
+            _private_pools.append(weakref.ref(self.pool))
+        prefix = "" if executor is None else executor.step_id + ":"
+        self._taken, self._before = (None, None), None
+        for position, (kind, indices) in enumerate(self.runs):
+            if kind == MESSAGE:
+                _, tile, suffix, sources = program.operations[indices[0]]
+                values = [registers[r] for r in sources]
+                executor._send(tile, prefix + suffix, values if mode == "staged" else [clone(v) for v in values])
+            elif kind == EAGER:
+                index = indices[0]
+                out = program.operations[index][4]
+                registers[out] = self._plain_call(executor, prefix, registers, index)
+                if out in self.staged:
+                    self._stage(out, registers[out], mode)
+                self._free(registers, program._frees[index])
+            else:
+                self._at = indices[0]
+                try:
+                    self._graph_run(executor, prefix, registers, position, indices, mode)
+                except Exception as error:  # noqa: BLE001 - the step goes on as calls, without graphs
+                    if mode == "launch" and not isinstance(error, Mismatch):
+                        raise
+                    # nothing of a failed capture ran, so it goes on from the run's start; staged calls ran
+                    start = indices[0] if mode == "capture" else self._at
+                    if mode == "capture" and self._before is not None:
+                        registers[:] = self._before
+                    self._give_up(f"{type(error).__name__}: {error}")
+                    self._continue_as_calls(executor, prefix, registers, start)
+                    break
+        return {name: registers[r] for name, r in program.outputs.items()}
+
+    def _give_up(self, reason):
+        import logging
+
+        self.failure = reason
+        failures.append(reason)
+        logging.getLogger("dasksae").warning("CUDA graphs off for a tile's step: %s", reason)
+        self._reset()
+
+    def _receive(self, executor, prefix, index):
+        return [executor.receive(prefix + suffix) for suffix, _ in self.program.operations[index][3]]
+
+    def _values(self, registers, index, received, staged: bool):
+        """The arguments of operation ``index``: staged buffers (``staged``) or the registers as they are."""
+        _, function, sources, receipts, out = self.program.operations[index]
+        values = [((self.buffers[v] if staged and v in self.buffers else registers[v]) if s == _SLOT
+                   else (v if s == _CONSTANT else None)) for s, v in sources]
+        for (suffix, argument_indices), taken in zip(receipts, received):
+            for argument, value in zip(argument_indices, taken):
+                values[argument] = value
+        return function, values
+
+    def _plain_call(self, executor, prefix, registers, index):
+        function, values = self._values(registers, index, self._receive(executor, prefix, index), staged=False)
+        return function(*values)
+
+    def _graph_run(self, executor, prefix, registers, position, indices, mode):
+        import cupy
+
+        received = self._staged_received(executor, prefix, indices[0], mode)
+        global launches
+        if mode == "launch":
+            self.graphs[position].launch()
+            launches += 1
+            return
+        if mode == "staged":
+            self._calls(registers, indices, received)
+            return
+        self._before = list(registers)  # a failed capture goes on from here (it may have dropped some)
+        stream = _capture_stream(cupy)
+        with stream, cupy.cuda.using_allocator(self.pool.malloc):
+            stream.begin_capture()
+            try:
+                self._calls(registers, indices, received)
+            finally:
+                graph = stream.end_capture()
+        for index in indices:
+            out = self.program.operations[index][4]
+            if out in self.kept_registers:
+                self.kept[out] = registers[out]
+        self._before = None
+        self.graphs[position] = graph
+        graph.launch()
+
+    def _calls(self, registers, indices, received):
+        for number, index in enumerate(indices):
+            self._at = index
+            function, values = self._values(registers, index, received if number == 0 else [], staged=True)
+            registers[self.program.operations[index][4]] = function(*values)
+            self._free(registers, self.program._frees[index])
+
+    def _free(self, registers, frees):
+        for register in frees:
+            if register not in self.kept_registers:
+                registers[register] = None
+
+    def _continue_as_calls(self, executor, prefix, registers, start):
+        """The rest of the step as plain calls from operation ``start`` (its received values, if taken
+        already, are reused)."""
+        program = self.program
+        for index in range(start, len(program.operations)):
+            operation = program.operations[index]
+            if operation[0] == SEND:
+                _, tile, suffix, sources = operation
+                executor._send(tile, prefix + suffix, [clone(registers[r]) for r in sources])
+                continue
+            taken_index, taken = self._taken
+            received = taken if taken_index == index else self._receive(executor, prefix, index)
+            function, values = self._values(registers, index, received, staged=False)
+            registers[operation[4]] = function(*values)
+            for register in program._frees[index]:
+                registers[register] = None
+
+
+failures: list = []  # why graphs were given up, in this process (bench/gpu_step.py prints them)
+launches = 0  # graph launches in this process (captures not counted)
+
+
+def replay(program, executor, inputs: dict) -> dict:
+    """``program`` replayed with ``executor``: through CUDA graphs where they are on and the inputs are on a
+    GPU, else as Python calls (:meth:`~dasksae.tile_program.TileProgram.replay`)."""
+    if not GRAPHS or not device_inputs(inputs):
+        return program.replay(executor, inputs)
+    graphed = getattr(program, "graphed", None)
+    if graphed is None:
+        graphed = program.graphed = GraphedStep(program)
+    return graphed.replay(executor, inputs)

@@ -1,0 +1,114 @@
+"""How a recorded tile step is cut into CUDA-graph runs (dasksae.cuda_graphs); the graphs themselves run on a GPU
+(tests/test_gpu_tiled.py)."""
+
+import distributed
+import numpy
+import pytest
+
+from dasksae import TiledNetwork, cuda_graphs, named_config, tile_ops, tile_program
+from dasksae.cuda_graphs import EAGER, GRAPH, MESSAGE, Mismatch, host_side
+from dasksae.tile_array import LocalExecutor
+from dasksae.tile_program import _CONSTANT, _RECEIVED, _SLOT, CALL, SEND, TileProgram
+
+
+@host_side
+def _report(value):
+    return float(value)
+
+
+def test_runs_break_at_messages_received_values_and_host_side_calls():
+    """Sends and host-side calls are runs of their own; a call that takes received values starts a run; what
+    graph runs read from outside them is staged; what leaves them (sends, host-side calls, outputs) is kept."""
+    program = TileProgram()
+    x, state = program.register(), program.register()
+    program.inputs.update(x=x, state0=state)
+    made, summed, product, report = (program.register() for _ in range(4))
+    program.call(numpy.add, [(_SLOT, x), (_SLOT, state)], [], made)
+    program.call(numpy.negative, [(_SLOT, made)], [], summed)
+    program.send((0, 1), "halo", [summed])
+    program.call(numpy.multiply, [(_SLOT, summed), (_RECEIVED, None)], [("halo-back", [1])], product)
+    program.call(_report, [(_SLOT, product)], [], report)
+    program.outputs.update(report0=report, state0=state)
+    program.finish()
+    runs = cuda_graphs.plan(program.operations)
+    assert runs == [(GRAPH, [0, 1]), (MESSAGE, [2]), (GRAPH, [3]), (EAGER, [4])]
+    assert cuda_graphs.staged_registers(program.operations, runs) == {x, state}
+    assert cuda_graphs.kept_registers(program.operations, runs, program.outputs.values()) == {summed, product}
+
+
+def _programs():
+    with tile_program._programs_lock:
+        return list(tile_program._programs.values())
+
+
+def _check_runs(program):
+    runs = cuda_graphs.plan(program.operations)
+    assert [i for _, indices in runs for i in indices] == list(range(len(program.operations)))
+    host_side_calls = {getattr(op[2][0][1], "__name__", None) for op in program.operations
+                       if op[0] == CALL and cuda_graphs._host_side(op)}
+    assert host_side_calls <= {"tile_report", "reduce_stage"}
+    for kind, indices in runs:
+        operations = [program.operations[i] for i in indices]
+        if kind == MESSAGE:
+            assert len(operations) == 1 and operations[0][0] == SEND
+        elif kind == EAGER:
+            assert len(operations) == 1 and cuda_graphs._host_side(operations[0])
+        else:
+            assert all(op[0] == CALL and not cuda_graphs._host_side(op) for op in operations)
+            assert all(not op[3] for op in operations[1:])  # received values only at a run's start
+    eager_made = {program.operations[i][4] for kind, indices in runs if kind == EAGER for i in indices}
+    assert cuda_graphs.staged_registers(program.operations, runs) <= set(program.inputs.values()) | eager_made
+    return runs
+
+
+def test_the_fused_one_tile_step_is_one_graph_run_then_its_reports():
+    tile_program.forget_all()
+    config = named_config("tiny")
+    x = numpy.random.default_rng(0).standard_normal(config.input_shape + (2,)).astype("float32")
+    TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=0, dtype="float32").step(x, 1e-3, 0.9)
+    (program,) = _programs()
+    runs = _check_runs(program)
+    stages = len(config.stages)
+    assert [kind for kind, _ in runs] == [GRAPH] + [EAGER] * (2 * stages)  # each stage's report and reduction
+    assert tile_ops.tile_report.host_side and tile_ops.reduce_stage.host_side
+
+
+def test_an_spmd_tile_step_is_cut_at_every_message():
+    tile_program.forget_all()
+    config = named_config("tiny")
+    x = numpy.random.default_rng(0).standard_normal(config.input_shape + (1,)).astype("float32")
+    with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            TiledNetwork(config, "2x2", client, seed=0, dtype="float32").step(x, 1e-3, 0.9)
+    programs = _programs()
+    assert len(programs) == 4
+    for program in programs:
+        runs = _check_runs(program)
+        sends = sum(op[0] == SEND for op in program.operations)
+        assert sum(kind == MESSAGE for kind, _ in runs) == sends > 0
+        assert sum(kind == GRAPH for kind, _ in runs) >= sum(bool(op[3]) for op in program.operations if op[0] == CALL
+                                                             and not cuda_graphs._host_side(op))
+
+
+def test_staged_values_take_new_arrays_of_the_same_kind_and_refuse_anything_else():
+    buffer = cuda_graphs.clone({"h": (1.5, None, "strip"), "n": 3})
+    cuda_graphs.copy_into(buffer, {"h": (1.5, None, "strip"), "n": 3})  # equal constants: nothing to copy
+    for changed in ({"h": (2.5, None, "strip"), "n": 3}, {"h": (1.5, None), "n": 3}, {"h": (1.5, None, "strip")}):
+        with pytest.raises(Mismatch):
+            cuda_graphs.copy_into(buffer, changed)
+    with pytest.raises(Mismatch, match="host array"):  # a graph would have baked it in
+        cuda_graphs.copy_into(cuda_graphs.clone([numpy.zeros(2)]), [numpy.ones(2)])
+
+
+def test_without_a_gpu_a_replay_is_the_plain_one(monkeypatch):
+    """Graphs on, NumPy inputs: the program replays as calls and no graph state is made."""
+    monkeypatch.setattr(cuda_graphs, "GRAPHS", True)
+    program = TileProgram()
+    x = program.register()
+    program.inputs["x"] = x
+    doubled = program.register()
+    program.call(numpy.multiply, [(_SLOT, x), (_CONSTANT, 2)], [], doubled)
+    program.outputs["y"] = doubled
+    program.finish()
+    assert cuda_graphs.replay(program, None, {"x": numpy.arange(3)})["y"].tolist() == [0, 2, 4]
+    assert not hasattr(program, "graphed")

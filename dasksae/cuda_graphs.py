@@ -26,9 +26,12 @@ PyTorch's graphs do: the run's temporaries are reused within the graphs
 exactly as they were at capture, and nothing else allocates there.  Later
 replays copy the new inputs into the staged buffers and launch the graphs.
 
-Anything that fails during a capture (a call that waits for the device
-without being marked) ends the graphs for that program: the step goes on as
-Python calls from the run that failed, and so do later steps.
+Anything that fails while staging or capturing (a call that waits for the
+device without being marked, a received value of another shape) ends the
+graphs for that program: the step goes on as Python calls from where it
+failed, and so do later steps.  Once launched, the graphs cannot be left
+mid-step (values passed between runs live only in their memory): a failure
+then is an error that names the switch.
 """
 
 from __future__ import annotations
@@ -291,8 +294,9 @@ class GraphedStep:
                 try:
                     self._graph_run(executor, prefix, registers, position, indices, mode)
                 except Exception as error:  # noqa: BLE001 - the step goes on as calls, without graphs
-                    if mode == "launch" and not isinstance(error, Mismatch):
-                        raise
+                    if mode == "launch":  # values passed between graph runs exist only in the graphs' memory
+                        raise RuntimeError(f"a tile step replayed as CUDA graphs failed ({type(error).__name__}: "
+                                           f"{error}); set DASKSAE_CUDA_GRAPHS=0 to train without them") from error
                     # nothing of a failed capture ran, so it goes on from the run's start; staged calls ran
                     start = indices[0] if mode == "capture" else self._at
                     if mode == "capture" and self._before is not None:

@@ -24,5 +24,14 @@ graphs)
   DASKSAE_CUDA_GRAPHS=1 DASKSAE_HALO_EVENTS=1 timeout 200 python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
     --modes dasksae-in-process,dasksae-1w,dasksae-4w-threads --dtypes float32,bfloat16 --steps-per-task 10 --steps-per-task-4w 10 \
     --runs 20 --runs-4w 5 --json $OUT/gpu-step-coates200-m96-graphs.json 2>&1 | filter | sed 's/^/graphs: /' | tee -a $OUT/gpu-step.log ;;
+graphs2)
+  # the same after the first graphs call's bug (a weak reference CuPy's pools refuse): the graph tests, the rows with
+  # CUDA graphs and halo events, then 4 worker threads with halo events only
+  timeout 70 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu_tiled.py -k cuda_graphs 2>&1 | tail -30 | tee $OUT/gpu-tests.log
+  DASKSAE_CUDA_GRAPHS=1 DASKSAE_HALO_EVENTS=1 timeout 280 python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
+    --modes dasksae-in-process,dasksae-1w,dasksae-4w-threads --dtypes float32,bfloat16 --steps-per-task 10 --steps-per-task-4w 10 \
+    --runs 20 --runs-4w 5 --json $OUT/gpu-step-coates200-m96-graphs.json 2>&1 | filter | grep -v "  gemm" | sed 's/^/graphs: /' | tee -a $OUT/gpu-step.log
+  DASKSAE_HALO_EVENTS=1 timeout 100 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads \
+    --dtypes float32,bfloat16 --steps-per-task-4w 10 --runs-4w 5 --runs 5 --json $OUT/gpu-step-coates200-m96-events.json 2>&1 | filter | grep -v "  gemm" | sed 's/^/halo events: /' | tee -a $OUT/gpu-step.log ;;
 esac
 true

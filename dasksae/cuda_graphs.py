@@ -37,6 +37,7 @@ then is an error that names the switch.
 from __future__ import annotations
 
 import os
+import weakref
 
 from .tile_program import _CONSTANT, _SLOT, CALL, SEND, is_array
 
@@ -149,19 +150,13 @@ def _identities(state: dict) -> dict:
     return {key: (id(value), value.data.ptr) for key, value in state.items() if _on_device(value)}
 
 
-_private_pools: list = []  # weak references to the graphs' pools, for the memory figures
+_graphed_steps = weakref.WeakSet()  # for the memory figures (CuPy's pools take no weak references)
 
 
 def private_pool_bytes() -> int:
     """Bytes the graphs' private memory pools hold, in this process."""
-    total = 0
-    for reference in list(_private_pools):
-        pool = reference()
-        if pool is None:
-            _private_pools.remove(reference)
-        else:
-            total += pool.total_bytes()
-    return total
+    return sum(pool.total_bytes() for step in list(_graphed_steps) for pool in [step.pool, *step._retired]
+               if pool is not None)
 
 
 _capture_streams: dict = {}
@@ -190,6 +185,7 @@ class GraphedStep:
         self.failure = ""
         self._retired = []  # pools of abandoned graphs, kept while arrays made there may live
         self._reset()
+        _graphed_steps.add(self)
 
     def _reset(self):
         if getattr(self, "pool", None) is not None:
@@ -271,10 +267,7 @@ class GraphedStep:
             for register, value in self.kept.items():
                 registers[register] = value
         if mode == "capture":
-            import weakref
-
             self.graphs, self.pool = {}, cupy.cuda.MemoryPool()
-            _private_pools.append(weakref.ref(self.pool))
         prefix = "" if executor is None else executor.step_id + ":"
         self._taken, self._before = (None, None), None
         for position, (kind, indices) in enumerate(self.runs):

@@ -39,7 +39,8 @@ from __future__ import annotations
 import os
 import weakref
 
-from .tile_program import _CONSTANT, _SLOT, CALL, SEND, is_array
+from .streams import has_device_arrays
+from .tile_program import _CONSTANT, _SLOT, CALL, SEND, is_array, prefix_of
 
 GRAPHS = os.environ.get("DASKSAE_CUDA_GRAPHS", "0") == "1"  # 1: replay tile steps on a GPU as CUDA graphs
 GRAPH, EAGER, MESSAGE = "graph", "eager", "send"
@@ -142,10 +143,6 @@ def _on_device(value) -> bool:
     return type(value).__module__.startswith("cupy")
 
 
-def device_inputs(inputs: dict) -> bool:
-    return any(_on_device(v) or (isinstance(v, dict) and any(_on_device(a) for a in v.values())) for v in inputs.values())
-
-
 def _identities(state: dict) -> dict:
     return {key: (id(value), value.data.ptr) for key, value in state.items() if _on_device(value)}
 
@@ -171,6 +168,16 @@ def _capture_stream(cupy):
     if key not in _capture_streams:
         _capture_streams[key] = cupy.cuda.Stream(non_blocking=True)
     return _capture_streams[key]
+
+
+def _stage(store: dict, key, value, mode):
+    """``store[key]``, the buffer a graph run reads for ``value``: made as a copy in the staged replay, refilled
+    later."""
+    if mode == "staged":
+        store[key] = clone(value)
+    else:
+        copy_into(store[key], value)
+    return store[key]
 
 
 class GraphedStep:
@@ -228,29 +235,13 @@ class GraphedStep:
             buffer = self.buffers[register]
             buffer["scale"].fill(float(value["scale"]))
             return buffer
-        if mode == "staged":
-            return clone(value)
-        copy_into(self.buffers[register], value)
-        return self.buffers[register]
-
-    def _stage(self, register, value, mode):
-        if mode == "staged":
-            self.buffers[register] = clone(value)
-        else:
-            copy_into(self.buffers[register], value)
+        return _stage(self.buffers, register, value, mode)
 
     def _staged_received(self, executor, prefix, index, mode):
         """The received values of a run's first call, copied into its staged buffers."""
-        taken = self._receive(executor, prefix, index)
+        taken = self.program.receive(executor, prefix, index)
         self._taken = (index, taken)  # for a step that goes on as calls after a failure here
-        staged = []
-        for number, value in enumerate(taken):
-            if mode == "staged":
-                self.received[(index, number)] = clone(value)
-            else:
-                copy_into(self.received[(index, number)], value)
-            staged.append(self.received[(index, number)])
-        return staged
+        return [_stage(self.received, (index, number), value, mode) for number, value in enumerate(taken)]
 
     # ------------------------------------------------------------ the step
 
@@ -268,7 +259,7 @@ class GraphedStep:
                 registers[register] = value
         if mode == "capture":
             self.graphs, self.pool = {}, cupy.cuda.MemoryPool()
-        prefix = "" if executor is None else executor.step_id + ":"
+        prefix = prefix_of(executor)
         self._taken, self._before = (None, None), None
         for position, (kind, indices) in enumerate(self.runs):
             if kind == MESSAGE:
@@ -280,7 +271,7 @@ class GraphedStep:
                 out = program.operations[index][4]
                 registers[out] = self._plain_call(executor, prefix, registers, index)
                 if out in self.staged:
-                    self._stage(out, registers[out], mode)
+                    _stage(self.buffers, out, registers[out], mode)
                 self._free(registers, program._frees[index])
             else:
                 self._at = indices[0]
@@ -295,7 +286,8 @@ class GraphedStep:
                     if mode == "capture" and self._before is not None:
                         registers[:] = self._before
                     self._give_up(f"{type(error).__name__}: {error}")
-                    self._continue_as_calls(executor, prefix, registers, start)
+                    # no graph is launched again, so what earlier runs made is not rewritten: plain sends do
+                    program.run(executor, registers, start, self._taken)
                     break
         return {name: registers[r] for name, r in program.outputs.items()}
 
@@ -307,21 +299,8 @@ class GraphedStep:
         logging.getLogger("dasksae").warning("CUDA graphs off for a tile's step: %s", reason)
         self._reset()
 
-    def _receive(self, executor, prefix, index):
-        return [executor.receive(prefix + suffix) for suffix, _ in self.program.operations[index][3]]
-
-    def _values(self, registers, index, received, staged: bool):
-        """The arguments of operation ``index``: staged buffers (``staged``) or the registers as they are."""
-        _, function, sources, receipts, out = self.program.operations[index]
-        values = [((self.buffers[v] if staged and v in self.buffers else registers[v]) if s == _SLOT
-                   else (v if s == _CONSTANT else None)) for s, v in sources]
-        for (suffix, argument_indices), taken in zip(receipts, received):
-            for argument, value in zip(argument_indices, taken):
-                values[argument] = value
-        return function, values
-
     def _plain_call(self, executor, prefix, registers, index):
-        function, values = self._values(registers, index, self._receive(executor, prefix, index), staged=False)
+        function, values = self.program.arguments(index, registers, self.program.receive(executor, prefix, index))
         return function(*values)
 
     def _graph_run(self, executor, prefix, registers, position, indices, mode):
@@ -355,30 +334,16 @@ class GraphedStep:
     def _calls(self, registers, indices, received):
         for number, index in enumerate(indices):
             self._at = index
-            function, values = self._values(registers, index, received if number == 0 else [], staged=True)
+            function, values = self.program.arguments(index, registers, received if number == 0 else [])
+            for argument, (source, register) in enumerate(self.program.operations[index][2]):
+                if source == _SLOT and register in self.buffers:  # what the graphs read: the staged buffers
+                    values[argument] = self.buffers[register]
             registers[self.program.operations[index][4]] = function(*values)
             self._free(registers, self.program._frees[index])
 
     def _free(self, registers, frees):
         for register in frees:
             if register not in self.kept_registers:
-                registers[register] = None
-
-    def _continue_as_calls(self, executor, prefix, registers, start):
-        """The rest of the step as plain calls from operation ``start`` (its received values, if taken
-        already, are reused)."""
-        program = self.program
-        for index in range(start, len(program.operations)):
-            operation = program.operations[index]
-            if operation[0] == SEND:
-                _, tile, suffix, sources = operation
-                executor._send(tile, prefix + suffix, [clone(registers[r]) for r in sources])
-                continue
-            taken_index, taken = self._taken
-            received = taken if taken_index == index else self._receive(executor, prefix, index)
-            function, values = self._values(registers, index, received, staged=False)
-            registers[operation[4]] = function(*values)
-            for register in program._frees[index]:
                 registers[register] = None
 
 
@@ -389,7 +354,7 @@ launches = 0  # graph launches in this process (captures not counted)
 def replay(program, executor, inputs: dict) -> dict:
     """``program`` replayed with ``executor``: through CUDA graphs where they are on and the inputs are on a
     GPU, else as Python calls (:meth:`~dasksae.tile_program.TileProgram.replay`)."""
-    if not GRAPHS or not device_inputs(inputs):
+    if not GRAPHS or not has_device_arrays(inputs):
         return program.replay(executor, inputs)
     graphed = getattr(program, "graphed", None)
     if graphed is None:

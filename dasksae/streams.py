@@ -56,17 +56,17 @@ def tile_task_stream(xp):
             stream.synchronize()
 
 
-def _has_device_arrays(value) -> bool:
+def has_device_arrays(value) -> bool:
     if isinstance(value, dict):
-        return any(_has_device_arrays(v) for v in value.values())
+        return any(has_device_arrays(v) for v in value.values())
     if isinstance(value, (list, tuple)):
-        return any(_has_device_arrays(v) for v in value)
+        return any(has_device_arrays(v) for v in value)
     return type(value).__module__.startswith("cupy")
 
 
 def ready_to_leave(value) -> None:
     """Wait for the current stream if ``value`` holds CuPy arrays, so that another thread may read them."""
-    if _has_device_arrays(value):
+    if has_device_arrays(value):
         import cupy
 
         cupy.cuda.get_current_stream().synchronize()
@@ -79,7 +79,7 @@ def device_event(value):
     :func:`wait_for_event` on its own stream: the device orders the two
     streams, and neither thread waits for the device.
     """
-    if not _has_device_arrays(value):
+    if not has_device_arrays(value):
         return None
     import cupy
 

@@ -100,22 +100,42 @@ class TileProgram:
         registers = [None] * self.registers
         for name, register in self.inputs.items():
             registers[register] = inputs[name]
-        prefix = "" if executor is None else executor.step_id + ":"  # None: a program without messages (one tile)
-        for operation, frees in zip(self.operations, self._frees):
+        self.run(executor, registers)
+        return {name: registers[register] for name, register in self.outputs.items()}
+
+    def run(self, executor, registers: list, start: int = 0, taken=(None, None)):
+        """Operations ``start`` on, on ``registers`` (as :meth:`replay` does).  ``taken``: ``(index, values)``,
+        the received values of operation ``index``, already taken from the mailbox."""
+        prefix = prefix_of(executor)
+        for index in range(start, len(self.operations)):
+            operation = self.operations[index]
             if operation[0] == SEND:
                 _, tile, suffix, sources = operation
                 executor._send(tile, prefix + suffix, [registers[r] for r in sources])
             else:
-                _, function, sources, receipts, out = operation
-                values = [registers[value] if kind == _SLOT else value for kind, value in sources]
-                for suffix, indices in receipts:
-                    taken = executor.receive(prefix + suffix)
-                    for index, value in zip(indices, taken):
-                        values[index] = value
-                registers[out] = function(*values)
-            for register in frees:
+                received = taken[1] if taken[0] == index else self.receive(executor, prefix, index)
+                function, values = self.arguments(index, registers, received)
+                registers[operation[4]] = function(*values)
+            for register in self._frees[index]:
                 registers[register] = None
-        return {name: registers[register] for name, register in self.outputs.items()}
+
+    def receive(self, executor, prefix: str, index: int) -> list:
+        """The values operation ``index`` takes from the mailbox, one list a receipt."""
+        return [executor.receive(prefix + suffix) for suffix, _ in self.operations[index][3]]
+
+    def arguments(self, index: int, registers: list, received: list):
+        """``(function, arguments)`` of call ``index``: registers, constants and the ``received`` values."""
+        _, function, sources, receipts, _ = self.operations[index]
+        values = [registers[value] if kind == _SLOT else value for kind, value in sources]
+        for (_, indices), taken in zip(receipts, received):
+            for argument, value in zip(indices, taken):
+                values[argument] = value
+        return function, values
+
+
+def prefix_of(executor) -> str:
+    """The tags' prefix of ``executor``'s step (``""`` for a program without messages: one tile)."""
+    return "" if executor is None else executor.step_id + ":"
 
 
 def _constant(value):

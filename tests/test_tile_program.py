@@ -43,6 +43,22 @@ def test_a_program_replays_calls_and_messages_in_order_and_drops_registers_after
     assert executor.sent == [((0, 1), "step.3:add:(0, 0)>(0, 1):0", [3])]
 
 
+def test_a_step_goes_on_from_an_operation_with_values_already_taken_from_the_mailbox():
+    """What a step given up by the CUDA graphs does: the rest of the program from where it stopped, reusing the
+    received values it took already (the mailbox no longer has them)."""
+    program = TileProgram()
+    x = program.register()
+    program.inputs["x"] = x
+    added, product = program.register(), program.register()
+    program.call(lambda value: value + 1, [(_SLOT, x)], [], added)
+    program.call(lambda value, other: value * other, [(_SLOT, added), (_RECEIVED, None)], [("mul", [1])], product)
+    program.outputs["product"] = product
+    program.finish()
+    registers = [2, 3, None]  # x and the first call's result
+    program.run(_FakeExecutor("step.4", {}), registers, start=1, taken=(1, [[10]]))
+    assert registers[product] == 30 and registers[added] is None  # dropped after its last reader
+
+
 def test_arrays_are_told_from_values_that_a_replay_may_reuse():
     assert is_array(numpy.zeros(3)) and is_array(("halo", [numpy.zeros(1)])) and is_array({"a": numpy.ones(2)})
     assert not is_array(numpy.float32(1.5)) and not is_array((1.0, "z", ((0, 4), (2, 6)))) and not is_array(None)

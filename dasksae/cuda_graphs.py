@@ -114,9 +114,31 @@ def clone(value):
     return value
 
 
+def _is_scale_state(value) -> bool:
+    """Whether ``value`` is a stage's scale state as kept on the host: ``{"scale": a, "velocity": ...}``."""
+    return isinstance(value, dict) and value.keys() == {"scale", "velocity"} and not _on_device(value["scale"])
+
+
+def staged_copy(value):
+    """A buffer for ``value`` that graphs read (:func:`clone`), with each scale state's ``a`` as a float32
+    device scalar: the kernels read it from the device, so each launch sees the step's ``a``."""
+    if _is_scale_state(value):
+        import cupy
+
+        return {"scale": cupy.asarray(value["scale"], dtype=cupy.float32), "velocity": value["velocity"]}
+    if isinstance(value, dict):
+        return {k: staged_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(staged_copy(v) for v in value)
+    return clone(value)
+
+
 def copy_into(buffer, value):
-    """Copy ``value``'s device arrays into ``buffer`` (made by :func:`clone`); anything else must be equal."""
-    if isinstance(buffer, dict):
+    """Copy ``value``'s device arrays into ``buffer`` (made by :func:`staged_copy`); anything else must be equal."""
+    if isinstance(buffer, dict) and _on_device(buffer.get("scale")) and _is_scale_state(value):
+        buffer["scale"].fill(float(value["scale"]))  # on the current stream, before the launch that reads it
+        buffer["velocity"] = value["velocity"]  # read on the host only (by the stage's reduction), never by graphs
+    elif isinstance(buffer, dict):
         if not isinstance(value, dict) or buffer.keys() != value.keys():
             raise Mismatch("the keys of a staged value changed")
         for key in buffer:
@@ -171,10 +193,10 @@ def _capture_stream(cupy):
 
 
 def _stage(store: dict, key, value, mode):
-    """``store[key]``, the buffer a graph run reads for ``value``: made as a copy in the staged replay, refilled
-    later."""
+    """``store[key]``, the buffer a graph run reads for ``value``: made (:func:`staged_copy`) in the staged
+    replay, refilled later."""
     if mode == "staged":
-        store[key] = clone(value)
+        store[key] = staged_copy(value)
     else:
         copy_into(store[key], value)
     return store[key]
@@ -222,19 +244,11 @@ class GraphedStep:
     # ------------------------------------------------------------ staging
 
     def _input_buffer(self, register, name, value, mode):
-        """What graph runs read for input ``name``: the state itself, ``a`` on the device, or a staged copy."""
-        import cupy
-
+        """What graph runs read for input ``name``: the state itself (updated in place) or a staged copy."""
         if name.startswith("state"):
             if mode == "capture":
                 self.states[name] = _identities(value)
             return value
-        if name.startswith("scale"):
-            if mode == "staged":
-                return {**value, "scale": cupy.asarray(value["scale"], dtype=cupy.float32)}
-            buffer = self.buffers[register]
-            buffer["scale"].fill(float(value["scale"]))
-            return buffer
         return _stage(self.buffers, register, value, mode)
 
     def _staged_received(self, executor, prefix, index, mode):

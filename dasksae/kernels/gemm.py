@@ -33,6 +33,7 @@ On CuPy, bfloat16 operands are held as ``uint16`` arrays of bfloat16 bits
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy
 
@@ -193,10 +194,60 @@ def _gemm_view(x, precision):
     return operand(x, precision)
 
 
+_cublas_library = None
+_cublas_handles = threading.local()  # each thread's handles, by device (a handle runs on one stream at a time)
+
+
+def _cublas():
+    """cuBLAS through ctypes, with a handle of our own for this thread and device.
+
+    CuPy's binding refuses every cuBLAS call while a stream is being captured
+    into a CUDA graph (:mod:`dasksae.cuda_graphs`), which cuBLAS itself
+    allows; a handle of our own does not depend on which copy of the library
+    CuPy loaded.
+    """
+    global _cublas_library
+    import ctypes
+
+    if _cublas_library is None:
+        for name in ("libcublas.so.13", "libcublas.so.12", "libcublas.so", "cublas64_13.dll", "cublas64_12.dll"):
+            try:
+                library = ctypes.CDLL(name)
+                break
+            except OSError:
+                continue
+        else:
+            raise RuntimeError("cuBLAS could not be loaded (libcublas.so.13 or .12): install CUDA's cuBLAS with CuPy")
+        pointer, integer, long_long = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
+        library.cublasCreate_v2.argtypes = [ctypes.POINTER(pointer)]
+        library.cublasSetStream_v2.argtypes = [pointer, pointer]
+        library.cublasGemmStridedBatchedEx.argtypes = [
+            pointer, integer, integer, integer, integer, integer, pointer,
+            pointer, integer, integer, long_long, pointer, integer, integer, long_long,
+            pointer, pointer, integer, integer, long_long, integer, integer, integer]
+        for function in (library.cublasCreate_v2, library.cublasSetStream_v2, library.cublasGemmStridedBatchedEx):
+            function.restype = integer
+        _cublas_library = library
+    from cupy.cuda import runtime
+
+    handles = getattr(_cublas_handles, "by_device", None)
+    if handles is None:
+        handles = _cublas_handles.by_device = {}
+    device = runtime.getDevice()
+    if device not in handles:
+        handle = ctypes.c_void_p()
+        _checked(_cublas_library.cublasCreate_v2(ctypes.byref(handle)), "cublasCreate")
+        handles[device] = handle
+    return _cublas_library, handles[device]
+
+
+def _checked(status, what):
+    if status != 0:
+        raise RuntimeError(f"{what} failed with cuBLAS status {status}")
+
+
 def _cublas_batched(a, b, out, transpose_a, transpose_b, m, n, k, precision, accumulate):
     """Row-major ``C = op(A) op(B)`` as column-major ``C^T = op(B)^T op(A)^T``: cuBLAS sees ``B`` first."""
-    from cupy.cuda import cublas, device
-
     if precision == "float64":
         data_type, compute, scalar = _CUDA_R_64F, _COMPUTE_64F, numpy.float64
     elif precision == "bfloat16":
@@ -212,14 +263,14 @@ def _cublas_batched(a, b, out, transpose_a, transpose_b, m, n, k, precision, acc
     ld_a, batch_a = a.strides[1] // a.itemsize, a.strides[0] // a.itemsize
     import cupy
 
-    handle, count = device.get_cublas_handle(), a.shape[0]
-    # CuPy's handle is the thread's, but it does not follow the current stream: left alone, every product ran
-    # on the legacy default stream, which orders itself against every worker thread's blocking stream (and
-    # no capture of a non-blocking stream would see it)
-    cublas.setStream(handle, cupy.cuda.get_current_stream().ptr)
+    (library, handle), count = _cublas(), a.shape[0]
+    # a handle does not follow CuPy's current stream: left alone, every product ran on the legacy default
+    # stream, which orders itself against every worker thread's blocking stream (and no capture of a
+    # non-blocking stream would see it)
+    _checked(library.cublasSetStream_v2(handle, cupy.cuda.get_current_stream().ptr), "cublasSetStream")
 
     def plain(b_ptr, a_ptr, out_ptr):
-        cublas.gemmStridedBatchedEx(
+        _checked(library.cublasGemmStridedBatchedEx(
             handle, op_b, op_a, n, m, k,
             alpha.ctypes.data,
             b_ptr, data_type, ld_b, batch_b,
@@ -227,7 +278,7 @@ def _cublas_batched(a, b, out, transpose_a, transpose_b, m, n, k, precision, acc
             beta.ctypes.data,
             out_ptr, out_type, n, m * n,
             count, compute, _GEMM_DEFAULT,
-        )
+        ), "cublasGemmStridedBatchedEx")
 
     if precision != "float64" and tuned_gemm.enabled():
         tuned_gemm.batched_gemm(plain, op_b, op_a, n, m, k, b.data.ptr, data_type, ld_b, batch_b, a.data.ptr, data_type,

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# On the lent GPU machine (device tool, carry [".whl"]), session 9.
+#   PART=first  cuBLAS through ctypes with handles of our own (CuPy's binding refuses calls during stream capture) and
+#               scale states staged with a on the device: the CUDA-graph tests, the rows with CUDA graphs and halo
+#               events (in-process, 1 worker, 4 worker threads; float32 and bfloat16), then all GPU tests.
+source bench/device_setup.sh
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
+case "${PART:-first}" in
+first)
+  timeout 80 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu_tiled.py -k cuda_graphs 2>&1 | tail -40 | tee $OUT/gpu-tests-graphs.log
+  DASKSAE_CUDA_GRAPHS=1 DASKSAE_HALO_EVENTS=1 timeout 260 python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
+    --modes dasksae-in-process,dasksae-1w,dasksae-4w-threads --dtypes float32,bfloat16 --steps-per-task 10 --steps-per-task-4w 10 \
+    --runs 20 --runs-4w 5 --json $OUT/gpu-step-coates200-m96-graphs.json 2>&1 | filter | grep -v "  gemm" | sed 's/^/graphs: /' | tee -a $OUT/gpu-step.log
+  timeout ${TESTS_S:-200} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short -x tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -30 | tee $OUT/gpu-tests.log ;;
+esac
+true

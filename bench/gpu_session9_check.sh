@@ -2,7 +2,9 @@
 # On the lent GPU machine (device tool, carry [".whl"]), session 9.
 #   PART=first  cuBLAS through ctypes with handles of our own (CuPy's binding refuses calls during stream capture) and
 #               scale states staged with a on the device: the CUDA-graph tests, the rows with CUDA graphs and halo
-#               events (in-process, 1 worker, 4 worker threads; float32 and bfloat16), then all GPU tests.
+#               events (in-process, 1 worker, 4 worker threads; float32 and bfloat16), then all GPU tests;
+#   PART=second graphs by default (auto) where worker threads share the GPU, their memory freed after capture: all GPU
+#               tests, the rows with the defaults, then 4 worker threads with halo events too.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
 case "${PART:-first}" in
@@ -12,5 +14,14 @@ first)
     --modes dasksae-in-process,dasksae-1w,dasksae-4w-threads --dtypes float32,bfloat16 --steps-per-task 10 --steps-per-task-4w 10 \
     --runs 20 --runs-4w 5 --json $OUT/gpu-step-coates200-m96-graphs.json 2>&1 | filter | grep -v "  gemm" | sed 's/^/graphs: /' | tee -a $OUT/gpu-step.log
   timeout ${TESTS_S:-200} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short -x tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -30 | tee $OUT/gpu-tests.log ;;
+second)
+  # CUDA graphs by default where worker threads share the GPU (DASKSAE_CUDA_GRAPHS=auto), their memory freed: all GPU
+  # tests, the rows with the defaults, then 4 worker threads with halo events as well
+  timeout ${TESTS_S:-150} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -30 | tee $OUT/gpu-tests.log
+  timeout 230 python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
+    --modes dasksae-in-process,dasksae-1w,dasksae-4w-threads --dtypes float32,bfloat16 --steps-per-task 10 --steps-per-task-4w 10 \
+    --runs 20 --runs-4w 5 --json $OUT/gpu-step-coates200-m96-defaults.json 2>&1 | filter | grep -v "  gemm" | sed 's/^/defaults: /' | tee -a $OUT/gpu-step.log
+  DASKSAE_HALO_EVENTS=1 timeout 120 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads \
+    --dtypes float32,bfloat16 --steps-per-task-4w 10 --runs-4w 5 --runs 5 --json $OUT/gpu-step-coates200-m96-events.json 2>&1 | filter | grep -v "  gemm" | sed 's/^/halo events: /' | tee -a $OUT/gpu-step.log ;;
 esac
 true

@@ -119,7 +119,7 @@ def time_in_process(config, batch, runs, warmup, dtype="float32"):
     _print_graph_state([_graph_state()])
     held = _pool_bytes()
     del network, x
-    cupy.get_default_memory_pool().free_all_blocks()
+    _free_pool()
     return statistics.median(times), held
 
 
@@ -139,8 +139,9 @@ def _graph_state():
 
 
 def _print_graph_state(states):
-    """With DASKSAE_CUDA_GRAPHS=1: how many graphs were launched, and why any tile's step gave them up."""
-    if os.environ.get("DASKSAE_CUDA_GRAPHS") != "1":
+    """Unless DASKSAE_CUDA_GRAPHS=0: how many graphs were launched (in the process, so far), and why any tile's step
+    gave them up."""
+    if os.environ.get("DASKSAE_CUDA_GRAPHS") == "0":
         return
     states = list(states)
     failures = sorted({reason for state in states for reason in state["failures"]})
@@ -151,6 +152,9 @@ def _print_graph_state(states):
 def _free_pool():
     import cupy
 
+    from dasksae import tile_program
+
+    tile_program.forget_all()  # the kept programs' CUDA graphs hold their steps' temporaries
     cupy.get_default_memory_pool().free_all_blocks()
     return True
 

@@ -1,9 +1,9 @@
-"""A tile's recorded step replayed as CUDA graphs: one launch for each run of calls between messages (opt-in).
+"""A tile's recorded step replayed as CUDA graphs: one launch for each run of calls between messages.
 
 :mod:`dasksae.tile_program` replays a tile's step as a list of Python calls;
 each call still launches its kernels one by one, and four worker threads
-sharing a GPU take turns at the GIL to do so.  On a GPU, with
-``DASKSAE_CUDA_GRAPHS=1``, the program is cut into runs:
+sharing a GPU take turns at the GIL to do so.  On a GPU the program is cut
+into runs:
 
 * ``send``: a message; its values are copied out of the graphs' memory first
   (the next step's launch writes there again);
@@ -32,17 +32,37 @@ graphs for that program: the step goes on as Python calls from where it
 failed, and so do later steps.  Once launched, the graphs cannot be left
 mid-step (values passed between runs live only in their memory): a failure
 then is an error that names the switch.
+
+When (``DASKSAE_CUDA_GRAPHS``, :data:`GRAPHS`): ``auto`` (the default)
+replays as graphs where a tile exchanges halos with workers of its own
+process, which share its GPU (``--workers-per-gpu K``: four worker threads on coates200, 2x2
+tiles, M=96, took 85.3 ms a float32 step with graphs against 103.7 without,
+on an H200), and as calls otherwise (one worker a GPU: the GPU is busy
+anyway, and graphs would only add memory).  ``1`` and ``0`` force
+them on or off.  A graphed program holds its step's temporaries in its own
+pool for as long as it may launch again: the :data:`MAX_GRAPHED_STEPS`
+programs replayed last in the process keep their graphs, and
+:func:`release_all` (called by :func:`dasksae.tile_program.forget_all`)
+frees them all.
 """
 
 from __future__ import annotations
 
+import collections
 import os
+import threading
 import weakref
 
 from .streams import has_device_arrays
 from .tile_program import _CONSTANT, _SLOT, CALL, SEND, is_array, prefix_of
 
-GRAPHS = os.environ.get("DASKSAE_CUDA_GRAPHS", "0") == "1"  # 1: replay tile steps on a GPU as CUDA graphs
+_SWITCH = os.environ.get("DASKSAE_CUDA_GRAPHS", "auto")
+if _SWITCH not in ("auto", "0", "1"):
+    raise ValueError(f"DASKSAE_CUDA_GRAPHS must be auto, 1 or 0, got {_SWITCH!r}; unset it for the default (auto).")
+# True: replay tile steps on a GPU as CUDA graphs; False: as calls; "auto": as graphs where a tile's neighbours
+# are workers of this process (threads sharing a GPU), as calls otherwise (one worker a GPU)
+GRAPHS = True if _SWITCH == "1" else False if _SWITCH == "0" else "auto"
+MAX_GRAPHED_STEPS = 16  # per process: the programs replayed last keep their graphs (and their memory)
 GRAPH, EAGER, MESSAGE = "graph", "eager", "send"
 
 
@@ -179,13 +199,14 @@ def private_pool_bytes() -> int:
 
 
 _capture_streams: dict = {}
+_capture_lock = threading.Lock()  # one capture at a time in the process, and no capture while cached memory is freed
+_recent: "collections.OrderedDict" = collections.OrderedDict()  # id -> weak reference, least recently replayed first
+_recent_lock = threading.Lock()
 
 
 def _capture_stream(cupy):
     """This thread's stream for captures (non-blocking: work that other threads put on the legacy stream
     cannot join a capture)."""
-    import threading
-
     key = (threading.get_ident(), cupy.cuda.runtime.getDevice())
     if key not in _capture_streams:
         _capture_streams[key] = cupy.cuda.Stream(non_blocking=True)
@@ -217,18 +238,33 @@ class GraphedStep:
         _graphed_steps.add(self)
 
     def _reset(self):
-        if getattr(self, "pool", None) is not None:
-            self._retired.append(self.pool)
-        self.graphs = None  # run position -> cupy.cuda.Graph
+        pool = getattr(self, "pool", None)
+        self.graphs = None  # run position -> cupy.cuda.Graph (None: not captured)
         self.buffers = {}  # register -> staged value the graph runs read
         self.received = {}  # (operation index, receipt number) -> staged received value
         self.kept = {}  # register -> value made in a graph run at capture, read outside the graphs
         self.states = {}  # input name -> identities of the state arrays the graphs were captured with
         self.pool = None
+        if pool is not None:  # the graphs and the values above are gone: the pool's blocks can go
+            self._retired.append(pool)
+        self._free_retired()
+
+    def _free_retired(self):
+        """Free what the pools of dropped graphs no longer lend out; forget the pools that hold nothing."""
+        with _capture_lock:  # freeing waits for the device, which a capture in another thread must not see
+            for pool in self._retired:
+                pool.free_all_blocks()  # blocks that arrays still hold (values a caller kept) stay
+        self._retired = [pool for pool in self._retired if pool.total_bytes()]
+
+    def release(self):
+        """Drop the graphs and free their memory; the next replay stages and captures again."""
+        self._reset()
+        self.replays = 0
 
     def replay(self, executor, inputs: dict) -> dict:
         if self.failure:
             return self.program.replay(executor, inputs)
+        _touch(self)
         self.replays += 1
         if self.replays == 1:
             return self._execute(executor, inputs, "staged")
@@ -236,8 +272,7 @@ class GraphedStep:
             return self._execute(executor, inputs, "capture")
         for name, identities in self.states.items():
             if _identities(inputs[name]) != identities:  # other state arrays: replay as calls, capture again
-                self._reset()
-                self.replays = 0
+                self.release()
                 return self.program.replay(executor, inputs)
         return self._execute(executor, inputs, "launch")
 
@@ -303,6 +338,11 @@ class GraphedStep:
                     # no graph is launched again, so what earlier runs made is not rewritten: plain sends do
                     program.run(executor, registers, start, self._taken)
                     break
+        if mode == "capture" and not self.failure:
+            # the calls' temporaries now live in the graphs' pool: what the recording and staged steps left cached
+            # in the default pool would hold a second copy for as long as the process runs
+            with _capture_lock:
+                cupy.get_default_memory_pool().free_all_blocks()
         return {name: registers[r] for name, r in program.outputs.items()}
 
     def _give_up(self, reason):
@@ -331,7 +371,7 @@ class GraphedStep:
             return
         self._before = list(registers)  # a failed capture goes on from here (it may have dropped some)
         stream = _capture_stream(cupy)
-        with stream, cupy.cuda.using_allocator(self.pool.malloc):
+        with _capture_lock, stream, cupy.cuda.using_allocator(self.pool.malloc):
             stream.begin_capture()
             try:
                 self._calls(registers, indices, received)
@@ -366,11 +406,40 @@ launches = 0  # graph launches in this process (captures not counted)
 
 
 def replay(program, executor, inputs: dict) -> dict:
-    """``program`` replayed with ``executor``: through CUDA graphs where they are on and the inputs are on a
-    GPU, else as Python calls (:meth:`~dasksae.tile_program.TileProgram.replay`)."""
-    if not GRAPHS or not has_device_arrays(inputs):
+    """``program`` replayed with ``executor``: through CUDA graphs where they are on (:data:`GRAPHS`) and the
+    inputs are on a GPU, else as Python calls (:meth:`~dasksae.tile_program.TileProgram.replay`)."""
+    if not GRAPHS or not has_device_arrays(inputs) or (GRAPHS == "auto" and not _shares_process(executor)):
         return program.replay(executor, inputs)
     graphed = getattr(program, "graphed", None)
     if graphed is None:
         graphed = program.graphed = GraphedStep(program)
     return graphed.replay(executor, inputs)
+
+
+def _shares_process(executor) -> bool:
+    """Whether the tile's step exchanges halos with tiles whose workers run in this process (threads on one GPU)."""
+    return executor is not None and executor.shares_process()
+
+
+def _touch(step):
+    """``step`` is the most recently replayed; beyond :data:`MAX_GRAPHED_STEPS`, the least recent lose their graphs."""
+    released = []
+    with _recent_lock:
+        _recent.pop(id(step), None)
+        _recent[id(step)] = weakref.ref(step)
+        while len(_recent) > MAX_GRAPHED_STEPS:
+            released.append(_recent.popitem(last=False)[1]())
+    for old in released:
+        if old is not None:
+            old.release()
+
+
+def release_all():
+    """Drop every program's graphs in this process and free their memory (:func:`dasksae.tile_program.forget_all`
+    calls this)."""
+    with _recent_lock:
+        steps = [ref() for ref in _recent.values()]
+        _recent.clear()
+    for step in steps:
+        if step is not None:
+            step.release()

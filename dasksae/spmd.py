@@ -202,6 +202,16 @@ class SpmdExecutor(Executor):
             self._record_put(handle, value)
         return handle
 
+    def shares_process(self) -> bool:
+        """Whether another tile's worker runs in this process (worker threads sharing a GPU)."""
+        own = self.placement[self.me]
+        for address in set(self.placement.values()) - {own}:
+            if address not in self._mailboxes:
+                self._mailboxes[address] = _mailbox_in_this_process(address)
+            if self._mailboxes[address] is not None:
+                return True
+        return False
+
     def _send(self, tile, tag, value):
         address = self.placement[tile]
         self.sent_bytes += _nbytes(value)

@@ -219,5 +219,9 @@ def keep(key, program: TileProgram):
 
 
 def forget_all():
+    """Forget every kept program, and free the memory of their CUDA graphs (:mod:`dasksae.cuda_graphs`)."""
+    from . import cuda_graphs
+
     with _programs_lock:
         _programs.clear()
+    cuda_graphs.release_all()

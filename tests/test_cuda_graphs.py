@@ -1,6 +1,11 @@
 """How a recorded tile step is cut into CUDA-graph runs (dasksae.cuda_graphs); the graphs themselves run on a GPU
 (tests/test_gpu_tiled.py)."""
 
+import collections
+import os
+import subprocess
+import sys
+
 import distributed
 import numpy
 import pytest
@@ -112,3 +117,31 @@ def test_without_a_gpu_a_replay_is_the_plain_one(monkeypatch):
     program.finish()
     assert cuda_graphs.replay(program, None, {"x": numpy.arange(3)})["y"].tolist() == [0, 2, 4]
     assert not hasattr(program, "graphed")
+
+
+def test_only_the_programs_replayed_last_keep_their_graphs(monkeypatch):
+    """Graphs hold a step's temporaries: beyond MAX_GRAPHED_STEPS the least recently replayed program loses them,
+    and release_all (tile_program.forget_all) drops them all."""
+
+    class Step:
+        def __init__(self):
+            self.released = 0
+
+        def release(self):
+            self.released += 1
+
+    monkeypatch.setattr(cuda_graphs, "MAX_GRAPHED_STEPS", 2)
+    monkeypatch.setattr(cuda_graphs, "_recent", collections.OrderedDict())
+    first, second, third = Step(), Step(), Step()
+    for step in (first, second, first, third):
+        cuda_graphs._touch(step)
+    assert [s.released for s in (first, second, third)] == [0, 1, 0]
+    tile_program.forget_all()
+    assert [s.released for s in (first, second, third)] == [1, 1, 1]
+
+
+def test_a_bad_switch_is_refused_with_its_values():
+    run = subprocess.run([sys.executable, "-c", "import dasksae"], env={**os.environ, "DASKSAE_CUDA_GRAPHS": "yes"},
+                         capture_output=True, text=True)
+    assert run.returncode != 0
+    assert "DASKSAE_CUDA_GRAPHS must be auto, 1 or 0, got 'yes'" in run.stderr

@@ -107,3 +107,28 @@ def test_cuda_graphs_equal_steps_replayed_as_calls(monkeypatch, tiles, precision
     numpy.testing.assert_allclose(got, expected, rtol=1e-6)
     for mine, theirs in zip(parameters, expected_parameters):
         numpy.testing.assert_allclose(mine["encoder"], theirs["encoder"], rtol=1e-5, atol=1e-7)
+
+
+def test_cuda_graphs_by_default_only_where_workers_share_the_process_and_their_memory_is_freed(monkeypatch):
+    """``auto``: one tile in-process replays as calls; four worker threads on the GPU replay as graphs, whose
+    private pools hold memory until ``forget_all`` frees it."""
+    from dasksae import cuda_graphs, tile_program
+
+    monkeypatch.setattr(cuda_graphs, "GRAPHS", "auto")
+    config = named_config("tiny")
+    data = numpy.random.default_rng(6)
+    batches = [data.standard_normal(config.input_shape + (8,)).astype("float32") for _ in range(5)]
+    tile_program.forget_all()
+    launched = cuda_graphs.launches
+    network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="float32", device="cuda")
+    for x in batches:
+        network.step(x, 1e-3, 0.9)
+    assert cuda_graphs.launches == launched
+    with distributed.LocalCluster(n_workers=4, threads_per_worker=1, dashboard_address=None, processes=False) as cluster:
+        with distributed.Client(cluster) as client:
+            network = TiledNetwork(config, "2x2", client, seed=1, dtype="float32", device="cuda")
+            network.steps(batches, 1e-3, 0.9)
+    assert cuda_graphs.launches > launched
+    assert cuda_graphs.private_pool_bytes() > 0
+    tile_program.forget_all()
+    assert cuda_graphs.private_pool_bytes() == 0

@@ -4,7 +4,9 @@
 #               scale states staged with a on the device: the CUDA-graph tests, the rows with CUDA graphs and halo
 #               events (in-process, 1 worker, 4 worker threads; float32 and bfloat16), then all GPU tests;
 #   PART=second graphs by default (auto) where worker threads share the GPU, their memory freed after capture: all GPU
-#               tests, the rows with the defaults, then 4 worker threads with halo events too.
+#               tests, the rows with the defaults, then 4 worker threads with halo events too;
+#   PART=final  halo events on by default as well: all GPU tests, then the table (limit, 1 worker, 4 worker threads,
+#               PyTorch) in one gpu_step.py process.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
 case "${PART:-first}" in
@@ -23,5 +25,13 @@ second)
     --runs 20 --runs-4w 5 --json $OUT/gpu-step-coates200-m96-defaults.json 2>&1 | filter | grep -v "  gemm" | sed 's/^/defaults: /' | tee -a $OUT/gpu-step.log
   DASKSAE_HALO_EVENTS=1 timeout 120 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads \
     --dtypes float32,bfloat16 --steps-per-task-4w 10 --runs-4w 5 --runs 5 --json $OUT/gpu-step-coates200-m96-events.json 2>&1 | filter | grep -v "  gemm" | sed 's/^/halo events: /' | tee -a $OUT/gpu-step.log ;;
+final)
+  # the table with this session's defaults (CUDA graphs where worker threads share the GPU, halo events on): all GPU
+  # tests, then the limit, 1 worker (with the in-process kernel time), 4 worker threads and PyTorch, in one process
+  timeout ${TESTS_S:-120} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -30 | tee $OUT/gpu-tests.log
+  timeout ${TABLE_S:-420} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
+    --modes limit,dasksae-1w,dasksae-4w-threads,torch --dtypes float32,bfloat16 --precisions float32,bfloat16 \
+    --steps-per-task 10 --steps-per-task-4w 10 --runs 20 --runs-4w 5 \
+    --json $OUT/gpu-step-coates200-m96.json 2>&1 | filter | grep -v "  gemm" | tee $OUT/gpu-step.log ;;
 esac
 true

@@ -42,9 +42,14 @@ from .streams import device_event, ready_to_leave, tile_task_stream, wait_for_ev
 from .tile_array import Executor
 
 MAILBOX = "_dasksae_mailbox"
-# Halos between worker threads of one process carry a CUDA event instead of waiting for the sender's stream (opt-in
-# until measured on the GPU: DASKSAE_HALO_EVENTS=1).
-HALO_EVENTS = os.environ.get("DASKSAE_HALO_EVENTS", "0") == "1"
+# Halos between worker threads of one process carry a CUDA event instead of waiting for the sender's stream
+# (DASKSAE_HALO_EVENTS=0 waits).  With the tile steps replayed as CUDA graphs (dasksae.cuda_graphs, on by default
+# for such threads), a wait at each message drains the thread's graphs: four worker threads on coates200, 2x2 tiles,
+# M=96, took 125.2 ms a float32 step with waits against 87.8 ms with events (H200, bench/results/session9/second).
+_EVENTS_SWITCH = os.environ.get("DASKSAE_HALO_EVENTS", "1")
+if _EVENTS_SWITCH not in ("0", "1"):
+    raise ValueError(f"DASKSAE_HALO_EVENTS must be 1 or 0, got {_EVENTS_SWITCH!r}; unset it for the default (1).")
+HALO_EVENTS = _EVENTS_SWITCH == "1"
 
 
 class Mailbox:

@@ -34,7 +34,8 @@ final)
     --steps-per-task 10 --steps-per-task-4w 10 --runs 20 --runs-4w 5 \
     --json $OUT/gpu-step-coates200-m96.json 2>&1 | filter | grep -v "  gemm" | tee $OUT/gpu-step.log ;;
 gil)
-  # A/B in one call: 4 worker threads with Python's GIL switch interval (5 ms) and with 0.5 ms
+  # A/B in one call: 4 worker threads with Python's GIL switch interval (5 ms) and with 0.5 ms.  Ran at d0b15ef, whose
+  # spmd.py read DASKSAE_GIL_SWITCH_MS; the switch went after it showed no gain (bench/results/session9/gil/)
   for ms in 0 0.5; do
     DASKSAE_GIL_SWITCH_MS=$ms timeout 105 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads \
       --dtypes float32,bfloat16 --steps-per-task-4w 10 --runs-4w 3 --runs 3 --warmup-runs 1 --json $OUT/gpu-step-coates200-m96-gil-$ms.json 2>&1 \

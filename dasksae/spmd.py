@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import threading
 import uuid
 
@@ -51,21 +50,7 @@ _EVENTS_SWITCH = os.environ.get("DASKSAE_HALO_EVENTS", "1")
 if _EVENTS_SWITCH not in ("0", "1"):
     raise ValueError(f"DASKSAE_HALO_EVENTS must be 1 or 0, got {_EVENTS_SWITCH!r}; unset it for the default (1).")
 HALO_EVENTS = _EVENTS_SWITCH == "1"
-# Worker threads of one process hand each other halos through mailboxes; a thread woken by a message waits for the
-# GIL until the running thread blocks or Python's switch interval (5 ms) runs out.  DASKSAE_GIL_SWITCH_MS sets the
-# interval for processes whose tiles exchange halos in-process (0: leave Python's).
-def _milliseconds(name: str, default: str) -> float:
-    text = os.environ.get(name, default)
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise ValueError(f"{name} must be a number of milliseconds (0 or more), got {text!r}; unset it for the default ({default}).")
-    return value
 
-
-GIL_SWITCH_SECONDS = _milliseconds("DASKSAE_GIL_SWITCH_MS", "0") / 1e3
 
 
 class Mailbox:
@@ -371,9 +356,6 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
             x_part = xp.asarray(x_part)  # onto the weights' device once (halo strips then travel as device arrays)
             executor = SpmdExecutor(me, placement, f"{step_id}.{index}")
             mailbox = executor.mailbox
-            if index == 0 and GIL_SWITCH_SECONDS > 0 and sys.getswitchinterval() != GIL_SWITCH_SECONDS \
-                    and executor.shares_process():
-                sys.setswitchinterval(GIL_SWITCH_SECONDS)
             key = (me, tuple(sorted(placement.items())), repr(config), grid.rows, grid.cols, stage, float(lr), float(momentum),
                    precision, tuple(x_part.shape), str(x_part.dtype), xp.__name__)
             step = tile_program.replayed(key, executor, tile_program.step_inputs(x_part, my_states, my_scales))

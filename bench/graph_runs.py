@@ -1,0 +1,46 @@
+"""How a tile's recorded SPMD step is cut into CUDA-graph runs, per tile: graph runs, sends and host-side calls.
+
+    python bench/graph_runs.py --config tiny --tiles 2x2
+
+Runs one step on a CPU cluster of worker threads (one per tile), then plans
+each tile's recorded program as :mod:`dasksae.cuda_graphs` would on a GPU.
+Each graph run is one launch a step; each send copies its values out of the
+graphs' memory and records an event; each graph run that starts with a
+receipt copies the received values into its staged buffers first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+
+import numpy
+
+
+def main():
+    import distributed
+
+    from dasksae import TiledNetwork, cuda_graphs, named_config, tile_program
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="tiny")
+    parser.add_argument("--tiles", default="2x2")
+    args = parser.parse_args()
+    config = named_config(args.config)
+    rows, cols = (int(n) for n in args.tiles.split("x"))
+    tile_program.forget_all()
+    x = numpy.random.default_rng(0).standard_normal(config.input_shape + (1,)).astype("float32")
+    with distributed.LocalCluster(n_workers=rows * cols, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            TiledNetwork(config, args.tiles, client, seed=0, dtype="float32").step(x, 1e-3, 0.9)
+    print(f"{'tile program':>12} {'operations':>10} {'graph runs':>10} {'sends':>6} {'host-side':>9} {'runs with receipts':>18}")
+    for number, program in enumerate(tile_program._programs.values()):
+        runs = cuda_graphs.plan(program.operations)
+        kinds = collections.Counter(kind for kind, _ in runs)
+        received = sum(1 for kind, indices in runs if kind == cuda_graphs.GRAPH and program.operations[indices[0]][3])
+        print(f"{number:>12} {len(program.operations):>10} {kinds[cuda_graphs.GRAPH]:>10} {kinds[cuda_graphs.MESSAGE]:>6} "
+              f"{kinds[cuda_graphs.EAGER]:>9} {received:>18}")
+
+
+if __name__ == "__main__":
+    main()

@@ -3,7 +3,9 @@
 ``batched_matmul(a, b)`` computes ``op(a[i]) @ op(b[i])`` for every block
 ``i``, where ``op`` is an optional transpose that is never materialised.  On
 CuPy it is one call of cuBLAS's strided-batched GEMM with an explicit compute
-type (``cublasGemmStridedBatchedEx``): ``cupy.matmul`` copies a transposed
+type (``cublasGemmStridedBatchedEx``, called through ctypes on a cuBLAS
+handle of our own per thread, since CuPy's binding refuses every call while
+a stream is captured into a CUDA graph): ``cupy.matmul`` copies a transposed
 operand first or picks a slow kernel for it (13 TFLOP/s for ``W^T Y`` against
 36 for ``W Y`` on the H100, DESIGN.md), and it has no way to ask for TF32 or
 for bfloat16 operands with float32 accumulation.  With ``DASKSAE_GEMM=tuned``

@@ -335,7 +335,7 @@ def main(argv=None):
             "cupy": cupy.__version__, "torch": torch.__version__, "dask": dask.__version__, "distributed": distributed.__version__,
             "protocol": args.protocol, "switch_interval": __import__("sys").getswitchinterval(),
             "environment": {name: os.environ[name] for name in ("DASKSAE_GEMM", "DASKSAE_SPMD_REPLAY", "DASKSAE_HALO_EVENTS",
-                                                                       "DASKSAE_CUDA_GRAPHS")
+                                                                       "DASKSAE_CUDA_GRAPHS", "DASKSAE_GRAPH_CUTS")
                             if name in os.environ},
         }
         with open(args.json, "w") as handle:

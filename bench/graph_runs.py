@@ -6,7 +6,8 @@ Runs one step on a CPU cluster of worker threads (one per tile), then plans
 each tile's recorded program as :mod:`dasksae.cuda_graphs` would on a GPU.
 Each graph run is one launch a step; each send copies its values out of the
 graphs' memory and records an event; each graph run that starts with a
-receipt copies the received values into its staged buffers first.
+receipt copies the received values into its staged buffers first.  The last
+column is the graph runs with ``DASKSAE_GRAPH_CUTS=receipts``.
 """
 
 from __future__ import annotations
@@ -33,13 +34,15 @@ def main():
     with distributed.LocalCluster(n_workers=rows * cols, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
             TiledNetwork(config, args.tiles, client, seed=0, dtype="float32").step(x, 1e-3, 0.9)
-    print(f"{'tile program':>12} {'operations':>10} {'graph runs':>10} {'sends':>6} {'host-side':>9} {'runs with receipts':>18}")
+    print(f"{'tile program':>12} {'operations':>10} {'graph runs':>10} {'sends':>6} {'host-side':>9} {'runs with receipts':>18}"
+          f" {'graph runs, cut at receipts':>27}")
     for number, program in enumerate(tile_program._programs.values()):
         runs = cuda_graphs.plan(program.operations)
         kinds = collections.Counter(kind for kind, _ in runs)
         received = sum(1 for kind, indices in runs if kind == cuda_graphs.GRAPH and program.operations[indices[0]][3])
+        merged = sum(kind == cuda_graphs.GRAPH for kind, _ in cuda_graphs.plan(program.operations, cut_at_sends=False))
         print(f"{number:>12} {len(program.operations):>10} {kinds[cuda_graphs.GRAPH]:>10} {kinds[cuda_graphs.MESSAGE]:>6} "
-              f"{kinds[cuda_graphs.EAGER]:>9} {received:>18}")
+              f"{kinds[cuda_graphs.EAGER]:>9} {received:>18} {merged:>27}")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,11 @@ if _SWITCH not in ("auto", "0", "1"):
 # are workers of this process (threads sharing a GPU), as calls otherwise (one worker a GPU)
 GRAPHS = True if _SWITCH == "1" else False if _SWITCH == "0" else "auto"
 MAX_GRAPHED_STEPS = 16  # per process: the programs replayed last keep their graphs (and their memory)
+# where a tile's step is cut into graph runs: at every message (the default), or only where it waits for one (sends
+# then follow the run that makes their values: fewer launches, but a neighbour gets the halo when the run ends)
+CUTS = os.environ.get("DASKSAE_GRAPH_CUTS", "messages")
+if CUTS not in ("messages", "receipts"):
+    raise ValueError(f"DASKSAE_GRAPH_CUTS must be messages or receipts, got {CUTS!r}; unset it for the default (messages).")
 GRAPH, EAGER, MESSAGE = "graph", "eager", "send"
 
 
@@ -72,18 +77,28 @@ def host_side(function):
     return function
 
 
-def plan(operations) -> list:
-    """The operations' runs, in order: ``(kind, [operation indices])`` with kind ``send``, ``eager`` or ``graph``."""
-    runs = []
+def plan(operations, cut_at_sends: bool = True) -> list:
+    """The operations' runs, in order: ``(kind, [operation indices])`` with kind ``send``, ``eager`` or ``graph``.
+
+    ``cut_at_sends=False`` (``DASKSAE_GRAPH_CUTS=receipts``): a send does not end its graph run; it is made
+    right after the run (its values are final by then: nothing writes a sent value after it is made), before
+    anything that waits for a message, so sends keep their order relative to every receipt.
+    """
+    runs, deferred = [], []
     for index, operation in enumerate(operations):
+        graph_open = bool(runs) and runs[-1][0] == GRAPH
         if operation[0] == SEND:
-            runs.append((MESSAGE, [index]))
-        elif _host_side(operation):
-            runs.append((EAGER, [index]))
-        elif runs and runs[-1][0] == GRAPH and not operation[3]:
+            if graph_open and not cut_at_sends:
+                deferred.append(index)
+            else:
+                runs.append((MESSAGE, [index]))
+        elif graph_open and not _host_side(operation) and not operation[3]:
             runs[-1][1].append(index)
         else:
-            runs.append((GRAPH, [index]))
+            runs.extend((MESSAGE, [i]) for i in deferred)
+            deferred.clear()
+            runs.append((EAGER if _host_side(operation) else GRAPH, [index]))
+    runs.extend((MESSAGE, [i]) for i in deferred)
     return runs
 
 
@@ -228,7 +243,7 @@ class GraphedStep:
 
     def __init__(self, program):
         self.program = program
-        self.runs = plan(program.operations)
+        self.runs = plan(program.operations, cut_at_sends=CUTS == "messages")
         self.staged = staged_registers(program.operations, self.runs)
         self.kept_registers = kept_registers(program.operations, self.runs, program.outputs.values())
         self.replays = 0
@@ -335,6 +350,12 @@ class GraphedStep:
                     if mode == "capture" and self._before is not None:
                         registers[:] = self._before
                     self._give_up(f"{type(error).__name__}: {error}")
+                    # sends that this run held back until its end but that come before the failed call go first
+                    for later_kind, later in self.runs[position + 1:]:
+                        if later_kind != MESSAGE or later[0] > start:
+                            break
+                        _, tile, suffix, sources = program.operations[later[0]]
+                        executor._send(tile, prefix + suffix, [registers[r] for r in sources])
                     # no graph is launched again, so what earlier runs made is not rewritten: plain sends do
                     program.run(executor, registers, start, self._taken)
                     break

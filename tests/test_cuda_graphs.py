@@ -145,3 +145,55 @@ def test_a_bad_switch_is_refused_with_its_values():
                          capture_output=True, text=True)
     assert run.returncode != 0
     assert "DASKSAE_CUDA_GRAPHS must be auto, 1 or 0, got 'yes'" in run.stderr
+
+
+def test_cut_at_receipts_only_a_send_follows_the_run_that_makes_its_values():
+    """DASKSAE_GRAPH_CUTS=receipts: sends no longer end a graph run; each is made after its run, before anything
+    that waits for a message or runs on the host."""
+    program = TileProgram()
+    x = program.register()
+    program.inputs.update(x=x)
+    made, negated, product, report = (program.register() for _ in range(4))
+    program.call(numpy.negative, [(_SLOT, x)], [], made)  # 0
+    program.send((0, 1), "first", [made])  # 1
+    program.call(numpy.negative, [(_SLOT, made)], [], negated)  # 2
+    program.send((1, 0), "second", [negated])  # 3
+    program.call(numpy.multiply, [(_SLOT, negated), (_RECEIVED, None)], [("back", [1])], product)  # 4
+    program.call(_report, [(_SLOT, product)], [], report)  # 5
+    program.outputs.update(report0=report)
+    program.finish()
+    assert cuda_graphs.plan(program.operations) == [(GRAPH, [0]), (MESSAGE, [1]), (GRAPH, [2]), (MESSAGE, [3]),
+                                                    (GRAPH, [4]), (EAGER, [5])]
+    assert cuda_graphs.plan(program.operations, cut_at_sends=False) == [(GRAPH, [0, 2]), (MESSAGE, [1]), (MESSAGE, [3]),
+                                                                        (GRAPH, [4]), (EAGER, [5])]
+
+
+def test_cut_at_receipts_keeps_each_spmd_tile_step_in_message_order():
+    tile_program.forget_all()
+    config = named_config("tiny")
+    x = numpy.random.default_rng(0).standard_normal(config.input_shape + (1,)).astype("float32")
+    with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            TiledNetwork(config, "2x2", client, seed=0, dtype="float32").step(x, 1e-3, 0.9)
+    for program in _programs():
+        operations = program.operations
+        cut = cuda_graphs.plan(operations)
+        merged = cuda_graphs.plan(operations, cut_at_sends=False)
+        order = [i for _, indices in merged for i in indices]
+        assert sorted(order) == list(range(len(operations)))
+        sends = [indices[0] for kind, indices in merged if kind == MESSAGE]
+        assert sends == sorted(sends)  # messages leave in the recorded order
+        position = {index: p for p, (_, indices) in enumerate(merged) for index in indices}
+        for kind, indices in merged:
+            if kind == GRAPH:
+                assert all(not operations[i][3] for i in indices[1:])
+            waits = kind == EAGER or (kind == GRAPH and operations[indices[0]][3])
+            if waits:  # every send recorded before a wait is made before it
+                assert all(position[s] < position[indices[0]] for s in sends if s < indices[0])
+        made_by = {operations[i][4]: position[i] for i in range(len(operations)) if operations[i][0] == CALL}
+        for send in sends:  # a send's values are made by runs before it
+            assert all(made_by.get(r, -1) < position[send] for r in operations[send][3])
+        graph_runs = lambda runs: sum(kind == GRAPH for kind, _ in runs)  # noqa: E731
+        assert graph_runs(merged) < graph_runs(cut)
+        assert cuda_graphs.staged_registers(operations, merged) <= set(program.inputs.values()) | {
+            operations[i][4] for kind, indices in merged if kind == EAGER for i in indices}

@@ -45,7 +45,8 @@ gil)
   done ;;
 next)
   # prepared for the next session (not run in session 9): the CUDA-graph tests (now with graph runs cut at receipts
-  # only), then 4 worker threads with DASKSAE_GRAPH_CUTS=messages (the default) and =receipts, in one call
+  # only), then 4 worker threads with DASKSAE_GRAPH_CUTS=messages (the default) and =receipts, in one call; the rows
+  # print how long a tile's thread waited for messages and for the device (the rest is host work)
   timeout 90 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu_tiled.py -k cuda_graphs 2>&1 | tail -30 | tee $OUT/gpu-tests-graphs.log
   for cuts in messages receipts; do
     DASKSAE_GRAPH_CUTS=$cuts timeout 150 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads \

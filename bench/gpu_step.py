@@ -187,12 +187,14 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
             network.steps([data] * steps_per_task, 1e-3, 0.9)
         times, report = [], None
         report_context = contextlib.nullcontext() if profile is None else distributed.performance_report(filename=profile)
+        waits_before = client.run(_host_waits)
         with report_context, distributed.get_task_stream(client) as stream:
             for _ in range(runs):
                 started = time.perf_counter()
                 report = network.steps([data] * steps_per_task, 1e-3, 0.9)[-1]
                 times.append((time.perf_counter() - started) / steps_per_task)
         report.statistics["in_task_seconds"] = in_task_seconds(stream.data, steps_per_task)
+        report.statistics["host_waits"] = _waits_a_step(waits_before, client.run(_host_waits), runs * steps_per_task, processes)
         _print_graph_state(client.run(_graph_state).values())
         pools = client.run(_pool_bytes).values()
         held = sum(pools) if processes else max(pools)  # threads of one process share its memory pool
@@ -203,6 +205,24 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _host_waits(dask_worker):
+    """Seconds this worker's thread waited for messages, and this process's threads for the device, so far."""
+    from dasksae.kernels.backend import device_wait_seconds
+    from dasksae.spmd import MAILBOX
+
+    mailbox = getattr(dask_worker, MAILBOX, None)
+    return {"messages": 0.0 if mailbox is None else mailbox.waited_seconds, "device": device_wait_seconds()}
+
+
+def _waits_a_step(before: dict, after: dict, steps: int, processes: bool) -> dict:
+    """Per tile and step: the median over workers of the time waiting for messages, and the mean time waiting for
+    the device (in threads the device figure is the process's, shared by all workers)."""
+    messages = [(after[w]["messages"] - before[w]["messages"]) / steps for w in after]
+    devices = [(after[w]["device"] - before[w]["device"]) / steps for w in after]
+    device = statistics.mean(devices) if processes else max(devices) / len(devices)
+    return {"messages_seconds": statistics.median(messages), "device_seconds": device}
 
 
 def in_task_seconds(task_stream, steps_per_task: int) -> float:
@@ -420,8 +440,11 @@ def main(argv=None):
                              overhead=max(0.0, 1 - kernel / seconds), memory=held,
                              tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"],
                              halo_bytes=report.statistics["halo_bytes"], execution=execution, steps_per_task=per_task,
-                             in_task_seconds=report.statistics["in_task_seconds"])
+                             in_task_seconds=report.statistics["in_task_seconds"], host_waits=report.statistics["host_waits"])
                         print(f"  inside a tile's task (median over tiles and runs): {report.statistics['in_task_seconds'] * 1e3:.1f} ms a step", flush=True)
+                        waits = report.statistics["host_waits"]
+                        print(f"  a tile's thread waited {waits['messages_seconds'] * 1e3:.1f} ms a step for messages and "
+                              f"{waits['device_seconds'] * 1e3:.1f} ms for the device; the rest of its step is host work", flush=True)
                     except Exception as error:  # noqa: BLE001
                         print(f"{name} {mode} {dtype} failed: {type(error).__name__}: {error}")
             if "torch" in modes:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 import uuid
 
 from . import tile_program
@@ -61,6 +62,7 @@ class Mailbox:
         self._arrived = threading.Condition()
         self.received_bytes = 0
         self.received = 0
+        self.waited_seconds = 0.0  # the worker's thread, waiting for messages that had not arrived
 
     def put(self, tag=None, data=None):
         with self._arrived:
@@ -73,7 +75,9 @@ class Mailbox:
     def take(self, tag: str, timeout: float, abort: str | None = None):
         """The value sent with ``tag``; raises at once if ``abort`` (a tag) arrives first: a neighbour failed."""
         with self._arrived:
+            started = time.perf_counter()
             arrived = self._arrived.wait_for(lambda: tag in self._items or (abort is not None and abort in self._items), timeout=timeout)
+            self.waited_seconds += time.perf_counter() - started
             if not arrived:
                 raise TimeoutError(f"no message {tag} arrived within {timeout:g} s (a neighbour's task failed or died)")
             if tag not in self._items:

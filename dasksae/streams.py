@@ -29,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import threading
 
+from .kernels.backend import device_wait
+
 _local = threading.local()
 
 
@@ -53,7 +55,8 @@ def tile_task_stream(xp):
         try:
             yield
         finally:
-            stream.synchronize()
+            with device_wait():
+                stream.synchronize()
 
 
 def has_device_arrays(value) -> bool:
@@ -69,7 +72,8 @@ def ready_to_leave(value) -> None:
     if has_device_arrays(value):
         import cupy
 
-        cupy.cuda.get_current_stream().synchronize()
+        with device_wait():
+            cupy.cuda.get_current_stream().synchronize()
 
 
 def device_event(value):

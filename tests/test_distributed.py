@@ -11,6 +11,7 @@ distributed = pytest.importorskip("distributed")
 
 from dasksae import ConfigError, named_config  # noqa: E402
 from dasksae.diagnostics import clear_transfer_logs, transfers  # noqa: E402
+from dasksae.kernels.backend import device_wait_seconds  # noqa: E402
 from dasksae.tile_array import DaskExecutor  # noqa: E402
 from dasksae.tiled_network import TiledNetwork  # noqa: E402
 from dasksae.tiling import TileGrid  # noqa: E402
@@ -249,7 +250,10 @@ def test_worker_threads_of_one_process_hand_halos_over_by_reference():
                 check_steps_in_one_task(on_cluster(client), named_config("tiny"), 2, 2, steps=2)
             finally:
                 spmd.Mailbox.put = put
+            waited = client.run(lambda dask_worker: getattr(dask_worker, spmd.MAILBOX).waited_seconds)
     assert puts and set(puts) == {"task thread"}, collections.Counter(puts)
+    assert len(waited) == 4 and sum(waited.values()) > 0  # tiles wait for their neighbours' halos (bench/gpu_step.py)
+    assert device_wait_seconds() == 0.0  # NumPy tiles never wait for a device
 
 
 @pytest.mark.parametrize("tiles", ["1x1", "3x2"])

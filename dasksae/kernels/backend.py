@@ -6,6 +6,10 @@ returns.  CuPy is imported lazily, so importing dasksae never needs a GPU.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+
 import numpy
 
 
@@ -48,7 +52,28 @@ def host_floats(values) -> list[float]:
     if on_device:
         import cupy
 
-        fetched = cupy.stack([cupy.asarray(values[i], dtype=cupy.float64).reshape(()) for i in on_device]).get()
+        with device_wait():
+            fetched = cupy.stack([cupy.asarray(values[i], dtype=cupy.float64).reshape(()) for i in on_device]).get()
         for i, value in zip(on_device, fetched):
             out[i] = float(value)
     return out
+
+
+_device_waits = {"seconds": 0.0}
+_device_waits_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def device_wait():
+    """Count the block's time as the host waiting for the device (:func:`device_wait_seconds`)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        with _device_waits_lock:
+            _device_waits["seconds"] += time.perf_counter() - started
+
+
+def device_wait_seconds() -> float:
+    """Seconds this process's threads have waited for the device (in :func:`host_floats` and stream syncs), summed."""
+    return _device_waits["seconds"]

@@ -1,0 +1,101 @@
+"""Time each filter-block product of a step in its current layout and with its result transposed (GPU).
+
+    python bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions float32,bfloat16 --json out.json
+
+The three products of a filter layer are strided-batched GEMMs with one
+side of ``M = 96`` (the minibatch). cuBLAS tiles that side by 64 or 128, so
+some of their multiply-adds fall on padding. The same product with its
+result transposed puts ``M`` on the other side of the GEMM, where cuBLAS
+may choose other tiles. For each stage this prints both layouts of:
+
+* ``W x``: ``(rows, fan_in) @ (fan_in, M)`` against ``(M, fan_in) @ (fan_in, rows)``;
+* ``W^T y``: ``(fan_in, rows) @ (rows, M)`` against ``(M, rows) @ (rows, fan_in)``;
+* the weight gradient: ``(rows, 2M) @ (2M, fan_in)`` against ``(fan_in, 2M) @ (2M, rows)``.
+
+Each is one :func:`dasksae.kernels.gemm.batched_matmul` call on all the
+stage's blocks at once, timed with CUDA events (median of ``--runs``). Only
+speed is measured. A faster transposed layout would mean changing the
+kernels around the product (gather, fold, block rows) to read and write
+it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+
+def _time(call, runs):
+    import cupy
+
+    call()
+    times = []
+    for _ in range(runs):
+        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        call()
+        stop.record()
+        stop.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
+    return statistics.median(times)
+
+
+def products(blocks, rows, fan_in, batch):
+    """``(name, layout, a shape, b shape, transpose_a, transpose_b)`` of each product in both layouts; ``a``
+    and ``b`` are stored as the step stores them."""
+    width = 2 * batch
+    return [
+        ("W x", "current", (blocks, rows, fan_in), (blocks, fan_in, batch), False, False),
+        ("W x", "transposed", (blocks, fan_in, batch), (blocks, rows, fan_in), True, True),
+        ("W^T y", "current", (blocks, rows, fan_in), (blocks, rows, batch), True, False),
+        ("W^T y", "transposed", (blocks, rows, batch), (blocks, rows, fan_in), True, False),
+        ("grad", "current", (blocks, rows, width), (blocks, fan_in, width), False, True),
+        ("grad", "transposed", (blocks, fan_in, width), (blocks, rows, width), False, True),
+    ]
+
+
+def main(argv=None):
+    import cupy
+
+    from dasksae.kernels.gemm import batched_matmul, storage_dtype
+    from gpu_step import coates
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="coates200")
+    parser.add_argument("--minibatch", type=int, default=96)
+    parser.add_argument("--precisions", default="float32,bfloat16")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    config = coates(args.config)
+    rows_out = []
+    print(f"{'stage':>5} {'product':>8} {'layout':>10} {'precision':>9} {'blocks':>6} {'ms':>8} {'TFLOP/s':>8}")
+    for precision in args.precisions.split(","):
+        for stage, geometry in enumerate(config.geometry()):
+            blocks_h, blocks_w, rows, fan_in = geometry.weight_shape
+            blocks = blocks_h * blocks_w
+            for name, layout, a_shape, b_shape, transpose_a, transpose_b in products(blocks, rows, fan_in, args.minibatch):
+                dtype = storage_dtype(precision)
+                a = cupy.ones(a_shape, dtype=dtype)
+                b = cupy.ones(b_shape, dtype=dtype)
+                out = batched_matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision)
+                seconds = _time(lambda a=a, b=b, out=out, ta=transpose_a, tb=transpose_b, p=precision: batched_matmul(
+                    a, b, transpose_a=ta, transpose_b=tb, precision=p, out=out), args.runs)
+                inner = a_shape[1] if transpose_a else a_shape[2]
+                flops = 2 * blocks * out.shape[1] * out.shape[2] * inner
+                row = {"stage": stage + 1, "product": name, "layout": layout, "precision": precision, "blocks": blocks,
+                       "out_shape": list(out.shape[1:]), "inner": inner, "seconds": seconds, "tflops": flops / seconds / 1e12}
+                rows_out.append(row)
+                print(f"{stage + 1:>5} {name:>8} {layout:>10} {precision:>9} {blocks:>6} {seconds * 1e3:>8.3f} "
+                      f"{row['tflops']:>8.1f}", flush=True)
+                a = b = out = None
+                cupy.get_default_memory_pool().free_all_blocks()
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump({"config": args.config, "minibatch": args.minibatch, "card": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(),
+                       "rows": rows_out}, file, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -310,8 +310,6 @@ class GraphedStep:
     # ------------------------------------------------------------ the step
 
     def _execute(self, executor, inputs, mode):
-        import cupy
-
         program = self.program
         registers = [None] * program.registers
         for name, register in program.inputs.items():
@@ -322,6 +320,8 @@ class GraphedStep:
             for register, value in self.kept.items():
                 registers[register] = value
         if mode == "capture":
+            import cupy
+
             self.graphs, self.pool = {}, cupy.cuda.MemoryPool()
         prefix = prefix_of(executor)
         self._taken, self._before = (None, None), None
@@ -360,6 +360,8 @@ class GraphedStep:
                     program.run(executor, registers, start, self._taken)
                     break
         if mode == "capture" and not self.failure:
+            import cupy
+
             # the calls' temporaries now live in the graphs' pool: what the recording and staged steps left cached
             # in the default pool would hold a second copy for as long as the process runs
             with _capture_lock:
@@ -379,17 +381,17 @@ class GraphedStep:
         return function(*values)
 
     def _graph_run(self, executor, prefix, registers, position, indices, mode):
-        import cupy
-
         received = self._staged_received(executor, prefix, indices[0], mode)
         global launches
         if mode == "launch":
             self.graphs[position].launch()
             launches += 1
             return
-        if mode == "staged":
+        if mode == "staged":  # (no CuPy needed: a CPU test replays staged steps on NumPy)
             self._calls(registers, indices, received)
             return
+        import cupy
+
         self._before = list(registers)  # a failed capture goes on from here (it may have dropped some)
         stream = _capture_stream(cupy)
         with _capture_lock, stream, cupy.cuda.using_allocator(self.pool.malloc):

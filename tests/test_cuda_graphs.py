@@ -197,3 +197,53 @@ def test_cut_at_receipts_keeps_each_spmd_tile_step_in_message_order():
         assert graph_runs(merged) < graph_runs(cut)
         assert cuda_graphs.staged_registers(operations, merged) <= set(program.inputs.values()) | {
             operations[i][4] for kind, indices in merged if kind == EAGER for i in indices}
+
+
+class _Mailboxes:
+    """An executor for one tile's program: what it sends, in order, and what it is sent."""
+
+    step_id = "step"
+
+    def __init__(self, incoming: dict):
+        self.sent, self.incoming = [], incoming
+
+    def _send(self, tile, tag, values):
+        self.sent.append(tag)
+
+    def receive(self, tag):
+        return self.incoming[tag]
+
+
+@pytest.mark.parametrize("cuts", ["messages", "receipts"])
+def test_a_staged_step_that_fails_midway_goes_on_as_calls_and_loses_no_message(monkeypatch, cuts):
+    """A call that fails in the staged replay ends the graphs; the step goes on as calls from that call, and every
+    message goes out once, in the recorded order (with ``receipts``, the run held back a send the failed call
+    comes after)."""
+    monkeypatch.setattr(cuda_graphs, "CUTS", cuts)
+    failures = []
+
+    def fails_once(value):
+        if not failures:
+            failures.append("the first call of negated")
+            raise RuntimeError("cannot be captured")
+        return -value
+
+    program = TileProgram()
+    x = program.register()
+    program.inputs.update(x=x)
+    made, negated, product, report = (program.register() for _ in range(4))
+    program.call(numpy.negative, [(_SLOT, x)], [], made)  # 0
+    program.send((0, 1), "first", [made])  # 1
+    program.call(fails_once, [(_SLOT, made)], [], negated)  # 2
+    program.send((1, 0), "second", [negated])  # 3
+    program.call(numpy.multiply, [(_SLOT, negated), (_RECEIVED, None)], [("back", [1])], product)  # 4
+    program.call(_report, [(_SLOT, product)], [], report)  # 5
+    program.outputs.update(report0=report)
+    program.finish()
+    graphed = cuda_graphs.GraphedStep(program)
+    executor = _Mailboxes({"step:back": [numpy.array(3.0)]})
+    outputs = graphed.replay(executor, {"x": numpy.array(2.0)})
+    assert executor.sent == ["step:first", "step:second"]
+    assert outputs["report0"] == 6.0  # -(-2) * 3
+    assert failures and graphed.failure == "RuntimeError: cannot be captured"
+    cuda_graphs.release_all()

@@ -247,3 +247,37 @@ def test_a_staged_step_that_fails_midway_goes_on_as_calls_and_loses_no_message(m
     assert outputs["report0"] == 6.0  # -(-2) * 3
     assert failures and graphed.failure == "RuntimeError: cannot be captured"
     cuda_graphs.release_all()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("cuts", ["messages", "receipts"])
+def test_spmd_steps_run_as_graph_runs_train_as_plain_replays(monkeypatch, cuts):
+    """Four worker threads run their tiles' steps as the staged replay runs them on a GPU (graph runs, sends and
+    host-side calls in the planned order, received values through staged buffers), on NumPy: no tile waits for a
+    message that is never sent, and the losses and weights are those of plain replays."""
+    config = named_config("tiny")
+    data = numpy.random.default_rng(4)
+    batches = [data.standard_normal(config.input_shape + (2,)).astype("float32") for _ in range(3)]
+
+    def train():
+        tile_program.forget_all()
+        with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+            with distributed.Client(cluster) as client:
+                network = TiledNetwork(config, "2x2", client, seed=2, dtype="float32")
+                return [r.loss for r in network.steps(batches, 1e-3, 0.9)], network.parameters()
+
+    expected, expected_parameters = train()
+    cuda_graphs.failures.clear()
+    staged = []
+    monkeypatch.setattr(cuda_graphs, "CUTS", cuts)
+    monkeypatch.setattr(cuda_graphs, "GRAPHS", True)
+    monkeypatch.setattr(cuda_graphs, "has_device_arrays", lambda inputs: True)
+    monkeypatch.setattr(cuda_graphs, "_is_scale_state", lambda value: False)  # a stays a host number on NumPy
+    monkeypatch.setattr(cuda_graphs.GraphedStep, "replay",
+                        lambda self, executor, inputs: staged.append(1) or self._execute(executor, inputs, "staged"))
+    got, parameters = train()
+    assert len(staged) == 4 * (len(batches) - 1)  # every tile's every replayed step
+    assert cuda_graphs.failures == []
+    numpy.testing.assert_array_equal(got, expected)
+    for mine, theirs in zip(parameters, expected_parameters):
+        numpy.testing.assert_array_equal(mine["encoder"], theirs["encoder"])

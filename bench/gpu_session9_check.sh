@@ -5,9 +5,10 @@
 #               events (in-process, 1 worker, 4 worker threads; float32 and bfloat16), then all GPU tests;
 #   PART=second graphs by default (auto) where worker threads share the GPU, their memory freed after capture: all GPU
 #               tests, the rows with the defaults, then 4 worker threads with halo events too;
-#   PART=next   (for session 10) the graph tests, each filter product in its layout and transposed
-#               (bench/gemm_layouts.py), then 4 worker threads with graph runs cut at every message and at receipts
-#               only (DASKSAE_GRAPH_CUTS);
+#   PART=next   (for session 10) the graph tests, then 4 worker threads with graph runs cut at every message and at
+#               receipts only (DASKSAE_GRAPH_CUTS), with the host-wait figures;
+#   PART=profile (for session 10) kernel tables of 4 worker threads and of one tile in bfloat16 (is the 4-thread
+#               step device-bound?), and each filter product in its layout and transposed (bench/gemm_layouts.py);
 #   PART=final  halo events on by default as well: all GPU tests, then the table (limit, 1 worker, 4 worker threads,
 #               PyTorch) in one gpu_step.py process.
 source bench/device_setup.sh
@@ -49,12 +50,20 @@ next)
   # only), then 4 worker threads with DASKSAE_GRAPH_CUTS=messages (the default) and =receipts, in one call; the rows
   # print how long a tile's thread waited for messages and for the device (the rest is host work)
   timeout 90 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu_tiled.py -k cuda_graphs 2>&1 | tail -30 | tee $OUT/gpu-tests-graphs.log
-  timeout 90 python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions float32,bfloat16 \
-    --json $OUT/gemm-layouts-coates200-m96.json 2>&1 | tee $OUT/gemm-layouts.log
   for cuts in messages receipts; do
     DASKSAE_GRAPH_CUTS=$cuts timeout 150 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads \
       --dtypes bfloat16,float32 --steps-per-task-4w 10 --runs-4w 5 --runs 3 --warmup-runs 1 --json $OUT/gpu-step-coates200-m96-cuts-$cuts.json 2>&1 \
       | filter | grep -v "  gemm" | sed "s/^/graph cuts at $cuts: /" | tee -a $OUT/gpu-step.log
   done ;;
+profile)
+  # prepared for the next session (not run in session 9): where the 4-thread step's time goes. The kernel table of
+  # 4 worker threads (GPU busy share: device-bound or not) and of one tile, in bfloat16; each filter product in its
+  # layout and with its result transposed
+  timeout 150 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --tiles 2x2 --workers 4 \
+    --runs 2 --json $OUT/kernel-table-coates200-bfloat16-4w.json 2>&1 | filter | tee $OUT/kernel-table.log
+  timeout 90 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
+    --json $OUT/kernel-table-coates200-bfloat16-1w.json 2>&1 | filter | tee -a $OUT/kernel-table.log
+  timeout 90 python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions float32,bfloat16 \
+    --json $OUT/gemm-layouts-coates200-m96.json 2>&1 | tee $OUT/gemm-layouts.log ;;
 esac
 true

@@ -1,6 +1,7 @@
 """Where the time of a one-tile GPU step goes, by CUDA kernel (PyTorch's profiler reads CuPy's kernels too).
 
     python bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 --json out.json
+    python bench/kernel_table.py --config coates200 --tiles 2x2 --workers 4 --dtype bfloat16   # worker threads
 
 Runs the one-tile step in this process (no Dask, no syncs added), records
 every kernel the GPU ran over ``--runs`` steps with ``torch.profiler``
@@ -8,6 +9,14 @@ every kernel the GPU ran over ``--runs`` steps with ``torch.profiler``
 and the GPU's idle share (wall time not covered by kernels: launch gaps,
 host syncs, Python).  Unlike ``profile_primitives.py`` this does not slow
 the step down, and it names the kernels that ``(rest)`` hides there.
+
+``--workers K`` runs the step on K Dask workers as threads of this process
+sharing the GPU (as ``gpu_step.py``'s ``dasksae-4w-threads`` row does, with
+``--steps-per-task`` steps a task). Their streams overlap, so kernel time
+can exceed the wall time; the table also gives the GPU's *busy* time (the
+union of the kernels' intervals), and the idle share is wall minus busy.
+A step whose GPU is busy most of its wall time is bound by the device; one
+whose GPU idles is bound by the host or by waits between tiles.
 """
 
 from __future__ import annotations
@@ -29,6 +38,19 @@ def kernel_family(name):
     return name.split("<")[0][:60] if "gemm" not in name.lower() else name[:60]
 
 
+def union_seconds(intervals) -> float:
+    """Total length of the union of ``(start, end)`` intervals (kernels of several streams overlap)."""
+    total, reach = 0.0, None
+    for start, end in sorted(intervals):
+        if reach is None or start > reach:
+            total += end - start
+            reach = end
+        elif end > reach:
+            total += end - reach
+            reach = end
+    return total
+
+
 def main(argv=None):
     import cupy
     import torch
@@ -44,45 +66,71 @@ def main(argv=None):
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--tiles", default="1x1")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1, help="K > 1: the step on K worker threads sharing the GPU")
+    parser.add_argument("--steps-per-task", type=int, default=10, help="steps in each tile's task (with --workers)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     config = coates(args.config)
-    network = TiledNetwork(config, args.tiles, executor=LocalExecutor(), seed=0, dtype=args.dtype, device="cuda")
-    x = cupy.asarray(numpy.random.default_rng(0).standard_normal(config.input_shape + (args.minibatch,)).astype("float32"))
+    x = numpy.random.default_rng(0).standard_normal(config.input_shape + (args.minibatch,)).astype("float32")
+    cluster = client = None
+    if args.workers > 1:
+        import distributed
+
+        cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=False,
+                                           dashboard_address=None, silence_logs=40)
+        client = distributed.Client(cluster)
+        network = TiledNetwork(config, args.tiles, client, seed=0, dtype=args.dtype, device="cuda")
+        data = network.place(x)
+        steps = args.steps_per_task
+
+        def run():
+            network.steps([data] * steps, 1e-3, 0.9)
+    else:
+        network = TiledNetwork(config, args.tiles, executor=LocalExecutor(), seed=0, dtype=args.dtype, device="cuda")
+        data, steps = cupy.asarray(x), 1
+
+        def run():
+            network.step(data, 1e-3, 0.9)
     for _ in range(2):
-        network.step(x, 1e-3, 0.9)
+        run()
     cupy.cuda.runtime.deviceSynchronize()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as profiler:
         started = time.perf_counter()
         for _ in range(args.runs):
-            network.step(x, 1e-3, 0.9)
+            run()
         cupy.cuda.runtime.deviceSynchronize()
-        wall = (time.perf_counter() - started) / args.runs
+        wall = (time.perf_counter() - started) / (args.runs * steps)
+    if client is not None:
+        client.close()
+        cluster.close()
     totals, counts = collections.defaultdict(float), collections.defaultdict(int)
+    runs = args.runs * steps
     try:  # every device activity, linked to a torch op or not
-        kernels = [(e.name(), e.duration_ns() / 1e9) for e in profiler.profiler.kineto_results.events()
+        kernels = [(e.name(), e.start_ns() / 1e9, e.duration_ns() / 1e9) for e in profiler.profiler.kineto_results.events()
                    if e.device_type() == torch.autograd.DeviceType.CUDA]
     except AttributeError:  # another torch: the parsed events
-        kernels = [(e.name, e.time_range.elapsed_us() / 1e6) for e in profiler.events()
+        kernels = [(e.name, e.time_range.start / 1e6, e.time_range.elapsed_us() / 1e6) for e in profiler.events()
                    if e.device_type == torch.autograd.DeviceType.CUDA]
-    for name, seconds in kernels:
+    for name, _, seconds in kernels:
         family = kernel_family(name)
-        totals[family] += seconds / args.runs
+        totals[family] += seconds / runs
         counts[family] += 1
+    busy_total = union_seconds([(start, start + seconds) for _, start, seconds in kernels]) / runs
     busy = sum(totals.values())
     rows = sorted(totals.items(), key=lambda item: -item[1])
-    print(f"{args.config} M={args.minibatch} {args.dtype} tiles {args.tiles}: {wall * 1e3:.1f} ms a step (profiled), "
-          f"kernels {busy * 1e3:.1f} ms, GPU idle {max(wall - busy, 0) / wall:.1%}, "
-          f"{sum(counts.values()) // args.runs} kernels a step")
+    workers = f", {args.workers} worker threads" if args.workers > 1 else ""
+    print(f"{args.config} M={args.minibatch} {args.dtype} tiles {args.tiles}{workers}: {wall * 1e3:.1f} ms a step (profiled), "
+          f"kernels {busy * 1e3:.1f} ms, GPU busy {busy_total * 1e3:.1f} ms, GPU idle {max(wall - busy_total, 0) / wall:.1%}, "
+          f"{sum(counts.values()) // runs} kernels a step")
     for name, seconds in rows[: args.top]:
-        print(f"  {name:<62}{seconds * 1e3:>8.2f} ms {seconds / wall:>6.1%} {counts[name] // args.runs:>5}x")
+        print(f"  {name:<62}{seconds * 1e3:>8.2f} ms {seconds / wall:>6.1%} {counts[name] // runs:>5}x")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"config": args.config, "minibatch": args.minibatch, "dtype": args.dtype, "tiles": args.tiles,
-                       "wall_seconds": wall, "kernel_seconds": busy,
-                       "kernels": {n: {"seconds": s, "calls": counts[n] // args.runs} for n, s in rows},
+                       "workers": args.workers, "wall_seconds": wall, "kernel_seconds": busy, "busy_seconds": busy_total,
+                       "kernels": {n: {"seconds": s, "calls": counts[n] // runs} for n, s in rows},
                        "card": torch.cuda.get_device_name()}, handle, indent=1)
 
 

@@ -13,7 +13,7 @@ may choose other tiles. For each stage this prints both layouts of:
 * the weight gradient: ``(rows, 2M) @ (2M, fan_in)`` against ``(fan_in, 2M) @ (2M, rows)``.
 
 Each is one :func:`dasksae.kernels.gemm.batched_matmul` call on all the
-stage's blocks at once, timed with CUDA events (median of ``--runs``). Only
+stage's blocks at once, timed with CUDA events (median of ``--runs``, ``profile_kernels.timed``). Only
 speed is measured. A faster transposed layout would mean changing the
 kernels around the product (gather, fold, block rows) to read and write
 it.
@@ -23,22 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-
-
-def _time(call, runs):
-    import cupy
-
-    call()
-    times = []
-    for _ in range(runs):
-        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record()
-        call()
-        stop.record()
-        stop.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(start, stop) / 1e3)
-    return statistics.median(times)
 
 
 def products(blocks, rows, fan_in, batch):
@@ -60,6 +44,7 @@ def main(argv=None):
 
     from dasksae.kernels.gemm import batched_matmul, storage_dtype
     from gpu_step import coates
+    from profile_kernels import timed
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="coates200")
@@ -80,8 +65,8 @@ def main(argv=None):
                 a = cupy.ones(a_shape, dtype=dtype)
                 b = cupy.ones(b_shape, dtype=dtype)
                 out = batched_matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision)
-                seconds = _time(lambda a=a, b=b, out=out, ta=transpose_a, tb=transpose_b, p=precision: batched_matmul(
-                    a, b, transpose_a=ta, transpose_b=tb, precision=p, out=out), args.runs)
+                seconds = timed(lambda a=a, b=b, out=out, ta=transpose_a, tb=transpose_b, p=precision: batched_matmul(
+                    a, b, transpose_a=ta, transpose_b=tb, precision=p, out=out), runs=args.runs)
                 inner = a_shape[1] if transpose_a else a_shape[2]
                 flops = 2 * blocks * out.shape[1] * out.shape[2] * inner
                 row = {"stage": stage + 1, "product": name, "layout": layout, "precision": precision, "blocks": blocks,

@@ -138,12 +138,20 @@ class Mismatch(Exception):
     """A value does not fit the buffer the graphs read (another shape, dtype or constant)."""
 
 
-def clone(value):
-    """``value`` with its device arrays copied (containers rebuilt, everything else as it is)."""
+def clone(value, staged: bool = False):
+    """``value`` with its device arrays copied (containers rebuilt, everything else as it is).
+
+    ``staged``: the buffer that graphs read for ``value``, where each scale state's ``a`` becomes a float32
+    device scalar: the kernels read it from the device, so each launch sees the step's ``a``.
+    """
+    if staged and _is_scale_state(value):
+        import cupy
+
+        return {"scale": cupy.asarray(value["scale"], dtype=cupy.float32), "velocity": value["velocity"]}
     if isinstance(value, dict):
-        return {k: clone(v) for k, v in value.items()}
+        return {k: clone(v, staged) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(clone(v) for v in value)
+        return type(value)(clone(v, staged) for v in value)
     if _on_device(value):
         return value.copy()
     return value
@@ -154,22 +162,8 @@ def _is_scale_state(value) -> bool:
     return isinstance(value, dict) and value.keys() == {"scale", "velocity"} and not _on_device(value["scale"])
 
 
-def staged_copy(value):
-    """A buffer for ``value`` that graphs read (:func:`clone`), with each scale state's ``a`` as a float32
-    device scalar: the kernels read it from the device, so each launch sees the step's ``a``."""
-    if _is_scale_state(value):
-        import cupy
-
-        return {"scale": cupy.asarray(value["scale"], dtype=cupy.float32), "velocity": value["velocity"]}
-    if isinstance(value, dict):
-        return {k: staged_copy(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(staged_copy(v) for v in value)
-    return clone(value)
-
-
 def copy_into(buffer, value):
-    """Copy ``value``'s device arrays into ``buffer`` (made by :func:`staged_copy`); anything else must be equal."""
+    """Copy ``value``'s device arrays into ``buffer`` (made by :func:`clone` with ``staged``); anything else must be equal."""
     if isinstance(buffer, dict) and _on_device(buffer.get("scale")) and _is_scale_state(value):
         buffer["scale"].fill(float(value["scale"]))  # on the current stream, before the launch that reads it
         buffer["velocity"] = value["velocity"]  # read on the host only (by the stage's reduction), never by graphs
@@ -229,10 +223,10 @@ def _capture_stream(cupy):
 
 
 def _stage(store: dict, key, value, mode):
-    """``store[key]``, the buffer a graph run reads for ``value``: made (:func:`staged_copy`) in the staged
+    """``store[key]``, the buffer a graph run reads for ``value``: made (:func:`clone`, ``staged``) in the staged
     replay, refilled later."""
     if mode == "staged":
-        store[key] = staged_copy(value)
+        store[key] = clone(value, staged=True)
     else:
         copy_into(store[key], value)
     return store[key]
@@ -327,9 +321,7 @@ class GraphedStep:
         self._taken, self._before = (None, None), None
         for position, (kind, indices) in enumerate(self.runs):
             if kind == MESSAGE:
-                _, tile, suffix, sources = program.operations[indices[0]]
-                values = [registers[r] for r in sources]
-                executor._send(tile, prefix + suffix, values if mode == "staged" else [clone(v) for v in values])
+                self._send(executor, prefix, registers, indices[0], copy=mode != "staged")
             elif kind == EAGER:
                 index = indices[0]
                 out = program.operations[index][4]
@@ -354,8 +346,7 @@ class GraphedStep:
                     for later_kind, later in self.runs[position + 1:]:
                         if later_kind != MESSAGE or later[0] > start:
                             break
-                        _, tile, suffix, sources = program.operations[later[0]]
-                        executor._send(tile, prefix + suffix, [registers[r] for r in sources])
+                        self._send(executor, prefix, registers, later[0], copy=False)
                     # no graph is launched again, so what earlier runs made is not rewritten: plain sends do
                     program.run(executor, registers, start, self._taken)
                     break
@@ -367,6 +358,12 @@ class GraphedStep:
             with _capture_lock:
                 cupy.get_default_memory_pool().free_all_blocks()
         return {name: registers[r] for name, r in program.outputs.items()}
+
+    def _send(self, executor, prefix, registers, index, copy: bool):
+        """Send operation ``index``'s values; ``copy``: out of the graphs' memory (the next launch writes there)."""
+        _, tile, suffix, sources = self.program.operations[index]
+        values = [registers[r] for r in sources]
+        executor._send(tile, prefix + suffix, [clone(v) for v in values] if copy else values)
 
     def _give_up(self, reason):
         import logging

@@ -53,7 +53,6 @@ if _EVENTS_SWITCH not in ("0", "1"):
 HALO_EVENTS = _EVENTS_SWITCH == "1"
 
 
-
 class Mailbox:
     """Values sent to this worker, by tag, and how many bytes arrived."""
 
@@ -215,19 +214,18 @@ class SpmdExecutor(Executor):
     def shares_process(self) -> bool:
         """Whether another tile's worker runs in this process (worker threads sharing a GPU)."""
         own = self.placement[self.me]
-        for address in set(self.placement.values()) - {own}:
-            if address not in self._mailboxes:
-                self._mailboxes[address] = _mailbox_in_this_process(address)
-            if self._mailboxes[address] is not None:
-                return True
-        return False
+        return any(self._mailbox_of(address) is not None for address in set(self.placement.values()) - {own})
+
+    def _mailbox_of(self, address):
+        """The mailbox of the worker at ``address`` if it runs in this process, else ``None`` (looked up once)."""
+        if address not in self._mailboxes:
+            self._mailboxes[address] = _mailbox_in_this_process(address)
+        return self._mailboxes[address]
 
     def _send(self, tile, tag, value):
         address = self.placement[tile]
         self.sent_bytes += _nbytes(value)
-        if address not in self._mailboxes:
-            self._mailboxes[address] = _mailbox_in_this_process(address)
-        neighbour = self._mailboxes[address]
+        neighbour = self._mailbox_of(address)
         if neighbour is not None:  # a worker of this process (threads sharing a GPU): by reference, no event loop
             event = device_event(value) if HALO_EVENTS else None
             if event is None:

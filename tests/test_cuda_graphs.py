@@ -46,6 +46,17 @@ def _programs():
         return list(tile_program._programs.values())
 
 
+def _spmd_programs():
+    """The four tile programs that one step of ``tiny`` on 2x2 worker threads records."""
+    tile_program.forget_all()
+    config = named_config("tiny")
+    x = numpy.random.default_rng(0).standard_normal(config.input_shape + (1,)).astype("float32")
+    with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            TiledNetwork(config, "2x2", client, seed=0, dtype="float32").step(x, 1e-3, 0.9)
+    return _programs()
+
+
 def _check_runs(program):
     runs = cuda_graphs.plan(program.operations)
     assert [i for _, indices in runs for i in indices] == list(range(len(program.operations)))
@@ -79,13 +90,7 @@ def test_the_fused_one_tile_step_is_one_graph_run_then_its_reports():
 
 
 def test_an_spmd_tile_step_is_cut_at_every_message():
-    tile_program.forget_all()
-    config = named_config("tiny")
-    x = numpy.random.default_rng(0).standard_normal(config.input_shape + (1,)).astype("float32")
-    with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-        with distributed.Client(cluster) as client:
-            TiledNetwork(config, "2x2", client, seed=0, dtype="float32").step(x, 1e-3, 0.9)
-    programs = _programs()
+    programs = _spmd_programs()
     assert len(programs) == 4
     for program in programs:
         runs = _check_runs(program)
@@ -147,21 +152,28 @@ def test_a_bad_switch_is_refused_with_its_values():
     assert "DASKSAE_CUDA_GRAPHS must be auto, 1 or 0, got 'yes'" in run.stderr
 
 
-def test_cut_at_receipts_only_a_send_follows_the_run_that_makes_its_values():
-    """DASKSAE_GRAPH_CUTS=receipts: sends no longer end a graph run; each is made after its run, before anything
-    that waits for a message or runs on the host."""
+def _two_sends_then_a_receipt(second_call):
+    """0: made = -x; 1: send made; 2: negated = second_call(made); 3: send negated; 4: negated * (received
+    "back"); 5: its report (host-side)."""
     program = TileProgram()
     x = program.register()
     program.inputs.update(x=x)
     made, negated, product, report = (program.register() for _ in range(4))
-    program.call(numpy.negative, [(_SLOT, x)], [], made)  # 0
-    program.send((0, 1), "first", [made])  # 1
-    program.call(numpy.negative, [(_SLOT, made)], [], negated)  # 2
-    program.send((1, 0), "second", [negated])  # 3
-    program.call(numpy.multiply, [(_SLOT, negated), (_RECEIVED, None)], [("back", [1])], product)  # 4
-    program.call(_report, [(_SLOT, product)], [], report)  # 5
+    program.call(numpy.negative, [(_SLOT, x)], [], made)
+    program.send((0, 1), "first", [made])
+    program.call(second_call, [(_SLOT, made)], [], negated)
+    program.send((1, 0), "second", [negated])
+    program.call(numpy.multiply, [(_SLOT, negated), (_RECEIVED, None)], [("back", [1])], product)
+    program.call(_report, [(_SLOT, product)], [], report)
     program.outputs.update(report0=report)
     program.finish()
+    return program
+
+
+def test_cut_at_receipts_only_a_send_follows_the_run_that_makes_its_values():
+    """DASKSAE_GRAPH_CUTS=receipts: sends no longer end a graph run; each is made after its run, before anything
+    that waits for a message or runs on the host."""
+    program = _two_sends_then_a_receipt(numpy.negative)
     assert cuda_graphs.plan(program.operations) == [(GRAPH, [0]), (MESSAGE, [1]), (GRAPH, [2]), (MESSAGE, [3]),
                                                     (GRAPH, [4]), (EAGER, [5])]
     assert cuda_graphs.plan(program.operations, cut_at_sends=False) == [(GRAPH, [0, 2]), (MESSAGE, [1]), (MESSAGE, [3]),
@@ -169,13 +181,7 @@ def test_cut_at_receipts_only_a_send_follows_the_run_that_makes_its_values():
 
 
 def test_cut_at_receipts_keeps_each_spmd_tile_step_in_message_order():
-    tile_program.forget_all()
-    config = named_config("tiny")
-    x = numpy.random.default_rng(0).standard_normal(config.input_shape + (1,)).astype("float32")
-    with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-        with distributed.Client(cluster) as client:
-            TiledNetwork(config, "2x2", client, seed=0, dtype="float32").step(x, 1e-3, 0.9)
-    for program in _programs():
+    for program in _spmd_programs():
         operations = program.operations
         cut = cuda_graphs.plan(operations)
         merged = cuda_graphs.plan(operations, cut_at_sends=False)
@@ -228,18 +234,7 @@ def test_a_staged_step_that_fails_midway_goes_on_as_calls_and_loses_no_message(m
             raise RuntimeError("cannot be captured")
         return -value
 
-    program = TileProgram()
-    x = program.register()
-    program.inputs.update(x=x)
-    made, negated, product, report = (program.register() for _ in range(4))
-    program.call(numpy.negative, [(_SLOT, x)], [], made)  # 0
-    program.send((0, 1), "first", [made])  # 1
-    program.call(fails_once, [(_SLOT, made)], [], negated)  # 2
-    program.send((1, 0), "second", [negated])  # 3
-    program.call(numpy.multiply, [(_SLOT, negated), (_RECEIVED, None)], [("back", [1])], product)  # 4
-    program.call(_report, [(_SLOT, product)], [], report)  # 5
-    program.outputs.update(report0=report)
-    program.finish()
+    program = _two_sends_then_a_receipt(fails_once)
     graphed = cuda_graphs.GraphedStep(program)
     executor = _Mailboxes({"step:back": [numpy.array(3.0)]})
     outputs = graphed.replay(executor, {"x": numpy.array(2.0)})

@@ -63,6 +63,8 @@ profile)
     --runs 2 --json $OUT/kernel-table-coates200-bfloat16-4w.json 2>&1 | filter | tee $OUT/kernel-table.log
   timeout 90 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
     --json $OUT/kernel-table-coates200-bfloat16-1w.json 2>&1 | filter | tee -a $OUT/kernel-table.log
+  timeout 80 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 --runs 3 \
+    --json $OUT/kernel-table-coates200-float32-1w.json 2>&1 | filter | tee -a $OUT/kernel-table.log
   timeout 90 python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions float32,bfloat16 \
     --json $OUT/gemm-layouts-coates200-m96.json 2>&1 | tee $OUT/gemm-layouts.log ;;
 esac

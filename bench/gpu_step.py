@@ -160,7 +160,8 @@ def _free_pool():
 
 
 def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=None, send_each_step=False, eager=False,
-                 execution="spmd", dtype="float32", steps_per_task=1, protocol="tcp", processes=True, profile=None):
+                 execution="spmd", dtype="float32", steps_per_task=1, protocol="tcp", processes=True, profile=None,
+                 sample_host=False):
     import distributed
 
     from dasksae.tiled_network import TiledNetwork
@@ -188,13 +189,20 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
         times, report = [], None
         report_context = contextlib.nullcontext() if profile is None else distributed.performance_report(filename=profile)
         waits_before = client.run(_host_waits)
-        with report_context, distributed.get_task_stream(client) as stream:
+        sampler = contextlib.nullcontext()
+        if sample_host and not processes:  # the workers are threads of this process: sample their stacks
+            from thread_sampler import ThreadSampler
+
+            sampler = ThreadSampler()
+        with report_context, sampler, distributed.get_task_stream(client) as stream:
             for _ in range(runs):
                 started = time.perf_counter()
                 report = network.steps([data] * steps_per_task, 1e-3, 0.9)[-1]
                 times.append((time.perf_counter() - started) / steps_per_task)
         report.statistics["in_task_seconds"] = in_task_seconds(stream.data, steps_per_task)
         report.statistics["host_waits"] = _waits_a_step(waits_before, client.run(_host_waits), runs * steps_per_task, processes)
+        if sampler is not None and hasattr(sampler, "print_table"):
+            report.statistics["host_samples"] = sampler.print_table(top=30)
         _print_graph_state(client.run(_graph_state).values())
         pools = client.run(_pool_bytes).values()
         held = sum(pools) if processes else max(pools)  # threads of one process share its memory pool
@@ -318,6 +326,8 @@ def main(argv=None):
     parser.add_argument("--eager-messages", action="store_true", help="dasksae-1w with batched-stream intervals 0")
     parser.add_argument("--profile", default=None, metavar="PREFIX",
                         help="write a Dask performance report of each dasksae row's timed runs to PREFIX-<row>-<dtype>.html (needs bokeh)")
+    parser.add_argument("--sample-host", action="store_true",
+                        help="-threads rows: sample the worker threads' Python stacks during the timed runs (bench/thread_sampler.py)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     if args.profile:
@@ -435,12 +445,13 @@ def main(argv=None):
                         seconds, report, held = time_dasksae(config, batch, count, f"{rows_}x{cols_}", args.runs_4w, 2,
                                                              args.scheduler_address, execution=execution, dtype=dtype,
                                                              protocol=args.protocol, processes=processes, steps_per_task=per_task,
-                                                             profile=profile_file(mode, dtype))
+                                                             profile=profile_file(mode, dtype), sample_host=args.sample_host)
                         emit(f"{mode}-{rows_}x{cols_}" + (f"-k{per_task}" if per_task > 1 else ""), dtype, seconds,
                              overhead=max(0.0, 1 - kernel / seconds), memory=held,
                              tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"],
                              halo_bytes=report.statistics["halo_bytes"], execution=execution, steps_per_task=per_task,
-                             in_task_seconds=report.statistics["in_task_seconds"], host_waits=report.statistics["host_waits"])
+                             in_task_seconds=report.statistics["in_task_seconds"], host_waits=report.statistics["host_waits"],
+                             host_samples=report.statistics.get("host_samples"))
                         print(f"  inside a tile's task (median over tiles and runs): {report.statistics['in_task_seconds'] * 1e3:.1f} ms a step", flush=True)
                         waits = report.statistics["host_waits"]
                         print(f"  a tile's thread waited {waits['messages_seconds'] * 1e3:.1f} ms a step for messages and "

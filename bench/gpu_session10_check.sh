@@ -4,6 +4,9 @@
 #               float32) with the worker threads' Python stacks sampled (bench/thread_sampler.py): where a tile's
 #               host time goes. Before them: each chunk's weight update beside the next chunk's GEMMs
 #               (DASKSAE_OVERLAP_UPDATE) A/B'd on one worker, and the float32 kernel table with it (GPU busy time).
+#               (The overlap rows failed: CuPy has no deviceGetStreamPriorityRange; the side stream now takes
+#               CUDA's default priority.)
+#   PART=final  memcpy copies of sent and staged values; the overlap A/B; 4 worker threads with the defaults.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
 git log -1 --format=%h > $OUT/commit.txt 2>/dev/null
@@ -20,5 +23,21 @@ host)
   timeout 200 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads --sample-host \
     --dtypes bfloat16,float32 --steps-per-task-4w 10 --runs-4w 5 --runs 3 --warmup-runs 1 --json $OUT/gpu-step-coates200-m96-host.json 2>&1 \
     | filter | grep -v "  gemm" | tee -a $OUT/gpu-step.log ;;
+final)
+  # sent and staged values copied with one cudaMemcpyAsync each instead of CuPy's copy kernel (host time), and the
+  # update-overlap A/B again (the first try called a runtime function CuPy lacks): the graph and overlap tests,
+  # the in-process step with DASKSAE_OVERLAP_UPDATE 0 and 1, 4 worker threads with the defaults, and the float32
+  # kernel table with the overlap (GPU busy time against the sum of kernel times)
+  timeout 110 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu_tiled.py -k "cuda_graphs or beside" 2>&1 | tail -30 | tee $OUT/gpu-tests-graphs.log
+  for overlap in 0 1; do
+    DASKSAE_OVERLAP_UPDATE=$overlap timeout 75 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-inprocess \
+      --dtypes float32,bfloat16 --runs 30 --json $OUT/gpu-step-coates200-m96-overlap-$overlap.json 2>&1 \
+      | filter | grep -v "  gemm\|cuda graphs" | sed "s/^/overlap $overlap: /" | tee -a $OUT/gpu-step.log
+  done
+  timeout 120 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads \
+    --dtypes bfloat16,float32 --steps-per-task-4w 10 --runs-4w 5 --runs 3 --warmup-runs 1 --json $OUT/gpu-step-coates200-m96-4w.json 2>&1 \
+    | filter | grep -v "  gemm" | sed "s/^/memcpy copies: /" | tee -a $OUT/gpu-step.log
+  DASKSAE_OVERLAP_UPDATE=1 timeout 60 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 --runs 3 \
+    --json $OUT/kernel-table-coates200-float32-1w-overlap.json 2>&1 | filter | head -12 | tee -a $OUT/kernel-table.log ;;
 esac
 true

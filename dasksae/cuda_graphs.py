@@ -53,6 +53,7 @@ import os
 import threading
 import weakref
 
+from .kernels.backend import copy_array
 from .streams import has_device_arrays
 from .tile_program import _CONSTANT, _SLOT, CALL, SEND, is_array, prefix_of
 
@@ -154,7 +155,7 @@ def clone(value, staged: bool = False):
     if isinstance(value, (list, tuple)):
         return type(value)(clone(v, staged) for v in value)
     if _on_device(value):
-        return value.copy()
+        return copy_array(value)
     return value
 
 
@@ -182,9 +183,7 @@ def copy_into(buffer, value):
         if not _on_device(value) or value.shape != buffer.shape or value.dtype != buffer.dtype:
             raise Mismatch("a staged array changed shape or dtype")
         if value is not buffer:
-            import cupy
-
-            cupy.copyto(buffer, value)
+            copy_array(value, out=buffer)
     elif is_array(buffer) or is_array(value):
         raise Mismatch("a host array cannot be staged")
     elif not (buffer is value or buffer == value):

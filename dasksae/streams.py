@@ -100,7 +100,7 @@ def wait_for_event(event) -> None:
     cupy.cuda.get_current_stream().wait_event(event)
 
 
-# DASKSAE_OVERLAP_UPDATE=1: each chunk's weight update runs on a second, low-priority stream of the thread, beside
+# DASKSAE_OVERLAP_UPDATE=1: each chunk's weight update runs on a second stream of the thread, beside
 # the next chunk's GEMMs (memory-bound next to compute-bound); 0: in order on the thread's stream
 _OVERLAP = os.environ.get("DASKSAE_OVERLAP_UPDATE", "0")
 if _OVERLAP not in ("0", "1"):
@@ -114,8 +114,7 @@ def _side_stream(cupy):
     if streams is None:
         streams = _local.side_streams = {}
     if device not in streams:
-        lowest, _ = cupy.cuda.runtime.deviceGetStreamPriorityRange()
-        streams[device] = cupy.cuda.Stream(non_blocking=True, priority=lowest)
+        streams[device] = cupy.cuda.Stream(non_blocking=True)  # CUDA's default priority, the lowest
     return streams[device]
 
 

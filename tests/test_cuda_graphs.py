@@ -280,3 +280,16 @@ def test_spmd_steps_run_as_graph_runs_train_as_plain_replays(monkeypatch, cuts):
     numpy.testing.assert_array_equal(got, expected)
     for mine, theirs in zip(parameters, expected_parameters):
         numpy.testing.assert_array_equal(mine["encoder"], theirs["encoder"])
+
+
+def test_copy_array_copies_into_a_buffer_and_makes_new_ones():
+    from dasksae.kernels.backend import copy_array
+
+    value = numpy.arange(12.0).reshape(3, 4)
+    made = copy_array(value)
+    assert made is not value and numpy.array_equal(made, value)
+    buffer = numpy.zeros((4, 3)).T  # not C-contiguous: copied element by element
+    assert copy_array(value, out=buffer) is buffer
+    assert numpy.array_equal(buffer, value)
+    value[0, 0] = -1.0
+    assert made[0, 0] == 0.0 and buffer[0, 0] == 0.0

@@ -38,6 +38,8 @@ final)
     --dtypes bfloat16,float32 --steps-per-task-4w 10 --runs-4w 5 --runs 3 --warmup-runs 1 --json $OUT/gpu-step-coates200-m96-4w.json 2>&1 \
     | filter | grep -v "  gemm" | sed "s/^/memcpy copies: /" | tee -a $OUT/gpu-step.log
   DASKSAE_OVERLAP_UPDATE=1 timeout 60 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 --runs 3 \
-    --json $OUT/kernel-table-coates200-float32-1w-overlap.json 2>&1 | filter | head -12 | tee -a $OUT/kernel-table.log ;;
+    --json $OUT/kernel-table-coates200-float32-1w-overlap.json 2>&1 | filter | head -12 | tee -a $OUT/kernel-table.log
+  timeout ${TESTS_S:-100} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py \
+    -k "not cuda_graphs and not beside" 2>&1 | tail -20 | tee $OUT/gpu-tests.log ;;
 esac
 true

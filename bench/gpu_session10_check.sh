@@ -9,7 +9,6 @@
 #   PART=final  memcpy copies of sent and staged values; the overlap A/B; 4 worker threads with the defaults.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
-git log -1 --format=%h > $OUT/commit.txt 2>/dev/null
 case "${PART:-host}" in
 host)
   timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu_tiled.py -k "cuda_graphs or beside" 2>&1 | tail -30 | tee $OUT/gpu-tests-graphs.log

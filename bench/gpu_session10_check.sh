@@ -7,6 +7,8 @@
 #               (The overlap rows failed: CuPy has no deviceGetStreamPriorityRange; the side stream now takes
 #               CUDA's default priority.)
 #   PART=final  memcpy copies of sent and staged values; the overlap A/B; 4 worker threads with the defaults.
+# The overlap (streams.SideWork, DASKSAE_OVERLAP_UPDATE) gained nothing and was removed after 78410c1; the rows of
+# PART=host and PART=final that set it need that commit.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
 case "${PART:-host}" in

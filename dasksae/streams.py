@@ -27,7 +27,6 @@ nothing but the queue's name.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 
 from .kernels.backend import device_wait
@@ -98,77 +97,3 @@ def wait_for_event(event) -> None:
     import cupy
 
     cupy.cuda.get_current_stream().wait_event(event)
-
-
-# DASKSAE_OVERLAP_UPDATE=1: each chunk's weight update runs on a second stream of the thread, beside
-# the next chunk's GEMMs (memory-bound next to compute-bound); 0: in order on the thread's stream
-_OVERLAP = os.environ.get("DASKSAE_OVERLAP_UPDATE", "0")
-if _OVERLAP not in ("0", "1"):
-    raise ValueError(f"DASKSAE_OVERLAP_UPDATE must be 1 or 0, got {_OVERLAP!r}; unset it for the default (0).")
-OVERLAP_UPDATES = _OVERLAP == "1"
-
-
-def _side_stream(cupy):
-    device = cupy.cuda.runtime.getDevice()
-    streams = getattr(_local, "side_streams", None)
-    if streams is None:
-        streams = _local.side_streams = {}
-    if device not in streams:
-        streams[device] = cupy.cuda.Stream(non_blocking=True)  # CUDA's default priority, the lowest
-    return streams[device]
-
-
-class SideWork:
-    """Work that may run beside the current stream's: each :meth:`beside` block runs on the thread's side stream
-    after everything queued so far on the current stream, and the current stream waits for it again within
-    ``depth`` blocks and at :meth:`join`.
-
-    The arrays a block reads that the current stream would otherwise free and reuse (``keep``) are held until
-    the current stream has waited for the block: CuPy's pool hands a freed block to the next allocation on the
-    stream that freed it, so dropping them earlier would let the current stream overwrite them while the side
-    stream still reads them.  On NumPy, with the switch off, or while the current stream is being captured into
-    a CUDA graph, the blocks run in order on the current stream and nothing is held.
-    """
-
-    def __init__(self, xp, depth: int = 2, enabled: bool | None = None):
-        enabled = OVERLAP_UPDATES if enabled is None else enabled
-        self._cupy = xp if (enabled and xp.__name__ == "cupy" and not _capturing(xp)) else None
-        self.depth, self._pending = depth, []
-
-    @contextlib.contextmanager
-    def beside(self, keep=()):
-        cupy = self._cupy
-        if cupy is None:
-            yield
-            return
-        main, side = cupy.cuda.get_current_stream(), _side_stream(cupy)
-        side.wait_event(_record(cupy, main))
-        with side:
-            yield
-        self._pending.append((_record(cupy, side), keep))
-        while len(self._pending) > self.depth:
-            self._wait_oldest(main)
-
-    def _wait_oldest(self, main):
-        done, _ = self._pending.pop(0)
-        main.wait_event(done)
-
-    def join(self):
-        """The current stream waits for every block; what they read is released."""
-        if self._cupy is not None:
-            main = self._cupy.cuda.get_current_stream()
-            while self._pending:
-                self._wait_oldest(main)
-
-
-def _record(cupy, stream):
-    event = cupy.cuda.Event(block=False, disable_timing=True)
-    event.record(stream)
-    return event
-
-
-def _capturing(cupy) -> bool:
-    try:
-        return cupy.cuda.get_current_stream().is_capturing()
-    except Exception:  # noqa: BLE001 - the legacy default stream cannot be captured; old CuPy lacks the call
-        return False

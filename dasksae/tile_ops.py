@@ -30,7 +30,6 @@ from .kernels.local_filter import (
 from .kernels.normalize import inverse_row_norms, unit_rows_backward, unit_rows_sgd
 from .kernels.pooling import pool_squares, pool_unit_weights, sum_of_squares_over_units, window_sum_transpose
 from .optim import sgd_momentum_update
-from .streams import SideWork
 
 
 def scale_of(scale_state) -> float:
@@ -150,7 +149,6 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         grads["decoder"] = xp.empty(weights.shape, dtype=dtype)
     scale_grad = 0.0
     per_row = blocks_w * backward_bytes_per_block(rows, fan_in, batch, width, storage.itemsize, dtype.itemsize)
-    updates = SideWork(xp)  # each chunk's update beside the next chunk's GEMMs (DASKSAE_OVERLAP_UPDATE)
     for p0, p1 in chunks(blocks_h, per_row, CHUNK_BYTES):
         count = (p1 - p0) * blocks_w
         inputs = field_rows(p0, p1, field, step)
@@ -192,14 +190,11 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         if update is not None:
             lr, momentum = update
             shape = (p1 - p0, blocks_w, rows, fan_in)
-            with updates.beside(keep=(grad_unit, grad_decoder)):
-                unit_rows_sgd(state["encoder"][p0:p1], state["encoder_velocity"][p0:p1], grad_unit.reshape(shape),
-                              inverse_norms[p0:p1], lr, momentum, refresh_norms=True,
-                              raw_operand=None if weights is state["encoder"] else weights[p0:p1], precision=precision)
-                if grad_decoder is not None:
-                    sgd_momentum_update(state["decoder"][p0:p1], state["decoder_velocity"][p0:p1], grad_decoder.reshape(shape),
-                                        lr, momentum)
-    updates.join()
+            unit_rows_sgd(state["encoder"][p0:p1], state["encoder_velocity"][p0:p1], grad_unit.reshape(shape),
+                          inverse_norms[p0:p1], lr, momentum, refresh_norms=True,
+                          raw_operand=None if weights is state["encoder"] else weights[p0:p1], precision=precision)
+            if grad_decoder is not None:
+                sgd_momentum_update(state["decoder"][p0:p1], state["decoder_velocity"][p0:p1], grad_decoder.reshape(shape), lr, momentum)
     if update is not None:  # the next forward pass reads these instead of the weights twice more
         state["_encoder_inverse_norms"] = inverse_norms
         if weights is not state["encoder"]:

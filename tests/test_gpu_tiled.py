@@ -138,26 +138,3 @@ def test_cuda_graphs_by_default_only_where_workers_share_the_process_and_their_m
     tile_program.forget_all()
     assert cuda_graphs.private_pool_bytes() == 0
 
-
-@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_updates_beside_the_gemms_train_as_updates_in_order(monkeypatch, precision):
-    """DASKSAE_OVERLAP_UPDATE: each chunk's weight update on the thread's side stream, beside the next chunks'
-    GEMMs, gives the same losses and weights as updates in order.  Small chunks make many of them, more than
-    the two that may be in flight, so the side stream's waits and the held gradients are exercised."""
-    from dasksae import streams, tile_ops
-
-    monkeypatch.setattr(tile_ops, "CHUNK_BYTES", 64 * 1024)
-    config = named_config("tiny")
-    data = numpy.random.default_rng(7)
-    batches = [data.standard_normal(config.input_shape + (16,)).astype("float32") for _ in range(4)]
-
-    def train(overlap):
-        monkeypatch.setattr(streams, "OVERLAP_UPDATES", overlap)
-        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=2, dtype=precision, device="cuda")
-        return [network.step(x, 1e-3, 0.9).loss for x in batches], network.parameters()
-
-    expected, expected_parameters = train(False)
-    got, parameters = train(True)
-    numpy.testing.assert_allclose(got, expected, rtol=1e-6)
-    for mine, theirs in zip(parameters, expected_parameters):
-        numpy.testing.assert_allclose(mine["encoder"], theirs["encoder"], rtol=1e-6, atol=1e-8)

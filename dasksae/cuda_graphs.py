@@ -43,12 +43,15 @@ them on or off.  A graphed program holds its step's temporaries in its own
 pool for as long as it may launch again: the :data:`MAX_GRAPHED_STEPS`
 programs replayed last in the process keep their graphs, and
 :func:`release_all` (called by :func:`dasksae.tile_program.forget_all`)
-frees them all.
+frees them all; neither takes the graphs of a step whose replay is under
+way in another thread (with more tiles stepping at once than the cap, the
+cap is exceeded until their replays end).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import threading
 import weakref
@@ -211,6 +214,8 @@ _capture_streams: dict = {}
 _capture_lock = threading.Lock()  # one capture at a time in the process, and no capture while cached memory is freed
 _recent: "collections.OrderedDict" = collections.OrderedDict()  # id -> weak reference, least recently replayed first
 _recent_lock = threading.Lock()
+_replaying_now: dict = {}  # id -> how many replays of that step are under way (their graphs are not released)
+_release_when_done: set = set()  # ids of steps that release_all met mid-replay
 
 
 def _capture_stream(cupy):
@@ -273,17 +278,17 @@ class GraphedStep:
     def replay(self, executor, inputs: dict) -> dict:
         if self.failure:
             return self.program.replay(executor, inputs)
-        _touch(self)
-        self.replays += 1
-        if self.replays == 1:
-            return self._execute(executor, inputs, "staged")
-        if self.graphs is None:
-            return self._execute(executor, inputs, "capture")
-        for name, identities in self.states.items():
-            if _identities(inputs[name]) != identities:  # other state arrays: replay as calls, capture again
-                self.release()
-                return self.program.replay(executor, inputs)
-        return self._execute(executor, inputs, "launch")
+        with _replaying(self):
+            self.replays += 1
+            if self.replays == 1:
+                return self._execute(executor, inputs, "staged")
+            if self.graphs is None:
+                return self._execute(executor, inputs, "capture")
+            for name, identities in self.states.items():
+                if _identities(inputs[name]) != identities:  # other state arrays: replay as calls, capture again
+                    self.release()
+                    return self.program.replay(executor, inputs)
+            return self._execute(executor, inputs, "launch")
 
     # ------------------------------------------------------------ staging
 
@@ -442,24 +447,47 @@ def _shares_process(executor) -> bool:
 
 
 def _touch(step):
-    """``step`` is the most recently replayed; beyond :data:`MAX_GRAPHED_STEPS`, the least recent lose their graphs."""
-    released = []
+    """``step`` is the most recently replayed; beyond :data:`MAX_GRAPHED_STEPS`, the least recent lose their
+    graphs, except steps whose replay is under way in another thread (the cap is exceeded until they end)."""
     with _recent_lock:
         _recent.pop(id(step), None)
         _recent[id(step)] = weakref.ref(step)
-        while len(_recent) > MAX_GRAPHED_STEPS:
-            released.append(_recent.popitem(last=False)[1]())
+        idle = [key for key in _recent if key != id(step) and key not in _replaying_now]
+        released = [_recent.pop(key)() for key in idle[: max(0, len(_recent) - MAX_GRAPHED_STEPS)]]
     for old in released:
         if old is not None:
             old.release()
 
 
+@contextlib.contextmanager
+def _replaying(step):
+    """A replay of ``step`` is under way: it is the most recently replayed, and nothing releases its graphs and
+    staged buffers until it ends (a release asked for meanwhile happens then)."""
+    with _recent_lock:
+        _replaying_now[id(step)] = _replaying_now.get(id(step), 0) + 1
+    try:
+        _touch(step)
+        yield
+    finally:
+        with _recent_lock:
+            left = _replaying_now.pop(id(step)) - 1
+            if left:
+                _replaying_now[id(step)] = left
+            release = not left and id(step) in _release_when_done
+            if release:
+                _release_when_done.discard(id(step))
+        if release:
+            step.release()
+
+
 def release_all():
     """Drop every program's graphs in this process and free their memory (:func:`dasksae.tile_program.forget_all`
-    calls this)."""
+    calls this); a program whose replay is under way in another thread drops them when it ends."""
     with _recent_lock:
         steps = [ref() for ref in _recent.values()]
         _recent.clear()
+        busy = [step for step in steps if step is not None and id(step) in _replaying_now]
+        _release_when_done.update(id(step) for step in busy)
     for step in steps:
-        if step is not None:
+        if step is not None and step not in busy:
             step.release()

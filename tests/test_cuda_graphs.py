@@ -145,6 +145,37 @@ def test_only_the_programs_replayed_last_keep_their_graphs(monkeypatch):
     assert [s.released for s in (first, second, third)] == [1, 1, 1]
 
 
+def test_a_step_mid_replay_keeps_its_graphs_until_its_replay_ends(monkeypatch):
+    """With more tiles stepping at once in a process than MAX_GRAPHED_STEPS, another thread's replay must not
+    release the graphs and staged buffers of a step whose replay is under way (its next run would launch
+    nothing); nor may release_all. Both happen when that replay ends."""
+
+    class Step:
+        def __init__(self):
+            self.released = 0
+
+        def release(self):
+            self.released += 1
+
+    monkeypatch.setattr(cuda_graphs, "MAX_GRAPHED_STEPS", 1)
+    monkeypatch.setattr(cuda_graphs, "_recent", collections.OrderedDict())
+    busy, other, third = Step(), Step(), Step()
+    with cuda_graphs._replaying(busy):
+        cuda_graphs._touch(other)  # another thread's replay, over the cap
+        assert busy.released == 0
+        cuda_graphs._touch(third)  # the idle one goes; the busy one stays
+        assert (busy.released, other.released) == (0, 1)
+    cuda_graphs._touch(other)  # now the busy step is idle, and least recent
+    assert (busy.released, third.released) == (1, 1)
+    with cuda_graphs._replaying(busy):
+        tile_program.forget_all()
+        assert (busy.released, other.released) == (1, 2)
+    assert busy.released == 2  # released as its replay ended
+    with cuda_graphs._replaying(busy):
+        pass
+    assert busy.released == 2  # once
+
+
 def test_a_bad_switch_is_refused_with_its_values():
     run = subprocess.run([sys.executable, "-c", "import dasksae"], env={**os.environ, "DASKSAE_CUDA_GRAPHS": "yes"},
                          capture_output=True, text=True)

@@ -6,7 +6,10 @@ sharing a GPU take turns at the GIL to do so.  On a GPU the program is cut
 into runs:
 
 * ``send``: a message; its values are copied out of the graphs' memory first
-  (the next step's launch writes there again);
+  (the next step's launch writes there again).  By default
+  (``DASKSAE_GRAPH_CUTS=receipts``) a send does not end a graph run: it is
+  made right after the run that made its values, before anything that waits
+  for a message; with ``messages`` it ends the run;
 * ``eager``: a call marked :func:`host_side` (it reads device values on the
   host: the tile's report, the stage's reduction), run as a Python call;
 * ``graph``: the calls between those.  A call that takes received values

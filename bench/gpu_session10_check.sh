@@ -7,6 +7,7 @@
 #               (The overlap rows failed: CuPy has no deviceGetStreamPriorityRange; the side stream now takes
 #               CUDA's default priority.)
 #   PART=final  memcpy copies of sent and staged values; the overlap A/B; 4 worker threads with the defaults.
+#   PART=probe  (prepared, not run) bench/graph_event_probe.py: halo waits as event nodes inside CUDA graphs.
 # The overlap (streams.SideWork, DASKSAE_OVERLAP_UPDATE) gained nothing and was removed after 78410c1; the rows of
 # PART=host and PART=final that set it need that commit.
 source bench/device_setup.sh
@@ -42,5 +43,9 @@ final)
     --json $OUT/kernel-table-coates200-float32-1w-overlap.json 2>&1 | filter | head -12 | tee -a $OUT/kernel-table.log
   timeout ${TESTS_S:-100} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py \
     -k "not cuda_graphs and not beside" 2>&1 | tail -20 | tee $OUT/gpu-tests.log ;;
+probe)
+  # prepared for the next session (not run in session 10): can a tile's graph wait for its neighbour's inside the
+  # graph (external event record and wait nodes), and with what ordering semantics (bench/graph_event_probe.py)
+  timeout 60 python3 bench/graph_event_probe.py --json $OUT/graph-event-probe.json 2>&1 | tee $OUT/graph-event-probe.log ;;
 esac
 true

@@ -53,8 +53,7 @@ def run_demo(out, quick: bool = False, config_name: str = "tiny", tiles: str = "
     frames = 2 * int(numpy.prod(config.input_shape)) if quick else 4 * int(numpy.prod(config.input_shape))
     say = print if progress else (lambda *a, **k: None)
     say(f"[1/4] building the bundled data set ({frames} training frames, {face_fraction:.0%} faces) in {out / 'data'}")
-    store = build_bundled_store(out / "data", config, frames=frames, face_fraction=face_fraction, tiles=tiles, seed=seed)
-    attrs = dict(store.attrs)
+    build_bundled_store(out / "data", config, frames=frames, face_fraction=face_fraction, tiles=tiles, seed=seed)
     device = "cuda" if _gpu_present() else "cpu"
     kind = "threads of one process" if worker_threads or device == "cuda" else "processes"
     say(f"[2/4] training {config.name} on {tiles} tiles over {workers} local workers ({kind}, {device}), {steps} steps, no labels")

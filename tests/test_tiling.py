@@ -6,7 +6,6 @@ import pytest
 from dasksae import ConfigError, named_config
 from dasksae.halo import assemble, cut, overlap, sum_into
 from dasksae.network import NetworkConfig, StageConfig
-from dasksae.reference import encode_stage, init_params
 from dasksae.tiling import TileGrid
 
 UNEVEN = NetworkConfig(

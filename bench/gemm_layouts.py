@@ -12,6 +12,11 @@ may choose other tiles. For each stage this prints both layouts of:
 * ``W^T y``: ``(fan_in, rows) @ (rows, M)`` against ``(M, rows) @ (rows, fan_in)``;
 * the weight gradient: ``(rows, 2M) @ (2M, fan_in)`` against ``(fan_in, 2M) @ (2M, rows)``.
 
+``--simt`` adds, for the float32 products our own kernel takes
+(:mod:`dasksae.kernels.simt_gemm`: ``W x`` and ``W^T y``), their time with
+``DASKSAE_GEMM=simt`` and the largest difference from cuBLAS's result on
+random operands, relative to the largest value.
+
 Each is one :func:`dasksae.kernels.gemm.batched_matmul` call on all the
 stage's blocks at once, timed with CUDA events (median of ``--runs``, ``profile_kernels.timed``). Only
 speed is measured. A faster transposed layout would mean changing the
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 
 def products(blocks, rows, fan_in, batch):
@@ -42,6 +48,7 @@ def products(blocks, rows, fan_in, batch):
 def main(argv=None):
     import cupy
 
+    from dasksae.kernels import simt_gemm
     from dasksae.kernels.gemm import batched_matmul, storage_dtype
     from gpu_step import coates
     from profile_kernels import timed
@@ -51,6 +58,9 @@ def main(argv=None):
     parser.add_argument("--minibatch", type=int, default=96)
     parser.add_argument("--precisions", default="float32,bfloat16")
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--simt", action="store_true",
+                        help="also time DASKSAE_GEMM=simt (dasksae.kernels.simt_gemm) on the float32 products it takes, "
+                             "with its largest difference from cuBLAS's result")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     config = coates(args.config)
@@ -60,20 +70,43 @@ def main(argv=None):
         for stage, geometry in enumerate(config.geometry()):
             blocks_h, blocks_w, rows, fan_in = geometry.weight_shape
             blocks = blocks_h * blocks_w
-            for name, layout, a_shape, b_shape, transpose_a, transpose_b in products(blocks, rows, fan_in, args.minibatch):
+            cases = products(blocks, rows, fan_in, args.minibatch)
+            if args.simt and precision == "float32":
+                cases += [(name, "simt", *rest) for name, layout, *rest in cases if layout == "current" and not rest[3]]
+            for name, layout, a_shape, b_shape, transpose_a, transpose_b in cases:
                 dtype = storage_dtype(precision)
-                a = cupy.ones(a_shape, dtype=dtype)
-                b = cupy.ones(b_shape, dtype=dtype)
+                if layout == "simt":  # random values: the difference from cuBLAS is checked below
+                    generator = cupy.random.default_rng(0)
+                    a = generator.standard_normal(a_shape, dtype=cupy.float32)
+                    b = generator.standard_normal(b_shape, dtype=cupy.float32)
+                else:
+                    a = cupy.ones(a_shape, dtype=dtype)
+                    b = cupy.ones(b_shape, dtype=dtype)
+                os.environ["DASKSAE_GEMM"] = "simt" if layout == "simt" else "cublas"
+                difference = None
+                if layout == "simt":
+                    m, k = (a_shape[2], a_shape[1]) if transpose_a else (a_shape[1], a_shape[2])
+                    if not simt_gemm.fits(a, b, cupy.empty((blocks, m, b_shape[2]), cupy.float32), transpose_a, False, m, b_shape[2], k):
+                        print(f"{stage + 1:>5} {name:>8} {layout:>10} does not take this shape")
+                        continue
+                    mine = batched_matmul(a, b, transpose_a=transpose_a, precision=precision)
+                    os.environ["DASKSAE_GEMM"] = "cublas"
+                    theirs = batched_matmul(a, b, transpose_a=transpose_a, precision=precision)
+                    difference = float(cupy.abs(mine - theirs).max() / cupy.abs(theirs).max())
+                    mine = theirs = None
+                    os.environ["DASKSAE_GEMM"] = "simt"
                 out = batched_matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b, precision=precision)
                 seconds = timed(lambda a=a, b=b, out=out, ta=transpose_a, tb=transpose_b, p=precision: batched_matmul(
                     a, b, transpose_a=ta, transpose_b=tb, precision=p, out=out), runs=args.runs)
                 inner = a_shape[1] if transpose_a else a_shape[2]
                 flops = 2 * blocks * out.shape[1] * out.shape[2] * inner
                 row = {"stage": stage + 1, "product": name, "layout": layout, "precision": precision, "blocks": blocks,
-                       "out_shape": list(out.shape[1:]), "inner": inner, "seconds": seconds, "tflops": flops / seconds / 1e12}
+                       "out_shape": list(out.shape[1:]), "inner": inner, "seconds": seconds, "tflops": flops / seconds / 1e12,
+                       "max_difference_from_cublas": difference}
                 rows_out.append(row)
                 print(f"{stage + 1:>5} {name:>8} {layout:>10} {precision:>9} {blocks:>6} {seconds * 1e3:>8.3f} "
-                      f"{row['tflops']:>8.1f}", flush=True)
+                      f"{row['tflops']:>8.1f}" + ("" if difference is None else f"  max difference {difference:.1e}"), flush=True)
+                os.environ["DASKSAE_GEMM"] = "cublas"
                 a = b = out = None
                 cupy.get_default_memory_pool().free_all_blocks()
     if args.json:

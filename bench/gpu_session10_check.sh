@@ -8,6 +8,7 @@
 #               CUDA's default priority.)
 #   PART=final  memcpy copies of sent and staged values; the overlap A/B; 4 worker threads with the defaults.
 #   PART=probe  (prepared, not run) bench/graph_event_probe.py: halo waits as event nodes inside CUDA graphs.
+#   PART=simt   (prepared, not run) our float32 GEMM with a 128 x 96 tile against cuBLAS: test, products, step.
 # The overlap (streams.SideWork, DASKSAE_OVERLAP_UPDATE) gained nothing and was removed after 78410c1; the rows of
 # PART=host and PART=final that set it need that commit.
 source bench/device_setup.sh
@@ -47,5 +48,17 @@ probe)
   # prepared for the next session (not run in session 10): can a tile's graph wait for its neighbour's inside the
   # graph (external event record and wait nodes), and with what ordering semantics (bench/graph_event_probe.py)
   timeout 60 python3 bench/graph_event_probe.py --json $OUT/graph-event-probe.json 2>&1 | tee $OUT/graph-event-probe.log ;;
+simt)
+  # prepared for the next session (not run in session 10): our float32 GEMM with a 128 x 96 tile
+  # (dasksae/kernels/simt_gemm.py, DASKSAE_GEMM=simt): its GPU test against cuBLAS, each product of coates200
+  # with cuBLAS and with it (time, TFLOP/s, largest difference), then the in-process float32 step with each
+  timeout 90 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py -k "simt or cublas" 2>&1 | tail -30 | tee $OUT/gpu-tests-simt.log
+  timeout 120 python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions float32 --simt \
+    --json $OUT/gemm-layouts-simt-coates200-m96.json 2>&1 | tee $OUT/gemm-layouts-simt.log
+  for gemm in cublas simt; do
+    DASKSAE_GEMM=$gemm timeout 75 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-inprocess \
+      --dtypes float32 --runs 30 --json $OUT/gpu-step-coates200-m96-gemm-$gemm.json 2>&1 \
+      | filter | grep -v "  gemm\|cuda graphs" | sed "s/^/gemm $gemm: /" | tee -a $OUT/gpu-step.log
+  done ;;
 esac
 true

@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from dasksae.kernels import code_gradient, cuda_kernels, normalize
+from dasksae.kernels import code_gradient, cuda_kernels, normalize, simt_gemm
 from dasksae.kernels.gemm import BFLOAT16_ROUNDING
 
 
@@ -84,6 +84,10 @@ def test_the_block_rows_kernel_compiles(to_rows, rows_dtype, lanes, has_scale):
 @pytest.mark.parametrize("bfloat16, lanes, has_grad, scaled", list(itertools.product([False, True], [4, 2, 1], [True, False], [True, False])))
 def test_the_tied_code_gradient_compiles(bfloat16, lanes, has_grad, scaled):
     assert compile_errors(code_gradient.tied_code_gradient_source(bfloat16, lanes, 96 // lanes, has_grad, scaled)) == ""
+
+
+def test_every_simt_gemm_variant_compiles():
+    assert compile_errors(simt_gemm.simt_gemm_source(), simt_gemm.SIMT_GEMM_KERNELS) == ""
 
 
 def test_every_update_kernel_compiles():

@@ -170,6 +170,36 @@ def test_tuned_products_equal_the_plain_cublas_call(rng, monkeypatch, mode, prec
     assert row["best_ms"] <= row["plain_ms"] and row["chosen"]
 
 
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("rows", [128, 136, 1200])
+def test_simt_products_equal_cublas(rng, monkeypatch, transpose_a, rows):
+    """DASKSAE_GEMM=simt: our 128 x 96 tile kernel gives cuBLAS's product (float32 sums) for ``W x`` and
+    ``W^T y`` shapes, with ``M`` not a multiple of the tile (136, 1200: guarded rows), ``B`` the right half
+    of a wider buffer (as the backward pass reads the error fields), two tiles in ``N``, and ``accumulate``;
+    a shape it does not take (``N = 100``) still gets cuBLAS's product."""
+    from dasksae.kernels import simt_gemm
+    from dasksae.kernels.gemm import batched_matmul
+
+    inner = 48
+    a = cupy.asarray(rng.standard_normal((5, inner, rows) if transpose_a else (5, rows, inner)), dtype=cupy.float32)
+    wide = cupy.asarray(rng.standard_normal((5, inner, 3 * 96)), dtype=cupy.float32)
+    b = wide[:, :, 96:]
+    assert simt_gemm.fits(a, b, cupy.empty((5, rows, 192), cupy.float32), transpose_a, False, rows, 192, inner)
+    monkeypatch.setenv("DASKSAE_GEMM", "cublas")
+    plain = cupy.asnumpy(batched_matmul(a, b, transpose_a=transpose_a, precision="float32"))
+    monkeypatch.setenv("DASKSAE_GEMM", "simt")
+    assert relative_error(batched_matmul(a, b, transpose_a=transpose_a, precision="float32"), plain) < FLOAT32
+    start = cupy.full(plain.shape, 0.5, dtype=cupy.float32)
+    added = batched_matmul(a, b, transpose_a=transpose_a, precision="float32", out=start, accumulate=True)
+    assert relative_error(added, plain + 0.5) < FLOAT32
+    odd = wide[:, :, :100]
+    assert not simt_gemm.fits(a, odd, cupy.empty((5, rows, 100), cupy.float32), transpose_a, False, rows, 100, inner)
+    monkeypatch.setenv("DASKSAE_GEMM", "cublas")
+    expected = cupy.asnumpy(batched_matmul(a, odd, transpose_a=transpose_a, precision="float32"))
+    monkeypatch.setenv("DASKSAE_GEMM", "simt")
+    assert relative_error(batched_matmul(a, odd, transpose_a=transpose_a, precision="float32"), expected) < FLOAT32
+
+
 def test_bfloat16_operands_round_like_numpy(rng):
     from dasksae.kernels.gemm import from_bfloat16, operand
 

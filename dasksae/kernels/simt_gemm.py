@@ -19,9 +19,11 @@ dimensions, batch strides and pointers must be multiples of 4 floats.
 
 ``DASKSAE_GEMM=simt`` turns it on for the float32 products it fits
 (:func:`fits`); everything else stays with cuBLAS.  Written in session 10
-without a GPU: it compiles (``tests/test_cuda_sources.py``), and
+without a GPU: it compiles with NVRTC (``tests/test_cuda_sources.py``), its
+source computes the right products when g++ runs it on the CPU with one
+thread per CUDA thread (``tests/test_simt_gemm_on_cpu.py``), and
 ``tests/test_gpu.py`` compares it with cuBLAS; neither its speed nor its
-results have been seen on a GPU yet.
+results on a GPU have been seen yet.
 """
 
 from __future__ import annotations

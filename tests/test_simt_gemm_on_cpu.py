@@ -1,0 +1,116 @@
+"""Our float32 GEMM kernel's CUDA source, run on the CPU: one OS thread for each CUDA thread of a block.
+
+``dasksae/kernels/simt_gemm.py`` was written without a GPU.  This compiles its
+very source text with g++ behind a small shim (``float4``, ``threadIdx``,
+``__shared__`` as a static array of the block, ``__syncthreads`` as a
+barrier of the block's 256 threads), runs the blocks one after another,
+and compares the result with NumPy: the tile indexing, the guarded rows,
+strided operands, accumulation and the shared-memory hand-offs between
+threads are checked on the code itself.  It says nothing of speed, and a
+missing barrier shows only if the threads happen to race.  Skipped without
+g++.
+"""
+
+import ctypes
+import shutil
+import subprocess
+
+import numpy
+import pytest
+
+from dasksae.kernels import simt_gemm
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+
+SHIM = r"""
+#include <barrier>
+#include <cmath>
+#include <thread>
+#include <vector>
+
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(8) float2 { float x, y; };
+static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+static inline float2 make_float2(float x, float y) { return {x, y}; }
+struct Index { unsigned x, y, z; };
+thread_local Index threadIdx, blockIdx;
+static std::barrier<>* block_barrier;
+static inline void __syncthreads() { block_barrier->arrive_and_wait(); }
+#define __global__
+#define __launch_bounds__(threads)
+#define __shared__ static
+#define __align__(bytes) __attribute__((aligned(bytes)))
+#define __restrict__ __restrict
+"""
+
+RUNNER = r"""
+template <int T, int A>
+static void run_blocks(const float* a, const float* b, float* c, int m, int n, int k, long long lda, long long batch_a,
+                       long long ldb, long long batch_b, long long ldc, long long batch_c, int count)
+{
+    std::barrier<> barrier(256);
+    block_barrier = &barrier;
+    for (unsigned z = 0; z < (unsigned)count; ++z)
+        for (unsigned y = 0; y < (unsigned)(n / TILE_N); ++y)
+            for (unsigned x = 0; x < (unsigned)((m + TILE_M - 1) / TILE_M); ++x) {
+                std::vector<std::thread> threads;
+                for (unsigned t = 0; t < 256; ++t)
+                    threads.emplace_back([=] {
+                        threadIdx = {t, 0, 0};
+                        blockIdx = {x, y, z};
+                        dasksae_simt_gemm<T, A>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c);
+                    });
+                for (auto& thread : threads) thread.join();
+            }
+}
+
+extern "C" void run(int transpose_a, int accumulate, const float* a, const float* b, float* c, int m, int n, int k,
+                    long long lda, long long batch_a, long long ldb, long long batch_b, long long ldc, long long batch_c,
+                    int count)
+{
+    if (transpose_a && accumulate) run_blocks<1, 1>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c, count);
+    else if (transpose_a) run_blocks<1, 0>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c, count);
+    else if (accumulate) run_blocks<0, 1>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c, count);
+    else run_blocks<0, 0>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c, count);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def kernel_on_cpu(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("simt")
+    source, library = folder / "simt.cpp", folder / "simt.so"
+    source.write_text(SHIM + simt_gemm.simt_gemm_source() + RUNNER)
+    build = subprocess.run(["g++", "-std=c++20", "-O1", "-fno-strict-aliasing", "-Wno-unknown-pragmas", "-shared", "-fPIC",
+                            "-pthread", str(source), "-o", str(library)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-3000:]
+    run = ctypes.CDLL(str(library)).run
+    run.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 3 \
+        + [ctypes.c_longlong] * 6 + [ctypes.c_int]
+    return run
+
+
+def _call(run, a, b, out, transpose_a, accumulate):
+    m, k = (a.shape[2], a.shape[1]) if transpose_a else (a.shape[1], a.shape[2])
+    n = b.shape[2]
+    strides = [s // 4 for x in (a, b, out) for s in (x.strides[1], x.strides[0])]
+    run(int(transpose_a), int(accumulate), a.ctypes.data, b.ctypes.data, out.ctypes.data, m, n, k, *strides, a.shape[0])
+
+
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_the_kernel_source_computes_the_product(kernel_on_cpu, transpose_a, accumulate):
+    """``op(A) B`` for two blocks, ``M = 136`` (a second tile of 8 guarded rows), two tiles in ``N``, ``K = 48``
+    (three stages), ``B`` the right part of a wider buffer, and ``accumulate`` adding to what ``C`` holds."""
+    rng = numpy.random.default_rng(0)
+    count, m, n, k = 2, 136, 192, 48
+    a = rng.standard_normal((count, k, m) if transpose_a else (count, m, k)).astype(numpy.float32)
+    wide = rng.standard_normal((count, k, n + 96)).astype(numpy.float32)
+    b = wide[:, :, 96:]
+    start = rng.standard_normal((count, m, n)).astype(numpy.float32)
+    out = start.copy()
+    _call(kernel_on_cpu, a, b, out, transpose_a, accumulate)
+    expected = numpy.matmul((a.transpose(0, 2, 1) if transpose_a else a).astype(numpy.float64), b.astype(numpy.float64))
+    if accumulate:
+        expected += start
+    numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)

@@ -332,6 +332,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from .switches import check_environment
+
+        check_environment()  # a bad DASKSAE_* value: one line, before any work
         return args.handler(args)
     except DasksaeError as error:
         print(f"dasksae: error: {error}", file=sys.stderr)

@@ -55,17 +55,15 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import threading
 import weakref
 
 from .kernels.backend import copy_array
 from .streams import has_device_arrays
+from .switches import switch
 from .tile_program import _CONSTANT, _SLOT, CALL, SEND, is_array, prefix_of
 
-_SWITCH = os.environ.get("DASKSAE_CUDA_GRAPHS", "auto")
-if _SWITCH not in ("auto", "0", "1"):
-    raise ValueError(f"DASKSAE_CUDA_GRAPHS must be auto, 1 or 0, got {_SWITCH!r}; unset it for the default (auto).")
+_SWITCH = switch("DASKSAE_CUDA_GRAPHS")
 # True: replay tile steps on a GPU as CUDA graphs; False: as calls; "auto": as graphs where a tile's neighbours
 # are workers of this process (threads sharing a GPU), as calls otherwise (one worker a GPU)
 GRAPHS = True if _SWITCH == "1" else False if _SWITCH == "0" else "auto"
@@ -73,9 +71,7 @@ MAX_GRAPHED_STEPS = 16  # per process: the programs replayed last keep their gra
 # where a tile's step is cut into graph runs: only where it waits for a message (the default: sends follow the run
 # that makes their values; a third of the launches, and 4 worker threads sharing an H200 stepped 49.2 against
 # 53.2 ms in bfloat16, 83.7 against 86.8 in float32, bench/results/session10/next), or at every message
-CUTS = os.environ.get("DASKSAE_GRAPH_CUTS", "receipts")
-if CUTS not in ("messages", "receipts"):
-    raise ValueError(f"DASKSAE_GRAPH_CUTS must be receipts or messages, got {CUTS!r}; unset it for the default (receipts).")
+CUTS = switch("DASKSAE_GRAPH_CUTS")
 GRAPH, EAGER, MESSAGE = "graph", "eager", "send"
 
 

@@ -33,13 +33,13 @@ how tests compare the halos moved with the tile geometry.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 import uuid
 
 from . import tile_program
 from .streams import device_event, ready_to_leave, tile_task_stream, wait_for_event
+from .switches import switch
 from .tile_array import Executor
 
 MAILBOX = "_dasksae_mailbox"
@@ -47,10 +47,7 @@ MAILBOX = "_dasksae_mailbox"
 # (DASKSAE_HALO_EVENTS=0 waits).  With the tile steps replayed as CUDA graphs (dasksae.cuda_graphs, on by default
 # for such threads), a wait at each message drains the thread's graphs: four worker threads on coates200, 2x2 tiles,
 # M=96, took 125.2 ms a float32 step with waits against 87.8 ms with events (H200, bench/results/session9/second).
-_EVENTS_SWITCH = os.environ.get("DASKSAE_HALO_EVENTS", "1")
-if _EVENTS_SWITCH not in ("0", "1"):
-    raise ValueError(f"DASKSAE_HALO_EVENTS must be 1 or 0, got {_EVENTS_SWITCH!r}; unset it for the default (1).")
-HALO_EVENTS = _EVENTS_SWITCH == "1"
+HALO_EVENTS = switch("DASKSAE_HALO_EVENTS") == "1"
 
 
 class Mailbox:

@@ -30,15 +30,16 @@ the graph as before.
 
 from __future__ import annotations
 
-import os
 import threading
 
 import numpy
 
+from .switches import switch
+
 SEND, CALL = 0, 1
 _SLOT, _CONSTANT, _RECEIVED = 0, 1, 2
 
-REPLAY = os.environ.get("DASKSAE_SPMD_REPLAY", "1") != "0"  # 0: build the step's graph every step
+REPLAY = switch("DASKSAE_SPMD_REPLAY") == "1"  # 0: build the step's graph every step
 
 _programs: dict = {}
 _programs_lock = threading.Lock()

@@ -176,11 +176,22 @@ def test_a_step_mid_replay_keeps_its_graphs_until_its_replay_ends(monkeypatch):
     assert busy.released == 2  # once
 
 
-def test_a_bad_switch_is_refused_with_its_values():
-    run = subprocess.run([sys.executable, "-c", "import dasksae"], env={**os.environ, "DASKSAE_CUDA_GRAPHS": "yes"},
-                         capture_output=True, text=True)
+@pytest.mark.parametrize("name,value,message", [
+    ("DASKSAE_CUDA_GRAPHS", "yes", "DASKSAE_CUDA_GRAPHS must be auto, 1 or 0, got 'yes'; unset it for the default (auto)."),
+    ("DASKSAE_GEMM", "simd", "DASKSAE_GEMM must be cublas, tuned, search or simt, got 'simd'; unset it for the default (cublas)."),
+    ("DASKSAE_SPMD_REPLAY", "false", "DASKSAE_SPMD_REPLAY must be 1 or 0, got 'false'; unset it for the default (1)."),
+])
+def test_a_bad_switch_is_refused_with_its_values(name, value, message):
+    """The CLI says so in one line (exit 2, no traceback) before doing anything; a library import of the module
+    that reads the switch raises SwitchError with the same sentence."""
+    environment = {**os.environ, name: value}
+    run = subprocess.run([sys.executable, "-m", "dasksae.cli", "info", "tiny"], env=environment, capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.strip() == f"dasksae: error: {message}"
+    assert run.stdout == ""
+    run = subprocess.run([sys.executable, "-c", "import dasksae.tiled_network"], env=environment, capture_output=True, text=True)
     assert run.returncode != 0
-    assert "DASKSAE_CUDA_GRAPHS must be auto, 1 or 0, got 'yes'" in run.stderr
+    assert f"dasksae.switches.SwitchError: {message}" in run.stderr
 
 
 def _two_sends_then_a_receipt(second_call):

@@ -42,9 +42,11 @@ import threading
 import numpy
 
 from . import simt_gemm, tuned_gemm
+from ..switches import switch
 from .backend import array_module
 
 PRECISIONS = ("float32", "float64", "tf32", "bfloat16")
+switch("DASKSAE_GEMM")  # checked here; read again at each product (tuned_gemm, simt_gemm), so tests can switch it
 
 # cudaDataType and cublasComputeType values (cuda_runtime / cublas_api.h)
 _CUDA_R_32F, _CUDA_R_64F, _CUDA_R_16BF = 0, 1, 14

@@ -1,0 +1,46 @@
+"""The ``DASKSAE_*`` environment switches: their values, defaults, and one check of them all.
+
+Each module reads its switch once, when it is imported (:func:`switch`); a
+value that is not one of the switch's choices is refused with one sentence
+naming the switch, its choices and its default.  ``dasksae`` (the CLI)
+checks every switch before it does anything (:func:`check_environment`), so
+a typo is one line and exit status 2, not a traceback from an import.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import DasksaeError
+
+# name -> (choices, default); README.md "On the GPU" says what each does and what it measured
+SWITCHES = {
+    "DASKSAE_GEMM": (("cublas", "tuned", "search", "simt"), "cublas"),
+    "DASKSAE_SPMD_REPLAY": (("1", "0"), "1"),
+    "DASKSAE_HALO_EVENTS": (("1", "0"), "1"),
+    "DASKSAE_CUDA_GRAPHS": (("auto", "1", "0"), "auto"),
+    "DASKSAE_GRAPH_CUTS": (("receipts", "messages"), "receipts"),
+}
+
+
+class SwitchError(DasksaeError, ValueError):
+    """An environment switch set to a value it does not take."""
+
+
+def _listed(choices) -> str:
+    return choices[0] if len(choices) == 1 else f"{', '.join(choices[:-1])} or {choices[-1]}"
+
+
+def switch(name: str) -> str:
+    """The value of switch ``name`` in this process's environment (its default if unset)."""
+    choices, default = SWITCHES[name]
+    value = os.environ.get(name, default)
+    if value not in choices:
+        raise SwitchError(f"{name} must be {_listed(choices)}, got {value!r}; unset it for the default ({default}).")
+    return value
+
+
+def check_environment() -> None:
+    """Refuse the first switch whose value is not one of its choices."""
+    for name in SWITCHES:
+        switch(name)

@@ -124,20 +124,23 @@ def test_without_a_gpu_a_replay_is_the_plain_one(monkeypatch):
     assert not hasattr(program, "graphed")
 
 
+class _Step:
+    """What the graphs' LRU sees of a graphed program: it can be released."""
+
+    def __init__(self):
+        self.released = 0
+
+    def release(self):
+        self.released += 1
+
+
 def test_only_the_programs_replayed_last_keep_their_graphs(monkeypatch):
     """Graphs hold a step's temporaries: beyond MAX_GRAPHED_STEPS the least recently replayed program loses them,
     and release_all (tile_program.forget_all) drops them all."""
 
-    class Step:
-        def __init__(self):
-            self.released = 0
-
-        def release(self):
-            self.released += 1
-
     monkeypatch.setattr(cuda_graphs, "MAX_GRAPHED_STEPS", 2)
     monkeypatch.setattr(cuda_graphs, "_recent", collections.OrderedDict())
-    first, second, third = Step(), Step(), Step()
+    first, second, third = _Step(), _Step(), _Step()
     for step in (first, second, first, third):
         cuda_graphs._touch(step)
     assert [s.released for s in (first, second, third)] == [0, 1, 0]
@@ -150,16 +153,9 @@ def test_a_step_mid_replay_keeps_its_graphs_until_its_replay_ends(monkeypatch):
     release the graphs and staged buffers of a step whose replay is under way (its next run would launch
     nothing); nor may release_all. Both happen when that replay ends."""
 
-    class Step:
-        def __init__(self):
-            self.released = 0
-
-        def release(self):
-            self.released += 1
-
     monkeypatch.setattr(cuda_graphs, "MAX_GRAPHED_STEPS", 1)
     monkeypatch.setattr(cuda_graphs, "_recent", collections.OrderedDict())
-    busy, other, third = Step(), Step(), Step()
+    busy, other, third = _Step(), _Step(), _Step()
     with cuda_graphs._replaying(busy):
         cuda_graphs._touch(other)  # another thread's replay, over the cap
         assert busy.released == 0

@@ -8,7 +8,7 @@ and compares the result with NumPy: the tile indexing, the guarded rows,
 strided operands, accumulation and the shared-memory hand-offs between
 threads are checked on the code itself.  It says nothing of speed, and a
 missing barrier shows only if the threads happen to race.  Skipped without
-g++.
+a g++ that has C++20's ``<barrier>``.
 """
 
 import ctypes
@@ -79,6 +79,10 @@ extern "C" void run(int transpose_a, int accumulate, const float* a, const float
 @pytest.fixture(scope="module")
 def kernel_on_cpu(tmp_path_factory):
     folder = tmp_path_factory.mktemp("simt")
+    probe = folder / "probe.cpp"
+    probe.write_text("#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n")
+    if subprocess.run(["g++", "-std=c++20", "-pthread", str(probe), "-o", str(folder / "probe")], capture_output=True).returncode:
+        pytest.skip("this g++ has no C++20 <barrier>")
     source, library = folder / "simt.cpp", folder / "simt.so"
     source.write_text(SHIM + simt_gemm.simt_gemm_source() + RUNNER)
     build = subprocess.run(["g++", "-std=c++20", "-O1", "-fno-strict-aliasing", "-Wno-unknown-pragmas", "-shared", "-fPIC",

@@ -14,8 +14,9 @@ may choose other tiles. For each stage this prints both layouts of:
 
 ``--simt`` adds, for the float32 products our own kernel takes
 (:mod:`dasksae.kernels.simt_gemm`: ``W x`` and ``W^T y``), their time with
-``DASKSAE_GEMM=simt`` and the largest difference from cuBLAS's result on
-random operands, relative to the largest value.
+``DASKSAE_GEMM=simt`` (rows ``simt-k16`` and ``simt-k8``: 16 or 8 values
+of the inner dimension staged at a time) and the largest difference from
+cuBLAS's result on random operands, relative to the largest value.
 
 Each is one :func:`dasksae.kernels.gemm.batched_matmul` call on all the
 stage's blocks at once, timed with CUDA events (median of ``--runs``, ``profile_kernels.timed``). Only
@@ -72,19 +73,22 @@ def main(argv=None):
             blocks = blocks_h * blocks_w
             cases = products(blocks, rows, fan_in, args.minibatch)
             if args.simt and precision == "float32":
-                cases += [(name, "simt", *rest) for name, layout, *rest in cases if layout == "current" and not rest[3]]
+                cases += [(name, f"simt-k{tile_k}", *rest) for tile_k in simt_gemm.TILE_KS
+                          for name, layout, *rest in cases if layout == "current" and not rest[3]]
             for name, layout, a_shape, b_shape, transpose_a, transpose_b in cases:
                 dtype = storage_dtype(precision)
-                if layout == "simt":  # random values: the difference from cuBLAS is checked below
+                simt = layout.startswith("simt")
+                if simt:  # random values: the difference from cuBLAS is checked below
+                    simt_gemm.TILE_K = int(layout.split("-k")[1])
                     generator = cupy.random.default_rng(0)
                     a = generator.standard_normal(a_shape, dtype=cupy.float32)
                     b = generator.standard_normal(b_shape, dtype=cupy.float32)
                 else:
                     a = cupy.ones(a_shape, dtype=dtype)
                     b = cupy.ones(b_shape, dtype=dtype)
-                os.environ["DASKSAE_GEMM"] = "simt" if layout == "simt" else "cublas"
+                os.environ["DASKSAE_GEMM"] = "simt" if simt else "cublas"
                 difference = None
-                if layout == "simt":
+                if simt:
                     m, k = (a_shape[2], a_shape[1]) if transpose_a else (a_shape[1], a_shape[2])
                     if not simt_gemm.fits(a, b, cupy.empty((blocks, m, b_shape[2]), cupy.float32), transpose_a, False, m, b_shape[2], k):
                         print(f"{stage + 1:>5} {name:>8} {layout:>10} does not take this shape")

@@ -44,7 +44,7 @@ static inline void __syncthreads() { block_barrier->arrive_and_wait(); }
 """
 
 RUNNER = r"""
-template <int T, int A>
+template <int T, int A, int TK>
 static void run_blocks(const float* a, const float* b, float* c, int m, int n, int k, long long lda, long long batch_a,
                        long long ldb, long long batch_b, long long ldc, long long batch_c, int count)
 {
@@ -58,20 +58,28 @@ static void run_blocks(const float* a, const float* b, float* c, int m, int n, i
                     threads.emplace_back([=] {
                         threadIdx = {t, 0, 0};
                         blockIdx = {x, y, z};
-                        dasksae_simt_gemm<T, A>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c);
+                        dasksae_simt_gemm<T, A, TK>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c);
                     });
                 for (auto& thread : threads) thread.join();
             }
 }
 
-extern "C" void run(int transpose_a, int accumulate, const float* a, const float* b, float* c, int m, int n, int k,
-                    long long lda, long long batch_a, long long ldb, long long batch_b, long long ldc, long long batch_c,
-                    int count)
+#define RUN(T, A, TK) run_blocks<T, A, TK>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c, count)
+extern "C" void run(int transpose_a, int accumulate, int tile_k, const float* a, const float* b, float* c, int m, int n,
+                    int k, long long lda, long long batch_a, long long ldb, long long batch_b, long long ldc,
+                    long long batch_c, int count)
 {
-    if (transpose_a && accumulate) run_blocks<1, 1>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c, count);
-    else if (transpose_a) run_blocks<1, 0>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c, count);
-    else if (accumulate) run_blocks<0, 1>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c, count);
-    else run_blocks<0, 0>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c, count);
+    const int variant = transpose_a * 4 + accumulate * 2 + (tile_k == 8);
+    switch (variant) {
+        case 0: RUN(0, 0, 16); break;
+        case 1: RUN(0, 0, 8); break;
+        case 2: RUN(0, 1, 16); break;
+        case 3: RUN(0, 1, 8); break;
+        case 4: RUN(1, 0, 16); break;
+        case 5: RUN(1, 0, 8); break;
+        case 6: RUN(1, 1, 16); break;
+        default: RUN(1, 1, 8); break;
+    }
 }
 """
 
@@ -89,23 +97,24 @@ def kernel_on_cpu(tmp_path_factory):
                             "-pthread", str(source), "-o", str(library)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-3000:]
     run = ctypes.CDLL(str(library)).run
-    run.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 3 \
+    run.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 3 \
         + [ctypes.c_longlong] * 6 + [ctypes.c_int]
     return run
 
 
-def _call(run, a, b, out, transpose_a, accumulate):
+def _call(run, a, b, out, transpose_a, accumulate, tile_k):
     m, k = (a.shape[2], a.shape[1]) if transpose_a else (a.shape[1], a.shape[2])
     n = b.shape[2]
     strides = [s // 4 for x in (a, b, out) for s in (x.strides[1], x.strides[0])]
-    run(int(transpose_a), int(accumulate), a.ctypes.data, b.ctypes.data, out.ctypes.data, m, n, k, *strides, a.shape[0])
+    run(int(transpose_a), int(accumulate), tile_k, a.ctypes.data, b.ctypes.data, out.ctypes.data, m, n, k, *strides, a.shape[0])
 
 
+@pytest.mark.parametrize("tile_k", simt_gemm.TILE_KS)
 @pytest.mark.parametrize("transpose_a", [False, True])
 @pytest.mark.parametrize("accumulate", [False, True])
-def test_the_kernel_source_computes_the_product(kernel_on_cpu, transpose_a, accumulate):
+def test_the_kernel_source_computes_the_product(kernel_on_cpu, transpose_a, accumulate, tile_k):
     """``op(A) B`` for two blocks, ``M = 136`` (a second tile of 8 guarded rows), two tiles in ``N``, ``K = 48``
-    (three stages), ``B`` the right part of a wider buffer, and ``accumulate`` adding to what ``C`` holds."""
+    (three or six stages of the inner dimension), ``B`` the right part of a wider buffer, and ``accumulate`` adding to what ``C`` holds."""
     rng = numpy.random.default_rng(0)
     count, m, n, k = 2, 136, 192, 48
     a = rng.standard_normal((count, k, m) if transpose_a else (count, m, k)).astype(numpy.float32)
@@ -113,7 +122,7 @@ def test_the_kernel_source_computes_the_product(kernel_on_cpu, transpose_a, accu
     b = wide[:, :, 96:]
     start = rng.standard_normal((count, m, n)).astype(numpy.float32)
     out = start.copy()
-    _call(kernel_on_cpu, a, b, out, transpose_a, accumulate)
+    _call(kernel_on_cpu, a, b, out, transpose_a, accumulate, tile_k)
     expected = numpy.matmul((a.transpose(0, 2, 1) if transpose_a else a).astype(numpy.float64), b.astype(numpy.float64))
     if accumulate:
         expected += start

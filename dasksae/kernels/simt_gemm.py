@@ -31,7 +31,8 @@ from __future__ import annotations
 import functools
 import os
 
-TILE_M, TILE_N, TILE_K, THREADS = 128, 96, 16, 256
+TILE_M, TILE_N, THREADS = 128, 96, 256
+TILE_K = 16  # which of TILE_KS the products use (a benchmark may set it)
 
 _SOURCE = r"""
 // C[i] (+)= op(A[i]) B[i], row-major; op(A) is M x K, B is K x N, C is M x N.
@@ -40,10 +41,9 @@ _SOURCE = r"""
 // columns tx*4 + {0..3} and 64 + tx*2 + {0, 1}.
 #define TILE_M 128
 #define TILE_N 96
-#define TILE_K 16
 #define A_PAD 4
 
-template <int TRANSPOSE_A, int ACCUMULATE>
+template <int TRANSPOSE_A, int ACCUMULATE, int TILE_K>
 __global__ void __launch_bounds__(256) dasksae_simt_gemm(
     const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
     const int M, const int N, const int K,
@@ -58,45 +58,46 @@ __global__ void __launch_bounds__(256) dasksae_simt_gemm(
     B += blockIdx.z * batch_b;
     C += blockIdx.z * batch_c;
 
-    float4 a_next[2];       // this thread's share of the next A tile (2 x 4 values)
-    float4 b_next[2];       // and of the next B tile (384 vectors over 256 threads: 1 or 2)
-    const bool two_b = tid < 128;
+    constexpr int A_VECTORS = 32 * TILE_K, A_PARTS = A_VECTORS / 256;  // the A tile in vectors of 4; per thread
+    constexpr int B_VECTORS = 24 * TILE_K, B_PARTS = (B_VECTORS + 255) / 256;
+    float4 a_next[A_PARTS];  // this thread's share of the next A tile
+    float4 b_next[B_PARTS];  // and of the next B tile (the last part only where tid + 256 * part < B_VECTORS)
 
     auto load = [&](const int k0) {
-        for (int part = 0; part < 2; ++part) {
-            const int v = tid + part * 256;  // 512 vectors of 4 in the A tile
-            if (TRANSPOSE_A) {               // 16 rows of k, 32 vectors of m each
+        for (int part = 0; part < A_PARTS; ++part) {
+            const int v = tid + part * 256;
+            if (TRANSPOSE_A) {               // TILE_K rows of k, 32 vectors of m each
                 const int k = v / 32, m = m0 + (v % 32) * 4;
                 a_next[part] = m < M ? *(const float4*)(A + (long long)(k0 + k) * lda + m) : make_float4(0.f, 0.f, 0.f, 0.f);
-            } else {                         // 128 rows of m, 4 vectors of k each
-                const int m = m0 + v / 4, k = (v % 4) * 4;
+            } else {                         // 128 rows of m, TILE_K / 4 vectors of k each
+                const int m = m0 + v / (TILE_K / 4), k = (v % (TILE_K / 4)) * 4;
                 a_next[part] = m < M ? *(const float4*)(A + (long long)m * lda + k0 + k) : make_float4(0.f, 0.f, 0.f, 0.f);
             }
         }
-        for (int part = 0; part < 2; ++part) {
-            const int v = tid + part * 256;  // 384 vectors: 16 rows of k, 24 vectors of n each
-            if (part == 0 || two_b) {
+        for (int part = 0; part < B_PARTS; ++part) {
+            const int v = tid + part * 256;  // TILE_K rows of k, 24 vectors of n each
+            if (v < B_VECTORS) {
                 const int k = v / 24, n = n0 + (v % 24) * 4;
                 b_next[part] = *(const float4*)(B + (long long)(k0 + k) * ldb + n);
             }
         }
     };
     auto store = [&]() {
-        for (int part = 0; part < 2; ++part) {
+        for (int part = 0; part < A_PARTS; ++part) {
             const int v = tid + part * 256;
             if (TRANSPOSE_A) {
                 *(float4*)&As[v / 32][(v % 32) * 4] = a_next[part];
             } else {
-                const int m = v / 4, k = (v % 4) * 4;
+                const int m = v / (TILE_K / 4), k = (v % (TILE_K / 4)) * 4;
                 As[k + 0][m] = a_next[part].x;
                 As[k + 1][m] = a_next[part].y;
                 As[k + 2][m] = a_next[part].z;
                 As[k + 3][m] = a_next[part].w;
             }
         }
-        for (int part = 0; part < 2; ++part) {
+        for (int part = 0; part < B_PARTS; ++part) {
             const int v = tid + part * 256;
-            if (part == 0 || two_b) *(float4*)&Bs[v / 24][(v % 24) * 4] = b_next[part];
+            if (v < B_VECTORS) *(float4*)&Bs[v / 24][(v % 24) * 4] = b_next[part];
         }
     };
 
@@ -143,7 +144,8 @@ __global__ void __launch_bounds__(256) dasksae_simt_gemm(
 }
 """
 
-SIMT_GEMM_KERNELS = [f"dasksae_simt_gemm<{t}, {a}>" for t in (0, 1) for a in (0, 1)]
+TILE_KS = (16, 8)  # the inner dimension staged at a time: 16 by default; 8 for comparison (bench/gemm_layouts.py --simt)
+SIMT_GEMM_KERNELS = [f"dasksae_simt_gemm<{t}, {a}, {k}>" for t in (0, 1) for a in (0, 1) for k in TILE_KS]
 
 
 def simt_gemm_source() -> str:
@@ -181,7 +183,7 @@ def batched_gemm(a, b, out, transpose_a: bool, m: int, n: int, k: int, accumulat
     """``out[i] (+)= op(a[i]) @ b[i]`` on the current stream (the arrays must :func:`fits`)."""
     import numpy
 
-    kernel = _module().get_function(f"dasksae_simt_gemm<{int(transpose_a)}, {int(accumulate)}>")
+    kernel = _module().get_function(f"dasksae_simt_gemm<{int(transpose_a)}, {int(accumulate)}, {TILE_K}>")
     count = a.shape[0]
     grid = (-(-m // TILE_M), n // TILE_N, count)
     elements = [(x.strides[1] // 4, x.strides[0] // 4) for x in (a, b, out)]

@@ -19,7 +19,11 @@ binding for the flags, so this calls the driver through ctypes.  It asks:
    to order launches: a handshake a halo, but without copies)?
 3. ``ping-pong``: the time per round of two graphs that wait for each
    other through the nodes, launched from two threads, against the same with
-   a host-side wait between them.
+   a host-side wait between them;
+4. ``device flags``, the fallback if wait nodes pass on old records: does a
+   consumer graph whose first kernel spins until the producer's flag (a
+   counter in device memory) reaches its own launch count see every value,
+   with every consumer launched before its producer?
 
 Prints one line per question and writes the answers to ``--json``.
 """
@@ -43,6 +47,16 @@ extern "C" __global__ void spin_then_write(float* out, float* counter, long long
     out[0] = counter[0];
 }
 extern "C" __global__ void read_into(const float* source, float* out) { out[0] = source[0]; }
+extern "C" __global__ void signal(unsigned int* flag, unsigned int* made) {
+    made[0] += 1;
+    __threadfence_system();
+    atomicExch(flag, made[0]);
+}
+extern "C" __global__ void wait_for(const volatile unsigned int* flag, unsigned int* expected) {
+    expected[0] += 1;
+    const unsigned int wanted = expected[0];
+    while (*flag < wanted) __nanosleep(200);
+}
 """
 
 
@@ -100,7 +114,17 @@ def main(argv=None):
     except Exception as error:  # noqa: BLE001 - the answer to question 1
         answers["capture"] = f"failed: {type(error).__name__}: {error}"
         print("capture:", answers["capture"])
-        return answers
+    else:
+        event_nodes(answers, slow, fast, consumer, producer_stream, consumer_stream, inbox, counter, args.rounds)
+    device_flags(answers, module, producer_stream, consumer_stream, args.rounds)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"card": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(), **answers}, handle, indent=1)
+    return answers
+
+
+def event_nodes(answers, slow, fast, consumer, producer_stream, consumer_stream, inbox, counter, rounds_count):
+    """Questions 1 to 3 with the graphs captured: the value seen, the order, the ping-pong."""
     slow.launch(producer_stream)
     consumer.launch(consumer_stream)
     consumer_stream.synchronize()
@@ -119,7 +143,7 @@ def main(argv=None):
     print("consumer launched before the producer:", answers["order"])
 
     def rounds(graph, stream, other_done, mine_done, host_order):
-        for index in range(args.rounds):
+        for index in range(rounds_count):
             if host_order:
                 other_done.wait()
                 other_done.clear()
@@ -140,15 +164,55 @@ def main(argv=None):
             thread.join()
         producer_stream.synchronize()
         consumer_stream.synchronize()
-        seconds = (time.perf_counter() - started) / args.rounds
+        seconds = (time.perf_counter() - started) / rounds_count
         key = "ping_pong_host_waits_us" if host_order else "ping_pong_graph_nodes_us"
         answers[key] = seconds * 1e6
         print(f"ping-pong, {'host waits' if host_order else 'wait nodes in the graphs'}: {seconds * 1e6:.1f} us a round "
               f"(values consistent: {float(inbox[0]) == float(counter[0])})")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"card": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(), **answers}, handle, indent=1)
-    return answers
+
+
+def device_flags(answers, module, producer_stream, consumer_stream, rounds_count):
+    """Question 4, the fallback where wait nodes pass on old records: the consumer's graph starts with a kernel
+    that spins until the producer's flag reaches the count of its own launches, so the device orders the two
+    whatever order the host launched them in. Captured as plain kernels; launched consumer first."""
+    import cupy
+
+    spin, read = module.get_function("spin_then_write"), module.get_function("read_into")
+    signal, wait_for = module.get_function("signal"), module.get_function("wait_for")
+    outbox, counter, inbox = cupy.zeros(1, "float32"), cupy.zeros(1, "float32"), cupy.zeros(1, "float32")
+    flag, made, expected = cupy.zeros(1, "uint32"), cupy.zeros(1, "uint32"), cupy.zeros(1, "uint32")
+    producer_stream.synchronize()
+    consumer_stream.synchronize()
+    try:
+        with producer_stream:
+            producer_stream.begin_capture()
+            try:
+                spin((1,), (1,), (outbox, counter, cupy.int64(2_000_000)))  # about 1 ms
+                signal((1,), (1,), (flag, made))
+            finally:
+                producer = producer_stream.end_capture()
+        with consumer_stream:
+            consumer_stream.begin_capture()
+            try:
+                wait_for((1,), (1,), (flag, expected))
+                read((1,), (1,), (outbox, inbox))
+            finally:
+                consumer = consumer_stream.end_capture()
+        started = time.perf_counter()
+        for _ in range(rounds_count // 10):  # the host launches every consumer first: the device must order them
+            consumer.launch(consumer_stream)
+            producer.launch(producer_stream)
+        consumer_stream.synchronize()
+        producer_stream.synchronize()
+        seconds = (time.perf_counter() - started) / (rounds_count // 10)
+        right = float(inbox[0]) == float(counter[0]) == rounds_count // 10
+        answers["device_flags"] = ("orders the graphs" if right else f"wrong: read {float(inbox[0])}, made {float(counter[0])}")
+        answers["device_flags_round_us"] = seconds * 1e6
+        print(f"device flags, consumer launched first: {answers['device_flags']}; {seconds * 1e6:.1f} us a round "
+              "(each producer spins about 1 ms)")
+    except Exception as error:  # noqa: BLE001 - an answer too
+        answers["device_flags"] = f"failed: {type(error).__name__}: {error}"
+        print("device flags:", answers["device_flags"])
 
 
 if __name__ == "__main__":

@@ -127,3 +127,17 @@ def test_the_kernel_source_computes_the_product(kernel_on_cpu, transpose_a, accu
     if accumulate:
         expected += start
     numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("transpose_a", [False, True])
+def test_the_kernel_source_on_coates200_stage_one_shapes(kernel_on_cpu, transpose_a):
+    """One block of coates200's first stage as the step multiplies it: ``W x`` is (128 x 1200) (1200 x 96) and
+    ``W^T y`` is (1200 x 128) (128 x 96), whose 1200 rows end in a tile of 48."""
+    rng = numpy.random.default_rng(1)
+    rows, fan_in, batch = 128, 1200, 96
+    a = rng.standard_normal((1, rows, fan_in)).astype(numpy.float32)
+    b = rng.standard_normal((1, rows if transpose_a else fan_in, batch)).astype(numpy.float32)
+    out = numpy.full((1, fan_in if transpose_a else rows, batch), numpy.nan, dtype=numpy.float32)
+    _call(kernel_on_cpu, a, b, out, transpose_a, False, 16)
+    expected = numpy.matmul((a.transpose(0, 2, 1) if transpose_a else a).astype(numpy.float64), b.astype(numpy.float64))
+    numpy.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)

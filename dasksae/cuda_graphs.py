@@ -58,7 +58,7 @@ import contextlib
 import threading
 import weakref
 
-from .kernels.backend import copy_array
+from .kernels.backend import copy_array, on_device
 from .streams import has_device_arrays
 from .switches import switch
 from .tile_program import _CONSTANT, _SLOT, CALL, SEND, is_array, prefix_of
@@ -156,19 +156,19 @@ def clone(value, staged: bool = False):
         return {k: clone(v, staged) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(clone(v, staged) for v in value)
-    if _on_device(value):
+    if on_device(value):
         return copy_array(value)
     return value
 
 
 def _is_scale_state(value) -> bool:
     """Whether ``value`` is a stage's scale state as kept on the host: ``{"scale": a, "velocity": ...}``."""
-    return isinstance(value, dict) and value.keys() == {"scale", "velocity"} and not _on_device(value["scale"])
+    return isinstance(value, dict) and value.keys() == {"scale", "velocity"} and not on_device(value["scale"])
 
 
 def copy_into(buffer, value):
     """Copy ``value``'s device arrays into ``buffer`` (made by :func:`clone` with ``staged``); anything else must be equal."""
-    if isinstance(buffer, dict) and _on_device(buffer.get("scale")) and _is_scale_state(value):
+    if isinstance(buffer, dict) and on_device(buffer.get("scale")) and _is_scale_state(value):
         buffer["scale"].fill(float(value["scale"]))  # on the current stream, before the launch that reads it
         buffer["velocity"] = value["velocity"]  # read on the host only (by the stage's reduction), never by graphs
     elif isinstance(buffer, dict):
@@ -181,8 +181,8 @@ def copy_into(buffer, value):
             raise Mismatch("the length of a staged value changed")
         for b, v in zip(buffer, value):
             copy_into(b, v)
-    elif _on_device(buffer):
-        if not _on_device(value) or value.shape != buffer.shape or value.dtype != buffer.dtype:
+    elif on_device(buffer):
+        if not on_device(value) or value.shape != buffer.shape or value.dtype != buffer.dtype:
             raise Mismatch("a staged array changed shape or dtype")
         if value is not buffer:
             copy_array(value, out=buffer)
@@ -192,12 +192,8 @@ def copy_into(buffer, value):
         raise Mismatch("a constant read by the graphs changed")
 
 
-def _on_device(value) -> bool:
-    return type(value).__module__.startswith("cupy")
-
-
 def _identities(state: dict) -> dict:
-    return {key: (id(value), value.data.ptr) for key, value in state.items() if _on_device(value)}
+    return {key: (id(value), value.data.ptr) for key, value in state.items() if on_device(value)}
 
 
 _graphed_steps = weakref.WeakSet()  # for the memory figures (CuPy's pools take no weak references)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from .kernels.backend import device_wait
+from .kernels.backend import device_wait, on_device
 
 _local = threading.local()
 
@@ -64,7 +64,7 @@ def has_device_arrays(value) -> bool:
         return any(has_device_arrays(v) for v in value.values())
     if isinstance(value, (list, tuple)):
         return any(has_device_arrays(v) for v in value)
-    return type(value).__module__.startswith("cupy")
+    return on_device(value)
 
 
 def ready_to_leave(value) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy
 
 from .cuda_graphs import host_side
-from .kernels.backend import array_module, host_floats
+from .kernels.backend import array_module, host_floats, on_device
 from .kernels.code_gradient import tied_code_gradient
 from .kernels.contrast import lcn_backward, lcn_forward
 from .kernels.gemm import batched_matmul, native_precision, operand, result_dtype, storage_dtype
@@ -44,7 +44,7 @@ def scale_of(scale_state) -> float:
     if scale_state is None:
         return 1.0
     scale = scale_state["scale"]
-    return scale if type(scale).__module__.startswith("cupy") else float(scale)  # on the device under CUDA graphs
+    return scale if on_device(scale) else float(scale)  # on the device under CUDA graphs
 
 
 def _local(window, owned):

@@ -31,6 +31,11 @@ def as_strided(array, shape, strides):
     return xp.lib.stride_tricks.as_strided(array, shape=shape, strides=strides)
 
 
+def on_device(value) -> bool:
+    """Whether ``value`` is a CuPy array (checked without importing CuPy)."""
+    return type(value).__module__.startswith("cupy")
+
+
 def copy_array(value, out=None):
     """A copy of ``value`` (NumPy or CuPy), or ``value`` copied into ``out`` (same shape and dtype).
 
@@ -40,7 +45,7 @@ def copy_array(value, out=None):
     """
     if out is None:
         out = array_module(value).empty(value.shape, value.dtype)
-    if type(value).__module__.startswith("cupy") and value.flags.c_contiguous and out.flags.c_contiguous:
+    if on_device(value) and value.flags.c_contiguous and out.flags.c_contiguous:
         if value.nbytes:
             out.data.copy_from_device_async(value.data, value.nbytes)
         return out
@@ -64,14 +69,14 @@ def host_floats(values) -> list[float]:
     launches the next kernels.  This waits once.
     """
     values = list(values)
-    on_device = [i for i, value in enumerate(values) if type(value).__module__.startswith("cupy")]
-    out = [None if i in on_device else float(value) for i, value in enumerate(values)]
-    if on_device:
+    device_values = [i for i, value in enumerate(values) if on_device(value)]
+    out = [None if i in device_values else float(value) for i, value in enumerate(values)]
+    if device_values:
         import cupy
 
         with device_wait():
-            fetched = cupy.stack([cupy.asarray(values[i], dtype=cupy.float64).reshape(()) for i in on_device]).get()
-        for i, value in zip(on_device, fetched):
+            fetched = cupy.stack([cupy.asarray(values[i], dtype=cupy.float64).reshape(()) for i in device_values]).get()
+        for i, value in zip(device_values, fetched):
             out[i] = float(value)
     return out
 

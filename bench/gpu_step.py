@@ -45,6 +45,7 @@ import numpy
 
 from dasksae.accounting import update_flops
 from dasksae.network import load_config, named_config
+from dasksae.switches import switch
 from scaling_model import grid_for  # the squarest r x c grid of K tiles, as the scaling model tiles K GPUs
 
 
@@ -407,7 +408,7 @@ def main(argv=None):
                 if any(m.startswith("dasksae") for m in modes):
                     try:
                         kernel, held = time_in_process(config, batch, args.runs, args.warmup_runs, dtype)
-                        emit("in-process", dtype, kernel, memory=held, gemm=os.environ.get("DASKSAE_GEMM", "tuned"),
+                        emit("in-process", dtype, kernel, memory=held, gemm=switch("DASKSAE_GEMM"),
                              gemm_tuning=print_gemm_tuning(seen_gemms))
                     except Exception as error:  # noqa: BLE001 - a benchmark reports and goes on
                         print(f"{name} in-process {dtype} failed: {type(error).__name__}: {str(error)[:200]}")

@@ -15,7 +15,7 @@ from .errors import DasksaeError
 
 # name -> (choices, default); README.md "On the GPU" says what each does and what it measured
 SWITCHES = {
-    "DASKSAE_GEMM": (("cublas", "tuned", "search", "simt"), "cublas"),
+    "DASKSAE_GEMM": (("simt", "cublas", "tuned", "search"), "simt"),
     "DASKSAE_SPMD_REPLAY": (("1", "0"), "1"),
     "DASKSAE_HALO_EVENTS": (("1", "0"), "1"),
     "DASKSAE_CUDA_GRAPHS": (("auto", "1", "0"), "auto"),

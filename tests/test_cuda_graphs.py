@@ -174,7 +174,7 @@ def test_a_step_mid_replay_keeps_its_graphs_until_its_replay_ends(monkeypatch):
 
 @pytest.mark.parametrize("name,value,message", [
     ("DASKSAE_CUDA_GRAPHS", "yes", "DASKSAE_CUDA_GRAPHS must be auto, 1 or 0, got 'yes'; unset it for the default (auto)."),
-    ("DASKSAE_GEMM", "simd", "DASKSAE_GEMM must be cublas, tuned, search or simt, got 'simd'; unset it for the default (cublas)."),
+    ("DASKSAE_GEMM", "simd", "DASKSAE_GEMM must be simt, cublas, tuned or search, got 'simd'; unset it for the default (simt)."),
     ("DASKSAE_SPMD_REPLAY", "false", "DASKSAE_SPMD_REPLAY must be 1 or 0, got 'false'; unset it for the default (1)."),
 ])
 def test_a_bad_switch_is_refused_with_its_values(name, value, message):

@@ -29,10 +29,11 @@ results on a GPU have been seen yet.
 from __future__ import annotations
 
 import functools
-import os
 
-TILE_M, TILE_N, THREADS = 128, 96, 256
-TILE_K = 16  # which of TILE_KS the products use (a benchmark may set it)
+from ..switches import switch
+
+TILE_M, TILE_N, TILE_K, THREADS = 128, 96, 16, 256
+BUFFERS = 2  # which of BUFFER_COUNTS the products use (a benchmark may set it)
 
 _SOURCE = r"""
 // C[i] (+)= op(A[i]) B[i], row-major; op(A) is M x K, B is K x N, C is M x N.
@@ -41,17 +42,20 @@ _SOURCE = r"""
 // columns tx*4 + {0..3} and 64 + tx*2 + {0, 1}.
 #define TILE_M 128
 #define TILE_N 96
+#define TILE_K 16
 #define A_PAD 4
 
-template <int TRANSPOSE_A, int ACCUMULATE, int TILE_K>
+// BUFFERS 1: one stage of shared memory, two barriers a stage of K; 2: two stages, one barrier, the next
+// stage stored while this one is read.
+template <int TRANSPOSE_A, int ACCUMULATE, int BUFFERS>
 __global__ void __launch_bounds__(256) dasksae_simt_gemm(
     const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
     const int M, const int N, const int K,
     const long long lda, const long long batch_a, const long long ldb, const long long batch_b,
     const long long ldc, const long long batch_c)
 {
-    __shared__ __align__(16) float As[TILE_K][TILE_M + A_PAD];
-    __shared__ __align__(16) float Bs[TILE_K][TILE_N];
+    __shared__ __align__(16) float As[BUFFERS][TILE_K][TILE_M + A_PAD];
+    __shared__ __align__(16) float Bs[BUFFERS][TILE_K][TILE_N];
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
     A += blockIdx.z * batch_a;
@@ -82,22 +86,22 @@ __global__ void __launch_bounds__(256) dasksae_simt_gemm(
             }
         }
     };
-    auto store = [&]() {
+    auto store = [&](const int buffer) {
         for (int part = 0; part < A_PARTS; ++part) {
             const int v = tid + part * 256;
             if (TRANSPOSE_A) {
-                *(float4*)&As[v / 32][(v % 32) * 4] = a_next[part];
+                *(float4*)&As[buffer][v / 32][(v % 32) * 4] = a_next[part];
             } else {
                 const int m = v / (TILE_K / 4), k = (v % (TILE_K / 4)) * 4;
-                As[k + 0][m] = a_next[part].x;
-                As[k + 1][m] = a_next[part].y;
-                As[k + 2][m] = a_next[part].z;
-                As[k + 3][m] = a_next[part].w;
+                As[buffer][k + 0][m] = a_next[part].x;
+                As[buffer][k + 1][m] = a_next[part].y;
+                As[buffer][k + 2][m] = a_next[part].z;
+                As[buffer][k + 3][m] = a_next[part].w;
             }
         }
         for (int part = 0; part < B_PARTS; ++part) {
             const int v = tid + part * 256;
-            if (v < B_VECTORS) *(float4*)&Bs[v / 24][(v % 24) * 4] = b_next[part];
+            if (v < B_VECTORS) *(float4*)&Bs[buffer][v / 24][(v % 24) * 4] = b_next[part];
         }
     };
 
@@ -106,23 +110,37 @@ __global__ void __launch_bounds__(256) dasksae_simt_gemm(
         for (int c = 0; c < 6; ++c) acc[r][c] = 0.f;
 
     load(0);
-    for (int k0 = 0; k0 < K; k0 += TILE_K) {
-        __syncthreads();  // the previous tile is no longer read
-        store();
+    if (BUFFERS == 2) {
+        store(0);
         __syncthreads();
-        if (k0 + TILE_K < K) load(k0 + TILE_K);  // global loads in flight while this tile is used
+    }
+    int buffer = 0;
+    for (int k0 = 0; k0 < K; k0 += TILE_K) {
+        if (BUFFERS == 1) {
+            __syncthreads();  // the previous stage is no longer read
+            store(0);
+            __syncthreads();
+        }
+        const bool more = k0 + TILE_K < K;
+        if (more) load(k0 + TILE_K);  // global loads in flight while this stage is used
 #pragma unroll
         for (int k = 0; k < TILE_K; ++k) {
-            const float4 a0 = *(const float4*)&As[k][ty * 4];
-            const float4 a1 = *(const float4*)&As[k][64 + ty * 4];
-            const float4 b0 = *(const float4*)&Bs[k][tx * 4];
-            const float2 b1 = *(const float2*)&Bs[k][64 + tx * 2];
+            const float4 a0 = *(const float4*)&As[buffer][k][ty * 4];
+            const float4 a1 = *(const float4*)&As[buffer][k][64 + ty * 4];
+            const float4 b0 = *(const float4*)&Bs[buffer][k][tx * 4];
+            const float2 b1 = *(const float2*)&Bs[buffer][k][64 + tx * 2];
             const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
             const float b[6] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y};
 #pragma unroll
             for (int r = 0; r < 8; ++r)
 #pragma unroll
                 for (int c = 0; c < 6; ++c) acc[r][c] = fmaf(a[r], b[c], acc[r][c]);
+        }
+        if (BUFFERS == 2) {
+            // the other buffer was last read before the previous barrier: store the next stage there
+            if (more) store(buffer ^ 1);
+            __syncthreads();
+            buffer ^= 1;
         }
     }
 
@@ -144,8 +162,8 @@ __global__ void __launch_bounds__(256) dasksae_simt_gemm(
 }
 """
 
-TILE_KS = (16, 8)  # the inner dimension staged at a time: 16 by default; 8 for comparison (bench/gemm_layouts.py --simt)
-SIMT_GEMM_KERNELS = [f"dasksae_simt_gemm<{t}, {a}, {k}>" for t in (0, 1) for a in (0, 1) for k in TILE_KS]
+BUFFER_COUNTS = (2, 1)  # stages of K in shared memory: 2 by default; 1 for comparison (bench/gemm_layouts.py --simt)
+SIMT_GEMM_KERNELS = [f"dasksae_simt_gemm<{t}, {a}, {b}>" for t in (0, 1) for a in (0, 1) for b in BUFFER_COUNTS]
 
 
 def simt_gemm_source() -> str:
@@ -154,8 +172,8 @@ def simt_gemm_source() -> str:
 
 
 def enabled() -> bool:
-    """Whether float32 products that fit go to this kernel: ``DASKSAE_GEMM=simt``."""
-    return os.environ.get("DASKSAE_GEMM", "cublas") == "simt"
+    """Whether float32 products that fit go to this kernel: ``DASKSAE_GEMM=simt`` (the default)."""
+    return switch("DASKSAE_GEMM") == "simt"
 
 
 def fits(a, b, out, transpose_a: bool, transpose_b: bool, m: int, n: int, k: int) -> bool:
@@ -183,7 +201,7 @@ def batched_gemm(a, b, out, transpose_a: bool, m: int, n: int, k: int, accumulat
     """``out[i] (+)= op(a[i]) @ b[i]`` on the current stream (the arrays must :func:`fits`)."""
     import numpy
 
-    kernel = _module().get_function(f"dasksae_simt_gemm<{int(transpose_a)}, {int(accumulate)}, {TILE_K}>")
+    kernel = _module().get_function(f"dasksae_simt_gemm<{int(transpose_a)}, {int(accumulate)}, {BUFFERS}>")
     count = a.shape[0]
     grid = (-(-m // TILE_M), n // TILE_N, count)
     elements = [(x.strides[1] // 4, x.strides[0] // 4) for x in (a, b, out)]

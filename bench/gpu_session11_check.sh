@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# On the lent GPU machine (device tool, carry [".whl"]), session 11.
+#   PART=simt   our float32 GEMM (dasksae/kernels/simt_gemm.py, now the default DASKSAE_GEMM=simt) with two stages of
+#               shared memory against one and against cuBLAS: its GPU tests, each product of coates200 (M=96) and
+#               coates96 (M=96, 512), then coates200 float32 steps with cuBLAS and with it: in-process, 1 worker, and
+#               4 worker threads (bfloat16 too, whose products it does not take).
+#   PART=table  (at the end) the table with the defaults: limit, 1 worker, 4 workers, PyTorch.
+source bench/device_setup.sh
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
+step() {  # step SECONDS ARGS...: bench/gpu_step.py on coates200, M=96, at most SECONDS
+  timeout $1 python3 bench/gpu_step.py --configs coates200 --minibatch 96 "${@:2}" 2>&1 | filter | grep -v "  gemm\|cuda graphs"; }
+case "${PART:-simt}" in
+simt)
+  timeout 90 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py -k "simt or cublas" 2>&1 | tail -30 | tee $OUT/gpu-tests-simt.log
+  for shape in "coates200 96" "coates96 96" "coates96 512"; do
+    set -- $shape
+    timeout 100 python3 bench/gemm_layouts.py --config $1 --minibatch $2 --precisions float32 --simt \
+      --json $OUT/gemm-layouts-simt-$1-m$2.json 2>&1 | grep -v transposed | tee -a $OUT/gemm-layouts-simt.log
+  done
+  for gemm in cublas simt; do  # the 1-worker rows follow an in-process row of the same call
+    DASKSAE_GEMM=$gemm step 120 --modes dasksae-1w --dtypes float32 --steps-per-task 10 --runs 20 \
+      --json $OUT/gpu-step-coates200-m96-1w-$gemm.json | sed "s/^/gemm $gemm: /" | tee -a $OUT/gpu-step.log
+  done
+  step 120 --modes dasksae-4w-threads --dtypes float32,bfloat16 --steps-per-task-4w 10 --runs-4w 5 --runs 3 --warmup-runs 1 \
+    --json $OUT/gpu-step-coates200-m96-4w.json | sed "s/^/gemm simt: /" | tee -a $OUT/gpu-step.log ;;
+esac
+true

@@ -45,7 +45,7 @@ import numpy
 
 from dasksae.accounting import update_flops
 from dasksae.network import load_config, named_config
-from dasksae.switches import switch
+from dasksae.switches import SWITCHES, switch
 from scaling_model import grid_for  # the squarest r x c grid of K tiles, as the scaling model tiles K GPUs
 
 
@@ -365,9 +365,7 @@ def main(argv=None):
             "card": card, "ceilings": ceilings, "python": platform.python_version(), "numpy": numpy.__version__,
             "cupy": cupy.__version__, "torch": torch.__version__, "dask": dask.__version__, "distributed": distributed.__version__,
             "protocol": args.protocol, "switch_interval": __import__("sys").getswitchinterval(),
-            "environment": {name: os.environ[name] for name in ("DASKSAE_GEMM", "DASKSAE_SPMD_REPLAY", "DASKSAE_HALO_EVENTS",
-                                                                       "DASKSAE_CUDA_GRAPHS", "DASKSAE_GRAPH_CUTS")
-                            if name in os.environ},
+            "environment": {name: os.environ[name] for name in SWITCHES if name in os.environ},
         }
         with open(args.json, "w") as handle:
             json.dump({"meta": meta, "rows": rows}, handle, indent=1)

@@ -11,16 +11,16 @@ into runs:
   made right after the run that made its values, before anything that waits
   for a message; with ``messages`` it ends the run;
 * ``eager``: a call marked :func:`host_side` (it reads device values on the
-  host: the tile's report, the stage's reduction), run as a Python call;
+  host), run as a Python call.  Since session 11 no call of a tile step is:
+  the reports and the stage's reduction stay on the device;
 * ``graph``: the calls between those.  A call that takes received values
   starts a new run, so that the thread waits for a message only where the
   recorded step did.
 
 The first replay runs each graph run as Python calls on *staged* values:
 copies of what the run reads from outside the graphs (the minibatch,
-received halos, results of host-side calls) and ``a`` (the RICA scale) as
-a device scalar instead of a host number, so that the graphs read the new
-values every step.  The weights and momentum are not copied: they are
+received halos, RICA's scale state, which lives on the device, and results
+of host-side calls), so that the graphs read the new values every step.  The weights and momentum are not copied: they are
 updated in place, and a launch checks that the state it is given is the
 same arrays the graphs were captured with (else it replays without graphs
 and captures again).  The second replay captures each graph run on a
@@ -142,36 +142,20 @@ class Mismatch(Exception):
     """A value does not fit the buffer the graphs read (another shape, dtype or constant)."""
 
 
-def clone(value, staged: bool = False):
-    """``value`` with its device arrays copied (containers rebuilt, everything else as it is).
-
-    ``staged``: the buffer that graphs read for ``value``, where each scale state's ``a`` becomes a float32
-    device scalar: the kernels read it from the device, so each launch sees the step's ``a``.
-    """
-    if staged and _is_scale_state(value):
-        import cupy
-
-        return {"scale": cupy.asarray(value["scale"], dtype=cupy.float32), "velocity": value["velocity"]}
+def clone(value):
+    """``value`` with its device arrays copied (containers rebuilt, everything else as it is)."""
     if isinstance(value, dict):
-        return {k: clone(v, staged) for k, v in value.items()}
+        return {k: clone(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(clone(v, staged) for v in value)
+        return type(value)(clone(v) for v in value)
     if on_device(value):
         return copy_array(value)
     return value
 
 
-def _is_scale_state(value) -> bool:
-    """Whether ``value`` is a stage's scale state as kept on the host: ``{"scale": a, "velocity": ...}``."""
-    return isinstance(value, dict) and value.keys() == {"scale", "velocity"} and not on_device(value["scale"])
-
-
 def copy_into(buffer, value):
     """Copy ``value``'s device arrays into ``buffer`` (made by :func:`clone` with ``staged``); anything else must be equal."""
-    if isinstance(buffer, dict) and on_device(buffer.get("scale")) and _is_scale_state(value):
-        buffer["scale"].fill(float(value["scale"]))  # on the current stream, before the launch that reads it
-        buffer["velocity"] = value["velocity"]  # read on the host only (by the stage's reduction), never by graphs
-    elif isinstance(buffer, dict):
+    if isinstance(buffer, dict):
         if not isinstance(value, dict) or buffer.keys() != value.keys():
             raise Mismatch("the keys of a staged value changed")
         for key in buffer:
@@ -223,10 +207,10 @@ def _capture_stream(cupy):
 
 
 def _stage(store: dict, key, value, mode):
-    """``store[key]``, the buffer a graph run reads for ``value``: made (:func:`clone`, ``staged``) in the staged
-    replay, refilled later."""
+    """``store[key]``, the buffer a graph run reads for ``value``: made (:func:`clone`) in the staged replay,
+    refilled later."""
     if mode == "staged":
-        store[key] = clone(value, staged=True)
+        store[key] = clone(value)
     else:
         copy_into(store[key], value)
     return store[key]

@@ -38,7 +38,7 @@ import time
 import uuid
 
 from . import tile_program
-from .streams import device_event, ready_to_leave, tile_task_stream, wait_for_event
+from .streams import StepFence, device_event, ready_to_leave, tile_task_stream, wait_for_event
 from .switches import switch
 from .tile_array import Executor
 
@@ -304,12 +304,14 @@ class SpmdExecutor(Executor):
         self._received.append(value)
         return value
 
-    def finish(self):
-        """Wait until every message this tile sent has been delivered (and surface send errors)."""
+    def finish(self) -> list:
+        """Wait until every message this tile sent has been delivered (and surface send errors); returns what
+        this step received, which the caller keeps until its stream has read it (:class:`~dasksae.streams.StepFence`)."""
         for future in self._sends:
             future.result(timeout=self.timeout)
         self._sends.clear()
-        self._received.clear()
+        received, self._received = self._received, []
+        return received
 
 
 def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, precision, batches, *sources):
@@ -342,7 +344,8 @@ def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, precisi
 
 
 def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales):
-    from .kernels.backend import array_module
+    from .kernels.backend import array_module, host_floats, kept_apart
+    from .tile_ops import scale_states_on
 
     config = grid.config
     first_tile = grid.tiles()[0]
@@ -351,8 +354,12 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
     mailbox = None
     xp = array_module(my_states[0]["encoder"])
     with tile_task_stream(xp):  # this worker thread's own CUDA stream (dasksae.streams)
+        # onto the weights' device once, before the first step (halo strips then travel as device arrays, and no
+        # copy from host memory waits for the stream mid-task)
+        x_parts = [xp.asarray(x_part) for x_part in x_parts]
+        my_scales = scale_states_on(xp, my_scales)
+        fence = StepFence(xp)
         for index, x_part in enumerate(x_parts):
-            x_part = xp.asarray(x_part)  # onto the weights' device once (halo strips then travel as device arrays)
             executor = SpmdExecutor(me, placement, f"{step_id}.{index}")
             mailbox = executor.mailbox
             key = (me, tuple(sorted(placement.items())), repr(config), grid.rows, grid.cols, stage, float(lr), float(momentum),
@@ -366,9 +373,12 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
                 if me == first_tile and objective_has_scale:
                     my_scales[k] = {"scale": reduced["scale"], "velocity": reduced["velocity"]}
             if me == first_tile:
-                losses.append([float(stage_results[k][1]["loss"]) for k in range(first, last + 1)])
-            executor.finish()
+                losses.append([kept_apart(stage_results[k][1]["loss"]) for k in range(first, last + 1)])  # read once, below
+            fence.step_done(keep=executor.finish())
             sent += executor.sent_bytes
+        flat = host_floats(loss for step in losses for loss in step)  # the task's one wait for its losses
+        losses = [[flat.pop(0) for _ in step] for step in losses]
+        fence.finish()
     if mailbox is not None:
         mailbox.forget(step_id)
     return {

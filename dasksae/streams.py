@@ -30,8 +30,11 @@ import contextlib
 import threading
 
 from .kernels.backend import device_wait, on_device
+from .switches import switch
 
 _local = threading.local()
+# tile steps whose device work may still be queued when the host starts the next (StepFence); 0: none
+RUN_AHEAD = int(switch("DASKSAE_RUN_AHEAD"))
 
 
 def _thread_stream(cupy):
@@ -97,3 +100,47 @@ def wait_for_event(event) -> None:
     import cupy
 
     cupy.cuda.get_current_stream().wait_event(event)
+
+
+class StepFence:
+    """How far a task's host may run ahead of its stream: at most :data:`RUN_AHEAD` tile steps.
+
+    Nothing in a tile step waits for the device (the losses and ``a`` stay
+    there, :func:`dasksae.tile_ops.reduce_stage`), so the host queues the next
+    step while the device runs this one and the device does not idle between
+    steps.  :meth:`step_done` marks the end of a step's queued work with an
+    event and keeps ``keep`` (values received from other threads, whose
+    memory their sender's stream would reuse once dropped) until the device
+    has passed it; with more than :data:`RUN_AHEAD` steps unfinished, the host
+    waits for the oldest.  ``DASKSAE_RUN_AHEAD=0`` waits for each step at its
+    end, as before session 11.  On NumPy it only drops ``keep``.
+    """
+
+    def __init__(self, xp):
+        self._cupy = xp if xp.__name__ == "cupy" else None
+        self._pending: list = []  # (event, kept values), oldest first
+
+    def step_done(self, keep=None) -> None:
+        if self._cupy is None:
+            return
+        stream = self._cupy.cuda.get_current_stream()
+        if RUN_AHEAD == 0:
+            with device_wait():
+                stream.synchronize()
+            return
+        event = self._cupy.cuda.Event(block=False, disable_timing=True)
+        event.record(stream)
+        self._pending.append((event, keep))
+        while self._pending and (self._pending[0][0].done or len(self._pending) > RUN_AHEAD):
+            self._release_oldest()
+
+    def finish(self) -> None:
+        """Wait for every step's work (the task's end) and drop what was kept."""
+        while self._pending:
+            self._release_oldest()
+
+    def _release_oldest(self) -> None:
+        oldest, _ = self._pending.pop(0)
+        if not oldest.done:
+            with device_wait():
+                oldest.synchronize()

@@ -20,6 +20,7 @@ SWITCHES = {
     "DASKSAE_HALO_EVENTS": (("1", "0"), "1"),
     "DASKSAE_CUDA_GRAPHS": (("auto", "1", "0"), "auto"),
     "DASKSAE_GRAPH_CUTS": (("receipts", "messages"), "receipts"),
+    "DASKSAE_RUN_AHEAD": (("2", "1", "0"), "2"),
 }
 
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import numpy
 
-from .cuda_graphs import host_side
-from .kernels.backend import array_module, host_floats, on_device
+from .kernels.backend import array_module, on_device
 from .kernels.code_gradient import tied_code_gradient
 from .kernels.contrast import lcn_backward, lcn_forward
 from .kernels.gemm import batched_matmul, native_precision, operand, result_dtype, storage_dtype
@@ -32,19 +31,20 @@ from .kernels.pooling import pool_squares, pool_unit_weights, sum_of_squares_ove
 from .optim import sgd_momentum_update
 
 
-def scale_of(scale_state) -> float:
-    """``a`` from a stage's scale state (``None`` for Le 2012, where ``a = 1``), as a Python float.
+def scale_of(scale_state):
+    """``a`` from a stage's scale state (``None`` for Le 2012, where ``a = 1``).
 
-    The state lives on the host (it is tiny and shared by every tile); a
-    Python float multiplies NumPy and CuPy arrays alike without changing
-    their dtype.  A step replayed as CUDA graphs (:mod:`dasksae.cuda_graphs`)
-    is given ``a`` as a float32 device scalar instead, which it returns as
-    it is: a captured kernel reads it from the device each launch.
+    On the host (NumPy tiles) a Python float, which multiplies arrays without
+    changing their dtype.  On a GPU the state lives on the device
+    (:func:`scale_states_on`), and ``a`` is returned as the device scalar it
+    is, of the weights' dtype: kernels read it from the device, so nothing
+    waits for the stage's reduction on the host, and a step captured as CUDA
+    graphs reads each step's ``a``.
     """
     if scale_state is None:
         return 1.0
     scale = scale_state["scale"]
-    return scale if on_device(scale) else float(scale)  # on the device under CUDA graphs
+    return scale if on_device(scale) else float(scale)
 
 
 def _local(window, owned):
@@ -303,21 +303,24 @@ def contrast_backward(grad_output, error_owned, forward, window, owned, batch: i
 # ---------------------------------------------------------------- the scalar a and the losses
 
 
-@host_side
 def reduce_stage(reports, scale_state, update):
     """Sum the tiles' loss and ``a``-gradient parts; with ``update = (lr, momentum)`` step ``a``.
 
-    Runs on one worker; returns the stage's new scale state (``None`` for
-    Le 2012) together with its losses and the summed gradient of ``a``.
+    Runs on one tile; returns the stage's new scale state (``None`` for Le
+    2012) together with its losses and the summed gradient of ``a``.  On a
+    GPU all of these stay device scalars (the scale state is moved there with
+    the tile's arrays, :func:`scale_states_on`): nothing waits for the
+    device, so the host can run ahead of it (``DASKSAE_RUN_AHEAD``).
     """
-    reconstruction = sum(float(r["reconstruction_loss"]) for r in reports)
-    sparsity = sum(float(r["sparsity_loss"]) for r in reports)
+    reconstruction = sum(r["reconstruction_loss"] for r in reports)
+    sparsity = sum(r["sparsity_loss"] for r in reports)
     result = {"loss": reconstruction + sparsity, "reconstruction_loss": reconstruction, "sparsity_loss": sparsity}
     if scale_state is not None:
-        scale = scale_state["scale"]
-        grad = numpy.asarray(sum(float(r["scale_grad"]) for r in reports)).astype(scale.dtype)
+        scale, velocity = scale_state["scale"], scale_state["velocity"]
+        xp = array_module(scale, *(r["scale_grad"] for r in reports))
+        grad = xp.asarray(sum(r["scale_grad"] for r in reports)).astype(scale.dtype)
         result["scale_grad"] = grad
-        new_scale, new_velocity = scale.copy(), scale_state["velocity"].copy()
+        new_scale, new_velocity = xp.asarray(scale).copy(), xp.asarray(velocity).copy()
         if update is not None:
             lr, momentum = update
             sgd_momentum_update(new_scale, new_velocity, grad, lr, momentum)
@@ -325,14 +328,18 @@ def reduce_stage(reports, scale_state, update):
     return result
 
 
-@host_side
 def tile_report(error, pool, filter_back, pool_back):
-    """One tile's losses and ``a``-gradient part of a stage, gathered from its own tasks' results, as host floats.
+    """One tile's losses and ``a``-gradient part of a stage, left where the layers made them.
 
-    The layers leave these as device scalars (their kernels never wait for
-    the device); this is the one wait of the tile's stage, not four.
+    On a GPU these are device scalars, and nothing here waits for the
+    device: the losses are read on the host once a task
+    (:func:`dasksae.kernels.backend.host_floats`), not once a step.
     """
-    reconstruction, sparsity, filter_part, pool_part = host_floats(
-        [error["loss"], pool["loss"], filter_back["scale_grad"], pool_back["scale_grad"]]
-    )
-    return {"reconstruction_loss": reconstruction, "sparsity_loss": sparsity, "scale_grad": filter_part + pool_part}
+    return {"reconstruction_loss": error["loss"], "sparsity_loss": pool["loss"],
+            "scale_grad": filter_back["scale_grad"] + pool_back["scale_grad"]}
+
+
+def scale_states_on(xp, scale_states: list) -> list:
+    """Each stage's scale state (``a`` and its momentum; ``None`` for Le 2012) as arrays of ``xp``: on a GPU,
+    on the device beside the tile's weights, so that ``a`` is stepped and read there."""
+    return [None if state is None else {name: xp.asarray(value) for name, value in state.items()} for state in scale_states]

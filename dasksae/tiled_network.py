@@ -38,8 +38,10 @@ from .layers import (
 )
 from .network import NetworkConfig
 from .reference import StepResult, initial_blocks, initial_scale, learning_rate_scales, split_dtype
-from .streams import tile_task_stream
+from .kernels.backend import host_floats, kept_apart, to_numpy
+from .streams import StepFence, tile_task_stream
 from .tile_array import DaskExecutor, Executor, LocalExecutor, Shared, TileArray, pick, tile_map, tile_reduce
+from .tile_ops import scale_states_on
 from .tiling import TileGrid
 
 
@@ -289,7 +291,7 @@ class TiledNetwork:
                 entry[name] = stage_state.entry(name + names_suffix).to_array()
             if self.scale[k] is not None:
                 scale_state = self.executor.gather([self.scale[k]])[0]
-                entry["scale"] = numpy.asarray(scale_state["velocity" if names_suffix else "scale"]).copy()
+                entry["scale"] = to_numpy(scale_state["velocity" if names_suffix else "scale"]).copy()
             result.append(entry)
         return result
 
@@ -498,7 +500,7 @@ class TiledNetwork:
                 )
             summary = self.executor.gather([reduced])[0]
             if "scale_grad" in summary:
-                grads[k]["scale"] = numpy.asarray(summary["scale_grad"])
+                grads[k]["scale"] = to_numpy(summary["scale_grad"])
             stage_losses.append(float(summary["loss"]))
         return StepResult(loss=float(sum(stage_losses)), stage_losses=stage_losses, grads=grads)
 
@@ -664,14 +666,21 @@ def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: 
     tile = grid.tiles()[0]
     losses = []
     with tile_task_stream(xp):  # this worker thread's own CUDA stream (dasksae.streams)
+        xs = [xp.asarray(x) for x in xs]  # onto the device before the first step: no copy from the host mid-task
+        scales = scale_states_on(xp, scales)
+        fence = StepFence(xp)
         for x in xs:
-            losses.append(_fused_step(config, grid, tile, count, lr, momentum, stage, precision, xp.asarray(x), states, scales))
+            losses.append(_fused_step(config, grid, tile, count, lr, momentum, stage, precision, x, states, scales))
+            fence.step_done()
+        flat = host_floats(loss for step in losses for loss in step)  # the task's one wait for its losses
+        losses = [[flat.pop(0) for _ in step] for step in losses]
+        fence.finish()
     return {"states": states, "scales": scales, "losses": losses}
 
 
 def _fused_step(config, grid, tile, count, lr, momentum, stage, precision, x, states, scales):
     """One step of :func:`fused_single_tile_step` on minibatch ``x`` (on the weights' device); updates ``states``
-    and ``scales`` in place and returns the stage losses."""
+    and ``scales`` in place and returns the stage losses (device scalars on a GPU: nothing waits for the device)."""
     from . import tile_program
     from .tile_array import _LocalHandle
 
@@ -697,7 +706,7 @@ def _fused_step(config, grid, tile, count, lr, momentum, stage, precision, x, st
         states[k] = back["state"]
         if scales[k] is not None:
             scales[k] = {"scale": reduced["scale"], "velocity": reduced["velocity"]}
-    return [float(values[k][1]["loss"]) for k in range(first, last + 1)]
+    return [kept_apart(values[k][1]["loss"]) for k in range(first, last + 1)]  # read once a task
 
 
 def _dask_executor(grid: TileGrid, client, workers) -> DaskExecutor:

@@ -24,17 +24,19 @@ def _is_cupy_state(state):
     return all(isinstance(value, cupy.ndarray) for value in state.values())
 
 
-@pytest.mark.parametrize("workers,tiles,processes,per_task,events", [(1, "1x1", True, 1, False), (4, "2x2", True, 1, False),
-                                                                     (4, "2x2", False, 1, False), (4, "2x2", False, 5, False),
-                                                                     (4, "2x2", False, 5, True)])
-def test_gpu_training_equals_cpu(monkeypatch, workers, tiles, processes, per_task, events):
+@pytest.mark.parametrize("workers,tiles,processes,per_task,events,run_ahead", [
+    (1, "1x1", True, 1, False, 2), (1, "1x1", True, 5, False, 2), (4, "2x2", True, 1, False, 2), (4, "2x2", False, 1, False, 2),
+    (4, "2x2", False, 5, False, 2), (4, "2x2", False, 5, True, 2), (4, "2x2", False, 5, True, 0)])
+def test_gpu_training_equals_cpu(monkeypatch, workers, tiles, processes, per_task, events, run_ahead):
     """Worker processes, and worker threads of one process, each on its own CUDA stream (dasksae.streams), with
     one step a task and five, and (``events``) halos between threads ordered by CUDA events instead of host
     waits: the same losses and weights as the CPU (a halo read before its stream finished writing it would
-    not be)."""
-    from dasksae import spmd
+    not be).  ``run_ahead``: tile steps the host may queue before the device has run them (DASKSAE_RUN_AHEAD;
+    received halos are kept until their reader's stream has passed them); 0 waits for each step."""
+    from dasksae import spmd, streams
 
     monkeypatch.setattr(spmd, "HALO_EVENTS", events)
+    monkeypatch.setattr(streams, "RUN_AHEAD", run_ahead)
     config = named_config("tiny")
     data = numpy.random.default_rng(3)
     batches = [data.standard_normal(config.input_shape + (16,)).astype("float32") for _ in range(5)]
@@ -94,9 +96,10 @@ def test_cuda_graphs_equal_steps_replayed_as_calls(monkeypatch, tiles, precision
     def train(graphs):
         monkeypatch.setattr(cuda_graphs, "GRAPHS", graphs)
         tile_program.forget_all()
-        if tiles == "1x1":
+        if tiles == "1x1":  # four steps in one task, then three: each loss read at the task's end
             network = TiledNetwork(config, tiles, executor=LocalExecutor(), seed=1, dtype=precision, device="cuda")
-            return [network.step(x, 1e-3, 0.9).loss for x in batches], network.parameters()
+            losses = [r.loss for part in (batches[:4], batches[4:]) for r in network.steps(part, 1e-3, 0.9)]
+            return losses, network.parameters()
         with distributed.LocalCluster(n_workers=4, threads_per_worker=1, dashboard_address=None, processes=False) as cluster:
             with distributed.Client(cluster) as client:
                 network = TiledNetwork(config, tiles, client, seed=1, dtype=precision, device="cuda")

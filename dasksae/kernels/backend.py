@@ -53,6 +53,12 @@ def copy_array(value, out=None):
     return out
 
 
+def kept_apart(value):
+    """A copy of ``value`` if it is a device array, else ``value``: a step's result read later (a loss read
+    once a task) that the next launch of a CUDA graph would otherwise overwrite where the graph made it."""
+    return copy_array(value) if on_device(value) else value
+
+
 def to_numpy(array):
     """Bring an array to host memory as NumPy (no copy for NumPy input)."""
     if type(array).__module__.startswith("cupy"):

@@ -1,0 +1,75 @@
+"""How far a task's host runs ahead of its CUDA stream (dasksae.streams.StepFence), checked with a stand-in for
+CuPy's events and streams: the logic of what is waited for and when, not the device."""
+
+import gc
+import types
+import weakref
+
+from dasksae import streams
+
+
+class _Event:
+    def __init__(self, block=False, disable_timing=True):
+        self.done = False
+        self.waited = False
+
+    def record(self, stream):
+        stream.recorded.append(self)
+
+    def synchronize(self):
+        self.waited = self.done = True
+
+
+class _Stream:
+    def __init__(self):
+        self.recorded, self.synchronized = [], 0
+
+    def synchronize(self):
+        self.synchronized += 1
+
+
+def _fake_cupy():
+    stream = _Stream()
+    cuda = types.SimpleNamespace(Event=_Event, get_current_stream=lambda: stream)
+    return types.SimpleNamespace(__name__="cupy", cuda=cuda), stream
+
+
+class _Halo:
+    """A received value; dropped by the fence once the step that read it is known done."""
+
+
+def test_the_host_waits_only_for_steps_more_than_run_ahead_behind_and_keeps_their_halos_until_then(monkeypatch):
+    monkeypatch.setattr(streams, "RUN_AHEAD", 2)
+    xp, stream = _fake_cupy()
+    fence = streams.StepFence(xp)
+    halos = [_Halo() for _ in range(4)]
+    alive = [weakref.ref(h) for h in halos]
+    fence.step_done(keep=[halos.pop(0)])
+    fence.step_done(keep=[halos.pop(0)])
+    gc.collect()
+    assert [e.waited for e in stream.recorded] == [False, False] and all(ref() is not None for ref in alive[:2])
+    fence.step_done(keep=[halos.pop(0)])  # a third unfinished step: the host waits for the first
+    gc.collect()
+    assert [e.waited for e in stream.recorded] == [True, False, False]
+    assert alive[0]() is None and alive[1]() is not None and alive[2]() is not None
+    stream.recorded[1].done = True  # finished on its own: released without a wait
+    fence.step_done(keep=[halos.pop(0)])
+    gc.collect()
+    assert [e.waited for e in stream.recorded] == [True, False, False, False] and alive[1]() is None
+    fence.finish()
+    gc.collect()
+    assert all(e.done for e in stream.recorded) and all(ref() is None for ref in alive)
+    assert stream.synchronized == 0
+
+
+def test_run_ahead_0_waits_for_each_step_and_numpy_waits_for_nothing(monkeypatch):
+    import numpy
+
+    monkeypatch.setattr(streams, "RUN_AHEAD", 0)
+    xp, stream = _fake_cupy()
+    fence = streams.StepFence(xp)
+    for _ in range(3):
+        fence.step_done(keep=[_Halo()])
+    assert stream.synchronized == 3 and stream.recorded == []
+    monkeypatch.setattr(streams, "RUN_AHEAD", 2)
+    streams.StepFence(numpy).step_done(keep=[_Halo()])  # no CuPy: nothing to record or wait for

@@ -14,8 +14,7 @@ may choose other tiles. For each stage this prints both layouts of:
 
 ``--simt`` adds, for the float32 products our own kernel takes
 (:mod:`dasksae.kernels.simt_gemm`: ``W x`` and ``W^T y``), their time with
-``DASKSAE_GEMM=simt`` (rows ``simt-b2`` and ``simt-b1``: two stages of
-the inner dimension in shared memory, or one) and the largest difference from
+``DASKSAE_GEMM=simt`` (rows ``simt``) and the largest difference from
 cuBLAS's result on random operands, relative to the largest value.
 
 Each is one :func:`dasksae.kernels.gemm.batched_matmul` call on all the
@@ -73,13 +72,11 @@ def main(argv=None):
             blocks = blocks_h * blocks_w
             cases = products(blocks, rows, fan_in, args.minibatch)
             if args.simt and precision == "float32":
-                cases += [(name, f"simt-b{buffers}", *rest) for buffers in simt_gemm.BUFFER_COUNTS
-                          for name, layout, *rest in cases if layout == "current" and not rest[3]]
+                cases += [(name, "simt", *rest) for name, layout, *rest in cases if layout == "current" and not rest[3]]
             for name, layout, a_shape, b_shape, transpose_a, transpose_b in cases:
                 dtype = storage_dtype(precision)
                 simt = layout.startswith("simt")
                 if simt:  # random values: the difference from cuBLAS is checked below
-                    simt_gemm.BUFFERS = int(layout.split("-b")[1])
                     generator = cupy.random.default_rng(0)
                     a = generator.standard_normal(a_shape, dtype=cupy.float32)
                     b = generator.standard_normal(b_shape, dtype=cupy.float32)

@@ -9,6 +9,10 @@
 #               coates96's products, then 1 worker (after the in-process step of the same call) in float32 with
 #               cuBLAS and no run-ahead, simt and no run-ahead, and the defaults (bfloat16 too); then 4 worker
 #               threads with and without run-ahead.
+#   PART=final  the last call of session 11 (about 6 minutes of device time were left), most needed first: the
+#               GPU tests of worker threads and CUDA graphs (2x2 failed in PART=ab: tile (0, 0) sent RICA's new a out of
+#               its graphs' memory; now copied apart), the simt test, then with the defaults 1 worker in float32,
+#               4 worker threads (bfloat16, float32), and 1 worker in bfloat16.
 #   PART=table  (at the end) the issue's table with the defaults: limit, 1 worker, 4 workers, PyTorch.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
@@ -46,6 +50,13 @@ ab4)
     DASKSAE_RUN_AHEAD=$ahead step 120 --modes dasksae-4w-threads --dtypes bfloat16,float32 --steps-per-task-4w 10 --runs-4w 5 --runs 3 \
       --warmup-runs 1 --json $OUT/gpu-step-4w-ahead-$ahead.json | sed "s/^/run ahead $ahead: /" | tee -a $OUT/gpu-step.log
   done ;;
+final)
+  timeout 110 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=line tests/test_gpu_tiled.py tests/test_gpu.py \
+    -k "equals_cpu or cuda_graphs or simt" 2>&1 | tail -15 | tee $OUT/gpu-tests.log
+  step 70 --modes dasksae-1w --dtypes float32 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-float32.json | tee -a $OUT/gpu-step.log
+  step 110 --modes dasksae-4w-threads --dtypes bfloat16,float32 --steps-per-task-4w 10 --runs-4w 5 --runs 3 --warmup-runs 1 \
+    --json $OUT/gpu-step-4w.json | tee -a $OUT/gpu-step.log
+  step 60 --modes dasksae-1w --dtypes bfloat16 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-bfloat16.json | tee -a $OUT/gpu-step.log ;;
 table)
   # the table with this session's defaults (the simt GEMM for float32's W x and W^T y): all GPU tests, then the
   # limit, 1 worker (with the in-process step of the same call), 4 worker threads and PyTorch, in one process

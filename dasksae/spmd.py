@@ -345,7 +345,7 @@ def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, precisi
 
 def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales):
     from .kernels.backend import array_module, host_floats, kept_apart
-    from .tile_ops import scale_states_on
+    from .tile_ops import next_scale_state, scale_states_on
 
     config = grid.config
     first_tile = grid.tiles()[0]
@@ -371,7 +371,7 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
             for k, (back, reduced) in stage_results.items():
                 my_states[k] = back["state"]
                 if me == first_tile and objective_has_scale:
-                    my_scales[k] = {"scale": reduced["scale"], "velocity": reduced["velocity"]}
+                    my_scales[k] = next_scale_state(reduced)
             if me == first_tile:
                 losses.append([kept_apart(stage_results[k][1]["loss"]) for k in range(first, last + 1)])  # read once, below
             fence.step_done(keep=executor.finish())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy
 
-from .kernels.backend import array_module, on_device
+from .kernels.backend import array_module, kept_apart, on_device
 from .kernels.code_gradient import tied_code_gradient
 from .kernels.contrast import lcn_backward, lcn_forward
 from .kernels.gemm import batched_matmul, native_precision, operand, result_dtype, storage_dtype
@@ -337,6 +337,18 @@ def tile_report(error, pool, filter_back, pool_back):
     """
     return {"reconstruction_loss": error["loss"], "sparsity_loss": pool["loss"],
             "scale_grad": filter_back["scale_grad"] + pool_back["scale_grad"]}
+
+
+def next_scale_state(reduced: dict) -> dict:
+    """The scale state a stage's reduction leaves for the next step, copied apart from where it was made.
+
+    Replayed as CUDA graphs, the reduction writes ``a`` into the graphs'
+    memory, which the next step's first graph run reuses for its
+    temporaries; the next step also sends this state to the other tiles
+    after that run (sends follow the run they come after).  Read there, it
+    would be overwritten: copied here, it is the step's own array.
+    """
+    return {"scale": kept_apart(reduced["scale"]), "velocity": kept_apart(reduced["velocity"])}
 
 
 def scale_states_on(xp, scale_states: list) -> list:

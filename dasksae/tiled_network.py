@@ -705,7 +705,7 @@ def _fused_step(config, grid, tile, count, lr, momentum, stage, precision, x, st
     for k, (back, reduced) in values.items():
         states[k] = back["state"]
         if scales[k] is not None:
-            scales[k] = {"scale": reduced["scale"], "velocity": reduced["velocity"]}
+            scales[k] = tile_ops.next_scale_state(reduced)
     return [kept_apart(values[k][1]["loss"]) for k in range(first, last + 1)]  # read once a task
 
 

@@ -44,7 +44,7 @@ static inline void __syncthreads() { block_barrier->arrive_and_wait(); }
 """
 
 RUNNER = r"""
-template <int T, int A, int BUFFERS>
+template <int T, int A>
 static void run_blocks(const float* a, const float* b, float* c, int m, int n, int k, long long lda, long long batch_a,
                        long long ldb, long long batch_b, long long ldc, long long batch_c, int count)
 {
@@ -58,27 +58,23 @@ static void run_blocks(const float* a, const float* b, float* c, int m, int n, i
                     threads.emplace_back([=] {
                         threadIdx = {t, 0, 0};
                         blockIdx = {x, y, z};
-                        dasksae_simt_gemm<T, A, BUFFERS>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c);
+                        dasksae_simt_gemm<T, A>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c);
                     });
                 for (auto& thread : threads) thread.join();
             }
 }
 
-#define RUN(T, A, BUFFERS) run_blocks<T, A, BUFFERS>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c, count)
-extern "C" void run(int transpose_a, int accumulate, int buffers, const float* a, const float* b, float* c, int m, int n,
+#define RUN(T, A) run_blocks<T, A>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c, count)
+extern "C" void run(int transpose_a, int accumulate, const float* a, const float* b, float* c, int m, int n,
                     int k, long long lda, long long batch_a, long long ldb, long long batch_b, long long ldc,
                     long long batch_c, int count)
 {
-    const int variant = transpose_a * 4 + accumulate * 2 + (buffers == 1);
+    const int variant = transpose_a * 2 + accumulate;
     switch (variant) {
-        case 0: RUN(0, 0, 2); break;
-        case 1: RUN(0, 0, 1); break;
-        case 2: RUN(0, 1, 2); break;
-        case 3: RUN(0, 1, 1); break;
-        case 4: RUN(1, 0, 2); break;
-        case 5: RUN(1, 0, 1); break;
-        case 6: RUN(1, 1, 2); break;
-        default: RUN(1, 1, 1); break;
+        case 0: RUN(0, 0); break;
+        case 1: RUN(0, 1); break;
+        case 2: RUN(1, 0); break;
+        default: RUN(1, 1); break;
     }
 }
 """
@@ -97,22 +93,21 @@ def kernel_on_cpu(tmp_path_factory):
                             "-pthread", str(source), "-o", str(library)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-3000:]
     run = ctypes.CDLL(str(library)).run
-    run.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 3 \
+    run.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 3 \
         + [ctypes.c_longlong] * 6 + [ctypes.c_int]
     return run
 
 
-def _call(run, a, b, out, transpose_a, accumulate, buffers):
+def _call(run, a, b, out, transpose_a, accumulate):
     m, k = (a.shape[2], a.shape[1]) if transpose_a else (a.shape[1], a.shape[2])
     n = b.shape[2]
     strides = [s // 4 for x in (a, b, out) for s in (x.strides[1], x.strides[0])]
-    run(int(transpose_a), int(accumulate), buffers, a.ctypes.data, b.ctypes.data, out.ctypes.data, m, n, k, *strides, a.shape[0])
+    run(int(transpose_a), int(accumulate), a.ctypes.data, b.ctypes.data, out.ctypes.data, m, n, k, *strides, a.shape[0])
 
 
-@pytest.mark.parametrize("buffers", simt_gemm.BUFFER_COUNTS)
 @pytest.mark.parametrize("transpose_a", [False, True])
 @pytest.mark.parametrize("accumulate", [False, True])
-def test_the_kernel_source_computes_the_product(kernel_on_cpu, transpose_a, accumulate, buffers):
+def test_the_kernel_source_computes_the_product(kernel_on_cpu, transpose_a, accumulate):
     """``op(A) B`` for two blocks, ``M = 136`` (a second tile of 8 guarded rows), two tiles in ``N``, ``K = 48``
     (three stages of the inner dimension), ``B`` the right part of a wider buffer, and ``accumulate`` adding to what ``C`` holds."""
     rng = numpy.random.default_rng(0)
@@ -122,7 +117,7 @@ def test_the_kernel_source_computes_the_product(kernel_on_cpu, transpose_a, accu
     b = wide[:, :, 96:]
     start = rng.standard_normal((count, m, n)).astype(numpy.float32)
     out = start.copy()
-    _call(kernel_on_cpu, a, b, out, transpose_a, accumulate, buffers)
+    _call(kernel_on_cpu, a, b, out, transpose_a, accumulate)
     expected = numpy.matmul((a.transpose(0, 2, 1) if transpose_a else a).astype(numpy.float64), b.astype(numpy.float64))
     if accumulate:
         expected += start
@@ -138,6 +133,6 @@ def test_the_kernel_source_on_coates200_stage_one_shapes(kernel_on_cpu, transpos
     a = rng.standard_normal((1, rows, fan_in)).astype(numpy.float32)
     b = rng.standard_normal((1, rows if transpose_a else fan_in, batch)).astype(numpy.float32)
     out = numpy.full((1, fan_in if transpose_a else rows, batch), numpy.nan, dtype=numpy.float32)
-    _call(kernel_on_cpu, a, b, out, transpose_a, False, simt_gemm.BUFFERS)
+    _call(kernel_on_cpu, a, b, out, transpose_a, False)
     expected = numpy.matmul((a.transpose(0, 2, 1) if transpose_a else a).astype(numpy.float64), b.astype(numpy.float64))
     numpy.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)

@@ -1,29 +1,32 @@
-"""A float32 batched GEMM of our own whose tile fits the minibatch: 128 x 96 outputs a CUDA block (opt-in, CuPy).
+"""A float32 batched GEMM of our own whose tile fits the minibatch: 128 x 96 outputs a CUDA block (CuPy).
 
 cuBLAS's float32 kernels tile the product's ``M = 96`` side (the minibatch)
-by 64 or 128, and on coates200's filter products they reach 33-37 TFLOP/s
-for ``W x`` and ``W^T y`` against 40-44 for the weight gradient and a
-ceiling of 51 (H200, ``bench/gemm_layouts.py``, session 10).  Those two
-products are about 32 ms of a 70 ms float32 step; at the weight gradient's
-rate they would take 25 ms, which is what 50% of the float32 limit lacks.
+by 64 or 128, and on coates200's filter products they reach 34-37 TFLOP/s
+for ``W x`` and ``W^T y`` against 41-45 for the weight gradient and a
+ceiling of 51 (H200, ``bench/gemm_layouts.py``).
 
 This kernel computes ``C[i] (+)= op(A[i]) B[i]`` (row-major; ``op`` an
 optional transpose of ``A``; ``B`` not transposed) with one CUDA block of
 256 threads for each 128 x 96 tile of ``C``: each thread holds an 8 x 6
 micro-tile in registers, and 16 values of the inner dimension at a time
-are staged in shared memory, the next 16 loaded from global memory while
-the current ones are used.  Every shape it takes divides its tile in ``N``
-(``N % 96 == 0``, the minibatch) and in ``K`` (``K % 16 == 0``); rows of
-``C`` past ``M`` are guarded.  It reads 16-byte vectors, so leading
-dimensions, batch strides and pointers must be multiples of 4 floats.
+are staged in shared memory, the next 16 loaded from global memory into
+registers while the current ones are used.  Every shape it takes divides
+its tile in ``N`` (``N % 96 == 0``, the minibatch) and in ``K``
+(``K % 16 == 0``); rows of ``C`` past ``M`` are guarded.  It reads 16-byte
+vectors, so leading dimensions, batch strides and pointers must be
+multiples of 4 floats.
 
-``DASKSAE_GEMM=simt`` turns it on for the float32 products it fits
-(:func:`fits`); everything else stays with cuBLAS.  Written in session 10
-without a GPU: it compiles with NVRTC (``tests/test_cuda_sources.py``), its
-source computes the right products when g++ runs it on the CPU with one
-thread per CUDA thread (``tests/test_simt_gemm_on_cpu.py``), and
-``tests/test_gpu.py`` compares it with cuBLAS; neither its speed nor its
-results on a GPU have been seen yet.
+``DASKSAE_GEMM=simt`` (the default) sends the float32 products it fits
+(:func:`fits`) here; everything else stays with cuBLAS, and
+``DASKSAE_GEMM=cublas`` sends everything there.  On an H200 (session 11,
+``bench/results/session11/``) it gives cuBLAS's results bit for bit (both
+sum each output in the order of ``K``, one fused multiply-add at a time),
+runs coates200's ``W x`` and ``W^T y`` at 39-43 TFLOP/s against cuBLAS's
+34-37, and took the in-process float32 step from 69.7 to 66.7 ms.  Two
+stages of shared memory with one barrier each (tried in session 11) were
+slower (31-36 TFLOP/s), and so was staging 8 values of ``K`` (30-34).
+Its source also runs on the CPU under g++ with one OS thread per CUDA
+thread (``tests/test_simt_gemm_on_cpu.py``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ import functools
 from ..switches import switch
 
 TILE_M, TILE_N, TILE_K, THREADS = 128, 96, 16, 256
-BUFFERS = 2  # which of BUFFER_COUNTS the products use (a benchmark may set it)
 
 _SOURCE = r"""
 // C[i] (+)= op(A[i]) B[i], row-major; op(A) is M x K, B is K x N, C is M x N.
@@ -45,17 +47,15 @@ _SOURCE = r"""
 #define TILE_K 16
 #define A_PAD 4
 
-// BUFFERS 1: one stage of shared memory, two barriers a stage of K; 2: two stages, one barrier, the next
-// stage stored while this one is read.
-template <int TRANSPOSE_A, int ACCUMULATE, int BUFFERS>
+template <int TRANSPOSE_A, int ACCUMULATE>
 __global__ void __launch_bounds__(256) dasksae_simt_gemm(
     const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
     const int M, const int N, const int K,
     const long long lda, const long long batch_a, const long long ldb, const long long batch_b,
     const long long ldc, const long long batch_c)
 {
-    __shared__ __align__(16) float As[BUFFERS][TILE_K][TILE_M + A_PAD];
-    __shared__ __align__(16) float Bs[BUFFERS][TILE_K][TILE_N];
+    __shared__ __align__(16) float As[TILE_K][TILE_M + A_PAD];
+    __shared__ __align__(16) float Bs[TILE_K][TILE_N];
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
     A += blockIdx.z * batch_a;
@@ -86,22 +86,22 @@ __global__ void __launch_bounds__(256) dasksae_simt_gemm(
             }
         }
     };
-    auto store = [&](const int buffer) {
+    auto store = [&]() {
         for (int part = 0; part < A_PARTS; ++part) {
             const int v = tid + part * 256;
             if (TRANSPOSE_A) {
-                *(float4*)&As[buffer][v / 32][(v % 32) * 4] = a_next[part];
+                *(float4*)&As[v / 32][(v % 32) * 4] = a_next[part];
             } else {
                 const int m = v / (TILE_K / 4), k = (v % (TILE_K / 4)) * 4;
-                As[buffer][k + 0][m] = a_next[part].x;
-                As[buffer][k + 1][m] = a_next[part].y;
-                As[buffer][k + 2][m] = a_next[part].z;
-                As[buffer][k + 3][m] = a_next[part].w;
+                As[k + 0][m] = a_next[part].x;
+                As[k + 1][m] = a_next[part].y;
+                As[k + 2][m] = a_next[part].z;
+                As[k + 3][m] = a_next[part].w;
             }
         }
         for (int part = 0; part < B_PARTS; ++part) {
             const int v = tid + part * 256;
-            if (v < B_VECTORS) *(float4*)&Bs[buffer][v / 24][(v % 24) * 4] = b_next[part];
+            if (v < B_VECTORS) *(float4*)&Bs[v / 24][(v % 24) * 4] = b_next[part];
         }
     };
 
@@ -110,37 +110,23 @@ __global__ void __launch_bounds__(256) dasksae_simt_gemm(
         for (int c = 0; c < 6; ++c) acc[r][c] = 0.f;
 
     load(0);
-    if (BUFFERS == 2) {
-        store(0);
-        __syncthreads();
-    }
-    int buffer = 0;
     for (int k0 = 0; k0 < K; k0 += TILE_K) {
-        if (BUFFERS == 1) {
-            __syncthreads();  // the previous stage is no longer read
-            store(0);
-            __syncthreads();
-        }
-        const bool more = k0 + TILE_K < K;
-        if (more) load(k0 + TILE_K);  // global loads in flight while this stage is used
+        __syncthreads();  // the previous stage is no longer read
+        store();
+        __syncthreads();
+        if (k0 + TILE_K < K) load(k0 + TILE_K);  // global loads in flight while this stage is used
 #pragma unroll
         for (int k = 0; k < TILE_K; ++k) {
-            const float4 a0 = *(const float4*)&As[buffer][k][ty * 4];
-            const float4 a1 = *(const float4*)&As[buffer][k][64 + ty * 4];
-            const float4 b0 = *(const float4*)&Bs[buffer][k][tx * 4];
-            const float2 b1 = *(const float2*)&Bs[buffer][k][64 + tx * 2];
+            const float4 a0 = *(const float4*)&As[k][ty * 4];
+            const float4 a1 = *(const float4*)&As[k][64 + ty * 4];
+            const float4 b0 = *(const float4*)&Bs[k][tx * 4];
+            const float2 b1 = *(const float2*)&Bs[k][64 + tx * 2];
             const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
             const float b[6] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y};
 #pragma unroll
             for (int r = 0; r < 8; ++r)
 #pragma unroll
                 for (int c = 0; c < 6; ++c) acc[r][c] = fmaf(a[r], b[c], acc[r][c]);
-        }
-        if (BUFFERS == 2) {
-            // the other buffer was last read before the previous barrier: store the next stage there
-            if (more) store(buffer ^ 1);
-            __syncthreads();
-            buffer ^= 1;
         }
     }
 
@@ -162,8 +148,7 @@ __global__ void __launch_bounds__(256) dasksae_simt_gemm(
 }
 """
 
-BUFFER_COUNTS = (2, 1)  # stages of K in shared memory: 2 by default; 1 for comparison (bench/gemm_layouts.py --simt)
-SIMT_GEMM_KERNELS = [f"dasksae_simt_gemm<{t}, {a}, {b}>" for t in (0, 1) for a in (0, 1) for b in BUFFER_COUNTS]
+SIMT_GEMM_KERNELS = [f"dasksae_simt_gemm<{t}, {a}>" for t in (0, 1) for a in (0, 1)]
 
 
 def simt_gemm_source() -> str:
@@ -201,7 +186,7 @@ def batched_gemm(a, b, out, transpose_a: bool, m: int, n: int, k: int, accumulat
     """``out[i] (+)= op(a[i]) @ b[i]`` on the current stream (the arrays must :func:`fits`)."""
     import numpy
 
-    kernel = _module().get_function(f"dasksae_simt_gemm<{int(transpose_a)}, {int(accumulate)}, {BUFFERS}>")
+    kernel = _module().get_function(f"dasksae_simt_gemm<{int(transpose_a)}, {int(accumulate)}>")
     count = a.shape[0]
     grid = (-(-m // TILE_M), n // TILE_N, count)
     elements = [(x.strides[1] // 4, x.strides[0] // 4) for x in (a, b, out)]

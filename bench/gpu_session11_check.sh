@@ -11,8 +11,8 @@
 #               threads with and without run-ahead.
 #   PART=final  the last call of session 11 (about 6 minutes of device time were left), most needed first: the
 #               GPU tests of worker threads and CUDA graphs (2x2 failed in PART=ab: tile (0, 0) sent RICA's new a out of
-#               its graphs' memory; now copied apart), the simt test, then with the defaults 1 worker in float32,
-#               4 worker threads (bfloat16, float32), and 1 worker in bfloat16.
+#               its graphs' memory; now copied apart), the simt test, then with the defaults, in one process,
+#               bfloat16 then float32: in-process, 1 worker, 4 worker threads.
 #   PART=table  (at the end) the issue's table with the defaults: limit, 1 worker, 4 workers, PyTorch.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
@@ -51,12 +51,11 @@ ab4)
       --warmup-runs 1 --json $OUT/gpu-step-4w-ahead-$ahead.json | sed "s/^/run ahead $ahead: /" | tee -a $OUT/gpu-step.log
   done ;;
 final)
-  timeout 110 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=line tests/test_gpu_tiled.py tests/test_gpu.py \
+  timeout 90 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=line tests/test_gpu_tiled.py tests/test_gpu.py \
     -k "equals_cpu or cuda_graphs or simt" 2>&1 | tail -15 | tee $OUT/gpu-tests.log
-  step 70 --modes dasksae-1w --dtypes float32 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-float32.json | tee -a $OUT/gpu-step.log
-  step 110 --modes dasksae-4w-threads --dtypes bfloat16,float32 --steps-per-task-4w 10 --runs-4w 5 --runs 3 --warmup-runs 1 \
-    --json $OUT/gpu-step-4w.json | tee -a $OUT/gpu-step.log
-  step 60 --modes dasksae-1w --dtypes bfloat16 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-bfloat16.json | tee -a $OUT/gpu-step.log ;;
+  # one process for all rows (each new process pays the ceilings, imports and kernel loads again)
+  step ${STEP_S:-280} --modes dasksae-1w,dasksae-4w-threads --dtypes bfloat16,float32 --steps-per-task 10 --runs 20 \
+    --steps-per-task-4w 10 --runs-4w 5 --json $OUT/gpu-step.json | tee -a $OUT/gpu-step.log ;;
 table)
   # the table with this session's defaults (the simt GEMM for float32's W x and W^T y): all GPU tests, then the
   # limit, 1 worker (with the in-process step of the same call), 4 worker threads and PyTorch, in one process

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy
 
-from .kernels.backend import array_module, kept_apart, on_device
+from .kernels.backend import array_module, host_floats, kept_apart, on_device, to_numpy
 from .kernels.code_gradient import tied_code_gradient
 from .kernels.contrast import lcn_backward, lcn_forward
 from .kernels.gemm import batched_matmul, native_precision, operand, result_dtype, storage_dtype
@@ -337,6 +337,15 @@ def tile_report(error, pool, filter_back, pool_back):
     """
     return {"reconstruction_loss": error["loss"], "sparsity_loss": pool["loss"],
             "scale_grad": filter_back["scale_grad"] + pool_back["scale_grad"]}
+
+
+def stage_summary(reduced: dict) -> dict:
+    """A stage's loss (a float) and, where there is one, the gradient of ``a`` (NumPy) from its reduction, made
+    on the worker that holds it: the client then gathers host values, and needs no CuPy to read them."""
+    summary = {"loss": host_floats([reduced["loss"]])[0]}
+    if "scale_grad" in reduced:
+        summary["scale_grad"] = to_numpy(reduced["scale_grad"])
+    return summary
 
 
 def next_scale_state(reduced: dict) -> dict:

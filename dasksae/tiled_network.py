@@ -405,9 +405,10 @@ class TiledNetwork:
             )
             if self.scale[k] is not None:
                 self.scale[k] = reduced
+        summaries = [executor.run(self.grid.tiles()[0], tile_ops.stage_summary, results[k][1], name=f"stage{k + 1}-summary")
+                     for k in range(first, last + 1)]
         statistics = executor.statistics.as_dict()
-        reports = executor.gather([results[k][1] for k in range(first, last + 1)])
-        stage_losses = [float(r["loss"]) for r in reports]
+        stage_losses = [summary["loss"] for summary in executor.gather(summaries)]
         return StepReport(loss=float(sum(stage_losses)), stage_losses=stage_losses, statistics=statistics)
 
     fuse_single_tile = True
@@ -498,10 +499,11 @@ class TiledNetwork:
                 grads[k][name] = assemble(
                     self.grid.whole(k, "blocks"), [(self.state[k].windows[t], value[name]) for t, value in tiles.items()]
                 )
-            summary = self.executor.gather([reduced])[0]
+            summary = self.executor.gather([self.executor.run(self.grid.tiles()[0], tile_ops.stage_summary, reduced,
+                                                              name=f"stage{k + 1}-summary")])[0]
             if "scale_grad" in summary:
-                grads[k]["scale"] = to_numpy(summary["scale_grad"])
-            stage_losses.append(float(summary["loss"]))
+                grads[k]["scale"] = summary["scale_grad"]
+            stage_losses.append(summary["loss"])
         return StepResult(loss=float(sum(stage_losses)), stage_losses=stage_losses, grads=grads)
 
     def features(self, x):

@@ -344,8 +344,8 @@ def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, precisi
 
 
 def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales):
-    from .kernels.backend import array_module, host_floats, kept_apart
-    from .tile_ops import next_scale_state, scale_states_on
+    from .kernels.backend import array_module, kept_apart
+    from .tile_ops import losses_on_host, next_scale_state, scale_states_on
 
     config = grid.config
     first_tile = grid.tiles()[0]
@@ -376,8 +376,7 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
                 losses.append([kept_apart(stage_results[k][1]["loss"]) for k in range(first, last + 1)])  # read once, below
             fence.step_done(keep=executor.finish())
             sent += executor.sent_bytes
-        flat = host_floats(loss for step in losses for loss in step)  # the task's one wait for its losses
-        losses = [[flat.pop(0) for _ in step] for step in losses]
+        losses = losses_on_host(losses)
         fence.finish()
     if mailbox is not None:
         mailbox.forget(step_id)

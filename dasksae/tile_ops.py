@@ -348,6 +348,12 @@ def stage_summary(reduced: dict) -> dict:
     return summary
 
 
+def losses_on_host(per_step: list) -> list:
+    """A task's stage losses, one list a step (device scalars on a GPU), as floats: the task's one wait for them."""
+    flat = iter(host_floats(loss for step in per_step for loss in step))
+    return [[next(flat) for _ in step] for step in per_step]
+
+
 def next_scale_state(reduced: dict) -> dict:
     """The scale state a stage's reduction leaves for the next step, copied apart from where it was made.
 

@@ -38,7 +38,7 @@ from .layers import (
 )
 from .network import NetworkConfig
 from .reference import StepResult, initial_blocks, initial_scale, learning_rate_scales, split_dtype
-from .kernels.backend import host_floats, kept_apart, to_numpy
+from .kernels.backend import kept_apart, to_numpy
 from .streams import StepFence, tile_task_stream
 from .tile_array import DaskExecutor, Executor, LocalExecutor, Shared, TileArray, pick, tile_map, tile_reduce
 from .tile_ops import scale_states_on
@@ -674,8 +674,7 @@ def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: 
         for x in xs:
             losses.append(_fused_step(config, grid, tile, count, lr, momentum, stage, precision, x, states, scales))
             fence.step_done()
-        flat = host_floats(loss for step in losses for loss in step)  # the task's one wait for its losses
-        losses = [[flat.pop(0) for _ in step] for step in losses]
+        losses = tile_ops.losses_on_host(losses)
         fence.finish()
     return {"states": states, "scales": scales, "losses": losses}
 

@@ -20,10 +20,10 @@ into runs:
 The first replay runs each graph run as Python calls on *staged* values:
 copies of what the run reads from outside the graphs (the minibatch,
 received halos, RICA's scale state, which lives on the device, and results
-of host-side calls), so that the graphs read the new values every step.  The weights and momentum are not copied: they are
-updated in place, and a launch checks that the state it is given is the
-same arrays the graphs were captured with (else it replays without graphs
-and captures again).  The second replay captures each graph run on a
+of host-side calls), so that the graphs read the new values every step.
+The weights and momentum are not copied: they are updated in place, and a
+launch checks that the state it is given is the same arrays the graphs were
+captured with (else it replays without graphs and captures again).  The second replay captures each graph run on a
 stream of its own, allocating from a memory pool private to the program, as
 PyTorch's graphs do: the run's temporaries are reused within the graphs
 exactly as they were at capture, and nothing else allocates there.  Later
@@ -154,7 +154,7 @@ def clone(value):
 
 
 def copy_into(buffer, value):
-    """Copy ``value``'s device arrays into ``buffer`` (made by :func:`clone` with ``staged``); anything else must be equal."""
+    """Copy ``value``'s device arrays into ``buffer`` (made by :func:`clone`); anything else must be equal."""
     if isinstance(buffer, dict):
         if not isinstance(value, dict) or buffer.keys() != value.keys():
             raise Mismatch("the keys of a staged value changed")

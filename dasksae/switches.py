@@ -1,7 +1,8 @@
 """The ``DASKSAE_*`` environment switches: their values, defaults, and one check of them all.
 
-Each module reads its switch once, when it is imported (:func:`switch`); a
-value that is not one of the switch's choices is refused with one sentence
+Each module reads its switch when it is imported (:func:`switch`;
+``DASKSAE_GEMM`` is read again at each product, so that tests can switch
+it); a value that is not one of the switch's choices is refused with one sentence
 naming the switch, its choices and its default.  ``dasksae`` (the CLI)
 checks every switch before it does anything (:func:`check_environment`), so
 a typo is one line and exit status 2, not a traceback from an import.

@@ -61,7 +61,7 @@ def kept_apart(value):
 
 def to_numpy(array):
     """Bring an array to host memory as NumPy (no copy for NumPy input)."""
-    if type(array).__module__.startswith("cupy"):
+    if on_device(array):
         return array.get()
     return numpy.asarray(array)
 

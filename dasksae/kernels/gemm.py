@@ -10,9 +10,9 @@ operand first or picks a slow kernel for it (13 TFLOP/s for ``W^T Y`` against
 36 for ``W Y`` on the H100, DESIGN.md), and it has no way to ask for TF32 or
 for bfloat16 operands with float32 accumulation.  With ``DASKSAE_GEMM=tuned``
 the same product runs with the cuBLASLt algorithm found fastest for its
-shape (:mod:`.tuned_gemm`); with ``DASKSAE_GEMM=simt`` the float32 products
-whose shapes suit it run in a kernel of our own with a 128 x 96 tile
-(:mod:`.simt_gemm`, not yet run on a GPU).  On NumPy it is ``matmul``.
+shape (:mod:`.tuned_gemm`); with ``DASKSAE_GEMM=simt`` (the default) the
+float32 products whose shapes suit it run in a kernel of our own with a
+128 x 96 tile (:mod:`.simt_gemm`).  On NumPy it is ``matmul``.
 
 Precisions (``PRECISIONS``):
 
@@ -189,7 +189,7 @@ def batched_matmul(a, b, *, transpose_a: bool = False, transpose_b: bool = False
         return out
     a, b = _gemm_view(a, precision), _gemm_view(b, precision)
     if precision == "float32" and simt_gemm.enabled() and simt_gemm.fits(a, b, out, transpose_a, transpose_b, m, n, k):
-        simt_gemm.batched_gemm(a, b, out, transpose_a, m, n, k, accumulate)  # DASKSAE_GEMM=simt: our 128 x 96 tiles
+        simt_gemm.batched_gemm(a, b, out, transpose_a, m, n, k, accumulate)  # our 128 x 96 tiles (the default)
         return out
     _cublas_batched(a, b, out, transpose_a, transpose_b, m, n, k, precision, accumulate)
     return out

@@ -4,7 +4,7 @@
 #   PART=diag   where the time goes now, for the targets still missed: the GPU time of a one-tile coates200 step by
 #               kernel (M=96, float32 then bfloat16: the kernel tables of the README dated from sessions 5 and 6), then
 #               4 worker threads in bfloat16 with their Python stacks sampled (the host-bound step).
-#   PART=check  the GPU tests, then the rows this session's changes aim at (in one process).
+#   PART=check  the batched copies of sends and receipts: GPU tests, then 4 worker threads with and without them.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
 case "${PART:-diag}" in
@@ -16,5 +16,20 @@ diag)
   timeout 200 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads --sample-host \
     --dtypes bfloat16 --steps-per-task-4w 10 --runs-4w 5 --runs 3 --warmup-runs 1 --json $OUT/gpu-step-4w-sampled.json 2>&1 \
     | filter | grep -v "  gemm" | tee -a $OUT/gpu-step.log ;;
+check)
+  # the sends after a graph run copied out in one launch with one event, and each receipt's staged copies in one
+  # launch (dasksae/kernels/copies.py): its GPU test and those of worker threads and CUDA graphs, then 4 worker
+  # threads in bfloat16 with it, without it (the package as of efaa516, exported to ab_old/ before the call, not
+  # committed), and with it and a GIL switch interval of 0.5 ms; float32 with it last
+  timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu_tiled.py tests/test_gpu.py \
+    -k "copy_arrays or equals_cpu or cuda_graphs or threads" 2>&1 | tail -15 | tee $OUT/gpu-tests.log
+  four() {  # four LABEL DTYPES ARGS...
+    timeout ${FOUR_S:-130} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads --dtypes $2 \
+      --steps-per-task-4w 10 --runs-4w 5 --runs 5 --warmup-runs 1 --json $OUT/gpu-step-4w-$1.json "${@:3}" 2>&1 \
+      | filter | grep -v "  gemm\|cuda graphs" | sed "s/^/$1: /" | tee -a $OUT/gpu-step.log; }
+  four batched bfloat16
+  [ -d ab_old/dasksae ] && PYTHONPATH=$PWD/ab_old:$PYTHONPATH four before bfloat16
+  four batched-switch-0.5ms bfloat16 --switch-interval 0.0005
+  four batched-float32 float32 ;;
 esac
 true

@@ -9,7 +9,10 @@ into runs:
   (the next step's launch writes there again).  By default
   (``DASKSAE_GRAPH_CUTS=receipts``) a send does not end a graph run: it is
   made right after the run that made its values, before anything that waits
-  for a message; with ``messages`` it ends the run;
+  for a message, and the sends that follow one run are copied out together,
+  in one launch, with one event for their receivers
+  (:func:`~dasksae.kernels.copies.copy_arrays`); with ``messages`` each
+  send ends the run;
 * ``eager``: a call marked :func:`host_side` (it reads device values on the
   host), run as a Python call.  Since session 11 no call of a tile step is:
   the reports and the stage's reduction stay on the device;
@@ -59,7 +62,8 @@ import threading
 import weakref
 
 from .kernels.backend import copy_array, on_device
-from .streams import has_device_arrays
+from .kernels.copies import copy_arrays
+from .streams import device_event, has_device_arrays
 from .switches import switch
 from .tile_program import _CONSTANT, _SLOT, CALL, SEND, is_array, prefix_of
 
@@ -138,38 +142,69 @@ def kept_registers(operations, runs, outputs) -> set:
     return made & read
 
 
+def send_batches(operations, runs) -> dict:
+    """Consecutive sends of ``runs``, by the position of the first: ``{position: [operation indices]}``.
+
+    With graph runs cut at receipts, the sends that follow a run (its values, to each neighbour) are
+    consecutive; they are copied out of the graphs' memory together.
+    """
+    batches, first = {}, None
+    for position, (kind, indices) in enumerate(runs):
+        if kind != MESSAGE:
+            first = None
+            continue
+        if first is None:
+            first = position
+            batches[first] = []
+        batches[first].append(indices[0])
+    return batches
+
+
 class Mismatch(Exception):
     """A value does not fit the buffer the graphs read (another shape, dtype or constant)."""
 
 
-def clone(value):
-    """``value`` with its device arrays copied (containers rebuilt, everything else as it is)."""
+def clone(value, pairs=None):
+    """``value`` with its device arrays copied (containers rebuilt, everything else as it is).
+
+    ``pairs``: a list to which each ``(array, its copy)`` is added instead of copying it; the caller copies
+    them all at once (:func:`~dasksae.kernels.copies.copy_arrays`).
+    """
     if isinstance(value, dict):
-        return {k: clone(v) for k, v in value.items()}
+        return {k: clone(v, pairs) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(clone(v) for v in value)
+        return type(value)(clone(v, pairs) for v in value)
     if on_device(value):
-        return copy_array(value)
+        if pairs is None:
+            return copy_array(value)
+        pairs.append((value, type(value)(value.shape, value.dtype)))
+        return pairs[-1][1]
     return value
 
 
-def copy_into(buffer, value):
-    """Copy ``value``'s device arrays into ``buffer`` (made by :func:`clone`); anything else must be equal."""
+def copy_into(buffer, value, pairs=None):
+    """Copy ``value``'s device arrays into ``buffer`` (made by :func:`clone`); anything else must be equal.
+
+    ``pairs``: a list to which each ``(array, buffer)`` is added instead of copying it (as in :func:`clone`).
+    """
     if isinstance(buffer, dict):
         if not isinstance(value, dict) or buffer.keys() != value.keys():
             raise Mismatch("the keys of a staged value changed")
         for key in buffer:
-            copy_into(buffer[key], value[key])
+            copy_into(buffer[key], value[key], pairs)
     elif isinstance(buffer, (list, tuple)):
         if not isinstance(value, (list, tuple)) or len(buffer) != len(value):
             raise Mismatch("the length of a staged value changed")
         for b, v in zip(buffer, value):
-            copy_into(b, v)
+            copy_into(b, v, pairs)
     elif on_device(buffer):
         if not on_device(value) or value.shape != buffer.shape or value.dtype != buffer.dtype:
             raise Mismatch("a staged array changed shape or dtype")
         if value is not buffer:
-            copy_array(value, out=buffer)
+            if pairs is None:
+                copy_array(value, out=buffer)
+            else:
+                pairs.append((value, buffer))
     elif is_array(buffer) or is_array(value):
         raise Mismatch("a host array cannot be staged")
     elif not (buffer is value or buffer == value):
@@ -206,13 +241,13 @@ def _capture_stream(cupy):
     return _capture_streams[key]
 
 
-def _stage(store: dict, key, value, mode):
+def _stage(store: dict, key, value, mode, pairs=None):
     """``store[key]``, the buffer a graph run reads for ``value``: made (:func:`clone`) in the staged replay,
-    refilled later."""
+    refilled later (``pairs``: as :func:`copy_into` takes it)."""
     if mode == "staged":
         store[key] = clone(value)
     else:
-        copy_into(store[key], value)
+        copy_into(store[key], value, pairs)
     return store[key]
 
 
@@ -224,6 +259,7 @@ class GraphedStep:
         self.runs = plan(program.operations, cut_at_sends=CUTS == "messages")
         self.staged = staged_registers(program.operations, self.runs)
         self.kept_registers = kept_registers(program.operations, self.runs, program.outputs.values())
+        self.send_batches = send_batches(program.operations, self.runs)
         self.replays = 0
         self.failure = ""
         self._retired = []  # pools of abandoned graphs, kept while arrays made there may live
@@ -280,10 +316,13 @@ class GraphedStep:
         return _stage(self.buffers, register, value, mode)
 
     def _staged_received(self, executor, prefix, index, mode):
-        """The received values of a run's first call, copied into its staged buffers."""
+        """The received values of a run's first call, copied into its staged buffers (all in one launch)."""
         taken = self.program.receive(executor, prefix, index)
         self._taken = (index, taken)  # for a step that goes on as calls after a failure here
-        return [_stage(self.received, (index, number), value, mode) for number, value in enumerate(taken)]
+        pairs = []
+        staged = [_stage(self.received, (index, number), value, mode, pairs) for number, value in enumerate(taken)]
+        copy_arrays(pairs)
+        return staged
 
     # ------------------------------------------------------------ the step
 
@@ -304,8 +343,9 @@ class GraphedStep:
         prefix = prefix_of(executor)
         self._taken, self._before = (None, None), None
         for position, (kind, indices) in enumerate(self.runs):
-            if kind == MESSAGE:
-                self._send(executor, prefix, registers, indices[0], copy=mode != "staged")
+            if kind == MESSAGE:  # the sends that follow one graph run go together, from the batch's first
+                if position in self.send_batches:
+                    self._send_batch(executor, prefix, registers, self.send_batches[position], copy=mode != "staged")
             elif kind == EAGER:
                 index = indices[0]
                 out = program.operations[index][4]
@@ -348,6 +388,20 @@ class GraphedStep:
         _, tile, suffix, sources = self.program.operations[index]
         values = [registers[r] for r in sources]
         executor._send(tile, prefix + suffix, [clone(v) for v in values] if copy else values)
+
+    def _send_batch(self, executor, prefix, registers, indices, copy: bool):
+        """Send operations ``indices`` (consecutive sends); ``copy``: out of the graphs' memory, every array of
+        the batch in one launch, and one event for them all (what the receivers' streams wait for)."""
+        operations = [self.program.operations[index] for index in indices]
+        values = [[registers[r] for r in operation[3]] for operation in operations]
+        event = None
+        if copy:
+            pairs = []
+            values = [clone(value, pairs) for value in values]
+            copy_arrays(pairs)
+            event = device_event(values)
+        for operation, value in zip(operations, values):
+            executor._send(operation[1], prefix + operation[2], value, event=event)
 
     def _give_up(self, reason):
         import logging

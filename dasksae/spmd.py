@@ -219,12 +219,17 @@ class SpmdExecutor(Executor):
             self._mailboxes[address] = _mailbox_in_this_process(address)
         return self._mailboxes[address]
 
-    def _send(self, tile, tag, value):
+    def _send(self, tile, tag, value, event=None):
+        """Send ``value`` to ``tile`` under ``tag``.  ``event``: a CUDA event recorded after ``value`` was made
+        (one for a batch of sends, :mod:`dasksae.cuda_graphs`); else one is recorded here where needed."""
         address = self.placement[tile]
         self.sent_bytes += _nbytes(value)
         neighbour = self._mailbox_of(address)
         if neighbour is not None:  # a worker of this process (threads sharing a GPU): by reference, no event loop
-            event = device_event(value) if HALO_EVENTS else None
+            if HALO_EVENTS and event is None:
+                event = device_event(value)
+            elif not HALO_EVENTS:
+                event = None
             if event is None:
                 ready_to_leave(value)  # the receiver reads it on its own CUDA stream
                 neighbour.put(tag, value)

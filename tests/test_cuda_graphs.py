@@ -250,7 +250,7 @@ class _Mailboxes:
     def __init__(self, incoming: dict):
         self.sent, self.incoming = [], incoming
 
-    def _send(self, tile, tag, values):
+    def _send(self, tile, tag, values, event=None):
         self.sent.append(tag)
 
     def receive(self, tag):
@@ -312,6 +312,34 @@ def test_spmd_steps_run_as_graph_runs_train_as_plain_replays(monkeypatch, cuts):
     numpy.testing.assert_array_equal(got, expected)
     for mine, theirs in zip(parameters, expected_parameters):
         numpy.testing.assert_array_equal(mine["encoder"], theirs["encoder"])
+
+
+def test_the_sends_after_a_graph_run_go_in_one_batch_each_once_in_order():
+    """Consecutive sends are batched (copied out of the graphs' memory together): every send is in exactly one
+    batch, a batch is a run of consecutive sends, and batches keep the recorded order."""
+    for program in _spmd_programs():
+        for cut_at_sends in (False, True):
+            runs = cuda_graphs.plan(program.operations, cut_at_sends=cut_at_sends)
+            batches = cuda_graphs.send_batches(program.operations, runs)
+            sends = [indices[0] for kind, indices in runs if kind == MESSAGE]
+            assert [i for position in sorted(batches) for i in batches[position]] == sends
+            for position, indices in batches.items():
+                assert [runs[p] for p in range(position, position + len(indices))] == [(MESSAGE, [i]) for i in indices]
+                assert position == 0 or runs[position - 1][0] != MESSAGE
+            if not cut_at_sends:
+                assert len(batches) < len(sends)  # sends to several neighbours follow one run
+
+
+def test_copy_arrays_copies_each_pair_and_refuses_a_mismatch():
+    from dasksae.kernels.copies import copy_arrays
+
+    sources = [numpy.arange(n, dtype=dtype) for n, dtype in [(7, "float32"), (0, "float64"), (5, "uint16")]]
+    destinations = [numpy.zeros_like(s) for s in sources]
+    copy_arrays(list(zip(sources, destinations)))
+    for source, destination in zip(sources, destinations):
+        numpy.testing.assert_array_equal(destination, source)
+    with pytest.raises(ValueError, match="cannot copy an array of shape \\(7,\\)"):
+        copy_arrays([(sources[0], numpy.zeros(6, "float32"))])
 
 
 def test_copy_array_copies_into_a_buffer_and_makes_new_ones():

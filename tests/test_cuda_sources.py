@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from dasksae.kernels import code_gradient, cuda_kernels, normalize, simt_gemm
+from dasksae.kernels import code_gradient, copies, cuda_kernels, normalize, simt_gemm
 from dasksae.kernels.gemm import BFLOAT16_ROUNDING
 
 
@@ -110,3 +110,7 @@ def test_the_pooling_window_kernels_compile(transpose, units, size, stride):
                                                       ("float32", True, False), ("float64", True, False), ("float64", False, True)])
 def test_the_lcn_smoothing_kernel_compiles(dtype, divide_before, root):
     assert compile_errors(cuda_kernels.lcn_smooth_source(dtype, 5, 180, 180, 96, divide_before, root)) == ""
+
+
+def test_the_batched_copy_compiles():
+    assert compile_errors(copies.copy_segments_source()) == ""

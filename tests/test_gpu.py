@@ -415,3 +415,30 @@ def test_the_tied_code_gradient_kernel_equals_the_array_code(rng, batch, precisi
     if scaled:
         assert numpy.array_equal(to_numpy(operand_gpu), operand)
     assert isinstance(part_gpu, cupy.ndarray) and abs(float(part_gpu) - float(part)) <= 1e-9 * abs(float(part)) + 1e-12
+
+
+def test_copy_arrays_copies_many_pairs_in_few_launches_byte_for_byte(rng):
+    """The batched copy (sends and staged receipts of graphed tile steps) moves every byte: more pairs than one
+    launch takes, sizes that are not a multiple of 16 bytes, ends that are not 16-byte aligned, an empty array
+    and a non-contiguous pair; and a clone made through it equals the source."""
+    from dasksae.cuda_graphs import clone
+    from dasksae.kernels.copies import SEGMENTS_A_LAUNCH, copy_arrays
+
+    raw = cupy.asarray(rng.integers(0, 256, size=1 << 20), dtype=cupy.uint8)
+    sources = [cupy.asarray(rng.standard_normal(n), dtype=dtype)
+               for n, dtype in [(1 << 18, "float32"), (3, "float32"), (1001, "uint16"), (0, "float32"), (96 * 77, "float64")]]
+    sources += [raw[1:1 + n] for n in (5, 4099, 300_001)]  # not aligned
+    sources += [cupy.asarray(rng.standard_normal((40, 33)), dtype="float32")[:, ::2]]  # not contiguous
+    sources += [cupy.asarray(rng.standard_normal(64 * k + 3), dtype="float32") for k in range(SEGMENTS_A_LAUNCH)]
+    unaligned_out = cupy.zeros(1 << 20, dtype=cupy.uint8)
+    destinations = [cupy.full(s.shape, 7, dtype=s.dtype) if i not in (5, 6, 7) else None for i, s in enumerate(sources)]
+    destinations[5], destinations[6], destinations[7] = unaligned_out[3:8], unaligned_out[100:4199], unaligned_out[5000:305_001]
+    copy_arrays(list(zip(sources, destinations)))
+    for source, destination in zip(sources, destinations):
+        numpy.testing.assert_array_equal(cupy.asnumpy(destination), cupy.asnumpy(source))
+    value = {"strips": [sources[0], sources[2]], "count": 3}
+    pairs = []
+    copied = clone(value, pairs)
+    assert len(pairs) == 2 and copied["count"] == 3 and copied["strips"][0] is not sources[0]
+    copy_arrays(pairs)
+    numpy.testing.assert_array_equal(cupy.asnumpy(copied["strips"][1]), cupy.asnumpy(sources[2]))

@@ -5,6 +5,7 @@
 #               kernel (M=96, float32 then bfloat16: the kernel tables of the README dated from sessions 5 and 6), then
 #               4 worker threads in bfloat16 with their Python stacks sampled (the host-bound step).
 #   PART=check  the batched copies of sends and receipts: GPU tests, then 4 worker threads with and without them.
+#   PART=sampled  the 4 threads' host samples with the batched copies.
 #   PART=final  all GPU tests at the last code commit, and the 4 threads' host samples with the batched copies.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
@@ -32,6 +33,11 @@ check)
   [ -d ab_old/dasksae ] && PYTHONPATH=$PWD/ab_old:$PYTHONPATH four before bfloat16
   four batched-switch-0.5ms bfloat16 --switch-interval 0.0005
   four batched-float32 float32 ;;
+sampled)
+  # where the 4 worker threads' host time goes with the batched copies (bfloat16)
+  timeout 150 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads --sample-host \
+    --dtypes bfloat16 --steps-per-task-4w 10 --runs-4w 5 --runs 3 --warmup-runs 1 --json $OUT/gpu-step-4w-sampled.json 2>&1 \
+    | filter | grep -v "  gemm" | tee -a $OUT/gpu-step.log ;;
 final)
   # at the session's last commit of code: all GPU tests, then where the 4 worker threads' host time goes now
   timeout ${TESTS_S:-120} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -20 | tee $OUT/gpu-tests.log

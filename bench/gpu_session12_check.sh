@@ -6,9 +6,14 @@
 #               4 worker threads in bfloat16 with their Python stacks sampled (the host-bound step).
 #   PART=check  the batched copies of sends and receipts: GPU tests, then 4 worker threads with and without them.
 #   PART=sampled  the 4 threads' host samples with the batched copies.
+#   PART=lend   graph-run values lent to the threads that read them, against copied out: all GPU tests, 4 threads.
 #   PART=final  all GPU tests at the last code commit, and the 4 threads' host samples with the batched copies.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
+four() {  # four LABEL DTYPES ARGS...: 4 worker threads (and the in-process step) on coates200, M=96
+  timeout ${FOUR_S:-120} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads --dtypes $2 \
+    --steps-per-task-4w 10 --runs-4w 5 --runs 5 --warmup-runs 1 --json $OUT/gpu-step-4w-$1.json "${@:3}" 2>&1 \
+    | filter | grep -v "  gemm\|cuda graphs" | sed "s/^/$1: /" | tee -a $OUT/gpu-step.log; }
 case "${PART:-diag}" in
 diag)
   for dtype in float32 bfloat16; do
@@ -25,10 +30,6 @@ check)
   # committed), and with it and a GIL switch interval of 0.5 ms; float32 with it last
   timeout 120 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu_tiled.py tests/test_gpu.py \
     -k "copy_arrays or equals_cpu or cuda_graphs or threads" 2>&1 | tail -15 | tee $OUT/gpu-tests.log
-  four() {  # four LABEL DTYPES ARGS...
-    timeout ${FOUR_S:-130} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads --dtypes $2 \
-      --steps-per-task-4w 10 --runs-4w 5 --runs 5 --warmup-runs 1 --json $OUT/gpu-step-4w-$1.json "${@:3}" 2>&1 \
-      | filter | grep -v "  gemm\|cuda graphs" | sed "s/^/$1: /" | tee -a $OUT/gpu-step.log; }
   four batched bfloat16
   [ -d ab_old/dasksae ] && PYTHONPATH=$PWD/ab_old:$PYTHONPATH four before bfloat16
   four batched-switch-0.5ms bfloat16 --switch-interval 0.0005
@@ -38,6 +39,14 @@ sampled)
   timeout 150 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads --sample-host \
     --dtypes bfloat16 --steps-per-task-4w 10 --runs-4w 5 --runs 3 --warmup-runs 1 --json $OUT/gpu-step-4w-sampled.json 2>&1 \
     | filter | grep -v "  gemm" | tee -a $OUT/gpu-step.log ;;
+lend)
+  # values of graph runs lent to the worker threads that read them (DASKSAE_GRAPH_SENDS=lend, the default) against
+  # copied out in one launch a batch (copy, PART=check's code): all GPU tests, then 4 worker threads in bfloat16
+  # with each, then float32 with lend
+  timeout ${TESTS_S:-130} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -20 | tee $OUT/gpu-tests.log
+  four lend bfloat16
+  DASKSAE_GRAPH_SENDS=copy four copy bfloat16
+  four lend-float32 float32 ;;
 final)
   # at the session's last commit of code: all GPU tests, then where the 4 worker threads' host time goes now
   timeout ${TESTS_S:-120} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -20 | tee $OUT/gpu-tests.log

@@ -7,6 +7,8 @@
 #   PART=check  the batched copies of sends and receipts: GPU tests, then 4 worker threads with and without them.
 #   PART=sampled  the 4 threads' host samples with the batched copies.
 #   PART=lend   graph-run values lent to the threads that read them, against copied out: all GPU tests, 4 threads.
+#               Ran at b46a696; lending was reverted after it (no gain: 39.9 against 40.1 ms; a graph pool kept
+#               0.8 MB after its release), so DASKSAE_GRAPH_SENDS no longer exists.
 #   PART=final  all GPU tests at the last code commit, and the 4 threads' host samples with the batched copies.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt

@@ -63,7 +63,7 @@ import weakref
 
 from .kernels.backend import copy_array, on_device
 from .kernels.copies import copy_arrays
-from .streams import device_event, has_device_arrays, wait_for_event
+from .streams import device_event, has_device_arrays
 from .switches import switch
 from .tile_program import _CONSTANT, _SLOT, CALL, SEND, is_array, prefix_of
 
@@ -76,10 +76,6 @@ MAX_GRAPHED_STEPS = 16  # per process: the programs replayed last keep their gra
 # that makes their values; a third of the launches, and 4 worker threads sharing an H200 stepped 49.2 against
 # 53.2 ms in bfloat16, 83.7 against 86.8 in float32, bench/results/session10/next), or at every message
 CUTS = switch("DASKSAE_GRAPH_CUTS")
-# how a graph run's values go to a worker thread of this process: "lend" (by reference, out of the graphs' memory;
-# the next launch of the graph that made them waits on the device until the receiver has read them) or "copy"
-# (copied out first, all of a batch in one launch)
-LEND = switch("DASKSAE_GRAPH_SENDS") == "lend"
 GRAPH, EAGER, MESSAGE = "graph", "eager", "send"
 
 
@@ -144,13 +140,6 @@ def kept_registers(operations, runs, outputs) -> set:
         elif kind == EAGER:
             read.update(value for source, value in operations[indices[0]][2] if source == _SLOT)
     return made & read
-
-
-def made_in_runs(operations, runs) -> dict:
-    """``{register: position of the graph run that makes it}``: a value lent out of the graphs' memory is written
-    again by the next launch of that run."""
-    return {operations[index][4]: position for position, (kind, indices) in enumerate(runs) if kind == GRAPH
-            for index in indices if operations[index][0] == CALL}
 
 
 def send_batches(operations, runs) -> dict:
@@ -271,7 +260,6 @@ class GraphedStep:
         self.staged = staged_registers(program.operations, self.runs)
         self.kept_registers = kept_registers(program.operations, self.runs, program.outputs.values())
         self.send_batches = send_batches(program.operations, self.runs)
-        self.made_in = made_in_runs(program.operations, self.runs)
         self.replays = 0
         self.failure = ""
         self._retired = []  # pools of abandoned graphs, kept while arrays made there may live
@@ -285,7 +273,6 @@ class GraphedStep:
         self.received = {}  # (operation index, receipt number) -> staged received value
         self.kept = {}  # register -> value made in a graph run at capture, read outside the graphs
         self.states = {}  # input name -> identities of the state arrays the graphs were captured with
-        self.lent = {}  # run position -> values of its last launch lent to other threads (spmd._InFlight)
         self.pool = None
         if pool is not None:  # the graphs and the values above are gone: the pool's blocks can go
             self._retired.append(pool)
@@ -358,7 +345,7 @@ class GraphedStep:
         for position, (kind, indices) in enumerate(self.runs):
             if kind == MESSAGE:  # the sends that follow one graph run go together, from the batch's first
                 if position in self.send_batches:
-                    self._send_batch(executor, prefix, registers, self.send_batches[position], mode)
+                    self._send_batch(executor, prefix, registers, self.send_batches[position], copy=mode != "staged")
             elif kind == EAGER:
                 index = indices[0]
                 out = program.operations[index][4]
@@ -402,40 +389,19 @@ class GraphedStep:
         values = [registers[r] for r in sources]
         executor._send(tile, prefix + suffix, [clone(v) for v in values] if copy else values)
 
-    def _send_batch(self, executor, prefix, registers, indices, mode):
-        """Send operations ``indices`` (consecutive sends), with one event for them all (what the receivers'
-        streams wait for).  After the staged replay their values live in the graphs' memory, which the next
-        launch writes again: once the graphs launch, a value made in a graph run is lent to a worker thread of
-        this process (:data:`LEND`; that run's next launch waits until it is read, :meth:`_wait_for_readers`);
-        anything else is copied out, every array of the batch in one launch."""
+    def _send_batch(self, executor, prefix, registers, indices, copy: bool):
+        """Send operations ``indices`` (consecutive sends); ``copy``: out of the graphs' memory, every array of
+        the batch in one launch, and one event for them all (what the receivers' streams wait for)."""
         operations = [self.program.operations[index] for index in indices]
-        sends, pairs = [], []
-        for operation in operations:
-            values = [registers[r] for r in operation[3]]
-            runs = {self.made_in.get(r) for r in operation[3]}
-            lend = LEND and mode == "launch" and None not in runs and executor.lends_to(operation[1])
-            if mode != "staged" and not lend:
-                values = [clone(value, pairs) for value in values]
-            sends.append((operation, values, runs if lend else None))
-        copy_arrays(pairs)
-        event = device_event([values for _, values, _ in sends]) if mode != "staged" else None
-        for operation, values, runs in sends:
-            if runs is None or event is None:
-                executor._send(operation[1], prefix + operation[2], values, event=event)
-                continue
-            lent = executor._send(operation[1], prefix + operation[2], values, event=event, lend=True)
-            for position in runs:
-                self.lent.setdefault(position, []).append(lent)
-
-    def _wait_for_readers(self, executor, position):
-        """Before run ``position`` launches again: this stream waits until every thread it lent values to
-        (at its last launch) has read them; the host waits only for a receiver that has not yet said so."""
-        waited = set()
-        for value in self.lent.pop(position, ()):
-            event = value.read_event(executor.timeout)
-            if event is not None and id(event) not in waited:
-                waited.add(id(event))
-                wait_for_event(event)
+        values = [[registers[r] for r in operation[3]] for operation in operations]
+        event = None
+        if copy:
+            pairs = []
+            values = [clone(value, pairs) for value in values]
+            copy_arrays(pairs)
+            event = device_event(values)
+        for operation, value in zip(operations, values):
+            executor._send(operation[1], prefix + operation[2], value, event=event)
 
     def _give_up(self, reason):
         import logging
@@ -453,14 +419,11 @@ class GraphedStep:
         received = self._staged_received(executor, prefix, indices[0], mode)
         global launches
         if mode == "launch":
-            self._wait_for_readers(executor, position)
             self.graphs[position].launch()
             launches += 1
-            self._read(executor, indices)
             return
         if mode == "staged":  # (no CuPy needed: a CPU test replays staged steps on NumPy)
             self._calls(registers, indices, received)
-            self._read(executor, indices)
             return
         import cupy
 
@@ -479,13 +442,6 @@ class GraphedStep:
         self._before = None
         self.graphs[position] = graph
         graph.launch()
-        self._read(executor, indices)
-
-    def _read(self, executor, indices):
-        """A run that took messages has queued every read of them (into its staged buffers): values lent to this
-        tile may be written again after this point.  (A run that fails says so at the step's end instead.)"""
-        if self.program.operations[indices[0]][3]:
-            executor.mark_read()
 
     def _calls(self, registers, indices, received):
         for number, index in enumerate(indices):

@@ -81,13 +81,9 @@ class Mailbox:
             return self._items.pop(tag)
 
     def forget(self, prefix: str):
-        """Drop the messages whose tags start with ``prefix``; a lent value among them is never read here, so its
-        sender may write it again."""
         with self._arrived:
             for tag in [t for t in self._items if t.startswith(prefix)]:
-                value = self._items.pop(tag)
-                if isinstance(value, _InFlight):
-                    value.mark_read(None)
+                del self._items[tag]
 
 
 def _mailbox_in_this_process(address: str):
@@ -107,38 +103,12 @@ def _mailbox_in_this_process(address: str):
 
 
 class _InFlight:
-    """A value handed to a worker thread of this process while the sender's stream may still be writing it.
+    """A value handed to a worker thread of this process while the sender's stream may still be writing it."""
 
-    ``lent``: the value lives in the sender's CUDA graphs' memory, which the
-    next launch of the graph that made it writes again
-    (:mod:`dasksae.cuda_graphs`); the receiver says when its stream has
-    queued every read of it (:meth:`mark_read`, with an event recorded after
-    them), and the sender's stream waits for that event before that launch
-    (:meth:`read_event`).
-    """
+    __slots__ = ("value", "event")
 
-    __slots__ = ("value", "event", "_read", "_read_event")
-
-    def __init__(self, value, event, lent: bool = False):
+    def __init__(self, value, event):
         self.value, self.event = value, event
-        self._read = threading.Event() if lent else None
-        self._read_event = None
-
-    @property
-    def lent(self) -> bool:
-        return self._read is not None
-
-    def mark_read(self, event) -> None:
-        """Every read of the value is queued before ``event`` (``None``: it will never be read)."""
-        if self._read is not None and not self._read.is_set():
-            self._read_event = event
-            self._read.set()
-
-    def read_event(self, timeout: float):
-        """The event after the receiver's reads, once it has said so (waits on the host up to ``timeout``)."""
-        if not self._read.wait(timeout):
-            raise TimeoutError(f"a neighbour did not read a halo lent to it within {timeout:g} s (its task failed or died)")
-        return self._read_event
 
 
 class NeighbourFailed(RuntimeError):
@@ -208,7 +178,6 @@ class SpmdExecutor(Executor):
         self.sent_bytes = 0
         self.abort_tag = f"{step_id.split('.')[0]}:abort"
         self._received: list = []  # what this step took from the mailbox (see receive)
-        self._lent: list = []  # values lent to this tile (_InFlight) whose reads it has not yet said are queued
 
     def abort(self, reason: str):
         """Tell every other tile of this step to stop waiting (best effort: sends are not awaited)."""
@@ -250,16 +219,9 @@ class SpmdExecutor(Executor):
             self._mailboxes[address] = _mailbox_in_this_process(address)
         return self._mailboxes[address]
 
-    def lends_to(self, tile) -> bool:
-        """Whether a value can be lent to ``tile`` (:meth:`_send`): its worker is a thread of this process and
-        halos carry events."""
-        return HALO_EVENTS and self._mailbox_of(self.placement[tile]) is not None
-
-    def _send(self, tile, tag, value, event=None, lend: bool = False):
+    def _send(self, tile, tag, value, event=None):
         """Send ``value`` to ``tile`` under ``tag``.  ``event``: a CUDA event recorded after ``value`` was made
-        (one for a batch of sends, :mod:`dasksae.cuda_graphs`); else one is recorded here where needed.
-        ``lend`` (only where :meth:`lends_to`, with an event): the receiver says when it has read ``value``;
-        returns what it will say that on (:class:`_InFlight`), else ``None``."""
+        (one for a batch of sends, :mod:`dasksae.cuda_graphs`); else one is recorded here where needed."""
         address = self.placement[tile]
         self.sent_bytes += _nbytes(value)
         neighbour = self._mailbox_of(address)
@@ -272,12 +234,8 @@ class SpmdExecutor(Executor):
                 ready_to_leave(value)  # the receiver reads it on its own CUDA stream
                 neighbour.put(tag, value)
             else:  # the receiver's stream will wait for this event, not this thread for the device
-                sent = _InFlight(value, event, lent=lend)
-                neighbour.put(tag, sent)
-                return sent if lend else None
-            return None
-        if lend:
-            raise ValueError(f"a value cannot be lent to tile {tile}: its worker is not a thread of this process")
+                neighbour.put(tag, _InFlight(value, event))
+            return
         ready_to_leave(value)  # complete before the worker's communication thread sends it
         from distributed.protocol import to_serialize
 
@@ -347,8 +305,6 @@ class SpmdExecutor(Executor):
         value = self.mailbox.take(tag, self.timeout, self.abort_tag)
         if isinstance(value, _InFlight):
             wait_for_event(value.event)
-            if value.lent:
-                self._lent.append(value)
             value = value.value
         self._received.append(value)
         return value
@@ -356,28 +312,11 @@ class SpmdExecutor(Executor):
     def finish(self) -> list:
         """Wait until every message this tile sent has been delivered (and surface send errors); returns what
         this step received, which the caller keeps until its stream has read it (:class:`~dasksae.streams.StepFence`)."""
-        self.mark_read()
         for future in self._sends:
             future.result(timeout=self.timeout)
         self._sends.clear()
         received, self._received = self._received, []
         return received
-
-    def mark_read(self) -> None:
-        """This thread's stream has queued every read of the values lent to it so far: their senders' streams
-        may write them again after this point (an event recorded now)."""
-        if not self._lent:
-            return
-        import cupy
-
-        try:
-            event = cupy.cuda.Event(block=False, disable_timing=True)
-            event.record(cupy.cuda.get_current_stream())
-        except Exception:  # noqa: BLE001 - a device that fails here fails every read; the senders must not hang
-            event = None
-        for value in self._lent:
-            value.mark_read(event)
-        self._lent.clear()
 
 
 def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, precision, batches, *sources):
@@ -401,26 +340,12 @@ def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, precisi
             my_scales = list(initial[count:]) if me == first_tile else [None] * count
         return _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales)
     except NeighbourFailed:
-        _forget_failed_step(step_id)
         raise
     except BaseException as error:  # tell the other tiles at once rather than let them wait for messages
         from distributed import get_worker
 
         SpmdExecutor(me, placement, f"{step_id}.abort").abort(f"tile {me} on {get_worker().address} failed: {type(error).__name__}: {error}")
-        _forget_failed_step(step_id)
         raise
-
-
-def _forget_failed_step(step_id: str) -> None:
-    """After a failed step: drop its messages left in this worker's mailbox (a value lent among them will not be
-    read), and the recorded programs and CUDA graphs of this process, with what they lent and are waiting to
-    have read (a failed neighbour would never say it read them); the next step records them again."""
-    from distributed import get_worker
-
-    mailbox = getattr(get_worker(), MAILBOX, None)
-    if mailbox is not None:
-        mailbox.forget(step_id)
-    tile_program.forget_all()
 
 
 def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales):
@@ -439,29 +364,23 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
         x_parts = [xp.asarray(x_part) for x_part in x_parts]
         my_scales = scale_states_on(xp, my_scales)
         fence = StepFence(xp)
-        executor = None
-        try:
-            for index, x_part in enumerate(x_parts):
-                executor = SpmdExecutor(me, placement, f"{step_id}.{index}")
-                mailbox = executor.mailbox
-                key = (me, tuple(sorted(placement.items())), repr(config), grid.rows, grid.cols, stage, float(lr),
-                       float(momentum), precision, tuple(x_part.shape), str(x_part.dtype), xp.__name__)
-                step = tile_program.replayed(key, executor, tile_program.step_inputs(x_part, my_states, my_scales))
-                if step is None:
-                    step = _built(executor, key, grid, me, x_part, my_states, my_scales, stage, lr, momentum, precision)
-                first, last, stage_results = step
-                for k, (back, reduced) in stage_results.items():
-                    my_states[k] = back["state"]
-                    if me == first_tile and objective_has_scale:
-                        my_scales[k] = next_scale_state(reduced)
-                if me == first_tile:  # read once, below
-                    losses.append([kept_apart(stage_results[k][1]["loss"]) for k in range(first, last + 1)])
-                fence.step_done(keep=executor.finish())
-                sent += executor.sent_bytes
-        except BaseException:
-            if executor is not None:  # what the failed step took is read by now, or never will be
-                executor.mark_read()
-            raise
+        for index, x_part in enumerate(x_parts):
+            executor = SpmdExecutor(me, placement, f"{step_id}.{index}")
+            mailbox = executor.mailbox
+            key = (me, tuple(sorted(placement.items())), repr(config), grid.rows, grid.cols, stage, float(lr), float(momentum),
+                   precision, tuple(x_part.shape), str(x_part.dtype), xp.__name__)
+            step = tile_program.replayed(key, executor, tile_program.step_inputs(x_part, my_states, my_scales))
+            if step is None:
+                step = _built(executor, key, grid, me, x_part, my_states, my_scales, stage, lr, momentum, precision)
+            first, last, stage_results = step
+            for k, (back, reduced) in stage_results.items():
+                my_states[k] = back["state"]
+                if me == first_tile and objective_has_scale:
+                    my_scales[k] = next_scale_state(reduced)
+            if me == first_tile:
+                losses.append([kept_apart(stage_results[k][1]["loss"]) for k in range(first, last + 1)])  # read once, below
+            fence.step_done(keep=executor.finish())
+            sent += executor.sent_bytes
         losses = losses_on_host(losses)
         fence.finish()
     if mailbox is not None:

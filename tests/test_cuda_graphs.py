@@ -174,7 +174,6 @@ def test_a_step_mid_replay_keeps_its_graphs_until_its_replay_ends(monkeypatch):
     ("DASKSAE_GEMM", "simd", "DASKSAE_GEMM must be simt, cublas, tuned or search, got 'simd'; unset it for the default (simt)."),
     ("DASKSAE_SPMD_REPLAY", "false", "DASKSAE_SPMD_REPLAY must be 1 or 0, got 'false'; unset it for the default (1)."),
     ("DASKSAE_RUN_AHEAD", "3", "DASKSAE_RUN_AHEAD must be 2, 1 or 0, got '3'; unset it for the default (2)."),
-    ("DASKSAE_GRAPH_SENDS", "borrow", "DASKSAE_GRAPH_SENDS must be lend or copy, got 'borrow'; unset it for the default (lend)."),
 ])
 def test_a_bad_switch_is_refused_with_its_values(name, value, message):
     """The CLI says so in one line (exit 2, no traceback) before doing anything; a library import of the module
@@ -257,9 +256,6 @@ class _Mailboxes:
     def receive(self, tag):
         return self.incoming[tag]
 
-    def mark_read(self):
-        self.marks = getattr(self, "marks", 0) + 1
-
 
 @pytest.mark.parametrize("cuts", ["messages", "receipts"])
 def test_a_staged_step_that_fails_midway_goes_on_as_calls_and_loses_no_message(monkeypatch, cuts):
@@ -332,75 +328,6 @@ def test_the_sends_after_a_graph_run_go_in_one_batch_each_once_in_order():
                 assert position == 0 or runs[position - 1][0] != MESSAGE
             if not cut_at_sends:
                 assert len(batches) < len(sends)  # sends to several neighbours follow one run
-
-
-class _Lender(_Mailboxes):
-    """An executor whose tile (0, 1) is a worker thread of this process (values can be lent to it)."""
-
-    timeout = 5.0
-
-    def __init__(self):
-        super().__init__({})
-        self.sends = []
-
-    def lends_to(self, tile):
-        return tile == (0, 1)
-
-    def _send(self, tile, tag, values, event=None, lend=False):
-        self.sends.append((tag, event, lend))
-        return f"loan of {tag}" if lend else None
-
-
-class _Loan:
-    def __init__(self, event):
-        self.event = event
-
-    def read_event(self, timeout):
-        return self.event
-
-
-def test_launched_graph_runs_lend_their_values_and_wait_for_the_readers_before_launching_again(monkeypatch):
-    """Once the graphs launch, a value made in a graph run goes to a worker thread of this process by reference
-    (one event for the batch), to any other tile as a copy; the run's next launch makes the stream wait for each
-    distinct event after which the readers said they read it.  The staged replay lends nothing and says, after
-    each run that took messages, that it has read them."""
-    monkeypatch.setattr(cuda_graphs, "LEND", True)
-    monkeypatch.setattr(cuda_graphs, "device_event", lambda values: "event after the batch")
-    program = _two_sends_then_a_receipt(numpy.negative)
-    graphed = cuda_graphs.GraphedStep(program)
-    assert graphed.runs[1:3] == [(MESSAGE, [1]), (MESSAGE, [3])] and graphed.send_batches == {1: [1, 3]}
-    assert graphed.made_in == {1: 0, 2: 0, 3: 3}  # made and negated in run 0, the product in run 3
-    executor = _Lender()
-    registers = [numpy.array(2.0), numpy.array(-2.0), numpy.array(2.0), None, None]
-    graphed._send_batch(executor, "step:", registers, [1, 3], "launch")
-    assert executor.sends == [("step:first", "event after the batch", True), ("step:second", "event after the batch", False)]
-    assert graphed.lent == {0: ["loan of step:first"]}
-    waits = []
-    monkeypatch.setattr(cuda_graphs, "wait_for_event", waits.append)
-    graphed.lent = {0: [_Loan("read by (0, 1)"), _Loan("read by (0, 1)"), _Loan(None), _Loan("read by (1, 1)")]}
-    graphed._wait_for_readers(executor, 0)
-    assert waits == ["read by (0, 1)", "read by (1, 1)"] and graphed.lent == {}
-    graphed._send_batch(executor, "step:", registers, [1, 3], "staged")  # the first replay: values as they are
-    assert executor.sends[-2:] == [("step:first", None, False), ("step:second", None, False)] and graphed.lent == {}
-    staged = _Mailboxes({"step:back": [numpy.array(3.0)]})
-    cuda_graphs.GraphedStep(program).replay(staged, {"x": numpy.array(2.0)})
-    assert staged.marks == 1  # after run 3, the one that took "back"
-
-
-def test_a_lent_value_is_read_once_said_or_never_if_dropped():
-    from dasksae.spmd import Mailbox, _InFlight
-
-    loan = _InFlight(numpy.zeros(3), "sent", lent=True)
-    with pytest.raises(TimeoutError, match="did not read a halo lent to it within 0.01 s"):
-        loan.read_event(0.01)
-    loan.mark_read("read")
-    loan.mark_read("later")  # said once
-    assert loan.read_event(0.01) == "read"
-    mailbox = Mailbox()
-    dropped = _InFlight(numpy.zeros(3), "sent", lent=True)
-    mailbox.put("step.0:halo", dropped)
-    mailbox.forget("step")
-    assert dropped.read_event(0.01) is None and not _InFlight(1, "sent").lent
 
 
 def test_copy_arrays_copies_each_pair_and_refuses_a_mismatch():

@@ -6,8 +6,11 @@ Runs one step on a CPU cluster of worker threads (one per tile), then plans
 each tile's recorded program as :mod:`dasksae.cuda_graphs` would on a GPU.
 Each graph run is one launch a step; each send copies its values out of the
 graphs' memory and records an event; each graph run that starts with a
-receipt copies the received values into its staged buffers first.  The last
-column is the graph runs with ``DASKSAE_GRAPH_CUTS=receipts``.
+receipt copies the received values into its staged buffers first.  The
+columns after the first five are for ``DASKSAE_GRAPH_CUTS=receipts`` (the
+default): its graph runs, the arrays a tile step sends and receives, and
+the launches that copy them since session 12 (the sends after one run go
+together, and so does each receipt, :mod:`dasksae.kernels.copies`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ def main():
     import distributed
 
     from dasksae import TiledNetwork, cuda_graphs, named_config, tile_program
+    from dasksae.kernels import copies
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="tiny")
@@ -35,14 +39,22 @@ def main():
         with distributed.Client(cluster) as client:
             TiledNetwork(config, args.tiles, client, seed=0, dtype="float32").step(x, 1e-3, 0.9)
     print(f"{'tile program':>12} {'operations':>10} {'graph runs':>10} {'sends':>6} {'host-side':>9} {'runs with receipts':>18}"
-          f" {'graph runs, cut at receipts':>27}")
+          f" {'graph runs, cut at receipts':>27} {'arrays sent':>11} {'received':>8} {'copy launches':>13}")
     for number, program in enumerate(tile_program._programs.values()):
         runs = cuda_graphs.plan(program.operations)
         kinds = collections.Counter(kind for kind, _ in runs)
         received = sum(1 for kind, indices in runs if kind == cuda_graphs.GRAPH and program.operations[indices[0]][3])
-        merged = sum(kind == cuda_graphs.GRAPH for kind, _ in cuda_graphs.plan(program.operations, cut_at_sends=False))
+        cut = cuda_graphs.plan(program.operations, cut_at_sends=False)
+        merged = sum(kind == cuda_graphs.GRAPH for kind, _ in cut)
+        sent = sum(len(program.operations[indices[0]][3]) for kind, indices in cut if kind == cuda_graphs.MESSAGE)
+        taken = [sum(len(arguments) for _, arguments in program.operations[indices[0]][3])
+                 for kind, indices in cut if kind == cuda_graphs.GRAPH and program.operations[indices[0]][3]]
+        per_launch = copies.SEGMENTS_A_LAUNCH  # (values of tiny's messages are single arrays)
+        batches = [sum(len(program.operations[i][3]) for i in indices)
+                   for indices in cuda_graphs.send_batches(program.operations, cut).values()]
+        launches = sum(-(-n // per_launch) for n in batches + taken)
         print(f"{number:>12} {len(program.operations):>10} {kinds[cuda_graphs.GRAPH]:>10} {kinds[cuda_graphs.MESSAGE]:>6} "
-              f"{kinds[cuda_graphs.EAGER]:>9} {received:>18} {merged:>27}")
+              f"{kinds[cuda_graphs.EAGER]:>9} {received:>18} {merged:>27} {sent:>11} {sum(taken):>8} {launches:>13}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@
 #   PART=lend   graph-run values lent to the threads that read them, against copied out: all GPU tests, 4 threads.
 #               Ran at b46a696; lending was reverted after it (no gain: 39.9 against 40.1 ms; a graph pool kept
 #               0.8 MB after its release), so DASKSAE_GRAPH_SENDS no longer exists.
-#   PART=final  all GPU tests at the last code commit, and the 4 threads' host samples with the batched copies.
+#   PART=next   (not run) all GPU tests, the 4 threads' kernel table (device or host?) and their bfloat16 step.
+#   PART=final  (not run) all GPU tests at the last code commit, and the 4 threads' host samples with the batched copies.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
 four() {  # four LABEL DTYPES ARGS...: 4 worker threads (and the in-process step) on coates200, M=96
@@ -49,6 +50,14 @@ lend)
   four lend bfloat16
   DASKSAE_GRAPH_SENDS=copy four copy bfloat16
   four lend-float32 float32 ;;
+next)
+  # (prepared for the next session, not run) the first call: all GPU tests at the final code (the batched copy
+  # gained a same-device check after the last GPU run), then how much of the 4-thread bfloat16 step is the device:
+  # the GPU's busy time against the wall (kernel table of 4 worker threads), and the one-tile table for comparison
+  timeout ${TESTS_S:-120} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -20 | tee $OUT/gpu-tests.log
+  timeout 150 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --tiles 2x2 --workers 4 \
+    --runs 2 --json $OUT/kernel-table-coates200-bfloat16-4w.json 2>&1 | filter | tee $OUT/kernel-table.log
+  four batched bfloat16 ;;
 final)
   # at the session's last commit of code: all GPU tests, then where the 4 worker threads' host time goes now
   timeout ${TESTS_S:-120} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -20 | tee $OUT/gpu-tests.log

@@ -63,16 +63,22 @@ def _copy_segments_kernel():
 def copy_arrays(pairs) -> None:
     """Copy each ``(source, destination)`` pair (same shape and dtype; NumPy or CuPy), on the current stream.
 
-    On CuPy, pairs of C-contiguous arrays go :data:`SEGMENTS_A_LAUNCH` to a
-    launch of one kernel (bytes as they are, so any dtype); any other pair
-    is copied on its own (:func:`~dasksae.kernels.backend.copy_array`).
+    On CuPy, pairs of C-contiguous arrays on the current device go
+    :data:`SEGMENTS_A_LAUNCH` to a launch of one kernel (bytes as they are,
+    so any dtype); any other pair is copied on its own
+    (:func:`~dasksae.kernels.backend.copy_array`).
     """
-    segments = []
+    segments, current = [], None
     for source, destination in pairs:
         if source.shape != destination.shape or source.dtype != destination.dtype:
             raise ValueError(f"cannot copy an array of shape {source.shape} and dtype {source.dtype} into one of "
                              f"shape {destination.shape} and dtype {destination.dtype}")
-        if on_device(source) and on_device(destination) and source.flags.c_contiguous and destination.flags.c_contiguous:
+        if on_device(source) and on_device(destination) and current is None:
+            import cupy
+
+            current = cupy.cuda.runtime.getDevice()
+        if (on_device(source) and on_device(destination) and source.flags.c_contiguous and destination.flags.c_contiguous
+                and source.data.device_id == destination.data.device_id == current):
             if source.nbytes:
                 segments.append((source.data.ptr, destination.data.ptr, source.nbytes))
         elif on_device(source) or on_device(destination):

@@ -10,7 +10,6 @@
 #               Ran at b46a696; lending was reverted after it (no gain: 39.9 against 40.1 ms; a graph pool kept
 #               0.8 MB after its release), so DASKSAE_GRAPH_SENDS no longer exists.
 #   PART=next   (not run) all GPU tests, the 4 threads' kernel table (device or host?) and their bfloat16 step.
-#   PART=final  (not run) all GPU tests at the last code commit, and the 4 threads' host samples with the batched copies.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
 four() {  # four LABEL DTYPES ARGS...: 4 worker threads (and the in-process step) on coates200, M=96
@@ -58,11 +57,5 @@ next)
   timeout 150 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --tiles 2x2 --workers 4 \
     --runs 2 --json $OUT/kernel-table-coates200-bfloat16-4w.json 2>&1 | filter | tee $OUT/kernel-table.log
   four batched bfloat16 ;;
-final)
-  # at the session's last commit of code: all GPU tests, then where the 4 worker threads' host time goes now
-  timeout ${TESTS_S:-120} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -20 | tee $OUT/gpu-tests.log
-  timeout 150 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads --sample-host \
-    --dtypes bfloat16 --steps-per-task-4w 10 --runs-4w 5 --runs 3 --warmup-runs 1 --json $OUT/gpu-step-4w-sampled.json 2>&1 \
-    | filter | grep -v "  gemm" | tee -a $OUT/gpu-step.log ;;
 esac
 true

@@ -6,10 +6,11 @@ messages around the graphs.  On ``tiny`` 2x2, a tile copies 60-93 sent
 arrays out of its graphs' memory a step and 69 received ones into the
 buffers its graphs read (``bench/graph_runs.py``), each with its own
 ``cudaMemcpyAsync``.  In session 12, 27% of the four threads' sampled time
-was in those calls (H200, coates200 bfloat16, ``bench/results/session12/diag``):
-each one leaves and re-takes the GIL that the four threads share.  Here the
+was in those calls (H200, coates200 bfloat16, ``bench/results/session12/diag``),
+made one thread at a time, as the four take turns at the GIL.  Here the
 arrays of one send batch, or of one receipt, go in one kernel launch,
-:data:`SEGMENTS_A_LAUNCH` arrays a launch.
+:data:`SEGMENTS_A_LAUNCH` arrays a launch: the four threads' bfloat16 step
+went from 46.0 to 41.8 ms (``session12/check``).
 """
 
 from __future__ import annotations

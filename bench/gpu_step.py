@@ -162,10 +162,11 @@ def _free_pool():
 
 def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=None, send_each_step=False, eager=False,
                  execution="spmd", dtype="float32", steps_per_task=1, protocol="tcp", processes=True, profile=None,
-                 sample_host=False):
+                 sample_host=False, pipelined=False):
     import distributed
 
     from dasksae.tiled_network import TiledNetwork
+    from step_timing import time_groups
 
     if scheduler_address:
         cluster = None
@@ -187,7 +188,6 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
         data = batch if send_each_step else network.place(batch)
         for _ in range(warmup):
             network.steps([data] * steps_per_task, 1e-3, 0.9)
-        times, report = [], None
         report_context = contextlib.nullcontext() if profile is None else distributed.performance_report(filename=profile)
         waits_before = client.run(_host_waits)
         sampler = contextlib.nullcontext()
@@ -196,10 +196,7 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
 
             sampler = ThreadSampler()
         with report_context, sampler, distributed.get_task_stream(client) as stream:
-            for _ in range(runs):
-                started = time.perf_counter()
-                report = network.steps([data] * steps_per_task, 1e-3, 0.9)[-1]
-                times.append((time.perf_counter() - started) / steps_per_task)
+            times, report = time_groups(network, [data] * steps_per_task, 1e-3, 0.9, runs, pipelined)
         report.statistics["in_task_seconds"] = in_task_seconds(stream.data, steps_per_task)
         report.statistics["host_waits"] = _waits_a_step(waits_before, client.run(_host_waits), runs * steps_per_task, processes)
         if sampler is not None and hasattr(sampler, "print_table"):
@@ -329,6 +326,9 @@ def main(argv=None):
                         help="write a Dask performance report of each dasksae row's timed runs to PREFIX-<row>-<dtype>.html (needs bokeh)")
     parser.add_argument("--sample-host", action="store_true",
                         help="-threads rows: sample the worker threads' Python stacks during the timed runs (bench/thread_sampler.py)")
+    parser.add_argument("--pipelined", action="store_true",
+                        help="dasksae rows: each group of steps submitted before the previous group's losses are read, as "
+                             "dasksae train does (mode names end in -p)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     if args.profile:
@@ -364,7 +364,7 @@ def main(argv=None):
             "command": "python bench/gpu_step.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
             "card": card, "ceilings": ceilings, "python": platform.python_version(), "numpy": numpy.__version__,
             "cupy": cupy.__version__, "torch": torch.__version__, "dask": dask.__version__, "distributed": distributed.__version__,
-            "protocol": args.protocol, "switch_interval": __import__("sys").getswitchinterval(),
+            "protocol": args.protocol, "switch_interval": __import__("sys").getswitchinterval(), "pipelined": args.pipelined,
             "environment": {name: os.environ[name] for name in SWITCHES if name in os.environ},
         }
         with open(args.json, "w") as handle:
@@ -416,8 +416,9 @@ def main(argv=None):
                             seconds, report, held = time_dasksae(config, batch, 1, "1x1", args.runs, args.warmup_runs,
                                                                  args.scheduler_address, eager=args.eager_messages, dtype=dtype,
                                                                  steps_per_task=per_task, protocol=args.protocol,
-                                                                 profile=profile_file(f"1w-k{per_task}", dtype))
-                            emit("dasksae-1w" + (f"-k{per_task}" if per_task > 1 else "") + ("-eager" if args.eager_messages else ""),
+                                                                 profile=profile_file(f"1w-k{per_task}", dtype), pipelined=args.pipelined)
+                            emit("dasksae-1w" + (f"-k{per_task}" if per_task > 1 else "") + ("-eager" if args.eager_messages else "")
+                                 + ("-p" if args.pipelined else ""),
                                  dtype, seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
                                  tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"], steps_per_task=per_task,
                                  in_task_seconds=report.statistics["in_task_seconds"])
@@ -444,8 +445,10 @@ def main(argv=None):
                         seconds, report, held = time_dasksae(config, batch, count, f"{rows_}x{cols_}", args.runs_4w, 2,
                                                              args.scheduler_address, execution=execution, dtype=dtype,
                                                              protocol=args.protocol, processes=processes, steps_per_task=per_task,
-                                                             profile=profile_file(mode, dtype), sample_host=args.sample_host)
-                        emit(f"{mode}-{rows_}x{cols_}" + (f"-k{per_task}" if per_task > 1 else ""), dtype, seconds,
+                                                             profile=profile_file(mode, dtype), sample_host=args.sample_host,
+                                                             pipelined=args.pipelined)
+                        emit(f"{mode}-{rows_}x{cols_}" + (f"-k{per_task}" if per_task > 1 else "") + ("-p" if args.pipelined else ""),
+                             dtype, seconds,
                              overhead=max(0.0, 1 - kernel / seconds), memory=held,
                              tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"],
                              halo_bytes=report.statistics["halo_bytes"], execution=execution, steps_per_task=per_task,

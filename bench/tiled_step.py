@@ -7,7 +7,8 @@ For each config and worker count (tiles 1x1, 2x1, 2x2 for 1, 2, 4 workers;
 one tile is one fused task per step, several tiles run either as one task per
 tile exchanging halos directly, ``spmd``, or as a task per layer and halo
 strip, ``graph``; the minibatch is placed on the workers ahead, as the
-training loop's prefetch does) it runs ``--runs`` joint updates after ``--warmup-runs`` and prints one row:
+training loop's prefetch does) it runs ``--runs`` joint updates after ``--warmup-runs`` and prints one row
+(``--pipelined``: each step submitted before the previous step's loss is read, as ``dasksae train`` does):
 median step time, tasks per step, critical path (tasks on the longest chain
 of dependencies), halo bytes per step, and where the time went according to
 the workers' task stream: ``kernels`` is the busiest worker's compute time
@@ -46,7 +47,8 @@ def single_process(config, batch, runs, warmup, dtype):
     return statistics.median(times)
 
 
-def tiled(config, batch, workers, runs, warmup, dtype, eager, execution="graph", distributed_malloc=False, threads=False):
+def tiled(config, batch, workers, runs, warmup, dtype, eager, execution="graph", distributed_malloc=False, threads=False,
+          pipelined=False):
     import contextlib
 
     import distributed
@@ -54,6 +56,7 @@ def tiled(config, batch, workers, runs, warmup, dtype, eager, execution="graph",
     from dasksae.cluster import local_worker_environment
     from dasksae.latency import eager_messages
     from dasksae.tiled_network import TiledNetwork
+    from step_timing import time_groups
 
     with (contextlib.nullcontext() if distributed_malloc else local_worker_environment()), distributed.LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=not threads, dashboard_address=None, silence_logs=40
@@ -64,12 +67,8 @@ def tiled(config, batch, workers, runs, warmup, dtype, eager, execution="graph",
         batch = network.place(batch)  # as the training loop's prefetch does
         for _ in range(warmup):
             network.step(batch, 1e-3, 0.9)
-        times, report = [], None
         with distributed.get_task_stream(client) as stream:
-            for _ in range(runs):
-                started = time.perf_counter()
-                report = network.step(batch, 1e-3, 0.9)
-                times.append(time.perf_counter() - started)
+            times, report = time_groups(network, [batch], 1e-3, 0.9, runs, pipelined)
         compute, transfer = {}, {}
         for task in stream.data:
             for span in task.get("startstops", ()):
@@ -116,6 +115,8 @@ def main(argv=None):
                         help="keep distributed's MALLOC_TRIM_THRESHOLD_ for the workers (dasksae's clusters drop it)")
     parser.add_argument("--executions", default="spmd,graph", help="ways to run multi-tile steps")
     parser.add_argument("--threads", action="store_true", help="the workers as threads of one process (halos by reference)")
+    parser.add_argument("--pipelined", action="store_true",
+                        help="submit each step before reading the previous one's loss, as dasksae train does")
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args(argv)
     rows = []
@@ -134,7 +135,8 @@ def main(argv=None):
         runs = [(w, e) for w in (int(w) for w in args.workers.split(",")) for e in (args.executions.split(",") if w > 1 else ["fused"])]
         for workers, execution in runs:
             result = tiled(config, batch, workers, args.runs, args.warmup_runs, args.dtype, args.eager_messages,
-                           "spmd" if execution == "fused" else execution, args.distributed_malloc, args.threads)
+                           "spmd" if execution == "fused" else execution, args.distributed_malloc, args.threads,
+                           args.pipelined)
             row = {"config": name, "minibatch": args.minibatch, "workers": workers, "tiles": TILINGS[workers], **result}
             rows.append(row)
             print(
@@ -152,6 +154,7 @@ def main(argv=None):
             "dask": dask.__version__,
             "distributed": distributed.__version__,
             "eager_messages": args.eager_messages,
+            "pipelined": args.pipelined,
         }
         with open(args.json, "w") as handle:
             json.dump({"meta": meta, "rows": rows}, handle, indent=1)

@@ -91,6 +91,23 @@ class PlacedBatch:
     handle: object
 
 
+class PendingSteps:
+    """Steps submitted to the tiles' workers whose reports have not been read (:meth:`TiledNetwork.submit_steps`)."""
+
+    def __init__(self, read, futures=()):
+        self._read, self._reports, self._futures = read, None, list(futures)
+
+    def done(self) -> bool:
+        """Whether the steps have ended (their reports can be read without waiting)."""
+        return self._reports is not None or all(getattr(future, "done", lambda: True)() for future in self._futures)
+
+    def result(self) -> list["StepReport"]:
+        """The steps' reports, waiting for them (once); a failed step raises here."""
+        if self._reports is None:
+            self._reports = self._read()
+        return self._reports
+
+
 @dataclass
 class StepReport:
     """One step: total and per-stage loss, and what its graph cost."""
@@ -392,9 +409,9 @@ class TiledNetwork:
         reference step on the tile's arrays) instead of a graph of layer tasks.
         """
         if self.grid.count == 1 and self.fuse_single_tile:
-            return self._fused_steps([x], lr, momentum, stage)[0]
+            return self._fused_steps([x], lr, momentum, stage).result()[0]
         if self.execution == "spmd":
-            return self._spmd_steps([x], lr, momentum, stage)[0]
+            return self._spmd_steps([x], lr, momentum, stage).result()[0]
         first, last, results = self._run(x, stage, (lr, momentum))
         executor = self.executor
         for k, (filter_back, reduced) in results.items():
@@ -413,7 +430,7 @@ class TiledNetwork:
 
     fuse_single_tile = True
 
-    def _fused_steps(self, xs, lr, momentum, stage) -> list[StepReport]:
+    def _fused_steps(self, xs, lr, momentum, stage) -> "PendingSteps":
         for x in xs:
             self._check_batch(x, stage)
         executor, tile = self.executor, self.grid.tiles()[0]
@@ -431,12 +448,12 @@ class TiledNetwork:
         self._bundle = result
         losses = executor.run(tile, pick, result, "losses", name="fused-losses")
         statistics = executor.statistics.as_dict()
-        return [
+        return PendingSteps(lambda: [
             StepReport(loss=float(sum(step)), stage_losses=[float(v) for v in step], statistics=statistics)
             for step in executor.gather([losses])[0]
-        ]
+        ], futures=[losses])
 
-    def _spmd_steps(self, xs, lr, momentum, stage) -> list[StepReport]:
+    def _spmd_steps(self, xs, lr, momentum, stage) -> "PendingSteps":
         from .spmd import new_step_id, spmd_step, step_summary
 
         for x in xs:
@@ -463,26 +480,40 @@ class TiledNetwork:
         self._spmd, self._bundle = bundles, None
         summary = executor.run(first, step_summary, bundles[first], name="spmd-summary")
         tasks = executor.statistics.as_dict()
-        result = executor.gather([summary])[0]
         graph = graph_statistics(self.config, grid, placed[0].shape[-1], stage, placed[0].dtype.itemsize)
         statistics = dict(graph, graph_tasks=graph["tasks"], tasks=tasks["tasks"],
                           critical_path=tasks["critical_path"], graph_critical_path=graph["critical_path"])
-        return [
+        return PendingSteps(lambda: [
             StepReport(loss=float(sum(step)), stage_losses=[float(v) for v in step], statistics=statistics)
-            for step in result["losses"]
-        ]
+            for step in executor.gather([summary])[0]["losses"]
+        ], futures=[summary])
 
     def steps(self, xs: list, lr: float, momentum: float, stage: int | None = None) -> list[StepReport]:
         """``len(xs)`` SGD steps; with one tile or SPMD execution, all of them inside each tile's one task.
 
         The same updates as calling :meth:`step` on each minibatch in turn,
-        with the scheduler's per-step cost paid once.
+        with the scheduler's per-step cost paid once.  Waits for their
+        reports; :meth:`submit_steps` does not.
+        """
+        return self.submit_steps(xs, lr, momentum, stage).result()
+
+    def submit_steps(self, xs: list, lr: float, momentum: float, stage: int | None = None) -> "PendingSteps":
+        """The same steps as :meth:`steps`, submitted without waiting for them: read their reports with
+        ``.result()``.
+
+        The network's state is that after these steps as soon as this
+        returns, so steps submitted next chain on it: on a cluster, a tile's
+        next task is queued behind this one and starts when it ends, instead
+        of after a round trip through the client (``dasksae train`` reads a
+        group's losses after submitting the next group).  With graph
+        execution each step still waits for its losses.
         """
         if self.grid.count == 1 and self.fuse_single_tile:
             return self._fused_steps(list(xs), lr, momentum, stage)
         if self.execution == "spmd":
             return self._spmd_steps(list(xs), lr, momentum, stage)
-        return [self.step(x, lr, momentum, stage) for x in xs]
+        reports = [self.step(x, lr, momentum, stage) for x in xs]
+        return PendingSteps(lambda: reports)
 
     def loss_and_grads(self, x, stage: int | None = None) -> StepResult:
         """The objective and every gradient, gathered whole on the client (for checks; nothing is updated)."""

@@ -234,40 +234,58 @@ def train_tiled(
     plan = list(groups())
     prefetch = ThreadPoolExecutor(max_workers=1)
     pending = prefetch.submit(draw, plan[0][1] - plan[0][0]) if plan else None
+    last_read = time.perf_counter()
+
+    def read(bar, first_step, stage, submitted):
+        """Wait for a submitted group's reports; record and show them."""
+        nonlocal last_read
+        reports = submitted.result()
+        now = time.perf_counter()
+        seconds = (now - last_read) / len(reports)  # groups are queued back to back: from the previous group's end
+        last_read = now
+        phase = "joint" if stage is None else f"greedy{stage + 1}"
+        for offset, report in enumerate(reports):
+            record = {
+                "step": first_step + offset + 1, "phase": phase, "loss": report.loss, "stage_losses": report.stage_losses,
+                "seconds": seconds, "images_per_second": minibatch / seconds, **report.statistics,
+            }
+            records.append(record)
+            if metrics:
+                metrics.write(json.dumps(record) + "\n")
+        if metrics:
+            metrics.flush()
+        if first_step == start and progress:
+            statistics = reports[0].statistics
+            graph = ""
+            if "graph_tasks" in statistics:
+                graph = f" (running a graph of {statistics['graph_tasks']} tile functions, critical path {statistics['graph_critical_path']})"
+            tqdm.write(
+                f"{config.name} on {network.grid.rows}x{network.grid.cols} tiles, {network.execution} execution: "
+                f"{statistics['tasks']} tasks per {len(reports)} {phase} step(s), critical path {statistics['critical_path']} "
+                f"tasks{graph}, {statistics['halo_bytes'] / 1e6:.2f} MB of halos between workers a step"
+            )
+        bar.set_postfix(phase=phase, loss=f"{reports[-1].loss:.4g}", images_per_s=f"{minibatch / seconds:.0f}")
+        bar.update(len(reports))
+
     with prefetch, tqdm(total=len(phases), initial=start, disable=not progress, unit="step", mininterval=0.5) as bar:
+        # each group is submitted before the previous group's losses are read, so the workers go from one group's
+        # tasks to the next without waiting for the client (TiledNetwork.submit_steps)
+        in_flight = None  # (first step, stage, PendingSteps): the group submitted last, not yet read
         for number, (first_step, end) in enumerate(plan):
             stage = phases[first_step]
-            started = time.perf_counter()
             _, placed = pending.result()
             following = plan[number + 1] if number + 1 < len(plan) else None
             pending = prefetch.submit(draw, following[1] - following[0]) if following else None
-            reports = network.steps(placed, lr, momentum, stage=stage)
-            seconds = (time.perf_counter() - started) / len(reports)
-            phase = "joint" if stage is None else f"greedy{stage + 1}"
-            for offset, report in enumerate(reports):
-                record = {
-                    "step": first_step + offset + 1, "phase": phase, "loss": report.loss, "stage_losses": report.stage_losses,
-                    "seconds": seconds, "images_per_second": minibatch / seconds, **report.statistics,
-                }
-                records.append(record)
-                if metrics:
-                    metrics.write(json.dumps(record) + "\n")
-            if metrics:
-                metrics.flush()
-            if first_step == start and progress:
-                statistics = reports[0].statistics
-                graph = ""
-                if "graph_tasks" in statistics:
-                    graph = f" (running a graph of {statistics['graph_tasks']} tile functions, critical path {statistics['graph_critical_path']})"
-                tqdm.write(
-                    f"{config.name} on {network.grid.rows}x{network.grid.cols} tiles, {network.execution} execution: "
-                    f"{statistics['tasks']} tasks per {len(reports)} {phase} step(s), critical path {statistics['critical_path']} "
-                    f"tasks{graph}, {statistics['halo_bytes'] / 1e6:.2f} MB of halos between workers a step"
-                )
-            bar.set_postfix(phase=phase, loss=f"{reports[-1].loss:.4g}", images_per_s=f"{minibatch / seconds:.0f}")
-            bar.update(len(reports))
+            submitted = network.submit_steps(placed, lr, momentum, stage=stage)
+            if in_flight is not None:
+                read(bar, *in_flight)
+            in_flight = (first_step, stage, submitted)
             if checkpoint_every and end % checkpoint_every == 0 and end < len(phases):
+                read(bar, *in_flight)
+                in_flight = None
                 checkpoint(end, pending.result()[0])
+        if in_flight is not None:
+            read(bar, *in_flight)
     if records:
         checkpoint(len(phases), data_state())
     if metrics:

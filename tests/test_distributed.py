@@ -182,6 +182,28 @@ def test_several_steps_in_each_tiles_task(client, tiles):
     assert reports[0].statistics["tasks"] == (2 if tiles == "1x1" else rows * cols + 1)
 
 
+@pytest.mark.parametrize("tiles", ["1x1", "2x2"])
+def test_submitted_steps_queue_behind_each_other_and_equal_steps_read_in_turn(client, tiles):
+    """submit_steps returns before its steps end (the second group is submitted while the first still runs, and
+    queues behind it on the workers), and two groups read afterwards give the losses and weights of the same
+    groups run with steps() one after the other."""
+    config = named_config("tiny")
+    data = numpy.random.default_rng(7)
+    batches = [data.standard_normal(config.input_shape + (4,)) for _ in range(8)]
+    ahead = TiledNetwork(config, tiles, client, seed=3, dtype="float64")
+    placed = [ahead.place(batch) for batch in batches]  # on the workers first: submitting is then only tasks
+    first = ahead.submit_steps(placed[:4], 1e-3, 0.9)
+    second = ahead.submit_steps(placed[4:], 1e-3, 0.9)
+    assert not first.done() and not second.done()
+    got = [r.loss for r in first.result() + second.result()]
+    assert first.done() and second.done()
+    in_turn = TiledNetwork(config, tiles, client, seed=3, dtype="float64")
+    expected = [r.loss for group in (batches[:4], batches[4:]) for r in in_turn.steps(group, 1e-3, 0.9)]
+    assert got == expected
+    for mine, theirs in zip(ahead.parameters(), in_turn.parameters()):
+        numpy.testing.assert_array_equal(mine["encoder"], theirs["encoder"])
+
+
 def test_a_failing_tile_fails_the_whole_spmd_step_at_once(client):
     """One tile's task raising makes its neighbours stop waiting for its messages: the step fails within seconds,
     naming the tile, instead of hanging until a timeout."""

@@ -284,6 +284,7 @@ def train_tiled(
                 read(bar, *in_flight)
                 in_flight = None
                 checkpoint(end, pending.result()[0])
+                last_read = time.perf_counter()  # a step's time leaves out the checkpoint's
         if in_flight is not None:
             read(bar, *in_flight)
     if records:

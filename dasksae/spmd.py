@@ -226,10 +226,10 @@ class SpmdExecutor(Executor):
         self.sent_bytes += _nbytes(value)
         neighbour = self._mailbox_of(address)
         if neighbour is not None:  # a worker of this process (threads sharing a GPU): by reference, no event loop
-            if HALO_EVENTS and event is None:
-                event = device_event(value)
-            elif not HALO_EVENTS:
+            if not HALO_EVENTS:
                 event = None
+            elif event is None:
+                event = device_event(value)
             if event is None:
                 ready_to_leave(value)  # the receiver reads it on its own CUDA stream
                 neighbour.put(tag, value)

@@ -9,8 +9,9 @@
 #   PART=lend   graph-run values lent to the threads that read them, against copied out: all GPU tests, 4 threads.
 #               Ran at b46a696; lending was reverted after it (no gain: 39.9 against 40.1 ms; a graph pool kept
 #               0.8 MB after its release), so DASKSAE_GRAPH_SENDS no longer exists.
-#   PART=next   (not run) all GPU tests, the 4 threads' kernel table (device or host?) and their bfloat16 step, then
-#               1 worker and 4 threads with the groups of steps pipelined (--pipelined).
+#   PART=next   all GPU tests, the 4 threads' bfloat16 step one task at a time and pipelined (--pipelined), then
+#               1 worker and 4 threads pipelined.
+#   PART=table4w  the 4 threads' kernel table (device or host?).
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
 four() {  # four LABEL DTYPES ARGS...: 4 worker threads (and the in-process step) on coates200, M=96
@@ -51,17 +52,21 @@ lend)
   DASKSAE_GRAPH_SENDS=copy four copy bfloat16
   four lend-float32 float32 ;;
 next)
-  # (prepared for the next session, not run) the first call: all GPU tests at the final code (the batched copy
-  # gained a same-device check after the last GPU run), then how much of the 4-thread bfloat16 step is the device:
-  # the GPU's busy time against the wall (kernel table of 4 worker threads), and the one-tile table for comparison
-  timeout ${TESTS_S:-120} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -20 | tee $OUT/gpu-tests.log
-  timeout 150 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --tiles 2x2 --workers 4 \
-    --runs 2 --json $OUT/kernel-table-coates200-bfloat16-4w.json 2>&1 | filter | tee $OUT/kernel-table.log
-  four batched bfloat16
-  # then the groups of steps pipelined as dasksae train now runs them (bench/gpu_step.py --pipelined): inside a
-  # tile's task the 4-thread bfloat16 step was 38.1-39.8 ms against 39.9-41.8 ms measured from the client
-  timeout 300 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-1w,dasksae-4w-threads \
+  # the first call of session 13 (the 600 s limit of one call: the 4 threads' kernel table moved to PART=table4w):
+  # all GPU tests at the final code (the batched copy gained a same-device check after the last GPU run), then the
+  # 4-thread bfloat16 step one task at a time and with the groups of steps pipelined as dasksae train now runs
+  # them (bench/gpu_step.py --pipelined): inside a tile's task that step was 38.1-39.8 ms against 39.9-41.8 ms
+  # measured from the client; then 1 worker pipelined in both dtypes, and 4 threads pipelined in float32
+  timeout ${TESTS_S:-100} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -20 | tee $OUT/gpu-tests.log
+  FOUR_S=110 four batched bfloat16
+  FOUR_S=110 four pipelined bfloat16 --pipelined
+  timeout 190 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-1w,dasksae-4w-threads \
     --dtypes bfloat16,float32 --steps-per-task 10 --steps-per-task-4w 10 --runs 20 --runs-4w 5 --pipelined \
     --json $OUT/gpu-step-pipelined.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log ;;
+table4w)
+  # how much of the 4-thread bfloat16 step is the device: the GPU's busy time against the wall (kernel table of 4
+  # worker threads)
+  timeout 150 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --tiles 2x2 --workers 4 \
+    --runs 2 --json $OUT/kernel-table-coates200-bfloat16-4w.json 2>&1 | filter | tee $OUT/kernel-table.log ;;
 esac
 true

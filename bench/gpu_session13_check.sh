@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# On the lent GPU machine (device tool, carry [".whl"]), session 13. The first call was PART=next of
+# bench/gpu_session12_check.sh (bench/results/session13/next/): the GPU tests ran past their 100 s, and the
+# pipelined groups of steps made the 4 worker threads slower (45.1 -> 50.5 ms in bfloat16).
+#   PART=quiet  all GPU tests with time to finish, then the 4 worker threads in bfloat16 with Dask's own GIL takers
+#               turned off one at a time: the workers' statistical profiler (a walk of every thread's stack each
+#               10 ms a worker, under the GIL), then that and a longer GIL switch interval (20 ms).
+source bench/device_setup.sh
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
+four() {  # four LABEL DTYPES ARGS...: 4 worker threads (and the in-process step) on coates200, M=96
+  timeout ${FOUR_S:-110} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads --dtypes $2 \
+    --steps-per-task-4w 10 --runs-4w 5 --runs 5 --warmup-runs 1 --json $OUT/gpu-step-4w-$1.json "${@:3}" 2>&1 \
+    | filter | grep -v "  gemm\|cuda graphs" | sed "s/^/$1: /" | tee -a $OUT/gpu-step.log; }
+case "${PART:-quiet}" in
+quiet)
+  timeout ${TESTS_S:-220} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -20 | tee $OUT/gpu-tests.log
+  four defaults bfloat16
+  DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False four no-profiler bfloat16
+  DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False four no-profiler-switch-20ms bfloat16 --switch-interval 0.02 ;;
+esac
+true

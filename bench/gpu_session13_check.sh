@@ -5,6 +5,9 @@
 #   PART=quiet  all GPU tests with time to finish, then the 4 worker threads in bfloat16 with Dask's own GIL takers
 #               turned off one at a time: the workers' statistical profiler (a walk of every thread's stack each
 #               10 ms a worker, under the GIL), then that and a longer GIL switch interval (20 ms).
+#               Ran at 9fce9c4: 117 GPU tests passed; 56.0, 73.9 and 47.8 ms, the in-process step 30.9-34.1 ms.
+#   PART=switch the GIL switch interval alone, interleaved to see through the call's noise: 20 ms, the default
+#               (5 ms), 20 ms, the default, 50 ms (session 12: 0.5 ms was worse, 53.2 against 41.8 ms).
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
 four() {  # four LABEL DTYPES ARGS...: 4 worker threads (and the in-process step) on coates200, M=96
@@ -17,5 +20,11 @@ quiet)
   four defaults bfloat16
   DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False four no-profiler bfloat16
   DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False four no-profiler-switch-20ms bfloat16 --switch-interval 0.02 ;;
+switch)
+  FOUR_S=100 four switch-20ms-a bfloat16 --switch-interval 0.02
+  FOUR_S=100 four default-a bfloat16
+  FOUR_S=100 four switch-20ms-b bfloat16 --switch-interval 0.02
+  FOUR_S=100 four default-b bfloat16
+  FOUR_S=100 four switch-50ms bfloat16 --switch-interval 0.05 ;;
 esac
 true

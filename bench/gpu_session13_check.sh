@@ -8,6 +8,7 @@
 #               Ran at 9fce9c4: 117 GPU tests passed; 56.0, 73.9 and 47.8 ms, the in-process step 30.9-34.1 ms.
 #   PART=switch the GIL switch interval alone, interleaved to see through the call's noise: 20 ms, the default
 #               (5 ms), 20 ms, the default, 50 ms (session 12: 0.5 ms was worse, 53.2 against 41.8 ms).
+#               Ran at 43e2719: 50.9, 51.3, 58.3, 54.8, 51.4 ms (in-process 31.2-34.1): no effect beyond the noise.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
 four() {  # four LABEL DTYPES ARGS...: 4 worker threads (and the in-process step) on coates200, M=96

@@ -4,7 +4,9 @@ A 2-D window is ``((row0, row1), (col0, col1))`` in whole-map coordinates;
 arrays are ``(rows, cols, ...)`` with the window's extent in the first two
 axes.  The Dask layer runs :func:`cut` on the worker that owns a piece (so
 only the strip crosses the network, contiguous as UCX wants it) and
-:func:`assemble` / :func:`sum_into` in the consumer's task.  No Dask here.
+:func:`assemble` / :func:`sum_into` in the consumer's task, which take the
+tile's own pieces as views (:func:`part_view`) and copy each element once.
+No Dask here.
 """
 
 from __future__ import annotations
@@ -25,20 +27,30 @@ def overlap(a: Window, b: Window) -> Window | None:
     return (rows, cols) if rows and cols else None
 
 
-def cut(array, window: Window, part: Window):
-    """The contiguous strip ``part`` of ``array``, which covers ``window``."""
-    xp = array_module(array)
+def part_view(array, window: Window, part: Window):
+    """The strip ``part`` of ``array``, which covers ``window``, as a view (strided where ``part`` is narrower)."""
     (r0, _), (c0, _) = window
     (p0, p1), (q0, q1) = part
-    return xp.ascontiguousarray(array[p0 - r0 : p1 - r0, q0 - c0 : q1 - c0])
+    return array[p0 - r0 : p1 - r0, q0 - c0 : q1 - c0]
+
+
+def cut(array, window: Window, part: Window):
+    """The contiguous strip ``part`` of ``array``, which covers ``window`` (to send: UCX moves contiguous buffers)."""
+    return array_module(array).ascontiguousarray(part_view(array, window, part))
 
 
 def assemble(window: Window, strips: list[tuple[Window, object]]):
-    """The array over ``window`` from strips that tile it exactly (each element covered once)."""
+    """The contiguous array over ``window`` from strips that tile it exactly (each element covered once).
+
+    Strips may be strided views (:func:`part_view`): each is copied once,
+    straight into the result.
+    """
     first = strips[0][1]
-    if len(strips) == 1 and _covers(strips[0][0], window, first):
-        return first  # one strip that is the whole window (a single tile): no copy; tile functions never write into inputs
     xp = array_module(first)
+    if len(strips) == 1 and _covers(strips[0][0], window, first):
+        # one strip that is the whole window (a single tile): no copy where it is contiguous; tile functions never
+        # write into inputs
+        return xp.ascontiguousarray(first)
     (r0, r1), (c0, c1) = window
     out = xp.empty((r1 - r0, c1 - c0) + first.shape[2:], dtype=first.dtype)
     covered = 0
@@ -51,15 +63,25 @@ def assemble(window: Window, strips: list[tuple[Window, object]]):
 
 
 def sum_into(window: Window, contributions: list[tuple[Window, object]]):
-    """The sum over ``window`` of overlapping contributions (the adjoint of cutting and assembling)."""
+    """The contiguous sum over ``window`` of overlapping contributions (the adjoint of cutting and assembling).
+
+    Contributions may be strided views.  Where one covers the whole window
+    (a tile's own contribution to its owned window), the sum starts from a
+    copy of it and adds the others in their order; otherwise from zeros.
+    """
     first = contributions[0][1]
-    if len(contributions) == 1 and _covers(contributions[0][0], window, first):
-        return first
     xp = array_module(first)
+    if len(contributions) == 1 and _covers(contributions[0][0], window, first):
+        return xp.ascontiguousarray(first)
     (r0, r1), (c0, c1) = window
-    out = xp.zeros((r1 - r0, c1 - c0) + first.shape[2:], dtype=first.dtype)
-    for (rows, cols), part in contributions:
-        out[rows[0] - r0 : rows[1] - r0, cols[0] - c0 : cols[1] - c0] += part
+    covering = next((index for index, (part, value) in enumerate(contributions) if _covers(part, window, value)), None)
+    if covering is None:
+        out = xp.zeros((r1 - r0, c1 - c0) + first.shape[2:], dtype=first.dtype)
+    else:
+        out = xp.array(contributions[covering][1], copy=True, order="C")  # one pass instead of zeros, then an add
+    for index, ((rows, cols), part) in enumerate(contributions):
+        if index != covering:
+            out[rows[0] - r0 : rows[1] - r0, cols[0] - c0 : cols[1] - c0] += part
     return out
 
 

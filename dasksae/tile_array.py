@@ -39,7 +39,7 @@ import uuid
 from dataclasses import dataclass, field as dataclass_field
 
 from .tile_program import _CONSTANT, _RECEIVED, _SLOT, TileProgram, _constant, is_array
-from .halo import Window, assemble, cut, overlap, sum_into
+from .halo import Window, assemble, cut, overlap, part_view, sum_into
 
 Tile = tuple[int, int]
 
@@ -410,7 +410,9 @@ def _call_tile(function, specs, *values):
             args.append(spec[1])
         else:
             window, strips = spec[1], spec[2]
-            pieces = [(part, cut(pick(values[index], entry), owned, part)) for part, owned, entry, index in strips]
+            # views, not copies: assemble and sum_into copy each piece once, into the result (session 13: on 2x2
+            # tiles a tile's own pieces were cut into contiguous copies first, as many bytes again)
+            pieces = [(part, part_view(pick(values[index], entry), owned, part)) for part, owned, entry, index in strips]
             if not pieces:
                 args.append(None)
             elif kind == "halo":

@@ -79,6 +79,9 @@ def test_assemble_and_sum_take_strided_views_and_leave_them_alone(rng):
     assert assembled.flags.c_contiguous
     numpy.testing.assert_array_equal(assembled, assemble(wanted, cuts))
     numpy.testing.assert_array_equal(assembled, whole[3:8, 2:7])
+    assert not any(numpy.shares_memory(assembled, p) for _, p in pieces)
+    for (_, piece), kept in zip(pieces, before):
+        numpy.testing.assert_array_equal(piece, kept)
     single = assemble(((0, 3), (2, 5)), [(((0, 3), (2, 5)), whole[:3, 2:5])])  # one strided strip that is the window
     assert single.flags.c_contiguous and not numpy.shares_memory(single, whole)
     numpy.testing.assert_array_equal(single, whole[:3, 2:5])

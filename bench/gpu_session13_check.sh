@@ -9,6 +9,12 @@
 #   PART=switch the GIL switch interval alone, interleaved to see through the call's noise: 20 ms, the default
 #               (5 ms), 20 ms, the default, 50 ms (session 12: 0.5 ms was worse, 53.2 against 41.8 ms).
 #               Ran at 43e2719: 50.9, 51.3, 58.3, 54.8, 51.4 ms (in-process 31.2-34.1): no effect beyond the noise.
+#   (table4w of bench/gpu_session12_check.sh ran next: GPU busy 35.8 ms of the 4 threads' 54.0 ms profiled step,
+#   1.20x the one-tile step; the excess is halo copies and adds. bench/results/session13/table4w/)
+#   PART=halo   (prepared for session 14, not run) the halo change that followed (a tile's own pieces as views,
+#               sum_into from a copy of the covering contribution; bench/halo_traffic.py): all GPU tests, the
+#               4 threads' kernel table again (against table4w's 3.5 ms of copies, 1.4 ms of adds, 35.8 ms busy),
+#               then the 4 threads' bfloat16 step twice and float32 once.
 source bench/device_setup.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
 four() {  # four LABEL DTYPES ARGS...: 4 worker threads (and the in-process step) on coates200, M=96
@@ -21,6 +27,13 @@ quiet)
   four defaults bfloat16
   DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False four no-profiler bfloat16
   DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False four no-profiler-switch-20ms bfloat16 --switch-interval 0.02 ;;
+halo)
+  timeout ${TESTS_S:-200} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -20 | tee $OUT/gpu-tests.log
+  timeout 100 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --tiles 2x2 --workers 4 \
+    --runs 2 --json $OUT/kernel-table-coates200-bfloat16-4w.json 2>&1 | filter | tee $OUT/kernel-table.log
+  FOUR_S=100 four halo-a bfloat16
+  FOUR_S=100 four halo-b bfloat16
+  FOUR_S=100 four halo-float32 float32 ;;
 switch)
   FOUR_S=100 four switch-20ms-a bfloat16 --switch-interval 0.02
   FOUR_S=100 four default-a bfloat16

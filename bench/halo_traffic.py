@@ -31,11 +31,12 @@ import numpy
 
 
 def main(argv=None):
-    from dasksae import TiledNetwork, halo, named_config, tile_array
+    from dasksae import TiledNetwork, halo, tile_array
     from dasksae.tile_array import LocalExecutor
+    from gpu_step import coates  # coatesN: the coates1.8b network on an N x N x 3 input, as the GPU benchmark names it
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="small")
+    parser.add_argument("--config", default="small", help="a named config, a config file, or coatesN")
     parser.add_argument("--tiles", default="2x2")
     parser.add_argument("--minibatch", type=int, default=8)
     parser.add_argument("--json", default=None)
@@ -72,7 +73,7 @@ def main(argv=None):
         return out
 
     tile_array.cut, tile_array.assemble, tile_array.sum_into = counted_cut, counted_assemble, counted_sum_into
-    config = named_config(args.config)
+    config = coates(args.config)
     x = numpy.random.default_rng(0).standard_normal(config.input_shape + (args.minibatch,)).astype("float32")
     TiledNetwork(config, args.tiles, executor=LocalExecutor(), seed=0, dtype="float32").step(x, 1e-3, 0.9)
 

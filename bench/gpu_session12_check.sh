@@ -13,11 +13,7 @@
 #               1 worker and 4 threads pipelined.
 #   PART=table4w  the 4 threads' kernel table (device or host?).
 source bench/device_setup.sh
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
-four() {  # four LABEL DTYPES ARGS...: 4 worker threads (and the in-process step) on coates200, M=96
-  timeout ${FOUR_S:-120} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads --dtypes $2 \
-    --steps-per-task-4w 10 --runs-4w 5 --runs 5 --warmup-runs 1 --json $OUT/gpu-step-4w-$1.json "${@:3}" 2>&1 \
-    | filter | grep -v "  gemm\|cuda graphs" | sed "s/^/$1: /" | tee -a $OUT/gpu-step.log; }
+card
 case "${PART:-diag}" in
 diag)
   for dtype in float32 bfloat16; do

@@ -16,11 +16,8 @@
 #               4 threads' kernel table again (against table4w's 3.5 ms of copies, 1.4 ms of adds, 35.8 ms busy),
 #               then the 4 threads' bfloat16 step twice and float32 once.
 source bench/device_setup.sh
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $OUT/card.txt
-four() {  # four LABEL DTYPES ARGS...: 4 worker threads (and the in-process step) on coates200, M=96
-  timeout ${FOUR_S:-110} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-4w-threads --dtypes $2 \
-    --steps-per-task-4w 10 --runs-4w 5 --runs 5 --warmup-runs 1 --json $OUT/gpu-step-4w-$1.json "${@:3}" 2>&1 \
-    | filter | grep -v "  gemm\|cuda graphs" | sed "s/^/$1: /" | tee -a $OUT/gpu-step.log; }
+card
+FOUR_S=${FOUR_S:-110}  # four (bench/device_setup.sh): 110 s a row in this session's calls
 case "${PART:-quiet}" in
 quiet)
   timeout ${TESTS_S:-220} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -20 | tee $OUT/gpu-tests.log

@@ -40,6 +40,8 @@ def main(argv=None):
     parser.add_argument("--tiles", default="2x2")
     parser.add_argument("--minibatch", type=int, default=8)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--by-function", action="store_true",
+                        help="also split the assembled and summed windows by the tile function that reads them")
     args = parser.parse_args(argv)
 
     counts = collections.Counter()
@@ -53,11 +55,18 @@ def main(argv=None):
             counts[row, "bytes written"] += out.nbytes
         return out
 
+    by_function = collections.Counter()
+
+    def reader():
+        function = sys._getframe(2).f_locals.get("function")  # tile_array._call_tile's
+        return getattr(function, "__name__", "?")
+
     def counted_assemble(window, strips):
         out = assemble(window, strips)
         if not any(numpy.shares_memory(out, strip) for _, strip in strips):
             counts["assemble", "copies"] += len(strips)
             counts["assemble", "bytes written"] += out.nbytes
+            by_function["assemble", reader()] += out.nbytes
         return out
 
     def counted_sum_into(window, contributions):
@@ -70,6 +79,7 @@ def main(argv=None):
             counts["sum_into", "zero fills"] += 0 if started_from_copy else 1
             counts["sum_into", "adds"] += len(contributions) - (1 if started_from_copy else 0)
             counts["sum_into", "bytes written"] += out.nbytes
+            by_function["sum_into", reader()] += out.nbytes
         return out
 
     tile_array.cut, tile_array.assemble, tile_array.sum_into = counted_cut, counted_assemble, counted_sum_into
@@ -88,9 +98,15 @@ def main(argv=None):
         print(f"{row:20}" + "".join(cells))
     total = {c: sum(table[r][c] for r in rows) for c in columns}
     print(f"{'all':20}" + "".join(f"{total[c] / 1e6:>12.2f}MB" if c == "bytes written" else f"{total[c]:>14}" for c in columns))
+    if args.by_function:
+        print("bytes written by the tile function that reads the window:")
+        for (kind, function), written in sorted(by_function.items(), key=lambda item: -item[1]):
+            print(f"  {kind:10} {function:32} {written / 1e6:10.2f}MB")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": config.name, "tiles": args.tiles, "minibatch": args.minibatch, "rows": table, "all": total}, f, indent=1)
+            json.dump({"config": config.name, "tiles": args.tiles, "minibatch": args.minibatch, "rows": table, "all": total,
+                       "by_function": {f"{kind} {function}": written for (kind, function), written in by_function.items()}},
+                      f, indent=1)
 
 
 if __name__ == "__main__":

@@ -442,3 +442,24 @@ def test_copy_arrays_copies_many_pairs_in_few_launches_byte_for_byte(rng):
     assert len(pairs) == 2 and copied["count"] == 3 and copied["strips"][0] is not sources[0]
     copy_arrays(pairs)
     numpy.testing.assert_array_equal(cupy.asnumpy(copied["strips"][1]), cupy.asnumpy(sources[2]))
+
+
+def test_halo_windows_from_strided_views_equal_numpy(rng):
+    """CuPy assembles and sums windows from a tile's own pieces as strided views exactly as NumPy does (session 13)."""
+    from dasksae.halo import assemble, part_view, sum_into
+
+    own = rng.standard_normal((6, 7, 3, 4)).astype(numpy.float32)  # over ((2, 8), (1, 8))
+    right = rng.standard_normal((4, 2, 3, 4)).astype(numpy.float32)  # over ((3, 7), (8, 10))
+    window = ((3, 7), (2, 10))
+    results = {}
+    for xp in (numpy, cupy):
+        pieces = [(((3, 7), (2, 8)), part_view(xp.asarray(own), ((2, 8), (1, 8)), ((3, 7), (2, 8)))),
+                  (((3, 7), (8, 10)), xp.asarray(right))]
+        assembled = assemble(window, pieces)
+        contributions = [(((3, 5), (2, 4)), xp.asarray(right[:2])),
+                         (((3, 7), (2, 8)), part_view(xp.asarray(own), ((2, 8), (1, 8)), ((3, 7), (2, 8))))]
+        summed = sum_into(((3, 7), (2, 8)), contributions)
+        assert assembled.flags.c_contiguous and summed.flags.c_contiguous
+        results[xp.__name__] = (to_numpy(assembled), to_numpy(summed))
+    for on_cpu, on_gpu in zip(results["numpy"], results["cupy"]):
+        numpy.testing.assert_array_equal(on_gpu, on_cpu)

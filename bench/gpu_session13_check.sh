@@ -13,8 +13,10 @@
 #   1.20x the one-tile step; the excess is halo copies and adds. bench/results/session13/table4w/)
 #   PART=halo   (prepared for session 14, not run) the halo change that followed (a tile's own pieces as views,
 #               sum_into from a copy of the covering contribution; bench/halo_traffic.py): all GPU tests, the
-#               4 threads' kernel table again (against table4w's 3.5 ms of copies, 1.4 ms of adds, 35.8 ms busy),
-#               then the 4 threads' bfloat16 step twice and float32 once.
+#               4 threads' kernel table with it and, where ab_old/dasksae exists, without it (before the call:
+#               mkdir ab_old && git archive 92fbc0c dasksae | tar -x -C ab_old; untracked, so it travels; the GPU's
+#               busy time is the figure that the host's noise does not move: table4w had 35.8 ms, 3.5 ms of
+#               copies, 1.4 ms of adds), then the 4 threads' bfloat16 step twice. About 450 s.
 source bench/device_setup.sh
 card
 FOUR_S=${FOUR_S:-110}  # four (bench/device_setup.sh): 110 s a row in this session's calls
@@ -26,11 +28,13 @@ quiet)
   DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False four no-profiler-switch-20ms bfloat16 --switch-interval 0.02 ;;
 halo)
   timeout ${TESTS_S:-200} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -20 | tee $OUT/gpu-tests.log
-  timeout 100 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --tiles 2x2 --workers 4 \
-    --runs 2 --json $OUT/kernel-table-coates200-bfloat16-4w.json 2>&1 | filter | tee $OUT/kernel-table.log
+  table4w() {  # table4w LABEL: the 4 worker threads' bfloat16 step by CUDA kernel
+    timeout 100 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --tiles 2x2 --workers 4 \
+      --runs 2 --json $OUT/kernel-table-coates200-bfloat16-4w-$1.json 2>&1 | filter | sed "s/^/$1: /" | tee -a $OUT/kernel-table.log; }
+  table4w halo
+  [ -d ab_old/dasksae ] && PYTHONPATH=$PWD/ab_old:$PYTHONPATH table4w before
   FOUR_S=100 four halo-a bfloat16
-  FOUR_S=100 four halo-b bfloat16
-  FOUR_S=100 four halo-float32 float32 ;;
+  FOUR_S=100 four halo-b bfloat16 ;;
 switch)
   FOUR_S=100 four switch-20ms-a bfloat16 --switch-interval 0.02
   FOUR_S=100 four default-a bfloat16

@@ -16,7 +16,8 @@
 #               4 threads' kernel table with it and, where ab_old/dasksae exists, without it (before the call:
 #               mkdir ab_old && git archive 92fbc0c dasksae | tar -x -C ab_old; untracked, so it travels; the GPU's
 #               busy time is the figure that the host's noise does not move: table4w had 35.8 ms, 3.5 ms of
-#               copies, 1.4 ms of adds), then the 4 threads' bfloat16 step twice. About 450 s.
+#               copies, 1.4 ms of adds; bench/kernel_groups.py puts the JSONs side by side), then the 4 threads'
+#               bfloat16 step twice. About 450 s.
 source bench/device_setup.sh
 card
 FOUR_S=${FOUR_S:-110}  # four (bench/device_setup.sh): 110 s a row in this session's calls

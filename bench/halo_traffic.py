@@ -72,9 +72,9 @@ def main(argv=None):
     def counted_sum_into(window, contributions):
         out = sum_into(window, contributions)
         if not any(numpy.shares_memory(out, part) for _, part in contributions):
-            covering = any(tuple(map(tuple, part)) == tuple(map(tuple, window)) and value.shape[:2] == out.shape[:2]
-                           for part, value in contributions)
-            started_from_copy = covering and getattr(halo, "part_view", None) is not None
+            covering = any(halo._covers(part, window, value) for part, value in contributions)
+            # the package before session 13 (no part_view) summed into zeros even where a contribution covered
+            started_from_copy = covering and hasattr(halo, "part_view")
             counts["sum_into", "copies"] += 1 if started_from_copy else 0
             counts["sum_into", "zero fills"] += 0 if started_from_copy else 1
             counts["sum_into", "adds"] += len(contributions) - (1 if started_from_copy else 0)

@@ -47,7 +47,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tables", nargs="+", help="JSON files written by bench/kernel_table.py --json")
     args = parser.parse_args(argv)
-    tables = [json.load(open(path)) for path in args.tables]
+    tables = []
+    for path in args.tables:
+        with open(path) as f:
+            tables.append(json.load(f))
     labels = [f"{t['config']} {t['dtype']} {t['tiles']}" + (f" {t['workers']}w" if t.get("workers") else "") for t in tables]
     groups = [grouped(t) for t in tables]
     width = max(len(label) for label in labels) + 2

@@ -162,7 +162,7 @@ def _free_pool():
 
 def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=None, send_each_step=False, eager=False,
                  execution="spmd", dtype="float32", steps_per_task=1, protocol="tcp", processes=True, profile=None,
-                 sample_host=False, pipelined=False):
+                 sample_host=False, pipelined=False, gil_samples=False):
     import distributed
 
     from dasksae.tiled_network import TiledNetwork
@@ -195,6 +195,10 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
             from thread_sampler import ThreadSampler
 
             sampler = ThreadSampler()
+        if gil_samples and not processes:  # who holds the GIL (py-spy from outside the process)
+            from gil_sampler import GilSampler
+
+            sampler = GilSampler()
         with report_context, sampler, distributed.get_task_stream(client) as stream:
             times, report = time_groups(network, [data] * steps_per_task, 1e-3, 0.9, runs, pipelined)
         report.statistics["in_task_seconds"] = in_task_seconds(stream.data, steps_per_task)
@@ -326,6 +330,9 @@ def main(argv=None):
                         help="write a Dask performance report of each dasksae row's timed runs to PREFIX-<row>-<dtype>.html (needs bokeh)")
     parser.add_argument("--sample-host", action="store_true",
                         help="-threads rows: sample the worker threads' Python stacks during the timed runs (bench/thread_sampler.py)")
+    parser.add_argument("--gil-samples", action="store_true",
+                        help="-threads rows: py-spy samples the thread holding the GIL during the timed runs "
+                             "(bench/gil_sampler.py; needs py-spy, or PY_SPY naming it)")
     parser.add_argument("--pipelined", action="store_true",
                         help="dasksae rows: each group of steps submitted before the previous group's losses are read, as "
                              "dasksae train does (mode names end in -p)")
@@ -446,7 +453,7 @@ def main(argv=None):
                                                              args.scheduler_address, execution=execution, dtype=dtype,
                                                              protocol=args.protocol, processes=processes, steps_per_task=per_task,
                                                              profile=profile_file(mode, dtype), sample_host=args.sample_host,
-                                                             pipelined=args.pipelined)
+                                                             pipelined=args.pipelined, gil_samples=args.gil_samples)
                         emit(f"{mode}-{rows_}x{cols_}" + (f"-k{per_task}" if per_task > 1 else "") + ("-p" if args.pipelined else ""),
                              dtype, seconds,
                              overhead=max(0.0, 1 - kernel / seconds), memory=held,

@@ -4,7 +4,13 @@
 # the halo change took the 4 threads' GPU busy time from 35.8 to 34.6 ms (adds 1.41 -> 0.38 ms); their bfloat16
 # steps 44.2 and 41.5 ms (1.40x, 1.34x).
 #   PART=gil   who holds the GIL during the 4 threads' bfloat16 step, and doing what (py-spy --gil from outside the
-#              process, bench/gil_sampler.py), then the same row unsampled.
+#              process, bench/gil_sampler.py), then the same row unsampled. Ran at 6d0e1d0: sampled 38.7 ms (1.24x),
+#              the GIL held only 62% of the time; unsampled 45.6 ms (1.46x). The step waits for threads to wake, not
+#              for the GIL?
+#   PART=wake  whether a busy host is what made the sampled row fast: the host's CPU idle states, then the 4
+#              threads' bfloat16 row plain, beside one spinning process, holding /dev/cpu_dma_latency at 0 us (the
+#              kernel's PM QoS request that keeps CPUs out of deep idle states while the file is open), sampled
+#              by py-spy again, plain again.
 source bench/device_setup.sh
 card
 export PY_SPY=/tmp/site/bin/py-spy
@@ -12,5 +18,18 @@ case "${PART:-gil}" in
 gil)
   FOUR_S=130 four gil bfloat16 --gil-samples
   FOUR_S=100 four plain bfloat16 ;;
+wake)
+  { cat /sys/devices/system/cpu/cpuidle/current_driver /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor
+    for d in /sys/devices/system/cpu/cpu0/cpuidle/state*; do echo "$(cat $d/name) latency $(cat $d/latency) us disabled $(cat $d/disable)"; done
+    ls -la /dev/cpu_dma_latency; id -u; nproc; } 2>&1 | tee $OUT/host-power.txt
+  FOUR_S=100 four plain-a bfloat16
+  python3 -c "while True: pass" & spinner=$!
+  FOUR_S=100 four spinner bfloat16
+  kill $spinner
+  python3 -c "import os, struct, time; f = os.open('/dev/cpu_dma_latency', os.O_WRONLY); os.write(f, struct.pack('i', 0)); print('held', flush=True); time.sleep(1000)" & qos=$!
+  FOUR_S=100 four dma-latency-0 bfloat16
+  kill $qos
+  FOUR_S=110 four gil-b bfloat16 --gil-samples
+  FOUR_S=100 four plain-b bfloat16 ;;
 esac
 true

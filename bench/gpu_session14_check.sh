@@ -10,7 +10,11 @@
 #   PART=wake  whether a busy host is what made the sampled row fast: the host's CPU idle states, then the 4
 #              threads' bfloat16 row plain, beside one spinning process, holding /dev/cpu_dma_latency at 0 us (the
 #              kernel's PM QoS request that keeps CPUs out of deep idle states while the file is open), sampled
-#              by py-spy again, plain again.
+#              by py-spy again, plain again. Ran at 33c517f: 43.3, 38.4, 39.0, 39.8, 39.0 ms (in-process 30.7-31.4);
+#              the guest has no cpuidle driver, so the PM QoS request probably did nothing, and plain-b was fast too.
+#   PART=spin  dasksae.host_spin (DASKSAE_HOST_SPIN=auto, the default: one spinning child process beside worker
+#              threads that share a GPU): its GPU tests, then the 4 threads' bfloat16 row with it off and on, in
+#              turn, three times each.
 source bench/device_setup.sh
 card
 export PY_SPY=/tmp/site/bin/py-spy
@@ -31,5 +35,11 @@ wake)
   kill $qos
   FOUR_S=110 four gil-b bfloat16 --gil-samples
   FOUR_S=100 four plain-b bfloat16 ;;
+spin)
+  timeout 150 python3 -m pytest -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu_tiled.py tests/test_host_spin.py 2>&1 | tail -5 | tee $OUT/gpu-tests.log
+  for round in a b c; do
+    DASKSAE_HOST_SPIN=0 FOUR_S=90 four off-$round bfloat16
+    FOUR_S=90 four on-$round bfloat16
+  done ;;
 esac
 true

@@ -14,7 +14,11 @@
 #              the guest has no cpuidle driver, so the PM QoS request probably did nothing, and plain-b was fast too.
 #   PART=spin  dasksae.host_spin (DASKSAE_HOST_SPIN=auto, the default: one spinning child process beside worker
 #              threads that share a GPU): its GPU tests, then the 4 threads' bfloat16 row with it off and on, in
-#              turn, three times each.
+#              turn, three times each. Ran at 6f7fd7f: 25 tests passed; off 38.8, 38.8, 47.9 ms; on 39.6, 45.3, 40.1 ms
+#              (in-process 30.8-31.3): no effect. The row is bimodal between processes (38.4-40.1 or 43-48 ms),
+#              whatever else is set.
+#   PART=pin   the host's topology, then the row twice with the process pinned to CPUs 0-7 (taskset on this shell,
+#              which the rows inherit): is the slow mode where threads land?
 source bench/device_setup.sh
 card
 export PY_SPY=/tmp/site/bin/py-spy
@@ -41,5 +45,10 @@ spin)
     DASKSAE_HOST_SPIN=0 FOUR_S=90 four off-$round bfloat16
     FOUR_S=90 four on-$round bfloat16
   done ;;
+pin)
+  { nvidia-smi topo -m; cat /sys/devices/system/node/node*/cpulist; lscpu; } > $OUT/topology.txt 2>&1
+  taskset -cp 0-7 $$
+  FOUR_S=80 four pin-a bfloat16
+  FOUR_S=80 four pin-b bfloat16 ;;
 esac
 true

@@ -38,7 +38,6 @@ import time
 import uuid
 
 from . import tile_program
-from .host_spin import keep_host_awake
 from .streams import StepFence, device_event, ready_to_leave, tile_task_stream, wait_for_event
 from .switches import switch
 from .tile_array import Executor
@@ -368,9 +367,6 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
         for index, x_part in enumerate(x_parts):
             executor = SpmdExecutor(me, placement, f"{step_id}.{index}")
             mailbox = executor.mailbox
-            if index == 0:  # threads sharing a GPU wake each other ~20 times a tile step: keep the host awake
-                shares_process = executor.shares_process()
-                keep_host_awake(shares_gpu=shares_process and xp.__name__ == "cupy", shares_process=shares_process)
             key = (me, tuple(sorted(placement.items())), repr(config), grid.rows, grid.cols, stage, float(lr), float(momentum),
                    precision, tuple(x_part.shape), str(x_part.dtype), xp.__name__)
             step = tile_program.replayed(key, executor, tile_program.step_inputs(x_part, my_states, my_scales))

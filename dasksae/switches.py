@@ -22,7 +22,6 @@ SWITCHES = {
     "DASKSAE_CUDA_GRAPHS": (("auto", "1", "0"), "auto"),
     "DASKSAE_GRAPH_CUTS": (("receipts", "messages"), "receipts"),
     "DASKSAE_RUN_AHEAD": (("2", "1", "0"), "2"),
-    "DASKSAE_HOST_SPIN": (("auto", "1", "0"), "auto"),
 }
 
 

@@ -141,24 +141,3 @@ def test_cuda_graphs_by_default_only_where_workers_share_the_process_and_their_m
     tile_program.forget_all()
     assert cuda_graphs.private_pool_bytes() == 0
 
-
-
-def test_worker_threads_sharing_the_gpu_keep_the_host_awake(monkeypatch):
-    """``DASKSAE_HOST_SPIN=auto``: tile tasks of worker threads that share the GPU start one spinner, which
-    their later tasks renew rather than start again (dasksae.host_spin)."""
-    from dasksae import host_spin
-
-    spinner = host_spin.HostSpinner(linger=30)
-    monkeypatch.setattr(host_spin, "_spinner", spinner)
-    monkeypatch.setattr(host_spin, "SPIN", "auto")
-    config = named_config("tiny")
-    x = numpy.random.default_rng(7).standard_normal(config.input_shape + (8,)).astype("float32")
-    try:
-        with distributed.LocalCluster(n_workers=4, threads_per_worker=1, dashboard_address=None, processes=False) as cluster:
-            with distributed.Client(cluster) as client:
-                network = TiledNetwork(config, "2x2", client, seed=1, dtype="float32", device="cuda")
-                network.steps([x, x], 1e-3, 0.9)
-                network.steps([x, x], 1e-3, 0.9)
-        assert spinner.running and spinner.starts == 1
-    finally:
-        spinner.stop()

@@ -18,7 +18,13 @@
 #              (in-process 30.8-31.3): no effect. The row is bimodal between processes (38.4-40.1 or 43-48 ms),
 #              whatever else is set.
 #   PART=pin   the host's topology, then the row twice with the process pinned to CPUs 0-7 (taskset on this shell,
-#              which the rows inherit): is the slow mode where threads land?
+#              which the rows inherit): is the slow mode where threads land? Ran at a3fbf88: 38.7 and 38.9 ms (1.26x,
+#              1.27x); one NUMA node, 16 cores, one thread a core. Both fast, as 8 of 15 unpinned rows were: no answer.
+#   PART=next  (prepared for session 15, not run) the batched copy launched through the driver with packed
+#              arguments (dasksae/kernels/driver_launch.py, DASKSAE_DRIVER_LAUNCH=1, the default since session 14):
+#              all GPU tests, the 4 threads' row with the GIL sampled (the launch line held it 9.3% of the step,
+#              building its numpy scalars 5.5%, in gil/ and wake/), then the row with the driver launch off and on,
+#              in turn, twice each. About 420 s. PART=ab: three more rounds, about 370 s.
 source bench/device_setup.sh
 card
 export PY_SPY=/tmp/site/bin/py-spy
@@ -50,5 +56,17 @@ pin)
   taskset -cp 0-7 $$
   FOUR_S=80 four pin-a bfloat16
   FOUR_S=80 four pin-b bfloat16 ;;
+next)
+  timeout ${TESTS_S:-200} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -20 | tee $OUT/gpu-tests.log
+  FOUR_S=90 four gil-driver bfloat16 --gil-samples
+  for round in a b; do
+    DASKSAE_DRIVER_LAUNCH=0 FOUR_S=80 four cupy-launch-$round bfloat16
+    FOUR_S=80 four driver-launch-$round bfloat16
+  done ;;
+ab)
+  for round in c d e; do
+    DASKSAE_DRIVER_LAUNCH=0 FOUR_S=80 four cupy-launch-$round bfloat16
+    FOUR_S=80 four driver-launch-$round bfloat16
+  done ;;
 esac
 true

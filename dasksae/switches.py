@@ -22,6 +22,7 @@ SWITCHES = {
     "DASKSAE_CUDA_GRAPHS": (("auto", "1", "0"), "auto"),
     "DASKSAE_GRAPH_CUTS": (("receipts", "messages"), "receipts"),
     "DASKSAE_RUN_AHEAD": (("2", "1", "0"), "2"),
+    "DASKSAE_DRIVER_LAUNCH": (("1", "0"), "1"),
 }
 
 

@@ -353,3 +353,26 @@ def test_copy_array_copies_into_a_buffer_and_makes_new_ones():
     assert numpy.array_equal(buffer, value)
     value[0, 0] = -1.0
     assert made[0, 0] == 0.0 and buffer[0, 0] == 0.0
+
+
+def test_batched_copy_arguments_match_the_kernels_parameters():
+    """The packed arguments of the batched copy (launched through the driver, kernels/driver_launch.py) have the
+    kernel's parameter list's layout: SEGMENTS_A_LAUNCH triples of unsigned long long, in order, then zeros."""
+    import re
+    import struct
+
+    from dasksae.kernels import copies
+
+    signature = re.search(r"dasksae_copy_segments\((.*?)\)", copies.copy_segments_source(), re.S).group(1)
+    parameters = [p.strip() for p in signature.split(",")]
+    assert len(parameters) == 3 * copies.SEGMENTS_A_LAUNCH
+    assert all(p.startswith("unsigned long long ") for p in parameters)
+    assert struct.calcsize(copies.ARGUMENT_LAYOUT) == 8 * len(parameters)
+    segments = [(1000 + i, 2000 + i, 16 * i + 3) for i in range(3)]
+    arguments = copies.segment_arguments(segments)
+    assert arguments[:9] == [1000, 2000, 3, 1001, 2001, 19, 1002, 2002, 35]
+    assert arguments[9:] == [0] * (3 * copies.SEGMENTS_A_LAUNCH - 9)
+    unpacked = struct.unpack(copies.ARGUMENT_LAYOUT, struct.pack(copies.ARGUMENT_LAYOUT, *arguments))
+    assert list(unpacked) == arguments
+    with pytest.raises(ValueError, match="at most"):
+        copies.segment_arguments([(1, 2, 3)] * (copies.SEGMENTS_A_LAUNCH + 1))

@@ -444,6 +444,46 @@ def test_copy_arrays_copies_many_pairs_in_few_launches_byte_for_byte(rng):
     numpy.testing.assert_array_equal(cupy.asnumpy(copied["strips"][1]), cupy.asnumpy(sources[2]))
 
 
+
+def test_batched_copy_launched_through_the_driver_equals_cupys_launch_from_four_threads(monkeypatch):
+    """The batched copy launched with cuLaunchKernel and packed arguments (kernels/driver_launch.py, the default)
+    moves the same bytes as CuPy's launch of the kernel, with four threads launching at once on their own
+    streams (each thread packs into a buffer of its own); and it is the driver path that ran."""
+    import threading
+
+    from dasksae.kernels import copies
+
+    assert copies._driver_launcher(cupy.cuda.runtime.getDevice()) is not None, copies._fallbacks
+    sizes = [(1 << 16) + 5 * k for k in range(copies.SEGMENTS_A_LAUNCH)]
+    results, errors = {}, []
+
+    def copy_in_thread(name, seed):
+        try:
+            stream = cupy.cuda.Stream(non_blocking=True)
+            with stream:
+                own = numpy.random.default_rng(seed)
+                sources = [cupy.asarray(own.standard_normal(n), dtype="float32") for n in sizes]
+                destinations = [cupy.zeros(n, dtype="float32") for n in sizes]
+                for _ in range(20):
+                    copies.copy_arrays(list(zip(sources, destinations)))
+                stream.synchronize()
+            results[name] = [(cupy.asnumpy(s), cupy.asnumpy(d)) for s, d in zip(sources, destinations)]
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    for driver in (True, False):
+        monkeypatch.setattr(copies, "DRIVER_LAUNCH", driver)
+        threads = [threading.Thread(target=copy_in_thread, args=((driver, i), i)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors
+    for name, pairs in results.items():
+        for source, destination in pairs:
+            numpy.testing.assert_array_equal(destination, source, err_msg=str(name))
+
+
 def test_halo_windows_from_strided_views_equal_numpy(rng):
     """CuPy assembles and sums windows from a tile's own pieces as strided views exactly as NumPy does (session 13)."""
     from dasksae.halo import assemble, part_view, sum_into

@@ -11,6 +11,12 @@ made one thread at a time, as the four take turns at the GIL.  Here the
 arrays of one send batch, or of one receipt, go in one kernel launch,
 :data:`SEGMENTS_A_LAUNCH` arrays a launch: the four threads' bfloat16 step
 went from 46.0 to 41.8 ms (``session12/check``).
+
+Launching that kernel through CuPy, with its 24 scalar arguments, was still
+the largest single use of the GIL in session 14 (``bench/gil_sampler.py``);
+it now goes through the driver with its arguments packed in one buffer
+(:mod:`dasksae.kernels.driver_launch`; ``DASKSAE_DRIVER_LAUNCH=0`` goes
+back to CuPy's launch, as does a machine where the driver cannot be had).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import functools
 
 import numpy
 
+from ..switches import switch
 from .backend import copy_array, on_device
 
 SEGMENTS_A_LAUNCH = 8  # (source, destination, bytes) triples passed by value: one launch copies this many arrays
@@ -90,18 +97,51 @@ def copy_arrays(pairs) -> None:
         _launch(segments[first:first + SEGMENTS_A_LAUNCH])
 
 
-def _launch(segments) -> None:
-    if len(segments) == 1:  # one array: the runtime's copy is one call too
-        import cupy
+# launch the batched copy through the driver with packed arguments (kernels/driver_launch.py); "0": through CuPy
+DRIVER_LAUNCH = switch("DASKSAE_DRIVER_LAUNCH") == "1"
+_fallbacks: list = []  # why the driver launch could not be used, in this process
 
+
+def segment_arguments(segments) -> list:
+    """The kernel's arguments for up to :data:`SEGMENTS_A_LAUNCH` ``(source, destination, bytes)`` triples: each
+    triple's three integers in turn, then zeros (segments that copy nothing)."""
+    if len(segments) > SEGMENTS_A_LAUNCH:
+        raise ValueError(f"one launch copies at most {SEGMENTS_A_LAUNCH} segments, got {len(segments)}")
+    arguments = [0] * (3 * SEGMENTS_A_LAUNCH)
+    for index, segment in enumerate(segments):
+        arguments[3 * index:3 * index + 3] = segment
+    return arguments
+
+
+ARGUMENT_LAYOUT = "@" + "Q" * (3 * SEGMENTS_A_LAUNCH)  # the kernel's parameters: unsigned long long each
+
+
+@functools.lru_cache(maxsize=None)
+def _driver_launcher(device: int):
+    """The batched copy's :class:`~dasksae.kernels.driver_launch.DriverLauncher` on ``device``, or ``None`` where
+    the driver or CuPy's function handle cannot be had (the reason is kept in ``_fallbacks``)."""
+    from .driver_launch import DriverLauncher
+
+    try:
+        return DriverLauncher(_copy_segments_kernel().kernel.ptr, ARGUMENT_LAYOUT)
+    except (OSError, AttributeError) as error:
+        _fallbacks.append(f"{type(error).__name__}: {error}")
+        return None
+
+
+def _launch(segments) -> None:
+    import cupy
+
+    stream = cupy.cuda.get_current_stream().ptr
+    if len(segments) == 1:  # one array: the runtime's copy is one call too
         source, destination, nbytes = segments[0]
-        cupy.cuda.runtime.memcpyAsync(destination, source, nbytes, cupy.cuda.runtime.memcpyDeviceToDevice,
-                                      cupy.cuda.get_current_stream().ptr)
+        cupy.cuda.runtime.memcpyAsync(destination, source, nbytes, cupy.cuda.runtime.memcpyDeviceToDevice, stream)
         return
     largest = max(nbytes for _, _, nbytes in segments)
     blocks = max(1, min(-(-largest // (16 * _THREADS)), 528))  # enough for 16 bytes a thread, at most 4 blocks an SM
-    arguments = []
-    for index in range(SEGMENTS_A_LAUNCH):
-        source, destination, nbytes = segments[index] if index < len(segments) else (0, 0, 0)
-        arguments += [numpy.uint64(source), numpy.uint64(destination), numpy.uint64(nbytes)]
-    _copy_segments_kernel()((blocks, len(segments)), (_THREADS,), tuple(arguments))
+    arguments = segment_arguments(segments)
+    launcher = _driver_launcher(cupy.cuda.runtime.getDevice()) if DRIVER_LAUNCH else None
+    if launcher is not None:
+        launcher((blocks, len(segments), 1), (_THREADS, 1, 1), stream, arguments)
+    else:
+        _copy_segments_kernel()((blocks, len(segments)), (_THREADS,), tuple(numpy.uint64(a) for a in arguments))

@@ -479,6 +479,7 @@ def test_batched_copy_launched_through_the_driver_equals_cupys_launch_from_four_
         for thread in threads:
             thread.join()
     assert not errors, errors
+    assert not copies._fallbacks, copies._fallbacks  # no driver launch was refused
     for name, pairs in results.items():
         for source, destination in pairs:
             numpy.testing.assert_array_equal(destination, source, err_msg=str(name))

@@ -99,7 +99,7 @@ def copy_arrays(pairs) -> None:
 
 # launch the batched copy through the driver with packed arguments (kernels/driver_launch.py); "0": through CuPy
 DRIVER_LAUNCH = switch("DASKSAE_DRIVER_LAUNCH") == "1"
-_fallbacks: list = []  # why the driver launch could not be used, in this process
+_fallbacks: list = []  # why the driver launch could not be used, in this process (then it is not tried again)
 
 
 def segment_arguments(segments) -> list:
@@ -140,8 +140,14 @@ def _launch(segments) -> None:
     largest = max(nbytes for _, _, nbytes in segments)
     blocks = max(1, min(-(-largest // (16 * _THREADS)), 528))  # enough for 16 bytes a thread, at most 4 blocks an SM
     arguments = segment_arguments(segments)
-    launcher = _driver_launcher(cupy.cuda.runtime.getDevice()) if DRIVER_LAUNCH else None
+    launcher = _driver_launcher(cupy.cuda.runtime.getDevice()) if DRIVER_LAUNCH and not _fallbacks else None
     if launcher is not None:
-        launcher((blocks, len(segments), 1), (_THREADS, 1, 1), stream, arguments)
-    else:
-        _copy_segments_kernel()((blocks, len(segments)), (_THREADS,), tuple(numpy.uint64(a) for a in arguments))
+        try:
+            launcher((blocks, len(segments), 1), (_THREADS, 1, 1), stream, arguments)
+            return
+        except RuntimeError as error:  # a launch refused launched nothing: CuPy's launch from now on, said once
+            import logging
+
+            _fallbacks.append(str(error))
+            logging.getLogger("dasksae").warning("batched copies launched through CuPy from now on: %s", error)
+    _copy_segments_kernel()((blocks, len(segments)), (_THREADS,), tuple(numpy.uint64(a) for a in arguments))

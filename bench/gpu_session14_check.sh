@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# On the lent GPU machine (device tool, carry [".whl"]; .whl also holds py-spy's wheel: pip download py-spy), session 14.
+# On the lent GPU machine (device tool, carry [".whl"]), session 14. .whl: ../shared/gpu/fetch-wheels.sh zarr==3.1.5
+# numcodecs==0.16.3 donfig==0.8.1.post1 typing_extensions crc32c google-crc32c, then py-spy's wheel:
+# python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_5_x86_64 -d .whl py-spy
 # The first call was PART=halo of bench/gpu_session13_check.sh (bench/results/session14/halo/): 118 GPU tests passed;
 # the halo change took the 4 threads' GPU busy time from 35.8 to 34.6 ms (adds 1.41 -> 0.38 ms); their bfloat16
 # steps 44.2 and 41.5 ms (1.40x, 1.34x).

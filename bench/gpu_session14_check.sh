@@ -26,7 +26,11 @@
 #              arguments (dasksae/kernels/driver_launch.py, DASKSAE_DRIVER_LAUNCH=1, the default since session 14):
 #              all GPU tests, the 4 threads' row with the GIL sampled (the launch line held it 9.3% of the step,
 #              building its numpy scalars 5.5%, in gil/ and wake/), then the row with the driver launch off and on,
-#              in turn, twice each. About 420 s. PART=ab: three more rounds, about 370 s.
+#              in turn, twice each. About 420 s. PART=ab: three more rounds, about 370 s. Each row now also prints
+#              its thread's CPU time a step (a slow mode with more CPU time is a slower host, not more waiting), the
+#              process's garbage collections a step, and each group's step (is the mode set per process?).
+#   PART=gc    the row with gc.freeze() after the warm-up (--gc-freeze) and without, in turn, twice each: do
+#              collections, which hold the GIL, make the slow mode? About 250 s.
 source bench/device_setup.sh
 card
 export PY_SPY=/tmp/site/bin/py-spy
@@ -64,6 +68,11 @@ next)
   for round in a b; do
     DASKSAE_DRIVER_LAUNCH=0 FOUR_S=80 four cupy-launch-$round bfloat16
     FOUR_S=80 four driver-launch-$round bfloat16
+  done ;;
+gc)
+  for round in a b; do
+    FOUR_S=80 four gc-default-$round bfloat16
+    FOUR_S=80 four gc-freeze-$round bfloat16 --gc-freeze
   done ;;
 ab)
   for round in c d e; do

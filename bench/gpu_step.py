@@ -162,7 +162,7 @@ def _free_pool():
 
 def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=None, send_each_step=False, eager=False,
                  execution="spmd", dtype="float32", steps_per_task=1, protocol="tcp", processes=True, profile=None,
-                 sample_host=False, pipelined=False, gil_samples=False):
+                 sample_host=False, pipelined=False, gil_samples=False, gc_freeze=False):
     import distributed
 
     from dasksae.tiled_network import TiledNetwork
@@ -199,8 +199,19 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
             from gil_sampler import GilSampler
 
             sampler = GilSampler()
-        with report_context, sampler, distributed.get_task_stream(client) as stream:
+        if gc_freeze:  # what the warm-up made is never looked at again by the collector (gc.freeze)
+            import gc
+
+            gc.collect()
+            gc.freeze()
+        collections = GarbageCollections() if not processes else contextlib.nullcontext()
+        with report_context, sampler, collections, distributed.get_task_stream(client) as stream:
             times, report = time_groups(network, [data] * steps_per_task, 1e-3, 0.9, runs, pipelined)
+        report.statistics["group_seconds"] = times
+        if gc_freeze:
+            gc.unfreeze()
+        if not processes:  # the workers are threads of this process: its collections pause them all
+            report.statistics["garbage_collection"] = collections.a_step(runs * steps_per_task)
         report.statistics["in_task_seconds"] = in_task_seconds(stream.data, steps_per_task)
         report.statistics["host_waits"] = _waits_a_step(waits_before, client.run(_host_waits), runs * steps_per_task, processes)
         if sampler is not None and hasattr(sampler, "print_table"):
@@ -217,13 +228,47 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
             cluster.close()
 
 
+class GarbageCollections:
+    """Python's garbage collections in this process while the block runs: how many of each generation, and the
+    seconds they took (``gc.callbacks``); a collection holds the GIL, so it pauses every worker thread."""
+
+    def __init__(self):
+        self.counts = [0, 0, 0]
+        self.seconds = 0.0
+        self._started = None
+
+    def _callback(self, phase, info):
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self.seconds += time.perf_counter() - self._started
+            self.counts[info["generation"]] += 1
+            self._started = None
+
+    def __enter__(self):
+        import gc
+
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc):
+        import gc
+
+        gc.callbacks.remove(self._callback)
+        return False
+
+    def a_step(self, steps: int) -> dict:
+        return {"seconds_a_step": self.seconds / steps, "collections_a_step": [round(c / steps, 2) for c in self.counts]}
+
+
 def _host_waits(dask_worker):
     """Seconds this worker's thread waited for messages, and this process's threads for the device, so far."""
     from dasksae.kernels.backend import device_wait_seconds
     from dasksae.spmd import MAILBOX
 
     mailbox = getattr(dask_worker, MAILBOX, None)
-    return {"messages": 0.0 if mailbox is None else mailbox.waited_seconds, "device": device_wait_seconds()}
+    return {"messages": 0.0 if mailbox is None else mailbox.waited_seconds, "device": device_wait_seconds(),
+            "cpu": 0.0 if mailbox is None else mailbox.cpu_seconds}
 
 
 def _waits_a_step(before: dict, after: dict, steps: int, processes: bool) -> dict:
@@ -232,7 +277,8 @@ def _waits_a_step(before: dict, after: dict, steps: int, processes: bool) -> dic
     messages = [(after[w]["messages"] - before[w]["messages"]) / steps for w in after]
     devices = [(after[w]["device"] - before[w]["device"]) / steps for w in after]
     device = statistics.mean(devices) if processes else max(devices) / len(devices)
-    return {"messages_seconds": statistics.median(messages), "device_seconds": device}
+    cpu = [(after[w].get("cpu", 0.0) - before[w].get("cpu", 0.0)) / steps for w in after]
+    return {"messages_seconds": statistics.median(messages), "device_seconds": device, "cpu_seconds": statistics.median(cpu)}
 
 
 def in_task_seconds(task_stream, steps_per_task: int) -> float:
@@ -333,6 +379,9 @@ def main(argv=None):
     parser.add_argument("--gil-samples", action="store_true",
                         help="-threads rows: py-spy samples the thread holding the GIL during the timed runs "
                              "(bench/gil_sampler.py; needs py-spy, or PY_SPY naming it)")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="dasksae rows: gc.collect() and gc.freeze() after the warm-up, so that the timed runs' "
+                             "collections skip what existed then (a collection holds the GIL, pausing every worker thread)")
     parser.add_argument("--pipelined", action="store_true",
                         help="dasksae rows: each group of steps submitted before the previous group's losses are read, as "
                              "dasksae train does (mode names end in -p)")
@@ -453,19 +502,28 @@ def main(argv=None):
                                                              args.scheduler_address, execution=execution, dtype=dtype,
                                                              protocol=args.protocol, processes=processes, steps_per_task=per_task,
                                                              profile=profile_file(mode, dtype), sample_host=args.sample_host,
-                                                             pipelined=args.pipelined, gil_samples=args.gil_samples)
+                                                             pipelined=args.pipelined, gil_samples=args.gil_samples,
+                                                             gc_freeze=args.gc_freeze)
                         emit(f"{mode}-{rows_}x{cols_}" + (f"-k{per_task}" if per_task > 1 else "") + ("-p" if args.pipelined else ""),
                              dtype, seconds,
                              overhead=max(0.0, 1 - kernel / seconds), memory=held,
                              tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"],
                              halo_bytes=report.statistics["halo_bytes"], execution=execution, steps_per_task=per_task,
                              in_task_seconds=report.statistics["in_task_seconds"], host_waits=report.statistics["host_waits"],
-                             host_samples=report.statistics.get("host_samples"))
+                             host_samples=report.statistics.get("host_samples"), group_seconds=report.statistics["group_seconds"],
+                             garbage_collection=report.statistics.get("garbage_collection"))
                         print(f"  inside a tile's task (median over tiles and runs): {report.statistics['in_task_seconds'] * 1e3:.1f} ms a step; "
                               f"{seconds / kernel:.2f}x the in-process step of this call (the 1.25x target)", flush=True)
                         waits = report.statistics["host_waits"]
                         print(f"  a tile's thread waited {waits['messages_seconds'] * 1e3:.1f} ms a step for messages and "
-                              f"{waits['device_seconds'] * 1e3:.1f} ms for the device; the rest of its step is host work", flush=True)
+                              f"{waits['device_seconds'] * 1e3:.1f} ms for the device; the rest of its step is host work. "
+                              f"Its thread ran on a CPU {waits['cpu_seconds'] * 1e3:.1f} ms a step", flush=True)
+                        collected = report.statistics.get("garbage_collection")
+                        if collected:
+                            print(f"  garbage collection in this process: {collected['seconds_a_step'] * 1e3:.2f} ms a step "
+                                  f"(collections a step by generation: {collected['collections_a_step']})", flush=True)
+                        print("  each group's step: " + ", ".join(f"{1e3 * t:.1f}" for t in report.statistics["group_seconds"])
+                              + " ms", flush=True)
                     except Exception as error:  # noqa: BLE001
                         print(f"{name} {mode} {dtype} failed: {type(error).__name__}: {error}")
             if "torch" in modes:

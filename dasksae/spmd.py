@@ -59,6 +59,7 @@ class Mailbox:
         self.received_bytes = 0
         self.received = 0
         self.waited_seconds = 0.0  # the worker's thread, waiting for messages that had not arrived
+        self.cpu_seconds = 0.0  # the CPU time of the worker's thread in its tile tasks (time.thread_time)
 
     def put(self, tag=None, data=None):
         with self._arrived:
@@ -357,6 +358,7 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
     objective_has_scale = config.objective == "rica"
     losses, sent = [], 0
     mailbox = None
+    cpu_started = time.thread_time()
     xp = array_module(my_states[0]["encoder"])
     with tile_task_stream(xp):  # this worker thread's own CUDA stream (dasksae.streams)
         # onto the weights' device once, before the first step (halo strips then travel as device arrays, and no
@@ -385,6 +387,7 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
         fence.finish()
     if mailbox is not None:
         mailbox.forget(step_id)
+        mailbox.cpu_seconds += time.thread_time() - cpu_started
     return {
         "states": my_states,
         "scales": my_scales,

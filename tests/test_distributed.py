@@ -273,8 +273,10 @@ def test_worker_threads_of_one_process_hand_halos_over_by_reference():
             finally:
                 spmd.Mailbox.put = put
             waited = client.run(lambda dask_worker: getattr(dask_worker, spmd.MAILBOX).waited_seconds)
+            cpu = client.run(lambda dask_worker: getattr(dask_worker, spmd.MAILBOX).cpu_seconds)
     assert puts and set(puts) == {"task thread"}, collections.Counter(puts)
     assert len(waited) == 4 and sum(waited.values()) > 0  # tiles wait for their neighbours' halos (bench/gpu_step.py)
+    assert len(cpu) == 4 and all(seconds > 0 for seconds in cpu.values())  # each tile's thread ran its tasks on a CPU
     assert device_wait_seconds() == 0.0  # NumPy tiles never wait for a device
 
 

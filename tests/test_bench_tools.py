@@ -1,0 +1,56 @@
+"""The benchmark helpers that turn raw samples and JSON rows into the README's figures."""
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+
+import four_rows  # noqa: E402
+import gil_sampler  # noqa: E402
+
+
+def test_gil_summary_counts_only_the_worker_threads_stacks_and_shares_of_wall_time():
+    lines = [
+        "thread (11): Dask-Default-Threads-1-0;_worker (threadpoolexecutor.py:60);_launch (/x/dasksae/kernels/copies.py:107) 30\n",
+        "thread (12): Dask-Default-Threads-1-1;_worker (threadpoolexecutor.py:60);clone (/x/dasksae/cuda_graphs.py:180) 10\n",
+        "thread (13): IO loop;run (asyncio/base_events.py:600) 10\n",
+        "not a sample line\n",
+    ]
+    result = gil_sampler.summarize(lines, seconds=0.1, rate=1000)
+    assert result["samples_expected"] == 100 and result["samples_held"] == 50
+    assert result["gil_busy_share"] == pytest.approx(0.5)
+    assert result["worker_threads_share"] == pytest.approx(0.4)
+    assert result["by_thread"] == {"Dask-Default-Threads": pytest.approx(0.4), "IO loop": pytest.approx(0.1)}
+    assert result["innermost"] == {"_launch (copies.py:107)": pytest.approx(0.3), "clone (cuda_graphs.py:180)": pytest.approx(0.1)}
+    assert result["inclusive"]["_worker (threadpoolexecutor.py)"] == pytest.approx(0.4)
+    assert "run (base_events.py)" not in result["inclusive"]  # the event loop's stacks are not the workers'
+
+
+def test_gil_sampler_without_py_spy_runs_the_block_and_says_why(monkeypatch):
+    monkeypatch.delenv("PY_SPY", raising=False)
+    monkeypatch.setattr(gil_sampler.shutil, "which", lambda name: None)
+    ran = []
+    with gil_sampler.GilSampler() as sampler:
+        ran.append(True)
+    assert ran and sampler.result is None and "py-spy not found" in sampler.error
+    assert sampler.print_table() == {"error": sampler.error}
+
+
+def test_four_rows_puts_each_threads_row_against_its_own_processes_in_process_step(tmp_path, capsys):
+    def write(folder, label, in_process, threads):
+        path = tmp_path / folder / f"gpu-step-4w-{label}.json"
+        path.parent.mkdir(exist_ok=True)
+        rows = [{"mode": "in-process", "precision": "bfloat16", "step_seconds": in_process},
+                {"mode": "dasksae-4w-threads-2x2-k10", "precision": "bfloat16", "step_seconds": threads,
+                 "in_task_seconds": threads - 0.001}]
+        path.write_text(json.dumps({"meta": {}, "rows": rows}))
+        return str(path)
+
+    paths = [write("a", "slow", 0.031, 0.0465), write("a", "fast", 0.030, 0.0372), write("b", "x", 0.032, 0.040)]
+    rows = four_rows.main(paths)
+    assert [row["label"] for row in rows] == ["a/fast", "b/x", "a/slow"]
+    assert [round(row["ratio"], 3) for row in rows] == [1.24, 1.25, 1.5]
+    assert "3 rows: median 1.25x, 1.24-1.50x; 2 within 1.25x" in capsys.readouterr().out

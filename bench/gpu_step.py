@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -200,8 +201,6 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
 
             sampler = GilSampler()
         if gc_freeze:  # what the warm-up made is never looked at again by the collector (gc.freeze)
-            import gc
-
             gc.collect()
             gc.freeze()
         collections = GarbageCollections() if not processes else contextlib.nullcontext()
@@ -246,14 +245,10 @@ class GarbageCollections:
             self._started = None
 
     def __enter__(self):
-        import gc
-
         gc.callbacks.append(self._callback)
         return self
 
     def __exit__(self, *exc):
-        import gc
-
         gc.callbacks.remove(self._callback)
         return False
 

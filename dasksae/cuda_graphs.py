@@ -26,8 +26,9 @@ received halos, RICA's scale state, which lives on the device, and results
 of host-side calls), so that the graphs read the new values every step.
 The weights and momentum are not copied: they are updated in place, and a
 launch checks that the state it is given is the same arrays the graphs were
-captured with (else it replays without graphs and captures again).  The second replay captures each graph run on a
-stream of its own, allocating from a memory pool private to the program, as
+captured with (else it replays without graphs and captures again).  The
+second replay captures each graph run on a stream of its own, allocating
+from a memory pool private to the program, as
 PyTorch's graphs do: the run's temporaries are reused within the graphs
 exactly as they were at capture, and nothing else allocates there.  Later
 replays copy the new inputs into the staged buffers and launch the graphs.

@@ -94,7 +94,7 @@ def copy_arrays(pairs) -> None:
         else:
             numpy.copyto(destination, source)
     for first in range(0, len(segments), SEGMENTS_A_LAUNCH):
-        _launch(segments[first:first + SEGMENTS_A_LAUNCH])
+        _launch(segments[first:first + SEGMENTS_A_LAUNCH], current)
 
 
 # launch the batched copy through the driver with packed arguments (kernels/driver_launch.py); "0": through CuPy
@@ -129,7 +129,8 @@ def _driver_launcher(device: int):
         return None
 
 
-def _launch(segments) -> None:
+def _launch(segments, device: int) -> None:
+    """Copy ``segments`` on the current stream of ``device`` (the current one)."""
     import cupy
 
     stream = cupy.cuda.get_current_stream().ptr
@@ -140,7 +141,7 @@ def _launch(segments) -> None:
     largest = max(nbytes for _, _, nbytes in segments)
     blocks = max(1, min(-(-largest // (16 * _THREADS)), 528))  # enough for 16 bytes a thread, at most 4 blocks an SM
     arguments = segment_arguments(segments)
-    launcher = _driver_launcher(cupy.cuda.runtime.getDevice()) if DRIVER_LAUNCH and not _fallbacks else None
+    launcher = _driver_launcher(device) if DRIVER_LAUNCH and not _fallbacks else None
     if launcher is not None:
         try:
             launcher((blocks, len(segments), 1), (_THREADS, 1, 1), stream, arguments)

@@ -64,10 +64,6 @@ class DriverLauncher:
             buffers = self._local.buffers = (arguments, size, extra)
         return buffers
 
-    def packed(self, arguments) -> bytes:
-        """The argument buffer for ``arguments`` (what the kernel's parameters are read from)."""
-        return self.layout.pack(*arguments)
-
     def __call__(self, grid, block, stream: int, arguments) -> None:
         buffer, _, extra = self._buffers()
         self.layout.pack_into(buffer, 0, *arguments)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
+from . import host_baton
 from .kernels.backend import device_wait, on_device
 from .switches import switch
 
@@ -58,7 +59,7 @@ def tile_task_stream(xp):
         try:
             yield
         finally:
-            with device_wait():
+            with host_baton.let_go(), device_wait():
                 stream.synchronize()
 
 
@@ -75,7 +76,7 @@ def ready_to_leave(value) -> None:
     if has_device_arrays(value):
         import cupy
 
-        with device_wait():
+        with host_baton.let_go(), device_wait():
             cupy.cuda.get_current_stream().synchronize()
 
 
@@ -125,7 +126,7 @@ class StepFence:
             return
         stream = self._cupy.cuda.get_current_stream()
         if RUN_AHEAD == 0:
-            with device_wait():
+            with host_baton.let_go(), device_wait():
                 stream.synchronize()
             return
         event = self._cupy.cuda.Event(block=False, disable_timing=True)
@@ -142,5 +143,5 @@ class StepFence:
     def _release_oldest(self) -> None:
         oldest, _ = self._pending.pop(0)
         if not oldest.done:
-            with device_wait():
+            with host_baton.let_go(), device_wait():
                 oldest.synchronize()

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# On the lent GPU machine (device tool, carry [".whl"]), session 15. .whl as in bench/gpu_session14_check.sh.
+# The first call was PART=next of bench/gpu_session14_check.sh (bench/results/session15/next/): 119 GPU tests passed
+# (the batched copy launched through the driver among them); the 4 threads' bfloat16 row 39.9 ms sampled, driver
+# launch 41.6 and 53.7 ms against CuPy's launch 44.8 and 42.2 ms; each tile's thread ran on a CPU 10.0-10.8 ms a
+# step in every row, fast or slow, and waited 26.5-37.9 ms for messages: the slow rows wait longer, they do not
+# work more.
+#   PART=baton  dasksae.host_baton (DASKSAE_HOST_BATON): the GPU tests of worker threads with it, then the 4
+#               threads' bfloat16 row with the baton off and on (auto), in turn, three times each. About 480 s.
+source bench/device_setup.sh
+card
+export PY_SPY=/tmp/site/bin/py-spy
+case "${PART:-baton}" in
+baton)
+  timeout ${TESTS_S:-120} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu_tiled.py -k "equals_cpu" 2>&1 | tail -8 | tee $OUT/gpu-tests.log
+  for round in a b c; do
+    DASKSAE_HOST_BATON=0 FOUR_S=75 four baton-off-$round bfloat16
+    DASKSAE_HOST_BATON=auto FOUR_S=75 four baton-on-$round bfloat16
+  done ;;
+esac
+true

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # On the lent GPU machine (device tool, carry [".whl"]), session 15. .whl as in bench/gpu_session14_check.sh.
+# Checks out da4d71b for PART=baton (the baton is not in later commits).
 # The first call was PART=next of bench/gpu_session14_check.sh (bench/results/session15/next/): 119 GPU tests passed
 # (the batched copy launched through the driver among them); the 4 threads' bfloat16 row 39.9 ms sampled, driver
 # launch 41.6 and 53.7 ms against CuPy's launch 44.8 and 42.2 ms; each tile's thread ran on a CPU 10.0-10.8 ms a
 # step in every row, fast or slow, and waited 26.5-37.9 ms for messages: the slow rows wait longer, they do not
 # work more.
-#   PART=baton  dasksae.host_baton (DASKSAE_HOST_BATON): the GPU tests of worker threads with it, then the 4
-#               threads' bfloat16 row with the baton off and on (auto), in turn, three times each. About 480 s.
+#   PART=baton  dasksae.host_baton (DASKSAE_HOST_BATON, at da4d71b: one lock a process and GPU that a tile task held
+#               while it did host work, let go only while it waited for a message or the device): the GPU tests of
+#               worker threads with it, then the 4 threads' bfloat16 row with the baton off and on (auto), in turn,
+#               three times each. About 460 s. Ran at da4d71b (bench/results/session15/baton/): 9 tests passed; off
+#               39.0, 42.4, 46.2 ms, on 45.7, 55.1, 57.0 ms, each thread waiting 9-11 ms a step for the baton. Worse:
+#               the threads' CPU time (10-11 ms a step each) overlaps usefully outside the GIL. Reverted.
 source bench/device_setup.sh
 card
 export PY_SPY=/tmp/site/bin/py-spy

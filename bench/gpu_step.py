@@ -263,8 +263,7 @@ def _host_waits(dask_worker):
 
     mailbox = getattr(dask_worker, MAILBOX, None)
     return {"messages": 0.0 if mailbox is None else mailbox.waited_seconds, "device": device_wait_seconds(),
-            "cpu": 0.0 if mailbox is None else mailbox.cpu_seconds,
-            "baton": 0.0 if mailbox is None else getattr(mailbox, "baton_seconds", 0.0)}
+            "cpu": 0.0 if mailbox is None else mailbox.cpu_seconds}
 
 
 def _waits_a_step(before: dict, after: dict, steps: int, processes: bool) -> dict:
@@ -274,9 +273,7 @@ def _waits_a_step(before: dict, after: dict, steps: int, processes: bool) -> dic
     devices = [(after[w]["device"] - before[w]["device"]) / steps for w in after]
     device = statistics.mean(devices) if processes else max(devices) / len(devices)
     cpu = [(after[w].get("cpu", 0.0) - before[w].get("cpu", 0.0)) / steps for w in after]
-    baton = [(after[w].get("baton", 0.0) - before[w].get("baton", 0.0)) / steps for w in after]
-    return {"messages_seconds": statistics.median(messages), "device_seconds": device, "cpu_seconds": statistics.median(cpu),
-            "baton_seconds": statistics.median(baton)}
+    return {"messages_seconds": statistics.median(messages), "device_seconds": device, "cpu_seconds": statistics.median(cpu)}
 
 
 def in_task_seconds(task_stream, steps_per_task: int) -> float:
@@ -515,9 +512,7 @@ def main(argv=None):
                         waits = report.statistics["host_waits"]
                         print(f"  a tile's thread waited {waits['messages_seconds'] * 1e3:.1f} ms a step for messages and "
                               f"{waits['device_seconds'] * 1e3:.1f} ms for the device; the rest of its step is host work. "
-                              f"Its thread ran on a CPU {waits['cpu_seconds'] * 1e3:.1f} ms a step"
-                              + (f" and waited {waits['baton_seconds'] * 1e3:.1f} ms for the host baton" if waits.get("baton_seconds")
-                                 else ""), flush=True)
+                              f"Its thread ran on a CPU {waits['cpu_seconds'] * 1e3:.1f} ms a step", flush=True)
                         collected = report.statistics.get("garbage_collection")
                         if collected:
                             print(f"  garbage collection in this process: {collected['seconds_a_step'] * 1e3:.2f} ms a step "

@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 
-from . import host_baton, tile_program
+from . import tile_program
 from .streams import StepFence, device_event, ready_to_leave, tile_task_stream, wait_for_event
 from .switches import switch
 from .tile_array import Executor
@@ -60,7 +60,6 @@ class Mailbox:
         self.received = 0
         self.waited_seconds = 0.0  # the worker's thread, waiting for messages that had not arrived
         self.cpu_seconds = 0.0  # the CPU time of the worker's thread in its tile tasks (time.thread_time)
-        self.baton_seconds = 0.0  # the worker's thread, waiting to take the host baton (dasksae.host_baton)
 
     def put(self, tag=None, data=None):
         with self._arrived:
@@ -71,14 +70,8 @@ class Mailbox:
         return "OK"
 
     def take(self, tag: str, timeout: float, abort: str | None = None):
-        """The value sent with ``tag``; raises at once if ``abort`` (a tag) arrives first: a neighbour failed.
-
-        A thread that holds the host baton (:mod:`dasksae.host_baton`) lets go of it while it waits, and takes
-        it again after leaving the mailbox's lock (a sender may hold the baton while it puts)."""
+        """The value sent with ``tag``; raises at once if ``abort`` (a tag) arrives first: a neighbour failed."""
         with self._arrived:
-            if tag in self._items:
-                return self._items.pop(tag)
-        with host_baton.let_go(), self._arrived:
             started = time.perf_counter()
             arrived = self._arrived.wait_for(lambda: tag in self._items or (abort is not None and abort in self._items), timeout=timeout)
             self.waited_seconds += time.perf_counter() - started
@@ -320,9 +313,8 @@ class SpmdExecutor(Executor):
     def finish(self) -> list:
         """Wait until every message this tile sent has been delivered (and surface send errors); returns what
         this step received, which the caller keeps until its stream has read it (:class:`~dasksae.streams.StepFence`)."""
-        with host_baton.let_go():
-            for future in self._sends:
-                future.result(timeout=self.timeout)
+        for future in self._sends:
+            future.result(timeout=self.timeout)
         self._sends.clear()
         received, self._received = self._received, []
         return received
@@ -366,13 +358,9 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
     objective_has_scale = config.objective == "rica"
     losses, sent = [], 0
     mailbox = None
-    cpu_started, baton_started = time.thread_time(), host_baton.waited_seconds()
+    cpu_started = time.thread_time()
     xp = array_module(my_states[0]["encoder"])
-    on_device = xp.__name__ == "cupy"
-    hold = host_baton.wanted(on_device, SpmdExecutor(me, placement, step_id).shares_process())
-    baton_key = xp.cuda.runtime.getDevice() if on_device else "host"
-    # this worker thread's own CUDA stream (dasksae.streams); the process's host baton where its threads share a GPU
-    with tile_task_stream(xp), host_baton.holding(baton_key, hold):
+    with tile_task_stream(xp):  # this worker thread's own CUDA stream (dasksae.streams)
         # onto the weights' device once, before the first step (halo strips then travel as device arrays, and no
         # copy from host memory waits for the stream mid-task)
         x_parts = [xp.asarray(x_part) for x_part in x_parts]
@@ -400,7 +388,6 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
     if mailbox is not None:
         mailbox.forget(step_id)
         mailbox.cpu_seconds += time.thread_time() - cpu_started
-        mailbox.baton_seconds += host_baton.waited_seconds() - baton_started
     return {
         "states": my_states,
         "scales": my_scales,

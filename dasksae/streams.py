@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from . import host_baton
 from .kernels.backend import device_wait, on_device
 from .switches import switch
 
@@ -59,7 +58,7 @@ def tile_task_stream(xp):
         try:
             yield
         finally:
-            with host_baton.let_go(), device_wait():
+            with device_wait():
                 stream.synchronize()
 
 
@@ -76,7 +75,7 @@ def ready_to_leave(value) -> None:
     if has_device_arrays(value):
         import cupy
 
-        with host_baton.let_go(), device_wait():
+        with device_wait():
             cupy.cuda.get_current_stream().synchronize()
 
 
@@ -126,7 +125,7 @@ class StepFence:
             return
         stream = self._cupy.cuda.get_current_stream()
         if RUN_AHEAD == 0:
-            with host_baton.let_go(), device_wait():
+            with device_wait():
                 stream.synchronize()
             return
         event = self._cupy.cuda.Event(block=False, disable_timing=True)
@@ -143,5 +142,5 @@ class StepFence:
     def _release_oldest(self) -> None:
         oldest, _ = self._pending.pop(0)
         if not oldest.done:
-            with host_baton.let_go(), device_wait():
+            with device_wait():
                 oldest.synchronize()

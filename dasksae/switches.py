@@ -23,7 +23,6 @@ SWITCHES = {
     "DASKSAE_GRAPH_CUTS": (("receipts", "messages"), "receipts"),
     "DASKSAE_RUN_AHEAD": (("2", "1", "0"), "2"),
     "DASKSAE_DRIVER_LAUNCH": (("1", "0"), "1"),
-    "DASKSAE_HOST_BATON": (("auto", "1", "0"), "0"),
 }
 
 

@@ -79,8 +79,13 @@ def summarize(lines, seconds: float, rate: float, thread_prefix: str = "Dask-Def
 class GilSampler:
     """``py-spy record --gil`` on this process while the block runs; :meth:`print_table` says what it found."""
 
-    def __init__(self, rate: int = 1000, executable: str | None = None, thread_prefix: str = "Dask-Default-Threads"):
+    def __init__(self, rate: int = 1000, executable: str | None = None, thread_prefix: str = "Dask-Default-Threads",
+                 gil: bool = True, native: bool = False):
+        """``gil=False``: sample every thread that runs on a CPU (py-spy leaves out idle ones), not only the
+        GIL's holder: then shares are of CPU time, and sum over threads to more than 100%.  ``native``: with
+        the C frames (``--native``; where py-spy cannot unwind them it samples nothing, and says so)."""
         self.rate = rate
+        self.gil, self.native = gil, native
         self.thread_prefix = thread_prefix
         self.executable = executable or os.environ.get("PY_SPY") or shutil.which("py-spy")
         self.result: dict | None = None
@@ -93,7 +98,8 @@ class GilSampler:
             return self
         self._path = tempfile.mktemp(suffix=".txt", prefix="gil-")
         self._process = subprocess.Popen(
-            [self.executable, "record", "--pid", str(os.getpid()), "--gil", "--threads", "--nonblocking",
+            [self.executable, "record", "--pid", str(os.getpid()), *(["--gil"] if self.gil else []),
+             *(["--native"] if self.native else []), "--threads", *([] if self.native else ["--nonblocking"]),
              "--rate", str(self.rate), "--format", "raw", "--output", self._path],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(0.5)  # attached before the block starts
@@ -126,12 +132,13 @@ class GilSampler:
             print(f"  GIL samples: none ({self.error})")
             return {"error": self.error}
         r = self.result
-        print(f"  GIL held {100 * r['gil_busy_share']:.1f}% of {r['seconds']:.1f} s "
-              f"({r['samples_held']} of about {r['samples_expected']:.0f} samples at {r['rate']} Hz); "
-              f"by the worker threads {100 * r['worker_threads_share']:.1f}%")
+        held = "with the GIL held" if self.gil else "on a CPU"
+        print(f"  {'GIL held' if self.gil else 'threads on a CPU'} {100 * r['gil_busy_share']:.1f}% of {r['seconds']:.1f} s "
+              f"({r['samples_held']} of about {r['samples_expected']:.0f} samples at {r['rate']} Hz"
+              f"{'' if self.gil else ', summed over threads'}); by the worker threads {100 * r['worker_threads_share']:.1f}%")
         for title, table in (("by thread", r["by_thread"]), ("worker threads, innermost frame", r["innermost"]),
                              ("worker threads, functions on the stack", r["inclusive"])):
-            print(f"  {title} (share of wall time with the GIL held):")
+            print(f"  {title} (share of wall time {held}):")
             for name, share in list(table.items())[:top]:
                 print(f"    {100 * share:6.2f}%  {name}")
         return r

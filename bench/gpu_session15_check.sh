@@ -12,6 +12,8 @@
 #               three times each. About 460 s. Ran at da4d71b (bench/results/session15/baton/): 9 tests passed; off
 #               39.0, 42.4, 46.2 ms, on 45.7, 55.1, 57.0 ms, each thread waiting 9-11 ms a step for the baton. Worse:
 #               the threads' CPU time (10-11 ms a step each) overlaps usefully outside the GIL. Reverted.
+#   PART=cpu    where the threads' CPU time goes, the part outside the GIL too: the row sampled by py-spy for every
+#               thread on a CPU (--gil-samples cpu), then with C frames (cpu-native). About 200 s.
 source bench/device_setup.sh
 card
 export PY_SPY=/tmp/site/bin/py-spy
@@ -22,5 +24,8 @@ baton)
     DASKSAE_HOST_BATON=0 FOUR_S=75 four baton-off-$round bfloat16
     DASKSAE_HOST_BATON=auto FOUR_S=75 four baton-on-$round bfloat16
   done ;;
+cpu)
+  FOUR_S=100 four cpu bfloat16 --gil-samples cpu
+  FOUR_S=110 four cpu-native bfloat16 --gil-samples cpu-native ;;
 esac
 true

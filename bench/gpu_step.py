@@ -199,7 +199,7 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
         if gil_samples and not processes:  # who holds the GIL (py-spy from outside the process)
             from gil_sampler import GilSampler
 
-            sampler = GilSampler()
+            sampler = GilSampler(gil=gil_samples in (True, "gil"), native=gil_samples == "cpu-native")
         if gc_freeze:  # what the warm-up made is never looked at again by the collector (gc.freeze)
             gc.collect()
             gc.freeze()
@@ -371,9 +371,10 @@ def main(argv=None):
                         help="write a Dask performance report of each dasksae row's timed runs to PREFIX-<row>-<dtype>.html (needs bokeh)")
     parser.add_argument("--sample-host", action="store_true",
                         help="-threads rows: sample the worker threads' Python stacks during the timed runs (bench/thread_sampler.py)")
-    parser.add_argument("--gil-samples", action="store_true",
+    parser.add_argument("--gil-samples", nargs="?", const="gil", default=None, choices=["gil", "cpu", "cpu-native"],
                         help="-threads rows: py-spy samples the thread holding the GIL during the timed runs "
-                             "(bench/gil_sampler.py; needs py-spy, or PY_SPY naming it)")
+                             "(bench/gil_sampler.py; needs py-spy, or PY_SPY naming it); 'cpu': every thread on a CPU "
+                             "instead; 'cpu-native': that, with C frames (the CUDA driver's among them)")
     parser.add_argument("--gc-freeze", action="store_true",
                         help="dasksae rows: gc.collect() and gc.freeze() after the warm-up, so that the timed runs' "
                              "collections skip what existed then (a collection holds the GIL, pausing every worker thread)")

@@ -14,6 +14,11 @@
 #               the threads' CPU time (10-11 ms a step each) overlaps usefully outside the GIL. Reverted.
 #   PART=cpu    where the threads' CPU time goes, the part outside the GIL too: the row sampled by py-spy for every
 #               thread on a CPU (--gil-samples cpu), then with C frames (cpu-native). About 200 s.
+#   PART=outbox dasksae.cuda_graphs.Outbox (DASKSAE_OUTBOXES): values sent out of the graphs' memory copied into
+#               buffers kept for each send and reused once the receiver dropped them, instead of new arrays each
+#               step (cuda_graphs.clone's allocations were 6-8% of the step with the GIL held, in gil/ and
+#               next/gil-driver). The GPU tests of graphs and threads, then the row with outboxes off and on, in
+#               turn, three times each. About 440 s.
 source bench/device_setup.sh
 card
 export PY_SPY=/tmp/site/bin/py-spy
@@ -23,6 +28,12 @@ baton)
   for round in a b c; do
     DASKSAE_HOST_BATON=0 FOUR_S=75 four baton-off-$round bfloat16
     DASKSAE_HOST_BATON=auto FOUR_S=75 four baton-on-$round bfloat16
+  done ;;
+outbox)
+  timeout ${TESTS_S:-90} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu_tiled.py -k "graphs or equals_cpu" 2>&1 | tail -8 | tee $OUT/gpu-tests.log
+  for round in a b c; do
+    DASKSAE_OUTBOXES=0 FOUR_S=75 four outboxes-off-$round bfloat16
+    FOUR_S=75 four outboxes-on-$round bfloat16
   done ;;
 cpu)
   FOUR_S=100 four cpu bfloat16 --gil-samples cpu

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import sys
 import threading
 import weakref
 
@@ -77,6 +78,10 @@ MAX_GRAPHED_STEPS = 16  # per process: the programs replayed last keep their gra
 # that makes their values; a third of the launches, and 4 worker threads sharing an H200 stepped 49.2 against
 # 53.2 ms in bfloat16, 83.7 against 86.8 in float32, bench/results/session10/next), or at every message
 CUTS = switch("DASKSAE_GRAPH_CUTS")
+# values sent out of the graphs' memory are copied into buffers kept for each send and reused once the receiver
+# has dropped them (Outbox), instead of fresh allocations each step; "0": fresh allocations (clone) as before
+OUTBOXES = switch("DASKSAE_OUTBOXES") == "1"
+MAX_OUTBOXES = 6  # per send: with all of them still held by receivers, a send allocates afresh
 GRAPH, EAGER, MESSAGE = "graph", "eager", "send"
 
 
@@ -212,6 +217,53 @@ def copy_into(buffer, value, pairs=None):
         raise Mismatch("a constant read by the graphs changed")
 
 
+def rewrapped(value):
+    """``value`` in new containers around the same arrays (and everything else as it is)."""
+    if isinstance(value, dict):
+        return {k: rewrapped(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(rewrapped(v) for v in value)
+    return value
+
+
+def _device_arrays(value) -> list:
+    if isinstance(value, dict):
+        return [a for v in value.values() for a in _device_arrays(v)]
+    if isinstance(value, (list, tuple)):
+        return [a for v in value for a in _device_arrays(v)]
+    return [value] if on_device(value) else []
+
+
+class Outbox:
+    """Buffers that one send's values are copied into, out of the graphs' memory, and lent to the receiver.
+
+    Made by :func:`clone` at the first send; later sends copy into the
+    same buffers once they are free again.  They are free when nothing but
+    the outbox refers to its arrays: the receiver keeps what it took until
+    its stream has passed the step that read it
+    (:class:`~dasksae.streams.StepFence`), then drops it, which is when a
+    cloned value's memory went back to CuPy's pool before; a view of a lent
+    array kept anywhere keeps the outbox busy.  Each send is lent in new
+    containers (:func:`rewrapped`), so holding them counts.
+    """
+
+    __slots__ = ("value", "arrays", "idle")
+
+    def __init__(self, value):
+        self.value = clone(value)
+        self.arrays = _device_arrays(self.value)
+        self.idle = self._references()
+
+    def _references(self) -> list:
+        return [sys.getrefcount(array) for array in self.arrays]
+
+    def free(self) -> bool:
+        return self._references() == self.idle
+
+    def lend(self):
+        return rewrapped(self.value)
+
+
 def _identities(state: dict) -> dict:
     return {key: (id(value), value.data.ptr) for key, value in state.items() if on_device(value)}
 
@@ -274,6 +326,7 @@ class GraphedStep:
         self.received = {}  # (operation index, receipt number) -> staged received value
         self.kept = {}  # register -> value made in a graph run at capture, read outside the graphs
         self.states = {}  # input name -> identities of the state arrays the graphs were captured with
+        self.outboxes = {}  # send operation index -> its Outboxes
         self.pool = None
         if pool is not None:  # the graphs and the values above are gone: the pool's blocks can go
             self._retired.append(pool)
@@ -398,11 +451,35 @@ class GraphedStep:
         event = None
         if copy:
             pairs = []
-            values = [clone(value, pairs) for value in values]
+            values = [self._copied_out(index, value, pairs) for index, value in zip(indices, values)]
             copy_arrays(pairs)
             event = device_event(values)
         for operation, value in zip(operations, values):
             executor._send(operation[1], prefix + operation[2], value, event=event)
+
+    def _copied_out(self, index, value, pairs):
+        """Send ``index``'s ``value`` copied out of the graphs' memory: into a free :class:`Outbox` of that send
+        (``pairs`` gets the copies), else into a new one while there are fewer than :data:`MAX_OUTBOXES`, else
+        into new arrays (:func:`clone`)."""
+        if not OUTBOXES:
+            return clone(value, pairs)
+        outboxes = self.outboxes.setdefault(index, [])
+        for outbox in outboxes:
+            if outbox.free():
+                copies = []
+                try:
+                    copy_into(outbox.value, value, copies)
+                except Mismatch:  # (not in a replay of the same graphs) a value of another shape: a new array
+                    break
+                pairs.extend(copies)
+                global reused_outboxes
+                reused_outboxes += 1
+                return outbox.lend()
+        else:
+            if len(outboxes) < MAX_OUTBOXES:
+                outboxes.append(Outbox(value))  # cloned: copied at once, on this stream, before the event
+                return outboxes[-1].lend()
+        return clone(value, pairs)
 
     def _give_up(self, reason):
         import logging
@@ -462,6 +539,7 @@ class GraphedStep:
 
 failures: list = []  # why graphs were given up, in this process (bench/gpu_step.py prints them)
 launches = 0  # graph launches in this process (captures not counted)
+reused_outboxes = 0  # sends copied into an outbox of an earlier step, in this process
 
 
 def replay(program, executor, inputs: dict) -> dict:

@@ -23,6 +23,7 @@ SWITCHES = {
     "DASKSAE_GRAPH_CUTS": (("receipts", "messages"), "receipts"),
     "DASKSAE_RUN_AHEAD": (("2", "1", "0"), "2"),
     "DASKSAE_DRIVER_LAUNCH": (("1", "0"), "1"),
+    "DASKSAE_OUTBOXES": (("1", "0"), "1"),
 }
 
 

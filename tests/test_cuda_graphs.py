@@ -376,3 +376,54 @@ def test_batched_copy_arguments_match_the_kernels_parameters():
     assert list(unpacked) == arguments
     with pytest.raises(ValueError, match="at most"):
         copies.segment_arguments([(1, 2, 3)] * (copies.SEGMENTS_A_LAUNCH + 1))
+
+
+def _numpy_as_device_arrays(monkeypatch):
+    """Let NumPy arrays stand for device arrays in the staging functions (the outboxes' logic needs no GPU)."""
+    monkeypatch.setattr(cuda_graphs, "on_device", lambda value: isinstance(value, numpy.ndarray))
+
+
+def test_an_outbox_is_free_only_when_nothing_but_itself_refers_to_its_arrays(monkeypatch):
+    _numpy_as_device_arrays(monkeypatch)
+    sent = [numpy.arange(4.0), {"strip": numpy.ones((2, 3)), "count": 3}, None]
+    outbox = cuda_graphs.Outbox(sent)
+    lent = outbox.lend()
+    assert lent is not outbox.value and lent[1] is not outbox.value[1]  # new containers: holding them counts
+    assert lent[0] is outbox.value[0] and not numpy.shares_memory(lent[0], sent[0])  # its own copies
+    numpy.testing.assert_array_equal(lent[1]["strip"], sent[1]["strip"])
+    assert not outbox.free()
+    del lent
+    assert outbox.free()
+    view = outbox.lend()[1]["strip"][:1]  # a view of a lent array, kept after the containers were dropped
+    assert not outbox.free()
+    del view
+    assert outbox.free()
+
+
+def test_sends_reuse_their_outboxes_once_the_receivers_dropped_them_and_allocate_past_the_cap(monkeypatch):
+    _numpy_as_device_arrays(monkeypatch)
+    monkeypatch.setattr(cuda_graphs, "OUTBOXES", True)
+    step = object.__new__(cuda_graphs.GraphedStep)
+    step.outboxes = {}
+    value = [numpy.full(3, 1.0)]
+    pairs = []
+    first = step._copied_out(7, value, pairs)  # a new outbox: copied at once, nothing left to copy
+    assert pairs == [] and len(step.outboxes[7]) == 1
+    second = step._copied_out(7, [numpy.full(3, 2.0)], pairs)  # the first is still held: a second outbox
+    assert len(step.outboxes[7]) == 2 and second[0] is not first[0] and first[0][0] == 1.0
+    kept = first[0]
+    del first, kept
+    third = step._copied_out(7, [numpy.full(3, 3.0)], pairs)  # the first outbox again, its copy left to the caller
+    assert len(step.outboxes[7]) == 2 and third[0] is step.outboxes[7][0].value[0]
+    assert len(pairs) == 1 and pairs[0][1] is third[0] and pairs[0][0][0] == 3.0
+    held = [third, second] + [step._copied_out(7, value, []) for _ in range(cuda_graphs.MAX_OUTBOXES - 2)]
+    assert len(step.outboxes[7]) == cuda_graphs.MAX_OUTBOXES
+    pairs = []
+    extra = step._copied_out(7, value, pairs)  # every outbox held: a new array, not kept
+    assert len(step.outboxes[7]) == cuda_graphs.MAX_OUTBOXES
+    assert all(extra[0] is not outbox.value[0] for outbox in step.outboxes[7]) and pairs[0][1] is extra[0]
+    monkeypatch.setattr(cuda_graphs, "OUTBOXES", False)
+    del held
+    pairs = []
+    plain = step._copied_out(7, value, pairs)  # switched off: a clone each send
+    assert all(plain[0] is not outbox.value[0] for outbox in step.outboxes[7]) and pairs[0][1] is plain[0]

@@ -19,6 +19,11 @@
 #               step (cuda_graphs.clone's allocations were 6-8% of the step with the GIL held, in gil/ and
 #               next/gil-driver). The GPU tests of graphs and threads, then the row with outboxes off and on, in
 #               turn, three times each. About 440 s.
+#   PART=next   (prepared for session 16, not run) all GPU tests, then the row plain, with its groups of steps
+#               pipelined as dasksae train runs them (--pipelined: the next group is submitted while one runs, so
+#               the GPU does not idle between tasks; 1.6-2.3 ms a step lies between a task's step and the row's in
+#               outbox/), and with gc.freeze() after the warm-up (--gc-freeze: the rows with outboxes each had one
+#               full collection, 50-56 ms groups), in turn, twice each. About 500 s.
 source bench/device_setup.sh
 card
 export PY_SPY=/tmp/site/bin/py-spy
@@ -34,6 +39,13 @@ outbox)
   for round in a b c; do
     DASKSAE_OUTBOXES=0 FOUR_S=75 four outboxes-off-$round bfloat16
     FOUR_S=75 four outboxes-on-$round bfloat16
+  done ;;
+next)
+  timeout ${TESTS_S:-200} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -8 | tee $OUT/gpu-tests.log
+  for round in a b; do
+    FOUR_S=75 four plain-$round bfloat16
+    FOUR_S=75 four pipelined-$round bfloat16 --pipelined
+    FOUR_S=75 four gc-freeze-$round bfloat16 --gc-freeze
   done ;;
 cpu)
   FOUR_S=100 four cpu bfloat16 --gil-samples cpu

@@ -24,6 +24,11 @@
 #               the GPU does not idle between tasks; 1.6-2.3 ms a step lies between a task's step and the row's in
 #               outbox/), and with gc.freeze() after the warm-up (--gc-freeze: the rows with outboxes each had one
 #               full collection, 50-56 ms groups), in turn, twice each. About 500 s.
+#   PART=inplace (prepared for session 16, not run) DASKSAE_OUTBOX_IN_PLACE=1: a receiver's graphs read its
+#               sender's outbox directly (adopted at capture), refilled in place once the receiver has launched
+#               the step that read the previous send; else the receiver copies the send in, as all receipts do
+#               today. The GPU tests of graphs (two of them with it on, checking that sends were filled in
+#               place), then the row with it off and on, in turn, twice each. About 330 s.
 source bench/device_setup.sh
 card
 export PY_SPY=/tmp/site/bin/py-spy
@@ -46,6 +51,12 @@ next)
     FOUR_S=75 four plain-$round bfloat16
     FOUR_S=75 four pipelined-$round bfloat16 --pipelined
     FOUR_S=75 four gc-freeze-$round bfloat16 --gc-freeze
+  done ;;
+inplace)
+  timeout ${TESTS_S:-90} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu_tiled.py -k "graphs" 2>&1 | tail -8 | tee $OUT/gpu-tests.log
+  for round in a b; do
+    FOUR_S=75 four in-place-off-$round bfloat16
+    DASKSAE_OUTBOX_IN_PLACE=1 FOUR_S=75 four in-place-on-$round bfloat16
   done ;;
 cpu)
   FOUR_S=100 four cpu bfloat16 --gil-samples cpu

@@ -10,7 +10,14 @@ into runs:
   send and reused once its receiver has dropped them (:class:`Outbox`,
   ``DASKSAE_OUTBOXES``; 4 worker threads on coates200 in bfloat16 took
   38.3-40.3 ms a step with them against 39.1-40.5 without, in turn, on an
-  H200, ``bench/results/session15/outbox``).  By default
+  H200, ``bench/results/session15/outbox``).  With
+  ``DASKSAE_OUTBOX_IN_PLACE=1`` (not yet run on a GPU) a receiver's graphs
+  read one outbox of each send directly, adopted at capture, and the sender
+  copies a later send straight into it once the receiver has launched the
+  step that read the one before (:meth:`Outbox.take_turn`; the sender's copy
+  waits on the device for that step's end); otherwise the send goes to
+  another outbox and the receiver copies it in, as every receipt does
+  without the switch.  By default
   (``DASKSAE_GRAPH_CUTS=receipts``) a send does not end a graph run: it is
   made right after the run that made its values, before anything that waits
   for a message, and the sends that follow one run are copied out together,
@@ -69,7 +76,7 @@ import weakref
 
 from .kernels.backend import copy_array, on_device
 from .kernels.copies import copy_arrays
-from .streams import device_event, has_device_arrays
+from .streams import device_event, has_device_arrays, wait_for_event
 from .switches import switch
 from .tile_program import _CONSTANT, _SLOT, CALL, SEND, is_array, prefix_of
 
@@ -86,6 +93,10 @@ CUTS = switch("DASKSAE_GRAPH_CUTS")
 # has dropped them (Outbox), instead of fresh allocations each step; "0": fresh allocations (clone) as before
 OUTBOXES = switch("DASKSAE_OUTBOXES") == "1"
 MAX_OUTBOXES = 6  # per send: with all of them still held by receivers, a send allocates afresh
+# a receiver's graphs read one outbox of each send directly (adopted at capture), which the sender refills in place
+# once the receiver's previous step has been launched (Outbox.take_turn), instead of the receiver copying each
+# received value into its staged buffers; "0" (the default until it has run on a GPU): the receiver copies
+IN_PLACE = switch("DASKSAE_OUTBOX_IN_PLACE") == "1"
 GRAPH, EAGER, MESSAGE = "graph", "eager", "send"
 
 
@@ -251,12 +262,16 @@ class Outbox:
     containers (:func:`rewrapped`), so holding them counts.
     """
 
-    __slots__ = ("value", "arrays", "idle")
+    __slots__ = ("value", "arrays", "idle", "adopted", "consumed", "consumed_event", "lock")
 
     def __init__(self, value):
         self.value = clone(value)
         self.arrays = _device_arrays(self.value)
         self.idle = self._references()
+        self.lock = threading.Lock()
+        self.adopted = False  # a receiver's graphs read these arrays (DASKSAE_OUTBOX_IN_PLACE)
+        self.consumed = None  # the adopter's last launched step read the send of this number (Lent.sequence)
+        self.consumed_event = None  # recorded on the adopter's stream at the end of that step
 
     def _references(self) -> list:
         return [sys.getrefcount(array) for array in self.arrays]
@@ -264,8 +279,34 @@ class Outbox:
     def free(self) -> bool:
         return self._references() == self.idle
 
+    def take_turn(self, sequence: int):
+        """For an adopted outbox: ``(True, event)`` if its adopter has launched the step that read send
+        ``sequence - 1`` (then send ``sequence`` may be copied in, once the device passes ``event``), else
+        ``(False, None)``: the send goes elsewhere and the adopter copies it in."""
+        with self.lock:
+            if self.adopted and self.consumed == sequence - 1:
+                return True, self.consumed_event
+            return False, None
+
     def lend(self):
         return rewrapped(self.value)
+
+
+def _numbered(value, outbox, sequence):
+    """``value`` (a send's list of values) as a :class:`Lent` where receivers may adopt outboxes
+    (:data:`IN_PLACE`); else, or anything but a list, as it is."""
+    return Lent(value, outbox, sequence) if IN_PLACE and isinstance(value, list) else value
+
+
+class Lent(list):
+    """One send's values copied out of the graphs' memory, numbered (``sequence``: the send's first step is
+    1), with the :class:`Outbox` they were lent from (``outbox``; ``None`` for new arrays)."""
+
+    __slots__ = ("outbox", "sequence")
+
+    def __init__(self, values, outbox=None, sequence=0):
+        super().__init__(values)
+        self.outbox, self.sequence = outbox, sequence
 
 
 def _identities(state: dict) -> dict:
@@ -331,6 +372,12 @@ class GraphedStep:
         self.kept = {}  # register -> value made in a graph run at capture, read outside the graphs
         self.states = {}  # input name -> identities of the state arrays the graphs were captured with
         self.outboxes = {}  # send operation index -> its Outboxes
+        for outbox in getattr(self, "adopted", {}).values():  # the sender refills them only for this step's graphs
+            with outbox.lock:
+                outbox.adopted = False
+        self.adopted = {}  # (operation index, receipt number) -> a sender's Outbox these graphs read
+        self.adopted_read = {}  # the same key -> the number of the send this step read there
+        self.sent = {}  # send operation index -> sends made (numbered from 1: Lent.sequence)
         self.pool = None
         if pool is not None:  # the graphs and the values above are gone: the pool's blocks can go
             self._retired.append(pool)
@@ -377,10 +424,44 @@ class GraphedStep:
         """The received values of a run's first call, copied into its staged buffers (all in one launch)."""
         taken = self.program.receive(executor, prefix, index)
         self._taken = (index, taken)  # for a step that goes on as calls after a failure here
-        pairs = []
-        staged = [_stage(self.received, (index, number), value, mode, pairs) for number, value in enumerate(taken)]
+        pairs, staged = [], []
+        for number, value in enumerate(taken):
+            key = (index, number)
+            if mode == "capture" and IN_PLACE and self._adopt(key, value):
+                staged.append(self.received[key])
+            else:  # (an adopted outbox refilled in place holds the value already: copy_into copies nothing)
+                staged.append(_stage(self.received, key, value, mode, pairs))
+            if key in self.adopted:
+                self.adopted_read[key] = getattr(value, "sequence", None)
         copy_arrays(pairs)
         return staged
+
+    def _adopt(self, key, value) -> bool:
+        """Read the sender's outbox that ``value`` was lent from directly, from now on, instead of a staged copy
+        (at capture; the outbox must fit the staged buffer)."""
+        outbox = getattr(value, "outbox", None)
+        if outbox is None or key not in self.received:
+            return False
+        try:
+            copy_into(self.received[key], value, [])
+        except Mismatch:
+            return False
+        with outbox.lock:
+            if outbox.adopted:
+                return False
+            outbox.adopted, outbox.consumed = True, None  # until this step's end says what it read
+        self.received[key], self.adopted[key] = value, outbox
+        return True
+
+    def _step_launched(self):
+        """Every graph of this step is launched: the fills of adopted outboxes so far are read once the
+        stream passes here (the event their senders' next fills wait for)."""
+        if not self.adopted:
+            return
+        event = device_event([outbox.arrays for outbox in self.adopted.values()])
+        for key, outbox in self.adopted.items():
+            with outbox.lock:
+                outbox.consumed, outbox.consumed_event = self.adopted_read.get(key), event
 
     # ------------------------------------------------------------ the step
 
@@ -432,6 +513,8 @@ class GraphedStep:
                     # no graph is launched again, so what earlier runs made is not rewritten: plain sends do
                     program.run(executor, registers, start, self._taken)
                     break
+        if mode != "staged" and not self.failure:
+            self._step_launched()
         if mode == "capture" and not self.failure:
             import cupy
 
@@ -464,11 +547,30 @@ class GraphedStep:
     def _copied_out(self, index, value, pairs):
         """Send ``index``'s ``value`` copied out of the graphs' memory: into a free :class:`Outbox` of that send
         (``pairs`` gets the copies), else into a new one while there are fewer than :data:`MAX_OUTBOXES`, else
-        into new arrays (:func:`clone`)."""
+        into new arrays (:func:`clone`).  An outbox that the receiver's graphs read (adopted) is refilled in
+        place when its receiver has launched its step that read the previous send (:meth:`Outbox.take_turn`);
+        else this send goes elsewhere.  Sends are numbered, so that the receiver can say which one it read."""
+        sequence = self.sent.get(index, 0) + 1
+        self.sent[index] = sequence
         if not OUTBOXES:
-            return clone(value, pairs)
+            return _numbered(clone(value, pairs), None, sequence)
+        global reused_outboxes, filled_in_place
         outboxes = self.outboxes.setdefault(index, [])
         for outbox in outboxes:
+            if outbox.adopted:  # its receiver's graphs read it
+                copies = []
+                try:
+                    copy_into(outbox.value, value, copies)
+                except Mismatch:
+                    continue
+                ready, event = outbox.take_turn(sequence)
+                if not ready:  # the receiver copies this send in, after its previous step
+                    continue
+                if event is not None:
+                    wait_for_event(event)
+                pairs.extend(copies)
+                filled_in_place += 1
+                return _numbered(outbox.lend(), outbox, sequence)
             if outbox.free():
                 copies = []
                 try:
@@ -476,14 +578,13 @@ class GraphedStep:
                 except Mismatch:  # (not in a replay of the same graphs) a value of another shape: a new array
                     break
                 pairs.extend(copies)
-                global reused_outboxes
                 reused_outboxes += 1
-                return outbox.lend()
+                return _numbered(outbox.lend(), outbox, sequence)
         else:
             if len(outboxes) < MAX_OUTBOXES:
                 outboxes.append(Outbox(value))  # cloned: copied at once, on this stream, before the event
-                return outboxes[-1].lend()
-        return clone(value, pairs)
+                return _numbered(outboxes[-1].lend(), outboxes[-1], sequence)
+        return _numbered(clone(value, pairs), None, sequence)
 
     def _give_up(self, reason):
         import logging
@@ -544,6 +645,7 @@ class GraphedStep:
 failures: list = []  # why graphs were given up, in this process (bench/gpu_step.py prints them)
 launches = 0  # graph launches in this process (captures not counted)
 reused_outboxes = 0  # sends copied into an outbox of an earlier step, in this process
+filled_in_place = 0  # sends copied into an outbox that their receiver's graphs read (DASKSAE_OUTBOX_IN_PLACE)
 
 
 def replay(program, executor, inputs: dict) -> dict:

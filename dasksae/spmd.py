@@ -238,6 +238,8 @@ class SpmdExecutor(Executor):
                 neighbour.put(tag, _InFlight(value, event))
             return
         ready_to_leave(value)  # complete before the worker's communication thread sends it
+        if isinstance(value, list) and type(value) is not list:  # (cuda_graphs.Lent: its outbox stays here)
+            value = list(value)
         from distributed.protocol import to_serialize
 
         worker = self.dask_worker

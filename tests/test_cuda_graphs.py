@@ -383,6 +383,13 @@ def _numpy_as_device_arrays(monkeypatch):
     monkeypatch.setattr(cuda_graphs, "on_device", lambda value: isinstance(value, numpy.ndarray))
 
 
+def _bare_graphed_step():
+    """A GraphedStep with no program: enough for its sends and receipts (``_copied_out``, ``_staged_received``)."""
+    step = object.__new__(cuda_graphs.GraphedStep)
+    step.outboxes, step.sent, step.received, step.adopted, step.adopted_read = {}, {}, {}, {}, {}
+    return step
+
+
 def test_an_outbox_is_free_only_when_nothing_but_itself_refers_to_its_arrays(monkeypatch):
     _numpy_as_device_arrays(monkeypatch)
     sent = [numpy.arange(4.0), {"strip": numpy.ones((2, 3)), "count": 3}, None]
@@ -403,8 +410,7 @@ def test_an_outbox_is_free_only_when_nothing_but_itself_refers_to_its_arrays(mon
 def test_sends_reuse_their_outboxes_once_the_receivers_dropped_them_and_allocate_past_the_cap(monkeypatch):
     _numpy_as_device_arrays(monkeypatch)
     monkeypatch.setattr(cuda_graphs, "OUTBOXES", True)
-    step = object.__new__(cuda_graphs.GraphedStep)
-    step.outboxes = {}
+    step = _bare_graphed_step()
     value = [numpy.full(3, 1.0)]
     pairs = []
     first = step._copied_out(7, value, pairs)  # a new outbox: copied at once, nothing left to copy
@@ -427,3 +433,60 @@ def test_sends_reuse_their_outboxes_once_the_receivers_dropped_them_and_allocate
     pairs = []
     plain = step._copied_out(7, value, pairs)  # switched off: a clone each send
     assert all(plain[0] is not outbox.value[0] for outbox in step.outboxes[7]) and pairs[0][1] is plain[0]
+
+
+class _OneReceipt:
+    """A program whose operation 0 takes one message: what ``receive`` hands over next."""
+
+    def __init__(self):
+        self.next = None
+
+    def receive(self, executor, prefix, index):
+        return [self.next]
+
+
+def test_an_adopted_outbox_is_refilled_in_place_only_after_its_reader_launched_the_step_before(monkeypatch):
+    """DASKSAE_OUTBOX_IN_PLACE: the receiver's graphs adopt the sender's outbox at capture; a later send is
+    copied straight into it once the receiver's step that read the previous send has been launched, else into
+    another outbox, which the receiver copies in. Whichever way, each step reads that step's values."""
+    _numpy_as_device_arrays(monkeypatch)
+    monkeypatch.setattr(cuda_graphs, "OUTBOXES", True)
+    monkeypatch.setattr(cuda_graphs, "IN_PLACE", True)
+    sender, receiver = _bare_graphed_step(), _bare_graphed_step()
+    receiver.program, receiver._retired = _OneReceipt(), []
+
+    def send(step):
+        pairs = []
+        lent = sender._copied_out(5, [numpy.full(4, float(step))], pairs)
+        cuda_graphs.copy_arrays(pairs)  # as _send_batch does, after the batch's sends
+        return lent, pairs
+
+    def receive(lent, mode):
+        receiver.program.next = lent
+        staged = receiver._staged_received(None, "", 0, mode)[0]
+        if mode != "staged":
+            receiver._step_launched()
+        return staged
+
+    assert receive([numpy.full(4, 1.0)], "staged")[0][0] == 1.0  # step 1: the sender's registers, cloned
+    lent, _ = send(2)
+    staged = receive(lent, "capture")  # step 2: adopted
+    outbox = sender.outboxes[5][0]
+    assert outbox.adopted and staged[0] is outbox.value[0] and staged[0][0] == 2.0
+    lent, pairs = send(3)  # the receiver launched step 2: refilled in place
+    assert lent.outbox is outbox and pairs and pairs[0][1] is outbox.value[0] and cuda_graphs.filled_in_place
+    early, _ = send(4)  # before the receiver launched step 3: into another outbox
+    assert early.outbox is not outbox and outbox.value[0][0] == 3.0
+    staged = receive(lent, "launch")  # nothing to copy: the adopted outbox holds step 3's values
+    assert staged[0] is outbox.value[0] and staged[0][0] == 3.0
+    staged = receive(early, "launch")  # copied in by the receiver, after its step 3
+    assert staged[0] is outbox.value[0] and staged[0][0] == 4.0
+    lent, _ = send(5)
+    assert lent.outbox is outbox  # in place again
+    assert receive(lent, "launch")[0][0] == 5.0
+    receiver._reset()  # its graphs dropped: the sender stops writing into what they read
+    assert not outbox.adopted
+    lent, _ = send(6)
+    assert lent.outbox is not outbox or not outbox.adopted
+    assert lent[0][0] == 6.0
+

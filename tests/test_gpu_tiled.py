@@ -76,19 +76,22 @@ def test_gpu_reduced_precision_training_follows_float32(precision, tolerance):
     assert relative.max() < tolerance, relative
 
 
-@pytest.mark.parametrize("tiles,precision,cuts", [("1x1", "float32", "receipts"), ("1x1", "bfloat16", "receipts"),
-                                                  ("2x2", "float32", "receipts"), ("2x2", "bfloat16", "receipts"),
-                                                  ("2x2", "bfloat16", "messages")])
-def test_cuda_graphs_equal_steps_replayed_as_calls(monkeypatch, tiles, precision, cuts):
+@pytest.mark.parametrize("tiles,precision,cuts,in_place", [
+    ("1x1", "float32", "receipts", False), ("1x1", "bfloat16", "receipts", False), ("2x2", "float32", "receipts", False),
+    ("2x2", "bfloat16", "receipts", False), ("2x2", "bfloat16", "messages", False), ("2x2", "float32", "receipts", True),
+    ("2x2", "bfloat16", "receipts", True)])
+def test_cuda_graphs_equal_steps_replayed_as_calls(monkeypatch, tiles, precision, cuts, in_place):
     """Steps replayed as CUDA graphs (staged at the second step, captured at the third, launched from the fourth)
     give the losses and weights of steps replayed as calls.  RICA's ``a`` changes every step and the minibatch
     is new every step: a graph that froze either would differ.  2x2: four worker threads, halos with events;
     ``receipts`` (the default): graph runs cut only where a tile waits for a message; ``messages``: at every
-    message as well (DASKSAE_GRAPH_CUTS)."""
+    message as well (DASKSAE_GRAPH_CUTS).  ``in_place``: receivers' graphs read their senders' outboxes, refilled
+    in place (DASKSAE_OUTBOX_IN_PLACE)."""
     from dasksae import cuda_graphs, spmd, tile_program
 
     monkeypatch.setattr(spmd, "HALO_EVENTS", True)
     monkeypatch.setattr(cuda_graphs, "CUTS", cuts)
+    monkeypatch.setattr(cuda_graphs, "IN_PLACE", in_place)
     config = named_config("tiny")
     data = numpy.random.default_rng(5)
     batches = [data.standard_normal(config.input_shape + (16,)).astype("float32") for _ in range(7)]
@@ -108,12 +111,14 @@ def test_cuda_graphs_equal_steps_replayed_as_calls(monkeypatch, tiles, precision
 
     cuda_graphs.failures.clear()
     expected, expected_parameters = train(False)
-    launched, reused = cuda_graphs.launches, cuda_graphs.reused_outboxes
+    launched, reused, in_place_before = cuda_graphs.launches, cuda_graphs.reused_outboxes, cuda_graphs.filled_in_place
     got, parameters = train(True)
     assert cuda_graphs.failures == []
     assert cuda_graphs.launches > launched
-    # sends out of the graphs' memory went into outboxes that their receivers had dropped (DASKSAE_OUTBOXES)
-    assert (cuda_graphs.reused_outboxes > reused) == (tiles != "1x1"), (cuda_graphs.reused_outboxes, reused)
+    # sends out of the graphs' memory went into outboxes that their receivers had dropped (DASKSAE_OUTBOXES), or
+    # straight into those their receivers' graphs read
+    assert (cuda_graphs.reused_outboxes > reused or cuda_graphs.filled_in_place > in_place_before) == (tiles != "1x1")
+    assert (cuda_graphs.filled_in_place > in_place_before) == in_place, (cuda_graphs.filled_in_place, in_place_before)
     numpy.testing.assert_allclose(got, expected, rtol=1e-6)
     for mine, theirs in zip(parameters, expected_parameters):
         numpy.testing.assert_allclose(mine["encoder"], theirs["encoder"], rtol=1e-5, atol=1e-7)

@@ -91,17 +91,21 @@ class GilSampler:
         self.result: dict | None = None
         self.error = ""
 
+    def command(self, pid: int, path: str) -> list:
+        """py-spy's command line: the GIL's holder only (``--gil``) or every thread on a CPU; without stopping
+        the process, except with C frames (``--native`` cannot read them from a running process)."""
+        return [self.executable, "record", "--pid", str(pid), *(["--gil"] if self.gil else []),
+                *(["--native"] if self.native else []), "--threads", *([] if self.native else ["--nonblocking"]),
+                "--rate", str(self.rate), "--format", "raw", "--output", path]
+
     def __enter__(self):
         self._process = None
         if not self.executable:
             self.error = "py-spy not found (pip install py-spy, or set PY_SPY)"
             return self
         self._path = tempfile.mktemp(suffix=".txt", prefix="gil-")
-        self._process = subprocess.Popen(
-            [self.executable, "record", "--pid", str(os.getpid()), *(["--gil"] if self.gil else []),
-             *(["--native"] if self.native else []), "--threads", *([] if self.native else ["--nonblocking"]),
-             "--rate", str(self.rate), "--format", "raw", "--output", self._path],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self._process = subprocess.Popen(self.command(os.getpid(), self._path), stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, text=True)
         time.sleep(0.5)  # attached before the block starts
         if self._process.poll() is not None:
             self.error = f"py-spy could not sample this process: {self._process.stdout.read().strip()[-300:]}"

@@ -134,6 +134,13 @@ def _pool_bytes():
     return int(pool.total_bytes()) + cuda_graphs.private_pool_bytes()  # with the CUDA graphs' own pools
 
 
+def _outbox_sends() -> tuple:
+    """Sends copied into reused outboxes, and into adopted ones in place, in this process so far."""
+    from dasksae import cuda_graphs
+
+    return cuda_graphs.reused_outboxes, cuda_graphs.filled_in_place
+
+
 def _graph_state():
     from dasksae import cuda_graphs
 
@@ -204,9 +211,15 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
             gc.collect()
             gc.freeze()
         collections = GarbageCollections() if not processes else contextlib.nullcontext()
+        sends_before = _outbox_sends()
         with report_context, sampler, collections, distributed.get_task_stream(client) as stream:
             times, report = time_groups(network, [data] * steps_per_task, 1e-3, 0.9, runs, pipelined)
         report.statistics["group_seconds"] = times
+        if not processes:  # the workers are threads of this process: its counters are theirs
+            sends = [(after - before) / (runs * steps_per_task) for before, after in zip(sends_before, _outbox_sends())]
+            report.statistics["outbox_sends"] = {"reused_a_step": sends[0], "in_place_a_step": sends[1]}
+            print(f"  sends out of the graphs' memory a step, all tiles: {sends[0]:.1f} into reused outboxes, "
+                  f"{sends[1]:.1f} straight into their receivers' (DASKSAE_OUTBOX_IN_PLACE)", flush=True)
         if gc_freeze:
             gc.unfreeze()
         if not processes:  # the workers are threads of this process: its collections pause them all

@@ -54,3 +54,14 @@ def test_four_rows_puts_each_threads_row_against_its_own_processes_in_process_st
     assert [row["label"] for row in rows] == ["a/fast", "b/x", "a/slow"]
     assert [round(row["ratio"], 3) for row in rows] == [1.24, 1.25, 1.5]
     assert "3 rows: median 1.25x, 1.24-1.50x; 2 within 1.25x" in capsys.readouterr().out
+
+
+def test_gil_sampler_asks_py_spy_for_the_gil_holder_or_every_thread_on_a_cpu():
+    GilSampler = gil_sampler.GilSampler
+    holder = GilSampler(executable="py-spy").command(42, "out.txt")
+    assert holder[:4] == ["py-spy", "record", "--pid", "42"] and "--gil" in holder and "--nonblocking" in holder
+    on_cpu = GilSampler(executable="py-spy", gil=False).command(42, "out.txt")
+    assert "--gil" not in on_cpu and "--nonblocking" in on_cpu and "--native" not in on_cpu
+    native = GilSampler(executable="py-spy", gil=False, native=True).command(42, "out.txt")
+    assert "--native" in native and "--nonblocking" not in native  # py-spy stops the process to read C frames
+

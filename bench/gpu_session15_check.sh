@@ -23,7 +23,9 @@
 #               pipelined as dasksae train runs them (--pipelined: the next group is submitted while one runs, so
 #               the GPU does not idle between tasks; 1.6-2.3 ms a step lies between a task's step and the row's in
 #               outbox/), and with gc.freeze() after the warm-up (--gc-freeze: the rows with outboxes each had one
-#               full collection, 50-56 ms groups), in turn, twice each. About 500 s.
+#               full collection, 50-56 ms groups), in turn, twice each. About 500 s. Each threads row now also
+#               prints a tile thread's context switches a step (involuntary ones: preempted) and the share of the
+#               host's CPU time the hypervisor stole during the timed runs (/proc/stat): is the slow mode the VM's?
 #   PART=inplace (prepared for session 16, not run) DASKSAE_OUTBOX_IN_PLACE=1: a receiver's graphs read its
 #               sender's outbox directly (adopted at capture), refilled in place once the receiver has launched
 #               the step that read the previous send; else the receiver copies the send in, as all receipts do

@@ -211,10 +211,11 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
             gc.collect()
             gc.freeze()
         collections = GarbageCollections() if not processes else contextlib.nullcontext()
-        sends_before = _outbox_sends()
+        sends_before, host_before = _outbox_sends(), host_cpu_times()
         with report_context, sampler, collections, distributed.get_task_stream(client) as stream:
             times, report = time_groups(network, [data] * steps_per_task, 1e-3, 0.9, runs, pipelined)
         report.statistics["group_seconds"] = times
+        report.statistics["host_cpu"] = host_shares(host_before, host_cpu_times())
         if not processes:  # the workers are threads of this process: its counters are theirs
             sends = [(after - before) / (runs * steps_per_task) for before, after in zip(sends_before, _outbox_sends())]
             report.statistics["outbox_sends"] = {"reused_a_step": sends[0], "in_place_a_step": sends[1]}
@@ -275,8 +276,10 @@ def _host_waits(dask_worker):
     from dasksae.spmd import MAILBOX
 
     mailbox = getattr(dask_worker, MAILBOX, None)
+    switches = getattr(mailbox, "context_switches", {})
     return {"messages": 0.0 if mailbox is None else mailbox.waited_seconds, "device": device_wait_seconds(),
-            "cpu": 0.0 if mailbox is None else mailbox.cpu_seconds}
+            "cpu": 0.0 if mailbox is None else mailbox.cpu_seconds,
+            "voluntary": switches.get("voluntary", 0), "involuntary": switches.get("involuntary", 0)}
 
 
 def _waits_a_step(before: dict, after: dict, steps: int, processes: bool) -> dict:
@@ -286,7 +289,32 @@ def _waits_a_step(before: dict, after: dict, steps: int, processes: bool) -> dic
     devices = [(after[w]["device"] - before[w]["device"]) / steps for w in after]
     device = statistics.mean(devices) if processes else max(devices) / len(devices)
     cpu = [(after[w].get("cpu", 0.0) - before[w].get("cpu", 0.0)) / steps for w in after]
-    return {"messages_seconds": statistics.median(messages), "device_seconds": device, "cpu_seconds": statistics.median(cpu)}
+    switches = {kind: statistics.median((after[w].get(kind, 0) - before[w].get(kind, 0)) / steps for w in after)
+                for kind in ("voluntary", "involuntary")}
+    return {"messages_seconds": statistics.median(messages), "device_seconds": device, "cpu_seconds": statistics.median(cpu),
+            "context_switches_a_step": switches}
+
+
+def host_cpu_times() -> list:
+    """The host's CPU time so far, in clock ticks, from ``/proc/stat``'s first line: user, nice, system, idle,
+    iowait, irq, softirq, steal (the time a virtual machine's CPUs were ready but the hypervisor ran something
+    else); empty where there is no such file."""
+    try:
+        with open("/proc/stat") as file:
+            fields = file.readline().split()
+    except OSError:
+        return []
+    return [int(value) for value in fields[1:9]] if fields and fields[0] == "cpu" else []
+
+
+def host_shares(before: list, after: list) -> dict:
+    """Shares of the host's CPU time between two :func:`host_cpu_times`: busy (neither idle nor waiting for I/O)
+    and stolen by the hypervisor."""
+    if len(before) < 8 or len(after) < 8:
+        return {}
+    delta = [b - a for a, b in zip(before, after)]
+    total = sum(delta) or 1
+    return {"busy": (total - delta[3] - delta[4]) / total, "steal": delta[7] / total}
 
 
 def in_task_seconds(task_stream, steps_per_task: int) -> float:
@@ -520,13 +548,22 @@ def main(argv=None):
                              halo_bytes=report.statistics["halo_bytes"], execution=execution, steps_per_task=per_task,
                              in_task_seconds=report.statistics["in_task_seconds"], host_waits=report.statistics["host_waits"],
                              host_samples=report.statistics.get("host_samples"), group_seconds=report.statistics["group_seconds"],
-                             garbage_collection=report.statistics.get("garbage_collection"))
+                             garbage_collection=report.statistics.get("garbage_collection"),
+                             host_cpu=report.statistics.get("host_cpu"), outbox_sends=report.statistics.get("outbox_sends"))
                         print(f"  inside a tile's task (median over tiles and runs): {report.statistics['in_task_seconds'] * 1e3:.1f} ms a step; "
                               f"{seconds / kernel:.2f}x the in-process step of this call (the 1.25x target)", flush=True)
                         waits = report.statistics["host_waits"]
                         print(f"  a tile's thread waited {waits['messages_seconds'] * 1e3:.1f} ms a step for messages and "
                               f"{waits['device_seconds'] * 1e3:.1f} ms for the device; the rest of its step is host work. "
                               f"Its thread ran on a CPU {waits['cpu_seconds'] * 1e3:.1f} ms a step", flush=True)
+                        switches = waits.get("context_switches_a_step")
+                        if switches:
+                            print(f"  context switches of a tile's thread a step: {switches['voluntary']:.0f} voluntary (waits), "
+                                  f"{switches['involuntary']:.1f} involuntary (preempted)", flush=True)
+                        shares = report.statistics.get("host_cpu") or {}
+                        if shares:
+                            print(f"  the host's CPUs during the timed runs: {100 * shares['busy']:.1f}% busy, "
+                                  f"{100 * shares['steal']:.2f}% stolen by the hypervisor", flush=True)
                         collected = report.statistics.get("garbage_collection")
                         if collected:
                             print(f"  garbage collection in this process: {collected['seconds_a_step'] * 1e3:.2f} ms a step "

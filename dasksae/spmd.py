@@ -60,6 +60,9 @@ class Mailbox:
         self.received = 0
         self.waited_seconds = 0.0  # the worker's thread, waiting for messages that had not arrived
         self.cpu_seconds = 0.0  # the CPU time of the worker's thread in its tile tasks (time.thread_time)
+        # the worker's thread in its tile tasks: context switches it asked for (waits) and ones it suffered
+        # (preempted by another thread or, in a virtual machine, its CPU taken away), where the OS counts them
+        self.context_switches = {"voluntary": 0, "involuntary": 0}
 
     def put(self, tag=None, data=None):
         with self._arrived:
@@ -360,7 +363,7 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
     objective_has_scale = config.objective == "rica"
     losses, sent = [], 0
     mailbox = None
-    cpu_started = time.thread_time()
+    cpu_started, switches_started = time.thread_time(), _thread_context_switches()
     xp = array_module(my_states[0]["encoder"])
     with tile_task_stream(xp):  # this worker thread's own CUDA stream (dasksae.streams)
         # onto the weights' device once, before the first step (halo strips then travel as device arrays, and no
@@ -390,12 +393,25 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
     if mailbox is not None:
         mailbox.forget(step_id)
         mailbox.cpu_seconds += time.thread_time() - cpu_started
+        for kind, count in _thread_context_switches().items():
+            mailbox.context_switches[kind] += count - switches_started[kind]
     return {
         "states": my_states,
         "scales": my_scales,
         "losses": losses if me == first_tile else None,
         "sent_bytes": sent,
     }
+
+
+def _thread_context_switches() -> dict:
+    """This thread's context switches so far, voluntary and involuntary (zeros where the OS does not say)."""
+    try:
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_THREAD)
+    except (ImportError, AttributeError, OSError):  # not Linux
+        return {"voluntary": 0, "involuntary": 0}
+    return {"voluntary": usage.ru_nvcsw, "involuntary": usage.ru_nivcsw}
 
 
 def _built(executor, key, grid, me, x_part, my_states, my_scales, stage, lr, momentum, precision):

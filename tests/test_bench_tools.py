@@ -65,3 +65,15 @@ def test_gil_sampler_asks_py_spy_for_the_gil_holder_or_every_thread_on_a_cpu():
     native = GilSampler(executable="py-spy", gil=False, native=True).command(42, "out.txt")
     assert "--native" in native and "--nonblocking" not in native  # py-spy stops the process to read C frames
 
+
+
+def test_the_hosts_busy_and_stolen_shares_come_from_proc_stat_deltas():
+    import gpu_step
+
+    before = [100, 0, 50, 800, 10, 0, 0, 40]
+    after = [160, 0, 70, 900, 10, 0, 0, 60]  # 200 ticks: 80 busy, 100 idle, 20 stolen
+    shares = gpu_step.host_shares(before, after)
+    assert shares["busy"] == pytest.approx(0.5) and shares["steal"] == pytest.approx(0.1)
+    assert gpu_step.host_shares([], after) == {}  # no /proc/stat: no figure
+    now = gpu_step.host_cpu_times()
+    assert now == [] or (len(now) == 8 and all(isinstance(value, int) for value in now))

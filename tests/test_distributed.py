@@ -274,9 +274,11 @@ def test_worker_threads_of_one_process_hand_halos_over_by_reference():
                 spmd.Mailbox.put = put
             waited = client.run(lambda dask_worker: getattr(dask_worker, spmd.MAILBOX).waited_seconds)
             cpu = client.run(lambda dask_worker: getattr(dask_worker, spmd.MAILBOX).cpu_seconds)
+            switches = client.run(lambda dask_worker: getattr(dask_worker, spmd.MAILBOX).context_switches)
     assert puts and set(puts) == {"task thread"}, collections.Counter(puts)
     assert len(waited) == 4 and sum(waited.values()) > 0  # tiles wait for their neighbours' halos (bench/gpu_step.py)
     assert len(cpu) == 4 and all(seconds > 0 for seconds in cpu.values())  # each tile's thread ran its tasks on a CPU
+    assert all(counts["voluntary"] > 0 for counts in switches.values())  # and slept while it waited for halos
     assert device_wait_seconds() == 0.0  # NumPy tiles never wait for a device
 
 

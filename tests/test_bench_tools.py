@@ -46,6 +46,9 @@ def test_four_rows_puts_each_threads_row_against_its_own_processes_in_process_st
         rows = [{"mode": "in-process", "precision": "bfloat16", "step_seconds": in_process},
                 {"mode": "dasksae-4w-threads-2x2-k10", "precision": "bfloat16", "step_seconds": threads,
                  "in_task_seconds": threads - 0.001}]
+        if label == "slow":  # a row with session 15's figures for the slow mode
+            rows[1].update(host_waits={"messages_seconds": 0.031, "context_switches_a_step": {"involuntary": 2.5}},
+                           host_cpu={"busy": 0.3, "steal": 0.0123})
         path.write_text(json.dumps({"meta": {}, "rows": rows}))
         return str(path)
 
@@ -53,7 +56,11 @@ def test_four_rows_puts_each_threads_row_against_its_own_processes_in_process_st
     rows = four_rows.main(paths)
     assert [row["label"] for row in rows] == ["a/fast", "b/x", "a/slow"]
     assert [round(row["ratio"], 3) for row in rows] == [1.24, 1.25, 1.5]
-    assert "3 rows: median 1.25x, 1.24-1.50x; 2 within 1.25x" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "3 rows: median 1.25x, 1.24-1.50x; 2 within 1.25x" in out
+    slow = next(line for line in out.splitlines() if line.startswith("a/slow"))
+    assert slow.split()[-3:] == ["31.0", "2.5", "1.23%"]  # waited for messages, preempted, stolen
+    assert next(line for line in out.splitlines() if line.startswith("b/x")).rstrip().endswith("x     39.0")
 
 
 def test_gil_sampler_asks_py_spy_for_the_gil_holder_or_every_thread_on_a_cpu():

@@ -557,29 +557,25 @@ class GraphedStep:
         global reused_outboxes, filled_in_place
         outboxes = self.outboxes.setdefault(index, [])
         for outbox in outboxes:
-            if outbox.adopted:  # its receiver's graphs read it
-                copies = []
-                try:
-                    copy_into(outbox.value, value, copies)
-                except Mismatch:
-                    continue
+            adopted = outbox.adopted  # its receiver's graphs read it
+            if not (adopted or outbox.free()):
+                continue
+            copies = []
+            try:
+                copy_into(outbox.value, value, copies)
+            except Mismatch:  # (not in a replay of the same graphs) a value of another shape: a new array
+                break
+            if adopted:
                 ready, event = outbox.take_turn(sequence)
                 if not ready:  # the receiver copies this send in, after its previous step
                     continue
                 if event is not None:
                     wait_for_event(event)
-                pairs.extend(copies)
                 filled_in_place += 1
-                return _numbered(outbox.lend(), outbox, sequence)
-            if outbox.free():
-                copies = []
-                try:
-                    copy_into(outbox.value, value, copies)
-                except Mismatch:  # (not in a replay of the same graphs) a value of another shape: a new array
-                    break
-                pairs.extend(copies)
+            else:
                 reused_outboxes += 1
-                return _numbered(outbox.lend(), outbox, sequence)
+            pairs.extend(copies)
+            return _numbered(outbox.lend(), outbox, sequence)
         else:
             if len(outboxes) < MAX_OUTBOXES:
                 outboxes.append(Outbox(value))  # cloned: copied at once, on this stream, before the event

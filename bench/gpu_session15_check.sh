@@ -56,7 +56,7 @@ next)
     FOUR_S=75 four gc-freeze-$round bfloat16 --gc-freeze
   done ;;
 inplace)
-  timeout ${TESTS_S:-90} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu_tiled.py -k "graphs" 2>&1 | tail -8 | tee $OUT/gpu-tests.log
+  timeout ${TESTS_S:-200} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -8 | tee $OUT/gpu-tests.log
   for round in a b; do
     FOUR_S=75 four in-place-off-$round bfloat16
     DASKSAE_OUTBOX_IN_PLACE=1 FOUR_S=75 four in-place-on-$round bfloat16

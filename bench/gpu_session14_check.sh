@@ -72,7 +72,7 @@ next)
 gc)
   for round in a b; do
     FOUR_S=80 four gc-default-$round bfloat16
-    FOUR_S=80 four gc-freeze-$round bfloat16 --gc-freeze
+    DASKSAE_GC_FREEZE=1 FOUR_S=80 four gc-freeze-$round bfloat16  # --gc-freeze until session 17 (now the package's switch)
   done ;;
 ab)
   for round in c d e; do

@@ -170,7 +170,7 @@ def _free_pool():
 
 def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=None, send_each_step=False, eager=False,
                  execution="spmd", dtype="float32", steps_per_task=1, protocol="tcp", processes=True, profile=None,
-                 sample_host=False, pipelined=False, gil_samples=False, gc_freeze=False):
+                 sample_host=False, pipelined=False, gil_samples=False):
     import distributed
 
     from dasksae.tiled_network import TiledNetwork
@@ -207,9 +207,6 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
             from gil_sampler import GilSampler
 
             sampler = GilSampler(gil=gil_samples in (True, "gil"), native=gil_samples == "cpu-native")
-        if gc_freeze:  # what the warm-up made is never looked at again by the collector (gc.freeze)
-            gc.collect()
-            gc.freeze()
         collections = GarbageCollections() if not processes else contextlib.nullcontext()
         sends_before, host_before = _outbox_sends(), host_cpu_times()
         with report_context, sampler, collections, distributed.get_task_stream(client) as stream:
@@ -221,8 +218,6 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
             report.statistics["outbox_sends"] = {"reused_a_step": sends[0], "in_place_a_step": sends[1]}
             print(f"  sends out of the graphs' memory a step, all tiles: {sends[0]:.1f} into reused outboxes, "
                   f"{sends[1]:.1f} straight into their receivers' (DASKSAE_OUTBOX_IN_PLACE)", flush=True)
-        if gc_freeze:
-            gc.unfreeze()
         if not processes:  # the workers are threads of this process: its collections pause them all
             report.statistics["garbage_collection"] = collections.a_step(runs * steps_per_task)
         report.statistics["in_task_seconds"] = in_task_seconds(stream.data, steps_per_task)
@@ -416,9 +411,6 @@ def main(argv=None):
                         help="-threads rows: py-spy samples the thread holding the GIL during the timed runs "
                              "(bench/gil_sampler.py; needs py-spy, or PY_SPY naming it); 'cpu': every thread on a CPU "
                              "instead; 'cpu-native': that, with C frames (the CUDA driver's among them)")
-    parser.add_argument("--gc-freeze", action="store_true",
-                        help="dasksae rows: gc.collect() and gc.freeze() after the warm-up, so that the timed runs' "
-                             "collections skip what existed then (a collection holds the GIL, pausing every worker thread)")
     parser.add_argument("--pipelined", action="store_true",
                         help="dasksae rows: each group of steps submitted before the previous group's losses are read, as "
                              "dasksae train does (mode names end in -p)")
@@ -539,8 +531,7 @@ def main(argv=None):
                                                              args.scheduler_address, execution=execution, dtype=dtype,
                                                              protocol=args.protocol, processes=processes, steps_per_task=per_task,
                                                              profile=profile_file(mode, dtype), sample_host=args.sample_host,
-                                                             pipelined=args.pipelined, gil_samples=args.gil_samples,
-                                                             gc_freeze=args.gc_freeze)
+                                                             pipelined=args.pipelined, gil_samples=args.gil_samples)
                         emit(f"{mode}-{rows_}x{cols_}" + (f"-k{per_task}" if per_task > 1 else "") + ("-p" if args.pipelined else ""),
                              dtype, seconds,
                              overhead=max(0.0, 1 - kernel / seconds), memory=held,

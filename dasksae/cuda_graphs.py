@@ -11,13 +11,15 @@ into runs:
   ``DASKSAE_OUTBOXES``; 4 worker threads on coates200 in bfloat16 took
   38.3-40.3 ms a step with them against 39.1-40.5 without, in turn, on an
   H200, ``bench/results/session15/outbox``).  With
-  ``DASKSAE_OUTBOX_IN_PLACE=1`` (not yet run on a GPU) a receiver's graphs
+  ``DASKSAE_OUTBOX_IN_PLACE=1`` (the default since session 17; on an H200 in
+  session 16, 216 of 217 sends a step went in place, 37.5-37.7 ms against
+  38.0-38.3 ms off, ``bench/results/session16/inplace``) a receiver's graphs
   read one outbox of each send directly, adopted at capture, and the sender
   copies a later send straight into it once the receiver has launched the
   step that read the one before (:meth:`Outbox.take_turn`; the sender's copy
   waits on the device for that step's end); otherwise the send goes to
   another outbox and the receiver copies it in, as every receipt does
-  without the switch.  By default
+  with ``DASKSAE_OUTBOX_IN_PLACE=0``.  By default
   (``DASKSAE_GRAPH_CUTS=receipts``) a send does not end a graph run: it is
   made right after the run that made its values, before anything that waits
   for a message, and the sends that follow one run are copied out together,
@@ -74,6 +76,7 @@ import sys
 import threading
 import weakref
 
+from . import collector
 from .kernels.backend import copy_array, on_device
 from .kernels.copies import copy_arrays
 from .streams import device_event, has_device_arrays, wait_for_event
@@ -95,7 +98,7 @@ OUTBOXES = switch("DASKSAE_OUTBOXES") == "1"
 MAX_OUTBOXES = 6  # per send: with all of them still held by receivers, a send allocates afresh
 # a receiver's graphs read one outbox of each send directly (adopted at capture), which the sender refills in place
 # once the receiver's previous step has been launched (Outbox.take_turn), instead of the receiver copying each
-# received value into its staged buffers; "0" (the default until it has run on a GPU): the receiver copies
+# received value into its staged buffers; "0": the receiver copies (the default until session 16 ran it on a GPU)
 IN_PLACE = switch("DASKSAE_OUTBOX_IN_PLACE") == "1"
 GRAPH, EAGER, MESSAGE = "graph", "eager", "send"
 
@@ -403,7 +406,11 @@ class GraphedStep:
             if self.replays == 1:
                 return self._execute(executor, inputs, "staged")
             if self.graphs is None:
-                return self._execute(executor, inputs, "capture")
+                collector.thaw()  # the graphs may replace others (dasksae.collector)
+                try:
+                    return self._execute(executor, inputs, "capture")
+                finally:
+                    collector.programs_changed()
             for name, identities in self.states.items():
                 if _identities(inputs[name]) != identities:  # other state arrays: replay as calls, capture again
                     self.release()

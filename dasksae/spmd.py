@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 
-from . import tile_program
+from . import collector, tile_program
 from .streams import StepFence, device_event, ready_to_leave, tile_task_stream, wait_for_event
 from .switches import switch
 from .tile_array import Executor
@@ -390,6 +390,7 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
             sent += executor.sent_bytes
         losses = losses_on_host(losses)
         fence.finish()
+    collector.settle(xp)  # out of the next steps' way: a full collection pauses every worker thread
     if mailbox is not None:
         mailbox.forget(step_id)
         mailbox.cpu_seconds += time.thread_time() - cpu_started

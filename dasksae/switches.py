@@ -24,7 +24,8 @@ SWITCHES = {
     "DASKSAE_RUN_AHEAD": (("2", "1", "0"), "2"),
     "DASKSAE_DRIVER_LAUNCH": (("1", "0"), "1"),
     "DASKSAE_OUTBOXES": (("1", "0"), "1"),
-    "DASKSAE_OUTBOX_IN_PLACE": (("0", "1"), "0"),
+    "DASKSAE_OUTBOX_IN_PLACE": (("1", "0"), "1"),
+    "DASKSAE_GC_FREEZE": (("auto", "1", "0"), "auto"),
 }
 
 

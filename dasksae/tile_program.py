@@ -34,6 +34,7 @@ import threading
 
 import numpy
 
+from . import collector
 from .switches import switch
 
 SEND, CALL = 0, 1
@@ -187,6 +188,7 @@ def built(key, executor, input_handles: dict, build):
     """
     record = REPLAY and lookup(key) is None
     if record:
+        collector.thaw()  # the new program may replace another (dasksae.collector)
         executor.start_recording()
         for name, handle in input_handles.items():
             executor.record_input(handle, name)
@@ -199,6 +201,7 @@ def built(key, executor, input_handles: dict, build):
         executor.program.stages = (first, last)
         keep(key, executor.program)  # kept even if not replayable: then it is not recorded again
         executor.program = None
+        collector.programs_changed()
     return first, last, {k: (state.value, None if reduced is None else reduced.value) for k, (state, reduced) in handles.items()}
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy
 
-from . import tile_ops
+from . import collector, tile_ops
 from .errors import ConfigError
 from .layers import (
     contrast,
@@ -707,6 +707,7 @@ def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: 
             fence.step_done()
         losses = tile_ops.losses_on_host(losses)
         fence.finish()
+    collector.settle(xp)  # out of the next steps' way (dasksae.collector)
     return {"states": states, "scales": scales, "losses": losses}
 
 

@@ -5,6 +5,8 @@ Marked ``gpu``: skipped where there is no CUDA device; run on the GPU machine
 one GPU.
 """
 
+import gc
+
 import numpy
 import pytest
 
@@ -126,10 +128,12 @@ def test_cuda_graphs_equal_steps_replayed_as_calls(monkeypatch, tiles, precision
 
 def test_cuda_graphs_by_default_only_where_workers_share_the_process_and_their_memory_is_freed(monkeypatch):
     """``auto``: one tile in-process replays as calls; four worker threads on the GPU replay as graphs, whose
-    private pools hold memory until ``forget_all`` frees it."""
-    from dasksae import cuda_graphs, tile_program
+    private pools hold memory until ``forget_all`` frees it.  Tasks on a GPU freeze the process's objects once
+    their programs are built (DASKSAE_GC_FREEZE=auto)."""
+    from dasksae import collector, cuda_graphs, tile_program
 
     monkeypatch.setattr(cuda_graphs, "GRAPHS", "auto")
+    monkeypatch.setattr(collector, "GC_FREEZE", "auto")
     config = named_config("tiny")
     data = numpy.random.default_rng(6)
     batches = [data.standard_normal(config.input_shape + (8,)).astype("float32") for _ in range(5)]
@@ -147,4 +151,8 @@ def test_cuda_graphs_by_default_only_where_workers_share_the_process_and_their_m
     assert cuda_graphs.private_pool_bytes() > 0
     tile_program.forget_all()
     assert cuda_graphs.private_pool_bytes() == 0
+    # DASKSAE_GC_FREEZE=auto: tasks on a GPU froze the process's objects once their programs were built and captured
+    assert gc.get_freeze_count() > 0
+    collector.thaw()
+    assert gc.get_freeze_count() == 0
 

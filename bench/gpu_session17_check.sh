@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# On the lent GPU machine (device tool, carry [".whl"]), session 17. .whl: ../shared/gpu/fetch-wheels.sh zarr==3.1.5
-# numcodecs==0.16.3, and py-spy's wheel (the command is in bench/gpu_session14_check.sh's header).
+# On the lent GPU machine (device tool, carry [".whl"]), session 17. .whl as in bench/gpu_session14_check.sh's header
+# (zarr's wheel needs donfig's and the others listed there: without them, the tests that import zarr fail to load).
 # The package's defaults now: DASKSAE_OUTBOX_IN_PLACE=1 (session 16's inplace/ ran it: 121 GPU tests passed) and
 # DASKSAE_GC_FREEZE=auto (gc.freeze() once a process's programs are built, where its tiles are on a GPU; session 16's
 # next/ measured the bench's --gc-freeze: the 45-56 ms groups of steps went away).
 #   PART=confirm  all GPU tests at this commit, then the 4 threads' bfloat16 row with the defaults and with
 #                 DASKSAE_GC_FREEZE=0, in turn, three times each. About 400 s.
+#   PART=tests    all GPU tests only (about 100 s).
 #   PART=table    the issue's table with the defaults, in one process: limit, in-process and 1 worker, 4 worker threads,
 #                 PyTorch; float32 and bfloat16 (as PART=table of bench/gpu_session11_check.sh). About 450 s.
 # Logs are tarred (logs.tgz): the device returns at most 8 files from $OUT.
@@ -20,6 +21,9 @@ confirm)
     DASKSAE_GC_FREEZE=0 FOUR_S=80 four gc-freeze-off-$round bfloat16
   done
   cd $OUT && tar czf rows.tgz gpu-step-4w-*.json && rm -f gpu-step-4w-*.json ;;
+tests)
+  timeout ${TESTS_S:-200} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -30 > $OUT/gpu-tests.log
+  tail -1 $OUT/gpu-tests.log ;;
 table)
   timeout ${TABLE_S:-540} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
     --modes limit,dasksae-1w,dasksae-4w-threads,torch --dtypes float32,bfloat16 --precisions float32,bfloat16 \

@@ -7,6 +7,9 @@
 #   PART=confirm  all GPU tests at this commit, then the 4 threads' bfloat16 row with the defaults and with
 #                 DASKSAE_GC_FREEZE=0, in turn, three times each. About 400 s.
 #   PART=tests    all GPU tests only (about 100 s).
+#   PART=onew     the 1-worker rows (and the in-process step) in float32 and bfloat16, one group of 10 steps at a time
+#                 as the table measures them, and pipelined as dasksae train runs them (--pipelined), in turn, in
+#                 processes of their own, twice each. About 450 s.
 #   PART=table    the issue's table with the defaults, in one process: limit, in-process and 1 worker, 4 worker threads,
 #                 PyTorch; float32 and bfloat16 (as PART=table of bench/gpu_session11_check.sh). About 450 s.
 # Logs are tarred (logs.tgz): the device returns at most 8 files from $OUT.
@@ -24,6 +27,15 @@ confirm)
 tests)
   timeout ${TESTS_S:-200} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -30 > $OUT/gpu-tests.log
   tail -1 $OUT/gpu-tests.log ;;
+onew)
+  for round in a b; do
+    for way in plain pipelined; do
+      timeout ${ONEW_S:-130} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
+        --dtypes float32,bfloat16 --steps-per-task 10 --runs 20 $([ $way = pipelined ] && echo --pipelined) \
+        --json $OUT/gpu-step-1w-$way-$round.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | sed "s/^/$way-$round: /" | tee -a $OUT/gpu-step.log
+    done
+  done
+  cd $OUT && tar czf rows.tgz gpu-step-1w-*.json && rm -f gpu-step-1w-*.json ;;
 table)
   timeout ${TABLE_S:-540} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
     --modes limit,dasksae-1w,dasksae-4w-threads,torch --dtypes float32,bfloat16 --precisions float32,bfloat16 \

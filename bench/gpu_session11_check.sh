@@ -60,9 +60,6 @@ table)
   # the table with this session's defaults (the simt GEMM for float32's W x and W^T y): all GPU tests, then the
   # limit, 1 worker (with the in-process step of the same call), 4 worker threads and PyTorch, in one process
   timeout ${TESTS_S:-120} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -30 | tee $OUT/gpu-tests.log
-  timeout ${TABLE_S:-420} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
-    --modes limit,dasksae-1w,dasksae-4w-threads,torch --dtypes float32,bfloat16 --precisions float32,bfloat16 \
-    --steps-per-task 10 --steps-per-task-4w 10 --runs 20 --runs-4w 5 \
-    --json $OUT/gpu-step-coates200-m96.json 2>&1 | filter | grep -v "  gemm" | tee $OUT/gpu-step.log ;;
+  issue_table ${TABLE_S:-420} ;;
 esac
 true

@@ -9,9 +9,14 @@
 #   PART=tests    all GPU tests only (about 100 s).
 #   PART=onew     the 1-worker rows (and the in-process step) in float32 and bfloat16, one group of 10 steps at a time
 #                 as the table measures them, and pipelined as dasksae train runs them (--pipelined), in turn, in
-#                 processes of their own, twice each. About 450 s.
+#                 processes of their own, twice each. About 530 s. Ran at cca2307 (session17/onew/): the float32 rows
+#                 only, since 130 s a process (ONEW_S) was too short for both dtypes: give it 250 s, or one dtype.
 #   PART=table    the issue's table with the defaults, in one process: limit, in-process and 1 worker, 4 worker threads,
 #                 PyTorch; float32 and bfloat16 (as PART=table of bench/gpu_session11_check.sh). About 450 s.
+#   PART=fields   (prepared for session 18, not run) DASKSAE_IMPLICIT_FIELDS=1: float32 W x reading its fields from the
+#                 maps (dasksae_simt_filter_forward). Its GPU tests and the simt ones, then the 1-worker float32 row with
+#                 it off and on, in turn, twice each, after the float32 kernel table with it on (bench/kernel_table.py:
+#                 is the forward gather gone, and how fast is the kernel against dasksae_simt_gemm<0, 0>?). About 550 s.
 # Logs are tarred (logs.tgz): the device returns at most 8 files from $OUT.
 source bench/device_setup.sh
 card
@@ -36,10 +41,21 @@ onew)
     done
   done
   cd $OUT && tar czf rows.tgz gpu-step-1w-*.json && rm -f gpu-step-1w-*.json ;;
+fields)
+  timeout ${TESTS_S:-120} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
+    -k "implicit or simt" 2>&1 | tail -30 > $OUT/gpu-tests.log
+  tail -1 $OUT/gpu-tests.log
+  DASKSAE_IMPLICIT_FIELDS=1 timeout 100 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 \
+    --runs 3 --json $OUT/kernel-table-fields.json 2>&1 | filter | tee $OUT/kernel-table.log
+  for round in a b; do
+    for implicit in 0 1; do
+      DASKSAE_IMPLICIT_FIELDS=$implicit timeout ${ONEW_S:-95} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
+        --modes dasksae-1w --dtypes float32 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-fields-$implicit-$round.json \
+        2>&1 | filter | grep -v "  gemm\|cuda graphs" | sed "s/^/fields-$implicit-$round: /" | tee -a $OUT/gpu-step.log
+    done
+  done
+  cd $OUT && tar czf rows.tgz gpu-step-1w-*.json kernel-table-fields.json && rm -f gpu-step-1w-*.json kernel-table-fields.json ;;
 table)
-  timeout ${TABLE_S:-540} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
-    --modes limit,dasksae-1w,dasksae-4w-threads,torch --dtypes float32,bfloat16 --precisions float32,bfloat16 \
-    --steps-per-task 10 --steps-per-task-4w 10 --runs 20 --runs-4w 5 \
-    --json $OUT/gpu-step-coates200-m96.json 2>&1 | filter | grep -v "  gemm" | tee $OUT/gpu-step.log ;;
+  issue_table ${TABLE_S:-540} ;;
 esac
 true

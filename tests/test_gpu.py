@@ -200,6 +200,67 @@ def test_simt_products_equal_cublas(rng, monkeypatch, transpose_a, rows):
     assert relative_error(batched_matmul(a, odd, transpose_a=transpose_a, precision="float32"), expected) < FLOAT32
 
 
+@pytest.mark.parametrize("field, channels, chunk_bytes", [(20, 3, None), (20, 8, None), (20, 8, 1 << 20), (6, 4, None)])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_implicit_fields_equal_the_gathered_product(rng, monkeypatch, field, channels, chunk_bytes, scaled):
+    """DASKSAE_IMPLICIT_FIELDS: ``W x`` with the fields read from the map and the outputs written into the map in
+    our kernel gives, bit for bit, what gathering, our GEMM and the block-rows pass give: coates200's stage 1
+    (20x20x3 fields, runs of 60 rows) and 2 (20x20x8), in whole and in chunks of block rows, and 6x6x4 fields
+    with 2x2 blocks of 34 maps (136 rows, a guarded tile); with and without the unit norms' row scale."""
+    from dasksae.kernels import simt_gemm
+
+    step, batch = 4 if field == 20 else 2, 96
+    block_h, block_w, maps = (4, 4, 8) if field == 20 else (2, 2, 34)
+    blocks_h, blocks_w = 5, 3
+    x = cupy.asarray(rng.standard_normal(((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, batch)),
+                     dtype=cupy.float32)
+    rows, fan_in = block_h * block_w * maps, field * field * channels
+    weights = cupy.asarray(rng.standard_normal((blocks_h, blocks_w, rows, fan_in)), dtype=cupy.float32)
+    row_scale = cupy.asarray(rng.uniform(0.5, 2.0, (blocks_h, blocks_w, rows)), dtype=cupy.float32) if scaled else None
+    monkeypatch.setenv("DASKSAE_GEMM", "simt")
+    monkeypatch.setattr(simt_gemm, "IMPLICIT_FIELDS", False)
+    gathered = cupy.asnumpy(local_filter_forward(x, weights, field, step, block_h, block_w, row_scale=row_scale,
+                                                 chunk_bytes=chunk_bytes))
+    monkeypatch.setattr(simt_gemm, "IMPLICIT_FIELDS", True)
+    launched = []
+    monkeypatch.setattr(simt_gemm, "filter_forward", lambda *args, _run=simt_gemm.filter_forward: launched.append(1) or _run(*args))
+    implicit = cupy.asnumpy(local_filter_forward(x, weights, field, step, block_h, block_w, row_scale=row_scale,
+                                                 chunk_bytes=chunk_bytes))
+    assert launched
+    numpy.testing.assert_array_equal(implicit, gathered)
+
+
+def test_training_steps_with_implicit_fields_equal_those_without(monkeypatch):
+    """Float32 steps of ``small`` on one tile (the tile step's ``W x``, scaled by the unit norms) with
+    DASKSAE_IMPLICIT_FIELDS give the same losses and weights, bit for bit, as with the fields gathered.  Stage 1's
+    108-row fields do not fit the kernel's 16-row stages and are gathered either way; stages 2 and 3 take it."""
+    from dasksae import TiledNetwork, tile_program
+    from dasksae.kernels import simt_gemm
+    from dasksae.tile_array import LocalExecutor
+
+    config = named_config("small")
+    data = numpy.random.default_rng(3)
+    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
+    launched = []
+    monkeypatch.setattr(simt_gemm, "filter_forward", lambda *args, _run=simt_gemm.filter_forward: launched.append(1) or _run(*args))
+
+    def train(implicit):
+        monkeypatch.setattr(simt_gemm, "IMPLICIT_FIELDS", implicit)
+        tile_program.forget_all()
+        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="float32", device="cuda")
+        losses = [report.loss for report in network.steps(batches, 1e-3, 0.9)]
+        return losses, network.parameters()
+
+    monkeypatch.setenv("DASKSAE_GEMM", "simt")
+    expected_losses, expected_parameters = train(False)
+    assert not launched
+    losses, parameters = train(True)
+    assert launched
+    assert losses == expected_losses
+    for mine, theirs in zip(parameters, expected_parameters):
+        numpy.testing.assert_array_equal(mine["encoder"], theirs["encoder"])
+
+
 def test_bfloat16_operands_round_like_numpy(rng):
     from dasksae.kernels.gemm import from_bfloat16, operand
 

@@ -37,16 +37,21 @@ thread_local Index threadIdx, blockIdx;
 static std::barrier<>* block_barrier;
 static inline void __syncthreads() { block_barrier->arrive_and_wait(); }
 #define __global__
-#define __launch_bounds__(threads)
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
 #define __shared__ static
 #define __align__(bytes) __attribute__((aligned(bytes)))
 #define __restrict__ __restrict
 """
 
 RUNNER = r"""
-template <int T, int A>
+struct Fields { int blocks_w, step, field_rows, block_h, block_w, maps; long long in_row, in_pixel, out_row, out_pixel;
+                const float* row_scale; };
+
+template <int T, int A, int F>
 static void run_blocks(const float* a, const float* b, float* c, int m, int n, int k, long long lda, long long batch_a,
-                       long long ldb, long long batch_b, long long ldc, long long batch_c, int count)
+                       long long ldb, long long batch_b, long long ldc, long long batch_c, int count, Fields g)
 {
     std::barrier<> barrier(256);
     block_barrier = &barrier;
@@ -58,13 +63,18 @@ static void run_blocks(const float* a, const float* b, float* c, int m, int n, i
                     threads.emplace_back([=] {
                         threadIdx = {t, 0, 0};
                         blockIdx = {x, y, z};
-                        dasksae_simt_gemm<T, A>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c);
+                        if (F)
+                            dasksae_simt_filter_forward(a, b, c, m, n, k, g.blocks_w, g.step, g.field_rows, g.block_h,
+                                                        g.block_w, g.maps, g.in_row, g.in_pixel, g.out_row,
+                                                        g.out_pixel, g.row_scale);
+                        else
+                            dasksae_simt_gemm<T, A>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c);
                     });
                 for (auto& thread : threads) thread.join();
             }
 }
 
-#define RUN(T, A) run_blocks<T, A>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c, count)
+#define RUN(T, A) run_blocks<T, A, 0>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c, count, Fields{})
 extern "C" void run(int transpose_a, int accumulate, const float* a, const float* b, float* c, int m, int n,
                     int k, long long lda, long long batch_a, long long ldb, long long batch_b, long long ldc,
                     long long batch_c, int count)
@@ -76,6 +86,14 @@ extern "C" void run(int transpose_a, int accumulate, const float* a, const float
         case 2: RUN(1, 0); break;
         default: RUN(1, 1); break;
     }
+}
+
+extern "C" void run_fields(const float* a, const float* b, float* c, int m, int n, int k, int count, int blocks_w,
+                           int step, int field_rows, int block_h, int block_w, int maps, long long in_row,
+                           long long in_pixel, long long out_row, long long out_pixel, const float* row_scale)
+{
+    const Fields g{blocks_w, step, field_rows, block_h, block_w, maps, in_row, in_pixel, out_row, out_pixel, row_scale};
+    run_blocks<0, 0, 1>(a, b, c, m, n, k, 0, 0, 0, 0, 0, 0, count, g);
 }
 """
 
@@ -92,17 +110,18 @@ def kernel_on_cpu(tmp_path_factory):
     build = subprocess.run(["g++", "-std=c++20", "-O1", "-fno-strict-aliasing", "-Wno-unknown-pragmas", "-shared", "-fPIC",
                             "-pthread", str(source), "-o", str(library)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-3000:]
-    run = ctypes.CDLL(str(library)).run
-    run.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 3 \
-        + [ctypes.c_longlong] * 6 + [ctypes.c_int]
-    return run
+    library = ctypes.CDLL(str(library))
+    library.run.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p] \
+        + [ctypes.c_int] * 3 + [ctypes.c_longlong] * 6 + [ctypes.c_int]
+    library.run_fields.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 10 + [ctypes.c_longlong] * 4 + [ctypes.c_void_p]
+    return library
 
 
 def _call(run, a, b, out, transpose_a, accumulate):
     m, k = (a.shape[2], a.shape[1]) if transpose_a else (a.shape[1], a.shape[2])
     n = b.shape[2]
     strides = [s // 4 for x in (a, b, out) for s in (x.strides[1], x.strides[0])]
-    run(int(transpose_a), int(accumulate), a.ctypes.data, b.ctypes.data, out.ctypes.data, m, n, k, *strides, a.shape[0])
+    run.run(int(transpose_a), int(accumulate), a.ctypes.data, b.ctypes.data, out.ctypes.data, m, n, k, *strides, a.shape[0])
 
 
 @pytest.mark.parametrize("transpose_a", [False, True])
@@ -136,3 +155,60 @@ def test_the_kernel_source_on_coates200_stage_one_shapes(kernel_on_cpu, transpos
     _call(kernel_on_cpu, a, b, out, transpose_a, False)
     expected = numpy.matmul((a.transpose(0, 2, 1) if transpose_a else a).astype(numpy.float64), b.astype(numpy.float64))
     numpy.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_the_kernel_source_computes_a_filter_layer_from_and_to_the_maps(kernel_on_cpu, scaled):
+    """``FIELDS``: ``diag(row_scale) W x`` with the fields read from the input map and the outputs written into the
+    output map, as :func:`~dasksae.kernels.local_filter.local_filter_forward` computes it by gathering.  3x2 blocks
+    of 6x6x4 fields at step 2 (runs of 24 rows: the kernel's 16-row stages straddle them), 2x2 neurons of 34 maps a
+    block (136 rows: a second, guarded tile), a minibatch of 192 (two tiles)."""
+    from dasksae.kernels.local_filter import local_filter_forward
+
+    rng = numpy.random.default_rng(2)
+    field, step, block_h, block_w, maps, channels, batch, blocks_h, blocks_w = 6, 2, 2, 2, 34, 4, 192, 3, 2
+    x = rng.standard_normal(((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, batch)).astype(numpy.float32)
+    rows, fan_in = block_h * block_w * maps, field * field * channels
+    weights = rng.standard_normal((blocks_h, blocks_w, rows, fan_in)).astype(numpy.float32)
+    row_scale = rng.uniform(0.5, 2.0, (blocks_h, blocks_w, rows)).astype(numpy.float32) if scaled else None
+    out = numpy.full((blocks_h * block_h, blocks_w * block_w, maps, batch), numpy.nan, dtype=numpy.float32)
+    assert simt_gemm.fields_fit(_Host(x), _Host(weights.reshape(-1, rows, fan_in)), _Host(out),
+                                None if row_scale is None else _Host(row_scale), field, step, block_h, block_w)
+    g = simt_gemm.field_geometry(x, weights, out, field, step, block_h, block_w)
+    kernel_on_cpu.run_fields(weights.ctypes.data, x.ctypes.data, out.ctypes.data, rows, batch, fan_in, blocks_h * blocks_w,
+                             *(g[name] for name in ("blocks_w", "step", "field_rows", "block_h", "block_w", "maps",
+                                                    "in_row", "in_pixel", "out_row", "out_pixel")),
+                             None if row_scale is None else row_scale.ctypes.data)
+    expected = local_filter_forward(x.astype(numpy.float64), weights.astype(numpy.float64), field, step, block_h, block_w,
+                                    row_scale=None if row_scale is None else row_scale.astype(numpy.float64))
+    numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+
+
+class _Host:
+    """A NumPy array dressed as a CuPy one for :func:`simt_gemm.fields_fit` (which reads ``.data.ptr``)."""
+
+    def __init__(self, array):
+        self.array = array
+        self.data = type("Pointer", (), {"ptr": array.ctypes.data})()
+
+    def __getattr__(self, name):
+        return getattr(self.array, name)
+
+
+def test_only_products_the_kernel_can_read_in_place_take_the_fields_path():
+    """:func:`simt_gemm.fields_fit` sends the kernel only float32 C-contiguous maps with a minibatch of whole 96s and
+    fields of whole 16-row stages (else gather, multiply, write: the results are the same)."""
+    def fit(x, weights, out, row_scale=None, field=6, step=2, block=2):
+        return simt_gemm.fields_fit(_Host(x), _Host(weights), _Host(out), None if row_scale is None else _Host(row_scale),
+                                    field, step, block, block)
+
+    x = numpy.zeros((10, 8, 4, 96), numpy.float32)
+    weights = numpy.zeros((6, 2 * 2 * 34, 144), numpy.float32)
+    out = numpy.zeros((6, 4, 34, 96), numpy.float32)
+    assert fit(x, weights, out) and fit(x, weights, out, numpy.ones((3, 2, 136), numpy.float32))
+    assert not fit(x.astype(numpy.float64), weights, out)
+    assert not fit(numpy.zeros((10, 8, 4, 100), numpy.float32), weights, numpy.zeros((6, 4, 34, 100), numpy.float32))
+    assert not fit(numpy.zeros((10, 8, 8, 192), numpy.float32)[:, :, :4], weights, out)  # not contiguous
+    assert not fit(numpy.zeros((10, 8, 3, 96), numpy.float32), numpy.zeros((6, 136, 108), numpy.float32), out)  # 108 rows
+    assert not fit(x, weights, out, numpy.ones((3, 2, 136), numpy.float64))
+    assert not fit(x, weights[:5], out)  # a block short

@@ -29,6 +29,7 @@ the operand's rows, in the same pass that lays them out for the GEMM
 
 from __future__ import annotations
 
+from . import simt_gemm
 from .backend import array_module, as_strided
 from .gemm import batched_matmul, native_precision, operand, result_dtype, storage_dtype
 
@@ -204,11 +205,23 @@ def local_filter_forward(x, weights, field: int, step: int, block_h: int, block_
     weights = operand(weights, precision)
     per_row = blocks_w * (fan_in * x.itemsize + 2 * rows * out.itemsize) * batch
     for p0, p1 in chunks(blocks_h, per_row, chunk_bytes):
-        patches = gather_patches(x[field_rows(p0, p1, field, step)], field, step, p1 - p0, blocks_w)
-        products = batched_matmul(weights[p0:p1].reshape(-1, rows, fan_in), patches, precision=precision)
-        write_block_rows(out[p0 * block_h : p1 * block_h], products, block_h, block_w,
-                         None if row_scale is None else row_scale[p0:p1])
+        x_rows, weight_rows = x[field_rows(p0, p1, field, step)], weights[p0:p1].reshape(-1, rows, fan_in)
+        out_rows, scale_rows = out[p0 * block_h : p1 * block_h], None if row_scale is None else row_scale[p0:p1]
+        if _reads_fields(xp, precision, x_rows, weight_rows, out_rows, scale_rows, field, step, block_h, block_w):
+            simt_gemm.filter_forward(x_rows, weight_rows, out_rows, field, step, block_h, block_w, scale_rows)
+            continue
+        patches = gather_patches(x_rows, field, step, p1 - p0, blocks_w)
+        products = batched_matmul(weight_rows, patches, precision=precision)
+        write_block_rows(out_rows, products, block_h, block_w, scale_rows)
     return out
+
+
+def _reads_fields(xp, precision, x, weights, out, row_scale, field, step, block_h, block_w) -> bool:
+    """Whether ``W x`` runs in our float32 kernel reading the fields from ``x``'s map and writing ``out``'s
+    (``DASKSAE_IMPLICIT_FIELDS=1``, with ``DASKSAE_GEMM=simt``): no fields buffer, no products buffer, no
+    block-rows pass, and the same results bit for bit."""
+    return (xp.__name__ == "cupy" and precision == "float32" and simt_gemm.IMPLICIT_FIELDS and simt_gemm.enabled()
+            and simt_gemm.fields_fit(x, weights, out, row_scale, field, step, block_h, block_w))
 
 
 def local_filter_transpose(y, weights, input_shape, field: int, step: int, block_h: int, block_w: int, *,

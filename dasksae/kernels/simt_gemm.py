@@ -27,11 +27,25 @@ stages of shared memory with one barrier each (tried in session 11) were
 slower (31-36 TFLOP/s), and so was staging 8 values of ``K`` (30-34).
 Its source also runs on the CPU under g++ with one OS thread per CUDA
 thread (``tests/test_simt_gemm_on_cpu.py``).
+
+``dasksae_simt_filter_forward`` is the same kernel reading a filter layer's
+``B`` operand, the receptive fields, straight from the input map (each field
+row of a block is a contiguous run of ``f*C`` rows of ``N`` values there,
+since the minibatch is the fastest axis), and writing its rows, times the
+unit norms' ``1/||U||``, straight into the output map: an implicit GEMM for
+``W x``, with no fields buffer (3 bytes a parameter a pass) and no
+block-rows pass.  ``DASKSAE_IMPLICIT_FIELDS=1`` turns it on (off by default
+until it has run on a GPU; session 17 built it: the CPU tests above run its
+source, the GPU tests compare it bit for bit with the gathered product).
+Its 125 registers keep two blocks an SM, as the plain kernels' 119-127 do;
+those compile to the same PTX as before it.
 """
 
 from __future__ import annotations
 
 import functools
+
+import numpy
 
 from ..switches import switch
 
@@ -47,25 +61,49 @@ _SOURCE = r"""
 #define TILE_K 16
 #define A_PAD 4
 
-template <int TRANSPOSE_A, int ACCUMULATE>
-__global__ void __launch_bounds__(256) dasksae_simt_gemm(
+// FIELDS (dasksae_simt_filter_forward, below): a filter layer's W x straight from and to the maps.  B[i] is not an
+// array but the receptive field of filter block i = (p, q) (p = i / blocks_w, q = i % blocks_w) in the input map
+// (H, W, C, N), C-contiguous: its K = f*f*C rows are f runs (one a field row dy) of field_rows = f*C rows, ldb apart
+// (ldb = N), the runs in_row = W*C*N apart, and block (p, q) starts at (p * in_row + q * in_pixel) * step.  Row m of
+// C[i] is neuron (m / (block_w*maps), (m / maps) % block_w, m % maps) of block i in the output map (H', W', maps, N):
+// written at ldc = N within its pixel, pixels out_pixel = maps*N apart, map rows out_row = W'*maps*N apart, times
+// row_scale[i * M + m] where row_scale is given.  No fields buffer, no block-rows pass; the sums are those of the
+// gathered product, in the same order, so the results are the same bit for bit.
+template <int TRANSPOSE_A, int ACCUMULATE, int FIELDS>
+__device__ __forceinline__ void simt_gemm_body(
     const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
     const int M, const int N, const int K,
     const long long lda, const long long batch_a, const long long ldb, const long long batch_b,
-    const long long ldc, const long long batch_c)
+    const long long ldc, const long long batch_c,
+    const int blocks_w, const int step, const int field_rows, const int block_h, const int block_w, const int maps,
+    const long long in_row, const long long in_pixel, const long long out_row, const long long out_pixel,
+    const float* __restrict__ row_scale)
 {
     __shared__ __align__(16) float As[TILE_K][TILE_M + A_PAD];
     __shared__ __align__(16) float Bs[TILE_K][TILE_N];
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
     A += blockIdx.z * batch_a;
-    B += blockIdx.z * batch_b;
-    C += blockIdx.z * batch_c;
+    if (FIELDS) {
+        const long long p = blockIdx.z / blocks_w, q = blockIdx.z % blocks_w;
+        B += (p * in_row + q * in_pixel) * step;
+        C += p * block_h * out_row + q * block_w * out_pixel;
+    } else {
+        B += blockIdx.z * batch_b;
+        C += blockIdx.z * batch_c;
+    }
 
     constexpr int A_VECTORS = 32 * TILE_K, A_PARTS = A_VECTORS / 256;  // the A tile in vectors of 4; per thread
     constexpr int B_VECTORS = 24 * TILE_K, B_PARTS = (B_VECTORS + 255) / 256;
     float4 a_next[A_PARTS];  // this thread's share of the next A tile
     float4 b_next[B_PARTS];  // and of the next B tile (the last part only where tid + 256 * part < B_VECTORS)
+    int field_run[B_PARTS], run_row[B_PARTS];  // FIELDS: the field row (run) and row within it of each part's next row
+    if (FIELDS)
+        for (int part = 0; part < B_PARTS; ++part) {
+            const int k = (tid + part * 256) / 24;
+            field_run[part] = k / field_rows;
+            run_row[part] = k % field_rows;
+        }
 
     auto load = [&](const int k0) {
         for (int part = 0; part < A_PARTS; ++part) {
@@ -80,7 +118,16 @@ __global__ void __launch_bounds__(256) dasksae_simt_gemm(
         }
         for (int part = 0; part < B_PARTS; ++part) {
             const int v = tid + part * 256;  // TILE_K rows of k, 24 vectors of n each
-            if (v < B_VECTORS) {
+            if (FIELDS) {  // loads come with k0 = 0, TILE_K, 2 TILE_K, ... in turn: each part steps TILE_K rows on
+                if (v < B_VECTORS)
+                    b_next[part] = *(const float4*)(B + field_run[part] * in_row + (long long)run_row[part] * ldb
+                                                    + n0 + (v % 24) * 4);
+                run_row[part] += TILE_K;
+                while (run_row[part] >= field_rows) {
+                    run_row[part] -= field_rows;
+                    ++field_run[part];
+                }
+            } else if (v < B_VECTORS) {
                 const int k = v / 24, n = n0 + (v % 24) * 4;
                 b_next[part] = *(const float4*)(B + (long long)(k0 + k) * ldb + n);
             }
@@ -133,9 +180,16 @@ __global__ void __launch_bounds__(256) dasksae_simt_gemm(
     for (int r = 0; r < 8; ++r) {
         const int m = m0 + (r < 4 ? ty * 4 + r : 64 + ty * 4 + (r - 4));
         if (m >= M) continue;
-        float* row = C + (long long)m * ldc + n0;
+        float* row = FIELDS ? C + (m / (block_w * maps)) * out_row + ((m / maps) % block_w) * out_pixel
+                                + (long long)(m % maps) * ldc + n0
+                            : C + (long long)m * ldc + n0;
         float4 first = make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
         float2 second = make_float2(acc[r][4], acc[r][5]);
+        if (FIELDS && row_scale) {
+            const float scale = row_scale[(long long)blockIdx.z * M + m];
+            first.x *= scale; first.y *= scale; first.z *= scale; first.w *= scale;
+            second.x *= scale; second.y *= scale;
+        }
         if (ACCUMULATE) {
             const float4 old_first = *(const float4*)(row + tx * 4);
             const float2 old_second = *(const float2*)(row + 64 + tx * 2);
@@ -146,14 +200,45 @@ __global__ void __launch_bounds__(256) dasksae_simt_gemm(
         *(float2*)(row + 64 + tx * 2) = second;
     }
 }
+
+template <int TRANSPOSE_A, int ACCUMULATE>
+__global__ void __launch_bounds__(256) dasksae_simt_gemm(
+    const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
+    const int M, const int N, const int K,
+    const long long lda, const long long batch_a, const long long ldb, const long long batch_b,
+    const long long ldc, const long long batch_c)
+{
+    simt_gemm_body<TRANSPOSE_A, ACCUMULATE, 0>(A, B, C, M, N, K, lda, batch_a, ldb, batch_b, ldc, batch_c,
+                                               0, 0, 0, 0, 0, 0, 0, 0, 0, 0, nullptr);
+}
+
+// Two blocks an SM, as the plain kernels have with their 119-127 registers (the field rows' bookkeeping would
+// take it to 143 and one block).
+extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_forward(
+    const float* __restrict__ W, const float* __restrict__ x, float* __restrict__ y,
+    const int rows, const int batch, const int fan_in,
+    const int blocks_w, const int step, const int field_rows, const int block_h, const int block_w, const int maps,
+    const long long in_row, const long long in_pixel, const long long out_row, const long long out_pixel,
+    const float* __restrict__ row_scale)
+{
+    simt_gemm_body<0, 0, 1>(W, x, y, rows, batch, fan_in, fan_in, (long long)rows * fan_in, batch, 0, batch, 0,
+                            blocks_w, step, field_rows, block_h, block_w, maps, in_row, in_pixel, out_row, out_pixel,
+                            row_scale);
+}
 """
 
-SIMT_GEMM_KERNELS = [f"dasksae_simt_gemm<{t}, {a}>" for t in (0, 1) for a in (0, 1)]
+SIMT_GEMM_KERNELS = [f"dasksae_simt_gemm<{t}, {a}>" for t in (0, 1) for a in (0, 1)]  # and dasksae_simt_filter_forward
 
 
 def simt_gemm_source() -> str:
     """The kernel's CUDA source (a C++ template: :data:`SIMT_GEMM_KERNELS` names its variants)."""
     return _SOURCE
+
+
+# filter layers' W x in float32 read their fields from the input map and write the output map, scaled, in
+# dasksae_simt_filter_forward (dasksae.kernels.local_filter): no gather, no block-rows pass.  "0" (the default until it
+# has run on a GPU): gather, multiply, write the block rows, as before.
+IMPLICIT_FIELDS = switch("DASKSAE_IMPLICIT_FIELDS") == "1"
 
 
 def enabled() -> bool:
@@ -184,8 +269,6 @@ def _module():
 
 def batched_gemm(a, b, out, transpose_a: bool, m: int, n: int, k: int, accumulate: bool) -> None:
     """``out[i] (+)= op(a[i]) @ b[i]`` on the current stream (the arrays must :func:`fits`)."""
-    import numpy
-
     kernel = _module().get_function(f"dasksae_simt_gemm<{int(transpose_a)}, {int(accumulate)}>")
     count = a.shape[0]
     grid = (-(-m // TILE_M), n // TILE_N, count)
@@ -194,3 +277,46 @@ def batched_gemm(a, b, out, transpose_a: bool, m: int, n: int, k: int, accumulat
                               numpy.int64(elements[0][0]), numpy.int64(elements[0][1]),
                               numpy.int64(elements[1][0]), numpy.int64(elements[1][1]),
                               numpy.int64(elements[2][0]), numpy.int64(elements[2][1])))
+
+
+def field_geometry(x, weights, out, field: int, step: int, block_h: int, block_w: int) -> dict:
+    """The :data:`_SOURCE` kernel's ``FIELDS`` arguments for ``W x`` from map ``x (H, W, C, N)`` with ``weights
+    (count, rows, f*f*C)`` (blocks in row-major order, ``blocks_w`` a row) into map ``out (H', W', maps, N)``."""
+    height, width, channels, batch = x.shape
+    _, out_width, maps, _ = out.shape
+    return {"blocks_w": out_width // block_w, "step": step, "field_rows": field * channels, "block_h": block_h,
+            "block_w": block_w, "maps": maps, "in_row": width * channels * batch, "in_pixel": channels * batch,
+            "out_row": out_width * maps * batch, "out_pixel": maps * batch}
+
+
+def fields_fit(x, weights, out, row_scale, field: int, step: int, block_h: int, block_w: int) -> bool:
+    """Whether :func:`filter_forward` takes this product: float32 C-contiguous 16-byte-aligned maps and weights,
+    a minibatch of whole 96s, ``f*f*C % 16 == 0``, ``rows = block_h*block_w*maps``, and ``row_scale`` (if any) float32
+    and contiguous."""
+    count, rows, fan_in = weights.shape
+    if x.ndim != 4 or out.ndim != 4 or x.shape[3] % TILE_N or out.shape[3] != x.shape[3] or fan_in % TILE_K:
+        return False
+    if fan_in != field * field * x.shape[2] or rows != block_h * block_w * out.shape[2] or count > 65535:
+        return False
+    if count != (out.shape[0] // block_h) * (out.shape[1] // block_w):
+        return False
+    for array in (x, weights, out) + (() if row_scale is None else (row_scale,)):
+        if array.dtype.name != "float32" or not array.flags.c_contiguous or array.data.ptr % 16:
+            return False
+    return row_scale is None or row_scale.size == count * rows
+
+
+def filter_forward(x, weights, out, field: int, step: int, block_h: int, block_w: int, row_scale=None) -> None:
+    """``out = diag(row_scale) W x`` for one chunk of block rows, fields read from ``x``'s map and outputs written
+    into ``out``'s in the kernel itself (``FIELDS``; the arrays must :func:`fields_fit`)."""
+    import numpy
+
+    count, rows, fan_in = weights.shape
+    batch = x.shape[3]
+    g = field_geometry(x, weights, out, field, step, block_h, block_w)
+    kernel = _module().get_function("dasksae_simt_filter_forward")
+    grid = (-(-rows // TILE_M), batch // TILE_N, count)
+    scale = numpy.uint64(0) if row_scale is None else row_scale
+    kernel(grid, (THREADS,), (weights, x, out, numpy.int32(rows), numpy.int32(batch), numpy.int32(fan_in),
+                              *(numpy.int32(g[name]) for name in ("blocks_w", "step", "field_rows", "block_h", "block_w", "maps")),
+                              *(numpy.int64(g[name]) for name in ("in_row", "in_pixel", "out_row", "out_pixel")), scale))

@@ -13,10 +13,13 @@
 #                 only, since 130 s a process (ONEW_S) was too short for both dtypes: give it 250 s, or one dtype.
 #   PART=table    the issue's table with the defaults, in one process: limit, in-process and 1 worker, 4 worker threads,
 #                 PyTorch; float32 and bfloat16 (as PART=table of bench/gpu_session11_check.sh). About 450 s.
-#   PART=fields   (prepared for session 18, not run) DASKSAE_IMPLICIT_FIELDS=1: float32 W x reading its fields from the
-#                 maps (dasksae_simt_filter_forward). Its GPU tests and the simt ones, then the 1-worker float32 row with
-#                 it off and on, in turn, twice each, after the float32 kernel table with it on (bench/kernel_table.py:
-#                 is the forward gather gone, and how fast is the kernel against dasksae_simt_gemm<0, 0>?). About 550 s.
+#   PART=fields   (prepared for session 18, not run) DASKSAE_IMPLICIT_FIELDS: float32 filter layers in our kernel
+#                 straight from and to the maps: "forward" W x reads its fields from the input map and writes the output
+#                 map (dasksae_simt_filter_forward), "1" also adds W^T y's fields straight into the input map, a phase
+#                 of non-overlapping blocks a launch (dasksae_simt_filter_fold). Their GPU tests and the simt ones, then
+#                 the 1-worker float32 row with 0, 1, forward, 0, 1, each a process of its own. About 500 s.
+#   PART=fields-table  the float32 kernel table (bench/kernel_table.py: are the forward gather and the folds gone, and
+#                 how fast are the kernels?) and the issue's table, with DASKSAE_IMPLICIT_FIELDS=1. About 450 s.
 # Logs are tarred (logs.tgz): the device returns at most 8 files from $OUT.
 source bench/device_setup.sh
 card
@@ -45,16 +48,17 @@ fields)
   timeout ${TESTS_S:-120} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
     -k "implicit or simt" 2>&1 | tail -30 > $OUT/gpu-tests.log
   tail -1 $OUT/gpu-tests.log
-  DASKSAE_IMPLICIT_FIELDS=1 timeout 100 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 \
-    --runs 3 --json $OUT/kernel-table-fields.json 2>&1 | filter | tee $OUT/kernel-table.log
-  for round in a b; do
-    for implicit in 0 1; do
-      DASKSAE_IMPLICIT_FIELDS=$implicit timeout ${ONEW_S:-95} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
-        --modes dasksae-1w --dtypes float32 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-fields-$implicit-$round.json \
-        2>&1 | filter | grep -v "  gemm\|cuda graphs" | sed "s/^/fields-$implicit-$round: /" | tee -a $OUT/gpu-step.log
-    done
+  for implicit in 0 1 forward 0 1; do  # each a process of its own (the switch is read at import)
+    DASKSAE_IMPLICIT_FIELDS=$implicit timeout ${ONEW_S:-85} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
+      --modes dasksae-1w --dtypes float32 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-fields-$implicit-$SECONDS.json \
+      2>&1 | filter | grep -v "  gemm\|cuda graphs" | sed "s/^/fields-$implicit: /" | tee -a $OUT/gpu-step.log
   done
-  cd $OUT && tar czf rows.tgz gpu-step-1w-*.json kernel-table-fields.json && rm -f gpu-step-1w-*.json kernel-table-fields.json ;;
+  cd $OUT && tar czf rows.tgz gpu-step-1w-*.json && rm -f gpu-step-1w-*.json ;;
+fields-table)
+  export DASKSAE_IMPLICIT_FIELDS=1
+  timeout 100 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 \
+    --runs 3 --json $OUT/kernel-table-fields.json 2>&1 | filter | tee $OUT/kernel-table.log
+  issue_table ${TABLE_S:-450} ;;
 table)
   issue_table ${TABLE_S:-540} ;;
 esac

@@ -18,10 +18,10 @@ from .kernels.contrast import lcn_backward, lcn_forward
 from .kernels.gemm import batched_matmul, native_precision, operand, result_dtype, storage_dtype
 from .kernels.local_filter import (
     CHUNK_BYTES,
+    add_transpose_into,
     block_rows,
     chunks,
     field_rows,
-    fold_patches_into,
     gather_patches,
     local_filter_forward,
     local_filter_transpose,
@@ -179,8 +179,7 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         if need_input_grad:  # before the update: it reads the weights in place
             if grad_operand is None:
                 grad_operand = operand(grad_rows, precision, chunk_scale)
-            patches = batched_matmul(weight_rows, grad_operand, transpose_a=True, precision=precision)
-            fold_patches_into(grad_x[inputs], patches, field, step, p1 - p0, blocks_w)
+            add_transpose_into(grad_x[inputs], weight_rows, grad_operand, field, step, p1 - p0, blocks_w, precision)
         grad_unit = batched_matmul(codes, fields, transpose_b=True, precision=precision,
                                    out=None if grads is None else grads["encoder"][p0:p1].reshape(count, rows, fan_in))
         grad_decoder = None

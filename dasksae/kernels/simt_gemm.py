@@ -34,11 +34,18 @@ row of a block is a contiguous run of ``f*C`` rows of ``N`` values there,
 since the minibatch is the fastest axis), and writing its rows, times the
 unit norms' ``1/||U||``, straight into the output map: an implicit GEMM for
 ``W x``, with no fields buffer (3 bytes a parameter a pass) and no
-block-rows pass.  ``DASKSAE_IMPLICIT_FIELDS=1`` turns it on (off by default
-until it has run on a GPU; session 17 built it: the CPU tests above run its
-source, the GPU tests compare it bit for bit with the gathered product).
-Its 125 registers keep two blocks an SM, as the plain kernels' 119-127 do;
-those compile to the same PTX as before it.
+block-rows pass.  ``dasksae_simt_filter_fold`` is the transposed product
+``W^T y`` adding each block's fields straight into the input map at the
+places the forward reads them from, instead of into a patches buffer that a
+fold overlap-adds: one launch a phase of blocks ``ceil(f/step)`` apart,
+whose fields do not overlap, so no two CUDA blocks of a launch add to the
+same value (25 launches for coates200's 20x20 fields at step 4).
+``DASKSAE_IMPLICIT_FIELDS=forward`` turns on the first, ``1`` both (off by
+default until they have run on a GPU; session 17 built them: the CPU tests
+above run their source, the GPU tests compare them with the gathered and
+folded products, the forward bit for bit).  Their 125 and 127 registers
+keep two blocks an SM, as the plain kernels' 119-127 do; those compile to
+the same PTX as before them.
 """
 
 from __future__ import annotations
@@ -69,7 +76,15 @@ _SOURCE = r"""
 // written at ldc = N within its pixel, pixels out_pixel = maps*N apart, map rows out_row = W'*maps*N apart, times
 // row_scale[i * M + m] where row_scale is given.  No fields buffer, no block-rows pass; the sums are those of the
 // gathered product, in the same order, so the results are the same bit for bit.
-template <int TRANSPOSE_A, int ACCUMULATE, int FIELDS>
+// FOLD (dasksae_simt_filter_fold): W^T y with each block's f*f*C rows of C added straight into the input map, at the
+// places FIELDS reads B from (C's rows m as B's rows k there), instead of into a patches buffer that a fold then
+// overlap-adds.  One launch takes the blocks of one phase: p = phase_h + phase_step * (i / blocks_w), q = phase_w +
+// phase_step * (i % blocks_w), with phase_step = ceil(f / step), so no two of its blocks touch the same input value;
+// A[i] and B[i] are the weights and rows of block p * all_blocks_w + q.  The phases run one after another.
+#define PLAIN 0
+#define FIELDS 1
+#define FOLD 2
+template <int TRANSPOSE_A, int ACCUMULATE, int MODE>
 __device__ __forceinline__ void simt_gemm_body(
     const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
     const int M, const int N, const int K,
@@ -77,18 +92,26 @@ __device__ __forceinline__ void simt_gemm_body(
     const long long ldc, const long long batch_c,
     const int blocks_w, const int step, const int field_rows, const int block_h, const int block_w, const int maps,
     const long long in_row, const long long in_pixel, const long long out_row, const long long out_pixel,
-    const float* __restrict__ row_scale)
+    const float* __restrict__ row_scale,
+    const int phase_h, const int phase_w, const int phase_step, const int all_blocks_w)
 {
     __shared__ __align__(16) float As[TILE_K][TILE_M + A_PAD];
     __shared__ __align__(16) float Bs[TILE_K][TILE_N];
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
-    A += blockIdx.z * batch_a;
-    if (FIELDS) {
+    if (MODE == FOLD) {
+        const long long p = phase_h + phase_step * (blockIdx.z / blocks_w), q = phase_w + phase_step * (blockIdx.z % blocks_w);
+        A += (p * all_blocks_w + q) * batch_a;
+        B += (p * all_blocks_w + q) * batch_b;
+        C += (p * in_row + q * in_pixel) * step;
+    } else {
+        A += blockIdx.z * batch_a;
+    }
+    if (MODE == FIELDS) {
         const long long p = blockIdx.z / blocks_w, q = blockIdx.z % blocks_w;
         B += (p * in_row + q * in_pixel) * step;
         C += p * block_h * out_row + q * block_w * out_pixel;
-    } else {
+    } else if (MODE == PLAIN) {
         B += blockIdx.z * batch_b;
         C += blockIdx.z * batch_c;
     }
@@ -98,7 +121,7 @@ __device__ __forceinline__ void simt_gemm_body(
     float4 a_next[A_PARTS];  // this thread's share of the next A tile
     float4 b_next[B_PARTS];  // and of the next B tile (the last part only where tid + 256 * part < B_VECTORS)
     int field_run[B_PARTS], run_row[B_PARTS];  // FIELDS: the field row (run) and row within it of each part's next row
-    if (FIELDS)
+    if (MODE == FIELDS)
         for (int part = 0; part < B_PARTS; ++part) {
             const int k = (tid + part * 256) / 24;
             field_run[part] = k / field_rows;
@@ -118,7 +141,7 @@ __device__ __forceinline__ void simt_gemm_body(
         }
         for (int part = 0; part < B_PARTS; ++part) {
             const int v = tid + part * 256;  // TILE_K rows of k, 24 vectors of n each
-            if (FIELDS) {  // loads come with k0 = 0, TILE_K, 2 TILE_K, ... in turn: each part steps TILE_K rows on
+            if (MODE == FIELDS) {  // loads come with k0 = 0, TILE_K, 2 TILE_K, ... in turn: each part steps TILE_K rows on
                 if (v < B_VECTORS)
                     b_next[part] = *(const float4*)(B + field_run[part] * in_row + (long long)run_row[part] * ldb
                                                     + n0 + (v % 24) * 4);
@@ -180,12 +203,13 @@ __device__ __forceinline__ void simt_gemm_body(
     for (int r = 0; r < 8; ++r) {
         const int m = m0 + (r < 4 ? ty * 4 + r : 64 + ty * 4 + (r - 4));
         if (m >= M) continue;
-        float* row = FIELDS ? C + (m / (block_w * maps)) * out_row + ((m / maps) % block_w) * out_pixel
-                                + (long long)(m % maps) * ldc + n0
-                            : C + (long long)m * ldc + n0;
+        float* row = MODE == FIELDS ? C + (m / (block_w * maps)) * out_row + ((m / maps) % block_w) * out_pixel
+                                        + (long long)(m % maps) * ldc + n0
+                   : MODE == FOLD ? C + (m / field_rows) * in_row + (long long)(m % field_rows) * ldc + n0
+                                  : C + (long long)m * ldc + n0;
         float4 first = make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
         float2 second = make_float2(acc[r][4], acc[r][5]);
-        if (FIELDS && row_scale) {
+        if (MODE == FIELDS && row_scale) {
             const float scale = row_scale[(long long)blockIdx.z * M + m];
             first.x *= scale; first.y *= scale; first.z *= scale; first.w *= scale;
             second.x *= scale; second.y *= scale;
@@ -208,8 +232,8 @@ __global__ void __launch_bounds__(256) dasksae_simt_gemm(
     const long long lda, const long long batch_a, const long long ldb, const long long batch_b,
     const long long ldc, const long long batch_c)
 {
-    simt_gemm_body<TRANSPOSE_A, ACCUMULATE, 0>(A, B, C, M, N, K, lda, batch_a, ldb, batch_b, ldc, batch_c,
-                                               0, 0, 0, 0, 0, 0, 0, 0, 0, 0, nullptr);
+    simt_gemm_body<TRANSPOSE_A, ACCUMULATE, PLAIN>(A, B, C, M, N, K, lda, batch_a, ldb, batch_b, ldc, batch_c,
+                                                   0, 0, 0, 0, 0, 0, 0, 0, 0, 0, nullptr, 0, 0, 0, 0);
 }
 
 // Two blocks an SM, as the plain kernels have with their 119-127 registers (the field rows' bookkeeping would
@@ -221,9 +245,21 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_forward
     const long long in_row, const long long in_pixel, const long long out_row, const long long out_pixel,
     const float* __restrict__ row_scale)
 {
-    simt_gemm_body<0, 0, 1>(W, x, y, rows, batch, fan_in, fan_in, (long long)rows * fan_in, batch, 0, batch, 0,
-                            blocks_w, step, field_rows, block_h, block_w, maps, in_row, in_pixel, out_row, out_pixel,
-                            row_scale);
+    simt_gemm_body<0, 0, FIELDS>(W, x, y, rows, batch, fan_in, fan_in, (long long)rows * fan_in, batch, 0, batch, 0,
+                                 blocks_w, step, field_rows, block_h, block_w, maps, in_row, in_pixel, out_row,
+                                 out_pixel, row_scale, 0, 0, 0, 0);
+}
+
+// x (+)= W^T y for the blocks of one phase (FOLD above): y_rows (blocks, rows, batch) as block_rows lays them out.
+extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_fold(
+    const float* __restrict__ W, const float* __restrict__ y_rows, float* __restrict__ x,
+    const int rows, const int batch, const int fan_in,
+    const int phase_h, const int phase_w, const int phase_step, const int blocks_w, const int all_blocks_w,
+    const int step, const int field_rows, const long long in_row, const long long in_pixel)
+{
+    simt_gemm_body<1, 1, FOLD>(W, y_rows, x, fan_in, batch, rows, fan_in, (long long)rows * fan_in, batch,
+                               (long long)rows * batch, batch, 0, blocks_w, step, field_rows, 0, 0, 0, in_row,
+                               in_pixel, 0, 0, nullptr, phase_h, phase_w, phase_step, all_blocks_w);
 }
 """
 
@@ -235,10 +271,14 @@ def simt_gemm_source() -> str:
     return _SOURCE
 
 
-# filter layers' W x in float32 read their fields from the input map and write the output map, scaled, in
-# dasksae_simt_filter_forward (dasksae.kernels.local_filter): no gather, no block-rows pass.  "0" (the default until it
-# has run on a GPU): gather, multiply, write the block rows, as before.
-IMPLICIT_FIELDS = switch("DASKSAE_IMPLICIT_FIELDS") == "1"
+# float32 filter layers in our kernels straight from and to the maps (dasksae.kernels.local_filter): "forward": W x
+# reads its fields from the input map and writes the output map, scaled (dasksae_simt_filter_forward: no gather, no
+# block-rows pass); "1": that, and W^T y adds its fields straight into the input map, a phase of blocks that do not
+# overlap at a time (dasksae_simt_filter_fold: no patches buffer, no fold).  "0" (the default until they have run on
+# a GPU): gather, multiply, write the block rows; multiply, fold; as before.
+_IMPLICIT = switch("DASKSAE_IMPLICIT_FIELDS")
+IMPLICIT_FIELDS = _IMPLICIT in ("forward", "1")
+IMPLICIT_FOLD = _IMPLICIT == "1"
 
 
 def enabled() -> bool:
@@ -320,3 +360,42 @@ def filter_forward(x, weights, out, field: int, step: int, block_h: int, block_w
     kernel(grid, (THREADS,), (weights, x, out, numpy.int32(rows), numpy.int32(batch), numpy.int32(fan_in),
                               *(numpy.int32(g[name]) for name in ("blocks_w", "step", "field_rows", "block_h", "block_w", "maps")),
                               *(numpy.int64(g[name]) for name in ("in_row", "in_pixel", "out_row", "out_pixel")), scale))
+
+
+def fold_fits(weights, y_rows, out, field: int, step: int, blocks_h: int, blocks_w: int) -> bool:
+    """Whether :func:`filter_fold` takes ``x += W^T y``: float32 C-contiguous 16-byte-aligned ``weights
+    (blocks_h*blocks_w, rows, f*f*C)`` with ``rows % 16 == 0`` and ``f*f*C % 4 == 0``, ``y_rows (blocks, rows, N)``
+    (``None``: rows that :func:`~.local_filter.block_rows` will make, which fit) and ``out (H, W, C, N)`` with a
+    minibatch of whole 96s."""
+    count, rows, fan_in = weights.shape
+    if out.ndim != 4 or out.shape[3] % TILE_N or rows % TILE_K or fan_in % 4 or count != blocks_h * blocks_w:
+        return False
+    if fan_in != field * field * out.shape[2]:
+        return False
+    if y_rows is not None and y_rows.shape != (count, rows, out.shape[3]):
+        return False
+    return all(array.dtype.name == "float32" and array.flags.c_contiguous and array.data.ptr % 16 == 0
+               for array in (weights, out) + (() if y_rows is None else (y_rows,)))
+
+
+def fold_launches(weights, out, field: int, step: int, blocks_h: int, blocks_w: int):
+    """``(grid, arguments after the three arrays)`` of each launch of :func:`filter_fold`: one a phase of blocks
+    ``ceil(f / step)`` apart in both directions (their fields do not overlap), phases in row-major order."""
+    count, rows, fan_in = weights.shape
+    width, channels, batch = out.shape[1:]
+    phase_step = -(-field // step)
+    for phase_h in range(min(phase_step, blocks_h)):
+        for phase_w in range(min(phase_step, blocks_w)):
+            count_h, count_w = -(-(blocks_h - phase_h) // phase_step), -(-(blocks_w - phase_w) // phase_step)
+            grid = (-(-fan_in // TILE_M), batch // TILE_N, count_h * count_w)
+            yield grid, (rows, batch, fan_in, phase_h, phase_w, phase_step, count_w, blocks_w, step, field * channels,
+                         width * channels * batch, channels * batch)
+
+
+def filter_fold(weights, y_rows, out, field: int, step: int, blocks_h: int, blocks_w: int) -> None:
+    """``out += W^T y`` with each block's fields added straight into ``out``'s map, one phase of blocks at a time
+    (``FOLD``; the arrays must :func:`fold_fits`)."""
+    kernel = _module().get_function("dasksae_simt_filter_fold")
+    for grid, arguments in fold_launches(weights, out, field, step, blocks_h, blocks_w):
+        kernel(grid, (THREADS,), (weights, y_rows, out, *(numpy.int32(a) for a in arguments[:-2]),
+                                  *(numpy.int64(a) for a in arguments[-2:])))

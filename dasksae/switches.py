@@ -51,3 +51,26 @@ def check_environment() -> None:
     """Refuse the first switch whose value is not one of its choices."""
     for name in SWITCHES:
         switch(name)
+
+
+def current() -> dict:
+    """Every switch's value in this process (its default where unset): what a worker reports to the client."""
+    return {name: switch(name) for name in SWITCHES}
+
+
+def not_at_default(values: dict) -> dict:
+    """The switches of ``values`` that are not at their defaults."""
+    return {name: value for name, value in values.items() if value != SWITCHES[name][1]}
+
+
+def agreed(by_worker: dict) -> dict:
+    """The switches every worker of ``by_worker`` (address -> :func:`current`) runs with; one sentence naming the
+    first switch they disagree on, and where, if they do not (their SPMD programs would differ)."""
+    reports = list(by_worker.items())
+    first_address, first = reports[0]
+    for address, values in reports[1:]:
+        for name in SWITCHES:
+            if values.get(name) != first.get(name):
+                raise SwitchError(f"the workers disagree on {name} ({first.get(name)} on {first_address}, "
+                                  f"{values.get(name)} on {address}); start them with the same environment.")
+    return first

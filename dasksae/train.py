@@ -12,6 +12,7 @@ from .errors import DasksaeError
 from .network import load_config
 from .optim import init_velocity
 from .reference import check_dtype, init_params, split_dtype, train_step
+from .switches import agreed, current, not_at_default
 
 
 def _open_metrics(out):
@@ -153,6 +154,7 @@ def train_tiled(
     config = load_config(config_name)
     compute_dtype = dtype
     dtype, precision = split_dtype(dtype)
+    switches = agreed(client.run(current)) if client is not None else current()  # as the workers read them
     folder = _check_output_folder(out, bool(resume)) if out is not None else None
     checkpoints = folder / "checkpoints" if folder is not None else None
     if data is not None:
@@ -191,7 +193,11 @@ def train_tiled(
     phases = schedule_phases(len(config.stages), greedy_steps, steps)
     metrics = open(folder / "metrics.jsonl", "a" if resume else "w") if folder is not None else None
     options = {"seed": seed, "lr": lr, "momentum": momentum, "minibatch": minibatch, "greedy_steps": greedy_steps, "steps": steps,
-               "precision": precision}
+               "precision": precision, "switches": switches}
+    changed = not_at_default(switches)
+    if progress and changed:
+        tqdm.write("switches not at their defaults (README, \"On the GPU\"): "
+                   + ", ".join(f"{name}={value}" for name, value in changed.items()))
 
     def checkpoint(step, data_state):
         if checkpoints is not None:

@@ -126,6 +126,33 @@ def test_joins_a_running_cluster_and_trains_greedy_then_joint(tmp_path, capsys):
                        match="2x2 tiles need 4 workers but the cluster has 3")
 
 
+def test_the_workers_switches_are_checked_recorded_and_shown(tmp_path, capsys, monkeypatch):
+    """The switches the workers run with go into every checkpoint and, where not at their defaults, into the first
+    lines of the run; workers that disagree on one (their SPMD programs would differ) are refused in one line
+    before any step."""
+    import os
+
+    import distributed
+
+    from dasksae.checkpoint import open_checkpoint
+
+    monkeypatch.setenv("DASKSAE_GC_FREEZE", "1")  # the workers' processes start with it
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        train = ["train", "--scheduler", cluster.scheduler_address, "--config", "tiny", "--tiles", "2x1", "--steps", "2",
+                 "--minibatch", "4"]
+        code, out, err = run(capsys, *train, "--out", str(tmp_path / "run"))
+        assert code == 0, err
+        assert "switches not at their defaults" in out + err and "DASKSAE_GC_FREEZE=1" in out + err
+        _, attrs = open_checkpoint(latest(tmp_path / "run" / "checkpoints"))
+        assert attrs["switches"]["DASKSAE_GC_FREEZE"] == "1" and attrs["switches"]["DASKSAE_OUTBOX_IN_PLACE"] == "1"
+        with distributed.Client(cluster) as client:
+            second = sorted(client.scheduler_info()["workers"])[1]
+            client.run(lambda: os.environ.update({"DASKSAE_GC_FREEZE": "0"}), workers=[second])
+        one_line_error(capsys, *train, "--out", str(tmp_path / "other"),
+                       match="the workers disagree on DASKSAE_GC_FREEZE (1 on ")
+        assert not any((tmp_path / "other").iterdir())  # no metrics, no checkpoint (the CLI checks the folder first)
+
+
 def test_training_on_a_data_store_reads_on_workers_and_resumes_exactly(tmp_path, capsys):
     store = tmp_path / "store"
     assert main(["data", "build", str(store), "--config", "tiny", "--frames", "2048", "--tiles", "2x2"]) == 0

@@ -226,7 +226,7 @@ def _folds_fields(xp, precision, weight_rows, y_rows, out, field, step, blocks_h
 
 def _reads_fields(xp, precision, x, weights, out, row_scale, field, step, block_h, block_w) -> bool:
     """Whether ``W x`` runs in our float32 kernel reading the fields from ``x``'s map and writing ``out``'s
-    (``DASKSAE_IMPLICIT_FIELDS=1``, with ``DASKSAE_GEMM=simt``): no fields buffer, no products buffer, no
+    (``DASKSAE_IMPLICIT_FIELDS=forward`` or ``1``, with ``DASKSAE_GEMM=simt``): no fields buffer, no products buffer, no
     block-rows pass, and the same results bit for bit."""
     return (xp.__name__ == "cupy" and precision == "float32" and simt_gemm.IMPLICIT_FIELDS and simt_gemm.enabled()
             and simt_gemm.fields_fit(x, weights, out, row_scale, field, step, block_h, block_w))
@@ -242,7 +242,8 @@ def local_filter_transpose(y, weights, input_shape, field: int, step: int, block
     out = xp.zeros(tuple(input_shape), dtype=result_dtype(precision))
     weights = operand(weights, precision)
     per_row = blocks_w * (fan_in * out.itemsize + rows * 4) * batch
-    if _folds_fields(xp, precision, weights.reshape(-1, rows, fan_in), None, out, field, step, blocks_h, blocks_w):
+    if xp.__name__ == "cupy" and _folds_fields(xp, precision, weights.reshape(-1, rows, fan_in), None, out, field, step,
+                                               blocks_h, blocks_w):
         per_row = 0  # no patches: all block rows at once (the fold's phases are launches of their own)
     for p0, p1 in chunks(blocks_h, per_row, chunk_bytes):
         y_rows = block_rows(y[p0 * block_h : p1 * block_h], block_h, block_w,

@@ -196,7 +196,7 @@ def test_the_kernel_source_computes_a_filter_layer_from_and_to_the_maps(kernel_o
     out = numpy.full((blocks_h * block_h, blocks_w * block_w, maps, batch), numpy.nan, dtype=numpy.float32)
     assert simt_gemm.fields_fit(_Host(x), _Host(weights.reshape(-1, rows, fan_in)), _Host(out),
                                 None if row_scale is None else _Host(row_scale), field, step, block_h, block_w)
-    g = simt_gemm.field_geometry(x, weights, out, field, step, block_h, block_w)
+    g = simt_gemm.field_geometry(x.shape, out.shape, field, step, block_h, block_w)
     kernel_on_cpu.run_fields(weights.ctypes.data, x.ctypes.data, out.ctypes.data, rows, batch, fan_in, blocks_h * blocks_w,
                              *(g[name] for name in ("blocks_w", "step", "field_rows", "block_h", "block_w", "maps",
                                                     "in_row", "in_pixel", "out_row", "out_pixel")),
@@ -255,7 +255,7 @@ def test_the_kernel_source_folds_a_filter_layers_transpose_into_the_map(kernel_o
     flat = weights.reshape(-1, rows, fan_in)
     y_rows = numpy.ascontiguousarray(block_rows(y, block_h, block_w))
     assert simt_gemm.fold_fits(_Host(flat), _Host(y_rows), _Host(out), field, step, blocks_h, blocks_w)
-    launches = list(simt_gemm.fold_launches(flat, out, field, step, blocks_h, blocks_w))
+    launches = list(simt_gemm.fold_launches(flat.shape, out.shape, field, step, blocks_h, blocks_w))
     assert sum(grid[2] for grid, _ in launches) == blocks_h * blocks_w  # every block in exactly one phase
     assert all(arguments[5] * step >= field for _, arguments in launches)  # a phase's fields never overlap (no races)
     for grid, arguments in launches:

@@ -263,7 +263,8 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_fold(
 }
 """
 
-SIMT_GEMM_KERNELS = [f"dasksae_simt_gemm<{t}, {a}>" for t in (0, 1) for a in (0, 1)]  # and dasksae_simt_filter_forward
+# the template's instances; dasksae_simt_filter_forward and dasksae_simt_filter_fold are extern "C"
+SIMT_GEMM_KERNELS = [f"dasksae_simt_gemm<{t}, {a}>" for t in (0, 1) for a in (0, 1)]
 
 
 def simt_gemm_source() -> str:
@@ -319,11 +320,11 @@ def batched_gemm(a, b, out, transpose_a: bool, m: int, n: int, k: int, accumulat
                               numpy.int64(elements[2][0]), numpy.int64(elements[2][1])))
 
 
-def field_geometry(x, weights, out, field: int, step: int, block_h: int, block_w: int) -> dict:
-    """The :data:`_SOURCE` kernel's ``FIELDS`` arguments for ``W x`` from map ``x (H, W, C, N)`` with ``weights
-    (count, rows, f*f*C)`` (blocks in row-major order, ``blocks_w`` a row) into map ``out (H', W', maps, N)``."""
-    height, width, channels, batch = x.shape
-    _, out_width, maps, _ = out.shape
+def field_geometry(x_shape, out_shape, field: int, step: int, block_h: int, block_w: int) -> dict:
+    """The :data:`_SOURCE` kernel's ``FIELDS`` arguments for ``W x`` from a map of ``x_shape (H, W, C, N)`` into one
+    of ``out_shape (H', W', maps, N)`` (blocks in row-major order, ``blocks_w`` a row)."""
+    height, width, channels, batch = x_shape
+    _, out_width, maps, _ = out_shape
     return {"blocks_w": out_width // block_w, "step": step, "field_rows": field * channels, "block_h": block_h,
             "block_w": block_w, "maps": maps, "in_row": width * channels * batch, "in_pixel": channels * batch,
             "out_row": out_width * maps * batch, "out_pixel": maps * batch}
@@ -349,17 +350,24 @@ def fields_fit(x, weights, out, row_scale, field: int, step: int, block_h: int, 
 def filter_forward(x, weights, out, field: int, step: int, block_h: int, block_w: int, row_scale=None) -> None:
     """``out = diag(row_scale) W x`` for one chunk of block rows, fields read from ``x``'s map and outputs written
     into ``out``'s in the kernel itself (``FIELDS``; the arrays must :func:`fields_fit`)."""
-    import numpy
+    grid, arguments = _forward_launch(x.shape, out.shape, weights.shape, field, step, block_h, block_w)
+    scale = _NULL if row_scale is None else row_scale
+    _module().get_function("dasksae_simt_filter_forward")(grid, (THREADS,), (weights, x, out, *arguments, scale))
 
-    count, rows, fan_in = weights.shape
-    batch = x.shape[3]
-    g = field_geometry(x, weights, out, field, step, block_h, block_w)
-    kernel = _module().get_function("dasksae_simt_filter_forward")
-    grid = (-(-rows // TILE_M), batch // TILE_N, count)
-    scale = numpy.uint64(0) if row_scale is None else row_scale
-    kernel(grid, (THREADS,), (weights, x, out, numpy.int32(rows), numpy.int32(batch), numpy.int32(fan_in),
-                              *(numpy.int32(g[name]) for name in ("blocks_w", "step", "field_rows", "block_h", "block_w", "maps")),
-                              *(numpy.int64(g[name]) for name in ("in_row", "in_pixel", "out_row", "out_pixel")), scale))
+
+_NULL = numpy.uint64(0)  # a null pointer argument
+
+
+@functools.lru_cache(maxsize=256)
+def _forward_launch(x_shape, out_shape, weights_shape, field, step, block_h, block_w):
+    """The grid and scalar arguments of :func:`filter_forward` for these shapes, made once (a launch a chunk)."""
+    count, rows, fan_in = weights_shape
+    batch = x_shape[3]
+    g = field_geometry(x_shape, out_shape, field, step, block_h, block_w)
+    return (-(-rows // TILE_M), batch // TILE_N, count), (
+        numpy.int32(rows), numpy.int32(batch), numpy.int32(fan_in),
+        *(numpy.int32(g[name]) for name in ("blocks_w", "step", "field_rows", "block_h", "block_w", "maps")),
+        *(numpy.int64(g[name]) for name in ("in_row", "in_pixel", "out_row", "out_pixel")))
 
 
 def fold_fits(weights, y_rows, out, field: int, step: int, blocks_h: int, blocks_w: int) -> bool:
@@ -378,11 +386,12 @@ def fold_fits(weights, y_rows, out, field: int, step: int, blocks_h: int, blocks
                for array in (weights, out) + (() if y_rows is None else (y_rows,)))
 
 
-def fold_launches(weights, out, field: int, step: int, blocks_h: int, blocks_w: int):
-    """``(grid, arguments after the three arrays)`` of each launch of :func:`filter_fold`: one a phase of blocks
-    ``ceil(f / step)`` apart in both directions (their fields do not overlap), phases in row-major order."""
-    count, rows, fan_in = weights.shape
-    width, channels, batch = out.shape[1:]
+def fold_launches(weights_shape, out_shape, field: int, step: int, blocks_h: int, blocks_w: int):
+    """``(grid, arguments after the three arrays)`` of each launch of :func:`filter_fold` with weights of
+    ``weights_shape`` into a map of ``out_shape``: one a phase of blocks ``ceil(f / step)`` apart in both directions
+    (their fields do not overlap), phases in row-major order."""
+    count, rows, fan_in = weights_shape
+    width, channels, batch = out_shape[1:]
     phase_step = -(-field // step)
     for phase_h in range(min(phase_step, blocks_h)):
         for phase_w in range(min(phase_step, blocks_w)):
@@ -396,6 +405,13 @@ def filter_fold(weights, y_rows, out, field: int, step: int, blocks_h: int, bloc
     """``out += W^T y`` with each block's fields added straight into ``out``'s map, one phase of blocks at a time
     (``FOLD``; the arrays must :func:`fold_fits`)."""
     kernel = _module().get_function("dasksae_simt_filter_fold")
-    for grid, arguments in fold_launches(weights, out, field, step, blocks_h, blocks_w):
-        kernel(grid, (THREADS,), (weights, y_rows, out, *(numpy.int32(a) for a in arguments[:-2]),
-                                  *(numpy.int64(a) for a in arguments[-2:])))
+    for grid, arguments in _fold_launches(weights.shape, out.shape, field, step, blocks_h, blocks_w):
+        kernel(grid, (THREADS,), (weights, y_rows, out, *arguments))
+
+
+@functools.lru_cache(maxsize=256)
+def _fold_launches(weights_shape, out_shape, field, step, blocks_h, blocks_w):
+    """:func:`fold_launches` with their arguments as the kernel's scalar types, made once for these shapes (25
+    launches a call on coates200, a call a chunk of the backward pass)."""
+    return tuple((grid, tuple(numpy.int32(a) for a in arguments[:-2]) + tuple(numpy.int64(a) for a in arguments[-2:]))
+                 for grid, arguments in fold_launches(weights_shape, out_shape, field, step, blocks_h, blocks_w))

@@ -390,7 +390,9 @@ def main(argv=None):
     parser.add_argument("--configs", default="coates96,coates200")
     parser.add_argument("--minibatch", default="96", help="comma-separated minibatch sizes")
     parser.add_argument("--precisions", default="float32,tf32,bfloat16", help="PyTorch peer precisions")
-    parser.add_argument("--modes", default="limit,dasksae-1w,dasksae-4w,torch")
+    parser.add_argument("--modes", default="limit,dasksae-1w,dasksae-4w,torch",
+                        help="comma-separated: limit, in-process (the step in this process, which every dasksae-* "
+                             "mode also times), dasksae-1w, dasksae-4w, dasksae-4w-threads, torch")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup-runs", type=int, default=3)
     parser.add_argument("--runs-4w", type=int, default=5, help="runs of the multi-worker rows (dasksae-Kw: K workers sharing the GPU)")
@@ -488,7 +490,7 @@ def main(argv=None):
                     emit(f"limit-{precision}", precision, limits[precision])
             for dtype in args.dtypes.split(","):
                 kernel = float("nan")
-                if any(m.startswith("dasksae") for m in modes):
+                if "in-process" in modes or any(m.startswith("dasksae") for m in modes):
                     try:
                         kernel, held = time_in_process(config, batch, args.runs, args.warmup_runs, dtype)
                         emit("in-process", dtype, kernel, memory=held, gemm=switch("DASKSAE_GEMM"),

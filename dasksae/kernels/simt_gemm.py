@@ -81,9 +81,12 @@ _SOURCE = r"""
 // overlap-adds.  One launch takes the blocks of one phase: p = phase_h + phase_step * (i / blocks_w), q = phase_w +
 // phase_step * (i % blocks_w), with phase_step = ceil(f / step), so no two of its blocks touch the same input value;
 // A[i] and B[i] are the weights and rows of block p * all_blocks_w + q.  The phases run one after another.
+// FOLD_ATOMIC (dasksae_simt_filter_fold_atomic): FOLD's addressing with every block in one launch (phase_step 1), each
+// value added with atomicAdd: no phases, but the overlapping fields' sums come in whatever order the blocks run.
 #define PLAIN 0
 #define FIELDS 1
 #define FOLD 2
+#define FOLD_ATOMIC 3
 template <int TRANSPOSE_A, int ACCUMULATE, int MODE>
 __device__ __forceinline__ void simt_gemm_body(
     const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
@@ -99,7 +102,7 @@ __device__ __forceinline__ void simt_gemm_body(
     __shared__ __align__(16) float Bs[TILE_K][TILE_N];
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
-    if (MODE == FOLD) {
+    if (MODE == FOLD || MODE == FOLD_ATOMIC) {
         const long long p = phase_h + phase_step * (blockIdx.z / blocks_w), q = phase_w + phase_step * (blockIdx.z % blocks_w);
         A += (p * all_blocks_w + q) * batch_a;
         B += (p * all_blocks_w + q) * batch_b;
@@ -205,7 +208,7 @@ __device__ __forceinline__ void simt_gemm_body(
         if (m >= M) continue;
         float* row = MODE == FIELDS ? C + (m / (block_w * maps)) * out_row + ((m / maps) % block_w) * out_pixel
                                         + (long long)(m % maps) * ldc + n0
-                   : MODE == FOLD ? C + (m / field_rows) * in_row + (long long)(m % field_rows) * ldc + n0
+                   : MODE == FOLD || MODE == FOLD_ATOMIC ? C + (m / field_rows) * in_row + (long long)(m % field_rows) * ldc + n0
                                   : C + (long long)m * ldc + n0;
         float4 first = make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
         float2 second = make_float2(acc[r][4], acc[r][5]);
@@ -213,6 +216,14 @@ __device__ __forceinline__ void simt_gemm_body(
             const float scale = row_scale[(long long)blockIdx.z * M + m];
             first.x *= scale; first.y *= scale; first.z *= scale; first.w *= scale;
             second.x *= scale; second.y *= scale;
+        }
+        if (MODE == FOLD_ATOMIC) {  // no read back: the adds compile to reductions in L2
+            float* first_at = row + tx * 4;
+            float* second_at = row + 64 + tx * 2;
+            atomicAdd(first_at + 0, first.x); atomicAdd(first_at + 1, first.y);
+            atomicAdd(first_at + 2, first.z); atomicAdd(first_at + 3, first.w);
+            atomicAdd(second_at + 0, second.x); atomicAdd(second_at + 1, second.y);
+            continue;
         }
         if (ACCUMULATE) {
             const float4 old_first = *(const float4*)(row + tx * 4);
@@ -261,6 +272,19 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_fold(
                                (long long)rows * batch, batch, 0, blocks_w, step, field_rows, 0, 0, 0, in_row,
                                in_pixel, 0, 0, nullptr, phase_h, phase_w, phase_step, all_blocks_w);
 }
+
+// x += W^T y for all blocks in one launch, with atomic adds (FOLD_ATOMIC above); the same arguments as
+// dasksae_simt_filter_fold with phase (0, 0) and phase_step 1.
+extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_fold_atomic(
+    const float* __restrict__ W, const float* __restrict__ y_rows, float* __restrict__ x,
+    const int rows, const int batch, const int fan_in,
+    const int phase_h, const int phase_w, const int phase_step, const int blocks_w, const int all_blocks_w,
+    const int step, const int field_rows, const long long in_row, const long long in_pixel)
+{
+    simt_gemm_body<1, 0, FOLD_ATOMIC>(W, y_rows, x, fan_in, batch, rows, fan_in, (long long)rows * fan_in, batch,
+                                      (long long)rows * batch, batch, 0, blocks_w, step, field_rows, 0, 0, 0, in_row,
+                                      in_pixel, 0, 0, nullptr, phase_h, phase_w, phase_step, all_blocks_w);
+}
 """
 
 # the template's instances; dasksae_simt_filter_forward and dasksae_simt_filter_fold are extern "C"
@@ -278,8 +302,9 @@ def simt_gemm_source() -> str:
 # overlap at a time (dasksae_simt_filter_fold: no patches buffer, no fold).  "0" (the default until they have run on
 # a GPU): gather, multiply, write the block rows; multiply, fold; as before.
 _IMPLICIT = switch("DASKSAE_IMPLICIT_FIELDS")
-IMPLICIT_FIELDS = _IMPLICIT in ("forward", "1")
-IMPLICIT_FOLD = _IMPLICIT == "1"
+IMPLICIT_FIELDS = _IMPLICIT in ("forward", "1", "atomic")
+IMPLICIT_FOLD = _IMPLICIT in ("1", "atomic")
+FOLD_ATOMIC = _IMPLICIT == "atomic"  # the fold in one launch with atomic adds, instead of a launch a phase
 
 
 def enabled() -> bool:
@@ -386,13 +411,14 @@ def fold_fits(weights, y_rows, out, field: int, step: int, blocks_h: int, blocks
                for array in (weights, out) + (() if y_rows is None else (y_rows,)))
 
 
-def fold_launches(weights_shape, out_shape, field: int, step: int, blocks_h: int, blocks_w: int):
+def fold_launches(weights_shape, out_shape, field: int, step: int, blocks_h: int, blocks_w: int, atomic: bool = False):
     """``(grid, arguments after the three arrays)`` of each launch of :func:`filter_fold` with weights of
     ``weights_shape`` into a map of ``out_shape``: one a phase of blocks ``ceil(f / step)`` apart in both directions
-    (their fields do not overlap), phases in row-major order."""
+    (their fields do not overlap), phases in row-major order; or, ``atomic``, one launch of all blocks (phase step 1)
+    for ``dasksae_simt_filter_fold_atomic``."""
     count, rows, fan_in = weights_shape
     width, channels, batch = out_shape[1:]
-    phase_step = -(-field // step)
+    phase_step = 1 if atomic else -(-field // step)
     for phase_h in range(min(phase_step, blocks_h)):
         for phase_w in range(min(phase_step, blocks_w)):
             count_h, count_w = -(-(blocks_h - phase_h) // phase_step), -(-(blocks_w - phase_w) // phase_step)
@@ -403,15 +429,17 @@ def fold_launches(weights_shape, out_shape, field: int, step: int, blocks_h: int
 
 def filter_fold(weights, y_rows, out, field: int, step: int, blocks_h: int, blocks_w: int) -> None:
     """``out += W^T y`` with each block's fields added straight into ``out``'s map, one phase of blocks at a time
-    (``FOLD``; the arrays must :func:`fold_fits`)."""
-    kernel = _module().get_function("dasksae_simt_filter_fold")
-    for grid, arguments in _fold_launches(weights.shape, out.shape, field, step, blocks_h, blocks_w):
+    (``FOLD``), or with ``DASKSAE_IMPLICIT_FIELDS=atomic`` all blocks in one launch that adds atomically
+    (``FOLD_ATOMIC``; the arrays must :func:`fold_fits`)."""
+    kernel = _module().get_function("dasksae_simt_filter_fold_atomic" if FOLD_ATOMIC else "dasksae_simt_filter_fold")
+    for grid, arguments in _fold_launches(weights.shape, out.shape, field, step, blocks_h, blocks_w, FOLD_ATOMIC):
         kernel(grid, (THREADS,), (weights, y_rows, out, *arguments))
 
 
 @functools.lru_cache(maxsize=256)
-def _fold_launches(weights_shape, out_shape, field, step, blocks_h, blocks_w):
+def _fold_launches(weights_shape, out_shape, field, step, blocks_h, blocks_w, atomic):
     """:func:`fold_launches` with their arguments as the kernel's scalar types, made once for these shapes (25
-    launches a call on coates200, a call a chunk of the backward pass)."""
+    launches a call on coates200, or one atomic launch; a call a chunk of the backward pass)."""
+    launches = fold_launches(weights_shape, out_shape, field, step, blocks_h, blocks_w, atomic)
     return tuple((grid, tuple(numpy.int32(a) for a in arguments[:-2]) + tuple(numpy.int64(a) for a in arguments[-2:]))
-                 for grid, arguments in fold_launches(weights_shape, out_shape, field, step, blocks_h, blocks_w))
+                 for grid, arguments in launches)

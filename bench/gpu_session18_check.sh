@@ -5,9 +5,11 @@
 # tests passed (19); the in-process float32 step took 66.2 and 66.4 ms with DASKSAE_IMPLICIT_FIELDS=0, 64.6 with
 # forward and 71.9 and 72.0 with 1 (the fold a phase a launch: 25 small launches a chunk). So forward is now the
 # default, and atomic (the fold in one launch, adding atomically) is new.
-#   PART=atomic   all GPU tests at this commit (forward the default; the atomic fold's tests), then the in-process
-#                 float32 step with DASKSAE_IMPLICIT_FIELDS forward, atomic, 0, forward, atomic, each a process of its
-#                 own (the switch is read at import). About 420 s.
+#   PART=atomic   all GPU tests at this commit (forward the default; the atomic fold's tests, and those of
+#                 DASKSAE_IMPLICIT_BACKWARD=1: the backward pass's U g_r and weight gradient reading their fields from
+#                 the maps, no [X | G] gathers), then the in-process float32 step with (IMPLICIT_FIELDS/IMPLICIT_BACKWARD)
+#                 forward/0, atomic/0, forward/1, atomic/1, 0/0, forward/0, atomic/1, each a process of its own (the
+#                 switches are read at import). About 560 s.
 #   PART=table    the table with the defaults, in one process (as PART=table of bench/gpu_session17_check.sh).
 #                 About 450 s.
 # Logs are tarred (logs.tgz): the device returns at most 8 files from $OUT.
@@ -15,12 +17,14 @@ source bench/device_setup.sh
 card
 case "${PART:-atomic}" in
 atomic)
-  timeout ${TESTS_S:-200} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -30 > $OUT/gpu-tests.log
+  timeout ${TESTS_S:-150} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -30 > $OUT/gpu-tests.log
   tail -1 $OUT/gpu-tests.log
-  for implicit in forward atomic 0 forward atomic; do
-    DASKSAE_IMPLICIT_FIELDS=$implicit timeout ${STEP_S:-75} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
-      --modes in-process --dtypes float32 --runs 20 --json $OUT/gpu-step-fields-$implicit-$SECONDS.json \
-      2>&1 | filter | grep -v "  gemm\|cuda graphs" | grep "in-process\|failed\|Error" | sed "s/^/fields-$implicit: /" | tee -a $OUT/gpu-step.log
+  for both in forward/0 atomic/0 forward/1 atomic/1 0/0 forward/0 atomic/1; do
+    implicit=${both%/*} backward=${both#*/}
+    DASKSAE_IMPLICIT_FIELDS=$implicit DASKSAE_IMPLICIT_BACKWARD=$backward timeout ${STEP_S:-60} python3 bench/gpu_step.py \
+      --configs coates200 --minibatch 96 --modes in-process --dtypes float32 --runs 20 \
+      --json $OUT/gpu-step-fields-$implicit-$backward-$SECONDS.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" \
+      | grep "in-process\|failed\|Error" | sed "s/^/fields-$implicit backward-$backward: /" | tee -a $OUT/gpu-step.log
   done
   cd $OUT && tar czf rows.tgz gpu-step-fields-*.json && rm -f gpu-step-fields-*.json ;;
 table)

@@ -16,9 +16,11 @@ from .kernels.backend import array_module, host_floats, kept_apart, on_device, t
 from .kernels.code_gradient import tied_code_gradient
 from .kernels.contrast import lcn_backward, lcn_forward
 from .kernels.gemm import batched_matmul, native_precision, operand, result_dtype, storage_dtype
+from .kernels import simt_gemm
 from .kernels.local_filter import (
     CHUNK_BYTES,
     add_transpose_into,
+    backward_reads_maps,
     block_rows,
     chunks,
     field_rows,
@@ -152,8 +154,11 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
     for p0, p1 in chunks(blocks_h, per_row, CHUNK_BYTES):
         count = (p1 - p0) * blocks_w
         inputs = field_rows(p0, p1, field, step)
-        fields = xp.empty((count, fan_in, width), dtype=storage)  # [X | G]
-        gather_patches(x_window[inputs], field, step, p1 - p0, blocks_w, out=fields[:, :, :batch])
+        x_map, error_map = x_window[inputs], error[inputs] if has_error else None
+        from_maps = backward_reads_maps(xp, precision, x_map, error_map, count, fan_in, blocks_w)  # no fields buffer
+        fields = None if from_maps else xp.empty((count, fan_in, width), dtype=storage)  # [X | G]
+        if fields is not None:
+            gather_patches(x_map, field, step, p1 - p0, blocks_w, out=fields[:, :, :batch])
         codes = xp.empty((count, rows, width), dtype=storage)  # [g_z | a z]
         z_rows = block_rows(z[p0 * block_h : p1 * block_h], block_h, block_w)
         grad_rows = None if grad_z is None else block_rows(grad_z[p0 * block_h : p1 * block_h], block_h, block_w)
@@ -162,16 +167,31 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         chunk_scale = inverse_norms[p0:p1].reshape(count, rows, 1)
         weight_rows = weights[p0:p1].reshape(count, rows, fan_in)
         grad_operand = None  # s g_z, the input gradient's operand, where the tied code gradient made it
-        if has_error:
+        if has_error and fields is not None:
             error_fields = fields[:, :, batch:] if tied else xp.empty((count, fan_in, batch), dtype=storage)
-            gather_patches(error[inputs], field, step, p1 - p0, blocks_w, out=error_fields)
+            gather_patches(error_map, field, step, p1 - p0, blocks_w, out=error_fields)
+
+        def times_error_fields(left):  # left (count, rows, f*f*C) times the error's fields
+            if fields is None:
+                product = xp.empty((count, rows, batch), dtype=dtype)
+                simt_gemm.fields_product(error_map, left, product, field, step, blocks_w)
+                return product
+            return batched_matmul(left, error_fields, precision=precision)
+
+        def times_fields(left, maps, gathered, out):  # left (count, rows, width) times the fields of maps, transposed
+            if fields is None:
+                out = xp.empty((count, rows, fan_in), dtype=dtype) if out is None else out
+                simt_gemm.filter_weight_grad(left, *maps, out, field, step, blocks_w)
+                return out
+            return batched_matmul(left, gathered, transpose_b=True, precision=precision, out=out)
+
         if has_error and tied:  # [g_z | a z] (and s g_z) from U g_r in one pass (one kernel on CuPy)
-            part, grad_operand = tied_code_gradient(batched_matmul(weight_rows, error_fields, precision=precision),
+            part, grad_operand = tied_code_gradient(times_error_fields(weight_rows),
                                                     chunk_scale, z_rows, grad_rows, a, codes, precision, need_input_grad)
             scale_grad = scale_grad + part  # stays on the device: no sync a chunk
         else:
             if has_error:
-                grad_code = batched_matmul(forward["decoder"][p0:p1].reshape(count, rows, fan_in), error_fields, precision=precision)
+                grad_code = times_error_fields(forward["decoder"][p0:p1].reshape(count, rows, fan_in))
                 scale_grad = scale_grad + (z_rows * grad_code).sum(dtype=xp.float64)
                 grad_code *= a
                 grad_rows += grad_code
@@ -180,12 +200,12 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
             if grad_operand is None:
                 grad_operand = operand(grad_rows, precision, chunk_scale)
             add_transpose_into(grad_x[inputs], weight_rows, grad_operand, field, step, p1 - p0, blocks_w, precision)
-        grad_unit = batched_matmul(codes, fields, transpose_b=True, precision=precision,
-                                   out=None if grads is None else grads["encoder"][p0:p1].reshape(count, rows, fan_in))
+        grad_unit = times_fields(codes, (x_map, error_map if tied else None), fields,  # [g_z | a z] [X | G]^T
+                                 None if grads is None else grads["encoder"][p0:p1].reshape(count, rows, fan_in))
         grad_decoder = None
         if has_error and not tied:
-            grad_decoder = batched_matmul(operand(z_rows, precision), error_fields, transpose_b=True, precision=precision,
-                                          out=None if grads is None else grads["decoder"][p0:p1].reshape(count, rows, fan_in))
+            grad_decoder = times_fields(operand(z_rows, precision), (error_map, None), None if fields is None else error_fields,
+                                        None if grads is None else grads["decoder"][p0:p1].reshape(count, rows, fan_in))
         if update is not None:
             lr, momentum = update
             shape = (p1 - p0, blocks_w, rows, fan_in)

@@ -304,6 +304,43 @@ def test_training_steps_with_implicit_fields_equal_those_without(monkeypatch, im
             assert relative_error(mine["encoder"], theirs["encoder"]) < FLOAT32
 
 
+@pytest.mark.parametrize("objective", ["rica", "le2012"])
+def test_training_steps_reading_the_backward_fields_from_the_maps_equal_those_gathering_them(monkeypatch, objective):
+    """Float32 steps of ``small`` on one tile with DASKSAE_IMPLICIT_BACKWARD=1 (``U g_r`` and the weight gradient with
+    their fields read from the maps, no ``[X | G]`` buffer) give the losses and weights of steps that gather the fields,
+    to float32 rounding (the weight gradient's sums are ours, not cuBLAS's): the tied objective (``[X | G]``, 2M inner
+    terms) and Le 2012's untied one (``X`` and ``G`` apart, the decoder's gradient)."""
+    import dataclasses
+
+    from dasksae import TiledNetwork, tile_program
+    from dasksae.kernels import simt_gemm
+    from dasksae.tile_array import LocalExecutor
+
+    config = dataclasses.replace(named_config("small"), objective=objective)
+    data = numpy.random.default_rng(3)
+    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
+    launched = []
+    for name in ("fields_product", "filter_weight_grad"):
+        monkeypatch.setattr(simt_gemm, name, lambda *args, _run=getattr(simt_gemm, name), _name=name: launched.append(_name) or _run(*args))
+
+    def train(from_maps):
+        monkeypatch.setattr(simt_gemm, "IMPLICIT_BACKWARD", from_maps)
+        tile_program.forget_all()
+        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="float32", device="cuda")
+        losses = [report.loss for report in network.steps(batches, 1e-3, 0.9)]
+        return losses, network.parameters()
+
+    monkeypatch.setenv("DASKSAE_GEMM", "simt")
+    expected_losses, expected_parameters = train(False)
+    assert not launched
+    losses, parameters = train(True)
+    assert set(launched) == {"fields_product", "filter_weight_grad"}
+    numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
+    for mine, theirs in zip(parameters, expected_parameters):
+        for name in mine:
+            assert relative_error(mine[name], theirs[name]) < FLOAT32, name
+
+
 def test_bfloat16_operands_round_like_numpy(rng):
     from dasksae.kernels.gemm import from_bfloat16, operand
 

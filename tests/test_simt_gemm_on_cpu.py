@@ -112,6 +112,27 @@ extern "C" void run_fold(int atomic, const float* w, const float* y_rows, float*
             }
 }
 
+extern "C" void run_weight_grad(const float* codes, const float* x, const float* error, float* grad, unsigned grid_x,
+                                unsigned grid_y, unsigned grid_z, int rows, int fan_in, int width, int half, int blocks_w,
+                                int step, int field_rows, long long in_row, long long in_pixel)
+{
+    std::barrier<> barrier(256);
+    block_barrier = &barrier;
+    for (unsigned z = 0; z < grid_z; ++z)
+        for (unsigned y = 0; y < grid_y; ++y)
+            for (unsigned x_ = 0; x_ < grid_x; ++x_) {
+                std::vector<std::thread> threads;
+                for (unsigned t = 0; t < 256; ++t)
+                    threads.emplace_back([=] {
+                        threadIdx = {t, 0, 0};
+                        blockIdx = {x_, y, z};
+                        dasksae_simt_filter_weight_grad(codes, x, error, grad, rows, fan_in, width, half, blocks_w, step,
+                                                        field_rows, in_row, in_pixel);
+                    });
+                for (auto& thread : threads) thread.join();
+            }
+}
+
 extern "C" void run_fields(const float* a, const float* b, float* c, int m, int n, int k, int count, int blocks_w,
                            int step, int field_rows, int block_h, int block_w, int maps, long long in_row,
                            long long in_pixel, long long out_row, long long out_pixel, const float* row_scale)
@@ -139,6 +160,7 @@ def kernel_on_cpu(tmp_path_factory):
         + [ctypes.c_int] * 3 + [ctypes.c_longlong] * 6 + [ctypes.c_int]
     library.run_fold.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 10 + [ctypes.c_longlong] * 2
     library.run_fields.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 10 + [ctypes.c_longlong] * 4 + [ctypes.c_void_p]
+    library.run_weight_grad.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 7 + [ctypes.c_longlong] * 2
     return library
 
 
@@ -272,4 +294,56 @@ def test_the_kernel_source_folds_a_filter_layers_transpose_into_the_map(kernel_o
         kernel_on_cpu.run_fold(int(atomic), flat.ctypes.data, y_rows.ctypes.data, out.ctypes.data, *grid, *arguments)
     expected = local_filter_transpose(y.astype(numpy.float64), weights.astype(numpy.float64), shape, field, step,
                                       block_h, block_w) + before
+    numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("with_error", [True, False], ids=["x-and-error", "x-only"])
+def test_the_kernel_source_computes_a_weight_gradient_from_the_maps(kernel_on_cpu, with_error):
+    """``WEIGHT_GRAD``: ``codes [fields(x) | fields(error)]^T`` with the fields read from the input and error maps
+    (or ``codes fields(x)^T``), as gathering and multiplying give it: 3x2 blocks of 6x6x4 fields at step 2 (fan-in
+    144: a second, part-empty tile of 96 columns), 136 rows (a guarded tile), a minibatch of 96 (2 x 96 inner terms
+    with the error map: the second half's loads switch maps)."""
+    from dasksae.kernels.local_filter import gather_patches
+
+    rng = numpy.random.default_rng(5)
+    field, step, channels, batch, blocks_h, blocks_w, rows = 6, 2, 4, 96, 3, 2, 136
+    shape = ((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, batch)
+    x = rng.standard_normal(shape).astype(numpy.float32)
+    error = rng.standard_normal(shape).astype(numpy.float32) if with_error else None
+    count, fan_in, width = blocks_h * blocks_w, field * field * channels, batch * (2 if with_error else 1)
+    codes = rng.standard_normal((count, rows, width)).astype(numpy.float32)
+    wide = numpy.full((count, rows, fan_in + 4), numpy.nan, numpy.float32)  # the columns past fan_in stay untouched
+    out = wide[:, :, :fan_in]
+    fields = gather_patches(x.astype(numpy.float64), field, step, blocks_h, blocks_w)
+    if with_error:
+        fields = numpy.concatenate([fields, gather_patches(error.astype(numpy.float64), field, step, blocks_h, blocks_w)], axis=2)
+    expected = numpy.matmul(codes.astype(numpy.float64), fields.transpose(0, 2, 1))
+    contiguous = numpy.empty((count, rows, fan_in), numpy.float32)
+    assert simt_gemm.weight_grad_fits(_Host(codes), _Host(x), None if error is None else _Host(error),
+                                      _Host(contiguous), field, blocks_w)
+    grid, arguments = simt_gemm.weight_grad_launch(codes.shape, x.shape, field, step, blocks_w)
+    kernel_on_cpu.run_weight_grad(codes.ctypes.data, x.ctypes.data, None if error is None else error.ctypes.data,
+                                  contiguous.ctypes.data, *grid, *arguments)
+    numpy.testing.assert_allclose(contiguous, expected, rtol=1e-5, atol=1e-4)
+    assert not simt_gemm.weight_grad_fits(_Host(codes), _Host(x), None if error is None else _Host(error), _Host(out),
+                                          field, blocks_w)  # rows fan_in + 4 apart: not the kernel's layout
+
+
+def test_the_kernel_source_multiplies_fields_into_block_rows(kernel_on_cpu):
+    """``fields_product``: ``W fields(x)`` with the fields read from the map and the products written as block rows
+    ``(blocks, rows, N)`` (what the backward pass's ``U g_r`` needs), as gathering and multiplying give it."""
+    from dasksae.kernels.local_filter import gather_patches
+
+    rng = numpy.random.default_rng(6)
+    field, step, channels, batch, blocks_h, blocks_w, rows = 6, 2, 4, 192, 3, 2, 136
+    x = rng.standard_normal(((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, batch)).astype(numpy.float32)
+    count, fan_in = blocks_h * blocks_w, field * field * channels
+    weights = rng.standard_normal((count, rows, fan_in)).astype(numpy.float32)
+    out = numpy.full((count, rows, batch), numpy.nan, numpy.float32)
+    assert simt_gemm.fields_product_fits(_Host(x), _Host(weights), _Host(out), field, blocks_w)
+    grid, arguments = simt_gemm.fields_product_launch(x.shape, weights.shape, field, step, blocks_w)
+    m, n, k, *geometry = arguments
+    assert grid == (-(-m // 128), n // 96, count)
+    kernel_on_cpu.run_fields(weights.ctypes.data, x.ctypes.data, out.ctypes.data, m, n, k, count, *geometry, None)
+    expected = numpy.matmul(weights.astype(numpy.float64), gather_patches(x.astype(numpy.float64), field, step, blocks_h, blocks_w))
     numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)

@@ -232,6 +232,17 @@ def _reads_fields(xp, precision, x, weights, out, row_scale, field, step, block_
             and simt_gemm.fields_fit(x, weights, out, row_scale, field, step, block_h, block_w))
 
 
+def backward_reads_maps(xp, precision, x_rows, error_rows, count: int, fan_in: int, blocks_w: int) -> bool:
+    """Whether a chunk of the backward pass reads its fields from the maps in our float32 kernel
+    (``DASKSAE_IMPLICIT_BACKWARD=1``, with ``DASKSAE_GEMM=simt``): ``U g_r`` by :func:`simt_gemm.fields_product` and
+    the weight gradient by :func:`simt_gemm.filter_weight_grad`, with no ``[X | G]`` fields buffer and no gathers.
+    The sums are those of the gathered products (``W x``'s kernel for ``U g_r``; the weight gradient's in the order of
+    its inner terms, as cuBLAS's, which it replaces, may not be)."""
+    return (xp.__name__ == "cupy" and precision == "float32" and simt_gemm.IMPLICIT_BACKWARD and simt_gemm.enabled()
+            and simt_gemm.maps_fit(x_rows, error_rows) and fan_in % simt_gemm.TILE_K == 0 and count % blocks_w == 0
+            and count <= 65535)
+
+
 def local_filter_transpose(y, weights, input_shape, field: int, step: int, block_h: int, block_w: int, *,
                            row_scale=None, precision: str | None = None, chunk_bytes: int | None = CHUNK_BYTES):
     """``x = W^T diag(row_scale) y``: the adjoint of :func:`local_filter_forward`, fields overlap-added into ``input_shape``."""

@@ -83,10 +83,16 @@ _SOURCE = r"""
 // A[i] and B[i] are the weights and rows of block p * all_blocks_w + q.  The phases run one after another.
 // FOLD_ATOMIC (dasksae_simt_filter_fold_atomic): FOLD's addressing with every block in one launch (phase_step 1), each
 // value added with atomicAdd: no phases, but the overlapping fields' sums come in whatever order the blocks run.
+// WEIGHT_GRAD (dasksae_simt_filter_weight_grad): a filter layer's weight gradient [g | a z] [X | G]^T straight from
+// the maps: A[i] is block i's codes (M = rows, K = 2 half or half), and B's row k, column n is field row n of block i
+// at minibatch entry k, read from the input map B for k < half and from the error map B2 for k >= half (each field
+// row's half values are contiguous there, so a tile's loads are runs of 16 along k, stored transposed into Bs).
+// N = f*f*C need not be a multiple of 96: columns past it are loaded as zeros and not written.
 #define PLAIN 0
 #define FIELDS 1
 #define FOLD 2
 #define FOLD_ATOMIC 3
+#define WEIGHT_GRAD 4
 template <int TRANSPOSE_A, int ACCUMULATE, int MODE>
 __device__ __forceinline__ void simt_gemm_body(
     const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
@@ -96,7 +102,8 @@ __device__ __forceinline__ void simt_gemm_body(
     const int blocks_w, const int step, const int field_rows, const int block_h, const int block_w, const int maps,
     const long long in_row, const long long in_pixel, const long long out_row, const long long out_pixel,
     const float* __restrict__ row_scale,
-    const int phase_h, const int phase_w, const int phase_step, const int all_blocks_w)
+    const int phase_h, const int phase_w, const int phase_step, const int all_blocks_w,
+    const float* __restrict__ B2 = nullptr, const int half = 0)
 {
     __shared__ __align__(16) float As[TILE_K][TILE_M + A_PAD];
     __shared__ __align__(16) float Bs[TILE_K][TILE_N];
@@ -117,6 +124,11 @@ __device__ __forceinline__ void simt_gemm_body(
     } else if (MODE == PLAIN) {
         B += blockIdx.z * batch_b;
         C += blockIdx.z * batch_c;
+    } else if (MODE == WEIGHT_GRAD) {
+        const long long p = blockIdx.z / blocks_w, q = blockIdx.z % blocks_w, at = (p * in_row + q * in_pixel) * step;
+        B += at;
+        if (B2) B2 += at;
+        C += blockIdx.z * batch_c;
     }
 
     constexpr int A_VECTORS = 32 * TILE_K, A_PARTS = A_VECTORS / 256;  // the A tile in vectors of 4; per thread
@@ -129,6 +141,12 @@ __device__ __forceinline__ void simt_gemm_body(
             const int k = (tid + part * 256) / 24;
             field_run[part] = k / field_rows;
             run_row[part] = k % field_rows;
+        }
+    int field_at[B_PARTS];  // WEIGHT_GRAD: where each part's field row n starts in the maps (-1: n past N; 32 bits,
+    if (MODE == WEIGHT_GRAD)  // which weight_grad_fits checks: a 64-bit offset would spill on two blocks an SM)
+        for (int part = 0; part < B_PARTS; ++part) {
+            const int v = tid + part * 256, n = n0 + v / 4;
+            field_at[part] = v < B_VECTORS && n < N ? (int)((n / field_rows) * in_row + (n % field_rows) * ldb) : -1;
         }
 
     auto load = [&](const int k0) {
@@ -153,6 +171,10 @@ __device__ __forceinline__ void simt_gemm_body(
                     run_row[part] -= field_rows;
                     ++field_run[part];
                 }
+            } else if (MODE == WEIGHT_GRAD) {  // 96 field rows n, 4 vectors of k each (k0 and half multiples of 16)
+                const float* source = k0 < half ? B + k0 : B2 + (k0 - half);
+                b_next[part] = field_at[part] >= 0 ? *(const float4*)(source + field_at[part] + (v % 4) * 4)
+                                                   : make_float4(0.f, 0.f, 0.f, 0.f);
             } else if (v < B_VECTORS) {
                 const int k = v / 24, n = n0 + (v % 24) * 4;
                 b_next[part] = *(const float4*)(B + (long long)(k0 + k) * ldb + n);
@@ -174,7 +196,16 @@ __device__ __forceinline__ void simt_gemm_body(
         }
         for (int part = 0; part < B_PARTS; ++part) {
             const int v = tid + part * 256;
-            if (v < B_VECTORS) *(float4*)&Bs[v / 24][(v % 24) * 4] = b_next[part];
+            if (v >= B_VECTORS) continue;
+            if (MODE == WEIGHT_GRAD) {
+                const int n = v / 4, k = (v % 4) * 4;
+                Bs[k + 0][n] = b_next[part].x;
+                Bs[k + 1][n] = b_next[part].y;
+                Bs[k + 2][n] = b_next[part].z;
+                Bs[k + 3][n] = b_next[part].w;
+            } else {
+                *(float4*)&Bs[v / 24][(v % 24) * 4] = b_next[part];
+            }
         }
     };
 
@@ -216,6 +247,11 @@ __device__ __forceinline__ void simt_gemm_body(
             const float scale = row_scale[(long long)blockIdx.z * M + m];
             first.x *= scale; first.y *= scale; first.z *= scale; first.w *= scale;
             second.x *= scale; second.y *= scale;
+        }
+        if (MODE == WEIGHT_GRAD) {  // columns past N are not there
+            if (n0 + tx * 4 < N) *(float4*)(row + tx * 4) = first;
+            if (n0 + 64 + tx * 2 < N) *(float2*)(row + 64 + tx * 2) = second;
+            continue;
         }
         if (MODE == FOLD_ATOMIC) {  // no read back: the adds compile to reductions in L2
             float* first_at = row + tx * 4;
@@ -285,6 +321,18 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_fold_at
                                       (long long)rows * batch, batch, 0, blocks_w, step, field_rows, 0, 0, 0, in_row,
                                       in_pixel, 0, 0, nullptr, phase_h, phase_w, phase_step, all_blocks_w);
 }
+
+// grad (blocks, rows, fan_in) = codes (blocks, rows, width) [x | error]^T with the fields read from the maps (WEIGHT_GRAD
+// above): width = 2 half with an error map, half (the minibatch) without (error null).
+extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_weight_grad(
+    const float* __restrict__ codes, const float* __restrict__ x, const float* __restrict__ error,
+    float* __restrict__ grad, const int rows, const int fan_in, const int width, const int half,
+    const int blocks_w, const int step, const int field_rows, const long long in_row, const long long in_pixel)
+{
+    simt_gemm_body<0, 0, WEIGHT_GRAD>(codes, x, grad, rows, fan_in, width, width, (long long)rows * width, half, 0,
+                                      fan_in, (long long)rows * fan_in, blocks_w, step, field_rows, 0, 0, 0, in_row,
+                                      in_pixel, 0, 0, nullptr, 0, 0, 0, 0, error, half);
+}
 """
 
 # the template's instances; dasksae_simt_filter_forward and dasksae_simt_filter_fold are extern "C"
@@ -301,6 +349,7 @@ def simt_gemm_source() -> str:
 # block-rows pass); "1": that, and W^T y adds its fields straight into the input map, a phase of blocks that do not
 # overlap at a time (dasksae_simt_filter_fold: no patches buffer, no fold).  "0" (the default until they have run on
 # a GPU): gather, multiply, write the block rows; multiply, fold; as before.
+IMPLICIT_BACKWARD = switch("DASKSAE_IMPLICIT_BACKWARD") == "1"  # the backward pass's fields read from the maps
 _IMPLICIT = switch("DASKSAE_IMPLICIT_FIELDS")
 IMPLICIT_FIELDS = _IMPLICIT in ("forward", "1", "atomic")
 IMPLICIT_FOLD = _IMPLICIT in ("1", "atomic")
@@ -443,3 +492,82 @@ def _fold_launches(weights_shape, out_shape, field, step, blocks_h, blocks_w, at
     launches = fold_launches(weights_shape, out_shape, field, step, blocks_h, blocks_w, atomic)
     return tuple((grid, tuple(numpy.int32(a) for a in arguments[:-2]) + tuple(numpy.int64(a) for a in arguments[-2:]))
                  for grid, arguments in launches)
+
+
+def maps_fit(*maps) -> bool:
+    """Float32 C-contiguous 16-byte-aligned ``(H, W, C, N)`` maps (``None`` skipped) of one shape, ``N`` whole 96s."""
+    maps = [x for x in maps if x is not None]
+    return all(x.ndim == 4 and x.shape == maps[0].shape and x.shape[3] % TILE_N == 0 and x.dtype.name == "float32"
+               and x.flags.c_contiguous and x.data.ptr % 16 == 0 for x in maps)
+
+
+def _rows_fit(*arrays) -> bool:
+    """Float32 C-contiguous 16-byte-aligned arrays of blocks' rows ``(count, rows, columns)``, ``count`` a grid's z."""
+    return all(a.ndim == 3 and a.shape[0] <= 65535 and a.dtype.name == "float32" and a.flags.c_contiguous
+               and a.data.ptr % 16 == 0 for a in arrays)
+
+
+def fields_product_fits(x, weight_rows, out, field: int, blocks_w: int) -> bool:
+    """Whether :func:`fields_product` takes ``out = W fields(x)``: ``weight_rows (count, rows, f*f*C)`` with
+    ``f*f*C % 16 == 0``, ``count`` whole rows of ``blocks_w`` blocks, ``out (count, rows, N)``."""
+    count, rows, fan_in = weight_rows.shape
+    return (maps_fit(x) and _rows_fit(weight_rows, out) and fan_in % TILE_K == 0 and count % blocks_w == 0
+            and fan_in == field * field * x.shape[2] and out.shape == (count, rows, x.shape[3]))
+
+
+def fields_product(x, weight_rows, out, field: int, step: int, blocks_w: int) -> None:
+    """``out[b] = W[b] fields_b(x)``, block ``b``'s fields read from the map ``x`` as :func:`filter_forward` reads them,
+    its rows written as ``out``'s block rows (``FIELDS`` with one-position blocks of ``rows`` maps; the arrays must
+    :func:`fields_product_fits`)."""
+    grid, arguments = _typed(fields_product_launch(x.shape, weight_rows.shape, field, step, blocks_w), 4)
+    _module().get_function("dasksae_simt_filter_forward")(grid, (THREADS,), (weight_rows, x, out, *arguments, _NULL))
+
+
+def fields_product_launch(x_shape, weights_shape, field: int, step: int, blocks_w: int):
+    """``(grid, scalar arguments)`` of ``dasksae_simt_filter_forward`` for :func:`fields_product`: block rows out
+    (``out_pixel`` a block's ``rows * N`` values, ``out_row`` a row of blocks' worth)."""
+    count, rows, fan_in = weights_shape
+    height, width, channels, batch = x_shape
+    return (-(-rows // TILE_M), batch // TILE_N, count), (
+        rows, batch, fan_in, blocks_w, step, field * channels, 1, 1, rows,
+        width * channels * batch, channels * batch, blocks_w * rows * batch, rows * batch)
+
+
+@functools.lru_cache(maxsize=256)
+def _typed_launch(grid, arguments, wide: int):
+    return grid, tuple(numpy.int32(a) for a in arguments[:-wide]) + tuple(numpy.int64(a) for a in arguments[-wide:])
+
+
+def _typed(launch, wide: int):
+    """A launch's scalar arguments as the kernel's types: ``int`` but the last ``wide``, ``long long`` (made once)."""
+    return _typed_launch(launch[0], launch[1], wide)
+
+
+def weight_grad_fits(codes, x, error, out, field: int, blocks_w: int) -> bool:
+    """Whether :func:`filter_weight_grad` takes ``out = codes [fields(x) | fields(error)]^T``: ``codes (count, rows,
+    width)`` with ``width`` the minibatch (``error`` ``None``) or twice it, ``out (count, rows, f*f*C)`` with
+    ``f*f*C % 4 == 0``, the maps of one shape."""
+    count, rows, width = codes.shape
+    if not (maps_fit(x, error) and _rows_fit(codes, out)) or count % blocks_w:
+        return False
+    batch, fan_in = x.shape[3], field * field * x.shape[2]
+    offsets = field * x.shape[1] * x.shape[2] * batch  # a field's reach in the map, in 32 bits in the kernel
+    return (width == batch * (1 if error is None else 2) and fan_in % 4 == 0 and out.shape == (count, rows, fan_in)
+            and offsets < 2**31)
+
+
+def filter_weight_grad(codes, x, error, out, field: int, step: int, blocks_w: int) -> None:
+    """``out[b] = codes[b] [fields_b(x) | fields_b(error)]^T`` (or ``codes[b] fields_b(x)^T`` without ``error``), the
+    fields read from the maps in the kernel (``WEIGHT_GRAD``; the arrays must :func:`weight_grad_fits`)."""
+    grid, arguments = _typed(weight_grad_launch(codes.shape, x.shape, field, step, blocks_w), 2)
+    _module().get_function("dasksae_simt_filter_weight_grad")(grid, (THREADS,), (
+        codes, x, _NULL if error is None else error, out, *arguments))
+
+
+def weight_grad_launch(codes_shape, x_shape, field: int, step: int, blocks_w: int):
+    """``(grid, scalar arguments after the four arrays)`` of ``dasksae_simt_filter_weight_grad``."""
+    count, rows, width = codes_shape
+    height, map_width, channels, batch = x_shape
+    fan_in = field * field * channels
+    return (-(-rows // TILE_M), -(-fan_in // TILE_N), count), (
+        rows, fan_in, width, batch, blocks_w, step, field * channels, map_width * channels * batch, channels * batch)

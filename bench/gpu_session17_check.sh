@@ -13,7 +13,8 @@
 #                 only, since 130 s a process (ONEW_S) was too short for both dtypes: give it 250 s, or one dtype.
 #   PART=table    the table with the defaults, in one process: limit, in-process and 1 worker, 4 worker threads,
 #                 PyTorch; float32 and bfloat16 (as PART=table of bench/gpu_session11_check.sh). About 450 s.
-#   PART=fields   (prepared for session 18, not run) DASKSAE_IMPLICIT_FIELDS: float32 filter layers in our kernel
+#   PART=fields   (ran in session 18 at db11afa: session18/fields/; needs that commit, since the folds and the
+#                 switch's value forward were removed after it) DASKSAE_IMPLICIT_FIELDS: float32 filter layers in our kernel
 #                 straight from and to the maps: "forward" W x reads its fields from the input map and writes the output
 #                 map (dasksae_simt_filter_forward), "1" also adds W^T y's fields straight into the input map, a phase
 #                 of non-overlapping blocks a launch (dasksae_simt_filter_fold). Their GPU tests and the simt ones, then

@@ -5,7 +5,8 @@
 # tests passed (19); the in-process float32 step took 66.2 and 66.4 ms with DASKSAE_IMPLICIT_FIELDS=0, 64.6 with
 # forward and 71.9 and 72.0 with 1 (the fold a phase a launch: 25 small launches a chunk). So forward is now the
 # default, and atomic (the fold in one launch, adding atomically) is new.
-#   PART=atomic   all GPU tests at this commit (forward the default; the atomic fold's tests, and those of
+#   PART=atomic   (needs 499b63d: after it the folds and the values forward and atomic were removed; IMPLICIT_FIELDS
+#                 is now 1 or 0) all GPU tests at this commit (forward the default; the atomic fold's tests, and those of
 #                 DASKSAE_IMPLICIT_BACKWARD=1: the backward pass's U g_r and weight gradient reading their fields from
 #                 the maps, no [X | G] gathers), then the in-process float32 step with (IMPLICIT_FIELDS/IMPLICIT_BACKWARD)
 #                 forward/0, atomic/0, forward/1, atomic/1, 0/0, forward/0, atomic/1, each a process of its own (the

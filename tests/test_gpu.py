@@ -230,45 +230,10 @@ def test_implicit_fields_equal_the_gathered_product(rng, monkeypatch, field, cha
     numpy.testing.assert_array_equal(implicit, gathered)
 
 
-@pytest.mark.parametrize("atomic", [False, True], ids=["phases", "atomic"])
-@pytest.mark.parametrize("field, channels, step, scaled", [(20, 3, 4, True), (20, 8, 4, False), (5, 4, 2, True)])
-def test_implicit_fold_equals_the_folded_product(rng, monkeypatch, field, channels, step, scaled, atomic):
-    """DASKSAE_IMPLICIT_FIELDS=1: ``W^T diag(row_scale) y`` added straight into the input map, a phase of
-    non-overlapping blocks at a time, equals multiplying then folding to float32 rounding (the overlapping fields are
-    summed in another order), and is the same from run to run (``atomic``: all blocks in one launch adding
-    atomically, the same to float32 rounding, not always bit for bit): coates200's stages 1 and 2, and an odd
-    field."""
-    from dasksae.kernels import simt_gemm
-
-    block_h, block_w, maps, batch, blocks_h, blocks_w = (4, 4, 8, 96, 7, 6) if field == 20 else (2, 2, 8, 192, 4, 5)
-    shape = ((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, batch)
-    rows, fan_in = block_h * block_w * maps, field * field * channels
-    weights = cupy.asarray(rng.standard_normal((blocks_h, blocks_w, rows, fan_in)), dtype=cupy.float32)
-    y = cupy.asarray(rng.standard_normal((blocks_h * block_h, blocks_w * block_w, maps, batch)), dtype=cupy.float32)
-    row_scale = cupy.asarray(rng.uniform(0.5, 2.0, (blocks_h, blocks_w, rows)), dtype=cupy.float32) if scaled else None
-    monkeypatch.setenv("DASKSAE_GEMM", "simt")
-    monkeypatch.setattr(simt_gemm, "IMPLICIT_FOLD", False)
-    folded = cupy.asnumpy(local_filter_transpose(y, weights, shape, field, step, block_h, block_w, row_scale=row_scale))
-    monkeypatch.setattr(simt_gemm, "IMPLICIT_FOLD", True)
-    monkeypatch.setattr(simt_gemm, "FOLD_ATOMIC", atomic)
-    launched = []
-    monkeypatch.setattr(simt_gemm, "filter_fold", lambda *args, _run=simt_gemm.filter_fold: launched.append(1) or _run(*args))
-    first = cupy.asnumpy(local_filter_transpose(y, weights, shape, field, step, block_h, block_w, row_scale=row_scale))
-    again = cupy.asnumpy(local_filter_transpose(y, weights, shape, field, step, block_h, block_w, row_scale=row_scale))
-    assert len(launched) == 2
-    assert relative_error(first, folded) < FLOAT32
-    if atomic:
-        assert relative_error(again, folded) < FLOAT32
-    else:
-        numpy.testing.assert_array_equal(first, again)
-
-
-@pytest.mark.parametrize("implicit", ["forward", "1", "atomic"])
-def test_training_steps_with_implicit_fields_equal_those_without(monkeypatch, implicit):
-    """Float32 steps of ``small`` on one tile with DASKSAE_IMPLICIT_FIELDS give the losses and weights of steps with
-    the fields gathered and folded: ``forward`` bit for bit (the same sums), ``1`` to float32 rounding (the fold's
-    sums in another order).  Stage 1's 108-row fields do not fit ``W x``'s 16-row stages and are gathered either
-    way; stages 2 and 3 take it, and every stage's ``W^T y`` takes the fold."""
+def test_training_steps_with_implicit_fields_equal_those_without(monkeypatch):
+    """Float32 steps of ``small`` on one tile with DASKSAE_IMPLICIT_FIELDS=1 (``W x`` reading its fields from the map)
+    give the losses and weights of steps with the fields gathered, bit for bit (the same sums).  Stage 1's 108-row
+    fields do not fit ``W x``'s 16-row stages and are gathered either way; stages 2 and 3 take it."""
     from dasksae import TiledNetwork, tile_program
     from dasksae.kernels import simt_gemm
     from dasksae.tile_array import LocalExecutor
@@ -277,31 +242,23 @@ def test_training_steps_with_implicit_fields_equal_those_without(monkeypatch, im
     data = numpy.random.default_rng(3)
     batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
     launched = []
-    for name in ("filter_forward", "filter_fold"):
-        monkeypatch.setattr(simt_gemm, name, lambda *args, _run=getattr(simt_gemm, name), _name=name: launched.append(_name) or _run(*args))
+    monkeypatch.setattr(simt_gemm, "filter_forward", lambda *args, _run=simt_gemm.filter_forward: launched.append(1) or _run(*args))
 
-    def train(forward, fold):
+    def train(forward):
         monkeypatch.setattr(simt_gemm, "IMPLICIT_FIELDS", forward)
-        monkeypatch.setattr(simt_gemm, "IMPLICIT_FOLD", fold)
-        monkeypatch.setattr(simt_gemm, "FOLD_ATOMIC", implicit == "atomic")
         tile_program.forget_all()
         network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="float32", device="cuda")
         losses = [report.loss for report in network.steps(batches, 1e-3, 0.9)]
         return losses, network.parameters()
 
     monkeypatch.setenv("DASKSAE_GEMM", "simt")
-    expected_losses, expected_parameters = train(False, False)
+    expected_losses, expected_parameters = train(False)
     assert not launched
-    losses, parameters = train(True, implicit != "forward")
-    assert set(launched) == ({"filter_forward"} if implicit == "forward" else {"filter_forward", "filter_fold"})
-    if implicit == "forward":
-        assert losses == expected_losses
-        for mine, theirs in zip(parameters, expected_parameters):
-            numpy.testing.assert_array_equal(mine["encoder"], theirs["encoder"])
-    else:
-        numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
-        for mine, theirs in zip(parameters, expected_parameters):
-            assert relative_error(mine["encoder"], theirs["encoder"]) < FLOAT32
+    losses, parameters = train(True)
+    assert launched
+    assert losses == expected_losses
+    for mine, theirs in zip(parameters, expected_parameters):
+        numpy.testing.assert_array_equal(mine["encoder"], theirs["encoder"])
 
 
 @pytest.mark.parametrize("objective", ["rica", "le2012"])

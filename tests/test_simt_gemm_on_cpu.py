@@ -23,7 +23,6 @@ from dasksae.kernels import simt_gemm
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 
 SHIM = r"""
-#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <thread>
@@ -37,7 +36,6 @@ struct Index { unsigned x, y, z; };
 thread_local Index threadIdx, blockIdx;
 static std::barrier<>* block_barrier;
 static inline void __syncthreads() { block_barrier->arrive_and_wait(); }
-static inline float atomicAdd(float* address, float value) { return std::atomic_ref<float>(*address).fetch_add(value); }
 #define __global__
 #define __device__
 #define __forceinline__ inline
@@ -90,28 +88,6 @@ extern "C" void run(int transpose_a, int accumulate, const float* a, const float
     }
 }
 
-extern "C" void run_fold(int atomic, const float* w, const float* y_rows, float* x, unsigned grid_x, unsigned grid_y,
-                         unsigned grid_z, int rows, int batch, int fan_in, int phase_h, int phase_w, int phase_step,
-                         int blocks_w, int all_blocks_w, int step, int field_rows, long long in_row, long long in_pixel)
-{
-    std::barrier<> barrier(256);
-    block_barrier = &barrier;
-    for (unsigned z = 0; z < grid_z; ++z)
-        for (unsigned y = 0; y < grid_y; ++y)
-            for (unsigned x_ = 0; x_ < grid_x; ++x_) {
-                std::vector<std::thread> threads;
-                for (unsigned t = 0; t < 256; ++t)
-                    threads.emplace_back([=] {
-                        threadIdx = {t, 0, 0};
-                        blockIdx = {x_, y, z};
-                        (atomic ? dasksae_simt_filter_fold_atomic : dasksae_simt_filter_fold)(
-                            w, y_rows, x, rows, batch, fan_in, phase_h, phase_w, phase_step, blocks_w, all_blocks_w,
-                            step, field_rows, in_row, in_pixel);
-                    });
-                for (auto& thread : threads) thread.join();
-            }
-}
-
 extern "C" void run_weight_grad(const float* codes, const float* x, const float* error, float* grad, unsigned grid_x,
                                 unsigned grid_y, unsigned grid_z, int rows, int fan_in, int width, int half, int blocks_w,
                                 int step, int field_rows, long long in_row, long long in_pixel)
@@ -158,7 +134,6 @@ def kernel_on_cpu(tmp_path_factory):
     library = ctypes.CDLL(str(library))
     library.run.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p] \
         + [ctypes.c_int] * 3 + [ctypes.c_longlong] * 6 + [ctypes.c_int]
-    library.run_fold.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 10 + [ctypes.c_longlong] * 2
     library.run_fields.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 10 + [ctypes.c_longlong] * 4 + [ctypes.c_void_p]
     library.run_weight_grad.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 7 + [ctypes.c_longlong] * 2
     return library
@@ -259,42 +234,6 @@ def test_only_products_the_kernel_can_read_in_place_take_the_fields_path():
     assert not fit(numpy.zeros((10, 8, 3, 96), numpy.float32), numpy.zeros((6, 136, 108), numpy.float32), out)  # 108 rows
     assert not fit(x, weights, out, numpy.ones((3, 2, 136), numpy.float64))
     assert not fit(x, weights[:5], out)  # a block short
-
-
-@pytest.mark.parametrize("atomic", [False, True], ids=["phases", "atomic"])
-@pytest.mark.parametrize("field, step, blocks_h, blocks_w", [(6, 2, 4, 5), (5, 2, 2, 3)])
-def test_the_kernel_source_folds_a_filter_layers_transpose_into_the_map(kernel_on_cpu, field, step, blocks_h, blocks_w,
-                                                                        atomic):
-    """``FOLD``: ``W^T y`` added straight into the input map, one phase of non-overlapping blocks a launch
-    (:func:`simt_gemm.fold_launches`), or ``FOLD_ATOMIC``: all blocks in one launch adding atomically, equals the
-    adjoint that multiplies and folds
-    (:func:`~dasksae.kernels.local_filter.local_filter_transpose` in float64): 6x6x4 fields at step 2 (phases 3
-    blocks apart, some with fewer blocks), and 5x5x4 at step 2 (an odd field: overlaps of 2 and 3 rows; fan-in 100,
-    rows past a tile guarded), 2x2 blocks of 8 maps (32 rows), a minibatch of 192."""
-    from dasksae.kernels.local_filter import block_rows, local_filter_transpose
-
-    rng = numpy.random.default_rng(4)
-    block_h, block_w, maps, channels, batch = 2, 2, 8, 4, 192
-    shape = ((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, batch)
-    rows, fan_in = block_h * block_w * maps, field * field * channels
-    weights = rng.standard_normal((blocks_h, blocks_w, rows, fan_in)).astype(numpy.float32)
-    y = rng.standard_normal((blocks_h * block_h, blocks_w * block_w, maps, batch)).astype(numpy.float32)
-    before = rng.standard_normal(shape).astype(numpy.float32)  # the fold adds onto what the map holds
-    out = before.copy()
-    flat = weights.reshape(-1, rows, fan_in)
-    y_rows = numpy.ascontiguousarray(block_rows(y, block_h, block_w))
-    assert simt_gemm.fold_fits(_Host(flat), _Host(y_rows), _Host(out), field, step, blocks_h, blocks_w)
-    launches = list(simt_gemm.fold_launches(flat.shape, out.shape, field, step, blocks_h, blocks_w, atomic))
-    assert sum(grid[2] for grid, _ in launches) == blocks_h * blocks_w  # every block in exactly one phase
-    if atomic:
-        assert len(launches) == 1
-    else:
-        assert all(arguments[5] * step >= field for _, arguments in launches)  # a phase's fields never overlap
-    for grid, arguments in launches:
-        kernel_on_cpu.run_fold(int(atomic), flat.ctypes.data, y_rows.ctypes.data, out.ctypes.data, *grid, *arguments)
-    expected = local_filter_transpose(y.astype(numpy.float64), weights.astype(numpy.float64), shape, field, step,
-                                      block_h, block_w) + before
-    numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("with_error", [True, False], ids=["x-and-error", "x-only"])

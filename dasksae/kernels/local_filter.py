@@ -216,17 +216,9 @@ def local_filter_forward(x, weights, field: int, step: int, block_h: int, block_
     return out
 
 
-def _folds_fields(xp, precision, weight_rows, y_rows, out, field, step, blocks_h, blocks_w) -> bool:
-    """Whether ``W^T y`` runs in our float32 kernel adding its fields straight into ``out``'s map
-    (``DASKSAE_IMPLICIT_FIELDS=1``, with ``DASKSAE_GEMM=simt``): no patches buffer and no fold; the sums of
-    overlapping fields are added in another order than the fold's, so the results differ in the last bits."""
-    return (xp.__name__ == "cupy" and precision == "float32" and simt_gemm.IMPLICIT_FOLD and simt_gemm.enabled()
-            and simt_gemm.fold_fits(weight_rows, y_rows, out, field, step, blocks_h, blocks_w))
-
-
 def _reads_fields(xp, precision, x, weights, out, row_scale, field, step, block_h, block_w) -> bool:
     """Whether ``W x`` runs in our float32 kernel reading the fields from ``x``'s map and writing ``out``'s
-    (``DASKSAE_IMPLICIT_FIELDS=forward`` or ``1``, with ``DASKSAE_GEMM=simt``): no fields buffer, no products buffer, no
+    (``DASKSAE_IMPLICIT_FIELDS=1``, the default, with ``DASKSAE_GEMM=simt``): no fields buffer, no products buffer, no
     block-rows pass, and the same results bit for bit."""
     return (xp.__name__ == "cupy" and precision == "float32" and simt_gemm.IMPLICIT_FIELDS and simt_gemm.enabled()
             and simt_gemm.fields_fit(x, weights, out, row_scale, field, step, block_h, block_w))
@@ -234,8 +226,9 @@ def _reads_fields(xp, precision, x, weights, out, row_scale, field, step, block_
 
 def backward_reads_maps(xp, precision, x_rows, error_rows, count: int, fan_in: int, blocks_w: int) -> bool:
     """Whether a chunk of the backward pass reads its fields from the maps in our float32 kernel
-    (``DASKSAE_IMPLICIT_BACKWARD=1``, with ``DASKSAE_GEMM=simt``): ``U g_r`` by :func:`simt_gemm.fields_product` and
-    the weight gradient by :func:`simt_gemm.filter_weight_grad`, with no ``[X | G]`` fields buffer and no gathers.
+    (``DASKSAE_IMPLICIT_BACKWARD=1``, the default, with ``DASKSAE_GEMM=simt``): ``U g_r`` by
+    :func:`simt_gemm.fields_product` and the weight gradient by :func:`simt_gemm.filter_weight_grad`, with no
+    ``[X | G]`` fields buffer and no gathers.
     The sums are those of the gathered products (``W x``'s kernel for ``U g_r``; the weight gradient's in the order of
     its inner terms, as cuBLAS's, which it replaces, may not be)."""
     return (xp.__name__ == "cupy" and precision == "float32" and simt_gemm.IMPLICIT_BACKWARD and simt_gemm.enabled()
@@ -253,9 +246,6 @@ def local_filter_transpose(y, weights, input_shape, field: int, step: int, block
     out = xp.zeros(tuple(input_shape), dtype=result_dtype(precision))
     weights = operand(weights, precision)
     per_row = blocks_w * (fan_in * out.itemsize + rows * 4) * batch
-    if xp.__name__ == "cupy" and _folds_fields(xp, precision, weights.reshape(-1, rows, fan_in), None, out, field, step,
-                                               blocks_h, blocks_w):
-        per_row = 0  # no patches: all block rows at once (the fold's phases are launches of their own)
     for p0, p1 in chunks(blocks_h, per_row, chunk_bytes):
         y_rows = block_rows(y[p0 * block_h : p1 * block_h], block_h, block_w,
                             None if row_scale is None else row_scale[p0:p1], precision)
@@ -267,12 +257,8 @@ def local_filter_transpose(y, weights, input_shape, field: int, step: int, block
 def add_transpose_into(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int, precision: str):
     """``out += W^T y`` overlap-added into the map ``out (H, W, C, M)``: ``weight_rows (blocks, rows, f*f*C)`` and
     ``y_rows (blocks, rows, M)`` are operands of ``precision`` for ``blocks_h x blocks_w`` blocks, block ``(p, q)``'s
-    field at ``(p*step, q*step)``.  Multiplies then folds, or on a GPU in float32 with ``DASKSAE_IMPLICIT_FIELDS=1``
-    adds each block's fields straight into the map in our kernel."""
-    xp = array_module(out, weight_rows)
-    if _folds_fields(xp, precision, weight_rows, y_rows, out, field, step, blocks_h, blocks_w):
-        simt_gemm.filter_fold(weight_rows, y_rows, out, field, step, blocks_h, blocks_w)
-        return
+    field at ``(p*step, q*step)``: multiplies, then folds (adding each block's fields straight into the map in our
+    kernel was slower on an H200: ``kernels/simt_gemm.py``)."""
     patches = batched_matmul(weight_rows, y_rows, transpose_a=True, precision=precision)
     fold_patches_into(out, patches, field, step, blocks_h, blocks_w)
 

@@ -34,18 +34,24 @@ row of a block is a contiguous run of ``f*C`` rows of ``N`` values there,
 since the minibatch is the fastest axis), and writing its rows, times the
 unit norms' ``1/||U||``, straight into the output map: an implicit GEMM for
 ``W x``, with no fields buffer (3 bytes a parameter a pass) and no
-block-rows pass.  ``dasksae_simt_filter_fold`` is the transposed product
-``W^T y`` adding each block's fields straight into the input map at the
-places the forward reads them from, instead of into a patches buffer that a
-fold overlap-adds: one launch a phase of blocks ``ceil(f/step)`` apart,
-whose fields do not overlap, so no two CUDA blocks of a launch add to the
-same value (25 launches for coates200's 20x20 fields at step 4).
-``DASKSAE_IMPLICIT_FIELDS=forward`` turns on the first, ``1`` both (off by
-default until they have run on a GPU; session 17 built them: the CPU tests
-above run their source, the GPU tests compare them with the gathered and
-folded products, the forward bit for bit).  Their 125 and 127 registers
-keep two blocks an SM, as the plain kernels' 119-127 do; those compile to
-the same PTX as before them.
+block-rows pass (``DASKSAE_IMPLICIT_FIELDS=1``, the default; the same sums
+bit for bit).  ``dasksae_simt_filter_weight_grad`` is the weight gradient
+``[g | a z] [X | G]^T`` reading both halves of its right operand from the
+input and error maps, and :func:`fields_product` is the forward kernel
+writing block rows, for the backward pass's ``U g_r``
+(``DASKSAE_IMPLICIT_BACKWARD=1``, the default): no ``[X | G]`` fields
+buffer and no gathers.  On an H200 (session 18, ``bench/results/session18/``)
+the in-process float32 coates200 step went from 66.2-66.4 ms to 64.6-65.2
+with the first and 64.5 with both, 11.0 to 10.5 bytes a parameter.  Their
+125 and 128 registers keep two blocks an SM, as the plain kernels' 119-127
+do.
+
+Tried and dropped (``git show 499b63d``): ``W^T y`` adding each block's
+fields straight into the input map instead of into a patches buffer that a
+fold overlap-adds, one launch a phase of blocks whose fields do not overlap
+(25 launches a chunk for coates200: 71.9 and 72.0 ms against 66.2-66.4 with
+the fold), or all blocks in one launch adding atomically (66.3-66.6 ms
+against 64.5-65.2 without).
 """
 
 from __future__ import annotations
@@ -76,13 +82,6 @@ _SOURCE = r"""
 // written at ldc = N within its pixel, pixels out_pixel = maps*N apart, map rows out_row = W'*maps*N apart, times
 // row_scale[i * M + m] where row_scale is given.  No fields buffer, no block-rows pass; the sums are those of the
 // gathered product, in the same order, so the results are the same bit for bit.
-// FOLD (dasksae_simt_filter_fold): W^T y with each block's f*f*C rows of C added straight into the input map, at the
-// places FIELDS reads B from (C's rows m as B's rows k there), instead of into a patches buffer that a fold then
-// overlap-adds.  One launch takes the blocks of one phase: p = phase_h + phase_step * (i / blocks_w), q = phase_w +
-// phase_step * (i % blocks_w), with phase_step = ceil(f / step), so no two of its blocks touch the same input value;
-// A[i] and B[i] are the weights and rows of block p * all_blocks_w + q.  The phases run one after another.
-// FOLD_ATOMIC (dasksae_simt_filter_fold_atomic): FOLD's addressing with every block in one launch (phase_step 1), each
-// value added with atomicAdd: no phases, but the overlapping fields' sums come in whatever order the blocks run.
 // WEIGHT_GRAD (dasksae_simt_filter_weight_grad): a filter layer's weight gradient [g | a z] [X | G]^T straight from
 // the maps: A[i] is block i's codes (M = rows, K = 2 half or half), and B's row k, column n is field row n of block i
 // at minibatch entry k, read from the input map B for k < half and from the error map B2 for k >= half (each field
@@ -90,9 +89,7 @@ _SOURCE = r"""
 // N = f*f*C need not be a multiple of 96: columns past it are loaded as zeros and not written.
 #define PLAIN 0
 #define FIELDS 1
-#define FOLD 2
-#define FOLD_ATOMIC 3
-#define WEIGHT_GRAD 4
+#define WEIGHT_GRAD 2
 template <int TRANSPOSE_A, int ACCUMULATE, int MODE>
 __device__ __forceinline__ void simt_gemm_body(
     const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
@@ -101,22 +98,13 @@ __device__ __forceinline__ void simt_gemm_body(
     const long long ldc, const long long batch_c,
     const int blocks_w, const int step, const int field_rows, const int block_h, const int block_w, const int maps,
     const long long in_row, const long long in_pixel, const long long out_row, const long long out_pixel,
-    const float* __restrict__ row_scale,
-    const int phase_h, const int phase_w, const int phase_step, const int all_blocks_w,
-    const float* __restrict__ B2 = nullptr, const int half = 0)
+    const float* __restrict__ row_scale, const float* __restrict__ B2 = nullptr, const int half = 0)
 {
     __shared__ __align__(16) float As[TILE_K][TILE_M + A_PAD];
     __shared__ __align__(16) float Bs[TILE_K][TILE_N];
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
-    if (MODE == FOLD || MODE == FOLD_ATOMIC) {
-        const long long p = phase_h + phase_step * (blockIdx.z / blocks_w), q = phase_w + phase_step * (blockIdx.z % blocks_w);
-        A += (p * all_blocks_w + q) * batch_a;
-        B += (p * all_blocks_w + q) * batch_b;
-        C += (p * in_row + q * in_pixel) * step;
-    } else {
-        A += blockIdx.z * batch_a;
-    }
+    A += blockIdx.z * batch_a;
     if (MODE == FIELDS) {
         const long long p = blockIdx.z / blocks_w, q = blockIdx.z % blocks_w;
         B += (p * in_row + q * in_pixel) * step;
@@ -239,8 +227,7 @@ __device__ __forceinline__ void simt_gemm_body(
         if (m >= M) continue;
         float* row = MODE == FIELDS ? C + (m / (block_w * maps)) * out_row + ((m / maps) % block_w) * out_pixel
                                         + (long long)(m % maps) * ldc + n0
-                   : MODE == FOLD || MODE == FOLD_ATOMIC ? C + (m / field_rows) * in_row + (long long)(m % field_rows) * ldc + n0
-                                  : C + (long long)m * ldc + n0;
+                   : C + (long long)m * ldc + n0;
         float4 first = make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
         float2 second = make_float2(acc[r][4], acc[r][5]);
         if (MODE == FIELDS && row_scale) {
@@ -251,14 +238,6 @@ __device__ __forceinline__ void simt_gemm_body(
         if (MODE == WEIGHT_GRAD) {  // columns past N are not there
             if (n0 + tx * 4 < N) *(float4*)(row + tx * 4) = first;
             if (n0 + 64 + tx * 2 < N) *(float2*)(row + 64 + tx * 2) = second;
-            continue;
-        }
-        if (MODE == FOLD_ATOMIC) {  // no read back: the adds compile to reductions in L2
-            float* first_at = row + tx * 4;
-            float* second_at = row + 64 + tx * 2;
-            atomicAdd(first_at + 0, first.x); atomicAdd(first_at + 1, first.y);
-            atomicAdd(first_at + 2, first.z); atomicAdd(first_at + 3, first.w);
-            atomicAdd(second_at + 0, second.x); atomicAdd(second_at + 1, second.y);
             continue;
         }
         if (ACCUMULATE) {
@@ -280,7 +259,7 @@ __global__ void __launch_bounds__(256) dasksae_simt_gemm(
     const long long ldc, const long long batch_c)
 {
     simt_gemm_body<TRANSPOSE_A, ACCUMULATE, PLAIN>(A, B, C, M, N, K, lda, batch_a, ldb, batch_b, ldc, batch_c,
-                                                   0, 0, 0, 0, 0, 0, 0, 0, 0, 0, nullptr, 0, 0, 0, 0);
+                                                   0, 0, 0, 0, 0, 0, 0, 0, 0, 0, nullptr);
 }
 
 // Two blocks an SM, as the plain kernels have with their 119-127 registers (the field rows' bookkeeping would
@@ -294,32 +273,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_forward
 {
     simt_gemm_body<0, 0, FIELDS>(W, x, y, rows, batch, fan_in, fan_in, (long long)rows * fan_in, batch, 0, batch, 0,
                                  blocks_w, step, field_rows, block_h, block_w, maps, in_row, in_pixel, out_row,
-                                 out_pixel, row_scale, 0, 0, 0, 0);
-}
-
-// x (+)= W^T y for the blocks of one phase (FOLD above): y_rows (blocks, rows, batch) as block_rows lays them out.
-extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_fold(
-    const float* __restrict__ W, const float* __restrict__ y_rows, float* __restrict__ x,
-    const int rows, const int batch, const int fan_in,
-    const int phase_h, const int phase_w, const int phase_step, const int blocks_w, const int all_blocks_w,
-    const int step, const int field_rows, const long long in_row, const long long in_pixel)
-{
-    simt_gemm_body<1, 1, FOLD>(W, y_rows, x, fan_in, batch, rows, fan_in, (long long)rows * fan_in, batch,
-                               (long long)rows * batch, batch, 0, blocks_w, step, field_rows, 0, 0, 0, in_row,
-                               in_pixel, 0, 0, nullptr, phase_h, phase_w, phase_step, all_blocks_w);
-}
-
-// x += W^T y for all blocks in one launch, with atomic adds (FOLD_ATOMIC above); the same arguments as
-// dasksae_simt_filter_fold with phase (0, 0) and phase_step 1.
-extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_fold_atomic(
-    const float* __restrict__ W, const float* __restrict__ y_rows, float* __restrict__ x,
-    const int rows, const int batch, const int fan_in,
-    const int phase_h, const int phase_w, const int phase_step, const int blocks_w, const int all_blocks_w,
-    const int step, const int field_rows, const long long in_row, const long long in_pixel)
-{
-    simt_gemm_body<1, 0, FOLD_ATOMIC>(W, y_rows, x, fan_in, batch, rows, fan_in, (long long)rows * fan_in, batch,
-                                      (long long)rows * batch, batch, 0, blocks_w, step, field_rows, 0, 0, 0, in_row,
-                                      in_pixel, 0, 0, nullptr, phase_h, phase_w, phase_step, all_blocks_w);
+                                 out_pixel, row_scale);
 }
 
 // grad (blocks, rows, fan_in) = codes (blocks, rows, width) [x | error]^T with the fields read from the maps (WEIGHT_GRAD
@@ -331,11 +285,11 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_weight_
 {
     simt_gemm_body<0, 0, WEIGHT_GRAD>(codes, x, grad, rows, fan_in, width, width, (long long)rows * width, half, 0,
                                       fan_in, (long long)rows * fan_in, blocks_w, step, field_rows, 0, 0, 0, in_row,
-                                      in_pixel, 0, 0, nullptr, 0, 0, 0, 0, error, half);
+                                      in_pixel, 0, 0, nullptr, error, half);
 }
 """
 
-# the template's instances; dasksae_simt_filter_forward and dasksae_simt_filter_fold are extern "C"
+# the template's instances; dasksae_simt_filter_forward and dasksae_simt_filter_weight_grad are extern "C"
 SIMT_GEMM_KERNELS = [f"dasksae_simt_gemm<{t}, {a}>" for t in (0, 1) for a in (0, 1)]
 
 
@@ -344,16 +298,12 @@ def simt_gemm_source() -> str:
     return _SOURCE
 
 
-# float32 filter layers in our kernels straight from and to the maps (dasksae.kernels.local_filter): "forward": W x
-# reads its fields from the input map and writes the output map, scaled (dasksae_simt_filter_forward: no gather, no
-# block-rows pass); "1": that, and W^T y adds its fields straight into the input map, a phase of blocks that do not
-# overlap at a time (dasksae_simt_filter_fold: no patches buffer, no fold).  "0" (the default until they have run on
-# a GPU): gather, multiply, write the block rows; multiply, fold; as before.
-IMPLICIT_BACKWARD = switch("DASKSAE_IMPLICIT_BACKWARD") == "1"  # the backward pass's fields read from the maps
-_IMPLICIT = switch("DASKSAE_IMPLICIT_FIELDS")
-IMPLICIT_FIELDS = _IMPLICIT in ("forward", "1", "atomic")
-IMPLICIT_FOLD = _IMPLICIT in ("1", "atomic")
-FOLD_ATOMIC = _IMPLICIT == "atomic"  # the fold in one launch with atomic adds, instead of a launch a phase
+# float32 filter layers in our kernels straight from the maps (dasksae.kernels.local_filter, dasksae.tile_ops), "0":
+# gather the fields into a buffer and multiply, as before session 18.  IMPLICIT_FIELDS: W x reads its fields from the
+# input map and writes the output map, scaled (dasksae_simt_filter_forward: no gather, no block-rows pass).
+# IMPLICIT_BACKWARD: the backward pass's U g_r and weight gradient read theirs from the input and error maps.
+IMPLICIT_FIELDS = switch("DASKSAE_IMPLICIT_FIELDS") == "1"
+IMPLICIT_BACKWARD = switch("DASKSAE_IMPLICIT_BACKWARD") == "1"
 
 
 def enabled() -> bool:
@@ -442,56 +392,6 @@ def _forward_launch(x_shape, out_shape, weights_shape, field, step, block_h, blo
         numpy.int32(rows), numpy.int32(batch), numpy.int32(fan_in),
         *(numpy.int32(g[name]) for name in ("blocks_w", "step", "field_rows", "block_h", "block_w", "maps")),
         *(numpy.int64(g[name]) for name in ("in_row", "in_pixel", "out_row", "out_pixel")))
-
-
-def fold_fits(weights, y_rows, out, field: int, step: int, blocks_h: int, blocks_w: int) -> bool:
-    """Whether :func:`filter_fold` takes ``x += W^T y``: float32 C-contiguous 16-byte-aligned ``weights
-    (blocks_h*blocks_w, rows, f*f*C)`` with ``rows % 16 == 0`` and ``f*f*C % 4 == 0``, ``y_rows (blocks, rows, N)``
-    (``None``: rows that :func:`~.local_filter.block_rows` will make, which fit) and ``out (H, W, C, N)`` with a
-    minibatch of whole 96s."""
-    count, rows, fan_in = weights.shape
-    if out.ndim != 4 or out.shape[3] % TILE_N or rows % TILE_K or fan_in % 4 or count != blocks_h * blocks_w:
-        return False
-    if fan_in != field * field * out.shape[2]:
-        return False
-    if y_rows is not None and y_rows.shape != (count, rows, out.shape[3]):
-        return False
-    return all(array.dtype.name == "float32" and array.flags.c_contiguous and array.data.ptr % 16 == 0
-               for array in (weights, out) + (() if y_rows is None else (y_rows,)))
-
-
-def fold_launches(weights_shape, out_shape, field: int, step: int, blocks_h: int, blocks_w: int, atomic: bool = False):
-    """``(grid, arguments after the three arrays)`` of each launch of :func:`filter_fold` with weights of
-    ``weights_shape`` into a map of ``out_shape``: one a phase of blocks ``ceil(f / step)`` apart in both directions
-    (their fields do not overlap), phases in row-major order; or, ``atomic``, one launch of all blocks (phase step 1)
-    for ``dasksae_simt_filter_fold_atomic``."""
-    count, rows, fan_in = weights_shape
-    width, channels, batch = out_shape[1:]
-    phase_step = 1 if atomic else -(-field // step)
-    for phase_h in range(min(phase_step, blocks_h)):
-        for phase_w in range(min(phase_step, blocks_w)):
-            count_h, count_w = -(-(blocks_h - phase_h) // phase_step), -(-(blocks_w - phase_w) // phase_step)
-            grid = (-(-fan_in // TILE_M), batch // TILE_N, count_h * count_w)
-            yield grid, (rows, batch, fan_in, phase_h, phase_w, phase_step, count_w, blocks_w, step, field * channels,
-                         width * channels * batch, channels * batch)
-
-
-def filter_fold(weights, y_rows, out, field: int, step: int, blocks_h: int, blocks_w: int) -> None:
-    """``out += W^T y`` with each block's fields added straight into ``out``'s map, one phase of blocks at a time
-    (``FOLD``), or with ``DASKSAE_IMPLICIT_FIELDS=atomic`` all blocks in one launch that adds atomically
-    (``FOLD_ATOMIC``; the arrays must :func:`fold_fits`)."""
-    kernel = _module().get_function("dasksae_simt_filter_fold_atomic" if FOLD_ATOMIC else "dasksae_simt_filter_fold")
-    for grid, arguments in _fold_launches(weights.shape, out.shape, field, step, blocks_h, blocks_w, FOLD_ATOMIC):
-        kernel(grid, (THREADS,), (weights, y_rows, out, *arguments))
-
-
-@functools.lru_cache(maxsize=256)
-def _fold_launches(weights_shape, out_shape, field, step, blocks_h, blocks_w, atomic):
-    """:func:`fold_launches` with their arguments as the kernel's scalar types, made once for these shapes (25
-    launches a call on coates200, or one atomic launch; a call a chunk of the backward pass)."""
-    launches = fold_launches(weights_shape, out_shape, field, step, blocks_h, blocks_w, atomic)
-    return tuple((grid, tuple(numpy.int32(a) for a in arguments[:-2]) + tuple(numpy.int64(a) for a in arguments[-2:]))
-                 for grid, arguments in launches)
 
 
 def maps_fit(*maps) -> bool:

@@ -14,8 +14,9 @@
 #                 Ran at 499b63d (session18/atomic/): 140 GPU tests passed; forward/0 64.8 and 65.2 ms, atomic/0 66.6,
 #                 forward/1 64.5, atomic/1 66.3 and 66.5, 0/0 66.4. So DASKSAE_IMPLICIT_BACKWARD=1 is now the default.
 #   PART=final    with the defaults (IMPLICIT_FIELDS 1, IMPLICIT_BACKWARD 1): the GPU tests of our kernel and the
-#                 implicit paths (after the folds' removal changed the kernel's arguments), the float32 kernel table of the one-tile step, then the
-#                 1-worker float32 row (limit, in-process, 1 worker; 10 steps a task, 20 runs). About 290 s.
+#                 implicit paths (after the folds' removal changed the kernel's arguments), then the 1-worker float32
+#                 row (limit, in-process, 1 worker; 10 steps a task, 20 runs). About 180 s. KERNELS_S=90 adds the
+#                 float32 kernel table of the one-tile step (bench/kernel_table.py) before the row.
 #   PART=table    the issue's table with the defaults, in one process (as PART=table of bench/gpu_session17_check.sh).
 #                 About 450 s.
 # Logs are tarred (logs.tgz): the device returns at most 8 files from $OUT.
@@ -34,12 +35,12 @@ atomic)
   done
   cd $OUT && tar czf rows.tgz gpu-step-fields-*.json && rm -f gpu-step-fields-*.json ;;
 final)
-  timeout ${TESTS_S:-45} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
+  timeout ${TESTS_S:-40} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
     -k "implicit or simt or maps" 2>&1 | tail -30 > $OUT/gpu-tests.log
   tail -1 $OUT/gpu-tests.log
-  timeout ${KERNELS_S:-100} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 \
-    --runs 3 --json $OUT/kernel-table-float32.json 2>&1 | filter | tee $OUT/kernel-table.log
-  timeout ${ONEW_S:-150} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
+  [ "${KERNELS_S:-0}" = 0 ] || timeout $KERNELS_S python3 bench/kernel_table.py --config coates200 --minibatch 96 \
+    --dtype float32 --runs 3 --json $OUT/kernel-table-float32.json 2>&1 | filter | tee $OUT/kernel-table.log
+  timeout ${ONEW_S:-120} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
     --dtypes float32 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-float32.json 2>&1 | filter \
     | grep -v "  gemm\|cuda graphs" | tee $OUT/gpu-step.log ;;
 table)

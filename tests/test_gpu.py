@@ -261,12 +261,13 @@ def test_training_steps_with_implicit_fields_equal_those_without(monkeypatch):
         numpy.testing.assert_array_equal(mine["encoder"], theirs["encoder"])
 
 
-@pytest.mark.parametrize("objective", ["rica", "le2012"])
-def test_training_steps_reading_the_backward_fields_from_the_maps_equal_those_gathering_them(monkeypatch, objective):
-    """Float32 steps of ``small`` on one tile with DASKSAE_IMPLICIT_BACKWARD=1 (``U g_r`` and the weight gradient with
-    their fields read from the maps, no ``[X | G]`` buffer) give the losses and weights of steps that gather the fields,
-    to float32 rounding (the weight gradient's sums are ours, not cuBLAS's): the tied objective (``[X | G]``, 2M inner
-    terms) and Le 2012's untied one (``X`` and ``G`` apart, the decoder's gradient)."""
+@pytest.mark.parametrize("objective, tiles", [("rica", "1x1"), ("le2012", "1x1"), ("rica", "2x2")])
+def test_training_steps_reading_the_backward_fields_from_the_maps_equal_those_gathering_them(monkeypatch, objective, tiles):
+    """Float32 steps of ``small`` with DASKSAE_IMPLICIT_BACKWARD=1 (``U g_r`` and the weight gradient with their fields
+    read from the maps, no ``[X | G]`` buffer) give the losses and weights of steps that gather the fields, and of
+    the CPU, to float32 rounding (the weight gradient's sums are ours, not cuBLAS's): the tied objective (``[X | G]``,
+    2M inner terms), Le 2012's untied one (``X`` and ``G`` apart, the decoder's gradient), and 2x2 tiles (each
+    tile's window with its halo)."""
     import dataclasses
 
     from dasksae import TiledNetwork, tile_program
@@ -280,10 +281,10 @@ def test_training_steps_reading_the_backward_fields_from_the_maps_equal_those_ga
     for name in ("fields_product", "filter_weight_grad"):
         monkeypatch.setattr(simt_gemm, name, lambda *args, _run=getattr(simt_gemm, name), _name=name: launched.append(_name) or _run(*args))
 
-    def train(from_maps):
+    def train(from_maps, device="cuda"):
         monkeypatch.setattr(simt_gemm, "IMPLICIT_BACKWARD", from_maps)
         tile_program.forget_all()
-        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="float32", device="cuda")
+        network = TiledNetwork(config, tiles, executor=LocalExecutor(), seed=1, dtype="float32", device=device)
         losses = [report.loss for report in network.steps(batches, 1e-3, 0.9)]
         return losses, network.parameters()
 
@@ -292,10 +293,12 @@ def test_training_steps_reading_the_backward_fields_from_the_maps_equal_those_ga
     assert not launched
     losses, parameters = train(True)
     assert set(launched) == {"fields_product", "filter_weight_grad"}
-    numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
-    for mine, theirs in zip(parameters, expected_parameters):
-        for name in mine:
-            assert relative_error(mine[name], theirs[name]) < FLOAT32, name
+    cpu_losses, cpu_parameters = train(False, device="cpu")
+    for reference_losses, reference_parameters in ((expected_losses, expected_parameters), (cpu_losses, cpu_parameters)):
+        numpy.testing.assert_allclose(losses, reference_losses, rtol=1e-5)
+        for mine, theirs in zip(parameters, reference_parameters):
+            for name in mine:
+                assert relative_error(mine[name], theirs[name]) < FLOAT32, name
 
 
 def test_bfloat16_operands_round_like_numpy(rng):

@@ -17,6 +17,9 @@
 #                 implicit paths (after the folds' removal changed the kernel's arguments), then the 1-worker float32
 #                 row (limit, in-process, 1 worker; 10 steps a task, 20 runs). About 180 s. KERNELS_S=90 adds the
 #                 float32 kernel table of the one-tile step (bench/kernel_table.py) before the row.
+#                 Ran at 53fe78d with TESTS_S=60 ONEW_S=1 (session18/final/: the row cut for device time): 18 passed.
+#   PART=defaults the in-process float32 step with the defaults, in a process of its own. About 50 s. Ran at 53fe78d
+#                 (session18/defaults/): 64.4 ms, 52.8% of the limit, 10.5 B/param.
 #   PART=table    the issue's table with the defaults, in one process (as PART=table of bench/gpu_session17_check.sh).
 #                 About 450 s.
 # Logs are tarred (logs.tgz): the device returns at most 8 files from $OUT.
@@ -43,6 +46,9 @@ final)
   timeout ${ONEW_S:-120} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
     --dtypes float32 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-float32.json 2>&1 | filter \
     | grep -v "  gemm\|cuda graphs" | tee $OUT/gpu-step.log ;;
+defaults)
+  timeout ${STEP_S:-75} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes in-process --dtypes float32 \
+    --runs 20 --json $OUT/gpu-step-defaults.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee $OUT/gpu-step.log ;;
 table)
   issue_table ${TABLE_S:-540} ;;
 esac

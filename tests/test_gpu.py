@@ -230,31 +230,35 @@ def test_implicit_fields_equal_the_gathered_product(rng, monkeypatch, field, cha
     numpy.testing.assert_array_equal(implicit, gathered)
 
 
-def test_training_steps_with_implicit_fields_equal_those_without(monkeypatch):
-    """Float32 steps of ``small`` on one tile with DASKSAE_IMPLICIT_FIELDS=1 (``W x`` reading its fields from the map)
-    give the losses and weights of steps with the fields gathered, bit for bit (the same sums).  Stage 1's 108-row
-    fields do not fit ``W x``'s 16-row stages and are gathered either way; stages 2 and 3 take it."""
+def _small_steps(monkeypatch, config, tiles, device="cuda", **switches):
+    """Three float32 SGD steps (M=96) of ``config`` on ``tiles`` in this process, with ``simt_gemm``'s module switches
+    set as given: ``(losses, parameters)``.  The same minibatches every call."""
     from dasksae import TiledNetwork, tile_program
     from dasksae.kernels import simt_gemm
     from dasksae.tile_array import LocalExecutor
 
-    config = named_config("small")
+    for name, value in switches.items():
+        monkeypatch.setattr(simt_gemm, name, value)
+    tile_program.forget_all()
     data = numpy.random.default_rng(3)
     batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
+    network = TiledNetwork(config, tiles, executor=LocalExecutor(), seed=1, dtype="float32", device=device)
+    return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()
+
+
+def test_training_steps_with_implicit_fields_equal_those_without(monkeypatch):
+    """Float32 steps of ``small`` on one tile with DASKSAE_IMPLICIT_FIELDS=1 (``W x`` reading its fields from the map)
+    give the losses and weights of steps with the fields gathered, bit for bit (the same sums).  Stage 1's 108-row
+    fields do not fit ``W x``'s 16-row stages and are gathered either way; stages 2 and 3 take it."""
+    from dasksae.kernels import simt_gemm
+
+    config = named_config("small")
     launched = []
     monkeypatch.setattr(simt_gemm, "filter_forward", lambda *args, _run=simt_gemm.filter_forward: launched.append(1) or _run(*args))
-
-    def train(forward):
-        monkeypatch.setattr(simt_gemm, "IMPLICIT_FIELDS", forward)
-        tile_program.forget_all()
-        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="float32", device="cuda")
-        losses = [report.loss for report in network.steps(batches, 1e-3, 0.9)]
-        return losses, network.parameters()
-
     monkeypatch.setenv("DASKSAE_GEMM", "simt")
-    expected_losses, expected_parameters = train(False)
+    expected_losses, expected_parameters = _small_steps(monkeypatch, config, "1x1", IMPLICIT_FIELDS=False)
     assert not launched
-    losses, parameters = train(True)
+    losses, parameters = _small_steps(monkeypatch, config, "1x1", IMPLICIT_FIELDS=True)
     assert launched
     assert losses == expected_losses
     for mine, theirs in zip(parameters, expected_parameters):
@@ -270,30 +274,18 @@ def test_training_steps_reading_the_backward_fields_from_the_maps_equal_those_ga
     tile's window with its halo)."""
     import dataclasses
 
-    from dasksae import TiledNetwork, tile_program
     from dasksae.kernels import simt_gemm
-    from dasksae.tile_array import LocalExecutor
 
     config = dataclasses.replace(named_config("small"), objective=objective)
-    data = numpy.random.default_rng(3)
-    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
     launched = []
     for name in ("fields_product", "filter_weight_grad"):
         monkeypatch.setattr(simt_gemm, name, lambda *args, _run=getattr(simt_gemm, name), _name=name: launched.append(_name) or _run(*args))
-
-    def train(from_maps, device="cuda"):
-        monkeypatch.setattr(simt_gemm, "IMPLICIT_BACKWARD", from_maps)
-        tile_program.forget_all()
-        network = TiledNetwork(config, tiles, executor=LocalExecutor(), seed=1, dtype="float32", device=device)
-        losses = [report.loss for report in network.steps(batches, 1e-3, 0.9)]
-        return losses, network.parameters()
-
     monkeypatch.setenv("DASKSAE_GEMM", "simt")
-    expected_losses, expected_parameters = train(False)
+    expected_losses, expected_parameters = _small_steps(monkeypatch, config, tiles, IMPLICIT_BACKWARD=False)
     assert not launched
-    losses, parameters = train(True)
+    losses, parameters = _small_steps(monkeypatch, config, tiles, IMPLICIT_BACKWARD=True)
     assert set(launched) == {"fields_product", "filter_weight_grad"}
-    cpu_losses, cpu_parameters = train(False, device="cpu")
+    cpu_losses, cpu_parameters = _small_steps(monkeypatch, config, tiles, device="cpu")
     for reference_losses, reference_parameters in ((expected_losses, expected_parameters), (cpu_losses, cpu_parameters)):
         numpy.testing.assert_allclose(losses, reference_losses, rtol=1e-5)
         for mine, theirs in zip(parameters, reference_parameters):

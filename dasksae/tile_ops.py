@@ -131,7 +131,11 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
     then *one* GEMM with ``2M`` inner terms, ``[g_z | a z] [X | G]^T``
     (``g_z x^T`` plus the tied decoder's ``(a z) g_r^T``); the input gradient
     ``W^T g_z`` is folded in (before the update, which then runs on the chunk
-    through the unit norm).  The whole gradient never exists.
+    through the unit norm).  The whole gradient never exists.  On a GPU in
+    float32 (``DASKSAE_IMPLICIT_BACKWARD=1``, the default) there is no
+    ``[X | G]`` buffer: ``g_code`` and the weight gradient read the fields
+    straight from the input and error maps in our kernel
+    (:func:`~dasksae.kernels.local_filter.backward_reads_maps`).
     """
     xp = array_module(forward["z"])
     field, step, block_h, block_w = stage.field, stage.step, stage.block[0], stage.block[1]

@@ -17,6 +17,15 @@ may choose other tiles. For each stage this prints both layouts of:
 ``DASKSAE_GEMM=simt`` (rows ``simt``) and the largest difference from
 cuBLAS's result on random operands, relative to the largest value.
 
+``--implicit`` adds, in float32, the products as the implicit kernels run
+them (``DASKSAE_IMPLICIT_FIELDS`` and ``DASKSAE_IMPLICIT_BACKWARD``, session
+18), their fields read straight from a map of the stage's input shape (rows
+``implicit``): ``W x`` from and to the maps (``filter_forward``), ``U g_r``
+into block rows (``fields_product``, named ``W x`` with layout ``implicit
+rows``), and the weight gradient from the input and error maps
+(``filter_weight_grad``). Their time includes what the gathers and the
+block-rows pass cost before; the rows beside them do not.
+
 Each is one :func:`dasksae.kernels.gemm.batched_matmul` call on all the
 stage's blocks at once, timed with CUDA events (median of ``--runs``, ``profile_kernels.timed``). Only
 speed is measured. A faster transposed layout would mean changing the
@@ -45,6 +54,43 @@ def products(blocks, rows, fan_in, batch):
     ]
 
 
+def implicit_rows(stage, geometry, batch, runs):
+    """The float32 implicit kernels' rows for one stage (``--implicit``): random maps of the stage's input shape."""
+    import cupy
+
+    from dasksae.kernels import simt_gemm
+    from profile_kernels import timed
+
+    blocks_h, blocks_w, rows, fan_in = geometry.weight_shape
+    blocks, (block_h, block_w), field, step = blocks_h * blocks_w, stage.block[:2], stage.field, stage.step
+    generator = cupy.random.default_rng(0)
+    x = generator.standard_normal(tuple(geometry.input_shape) + (batch,), dtype=cupy.float32)
+    error = generator.standard_normal(x.shape, dtype=cupy.float32)
+    weights = generator.standard_normal((blocks, rows, fan_in), dtype=cupy.float32)
+    out_map = cupy.empty(tuple(geometry.filter_shape) + (batch,), dtype=cupy.float32)
+    out_rows = cupy.empty((blocks, rows, batch), dtype=cupy.float32)
+    codes = generator.standard_normal((blocks, rows, 2 * batch), dtype=cupy.float32)
+    grad = cupy.empty((blocks, rows, fan_in), dtype=cupy.float32)
+    cases = [
+        ("W x", "implicit", simt_gemm.fields_fit(x, weights, out_map, None, field, step, block_h, block_w), batch,
+         lambda: simt_gemm.filter_forward(x, weights, out_map, field, step, block_h, block_w)),
+        ("W x", "implicit rows", simt_gemm.fields_product_fits(error, weights, out_rows, field, blocks_w), batch,
+         lambda: simt_gemm.fields_product(error, weights, out_rows, field, step, blocks_w)),
+        ("weight grad", "implicit", simt_gemm.weight_grad_fits(codes, x, error, grad, field, blocks_w), 2 * batch,
+         lambda: simt_gemm.filter_weight_grad(codes, x, error, grad, field, step, blocks_w)),
+    ]
+    found = []
+    for name, layout, fits, columns, run in cases:
+        if not fits:
+            print(f"{name:>8} {layout}: the kernel does not take this stage's shapes")
+            continue
+        seconds = timed(run, runs=runs)
+        flops = 2 * blocks * rows * fan_in * columns
+        found.append({"product": name, "layout": layout, "precision": "float32", "blocks": blocks, "inner": None,
+                      "seconds": seconds, "tflops": flops / seconds / 1e12, "max_difference_from_cublas": None})
+    return found
+
+
 def main(argv=None):
     import cupy
 
@@ -61,6 +107,8 @@ def main(argv=None):
     parser.add_argument("--simt", action="store_true",
                         help="also time DASKSAE_GEMM=simt (dasksae.kernels.simt_gemm) on the float32 products it takes, "
                              "with its largest difference from cuBLAS's result")
+    parser.add_argument("--implicit", action="store_true",
+                        help="also time, in float32, the implicit kernels that read their fields from the maps")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     config = coates(args.config)
@@ -109,6 +157,13 @@ def main(argv=None):
                       f"{row['tflops']:>8.1f}" + ("" if difference is None else f"  max difference {difference:.1e}"), flush=True)
                 os.environ["DASKSAE_GEMM"] = "cublas"
                 a = b = out = None
+                cupy.get_default_memory_pool().free_all_blocks()
+            if args.implicit and precision == "float32":
+                for row in implicit_rows(config.stages[stage], geometry, args.minibatch, args.runs):
+                    row["stage"] = stage + 1
+                    rows_out.append(row)
+                    print(f"{stage + 1:>5} {row['product']:>8} {row['layout']:>10} {precision:>9} {blocks:>6} "
+                          f"{row['seconds'] * 1e3:>8.3f} {row['tflops']:>8.1f}", flush=True)
                 cupy.get_default_memory_pool().free_all_blocks()
     if args.json:
         with open(args.json, "w") as file:

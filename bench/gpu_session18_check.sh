@@ -20,6 +20,11 @@
 #                 Ran at 53fe78d with TESTS_S=60 ONEW_S=1 (session18/final/: the row cut for device time): 18 passed.
 #   PART=defaults the in-process float32 step with the defaults, in a process of its own. About 50 s. Ran at 53fe78d
 #                 (session18/defaults/): 64.4 ms, 52.8% of the limit, 10.5 B/param.
+#   PART=next     (prepared for session 19, not run) all GPU tests at this commit (the full suite last ran at 499b63d,
+#                 before the folds' removal and with IMPLICIT_BACKWARD off), then the float32 products of each stage
+#                 as cuBLAS, our kernel and the implicit kernels run them (bench/gemm_layouts.py --simt --implicit: is
+#                 our weight gradient slower than cuBLAS's?), the float32 kernel table, and the 1-worker float32 row.
+#                 About 450 s.
 #   PART=table    the issue's table with the defaults, in one process (as PART=table of bench/gpu_session17_check.sh).
 #                 About 450 s.
 # Logs are tarred (logs.tgz): the device returns at most 8 files from $OUT.
@@ -49,6 +54,16 @@ final)
 defaults)
   timeout ${STEP_S:-75} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes in-process --dtypes float32 \
     --runs 20 --json $OUT/gpu-step-defaults.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee $OUT/gpu-step.log ;;
+next)
+  timeout ${TESTS_S:-170} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -30 > $OUT/gpu-tests.log
+  tail -1 $OUT/gpu-tests.log
+  timeout ${LAYOUTS_S:-80} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions float32 --simt \
+    --implicit --runs 10 --json $OUT/gemm-layouts-float32.json 2>&1 | filter | tee $OUT/gemm-layouts.log
+  timeout ${KERNELS_S:-90} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 --runs 3 \
+    --json $OUT/kernel-table-float32.json 2>&1 | filter | tee $OUT/kernel-table.log
+  timeout ${ONEW_S:-120} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
+    --dtypes float32 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-float32.json 2>&1 | filter \
+    | grep -v "  gemm\|cuda graphs" | tee $OUT/gpu-step.log ;;
 table)
   issue_table ${TABLE_S:-540} ;;
 esac

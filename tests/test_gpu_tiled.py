@@ -26,22 +26,25 @@ def _is_cupy_state(state):
     return all(isinstance(value, cupy.ndarray) for value in state.values())
 
 
-@pytest.mark.parametrize("workers,tiles,processes,per_task,events,run_ahead", [
-    (1, "1x1", True, 1, False, 2), (1, "1x1", True, 5, False, 2), (4, "2x2", True, 1, False, 2), (4, "2x2", False, 1, False, 2),
-    (4, "2x2", False, 5, False, 2), (4, "2x2", False, 5, True, 2), (4, "2x2", False, 5, True, 0)])
-def test_gpu_training_equals_cpu(monkeypatch, workers, tiles, processes, per_task, events, run_ahead):
+@pytest.mark.parametrize("workers,tiles,processes,per_task,events,run_ahead,batch", [
+    (1, "1x1", True, 1, False, 2, 16), (1, "1x1", True, 5, False, 2, 16), (4, "2x2", True, 1, False, 2, 16),
+    (4, "2x2", False, 1, False, 2, 16), (4, "2x2", False, 5, False, 2, 16), (4, "2x2", False, 5, True, 2, 16),
+    (4, "2x2", False, 5, True, 0, 16), (1, "1x1", True, 5, False, 2, 96), (4, "2x2", False, 5, True, 2, 96)])
+def test_gpu_training_equals_cpu(monkeypatch, workers, tiles, processes, per_task, events, run_ahead, batch):
     """Worker processes, and worker threads of one process, each on its own CUDA stream (dasksae.streams), with
     one step a task and five, and (``events``) halos between threads ordered by CUDA events instead of host
     waits: the same losses and weights as the CPU (a halo read before its stream finished writing it would
     not be).  ``run_ahead``: tile steps the host may queue before the device has run them (DASKSAE_RUN_AHEAD;
-    received halos are kept until their reader's stream has passed them); 0 waits for each step."""
+    received halos are kept until their reader's stream has passed them); 0 waits for each step.  A minibatch of
+    96 runs the default float32 kernels of ours (stages 2 and 3: ``W x`` and the backward's products from the maps,
+    ``W^T y``); one of 16 runs none of them (cuBLAS and the gathers)."""
     from dasksae import spmd, streams
 
     monkeypatch.setattr(spmd, "HALO_EVENTS", events)
     monkeypatch.setattr(streams, "RUN_AHEAD", run_ahead)
     config = named_config("tiny")
     data = numpy.random.default_rng(3)
-    batches = [data.standard_normal(config.input_shape + (16,)).astype("float32") for _ in range(5)]
+    batches = [data.standard_normal(config.input_shape + (batch,)).astype("float32") for _ in range(5)]
     cpu = TiledNetwork(config, tiles, executor=LocalExecutor(), seed=1, dtype="float32")
     expected = [cpu.step(x, 1e-3, 0.9).loss for x in batches]
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None,

@@ -74,7 +74,7 @@ def implicit_rows(stage, geometry, batch, runs):
     cases = [
         ("W x", "implicit", simt_gemm.fields_fit(x, weights, out_map, None, field, step, block_h, block_w), batch,
          lambda: simt_gemm.filter_forward(x, weights, out_map, field, step, block_h, block_w)),
-        ("W x", "implicit rows", simt_gemm.fields_product_fits(error, weights, out_rows, field, blocks_w), batch,
+        ("W x", "implicit rows", simt_gemm.fields_fit(error, weights, simt_gemm.as_block_map(out_rows, blocks_w), None, field, step, 1, 1), batch,
          lambda: simt_gemm.fields_product(error, weights, out_rows, field, step, blocks_w)),
         ("weight grad", "implicit", simt_gemm.weight_grad_fits(codes, x, error, grad, field, blocks_w), 2 * batch,
          lambda: simt_gemm.filter_weight_grad(codes, x, error, grad, field, step, blocks_w)),

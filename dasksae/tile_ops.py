@@ -15,8 +15,7 @@ import numpy
 from .kernels.backend import array_module, host_floats, kept_apart, on_device, to_numpy
 from .kernels.code_gradient import tied_code_gradient
 from .kernels.contrast import lcn_backward, lcn_forward
-from .kernels.gemm import batched_matmul, native_precision, operand, result_dtype, storage_dtype
-from .kernels import simt_gemm
+from .kernels.gemm import native_precision, operand, result_dtype, storage_dtype
 from .kernels.local_filter import (
     CHUNK_BYTES,
     add_transpose_into,
@@ -27,6 +26,8 @@ from .kernels.local_filter import (
     gather_patches,
     local_filter_forward,
     local_filter_transpose,
+    times_fields,
+    times_fields_transposed,
 )
 from .kernels.normalize import inverse_row_norms, unit_rows_backward, unit_rows_sgd
 from .kernels.pooling import pool_squares, pool_unit_weights, sum_of_squares_over_units, window_sum_transpose
@@ -171,31 +172,19 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         chunk_scale = inverse_norms[p0:p1].reshape(count, rows, 1)
         weight_rows = weights[p0:p1].reshape(count, rows, fan_in)
         grad_operand = None  # s g_z, the input gradient's operand, where the tied code gradient made it
+        error_fields = None  # G, gathered where fields are
         if has_error and fields is not None:
             error_fields = fields[:, :, batch:] if tied else xp.empty((count, fan_in, batch), dtype=storage)
             gather_patches(error_map, field, step, p1 - p0, blocks_w, out=error_fields)
-
-        def times_error_fields(left):  # left (count, rows, f*f*C) times the error's fields
-            if fields is None:
-                product = xp.empty((count, rows, batch), dtype=dtype)
-                simt_gemm.fields_product(error_map, left, product, field, step, blocks_w)
-                return product
-            return batched_matmul(left, error_fields, precision=precision)
-
-        def times_fields(left, maps, gathered, out):  # left (count, rows, width) times the fields of maps, transposed
-            if fields is None:
-                out = xp.empty((count, rows, fan_in), dtype=dtype) if out is None else out
-                simt_gemm.filter_weight_grad(left, *maps, out, field, step, blocks_w)
-                return out
-            return batched_matmul(left, gathered, transpose_b=True, precision=precision, out=out)
-
         if has_error and tied:  # [g_z | a z] (and s g_z) from U g_r in one pass (one kernel on CuPy)
-            part, grad_operand = tied_code_gradient(times_error_fields(weight_rows),
+            part, grad_operand = tied_code_gradient(times_fields(weight_rows, error_map, error_fields, field, step,
+                                                                 blocks_w, precision),
                                                     chunk_scale, z_rows, grad_rows, a, codes, precision, need_input_grad)
             scale_grad = scale_grad + part  # stays on the device: no sync a chunk
         else:
             if has_error:
-                grad_code = times_error_fields(forward["decoder"][p0:p1].reshape(count, rows, fan_in))
+                grad_code = times_fields(forward["decoder"][p0:p1].reshape(count, rows, fan_in), error_map, error_fields,
+                                         field, step, blocks_w, precision)
                 scale_grad = scale_grad + (z_rows * grad_code).sum(dtype=xp.float64)
                 grad_code *= a
                 grad_rows += grad_code
@@ -204,12 +193,14 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
             if grad_operand is None:
                 grad_operand = operand(grad_rows, precision, chunk_scale)
             add_transpose_into(grad_x[inputs], weight_rows, grad_operand, field, step, p1 - p0, blocks_w, precision)
-        grad_unit = times_fields(codes, (x_map, error_map if tied else None), fields,  # [g_z | a z] [X | G]^T
-                                 None if grads is None else grads["encoder"][p0:p1].reshape(count, rows, fan_in))
+        grad_unit = times_fields_transposed(codes, (x_map, error_map if tied else None), fields,  # [g_z | a z] [X | G]^T
+                                            field, step, blocks_w, precision,
+                                            None if grads is None else grads["encoder"][p0:p1].reshape(count, rows, fan_in))
         grad_decoder = None
         if has_error and not tied:
-            grad_decoder = times_fields(operand(z_rows, precision), (error_map, None), None if fields is None else error_fields,
-                                        None if grads is None else grads["decoder"][p0:p1].reshape(count, rows, fan_in))
+            grad_decoder = times_fields_transposed(operand(z_rows, precision), (error_map, None), error_fields, field, step,
+                                                   blocks_w, precision,
+                                                   None if grads is None else grads["decoder"][p0:p1].reshape(count, rows, fan_in))
         if update is not None:
             lr, momentum = update
             shape = (p1 - p0, blocks_w, rows, fan_in)

@@ -279,8 +279,9 @@ def test_the_kernel_source_multiplies_fields_into_block_rows(kernel_on_cpu):
     count, fan_in = blocks_h * blocks_w, field * field * channels
     weights = rng.standard_normal((count, rows, fan_in)).astype(numpy.float32)
     out = numpy.full((count, rows, batch), numpy.nan, numpy.float32)
-    assert simt_gemm.fields_product_fits(_Host(x), _Host(weights), _Host(out), field, blocks_w)
-    grid, arguments = simt_gemm.fields_product_launch(x.shape, weights.shape, field, step, blocks_w)
+    block_map = simt_gemm.as_block_map(out, blocks_w)  # what fields_product writes: block rows as a map
+    assert simt_gemm.fields_fit(_Host(x), _Host(weights), _Host(block_map), None, field, step, 1, 1)
+    grid, arguments = simt_gemm.forward_launch(x.shape, block_map.shape, weights.shape, field, step, 1, 1)
     m, n, k, *geometry = arguments
     assert grid == (-(-m // 128), n // 96, count)
     kernel_on_cpu.run_fields(weights.ctypes.data, x.ctypes.data, out.ctypes.data, m, n, k, count, *geometry, None)

@@ -236,6 +236,28 @@ def backward_reads_maps(xp, precision, x_rows, error_rows, count: int, fan_in: i
             and count <= 65535)
 
 
+def times_fields(left, x, fields, field: int, step: int, blocks_w: int, precision: str):
+    """``left[b] fields_b(x)`` for ``left (blocks, rows, f*f*C)``: from the gathered ``fields``, or (``None``) read
+    from the map ``x`` in our kernel (where :func:`backward_reads_maps`)."""
+    if fields is not None:
+        return batched_matmul(left, fields, precision=precision)
+    out = array_module(left).empty(left.shape[:2] + (x.shape[3],), dtype=left.dtype)
+    simt_gemm.fields_product(x, left, out, field, step, blocks_w)
+    return out
+
+
+def times_fields_transposed(left, maps, fields, field: int, step: int, blocks_w: int, precision: str, out=None):
+    """``left[b] [fields_b(maps[0]) | fields_b(maps[1])]^T`` (``maps[1]`` ``None``: ``left[b] fields_b(maps[0])^T``)
+    for ``left (blocks, rows, width)``, into ``out`` if given: from the gathered ``fields``, or (``None``) read from
+    the maps in our kernel (where :func:`backward_reads_maps`)."""
+    if fields is not None:
+        return batched_matmul(left, fields, transpose_b=True, precision=precision, out=out)
+    if out is None:
+        out = array_module(left).empty(left.shape[:2] + (field * field * maps[0].shape[2],), dtype=left.dtype)
+    simt_gemm.filter_weight_grad(left, *maps, out, field, step, blocks_w)
+    return out
+
+
 def local_filter_transpose(y, weights, input_shape, field: int, step: int, block_h: int, block_w: int, *,
                            row_scale=None, precision: str | None = None, chunk_bytes: int | None = CHUNK_BYTES):
     """``x = W^T diag(row_scale) y``: the adjoint of :func:`local_filter_forward`, fields overlap-added into ``input_shape``."""

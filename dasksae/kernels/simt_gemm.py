@@ -374,7 +374,7 @@ def fields_fit(x, weights, out, row_scale, field: int, step: int, block_h: int, 
 def filter_forward(x, weights, out, field: int, step: int, block_h: int, block_w: int, row_scale=None) -> None:
     """``out = diag(row_scale) W x`` for one chunk of block rows, fields read from ``x``'s map and outputs written
     into ``out``'s in the kernel itself (``FIELDS``; the arrays must :func:`fields_fit`)."""
-    grid, arguments = _forward_launch(x.shape, out.shape, weights.shape, field, step, block_h, block_w)
+    grid, arguments = _typed_launch(forward_launch, 4, x.shape, out.shape, weights.shape, field, step, block_h, block_w)
     scale = _NULL if row_scale is None else row_scale
     _module().get_function("dasksae_simt_filter_forward")(grid, (THREADS,), (weights, x, out, *arguments, scale))
 
@@ -382,16 +382,22 @@ def filter_forward(x, weights, out, field: int, step: int, block_h: int, block_w
 _NULL = numpy.uint64(0)  # a null pointer argument
 
 
-@functools.lru_cache(maxsize=256)
-def _forward_launch(x_shape, out_shape, weights_shape, field, step, block_h, block_w):
-    """The grid and scalar arguments of :func:`filter_forward` for these shapes, made once (a launch a chunk)."""
+def forward_launch(x_shape, out_shape, weights_shape, field: int, step: int, block_h: int, block_w: int):
+    """``(grid, scalar arguments between the three arrays and row_scale)`` of ``dasksae_simt_filter_forward``."""
     count, rows, fan_in = weights_shape
     batch = x_shape[3]
     g = field_geometry(x_shape, out_shape, field, step, block_h, block_w)
     return (-(-rows // TILE_M), batch // TILE_N, count), (
-        numpy.int32(rows), numpy.int32(batch), numpy.int32(fan_in),
-        *(numpy.int32(g[name]) for name in ("blocks_w", "step", "field_rows", "block_h", "block_w", "maps")),
-        *(numpy.int64(g[name]) for name in ("in_row", "in_pixel", "out_row", "out_pixel")))
+        rows, batch, fan_in, *(g[name] for name in ("blocks_w", "step", "field_rows", "block_h", "block_w", "maps",
+                                                    "in_row", "in_pixel", "out_row", "out_pixel")))
+
+
+@functools.lru_cache(maxsize=256)
+def _typed_launch(make, wide: int, *shapes):
+    """``make(*shapes)``'s grid and scalar arguments as the kernel's types (``int``, the last ``wide`` ``long
+    long``), made once for these shapes: a launch a chunk of block rows reuses them."""
+    grid, arguments = make(*shapes)
+    return grid, tuple(numpy.int32(a) for a in arguments[:-wide]) + tuple(numpy.int64(a) for a in arguments[-wide:])
 
 
 def maps_fit(*maps) -> bool:
@@ -407,40 +413,17 @@ def _rows_fit(*arrays) -> bool:
                and a.data.ptr % 16 == 0 for a in arrays)
 
 
-def fields_product_fits(x, weight_rows, out, field: int, blocks_w: int) -> bool:
-    """Whether :func:`fields_product` takes ``out = W fields(x)``: ``weight_rows (count, rows, f*f*C)`` with
-    ``f*f*C % 16 == 0``, ``count`` whole rows of ``blocks_w`` blocks, ``out (count, rows, N)``."""
-    count, rows, fan_in = weight_rows.shape
-    return (maps_fit(x) and _rows_fit(weight_rows, out) and fan_in % TILE_K == 0 and count % blocks_w == 0
-            and fan_in == field * field * x.shape[2] and out.shape == (count, rows, x.shape[3]))
+def as_block_map(rows, blocks_w: int):
+    """Block rows ``(count, rows, N)`` as the output map :func:`filter_forward` writes with one-position blocks of
+    ``rows`` maps: ``(count / blocks_w, blocks_w, rows, N)``, a view."""
+    count, width, batch = rows.shape
+    return rows.reshape(count // blocks_w, blocks_w, width, batch)
 
 
 def fields_product(x, weight_rows, out, field: int, step: int, blocks_w: int) -> None:
-    """``out[b] = W[b] fields_b(x)``, block ``b``'s fields read from the map ``x`` as :func:`filter_forward` reads them,
-    its rows written as ``out``'s block rows (``FIELDS`` with one-position blocks of ``rows`` maps; the arrays must
-    :func:`fields_product_fits`)."""
-    grid, arguments = _typed(fields_product_launch(x.shape, weight_rows.shape, field, step, blocks_w), 4)
-    _module().get_function("dasksae_simt_filter_forward")(grid, (THREADS,), (weight_rows, x, out, *arguments, _NULL))
-
-
-def fields_product_launch(x_shape, weights_shape, field: int, step: int, blocks_w: int):
-    """``(grid, scalar arguments)`` of ``dasksae_simt_filter_forward`` for :func:`fields_product`: block rows out
-    (``out_pixel`` a block's ``rows * N`` values, ``out_row`` a row of blocks' worth)."""
-    count, rows, fan_in = weights_shape
-    height, width, channels, batch = x_shape
-    return (-(-rows // TILE_M), batch // TILE_N, count), (
-        rows, batch, fan_in, blocks_w, step, field * channels, 1, 1, rows,
-        width * channels * batch, channels * batch, blocks_w * rows * batch, rows * batch)
-
-
-@functools.lru_cache(maxsize=256)
-def _typed_launch(grid, arguments, wide: int):
-    return grid, tuple(numpy.int32(a) for a in arguments[:-wide]) + tuple(numpy.int64(a) for a in arguments[-wide:])
-
-
-def _typed(launch, wide: int):
-    """A launch's scalar arguments as the kernel's types: ``int`` but the last ``wide``, ``long long`` (made once)."""
-    return _typed_launch(launch[0], launch[1], wide)
+    """``out[b] = W[b] fields_b(x)``, block ``b``'s fields read from the map ``x``, its rows written as ``out``'s block
+    rows: :func:`filter_forward` into :func:`as_block_map` (the arrays must :func:`fields_fit` so)."""
+    filter_forward(x, weight_rows, as_block_map(out, blocks_w), field, step, 1, 1)
 
 
 def weight_grad_fits(codes, x, error, out, field: int, blocks_w: int) -> bool:
@@ -459,7 +442,7 @@ def weight_grad_fits(codes, x, error, out, field: int, blocks_w: int) -> bool:
 def filter_weight_grad(codes, x, error, out, field: int, step: int, blocks_w: int) -> None:
     """``out[b] = codes[b] [fields_b(x) | fields_b(error)]^T`` (or ``codes[b] fields_b(x)^T`` without ``error``), the
     fields read from the maps in the kernel (``WEIGHT_GRAD``; the arrays must :func:`weight_grad_fits`)."""
-    grid, arguments = _typed(weight_grad_launch(codes.shape, x.shape, field, step, blocks_w), 2)
+    grid, arguments = _typed_launch(weight_grad_launch, 2, codes.shape, x.shape, field, step, blocks_w)
     _module().get_function("dasksae_simt_filter_weight_grad")(grid, (THREADS,), (
         codes, x, _NULL if error is None else error, out, *arguments))
 

@@ -44,7 +44,7 @@ buffer and no gathers.  On an H200 (session 18, ``bench/results/session18/``)
 the in-process float32 coates200 step went from 66.2-66.4 ms to 64.6-65.2
 with the first and 64.5 with both, 11.0 to 10.5 bytes a parameter.  Their
 125 and 128 registers keep two blocks an SM, as the plain kernels' 119-127
-do.
+do (``python bench/kernel_registers.py``, no GPU needed).
 
 Tried and dropped (``git show 499b63d``): ``W^T y`` adding each block's
 fields straight into the input map instead of into a patches buffer that a

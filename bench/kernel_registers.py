@@ -1,0 +1,65 @@
+"""Registers, spills and shared memory of our float32 GEMM kernels for the H100/H200 (sm_90), without a GPU.
+
+    pip install nvidia-cuda-nvrtc-cu12 nvidia-cuda-nvcc-cu12
+    python bench/kernel_registers.py
+
+Compiles :mod:`dasksae.kernels.simt_gemm`'s source to PTX with NVRTC (as
+``tests/test_cuda_sources.py`` does) and assembles it with ``ptxas -v``,
+printing one line a kernel.  Two blocks of 256 threads an SM need at most
+128 registers a thread and no spills.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+
+
+def main():
+    import nvidia.cuda_nvcc
+    from test_cuda_sources import NVRTC
+
+    from dasksae.kernels import simt_gemm
+
+    if NVRTC is None:
+        raise SystemExit("NVRTC is not installed: pip install nvidia-cuda-nvrtc-cu12")
+    program = ctypes.c_void_p()
+    source = simt_gemm.simt_gemm_source().encode()
+    assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), source, b"simt.cu", 0, None, None) == 0
+    for name in simt_gemm.SIMT_GEMM_KERNELS:
+        NVRTC.nvrtcAddNameExpression(program, name.encode())
+    options = [b"--gpu-architecture=compute_90", b"-std=c++14"]
+    if NVRTC.nvrtcCompileProgram(program, len(options), (ctypes.c_char_p * len(options))(*options)):
+        raise SystemExit("the source does not compile (tests/test_cuda_sources.py shows the log)")
+    size = ctypes.c_size_t()
+    NVRTC.nvrtcGetPTXSize(program, ctypes.byref(size))
+    ptx = ctypes.create_string_buffer(size.value)
+    NVRTC.nvrtcGetPTX(program, ptx)
+    ptxas = os.path.join(list(nvidia.cuda_nvcc.__path__)[0], "bin", "ptxas")
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "simt.ptx")
+        with open(path, "wb") as file:
+            file.write(ptx.value)
+        log = subprocess.run([ptxas, "-arch=sm_90", "-v", path, "-o", os.path.join(folder, "simt.cubin")],
+                             capture_output=True, text=True, check=True).stderr
+    kernel = None
+    for line in log.splitlines():
+        found = re.search(r"Compiling entry function '([^']+)'", line)
+        if found:
+            kernel = found.group(1)
+        spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if spills:
+            spill_stores = int(spills.group(1))
+        used = re.search(r"Used (\d+) registers.*?(\d+) bytes smem", line)
+        if used:
+            print(f"{kernel:<70} {used.group(1):>4} registers, {spill_stores} bytes spilled, {used.group(2)} bytes shared")
+
+
+if __name__ == "__main__":
+    main()

@@ -28,6 +28,7 @@ SWITCHES = {
     "DASKSAE_GC_FREEZE": (("auto", "1", "0"), "auto"),
     "DASKSAE_IMPLICIT_FIELDS": (("1", "0"), "1"),
     "DASKSAE_IMPLICIT_BACKWARD": (("1", "0"), "1"),
+    "DASKSAE_SMEM_SWIZZLE": (("1", "0"), "1"),
 }
 
 

@@ -73,6 +73,14 @@ _SOURCE = r"""
 #define TILE_N 96
 #define TILE_K 16
 #define A_PAD 4
+// SMEM_SWIZZLE 1: row k of the shared tiles holds column c at c ^ swizzle(k), so that the scattered stores of a
+// non-transposed A tile (and of WEIGHT_GRAD's transposed B tile: 4 values of k for each of 8 columns a warp) fall in
+// 32 banks instead of 8 (4 ways) or 16; the XOR flips bits 3 and 4 only, so 16- and 8-byte vectors of columns stay
+// whole and aligned, and every column stays within its tile.  0: no swizzle (sessions 11-18).
+#ifndef SMEM_SWIZZLE
+#define SMEM_SWIZZLE 1
+#endif
+__device__ __forceinline__ int swizzle(const int k) { return SMEM_SWIZZLE ? ((k >> 2) & 3) << 3 : 0; }
 
 // FIELDS (dasksae_simt_filter_forward, below): a filter layer's W x straight from and to the maps.  B[i] is not an
 // array but the receptive field of filter block i = (p, q) (p = i / blocks_w, q = i % blocks_w) in the input map
@@ -173,9 +181,10 @@ __device__ __forceinline__ void simt_gemm_body(
         for (int part = 0; part < A_PARTS; ++part) {
             const int v = tid + part * 256;
             if (TRANSPOSE_A) {
-                *(float4*)&As[v / 32][(v % 32) * 4] = a_next[part];
-            } else {
-                const int m = v / (TILE_K / 4), k = (v % (TILE_K / 4)) * 4;
+                const int k = v / 32;
+                *(float4*)&As[k][((v % 32) * 4) ^ swizzle(k)] = a_next[part];
+            } else {  // the four rows k..k+3 share one swizzle
+                const int k = (v % (TILE_K / 4)) * 4, m = (v / (TILE_K / 4)) ^ swizzle(k);
                 As[k + 0][m] = a_next[part].x;
                 As[k + 1][m] = a_next[part].y;
                 As[k + 2][m] = a_next[part].z;
@@ -186,13 +195,14 @@ __device__ __forceinline__ void simt_gemm_body(
             const int v = tid + part * 256;
             if (v >= B_VECTORS) continue;
             if (MODE == WEIGHT_GRAD) {
-                const int n = v / 4, k = (v % 4) * 4;
+                const int k = (v % 4) * 4, n = (v / 4) ^ swizzle(k);
                 Bs[k + 0][n] = b_next[part].x;
                 Bs[k + 1][n] = b_next[part].y;
                 Bs[k + 2][n] = b_next[part].z;
                 Bs[k + 3][n] = b_next[part].w;
             } else {
-                *(float4*)&Bs[v / 24][(v % 24) * 4] = b_next[part];
+                const int k = v / 24;
+                *(float4*)&Bs[k][((v % 24) * 4) ^ swizzle(k)] = b_next[part];
             }
         }
     };
@@ -209,10 +219,10 @@ __device__ __forceinline__ void simt_gemm_body(
         if (k0 + TILE_K < K) load(k0 + TILE_K);  // global loads in flight while this stage is used
 #pragma unroll
         for (int k = 0; k < TILE_K; ++k) {
-            const float4 a0 = *(const float4*)&As[k][ty * 4];
-            const float4 a1 = *(const float4*)&As[k][64 + ty * 4];
-            const float4 b0 = *(const float4*)&Bs[k][tx * 4];
-            const float2 b1 = *(const float2*)&Bs[k][64 + tx * 2];
+            const float4 a0 = *(const float4*)&As[k][(ty * 4) ^ swizzle(k)];
+            const float4 a1 = *(const float4*)&As[k][(64 + ty * 4) ^ swizzle(k)];
+            const float4 b0 = *(const float4*)&Bs[k][(tx * 4) ^ swizzle(k)];
+            const float2 b1 = *(const float2*)&Bs[k][(64 + tx * 2) ^ swizzle(k)];
             const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
             const float b[6] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y};
 #pragma unroll
@@ -293,9 +303,10 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_weight_
 SIMT_GEMM_KERNELS = [f"dasksae_simt_gemm<{t}, {a}>" for t in (0, 1) for a in (0, 1)]
 
 
-def simt_gemm_source() -> str:
-    """The kernel's CUDA source (a C++ template: :data:`SIMT_GEMM_KERNELS` names its variants)."""
-    return _SOURCE
+def simt_gemm_source(swizzle: bool | None = None) -> str:
+    """The kernel's CUDA source (a C++ template: :data:`SIMT_GEMM_KERNELS` names its variants), its shared tiles
+    swizzled or not (``None``: as ``DASKSAE_SMEM_SWIZZLE`` says)."""
+    return f"#define SMEM_SWIZZLE {int(SMEM_SWIZZLE if swizzle is None else swizzle)}\n" + _SOURCE
 
 
 # float32 filter layers in our kernels straight from the maps (dasksae.kernels.local_filter, dasksae.tile_ops), "0":
@@ -304,6 +315,8 @@ def simt_gemm_source() -> str:
 # IMPLICIT_BACKWARD: the backward pass's U g_r and weight gradient read theirs from the input and error maps.
 IMPLICIT_FIELDS = switch("DASKSAE_IMPLICIT_FIELDS") == "1"
 IMPLICIT_BACKWARD = switch("DASKSAE_IMPLICIT_BACKWARD") == "1"
+# the shared tiles' XOR swizzle (SMEM_SWIZZLE in the source): conflict-free stores of the scattered tiles
+SMEM_SWIZZLE = switch("DASKSAE_SMEM_SWIZZLE") == "1"
 
 
 def enabled() -> bool:
@@ -329,7 +342,7 @@ def fits(a, b, out, transpose_a: bool, transpose_b: bool, m: int, n: int, k: int
 def _module():
     import cupy
 
-    return cupy.RawModule(code=_SOURCE, options=("-std=c++14",), name_expressions=SIMT_GEMM_KERNELS)
+    return cupy.RawModule(code=simt_gemm_source(), options=("-std=c++14",), name_expressions=SIMT_GEMM_KERNELS)
 
 
 def batched_gemm(a, b, out, transpose_a: bool, m: int, n: int, k: int, accumulate: bool) -> None:

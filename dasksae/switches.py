@@ -29,6 +29,7 @@ SWITCHES = {
     "DASKSAE_IMPLICIT_FIELDS": (("1", "0"), "1"),
     "DASKSAE_IMPLICIT_BACKWARD": (("1", "0"), "1"),
     "DASKSAE_SMEM_SWIZZLE": (("1", "0"), "1"),
+    "DASKSAE_FUSED_UPDATE": (("1", "0"), "1"),
 }
 
 

@@ -28,8 +28,9 @@ from .kernels.local_filter import (
     local_filter_transpose,
     times_fields,
     times_fields_transposed,
+    update_with_weight_grad,
 )
-from .kernels.normalize import inverse_row_norms, unit_rows_backward, unit_rows_sgd
+from .kernels.normalize import inverse_row_norms, radial_dots, unit_rows_backward, unit_rows_sgd
 from .kernels.pooling import pool_squares, pool_unit_weights, sum_of_squares_over_units, window_sum_transpose
 from .optim import sgd_momentum_update
 
@@ -176,10 +177,11 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         if has_error and fields is not None:
             error_fields = fields[:, :, batch:] if tied else xp.empty((count, fan_in, batch), dtype=storage)
             gather_patches(error_map, field, step, p1 - p0, blocks_w, out=error_fields)
+        decoded = None  # U g_r, the tied decoder's product
         if has_error and tied:  # [g_z | a z] (and s g_z) from U g_r in one pass (one kernel on CuPy)
-            part, grad_operand = tied_code_gradient(times_fields(weight_rows, error_map, error_fields, field, step,
-                                                                 blocks_w, precision),
-                                                    chunk_scale, z_rows, grad_rows, a, codes, precision, need_input_grad)
+            decoded = times_fields(weight_rows, error_map, error_fields, field, step, blocks_w, precision)
+            part, grad_operand = tied_code_gradient(decoded, chunk_scale, z_rows, grad_rows, a, codes, precision,
+                                                    need_input_grad)
             scale_grad = scale_grad + part  # stays on the device: no sync a chunk
         else:
             if has_error:
@@ -193,9 +195,19 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
             if grad_operand is None:
                 grad_operand = operand(grad_rows, precision, chunk_scale)
             add_transpose_into(grad_x[inputs], weight_rows, grad_operand, field, step, p1 - p0, blocks_w, precision)
-        grad_unit = times_fields_transposed(codes, (x_map, error_map if tied else None), fields,  # [g_z | a z] [X | G]^T
-                                            field, step, blocks_w, precision,
-                                            None if grads is None else grads["encoder"][p0:p1].reshape(count, rows, fan_in))
+        gradient_maps = (x_map, error_map if tied else None)
+        # W . dL/dW a row from the codes (exact precisions): the update then need not sum it over the gradient
+        row_dots = (radial_dots(codes, z_rows, decoded, chunk_scale, a)
+                    if update is not None and precision in ("float32", "float64") else None)
+        if (update is not None and fields is None and weights is state["encoder"]
+                and update_with_weight_grad(codes, gradient_maps, field, step, blocks_w, weight_rows,
+                                            state["encoder_velocity"][p0:p1].reshape(count, rows, fan_in),
+                                            inverse_norms[p0:p1], row_dots, *update)):
+            grad_unit = None  # the weight gradient took the step in its kernel (DASKSAE_FUSED_UPDATE) and the norms
+        else:
+            grad_unit = times_fields_transposed(codes, gradient_maps, fields, field, step, blocks_w,  # [g_z | a z] [X | G]^T
+                                                precision,
+                                                None if grads is None else grads["encoder"][p0:p1].reshape(count, rows, fan_in))
         grad_decoder = None
         if has_error and not tied:
             grad_decoder = times_fields_transposed(operand(z_rows, precision), (error_map, None), error_fields, field, step,
@@ -204,9 +216,11 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         if update is not None:
             lr, momentum = update
             shape = (p1 - p0, blocks_w, rows, fan_in)
-            unit_rows_sgd(state["encoder"][p0:p1], state["encoder_velocity"][p0:p1], grad_unit.reshape(shape),
-                          inverse_norms[p0:p1], lr, momentum, refresh_norms=True,
-                          raw_operand=None if weights is state["encoder"] else weights[p0:p1], precision=precision)
+            if grad_unit is not None:
+                unit_rows_sgd(state["encoder"][p0:p1], state["encoder_velocity"][p0:p1], grad_unit.reshape(shape),
+                              inverse_norms[p0:p1], lr, momentum, refresh_norms=True,
+                              raw_operand=None if weights is state["encoder"] else weights[p0:p1], precision=precision,
+                              row_dots=row_dots)
             if grad_decoder is not None:
                 sgd_momentum_update(state["decoder"][p0:p1], state["decoder_velocity"][p0:p1], grad_decoder.reshape(shape), lr, momentum)
     if update is not None:  # the next forward pass reads these instead of the weights twice more

@@ -285,7 +285,8 @@ def test_training_steps_reading_the_backward_fields_from_the_maps_equal_those_ga
     monkeypatch.setenv("DASKSAE_GEMM", "simt")
     expected_losses, expected_parameters = _small_steps(monkeypatch, config, tiles, IMPLICIT_BACKWARD=False)
     assert not launched
-    losses, parameters = _small_steps(monkeypatch, config, tiles, IMPLICIT_BACKWARD=True)
+    # the update fused into the weight gradient (next test) off: here the weight gradient is written
+    losses, parameters = _small_steps(monkeypatch, config, tiles, IMPLICIT_BACKWARD=True, FUSED_UPDATE=False)
     assert set(launched) == {"fields_product", "filter_weight_grad"}
     cpu_losses, cpu_parameters = _small_steps(monkeypatch, config, tiles, device="cpu")
     for reference_losses, reference_parameters in ((expected_losses, expected_parameters), (cpu_losses, cpu_parameters)):
@@ -293,6 +294,69 @@ def test_training_steps_reading_the_backward_fields_from_the_maps_equal_those_ga
         for mine, theirs in zip(parameters, reference_parameters):
             for name in mine:
                 assert relative_error(mine[name], theirs[name]) < FLOAT32, name
+
+
+@pytest.mark.parametrize("objective, tiles", [("rica", "1x1"), ("le2012", "1x1"), ("rica", "2x2")])
+def test_training_steps_with_the_update_in_the_weight_gradient_equal_those_without(monkeypatch, objective, tiles):
+    """Float32 steps of ``small`` with DASKSAE_FUSED_UPDATE=1 (the weight gradient's kernel takes the unit-norm SGD
+    step in its epilogue, the gradient never written, ``W . dL/dW`` from the codes) give the losses and weights of
+    steps that write the gradient and update it apart, and of the CPU, to float32 rounding: tied and untied
+    objectives, 1x1 and 2x2 tiles."""
+    import dataclasses
+
+    from dasksae.kernels import simt_gemm
+
+    config = dataclasses.replace(named_config("small"), objective=objective)
+    launched = []
+    for name in ("filter_weight_grad", "filter_weight_grad_update"):
+        monkeypatch.setattr(simt_gemm, name, lambda *args, _run=getattr(simt_gemm, name), _name=name: launched.append(_name) or _run(*args))
+    monkeypatch.setenv("DASKSAE_GEMM", "simt")
+    expected_losses, expected_parameters = _small_steps(monkeypatch, config, tiles, IMPLICIT_BACKWARD=True,
+                                                        FUSED_UPDATE=False)
+    assert set(launched) == {"filter_weight_grad"}
+    launched.clear()
+    losses, parameters = _small_steps(monkeypatch, config, tiles, IMPLICIT_BACKWARD=True, FUSED_UPDATE=True)
+    assert "filter_weight_grad_update" in launched
+    cpu_losses, cpu_parameters = _small_steps(monkeypatch, config, tiles, device="cpu")
+    for reference_losses, reference_parameters in ((expected_losses, expected_parameters), (cpu_losses, cpu_parameters)):
+        numpy.testing.assert_allclose(losses, reference_losses, rtol=1e-5)
+        for mine, theirs in zip(parameters, reference_parameters):
+            for name in mine:
+                assert relative_error(mine[name], theirs[name]) < FLOAT32, name
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_radial_dots_on_the_gpu_equal_numpy(rng, tied):
+    """``W . dL/dW`` a row from the codes (one reduction kernel on CuPy) equals NumPy's."""
+    from dasksae.kernels.normalize import radial_dots
+
+    count, rows, batch = 5, 40, 96
+    codes, codes_gpu = both(rng.standard_normal((count, rows, 2 * batch if tied else batch)))
+    z, z_gpu = both(rng.standard_normal((count, rows, batch)))
+    decoded, decoded_gpu = both(rng.standard_normal((count, rows, batch))) if tied else (None, None)
+    scale, scale_gpu = both(rng.uniform(0.5, 2, (count, rows, 1))) if tied else (None, None)
+    expected = radial_dots(codes, z, decoded, scale, 0.7)
+    assert expected.shape == (count, rows)
+    assert relative_error(radial_dots(codes_gpu, z_gpu, decoded_gpu, scale_gpu, cupy.asarray([0.7], cupy.float32)),
+                          expected) < FLOAT32
+
+
+def test_unit_norm_update_given_the_row_dots_equals_numpy(rng):
+    """The update kernel given each row's ``W . dL/dW`` (no dot over the gradient) equals the NumPy chain given the
+    same, and, given the true dots, the update that sums them itself."""
+    from dasksae.kernels.normalize import inverse_row_norms, unit_rows_sgd
+
+    raw, raw_gpu = both(rng.standard_normal((3, 32, 1200)))
+    velocity, velocity_gpu = both(rng.standard_normal(raw.shape))
+    grad, grad_gpu = both(rng.standard_normal(raw.shape))
+    norms, norms_gpu = inverse_row_norms(raw), inverse_row_norms(raw_gpu)
+    dots = (numpy.einsum("...k,...k->...", grad.astype(numpy.float64), raw) * norms).astype(numpy.float32)
+    summed = [a.copy() for a in (raw_gpu, velocity_gpu, norms_gpu)]
+    unit_rows_sgd(raw, velocity, grad, norms, 0.01, 0.9, refresh_norms=True, row_dots=dots)
+    unit_rows_sgd(raw_gpu, velocity_gpu, grad_gpu, norms_gpu, 0.01, 0.9, refresh_norms=True, row_dots=cupy.asarray(dots))
+    unit_rows_sgd(summed[0], summed[1], grad_gpu, summed[2], 0.01, 0.9, refresh_norms=True)
+    for mine, numpys, sums in zip((raw_gpu, velocity_gpu, norms_gpu), (raw, velocity, norms), summed):
+        assert relative_error(mine, numpys) < FLOAT32 and relative_error(mine, sums) < FLOAT32
 
 
 def test_bfloat16_operands_round_like_numpy(rng):

@@ -33,9 +33,19 @@ struct alignas(8) float2 { float x, y; };
 static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 static inline float2 make_float2(float x, float y) { return {x, y}; }
 struct Index { unsigned x, y, z; };
-thread_local Index threadIdx, blockIdx;
+thread_local Index threadIdx, blockIdx, gridDim, blockDim;
 static std::barrier<>* block_barrier;
 static inline void __syncthreads() { block_barrier->arrive_and_wait(); }
+static float shuffled[256];  // __shfl_xor_sync where all 256 threads of the block call it together (as our kernel does)
+static inline float __shfl_xor_sync(unsigned, float value, int offset)
+{
+    shuffled[threadIdx.x] = value;
+    block_barrier->arrive_and_wait();
+    const float other = shuffled[threadIdx.x ^ offset];
+    block_barrier->arrive_and_wait();
+    return other;
+}
+static inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 #define __global__
 #define __device__
 #define __forceinline__ inline
@@ -109,6 +119,42 @@ extern "C" void run_weight_grad(const float* codes, const float* x, const float*
             }
 }
 
+extern "C" void run_weight_grad_update(const float* codes, const float* x, const float* error, float* raw,
+                                       float* velocity, const float* inverse_norms, const float* row_dots,
+                                       float* partial_squares, float lr, float momentum, unsigned grid_x,
+                                       unsigned grid_y, unsigned grid_z, int rows, int fan_in, int width, int half,
+                                       int blocks_w, int step, int field_rows, long long in_row, long long in_pixel)
+{
+    std::barrier<> barrier(256);
+    block_barrier = &barrier;
+    for (unsigned z = 0; z < grid_z; ++z)
+        for (unsigned y = 0; y < grid_y; ++y)
+            for (unsigned x_ = 0; x_ < grid_x; ++x_) {
+                std::vector<std::thread> threads;
+                for (unsigned t = 0; t < 256; ++t)
+                    threads.emplace_back([=] {
+                        threadIdx = {t, 0, 0};
+                        blockIdx = {x_, y, z};
+                        gridDim = {grid_x, grid_y, grid_z};
+                        dasksae_simt_filter_weight_grad_update(codes, x, error, raw, velocity, inverse_norms, row_dots,
+                                                               partial_squares, lr, momentum, rows, fan_in, width,
+                                                               half, blocks_w, step, field_rows, in_row, in_pixel);
+                    });
+                for (auto& thread : threads) thread.join();
+            }
+}
+
+extern "C" void run_inverse_norms(const float* partial_squares, float* inverse_norms, int rows, int tiles)
+{
+    for (unsigned block = 0; block < (unsigned)((rows + 255) / 256); ++block)
+        for (unsigned t = 0; t < 256; ++t) {
+            threadIdx = {t, 0, 0};
+            blockIdx = {block, 0, 0};
+            blockDim = {256, 1, 1};
+            dasksae_inverse_norms_from_squares(partial_squares, inverse_norms, rows, tiles);
+        }
+}
+
 extern "C" void run_fields(const float* a, const float* b, float* c, int m, int n, int k, int count, int blocks_w,
                            int step, int field_rows, int block_h, int block_w, int maps, long long in_row,
                            long long in_pixel, long long out_row, long long out_pixel, const float* row_scale)
@@ -137,6 +183,9 @@ def kernel_on_cpu(tmp_path_factory, request):
         + [ctypes.c_int] * 3 + [ctypes.c_longlong] * 6 + [ctypes.c_int]
     library.run_fields.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 10 + [ctypes.c_longlong] * 4 + [ctypes.c_void_p]
     library.run_weight_grad.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 7 + [ctypes.c_longlong] * 2
+    library.run_weight_grad_update.argtypes = ([ctypes.c_void_p] * 8 + [ctypes.c_float] * 2 + [ctypes.c_uint] * 3
+                                               + [ctypes.c_int] * 7 + [ctypes.c_longlong] * 2)
+    library.run_inverse_norms.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2
     return library
 
 
@@ -288,3 +337,48 @@ def test_the_kernel_source_multiplies_fields_into_block_rows(kernel_on_cpu):
     kernel_on_cpu.run_fields(weights.ctypes.data, x.ctypes.data, out.ctypes.data, m, n, k, count, *geometry, None)
     expected = numpy.matmul(weights.astype(numpy.float64), gather_patches(x.astype(numpy.float64), field, step, blocks_h, blocks_w))
     numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("with_error", [True, False], ids=["x-and-error", "x-only"])
+def test_the_kernel_source_takes_the_update_step_in_the_weight_gradient(kernel_on_cpu, with_error):
+    """``UPDATE``: the weight gradient's kernel takes the unit-norm SGD step of ``U`` in place instead of writing the
+    gradient, as the update's array code does with the gradient gathered and multiplied in float64 (the same
+    ``row_dots`` given to both), and its per-tile sums of squares give the new rows' ``1/||U||``: 3x2 blocks of 6x6x4
+    fields (fan-in 144: a part-empty second tile of columns), 136 rows (a guarded tile)."""
+    from dasksae.kernels.local_filter import gather_patches
+    from dasksae.kernels.normalize import unit_rows_sgd
+
+    rng = numpy.random.default_rng(7)
+    field, step, channels, batch, blocks_h, blocks_w, rows = 6, 2, 4, 96, 3, 2, 136
+    shape = ((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, batch)
+    x = rng.standard_normal(shape).astype(numpy.float32)
+    error = rng.standard_normal(shape).astype(numpy.float32) if with_error else None
+    count, fan_in, width = blocks_h * blocks_w, field * field * channels, batch * (2 if with_error else 1)
+    codes = rng.standard_normal((count, rows, width)).astype(numpy.float32)
+    raw = rng.standard_normal((count, rows, fan_in)).astype(numpy.float32)
+    velocity = rng.standard_normal((count, rows, fan_in)).astype(numpy.float32) * 0.1
+    inverse_norms = (1 / numpy.sqrt((raw.astype(numpy.float64) ** 2).sum(-1))).astype(numpy.float32)
+    row_dots = rng.standard_normal((count, rows)).astype(numpy.float32)
+    lr, momentum = 0.01, 0.9
+    fields = gather_patches(x.astype(numpy.float64), field, step, blocks_h, blocks_w)
+    if with_error:
+        fields = numpy.concatenate([fields, gather_patches(error.astype(numpy.float64), field, step, blocks_h, blocks_w)], axis=2)
+    gradient = numpy.matmul(codes.astype(numpy.float64), fields.transpose(0, 2, 1))
+    expected_raw, expected_velocity = raw.astype(numpy.float64), velocity.astype(numpy.float64)
+    expected_norms = inverse_norms.astype(numpy.float64)
+    unit_rows_sgd(expected_raw, expected_velocity, gradient, expected_norms, lr, momentum, refresh_norms=True,
+                  row_dots=row_dots.astype(numpy.float64))
+    assert simt_gemm.update_fits(_Host(raw), _Host(velocity), _Host(inverse_norms), _Host(row_dots))
+    grid, arguments = simt_gemm.weight_grad_launch(codes.shape, x.shape, field, step, blocks_w)
+    partial_squares = numpy.full((count * rows, grid[1]), numpy.nan, numpy.float32)
+    kernel_on_cpu.run_weight_grad_update(codes.ctypes.data, x.ctypes.data, None if error is None else error.ctypes.data,
+                                         raw.ctypes.data, velocity.ctypes.data, inverse_norms.ctypes.data,
+                                         row_dots.ctypes.data, partial_squares.ctypes.data, lr, momentum, *grid,
+                                         *arguments)
+    numpy.testing.assert_allclose(velocity, expected_velocity, rtol=1e-4, atol=1e-5)
+    numpy.testing.assert_allclose(raw, expected_raw, rtol=1e-5, atol=1e-5)
+    assert not numpy.isnan(partial_squares).any()  # every row's every tile of columns
+    kernel_on_cpu.run_inverse_norms(partial_squares.ctypes.data, inverse_norms.ctypes.data, count * rows, grid[1])
+    numpy.testing.assert_allclose(inverse_norms, expected_norms, rtol=1e-5)
+    assert not simt_gemm.update_fits(_Host(raw), _Host(velocity[:, :, :-4].copy()), _Host(inverse_norms), _Host(row_dots))
+    assert not simt_gemm.update_fits(_Host(raw), _Host(velocity), _Host(inverse_norms), _Host(row_dots[:, :-1].copy()))

@@ -258,6 +258,25 @@ def times_fields_transposed(left, maps, fields, field: int, step: int, blocks_w:
     return out
 
 
+def update_with_weight_grad(left, maps, field: int, step: int, blocks_w: int, raw_rows, velocity_rows, inverse_norms,
+                            row_dots, lr: float, momentum: float) -> bool:
+    """Take the unit-norm SGD step of ``raw_rows (blocks, rows, f*f*C)`` in place with the weight gradient
+    ``left[b] [fields_b(maps[0]) | fields_b(maps[1])]^T`` computed and used in one kernel, never written
+    (:func:`simt_gemm.filter_weight_grad_update`, ``DASKSAE_FUSED_UPDATE=1``, the default), ``inverse_norms`` then
+    the new rows'; ``False`` (nothing done) where that kernel does not take these: the caller multiplies
+    (:func:`times_fields_transposed`) and updates (:func:`~.normalize.unit_rows_sgd`, given the same ``row_dots``).
+    Only where the chunk reads its fields from the maps (:func:`backward_reads_maps`)."""
+    if row_dots is None or not simt_gemm.FUSED_UPDATE or array_module(left).__name__ != "cupy":
+        return False
+    x, error = maps
+    if not (simt_gemm.weight_grad_fits(left, x, error, raw_rows, field, blocks_w)
+            and simt_gemm.update_fits(raw_rows, velocity_rows, inverse_norms, row_dots)):
+        return False
+    simt_gemm.filter_weight_grad_update(left, x, error, raw_rows, velocity_rows, inverse_norms, row_dots, lr, momentum,
+                                        field, step, blocks_w)
+    return True
+
+
 def local_filter_transpose(y, weights, input_shape, field: int, step: int, block_h: int, block_w: int, *,
                            row_scale=None, precision: str | None = None, chunk_bytes: int | None = CHUNK_BYTES):
     """``x = W^T diag(row_scale) y``: the adjoint of :func:`local_filter_forward`, fields overlap-added into ``input_shape``."""

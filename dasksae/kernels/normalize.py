@@ -30,8 +30,45 @@ def inverse_row_norms(raw):
     return 1.0 / xp.sqrt(xp.einsum("...k,...k->...", raw, raw))
 
 
+def radial_dots(codes, z_rows, decoded=None, row_scale=None, a=None):
+    """``W_r . dL/dW_r`` for every row of a chunk of filter blocks, from the weight-gradient GEMM's operands, without
+    the gradient: ``(count, R)``.
+
+    The weight gradient is ``codes [X | G]^T`` (:func:`dasksae.tile_ops.filter_backward`): ``codes (count, R, 2M)``
+    is ``[g_z | a z]`` with the tied decoder (``decoded``, its product ``U g_r`` as ``(count, R, M)``, given), or
+    ``g_z`` (its first ``M`` columns) without it.  Since ``W_r . x_m = z[r, m]`` and ``W_r . g_m = s_r (U g_r)[r,
+    m]``, the dot is ``sum_m z (g_z + a s U g_r)`` (or ``sum_m z g_z``): ``M`` terms a row instead of the row's
+    ``f*f*C``, and what :func:`unit_rows_sgd` and the weight gradient's fused update
+    (:func:`~dasksae.kernels.simt_gemm.filter_weight_grad_update`) take as ``row_dots``.  For exact precisions
+    (float32, float64) only: with rounded GEMM operands (tf32, bfloat16) the identity holds only to their rounding.
+    """
+    xp = array_module(z_rows)
+    left = codes[:, :, : z_rows.shape[-1]]
+    if xp is not numpy:
+        import cupy
+
+        if decoded is None:
+            return _radial_kernel(False)(z_rows, left, axis=-1)
+        k = a if isinstance(a, cupy.ndarray) else numpy.dtype(z_rows.dtype).type(a)
+        return _radial_kernel(True)(z_rows, left, decoded, row_scale, k, axis=-1)
+    if decoded is None:
+        return xp.einsum("crm,crm->cr", z_rows, left)
+    return xp.einsum("crm,crm->cr", z_rows, left + (a * row_scale) * decoded)
+
+
+@functools.lru_cache(maxsize=None)
+def _radial_kernel(tied: bool):
+    import cupy
+
+    if tied:
+        return cupy.ReductionKernel("T z, T g, T c, T s, T k", "T d", "z * (g + k * s * c)", "a + b", "d = a", "0",
+                                    "dasksae_radial_dots_tied")
+    return cupy.ReductionKernel("T z, T g", "T d", "z * g", "a + b", "d = a", "0", "dasksae_radial_dots")
+
+
 def unit_rows_sgd(raw, velocity, grad_unit, inverse_norms, lr: float, momentum: float,
-                  refresh_norms: bool = False, raw_operand=None, precision: str | None = None) -> None:
+                  refresh_norms: bool = False, raw_operand=None, precision: str | None = None,
+                  row_dots=None) -> None:
     """The SGD-with-momentum step of ``U`` given ``dL/dW`` for ``W = U/||U||``, in place.
 
     ``g = s (dW - s U (dW . s U))`` with ``s = 1/||U||`` per row, then
@@ -43,14 +80,18 @@ def unit_rows_sgd(raw, velocity, grad_unit, inverse_norms, lr: float, momentum: 
     the new ``U`` can come out of the same pass instead of two more over the
     weights: ``refresh_norms`` overwrites ``inverse_norms`` with those of the
     updated rows, and ``raw_operand`` (a :func:`~.gemm.operand` of ``raw`` in
-    ``precision``) receives the updated rows in that storage.
+    ``precision``) receives the updated rows in that storage.  ``row_dots`` (a value a row: :func:`radial_dots`)
+    are the rows' ``W . dL/dW`` where the caller has them without the gradient; otherwise they are summed from it.
     """
     xp = array_module(raw)
     if xp.__name__ == "cupy" and _unit_rows_sgd_cuda(raw, velocity, grad_unit, inverse_norms, lr, momentum,
-                                                    refresh_norms, raw_operand, precision):
+                                                    refresh_norms, raw_operand, precision, row_dots):
         return
     scale = inverse_norms[..., None]
-    radial = xp.einsum("...k,...k->...", grad_unit, raw)[..., None] * scale
+    if row_dots is None:
+        radial = xp.einsum("...k,...k->...", grad_unit, raw)[..., None] * scale
+    else:
+        radial = row_dots.reshape(raw.shape[:-1])[..., None]
     grad = (grad_unit - raw * scale * radial) * scale
     velocity *= momentum
     velocity -= lr * grad
@@ -91,7 +132,8 @@ template <typename T> __device__ T block_sum(T value, T* partial)  // every thre
 // OPERAND: 0 none, 1 the same type as raw, 2 bfloat16 bits
 template <typename T, int N, int OPERAND>
 __global__ void unit_rows_sgd(T* raw, T* velocity, const T* grad, T* inverse_norms, const long long length,
-                              const T lr, const T momentum, const int refresh_norms, void* raw_operand)
+                              const T lr, const T momentum, const int refresh_norms, void* raw_operand,
+                              const T* row_dots)
 {
     typedef Pack<T, N> P;
     __shared__ T partial[33];
@@ -100,14 +142,18 @@ __global__ void unit_rows_sgd(T* raw, T* velocity, const T* grad, T* inverse_nor
     P* u = (P*)(raw + row * length);
     P* v = (P*)(velocity + row * length);
     const P* g = (const P*)(grad + row * length);
-    T dot = 0;
-    for (long long k = threadIdx.x; k < vectors; k += blockDim.x) {
-        const P gk = g[k], uk = u[k];
-        for (int j = 0; j < N; ++j) dot += gk.v[j] * uk.v[j];
-    }
-    dot = block_sum(dot, partial);
     const T s = inverse_norms[row];
-    const T radial = dot * s * s;  // (dW . W) s, with W = s U
+    T radial;  // (dW . W) s, with W = s U
+    if (row_dots) {  // the caller's W . dW (radial_dots)
+        radial = row_dots[row] * s;
+    } else {
+        T dot = 0;
+        for (long long k = threadIdx.x; k < vectors; k += blockDim.x) {
+            const P gk = g[k], uk = u[k];
+            for (int j = 0; j < N; ++j) dot += gk.v[j] * uk.v[j];
+        }
+        radial = block_sum(dot, partial) * s * s;
+    }
     T squares = 0;
     for (long long k = threadIdx.x; k < vectors; k += blockDim.x) {
         const P gk = g[k];
@@ -151,7 +197,8 @@ def _unit_rows_sgd_module():
     return cupy.RawModule(code=unit_rows_sgd_source(), options=("-std=c++14",), name_expressions=UNIT_ROWS_SGD_KERNELS)
 
 
-def _unit_rows_sgd_cuda(raw, velocity, grad_unit, inverse_norms, lr, momentum, refresh_norms, raw_operand, precision):
+def _unit_rows_sgd_cuda(raw, velocity, grad_unit, inverse_norms, lr, momentum, refresh_norms, raw_operand, precision,
+                        row_dots=None):
     """The update as one CUDA kernel; ``False`` where the arrays do not suit it (the caller runs the array code)."""
     import cupy
 
@@ -160,6 +207,9 @@ def _unit_rows_sgd_cuda(raw, velocity, grad_unit, inverse_norms, lr, momentum, r
         if not array.flags.c_contiguous or array.dtype != raw.dtype:
             raise ValueError(f"unit_rows_sgd needs C-contiguous {raw.dtype} arrays; {name} is not")
     if raw.dtype.name not in ("float32", "float64"):
+        return False
+    if row_dots is not None and (row_dots.dtype != raw.dtype or not row_dots.flags.c_contiguous
+                                 or row_dots.size != raw.size // raw.shape[-1]):
         return False
     kind = 0
     if raw_operand is not None:
@@ -184,5 +234,6 @@ def _unit_rows_sgd_cuda(raw, velocity, grad_unit, inverse_norms, lr, momentum, r
     kernel = _unit_rows_sgd_module().get_function(f"unit_rows_sgd<{'float' if raw.dtype.name == 'float32' else 'double'}, {lanes}, {kind}>")
     scalar = raw.dtype.type
     kernel((rows,), (threads,), (raw, velocity, grad_unit, inverse_norms, cupy.int64(length), scalar(lr), scalar(momentum),
-                                 numpy.int32(bool(refresh_norms)), raw_operand if raw_operand is not None else numpy.uint64(0)))
+                                 numpy.int32(bool(refresh_norms)), raw_operand if raw_operand is not None else numpy.uint64(0),
+                                 row_dots if row_dots is not None else numpy.uint64(0)))
     return True

@@ -95,10 +95,23 @@ __device__ __forceinline__ int swizzle(const int k) { return SMEM_SWIZZLE ? ((k 
 // at minibatch entry k, read from the input map B for k < half and from the error map B2 for k >= half (each field
 // row's half values are contiguous there, so a tile's loads are runs of 16 along k, stored transposed into Bs).
 // N = f*f*C need not be a multiple of 96: columns past it are loaded as zeros and not written.
+// UPDATE (WEIGHT_GRAD only; dasksae_simt_filter_weight_grad_update): instead of writing the gradient dL/dW, take the
+// SGD-with-momentum step of the raw weights U in place (C is U; W = s U with s = 1/||U|| per row), as unit_rows_sgd
+// does in kernels/normalize.py: g = s (dW - U s d), v = momentum v - lr g, U += v, where d = W . dW per row is given
+// (row_dots: the caller has it from the codes, without the gradient), and leave each row's sum of the new U's squares
+// over this tile's columns in partial_squares[row * gridDim.y + blockIdx.y] (summed in order by
+// dasksae_inverse_norms_from_squares).  The gradient is never written nor read back.
+struct Update {
+    float* velocity;
+    const float* inverse_norms;
+    const float* row_dots;
+    float* partial_squares;
+    float lr, momentum;
+};
 #define PLAIN 0
 #define FIELDS 1
 #define WEIGHT_GRAD 2
-template <int TRANSPOSE_A, int ACCUMULATE, int MODE>
+template <int TRANSPOSE_A, int ACCUMULATE, int MODE, int UPDATE = 0>
 __device__ __forceinline__ void simt_gemm_body(
     const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
     const int M, const int N, const int K,
@@ -106,7 +119,8 @@ __device__ __forceinline__ void simt_gemm_body(
     const long long ldc, const long long batch_c,
     const int blocks_w, const int step, const int field_rows, const int block_h, const int block_w, const int maps,
     const long long in_row, const long long in_pixel, const long long out_row, const long long out_pixel,
-    const float* __restrict__ row_scale, const float* __restrict__ B2 = nullptr, const int half = 0)
+    const float* __restrict__ row_scale, const float* __restrict__ B2 = nullptr, const int half = 0,
+    const Update update = Update())
 {
     __shared__ __align__(16) float As[TILE_K][TILE_M + A_PAD];
     __shared__ __align__(16) float Bs[TILE_K][TILE_N];
@@ -232,7 +246,9 @@ __device__ __forceinline__ void simt_gemm_body(
         }
     }
 
+    float squares[8];  // UPDATE: this thread's part of each of its rows' sums of squares
     for (int r = 0; r < 8; ++r) {
+        squares[r] = 0.f;
         const int m = m0 + (r < 4 ? ty * 4 + r : 64 + ty * 4 + (r - 4));
         if (m >= M) continue;
         float* row = MODE == FIELDS ? C + (m / (block_w * maps)) * out_row + ((m / maps) % block_w) * out_pixel
@@ -244,6 +260,40 @@ __device__ __forceinline__ void simt_gemm_body(
             const float scale = row_scale[(long long)blockIdx.z * M + m];
             first.x *= scale; first.y *= scale; first.z *= scale; first.w *= scale;
             second.x *= scale; second.y *= scale;
+        }
+        if (MODE == WEIGHT_GRAD && UPDATE) {  // continue after the loop: the row's squares are summed by all 32 lanes
+            const long long at = (long long)blockIdx.z * M + m;
+            const float s = update.inverse_norms[at], radial = update.row_dots[at] * s;
+            float* velocity = update.velocity + blockIdx.z * batch_c + (long long)m * ldc + n0;
+            const float g[6] = {first.x, first.y, first.z, first.w, second.x, second.y};
+            float u[6], v[6];
+            const bool first_in = n0 + tx * 4 < N, second_in = n0 + 64 + tx * 2 < N;  // N % 4 == 0: whole vectors
+            if (first_in) {
+                const float4 u4 = *(const float4*)(row + tx * 4), v4 = *(const float4*)(velocity + tx * 4);
+                u[0] = u4.x; u[1] = u4.y; u[2] = u4.z; u[3] = u4.w;
+                v[0] = v4.x; v[1] = v4.y; v[2] = v4.z; v[3] = v4.w;
+            }
+            if (second_in) {
+                const float2 u2 = *(const float2*)(row + 64 + tx * 2), v2 = *(const float2*)(velocity + 64 + tx * 2);
+                u[4] = u2.x; u[5] = u2.y;
+                v[4] = v2.x; v[5] = v2.y;
+            }
+            for (int c = 0; c < 6; ++c) {
+                if (c < 4 ? !first_in : !second_in) continue;
+                const float step = update.momentum * v[c] - update.lr * (g[c] - u[c] * radial) * s;
+                v[c] = step;
+                u[c] += step;
+                squares[r] += u[c] * u[c];
+            }
+            if (first_in) {
+                *(float4*)(row + tx * 4) = make_float4(u[0], u[1], u[2], u[3]);
+                *(float4*)(velocity + tx * 4) = make_float4(v[0], v[1], v[2], v[3]);
+            }
+            if (second_in) {
+                *(float2*)(row + 64 + tx * 2) = make_float2(u[4], u[5]);
+                *(float2*)(velocity + 64 + tx * 2) = make_float2(v[4], v[5]);
+            }
+            continue;
         }
         if (MODE == WEIGHT_GRAD) {  // columns past N are not there
             if (n0 + tx * 4 < N) *(float4*)(row + tx * 4) = first;
@@ -259,6 +309,13 @@ __device__ __forceinline__ void simt_gemm_body(
         *(float4*)(row + tx * 4) = first;
         *(float2*)(row + 64 + tx * 2) = second;
     }
+    if (MODE == WEIGHT_GRAD && UPDATE)
+        for (int r = 0; r < 8; ++r) {  // a row's 16 threads are 16 lanes of one warp (tx = lane % 16): sum over them
+            float sum = squares[r];
+            for (int offset = 8; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+            const int m = m0 + (r < 4 ? ty * 4 + r : 64 + ty * 4 + (r - 4));
+            if (tx == 0 && m < M) update.partial_squares[((long long)blockIdx.z * M + m) * gridDim.y + blockIdx.y] = sum;
+        }
 }
 
 template <int TRANSPOSE_A, int ACCUMULATE>
@@ -284,6 +341,34 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_forward
     simt_gemm_body<0, 0, FIELDS>(W, x, y, rows, batch, fan_in, fan_in, (long long)rows * fan_in, batch, 0, batch, 0,
                                  blocks_w, step, field_rows, block_h, block_w, maps, in_row, in_pixel, out_row,
                                  out_pixel, row_scale);
+}
+
+// The weight gradient as above taking the update step of raw (blocks, rows, fan_in) in place instead of writing it
+// (UPDATE above): velocity like raw; inverse_norms (1/||U||) and row_dots (W . dL/dW) a value a row, blocks * rows;
+// partial_squares (blocks * rows, gridDim.y).
+extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_weight_grad_update(
+    const float* __restrict__ codes, const float* __restrict__ x, const float* __restrict__ error,
+    float* __restrict__ raw, float* __restrict__ velocity, const float* __restrict__ inverse_norms,
+    const float* __restrict__ row_dots, float* __restrict__ partial_squares, const float lr, const float momentum,
+    const int rows, const int fan_in, const int width, const int half,
+    const int blocks_w, const int step, const int field_rows, const long long in_row, const long long in_pixel)
+{
+    simt_gemm_body<0, 0, WEIGHT_GRAD, 1>(codes, x, raw, rows, fan_in, width, width, (long long)rows * width, half, 0,
+                                         fan_in, (long long)rows * fan_in, blocks_w, step, field_rows, 0, 0, 0, in_row,
+                                         in_pixel, 0, 0, nullptr, error, half,
+                                         Update{velocity, inverse_norms, row_dots, partial_squares, lr, momentum});
+}
+
+// inverse_norms[row] = 1 / sqrt(the sum of partial_squares[row, 0..tiles), in order): one thread a row
+extern "C" __global__ void dasksae_inverse_norms_from_squares(const float* __restrict__ partial_squares,
+                                                              float* __restrict__ inverse_norms, const int rows,
+                                                              const int tiles)
+{
+    const long long row = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (row >= rows) return;
+    float sum = 0.f;
+    for (int tile = 0; tile < tiles; ++tile) sum += partial_squares[row * tiles + tile];
+    inverse_norms[row] = rsqrtf(sum);
 }
 
 // grad (blocks, rows, fan_in) = codes (blocks, rows, width) [x | error]^T with the fields read from the maps (WEIGHT_GRAD
@@ -317,6 +402,8 @@ IMPLICIT_FIELDS = switch("DASKSAE_IMPLICIT_FIELDS") == "1"
 IMPLICIT_BACKWARD = switch("DASKSAE_IMPLICIT_BACKWARD") == "1"
 # the shared tiles' XOR swizzle (SMEM_SWIZZLE in the source): conflict-free stores of the scattered tiles
 SMEM_SWIZZLE = switch("DASKSAE_SMEM_SWIZZLE") == "1"
+# the weight gradient taking the SGD step in its epilogue (filter_weight_grad_update) instead of being written and read
+FUSED_UPDATE = switch("DASKSAE_FUSED_UPDATE") == "1"
 
 
 def enabled() -> bool:
@@ -458,6 +545,37 @@ def filter_weight_grad(codes, x, error, out, field: int, step: int, blocks_w: in
     grid, arguments = _typed_launch(weight_grad_launch, 2, codes.shape, x.shape, field, step, blocks_w)
     _module().get_function("dasksae_simt_filter_weight_grad")(grid, (THREADS,), (
         codes, x, _NULL if error is None else error, out, *arguments))
+
+
+def update_fits(raw, velocity, inverse_norms, row_dots) -> bool:
+    """Whether :func:`filter_weight_grad_update` takes these: ``raw`` and ``velocity`` float32 C-contiguous
+    16-byte-aligned ``(count, rows, fan_in)`` blocks' rows, ``inverse_norms`` and ``row_dots`` float32 and contiguous,
+    a value a row."""
+    if not _rows_fit(raw, velocity) or velocity.shape != raw.shape:
+        return False
+    rows = raw.shape[0] * raw.shape[1]
+    return all(a.dtype.name == "float32" and a.flags.c_contiguous and a.size == rows for a in (inverse_norms, row_dots))
+
+
+def filter_weight_grad_update(codes, x, error, raw, velocity, inverse_norms, row_dots, lr: float, momentum: float,
+                              field: int, step: int, blocks_w: int) -> None:
+    """The SGD-with-momentum step of the unit-norm rows ``raw`` (``W = U/||U||``), in place, with the weight gradient
+    ``codes [fields(x) | fields(error)]^T`` as :func:`filter_weight_grad` computes it, taken in the kernel's epilogue
+    instead of written out (``UPDATE`` in the source): what :func:`~dasksae.kernels.normalize.unit_rows_sgd` does
+    with ``refresh_norms``, given ``row_dots`` (:func:`~dasksae.kernels.normalize.radial_dots`), without the
+    gradient's write and read.  ``inverse_norms`` (``1/||U||`` before the step) then holds the new rows'.  The arrays
+    must :func:`weight_grad_fits` (``raw`` as the output) and :func:`update_fits`."""
+    import cupy
+
+    grid, arguments = _typed_launch(weight_grad_launch, 2, codes.shape, x.shape, field, step, blocks_w)
+    rows = raw.shape[0] * raw.shape[1]
+    partial_squares = cupy.empty((rows, grid[1]), dtype=cupy.float32)
+    module = _module()
+    module.get_function("dasksae_simt_filter_weight_grad_update")(grid, (THREADS,), (
+        codes, x, _NULL if error is None else error, raw, velocity, inverse_norms, row_dots, partial_squares,
+        numpy.float32(lr), numpy.float32(momentum), *arguments))
+    module.get_function("dasksae_inverse_norms_from_squares")((-(-rows // 256),), (256,), (
+        partial_squares, inverse_norms, numpy.int32(rows), numpy.int32(grid[1])))
 
 
 def weight_grad_launch(codes_shape, x_shape, field: int, step: int, blocks_w: int):

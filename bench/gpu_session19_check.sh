@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# On the lent GPU machine (device tool, carry [".whl"]), session 19. .whl as in bench/gpu_session14_check.sh's header.
+# Session 19's first call was PART=next of bench/gpu_session18_check.sh at ee1d60d (session19/next/): 135 GPU tests
+# passed; our weight-gradient kernel ran at 35.3-35.9 TFLOP/s against cuBLAS's 41.4-44.4 on the gathered fields; the
+# kernel table put it at 16.8 ms of a 62.8 ms float32 step, with the update (unit_rows_sgd) 8.7 ms after it.
+# New since then, both switches default 1 (read at import, so each row is a process of its own):
+#   DASKSAE_SMEM_SWIZZLE  our GEMM's shared tiles XOR-swizzled: the weight gradient's transposed B tile was stored
+#                         with 4-way bank conflicts and the non-transposed A tiles with 2-way.
+#   DASKSAE_FUSED_UPDATE  the weight gradient's kernel takes the unit-norm SGD step in its epilogue
+#                         (dasksae_simt_filter_weight_grad_update): the gradient is never written nor read again.
+#   PART=fused   all GPU tests at this commit, then the float32 products (bench/gemm_layouts.py --simt --implicit) with
+#                the swizzle and without, the in-process float32 step with (swizzle/fused) 1/1, 1/0, 0/1, 0/0, 1/1, and
+#                the float32 kernel table with the defaults. About 520 s.
+#   PART=table   the issue's table with the defaults, in one process (as PART=table of bench/gpu_session17_check.sh).
+#                About 450 s.
+#   PART=onew    the float32 rows only (limit, in-process, 1 worker), with the defaults. About 120 s.
+# Logs are tarred (logs.tgz): the device returns at most 8 files from $OUT.
+source bench/device_setup.sh
+card
+case "${PART:-fused}" in
+fused)
+  timeout ${TESTS_S:-170} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -30 > $OUT/gpu-tests.log
+  tail -1 $OUT/gpu-tests.log
+  for swizzle in 1 0; do
+    DASKSAE_SMEM_SWIZZLE=$swizzle timeout ${LAYOUTS_S:-60} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 \
+      --precisions float32 --simt --implicit --runs 10 --json $OUT/gemm-layouts-swizzle-$swizzle.json 2>&1 | filter \
+      | grep "simt\|implicit" | sed "s/^/swizzle-$swizzle: /" | tee -a $OUT/gemm-layouts.log
+  done
+  for both in 1/1 1/0 0/1 0/0 1/1; do
+    swizzle=${both%/*} fused=${both#*/}
+    DASKSAE_SMEM_SWIZZLE=$swizzle DASKSAE_FUSED_UPDATE=$fused timeout ${STEP_S:-60} python3 bench/gpu_step.py \
+      --configs coates200 --minibatch 96 --modes in-process --dtypes float32 --runs 20 \
+      --json $OUT/gpu-step-$swizzle-$fused-$SECONDS.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" \
+      | grep "in-process\|failed\|Error" | sed "s/^/swizzle-$swizzle fused-$fused: /" | tee -a $OUT/gpu-step.log
+  done
+  timeout ${KERNELS_S:-90} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 --runs 3 \
+    --json $OUT/kernel-table-float32.json 2>&1 | filter | head -40 > $OUT/kernel-table.log
+  head -12 $OUT/kernel-table.log
+  cd $OUT && tar czf logs.tgz gpu-step-*.json gemm-layouts-swizzle-*.json kernel-table.log \
+    && rm -f gpu-step-*.json gemm-layouts-swizzle-*.json kernel-table.log ;;
+onew)
+  timeout ${ONEW_S:-150} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
+    --dtypes float32 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-float32.json 2>&1 | filter \
+    | grep -v "  gemm\|cuda graphs" | tee $OUT/gpu-step.log ;;
+table)
+  issue_table ${TABLE_S:-540} ;;
+esac
+true

@@ -11,6 +11,16 @@
 #   PART=fused   all GPU tests at this commit, then the float32 products (bench/gemm_layouts.py --simt --implicit) with
 #                the swizzle and without, the in-process float32 step with (swizzle/fused) 1/1, 1/0, 0/1, 0/0, 1/1, and
 #                the float32 kernel table with the defaults. About 520 s.
+#                Ran at 4b3e485 (session19/fused/): 140 passed, 1 failed (a new test compared a CuPy array as NumPy's);
+#                (swizzle/fused) 1/1 60.0 and 59.5 ms, 1/0 63.8, 0/1 60.2, 0/0 64.0. The swizzle took the weight
+#                gradient from 35.2-35.9 to 36.3-37.4 TFLOP/s but W x and W^T y from 43.2/42.2 to 41.6/39.9 (stage 2),
+#                so now only the weight gradient is swizzled. The kernel table put a CuPy reduction of the row dots at
+#                1.0 ms (now a kernel, a warp a row), and the backward's chunks were planned for an [X | G] buffer
+#                and a gradient that no longer exist: 164-460 blocks a launch (stage 2: 0.62 of a wave of 264), now
+#                sized for what they hold (287-1518).
+#   PART=final   all GPU tests, then the 1-worker float32 row (limit, in-process, 1 worker), the float32 kernel table,
+#                the 4 worker threads' float32 row (2x2 tiles, with its own in-process step), and the in-process step
+#                with DASKSAE_SMEM_SWIZZLE=0. About 450 s.
 #   PART=table   the issue's table with the defaults, in one process (as PART=table of bench/gpu_session17_check.sh).
 #                About 450 s.
 #   PART=onew    the float32 rows only (limit, in-process, 1 worker), with the defaults. About 120 s.
@@ -38,6 +48,20 @@ fused)
   head -12 $OUT/kernel-table.log
   cd $OUT && tar czf logs.tgz gpu-step-*.json gemm-layouts-swizzle-*.json kernel-table.log \
     && rm -f gpu-step-*.json gemm-layouts-swizzle-*.json kernel-table.log ;;
+final)
+  timeout ${TESTS_S:-170} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -30 > $OUT/gpu-tests.log
+  tail -1 $OUT/gpu-tests.log
+  timeout ${ONEW_S:-120} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
+    --dtypes float32 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-float32.json 2>&1 | filter \
+    | grep -v "  gemm\|cuda graphs" | tee $OUT/gpu-step.log
+  timeout ${KERNELS_S:-80} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 --runs 3 \
+    --json $OUT/kernel-table-float32.json 2>&1 | filter | head -40 > $OUT/kernel-table.log
+  head -14 $OUT/kernel-table.log
+  FOUR_S=${FOUR_S:-150} four float32 float32
+  DASKSAE_SMEM_SWIZZLE=0 timeout ${STEP_S:-60} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
+    --modes in-process --dtypes float32 --runs 20 --json $OUT/gpu-step-swizzle-0.json 2>&1 | filter \
+    | grep "in-process\|failed\|Error" | sed "s/^/swizzle-0: /" | tee -a $OUT/gpu-step.log
+  cd $OUT && tar czf logs.tgz gpu-step-*.json kernel-table.log && rm -f gpu-step-*.json kernel-table.log ;;
 onew)
   timeout ${ONEW_S:-150} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
     --dtypes float32 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-float32.json 2>&1 | filter \

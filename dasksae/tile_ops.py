@@ -28,6 +28,7 @@ from .kernels.local_filter import (
     local_filter_transpose,
     times_fields,
     times_fields_transposed,
+    update_fuses,
     update_with_weight_grad,
 )
 from .kernels.normalize import inverse_row_norms, radial_dots, unit_rows_backward, unit_rows_sgd
@@ -156,7 +157,13 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
     if grads is not None and not tied:
         grads["decoder"] = xp.empty(weights.shape, dtype=dtype)
     scale_grad = 0.0
-    per_row = blocks_w * backward_bytes_per_block(rows, fan_in, batch, width, storage.itemsize, dtype.itemsize)
+    # what the chunks will hold: no [X | G] buffer where the fields are read from the maps, no weight gradient where
+    # the update is taken in its kernel (but Le 2012's decoder's): larger chunks, fewer and fuller launches
+    reads_maps = backward_reads_maps(xp, precision, x_window, error, blocks_w, fan_in, blocks_w)
+    fused = update is not None and weights is state["encoder"] and update_fuses(precision, reads_maps)
+    per_row = blocks_w * backward_bytes_per_block(rows, fan_in, batch, width, storage.itemsize, dtype.itemsize,
+                                                  fields=not reads_maps,
+                                                  gradients=(0 if fused else 1) + (has_error and not tied))
     for p0, p1 in chunks(blocks_h, per_row, CHUNK_BYTES):
         count = (p1 - p0) * blocks_w
         inputs = field_rows(p0, p1, field, step)
@@ -240,16 +247,19 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
     return out
 
 
-def backward_bytes_per_block(rows: int, fan_in: int, batch: int, width: int, operand_itemsize: int, itemsize: int) -> int:
+def backward_bytes_per_block(rows: int, fan_in: int, batch: int, width: int, operand_itemsize: int, itemsize: int,
+                             fields: bool = True, gradients: int = 1) -> int:
     """Transient bytes one filter block takes in :func:`filter_backward`'s chunk loop.
 
-    The ``[X | G]`` fields and ``[g_z | a z]`` rows (``width`` inner terms, as
-    GEMM operands), the ``z``, ``g_z`` and ``g_code`` rows, the block's weight
-    gradient and its input-gradient fields.  :mod:`dasksae.accounting` plans
-    memory with the same count.
+    The ``[X | G]`` fields (where ``fields``: not where they are read from the
+    maps) and ``[g_z | a z]`` rows (``width`` inner terms, as GEMM operands),
+    the ``z``, ``g_z`` and ``g_code`` rows, the block's weight ``gradients``
+    (none where the update is taken in the weight gradient's kernel; Le 2012's
+    decoder's apart) and its input-gradient fields.  :mod:`dasksae.accounting`
+    plans memory with the defaults, the most a chunk holds.
     """
-    return (fan_in * width * operand_itemsize + rows * width * operand_itemsize + 3 * rows * batch * itemsize
-            + rows * fan_in * itemsize + fan_in * batch * itemsize)
+    return (fields * fan_in * width * operand_itemsize + rows * width * operand_itemsize
+            + 3 * rows * batch * itemsize + gradients * rows * fan_in * itemsize + fan_in * batch * itemsize)
 
 
 def _unit_gradient(grad_unit, raw, inverse_norms):

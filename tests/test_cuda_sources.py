@@ -94,6 +94,10 @@ def test_every_update_kernel_compiles():
     assert compile_errors(normalize.unit_rows_sgd_source(), normalize.UNIT_ROWS_SGD_KERNELS) == ""
 
 
+def test_the_radial_dots_kernel_compiles():
+    assert compile_errors(normalize.radial_dots_source()) == ""
+
+
 def test_the_bfloat16_rounding_compiles_as_the_conversion_uses_it():
     wrapper = ('extern "C" __global__ void k(const float* x, const float* s, unsigned short* y)'
                " { const float value = x[threadIdx.x] * s[0]; y[threadIdx.x] = round_to_bfloat16((float)(value)); }")

@@ -325,10 +325,11 @@ def test_training_steps_with_the_update_in_the_weight_gradient_equal_those_witho
                 assert relative_error(mine[name], theirs[name]) < FLOAT32, name
 
 
-@pytest.mark.parametrize("tied", [True, False])
-def test_radial_dots_on_the_gpu_equal_numpy(rng, tied):
-    """``W . dL/dW`` a row from the codes (one reduction kernel on CuPy) equals NumPy's."""
-    from dasksae.kernels.normalize import radial_dots
+@pytest.mark.parametrize("tied, a_on_device", [(True, True), (True, False), (False, False)])
+def test_radial_dots_on_the_gpu_equal_numpy(rng, tied, a_on_device):
+    """``W . dL/dW`` a row from the codes (one kernel on CuPy, a warp a row) equals NumPy's, ``a`` on the device or
+    the host."""
+    from dasksae.kernels.normalize import _radial_dots_cuda, radial_dots
 
     count, rows, batch = 5, 40, 96
     codes, codes_gpu = both(rng.standard_normal((count, rows, 2 * batch if tied else batch)))
@@ -337,8 +338,9 @@ def test_radial_dots_on_the_gpu_equal_numpy(rng, tied):
     scale, scale_gpu = both(rng.uniform(0.5, 2, (count, rows, 1))) if tied else (None, None)
     expected = radial_dots(codes, z, decoded, scale, 0.7)
     assert expected.shape == (count, rows)
-    assert relative_error(radial_dots(codes_gpu, z_gpu, decoded_gpu, scale_gpu, cupy.asarray([0.7], cupy.float32)),
-                          expected) < FLOAT32
+    a = cupy.asarray([0.7], cupy.float32) if a_on_device else 0.7
+    assert _radial_dots_cuda(codes_gpu, z_gpu, decoded_gpu, scale_gpu, a) is not None  # the kernel, not array code
+    assert relative_error(radial_dots(codes_gpu, z_gpu, decoded_gpu, scale_gpu, a), expected) < FLOAT32
 
 
 def test_unit_norm_update_given_the_row_dots_equals_numpy(rng):
@@ -356,7 +358,7 @@ def test_unit_norm_update_given_the_row_dots_equals_numpy(rng):
     unit_rows_sgd(raw_gpu, velocity_gpu, grad_gpu, norms_gpu, 0.01, 0.9, refresh_norms=True, row_dots=cupy.asarray(dots))
     unit_rows_sgd(summed[0], summed[1], grad_gpu, summed[2], 0.01, 0.9, refresh_norms=True)
     for mine, numpys, sums in zip((raw_gpu, velocity_gpu, norms_gpu), (raw, velocity, norms), summed):
-        assert relative_error(mine, numpys) < FLOAT32 and relative_error(mine, sums) < FLOAT32
+        assert relative_error(mine, numpys) < FLOAT32 and relative_error(mine, to_numpy(sums)) < FLOAT32
 
 
 def test_bfloat16_operands_round_like_numpy(rng):

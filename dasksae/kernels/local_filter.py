@@ -258,6 +258,12 @@ def times_fields_transposed(left, maps, fields, field: int, step: int, blocks_w:
     return out
 
 
+def update_fuses(precision: str, reads_maps: bool) -> bool:
+    """Whether the backward pass's update is taken in the weight gradient's kernel (:func:`update_with_weight_grad`)
+    for chunks that read their fields from the maps (:func:`backward_reads_maps`)."""
+    return reads_maps and precision == "float32" and simt_gemm.FUSED_UPDATE
+
+
 def update_with_weight_grad(left, maps, field: int, step: int, blocks_w: int, raw_rows, velocity_rows, inverse_norms,
                             row_dots, lr: float, momentum: float) -> bool:
     """Take the unit-norm SGD step of ``raw_rows (blocks, rows, f*f*C)`` in place with the weight gradient

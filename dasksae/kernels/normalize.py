@@ -43,27 +43,72 @@ def radial_dots(codes, z_rows, decoded=None, row_scale=None, a=None):
     (float32, float64) only: with rounded GEMM operands (tf32, bfloat16) the identity holds only to their rounding.
     """
     xp = array_module(z_rows)
-    left = codes[:, :, : z_rows.shape[-1]]
     if xp is not numpy:
-        import cupy
-
-        if decoded is None:
-            return _radial_kernel(False)(z_rows, left, axis=-1)
-        k = a if isinstance(a, cupy.ndarray) else numpy.dtype(z_rows.dtype).type(a)
-        return _radial_kernel(True)(z_rows, left, decoded, row_scale, k, axis=-1)
+        dots = _radial_dots_cuda(codes, z_rows, decoded, row_scale, a)
+        if dots is not None:
+            return dots
+    left = codes[:, :, : z_rows.shape[-1]]
     if decoded is None:
         return xp.einsum("crm,crm->cr", z_rows, left)
     return xp.einsum("crm,crm->cr", z_rows, left + (a * row_scale) * decoded)
 
 
+_RADIAL_DOTS = r"""
+// One warp a row (count * R rows): out[row] = sum_m z[row, m] (codes[row, m] + a s[row] decoded[row, m]), the
+// decoder's term only where decoded is given; the lanes' sums added in a fixed order.
+extern "C" __global__ void dasksae_radial_dots(const float* __restrict__ z, const float* __restrict__ codes,
+                                               const float* __restrict__ decoded, const float* __restrict__ row_scale,
+                                               const float* __restrict__ a_pointer, const float a_value,
+                                               const int a_on_device, float* __restrict__ out, const long long rows,
+                                               const int batch, const int width)
+{
+    const long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= rows) return;  // the whole warp
+    const float scaled = decoded ? (a_on_device ? *a_pointer : a_value) * row_scale[row] : 0.f;
+    float sum = 0.f;
+    for (int m = lane; m < batch; m += 32) {
+        const float g = codes[row * width + m];
+        sum += z[row * batch + m] * (decoded ? g + scaled * decoded[row * batch + m] : g);
+    }
+    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
+    if (lane == 0) out[row] = sum;
+}
+"""
+
+
+def radial_dots_source() -> str:
+    """The CUDA source of :func:`radial_dots`'s kernel."""
+    return _RADIAL_DOTS
+
+
 @functools.lru_cache(maxsize=None)
-def _radial_kernel(tied: bool):
+def _radial_dots_kernel():
     import cupy
 
-    if tied:
-        return cupy.ReductionKernel("T z, T g, T c, T s, T k", "T d", "z * (g + k * s * c)", "a + b", "d = a", "0",
-                                    "dasksae_radial_dots_tied")
-    return cupy.ReductionKernel("T z, T g", "T d", "z * g", "a + b", "d = a", "0", "dasksae_radial_dots")
+    return cupy.RawKernel(_RADIAL_DOTS, "dasksae_radial_dots")
+
+
+def _radial_dots_cuda(codes, z_rows, decoded, row_scale, a):
+    """:func:`radial_dots` in one kernel for float32 C-contiguous arrays; ``None`` where they do not suit it."""
+    import cupy
+
+    arrays = [codes, z_rows] + ([] if decoded is None else [decoded, row_scale])
+    if any(x.dtype != numpy.float32 or not x.flags.c_contiguous for x in arrays):
+        return None
+    count, rows, batch = z_rows.shape
+    if (codes.shape[:2] != (count, rows) or (decoded is not None and decoded.shape != z_rows.shape)
+            or (isinstance(a, cupy.ndarray) and (a.dtype != numpy.float32 or a.size != 1))):
+        return None
+    out = cupy.empty((count, rows), dtype=cupy.float32)
+    on_device = isinstance(a, cupy.ndarray)
+    total = count * rows
+    _radial_dots_kernel()((-(-total // 8),), (256,), (
+        z_rows, codes, decoded if decoded is not None else numpy.uint64(0),
+        row_scale if decoded is not None else numpy.uint64(0), a if on_device else numpy.uint64(0),
+        numpy.float32(0 if on_device or a is None else a), numpy.int32(on_device), out, numpy.int64(total),
+        numpy.int32(batch), numpy.int32(codes.shape[2])))
+    return out
 
 
 def unit_rows_sgd(raw, velocity, grad_unit, inverse_norms, lr: float, momentum: float,

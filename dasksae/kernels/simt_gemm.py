@@ -73,14 +73,6 @@ _SOURCE = r"""
 #define TILE_N 96
 #define TILE_K 16
 #define A_PAD 4
-// SMEM_SWIZZLE 1: row k of the shared tiles holds column c at c ^ swizzle(k), so that the scattered stores of a
-// non-transposed A tile (and of WEIGHT_GRAD's transposed B tile: 4 values of k for each of 8 columns a warp) fall in
-// 32 banks instead of 8 (4 ways) or 16; the XOR flips bits 3 and 4 only, so 16- and 8-byte vectors of columns stay
-// whole and aligned, and every column stays within its tile.  0: no swizzle (sessions 11-18).
-#ifndef SMEM_SWIZZLE
-#define SMEM_SWIZZLE 1
-#endif
-__device__ __forceinline__ int swizzle(const int k) { return SMEM_SWIZZLE ? ((k >> 2) & 3) << 3 : 0; }
 
 // FIELDS (dasksae_simt_filter_forward, below): a filter layer's W x straight from and to the maps.  B[i] is not an
 // array but the receptive field of filter block i = (p, q) (p = i / blocks_w, q = i % blocks_w) in the input map
@@ -111,6 +103,19 @@ struct Update {
 #define PLAIN 0
 #define FIELDS 1
 #define WEIGHT_GRAD 2
+// SMEM_SWIZZLE 1: in WEIGHT_GRAD, row k of the shared tiles holds column c at c ^ swizzle(k), so that the scattered
+// stores of its A tile (4 values of k for each of 8 rows a warp: 2 ways) and of its transposed B tile (4 ways) fall
+// in 32 banks; the XOR flips bits 3 and 4 only, so 16- and 8-byte vectors of columns stay whole and aligned, and
+// every column stays within its tile.  The other modes are not swizzled: the XOR in their inner loop's addresses
+// cost more than their 2-way A stores (on an H200, session 19: W x 43.2 -> 41.6 and W^T y 42.2 -> 39.9 TFLOP/s
+// swizzled, the weight gradient 35.2-35.9 -> 36.3-37.4).  0: no swizzle anywhere (sessions 11-18).
+#ifndef SMEM_SWIZZLE
+#define SMEM_SWIZZLE 1
+#endif
+template <int MODE> __device__ __forceinline__ int swizzle(const int k)
+{
+    return SMEM_SWIZZLE && MODE == WEIGHT_GRAD ? ((k >> 2) & 3) << 3 : 0;
+}
 template <int TRANSPOSE_A, int ACCUMULATE, int MODE, int UPDATE = 0>
 __device__ __forceinline__ void simt_gemm_body(
     const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
@@ -196,9 +201,9 @@ __device__ __forceinline__ void simt_gemm_body(
             const int v = tid + part * 256;
             if (TRANSPOSE_A) {
                 const int k = v / 32;
-                *(float4*)&As[k][((v % 32) * 4) ^ swizzle(k)] = a_next[part];
+                *(float4*)&As[k][((v % 32) * 4) ^ swizzle<MODE>(k)] = a_next[part];
             } else {  // the four rows k..k+3 share one swizzle
-                const int k = (v % (TILE_K / 4)) * 4, m = (v / (TILE_K / 4)) ^ swizzle(k);
+                const int k = (v % (TILE_K / 4)) * 4, m = (v / (TILE_K / 4)) ^ swizzle<MODE>(k);
                 As[k + 0][m] = a_next[part].x;
                 As[k + 1][m] = a_next[part].y;
                 As[k + 2][m] = a_next[part].z;
@@ -209,14 +214,14 @@ __device__ __forceinline__ void simt_gemm_body(
             const int v = tid + part * 256;
             if (v >= B_VECTORS) continue;
             if (MODE == WEIGHT_GRAD) {
-                const int k = (v % 4) * 4, n = (v / 4) ^ swizzle(k);
+                const int k = (v % 4) * 4, n = (v / 4) ^ swizzle<MODE>(k);
                 Bs[k + 0][n] = b_next[part].x;
                 Bs[k + 1][n] = b_next[part].y;
                 Bs[k + 2][n] = b_next[part].z;
                 Bs[k + 3][n] = b_next[part].w;
             } else {
                 const int k = v / 24;
-                *(float4*)&Bs[k][((v % 24) * 4) ^ swizzle(k)] = b_next[part];
+                *(float4*)&Bs[k][((v % 24) * 4) ^ swizzle<MODE>(k)] = b_next[part];
             }
         }
     };
@@ -233,10 +238,10 @@ __device__ __forceinline__ void simt_gemm_body(
         if (k0 + TILE_K < K) load(k0 + TILE_K);  // global loads in flight while this stage is used
 #pragma unroll
         for (int k = 0; k < TILE_K; ++k) {
-            const float4 a0 = *(const float4*)&As[k][(ty * 4) ^ swizzle(k)];
-            const float4 a1 = *(const float4*)&As[k][(64 + ty * 4) ^ swizzle(k)];
-            const float4 b0 = *(const float4*)&Bs[k][(tx * 4) ^ swizzle(k)];
-            const float2 b1 = *(const float2*)&Bs[k][(64 + tx * 2) ^ swizzle(k)];
+            const float4 a0 = *(const float4*)&As[k][(ty * 4) ^ swizzle<MODE>(k)];
+            const float4 a1 = *(const float4*)&As[k][(64 + ty * 4) ^ swizzle<MODE>(k)];
+            const float4 b0 = *(const float4*)&Bs[k][(tx * 4) ^ swizzle<MODE>(k)];
+            const float2 b1 = *(const float2*)&Bs[k][(64 + tx * 2) ^ swizzle<MODE>(k)];
             const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
             const float b[6] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y};
 #pragma unroll
@@ -400,7 +405,7 @@ def simt_gemm_source(swizzle: bool | None = None) -> str:
 # IMPLICIT_BACKWARD: the backward pass's U g_r and weight gradient read theirs from the input and error maps.
 IMPLICIT_FIELDS = switch("DASKSAE_IMPLICIT_FIELDS") == "1"
 IMPLICIT_BACKWARD = switch("DASKSAE_IMPLICIT_BACKWARD") == "1"
-# the shared tiles' XOR swizzle (SMEM_SWIZZLE in the source): conflict-free stores of the scattered tiles
+# the weight gradient's shared tiles XOR-swizzled (SMEM_SWIZZLE in the source): conflict-free stores of its scattered tiles
 SMEM_SWIZZLE = switch("DASKSAE_SMEM_SWIZZLE") == "1"
 # the weight gradient taking the SGD step in its epilogue (filter_weight_grad_update) instead of being written and read
 FUSED_UPDATE = switch("DASKSAE_FUSED_UPDATE") == "1"

@@ -246,6 +246,16 @@ def _small_steps(monkeypatch, config, tiles, device="cuda", **switches):
     return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()
 
 
+def _assert_trained_alike(trained, *references):
+    """``(losses, parameters)`` of :func:`_small_steps` equal to each of ``references``' to float32 rounding."""
+    losses, parameters = trained
+    for reference_losses, reference_parameters in references:
+        numpy.testing.assert_allclose(losses, reference_losses, rtol=1e-5)
+        for mine, theirs in zip(parameters, reference_parameters):
+            for name in mine:
+                assert relative_error(mine[name], theirs[name]) < FLOAT32, name
+
+
 def test_training_steps_with_implicit_fields_equal_those_without(monkeypatch):
     """Float32 steps of ``small`` on one tile with DASKSAE_IMPLICIT_FIELDS=1 (``W x`` reading its fields from the map)
     give the losses and weights of steps with the fields gathered, bit for bit (the same sums).  Stage 1's 108-row
@@ -288,12 +298,8 @@ def test_training_steps_reading_the_backward_fields_from_the_maps_equal_those_ga
     # the update fused into the weight gradient (next test) off: here the weight gradient is written
     losses, parameters = _small_steps(monkeypatch, config, tiles, IMPLICIT_BACKWARD=True, FUSED_UPDATE=False)
     assert set(launched) == {"fields_product", "filter_weight_grad"}
-    cpu_losses, cpu_parameters = _small_steps(monkeypatch, config, tiles, device="cpu")
-    for reference_losses, reference_parameters in ((expected_losses, expected_parameters), (cpu_losses, cpu_parameters)):
-        numpy.testing.assert_allclose(losses, reference_losses, rtol=1e-5)
-        for mine, theirs in zip(parameters, reference_parameters):
-            for name in mine:
-                assert relative_error(mine[name], theirs[name]) < FLOAT32, name
+    _assert_trained_alike((losses, parameters), (expected_losses, expected_parameters),
+                          _small_steps(monkeypatch, config, tiles, device="cpu"))
 
 
 @pytest.mark.parametrize("objective, tiles", [("rica", "1x1"), ("le2012", "1x1"), ("rica", "2x2")])
@@ -317,12 +323,8 @@ def test_training_steps_with_the_update_in_the_weight_gradient_equal_those_witho
     launched.clear()
     losses, parameters = _small_steps(monkeypatch, config, tiles, IMPLICIT_BACKWARD=True, FUSED_UPDATE=True)
     assert "filter_weight_grad_update" in launched
-    cpu_losses, cpu_parameters = _small_steps(monkeypatch, config, tiles, device="cpu")
-    for reference_losses, reference_parameters in ((expected_losses, expected_parameters), (cpu_losses, cpu_parameters)):
-        numpy.testing.assert_allclose(losses, reference_losses, rtol=1e-5)
-        for mine, theirs in zip(parameters, reference_parameters):
-            for name in mine:
-                assert relative_error(mine[name], theirs[name]) < FLOAT32, name
+    _assert_trained_alike((losses, parameters), (expected_losses, expected_parameters),
+                          _small_steps(monkeypatch, config, tiles, device="cpu"))
 
 
 @pytest.mark.parametrize("tied, a_on_device", [(True, True), (True, False), (False, False)])

@@ -98,32 +98,8 @@ extern "C" void run(int transpose_a, int accumulate, const float* a, const float
     }
 }
 
-extern "C" void run_weight_grad(const float* codes, const float* x, const float* error, float* grad, unsigned grid_x,
-                                unsigned grid_y, unsigned grid_z, int rows, int fan_in, int width, int half, int blocks_w,
-                                int step, int field_rows, long long in_row, long long in_pixel)
-{
-    std::barrier<> barrier(256);
-    block_barrier = &barrier;
-    for (unsigned z = 0; z < grid_z; ++z)
-        for (unsigned y = 0; y < grid_y; ++y)
-            for (unsigned x_ = 0; x_ < grid_x; ++x_) {
-                std::vector<std::thread> threads;
-                for (unsigned t = 0; t < 256; ++t)
-                    threads.emplace_back([=] {
-                        threadIdx = {t, 0, 0};
-                        blockIdx = {x_, y, z};
-                        dasksae_simt_filter_weight_grad(codes, x, error, grad, rows, fan_in, width, half, blocks_w, step,
-                                                        field_rows, in_row, in_pixel);
-                    });
-                for (auto& thread : threads) thread.join();
-            }
-}
-
-extern "C" void run_weight_grad_update(const float* codes, const float* x, const float* error, float* raw,
-                                       float* velocity, const float* inverse_norms, const float* row_dots,
-                                       float* partial_squares, float lr, float momentum, unsigned grid_x,
-                                       unsigned grid_y, unsigned grid_z, int rows, int fan_in, int width, int half,
-                                       int blocks_w, int step, int field_rows, long long in_row, long long in_pixel)
+template <typename Kernel>  // the blocks of a grid one after another, each block's 256 threads as OS threads
+static void run_grid(unsigned grid_x, unsigned grid_y, unsigned grid_z, Kernel kernel)
 {
     std::barrier<> barrier(256);
     block_barrier = &barrier;
@@ -136,12 +112,33 @@ extern "C" void run_weight_grad_update(const float* codes, const float* x, const
                         threadIdx = {t, 0, 0};
                         blockIdx = {x_, y, z};
                         gridDim = {grid_x, grid_y, grid_z};
-                        dasksae_simt_filter_weight_grad_update(codes, x, error, raw, velocity, inverse_norms, row_dots,
-                                                               partial_squares, lr, momentum, rows, fan_in, width,
-                                                               half, blocks_w, step, field_rows, in_row, in_pixel);
+                        kernel();
                     });
                 for (auto& thread : threads) thread.join();
             }
+}
+
+extern "C" void run_weight_grad(const float* codes, const float* x, const float* error, float* grad, unsigned grid_x,
+                                unsigned grid_y, unsigned grid_z, int rows, int fan_in, int width, int half, int blocks_w,
+                                int step, int field_rows, long long in_row, long long in_pixel)
+{
+    run_grid(grid_x, grid_y, grid_z, [=] {
+        dasksae_simt_filter_weight_grad(codes, x, error, grad, rows, fan_in, width, half, blocks_w, step, field_rows,
+                                        in_row, in_pixel);
+    });
+}
+
+extern "C" void run_weight_grad_update(const float* codes, const float* x, const float* error, float* raw,
+                                       float* velocity, const float* inverse_norms, const float* row_dots,
+                                       float* partial_squares, float lr, float momentum, unsigned grid_x,
+                                       unsigned grid_y, unsigned grid_z, int rows, int fan_in, int width, int half,
+                                       int blocks_w, int step, int field_rows, long long in_row, long long in_pixel)
+{
+    run_grid(grid_x, grid_y, grid_z, [=] {
+        dasksae_simt_filter_weight_grad_update(codes, x, error, raw, velocity, inverse_norms, row_dots, partial_squares,
+                                               lr, momentum, rows, fan_in, width, half, blocks_w, step, field_rows,
+                                               in_row, in_pixel);
+    });
 }
 
 extern "C" void run_inverse_norms(const float* partial_squares, float* inverse_norms, int rows, int tiles)

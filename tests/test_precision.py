@@ -11,7 +11,7 @@ from dasksae import TiledNetwork, named_config
 from dasksae.errors import ConfigError
 from dasksae.kernels.gemm import batched_matmul, operand
 from dasksae.kernels.local_filter import local_filter_forward, local_filter_transpose, local_filter_weight_grads
-from dasksae.kernels.normalize import inverse_row_norms, unit_rows, unit_rows_backward, unit_rows_sgd
+from dasksae.kernels.normalize import inverse_row_norms, radial_dots, unit_rows, unit_rows_backward, unit_rows_sgd
 from dasksae.reference import split_dtype
 from dasksae.tile_array import LocalExecutor
 
@@ -95,6 +95,33 @@ def test_fused_unit_norm_update_equals_the_chain_rule_and_sgd(rng):
     expected = raw + expected_velocity
     unit_rows_sgd(raw, velocity, grad, inverse_row_norms(raw), 0.01, 0.9)
     assert numpy.allclose(velocity, expected_velocity, rtol=1e-12) and numpy.allclose(raw, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_radial_dots_from_the_codes_equal_the_gradients_dots(rng, tied):
+    """``W . dL/dW`` a row from the codes, ``z`` and the decoder's ``U g_r`` (``M`` terms) equals the dot of ``W``
+    with the weight gradient ``[g_z | a z] [X | G]^T`` (or ``g_z X^T``) to float64 rounding, and the update given
+    those dots equals the update that sums them over the gradient."""
+    count, rows, fan_in, batch, a = 3, 5, 12, 8, 0.7
+    raw = rng.standard_normal((count, rows, fan_in))
+    scale = inverse_row_norms(raw)[..., None]
+    fields, error_fields = rng.standard_normal((count, fan_in, batch)), rng.standard_normal((count, fan_in, batch))
+    z = (raw * scale) @ fields
+    grad_z = rng.standard_normal((count, rows, batch))
+    if tied:
+        codes = numpy.concatenate([grad_z, a * z], axis=2)
+        gradient = codes @ numpy.concatenate([fields, error_fields], axis=2).transpose(0, 2, 1)
+        dots = radial_dots(codes, z, raw @ error_fields, scale, a)
+    else:
+        codes, gradient = grad_z, grad_z @ fields.transpose(0, 2, 1)
+        dots = radial_dots(codes, z)
+    numpy.testing.assert_allclose(dots, ((raw * scale) * gradient).sum(-1), rtol=1e-12)
+    velocity = rng.standard_normal(raw.shape)
+    summed = [raw.copy(), velocity.copy(), scale[..., 0].copy()]
+    unit_rows_sgd(summed[0], summed[1], gradient, summed[2], 0.01, 0.9, refresh_norms=True)
+    unit_rows_sgd(raw, velocity, gradient, scale[..., 0], 0.01, 0.9, refresh_norms=True, row_dots=dots)
+    for mine, theirs in zip((raw, velocity, scale[..., 0]), summed):
+        numpy.testing.assert_allclose(mine, theirs, rtol=1e-12)
 
 
 @pytest.mark.parametrize("precision", ["float32", "tf32", "bfloat16"])

@@ -21,6 +21,11 @@
 #   PART=final   all GPU tests, then the 1-worker float32 row (limit, in-process, 1 worker), the float32 kernel table,
 #                the 4 worker threads' float32 row (2x2 tiles, with its own in-process step), and the in-process step
 #                with DASKSAE_SMEM_SWIZZLE=0. About 450 s.
+#                Ran at b7aa7cc (session19/final/): 142 GPU tests passed; in-process 55.2 ms (60.8%), 1 worker 56.6 ms
+#                (59.3%), 4 worker threads 63.8 ms (1.15x their process's 55.3 ms); the swizzle-0 row was cut by its 45 s.
+#   PART=next    (prepared for session 20, not run) the GPU tests of our kernels and the fused update, then the
+#                in-process float32 step with the opt-in (DASKSAE_UPDATE_PREFETCH / DASKSAE_WAVE_CHUNKS) 0/0, 1/0, 0/1,
+#                1/1, 0/0, each a process of its own, and the float32 kernel table with both on. About 330 s.
 #   PART=table   the issue's table with the defaults, in one process (as PART=table of bench/gpu_session17_check.sh).
 #                About 450 s.
 #   PART=onew    the float32 rows only (limit, in-process, 1 worker), with the defaults. About 120 s.
@@ -61,6 +66,22 @@ final)
   DASKSAE_SMEM_SWIZZLE=0 timeout ${STEP_S:-60} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
     --modes in-process --dtypes float32 --runs 20 --json $OUT/gpu-step-swizzle-0.json 2>&1 | filter \
     | grep "in-process\|failed\|Error" | sed "s/^/swizzle-0: /" | tee -a $OUT/gpu-step.log
+  cd $OUT && tar czf logs.tgz gpu-step-*.json kernel-table.log && rm -f gpu-step-*.json kernel-table.log ;;
+next)
+  timeout ${TESTS_S:-90} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
+    -k "implicit or simt or maps or update or radial or prefetch or unit_norm" 2>&1 | tail -30 > $OUT/gpu-tests.log
+  tail -1 $OUT/gpu-tests.log
+  for both in 0/0 1/0 0/1 1/1 0/0; do
+    prefetch=${both%/*} waves=${both#*/}
+    DASKSAE_UPDATE_PREFETCH=$prefetch DASKSAE_WAVE_CHUNKS=$waves timeout ${STEP_S:-50} python3 bench/gpu_step.py \
+      --configs coates200 --minibatch 96 --modes in-process --dtypes float32 --runs 20 \
+      --json $OUT/gpu-step-$prefetch-$waves-$SECONDS.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" \
+      | grep "in-process\|failed\|Error" | sed "s/^/prefetch-$prefetch waves-$waves: /" | tee -a $OUT/gpu-step.log
+  done
+  DASKSAE_UPDATE_PREFETCH=1 DASKSAE_WAVE_CHUNKS=1 timeout ${KERNELS_S:-80} python3 bench/kernel_table.py \
+    --config coates200 --minibatch 96 --dtype float32 --runs 3 --json $OUT/kernel-table-float32.json 2>&1 | filter \
+    | head -40 > $OUT/kernel-table.log
+  head -6 $OUT/kernel-table.log
   cd $OUT && tar czf logs.tgz gpu-step-*.json kernel-table.log && rm -f gpu-step-*.json kernel-table.log ;;
 onew)
   timeout ${ONEW_S:-150} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \

@@ -30,6 +30,8 @@ SWITCHES = {
     "DASKSAE_IMPLICIT_BACKWARD": (("1", "0"), "1"),
     "DASKSAE_SMEM_SWIZZLE": (("1", "0"), "1"),
     "DASKSAE_FUSED_UPDATE": (("1", "0"), "1"),
+    "DASKSAE_UPDATE_PREFETCH": (("0", "1"), "0"),
+    "DASKSAE_WAVE_CHUNKS": (("0", "1"), "0"),
 }
 
 

@@ -32,6 +32,7 @@ from .kernels.local_filter import (
     update_with_weight_grad,
 )
 from .kernels.normalize import inverse_row_norms, radial_dots, unit_rows_backward, unit_rows_sgd
+from .kernels.simt_gemm import wave_slots
 from .kernels.pooling import pool_squares, pool_unit_weights, sum_of_squares_over_units, window_sum_transpose
 from .optim import sgd_momentum_update
 
@@ -164,7 +165,8 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
     per_row = blocks_w * backward_bytes_per_block(rows, fan_in, batch, width, storage.itemsize, dtype.itemsize,
                                                   fields=not reads_maps,
                                                   gradients=(0 if fused else 1) + (has_error and not tied))
-    for p0, p1 in chunks(blocks_h, per_row, CHUNK_BYTES):
+    slots = wave_slots() if reads_maps else 0  # DASKSAE_WAVE_CHUNKS: chunks for the fewest waves of our kernels
+    for p0, p1 in chunks(blocks_h, per_row, CHUNK_BYTES, blocks_w, slots):
         count = (p1 - p0) * blocks_w
         inputs = field_rows(p0, p1, field, step)
         x_map, error_map = x_window[inputs], error[inputs] if has_error else None

@@ -327,6 +327,30 @@ def test_training_steps_with_the_update_in_the_weight_gradient_equal_those_witho
                           _small_steps(monkeypatch, config, tiles, device="cpu"))
 
 
+def test_training_with_the_update_prefetch_and_wave_chunks_equals_without(monkeypatch):
+    """The opt-in DASKSAE_UPDATE_PREFETCH (the fused update's rows asked of L2 first) and DASKSAE_WAVE_CHUNKS (the
+    backward's chunks sized by waves of our kernels' blocks) train as without them, to float32 rounding (the
+    prefetch changes no arithmetic; the chunks change only how the float64 sum of dL/da is grouped), with the
+    backward cut into several chunks a stage."""
+    from dasksae import tile_ops
+    from dasksae.kernels import simt_gemm
+
+    config = named_config("small")
+    monkeypatch.setenv("DASKSAE_GEMM", "simt")
+    monkeypatch.setattr(tile_ops, "CHUNK_BYTES", 2**18)
+    chunked = []
+    monkeypatch.setattr(tile_ops, "chunks", lambda *args, _run=tile_ops.chunks: chunked.append(_run(*args)) or chunked[-1])
+    expected = _small_steps(monkeypatch, config, "1x1")
+    assert max(len(ranges) for ranges in chunked) > 1
+    try:
+        simt_gemm._module.cache_clear()  # the prefetch is compiled in
+        trained = _small_steps(monkeypatch, config, "1x1", UPDATE_PREFETCH=True, WAVE_CHUNKS=True)
+    finally:
+        monkeypatch.setattr(simt_gemm, "UPDATE_PREFETCH", False)
+        simt_gemm._module.cache_clear()
+    _assert_trained_alike(trained, expected)
+
+
 @pytest.mark.parametrize("tied, a_on_device", [(True, True), (True, False), (False, False)])
 def test_radial_dots_on_the_gpu_equal_numpy(rng, tied, a_on_device):
     """``W . dL/dW`` a row from the codes (one kernel on CuPy, a warp a row) equals NumPy's, ``a`` on the device or

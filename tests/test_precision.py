@@ -97,6 +97,24 @@ def test_fused_unit_norm_update_equals_the_chain_rule_and_sgd(rng):
     assert numpy.allclose(velocity, expected_velocity, rtol=1e-12) and numpy.allclose(raw, expected, rtol=1e-12)
 
 
+def test_wave_rows_take_the_fewest_waves_then_the_fewest_launches():
+    """``DASKSAE_WAVE_CHUNKS``: the chunk size that needs the fewest waves of CUDA blocks over all of a stage's
+    launches (then the fewest launches), found by trying every size that fits memory."""
+    from dasksae.kernels.local_filter import chunks, wave_rows
+
+    def cost(rows, blocks_h, blocks_w, slots):
+        counts = [(p1 - p0) * blocks_w for p0, p1 in chunks(blocks_h, 1, rows, blocks_w)]
+        return sum(-(-count // slots) for count in counts), len(counts)
+
+    assert wave_rows(41, 17, 41, 264) == 12  # coates200's stage 2 on an H200: 7 waves, not 17 rows' 8
+    assert chunks(41, 100, 1700, 41, 264) == [(0, 12), (12, 24), (24, 36), (36, 41)]
+    assert chunks(41, 100, 1700, 41) == [(0, 17), (17, 34), (34, 41)]  # no slots: by memory alone
+    for blocks_h, most, blocks_w, slots in [(46, 33, 46, 264), (36, 20, 36, 264), (10, 10, 7, 16), (9, 4, 5, 8)]:
+        best = min(cost(rows, blocks_h, blocks_w, slots) for rows in range(1, most + 1))
+        rows = wave_rows(blocks_h, most, blocks_w, slots)
+        assert 1 <= rows <= most and cost(rows, blocks_h, blocks_w, slots) == best
+
+
 @pytest.mark.parametrize("tied", [True, False])
 def test_radial_dots_from_the_codes_equal_the_gradients_dots(rng, tied):
     """``W . dL/dW`` a row from the codes, ``z`` and the decoder's ``U g_r`` (``M`` terms) equals the dot of ``W``

@@ -175,12 +175,33 @@ def _row_scale_view(row_scale, block_h: int, block_w: int):
     return row_scale.reshape(blocks_h, blocks_w, block_h, block_w, rows // (block_h * block_w), 1)
 
 
-def chunks(blocks_h: int, bytes_per_block_row: int, chunk_bytes: int | None):
-    """``(p0, p1)`` ranges of block rows whose transients fit ``chunk_bytes`` (one range for ``None``)."""
+def chunks(blocks_h: int, bytes_per_block_row: int, chunk_bytes: int | None, blocks_w: int = 1, slots: int = 0):
+    """``(p0, p1)`` ranges of block rows whose transients fit ``chunk_bytes`` (one range for ``None``).
+
+    With ``slots`` (the CUDA blocks a GPU runs at once: SMs times blocks an SM), the rows a chunk takes are those,
+    up to the most that fit, whose launches of ``blocks_w`` CUDA blocks a block row need the fewest waves in all
+    (``ceil(blocks / slots)`` a launch), then the fewest launches: :func:`wave_rows`.
+    """
     if chunk_bytes is None:
         return [(0, blocks_h)]
     rows = max(1, min(blocks_h, chunk_bytes // max(1, bytes_per_block_row)))
+    if slots:
+        rows = wave_rows(blocks_h, rows, blocks_w, slots)
     return [(p, min(p + rows, blocks_h)) for p in range(0, blocks_h, rows)]
+
+
+def wave_rows(blocks_h: int, most: int, blocks_w: int, slots: int) -> int:
+    """The block rows a chunk takes (at most ``most``) for the fewest waves over ``blocks_h`` rows of ``blocks_w``
+    blocks, a launch a chunk running ``ceil(blocks / slots)`` waves; among those, the fewest launches.
+
+    >>> wave_rows(41, 17, 41, 264)  # coates200's stage 2 on an H200: 8 waves in chunks of 17 rows, 7 in chunks of 12
+    12
+    """
+    def cost(rows):
+        counts = [min(rows, blocks_h - p) * blocks_w for p in range(0, blocks_h, rows)]
+        return sum(-(-count // slots) for count in counts), len(counts)
+
+    return min(range(most, 0, -1), key=cost)
 
 
 def field_rows(p0: int, p1: int, field: int, step: int):

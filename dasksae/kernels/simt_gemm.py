@@ -116,6 +116,19 @@ template <int MODE> __device__ __forceinline__ int swizzle(const int k)
 {
     return SMEM_SWIZZLE && MODE == WEIGHT_GRAD ? ((k >> 2) & 3) << 3 : 0;
 }
+// UPDATE_PREFETCH 1 (opt-in, not yet measured): an UPDATE block first asks L2 for its rows of U and v
+// (prefetch.global.L2), so that its epilogue reads them from L2 instead of DRAM after the products.  Without it,
+// every block of a wave reaches its epilogue at about the same time and the update's traffic follows the products
+// instead of overlapping them.
+#ifndef UPDATE_PREFETCH
+#define UPDATE_PREFETCH 0
+#endif
+__device__ __forceinline__ void prefetch_l2(const float* address)
+{
+#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(address));
+#endif
+}
 template <int TRANSPOSE_A, int ACCUMULATE, int MODE, int UPDATE = 0>
 __device__ __forceinline__ void simt_gemm_body(
     const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
@@ -145,6 +158,13 @@ __device__ __forceinline__ void simt_gemm_body(
         if (B2) B2 += at;
         C += blockIdx.z * batch_c;
     }
+
+    if (MODE == WEIGHT_GRAD && UPDATE && UPDATE_PREFETCH)  // 128 rows of U and of v, 96 columns: 4 addresses a row
+        for (int at = tid; at < TILE_M * 8; at += 256) {    // (0, 32, 64 and 95 columns in) cover its 128-byte lines
+            const int m = m0 + at / 8, piece = at % 8, column = n0 + (piece % 4 == 3 ? 95 : (piece % 4) * 32);
+            if (m < M && column < N)
+                prefetch_l2((piece < 4 ? C : update.velocity + blockIdx.z * batch_c) + (long long)m * ldc + column);
+        }
 
     constexpr int A_VECTORS = 32 * TILE_K, A_PARTS = A_VECTORS / 256;  // the A tile in vectors of 4; per thread
     constexpr int B_VECTORS = 24 * TILE_K, B_PARTS = (B_VECTORS + 255) / 256;
@@ -393,10 +413,12 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_weight_
 SIMT_GEMM_KERNELS = [f"dasksae_simt_gemm<{t}, {a}>" for t in (0, 1) for a in (0, 1)]
 
 
-def simt_gemm_source(swizzle: bool | None = None) -> str:
-    """The kernel's CUDA source (a C++ template: :data:`SIMT_GEMM_KERNELS` names its variants), its shared tiles
-    swizzled or not (``None``: as ``DASKSAE_SMEM_SWIZZLE`` says)."""
-    return f"#define SMEM_SWIZZLE {int(SMEM_SWIZZLE if swizzle is None else swizzle)}\n" + _SOURCE
+def simt_gemm_source(swizzle: bool | None = None, prefetch: bool | None = None) -> str:
+    """The kernel's CUDA source (a C++ template: :data:`SIMT_GEMM_KERNELS` names its variants), the weight
+    gradient's shared tiles swizzled or not and the fused update's rows prefetched or not (``None``: as
+    ``DASKSAE_SMEM_SWIZZLE`` and ``DASKSAE_UPDATE_PREFETCH`` say)."""
+    return (f"#define SMEM_SWIZZLE {int(SMEM_SWIZZLE if swizzle is None else swizzle)}\n"
+            f"#define UPDATE_PREFETCH {int(UPDATE_PREFETCH if prefetch is None else prefetch)}\n" + _SOURCE)
 
 
 # float32 filter layers in our kernels straight from the maps (dasksae.kernels.local_filter, dasksae.tile_ops), "0":
@@ -409,6 +431,8 @@ IMPLICIT_BACKWARD = switch("DASKSAE_IMPLICIT_BACKWARD") == "1"
 SMEM_SWIZZLE = switch("DASKSAE_SMEM_SWIZZLE") == "1"
 # the weight gradient taking the SGD step in its epilogue (filter_weight_grad_update) instead of being written and read
 FUSED_UPDATE = switch("DASKSAE_FUSED_UPDATE") == "1"
+# opt-in: the fused update's blocks prefetch their rows of U and v into L2 before their products (UPDATE_PREFETCH)
+UPDATE_PREFETCH = switch("DASKSAE_UPDATE_PREFETCH") == "1"
 
 
 def enabled() -> bool:
@@ -550,6 +574,27 @@ def filter_weight_grad(codes, x, error, out, field: int, step: int, blocks_w: in
     grid, arguments = _typed_launch(weight_grad_launch, 2, codes.shape, x.shape, field, step, blocks_w)
     _module().get_function("dasksae_simt_filter_weight_grad")(grid, (THREADS,), (
         codes, x, _NULL if error is None else error, out, *arguments))
+
+
+# opt-in: the backward's chunks sized for the fewest waves of our kernels' blocks (local_filter.wave_rows)
+WAVE_CHUNKS = switch("DASKSAE_WAVE_CHUNKS") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device: int) -> int:
+    import cupy
+
+    return cupy.cuda.Device(device).attributes["MultiProcessorCount"]
+
+
+def wave_slots() -> int:
+    """The blocks of our kernels the current GPU runs at once (two an SM: their 256 threads and up to 128
+    registers) where ``DASKSAE_WAVE_CHUNKS=1``; 0 otherwise (chunks sized by memory alone)."""
+    if not WAVE_CHUNKS:
+        return 0
+    import cupy
+
+    return 2 * _multiprocessors(cupy.cuda.Device().id)
 
 
 def update_fits(raw, velocity, inverse_norms, row_dots) -> bool:

@@ -46,6 +46,21 @@ with the first and 64.5 with both, 11.0 to 10.5 bytes a parameter.  Their
 125 and 128 registers keep two blocks an SM, as the plain kernels' 119-127
 do (``python bench/kernel_registers.py``, no GPU needed).
 
+``dasksae_simt_filter_weight_grad_update`` (:func:`filter_weight_grad_update`,
+``DASKSAE_FUSED_UPDATE=1``, the default since session 19) is the weight
+gradient taking the unit-norm SGD step of ``U`` in its epilogue: each
+output tile's ``dL/dW`` stays in registers, ``U`` and ``v`` are read and
+written once, each row's ``W . dL/dW`` comes from the codes
+(:func:`~dasksae.kernels.normalize.radial_dots`), and the new rows' sums of
+squares a tile of columns go to a small buffer that
+``dasksae_inverse_norms_from_squares`` adds up in order.  On an H200 it took
+the in-process float32 coates200 step from 63.8-64.0 ms to 59.5-60.2 ms
+(``bench/results/session19/fused/``); with the backward's chunks sized for
+what they hold, to 55.2 ms (``session19/final/``).  Only the weight
+gradient's shared tiles are XOR-swizzled (``DASKSAE_SMEM_SWIZZLE``): its
+stores were 4-way bank conflicts, and swizzling the other modes' tiles made
+their products 2-5% slower.
+
 Tried and dropped (``git show 499b63d``): ``W^T y`` adding each block's
 fields straight into the input map instead of into a patches buffer that a
 fold overlap-adds, one launch a phase of blocks whose fields do not overlap

@@ -285,27 +285,36 @@ def test_only_products_the_kernel_can_read_in_place_take_the_fields_path():
     assert not fit(x, weights[:5], out)  # a block short
 
 
-@pytest.mark.parametrize("with_error", [True, False], ids=["x-and-error", "x-only"])
-def test_the_kernel_source_computes_a_weight_gradient_from_the_maps(kernel_on_cpu, with_error):
-    """``WEIGHT_GRAD``: ``codes [fields(x) | fields(error)]^T`` with the fields read from the input and error maps
-    (or ``codes fields(x)^T``), as gathering and multiplying give it: 3x2 blocks of 6x6x4 fields at step 2 (fan-in
-    144: a second, part-empty tile of 96 columns), 136 rows (a guarded tile), a minibatch of 96 (2 x 96 inner terms
-    with the error map: the second half's loads switch maps)."""
+def _weight_grad_case(seed: int, with_error: bool):
+    """3x2 blocks of 6x6x4 fields at step 2 (fan-in 144: a second, part-empty tile of 96 columns), 136 rows (a guarded
+    tile), a minibatch of 96: ``(geometry, x, error, codes, the float64 gradient codes [fields(x) | fields(error)]^T)``,
+    ``geometry`` as ``(field, step, blocks_h, blocks_w, rows, fan_in)``."""
     from dasksae.kernels.local_filter import gather_patches
 
-    rng = numpy.random.default_rng(5)
+    rng = numpy.random.default_rng(seed)
     field, step, channels, batch, blocks_h, blocks_w, rows = 6, 2, 4, 96, 3, 2, 136
     shape = ((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, batch)
     x = rng.standard_normal(shape).astype(numpy.float32)
     error = rng.standard_normal(shape).astype(numpy.float32) if with_error else None
     count, fan_in, width = blocks_h * blocks_w, field * field * channels, batch * (2 if with_error else 1)
     codes = rng.standard_normal((count, rows, width)).astype(numpy.float32)
-    wide = numpy.full((count, rows, fan_in + 4), numpy.nan, numpy.float32)  # the columns past fan_in stay untouched
-    out = wide[:, :, :fan_in]
     fields = gather_patches(x.astype(numpy.float64), field, step, blocks_h, blocks_w)
     if with_error:
         fields = numpy.concatenate([fields, gather_patches(error.astype(numpy.float64), field, step, blocks_h, blocks_w)], axis=2)
-    expected = numpy.matmul(codes.astype(numpy.float64), fields.transpose(0, 2, 1))
+    gradient = numpy.matmul(codes.astype(numpy.float64), fields.transpose(0, 2, 1))
+    return (field, step, blocks_h, blocks_w, rows, fan_in), x, error, codes, gradient
+
+
+@pytest.mark.parametrize("with_error", [True, False], ids=["x-and-error", "x-only"])
+def test_the_kernel_source_computes_a_weight_gradient_from_the_maps(kernel_on_cpu, with_error):
+    """``WEIGHT_GRAD``: ``codes [fields(x) | fields(error)]^T`` with the fields read from the input and error maps
+    (or ``codes fields(x)^T``), as gathering and multiplying give it: 3x2 blocks of 6x6x4 fields at step 2 (fan-in
+    144: a second, part-empty tile of 96 columns), 136 rows (a guarded tile), a minibatch of 96 (2 x 96 inner terms
+    with the error map: the second half's loads switch maps)."""
+    (field, step, blocks_h, blocks_w, rows, fan_in), x, error, codes, expected = _weight_grad_case(5, with_error)
+    count = blocks_h * blocks_w
+    wide = numpy.full((count, rows, fan_in + 4), numpy.nan, numpy.float32)  # the columns past fan_in stay untouched
+    out = wide[:, :, :fan_in]
     contiguous = numpy.empty((count, rows, fan_in), numpy.float32)
     assert simt_gemm.weight_grad_fits(_Host(codes), _Host(x), None if error is None else _Host(error),
                                       _Host(contiguous), field, blocks_w)
@@ -344,25 +353,16 @@ def test_the_kernel_source_takes_the_update_step_in_the_weight_gradient(kernel_o
     gradient, as the update's array code does with the gradient gathered and multiplied in float64 (the same
     ``row_dots`` given to both), and its per-tile sums of squares give the new rows' ``1/||U||``: 3x2 blocks of 6x6x4
     fields (fan-in 144: a part-empty second tile of columns), 136 rows (a guarded tile)."""
-    from dasksae.kernels.local_filter import gather_patches
     from dasksae.kernels.normalize import unit_rows_sgd
 
-    rng = numpy.random.default_rng(7)
-    field, step, channels, batch, blocks_h, blocks_w, rows = 6, 2, 4, 96, 3, 2, 136
-    shape = ((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, batch)
-    x = rng.standard_normal(shape).astype(numpy.float32)
-    error = rng.standard_normal(shape).astype(numpy.float32) if with_error else None
-    count, fan_in, width = blocks_h * blocks_w, field * field * channels, batch * (2 if with_error else 1)
-    codes = rng.standard_normal((count, rows, width)).astype(numpy.float32)
+    (field, step, blocks_h, blocks_w, rows, fan_in), x, error, codes, gradient = _weight_grad_case(7, with_error)
+    count = blocks_h * blocks_w
+    rng = numpy.random.default_rng(8)
     raw = rng.standard_normal((count, rows, fan_in)).astype(numpy.float32)
     velocity = rng.standard_normal((count, rows, fan_in)).astype(numpy.float32) * 0.1
     inverse_norms = (1 / numpy.sqrt((raw.astype(numpy.float64) ** 2).sum(-1))).astype(numpy.float32)
     row_dots = rng.standard_normal((count, rows)).astype(numpy.float32)
     lr, momentum = 0.01, 0.9
-    fields = gather_patches(x.astype(numpy.float64), field, step, blocks_h, blocks_w)
-    if with_error:
-        fields = numpy.concatenate([fields, gather_patches(error.astype(numpy.float64), field, step, blocks_h, blocks_w)], axis=2)
-    gradient = numpy.matmul(codes.astype(numpy.float64), fields.transpose(0, 2, 1))
     expected_raw, expected_velocity = raw.astype(numpy.float64), velocity.astype(numpy.float64)
     expected_norms = inverse_norms.astype(numpy.float64)
     unit_rows_sgd(expected_raw, expected_velocity, gradient, expected_norms, lr, momentum, refresh_norms=True,

@@ -1,7 +1,8 @@
 # Sourced by the bench/gpu_*.sh scripts on the lent GPU machine: installs the carried wheels (WHEELS, default
 # .whl) into /tmp/site, puts the repo and bench/ on the path, and defines `filter` (drops worker log noise), `card`
-# (the card's name into $OUT/card.txt), `four` (the 4-worker-thread row of bench/gpu_step.py) and `issue_table` (the
-# issue's table in one process: limit, 1 worker with the in-process step, 4 worker threads, PyTorch).
+# (the card's name into $OUT/card.txt), `four` (the 4-worker-thread row of bench/gpu_step.py), `issue_table` (the
+# issue's table in one process: limit, 1 worker with the in-process step, 4 worker threads, PyTorch), `gpu_tests`,
+# `in_process` (one in-process step under given switches), `one_worker_float32` and `kernel_table_float32`.
 set -o pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site ${WHEELS:-.whl}/*.whl \
   && export PYTHONPATH=/tmp/site:$PWD:$PWD/bench || exit 1
@@ -17,3 +18,20 @@ issue_table() {  # issue_table SECONDS: coates200, M=96, float32 and bfloat16, i
     --modes limit,dasksae-1w,dasksae-4w-threads,torch --dtypes float32,bfloat16 --precisions float32,bfloat16 \
     --steps-per-task 10 --steps-per-task-4w 10 --runs 20 --runs-4w 5 \
     --json $OUT/gpu-step-coates200-m96.json 2>&1 | filter | grep -v "  gemm" | tee $OUT/gpu-step.log; }
+gpu_tests() {  # gpu_tests SECONDS [PYTEST ARGS...]: the GPU tests (all, or as the arguments select) into $OUT/gpu-tests.log
+  timeout $1 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short "${@:2}" 2>&1 | tail -30 \
+    > $OUT/gpu-tests.log
+  tail -1 $OUT/gpu-tests.log; }
+in_process() {  # in_process LABEL [VAR=VALUE...]: the in-process float32 coates200 step (M=96, 20 runs), in a process
+  # of its own with those switches (read at import), STEP_S seconds; a line into $OUT/gpu-step.log
+  env "${@:2}" timeout ${STEP_S:-60} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes in-process \
+    --dtypes float32 --runs 20 --json $OUT/gpu-step-$1-$SECONDS.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" \
+    | grep "in-process\|failed\|Error" | sed "s/^/$1: /" | tee -a $OUT/gpu-step.log; }
+one_worker_float32() {  # one_worker_float32 SECONDS: the limit, in-process and 1-worker float32 rows (10 steps a task)
+  timeout $1 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w --dtypes float32 \
+    --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-float32.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" \
+    | tee -a $OUT/gpu-step.log; }
+kernel_table_float32() {  # kernel_table_float32 SECONDS [VAR=VALUE...]: the float32 kernel table of the one-tile step
+  env "${@:2}" timeout $1 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 --runs 3 \
+    --json $OUT/kernel-table-float32.json 2>&1 | filter | head -40 > $OUT/kernel-table.log
+  head -14 $OUT/kernel-table.log; }

@@ -29,64 +29,41 @@
 #   PART=table   the issue's table with the defaults, in one process (as PART=table of bench/gpu_session17_check.sh).
 #                About 450 s.
 #   PART=onew    the float32 rows only (limit, in-process, 1 worker), with the defaults. About 120 s.
-# Logs are tarred (logs.tgz): the device returns at most 8 files from $OUT.
+# Logs are tarred (logs.tgz): the device returns at most 8 files from $OUT. The rows' helpers are in
+# bench/device_setup.sh (the fused and final parts ran before they were moved there, with the same commands).
 source bench/device_setup.sh
 card
 case "${PART:-fused}" in
 fused)
-  timeout ${TESTS_S:-170} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -30 > $OUT/gpu-tests.log
-  tail -1 $OUT/gpu-tests.log
+  gpu_tests ${TESTS_S:-170} tests/test_gpu.py tests/test_gpu_tiled.py
   for swizzle in 1 0; do
     DASKSAE_SMEM_SWIZZLE=$swizzle timeout ${LAYOUTS_S:-60} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 \
       --precisions float32 --simt --implicit --runs 10 --json $OUT/gemm-layouts-swizzle-$swizzle.json 2>&1 | filter \
       | grep "simt\|implicit" | sed "s/^/swizzle-$swizzle: /" | tee -a $OUT/gemm-layouts.log
   done
   for both in 1/1 1/0 0/1 0/0 1/1; do
-    swizzle=${both%/*} fused=${both#*/}
-    DASKSAE_SMEM_SWIZZLE=$swizzle DASKSAE_FUSED_UPDATE=$fused timeout ${STEP_S:-60} python3 bench/gpu_step.py \
-      --configs coates200 --minibatch 96 --modes in-process --dtypes float32 --runs 20 \
-      --json $OUT/gpu-step-$swizzle-$fused-$SECONDS.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" \
-      | grep "in-process\|failed\|Error" | sed "s/^/swizzle-$swizzle fused-$fused: /" | tee -a $OUT/gpu-step.log
+    in_process "swizzle-${both%/*}-fused-${both#*/}" DASKSAE_SMEM_SWIZZLE=${both%/*} DASKSAE_FUSED_UPDATE=${both#*/}
   done
-  timeout ${KERNELS_S:-90} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 --runs 3 \
-    --json $OUT/kernel-table-float32.json 2>&1 | filter | head -40 > $OUT/kernel-table.log
-  head -12 $OUT/kernel-table.log
+  kernel_table_float32 ${KERNELS_S:-90}
   cd $OUT && tar czf logs.tgz gpu-step-*.json gemm-layouts-swizzle-*.json kernel-table.log \
     && rm -f gpu-step-*.json gemm-layouts-swizzle-*.json kernel-table.log ;;
 final)
-  timeout ${TESTS_S:-170} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py tests/test_gpu_tiled.py 2>&1 | tail -30 > $OUT/gpu-tests.log
-  tail -1 $OUT/gpu-tests.log
-  timeout ${ONEW_S:-120} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
-    --dtypes float32 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-float32.json 2>&1 | filter \
-    | grep -v "  gemm\|cuda graphs" | tee $OUT/gpu-step.log
-  timeout ${KERNELS_S:-80} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 --runs 3 \
-    --json $OUT/kernel-table-float32.json 2>&1 | filter | head -40 > $OUT/kernel-table.log
-  head -14 $OUT/kernel-table.log
+  gpu_tests ${TESTS_S:-170} tests/test_gpu.py tests/test_gpu_tiled.py
+  one_worker_float32 ${ONEW_S:-120}
+  kernel_table_float32 ${KERNELS_S:-80}
   FOUR_S=${FOUR_S:-150} four float32 float32
-  DASKSAE_SMEM_SWIZZLE=0 timeout ${STEP_S:-60} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
-    --modes in-process --dtypes float32 --runs 20 --json $OUT/gpu-step-swizzle-0.json 2>&1 | filter \
-    | grep "in-process\|failed\|Error" | sed "s/^/swizzle-0: /" | tee -a $OUT/gpu-step.log
+  in_process swizzle-0 DASKSAE_SMEM_SWIZZLE=0
   cd $OUT && tar czf logs.tgz gpu-step-*.json kernel-table.log && rm -f gpu-step-*.json kernel-table.log ;;
 next)
-  timeout ${TESTS_S:-90} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
-    -k "implicit or simt or maps or update or radial or prefetch or unit_norm" 2>&1 | tail -30 > $OUT/gpu-tests.log
-  tail -1 $OUT/gpu-tests.log
+  gpu_tests ${TESTS_S:-90} tests/test_gpu.py -k "implicit or simt or maps or update or radial or prefetch or unit_norm"
   for both in 0/0 1/0 0/1 1/1 0/0; do
-    prefetch=${both%/*} waves=${both#*/}
-    DASKSAE_UPDATE_PREFETCH=$prefetch DASKSAE_WAVE_CHUNKS=$waves timeout ${STEP_S:-50} python3 bench/gpu_step.py \
-      --configs coates200 --minibatch 96 --modes in-process --dtypes float32 --runs 20 \
-      --json $OUT/gpu-step-$prefetch-$waves-$SECONDS.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" \
-      | grep "in-process\|failed\|Error" | sed "s/^/prefetch-$prefetch waves-$waves: /" | tee -a $OUT/gpu-step.log
+    STEP_S=${STEP_S:-50} in_process "prefetch-${both%/*}-waves-${both#*/}" DASKSAE_UPDATE_PREFETCH=${both%/*} \
+      DASKSAE_WAVE_CHUNKS=${both#*/}
   done
-  DASKSAE_UPDATE_PREFETCH=1 DASKSAE_WAVE_CHUNKS=1 timeout ${KERNELS_S:-80} python3 bench/kernel_table.py \
-    --config coates200 --minibatch 96 --dtype float32 --runs 3 --json $OUT/kernel-table-float32.json 2>&1 | filter \
-    | head -40 > $OUT/kernel-table.log
-  head -6 $OUT/kernel-table.log
+  kernel_table_float32 ${KERNELS_S:-80} DASKSAE_UPDATE_PREFETCH=1 DASKSAE_WAVE_CHUNKS=1
   cd $OUT && tar czf logs.tgz gpu-step-*.json kernel-table.log && rm -f gpu-step-*.json kernel-table.log ;;
 onew)
-  timeout ${ONEW_S:-150} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
-    --dtypes float32 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-float32.json 2>&1 | filter \
-    | grep -v "  gemm\|cuda graphs" | tee $OUT/gpu-step.log ;;
+  one_worker_float32 ${ONEW_S:-150} ;;
 table)
   issue_table ${TABLE_S:-540} ;;
 esac

@@ -2,6 +2,7 @@
 
     pip install nvidia-cuda-nvrtc-cu12 nvidia-cuda-nvcc-cu12
     python bench/kernel_registers.py
+    DASKSAE_UPDATE_STAGING=1 python bench/kernel_registers.py --ptx simt.ptx   # a switch's variant; keep its PTX
 
 Compiles :mod:`dasksae.kernels.simt_gemm`'s source to PTX with NVRTC (as
 ``tests/test_cuda_sources.py`` does) and assembles it with ``ptxas -v``,
@@ -21,7 +22,12 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 
-def main():
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ptx", help="also write the PTX to this file")
+    args = parser.parse_args(argv)
     import nvidia.cuda_nvcc
     from test_cuda_sources import NVRTC
 
@@ -41,6 +47,9 @@ def main():
     NVRTC.nvrtcGetPTXSize(program, ctypes.byref(size))
     ptx = ctypes.create_string_buffer(size.value)
     NVRTC.nvrtcGetPTX(program, ptx)
+    if args.ptx:
+        with open(args.ptx, "wb") as file:
+            file.write(ptx.value)
     ptxas = os.path.join(list(nvidia.cuda_nvcc.__path__)[0], "bin", "ptxas")
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "simt.ptx")

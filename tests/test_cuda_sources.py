@@ -86,9 +86,10 @@ def test_the_tied_code_gradient_compiles(bfloat16, lanes, has_grad, scaled):
     assert compile_errors(code_gradient.tied_code_gradient_source(bfloat16, lanes, 96 // lanes, has_grad, scaled)) == ""
 
 
-@pytest.mark.parametrize("swizzle, prefetch", [(True, False), (False, False), (True, True)])
-def test_every_simt_gemm_variant_compiles(swizzle, prefetch):
-    assert compile_errors(simt_gemm.simt_gemm_source(swizzle, prefetch), simt_gemm.SIMT_GEMM_KERNELS) == ""
+@pytest.mark.parametrize("swizzle, prefetch, staging", [(True, False, False), (False, False, False),
+                                                       (True, True, False), (True, False, True)])
+def test_every_simt_gemm_variant_compiles(swizzle, prefetch, staging):
+    assert compile_errors(simt_gemm.simt_gemm_source(swizzle, prefetch, staging), simt_gemm.SIMT_GEMM_KERNELS) == ""
 
 
 def test_every_update_kernel_compiles():

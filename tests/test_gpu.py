@@ -351,6 +351,37 @@ def test_training_with_the_update_prefetch_and_wave_chunks_equals_without(monkey
     _assert_trained_alike(trained, expected)
 
 
+@pytest.mark.parametrize("objective", ["rica", "le2012"])
+def test_training_with_the_update_staged_in_shared_memory_equals_without_bit_for_bit(monkeypatch, objective):
+    """The opt-in DASKSAE_UPDATE_STAGING (the fused update's blocks copy their ``U`` and ``v`` into shared memory with
+    cp.async while their products run) reads the same values into the same arithmetic: the same losses and weights
+    bit for bit, with the backward cut into several chunks a stage and ``small``'s first stage's fan-in of 108 ending in a
+    column tile of 12 (the copies past it guarded as the loads are)."""
+    import dataclasses
+
+    from dasksae import tile_ops
+    from dasksae.kernels import simt_gemm
+
+    config = dataclasses.replace(named_config("small"), objective=objective)
+    monkeypatch.setenv("DASKSAE_GEMM", "simt")
+    monkeypatch.setattr(tile_ops, "CHUNK_BYTES", 2**18)
+    launched = []
+    monkeypatch.setattr(simt_gemm, "filter_weight_grad_update",
+                        lambda *args, _run=simt_gemm.filter_weight_grad_update: launched.append(1) or _run(*args))
+    expected_losses, expected_parameters = _small_steps(monkeypatch, config, "1x1", UPDATE_STAGING=False)
+    assert launched
+    try:
+        simt_gemm._module.cache_clear()  # the staging is compiled in
+        losses, parameters = _small_steps(monkeypatch, config, "1x1", UPDATE_STAGING=True)
+    finally:
+        monkeypatch.setattr(simt_gemm, "UPDATE_STAGING", False)
+        simt_gemm._module.cache_clear()
+    assert losses == expected_losses
+    for mine, theirs in zip(parameters, expected_parameters):
+        for name in mine:
+            numpy.testing.assert_array_equal(mine[name], theirs[name], err_msg=name)
+
+
 @pytest.mark.parametrize("tied, a_on_device", [(True, True), (True, False), (False, False)])
 def test_radial_dots_on_the_gpu_equal_numpy(rng, tied, a_on_device):
     """``W . dL/dW`` a row from the codes (one kernel on CuPy, a warp a row) equals NumPy's, ``a`` on the device or

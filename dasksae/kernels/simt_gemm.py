@@ -144,6 +144,40 @@ __device__ __forceinline__ void prefetch_l2(const float* address)
     asm volatile("prefetch.global.L2 [%0];" ::"l"(address));
 #endif
 }
+// UPDATE_STAGING 1 (opt-in): an UPDATE block first copies the values of U and v that its epilogue will read into
+// dynamic shared memory (cp.async: the copies run while its products do, and nothing can evict them, as L2 can
+// prefetched lines), so that the epilogue reads shared memory instead of waiting for DRAM after the products.  Each
+// thread copies exactly what it will read (its 8 rows' 4 + 2 columns of U and of v), so a wait for its own copies
+// is all it needs: 96 KiB a block (STAGE_BYTES), two blocks an SM in the H100/H200's 228 KiB.
+#ifndef UPDATE_STAGING
+#define UPDATE_STAGING 0
+#endif
+#define STAGE_FLOATS (2 * 8 * 256 * 6)  // U and v; 8 rows of a float4 and a float2 each, for each of 256 threads
+#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+extern __shared__ __align__(16) float update_stage[];
+__device__ __forceinline__ void copy_async(float* shared, const float* global, const int bytes)
+{
+    const unsigned address = (unsigned)__cvta_generic_to_shared(shared);
+    if (bytes == 16)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(address), "l"(global) : "memory");
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(address), "l"(global) : "memory");
+}
+__device__ __forceinline__ void copy_async_wait() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+#else  // the CPU tests' g++: the block's threads share a static array, and a copy is a copy
+static float update_stage[STAGE_FLOATS] __attribute__((aligned(16)));
+static inline void copy_async(float* shared, const float* global, const int bytes)
+{
+    for (int i = 0; i < bytes / 4; ++i) shared[i] = global[i];
+}
+static inline void copy_async_wait() {}
+#endif
+// where thread tid's copy of row r's (r < 8) first four (part 0) or last two (part 1) columns of U (value 0) or v
+// (value 1) is staged: float4s for part 0, float2s for part 1, consecutive threads side by side (no bank conflicts)
+__device__ __forceinline__ float* staged(const int value, const int part, const int r, const int tid)
+{
+    return update_stage + value * (8 * 256 * 6) + (part ? 8 * 256 * 4 + (r * 256 + tid) * 2 : (r * 256 + tid) * 4);
+}
 template <int TRANSPOSE_A, int ACCUMULATE, int MODE, int UPDATE = 0>
 __device__ __forceinline__ void simt_gemm_body(
     const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
@@ -179,6 +213,22 @@ __device__ __forceinline__ void simt_gemm_body(
             const int m = m0 + at / 8, piece = at % 8, column = n0 + (piece % 4 == 3 ? 95 : (piece % 4) * 32);
             if (m < M && column < N)
                 prefetch_l2((piece < 4 ? C : update.velocity + blockIdx.z * batch_c) + (long long)m * ldc + column);
+        }
+
+    if (MODE == WEIGHT_GRAD && UPDATE && UPDATE_STAGING)  // what this thread's epilogue reads, as it will read it
+        for (int r = 0; r < 8; ++r) {
+            const int m = m0 + (r < 4 ? ty * 4 + r : 64 + ty * 4 + (r - 4));
+            if (m >= M) continue;
+            const float* row = C + (long long)m * ldc + n0;
+            const float* velocity = update.velocity + blockIdx.z * batch_c + (long long)m * ldc + n0;
+            if (n0 + tx * 4 < N) {
+                copy_async(staged(0, 0, r, tid), row + tx * 4, 16);
+                copy_async(staged(1, 0, r, tid), velocity + tx * 4, 16);
+            }
+            if (n0 + 64 + tx * 2 < N) {
+                copy_async(staged(0, 1, r, tid), row + 64 + tx * 2, 8);
+                copy_async(staged(1, 1, r, tid), velocity + 64 + tx * 2, 8);
+            }
         }
 
     constexpr int A_VECTORS = 32 * TILE_K, A_PARTS = A_VECTORS / 256;  // the A tile in vectors of 4; per thread
@@ -286,6 +336,7 @@ __device__ __forceinline__ void simt_gemm_body(
         }
     }
 
+    if (MODE == WEIGHT_GRAD && UPDATE && UPDATE_STAGING) copy_async_wait();  // this thread's staged U and v are there
     float squares[8];  // UPDATE: this thread's part of each of its rows' sums of squares
     for (int r = 0; r < 8; ++r) {
         squares[r] = 0.f;
@@ -308,15 +359,28 @@ __device__ __forceinline__ void simt_gemm_body(
             const float g[6] = {first.x, first.y, first.z, first.w, second.x, second.y};
             float u[6], v[6];
             const bool first_in = n0 + tx * 4 < N, second_in = n0 + 64 + tx * 2 < N;  // N % 4 == 0: whole vectors
-            if (first_in) {
-                const float4 u4 = *(const float4*)(row + tx * 4), v4 = *(const float4*)(velocity + tx * 4);
-                u[0] = u4.x; u[1] = u4.y; u[2] = u4.z; u[3] = u4.w;
-                v[0] = v4.x; v[1] = v4.y; v[2] = v4.z; v[3] = v4.w;
-            }
-            if (second_in) {
-                const float2 u2 = *(const float2*)(row + 64 + tx * 2), v2 = *(const float2*)(velocity + 64 + tx * 2);
-                u[4] = u2.x; u[5] = u2.y;
-                v[4] = v2.x; v[5] = v2.y;
+            if (UPDATE_STAGING) {  // from this thread's own copies (waited for before the loop)
+                if (first_in) {
+                    const float4 u4 = *(const float4*)staged(0, 0, r, tid), v4 = *(const float4*)staged(1, 0, r, tid);
+                    u[0] = u4.x; u[1] = u4.y; u[2] = u4.z; u[3] = u4.w;
+                    v[0] = v4.x; v[1] = v4.y; v[2] = v4.z; v[3] = v4.w;
+                }
+                if (second_in) {
+                    const float2 u2 = *(const float2*)staged(0, 1, r, tid), v2 = *(const float2*)staged(1, 1, r, tid);
+                    u[4] = u2.x; u[5] = u2.y;
+                    v[4] = v2.x; v[5] = v2.y;
+                }
+            } else {
+                if (first_in) {
+                    const float4 u4 = *(const float4*)(row + tx * 4), v4 = *(const float4*)(velocity + tx * 4);
+                    u[0] = u4.x; u[1] = u4.y; u[2] = u4.z; u[3] = u4.w;
+                    v[0] = v4.x; v[1] = v4.y; v[2] = v4.z; v[3] = v4.w;
+                }
+                if (second_in) {
+                    const float2 u2 = *(const float2*)(row + 64 + tx * 2), v2 = *(const float2*)(velocity + 64 + tx * 2);
+                    u[4] = u2.x; u[5] = u2.y;
+                    v[4] = v2.x; v[5] = v2.y;
+                }
             }
             for (int c = 0; c < 6; ++c) {
                 if (c < 4 ? !first_in : !second_in) continue;
@@ -428,12 +492,13 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_weight_
 SIMT_GEMM_KERNELS = [f"dasksae_simt_gemm<{t}, {a}>" for t in (0, 1) for a in (0, 1)]
 
 
-def simt_gemm_source(swizzle: bool | None = None, prefetch: bool | None = None) -> str:
+def simt_gemm_source(swizzle: bool | None = None, prefetch: bool | None = None, staging: bool | None = None) -> str:
     """The kernel's CUDA source (a C++ template: :data:`SIMT_GEMM_KERNELS` names its variants), the weight
-    gradient's shared tiles swizzled or not and the fused update's rows prefetched or not (``None``: as
-    ``DASKSAE_SMEM_SWIZZLE`` and ``DASKSAE_UPDATE_PREFETCH`` say)."""
+    gradient's shared tiles swizzled or not, the fused update's rows prefetched or not and staged in shared memory
+    or not (``None``: as ``DASKSAE_SMEM_SWIZZLE``, ``DASKSAE_UPDATE_PREFETCH`` and ``DASKSAE_UPDATE_STAGING`` say)."""
     return (f"#define SMEM_SWIZZLE {int(SMEM_SWIZZLE if swizzle is None else swizzle)}\n"
-            f"#define UPDATE_PREFETCH {int(UPDATE_PREFETCH if prefetch is None else prefetch)}\n" + _SOURCE)
+            f"#define UPDATE_PREFETCH {int(UPDATE_PREFETCH if prefetch is None else prefetch)}\n"
+            f"#define UPDATE_STAGING {int(UPDATE_STAGING if staging is None else staging)}\n" + _SOURCE)
 
 
 # float32 filter layers in our kernels straight from the maps (dasksae.kernels.local_filter, dasksae.tile_ops), "0":
@@ -448,6 +513,9 @@ SMEM_SWIZZLE = switch("DASKSAE_SMEM_SWIZZLE") == "1"
 FUSED_UPDATE = switch("DASKSAE_FUSED_UPDATE") == "1"
 # opt-in: the fused update's blocks prefetch their rows of U and v into L2 before their products (UPDATE_PREFETCH)
 UPDATE_PREFETCH = switch("DASKSAE_UPDATE_PREFETCH") == "1"
+# opt-in: the fused update's blocks copy their U and v into shared memory (cp.async) while their products run
+UPDATE_STAGING = switch("DASKSAE_UPDATE_STAGING") == "1"
+STAGE_BYTES = 2 * 8 * THREADS * 6 * 4  # the source's STAGE_FLOATS: U and v, 8 rows of 6 columns for each thread
 
 
 def enabled() -> bool:
@@ -636,11 +704,24 @@ def filter_weight_grad_update(codes, x, error, raw, velocity, inverse_norms, row
     rows = raw.shape[0] * raw.shape[1]
     partial_squares = cupy.empty((rows, grid[1]), dtype=cupy.float32)
     module = _module()
-    module.get_function("dasksae_simt_filter_weight_grad_update")(grid, (THREADS,), (
+    _update_kernel(module, cupy.cuda.Device().id, UPDATE_STAGING)(grid, (THREADS,), (
         codes, x, _NULL if error is None else error, raw, velocity, inverse_norms, row_dots, partial_squares,
-        numpy.float32(lr), numpy.float32(momentum), *arguments))
+        numpy.float32(lr), numpy.float32(momentum), *arguments), shared_mem=STAGE_BYTES if UPDATE_STAGING else 0)
     module.get_function("dasksae_inverse_norms_from_squares")((-(-rows // 256),), (256,), (
         partial_squares, inverse_norms, numpy.int32(rows), numpy.int32(grid[1])))
+
+
+@functools.lru_cache(maxsize=None)
+def _update_kernel(module, device: int, staging: bool):
+    """``dasksae_simt_filter_weight_grad_update`` of ``module`` on ``device``, set up once; staged
+    (``DASKSAE_UPDATE_STAGING=1``, compiled into ``module``), allowed its :data:`STAGE_BYTES` of dynamic shared
+    memory (over the 48 KiB a launch may take unasked) and preferring shared memory to L1, so that two blocks fit
+    an SM."""
+    kernel = module.get_function("dasksae_simt_filter_weight_grad_update")
+    if staging:
+        kernel.max_dynamic_shared_size_bytes = STAGE_BYTES
+        kernel.preferred_shared_memory_carveout = 100
+    return kernel
 
 
 def weight_grad_launch(codes_shape, x_shape, field: int, step: int, blocks_w: int):

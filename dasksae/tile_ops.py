@@ -15,6 +15,7 @@ import numpy
 from .kernels.backend import array_module, host_floats, kept_apart, on_device, to_numpy
 from .kernels.code_gradient import tied_code_gradient
 from .kernels.contrast import lcn_backward, lcn_forward
+from .kernels.elementwise import difference_and_squares, subtract_scaled_into
 from .kernels.gemm import native_precision, operand, result_dtype, storage_dtype
 from .kernels.local_filter import (
     CHUNK_BYTES,
@@ -114,8 +115,12 @@ def reconstruction_error(reconstruction, x_owned):
     """``e = r - x`` over the tile's owned input and its part of ``sum ||e||^2 / M``."""
     xp = array_module(reconstruction, x_owned)
     x_owned = xp.asarray(x_owned)
-    error = -x_owned if reconstruction is None else reconstruction - x_owned
-    return {"error": error, "loss": (error * error).sum(dtype=xp.float64) / x_owned.shape[-1]}  # on the device: no wait
+    if reconstruction is None:
+        error = -x_owned
+        squares = (error * error).sum(dtype=xp.float64)
+    else:  # one pass on CuPy
+        error, squares = difference_and_squares(reconstruction, x_owned)
+    return {"error": error, "loss": squares / x_owned.shape[-1]}  # on the device: no wait
 
 
 def filter_backward(grad_z, error_window, forward, state, scale_state, stage, need_input_grad: bool, update):
@@ -331,12 +336,12 @@ def contrast_backward(grad_output, error_owned, forward, window, owned, batch: i
     """
     centred = forward["cache"][0]
     xp = array_module(centred)
-    grad = grad_output
-    if error_owned is not None:
-        grad = (-(2.0 / batch) * error_owned) if grad is None else grad - (2.0 / batch) * error_owned
     padded = xp.zeros_like(centred)
     rows, cols = _local(window, owned)
-    padded[rows, cols] = grad
+    if error_owned is None:
+        padded[rows, cols] = grad_output
+    else:  # grad_output - 2/M e, written into the window in one pass on CuPy
+        subtract_scaled_into(padded[rows, cols], grad_output, error_owned, 2.0 / batch)
     return {"grad_pooled": lcn_backward(padded, forward["cache"])}
 
 

@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from dasksae.kernels import code_gradient, copies, cuda_kernels, normalize, simt_gemm
+from dasksae.kernels import code_gradient, copies, cuda_kernels, elementwise, normalize, simt_gemm
 from dasksae.kernels.gemm import BFLOAT16_ROUNDING
 
 
@@ -84,6 +84,11 @@ def test_the_block_rows_kernel_compiles(to_rows, rows_dtype, lanes, has_scale):
 @pytest.mark.parametrize("bfloat16, lanes, has_grad, scaled", list(itertools.product([False, True], [4, 2, 1], [True, False], [True, False])))
 def test_the_tied_code_gradient_compiles(bfloat16, lanes, has_grad, scaled):
     assert compile_errors(code_gradient.tied_code_gradient_source(bfloat16, lanes, 96 // lanes, has_grad, scaled)) == ""
+
+
+@pytest.mark.parametrize("difference, lanes", itertools.product([True, False], [4, 2, 1]))
+def test_the_pair_sum_compiles(difference, lanes):
+    assert compile_errors(elementwise.pair_sum_source(difference, lanes)) == ""
 
 
 @pytest.mark.parametrize("swizzle, prefetch, staging", [(True, False, False), (False, False, False),

@@ -333,21 +333,15 @@ def test_training_with_the_update_prefetch_and_wave_chunks_equals_without(monkey
     prefetch changes no arithmetic; the chunks change only how the float64 sum of dL/da is grouped), with the
     backward cut into several chunks a stage."""
     from dasksae import tile_ops
-    from dasksae.kernels import simt_gemm
 
     config = named_config("small")
     monkeypatch.setenv("DASKSAE_GEMM", "simt")
     monkeypatch.setattr(tile_ops, "CHUNK_BYTES", 2**18)
     chunked = []
     monkeypatch.setattr(tile_ops, "chunks", lambda *args, _run=tile_ops.chunks: chunked.append(_run(*args)) or chunked[-1])
-    expected = _small_steps(monkeypatch, config, "1x1")
+    expected = _small_steps(monkeypatch, config, "1x1", UPDATE_PREFETCH=False, WAVE_CHUNKS=False)
     assert max(len(ranges) for ranges in chunked) > 1
-    try:
-        simt_gemm._module.cache_clear()  # the prefetch is compiled in
-        trained = _small_steps(monkeypatch, config, "1x1", UPDATE_PREFETCH=True, WAVE_CHUNKS=True)
-    finally:
-        monkeypatch.setattr(simt_gemm, "UPDATE_PREFETCH", False)
-        simt_gemm._module.cache_clear()
+    trained = _small_steps(monkeypatch, config, "1x1", UPDATE_PREFETCH=True, WAVE_CHUNKS=True)  # compiled with it
     _assert_trained_alike(trained, expected)
 
 
@@ -370,16 +364,46 @@ def test_training_with_the_update_staged_in_shared_memory_equals_without_bit_for
                         lambda *args, _run=simt_gemm.filter_weight_grad_update: launched.append(1) or _run(*args))
     expected_losses, expected_parameters = _small_steps(monkeypatch, config, "1x1", UPDATE_STAGING=False)
     assert launched
-    try:
-        simt_gemm._module.cache_clear()  # the staging is compiled in
-        losses, parameters = _small_steps(monkeypatch, config, "1x1", UPDATE_STAGING=True)
-    finally:
-        monkeypatch.setattr(simt_gemm, "UPDATE_STAGING", False)
-        simt_gemm._module.cache_clear()
+    losses, parameters = _small_steps(monkeypatch, config, "1x1", UPDATE_STAGING=True)  # compiled with it
     assert losses == expected_losses
     for mine, theirs in zip(parameters, expected_parameters):
         for name in mine:
             numpy.testing.assert_array_equal(mine[name], theirs[name], err_msg=name)
+
+
+@pytest.mark.parametrize("size", [96_000, 96_002, 96_001, 10_000_003])
+def test_the_fused_difference_and_ratio_sums_equal_numpy(rng, size):
+    """``a - b`` with ``sum((a - b)^2)``, and ``sum(a / b)``, each one kernel (float4, float2 and float vectors, and
+    10M values, more than the fixed grid's threads, so that each thread takes several), equal NumPy's: the differences
+    bit for bit, the float64 sums to float64 rounding (a term lost or taken twice would show)."""
+    from dasksae.kernels import elementwise
+
+    a, a_gpu = both(rng.standard_normal(size))
+    b, b_gpu = both(rng.uniform(0.5, 2.0, size))
+    assert elementwise._pair_sum(a_gpu, b_gpu, True) is not None  # the kernel, not array code
+    difference, squares = elementwise.difference_and_squares(a_gpu, b_gpu)
+    numpy.testing.assert_array_equal(difference.get(), a - b)
+    expected = numpy.sum((a - b) * (a - b), dtype=numpy.float64)
+    assert abs(float(squares) - expected) <= 2e-9 * expected
+    ratios = elementwise.sum_of_ratios(a_gpu, b_gpu)
+    expected = numpy.sum(a / b, dtype=numpy.float64)
+    assert abs(float(ratios) - expected) <= 2e-9 * numpy.sum(numpy.abs(a / b), dtype=numpy.float64)
+
+
+@pytest.mark.parametrize("with_grad", [True, False])
+def test_subtract_scaled_into_a_window_on_the_gpu_equals_numpy(rng, with_grad):
+    """``out[window] = g - c e`` written by one kernel into a strided window of a zeroed map equals NumPy's, bit for
+    bit, and leaves the rest of the map zero."""
+    from dasksae.kernels.elementwise import subtract_scaled_into
+
+    shape, window = (14, 15, 4, 96), (slice(2, 12), slice(3, 13))
+    g, g_gpu = both(rng.standard_normal((10, 10, 4, 96)))
+    e, e_gpu = both(rng.standard_normal((10, 10, 4, 96)))
+    expected = numpy.zeros(shape, numpy.float32)
+    expected[window] = -(numpy.float32(2 / 96) * e) if not with_grad else g - numpy.float32(2 / 96) * e
+    out = cupy.zeros(shape, cupy.float32)
+    subtract_scaled_into(out[window], g_gpu if with_grad else None, e_gpu, 2 / 96)
+    numpy.testing.assert_array_equal(out.get(), expected)
 
 
 @pytest.mark.parametrize("tied, a_on_device", [(True, True), (True, False), (False, False)])

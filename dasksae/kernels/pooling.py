@@ -98,11 +98,12 @@ def pool_unit_weights(grad_pooled, pooled, units=None, scale_squared: float = 1.
 def sum_of_squares_over_units(squares, units):
     """``sum(squares / units)`` in float64 (a device scalar on CuPy: no wait), for the sparsity term's ``d/da``.
 
-    (A CuPy ``ReductionKernel`` of the two reduces a whole array in one CUDA
-    block: 17 ms a coates200 stage on an H200.  The division and CuPy's
-    ``sum``, which uses CUB, take a fraction of a millisecond.)
+    One pass on CuPy (:func:`~dasksae.kernels.elementwise.sum_of_ratios`: a partial sum a CUDA block).  (A CuPy
+    ``ReductionKernel`` of the two reduced a whole array in one CUDA block: 17 ms a coates200 stage on an H200.)
     """
-    return (squares / units).sum(dtype=numpy.float64)
+    from .elementwise import sum_of_ratios
+
+    return sum_of_ratios(squares, units)
 
 
 def l2_pool_forward(x, size: int, stride: int = 1, eps: float = 0.0):

@@ -537,11 +537,17 @@ def fits(a, b, out, transpose_a: bool, transpose_b: bool, m: int, n: int, k: int
     return True
 
 
-@functools.lru_cache(maxsize=None)
 def _module():
+    """The compiled source with the switches as they are now (tests set them on this module)."""
+    return _compiled_module(SMEM_SWIZZLE, UPDATE_PREFETCH, UPDATE_STAGING)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_module(swizzle: bool, prefetch: bool, staging: bool):
     import cupy
 
-    return cupy.RawModule(code=simt_gemm_source(), options=("-std=c++14",), name_expressions=SIMT_GEMM_KERNELS)
+    return cupy.RawModule(code=simt_gemm_source(swizzle, prefetch, staging), options=("-std=c++14",),
+                          name_expressions=SIMT_GEMM_KERNELS)
 
 
 def batched_gemm(a, b, out, transpose_a: bool, m: int, n: int, k: int, accumulate: bool) -> None:

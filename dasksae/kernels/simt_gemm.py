@@ -709,12 +709,31 @@ def filter_weight_grad_update(codes, x, error, raw, velocity, inverse_norms, row
     grid, arguments = _typed_launch(weight_grad_launch, 2, codes.shape, x.shape, field, step, blocks_w)
     rows = raw.shape[0] * raw.shape[1]
     partial_squares = cupy.empty((rows, grid[1]), dtype=cupy.float32)
-    module = _module()
-    _update_kernel(module, cupy.cuda.Device().id, UPDATE_STAGING)(grid, (THREADS,), (
+    device = cupy.cuda.Device().id
+    staging = UPDATE_STAGING and staged_blocks_fit(device)
+    module = _compiled_module(SMEM_SWIZZLE, UPDATE_PREFETCH, staging)
+    _update_kernel(module, device, staging)(grid, (THREADS,), (
         codes, x, _NULL if error is None else error, raw, velocity, inverse_norms, row_dots, partial_squares,
-        numpy.float32(lr), numpy.float32(momentum), *arguments), shared_mem=STAGE_BYTES if UPDATE_STAGING else 0)
+        numpy.float32(lr), numpy.float32(momentum), *arguments), shared_mem=STAGE_BYTES if staging else 0)
     module.get_function("dasksae_inverse_norms_from_squares")((-(-rows // 256),), (256,), (
         partial_squares, inverse_norms, numpy.int32(rows), numpy.int32(grid[1])))
+
+
+STATIC_SHARED_BYTES = 14592  # the kernels' As and Bs tiles (bench/kernel_registers.py prints it)
+
+
+@functools.lru_cache(maxsize=None)
+def staged_blocks_fit(device: int) -> bool:
+    """Whether two blocks of the staged update kernel fit an SM of ``device`` (``DASKSAE_UPDATE_STAGING``): their
+    static tiles and :data:`STAGE_BYTES` each, and the 1 KiB a block the driver keeps (228 KiB an SM on an H100
+    or H200; an A100's 164 or a consumer card's 100 do not), within what a block may opt in to.  Elsewhere the
+    update runs unstaged."""
+    import cupy
+
+    block = STATIC_SHARED_BYTES + STAGE_BYTES
+    per_block = cupy.cuda.runtime.deviceGetAttribute(97, device)  # cudaDevAttrMaxSharedMemoryPerBlockOptin
+    per_multiprocessor = cupy.cuda.runtime.deviceGetAttribute(81, device)  # ...MaxSharedMemoryPerMultiprocessor
+    return per_block >= block and per_multiprocessor >= 2 * (block + 1024)
 
 
 @functools.lru_cache(maxsize=None)

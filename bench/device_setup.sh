@@ -2,7 +2,8 @@
 # .whl) into /tmp/site, puts the repo and bench/ on the path, and defines `filter` (drops worker log noise), `card`
 # (the card's name into $OUT/card.txt), `four` (the 4-worker-thread row of bench/gpu_step.py), `issue_table` (the
 # issue's table in one process: limit, 1 worker with the in-process step, 4 worker threads, PyTorch), `gpu_tests`,
-# `in_process` (one in-process step under given switches), `one_worker_float32` and `kernel_table_float32`.
+# `in_process` (one in-process step under given switches), `one_worker_float32`, `ratio_float32` (with PyTorch),
+# `faster_of` (which of two in_process labels was faster) and `kernel_table_float32`.
 set -o pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site ${WHEELS:-.whl}/*.whl \
   && export PYTHONPATH=/tmp/site:$PWD:$PWD/bench || exit 1
@@ -31,6 +32,14 @@ one_worker_float32() {  # one_worker_float32 SECONDS: the limit, in-process and 
   timeout $1 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w --dtypes float32 \
     --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-float32.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" \
     | tee -a $OUT/gpu-step.log; }
+ratio_float32() {  # ratio_float32 SECONDS [ARGS...]: the float32 limit, in-process, 1 worker and PyTorch rows in one process
+  timeout $1 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w,torch --dtypes float32 \
+    --precisions float32 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-ratio-float32.json "${@:2}" 2>&1 | filter \
+    | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log; }
+faster_of() {  # faster_of LABEL_A LABEL_B: the label whose in_process rows in $OUT/gpu-step.log have the lower mean step
+  awk -v a="$1:" -v b="$2:" '$1 == a { sa += $6; na++ } $1 == b { sb += $6; nb++ }
+    END { print (nb && (!na || sb / nb < sa / na)) ? substr(b, 1, length(b) - 1) : substr(a, 1, length(a) - 1) }' \
+    $OUT/gpu-step.log; }
 kernel_table_float32() {  # kernel_table_float32 SECONDS [VAR=VALUE...]: the float32 kernel table of the one-tile step
   env "${@:2}" timeout $1 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 --runs 3 \
     --json $OUT/kernel-table-float32.json 2>&1 | filter | head -40 > $OUT/kernel-table.log

@@ -9,8 +9,10 @@
 #                           their products run; the epilogue reads them there.
 #   kernels/elementwise.py  the reconstruction error with its squared norm, the sparsity term's sum of ratios and the
 #                           LCN backward's g - 2/M e into its window, each one pass (were 2-3 CuPy passes each).
-#   PART=staging  the in-process float32 step with DASKSAE_UPDATE_STAGING 0, 1, 0, 1, the float32 kernel table
-#                 staged, then all GPU tests (the elementwise passes touch every training path). About 450 s.
+#   PART=staging  the in-process float32 step with DASKSAE_UPDATE_STAGING 0, 1, 0, 1; then, with the faster of the
+#                 two, the float32 limit, in-process, 1-worker (pipelined, as dasksae train runs its tasks) and
+#                 PyTorch rows in one process, and all GPU tests (the elementwise passes touch every training
+#                 path). About 480 s. (Two calls for it were refused: 90 s of device time each.)
 #   PART=table    the issue's table in one process, pipelined as dasksae train runs its tasks (--pipelined), with
 #                 DASKSAE_UPDATE_STAGING as set. About 500 s.
 # Logs are tarred (logs.tgz): the device returns at most 8 files from $OUT. The rows' helpers: bench/device_setup.sh.
@@ -21,9 +23,11 @@ staging)
   for staged in 0 1 0 1; do
     STEP_S=${STEP_S:-45} in_process "staging-$staged" DASKSAE_UPDATE_STAGING=$staged
   done
-  kernel_table_float32 ${KERNELS_S:-60} DASKSAE_UPDATE_STAGING=1
-  DASKSAE_UPDATE_STAGING=1 gpu_tests ${TESTS_S:-200} tests/test_gpu.py tests/test_gpu_tiled.py
-  cd $OUT && tar czf logs.tgz gpu-step-*.json kernel-table.log && rm -f gpu-step-*.json kernel-table.log ;;
+  export DASKSAE_UPDATE_STAGING=$(faster_of staging-0 staging-1 | sed "s/staging-//")
+  echo "DASKSAE_UPDATE_STAGING=$DASKSAE_UPDATE_STAGING (the faster) from here on" | tee -a $OUT/gpu-step.log
+  ratio_float32 ${RATIO_S:-150} --pipelined
+  gpu_tests ${TESTS_S:-200} tests/test_gpu.py tests/test_gpu_tiled.py
+  cd $OUT && tar czf logs.tgz gpu-step-*.json && rm -f gpu-step-*.json ;;
 table)
   issue_table ${TABLE_S:-540} --pipelined ;;
 esac

@@ -347,7 +347,7 @@ def test_training_with_the_update_prefetch_and_wave_chunks_equals_without(monkey
 
 @pytest.mark.parametrize("objective", ["rica", "le2012"])
 def test_training_with_the_update_staged_in_shared_memory_equals_without_bit_for_bit(monkeypatch, objective):
-    """The opt-in DASKSAE_UPDATE_STAGING (the fused update's blocks copy their ``U`` and ``v`` into shared memory with
+    """DASKSAE_UPDATE_STAGING (the fused update's blocks copy their ``U`` and ``v`` into shared memory with
     cp.async while their products run) reads the same values into the same arithmetic: the same losses and weights
     bit for bit, with the backward cut into several chunks a stage and ``small``'s first stage's fan-in of 108 ending in a
     column tile of 12 (the copies past it guarded as the loads are)."""

@@ -9,7 +9,15 @@
 # DASKSAE_UPDATE_STAGING=1 is the default since (085eb0b).
 #   PART=profile  the float32 kernel table of the one-tile step with today's defaults (where the 53 ms go now), then
 #                 the float32 ratio rows (limit, in-process, 1 worker pipelined, PyTorch) twice, each a process of its
-#                 own. About 400 s.
+#                 own. About 400 s. Ran at 65e9850 (session21/profile/): 54.1 ms profiled, 52.4 ms of kernels, idle 3.2%;
+#                 the weight gradient with the update 18.76 ms (7 calls; 18.69 with the prefetch, 19.23 unstaged in
+#                 session 20): the staging saved about 0.5 ms of it. Ratios: 1 worker 54.1 and 54.3 ms against
+#                 PyTorch's 268.9 and 269.0 (4.97x, 4.95x); in-process 53.3 and 53.1 (5.05x, 5.07x).
+#   PART=positions  where the staged update's copies are issued (DASKSAE_UPDATE_STAGING): 1 at the block's start,
+#                 ahead of its first operand loads (the copies, 96 KiB a block, 25 MB a wave, delay the loads the
+#                 products wait for first), after-loads, first-stage; in-process float32 step, each a process of its
+#                 own, twice each in turn; the staged GPU tests; then, if another position won, the float32 ratio rows
+#                 with it. About 500 s.
 source bench/device_setup.sh
 card
 case "${PART:-profile}" in
@@ -19,5 +27,17 @@ profile)
     ratio_float32 ${RATIO_S:-150} --pipelined
     mv $OUT/gpu-step-ratio-float32.json $OUT/gpu-step-ratio-float32-$run.json
   done ;;
+positions)
+  for run in 1 2; do
+    for position in 1 after-loads first-stage; do
+      STEP_S=${STEP_S:-75} in_process "position-$position" DASKSAE_UPDATE_STAGING=$position
+    done
+  done
+  best=$(awk '$1 ~ /^position-/ { s[$1] += $6; n[$1]++ } END { for (k in s) print s[k] / n[k], k }' $OUT/gpu-step.log \
+    | sort -n | head -1 | awk '{ print substr($2, 10, length($2) - 10) }')
+  echo "DASKSAE_UPDATE_STAGING=$best (the fastest)" | tee -a $OUT/gpu-step.log
+  gpu_tests ${TESTS_S:-120} tests/test_gpu.py -k staged
+  if [ "$best" != 1 ]; then DASKSAE_UPDATE_STAGING=$best ratio_float32 ${RATIO_S:-150} --pipelined; fi
+  cd $OUT && tar czf logs.tgz gpu-step-*.json && rm -f gpu-step-*.json ;;
 esac
 true

@@ -91,8 +91,8 @@ def test_the_pair_sum_compiles(difference, lanes):
     assert compile_errors(elementwise.pair_sum_source(difference, lanes)) == ""
 
 
-@pytest.mark.parametrize("swizzle, prefetch, staging", [(True, False, False), (False, False, False),
-                                                       (True, True, False), (True, False, True)])
+@pytest.mark.parametrize("swizzle, prefetch, staging", [(True, False, 0), (False, False, 0), (True, True, 0),
+                                                       (True, False, 1), (True, False, 2), (True, False, 3)])
 def test_every_simt_gemm_variant_compiles(swizzle, prefetch, staging):
     assert compile_errors(simt_gemm.simt_gemm_source(swizzle, prefetch, staging), simt_gemm.SIMT_GEMM_KERNELS) == ""
 

@@ -345,8 +345,9 @@ def test_training_with_the_update_prefetch_and_wave_chunks_equals_without(monkey
     _assert_trained_alike(trained, expected)
 
 
-@pytest.mark.parametrize("objective", ["rica", "le2012"])
-def test_training_with_the_update_staged_in_shared_memory_equals_without_bit_for_bit(monkeypatch, objective):
+@pytest.mark.parametrize("objective, staging", [("rica", 1), ("le2012", 1), ("rica", 2), ("rica", 3)],
+                         ids=["rica-at-the-start", "le2012-at-the-start", "rica-after-loads", "rica-first-stage"])
+def test_training_with_the_update_staged_in_shared_memory_equals_without_bit_for_bit(monkeypatch, objective, staging):
     """DASKSAE_UPDATE_STAGING (the fused update's blocks copy their ``U`` and ``v`` into shared memory with
     cp.async while their products run) reads the same values into the same arithmetic: the same losses and weights
     bit for bit, with the backward cut into several chunks a stage and ``small``'s first stage's fan-in of 108 ending in a
@@ -366,9 +367,9 @@ def test_training_with_the_update_staged_in_shared_memory_equals_without_bit_for
         assert simt_gemm.staged_blocks_fit(cupy.cuda.Device().id)
     elif not simt_gemm.staged_blocks_fit(cupy.cuda.Device().id):
         pytest.skip("two staged blocks do not fit an SM of this GPU: the update runs unstaged")
-    expected_losses, expected_parameters = _small_steps(monkeypatch, config, "1x1", UPDATE_STAGING=False)
+    expected_losses, expected_parameters = _small_steps(monkeypatch, config, "1x1", UPDATE_STAGING=0)
     assert launched
-    losses, parameters = _small_steps(monkeypatch, config, "1x1", UPDATE_STAGING=True)  # compiled with it
+    losses, parameters = _small_steps(monkeypatch, config, "1x1", UPDATE_STAGING=staging)  # compiled with it
     assert losses == expected_losses
     for mine, theirs in zip(parameters, expected_parameters):
         for name in mine:

@@ -162,19 +162,22 @@ extern "C" void run_fields(const float* a, const float* b, float* c, int m, int 
 """
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["swizzled-prefetching-staged", "plain"])
+@pytest.fixture(scope="module", params=[(True, True, 1), (False, False, 0), (True, False, 3)],
+                ids=["swizzled-prefetching-staged", "plain", "staged-in-the-first-stage"])
 def kernel_on_cpu(tmp_path_factory, request):
     """The source compiled with the weight gradient's shared tiles swizzled (``DASKSAE_SMEM_SWIZZLE=1``, the default)
     and without; swizzled, with the fused update's prefetches as well (``DASKSAE_UPDATE_PREFETCH=1``: no-ops here,
-    but the code around them runs) and its ``U`` and ``v`` staged in the block's shared array
-    (``DASKSAE_UPDATE_STAGING=1``: plain copies here, read back by the epilogue)."""
+    but the code around them runs) and its ``U`` and ``v`` staged in the block's shared array at the block's start
+    (``DASKSAE_UPDATE_STAGING=1``: plain copies here, read back by the epilogue); and swizzled, staged from inside
+    the first stage of the products (``DASKSAE_UPDATE_STAGING=first-stage``)."""
+    swizzle, prefetch, staging = request.param
     folder = tmp_path_factory.mktemp("simt")
     probe = folder / "probe.cpp"
     probe.write_text("#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n")
     if subprocess.run(["g++", "-std=c++20", "-pthread", str(probe), "-o", str(folder / "probe")], capture_output=True).returncode:
         pytest.skip("this g++ has no C++20 <barrier>")
     source, library = folder / "simt.cpp", folder / "simt.so"
-    source.write_text(SHIM + simt_gemm.simt_gemm_source(swizzle=request.param, prefetch=request.param, staging=request.param) + RUNNER)
+    source.write_text(SHIM + simt_gemm.simt_gemm_source(swizzle=swizzle, prefetch=prefetch, staging=staging) + RUNNER)
     build = subprocess.run(["g++", "-std=c++20", "-O1", "-fno-strict-aliasing", "-Wno-unknown-pragmas", "-shared", "-fPIC",
                             "-pthread", str(source), "-o", str(library)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-3000:]

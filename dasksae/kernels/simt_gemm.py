@@ -144,12 +144,14 @@ __device__ __forceinline__ void prefetch_l2(const float* address)
     asm volatile("prefetch.global.L2 [%0];" ::"l"(address));
 #endif
 }
-// UPDATE_STAGING 1 (the default since session 21: 1.0 ms of the H200's 54.4 ms float32 step): an UPDATE block first
-// copies the values of U and v that its epilogue will read into dynamic shared memory (cp.async: the copies run while
+// UPDATE_STAGING 1, 2 or 3 (1, the default since session 21: 1.0 ms of the H200's 54.4 ms float32 step): an UPDATE
+// block copies the values of U and v that its epilogue will read into dynamic shared memory (cp.async: the copies run while
 // its products do, and nothing can evict them, as L2 can prefetched lines), so that the epilogue reads shared memory
 // instead of waiting for DRAM after the products.  Each thread copies exactly what it will read (its 8 rows' 4 + 2
 // columns of U and of v), so a wait for its own copies is all it needs: 96 KiB a block (STAGE_BYTES), two blocks an SM
-// in the H100/H200's 228 KiB.
+// in the H100/H200's 228 KiB.  Where the copies are issued: 1 at the block's start, ahead of its first operand loads;
+// 2 right behind those (load(0)); 3 in the first stage, behind the second tile's loads as well, so that the copies
+// queue behind what the products wait for first.
 #ifndef UPDATE_STAGING
 #define UPDATE_STAGING 0
 #endif
@@ -216,7 +218,8 @@ __device__ __forceinline__ void simt_gemm_body(
                 prefetch_l2((piece < 4 ? C : update.velocity + blockIdx.z * batch_c) + (long long)m * ldc + column);
         }
 
-    if (MODE == WEIGHT_GRAD && UPDATE && UPDATE_STAGING)  // what this thread's epilogue reads, as it will read it
+    // UPDATE_STAGING: what this thread's epilogue reads, as it will read it (issued where UPDATE_STAGING says)
+    auto stage_update = [&]() {
         for (int r = 0; r < 8; ++r) {
             const int m = m0 + (r < 4 ? ty * 4 + r : 64 + ty * 4 + (r - 4));
             if (m >= M) continue;
@@ -231,6 +234,9 @@ __device__ __forceinline__ void simt_gemm_body(
                 copy_async(staged(1, 1, r, tid), velocity + 64 + tx * 2, 8);
             }
         }
+    };
+    constexpr bool STAGES = MODE == WEIGHT_GRAD && UPDATE && UPDATE_STAGING;
+    if (STAGES && UPDATE_STAGING == 1) stage_update();  // at the block's start, before its first operand loads
 
     constexpr int A_VECTORS = 32 * TILE_K, A_PARTS = A_VECTORS / 256;  // the A tile in vectors of 4; per thread
     constexpr int B_VECTORS = 24 * TILE_K, B_PARTS = (B_VECTORS + 255) / 256;
@@ -317,11 +323,13 @@ __device__ __forceinline__ void simt_gemm_body(
         for (int c = 0; c < 6; ++c) acc[r][c] = 0.f;
 
     load(0);
+    if (STAGES && UPDATE_STAGING == 2) stage_update();  // behind the first tiles' operand loads
     for (int k0 = 0; k0 < K; k0 += TILE_K) {
         __syncthreads();  // the previous stage is no longer read
         store();
         __syncthreads();
         if (k0 + TILE_K < K) load(k0 + TILE_K);  // global loads in flight while this stage is used
+        if (STAGES && UPDATE_STAGING == 3 && k0 == 0) stage_update();  // behind the second tiles' loads as well
 #pragma unroll
         for (int k = 0; k < TILE_K; ++k) {
             const float4 a0 = *(const float4*)&As[k][(ty * 4) ^ swizzle<MODE>(k)];
@@ -493,7 +501,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_weight_
 SIMT_GEMM_KERNELS = [f"dasksae_simt_gemm<{t}, {a}>" for t in (0, 1) for a in (0, 1)]
 
 
-def simt_gemm_source(swizzle: bool | None = None, prefetch: bool | None = None, staging: bool | None = None) -> str:
+def simt_gemm_source(swizzle: bool | None = None, prefetch: bool | None = None, staging: int | None = None) -> str:
     """The kernel's CUDA source (a C++ template: :data:`SIMT_GEMM_KERNELS` names its variants), the weight
     gradient's shared tiles swizzled or not, the fused update's rows prefetched or not and staged in shared memory
     or not (``None``: as ``DASKSAE_SMEM_SWIZZLE``, ``DASKSAE_UPDATE_PREFETCH`` and ``DASKSAE_UPDATE_STAGING`` say)."""
@@ -514,8 +522,10 @@ SMEM_SWIZZLE = switch("DASKSAE_SMEM_SWIZZLE") == "1"
 FUSED_UPDATE = switch("DASKSAE_FUSED_UPDATE") == "1"
 # opt-in: the fused update's blocks prefetch their rows of U and v into L2 before their products (UPDATE_PREFETCH)
 UPDATE_PREFETCH = switch("DASKSAE_UPDATE_PREFETCH") == "1"
-# the fused update's blocks copy their U and v into shared memory (cp.async) while their products run (where two fit an SM)
-UPDATE_STAGING = switch("DASKSAE_UPDATE_STAGING") == "1"
+# the fused update's blocks copy their U and v into shared memory (cp.async) while their products run (where two fit an
+# SM): issued at the block's start (1), behind its first operand loads (after-loads) or in its first stage (first-stage)
+STAGING_POSITIONS = {"0": 0, "1": 1, "after-loads": 2, "first-stage": 3}  # the switch's values as the source's
+UPDATE_STAGING = STAGING_POSITIONS[switch("DASKSAE_UPDATE_STAGING")]
 STAGE_BYTES = 2 * 8 * THREADS * 6 * 4  # the source's STAGE_FLOATS: U and v, 8 rows of 6 columns for each thread
 
 
@@ -544,7 +554,7 @@ def _module():
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_module(swizzle: bool, prefetch: bool, staging: bool):
+def _compiled_module(swizzle: bool, prefetch: bool, staging: int):
     import cupy
 
     return cupy.RawModule(code=simt_gemm_source(swizzle, prefetch, staging), options=("-std=c++14",),
@@ -711,7 +721,7 @@ def filter_weight_grad_update(codes, x, error, raw, velocity, inverse_norms, row
     rows = raw.shape[0] * raw.shape[1]
     partial_squares = cupy.empty((rows, grid[1]), dtype=cupy.float32)
     device = cupy.cuda.Device().id
-    staging = UPDATE_STAGING and staged_blocks_fit(device)
+    staging = int(UPDATE_STAGING) if staged_blocks_fit(device) else 0
     module = _compiled_module(SMEM_SWIZZLE, UPDATE_PREFETCH, staging)
     _update_kernel(module, device, staging)(grid, (THREADS,), (
         codes, x, _NULL if error is None else error, raw, velocity, inverse_norms, row_dots, partial_squares,
@@ -738,9 +748,9 @@ def staged_blocks_fit(device: int) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _update_kernel(module, device: int, staging: bool):
+def _update_kernel(module, device: int, staging: int):
     """``dasksae_simt_filter_weight_grad_update`` of ``module`` on ``device``, set up once; staged
-    (``DASKSAE_UPDATE_STAGING=1``, compiled into ``module``), allowed its :data:`STAGE_BYTES` of dynamic shared
+    (``DASKSAE_UPDATE_STAGING`` not 0, compiled into ``module``), allowed its :data:`STAGE_BYTES` of dynamic shared
     memory (over the 48 KiB a launch may take unasked) and preferring shared memory to L1, so that two blocks fit
     an SM."""
     kernel = module.get_function("dasksae_simt_filter_weight_grad_update")

@@ -32,7 +32,7 @@ SWITCHES = {
     "DASKSAE_FUSED_UPDATE": (("1", "0"), "1"),
     "DASKSAE_UPDATE_PREFETCH": (("0", "1"), "0"),
     "DASKSAE_WAVE_CHUNKS": (("0", "1"), "0"),
-    "DASKSAE_UPDATE_STAGING": (("1", "0", "after-loads", "first-stage"), "1"),
+    "DASKSAE_UPDATE_STAGING": (("first-stage", "1", "after-loads", "0"), "first-stage"),
 }
 
 

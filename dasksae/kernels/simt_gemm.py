@@ -144,14 +144,15 @@ __device__ __forceinline__ void prefetch_l2(const float* address)
     asm volatile("prefetch.global.L2 [%0];" ::"l"(address));
 #endif
 }
-// UPDATE_STAGING 1, 2 or 3 (1, the default since session 21: 1.0 ms of the H200's 54.4 ms float32 step): an UPDATE
-// block copies the values of U and v that its epilogue will read into dynamic shared memory (cp.async: the copies run while
-// its products do, and nothing can evict them, as L2 can prefetched lines), so that the epilogue reads shared memory
-// instead of waiting for DRAM after the products.  Each thread copies exactly what it will read (its 8 rows' 4 + 2
-// columns of U and of v), so a wait for its own copies is all it needs: 96 KiB a block (STAGE_BYTES), two blocks an SM
-// in the H100/H200's 228 KiB.  Where the copies are issued: 1 at the block's start, ahead of its first operand loads;
-// 2 right behind those (load(0)); 3 in the first stage, behind the second tile's loads as well, so that the copies
-// queue behind what the products wait for first.
+// UPDATE_STAGING 1, 2 or 3 (3, the default since session 21; on the H200's float32 coates200 step 52.3-52.7 ms with 3,
+// 53.9-54.4 with 1 or 2, 54.4 unstaged): an UPDATE block copies the values of U and v that its epilogue will read into
+// dynamic shared memory (cp.async: the copies run while its products do, and nothing can evict them, as L2 can
+// prefetched lines), so that the epilogue reads shared memory instead of waiting for DRAM after the products.  Each
+// thread copies exactly what it will read (its 8 rows' 4 + 2 columns of U and of v), so a wait for its own copies is
+// all it needs: 96 KiB a block (STAGE_BYTES), two blocks an SM in the H100/H200's 228 KiB.  Where the copies are
+// issued: 1 at the block's start, ahead of its first operand loads; 2 right behind those (load(0)); 3 in the first
+// stage, behind the second tile's loads as well, so that the copies (96 KiB a block, 25 MB a wave of 264 blocks) queue
+// behind what the products wait for first.
 #ifndef UPDATE_STAGING
 #define UPDATE_STAGING 0
 #endif

@@ -18,6 +18,14 @@
 #                 products wait for first), after-loads, first-stage; in-process float32 step, each a process of its
 #                 own, twice each in turn; the staged GPU tests; then, if another position won, the float32 ratio rows
 #                 with it. About 500 s.
+#                 Ran at f136bbf (session21/positions/): 1 54.4 and 53.9 ms, after-loads 54.4 and 54.1, first-stage
+#                 52.3 and 52.7; the 4 staged GPU tests passed; first-stage's ratio rows: in-process 52.2, 1 worker 53.6
+#                 against PyTorch's 269.0 ms (5.02x, 5.15x); once more (session21/ratio/): 52.5, 53.6, 269.0 (5.02x,
+#                 5.13x). DASKSAE_UPDATE_STAGING=first-stage is the default since (05eed79).
+#   PART=next     (prepared for session 22, not run) all GPU tests (the float64 block sums of the code gradient and
+#                 the elementwise passes now share one device function, cuda_kernels.BLOCK_PARTIAL: compiled with
+#                 NVRTC here, not yet run on a GPU) and the float32 kernel table with first-stage. About 320 s.
+#   PART=table    (prepared, not run) the issue's table in one process with today's defaults. About 500 s.
 source bench/device_setup.sh
 card
 case "${PART:-profile}" in
@@ -27,6 +35,11 @@ profile)
     ratio_float32 ${RATIO_S:-150} --pipelined
     mv $OUT/gpu-step-ratio-float32.json $OUT/gpu-step-ratio-float32-$run.json
   done ;;
+next)
+  gpu_tests ${TESTS_S:-200} tests/test_gpu.py tests/test_gpu_tiled.py
+  kernel_table_float32 ${KERNELS_S:-120} ;;
+table)
+  issue_table ${TABLE_S:-540} --pipelined ;;
 positions)
   for run in 1 2; do
     for position in 1 after-loads first-stage; do

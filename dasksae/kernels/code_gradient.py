@@ -66,7 +66,6 @@ extern "C" __global__ void dasksae_tied_code_gradient(
     double* __restrict__ partials, const float* __restrict__ a_pointer, const float a_value, const int a_on_device,
     const unsigned int total)
 {
-    __shared__ double warp_sums[32];
     const float a = a_on_device ? *a_pointer : a_value;  // a device scalar under CUDA graphs (read each launch)
     const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
     double part = 0;
@@ -92,14 +91,7 @@ extern "C" __global__ void dasksae_tied_code_gradient(
         out[VECTORS] = right;
         if (SCALED) ((PACK*)scaled)[i] = input;
     }
-    for (int offset = 16; offset > 0; offset /= 2) part += __shfl_down_sync(0xffffffff, part, offset);
-    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = part;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        part = threadIdx.x < (blockDim.x >> 5) ? warp_sums[threadIdx.x] : 0.0;
-        for (int offset = 16; offset > 0; offset /= 2) part += __shfl_down_sync(0xffffffff, part, offset);
-        if (threadIdx.x == 0) partials[blockIdx.x] = part;
-    }
+    block_partial(part, partials);
 }
 """
 
@@ -108,12 +100,13 @@ THREADS = 256
 
 def tied_code_gradient_source(bfloat16: bool, lanes: int, vectors: int, has_grad: bool, scaled: bool) -> str:
     """The CUDA source of the kernel for one storage, vector width, row length and variant."""
+    from .cuda_kernels import BLOCK_PARTIAL
     from .gemm import BFLOAT16_ROUNDING
 
     pack = f"Halves<{lanes}>" if bfloat16 else f"Floats<{lanes}>"
     defines = (f"#define STORAGE {'unsigned short' if bfloat16 else 'float'}\n#define PACK {pack}\n#define LANES {lanes}\n"
                f"#define VECTORS {vectors}u\n#define HAS_GRAD {int(has_grad)}\n#define SCALED {int(scaled)}\n")
-    return BFLOAT16_ROUNDING + defines + _SOURCE
+    return BFLOAT16_ROUNDING + BLOCK_PARTIAL + defines + _SOURCE
 
 
 @functools.lru_cache(maxsize=None)

@@ -103,6 +103,23 @@ def _pool_squares_kernel(with_units: bool):
     )
 
 
+# The float64 sums our one-pass kernels leave a block (code_gradient, elementwise): every thread of the block calls it
+# with its part; the block's sum goes to partials[blockIdx.x] (shuffles within each warp, then across them in the first)
+BLOCK_PARTIAL = r"""
+__device__ __forceinline__ void block_partial(double part, double* __restrict__ partials)
+{
+    __shared__ double warp_sums[32];
+    for (int offset = 16; offset > 0; offset /= 2) part += __shfl_down_sync(0xffffffff, part, offset);
+    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = part;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        part = threadIdx.x < (blockDim.x >> 5) ? warp_sums[threadIdx.x] : 0.0;
+        for (int offset = 16; offset > 0; offset /= 2) part += __shfl_down_sync(0xffffffff, part, offset);
+        if (threadIdx.x == 0) partials[blockIdx.x] = part;
+    }
+}
+"""
+
 _ROUNDED_MULTIPLY = r"""
 __device__ __forceinline__ float multiply_rounded(float a, float b) { return __fmul_rn(a, b); }
 __device__ __forceinline__ double multiply_rounded(double a, double b) { return __dmul_rn(a, b); }

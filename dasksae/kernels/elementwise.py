@@ -35,7 +35,6 @@ extern "C" __global__ void dasksae_pair_sum(const float* __restrict__ a, const f
                                             float* __restrict__ out, double* __restrict__ partials,
                                             const long long vectors)
 {
-    __shared__ double warp_sums[32];
     double part = 0;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < vectors;
          i += (long long)gridDim.x * blockDim.x) {
@@ -51,14 +50,7 @@ extern "C" __global__ void dasksae_pair_sum(const float* __restrict__ a, const f
         }
         if (DIFFERENCE) ((Floats<LANES>*)out)[i] = result;
     }
-    for (int offset = 16; offset > 0; offset /= 2) part += __shfl_down_sync(0xffffffff, part, offset);
-    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = part;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        part = threadIdx.x < (blockDim.x >> 5) ? warp_sums[threadIdx.x] : 0.0;
-        for (int offset = 16; offset > 0; offset /= 2) part += __shfl_down_sync(0xffffffff, part, offset);
-        if (threadIdx.x == 0) partials[blockIdx.x] = part;
-    }
+    block_partial(part, partials);
 }
 """
 
@@ -68,7 +60,9 @@ MOST_BLOCKS = 1024  # the fixed grid's most blocks (8 an SM of an H100/H200 at 2
 
 def pair_sum_source(difference: bool, lanes: int) -> str:
     """The CUDA source of :data:`_PAIR_SUM_SOURCE` for one pass and vector width."""
-    return f"#define DIFFERENCE {int(difference)}\n#define LANES {lanes}\n" + _PAIR_SUM_SOURCE
+    from .cuda_kernels import BLOCK_PARTIAL
+
+    return f"#define DIFFERENCE {int(difference)}\n#define LANES {lanes}\n" + BLOCK_PARTIAL + _PAIR_SUM_SOURCE
 
 
 @functools.lru_cache(maxsize=None)

@@ -26,6 +26,11 @@
 #                 the elementwise passes now share one device function, cuda_kernels.BLOCK_PARTIAL: compiled with
 #                 NVRTC here, not yet run on a GPU) and the float32 kernel table with first-stage. About 320 s.
 #   PART=table    (prepared, not run) the issue's table in one process with today's defaults. About 500 s.
+#   PART=profiler (prepared, not run) whether Dask's statistical profiler slows the steps: every worker samples the
+#                 stack of its running task every 10 ms on its event loop, holding the GIL (distributed.worker.profile;
+#                 about 110 us a sample of a 40-deep stack on the CPU machine, python bench/profiler_cost.py),
+#                 four samplers in the 4 worker threads' process. The 4 threads' bfloat16 row and the 1-worker float32
+#                 rows with DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED True / False, in turn, twice each. About 450 s.
 source bench/device_setup.sh
 card
 case "${PART:-profile}" in
@@ -40,6 +45,18 @@ next)
   kernel_table_float32 ${KERNELS_S:-120} ;;
 table)
   issue_table ${TABLE_S:-540} --pipelined ;;
+profiler)
+  for run in 1 2; do
+    for enabled in True False; do
+      DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=$enabled four "profile-$enabled" bfloat16 --pipelined
+      DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=$enabled timeout ${ONE_S:-90} python3 bench/gpu_step.py \
+        --configs coates200 --minibatch 96 --modes dasksae-1w --dtypes float32 --steps-per-task 10 --runs 20 \
+        --pipelined --json $OUT/gpu-step-1w-profile-$enabled-$run.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" \
+        | sed "s/^/profile-$enabled: /" | tee -a $OUT/gpu-step.log
+      echo "(the rows above: DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=$enabled)" | tee -a $OUT/gpu-step.log
+    done
+  done
+  cd $OUT && tar czf logs.tgz gpu-step-*.json && rm -f gpu-step-*.json ;;
 positions)
   for run in 1 2; do
     for position in 1 after-loads first-stage; do

@@ -10,6 +10,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 
 import four_rows  # noqa: E402
 import gil_sampler  # noqa: E402
+import profiler_cost  # noqa: E402
 
 
 def test_gil_summary_counts_only_the_worker_threads_stacks_and_shares_of_wall_time():
@@ -84,3 +85,13 @@ def test_the_hosts_busy_and_stolen_shares_come_from_proc_stat_deltas():
     assert gpu_step.host_shares([], after) == {}  # no /proc/stat: no figure
     now = gpu_step.host_cpu_times()
     assert now == [] or (len(now) == 8 and all(isinstance(value, int) for value in now))
+
+
+def test_the_profiler_cost_samples_the_working_threads_stack_only_where_asked():
+    """Sampled runs take samples of the working thread's stack (Dask's profiler over its frames); plain runs none."""
+    import distributed.profile  # noqa: F401 - imported before the timed runs, as main does
+
+    plain = profiler_cost.run(depth=10, seconds=0.3, samplers=0, interval=0.01)
+    sampled = profiler_cost.run(depth=10, seconds=0.3, samplers=2, interval=0.01)
+    assert plain["samples"] == 0 and plain["median_sample_seconds"] is None and plain["calls_per_second"] > 0
+    assert sampled["samples"] >= 2 * 10 and 0 < sampled["median_sample_seconds"] < 0.01

@@ -3,6 +3,7 @@
     pip install nvidia-cuda-nvrtc-cu12 nvidia-cuda-nvcc-cu12
     python bench/kernel_registers.py
     DASKSAE_UPDATE_STAGING=1 python bench/kernel_registers.py --ptx simt.ptx   # a switch's variant; keep its PTX
+    python bench/kernel_registers.py --kernels mma   # the bfloat16 tensor-core update (kernels/mma_update.py)
 
 Compiles :mod:`dasksae.kernels.simt_gemm`'s source to PTX with NVRTC (as
 ``tests/test_cuda_sources.py`` does) and assembles it with ``ptxas -v``,
@@ -27,20 +28,25 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ptx", help="also write the PTX to this file")
+    parser.add_argument("--kernels", choices=("simt", "mma"), default="simt",
+                        help="simt: kernels/simt_gemm.py (float32); mma: kernels/mma_update.py (bfloat16, tensor cores)")
     args = parser.parse_args(argv)
     import nvidia.cuda_nvcc
     from test_cuda_sources import NVRTC
 
-    from dasksae.kernels import simt_gemm
+    from dasksae.kernels import mma_update, simt_gemm
 
     if NVRTC is None:
         raise SystemExit("NVRTC is not installed: pip install nvidia-cuda-nvrtc-cu12")
     program = ctypes.c_void_p()
-    source = simt_gemm.simt_gemm_source().encode()
-    assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), source, b"simt.cu", 0, None, None) == 0
-    for name in simt_gemm.SIMT_GEMM_KERNELS:
+    if args.kernels == "simt":
+        source, names, standard = simt_gemm.simt_gemm_source(), simt_gemm.SIMT_GEMM_KERNELS, b"-std=c++14"
+    else:
+        source, names, standard = mma_update.mma_update_source(), [], b"-std=c++17"
+    assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), source.encode(), b"simt.cu", 0, None, None) == 0
+    for name in names:
         NVRTC.nvrtcAddNameExpression(program, name.encode())
-    options = [b"--gpu-architecture=compute_90", b"-std=c++14"]
+    options = [b"--gpu-architecture=compute_90", standard]
     if NVRTC.nvrtcCompileProgram(program, len(options), (ctypes.c_char_p * len(options))(*options)):
         raise SystemExit("the source does not compile (tests/test_cuda_sources.py shows the log)")
     size = ctypes.c_size_t()

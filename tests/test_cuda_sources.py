@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from dasksae.kernels import code_gradient, copies, cuda_kernels, elementwise, normalize, simt_gemm
+from dasksae.kernels import code_gradient, copies, cuda_kernels, elementwise, mma_update, normalize, simt_gemm
 from dasksae.kernels.gemm import BFLOAT16_ROUNDING
 
 
@@ -95,6 +95,11 @@ def test_the_pair_sum_compiles(difference, lanes):
                                                        (True, False, 1), (True, False, 2), (True, False, 3)])
 def test_every_simt_gemm_variant_compiles(swizzle, prefetch, staging):
     assert compile_errors(simt_gemm.simt_gemm_source(swizzle, prefetch, staging), simt_gemm.SIMT_GEMM_KERNELS) == ""
+
+
+def test_the_tensor_core_update_compiles():
+    """The bfloat16 ``mma.sync`` update (sm_90 PTX; its arithmetic is checked under g++ in test_mma_update_on_cpu)."""
+    assert compile_errors(mma_update.mma_update_source(), options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
 
 
 def test_every_update_kernel_compiles():

@@ -751,3 +751,24 @@ def test_halo_windows_from_strided_views_equal_numpy(rng):
         results[xp.__name__] = (to_numpy(assembled), to_numpy(summed))
     for on_cpu, on_gpu in zip(results["numpy"], results["cupy"]):
         numpy.testing.assert_array_equal(on_gpu, on_cpu)
+
+
+@pytest.mark.parametrize("with_error, with_operand", [(True, True), (False, False)], ids=["x-and-error", "x-only"])
+def test_the_tensor_core_update_on_the_gpu_equals_numpy(with_error, with_operand):
+    """``dasksae_mma_filter_weight_grad_update`` (bfloat16 ``mma.sync`` from the maps, the unit-norm SGD step in its
+    epilogue) on the device against the float64 update of the same bfloat16 values: the case, tolerances and
+    checks of its g++ test (``tests/test_mma_update_on_cpu.py``), with the per-warp squares summed on the device."""
+    from dasksae.kernels import mma_update
+    from test_mma_update_on_cpu import assert_updated_as_expected, update_case
+
+    case = update_case(11, with_error, with_operand)
+    names = ("codes", "x", "error", "raw", "velocity", "operand", "inverse_norms", "row_dots")
+    on_device = {name: None if case[name] is None else cupy.asarray(case[name]) for name in names}
+    arrays = [on_device[name] for name in names]
+    assert mma_update.update_fits(*arrays, case["field"], case["blocks_w"])
+    mma_update.filter_weight_grad_update_bfloat16(*arrays, case["lr"], case["momentum"], case["field"], case["step"],
+                                                  case["blocks_w"])
+    operand = on_device["operand"]
+    assert_updated_as_expected(case, on_device["raw"].get(), on_device["velocity"].get(),
+                               None if operand is None else operand.get(),
+                               on_device["inverse_norms"].get().astype(numpy.float64))

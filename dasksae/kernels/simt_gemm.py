@@ -727,8 +727,15 @@ def filter_weight_grad_update(codes, x, error, raw, velocity, inverse_norms, row
     _update_kernel(module, device, staging)(grid, (THREADS,), (
         codes, x, _NULL if error is None else error, raw, velocity, inverse_norms, row_dots, partial_squares,
         numpy.float32(lr), numpy.float32(momentum), *arguments), shared_mem=STAGE_BYTES if staging else 0)
-    module.get_function("dasksae_inverse_norms_from_squares")((-(-rows // 256),), (256,), (
-        partial_squares, inverse_norms, numpy.int32(rows), numpy.int32(grid[1])))
+    inverse_norms_from_squares(partial_squares, inverse_norms, module)
+
+
+def inverse_norms_from_squares(partial_squares, inverse_norms, module=None) -> None:
+    """``inverse_norms[row] = 1 / sqrt(partial_squares[row].sum())``, each row's partial sums of squares (one a tile of
+    columns, ``(rows, tiles)``) added in order: the new rows' norms after a fused update."""
+    rows, tiles = partial_squares.shape
+    (module or _module()).get_function("dasksae_inverse_norms_from_squares")((-(-rows // 256),), (256,), (
+        partial_squares, inverse_norms, numpy.int32(rows), numpy.int32(tiles)))
 
 
 STATIC_SHARED_BYTES = 14592  # the kernels' As and Bs tiles (bench/kernel_registers.py prints it)

@@ -1,0 +1,257 @@
+"""The bfloat16 weight gradient on tensor cores, from the maps, taking the unit-norm SGD step in its epilogue (CuPy).
+
+Built in session 21 without a GPU; not yet run on one, and not yet called by
+the training (:mod:`dasksae.tile_ops` still takes cuBLAS's weight gradient
+and :func:`~dasksae.kernels.normalize.unit_rows_sgd` in bfloat16).
+
+In bfloat16 the step's weight gradient is cuBLAS's batched GEMM over
+gathered fields (``[X | G]``), written in float32 and read back by the
+update, which also writes the weights' bfloat16 copy: 22 bytes a parameter
+of update traffic, about 9.7 ms of the H200's 30 ms coates200 step
+(session 12's kernel table).  This kernel is the float32 path's
+``dasksae_simt_filter_weight_grad_update`` (:mod:`dasksae.kernels.simt_gemm`)
+on tensor cores: ``mma.sync.m16n8k16`` with bfloat16 operands and float32
+sums; the fields read straight from the bfloat16 input and error maps; each
+128 x 96 tile of ``dL/dW`` kept in registers and turned into the step
+``g = s (dW - U s d)``, ``v = momentum v - lr g``, ``U += v``, with ``U``
+and ``v`` (float32, the master weights and the momentum) read and written
+once and ``U``'s bfloat16 copy for the next step's products written beside
+them; each row's sum of the new ``U``'s squares over the 48 columns of a
+warp goes to ``partial_squares`` for :func:`~dasksae.kernels.simt_gemm.\
+inverse_norms_from_squares`.  The gradient is never written.
+
+The block: 256 threads, 8 warps as 4 x 2 over its 128 x 96 tile, each warp
+32 x 48 (2 x 6 products of 16 x 8 a step of 16 inner terms).  The inner
+dimension (``[g | a z]``'s ``2M`` or ``M``) goes 32 at a time through two
+buffers of shared memory filled with ``cp.async``, the next while the
+current is multiplied.  The codes' rows are the ``A`` tile as they are
+stored; a field row's 32 values of the minibatch are contiguous in the map,
+so the ``B`` tile is stored ``n``-major as it is read: no transposes.
+
+Its source also runs on the CPU under g++ (``tests/test_mma_update_on_cpu.py``):
+``mma.sync`` there is the product of the fragments as the PTX ISA lays them
+out (``_MMA_EMULATION`` in the test's shim), so the test checks this
+kernel's fragment indexing, guards and epilogue against NumPy.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy
+
+from .gemm import BFLOAT16_ROUNDING
+
+TILE_M, TILE_N, TILE_K, THREADS = 128, 96, 32, 256
+WARP_COLUMN_TILES = 2  # the warps across a block's 96 columns: partial_squares has 2 a block of columns
+
+_SOURCE = r"""
+#define TILE_M 128
+#define TILE_N 96
+#define TILE_K 32
+#define ROW 40  // a shared row: TILE_K bfloat16 values and 8 of padding (80 bytes: 16-byte aligned, no bank conflicts)
+#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+__device__ __forceinline__ void copy_16(unsigned short* shared, const unsigned short* global, const bool whole)
+{  // 16 bytes, or 16 zero bytes where !whole (nothing read)
+    const unsigned address = (unsigned)__cvta_generic_to_shared(shared);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(address), "l"(global), "r"(whole ? 16 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void copies_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int PENDING> __device__ __forceinline__ void copies_wait()
+{
+    asm volatile("cp.async.wait_group %0;" ::"n"(PENDING) : "memory");
+}
+// d (+)= a b over one 16 x 8 x 16 product: a 4 and b 2 registers of two bfloat16 each, d 4 floats (PTX ISA layouts)
+__device__ __forceinline__ void mma_16816(float* d, const unsigned* a, const unsigned* b)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#endif
+
+// codes (count, rows, width) bfloat16: [g | a z] (width = 2 half) or g (width = half); x and error: the input and error
+// maps (H, W, C, half) bfloat16, block i = (p, q)'s field row n (n < fan_in = f*f*C) at (p*in_row + q*in_pixel)*step +
+// (n / field_rows)*in_row + (n % field_rows)*half.  raw and velocity (count, rows, fan_in) float32, updated in place;
+// operand: raw's bfloat16 copy, rewritten (or null); inverse_norms and row_dots a value a row; partial_squares
+// (count * rows, gridDim.y * 2).  Takes width and half in whole 32s, fan_in even, 16-byte aligned rows.
+extern "C" __global__ void __launch_bounds__(256) dasksae_mma_filter_weight_grad_update(
+    const unsigned short* __restrict__ codes, const unsigned short* __restrict__ x,
+    const unsigned short* __restrict__ error, float* __restrict__ raw, float* __restrict__ velocity,
+    unsigned short* __restrict__ operand, const float* __restrict__ inverse_norms,
+    const float* __restrict__ row_dots, float* __restrict__ partial_squares, const float lr, const float momentum,
+    const int rows, const int fan_in, const int width, const int half, const int blocks_w, const int step,
+    const int field_rows, const long long in_row, const long long in_pixel)
+{
+    __shared__ __align__(16) unsigned short As[2][TILE_M * ROW];
+    __shared__ __align__(16) unsigned short Bs[2][TILE_N * ROW];
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+    const int warp_m = warp % 4, warp_n = warp / 4;
+    const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
+    const long long block = blockIdx.z;
+    codes += block * rows * width;
+    {
+        const long long p = block / blocks_w, q = block % blocks_w, at = (p * in_row + q * in_pixel) * step;
+        x += at;
+        if (error) error += at;
+    }
+    auto load = [&](const int buffer, const int k0) {  // the k-tile at k0 into buffer: 16 bytes a copy
+        for (int c = tid; c < TILE_M * 4; c += 256) {  // A: 128 rows of 4 copies
+            const int r = c / 4, part = c % 4, m = m0 + r;
+            copy_16(&As[buffer][r * ROW + part * 8], codes + (long long)(m < rows ? m : 0) * width + k0 + part * 8,
+                    m < rows);
+        }
+        const unsigned short* map = k0 < half ? x + k0 : error + (k0 - half);
+        for (int c = tid; c < TILE_N * 4; c += 256) {  // B: 96 field rows of 4 copies
+            const int r = c / 4, part = c % 4, n = n0 + r, safe = n < fan_in ? n : 0;
+            copy_16(&Bs[buffer][r * ROW + part * 8],
+                    map + (safe / field_rows) * in_row + (long long)(safe % field_rows) * half + part * 8, n < fan_in);
+        }
+        copies_commit();
+    };
+
+    float acc[2][6][4];
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 6; ++j)
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+
+    const int tiles = width / TILE_K;
+    load(0, 0);
+    for (int s = 0; s < tiles; ++s) {
+        const int buffer = s & 1;
+        if (s + 1 < tiles) {
+            load(buffer ^ 1, (s + 1) * TILE_K);  // in flight while this one is multiplied
+            copies_wait<1>();
+        } else {
+            copies_wait<0>();
+        }
+        __syncthreads();  // every thread's copies of this tile are there
+        const unsigned short* a_tile = As[buffer];
+        const unsigned short* b_tile = Bs[buffer];
+        for (int kk = 0; kk < TILE_K; kk += 16) {
+            unsigned a[2][4], b[6][2];
+            for (int i = 0; i < 2; ++i) {  // rows g and g + 8 of each 16, inner terms 2t, 2t+1 and 8 on
+                const unsigned short* top = a_tile + (warp_m * 32 + i * 16 + g) * ROW + kk + 2 * t;
+                a[i][0] = *(const unsigned*)top;
+                a[i][1] = *(const unsigned*)(top + 8 * ROW);
+                a[i][2] = *(const unsigned*)(top + 8);
+                a[i][3] = *(const unsigned*)(top + 8 * ROW + 8);
+            }
+            for (int j = 0; j < 6; ++j) {  // column g of each 8, inner terms 2t, 2t+1 and 8 on
+                const unsigned short* column = b_tile + (warp_n * 48 + j * 8 + g) * ROW + kk + 2 * t;
+                b[j][0] = *(const unsigned*)column;
+                b[j][1] = *(const unsigned*)(column + 8);
+            }
+            for (int i = 0; i < 2; ++i)
+                for (int j = 0; j < 6; ++j) mma_16816(acc[i][j], a[i], b[j]);
+        }
+        __syncthreads();  // this buffer is no longer read: the next load may fill it
+    }
+
+    // the epilogue: this thread's rows (2 a product: g and g + 8) and column pairs (2t, 2t + 1 of each 8)
+    const long long tiles_n = (long long)gridDim.y * 2;
+    for (int i = 0; i < 2; ++i)
+        for (int h = 0; h < 2; ++h) {
+            const int m = m0 + warp_m * 32 + i * 16 + g + 8 * h;
+            const bool row_in = m < rows;
+            const long long at = block * rows + (row_in ? m : 0);
+            const float s = row_in ? inverse_norms[at] : 0.f, radial = row_in ? row_dots[at] * s : 0.f;
+            float squares = 0.f;
+            for (int j = 0; j < 6; ++j) {
+                const int n = n0 + warp_n * 48 + j * 8 + 2 * t;
+                if (!row_in || n >= fan_in) continue;  // fan_in is even: both columns or neither
+                const long long offset = at * fan_in + n;
+                float2 u = *(const float2*)(raw + offset), v = *(const float2*)(velocity + offset);
+                const float dw0 = acc[i][j][2 * h], dw1 = acc[i][j][2 * h + 1];
+                v.x = momentum * v.x - lr * (dw0 - u.x * radial) * s;
+                v.y = momentum * v.y - lr * (dw1 - u.y * radial) * s;
+                u.x += v.x;
+                u.y += v.y;
+                squares += u.x * u.x + u.y * u.y;
+                *(float2*)(raw + offset) = u;
+                *(float2*)(velocity + offset) = v;
+                if (operand)
+                    *(unsigned*)(operand + offset) =
+                        (unsigned)round_to_bfloat16(u.x) | ((unsigned)round_to_bfloat16(u.y) << 16);
+            }
+            // the row's 4 lanes (t) hold its 48 columns of this warp: every lane takes part in the shuffles
+            squares += __shfl_xor_sync(0xffffffffu, squares, 1);
+            squares += __shfl_xor_sync(0xffffffffu, squares, 2);
+            if (t == 0 && row_in) partial_squares[at * tiles_n + blockIdx.y * 2 + warp_n] = squares;
+        }
+}
+"""
+
+
+def mma_update_source() -> str:
+    """The kernel's CUDA source (with the bfloat16 rounding its operand copy uses)."""
+    return BFLOAT16_ROUNDING + _SOURCE
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel():
+    import cupy
+
+    return cupy.RawKernel(mma_update_source(), "dasksae_mma_filter_weight_grad_update", options=("-std=c++17",))
+
+
+def _aligned(array, vector_bytes: int = 16) -> bool:
+    pointer = array.data.ptr if hasattr(array.data, "ptr") else array.ctypes.data
+    return array.flags.c_contiguous and pointer % vector_bytes == 0
+
+
+def update_fits(codes, x, error, raw, velocity, operand, inverse_norms, row_dots, field: int, blocks_w: int) -> bool:
+    """Whether the kernel takes these: bfloat16 (``uint16``) codes ``(count, rows, width)`` and maps ``(H, W, C, half)``
+    with ``width`` ``2 half`` (with the error map) or ``half`` and ``half`` in whole 32s; float32 ``raw`` and
+    ``velocity`` ``(count, rows, fan_in)`` with ``fan_in = field^2 C`` even; ``operand`` (or ``None``) ``uint16`` like
+    ``raw``; ``inverse_norms`` and ``row_dots`` float32, a value a row; everything C-contiguous, 16-byte aligned."""
+    if codes.ndim != 3 or x.ndim != 4 or raw.ndim != 3:
+        return False
+    count, rows, width = codes.shape
+    height, map_width, channels, half = x.shape
+    fan_in = field * field * channels
+    if half % TILE_K or width != half * (2 if error is not None else 1) or fan_in % 2:
+        return False
+    if raw.shape != (count, rows, fan_in) or velocity.shape != raw.shape or count % blocks_w:
+        return False
+    if any(a.dtype.name != "uint16" or not _aligned(a) for a in (codes, x) + ((error,) if error is not None else ())):
+        return False
+    if error is not None and error.shape != x.shape:
+        return False
+    if any(a.dtype.name != "float32" or not _aligned(a) for a in (raw, velocity)):
+        return False
+    if operand is not None and (operand.dtype.name != "uint16" or operand.shape != raw.shape or not _aligned(operand)):
+        return False
+    return all(a.dtype.name == "float32" and a.flags.c_contiguous and a.size == count * rows
+               for a in (inverse_norms, row_dots))
+
+
+def update_launch(codes_shape, x_shape, field: int, step: int, blocks_w: int):
+    """``(grid, scalar arguments after lr and momentum)`` of ``dasksae_mma_filter_weight_grad_update``."""
+    count, rows, width = codes_shape
+    height, map_width, channels, half = x_shape
+    fan_in = field * field * channels
+    return (-(-rows // TILE_M), -(-fan_in // TILE_N), count), (
+        rows, fan_in, width, half, blocks_w, step, field * channels, map_width * channels * half, channels * half)
+
+
+def filter_weight_grad_update_bfloat16(codes, x, error, raw, velocity, operand, inverse_norms, row_dots, lr: float,
+                                       momentum: float, field: int, step: int, blocks_w: int) -> None:
+    """The unit-norm SGD step of ``raw`` in place (``velocity`` too; ``operand``, ``raw``'s bfloat16 copy, rewritten;
+    ``inverse_norms`` then the new rows'), with the weight gradient ``codes [fields(x) | fields(error)]^T`` on tensor
+    cores, given the rows' ``W . dL/dW`` (``row_dots``): :func:`~dasksae.kernels.normalize.unit_rows_sgd` with
+    ``refresh_norms`` and the gradient never written.  The arrays must :func:`update_fits`."""
+    import cupy
+
+    from .simt_gemm import inverse_norms_from_squares
+
+    grid, arguments = update_launch(codes.shape, x.shape, field, step, blocks_w)
+    partial_squares = cupy.empty((raw.shape[0] * raw.shape[1], grid[1] * WARP_COLUMN_TILES), dtype=cupy.float32)
+    null = numpy.uint64(0)  # a null pointer argument
+    _kernel()(grid, (THREADS,), (
+        codes, x, null if error is None else error, raw, velocity, null if operand is None else operand, inverse_norms,
+        row_dots, partial_squares, numpy.float32(lr), numpy.float32(momentum),
+        *(numpy.int32(a) for a in arguments[:7]), *(numpy.int64(a) for a in arguments[7:])))
+    inverse_norms_from_squares(partial_squares, inverse_norms)

@@ -1,0 +1,203 @@
+"""The bfloat16 tensor-core update's CUDA source (``dasksae/kernels/mma_update.py``), run on the CPU.
+
+As in ``tests/test_simt_gemm_on_cpu.py`` (whose shim this one extends), g++
+compiles the very source text, one OS thread for each CUDA thread of a
+block, the blocks one after another.  ``mma.sync.m16n8k16`` is emulated from
+the register fragments as the PTX ISA lays them out for bfloat16 operands
+(A: registers 0-3 hold rows g, g+8, g, g+8 and inner terms 2t..2t+1,
+2t..2t+1, 2t+8.., 2t+8..; B: registers 0-1 hold inner terms 2t.. and 2t+8.. of
+column g; D: rows g, g, g+8, g+8 and columns 2t, 2t+1; g = lane / 4,
+t = lane % 4): a fragment gathered from the wrong place shows as a wrong
+product.  ``cp.async`` is a copy (or 16 zero bytes where the kernel guards
+a row).  Says nothing of speed, nor of the hardware's own layout beyond the
+ISA's text.
+"""
+
+import ctypes
+import shutil
+import subprocess
+
+import numpy
+import pytest
+
+from dasksae.kernels import mma_update
+from test_simt_gemm_on_cpu import SHIM
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+
+MMA_EMULATION = r"""
+#include <cstring>
+static inline unsigned __float_as_uint(float value) { unsigned bits; std::memcpy(&bits, &value, 4); return bits; }
+static inline float from_bfloat16(unsigned bits16) { const unsigned bits = bits16 << 16; float f; std::memcpy(&f, &bits, 4); return f; }
+static inline unsigned __cvta_generic_to_shared(const void*) { return 0; }
+static inline void copy_16(unsigned short* shared, const unsigned short* global, const bool whole)
+{
+    if (whole) std::memcpy(shared, global, 16);
+    else std::memset(shared, 0, 16);
+}
+static inline void copies_commit() {}
+template <int PENDING> static inline void copies_wait() {}
+static unsigned mma_a[256][4], mma_b[256][2];  // every thread of the block calls mma_16816 together, as the kernel does
+static inline void mma_16816(float* d, const unsigned* a, const unsigned* b)
+{
+    const int tid = threadIdx.x, warp = tid & ~31, lane = tid & 31, g = lane / 4, t = lane % 4;
+    for (int r = 0; r < 4; ++r) mma_a[tid][r] = a[r];
+    for (int r = 0; r < 2; ++r) mma_b[tid][r] = b[r];
+    block_barrier->arrive_and_wait();
+    for (int e = 0; e < 4; ++e) {
+        const int row = g + 8 * (e / 2), column = 2 * t + e % 2;
+        float sum = d[e];
+        for (int k = 0; k < 16; ++k) {  // A's (row, k) and B's (k, column): whose register, which one, which half
+            const unsigned a_bits = mma_a[warp + (row % 8) * 4 + (k % 8) / 2][(row >= 8) + 2 * (k >= 8)];
+            const unsigned b_bits = mma_b[warp + column * 4 + (k % 8) / 2][k >= 8];
+            const unsigned shift = 16 * (k % 2);
+            sum += from_bfloat16((a_bits >> shift) & 0xffffu) * from_bfloat16((b_bits >> shift) & 0xffffu);
+        }
+        d[e] = sum;
+    }
+    block_barrier->arrive_and_wait();
+}
+"""
+
+RUNNER = r"""
+extern "C" void run_update(const unsigned short* codes, const unsigned short* x, const unsigned short* error, float* raw,
+                           float* velocity, unsigned short* operand, const float* inverse_norms, const float* row_dots,
+                           float* partial_squares, float lr, float momentum, unsigned grid_x, unsigned grid_y,
+                           unsigned grid_z, int rows, int fan_in, int width, int half, int blocks_w, int step,
+                           int field_rows, long long in_row, long long in_pixel)
+{
+    std::barrier<> barrier(256);
+    block_barrier = &barrier;
+    for (unsigned z = 0; z < grid_z; ++z)
+        for (unsigned y = 0; y < grid_y; ++y)
+            for (unsigned x_ = 0; x_ < grid_x; ++x_) {
+                std::vector<std::thread> threads;
+                for (unsigned t = 0; t < 256; ++t)
+                    threads.emplace_back([=] {
+                        threadIdx = {t, 0, 0};
+                        blockIdx = {x_, y, z};
+                        gridDim = {grid_x, grid_y, grid_z};
+                        dasksae_mma_filter_weight_grad_update(codes, x, error, raw, velocity, operand, inverse_norms,
+                                                              row_dots, partial_squares, lr, momentum, rows, fan_in,
+                                                              width, half, blocks_w, step, field_rows, in_row,
+                                                              in_pixel);
+                    });
+                for (auto& thread : threads) thread.join();
+            }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def kernel_on_cpu(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mma")
+    probe = folder / "probe.cpp"
+    probe.write_text("#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n")
+    if subprocess.run(["g++", "-std=c++20", "-pthread", str(probe), "-o", str(folder / "probe")], capture_output=True).returncode:
+        pytest.skip("this g++ has no C++20 <barrier>")
+    source, library = folder / "mma.cpp", folder / "mma.so"
+    source.write_text(SHIM + MMA_EMULATION + mma_update.mma_update_source() + RUNNER)
+    build = subprocess.run(["g++", "-std=c++20", "-O1", "-fno-strict-aliasing", "-Wno-unknown-pragmas", "-shared", "-fPIC",
+                            "-pthread", str(source), "-o", str(library)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-3000:]
+    library = ctypes.CDLL(str(library))
+    library.run_update.argtypes = ([ctypes.c_void_p] * 9 + [ctypes.c_float] * 2 + [ctypes.c_uint] * 3
+                                   + [ctypes.c_int] * 7 + [ctypes.c_longlong] * 2)
+    return library
+
+
+def _bfloat16(values):
+    """The bfloat16 bits (``uint16``) of float32 ``values``, rounded to nearest even, and those values as float64."""
+    bits = values.astype(numpy.float32).view(numpy.uint32).astype(numpy.uint64)
+    bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(numpy.uint16)
+    return bits, (bits.astype(numpy.uint32) << 16).view(numpy.float32).astype(numpy.float64)
+
+
+def _pointer(array):
+    return None if array is None else array.ctypes.data
+
+
+def update_case(seed: int, with_error: bool, with_operand: bool) -> dict:
+    """3x2 blocks of 6x6x4 fields at step 2 (fan-in 144: a part-empty second tile of 96 columns), 136 rows (a guarded
+    second tile of rows), a minibatch of 64 (2 tiles of 32 inner terms a map: the loads switch maps between them):
+    the kernel's arguments (bfloat16 bits as ``uint16``; NumPy arrays) and what the update's array code makes of them
+    in float64 from the same bfloat16 values and ``row_dots``: ``expected_raw``, ``expected_velocity``,
+    ``expected_norms``."""
+    from dasksae.kernels.local_filter import gather_patches
+    from dasksae.kernels.normalize import unit_rows_sgd
+
+    rng = numpy.random.default_rng(seed)
+    field, step, channels, batch, blocks_h, blocks_w, rows = 6, 2, 4, 64, 3, 2, 136
+    shape = ((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, batch)
+    count, fan_in, width = blocks_h * blocks_w, field * field * channels, batch * (2 if with_error else 1)
+    x_bits, x = _bfloat16(rng.standard_normal(shape))
+    error_bits, error = _bfloat16(rng.standard_normal(shape)) if with_error else (None, None)
+    codes_bits, codes = _bfloat16(rng.standard_normal((count, rows, width)))
+    fields = gather_patches(x, field, step, blocks_h, blocks_w)
+    if with_error:
+        fields = numpy.concatenate([fields, gather_patches(error, field, step, blocks_h, blocks_w)], axis=2)
+    raw = rng.standard_normal((count, rows, fan_in)).astype(numpy.float32)
+    velocity = (rng.standard_normal((count, rows, fan_in)) * 0.1).astype(numpy.float32)
+    inverse_norms = (1 / numpy.sqrt((raw.astype(numpy.float64) ** 2).sum(-1))).astype(numpy.float32)
+    row_dots = rng.standard_normal((count, rows)).astype(numpy.float32)
+    case = {"codes": codes_bits, "x": x_bits, "error": error_bits, "raw": raw, "velocity": velocity,
+            "operand": numpy.zeros((count, rows, fan_in), numpy.uint16) if with_operand else None,
+            "inverse_norms": inverse_norms, "row_dots": row_dots, "lr": 0.01, "momentum": 0.9,
+            "field": field, "step": step, "blocks_w": blocks_w}
+    expected_raw, expected_velocity = raw.astype(numpy.float64), velocity.astype(numpy.float64)
+    expected_norms = inverse_norms.astype(numpy.float64)
+    unit_rows_sgd(expected_raw, expected_velocity, numpy.matmul(codes, fields.transpose(0, 2, 1)), expected_norms,
+                  case["lr"], case["momentum"], refresh_norms=True, row_dots=row_dots.astype(numpy.float64))
+    return case | {"expected_raw": expected_raw, "expected_velocity": expected_velocity,
+                   "expected_norms": expected_norms}
+
+
+def assert_updated_as_expected(case: dict, raw, velocity, operand, inverse_norms):
+    """The kernel's results (NumPy arrays) against :func:`update_case`'s float64 update."""
+    numpy.testing.assert_allclose(velocity, case["expected_velocity"], rtol=1e-4, atol=1e-6)
+    numpy.testing.assert_allclose(raw, case["expected_raw"], rtol=1e-5, atol=1e-6)
+    if operand is not None:
+        numpy.testing.assert_array_equal(operand, _bfloat16(raw)[0])  # the new U's bfloat16 bits
+    numpy.testing.assert_allclose(inverse_norms, case["expected_norms"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("with_error, with_operand", [(True, True), (False, False)], ids=["x-and-error", "x-only"])
+def test_the_tensor_core_update_takes_the_unit_norm_step_from_the_maps(kernel_on_cpu, with_error, with_operand):
+    """``codes [fields(x) | fields(error)]^T`` in bfloat16 with float32 sums, taken as the unit-norm SGD step as the
+    update's array code takes it (float64, the same bfloat16 values, the same ``row_dots``), ``U``'s bfloat16 copy
+    rewritten, and the per-warp sums of squares giving the new ``1/||U||`` (:func:`update_case`)."""
+    case = update_case(11, with_error, with_operand)
+    raw, velocity, operand = case["raw"], case["velocity"], case["operand"]
+    count, rows, _ = raw.shape
+    assert mma_update.update_fits(case["codes"], case["x"], case["error"], raw, velocity, operand,
+                                  case["inverse_norms"], case["row_dots"], case["field"], case["blocks_w"])
+    grid, arguments = mma_update.update_launch(case["codes"].shape, case["x"].shape, case["field"], case["step"],
+                                               case["blocks_w"])
+    assert grid == (2, 2, count)
+    partial_squares = numpy.full((count * rows, grid[1] * mma_update.WARP_COLUMN_TILES), numpy.nan, numpy.float32)
+    kernel_on_cpu.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, _pointer(case["error"]),
+                             raw.ctypes.data, velocity.ctypes.data, _pointer(operand), case["inverse_norms"].ctypes.data,
+                             case["row_dots"].ctypes.data, partial_squares.ctypes.data, case["lr"], case["momentum"],
+                             *grid, *arguments)
+    # every warp's part of every row is there (what sums them adds all), zero from the warp wholly past fan_in (the
+    # second tile's second warp: columns 144..191)
+    assert not numpy.isnan(partial_squares).any() and (partial_squares[:, 3] == 0).all()
+    new_norms = (1 / numpy.sqrt(partial_squares.astype(numpy.float64).sum(-1))).reshape(count, rows)
+    assert_updated_as_expected(case, raw, velocity, operand, new_norms)
+
+
+def test_the_tensor_core_update_refuses_what_it_cannot_read():
+    """Codes or maps not bfloat16, a minibatch not in whole 32s, an odd fan-in, the error map's width wrong."""
+    codes = numpy.zeros((6, 136, 128), numpy.uint16)
+    x = numpy.zeros((10, 8, 4, 64), numpy.uint16)
+    raw = numpy.zeros((6, 136, 144), numpy.float32)
+    rows = numpy.zeros((6, 136), numpy.float32)
+    fit = mma_update.update_fits
+    assert fit(codes, x, x, raw, raw.copy(), None, rows, rows.copy(), 6, 2)
+    assert not fit(codes, x, None, raw, raw.copy(), None, rows, rows.copy(), 6, 2)  # width 128 is 2 x 64: the error map
+    assert not fit(codes.astype(numpy.float32), x, x, raw, raw.copy(), None, rows, rows.copy(), 6, 2)
+    assert not fit(codes[:, :, :96].copy(), x[..., :48].copy(), x[..., :48].copy(), raw, raw.copy(), None, rows, rows, 6, 2)
+    odd = numpy.zeros((10, 8, 3, 64), numpy.uint16)  # fan-in 6*6*3 = 108 is even; 5*5*3 = 75 is not
+    assert not fit(codes, odd, odd, numpy.zeros((6, 136, 75), numpy.float32), numpy.zeros((6, 136, 75), numpy.float32),
+                   None, rows, rows.copy(), 5, 2)
+    assert not fit(codes, x, x, raw, raw.copy(), numpy.zeros((6, 136, 144), numpy.float32), rows, rows.copy(), 6, 2)

@@ -26,6 +26,15 @@ rows``), and the weight gradient from the input and error maps
 (``filter_weight_grad``). Their time includes what the gathers and the
 block-rows pass cost before; the rows beside them do not.
 
+``--mma`` adds, in bfloat16, the tensor-core weight gradient with the update
+in its epilogue (:mod:`dasksae.kernels.mma_update`, session 21: rows
+``mma update``, its FLOPs those of the gradient alone) from random maps of the
+stage's input shape, and the update that the cuBLAS path runs after its
+gradient (:func:`~dasksae.kernels.normalize.unit_rows_sgd` with the new
+norms and the bfloat16 copy, row ``update``): the mma row against that row
+plus the ``grad current`` row (cuBLAS's gradient, without the gathers its
+fields need) is the fused kernel's gain.
+
 Each is one :func:`dasksae.kernels.gemm.batched_matmul` call on all the
 stage's blocks at once, timed with CUDA events (median of ``--runs``, ``profile_kernels.timed``). Only
 speed is measured. A faster transposed layout would mean changing the
@@ -91,6 +100,44 @@ def implicit_rows(stage, geometry, batch, runs):
     return found
 
 
+def mma_rows(stage, geometry, batch, runs):
+    """The bfloat16 tensor-core update's rows for one stage (``--mma``), and the cuBLAS path's update to set beside."""
+    import cupy
+
+    from dasksae.kernels import mma_update
+    from dasksae.kernels.gemm import operand
+    from dasksae.kernels.normalize import unit_rows_sgd
+    from profile_kernels import timed
+
+    blocks_h, blocks_w, rows, fan_in = geometry.weight_shape
+    blocks, field, step = blocks_h * blocks_w, stage.field, stage.step
+    generator = cupy.random.default_rng(0)
+    x = operand(generator.standard_normal(tuple(geometry.input_shape) + (batch,), dtype=cupy.float32), "bfloat16")
+    error = operand(generator.standard_normal(x.shape, dtype=cupy.float32), "bfloat16")
+    codes = operand(generator.standard_normal((blocks, rows, 2 * batch), dtype=cupy.float32), "bfloat16")
+    raw = generator.standard_normal((blocks, rows, fan_in), dtype=cupy.float32)
+    velocity = cupy.zeros_like(raw)
+    weights_operand = cupy.empty(raw.shape, dtype=cupy.uint16)
+    inverse_norms = 1 / cupy.sqrt((raw * raw).sum(-1))
+    row_dots = cupy.zeros((blocks, rows), dtype=cupy.float32)
+    gradient = generator.standard_normal(raw.shape, dtype=cupy.float32) * 1e-3
+    found = []
+    if mma_update.update_fits(codes, x, error, raw, velocity, weights_operand, inverse_norms, row_dots, field, blocks_w):
+        seconds = timed(lambda: mma_update.filter_weight_grad_update_bfloat16(
+            codes, x, error, raw, velocity, weights_operand, inverse_norms, row_dots, 1e-6, 0.9, field, step, blocks_w),
+            runs=runs)
+        found.append({"product": "grad", "layout": "mma update", "precision": "bfloat16", "blocks": blocks,
+                      "inner": 2 * batch, "seconds": seconds,
+                      "tflops": 2 * blocks * rows * fan_in * 2 * batch / seconds / 1e12, "max_difference_from_cublas": None})
+    else:
+        print("    grad mma update: the kernel does not take this stage's shapes")
+    seconds = timed(lambda: unit_rows_sgd(raw, velocity, gradient, inverse_norms, 1e-6, 0.9, refresh_norms=True,
+                                          raw_operand=weights_operand, precision="bfloat16", row_dots=row_dots), runs=runs)
+    found.append({"product": "update", "layout": "after grad", "precision": "bfloat16", "blocks": blocks, "inner": None,
+                  "seconds": seconds, "tflops": 0.0, "max_difference_from_cublas": None})
+    return found
+
+
 def main(argv=None):
     import cupy
 
@@ -109,6 +156,9 @@ def main(argv=None):
                              "with its largest difference from cuBLAS's result")
     parser.add_argument("--implicit", action="store_true",
                         help="also time, in float32, the implicit kernels that read their fields from the maps")
+    parser.add_argument("--mma", action="store_true",
+                        help="also time, in bfloat16, the tensor-core weight gradient with the update in its epilogue "
+                             "and the cuBLAS path's update")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     config = coates(args.config)
@@ -160,6 +210,13 @@ def main(argv=None):
                 cupy.get_default_memory_pool().free_all_blocks()
             if args.implicit and precision == "float32":
                 for row in implicit_rows(config.stages[stage], geometry, args.minibatch, args.runs):
+                    row["stage"] = stage + 1
+                    rows_out.append(row)
+                    print(f"{stage + 1:>5} {row['product']:>8} {row['layout']:>10} {precision:>9} {blocks:>6} "
+                          f"{row['seconds'] * 1e3:>8.3f} {row['tflops']:>8.1f}", flush=True)
+                cupy.get_default_memory_pool().free_all_blocks()
+            if args.mma and precision == "bfloat16":
+                for row in mma_rows(config.stages[stage], geometry, args.minibatch, args.runs):
                     row["stage"] = stage + 1
                     rows_out.append(row)
                     print(f"{stage + 1:>5} {row['product']:>8} {row['layout']:>10} {precision:>9} {blocks:>6} "

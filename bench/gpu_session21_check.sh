@@ -24,7 +24,10 @@
 #                 5.13x). DASKSAE_UPDATE_STAGING=first-stage is the default since (05eed79).
 #   PART=next     (prepared for session 22, not run) all GPU tests (the float64 block sums of the code gradient and
 #                 the elementwise passes now share one device function, cuda_kernels.BLOCK_PARTIAL: compiled with
-#                 NVRTC here, not yet run on a GPU) and the float32 kernel table with first-stage. About 320 s.
+#                 NVRTC here, not yet run on a GPU; and the new bfloat16 tensor-core update, kernels/mma_update.py,
+#                 against NumPy), the float32 kernel table with first-stage, then the tensor-core update's time on
+#                 coates200's stages beside cuBLAS's bfloat16 gradient and the update after it
+#                 (bench/gemm_layouts.py --mma). About 400 s.
 #   PART=table    (prepared, not run) the issue's table in one process with today's defaults. About 500 s.
 #   PART=profiler (prepared, not run) whether Dask's statistical profiler slows the steps: every worker samples the
 #                 stack of its running task every 10 ms on its event loop, holding the GIL (distributed.worker.profile;
@@ -42,7 +45,9 @@ profile)
   done ;;
 next)
   gpu_tests ${TESTS_S:-200} tests/test_gpu.py tests/test_gpu_tiled.py
-  kernel_table_float32 ${KERNELS_S:-120} ;;
+  kernel_table_float32 ${KERNELS_S:-120}
+  timeout ${MMA_S:-90} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions bfloat16 --mma \
+    --runs 20 --json $OUT/gemm-mma.json 2>&1 | filter | tee $OUT/gemm-mma.log ;;
 table)
   issue_table ${TABLE_S:-540} --pipelined ;;
 profiler)

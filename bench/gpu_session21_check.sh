@@ -28,10 +28,13 @@
 #                 against NumPy), the float32 kernel table with first-stage, then the tensor-core update's time on
 #                 coates200's stages beside cuBLAS's bfloat16 gradient and the update after it
 #                 (bench/gemm_layouts.py --mma). About 400 s.
+#   PART=tensor   (prepared, not run) the in-process bfloat16 coates200 step with DASKSAE_TENSOR_CORE_UPDATE 0 / 1 /
+#                 0 / 1 (opt-in: the backward's update with its weight gradient on tensor cores), each a process of
+#                 its own. About 200 s. Run PART=next first: its GPU tests check the kernel and the training with it.
 #   PART=table    (prepared, not run) the issue's table in one process with today's defaults. About 500 s.
 #   PART=profiler (prepared, not run) whether Dask's statistical profiler slows the steps: every worker samples the
 #                 stack of its running task every 10 ms on its event loop, holding the GIL (distributed.worker.profile;
-#                 about 110 us a sample of a 40-deep stack on the CPU machine, python bench/profiler_cost.py),
+#                 40-120 us a sample of a 40-deep stack on the CPU machine, python bench/profiler_cost.py),
 #                 four samplers in the 4 worker threads' process. The 4 threads' bfloat16 row and the 1-worker float32
 #                 rows with DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED True / False, in turn, twice each. About 450 s.
 source bench/device_setup.sh
@@ -48,6 +51,14 @@ next)
   kernel_table_float32 ${KERNELS_S:-120}
   timeout ${MMA_S:-90} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions bfloat16 --mma \
     --runs 20 --json $OUT/gemm-mma.json 2>&1 | filter | tee $OUT/gemm-mma.log ;;
+tensor)
+  for tensor_cores in 0 1 0 1; do
+    DASKSAE_TENSOR_CORE_UPDATE=$tensor_cores timeout ${STEP_S:-75} python3 bench/gpu_step.py --configs coates200 \
+      --minibatch 96 --modes in-process --dtypes bfloat16 --runs 20 \
+      --json $OUT/gpu-step-tensor-$tensor_cores-$SECONDS.json 2>&1 | filter | grep "in-process\|failed\|Error" \
+      | sed "s/^/tensor-cores-$tensor_cores: /" | tee -a $OUT/gpu-step.log
+  done
+  cd $OUT && tar czf logs.tgz gpu-step-*.json && rm -f gpu-step-*.json ;;
 table)
   issue_table ${TABLE_S:-540} --pipelined ;;
 profiler)

@@ -16,7 +16,7 @@ from .kernels.backend import array_module, host_floats, kept_apart, on_device, t
 from .kernels.code_gradient import tied_code_gradient
 from .kernels.contrast import lcn_backward, lcn_forward
 from .kernels.elementwise import difference_and_squares, subtract_scaled_into
-from .kernels.gemm import native_precision, operand, result_dtype, storage_dtype
+from .kernels.gemm import from_bfloat16, native_precision, operand, result_dtype, storage_dtype
 from .kernels.local_filter import (
     CHUNK_BYTES,
     add_transpose_into,
@@ -29,7 +29,9 @@ from .kernels.local_filter import (
     local_filter_transpose,
     times_fields,
     times_fields_transposed,
+    tensor_core_update_takes,
     update_fuses,
+    update_with_tensor_cores,
     update_with_weight_grad,
 )
 from .kernels.normalize import inverse_row_norms, radial_dots, unit_rows_backward, unit_rows_sgd
@@ -176,7 +178,11 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         inputs = field_rows(p0, p1, field, step)
         x_map, error_map = x_window[inputs], error[inputs] if has_error else None
         from_maps = backward_reads_maps(xp, precision, x_map, error_map, count, fan_in, blocks_w)  # no fields buffer
-        fields = None if from_maps else xp.empty((count, fan_in, width), dtype=storage)  # [X | G]
+        # bfloat16, DASKSAE_TENSOR_CORE_UPDATE=1: the update with the weight gradient on tensor cores, which reads the
+        # maps; only G is gathered (for U g_r)
+        tensor_core = (update is not None and tied and weights is not state["encoder"]
+                       and tensor_core_update_takes(xp, precision, x_map, error_map, fan_in, count, blocks_w))
+        fields = None if from_maps or tensor_core else xp.empty((count, fan_in, width), dtype=storage)  # [X | G]
         if fields is not None:
             gather_patches(x_map, field, step, p1 - p0, blocks_w, out=fields[:, :, :batch])
         codes = xp.empty((count, rows, width), dtype=storage)  # [g_z | a z]
@@ -188,8 +194,9 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         weight_rows = weights[p0:p1].reshape(count, rows, fan_in)
         grad_operand = None  # s g_z, the input gradient's operand, where the tied code gradient made it
         error_fields = None  # G, gathered where fields are
-        if has_error and fields is not None:
-            error_fields = fields[:, :, batch:] if tied else xp.empty((count, fan_in, batch), dtype=storage)
+        if has_error and (fields is not None or tensor_core):
+            error_fields = fields[:, :, batch:] if fields is not None and tied else xp.empty((count, fan_in, batch),
+                                                                                            dtype=storage)
             gather_patches(error_map, field, step, p1 - p0, blocks_w, out=error_fields)
         decoded = None  # U g_r, the tied decoder's product
         if has_error and tied:  # [g_z | a z] (and s g_z) from U g_r in one pass (one kernel on CuPy)
@@ -213,7 +220,15 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         # W . dL/dW a row from the codes (exact precisions): the update then need not sum it over the gradient
         row_dots = (radial_dots(codes, z_rows, decoded, chunk_scale, a)
                     if update is not None and precision in ("float32", "float64") else None)
-        if (update is not None and fields is None and weights is state["encoder"]
+        if tensor_core:  # from the bfloat16 codes: the identity holds to their rounding (radial_dots)
+            left = codes[:, :, :batch]
+            row_dots = radial_dots(from_bfloat16(left) if left.dtype == numpy.uint16 else xp.ascontiguousarray(left),
+                                   z_rows, decoded, chunk_scale, a)
+            update_with_tensor_cores(codes, (x_map, error_map), field, step, blocks_w, state["encoder"][p0:p1],
+                                     state["encoder_velocity"][p0:p1], weights[p0:p1], inverse_norms[p0:p1],
+                                     row_dots, *update)
+            grad_unit = None  # and the new norms and operand copy
+        elif (update is not None and fields is None and weights is state["encoder"]
                 and update_with_weight_grad(codes, gradient_maps, field, step, blocks_w, weight_rows,
                                             state["encoder_velocity"][p0:p1].reshape(count, rows, fan_in),
                                             inverse_norms[p0:p1], row_dots, *update)):

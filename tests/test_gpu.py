@@ -772,3 +772,34 @@ def test_the_tensor_core_update_on_the_gpu_equals_numpy(with_error, with_operand
     assert_updated_as_expected(case, on_device["raw"].get(), on_device["velocity"].get(),
                                None if operand is None else operand.get(),
                                on_device["inverse_norms"].get().astype(numpy.float64))
+
+
+def test_bfloat16_training_with_the_tensor_core_update_follows_the_gathered_path(monkeypatch):
+    """DASKSAE_TENSOR_CORE_UPDATE=1: ``small`` (tied RICA; fan-ins 108 and more, 1x1 tiles, M=96) trained in bfloat16
+    with the update taken in the tensor-core kernel, which ran, as the default path (cuBLAS's gradient over gathered
+    fields, then the update) trains it, to the rounding of the row dots (the CPU test's tolerances)."""
+    from dasksae import TiledNetwork, tile_program
+    from dasksae.kernels import mma_update
+    from dasksae.tile_array import LocalExecutor
+
+    config = named_config("small")
+    data = numpy.random.default_rng(3)
+    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
+    launched = []
+    monkeypatch.setattr(mma_update, "filter_weight_grad_update_bfloat16",
+                        lambda *args, _run=mma_update.filter_weight_grad_update_bfloat16: launched.append(1) or _run(*args))
+
+    def trained(tensor_cores: bool):
+        monkeypatch.setattr(mma_update, "TENSOR_CORE_UPDATE", tensor_cores)
+        tile_program.forget_all()
+        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
+        return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()
+
+    expected_losses, expected_parameters = trained(False)
+    assert not launched
+    losses, parameters = trained(True)
+    assert launched
+    numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
+    for mine, theirs in zip(parameters, expected_parameters):
+        for name in mine:
+            assert numpy.abs(mine[name] - theirs[name]).max() < 1e-4 * numpy.abs(theirs[name]).max(), name

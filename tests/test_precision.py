@@ -4,6 +4,8 @@ On NumPy the reduced precisions are emulated by rounding operands
 (:mod:`dasksae.kernels.gemm`); the GPU tests check cuBLAS against the same.
 """
 
+import dataclasses
+
 import numpy
 import pytest
 
@@ -231,3 +233,46 @@ def test_gemm_tuning_is_opt_in_and_reads_alignments_right(monkeypatch):
     assert tuned_gemm._alignment(4096 + 40 * 2, 80 * 2) == 16
     assert tuned_gemm._alignment(1 << 20, 1 << 12) == 256
     assert tuned_gemm._alignment(4100, 4096) == 4
+
+
+@pytest.mark.parametrize("objective", ["rica", "le2012"])
+def test_the_tensor_core_update_trains_as_the_gathered_bfloat16_path(monkeypatch, objective):
+    """DASKSAE_TENSOR_CORE_UPDATE=1 (opt-in): the bfloat16 backward takes the tied decoder's update with its weight
+    gradient from the maps (on NumPy in array code, so that its plumbing runs here: no X fields gathered, the row
+    dots from the bfloat16 codes, the chunk's rows, velocity, operand copy and norms handed over) and trains as the
+    default path does to bfloat16's rounding of the row dots, on 2x1 tiles; the untied Le 2012 never takes it."""
+    from dasksae.kernels import local_filter, mma_update
+
+    config = dataclasses.replace(named_config("tiny"), objective=objective)
+    data = numpy.random.default_rng(3)
+    batches = [data.standard_normal(config.input_shape + (16,)).astype("float32") for _ in range(3)]
+
+    def trained(tensor_cores: bool):
+        monkeypatch.setattr(mma_update, "TENSOR_CORE_UPDATE", tensor_cores)
+        network = TiledNetwork(config, "2x1", executor=LocalExecutor(), seed=1, dtype="bfloat16")
+        losses = [network.step(x, 1e-3, 0.9).loss for x in batches]
+        return numpy.array(losses), network.parameters(), network.velocity()
+
+    taken, gathered = [], []
+    monkeypatch.setattr(local_filter, "update_with_tensor_cores",
+                        lambda *args, _run=local_filter.update_with_tensor_cores: taken.append(1) or _run(*args))
+    import dasksae.tile_ops as tile_ops
+
+    monkeypatch.setattr(tile_ops, "update_with_tensor_cores", local_filter.update_with_tensor_cores)
+    monkeypatch.setattr(tile_ops, "gather_patches",
+                        lambda x, *args, _run=tile_ops.gather_patches, **kw: gathered.append(x.shape) or _run(x, *args, **kw))
+    expected_losses, expected_parameters, expected_velocity = trained(False)
+    gathered_by_default = len(gathered)
+    assert not taken
+    losses, parameters, velocity = trained(True)
+    if objective == "le2012":
+        assert not taken and len(gathered) == 2 * gathered_by_default
+        numpy.testing.assert_array_equal(losses, expected_losses)
+        return
+    assert taken and len(gathered) - gathered_by_default < gathered_by_default  # the X halves were not gathered
+    numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
+    # the weights to 1e-4 of their largest, the velocities (the steps, where the row dots' rounding shows most) to 2%
+    for tolerance, mine_all, theirs_all in ((1e-4, parameters, expected_parameters), (2e-2, velocity, expected_velocity)):
+        for mine, theirs in zip(mine_all, theirs_all):
+            for name in mine:
+                assert numpy.abs(mine[name] - theirs[name]).max() < tolerance * numpy.abs(theirs[name]).max(), name

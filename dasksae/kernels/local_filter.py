@@ -29,7 +29,9 @@ the operand's rows, in the same pass that lays them out for the GEMM
 
 from __future__ import annotations
 
-from . import simt_gemm
+import numpy
+
+from . import mma_update, simt_gemm
 from .backend import array_module, as_strided
 from .gemm import batched_matmul, native_precision, operand, result_dtype, storage_dtype
 
@@ -302,6 +304,41 @@ def update_with_weight_grad(left, maps, field: int, step: int, blocks_w: int, ra
     simt_gemm.filter_weight_grad_update(left, x, error, raw_rows, velocity_rows, inverse_norms, row_dots, lr, momentum,
                                         field, step, blocks_w)
     return True
+
+
+def tensor_core_update_takes(xp, precision: str, x_rows, error_rows, fan_in: int, count: int, blocks_w: int) -> bool:
+    """Whether a bfloat16 chunk of the backward pass takes its update with its weight gradient on tensor cores
+    (:func:`update_with_tensor_cores`, ``DASKSAE_TENSOR_CORE_UPDATE=1``, opt-in): the tied decoder's
+    ``[g_z | a z] [X | G]^T`` with the error map there, and on CuPy maps the kernel reads
+    (:func:`~.mma_update.maps_fit`).  Then the chunk gathers no ``X`` fields and writes no gradient."""
+    if not (mma_update.TENSOR_CORE_UPDATE and precision == "bfloat16" and error_rows is not None):
+        return False
+    return xp.__name__ == "numpy" or mma_update.maps_fit(x_rows, error_rows, fan_in, count, blocks_w)
+
+
+def update_with_tensor_cores(codes, maps, field: int, step: int, blocks_w: int, raw, velocity, raw_operand,
+                             inverse_norms, row_dots, lr: float, momentum: float) -> None:
+    """The unit-norm SGD step of ``raw`` (a chunk's ``(blocks_h, blocks_w, rows, f*f*C)`` rows, in place, with
+    ``velocity``, ``raw_operand`` its bfloat16 copy and ``inverse_norms`` then the new rows') given the weight
+    gradient ``codes [fields(maps[0]) | fields(maps[1])]^T`` and the rows' ``W . dL/dW``: on CuPy in one kernel
+    (:func:`~.mma_update.filter_weight_grad_update_bfloat16`, the gradient never written); on NumPy the same step in
+    array code (the fields gathered, multiplied, :func:`~.normalize.unit_rows_sgd`), so that the backward pass's
+    use of it runs on the CPU.  Where :func:`tensor_core_update_takes`."""
+    from .normalize import unit_rows_sgd
+
+    count, rows, _ = codes.shape
+    if array_module(codes).__name__ == "numpy":
+        fields = [gather_patches(m, field, step, count // blocks_w, blocks_w) for m in maps]
+        gradient = batched_matmul(codes, numpy.concatenate(fields, axis=2), transpose_b=True, precision="bfloat16")
+        unit_rows_sgd(raw, velocity, gradient.reshape(raw.shape), inverse_norms, lr, momentum, refresh_norms=True,
+                      raw_operand=raw_operand, precision="bfloat16", row_dots=row_dots)
+        return
+    shape = (count, rows, raw.shape[-1])
+    arrays = (codes, *maps, raw.reshape(shape), velocity.reshape(shape), raw_operand.reshape(shape), inverse_norms,
+              row_dots)
+    if not mma_update.update_fits(*arrays, field, blocks_w):
+        raise RuntimeError("the tensor-core update was chosen for arrays it does not take (a dasksae bug)")
+    mma_update.filter_weight_grad_update_bfloat16(*arrays, lr, momentum, field, step, blocks_w)
 
 
 def local_filter_transpose(y, weights, input_shape, field: int, step: int, block_h: int, block_w: int, *,

@@ -1,8 +1,10 @@
 """The bfloat16 weight gradient on tensor cores, from the maps, taking the unit-norm SGD step in its epilogue (CuPy).
 
-Built in session 21 without a GPU; not yet run on one, and not yet called by
-the training (:mod:`dasksae.tile_ops` still takes cuBLAS's weight gradient
-and :func:`~dasksae.kernels.normalize.unit_rows_sgd` in bfloat16).
+Built in session 21 without a GPU; not yet run on one.  The bfloat16 backward
+calls it only with ``DASKSAE_TENSOR_CORE_UPDATE=1`` (opt-in,
+:func:`~dasksae.kernels.local_filter.update_with_tensor_cores`); by default it
+takes cuBLAS's weight gradient over gathered fields and
+:func:`~dasksae.kernels.normalize.unit_rows_sgd`.
 
 In bfloat16 the step's weight gradient is cuBLAS's batched GEMM over
 gathered fields (``[X | G]``), written in float32 and read back by the
@@ -40,10 +42,13 @@ import functools
 
 import numpy
 
+from ..switches import switch
 from .gemm import BFLOAT16_ROUNDING
 
 TILE_M, TILE_N, TILE_K, THREADS = 128, 96, 32, 256
 WARP_COLUMN_TILES = 2  # the warps across a block's 96 columns: partial_squares has 2 a block of columns
+# opt-in: the bfloat16 backward's update taken with its weight gradient in this kernel (local_filter.update_with_tensor_cores)
+TENSOR_CORE_UPDATE = switch("DASKSAE_TENSOR_CORE_UPDATE") == "1"
 
 _SOURCE = r"""
 #define TILE_M 128
@@ -226,6 +231,15 @@ def update_fits(codes, x, error, raw, velocity, operand, inverse_norms, row_dots
         return False
     return all(a.dtype.name == "float32" and a.flags.c_contiguous and a.size == count * rows
                for a in (inverse_norms, row_dots))
+
+
+def maps_fit(x, error, fan_in: int, count: int, blocks_w: int) -> bool:
+    """Whether the kernel reads a chunk's fields from these maps: bfloat16 (``uint16``) ``(H, W, C, half)`` maps of one
+    shape with ``half`` in whole 32s, C-contiguous and 16-byte aligned, an even fan-in and whole rows of blocks (what
+    :func:`update_fits` asks of the maps, known before the chunk's codes are made)."""
+    return (error is not None and x.shape == error.shape and x.ndim == 4 and x.shape[-1] % TILE_K == 0
+            and fan_in % 2 == 0 and count % blocks_w == 0 and count <= 65535
+            and all(a.dtype.name == "uint16" and _aligned(a) for a in (x, error)))
 
 
 def update_launch(codes_shape, x_shape, field: int, step: int, blocks_w: int):

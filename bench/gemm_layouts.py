@@ -208,15 +208,10 @@ def main(argv=None):
                 os.environ["DASKSAE_GEMM"] = "cublas"
                 a = b = out = None
                 cupy.get_default_memory_pool().free_all_blocks()
-            if args.implicit and precision == "float32":
-                for row in implicit_rows(config.stages[stage], geometry, args.minibatch, args.runs):
-                    row["stage"] = stage + 1
-                    rows_out.append(row)
-                    print(f"{stage + 1:>5} {row['product']:>8} {row['layout']:>10} {precision:>9} {blocks:>6} "
-                          f"{row['seconds'] * 1e3:>8.3f} {row['tflops']:>8.1f}", flush=True)
-                cupy.get_default_memory_pool().free_all_blocks()
-            if args.mma and precision == "bfloat16":
-                for row in mma_rows(config.stages[stage], geometry, args.minibatch, args.runs):
+            extra = ((implicit_rows if args.implicit and precision == "float32" else None),
+                     (mma_rows if args.mma and precision == "bfloat16" else None))
+            for rows_of in [f for f in extra if f is not None]:
+                for row in rows_of(config.stages[stage], geometry, args.minibatch, args.runs):
                     row["stage"] = stage + 1
                     rows_out.append(row)
                     print(f"{stage + 1:>5} {row['product']:>8} {row['layout']:>10} {precision:>9} {blocks:>6} "

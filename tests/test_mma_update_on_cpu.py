@@ -15,13 +15,12 @@ ISA's text.
 
 import ctypes
 import shutil
-import subprocess
 
 import numpy
 import pytest
 
 from dasksae.kernels import mma_update
-from test_simt_gemm_on_cpu import SHIM
+from test_simt_gemm_on_cpu import GRID_RUNNER, SHIM, built_on_cpu
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 
@@ -59,48 +58,25 @@ static inline void mma_16816(float* d, const unsigned* a, const unsigned* b)
 }
 """
 
-RUNNER = r"""
+RUNNER = GRID_RUNNER + r"""
 extern "C" void run_update(const unsigned short* codes, const unsigned short* x, const unsigned short* error, float* raw,
                            float* velocity, unsigned short* operand, const float* inverse_norms, const float* row_dots,
                            float* partial_squares, float lr, float momentum, unsigned grid_x, unsigned grid_y,
                            unsigned grid_z, int rows, int fan_in, int width, int half, int blocks_w, int step,
                            int field_rows, long long in_row, long long in_pixel)
 {
-    std::barrier<> barrier(256);
-    block_barrier = &barrier;
-    for (unsigned z = 0; z < grid_z; ++z)
-        for (unsigned y = 0; y < grid_y; ++y)
-            for (unsigned x_ = 0; x_ < grid_x; ++x_) {
-                std::vector<std::thread> threads;
-                for (unsigned t = 0; t < 256; ++t)
-                    threads.emplace_back([=] {
-                        threadIdx = {t, 0, 0};
-                        blockIdx = {x_, y, z};
-                        gridDim = {grid_x, grid_y, grid_z};
-                        dasksae_mma_filter_weight_grad_update(codes, x, error, raw, velocity, operand, inverse_norms,
-                                                              row_dots, partial_squares, lr, momentum, rows, fan_in,
-                                                              width, half, blocks_w, step, field_rows, in_row,
-                                                              in_pixel);
-                    });
-                for (auto& thread : threads) thread.join();
-            }
+    run_grid(grid_x, grid_y, grid_z, [=] {
+        dasksae_mma_filter_weight_grad_update(codes, x, error, raw, velocity, operand, inverse_norms, row_dots,
+                                              partial_squares, lr, momentum, rows, fan_in, width, half, blocks_w, step,
+                                              field_rows, in_row, in_pixel);
+    });
 }
 """
 
 
 @pytest.fixture(scope="module")
 def kernel_on_cpu(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("mma")
-    probe = folder / "probe.cpp"
-    probe.write_text("#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n")
-    if subprocess.run(["g++", "-std=c++20", "-pthread", str(probe), "-o", str(folder / "probe")], capture_output=True).returncode:
-        pytest.skip("this g++ has no C++20 <barrier>")
-    source, library = folder / "mma.cpp", folder / "mma.so"
-    source.write_text(SHIM + MMA_EMULATION + mma_update.mma_update_source() + RUNNER)
-    build = subprocess.run(["g++", "-std=c++20", "-O1", "-fno-strict-aliasing", "-Wno-unknown-pragmas", "-shared", "-fPIC",
-                            "-pthread", str(source), "-o", str(library)], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-3000:]
-    library = ctypes.CDLL(str(library))
+    library = built_on_cpu(tmp_path_factory.mktemp("mma"), SHIM + MMA_EMULATION + mma_update.mma_update_source() + RUNNER)
     library.run_update.argtypes = ([ctypes.c_void_p] * 9 + [ctypes.c_float] * 2 + [ctypes.c_uint] * 3
                                    + [ctypes.c_int] * 7 + [ctypes.c_longlong] * 2)
     return library

@@ -55,7 +55,29 @@ static inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 #define __restrict__ __restrict
 """
 
-RUNNER = r"""
+GRID_RUNNER = r"""
+template <typename Kernel>  // the blocks of a grid one after another, each block's 256 threads as OS threads
+static void run_grid(unsigned grid_x, unsigned grid_y, unsigned grid_z, Kernel kernel)
+{
+    std::barrier<> barrier(256);
+    block_barrier = &barrier;
+    for (unsigned z = 0; z < grid_z; ++z)
+        for (unsigned y = 0; y < grid_y; ++y)
+            for (unsigned x_ = 0; x_ < grid_x; ++x_) {
+                std::vector<std::thread> threads;
+                for (unsigned t = 0; t < 256; ++t)
+                    threads.emplace_back([=] {
+                        threadIdx = {t, 0, 0};
+                        blockIdx = {x_, y, z};
+                        gridDim = {grid_x, grid_y, grid_z};
+                        kernel();
+                    });
+                for (auto& thread : threads) thread.join();
+            }
+}
+"""
+
+RUNNER = GRID_RUNNER + r"""
 struct Fields { int blocks_w, step, field_rows, block_h, block_w, maps; long long in_row, in_pixel, out_row, out_pixel;
                 const float* row_scale; };
 
@@ -96,26 +118,6 @@ extern "C" void run(int transpose_a, int accumulate, const float* a, const float
         case 2: RUN(1, 0); break;
         default: RUN(1, 1); break;
     }
-}
-
-template <typename Kernel>  // the blocks of a grid one after another, each block's 256 threads as OS threads
-static void run_grid(unsigned grid_x, unsigned grid_y, unsigned grid_z, Kernel kernel)
-{
-    std::barrier<> barrier(256);
-    block_barrier = &barrier;
-    for (unsigned z = 0; z < grid_z; ++z)
-        for (unsigned y = 0; y < grid_y; ++y)
-            for (unsigned x_ = 0; x_ < grid_x; ++x_) {
-                std::vector<std::thread> threads;
-                for (unsigned t = 0; t < 256; ++t)
-                    threads.emplace_back([=] {
-                        threadIdx = {t, 0, 0};
-                        blockIdx = {x_, y, z};
-                        gridDim = {grid_x, grid_y, grid_z};
-                        kernel();
-                    });
-                for (auto& thread : threads) thread.join();
-            }
 }
 
 extern "C" void run_weight_grad(const float* codes, const float* x, const float* error, float* grad, unsigned grid_x,
@@ -162,6 +164,21 @@ extern "C" void run_fields(const float* a, const float* b, float* c, int m, int 
 """
 
 
+def built_on_cpu(folder, source: str):
+    """``source`` (a shim and CUDA source) built by g++ into a shared library in ``folder``, loaded; the test skips
+    where g++ lacks C++20's ``<barrier>``."""
+    probe = folder / "probe.cpp"
+    probe.write_text("#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n")
+    if subprocess.run(["g++", "-std=c++20", "-pthread", str(probe), "-o", str(folder / "probe")], capture_output=True).returncode:
+        pytest.skip("this g++ has no C++20 <barrier>")
+    (folder / "kernel.cpp").write_text(source)
+    build = subprocess.run(["g++", "-std=c++20", "-O1", "-fno-strict-aliasing", "-Wno-unknown-pragmas", "-shared", "-fPIC",
+                            "-pthread", str(folder / "kernel.cpp"), "-o", str(folder / "kernel.so")],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-3000:]
+    return ctypes.CDLL(str(folder / "kernel.so"))
+
+
 @pytest.fixture(scope="module", params=[(True, True, 1), (False, False, 0), (True, False, 3)],
                 ids=["swizzled-prefetching-staged", "plain", "staged-in-the-first-stage"])
 def kernel_on_cpu(tmp_path_factory, request):
@@ -171,17 +188,8 @@ def kernel_on_cpu(tmp_path_factory, request):
     (``DASKSAE_UPDATE_STAGING=1``: plain copies here, read back by the epilogue); and swizzled, staged from inside
     the first stage of the products (``DASKSAE_UPDATE_STAGING=first-stage``)."""
     swizzle, prefetch, staging = request.param
-    folder = tmp_path_factory.mktemp("simt")
-    probe = folder / "probe.cpp"
-    probe.write_text("#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n")
-    if subprocess.run(["g++", "-std=c++20", "-pthread", str(probe), "-o", str(folder / "probe")], capture_output=True).returncode:
-        pytest.skip("this g++ has no C++20 <barrier>")
-    source, library = folder / "simt.cpp", folder / "simt.so"
-    source.write_text(SHIM + simt_gemm.simt_gemm_source(swizzle=swizzle, prefetch=prefetch, staging=staging) + RUNNER)
-    build = subprocess.run(["g++", "-std=c++20", "-O1", "-fno-strict-aliasing", "-Wno-unknown-pragmas", "-shared", "-fPIC",
-                            "-pthread", str(source), "-o", str(library)], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-3000:]
-    library = ctypes.CDLL(str(library))
+    source = SHIM + simt_gemm.simt_gemm_source(swizzle=swizzle, prefetch=prefetch, staging=staging) + RUNNER
+    library = built_on_cpu(tmp_path_factory.mktemp("simt"), source)
     library.run.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p] \
         + [ctypes.c_int] * 3 + [ctypes.c_longlong] * 6 + [ctypes.c_int]
     library.run_fields.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 10 + [ctypes.c_longlong] * 4 + [ctypes.c_void_p]

@@ -273,6 +273,9 @@ def train_tiled(
         bar.set_postfix(phase=phase, loss=f"{reports[-1].loss:.4g}", images_per_s=f"{minibatch / seconds:.0f}")
         bar.update(len(reports))
 
+    if progress and network.device == "cuda":  # else a silent first group looks like a hang
+        tqdm.write("the first steps compile dasksae's CUDA kernels on each worker, the first time on a machine: CuPy "
+                   "keeps them for later runs (~/.cupy/kernel_cache, or CUPY_CACHE_DIR)")
     with prefetch, tqdm(total=len(phases), initial=start, disable=not progress, unit="step", mininterval=0.5) as bar:
         # each group is submitted before the previous group's losses are read, so the workers go from one group's
         # tasks to the next without waiting for the client (TiledNetwork.submit_steps)

@@ -81,8 +81,10 @@ __device__ __forceinline__ void mma_16816(float* d, const unsigned* a, const uns
 // maps (H, W, C, half) bfloat16, block i = (p, q)'s field row n (n < fan_in = f*f*C) at (p*in_row + q*in_pixel)*step +
 // (n / field_rows)*in_row + (n % field_rows)*half.  raw and velocity (count, rows, fan_in) float32, updated in place;
 // operand: raw's bfloat16 copy, rewritten (or null); inverse_norms and row_dots a value a row; partial_squares
-// (count * rows, gridDim.y * 2).  Takes width and half in whole 32s, fan_in even, 16-byte aligned rows.
-extern "C" __global__ void __launch_bounds__(256) dasksae_mma_filter_weight_grad_update(
+// (count * rows, gridDim.y * 2).  Takes width and half in whole 32s, fan_in even, 16-byte aligned rows.  Three blocks
+// an SM (80 registers, no spills; 98 unbounded): the kernel moves 18 bytes a parameter for a few FLOPs a byte, so what
+// matters is how many blocks' loads and stores are in flight.
+extern "C" __global__ void __launch_bounds__(256, 3) dasksae_mma_filter_weight_grad_update(
     const unsigned short* __restrict__ codes, const unsigned short* __restrict__ x,
     const unsigned short* __restrict__ error, float* __restrict__ raw, float* __restrict__ velocity,
     unsigned short* __restrict__ operand, const float* __restrict__ inverse_norms,

@@ -19,7 +19,7 @@ import shutil
 import numpy
 import pytest
 
-from dasksae.kernels import mma_update
+from dasksae.kernels import mma_update, simt_gemm
 from test_simt_gemm_on_cpu import GRID_RUNNER, SHIM, built_on_cpu
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
@@ -147,8 +147,8 @@ def test_the_tensor_core_update_takes_the_unit_norm_step_from_the_maps(kernel_on
     count, rows, _ = raw.shape
     assert mma_update.update_fits(case["codes"], case["x"], case["error"], raw, velocity, operand,
                                   case["inverse_norms"], case["row_dots"], case["field"], case["blocks_w"])
-    grid, arguments = mma_update.update_launch(case["codes"].shape, case["x"].shape, case["field"], case["step"],
-                                               case["blocks_w"])
+    grid, arguments = simt_gemm.weight_grad_launch(case["codes"].shape, case["x"].shape, case["field"], case["step"],
+                                                   case["blocks_w"])  # what the launch uses
     assert grid == (2, 2, count)
     partial_squares = numpy.full((count * rows, grid[1] * mma_update.WARP_COLUMN_TILES), numpy.nan, numpy.float32)
     kernel_on_cpu.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, _pointer(case["error"]),

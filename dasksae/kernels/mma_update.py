@@ -44,14 +44,15 @@ import numpy
 
 from ..switches import switch
 from .gemm import BFLOAT16_ROUNDING
+from .simt_gemm import THREADS, TILE_M, TILE_N  # the float32 kernels' block and output tile: their launches' shapes
 
-TILE_M, TILE_N, TILE_K, THREADS = 128, 96, 32, 256
+TILE_K = 32  # inner terms a stage of shared memory (the source's TILE_K)
 WARP_COLUMN_TILES = 2  # the warps across a block's 96 columns: partial_squares has 2 a block of columns
 # opt-in: the bfloat16 backward's update taken with its weight gradient in this kernel (local_filter.update_with_tensor_cores)
 TENSOR_CORE_UPDATE = switch("DASKSAE_TENSOR_CORE_UPDATE") == "1"
 
 _SOURCE = r"""
-#define TILE_M 128
+#define TILE_M 128  // simt_gemm's
 #define TILE_N 96
 #define TILE_K 32
 #define ROW 40  // a shared row: TILE_K bfloat16 values and 8 of padding (80 bytes: 16-byte aligned, no bank conflicts)
@@ -244,15 +245,6 @@ def maps_fit(x, error, fan_in: int, count: int, blocks_w: int) -> bool:
             and all(a.dtype.name == "uint16" and _aligned(a) for a in (x, error)))
 
 
-def update_launch(codes_shape, x_shape, field: int, step: int, blocks_w: int):
-    """``(grid, scalar arguments after lr and momentum)`` of ``dasksae_mma_filter_weight_grad_update``."""
-    count, rows, width = codes_shape
-    height, map_width, channels, half = x_shape
-    fan_in = field * field * channels
-    return (-(-rows // TILE_M), -(-fan_in // TILE_N), count), (
-        rows, fan_in, width, half, blocks_w, step, field * channels, map_width * channels * half, channels * half)
-
-
 def filter_weight_grad_update_bfloat16(codes, x, error, raw, velocity, operand, inverse_norms, row_dots, lr: float,
                                        momentum: float, field: int, step: int, blocks_w: int) -> None:
     """The unit-norm SGD step of ``raw`` in place (``velocity`` too; ``operand``, ``raw``'s bfloat16 copy, rewritten;
@@ -261,13 +253,13 @@ def filter_weight_grad_update_bfloat16(codes, x, error, raw, velocity, operand, 
     ``refresh_norms`` and the gradient never written.  The arrays must :func:`update_fits`."""
     import cupy
 
-    from .simt_gemm import inverse_norms_from_squares
+    from .simt_gemm import inverse_norms_from_squares, typed_launch, weight_grad_launch
 
-    grid, arguments = update_launch(codes.shape, x.shape, field, step, blocks_w)
+    # the same grid and scalar arguments as the float32 weight gradient's (a 128 x 96 tile, the maps' geometry)
+    grid, arguments = typed_launch(weight_grad_launch, 2, codes.shape, x.shape, field, step, blocks_w)
     partial_squares = cupy.empty((raw.shape[0] * raw.shape[1], grid[1] * WARP_COLUMN_TILES), dtype=cupy.float32)
     null = numpy.uint64(0)  # a null pointer argument
     _kernel()(grid, (THREADS,), (
         codes, x, null if error is None else error, raw, velocity, null if operand is None else operand, inverse_norms,
-        row_dots, partial_squares, numpy.float32(lr), numpy.float32(momentum),
-        *(numpy.int32(a) for a in arguments[:7]), *(numpy.int64(a) for a in arguments[7:])))
+        row_dots, partial_squares, numpy.float32(lr), numpy.float32(momentum), *arguments))
     inverse_norms_from_squares(partial_squares, inverse_norms)

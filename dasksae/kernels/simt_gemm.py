@@ -604,7 +604,7 @@ def fields_fit(x, weights, out, row_scale, field: int, step: int, block_h: int, 
 def filter_forward(x, weights, out, field: int, step: int, block_h: int, block_w: int, row_scale=None) -> None:
     """``out = diag(row_scale) W x`` for one chunk of block rows, fields read from ``x``'s map and outputs written
     into ``out``'s in the kernel itself (``FIELDS``; the arrays must :func:`fields_fit`)."""
-    grid, arguments = _typed_launch(forward_launch, 4, x.shape, out.shape, weights.shape, field, step, block_h, block_w)
+    grid, arguments = typed_launch(forward_launch, 4, x.shape, out.shape, weights.shape, field, step, block_h, block_w)
     scale = _NULL if row_scale is None else row_scale
     _module().get_function("dasksae_simt_filter_forward")(grid, (THREADS,), (weights, x, out, *arguments, scale))
 
@@ -623,7 +623,7 @@ def forward_launch(x_shape, out_shape, weights_shape, field: int, step: int, blo
 
 
 @functools.lru_cache(maxsize=256)
-def _typed_launch(make, wide: int, *shapes):
+def typed_launch(make, wide: int, *shapes):
     """``make(*shapes)``'s grid and scalar arguments as the kernel's types (``int``, the last ``wide`` ``long
     long``), made once for these shapes: a launch a chunk of block rows reuses them."""
     grid, arguments = make(*shapes)
@@ -672,7 +672,7 @@ def weight_grad_fits(codes, x, error, out, field: int, blocks_w: int) -> bool:
 def filter_weight_grad(codes, x, error, out, field: int, step: int, blocks_w: int) -> None:
     """``out[b] = codes[b] [fields_b(x) | fields_b(error)]^T`` (or ``codes[b] fields_b(x)^T`` without ``error``), the
     fields read from the maps in the kernel (``WEIGHT_GRAD``; the arrays must :func:`weight_grad_fits`)."""
-    grid, arguments = _typed_launch(weight_grad_launch, 2, codes.shape, x.shape, field, step, blocks_w)
+    grid, arguments = typed_launch(weight_grad_launch, 2, codes.shape, x.shape, field, step, blocks_w)
     _module().get_function("dasksae_simt_filter_weight_grad")(grid, (THREADS,), (
         codes, x, _NULL if error is None else error, out, *arguments))
 
@@ -718,7 +718,7 @@ def filter_weight_grad_update(codes, x, error, raw, velocity, inverse_norms, row
     must :func:`weight_grad_fits` (``raw`` as the output) and :func:`update_fits`."""
     import cupy
 
-    grid, arguments = _typed_launch(weight_grad_launch, 2, codes.shape, x.shape, field, step, blocks_w)
+    grid, arguments = typed_launch(weight_grad_launch, 2, codes.shape, x.shape, field, step, blocks_w)
     rows = raw.shape[0] * raw.shape[1]
     partial_squares = cupy.empty((rows, grid[1]), dtype=cupy.float32)
     device = cupy.cuda.Device().id

@@ -28,7 +28,8 @@ block-rows pass cost before; the rows beside them do not.
 
 ``--mma`` adds, in bfloat16, the tensor-core weight gradient with the update
 in its epilogue (:mod:`dasksae.kernels.mma_update`, session 21: rows
-``mma update``, its FLOPs those of the gradient alone) from random maps of the
+``mma <variant>``, one a variant of its epilogue, and ``mma gemm-only``, the
+products without the update; FLOPs those of the gradient alone) from random maps of the
 stage's input shape, and the update that the cuBLAS path runs after its
 gradient (:func:`~dasksae.kernels.normalize.unit_rows_sgd` with the new
 norms and the bfloat16 copy, row ``update``): the mma row against that row
@@ -123,12 +124,14 @@ def mma_rows(stage, geometry, batch, runs):
     gradient = generator.standard_normal(raw.shape, dtype=cupy.float32) * 1e-3
     found = []
     if mma_update.update_fits(codes, x, error, raw, velocity, weights_operand, inverse_norms, row_dots, field, blocks_w):
-        seconds = timed(lambda: mma_update.filter_weight_grad_update_bfloat16(
-            codes, x, error, raw, velocity, weights_operand, inverse_norms, row_dots, 1e-6, 0.9, field, step, blocks_w),
-            runs=runs)
-        found.append({"product": "grad", "layout": "mma update", "precision": "bfloat16", "blocks": blocks,
-                      "inner": 2 * batch, "seconds": seconds,
-                      "tflops": 2 * blocks * rows * fan_in * 2 * batch / seconds / 1e12, "max_difference_from_cublas": None})
+        for variant in mma_update.EPILOGUE_VARIANTS:  # the epilogue's variants, and the products alone (gemm-only)
+            seconds = timed(lambda: mma_update.filter_weight_grad_update_bfloat16(
+                codes, x, error, raw, velocity, weights_operand, inverse_norms, row_dots, 1e-6, 0.9, field, step,
+                blocks_w, variant=variant), runs=runs)
+            found.append({"product": "grad", "layout": f"mma {variant}", "precision": "bfloat16", "blocks": blocks,
+                          "inner": 2 * batch, "seconds": seconds,
+                          "tflops": 2 * blocks * rows * fan_in * 2 * batch / seconds / 1e12,
+                          "max_difference_from_cublas": None})
     else:
         print("    grad mma update: the kernel does not take this stage's shapes")
     seconds = timed(lambda: unit_rows_sgd(raw, velocity, gradient, inverse_norms, 1e-6, 0.9, refresh_norms=True,

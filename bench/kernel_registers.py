@@ -4,6 +4,7 @@
     python bench/kernel_registers.py
     DASKSAE_UPDATE_STAGING=1 python bench/kernel_registers.py --ptx simt.ptx   # a switch's variant; keep its PTX
     python bench/kernel_registers.py --kernels mma   # the bfloat16 tensor-core update (kernels/mma_update.py)
+    python bench/kernel_registers.py --kernels mma --mma-epilogue batched   # one of its epilogue's variants
 
 Compiles :mod:`dasksae.kernels.simt_gemm`'s source to PTX with NVRTC (as
 ``tests/test_cuda_sources.py`` does) and assembles it with ``ptxas -v``,
@@ -30,6 +31,8 @@ def main(argv=None):
     parser.add_argument("--ptx", help="also write the PTX to this file")
     parser.add_argument("--kernels", choices=("simt", "mma"), default="simt",
                         help="simt: kernels/simt_gemm.py (float32); mma: kernels/mma_update.py (bfloat16, tensor cores)")
+    parser.add_argument("--mma-epilogue", default="prefetch",
+                        help="with --kernels mma: the epilogue's variant (mma_update.EPILOGUE_VARIANTS)")
     args = parser.parse_args(argv)
     import nvidia.cuda_nvcc
     from test_cuda_sources import NVRTC
@@ -42,7 +45,7 @@ def main(argv=None):
     if args.kernels == "simt":
         source, names, standard = simt_gemm.simt_gemm_source(), simt_gemm.SIMT_GEMM_KERNELS, b"-std=c++14"
     else:
-        source, names, standard = mma_update.mma_update_source(), [], b"-std=c++17"
+        source, names, standard = mma_update.mma_update_source(args.mma_epilogue), [], b"-std=c++17"
     assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), source.encode(), b"simt.cu", 0, None, None) == 0
     for name in names:
         NVRTC.nvrtcAddNameExpression(program, name.encode())

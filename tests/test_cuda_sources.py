@@ -97,9 +97,12 @@ def test_every_simt_gemm_variant_compiles(swizzle, prefetch, staging):
     assert compile_errors(simt_gemm.simt_gemm_source(swizzle, prefetch, staging), simt_gemm.SIMT_GEMM_KERNELS) == ""
 
 
-def test_the_tensor_core_update_compiles():
-    """The bfloat16 ``mma.sync`` update (sm_90 PTX; its arithmetic is checked under g++ in test_mma_update_on_cpu)."""
-    assert compile_errors(mma_update.mma_update_source(), options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
+@pytest.mark.parametrize("variant", list(mma_update.EPILOGUE_VARIANTS))
+def test_the_tensor_core_update_compiles(variant):
+    """The bfloat16 ``mma.sync`` update in each epilogue variant (sm_90 PTX; its arithmetic is checked under g++ in
+    test_mma_update_on_cpu, where the L2 prefetch is left out)."""
+    assert compile_errors(mma_update.mma_update_source(variant),
+                          options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
 
 
 def test_every_update_kernel_compiles():

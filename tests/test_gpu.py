@@ -753,11 +753,13 @@ def test_halo_windows_from_strided_views_equal_numpy(rng):
         numpy.testing.assert_array_equal(on_gpu, on_cpu)
 
 
+@pytest.mark.parametrize("variant", ["plain", "prefetch", "batched", "prefetch-batched"])
 @pytest.mark.parametrize("with_error, with_operand", [(True, True), (False, False)], ids=["x-and-error", "x-only"])
-def test_the_tensor_core_update_on_the_gpu_equals_numpy(with_error, with_operand):
+def test_the_tensor_core_update_on_the_gpu_equals_numpy(with_error, with_operand, variant):
     """``dasksae_mma_filter_weight_grad_update`` (bfloat16 ``mma.sync`` from the maps, the unit-norm SGD step in its
-    epilogue) on the device against the float64 update of the same bfloat16 values: the case, tolerances and
-    checks of its g++ test (``tests/test_mma_update_on_cpu.py``), with the per-warp squares summed on the device."""
+    epilogue, each epilogue variant) on the device against the float64 update of the same bfloat16 values: the case,
+    tolerances and checks of its g++ test (``tests/test_mma_update_on_cpu.py``), with the per-warp squares summed on
+    the device."""
     from dasksae.kernels import mma_update
     from test_mma_update_on_cpu import assert_updated_as_expected, update_case
 
@@ -767,7 +769,7 @@ def test_the_tensor_core_update_on_the_gpu_equals_numpy(with_error, with_operand
     arrays = [on_device[name] for name in names]
     assert mma_update.update_fits(*arrays, case["field"], case["blocks_w"])
     mma_update.filter_weight_grad_update_bfloat16(*arrays, case["lr"], case["momentum"], case["field"], case["step"],
-                                                  case["blocks_w"])
+                                                  case["blocks_w"], variant=variant)
     operand = on_device["operand"]
     assert_updated_as_expected(case, on_device["raw"].get(), on_device["velocity"].get(),
                                None if operand is None else operand.get(),

@@ -74,9 +74,11 @@ extern "C" void run_update(const unsigned short* codes, const unsigned short* x,
 """
 
 
-@pytest.fixture(scope="module")
-def kernel_on_cpu(tmp_path_factory):
-    library = built_on_cpu(tmp_path_factory.mktemp("mma"), SHIM + MMA_EMULATION + mma_update.mma_update_source() + RUNNER)
+@pytest.fixture(scope="module", params=["plain", "batched"])
+def kernel_on_cpu(tmp_path_factory, request):
+    """The kernel built under g++ with each epilogue whose loads differ on the CPU (the L2 prefetch is CUDA only)."""
+    library = built_on_cpu(tmp_path_factory.mktemp("mma"),
+                           SHIM + MMA_EMULATION + mma_update.mma_update_source(request.param) + RUNNER)
     library.run_update.argtypes = ([ctypes.c_void_p] * 9 + [ctypes.c_float] * 2 + [ctypes.c_uint] * 3
                                    + [ctypes.c_int] * 7 + [ctypes.c_longlong] * 2)
     return library

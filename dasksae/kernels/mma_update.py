@@ -99,6 +99,18 @@ extern "C" __global__ void __launch_bounds__(256, 3) dasksae_mma_filter_weight_g
     const int warp_m = warp % 4, warp_n = warp / 4;
     const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
     const long long block = blockIdx.z;
+#if EPILOGUE_PREFETCH && (defined(__CUDACC_RTC__) || defined(__CUDACC__))
+    {  // the tile of raw and velocity that the epilogue reads, asked of L2 now (4 128-byte lines a row of 96 floats,
+       // the last at its end): the epilogue's loads then wait on L2, not DRAM, with nothing held in registers
+        const int columns = min(TILE_N, fan_in - n0);
+        for (int c = tid; c < TILE_M * 8; c += 256) {
+            const int r = c / 8, which = (c / 4) % 2, part = c % 4, m = m0 + r;
+            if (m >= rows) continue;
+            const float* row = (which ? velocity : raw) + (block * rows + m) * fan_in + n0;
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(row + min(part * 32, columns - 1)));
+        }
+    }
+#endif
     codes += block * rows * width;
     {
         const long long p = block / blocks_w, q = block % blocks_w, at = (p * in_row + q * in_pixel) * step;
@@ -158,6 +170,14 @@ extern "C" __global__ void __launch_bounds__(256, 3) dasksae_mma_filter_weight_g
         __syncthreads();  // this buffer is no longer read: the next load may fill it
     }
 
+#if GEMM_ONLY  // (a benchmark's variant: the products alone, their sum written so that they are kept; no update)
+    float sum = 0.f;
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 6; ++j)
+            for (int e = 0; e < 4; ++e) sum += acc[i][j][e];
+    if (m0 + tid < rows) partial_squares[(block * rows + m0 + tid) * gridDim.y * 2 + blockIdx.y * 2] = sum;
+    return;
+#endif
     // the epilogue: this thread's rows (2 a product: g and g + 8) and column pairs (2t, 2t + 1 of each 8)
     const long long tiles_n = (long long)gridDim.y * 2;
     for (int i = 0; i < 2; ++i)
@@ -167,11 +187,24 @@ extern "C" __global__ void __launch_bounds__(256, 3) dasksae_mma_filter_weight_g
             const long long at = block * rows + (row_in ? m : 0);
             const float s = row_in ? inverse_norms[at] : 0.f, radial = row_in ? row_dots[at] * s : 0.f;
             float squares = 0.f;
+#if EPILOGUE_BATCHED  // the row's 6 pairs of raw and velocity loaded before any is used: 12 loads in flight a thread
+            float2 us[6], vs[6];
+            for (int j = 0; j < 6; ++j) {
+                const int n = n0 + warp_n * 48 + j * 8 + 2 * t;
+                if (!row_in || n >= fan_in) continue;
+                us[j] = *(const float2*)(raw + at * fan_in + n);
+                vs[j] = *(const float2*)(velocity + at * fan_in + n);
+            }
+#endif
             for (int j = 0; j < 6; ++j) {
                 const int n = n0 + warp_n * 48 + j * 8 + 2 * t;
                 if (!row_in || n >= fan_in) continue;  // fan_in is even: both columns or neither
                 const long long offset = at * fan_in + n;
+#if EPILOGUE_BATCHED
+                float2 u = us[j], v = vs[j];
+#else
                 float2 u = *(const float2*)(raw + offset), v = *(const float2*)(velocity + offset);
+#endif
                 const float dw0 = acc[i][j][2 * h], dw1 = acc[i][j][2 * h + 1];
                 v.x = momentum * v.x - lr * (dw0 - u.x * radial) * s;
                 v.y = momentum * v.y - lr * (dw1 - u.y * radial) * s;
@@ -193,16 +226,28 @@ extern "C" __global__ void __launch_bounds__(256, 3) dasksae_mma_filter_weight_g
 """
 
 
-def mma_update_source() -> str:
-    """The kernel's CUDA source (with the bfloat16 rounding its operand copy uses)."""
-    return BFLOAT16_ROUNDING + _SOURCE
+# the epilogue's variants (compile-time switches of the source): how its loads of raw and velocity are kept in flight
+EPILOGUE_VARIANTS = {
+    "plain": {},  # session 21's: each pair loaded as the step uses it
+    "prefetch": {"EPILOGUE_PREFETCH": 1},  # the block's raw and velocity asked of L2 when the block starts
+    "batched": {"EPILOGUE_BATCHED": 1},  # a row's 6 pairs loaded before the step uses any
+    "prefetch-batched": {"EPILOGUE_PREFETCH": 1, "EPILOGUE_BATCHED": 1},
+    "gemm-only": {"GEMM_ONLY": 1},  # for benchmarks: the products alone, no update (the weights are left as they were)
+}
+EPILOGUE = switch("DASKSAE_MMA_EPILOGUE")  # the variant the training takes
+
+
+def mma_update_source(variant: str = "plain") -> str:
+    """The kernel's CUDA source (with the bfloat16 rounding its operand copy uses), with a variant's defines."""
+    defines = "".join(f"#define {name} {value}\n" for name, value in EPILOGUE_VARIANTS[variant].items())
+    return defines + BFLOAT16_ROUNDING + _SOURCE
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel():
+def _kernel(variant: str):
     import cupy
 
-    return cupy.RawKernel(mma_update_source(), "dasksae_mma_filter_weight_grad_update", options=("-std=c++17",))
+    return cupy.RawKernel(mma_update_source(variant), "dasksae_mma_filter_weight_grad_update", options=("-std=c++17",))
 
 
 def _aligned(array, vector_bytes: int = 16) -> bool:
@@ -246,7 +291,8 @@ def maps_fit(x, error, fan_in: int, count: int, blocks_w: int) -> bool:
 
 
 def filter_weight_grad_update_bfloat16(codes, x, error, raw, velocity, operand, inverse_norms, row_dots, lr: float,
-                                       momentum: float, field: int, step: int, blocks_w: int) -> None:
+                                       momentum: float, field: int, step: int, blocks_w: int,
+                                       variant: str | None = None) -> None:
     """The unit-norm SGD step of ``raw`` in place (``velocity`` too; ``operand``, ``raw``'s bfloat16 copy, rewritten;
     ``inverse_norms`` then the new rows'), with the weight gradient ``codes [fields(x) | fields(error)]^T`` on tensor
     cores, given the rows' ``W . dL/dW`` (``row_dots``): :func:`~dasksae.kernels.normalize.unit_rows_sgd` with
@@ -259,7 +305,7 @@ def filter_weight_grad_update_bfloat16(codes, x, error, raw, velocity, operand, 
     grid, arguments = typed_launch(weight_grad_launch, 2, codes.shape, x.shape, field, step, blocks_w)
     partial_squares = cupy.empty((raw.shape[0] * raw.shape[1], grid[1] * WARP_COLUMN_TILES), dtype=cupy.float32)
     null = numpy.uint64(0)  # a null pointer argument
-    _kernel()(grid, (THREADS,), (
+    _kernel(variant or EPILOGUE)(grid, (THREADS,), (
         codes, x, null if error is None else error, raw, velocity, null if operand is None else operand, inverse_norms,
         row_dots, partial_squares, numpy.float32(lr), numpy.float32(momentum), *arguments))
     inverse_norms_from_squares(partial_squares, inverse_norms)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# On the lent GPU machine (device tool, carry [".whl"]), session 22. .whl as in bench/gpu_session14_check.sh's header.
+# Session 22's first call ran PART=next of bench/gpu_session21_check.sh at 624792f (bench/results/session22/next/):
+#   156 GPU tests passed (the tensor-core update against NumPy and in training; cuda_kernels.BLOCK_PARTIAL);
+#   float32 kernel table with first-stage: 53.6 ms profiled, the weight gradient with the update 17.73 ms (18.76 with
+#   staging 1); the tensor-core update (kernels/mma_update.py) 4.30 / 8.56 / 6.62 ms on coates200's stages against
+#   cuBLAS's bfloat16 gradient 0.71 / 1.39 / 1.08 ms plus the update after it 2.07 / 3.78 / 2.95: slower than the two.
+#   At ~1.4 TB/s it moves its 18 bytes a parameter at a third of the copy bandwidth: each thread's epilogue loads a
+#   pair of raw and velocity and stores it before the next (80 registers), about 4 KiB of loads in flight a block.
+#   PART=mma      the epilogue's variants (DASKSAE_MMA_EPILOGUE: plain, prefetch - the block's tile of raw and
+#                 velocity asked of L2 when the block starts -, batched, prefetch-batched) and the products alone
+#                 (gemm-only) per stage (bench/gemm_layouts.py --mma); the tensor-core GPU tests in every variant; then
+#                 the in-process bfloat16 coates200 step with DASKSAE_TENSOR_CORE_UPDATE 0 / 1 / 0 / 1 with the
+#                 default variant. About 300 s.
+source bench/device_setup.sh
+card
+case "${PART:-mma}" in
+mma)
+  timeout ${MMA_S:-120} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions bfloat16 --mma \
+    --runs 20 --json $OUT/gemm-mma.json 2>&1 | filter | grep "grad\|update\|stage" | tee $OUT/gemm-mma.log
+  gpu_tests ${TESTS_S:-120} tests/test_gpu.py -k tensor_core
+  for tensor_cores in 0 1 0 1; do
+    DASKSAE_TENSOR_CORE_UPDATE=$tensor_cores timeout ${STEP_S:-75} python3 bench/gpu_step.py --configs coates200 \
+      --minibatch 96 --modes in-process --dtypes bfloat16 --runs 20 \
+      --json $OUT/gpu-step-tensor-$tensor_cores-$SECONDS.json 2>&1 | filter | grep "in-process\|failed\|Error" \
+      | sed "s/^/tensor-cores-$tensor_cores: /" | tee -a $OUT/gpu-step.log
+  done
+  cd $OUT && tar czf logs.tgz gpu-step-*.json && rm -f gpu-step-*.json ;;
+esac
+true

@@ -7,11 +7,17 @@
 #   cuBLAS's bfloat16 gradient 0.71 / 1.39 / 1.08 ms plus the update after it 2.07 / 3.78 / 2.95: slower than the two.
 #   At ~1.4 TB/s it moves its 18 bytes a parameter at a third of the copy bandwidth: each thread's epilogue loads a
 #   pair of raw and velocity and stores it before the next (80 registers), about 4 KiB of loads in flight a block.
-#   PART=mma      the epilogue's variants (DASKSAE_MMA_EPILOGUE: plain, prefetch - the block's tile of raw and
-#                 velocity asked of L2 when the block starts -, batched, prefetch-batched) and the products alone
-#                 (gemm-only) per stage (bench/gemm_layouts.py --mma); the tensor-core GPU tests in every variant; then
-#                 the in-process bfloat16 coates200 step with DASKSAE_TENSOR_CORE_UPDATE 0 / 1 / 0 / 1 with the
-#                 default variant. About 300 s.
+#   PART=mma      the tensor-core update's epilogue variants and the products alone (gemm-only) per stage
+#                 (bench/gemm_layouts.py --mma), the tensor-core GPU tests in every variant, then the in-process
+#                 bfloat16 coates200 step with DASKSAE_TENSOR_CORE_UPDATE 0 / 1 / 0 / 1. About 300 s.
+#                 Ran at a594319 (session22/mma/), variants then plain, prefetch (the block's raw and velocity asked
+#                 of L2 at its start), batched (a row's 6 pairs loaded before any is stepped): stage 1 4.23, 4.47, 4.17
+#                 ms; gemm-only 0.71 ms (cuBLAS's gradient 0.72, the update after it 1.98); stages 2 and 3 alike. The
+#                 9 GPU tests passed. The step: tensor cores off 29.6 and 29.8 ms, on 37.7 and 37.7 ms.
+#                 So the products are as fast as cuBLAS's and the epilogue is what costs: a warp's loads and stores
+#                 there are 8 rows' 32 bytes. Since then the default epilogue ("rows") passes the products through
+#                 shared memory and steps whole rows, a float4 a thread (DASKSAE_MMA_EPILOGUE; "fragments" is the old
+#                 one), and prefetch and batched are gone. The same call measures it.
 source bench/device_setup.sh
 card
 case "${PART:-mma}" in

@@ -4,7 +4,7 @@
     python bench/kernel_registers.py
     DASKSAE_UPDATE_STAGING=1 python bench/kernel_registers.py --ptx simt.ptx   # a switch's variant; keep its PTX
     python bench/kernel_registers.py --kernels mma   # the bfloat16 tensor-core update (kernels/mma_update.py)
-    python bench/kernel_registers.py --kernels mma --mma-epilogue batched   # one of its epilogue's variants
+    python bench/kernel_registers.py --kernels mma --mma-epilogue fragments   # one of its epilogue's variants
 
 Compiles :mod:`dasksae.kernels.simt_gemm`'s source to PTX with NVRTC (as
 ``tests/test_cuda_sources.py`` does) and assembles it with ``ptxas -v``,
@@ -31,7 +31,7 @@ def main(argv=None):
     parser.add_argument("--ptx", help="also write the PTX to this file")
     parser.add_argument("--kernels", choices=("simt", "mma"), default="simt",
                         help="simt: kernels/simt_gemm.py (float32); mma: kernels/mma_update.py (bfloat16, tensor cores)")
-    parser.add_argument("--mma-epilogue", default="prefetch",
+    parser.add_argument("--mma-epilogue", default="rows",
                         help="with --kernels mma: the epilogue's variant (mma_update.EPILOGUE_VARIANTS)")
     args = parser.parse_args(argv)
     import nvidia.cuda_nvcc
@@ -74,9 +74,10 @@ def main(argv=None):
         spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
         if spills:
             spill_stores = int(spills.group(1))
-        used = re.search(r"Used (\d+) registers.*?(\d+) bytes smem", line)
-        if used:
-            print(f"{kernel:<70} {used.group(1):>4} registers, {spill_stores} bytes spilled, {used.group(2)} bytes shared")
+        used = re.search(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?", line)
+        if used:  # (no smem figure where a kernel's shared memory is all dynamic)
+            print(f"{kernel:<70} {used.group(1):>4} registers, {spill_stores} bytes spilled, {used.group(2) or 0} bytes "
+                  "static shared")
 
 
 if __name__ == "__main__":

@@ -74,9 +74,9 @@ extern "C" void run_update(const unsigned short* codes, const unsigned short* x,
 """
 
 
-@pytest.fixture(scope="module", params=["plain", "batched"])
+@pytest.fixture(scope="module", params=["rows", "fragments"])
 def kernel_on_cpu(tmp_path_factory, request):
-    """The kernel built under g++ with each epilogue whose loads differ on the CPU (the L2 prefetch is CUDA only)."""
+    """The kernel built under g++ with each epilogue that takes the step (mma_update.EPILOGUE_VARIANTS)."""
     library = built_on_cpu(tmp_path_factory.mktemp("mma"),
                            SHIM + MMA_EMULATION + mma_update.mma_update_source(request.param) + RUNNER)
     library.run_update.argtypes = ([ctypes.c_void_p] * 9 + [ctypes.c_float] * 2 + [ctypes.c_uint] * 3
@@ -165,7 +165,8 @@ def test_the_tensor_core_update_takes_the_unit_norm_step_from_the_maps(kernel_on
 
 
 def test_the_tensor_core_update_refuses_what_it_cannot_read():
-    """Codes or maps not bfloat16, a minibatch not in whole 32s, an odd fan-in, the error map's width wrong."""
+    """Codes or maps not bfloat16, a minibatch not in whole 32s, a fan-in not in whole 4s (the rows epilogue's float4s),
+    the error map's width wrong."""
     codes = numpy.zeros((6, 136, 128), numpy.uint16)
     x = numpy.zeros((10, 8, 4, 64), numpy.uint16)
     raw = numpy.zeros((6, 136, 144), numpy.float32)
@@ -177,5 +178,8 @@ def test_the_tensor_core_update_refuses_what_it_cannot_read():
     assert not fit(codes[:, :, :96].copy(), x[..., :48].copy(), x[..., :48].copy(), raw, raw.copy(), None, rows, rows, 6, 2)
     odd = numpy.zeros((10, 8, 3, 64), numpy.uint16)  # fan-in 6*6*3 = 108 is even; 5*5*3 = 75 is not
     assert not fit(codes, odd, odd, numpy.zeros((6, 136, 75), numpy.float32), numpy.zeros((6, 136, 75), numpy.float32),
+                   None, rows, rows.copy(), 5, 2)
+    two = numpy.zeros((10, 8, 2, 64), numpy.uint16)  # fan-in 5*5*2 = 50: even, not in whole 4s
+    assert not fit(codes, two, two, numpy.zeros((6, 136, 50), numpy.float32), numpy.zeros((6, 136, 50), numpy.float32),
                    None, rows, rows.copy(), 5, 2)
     assert not fit(codes, x, x, raw, raw.copy(), numpy.zeros((6, 136, 144), numpy.float32), rows, rows.copy(), 6, 2)

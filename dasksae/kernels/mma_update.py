@@ -1,6 +1,7 @@
 """The bfloat16 weight gradient on tensor cores, from the maps, taking the unit-norm SGD step in its epilogue (CuPy).
 
-Built in session 21 without a GPU; not yet run on one.  The bfloat16 backward
+Built in session 21 without a GPU; checked against NumPy on the H200 in
+session 22 (``tests/test_gpu.py``).  The bfloat16 backward
 calls it only with ``DASKSAE_TENSOR_CORE_UPDATE=1`` (opt-in,
 :func:`~dasksae.kernels.local_filter.update_with_tensor_cores`); by default it
 takes cuBLAS's weight gradient over gathered fields and
@@ -14,12 +15,13 @@ of update traffic, about 9.7 ms of the H200's 30 ms coates200 step
 ``dasksae_simt_filter_weight_grad_update`` (:mod:`dasksae.kernels.simt_gemm`)
 on tensor cores: ``mma.sync.m16n8k16`` with bfloat16 operands and float32
 sums; the fields read straight from the bfloat16 input and error maps; each
-128 x 96 tile of ``dL/dW`` kept in registers and turned into the step
+128 x 96 tile of ``dL/dW`` kept on chip (passed through shared memory so
+that the epilogue reads and writes whole rows: ``EPILOGUE_VARIANTS``) and
+turned into the step
 ``g = s (dW - U s d)``, ``v = momentum v - lr g``, ``U += v``, with ``U``
 and ``v`` (float32, the master weights and the momentum) read and written
 once and ``U``'s bfloat16 copy for the next step's products written beside
-them; each row's sum of the new ``U``'s squares over the 48 columns of a
-warp goes to ``partial_squares`` for :func:`~dasksae.kernels.simt_gemm.\
+them; each row's sum of the new ``U``'s squares over each 48 columns goes to ``partial_squares`` for :func:`~dasksae.kernels.simt_gemm.\
 inverse_norms_from_squares`.  The gradient is never written.
 
 The block: 256 threads, 8 warps as 4 x 2 over its 128 x 96 tile, each warp
@@ -56,7 +58,10 @@ _SOURCE = r"""
 #define TILE_N 96
 #define TILE_K 32
 #define ROW 40  // a shared row: TILE_K bfloat16 values and 8 of padding (80 bytes: 16-byte aligned, no bank conflicts)
+#define OUT_ROW 104  // EPILOGUE_ROWS: a row of the products' tile in shared memory, TILE_N floats and 8 of padding
+#define SHARED_BYTES (TILE_M * OUT_ROW * 4)  // the block's shared memory (dynamic): the operand tiles, then the products
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+extern __shared__ __align__(16) unsigned char mma_shared[];
 __device__ __forceinline__ void copy_16(unsigned short* shared, const unsigned short* global, const bool whole)
 {  // 16 bytes, or 16 zero bytes where !whole (nothing read)
     const unsigned address = (unsigned)__cvta_generic_to_shared(shared);
@@ -76,15 +81,26 @@ __device__ __forceinline__ void mma_16816(float* d, const unsigned* a, const uns
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+#else  // the CPU tests' g++: the block's threads share a static array
+static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(16)));
 #endif
+
+// the unit-norm SGD step of one weight: g = s (dw - u radial), v = momentum v - lr g, u += v
+__device__ __forceinline__ void sgd_step(float& u, float& v, const float dw, const float s, const float radial,
+                                         const float lr, const float momentum)
+{
+    v = momentum * v - lr * (dw - u * radial) * s;
+    u += v;
+}
 
 // codes (count, rows, width) bfloat16: [g | a z] (width = 2 half) or g (width = half); x and error: the input and error
 // maps (H, W, C, half) bfloat16, block i = (p, q)'s field row n (n < fan_in = f*f*C) at (p*in_row + q*in_pixel)*step +
 // (n / field_rows)*in_row + (n % field_rows)*half.  raw and velocity (count, rows, fan_in) float32, updated in place;
 // operand: raw's bfloat16 copy, rewritten (or null); inverse_norms and row_dots a value a row; partial_squares
-// (count * rows, gridDim.y * 2).  Takes width and half in whole 32s, fan_in even, 16-byte aligned rows.  Three blocks
-// an SM (80 registers, no spills; 98 unbounded): the kernel moves 18 bytes a parameter for a few FLOPs a byte, so what
-// matters is how many blocks' loads and stores are in flight.
+// (count * rows, gridDim.y * 2): each row's sum of the new squares over each 48 columns.  Takes width and half in
+// whole 32s, fan_in a multiple of 4, 16-byte aligned rows; SHARED_BYTES of dynamic shared memory.  Three blocks an SM
+// (80 registers, no spills): the kernel moves 18 bytes a parameter for a few FLOPs a byte, so what matters is how
+// many blocks' loads and stores are in flight.
 extern "C" __global__ void __launch_bounds__(256, 3) dasksae_mma_filter_weight_grad_update(
     const unsigned short* __restrict__ codes, const unsigned short* __restrict__ x,
     const unsigned short* __restrict__ error, float* __restrict__ raw, float* __restrict__ velocity,
@@ -93,24 +109,12 @@ extern "C" __global__ void __launch_bounds__(256, 3) dasksae_mma_filter_weight_g
     const int rows, const int fan_in, const int width, const int half, const int blocks_w, const int step,
     const int field_rows, const long long in_row, const long long in_pixel)
 {
-    __shared__ __align__(16) unsigned short As[2][TILE_M * ROW];
-    __shared__ __align__(16) unsigned short Bs[2][TILE_N * ROW];
+    unsigned short(*As)[TILE_M * ROW] = (unsigned short(*)[TILE_M * ROW])mma_shared;  // [2]: two stages
+    unsigned short(*Bs)[TILE_N * ROW] = (unsigned short(*)[TILE_N * ROW])(mma_shared + 2 * TILE_M * ROW * 2);
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
     const int warp_m = warp % 4, warp_n = warp / 4;
     const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
     const long long block = blockIdx.z;
-#if EPILOGUE_PREFETCH && (defined(__CUDACC_RTC__) || defined(__CUDACC__))
-    {  // the tile of raw and velocity that the epilogue reads, asked of L2 now (4 128-byte lines a row of 96 floats,
-       // the last at its end): the epilogue's loads then wait on L2, not DRAM, with nothing held in registers
-        const int columns = min(TILE_N, fan_in - n0);
-        for (int c = tid; c < TILE_M * 8; c += 256) {
-            const int r = c / 8, which = (c / 4) % 2, part = c % 4, m = m0 + r;
-            if (m >= rows) continue;
-            const float* row = (which ? velocity : raw) + (block * rows + m) * fan_in + n0;
-            asm volatile("prefetch.global.L2 [%0];" ::"l"(row + min(part * 32, columns - 1)));
-        }
-    }
-#endif
     codes += block * rows * width;
     {
         const long long p = block / blocks_w, q = block % blocks_w, at = (p * in_row + q * in_pixel) * step;
@@ -167,19 +171,70 @@ extern "C" __global__ void __launch_bounds__(256, 3) dasksae_mma_filter_weight_g
             for (int i = 0; i < 2; ++i)
                 for (int j = 0; j < 6; ++j) mma_16816(acc[i][j], a[i], b[j]);
         }
-        __syncthreads();  // this buffer is no longer read: the next load may fill it
+        __syncthreads();  // this buffer is no longer read: the next load (or the epilogue's tile) may fill it
     }
+    const long long tiles_n = (long long)gridDim.y * 2;
 
 #if GEMM_ONLY  // (a benchmark's variant: the products alone, their sum written so that they are kept; no update)
     float sum = 0.f;
     for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 6; ++j)
             for (int e = 0; e < 4; ++e) sum += acc[i][j][e];
-    if (m0 + tid < rows) partial_squares[(block * rows + m0 + tid) * gridDim.y * 2 + blockIdx.y * 2] = sum;
-    return;
-#endif
-    // the epilogue: this thread's rows (2 a product: g and g + 8) and column pairs (2t, 2t + 1 of each 8)
-    const long long tiles_n = (long long)gridDim.y * 2;
+    if (m0 + tid < rows) partial_squares[(block * rows + m0 + tid) * tiles_n + blockIdx.y * 2] = sum;
+#elif EPILOGUE_ROWS
+    // the products' 128 x 96 tile through shared memory (the operand tiles are no longer read), so that the update
+    // reads and writes whole rows: 24 threads a row of 96 columns, a float4 of raw, of velocity and of the gradient
+    // each (a warp's loads 512 contiguous bytes in 2 or 3 runs instead of 8 rows' 32 bytes)
+    float* tile = (float*)mma_shared;
+    for (int i = 0; i < 2; ++i)
+        for (int h = 0; h < 2; ++h)
+            for (int j = 0; j < 6; ++j)  // a half-warp's float2s fall in 32 banks (OUT_ROW % 32 == 8)
+                *(float2*)(tile + (warp_m * 32 + i * 16 + g + 8 * h) * OUT_ROW + warp_n * 48 + j * 8 + 2 * t) =
+                    make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+    __syncthreads();
+    for (int first = tid; first < TILE_M * 24; first += 4 * 256) {  // 12 float4s a thread, 4 at a time
+        float4 u[4], v[4];
+        for (int q = 0; q < 4; ++q) {  // the 4 loads of raw and of velocity in flight together
+            const int c = first + q * 256, m = m0 + c / 24, n = n0 + (c % 24) * 4;
+            if (m < rows && n < fan_in) {  // fan_in % 4 == 0: whole float4s
+                const long long offset = (block * rows + m) * fan_in + n;
+                u[q] = *(const float4*)(raw + offset);
+                v[q] = *(const float4*)(velocity + offset);
+            }
+        }
+        for (int q = 0; q < 4; ++q) {
+            const int c = first + q * 256, r = c / 24, column = (c % 24) * 4, m = m0 + r, n = n0 + column;
+            float square = 0.f;
+            if (m < rows && n < fan_in) {
+                const long long at = block * rows + m, offset = at * fan_in + n;
+                const float s = inverse_norms[at], radial = row_dots[at] * s;
+                const float4 dw = *(const float4*)(tile + r * OUT_ROW + column);
+                sgd_step(u[q].x, v[q].x, dw.x, s, radial, lr, momentum);
+                sgd_step(u[q].y, v[q].y, dw.y, s, radial, lr, momentum);
+                sgd_step(u[q].z, v[q].z, dw.z, s, radial, lr, momentum);
+                sgd_step(u[q].w, v[q].w, dw.w, s, radial, lr, momentum);
+                *(float4*)(raw + offset) = u[q];
+                *(float4*)(velocity + offset) = v[q];
+                if (operand) {
+                    unsigned* pair = (unsigned*)(operand + offset);
+                    pair[0] = (unsigned)round_to_bfloat16(u[q].x) | ((unsigned)round_to_bfloat16(u[q].y) << 16);
+                    pair[1] = (unsigned)round_to_bfloat16(u[q].z) | ((unsigned)round_to_bfloat16(u[q].w) << 16);
+                }
+                square = u[q].x * u[q].x + u[q].y * u[q].y + u[q].z * u[q].z + u[q].w * u[q].w;
+            }
+            tile[r * OUT_ROW + column] = square;  // in place of what this thread alone read
+        }
+    }
+    __syncthreads();
+    if (tid < TILE_M * 2) {  // each row's sums over its two 48 columns, in order (as EPILOGUE_FRAGMENTS's warps)
+        const int r = tid / 2, part = tid % 2, m = m0 + r;
+        float squares = 0.f;
+        for (int q = 0; q < 12; ++q) squares += tile[r * OUT_ROW + (part * 12 + q) * 4];
+        if (m < rows) partial_squares[(block * rows + m) * tiles_n + blockIdx.y * 2 + part] = squares;
+    }
+#else
+    // EPILOGUE_FRAGMENTS: the step taken where the products are: this thread's rows (2 a product: g and g + 8) and
+    // column pairs (2t, 2t + 1 of each 8), a float2 of raw and of velocity loaded, stepped and stored at a time
     for (int i = 0; i < 2; ++i)
         for (int h = 0; h < 2; ++h) {
             const int m = m0 + warp_m * 32 + i * 16 + g + 8 * h;
@@ -187,29 +242,13 @@ extern "C" __global__ void __launch_bounds__(256, 3) dasksae_mma_filter_weight_g
             const long long at = block * rows + (row_in ? m : 0);
             const float s = row_in ? inverse_norms[at] : 0.f, radial = row_in ? row_dots[at] * s : 0.f;
             float squares = 0.f;
-#if EPILOGUE_BATCHED  // the row's 6 pairs of raw and velocity loaded before any is used: 12 loads in flight a thread
-            float2 us[6], vs[6];
-            for (int j = 0; j < 6; ++j) {
-                const int n = n0 + warp_n * 48 + j * 8 + 2 * t;
-                if (!row_in || n >= fan_in) continue;
-                us[j] = *(const float2*)(raw + at * fan_in + n);
-                vs[j] = *(const float2*)(velocity + at * fan_in + n);
-            }
-#endif
             for (int j = 0; j < 6; ++j) {
                 const int n = n0 + warp_n * 48 + j * 8 + 2 * t;
                 if (!row_in || n >= fan_in) continue;  // fan_in is even: both columns or neither
                 const long long offset = at * fan_in + n;
-#if EPILOGUE_BATCHED
-                float2 u = us[j], v = vs[j];
-#else
                 float2 u = *(const float2*)(raw + offset), v = *(const float2*)(velocity + offset);
-#endif
-                const float dw0 = acc[i][j][2 * h], dw1 = acc[i][j][2 * h + 1];
-                v.x = momentum * v.x - lr * (dw0 - u.x * radial) * s;
-                v.y = momentum * v.y - lr * (dw1 - u.y * radial) * s;
-                u.x += v.x;
-                u.y += v.y;
+                sgd_step(u.x, v.x, acc[i][j][2 * h], s, radial, lr, momentum);
+                sgd_step(u.y, v.y, acc[i][j][2 * h + 1], s, radial, lr, momentum);
                 squares += u.x * u.x + u.y * u.y;
                 *(float2*)(raw + offset) = u;
                 *(float2*)(velocity + offset) = v;
@@ -222,22 +261,25 @@ extern "C" __global__ void __launch_bounds__(256, 3) dasksae_mma_filter_weight_g
             squares += __shfl_xor_sync(0xffffffffu, squares, 2);
             if (t == 0 && row_in) partial_squares[at * tiles_n + blockIdx.y * 2 + warp_n] = squares;
         }
+#endif
 }
 """
 
 
-# the epilogue's variants (compile-time switches of the source): how its loads of raw and velocity are kept in flight
+# the epilogue's variants (compile-time switches of the source).  On the H200 (session 22, coates200's stage 1, M=96:
+# cuBLAS's gradient 0.72 ms, the update after it 1.98 ms) "fragments" took 4.23 ms; the products alone 0.71 ms
+# ("gemm-only"); asking L2 for the block's raw and velocity at its start 4.47 ms, loading a row's 6 pairs before
+# stepping them 4.17 ms (both since removed): its 8 rows' 32 bytes a warp's load, not latency, were what cost.
 EPILOGUE_VARIANTS = {
-    "plain": {},  # session 21's: each pair loaded as the step uses it
-    "prefetch": {"EPILOGUE_PREFETCH": 1},  # the block's raw and velocity asked of L2 when the block starts
-    "batched": {"EPILOGUE_BATCHED": 1},  # a row's 6 pairs loaded before the step uses any
-    "prefetch-batched": {"EPILOGUE_PREFETCH": 1, "EPILOGUE_BATCHED": 1},
+    "rows": {"EPILOGUE_ROWS": 1},  # the products through shared memory: whole rows, a float4 a thread
+    "fragments": {},  # session 21's: the step where mma.sync leaves the products, a float2 a thread
     "gemm-only": {"GEMM_ONLY": 1},  # for benchmarks: the products alone, no update (the weights are left as they were)
 }
+SHARED_BYTES = TILE_M * 104 * 4  # the source's SHARED_BYTES (dynamic shared memory a block, above the 48 KiB default)
 EPILOGUE = switch("DASKSAE_MMA_EPILOGUE")  # the variant the training takes
 
 
-def mma_update_source(variant: str = "plain") -> str:
+def mma_update_source(variant: str = "rows") -> str:
     """The kernel's CUDA source (with the bfloat16 rounding its operand copy uses), with a variant's defines."""
     defines = "".join(f"#define {name} {value}\n" for name, value in EPILOGUE_VARIANTS[variant].items())
     return defines + BFLOAT16_ROUNDING + _SOURCE
@@ -247,7 +289,9 @@ def mma_update_source(variant: str = "plain") -> str:
 def _kernel(variant: str):
     import cupy
 
-    return cupy.RawKernel(mma_update_source(variant), "dasksae_mma_filter_weight_grad_update", options=("-std=c++17",))
+    kernel = cupy.RawKernel(mma_update_source(variant), "dasksae_mma_filter_weight_grad_update", options=("-std=c++17",))
+    kernel.max_dynamic_shared_size_bytes = SHARED_BYTES
+    return kernel
 
 
 def _aligned(array, vector_bytes: int = 16) -> bool:
@@ -258,14 +302,14 @@ def _aligned(array, vector_bytes: int = 16) -> bool:
 def update_fits(codes, x, error, raw, velocity, operand, inverse_norms, row_dots, field: int, blocks_w: int) -> bool:
     """Whether the kernel takes these: bfloat16 (``uint16``) codes ``(count, rows, width)`` and maps ``(H, W, C, half)``
     with ``width`` ``2 half`` (with the error map) or ``half`` and ``half`` in whole 32s; float32 ``raw`` and
-    ``velocity`` ``(count, rows, fan_in)`` with ``fan_in = field^2 C`` even; ``operand`` (or ``None``) ``uint16`` like
+    ``velocity`` ``(count, rows, fan_in)`` with ``fan_in = field^2 C`` a multiple of 4; ``operand`` (or ``None``) ``uint16`` like
     ``raw``; ``inverse_norms`` and ``row_dots`` float32, a value a row; everything C-contiguous, 16-byte aligned."""
     if codes.ndim != 3 or x.ndim != 4 or raw.ndim != 3:
         return False
     count, rows, width = codes.shape
     height, map_width, channels, half = x.shape
     fan_in = field * field * channels
-    if half % TILE_K or width != half * (2 if error is not None else 1) or fan_in % 2:
+    if half % TILE_K or width != half * (2 if error is not None else 1) or fan_in % 4:
         return False
     if raw.shape != (count, rows, fan_in) or velocity.shape != raw.shape or count % blocks_w:
         return False
@@ -283,10 +327,10 @@ def update_fits(codes, x, error, raw, velocity, operand, inverse_norms, row_dots
 
 def maps_fit(x, error, fan_in: int, count: int, blocks_w: int) -> bool:
     """Whether the kernel reads a chunk's fields from these maps: bfloat16 (``uint16``) ``(H, W, C, half)`` maps of one
-    shape with ``half`` in whole 32s, C-contiguous and 16-byte aligned, an even fan-in and whole rows of blocks (what
+    shape with ``half`` in whole 32s, C-contiguous and 16-byte aligned, a fan-in in whole 4s and whole rows of blocks (what
     :func:`update_fits` asks of the maps, known before the chunk's codes are made)."""
     return (error is not None and x.shape == error.shape and x.ndim == 4 and x.shape[-1] % TILE_K == 0
-            and fan_in % 2 == 0 and count % blocks_w == 0 and count <= 65535
+            and fan_in % 4 == 0 and count % blocks_w == 0 and count <= 65535
             and all(a.dtype.name == "uint16" and _aligned(a) for a in (x, error)))
 
 
@@ -307,5 +351,5 @@ def filter_weight_grad_update_bfloat16(codes, x, error, raw, velocity, operand, 
     null = numpy.uint64(0)  # a null pointer argument
     _kernel(variant or EPILOGUE)(grid, (THREADS,), (
         codes, x, null if error is None else error, raw, velocity, null if operand is None else operand, inverse_norms,
-        row_dots, partial_squares, numpy.float32(lr), numpy.float32(momentum), *arguments))
+        row_dots, partial_squares, numpy.float32(lr), numpy.float32(momentum), *arguments), shared_mem=SHARED_BYTES)
     inverse_norms_from_squares(partial_squares, inverse_norms)

@@ -46,7 +46,7 @@ import numpy
 
 from ..switches import switch
 from .gemm import BFLOAT16_ROUNDING
-from .simt_gemm import THREADS, TILE_M, TILE_N  # the float32 kernels' block and output tile: their launches' shapes
+from .simt_gemm import THREADS, TILE_M  # the float32 kernels' block and tile rows: their launches' shapes
 
 TILE_K = 32  # inner terms a stage of shared memory (the source's TILE_K)
 WARP_COLUMN_TILES = 2  # the warps across a block's 96 columns: partial_squares has 2 a block of columns

@@ -18,6 +18,13 @@
 #                 there are 8 rows' 32 bytes. Since then the default epilogue ("rows") passes the products through
 #                 shared memory and steps whole rows, a float4 a thread (DASKSAE_MMA_EPILOGUE; "fragments" is the old
 #                 one), and prefetch and batched are gone. The same call measures it.
+#                 Ran at 0ba0e2b (session22/rows/): rows 2.38 / 4.00 / 3.08 ms on the three stages against cuBLAS's
+#                 gradient and the update after it, 0.72 + 2.02, 1.31 + 3.77, 1.04 + 2.89 ms; fragments 4.42 / 8.73 /
+#                 6.71; gemm-only 0.73 / 1.49 / 1.15. 5 GPU tests passed. The step: off 30.3 and 30.2 ms, on 43.6
+#                 and 26.6 ms: one process of the two on was far slower (its CUDA graph lines were not kept).
+#   PART=tensor   the in-process bfloat16 step with DASKSAE_TENSOR_CORE_UPDATE 1 / 0 / 1 / 0, the CUDA graph lines
+#                 kept; then the issue's bfloat16 rows (limit, 1 worker, 4 worker threads, PyTorch) with the tensor-core
+#                 update on. About 500 s.
 source bench/device_setup.sh
 card
 case "${PART:-mma}" in
@@ -32,5 +39,17 @@ mma)
       | sed "s/^/tensor-cores-$tensor_cores: /" | tee -a $OUT/gpu-step.log
   done
   cd $OUT && tar czf logs.tgz gpu-step-*.json && rm -f gpu-step-*.json ;;
+tensor)
+  for tensor_cores in 1 0 1 0; do
+    DASKSAE_TENSOR_CORE_UPDATE=$tensor_cores timeout ${STEP_S:-60} python3 bench/gpu_step.py --configs coates200 \
+      --minibatch 96 --modes in-process --dtypes bfloat16 --runs 20 \
+      --json $OUT/gpu-step-tensor-$tensor_cores-$SECONDS.json 2>&1 | filter | grep "in-process\|cuda graphs\|failed\|Error" \
+      | sed "s/^/tensor-cores-$tensor_cores: /" | tee -a $OUT/gpu-step.log
+  done
+  DASKSAE_TENSOR_CORE_UPDATE=1 timeout ${TABLE_S:-300} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
+    --modes limit,dasksae-1w,dasksae-4w-threads,torch --dtypes bfloat16 --precisions bfloat16 --steps-per-task 10 \
+    --steps-per-task-4w 10 --runs 20 --runs-4w 5 --pipelined --json $OUT/gpu-step-coates200-m96-bfloat16.json 2>&1 \
+    | filter | grep -v "  gemm" | tee -a $OUT/gpu-step.log
+  cd $OUT && tar czf logs.tgz gpu-step-tensor-*.json && rm -f gpu-step-tensor-*.json ;;
 esac
 true

@@ -18,7 +18,7 @@
 #                 there are 8 rows' 32 bytes. Since then the default epilogue ("rows") passes the products through
 #                 shared memory and steps whole rows, a float4 a thread (DASKSAE_MMA_EPILOGUE; "fragments" is the old
 #                 one), and prefetch and batched are gone. The same call measures it.
-#                 Ran at 0ba0e2b (session22/rows/): rows 2.38 / 4.00 / 3.08 ms on the three stages against cuBLAS's
+#                 Ran at 8645cbf (session22/rows/): rows 2.38 / 4.00 / 3.08 ms on the three stages against cuBLAS's
 #                 gradient and the update after it, 0.72 + 2.02, 1.31 + 3.77, 1.04 + 2.89 ms; fragments 4.42 / 8.73 /
 #                 6.71; gemm-only 0.73 / 1.49 / 1.15. 5 GPU tests passed. The step: off 30.3 and 30.2 ms, on 43.6
 #                 and 26.6 ms: one process of the two on was far slower (its CUDA graph lines were not kept).

@@ -25,6 +25,12 @@
 #   PART=tensor   the in-process bfloat16 step with DASKSAE_TENSOR_CORE_UPDATE 1 / 0 / 1 / 0, the CUDA graph lines
 #                 kept; then the bfloat16 rows (limit, 1 worker, 4 worker threads, PyTorch) with the tensor-core
 #                 update on. About 500 s.
+#                 Ran at 8e39f6c (session22/tensor/): on 26.3 and 26.3 ms, off 29.7 and 29.8 (no CUDA graphs in
+#                 this mode in either); the bfloat16 rows with it on: 1 worker 26.2 ms (28.0% of the 7.4 ms
+#                 limit, 8.76x PyTorch's 229.6 ms), 4 worker threads 34.1 ms (1.29x the in-process 26.4 ms).
+#                 DASKSAE_TENSOR_CORE_UPDATE=1 is the default since (this commit's successor).
+#   PART=default  every GPU test with the tensor-core update on by default, then the in-process bfloat16 step off / on
+#                 once more. About 280 s.
 source bench/device_setup.sh
 card
 case "${PART:-mma}" in
@@ -50,6 +56,15 @@ tensor)
     --modes limit,dasksae-1w,dasksae-4w-threads,torch --dtypes bfloat16 --precisions bfloat16 --steps-per-task 10 \
     --steps-per-task-4w 10 --runs 20 --runs-4w 5 --pipelined --json $OUT/gpu-step-coates200-m96-bfloat16.json 2>&1 \
     | filter | grep -v "  gemm" | tee -a $OUT/gpu-step.log
+  cd $OUT && tar czf logs.tgz gpu-step-tensor-*.json && rm -f gpu-step-tensor-*.json ;;
+default)
+  gpu_tests ${TESTS_S:-200} tests/test_gpu.py tests/test_gpu_tiled.py
+  for tensor_cores in 0 1; do
+    DASKSAE_TENSOR_CORE_UPDATE=$tensor_cores timeout ${STEP_S:-50} python3 bench/gpu_step.py --configs coates200 \
+      --minibatch 96 --modes in-process --dtypes bfloat16 --runs 20 \
+      --json $OUT/gpu-step-tensor-$tensor_cores-$SECONDS.json 2>&1 | filter | grep "in-process\|failed\|Error" \
+      | sed "s/^/tensor-cores-$tensor_cores: /" | tee -a $OUT/gpu-step.log
+  done
   cd $OUT && tar czf logs.tgz gpu-step-tensor-*.json && rm -f gpu-step-tensor-*.json ;;
 esac
 true

@@ -33,7 +33,7 @@ SWITCHES = {
     "DASKSAE_UPDATE_PREFETCH": (("0", "1"), "0"),
     "DASKSAE_WAVE_CHUNKS": (("0", "1"), "0"),
     "DASKSAE_UPDATE_STAGING": (("first-stage", "1", "after-loads", "0"), "first-stage"),
-    "DASKSAE_TENSOR_CORE_UPDATE": (("0", "1"), "0"),
+    "DASKSAE_TENSOR_CORE_UPDATE": (("1", "0"), "1"),
     "DASKSAE_MMA_EPILOGUE": (("rows", "fragments"), "rows"),
 }
 

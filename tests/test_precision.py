@@ -237,7 +237,7 @@ def test_gemm_tuning_is_opt_in_and_reads_alignments_right(monkeypatch):
 
 @pytest.mark.parametrize("objective", ["rica", "le2012"])
 def test_the_tensor_core_update_trains_as_the_gathered_bfloat16_path(monkeypatch, objective):
-    """DASKSAE_TENSOR_CORE_UPDATE=1 (opt-in): the bfloat16 backward takes the tied decoder's update with its weight
+    """DASKSAE_TENSOR_CORE_UPDATE=1 (the default): the bfloat16 backward takes the tied decoder's update with its weight
     gradient from the maps (on NumPy in array code, so that its plumbing runs here: no X fields gathered, the row
     dots from the bfloat16 codes, the chunk's rows, velocity, operand copy and norms handed over) and trains as the
     default path does to bfloat16's rounding of the row dots, on 2x1 tiles; the untied Le 2012 never takes it."""

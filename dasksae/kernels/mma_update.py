@@ -1,10 +1,11 @@
 """The bfloat16 weight gradient on tensor cores, from the maps, taking the unit-norm SGD step in its epilogue (CuPy).
 
 Built in session 21 without a GPU; checked against NumPy on the H200 in
-session 22 (``tests/test_gpu.py``).  The bfloat16 backward
-calls it only with ``DASKSAE_TENSOR_CORE_UPDATE=1`` (opt-in,
-:func:`~dasksae.kernels.local_filter.update_with_tensor_cores`); by default it
-takes cuBLAS's weight gradient over gathered fields and
+session 22 (``tests/test_gpu.py``), where it took the in-process bfloat16
+coates200 step from 29.7-29.8 ms to 26.3 ms (``bench/results/session22/tensor``).
+The bfloat16 backward calls it by default (``DASKSAE_TENSOR_CORE_UPDATE=0``
+turns it off: :func:`~dasksae.kernels.local_filter.update_with_tensor_cores`);
+off, it takes cuBLAS's weight gradient over gathered fields and
 :func:`~dasksae.kernels.normalize.unit_rows_sgd`.
 
 In bfloat16 the step's weight gradient is cuBLAS's batched GEMM over
@@ -50,7 +51,7 @@ from .simt_gemm import THREADS, TILE_M  # the float32 kernels' block and tile ro
 
 TILE_K = 32  # inner terms a stage of shared memory (the source's TILE_K)
 WARP_COLUMN_TILES = 2  # the warps across a block's 96 columns: partial_squares has 2 a block of columns
-# opt-in: the bfloat16 backward's update taken with its weight gradient in this kernel (local_filter.update_with_tensor_cores)
+# the bfloat16 backward's update taken with its weight gradient in this kernel (local_filter.update_with_tensor_cores)
 TENSOR_CORE_UPDATE = switch("DASKSAE_TENSOR_CORE_UPDATE") == "1"
 
 _SOURCE = r"""

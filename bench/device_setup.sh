@@ -23,11 +23,12 @@ gpu_tests() {  # gpu_tests SECONDS [PYTEST ARGS...]: the GPU tests (all, or as t
   timeout $1 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short "${@:2}" 2>&1 | tail -30 \
     > $OUT/gpu-tests.log
   tail -1 $OUT/gpu-tests.log; }
-in_process() {  # in_process LABEL [VAR=VALUE...]: the in-process float32 coates200 step (M=96, 20 runs), in a process
-  # of its own with those switches (read at import), STEP_S seconds; a line into $OUT/gpu-step.log
+in_process() {  # in_process LABEL [VAR=VALUE...]: the in-process coates200 step (M=96, 20 runs; STEP_DTYPE, float32
+  # unless set), in a process of its own with those switches (read at import), STEP_S seconds; a line into
+  # $OUT/gpu-step.log (and its CUDA graph line where STEP_GRAPHS=1)
   env "${@:2}" timeout ${STEP_S:-60} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes in-process \
-    --dtypes float32 --runs 20 --json $OUT/gpu-step-$1-$SECONDS.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" \
-    | grep "in-process\|failed\|Error" | sed "s/^/$1: /" | tee -a $OUT/gpu-step.log; }
+    --dtypes ${STEP_DTYPE:-float32} --runs 20 --json $OUT/gpu-step-$1-$SECONDS.json 2>&1 | filter \
+    | grep "in-process\|failed\|Error${STEP_GRAPHS:+\\|cuda graphs}" | sed "s/^/$1: /" | tee -a $OUT/gpu-step.log; }
 one_worker_float32() {  # one_worker_float32 SECONDS: the limit, in-process and 1-worker float32 rows (10 steps a task)
   timeout $1 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w --dtypes float32 \
     --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-float32.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" \

@@ -40,32 +40,23 @@ mma)
     --runs 20 --json $OUT/gemm-mma.json 2>&1 | filter | grep "grad\|update\|stage" | tee $OUT/gemm-mma.log
   gpu_tests ${TESTS_S:-120} tests/test_gpu.py -k tensor_core
   for tensor_cores in 0 1 0 1; do
-    DASKSAE_TENSOR_CORE_UPDATE=$tensor_cores timeout ${STEP_S:-75} python3 bench/gpu_step.py --configs coates200 \
-      --minibatch 96 --modes in-process --dtypes bfloat16 --runs 20 \
-      --json $OUT/gpu-step-tensor-$tensor_cores-$SECONDS.json 2>&1 | filter | grep "in-process\|failed\|Error" \
-      | sed "s/^/tensor-cores-$tensor_cores: /" | tee -a $OUT/gpu-step.log
+    STEP_S=${STEP_S:-75} STEP_DTYPE=bfloat16 in_process tensor-cores-$tensor_cores DASKSAE_TENSOR_CORE_UPDATE=$tensor_cores
   done
   cd $OUT && tar czf logs.tgz gpu-step-*.json && rm -f gpu-step-*.json ;;
 tensor)
   for tensor_cores in 1 0 1 0; do
-    DASKSAE_TENSOR_CORE_UPDATE=$tensor_cores timeout ${STEP_S:-60} python3 bench/gpu_step.py --configs coates200 \
-      --minibatch 96 --modes in-process --dtypes bfloat16 --runs 20 \
-      --json $OUT/gpu-step-tensor-$tensor_cores-$SECONDS.json 2>&1 | filter | grep "in-process\|cuda graphs\|failed\|Error" \
-      | sed "s/^/tensor-cores-$tensor_cores: /" | tee -a $OUT/gpu-step.log
+    STEP_GRAPHS=1 STEP_S=${STEP_S:-60} STEP_DTYPE=bfloat16 in_process tensor-cores-$tensor_cores DASKSAE_TENSOR_CORE_UPDATE=$tensor_cores
   done
   DASKSAE_TENSOR_CORE_UPDATE=1 timeout ${TABLE_S:-300} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
     --modes limit,dasksae-1w,dasksae-4w-threads,torch --dtypes bfloat16 --precisions bfloat16 --steps-per-task 10 \
     --steps-per-task-4w 10 --runs 20 --runs-4w 5 --pipelined --json $OUT/gpu-step-coates200-m96-bfloat16.json 2>&1 \
     | filter | grep -v "  gemm" | tee -a $OUT/gpu-step.log
-  cd $OUT && tar czf logs.tgz gpu-step-tensor-*.json && rm -f gpu-step-tensor-*.json ;;
+  cd $OUT && tar czf logs.tgz gpu-step-tensor-cores-*.json && rm -f gpu-step-tensor-cores-*.json ;;
 default)
   gpu_tests ${TESTS_S:-200} tests/test_gpu.py tests/test_gpu_tiled.py
   for tensor_cores in 0 1; do
-    DASKSAE_TENSOR_CORE_UPDATE=$tensor_cores timeout ${STEP_S:-50} python3 bench/gpu_step.py --configs coates200 \
-      --minibatch 96 --modes in-process --dtypes bfloat16 --runs 20 \
-      --json $OUT/gpu-step-tensor-$tensor_cores-$SECONDS.json 2>&1 | filter | grep "in-process\|failed\|Error" \
-      | sed "s/^/tensor-cores-$tensor_cores: /" | tee -a $OUT/gpu-step.log
+    STEP_S=${STEP_S:-50} STEP_DTYPE=bfloat16 in_process tensor-cores-$tensor_cores DASKSAE_TENSOR_CORE_UPDATE=$tensor_cores
   done
-  cd $OUT && tar czf logs.tgz gpu-step-tensor-*.json && rm -f gpu-step-tensor-*.json ;;
+  cd $OUT && tar czf logs.tgz gpu-step-tensor-cores-*.json && rm -f gpu-step-tensor-cores-*.json ;;
 esac
 true

@@ -178,8 +178,8 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         inputs = field_rows(p0, p1, field, step)
         x_map, error_map = x_window[inputs], error[inputs] if has_error else None
         from_maps = backward_reads_maps(xp, precision, x_map, error_map, count, fan_in, blocks_w)  # no fields buffer
-        # bfloat16, DASKSAE_TENSOR_CORE_UPDATE=1 (the default): the update with the weight gradient on tensor cores, which reads the
-        # maps; only G is gathered (for U g_r)
+        # bfloat16, DASKSAE_TENSOR_CORE_UPDATE=1 (the default): the update with the weight gradient on tensor cores,
+        # which reads the maps; only G is gathered (for U g_r)
         tensor_core = (update is not None and tied and weights is not state["encoder"]
                        and tensor_core_update_takes(xp, precision, x_map, error_map, fan_in, count, blocks_w))
         fields = None if from_maps or tensor_core else xp.empty((count, fan_in, width), dtype=storage)  # [X | G]

@@ -100,7 +100,7 @@ def test_every_simt_gemm_variant_compiles(swizzle, prefetch, staging):
 @pytest.mark.parametrize("variant", list(mma_update.EPILOGUE_VARIANTS))
 def test_the_tensor_core_update_compiles(variant):
     """The bfloat16 ``mma.sync`` update in each epilogue variant (sm_90 PTX; its arithmetic is checked under g++ in
-    test_mma_update_on_cpu, where the L2 prefetch is left out)."""
+    test_mma_update_on_cpu)."""
     assert compile_errors(mma_update.mma_update_source(variant),
                           options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
 

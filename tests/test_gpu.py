@@ -777,9 +777,10 @@ def test_the_tensor_core_update_on_the_gpu_equals_numpy(with_error, with_operand
 
 
 def test_bfloat16_training_with_the_tensor_core_update_follows_the_gathered_path(monkeypatch):
-    """DASKSAE_TENSOR_CORE_UPDATE=1 (the default): ``small`` (tied RICA; fan-ins 108 and more, 1x1 tiles, M=96) trained in bfloat16
-    with the update taken in the tensor-core kernel, which ran, as the default path (cuBLAS's gradient over gathered
-    fields, then the update) trains it, to the rounding of the row dots (the CPU test's tolerances)."""
+    """DASKSAE_TENSOR_CORE_UPDATE=1 (the default): ``small`` (tied RICA; fan-ins 108 and more, 1x1 tiles, M=96)
+    trained in bfloat16 with the update taken in the tensor-core kernel, which ran, as the gathered path (``=0``:
+    cuBLAS's gradient over gathered fields, then the update) trains it, to the rounding of the row dots (the CPU
+    test's tolerances)."""
     from dasksae import TiledNetwork, tile_program
     from dasksae.kernels import mma_update
     from dasksae.tile_array import LocalExecutor

@@ -240,7 +240,8 @@ def test_the_tensor_core_update_trains_as_the_gathered_bfloat16_path(monkeypatch
     """DASKSAE_TENSOR_CORE_UPDATE=1 (the default): the bfloat16 backward takes the tied decoder's update with its weight
     gradient from the maps (on NumPy in array code, so that its plumbing runs here: no X fields gathered, the row
     dots from the bfloat16 codes, the chunk's rows, velocity, operand copy and norms handed over) and trains as the
-    default path does to bfloat16's rounding of the row dots, on 2x1 tiles; the untied Le 2012 never takes it."""
+    gathered path (``=0``) does to bfloat16's rounding of the row dots, on 2x1 tiles; the untied Le 2012 never
+    takes it."""
     from dasksae.kernels import local_filter, mma_update
 
     config = dataclasses.replace(named_config("tiny"), objective=objective)

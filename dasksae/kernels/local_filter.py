@@ -308,8 +308,8 @@ def update_with_weight_grad(left, maps, field: int, step: int, blocks_w: int, ra
 
 def tensor_core_update_takes(xp, precision: str, x_rows, error_rows, fan_in: int, count: int, blocks_w: int) -> bool:
     """Whether a bfloat16 chunk of the backward pass takes its update with its weight gradient on tensor cores
-    (:func:`update_with_tensor_cores`, ``DASKSAE_TENSOR_CORE_UPDATE``, on by default since session 22): the tied decoder's
-    ``[g_z | a z] [X | G]^T`` with the error map there, and on CuPy maps the kernel reads
+    (:func:`update_with_tensor_cores`, ``DASKSAE_TENSOR_CORE_UPDATE``, on by default since session 22): the tied
+    decoder's ``[g_z | a z] [X | G]^T`` with the error map there, and on CuPy maps the kernel reads
     (:func:`~.mma_update.maps_fit`).  Then the chunk gathers no ``X`` fields and writes no gradient."""
     if not (mma_update.TENSOR_CORE_UPDATE and precision == "bfloat16" and error_rows is not None):
         return False

@@ -22,7 +22,8 @@ turned into the step
 ``g = s (dW - U s d)``, ``v = momentum v - lr g``, ``U += v``, with ``U``
 and ``v`` (float32, the master weights and the momentum) read and written
 once and ``U``'s bfloat16 copy for the next step's products written beside
-them; each row's sum of the new ``U``'s squares over each 48 columns goes to ``partial_squares`` for :func:`~dasksae.kernels.simt_gemm.\
+them; each row's sum of the new ``U``'s squares over each 48 columns goes
+to ``partial_squares`` for :func:`~dasksae.kernels.simt_gemm.\
 inverse_norms_from_squares`.  The gradient is never written.
 
 The block: 256 threads, 8 warps as 4 x 2 over its 128 x 96 tile, each warp
@@ -59,8 +60,8 @@ _SOURCE = r"""
 #define TILE_N 96
 #define TILE_K 32
 #define ROW 40  // a shared row: TILE_K bfloat16 values and 8 of padding (80 bytes: 16-byte aligned, no bank conflicts)
-#define OUT_ROW 104  // EPILOGUE_ROWS: a row of the products' tile in shared memory, TILE_N floats and 8 of padding
-#define SHARED_BYTES (TILE_M * OUT_ROW * 4)  // the block's shared memory (dynamic): the operand tiles, then the products
+// OUT_ROW (from mma_update_source): EPILOGUE_ROWS's row of the products' tile in shared memory, TILE_N floats and 8
+// of padding; SHARED_BYTES: the block's shared memory (dynamic), the operand tiles, then the products
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
 extern __shared__ __align__(16) unsigned char mma_shared[];
 __device__ __forceinline__ void copy_16(unsigned short* shared, const unsigned short* global, const bool whole)
@@ -100,8 +101,8 @@ __device__ __forceinline__ void sgd_step(float& u, float& v, const float dw, con
 // operand: raw's bfloat16 copy, rewritten (or null); inverse_norms and row_dots a value a row; partial_squares
 // (count * rows, gridDim.y * 2): each row's sum of the new squares over each 48 columns.  Takes width and half in
 // whole 32s, fan_in a multiple of 4, 16-byte aligned rows; SHARED_BYTES of dynamic shared memory.  Three blocks an SM
-// (80 registers, no spills): the kernel moves 18 bytes a parameter for a few FLOPs a byte, so what matters is how
-// many blocks' loads and stores are in flight.
+// (80 registers; the rows epilogue spills 8 bytes: bench/kernel_registers.py --kernels mma): the kernel moves 18
+// bytes a parameter for a few FLOPs a byte, so what matters is how many blocks' loads and stores are in flight.
 extern "C" __global__ void __launch_bounds__(256, 3) dasksae_mma_filter_weight_grad_update(
     const unsigned short* __restrict__ codes, const unsigned short* __restrict__ x,
     const unsigned short* __restrict__ error, float* __restrict__ raw, float* __restrict__ velocity,
@@ -276,13 +277,15 @@ EPILOGUE_VARIANTS = {
     "fragments": {},  # session 21's: the step where mma.sync leaves the products, a float2 a thread
     "gemm-only": {"GEMM_ONLY": 1},  # for benchmarks: the products alone, no update (the weights are left as they were)
 }
-SHARED_BYTES = TILE_M * 104 * 4  # the source's SHARED_BYTES (dynamic shared memory a block, above the 48 KiB default)
+OUT_ROW = 104  # a row of the products' tile in shared memory: 96 floats and 8 of padding (OUT_ROW % 32 == 8)
+SHARED_BYTES = TILE_M * OUT_ROW * 4  # dynamic shared memory a block (above the 48 KiB default): the products' tile
 EPILOGUE = switch("DASKSAE_MMA_EPILOGUE")  # the variant the training takes
 
 
 def mma_update_source(variant: str = "rows") -> str:
     """The kernel's CUDA source (with the bfloat16 rounding its operand copy uses), with a variant's defines."""
-    defines = "".join(f"#define {name} {value}\n" for name, value in EPILOGUE_VARIANTS[variant].items())
+    defines = {"OUT_ROW": OUT_ROW, "SHARED_BYTES": SHARED_BYTES} | EPILOGUE_VARIANTS[variant]
+    defines = "".join(f"#define {name} {value}\n" for name, value in defines.items())
     return defines + BFLOAT16_ROUNDING + _SOURCE
 
 
@@ -290,7 +293,8 @@ def mma_update_source(variant: str = "rows") -> str:
 def _kernel(variant: str):
     import cupy
 
-    kernel = cupy.RawKernel(mma_update_source(variant), "dasksae_mma_filter_weight_grad_update", options=("-std=c++17",))
+    kernel = cupy.RawKernel(mma_update_source(variant), "dasksae_mma_filter_weight_grad_update",
+                            options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = SHARED_BYTES
     return kernel
 
@@ -303,8 +307,9 @@ def _aligned(array, vector_bytes: int = 16) -> bool:
 def update_fits(codes, x, error, raw, velocity, operand, inverse_norms, row_dots, field: int, blocks_w: int) -> bool:
     """Whether the kernel takes these: bfloat16 (``uint16``) codes ``(count, rows, width)`` and maps ``(H, W, C, half)``
     with ``width`` ``2 half`` (with the error map) or ``half`` and ``half`` in whole 32s; float32 ``raw`` and
-    ``velocity`` ``(count, rows, fan_in)`` with ``fan_in = field^2 C`` a multiple of 4; ``operand`` (or ``None``) ``uint16`` like
-    ``raw``; ``inverse_norms`` and ``row_dots`` float32, a value a row; everything C-contiguous, 16-byte aligned."""
+    ``velocity`` ``(count, rows, fan_in)`` with ``fan_in = field^2 C`` a multiple of 4; ``operand`` (or ``None``)
+    ``uint16`` like ``raw``; ``inverse_norms`` and ``row_dots`` float32, a value a row; everything C-contiguous,
+    16-byte aligned."""
     if codes.ndim != 3 or x.ndim != 4 or raw.ndim != 3:
         return False
     count, rows, width = codes.shape
@@ -328,8 +333,8 @@ def update_fits(codes, x, error, raw, velocity, operand, inverse_norms, row_dots
 
 def maps_fit(x, error, fan_in: int, count: int, blocks_w: int) -> bool:
     """Whether the kernel reads a chunk's fields from these maps: bfloat16 (``uint16``) ``(H, W, C, half)`` maps of one
-    shape with ``half`` in whole 32s, C-contiguous and 16-byte aligned, a fan-in in whole 4s and whole rows of blocks (what
-    :func:`update_fits` asks of the maps, known before the chunk's codes are made)."""
+    shape with ``half`` in whole 32s, C-contiguous and 16-byte aligned, a fan-in in whole 4s and whole rows of blocks
+    (what :func:`update_fits` asks of the maps, known before the chunk's codes are made)."""
     return (error is not None and x.shape == error.shape and x.ndim == 4 and x.shape[-1] % TILE_K == 0
             and fan_in % 4 == 0 and count % blocks_w == 0 and count <= 65535
             and all(a.dtype.name == "uint16" and _aligned(a) for a in (x, error)))

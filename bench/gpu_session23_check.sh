@@ -3,6 +3,13 @@
 #   PART=tables   where the bfloat16 step's time goes with today's defaults (the tensor-core update on): the kernel
 #                 table of the one-tile in-process step and of 4 worker threads on 2x2 tiles (GPU busy against wall),
 #                 and cuBLAS's bfloat16 products per stage (bench/gemm_layouts.py). About 200 s.
+#                 Ran at 1b0e7d4 (session23/tables/): one tile 26.4 ms profiled, GPU busy 25.1 ms (idle 4.9%), the
+#                 tensor-core update 9.40 ms; 4 threads 34.5 ms, busy 29.9 ms (idle 13.3%), and 3.16 ms of it in 400
+#                 CuPy copies (copy__float32_float32) a step that one tile does not make: halo strips copied into
+#                 windows (halo.assemble, sum_into, cut) by CuPy's elementwise copy of strided views.
+#   PART=strips   since then the strips go through kernels/copies.py's strip kernels (16 bytes a thread, 8 strips a
+#                 launch): their GPU tests and the tiled ones, the 4 threads' kernel table again, then the 4-thread
+#                 rows (with the in-process step) in bfloat16 and float32. About 400 s.
 source bench/device_setup.sh
 card
 case "${PART:-tables}" in
@@ -16,5 +23,13 @@ tables)
   head -8 $OUT/kernel-table-bfloat16-4w.log
   timeout ${GEMM_S:-100} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions bfloat16 \
     --runs 20 --json $OUT/gemm-bfloat16.json 2>&1 | filter | tee $OUT/gemm-bfloat16.log | grep current ;;
+strips)
+  gpu_tests ${TESTS_S:-200} tests/test_gpu.py tests/test_gpu_tiled.py -k "strip or halo or copy or gpu_tiled"
+  timeout ${FOUR_TABLE_S:-150} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 \
+    --tiles 2x2 --workers 4 --runs 3 --top 40 --json $OUT/kernel-table-bfloat16-4w.json 2>&1 | filter | head -45 \
+    > $OUT/kernel-table-bfloat16-4w.log
+  head -12 $OUT/kernel-table-bfloat16-4w.log
+  FOUR_S=${FOUR_S:-110} four bfloat16 bfloat16
+  FOUR_S=${FOUR_S:-110} four float32 float32 ;;
 esac
 true

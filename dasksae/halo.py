@@ -12,6 +12,7 @@ No Dask here.
 from __future__ import annotations
 
 from .kernels.backend import array_module
+from .kernels.copies import add_views, contiguous, copy_views
 from .tiling import intersect
 
 Window = tuple[tuple[int, int], tuple[int, int]]
@@ -36,29 +37,27 @@ def part_view(array, window: Window, part: Window):
 
 def cut(array, window: Window, part: Window):
     """The contiguous strip ``part`` of ``array``, which covers ``window`` (to send: UCX moves contiguous buffers)."""
-    return array_module(array).ascontiguousarray(part_view(array, window, part))
+    return contiguous(part_view(array, window, part))
 
 
 def assemble(window: Window, strips: list[tuple[Window, object]]):
     """The contiguous array over ``window`` from strips that tile it exactly (each element covered once).
 
     Strips may be strided views (:func:`part_view`): each is copied once,
-    straight into the result.
+    straight into the result (on CuPy, the strips in one kernel: :func:`~dasksae.kernels.copies.copy_views`).
     """
     first = strips[0][1]
     xp = array_module(first)
     if len(strips) == 1 and _covers(strips[0][0], window, first):
         # one strip that is the whole window (a single tile): no copy where it is contiguous; tile functions never
         # write into inputs
-        return xp.ascontiguousarray(first)
+        return contiguous(first)
     (r0, r1), (c0, c1) = window
-    out = xp.empty((r1 - r0, c1 - c0) + first.shape[2:], dtype=first.dtype)
-    covered = 0
-    for (rows, cols), strip in strips:
-        out[rows[0] - r0 : rows[1] - r0, cols[0] - c0 : cols[1] - c0] = strip
-        covered += (rows[1] - rows[0]) * (cols[1] - cols[0])
+    covered = sum((rows[1] - rows[0]) * (cols[1] - cols[0]) for (rows, cols), _ in strips)
     if covered != (r1 - r0) * (c1 - c0):
         raise ValueError(f"strips cover {covered} of the {(r1 - r0) * (c1 - c0)} positions of window {window}")
+    out = xp.empty((r1 - r0, c1 - c0) + first.shape[2:], dtype=first.dtype)
+    copy_views([(strip, out[rows[0] - r0 : rows[1] - r0, cols[0] - c0 : cols[1] - c0]) for (rows, cols), strip in strips])
     return out
 
 
@@ -68,20 +67,22 @@ def sum_into(window: Window, contributions: list[tuple[Window, object]]):
     Contributions may be strided views.  Where one covers the whole window
     (a tile's own contribution to its owned window), the sum starts from a
     copy of it and adds the others in their order; otherwise from zeros.
+    On CuPy the copy and each add are one strip kernel (:mod:`dasksae.kernels.copies`).
     """
     first = contributions[0][1]
     xp = array_module(first)
     if len(contributions) == 1 and _covers(contributions[0][0], window, first):
-        return xp.ascontiguousarray(first)
+        return contiguous(first)
     (r0, r1), (c0, c1) = window
     covering = next((index for index, (part, value) in enumerate(contributions) if _covers(part, window, value)), None)
+    shape = (r1 - r0, c1 - c0) + first.shape[2:]
     if covering is None:
-        out = xp.zeros((r1 - r0, c1 - c0) + first.shape[2:], dtype=first.dtype)
-    else:
-        out = xp.array(contributions[covering][1], copy=True, order="C")  # one pass instead of zeros, then an add
-    for index, ((rows, cols), part) in enumerate(contributions):
-        if index != covering:
-            out[rows[0] - r0 : rows[1] - r0, cols[0] - c0 : cols[1] - c0] += part
+        out = xp.zeros(shape, dtype=first.dtype)
+    else:  # one pass instead of zeros, then an add
+        out = xp.empty(shape, dtype=first.dtype)
+        copy_views([(contributions[covering][1], out)])
+    add_views([(part, out[rows[0] - r0 : rows[1] - r0, cols[0] - c0 : cols[1] - c0])
+               for index, ((rows, cols), part) in enumerate(contributions) if index != covering])
     return out
 
 

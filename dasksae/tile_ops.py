@@ -15,6 +15,7 @@ import numpy
 from .kernels.backend import array_module, host_floats, kept_apart, on_device, to_numpy
 from .kernels.code_gradient import tied_code_gradient
 from .kernels.contrast import lcn_backward, lcn_forward
+from .kernels.copies import contiguous, copy_views
 from .kernels.elementwise import difference_and_squares, subtract_scaled_into
 from .kernels.gemm import from_bfloat16, native_precision, operand, result_dtype, storage_dtype
 from .kernels.local_filter import (
@@ -334,12 +335,11 @@ def pool_backward(grad_pooled, forward, scale_state, stage):
 
 def contrast_forward(pooled_window, window, owned, map_shape, stage, lcn_c: float):
     """LCN of the tile's owned units from the pooled map over ``window`` (owned plus two LCN radii)."""
-    xp = array_module(pooled_window)
     normalised, cache = lcn_forward(
         pooled_window, stage.lcn_size, lcn_c, origin=(window[0][0], window[1][0]), map_shape=map_shape
     )
     rows, cols = _local(window, owned)
-    return {"output": xp.ascontiguousarray(normalised[rows, cols]), "cache": cache}
+    return {"output": contiguous(normalised[rows, cols]), "cache": cache}
 
 
 def contrast_backward(grad_output, error_owned, forward, window, owned, batch: int):
@@ -354,7 +354,7 @@ def contrast_backward(grad_output, error_owned, forward, window, owned, batch: i
     padded = xp.zeros_like(centred)
     rows, cols = _local(window, owned)
     if error_owned is None:
-        padded[rows, cols] = grad_output
+        copy_views([(grad_output, padded[rows, cols])])
     else:  # grad_output - 2/M e, written into the window in one pass on CuPy
         subtract_scaled_into(padded[rows, cols], grad_output, error_owned, 2.0 / batch)
     return {"grad_pooled": lcn_backward(padded, forward["cache"])}

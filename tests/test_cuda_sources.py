@@ -133,3 +133,7 @@ def test_the_lcn_smoothing_kernel_compiles(dtype, divide_before, root):
 
 def test_the_batched_copy_compiles():
     assert compile_errors(copies.copy_segments_source()) == ""
+
+
+def test_the_strip_kernels_compile():
+    assert compile_errors(copies.copy_strips_source()) == ""

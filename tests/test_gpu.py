@@ -732,6 +732,33 @@ def test_batched_copy_launched_through_the_driver_equals_cupys_launch_from_four_
             numpy.testing.assert_array_equal(destination, source, err_msg=str(name))
 
 
+def test_strip_copies_and_adds_equal_numpy_through_the_driver_and_cupy(rng, monkeypatch):
+    """``copy_views`` and ``add_views`` (halo strips, ``kernels/copies.py``) on the GPU equal NumPy's copies and adds:
+    more strips than a launch takes, strips whose rows are not 16-byte multiples, a pair strided inside its rows
+    (copied by CuPy), and bfloat16-like uint16 values; through the driver's launch and CuPy's."""
+    from dasksae.kernels import copies
+
+    maps = [rng.standard_normal((12, 13, 3, 8)).astype(numpy.float32), rng.standard_normal((9, 7, 3)).astype(numpy.float32)]
+    for driver in (True, False):
+        monkeypatch.setattr(copies, "DRIVER_LAUNCH", driver)
+        for add in (False, True):
+            windows = [rng.standard_normal((12, 13, 3, 8)).astype(numpy.float32), rng.standard_normal((9, 7, 3)).astype(numpy.float32)]
+            on_gpu = [cupy.asarray(m) for m in maps], [cupy.asarray(w) for w in windows]
+            cuts = [(0, slice(r + 1, r + 3), slice(c + 1, c + 6), slice(r, r + 2), slice(c, c + 5))
+                    for r in (0, 2, 4, 6) for c in (0, 6)]  # 8 disjoint destinations in map 0's window's rows 0-8
+            cuts += [(1, slice(0, 4), slice(1, 4), slice(5, 9), slice(2, 5)),
+                     (0, slice(10, 12), slice(0, 13), slice(8, 10), slice(0, 13))]
+            for xp, (sources, targets) in ((numpy, (maps, windows)), (cupy, on_gpu)):
+                pairs = [(sources[k][rs, cs], targets[k][rd, cd]) for k, rs, cs, rd, cd in cuts]
+                pairs.append((sources[0][0:2, 0:4, 1:], targets[0][10:12, 0:4, 1:]))  # strided inside its rows
+                (copies.add_views if add else copies.copy_views)(pairs)
+            for expected, got in zip(windows, on_gpu[1]):
+                numpy.testing.assert_array_equal(cupy.asnumpy(got), expected)
+    values = cupy.asarray(rng.integers(0, 1 << 16, size=(5, 6, 4, 8)), dtype=cupy.uint16)
+    assert numpy.array_equal(cupy.asnumpy(copies.contiguous(values[1:4, 2:5])), cupy.asnumpy(values)[1:4, 2:5])
+    assert not copies._fallbacks, copies._fallbacks
+
+
 def test_halo_windows_from_strided_views_equal_numpy(rng):
     """CuPy assembles and sums windows from a tile's own pieces as strided views exactly as NumPy does (session 13)."""
     from dasksae.halo import assemble, part_view, sum_into

@@ -26,7 +26,7 @@ import functools
 import numpy
 
 from ..switches import switch
-from .backend import copy_array, on_device
+from .backend import array_module, copy_array, on_device
 
 SEGMENTS_A_LAUNCH = 8  # (source, destination, bytes) triples passed by value: one launch copies this many arrays
 _THREADS = 256
@@ -117,16 +117,34 @@ ARGUMENT_LAYOUT = "@" + "Q" * (3 * SEGMENTS_A_LAUNCH)  # the kernel's parameters
 
 
 @functools.lru_cache(maxsize=None)
-def _driver_launcher(device: int):
-    """The batched copy's :class:`~dasksae.kernels.driver_launch.DriverLauncher` on ``device``, or ``None`` where
-    the driver or CuPy's function handle cannot be had (the reason is kept in ``_fallbacks``)."""
+def _driver_launcher(device: int, kernel: str = "dasksae_copy_segments"):
+    """A :class:`~dasksae.kernels.driver_launch.DriverLauncher` of ``kernel`` (the batched copy, or one of the
+    strip kernels) on ``device``, or ``None`` where the driver or CuPy's function handle cannot be had (the reason
+    is kept in ``_fallbacks``)."""
     from .driver_launch import DriverLauncher
 
+    function, layout = _KERNELS[kernel]
     try:
-        return DriverLauncher(_copy_segments_kernel().kernel.ptr, ARGUMENT_LAYOUT)
+        return DriverLauncher(function().kernel.ptr, layout)
     except (OSError, AttributeError) as error:
         _fallbacks.append(f"{type(error).__name__}: {error}")
         return None
+
+
+def _launch_through_driver_or_cupy(kernel: str, grid, device: int, stream: int, arguments) -> None:
+    """Launch ``kernel`` (unsigned long long arguments) with :data:`_THREADS` threads a block: through the driver
+    where it can be (``DASKSAE_DRIVER_LAUNCH``), else through CuPy."""
+    launcher = _driver_launcher(device, kernel) if DRIVER_LAUNCH and not _fallbacks else None
+    if launcher is not None:
+        try:
+            launcher(grid, (_THREADS, 1, 1), stream, arguments)
+            return
+        except RuntimeError as error:  # a launch refused launched nothing: CuPy's launch from now on, said once
+            import logging
+
+            _fallbacks.append(str(error))
+            logging.getLogger("dasksae").warning("batched copies launched through CuPy from now on: %s", error)
+    _KERNELS[kernel][0]()(grid[:2], (_THREADS,), tuple(numpy.uint64(a) for a in arguments))
 
 
 def _launch(segments, device: int) -> None:
@@ -140,15 +158,174 @@ def _launch(segments, device: int) -> None:
         return
     largest = max(nbytes for _, _, nbytes in segments)
     blocks = max(1, min(-(-largest // (16 * _THREADS)), 528))  # enough for 16 bytes a thread, at most 4 blocks an SM
-    arguments = segment_arguments(segments)
-    launcher = _driver_launcher(device) if DRIVER_LAUNCH and not _fallbacks else None
-    if launcher is not None:
-        try:
-            launcher((blocks, len(segments), 1), (_THREADS, 1, 1), stream, arguments)
-            return
-        except RuntimeError as error:  # a launch refused launched nothing: CuPy's launch from now on, said once
-            import logging
+    _launch_through_driver_or_cupy("dasksae_copy_segments", (blocks, len(segments), 1), device, stream,
+                                   segment_arguments(segments))
 
-            _fallbacks.append(str(error))
-            logging.getLogger("dasksae").warning("batched copies launched through CuPy from now on: %s", error)
-    _copy_segments_kernel()((blocks, len(segments)), (_THREADS,), tuple(numpy.uint64(a) for a in arguments))
+
+# ---------------------------------------------------------------- strips: rows of contiguous bytes at a pitch
+
+# Halo windows are assembled from strips (:mod:`dasksae.halo`): views ``map[p0:p1, q0:q1]`` whose rows are runs of
+# ``(q1 - q0) C M`` contiguous values at the map's row pitch.  CuPy's copy of such a view computes each 4-byte
+# value's index: on the H200 the four worker threads' bfloat16 step spent 3.16 ms of GPU time a step in 400 such
+# copies (``bench/results/session23/tables``).  These kernels move a strip 16 bytes a thread, several strips a launch.
+STRIPS_A_LAUNCH = 8
+STRIP_FIELDS = 6  # source, destination, rows, row bytes, source pitch, destination pitch (unsigned long long each)
+STRIP_LAYOUT = "@" + "Q" * (STRIP_FIELDS * STRIPS_A_LAUNCH)
+
+
+def copy_strips_source() -> str:
+    """CUDA source of ``dasksae_copy_strips`` (block row ``blockIdx.y`` copies strip ``y``) and of
+    ``dasksae_add_strips_float32`` (adds the float32 values of its strips into their destinations): 16 bytes a
+    thread where the pointers, pitches and row bytes are multiples of 16, one byte (one float) a thread otherwise."""
+    fields = ("s", "d", "rows", "bytes", "sp", "dp")
+    parameters = ", ".join(f"unsigned long long {name}{i}" for i in range(STRIPS_A_LAUNCH) for name in fields)
+    cases = " ".join(f"case {i}: " + " ".join(f"f[{k}] = {name}{i};" for k, name in enumerate(fields)) + " break;"
+                     for i in range(STRIPS_A_LAUNCH))
+    body = r"""
+typedef unsigned long long u64;
+__device__ __forceinline__ void put(uint4* to, const uint4* from, const bool add)
+{
+    if (!add) {
+        *to = *from;
+        return;
+    }
+    const float4 a = *(const float4*)from;
+    float4 b = *(float4*)to;
+    b.x += a.x; b.y += a.y; b.z += a.z; b.w += a.w;
+    *(float4*)to = b;
+}
+__device__ __forceinline__ void put(char* to, const char* from, const bool) { *to = *from; }
+__device__ __forceinline__ void put(float* to, const float* from, const bool add) { *to = add ? *to + *from : *from; }
+// strip f: f[0] source, f[1] destination, f[2] rows, f[3] bytes a row, f[4] and f[5] the rows' pitches in bytes;
+// T the unit a thread moves (its size divides all of them)
+template <typename T> __device__ __forceinline__ void strip_units(const u64* f, const bool add)
+{
+    const u64 per_row = f[3] / sizeof(T), total = f[2] * per_row;
+    const u64 stride = (u64)gridDim.x * blockDim.x;
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+        const u64 row = i / per_row, unit = i - row * per_row;
+        put((T*)(f[1] + row * f[5]) + unit, (const T*)(f[0] + row * f[4]) + unit, add);
+    }
+}
+__device__ __forceinline__ void strip(const u64* f, const bool add)
+{
+    if (((f[0] | f[1] | f[3] | f[4] | f[5]) & 15ULL) == 0) strip_units<uint4>(f, add);
+    else if (add) strip_units<float>(f, true);
+    else strip_units<char>(f, false);
+}
+"""
+    kernels = "".join(
+        f'extern "C" __global__ void {name}({parameters})\n{{\n    u64 f[{STRIP_FIELDS}] = {{0, 0, 0, 0, 0, 0}};\n'
+        f"    switch (blockIdx.y) {{ {cases} }}\n    strip(f, {add});\n}}\n"
+        for name, add in (("dasksae_copy_strips", "false"), ("dasksae_add_strips_float32", "true")))
+    return body + kernels
+
+
+@functools.lru_cache(maxsize=None)
+def _strips_kernel(name: str):
+    import cupy
+
+    return cupy.RawKernel(copy_strips_source(), name)
+
+
+def strip_layout(array):
+    """``(pointer, rows, row bytes, pitch)`` of an array (CuPy, or NumPy for the CPU tests) whose axes after the first are C-contiguous together
+    (a view ``map[p0:p1, q0:q1]`` of a C-contiguous map), or ``None`` where it is not laid out so."""
+    if array.ndim == 0 or array.size == 0:
+        return None
+    expected = array.itemsize
+    for size, stride in reversed(list(zip(array.shape[1:], array.strides[1:]))):
+        if size != 1 and stride != expected:
+            return None
+        expected *= size
+    rows = array.shape[0]
+    pitch = array.strides[0] if rows > 1 else expected
+    if pitch < expected:
+        return None
+    pointer = array.data.ptr if on_device(array) else array.ctypes.data
+    return pointer, rows, expected, pitch
+
+
+def _strips(pairs, add: bool):
+    """The ``(source, destination)`` pairs that the strip kernels take as their strips' fields (a pair's two
+    layouts: same rows and row bytes, on the current device), and the others."""
+    import cupy
+
+    device = cupy.cuda.runtime.getDevice()
+    strips, others = [], []
+    for source, destination in pairs:
+        if source.shape != destination.shape or source.dtype != destination.dtype:
+            raise ValueError(f"cannot copy an array of shape {source.shape} and dtype {source.dtype} into one of "
+                             f"shape {destination.shape} and dtype {destination.dtype}")
+        if source.size == 0:
+            continue
+        taken = (on_device(source) and on_device(destination) and source.data.device_id == device
+                 and destination.data.device_id == device and (not add or source.dtype == numpy.float32))
+        source_layout = strip_layout(source) if taken else None
+        destination_layout = strip_layout(destination) if source_layout else None
+        if destination_layout and source_layout[1:3] == destination_layout[1:3]:
+            strips.append((source_layout[0], destination_layout[0], *source_layout[1:3], source_layout[3],
+                           destination_layout[3]))
+        else:
+            others.append((source, destination))
+    return strips, others, device
+
+
+def _launch_strips(kernel: str, strips, device: int) -> None:
+    import cupy
+
+    stream = cupy.cuda.get_current_stream().ptr
+    largest = max(rows * row_bytes for _, _, rows, row_bytes, _, _ in strips)
+    blocks = max(1, min(-(-largest // (16 * _THREADS)), 528))  # 16 bytes a thread, at most 4 blocks an SM
+    arguments = [value for strip in strips for value in strip] + [0] * (STRIP_FIELDS * (STRIPS_A_LAUNCH - len(strips)))
+    _launch_through_driver_or_cupy(kernel, (blocks, len(strips), 1), device, stream, arguments)
+
+
+def copy_views(pairs) -> None:
+    """Copy each ``(source, destination)`` pair of same-shaped arrays (views allowed) on the current stream.
+
+    On CuPy, pairs that are :func:`strip_layout` strips on both sides (halo strips and the windows they go into)
+    go :data:`STRIPS_A_LAUNCH` to a launch of one kernel; any other pair is copied by the array module.  NumPy
+    pairs are copied by NumPy.  The destinations must not overlap each other or the sources.
+    """
+    if not pairs:
+        return
+    if not any(on_device(array) for pair in pairs for array in pair):
+        for source, destination in pairs:
+            numpy.copyto(destination, source)
+        return
+    strips, others, device = _strips(pairs, add=False)
+    for first in range(0, len(strips), STRIPS_A_LAUNCH):
+        _launch_strips("dasksae_copy_strips", strips[first:first + STRIPS_A_LAUNCH], device)
+    for source, destination in others:
+        destination[...] = source
+
+
+def add_views(pairs) -> None:
+    """``destination += source`` for each pair in turn (destinations may overlap: one pair a launch, in order, so
+    that each value's sum is taken in the pairs' order).  On CuPy, float32 :func:`strip_layout` pairs in the strip
+    kernel; others, and NumPy, by the array module."""
+    for source, destination in pairs:
+        if on_device(source) or on_device(destination):
+            strips, others, device = _strips([(source, destination)], add=True)
+            if strips:
+                _launch_strips("dasksae_add_strips_float32", strips, device)
+                continue
+        destination += source
+
+
+_KERNELS = {  # name: (the CuPy kernel's getter, its arguments' struct layout)
+    "dasksae_copy_segments": (_copy_segments_kernel, ARGUMENT_LAYOUT),
+    "dasksae_copy_strips": (functools.partial(_strips_kernel, "dasksae_copy_strips"), STRIP_LAYOUT),
+    "dasksae_add_strips_float32": (functools.partial(_strips_kernel, "dasksae_add_strips_float32"), STRIP_LAYOUT),
+}
+
+
+def contiguous(array):
+    """``array`` if it is C-contiguous, else a C-contiguous copy of it (:func:`copy_views`: one strip kernel on
+    CuPy): ``ascontiguousarray`` for halo strips."""
+    if array.flags.c_contiguous:
+        return array
+    out = array_module(array).empty(array.shape, dtype=array.dtype)
+    copy_views([(array, out)])
+    return out

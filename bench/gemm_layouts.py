@@ -26,6 +26,11 @@ rows``), and the weight gradient from the input and error maps
 (``filter_weight_grad``). Their time includes what the gathers and the
 block-rows pass cost before; the rows beside them do not.
 
+``--mma-forward`` adds, in bfloat16, ``W x`` from and to the maps as the
+forward pass runs it, on tensor cores (:mod:`dasksae.kernels.mma_forward`,
+session 23: row ``mma maps``) and gathered (fields gathered, cuBLAS, the
+block-rows pass: row ``gathered``).
+
 ``--mma`` adds, in bfloat16, the tensor-core weight gradient with the update
 in its epilogue (:mod:`dasksae.kernels.mma_update`, session 21: rows
 ``mma <variant>``, one a variant of its epilogue, and ``mma gemm-only``, the
@@ -141,6 +146,44 @@ def mma_rows(stage, geometry, batch, runs):
     return found
 
 
+def mma_forward_rows(stage, geometry, batch, runs):
+    """``W x`` in bfloat16 for one stage (``--mma-forward``) as the forward pass runs it, from and to the maps
+    (:func:`~dasksae.kernels.local_filter.local_filter_forward` with the rows' scales): ``mma maps`` on tensor cores
+    (:mod:`dasksae.kernels.mma_forward`), ``gathered`` with ``DASKSAE_TENSOR_CORE_FORWARD=0`` (the fields gathered,
+    cuBLAS's product, the block-rows pass into the map), and the largest difference between the two."""
+    import cupy
+
+    from dasksae.kernels import mma_forward
+    from dasksae.kernels.gemm import operand
+    from dasksae.kernels.local_filter import local_filter_forward
+    from profile_kernels import timed
+
+    blocks_h, blocks_w, rows, fan_in = geometry.weight_shape
+    (block_h, block_w), field, step = stage.block[:2], stage.field, stage.step
+    generator = cupy.random.default_rng(0)
+    x = operand(generator.standard_normal(tuple(geometry.input_shape) + (batch,), dtype=cupy.float32), "bfloat16")
+    weights = operand(generator.standard_normal(geometry.weight_shape, dtype=cupy.float32), "bfloat16")
+    scale = generator.uniform(0.5, 2.0, (blocks_h, blocks_w, rows), dtype=cupy.float32)
+    found, outputs = [], {}
+    try:
+        for on, layout in ((False, "gathered"), (True, "mma maps")):
+            mma_forward.TENSOR_CORE_FORWARD = on
+            run = lambda: local_filter_forward(x, weights, field, step, block_h, block_w, row_scale=scale,  # noqa: E731
+                                               precision="bfloat16")
+            outputs[layout] = run()
+            seconds = timed(run, runs=runs)
+            found.append({"product": "W x", "layout": layout, "precision": "bfloat16", "blocks": blocks_h * blocks_w,
+                          "inner": fan_in, "seconds": seconds,
+                          "tflops": 2 * blocks_h * blocks_w * rows * fan_in * batch / seconds / 1e12,
+                          "max_difference_from_cublas": None})
+    finally:
+        mma_forward.TENSOR_CORE_FORWARD = mma_forward.switch("DASKSAE_TENSOR_CORE_FORWARD") == "1"
+    difference = float(cupy.abs(outputs["mma maps"] - outputs["gathered"]).max() / cupy.abs(outputs["gathered"]).max())
+    found[-1]["max_difference_from_cublas"] = difference
+    print(f"    W x mma maps: largest difference from the gathered path {difference:.1e} of its largest value")
+    return found
+
+
 def main(argv=None):
     import cupy
 
@@ -162,6 +205,8 @@ def main(argv=None):
     parser.add_argument("--mma", action="store_true",
                         help="also time, in bfloat16, the tensor-core weight gradient with the update in its epilogue "
                              "and the cuBLAS path's update")
+    parser.add_argument("--mma-forward", action="store_true",
+                        help="bfloat16 W x from the maps on tensor cores against the gathered path (kernels/mma_forward.py)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     config = coates(args.config)
@@ -212,7 +257,8 @@ def main(argv=None):
                 a = b = out = None
                 cupy.get_default_memory_pool().free_all_blocks()
             extra = ((implicit_rows if args.implicit and precision == "float32" else None),
-                     (mma_rows if args.mma and precision == "bfloat16" else None))
+                     (mma_rows if args.mma and precision == "bfloat16" else None),
+                     (mma_forward_rows if args.mma_forward and precision == "bfloat16" else None))
             for rows_of in [f for f in extra if f is not None]:
                 for row in rows_of(config.stages[stage], geometry, args.minibatch, args.runs):
                     row["stage"] = stage + 1

@@ -10,6 +10,12 @@
 #   PART=strips   since then the strips go through kernels/copies.py's strip kernels (16 bytes a thread, 8 strips a
 #                 launch): their GPU tests and the tiled ones, the 4 threads' kernel table again, then the 4-thread
 #                 rows (with the in-process step) in bfloat16 and float32. About 400 s.
+#                 Ran at 6b294bb (session23/strips/): 23 GPU tests passed; the strips' copies 1.73 ms in 280 launches a
+#                 step; 4 threads bfloat16 31.5 ms, 1.20x the in-process 26.2 ms; float32 59.8 ms, 1.14x of 52.3.
+#   PART=forward  the bfloat16 W x and U g_r from the maps on tensor cores (kernels/mma_forward.py): its GPU tests,
+#                 its time per stage against the gathered path (bench/gemm_layouts.py --mma-forward), the in-process
+#                 bfloat16 step with DASKSAE_TENSOR_CORE_FORWARD 1 / 0 / 1 / 0, the one-tile kernel table, then every
+#                 GPU test. About 450 s.
 source bench/device_setup.sh
 card
 case "${PART:-tables}" in
@@ -31,5 +37,18 @@ strips)
   head -12 $OUT/kernel-table-bfloat16-4w.log
   FOUR_S=${FOUR_S:-110} four bfloat16 bfloat16
   FOUR_S=${FOUR_S:-110} four float32 float32 ;;
+forward)
+  gpu_tests ${TESTS_S:-120} tests/test_gpu.py -k "tensor_core_forward"
+  timeout ${GEMM_S:-120} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions bfloat16 \
+    --mma-forward --runs 20 --json $OUT/gemm-forward.json 2>&1 | filter | tee $OUT/gemm-forward.log | grep "W x"
+  for forward in 1 0 1 0; do
+    STEP_S=${STEP_S:-60} STEP_DTYPE=bfloat16 in_process tensor-core-forward-$forward DASKSAE_TENSOR_CORE_FORWARD=$forward
+  done
+  timeout ${TABLE_S:-120} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 5 \
+    --top 40 --json $OUT/kernel-table-bfloat16.json 2>&1 | filter | head -45 > $OUT/kernel-table-bfloat16.log
+  head -12 $OUT/kernel-table-bfloat16.log
+  mv $OUT/gpu-tests.log $OUT/gpu-tests-forward.log
+  gpu_tests ${ALL_TESTS_S:-260} tests/test_gpu.py tests/test_gpu_tiled.py
+  cd $OUT && tar czf logs.tgz gpu-step-tensor-core-forward-*.json && rm -f gpu-step-tensor-core-forward-*.json ;;
 esac
 true

@@ -5,6 +5,7 @@
     DASKSAE_UPDATE_STAGING=1 python bench/kernel_registers.py --ptx simt.ptx   # a switch's variant; keep its PTX
     python bench/kernel_registers.py --kernels mma   # the bfloat16 tensor-core update (kernels/mma_update.py)
     python bench/kernel_registers.py --kernels mma --mma-epilogue fragments   # one of its epilogue's variants
+    python bench/kernel_registers.py --kernels mma-forward   # the bfloat16 tensor-core W x (kernels/mma_forward.py)
 
 Compiles :mod:`dasksae.kernels.simt_gemm`'s source to PTX with NVRTC (as
 ``tests/test_cuda_sources.py`` does) and assembles it with ``ptxas -v``,
@@ -29,23 +30,26 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ptx", help="also write the PTX to this file")
-    parser.add_argument("--kernels", choices=("simt", "mma"), default="simt",
-                        help="simt: kernels/simt_gemm.py (float32); mma: kernels/mma_update.py (bfloat16, tensor cores)")
+    parser.add_argument("--kernels", choices=("simt", "mma", "mma-forward"), default="simt",
+                        help="simt: kernels/simt_gemm.py (float32); mma: kernels/mma_update.py (bfloat16, tensor cores); "
+                             "mma-forward: kernels/mma_forward.py")
     parser.add_argument("--mma-epilogue", default="rows",
                         help="with --kernels mma: the epilogue's variant (mma_update.EPILOGUE_VARIANTS)")
     args = parser.parse_args(argv)
     import nvidia.cuda_nvcc
     from test_cuda_sources import NVRTC
 
-    from dasksae.kernels import mma_update, simt_gemm
+    from dasksae.kernels import mma_forward, mma_update, simt_gemm
 
     if NVRTC is None:
         raise SystemExit("NVRTC is not installed: pip install nvidia-cuda-nvrtc-cu12")
     program = ctypes.c_void_p()
     if args.kernels == "simt":
         source, names, standard = simt_gemm.simt_gemm_source(), simt_gemm.SIMT_GEMM_KERNELS, b"-std=c++14"
-    else:
+    elif args.kernels == "mma":
         source, names, standard = mma_update.mma_update_source(args.mma_epilogue), [], b"-std=c++17"
+    else:
+        source, names, standard = mma_forward.mma_forward_source(), [], b"-std=c++17"
     assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), source.encode(), b"simt.cu", 0, None, None) == 0
     for name in names:
         NVRTC.nvrtcAddNameExpression(program, name.encode())

@@ -24,6 +24,7 @@ from .kernels.local_filter import (
     backward_reads_maps,
     block_rows,
     chunks,
+    error_product_on_tensor_cores,
     field_rows,
     gather_patches,
     local_filter_forward,
@@ -194,8 +195,9 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         chunk_scale = inverse_norms[p0:p1].reshape(count, rows, 1)
         weight_rows = weights[p0:p1].reshape(count, rows, fan_in)
         grad_operand = None  # s g_z, the input gradient's operand, where the tied code gradient made it
-        error_fields = None  # G, gathered where fields are
-        if has_error and (fields is not None or tensor_core):
+        error_fields = None  # G, gathered where fields are (not where U g_r reads the error map on tensor cores)
+        if has_error and (fields is not None or tensor_core) and not (
+                tensor_core and error_product_on_tensor_cores(xp, precision, error_map, weight_rows, field, blocks_w)):
             error_fields = fields[:, :, batch:] if fields is not None and tied else xp.empty((count, fan_in, batch),
                                                                                             dtype=storage)
             gather_patches(error_map, field, step, p1 - p0, blocks_w, out=error_fields)

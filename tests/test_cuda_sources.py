@@ -13,7 +13,8 @@ import os
 
 import pytest
 
-from dasksae.kernels import code_gradient, copies, cuda_kernels, elementwise, mma_update, normalize, simt_gemm
+from dasksae.kernels import (code_gradient, copies, cuda_kernels, elementwise, mma_forward, mma_update, normalize,
+                             simt_gemm)
 from dasksae.kernels.gemm import BFLOAT16_ROUNDING
 
 
@@ -103,6 +104,12 @@ def test_the_tensor_core_update_compiles(variant):
     test_mma_update_on_cpu)."""
     assert compile_errors(mma_update.mma_update_source(variant),
                           options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
+
+
+def test_the_tensor_core_forward_compiles():
+    """The bfloat16 ``mma.sync`` ``W x`` from the maps with ``ldmatrix.trans`` (checked under g++ in
+    test_mma_forward_on_cpu)."""
+    assert compile_errors(mma_forward.mma_forward_source(), options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
 
 
 def test_every_update_kernel_compiles():

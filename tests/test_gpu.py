@@ -803,6 +803,64 @@ def test_the_tensor_core_update_on_the_gpu_equals_numpy(with_error, with_operand
                                on_device["inverse_norms"].get().astype(numpy.float64))
 
 
+@pytest.mark.parametrize("scaled", [True, False], ids=["row-scale", "no-scale"])
+def test_the_tensor_core_forward_on_the_gpu_equals_numpy(scaled):
+    """``dasksae_mma_filter_forward`` (bfloat16 ``mma.sync`` and ``ldmatrix.trans``, fields from the map, outputs into
+    the output map) on the device against NumPy's float64 product of the same bfloat16 values: the g++ test's cases
+    (``tests/test_mma_forward_on_cpu.py``), ``W x`` into a map and ``U g_r`` into block rows."""
+    from dasksae.kernels import mma_forward
+    from dasksae.kernels.local_filter import gather_patches, local_filter_forward
+    from dasksae.kernels.gemm import batched_matmul
+    from test_mma_forward_on_cpu import forward_case
+
+    field, step, blocks_h, blocks_w, rows, batch, x_bits, x, weight_bits, weights, rng = forward_case(3, 2, 1, 68)
+    scale = rng.uniform(0.5, 2.0, (blocks_h, blocks_w, rows)).astype(numpy.float32) if scaled else None
+    out = cupy.full((blocks_h * 2, blocks_w, 68, batch), numpy.nan, dtype=cupy.float32)
+    arrays = (cupy.asarray(x_bits), cupy.asarray(weight_bits), out, None if scale is None else cupy.asarray(scale))
+    assert mma_forward.forward_fits(*arrays, field, step, 2, 1)
+    mma_forward.filter_forward_bfloat16(*arrays[:3], field, step, 2, 1, arrays[3])
+    expected = local_filter_forward(x, weights.reshape(blocks_h, blocks_w, rows, -1), field, step, 2, 1,
+                                    row_scale=None if scale is None else scale.astype(numpy.float64), precision="float64")
+    numpy.testing.assert_allclose(out.get(), expected, rtol=1e-5, atol=1e-4)
+    field, step, blocks_h, blocks_w, rows, batch, x_bits, x, weight_bits, weights, _ = forward_case(4, 1, 1, 136)
+    rows_out = cupy.full((blocks_h * blocks_w, rows, batch), numpy.nan, dtype=cupy.float32)
+    assert mma_forward.fields_product_bfloat16(cupy.asarray(x_bits), cupy.asarray(weight_bits), rows_out, field, step,
+                                               blocks_w)
+    expected = batched_matmul(weights, gather_patches(x, field, step, blocks_h, blocks_w), precision="float64")
+    numpy.testing.assert_allclose(rows_out.get(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_bfloat16_training_with_the_tensor_core_forward_follows_cublas(monkeypatch):
+    """DASKSAE_TENSOR_CORE_FORWARD=1 (the default): ``small`` (tied RICA, 1x1 tiles, M=96; stage 1's fan-in 108 is
+    not a multiple of 8, so it keeps cuBLAS, stages 2 and 3 take the kernel for ``W x`` and ``U g_r``) trained in
+    bfloat16 as with cuBLAS over gathered fields (``=0``): their float32 sums differ in order only."""
+    from dasksae import TiledNetwork, tile_program
+    from dasksae.kernels import mma_forward
+    from dasksae.tile_array import LocalExecutor
+
+    config = named_config("small")
+    data = numpy.random.default_rng(3)
+    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
+    launched = []
+    monkeypatch.setattr(mma_forward, "filter_forward_bfloat16",
+                        lambda *args, _run=mma_forward.filter_forward_bfloat16: launched.append(args[5:7]) or _run(*args))
+
+    def trained(tensor_cores: bool):
+        monkeypatch.setattr(mma_forward, "TENSOR_CORE_FORWARD", tensor_cores)
+        tile_program.forget_all()
+        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
+        return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()
+
+    expected_losses, expected_parameters = trained(False)
+    assert not launched
+    losses, parameters = trained(True)
+    assert (2, 2) in launched and (1, 1) in launched  # W x into the maps (2x2 positions), U g_r into block rows
+    numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-4)
+    for mine, theirs in zip(parameters, expected_parameters):
+        for name in mine:
+            assert numpy.abs(mine[name] - theirs[name]).max() < 1e-3 * numpy.abs(theirs[name]).max(), name
+
+
 def test_bfloat16_training_with_the_tensor_core_update_follows_the_gathered_path(monkeypatch):
     """DASKSAE_TENSOR_CORE_UPDATE=1 (the default): ``small`` (tied RICA; fan-ins 108 and more, 1x1 tiles, M=96)
     trained in bfloat16 with the update taken in the tensor-core kernel, which ran, as the gathered path (``=0``:

@@ -8,7 +8,9 @@ the register fragments as the PTX ISA lays them out for bfloat16 operands
 2t..2t+1, 2t+8.., 2t+8..; B: registers 0-1 hold inner terms 2t.. and 2t+8.. of
 column g; D: rows g, g, g+8, g+8 and columns 2t, 2t+1; g = lane / 4,
 t = lane % 4): a fragment gathered from the wrong place shows as a wrong
-product.  ``cp.async`` is a copy (or 16 zero bytes where the kernel guards
+product.  ``ldmatrix.x4.trans`` (``kernels/mma_forward.py``) likewise: lanes
+8q .. 8q+7 give matrix q's row addresses, and lane (g, t) receives column
+g's rows 2t and 2t+1.  ``cp.async`` is a copy (or 16 zero bytes where the kernel guards
 a row).  Says nothing of speed, nor of the hardware's own layout beyond the
 ISA's text.
 """
@@ -54,6 +56,16 @@ static inline void mma_16816(float* d, const unsigned* a, const unsigned* b)
         }
         d[e] = sum;
     }
+    block_barrier->arrive_and_wait();
+}
+static const unsigned short* ldmatrix_rows[256];  // every thread of the block calls ldmatrix together, as kernels do
+static inline void ldmatrix_x4_trans(unsigned* r, const unsigned short* row_address)
+{  // lane (g, t) gets, in r[q], column g's rows 2t and 2t + 1 of the matrix whose rows lanes 8q .. 8q + 7 gave
+    const int tid = threadIdx.x, warp = tid & ~31, lane = tid & 31, g = lane / 4, t = lane % 4;
+    ldmatrix_rows[tid] = row_address;
+    block_barrier->arrive_and_wait();
+    for (int q = 0; q < 4; ++q)
+        r[q] = (unsigned)ldmatrix_rows[warp + 8 * q + 2 * t][g] | ((unsigned)ldmatrix_rows[warp + 8 * q + 2 * t + 1][g] << 16);
     block_barrier->arrive_and_wait();
 }
 """

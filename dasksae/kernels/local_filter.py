@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy
 
-from . import mma_update, simt_gemm
+from . import mma_forward, mma_update, simt_gemm
 from .backend import array_module, as_strided
 from .gemm import batched_matmul, native_precision, operand, result_dtype, storage_dtype
 
@@ -233,6 +233,11 @@ def local_filter_forward(x, weights, field: int, step: int, block_h: int, block_
         if _reads_fields(xp, precision, x_rows, weight_rows, out_rows, scale_rows, field, step, block_h, block_w):
             simt_gemm.filter_forward(x_rows, weight_rows, out_rows, field, step, block_h, block_w, scale_rows)
             continue
+        if forward_on_tensor_cores(xp, precision) and mma_forward.forward_fits(
+                x_rows, weight_rows, out_rows, scale_rows, field, step, block_h, block_w):
+            mma_forward.filter_forward_bfloat16(x_rows, weight_rows, out_rows, field, step, block_h, block_w,
+                                                scale_rows)
+            continue
         patches = gather_patches(x_rows, field, step, p1 - p0, blocks_w)
         products = batched_matmul(weight_rows, patches, precision=precision)
         write_block_rows(out_rows, products, block_h, block_w, scale_rows)
@@ -245,6 +250,21 @@ def _reads_fields(xp, precision, x, weights, out, row_scale, field, step, block_
     block-rows pass, and the same results bit for bit."""
     return (xp.__name__ == "cupy" and precision == "float32" and simt_gemm.IMPLICIT_FIELDS and simt_gemm.enabled()
             and simt_gemm.fields_fit(x, weights, out, row_scale, field, step, block_h, block_w))
+
+
+def forward_on_tensor_cores(xp, precision: str) -> bool:
+    """Whether bfloat16 ``W x`` (and the backward's ``U g_r``) run in our tensor-core kernel reading the fields from
+    the map (:mod:`.mma_forward`, ``DASKSAE_TENSOR_CORE_FORWARD=1``, the default since session 23) where the arrays
+    fit it: no fields buffer, no gather, no block-rows pass."""
+    return xp.__name__ == "cupy" and precision == "bfloat16" and mma_forward.TENSOR_CORE_FORWARD
+
+
+def error_product_on_tensor_cores(xp, precision: str, error_map, weight_rows, field: int, blocks_w: int) -> bool:
+    """Whether the backward's ``U g_r`` reads its fields from the bfloat16 error map in :mod:`.mma_forward`'s kernel
+    (:func:`forward_on_tensor_cores` and the operands fit; :func:`times_fields` makes the output): then nothing
+    gathers ``G``."""
+    return (forward_on_tensor_cores(xp, precision) and error_map is not None
+            and weight_rows.shape[0] % blocks_w == 0 and mma_forward.operands_fit(error_map, weight_rows, field))
 
 
 def backward_reads_maps(xp, precision, x_rows, error_rows, count: int, fan_in: int, blocks_w: int) -> bool:
@@ -261,10 +281,15 @@ def backward_reads_maps(xp, precision, x_rows, error_rows, count: int, fan_in: i
 
 def times_fields(left, x, fields, field: int, step: int, blocks_w: int, precision: str):
     """``left[b] fields_b(x)`` for ``left (blocks, rows, f*f*C)``: from the gathered ``fields``, or (``None``) read
-    from the map ``x`` in our kernel (where :func:`backward_reads_maps`)."""
+    from the map ``x`` in our kernel (where :func:`backward_reads_maps`; in bfloat16 on tensor cores, where
+    :func:`error_product_on_tensor_cores`)."""
     if fields is not None:
         return batched_matmul(left, fields, precision=precision)
-    out = array_module(left).empty(left.shape[:2] + (x.shape[3],), dtype=left.dtype)
+    out = array_module(left).empty(left.shape[:2] + (x.shape[3],), dtype=result_dtype(precision))
+    if precision == "bfloat16":
+        if not mma_forward.fields_product_bfloat16(x, left, out, field, step, blocks_w):
+            raise RuntimeError("the tensor-core fields product was chosen for arrays it does not take (a dasksae bug)")
+        return out
     simt_gemm.fields_product(x, left, out, field, step, blocks_w)
     return out
 

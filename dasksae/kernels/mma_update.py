@@ -55,15 +55,10 @@ WARP_COLUMN_TILES = 2  # the warps across a block's 96 columns: partial_squares 
 # the bfloat16 backward's update taken with its weight gradient in this kernel (local_filter.update_with_tensor_cores)
 TENSOR_CORE_UPDATE = switch("DASKSAE_TENSOR_CORE_UPDATE") == "1"
 
-_SOURCE = r"""
-#define TILE_M 128  // simt_gemm's
-#define TILE_N 96
-#define TILE_K 32
-#define ROW 40  // a shared row: TILE_K bfloat16 values and 8 of padding (80 bytes: 16-byte aligned, no bank conflicts)
-// OUT_ROW (from mma_update_source): EPILOGUE_ROWS's row of the products' tile in shared memory, TILE_N floats and 8
-// of padding; SHARED_BYTES: the block's shared memory (dynamic), the operand tiles, then the products
+# cp.async copies, mma.sync and ldmatrix as device functions; under the CPU tests' g++ (no CUDA compiler) the tests'
+# shim defines them (tests/test_mma_update_on_cpu.py: MMA_EMULATION)
+MMA_HELPERS = r"""
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
-extern __shared__ __align__(16) unsigned char mma_shared[];
 __device__ __forceinline__ void copy_16(unsigned short* shared, const unsigned short* global, const bool whole)
 {  // 16 bytes, or 16 zero bytes where !whole (nothing read)
     const unsigned address = (unsigned)__cvta_generic_to_shared(shared);
@@ -83,6 +78,27 @@ __device__ __forceinline__ void mma_16816(float* d, const unsigned* a, const uns
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+// four 8 x 8 bfloat16 matrices from shared memory, transposed: lanes 8q .. 8q + 7 give the addresses of matrix q's
+// rows (16 bytes each), and lane (g, t) = (lane / 4, lane % 4) receives in r[q] its column g's rows 2t and 2t + 1
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned* r, const unsigned short* row_address)
+{
+    const unsigned address = (unsigned)__cvta_generic_to_shared(row_address);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(address));
+}
+#endif
+"""
+
+_SOURCE = r"""
+#define TILE_M 128  // simt_gemm's
+#define TILE_N 96
+#define TILE_K 32
+#define ROW 40  // a shared row: TILE_K bfloat16 values and 8 of padding (80 bytes: 16-byte aligned, no bank conflicts)
+// OUT_ROW (from mma_update_source): EPILOGUE_ROWS's row of the products' tile in shared memory, TILE_N floats and 8
+// of padding; SHARED_BYTES: the block's shared memory (dynamic), the operand tiles, then the products
+#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+extern __shared__ __align__(16) unsigned char mma_shared[];
 #else  // the CPU tests' g++: the block's threads share a static array
 static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(16)));
 #endif
@@ -286,7 +302,7 @@ def mma_update_source(variant: str = "rows") -> str:
     """The kernel's CUDA source (with the bfloat16 rounding its operand copy uses), with a variant's defines."""
     defines = {"OUT_ROW": OUT_ROW, "SHARED_BYTES": SHARED_BYTES} | EPILOGUE_VARIANTS[variant]
     defines = "".join(f"#define {name} {value}\n" for name, value in defines.items())
-    return defines + BFLOAT16_ROUNDING + _SOURCE
+    return defines + BFLOAT16_ROUNDING + MMA_HELPERS + _SOURCE
 
 
 @functools.lru_cache(maxsize=None)

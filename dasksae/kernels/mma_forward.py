@@ -1,0 +1,219 @@
+"""The bfloat16 ``W x`` on tensor cores, its fields read straight from the input map and its outputs written into the
+output map (CuPy).
+
+In bfloat16 a filter layer's ``W x`` (and the backward's ``U g_r``) was a
+gather of every block's fields into a buffer, cuBLAS's batched GEMM into
+block rows, and a pass writing those into the map: on the H200, coates200's
+three stages took 1.41 ms of cuBLAS (about 200 TFLOP/s of 786,
+``bench/results/session23/tables``) plus the gathers (1.30 ms a step with
+``U g_r``'s).  This kernel is the float32 path's
+``dasksae_simt_filter_forward`` (:mod:`dasksae.kernels.simt_gemm`, the same
+grid, arguments and output layout) on tensor cores: ``mma.sync.m16n8k16``
+with bfloat16 operands and float32 sums, as :mod:`.mma_update`.
+
+The product reads each bfloat16 weight once for 2 M FLOPs (M = 96: 96
+FLOPs a byte, under the H200's 786 TFLOP/s / 4.8 TB/s), so it streams the
+weights: the inner dimension ``f*f*C`` goes 32 at a time through
+:data:`STAGES` buffers of shared memory filled with ``cp.async``, ``STAGES
+- 1`` tiles in flight while one is multiplied.  The weights' rows are the
+``A`` tile as stored; a field row holds its M minibatch values contiguous in
+the map, so the ``B`` tile is stored ``k``-major and its fragments taken with
+``ldmatrix.trans``.  Each product is scaled by its row's ``row_scale``
+(``1/||U||``) and written where the neuron sits in the output map.
+
+Its source also runs on the CPU under g++ (``tests/test_mma_update_on_cpu.py``'s
+shim: ``mma.sync`` and ``ldmatrix`` emulated from the PTX ISA's fragment
+layouts), checked against NumPy.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy
+
+from ..switches import switch
+from .mma_update import MMA_HELPERS
+from .simt_gemm import THREADS, TILE_M, TILE_N, as_block_map, forward_launch, typed_launch
+
+# W x and U g_r in bfloat16 in this kernel where the arrays fit (local_filter.forward_on_tensor_cores)
+TENSOR_CORE_FORWARD = switch("DASKSAE_TENSOR_CORE_FORWARD") == "1"
+STAGES = 4  # k-tiles of shared memory a block: STAGES - 1 in flight while one is multiplied
+TILE_K = 32
+A_ROW = 40  # a shared row of the weights' tile: TILE_K bfloat16 values and 8 of padding (80 bytes)
+B_ROW = TILE_N + 8  # a shared field row: 96 bfloat16 values and 8 of padding (208 bytes: an ldmatrix's 8 rows in
+# distinct 16-byte bank groups)
+SHARED_BYTES = STAGES * (TILE_M * A_ROW + TILE_K * B_ROW) * 2  # dynamic shared memory a block
+
+_SOURCE = r"""
+#define TILE_M 128  // simt_gemm's
+#define TILE_N 96
+#define TILE_K 32
+// STAGES, A_ROW, B_ROW, SHARED_BYTES: from mma_forward_source
+#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+extern __shared__ __align__(16) unsigned char forward_shared[];
+#else  // the CPU tests' g++: the block's threads share a static array
+static unsigned char forward_shared[SHARED_BYTES] __attribute__((aligned(16)));
+#endif
+
+// out = diag(row_scale) W x for a chunk of filter blocks: weights (count, rows, fan_in) bfloat16; x the input map
+// (H, W, C, batch) bfloat16, block i = (p, q)'s field row k (k < fan_in = f*f*C) at (p*in_row + q*in_pixel)*step +
+// (k / field_rows)*in_row + (k % field_rows)*batch; out the output map (H', W', maps, batch) float32, row m of block i
+// being neuron (m / (block_w*maps), (m / maps) % block_w, m % maps) of the block, its pixel at out_pixel, its map
+// row at out_row; row_scale (count * rows) or null.  The arguments of dasksae_simt_filter_forward, in its order.
+// Takes batch in whole 96s, fan_in in whole 8s, 16-byte aligned maps and rows; SHARED_BYTES of dynamic shared memory.
+extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_forward(
+    const unsigned short* __restrict__ weights, const unsigned short* __restrict__ x, float* __restrict__ out,
+    const int rows, const int batch, const int fan_in, const int blocks_w, const int step, const int field_rows,
+    const int block_h, const int block_w, const int maps, const long long in_row, const long long in_pixel,
+    const long long out_row, const long long out_pixel, const float* __restrict__ row_scale)
+{
+    unsigned short(*As)[TILE_M * A_ROW] = (unsigned short(*)[TILE_M * A_ROW])forward_shared;  // [STAGES]
+    unsigned short(*Bs)[TILE_K * B_ROW] =
+        (unsigned short(*)[TILE_K * B_ROW])(forward_shared + STAGES * TILE_M * A_ROW * 2);
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+    const int warp_m = warp % 4, warp_n = warp / 4;
+    const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
+    const long long block = blockIdx.z, p = block / blocks_w, q = block % blocks_w;
+    weights += block * rows * (long long)fan_in;
+    x += (p * in_row + q * in_pixel) * step + n0;
+    auto load = [&](const int buffer, const int k0) {  // the k-tile at k0 into buffer: 16 bytes a copy
+        for (int c = tid; c < TILE_M * 4; c += 256) {  // A: 128 rows of 4 copies
+            const int r = c / 4, k = k0 + (c % 4) * 8, m = m0 + r;
+            const bool whole = m < rows && k < fan_in;  // fan_in % 8 == 0: a copy is whole or past the end
+            copy_16(&As[buffer][r * A_ROW + (c % 4) * 8], weights + (whole ? (long long)m * fan_in + k : 0), whole);
+        }
+        for (int c = tid; c < TILE_K * 12; c += 256) {  // B: 32 field rows of 12 copies
+            const int r = c / 12, part = c % 12, k = k0 + r, safe = k < fan_in ? k : 0;
+            copy_16(&Bs[buffer][r * B_ROW + part * 8],
+                    x + (safe / field_rows) * in_row + (long long)(safe % field_rows) * batch + part * 8, k < fan_in);
+        }
+    };
+
+    float acc[2][6][4];
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 6; ++j)
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+
+    const int tiles = (fan_in + TILE_K - 1) / TILE_K;
+    for (int s = 0; s < STAGES - 1; ++s) {  // the first STAGES - 1 tiles in flight (empty groups past the end)
+        if (s < tiles) load(s, s * TILE_K);
+        copies_commit();
+    }
+    for (int s = 0; s < tiles; ++s) {
+        copies_wait<STAGES - 2>();  // tile s is there (this thread's copies) ...
+        __syncthreads();  // ... every thread's, and every thread is done with tile s - 1's buffer
+        const int next = s + STAGES - 1;
+        if (next < tiles) load(next % STAGES, next * TILE_K);  // into the buffer tile s - 1 left
+        copies_commit();
+        const unsigned short* a_tile = As[s % STAGES];
+        const unsigned short* b_tile = Bs[s % STAGES];
+        for (int kk = 0; kk < TILE_K; kk += 16) {
+            unsigned a[2][4], b[6][2];
+            for (int i = 0; i < 2; ++i) {  // rows g and g + 8 of each 16, inner terms 2t, 2t+1 and 8 on
+                const unsigned short* top = a_tile + (warp_m * 32 + i * 16 + g) * A_ROW + kk + 2 * t;
+                a[i][0] = *(const unsigned*)top;
+                a[i][1] = *(const unsigned*)(top + 8 * A_ROW);
+                a[i][2] = *(const unsigned*)(top + 8);
+                a[i][3] = *(const unsigned*)(top + 8 * A_ROW + 8);
+            }
+            for (int j = 0; j < 6; j += 2) {  // columns j and j + 1 of 8: their inner terms 0-7 and 8-15, transposed
+                unsigned r[4];
+                ldmatrix_x4_trans(r, b_tile + (kk + (lane & 7) + ((lane >> 3) & 1) * 8) * B_ROW + warp_n * 48 +
+                                         (j + (lane >> 4)) * 8);
+                b[j][0] = r[0];
+                b[j][1] = r[1];
+                b[j + 1][0] = r[2];
+                b[j + 1][1] = r[3];
+            }
+            for (int i = 0; i < 2; ++i)
+                for (int j = 0; j < 6; ++j) mma_16816(acc[i][j], a[i], b[j]);
+        }
+    }
+    copies_wait<0>();  // (only empty groups are left)
+
+    for (int i = 0; i < 2; ++i)
+        for (int h = 0; h < 2; ++h) {  // rows g and g + 8 of each 16; columns 2t, 2t + 1 of each 8
+            const int m = m0 + warp_m * 32 + i * 16 + g + 8 * h;
+            if (m >= rows) continue;
+            const float scale = row_scale ? row_scale[block * rows + m] : 1.f;
+            const int by = m / (block_w * maps), bx = (m / maps) % block_w, map = m % maps;
+            float* row = out + (p * block_h + by) * out_row + (q * block_w + bx) * out_pixel + (long long)map * batch +
+                         n0 + warp_n * 48 + 2 * t;
+            for (int j = 0; j < 6; ++j)
+                *(float2*)(row + j * 8) = make_float2(acc[i][j][2 * h] * scale, acc[i][j][2 * h + 1] * scale);
+        }
+}
+"""
+
+
+def mma_forward_source() -> str:
+    """The kernel's CUDA source with its tile constants defined."""
+    defines = {"STAGES": STAGES, "A_ROW": A_ROW, "B_ROW": B_ROW, "SHARED_BYTES": SHARED_BYTES}
+    return "".join(f"#define {name} {value}\n" for name, value in defines.items()) + MMA_HELPERS + _SOURCE
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel():
+    import cupy
+
+    kernel = cupy.RawKernel(mma_forward_source(), "dasksae_mma_filter_forward", options=("-std=c++17",))
+    kernel.max_dynamic_shared_size_bytes = SHARED_BYTES
+    return kernel
+
+
+def _aligned(array) -> bool:
+    pointer = array.data.ptr if hasattr(array.data, "ptr") else array.ctypes.data
+    return array.flags.c_contiguous and pointer % 16 == 0
+
+
+def operands_fit(x, weights, field: int) -> bool:
+    """Whether the kernel reads these: a bfloat16 (``uint16``) map ``x (H, W, C, N)`` and weights ``(count, rows,
+    f*f*C)``, ``N`` in whole 96s, ``f*f*C`` in whole 8s, at most 65535 blocks, C-contiguous and 16-byte aligned."""
+    if x.ndim != 4 or weights.ndim != 3 or x.dtype.name != "uint16" or weights.dtype.name != "uint16":
+        return False
+    count, _, fan_in = weights.shape
+    return (x.shape[3] % TILE_N == 0 and fan_in % 8 == 0 and fan_in == field * field * x.shape[2] and count <= 65535
+            and _aligned(x) and _aligned(weights))
+
+
+def forward_fits(x, weights, out, row_scale, field: int, step: int, block_h: int, block_w: int) -> bool:
+    """Whether :func:`filter_forward_bfloat16` takes this product: :func:`operands_fit`, a float32 output map
+    ``(H', W', maps, N)`` with ``rows = block_h*block_w*maps`` and ``count`` its blocks, ``row_scale`` (if any) a
+    float32 value a row; C-contiguous and 16-byte aligned."""
+    if not operands_fit(x, weights, field) or out.ndim != 4 or out.dtype.name != "float32" or not _aligned(out):
+        return False
+    count, rows, _ = weights.shape
+    if out.shape[3] != x.shape[3] or rows != block_h * block_w * out.shape[2]:
+        return False
+    if count != (out.shape[0] // block_h) * (out.shape[1] // block_w):
+        return False
+    return row_scale is None or (row_scale.dtype.name == "float32" and row_scale.size == count * rows
+                                 and _aligned(row_scale))
+
+
+def filter_forward_bfloat16(x, weights, out, field: int, step: int, block_h: int, block_w: int,
+                            row_scale=None) -> None:
+    """``out = diag(row_scale) W x`` for one chunk of block rows on tensor cores, the fields read from ``x``'s map
+    and the outputs written into ``out``'s (the arrays must :func:`forward_fits`)."""
+    grid, arguments = typed_launch(forward_launch, 4, x.shape, out.shape, weights.shape, field, step, block_h,
+                                   block_w)
+    scale = numpy.uint64(0) if row_scale is None else row_scale
+    _kernel()(grid, (THREADS,), (weights, x, out, *arguments, scale), shared_mem=SHARED_BYTES)
+
+
+def fields_product_bfloat16(x, weight_rows, out, field: int, step: int, blocks_w: int) -> bool:
+    """``out[b] = W[b] fields_b(x)`` (float32 block rows ``(count, rows, N)``) on tensor cores, block ``b``'s fields
+    read from the bfloat16 map ``x``: :func:`filter_forward_bfloat16` into
+    :func:`~dasksae.kernels.simt_gemm.as_block_map`.  ``False`` (nothing done) where the arrays do not fit."""
+    count, rows, _ = weight_rows.shape
+    if count % blocks_w or out.ndim != 3 or out.shape[:2] != (count, rows):
+        return False
+    block_map = as_block_map(out, blocks_w)
+    if not forward_fits(x, weight_rows, block_map, None, field, step, 1, 1):
+        return False
+    filter_forward_bfloat16(x, weight_rows, block_map, field, step, 1, 1)
+    return True
+
+
+assert TILE_M == 128 and TILE_N == 96  # the source's tile (simt_gemm's launch geometry)

@@ -1,0 +1,90 @@
+"""The bfloat16 tensor-core ``W x`` (``dasksae/kernels/mma_forward.py``), its CUDA source run on the CPU under g++
+with ``tests/test_mma_update_on_cpu.py``'s shim (``mma.sync`` and ``ldmatrix.trans`` emulated from the PTX ISA's
+fragment layouts, ``cp.async`` a copy), against NumPy's product of the same bfloat16 values in float64."""
+
+import ctypes
+import shutil
+
+import numpy
+import pytest
+
+from dasksae.kernels import mma_forward, simt_gemm
+from dasksae.kernels.local_filter import batched_matmul, gather_patches, local_filter_forward
+from test_mma_update_on_cpu import MMA_EMULATION, _bfloat16
+from test_simt_gemm_on_cpu import GRID_RUNNER, SHIM, built_on_cpu
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+
+RUNNER = GRID_RUNNER + r"""
+extern "C" void run_forward(const unsigned short* weights, const unsigned short* x, float* out, const float* row_scale,
+                            unsigned grid_x, unsigned grid_y, unsigned grid_z, int rows, int batch, int fan_in,
+                            int blocks_w, int step, int field_rows, int block_h, int block_w, int maps,
+                            long long in_row, long long in_pixel, long long out_row, long long out_pixel)
+{
+    run_grid(grid_x, grid_y, grid_z, [=] {
+        dasksae_mma_filter_forward(weights, x, out, rows, batch, fan_in, blocks_w, step, field_rows, block_h, block_w,
+                                   maps, in_row, in_pixel, out_row, out_pixel, row_scale);
+    });
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def kernel_on_cpu(tmp_path_factory):
+    library = built_on_cpu(tmp_path_factory.mktemp("mma_forward"),
+                           SHIM + MMA_EMULATION + mma_forward.mma_forward_source() + RUNNER)
+    library.run_forward.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 9 + [ctypes.c_longlong] * 4
+    return library
+
+
+def run_on_cpu(library, x, weights, out, row_scale, field, step, block_h, block_w):
+    """The kernel over NumPy arrays, launched as :func:`~dasksae.kernels.mma_forward.filter_forward_bfloat16` does."""
+    assert mma_forward.forward_fits(x, weights, out, row_scale, field, step, block_h, block_w)
+    grid, arguments = simt_gemm.forward_launch(x.shape, out.shape, weights.shape, field, step, block_h, block_w)
+    library.run_forward(weights.ctypes.data, x.ctypes.data, out.ctypes.data,
+                        None if row_scale is None else row_scale.ctypes.data, *grid, *arguments)
+
+
+def forward_case(seed: int, block_h: int, block_w: int, maps: int):
+    """3x2 blocks of 6x6x4 fields at step 2: fan-in 144 (the last tile of 32 inner terms half past the end), a
+    minibatch of 96; ``block_h x block_w x maps`` rows a block (136: a guarded second tile of 128 rows)."""
+    rng = numpy.random.default_rng(seed)
+    field, step, channels, batch, blocks_h, blocks_w = 6, 2, 4, 96, 3, 2
+    rows = block_h * block_w * maps
+    x_bits, x = _bfloat16(rng.standard_normal(((blocks_h - 1) * step + field, (blocks_w - 1) * step + field,
+                                               channels, batch)))
+    weight_bits, weights = _bfloat16(rng.standard_normal((blocks_h * blocks_w, rows, field * field * channels)))
+    return field, step, blocks_h, blocks_w, rows, batch, x_bits, x, weight_bits, weights, rng
+
+
+@pytest.mark.parametrize("scaled", [True, False], ids=["row-scale", "no-scale"])
+def test_the_tensor_core_forward_writes_the_output_map_as_numpy(kernel_on_cpu, scaled):
+    """``W x`` from the map into the output map (2x1 positions of 68 maps a block), each row times its scale."""
+    field, step, blocks_h, blocks_w, rows, batch, x_bits, x, weight_bits, weights, rng = forward_case(3, 2, 1, 68)
+    scale = rng.uniform(0.5, 2.0, (blocks_h, blocks_w, rows)).astype(numpy.float32) if scaled else None
+    out = numpy.full((blocks_h * 2, blocks_w, 68, batch), numpy.nan, dtype=numpy.float32)
+    run_on_cpu(kernel_on_cpu, x_bits, weight_bits, out, scale, field, step, 2, 1)
+    expected = local_filter_forward(x, weights.reshape(blocks_h, blocks_w, rows, -1), field, step, 2, 1,
+                                    row_scale=None if scale is None else scale.astype(numpy.float64),
+                                    precision="float64")
+    numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_the_tensor_core_fields_product_writes_block_rows_as_numpy(kernel_on_cpu):
+    """The backward's ``U g_r``: one-position blocks of 136 rows into block rows ``(count, rows, M)``."""
+    field, step, blocks_h, blocks_w, rows, batch, x_bits, x, weight_bits, weights, _ = forward_case(4, 1, 1, 136)
+    out = numpy.full((blocks_h * blocks_w, rows, batch), numpy.nan, dtype=numpy.float32)
+    run_on_cpu(kernel_on_cpu, x_bits, weight_bits, simt_gemm.as_block_map(out, blocks_w), None, field, step, 1, 1)
+    expected = batched_matmul(weights, gather_patches(x, field, step, blocks_h, blocks_w), precision="float64")
+    numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_maps_the_kernel_does_not_take_are_refused():
+    """A minibatch not in whole 96s, a fan-in not in whole 8s, float32 operands: the caller takes another path."""
+    x = numpy.zeros((8, 8, 4, 96), numpy.uint16)
+    weights = numpy.zeros((4, 16, 144), numpy.uint16)
+    out = numpy.zeros((2, 2, 16, 96), numpy.float32)
+    assert mma_forward.forward_fits(x, weights, out, None, 6, 2, 1, 1)
+    assert not mma_forward.forward_fits(x[..., :64], weights, out[..., :64], None, 6, 2, 1, 1)
+    assert not mma_forward.operands_fit(numpy.zeros((8, 8, 3, 96), numpy.uint16), numpy.zeros((4, 16, 75), numpy.uint16), 5)
+    assert not mma_forward.operands_fit(x.astype(numpy.float32), weights, 6)

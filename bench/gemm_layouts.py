@@ -28,7 +28,7 @@ block-rows pass cost before; the rows beside them do not.
 
 ``--mma-forward`` adds, in bfloat16, ``W x`` from and to the maps as the
 forward pass runs it, on tensor cores (:mod:`dasksae.kernels.mma_forward`,
-session 23: row ``mma maps``) and gathered (fields gathered, cuBLAS, the
+session 23: rows ``mma <variant>``) and gathered (fields gathered, cuBLAS, the
 block-rows pass: row ``gathered``).
 
 ``--mma`` adds, in bfloat16, the tensor-core weight gradient with the update
@@ -148,8 +148,8 @@ def mma_rows(stage, geometry, batch, runs):
 
 def mma_forward_rows(stage, geometry, batch, runs):
     """``W x`` in bfloat16 for one stage (``--mma-forward``) as the forward pass runs it, from and to the maps
-    (:func:`~dasksae.kernels.local_filter.local_filter_forward` with the rows' scales): ``mma maps`` on tensor cores
-    (:mod:`dasksae.kernels.mma_forward`), ``gathered`` with ``DASKSAE_TENSOR_CORE_FORWARD=0`` (the fields gathered,
+    (:func:`~dasksae.kernels.local_filter.local_filter_forward` with the rows' scales): ``mma <variant>`` on tensor
+    cores (:mod:`dasksae.kernels.mma_forward`, each variant of its tiles), ``gathered`` with ``DASKSAE_TENSOR_CORE_FORWARD=0`` (the fields gathered,
     cuBLAS's product, the block-rows pass into the map), and the largest difference between the two."""
     import cupy
 
@@ -164,10 +164,13 @@ def mma_forward_rows(stage, geometry, batch, runs):
     x = operand(generator.standard_normal(tuple(geometry.input_shape) + (batch,), dtype=cupy.float32), "bfloat16")
     weights = operand(generator.standard_normal(geometry.weight_shape, dtype=cupy.float32), "bfloat16")
     scale = generator.uniform(0.5, 2.0, (blocks_h, blocks_w, rows), dtype=cupy.float32)
+    default_variant = mma_forward.VARIANT
     found, outputs = [], {}
+    variants = [(False, "gathered", None)] + [(True, f"mma {variant}", variant) for variant in mma_forward.VARIANTS]
     try:
-        for on, layout in ((False, "gathered"), (True, "mma maps")):
+        for on, layout, variant in variants:
             mma_forward.TENSOR_CORE_FORWARD = on
+            mma_forward.VARIANT = variant or mma_forward.VARIANT
             run = lambda: local_filter_forward(x, weights, field, step, block_h, block_w, row_scale=scale,  # noqa: E731
                                                precision="bfloat16")
             outputs[layout] = run()
@@ -178,9 +181,12 @@ def mma_forward_rows(stage, geometry, batch, runs):
                           "max_difference_from_cublas": None})
     finally:
         mma_forward.TENSOR_CORE_FORWARD = mma_forward.switch("DASKSAE_TENSOR_CORE_FORWARD") == "1"
-    difference = float(cupy.abs(outputs["mma maps"] - outputs["gathered"]).max() / cupy.abs(outputs["gathered"]).max())
-    found[-1]["max_difference_from_cublas"] = difference
-    print(f"    W x mma maps: largest difference from the gathered path {difference:.1e} of its largest value")
+        mma_forward.VARIANT = default_variant
+    for row in found[1:]:
+        difference = float(cupy.abs(outputs[row["layout"]] - outputs["gathered"]).max()
+                           / cupy.abs(outputs["gathered"]).max())
+        row["max_difference_from_cublas"] = difference
+        print(f"    W x {row['layout']}: largest difference from the gathered path {difference:.1e} of its largest value")
     return found
 
 

@@ -16,6 +16,12 @@
 #                 its time per stage against the gathered path (bench/gemm_layouts.py --mma-forward), the in-process
 #                 bfloat16 step with DASKSAE_TENSOR_CORE_FORWARD 1 / 0 / 1 / 0, the one-tile kernel table, then every
 #                 GPU test. About 450 s.
+#                 Ran at 17e5001 (session23/forward/): 162 GPU tests passed, 18 skipped; W x from the maps 0.42 /
+#                 0.80 / 0.59 ms against the gathered path's 0.53 / 0.98 / 0.76 (cuBLAS's product alone 0.32 / 0.61 /
+#                 0.48), equal bit for bit; in-process bfloat16 step 25.5, 25.5 ms on against 26.4, 26.2 ms off.
+#   PART=variants the forward kernel's tile variants (mma_forward.VARIANTS: 32 or 64 inner terms a tile, 3 to 6
+#                 tiles of shared memory) per stage, the GPU tests of the radial dots from bfloat16 codes and of the
+#                 forward kernel, and the in-process bfloat16 step twice. About 150 s.
 source bench/device_setup.sh
 card
 case "${PART:-tables}" in
@@ -50,5 +56,11 @@ forward)
   mv $OUT/gpu-tests.log $OUT/gpu-tests-forward.log
   gpu_tests ${ALL_TESTS_S:-260} tests/test_gpu.py tests/test_gpu_tiled.py
   cd $OUT && tar czf logs.tgz gpu-step-tensor-core-forward-*.json && rm -f gpu-step-tensor-core-forward-*.json ;;
+variants)
+  timeout ${GEMM_S:-120} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions bfloat16 \
+    --mma-forward --runs 20 --json $OUT/gemm-forward.json 2>&1 | filter | tee $OUT/gemm-forward.log | grep "W x  *mma\|gathered\|differ"
+  gpu_tests ${TESTS_S:-120} tests/test_gpu.py -k "tensor_core or radial"
+  for run in 1 2; do STEP_S=${STEP_S:-60} STEP_DTYPE=bfloat16 in_process default-$run; done
+  cd $OUT && tar czf logs.tgz gpu-step-default-*.json && rm -f gpu-step-default-*.json ;;
 esac
 true

@@ -35,6 +35,8 @@ def main(argv=None):
                              "mma-forward: kernels/mma_forward.py")
     parser.add_argument("--mma-epilogue", default="rows",
                         help="with --kernels mma: the epilogue's variant (mma_update.EPILOGUE_VARIANTS)")
+    parser.add_argument("--forward-variant", default="k32x4",
+                        help="with --kernels mma-forward: the tiles' variant (mma_forward.VARIANTS)")
     args = parser.parse_args(argv)
     import nvidia.cuda_nvcc
     from test_cuda_sources import NVRTC
@@ -49,7 +51,7 @@ def main(argv=None):
     elif args.kernels == "mma":
         source, names, standard = mma_update.mma_update_source(args.mma_epilogue), [], b"-std=c++17"
     else:
-        source, names, standard = mma_forward.mma_forward_source(), [], b"-std=c++17"
+        source, names, standard = mma_forward.mma_forward_source(args.forward_variant), [], b"-std=c++17"
     assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), source.encode(), b"simt.cu", 0, None, None) == 0
     for name in names:
         NVRTC.nvrtcAddNameExpression(program, name.encode())

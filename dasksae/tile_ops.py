@@ -17,7 +17,7 @@ from .kernels.code_gradient import tied_code_gradient
 from .kernels.contrast import lcn_backward, lcn_forward
 from .kernels.copies import contiguous, copy_views
 from .kernels.elementwise import difference_and_squares, subtract_scaled_into
-from .kernels.gemm import from_bfloat16, native_precision, operand, result_dtype, storage_dtype
+from .kernels.gemm import native_precision, operand, result_dtype, storage_dtype
 from .kernels.local_filter import (
     CHUNK_BYTES,
     add_transpose_into,
@@ -224,9 +224,7 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         row_dots = (radial_dots(codes, z_rows, decoded, chunk_scale, a)
                     if update is not None and precision in ("float32", "float64") else None)
         if tensor_core:  # from the bfloat16 codes: the identity holds to their rounding (radial_dots)
-            left = codes[:, :, :batch]
-            row_dots = radial_dots(from_bfloat16(left) if left.dtype == numpy.uint16 else xp.ascontiguousarray(left),
-                                   z_rows, decoded, chunk_scale, a)
+            row_dots = radial_dots(codes, z_rows, decoded, chunk_scale, a)
             update_with_tensor_cores(codes, (x_map, error_map), field, step, blocks_w, state["encoder"][p0:p1],
                                      state["encoder_velocity"][p0:p1], weights[p0:p1], inverse_norms[p0:p1],
                                      row_dots, *update)

@@ -106,18 +106,21 @@ def test_the_tensor_core_update_compiles(variant):
                           options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
 
 
-def test_the_tensor_core_forward_compiles():
-    """The bfloat16 ``mma.sync`` ``W x`` from the maps with ``ldmatrix.trans`` (checked under g++ in
-    test_mma_forward_on_cpu)."""
-    assert compile_errors(mma_forward.mma_forward_source(), options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
+@pytest.mark.parametrize("variant", list(mma_forward.VARIANTS))
+def test_the_tensor_core_forward_compiles(variant):
+    """The bfloat16 ``mma.sync`` ``W x`` from the maps with ``ldmatrix.trans``, each variant of its tiles (checked
+    under g++ in test_mma_forward_on_cpu)."""
+    assert compile_errors(mma_forward.mma_forward_source(variant),
+                          options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
 
 
 def test_every_update_kernel_compiles():
     assert compile_errors(normalize.unit_rows_sgd_source(), normalize.UNIT_ROWS_SGD_KERNELS) == ""
 
 
-def test_the_radial_dots_kernel_compiles():
-    assert compile_errors(normalize.radial_dots_source()) == ""
+@pytest.mark.parametrize("codes_dtype", list(normalize.RADIAL_DOTS_KERNELS))
+def test_the_radial_dots_kernel_compiles(codes_dtype):
+    assert compile_errors(normalize.radial_dots_source(codes_dtype)) == ""
 
 
 def test_the_bfloat16_rounding_compiles_as_the_conversion_uses_it():

@@ -414,7 +414,8 @@ def test_subtract_scaled_into_a_window_on_the_gpu_equals_numpy(rng, with_grad):
 @pytest.mark.parametrize("tied, a_on_device", [(True, True), (True, False), (False, False)])
 def test_radial_dots_on_the_gpu_equal_numpy(rng, tied, a_on_device):
     """``W . dL/dW`` a row from the codes (one kernel on CuPy, a warp a row) equals NumPy's, ``a`` on the device or
-    the host."""
+    the host; from float32 codes and from bfloat16 bits (the bfloat16 backward's, read in the kernel)."""
+    from dasksae.kernels.gemm import operand
     from dasksae.kernels.normalize import _radial_dots_cuda, radial_dots
 
     count, rows, batch = 5, 40, 96
@@ -427,6 +428,10 @@ def test_radial_dots_on_the_gpu_equal_numpy(rng, tied, a_on_device):
     a = cupy.asarray([0.7], cupy.float32) if a_on_device else 0.7
     assert _radial_dots_cuda(codes_gpu, z_gpu, decoded_gpu, scale_gpu, a) is not None  # the kernel, not array code
     assert relative_error(radial_dots(codes_gpu, z_gpu, decoded_gpu, scale_gpu, a), expected) < FLOAT32
+    bits = operand(codes_gpu.astype(cupy.float32), "bfloat16")  # the bfloat16 backward's codes: read in the kernel
+    assert bits.dtype == cupy.uint16 and _radial_dots_cuda(bits, z_gpu, decoded_gpu, scale_gpu, a) is not None
+    on_host = radial_dots(bits.get(), z, decoded, scale, 0.7)  # NumPy from the same bits
+    assert relative_error(radial_dots(bits, z_gpu, decoded_gpu, scale_gpu, a), on_host) < FLOAT32
 
 
 def test_unit_norm_update_given_the_row_dots_equals_numpy(rng):

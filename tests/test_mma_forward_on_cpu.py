@@ -29,10 +29,11 @@ extern "C" void run_forward(const unsigned short* weights, const unsigned short*
 """
 
 
-@pytest.fixture(scope="module")
-def kernel_on_cpu(tmp_path_factory):
+@pytest.fixture(scope="module", params=list(mma_forward.VARIANTS))
+def kernel_on_cpu(tmp_path_factory, request):
+    """The kernel built under g++ in each variant of its tiles (mma_forward.VARIANTS)."""
     library = built_on_cpu(tmp_path_factory.mktemp("mma_forward"),
-                           SHIM + MMA_EMULATION + mma_forward.mma_forward_source() + RUNNER)
+                           SHIM + MMA_EMULATION + mma_forward.mma_forward_source(request.param) + RUNNER)
     library.run_forward.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 9 + [ctypes.c_longlong] * 4
     return library
 

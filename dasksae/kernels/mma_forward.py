@@ -13,9 +13,9 @@ with bfloat16 operands and float32 sums, as :mod:`.mma_update`.
 
 The product reads each bfloat16 weight once for 2 M FLOPs (M = 96: 96
 FLOPs a byte, under the H200's 786 TFLOP/s / 4.8 TB/s), so it streams the
-weights: the inner dimension ``f*f*C`` goes 32 at a time through
-:data:`STAGES` buffers of shared memory filled with ``cp.async``, ``STAGES
-- 1`` tiles in flight while one is multiplied.  The weights' rows are the
+weights: the inner dimension ``f*f*C`` goes ``TILE_K`` at a time through
+``STAGES`` buffers of shared memory filled with ``cp.async``, ``STAGES -
+1`` tiles in flight while one is multiplied (:data:`VARIANTS`).  The weights' rows are the
 ``A`` tile as stored; a field row holds its M minibatch values contiguous in
 the map, so the ``B`` tile is stored ``k``-major and its fragments taken with
 ``ldmatrix.trans``.  Each product is scaled by its row's ``row_scale``
@@ -38,18 +38,24 @@ from .simt_gemm import THREADS, TILE_M, TILE_N, as_block_map, forward_launch, ty
 
 # W x and U g_r in bfloat16 in this kernel where the arrays fit (local_filter.forward_on_tensor_cores)
 TENSOR_CORE_FORWARD = switch("DASKSAE_TENSOR_CORE_FORWARD") == "1"
-STAGES = 4  # k-tiles of shared memory a block: STAGES - 1 in flight while one is multiplied
-TILE_K = 32
-A_ROW = 40  # a shared row of the weights' tile: TILE_K bfloat16 values and 8 of padding (80 bytes)
+# (inner terms a tile of shared memory, tiles of shared memory a block: STAGES - 1 in flight while one is multiplied)
+VARIANTS = {"k32x4": (32, 4), "k64x3": (64, 3), "k32x6": (32, 6)}
+VARIANT = "k32x4"  # what the training takes
 B_ROW = TILE_N + 8  # a shared field row: 96 bfloat16 values and 8 of padding (208 bytes: an ldmatrix's 8 rows in
 # distinct 16-byte bank groups)
-SHARED_BYTES = STAGES * (TILE_M * A_ROW + TILE_K * B_ROW) * 2  # dynamic shared memory a block
+
+
+def shared_bytes(variant: str = VARIANT) -> int:
+    """Dynamic shared memory a block: ``STAGES`` tiles of the weights (128 rows of ``TILE_K`` values and 8 of padding)
+    and of the fields (``TILE_K`` rows of 96 and 8)."""
+    tile_k, stages = VARIANTS[variant]
+    return stages * (TILE_M * (tile_k + 8) + tile_k * B_ROW) * 2
+
 
 _SOURCE = r"""
 #define TILE_M 128  // simt_gemm's
 #define TILE_N 96
-#define TILE_K 32
-// STAGES, A_ROW, B_ROW, SHARED_BYTES: from mma_forward_source
+// TILE_K, STAGES, A_ROW (TILE_K + 8), B_ROW, SHARED_BYTES: from mma_forward_source
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
 extern __shared__ __align__(16) unsigned char forward_shared[];
 #else  // the CPU tests' g++: the block's threads share a static array
@@ -78,12 +84,12 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_forward(
     weights += block * rows * (long long)fan_in;
     x += (p * in_row + q * in_pixel) * step + n0;
     auto load = [&](const int buffer, const int k0) {  // the k-tile at k0 into buffer: 16 bytes a copy
-        for (int c = tid; c < TILE_M * 4; c += 256) {  // A: 128 rows of 4 copies
-            const int r = c / 4, k = k0 + (c % 4) * 8, m = m0 + r;
+        for (int c = tid; c < TILE_M * (TILE_K / 8); c += 256) {  // A: 128 rows of TILE_K / 8 copies
+            const int r = c / (TILE_K / 8), part = c % (TILE_K / 8), k = k0 + part * 8, m = m0 + r;
             const bool whole = m < rows && k < fan_in;  // fan_in % 8 == 0: a copy is whole or past the end
-            copy_16(&As[buffer][r * A_ROW + (c % 4) * 8], weights + (whole ? (long long)m * fan_in + k : 0), whole);
+            copy_16(&As[buffer][r * A_ROW + part * 8], weights + (whole ? (long long)m * fan_in + k : 0), whole);
         }
-        for (int c = tid; c < TILE_K * 12; c += 256) {  // B: 32 field rows of 12 copies
+        for (int c = tid; c < TILE_K * 12; c += 256) {  // B: TILE_K field rows of 12 copies
             const int r = c / 12, part = c % 12, k = k0 + r, safe = k < fan_in ? k : 0;
             copy_16(&Bs[buffer][r * B_ROW + part * 8],
                     x + (safe / field_rows) * in_row + (long long)(safe % field_rows) * batch + part * 8, k < fan_in);
@@ -147,18 +153,20 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_forward(
 """
 
 
-def mma_forward_source() -> str:
-    """The kernel's CUDA source with its tile constants defined."""
-    defines = {"STAGES": STAGES, "A_ROW": A_ROW, "B_ROW": B_ROW, "SHARED_BYTES": SHARED_BYTES}
+def mma_forward_source(variant: str = VARIANT) -> str:
+    """The kernel's CUDA source with a variant's tile constants defined (:data:`VARIANTS`)."""
+    tile_k, stages = VARIANTS[variant]
+    defines = {"TILE_K": tile_k, "STAGES": stages, "A_ROW": tile_k + 8, "B_ROW": B_ROW,
+               "SHARED_BYTES": shared_bytes(variant)}
     return "".join(f"#define {name} {value}\n" for name, value in defines.items()) + MMA_HELPERS + _SOURCE
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel():
+def _kernel(variant: str):
     import cupy
 
-    kernel = cupy.RawKernel(mma_forward_source(), "dasksae_mma_filter_forward", options=("-std=c++17",))
-    kernel.max_dynamic_shared_size_bytes = SHARED_BYTES
+    kernel = cupy.RawKernel(mma_forward_source(variant), "dasksae_mma_filter_forward", options=("-std=c++17",))
+    kernel.max_dynamic_shared_size_bytes = shared_bytes(variant)
     return kernel
 
 
@@ -193,13 +201,14 @@ def forward_fits(x, weights, out, row_scale, field: int, step: int, block_h: int
 
 
 def filter_forward_bfloat16(x, weights, out, field: int, step: int, block_h: int, block_w: int,
-                            row_scale=None) -> None:
+                            row_scale=None, variant: str | None = None) -> None:
     """``out = diag(row_scale) W x`` for one chunk of block rows on tensor cores, the fields read from ``x``'s map
     and the outputs written into ``out``'s (the arrays must :func:`forward_fits`)."""
+    variant = variant or VARIANT
     grid, arguments = typed_launch(forward_launch, 4, x.shape, out.shape, weights.shape, field, step, block_h,
                                    block_w)
     scale = numpy.uint64(0) if row_scale is None else row_scale
-    _kernel()(grid, (THREADS,), (weights, x, out, *arguments, scale), shared_mem=SHARED_BYTES)
+    _kernel(variant)(grid, (THREADS,), (weights, x, out, *arguments, scale), shared_mem=shared_bytes(variant))
 
 
 def fields_product_bfloat16(x, weight_rows, out, field: int, step: int, blocks_w: int) -> bool:

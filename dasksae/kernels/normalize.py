@@ -41,6 +41,8 @@ def radial_dots(codes, z_rows, decoded=None, row_scale=None, a=None):
     ``f*f*C``, and what :func:`unit_rows_sgd` and the weight gradient's fused update
     (:func:`~dasksae.kernels.simt_gemm.filter_weight_grad_update`) take as ``row_dots``.  For exact precisions
     (float32, float64) only: with rounded GEMM operands (tf32, bfloat16) the identity holds only to their rounding.
+    ``codes`` may be bfloat16 bits (``uint16``, the bfloat16 backward's): read as the values they are (on CuPy in the
+    kernel itself, with no float32 copy).
     """
     xp = array_module(z_rows)
     if xp is not numpy:
@@ -48,6 +50,10 @@ def radial_dots(codes, z_rows, decoded=None, row_scale=None, a=None):
         if dots is not None:
             return dots
     left = codes[:, :, : z_rows.shape[-1]]
+    if left.dtype == numpy.uint16:  # bfloat16 bits
+        from .gemm import from_bfloat16
+
+        left = from_bfloat16(left)
     if decoded is None:
         return xp.einsum("crm,crm->cr", z_rows, left)
     return xp.einsum("crm,crm->cr", z_rows, left + (a * row_scale) * decoded)
@@ -55,12 +61,14 @@ def radial_dots(codes, z_rows, decoded=None, row_scale=None, a=None):
 
 _RADIAL_DOTS = r"""
 // One warp a row (count * R rows): out[row] = sum_m z[row, m] (codes[row, m] + a s[row] decoded[row, m]), the
-// decoder's term only where decoded is given; the lanes' sums added in a fixed order.
-extern "C" __global__ void dasksae_radial_dots(const float* __restrict__ z, const float* __restrict__ codes,
-                                               const float* __restrict__ decoded, const float* __restrict__ row_scale,
-                                               const float* __restrict__ a_pointer, const float a_value,
-                                               const int a_on_device, float* __restrict__ out, const long long rows,
-                                               const int batch, const int width)
+// decoder's term only where decoded is given; the lanes' sums added in a fixed order.  CODE: the codes' type, float
+// (dasksae_radial_dots) or bfloat16 bits (unsigned short: dasksae_radial_dots_bfloat16, read as the values they are).
+__device__ __forceinline__ float code_value(const float value) { return value; }
+__device__ __forceinline__ float code_value(const unsigned short bits) { return __uint_as_float((unsigned)bits << 16); }
+extern "C" __global__ void KERNEL(const float* __restrict__ z, const CODE* __restrict__ codes,
+                                  const float* __restrict__ decoded, const float* __restrict__ row_scale,
+                                  const float* __restrict__ a_pointer, const float a_value, const int a_on_device,
+                                  float* __restrict__ out, const long long rows, const int batch, const int width)
 {
     const long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
@@ -68,33 +76,40 @@ extern "C" __global__ void dasksae_radial_dots(const float* __restrict__ z, cons
     const float scaled = decoded ? (a_on_device ? *a_pointer : a_value) * row_scale[row] : 0.f;
     float sum = 0.f;
     for (int m = lane; m < batch; m += 32) {
-        const float g = codes[row * width + m];
+        const float g = code_value(codes[row * width + m]);
         sum += z[row * batch + m] * (decoded ? g + scaled * decoded[row * batch + m] : g);
     }
     for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
     if (lane == 0) out[row] = sum;
 }
 """
+RADIAL_DOTS_KERNELS = {"float32": ("dasksae_radial_dots", "float"),
+                       "uint16": ("dasksae_radial_dots_bfloat16", "unsigned short")}  # codes' dtype: (name, CODE)
 
 
-def radial_dots_source() -> str:
-    """The CUDA source of :func:`radial_dots`'s kernel."""
-    return _RADIAL_DOTS
+def radial_dots_source(codes_dtype: str = "float32") -> str:
+    """The CUDA source of :func:`radial_dots`'s kernel for codes of ``codes_dtype`` (float32, or ``uint16``: bfloat16
+    bits)."""
+    name, code = RADIAL_DOTS_KERNELS[codes_dtype]
+    return f"#define KERNEL {name}\n#define CODE {code}\n" + _RADIAL_DOTS
 
 
 @functools.lru_cache(maxsize=None)
-def _radial_dots_kernel():
+def _radial_dots_kernel(codes_dtype: str):
     import cupy
 
-    return cupy.RawKernel(_RADIAL_DOTS, "dasksae_radial_dots")
+    return cupy.RawKernel(radial_dots_source(codes_dtype), RADIAL_DOTS_KERNELS[codes_dtype][0])
 
 
 def _radial_dots_cuda(codes, z_rows, decoded, row_scale, a):
-    """:func:`radial_dots` in one kernel for float32 C-contiguous arrays; ``None`` where they do not suit it."""
+    """:func:`radial_dots` in one kernel for C-contiguous float32 arrays (the codes float32 or bfloat16 bits);
+    ``None`` where they do not suit it."""
     import cupy
 
-    arrays = [codes, z_rows] + ([] if decoded is None else [decoded, row_scale])
+    arrays = [z_rows] + ([] if decoded is None else [decoded, row_scale])
     if any(x.dtype != numpy.float32 or not x.flags.c_contiguous for x in arrays):
+        return None
+    if codes.dtype.name not in RADIAL_DOTS_KERNELS or not codes.flags.c_contiguous:
         return None
     count, rows, batch = z_rows.shape
     if (codes.shape[:2] != (count, rows) or (decoded is not None and decoded.shape != z_rows.shape)
@@ -103,7 +118,7 @@ def _radial_dots_cuda(codes, z_rows, decoded, row_scale, a):
     out = cupy.empty((count, rows), dtype=cupy.float32)
     on_device = isinstance(a, cupy.ndarray)
     total = count * rows
-    _radial_dots_kernel()((-(-total // 8),), (256,), (
+    _radial_dots_kernel(codes.dtype.name)((-(-total // 8),), (256,), (
         z_rows, codes, decoded if decoded is not None else numpy.uint64(0),
         row_scale if decoded is not None else numpy.uint64(0), a if on_device else numpy.uint64(0),
         numpy.float32(0 if on_device or a is None else a), numpy.int32(on_device), out, numpy.int64(total),

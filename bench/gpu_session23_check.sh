@@ -22,6 +22,11 @@
 #   PART=variants the forward kernel's tile variants (mma_forward.VARIANTS: 32 or 64 inner terms a tile, 3 to 6
 #                 tiles of shared memory) per stage, the GPU tests of the radial dots from bfloat16 codes and of the
 #                 forward kernel, and the in-process bfloat16 step twice. About 150 s.
+#                 Ran at 6bf6952 (session23/variants/): k32x4 0.42 / 0.80 / 0.60 ms, k64x3 0.38 / 0.71 / 0.53, k32x6
+#                 0.42 / 0.82 / 0.61, each equal to the gathered path bit for bit; 11 GPU tests passed; the in-process
+#                 step (k32x4, the radial dots from bfloat16 codes) 24.7 and 24.8 ms. k64x3 is the default since.
+#   PART=table    the forward kernel's GPU tests, then the issue's table (float32 and bfloat16: limit, 1 worker with
+#                 the in-process step, 4 worker threads, PyTorch) with today's defaults. About 560 s.
 source bench/device_setup.sh
 card
 case "${PART:-tables}" in
@@ -62,5 +67,8 @@ variants)
   gpu_tests ${TESTS_S:-120} tests/test_gpu.py -k "tensor_core or radial"
   for run in 1 2; do STEP_S=${STEP_S:-60} STEP_DTYPE=bfloat16 in_process default-$run; done
   cd $OUT && tar czf logs.tgz gpu-step-default-*.json && rm -f gpu-step-default-*.json ;;
+table)
+  gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "tensor_core_forward"
+  issue_table ${TABLE_S:-540} --pipelined ;;
 esac
 true

@@ -39,8 +39,11 @@ from .simt_gemm import THREADS, TILE_M, TILE_N, as_block_map, forward_launch, ty
 # W x and U g_r in bfloat16 in this kernel where the arrays fit (local_filter.forward_on_tensor_cores)
 TENSOR_CORE_FORWARD = switch("DASKSAE_TENSOR_CORE_FORWARD") == "1"
 # (inner terms a tile of shared memory, tiles of shared memory a block: STAGES - 1 in flight while one is multiplied)
+# On the H200 (session 23, coates200's stages, M=96): k32x4 0.42 / 0.80 / 0.60 ms, k64x3 0.38 / 0.71 / 0.53 ms,
+# k32x6 0.42 / 0.82 / 0.61 ms (bench/results/session23/variants): 64 inner terms read each weight row's 128 bytes at a
+# time instead of 64.
 VARIANTS = {"k32x4": (32, 4), "k64x3": (64, 3), "k32x6": (32, 6)}
-VARIANT = "k32x4"  # what the training takes
+VARIANT = "k64x3"  # what the training takes
 B_ROW = TILE_N + 8  # a shared field row: 96 bfloat16 values and 8 of padding (208 bytes: an ldmatrix's 8 rows in
 # distinct 16-byte bank groups)
 

@@ -27,6 +27,13 @@
 #                 step (k32x4, the radial dots from bfloat16 codes) 24.7 and 24.8 ms. k64x3 is the default since.
 #   PART=table    the forward kernel's GPU tests, then the issue's table (float32 and bfloat16: limit, 1 worker with
 #                 the in-process step, 4 worker threads, PyTorch) with today's defaults. About 560 s.
+#                 Ran at 7a0ba2c (session23/table/): float32 1 worker 54.5 ms (61.9% of 33.8 ms, 4.94x PyTorch's
+#                 269.5), in-process 53.2; 4 threads 60.2 ms, 1.13x; bfloat16 1 worker 24.6 ms (30.5% of 7.5 ms, 9.33x
+#                 PyTorch's 229.4), in-process 24.4; 4 threads 32.5 ms, 1.33x (groups 35.3, 32.5, 30.4, 35.7, 31.2:
+#                 its threads wait 21.8 ms a step for messages, 0.7 for the device). This machine measured bfloat16 GEMMs
+#                 at 730 TFLOP/s against 786 in PART=strips.
+#   PART=again    the float32 ratio rows (limit, 1 worker, PyTorch) and the 4 threads' bfloat16 row once more. About
+#                 280 s.
 source bench/device_setup.sh
 card
 case "${PART:-tables}" in
@@ -70,5 +77,8 @@ variants)
 table)
   gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "tensor_core_forward"
   issue_table ${TABLE_S:-540} --pipelined ;;
+again)
+  ratio_float32 ${RATIO_S:-180} --pipelined
+  FOUR_S=${FOUR_S:-100} four bfloat16 bfloat16 ;;
 esac
 true

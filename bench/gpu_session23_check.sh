@@ -27,7 +27,7 @@
 #                 step (k32x4, the radial dots from bfloat16 codes) 24.7 and 24.8 ms. k64x3 is the default since.
 #   PART=table    the forward kernel's GPU tests, then the table (float32 and bfloat16: limit, 1 worker with
 #                 the in-process step, 4 worker threads, PyTorch) with today's defaults. About 560 s.
-#                 Ran at 7a0ba2c (session23/table/): float32 1 worker 54.5 ms (61.9% of 33.8 ms, 4.94x PyTorch's
+#                 Ran at ca4fd4f (session23/table/): float32 1 worker 54.5 ms (61.9% of 33.8 ms, 4.94x PyTorch's
 #                 269.5), in-process 53.2; 4 threads 60.2 ms, 1.13x; bfloat16 1 worker 24.6 ms (30.5% of 7.5 ms, 9.33x
 #                 PyTorch's 229.4), in-process 24.4; 4 threads 32.5 ms, 1.33x (groups 35.3, 32.5, 30.4, 35.7, 31.2:
 #                 its threads wait 21.8 ms a step for messages, 0.7 for the device). This machine measured bfloat16 GEMMs

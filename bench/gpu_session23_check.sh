@@ -33,7 +33,9 @@
 #                 its threads wait 21.8 ms a step for messages, 0.7 for the device). This machine measured bfloat16 GEMMs
 #                 at 730 TFLOP/s against 786 in PART=strips.
 #   PART=again    the float32 ratio rows (limit, 1 worker, PyTorch) and the 4 threads' bfloat16 row once more. About
-#                 280 s.
+#                 280 s. Ran right after on the same machine (session23/again/): float32 1 worker 54.2 ms (4.96x
+#                 PyTorch's 269.1), in-process 53.0; bfloat16 4 threads 31.6 ms, 1.22x the in-process 25.9 ms of
+#                 that call (groups 33.5, 31.6, 33.8, 30.3, 31.6).
 source bench/device_setup.sh
 card
 case "${PART:-tables}" in

@@ -839,26 +839,10 @@ def test_bfloat16_training_with_the_tensor_core_forward_follows_cublas(monkeypat
     """DASKSAE_TENSOR_CORE_FORWARD=1 (the default): ``small`` (tied RICA, 1x1 tiles, M=96; stage 1's fan-in 108 is
     not a multiple of 8, so it keeps cuBLAS, stages 2 and 3 take the kernel for ``W x`` and ``U g_r``) trained in
     bfloat16 as with cuBLAS over gathered fields (``=0``): their float32 sums differ in order only."""
-    from dasksae import TiledNetwork, tile_program
     from dasksae.kernels import mma_forward
-    from dasksae.tile_array import LocalExecutor
 
-    config = named_config("small")
-    data = numpy.random.default_rng(3)
-    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
-    launched = []
-    monkeypatch.setattr(mma_forward, "filter_forward_bfloat16",
-                        lambda *args, _run=mma_forward.filter_forward_bfloat16: launched.append(args[5:7]) or _run(*args))
-
-    def trained(tensor_cores: bool):
-        monkeypatch.setattr(mma_forward, "TENSOR_CORE_FORWARD", tensor_cores)
-        tile_program.forget_all()
-        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
-        return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()
-
-    expected_losses, expected_parameters = trained(False)
-    assert not launched
-    losses, parameters = trained(True)
+    (expected_losses, expected_parameters), (losses, parameters), launched = _small_bfloat16_trained_off_and_on(
+        monkeypatch, mma_forward, "TENSOR_CORE_FORWARD", "filter_forward_bfloat16", lambda args: args[5:7])
     assert (2, 2) in launched and (1, 1) in launched  # W x into the maps (2x2 positions), U g_r into block rows
     numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-4)
     for mine, theirs in zip(parameters, expected_parameters):
@@ -866,31 +850,40 @@ def test_bfloat16_training_with_the_tensor_core_forward_follows_cublas(monkeypat
             assert numpy.abs(mine[name] - theirs[name]).max() < 1e-3 * numpy.abs(theirs[name]).max(), name
 
 
-def test_bfloat16_training_with_the_tensor_core_update_follows_the_gathered_path(monkeypatch):
-    """DASKSAE_TENSOR_CORE_UPDATE=1 (the default): ``small`` (tied RICA; fan-ins 108 and more, 1x1 tiles, M=96)
-    trained in bfloat16 with the update taken in the tensor-core kernel, which ran, as the gathered path (``=0``:
-    cuBLAS's gradient over gathered fields, then the update) trains it, to the rounding of the row dots (the CPU
-    test's tolerances)."""
+def _small_bfloat16_trained_off_and_on(monkeypatch, module, switch_name: str, kernel_name: str, record):
+    """``small`` (tied RICA, 1x1 tiles, M=96) trained 3 steps in bfloat16 with ``module.switch_name`` off, then on:
+    each run's losses and parameters, and ``record(args)`` of each launch of ``module.kernel_name`` while it was on
+    (the off run must launch none)."""
     from dasksae import TiledNetwork, tile_program
-    from dasksae.kernels import mma_update
     from dasksae.tile_array import LocalExecutor
 
     config = named_config("small")
     data = numpy.random.default_rng(3)
     batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
     launched = []
-    monkeypatch.setattr(mma_update, "filter_weight_grad_update_bfloat16",
-                        lambda *args, _run=mma_update.filter_weight_grad_update_bfloat16: launched.append(1) or _run(*args))
+    kernel = getattr(module, kernel_name)
+    monkeypatch.setattr(module, kernel_name, lambda *args: launched.append(record(args)) or kernel(*args))
 
-    def trained(tensor_cores: bool):
-        monkeypatch.setattr(mma_update, "TENSOR_CORE_UPDATE", tensor_cores)
+    def trained(on: bool):
+        monkeypatch.setattr(module, switch_name, on)
         tile_program.forget_all()
         network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
         return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()
 
-    expected_losses, expected_parameters = trained(False)
+    off = trained(False)
     assert not launched
-    losses, parameters = trained(True)
+    return off, trained(True), launched
+
+
+def test_bfloat16_training_with_the_tensor_core_update_follows_the_gathered_path(monkeypatch):
+    """DASKSAE_TENSOR_CORE_UPDATE=1 (the default): ``small`` (tied RICA; fan-ins 108 and more, 1x1 tiles, M=96)
+    trained in bfloat16 with the update taken in the tensor-core kernel, which ran, as the gathered path (``=0``:
+    cuBLAS's gradient over gathered fields, then the update) trains it, to the rounding of the row dots (the CPU
+    test's tolerances)."""
+    from dasksae.kernels import mma_update
+
+    (expected_losses, expected_parameters), (losses, parameters), launched = _small_bfloat16_trained_off_and_on(
+        monkeypatch, mma_update, "TENSOR_CORE_UPDATE", "filter_weight_grad_update_bfloat16", lambda args: 1)
     assert launched
     numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
     for mine, theirs in zip(parameters, expected_parameters):

@@ -119,13 +119,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_forward(
         const unsigned short* b_tile = Bs[s % STAGES];
         for (int kk = 0; kk < TILE_K; kk += 16) {
             unsigned a[2][4], b[6][2];
-            for (int i = 0; i < 2; ++i) {  // rows g and g + 8 of each 16, inner terms 2t, 2t+1 and 8 on
-                const unsigned short* top = a_tile + (warp_m * 32 + i * 16 + g) * A_ROW + kk + 2 * t;
-                a[i][0] = *(const unsigned*)top;
-                a[i][1] = *(const unsigned*)(top + 8 * A_ROW);
-                a[i][2] = *(const unsigned*)(top + 8);
-                a[i][3] = *(const unsigned*)(top + 8 * A_ROW + 8);
-            }
+            a_fragments(a, a_tile, warp_m * 32, A_ROW, kk, g, t);
             for (int j = 0; j < 6; j += 2) {  // columns j and j + 1 of 8: their inner terms 0-7 and 8-15, transposed
                 unsigned r[4];
                 ldmatrix_x4_trans(r, b_tile + (kk + (lane & 7) + ((lane >> 3) & 1) * 8) * B_ROW + warp_n * 48 +

@@ -55,8 +55,9 @@ WARP_COLUMN_TILES = 2  # the warps across a block's 96 columns: partial_squares 
 # the bfloat16 backward's update taken with its weight gradient in this kernel (local_filter.update_with_tensor_cores)
 TENSOR_CORE_UPDATE = switch("DASKSAE_TENSOR_CORE_UPDATE") == "1"
 
-# cp.async copies, mma.sync and ldmatrix as device functions; under the CPU tests' g++ (no CUDA compiler) the tests'
-# shim defines them (tests/test_mma_update_on_cpu.py: MMA_EMULATION)
+# cp.async copies, mma.sync and ldmatrix as device functions (under the CPU tests' g++, with no CUDA compiler, the
+# tests' shim defines them: tests/test_mma_update_on_cpu.py's MMA_EMULATION), and the A fragments' loads both kernels
+# share
 MMA_HELPERS = r"""
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
 __device__ __forceinline__ void copy_16(unsigned short* shared, const unsigned short* global, const bool whole)
@@ -88,6 +89,19 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned* r, const unsigned sh
                  : "r"(address));
 }
 #endif
+// a warp's A fragments of a k-step of 16 from a shared tile of rows `row` elements apart: its two 16-row products'
+// rows g and g + 8 (from `first`, the warp's first row), inner terms 2t, 2t+1 and 8 on (PTX ISA layout)
+__device__ __forceinline__ void a_fragments(unsigned (*a)[4], const unsigned short* tile, const int first, const int row,
+                                            const int kk, const int g, const int t)
+{
+    for (int i = 0; i < 2; ++i) {
+        const unsigned short* top = tile + (first + i * 16 + g) * row + kk + 2 * t;
+        a[i][0] = *(const unsigned*)top;
+        a[i][1] = *(const unsigned*)(top + 8 * row);
+        a[i][2] = *(const unsigned*)(top + 8);
+        a[i][3] = *(const unsigned*)(top + 8 * row + 8);
+    }
+}
 """
 
 _SOURCE = r"""
@@ -174,13 +188,7 @@ extern "C" __global__ void __launch_bounds__(256, 3) dasksae_mma_filter_weight_g
         const unsigned short* b_tile = Bs[buffer];
         for (int kk = 0; kk < TILE_K; kk += 16) {
             unsigned a[2][4], b[6][2];
-            for (int i = 0; i < 2; ++i) {  // rows g and g + 8 of each 16, inner terms 2t, 2t+1 and 8 on
-                const unsigned short* top = a_tile + (warp_m * 32 + i * 16 + g) * ROW + kk + 2 * t;
-                a[i][0] = *(const unsigned*)top;
-                a[i][1] = *(const unsigned*)(top + 8 * ROW);
-                a[i][2] = *(const unsigned*)(top + 8);
-                a[i][3] = *(const unsigned*)(top + 8 * ROW + 8);
-            }
+            a_fragments(a, a_tile, warp_m * 32, ROW, kk, g, t);
             for (int j = 0; j < 6; ++j) {  // column g of each 8, inner terms 2t, 2t+1 and 8 on
                 const unsigned short* column = b_tile + (warp_n * 48 + j * 8 + g) * ROW + kk + 2 * t;
                 b[j][0] = *(const unsigned*)column;

@@ -742,6 +742,9 @@ def _fused_step(config, grid, tile, count, lr, momentum, stage, precision, x, st
     return [kept_apart(values[k][1]["loss"]) for k in range(first, last + 1)]  # read once a task
 
 
+WORKERS_WAIT_SECONDS = 10  # how long a network waits for a cluster's workers to connect before it refuses the tiling
+
+
 def _dask_executor(grid: TileGrid, client, workers) -> DaskExecutor:
     if client is None:
         try:
@@ -752,10 +755,18 @@ def _dask_executor(grid: TileGrid, client, workers) -> DaskExecutor:
             raise ConfigError(
                 "no Dask client is running; create one (distributed.Client()) or pass client= or executor=."
             ) from None
+    given = bool(workers)
     workers = list(workers or sorted(client.scheduler_info(n_workers=-1)["workers"]))
+    waited = ""
+    if grid.count > len(workers) and not given:  # workers still connecting (a cluster just started, a restart)
+        try:
+            client.wait_for_workers(grid.count, timeout=WORKERS_WAIT_SECONDS)
+        except TimeoutError:
+            waited = f" after waiting {WORKERS_WAIT_SECONDS:g} s for more"
+        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     if grid.count > len(workers):
         raise ConfigError(
-            f"{grid.rows}x{grid.cols} tiles need {grid.count} workers but the cluster has {len(workers)}; "
+            f"{grid.rows}x{grid.cols} tiles need {grid.count} workers but the cluster has {len(workers)}{waited}; "
             f"use at most {len(workers)} tiles or add workers."
         )
     return DaskExecutor(client, {tile: workers[index] for index, tile in enumerate(grid.tiles())})

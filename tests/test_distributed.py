@@ -148,8 +148,21 @@ def test_spmd_steps_keep_parameters_in_place_and_send_only_halos(client):
 
 
 def test_more_tiles_than_workers_is_refused(client):
-    with pytest.raises(ConfigError, match=f"3x3 tiles need 9 workers but the cluster has {WORKERS}"):
+    """After waiting for more workers to connect (``WORKERS_WAIT_SECONDS``), in one sentence."""
+    with pytest.raises(ConfigError, match=f"3x3 tiles need 9 workers but the cluster has {WORKERS} after waiting"):
         TiledNetwork(named_config("tiny"), "3x3", client)
+
+
+def test_a_network_waits_for_workers_still_connecting():
+    """Built while its cluster has one worker of the two its tiles need, a network waits for the second to connect
+    (a cluster just started or scaled) and places a tile on each."""
+    import threading
+
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            threading.Timer(1.0, cluster.scale, args=(2,)).start()
+            network = TiledNetwork(named_config("tiny"), "2x1", client, seed=0)
+            assert len(set(network.placement.values())) == 2
 
 
 def test_weights_are_dask_arrays_chunked_by_tile_and_checkpoints_load_into_any_tiling(client, tmp_path):

@@ -36,6 +36,10 @@
 #                 280 s. Ran right after on the same machine (session23/again/): float32 1 worker 54.2 ms (4.96x
 #                 PyTorch's 269.1), in-process 53.0; bfloat16 4 threads 31.6 ms, 1.22x the in-process 25.9 ms of
 #                 that call (groups 33.5, 31.6, 33.8, 30.3, 31.6).
+#   PART=next     (prepared for the next session) every GPU test at this session's last commit (its review moved the
+#                 tensor-core kernels' A-fragment loads into a device function, same PTX, and gave the two bfloat16
+#                 training tests one helper: neither ran on a GPU), then the one-tile and 4-thread bfloat16 kernel
+#                 tables with today's defaults. About 330 s.
 source bench/device_setup.sh
 card
 case "${PART:-tables}" in
@@ -79,6 +83,15 @@ variants)
 table)
   gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "tensor_core_forward"
   issue_table ${TABLE_S:-540} --pipelined ;;
+next)
+  gpu_tests ${TESTS_S:-200} tests/test_gpu.py tests/test_gpu_tiled.py
+  timeout ${TABLE_S:-100} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 5 \
+    --top 40 --json $OUT/kernel-table-bfloat16.json 2>&1 | filter | head -45 > $OUT/kernel-table-bfloat16.log
+  head -12 $OUT/kernel-table-bfloat16.log
+  timeout ${FOUR_TABLE_S:-120} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 \
+    --tiles 2x2 --workers 4 --runs 3 --top 40 --json $OUT/kernel-table-bfloat16-4w.json 2>&1 | filter | head -45 \
+    > $OUT/kernel-table-bfloat16-4w.log
+  head -12 $OUT/kernel-table-bfloat16-4w.log ;;
 again)
   ratio_float32 ${RATIO_S:-180} --pipelined
   FOUR_S=${FOUR_S:-100} four bfloat16 bfloat16 ;;

@@ -31,6 +31,11 @@ forward pass runs it, on tensor cores (:mod:`dasksae.kernels.mma_forward`,
 session 23: rows ``mma <variant>``) and gathered (fields gathered, cuBLAS, the
 block-rows pass: row ``gathered``).
 
+``--mma-transpose`` adds, in bfloat16, ``W^T y`` folded into a map as the
+reconstruction runs it, on tensor cores with the fold in the product
+(:mod:`dasksae.kernels.mma_transpose`, session 23: row ``mma fold``) and as
+cuBLAS's product into patches, then the fold (row ``then fold``).
+
 ``--mma`` adds, in bfloat16, the tensor-core weight gradient with the update
 in its epilogue (:mod:`dasksae.kernels.mma_update`, session 21: rows
 ``mma <variant>``, one a variant of its epilogue, and ``mma gemm-only``, the
@@ -190,6 +195,50 @@ def mma_forward_rows(stage, geometry, batch, runs):
     return found
 
 
+def mma_transpose_rows(stage, geometry, batch, runs):
+    """``W^T y`` with the fold in bfloat16 for one stage (``--mma-transpose``) as the reconstruction runs it
+    (:func:`~dasksae.kernels.local_filter.add_transpose_into` into a zeroed map of the stage's input shape):
+    ``mma fold`` on tensor cores with the fold in the product (:mod:`dasksae.kernels.mma_transpose`), ``then fold``
+    with ``DASKSAE_TENSOR_CORE_TRANSPOSE=0`` (cuBLAS's product into patches, then the fold), and the largest
+    difference between the two."""
+    import cupy
+
+    from dasksae.kernels import mma_transpose
+    from dasksae.kernels.gemm import operand
+    from dasksae.kernels.local_filter import add_transpose_into
+    from profile_kernels import timed
+
+    blocks_h, blocks_w, rows, fan_in = geometry.weight_shape
+    field, step, blocks = stage.field, stage.step, blocks_h * blocks_w
+    generator = cupy.random.default_rng(0)
+    weights = operand(generator.standard_normal((blocks, rows, fan_in), dtype=cupy.float32), "bfloat16")
+    y = operand(generator.standard_normal((blocks, rows, batch), dtype=cupy.float32), "bfloat16")
+    out = cupy.zeros(tuple(geometry.input_shape) + (batch,), dtype=cupy.float32)
+    if not mma_transpose.transpose_fits(out, weights, y, field, step, blocks_h, blocks_w):
+        print("   W^T y mma fold: the kernel does not take this stage's shapes")
+        return []
+    found, outputs = [], {}
+    try:
+        for on, layout in ((False, "then fold"), (True, "mma fold")):
+            mma_transpose.TENSOR_CORE_TRANSPOSE = on
+            out[...] = 0
+            add_transpose_into(out, weights, y, field, step, blocks_h, blocks_w, "bfloat16")
+            outputs[layout] = out.copy()
+            seconds = timed(lambda: add_transpose_into(out, weights, y, field, step, blocks_h, blocks_w, "bfloat16"),
+                            runs=runs)
+            found.append({"product": "W^T y", "layout": layout, "precision": "bfloat16", "blocks": blocks,
+                          "inner": rows, "seconds": seconds,
+                          "tflops": 2 * blocks * rows * fan_in * batch / seconds / 1e12,
+                          "max_difference_from_cublas": None})
+    finally:
+        mma_transpose.TENSOR_CORE_TRANSPOSE = mma_transpose.switch("DASKSAE_TENSOR_CORE_TRANSPOSE") == "1"
+    difference = float(cupy.abs(outputs["mma fold"] - outputs["then fold"]).max()
+                       / cupy.abs(outputs["then fold"]).max())
+    found[-1]["max_difference_from_cublas"] = difference
+    print(f"    W^T y mma fold: largest difference from the product then the fold {difference:.1e} of its largest value")
+    return found
+
+
 def main(argv=None):
     import cupy
 
@@ -213,6 +262,9 @@ def main(argv=None):
                              "and the cuBLAS path's update")
     parser.add_argument("--mma-forward", action="store_true",
                         help="bfloat16 W x from the maps on tensor cores against the gathered path (kernels/mma_forward.py)")
+    parser.add_argument("--mma-transpose", action="store_true",
+                        help="bfloat16 W^T y with the fold on tensor cores against the product, then the fold "
+                             "(kernels/mma_transpose.py)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     config = coates(args.config)
@@ -264,7 +316,8 @@ def main(argv=None):
                 cupy.get_default_memory_pool().free_all_blocks()
             extra = ((implicit_rows if args.implicit and precision == "float32" else None),
                      (mma_rows if args.mma and precision == "bfloat16" else None),
-                     (mma_forward_rows if args.mma_forward and precision == "bfloat16" else None))
+                     (mma_forward_rows if args.mma_forward and precision == "bfloat16" else None),
+                     (mma_transpose_rows if args.mma_transpose and precision == "bfloat16" else None))
             for rows_of in [f for f in extra if f is not None]:
                 for row in rows_of(config.stages[stage], geometry, args.minibatch, args.runs):
                     row["stage"] = stage + 1

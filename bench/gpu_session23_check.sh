@@ -40,6 +40,10 @@
 #                 tensor-core kernels' A-fragment loads into a device function, same PTX, and gave the two bfloat16
 #                 training tests one helper: neither ran on a GPU), then the one-tile and 4-thread bfloat16 kernel
 #                 tables with today's defaults. About 330 s.
+#   PART=transpose (prepared for the next session) the opt-in bfloat16 W^T y with the fold in the product
+#                 (kernels/mma_transpose.py, DASKSAE_TENSOR_CORE_TRANSPOSE=1; built without a GPU): its GPU tests, its
+#                 time per stage against cuBLAS's product then the fold (bench/gemm_layouts.py --mma-transpose), and the
+#                 in-process bfloat16 step with it 0 / 1 / 0 / 1. About 300 s.
 source bench/device_setup.sh
 card
 case "${PART:-tables}" in
@@ -92,6 +96,16 @@ next)
     --tiles 2x2 --workers 4 --runs 3 --top 40 --json $OUT/kernel-table-bfloat16-4w.json 2>&1 | filter | head -45 \
     > $OUT/kernel-table-bfloat16-4w.log
   head -12 $OUT/kernel-table-bfloat16-4w.log ;;
+transpose)
+  gpu_tests ${TESTS_S:-120} tests/test_gpu.py -k "tensor_core_transpose"
+  timeout ${GEMM_S:-120} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions bfloat16 \
+    --mma-transpose --runs 20 --json $OUT/gemm-transpose.json 2>&1 | filter | tee $OUT/gemm-transpose.log \
+    | grep "W^T y  *mma\|then fold\|differ\|does not"
+  for transpose in 0 1 0 1; do
+    STEP_S=${STEP_S:-60} STEP_DTYPE=bfloat16 in_process tensor-core-transpose-$transpose \
+      DASKSAE_TENSOR_CORE_TRANSPOSE=$transpose
+  done
+  cd $OUT && tar czf logs.tgz gpu-step-tensor-core-transpose-*.json && rm -f gpu-step-tensor-core-transpose-*.json ;;
 again)
   ratio_float32 ${RATIO_S:-180} --pipelined
   FOUR_S=${FOUR_S:-100} four bfloat16 bfloat16 ;;

@@ -6,6 +6,7 @@
     python bench/kernel_registers.py --kernels mma   # the bfloat16 tensor-core update (kernels/mma_update.py)
     python bench/kernel_registers.py --kernels mma --mma-epilogue fragments   # one of its epilogue's variants
     python bench/kernel_registers.py --kernels mma-forward   # the bfloat16 tensor-core W x (kernels/mma_forward.py)
+    python bench/kernel_registers.py --kernels mma-transpose   # W^T y with the fold (kernels/mma_transpose.py)
 
 Compiles :mod:`dasksae.kernels.simt_gemm`'s source to PTX with NVRTC (as
 ``tests/test_cuda_sources.py`` does) and assembles it with ``ptxas -v``,
@@ -30,9 +31,9 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ptx", help="also write the PTX to this file")
-    parser.add_argument("--kernels", choices=("simt", "mma", "mma-forward"), default="simt",
+    parser.add_argument("--kernels", choices=("simt", "mma", "mma-forward", "mma-transpose"), default="simt",
                         help="simt: kernels/simt_gemm.py (float32); mma: kernels/mma_update.py (bfloat16, tensor cores); "
-                             "mma-forward: kernels/mma_forward.py")
+                             "mma-forward: kernels/mma_forward.py; mma-transpose: kernels/mma_transpose.py")
     parser.add_argument("--mma-epilogue", default="rows",
                         help="with --kernels mma: the epilogue's variant (mma_update.EPILOGUE_VARIANTS)")
     parser.add_argument("--forward-variant", default="k32x4",
@@ -41,7 +42,7 @@ def main(argv=None):
     import nvidia.cuda_nvcc
     from test_cuda_sources import NVRTC
 
-    from dasksae.kernels import mma_forward, mma_update, simt_gemm
+    from dasksae.kernels import mma_forward, mma_transpose, mma_update, simt_gemm
 
     if NVRTC is None:
         raise SystemExit("NVRTC is not installed: pip install nvidia-cuda-nvrtc-cu12")
@@ -50,8 +51,10 @@ def main(argv=None):
         source, names, standard = simt_gemm.simt_gemm_source(), simt_gemm.SIMT_GEMM_KERNELS, b"-std=c++14"
     elif args.kernels == "mma":
         source, names, standard = mma_update.mma_update_source(args.mma_epilogue), [], b"-std=c++17"
-    else:
+    elif args.kernels == "mma-forward":
         source, names, standard = mma_forward.mma_forward_source(args.forward_variant), [], b"-std=c++17"
+    else:
+        source, names, standard = mma_transpose.mma_transpose_source(), [], b"-std=c++17"
     assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), source.encode(), b"simt.cu", 0, None, None) == 0
     for name in names:
         NVRTC.nvrtcAddNameExpression(program, name.encode())

@@ -13,8 +13,8 @@ import os
 
 import pytest
 
-from dasksae.kernels import (code_gradient, copies, cuda_kernels, elementwise, mma_forward, mma_update, normalize,
-                             simt_gemm)
+from dasksae.kernels import (code_gradient, copies, cuda_kernels, elementwise, mma_forward, mma_transpose, mma_update,
+                             normalize, simt_gemm)
 from dasksae.kernels.gemm import BFLOAT16_ROUNDING
 
 
@@ -111,6 +111,13 @@ def test_the_tensor_core_forward_compiles(variant):
     """The bfloat16 ``mma.sync`` ``W x`` from the maps with ``ldmatrix.trans``, each variant of its tiles (checked
     under g++ in test_mma_forward_on_cpu)."""
     assert compile_errors(mma_forward.mma_forward_source(variant),
+                          options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
+
+
+def test_the_tensor_core_transpose_with_the_fold_compiles():
+    """The bfloat16 ``mma.sync`` ``W^T y`` with the fold in the product (checked under g++ in
+    test_mma_transpose_on_cpu)."""
+    assert compile_errors(mma_transpose.mma_transpose_source(),
                           options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
 
 

@@ -850,6 +850,37 @@ def test_bfloat16_training_with_the_tensor_core_forward_follows_cublas(monkeypat
             assert numpy.abs(mine[name] - theirs[name]).max() < 1e-3 * numpy.abs(theirs[name]).max(), name
 
 
+@pytest.mark.parametrize("case", [(8, 4, 8, 64, 3, 2), (6, 2, 4, 32, 3, 4)], ids=["cells-of-128", "cells-of-16"])
+def test_the_tensor_core_transpose_with_the_fold_on_the_gpu_equals_numpy(case):
+    """``dasksae_mma_filter_transpose_fold`` (bfloat16 ``mma.sync``, both operands by ``ldmatrix.trans``, each cell of
+    the map summed over its blocks and added in) on the device against NumPy's float64 product and fold of the same
+    bfloat16 values: the g++ test's cases (``tests/test_mma_transpose_on_cpu.py``)."""
+    from dasksae.kernels import mma_transpose
+    from test_mma_transpose_on_cpu import transpose_case
+
+    field, step, channels, rows, blocks_h, blocks_w = case
+    weight_bits, y_bits, out, expected = transpose_case(5, *case)
+    arrays = cupy.asarray(out), cupy.asarray(weight_bits), cupy.asarray(y_bits)
+    assert mma_transpose.transpose_fits(*arrays, field, step, blocks_h, blocks_w)
+    mma_transpose.add_transpose_bfloat16(*arrays, field, step, blocks_h, blocks_w)
+    numpy.testing.assert_allclose(arrays[0].get(), expected, rtol=1e-5, atol=1e-3)
+
+
+def test_bfloat16_training_with_the_tensor_core_transpose_follows_cublas(monkeypatch):
+    """DASKSAE_TENSOR_CORE_TRANSPOSE=1 (opt-in): ``small`` (stage 1's 3 channels make cells the kernel does not take;
+    stages 2 and 3 take it for the reconstruction and the input gradient) trained in bfloat16 as with cuBLAS's product
+    and the fold (``=0``): their float32 sums differ in order only."""
+    from dasksae.kernels import mma_transpose
+
+    (expected_losses, expected_parameters), (losses, parameters), launched = _small_bfloat16_trained_off_and_on(
+        monkeypatch, mma_transpose, "TENSOR_CORE_TRANSPOSE", "add_transpose_bfloat16", lambda args: args[0].shape)
+    assert len(set(launched)) >= 2  # the maps of stages 2 and 3
+    numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-4)
+    for mine, theirs in zip(parameters, expected_parameters):
+        for name in mine:
+            assert numpy.abs(mine[name] - theirs[name]).max() < 1e-3 * numpy.abs(theirs[name]).max(), name
+
+
 def _small_bfloat16_trained_off_and_on(monkeypatch, module, switch_name: str, kernel_name: str, record):
     """``small`` (tied RICA, 1x1 tiles, M=96) trained 3 steps in bfloat16 with ``module.switch_name`` off, then on:
     each run's losses and parameters, and ``record(args)`` of each launch of ``module.kernel_name`` while it was on

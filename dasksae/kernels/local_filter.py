@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy
 
-from . import mma_forward, mma_update, simt_gemm
+from . import mma_forward, mma_transpose, mma_update, simt_gemm
 from .backend import array_module, as_strided
 from .gemm import batched_matmul, native_precision, operand, result_dtype, storage_dtype
 
@@ -388,7 +388,13 @@ def add_transpose_into(out, weight_rows, y_rows, field: int, step: int, blocks_h
     """``out += W^T y`` overlap-added into the map ``out (H, W, C, M)``: ``weight_rows (blocks, rows, f*f*C)`` and
     ``y_rows (blocks, rows, M)`` are operands of ``precision`` for ``blocks_h x blocks_w`` blocks, block ``(p, q)``'s
     field at ``(p*step, q*step)``: multiplies, then folds (adding each block's fields straight into the map in our
-    kernel was slower on an H200: ``kernels/simt_gemm.py``)."""
+    float32 kernel was slower on an H200: ``kernels/simt_gemm.py``).  In bfloat16 with
+    ``DASKSAE_TENSOR_CORE_TRANSPOSE=1`` (opt-in, not yet run on a GPU), where the arrays fit, one tensor-core kernel
+    sums each cell of the map over its blocks and adds it in, with no patches (:mod:`.mma_transpose`)."""
+    if (precision == "bfloat16" and mma_transpose.TENSOR_CORE_TRANSPOSE and array_module(out).__name__ == "cupy"
+            and mma_transpose.transpose_fits(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)):
+        mma_transpose.add_transpose_bfloat16(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)
+        return
     patches = batched_matmul(weight_rows, y_rows, transpose_a=True, precision=precision)
     fold_patches_into(out, patches, field, step, blocks_h, blocks_w)
 

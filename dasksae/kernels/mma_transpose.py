@@ -1,0 +1,213 @@
+"""The bfloat16 ``W^T y`` on tensor cores with the fold taken in the product: each output pixel's sum over the blocks
+whose fields cover it, written into the map once, with no patches (CuPy).  Opt-in: built in session 23 without a GPU.
+
+In bfloat16 ``W^T y`` (the reconstruction, and the input gradient) is
+cuBLAS's batched GEMM into float32 patches ``(blocks, f*f*C, M)``, then
+:func:`~dasksae.kernels.local_filter.fold_patches_into` adds them into the
+map.  On the H200 (session 23, coates200, M=96) the product is near its
+bytes already (stage 2: 0.91 ms against 0.82 ms of weights read and patches
+written at the copy rate), and the patches are written and read back: 8.3 GB
+a step, about 2 ms of the products and the fold's 2.3 ms.
+
+Here a block of 256 threads owns one *cell* of the output map: ``step x
+step`` pixels at ``(a*step, b*step)`` with all ``C`` channels (``step^2 C``
+rows of at most 128) and 96 minibatch columns.  Where ``field`` is a
+multiple of ``step``, a cell lies inside the fields of the blocks ``(p, q)``
+with ``a - field/step < p <= a`` (and likewise ``q``), and in each of them
+at the field's rows ``(a - p) step ..`` and columns ``(b - q) step ..``: for
+each such block and each of its ``R`` rows ``r``, the cell's part of
+``W[r]`` is ``step`` runs of ``step C`` contiguous values.  So the cell's
+sum is one product ``A (step^2 C, K) B (K, M)`` with ``K = blocks x R``:
+``A``'s columns those runs of ``W``'s rows (a ``k``-major tile, fragments by
+``ldmatrix.trans``), ``B`` the blocks' rows of ``y``, as in
+:mod:`.mma_forward`.  The blocks are taken in a fixed order, so the sums do
+not depend on scheduling; each cell is added into the map by its own
+block, so nothing races.  ``mma.sync.m16n8k16``, float32 sums, ``cp.async``
+tiles of 32 inner terms in :data:`STAGES` buffers.
+
+Its source runs on the CPU under g++ (``tests/test_mma_transpose_on_cpu.py``,
+the shim of ``tests/test_mma_update_on_cpu.py``) against NumPy's product
+and fold.  ``DASKSAE_TENSOR_CORE_TRANSPOSE=1`` turns it on; it has not run
+on a GPU yet (``PART=transpose bash bench/gpu_session23_check.sh``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy
+
+from ..switches import switch
+from .mma_update import MMA_HELPERS
+from .simt_gemm import THREADS, TILE_N
+
+# W^T y with the fold in bfloat16 in this kernel where the arrays fit (local_filter.add_transpose_into); opt-in
+TENSOR_CORE_TRANSPOSE = switch("DASKSAE_TENSOR_CORE_TRANSPOSE") == "1"
+TILE_K = 32  # block rows (inner terms) a tile of shared memory
+STAGES = 4  # tiles of shared memory a block: STAGES - 1 in flight while one is multiplied
+CELL_ROWS = 128  # the most rows a cell may have (step^2 C): the block's rows of products
+A_ROW = CELL_ROWS + 8  # a shared row of the weights' tile: a block row's 128 cell values and 8 of padding (272 bytes)
+B_ROW = TILE_N + 8  # a shared row of y's tile: 96 minibatch values and 8 of padding (208 bytes)
+SHARED_BYTES = STAGES * (TILE_K * A_ROW + TILE_K * B_ROW) * 2
+
+_SOURCE = r"""
+#define TILE_N 96
+// TILE_K, STAGES, CELL_ROWS, A_ROW, B_ROW, SHARED_BYTES: from mma_transpose_source
+#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+extern __shared__ __align__(16) unsigned char transpose_shared[];
+#else  // the CPU tests' g++: the block's threads share a static array
+static unsigned char transpose_shared[SHARED_BYTES] __attribute__((aligned(16)));
+#endif
+
+// out (H, W, C, batch) float32 += the fold of W^T y: weights (blocks_h * blocks_w, rows, field*field*C) and y
+// (blocks_h * blocks_w, rows, batch) bfloat16, block (p, q)'s field at (p*step, q*step).  Block (b, a, n-tile) of the
+// grid owns cell (a, b): pixels (a*step + i, b*step + j), i, j < step, every channel; its row m = (i*step + j)*C + c.
+// Takes field a multiple of step, step*C in whole 8s, step*step*C <= CELL_ROWS, rows in whole TILE_Ks, batch in
+// whole 96s, H = (blocks_h - 1)*step + field (W likewise), 16-byte aligned rows; SHARED_BYTES of dynamic shared memory.
+extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpose_fold(
+    const unsigned short* __restrict__ weights, const unsigned short* __restrict__ y, float* __restrict__ out,
+    const int rows, const int batch, const int channels, const int field, const int step, const int blocks_h,
+    const int blocks_w, const int map_w)
+{
+    unsigned short(*As)[TILE_K * A_ROW] = (unsigned short(*)[TILE_K * A_ROW])transpose_shared;  // [STAGES]
+    unsigned short(*Bs)[TILE_K * B_ROW] =
+        (unsigned short(*)[TILE_K * B_ROW])(transpose_shared + STAGES * TILE_K * A_ROW * 2);
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+    const int warp_m = warp % 4, warp_n = warp / 4;
+    const int a = blockIdx.y, b = blockIdx.x, n0 = blockIdx.z * TILE_N;
+    const int reach = field / step;  // the blocks a cell lies in, along each axis (fewer at the map's edges)
+    const int p_first = a - reach + 1 > 0 ? a - reach + 1 : 0, p_last = a < blocks_h - 1 ? a : blocks_h - 1;
+    const int q_first = b - reach + 1 > 0 ? b - reach + 1 : 0, q_last = b < blocks_w - 1 ? b : blocks_w - 1;
+    const int blocks_q = q_last - q_first + 1, run = step * channels, cell_rows = step * run;
+    const long long fan_in = (long long)field * field * channels;
+    const int tiles_a_block = rows / TILE_K, tiles = (p_last - p_first + 1) * blocks_q * tiles_a_block;
+    auto load = [&](const int buffer, const int tile) {  // tile: a block of the cell's (in order) and TILE_K of its rows
+        const int which = tile / tiles_a_block, r0 = (tile % tiles_a_block) * TILE_K;
+        const int p = p_first + which / blocks_q, q = q_first + which % blocks_q;
+        const long long block = (long long)p * blocks_w + q;
+        // A: for each of the TILE_K rows, the cell's step runs of step*C values in the block's field (16 bytes a copy)
+        const unsigned short* field_at = weights + (block * rows + r0) * fan_in +
+                                         ((long long)(a - p) * step * field + (long long)(b - q) * step) * channels;
+        const int copies_a_run = run / 8, copies_a_row = step * copies_a_run;
+        for (int c = tid; c < TILE_K * copies_a_row; c += 256) {
+            const int r = c / copies_a_row, i = (c % copies_a_row) / copies_a_run, part = c % copies_a_run;
+            copy_16(&As[buffer][r * A_ROW + i * run + part * 8],
+                    field_at + r * fan_in + (long long)i * field * channels + part * 8, true);
+        }
+        const unsigned short* y_at = y + (block * rows + r0) * batch + n0;
+        for (int c = tid; c < TILE_K * 12; c += 256) {  // B: TILE_K rows of y's 96 columns, 12 copies a row
+            const int r = c / 12, part = c % 12;
+            copy_16(&Bs[buffer][r * B_ROW + part * 8], y_at + (long long)r * batch + part * 8, true);
+        }
+    };
+
+    float acc[2][6][4];
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 6; ++j)
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+
+    for (int s = 0; s < STAGES - 1; ++s) {  // the first STAGES - 1 tiles in flight (empty groups past the end)
+        if (s < tiles) load(s, s);
+        copies_commit();
+    }
+    for (int s = 0; s < tiles; ++s) {
+        copies_wait<STAGES - 2>();  // tile s is there (this thread's copies) ...
+        __syncthreads();  // ... every thread's, and every thread is done with tile s - 1's buffer
+        if (s + STAGES - 1 < tiles) load((s + STAGES - 1) % STAGES, s + STAGES - 1);  // into the buffer s - 1 left
+        copies_commit();
+        const unsigned short* a_tile = As[s % STAGES];
+        const unsigned short* b_tile = Bs[s % STAGES];
+        for (int kk = 0; kk < TILE_K; kk += 16) {
+            unsigned a_frag[2][4], b_frag[6][2];
+            for (int i = 0; i < 2; ++i)  // rows (cell values) of each 16 and inner terms (block rows), transposed
+                ldmatrix_x4_trans(a_frag[i], a_tile + (kk + (lane & 7) + ((lane >> 4) << 3)) * A_ROW + warp_m * 32 +
+                                                 i * 16 + ((lane >> 3) & 1) * 8);
+            for (int j = 0; j < 6; j += 2) {  // columns j and j + 1 of 8: their inner terms 0-7 and 8-15, transposed
+                unsigned r[4];
+                ldmatrix_x4_trans(r, b_tile + (kk + (lane & 7) + ((lane >> 3) & 1) * 8) * B_ROW + warp_n * 48 +
+                                         (j + (lane >> 4)) * 8);
+                b_frag[j][0] = r[0];
+                b_frag[j][1] = r[1];
+                b_frag[j + 1][0] = r[2];
+                b_frag[j + 1][1] = r[3];
+            }
+            for (int i = 0; i < 2; ++i)
+                for (int j = 0; j < 6; ++j) mma_16816(acc[i][j], a_frag[i], b_frag[j]);
+        }
+    }
+    copies_wait<0>();  // (only empty groups are left)
+
+    for (int i = 0; i < 2; ++i)
+        for (int h = 0; h < 2; ++h) {  // rows g and g + 8 of each 16 (the cell's values); columns 2t, 2t + 1 of each 8
+            const int m = warp_m * 32 + i * 16 + g + 8 * h;
+            if (m >= cell_rows) continue;
+            const int pixel_i = m / run, pixel_j = (m % run) / channels, c = m % channels;
+            float* row = out + (((long long)(a * step + pixel_i) * map_w + b * step + pixel_j) * channels + c) * batch +
+                         n0 + warp_n * 48 + 2 * t;
+            for (int j = 0; j < 6; ++j) {
+                float2 value = *(float2*)(row + j * 8);
+                value.x += acc[i][j][2 * h];
+                value.y += acc[i][j][2 * h + 1];
+                *(float2*)(row + j * 8) = value;
+            }
+        }
+}
+"""
+
+
+def mma_transpose_source() -> str:
+    """The kernel's CUDA source with its tile constants defined."""
+    defines = {"TILE_K": TILE_K, "STAGES": STAGES, "CELL_ROWS": CELL_ROWS, "A_ROW": A_ROW, "B_ROW": B_ROW,
+               "SHARED_BYTES": SHARED_BYTES}
+    return "".join(f"#define {name} {value}\n" for name, value in defines.items()) + MMA_HELPERS + _SOURCE
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel():
+    import cupy
+
+    kernel = cupy.RawKernel(mma_transpose_source(), "dasksae_mma_filter_transpose_fold", options=("-std=c++17",))
+    kernel.max_dynamic_shared_size_bytes = SHARED_BYTES
+    return kernel
+
+
+def _aligned(array) -> bool:
+    pointer = array.data.ptr if hasattr(array.data, "ptr") else array.ctypes.data
+    return array.flags.c_contiguous and pointer % 16 == 0
+
+
+def transpose_fits(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int) -> bool:
+    """Whether :func:`add_transpose_bfloat16` takes this product: a float32 map ``out (H, W, C, M)`` with ``H =
+    (blocks_h - 1) step + field`` (``W`` likewise), bfloat16 (``uint16``) ``weight_rows (blocks, rows, f*f*C)`` and
+    ``y_rows (blocks, rows, M)``; ``field`` a multiple of ``step``, ``step C`` in whole 8s, ``step^2 C`` at most
+    128, ``rows`` in whole 32s, ``M`` in whole 96s; C-contiguous and 16-byte aligned."""
+    if out.ndim != 4 or weight_rows.ndim != 3 or y_rows.ndim != 3:
+        return False
+    height, width, channels, batch = out.shape
+    count, rows, fan_in = weight_rows.shape
+    if out.dtype.name != "float32" or weight_rows.dtype.name != "uint16" or y_rows.dtype.name != "uint16":
+        return False
+    if field % step or (step * channels) % 8 or step * step * channels > CELL_ROWS or rows % TILE_K or batch % TILE_N:
+        return False
+    if (height, width) != ((blocks_h - 1) * step + field, (blocks_w - 1) * step + field):
+        return False
+    if count != blocks_h * blocks_w or fan_in != field * field * channels or y_rows.shape != (count, rows, batch):
+        return False
+    return all(_aligned(array) for array in (out, weight_rows, y_rows))
+
+
+def transpose_launch(out_shape, weights_shape, field: int, step: int, blocks_h: int, blocks_w: int):
+    """``(grid, scalar arguments after the three arrays)`` of ``dasksae_mma_filter_transpose_fold``: a block a cell
+    and 96 columns."""
+    height, width, channels, batch = out_shape
+    _, rows, _ = weights_shape
+    grid = (width // step, height // step, batch // TILE_N)
+    return grid, (rows, batch, channels, field, step, blocks_h, blocks_w, width)
+
+
+def add_transpose_bfloat16(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int) -> None:
+    """``out +=`` the fold of ``W^T y`` on tensor cores, each cell's sum written once (the arrays must
+    :func:`transpose_fits`)."""
+    grid, arguments = transpose_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w)
+    _kernel()(grid, (THREADS,), (weight_rows, y_rows, out, *(numpy.int32(value) for value in arguments)),
+              shared_mem=SHARED_BYTES)

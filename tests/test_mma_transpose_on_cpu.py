@@ -1,0 +1,81 @@
+"""The bfloat16 tensor-core ``W^T y`` with the fold in the product (``dasksae/kernels/mma_transpose.py``), its CUDA
+source run on the CPU under g++ with ``tests/test_mma_update_on_cpu.py``'s shim (``mma.sync`` and ``ldmatrix.trans``
+emulated from the PTX ISA's fragment layouts, ``cp.async`` a copy), against NumPy's product of the same bfloat16
+values in float64, folded into a map that already holds values (the kernel adds)."""
+
+import ctypes
+import shutil
+
+import numpy
+import pytest
+
+from dasksae.kernels import mma_transpose
+from dasksae.kernels.gemm import batched_matmul
+from dasksae.kernels.local_filter import fold_patches_into
+from test_mma_update_on_cpu import MMA_EMULATION, _bfloat16
+from test_simt_gemm_on_cpu import GRID_RUNNER, SHIM, built_on_cpu
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+
+RUNNER = GRID_RUNNER + r"""
+extern "C" void run_transpose(const unsigned short* weights, const unsigned short* y, float* out, unsigned grid_x,
+                              unsigned grid_y, unsigned grid_z, int rows, int batch, int channels, int field, int step,
+                              int blocks_h, int blocks_w, int map_w)
+{
+    run_grid(grid_x, grid_y, grid_z, [=] {
+        dasksae_mma_filter_transpose_fold(weights, y, out, rows, batch, channels, field, step, blocks_h, blocks_w,
+                                          map_w);
+    });
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def kernel_on_cpu(tmp_path_factory):
+    library = built_on_cpu(tmp_path_factory.mktemp("mma_transpose"),
+                           SHIM + MMA_EMULATION + mma_transpose.mma_transpose_source() + RUNNER)
+    library.run_transpose.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 8
+    return library
+
+
+def transpose_case(seed: int, field: int, step: int, channels: int, rows: int, blocks_h: int, blocks_w: int):
+    """Random bfloat16 weights and ``y`` for ``blocks_h x blocks_w`` blocks (minibatch 96) and a map of values to
+    add to; the expected map: NumPy's float64 ``W^T y`` of the same bfloat16 values folded into it."""
+    rng = numpy.random.default_rng(seed)
+    count, fan_in, batch = blocks_h * blocks_w, field * field * channels, 96
+    weight_bits, weights = _bfloat16(rng.standard_normal((count, rows, fan_in)))
+    y_bits, y = _bfloat16(rng.standard_normal((count, rows, batch)))
+    shape = ((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, batch)
+    out = rng.standard_normal(shape).astype(numpy.float32)
+    expected = out.astype(numpy.float64)
+    fold_patches_into(expected, batched_matmul(weights, y, transpose_a=True, precision="float64"), field, step,
+                      blocks_h, blocks_w)
+    return weight_bits, y_bits, out, expected
+
+
+@pytest.mark.parametrize("field, step, channels, rows, blocks_h, blocks_w", [
+    (8, 4, 8, 64, 3, 2),  # cells of 128 values (4x4 pixels, 8 channels) in up to 2x2 blocks, 2 tiles of rows a block
+    (6, 2, 4, 32, 3, 4),  # cells of 16 values (most rows of the block's products guarded), up to 3x3 blocks
+], ids=["cells-of-128", "cells-of-16"])
+def test_the_tensor_core_transpose_folds_into_the_map_as_numpy(kernel_on_cpu, field, step, channels, rows, blocks_h,
+                                                                blocks_w):
+    """Every cell of the map gets its blocks' sum added, edges (fewer blocks) and middles alike."""
+    weight_bits, y_bits, out, expected = transpose_case(5, field, step, channels, rows, blocks_h, blocks_w)
+    assert mma_transpose.transpose_fits(out, weight_bits, y_bits, field, step, blocks_h, blocks_w)
+    grid, arguments = mma_transpose.transpose_launch(out.shape, weight_bits.shape, field, step, blocks_h, blocks_w)
+    kernel_on_cpu.run_transpose(weight_bits.ctypes.data, y_bits.ctypes.data, out.ctypes.data, *grid, *arguments)
+    numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_shapes_the_kernel_does_not_take_are_refused():
+    """A field that is not a multiple of the step, cells of more than 128 values, rows not in whole 32s, a map of
+    another size: the caller multiplies and folds."""
+    weights = numpy.zeros((6, 64, 8 * 8 * 8), numpy.uint16)
+    y = numpy.zeros((6, 64, 96), numpy.uint16)
+    out = numpy.zeros((16, 12, 8, 96), numpy.float32)
+    assert mma_transpose.transpose_fits(out, weights, y, 8, 4, 3, 2)
+    assert not mma_transpose.transpose_fits(out, weights, y, 8, 3, 3, 2)
+    assert not mma_transpose.transpose_fits(out[:15], weights, y, 8, 4, 3, 2)
+    assert not mma_transpose.transpose_fits(out, weights[:, :48], y[:, :48], 8, 4, 3, 2)
+    wide = numpy.zeros((16, 12, 16, 96), numpy.float32)  # 4x4 pixels of 16 channels: 256 values a cell
+    assert not mma_transpose.transpose_fits(wide, numpy.zeros((6, 64, 8 * 8 * 16), numpy.uint16), y, 8, 4, 3, 2)

@@ -45,16 +45,18 @@
 #                 time per stage against cuBLAS's product then the fold (bench/gemm_layouts.py --mma-transpose), and the
 #                 in-process bfloat16 step with it 0 / 1 / 0 / 1. About 300 s.
 source bench/device_setup.sh
-card
-case "${PART:-tables}" in
-tables)
+bfloat16_kernel_tables() {  # the bfloat16 kernel tables: one tile in-process, then 4 worker threads on 2x2 tiles
   timeout ${TABLE_S:-150} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 5 \
     --top 40 --json $OUT/kernel-table-bfloat16.json 2>&1 | filter | head -45 > $OUT/kernel-table-bfloat16.log
   head -20 $OUT/kernel-table-bfloat16.log
   timeout ${FOUR_TABLE_S:-150} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 \
     --tiles 2x2 --workers 4 --runs 3 --top 40 --json $OUT/kernel-table-bfloat16-4w.json 2>&1 | filter | head -45 \
     > $OUT/kernel-table-bfloat16-4w.log
-  head -8 $OUT/kernel-table-bfloat16-4w.log
+  head -12 $OUT/kernel-table-bfloat16-4w.log; }
+card
+case "${PART:-tables}" in
+tables)
+  bfloat16_kernel_tables
   timeout ${GEMM_S:-100} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions bfloat16 \
     --runs 20 --json $OUT/gemm-bfloat16.json 2>&1 | filter | tee $OUT/gemm-bfloat16.log | grep current ;;
 strips)
@@ -89,13 +91,7 @@ table)
   issue_table ${TABLE_S:-540} --pipelined ;;
 next)
   gpu_tests ${TESTS_S:-200} tests/test_gpu.py tests/test_gpu_tiled.py
-  timeout ${TABLE_S:-100} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 5 \
-    --top 40 --json $OUT/kernel-table-bfloat16.json 2>&1 | filter | head -45 > $OUT/kernel-table-bfloat16.log
-  head -12 $OUT/kernel-table-bfloat16.log
-  timeout ${FOUR_TABLE_S:-120} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 \
-    --tiles 2x2 --workers 4 --runs 3 --top 40 --json $OUT/kernel-table-bfloat16-4w.json 2>&1 | filter | head -45 \
-    > $OUT/kernel-table-bfloat16-4w.log
-  head -12 $OUT/kernel-table-bfloat16-4w.log ;;
+  bfloat16_kernel_tables ;;
 transpose)
   gpu_tests ${TESTS_S:-120} tests/test_gpu.py -k "tensor_core_transpose"
   timeout ${GEMM_S:-120} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions bfloat16 \

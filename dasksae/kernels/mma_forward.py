@@ -120,15 +120,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_forward(
         for (int kk = 0; kk < TILE_K; kk += 16) {
             unsigned a[2][4], b[6][2];
             a_fragments(a, a_tile, warp_m * 32, A_ROW, kk, g, t);
-            for (int j = 0; j < 6; j += 2) {  // columns j and j + 1 of 8: their inner terms 0-7 and 8-15, transposed
-                unsigned r[4];
-                ldmatrix_x4_trans(r, b_tile + (kk + (lane & 7) + ((lane >> 3) & 1) * 8) * B_ROW + warp_n * 48 +
-                                         (j + (lane >> 4)) * 8);
-                b[j][0] = r[0];
-                b[j][1] = r[1];
-                b[j + 1][0] = r[2];
-                b[j + 1][1] = r[3];
-            }
+            b_fragments_transposed(b, b_tile, B_ROW, kk, warp_n * 48, lane);
             for (int i = 0; i < 2; ++i)
                 for (int j = 0; j < 6; ++j) mma_16816(acc[i][j], a[i], b[j]);
         }

@@ -122,15 +122,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpos
             for (int i = 0; i < 2; ++i)  // rows (cell values) of each 16 and inner terms (block rows), transposed
                 ldmatrix_x4_trans(a_frag[i], a_tile + (kk + (lane & 7) + ((lane >> 4) << 3)) * A_ROW + warp_m * 32 +
                                                  i * 16 + ((lane >> 3) & 1) * 8);
-            for (int j = 0; j < 6; j += 2) {  // columns j and j + 1 of 8: their inner terms 0-7 and 8-15, transposed
-                unsigned r[4];
-                ldmatrix_x4_trans(r, b_tile + (kk + (lane & 7) + ((lane >> 3) & 1) * 8) * B_ROW + warp_n * 48 +
-                                         (j + (lane >> 4)) * 8);
-                b_frag[j][0] = r[0];
-                b_frag[j][1] = r[1];
-                b_frag[j + 1][0] = r[2];
-                b_frag[j + 1][1] = r[3];
-            }
+            b_fragments_transposed(b_frag, b_tile, B_ROW, kk, warp_n * 48, lane);
             for (int i = 0; i < 2; ++i)
                 for (int j = 0; j < 6; ++j) mma_16816(acc[i][j], a_frag[i], b_frag[j]);
         }

@@ -56,7 +56,7 @@ WARP_COLUMN_TILES = 2  # the warps across a block's 96 columns: partial_squares 
 TENSOR_CORE_UPDATE = switch("DASKSAE_TENSOR_CORE_UPDATE") == "1"
 
 # cp.async copies, mma.sync and ldmatrix as device functions (under the CPU tests' g++, with no CUDA compiler, the
-# tests' shim defines them: tests/test_mma_update_on_cpu.py's MMA_EMULATION), and the A fragments' loads both kernels
+# tests' shim defines them: tests/test_mma_update_on_cpu.py's MMA_EMULATION), and the fragments' loads the kernels
 # share
 MMA_HELPERS = r"""
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
@@ -100,6 +100,20 @@ __device__ __forceinline__ void a_fragments(unsigned (*a)[4], const unsigned sho
         a[i][1] = *(const unsigned*)(top + 8 * row);
         a[i][2] = *(const unsigned*)(top + 8);
         a[i][3] = *(const unsigned*)(top + 8 * row + 8);
+    }
+}
+// a warp's B fragments of a k-step of 16 for its 48 columns (6 products of 8, from column `first`) from a k-major
+// shared tile of rows `row` elements apart: ldmatrix.trans, columns j and j + 1 (their inner terms 0-7 and 8-15) a call
+__device__ __forceinline__ void b_fragments_transposed(unsigned (*b)[2], const unsigned short* tile, const int row,
+                                                       const int kk, const int first, const int lane)
+{
+    for (int j = 0; j < 6; j += 2) {
+        unsigned r[4];
+        ldmatrix_x4_trans(r, tile + (kk + (lane & 7) + ((lane >> 3) & 1) * 8) * row + first + (j + (lane >> 4)) * 8);
+        b[j][0] = r[0];
+        b[j][1] = r[1];
+        b[j + 1][0] = r[2];
+        b[j + 1][1] = r[3];
     }
 }
 """

@@ -43,7 +43,9 @@
 #   PART=transpose (prepared for the next session) the opt-in bfloat16 W^T y with the fold in the product
 #                 (kernels/mma_transpose.py, DASKSAE_TENSOR_CORE_TRANSPOSE=1; built without a GPU): its GPU tests, its
 #                 time per stage against cuBLAS's product then the fold (bench/gemm_layouts.py --mma-transpose), and the
-#                 in-process bfloat16 step with it 0 / 1 / 0 / 1. About 300 s.
+#                 in-process bfloat16 step with it 0 / 1 / 0 / 1; and the tensor-core update's epilogue variants, among
+#                 them rows-l2 (the block's raw and velocity asked of L2 before its products; not yet run on a GPU),
+#                 with their GPU tests. About 400 s.
 source bench/device_setup.sh
 bfloat16_kernel_tables() {  # the bfloat16 kernel tables: one tile in-process, then 4 worker threads on 2x2 tiles
   timeout ${TABLE_S:-150} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 5 \
@@ -93,10 +95,12 @@ next)
   gpu_tests ${TESTS_S:-200} tests/test_gpu.py tests/test_gpu_tiled.py
   bfloat16_kernel_tables ;;
 transpose)
-  gpu_tests ${TESTS_S:-120} tests/test_gpu.py -k "tensor_core_transpose"
+  gpu_tests ${TESTS_S:-120} tests/test_gpu.py -k "tensor_core_transpose or tensor_core_update"
   timeout ${GEMM_S:-120} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions bfloat16 \
     --mma-transpose --runs 20 --json $OUT/gemm-transpose.json 2>&1 | filter | tee $OUT/gemm-transpose.log \
     | grep "W^T y  *mma\|then fold\|differ\|does not"
+  timeout ${MMA_S:-120} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions bfloat16 --mma \
+    --runs 20 --json $OUT/gemm-mma.json 2>&1 | filter | grep "grad\|update\|stage" | tee $OUT/gemm-mma.log
   for transpose in 0 1 0 1; do
     STEP_S=${STEP_S:-60} STEP_DTYPE=bfloat16 in_process tensor-core-transpose-$transpose \
       DASKSAE_TENSOR_CORE_TRANSPOSE=$transpose

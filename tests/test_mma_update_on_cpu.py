@@ -37,6 +37,7 @@ static inline void copy_16(unsigned short* shared, const unsigned short* global,
     else std::memset(shared, 0, 16);
 }
 static inline void copies_commit() {}
+static inline void prefetch_l2(const float*) {}
 template <int PENDING> static inline void copies_wait() {}
 static unsigned mma_a[256][4], mma_b[256][2];  // every thread of the block calls mma_16816 together, as the kernel does
 static inline void mma_16816(float* d, const unsigned* a, const unsigned* b)
@@ -86,7 +87,7 @@ extern "C" void run_update(const unsigned short* codes, const unsigned short* x,
 """
 
 
-@pytest.fixture(scope="module", params=["rows", "fragments"])
+@pytest.fixture(scope="module", params=["rows", "fragments", "rows-l2"])
 def kernel_on_cpu(tmp_path_factory, request):
     """The kernel built under g++ with each epilogue that takes the step (mma_update.EPILOGUE_VARIANTS)."""
     library = built_on_cpu(tmp_path_factory.mktemp("mma"),

@@ -79,6 +79,7 @@ __device__ __forceinline__ void mma_16816(float* d, const unsigned* a, const uns
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+__device__ __forceinline__ void prefetch_l2(const float* address) { asm volatile("prefetch.global.L2 [%0];" ::"l"(address)); }
 // four 8 x 8 bfloat16 matrices from shared memory, transposed: lanes 8q .. 8q + 7 give the addresses of matrix q's
 // rows (16 bytes each), and lane (g, t) = (lane / 4, lane % 4) receives in r[q] its column g's rows 2t and 2t + 1
 __device__ __forceinline__ void ldmatrix_x4_trans(unsigned* r, const unsigned short* row_address)
@@ -188,6 +189,13 @@ extern "C" __global__ void __launch_bounds__(256, 3) dasksae_mma_filter_weight_g
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
     const int tiles = width / TILE_K;
+#if PREFETCH_L2  // (a benchmark's variant of the rows epilogue: the block's raw and velocity asked of L2 first, so that
+    // their reads overlap the products; each thread asks for 3 of the 768 lines of 128 bytes)
+    for (int line = tid; line < TILE_M * 6; line += 256) {
+        const int r = line / 6, which = line % 6, m = m0 + r, n = n0 + (which % 3) * 32;
+        if (m < rows && n < fan_in) prefetch_l2((which < 3 ? raw : velocity) + (block * rows + m) * fan_in + n);
+    }
+#endif
     load(0, 0);
     for (int s = 0; s < tiles; ++s) {
         const int buffer = s & 1;
@@ -314,6 +322,9 @@ EPILOGUE_VARIANTS = {
     "rows": {"EPILOGUE_ROWS": 1},  # the products through shared memory: whole rows, a float4 a thread
     "fragments": {},  # session 21's: the step where mma.sync leaves the products, a float2 a thread
     "gemm-only": {"GEMM_ONLY": 1},  # for benchmarks: the products alone, no update (the weights are left as they were)
+    # for benchmarks (session 23, not yet run on a GPU): rows, with the block's raw and velocity asked of L2 before its
+    # products, so that the epilogue's reads (the kernel's products and traffic add up: 3.35 + 6.1 ms) overlap them
+    "rows-l2": {"EPILOGUE_ROWS": 1, "PREFETCH_L2": 1},
 }
 OUT_ROW = 104  # a row of the products' tile in shared memory: 96 floats and 8 of padding (OUT_ROW % 32 == 8)
 SHARED_BYTES = TILE_M * OUT_ROW * 4  # dynamic shared memory a block (above the 48 KiB default): the products' tile

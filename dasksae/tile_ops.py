@@ -181,7 +181,8 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         x_map, error_map = x_window[inputs], error[inputs] if has_error else None
         from_maps = backward_reads_maps(xp, precision, x_map, error_map, count, fan_in, blocks_w)  # no fields buffer
         # bfloat16, DASKSAE_TENSOR_CORE_UPDATE=1 (the default): the update with the weight gradient on tensor cores,
-        # which reads the maps; only G is gathered (for U g_r)
+        # which reads the maps; G is gathered for U g_r only where that product does not read the error map itself
+        # (DASKSAE_TENSOR_CORE_FORWARD)
         tensor_core = (update is not None and tied and weights is not state["encoder"]
                        and tensor_core_update_takes(xp, precision, x_map, error_map, fan_in, count, blocks_w))
         fields = None if from_maps or tensor_core else xp.empty((count, fan_in, width), dtype=storage)  # [X | G]
@@ -221,10 +222,10 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
             add_transpose_into(grad_x[inputs], weight_rows, grad_operand, field, step, p1 - p0, blocks_w, precision)
         gradient_maps = (x_map, error_map if tied else None)
         # W . dL/dW a row from the codes (exact precisions): the update then need not sum it over the gradient
+        # (and from the bfloat16 codes for the tensor-core update: the identity holds to their rounding)
         row_dots = (radial_dots(codes, z_rows, decoded, chunk_scale, a)
-                    if update is not None and precision in ("float32", "float64") else None)
-        if tensor_core:  # from the bfloat16 codes: the identity holds to their rounding (radial_dots)
-            row_dots = radial_dots(codes, z_rows, decoded, chunk_scale, a)
+                    if update is not None and (precision in ("float32", "float64") or tensor_core) else None)
+        if tensor_core:
             update_with_tensor_cores(codes, (x_map, error_map), field, step, blocks_w, state["encoder"][p0:p1],
                                      state["encoder_velocity"][p0:p1], weights[p0:p1], inverse_norms[p0:p1],
                                      row_dots, *update)

@@ -154,6 +154,12 @@ def _launch_through_driver_or_cupy(kernel: str, grid, device: int, stream: int, 
     _KERNELS[kernel][0]()(grid[:2], (_THREADS,), tuple(numpy.uint64(a) for a in arguments))
 
 
+def _blocks_for(largest: int) -> int:
+    """Blocks a launch takes along x for a largest copy of ``largest`` bytes: enough for 16 bytes a thread, at most 4
+    blocks an SM of an H100/H200."""
+    return max(1, min(-(-largest // (16 * _THREADS)), 528))
+
+
 def _launch(segments, device: int) -> None:
     """Copy ``segments`` on the current stream of ``device`` (the current one)."""
     import cupy
@@ -163,8 +169,7 @@ def _launch(segments, device: int) -> None:
         source, destination, nbytes = segments[0]
         cupy.cuda.runtime.memcpyAsync(destination, source, nbytes, cupy.cuda.runtime.memcpyDeviceToDevice, stream)
         return
-    largest = max(nbytes for _, _, nbytes in segments)
-    blocks = max(1, min(-(-largest // (16 * _THREADS)), 528))  # enough for 16 bytes a thread, at most 4 blocks an SM
+    blocks = _blocks_for(max(nbytes for _, _, nbytes in segments))
     _launch_through_driver_or_cupy("dasksae_copy_segments", (blocks, len(segments), 1), device, stream,
                                    segment_arguments(segments))
 
@@ -282,8 +287,7 @@ def _launch_strips(kernel: str, strips, device: int) -> None:
     import cupy
 
     stream = cupy.cuda.get_current_stream().ptr
-    largest = max(rows * row_bytes for _, _, rows, row_bytes, _, _ in strips)
-    blocks = max(1, min(-(-largest // (16 * _THREADS)), 528))  # 16 bytes a thread, at most 4 blocks an SM
+    blocks = _blocks_for(max(rows * row_bytes for _, _, rows, row_bytes, _, _ in strips))
     arguments = [value for strip in strips for value in strip] + [0] * (STRIP_FIELDS * (STRIPS_A_LAUNCH - len(strips)))
     _launch_through_driver_or_cupy(kernel, (blocks, len(strips), 1), device, stream, arguments)
 

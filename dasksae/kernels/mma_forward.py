@@ -33,7 +33,7 @@ import functools
 import numpy
 
 from ..switches import switch
-from .mma_update import MMA_HELPERS
+from .mma_update import MMA_HELPERS, aligned
 from .simt_gemm import THREADS, TILE_M, TILE_N, as_block_map, forward_launch, typed_launch
 
 # W x and U g_r in bfloat16 in this kernel where the arrays fit (local_filter.forward_on_tensor_cores)
@@ -159,11 +159,6 @@ def _kernel(variant: str):
     return kernel
 
 
-def _aligned(array) -> bool:
-    pointer = array.data.ptr if hasattr(array.data, "ptr") else array.ctypes.data
-    return array.flags.c_contiguous and pointer % 16 == 0
-
-
 def operands_fit(x, weights, field: int) -> bool:
     """Whether the kernel reads these: a bfloat16 (``uint16``) map ``x (H, W, C, N)`` and weights ``(count, rows,
     f*f*C)``, ``N`` in whole 96s, ``f*f*C`` in whole 8s, at most 65535 blocks, C-contiguous and 16-byte aligned."""
@@ -171,14 +166,14 @@ def operands_fit(x, weights, field: int) -> bool:
         return False
     count, _, fan_in = weights.shape
     return (x.shape[3] % TILE_N == 0 and fan_in % 8 == 0 and fan_in == field * field * x.shape[2] and count <= 65535
-            and _aligned(x) and _aligned(weights))
+            and aligned(x) and aligned(weights))
 
 
 def forward_fits(x, weights, out, row_scale, field: int, step: int, block_h: int, block_w: int) -> bool:
     """Whether :func:`filter_forward_bfloat16` takes this product: :func:`operands_fit`, a float32 output map
     ``(H', W', maps, N)`` with ``rows = block_h*block_w*maps`` and ``count`` its blocks, ``row_scale`` (if any) a
     float32 value a row; C-contiguous and 16-byte aligned."""
-    if not operands_fit(x, weights, field) or out.ndim != 4 or out.dtype.name != "float32" or not _aligned(out):
+    if not operands_fit(x, weights, field) or out.ndim != 4 or out.dtype.name != "float32" or not aligned(out):
         return False
     count, rows, _ = weights.shape
     if out.shape[3] != x.shape[3] or rows != block_h * block_w * out.shape[2]:
@@ -186,7 +181,7 @@ def forward_fits(x, weights, out, row_scale, field: int, step: int, block_h: int
     if count != (out.shape[0] // block_h) * (out.shape[1] // block_w):
         return False
     return row_scale is None or (row_scale.dtype.name == "float32" and row_scale.size == count * rows
-                                 and _aligned(row_scale))
+                                 and aligned(row_scale))
 
 
 def filter_forward_bfloat16(x, weights, out, field: int, step: int, block_h: int, block_w: int,

@@ -38,7 +38,7 @@ import functools
 import numpy
 
 from ..switches import switch
-from .mma_update import MMA_HELPERS
+from .mma_update import MMA_HELPERS, aligned
 from .simt_gemm import THREADS, TILE_N
 
 # W^T y with the fold in bfloat16 in this kernel where the arrays fit (local_filter.add_transpose_into); opt-in
@@ -163,11 +163,6 @@ def _kernel():
     return kernel
 
 
-def _aligned(array) -> bool:
-    pointer = array.data.ptr if hasattr(array.data, "ptr") else array.ctypes.data
-    return array.flags.c_contiguous and pointer % 16 == 0
-
-
 def transpose_fits(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int) -> bool:
     """Whether :func:`add_transpose_bfloat16` takes this product: a float32 map ``out (H, W, C, M)`` with ``H =
     (blocks_h - 1) step + field`` (``W`` likewise), bfloat16 (``uint16``) ``weight_rows (blocks, rows, f*f*C)`` and
@@ -185,7 +180,7 @@ def transpose_fits(out, weight_rows, y_rows, field: int, step: int, blocks_h: in
         return False
     if count != blocks_h * blocks_w or fan_in != field * field * channels or y_rows.shape != (count, rows, batch):
         return False
-    return all(_aligned(array) for array in (out, weight_rows, y_rows))
+    return all(aligned(array) for array in (out, weight_rows, y_rows))
 
 
 def transpose_launch(out_shape, weights_shape, field: int, step: int, blocks_h: int, blocks_w: int):
@@ -200,6 +195,12 @@ def transpose_launch(out_shape, weights_shape, field: int, step: int, blocks_h: 
 def add_transpose_bfloat16(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int) -> None:
     """``out +=`` the fold of ``W^T y`` on tensor cores, each cell's sum written once (the arrays must
     :func:`transpose_fits`)."""
-    grid, arguments = transpose_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w)
-    _kernel()(grid, (THREADS,), (weight_rows, y_rows, out, *(numpy.int32(value) for value in arguments)),
-              shared_mem=SHARED_BYTES)
+    grid, arguments = _typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w)
+    _kernel()(grid, (THREADS,), (weight_rows, y_rows, out, *arguments), shared_mem=SHARED_BYTES)
+
+
+@functools.lru_cache(maxsize=256)
+def _typed_launch(*shapes):
+    """:func:`transpose_launch` with its arguments as the kernel's ints, made once for these shapes."""
+    grid, arguments = transpose_launch(*shapes)
+    return grid, tuple(numpy.int32(value) for value in arguments)

@@ -348,7 +348,9 @@ def _kernel(variant: str):
     return kernel
 
 
-def _aligned(array, vector_bytes: int = 16) -> bool:
+def aligned(array, vector_bytes: int = 16) -> bool:
+    """Whether ``array`` (CuPy, or NumPy for the CPU tests) is C-contiguous at an address in whole ``vector_bytes``:
+    what the tensor-core kernels' 16-byte copies take."""
     pointer = array.data.ptr if hasattr(array.data, "ptr") else array.ctypes.data
     return array.flags.c_contiguous and pointer % vector_bytes == 0
 
@@ -368,13 +370,13 @@ def update_fits(codes, x, error, raw, velocity, operand, inverse_norms, row_dots
         return False
     if raw.shape != (count, rows, fan_in) or velocity.shape != raw.shape or count % blocks_w:
         return False
-    if any(a.dtype.name != "uint16" or not _aligned(a) for a in (codes, x) + ((error,) if error is not None else ())):
+    if any(a.dtype.name != "uint16" or not aligned(a) for a in (codes, x) + ((error,) if error is not None else ())):
         return False
     if error is not None and error.shape != x.shape:
         return False
-    if any(a.dtype.name != "float32" or not _aligned(a) for a in (raw, velocity)):
+    if any(a.dtype.name != "float32" or not aligned(a) for a in (raw, velocity)):
         return False
-    if operand is not None and (operand.dtype.name != "uint16" or operand.shape != raw.shape or not _aligned(operand)):
+    if operand is not None and (operand.dtype.name != "uint16" or operand.shape != raw.shape or not aligned(operand)):
         return False
     return all(a.dtype.name == "float32" and a.flags.c_contiguous and a.size == count * rows
                for a in (inverse_norms, row_dots))
@@ -386,7 +388,7 @@ def maps_fit(x, error, fan_in: int, count: int, blocks_w: int) -> bool:
     (what :func:`update_fits` asks of the maps, known before the chunk's codes are made)."""
     return (error is not None and x.shape == error.shape and x.ndim == 4 and x.shape[-1] % TILE_K == 0
             and fan_in % 4 == 0 and count % blocks_w == 0 and count <= 65535
-            and all(a.dtype.name == "uint16" and _aligned(a) for a in (x, error)))
+            and all(a.dtype.name == "uint16" and aligned(a) for a in (x, error)))
 
 
 def filter_weight_grad_update_bfloat16(codes, x, error, raw, velocity, operand, inverse_norms, row_dots, lr: float,

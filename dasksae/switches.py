@@ -36,7 +36,7 @@ SWITCHES = {
     "DASKSAE_TENSOR_CORE_UPDATE": (("1", "0"), "1"),
     "DASKSAE_MMA_EPILOGUE": (("rows", "fragments"), "rows"),
     "DASKSAE_TENSOR_CORE_FORWARD": (("1", "0"), "1"),
-    "DASKSAE_TENSOR_CORE_TRANSPOSE": (("0", "1"), "0"),
+    "DASKSAE_TENSOR_CORE_TRANSPOSE": (("0", "1"), "1"),
 }
 
 

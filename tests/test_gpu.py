@@ -867,7 +867,7 @@ def test_the_tensor_core_transpose_with_the_fold_on_the_gpu_equals_numpy(case):
 
 
 def test_bfloat16_training_with_the_tensor_core_transpose_follows_cublas(monkeypatch):
-    """DASKSAE_TENSOR_CORE_TRANSPOSE=1 (opt-in): ``small`` (stage 1's 3 channels make cells the kernel does not take;
+    """DASKSAE_TENSOR_CORE_TRANSPOSE=1 (the default): ``small`` (stage 1's 3 channels make cells the kernel does not take;
     stages 2 and 3 take it for the reconstruction and the input gradient) trained in bfloat16 as with cuBLAS's product
     and the fold (``=0``): their float32 sums differ in order only."""
     from dasksae.kernels import mma_transpose

@@ -389,7 +389,7 @@ def add_transpose_into(out, weight_rows, y_rows, field: int, step: int, blocks_h
     ``y_rows (blocks, rows, M)`` are operands of ``precision`` for ``blocks_h x blocks_w`` blocks, block ``(p, q)``'s
     field at ``(p*step, q*step)``: multiplies, then folds (adding each block's fields straight into the map in our
     float32 kernel was slower on an H200: ``kernels/simt_gemm.py``).  In bfloat16 with
-    ``DASKSAE_TENSOR_CORE_TRANSPOSE=1`` (opt-in, not yet run on a GPU), where the arrays fit, one tensor-core kernel
+    ``DASKSAE_TENSOR_CORE_TRANSPOSE=1`` (the default), where the arrays fit, one tensor-core kernel
     sums each cell of the map over its blocks and adds it in, with no patches (:mod:`.mma_transpose`)."""
     if (precision == "bfloat16" and mma_transpose.TENSOR_CORE_TRANSPOSE and array_module(out).__name__ == "cupy"
             and mma_transpose.transpose_fits(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)):

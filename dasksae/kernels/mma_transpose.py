@@ -27,8 +27,10 @@ tiles of 32 inner terms in :data:`STAGES` buffers.
 
 Its source runs on the CPU under g++ (``tests/test_mma_transpose_on_cpu.py``,
 the shim of ``tests/test_mma_update_on_cpu.py``) against NumPy's product
-and fold.  ``DASKSAE_TENSOR_CORE_TRANSPOSE=1`` turns it on; it has not run
-on a GPU yet (``PART=transpose bash bench/gpu_session23_check.sh``).
+and fold.  On by default (``DASKSAE_TENSOR_CORE_TRANSPOSE=0`` turns it off): on an
+H200 (session 24) it took coates200's stages 2 and 3 in 0.98 and 0.78 ms
+against 1.44 and 1.12 ms for cuBLAS's product then the fold, and the
+bfloat16 step from 24.3 to 22.7 ms.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from ..switches import switch
 from .mma_update import MMA_HELPERS, aligned
 from .simt_gemm import THREADS, TILE_N
 
-# W^T y with the fold in bfloat16 in this kernel where the arrays fit (local_filter.add_transpose_into); opt-in
+# W^T y with the fold in bfloat16 in this kernel where the arrays fit (local_filter.add_transpose_into); default on
 TENSOR_CORE_TRANSPOSE = switch("DASKSAE_TENSOR_CORE_TRANSPOSE") == "1"
 TILE_K = 32  # block rows (inner terms) a tile of shared memory
 STAGES = 4  # tiles of shared memory a block: STAGES - 1 in flight while one is multiplied

@@ -1,0 +1,29 @@
+#!/bin/bash
+# Session 24's GPU checks on the lent H200 (results in bench/results/session24/<part>/, each with its command.txt):
+#   PART=fold     the float32 W^T y with the fold in the product (simt_gemm.add_transpose_fold,
+#                 DASKSAE_SIMT_TRANSPOSE_FOLD=1; built this session without a GPU): its GPU tests, its time per stage
+#                 against our product into patches then the fold (bench/gemm_layouts.py --transpose-fold), the
+#                 in-process float32 step with it 0 / 1 / 0 / 1, then the float32 ratio rows (limit, 1 worker,
+#                 PyTorch) with the faster of the two.  About 460 s.
+#   PART=table    the issue's table with today's defaults (float32 and bfloat16: limit, 1 worker with the in-process
+#                 step, 4 worker threads, PyTorch), in one process.  About 540 s.
+source bench/device_setup.sh
+card
+case "${PART:-fold}" in
+fold)
+  gpu_tests ${TESTS_S:-150} tests/test_gpu.py -k "transpose_fold or float32_transpose"
+  timeout ${GEMM_S:-100} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions float32 \
+    --transpose-fold --runs 20 --json $OUT/gemm-transpose-fold.json 2>&1 | filter | tee $OUT/gemm-transpose-fold.log \
+    | grep "W^T y  *simt fold\|then fold\|differ\|does not"
+  for fold in 0 1 0 1; do
+    STEP_S=${STEP_S:-60} in_process transpose-fold-$fold DASKSAE_SIMT_TRANSPOSE_FOLD=$fold
+  done
+  faster=$(faster_of transpose-fold-0 transpose-fold-1)
+  echo "faster: $faster" | tee -a $OUT/gpu-step.log
+  DASKSAE_SIMT_TRANSPOSE_FOLD=${faster##*-} ratio_float32 ${RATIO_S:-180} --pipelined
+  cd $OUT && tar czf logs.tgz gpu-step-transpose-fold-*.json && rm -f gpu-step-transpose-fold-*.json ;;
+table)
+  gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "transpose_fold or float32_transpose"
+  issue_table ${TABLE_S:-540} --pipelined ;;
+esac
+true

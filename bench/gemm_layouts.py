@@ -37,7 +37,8 @@ reconstruction runs it, on tensor cores with the fold in the product
 cuBLAS's product into patches, then the fold (row ``then fold``).
 ``--transpose-fold`` does the same in float32 for our float32 kernel with
 the fold in the product (``DASKSAE_SIMT_TRANSPOSE_FOLD``, session 24: row
-``simt fold``) against our product into patches, then the fold.
+``simt fold``) against our product into patches, then the fold (both with
+``DASKSAE_GEMM=simt``, as training runs them).
 
 ``--mma`` adds, in bfloat16, the tensor-core weight gradient with the update
 in its epilogue (:mod:`dasksae.kernels.mma_update`, session 21: rows
@@ -226,6 +227,8 @@ def transpose_fold_rows(stage, geometry, batch, runs, precision="bfloat16"):
         print(f"   W^T y {label}: the kernel does not take this stage's shapes")
         return []
     found, outputs = [], {}
+    gemm = os.environ.get("DASKSAE_GEMM")
+    os.environ["DASKSAE_GEMM"] = "simt"  # the float32 product as training runs it (main sets cuBLAS between its rows)
     try:
         for on, layout in ((False, "then fold"), (True, label)):
             setattr(module, switch_name, on)
@@ -240,6 +243,10 @@ def transpose_fold_rows(stage, geometry, batch, runs, precision="bfloat16"):
                           "max_difference_from_cublas": None})
     finally:
         setattr(module, switch_name, module.switch(environment[switch_name]) == "1")
+        if gemm is None:
+            del os.environ["DASKSAE_GEMM"]
+        else:
+            os.environ["DASKSAE_GEMM"] = gemm
     difference = float(cupy.abs(outputs[label] - outputs["then fold"]).max() / cupy.abs(outputs["then fold"]).max())
     found[-1]["max_difference_from_cublas"] = difference
     print(f"    W^T y {label}: largest difference from the product then the fold {difference:.1e} of its largest value")

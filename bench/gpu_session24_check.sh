@@ -5,6 +5,12 @@
 #                 against our product into patches then the fold (bench/gemm_layouts.py --transpose-fold), the
 #                 in-process float32 step with it 0 / 1 / 0 / 1, then the float32 ratio rows (limit, 1 worker,
 #                 PyTorch) with the faster of the two.  About 460 s.
+#                 Ran at bce4c71 (session24/fold/): 4 GPU tests passed; the step 53.0 / 53.0 ms off, 53.0 / 52.8 on;
+#                 float32 1 worker 54.2 ms, 4.97x PyTorch's 269.2.  gemm_layouts' two rows were both the fallback
+#                 (it ran the float32 products with DASKSAE_GEMM=cublas, which the kernel does not take), and the
+#                 kernel's loads divided by the run and the covering blocks each k-tile.
+#   PART=fold2    the kernel's loads stepping on without divisions: its GPU tests, gemm_layouts --transpose-fold with
+#                 DASKSAE_GEMM=simt, the in-process float32 step with it 0 / 1.  About 150 s.
 #   PART=table    the issue's table with today's defaults (float32 and bfloat16: limit, 1 worker with the in-process
 #                 step, 4 worker threads, PyTorch), in one process.  About 540 s.
 source bench/device_setup.sh
@@ -21,6 +27,15 @@ fold)
   faster=$(faster_of transpose-fold-0 transpose-fold-1)
   echo "faster: $faster" | tee -a $OUT/gpu-step.log
   DASKSAE_SIMT_TRANSPOSE_FOLD=${faster##*-} ratio_float32 ${RATIO_S:-180} --pipelined
+  cd $OUT && tar czf logs.tgz gpu-step-transpose-fold-*.json && rm -f gpu-step-transpose-fold-*.json ;;
+fold2)
+  gpu_tests ${TESTS_S:-100} tests/test_gpu.py -k "transpose_fold or float32_transpose"
+  timeout ${GEMM_S:-100} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions float32 \
+    --transpose-fold --runs 20 --json $OUT/gemm-transpose-fold.json 2>&1 | filter | tee $OUT/gemm-transpose-fold.log \
+    | grep "W^T y  *simt fold\|then fold\|differ\|does not"
+  for fold in 0 1; do
+    STEP_S=${STEP_S:-60} in_process transpose-fold-$fold DASKSAE_SIMT_TRANSPOSE_FOLD=$fold
+  done
   cd $OUT && tar czf logs.tgz gpu-step-transpose-fold-*.json && rm -f gpu-step-transpose-fold-*.json ;;
 table)
   gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "transpose_fold or float32_transpose"

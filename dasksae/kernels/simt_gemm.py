@@ -209,22 +209,24 @@ __device__ __forceinline__ void simt_gemm_body(
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     const int m0 = MODE == CELLS ? 0 : blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
     A += blockIdx.z * batch_a;
-    // CELLS: the cell (cell_a, cell_b), the first covering block (p_first, q_first), blocks_q covering blocks a row of
-    // them, a run of the cell (step*C values), the weights' rows (f*f*C) and the inner dimension (covering blocks x rows)
-    int cell_a = 0, cell_b = 0, p_first = 0, q_first = 0, blocks_q = 1, run = 1, k_end = K;
+    // CELLS: the cell (cell_a, cell_b), the first and last covering blocks along a row of them (q_first, q_last), a run
+    // of the cell (step*C values), the weights' rows (f*f*C), the inner dimension (covering blocks x rows), and the next
+    // k-tile's block (tile_p, tile_q) and first row (tile_r0): the loads come in order, so these step on, no divisions
+    int cell_a = 0, cell_b = 0, q_first = 0, q_last = 0, run = 1, k_end = K, tile_p = 0, tile_q = 0, tile_r0 = 0;
     long long fan_in = 0;
     if (MODE == CELLS) {
         cell_a = blockIdx.z;
         cell_b = blockIdx.x;
         const int reach = cells.field / cells.step;  // the blocks a cell lies in along each axis (fewer at the edges)
-        p_first = cell_a - reach + 1 > 0 ? cell_a - reach + 1 : 0;
-        q_first = cell_b - reach + 1 > 0 ? cell_b - reach + 1 : 0;
+        const int p_first = cell_a - reach + 1 > 0 ? cell_a - reach + 1 : 0;
         const int p_last = cell_a < cells.blocks_h - 1 ? cell_a : cells.blocks_h - 1;
-        const int q_last = cell_b < cells.blocks_w - 1 ? cell_b : cells.blocks_w - 1;
-        blocks_q = q_last - q_first + 1;
+        q_first = cell_b - reach + 1 > 0 ? cell_b - reach + 1 : 0;
+        q_last = cell_b < cells.blocks_w - 1 ? cell_b : cells.blocks_w - 1;
         run = cells.step * cells.channels;
         fan_in = (long long)cells.field * cells.field * cells.channels;
-        k_end = (p_last - p_first + 1) * blocks_q * cells.rows;
+        k_end = (p_last - p_first + 1) * (q_last - q_first + 1) * cells.rows;
+        tile_p = p_first;
+        tile_q = q_first;
     }
     if (MODE == FIELDS) {
         const long long p = blockIdx.z / blocks_w, q = blockIdx.z % blocks_w;
@@ -285,23 +287,35 @@ __device__ __forceinline__ void simt_gemm_body(
             field_at[part] = v < B_VECTORS && n < N ? (int)((n / field_rows) * in_row + (n % field_rows) * ldb) : -1;
         }
 
+    int cell_offset[A_PARTS];  // CELLS: each part's weight from its k-tile's first weight row at the cell (-1: past M)
+    if (MODE == CELLS)
+        for (int part = 0; part < A_PARTS; ++part) {  // TILE_K weight rows, 32 vectors of the cell's values each
+            const int v = tid + part * 256, k = v / 32, m = (v % 32) * 4;  // (run % 4 == 0: a vector in one run)
+            cell_offset[part] = m < M ? (int)(k * fan_in + (m / run) * cells.field * cells.channels + m % run) : -1;
+        }
+
     auto load = [&](const int k0) {
         const float* a_cell = A;  // CELLS: this k-tile's first weight row at the cell's place, and its first row of y
         const float* b_cell = B;
-        if (MODE == CELLS) {  // a k-tile lies in one block's rows (rows % TILE_K == 0)
-            const int which = k0 / cells.rows, r0 = k0 % cells.rows;
-            const int p = p_first + which / blocks_q, q = q_first + which % blocks_q;
-            const long long block = (long long)p * cells.blocks_w + q;
-            a_cell = A + (block * cells.rows + r0) * fan_in + ((long long)(cell_a - p) * cells.field + (cell_b - q)) * run;
-            b_cell = B + (block * cells.rows + r0) * ldb + n0;
+        if (MODE == CELLS) {  // a k-tile lies in one block's rows (rows % TILE_K == 0); then step to the next k-tile
+            const long long block = (long long)tile_p * cells.blocks_w + tile_q;
+            a_cell = A + (block * cells.rows + tile_r0) * fan_in +
+                     ((long long)(cell_a - tile_p) * cells.field + (cell_b - tile_q)) * run;
+            b_cell = B + (block * cells.rows + tile_r0) * ldb + n0;
+            tile_r0 += TILE_K;
+            if (tile_r0 == cells.rows) {
+                tile_r0 = 0;
+                if (++tile_q > q_last) {
+                    tile_q = q_first;
+                    ++tile_p;
+                }
+            }
         }
         for (int part = 0; part < A_PARTS; ++part) {
             const int v = tid + part * 256;
-            if (MODE == CELLS) {             // TILE_K weight rows, 32 vectors of the cell's values each (run % 4 == 0)
-                const int k = v / 32, m = (v % 32) * 4;
-                a_next[part] = m < M ? *(const float4*)(a_cell + k * fan_in + (long long)(m / run) * cells.field *
-                                                        cells.channels + m % run)
-                                     : make_float4(0.f, 0.f, 0.f, 0.f);
+            if (MODE == CELLS) {
+                a_next[part] = cell_offset[part] >= 0 ? *(const float4*)(a_cell + cell_offset[part])
+                                                      : make_float4(0.f, 0.f, 0.f, 0.f);
             } else if (TRANSPOSE_A) {               // TILE_K rows of k, 32 vectors of m each
                 const int k = v / 32, m = m0 + (v % 32) * 4;
                 a_next[part] = m < M ? *(const float4*)(A + (long long)(k0 + k) * lda + m) : make_float4(0.f, 0.f, 0.f, 0.f);

@@ -35,10 +35,6 @@ block-rows pass: row ``gathered``).
 reconstruction runs it, on tensor cores with the fold in the product
 (:mod:`dasksae.kernels.mma_transpose`, session 23: row ``mma fold``) and as
 cuBLAS's product into patches, then the fold (row ``then fold``).
-``--transpose-fold`` does the same in float32 for our float32 kernel with
-the fold in the product (``DASKSAE_SIMT_TRANSPOSE_FOLD``, session 24: row
-``simt fold``) against our product into patches, then the fold (both with
-``DASKSAE_GEMM=simt``, as training runs them).
 
 ``--mma`` adds, in bfloat16, the tensor-core weight gradient with the update
 in its epilogue (:mod:`dasksae.kernels.mma_update`, session 21: rows
@@ -199,57 +195,47 @@ def mma_forward_rows(stage, geometry, batch, runs):
     return found
 
 
-def transpose_fold_rows(stage, geometry, batch, runs, precision="bfloat16"):
-    """``W^T y`` with the fold for one stage as the reconstruction runs it
-    (:func:`~dasksae.kernels.local_filter.add_transpose_into` into a zeroed map of the stage's input shape): in
-    bfloat16 (``--mma-transpose``) ``mma fold`` on tensor cores with the fold in the product
-    (:mod:`dasksae.kernels.mma_transpose`), in float32 (``--transpose-fold``) ``simt fold``, our float32 kernel's
-    (:func:`~dasksae.kernels.simt_gemm.add_transpose_fold`); ``then fold`` with the kernel's switch off (the product
-    into patches, then the fold), and the largest difference between the two."""
+def mma_transpose_rows(stage, geometry, batch, runs):
+    """``W^T y`` with the fold in bfloat16 for one stage (``--mma-transpose``) as the reconstruction runs it
+    (:func:`~dasksae.kernels.local_filter.add_transpose_into` into a zeroed map of the stage's input shape):
+    ``mma fold`` on tensor cores with the fold in the product (:mod:`dasksae.kernels.mma_transpose`), ``then fold``
+    with ``DASKSAE_TENSOR_CORE_TRANSPOSE=0`` (cuBLAS's product into patches, then the fold), and the largest
+    difference between the two."""
     import cupy
 
-    from dasksae.kernels import mma_transpose, simt_gemm
+    from dasksae.kernels import mma_transpose
     from dasksae.kernels.gemm import operand
     from dasksae.kernels.local_filter import add_transpose_into
     from profile_kernels import timed
 
-    module, switch_name, fits, label = {
-        "bfloat16": (mma_transpose, "TENSOR_CORE_TRANSPOSE", mma_transpose.transpose_fits, "mma fold"),
-        "float32": (simt_gemm, "TRANSPOSE_FOLD", simt_gemm.transpose_fold_fits, "simt fold")}[precision]
-    environment = {"TENSOR_CORE_TRANSPOSE": "DASKSAE_TENSOR_CORE_TRANSPOSE", "TRANSPOSE_FOLD": "DASKSAE_SIMT_TRANSPOSE_FOLD"}
     blocks_h, blocks_w, rows, fan_in = geometry.weight_shape
     field, step, blocks = stage.field, stage.step, blocks_h * blocks_w
     generator = cupy.random.default_rng(0)
-    weights = operand(generator.standard_normal((blocks, rows, fan_in), dtype=cupy.float32), precision)
-    y = operand(generator.standard_normal((blocks, rows, batch), dtype=cupy.float32), precision)
+    weights = operand(generator.standard_normal((blocks, rows, fan_in), dtype=cupy.float32), "bfloat16")
+    y = operand(generator.standard_normal((blocks, rows, batch), dtype=cupy.float32), "bfloat16")
     out = cupy.zeros(tuple(geometry.input_shape) + (batch,), dtype=cupy.float32)
-    if not fits(out, weights, y, field, step, blocks_h, blocks_w):
-        print(f"   W^T y {label}: the kernel does not take this stage's shapes")
+    if not mma_transpose.transpose_fits(out, weights, y, field, step, blocks_h, blocks_w):
+        print("   W^T y mma fold: the kernel does not take this stage's shapes")
         return []
     found, outputs = [], {}
-    gemm = os.environ.get("DASKSAE_GEMM")
-    os.environ["DASKSAE_GEMM"] = "simt"  # the float32 product as training runs it (main sets cuBLAS between its rows)
     try:
-        for on, layout in ((False, "then fold"), (True, label)):
-            setattr(module, switch_name, on)
+        for on, layout in ((False, "then fold"), (True, "mma fold")):
+            mma_transpose.TENSOR_CORE_TRANSPOSE = on
             out[...] = 0
-            add_transpose_into(out, weights, y, field, step, blocks_h, blocks_w, precision)
+            add_transpose_into(out, weights, y, field, step, blocks_h, blocks_w, "bfloat16")
             outputs[layout] = out.copy()
-            seconds = timed(lambda: add_transpose_into(out, weights, y, field, step, blocks_h, blocks_w, precision),
+            seconds = timed(lambda: add_transpose_into(out, weights, y, field, step, blocks_h, blocks_w, "bfloat16"),
                             runs=runs)
-            found.append({"product": "W^T y", "layout": layout, "precision": precision, "blocks": blocks,
+            found.append({"product": "W^T y", "layout": layout, "precision": "bfloat16", "blocks": blocks,
                           "inner": rows, "seconds": seconds,
                           "tflops": 2 * blocks * rows * fan_in * batch / seconds / 1e12,
                           "max_difference_from_cublas": None})
     finally:
-        setattr(module, switch_name, module.switch(environment[switch_name]) == "1")
-        if gemm is None:
-            del os.environ["DASKSAE_GEMM"]
-        else:
-            os.environ["DASKSAE_GEMM"] = gemm
-    difference = float(cupy.abs(outputs[label] - outputs["then fold"]).max() / cupy.abs(outputs["then fold"]).max())
+        mma_transpose.TENSOR_CORE_TRANSPOSE = mma_transpose.switch("DASKSAE_TENSOR_CORE_TRANSPOSE") == "1"
+    difference = float(cupy.abs(outputs["mma fold"] - outputs["then fold"]).max()
+                       / cupy.abs(outputs["then fold"]).max())
     found[-1]["max_difference_from_cublas"] = difference
-    print(f"    W^T y {label}: largest difference from the product then the fold {difference:.1e} of its largest value")
+    print(f"    W^T y mma fold: largest difference from the product then the fold {difference:.1e} of its largest value")
     return found
 
 
@@ -279,9 +265,6 @@ def main(argv=None):
     parser.add_argument("--mma-transpose", action="store_true",
                         help="bfloat16 W^T y with the fold on tensor cores against the product, then the fold "
                              "(kernels/mma_transpose.py)")
-    parser.add_argument("--transpose-fold", action="store_true",
-                        help="float32 W^T y with the fold in our kernel against the product, then the fold "
-                             "(simt_gemm.add_transpose_fold)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     config = coates(args.config)
@@ -334,11 +317,9 @@ def main(argv=None):
             extra = ((implicit_rows if args.implicit and precision == "float32" else None),
                      (mma_rows if args.mma and precision == "bfloat16" else None),
                      (mma_forward_rows if args.mma_forward and precision == "bfloat16" else None),
-                     (transpose_fold_rows if args.mma_transpose and precision == "bfloat16" else None),
-                     (transpose_fold_rows if args.transpose_fold and precision == "float32" else None))
+                     (mma_transpose_rows if args.mma_transpose and precision == "bfloat16" else None))
             for rows_of in [f for f in extra if f is not None]:
-                options = {"precision": precision} if rows_of is transpose_fold_rows else {}
-                for row in rows_of(config.stages[stage], geometry, args.minibatch, args.runs, **options):
+                for row in rows_of(config.stages[stage], geometry, args.minibatch, args.runs):
                     row["stage"] = stage + 1
                     rows_out.append(row)
                     print(f"{stage + 1:>5} {row['product']:>8} {row['layout']:>10} {precision:>9} {blocks:>6} "

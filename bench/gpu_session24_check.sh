@@ -1,5 +1,7 @@
 #!/bin/bash
-# Session 24's GPU checks on the lent H200 (results in bench/results/session24/<part>/, each with its command.txt):
+# Session 24's GPU checks on the lent H200 (results in bench/results/session24/<part>/, each with its command.txt).
+# The float32 kernel that PART=fold and PART=fold2 measure was dropped after them (no faster): run those parts at
+# 197d7a3 (git checkout 197d7a3).
 #   PART=fold     the float32 W^T y with the fold in the product (simt_gemm.add_transpose_fold,
 #                 DASKSAE_SIMT_TRANSPOSE_FOLD=1; built this session without a GPU): its GPU tests, its time per stage
 #                 against our product into patches then the fold (bench/gemm_layouts.py --transpose-fold), the

@@ -37,7 +37,6 @@ SWITCHES = {
     "DASKSAE_MMA_EPILOGUE": (("rows", "fragments"), "rows"),
     "DASKSAE_TENSOR_CORE_FORWARD": (("1", "0"), "1"),
     "DASKSAE_TENSOR_CORE_TRANSPOSE": (("0", "1"), "1"),
-    "DASKSAE_SIMT_TRANSPOSE_FOLD": (("0", "1"), "0"),
 }
 
 

@@ -21,8 +21,6 @@ from dasksae.kernels import (
     window_sum,
     window_sum_transpose,
 )
-from dasksae.kernels import local_filter, simt_gemm
-from dasksae.kernels.gemm import batched_matmul
 from dasksae.network import NetworkConfig, StageConfig, named_config
 from dasksae.optim import init_velocity
 from dasksae.reference import init_params, loss_and_grads, train_step
@@ -843,7 +841,7 @@ def test_bfloat16_training_with_the_tensor_core_forward_follows_cublas(monkeypat
     bfloat16 as with cuBLAS over gathered fields (``=0``): their float32 sums differ in order only."""
     from dasksae.kernels import mma_forward
 
-    (expected_losses, expected_parameters), (losses, parameters), launched = _trained_off_and_on(
+    (expected_losses, expected_parameters), (losses, parameters), launched = _small_bfloat16_trained_off_and_on(
         monkeypatch, mma_forward, "TENSOR_CORE_FORWARD", "filter_forward_bfloat16", lambda args: args[5:7])
     assert (2, 2) in launched and (1, 1) in launched  # W x into the maps (2x2 positions), U g_r into block rows
     numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-4)
@@ -874,7 +872,7 @@ def test_bfloat16_training_with_the_tensor_core_transpose_follows_cublas(monkeyp
     and the fold (``=0``): their float32 sums differ in order only."""
     from dasksae.kernels import mma_transpose
 
-    (expected_losses, expected_parameters), (losses, parameters), launched = _trained_off_and_on(
+    (expected_losses, expected_parameters), (losses, parameters), launched = _small_bfloat16_trained_off_and_on(
         monkeypatch, mma_transpose, "TENSOR_CORE_TRANSPOSE", "add_transpose_bfloat16", lambda args: args[0].shape)
     assert len(set(launched)) >= 2  # the maps of stages 2 and 3
     numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-4)
@@ -883,15 +881,14 @@ def test_bfloat16_training_with_the_tensor_core_transpose_follows_cublas(monkeyp
             assert numpy.abs(mine[name] - theirs[name]).max() < 1e-3 * numpy.abs(theirs[name]).max(), name
 
 
-def _trained_off_and_on(monkeypatch, module, switch_name: str, kernel_name: str, record, dtype: str = "bfloat16",
-                        config: NetworkConfig | None = None):
-    """``config`` (``small`` unless given: tied RICA, 1x1 tiles, M=96) trained 3 steps in ``dtype`` with
-    ``module.switch_name`` off, then on: each run's losses and parameters, and ``record(args)`` of each launch of
-    ``module.kernel_name`` while it was on (the off run must launch none)."""
+def _small_bfloat16_trained_off_and_on(monkeypatch, module, switch_name: str, kernel_name: str, record):
+    """``small`` (tied RICA, 1x1 tiles, M=96) trained 3 steps in bfloat16 with ``module.switch_name`` off, then on:
+    each run's losses and parameters, and ``record(args)`` of each launch of ``module.kernel_name`` while it was on
+    (the off run must launch none)."""
     from dasksae import TiledNetwork, tile_program
     from dasksae.tile_array import LocalExecutor
 
-    config = config or named_config("small")
+    config = named_config("small")
     data = numpy.random.default_rng(3)
     batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
     launched = []
@@ -901,52 +898,12 @@ def _trained_off_and_on(monkeypatch, module, switch_name: str, kernel_name: str,
     def trained(on: bool):
         monkeypatch.setattr(module, switch_name, on)
         tile_program.forget_all()
-        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype=dtype, device="cuda")
+        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
         return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()
 
     off = trained(False)
     assert not launched
     return off, trained(True), launched
-
-
-@pytest.mark.parametrize("case", [(8, 4, 8, 32, 3, 2), (12, 4, 6, 16, 2, 3), (20, 4, 8, 128, 4, 5)],
-                         ids=["cells-of-128", "cells-of-96", "coates200-like"])
-def test_the_float32_transpose_with_the_fold_on_the_gpu_equals_numpy(case):
-    """``dasksae_simt_filter_transpose_fold`` (our float32 kernel, each cell of the map summed over its blocks and
-    added in) on the device against NumPy's float64 product and fold: the g++ test's cases, and coates200's fields
-    (20 wide, step 4: a cell in up to 5x5 blocks of 128 rows)."""
-    field, step, channels, rows, blocks_h, blocks_w = case
-    rng = numpy.random.default_rng(7)
-    count, fan_in = blocks_h * blocks_w, field * field * channels
-    weights = rng.standard_normal((count, rows, fan_in)).astype(numpy.float32)
-    y = rng.standard_normal((count, rows, 96)).astype(numpy.float32)
-    out = rng.standard_normal(((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, 96)
-                              ).astype(numpy.float32)
-    expected = out.astype(numpy.float64)
-    local_filter.fold_patches_into(expected, batched_matmul(weights.astype(numpy.float64), y.astype(numpy.float64),
-                                                            transpose_a=True, precision="float64"),
-                                   field, step, blocks_h, blocks_w)
-    arrays = cupy.asarray(out), cupy.asarray(weights), cupy.asarray(y)
-    assert simt_gemm.transpose_fold_fits(*arrays, field, step, blocks_h, blocks_w)
-    simt_gemm.add_transpose_fold(*arrays, field, step, blocks_h, blocks_w)
-    numpy.testing.assert_allclose(arrays[0].get(), expected, rtol=1e-5, atol=1e-4 * numpy.sqrt(rows))
-
-
-def test_float32_training_with_the_transpose_fold_follows_the_product_and_fold(monkeypatch):
-    """DASKSAE_SIMT_TRANSPOSE_FOLD=1: a network of coates200's cells (8x8 fields at step 4 over 8 maps: cells of 128
-    values in stages 2 and 3; stage 1's 3 channels keep the product and the fold) trained in float32 as with the
-    product into patches and the fold (``=0``): their float32 sums differ in order only."""
-    stage = StageConfig(field=8, step=4, block=(2, 2, 8), maps=8, pool_size=3, pool_stride=1, lcn_size=5)
-    config = NetworkConfig(name="cells", input_shape=(96, 96, 3), stages=(stage,) * 3, objective="rica",
-                           sparsity=0.1, epsilon=1e-4, lcn_c=0.01, note="coates200's cells", headline_parameters=None)
-    (expected_losses, expected_parameters), (losses, parameters), launched = _trained_off_and_on(
-        monkeypatch, simt_gemm, "TRANSPOSE_FOLD", "add_transpose_fold", lambda args: args[0].shape, dtype="float32",
-        config=config)
-    assert len(set(launched)) >= 2  # the maps of stages 2 and 3
-    numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
-    for mine, theirs in zip(parameters, expected_parameters):
-        for name in mine:
-            assert numpy.abs(mine[name] - theirs[name]).max() < 1e-4 * numpy.abs(theirs[name]).max(), name
 
 
 def test_bfloat16_training_with_the_tensor_core_update_follows_the_gathered_path(monkeypatch):
@@ -956,7 +913,7 @@ def test_bfloat16_training_with_the_tensor_core_update_follows_the_gathered_path
     test's tolerances)."""
     from dasksae.kernels import mma_update
 
-    (expected_losses, expected_parameters), (losses, parameters), launched = _trained_off_and_on(
+    (expected_losses, expected_parameters), (losses, parameters), launched = _small_bfloat16_trained_off_and_on(
         monkeypatch, mma_update, "TENSOR_CORE_UPDATE", "filter_weight_grad_update_bfloat16", lambda args: 1)
     assert launched
     numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-5)

@@ -19,8 +19,6 @@ import numpy
 import pytest
 
 from dasksae.kernels import simt_gemm
-from dasksae.kernels.gemm import batched_matmul
-from dasksae.kernels.local_filter import fold_patches_into
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 
@@ -145,16 +143,6 @@ extern "C" void run_weight_grad_update(const float* codes, const float* x, const
     });
 }
 
-extern "C" void run_transpose_fold(const float* weights, const float* y, float* out, unsigned grid_x, unsigned grid_y,
-                                   unsigned grid_z, int rows, int batch, int channels, int field, int step, int blocks_h,
-                                   int blocks_w, int map_w)
-{
-    run_grid(grid_x, grid_y, grid_z, [=] {
-        dasksae_simt_filter_transpose_fold(weights, y, out, rows, batch, channels, field, step, blocks_h, blocks_w,
-                                           map_w);
-    });
-}
-
 extern "C" void run_inverse_norms(const float* partial_squares, float* inverse_norms, int rows, int tiles)
 {
     for (unsigned block = 0; block < (unsigned)((rows + 255) / 256); ++block)
@@ -209,7 +197,6 @@ def kernel_on_cpu(tmp_path_factory, request):
     library.run_weight_grad_update.argtypes = ([ctypes.c_void_p] * 8 + [ctypes.c_float] * 2 + [ctypes.c_uint] * 3
                                                + [ctypes.c_int] * 7 + [ctypes.c_longlong] * 2)
     library.run_inverse_norms.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2
-    library.run_transpose_fold.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 8
     return library
 
 
@@ -406,45 +393,3 @@ def test_the_kernel_source_takes_the_update_step_in_the_weight_gradient(kernel_o
     numpy.testing.assert_allclose(inverse_norms, expected_norms, rtol=1e-5)
     assert not simt_gemm.update_fits(_Host(raw), _Host(velocity[:, :, :-4].copy()), _Host(inverse_norms), _Host(row_dots))
     assert not simt_gemm.update_fits(_Host(raw), _Host(velocity), _Host(inverse_norms), _Host(row_dots[:, :-1].copy()))
-
-
-@pytest.mark.parametrize("field, step, channels, rows, blocks_h, blocks_w", [
-    (8, 4, 8, 32, 3, 2),  # cells of 128 values (4x4 pixels, 8 channels) in up to 2x2 blocks, 2 k-tiles a block
-    (12, 4, 6, 16, 2, 3),  # cells of 96 values (the block's rows 96-127 guarded) in up to 3x3 blocks
-], ids=["cells-of-128", "cells-of-96"])
-def test_the_kernel_source_folds_the_transpose_into_the_map(kernel_on_cpu, field, step, channels, rows, blocks_h,
-                                                            blocks_w):
-    """``dasksae_simt_filter_transpose_fold`` adds every cell's sum over its covering blocks into a map that already
-    holds values, edges (fewer blocks) and middles alike, as NumPy's product then the fold in float64."""
-    rng = numpy.random.default_rng(11)
-    count, fan_in, batch = blocks_h * blocks_w, field * field * channels, 96
-    weights = rng.standard_normal((count, rows, fan_in)).astype(numpy.float32)
-    y = rng.standard_normal((count, rows, batch)).astype(numpy.float32)
-    out = rng.standard_normal(((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, batch)
-                              ).astype(numpy.float32)
-    expected = out.astype(numpy.float64)
-    fold_patches_into(expected, batched_matmul(weights.astype(numpy.float64), y.astype(numpy.float64),
-                                               transpose_a=True, precision="float64"), field, step, blocks_h, blocks_w)
-    assert simt_gemm.transpose_fold_fits(out, weights, y, field, step, blocks_h, blocks_w)
-    grid, arguments = simt_gemm.transpose_fold_launch(out.shape, weights.shape, field, step, blocks_h, blocks_w)
-    kernel_on_cpu.run_transpose_fold(weights.ctypes.data, y.ctypes.data, out.ctypes.data, *grid, *arguments)
-    numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
-
-
-def test_transposes_the_fold_kernel_does_not_take_are_refused():
-    """A field that is not a multiple of the step, cells of fewer than 96 or more than 128 values, a cell's runs not
-    in whole vectors, rows not in whole 16s, a map of another size, a float64 map: the caller multiplies and folds."""
-    weights = numpy.zeros((6, 32, 8 * 8 * 8), numpy.float32)
-    y = numpy.zeros((6, 32, 96), numpy.float32)
-    out = numpy.zeros((16, 12, 8, 96), numpy.float32)
-    assert simt_gemm.transpose_fold_fits(out, weights, y, 8, 4, 3, 2)
-    assert not simt_gemm.transpose_fold_fits(out, weights, y, 8, 3, 3, 2)
-    assert not simt_gemm.transpose_fold_fits(out[:15], weights, y, 8, 4, 3, 2)
-    assert not simt_gemm.transpose_fold_fits(out, weights[:, :24], y[:, :24], 8, 4, 3, 2)
-    assert not simt_gemm.transpose_fold_fits(out.astype(numpy.float64), weights, y, 8, 4, 3, 2)
-    rgb = numpy.zeros((16, 12, 3, 96), numpy.float32)  # stage 1's cells: 4x4 pixels of 3 channels, 48 values
-    assert not simt_gemm.transpose_fold_fits(rgb, numpy.zeros((6, 32, 8 * 8 * 3), numpy.float32), y, 8, 4, 3, 2)
-    wide = numpy.zeros((16, 12, 16, 96), numpy.float32)  # 4x4 pixels of 16 channels: 256 values a cell
-    assert not simt_gemm.transpose_fold_fits(wide, numpy.zeros((6, 32, 8 * 8 * 16), numpy.float32), y, 8, 4, 3, 2)
-    odd = numpy.zeros((10, 10, 5, 96), numpy.float32)  # 5x5 pixels of 5 channels: runs of 25 values
-    assert not simt_gemm.transpose_fold_fits(odd, numpy.zeros((1, 32, 10 * 10 * 5), numpy.float32), y[:1], 10, 5, 1, 1)

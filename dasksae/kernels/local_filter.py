@@ -390,17 +390,10 @@ def add_transpose_into(out, weight_rows, y_rows, field: int, step: int, blocks_h
     field at ``(p*step, q*step)``: multiplies, then folds (adding each block's fields straight into the map in our
     float32 kernel was slower on an H200: ``kernels/simt_gemm.py``).  In bfloat16 with
     ``DASKSAE_TENSOR_CORE_TRANSPOSE=1`` (the default), where the arrays fit, one tensor-core kernel
-    sums each cell of the map over its blocks and adds it in, with no patches (:mod:`.mma_transpose`); in float32
-    with ``DASKSAE_SIMT_TRANSPOSE_FOLD=1`` (opt-in), our float32 kernel does the same
-    (:func:`~.simt_gemm.add_transpose_fold`)."""
+    sums each cell of the map over its blocks and adds it in, with no patches (:mod:`.mma_transpose`)."""
     if (precision == "bfloat16" and mma_transpose.TENSOR_CORE_TRANSPOSE and array_module(out).__name__ == "cupy"
             and mma_transpose.transpose_fits(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)):
         mma_transpose.add_transpose_bfloat16(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)
-        return
-    if (precision == "float32" and simt_gemm.TRANSPOSE_FOLD and array_module(out).__name__ == "cupy"
-            and simt_gemm.enabled() and simt_gemm.transpose_fold_fits(out, weight_rows, y_rows, field, step, blocks_h,
-                                                                      blocks_w)):
-        simt_gemm.add_transpose_fold(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)
         return
     patches = batched_matmul(weight_rows, y_rows, transpose_a=True, precision=precision)
     fold_patches_into(out, patches, field, step, blocks_h, blocks_w)

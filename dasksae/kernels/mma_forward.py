@@ -33,8 +33,7 @@ import functools
 import numpy
 
 from ..switches import switch
-from .mma_update import MMA_HELPERS
-from .simt_gemm import aligned
+from .mma_update import MMA_HELPERS, aligned
 from .simt_gemm import THREADS, TILE_M, TILE_N, as_block_map, forward_launch, typed_launch
 
 # W x and U g_r in bfloat16 in this kernel where the arrays fit (local_filter.forward_on_tensor_cores)

@@ -40,8 +40,7 @@ import functools
 import numpy
 
 from ..switches import switch
-from .mma_update import MMA_HELPERS
-from .simt_gemm import aligned
+from .mma_update import MMA_HELPERS, aligned
 from .simt_gemm import THREADS, TILE_N
 
 # W^T y with the fold in bfloat16 in this kernel where the arrays fit (local_filter.add_transpose_into); default on

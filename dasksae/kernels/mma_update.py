@@ -48,7 +48,7 @@ import numpy
 
 from ..switches import switch
 from .gemm import BFLOAT16_ROUNDING
-from .simt_gemm import THREADS, TILE_M, aligned  # the float32 kernels' block and tile rows: their launches' shapes
+from .simt_gemm import THREADS, TILE_M  # the float32 kernels' block and tile rows: their launches' shapes
 
 TILE_K = 32  # inner terms a stage of shared memory (the source's TILE_K)
 WARP_COLUMN_TILES = 2  # the warps across a block's 96 columns: partial_squares has 2 a block of columns
@@ -347,6 +347,12 @@ def _kernel(variant: str):
     kernel.max_dynamic_shared_size_bytes = SHARED_BYTES
     return kernel
 
+
+def aligned(array, vector_bytes: int = 16) -> bool:
+    """Whether ``array`` (CuPy, or NumPy for the CPU tests) is C-contiguous at an address in whole ``vector_bytes``:
+    what the tensor-core kernels' 16-byte copies take."""
+    pointer = array.data.ptr if hasattr(array.data, "ptr") else array.ctypes.data
+    return array.flags.c_contiguous and pointer % vector_bytes == 0
 
 
 def update_fits(codes, x, error, raw, velocity, operand, inverse_norms, row_dots, field: int, blocks_w: int) -> bool:

@@ -66,7 +66,16 @@ fields straight into the input map instead of into a patches buffer that a
 fold overlap-adds, one launch a phase of blocks whose fields do not overlap
 (25 launches a chunk for coates200: 71.9 and 72.0 ms against 66.2-66.4 with
 the fold), or all blocks in one launch adding atomically (66.3-66.6 ms
-against 64.5-65.2 without).
+against 64.5-65.2 without).  And (session 24, ``git show 197d7a3``) one
+block of threads a cell of the map (4x4 pixels, 8 channels: 128 rows)
+summing it over the blocks whose fields cover it, as the bfloat16
+tensor-core kernel does (:mod:`.mma_transpose`), so that no patches are
+written and folded: on coates200's stages 2 and 3 it took 3.64 and 2.85 ms
+against 3.64 and 2.87 for the product into patches and the fold, and the
+in-process step 53.0 ms against 52.5 (``bench/results/session24/fold2/``).
+My reading, not profiled: its blocks are long (200 k-tiles each, 25
+covering blocks of 128 rows), and stage 2's 2116 cells make 8.02 waves of
+264 blocks, so what it saves on patches its product loses.
 """
 
 from __future__ import annotations
@@ -115,20 +124,9 @@ struct Update {
     float* partial_squares;
     float lr, momentum;
 };
-// CELLS (dasksae_simt_filter_transpose_fold): W^T y with the fold in the product.  Block (b, n-tile, a) of the grid owns
-// cell (a, b) of the output map (H, W, C, N): pixels (a*step + i, b*step + j), i, j < step, every channel, its row
-// m = (i*step + j)*C + c (M = step*step*C rows, at most TILE_M).  Its K runs over the filter blocks whose fields
-// cover the cell, in row-major order, and over their rows: op(A)'s row m, column (block, r) is the weight of block
-// row r at the cell value's place in the block's field (A is W, (blocks, rows, f*f*C): a cell's values are step runs
-// of step*C contiguous weights, f*C apart), B's row (block, r) is y's (y (blocks, rows, N)).  Each cell is summed
-// by one block of threads in a fixed order and added into the map once: no patches, no atomics.
-struct Cells {
-    int rows, channels, field, step, blocks_h, blocks_w, map_w;
-};
 #define PLAIN 0
 #define FIELDS 1
 #define WEIGHT_GRAD 2
-#define CELLS 3
 // SMEM_SWIZZLE 1: in WEIGHT_GRAD, row k of the shared tiles holds column c at c ^ swizzle(k), so that the scattered
 // stores of its A tile (4 values of k for each of 8 rows a warp: 2 ways) and of its transposed B tile (4 ways) fall
 // in 32 banks; the XOR flips bits 3 and 4 only, so 16- and 8-byte vectors of columns stay whole and aligned, and
@@ -202,32 +200,13 @@ __device__ __forceinline__ void simt_gemm_body(
     const int blocks_w, const int step, const int field_rows, const int block_h, const int block_w, const int maps,
     const long long in_row, const long long in_pixel, const long long out_row, const long long out_pixel,
     const float* __restrict__ row_scale, const float* __restrict__ B2 = nullptr, const int half = 0,
-    const Update update = Update(), const Cells cells = Cells())
+    const Update update = Update())
 {
     __shared__ __align__(16) float As[TILE_K][TILE_M + A_PAD];
     __shared__ __align__(16) float Bs[TILE_K][TILE_N];
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-    const int m0 = MODE == CELLS ? 0 : blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
+    const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
     A += blockIdx.z * batch_a;
-    // CELLS: the cell (cell_a, cell_b), the first and last covering blocks along a row of them (q_first, q_last), a run
-    // of the cell (step*C values), the weights' rows (f*f*C), the inner dimension (covering blocks x rows), and the next
-    // k-tile's block (tile_p, tile_q) and first row (tile_r0): the loads come in order, so these step on, no divisions
-    int cell_a = 0, cell_b = 0, q_first = 0, q_last = 0, run = 1, k_end = K, tile_p = 0, tile_q = 0, tile_r0 = 0;
-    long long fan_in = 0;
-    if (MODE == CELLS) {
-        cell_a = blockIdx.z;
-        cell_b = blockIdx.x;
-        const int reach = cells.field / cells.step;  // the blocks a cell lies in along each axis (fewer at the edges)
-        const int p_first = cell_a - reach + 1 > 0 ? cell_a - reach + 1 : 0;
-        const int p_last = cell_a < cells.blocks_h - 1 ? cell_a : cells.blocks_h - 1;
-        q_first = cell_b - reach + 1 > 0 ? cell_b - reach + 1 : 0;
-        q_last = cell_b < cells.blocks_w - 1 ? cell_b : cells.blocks_w - 1;
-        run = cells.step * cells.channels;
-        fan_in = (long long)cells.field * cells.field * cells.channels;
-        k_end = (p_last - p_first + 1) * (q_last - q_first + 1) * cells.rows;
-        tile_p = p_first;
-        tile_q = q_first;
-    }
     if (MODE == FIELDS) {
         const long long p = blockIdx.z / blocks_w, q = blockIdx.z % blocks_w;
         B += (p * in_row + q * in_pixel) * step;
@@ -287,36 +266,10 @@ __device__ __forceinline__ void simt_gemm_body(
             field_at[part] = v < B_VECTORS && n < N ? (int)((n / field_rows) * in_row + (n % field_rows) * ldb) : -1;
         }
 
-    int cell_offset[A_PARTS];  // CELLS: each part's weight from its k-tile's first weight row at the cell (-1: past M)
-    if (MODE == CELLS)
-        for (int part = 0; part < A_PARTS; ++part) {  // TILE_K weight rows, 32 vectors of the cell's values each
-            const int v = tid + part * 256, k = v / 32, m = (v % 32) * 4;  // (run % 4 == 0: a vector in one run)
-            cell_offset[part] = m < M ? (int)(k * fan_in + (m / run) * cells.field * cells.channels + m % run) : -1;
-        }
-
     auto load = [&](const int k0) {
-        const float* a_cell = A;  // CELLS: this k-tile's first weight row at the cell's place, and its first row of y
-        const float* b_cell = B;
-        if (MODE == CELLS) {  // a k-tile lies in one block's rows (rows % TILE_K == 0); then step to the next k-tile
-            const long long block = (long long)tile_p * cells.blocks_w + tile_q;
-            a_cell = A + (block * cells.rows + tile_r0) * fan_in +
-                     ((long long)(cell_a - tile_p) * cells.field + (cell_b - tile_q)) * run;
-            b_cell = B + (block * cells.rows + tile_r0) * ldb + n0;
-            tile_r0 += TILE_K;
-            if (tile_r0 == cells.rows) {
-                tile_r0 = 0;
-                if (++tile_q > q_last) {
-                    tile_q = q_first;
-                    ++tile_p;
-                }
-            }
-        }
         for (int part = 0; part < A_PARTS; ++part) {
             const int v = tid + part * 256;
-            if (MODE == CELLS) {
-                a_next[part] = cell_offset[part] >= 0 ? *(const float4*)(a_cell + cell_offset[part])
-                                                      : make_float4(0.f, 0.f, 0.f, 0.f);
-            } else if (TRANSPOSE_A) {               // TILE_K rows of k, 32 vectors of m each
+            if (TRANSPOSE_A) {               // TILE_K rows of k, 32 vectors of m each
                 const int k = v / 32, m = m0 + (v % 32) * 4;
                 a_next[part] = m < M ? *(const float4*)(A + (long long)(k0 + k) * lda + m) : make_float4(0.f, 0.f, 0.f, 0.f);
             } else {                         // 128 rows of m, TILE_K / 4 vectors of k each
@@ -339,8 +292,6 @@ __device__ __forceinline__ void simt_gemm_body(
                 const float* source = k0 < half ? B + k0 : B2 + (k0 - half);
                 b_next[part] = field_at[part] >= 0 ? *(const float4*)(source + field_at[part] + (v % 4) * 4)
                                                    : make_float4(0.f, 0.f, 0.f, 0.f);
-            } else if (MODE == CELLS) {
-                if (v < B_VECTORS) b_next[part] = *(const float4*)(b_cell + (long long)(v / 24) * ldb + (v % 24) * 4);
             } else if (v < B_VECTORS) {
                 const int k = v / 24, n = n0 + (v % 24) * 4;
                 b_next[part] = *(const float4*)(B + (long long)(k0 + k) * ldb + n);
@@ -383,11 +334,11 @@ __device__ __forceinline__ void simt_gemm_body(
 
     load(0);
     if (STAGES && UPDATE_STAGING == 2) stage_update();  // behind the first tiles' operand loads
-    for (int k0 = 0; k0 < k_end; k0 += TILE_K) {
+    for (int k0 = 0; k0 < K; k0 += TILE_K) {
         __syncthreads();  // the previous stage is no longer read
         store();
         __syncthreads();
-        if (k0 + TILE_K < k_end) load(k0 + TILE_K);  // global loads in flight while this stage is used
+        if (k0 + TILE_K < K) load(k0 + TILE_K);  // global loads in flight while this stage is used
         if (STAGES && UPDATE_STAGING == 3 && k0 == 0) stage_update();  // behind the second tiles' loads as well
 #pragma unroll
         for (int k = 0; k < TILE_K; ++k) {
@@ -412,8 +363,6 @@ __device__ __forceinline__ void simt_gemm_body(
         if (m >= M) continue;
         float* row = MODE == FIELDS ? C + (m / (block_w * maps)) * out_row + ((m / maps) % block_w) * out_pixel
                                         + (long long)(m % maps) * ldc + n0
-                   : MODE == CELLS ? C + (((long long)(cell_a * cells.step + m / run) * cells.map_w + cell_b * cells.step
-                                           + (m % run) / cells.channels) * cells.channels + m % cells.channels) * ldc + n0
                    : C + (long long)m * ldc + n0;
         float4 first = make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
         float2 second = make_float2(acc[r][4], acc[r][5]);
@@ -533,19 +482,6 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_weight_
                                          Update{velocity, inverse_norms, row_dots, partial_squares, lr, momentum});
 }
 
-// out (H, W, C, batch) += the fold of W^T y (CELLS above): weights (blocks_h * blocks_w, rows, field*field*C) and y
-// (blocks_h * blocks_w, rows, batch), block (p, q)'s field at (p*step, q*step); grid (W / step, batch / 96, H / step).
-// Takes field a multiple of step, step*C a multiple of 4, step*step*C <= 128, rows in whole 16s, batch in whole 96s.
-extern "C" __global__ void __launch_bounds__(256, 2) dasksae_simt_filter_transpose_fold(
-    const float* __restrict__ weights, const float* __restrict__ y, float* __restrict__ out, const int rows,
-    const int batch, const int channels, const int field, const int step, const int blocks_h, const int blocks_w,
-    const int map_w)
-{
-    simt_gemm_body<1, 1, CELLS>(weights, y, out, step * step * channels, batch, 0, 0, 0, batch, 0, batch, 0, 0, 0, 0, 0,
-                                0, 0, 0, 0, 0, 0, nullptr, nullptr, 0, Update(),
-                                Cells{rows, channels, field, step, blocks_h, blocks_w, map_w});
-}
-
 // inverse_norms[row] = 1 / sqrt(the sum of partial_squares[row, 0..tiles), in order): one thread a row
 extern "C" __global__ void dasksae_inverse_norms_from_squares(const float* __restrict__ partial_squares,
                                                               float* __restrict__ inverse_norms, const int rows,
@@ -601,13 +537,6 @@ UPDATE_PREFETCH = switch("DASKSAE_UPDATE_PREFETCH") == "1"
 STAGING_POSITIONS = {"0": 0, "1": 1, "after-loads": 2, "first-stage": 3}  # the switch's values as the source's
 UPDATE_STAGING = STAGING_POSITIONS[switch("DASKSAE_UPDATE_STAGING")]
 STAGE_BYTES = 2 * 8 * THREADS * 6 * 4  # the source's STAGE_FLOATS: U and v, 8 rows of 6 columns for each thread
-
-
-def aligned(array, vector_bytes: int = 16) -> bool:
-    """Whether ``array`` (CuPy, or NumPy for the CPU tests) is C-contiguous at an address in whole ``vector_bytes``:
-    what our kernels' 16-byte loads and copies take."""
-    pointer = array.data.ptr if hasattr(array.data, "ptr") else array.ctypes.data
-    return array.flags.c_contiguous and pointer % vector_bytes == 0
 
 
 def enabled() -> bool:
@@ -707,8 +636,7 @@ def typed_launch(make, wide: int, *shapes):
     """``make(*shapes)``'s grid and scalar arguments as the kernel's types (``int``, the last ``wide`` ``long
     long``), made once for these shapes: a launch a chunk of block rows reuses them."""
     grid, arguments = make(*shapes)
-    split = len(arguments) - wide
-    return grid, tuple(numpy.int32(a) for a in arguments[:split]) + tuple(numpy.int64(a) for a in arguments[split:])
+    return grid, tuple(numpy.int32(a) for a in arguments[:-wide]) + tuple(numpy.int64(a) for a in arguments[-wide:])
 
 
 def maps_fit(*maps) -> bool:
@@ -756,52 +684,6 @@ def filter_weight_grad(codes, x, error, out, field: int, step: int, blocks_w: in
     grid, arguments = typed_launch(weight_grad_launch, 2, codes.shape, x.shape, field, step, blocks_w)
     _module().get_function("dasksae_simt_filter_weight_grad")(grid, (THREADS,), (
         codes, x, _NULL if error is None else error, out, *arguments))
-
-
-# W^T y with the fold in the product (dasksae_simt_filter_transpose_fold) where the arrays fit, instead of the product
-# into patches and the fold (local_filter.add_transpose_into); opt-in until measured on a GPU
-TRANSPOSE_FOLD = switch("DASKSAE_SIMT_TRANSPOSE_FOLD") == "1"
-
-
-def transpose_fold_fits(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int) -> bool:
-    """Whether :func:`add_transpose_fold` takes this ``W^T y``: float32 C-contiguous 16-byte-aligned ``out (H, W, C,
-    M)`` with ``H = (blocks_h - 1) step + field`` (``W`` likewise), ``weight_rows (blocks, rows, f*f*C)`` and
-    ``y_rows (blocks, rows, M)``; ``field`` a multiple of ``step``, ``step C`` in whole 4s (a cell's runs in whole
-    vectors), a cell's ``step^2 C`` values filling at least 3/4 of the block's 128 rows (coates200's stages 2 and 3:
-    128; stage 1's 48 would leave most of the block's products unused, so it keeps the product and the fold), ``rows``
-    in whole 16s, ``M`` in whole 96s."""
-    if out.ndim != 4 or weight_rows.ndim != 3 or y_rows.ndim != 3:
-        return False
-    height, width, channels, batch = out.shape
-    count, rows, fan_in = weight_rows.shape
-    cell = step * step * channels
-    if field % step or (step * channels) % 4 or not 3 * TILE_M // 4 <= cell <= TILE_M or rows % TILE_K:
-        return False
-    if batch % TILE_N or (height, width) != ((blocks_h - 1) * step + field, (blocks_w - 1) * step + field):
-        return False
-    if count != blocks_h * blocks_w or fan_in != field * field * channels or y_rows.shape != (count, rows, batch):
-        return False
-    if height // step > 65535:
-        return False
-    return all(a.dtype.name == "float32" and aligned(a) for a in (out, weight_rows, y_rows))
-
-
-def transpose_fold_launch(out_shape, weights_shape, field: int, step: int, blocks_h: int, blocks_w: int):
-    """``(grid, scalar arguments after the three arrays)`` of ``dasksae_simt_filter_transpose_fold``: a block a cell
-    and 96 columns."""
-    height, width, channels, batch = out_shape
-    _, rows, _ = weights_shape
-    return (width // step, batch // TILE_N, height // step), (rows, batch, channels, field, step, blocks_h, blocks_w,
-                                                               width)
-
-
-def add_transpose_fold(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int) -> None:
-    """``out +=`` the fold of ``W^T y``, each cell of the map summed over the blocks whose fields cover it, in a fixed
-    order, by one block of threads and added in once: no patches (the arrays must :func:`transpose_fold_fits`)."""
-    grid, arguments = typed_launch(transpose_fold_launch, 0, out.shape, weight_rows.shape, field, step, blocks_h,
-                                   blocks_w)
-    _module().get_function("dasksae_simt_filter_transpose_fold")(grid, (THREADS,), (weight_rows, y_rows, out,
-                                                                                    *arguments))
 
 
 # opt-in: the backward's chunks sized for the fewest waves of our kernels' blocks (local_filter.wave_rows)

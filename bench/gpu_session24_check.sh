@@ -12,9 +12,13 @@
 #                 (it ran the float32 products with DASKSAE_GEMM=cublas, which the kernel does not take), and the
 #                 kernel's loads divided by the run and the covering blocks each k-tile.
 #   PART=fold2    the kernel's loads stepping on without divisions: its GPU tests, gemm_layouts --transpose-fold with
-#                 DASKSAE_GEMM=simt, the in-process float32 step with it 0 / 1.  About 150 s.
+#                 DASKSAE_GEMM=simt, the in-process float32 step with it 0 / 1.  About 150 s.  Ran at 040aaf4
+#                 (session24/fold2/): stages 2 and 3 3.64 / 2.85 ms against 3.64 / 2.87 for the product then the
+#                 fold; the step 53.0 ms on, 52.5 off.  Dropped after (197d7a3 has it).
 #   PART=table    the issue's table with today's defaults (float32 and bfloat16: limit, 1 worker with the in-process
-#                 step, 4 worker threads, PyTorch), in one process.  About 540 s.
+#                 step, 4 worker threads, PyTorch), in one process.  About 240 s.  Ran without its tests at 040aaf4
+#                 (session24/table/: float32 1 worker 53.6 ms, 5.03x PyTorch; bfloat16 23.1 ms, 31.8% of the limit,
+#                 9.94x; 4 threads 1.13x / 1.48x).
 source bench/device_setup.sh
 card
 case "${PART:-fold}" in
@@ -40,7 +44,7 @@ fold2)
   done
   cd $OUT && tar czf logs.tgz gpu-step-transpose-fold-*.json && rm -f gpu-step-transpose-fold-*.json ;;
 table)
-  gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "transpose_fold or float32_transpose"
+  gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "tensor_core_transpose"
   issue_table ${TABLE_S:-540} --pipelined ;;
 esac
 true

@@ -808,17 +808,20 @@ def test_the_tensor_core_update_on_the_gpu_equals_numpy(with_error, with_operand
                                on_device["inverse_norms"].get().astype(numpy.float64))
 
 
-@pytest.mark.parametrize("scaled", [True, False], ids=["row-scale", "no-scale"])
-def test_the_tensor_core_forward_on_the_gpu_equals_numpy(scaled):
+@pytest.mark.parametrize("scaled, minibatch", [(True, 96), (False, 96), (True, 136)],
+                         ids=["row-scale", "no-scale", "row-scale-part-tile"])
+def test_the_tensor_core_forward_on_the_gpu_equals_numpy(scaled, minibatch):
     """``dasksae_mma_filter_forward`` (bfloat16 ``mma.sync`` and ``ldmatrix.trans``, fields from the map, outputs into
     the output map) on the device against NumPy's float64 product of the same bfloat16 values: the g++ test's cases
-    (``tests/test_mma_forward_on_cpu.py``), ``W x`` into a map and ``U g_r`` into block rows."""
+    (``tests/test_mma_forward_on_cpu.py``), ``W x`` into a map and ``U g_r`` into block rows; a minibatch of 136
+    takes a second tile of 96 columns with 40 in it."""
     from dasksae.kernels import mma_forward
     from dasksae.kernels.local_filter import gather_patches, local_filter_forward
     from dasksae.kernels.gemm import batched_matmul
     from test_mma_forward_on_cpu import forward_case
 
-    field, step, blocks_h, blocks_w, rows, batch, x_bits, x, weight_bits, weights, rng = forward_case(3, 2, 1, 68)
+    field, step, blocks_h, blocks_w, rows, batch, x_bits, x, weight_bits, weights, rng = forward_case(3, 2, 1, 68,
+                                                                                                      minibatch)
     scale = rng.uniform(0.5, 2.0, (blocks_h, blocks_w, rows)).astype(numpy.float32) if scaled else None
     out = cupy.full((blocks_h * 2, blocks_w, 68, batch), numpy.nan, dtype=cupy.float32)
     arrays = (cupy.asarray(x_bits), cupy.asarray(weight_bits), out, None if scale is None else cupy.asarray(scale))
@@ -827,7 +830,8 @@ def test_the_tensor_core_forward_on_the_gpu_equals_numpy(scaled):
     expected = local_filter_forward(x, weights.reshape(blocks_h, blocks_w, rows, -1), field, step, 2, 1,
                                     row_scale=None if scale is None else scale.astype(numpy.float64), precision="float64")
     numpy.testing.assert_allclose(out.get(), expected, rtol=1e-5, atol=1e-4)
-    field, step, blocks_h, blocks_w, rows, batch, x_bits, x, weight_bits, weights, _ = forward_case(4, 1, 1, 136)
+    field, step, blocks_h, blocks_w, rows, batch, x_bits, x, weight_bits, weights, _ = forward_case(4, 1, 1, 136,
+                                                                                                    minibatch)
     rows_out = cupy.full((blocks_h * blocks_w, rows, batch), numpy.nan, dtype=cupy.float32)
     assert mma_forward.fields_product_bfloat16(cupy.asarray(x_bits), cupy.asarray(weight_bits), rows_out, field, step,
                                                blocks_w)
@@ -850,15 +854,16 @@ def test_bfloat16_training_with_the_tensor_core_forward_follows_cublas(monkeypat
             assert numpy.abs(mine[name] - theirs[name]).max() < 1e-3 * numpy.abs(theirs[name]).max(), name
 
 
-@pytest.mark.parametrize("case", [(8, 4, 8, 64, 3, 2), (6, 2, 4, 32, 3, 4)], ids=["cells-of-128", "cells-of-16"])
+@pytest.mark.parametrize("case", [(8, 4, 8, 64, 3, 2, 96), (6, 2, 4, 32, 3, 4, 96), (8, 4, 8, 32, 2, 2, 136)],
+                         ids=["cells-of-128", "cells-of-16", "part-tile"])
 def test_the_tensor_core_transpose_with_the_fold_on_the_gpu_equals_numpy(case):
     """``dasksae_mma_filter_transpose_fold`` (bfloat16 ``mma.sync``, both operands by ``ldmatrix.trans``, each cell of
     the map summed over its blocks and added in) on the device against NumPy's float64 product and fold of the same
-    bfloat16 values: the g++ test's cases (``tests/test_mma_transpose_on_cpu.py``)."""
+    bfloat16 values: the g++ test's cases (``tests/test_mma_transpose_on_cpu.py``), a minibatch of 136 among them."""
     from dasksae.kernels import mma_transpose
     from test_mma_transpose_on_cpu import transpose_case
 
-    field, step, channels, rows, blocks_h, blocks_w = case
+    field, step, channels, rows, blocks_h, blocks_w, _ = case
     weight_bits, y_bits, out, expected = transpose_case(5, *case)
     arrays = cupy.asarray(out), cupy.asarray(weight_bits), cupy.asarray(y_bits)
     assert mma_transpose.transpose_fits(*arrays, field, step, blocks_h, blocks_w)
@@ -881,16 +886,17 @@ def test_bfloat16_training_with_the_tensor_core_transpose_follows_cublas(monkeyp
             assert numpy.abs(mine[name] - theirs[name]).max() < 1e-3 * numpy.abs(theirs[name]).max(), name
 
 
-def _small_bfloat16_trained_off_and_on(monkeypatch, module, switch_name: str, kernel_name: str, record):
-    """``small`` (tied RICA, 1x1 tiles, M=96) trained 3 steps in bfloat16 with ``module.switch_name`` off, then on:
-    each run's losses and parameters, and ``record(args)`` of each launch of ``module.kernel_name`` while it was on
-    (the off run must launch none)."""
+def _small_bfloat16_trained_off_and_on(monkeypatch, module, switch_name: str, kernel_name: str, record,
+                                       minibatch: int = 96):
+    """``small`` (tied RICA, 1x1 tiles, M=``minibatch``) trained 3 steps in bfloat16 with ``module.switch_name`` off,
+    then on: each run's losses and parameters, and ``record(args)`` of each launch of ``module.kernel_name`` while it
+    was on (the off run must launch none)."""
     from dasksae import TiledNetwork, tile_program
     from dasksae.tile_array import LocalExecutor
 
     config = named_config("small")
     data = numpy.random.default_rng(3)
-    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
+    batches = [data.standard_normal(config.input_shape + (minibatch,)).astype(numpy.float32) for _ in range(3)]
     launched = []
     kernel = getattr(module, kernel_name)
     monkeypatch.setattr(module, kernel_name, lambda *args: launched.append(record(args)) or kernel(*args))
@@ -904,6 +910,26 @@ def _small_bfloat16_trained_off_and_on(monkeypatch, module, switch_name: str, ke
     off = trained(False)
     assert not launched
     return off, trained(True), launched
+
+
+@pytest.mark.parametrize("module_name, switch_name, kernel_name", [
+    ("mma_forward", "TENSOR_CORE_FORWARD", "filter_forward_bfloat16"),
+    ("mma_transpose", "TENSOR_CORE_TRANSPOSE", "add_transpose_bfloat16"),
+], ids=["forward", "transpose"])
+def test_bfloat16_training_at_a_minibatch_of_128_takes_the_tensor_core_kernels(monkeypatch, module_name, switch_name,
+                                                                               kernel_name):
+    """At M=128 (not whole 96s: the last tile of columns a third full, as at M=512) ``small`` trains in bfloat16 with
+    the tensor-core forward (and, in turn, the transpose with the fold) as without it, and the kernel ran."""
+    import importlib
+
+    module = importlib.import_module(f"dasksae.kernels.{module_name}")
+    (expected_losses, expected_parameters), (losses, parameters), launched = _small_bfloat16_trained_off_and_on(
+        monkeypatch, module, switch_name, kernel_name, lambda args: 1, minibatch=128)
+    assert launched
+    numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-4)
+    for mine, theirs in zip(parameters, expected_parameters):
+        for name in mine:
+            assert numpy.abs(mine[name] - theirs[name]).max() < 1e-3 * numpy.abs(theirs[name]).max(), name
 
 
 def test_bfloat16_training_with_the_tensor_core_update_follows_the_gathered_path(monkeypatch):

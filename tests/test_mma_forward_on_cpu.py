@@ -41,16 +41,16 @@ def kernel_on_cpu(tmp_path_factory, request):
 def run_on_cpu(library, x, weights, out, row_scale, field, step, block_h, block_w):
     """The kernel over NumPy arrays, launched as :func:`~dasksae.kernels.mma_forward.filter_forward_bfloat16` does."""
     assert mma_forward.forward_fits(x, weights, out, row_scale, field, step, block_h, block_w)
-    grid, arguments = simt_gemm.forward_launch(x.shape, out.shape, weights.shape, field, step, block_h, block_w)
+    grid, arguments = mma_forward.launch(x.shape, out.shape, weights.shape, field, step, block_h, block_w)
     library.run_forward(weights.ctypes.data, x.ctypes.data, out.ctypes.data,
                         None if row_scale is None else row_scale.ctypes.data, *grid, *arguments)
 
 
-def forward_case(seed: int, block_h: int, block_w: int, maps: int):
+def forward_case(seed: int, block_h: int, block_w: int, maps: int, batch: int = 96):
     """3x2 blocks of 6x6x4 fields at step 2: fan-in 144 (the last tile of 32 inner terms half past the end), a
-    minibatch of 96; ``block_h x block_w x maps`` rows a block (136: a guarded second tile of 128 rows)."""
+    minibatch of ``batch``; ``block_h x block_w x maps`` rows a block (136: a guarded second tile of 128 rows)."""
     rng = numpy.random.default_rng(seed)
-    field, step, channels, batch, blocks_h, blocks_w = 6, 2, 4, 96, 3, 2
+    field, step, channels, blocks_h, blocks_w = 6, 2, 4, 3, 2
     rows = block_h * block_w * maps
     x_bits, x = _bfloat16(rng.standard_normal(((blocks_h - 1) * step + field, (blocks_w - 1) * step + field,
                                                channels, batch)))
@@ -58,13 +58,18 @@ def forward_case(seed: int, block_h: int, block_w: int, maps: int):
     return field, step, blocks_h, blocks_w, rows, batch, x_bits, x, weight_bits, weights, rng
 
 
-@pytest.mark.parametrize("scaled", [True, False], ids=["row-scale", "no-scale"])
-def test_the_tensor_core_forward_writes_the_output_map_as_numpy(kernel_on_cpu, scaled):
-    """``W x`` from the map into the output map (2x1 positions of 68 maps a block), each row times its scale."""
-    field, step, blocks_h, blocks_w, rows, batch, x_bits, x, weight_bits, weights, rng = forward_case(3, 2, 1, 68)
+@pytest.mark.parametrize("scaled, batch", [(True, 96), (False, 96), (True, 136)],
+                         ids=["row-scale", "no-scale", "row-scale-part-tile"])
+def test_the_tensor_core_forward_writes_the_output_map_as_numpy(kernel_on_cpu, scaled, batch):
+    """``W x`` from the map into the output map (2x1 positions of 68 maps a block), each row times its scale; with a
+    minibatch of 136, a second tile of 96 columns with 40 in the minibatch (nothing written past it)."""
+    field, step, blocks_h, blocks_w, rows, batch, x_bits, x, weight_bits, weights, rng = forward_case(3, 2, 1, 68, batch)
     scale = rng.uniform(0.5, 2.0, (blocks_h, blocks_w, rows)).astype(numpy.float32) if scaled else None
-    out = numpy.full((blocks_h * 2, blocks_w, 68, batch), numpy.nan, dtype=numpy.float32)
+    shape = (blocks_h * 2, blocks_w, 68, batch)
+    memory = numpy.full(int(numpy.prod(shape)) + 96, numpy.nan, dtype=numpy.float32)  # 96 values of slack after it
+    out = memory[:-96].reshape(shape)  # (a column past the minibatch written would land in the next row or the slack)
     run_on_cpu(kernel_on_cpu, x_bits, weight_bits, out, scale, field, step, 2, 1)
+    assert numpy.isnan(memory[-96:]).all()
     expected = local_filter_forward(x, weights.reshape(blocks_h, blocks_w, rows, -1), field, step, 2, 1,
                                     row_scale=None if scale is None else scale.astype(numpy.float64),
                                     precision="float64")
@@ -81,11 +86,12 @@ def test_the_tensor_core_fields_product_writes_block_rows_as_numpy(kernel_on_cpu
 
 
 def test_maps_the_kernel_does_not_take_are_refused():
-    """A minibatch not in whole 96s, a fan-in not in whole 8s, float32 operands: the caller takes another path."""
+    """A minibatch not in whole 8s, a fan-in not in whole 8s, float32 operands: the caller takes another path."""
     x = numpy.zeros((8, 8, 4, 96), numpy.uint16)
     weights = numpy.zeros((4, 16, 144), numpy.uint16)
     out = numpy.zeros((2, 2, 16, 96), numpy.float32)
     assert mma_forward.forward_fits(x, weights, out, None, 6, 2, 1, 1)
-    assert not mma_forward.forward_fits(x[..., :64], weights, out[..., :64], None, 6, 2, 1, 1)
+    assert mma_forward.forward_fits(x[..., :64].copy(), weights, out[..., :64].copy(), None, 6, 2, 1, 1)
+    assert not mma_forward.forward_fits(x[..., :60].copy(), weights, out[..., :60].copy(), None, 6, 2, 1, 1)
     assert not mma_forward.operands_fit(numpy.zeros((8, 8, 3, 96), numpy.uint16), numpy.zeros((4, 16, 75), numpy.uint16), 5)
     assert not mma_forward.operands_fit(x.astype(numpy.float32), weights, 6)

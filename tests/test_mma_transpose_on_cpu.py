@@ -38,11 +38,12 @@ def kernel_on_cpu(tmp_path_factory):
     return library
 
 
-def transpose_case(seed: int, field: int, step: int, channels: int, rows: int, blocks_h: int, blocks_w: int):
-    """Random bfloat16 weights and ``y`` for ``blocks_h x blocks_w`` blocks (minibatch 96) and a map of values to
-    add to; the expected map: NumPy's float64 ``W^T y`` of the same bfloat16 values folded into it."""
+def transpose_case(seed: int, field: int, step: int, channels: int, rows: int, blocks_h: int, blocks_w: int,
+                   batch: int = 96):
+    """Random bfloat16 weights and ``y`` for ``blocks_h x blocks_w`` blocks (a minibatch of ``batch``) and a map of
+    values to add to; the expected map: NumPy's float64 ``W^T y`` of the same bfloat16 values folded into it."""
     rng = numpy.random.default_rng(seed)
-    count, fan_in, batch = blocks_h * blocks_w, field * field * channels, 96
+    count, fan_in = blocks_h * blocks_w, field * field * channels
     weight_bits, weights = _bfloat16(rng.standard_normal((count, rows, fan_in)))
     y_bits, y = _bfloat16(rng.standard_normal((count, rows, batch)))
     shape = ((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, batch)
@@ -53,23 +54,29 @@ def transpose_case(seed: int, field: int, step: int, channels: int, rows: int, b
     return weight_bits, y_bits, out, expected
 
 
-@pytest.mark.parametrize("field, step, channels, rows, blocks_h, blocks_w", [
-    (8, 4, 8, 64, 3, 2),  # cells of 128 values (4x4 pixels, 8 channels) in up to 2x2 blocks, 2 tiles of rows a block
-    (6, 2, 4, 32, 3, 4),  # cells of 16 values (most rows of the block's products guarded), up to 3x3 blocks
-], ids=["cells-of-128", "cells-of-16"])
+@pytest.mark.parametrize("field, step, channels, rows, blocks_h, blocks_w, batch", [
+    (8, 4, 8, 64, 3, 2, 96),  # cells of 128 values (4x4 pixels, 8 channels) in up to 2x2 blocks, 2 tiles of rows
+    (6, 2, 4, 32, 3, 4, 96),  # cells of 16 values (most rows of the block's products guarded), up to 3x3 blocks
+    (8, 4, 8, 32, 2, 2, 136),  # a second tile of 96 columns with 40 in the minibatch
+], ids=["cells-of-128", "cells-of-16", "part-tile"])
 def test_the_tensor_core_transpose_folds_into_the_map_as_numpy(kernel_on_cpu, field, step, channels, rows, blocks_h,
-                                                                blocks_w):
-    """Every cell of the map gets its blocks' sum added, edges (fewer blocks) and middles alike."""
-    weight_bits, y_bits, out, expected = transpose_case(5, field, step, channels, rows, blocks_h, blocks_w)
+                                                                blocks_w, batch):
+    """Every cell of the map gets its blocks' sum added, edges (fewer blocks) and middles alike, and nothing past
+    the minibatch (a column past it would land in the next row, or in the 96 values of slack after the map)."""
+    weight_bits, y_bits, out, expected = transpose_case(5, field, step, channels, rows, blocks_h, blocks_w, batch)
+    memory = numpy.full(out.size + 96, numpy.nan, dtype=numpy.float32)
+    memory[:-96] = out.ravel()
+    out = memory[:-96].reshape(out.shape)
     assert mma_transpose.transpose_fits(out, weight_bits, y_bits, field, step, blocks_h, blocks_w)
     grid, arguments = mma_transpose.transpose_launch(out.shape, weight_bits.shape, field, step, blocks_h, blocks_w)
     kernel_on_cpu.run_transpose(weight_bits.ctypes.data, y_bits.ctypes.data, out.ctypes.data, *grid, *arguments)
     numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-3)
+    assert numpy.isnan(memory[-96:]).all()
 
 
 def test_shapes_the_kernel_does_not_take_are_refused():
     """A field that is not a multiple of the step, cells of more than 128 values, rows not in whole 32s, a map of
-    another size: the caller multiplies and folds."""
+    another size, a minibatch not in whole 8s: the caller multiplies and folds."""
     weights = numpy.zeros((6, 64, 8 * 8 * 8), numpy.uint16)
     y = numpy.zeros((6, 64, 96), numpy.uint16)
     out = numpy.zeros((16, 12, 8, 96), numpy.float32)
@@ -77,5 +84,6 @@ def test_shapes_the_kernel_does_not_take_are_refused():
     assert not mma_transpose.transpose_fits(out, weights, y, 8, 3, 3, 2)
     assert not mma_transpose.transpose_fits(out[:15], weights, y, 8, 4, 3, 2)
     assert not mma_transpose.transpose_fits(out, weights[:, :48], y[:, :48], 8, 4, 3, 2)
+    assert not mma_transpose.transpose_fits(out[..., :60].copy(), weights, y[..., :60].copy(), 8, 4, 3, 2)
     wide = numpy.zeros((16, 12, 16, 96), numpy.float32)  # 4x4 pixels of 16 channels: 256 values a cell
     assert not mma_transpose.transpose_fits(wide, numpy.zeros((6, 64, 8 * 8 * 16), numpy.uint16), y, 8, 4, 3, 2)

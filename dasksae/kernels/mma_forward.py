@@ -70,7 +70,8 @@ static unsigned char forward_shared[SHARED_BYTES] __attribute__((aligned(16)));
 // (k / field_rows)*in_row + (k % field_rows)*batch; out the output map (H', W', maps, batch) float32, row m of block i
 // being neuron (m / (block_w*maps), (m / maps) % block_w, m % maps) of the block, its pixel at out_pixel, its map
 // row at out_row; row_scale (count * rows) or null.  The arguments of dasksae_simt_filter_forward, in its order.
-// Takes batch in whole 96s, fan_in in whole 8s, 16-byte aligned maps and rows; SHARED_BYTES of dynamic shared memory.
+// Takes batch in whole 8s (the last tile of 96 columns may be part full: its columns past batch are read as zeros and
+// not written), fan_in in whole 8s, 16-byte aligned maps and rows; SHARED_BYTES of dynamic shared memory.
 extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_forward(
     const unsigned short* __restrict__ weights, const unsigned short* __restrict__ x, float* __restrict__ out,
     const int rows, const int batch, const int fan_in, const int blocks_w, const int step, const int field_rows,
@@ -92,10 +93,11 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_forward(
             const bool whole = m < rows && k < fan_in;  // fan_in % 8 == 0: a copy is whole or past the end
             copy_16(&As[buffer][r * A_ROW + part * 8], weights + (whole ? (long long)m * fan_in + k : 0), whole);
         }
-        for (int c = tid; c < TILE_K * 12; c += 256) {  // B: TILE_K field rows of 12 copies
-            const int r = c / 12, part = c % 12, k = k0 + r, safe = k < fan_in ? k : 0;
+        for (int c = tid; c < TILE_K * 12; c += 256) {  // B: TILE_K field rows of 12 copies (batch % 8 == 0: a copy
+            const int r = c / 12, part = c % 12, k = k0 + r, safe = k < fan_in ? k : 0;  // is whole or past the end;
+            const bool in = k < fan_in && n0 + part * 8 < batch;  // one past it reads nothing, at an address in the map)
             copy_16(&Bs[buffer][r * B_ROW + part * 8],
-                    x + (safe / field_rows) * in_row + (long long)(safe % field_rows) * batch + part * 8, k < fan_in);
+                    x + (safe / field_rows) * in_row + (long long)(safe % field_rows) * batch + (in ? part * 8 : 0), in);
         }
     };
 
@@ -135,8 +137,9 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_forward(
             const int by = m / (block_w * maps), bx = (m / maps) % block_w, map = m % maps;
             float* row = out + (p * block_h + by) * out_row + (q * block_w + bx) * out_pixel + (long long)map * batch +
                          n0 + warp_n * 48 + 2 * t;
-            for (int j = 0; j < 6; ++j)
-                *(float2*)(row + j * 8) = make_float2(acc[i][j][2 * h] * scale, acc[i][j][2 * h + 1] * scale);
+            for (int j = 0; j < 6; ++j)  // (columns 2t and 2t + 1 are both in the minibatch or both past it)
+                if (n0 + warp_n * 48 + j * 8 + 2 * t < batch)
+                    *(float2*)(row + j * 8) = make_float2(acc[i][j][2 * h] * scale, acc[i][j][2 * h + 1] * scale);
         }
 }
 """
@@ -161,11 +164,12 @@ def _kernel(variant: str):
 
 def operands_fit(x, weights, field: int) -> bool:
     """Whether the kernel reads these: a bfloat16 (``uint16``) map ``x (H, W, C, N)`` and weights ``(count, rows,
-    f*f*C)``, ``N`` in whole 96s, ``f*f*C`` in whole 8s, at most 65535 blocks, C-contiguous and 16-byte aligned."""
+    f*f*C)``, ``N`` in whole 8s (M=512 takes 6 tiles of 96 columns, the last a third full), ``f*f*C`` in whole 8s,
+    at most 65535 blocks, C-contiguous and 16-byte aligned."""
     if x.ndim != 4 or weights.ndim != 3 or x.dtype.name != "uint16" or weights.dtype.name != "uint16":
         return False
     count, _, fan_in = weights.shape
-    return (x.shape[3] % TILE_N == 0 and fan_in % 8 == 0 and fan_in == field * field * x.shape[2] and count <= 65535
+    return (x.shape[3] % 8 == 0 and fan_in % 8 == 0 and fan_in == field * field * x.shape[2] and count <= 65535
             and aligned(x) and aligned(weights))
 
 
@@ -189,10 +193,17 @@ def filter_forward_bfloat16(x, weights, out, field: int, step: int, block_h: int
     """``out = diag(row_scale) W x`` for one chunk of block rows on tensor cores, the fields read from ``x``'s map
     and the outputs written into ``out``'s (the arrays must :func:`forward_fits`)."""
     variant = variant or VARIANT
-    grid, arguments = typed_launch(forward_launch, 4, x.shape, out.shape, weights.shape, field, step, block_h,
-                                   block_w)
+    grid, arguments = typed_launch(launch, 4, x.shape, out.shape, weights.shape, field, step, block_h, block_w)
     scale = numpy.uint64(0) if row_scale is None else row_scale
     _kernel(variant)(grid, (THREADS,), (weights, x, out, *arguments, scale), shared_mem=shared_bytes(variant))
+
+
+def launch(x_shape, out_shape, weights_shape, field: int, step: int, block_h: int, block_w: int):
+    """``(grid, scalar arguments between the three arrays and row_scale)`` of ``dasksae_mma_filter_forward``: those
+    of ``dasksae_simt_filter_forward`` (:func:`~dasksae.kernels.simt_gemm.forward_launch`), with a last tile of 96
+    columns where the minibatch is not whole 96s."""
+    (row_tiles, _, count), arguments = forward_launch(x_shape, out_shape, weights_shape, field, step, block_h, block_w)
+    return (row_tiles, -(-x_shape[3] // TILE_N), count), arguments
 
 
 def fields_product_bfloat16(x, weight_rows, out, field: int, step: int, blocks_w: int) -> bool:

@@ -65,7 +65,8 @@ static unsigned char transpose_shared[SHARED_BYTES] __attribute__((aligned(16)))
 // (blocks_h * blocks_w, rows, batch) bfloat16, block (p, q)'s field at (p*step, q*step).  Block (b, a, n-tile) of the
 // grid owns cell (a, b): pixels (a*step + i, b*step + j), i, j < step, every channel; its row m = (i*step + j)*C + c.
 // Takes field a multiple of step, step*C in whole 8s, step*step*C <= CELL_ROWS, rows in whole TILE_Ks, batch in
-// whole 96s, H = (blocks_h - 1)*step + field (W likewise), 16-byte aligned rows; SHARED_BYTES of dynamic shared memory.
+// whole 8s (the last tile of 96 columns may be part full), H = (blocks_h - 1)*step + field (W likewise), 16-byte
+// aligned rows; SHARED_BYTES of dynamic shared memory.
 extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpose_fold(
     const unsigned short* __restrict__ weights, const unsigned short* __restrict__ y, float* __restrict__ out,
     const int rows, const int batch, const int channels, const int field, const int step, const int blocks_h,
@@ -97,9 +98,10 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpos
                     field_at + r * fan_in + (long long)i * field * channels + part * 8, true);
         }
         const unsigned short* y_at = y + (block * rows + r0) * batch + n0;
-        for (int c = tid; c < TILE_K * 12; c += 256) {  // B: TILE_K rows of y's 96 columns, 12 copies a row
-            const int r = c / 12, part = c % 12;
-            copy_16(&Bs[buffer][r * B_ROW + part * 8], y_at + (long long)r * batch + part * 8, true);
+        for (int c = tid; c < TILE_K * 12; c += 256) {  // B: TILE_K rows of y's 96 columns, 12 copies a row (zeros
+            const int r = c / 12, part = c % 12;            // past the minibatch, read from nowhere: batch % 8 == 0)
+            const bool in = n0 + part * 8 < batch;
+            copy_16(&Bs[buffer][r * B_ROW + part * 8], y_at + (long long)r * batch + (in ? part * 8 : 0), in);
         }
     };
 
@@ -139,6 +141,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpos
             float* row = out + (((long long)(a * step + pixel_i) * map_w + b * step + pixel_j) * channels + c) * batch +
                          n0 + warp_n * 48 + 2 * t;
             for (int j = 0; j < 6; ++j) {
+                if (n0 + warp_n * 48 + j * 8 + 2 * t >= batch) continue;  // (past the minibatch: the last tile's)
                 float2 value = *(float2*)(row + j * 8);
                 value.x += acc[i][j][2 * h];
                 value.y += acc[i][j][2 * h + 1];
@@ -169,14 +172,15 @@ def transpose_fits(out, weight_rows, y_rows, field: int, step: int, blocks_h: in
     """Whether :func:`add_transpose_bfloat16` takes this product: a float32 map ``out (H, W, C, M)`` with ``H =
     (blocks_h - 1) step + field`` (``W`` likewise), bfloat16 (``uint16``) ``weight_rows (blocks, rows, f*f*C)`` and
     ``y_rows (blocks, rows, M)``; ``field`` a multiple of ``step``, ``step C`` in whole 8s, ``step^2 C`` at most
-    128, ``rows`` in whole 32s, ``M`` in whole 96s; C-contiguous and 16-byte aligned."""
+    128, ``rows`` in whole 32s, ``M`` in whole 8s (M=512: 6 tiles of 96 columns, the last a third full);
+    C-contiguous and 16-byte aligned."""
     if out.ndim != 4 or weight_rows.ndim != 3 or y_rows.ndim != 3:
         return False
     height, width, channels, batch = out.shape
     count, rows, fan_in = weight_rows.shape
     if out.dtype.name != "float32" or weight_rows.dtype.name != "uint16" or y_rows.dtype.name != "uint16":
         return False
-    if field % step or (step * channels) % 8 or step * step * channels > CELL_ROWS or rows % TILE_K or batch % TILE_N:
+    if field % step or (step * channels) % 8 or step * step * channels > CELL_ROWS or rows % TILE_K or batch % 8:
         return False
     if (height, width) != ((blocks_h - 1) * step + field, (blocks_w - 1) * step + field):
         return False
@@ -190,7 +194,7 @@ def transpose_launch(out_shape, weights_shape, field: int, step: int, blocks_h: 
     and 96 columns."""
     height, width, channels, batch = out_shape
     _, rows, _ = weights_shape
-    grid = (width // step, height // step, batch // TILE_N)
+    grid = (width // step, height // step, -(-batch // TILE_N))
     return grid, (rows, batch, channels, field, step, blocks_h, blocks_w, width)
 
 

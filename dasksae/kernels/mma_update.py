@@ -48,7 +48,7 @@ import numpy
 
 from ..switches import switch
 from .gemm import BFLOAT16_ROUNDING
-from .simt_gemm import THREADS, TILE_M  # the float32 kernels' block and tile rows: their launches' shapes
+from .simt_gemm import THREADS, TILE_M, TILE_N  # the float32 kernels' block and tile: their launches' shapes
 
 TILE_K = 32  # inner terms a stage of shared memory (the source's TILE_K)
 WARP_COLUMN_TILES = 2  # the warps across a block's 96 columns: partial_squares has 2 a block of columns
@@ -131,6 +131,20 @@ extern __shared__ __align__(16) unsigned char mma_shared[];
 #else  // the CPU tests' g++: the block's threads share a static array
 static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(16)));
 #endif
+// (benchmarks' variants of the rows epilogue, from mma_update_source) MIN_BLOCKS: the blocks an SM the registers are
+// sized for; LOADS_A_ROUND: the float4s of raw and of velocity a thread has in flight at once (12 a thread in all);
+// STAGE_U: the block's raw values copied into shared memory after the products tile (cp.async, each thread the ones
+// its epilogue reads) while the last two tiles of the products are multiplied, so that the epilogue reads only
+// velocity from global memory (the 48 KiB take the block to 100 KiB: two an SM)
+#ifndef MIN_BLOCKS
+#define MIN_BLOCKS 3
+#endif
+#ifndef LOADS_A_ROUND
+#define LOADS_A_ROUND 4
+#endif
+#ifndef STAGE_U
+#define STAGE_U 0
+#endif
 
 // the unit-norm SGD step of one weight: g = s (dw - u radial), v = momentum v - lr g, u += v
 __device__ __forceinline__ void sgd_step(float& u, float& v, const float dw, const float s, const float radial,
@@ -148,7 +162,7 @@ __device__ __forceinline__ void sgd_step(float& u, float& v, const float dw, con
 // whole 32s, fan_in a multiple of 4, 16-byte aligned rows; SHARED_BYTES of dynamic shared memory.  Three blocks an SM
 // (80 registers; the rows epilogue spills 8 bytes: bench/kernel_registers.py --kernels mma): the kernel moves 18
 // bytes a parameter for a few FLOPs a byte, so what matters is how many blocks' loads and stores are in flight.
-extern "C" __global__ void __launch_bounds__(256, 3) dasksae_mma_filter_weight_grad_update(
+extern "C" __global__ void __launch_bounds__(256, MIN_BLOCKS) dasksae_mma_filter_weight_grad_update(
     const unsigned short* __restrict__ codes, const unsigned short* __restrict__ x,
     const unsigned short* __restrict__ error, float* __restrict__ raw, float* __restrict__ velocity,
     unsigned short* __restrict__ operand, const float* __restrict__ inverse_norms,
@@ -189,6 +203,18 @@ extern "C" __global__ void __launch_bounds__(256, 3) dasksae_mma_filter_weight_g
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
     const int tiles = width / TILE_K;
+#if STAGE_U
+    float* staged_u = (float*)(mma_shared + TILE_M * OUT_ROW * 4);  // float4 c of the rows epilogue at staged_u + 4 c
+    auto stage_u = [&]() {  // this thread's float4s of raw, as the rows epilogue will read them (zeros past the tile)
+        for (int c = tid; c < TILE_M * 24; c += 256) {
+            const int m = m0 + c / 24, n = n0 + (c % 24) * 4;
+            const bool in = m < rows && n < fan_in;
+            copy_16((unsigned short*)(staged_u + 4 * c),
+                    (const unsigned short*)(raw + (in ? (block * rows + m) * fan_in + n : 0)), in);
+        }
+        copies_commit();
+    };
+#endif
 #if PREFETCH_L2  // (a benchmark's variant of the rows epilogue: the block's raw and velocity asked of L2 first, so that
     // their reads overlap the products; each thread asks for 3 of the 768 lines of 128 bytes)
     for (int line = tid; line < TILE_M * 6; line += 256) {
@@ -201,9 +227,20 @@ extern "C" __global__ void __launch_bounds__(256, 3) dasksae_mma_filter_weight_g
         const int buffer = s & 1;
         if (s + 1 < tiles) {
             load(buffer ^ 1, (s + 1) * TILE_K);  // in flight while this one is multiplied
+#if STAGE_U
+            if (s + 2 == tiles) {  // behind the last tile's loads: the copies' group may be pending until the epilogue
+                stage_u();
+                copies_wait<2>();
+            } else
+#endif
             copies_wait<1>();
         } else {
+#if STAGE_U
+            if (tiles == 1) stage_u();
+            copies_wait<1>();  // (the staged raw values may still be on their way)
+#else
             copies_wait<0>();
+#endif
         }
         __syncthreads();  // every thread's copies of this tile are there
         const unsigned short* a_tile = As[buffer];
@@ -239,18 +276,25 @@ extern "C" __global__ void __launch_bounds__(256, 3) dasksae_mma_filter_weight_g
             for (int j = 0; j < 6; ++j)  // a half-warp's float2s fall in 32 banks (OUT_ROW % 32 == 8)
                 *(float2*)(tile + (warp_m * 32 + i * 16 + g + 8 * h) * OUT_ROW + warp_n * 48 + j * 8 + 2 * t) =
                     make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+#if STAGE_U
+    copies_wait<0>();  // this thread's staged raw values are there (it reads only its own)
+#endif
     __syncthreads();
-    for (int first = tid; first < TILE_M * 24; first += 4 * 256) {  // 12 float4s a thread, 4 at a time
-        float4 u[4], v[4];
-        for (int q = 0; q < 4; ++q) {  // the 4 loads of raw and of velocity in flight together
+    for (int first = tid; first < TILE_M * 24; first += LOADS_A_ROUND * 256) {  // 12 float4s a thread
+        float4 u[LOADS_A_ROUND], v[LOADS_A_ROUND];
+        for (int q = 0; q < LOADS_A_ROUND; ++q) {  // the loads of raw and of velocity in flight together
             const int c = first + q * 256, m = m0 + c / 24, n = n0 + (c % 24) * 4;
             if (m < rows && n < fan_in) {  // fan_in % 4 == 0: whole float4s
                 const long long offset = (block * rows + m) * fan_in + n;
+#if STAGE_U
+                u[q] = *(const float4*)(staged_u + 4 * c);
+#else
                 u[q] = *(const float4*)(raw + offset);
+#endif
                 v[q] = *(const float4*)(velocity + offset);
             }
         }
-        for (int q = 0; q < 4; ++q) {
+        for (int q = 0; q < LOADS_A_ROUND; ++q) {
             const int c = first + q * 256, r = c / 24, column = (c % 24) * 4, m = m0 + r, n = n0 + column;
             float square = 0.f;
             if (m < rows && n < fan_in) {
@@ -325,15 +369,30 @@ EPILOGUE_VARIANTS = {
     # for benchmarks (session 23, not yet run on a GPU): rows, with the block's raw and velocity asked of L2 before its
     # products, so that the epilogue's reads (the kernel's products and traffic add up: 3.35 + 6.1 ms) overlap them
     "rows-l2": {"EPILOGUE_ROWS": 1, "PREFETCH_L2": 1},
+    # for benchmarks (session 24, not yet run on a GPU; on the H200 the kernel's products and traffic add up: 3.3 +
+    # 6.6 ms against 9.3): rows with registers for two blocks an SM (is it the blocks or the registers?); with 6
+    # float4s of raw and of velocity in flight a thread instead of 4 (is the epilogue waiting on latency?); and with
+    # the block's raw values staged in shared memory while its last products run (the float32 kernel's
+    # DASKSAE_UPDATE_STAGING, 2 ms of its 55 there)
+    "rows-2": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2},
+    "rows-wide": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6},
+    "rows-staged": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "STAGE_U": 1},
 }
 OUT_ROW = 104  # a row of the products' tile in shared memory: 96 floats and 8 of padding (OUT_ROW % 32 == 8)
 SHARED_BYTES = TILE_M * OUT_ROW * 4  # dynamic shared memory a block (above the 48 KiB default): the products' tile
+STAGED_U_BYTES = TILE_M * TILE_N * 4  # a block's raw values, staged (STAGE_U)
+
+
+def shared_bytes(variant: str = "rows") -> int:
+    """Dynamic shared memory a block of ``variant``: the products' tile (over the operand tiles), and the staged raw
+    values after it where the variant stages them."""
+    return SHARED_BYTES + (STAGED_U_BYTES if EPILOGUE_VARIANTS[variant].get("STAGE_U") else 0)
 EPILOGUE = switch("DASKSAE_MMA_EPILOGUE")  # the variant the training takes
 
 
 def mma_update_source(variant: str = "rows") -> str:
     """The kernel's CUDA source (with the bfloat16 rounding its operand copy uses), with a variant's defines."""
-    defines = {"OUT_ROW": OUT_ROW, "SHARED_BYTES": SHARED_BYTES} | EPILOGUE_VARIANTS[variant]
+    defines = {"OUT_ROW": OUT_ROW, "SHARED_BYTES": shared_bytes(variant)} | EPILOGUE_VARIANTS[variant]
     defines = "".join(f"#define {name} {value}\n" for name, value in defines.items())
     return defines + BFLOAT16_ROUNDING + MMA_HELPERS + _SOURCE
 
@@ -344,7 +403,9 @@ def _kernel(variant: str):
 
     kernel = cupy.RawKernel(mma_update_source(variant), "dasksae_mma_filter_weight_grad_update",
                             options=("-std=c++17",))
-    kernel.max_dynamic_shared_size_bytes = SHARED_BYTES
+    kernel.max_dynamic_shared_size_bytes = shared_bytes(variant)
+    if EPILOGUE_VARIANTS[variant].get("STAGE_U"):  # two blocks of 100 KiB: as much shared memory as an SM has
+        kernel.preferred_shared_memory_carveout = 100
     return kernel
 
 
@@ -408,5 +469,6 @@ def filter_weight_grad_update_bfloat16(codes, x, error, raw, velocity, operand, 
     null = numpy.uint64(0)  # a null pointer argument
     _kernel(variant or EPILOGUE)(grid, (THREADS,), (
         codes, x, null if error is None else error, raw, velocity, null if operand is None else operand, inverse_norms,
-        row_dots, partial_squares, numpy.float32(lr), numpy.float32(momentum), *arguments), shared_mem=SHARED_BYTES)
+        row_dots, partial_squares, numpy.float32(lr), numpy.float32(momentum), *arguments),
+        shared_mem=shared_bytes(variant or EPILOGUE))
     inverse_norms_from_squares(partial_squares, inverse_norms)

@@ -19,6 +19,12 @@
 #                 step, 4 worker threads, PyTorch), in one process.  About 240 s.  Ran without its tests at 040aaf4
 #                 (session24/table/: float32 1 worker 53.6 ms, 5.03x PyTorch; bfloat16 23.1 ms, 31.8% of the limit,
 #                 9.94x; 4 threads 1.13x / 1.48x).
+#   PART=next     (prepared for session 25) what session 24 built after its device time: every GPU test (among them the
+#                 tensor-core forward and transpose at a minibatch of 136, training at M=128, and the update's new
+#                 epilogue variants rows-2 / rows-wide / rows-staged against NumPy), the update's variants timed
+#                 (bench/gemm_layouts.py --mma), then the in-process bfloat16 coates200 step at M=512 with the
+#                 tensor-core forward and transpose (which took only whole 96s before) and without them, in turn.
+#                 About 420 s.
 source bench/device_setup.sh
 card
 case "${PART:-fold}" in
@@ -46,5 +52,15 @@ fold2)
 table)
   gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "tensor_core_transpose"
   issue_table ${TABLE_S:-540} --pipelined ;;
+next)
+  gpu_tests ${TESTS_S:-220} tests/test_gpu.py tests/test_gpu_tiled.py
+  timeout ${MMA_S:-120} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions bfloat16 --mma \
+    --runs 20 --json $OUT/gemm-mma.json 2>&1 | filter | grep "grad\|update\|stage" | tee $OUT/gemm-mma.log
+  for tensor_cores in 1 0; do
+    env DASKSAE_TENSOR_CORE_FORWARD=$tensor_cores DASKSAE_TENSOR_CORE_TRANSPOSE=$tensor_cores timeout ${STEP_S:-70} \
+      python3 bench/gpu_step.py --configs coates200 --minibatch 512 --modes in-process --dtypes bfloat16 --runs 10 \
+      --json $OUT/gpu-step-m512-tensor-cores-$tensor_cores.json 2>&1 | filter | grep "in-process\|failed\|Error" \
+      | sed "s/^/m512-tensor-cores-$tensor_cores: /" | tee -a $OUT/gpu-step.log
+  done ;;
 esac
 true

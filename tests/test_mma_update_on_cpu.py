@@ -36,6 +36,11 @@ static inline void copy_16(unsigned short* shared, const unsigned short* global,
     if (whole) std::memcpy(shared, global, 16);
     else std::memset(shared, 0, 16);
 }
+static inline void copy_8(float* shared, const float* global, const bool whole)
+{
+    if (whole) std::memcpy(shared, global, 8);
+    else std::memset(shared, 0, 8);
+}
 static inline void copies_commit() {}
 static inline void prefetch_l2(const float*) {}
 template <int PENDING> static inline void copies_wait() {}
@@ -75,25 +80,27 @@ RUNNER = GRID_RUNNER + r"""
 extern "C" void run_update(const unsigned short* codes, const unsigned short* x, const unsigned short* error, float* raw,
                            float* velocity, unsigned short* operand, const float* inverse_norms, const float* row_dots,
                            float* partial_squares, float lr, float momentum, unsigned grid_x, unsigned grid_y,
-                           unsigned grid_z, int rows, int fan_in, int width, int half, int blocks_w, int step,
-                           int field_rows, long long in_row, long long in_pixel)
+                           unsigned grid_z, unsigned block_threads, int rows, int fan_in, int width, int half,
+                           int blocks_w, int step, int field_rows, long long in_row, long long in_pixel)
 {
     run_grid(grid_x, grid_y, grid_z, [=] {
         dasksae_mma_filter_weight_grad_update(codes, x, error, raw, velocity, operand, inverse_norms, row_dots,
                                               partial_squares, lr, momentum, rows, fan_in, width, half, blocks_w, step,
                                               field_rows, in_row, in_pixel);
-    });
+    }, block_threads);
 }
 """
 
 
-@pytest.fixture(scope="module", params=["rows", "fragments", "rows-l2", "rows-wide", "rows-staged"])
+@pytest.fixture(scope="module", params=["rows", "fragments", "rows-l2", "rows-wide", "rows-staged", "frag64-staged",
+                                        "frag64-staged-first"])
 def kernel_on_cpu(tmp_path_factory, request):
     """The kernel built under g++ with each epilogue that takes the step (mma_update.EPILOGUE_VARIANTS)."""
     library = built_on_cpu(tmp_path_factory.mktemp("mma"),
                            SHIM + MMA_EMULATION + mma_update.mma_update_source(request.param) + RUNNER)
-    library.run_update.argtypes = ([ctypes.c_void_p] * 9 + [ctypes.c_float] * 2 + [ctypes.c_uint] * 3
+    library.run_update.argtypes = ([ctypes.c_void_p] * 9 + [ctypes.c_float] * 2 + [ctypes.c_uint] * 4
                                    + [ctypes.c_int] * 7 + [ctypes.c_longlong] * 2)
+    library.variant = request.param
     return library
 
 
@@ -165,11 +172,13 @@ def test_the_tensor_core_update_takes_the_unit_norm_step_from_the_maps(kernel_on
     grid, arguments = simt_gemm.weight_grad_launch(case["codes"].shape, case["x"].shape, case["field"], case["step"],
                                                    case["blocks_w"])  # what the launch uses
     assert grid == (2, 2, count)
+    rows_a_block = mma_update.tile_rows(kernel_on_cpu.variant)  # (64-row variants: 3 blocks of rows, 128 threads)
+    grid = (-(-rows // rows_a_block), *grid[1:])
     partial_squares = numpy.full((count * rows, grid[1] * mma_update.WARP_COLUMN_TILES), numpy.nan, numpy.float32)
     kernel_on_cpu.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, _pointer(case["error"]),
                              raw.ctypes.data, velocity.ctypes.data, _pointer(operand), case["inverse_norms"].ctypes.data,
                              case["row_dots"].ctypes.data, partial_squares.ctypes.data, case["lr"], case["momentum"],
-                             *grid, *arguments)
+                             *grid, 2 * rows_a_block, *arguments)
     # every warp's part of every row is there (what sums them adds all), zero from the warp wholly past fan_in (the
     # second tile's second warp: columns 144..191)
     assert not numpy.isnan(partial_squares).any() and (partial_squares[:, 3] == 0).all()

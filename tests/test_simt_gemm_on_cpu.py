@@ -56,16 +56,16 @@ static inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 """
 
 GRID_RUNNER = r"""
-template <typename Kernel>  // the blocks of a grid one after another, each block's 256 threads as OS threads
-static void run_grid(unsigned grid_x, unsigned grid_y, unsigned grid_z, Kernel kernel)
+template <typename Kernel>  // the blocks of a grid one after another, each block's threads (256) as OS threads
+static void run_grid(unsigned grid_x, unsigned grid_y, unsigned grid_z, Kernel kernel, unsigned block_threads = 256)
 {
-    std::barrier<> barrier(256);
+    std::barrier<> barrier(block_threads);
     block_barrier = &barrier;
     for (unsigned z = 0; z < grid_z; ++z)
         for (unsigned y = 0; y < grid_y; ++y)
             for (unsigned x_ = 0; x_ < grid_x; ++x_) {
                 std::vector<std::thread> threads;
-                for (unsigned t = 0; t < 256; ++t)
+                for (unsigned t = 0; t < block_threads; ++t)
                     threads.emplace_back([=] {
                         threadIdx = {t, 0, 0};
                         blockIdx = {x_, y, z};

@@ -66,6 +66,13 @@ __device__ __forceinline__ void copy_16(unsigned short* shared, const unsigned s
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(address), "l"(global), "r"(whole ? 16 : 0)
                  : "memory");
 }
+// 8 bytes, or 8 zero bytes where !whole (nothing read)
+__device__ __forceinline__ void copy_8(float* shared, const float* global, const bool whole)
+{
+    const unsigned address = (unsigned)__cvta_generic_to_shared(shared);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;" ::"r"(address), "l"(global), "r"(whole ? 8 : 0)
+                 : "memory");
+}
 __device__ __forceinline__ void copies_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int PENDING> __device__ __forceinline__ void copies_wait()
 {
@@ -120,7 +127,10 @@ __device__ __forceinline__ void b_fragments_transposed(unsigned (*b)[2], const u
 """
 
 _SOURCE = r"""
-#define TILE_M 128  // simt_gemm's
+#ifndef TILE_M
+#define TILE_M 128  // simt_gemm's (64: a variant's, below)
+#endif
+#define BLOCK_THREADS (TILE_M * 2)  // warps of 32 x 48 products: TILE_M / 32 x 2 of them
 #define TILE_N 96
 #define TILE_K 32
 #define ROW 40  // a shared row: TILE_K bfloat16 values and 8 of padding (80 bytes: 16-byte aligned, no bank conflicts)
@@ -131,11 +141,15 @@ extern __shared__ __align__(16) unsigned char mma_shared[];
 #else  // the CPU tests' g++: the block's threads share a static array
 static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(16)));
 #endif
-// (benchmarks' variants of the rows epilogue, from mma_update_source) MIN_BLOCKS: the blocks an SM the registers are
-// sized for; LOADS_A_ROUND: the float4s of raw and of velocity a thread has in flight at once (12 a thread in all);
-// STAGE_U: the block's raw values copied into shared memory after the products tile (cp.async, each thread the ones
-// its epilogue reads) while the last two tiles of the products are multiplied, so that the epilogue reads only
-// velocity from global memory (the 48 KiB take the block to 100 KiB: two an SM)
+// (benchmarks' variants, from mma_update_source) MIN_BLOCKS: the blocks an SM the registers are sized for;
+// LOADS_A_ROUND: the float4s of raw and of velocity a thread of the rows epilogue has in flight at once (12 in all);
+// STAGE_U: the rows epilogue's raw values copied into shared memory after the products tile (cp.async, each thread the
+// ones it reads), so that the epilogue reads only velocity from global memory (48 KiB: two blocks an SM);
+// STAGE_FRAGMENTS: the fragments epilogue's raw and velocity values copied into shared memory after the operand tiles
+// (8 bytes a copy, each thread its own 24 pairs of each, THREADS pairs apart), so that it reads neither from global
+// memory; with TILE_M 64 (128 threads), 73 KiB a block: three an SM.  STAGE_FIRST: the copies issued behind the
+// second tile's loads (waited for before the second tile is multiplied), else behind the last tile's (waited for in
+// the epilogue).
 #ifndef MIN_BLOCKS
 #define MIN_BLOCKS 3
 #endif
@@ -144,6 +158,17 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(16)));
 #endif
 #ifndef STAGE_U
 #define STAGE_U 0
+#endif
+#ifndef STAGE_FRAGMENTS
+#define STAGE_FRAGMENTS 0
+#endif
+#ifndef STAGE_FIRST
+#define STAGE_FIRST 0
+#endif
+#define STAGING (STAGE_U || STAGE_FRAGMENTS)
+#define OPERAND_BYTES (2 * (TILE_M + TILE_N) * ROW * 2)  // the two stages of the A and B tiles
+#if EPILOGUE_ROWS && TILE_M != 128
+#error "the rows epilogue takes 128 rows a block"
 #endif
 
 // the unit-norm SGD step of one weight: g = s (dw - u radial), v = momentum v - lr g, u += v
@@ -162,7 +187,7 @@ __device__ __forceinline__ void sgd_step(float& u, float& v, const float dw, con
 // whole 32s, fan_in a multiple of 4, 16-byte aligned rows; SHARED_BYTES of dynamic shared memory.  Three blocks an SM
 // (80 registers; the rows epilogue spills 8 bytes: bench/kernel_registers.py --kernels mma): the kernel moves 18
 // bytes a parameter for a few FLOPs a byte, so what matters is how many blocks' loads and stores are in flight.
-extern "C" __global__ void __launch_bounds__(256, MIN_BLOCKS) dasksae_mma_filter_weight_grad_update(
+extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_mma_filter_weight_grad_update(
     const unsigned short* __restrict__ codes, const unsigned short* __restrict__ x,
     const unsigned short* __restrict__ error, float* __restrict__ raw, float* __restrict__ velocity,
     unsigned short* __restrict__ operand, const float* __restrict__ inverse_norms,
@@ -173,7 +198,7 @@ extern "C" __global__ void __launch_bounds__(256, MIN_BLOCKS) dasksae_mma_filter
     unsigned short(*As)[TILE_M * ROW] = (unsigned short(*)[TILE_M * ROW])mma_shared;  // [2]: two stages
     unsigned short(*Bs)[TILE_N * ROW] = (unsigned short(*)[TILE_N * ROW])(mma_shared + 2 * TILE_M * ROW * 2);
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
-    const int warp_m = warp % 4, warp_n = warp / 4;
+    const int warp_m = warp % (TILE_M / 32), warp_n = warp / (TILE_M / 32);
     const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
     const long long block = blockIdx.z;
     codes += block * rows * width;
@@ -183,13 +208,13 @@ extern "C" __global__ void __launch_bounds__(256, MIN_BLOCKS) dasksae_mma_filter
         if (error) error += at;
     }
     auto load = [&](const int buffer, const int k0) {  // the k-tile at k0 into buffer: 16 bytes a copy
-        for (int c = tid; c < TILE_M * 4; c += 256) {  // A: 128 rows of 4 copies
+        for (int c = tid; c < TILE_M * 4; c += BLOCK_THREADS) {  // A: TILE_M rows of 4 copies
             const int r = c / 4, part = c % 4, m = m0 + r;
             copy_16(&As[buffer][r * ROW + part * 8], codes + (long long)(m < rows ? m : 0) * width + k0 + part * 8,
                     m < rows);
         }
         const unsigned short* map = k0 < half ? x + k0 : error + (k0 - half);
-        for (int c = tid; c < TILE_N * 4; c += 256) {  // B: 96 field rows of 4 copies
+        for (int c = tid; c < TILE_N * 4; c += BLOCK_THREADS) {  // B: 96 field rows of 4 copies
             const int r = c / 4, part = c % 4, n = n0 + r, safe = n < fan_in ? n : 0;
             copy_16(&Bs[buffer][r * ROW + part * 8],
                     map + (safe / field_rows) * in_row + (long long)(safe % field_rows) * half + part * 8, n < fan_in);
@@ -205,7 +230,7 @@ extern "C" __global__ void __launch_bounds__(256, MIN_BLOCKS) dasksae_mma_filter
     const int tiles = width / TILE_K;
 #if STAGE_U
     float* staged_u = (float*)(mma_shared + TILE_M * OUT_ROW * 4);  // float4 c of the rows epilogue at staged_u + 4 c
-    auto stage_u = [&]() {  // this thread's float4s of raw, as the rows epilogue will read them (zeros past the tile)
+    auto stage = [&]() {  // this thread's float4s of raw, as the rows epilogue will read them (zeros past the tile)
         for (int c = tid; c < TILE_M * 24; c += 256) {
             const int m = m0 + c / 24, n = n0 + (c % 24) * 4;
             const bool in = m < rows && n < fan_in;
@@ -214,6 +239,27 @@ extern "C" __global__ void __launch_bounds__(256, MIN_BLOCKS) dasksae_mma_filter
         }
         copies_commit();
     };
+#elif STAGE_FRAGMENTS
+    // this thread's pair e = (i*2 + h)*6 + j (rows g + 8h of product i, columns 2t, 2t + 1 of each 8 j) of raw at
+    // staged_u + 2 (e THREADS + tid), of velocity at staged_v + the same: a warp's 32 pairs side by side
+    float* staged_u = (float*)(mma_shared + OPERAND_BYTES);
+    float* staged_v = staged_u + 2 * 24 * BLOCK_THREADS;
+    auto stage = [&]() {
+        for (int i = 0; i < 2; ++i)
+            for (int h = 0; h < 2; ++h)
+                for (int j = 0; j < 6; ++j) {
+                    const int e = (i * 2 + h) * 6 + j, m = m0 + warp_m * 32 + i * 16 + g + 8 * h;
+                    const int n = n0 + warp_n * 48 + j * 8 + 2 * t;
+                    const bool in = m < rows && n < fan_in;  // (fan_in is even: both columns or neither)
+                    const long long offset = in ? (block * rows + m) * fan_in + n : 0;
+                    copy_8(staged_u + 2 * (e * BLOCK_THREADS + tid), raw + offset, in);
+                    copy_8(staged_v + 2 * (e * BLOCK_THREADS + tid), velocity + offset, in);
+                }
+        copies_commit();
+    };
+#endif
+#if STAGING  // the k-tile whose iteration issues the copies, behind its next tile's loads (or the only one's)
+    const int staged_at = STAGE_FIRST || tiles < 2 ? 0 : tiles - 2;
 #endif
 #if PREFETCH_L2  // (a benchmark's variant of the rows epilogue: the block's raw and velocity asked of L2 first, so that
     // their reads overlap the products; each thread asks for 3 of the 768 lines of 128 bytes)
@@ -227,20 +273,21 @@ extern "C" __global__ void __launch_bounds__(256, MIN_BLOCKS) dasksae_mma_filter
         const int buffer = s & 1;
         if (s + 1 < tiles) {
             load(buffer ^ 1, (s + 1) * TILE_K);  // in flight while this one is multiplied
-#if STAGE_U
-            if (s + 2 == tiles) {  // behind the last tile's loads: the copies' group may be pending until the epilogue
-                stage_u();
+#if STAGING
+            if (s == staged_at) {  // the copies' group and the next tile's may be pending, not this tile's
+                stage();
                 copies_wait<2>();
             } else
 #endif
-            copies_wait<1>();
+            copies_wait<1>();  // (with STAGE_FIRST, at s = 1 the copies' group is waited for here too)
         } else {
-#if STAGE_U
-            if (tiles == 1) stage_u();
-            copies_wait<1>();  // (the staged raw values may still be on their way)
-#else
-            copies_wait<0>();
+#if STAGING
+            if (s == staged_at) stage();  // (a single tile)
+            if (staged_at >= tiles - 2) {
+                copies_wait<1>();  // the copies' group is the most recent: it may still be on its way
+            } else
 #endif
+            copies_wait<0>();
         }
         __syncthreads();  // every thread's copies of this tile are there
         const unsigned short* a_tile = As[buffer];
@@ -327,6 +374,9 @@ extern "C" __global__ void __launch_bounds__(256, MIN_BLOCKS) dasksae_mma_filter
 #else
     // EPILOGUE_FRAGMENTS: the step taken where the products are: this thread's rows (2 a product: g and g + 8) and
     // column pairs (2t, 2t + 1 of each 8), a float2 of raw and of velocity loaded, stepped and stored at a time
+#if STAGE_FRAGMENTS
+    copies_wait<0>();  // this thread's staged pairs are there (it reads only its own)
+#endif
     for (int i = 0; i < 2; ++i)
         for (int h = 0; h < 2; ++h) {
             const int m = m0 + warp_m * 32 + i * 16 + g + 8 * h;
@@ -338,7 +388,13 @@ extern "C" __global__ void __launch_bounds__(256, MIN_BLOCKS) dasksae_mma_filter
                 const int n = n0 + warp_n * 48 + j * 8 + 2 * t;
                 if (!row_in || n >= fan_in) continue;  // fan_in is even: both columns or neither
                 const long long offset = at * fan_in + n;
+#if STAGE_FRAGMENTS
+                const int e = (i * 2 + h) * 6 + j;
+                float2 u = *(const float2*)(staged_u + 2 * (e * BLOCK_THREADS + tid));
+                float2 v = *(const float2*)(staged_v + 2 * (e * BLOCK_THREADS + tid));
+#else
                 float2 u = *(const float2*)(raw + offset), v = *(const float2*)(velocity + offset);
+#endif
                 sgd_step(u.x, v.x, acc[i][j][2 * h], s, radial, lr, momentum);
                 sgd_step(u.y, v.y, acc[i][j][2 * h + 1], s, radial, lr, momentum);
                 squares += u.x * u.x + u.y * u.y;
@@ -377,16 +433,31 @@ EPILOGUE_VARIANTS = {
     "rows-2": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2},
     "rows-wide": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6},
     "rows-staged": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "STAGE_U": 1},
+    # for benchmarks (session 24, not yet run on a GPU): blocks of 64 rows (128 threads), the step taken where the
+    # products are with the block's raw and velocity staged in shared memory by then (no products tile: 73 KiB a
+    # block, three an SM), the copies issued behind the last tile's loads, or behind the second's
+    "frag64-staged": {"TILE_M": 64, "STAGE_FRAGMENTS": 1},
+    "frag64-staged-first": {"TILE_M": 64, "STAGE_FRAGMENTS": 1, "STAGE_FIRST": 1},
 }
 OUT_ROW = 104  # a row of the products' tile in shared memory: 96 floats and 8 of padding (OUT_ROW % 32 == 8)
+ROW = TILE_K + 8  # a row of the operand tiles in shared memory: TILE_K bfloat16 values and 8 of padding
 SHARED_BYTES = TILE_M * OUT_ROW * 4  # dynamic shared memory a block (above the 48 KiB default): the products' tile
 STAGED_U_BYTES = TILE_M * TILE_N * 4  # a block's raw values, staged (STAGE_U)
 
 
+def tile_rows(variant: str = "rows") -> int:
+    """The rows of ``dL/dW`` a block of ``variant`` takes (its threads: twice as many)."""
+    return EPILOGUE_VARIANTS[variant].get("TILE_M", TILE_M)
+
+
 def shared_bytes(variant: str = "rows") -> int:
     """Dynamic shared memory a block of ``variant``: the products' tile (over the operand tiles), and the staged raw
-    values after it where the variant stages them."""
-    return SHARED_BYTES + (STAGED_U_BYTES if EPILOGUE_VARIANTS[variant].get("STAGE_U") else 0)
+    values after it where the variant stages them; or the operand tiles and the staged raw and velocity pairs."""
+    defines = EPILOGUE_VARIANTS[variant]
+    if defines.get("STAGE_FRAGMENTS"):
+        rows = tile_rows(variant)
+        return 2 * (rows + TILE_N) * ROW * 2 + 2 * rows * TILE_N * 4
+    return SHARED_BYTES + (STAGED_U_BYTES if defines.get("STAGE_U") else 0)
 EPILOGUE = switch("DASKSAE_MMA_EPILOGUE")  # the variant the training takes
 
 
@@ -404,7 +475,8 @@ def _kernel(variant: str):
     kernel = cupy.RawKernel(mma_update_source(variant), "dasksae_mma_filter_weight_grad_update",
                             options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant)
-    if EPILOGUE_VARIANTS[variant].get("STAGE_U"):  # two blocks of 100 KiB: as much shared memory as an SM has
+    if EPILOGUE_VARIANTS[variant].get("STAGE_U") or EPILOGUE_VARIANTS[variant].get("STAGE_FRAGMENTS"):
+        # two blocks of 100 KiB or three of 73: as much shared memory as an SM has
         kernel.preferred_shared_memory_carveout = 100
     return kernel
 
@@ -463,12 +535,16 @@ def filter_weight_grad_update_bfloat16(codes, x, error, raw, velocity, operand, 
 
     from .simt_gemm import inverse_norms_from_squares, typed_launch, weight_grad_launch
 
-    # the same grid and scalar arguments as the float32 weight gradient's (a 128 x 96 tile, the maps' geometry)
+    # the same grid and scalar arguments as the float32 weight gradient's (a 128 x 96 tile, the maps' geometry; a
+    # variant's blocks of 64 rows take twice as many along the rows)
+    variant = variant or EPILOGUE
     grid, arguments = typed_launch(weight_grad_launch, 2, codes.shape, x.shape, field, step, blocks_w)
+    rows_a_block = tile_rows(variant)
+    grid = (-(-codes.shape[1] // rows_a_block), *grid[1:])
     partial_squares = cupy.empty((raw.shape[0] * raw.shape[1], grid[1] * WARP_COLUMN_TILES), dtype=cupy.float32)
     null = numpy.uint64(0)  # a null pointer argument
-    _kernel(variant or EPILOGUE)(grid, (THREADS,), (
+    _kernel(variant)(grid, (2 * rows_a_block,), (
         codes, x, null if error is None else error, raw, velocity, null if operand is None else operand, inverse_norms,
         row_dots, partial_squares, numpy.float32(lr), numpy.float32(momentum), *arguments),
-        shared_mem=shared_bytes(variant or EPILOGUE))
+        shared_mem=shared_bytes(variant))
     inverse_norms_from_squares(partial_squares, inverse_norms)

@@ -22,9 +22,9 @@
 #   PART=next     (prepared for session 25) what session 24 built after its device time: every GPU test (among them the
 #                 tensor-core forward and transpose at a minibatch of 136, training at M=128, and the update's new
 #                 epilogue variants rows-2, rows-wide, rows-staged, frag64-staged(-first) against NumPy), the
-#                 variants timed (bench/gemm_layouts.py --mma), then the in-process bfloat16 coates200 step at M=512 with the
-#                 tensor-core forward and transpose (which took only whole 96s before) and without them, in turn.
-#                 About 420 s.
+#                 variants timed (bench/gemm_layouts.py --mma), then the in-process bfloat16 coates200 step at
+#                 M=512 with the tensor-core forward and transpose (which took only whole 96s before) and without
+#                 them, in turn.  About 420 s.
 source bench/device_setup.sh
 card
 case "${PART:-fold}" in

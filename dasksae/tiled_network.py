@@ -745,6 +745,14 @@ def _fused_step(config, grid, tile, count, lr, momentum, stage, precision, x, st
 WORKERS_WAIT_SECONDS = 10  # how long a network waits for a cluster's workers to connect before it refuses the tiling
 
 
+def _workers_to_come(client) -> int | None:
+    """How many workers the client's cluster is set to have, where the client holds the cluster object (a
+    ``SpecCluster``: ``LocalCluster``, ``LocalCUDACluster``; one worker a spec); ``None`` for a scheduler it only
+    connects to, whose workers may yet come from anywhere."""
+    spec = getattr(getattr(client, "cluster", None), "worker_spec", None)
+    return None if spec is None else len(spec)
+
+
 def _dask_executor(grid: TileGrid, client, workers) -> DaskExecutor:
     if client is None:
         try:
@@ -758,12 +766,20 @@ def _dask_executor(grid: TileGrid, client, workers) -> DaskExecutor:
     given = bool(workers)
     workers = list(workers or sorted(client.scheduler_info(n_workers=-1)["workers"]))
     waited = ""
-    if grid.count > len(workers) and not given:  # workers still connecting (a cluster just started, a restart)
-        try:
-            client.wait_for_workers(grid.count, timeout=WORKERS_WAIT_SECONDS)
-        except TimeoutError:
-            waited = f" after waiting {WORKERS_WAIT_SECONDS:g} s for more"
-        workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    if grid.count > len(workers) and not given:  # workers still connecting (a cluster just started, scaled, restarted)
+        coming = _workers_to_come(client)
+        if coming is not None and coming < grid.count:  # a cluster of ours that is not set to have enough: no wait
+            waited = f" and is set to have {coming}"
+        else:
+            import logging
+
+            logging.getLogger("dasksae").info("waiting up to %g s for %d more workers to connect", WORKERS_WAIT_SECONDS,
+                                              grid.count - len(workers))
+            try:
+                client.wait_for_workers(grid.count, timeout=WORKERS_WAIT_SECONDS)
+            except TimeoutError:
+                waited = f" after waiting {WORKERS_WAIT_SECONDS:g} s for more"
+            workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     if grid.count > len(workers):
         raise ConfigError(
             f"{grid.rows}x{grid.cols} tiles need {grid.count} workers but the cluster has {len(workers)}{waited}; "

@@ -148,19 +148,38 @@ def test_spmd_steps_keep_parameters_in_place_and_send_only_halos(client):
 
 
 def test_more_tiles_than_workers_is_refused(client):
-    """After waiting for more workers to connect (``WORKERS_WAIT_SECONDS``), in one sentence."""
-    with pytest.raises(ConfigError, match=f"3x3 tiles need 9 workers but the cluster has {WORKERS} after waiting"):
+    """At once, in one sentence, where the client's own cluster is not set to have enough workers: no wait for
+    workers that will not come."""
+    with pytest.raises(ConfigError, match=f"3x3 tiles need 9 workers but the cluster has {WORKERS} and is set to have "
+                                          f"{WORKERS}; use at most {WORKERS} tiles"):
         TiledNetwork(named_config("tiny"), "3x3", client)
 
 
-def test_a_network_waits_for_workers_still_connecting():
+def test_more_tiles_than_workers_of_a_scheduler_is_refused_after_a_wait(monkeypatch):
+    """A client that only connects to a scheduler cannot know what workers will come: the network waits
+    (``WORKERS_WAIT_SECONDS``, 1 s here) before it refuses, in one sentence."""
+    from dasksae import tiled_network
+
+    monkeypatch.setattr(tiled_network, "WORKERS_WAIT_SECONDS", 1)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster.scheduler_address) as client:
+            with pytest.raises(ConfigError, match="2x1 tiles need 2 workers but the cluster has 1 after waiting 1 s"):
+                TiledNetwork(named_config("tiny"), "2x1", client)
+
+
+@pytest.mark.parametrize("connected_by_address", [False, True], ids=["own-cluster", "scheduler-address"])
+def test_a_network_waits_for_workers_still_connecting(connected_by_address):
     """Built while its cluster has one worker of the two its tiles need, a network waits for the second to connect
-    (a cluster just started or scaled) and places a tile on each."""
+    and places a tile on each: a cluster of the client's scaled to two just before (set to have two, one still
+    starting), or a scheduler that a worker joins a second later."""
     import threading
 
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-        with distributed.Client(cluster) as client:
-            threading.Timer(1.0, cluster.scale, args=(2,)).start()
+        with distributed.Client(cluster.scheduler_address if connected_by_address else cluster) as client:
+            if connected_by_address:
+                threading.Timer(1.0, cluster.scale, args=(2,)).start()
+            else:
+                cluster.scale(2)
             network = TiledNetwork(named_config("tiny"), "2x1", client, seed=0)
             assert len(set(network.placement.values())) == 2
 

@@ -146,7 +146,7 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(16)));
 // STAGE_U: the rows epilogue's raw values copied into shared memory after the products tile (cp.async, each thread the
 // ones it reads), so that the epilogue reads only velocity from global memory (48 KiB: two blocks an SM);
 // STAGE_FRAGMENTS: the fragments epilogue's raw and velocity values copied into shared memory after the operand tiles
-// (8 bytes a copy, each thread its own 24 pairs of each, THREADS pairs apart), so that it reads neither from global
+// (8 bytes a copy, each thread its own 24 pairs of each, BLOCK_THREADS pairs apart), so that it reads neither from global
 // memory; with TILE_M 64 (128 threads), 73 KiB a block: three an SM.  STAGE_FIRST: the copies issued behind the
 // second tile's loads (waited for before the second tile is multiplied), else behind the last tile's (waited for in
 // the epilogue).
@@ -241,7 +241,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
     };
 #elif STAGE_FRAGMENTS
     // this thread's pair e = (i*2 + h)*6 + j (rows g + 8h of product i, columns 2t, 2t + 1 of each 8 j) of raw at
-    // staged_u + 2 (e THREADS + tid), of velocity at staged_v + the same: a warp's 32 pairs side by side
+    // staged_u + 2 (e BLOCK_THREADS + tid), of velocity at staged_v + the same: a warp's 32 pairs side by side
     float* staged_u = (float*)(mma_shared + OPERAND_BYTES);
     float* staged_v = staged_u + 2 * 24 * BLOCK_THREADS;
     auto stage = [&]() {

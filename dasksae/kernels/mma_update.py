@@ -146,8 +146,8 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(16)));
 // STAGE_U: the rows epilogue's raw values copied into shared memory after the products tile (cp.async, each thread the
 // ones it reads), so that the epilogue reads only velocity from global memory (48 KiB: two blocks an SM);
 // STAGE_FRAGMENTS: the fragments epilogue's raw and velocity values copied into shared memory after the operand tiles
-// (8 bytes a copy, each thread its own 24 pairs of each, BLOCK_THREADS pairs apart), so that it reads neither from global
-// memory; with TILE_M 64 (128 threads), 73 KiB a block: three an SM.  STAGE_FIRST: the copies issued behind the
+// (8 bytes a copy, each thread its own 24 pairs of each, BLOCK_THREADS pairs apart), so that it reads neither from
+// global memory; with TILE_M 64 (128 threads), 73 KiB a block: three an SM.  STAGE_FIRST: the copies issued behind the
 // second tile's loads (waited for before the second tile is multiplied), else behind the last tile's (waited for in
 // the epilogue).
 #ifndef MIN_BLOCKS

@@ -58,11 +58,11 @@ def forward_case(seed: int, block_h: int, block_w: int, maps: int, batch: int = 
     return field, step, blocks_h, blocks_w, rows, batch, x_bits, x, weight_bits, weights, rng
 
 
-@pytest.mark.parametrize("scaled, batch", [(True, 96), (False, 96), (True, 136)],
-                         ids=["row-scale", "no-scale", "row-scale-part-tile"])
+@pytest.mark.parametrize("scaled, batch", [(True, 96), (False, 96), (True, 136), (False, 104)],
+                         ids=["row-scale", "no-scale", "row-scale-part-tile", "no-scale-8-column-tile"])
 def test_the_tensor_core_forward_writes_the_output_map_as_numpy(kernel_on_cpu, scaled, batch):
     """``W x`` from the map into the output map (2x1 positions of 68 maps a block), each row times its scale; with a
-    minibatch of 136, a second tile of 96 columns with 40 in the minibatch (nothing written past it)."""
+    minibatch of 136 or 104, a second tile of 96 columns with 40 or 8 in the minibatch (nothing written past it)."""
     field, step, blocks_h, blocks_w, rows, batch, x_bits, x, weight_bits, weights, rng = forward_case(3, 2, 1, 68, batch)
     scale = rng.uniform(0.5, 2.0, (blocks_h, blocks_w, rows)).astype(numpy.float32) if scaled else None
     shape = (blocks_h * 2, blocks_w, 68, batch)

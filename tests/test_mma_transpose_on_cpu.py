@@ -58,7 +58,8 @@ def transpose_case(seed: int, field: int, step: int, channels: int, rows: int, b
     (8, 4, 8, 64, 3, 2, 96),  # cells of 128 values (4x4 pixels, 8 channels) in up to 2x2 blocks, 2 tiles of rows
     (6, 2, 4, 32, 3, 4, 96),  # cells of 16 values (most rows of the block's products guarded), up to 3x3 blocks
     (8, 4, 8, 32, 2, 2, 136),  # a second tile of 96 columns with 40 in the minibatch
-], ids=["cells-of-128", "cells-of-16", "part-tile"])
+    (6, 2, 4, 32, 2, 2, 104),  # and with 8 (one copy of 8 values a row), cells of 16
+], ids=["cells-of-128", "cells-of-16", "part-tile", "8-column-tile"])
 def test_the_tensor_core_transpose_folds_into_the_map_as_numpy(kernel_on_cpu, field, step, channels, rows, blocks_h,
                                                                 blocks_w, batch):
     """Every cell of the map gets its blocks' sum added, edges (fewer blocks) and middles alike, and nothing past

@@ -25,6 +25,9 @@
 #                 variants timed (bench/gemm_layouts.py --mma), then the in-process bfloat16 coates200 step at
 #                 M=512 with the tensor-core forward and transpose (which took only whole 96s before) and without
 #                 them, in turn.  About 420 s.
+#   PART=modes    (prepared for session 25) what decides the 4 threads' bfloat16 row's fast mode (29.1-29.6 ms groups)
+#                 against its slow one (30-37 ms): plain, pinned to CPUs 0-7 (taskset, as session 14's two fast
+#                 rows), and with a 0.2 ms GIL switch interval, in turn, twice each.  About 330 s.
 source bench/device_setup.sh
 card
 case "${PART:-fold}" in
@@ -62,5 +65,12 @@ next)
       --json $OUT/gpu-step-m512-tensor-cores-$tensor_cores.json 2>&1 | filter | grep "in-process\|failed\|Error" \
       | sed "s/^/m512-tensor-cores-$tensor_cores: /" | tee -a $OUT/gpu-step.log
   done ;;
+modes)
+  for round in a b; do
+    FOUR_S=${FOUR_S:-75} four plain-$round bfloat16 > /dev/null
+    export -f four filter && FOUR_S=${FOUR_S:-75} taskset -c 0-7 bash -c "four pinned-$round bfloat16" > /dev/null
+    FOUR_S=${FOUR_S:-75} four si-0.0002-$round bfloat16 --switch-interval 0.0002 > /dev/null
+  done
+  grep "4w-threads\|inside a tile\|waited\|group" $OUT/gpu-step.log ;;
 esac
 true

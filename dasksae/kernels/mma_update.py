@@ -244,17 +244,20 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
     // staged_u + 2 (e BLOCK_THREADS + tid), of velocity at staged_v + the same: a warp's 32 pairs side by side
     float* staged_u = (float*)(mma_shared + OPERAND_BYTES);
     float* staged_v = staged_u + 2 * 24 * BLOCK_THREADS;
-    auto stage = [&]() {
+    auto stage = [&]() {  // (not unrolled: its 48 addresses, hoisted out of the products' loop, cost 100 registers)
+#pragma unroll 1
         for (int i = 0; i < 2; ++i)
-            for (int h = 0; h < 2; ++h)
+#pragma unroll 1
+            for (int h = 0; h < 2; ++h) {
+                const int m = m0 + warp_m * 32 + i * 16 + g + 8 * h;
+                const long long row = m < rows ? (block * rows + m) * fan_in : -1;  // (-1: past the rows)
                 for (int j = 0; j < 6; ++j) {
-                    const int e = (i * 2 + h) * 6 + j, m = m0 + warp_m * 32 + i * 16 + g + 8 * h;
-                    const int n = n0 + warp_n * 48 + j * 8 + 2 * t;
-                    const bool in = m < rows && n < fan_in;  // (fan_in is even: both columns or neither)
-                    const long long offset = in ? (block * rows + m) * fan_in + n : 0;
-                    copy_8(staged_u + 2 * (e * BLOCK_THREADS + tid), raw + offset, in);
-                    copy_8(staged_v + 2 * (e * BLOCK_THREADS + tid), velocity + offset, in);
+                    const int e = (i * 2 + h) * 6 + j, n = n0 + warp_n * 48 + j * 8 + 2 * t;
+                    const bool in = row >= 0 && n < fan_in;  // (fan_in is even: both columns or neither)
+                    copy_8(staged_u + 2 * (e * BLOCK_THREADS + tid), raw + (in ? row + n : 0), in);
+                    copy_8(staged_v + 2 * (e * BLOCK_THREADS + tid), velocity + (in ? row + n : 0), in);
                 }
+            }
         copies_commit();
     };
 #endif

@@ -28,6 +28,10 @@
 #   PART=modes    (prepared for session 25) what decides the 4 threads' bfloat16 row's fast mode (29.1-29.6 ms groups)
 #                 against its slow one (30-37 ms): plain, pinned to CPUs 0-7 (taskset, as session 14's two fast
 #                 rows), and with a 0.2 ms GIL switch interval, in turn, twice each.  About 330 s.
+#   PART=compile  (prepared for session 25) the PyTorch peer with torch.compile (never measured before; on this
+#                 project's CPU machine it ran tiny 1.32x and small 2.05x faster than eager, with the same losses:
+#                 bench/results/session24/compile-cpu) beside the eager peer, the limit and dasksae's 1 worker, one
+#                 process a dtype (COMPILE_DTYPES, default float32 bfloat16), COMPILE_S seconds each.  About 560 s.
 source bench/device_setup.sh
 card
 case "${PART:-fold}" in
@@ -64,6 +68,13 @@ next)
       python3 bench/gpu_step.py --configs coates200 --minibatch 512 --modes in-process --dtypes bfloat16 --runs 10 \
       --json $OUT/gpu-step-m512-tensor-cores-$tensor_cores.json 2>&1 | filter | grep "in-process\|failed\|Error" \
       | sed "s/^/m512-tensor-cores-$tensor_cores: /" | tee -a $OUT/gpu-step.log
+  done ;;
+compile)
+  for dtype in ${COMPILE_DTYPES:-float32 bfloat16}; do
+    timeout ${COMPILE_S:-280} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
+      --modes limit,dasksae-1w,torch --dtypes $dtype --precisions $dtype --compile --steps-per-task 10 --runs 20 --pipelined \
+      --json $OUT/gpu-step-compile-$dtype.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | sed "s/^/$dtype: /" \
+      | tee -a $OUT/gpu-step.log
   done ;;
 modes)
   for round in a b; do

@@ -116,7 +116,9 @@ def make_step(network, lr, momentum, precision="float32", compile=False):
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
     optimizer = network.optimizer(lr, momentum)
-    loss_fn = torch.compile(network.loss) if compile else network.loss
+    # the shapes never change within a run: compiled for them (dynamo's automatic dynamic shapes, after a second
+    # network's recompile of the same code, failed in Inductor on the CPU: bench/results/session24/compile-cpu)
+    loss_fn = torch.compile(network.loss, dynamic=False) if compile else network.loss
 
     def step(x):
         optimizer.zero_grad(set_to_none=True)

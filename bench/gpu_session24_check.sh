@@ -72,7 +72,8 @@ next)
 compile)
   for dtype in ${COMPILE_DTYPES:-float32 bfloat16}; do
     timeout ${COMPILE_S:-280} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
-      --modes limit,dasksae-1w,torch --dtypes $dtype --precisions $dtype --compile --steps-per-task 10 --runs 20 --pipelined \
+      --modes limit,dasksae-1w,torch --dtypes $dtype --precisions $dtype --compile --steps-per-task 10 --runs 20 \
+      --pipelined \
       --json $OUT/gpu-step-compile-$dtype.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | sed "s/^/$dtype: /" \
       | tee -a $OUT/gpu-step.log
   done ;;

@@ -747,10 +747,10 @@ WORKERS_WAIT_SECONDS = 10  # how long a network waits for a cluster's workers to
 
 def _workers_to_come(client) -> int | None:
     """How many workers the client's cluster is set to have, where the client holds the cluster object (a
-    ``SpecCluster``: ``LocalCluster``, ``LocalCUDACluster``; one worker a spec); ``None`` for a scheduler it only
-    connects to, whose workers may yet come from anywhere."""
-    spec = getattr(getattr(client, "cluster", None), "worker_spec", None)
-    return None if spec is None else len(spec)
+    ``SpecCluster``: ``LocalCluster``, ``LocalCUDACluster``, dask-jobqueue's, whose ``plan`` names each worker of a
+    job of several); ``None`` for a scheduler it only connects to, whose workers may yet come from anywhere."""
+    plan = getattr(getattr(client, "cluster", None), "plan", None)
+    return None if plan is None else len(plan)
 
 
 def _dask_executor(grid: TileGrid, client, workers) -> DaskExecutor:

@@ -167,6 +167,21 @@ def test_more_tiles_than_workers_of_a_scheduler_is_refused_after_a_wait(monkeypa
                 TiledNetwork(named_config("tiny"), "2x1", client)
 
 
+def test_the_workers_a_cluster_is_set_to_have_count_each_of_a_jobs_workers():
+    """A cluster whose specs are jobs of several workers each (dask-jobqueue's ``processes=``) plans all of them:
+    two jobs of two workers are four workers, not two specs; a client that holds no cluster knows none."""
+    from types import SimpleNamespace
+
+    from dasksae.tiled_network import _workers_to_come
+
+    jobs = SimpleNamespace(plan={"job-0-a", "job-0-b", "job-1-a", "job-1-b"}, worker_spec={"job-0": {}, "job-1": {}})
+    assert _workers_to_come(SimpleNamespace(cluster=jobs)) == 4
+    assert _workers_to_come(SimpleNamespace(cluster=None)) is None
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            assert _workers_to_come(client) == 2
+
+
 @pytest.mark.parametrize("connected_by_address", [False, True], ids=["own-cluster", "scheduler-address"])
 def test_a_network_waits_for_workers_still_connecting(connected_by_address):
     """Built while its cluster has one worker of the two its tiles need, a network waits for the second to connect

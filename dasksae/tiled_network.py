@@ -773,8 +773,10 @@ def _dask_executor(grid: TileGrid, client, workers) -> DaskExecutor:
         else:
             import logging
 
-            logging.getLogger("dasksae").info("waiting up to %g s for %d more workers to connect", WORKERS_WAIT_SECONDS,
-                                              grid.count - len(workers))
+            # (a warning, so that the CLI, which configures no logging, shows it: the wait is 10 s of nothing)
+            logging.getLogger("dasksae").warning("%dx%d tiles need %d workers and the cluster has %d: waiting up to "
+                                                 "%g s for more to connect", grid.rows, grid.cols, grid.count,
+                                                 len(workers), WORKERS_WAIT_SECONDS)
             try:
                 client.wait_for_workers(grid.count, timeout=WORKERS_WAIT_SECONDS)
             except TimeoutError:

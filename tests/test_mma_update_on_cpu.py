@@ -169,16 +169,17 @@ def test_the_tensor_core_update_takes_the_unit_norm_step_from_the_maps(kernel_on
     count, rows, _ = raw.shape
     assert mma_update.update_fits(case["codes"], case["x"], case["error"], raw, velocity, operand,
                                   case["inverse_norms"], case["row_dots"], case["field"], case["blocks_w"])
-    grid, arguments = simt_gemm.weight_grad_launch(case["codes"].shape, case["x"].shape, case["field"], case["step"],
-                                                   case["blocks_w"])  # what the launch uses
+    grid, _ = simt_gemm.weight_grad_launch(case["codes"].shape, case["x"].shape, case["field"], case["step"],
+                                           case["blocks_w"])
     assert grid == (2, 2, count)
-    rows_a_block = mma_update.tile_rows(kernel_on_cpu.variant)  # (64-row variants: 3 blocks of rows, 128 threads)
-    grid = (-(-rows // rows_a_block), *grid[1:])
+    grid, (threads,), arguments, _ = mma_update._update_launch(  # what the launch uses: 64-row variants take 3
+        kernel_on_cpu.variant, case["codes"].shape, case["x"].shape, case["field"], case["step"], case["blocks_w"])
+    assert grid == (-(-rows // mma_update.tile_rows(kernel_on_cpu.variant)), 2, count)  # blocks of rows, 128 threads
     partial_squares = numpy.full((count * rows, grid[1] * mma_update.WARP_COLUMN_TILES), numpy.nan, numpy.float32)
     kernel_on_cpu.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, _pointer(case["error"]),
                              raw.ctypes.data, velocity.ctypes.data, _pointer(operand), case["inverse_norms"].ctypes.data,
                              case["row_dots"].ctypes.data, partial_squares.ctypes.data, case["lr"], case["momentum"],
-                             *grid, 2 * rows_a_block, *arguments)
+                             *grid, threads, *arguments)
     # every warp's part of every row is there (what sums them adds all), zero from the warp wholly past fan_in (the
     # second tile's second warp: columns 144..191)
     assert not numpy.isnan(partial_squares).any() and (partial_squares[:, 3] == 0).all()

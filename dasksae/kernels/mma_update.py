@@ -48,7 +48,7 @@ import numpy
 
 from ..switches import switch
 from .gemm import BFLOAT16_ROUNDING
-from .simt_gemm import THREADS, TILE_M, TILE_N  # the float32 kernels' block and tile: their launches' shapes
+from .simt_gemm import TILE_M, TILE_N  # the float32 kernels' tile: the launches' shapes (a variant's may have fewer rows)
 
 TILE_K = 32  # inner terms a stage of shared memory (the source's TILE_K)
 WARP_COLUMN_TILES = 2  # the warps across a block's 96 columns: partial_squares has 2 a block of columns
@@ -536,18 +536,25 @@ def filter_weight_grad_update_bfloat16(codes, x, error, raw, velocity, operand, 
     ``refresh_norms`` and the gradient never written.  The arrays must :func:`update_fits`."""
     import cupy
 
-    from .simt_gemm import inverse_norms_from_squares, typed_launch, weight_grad_launch
+    from .simt_gemm import inverse_norms_from_squares
 
-    # the same grid and scalar arguments as the float32 weight gradient's (a 128 x 96 tile, the maps' geometry; a
-    # variant's blocks of 64 rows take twice as many along the rows)
     variant = variant or EPILOGUE
-    grid, arguments = typed_launch(weight_grad_launch, 2, codes.shape, x.shape, field, step, blocks_w)
-    rows_a_block = tile_rows(variant)
-    grid = (-(-codes.shape[1] // rows_a_block), *grid[1:])
+    grid, block, arguments, shared = _update_launch(variant, codes.shape, x.shape, field, step, blocks_w)
     partial_squares = cupy.empty((raw.shape[0] * raw.shape[1], grid[1] * WARP_COLUMN_TILES), dtype=cupy.float32)
     null = numpy.uint64(0)  # a null pointer argument
-    _kernel(variant)(grid, (2 * rows_a_block,), (
+    _kernel(variant)(grid, block, (
         codes, x, null if error is None else error, raw, velocity, null if operand is None else operand, inverse_norms,
-        row_dots, partial_squares, numpy.float32(lr), numpy.float32(momentum), *arguments),
-        shared_mem=shared_bytes(variant))
+        row_dots, partial_squares, numpy.float32(lr), numpy.float32(momentum), *arguments), shared_mem=shared)
     inverse_norms_from_squares(partial_squares, inverse_norms)
+
+
+@functools.lru_cache(maxsize=256)
+def _update_launch(variant: str, codes_shape, x_shape, field: int, step: int, blocks_w: int):
+    """``(grid, block, scalar arguments, shared memory)`` of ``variant``'s launch, made once for these shapes: the
+    float32 weight gradient's grid and arguments (a 128 x 96 tile, the maps' geometry), the rows along the grid's x
+    in the variant's blocks (twice as many blocks of 64 rows), two threads a row."""
+    from .simt_gemm import typed_launch, weight_grad_launch
+
+    grid, arguments = typed_launch(weight_grad_launch, 2, codes_shape, x_shape, field, step, blocks_w)
+    rows_a_block = tile_rows(variant)
+    return (-(-codes_shape[1] // rows_a_block), *grid[1:]), (2 * rows_a_block,), arguments, shared_bytes(variant)

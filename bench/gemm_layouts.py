@@ -171,7 +171,7 @@ def mma_forward_rows(stage, geometry, batch, runs):
     scale = generator.uniform(0.5, 2.0, (blocks_h, blocks_w, rows), dtype=cupy.float32)
     default_variant = mma_forward.VARIANT
     found, outputs = [], {}
-    variants = [(False, "gathered", None)] + [(True, f"mma {variant}", variant) for variant in mma_forward.VARIANTS]
+    variants = [("0", "gathered", None)] + [("1", f"mma {variant}", variant) for variant in mma_forward.VARIANTS]
     try:
         for on, layout, variant in variants:
             mma_forward.TENSOR_CORE_FORWARD = on
@@ -185,7 +185,7 @@ def mma_forward_rows(stage, geometry, batch, runs):
                           "tflops": 2 * blocks_h * blocks_w * rows * fan_in * batch / seconds / 1e12,
                           "max_difference_from_cublas": None})
     finally:
-        mma_forward.TENSOR_CORE_FORWARD = mma_forward.switch("DASKSAE_TENSOR_CORE_FORWARD") == "1"
+        mma_forward.TENSOR_CORE_FORWARD = mma_forward.switch("DASKSAE_TENSOR_CORE_FORWARD")
         mma_forward.VARIANT = default_variant
     for row in found[1:]:
         difference = float(cupy.abs(outputs[row["layout"]] - outputs["gathered"]).max()
@@ -219,7 +219,7 @@ def mma_transpose_rows(stage, geometry, batch, runs):
         return []
     found, outputs = [], {}
     try:
-        for on, layout in ((False, "then fold"), (True, "mma fold")):
+        for on, layout in (("0", "then fold"), ("1", "mma fold")):
             mma_transpose.TENSOR_CORE_TRANSPOSE = on
             out[...] = 0
             add_transpose_into(out, weights, y, field, step, blocks_h, blocks_w, "bfloat16")
@@ -231,7 +231,7 @@ def mma_transpose_rows(stage, geometry, batch, runs):
                           "tflops": 2 * blocks * rows * fan_in * batch / seconds / 1e12,
                           "max_difference_from_cublas": None})
     finally:
-        mma_transpose.TENSOR_CORE_TRANSPOSE = mma_transpose.switch("DASKSAE_TENSOR_CORE_TRANSPOSE") == "1"
+        mma_transpose.TENSOR_CORE_TRANSPOSE = mma_transpose.switch("DASKSAE_TENSOR_CORE_TRANSPOSE")
     difference = float(cupy.abs(outputs["mma fold"] - outputs["then fold"]).max()
                        / cupy.abs(outputs["then fold"]).max())
     found[-1]["max_difference_from_cublas"] = difference

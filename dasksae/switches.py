@@ -35,8 +35,8 @@ SWITCHES = {
     "DASKSAE_UPDATE_STAGING": (("first-stage", "1", "after-loads", "0"), "first-stage"),
     "DASKSAE_TENSOR_CORE_UPDATE": (("1", "0"), "1"),
     "DASKSAE_MMA_EPILOGUE": (("rows", "fragments"), "rows"),
-    "DASKSAE_TENSOR_CORE_FORWARD": (("1", "0"), "1"),
-    "DASKSAE_TENSOR_CORE_TRANSPOSE": (("0", "1"), "1"),
+    "DASKSAE_TENSOR_CORE_FORWARD": (("auto", "1", "0"), "auto"),
+    "DASKSAE_TENSOR_CORE_TRANSPOSE": (("auto", "1", "0"), "auto"),
 }
 
 

@@ -903,7 +903,7 @@ def _small_bfloat16_trained_off_and_on(monkeypatch, module, switch_name: str, ke
     monkeypatch.setattr(module, kernel_name, lambda *args: launched.append(record(args)) or kernel(*args))
 
     def trained(on: bool):
-        monkeypatch.setattr(module, switch_name, on)
+        monkeypatch.setattr(module, switch_name, on if switch_name.endswith("UPDATE") else "1" if on else "0")
         tile_program.forget_all()
         network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
         return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()

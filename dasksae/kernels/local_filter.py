@@ -233,7 +233,7 @@ def local_filter_forward(x, weights, field: int, step: int, block_h: int, block_
         if _reads_fields(xp, precision, x_rows, weight_rows, out_rows, scale_rows, field, step, block_h, block_w):
             simt_gemm.filter_forward(x_rows, weight_rows, out_rows, field, step, block_h, block_w, scale_rows)
             continue
-        if forward_on_tensor_cores(xp, precision) and mma_forward.forward_fits(
+        if forward_on_tensor_cores(xp, precision, batch) and mma_forward.forward_fits(
                 x_rows, weight_rows, out_rows, scale_rows, field, step, block_h, block_w):
             mma_forward.filter_forward_bfloat16(x_rows, weight_rows, out_rows, field, step, block_h, block_w,
                                                 scale_rows)
@@ -252,18 +252,20 @@ def _reads_fields(xp, precision, x, weights, out, row_scale, field, step, block_
             and simt_gemm.fields_fit(x, weights, out, row_scale, field, step, block_h, block_w))
 
 
-def forward_on_tensor_cores(xp, precision: str) -> bool:
-    """Whether bfloat16 ``W x`` (and the backward's ``U g_r``) run in our tensor-core kernel reading the fields from
-    the map (:mod:`.mma_forward`, ``DASKSAE_TENSOR_CORE_FORWARD=1``, the default since session 23) where the arrays
-    fit it: no fields buffer, no gather, no block-rows pass."""
-    return xp.__name__ == "cupy" and precision == "bfloat16" and mma_forward.TENSOR_CORE_FORWARD
+def forward_on_tensor_cores(xp, precision: str, batch: int) -> bool:
+    """Whether bfloat16 ``W x`` (and the backward's ``U g_r``) over a minibatch of ``batch`` run in our tensor-core
+    kernel reading the fields from the map (:mod:`.mma_forward`, ``DASKSAE_TENSOR_CORE_FORWARD``, by default at
+    minibatches of whole 96s: :func:`.mma_forward.minibatch_on_tensor_cores`) where the arrays fit it: no fields
+    buffer, no gather, no block-rows pass."""
+    return (xp.__name__ == "cupy" and precision == "bfloat16"
+            and mma_forward.minibatch_on_tensor_cores(mma_forward.TENSOR_CORE_FORWARD, batch))
 
 
 def error_product_on_tensor_cores(xp, precision: str, error_map, weight_rows, field: int, blocks_w: int) -> bool:
     """Whether the backward's ``U g_r`` reads its fields from the bfloat16 error map in :mod:`.mma_forward`'s kernel
     (:func:`forward_on_tensor_cores` and the operands fit; :func:`times_fields` makes the output): then nothing
     gathers ``G``."""
-    return (forward_on_tensor_cores(xp, precision) and error_map is not None
+    return (error_map is not None and forward_on_tensor_cores(xp, precision, error_map.shape[-1])
             and weight_rows.shape[0] % blocks_w == 0 and mma_forward.operands_fit(error_map, weight_rows, field))
 
 
@@ -389,9 +391,10 @@ def add_transpose_into(out, weight_rows, y_rows, field: int, step: int, blocks_h
     ``y_rows (blocks, rows, M)`` are operands of ``precision`` for ``blocks_h x blocks_w`` blocks, block ``(p, q)``'s
     field at ``(p*step, q*step)``: multiplies, then folds (adding each block's fields straight into the map in our
     float32 kernel was slower on an H200: ``kernels/simt_gemm.py``).  In bfloat16 with
-    ``DASKSAE_TENSOR_CORE_TRANSPOSE=1`` (the default), where the arrays fit, one tensor-core kernel
-    sums each cell of the map over its blocks and adds it in, with no patches (:mod:`.mma_transpose`)."""
-    if (precision == "bfloat16" and mma_transpose.TENSOR_CORE_TRANSPOSE and array_module(out).__name__ == "cupy"
+    ``DASKSAE_TENSOR_CORE_TRANSPOSE`` (by default at minibatches of whole 96s), where the arrays fit, one tensor-core
+    kernel sums each cell of the map over its blocks and adds it in, with no patches (:mod:`.mma_transpose`)."""
+    if (precision == "bfloat16" and array_module(out).__name__ == "cupy"
+            and mma_forward.minibatch_on_tensor_cores(mma_transpose.TENSOR_CORE_TRANSPOSE, out.shape[-1])
             and mma_transpose.transpose_fits(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)):
         mma_transpose.add_transpose_bfloat16(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)
         return

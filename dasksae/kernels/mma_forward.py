@@ -36,8 +36,9 @@ from ..switches import switch
 from .mma_update import MMA_HELPERS, aligned
 from .simt_gemm import THREADS, TILE_M, TILE_N, as_block_map, forward_launch, typed_launch
 
-# W x and U g_r in bfloat16 in this kernel where the arrays fit (local_filter.forward_on_tensor_cores)
-TENSOR_CORE_FORWARD = switch("DASKSAE_TENSOR_CORE_FORWARD") == "1"
+# W x and U g_r in bfloat16 in this kernel where the arrays fit and the minibatch is one it takes
+# (local_filter.forward_on_tensor_cores, minibatch_on_tensor_cores): "auto", "1" or "0"
+TENSOR_CORE_FORWARD = switch("DASKSAE_TENSOR_CORE_FORWARD")
 # (inner terms a tile of shared memory, tiles of shared memory a block: STAGES - 1 in flight while one is multiplied)
 # On the H200 (session 23, coates200's stages, M=96): k32x4 0.42 / 0.80 / 0.60 ms, k64x3 0.38 / 0.71 / 0.53 ms,
 # k32x6 0.42 / 0.82 / 0.61 ms (bench/results/session23/variants): 64 inner terms read each weight row's 128 bytes at a
@@ -46,6 +47,17 @@ VARIANTS = {"k32x4": (32, 4), "k64x3": (64, 3), "k32x6": (32, 6)}
 VARIANT = "k64x3"  # what the training takes
 B_ROW = TILE_N + 8  # a shared field row: 96 bfloat16 values and 8 of padding (208 bytes: an ldmatrix's 8 rows in
 # distinct 16-byte bank groups)
+
+
+def minibatch_on_tensor_cores(setting: str, batch: int) -> bool:
+    """Whether a tensor-core kernel whose switch (``DASKSAE_TENSOR_CORE_FORWARD``, ``DASKSAE_TENSOR_CORE_TRANSPOSE``)
+    is ``setting`` takes a minibatch of ``batch``: ``auto`` (the default) whole 96s, ``1`` whole 8s (the last tile
+    of 96 columns part full), ``0`` none.  On an H200 the kernels beat cuBLAS at M=96 (coates200's bfloat16 step
+    22.7 against 24.3 ms) but not at M=512 (100.8 against 96.5 ms, session 25, ``bench/results/session25/next``),
+    where cuBLAS's products are 512 columns wide and ours stay 96 (the last one a third full)."""
+    if setting == "auto":
+        return batch % TILE_N == 0
+    return setting == "1" and batch % 8 == 0
 
 
 def shared_bytes(variant: str = VARIANT) -> int:

@@ -27,7 +27,8 @@ tiles of 32 inner terms in :data:`STAGES` buffers.
 
 Its source runs on the CPU under g++ (``tests/test_mma_transpose_on_cpu.py``,
 the shim of ``tests/test_mma_update_on_cpu.py``) against NumPy's product
-and fold.  On by default (``DASKSAE_TENSOR_CORE_TRANSPOSE=0`` turns it off): on an
+and fold.  On by default at minibatches of whole 96s (``DASKSAE_TENSOR_CORE_TRANSPOSE=auto``; ``1`` at any
+minibatch of whole 8s, ``0`` never: :func:`.mma_forward.minibatch_on_tensor_cores`): on an
 H200 (session 24) it took coates200's stages 2 and 3 in 0.98 and 0.78 ms
 against 1.44 and 1.12 ms for cuBLAS's product then the fold, and the
 bfloat16 step from 24.3 to 22.7 ms.
@@ -43,8 +44,9 @@ from ..switches import switch
 from .mma_update import MMA_HELPERS, aligned
 from .simt_gemm import THREADS, TILE_N
 
-# W^T y with the fold in bfloat16 in this kernel where the arrays fit (local_filter.add_transpose_into); default on
-TENSOR_CORE_TRANSPOSE = switch("DASKSAE_TENSOR_CORE_TRANSPOSE") == "1"
+# W^T y with the fold in bfloat16 in this kernel where the arrays fit and the minibatch is one it takes
+# (local_filter.add_transpose_into, mma_forward.minibatch_on_tensor_cores): "auto", "1" or "0"
+TENSOR_CORE_TRANSPOSE = switch("DASKSAE_TENSOR_CORE_TRANSPOSE")
 TILE_K = 32  # block rows (inner terms) a tile of shared memory
 STAGES = 4  # tiles of shared memory a block: STAGES - 1 in flight while one is multiplied
 CELL_ROWS = 128  # the most rows a cell may have (step^2 C): the block's rows of products

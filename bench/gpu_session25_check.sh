@@ -7,6 +7,10 @@
 #                 forward and transpose tests (DASKSAE_TENSOR_CORE_* now auto / 1 / 0).  (3) The in-process bfloat16
 #                 coates200 step at M = 128, 192 and 576 with both kernels on (=1) and off (=0), in turn: where they win
 #                 (at M=96 on, at M=512 off, session25/next).  (4) The bfloat16 kernel table at M=512.  About 540 s.
+#                 Ran at 9d0d5d1 (session25/first/): timed out at 600 s.  The 1-worker rows each took more than their
+#                 75 s (only the in-process rows and one graphs row came back), and the call brings back 8 files at
+#                 most, so the log and the tests' did not: now every part ends in one results.tgz.
+#   PART=second   (2), (3) and (4) of PART=first.  About 300 s.
 source bench/device_setup.sh
 card
 one_worker() {  # one_worker LABEL DTYPE [VAR=VALUE...]: dasksae's 1 worker (10 steps a task, pipelined), ONE_S seconds
@@ -33,5 +37,19 @@ first)
   timeout ${TABLE_S:-70} python3 bench/kernel_table.py --config coates200 --minibatch 512 --dtype bfloat16 --runs 3 \
     --top 30 --json $OUT/kernel-table-bfloat16-m512.json 2>&1 | filter | head -35 > $OUT/kernel-table-bfloat16-m512.log
   head -14 $OUT/kernel-table-bfloat16-m512.log ;;
+second)
+  gpu_tests ${TESTS_S:-90} tests/test_gpu.py -k "tensor_core_forward or tensor_core_transpose or minibatch_of_128"
+  for batch in 128 192 576; do
+    for tensor_cores in 1 0; do
+      env DASKSAE_TENSOR_CORE_FORWARD=$tensor_cores DASKSAE_TENSOR_CORE_TRANSPOSE=$tensor_cores timeout ${STEP_S:-45} \
+        python3 bench/gpu_step.py --configs coates200 --minibatch $batch --modes in-process --dtypes bfloat16 --runs 10 \
+        --json $OUT/gpu-step-m$batch-tensor-cores-$tensor_cores.json 2>&1 | filter | grep "in-process\|failed\|Error" \
+        | sed "s/^/m$batch-tensor-cores-$tensor_cores: /" | tee -a $OUT/gpu-step.log
+    done
+  done
+  timeout ${TABLE_S:-70} python3 bench/kernel_table.py --config coates200 --minibatch 512 --dtype bfloat16 --runs 3 \
+    --top 30 --json $OUT/kernel-table-bfloat16-m512.json 2>&1 | filter | head -35 > $OUT/kernel-table-bfloat16-m512.log
+  head -14 $OUT/kernel-table-bfloat16-m512.log ;;
 esac
+cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back (a call brings back 8 at most)
 true

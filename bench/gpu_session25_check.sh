@@ -7,7 +7,7 @@
 #                 forward and transpose tests (DASKSAE_TENSOR_CORE_* now auto / 1 / 0).  (3) The in-process bfloat16
 #                 coates200 step at M = 128, 192 and 576 with both kernels on (=1) and off (=0), in turn: where they win
 #                 (at M=96 on, at M=512 off, session25/next).  (4) The bfloat16 kernel table at M=512.  About 540 s.
-#                 Ran at 9d0d5d1 (session25/first/): timed out at 600 s.  The 1-worker rows each took more than their
+#                 Ran at 041ba39 (session25/first/): timed out at 600 s.  The 1-worker rows each took more than their
 #                 75 s (only the in-process rows and one graphs row came back), and the call brings back 8 files at
 #                 most, so the log and the tests' did not: now every part ends in one results.tgz.
 #   PART=second   (2), (3) and (4) of PART=first.  About 300 s.

@@ -10,7 +10,12 @@
 #                 Ran at 041ba39 (session25/first/): timed out at 600 s.  The 1-worker rows each took more than their
 #                 75 s (only the in-process rows and one graphs row came back), and the call brings back 8 files at
 #                 most, so the log and the tests' did not: now every part ends in one results.tgz.
-#   PART=second   (2), (3) and (4) of PART=first.  About 300 s.
+#   PART=second   (2), (3) and (4) of PART=first.  About 300 s.  Ran at 7d30d48 (session25/second/): 10 tests
+#                 passed; on / off M=128 32.6 / 30.8 ms, M=192 38.6 / 40.5, M=576 107.4 / 107.1.
+#   PART=split    (prepared for session 26) at M=512, which of the two kernels loses with a part-full tile: the
+#                 in-process bfloat16 step with the forward only (FORWARD=1 TRANSPOSE=0), the transpose only (0 1) and
+#                 neither (auto), in turn, twice: the M=512 kernel table has cuBLAS's W^T y and its fold at 25.7 ms,
+#                 which the transpose kernel replaces.  About 330 s.
 source bench/device_setup.sh
 card
 one_worker() {  # one_worker LABEL DTYPE [VAR=VALUE...]: dasksae's 1 worker (10 steps a task, pipelined), ONE_S seconds
@@ -50,6 +55,16 @@ second)
   timeout ${TABLE_S:-70} python3 bench/kernel_table.py --config coates200 --minibatch 512 --dtype bfloat16 --runs 3 \
     --top 30 --json $OUT/kernel-table-bfloat16-m512.json 2>&1 | filter | head -35 > $OUT/kernel-table-bfloat16-m512.log
   head -14 $OUT/kernel-table-bfloat16-m512.log ;;
+split)
+  for round in a b; do
+    for pair in "1 0" "0 1" "auto auto"; do
+      set -- $pair
+      env DASKSAE_TENSOR_CORE_FORWARD=$1 DASKSAE_TENSOR_CORE_TRANSPOSE=$2 timeout ${STEP_S:-50} python3 bench/gpu_step.py \
+        --configs coates200 --minibatch 512 --modes in-process --dtypes bfloat16 --runs 10 \
+        --json $OUT/gpu-step-m512-forward-$1-transpose-$2-$round.json 2>&1 | filter | grep "in-process\|failed\|Error" \
+        | sed "s/^/m512-forward-$1-transpose-$2-$round: /" | tee -a $OUT/gpu-step.log
+    done
+  done ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back (a call brings back 8 at most)
 true

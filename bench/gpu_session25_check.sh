@@ -18,10 +18,23 @@
 #                 which the transpose kernel replaces.  About 330 s.
 source bench/device_setup.sh
 card
-one_worker() {  # one_worker LABEL DTYPE [VAR=VALUE...]: dasksae's 1 worker (10 steps a task, pipelined), ONE_S seconds
-  env "${@:3}" timeout ${ONE_S:-75} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-1w \
+one_worker() {  # one_worker LABEL DTYPE [VAR=VALUE...]: dasksae's 1 worker (10 steps a task, pipelined), ONE_S seconds (75 was too few)
+  env "${@:3}" timeout ${ONE_S:-150} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-1w \
     --dtypes $2 --steps-per-task 10 --runs 20 --pipelined --json $OUT/gpu-step-1w-$1-$SECONDS.json 2>&1 | filter \
     | grep "dasksae-1w\|in-process\|inside\|cuda graphs\|failed\|Error" | sed "s/^/$1: /" | tee -a $OUT/gpu-step.log; }
+tensor_cores_by_minibatch() {  # (2), (3) and (4) of PART=first
+  gpu_tests ${TESTS_S:-90} tests/test_gpu.py -k "tensor_core_forward or tensor_core_transpose or minibatch_of_128"
+  for batch in 128 192 576; do
+    for tensor_cores in 1 0; do
+      env DASKSAE_TENSOR_CORE_FORWARD=$tensor_cores DASKSAE_TENSOR_CORE_TRANSPOSE=$tensor_cores timeout ${STEP_S:-45} \
+        python3 bench/gpu_step.py --configs coates200 --minibatch $batch --modes in-process --dtypes bfloat16 --runs 10 \
+        --json $OUT/gpu-step-m$batch-tensor-cores-$tensor_cores.json 2>&1 | filter | grep "in-process\|failed\|Error" \
+        | sed "s/^/m$batch-tensor-cores-$tensor_cores: /" | tee -a $OUT/gpu-step.log
+    done
+  done
+  timeout ${TABLE_S:-70} python3 bench/kernel_table.py --config coates200 --minibatch 512 --dtype bfloat16 --runs 3 \
+    --top 30 --json $OUT/kernel-table-bfloat16-m512.json 2>&1 | filter | head -35 > $OUT/kernel-table-bfloat16-m512.log
+  head -14 $OUT/kernel-table-bfloat16-m512.log; }
 case "${PART:-first}" in
 first)
   for round in a b; do
@@ -30,31 +43,9 @@ first)
   done
   one_worker float32-auto float32
   one_worker float32-graphs float32 DASKSAE_CUDA_GRAPHS=1
-  gpu_tests ${TESTS_S:-90} tests/test_gpu.py -k "tensor_core_forward or tensor_core_transpose or minibatch_of_128"
-  for batch in 128 192 576; do
-    for tensor_cores in 1 0; do
-      env DASKSAE_TENSOR_CORE_FORWARD=$tensor_cores DASKSAE_TENSOR_CORE_TRANSPOSE=$tensor_cores timeout ${STEP_S:-45} \
-        python3 bench/gpu_step.py --configs coates200 --minibatch $batch --modes in-process --dtypes bfloat16 --runs 10 \
-        --json $OUT/gpu-step-m$batch-tensor-cores-$tensor_cores.json 2>&1 | filter | grep "in-process\|failed\|Error" \
-        | sed "s/^/m$batch-tensor-cores-$tensor_cores: /" | tee -a $OUT/gpu-step.log
-    done
-  done
-  timeout ${TABLE_S:-70} python3 bench/kernel_table.py --config coates200 --minibatch 512 --dtype bfloat16 --runs 3 \
-    --top 30 --json $OUT/kernel-table-bfloat16-m512.json 2>&1 | filter | head -35 > $OUT/kernel-table-bfloat16-m512.log
-  head -14 $OUT/kernel-table-bfloat16-m512.log ;;
+  tensor_cores_by_minibatch ;;
 second)
-  gpu_tests ${TESTS_S:-90} tests/test_gpu.py -k "tensor_core_forward or tensor_core_transpose or minibatch_of_128"
-  for batch in 128 192 576; do
-    for tensor_cores in 1 0; do
-      env DASKSAE_TENSOR_CORE_FORWARD=$tensor_cores DASKSAE_TENSOR_CORE_TRANSPOSE=$tensor_cores timeout ${STEP_S:-45} \
-        python3 bench/gpu_step.py --configs coates200 --minibatch $batch --modes in-process --dtypes bfloat16 --runs 10 \
-        --json $OUT/gpu-step-m$batch-tensor-cores-$tensor_cores.json 2>&1 | filter | grep "in-process\|failed\|Error" \
-        | sed "s/^/m$batch-tensor-cores-$tensor_cores: /" | tee -a $OUT/gpu-step.log
-    done
-  done
-  timeout ${TABLE_S:-70} python3 bench/kernel_table.py --config coates200 --minibatch 512 --dtype bfloat16 --runs 3 \
-    --top 30 --json $OUT/kernel-table-bfloat16-m512.json 2>&1 | filter | head -35 > $OUT/kernel-table-bfloat16-m512.log
-  head -14 $OUT/kernel-table-bfloat16-m512.log ;;
+  tensor_cores_by_minibatch ;;
 split)
   for round in a b; do
     for pair in "1 0" "0 1" "auto auto"; do

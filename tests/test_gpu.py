@@ -847,7 +847,8 @@ def test_bfloat16_training_with_the_tensor_core_forward_follows_cublas(monkeypat
     from dasksae.kernels import mma_forward
 
     (expected_losses, expected_parameters), (losses, parameters), launched = _small_bfloat16_trained_off_and_on(
-        monkeypatch, mma_forward, "TENSOR_CORE_FORWARD", "filter_forward_bfloat16", lambda args: args[5:7])
+        monkeypatch, mma_forward, "TENSOR_CORE_FORWARD", "filter_forward_bfloat16", lambda args: args[5:7],
+        settings=("0", "1"))
     assert (2, 2) in launched and (1, 1) in launched  # W x into the maps (2x2 positions), U g_r into block rows
     numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-4)
     for mine, theirs in zip(parameters, expected_parameters):
@@ -879,7 +880,8 @@ def test_bfloat16_training_with_the_tensor_core_transpose_follows_cublas(monkeyp
     from dasksae.kernels import mma_transpose
 
     (expected_losses, expected_parameters), (losses, parameters), launched = _small_bfloat16_trained_off_and_on(
-        monkeypatch, mma_transpose, "TENSOR_CORE_TRANSPOSE", "add_transpose_bfloat16", lambda args: args[0].shape)
+        monkeypatch, mma_transpose, "TENSOR_CORE_TRANSPOSE", "add_transpose_bfloat16", lambda args: args[0].shape,
+        settings=("0", "1"))
     assert len(set(launched)) >= 2  # the maps of stages 2 and 3
     numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-4)
     for mine, theirs in zip(parameters, expected_parameters):
@@ -888,9 +890,9 @@ def test_bfloat16_training_with_the_tensor_core_transpose_follows_cublas(monkeyp
 
 
 def _small_bfloat16_trained_off_and_on(monkeypatch, module, switch_name: str, kernel_name: str, record,
-                                       minibatch: int = 96):
+                                       minibatch: int = 96, settings=(False, True)):
     """``small`` (tied RICA, 1x1 tiles, M=``minibatch``) trained 3 steps in bfloat16 with ``module.switch_name`` off,
-    then on: each run's losses and parameters, and ``record(args)`` of each launch of ``module.kernel_name`` while it
+    then on (``settings``: its values for off and on): each run's losses and parameters, and ``record(args)`` of each launch of ``module.kernel_name`` while it
     was on (the off run must launch none)."""
     from dasksae import TiledNetwork, tile_program
     from dasksae.tile_array import LocalExecutor
@@ -903,7 +905,7 @@ def _small_bfloat16_trained_off_and_on(monkeypatch, module, switch_name: str, ke
     monkeypatch.setattr(module, kernel_name, lambda *args: launched.append(record(args)) or kernel(*args))
 
     def trained(on: bool):
-        monkeypatch.setattr(module, switch_name, on if switch_name.endswith("UPDATE") else "1" if on else "0")
+        monkeypatch.setattr(module, switch_name, settings[on])
         tile_program.forget_all()
         network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
         return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()
@@ -925,7 +927,7 @@ def test_bfloat16_training_at_a_minibatch_of_128_takes_the_tensor_core_kernels(m
 
     module = importlib.import_module(f"dasksae.kernels.{module_name}")
     (expected_losses, expected_parameters), (losses, parameters), launched = _small_bfloat16_trained_off_and_on(
-        monkeypatch, module, switch_name, kernel_name, lambda args: 1, minibatch=128)
+        monkeypatch, module, switch_name, kernel_name, lambda args: 1, minibatch=128, settings=("0", "1"))
     assert launched
     numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-4)
     for mine, theirs in zip(parameters, expected_parameters):

@@ -279,7 +279,7 @@ def test_the_tensor_core_update_trains_as_the_gathered_bfloat16_path(monkeypatch
                 assert numpy.abs(mine[name] - theirs[name]).max() < tolerance * numpy.abs(theirs[name]).max(), name
 
 
-def test_the_tensor_core_kernels_take_the_minibatches_their_switch_says():
+def test_the_tensor_core_kernels_take_the_minibatches_their_switch_says(monkeypatch):
     """DASKSAE_TENSOR_CORE_FORWARD / _TRANSPOSE: ``auto`` (the default) takes whole 96s only (on an H200 a part-full
     last tile of 96 columns lost to cuBLAS, whole tiles won or tied), ``1`` any whole 8s, ``0`` none; a value
     outside these is refused in one sentence naming the choices."""
@@ -290,9 +290,6 @@ def test_the_tensor_core_kernels_take_the_minibatches_their_switch_says():
     assert [batch for batch in (8, 96, 128, 192, 512, 576) if minibatch_on_tensor_cores("auto", batch)] == [96, 192, 576]
     assert [batch for batch in (8, 96, 100, 128, 512) if minibatch_on_tensor_cores("1", batch)] == [8, 96, 128, 512]
     assert not any(minibatch_on_tensor_cores("0", batch) for batch in (8, 96, 512))
-    import os
-    from unittest import mock
-
-    with mock.patch.dict(os.environ, {"DASKSAE_TENSOR_CORE_FORWARD": "yes"}):
-        with pytest.raises(SwitchError, match="must be auto, 1 or 0"):
-            switch("DASKSAE_TENSOR_CORE_FORWARD")
+    monkeypatch.setenv("DASKSAE_TENSOR_CORE_FORWARD", "yes")
+    with pytest.raises(SwitchError, match="must be auto, 1 or 0"):
+        switch("DASKSAE_TENSOR_CORE_FORWARD")

@@ -52,9 +52,10 @@ B_ROW = TILE_N + 8  # a shared field row: 96 bfloat16 values and 8 of padding (2
 def minibatch_on_tensor_cores(setting: str, batch: int) -> bool:
     """Whether a tensor-core kernel whose switch (``DASKSAE_TENSOR_CORE_FORWARD``, ``DASKSAE_TENSOR_CORE_TRANSPOSE``)
     is ``setting`` takes a minibatch of ``batch``: ``auto`` (the default) whole 96s, ``1`` whole 8s (the last tile
-    of 96 columns part full), ``0`` none.  On an H200 the kernels beat cuBLAS at M=96 (coates200's bfloat16 step
-    22.7 against 24.3 ms) but not at M=512 (100.8 against 96.5 ms, session 25, ``bench/results/session25/next``),
-    where cuBLAS's products are 512 columns wide and ours stay 96 (the last one a third full)."""
+    of 96 columns part full), ``0`` none.  On an H200 (session 25, coates200's in-process bfloat16 step, this kernel
+    and the transpose on against both off) they won or tied at whole 96s (M=192 38.6 against 40.5 ms, M=576 107.4
+    against 107.1) and lost with a part-full last tile (M=128 32.6 against 30.8, M=512 100.8 against 96.5;
+    ``bench/results/session25/next``, ``second``); at M=96 the forward and the transpose each won (sessions 23, 24)."""
     if setting == "auto":
         return batch % TILE_N == 0
     return setting == "1" and batch % 8 == 0

@@ -171,9 +171,18 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
     # the update is taken in its kernel (but Le 2012's decoder's): larger chunks, fewer and fuller launches
     reads_maps = backward_reads_maps(xp, precision, x_window, error, blocks_w, fan_in, blocks_w)
     fused = update is not None and weights is state["encoder"] and update_fuses(precision, reads_maps)
+    # bfloat16's tensor-core update (decided a chunk below; a chunk of whole block rows takes it where the whole
+    # window does) gathers no X and writes no gradient, and gathers no G where U g_r reads the error map: counting
+    # them made coates200's chunks a third the size they need be, 17 launches of each backward kernel a step for 7
+    tensor_core_window = (update is not None and tied and weights is not state["encoder"]
+                          and tensor_core_update_takes(xp, precision, x_window, error, fan_in, blocks_h * blocks_w,
+                                                       blocks_w))
+    gathers_error = not (tensor_core_window and error_product_on_tensor_cores(
+        xp, precision, error, weights.reshape(blocks_h * blocks_w, rows, fan_in), field, blocks_w))
     per_row = blocks_w * backward_bytes_per_block(rows, fan_in, batch, width, storage.itemsize, dtype.itemsize,
-                                                  fields=not reads_maps,
-                                                  gradients=(0 if fused else 1) + (has_error and not tied))
+                                                  fields=not reads_maps and gathers_error,
+                                                  gradients=(0 if fused or tensor_core_window else 1)
+                                                  + (has_error and not tied))
     slots = wave_slots() if reads_maps else 0  # DASKSAE_WAVE_CHUNKS: chunks for the fewest waves of our kernels
     for p0, p1 in chunks(blocks_h, per_row, CHUNK_BYTES, blocks_w, slots):
         count = (p1 - p0) * blocks_w

@@ -130,6 +130,12 @@ def test_the_radial_dots_kernel_compiles(codes_dtype):
     assert compile_errors(normalize.radial_dots_source(codes_dtype)) == ""
 
 
+def test_the_vectorised_bfloat16_conversion_compiles():
+    from dasksae.kernels.gemm import _TO_BFLOAT16_VECTOR_SOURCE
+
+    assert compile_errors(_TO_BFLOAT16_VECTOR_SOURCE) == ""
+
+
 def test_the_bfloat16_rounding_compiles_as_the_conversion_uses_it():
     wrapper = ('extern "C" __global__ void k(const float* x, const float* s, unsigned short* y)'
                " { const float value = x[threadIdx.x] * s[0]; y[threadIdx.x] = round_to_bfloat16((float)(value)); }")
@@ -142,10 +148,19 @@ def test_the_pooling_window_kernels_compile(transpose, units, size, stride):
     assert compile_errors(cuda_kernels.pool_windows_source(transpose, units, 192, 184, 184, 180, size, stride)) == ""
 
 
-@pytest.mark.parametrize("dtype,divide_before,root", [("float32", False, False), ("float32", False, True),
-                                                      ("float32", True, False), ("float64", True, False), ("float64", False, True)])
-def test_the_lcn_smoothing_kernel_compiles(dtype, divide_before, root):
-    assert compile_errors(cuda_kernels.lcn_smooth_source(dtype, 5, 180, 180, 96, divide_before, root)) == ""
+@pytest.mark.parametrize("dtype,divide_before,root,maps_operation", [
+    ("float32", False, False, None), ("float32", False, True, None), ("float32", True, False, None),
+    ("float64", True, False, None), ("float64", False, True, None),
+    ("float32", False, True, "divide"), ("float32", True, False, "subtract"), ("float64", True, False, "subtract")])
+def test_the_lcn_smoothing_kernel_compiles(dtype, divide_before, root, maps_operation):
+    source = cuda_kernels.lcn_smooth_source(dtype, 5, 180, 180, 96, divide_before, root, maps_operation,
+                                            8 if maps_operation else 0)
+    assert compile_errors(source) == ""
+
+
+def test_the_lcn_smoothing_kernel_divides_only_by_its_divisor():
+    with pytest.raises(ValueError, match="divisor"):
+        cuda_kernels.lcn_smooth_source("float32", 5, 180, 180, 96, False, False, "divide", 8)
 
 
 def test_the_batched_copy_compiles():

@@ -459,6 +459,28 @@ def test_bfloat16_operands_round_like_numpy(rng):
     assert numpy.array_equal(to_numpy(from_bfloat16(operand(x_gpu, "bfloat16"))), operand(x, "bfloat16"))
     scale, scale_gpu = both(rng.uniform(0.5, 2, (300, 1)))
     assert numpy.array_equal(to_numpy(from_bfloat16(operand(x_gpu, "bfloat16", scale_gpu))), operand(x * scale, "bfloat16"))
+    # four values a thread (whole 4s, contiguous, a number's scale) and CuPy's one a thread (the rest): the same bits,
+    # NumPy's rounding where finite, a NaN where NaN
+    from dasksae.kernels.gemm import _to_bfloat16_kernel
+
+    special = [numpy.nan, numpy.inf, -numpy.inf, 0.0, -0.0, 3.4e38, 1e-45, 1.00390625]
+    for shape in ((96, 8), (97, 3)):
+        values = rng.standard_normal(shape).astype(numpy.float32)
+        values.flat[numpy.arange(0, values.size, 7)[:len(special)]] = special
+        y, y_gpu = both(values)
+        for chosen in (None, 2.0 / 96, numpy.float32(3.0)):
+            fast = to_numpy(operand(y_gpu, "bfloat16", chosen))
+            one = to_numpy(_to_bfloat16_kernel()(y_gpu, numpy.float32(1 if chosen is None else chosen),
+                                                 cupy.empty(shape, dtype=cupy.uint16)))
+            assert numpy.array_equal(fast, one)
+            assert numpy.array_equal(to_numpy(operand(y_gpu[:, 1:], "bfloat16", chosen)), fast[:, 1:])
+            with numpy.errstate(over="ignore", invalid="ignore"):
+                product = y if chosen is None else y * numpy.float32(chosen)
+                rounded = (operand(numpy.where(numpy.isnan(product), 0, product), "bfloat16").view(numpy.uint32)
+                           >> 16).astype(numpy.uint16)
+            nan = numpy.isnan(product)
+            assert numpy.array_equal(fast[~nan], rounded[~nan])
+            assert numpy.all((fast[nan] & 0x7F80) == 0x7F80) and numpy.all(fast[nan] & 0x7F) and nan.any()
 
 
 @pytest.mark.parametrize("length, operand_kind", [(1200, None), (1200, "bfloat16"), (1202, "bfloat16"), (1201, "float32"),

@@ -293,3 +293,19 @@ def test_the_tensor_core_kernels_take_the_minibatches_their_switch_says(monkeypa
     monkeypatch.setenv("DASKSAE_TENSOR_CORE_FORWARD", "yes")
     with pytest.raises(SwitchError, match="must be auto, 1 or 0"):
         switch("DASKSAE_TENSOR_CORE_FORWARD")
+
+
+def test_the_update_epilogue_is_chosen_by_the_input_channels(monkeypatch):
+    """DASKSAE_MMA_EPILOGUE: ``auto`` (the default) takes ``rows-wide`` for an image's 3 channels (faster on the
+    H200 there) and ``rows`` for 8 (faster there); a named variant is taken everywhere; anything else is refused."""
+    from dasksae.kernels.mma_update import EPILOGUE_VARIANTS, epilogue_for
+    from dasksae.switches import SWITCHES, SwitchError, switch
+
+    assert SWITCHES["DASKSAE_MMA_EPILOGUE"][1] == "auto"
+    assert [epilogue_for("auto", channels) for channels in (1, 3, 7, 8, 64)] == ["rows-wide"] * 3 + ["rows"] * 2
+    assert {epilogue_for(variant, channels) for variant in ("rows", "fragments") for channels in (3, 8)} == {
+        "rows", "fragments"}
+    assert all(choice in EPILOGUE_VARIANTS for choice in SWITCHES["DASKSAE_MMA_EPILOGUE"][0] if choice != "auto")
+    monkeypatch.setenv("DASKSAE_MMA_EPILOGUE", "wide")
+    with pytest.raises(SwitchError, match="must be auto, rows, rows-wide or fragments"):
+        switch("DASKSAE_MMA_EPILOGUE")

@@ -442,7 +442,8 @@ _LCN_SMOOTH_SOURCE = r"""
 extern "C" __global__ void dasksae_lcn_smooth(const VALUE* __restrict__ plane, const VALUE* __restrict__ window,
                                               const VALUE* __restrict__ inverse_cover_h,
                                               const VALUE* __restrict__ inverse_cover_w, VALUE* __restrict__ out,
-                                              VALUE* __restrict__ floored, VALUE inverse_maps, VALUE floor)
+                                              VALUE* __restrict__ floored, VALUE inverse_maps, VALUE floor,
+                                              const VALUE* maps_in, VALUE* maps_out)
 {
     const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= TOTAL) return;
@@ -478,25 +479,41 @@ extern "C" __global__ void dasksae_lcn_smooth(const VALUE* __restrict__ plane, c
     total *= inverse_maps;
 #if ROOT
     total = sqrt(total);
-    floored[i] = total > floor ? total : floor;
+    const VALUE divisor = total > floor ? total : floor;
+    floored[i] = divisor;
 #endif
     out[i] = total;
+    // the maps (HEIGHT, WIDTH, MAPS, BATCH) at this plane position: reads and writes coalesced along m
+#if MAPS_OPERATION == 1  // divided by the divisor (LCN's output from the centred maps)
+    for (unsigned int k = 0; k < MAPS; ++k) maps_out[(hw * MAPS + k) * BATCH + m] = maps_in[(hw * MAPS + k) * BATCH + m] / divisor;
+#elif MAPS_OPERATION == 2  // less the average (the backward's mean term, in place)
+    for (unsigned int k = 0; k < MAPS; ++k) maps_out[(hw * MAPS + k) * BATCH + m] = maps_in[(hw * MAPS + k) * BATCH + m] - total;
+#endif
 }
 """
+MAPS_OPERATIONS = {None: 0, "divide": 1, "subtract": 2}  # what dasksae_lcn_smooth does to the maps beside its plane
 
 
-def lcn_smooth_source(dtype: str, size: int, height: int, width: int, batch: int, divide_before: bool, root: bool) -> str:
+def lcn_smooth_source(dtype: str, size: int, height: int, width: int, batch: int, divide_before: bool, root: bool,
+                      maps_operation: str | None = None, maps: int = 0) -> str:
     """The CUDA source of LCN's window average for one plane shape (``dasksae_lcn_smooth``).
 
     ``G*`` of :mod:`.contrast` on a plane ``(height, width, batch)`` of
     ``dtype`` values, divided by the number of maps; ``divide_before``: its
     adjoint.  ``root``: the output is ``sqrt`` of that, and a second output
     holds ``max(sqrt, floor)`` (LCN's ``sigma`` and divisor in one pass).
+    ``maps_operation`` (on ``maps`` maps ``(height, width, maps, batch)``):
+    ``"divide"`` writes ``maps_in / divisor`` to ``maps_out`` (with ``root``),
+    ``"subtract"`` writes ``maps_in - average`` (in place where they are one
+    array): the passes that followed the stencil, in it.
     """
     value = {"float32": "float", "float64": "double"}[dtype]
+    if maps_operation == "divide" and not root:
+        raise ValueError("lcn_smooth divides the maps only by the divisor it makes (root=True)")
     defines = (f"#define VALUE {value}\n#define SIZE {size}\n#define HEIGHT {height}\n#define WIDTH {width}\n"
                f"#define BATCH {batch}u\n#define TOTAL {height * width * batch}u\n"
-               f"#define DIVIDE_BEFORE {int(divide_before)}\n#define ROOT {int(root)}\n")
+               f"#define DIVIDE_BEFORE {int(divide_before)}\n#define ROOT {int(root)}\n"
+               f"#define MAPS_OPERATION {MAPS_OPERATIONS[maps_operation]}\n#define MAPS {maps}u\n")
     return defines + _LCN_SMOOTH_SOURCE
 
 
@@ -520,13 +537,19 @@ def _lcn_weights(window: tuple, height: int, width: int, origin: tuple, map_shap
             cupy.asarray((1.0 / _axis_coverage(width, origin[1], map_shape[1], window)).astype(dtype)))
 
 
-def lcn_smooth(plane, window, origin, map_shape, maps: int, divide_before: bool, floor=None):
+def lcn_smooth(plane, window, origin, map_shape, maps: int, divide_before: bool, floor=None, divide=None,
+               subtract_from=None):
     """``G*`` of :mod:`.contrast` on an ``(H, W, M)`` plane, divided by ``maps``.
 
     ``divide_before=False``: the local average (smooth, then divide by the
     coverage at the output); ``True``: its adjoint (divide by the coverage at
     the input, then smooth).  ``floor``: return ``(sqrt(average),
     max(sqrt(average), floor))`` instead (LCN's ``sigma`` and divisor).
+    ``divide`` (with ``floor``): C-contiguous maps ``(H, W, maps, M)``; also
+    return them divided by the divisor, a third output.  ``subtract_from``:
+    C-contiguous maps ``(H, W, maps, M)`` less the result, in place.  Each in
+    the stencil's pass (a plane position's ``maps`` values a thread), instead
+    of a broadcast pass of CuPy's after it.
     """
     import cupy
 
@@ -540,12 +563,27 @@ def lcn_smooth(plane, window, origin, map_shape, maps: int, divide_before: bool,
     dtype = str(plane.dtype)
     weights, inverse_h, inverse_w = _lcn_weights(tuple(float(v) for v in numpy.asarray(window)), height, width, origin,
                                                  map_shape, dtype)
+    if divide is not None and floor is None:
+        raise ValueError("lcn_smooth divides maps only by the divisor it makes: give floor with divide")
+    operation, maps_in, maps_out = None, plane, plane  # (unread without an operation)
+    if divide is not None or subtract_from is not None:
+        maps_in = divide if divide is not None else subtract_from
+        if (maps_in.shape != (height, width, maps, batch) or maps_in.dtype != plane.dtype
+                or not maps_in.flags.c_contiguous or maps_in.size >= 2**31):
+            raise ValueError(f"lcn_smooth needs C-contiguous {dtype} maps {(height, width, maps, batch)} of fewer than "
+                             f"2^31 values beside its plane, got {maps_in.dtype} {maps_in.shape}")
+        operation = "divide" if divide is not None else "subtract"
+        maps_out = cupy.empty_like(maps_in) if divide is not None else subtract_from
     out = cupy.empty_like(plane)
     floored = cupy.empty_like(plane) if floor is not None else out
-    kernel = _lcn_smooth_kernel(dtype, len(weights), height, width, batch, bool(divide_before), floor is not None)
+    kernel = _lcn_smooth_kernel(dtype, len(weights), height, width, batch, bool(divide_before), floor is not None,
+                                operation, maps if operation else 0)
     threads = 256
     kernel(((total + threads - 1) // threads,), (threads,),
-           (plane, weights, inverse_h, inverse_w, out, floored, plane.dtype.type(1.0 / maps), plane.dtype.type(floor or 0)))
+           (plane, weights, inverse_h, inverse_w, out, floored, plane.dtype.type(1.0 / maps), plane.dtype.type(floor or 0),
+            maps_in, maps_out))
+    if divide is not None:
+        return out, floored, maps_out
     return (out, floored) if floor is not None else out
 
 
@@ -643,9 +681,13 @@ def lcn_forward(x, window, c: float, origin=None, map_shape=None):
     centred = cupy.empty_like(x)
     variance_sums = cupy.empty_like(sums)
     _centre_kernel()(x, mean, maps, batch, centred, variance_sums)
-    sigma, divisor = lcn_smooth(variance_sums, window, origin, map_shape, maps, False, floor=c)
-    sigma, divisor = sigma[:, :, None, :], divisor[:, :, None, :]
-    return centred / divisor, (centred, sigma, divisor)
+    if centred.size >= 2**31:  # past the fused pass's 32-bit indices
+        sigma, divisor = lcn_smooth(variance_sums, window, origin, map_shape, maps, False, floor=c)
+        sigma, divisor = sigma[:, :, None, :], divisor[:, :, None, :]
+        return centred / divisor, (centred, sigma, divisor)
+    sigma, divisor, normalised = lcn_smooth(variance_sums, window, origin, map_shape, maps, False, floor=c,
+                                            divide=centred)
+    return normalised, (centred, sigma[:, :, None, :], divisor[:, :, None, :])
 
 
 def lcn_backward(grad_out, centred, sigma, divisor, window, c: float, origin=None, map_shape=None):
@@ -662,7 +704,10 @@ def lcn_backward(grad_out, centred, sigma, divisor, window, c: float, origin=Non
     grad_centred = cupy.empty_like(centred)
     grad_mean = cupy.empty(plane, dtype=centred.dtype)
     _lcn_backward_second_kernel()(grad_out, centred, divisor2, spread, maps, batch, grad_centred, grad_mean)
-    grad_centred -= lcn_smooth(grad_mean, window, origin, map_shape, maps, True)[:, :, None, :]
+    if grad_centred.size >= 2**31:  # past the fused pass's 32-bit indices
+        grad_centred -= lcn_smooth(grad_mean, window, origin, map_shape, maps, True)[:, :, None, :]
+    else:
+        lcn_smooth(grad_mean, window, origin, map_shape, maps, True, subtract_from=grad_centred)
     return grad_centred
 
 

@@ -461,7 +461,19 @@ def shared_bytes(variant: str = "rows") -> int:
         rows = tile_rows(variant)
         return 2 * (rows + TILE_N) * ROW * 2 + 2 * rows * TILE_N * 4
     return SHARED_BYTES + (STAGED_U_BYTES if defines.get("STAGE_U") else 0)
-EPILOGUE = switch("DASKSAE_MMA_EPILOGUE")  # the variant the training takes
+EPILOGUE = switch("DASKSAE_MMA_EPILOGUE")  # the variant the training takes: a variant, or "auto" (epilogue_for)
+FEW_CHANNELS = 8  # maps with fewer channels than this (an image's 3) take "rows-wide" under "auto"
+
+
+def epilogue_for(setting: str, channels: int) -> str:
+    """The epilogue variant a layer whose input maps have ``channels`` channels takes under ``setting``
+    (``DASKSAE_MMA_EPILOGUE``): itself, or for ``auto`` (the default) ``rows-wide`` below :data:`FEW_CHANNELS`
+    channels and ``rows`` otherwise.  On an H200 (session 25, coates200, M=96, ``bench/results/session25/next``)
+    ``rows-wide`` took stage 1 (3 channels) in 2.18 ms against ``rows``'s 2.41, and stages 2 and 3 (8 channels) in
+    4.17 and 3.25 ms against 3.94 and 3.05."""
+    if setting != "auto":
+        return setting
+    return "rows-wide" if channels < FEW_CHANNELS else "rows"
 
 
 def mma_update_source(variant: str = "rows") -> str:
@@ -538,7 +550,7 @@ def filter_weight_grad_update_bfloat16(codes, x, error, raw, velocity, operand, 
 
     from .simt_gemm import inverse_norms_from_squares
 
-    variant = variant or EPILOGUE
+    variant = variant or epilogue_for(EPILOGUE, x.shape[2])
     grid, block, arguments, shared = _update_launch(variant, codes.shape, x.shape, field, step, blocks_w)
     partial_squares = cupy.empty((raw.shape[0] * raw.shape[1], grid[1] * WARP_COLUMN_TILES), dtype=cupy.float32)
     null = numpy.uint64(0)  # a null pointer argument

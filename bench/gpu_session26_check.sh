@@ -1,0 +1,35 @@
+#!/bin/bash
+# Session 26's GPU checks on the lent H200 (results in bench/results/session26/<part>/, each with its command.txt).
+# The A/B rows run session 25's last tree beside this one in the same call: carry "baseline", made before the call by
+#   rm -rf baseline && mkdir baseline && git archive 1c4ab0e dasksae bench/gpu_step.py bench/kernel_table.py \
+#     bench/scaling_model.py bench/torch_peer.py | tar -x -C baseline        (and /baseline/ in .git/info/exclude)
+#   PART=first    session 26's bfloat16 changes, none run on a GPU before: (1) every GPU test; (2) the in-process
+#                 coates200 step (M=96) of session 25's tree ("before") and of this one ("after"), in turn, bfloat16
+#                 three times and float32 once, each in a process of its own; (3) this tree's bfloat16 step with
+#                 DASKSAE_MMA_EPILOGUE=rows (stage 1 as before); (4) the bfloat16 kernel table.  About 480 s.
+#                 The changes: the backward's chunks sized by what the tensor-core path holds (7 chunks a step for
+#                 17), LCN's divide and subtract in the stencil's pass, the float32 -> bfloat16 conversion four values
+#                 a thread, and rows-wide for stage 1's update.
+source bench/device_setup.sh
+card
+step() {  # step LABEL TREE DTYPE [VAR=VALUE...]: the in-process coates200 step of TREE (. or baseline), STEP_S seconds
+  local tree=$2
+  env PYTHONPATH=/tmp/site:$PWD/$tree:$PWD/$tree/bench "${@:4}" timeout ${STEP_S:-60} python3 $tree/bench/gpu_step.py \
+    --configs coates200 --minibatch 96 --modes in-process --dtypes $3 --runs 20 --json $OUT/gpu-step-$1-$SECONDS.json \
+    2>&1 | filter | grep "in-process\|failed\|Error" | sed "s/^/$1: /" | tee -a $OUT/gpu-step.log; }
+case "${PART:-first}" in
+first)
+  gpu_tests ${TESTS_S:-200} tests/test_gpu.py tests/test_gpu_tiled.py
+  for round in a b c; do
+    step before-bfloat16-$round baseline bfloat16
+    step after-bfloat16-$round . bfloat16
+  done
+  step before-float32 baseline float32
+  step after-float32 . float32
+  step after-bfloat16-epilogue-rows . bfloat16 DASKSAE_MMA_EPILOGUE=rows
+  timeout ${TABLE_S:-70} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
+    --top 40 --json $OUT/kernel-table-bfloat16.json 2>&1 | filter | head -45 > $OUT/kernel-table-bfloat16.log
+  head -16 $OUT/kernel-table-bfloat16.log ;;
+esac
+cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back (a call brings back 8 at most)
+true

@@ -38,7 +38,7 @@ from .kernels.local_filter import (
 )
 from .kernels.normalize import inverse_row_norms, radial_dots, unit_rows_backward, unit_rows_sgd
 from .kernels.simt_gemm import wave_slots
-from .kernels.pooling import pool_squares, pool_unit_weights, sum_of_squares_over_units, window_sum_transpose
+from .kernels.pooling import pool_squares, pool_unit_weights, pool_units_and_sums, window_sum_transpose
 from .optim import sgd_momentum_update
 
 
@@ -308,19 +308,20 @@ def pool_forward(z_window, scale_state, stage, epsilon: float, sparsity: float, 
     """The tile's owned pooling units ``sqrt(eps + V z^2)``; with the objective, its part of the sparsity term.
 
     One pass over ``z`` (:func:`~dasksae.kernels.pooling.pool_squares`)
-    gives ``V z^2``, the pooled units and the sparsity term's units
-    ``sqrt(eps + a^2 V z^2)``.
+    gives the pooled units; with the objective
+    (:func:`~dasksae.kernels.pooling.pool_units_and_sums`) also the sparsity
+    term's units ``sqrt(eps + a^2 V z^2)``, their sum and the sum of
+    ``V z^2 / units`` that the term's ``d/da`` takes (``V z^2`` is not kept).
     """
-    xp = array_module(z_window)
     a = scale_of(scale_state)
-    squares, pooled, units = pool_squares(z_window, stage.pool_size, stage.pool_stride, epsilon,
-                                          a * a if with_objective else None)
-    out = {"pooled": pooled, "squares": squares, "z": z_window}
-    if with_objective:
-        unit_scale = sparsity / z_window.shape[-1]  # lambda / M
-        out["loss"] = units.sum(dtype=xp.float64) * unit_scale
-        out["units"], out["unit_scale"] = units, unit_scale
-    return out
+    if not with_objective:
+        _, pooled, _ = pool_squares(z_window, stage.pool_size, stage.pool_stride, epsilon, None)
+        return {"pooled": pooled, "z": z_window}
+    pooled, units, units_sum, ratio_sum = pool_units_and_sums(z_window, stage.pool_size, stage.pool_stride, epsilon,
+                                                              a * a)
+    unit_scale = sparsity / z_window.shape[-1]  # lambda / M
+    return {"pooled": pooled, "z": z_window, "loss": units_sum * unit_scale, "units": units, "unit_scale": unit_scale,
+            "ratio_sum": ratio_sum}
 
 
 def pool_backward(grad_pooled, forward, scale_state, stage):
@@ -334,7 +335,7 @@ def pool_backward(grad_pooled, forward, scale_state, stage):
     weight = pool_unit_weights(grad_pooled, forward["pooled"], units, a * a, forward.get("unit_scale", 0.0))
     out = {"scale_grad": 0.0}
     if units is not None:  # d/da of unit_scale * sum sqrt(eps + a^2 V z^2)
-        out["scale_grad"] = sum_of_squares_over_units(forward["squares"], units) * (forward["unit_scale"] * a)
+        out["scale_grad"] = forward["ratio_sum"] * (forward["unit_scale"] * a)
     z = forward["z"]
     out["grad_z"] = window_sum_transpose(weight, z.shape, stage.pool_size, stage.pool_stride, times=z)
     return out

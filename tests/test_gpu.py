@@ -633,7 +633,7 @@ def test_each_thread_runs_its_tile_tasks_on_its_own_stream():
 def test_fused_pooling_kernels_equal_the_array_code(rng, size, stride, objective, with_grad, trailing):
     """The pooling forward (squares, pooled, units in one kernel), the backward's unit weights, the sparsity
     term's sum and the transpose times z equal the NumPy array code."""
-    from dasksae.kernels.pooling import pool_squares, pool_unit_weights, sum_of_squares_over_units
+    from dasksae.kernels.pooling import pool_squares, pool_unit_weights, pool_units_and_sums, sum_of_squares_over_units
 
     x, x_gpu = both(rng.standard_normal((13, 12, 3, trailing)))  # 3*8: the compiled kernels; 3*5: the elementwise ones
     scale_squared = 0.7 if objective else None
@@ -652,6 +652,14 @@ def test_fused_pooling_kernels_equal_the_array_code(rng, size, stride, objective
     if objective:
         total = sum_of_squares_over_units(cupy.asarray(squares), cupy.asarray(units))
         assert isinstance(total, cupy.ndarray) and abs(float(total) / sum_of_squares_over_units(squares, units) - 1) < 1e-9
+        # the objective's pass (one kernel where trailing is in whole 4s, with a device scale as under CUDA graphs):
+        # the units and both sums, V x^2 never written
+        for scale in (0.7, cupy.float32(0.7) * cupy.ones((), dtype=cupy.float32)):
+            fused = pool_units_and_sums(x_gpu, size, stride, 1e-3, scale)
+            for want, have in zip((pooled, units), fused[:2]):
+                assert have.shape == want.shape and relative_error(have, want) < 1e-6
+            for want, have in zip((units.sum(dtype=numpy.float64), sum_of_squares_over_units(squares, units)), fused[2:]):
+                assert isinstance(have, cupy.ndarray) and have.ndim == 0 and abs(float(have) / want - 1) < 1e-6
     w, w_gpu = both(rng.standard_normal(pooled.shape))
     expected_spread = window_sum_transpose(w, x.shape, size, stride, times=x)
     assert relative_error(window_sum_transpose(w_gpu, x.shape, size, stride, times=x_gpu), expected_spread) < 1e-6

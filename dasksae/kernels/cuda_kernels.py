@@ -145,6 +145,56 @@ def _pool_unit_weights_kernel(with_grad: bool):
 # (64-bit index arithmetic at run time, one value a thread) moved 0.3 TB/s on an H200 (the transpose, 0.65 ms
 # a coates200 stage-1 map); these are for float32 maps whose trailing size is a multiple of 4.
 _WINDOW_SOURCE = r"""
+// V x^2 at output vector i of the map (OH, OW, 4*VECTORS): the sum of x^2 over its window
+__device__ __forceinline__ float4 window_squares(const float4* __restrict__ x, const unsigned int i)
+{
+    const unsigned int t = i % VECTORS;
+    const unsigned int rest = i / VECTORS;
+    const int column = rest % OUT_WIDTH;
+    const int row = rest / OUT_WIDTH;
+    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int a = 0; a < SIZE; ++a) {
+        const unsigned int base = (unsigned int)(row * STRIDE + a) * IN_WIDTH + column * STRIDE;
+        for (int b = 0; b < SIZE; ++b) {
+            const float4 v = x[(base + b) * VECTORS + t];
+            sum.x += __fmul_rn(v.x, v.x); sum.y += __fmul_rn(v.y, v.y); sum.z += __fmul_rn(v.z, v.z); sum.w += __fmul_rn(v.w, v.w);
+        }
+    }
+    return sum;
+}
+
+__device__ __forceinline__ float4 root_of_eps_plus(const float eps, const float scale, const float4 s)
+{
+    return make_float4(sqrtf(eps + __fmul_rn(scale, s.x)), sqrtf(eps + __fmul_rn(scale, s.y)),
+                       sqrtf(eps + __fmul_rn(scale, s.z)), sqrtf(eps + __fmul_rn(scale, s.w)));
+}
+
+// The pooled units and the sparsity term's units of the objective's forward pass, and this block's float64 sums of
+// the units (the term) and of V x^2 / units (its d/da), without writing V x^2: the passes that summed them and the
+// map of squares, in this one (partials: [unit sums | ratio sums], a value a block each)
+extern "C" __global__ void dasksae_pool_units_and_sums(const float4* __restrict__ x, float4* __restrict__ pooled,
+                                                       float4* __restrict__ units, const float eps,
+                                                       const float* __restrict__ scale_squared_pointer,
+                                                       const float scale_squared_value, const int scale_on_device,
+                                                       const unsigned int total, double* __restrict__ partials)
+{
+    const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    double unit_part = 0.0, ratio_part = 0.0;
+    if (i < total) {
+        const float4 sum = window_squares(x, i);
+        const float scale_squared = scale_on_device ? *scale_squared_pointer : scale_squared_value;  // device: graphs
+        pooled[i] = root_of_eps_plus(eps, 1.f, sum);
+        const float4 u = root_of_eps_plus(eps, scale_squared, sum);
+        units[i] = u;
+        unit_part = ((double)u.x + (double)u.y) + ((double)u.z + (double)u.w);
+        ratio_part = ((double)__fdiv_rn(sum.x, u.x) + (double)__fdiv_rn(sum.y, u.y))
+                     + ((double)__fdiv_rn(sum.z, u.z) + (double)__fdiv_rn(sum.w, u.w));
+    }
+    block_partial(unit_part, partials);
+    __syncthreads();  // block_partial's shared sums are read by the first warp before they are written again
+    block_partial(ratio_part, partials + gridDim.x);
+}
+
 extern "C" __global__ void dasksae_pool_windows(const float4* __restrict__ x, const float4* __restrict__ times,
                                                 float4* __restrict__ out, float4* __restrict__ pooled,
                                                 float4* __restrict__ units, const float eps,
@@ -177,19 +227,12 @@ extern "C" __global__ void dasksae_pool_windows(const float4* __restrict__ x, co
     out[i] = make_float4(__fmul_rn(f.x, sum.x), __fmul_rn(f.y, sum.y), __fmul_rn(f.z, sum.z), __fmul_rn(f.w, sum.w));
 #else
     // squares (OH, OW) of x (H, W): the sum of x^2 over the window, then the pooled and sparsity units
-    for (int a = 0; a < SIZE; ++a) {
-        const unsigned int base = (unsigned int)(row * STRIDE + a) * IN_WIDTH + column * STRIDE;
-        for (int b = 0; b < SIZE; ++b) {
-            const float4 v = x[(base + b) * VECTORS + t];
-            sum.x += __fmul_rn(v.x, v.x); sum.y += __fmul_rn(v.y, v.y); sum.z += __fmul_rn(v.z, v.z); sum.w += __fmul_rn(v.w, v.w);
-        }
-    }
+    sum = window_squares(x, i);
     out[i] = sum;
-    pooled[i] = make_float4(sqrtf(eps + sum.x), sqrtf(eps + sum.y), sqrtf(eps + sum.z), sqrtf(eps + sum.w));
+    pooled[i] = root_of_eps_plus(eps, 1.f, sum);
     if (UNITS) {
         const float scale_squared = scale_on_device ? *scale_squared_pointer : scale_squared_value;  // device: graphs
-        units[i] = make_float4(sqrtf(eps + __fmul_rn(scale_squared, sum.x)), sqrtf(eps + __fmul_rn(scale_squared, sum.y)),
-                               sqrtf(eps + __fmul_rn(scale_squared, sum.z)), sqrtf(eps + __fmul_rn(scale_squared, sum.w)));
+        units[i] = root_of_eps_plus(eps, scale_squared, sum);
     }
 #endif
 }
@@ -207,14 +250,44 @@ def pool_windows_source(transpose: bool, units: bool, vectors: int, in_height: i
     defines = (f"#define TRANSPOSE {int(transpose)}\n#define UNITS {int(units)}\n#define VECTORS {vectors}u\n"
                f"#define IN_HEIGHT {in_height}\n#define IN_WIDTH {in_width}\n#define OUT_WIDTH {out_width}\n"
                f"#define SIZE {size}\n#define STRIDE {stride}\n")
-    return defines + _WINDOW_SOURCE
+    return defines + BLOCK_PARTIAL + _WINDOW_SOURCE
 
 
 @functools.lru_cache(maxsize=None)
-def _pool_windows_kernel(*geometry):
+def _pool_windows_kernel(*geometry, name="dasksae_pool_windows"):
     import cupy
 
-    return cupy.RawKernel(pool_windows_source(*geometry), "dasksae_pool_windows")
+    return cupy.RawKernel(pool_windows_source(*geometry), name)
+
+
+def pool_units_and_sums(x, size: int, stride: int, eps: float, scale_squared):
+    """:func:`dasksae.kernels.pooling.pool_units_and_sums` in one kernel (``dasksae_pool_units_and_sums``) and one
+    sum of its partials, or ``None`` where the arrays do not suit it (float32, C-contiguous, 16-byte aligned, the
+    trailing size in whole 4s)."""
+    import cupy
+
+    from .pooling import pooled_size
+
+    out_shape = (pooled_size(x.shape[0], size, stride), pooled_size(x.shape[1], size, stride)) + tuple(x.shape[2:])
+    trailing = 1
+    for extent in out_shape[2:]:
+        trailing *= extent
+    on_device = isinstance(scale_squared, cupy.ndarray)  # a device scalar under CUDA graphs
+    total = out_shape[0] * out_shape[1] * (trailing // 4)
+    if (x.dtype != numpy.float32 or trailing % 4 or not x.flags.c_contiguous or x.data.ptr % 16 or total == 0
+            or total >= 2**31 or (on_device and (scale_squared.dtype != numpy.float32 or scale_squared.size != 1))):
+        return None
+    pooled, units = (cupy.empty(out_shape, dtype=numpy.float32) for _ in range(2))
+    threads = 256
+    blocks = (total + threads - 1) // threads
+    partials = cupy.empty((2, blocks), dtype=numpy.float64)
+    kernel = _pool_windows_kernel(False, True, trailing // 4, x.shape[0], x.shape[1], out_shape[1], size, stride,
+                                  name="dasksae_pool_units_and_sums")
+    kernel((blocks,), (threads,),
+           (x, pooled, units, numpy.float32(eps), scale_squared if on_device else x,
+            numpy.float32(0 if on_device else scale_squared), numpy.int32(on_device), numpy.uint32(total), partials))
+    sums = partials.sum(axis=1)
+    return pooled, units, sums[0], sums[1]
 
 
 def _pool_windows(x, out_shape, size, stride, transpose, times=None, eps=0.0, scale_squared=None):

@@ -76,6 +76,22 @@ def pool_squares(x, size: int, stride: int, eps: float, scale_squared: float | N
     return squares, xp.sqrt(eps + squares), units
 
 
+def pool_units_and_sums(x, size: int, stride: int, eps: float, scale_squared):
+    """``(sqrt(eps + V x^2), units, sum(units), sum(V x^2 / units))`` with ``units = sqrt(eps + scale_squared V x^2)``:
+    the objective's pooling pass, with the sparsity term (before its ``lambda / M``) and the sum its ``d/da`` needs,
+    both in float64 (device scalars on CuPy: no wait).  On CuPy one kernel that never writes ``V x^2`` (and a sum
+    of its blocks' partials) where the arrays suit it."""
+    xp = array_module(x)
+    if xp is not numpy:
+        from . import cuda_kernels
+
+        fused = cuda_kernels.pool_units_and_sums(xp.ascontiguousarray(x), size, stride, eps, scale_squared)
+        if fused is not None:
+            return fused
+    squares, pooled, units = pool_squares(x, size, stride, eps, scale_squared)
+    return pooled, units, units.sum(dtype=xp.float64), sum_of_squares_over_units(squares, units)
+
+
 def pool_unit_weights(grad_pooled, pooled, units=None, scale_squared: float = 1.0, unit_scale: float = 0.0):
     """What :func:`window_sum_transpose` spreads back to ``dL/dx`` (then times ``x``) from the pooled units.
 

@@ -32,6 +32,7 @@ from .kernels.local_filter import (
     times_fields,
     times_fields_transposed,
     tensor_core_update_takes,
+    transpose_on_tensor_cores,
     update_fuses,
     update_with_tensor_cores,
     update_with_weight_grad,
@@ -179,10 +180,13 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
                                                        blocks_w))
     gathers_error = not (tensor_core_window and error_product_on_tensor_cores(
         xp, precision, error, weights.reshape(blocks_h * blocks_w, rows, fan_in), field, blocks_w))
+    # the input gradient's patches, where it is wanted and not folded in the tensor-core product
+    input_fields = need_input_grad and not transpose_on_tensor_cores(xp, precision, x_window.shape[2], rows, batch,
+                                                                      field, step)
     per_row = blocks_w * backward_bytes_per_block(rows, fan_in, batch, width, storage.itemsize, dtype.itemsize,
                                                   fields=not reads_maps and gathers_error,
                                                   gradients=(0 if fused or tensor_core_window else 1)
-                                                  + (has_error and not tied))
+                                                  + (has_error and not tied), input_fields=input_fields)
     slots = wave_slots() if reads_maps else 0  # DASKSAE_WAVE_CHUNKS: chunks for the fewest waves of our kernels
     for p0, p1 in chunks(blocks_h, per_row, CHUNK_BYTES, blocks_w, slots):
         count = (p1 - p0) * blocks_w
@@ -281,18 +285,21 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
 
 
 def backward_bytes_per_block(rows: int, fan_in: int, batch: int, width: int, operand_itemsize: int, itemsize: int,
-                             fields: bool = True, gradients: int = 1) -> int:
+                             fields: bool = True, gradients: int = 1, input_fields: bool = True) -> int:
     """Transient bytes one filter block takes in :func:`filter_backward`'s chunk loop.
 
     The ``[X | G]`` fields (where ``fields``: not where they are read from the
     maps) and ``[g_z | a z]`` rows (``width`` inner terms, as GEMM operands),
     the ``z``, ``g_z`` and ``g_code`` rows, the block's weight ``gradients``
     (none where the update is taken in the weight gradient's kernel; Le 2012's
-    decoder's apart) and its input-gradient fields.  :mod:`dasksae.accounting`
-    plans memory with the defaults, the most a chunk holds.
+    decoder's apart) and (``input_fields``: not where no input gradient is
+    wanted or the tensor-core transpose folds it in its product) its
+    input-gradient fields.  :mod:`dasksae.accounting` plans memory with the
+    defaults, the most a chunk holds.
     """
     return (fields * fan_in * width * operand_itemsize + rows * width * operand_itemsize
-            + 3 * rows * batch * itemsize + gradients * rows * fan_in * itemsize + fan_in * batch * itemsize)
+            + 3 * rows * batch * itemsize + gradients * rows * fan_in * itemsize
+            + input_fields * fan_in * batch * itemsize)
 
 
 def _unit_gradient(grad_unit, raw, inverse_norms):

@@ -386,6 +386,14 @@ def local_filter_transpose(y, weights, input_shape, field: int, step: int, block
     return out
 
 
+def transpose_on_tensor_cores(xp, precision: str, channels: int, rows: int, batch: int, field: int, step: int) -> bool:
+    """Whether :func:`add_transpose_into` takes a layer of this shape to the tensor-core kernel, which writes no
+    patches (given C-contiguous, aligned operands, as the backward's are)."""
+    return (precision == "bfloat16" and xp.__name__ == "cupy"
+            and mma_forward.minibatch_on_tensor_cores(mma_transpose.TENSOR_CORE_TRANSPOSE, batch)
+            and mma_transpose.layer_fits(channels, rows, batch, field, step))
+
+
 def add_transpose_into(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int, precision: str):
     """``out += W^T y`` overlap-added into the map ``out (H, W, C, M)``: ``weight_rows (blocks, rows, f*f*C)`` and
     ``y_rows (blocks, rows, M)`` are operands of ``precision`` for ``blocks_h x blocks_w`` blocks, block ``(p, q)``'s

@@ -170,6 +170,13 @@ def _kernel():
     return kernel
 
 
+def layer_fits(channels: int, rows: int, batch: int, field: int, step: int) -> bool:
+    """What :func:`transpose_fits` asks of the layer's shape alone: ``field`` a multiple of ``step``, ``step C`` in
+    whole 8s, ``step^2 C`` at most 128, ``rows`` in whole 32s, ``M`` in whole 8s."""
+    return not (field % step or (step * channels) % 8 or step * step * channels > CELL_ROWS or rows % TILE_K
+                or batch % 8)
+
+
 def transpose_fits(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int) -> bool:
     """Whether :func:`add_transpose_bfloat16` takes this product: a float32 map ``out (H, W, C, M)`` with ``H =
     (blocks_h - 1) step + field`` (``W`` likewise), bfloat16 (``uint16``) ``weight_rows (blocks, rows, f*f*C)`` and
@@ -182,7 +189,7 @@ def transpose_fits(out, weight_rows, y_rows, field: int, step: int, blocks_h: in
     count, rows, fan_in = weight_rows.shape
     if out.dtype.name != "float32" or weight_rows.dtype.name != "uint16" or y_rows.dtype.name != "uint16":
         return False
-    if field % step or (step * channels) % 8 or step * step * channels > CELL_ROWS or rows % TILE_K or batch % 8:
+    if not layer_fits(channels, rows, batch, field, step):
         return False
     if (height, width) != ((blocks_h - 1) * step + field, (blocks_w - 1) * step + field):
         return False

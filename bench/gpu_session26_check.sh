@@ -10,6 +10,12 @@
 #                 The changes: the backward's chunks sized by what the tensor-core path holds (7 chunks a step for
 #                 17), LCN's divide and subtract in the stencil's pass, the float32 -> bfloat16 conversion four values
 #                 a thread, and rows-wide for stage 1's update.
+#                 Ran at 9290cff (session26/first/): 181 tests passed; bfloat16 before / after 23.1 / 21.5, 23.6 / 21.4,
+#                 23.3 / 21.4 ms; float32 52.4 / 52.1; epilogue rows 21.7 ms.
+#   PART=second   what session 26 built after PART=first: the objective's pooling pass with the sparsity sums in
+#                 its kernel (V z^2 not written) and the backward in one chunk a coates200 stage (no input-gradient
+#                 patches counted where the tensor-core transpose folds).  (1) every GPU test; (2) the in-process
+#                 step before / after, bfloat16 twice and float32 once; (3) the bfloat16 kernel table.  About 460 s.
 source bench/device_setup.sh
 card
 step() {  # step LABEL TREE DTYPE [VAR=VALUE...]: the in-process coates200 step of TREE (. or baseline), STEP_S seconds
@@ -17,6 +23,10 @@ step() {  # step LABEL TREE DTYPE [VAR=VALUE...]: the in-process coates200 step 
   env PYTHONPATH=/tmp/site:$PWD/$tree:$PWD/$tree/bench "${@:4}" timeout ${STEP_S:-60} python3 $tree/bench/gpu_step.py \
     --configs coates200 --minibatch 96 --modes in-process --dtypes $3 --runs 20 --json $OUT/gpu-step-$1-$SECONDS.json \
     2>&1 | filter | grep "in-process\|failed\|Error" | sed "s/^/$1: /" | tee -a $OUT/gpu-step.log; }
+kernel_table_bfloat16() {  # the bfloat16 kernel table of the one-tile step (M=96) into $OUT/kernel-table-bfloat16.log
+  timeout ${TABLE_S:-70} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
+    --top 40 --json $OUT/kernel-table-bfloat16.json 2>&1 | filter | head -45 > $OUT/kernel-table-bfloat16.log
+  head -16 $OUT/kernel-table-bfloat16.log; }
 case "${PART:-first}" in
 first)
   gpu_tests ${TESTS_S:-200} tests/test_gpu.py tests/test_gpu_tiled.py
@@ -27,9 +37,16 @@ first)
   step before-float32 baseline float32
   step after-float32 . float32
   step after-bfloat16-epilogue-rows . bfloat16 DASKSAE_MMA_EPILOGUE=rows
-  timeout ${TABLE_S:-70} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
-    --top 40 --json $OUT/kernel-table-bfloat16.json 2>&1 | filter | head -45 > $OUT/kernel-table-bfloat16.log
-  head -16 $OUT/kernel-table-bfloat16.log ;;
+  kernel_table_bfloat16 ;;
+second)
+  gpu_tests ${TESTS_S:-200} tests/test_gpu.py tests/test_gpu_tiled.py
+  for round in a b; do
+    step before-bfloat16-$round baseline bfloat16
+    step after-bfloat16-$round . bfloat16
+  done
+  step before-float32 baseline float32
+  step after-float32 . float32
+  kernel_table_bfloat16 ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back (a call brings back 8 at most)
 true

@@ -16,6 +16,11 @@
 #                 its kernel (V z^2 not written) and the backward in one chunk a coates200 stage (no input-gradient
 #                 patches counted where the tensor-core transpose folds).  (1) every GPU test; (2) the in-process
 #                 step before / after, bfloat16 twice and float32 once; (3) the bfloat16 kernel table.  About 460 s.
+#                 Ran at 18eb4a5 (session26/second/): 181 tests passed; bfloat16 before / after 23.3 / 21.2, 23.4 / 21.1
+#                 ms; float32 52.6 / 52.1.
+#   PART=final    the bfloat16 rows with today's code: the limit, 1 worker (10 steps a task, pipelined), the
+#                 in-process step, PyTorch eager and torch.compile, in one process; then 4 worker threads sharing the
+#                 GPU with 2x2 tiles.  About 330 s.
 source bench/device_setup.sh
 card
 step() {  # step LABEL TREE DTYPE [VAR=VALUE...]: the in-process coates200 step of TREE (. or baseline), STEP_S seconds
@@ -47,6 +52,11 @@ second)
   step before-float32 baseline float32
   step after-float32 . float32
   kernel_table_bfloat16 ;;
+final)
+  timeout ${COMPILE_S:-280} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w,torch \
+    --dtypes bfloat16 --precisions bfloat16 --compile --steps-per-task 10 --runs 20 --pipelined \
+    --json $OUT/gpu-step-compile-bfloat16.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log
+  FOUR_S=${FOUR_S:-110} four threads-bfloat16 bfloat16 ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back (a call brings back 8 at most)
 true

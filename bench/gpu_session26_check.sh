@@ -21,6 +21,10 @@
 #   PART=final    the bfloat16 rows with today's code: the limit, 1 worker (10 steps a task, pipelined), the
 #                 in-process step, PyTorch eager and torch.compile, in one process; then 4 worker threads sharing the
 #                 GPU with 2x2 tiles.  About 330 s.
+#                 Ran at 7949891 (session26/final/): 1 worker 21.6 ms (in-process 21.1), torch.compile 106.9 ms
+#                 (4.95x), eager 229.1 (10.6x); 4 threads 29.8 ms, 1.37x the in-process step.
+#   PART=final2   the same bfloat16 rows with 10 and with 20 steps a task (the 1 worker at 10 spent 0.5 ms a step
+#                 outside its task: the device drains at each task's end), in one process.  About 240 s.
 source bench/device_setup.sh
 card
 step() {  # step LABEL TREE DTYPE [VAR=VALUE...]: the in-process coates200 step of TREE (. or baseline), STEP_S seconds
@@ -57,6 +61,11 @@ final)
     --dtypes bfloat16 --precisions bfloat16 --compile --steps-per-task 10 --runs 20 --pipelined \
     --json $OUT/gpu-step-compile-bfloat16.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log
   FOUR_S=${FOUR_S:-110} four threads-bfloat16 bfloat16 ;;
+final2)
+  timeout ${COMPILE_S:-250} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w,torch \
+    --dtypes bfloat16 --precisions bfloat16 --compile --steps-per-task 10,20 --runs 20 --pipelined \
+    --json $OUT/gpu-step-compile-bfloat16-k10-k20.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" \
+    | tee -a $OUT/gpu-step.log ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back (a call brings back 8 at most)
 true

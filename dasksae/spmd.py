@@ -252,7 +252,7 @@ class SpmdExecutor(Executor):
 
         self._sends.append(asyncio.run_coroutine_threadsafe(send(), worker.loop.asyncio_loop))
 
-    def run(self, tile, function, *args, name, halo=False):
+    def run(self, tile, function, *args, name, halo=False, priority=0):
         """Run ``function`` if ``tile`` is this task's; values made on other tiles arrive as messages, one
         message per producing tile and call (a neighbour's strips for one layer travel together).
 

@@ -14,8 +14,14 @@ own stream for a task:
   communication thread, made by a task outside this context) are complete
   before the task reads them, and the task's results are before anyone
   else's reads on the legacy stream;
-* the task waits for its stream before it returns (:func:`synchronize`),
-  so its results are complete for whatever thread runs the next task;
+* the task waits for its stream before it returns, so its results are
+  complete for whatever thread runs the next task; with
+  ``DASKSAE_TASK_END=queue`` (:data:`TASK_END`) a one-tile task of steps
+  returns without that wait: it leaves an event for the next task's stream
+  to wait on (on the device) and its losses copied behind its last step
+  into host memory (:class:`QueuedFloats`), read by a task that runs after
+  the next task has queued its work, so the device does not drain between
+  tasks;
 * a value that leaves the thread mid-task (a halo sent to another tile) is
   waited for first (:func:`ready_to_leave`): the receiving thread reads it
   on its own stream, which does not wait for this one.
@@ -35,6 +41,8 @@ from .switches import switch
 _local = threading.local()
 # tile steps whose device work may still be queued when the host starts the next (StepFence); 0: none
 RUN_AHEAD = int(switch("DASKSAE_RUN_AHEAD"))
+# "wait": a tile task waits for its stream before it returns; "queue": a one-tile task of steps does not (see above)
+TASK_END = switch("DASKSAE_TASK_END")
 
 
 def _thread_stream(cupy):
@@ -48,8 +56,10 @@ def _thread_stream(cupy):
 
 
 @contextlib.contextmanager
-def tile_task_stream(xp):
-    """Run the block on this thread's own CUDA stream (``xp`` CuPy) and wait for it at the end; else do nothing."""
+def tile_task_stream(xp, wait: bool = True):
+    """Run the block on this thread's own CUDA stream (``xp`` CuPy) and (``wait``) wait for it at the end; else do
+    nothing.  Without ``wait`` (a task that returns with its work queued) the stream is still waited for where the
+    block raises."""
     if xp.__name__ != "cupy":
         yield
         return
@@ -57,9 +67,41 @@ def tile_task_stream(xp):
     with stream:
         try:
             yield
-        finally:
+        except BaseException:
             with device_wait():
                 stream.synchronize()
+            raise
+        if wait:
+            with device_wait():
+                stream.synchronize()
+
+
+class QueuedFloats:
+    """Device scalars (and numbers) copied, behind the work queued so far on the current stream, into pinned host
+    memory; :meth:`floats` waits for that copy only (an event), not for whatever is queued after it."""
+
+    def __init__(self, values):
+        import cupy
+        import cupyx
+
+        values = list(values)
+        self._numbers = [None if on_device(value) else float(value) for value in values]
+        device = [value for value in values if on_device(value)]
+        self._host, self._event, self._device = None, None, None
+        if device:
+            self._device = cupy.stack([cupy.asarray(value, dtype=cupy.float64).reshape(()) for value in device])
+            self._host = cupyx.empty_pinned(self._device.shape, dtype=self._device.dtype)
+            cupy.asnumpy(self._device, out=self._host, blocking=False)
+            self._event = cupy.cuda.Event(block=False, disable_timing=True)
+            self._event.record(cupy.cuda.get_current_stream())
+
+    def floats(self) -> list[float]:
+        if self._event is not None:
+            with device_wait():
+                self._event.synchronize()
+            self._device = None  # its copy is done: the memory may go
+        fetched = iter([] if self._host is None else self._host.tolist())
+        return [next(fetched) if number is None else number for number in self._numbers]
 
 
 def has_device_arrays(value) -> bool:

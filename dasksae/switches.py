@@ -22,6 +22,7 @@ SWITCHES = {
     "DASKSAE_CUDA_GRAPHS": (("auto", "1", "0"), "auto"),
     "DASKSAE_GRAPH_CUTS": (("receipts", "messages"), "receipts"),
     "DASKSAE_RUN_AHEAD": (("2", "1", "0"), "2"),
+    "DASKSAE_TASK_END": (("wait", "queue"), "wait"),
     "DASKSAE_DRIVER_LAUNCH": (("1", "0"), "1"),
     "DASKSAE_OUTBOXES": (("1", "0"), "1"),
     "DASKSAE_OUTBOX_IN_PLACE": (("1", "0"), "1"),

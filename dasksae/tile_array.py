@@ -154,7 +154,9 @@ class Executor:
         stats.critical_path = max(stats.critical_path, depth)
         stats.by_name[name] = stats.by_name.get(name, 0) + 1
 
-    def run(self, tile: Tile, function, *args, name: str, halo: bool = False):
+    def run(self, tile: Tile, function, *args, name: str, halo: bool = False, priority: int = 0):
+        """``function(*args)`` on ``tile``'s worker as a task named ``name``; ``priority``: Dask's (higher first,
+        among the worker's ready tasks)."""
         raise NotImplementedError
 
     def worker(self, tile: Tile):
@@ -172,7 +174,7 @@ class LocalExecutor(Executor):
     def _identity(handle):
         return id(handle)
 
-    def run(self, tile, function, *args, name, halo=False):
+    def run(self, tile, function, *args, name, halo=False, priority=0):
         values = [a.value if isinstance(a, _LocalHandle) else a for a in args]
         handle = _LocalHandle(function(*values))
         if self.program is not None:
@@ -196,7 +198,7 @@ class LocalExecutor(Executor):
 class DryExecutor(LocalExecutor):
     """Builds a step's graph without computing it: for counting tasks, critical path and halo bytes of any size."""
 
-    def run(self, tile, function, *args, name, halo=False):
+    def run(self, tile, function, *args, name, halo=False, priority=0):
         handle = _LocalHandle(None)
         self._record(handle, args, name, halo)
         return handle
@@ -239,7 +241,7 @@ class DaskExecutor(Executor):
     def worker(self, tile):
         return self.placement[tile]
 
-    def run(self, tile, function, *args, name, halo=False):
+    def run(self, tile, function, *args, name, halo=False, priority=0):
         future = self.client.submit(
             function,
             *args,
@@ -247,6 +249,7 @@ class DaskExecutor(Executor):
             workers=[self.placement[tile]],
             allow_other_workers=False,
             pure=False,
+            priority=priority,
         )
         self._record(future, args, name, halo)
         self.statistics.keys.append(future.key)

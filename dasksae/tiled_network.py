@@ -38,8 +38,9 @@ from .layers import (
 )
 from .network import NetworkConfig
 from .reference import StepResult, initial_blocks, initial_scale, learning_rate_scales, split_dtype
-from .kernels.backend import kept_apart, to_numpy
-from .streams import StepFence, tile_task_stream
+from .kernels.backend import device_wait, kept_apart, to_numpy
+from . import streams
+from .streams import QueuedFloats, StepFence, device_event, tile_task_stream, wait_for_event
 from .tile_array import DaskExecutor, Executor, LocalExecutor, Shared, TileArray, pick, tile_map, tile_reduce
 from .tile_ops import scale_states_on
 from .tiling import TileGrid
@@ -446,7 +447,10 @@ class TiledNetwork:
             name="fused-step",
         )
         self._bundle = result
-        losses = executor.run(tile, pick, result, "losses", name="fused-losses")
+        # with the steps queued, after the tile's next task of steps if that is ready: its work is then queued
+        # behind these steps when this waits for their losses, and the device does not drain (dasksae.streams)
+        losses = executor.run(tile, fused_losses, result, name="fused-losses",
+                              priority=-1 if streams.TASK_END == "queue" else 0)
         statistics = executor.statistics.as_dict()
         return PendingSteps(lambda: [
             StepReport(loss=float(sum(step)), stage_losses=[float(v) for v in step], statistics=statistics)
@@ -675,6 +679,12 @@ def step_plan(config: NetworkConfig, grid: TileGrid, minibatch: int, itemsize: i
 
 
 def pick_stage(bundle: dict, what: str, stage: int):
+    """A stage's state (or scale) from a task's bundle; where that task returned with its steps queued
+    (``DASKSAE_TASK_END=queue``), once they are done, so that any stream may read it."""
+    done = bundle.get("done")
+    if done is not None:
+        with device_wait():
+            done.synchronize()
     return bundle[what][stage]
 
 
@@ -698,17 +708,36 @@ def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: 
     grid = TileGrid.parse(config, "1x1")
     tile = grid.tiles()[0]
     losses = []
-    with tile_task_stream(xp):  # this worker thread's own CUDA stream (dasksae.streams)
+    queue = xp.__name__ == "cupy" and streams.TASK_END == "queue"  # return with the steps queued (dasksae.streams)
+    with tile_task_stream(xp, wait=not queue):  # this worker thread's own CUDA stream (dasksae.streams)
+        if bundle is not None and bundle.get("done") is not None:
+            wait_for_event(bundle["done"])  # the previous task's queued steps, on the device (its thread's stream)
         xs = [xp.asarray(x) for x in xs]  # onto the device before the first step: no copy from the host mid-task
         scales = scale_states_on(xp, scales)
         fence = StepFence(xp)
         for x in xs:
             losses.append(_fused_step(config, grid, tile, count, lr, momentum, stage, precision, x, states, scales))
             fence.step_done()
-        losses = tile_ops.losses_on_host(losses)
-        fence.finish()
+        if queue:  # the losses copied to the host behind the last step, read by fused_losses; nothing waits here
+            losses = (QueuedFloats(loss for step in losses for loss in step), [len(step) for step in losses])
+            done = device_event(states)
+        else:
+            losses = tile_ops.losses_on_host(losses)
+            fence.finish()
+            done = None
     collector.settle(xp)  # out of the next steps' way (dasksae.collector)
-    return {"states": states, "scales": scales, "losses": losses}
+    return {"states": states, "scales": scales, "losses": losses, "done": done}
+
+
+def fused_losses(result: dict) -> list:
+    """The stage losses of a :func:`fused_single_tile_step` task, one list a step, as floats; with its steps
+    queued (``DASKSAE_TASK_END=queue``) this waits for their copy to the host, not for the device's later work."""
+    losses = result["losses"]
+    if isinstance(losses, list):
+        return losses
+    queued, per_step = losses
+    flat = iter(queued.floats())
+    return [[next(flat) for _ in range(count)] for count in per_step]
 
 
 def _fused_step(config, grid, tile, count, lr, momentum, stage, precision, x, states, scales):

@@ -229,11 +229,16 @@ def test_several_steps_in_each_tiles_task(client, tiles):
     assert reports[0].statistics["tasks"] == (2 if tiles == "1x1" else rows * cols + 1)
 
 
-@pytest.mark.parametrize("tiles", ["1x1", "2x2"])
-def test_submitted_steps_queue_behind_each_other_and_equal_steps_read_in_turn(client, tiles):
+@pytest.mark.parametrize("tiles,task_end", [("1x1", "wait"), ("1x1", "queue"), ("2x2", "wait")])
+def test_submitted_steps_queue_behind_each_other_and_equal_steps_read_in_turn(client, monkeypatch, tiles, task_end):
     """submit_steps returns before its steps end (the second group is submitted while the first still runs, and
     queues behind it on the workers), and two groups read afterwards give the losses and weights of the same
-    groups run with steps() one after the other."""
+    groups run with steps() one after the other.  ``queue`` (DASKSAE_TASK_END, as the client sees it): the losses'
+    tasks go at a lower priority than the steps' (on a GPU, so that a tile's next task queues its work before the
+    losses are waited for; on the CPU the tasks are as they were)."""
+    from dasksae import streams
+
+    monkeypatch.setattr(streams, "TASK_END", task_end)
     config = named_config("tiny")
     data = numpy.random.default_rng(7)
     batches = [data.standard_normal(config.input_shape + (4,)) for _ in range(8)]

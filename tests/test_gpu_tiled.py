@@ -159,3 +159,37 @@ def test_cuda_graphs_by_default_only_where_workers_share_the_process_and_their_m
     collector.thaw()
     assert gc.get_freeze_count() == 0
 
+
+
+@pytest.mark.parametrize("threads", [0, 1, 2])
+def test_steps_left_queued_at_a_task_end_equal_waited_ones(monkeypatch, threads):
+    """DASKSAE_TASK_END=queue: a one-tile task of steps returns with them queued on its stream; the next task's
+    stream waits for them on the device (with two worker threads it may be the other thread's), its losses are
+    read from host memory once their copy is done, and the state taken from the last bundle waits for its steps.
+    Three groups in flight at once (``threads`` 0: in this process, no Dask) give the CPU's losses and weights."""
+    from dasksae import streams
+
+    monkeypatch.setattr(streams, "TASK_END", "queue")
+    config = named_config("tiny")
+    data = numpy.random.default_rng(5)
+    batches = [data.standard_normal(config.input_shape + (16,)).astype("float32") for _ in range(6)]
+    cpu = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="float32")
+    expected = [cpu.step(x, 1e-3, 0.9).loss for x in batches]
+
+    def train(network):
+        pending = [network.submit_steps(batches[start:start + 2], 1e-3, 0.9) for start in range(0, len(batches), 2)]
+        return [report.loss for group in pending for report in group.result()], network.parameters()
+
+    if threads == 0:
+        got, params = train(TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="float32",
+                                         device="cuda"))
+    else:
+        with distributed.LocalCluster(n_workers=1, threads_per_worker=threads, dashboard_address=None,
+                                      processes=False) as cluster:
+            with distributed.Client(cluster) as client:
+                got, params = train(TiledNetwork(config, "1x1", client, seed=1, dtype="float32", device="cuda"))
+    for mine, theirs in zip(got, expected):
+        assert abs(mine - theirs) <= FLOAT32 * abs(theirs), (got, expected)
+    for mine, theirs in zip(params, cpu.parameters()):
+        error = numpy.linalg.norm(mine["encoder"] - theirs["encoder"]) / numpy.linalg.norm(theirs["encoder"])
+        assert error < FLOAT32

@@ -25,6 +25,11 @@
 #                 (4.95x), eager 229.1 (10.6x); 4 threads 29.8 ms, 1.37x the in-process step.
 #   PART=final2   the same bfloat16 rows with 10 and with 20 steps a task (the 1 worker at 10 spent 0.5 ms a step
 #                 outside its task: the device drains at each task's end), in one process.  About 240 s.
+#                 Ran at c530ad8 (session26/final2/): 1 worker 21.5 ms at 10 steps a task, 21.3 at 20; the compiled
+#                 row was cut off by the end of the session's device time.
+#   PART=next     (prepared for session 27) DASKSAE_TASK_END=queue, built after the device time: its GPU tests, then
+#                 the bfloat16 rows (limit, 1 worker at 10 steps a task, PyTorch eager and torch.compile) with
+#                 queue and with wait, one process each.  About 520 s.
 source bench/device_setup.sh
 card
 step() {  # step LABEL TREE DTYPE [VAR=VALUE...]: the in-process coates200 step of TREE (. or baseline), STEP_S seconds
@@ -66,6 +71,14 @@ final2)
     --dtypes bfloat16 --precisions bfloat16 --compile --steps-per-task 10,20 --runs 20 --pipelined \
     --json $OUT/gpu-step-compile-bfloat16-k10-k20.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" \
     | tee -a $OUT/gpu-step.log ;;
+next)
+  gpu_tests ${TESTS_S:-90} tests/test_gpu_tiled.py -k "queued or equals_cpu"
+  for task_end in queue wait; do
+    env DASKSAE_TASK_END=$task_end timeout ${COMPILE_S:-210} python3 bench/gpu_step.py --configs coates200 \
+      --minibatch 96 --modes limit,dasksae-1w,torch --dtypes bfloat16 --precisions bfloat16 --compile \
+      --steps-per-task 10 --runs 20 --pipelined --json $OUT/gpu-step-compile-bfloat16-$task_end.json 2>&1 | filter \
+      | grep -v "  gemm\|cuda graphs" | sed "s/^/$task_end: /" | tee -a $OUT/gpu-step.log
+  done ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back (a call brings back 8 at most)
 true

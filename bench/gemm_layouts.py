@@ -198,9 +198,9 @@ def mma_forward_rows(stage, geometry, batch, runs):
 def mma_transpose_rows(stage, geometry, batch, runs):
     """``W^T y`` with the fold in bfloat16 for one stage (``--mma-transpose``) as the reconstruction runs it
     (:func:`~dasksae.kernels.local_filter.add_transpose_into` into a zeroed map of the stage's input shape):
-    ``mma fold`` on tensor cores with the fold in the product (:mod:`dasksae.kernels.mma_transpose`), ``then fold``
-    with ``DASKSAE_TENSOR_CORE_TRANSPOSE=0`` (cuBLAS's product into patches, then the fold), and the largest
-    difference between the two."""
+    ``mma fold`` on tensor cores with the fold in the product (:mod:`dasksae.kernels.mma_transpose`; ``mma fold
+    k64x3``: in that variant's tiles, where the rows take it), ``then fold`` with ``DASKSAE_TENSOR_CORE_TRANSPOSE=0``
+    (cuBLAS's product into patches, then the fold), and the largest difference of each from the last."""
     import cupy
 
     from dasksae.kernels import mma_transpose
@@ -218,9 +218,12 @@ def mma_transpose_rows(stage, geometry, batch, runs):
         print("   W^T y mma fold: the kernel does not take this stage's shapes")
         return []
     found, outputs = [], {}
+    layouts = [("0", "k32x4", "then fold"), ("1", "k32x4", "mma fold")]
+    if mma_transpose.variant_for(rows, "k64x3") == "k64x3":
+        layouts.append(("1", "k64x3", "mma fold k64x3"))
     try:
-        for on, layout in (("0", "then fold"), ("1", "mma fold")):
-            mma_transpose.TENSOR_CORE_TRANSPOSE = on
+        for on, variant, layout in layouts:
+            mma_transpose.TENSOR_CORE_TRANSPOSE, mma_transpose.TILES = on, variant
             out[...] = 0
             add_transpose_into(out, weights, y, field, step, blocks_h, blocks_w, "bfloat16")
             outputs[layout] = out.copy()
@@ -232,10 +235,13 @@ def mma_transpose_rows(stage, geometry, batch, runs):
                           "max_difference_from_cublas": None})
     finally:
         mma_transpose.TENSOR_CORE_TRANSPOSE = mma_transpose.switch("DASKSAE_TENSOR_CORE_TRANSPOSE")
-    difference = float(cupy.abs(outputs["mma fold"] - outputs["then fold"]).max()
-                       / cupy.abs(outputs["then fold"]).max())
-    found[-1]["max_difference_from_cublas"] = difference
-    print(f"    W^T y mma fold: largest difference from the product then the fold {difference:.1e} of its largest value")
+        mma_transpose.TILES = mma_transpose.switch("DASKSAE_TENSOR_CORE_TRANSPOSE_TILES")
+    for row in found[1:]:
+        difference = float(cupy.abs(outputs[row["layout"]] - outputs["then fold"]).max()
+                           / cupy.abs(outputs["then fold"]).max())
+        row["max_difference_from_cublas"] = difference
+        print(f"    W^T y {row['layout']}: largest difference from the product then the fold {difference:.1e} of its "
+              "largest value")
     return found
 
 

@@ -30,6 +30,10 @@
 #   PART=next     (prepared for session 27) DASKSAE_TASK_END=queue, built after the device time: its GPU tests, then
 #                 the bfloat16 rows (limit, 1 worker at 10 steps a task, PyTorch eager and torch.compile) with
 #                 queue and with wait, one process each.  About 520 s.
+#   PART=tiles    (prepared for session 27) the transpose's k64x3 tiles (DASKSAE_TENSOR_CORE_TRANSPOSE_TILES, built
+#                 after the device time; g++ and NVRTC checked, 4 bytes spilled): its GPU tests, its time per stage
+#                 against k32x4 (bench/gemm_layouts.py --mma-transpose), then the in-process bfloat16 step with
+#                 k32x4 / k64x3 in turn, twice.  About 300 s.
 source bench/device_setup.sh
 card
 step() {  # step LABEL TREE DTYPE [VAR=VALUE...]: the in-process coates200 step of TREE (. or baseline), STEP_S seconds
@@ -71,6 +75,16 @@ final2)
     --dtypes bfloat16 --precisions bfloat16 --compile --steps-per-task 10,20 --runs 20 --pipelined \
     --json $OUT/gpu-step-compile-bfloat16-k10-k20.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" \
     | tee -a $OUT/gpu-step.log ;;
+tiles)
+  gpu_tests ${TESTS_S:-90} tests/test_gpu.py -k "tensor_core_transpose"
+  timeout ${GEMM_S:-90} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions bfloat16 \
+    --mma-transpose --runs 20 --json $OUT/gemm-transpose.json 2>&1 | filter | tee $OUT/gemm-transpose.log \
+    | grep "W^T y  *mma\|then fold\|differ\|does not"
+  for round in a b; do
+    for tiles in k32x4 k64x3; do
+      step tiles-$tiles-$round . bfloat16 DASKSAE_TENSOR_CORE_TRANSPOSE_TILES=$tiles
+    done
+  done ;;
 next)
   gpu_tests ${TESTS_S:-90} tests/test_gpu_tiled.py -k "queued or equals_cpu"
   for task_end in queue wait; do

@@ -7,6 +7,7 @@
     python bench/kernel_registers.py --kernels mma --mma-epilogue fragments   # one of its epilogue's variants
     python bench/kernel_registers.py --kernels mma-forward   # the bfloat16 tensor-core W x (kernels/mma_forward.py)
     python bench/kernel_registers.py --kernels mma-transpose   # W^T y with the fold (kernels/mma_transpose.py)
+    python bench/kernel_registers.py --kernels mma-transpose --transpose-variant k64x3
 
 Compiles :mod:`dasksae.kernels.simt_gemm`'s source to PTX with NVRTC (as
 ``tests/test_cuda_sources.py`` does) and assembles it with ``ptxas -v``,
@@ -38,6 +39,8 @@ def main(argv=None):
                         help="with --kernels mma: the epilogue's variant (mma_update.EPILOGUE_VARIANTS)")
     parser.add_argument("--forward-variant", default="k32x4",
                         help="with --kernels mma-forward: the tiles' variant (mma_forward.VARIANTS)")
+    parser.add_argument("--transpose-variant", default="k32x4",
+                        help="with --kernels mma-transpose: the tiles' variant (mma_transpose.VARIANTS)")
     args = parser.parse_args(argv)
     import nvidia.cuda_nvcc
     from test_cuda_sources import NVRTC
@@ -54,7 +57,7 @@ def main(argv=None):
     elif args.kernels == "mma-forward":
         source, names, standard = mma_forward.mma_forward_source(args.forward_variant), [], b"-std=c++17"
     else:
-        source, names, standard = mma_transpose.mma_transpose_source(), [], b"-std=c++17"
+        source, names, standard = mma_transpose.mma_transpose_source(args.transpose_variant), [], b"-std=c++17"
     assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), source.encode(), b"simt.cu", 0, None, None) == 0
     for name in names:
         NVRTC.nvrtcAddNameExpression(program, name.encode())

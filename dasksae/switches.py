@@ -38,6 +38,7 @@ SWITCHES = {
     "DASKSAE_MMA_EPILOGUE": (("auto", "rows", "rows-wide", "fragments"), "auto"),
     "DASKSAE_TENSOR_CORE_FORWARD": (("auto", "1", "0"), "auto"),
     "DASKSAE_TENSOR_CORE_TRANSPOSE": (("auto", "1", "0"), "auto"),
+    "DASKSAE_TENSOR_CORE_TRANSPOSE_TILES": (("k32x4", "k64x3"), "k32x4"),
 }
 
 

@@ -114,10 +114,11 @@ def test_the_tensor_core_forward_compiles(variant):
                           options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
 
 
-def test_the_tensor_core_transpose_with_the_fold_compiles():
-    """The bfloat16 ``mma.sync`` ``W^T y`` with the fold in the product (checked under g++ in
-    test_mma_transpose_on_cpu)."""
-    assert compile_errors(mma_transpose.mma_transpose_source(),
+@pytest.mark.parametrize("variant", list(mma_transpose.VARIANTS))
+def test_the_tensor_core_transpose_with_the_fold_compiles(variant):
+    """The bfloat16 ``mma.sync`` ``W^T y`` with the fold in the product, in each variant of its tiles (checked under
+    g++ in test_mma_transpose_on_cpu)."""
+    assert compile_errors(mma_transpose.mma_transpose_source(variant),
                           options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
 
 

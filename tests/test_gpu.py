@@ -886,12 +886,15 @@ def test_bfloat16_training_with_the_tensor_core_forward_follows_cublas(monkeypat
             assert numpy.abs(mine[name] - theirs[name]).max() < 1e-3 * numpy.abs(theirs[name]).max(), name
 
 
-@pytest.mark.parametrize("case", [(8, 4, 8, 64, 3, 2, 96), (6, 2, 4, 32, 3, 4, 96), (8, 4, 8, 32, 2, 2, 136)],
-                         ids=["cells-of-128", "cells-of-16", "part-tile"])
-def test_the_tensor_core_transpose_with_the_fold_on_the_gpu_equals_numpy(case):
+@pytest.mark.parametrize("variant", ["k32x4", "k64x3"])
+@pytest.mark.parametrize("case", [(8, 4, 8, 64, 3, 2, 96), (6, 2, 4, 32, 3, 4, 96), (8, 4, 8, 32, 2, 2, 136),
+                                  (8, 4, 8, 128, 3, 2, 96), (6, 2, 4, 64, 2, 3, 136)],
+                         ids=["cells-of-128", "cells-of-16", "part-tile", "rows-128", "rows-64-part-tile"])
+def test_the_tensor_core_transpose_with_the_fold_on_the_gpu_equals_numpy(case, variant):
     """``dasksae_mma_filter_transpose_fold`` (bfloat16 ``mma.sync``, both operands by ``ldmatrix.trans``, each cell of
     the map summed over its blocks and added in) on the device against NumPy's float64 product and fold of the same
-    bfloat16 values: the g++ test's cases (``tests/test_mma_transpose_on_cpu.py``), a minibatch of 136 among them."""
+    bfloat16 values: the g++ test's cases (``tests/test_mma_transpose_on_cpu.py``), a minibatch of 136 among them, in
+    each variant of the tiles asked for (rows not in whole 64s keep k32x4)."""
     from dasksae.kernels import mma_transpose
     from test_mma_transpose_on_cpu import transpose_case
 
@@ -899,7 +902,7 @@ def test_the_tensor_core_transpose_with_the_fold_on_the_gpu_equals_numpy(case):
     weight_bits, y_bits, out, expected = transpose_case(5, *case)
     arrays = cupy.asarray(out), cupy.asarray(weight_bits), cupy.asarray(y_bits)
     assert mma_transpose.transpose_fits(*arrays, field, step, blocks_h, blocks_w)
-    mma_transpose.add_transpose_bfloat16(*arrays, field, step, blocks_h, blocks_w)
+    mma_transpose.add_transpose_bfloat16(*arrays, field, step, blocks_h, blocks_w, variant=variant)
     numpy.testing.assert_allclose(arrays[0].get(), expected, rtol=1e-5, atol=1e-3)
 
 

@@ -30,12 +30,13 @@ extern "C" void run_transpose(const unsigned short* weights, const unsigned shor
 """
 
 
-@pytest.fixture(scope="module")
-def kernel_on_cpu(tmp_path_factory):
-    library = built_on_cpu(tmp_path_factory.mktemp("mma_transpose"),
-                           SHIM + MMA_EMULATION + mma_transpose.mma_transpose_source() + RUNNER)
+@pytest.fixture(scope="module", params=list(mma_transpose.VARIANTS))
+def kernel_on_cpu(request, tmp_path_factory):
+    """``(the kernel in one variant of its tiles, built under g++, the variant)``."""
+    library = built_on_cpu(tmp_path_factory.mktemp(f"mma_transpose_{request.param}"),
+                           SHIM + MMA_EMULATION + mma_transpose.mma_transpose_source(request.param) + RUNNER)
     library.run_transpose.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 8
-    return library
+    return library, request.param
 
 
 def transpose_case(seed: int, field: int, step: int, channels: int, rows: int, blocks_h: int, blocks_w: int,
@@ -59,11 +60,18 @@ def transpose_case(seed: int, field: int, step: int, channels: int, rows: int, b
     (6, 2, 4, 32, 3, 4, 96),  # cells of 16 values (most rows of the block's products guarded), up to 3x3 blocks
     (8, 4, 8, 32, 2, 2, 136),  # a second tile of 96 columns with 40 in the minibatch
     (6, 2, 4, 32, 2, 2, 104),  # and with 8 (one copy of 8 values a row), cells of 16
-], ids=["cells-of-128", "cells-of-16", "part-tile", "8-column-tile"])
+    (8, 4, 8, 128, 3, 2, 96),  # 128 rows: 2 tiles of 64 (k64x3), 4 of 32
+    (6, 2, 4, 64, 2, 3, 136),  # 64 rows, cells of 16, a part-full second tile of columns
+], ids=["cells-of-128", "cells-of-16", "part-tile", "8-column-tile", "rows-128", "rows-64-part-tile"])
 def test_the_tensor_core_transpose_folds_into_the_map_as_numpy(kernel_on_cpu, field, step, channels, rows, blocks_h,
                                                                 blocks_w, batch):
     """Every cell of the map gets its blocks' sum added, edges (fewer blocks) and middles alike, and nothing past
-    the minibatch (a column past it would land in the next row, or in the 96 values of slack after the map)."""
+    the minibatch (a column past it would land in the next row, or in the 96 values of slack after the map); in
+    each variant of the tiles, for the rows it takes (whole tiles of it)."""
+    kernel_on_cpu, variant = kernel_on_cpu
+    if rows % mma_transpose.VARIANTS[variant][0]:
+        assert mma_transpose.variant_for(rows, variant) == "k32x4"  # the layer keeps the smaller tiles
+        pytest.skip(f"{variant} takes rows in whole {mma_transpose.VARIANTS[variant][0]}s")
     weight_bits, y_bits, out, expected = transpose_case(5, field, step, channels, rows, blocks_h, blocks_w, batch)
     memory = numpy.full(out.size + 96, numpy.nan, dtype=numpy.float32)
     memory[:-96] = out.ravel()

@@ -47,12 +47,33 @@ from .simt_gemm import THREADS, TILE_N
 # W^T y with the fold in bfloat16 in this kernel where the arrays fit and the minibatch is one it takes
 # (local_filter.add_transpose_into, mma_forward.minibatch_on_tensor_cores): "auto", "1" or "0"
 TENSOR_CORE_TRANSPOSE = switch("DASKSAE_TENSOR_CORE_TRANSPOSE")
-TILE_K = 32  # block rows (inner terms) a tile of shared memory
-STAGES = 4  # tiles of shared memory a block: STAGES - 1 in flight while one is multiplied
+# (block rows (inner terms) a tile of shared memory, tiles of shared memory a block: STAGES - 1 in flight while one is
+# multiplied).  k32x4 is what ran in sessions 24-26 (0.98 / 0.78 ms on coates200's stages 2 / 3, H200); k64x3 (built
+# in session 26 after its device time, not yet run on a GPU) takes 64 block rows a tile, as mma_forward's k64x3 did
+# for W x (0.71 against 0.80 ms on stage 2): half the barriers a cell, twice the products between them.  It takes
+# layers whose rows are whole 64s; others keep k32x4.
+VARIANTS = {"k32x4": (32, 4), "k64x3": (64, 3)}
+TILES = switch("DASKSAE_TENSOR_CORE_TRANSPOSE_TILES")  # the variant the training asks for
+TILE_K, STAGES = VARIANTS["k32x4"]  # the smallest tile: the rows a layer must have in whole TILE_Ks
 CELL_ROWS = 128  # the most rows a cell may have (step^2 C): the block's rows of products
 A_ROW = CELL_ROWS + 8  # a shared row of the weights' tile: a block row's 128 cell values and 8 of padding (272 bytes)
 B_ROW = TILE_N + 8  # a shared row of y's tile: 96 minibatch values and 8 of padding (208 bytes)
-SHARED_BYTES = STAGES * (TILE_K * A_ROW + TILE_K * B_ROW) * 2
+
+
+def shared_bytes(variant: str = "k32x4") -> int:
+    """Dynamic shared memory a block of ``variant``: its stages of weight and ``y`` tiles."""
+    tile_k, stages = VARIANTS[variant]
+    return stages * (tile_k * A_ROW + tile_k * B_ROW) * 2
+
+
+SHARED_BYTES = shared_bytes()
+
+
+def variant_for(rows: int, asked: str | None = None) -> str:
+    """The variant a layer of ``rows`` block rows takes when ``asked`` (default :data:`TILES`): it, where the rows
+    are whole tiles of it, else ``k32x4``."""
+    asked = asked or TILES
+    return asked if rows % VARIANTS[asked][0] == 0 else "k32x4"
 
 _SOURCE = r"""
 #define TILE_N 96
@@ -154,19 +175,21 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpos
 """
 
 
-def mma_transpose_source() -> str:
-    """The kernel's CUDA source with its tile constants defined."""
-    defines = {"TILE_K": TILE_K, "STAGES": STAGES, "CELL_ROWS": CELL_ROWS, "A_ROW": A_ROW, "B_ROW": B_ROW,
-               "SHARED_BYTES": SHARED_BYTES}
+def mma_transpose_source(variant: str = "k32x4") -> str:
+    """The kernel's CUDA source with the tile constants of ``variant`` (:data:`VARIANTS`) defined."""
+    tile_k, stages = VARIANTS[variant]
+    defines = {"TILE_K": tile_k, "STAGES": stages, "CELL_ROWS": CELL_ROWS, "A_ROW": A_ROW, "B_ROW": B_ROW,
+               "SHARED_BYTES": shared_bytes(variant)}
     return "".join(f"#define {name} {value}\n" for name, value in defines.items()) + MMA_HELPERS + _SOURCE
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel():
+def _kernel(variant: str = "k32x4"):
     import cupy
 
-    kernel = cupy.RawKernel(mma_transpose_source(), "dasksae_mma_filter_transpose_fold", options=("-std=c++17",))
-    kernel.max_dynamic_shared_size_bytes = SHARED_BYTES
+    kernel = cupy.RawKernel(mma_transpose_source(variant), "dasksae_mma_filter_transpose_fold",
+                            options=("-std=c++17",))
+    kernel.max_dynamic_shared_size_bytes = shared_bytes(variant)
     return kernel
 
 
@@ -207,11 +230,13 @@ def transpose_launch(out_shape, weights_shape, field: int, step: int, blocks_h: 
     return grid, (rows, batch, channels, field, step, blocks_h, blocks_w, width)
 
 
-def add_transpose_bfloat16(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int) -> None:
+def add_transpose_bfloat16(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int,
+                           variant: str | None = None) -> None:
     """``out +=`` the fold of ``W^T y`` on tensor cores, each cell's sum written once (the arrays must
-    :func:`transpose_fits`)."""
+    :func:`transpose_fits`), in ``variant``'s tiles (default: :func:`variant_for` the rows)."""
+    variant = variant_for(weight_rows.shape[1], variant)
     grid, arguments = _typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w)
-    _kernel()(grid, (THREADS,), (weight_rows, y_rows, out, *arguments), shared_mem=SHARED_BYTES)
+    _kernel(variant)(grid, (THREADS,), (weight_rows, y_rows, out, *arguments), shared_mem=shared_bytes(variant))
 
 
 @functools.lru_cache(maxsize=256)

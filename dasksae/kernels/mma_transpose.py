@@ -23,7 +23,7 @@ sum is one product ``A (step^2 C, K) B (K, M)`` with ``K = blocks x R``:
 :mod:`.mma_forward`.  The blocks are taken in a fixed order, so the sums do
 not depend on scheduling; each cell is added into the map by its own
 block, so nothing races.  ``mma.sync.m16n8k16``, float32 sums, ``cp.async``
-tiles of 32 inner terms in :data:`STAGES` buffers.
+tiles of 32 (or 64: :data:`VARIANTS`) inner terms in :data:`STAGES` buffers.
 
 Its source runs on the CPU under g++ (``tests/test_mma_transpose_on_cpu.py``,
 the shim of ``tests/test_mma_update_on_cpu.py``) against NumPy's product

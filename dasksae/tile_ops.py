@@ -186,7 +186,8 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
     per_row = blocks_w * backward_bytes_per_block(rows, fan_in, batch, width, storage.itemsize, dtype.itemsize,
                                                   fields=not reads_maps and gathers_error,
                                                   gradients=(0 if fused or tensor_core_window else 1)
-                                                  + (has_error and not tied), input_fields=input_fields)
+                                                  + (has_error and not tied), input_fields=input_fields,
+                                                  field_columns=batch if tensor_core_window else None)
     slots = wave_slots() if reads_maps else 0  # DASKSAE_WAVE_CHUNKS: chunks for the fewest waves of our kernels
     for p0, p1 in chunks(blocks_h, per_row, CHUNK_BYTES, blocks_w, slots):
         count = (p1 - p0) * blocks_w
@@ -285,11 +286,14 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
 
 
 def backward_bytes_per_block(rows: int, fan_in: int, batch: int, width: int, operand_itemsize: int, itemsize: int,
-                             fields: bool = True, gradients: int = 1, input_fields: bool = True) -> int:
+                             fields: bool = True, gradients: int = 1, input_fields: bool = True,
+                             field_columns: int | None = None) -> int:
     """Transient bytes one filter block takes in :func:`filter_backward`'s chunk loop.
 
     The ``[X | G]`` fields (where ``fields``: not where they are read from the
-    maps) and ``[g_z | a z]`` rows (``width`` inner terms, as GEMM operands),
+    maps; ``field_columns`` of them, by default ``width``: the tensor-core
+    update gathers ``G`` alone) and ``[g_z | a z]`` rows (``width`` inner
+    terms, as GEMM operands),
     the ``z``, ``g_z`` and ``g_code`` rows, the block's weight ``gradients``
     (none where the update is taken in the weight gradient's kernel; Le 2012's
     decoder's apart) and (``input_fields``: not where no input gradient is
@@ -297,7 +301,8 @@ def backward_bytes_per_block(rows: int, fan_in: int, batch: int, width: int, ope
     input-gradient fields.  :mod:`dasksae.accounting` plans memory with the
     defaults, the most a chunk holds.
     """
-    return (fields * fan_in * width * operand_itemsize + rows * width * operand_itemsize
+    return (fields * fan_in * (width if field_columns is None else field_columns) * operand_itemsize
+            + rows * width * operand_itemsize
             + 3 * rows * batch * itemsize + gradients * rows * fan_in * itemsize
             + input_fields * fan_in * batch * itemsize)
 

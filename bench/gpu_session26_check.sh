@@ -33,13 +33,16 @@
 #   PART=tiles    (prepared for session 27) the transpose's k64x3 tiles (DASKSAE_TENSOR_CORE_TRANSPOSE_TILES, built
 #                 after the device time; g++ and NVRTC checked, 4 bytes spilled): its GPU tests, its time per stage
 #                 against k32x4 (bench/gemm_layouts.py --mma-transpose), then the in-process bfloat16 step with
-#                 k32x4 / k64x3 in turn, twice.  About 300 s.
+#                 k32x4 / k64x3 in turn, twice; then the bfloat16 step at M=512 of session 25's tree and of this one
+#                 (the backward's chunks there: 5 / 21 / 18 for 8 / 41 / 18; carry baseline).  About 420 s.
 source bench/device_setup.sh
 card
-step() {  # step LABEL TREE DTYPE [VAR=VALUE...]: the in-process coates200 step of TREE (. or baseline), STEP_S seconds
+step() {  # step LABEL TREE DTYPE [VAR=VALUE...]: the in-process coates200 step of TREE (. or baseline), STEP_S seconds,
+  # M=STEP_M (96), STEP_RUNS runs (20)
   local tree=$2
   env PYTHONPATH=/tmp/site:$PWD/$tree:$PWD/$tree/bench "${@:4}" timeout ${STEP_S:-60} python3 $tree/bench/gpu_step.py \
-    --configs coates200 --minibatch 96 --modes in-process --dtypes $3 --runs 20 --json $OUT/gpu-step-$1-$SECONDS.json \
+    --configs coates200 --minibatch ${STEP_M:-96} --modes in-process --dtypes $3 --runs ${STEP_RUNS:-20} \
+    --json $OUT/gpu-step-$1-$SECONDS.json \
     2>&1 | filter | grep "in-process\|failed\|Error" | sed "s/^/$1: /" | tee -a $OUT/gpu-step.log; }
 kernel_table_bfloat16() {  # the bfloat16 kernel table of the one-tile step (M=96) into $OUT/kernel-table-bfloat16.log
   timeout ${TABLE_S:-70} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
@@ -84,7 +87,9 @@ tiles)
     for tiles in k32x4 k64x3; do
       step tiles-$tiles-$round . bfloat16 DASKSAE_TENSOR_CORE_TRANSPOSE_TILES=$tiles
     done
-  done ;;
+  done
+  STEP_M=512 STEP_RUNS=10 step m512-before baseline bfloat16
+  STEP_M=512 STEP_RUNS=10 step m512-after . bfloat16 ;;
 next)
   gpu_tests ${TESTS_S:-90} tests/test_gpu_tiled.py -k "queued or equals_cpu"
   for task_end in queue wait; do

@@ -694,7 +694,10 @@ def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: 
     ``sources`` starts with ``batches`` minibatches (one step each), then,
     without a previous result (``bundle``), every stage's state followed by
     every stage's scale state.  Updates the state arrays in place and returns
-    ``{"states", "scales", "losses"}`` (``losses``: one list of stage losses a step).
+    ``{"states", "scales", "losses", "done"}`` (``losses``: one list of stage
+    losses a step, or with ``DASKSAE_TASK_END=queue`` on a GPU their copy to
+    the host in flight, read by :func:`fused_losses`; ``done``: then the CUDA
+    event after the task's steps, else ``None``).
     """
     from .kernels.backend import array_module
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from .kernels.backend import device_wait, on_device
+from .kernels.backend import device_wait, on_device, stacked_float64
 from .switches import switch
 
 _local = threading.local()
@@ -89,7 +89,7 @@ class QueuedFloats:
         device = [value for value in values if on_device(value)]
         self._host, self._event, self._device = None, None, None
         if device:
-            self._device = cupy.stack([cupy.asarray(value, dtype=cupy.float64).reshape(()) for value in device])
+            self._device = stacked_float64(device)
             self._host = cupyx.empty_pinned(self._device.shape, dtype=self._device.dtype)
             cupy.asnumpy(self._device, out=self._host, blocking=False)
             self._event = cupy.cuda.Event(block=False, disable_timing=True)

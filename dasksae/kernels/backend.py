@@ -66,6 +66,13 @@ def to_numpy(array):
     return numpy.asarray(array)
 
 
+def stacked_float64(device_values):
+    """0-d CuPy arrays (any float dtype) as one float64 CuPy vector: one transfer to the host for all of them."""
+    import cupy
+
+    return cupy.stack([cupy.asarray(value, dtype=cupy.float64).reshape(()) for value in device_values])
+
+
 def host_floats(values) -> list[float]:
     """``values`` (Python numbers and 0-d NumPy or CuPy arrays) as Python floats, with one device transfer for all.
 
@@ -78,10 +85,8 @@ def host_floats(values) -> list[float]:
     device_values = [i for i, value in enumerate(values) if on_device(value)]
     out = [None if i in device_values else float(value) for i, value in enumerate(values)]
     if device_values:
-        import cupy
-
         with device_wait():
-            fetched = cupy.stack([cupy.asarray(values[i], dtype=cupy.float64).reshape(()) for i in device_values]).get()
+            fetched = stacked_float64([values[i] for i in device_values]).get()
         for i, value in zip(device_values, fetched):
             out[i] = float(value)
     return out

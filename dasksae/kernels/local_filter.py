@@ -401,8 +401,8 @@ def add_transpose_into(out, weight_rows, y_rows, field: int, step: int, blocks_h
     float32 kernel was slower on an H200: ``kernels/simt_gemm.py``).  In bfloat16 with
     ``DASKSAE_TENSOR_CORE_TRANSPOSE`` (by default at minibatches of whole 96s), where the arrays fit, one tensor-core
     kernel sums each cell of the map over its blocks and adds it in, with no patches (:mod:`.mma_transpose`)."""
-    if (precision == "bfloat16" and array_module(out).__name__ == "cupy"
-            and mma_forward.minibatch_on_tensor_cores(mma_transpose.TENSOR_CORE_TRANSPOSE, out.shape[-1])
+    if (transpose_on_tensor_cores(array_module(out), precision, out.shape[2], weight_rows.shape[1], out.shape[-1],
+                                  field, step)
             and mma_transpose.transpose_fits(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)):
         mma_transpose.add_transpose_bfloat16(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)
         return

@@ -34,7 +34,8 @@
 #                 after the device time; g++ and NVRTC checked, 4 bytes spilled): its GPU tests, its time per stage
 #                 against k32x4 (bench/gemm_layouts.py --mma-transpose), then the in-process bfloat16 step with
 #                 k32x4 / k64x3 in turn, twice; then the bfloat16 step at M=512 of session 25's tree and of this one
-#                 (the backward's chunks there: 5 / 21 / 18 for 8 / 41 / 18; carry baseline).  About 420 s.
+#                 (the backward's chunks there: 5 / 21 / 18 for 8 / 41 / 18; carry baseline).  About 420 s;
+#                 ALL_TESTS=1 runs every GPU test instead of the transpose's (about 520 s).
 source bench/device_setup.sh
 card
 step() {  # step LABEL TREE DTYPE [VAR=VALUE...]: the in-process coates200 step of TREE (. or baseline), STEP_S seconds,
@@ -79,7 +80,8 @@ final2)
     --json $OUT/gpu-step-compile-bfloat16-k10-k20.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" \
     | tee -a $OUT/gpu-step.log ;;
 tiles)
-  gpu_tests ${TESTS_S:-90} tests/test_gpu.py -k "tensor_core_transpose"
+  if [ -n "$ALL_TESTS" ]; then gpu_tests ${TESTS_S:-200} tests/test_gpu.py tests/test_gpu_tiled.py  # every GPU test
+  else gpu_tests ${TESTS_S:-90} tests/test_gpu.py -k "tensor_core_transpose"; fi
   timeout ${GEMM_S:-90} python3 bench/gemm_layouts.py --config coates200 --minibatch 96 --precisions bfloat16 \
     --mma-transpose --runs 20 --json $OUT/gemm-transpose.json 2>&1 | filter | tee $OUT/gemm-transpose.log \
     | grep "W^T y  *mma\|then fold\|differ\|does not"

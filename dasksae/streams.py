@@ -15,8 +15,9 @@ own stream for a task:
   before the task reads them, and the task's results are before anyone
   else's reads on the legacy stream;
 * the task waits for its stream before it returns, so its results are
-  complete for whatever thread runs the next task; with
-  ``DASKSAE_TASK_END=queue`` (:data:`TASK_END`) a one-tile task of steps
+  complete for whatever thread runs the next task; but with
+  ``DASKSAE_TASK_END=queue`` (:data:`TASK_END`, the default since session
+  27; ``wait`` waits at every task's end) a one-tile task of steps
   returns without that wait: it leaves an event for the next task's stream
   to wait on (on the device) and its losses copied behind its last step
   into host memory (:class:`QueuedFloats`), read by a task that runs after
@@ -41,7 +42,8 @@ from .switches import switch
 _local = threading.local()
 # tile steps whose device work may still be queued when the host starts the next (StepFence); 0: none
 RUN_AHEAD = int(switch("DASKSAE_RUN_AHEAD"))
-# "wait": a tile task waits for its stream before it returns; "queue": a one-tile task of steps does not (see above)
+# "queue" (default): a one-tile task of steps returns with them queued (see above); "wait": every tile task waits for
+# its stream before it returns
 TASK_END = switch("DASKSAE_TASK_END")
 
 

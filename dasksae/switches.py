@@ -22,7 +22,7 @@ SWITCHES = {
     "DASKSAE_CUDA_GRAPHS": (("auto", "1", "0"), "auto"),
     "DASKSAE_GRAPH_CUTS": (("receipts", "messages"), "receipts"),
     "DASKSAE_RUN_AHEAD": (("2", "1", "0"), "2"),
-    "DASKSAE_TASK_END": (("wait", "queue"), "wait"),
+    "DASKSAE_TASK_END": (("queue", "wait"), "queue"),
     "DASKSAE_DRIVER_LAUNCH": (("1", "0"), "1"),
     "DASKSAE_OUTBOXES": (("1", "0"), "1"),
     "DASKSAE_OUTBOX_IN_PLACE": (("1", "0"), "1"),
@@ -38,7 +38,7 @@ SWITCHES = {
     "DASKSAE_MMA_EPILOGUE": (("auto", "rows", "rows-wide", "fragments"), "auto"),
     "DASKSAE_TENSOR_CORE_FORWARD": (("auto", "1", "0"), "auto"),
     "DASKSAE_TENSOR_CORE_TRANSPOSE": (("auto", "1", "0"), "auto"),
-    "DASKSAE_TENSOR_CORE_TRANSPOSE_TILES": (("k32x4", "k64x3"), "k32x4"),
+    "DASKSAE_TENSOR_CORE_TRANSPOSE_TILES": (("k64x3", "k32x4"), "k64x3"),
 }
 
 

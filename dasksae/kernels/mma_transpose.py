@@ -48,10 +48,10 @@ from .simt_gemm import THREADS, TILE_N
 # (local_filter.add_transpose_into, mma_forward.minibatch_on_tensor_cores): "auto", "1" or "0"
 TENSOR_CORE_TRANSPOSE = switch("DASKSAE_TENSOR_CORE_TRANSPOSE")
 # (block rows (inner terms) a tile of shared memory, tiles of shared memory a block: STAGES - 1 in flight while one is
-# multiplied).  k32x4 is what ran in sessions 24-26 (0.98 / 0.78 ms on coates200's stages 2 / 3, H200); k64x3 (built
-# in session 26 after its device time, not yet run on a GPU) takes 64 block rows a tile, as mma_forward's k64x3 did
-# for W x (0.71 against 0.80 ms on stage 2): half the barriers a cell, twice the products between them.  It takes
-# layers whose rows are whole 64s; others keep k32x4.
+# multiplied).  k32x4 is what ran in sessions 24-26; k64x3 takes 64 block rows a tile, as mma_forward's k64x3 does
+# for W x: half the barriers a cell, twice the products between them.  On the H200 (session 27, coates200's stages
+# 2 / 3, M=96) k64x3 took 0.90 / 0.71 ms against k32x4's 1.08 / 0.81, and the in-process bfloat16 step 20.3 against
+# 20.85 ms; the default since.  It takes layers whose rows are whole 64s; others keep k32x4.
 VARIANTS = {"k32x4": (32, 4), "k64x3": (64, 3)}
 TILES = switch("DASKSAE_TENSOR_CORE_TRANSPOSE_TILES")  # the variant the training asks for
 TILE_K, STAGES = VARIANTS["k32x4"]  # the smallest tile: the rows a layer must have in whole TILE_Ks

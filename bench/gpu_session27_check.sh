@@ -1,0 +1,23 @@
+#!/bin/bash
+# Session 27's GPU checks on the lent H200 (results in bench/results/session27/<part>/, each with its command.txt).
+# Session 27 first ran session 26's prepared parts: PART=next and PART=tiles ALL_TESTS=1 of bench/gpu_session26_check.sh
+# (session27/next/, session27/tiles/); their wins became defaults (DASKSAE_TASK_END=queue,
+# DASKSAE_TENSOR_CORE_TRANSPOSE_TILES=k64x3), checked here.
+#   PART=defaults  with the new defaults and no switch set: (1) the GPU tests of the queued task end, of GPU against
+#                  CPU, and of the tensor-core transpose; (2) the issue's bfloat16 rows in one process: the limit,
+#                  1 worker (10 steps a task, pipelined), the in-process step, PyTorch eager and torch.compile;
+#                  (3) 4 worker threads sharing the GPU with 2x2 tiles; (4) the float32 limit, in-process and 1-worker
+#                  rows.  About 480 s.
+source bench/device_setup.sh
+card
+case "${PART:-defaults}" in
+defaults)
+  gpu_tests ${TESTS_S:-100} tests/test_gpu.py tests/test_gpu_tiled.py -k "queued or equals_cpu or tensor_core_transpose"
+  timeout ${COMPILE_S:-230} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w,torch \
+    --dtypes bfloat16 --precisions bfloat16 --compile --steps-per-task 10 --runs 20 --pipelined \
+    --json $OUT/gpu-step-compile-bfloat16.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log
+  FOUR_S=${FOUR_S:-110} four threads-bfloat16 bfloat16
+  one_worker_float32 ${FLOAT32_S:-90} ;;
+esac
+cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back (a call brings back 8 at most)
+true

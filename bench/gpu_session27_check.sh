@@ -8,6 +8,9 @@
 #                  1 worker (10 steps a task, pipelined), the in-process step, PyTorch eager and torch.compile;
 #                  (3) 4 worker threads sharing the GPU with 2x2 tiles; (4) the float32 limit, in-process and 1-worker
 #                  rows.  About 480 s.
+#   PART=final     at the session's last code: (1) every GPU test, with the new defaults; (2) the float32 rows with the
+#                  eager PyTorch peer in one process, the 1 worker pipelined (the queued task end is the default in
+#                  float32 too).  About 320 s.
 source bench/device_setup.sh
 card
 case "${PART:-defaults}" in
@@ -18,6 +21,9 @@ defaults)
     --json $OUT/gpu-step-compile-bfloat16.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log
   FOUR_S=${FOUR_S:-110} four threads-bfloat16 bfloat16
   one_worker_float32 ${FLOAT32_S:-90} ;;
+final)
+  gpu_tests ${TESTS_S:-175} tests/test_gpu.py tests/test_gpu_tiled.py
+  ratio_float32 ${RATIO_S:-135} --pipelined ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back (a call brings back 8 at most)
 true

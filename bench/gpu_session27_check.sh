@@ -10,7 +10,7 @@
 #                  rows.  About 480 s.
 #   PART=final     at the session's last code: (1) every GPU test, with the new defaults; (2) the float32 rows with the
 #                  eager PyTorch peer in one process, the 1 worker pipelined (the queued task end is the default in
-#                  float32 too).  About 320 s.
+#                  float32 too).  About 320 s; at session 27's RATIO_S=135 the PyTorch row was cut off (give it ~200).
 source bench/device_setup.sh
 card
 case "${PART:-defaults}" in

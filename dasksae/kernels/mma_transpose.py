@@ -23,7 +23,7 @@ sum is one product ``A (step^2 C, K) B (K, M)`` with ``K = blocks x R``:
 :mod:`.mma_forward`.  The blocks are taken in a fixed order, so the sums do
 not depend on scheduling; each cell is added into the map by its own
 block, so nothing races.  ``mma.sync.m16n8k16``, float32 sums, ``cp.async``
-tiles of 32 (or 64: :data:`VARIANTS`) inner terms in :data:`STAGES` buffers.
+tiles of 64 (or 32) inner terms in 3 (or 4) buffers (:data:`VARIANTS`).
 
 Its source runs on the CPU under g++ (``tests/test_mma_transpose_on_cpu.py``,
 the shim of ``tests/test_mma_update_on_cpu.py``) against NumPy's product
@@ -54,19 +54,16 @@ TENSOR_CORE_TRANSPOSE = switch("DASKSAE_TENSOR_CORE_TRANSPOSE")
 # 20.85 ms; the default since.  It takes layers whose rows are whole 64s; others keep k32x4.
 VARIANTS = {"k32x4": (32, 4), "k64x3": (64, 3)}
 TILES = switch("DASKSAE_TENSOR_CORE_TRANSPOSE_TILES")  # the variant the training asks for
-TILE_K, STAGES = VARIANTS["k32x4"]  # the smallest tile: the rows a layer must have in whole TILE_Ks
+TILE_K = VARIANTS["k32x4"][0]  # the smallest tile: the rows a layer must have in whole TILE_Ks
 CELL_ROWS = 128  # the most rows a cell may have (step^2 C): the block's rows of products
 A_ROW = CELL_ROWS + 8  # a shared row of the weights' tile: a block row's 128 cell values and 8 of padding (272 bytes)
 B_ROW = TILE_N + 8  # a shared row of y's tile: 96 minibatch values and 8 of padding (208 bytes)
 
 
-def shared_bytes(variant: str = "k32x4") -> int:
+def shared_bytes(variant: str) -> int:
     """Dynamic shared memory a block of ``variant``: its stages of weight and ``y`` tiles."""
     tile_k, stages = VARIANTS[variant]
     return stages * (tile_k * A_ROW + tile_k * B_ROW) * 2
-
-
-SHARED_BYTES = shared_bytes()
 
 
 def variant_for(rows: int, asked: str | None = None) -> str:
@@ -175,7 +172,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpos
 """
 
 
-def mma_transpose_source(variant: str = "k32x4") -> str:
+def mma_transpose_source(variant: str) -> str:
     """The kernel's CUDA source with the tile constants of ``variant`` (:data:`VARIANTS`) defined."""
     tile_k, stages = VARIANTS[variant]
     defines = {"TILE_K": tile_k, "STAGES": stages, "CELL_ROWS": CELL_ROWS, "A_ROW": A_ROW, "B_ROW": B_ROW,
@@ -184,7 +181,7 @@ def mma_transpose_source(variant: str = "k32x4") -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel(variant: str = "k32x4"):
+def _kernel(variant: str):
     import cupy
 
     kernel = cupy.RawKernel(mma_transpose_source(variant), "dasksae_mma_filter_transpose_fold",

@@ -1,0 +1,21 @@
+#!/bin/bash
+# Session 28's GPU checks on the lent H200 (results in bench/results/session28/<part>/, each with its command.txt).
+# Session 28 first ran PART=next of bench/gpu_session27_check.sh (session28/next/).
+#   PART=probe   host-side levers, each in a process of its own: (1) the in-process bfloat16 coates200 step (M=96)
+#                replayed as one tile's CUDA graphs (DASKSAE_CUDA_GRAPHS=1) against as calls (the default for one
+#                tile), twice in turn: what the 163 launches' gaps cost (GPU idle 7.8% of the profiled step in
+#                session28/next); (2) 4 worker threads in bfloat16 with the groups pipelined, as the 1-worker row is;
+#                (3) 4 worker threads in bfloat16 with a 0.5 ms GIL switch interval (5 ms default).  About 450 s.
+source bench/device_setup.sh
+card
+case "${PART:-probe}" in
+probe)
+  for round in 1 2; do
+    STEP_DTYPE=bfloat16 in_process calls
+    STEP_DTYPE=bfloat16 STEP_GRAPHS=1 in_process graphs DASKSAE_CUDA_GRAPHS=1
+  done
+  FOUR_S=${FOUR_S:-110} four threads-pipelined bfloat16 --pipelined
+  FOUR_S=${FOUR_S:-110} four threads-switch-0.5ms bfloat16 --switch-interval 0.0005 ;;
+esac
+cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back (a call brings back 8 at most)
+true

@@ -6,6 +6,9 @@
 #                tile), twice in turn: what the 163 launches' gaps cost (GPU idle 7.8% of the profiled step in
 #                session28/next); (2) 4 worker threads in bfloat16 with the groups pipelined, as the 1-worker row is;
 #                (3) 4 worker threads in bfloat16 with a 0.5 ms GIL switch interval (5 ms default).  About 450 s.
+#   PART=gil     DASKSAE_DRIVER_GIL=hold (the four threads' short driver calls keep the GIL): (1) its GPU test and the
+#                driver's and graphs' tests; (2) 4 worker threads in bfloat16, release and hold in turn, twice, each a
+#                process of its own (the row varies between processes).  About 500 s.
 source bench/device_setup.sh
 card
 case "${PART:-probe}" in
@@ -16,6 +19,12 @@ probe)
   done
   FOUR_S=${FOUR_S:-110} four threads-pipelined bfloat16 --pipelined
   FOUR_S=${FOUR_S:-110} four threads-switch-0.5ms bfloat16 --switch-interval 0.0005 ;;
+gil)
+  gpu_tests ${TESTS_S:-90} tests/test_gpu.py tests/test_gpu_tiled.py -k "driver or cuda_graphs"
+  for round in 1 2; do
+    DASKSAE_DRIVER_GIL=release FOUR_S=${FOUR_S:-105} four release-$round bfloat16
+    DASKSAE_DRIVER_GIL=hold FOUR_S=${FOUR_S:-105} four hold-$round bfloat16
+  done ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back (a call brings back 8 at most)
 true

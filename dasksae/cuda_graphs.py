@@ -79,6 +79,7 @@ import weakref
 from . import collector
 from .kernels.backend import copy_array, on_device
 from .kernels.copies import copy_arrays
+from .kernels.driver_launch import launch_graph
 from .streams import device_event, has_device_arrays, wait_for_event
 from .switches import switch
 from .tile_program import _CONSTANT, _SLOT, CALL, SEND, is_array, prefix_of
@@ -605,7 +606,7 @@ class GraphedStep:
         received = self._staged_received(executor, prefix, indices[0], mode)
         global launches
         if mode == "launch":
-            self.graphs[position].launch()
+            launch_graph(self.graphs[position])
             launches += 1
             return
         if mode == "staged":  # (no CuPy needed: a CPU test replays staged steps on NumPy)

@@ -37,6 +37,7 @@ import contextlib
 import threading
 
 from .kernels.backend import device_wait, on_device, stacked_float64
+from .kernels.driver_launch import record_event, stream_wait_event
 from .switches import switch
 
 _local = threading.local()
@@ -135,15 +136,13 @@ def device_event(value):
     import cupy
 
     event = cupy.cuda.Event(block=False, disable_timing=True)
-    event.record(cupy.cuda.get_current_stream())
+    record_event(event)
     return event
 
 
 def wait_for_event(event) -> None:
     """Make the current stream wait (on the device) until ``event`` has happened."""
-    import cupy
-
-    cupy.cuda.get_current_stream().wait_event(event)
+    stream_wait_event(event)
 
 
 class StepFence:
@@ -173,7 +172,7 @@ class StepFence:
                 stream.synchronize()
             return
         event = self._cupy.cuda.Event(block=False, disable_timing=True)
-        event.record(stream)
+        record_event(event)  # on the current stream
         self._pending.append((event, keep))
         while self._pending and (self._pending[0][0].done or len(self._pending) > RUN_AHEAD):
             self._release_oldest()

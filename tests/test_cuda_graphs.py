@@ -174,6 +174,8 @@ def test_a_step_mid_replay_keeps_its_graphs_until_its_replay_ends(monkeypatch):
     ("DASKSAE_GEMM", "simd", "DASKSAE_GEMM must be simt, cublas, tuned or search, got 'simd'; unset it for the default (simt)."),
     ("DASKSAE_SPMD_REPLAY", "false", "DASKSAE_SPMD_REPLAY must be 1 or 0, got 'false'; unset it for the default (1)."),
     ("DASKSAE_RUN_AHEAD", "3", "DASKSAE_RUN_AHEAD must be 2, 1 or 0, got '3'; unset it for the default (2)."),
+    ("DASKSAE_DRIVER_GIL", "keep", "DASKSAE_DRIVER_GIL must be release or hold, got 'keep'; unset it for the default "
+                                   "(release)."),
 ])
 def test_a_bad_switch_is_refused_with_its_values(name, value, message):
     """The CLI says so in one line (exit 2, no traceback) before doing anything; a library import of the module

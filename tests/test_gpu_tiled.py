@@ -129,6 +129,41 @@ def test_cuda_graphs_equal_steps_replayed_as_calls(monkeypatch, tiles, precision
         numpy.testing.assert_allclose(mine["encoder"], theirs["encoder"], rtol=1e-5, atol=1e-7)
 
 
+def test_driver_calls_that_hold_the_gil_train_as_those_that_release_it(monkeypatch):
+    """``DASKSAE_DRIVER_GIL=hold``: four worker threads on 2x2 tiles (bfloat16, CUDA graphs, halos with events, sends
+    in place) launch their graphs and batched copies, wait for events and record them through the driver with the
+    GIL kept (``kernels/driver_launch.py``), and train to the losses and weights of CuPy's calls, which release it."""
+    from dasksae import cuda_graphs, spmd, tile_program
+    from dasksae.kernels import driver_launch
+
+    monkeypatch.setattr(spmd, "HALO_EVENTS", True)
+    monkeypatch.setattr(cuda_graphs, "GRAPHS", True)
+    config = named_config("tiny")
+    data = numpy.random.default_rng(6)
+    batches = [data.standard_normal(config.input_shape + (16,)).astype("float32") for _ in range(7)]
+
+    def train(hold):
+        monkeypatch.setattr(driver_launch, "HOLD", hold)
+        tile_program.forget_all()
+        with distributed.LocalCluster(n_workers=4, threads_per_worker=1, dashboard_address=None, processes=False) as cluster:
+            with distributed.Client(cluster) as client:
+                network = TiledNetwork(config, "2x2", client, seed=1, dtype="bfloat16", device="cuda")
+                losses = [r.loss for part in (batches[:4], batches[4:]) for r in network.steps(part, 1e-3, 0.9)]
+                return losses, network.parameters()
+
+    cuda_graphs.failures.clear()
+    expected, expected_parameters = train(False)
+    before = dict(driver_launch.calls)
+    got, parameters = train(True)
+    assert cuda_graphs.failures == []
+    made = {name: driver_launch.calls[name] - before.get(name, 0) for name in driver_launch.ARGUMENT_TYPES}
+    for name in ("cuGraphLaunch", "cuStreamWaitEvent", "cuEventRecord", "cuLaunchKernel"):
+        assert made[name] > 0, made  # the held path ran
+    numpy.testing.assert_allclose(got, expected, rtol=1e-6)
+    for mine, theirs in zip(parameters, expected_parameters):
+        numpy.testing.assert_allclose(mine["encoder"], theirs["encoder"], rtol=1e-5, atol=1e-7)
+
+
 def test_cuda_graphs_by_default_only_where_workers_share_the_process_and_their_memory_is_freed(monkeypatch):
     """``auto``: one tile in-process replays as calls; four worker threads on the GPU replay as graphs, whose
     private pools hold memory until ``forget_all`` frees it.  Tasks on a GPU freeze the process's objects once

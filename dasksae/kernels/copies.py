@@ -34,6 +34,7 @@ import numpy
 
 from ..switches import switch
 from .backend import array_module, copy_array, on_device
+from .driver_launch import copy_async
 
 SEGMENTS_A_LAUNCH = 8  # (source, destination, bytes) triples passed by value: one launch copies this many arrays
 _THREADS = 256
@@ -167,7 +168,7 @@ def _launch(segments, device: int) -> None:
     stream = cupy.cuda.get_current_stream().ptr
     if len(segments) == 1:  # one array: the runtime's copy is one call too
         source, destination, nbytes = segments[0]
-        cupy.cuda.runtime.memcpyAsync(destination, source, nbytes, cupy.cuda.runtime.memcpyDeviceToDevice, stream)
+        copy_async(destination, source, nbytes, stream)
         return
     blocks = _blocks_for(max(nbytes for _, _, nbytes in segments))
     _launch_through_driver_or_cupy("dasksae_copy_segments", (blocks, len(segments), 1), device, stream,

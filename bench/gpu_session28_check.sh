@@ -9,6 +9,8 @@
 #   PART=gil     DASKSAE_DRIVER_GIL=hold (the four threads' short driver calls keep the GIL): (1) its GPU test and the
 #                driver's and graphs' tests; (2) 4 worker threads in bfloat16, release and hold in turn, twice, each a
 #                process of its own (the row varies between processes).  About 500 s.
+#   PART=table4w the kernel table of 4 worker threads on 2x2 tiles in bfloat16 (last taken in session 24): how much GPU
+#                time the four tiles add to the one tile's (session28/next), and in what.  About 120 s.
 source bench/device_setup.sh
 card
 case "${PART:-probe}" in
@@ -25,6 +27,11 @@ gil)
     DASKSAE_DRIVER_GIL=release FOUR_S=${FOUR_S:-105} four release-$round bfloat16
     DASKSAE_DRIVER_GIL=hold FOUR_S=${FOUR_S:-105} four hold-$round bfloat16
   done ;;
+table4w)
+  timeout ${TABLE_S:-110} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 \
+    --tiles 2x2 --workers 4 --runs 3 --top 60 --json $OUT/kernel-table-bfloat16-4w.json 2>&1 | filter | head -65 \
+    > $OUT/kernel-table-bfloat16-4w.log
+  cat $OUT/kernel-table-bfloat16-4w.log ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back (a call brings back 8 at most)
 true

@@ -11,6 +11,10 @@
 #                process of its own (the row varies between processes).  About 500 s.
 #   PART=table4w the kernel table of 4 worker threads on 2x2 tiles in bfloat16 (last taken in session 24): how much GPU
 #                time the four tiles add to the one tile's (session28/next), and in what.  About 120 s.
+#   PART=final   at the session's last code: (1) every GPU test (the default path's event waits, records, graph
+#                launches and one-array copies now go through kernels/driver_launch.py); (2) the bfloat16 rows
+#                in one process: the limit, 1 worker (10 steps a task, pipelined), in-process, eager and compiled
+#                PyTorch.  About 420 s.
 source bench/device_setup.sh
 card
 case "${PART:-probe}" in
@@ -32,6 +36,11 @@ table4w)
     --tiles 2x2 --workers 4 --runs 3 --top 60 --json $OUT/kernel-table-bfloat16-4w.json 2>&1 | filter | head -65 \
     > $OUT/kernel-table-bfloat16-4w.log
   cat $OUT/kernel-table-bfloat16-4w.log ;;
+final)
+  gpu_tests ${TESTS_S:-200} tests/test_gpu.py tests/test_gpu_tiled.py
+  timeout ${COMPILE_S:-230} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w,torch \
+    --dtypes bfloat16 --precisions bfloat16 --compile --steps-per-task 10 --runs 20 --pipelined \
+    --json $OUT/gpu-step-compile-bfloat16.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back (a call brings back 8 at most)
 true

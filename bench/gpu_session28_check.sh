@@ -12,9 +12,11 @@
 #   PART=table4w the kernel table of 4 worker threads on 2x2 tiles in bfloat16 (last taken in session 24): how much GPU
 #                time the four tiles add to the one tile's (session28/next), and in what.  About 120 s.
 #   PART=final   at the session's last code: (1) every GPU test (the default path's event waits, records, graph
-#                launches and one-array copies now go through kernels/driver_launch.py); (2) the bfloat16 rows
-#                in one process: the limit, 1 worker (10 steps a task, pipelined), in-process, eager and compiled
-#                PyTorch.  About 420 s.
+#                launches and one-array copies now go through kernels/driver_launch.py; the update's cache-streaming
+#                epilogues against NumPy); (2) the GPU tests that train in bfloat16, with DASKSAE_UPDATE_CACHE_HINTS=1;
+#                (3) the in-process bfloat16 step with the update's cache hints off and on, each a process of its
+#                own, twice in turn; (4) the bfloat16 kernel table with them on (the update's time against
+#                session28/next's 8.93 ms).  About 420 s.
 source bench/device_setup.sh
 card
 case "${PART:-probe}" in
@@ -38,9 +40,17 @@ table4w)
   cat $OUT/kernel-table-bfloat16-4w.log ;;
 final)
   gpu_tests ${TESTS_S:-200} tests/test_gpu.py tests/test_gpu_tiled.py
-  timeout ${COMPILE_S:-230} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w,torch \
-    --dtypes bfloat16 --precisions bfloat16 --compile --steps-per-task 10 --runs 20 --pipelined \
-    --json $OUT/gpu-step-compile-bfloat16.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log ;;
+  DASKSAE_UPDATE_CACHE_HINTS=1 timeout ${HINT_TESTS_S:-70} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging \
+    --tb=short tests/test_gpu.py tests/test_gpu_tiled.py -k "bfloat16 and train" 2>&1 | tail -15 > $OUT/gpu-tests-cache-hints.log
+  tail -1 $OUT/gpu-tests-cache-hints.log
+  for round in 1 2; do
+    STEP_DTYPE=bfloat16 STEP_S=90 in_process hints-off DASKSAE_UPDATE_CACHE_HINTS=0
+    STEP_DTYPE=bfloat16 STEP_S=90 in_process hints-on DASKSAE_UPDATE_CACHE_HINTS=1
+  done
+  DASKSAE_UPDATE_CACHE_HINTS=1 timeout ${TABLE_S:-80} python3 bench/kernel_table.py --config coates200 --minibatch 96 \
+    --dtype bfloat16 --runs 3 --top 40 --json $OUT/kernel-table-bfloat16-hints.json 2>&1 | filter | head -45 \
+    > $OUT/kernel-table-bfloat16-hints.log
+  head -5 $OUT/kernel-table-bfloat16-hints.log ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back (a call brings back 8 at most)
 true

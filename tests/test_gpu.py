@@ -816,7 +816,7 @@ def test_halo_windows_from_strided_views_equal_numpy(rng):
 
 
 @pytest.mark.parametrize("variant", ["rows", "fragments", "rows-l2", "rows-2", "rows-wide", "rows-staged",
-                                     "frag64-staged", "frag64-staged-first"])
+                                     "frag64-staged", "frag64-staged-first", "rows-cs", "rows-wide-cs"])
 @pytest.mark.parametrize("with_error, with_operand", [(True, True), (False, False)], ids=["x-and-error", "x-only"])
 def test_the_tensor_core_update_on_the_gpu_equals_numpy(with_error, with_operand, variant):
     """``dasksae_mma_filter_weight_grad_update`` (bfloat16 ``mma.sync`` from the maps, the unit-norm SGD step in its
@@ -920,6 +920,37 @@ def test_bfloat16_training_with_the_tensor_core_transpose_follows_cublas(monkeyp
     for mine, theirs in zip(parameters, expected_parameters):
         for name in mine:
             assert numpy.abs(mine[name] - theirs[name]).max() < 1e-3 * numpy.abs(theirs[name]).max(), name
+
+
+def test_bfloat16_training_with_the_update_cache_hints_equals_without_bit_for_bit(monkeypatch):
+    """DASKSAE_UPDATE_CACHE_HINTS=1: ``small`` (tied RICA, 1x1 tiles, M=96) trained in bfloat16 with the update's
+    cache-streaming epilogues (the ``-cs`` twins of the variants ``auto`` picks) gives the very losses and weights of
+    the plain ones: the hints change where the weights and momentum are cached, not one operation."""
+    from dasksae import TiledNetwork, tile_program
+    from dasksae.kernels import mma_update
+    from dasksae.tile_array import LocalExecutor
+
+    config = named_config("small")
+    data = numpy.random.default_rng(4)
+    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
+    chosen, choose = [], mma_update.epilogue_for
+    monkeypatch.setattr(mma_update, "epilogue_for", lambda setting, channels: chosen.append(choose(setting, channels))
+                        or chosen[-1])
+
+    def trained(hints: bool):
+        monkeypatch.setattr(mma_update, "CACHE_HINTS", hints)
+        tile_program.forget_all()
+        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
+        return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()
+
+    expected_losses, expected_parameters = trained(False)
+    plain, chosen[:] = set(chosen), []
+    losses, parameters = trained(True)
+    assert plain and {variant + "-cs" for variant in plain} == set(chosen), (plain, chosen)
+    assert losses == expected_losses
+    for mine, theirs in zip(parameters, expected_parameters):
+        for name in mine:
+            numpy.testing.assert_array_equal(mine[name], theirs[name], err_msg=name)
 
 
 def _small_bfloat16_trained_off_and_on(monkeypatch, module, switch_name: str, kernel_name: str, record,

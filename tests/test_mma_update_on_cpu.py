@@ -43,6 +43,13 @@ static inline void copy_8(float* shared, const float* global, const bool whole)
 }
 static inline void copies_commit() {}
 static inline void prefetch_l2(const float*) {}
+static inline float4 load_once(const float* address) { return *(const float4*)address; }
+static inline void store_once(float* address, const float4 value) { *(float4*)address = value; }
+static inline void store_pair_once(unsigned short* address, const unsigned low, const unsigned high)
+{
+    ((unsigned*)address)[0] = low;
+    ((unsigned*)address)[1] = high;
+}
 template <int PENDING> static inline void copies_wait() {}
 static unsigned mma_a[256][4], mma_b[256][2];  // every thread of the block calls mma_16816 together, as the kernel does
 static inline void mma_16816(float* d, const unsigned* a, const unsigned* b)
@@ -93,7 +100,7 @@ extern "C" void run_update(const unsigned short* codes, const unsigned short* x,
 
 
 @pytest.fixture(scope="module", params=["rows", "fragments", "rows-l2", "rows-wide", "rows-staged", "frag64-staged",
-                                        "frag64-staged-first"])
+                                        "frag64-staged-first", "rows-cs", "rows-wide-cs"])
 def kernel_on_cpu(tmp_path_factory, request):
     """The kernel built under g++ with each epilogue that takes the step (mma_update.EPILOGUE_VARIANTS)."""
     library = built_on_cpu(tmp_path_factory.mktemp("mma"),

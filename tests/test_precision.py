@@ -309,3 +309,18 @@ def test_the_update_epilogue_is_chosen_by_the_input_channels(monkeypatch):
     monkeypatch.setenv("DASKSAE_MMA_EPILOGUE", "wide")
     with pytest.raises(SwitchError, match="must be auto, rows, rows-wide or fragments"):
         switch("DASKSAE_MMA_EPILOGUE")
+
+
+def test_cache_hints_take_the_streaming_twin_of_a_rows_epilogue(monkeypatch):
+    """DASKSAE_UPDATE_CACHE_HINTS=1: ``rows`` and ``rows-wide`` (as ``auto`` picks them, or named) become their
+    cache-streaming ``-cs`` variants, which differ from them only in that; ``fragments`` has none and stays."""
+    from dasksae.kernels import mma_update
+
+    monkeypatch.setattr(mma_update, "CACHE_HINTS", True)
+    assert [mma_update.epilogue_for("auto", channels) for channels in (3, 8)] == ["rows-wide-cs", "rows-cs"]
+    assert mma_update.epilogue_for("fragments", 8) == "fragments"
+    for variant in ("rows", "rows-wide"):
+        assert mma_update.EPILOGUE_VARIANTS[variant + "-cs"] == {**mma_update.EPILOGUE_VARIANTS[variant], "STREAMING": 1}
+        assert "STREAMING 1" in mma_update.mma_update_source(variant + "-cs")
+    monkeypatch.setattr(mma_update, "CACHE_HINTS", False)
+    assert [mma_update.epilogue_for("auto", channels) for channels in (3, 8)] == ["rows-wide", "rows"]

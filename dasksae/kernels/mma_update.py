@@ -87,6 +87,14 @@ __device__ __forceinline__ void mma_16816(float* d, const unsigned* a, const uns
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 __device__ __forceinline__ void prefetch_l2(const float* address) { asm volatile("prefetch.global.L2 [%0];" ::"l"(address)); }
+// 16 bytes read or written once (the update's weights and momentum, and the weights' bfloat16 copy): cache-streaming
+// (ld.global.cs / st.global.cs), evicted first, so that they leave L2 to the operand tiles that other blocks read again
+__device__ __forceinline__ float4 load_once(const float* address) { return __ldcs((const float4*)address); }
+__device__ __forceinline__ void store_once(float* address, const float4 value) { __stcs((float4*)address, value); }
+__device__ __forceinline__ void store_pair_once(unsigned short* address, const unsigned low, const unsigned high)
+{
+    __stcs((uint2*)address, make_uint2(low, high));
+}
 // four 8 x 8 bfloat16 matrices from shared memory, transposed: lanes 8q .. 8q + 7 give the addresses of matrix q's
 // rows (16 bytes each), and lane (g, t) = (lane / 4, lane % 4) receives in r[q] its column g's rows 2t and 2t + 1
 __device__ __forceinline__ void ldmatrix_x4_trans(unsigned* r, const unsigned short* row_address)
@@ -164,6 +172,9 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(16)));
 #endif
 #ifndef STAGE_FIRST
 #define STAGE_FIRST 0
+#endif
+#ifndef STREAMING  // the rows epilogue's raw, velocity and operand read and written cache-streaming (load_once)
+#define STREAMING 0
 #endif
 #define STAGING (STAGE_U || STAGE_FRAGMENTS)
 #define OPERAND_BYTES (2 * (TILE_M + TILE_N) * ROW * 2)  // the two stages of the A and B tiles
@@ -338,10 +349,16 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
                 const long long offset = (block * rows + m) * fan_in + n;
 #if STAGE_U
                 u[q] = *(const float4*)(staged_u + 4 * c);
+#elif STREAMING
+                u[q] = load_once(raw + offset);
 #else
                 u[q] = *(const float4*)(raw + offset);
 #endif
+#if STREAMING
+                v[q] = load_once(velocity + offset);
+#else
                 v[q] = *(const float4*)(velocity + offset);
+#endif
             }
         }
         for (int q = 0; q < LOADS_A_ROUND; ++q) {
@@ -355,6 +372,14 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
                 sgd_step(u[q].y, v[q].y, dw.y, s, radial, lr, momentum);
                 sgd_step(u[q].z, v[q].z, dw.z, s, radial, lr, momentum);
                 sgd_step(u[q].w, v[q].w, dw.w, s, radial, lr, momentum);
+#if STREAMING
+                store_once(raw + offset, u[q]);
+                store_once(velocity + offset, v[q]);
+                if (operand)
+                    store_pair_once(operand + offset,
+                                    (unsigned)round_to_bfloat16(u[q].x) | ((unsigned)round_to_bfloat16(u[q].y) << 16),
+                                    (unsigned)round_to_bfloat16(u[q].z) | ((unsigned)round_to_bfloat16(u[q].w) << 16));
+#else
                 *(float4*)(raw + offset) = u[q];
                 *(float4*)(velocity + offset) = v[q];
                 if (operand) {
@@ -362,6 +387,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
                     pair[0] = (unsigned)round_to_bfloat16(u[q].x) | ((unsigned)round_to_bfloat16(u[q].y) << 16);
                     pair[1] = (unsigned)round_to_bfloat16(u[q].z) | ((unsigned)round_to_bfloat16(u[q].w) << 16);
                 }
+#endif
                 square = u[q].x * u[q].x + u[q].y * u[q].y + u[q].z * u[q].z + u[q].w * u[q].w;
             }
             tile[r * OUT_ROW + column] = square;  // in place of what this thread alone read
@@ -441,6 +467,11 @@ EPILOGUE_VARIANTS = {
     # block, three an SM), the copies issued behind the last tile's loads, or behind the second's
     "frag64-staged": {"TILE_M": 64, "STAGE_FRAGMENTS": 1},
     "frag64-staged-first": {"TILE_M": 64, "STAGE_FRAGMENTS": 1, "STAGE_FIRST": 1},
+    # session 28 (DASKSAE_UPDATE_CACHE_HINTS=1): rows and rows-wide with the weights, momentum and bfloat16 copy read
+    # and written cache-streaming, once each, so that their 18 bytes a parameter do not push the operand tiles (read
+    # again by the blocks of other column tiles) out of L2
+    "rows-cs": {"EPILOGUE_ROWS": 1, "STREAMING": 1},
+    "rows-wide-cs": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "STREAMING": 1},
 }
 OUT_ROW = 104  # a row of the products' tile in shared memory: 96 floats and 8 of padding (OUT_ROW % 32 == 8)
 ROW = TILE_K + 8  # a row of the operand tiles in shared memory: TILE_K bfloat16 values and 8 of padding
@@ -463,6 +494,8 @@ def shared_bytes(variant: str = "rows") -> int:
     return SHARED_BYTES + (STAGED_U_BYTES if defines.get("STAGE_U") else 0)
 EPILOGUE = switch("DASKSAE_MMA_EPILOGUE")  # the variant the training takes: a variant, or "auto" (epilogue_for)
 FEW_CHANNELS = 8  # maps with fewer channels than this (an image's 3) take "rows-wide" under "auto"
+# "1": the rows epilogues read and write the weights and momentum cache-streaming (their "-cs" variants)
+CACHE_HINTS = switch("DASKSAE_UPDATE_CACHE_HINTS") == "1"
 
 
 def epilogue_for(setting: str, channels: int) -> str:
@@ -470,10 +503,10 @@ def epilogue_for(setting: str, channels: int) -> str:
     (``DASKSAE_MMA_EPILOGUE``): itself, or for ``auto`` (the default) ``rows-wide`` below :data:`FEW_CHANNELS`
     channels and ``rows`` otherwise.  On an H200 (session 25, coates200, M=96, ``bench/results/session25/next``)
     ``rows-wide`` took stage 1 (3 channels) in 2.18 ms against ``rows``'s 2.41, and stages 2 and 3 (8 channels) in
-    4.17 and 3.25 ms against 3.94 and 3.05."""
-    if setting != "auto":
-        return setting
-    return "rows-wide" if channels < FEW_CHANNELS else "rows"
+    4.17 and 3.25 ms against 3.94 and 3.05.  With ``DASKSAE_UPDATE_CACHE_HINTS=1`` a rows variant takes its
+    cache-streaming twin (``-cs``)."""
+    variant = setting if setting != "auto" else "rows-wide" if channels < FEW_CHANNELS else "rows"
+    return variant + "-cs" if CACHE_HINTS and variant + "-cs" in EPILOGUE_VARIANTS else variant
 
 
 def mma_update_source(variant: str = "rows") -> str:

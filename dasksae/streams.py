@@ -172,7 +172,7 @@ class StepFence:
                 stream.synchronize()
             return
         event = self._cupy.cuda.Event(block=False, disable_timing=True)
-        record_event(event)  # on the current stream
+        record_event(event, stream)
         self._pending.append((event, keep))
         while self._pending and (self._pending[0][0].done or len(self._pending) > RUN_AHEAD):
             self._release_oldest()

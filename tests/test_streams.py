@@ -73,3 +73,19 @@ def test_run_ahead_0_waits_for_each_step_and_numpy_waits_for_nothing(monkeypatch
     assert stream.synchronized == 3 and stream.recorded == []
     monkeypatch.setattr(streams, "RUN_AHEAD", 2)
     streams.StepFence(numpy).step_done(keep=[_Halo()])  # no CuPy: nothing to record or wait for
+
+
+def test_with_the_gil_held_a_step_is_marked_by_the_driver_on_the_fences_stream(monkeypatch):
+    """DASKSAE_DRIVER_GIL=hold: the step's event is recorded through the driver (``cuEventRecord``, no CuPy call), on
+    the stream the fence was given, with the event's and the stream's handles."""
+    from dasksae.kernels import driver_launch
+
+    calls = []
+    monkeypatch.setattr(driver_launch, "HOLD", True)
+    monkeypatch.setattr(driver_launch, "driver_call", lambda name, *arguments: calls.append((name, *arguments)))
+    monkeypatch.setattr(_Event, "ptr", 11, raising=False)
+    monkeypatch.setattr(_Stream, "ptr", 22, raising=False)
+    xp, stream = _fake_cupy()
+    streams.StepFence(xp).step_done(keep=[_Halo()])
+    assert calls == [("cuEventRecord", 11, 22)]
+    assert stream.recorded == []  # not through CuPy's record

@@ -112,10 +112,12 @@ def stream_wait_event(event) -> None:
         cupy.cuda.get_current_stream().wait_event(event)
 
 
-def record_event(event) -> None:
-    """Record CuPy event ``event`` on the current stream."""
+def record_event(event, stream=None) -> None:
+    """Record CuPy event ``event`` on CuPy stream ``stream`` (the current stream if ``None``)."""
     if HOLD:
-        driver_call("cuEventRecord", event.ptr, _current_stream())
+        driver_call("cuEventRecord", event.ptr, _current_stream() if stream is None else stream.ptr)
+    elif stream is not None:
+        event.record(stream)
     else:
         import cupy
 

@@ -108,11 +108,7 @@ def test_cuda_graphs_equal_steps_replayed_as_calls(monkeypatch, tiles, precision
             network = TiledNetwork(config, tiles, executor=LocalExecutor(), seed=1, dtype=precision, device="cuda")
             losses = [r.loss for part in (batches[:4], batches[4:]) for r in network.steps(part, 1e-3, 0.9)]
             return losses, network.parameters()
-        with distributed.LocalCluster(n_workers=4, threads_per_worker=1, dashboard_address=None, processes=False) as cluster:
-            with distributed.Client(cluster) as client:
-                network = TiledNetwork(config, tiles, client, seed=1, dtype=precision, device="cuda")
-                losses = [r.loss for part in (batches[:4], batches[4:]) for r in network.steps(part, 1e-3, 0.9)]
-                return losses, network.parameters()
+        return _trained_on_four_worker_threads(config, batches, precision)
 
     cuda_graphs.failures.clear()
     expected, expected_parameters = train(False)
@@ -127,6 +123,16 @@ def test_cuda_graphs_equal_steps_replayed_as_calls(monkeypatch, tiles, precision
     numpy.testing.assert_allclose(got, expected, rtol=1e-6)
     for mine, theirs in zip(parameters, expected_parameters):
         numpy.testing.assert_allclose(mine["encoder"], theirs["encoder"], rtol=1e-5, atol=1e-7)
+
+
+def _trained_on_four_worker_threads(config, batches, precision):
+    """Losses and parameters of ``config`` on 2x2 tiles over four worker threads of this process sharing the GPU:
+    the first four ``batches`` in one task, then the rest in another (each loss read at its task's end)."""
+    with distributed.LocalCluster(n_workers=4, threads_per_worker=1, dashboard_address=None, processes=False) as cluster:
+        with distributed.Client(cluster) as client:
+            network = TiledNetwork(config, "2x2", client, seed=1, dtype=precision, device="cuda")
+            losses = [r.loss for part in (batches[:4], batches[4:]) for r in network.steps(part, 1e-3, 0.9)]
+            return losses, network.parameters()
 
 
 def test_driver_calls_that_hold_the_gil_train_as_those_that_release_it(monkeypatch):
@@ -145,11 +151,7 @@ def test_driver_calls_that_hold_the_gil_train_as_those_that_release_it(monkeypat
     def train(hold):
         monkeypatch.setattr(driver_launch, "HOLD", hold)
         tile_program.forget_all()
-        with distributed.LocalCluster(n_workers=4, threads_per_worker=1, dashboard_address=None, processes=False) as cluster:
-            with distributed.Client(cluster) as client:
-                network = TiledNetwork(config, "2x2", client, seed=1, dtype="bfloat16", device="cuda")
-                losses = [r.loss for part in (batches[:4], batches[4:]) for r in network.steps(part, 1e-3, 0.9)]
-                return losses, network.parameters()
+        return _trained_on_four_worker_threads(config, batches, "bfloat16")
 
     cuda_graphs.failures.clear()
     expected, expected_parameters = train(False)

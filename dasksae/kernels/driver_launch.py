@@ -13,8 +13,8 @@ launches a step, so some 25 us of GIL each.
 buffer of this thread's and hands it to ``cuLaunchKernel`` (through
 :mod:`ctypes`) as ``CU_LAUNCH_PARAM_BUFFER_POINTER``: one call, the same
 kernel (the ``CUfunction`` CuPy loaded), the same grid, block and stream.
-The launch releases the GIL as CuPy's does, unless ``DASKSAE_DRIVER_GIL=hold``. Where the driver library or
-CuPy's function handle cannot be had, the caller launches through CuPy
+The launch releases the GIL as CuPy's does (unless ``DASKSAE_DRIVER_GIL=hold``).
+Where the driver library or CuPy's function handle cannot be had, the caller launches through CuPy
 (:func:`dasksae.kernels.copies.copy_arrays` does).
 
 The other short calls of that host path go through the driver here too where
@@ -27,7 +27,10 @@ Each is a few microseconds, and none waits for the device.  Released (the
 default, as CuPy's calls and ``ctypes.CDLL`` do), each lets another worker
 thread take the GIL, and the caller must then wait to get it back: four
 threads sharing a GPU in bfloat16 made about 220 such waits a tile step each
-(session 28, ``bench/results/session28/next/``, "context switches").
+(session 28, ``bench/results/session28/next/``, "context switches").  Held,
+they made about 105, and the threads ran 7 ms a step on a CPU instead of
+8-9, but the step was no faster (``session28/gil/``): ``release`` stays the
+default.
 """
 
 from __future__ import annotations

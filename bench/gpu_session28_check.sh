@@ -17,6 +17,10 @@
 #                (3) the in-process bfloat16 step with the update's cache hints off and on, each a process of its
 #                own, twice in turn; (4) the bfloat16 kernel table with them on (the update's time against
 #                session28/next's 8.93 ms).  About 420 s.
+#   PART=next    (prepared for session 29) DASKSAE_FUSED_CUTS=1, built after session 28's device time: (1) the GPU tests
+#                of CUDA graphs, GPU against CPU and the driver calls with it on; (2) 4 worker threads in bfloat16 with
+#                it off and on, each a process of its own, twice in turn; (3) the four threads' kernel table with it
+#                on (the strip copies' launches against session28/table4w's 280).  About 540 s.
 source bench/device_setup.sh
 card
 case "${PART:-probe}" in
@@ -38,6 +42,16 @@ table4w)
     --tiles 2x2 --workers 4 --runs 3 --top 60 --json $OUT/kernel-table-bfloat16-4w.json 2>&1 | filter | head -65 \
     > $OUT/kernel-table-bfloat16-4w.log
   cat $OUT/kernel-table-bfloat16-4w.log ;;
+next)
+  DASKSAE_FUSED_CUTS=1 gpu_tests ${TESTS_S:-120} tests/test_gpu_tiled.py -k "graphs or equals_cpu or driver"
+  for round in 1 2; do
+    DASKSAE_FUSED_CUTS=0 FOUR_S=${FOUR_S:-105} four cuts-apart-$round bfloat16
+    DASKSAE_FUSED_CUTS=1 FOUR_S=${FOUR_S:-105} four cuts-fused-$round bfloat16
+  done
+  DASKSAE_FUSED_CUTS=1 timeout ${TABLE_S:-110} python3 bench/kernel_table.py --config coates200 --minibatch 96 \
+    --dtype bfloat16 --tiles 2x2 --workers 4 --runs 3 --top 60 --json $OUT/kernel-table-bfloat16-4w-fused.json 2>&1 \
+    | filter | head -65 > $OUT/kernel-table-bfloat16-4w-fused.log
+  head -8 $OUT/kernel-table-bfloat16-4w-fused.log ;;
 final)
   gpu_tests ${TESTS_S:-200} tests/test_gpu.py tests/test_gpu_tiled.py
   DASKSAE_UPDATE_CACHE_HINTS=1 timeout ${HINT_TESTS_S:-70} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging \

@@ -39,7 +39,7 @@ import uuid
 from dataclasses import dataclass, field as dataclass_field
 
 from .tile_program import _CONSTANT, _RECEIVED, _SLOT, TileProgram, _constant, is_array
-from .halo import Window, assemble, cut, overlap, part_view, sum_into
+from .halo import Window, assemble, cut, cut_many, overlap, part_view, sum_into
 
 Tile = tuple[int, int]
 
@@ -288,6 +288,15 @@ def pick_to_host(value, field):
 def cut_part(value, field, owned: Window, part: Window):
     """The contiguous strip ``part`` of a tile's piece (run on the piece's worker)."""
     return cut(pick(value, field), owned, part)
+
+
+def cut_parts(*arguments) -> list:
+    """:func:`cut_part` of each four of ``arguments`` in turn, the copies in one call (:func:`~dasksae.halo.cut_many`):
+    what a replayed program runs for consecutive cuts (:meth:`~dasksae.tile_program.TileProgram.fuse`)."""
+    return cut_many([(pick(value, field), owned, part) for value, field, owned, part in zip(*[iter(arguments)] * 4)])
+
+
+cut_part.batched = cut_parts
 
 
 @dataclass(frozen=True)

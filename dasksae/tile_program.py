@@ -41,6 +41,9 @@ SEND, CALL = 0, 1
 _SLOT, _CONSTANT, _RECEIVED = 0, 1, 2
 
 REPLAY = switch("DASKSAE_SPMD_REPLAY") == "1"  # 0: build the step's graph every step
+# "1": consecutive calls of a function with a batched form (a tile's halo cuts for its neighbours) are replayed as one
+# call of that form (TileProgram.fuse): one launch of the strip copies instead of one a strip
+FUSED_CUTS = switch("DASKSAE_FUSED_CUTS") == "1"
 
 _programs: dict = {}
 _programs_lock = threading.Lock()
@@ -76,9 +79,51 @@ class TileProgram:
         a list of ``(tag suffix, argument indices)``)."""
         self.operations.append((CALL, function, sources, receipts, out))
 
+    def fuse(self):
+        """Replace each run of two or more calls of one function that has a batched form (``function.batched``,
+        taking their arguments one after another and returning their results in a list) by one call of that
+        form, then a pick of each result into the register its call wrote.  A run may have sends between its
+        calls (they are made after the batched call, in their order) but no receipts, and its calls read none of
+        each other's results; anything else ends it."""
+        operations, fused = self.operations, []
+        index = 0
+        while index < len(operations):
+            first = operations[index]
+            batched = getattr(first[1], "batched", None) if first[0] == CALL and not first[3] else None
+            if batched is None:
+                fused.append(first)
+                index += 1
+                continue
+            calls, sends, made = [first], [], {first[4]}
+            index += 1
+            while index < len(operations):
+                operation = operations[index]
+                if operation[0] == SEND:
+                    sends.append(operation)
+                elif (operation[1] is first[1] and not operation[3]
+                      and not any(kind == _SLOT and value in made for kind, value in operation[2])):
+                    calls.append(operation)
+                    made.add(operation[4])
+                else:
+                    break
+                index += 1
+            if len(calls) == 1:
+                fused.append(first)
+                fused.extend(sends)
+                continue
+            results = self.register()
+            fused.append((CALL, batched, [source for call in calls for source in call[2]], [], results))
+            fused.extend((CALL, _pick, [(_SLOT, results), (_CONSTANT, number)], [], call[4])
+                         for number, call in enumerate(calls))
+            fused.extend(sends)
+        self.operations = fused
+
     def finish(self):
         """Work out after which operation each register is read for the last time (outputs are kept; a result
-        that nothing reads is dropped after the operation that made it)."""
+        that nothing reads is dropped after the operation that made it); with :data:`FUSED_CUTS`, :meth:`fuse`
+        first."""
+        if FUSED_CUTS:
+            self.fuse()
         last = {}
         for index, operation in enumerate(self.operations):
             if operation[0] == SEND:
@@ -133,6 +178,11 @@ class TileProgram:
             for argument, value in zip(indices, taken):
                 values[argument] = value
         return function, values
+
+
+def _pick(values: list, number: int):
+    """Result ``number`` of a batched call (:meth:`TileProgram.fuse`)."""
+    return values[number]
 
 
 def prefix_of(executor) -> str:

@@ -134,3 +134,75 @@ def test_a_program_that_cannot_be_replayed_is_kept_empty_and_not_recorded_again(
     kept = tile_program.lookup("key")
     assert kept is program and not kept.replayable and kept.operations == [] and "array" in kept.reason
     tile_program.forget_all()
+
+
+def _negated(value):
+    return -value
+
+
+def _negated_all(*values):
+    return [-value for value in values]
+
+
+_negated.batched = _negated_all
+
+
+def test_consecutive_calls_with_a_batched_form_become_one_call_and_replay_the_same():
+    """TileProgram.fuse (DASKSAE_FUSED_CUTS): calls of a function with a batched form, with only sends between them,
+    become one batched call and a pick of each result; the sends follow in their order; a call that reads an
+    earlier one's result, or takes a receipt, ends the run; the replay sends and returns what the unfused one does."""
+
+    def recorded():
+        program = TileProgram()
+        x, y = program.register(), program.register()
+        program.inputs.update(x=x, y=y)
+        a, b, c, d, total = (program.register() for _ in range(5))
+        program.call(_negated, [(_SLOT, x)], [], a)
+        program.send((0, 1), "a", [a])
+        program.call(_negated, [(_SLOT, y)], [], b)
+        program.send((1, 0), "b", [b])
+        program.call(_negated, [(_SLOT, a)], [], c)  # reads a: a run of its own
+        program.call(_negated, [(_RECEIVED, None)], [("r", [0])], d)  # a receipt: not fused
+        program.call(lambda *values: sum(values), [(_SLOT, b), (_SLOT, c), (_SLOT, d)], [], total)
+        program.outputs["total"] = total
+        return program
+
+    def replayed(program):
+        executor = _FakeExecutor("step.2", {"step.2:r": [7]})
+        return program.replay(executor, {"x": 2, "y": 5}), executor.sent
+
+    plain = recorded()
+    plain.finish()
+    fused = recorded()
+    fused.fuse()
+    fused.finish()
+    kinds = [(op[0], op[1].__name__ if op[0] == 1 else op[2]) for op in fused.operations]
+    assert kinds == [(1, "_negated_all"), (1, "_pick"), (1, "_pick"), (0, "a"), (0, "b"), (1, "_negated"),
+                     (1, "_negated"), (1, "<lambda>")]
+    assert replayed(fused) == replayed(plain) == ({"total": -5 + 2 - 7}, [((0, 1), "step.2:a", [-2]),
+                                                                        ((1, 0), "step.2:b", [-5])])
+
+
+@pytest.mark.parametrize("objective", ["rica", "le2012"])
+def test_replayed_steps_with_fused_halo_cuts_equal_those_without(monkeypatch, objective):
+    """DASKSAE_FUSED_CUTS=1: a tile's cuts for its neighbours are replayed as one call of ``cut_parts`` (one copy of
+    the strips that are not contiguous): the same losses and parameters, bit for bit, as one call a cut."""
+    from dasksae.tile_array import cut_parts
+
+    config = UNEVEN.replace(objective=objective, name=f"uneven-{objective}")
+    data = numpy.random.default_rng(5)
+    batches = [data.standard_normal(config.input_shape + (3,)) for _ in range(3)]
+    outcomes = {}
+    for fused in (False, True):
+        monkeypatch.setattr(tile_program, "FUSED_CUTS", fused)
+        tile_program.forget_all()
+        with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+            with distributed.Client(cluster) as client:
+                network = TiledNetwork(config, "2x2", client, seed=3, dtype="float64")
+                outcomes[fused] = ([r.loss for r in network.steps(batches, 1e-3, 0.9)], network.parameters())
+        batched = sum(op[0] == 1 and op[1] is cut_parts for p in tile_program._programs.values() for op in p.operations)
+        assert (batched > 0) == fused, batched
+    assert outcomes[True][0] == outcomes[False][0]
+    for replayed, built in zip(outcomes[True][1], outcomes[False][1]):
+        for name, value in built.items():
+            numpy.testing.assert_array_equal(replayed[name], value, err_msg=name)

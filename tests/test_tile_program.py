@@ -84,19 +84,30 @@ def test_replayed_steps_equal_steps_that_build_the_graph(monkeypatch, objective)
     for replaying in (False, True):
         monkeypatch.setattr(tile_program, "REPLAY", replaying)
         tile_program.forget_all()
-        with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-            with distributed.Client(cluster) as client:
-                network = TiledNetwork(config, "2x2", client, seed=3, dtype="float64")
-                losses = [r.loss for r in network.steps(batches[:3], 1e-3, 0.9)] + [network.step(batches[3], 1e-3, 0.9).loss]
-                outcomes[replaying] = (losses, network.parameters())
+        outcomes[replaying] = _trained_on_four_threads(config, batches)
         if replaying:
             programs = list(tile_program._programs.values())
             assert len(programs) == 4 and all(p.replayable for p in programs), [p.reason for p in programs]
     assert len(replays) == 4 * 3  # each tile: steps 2 and 3 of the first task, and the second task's step
-    assert outcomes[True][0] == outcomes[False][0]
-    for replayed, built in zip(outcomes[True][1], outcomes[False][1]):
-        for name, value in built.items():
-            numpy.testing.assert_array_equal(replayed[name], value, err_msg=name)
+    _assert_the_same_training(outcomes[True], outcomes[False])
+
+
+def _trained_on_four_threads(config, batches):
+    """Losses and parameters of ``config`` (float64, seed 3) on 2x2 tiles over four worker threads: all but the
+    last of ``batches`` in one task, then the last in another."""
+    with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            network = TiledNetwork(config, "2x2", client, seed=3, dtype="float64")
+            losses = [r.loss for r in network.steps(batches[:-1], 1e-3, 0.9)] + [network.step(batches[-1], 1e-3, 0.9).loss]
+            return losses, network.parameters()
+
+
+def _assert_the_same_training(got, expected):
+    """The same losses and parameters, bit for bit."""
+    assert got[0] == expected[0]
+    for mine, theirs in zip(got[1], expected[1]):
+        for name, value in theirs.items():
+            numpy.testing.assert_array_equal(mine[name], value, err_msg=name)
 
 
 @pytest.mark.parametrize("objective", ["rica", "le2012"])
@@ -186,23 +197,18 @@ def test_consecutive_calls_with_a_batched_form_become_one_call_and_replay_the_sa
 @pytest.mark.parametrize("objective", ["rica", "le2012"])
 def test_replayed_steps_with_fused_halo_cuts_equal_those_without(monkeypatch, objective):
     """DASKSAE_FUSED_CUTS=1: a tile's cuts for its neighbours are replayed as one call of ``cut_parts`` (one copy of
-    the strips that are not contiguous): the same losses and parameters, bit for bit, as one call a cut."""
+    the strips that are not contiguous): the same losses and parameters, bit for bit, as one call a cut, within a task
+    and across tasks."""
     from dasksae.tile_array import cut_parts
 
     config = UNEVEN.replace(objective=objective, name=f"uneven-{objective}")
     data = numpy.random.default_rng(5)
-    batches = [data.standard_normal(config.input_shape + (3,)) for _ in range(3)]
+    batches = [data.standard_normal(config.input_shape + (3,)) for _ in range(4)]
     outcomes = {}
     for fused in (False, True):
         monkeypatch.setattr(tile_program, "FUSED_CUTS", fused)
         tile_program.forget_all()
-        with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-            with distributed.Client(cluster) as client:
-                network = TiledNetwork(config, "2x2", client, seed=3, dtype="float64")
-                outcomes[fused] = ([r.loss for r in network.steps(batches, 1e-3, 0.9)], network.parameters())
+        outcomes[fused] = _trained_on_four_threads(config, batches)
         batched = sum(op[0] == 1 and op[1] is cut_parts for p in tile_program._programs.values() for op in p.operations)
         assert (batched > 0) == fused, batched
-    assert outcomes[True][0] == outcomes[False][0]
-    for replayed, built in zip(outcomes[True][1], outcomes[False][1]):
-        for name, value in built.items():
-            numpy.testing.assert_array_equal(replayed[name], value, err_msg=name)
+    _assert_the_same_training(outcomes[True], outcomes[False])

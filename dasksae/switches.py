@@ -18,7 +18,7 @@ from .errors import DasksaeError
 SWITCHES = {
     "DASKSAE_GEMM": (("simt", "cublas", "tuned", "search"), "simt"),
     "DASKSAE_SPMD_REPLAY": (("1", "0"), "1"),
-    "DASKSAE_FUSED_CUTS": (("0", "1"), "0"),
+    "DASKSAE_FUSED_CUTS": (("1", "0"), "1"),
     "DASKSAE_HALO_EVENTS": (("1", "0"), "1"),
     "DASKSAE_CUDA_GRAPHS": (("auto", "1", "0"), "auto"),
     "DASKSAE_GRAPH_CUTS": (("receipts", "messages"), "receipts"),

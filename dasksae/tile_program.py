@@ -41,8 +41,9 @@ SEND, CALL = 0, 1
 _SLOT, _CONSTANT, _RECEIVED = 0, 1, 2
 
 REPLAY = switch("DASKSAE_SPMD_REPLAY") == "1"  # 0: build the step's graph every step
-# "1": consecutive calls of a function with a batched form (a tile's halo cuts for its neighbours) are replayed as one
-# call of that form (TileProgram.fuse): one launch of the strip copies instead of one a strip
+# "1" (the default since session 29): consecutive calls of a function with a batched form (a tile's halo cuts for its
+# neighbours) are replayed as one call of that form (TileProgram.fuse): one launch of the strip copies instead of one
+# a strip; "0": one call a cut
 FUSED_CUTS = switch("DASKSAE_FUSED_CUTS") == "1"
 
 _programs: dict = {}

@@ -111,18 +111,15 @@ def test_cuda_graphs_equal_steps_replayed_as_calls(monkeypatch, tiles, precision
         return _trained_on_four_worker_threads(config, batches, precision)
 
     cuda_graphs.failures.clear()
-    expected, expected_parameters = train(False)
+    expected = train(False)
     launched, reused, in_place_before = cuda_graphs.launches, cuda_graphs.reused_outboxes, cuda_graphs.filled_in_place
-    got, parameters = train(True)
-    assert cuda_graphs.failures == []
+    got = train(True)
     assert cuda_graphs.launches > launched
     # sends out of the graphs' memory went into outboxes that their receivers had dropped (DASKSAE_OUTBOXES), or
     # straight into those their receivers' graphs read
     assert (cuda_graphs.reused_outboxes > reused or cuda_graphs.filled_in_place > in_place_before) == (tiles != "1x1")
     assert (cuda_graphs.filled_in_place > in_place_before) == in_place, (cuda_graphs.filled_in_place, in_place_before)
-    numpy.testing.assert_allclose(got, expected, rtol=1e-6)
-    for mine, theirs in zip(parameters, expected_parameters):
-        numpy.testing.assert_allclose(mine["encoder"], theirs["encoder"], rtol=1e-5, atol=1e-7)
+    _assert_trained_alike(got, expected)
 
 
 def _trained_on_four_worker_threads(config, batches, precision):
@@ -135,35 +132,68 @@ def _trained_on_four_worker_threads(config, batches, precision):
             return losses, network.parameters()
 
 
-def test_driver_calls_that_hold_the_gil_train_as_those_that_release_it(monkeypatch):
-    """``DASKSAE_DRIVER_GIL=hold``: four worker threads on 2x2 tiles (bfloat16, CUDA graphs, halos with events, sends
-    in place) launch their graphs and batched copies, wait for events and record them through the driver with the
-    GIL kept (``kernels/driver_launch.py``), and train to the losses and weights of CuPy's calls, which release it."""
+def _four_thread_graph_trainer(monkeypatch, seed):
+    """A function ``train(module, name, value)``: set ``module.name`` to ``value`` and train ``tiny`` in bfloat16
+    on 2x2 tiles over four worker threads (CUDA graphs, halos with events, sends in place) from fresh programs."""
     from dasksae import cuda_graphs, spmd, tile_program
-    from dasksae.kernels import driver_launch
 
     monkeypatch.setattr(spmd, "HALO_EVENTS", True)
     monkeypatch.setattr(cuda_graphs, "GRAPHS", True)
     config = named_config("tiny")
-    data = numpy.random.default_rng(6)
+    data = numpy.random.default_rng(seed)
     batches = [data.standard_normal(config.input_shape + (16,)).astype("float32") for _ in range(7)]
+    cuda_graphs.failures.clear()
 
-    def train(hold):
-        monkeypatch.setattr(driver_launch, "HOLD", hold)
+    def train(module, name, value):
+        monkeypatch.setattr(module, name, value)
         tile_program.forget_all()
         return _trained_on_four_worker_threads(config, batches, "bfloat16")
 
-    cuda_graphs.failures.clear()
-    expected, expected_parameters = train(False)
-    before = dict(driver_launch.calls)
-    got, parameters = train(True)
+    return train
+
+
+def _assert_trained_alike(got, expected):
+    from dasksae import cuda_graphs
+
     assert cuda_graphs.failures == []
+    numpy.testing.assert_allclose(got[0], expected[0], rtol=1e-6)
+    for mine, theirs in zip(got[1], expected[1]):
+        numpy.testing.assert_allclose(mine["encoder"], theirs["encoder"], rtol=1e-5, atol=1e-7)
+
+
+def test_driver_calls_that_hold_the_gil_train_as_those_that_release_it(monkeypatch):
+    """``DASKSAE_DRIVER_GIL=hold``: four worker threads on 2x2 tiles (bfloat16, CUDA graphs, halos with events, sends
+    in place) launch their graphs and batched copies, wait for events and record them through the driver with the
+    GIL kept (``kernels/driver_launch.py``), and train to the losses and weights of CuPy's calls, which release it."""
+    from dasksae.kernels import driver_launch
+
+    train = _four_thread_graph_trainer(monkeypatch, seed=6)
+    expected = train(driver_launch, "HOLD", False)
+    before = dict(driver_launch.calls)
+    got = train(driver_launch, "HOLD", True)
     made = {name: driver_launch.calls[name] - before.get(name, 0) for name in driver_launch.ARGUMENT_TYPES}
     for name in ("cuGraphLaunch", "cuStreamWaitEvent", "cuEventRecord", "cuLaunchKernel"):
         assert made[name] > 0, made  # the held path ran
-    numpy.testing.assert_allclose(got, expected, rtol=1e-6)
-    for mine, theirs in zip(parameters, expected_parameters):
-        numpy.testing.assert_allclose(mine["encoder"], theirs["encoder"], rtol=1e-5, atol=1e-7)
+    _assert_trained_alike(got, expected)
+
+
+def test_fused_halo_cuts_in_cuda_graphs_train_as_one_cut_a_call(monkeypatch):
+    """``DASKSAE_FUSED_CUTS`` (the default): four worker threads on 2x2 tiles replayed as CUDA graphs cut a tile's
+    strips for its neighbours in one ``cut_parts`` call (one strip-kernel launch, captured in the graphs) and train
+    to the losses and weights of one call a cut, bit for bit (the strips are copies)."""
+    from dasksae import tile_program
+    from dasksae.tile_array import cut_parts
+
+    train = _four_thread_graph_trainer(monkeypatch, seed=7)
+    outcomes = {}
+    for fused in (False, True):
+        outcomes[fused] = train(tile_program, "FUSED_CUTS", fused)
+        batched = sum(op[0] == 1 and op[1] is cut_parts for p in tile_program._programs.values() for op in p.operations)
+        assert (batched > 0) == fused, batched
+    _assert_trained_alike(outcomes[True], outcomes[False])
+    numpy.testing.assert_array_equal(outcomes[True][0], outcomes[False][0])
+    for mine, theirs in zip(outcomes[True][1], outcomes[False][1]):
+        numpy.testing.assert_array_equal(mine["encoder"], theirs["encoder"])
 
 
 def test_cuda_graphs_by_default_only_where_workers_share_the_process_and_their_memory_is_freed(monkeypatch):

@@ -158,10 +158,12 @@ def _negated_all(*values):
 _negated.batched = _negated_all
 
 
-def test_consecutive_calls_with_a_batched_form_become_one_call_and_replay_the_same():
+def test_consecutive_calls_with_a_batched_form_become_one_call_and_replay_the_same(monkeypatch):
     """TileProgram.fuse (DASKSAE_FUSED_CUTS): calls of a function with a batched form, with only sends between them,
     become one batched call and a pick of each result; the sends follow in their order; a call that reads an
-    earlier one's result, or takes a receipt, ends the run; the replay sends and returns what the unfused one does."""
+    earlier one's result, or takes a receipt, ends the run; the replay sends and returns what the unfused one does.
+    Fusing twice changes nothing."""
+    monkeypatch.setattr(tile_program, "FUSED_CUTS", False)  # finish() leaves the plain program unfused
 
     def recorded():
         program = TileProgram()
@@ -186,7 +188,9 @@ def test_consecutive_calls_with_a_batched_form_become_one_call_and_replay_the_sa
     plain.finish()
     fused = recorded()
     fused.fuse()
+    fused.fuse()
     fused.finish()
+    assert [op[1] for op in plain.operations if op[0] == 1].count(_negated) == 4
     kinds = [(op[0], op[1].__name__ if op[0] == 1 else op[2]) for op in fused.operations]
     assert kinds == [(1, "_negated_all"), (1, "_pick"), (1, "_pick"), (0, "a"), (0, "b"), (1, "_negated"),
                      (1, "_negated"), (1, "<lambda>")]

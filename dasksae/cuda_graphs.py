@@ -78,7 +78,7 @@ import weakref
 
 from . import collector
 from .kernels.backend import copy_array, on_device
-from .kernels.copies import copy_arrays
+from .kernels.copies import CopyPlan, copy_arrays
 from .kernels.driver_launch import launch_graph
 from .streams import device_event, has_device_arrays, wait_for_event
 from .switches import switch
@@ -101,6 +101,10 @@ MAX_OUTBOXES = 6  # per send: with all of them still held by receivers, a send a
 # once the receiver's previous step has been launched (Outbox.take_turn), instead of the receiver copying each
 # received value into its staged buffers; "0": the receiver copies (the default until session 16 ran it on a GPU)
 IN_PLACE = switch("DASKSAE_OUTBOX_IN_PLACE") == "1"
+# a send batch whose sends all went in place into their receivers' adopted outboxes keeps what it copied where as a
+# CopyPlan, and later steps make the same copies from it (after the same turn-taking) instead of walking the values
+# and checking each pair again; "0": every send batch works its copies out afresh
+SEND_PLANS = switch("DASKSAE_SEND_PLANS") == "1"
 GRAPH, EAGER, MESSAGE = "graph", "eager", "send"
 
 
@@ -296,6 +300,32 @@ class Outbox:
         return rewrapped(self.value)
 
 
+class _SendPlan:
+    """A send batch's copies out of the graphs' memory, kept (:data:`SEND_PLANS`): the arrays it was made for
+    (``sources``), each send's adopted outbox (``outboxes``) and the copies between them (``copies``, a
+    :class:`~dasksae.kernels.copies.CopyPlan`)."""
+
+    __slots__ = ("sources", "outboxes", "copies")
+
+    def __init__(self, sources, outboxes, copies):
+        self.sources, self.outboxes, self.copies = sources, outboxes, copies
+
+    @classmethod
+    def of(cls, values, sent, copies):
+        """The plan of a batch that sent ``values`` as ``sent`` with ``copies``, or ``None`` unless every send went
+        into an outbox that its receiver's graphs read (they are the same outboxes every step)."""
+        outboxes = [getattr(lent, "outbox", None) for lent in sent]
+        if not all(outbox is not None and outbox.adopted for outbox in outboxes):
+            return None
+        return cls([list(value) for value in values], outboxes, copies)
+
+    def reads(self, values) -> bool:
+        """Whether ``values`` are the very values (the same objects) that the plan copies."""
+        return len(values) == len(self.sources) and all(
+            len(value) == len(source) and all(a is b for a, b in zip(value, source))
+            for value, source in zip(values, self.sources))
+
+
 def _numbered(value, outbox, sequence):
     """``value`` (a send's list of values) as a :class:`Lent` where receivers may adopt outboxes
     (:data:`IN_PLACE`); else, or anything but a list, as it is."""
@@ -382,6 +412,7 @@ class GraphedStep:
         self.adopted = {}  # (operation index, receipt number) -> a sender's Outbox these graphs read
         self.adopted_read = {}  # the same key -> the number of the send this step read there
         self.sent = {}  # send operation index -> sends made (numbered from 1: Lent.sequence)
+        self.send_plans = {}  # first send index of a batch -> _SendPlan, or None where the batch cannot have one
         self.pool = None
         if pool is not None:  # the graphs and the values above are gone: the pool's blocks can go
             self._retired.append(pool)
@@ -492,7 +523,7 @@ class GraphedStep:
         for position, (kind, indices) in enumerate(self.runs):
             if kind == MESSAGE:  # the sends that follow one graph run go together, from the batch's first
                 if position in self.send_batches:
-                    self._send_batch(executor, prefix, registers, self.send_batches[position], copy=mode != "staged")
+                    self._send_batch(executor, prefix, registers, self.send_batches[position], mode)
             elif kind == EAGER:
                 index = indices[0]
                 out = program.operations[index][4]
@@ -538,19 +569,59 @@ class GraphedStep:
         values = [registers[r] for r in sources]
         executor._send(tile, prefix + suffix, [clone(v) for v in values] if copy else values)
 
-    def _send_batch(self, executor, prefix, registers, indices, copy: bool):
-        """Send operations ``indices`` (consecutive sends); ``copy``: out of the graphs' memory, every array of
-        the batch in one launch, and one event for them all (what the receivers' streams wait for)."""
+    def _send_batch(self, executor, prefix, registers, indices, mode):
+        """Send operations ``indices`` (consecutive sends); past the staged step, out of the graphs' memory, every
+        array of the batch in one launch, and one event for them all (what the receivers' streams wait for).  At
+        launches, from the batch's :class:`_SendPlan` where it has one and every receiver is ready for it."""
         operations = [self.program.operations[index] for index in indices]
         values = [[registers[r] for r in operation[3]] for operation in operations]
         event = None
-        if copy:
-            pairs = []
-            values = [self._copied_out(index, value, pairs) for index, value in zip(indices, values)]
-            copy_arrays(pairs)
+        if mode != "staged":
+            planned = self._planned_sends(indices, values) if mode == "launch" and SEND_PLANS else None
+            if planned is None:
+                pairs = []
+                sent = [self._copied_out(index, value, pairs) for index, value in zip(indices, values)]
+                copies = CopyPlan(pairs)
+                copies.run()
+                if mode == "launch" and SEND_PLANS and indices[0] not in self.send_plans:
+                    plan = _SendPlan.of(values, sent, copies)
+                    if plan is not None:  # (else a later step tries again)
+                        self.send_plans[indices[0]] = plan
+                values = sent
+            else:
+                values = planned
             event = device_event(values)
         for operation, value in zip(operations, values):
             executor._send(operation[1], prefix + operation[2], value, event=event)
+
+    def _planned_sends(self, indices, values):
+        """The batch's sends made from its :class:`_SendPlan`, or ``None`` (then :meth:`_copied_out` makes them):
+        there is no plan, the values are not the arrays it was made for (the plan is dropped, and none made
+        again), a receiver's graphs no longer read its outbox (the plan is dropped; a later step may make
+        another), or a receiver has not launched the step that read the previous send (:meth:`Outbox.take_turn`)."""
+        plan = self.send_plans.get(indices[0])
+        if plan is None:
+            return None
+        if not plan.reads(values):
+            self.send_plans[indices[0]] = None
+            return None
+        if not all(outbox.adopted for outbox in plan.outboxes):  # (its copies hold the outboxes' arrays)
+            del self.send_plans[indices[0]]
+            return None
+        sequences = [self.sent.get(index, 0) + 1 for index in indices]
+        turns = [outbox.take_turn(sequence) for outbox, sequence in zip(plan.outboxes, sequences)]
+        if not all(ready for ready, _ in turns):
+            return None
+        global filled_in_place, planned_sends
+        for index, sequence in zip(indices, sequences):
+            self.sent[index] = sequence
+        for _, event in turns:
+            if event is not None:
+                wait_for_event(event)
+        plan.copies.run()
+        filled_in_place += len(indices)
+        planned_sends += len(indices)
+        return [_numbered(outbox.lend(), outbox, sequence) for outbox, sequence in zip(plan.outboxes, sequences)]
 
     def _copied_out(self, index, value, pairs):
         """Send ``index``'s ``value`` copied out of the graphs' memory: into a free :class:`Outbox` of that send
@@ -650,6 +721,7 @@ failures: list = []  # why graphs were given up, in this process (bench/gpu_step
 launches = 0  # graph launches in this process (captures not counted)
 reused_outboxes = 0  # sends copied into an outbox of an earlier step, in this process
 filled_in_place = 0  # sends copied into an outbox that their receiver's graphs read (DASKSAE_OUTBOX_IN_PLACE)
+planned_sends = 0  # of those, sends made from their batch's _SendPlan (DASKSAE_SEND_PLANS)
 
 
 def replay(program, executor, inputs: dict) -> dict:

@@ -389,6 +389,7 @@ def _bare_graphed_step():
     """A GraphedStep with no program: enough for its sends and receipts (``_copied_out``, ``_staged_received``)."""
     step = object.__new__(cuda_graphs.GraphedStep)
     step.outboxes, step.sent, step.received, step.adopted, step.adopted_read = {}, {}, {}, {}, {}
+    step.send_plans = {}
     return step
 
 
@@ -492,3 +493,76 @@ def test_an_adopted_outbox_is_refilled_in_place_only_after_its_reader_launched_t
     assert lent.outbox is not outbox or not outbox.adopted
     assert lent[0][0] == 6.0
 
+
+
+class _Sends:
+    """A program of two consecutive sends (operations 0 and 1, to tiles 0 and 1), of registers 0 and 1."""
+
+    operations = [(SEND, 0, "a", [0]), (SEND, 1, "b", [1])]
+
+
+class _Postbox:
+    def __init__(self):
+        self.sent = []
+
+    def _send(self, tile, tag, value, event=None):
+        self.sent.append((tile, tag, value))
+
+
+def test_a_send_batch_made_in_place_is_made_again_from_its_plan_and_left_when_it_does_not_hold(monkeypatch):
+    """DASKSAE_SEND_PLANS: a launched batch whose sends all went in place into their receivers' adopted outboxes keeps
+    its copies; later launches make them from that plan (after the same turns), so each receiver reads each step's
+    values.  A receiver not ready sends that step the long way (the plan stays); other arrays in the registers drop
+    the plan for good; a receiver that stops reading its outbox drops it until another can be made."""
+    _numpy_as_device_arrays(monkeypatch)
+    for name in ("OUTBOXES", "IN_PLACE", "SEND_PLANS"):
+        monkeypatch.setattr(cuda_graphs, name, True)
+    sender = _bare_graphed_step()
+    sender.program = _Sends()
+    receivers = [_bare_graphed_step() for _ in range(2)]
+    for receiver in receivers:
+        receiver.program, receiver._retired = _OneReceipt(), []
+    postbox = _Postbox()
+    registers = [numpy.zeros(4), numpy.zeros((2, 3))]
+
+    def step(number, mode, receiving="launch", ready=(True, True)):
+        """The sender's batch of step ``number`` in ``mode``; each ready receiver then takes its value."""
+        registers[0][:], registers[1][:] = number, -number
+        postbox.sent.clear()
+        before = cuda_graphs.planned_sends
+        sender._send_batch(postbox, "s.", registers, [0, 1], mode)
+        assert [(tile, tag) for tile, tag, _ in postbox.sent] == [(0, "s.a"), (1, "s.b")]
+        for receiver, (_, _, lent), go in zip(receivers, postbox.sent, ready):
+            if go:
+                receive(receiver, lent, receiving, number)
+        return cuda_graphs.planned_sends - before, [lent for _, _, lent in postbox.sent]
+
+    def receive(receiver, lent, mode, number):
+        receiver.program.next = lent
+        staged = receiver._staged_received(None, "", 0, mode)[0]
+        if mode != "staged":
+            receiver._step_launched()
+        assert numpy.abs(staged[0]).min() == numpy.abs(staged[0]).max() == number, (number, staged[0])
+
+    assert step(1, "staged", "staged")[0] == 0  # the registers themselves
+    assert step(2, "capture", "capture")[0] == 0  # into new outboxes, which the receivers adopt
+    assert step(3, "launch")[0] == 0 and sender.send_plans[0] is not None  # in place: the plan is made
+    outboxes = [sender.outboxes[index][0] for index in (0, 1)]
+    planned, lent = step(4, "launch")
+    assert planned == 2 and [value.outbox for value in lent] == outboxes and lent[0].sequence == 3  # (numbered from the capture)
+    planned, early = step(5, "launch", ready=(True, False))  # receiver 1 has not taken step 5's send yet
+    assert planned == 2
+    planned, late = step(6, "launch", ready=(True, False))  # nor launched its step 5: the long way, plan kept
+    assert planned == 0 and late[0].outbox is outboxes[0] and late[1].outbox is not outboxes[1]
+    assert sender.send_plans[0] is not None
+    receive(receivers[1], early[1], "launch", 5)  # in place
+    receive(receivers[1], late[1], "launch", 6)  # copied in by the receiver
+    assert step(7, "launch")[0] == 2
+    registers[1] = numpy.zeros((2, 3))  # other arrays: no plan from now on
+    assert step(8, "launch")[0] == 0 and sender.send_plans[0] is None
+    assert step(9, "launch")[0] == 0
+    sender.send_plans.clear()
+    assert step(10, "launch")[0] == 0 and sender.send_plans[0] is not None
+    assert step(11, "launch")[0] == 2
+    receivers[0]._reset()  # its graphs dropped: it no longer reads the outbox
+    assert step(12, "launch", receiving="staged")[0] == 0 and 0 not in sender.send_plans

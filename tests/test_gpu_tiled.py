@@ -91,7 +91,7 @@ def test_cuda_graphs_equal_steps_replayed_as_calls(monkeypatch, tiles, precision
     is new every step: a graph that froze either would differ.  2x2: four worker threads, halos with events;
     ``receipts`` (the default): graph runs cut only where a tile waits for a message; ``messages``: at every
     message as well (DASKSAE_GRAPH_CUTS).  ``in_place``: receivers' graphs read their senders' outboxes, refilled
-    in place (DASKSAE_OUTBOX_IN_PLACE)."""
+    in place (DASKSAE_OUTBOX_IN_PLACE), from their batches' plans (DASKSAE_SEND_PLANS)."""
     from dasksae import cuda_graphs, spmd, tile_program
 
     monkeypatch.setattr(spmd, "HALO_EVENTS", True)
@@ -113,12 +113,15 @@ def test_cuda_graphs_equal_steps_replayed_as_calls(monkeypatch, tiles, precision
     cuda_graphs.failures.clear()
     expected = train(False)
     launched, reused, in_place_before = cuda_graphs.launches, cuda_graphs.reused_outboxes, cuda_graphs.filled_in_place
+    planned = cuda_graphs.planned_sends
     got = train(True)
     assert cuda_graphs.launches > launched
     # sends out of the graphs' memory went into outboxes that their receivers had dropped (DASKSAE_OUTBOXES), or
     # straight into those their receivers' graphs read
     assert (cuda_graphs.reused_outboxes > reused or cuda_graphs.filled_in_place > in_place_before) == (tiles != "1x1")
     assert (cuda_graphs.filled_in_place > in_place_before) == in_place, (cuda_graphs.filled_in_place, in_place_before)
+    # batches sent in place were sent again from their plans (DASKSAE_SEND_PLANS, the default)
+    assert (cuda_graphs.planned_sends > planned) == in_place, (cuda_graphs.planned_sends, planned)
     _assert_trained_alike(got, expected)
 
 
@@ -177,19 +180,26 @@ def test_driver_calls_that_hold_the_gil_train_as_those_that_release_it(monkeypat
     _assert_trained_alike(got, expected)
 
 
-def test_fused_halo_cuts_in_cuda_graphs_train_as_one_cut_a_call(monkeypatch):
-    """``DASKSAE_FUSED_CUTS`` (the default): four worker threads on 2x2 tiles replayed as CUDA graphs cut a tile's
-    strips for its neighbours in one ``cut_parts`` call (one strip-kernel launch, captured in the graphs) and train
-    to the losses and weights of one call a cut, bit for bit (the strips are copies)."""
-    from dasksae import tile_program
+@pytest.mark.parametrize("name", ["FUSED_CUTS", "SEND_PLANS"])
+def test_switches_that_only_batch_copies_train_bit_for_bit_alike(monkeypatch, name):
+    """Four worker threads on 2x2 tiles replayed as CUDA graphs train to the same losses and weights, bit for bit
+    (the strips and messages are copies), with and without ``DASKSAE_FUSED_CUTS`` (a tile's strips for its
+    neighbours cut in one ``cut_parts`` call, one strip-kernel launch captured in the graphs) and
+    ``DASKSAE_SEND_PLANS`` (a send batch made in place again from its plan); both are on by default."""
+    from dasksae import cuda_graphs, tile_program
     from dasksae.tile_array import cut_parts
 
+    module = tile_program if name == "FUSED_CUTS" else cuda_graphs
     train = _four_thread_graph_trainer(monkeypatch, seed=7)
     outcomes = {}
-    for fused in (False, True):
-        outcomes[fused] = train(tile_program, "FUSED_CUTS", fused)
-        batched = sum(op[0] == 1 and op[1] is cut_parts for p in tile_program._programs.values() for op in p.operations)
-        assert (batched > 0) == fused, batched
+    for on in (False, True):
+        planned = cuda_graphs.planned_sends
+        outcomes[on] = train(module, name, on)
+        if name == "FUSED_CUTS":
+            made = sum(op[0] == 1 and op[1] is cut_parts for p in tile_program._programs.values() for op in p.operations)
+        else:
+            made = cuda_graphs.planned_sends - planned
+        assert (made > 0) == on, made
     _assert_trained_alike(outcomes[True], outcomes[False])
     numpy.testing.assert_array_equal(outcomes[True][0], outcomes[False][0])
     for mine, theirs in zip(outcomes[True][1], outcomes[False][1]):

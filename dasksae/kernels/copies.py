@@ -82,27 +82,56 @@ def copy_arrays(pairs) -> None:
     On CuPy, pairs of C-contiguous arrays on the current device go
     :data:`SEGMENTS_A_LAUNCH` to a launch of one kernel (bytes as they are,
     so any dtype); any other pair is copied on its own
-    (:func:`~dasksae.kernels.backend.copy_array`).
+    (:func:`~dasksae.kernels.backend.copy_array`).  Every pair is checked before anything is copied.
     """
-    segments, current = [], None
-    for source, destination in pairs:
-        if source.shape != destination.shape or source.dtype != destination.dtype:
-            raise ValueError(f"cannot copy an array of shape {source.shape} and dtype {source.dtype} into one of "
-                             f"shape {destination.shape} and dtype {destination.dtype}")
-        if on_device(source) and on_device(destination) and current is None:
+    if pairs:
+        CopyPlan(pairs).run()
+
+
+class CopyPlan:
+    """The copies of :func:`copy_arrays`, worked out once: :meth:`run` makes them on the current stream.
+
+    For pairs copied again and again (a tile's sends out of its CUDA graphs' memory into the same outboxes every
+    step, :mod:`dasksae.cuda_graphs`): the shapes, dtypes, devices and contiguity are checked, and the launches'
+    arguments packed, once instead of every step.  A plan holds its arrays, so their memory stays while it lives.
+    """
+
+    __slots__ = ("pairs", "_singles", "_launches", "_device")
+
+    def __init__(self, pairs):
+        self.pairs = list(pairs)
+        segments, current, self._singles = [], None, []
+        for source, destination in self.pairs:
+            if source.shape != destination.shape or source.dtype != destination.dtype:
+                raise ValueError(f"cannot copy an array of shape {source.shape} and dtype {source.dtype} into one of "
+                                 f"shape {destination.shape} and dtype {destination.dtype}")
+            both = on_device(source) and on_device(destination)
+            if both and current is None:
+                import cupy
+
+                current = cupy.cuda.runtime.getDevice()
+            if (both and source.flags.c_contiguous and destination.flags.c_contiguous
+                    and source.data.device_id == destination.data.device_id == current):
+                if source.nbytes:
+                    segments.append((source.data.ptr, destination.data.ptr, source.nbytes))
+            else:
+                self._singles.append((source, destination))
+        self._device = current
+        self._launches = [_launch_arguments(segments[first:first + SEGMENTS_A_LAUNCH])
+                          for first in range(0, len(segments), SEGMENTS_A_LAUNCH)]
+
+    def run(self) -> None:
+        for source, destination in self._singles:
+            if on_device(source) or on_device(destination):
+                copy_array(source, out=destination)
+            else:
+                numpy.copyto(destination, source)
+        if self._launches:
             import cupy
 
-            current = cupy.cuda.runtime.getDevice()
-        if (on_device(source) and on_device(destination) and source.flags.c_contiguous and destination.flags.c_contiguous
-                and source.data.device_id == destination.data.device_id == current):
-            if source.nbytes:
-                segments.append((source.data.ptr, destination.data.ptr, source.nbytes))
-        elif on_device(source) or on_device(destination):
-            copy_array(source, out=destination)
-        else:
-            numpy.copyto(destination, source)
-    for first in range(0, len(segments), SEGMENTS_A_LAUNCH):
-        _launch(segments[first:first + SEGMENTS_A_LAUNCH], current)
+            stream = cupy.cuda.get_current_stream().ptr
+            for grid, arguments in self._launches:
+                _launch(grid, arguments, self._device, stream)
 
 
 # launch the batched copy through the driver with packed arguments (kernels/driver_launch.py); "0": through CuPy
@@ -161,18 +190,22 @@ def _blocks_for(largest: int) -> int:
     return max(1, min(-(-largest // (16 * _THREADS)), 528))
 
 
-def _launch(segments, device: int) -> None:
-    """Copy ``segments`` on the current stream of ``device`` (the current one)."""
-    import cupy
-
-    stream = cupy.cuda.get_current_stream().ptr
-    if len(segments) == 1:  # one array: the runtime's copy is one call too
+def _launch_arguments(segments):
+    """``(grid, arguments)`` of one launch copying ``segments`` (``grid`` ``None``: one array, which the runtime's
+    copy takes in one call too; ``arguments`` its destination, source and bytes)."""
+    if len(segments) == 1:
         source, destination, nbytes = segments[0]
-        copy_async(destination, source, nbytes, stream)
-        return
+        return None, (destination, source, nbytes)
     blocks = _blocks_for(max(nbytes for _, _, nbytes in segments))
-    _launch_through_driver_or_cupy("dasksae_copy_segments", (blocks, len(segments), 1), device, stream,
-                                   segment_arguments(segments))
+    return (blocks, len(segments), 1), segment_arguments(segments)
+
+
+def _launch(grid, arguments, device: int, stream: int) -> None:
+    """One launch of :func:`_launch_arguments` on ``stream`` of ``device`` (the current one)."""
+    if grid is None:
+        copy_async(*arguments, stream)
+        return
+    _launch_through_driver_or_cupy("dasksae_copy_segments", grid, device, stream, arguments)
 
 
 # ---------------------------------------------------------------- strips: rows of contiguous bytes at a pitch

@@ -466,9 +466,12 @@ class GraphedStep:
         pairs, staged = [], []
         for number, value in enumerate(taken):
             key = (index, number)
-            if mode == "capture" and IN_PLACE and self._adopt(key, value):
+            outbox = self.adopted.get(key)
+            if outbox is not None and getattr(value, "outbox", None) is outbox:  # filled in place: nothing to copy
                 staged.append(self.received[key])
-            else:  # (an adopted outbox refilled in place holds the value already: copy_into copies nothing)
+            elif mode == "capture" and IN_PLACE and self._adopt(key, value):
+                staged.append(self.received[key])
+            else:  # (a send that went to another outbox or new arrays is copied in here)
                 staged.append(_stage(self.received, key, value, mode, pairs))
             if key in self.adopted:
                 self.adopted_read[key] = getattr(value, "sequence", None)

@@ -6,8 +6,10 @@
 #                (the sends were 25% of the four threads' wall time under py-spy in session28/next).  (1) the GPU
 #                tests of CUDA graphs, GPU against CPU, the driver calls and the bit-for-bit switches; (2) 4 worker
 #                threads in bfloat16 with it off and on, each a process of its own, twice in turn.  About 420 s.
-#   PART=final   at the session's last code: (1) every GPU test; (2) the float32 rows with both PyTorch peers in one
-#                process (the 5x eager target's margin); (3) 4 worker threads in bfloat16 at the defaults.
+#   PART=final   at the session's last code, in one call (the device time left allowed one): (1) every GPU test; (2)
+#                4 worker threads in bfloat16 with DASKSAE_SEND_PLANS off and on, each a process of its own, twice in
+#                turn.  About 480 s.
+#   PART=ratio   the float32 rows with both PyTorch peers in one process (the 5x eager target's margin).  About 250 s.
 source bench/device_setup.sh
 card
 case "${PART:-plans}" in
@@ -18,9 +20,13 @@ plans)
     DASKSAE_SEND_PLANS=1 FOUR_S=${FOUR_S:-100} four plans-on-$round bfloat16
   done ;;
 final)
-  gpu_tests ${TESTS_S:-240} tests/test_gpu.py tests/test_gpu_tiled.py
-  ratio_float32 ${RATIO_S:-300} --pipelined --compile
-  FOUR_S=${FOUR_S:-100} four defaults bfloat16 ;;
+  gpu_tests ${TESTS_S:-230} tests/test_gpu.py tests/test_gpu_tiled.py
+  for round in 1 2; do
+    DASKSAE_SEND_PLANS=0 FOUR_S=${FOUR_S:-75} four plans-off-$round bfloat16
+    DASKSAE_SEND_PLANS=1 FOUR_S=${FOUR_S:-75} four plans-on-$round bfloat16
+  done ;;
+ratio)
+  ratio_float32 ${RATIO_S:-300} --pipelined --compile ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back (a call brings back 8 at most)
 true

@@ -22,8 +22,8 @@ plans)
 final)
   gpu_tests ${TESTS_S:-230} tests/test_gpu.py tests/test_gpu_tiled.py
   for round in 1 2; do
-    DASKSAE_SEND_PLANS=0 FOUR_S=${FOUR_S:-75} four plans-off-$round bfloat16
-    DASKSAE_SEND_PLANS=1 FOUR_S=${FOUR_S:-75} four plans-on-$round bfloat16
+    DASKSAE_SEND_PLANS=0 FOUR_S=${FOUR_S:-90} four plans-off-$round bfloat16
+    DASKSAE_SEND_PLANS=1 FOUR_S=${FOUR_S:-90} four plans-on-$round bfloat16
   done ;;
 ratio)
   ratio_float32 ${RATIO_S:-300} --pipelined --compile ;;

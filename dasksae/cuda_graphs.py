@@ -103,7 +103,8 @@ MAX_OUTBOXES = 6  # per send: with all of them still held by receivers, a send a
 IN_PLACE = switch("DASKSAE_OUTBOX_IN_PLACE") == "1"
 # a send batch whose sends all went in place into their receivers' adopted outboxes keeps what it copied where as a
 # CopyPlan, and later steps make the same copies from it (after the same turn-taking) instead of walking the values
-# and checking each pair again; "0": every send batch works its copies out afresh
+# and checking each pair again, and a receipt filled in place is taken as it is, without walking it; "0": every send
+# batch works its copies out afresh, and every receipt is walked (copy_into, which copies nothing for those)
 SEND_PLANS = switch("DASKSAE_SEND_PLANS") == "1"
 GRAPH, EAGER, MESSAGE = "graph", "eager", "send"
 
@@ -467,7 +468,7 @@ class GraphedStep:
         for number, value in enumerate(taken):
             key = (index, number)
             outbox = self.adopted.get(key)
-            if outbox is not None and getattr(value, "outbox", None) is outbox:  # filled in place: nothing to copy
+            if SEND_PLANS and outbox is not None and getattr(value, "outbox", None) is outbox:  # filled in place
                 staged.append(self.received[key])
             elif mode == "capture" and IN_PLACE and self._adopt(key, value):
                 staged.append(self.received[key])

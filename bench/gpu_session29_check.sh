@@ -8,7 +8,7 @@
 #                threads in bfloat16 with it off and on, each a process of its own, twice in turn.  About 420 s.
 #   PART=final   at the session's last code, in one call (the device time left allowed one): (1) every GPU test; (2)
 #                4 worker threads in bfloat16 with DASKSAE_SEND_PLANS off and on, each a process of its own, twice in
-#                turn.  About 480 s.
+#                turn (ROUNDS=1: once).  About 480 s.
 #   PART=ratio   the float32 rows with both PyTorch peers in one process (the 5x eager target's margin).  About 250 s.
 source bench/device_setup.sh
 card
@@ -21,7 +21,7 @@ plans)
   done ;;
 final)
   gpu_tests ${TESTS_S:-230} tests/test_gpu.py tests/test_gpu_tiled.py
-  for round in 1 2; do
+  for round in $(seq ${ROUNDS:-2}); do
     DASKSAE_SEND_PLANS=0 FOUR_S=${FOUR_S:-90} four plans-off-$round bfloat16
     DASKSAE_SEND_PLANS=1 FOUR_S=${FOUR_S:-90} four plans-on-$round bfloat16
   done ;;

@@ -101,10 +101,11 @@ MAX_OUTBOXES = 6  # per send: with all of them still held by receivers, a send a
 # once the receiver's previous step has been launched (Outbox.take_turn), instead of the receiver copying each
 # received value into its staged buffers; "0": the receiver copies (the default until session 16 ran it on a GPU)
 IN_PLACE = switch("DASKSAE_OUTBOX_IN_PLACE") == "1"
-# a send batch whose sends all went in place into their receivers' adopted outboxes keeps what it copied where as a
-# CopyPlan, and later steps make the same copies from it (after the same turn-taking) instead of walking the values
-# and checking each pair again, and a receipt filled in place is taken as it is, without walking it; "0": every send
-# batch works its copies out afresh, and every receipt is walked (copy_into, which copies nothing for those)
+# "1" (opt-in: built in session 29 after its device time ended, not yet run on a GPU): a send batch whose sends all
+# went in place into their receivers' adopted outboxes keeps what it copied where as a CopyPlan, and later steps make
+# the same copies from it (after the same turn-taking) instead of walking the values and checking each pair again; a
+# receipt filled in place is taken as it is, without walking it.  "0": every send batch works its copies out afresh,
+# and every receipt is walked (copy_into, which copies nothing for those filled in place)
 SEND_PLANS = switch("DASKSAE_SEND_PLANS") == "1"
 GRAPH, EAGER, MESSAGE = "graph", "eager", "send"
 

@@ -344,6 +344,58 @@ def test_copy_arrays_copies_each_pair_and_refuses_a_mismatch():
         copy_arrays([(sources[0], numpy.zeros(6, "float32"))])
 
 
+class _DeviceArrayStandIn:
+    """What :class:`~dasksae.kernels.copies.CopyPlan` reads of a CuPy array (its module name makes it one)."""
+
+    __module__ = "cupy.stand_in"
+
+    def __init__(self, pointer, nbytes, contiguous=True, device=0):
+        self.shape, self.dtype, self.nbytes = (nbytes,), numpy.dtype("uint8"), nbytes
+        self.flags = type("Flags", (), {"c_contiguous": contiguous})()
+        self.data = type("Memory", (), {"ptr": pointer, "device_id": device})()
+
+
+def test_a_copy_plan_batches_device_pairs_as_copy_arrays_did_and_launches_on_the_stream_of_each_run(monkeypatch):
+    """CopyPlan (copy_arrays, DASKSAE_SEND_PLANS) on CuPy arrays, stood in for: contiguous pairs on the current device
+    go SEGMENTS_A_LAUNCH to a kernel launch in order, a last one alone to the runtime's copy, empty ones nowhere;
+    a strided pair or one on another device is copied on its own; each run launches on that run's current stream;
+    a mismatched pair is refused before anything is copied."""
+    import types
+
+    from dasksae.kernels import copies
+
+    stream = types.SimpleNamespace(ptr=7000)
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDevice=lambda: 0),
+                                                            get_current_stream=lambda: stream))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    made = []
+    monkeypatch.setattr(copies, "copy_array", lambda source, out: made.append(("alone", source, out)))
+    monkeypatch.setattr(copies, "copy_async", lambda *arguments: made.append(("runtime", *arguments)))
+    monkeypatch.setattr(copies, "_launch_through_driver_or_cupy",
+                        lambda kernel, grid, device, at, arguments: made.append(("kernel", grid, device, at, arguments)))
+    per_launch = copies.SEGMENTS_A_LAUNCH
+    contiguous = [(_DeviceArrayStandIn(100 + i, 32 * (i + 1)), _DeviceArrayStandIn(500 + i, 32 * (i + 1)))
+                  for i in range(per_launch + 1)]
+    empty = (_DeviceArrayStandIn(90, 0), _DeviceArrayStandIn(91, 0))
+    strided = (_DeviceArrayStandIn(80, 64, contiguous=False), _DeviceArrayStandIn(81, 64))
+    elsewhere = (_DeviceArrayStandIn(70, 64, device=1), _DeviceArrayStandIn(71, 64, device=1))
+    plan = copies.CopyPlan(contiguous[:3] + [empty, strided] + contiguous[3:] + [elsewhere])
+    assert made == []  # planned, nothing copied
+    for at in (7000, 7100):
+        stream.ptr = at
+        made.clear()
+        plan.run()
+        segments = [(source.data.ptr, destination.data.ptr, source.nbytes) for source, destination in contiguous]
+        grid = (copies._blocks_for(32 * per_launch), per_launch, 1)
+        assert made == [("alone", *strided), ("alone", *elsewhere),
+                        ("kernel", grid, 0, at, copies.segment_arguments(segments[:per_launch])),
+                        ("runtime", 500 + per_launch, 100 + per_launch, 32 * (per_launch + 1), at)]
+    made.clear()
+    with pytest.raises(ValueError, match="cannot copy an array of shape"):
+        copies.copy_arrays(contiguous[:2] + [(_DeviceArrayStandIn(1, 8), _DeviceArrayStandIn(2, 16))])
+    assert made == []
+
+
 def test_copy_array_copies_into_a_buffer_and_makes_new_ones():
     from dasksae.kernels.backend import copy_array
 

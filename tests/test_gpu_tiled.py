@@ -91,7 +91,7 @@ def test_cuda_graphs_equal_steps_replayed_as_calls(monkeypatch, tiles, precision
     is new every step: a graph that froze either would differ.  2x2: four worker threads, halos with events;
     ``receipts`` (the default): graph runs cut only where a tile waits for a message; ``messages``: at every
     message as well (DASKSAE_GRAPH_CUTS).  ``in_place``: receivers' graphs read their senders' outboxes, refilled
-    in place (DASKSAE_OUTBOX_IN_PLACE), from their batches' plans (DASKSAE_SEND_PLANS)."""
+    in place (DASKSAE_OUTBOX_IN_PLACE), from their batches' plans where DASKSAE_SEND_PLANS is on."""
     from dasksae import cuda_graphs, spmd, tile_program
 
     monkeypatch.setattr(spmd, "HALO_EVENTS", True)
@@ -120,8 +120,8 @@ def test_cuda_graphs_equal_steps_replayed_as_calls(monkeypatch, tiles, precision
     # straight into those their receivers' graphs read
     assert (cuda_graphs.reused_outboxes > reused or cuda_graphs.filled_in_place > in_place_before) == (tiles != "1x1")
     assert (cuda_graphs.filled_in_place > in_place_before) == in_place, (cuda_graphs.filled_in_place, in_place_before)
-    # batches sent in place were sent again from their plans (DASKSAE_SEND_PLANS, the default)
-    assert (cuda_graphs.planned_sends > planned) == in_place, (cuda_graphs.planned_sends, planned)
+    # batches sent in place were sent again from their plans where DASKSAE_SEND_PLANS is on
+    assert (cuda_graphs.planned_sends > planned) == (in_place and cuda_graphs.SEND_PLANS), cuda_graphs.planned_sends
     _assert_trained_alike(got, expected)
 
 
@@ -185,7 +185,7 @@ def test_switches_that_only_batch_copies_train_bit_for_bit_alike(monkeypatch, na
     """Four worker threads on 2x2 tiles replayed as CUDA graphs train to the same losses and weights, bit for bit
     (the strips and messages are copies), with and without ``DASKSAE_FUSED_CUTS`` (a tile's strips for its
     neighbours cut in one ``cut_parts`` call, one strip-kernel launch captured in the graphs) and
-    ``DASKSAE_SEND_PLANS`` (a send batch made in place again from its plan); both are on by default."""
+    ``DASKSAE_SEND_PLANS`` (a send batch made in place again from its plan; opt-in)."""
     from dasksae import cuda_graphs, tile_program
     from dasksae.tile_array import cut_parts
 

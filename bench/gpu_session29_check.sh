@@ -1,25 +1,19 @@
 #!/bin/bash
 # Session 29's GPU checks on the lent H200 (results in bench/results/session29/<part>/, each with its command.txt).
-# Session 29 first ran PART=next of bench/gpu_session28_check.sh (session29/next/: DASKSAE_FUSED_CUTS, now the default).
-#   PART=plans   DASKSAE_SEND_PLANS (new, on by default): a send batch that went in place into its receivers' adopted
-#                outboxes is made again from its kept CopyPlan, without walking the values and checking each pair
-#                (the sends were 25% of the four threads' wall time under py-spy in session28/next).  (1) the GPU
-#                tests of CUDA graphs, GPU against CPU, the driver calls and the bit-for-bit switches; (2) 4 worker
-#                threads in bfloat16 with it off and on, each a process of its own, twice in turn.  About 420 s.
-#   PART=final   at the session's last code, in one call (the device time left allowed one): (1) every GPU test; (2)
-#                4 worker threads in bfloat16 with DASKSAE_SEND_PLANS off and on, each a process of its own, twice in
-#                turn (ROUNDS=1: once).  About 480 s.
+# Session 29 ran PART=next of bench/gpu_session28_check.sh (session29/next/: DASKSAE_FUSED_CUTS, now the default); the
+# device was not lent again that session, so the parts here are prepared for session 30:
+#   PART=next    (1) every GPU test: the new ones are the bit-for-bit switches' (DASKSAE_FUSED_CUTS and
+#                DASKSAE_SEND_PLANS off against on, four worker threads in CUDA graphs) and the graph tests' count of
+#                planned sends; the default path's copy_arrays now goes through kernels/copies.CopyPlan;
+#                (2) 4 worker threads in bfloat16 with DASKSAE_SEND_PLANS off and on (opt-in: a send batch that went
+#                in place into its receivers' adopted outboxes is made again from its kept CopyPlan, and a receipt
+#                filled in place is taken as it is; the sends were 25% of the four threads' wall time under py-spy
+#                in session28/next), each a process of its own, twice in turn (ROUNDS=1: once).  About 480 s.
 #   PART=ratio   the float32 rows with both PyTorch peers in one process (the 5x eager target's margin).  About 250 s.
 source bench/device_setup.sh
 card
-case "${PART:-plans}" in
-plans)
-  gpu_tests ${TESTS_S:-150} tests/test_gpu_tiled.py -k "graphs or equals_cpu or driver or bit_for_bit"
-  for round in 1 2; do
-    DASKSAE_SEND_PLANS=0 FOUR_S=${FOUR_S:-100} four plans-off-$round bfloat16
-    DASKSAE_SEND_PLANS=1 FOUR_S=${FOUR_S:-100} four plans-on-$round bfloat16
-  done ;;
-final)
+case "${PART:-next}" in
+next)
   gpu_tests ${TESTS_S:-230} tests/test_gpu.py tests/test_gpu_tiled.py
   for round in $(seq ${ROUNDS:-2}); do
     DASKSAE_SEND_PLANS=0 FOUR_S=${FOUR_S:-90} four plans-off-$round bfloat16

@@ -64,10 +64,13 @@ class Mailbox:
         # (preempted by another thread or, in a virtual machine, its CPU taken away), where the OS counts them
         self.context_switches = {"voluntary": 0, "involuntary": 0}
 
-    def put(self, tag=None, data=None):
+    def put(self, tag=None, data=None, nbytes=None):
+        """Deliver ``data`` under ``tag`` (``nbytes``: its bytes, where the sender counted them already)."""
+        if nbytes is None:
+            nbytes = _nbytes(data.value if isinstance(data, _InFlight) else data)
         with self._arrived:
             self._items[tag] = data
-            self.received_bytes += _nbytes(data.value if isinstance(data, _InFlight) else data)
+            self.received_bytes += nbytes
             self.received += 1
             self._arrived.notify_all()
         return "OK"
@@ -227,7 +230,8 @@ class SpmdExecutor(Executor):
         """Send ``value`` to ``tile`` under ``tag``.  ``event``: a CUDA event recorded after ``value`` was made
         (one for a batch of sends, :mod:`dasksae.cuda_graphs`); else one is recorded here where needed."""
         address = self.placement[tile]
-        self.sent_bytes += _nbytes(value)
+        nbytes = _nbytes(value)
+        self.sent_bytes += nbytes
         neighbour = self._mailbox_of(address)
         if neighbour is not None:  # a worker of this process (threads sharing a GPU): by reference, no event loop
             if not HALO_EVENTS:
@@ -236,9 +240,9 @@ class SpmdExecutor(Executor):
                 event = device_event(value)
             if event is None:
                 ready_to_leave(value)  # the receiver reads it on its own CUDA stream
-                neighbour.put(tag, value)
+                neighbour.put(tag, value, nbytes)
             else:  # the receiver's stream will wait for this event, not this thread for the device
-                neighbour.put(tag, _InFlight(value, event))
+                neighbour.put(tag, _InFlight(value, event), nbytes)
             return
         ready_to_leave(value)  # complete before the worker's communication thread sends it
         if isinstance(value, list) and type(value) is not list:  # (cuda_graphs.Lent: its outbox stays here)

@@ -308,13 +308,13 @@ def test_worker_threads_of_one_process_hand_halos_over_by_reference():
     puts = []
     put = spmd.Mailbox.put
 
-    def recording_put(self, tag=None, data=None):
+    def recording_put(self, tag=None, data=None, nbytes=None):
         try:
             asyncio.get_running_loop()
             puts.append("event loop")
         except RuntimeError:
             puts.append("task thread")
-        return put(self, tag, data)
+        return put(self, tag, data, nbytes)
 
     with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:

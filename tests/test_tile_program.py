@@ -129,10 +129,7 @@ def test_the_one_tile_fused_step_replays_too(monkeypatch, objective):
         if replaying:
             programs = [p for key, p in tile_program._programs.items() if key[0] == "fused"]
             assert len(programs) == 1 and programs[0].replayable, [p.reason for p in programs]
-    assert outcomes[True][0] == outcomes[False][0]
-    for replayed, built in zip(outcomes[True][1], outcomes[False][1]):
-        for name, value in built.items():
-            numpy.testing.assert_array_equal(replayed[name], value, err_msg=name)
+    _assert_the_same_training(outcomes[True], outcomes[False])
 
 
 def test_a_program_that_cannot_be_replayed_is_kept_empty_and_not_recorded_again():

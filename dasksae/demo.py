@@ -68,6 +68,7 @@ def run_demo(out, quick: bool = False, config_name: str = "tiny", tiles: str = "
     training = {
         "tiles": tiles, "workers": workers, "workers_as": kind, "device": device, "steps": steps, "minibatch": minibatch, "lr": lr,
         "first_loss": records[0]["loss"] if records else None, "last_loss": records[-1]["loss"] if records else None,
+        **_mean_losses(records),
         "quick": quick,
     }
     report = report_on(out, config, params, out / "data", training, seed=seed, started=started, say=say)
@@ -208,13 +209,24 @@ def _pictures(out, config, params, responses, labels, raw, evaluation, test) -> 
 
 
 def _training_line(report) -> str:
-    if report.get("first_loss") is None:
+    if report.get("loss_window") is None:
         return f"{report['config']}, checkpoint {report.get('checkpoint', '?')} (step {report.get('step', '?')}), trained without labels."
     return (
         f"{report['config']} trained without labels for {report['steps']} steps (minibatch {report['minibatch']}, lr {report['lr']}) "
         f"on {report['tiles']} tiles over {report['workers']} local workers ({report['device']}); "
-        f"loss {report['first_loss']:.4g} -> {report['last_loss']:.4g}."
+        f"mean loss of the first {report['loss_window']} steps {report['first_mean_loss']:.4g} -> of the last "
+        f"{report['loss_window']} {report['last_mean_loss']:.4g} (as the training log prints it)."
     )
+
+
+def _mean_losses(records) -> dict:
+    """The training log's summary of the losses (:func:`dasksae.train.loss_trend`), for the report."""
+    from .train import loss_trend
+
+    if not records:
+        return {}
+    window, first, last = loss_trend([record["loss"] for record in records])
+    return {"loss_window": window, "first_mean_loss": first, "last_mean_loss": last}
 
 
 def _unit(image):

@@ -85,8 +85,20 @@ def test_demo_writes_the_report(tmp_path):
     assert written["le2012_protocol"]["best_accuracy"] >= written["best_accuracy"] - 0.2
     markdown = (tmp_path / "demo" / "report.md").read_text()
     assert "| trained network |" in markdown and "guessing" in markdown
+    # the report gives the losses as the training log does: the mean of the first steps and of the last
+    assert written["loss_window"] == 1 and written["first_mean_loss"] == written["first_loss"]
+    assert f"mean loss of the first 1 steps {written['first_mean_loss']:.4g} -> of the last 1 " in markdown
     for picture in written["pictures"].values():
         assert (tmp_path / "demo" / picture).stat().st_size > 1000
+
+
+def test_loss_trend_averages_the_first_and_last_steps():
+    from dasksae.train import loss_trend
+
+    assert loss_trend(range(100)) == (10, 4.5, 94.5)
+    assert loss_trend([3.0, 1.0, 2.0]) == (1, 3.0, 2.0)
+    with pytest.raises(ValueError, match="no losses"):
+        loss_trend([])
 
 
 def test_neurons_command_on_a_checkpoint_with_folders_of_real_images(tmp_path, capsys):

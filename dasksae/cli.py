@@ -124,7 +124,8 @@ def command_train(args) -> int:
             raise DasksaeError(f"--workers-per-gpu must be a positive integer, got {args.workers_per_gpu}.")
         workers = args.workers_per_gpu
         if not joining and grid.count > workers:
-            raise DasksaeError(f"{args.tiles} tiles need {grid.count} workers but --workers-per-gpu is {workers}.")
+            raise DasksaeError(f"{args.tiles} tiles need {grid.count} workers but --workers-per-gpu is {workers}; "
+                              f"give --workers-per-gpu {grid.count} or use at most {workers} tiles.")
     gpu = args.gpu or args.workers_per_gpu is not None
     with connect(args.scheduler, args.scheduler_file, workers, timeout=args.connect_timeout, dashboard=args.dashboard,
                  gpu=gpu, workers_per_gpu=args.workers_per_gpu, threads=args.worker_threads) as client:

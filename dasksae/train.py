@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +80,23 @@ def train_single_process(
         window, first, last = loss_trend(losses)
         print(f"{config.name}: {step} steps, mean loss of the first {window} {first:.4g} -> last {window} {last:.4g}")
     return params, losses
+
+
+class RecentRate:
+    """Steps a second over the last ``steps`` steps read (at least the last read), for a progress bar whose steps come
+    back in bursts: a group of steps read at once would otherwise show a rate of one group over the gap before it."""
+
+    def __init__(self, started: float, steps: int = 20):
+        self.steps = steps
+        self._marks = collections.deque([(started, 0)])  # (time read, steps read so far)
+
+    def add(self, now: float, count: int) -> float:
+        """Record ``count`` steps read at ``now``; return the steps a second over the window."""
+        self._marks.append((now, self._marks[-1][1] + count))
+        while len(self._marks) > 2 and self._marks[-1][1] - self._marks[1][1] >= self.steps:
+            self._marks.popleft()
+        (first_time, first_steps), (last_time, last_steps) = self._marks[0], self._marks[-1]
+        return (last_steps - first_steps) / max(last_time - first_time, 1e-9)
 
 
 def loss_trend(losses) -> tuple:
@@ -252,6 +270,7 @@ def train_tiled(
     prefetch = ThreadPoolExecutor(max_workers=1)
     pending = prefetch.submit(draw, plan[0][1] - plan[0][0]) if plan else None
     last_read = time.perf_counter()
+    shown_rate = RecentRate(last_read)
 
     def read(bar, first_step, stage, submitted):
         """Wait for a submitted group's reports; record and show them."""
@@ -281,7 +300,10 @@ def train_tiled(
                 f"{statistics['tasks']} tasks per {len(reports)} {phase} step(s), critical path {statistics['critical_path']} "
                 f"tasks{graph}, {statistics['halo_bytes'] / 1e6:.2f} MB of halos between workers a step"
             )
-        bar.set_postfix(phase=phase, loss=f"{reports[-1].loss:.4g}", images_per_s=f"{minibatch / seconds:.0f}")
+        # groups' losses come back in bursts (several steps a task, tasks queued ahead): the bar shows the rate over
+        # the last steps read, not the last group's
+        steps_per_second = shown_rate.add(now, len(reports))
+        bar.set_postfix(phase=phase, loss=f"{reports[-1].loss:.4g}", images_per_s=f"{minibatch * steps_per_second:.0f}")
         bar.update(len(reports))
 
     if progress and network.device == "cuda":  # else a silent first group looks like a hang

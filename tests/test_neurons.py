@@ -92,6 +92,17 @@ def test_demo_writes_the_report(tmp_path):
         assert (tmp_path / "demo" / picture).stat().st_size > 1000
 
 
+def test_recent_rate_spreads_a_burst_over_the_steps_before_it():
+    from dasksae.train import RecentRate
+
+    rate = RecentRate(started=0.0, steps=4)
+    assert rate.add(1.0, 1) == 1.0
+    assert rate.add(1.001, 1) == pytest.approx(2 / 1.001)  # a step read right after another: not 1000 steps a second
+    assert rate.add(2.0, 2) == pytest.approx(4 / 2.0)
+    assert rate.add(3.0, 4) == pytest.approx(4 / 1.0)  # the shortest last stretch that covers 4 steps
+    assert rate.add(3.5, 1) == pytest.approx(5 / 1.5)
+
+
 def test_loss_trend_averages_the_first_and_last_steps():
     from dasksae.train import loss_trend
 

@@ -1,8 +1,13 @@
 #!/bin/bash
 # Session 29's GPU checks on the lent H200 (results in bench/results/session29/<part>/, each with its command.txt).
 # Session 29 ran PART=next of bench/gpu_session28_check.sh (session29/next/: DASKSAE_FUSED_CUTS, now the default); the
-# device was not lent again that session, so the parts here are prepared for session 30:
-#   PART=next    (1) every GPU test: the new ones are the bit-for-bit switches' (DASKSAE_FUSED_CUTS and
+# device was not lent again that session, nor at all in session 30, so the parts here are prepared for the next
+# session with a device (session 30 added step (0)):
+#   PART=next    (0) the host's time of each CUDA call at a halo exchange from 1 and 4 threads
+#                (bench/cuda_call_costs.py) and the Python of a send batch and its receipts with the send plans off
+#                and on, NumPy arrays standing in (bench/exchange_host.py: on session 30's CPU machine 7-9 us a
+#                send off, 5-8 on), a few seconds;
+#                (1) every GPU test: the new ones are the bit-for-bit switches' (DASKSAE_FUSED_CUTS and
 #                DASKSAE_SEND_PLANS off against on, four worker threads in CUDA graphs) and the graph tests' count of
 #                planned sends; the default path's copy_arrays now goes through kernels/copies.CopyPlan;
 #                (2) 4 worker threads in bfloat16 with DASKSAE_SEND_PLANS off and on (opt-in: a send batch that went
@@ -14,6 +19,8 @@ source bench/device_setup.sh
 card
 case "${PART:-next}" in
 next)
+  timeout 120 python3 bench/cuda_call_costs.py --json $OUT/cuda-call-costs.json 2>&1 | tail -12 | tee $OUT/host-calls.log
+  timeout 120 python3 bench/exchange_host.py --json $OUT/exchange-host.json 2>&1 | tail -8 | tee -a $OUT/host-calls.log
   gpu_tests ${TESTS_S:-230} tests/test_gpu.py tests/test_gpu_tiled.py
   for round in $(seq ${ROUNDS:-2}); do
     DASKSAE_SEND_PLANS=0 FOUR_S=${FOUR_S:-90} four plans-off-$round bfloat16

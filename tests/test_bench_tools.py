@@ -8,6 +8,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 
+import exchange_host  # noqa: E402
 import four_rows  # noqa: E402
 import gil_sampler  # noqa: E402
 import profiler_cost  # noqa: E402
@@ -95,3 +96,18 @@ def test_the_profiler_cost_samples_the_working_threads_stack_only_where_asked():
     sampled = profiler_cost.run(depth=10, seconds=0.3, samplers=2, interval=0.01)
     assert plain["samples"] == 0 and plain["median_sample_seconds"] is None and plain["calls_per_second"] > 0
     assert sampled["samples"] >= 2 * 10 and 0 < sampled["median_sample_seconds"] < 0.01
+
+
+@pytest.mark.parametrize("send_plans", [False, True])
+def test_the_exchange_benchmark_times_sends_that_went_in_place(send_plans, tmp_path):
+    """Its batches go in place into the outboxes the receivers' graphs read (else it would time another path), and
+    with the send plans on, the batch keeps its plan; the package's switches are as they were afterwards."""
+    from dasksae import cuda_graphs
+
+    before = (cuda_graphs.on_device, cuda_graphs.SEND_PLANS)
+    row = exchange_host.time_exchanges(send_plans, sends=3, arrays=2, steps=5)
+    assert row["adopted_outboxes"] == 3 and row["plans_kept"] == (1 if send_plans else 0)
+    assert row["batch_us"] > 0 and row["receipts_us"] > 0
+    assert (cuda_graphs.on_device, cuda_graphs.SEND_PLANS) == before
+    exchange_host.main(["--sends", "2", "--steps", "3", "--rounds", "1", "--json", str(tmp_path / "rows.json")])
+    assert [row["send_plans"] for row in json.loads((tmp_path / "rows.json").read_text())["rows"]] == [False, True]

@@ -9,6 +9,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 
 import exchange_host  # noqa: E402
+import graphed_host  # noqa: E402
 import four_rows  # noqa: E402
 import gil_sampler  # noqa: E402
 import profiler_cost  # noqa: E402
@@ -111,3 +112,19 @@ def test_the_exchange_benchmark_times_sends_that_went_in_place(send_plans, tmp_p
     assert (cuda_graphs.on_device, cuda_graphs.SEND_PLANS) == before
     exchange_host.main(["--sends", "2", "--steps", "3", "--rounds", "1", "--json", str(tmp_path / "rows.json")])
     assert [row["send_plans"] for row in json.loads((tmp_path / "rows.json").read_text())["rows"]] == [False, True]
+
+
+@pytest.mark.timeout(120)
+def test_the_graphed_host_benchmark_keeps_every_tile_on_the_graphed_path():
+    """Four worker threads' tile steps go the CUDA-graph path on NumPy with the launches as no-ops: every tile step
+    launches its graph runs (about 20 a tile step of tiny 2x2), none leaves the path, the send plans are used where
+    on; and the package is as it was afterwards (no CuPy stand-in left behind)."""
+    from dasksae import cuda_graphs
+
+    before = (cuda_graphs.GRAPHS, cuda_graphs.on_device, cuda_graphs.launch_graph, cuda_graphs.GraphedStep._graph_run)
+    row = graphed_host.measure("tiny", "2x2", minibatch=1, steps_per_task=2, runs=2, send_plans=True)
+    assert row["failures"] == [] and 15 < row["graph_launches_a_tile_step"] < 25, row
+    assert row["planned_sends_a_step"] > 100 and row["thread_cpu_ms"] > 0, row
+    assert (cuda_graphs.GRAPHS, cuda_graphs.on_device, cuda_graphs.launch_graph,
+            cuda_graphs.GraphedStep._graph_run) == before
+    assert "cupy" not in sys.modules or hasattr(sys.modules["cupy"], "ndarray")

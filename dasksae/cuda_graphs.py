@@ -82,7 +82,7 @@ from .kernels.copies import CopyPlan, copy_arrays
 from .kernels.driver_launch import launch_graph
 from .streams import device_event, has_device_arrays, wait_for_event
 from .switches import switch
-from .tile_program import _CONSTANT, _SLOT, CALL, SEND, is_array, prefix_of
+from .tile_program import _CONSTANT, _SLOT, CALL, SEND, finished, is_array, prefix_of
 
 _SWITCH = switch("DASKSAE_CUDA_GRAPHS")
 # True: replay tile steps on a GPU as CUDA graphs; False: as calls; "auto": as graphs where a tile's neighbours
@@ -433,23 +433,27 @@ class GraphedStep:
         self.replays = 0
 
     def replay(self, executor, inputs: dict) -> dict:
+        return finished(self.replay_steps(executor, inputs))
+
+    def replay_steps(self, executor, inputs: dict):
+        """:meth:`replay` as a generator of its receipts (:func:`~dasksae.tile_program.finished`)."""
         if self.failure:
-            return self.program.replay(executor, inputs)
+            return (yield from self.program.replay_steps(executor, inputs))
         with _replaying(self):
             self.replays += 1
             if self.replays == 1:
-                return self._execute(executor, inputs, "staged")
+                return (yield from self._execute_steps(executor, inputs, "staged"))
             if self.graphs is None:
                 collector.thaw()  # the graphs may replace others (dasksae.collector)
                 try:
-                    return self._execute(executor, inputs, "capture")
+                    return (yield from self._execute_steps(executor, inputs, "capture"))
                 finally:
                     collector.programs_changed()
             for name, identities in self.states.items():
                 if _identities(inputs[name]) != identities:  # other state arrays: replay as calls, capture again
                     self.release()
-                    return self.program.replay(executor, inputs)
-            return self._execute(executor, inputs, "launch")
+                    return (yield from self.program.replay_steps(executor, inputs))
+            return (yield from self._execute_steps(executor, inputs, "launch"))
 
     # ------------------------------------------------------------ staging
 
@@ -510,6 +514,11 @@ class GraphedStep:
     # ------------------------------------------------------------ the step
 
     def _execute(self, executor, inputs, mode):
+        return finished(self._execute_steps(executor, inputs, mode))
+
+    def _execute_steps(self, executor, inputs, mode):
+        """The step in ``mode`` (``staged``, ``capture`` or ``launch``), yielding the tags of each run's receipts
+        before it takes them (:func:`~dasksae.tile_program.finished`); returns the outputs."""
         program = self.program
         registers = [None] * program.registers
         for name, register in program.inputs.items():
@@ -532,12 +541,16 @@ class GraphedStep:
             elif kind == EAGER:
                 index = indices[0]
                 out = program.operations[index][4]
+                if program.operations[index][3]:
+                    yield program.receipt_tags(prefix, index)
                 registers[out] = self._plain_call(executor, prefix, registers, index)
                 if out in self.staged:
                     _stage(self.buffers, out, registers[out], mode)
                 self._free(registers, program._frees[index])
             else:
                 self._at = indices[0]
+                if program.operations[indices[0]][3]:
+                    yield program.receipt_tags(prefix, indices[0])
                 try:
                     self._graph_run(executor, prefix, registers, position, indices, mode)
                 except Exception as error:  # noqa: BLE001 - the step goes on as calls, without graphs
@@ -555,7 +568,7 @@ class GraphedStep:
                             break
                         self._send(executor, prefix, registers, later[0], copy=False)
                     # no graph is launched again, so what earlier runs made is not rewritten: plain sends do
-                    program.run(executor, registers, start, self._taken)
+                    yield from program.run_steps(executor, registers, start, self._taken)
                     break
         if mode != "staged" and not self.failure:
             self._step_launched()
@@ -732,12 +745,17 @@ planned_sends = 0  # of those, sends made from their batch's _SendPlan (DASKSAE_
 def replay(program, executor, inputs: dict) -> dict:
     """``program`` replayed with ``executor``: through CUDA graphs where they are on (:data:`GRAPHS`) and the
     inputs are on a GPU, else as Python calls (:meth:`~dasksae.tile_program.TileProgram.replay`)."""
+    return finished(replay_steps(program, executor, inputs))
+
+
+def replay_steps(program, executor, inputs: dict):
+    """:func:`replay` as a generator of its receipts (:func:`~dasksae.tile_program.finished`)."""
     if not GRAPHS or not has_device_arrays(inputs) or (GRAPHS == "auto" and not _shares_process(executor)):
-        return program.replay(executor, inputs)
+        return (yield from program.replay_steps(executor, inputs))
     graphed = getattr(program, "graphed", None)
     if graphed is None:
         graphed = program.graphed = GraphedStep(program)
-    return graphed.replay(executor, inputs)
+    return (yield from graphed.replay_steps(executor, inputs))
 
 
 def _shares_process(executor) -> bool:

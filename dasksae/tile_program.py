@@ -145,15 +145,23 @@ class TileProgram:
 
     def replay(self, executor, inputs: dict) -> dict:
         """Run the recorded operations with ``executor`` (its step id, mailbox and sends); returns the outputs."""
+        return finished(self.replay_steps(executor, inputs))
+
+    def replay_steps(self, executor, inputs: dict):
+        """:meth:`replay` as a generator of its receipts (see :func:`finished`); returns the outputs."""
         registers = [None] * self.registers
         for name, register in self.inputs.items():
             registers[register] = inputs[name]
-        self.run(executor, registers)
+        yield from self.run_steps(executor, registers)
         return {name: registers[register] for name, register in self.outputs.items()}
 
     def run(self, executor, registers: list, start: int = 0, taken=(None, None)):
         """Operations ``start`` on, on ``registers`` (as :meth:`replay` does).  ``taken``: ``(index, values)``,
         the received values of operation ``index``, already taken from the mailbox."""
+        finished(self.run_steps(executor, registers, start, taken))
+
+    def run_steps(self, executor, registers: list, start: int = 0, taken=(None, None)):
+        """:meth:`run` as a generator of its receipts (see :func:`finished`)."""
         prefix = prefix_of(executor)
         for index in range(start, len(self.operations)):
             operation = self.operations[index]
@@ -161,7 +169,12 @@ class TileProgram:
                 _, tile, suffix, sources = operation
                 executor._send(tile, prefix + suffix, [registers[r] for r in sources])
             else:
-                received = taken[1] if taken[0] == index else self.receive(executor, prefix, index)
+                if taken[0] == index:
+                    received = taken[1]
+                else:
+                    if operation[3]:
+                        yield self.receipt_tags(prefix, index)
+                    received = self.receive(executor, prefix, index)
                 function, values = self.arguments(index, registers, received)
                 registers[operation[4]] = function(*values)
             for register in self._frees[index]:
@@ -170,6 +183,10 @@ class TileProgram:
     def receive(self, executor, prefix: str, index: int) -> list:
         """The values operation ``index`` takes from the mailbox, one list a receipt."""
         return [executor.receive(prefix + suffix) for suffix, _ in self.operations[index][3]]
+
+    def receipt_tags(self, prefix: str, index: int) -> list:
+        """The tags of the messages operation ``index`` takes (what :meth:`receive` waits for)."""
+        return [prefix + suffix for suffix, _ in self.operations[index][3]]
 
     def arguments(self, index: int, registers: list, received: list):
         """``(function, arguments)`` of call ``index``: registers, constants and the ``received`` values."""
@@ -214,18 +231,39 @@ def step_inputs(x, states, scales) -> dict:
     return {name: value for name, value in named.items() if value is not None}
 
 
+def finished(steps):
+    """What generator ``steps`` returns, run to its end here.
+
+    A replayed step is a generator that yields, before each operation that takes messages, the tags it is about
+    to take (its *receipts*), and returns the step's result.  Run here, each take simply waits for its message;
+    one thread that runs several tiles' steps in turn (:mod:`dasksae.launcher`) resumes a step only once its
+    messages are there.
+    """
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
+
+
 def replayed(key, executor, inputs: dict):
     """The step replayed from the program kept for ``key``, or ``None`` if there is none to replay.
 
     ``executor``: what the program's messages go through (``None`` for one tile).  Returns ``(first,
     last, {stage: (filter-backward result, reduced summary or None)})``.
     """
+    return finished(replayed_steps(key, executor, inputs))
+
+
+def replayed_steps(key, executor, inputs: dict):
+    """:func:`replayed` as a generator of its receipts (see :func:`finished`)."""
     program = lookup(key) if REPLAY else None
     if program is None or not program.replayable:
         return None
     from . import cuda_graphs
 
-    outputs = cuda_graphs.replay(program, executor, inputs)  # as CUDA graphs where they are on (a GPU only)
+    # as CUDA graphs where they are on (a GPU only)
+    outputs = yield from cuda_graphs.replay_steps(program, executor, inputs)
     first, last = program.stages
     return first, last, {k: (outputs[f"state{k}"], outputs.get(f"reduced{k}")) for k in range(first, last + 1)}
 

@@ -306,8 +306,12 @@ def test_spmd_steps_run_as_graph_runs_train_as_plain_replays(monkeypatch, cuts):
     monkeypatch.setattr(cuda_graphs, "CUTS", cuts)
     monkeypatch.setattr(cuda_graphs, "GRAPHS", True)
     monkeypatch.setattr(cuda_graphs, "has_device_arrays", lambda inputs: True)
-    monkeypatch.setattr(cuda_graphs.GraphedStep, "replay",
-                        lambda self, executor, inputs: staged.append(1) or self._execute(executor, inputs, "staged"))
+
+    def staged_replay(self, executor, inputs):
+        staged.append(1)
+        return (yield from self._execute_steps(executor, inputs, "staged"))
+
+    monkeypatch.setattr(cuda_graphs.GraphedStep, "replay_steps", staged_replay)
     got, parameters = train()
     assert len(staged) == 4 * (len(batches) - 1)  # every tile's every replayed step
     assert cuda_graphs.failures == []

@@ -73,13 +73,13 @@ def test_replayed_steps_equal_steps_that_build_the_graph(monkeypatch, objective)
     data = numpy.random.default_rng(4)
     batches = [data.standard_normal(config.input_shape + (3,)) for _ in range(4)]
     replays = []
-    replay = tile_program.TileProgram.replay
+    replay_steps = tile_program.TileProgram.replay_steps
 
     def counted(self, *args, **kwargs):
         replays.append(1)
-        return replay(self, *args, **kwargs)
+        return (yield from replay_steps(self, *args, **kwargs))
 
-    monkeypatch.setattr(tile_program.TileProgram, "replay", counted)
+    monkeypatch.setattr(tile_program.TileProgram, "replay_steps", counted)
     outcomes = {}
     for replaying in (False, True):
         monkeypatch.setattr(tile_program, "REPLAY", replaying)

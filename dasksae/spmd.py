@@ -37,8 +37,8 @@ import threading
 import time
 import uuid
 
-from . import collector, tile_program
-from .streams import StepFence, device_event, ready_to_leave, tile_task_stream, wait_for_event
+from . import collector, launcher, tile_program
+from .streams import StepFence, current_stream, device_event, ready_to_leave, tile_task_stream, wait_for_event
 from .switches import switch
 from .tile_array import Executor
 
@@ -86,6 +86,28 @@ class Mailbox:
             if tag not in self._items:
                 raise NeighbourFailed(self._items[abort])
             return self._items.pop(tag)
+
+    def has(self, tags, abort: str | None = None) -> bool:
+        """Whether every one of ``tags`` has arrived (or ``abort``: then :meth:`take` raises at once)."""
+        with self._arrived:
+            return (abort is not None and abort in self._items) or all(tag in self._items for tag in tags)
+
+    def peek(self, tag: str):
+        """The value sent with ``tag``, left in the mailbox (``None`` if none has arrived)."""
+        with self._arrived:
+            return self._items.get(tag)
+
+    def wait_until(self, condition, timeout: float) -> bool:
+        """Wait until ``condition()`` (looked at on each arrival and each :meth:`wake`); whether it came true."""
+        with self._arrived:  # (a re-entrant lock: the condition may call has or peek)
+            return self._arrived.wait_for(condition, timeout=timeout)
+
+    def wake(self, change=None):
+        """Make ``change()`` under the mailbox's lock, then wake whoever waits on it."""
+        with self._arrived:
+            if change is not None:
+                change()
+            self._arrived.notify_all()
 
     def forget(self, prefix: str):
         with self._arrived:
@@ -375,12 +397,19 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
         x_parts = [xp.asarray(x_part) for x_part in x_parts]
         my_scales = scale_states_on(xp, my_scales)
         fence = StepFence(xp)
+        together = _tiles_in_this_process(placement) if launcher.ONE_LAUNCHER else 1
+        stream = current_stream(xp)
         for index, x_part in enumerate(x_parts):
             executor = SpmdExecutor(me, placement, f"{step_id}.{index}")
             mailbox = executor.mailbox
             key = (me, tuple(sorted(placement.items())), repr(config), grid.rows, grid.cols, stage, float(lr), float(momentum),
                    precision, tuple(x_part.shape), str(x_part.dtype), xp.__name__)
-            step = tile_program.replayed(key, executor, tile_program.step_inputs(x_part, my_states, my_scales))
+            steps = tile_program.replayed_steps(key, executor, tile_program.step_inputs(x_part, my_states, my_scales))
+            if together > 1:  # one thread of this process runs its tiles' steps (dasksae.launcher)
+                step = launcher.run_together(executor.step_id, together, steps, stream, mailbox, executor.abort_tag,
+                                             _abort_for(executor), executor.timeout)
+            else:
+                step = tile_program.finished(steps)
             if step is None:
                 step = _built(executor, key, grid, me, x_part, my_states, my_scales, stage, lr, momentum, precision)
             first, last, stage_results = step
@@ -406,6 +435,17 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
         "losses": losses if me == first_tile else None,
         "sent_bytes": sent,
     }
+
+
+def _tiles_in_this_process(placement: dict) -> int:
+    """How many of the step's tiles have their workers in this process (threads sharing a GPU)."""
+    return sum(_mailbox_in_this_process(address) is not None for address in placement.values())
+
+
+def _abort_for(executor):
+    """What the launcher calls if this tile's step fails: tell the other tiles, as :func:`spmd_step` does."""
+    address = executor.dask_worker.address
+    return lambda reason: executor.abort(f"tile {executor.me} on {address} failed: {reason}")
 
 
 def _thread_context_switches() -> dict:

@@ -107,6 +107,14 @@ class QueuedFloats:
         return [next(fetched) if number is None else number for number in self._numbers]
 
 
+def current_stream(xp):
+    """A context that makes this thread's current CUDA stream current again (on another thread too); a no-op on
+    NumPy.  (:mod:`dasksae.launcher` runs a tile's step on its own stream from another tile's thread.)"""
+    if xp.__name__ != "cupy":
+        return contextlib.nullcontext()
+    return xp.cuda.get_current_stream()
+
+
 def has_device_arrays(value) -> bool:
     if isinstance(value, dict):
         return any(has_device_arrays(v) for v in value.values())

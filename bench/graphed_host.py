@@ -13,7 +13,9 @@ no graph is made), and later ones launch.  No CUDA call is made at all: not the 
 copies' kernels (the copies are NumPy's), so on a GPU's host each exchange costs more than here
 (``bench/cuda_call_costs.py`` times those calls).
 
-It prints the step's wall time, a tile thread's CPU time and its wait for messages a step, and its context switches.
+It prints the step's wall time, the CPU time of all tile threads a step (with one launcher, ``DASKSAE_ONE_LAUNCHER``,
+nearly all of it is the launcher's thread), and a tile thread's (the median): its CPU, its wait for messages and its
+context switches a step.
 """
 
 from __future__ import annotations
@@ -93,10 +95,11 @@ def _thread_counters(dask_worker):
     return {"messages": mailbox.waited_seconds, "cpu": mailbox.cpu_seconds, **mailbox.context_switches}
 
 
-def measure(config_name: str, tiles: str, minibatch: int, steps_per_task: int, runs: int, send_plans: bool) -> dict:
+def measure(config_name: str, tiles: str, minibatch: int, steps_per_task: int, runs: int, send_plans: bool,
+            one_launcher: bool = False) -> dict:
     import distributed
 
-    from dasksae import cuda_graphs, tile_program
+    from dasksae import cuda_graphs, launcher, tile_program
     from dasksae.network import load_config
     from dasksae.tiled_network import TiledNetwork
 
@@ -104,7 +107,9 @@ def measure(config_name: str, tiles: str, minibatch: int, steps_per_task: int, r
     rows, cols = (int(n) for n in tiles.split("x"))
     batch = numpy.random.default_rng(0).standard_normal(config.input_shape + (minibatch,)).astype("float32")
     tile_program.forget_all()
-    with graph_launches_as_no_ops(send_plans):
+    saved_launcher, launcher.ONE_LAUNCHER = launcher.ONE_LAUNCHER, one_launcher
+    with contextlib.ExitStack() as restore, graph_launches_as_no_ops(send_plans):
+        restore.callback(setattr, launcher, "ONE_LAUNCHER", saved_launcher)
         launches_before, planned_before = cuda_graphs.launches, cuda_graphs.planned_sends
         failures_before = len(cuda_graphs.failures)
         with distributed.LocalCluster(n_workers=rows * cols, threads_per_worker=1, processes=False,
@@ -125,9 +130,12 @@ def measure(config_name: str, tiles: str, minibatch: int, steps_per_task: int, r
         failures = cuda_graphs.failures[failures_before:]  # tile steps that left the graphed path (none expected)
     per_thread = {key: statistics.median((after[w][key] - before[w][key]) / steps for w in after)
                   for key in ("messages", "cpu", "voluntary", "involuntary")}
+    all_threads_cpu = sum((after[w]["cpu"] - before[w]["cpu"]) / steps for w in after)  # (one launcher: its thread)
     return {"config": config_name, "tiles": tiles, "minibatch": minibatch, "send_plans": send_plans,
+            "one_launcher": one_launcher,
             "steps_per_task": steps_per_task, "runs": runs, "step_ms": statistics.median(times) * 1e3,
             "group_step_ms": [t * 1e3 for t in times], "thread_cpu_ms": per_thread["cpu"] * 1e3,
+            "all_threads_cpu_ms": all_threads_cpu * 1e3,
             "thread_waited_ms": per_thread["messages"] * 1e3, "voluntary_switches": per_thread["voluntary"],
             "involuntary_switches": per_thread["involuntary"], "graph_launches_a_tile_step": launches,
             "planned_sends_a_step": planned, "failures": failures}
@@ -140,19 +148,27 @@ def main(argv=None):
     parser.add_argument("--minibatch", type=int, default=1)
     parser.add_argument("--steps-per-task", type=int, default=10)
     parser.add_argument("--runs", type=int, default=10, help="groups of steps timed (default 10)")
-    parser.add_argument("--rounds", type=int, default=2, help="send plans off and on, this many times in turn")
+    parser.add_argument("--rounds", type=int, default=2, help="each row this many times, in turn (default 2)")
+    parser.add_argument("--rows", default="threads,plans,launcher",
+                        help="rows, in turn: threads (each its own tile), plans (DASKSAE_SEND_PLANS=1), launcher "
+                             "(DASKSAE_ONE_LAUNCHER=1), launcher+plans (default threads,plans,launcher)")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args(argv)
     rows = []
-    print(f"{'send plans':>10} {'step ms':>8} {'thread cpu ms':>13} {'waited ms':>9} {'switches':>8} "
+    kinds = {"threads": (False, False), "plans": (True, False), "launcher": (False, True), "launcher+plans": (True, True)}
+    chosen = args.rows.split(",")
+    if not set(chosen) <= set(kinds):
+        parser.error(f"--rows takes {', '.join(kinds)}; got {args.rows!r}")
+    print(f"{'row':>14} {'step ms':>8} {'cpu ms, all':>11} {'a thread':>8} {'waited ms':>9} {'switches':>8} "
           f"{'launches':>8} {'planned':>7}")
     for _ in range(args.rounds):
-        for plans in (False, True):
-            row = measure(args.config, args.tiles, args.minibatch, args.steps_per_task, args.runs, plans)
+        for kind in chosen:
+            plans, together = kinds[kind]
+            row = measure(args.config, args.tiles, args.minibatch, args.steps_per_task, args.runs, plans, together)
             rows.append(row)
             for failure in row["failures"]:
                 print(f"  a tile step left the graphed path: {failure}", flush=True)
-            print(f"{'on' if plans else 'off':>10} {row['step_ms']:>8.2f} {row['thread_cpu_ms']:>13.2f} "
+            print(f"{kind:>14} {row['step_ms']:>8.2f} {row['all_threads_cpu_ms']:>11.2f} {row['thread_cpu_ms']:>8.2f} "
                   f"{row['thread_waited_ms']:>9.2f} {row['voluntary_switches']:>8.0f} "
                   f"{row['graph_launches_a_tile_step']:>8.1f} {row['planned_sends_a_step']:>7.1f}", flush=True)
     if args.json:

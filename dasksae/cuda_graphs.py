@@ -82,7 +82,7 @@ from .kernels.copies import CopyPlan, copy_arrays
 from .kernels.driver_launch import launch_graph
 from .streams import device_event, has_device_arrays, wait_for_event
 from .switches import switch
-from .tile_program import _CONSTANT, _SLOT, CALL, SEND, finished, is_array, prefix_of
+from .tile_program import _CONSTANT, _SLOT, CALL, HAND_OVER, SEND, finished, is_array, prefix_of
 
 _SWITCH = switch("DASKSAE_CUDA_GRAPHS")
 # True: replay tile steps on a GPU as CUDA graphs; False: as calls; "auto": as graphs where a tile's neighbours
@@ -453,6 +453,9 @@ class GraphedStep:
                 if _identities(inputs[name]) != identities:  # other state arrays: replay as calls, capture again
                     self.release()
                     return (yield from self.program.replay_steps(executor, inputs))
+            # from here on the step launches graphs made by its own thread (each with that thread's cuBLAS handle
+            # and its workspace), makes its sends and takes its receipts: another thread may do that
+            yield HAND_OVER
             return (yield from self._execute_steps(executor, inputs, "launch"))
 
     # ------------------------------------------------------------ staging

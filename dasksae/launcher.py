@@ -1,23 +1,30 @@
-"""One thread runs the replayed tile steps of every worker thread of this process, in message order.
+"""One thread launches the CUDA-graphed tile steps of every worker thread of this process, in message order.
 
 ``DASKSAE_ONE_LAUNCHER=1`` (opt-in).  Worker threads that share a GPU each
 replay their tile's step and hand halos to each other about twenty times a
 step; between two exchanges the four take turns at the GIL, and each
 hand-off wakes a thread (README, "Why the missed targets are missed").
-With one launcher, each tile task still runs on its own worker thread, but
-at each step it hands its replayed step (a generator that yields the tags
-of the messages it is about to take, :func:`dasksae.tile_program.finished`)
-to a rendezvous of this process's tiles; the last to arrive runs them all
-in turn, each on its own tile's CUDA stream, resuming a step only when the
-messages it waits for are in its mailbox.  So the halos between these tiles
-never wait for another thread to be scheduled, and the others sleep until
-their step is done.  Messages from tiles in other processes arrive as
-before; the launcher waits for them.
+With one launcher, each tile task still runs on its own worker thread and
+starts its step there; once the step has nothing left but to launch the
+CUDA graphs its thread captured, make its sends and take its receipts (it
+yields :data:`~dasksae.tile_program.HAND_OVER`), the thread hands it to
+this process's launcher for that step and sleeps until it is done.  The
+first thread to hand one over is the launcher: it runs every step handed
+over, each on its own tile's CUDA stream, resuming a step only when the
+messages it is about to take are in its mailbox (the step yields their
+tags), and takes in steps handed over while it runs.  So the halos between
+these tiles never wait for another thread to be scheduled.  Messages from
+tiles in other processes, and from steps that did not reach the hand-over
+(staged or captured steps, steps replayed as calls), arrive as before; the
+launcher waits for them.
 
-What the step computes, the messages, their order and the streams are those
-of each thread running its own step, so training is the same bit for bit
-(``tests/test_launcher.py``).  A step that fails tells the other tiles at
-once, as a tile task does, and its error is raised in its own tile's task.
+Graphs, streams, messages and their order are those of each thread running
+its own step, so training is the same bit for bit (``tests/test_launcher.py``,
+and on a GPU ``tests/test_gpu_tiled.py``).  Only launches are handed over:
+the calls a staged or captured step makes use their own thread's cuBLAS
+handle, whose workspace must not serve two streams at once.  A step that
+fails tells the other tiles at once, as a tile task does, and its error is
+raised in its own tile's task.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import threading
 import time
 
 from .switches import switch
+from .tile_program import HAND_OVER
 
 ONE_LAUNCHER = switch("DASKSAE_ONE_LAUNCHER") == "1"
 
@@ -50,63 +58,64 @@ class _Participant:
         def done():
             self.result, self.error, self.finished = result, error, True
 
-        self.mailbox.wake(done)  # the tile's thread waits on its mailbox for this, or for an abort
+        self.mailbox.wake(done)  # the tile's thread waits on its mailbox for this
 
 
-_rendezvous: dict = {}  # step tag -> (tiles expected, participants so far)
-_rendezvous_lock = threading.Lock()
-launched = 0  # tile steps run by another tile's thread (a counter for tests and benchmarks)
+_handed_over: dict = {}  # step tag -> the steps handed over and not yet taken in by its launcher
+_launching: set = set()  # step tags whose launcher is running
+_lock = threading.Lock()
+launched = 0  # tile steps launched by another tile's thread (a counter for tests and benchmarks)
 
 
-def run_together(step_tag: str, expected: int, steps, stream, mailbox, abort_tag: str, abort, timeout: float):
-    """What ``steps`` (a tile's replayed step, :func:`~dasksae.tile_program.replayed_steps`) returns, run by the
-    thread of the last of ``expected`` tiles of this process to hand theirs over for ``step_tag``.
+def run(step_tag: str, steps, stream, mailbox, abort_tag: str, abort, timeout: float):
+    """What ``steps`` (a tile's replayed step, :func:`~dasksae.tile_program.replayed_steps`) returns.
 
-    ``stream``: a context that makes the tile's CUDA stream current (a no-op on NumPy); ``mailbox``: its
-    worker's :class:`~dasksae.spmd.Mailbox`; ``abort(reason)`` tells the other tiles that this one failed.
-    Raises the step's error in this thread, :class:`~dasksae.spmd.NeighbourFailed` if another tile fails before
-    this one's step ran, and ``TimeoutError`` after ``timeout`` seconds without either.
+    This thread runs it until it yields :data:`~dasksae.tile_program.HAND_OVER`, then hands it to the launcher of
+    ``step_tag`` in this process (this thread, if none is running).  ``stream``: a context that makes the tile's
+    CUDA stream current (a no-op on NumPy); ``mailbox``: its worker's :class:`~dasksae.spmd.Mailbox`;
+    ``abort(reason)`` tells the other tiles that this one failed.  Raises the step's error in this thread, and
+    ``TimeoutError`` after ``timeout`` seconds without an end.
     """
-    from .spmd import NeighbourFailed
-
+    while True:  # this thread's own part: whatever comes before the hand-over (its takes wait for their messages)
+        try:
+            if next(steps) is HAND_OVER:
+                break
+        except StopIteration as end:
+            return end.value
     participant = _Participant(steps, stream, mailbox, abort_tag, abort)
-    with _rendezvous_lock:
-        participants = _rendezvous.setdefault(step_tag, [])
-        participants.append(participant)
-        last = len(participants) == expected
-        if last:
-            del _rendezvous[step_tag]
-    if last:
-        _launch(participants, timeout)
-    elif not mailbox.wait_until(lambda: participant.finished or mailbox.peek(abort_tag) is not None, timeout):
-        _forget(step_tag, participant)
-        raise TimeoutError(f"the tile steps of {step_tag} did not all start within {timeout:g} s "
-                           "(a neighbour's task failed or died)")
-    elif not participant.finished:  # a tile failed before the step could run: nothing of this one ran
-        _forget(step_tag, participant)
-        raise NeighbourFailed(mailbox.peek(abort_tag))
+    with _lock:
+        _handed_over.setdefault(step_tag, []).append(participant)
+        launching = step_tag not in _launching
+        if launching:
+            _launching.add(step_tag)
+    if launching:
+        _launch(step_tag, timeout, participant)
+    elif not mailbox.wait_until(lambda: participant.finished, timeout):
+        raise TimeoutError(f"the launcher of {step_tag} did not end this tile's step within {timeout:g} s")
     if participant.error is not None:
         raise participant.error
     return participant.result
 
 
-def _forget(step_tag, participant):
-    with _rendezvous_lock:
-        participants = _rendezvous.get(step_tag, [])
-        if participant in participants:
-            participants.remove(participant)
-            if not participants:
-                del _rendezvous[step_tag]
+def _taken_in(step_tag, pending: list) -> bool:
+    """Add the steps handed over since the last look to ``pending``; with none left at all, the launcher ends (under
+    the same lock as a hand-over, so that a step handed over later starts a launcher of its own)."""
+    with _lock:
+        pending.extend(_handed_over.pop(step_tag, ()))
+        if not pending:
+            _launching.discard(step_tag)
+        return bool(pending)
 
 
-def _launch(participants: list, timeout: float):
-    """Run every participant's step to its end, each resumed when its messages are there."""
+def _launch(step_tag: str, timeout: float, own: _Participant):
+    """Run every step handed over for ``step_tag`` to its end, each resumed when its messages are there (``own``:
+    this thread's)."""
     global launched
     from .spmd import NeighbourFailed
 
-    pending = list(participants)
+    pending: list = []
     stuck_since = None
-    while pending:
+    while _taken_in(step_tag, pending):
         went_on = False
         for participant in list(pending):
             if not participant.ready():
@@ -118,6 +127,7 @@ def _launch(participants: list, timeout: float):
             except StopIteration as end:
                 pending.remove(participant)
                 participant.finish(result=end.value)
+                launched += participant is not own
             except BaseException as error:  # noqa: BLE001 - raised in its own tile's task
                 pending.remove(participant)
                 if not isinstance(error, NeighbourFailed):  # tell the others now: they may wait for its messages
@@ -133,7 +143,7 @@ def _launch(participants: list, timeout: float):
             for participant in pending:
                 participant.finish(error=TimeoutError(
                     f"no message {participant.needed[0]} arrived within {timeout:g} s (a neighbour's task failed or died)"))
-            return
-        first = pending[0]  # messages from another process: wait a little on one mailbox, then look at them all
-        first.mailbox.wait_until(lambda: first.ready(), _WAIT_SLICE)
-    launched += len(participants) - 1
+            pending.clear()
+            continue
+        first = pending[0]  # messages from elsewhere: wait a little on one mailbox, then look at them all again
+        first.mailbox.wait_until(first.ready, _WAIT_SLICE)

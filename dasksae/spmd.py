@@ -405,9 +405,9 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
             key = (me, tuple(sorted(placement.items())), repr(config), grid.rows, grid.cols, stage, float(lr), float(momentum),
                    precision, tuple(x_part.shape), str(x_part.dtype), xp.__name__)
             steps = tile_program.replayed_steps(key, executor, tile_program.step_inputs(x_part, my_states, my_scales))
-            if together > 1:  # one thread of this process runs its tiles' steps (dasksae.launcher)
-                step = launcher.run_together(executor.step_id, together, steps, stream, mailbox, executor.abort_tag,
-                                             _abort_for(executor), executor.timeout)
+            if together > 1:  # one thread of this process launches its tiles' graphed steps (dasksae.launcher)
+                step = launcher.run(executor.step_id, steps, stream, mailbox, executor.abort_tag, _abort_for(executor),
+                                    executor.timeout)
             else:
                 step = tile_program.finished(steps)
             if step is None:

@@ -231,13 +231,16 @@ def step_inputs(x, states, scales) -> dict:
     return {name: value for name, value in named.items() if value is not None}
 
 
+HAND_OVER = "hand over"  # yielded by a replayed step that may go on on another thread (dasksae.launcher)
+
+
 def finished(steps):
     """What generator ``steps`` returns, run to its end here.
 
     A replayed step is a generator that yields, before each operation that takes messages, the tags it is about
     to take (its *receipts*), and returns the step's result.  Run here, each take simply waits for its message;
     one thread that runs several tiles' steps in turn (:mod:`dasksae.launcher`) resumes a step only once its
-    messages are there.
+    messages are there.  A step that only launches CUDA graphs from there on yields :data:`HAND_OVER` first.
     """
     while True:
         try:

@@ -180,25 +180,29 @@ def test_driver_calls_that_hold_the_gil_train_as_those_that_release_it(monkeypat
     _assert_trained_alike(got, expected)
 
 
-@pytest.mark.parametrize("name", ["FUSED_CUTS", "SEND_PLANS"])
+@pytest.mark.parametrize("name", ["FUSED_CUTS", "SEND_PLANS", "ONE_LAUNCHER"])
 def test_switches_that_only_batch_copies_train_bit_for_bit_alike(monkeypatch, name):
     """Four worker threads on 2x2 tiles replayed as CUDA graphs train to the same losses and weights, bit for bit
-    (the strips and messages are copies), with and without ``DASKSAE_FUSED_CUTS`` (a tile's strips for its
-    neighbours cut in one ``cut_parts`` call, one strip-kernel launch captured in the graphs) and
-    ``DASKSAE_SEND_PLANS`` (a send batch made in place again from its plan; opt-in)."""
-    from dasksae import cuda_graphs, tile_program
+    (the strips and messages are copies, the kernels and their streams the same), with and without
+    ``DASKSAE_FUSED_CUTS`` (a tile's strips for its neighbours cut in one ``cut_parts`` call, one strip-kernel
+    launch captured in the graphs), ``DASKSAE_SEND_PLANS`` (a send batch made in place again from its plan;
+    opt-in) and ``DASKSAE_ONE_LAUNCHER`` (one thread launches the four tiles' graph runs, each on its tile's
+    stream; opt-in)."""
+    from dasksae import cuda_graphs, launcher, tile_program
     from dasksae.tile_array import cut_parts
 
-    module = tile_program if name == "FUSED_CUTS" else cuda_graphs
+    module = {"FUSED_CUTS": tile_program, "SEND_PLANS": cuda_graphs, "ONE_LAUNCHER": launcher}[name]
     train = _four_thread_graph_trainer(monkeypatch, seed=7)
     outcomes = {}
     for on in (False, True):
-        planned = cuda_graphs.planned_sends
+        planned, launched = cuda_graphs.planned_sends, launcher.launched
         outcomes[on] = train(module, name, on)
         if name == "FUSED_CUTS":
             made = sum(op[0] == 1 and op[1] is cut_parts for p in tile_program._programs.values() for op in p.operations)
-        else:
+        elif name == "SEND_PLANS":
             made = cuda_graphs.planned_sends - planned
+        else:
+            made = launcher.launched - launched
         assert (made > 0) == on, made
     assert cuda_graphs.failures == []
     numpy.testing.assert_array_equal(outcomes[True][0], outcomes[False][0])

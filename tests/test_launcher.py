@@ -1,7 +1,12 @@
-"""One thread runs the replayed steps of every worker thread's tile in this process (dasksae.launcher)."""
+"""One thread launches the CUDA-graphed tile steps of every worker thread of this process (dasksae.launcher).
 
-import sys
+Without a GPU the handed-over part of a step is its staged replay (``GraphedStep._execute_steps`` in ``staged``
+mode: the graph runs' calls on NumPy, the sends and receipts as on a GPU), so that the training can be compared
+bit for bit; on a GPU it is the launch of the captured graphs (``tests/test_gpu_tiled.py``).
+"""
+
 import threading
+import time
 
 import distributed
 import numpy
@@ -9,105 +14,103 @@ import pytest
 
 from dasksae import TiledNetwork, cuda_graphs, launcher, spmd, tile_program
 from dasksae.network import named_config
-from test_tile_program import _assert_the_same_training, _trained_on_four_threads
-from test_tiling import UNEVEN
+from dasksae.tile_program import HAND_OVER
 
 
-def _counting_threads(monkeypatch):
-    """Record which thread runs each tile's replayed step (by the thread's name), step by step."""
-    runs = []
-    replay_steps = tile_program.TileProgram.replay_steps
-
-    def recorded(self, executor, inputs):
-        runs.append((executor.step_id, executor.me, threading.current_thread().name))
-        return (yield from replay_steps(self, executor, inputs))
-
-    monkeypatch.setattr(tile_program.TileProgram, "replay_steps", recorded)
-    return runs
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("objective", ["rica", "le2012"])
-def test_one_launcher_trains_four_worker_threads_bit_for_bit_as_each_thread_its_own_tile(monkeypatch, objective):
-    """With DASKSAE_ONE_LAUNCHER, each replayed step of the four tiles runs on one thread, the same for all four
-    (the others hand theirs over), and the training is the same bit for bit as each thread replaying its own."""
-    config = UNEVEN.replace(objective=objective, name=f"uneven-{objective}")
-    data = numpy.random.default_rng(5)
-    batches = [data.standard_normal(config.input_shape + (3,)) for _ in range(4)]
-    outcomes = {}
-    for together in (False, True):
-        monkeypatch.setattr(launcher, "ONE_LAUNCHER", together)
-        tile_program.forget_all()
-        runs = _counting_threads(monkeypatch)
-        before = launcher.launched
-        outcomes[together] = _trained_on_four_threads(config, batches)
-        steps = {}
-        for step_id, tile, thread in runs:
-            steps.setdefault(step_id, {})[tile] = thread
-        assert len(steps) == 3 and all(len(tiles) == 4 for tiles in steps.values())  # steps 2, 3 and the last
-        threads_a_step = {len(set(tiles.values())) for tiles in steps.values()}
-        assert threads_a_step == ({1} if together else {4}), steps
-        # every step meets, the recording one too (its steps end at once: each thread then builds its own)
-        assert launcher.launched - before == (4 * 3 if together else 0)
-        monkeypatch.undo()
-    _assert_the_same_training(outcomes[True], outcomes[False])
-
-
-@pytest.mark.timeout(120)
-def test_one_launcher_takes_the_cuda_graph_path_in_message_order(monkeypatch):
-    """The worker threads' CUDA-graph path (its staged replay, which runs on NumPy) under one launcher: every tile's
-    graph runs and sends in the planned order from one thread, and the same losses and weights as plain replays."""
-    config = named_config("tiny")
-    data = numpy.random.default_rng(4)
-    batches = [data.standard_normal(config.input_shape + (2,)).astype("float32") for _ in range(3)]
-
-    def train():
-        tile_program.forget_all()
-        with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-            with distributed.Client(cluster) as client:
-                network = TiledNetwork(config, "2x2", client, seed=2, dtype="float32")
-                return [r.loss for r in network.steps(batches, 1e-3, 0.9)], network.parameters()
-
-    expected, expected_parameters = train()
-    cuda_graphs.failures.clear()
-    threads = []
-    monkeypatch.setattr(launcher, "ONE_LAUNCHER", True)
+def _graphed_path_handing_over(monkeypatch, hands_over=lambda tile: True, fails=lambda tile: False):
+    """Worker threads' steps take the CUDA-graph path on NumPy, each replayed step handed over (where
+    ``hands_over(tile)``) before its staged replay; returns where each step ran: ``[(step id, tile, thread)]``."""
+    ran = []
     monkeypatch.setattr(cuda_graphs, "GRAPHS", True)
     monkeypatch.setattr(cuda_graphs, "has_device_arrays", lambda inputs: True)
 
-    def staged_replay(self, executor, inputs):
-        threads.append(threading.current_thread().name)
+    def replay_steps(self, executor, inputs):
+        if hands_over(executor.me):
+            yield HAND_OVER
+        ran.append((executor.step_id, executor.me, threading.current_thread().name))
+        if fails(executor.me):
+            yield None  # (it went on a while, then)
+            raise RuntimeError("a kernel failed on purpose")
         return (yield from self._execute_steps(executor, inputs, "staged"))
 
-    monkeypatch.setattr(cuda_graphs.GraphedStep, "replay_steps", staged_replay)
-    got, parameters = train()
-    assert len(threads) == 4 * (len(batches) - 1) and len(set(threads[:4])) == 1 and len(set(threads[4:])) == 1
-    assert cuda_graphs.failures == []
-    numpy.testing.assert_array_equal(got, expected)
-    for mine, theirs in zip(parameters, expected_parameters):
+    monkeypatch.setattr(cuda_graphs.GraphedStep, "replay_steps", replay_steps)
+    cuda_graphs.failures.clear()
+    return ran
+
+
+def _train(config, batches, dtype="float32"):
+    tile_program.forget_all()
+    with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            network = TiledNetwork(config, "2x2", client, seed=2, dtype=dtype)
+            losses = [r.loss for r in network.steps(batches[:-1], 1e-3, 0.9)] + [network.step(batches[-1], 1e-3, 0.9).loss]
+            return losses, network.parameters()
+
+
+def _threads_a_step(ran) -> dict:
+    steps = {}
+    for step_id, tile, thread in ran:
+        steps.setdefault(step_id, {})[tile] = thread
+    return steps
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("objective", ["rica", "le2012"])
+def test_one_launcher_trains_four_worker_threads_bit_for_bit_as_each_thread_its_own_tile(monkeypatch, objective):
+    """With DASKSAE_ONE_LAUNCHER each step handed over runs on one thread for all four tiles (three of them handed
+    over by other threads), and the training is the same bit for bit as each thread running its own tile's step."""
+    config = named_config("tiny").replace(objective=objective, name=f"tiny-{objective}")
+    data = numpy.random.default_rng(5)
+    batches = [data.standard_normal(config.input_shape + (2,)).astype("float32") for _ in range(4)]
+    outcomes = {}
+    for together in (False, True):
+        monkeypatch.setattr(launcher, "ONE_LAUNCHER", together)
+        ran = _graphed_path_handing_over(monkeypatch)
+        before = launcher.launched
+        outcomes[together] = _train(config, batches)
+        steps = _threads_a_step(ran)
+        assert len(steps) == 3 and all(len(tiles) == 4 for tiles in steps.values())  # steps 2, 3 and the last
+        assert {len(set(tiles.values())) for tiles in steps.values()} == ({1} if together else {4}), steps
+        assert launcher.launched - before == (3 * 3 if together else 0)
+        assert cuda_graphs.failures == [] and not launcher._handed_over and not launcher._launching
+        monkeypatch.undo()
+    numpy.testing.assert_array_equal(outcomes[True][0], outcomes[False][0])
+    for mine, theirs in zip(outcomes[True][1], outcomes[False][1]):
+        for name, value in theirs.items():
+            numpy.testing.assert_array_equal(mine[name], value, err_msg=name)
+
+
+@pytest.mark.timeout(180)
+def test_a_tile_that_runs_its_own_step_trades_messages_with_the_launched_ones(monkeypatch):
+    """A step that is not handed over (a staged or captured one, or one replayed as calls) runs on its own thread
+    while the launcher runs the others': they wait for each other's messages, and train as before, bit for bit."""
+    config = named_config("tiny")
+    data = numpy.random.default_rng(8)
+    batches = [data.standard_normal(config.input_shape + (2,)).astype("float32") for _ in range(3)]
+    monkeypatch.setattr(launcher, "ONE_LAUNCHER", False)
+    _graphed_path_handing_over(monkeypatch)
+    expected = _train(config, batches)
+    monkeypatch.setattr(launcher, "ONE_LAUNCHER", True)
+    ran = _graphed_path_handing_over(monkeypatch, hands_over=lambda tile: tile != (0, 1))
+    got = _train(config, batches)
+    for tiles in _threads_a_step(ran).values():
+        others = {thread for tile, thread in tiles.items() if tile != (0, 1)}
+        assert len(others) == 1 and tiles[(0, 1)] not in others, tiles
+    numpy.testing.assert_array_equal(got[0], expected[0])
+    for mine, theirs in zip(got[1], expected[1]):
         numpy.testing.assert_array_equal(mine["encoder"], theirs["encoder"])
 
 
 @pytest.mark.timeout(120)
 def test_a_step_that_fails_under_one_launcher_fails_the_whole_step_at_once_naming_its_tile(monkeypatch):
-    """A tile whose replayed step raises midway: the launcher tells the other tiles at once (they would wait for its
-    messages until the timeout), every tile's task fails within seconds, and the error names the tile."""
-    import time
-
+    """A tile whose handed-over step raises midway: the launcher tells the other tiles at once (they would wait for
+    its messages until the timeout), every tile's task fails within seconds, and the error names the tile."""
     monkeypatch.setattr(launcher, "ONE_LAUNCHER", True)
     config = named_config("tiny")
     data = numpy.random.default_rng(1)
     batches = [data.standard_normal(config.input_shape + (2,)).astype("float32") for _ in range(2)]
-    replay_steps = tile_program.TileProgram.replay_steps
     failing = {"on": False}
-
-    def fails_on_tile_1_0(self, executor, inputs):
-        if failing["on"] and executor.me == (1, 0):
-            yield None  # (it went on a while, then)
-            raise RuntimeError("a kernel failed on purpose")
-        return (yield from replay_steps(self, executor, inputs))
-
-    monkeypatch.setattr(tile_program.TileProgram, "replay_steps", fails_on_tile_1_0)
+    _graphed_path_handing_over(monkeypatch, fails=lambda tile: failing["on"] and tile == (1, 0))
     told = []
     abort_for = spmd._abort_for
 
@@ -115,26 +118,23 @@ def test_a_step_that_fails_under_one_launcher_fails_the_whole_step_at_once_namin
         abort = abort_for(executor)
         return lambda reason: told.append((executor.me, reason)) or abort(reason)
 
-    monkeypatch.setattr(spmd, "_abort_for", recorded_abort_for)  # (the launcher's own telling, whichever thread it is)
+    monkeypatch.setattr(spmd, "_abort_for", recorded_abort_for)  # the launcher's own telling, whichever thread it is
     tile_program.forget_all()
     with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
             network = TiledNetwork(config, "2x2", client, seed=2, dtype="float32")
-            network.steps(batches, 1e-3, 0.9)  # recorded, then replayed
+            network.steps(batches, 1e-3, 0.9)  # recorded, then handed over
             failing["on"] = True
             started = time.perf_counter()
-            with pytest.raises(Exception, match=r"tile \(1, 0\).*a kernel failed on purpose|a kernel failed on purpose"):
+            with pytest.raises(Exception, match="a kernel failed on purpose"):
                 network.steps(batches, 1e-3, 0.9)
             assert time.perf_counter() - started < 30
     assert told == [((1, 0), "RuntimeError: a kernel failed on purpose")]  # the others' NeighbourFailed tell no one
-    assert not launcher._rendezvous  # nothing left waiting
+    assert not launcher._handed_over and not launcher._launching  # nothing left waiting
 
 
-def test_tiles_in_this_process_counts_worker_threads_not_other_processes():
-    from distributed import Worker
-
-    assert spmd._tiles_in_this_process({(0, 0): "tcp://elsewhere:1"}) == 0
-    assert "distributed" in sys.modules and Worker is not None
+def test_without_the_switch_or_other_tiles_here_no_step_is_handed_over(monkeypatch):
+    assert spmd._tiles_in_this_process({(0, 0): "tcp://elsewhere:1", (0, 1): "tcp://elsewhere:2"}) == 0
 
 
 def test_the_switch_is_refused_with_its_values(monkeypatch):

@@ -14,6 +14,13 @@
 #                in place into its receivers' adopted outboxes is made again from its kept CopyPlan, and a receipt
 #                filled in place is taken as it is; the sends were 25% of the four threads' wall time under py-spy
 #                in session28/next), each a process of its own, twice in turn (ROUNDS=1: once).  About 480 s.
+#   PART=launcher (session 30) DASKSAE_ONE_LAUNCHER (opt-in: one thread of the process launches the four tiles'
+#                captured graphs, sends and receipts in message order): the tiled GPU tests with it on (among them
+#                four threads in CUDA graphs bit for bit with it off and on, and GPU against CPU), then 4 worker
+#                threads in bfloat16 with it
+#                off and on, each a process of its own, twice in turn (ROUNDS=1: once).  About 450 s.  On the CPU
+#                machine, graph launches as no-ops (bench/graphed_host.py), it took the four threads' host step from
+#                8.1-9.0 to 6.7-6.9 ms (bench/results/session30/launcher/).
 #   PART=ratio   the float32 rows with both PyTorch peers in one process (the 5x eager target's margin).  About 250 s.
 source bench/device_setup.sh
 card
@@ -25,6 +32,12 @@ next)
   for round in $(seq ${ROUNDS:-2}); do
     DASKSAE_SEND_PLANS=0 FOUR_S=${FOUR_S:-90} four plans-off-$round bfloat16
     DASKSAE_SEND_PLANS=1 FOUR_S=${FOUR_S:-90} four plans-on-$round bfloat16
+  done ;;
+launcher)
+  DASKSAE_ONE_LAUNCHER=1 gpu_tests ${TESTS_S:-200} tests/test_gpu_tiled.py
+  for round in $(seq ${ROUNDS:-2}); do
+    DASKSAE_ONE_LAUNCHER=0 FOUR_S=${FOUR_S:-90} four launcher-off-$round bfloat16
+    DASKSAE_ONE_LAUNCHER=1 FOUR_S=${FOUR_S:-90} four launcher-on-$round bfloat16
   done ;;
 ratio)
   ratio_float32 ${RATIO_S:-300} --pipelined --compile ;;

@@ -399,6 +399,7 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
         fence = StepFence(xp)
         together = _tiles_in_this_process(placement) if launcher.ONE_LAUNCHER else 1
         stream = current_stream(xp)
+        device = xp.cuda.runtime.getDevice() if xp.__name__ == "cupy" else None  # a launcher runs on one device
         for index, x_part in enumerate(x_parts):
             executor = SpmdExecutor(me, placement, f"{step_id}.{index}")
             mailbox = executor.mailbox
@@ -406,8 +407,8 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
                    precision, tuple(x_part.shape), str(x_part.dtype), xp.__name__)
             steps = tile_program.replayed_steps(key, executor, tile_program.step_inputs(x_part, my_states, my_scales))
             if together > 1:  # one thread of this process launches its tiles' graphed steps (dasksae.launcher)
-                step = launcher.run(executor.step_id, steps, stream, mailbox, executor.abort_tag, _abort_for(executor),
-                                    executor.timeout)
+                step = launcher.run(f"{executor.step_id}@{device}", steps, stream, mailbox, executor.abort_tag,
+                                    _abort_for(executor), executor.timeout)
             else:
                 step = tile_program.finished(steps)
             if step is None:

@@ -49,16 +49,16 @@ class _Participant:
     def __init__(self, steps, stream, mailbox, abort_tag, abort):
         self.steps, self.stream, self.mailbox, self.abort_tag, self.abort = steps, stream, mailbox, abort_tag, abort
         self.needed = None  # the tags the step waits for before it goes on (None: it can go on)
-        self.finished, self.result, self.error = False, None, None
+        # what the tile's thread sleeps on (not its mailbox: every message put there would wake it)
+        self.finished = threading.Event()
+        self.result, self.error = None, None
 
     def ready(self) -> bool:
         return self.needed is None or self.mailbox.has(self.needed, self.abort_tag)
 
     def finish(self, result=None, error=None):
-        def done():
-            self.result, self.error, self.finished = result, error, True
-
-        self.mailbox.wake(done)  # the tile's thread waits on its mailbox for this
+        self.result, self.error = result, error
+        self.finished.set()
 
 
 _handed_over: dict = {}  # step tag -> the steps handed over and not yet taken in by its launcher
@@ -90,7 +90,7 @@ def run(step_tag: str, steps, stream, mailbox, abort_tag: str, abort, timeout: f
             _launching.add(step_tag)
     if launching:
         _launch(step_tag, timeout, participant)
-    elif not mailbox.wait_until(lambda: participant.finished, timeout):
+    elif not participant.finished.wait(timeout):
         raise TimeoutError(f"the launcher of {step_tag} did not end this tile's step within {timeout:g} s")
     if participant.error is not None:
         raise participant.error

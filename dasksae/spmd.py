@@ -92,22 +92,10 @@ class Mailbox:
         with self._arrived:
             return (abort is not None and abort in self._items) or all(tag in self._items for tag in tags)
 
-    def peek(self, tag: str):
-        """The value sent with ``tag``, left in the mailbox (``None`` if none has arrived)."""
-        with self._arrived:
-            return self._items.get(tag)
-
     def wait_until(self, condition, timeout: float) -> bool:
-        """Wait until ``condition()`` (looked at on each arrival and each :meth:`wake`); whether it came true."""
-        with self._arrived:  # (a re-entrant lock: the condition may call has or peek)
+        """Wait until ``condition()`` (looked at on each arrival); whether it came true."""
+        with self._arrived:  # (a re-entrant lock: the condition may call has)
             return self._arrived.wait_for(condition, timeout=timeout)
-
-    def wake(self, change=None):
-        """Make ``change()`` under the mailbox's lock, then wake whoever waits on it."""
-        with self._arrived:
-            if change is not None:
-                change()
-            self._arrived.notify_all()
 
     def forget(self, prefix: str):
         with self._arrived:

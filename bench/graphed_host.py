@@ -45,8 +45,12 @@ class _PoolStandIn:
 
 
 @contextlib.contextmanager
-def graph_launches_as_no_ops(send_plans: bool):
-    """Patch :mod:`dasksae.cuda_graphs` so that worker threads' tile steps take its path on NumPy, launching nothing."""
+def graph_launches_as_no_ops(send_plans: bool, launches_run_calls: bool = False):
+    """Patch :mod:`dasksae.cuda_graphs` so that worker threads' tile steps take its path on NumPy, launching nothing.
+
+    ``launches_run_calls``: a launch runs the graph run's calls instead (on the staged buffers and the receipts, as
+    the graph would read them), so that the launched steps compute, and their sends, outboxes and receipts can be
+    checked against plain training (``tests/test_launcher.py``)."""
     from dasksae import cuda_graphs
 
     saved = {name: getattr(cuda_graphs, name) for name in
@@ -56,6 +60,10 @@ def graph_launches_as_no_ops(send_plans: bool):
     had_cupy = sys.modules.get("cupy")
 
     def graph_run(self, executor, prefix, registers, position, indices, mode):
+        if mode == "launch" and launches_run_calls:
+            self._calls(registers, indices, self._staged_received(executor, prefix, indices[0], mode))
+            cuda_graphs.launches += 1
+            return
         if mode != "capture":  # staged: the calls run; launch: launch_graph, a no-op here
             return saved_graph_run(self, executor, prefix, registers, position, indices, mode)
         received = self._staged_received(executor, prefix, indices[0], mode)

@@ -5,6 +5,8 @@ mode: the graph runs' calls on NumPy, the sends and receipts as on a GPU), so th
 bit for bit; on a GPU it is the launch of the captured graphs (``tests/test_gpu_tiled.py``).
 """
 
+import os
+import sys
 import threading
 import time
 
@@ -15,6 +17,9 @@ import pytest
 from dasksae import TiledNetwork, cuda_graphs, launcher, spmd, tile_program
 from dasksae.network import named_config
 from dasksae.tile_program import HAND_OVER
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+import graphed_host  # noqa: E402
 
 
 def _graphed_path_handing_over(monkeypatch, hands_over=lambda tile: True, fails=lambda tile: False):
@@ -76,6 +81,34 @@ def test_one_launcher_trains_four_worker_threads_bit_for_bit_as_each_thread_its_
         monkeypatch.undo()
     numpy.testing.assert_array_equal(outcomes[True][0], outcomes[False][0])
     for mine, theirs in zip(outcomes[True][1], outcomes[False][1]):
+        for name, value in theirs.items():
+            numpy.testing.assert_array_equal(mine[name], value, err_msg=name)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("together", [False, True])
+def test_launched_steps_sending_in_place_train_as_plain_replays(monkeypatch, together):
+    """The launch mode's protocol on NumPy: each graph run's launch runs its calls instead, on the staged buffers and
+    the receipts its graph would read, and sends go into the outboxes their receivers' graphs read (in place, after
+    each receiver has launched the step that read the one before).  Four worker threads, each launching its own
+    tile's steps or all launched by one thread, train bit for bit as plain replays do."""
+    config = named_config("tiny")
+    data = numpy.random.default_rng(9)
+    batches = [data.standard_normal(config.input_shape + (2,)).astype("float32") for _ in range(6)]
+    monkeypatch.setattr(launcher, "ONE_LAUNCHER", False)
+    expected = _train(config, batches)  # plain replays: no device arrays, so no graphs
+    monkeypatch.setattr(launcher, "ONE_LAUNCHER", together)
+    cuda_graphs.failures.clear()
+    in_place, launches, launched = cuda_graphs.filled_in_place, cuda_graphs.launches, launcher.launched
+    with graphed_host.graph_launches_as_no_ops(send_plans=False, launches_run_calls=True):
+        got = _train(config, batches)
+    assert cuda_graphs.failures == []
+    tile_steps_launched = 4 * (len(batches) - 3)  # recorded, staged and captured steps before
+    assert cuda_graphs.launches - launches > 15 * tile_steps_launched  # about 20 graph runs a tile step
+    assert cuda_graphs.filled_in_place - in_place > 40 * tile_steps_launched  # most of a step's 53-57 sends
+    assert (launcher.launched - launched) == (3 * (len(batches) - 3) if together else 0)
+    numpy.testing.assert_array_equal(got[0], expected[0])
+    for mine, theirs in zip(got[1], expected[1]):
         for name, value in theirs.items():
             numpy.testing.assert_array_equal(mine[name], value, err_msg=name)
 

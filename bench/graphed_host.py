@@ -6,8 +6,8 @@ Four worker threads sharing a GPU run their tiles' steps as CUDA graphs (``dasks
 thread does on the host between its launches, and how long it waits for its neighbours' messages, decides how far
 the four threads' step is from one tile's (README, "Why the missed targets are missed").  This runs that path with
 no GPU: the same SPMD tasks, programs, graph-run plan, staging, outboxes (in place), send batches, mailboxes and
-hand-offs between the threads, with NumPy arrays standing in for device arrays (as the CPU tests do) and each
-graph's launch doing nothing, so the calls inside graph runs do not run and what is timed is the host's work alone.
+hand-offs between the threads, with NumPy arrays standing in for device arrays (as the CPU tests do), a
+string for each send batch's CUDA event, and each graph's launch doing nothing, so the calls inside graph runs do not run and what is timed is the host's work alone.
 The first replay is the staged one (the calls run on NumPy), the second stands in for the capture (the calls run,
 no graph is made), and later ones launch.  No CUDA call is made at all: not the launches, not the events, not the
 copies' kernels (the copies are NumPy's), so on a GPU's host each exchange costs more than here
@@ -31,6 +31,9 @@ import types
 import numpy
 
 
+_EVENT_STAND_IN = "a CUDA event"
+
+
 class _PoolStandIn:
     """What a capture asks of CuPy's memory pools, with nothing to hold."""
 
@@ -51,11 +54,12 @@ def graph_launches_as_no_ops(send_plans: bool, launches_run_calls: bool = False)
     ``launches_run_calls``: a launch runs the graph run's calls instead (on the staged buffers and the receipts, as
     the graph would read them), so that the launched steps compute, and their sends, outboxes and receipts can be
     checked against plain training (``tests/test_launcher.py``)."""
-    from dasksae import cuda_graphs
+    from dasksae import cuda_graphs, spmd
 
     saved = {name: getattr(cuda_graphs, name) for name in
              ("GRAPHS", "OUTBOXES", "IN_PLACE", "SEND_PLANS", "on_device", "has_device_arrays", "launch_graph",
-              "_identities")}
+              "_identities", "device_event", "wait_for_event")}
+    saved_spmd_wait = spmd.wait_for_event
     saved_graph_run = cuda_graphs.GraphedStep._graph_run
     had_cupy = sys.modules.get("cupy")
 
@@ -79,6 +83,9 @@ def graph_launches_as_no_ops(send_plans: bool, launches_run_calls: bool = False)
     cuda_graphs.on_device = lambda value: isinstance(value, (numpy.ndarray, numpy.generic))  # (0-d on a GPU)
     cuda_graphs.has_device_arrays = lambda value: True
     cuda_graphs.launch_graph = lambda graph: None
+    # one event a send batch, which the receivers' streams wait for, as on a GPU (here nothing to record or wait for)
+    cuda_graphs.device_event = lambda value: _EVENT_STAND_IN
+    cuda_graphs.wait_for_event = spmd.wait_for_event = lambda event: None
     cuda_graphs._identities = lambda state: {key: (id(value), value.ctypes.data) for key, value in state.items()
                                              if isinstance(value, numpy.ndarray)}
     cuda_graphs.GraphedStep._graph_run = graph_run
@@ -91,6 +98,7 @@ def graph_launches_as_no_ops(send_plans: bool, launches_run_calls: bool = False)
         cuda_graphs.release_all()
         for name, value in saved.items():
             setattr(cuda_graphs, name, value)
+        spmd.wait_for_event = saved_spmd_wait
         cuda_graphs.GraphedStep._graph_run = saved_graph_run
         if had_cupy is None:
             del sys.modules["cupy"]

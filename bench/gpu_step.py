@@ -135,10 +135,11 @@ def _pool_bytes():
 
 
 def _outbox_sends() -> tuple:
-    """Sends copied into reused outboxes, and into adopted ones in place, in this process so far."""
-    from dasksae import cuda_graphs
+    """Sends copied into reused outboxes, into adopted ones in place, and of those made from send plans; and tile
+    steps launched by another tile's thread (DASKSAE_ONE_LAUNCHER), in this process so far."""
+    from dasksae import cuda_graphs, launcher
 
-    return cuda_graphs.reused_outboxes, cuda_graphs.filled_in_place
+    return cuda_graphs.reused_outboxes, cuda_graphs.filled_in_place, cuda_graphs.planned_sends, launcher.launched
 
 
 def _graph_state():
@@ -215,9 +216,13 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
         report.statistics["host_cpu"] = host_shares(host_before, host_cpu_times())
         if not processes:  # the workers are threads of this process: its counters are theirs
             sends = [(after - before) / (runs * steps_per_task) for before, after in zip(sends_before, _outbox_sends())]
-            report.statistics["outbox_sends"] = {"reused_a_step": sends[0], "in_place_a_step": sends[1]}
+            report.statistics["outbox_sends"] = {"reused_a_step": sends[0], "in_place_a_step": sends[1],
+                                                 "planned_a_step": sends[2]}
+            report.statistics["launched_by_another_thread_a_step"] = sends[3]
             print(f"  sends out of the graphs' memory a step, all tiles: {sends[0]:.1f} into reused outboxes, "
-                  f"{sends[1]:.1f} straight into their receivers' (DASKSAE_OUTBOX_IN_PLACE)", flush=True)
+                  f"{sends[1]:.1f} straight into their receivers' (DASKSAE_OUTBOX_IN_PLACE), {sends[2]:.1f} of them "
+                  f"from send plans (DASKSAE_SEND_PLANS); tile steps launched by another tile's thread a step: "
+                  f"{sends[3]:.1f} (DASKSAE_ONE_LAUNCHER)", flush=True)
         if not processes:  # the workers are threads of this process: its collections pause them all
             report.statistics["garbage_collection"] = collections.a_step(runs * steps_per_task)
         report.statistics["in_task_seconds"] = in_task_seconds(stream.data, steps_per_task)

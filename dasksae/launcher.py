@@ -64,6 +64,7 @@ class _Participant:
 _handed_over: dict = {}  # step tag -> the steps handed over and not yet taken in by its launcher
 _launching: set = set()  # step tags whose launcher is running
 _lock = threading.Lock()
+_hand_over = threading.Condition(_lock)  # notified at each hand-over: a launcher with nothing to do wakes for it
 launched = 0  # tile steps launched by another tile's thread (a counter for tests and benchmarks)
 
 
@@ -83,11 +84,13 @@ def run(step_tag: str, steps, stream, mailbox, abort_tag: str, abort, timeout: f
         except StopIteration as end:
             return end.value
     participant = _Participant(steps, stream, mailbox, abort_tag, abort)
-    with _lock:
+    with _hand_over:
         _handed_over.setdefault(step_tag, []).append(participant)
         launching = step_tag not in _launching
         if launching:
             _launching.add(step_tag)
+        else:
+            _hand_over.notify_all()
     if launching:
         _launch(step_tag, timeout, participant)
     elif not participant.finished.wait(timeout):
@@ -145,5 +148,8 @@ def _launch(step_tag: str, timeout: float, own: _Participant):
                     f"no message {participant.needed[0]} arrived within {timeout:g} s (a neighbour's task failed or died)"))
             pending.clear()
             continue
-        first = pending[0]  # messages from elsewhere: wait a little on one mailbox, then look at them all again
-        first.mailbox.wait_until(first.ready, _WAIT_SLICE)
+        # nothing can go on: wait for a step handed over (it wakes this at once) or, a little at a time, for messages
+        # from elsewhere (steps that their own threads run, other processes), then look at them all again
+        with _hand_over:
+            if not _handed_over.get(step_tag):
+                _hand_over.wait(_WAIT_SLICE)

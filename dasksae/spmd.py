@@ -92,11 +92,6 @@ class Mailbox:
         with self._arrived:
             return (abort is not None and abort in self._items) or all(tag in self._items for tag in tags)
 
-    def wait_until(self, condition, timeout: float) -> bool:
-        """Wait until ``condition()`` (looked at on each arrival); whether it came true."""
-        with self._arrived:  # (a re-entrant lock: the condition may call has)
-            return self._arrived.wait_for(condition, timeout=timeout)
-
     def forget(self, prefix: str):
         with self._arrived:
             for tag in [t for t in self._items if t.startswith(prefix)]:

@@ -20,7 +20,7 @@
 #                threads in bfloat16 with it
 #                off and on, each a process of its own, twice in turn (ROUNDS=1: once).  About 450 s.  On the CPU
 #                machine, graph launches as no-ops (bench/graphed_host.py), it took the four threads' host step from
-#                8.0-8.3 to 5.3-5.6 ms (bench/results/session30/launcher/).
+#                7.3-9.1 to 4.8-6.0 ms (bench/results/session30/launcher/).
 #   PART=ratio   the float32 rows with both PyTorch peers in one process (the 5x eager target's margin).  About 250 s.
 source bench/device_setup.sh
 card

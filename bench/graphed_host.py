@@ -127,6 +127,7 @@ def measure(config_name: str, tiles: str, minibatch: int, steps_per_task: int, r
     with contextlib.ExitStack() as restore, graph_launches_as_no_ops(send_plans):
         restore.callback(setattr, launcher, "ONE_LAUNCHER", saved_launcher)
         launches_before, planned_before = cuda_graphs.launches, cuda_graphs.planned_sends
+        idle_before = launcher.idle_seconds
         failures_before = len(cuda_graphs.failures)
         with distributed.LocalCluster(n_workers=rows * cols, threads_per_worker=1, processes=False,
                                       dashboard_address=None) as cluster, distributed.Client(cluster) as client:
@@ -143,6 +144,7 @@ def measure(config_name: str, tiles: str, minibatch: int, steps_per_task: int, r
         steps = runs * steps_per_task
         launches = (cuda_graphs.launches - launches_before) / (steps + 1) / (rows * cols)  # the first launch too
         planned = (cuda_graphs.planned_sends - planned_before) / steps
+        idle = (launcher.idle_seconds - idle_before) / (steps + 1)  # (the first launched step too)
         failures = cuda_graphs.failures[failures_before:]  # tile steps that left the graphed path (none expected)
     per_thread = {key: statistics.median((after[w][key] - before[w][key]) / steps for w in after)
                   for key in ("messages", "cpu", "voluntary", "involuntary")}
@@ -154,7 +156,7 @@ def measure(config_name: str, tiles: str, minibatch: int, steps_per_task: int, r
             "all_threads_cpu_ms": all_threads_cpu * 1e3,
             "thread_waited_ms": per_thread["messages"] * 1e3, "voluntary_switches": per_thread["voluntary"],
             "involuntary_switches": per_thread["involuntary"], "graph_launches_a_tile_step": launches,
-            "planned_sends_a_step": planned, "failures": failures}
+            "planned_sends_a_step": planned, "launcher_idle_ms": idle * 1e3, "failures": failures}
 
 
 def main(argv=None):
@@ -176,7 +178,7 @@ def main(argv=None):
     if not set(chosen) <= set(kinds):
         parser.error(f"--rows takes {', '.join(kinds)}; got {args.rows!r}")
     print(f"{'row':>14} {'step ms':>8} {'cpu ms, all':>11} {'a thread':>8} {'waited ms':>9} {'switches':>8} "
-          f"{'launches':>8} {'planned':>7}")
+          f"{'launches':>8} {'planned':>7} {'launcher idle ms':>16}")
     for _ in range(args.rounds):
         for kind in chosen:
             plans, together = kinds[kind]
@@ -186,7 +188,8 @@ def main(argv=None):
                 print(f"  a tile step left the graphed path: {failure}", flush=True)
             print(f"{kind:>14} {row['step_ms']:>8.2f} {row['all_threads_cpu_ms']:>11.2f} {row['thread_cpu_ms']:>8.2f} "
                   f"{row['thread_waited_ms']:>9.2f} {row['voluntary_switches']:>8.0f} "
-                  f"{row['graph_launches_a_tile_step']:>8.1f} {row['planned_sends_a_step']:>7.1f}", flush=True)
+                  f"{row['graph_launches_a_tile_step']:>8.1f} {row['planned_sends_a_step']:>7.1f} "
+                  f"{row['launcher_idle_ms']:>16.2f}", flush=True)
     if args.json:
         with open(args.json, "w") as file:
             json.dump({"rows": rows, "python": sys.version.split()[0], "numpy": numpy.__version__}, file, indent=1)

@@ -66,6 +66,7 @@ _launching: set = set()  # step tags whose launcher is running
 _lock = threading.Lock()
 _hand_over = threading.Condition(_lock)  # notified at each hand-over: a launcher with nothing to do wakes for it
 launched = 0  # tile steps launched by another tile's thread (a counter for tests and benchmarks)
+idle_seconds = 0.0  # launchers' time with no step able to go on (for benchmarks)
 
 
 def run(step_tag: str, steps, stream, mailbox, abort_tag: str, abort, timeout: float):
@@ -113,7 +114,7 @@ def _taken_in(step_tag, pending: list) -> bool:
 def _launch(step_tag: str, timeout: float, own: _Participant):
     """Run every step handed over for ``step_tag`` to its end, each resumed when its messages are there (``own``:
     this thread's)."""
-    global launched
+    global launched, idle_seconds
     from .spmd import NeighbourFailed
 
     pending: list = []
@@ -153,3 +154,4 @@ def _launch(step_tag: str, timeout: float, own: _Participant):
         with _hand_over:
             if not _handed_over.get(step_tag):
                 _hand_over.wait(_WAIT_SLICE)
+        idle_seconds += time.perf_counter() - now

@@ -18,7 +18,8 @@
 #                captured graphs, sends and receipts in message order): the tiled GPU tests with it on (among them
 #                four threads in CUDA graphs bit for bit with it off and on, and GPU against CPU), then 4 worker
 #                threads in bfloat16 with it
-#                off and on, each a process of its own, twice in turn (ROUNDS=1: once).  About 450 s.  On the CPU
+#                off and on, each a process of its own, twice in turn (ROUNDS=1: once).  About 450 s.  TABLE=1 (with
+#                ROUNDS=1, to stay within a call's 600 s) adds the 4 threads' kernel table with the launcher.  On the CPU
 #                machine, graph launches as no-ops (bench/graphed_host.py), it took the four threads' host step from
 #                7.3-9.1 to 4.8-6.0 ms (bench/results/session30/launcher/).
 #   PART=ratio   the float32 rows with both PyTorch peers in one process (the 5x eager target's margin).  About 250 s.
@@ -38,7 +39,13 @@ launcher)
   for round in $(seq ${ROUNDS:-2}); do
     DASKSAE_ONE_LAUNCHER=0 FOUR_S=${FOUR_S:-90} four launcher-off-$round bfloat16
     DASKSAE_ONE_LAUNCHER=1 FOUR_S=${FOUR_S:-90} four launcher-on-$round bfloat16
-  done ;;
+  done
+  if [ -n "$TABLE" ]; then  # the 4 threads' kernel table with the launcher: how idle the GPU is left
+    DASKSAE_ONE_LAUNCHER=1 timeout ${TABLE_S:-110} python3 bench/kernel_table.py --config coates200 --minibatch 96 \
+      --dtype bfloat16 --tiles 2x2 --workers 4 --runs 3 --top 60 --json $OUT/kernel-table-bfloat16-4w-launcher.json \
+      2>&1 | filter | head -65 > $OUT/kernel-table-bfloat16-4w-launcher.log
+    head -8 $OUT/kernel-table-bfloat16-4w-launcher.log
+  fi ;;
 ratio)
   ratio_float32 ${RATIO_S:-300} --pipelined --compile ;;
 esac

@@ -46,6 +46,14 @@ PyTorch's graphs do: the run's temporaries are reused within the graphs
 exactly as they were at capture, and nothing else allocates there.  Later
 replays copy the new inputs into the staged buffers and launch the graphs.
 
+Each replay is a generator (:func:`~dasksae.tile_program.finished` runs it):
+it yields the tags of a run's receipts before it takes them, and a launching
+replay first yields :data:`~dasksae.tile_program.HAND_OVER`, from where
+another thread of the process may go on with it, on this tile's stream
+(``DASKSAE_ONE_LAUNCHER``, :mod:`dasksae.launcher`).  Staging and capture
+stay on the tile's own thread: their calls use its cuBLAS handle, whose
+workspace serves one stream.
+
 Anything that fails while staging or capturing (a call that waits for the
 device without being marked, a received value of another shape) ends the
 graphs for that program: the step goes on as Python calls from where it

@@ -3,8 +3,8 @@
 # Session 29 ran PART=next of bench/gpu_session28_check.sh (session29/next/: DASKSAE_FUSED_CUTS, now the default); the
 # device was not lent again that session, nor at all in session 30, so the parts here are prepared for the next
 # session with a device (session 30 added step (0)):
-#   PART=next    (0) the host's time of each CUDA call at a halo exchange from 1 and 4 threads
-#                (bench/cuda_call_costs.py) and the Python of a send batch and its receipts with the send plans off
+#   PART=next    (0) the host's time of each CUDA call at a halo exchange from 1 and 4 threads, and from 1
+#                thread for 4 streams as one launcher makes them (bench/cuda_call_costs.py) and the Python of a send batch and its receipts with the send plans off
 #                and on, NumPy arrays standing in (bench/exchange_host.py: on session 30's CPU machine 7-9 us a
 #                send off, 5-8 on), a few seconds;
 #                (1) every GPU test: the new ones are the bit-for-bit switches' (DASKSAE_FUSED_CUTS and

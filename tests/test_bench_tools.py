@@ -3,11 +3,13 @@
 import json
 import os
 import sys
+import threading
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 
+import cuda_call_costs  # noqa: E402
 import exchange_host  # noqa: E402
 import graphed_host  # noqa: E402
 import four_rows  # noqa: E402
@@ -128,3 +130,49 @@ def test_the_graphed_host_benchmark_keeps_every_tile_on_the_graphed_path():
     assert (cuda_graphs.GRAPHS, cuda_graphs.on_device, cuda_graphs.launch_graph,
             cuda_graphs.GraphedStep._graph_run) == before
     assert "cupy" not in sys.modules or hasattr(sys.modules["cupy"], "ndarray")
+
+
+def test_the_cuda_call_benchmark_times_each_call_on_each_threads_streams(monkeypatch, tmp_path, capsys):
+    """Its loop without a GPU (a CuPy stand-in, calls that record which stream is current): every thread makes
+    every call on its own streams, taking them in turn a few calls at a time where it has several, and the table
+    has a row for each call and a column for each thread layout."""
+    import types
+
+    current = threading.local()
+
+    class Stream:
+        def __init__(self, non_blocking=False):
+            self.calls = 0
+
+        def __enter__(self):
+            self.outer, current.stream = getattr(current, "stream", None), self
+            return self
+
+        def __exit__(self, *exc):
+            current.stream = self.outer
+
+        def synchronize(self):
+            pass
+
+    made = []
+
+    def cases(cupy):
+        stream = current.stream
+        made.append(stream)
+
+        def call():
+            assert current.stream is stream  # each call on the stream its cases were made on
+            stream.calls += 1
+        return {"event": call, "graph_launch": call}
+
+    fake = types.SimpleNamespace(__version__="stand-in", cuda=types.SimpleNamespace(
+        Stream=Stream, runtime=types.SimpleNamespace(getDeviceProperties=lambda device: {"name": b"a stand-in"})))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(cuda_call_costs, "_cases", cases)
+    rows = cuda_call_costs.measure(threads=2, calls=12, rounds=2, streams=3)
+    assert set(rows) == {"event", "graph_launch"} and len(rows["event"]["per_thread_us"]) == 2
+    # 12 calls a round, 5 on a stream before the next: 5, 5 and 2 on a thread's three streams, for 2 calls, 2 rounds
+    assert sorted(stream.calls for stream in made) == [8, 8, 20, 20, 20, 20]
+    cuda_call_costs.main(["--threads", "1,2,1x4", "--calls", "10", "--rounds", "1", "--json", str(tmp_path / "calls.json")])
+    table = json.loads((tmp_path / "calls.json").read_text())["table"]
+    assert list(table) == ["1", "2", "1x4"] and "1x4 threads" in capsys.readouterr().out

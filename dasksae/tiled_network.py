@@ -19,6 +19,7 @@ small reports and the scalar cross between workers.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 
@@ -683,9 +684,23 @@ def pick_stage(bundle: dict, what: str, stage: int):
     (``DASKSAE_TASK_END=queue``), once they are done, so that any stream may read it."""
     done = bundle.get("done")
     if done is not None:
-        with device_wait():
+        with device_wait(), _failures_of_queued_steps():
             done.synchronize()
     return bundle[what][stage]
+
+
+@contextlib.contextmanager
+def _failures_of_queued_steps():
+    """A device error met while waiting for steps a task left queued (``DASKSAE_TASK_END=queue``) says so: it
+    comes from one of that task's steps, not from what waited for them."""
+    try:
+        yield
+    except Exception as error:
+        if not type(error).__module__.startswith(("cupy", "cupy_backends")):
+            raise
+        raise RuntimeError(f"the device failed while running the steps a task left queued ({type(error).__name__}: "
+                           f"{error}); set DASKSAE_TASK_END=wait to have each task wait for its steps, so that the "
+                           "error is raised in the task whose step failed") from error
 
 
 def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: int, precision, bundle, *sources):
@@ -739,7 +754,8 @@ def fused_losses(result: dict) -> list:
     if isinstance(losses, list):
         return losses
     queued, per_step = losses
-    flat = iter(queued.floats())
+    with _failures_of_queued_steps():
+        flat = iter(queued.floats())
     return [[next(flat) for _ in range(count)] for count in per_step]
 
 

@@ -5,6 +5,8 @@ import gc
 import types
 import weakref
 
+import pytest
+
 from dasksae import streams
 
 
@@ -89,3 +91,35 @@ def test_with_the_gil_held_a_step_is_marked_by_the_driver_on_the_fences_stream(m
     streams.StepFence(xp).step_done(keep=[_Halo()])
     assert calls == [("cuEventRecord", 11, 22)]
     assert stream.recorded == []  # not through CuPy's record
+
+
+def test_a_device_error_met_waiting_for_queued_steps_says_where_it_comes_from():
+    """``DASKSAE_TASK_END=queue``: a task returns with its steps queued, so a device error of one of them is met
+    by whatever waits for them next (the losses' task, a state picked from the bundle).  That error says so, and
+    how to have it raised in the task whose step failed; any other error passes through as it is."""
+    from dasksae.tiled_network import fused_losses, pick_stage
+
+    class CUDARuntimeError(RuntimeError):
+        pass
+
+    CUDARuntimeError.__module__ = "cupy_backends.cuda.api.runtime"  # as CuPy's own
+
+    class Failing:
+        def __init__(self, error):
+            self.error = error
+
+        def floats(self):
+            raise self.error
+
+        def synchronize(self):
+            raise self.error
+
+    device_error = CUDARuntimeError("cudaErrorIllegalAddress: an illegal memory access was encountered")
+    for wait in (lambda failing: fused_losses({"losses": (failing, [1])}),
+                 lambda failing: pick_stage({"done": failing, "states": [0]}, "states", 0)):
+        with pytest.raises(RuntimeError, match="the device failed while running the steps a task left queued "
+                                               r"\(CUDARuntimeError: cudaErrorIllegalAddress.*DASKSAE_TASK_END=wait") as raised:
+            wait(Failing(device_error))
+        assert raised.value.__cause__ is device_error
+        with pytest.raises(ValueError, match="^not a device error$"):
+            wait(Failing(ValueError("not a device error")))

@@ -22,10 +22,20 @@
 #                ROUNDS=1, to stay within a call's 600 s) adds the 4 threads' kernel table with the launcher.  On the CPU
 #                machine, graph launches as no-ops (bench/graphed_host.py), it took the four threads' host step from
 #                7.3-9.1 to 4.8-6.0 ms (bench/results/session30/launcher/).
+#   PART=first   (session 30) for a session that may get one call only, as session 29 did: the launcher's
+#                measurement first.  The CUDA call costs (above), the tiled GPU tests of graphs, of GPU against CPU
+#                and the bit-for-bit switches with DASKSAE_ONE_LAUNCHER=1, then 4 worker threads in bfloat16 with the
+#                launcher off, on, and on with DASKSAE_SEND_PLANS=1, each a process of its own.  About 480 s.
 #   PART=ratio   the float32 rows with both PyTorch peers in one process (the 5x eager target's margin).  About 250 s.
 source bench/device_setup.sh
 card
 case "${PART:-next}" in
+first)
+  timeout 60 python3 bench/cuda_call_costs.py --json $OUT/cuda-call-costs.json 2>&1 | tail -12 | tee $OUT/host-calls.log
+  DASKSAE_ONE_LAUNCHER=1 gpu_tests ${TESTS_S:-150} tests/test_gpu_tiled.py -k "graphs or equals_cpu or bit_for_bit"
+  DASKSAE_ONE_LAUNCHER=0 FOUR_S=${FOUR_S:-90} four launcher-off bfloat16
+  DASKSAE_ONE_LAUNCHER=1 FOUR_S=${FOUR_S:-90} four launcher-on bfloat16
+  DASKSAE_ONE_LAUNCHER=1 DASKSAE_SEND_PLANS=1 FOUR_S=${FOUR_S:-90} four launcher-plans bfloat16 ;;
 next)
   timeout 120 python3 bench/cuda_call_costs.py --json $OUT/cuda-call-costs.json 2>&1 | tail -12 | tee $OUT/host-calls.log
   timeout 120 python3 bench/exchange_host.py --json $OUT/exchange-host.json 2>&1 | tail -8 | tee -a $OUT/host-calls.log

@@ -246,7 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--tiles", default=None, help="also plan this tiling (RxC): per-tile parameters, tasks, halo bytes")
     info.set_defaults(handler=command_info)
 
-    train = commands.add_parser("train", help="train a network over tiles on a Dask cluster (a local one by default)")
+    train = commands.add_parser(
+        "train", help="train a network over tiles on a Dask cluster (a local one by default)",
+        epilog="The GPU path's DASKSAE_* environment switches (set before the workers start; a bad value is refused) "
+               "are listed in README.md and described in docs/switches.md; those not at their defaults are printed "
+               "at the start of a run.")
     train.add_argument("--config", default="tiny", help="a named config or a JSON file (default tiny)")
     train.add_argument("--tiles", default="2x2", help="tile grid RxC over every layer's map (default 2x2)")
     train.add_argument("--workers", type=int, default=None, help="local cluster: worker processes (default: one per tile)")

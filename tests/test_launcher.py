@@ -1,8 +1,9 @@
 """One thread launches the CUDA-graphed tile steps of every worker thread of this process (dasksae.launcher).
 
-Without a GPU the handed-over part of a step is its staged replay (``GraphedStep._execute_steps`` in ``staged``
-mode: the graph runs' calls on NumPy, the sends and receipts as on a GPU), so that the training can be compared
-bit for bit; on a GPU it is the launch of the captured graphs (``tests/test_gpu_tiled.py``).
+Without a GPU the handed-over part of a step is either its staged replay (``GraphedStep._execute_steps`` in
+``staged`` mode: the graph runs' calls on NumPy, the sends and receipts as on a GPU) or its launch mode with each
+launch running its run's calls (``bench/graphed_host.py``: staged buffers, outboxes filled in place), so that the
+training can be compared bit for bit; on a GPU it is the launch of the captured graphs (``tests/test_gpu_tiled.py``).
 """
 
 import os

@@ -524,9 +524,6 @@ class GraphedStep:
 
     # ------------------------------------------------------------ the step
 
-    def _execute(self, executor, inputs, mode):
-        return finished(self._execute_steps(executor, inputs, mode))
-
     def _execute_steps(self, executor, inputs, mode):
         """The step in ``mode`` (``staged``, ``capture`` or ``launch``), yielding the tags of each run's receipts
         before it takes them (:func:`~dasksae.tile_program.finished`); returns the outputs."""

@@ -18,6 +18,7 @@ import pytest
 from dasksae import TiledNetwork, cuda_graphs, launcher, spmd, tile_program
 from dasksae.network import named_config
 from dasksae.tile_program import HAND_OVER
+from test_tile_program import _assert_the_same_training, _trained_on_four_threads
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 import graphed_host  # noqa: E402
@@ -44,14 +45,9 @@ def _graphed_path_handing_over(monkeypatch, hands_over=lambda tile: True, fails=
     return ran
 
 
-def _train(config, batches, dtype="float32", tiles="2x2"):
+def _train(config, batches, tiles="2x2"):
     tile_program.forget_all()
-    workers = int(tiles[0]) * int(tiles[2])
-    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-        with distributed.Client(cluster) as client:
-            network = TiledNetwork(config, tiles, client, seed=2, dtype=dtype)
-            losses = [r.loss for r in network.steps(batches[:-1], 1e-3, 0.9)] + [network.step(batches[-1], 1e-3, 0.9).loss]
-            return losses, network.parameters()
+    return _trained_on_four_threads(config, batches, tiles, dtype="float32", seed=2)
 
 
 def _threads_a_step(ran) -> dict:
@@ -81,10 +77,7 @@ def test_one_launcher_trains_four_worker_threads_bit_for_bit_as_each_thread_its_
         assert launcher.launched - before == (3 * 3 if together else 0)
         assert cuda_graphs.failures == [] and not launcher._handed_over and not launcher._launching
         monkeypatch.undo()
-    numpy.testing.assert_array_equal(outcomes[True][0], outcomes[False][0])
-    for mine, theirs in zip(outcomes[True][1], outcomes[False][1]):
-        for name, value in theirs.items():
-            numpy.testing.assert_array_equal(mine[name], value, err_msg=name)
+    _assert_the_same_training(outcomes[True], outcomes[False])
 
 
 @pytest.mark.timeout(180)
@@ -110,10 +103,7 @@ def test_launched_steps_sending_in_place_train_as_plain_replays(monkeypatch, tog
     assert cuda_graphs.launches - launches > 15 * tile_steps_launched  # about 20 graph runs a tile step
     assert cuda_graphs.filled_in_place - in_place > 30 * tile_steps_launched  # most of a tile step's sends
     assert (launcher.launched - launched) == ((count - 1) * (len(batches) - 3) if together else 0)
-    numpy.testing.assert_array_equal(got[0], expected[0])
-    for mine, theirs in zip(got[1], expected[1]):
-        for name, value in theirs.items():
-            numpy.testing.assert_array_equal(mine[name], value, err_msg=name)
+    _assert_the_same_training(got, expected)
 
 
 @pytest.mark.timeout(180)
@@ -132,9 +122,7 @@ def test_a_tile_that_runs_its_own_step_trades_messages_with_the_launched_ones(mo
     for tiles in _threads_a_step(ran).values():
         others = {thread for tile, thread in tiles.items() if tile != (0, 1)}
         assert len(others) == 1 and tiles[(0, 1)] not in others, tiles
-    numpy.testing.assert_array_equal(got[0], expected[0])
-    for mine, theirs in zip(got[1], expected[1]):
-        numpy.testing.assert_array_equal(mine["encoder"], theirs["encoder"])
+    _assert_the_same_training(got, expected)
 
 
 @pytest.mark.timeout(120)

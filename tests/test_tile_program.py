@@ -6,6 +6,7 @@ import pytest
 
 from dasksae import TiledNetwork, tile_program
 from dasksae.tile_program import _CONSTANT, _RECEIVED, _SLOT, TileProgram, is_array
+from dasksae.tiling import TileGrid
 from test_tiling import UNEVEN
 
 
@@ -92,12 +93,13 @@ def test_replayed_steps_equal_steps_that_build_the_graph(monkeypatch, objective)
     _assert_the_same_training(outcomes[True], outcomes[False])
 
 
-def _trained_on_four_threads(config, batches):
-    """Losses and parameters of ``config`` (float64, seed 3) on 2x2 tiles over four worker threads: all but the
-    last of ``batches`` in one task, then the last in another."""
-    with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+def _trained_on_four_threads(config, batches, tiles="2x2", dtype="float64", seed=3):
+    """Losses and parameters of ``config`` (float64, seed 3) on 2x2 tiles over four worker threads (or ``tiles``
+    over a worker thread each): all but the last of ``batches`` in one task, then the last in another."""
+    workers = TileGrid.parse(config, tiles).count
+    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
-            network = TiledNetwork(config, "2x2", client, seed=3, dtype="float64")
+            network = TiledNetwork(config, tiles, client, seed=seed, dtype=dtype)
             losses = [r.loss for r in network.steps(batches[:-1], 1e-3, 0.9)] + [network.step(batches[-1], 1e-3, 0.9).loss]
             return losses, network.parameters()
 

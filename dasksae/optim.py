@@ -2,6 +2,23 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
+
+def check_hyperparameters(lr, momentum) -> None:
+    """Refuse a learning rate that is not a positive finite number, or a momentum outside ``[0, 1)``, in one sentence
+    (a negative rate climbs the objective, and a momentum of 1 or more never forgets a step: both diverge quietly)."""
+    from .errors import ConfigError
+
+    def number(value):
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+    if not number(lr) or lr <= 0:
+        raise ConfigError(f"the learning rate (--lr) must be a positive number, got {lr!r}; the default is 1e-3.")
+    if not number(momentum) or not 0 <= momentum < 1:
+        raise ConfigError(f"the momentum (--momentum) must be at least 0 and below 1, got {momentum!r}; the default is 0.9.")
+
 
 def init_velocity(params: list[dict]) -> list[dict]:
     """Zero momentum buffers shaped like ``params``.

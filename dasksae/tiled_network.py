@@ -38,6 +38,7 @@ from .layers import (
     reconstruction_error,
 )
 from .network import NetworkConfig
+from .optim import check_hyperparameters
 from .reference import StepResult, initial_blocks, initial_scale, learning_rate_scales, split_dtype
 from .kernels.backend import device_wait, kept_apart, to_numpy
 from . import streams
@@ -410,6 +411,7 @@ class TiledNetwork:
         one task on the tile's worker (:func:`fused_single_tile_step`, the
         reference step on the tile's arrays) instead of a graph of layer tasks.
         """
+        check_hyperparameters(lr, momentum)
         if self.grid.count == 1 and self.fuse_single_tile:
             return self._fused_steps([x], lr, momentum, stage).result()[0]
         if self.execution == "spmd":
@@ -513,6 +515,7 @@ class TiledNetwork:
         group's losses after submitting the next group).  With graph
         execution each step still waits for its losses.
         """
+        check_hyperparameters(lr, momentum)
         if self.grid.count == 1 and self.fuse_single_tile:
             return self._fused_steps(list(xs), lr, momentum, stage)
         if self.execution == "spmd":

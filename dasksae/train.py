@@ -11,7 +11,7 @@ from pathlib import Path
 from .data import NaturalImageBatches
 from .errors import DasksaeError
 from .network import load_config
-from .optim import init_velocity
+from .optim import check_hyperparameters, init_velocity
 from .reference import check_dtype, init_params, split_dtype, train_step
 from .switches import agreed, current, not_at_default
 
@@ -47,6 +47,7 @@ def train_single_process(
             raise DasksaeError(f"{name} must be a positive integer, got {value!r}.")
     if greedy_steps < 0:
         raise DasksaeError(f"--greedy-steps must be 0 or more, got {greedy_steps}.")
+    check_hyperparameters(lr, momentum)
     config = load_config(config_name)
     if str(dtype) in ("tf32", "bfloat16"):
         raise DasksaeError(f"--single-process runs the float32/float64 reference; --dtype {dtype} needs the tiled path (drop --single-process).")
@@ -180,6 +181,7 @@ def train_tiled(
         raise DasksaeError("--greedy-steps and --checkpoint-every must be 0 or more.")
     if steps_per_task < 1:
         raise DasksaeError(f"--steps-per-task must be a positive integer, got {steps_per_task}.")
+    check_hyperparameters(lr, momentum)
     config = load_config(config_name)
     compute_dtype = dtype
     dtype, precision = split_dtype(dtype)

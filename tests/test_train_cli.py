@@ -70,6 +70,41 @@ def test_bad_tilings_are_refused(capsys, tmp_path):
                    match="2x2 tiles need 4 workers but --workers-per-gpu is 2; give --workers-per-gpu 4 or use at most 2 tiles")
 
 
+@pytest.mark.parametrize("single_process", [False, True])
+def test_a_learning_rate_or_momentum_that_cannot_train_is_refused_before_anything_starts(capsys, tmp_path,
+                                                                                           single_process):
+    extra = ["--single-process"] if single_process else []
+    for option, value, match in (("--lr", "-1e-3", "the learning rate (--lr) must be a positive number, got -0.001"),
+                                 ("--lr", "nan", "the learning rate (--lr) must be a positive number, got nan"),
+                                 ("--momentum", "1", "the momentum (--momentum) must be at least 0 and below 1, got 1.0")):
+        out = tmp_path / f"{option}{value}"
+        started = time.perf_counter()
+        one_line_error(capsys, *TRAIN, *extra, "--steps", "1", f"{option}={value}", "--out", str(out), match=match)
+        assert not out.exists()  # refused before the output folder was made (and before any cluster started)
+        assert time.perf_counter() - started < 5
+
+
+def test_the_network_refuses_a_learning_rate_that_cannot_train_and_keeps_its_state():
+    import numpy
+
+    from dasksae import TiledNetwork, named_config
+    from dasksae.errors import ConfigError
+    from dasksae.tile_array import LocalExecutor
+
+    config = named_config("tiny")
+    network = TiledNetwork(config, "2x1", executor=LocalExecutor(), seed=0, dtype="float64")
+    x = numpy.random.default_rng(0).standard_normal((*config.input_shape, 2))
+    before = network.parameters()
+    for lr, momentum in ((-1e-3, 0.9), (1e-3, 1.5), (float("inf"), 0.9)):
+        with pytest.raises(ConfigError, match="must be"):
+            network.step(x, lr, momentum)
+        with pytest.raises(ConfigError, match="must be"):
+            network.submit_steps([x], lr, momentum)
+    after = network.parameters()
+    assert all(numpy.array_equal(before[k][name], after[k][name]) for k in range(len(before)) for name in before[k])
+    network.step(x, 1e-3, 0.9)  # and still trains
+
+
 def test_a_scheduler_that_does_not_answer_is_refused_within_the_timeout(capsys):
     started = time.perf_counter()
     one_line_error(

@@ -121,6 +121,8 @@ def command_train(args) -> int:
         )
     if args.out is not None:
         _check_output_folder(args.out, bool(args.resume))
+    elif args.resume:
+        raise DasksaeError("--resume continues the run in --out; give --out the run's folder.")
     if args.workers_per_gpu is not None:
         if args.workers_per_gpu < 1:
             raise DasksaeError(f"--workers-per-gpu must be a positive integer, got {args.workers_per_gpu}.")

@@ -260,6 +260,12 @@ def frame_chunk(windows, axis: int, extent: int) -> int:
     return aligned if aligned >= MIN_READ_CHUNK else min(extent, READ_CHUNK)
 
 
+def check_face_fraction(face_fraction) -> None:
+    """Refuse a fraction of faces in the training pool outside ``[0, 1)`` in one sentence."""
+    if not 0.0 <= face_fraction < 1.0:
+        raise ConfigError(f"the face fraction (--face-fraction) must be at least 0 and below 1, got {face_fraction}.")
+
+
 def build_bundled_store(path, config, frames: int = 4096, face_fraction: float = 0.1, test_faces: int = 50,
                         test_distractors: int = 93, tiles=None, seed: int = 0, max_zca_dimension: int = 6000,
                         minibatch_chunk: int = 64, zca_sample: int | None = None):
@@ -282,8 +288,7 @@ def build_bundled_store(path, config, frames: int = 4096, face_fraction: float =
     from .tiling import TileGrid
     from .whitening import fit_zca
 
-    if not 0.0 <= face_fraction < 1.0:
-        raise ConfigError(f"the face fraction must be in [0, 1), got {face_fraction}.")
+    check_face_fraction(face_fraction)
     shape = tuple(config.input_shape)
     rng = numpy.random.default_rng(seed)
     (train_faces, train_index), (held_faces, test_index), (non_faces, non_face_index) = lfw_split(seed)

@@ -42,12 +42,25 @@ def run_demo(out, quick: bool = False, config_name: str = "tiny", tiles: str = "
     from .tiling import TileGrid
     from .train import _check_output_folder, train_tiled
 
+    from .data import check_face_fraction
+    from .optim import check_hyperparameters
+
     started = time.perf_counter()
+    # everything that can be refused is refused before the output folder is made or anything is built
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise DasksaeError(f"--steps must be a positive integer, got {steps!r}; leave it out for the default (2000, quick 60).")
+    check_face_fraction(face_fraction)
+    check_hyperparameters(lr, 0.9)
+    config = load_config(config_name)
+    grid = TileGrid.parse(config, tiles)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise DasksaeError(f"--workers must be a positive integer, got {workers!r}.")
+    if workers is not None and workers < grid.count:
+        raise DasksaeError(f"{tiles} tiles need {grid.count} workers but --workers is {workers}; "
+                           f"use at most {workers} tiles or more workers.")
     out = _check_output_folder(out, resume=False)
     if (out / "run" / "checkpoints" / "LATEST").exists():
         raise DasksaeError(f"{out} already holds a demo run; choose another --out, or remove {out} to run it again.")
-    config = load_config(config_name)
-    grid = TileGrid.parse(config, tiles)
     workers = workers or grid.count
     steps = steps or (60 if quick else 2000)
     frames = 2 * int(numpy.prod(config.input_shape)) if quick else 4 * int(numpy.prod(config.input_shape))

@@ -197,6 +197,8 @@ def train_tiled(
         store = None
         batches = NaturalImageBatches(config.input_shape, minibatch, seed=seed + 1, dtype=dtype)
     start = 0
+    if resume is True and checkpoints is None:
+        raise DasksaeError("--resume continues the run in --out; give --out the run's folder.")
     if resume:
         path = latest(checkpoints) if resume is True and checkpoints is not None else (Path(resume) if resume is not True else None)
         if path is None:

@@ -149,3 +149,30 @@ def test_the_demo_refuses_to_overwrite_a_previous_run(tmp_path, capsys):
     (tmp_path / "demo" / "run" / "checkpoints" / "LATEST").write_text("step-000004\n")
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 2
     assert "already holds a demo run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, match", [
+    (["--steps", "0"], "--steps must be a positive integer, got 0"),
+    (["--face-fraction", "2"], "the face fraction (--face-fraction) must be at least 0 and below 1, got 2.0"),
+    (["--workers", "3"], "2x2 tiles need 4 workers but --workers is 3"),
+    (["--workers", "0"], "--workers must be a positive integer, got 0"),
+    (["--tiles", "15x1"], "do not fit stage 1"),
+])
+def test_the_demo_refuses_bad_options_before_it_makes_or_builds_anything(tmp_path, capsys, options, match):
+    from dasksae.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), *options]) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and match in lines[0] and "Traceback" not in captured.err, captured.err
+    assert captured.out == ""  # no "[1/4] building ..." before the refusal
+    assert not out.exists()
+
+
+def test_resume_without_an_output_folder_says_what_to_give(capsys):
+    pytest.importorskip("distributed")
+    from dasksae.cli import main
+
+    assert main(["train", "--config", "tiny", "--tiles", "1x1", "--steps", "1", "--resume"]) == 2
+    assert "--resume continues the run in --out; give --out the run's folder." in capsys.readouterr().err

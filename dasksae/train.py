@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -75,12 +76,28 @@ def train_single_process(
                     record = {"step": step, "phase": phase, "loss": result.loss, "stage_losses": result.stage_losses,
                               "seconds": seconds}
                     metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                check_finite_loss(result.loss, step, phase, lr, None)
     if metrics:
         metrics.close()
     if progress and losses:
         window, first, last = loss_trend(losses)
         print(f"{config.name}: {step} steps, mean loss of the first {window} {first:.4g} -> last {window} {last:.4g}")
     return params, losses
+
+
+class TrainingDiverged(DasksaeError):
+    """The loss of a training step was not a finite number: the run stopped without writing a checkpoint of it."""
+
+
+def check_finite_loss(loss, step: int, phase: str, lr: float, resume_from) -> None:
+    """Stop the run at the first step whose loss is NaN or infinite, saying where it can go on from."""
+    if math.isfinite(loss):
+        return
+    where = (f"the last checkpoint, {resume_from}, is untouched: lower --lr (now {lr:g}) and --resume from it"
+             if resume_from is not None else f"no checkpoint was written: lower --lr (now {lr:g}) and start again")
+    raise TrainingDiverged(f"the loss was {loss} at step {step} ({phase}), so training stopped there; {where}, or "
+                           f"check the data for values that are not finite.")
 
 
 class RecentRate:
@@ -294,6 +311,9 @@ def train_tiled(
                 metrics.write(json.dumps(record) + "\n")
         if metrics:
             metrics.flush()
+        for record in records[-len(reports):]:
+            check_finite_loss(record["loss"], record["step"], phase, lr,
+                              latest(checkpoints) if checkpoints is not None else None)
         if first_step == start and progress:
             statistics = reports[0].statistics
             graph = ""

@@ -84,6 +84,27 @@ def test_a_learning_rate_or_momentum_that_cannot_train_is_refused_before_anythin
         assert time.perf_counter() - started < 5
 
 
+@pytest.mark.parametrize("single_process", [False, True])
+def test_a_diverging_run_stops_at_its_first_nan_loss_and_keeps_its_last_checkpoint(capsys, tmp_path, single_process):
+    out = tmp_path / "run"
+    where = ["--single-process"] if single_process else ["--tiles", "2x1", "--workers", "2", "--worker-threads",
+                                                           "--checkpoint-every", "1"]
+    code, _, err = run(capsys, "train", "--config", "tiny", "--minibatch", "4", "--lr", "1e6", "--steps", "30",
+                       "--out", str(out), *where)
+    assert code == 2
+    last = err.strip().splitlines()[-1]
+    assert "the loss was nan at step" in last and "so training stopped there" in last, err
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["loss"] != records[-1]["loss"] and len(records) < 30  # stopped at the first NaN
+    assert all(r["loss"] == r["loss"] for r in records[:-1])
+    if single_process:
+        assert "no checkpoint was written" in last
+    else:  # every finite step was checkpointed, the NaN one not, and the message names the one to resume from
+        kept = latest(out / "checkpoints")
+        assert kept.name == f"step-{len(records) - 1:06d}" and f"the last checkpoint, {kept}, is untouched" in last
+        assert describe(out / "checkpoints")["step"] == len(records) - 1
+
+
 def test_the_network_refuses_a_learning_rate_that_cannot_train_and_keeps_its_state():
     import numpy
 

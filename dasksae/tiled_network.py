@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from dataclasses import dataclass
 
 import numpy
@@ -37,7 +38,7 @@ from .layers import (
     output,
     reconstruction_error,
 )
-from .network import NetworkConfig
+from .network import NetworkConfig, load_config
 from .optim import check_hyperparameters
 from .reference import StepResult, initial_blocks, initial_scale, learning_rate_scales, split_dtype
 from .kernels.backend import device_wait, kept_apart, to_numpy
@@ -123,6 +124,9 @@ class StepReport:
 class TiledNetwork:
     """``config``'s parameters spread over ``tiles`` (``"RxC"``) on the workers of a Dask cluster.
 
+    ``config``: a :class:`~dasksae.network.NetworkConfig`, a named config (``"tiny"``) or a JSON file, as
+    ``dasksae train --config`` takes.
+
     ``client``: a :class:`distributed.Client` (default: the current one).
     ``executor``: instead of a cluster, e.g. :class:`~dasksae.tile_array.LocalExecutor`
     to run every tile in this process.  ``params``: whole-network parameters
@@ -133,12 +137,16 @@ class TiledNetwork:
     state, filter products in that precision with float32 accumulation.
     """
 
-    def __init__(self, config: NetworkConfig, tiles="1x1", client=None, *, seed: int = 0, dtype="float32",
+    def __init__(self, config: NetworkConfig | str, tiles="1x1", client=None, *, seed: int = 0, dtype="float32",
                  params=None, executor: Executor | None = None, workers=None, checkpoint=None, device: str = "cpu",
                  execution: str = "spmd"):
         if device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}.")
         self.device = device
+        if isinstance(config, (str, os.PathLike)):  # a named config or a JSON file, as the CLI's --config
+            config = load_config(config)
+        elif not isinstance(config, NetworkConfig):
+            raise ConfigError(f"config must be a NetworkConfig, a config's name or a JSON file, got {type(config).__name__}.")
         self.config = config
         self.grid = tiles if isinstance(tiles, TileGrid) else TileGrid.parse(config, tiles)
         self.dtype, self.precision = split_dtype(dtype)

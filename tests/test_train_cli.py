@@ -126,6 +126,22 @@ def test_the_network_refuses_a_learning_rate_that_cannot_train_and_keeps_its_sta
     network.step(x, 1e-3, 0.9)  # and still trains
 
 
+def test_the_network_takes_a_config_by_name_or_file_and_refuses_anything_else(tmp_path):
+    from dasksae import TiledNetwork, named_config
+    from dasksae.errors import ConfigError
+    from dasksae.tile_array import LocalExecutor
+
+    config = named_config("tiny")
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(config.to_dict()))
+    for given in ("tiny", str(path), path):
+        assert TiledNetwork(given, "2x1", executor=LocalExecutor(), seed=0).config == config
+    with pytest.raises(ConfigError, match="unknown config 'nope'"):
+        TiledNetwork("nope", executor=LocalExecutor())
+    with pytest.raises(ConfigError, match="config must be a NetworkConfig, a config's name or a JSON file, got dict"):
+        TiledNetwork(config.to_dict(), executor=LocalExecutor())
+
+
 def test_a_scheduler_that_does_not_answer_is_refused_within_the_timeout(capsys):
     started = time.perf_counter()
     one_line_error(

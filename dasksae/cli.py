@@ -101,11 +101,10 @@ def command_train(args) -> int:
         return 0
     from .cluster import connect
     from .network import load_config
-    from .optim import check_hyperparameters
     from .tiling import TileGrid
-    from .train import _check_output_folder, train_tiled
+    from .train import _check_output_folder, check_run_options, train_tiled
 
-    check_hyperparameters(args.lr, args.momentum)  # as are a learning rate and momentum that cannot train
+    check_run_options(args.steps, args.minibatch, args.greedy_steps, args.lr, args.momentum)  # before a cluster starts
     config = load_config(args.config)
     grid = TileGrid.parse(config, args.tiles)  # a tiling that does not fit is refused before any cluster starts
     if args.profile:

@@ -28,6 +28,16 @@ def _open_metrics(out):
         raise DasksaeError(f"cannot write to output folder {folder} ({error.strerror}); choose a writable --out.") from None
 
 
+def check_run_options(steps, minibatch, greedy_steps, lr, momentum) -> None:
+    """Refuse, in one sentence, a run's length, minibatch, learning rate or momentum that cannot train."""
+    for name, value in (("--steps", steps), ("--minibatch", minibatch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DasksaeError(f"{name} must be a positive integer, got {value!r}.")
+    if isinstance(greedy_steps, bool) or not isinstance(greedy_steps, int) or greedy_steps < 0:
+        raise DasksaeError(f"--greedy-steps must be 0 or more, got {greedy_steps!r}.")
+    check_hyperparameters(lr, momentum)
+
+
 def train_single_process(
     config_name="tiny",
     steps=300,
@@ -43,12 +53,7 @@ def train_single_process(
     """Greedy layer-wise steps (``greedy_steps`` per stage), then ``steps`` joint updates; returns params and losses."""
     from tqdm import tqdm
 
-    for name, value in (("--steps", steps), ("--minibatch", minibatch)):
-        if not isinstance(value, int) or value < 1:
-            raise DasksaeError(f"{name} must be a positive integer, got {value!r}.")
-    if greedy_steps < 0:
-        raise DasksaeError(f"--greedy-steps must be 0 or more, got {greedy_steps}.")
-    check_hyperparameters(lr, momentum)
+    check_run_options(steps, minibatch, greedy_steps, lr, momentum)
     config = load_config(config_name)
     if str(dtype) in ("tf32", "bfloat16"):
         raise DasksaeError(f"--single-process runs the float32/float64 reference; --dtype {dtype} needs the tiled path (drop --single-process).")
@@ -191,14 +196,11 @@ def train_tiled(
     from .checkpoint import latest, open_checkpoint, rng_state_from_json, rng_state_to_json
     from .tiled_network import TiledNetwork
 
-    for name, value in (("--steps", steps), ("--minibatch", minibatch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise DasksaeError(f"{name} must be a positive integer, got {value!r}.")
-    if greedy_steps < 0 or checkpoint_every < 0:
-        raise DasksaeError("--greedy-steps and --checkpoint-every must be 0 or more.")
+    check_run_options(steps, minibatch, greedy_steps, lr, momentum)
+    if checkpoint_every < 0:
+        raise DasksaeError(f"--checkpoint-every must be 0 or more, got {checkpoint_every}.")
     if steps_per_task < 1:
         raise DasksaeError(f"--steps-per-task must be a positive integer, got {steps_per_task}.")
-    check_hyperparameters(lr, momentum)
     config = load_config(config_name)
     compute_dtype = dtype
     dtype, precision = split_dtype(dtype)

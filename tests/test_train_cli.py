@@ -274,8 +274,13 @@ def test_bfloat16_products_train_and_resume_from_float32_weights(straight_and_re
                    match="use one of float32, float64, tf32, bfloat16")
 
 
-def test_steps_per_task_defaults_to_ten_on_the_gpu_and_one_on_the_cpu():
-    from dasksae.cli import steps_per_task
+def test_ten_steps_a_task_by_default_on_any_device(tmp_path, capsys):
+    from dasksae.cli import STEPS_PER_TASK_SHOWN
+    from dasksae.train import STEPS_PER_TASK
 
-    assert (steps_per_task(None, gpu=True), steps_per_task(None, gpu=False)) == (10, 1)
-    assert (steps_per_task(3, gpu=True), steps_per_task(3, gpu=False)) == (3, 3)
+    assert STEPS_PER_TASK_SHOWN == STEPS_PER_TASK == 10
+    code, out, err = run(capsys, "train", "--config", "tiny", "--tiles", "2x1", "--workers", "2", "--worker-threads",
+                         "--minibatch", "4", "--steps", "20", "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    assert "tasks per 10 joint step(s)" in out + err  # the first group's line: one task a tile ran ten steps
+

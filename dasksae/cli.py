@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps-per-task", type=int, default=None,
                        help="run K steps inside each tile's task (one tile or spmd): the scheduler's cost paid once per K "
                        f"(default {STEPS_PER_TASK_SHOWN}; one step a task left 10-30%% of a GPU step to the scheduler, and on 2 "
-                       "CPU cores tiny 2x2 took 44 ms a step against 31-33 ms at 10); checkpoints still fall on their steps")
+                       "CPU cores tiny 2x2 took 43-48 ms a step against 29-34 ms at 10: bench/steps_per_task.py); checkpoints still fall "
+                       "on their steps")
     train.add_argument("--execution", choices=["spmd", "graph"], default="spmd",
                        help="spmd (default): one task per tile and step, halos sent worker to worker; "
                        "graph: a task per layer and halo strip")

@@ -16,6 +16,15 @@ import numpy
 from .network import NetworkConfig
 
 
+def format_bytes(count: float) -> str:
+    """``count`` bytes in B, KiB, MiB, GiB or TiB, one decimal."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
 def stage_flops(config: NetworkConfig, minibatch: int) -> list[int]:
     """GEMM FLOPs of one joint update, stage by stage."""
     flops = []
@@ -150,3 +159,10 @@ def describe(config: NetworkConfig, minibatch: int, dtype="float32") -> dict:
         "layers": layers,
         "note": config.note,
     }
+
+
+def largest_tile_bytes(config: NetworkConfig, minibatch: int, dtype, plan: dict) -> int:
+    """About what a training step holds on the worker of the largest tile of a tiling (``plan``: its
+    :func:`~dasksae.tiled_network.step_plan`): the whole step's plan in the share of the encoders that tile holds."""
+    total = describe(config, minibatch, dtype)["bytes"]["total"]
+    return int(total * plan["parameters_largest_tile"] / config.encoder_parameters)

@@ -14,15 +14,9 @@ from .errors import DasksaeError
 STEPS_PER_TASK_SHOWN = 10
 
 
-def _format_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(count) < 1024 or unit == "TiB":
-            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
-        count /= 1024
-    return f"{count:.1f} TiB"
-
-
 def _print_info(info: dict) -> None:
+    from .accounting import format_bytes
+
     print(f"config {info['config']}  objective {info['objective']}  input {'x'.join(map(str, info['input_shape']))}")
     print(f"  minibatch {info['minibatch']}  dtype {info['dtype']}")
     print(f"{'layer':<16}{'input':>14}{'output':>14}{'parameters':>16}{'GFLOP/update':>14}  detail")
@@ -49,7 +43,7 @@ def _print_info(info: dict) -> None:
     print(f"FLOPs per update {info['flops_per_update']:,} ({info['flops_per_update'] / 1e12:.3f} TFLOP)")
     print("memory of one update:")
     for kind, count in info["bytes"].items():
-        print(f"  {kind:<16}{_format_bytes(count):>12}")
+        print(f"  {kind:<16}{format_bytes(count):>12}")
     print(f"  bytes per trainable parameter {info['bytes_per_parameter']:.2f}")
     if info["note"]:
         print(f"note: {info['note']}")
@@ -69,7 +63,10 @@ def command_info(args) -> int:
         from .tiled_network import step_plan
         from .tiling import TileGrid
 
+        from .accounting import format_bytes, largest_tile_bytes
+
         info["tiling"] = step_plan(config, TileGrid.parse(config, args.tiles), args.minibatch, storage.itemsize)
+        info["tiling"]["bytes_largest_tile"] = largest_tile_bytes(config, args.minibatch, args.dtype, info["tiling"])
     if args.json:
         print(json.dumps(info))
     else:
@@ -77,7 +74,7 @@ def command_info(args) -> int:
         if args.tiles:
             plan = info["tiling"]
             print(f"tiled {plan['tiles']}: largest tile {plan['parameters_largest_tile']:,} parameters "
-                  f"(smallest {plan['parameters_smallest_tile']:,}); a joint step is {plan['graph_tasks']:,} tile functions, "
+                  f"(smallest {plan['parameters_smallest_tile']:,}), about {format_bytes(plan['bytes_largest_tile'])} a step; a joint step is {plan['graph_tasks']:,} tile functions, "
                   f"critical path {plan['critical_path']}; halos {plan['halo_bytes'] / 1e6:,.1f} MB a step, the busiest tile "
                   f"receiving {plan['halo_bytes_busiest_tile'] / 1e6:,.1f} MB in {plan['halo_messages_busiest_tile']} messages")
     return 0

@@ -707,8 +707,8 @@ def _failures_of_queued_steps():
     try:
         yield
     except Exception as error:
-        if not type(error).__module__.startswith(("cupy", "cupy_backends")):
-            raise
+        if isinstance(error, MemoryError) or not type(error).__module__.startswith(("cupy", "cupy_backends")):
+            raise  # an allocation that failed is the host's, in the task that asked for it: as it is
         raise RuntimeError(f"the device failed while running the steps a task left queued ({type(error).__name__}: "
                            f"{error}); set DASKSAE_TASK_END=wait to have each task wait for its steps, so that the "
                            "error is raised in the task whose step failed") from error

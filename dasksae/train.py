@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import functools
+import inspect
 import json
 import math
 import time
@@ -28,6 +30,54 @@ def _open_metrics(out):
         raise DasksaeError(f"cannot write to output folder {folder} ({error.strerror}); choose a writable --out.") from None
 
 
+class OutOfMemory(DasksaeError, MemoryError):
+    """A training step ran out of host or GPU memory on a worker or the client: what it planned, and what to change."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed: NumPy's, CuPy's and RMM's are :class:`MemoryError`; on a cluster
+    the client may see instead another tile's :class:`~dasksae.spmd.NeighbourFailed` naming it."""
+    from .spmd import NeighbourFailed
+
+    return isinstance(error, MemoryError) or (isinstance(error, NeighbourFailed) and "MemoryError:" in str(error))
+
+
+def out_of_memory_advice(config_name, tiles, minibatch, dtype, error: BaseException) -> str:
+    """One sentence: what ran out, the plan of a step for the largest tile (``dasksae info``), and what to change."""
+    from .accounting import format_bytes, largest_tile_bytes
+    from .tiled_network import step_plan
+    from .tiling import TileGrid
+
+    config = load_config(config_name)
+    planned = largest_tile_bytes(config, minibatch, dtype, step_plan(config, TileGrid.parse(config, tiles), minibatch, 4))
+    reason = str(error) if type(error).__name__ == "NeighbourFailed" else f"{type(error).__name__}: {error}"
+    return (f"training {config.name} on {tiles} tiles at minibatch {minibatch} ({dtype}) ran out of memory ({reason}); "
+            f"a step plans about {format_bytes(planned)} for its largest tile (dasksae info {config_name} "
+            f"--minibatch {minibatch} --dtype {dtype} --tiles {tiles}): spread it over more tiles and workers or GPUs, "
+            f"or lower --minibatch.")
+
+
+def _explains_out_of_memory(train):
+    """``train`` (a function taking ``config_name``, ``minibatch``, ``dtype`` and maybe ``tiles``), raising
+    :class:`OutOfMemory` in one sentence where it ran out of memory, instead of a worker's traceback."""
+    signature = inspect.signature(train)
+
+    @functools.wraps(train)
+    def explained(*args, **kwargs):
+        try:
+            return train(*args, **kwargs)
+        except Exception as error:
+            if isinstance(error, DasksaeError) or not is_out_of_memory(error):
+                raise
+            given = signature.bind(*args, **kwargs)
+            given.apply_defaults()
+            a = given.arguments
+            raise OutOfMemory(out_of_memory_advice(a["config_name"], a.get("tiles", "1x1"), a["minibatch"], a["dtype"],
+                                                   error)) from error
+
+    return explained
+
+
 STEPS_PER_TASK = 10  # steps in each tile's task by default: a task's scheduling (~10 ms on a GPU's host) paid once for 10
 
 
@@ -41,6 +91,7 @@ def check_run_options(steps, minibatch, greedy_steps, lr, momentum) -> None:
     check_hyperparameters(lr, momentum)
 
 
+@_explains_out_of_memory
 def train_single_process(
     config_name="tiny",
     steps=300,
@@ -168,6 +219,7 @@ def _check_output_folder(out, resume: bool):
     return folder
 
 
+@_explains_out_of_memory
 def train_tiled(
     client,
     config_name="tiny",

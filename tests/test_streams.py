@@ -123,3 +123,6 @@ def test_a_device_error_met_waiting_for_queued_steps_says_where_it_comes_from():
         assert raised.value.__cause__ is device_error
         with pytest.raises(ValueError, match="^not a device error$"):
             wait(Failing(ValueError("not a device error")))
+        out_of_memory = type("OutOfMemoryError", (MemoryError,), {"__module__": "cupy.cuda.memory"})
+        with pytest.raises(MemoryError, match="^Out of memory allocating 8 bytes$"):  # the host's: passed as it is
+            wait(Failing(out_of_memory("Out of memory allocating 8 bytes")))

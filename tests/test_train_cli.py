@@ -105,6 +105,42 @@ def test_a_diverging_run_stops_at_its_first_nan_loss_and_keeps_its_last_checkpoi
         assert describe(out / "checkpoints")["step"] == len(records) - 1
 
 
+def test_a_tile_that_runs_out_of_memory_is_told_in_one_line_with_the_plan(capsys, tmp_path, monkeypatch):
+    """A real cluster of worker threads; the first tile to pool fails as CuPy's allocator does when the GPU is full."""
+    import threading
+
+    from dasksae import tile_ops
+
+    pool_forward, lock, failed = tile_ops.pool_forward, threading.Lock(), []
+
+    def runs_out(*args, **kwargs):
+        with lock:
+            if not failed:
+                failed.append(threading.current_thread().name)
+                raise MemoryError("Out of memory allocating 1,073,741,824 bytes (allocated so far: 0 bytes).")
+        return pool_forward(*args, **kwargs)
+
+    monkeypatch.setattr(tile_ops, "pool_forward", runs_out)
+    code, _, err = run(capsys, "train", "--config", "tiny", "--tiles", "2x1", "--workers", "2", "--worker-threads",
+                       "--minibatch", "4", "--steps", "3", "--out", str(tmp_path / "run"))
+    assert code == 2 and failed
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err, err
+    assert last.startswith("dasksae: error: training tiny on 2x1 tiles at minibatch 4 (float32) ran out of memory (")
+    assert "Out of memory allocating 1,073,741,824 bytes" in last
+    assert "a step plans about" in last and "dasksae info tiny --minibatch 4 --dtype float32 --tiles 2x1" in last
+
+
+def test_what_counts_as_running_out_of_memory():
+    from dasksae.spmd import NeighbourFailed
+    from dasksae.train import OutOfMemory, is_out_of_memory
+
+    assert is_out_of_memory(MemoryError("x")) and issubclass(OutOfMemory, MemoryError)
+    assert is_out_of_memory(NeighbourFailed("tile (0, 1) on tcp://a:1 failed: OutOfMemoryError: Out of memory"))
+    assert not is_out_of_memory(NeighbourFailed("tile (0, 1) on tcp://a:1 failed: ValueError: shapes"))
+    assert not is_out_of_memory(RuntimeError("MemoryError: not from a tile"))
+
+
 def test_the_network_refuses_a_learning_rate_that_cannot_train_and_keeps_its_state():
     import numpy
 

@@ -6,7 +6,7 @@
 Single process, fast: builds (once per face fraction and frame count) the bundled store for ``tiny`` in /tmp,
 trains the single-process reference on it (the same updates the tiled network makes), and prints the held-out
 best accuracy and AUC and Le 2012's accuracy of its top layer, with the same network's at its random
-initial weights for comparison.  ``--maps``, ``--field``, ``--step``, ``--pool-size``, ``--sparsity`` and
+initial weights for comparison.  ``--maps``, ``--top-maps`` (the top stage's alone), ``--field``, ``--step``, ``--pool-size``, ``--sparsity`` and
 ``--objective`` change ``tiny``'s stages (all three alike) and objective.  Results of the runs quoted in README
 are in ``bench/results/demo-sweep.txt``; ``--json`` appends one line of JSON per run to a file.
 """
@@ -27,13 +27,17 @@ from dasksae.optim import init_velocity
 from dasksae.reference import init_params, train_step
 
 
-def sweep_config(maps=None, field=None, step=None, pool_size=None, sparsity=None, objective=None):
-    """``tiny`` with its three stages' maps, field, step and pooling, and its objective, changed where given."""
+def sweep_config(maps=None, field=None, step=None, pool_size=None, sparsity=None, objective=None, top_maps=None):
+    """``tiny`` with its three stages' maps, field, step and pooling, the top stage's maps, and its objective,
+    changed where given."""
     config = named_config("tiny")
     changes = {k: v for k, v in dict(maps=maps, field=field, step=step, pool_size=pool_size).items() if v is not None}
     if "maps" in changes:
         changes["block"] = (2, 2, min(changes["maps"], 4))
-    stages = tuple(dataclasses.replace(stage, **changes) for stage in config.stages)
+    stages = [dataclasses.replace(stage, **changes) for stage in config.stages]
+    if top_maps is not None:
+        stages[-1] = dataclasses.replace(stages[-1], maps=top_maps, block=(2, 2, min(top_maps, 4)))
+    stages = tuple(stages)
     top = {k: v for k, v in dict(sparsity=sparsity, objective=objective).items() if v is not None}
     return dataclasses.replace(config, stages=stages, **top).validate()
 
@@ -51,7 +55,7 @@ def main():
     parser.add_argument("lr", type=float)
     parser.add_argument("steps", type=int)
     parser.add_argument("greedy", type=int)
-    for name in ("maps", "field", "step", "pool-size"):
+    for name in ("maps", "top-maps", "field", "step", "pool-size"):
         parser.add_argument(f"--{name}", type=int)
     parser.add_argument("--sparsity", type=float)
     parser.add_argument("--objective", choices=("rica", "le2012"))
@@ -60,7 +64,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="append one JSON line per run to this file")
     args = parser.parse_args()
-    config = sweep_config(args.maps, args.field, args.step, args.pool_size, args.sparsity, args.objective)
+    config = sweep_config(args.maps, args.field, args.step, args.pool_size, args.sparsity, args.objective, args.top_maps)
     path = f"/tmp/dasksae-sweep-store-{args.face_fraction}" + ("" if args.frames == 4096 else f"-{args.frames}")
     if not os.path.exists(path):
         build_bundled_store(path, named_config("tiny"), frames=args.frames, face_fraction=args.face_fraction,
@@ -77,7 +81,7 @@ def main():
                             stage=stage)
         position = (position + batch) % (train.shape[-1] - batch)
     trained = top_layer_scores(params, test, labels, config)
-    shape = {k: getattr(args, k) for k in ("maps", "field", "step", "pool_size", "sparsity", "objective")
+    shape = {k: getattr(args, k) for k in ("maps", "top_maps", "field", "step", "pool_size", "sparsity", "objective")
              if getattr(args, k) is not None}
     print(f"face fraction {args.face_fraction} lr {args.lr} steps {args.steps} greedy {args.greedy} {shape} "
           f"frames {args.frames} M {batch} seed {args.seed}: loss {result.loss:.0f} held-out accuracy "

@@ -60,10 +60,9 @@ def command_info(args) -> int:
     storage, _ = split_dtype(args.dtype)
     info = describe(config, args.minibatch, args.dtype)
     if args.tiles:
+        from .accounting import format_bytes, largest_tile_bytes
         from .tiled_network import step_plan
         from .tiling import TileGrid
-
-        from .accounting import format_bytes, largest_tile_bytes
 
         info["tiling"] = step_plan(config, TileGrid.parse(config, args.tiles), args.minibatch, storage.itemsize)
         info["tiling"]["bytes_largest_tile"] = largest_tile_bytes(config, args.minibatch, args.dtype, info["tiling"])

@@ -37,13 +37,11 @@ def run_demo(out, quick: bool = False, config_name: str = "tiny", tiles: str = "
              steps: int | None = None, face_fraction: float = 0.3, minibatch: int = 32, lr: float = 1e-3, seed: int = 0,
              progress: bool = True, worker_threads: bool = True) -> dict:
     from .cluster import connect
-    from .data import build_bundled_store
+    from .data import build_bundled_store, check_face_fraction
     from .network import load_config
+    from .optim import check_hyperparameters
     from .tiling import TileGrid
     from .train import _check_output_folder, train_tiled
-
-    from .data import check_face_fraction
-    from .optim import check_hyperparameters
 
     started = time.perf_counter()
     # everything that can be refused is refused before the output folder is made or anything is built

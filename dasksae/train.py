@@ -45,12 +45,14 @@ def is_out_of_memory(error: BaseException) -> bool:
 def out_of_memory_advice(config_name, tiles, minibatch, dtype, error: BaseException) -> str:
     """One sentence: what ran out, the plan of a step for the largest tile (``dasksae info``), and what to change."""
     from .accounting import format_bytes, largest_tile_bytes
+    from .spmd import NeighbourFailed
     from .tiled_network import step_plan
     from .tiling import TileGrid
 
     config = load_config(config_name)
-    planned = largest_tile_bytes(config, minibatch, dtype, step_plan(config, TileGrid.parse(config, tiles), minibatch, 4))
-    reason = str(error) if type(error).__name__ == "NeighbourFailed" else f"{type(error).__name__}: {error}"
+    plan = step_plan(config, TileGrid.parse(config, tiles), minibatch, 4)  # its parameter counts; the 4 is halo bytes'
+    planned = largest_tile_bytes(config, minibatch, dtype, plan)
+    reason = str(error) if isinstance(error, NeighbourFailed) else f"{type(error).__name__}: {error}"
     return (f"training {config.name} on {tiles} tiles at minibatch {minibatch} ({dtype}) ran out of memory ({reason}); "
             f"a step plans about {format_bytes(planned)} for its largest tile (dasksae info {config_name} "
             f"--minibatch {minibatch} --dtype {dtype} --tiles {tiles}): spread it over more tiles and workers or GPUs, "

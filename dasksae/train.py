@@ -74,8 +74,11 @@ def _explains_out_of_memory(train):
             given = signature.bind(*args, **kwargs)
             given.apply_defaults()
             a = given.arguments
-            raise OutOfMemory(out_of_memory_advice(a["config_name"], a.get("tiles", "1x1"), a["minibatch"], a["dtype"],
-                                                   error)) from error
+            try:
+                advice = out_of_memory_advice(a["config_name"], a.get("tiles", "1x1"), a["minibatch"], a["dtype"], error)
+            except Exception:  # the plan could not be made: the error as it came
+                raise error from None
+            raise OutOfMemory(advice) from error
 
     return explained
 

@@ -9,7 +9,8 @@
 # UCX transports: NVLink between GPUs of the node (cuda_ipc) and InfiniBand between nodes are picked up by
 # UCX itself (UCX_TLS, UCX_NET_DEVICES narrow them, e.g. UCX_NET_DEVICES=mlx5_0:1). Leave NVLink multicast
 # (UCX_CUDA_IPC_ENABLE_MNNVL / NCCL_NVLS_ENABLE) off on lent machines. Each worker gets an RMM pool of
-# RMM_POOL_SIZE (default 0.9 of the GPU's memory) so CuPy allocations do not go back to the driver.
+# RMM_POOL_SIZE (default 0.9 of the GPU's memory) that CuPy allocates from (--set-rmm-allocator-for-libs cupy:
+# without it CuPy's own pool would get only what the RMM pool leaves); RMM_POOL_SIZE=off: CuPy's own pool alone.
 set -euo pipefail
 PROTOCOL=${PROTOCOL:-ucx}
 PORT=${PORT:-8786}
@@ -20,7 +21,9 @@ SCHEDULER_FILE=${SCHEDULER_FILE:-$PWD/dasksae-scheduler.json}
 trap 'kill 0' EXIT
 dask scheduler --protocol "$PROTOCOL" --host "$HOST" --port "$PORT" --scheduler-file "$SCHEDULER_FILE" &
 sleep 3
-dask cuda worker --scheduler-file "$SCHEDULER_FILE" --rmm-pool-size "$RMM_POOL_SIZE" --nthreads 1 &
+POOL=(--rmm-pool-size "$RMM_POOL_SIZE" --set-rmm-allocator-for-libs cupy)
+[[ $RMM_POOL_SIZE == off ]] && POOL=()
+dask cuda worker --scheduler-file "$SCHEDULER_FILE" "${POOL[@]}" --nthreads 1 &
 echo "scheduler: $PROTOCOL://$HOST:$PORT  (scheduler file $SCHEDULER_FILE)"
 echo "train:     dasksae train --scheduler $PROTOCOL://$HOST:$PORT --gpu --tiles 2x2 --config coates1.8b --out runs/gpu"
 wait

@@ -119,8 +119,12 @@ def command_train(args) -> int:
             raise DasksaeError(f"{args.tiles} tiles need {grid.count} workers but --workers-per-gpu is {workers}; "
                               f"give --workers-per-gpu {grid.count} or use at most {workers} tiles.")
     gpu = args.gpu or args.workers_per_gpu is not None
+    if (args.protocol, args.rmm_pool) != ("auto", "auto") and (joining or not args.gpu or args.workers_per_gpu is not None):
+        raise DasksaeError("--protocol and --rmm-pool set up the cluster that --gpu starts (one dask-cuda worker a GPU); "
+                           "a joined cluster's workers are set up where they start (cluster/local-gpus.sh).")
     with connect(args.scheduler, args.scheduler_file, workers, timeout=args.connect_timeout, dashboard=args.dashboard,
-                 gpu=gpu, workers_per_gpu=args.workers_per_gpu, threads=args.worker_threads) as client:
+                 gpu=gpu, workers_per_gpu=args.workers_per_gpu, threads=args.worker_threads, protocol=args.protocol,
+                 rmm_pool=args.rmm_pool, say=print) as client:
         if args.dashboard and client.dashboard_link:
             print(f"dashboard: {client.dashboard_link}")
         report = contextlib.nullcontext()
@@ -274,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="spmd (default): one task per tile and step, halos sent worker to worker; "
                        "graph: a task per layer and halo strip")
     train.add_argument("--gpu", action="store_true", help="CuPy chunks on GPU workers (a LocalCUDACluster unless --scheduler)")
+    train.add_argument("--protocol", choices=["auto", "tcp", "ucx"], default="auto",
+                       help="with --gpu, the started cluster's transport (default auto: UCX where distributed-ucxx is "
+                       "installed, else TCP)")
+    train.add_argument("--rmm-pool", choices=["auto", "on", "off"], default="auto",
+                       help="with --gpu, each worker starts an RMM pool of 90%% of the smallest free GPU memory that CuPy "
+                       "allocates from (default auto: where RMM is installed; off: CuPy's own pool)")
     train.add_argument("--workers-per-gpu", type=int, default=None,
                        help="with --gpu on one machine: K plain workers sharing GPU 0 (threads of one process) instead of dask-cuda")
     train.add_argument("--worker-threads", action="store_true",

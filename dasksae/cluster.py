@@ -55,17 +55,84 @@ def local_worker_environment():
             os.environ[name] = left
 
 
+PROTOCOLS = ("auto", "tcp", "ucx")  # --protocol: of the cluster --gpu starts; auto is UCX where distributed-ucxx is installed
+RMM_POOLS = ("auto", "on", "off")  # --rmm-pool: auto is on where RMM is installed
+RMM_POOL_FRACTION = 0.9  # of the smallest free memory of the GPUs, taken by each worker's pool when it starts
+_POOL_ALIGNMENT = 256 * 2**20
+
+
+def rmm_pool_size(free_bytes) -> int:
+    """The RMM pool each GPU worker starts with: :data:`RMM_POOL_FRACTION` of the smallest free memory of the GPUs
+    (``free_bytes``, one for each), in whole 256 MiB."""
+    return int(min(free_bytes) * RMM_POOL_FRACTION) // _POOL_ALIGNMENT * _POOL_ALIGNMENT
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _free_memory_of_gpus() -> list[int]:
+    """Free bytes of each GPU a ``LocalCUDACluster`` started here would use (``CUDA_VISIBLE_DEVICES``, else all), by
+    NVML, as dask-cuda finds them."""
+    import pynvml
+    from dask_cuda.utils import cuda_visible_devices, get_gpu_handle, get_n_gpus, nvml_device_index
+
+    visible = cuda_visible_devices(0)
+    return [pynvml.nvmlDeviceGetMemoryInfo(get_gpu_handle(nvml_device_index(i, visible))).free
+            for i in range(get_n_gpus())]
+
+
+def gpu_cluster_options(protocol: str = "auto", rmm_pool: str = "auto", *, ucx=None, rmm=None, free_memory=None) -> dict:
+    """``LocalCUDACluster``'s options for ``dasksae train --gpu``: the transport, and an RMM pool sized from the GPUs'
+    free memory that CuPy allocates from (``rmm_allocator_external_lib_list``; a pool that CuPy did not draw from would
+    only take memory from it).
+
+    ``ucx``, ``rmm``: whether distributed-ucxx and RMM can be imported, and ``free_memory`` a function giving each
+    GPU's free bytes (by default they are looked up).  A transport or pool asked for by name that is not installed is
+    refused in one sentence; ``auto`` takes each where it is installed.
+    """
+    if protocol not in PROTOCOLS:
+        raise DasksaeError(f"--protocol must be {', '.join(PROTOCOLS[:-1])} or {PROTOCOLS[-1]}, got {protocol!r}.")
+    if rmm_pool not in RMM_POOLS:
+        raise DasksaeError(f"--rmm-pool must be {', '.join(RMM_POOLS[:-1])} or {RMM_POOLS[-1]}, got {rmm_pool!r}.")
+    ucx = _importable("distributed_ucxx") if ucx is None else ucx
+    rmm = _importable("rmm") if rmm is None else rmm
+    if protocol == "ucx" and not ucx:
+        raise DasksaeError("--protocol ucx needs distributed-ucxx (pip install 'dasksae[ucx]'); "
+                           "leave out --protocol to use TCP where it is missing.")
+    if rmm_pool == "on" and not rmm:
+        raise DasksaeError("--rmm-pool on needs RMM (pip install 'dasksae[ucx]' brings it, or rmm-cu13); "
+                           "leave out --rmm-pool to use CuPy's own pool where it is missing.")
+    options = {"protocol": "ucx" if protocol == "ucx" or (protocol == "auto" and ucx) else "tcp"}
+    if rmm_pool == "on" or (rmm_pool == "auto" and rmm):
+        options["rmm_pool_size"] = rmm_pool_size((free_memory or _free_memory_of_gpus)())
+        options["rmm_allocator_external_lib_list"] = ["cupy"]
+    return options
+
+
+def describe_gpu_cluster(options: dict, workers: int) -> str:
+    """One line on the cluster ``--gpu`` started: its workers, transport and memory pool."""
+    from .accounting import format_bytes
+
+    pool = (f"an RMM pool of {format_bytes(options['rmm_pool_size'])} a worker that CuPy allocates from"
+            if "rmm_pool_size" in options else "CuPy's own memory pool (RMM is not installed, or --rmm-pool off)")
+    return f"GPU cluster: {workers} worker(s), one a GPU, over {options['protocol'].upper()}, {pool}"
+
+
 @contextlib.contextmanager
 def connect(scheduler: str | None = None, scheduler_file: str | None = None, workers: int = 1,
             timeout: float = 10.0, dashboard: bool = False, gpu: bool = False, workers_per_gpu: int | None = None,
-            threads: bool = False):
+            threads: bool = False, protocol: str = "auto", rmm_pool: str = "auto", say=None):
     """Yield a :class:`distributed.Client`.
 
     ``scheduler`` (an address) or ``scheduler_file`` joins an existing cluster;
     otherwise a :class:`~distributed.LocalCluster` of ``workers`` single-threaded
     processes is started for the duration.  With ``gpu``: dask-cuda's
-    ``LocalCUDACluster`` (one worker per GPU, UCX when distributed-ucxx is
-    installed), or, with ``workers_per_gpu = K``, K plain workers that share
+    ``LocalCUDACluster`` (one worker per GPU; ``protocol`` and ``rmm_pool``:
+    :func:`gpu_cluster_options`; ``say``, if given, is told the cluster in one
+    line), or, with ``workers_per_gpu = K``, K plain workers that share
     GPU 0 as threads of one process (for tests and overhead figures on a one-GPU machine).
     ``threads``: the local CPU workers too are threads of one process (halos
     handed over by reference instead of through TCP).  A scheduler that does not answer
@@ -95,16 +162,12 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None, wor
             raise DasksaeError(
                 "--gpu needs dask-cuda (pip install 'dasksae[gpu]'), or --workers-per-gpu K for plain workers sharing a GPU."
             ) from None
-        protocol = "tcp"
-        try:
-            import distributed_ucxx  # noqa: F401
-
-            protocol = "ucx"
-        except ImportError:
-            pass
+        options = gpu_cluster_options(protocol, rmm_pool)
         with local_worker_environment():
-            cluster = LocalCUDACluster(protocol=protocol, threads_per_worker=1, dashboard_address=":8787" if dashboard else None)
+            cluster = LocalCUDACluster(threads_per_worker=1, dashboard_address=":8787" if dashboard else None, **options)
             with cluster, Client(cluster) as client:
+                if say is not None:
+                    say(describe_gpu_cluster(options, len(cluster.workers)))
                 yield client
         return
     if gpu:

@@ -88,3 +88,77 @@ def test_workers_do_not_inherit_the_malloc_setting_an_earlier_cluster_left(monke
         (seen,) = client.run(_environment).values()
     assert seen["MALLOC_TRIM_THRESHOLD_"] is None
     assert os.environ["MALLOC_TRIM_THRESHOLD_"] == left
+
+
+GiB = 2**30
+
+
+def test_the_gpu_cluster_takes_ucx_and_an_rmm_pool_that_cupy_allocates_from_where_installed():
+    from dasksae.cluster import describe_gpu_cluster, gpu_cluster_options
+
+    free = lambda: [80 * GiB + 12345, 79 * GiB + 300 * 2**20, 81 * GiB]  # noqa: E731 - three GPUs' free bytes
+    both = gpu_cluster_options(ucx=True, rmm=True, free_memory=free)
+    # 90% of the smallest GPU's free memory, in whole 256 MiB: no worker's pool asks more than its GPU has
+    assert both == {"protocol": "ucx", "rmm_pool_size": 285 * 256 * 2**20, "rmm_allocator_external_lib_list": ["cupy"]}
+    assert both["rmm_pool_size"] % (256 * 2**20) == 0 and both["rmm_pool_size"] <= 0.9 * min(free())
+    assert describe_gpu_cluster(both, 3) == ("GPU cluster: 3 worker(s), one a GPU, over UCX, an RMM pool of 71.2 GiB "
+                                             "a worker that CuPy allocates from")
+    neither = gpu_cluster_options(ucx=False, rmm=False, free_memory=free)
+    assert neither == {"protocol": "tcp"}  # CuPy's own pool: no RMM pool would be left unused beside it
+    assert "CuPy's own memory pool" in describe_gpu_cluster(neither, 1)
+    assert gpu_cluster_options("tcp", "off", ucx=True, rmm=True, free_memory=free) == {"protocol": "tcp"}
+    assert gpu_cluster_options("ucx", "on", ucx=True, rmm=True, free_memory=free) == both
+
+
+@pytest.mark.parametrize("protocol, rmm_pool, match", [
+    ("ucx", "auto", r"--protocol ucx needs distributed-ucxx \(pip install 'dasksae\[ucx\]'\)"),
+    ("auto", "on", r"--rmm-pool on needs RMM"),
+    ("udp", "auto", r"--protocol must be auto, tcp or ucx, got 'udp'"),
+    ("auto", "big", r"--rmm-pool must be auto, on or off, got 'big'"),
+])
+def test_a_transport_or_pool_asked_for_and_not_installed_is_refused(protocol, rmm_pool, match):
+    from dasksae.cluster import gpu_cluster_options
+    from dasksae.errors import DasksaeError
+
+    looked_up = []
+    with pytest.raises(DasksaeError, match=match):
+        gpu_cluster_options(protocol, rmm_pool, ucx=False, rmm=False, free_memory=lambda: looked_up.append(1) or [GiB])
+    assert not looked_up
+
+
+@pytest.mark.parametrize("where", [["--scheduler", "tcp://127.0.0.1:9"], ["--workers-per-gpu", "4"], []])
+def test_protocol_and_rmm_pool_are_refused_where_dasksae_does_not_start_the_gpu_cluster(capsys, where):
+    from dasksae.cli import main
+
+    assert main(["train", "--config", "tiny", "--tiles", "2x2", "--steps", "1", "--protocol", "tcp", *where]) == 2
+    err = capsys.readouterr().err
+    assert "--protocol and --rmm-pool set up the cluster that --gpu starts" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("pool, expected", [
+    (None, "cuda worker --scheduler-file {file} --rmm-pool-size 0.9 --set-rmm-allocator-for-libs cupy --nthreads 1"),
+    ("off", "cuda worker --scheduler-file {file} --nthreads 1"),
+])
+def test_the_cluster_script_gives_cupy_the_workers_rmm_pool(tmp_path, pool, expected):
+    """``cluster/local-gpus.sh`` with a stand-in ``dask`` on the PATH that records how it is called: a worker's
+    RMM pool is one CuPy allocates from (a pool CuPy did not draw from would leave it a tenth of the GPU)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("setsid") is None:
+        pytest.skip("setsid is needed to keep the script's `kill 0` inside its own process group")
+    script = Path(__file__).resolve().parent.parent / "cluster" / "local-gpus.sh"
+    calls = tmp_path / "calls"
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "dask").write_text(f'#!/usr/bin/env bash\necho "$@" >> {calls}\n')
+    (tmp_path / "bin" / "dask").chmod(0o755)
+    environment = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "HOST": "127.0.0.1",
+                   "SCHEDULER_FILE": str(tmp_path / "scheduler.json")}
+    if pool is not None:
+        environment["RMM_POOL_SIZE"] = pool
+    done = subprocess.run(["setsid", "bash", str(script)], env=environment, capture_output=True, text=True, timeout=60)
+    lines = calls.read_text().splitlines()
+    assert lines[0].startswith("scheduler --protocol ucx --host 127.0.0.1"), (lines, done.stderr)
+    assert lines[1] == expected.format(file=tmp_path / "scheduler.json"), lines
+    assert "dasksae train --scheduler ucx://127.0.0.1:8786 --gpu" in done.stdout

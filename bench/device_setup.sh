@@ -38,7 +38,7 @@ ratio_float32() {  # ratio_float32 SECONDS [ARGS...]: the float32 limit, in-proc
     --precisions float32 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-ratio-float32.json "${@:2}" 2>&1 | filter \
     | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log; }
 faster_of() {  # faster_of LABEL_A LABEL_B: the label whose in_process rows in $OUT/gpu-step.log have the lower mean step
-  awk -v a="$1:" -v b="$2:" '$1 == a { sa += $6; na++ } $1 == b { sb += $6; nb++ }
+  awk -v a="$1:" -v b="$2:" '$1 == a { sa += $7; na++ } $1 == b { sb += $7; nb++ }
     END { print (nb && (!na || sb / nb < sa / na)) ? substr(b, 1, length(b) - 1) : substr(a, 1, length(a) - 1) }' \
     $OUT/gpu-step.log; }
 kernel_table_float32() {  # kernel_table_float32 SECONDS [VAR=VALUE...]: the float32 kernel table of the one-tile step

@@ -390,6 +390,22 @@ def print_gemm_tuning(seen):
     return rows
 
 
+def table_header() -> str:
+    """The results table's header: the issue's columns, a field each (whitespace-separated, so ``awk`` reads them)."""
+    return (f"{'config':<10} {'P':>7} {'M':>4} {'dtype':<8} {'mode':<28} {'step ms':>8} {'img/s':>7} {'TFLOP/s':>8} "
+            f"{'of limit':>8} {'dask ovh':>8} {'B/param':>7}")
+
+
+def table_line(row: dict) -> str:
+    """One row of the table from a row of the JSON (``step ms`` is the sixth field); columns with no figure are
+    ``-``, so that every line has the same fields."""
+    overhead, memory = row["dask_overhead_share"], row["bytes_per_parameter"]
+    return (f"{row['config']:<10} {row['parameters'] / 1e9:>6.3f}B {row['minibatch']:>4} {row['precision']:<8} "
+            f"{row['mode']:<28} {row['step_seconds'] * 1e3:>8.1f} {row['images_per_second']:>7.0f} {row['tflops']:>8.2f} "
+            f"{row['fraction_of_limit']:>8.1%} {'-' if overhead is None else format(overhead, '.1%'):>8} "
+            f"{'-' if memory is None else format(memory, '.1f'):>7}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="coates96,coates200")
@@ -463,7 +479,7 @@ def main(argv=None):
             json.dump({"meta": meta, "rows": rows}, handle, indent=1)
 
     seen_gemms = set()
-    header = f"{'config':<10}{'P':>8}{'M':>5}{'mode':>16}{'step ms':>9}{'img/s':>8}{'TFLOP/s':>9}{'of limit':>9}{'dask ovh':>9}{'B/param':>8}"
+    header = table_header()
     print(f"card: {card}")
     print(header)
     for name in args.configs.split(","):
@@ -483,12 +499,7 @@ def main(argv=None):
                 }
                 rows.append(row)
                 write_json()
-                print(
-                    f"{name:<10}{parameters / 1e9:>7.3f}B{minibatch:>5}{mode:>16}{seconds * 1e3:>9.1f}{minibatch / seconds:>8.0f}"
-                    f"{flops / seconds / 1e12:>9.2f}{limits[precision] / seconds:>9.1%}"
-                    f"{'' if overhead is None else format(overhead, '.1%'):>9}{'' if memory is None else format(memory / parameters, '.1f'):>8}",
-                    flush=True,
-                )
+                print(table_line(row), flush=True)
 
             if "limit" in modes:
                 for precision in ("float32", "tf32", "bfloat16"):

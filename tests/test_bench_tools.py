@@ -176,3 +176,27 @@ def test_the_cuda_call_benchmark_times_each_call_on_each_threads_streams(monkeyp
     cuda_call_costs.main(["--threads", "1,2,1x4", "--calls", "10", "--rounds", "1", "--json", str(tmp_path / "calls.json")])
     table = json.loads((tmp_path / "calls.json").read_text())["table"]
     assert list(table) == ["1", "2", "1x4"] and "1x4 threads" in capsys.readouterr().out
+
+
+def test_the_gpu_tables_rows_have_the_issues_columns_and_the_same_fields():
+    """bench/gpu_step.py's table: config, P, M, dtype, mode, step, images/s, TFLOP/s, of the limit, Dask overhead,
+    bytes a parameter; a field each (the device scripts' ``awk`` reads the step as the sixth), even for a mode of 28
+    characters and a row without an overhead or a memory figure."""
+    import gpu_step
+
+    def row(mode, precision, seconds, overhead=None, memory=None):
+        return {"config": "coates200", "parameters": 1_544_000_000, "minibatch": 96, "mode": mode, "precision": precision,
+                "step_seconds": seconds, "images_per_second": 96 / seconds, "tflops": 1.7e12 / seconds / 1e12,
+                "fraction_of_limit": 0.0073 / seconds, "dask_overhead_share": overhead, "bytes_per_parameter": memory}
+
+    rows = [row("limit-bfloat16", "bfloat16", 0.0073), row("in-process", "bfloat16", 0.0203, memory=12.4),
+            row("dasksae-4w-threads-2x2-k10-p", "bfloat16", 0.0274, overhead=0.263, memory=13.7),
+            row("torch-float32-compile", "float32", 0.1594, memory=20.0)]
+    lines = [gpu_step.table_line(r) for r in rows]
+    assert [len(line.split()) for line in lines] == [11] * 4
+    assert [line.split()[5] for line in lines] == ["7.3", "20.3", "27.4", "159.4"]
+    assert [line.split()[3] for line in lines] == ["bfloat16", "bfloat16", "bfloat16", "float32"]
+    assert lines[2].split()[-2:] == ["26.3%", "13.7"] and lines[0].split()[-2:] == ["-", "-"]
+    header = gpu_step.table_header()
+    assert header.split()[:5] == ["config", "P", "M", "dtype", "mode"] and len({len(line) for line in lines}) == 1
+    assert len(header) == len(lines[0])

@@ -84,6 +84,20 @@ def _free_memory_of_gpus() -> list[int]:
             for i in range(get_n_gpus())]
 
 
+def _check_gpus_found() -> None:
+    """Refuse ``--gpu`` in one sentence where NVML finds no GPU (no driver, or none visible), before dask-cuda
+    starts workers that would fail with a traceback each."""
+    try:
+        from dask_cuda.utils import get_gpu_count
+
+        found = get_gpu_count()
+    except Exception as error:  # noqa: BLE001 - NVML's errors (no library, no driver) are many classes
+        raise DasksaeError(f"--gpu found no GPU ({error}); leave out --gpu on a machine without one, or check the "
+                           "NVIDIA driver.") from None
+    if not found:
+        raise DasksaeError("--gpu found no GPU (NVML counts none); leave out --gpu on a machine without one.")
+
+
 def gpu_cluster_options(protocol: str = "auto", rmm_pool: str = "auto", *, ucx=None, rmm=None, free_memory=None) -> dict:
     """``LocalCUDACluster``'s options for ``dasksae train --gpu``: the transport, and an RMM pool sized from the GPUs'
     free memory that CuPy allocates from (``rmm_allocator_external_lib_list``; a pool that CuPy did not draw from would
@@ -158,10 +172,12 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None, wor
     if gpu and not workers_per_gpu:
         try:
             from dask_cuda import LocalCUDACluster
-        except ImportError:
+        except ImportError as error:
             raise DasksaeError(
-                "--gpu needs dask-cuda (pip install 'dasksae[gpu]'), or --workers-per-gpu K for plain workers sharing a GPU."
+                f"--gpu needs dask-cuda (pip install 'dasksae[gpu]'; importing it failed: {error}), or --workers-per-gpu K "
+                "for plain workers sharing a GPU."
             ) from None
+        _check_gpus_found()
         options = gpu_cluster_options(protocol, rmm_pool)
         with local_worker_environment():
             cluster = LocalCUDACluster(threads_per_worker=1, dashboard_address=":8787" if dashboard else None, **options)

@@ -162,3 +162,36 @@ def test_the_cluster_script_gives_cupy_the_workers_rmm_pool(tmp_path, pool, expe
     assert lines[0].startswith("scheduler --protocol ucx --host 127.0.0.1"), (lines, done.stderr)
     assert lines[1] == expected.format(file=tmp_path / "scheduler.json"), lines
     assert "dasksae train --scheduler ucx://127.0.0.1:8786 --gpu" in done.stdout
+
+
+def test_gpu_on_a_machine_where_nvml_finds_no_gpu_is_one_line(monkeypatch, capsys, tmp_path):
+    """dask-cuda installed (here a stand-in module: CI has none), but no driver: one line, not a traceback from
+    every worker that dask-cuda would start."""
+    import sys
+    import types
+
+    from dasksae.cli import main
+
+    class NVMLError_LibraryNotFound(Exception):  # noqa: N801 - pynvml's name
+        def __str__(self):
+            return "NVML Shared Library Not Found"
+
+    def get_gpu_count():
+        raise NVMLError_LibraryNotFound()
+
+    started = []
+    package = types.ModuleType("dask_cuda")
+    package.LocalCUDACluster = lambda *args, **kwargs: started.append(kwargs)
+    utils = types.ModuleType("dask_cuda.utils")
+    utils.get_gpu_count = get_gpu_count
+    package.utils = utils
+    monkeypatch.setitem(sys.modules, "dask_cuda", package)
+    monkeypatch.setitem(sys.modules, "dask_cuda.utils", utils)
+    assert main(["train", "--gpu", "--config", "tiny", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("dasksae: error: --gpu found no GPU (NVML Shared Library Not Found); leave out --gpu on a "
+                           "machine without one, or check the NVIDIA driver.")
+    assert not started
+    utils.get_gpu_count = lambda: 0
+    assert main(["train", "--gpu", "--config", "tiny", "--steps", "1"]) == 2
+    assert "--gpu found no GPU (NVML counts none)" in capsys.readouterr().err and not started

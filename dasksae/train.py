@@ -83,6 +83,27 @@ def _explains_out_of_memory(train):
     return explained
 
 
+def _gpu_missing_here():
+    """Why this process cannot put arrays on a GPU (CuPy missing, or no device), or ``None`` where it can."""
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return "CuPy finds no GPU"
+    except Exception as error:  # noqa: BLE001 - an import error, or the CUDA runtime's (no driver, no device)
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def check_workers_have_a_gpu(client) -> None:
+    """Refuse a GPU run in one sentence, before any tile is made, where a worker cannot import CuPy or finds no GPU."""
+    missing = {address: reason for address, reason in client.run(_gpu_missing_here).items() if reason}
+    if missing:
+        address, reason = next(iter(missing.items()))
+        raise DasksaeError(f"a GPU run needs CuPy and a GPU on every worker, and {len(missing)} worker(s) lack them "
+                           f"({address}: {reason}); install 'dasksae[gpu]' there, or leave out --gpu and --workers-per-gpu.")
+
+
 STEPS_PER_TASK = 10  # steps in each tile's task by default: a task's scheduling (~10 ms on a GPU's host) paid once for 10
 
 
@@ -265,6 +286,8 @@ def train_tiled(
     compute_dtype = dtype
     dtype, precision = split_dtype(dtype)
     switches = agreed(client.run(current)) if client is not None else current()  # as the workers read them
+    if device == "cuda" and client is not None:
+        check_workers_have_a_gpu(client)
     folder = _check_output_folder(out, bool(resume)) if out is not None else None
     checkpoints = folder / "checkpoints" if folder is not None else None
     if data is not None:

@@ -320,3 +320,16 @@ def test_ten_steps_a_task_by_default_on_any_device(tmp_path, capsys):
     assert code == 0, err
     assert "tasks per 10 joint step(s)" in out + err  # the first group's line: one task a tile ran ten steps
 
+
+
+def test_a_gpu_run_on_workers_without_cupy_is_one_line(capsys, tmp_path):
+    """``--workers-per-gpu`` where the workers (here threads of this process) cannot import CuPy: refused before
+    any tile is made, naming a worker and why."""
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here: the refusal needs a machine without it")
+    one_line_error(capsys, "train", "--workers-per-gpu", "4", "--config", "tiny", "--tiles", "2x2", "--steps", "1",
+                   "--out", str(tmp_path / "run"),
+                   match="a GPU run needs CuPy and a GPU on every worker, and 4 worker(s) lack them (")
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -160,7 +160,7 @@ def _pictures(out, config, params, responses, labels, raw, evaluation, test) -> 
     import matplotlib.pyplot as plt
 
     from .kernels.normalize import unit_rows
-    from .neurons import optimal_stimulus
+    from .neurons import most_selective, optimal_stimulus
 
     folder = out / "pictures"
     folder.mkdir(exist_ok=True)
@@ -189,6 +189,19 @@ def _pictures(out, config, params, responses, labels, raw, evaluation, test) -> 
     axis.set_title(f"optimal stimulus, neuron {neuron}", fontsize=8)
     paths["optimal_stimulus"] = str(folder / "optimal-stimulus.png")
     figure.savefig(paths["optimal_stimulus"], dpi=120, bbox_inches="tight")
+    plt.close(figure)
+
+    chosen, aucs = most_selective(responses, labels, 16)
+    figure, axes = plt.subplots(2, 8, figsize=(8, 2.6))
+    for axis, index, auc in zip(axes.ravel(), chosen, aucs):
+        image, _ = optimal_stimulus(params, config, int(index), norm, steps=60)
+        axis.imshow(image[:, :, 0] if image.shape[2] == 1 else _unit(image), cmap="gray")
+        axis.set_title(f"{index}: AUC {auc:.2f}", fontsize=6)
+        axis.set_axis_off()
+    figure.suptitle("optimal stimuli of the 16 neurons that best rank faces first (AUC on the whole test set)",
+                    fontsize=8)
+    paths["selective_stimuli"] = str(folder / "selective-stimuli.png")
+    figure.savefig(paths["selective_stimuli"], dpi=120, bbox_inches="tight")
     plt.close(figure)
 
     top = numpy.argsort(-r)[:16]
@@ -287,5 +300,6 @@ Le et al. 2012, 81.7%.
 ![responses of the best neuron]({pictures['histogram']})
 ![optimal stimulus]({pictures['optimal_stimulus']})
 ![top test images]({pictures['top_images']})
+![optimal stimuli of the most face-selective neurons]({pictures['selective_stimuli']})
 ![stage-1 filters]({pictures['filters']})
 """

@@ -176,3 +176,15 @@ def test_resume_without_an_output_folder_says_what_to_give(capsys):
 
     assert main(["train", "--config", "tiny", "--tiles", "1x1", "--steps", "1", "--resume"]) == 2
     assert "--resume continues the run in --out; give --out the run's folder." in capsys.readouterr().err
+
+
+def test_the_most_selective_neurons_are_ranked_by_auc(rng):
+    from dasksae.neurons import most_selective, roc_auc
+
+    labels = numpy.arange(60) < 20
+    responses = rng.standard_normal((50, 60))
+    responses[7] += 3.0 * labels  # a planted face neuron
+    responses[3] -= 3.0 * labels  # one that prefers distractors: last, not first
+    chosen, aucs = most_selective(responses, labels, 5)
+    assert chosen[0] == 7 and 3 not in chosen and list(aucs) == sorted(aucs, reverse=True)
+    assert aucs[0] == roc_auc(responses[7], labels) > 0.95

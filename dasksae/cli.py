@@ -176,7 +176,7 @@ def command_neurons(args) -> int:
 
     from .checkpoint import open_checkpoint, weight_names
     from .data import add_test_set_from_folders, open_store
-    from .demo import report_on
+    from .demo import check_evaluation_fits, report_on
     from .network import NetworkConfig
     from .train import _check_output_folder
 
@@ -193,6 +193,7 @@ def command_neurons(args) -> int:
         store = str(out / "test-data")
         shutil.copytree(args.data, store, dirs_exist_ok=True)
         add_test_set_from_folders(store, args.faces, args.distractors)
+    check_evaluation_fits(config, zarr.open_group(str(store), mode="r")["test/frames"].shape[-1])  # before any load
     params = []
     for k in range(len(config.stages)):
         entry = {}

@@ -266,8 +266,11 @@ def check_face_fraction(face_fraction) -> None:
         raise ConfigError(f"the face fraction (--face-fraction) must be at least 0 and below 1, got {face_fraction}.")
 
 
-def build_bundled_store(path, config, frames: int = 4096, face_fraction: float = 0.1, test_faces: int = 50,
-                        test_distractors: int = 93, tiles=None, seed: int = 0, max_zca_dimension: int = 6000,
+TEST_FACES, TEST_DISTRACTORS = 50, 93  # the bundled test set: the held-out half of lfw_subset's faces, and distractors
+
+
+def build_bundled_store(path, config, frames: int = 4096, face_fraction: float = 0.1, test_faces: int = TEST_FACES,
+                        test_distractors: int = TEST_DISTRACTORS, tiles=None, seed: int = 0, max_zca_dimension: int = 6000,
                         minibatch_chunk: int = 64, zca_sample: int | None = None):
     """Build the bundled data set for ``config``'s input shape into a Zarr store at ``path``.
 

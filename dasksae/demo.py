@@ -37,7 +37,7 @@ def run_demo(out, quick: bool = False, config_name: str = "tiny", tiles: str = "
              steps: int | None = None, face_fraction: float = 0.3, minibatch: int = 32, lr: float = 1e-3, seed: int = 0,
              progress: bool = True, worker_threads: bool = True) -> dict:
     from .cluster import connect
-    from .data import build_bundled_store, check_face_fraction
+    from .data import TEST_DISTRACTORS, TEST_FACES, build_bundled_store, check_face_fraction
     from .network import load_config
     from .optim import check_hyperparameters
     from .tiling import TileGrid
@@ -56,6 +56,7 @@ def run_demo(out, quick: bool = False, config_name: str = "tiny", tiles: str = "
     if workers is not None and workers < grid.count:
         raise DasksaeError(f"{tiles} tiles need {grid.count} workers but --workers is {workers}; "
                            f"use at most {workers} tiles or more workers.")
+    check_evaluation_fits(config, TEST_FACES + TEST_DISTRACTORS)  # not after training: the evaluation runs here
     out = _check_output_folder(out, resume=False)
     if (out / "run" / "checkpoints" / "LATEST").exists():
         raise DasksaeError(f"{out} already holds a demo run; choose another --out, or remove {out} to run it again.")
@@ -86,6 +87,26 @@ def run_demo(out, quick: bool = False, config_name: str = "tiny", tiles: str = "
     say(f"report: {out / 'report.md'} (best neuron, held out: {report['best_accuracy']:.1%} against "
         f"{report['random_net_accuracy']:.1%} random net, {report['guess_accuracy']:.1%} guessing; {report['seconds']:.0f} s)")
     return report
+
+
+def check_evaluation_fits(config, images: int, available: int | None = None) -> int:
+    """Refuse, in one sentence, an evaluation of ``config``'s neurons that this process cannot hold: :func:`report_on`
+    keeps the trained weights and a random network's in float64, and the activations of ``images`` test images
+    (``available``: bytes of memory free, by default psutil's).  Returns the bytes it plans."""
+    from .accounting import describe, format_bytes
+
+    planned = describe(config, images, "float64")["bytes"]["total"]  # its momentum's share is the random network's
+    if available is None:
+        import psutil
+
+        available = psutil.virtual_memory().available
+    if planned > available:
+        raise DasksaeError(
+            f"evaluating {config.name}'s neurons on {images} test images holds about {format_bytes(planned)} in this "
+            f"process (its weights and a random network's in float64, and their activations), and this machine has "
+            f"{format_bytes(available)} free; run it where there is more memory (the evaluation does not run on the "
+            f"cluster yet), or on a smaller network.")
+    return planned
 
 
 def report_on(out, config, params, store_path, training: dict, seed: int = 0, started: float | None = None,

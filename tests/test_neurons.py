@@ -188,3 +188,14 @@ def test_the_most_selective_neurons_are_ranked_by_auc(rng):
     chosen, aucs = most_selective(responses, labels, 5)
     assert chosen[0] == 7 and 3 not in chosen and list(aucs) == sorted(aucs, reverse=True)
     assert aucs[0] == roc_auc(responses[7], labels) > 0.95
+
+
+def test_an_evaluation_the_process_cannot_hold_is_refused_before_anything_loads():
+    from dasksae.demo import check_evaluation_fits
+    from dasksae.errors import DasksaeError
+
+    GiB = 2**30
+    with pytest.raises(DasksaeError, match=r"evaluating coates11.2b's neurons on 143 test images holds about 178.7 GiB "
+                                           r"in this process .* and this machine has 24.0 GiB free; run it where"):
+        check_evaluation_fits(named_config("coates11.2b"), 143, available=24 * GiB)
+    assert check_evaluation_fits(named_config("tiny"), 143, available=24 * GiB) < GiB

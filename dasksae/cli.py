@@ -193,16 +193,25 @@ def command_neurons(args) -> int:
         store = str(out / "test-data")
         shutil.copytree(args.data, store, dirs_exist_ok=True)
         add_test_set_from_folders(store, args.faces, args.distractors)
-    check_evaluation_fits(config, zarr.open_group(str(store), mode="r")["test/frames"].shape[-1])  # before any load
-    params = []
-    for k in range(len(config.stages)):
-        entry = {}
-        for name in weight_names(config.objective):
-            array = group[f"stage{k + 1}/{name}"]
-            entry[name] = array[...] if array.ndim == 0 else array[:]
-        params.append(entry)
     training = {"checkpoint": str(args.checkpoint), "step": attrs["step"]}
-    report = report_on(out, config, params, store, training, say=lambda *a, **k: None)
+    if args.scheduler:  # the responses computed by the tiles on the cluster's workers; no weights come here
+        from .cluster import connect
+        from .tiled_network import TiledNetwork
+
+        with connect(args.scheduler, timeout=args.connect_timeout) as client:
+            network = TiledNetwork.load(args.checkpoint, args.tiles, client, device="cuda" if args.gpu else "cpu")
+            report = report_on(out, config, None, store, {**training, "on": args.scheduler}, network=network,
+                               say=lambda *a, **k: None)
+    else:
+        check_evaluation_fits(config, zarr.open_group(str(store), mode="r")["test/frames"].shape[-1])  # before a load
+        params = []
+        for k in range(len(config.stages)):
+            entry = {}
+            for name in weight_names(config.objective):
+                array = group[f"stage{k + 1}/{name}"]
+                entry[name] = array[...] if array.ndim == 0 else array[:]
+            params.append(entry)
+        report = report_on(out, config, params, store, training, say=lambda *a, **k: None)
     print(f"{Path(out) / 'report.md'}: best neuron, held out {report['best_accuracy']:.1%} (AUC {report['auc']:.3f}); "
           f"random net {report['random_net_accuracy']:.1%}; guessing {report['guess_accuracy']:.1%}; "
           f"Le 2012 protocol {report['le2012_protocol']['best_accuracy']:.1%}")
@@ -328,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     neurons.add_argument("--faces", default=None, help="instead of the store's test set: a folder of face images (e.g. LFW)")
     neurons.add_argument("--distractors", default=None, help="... and a folder of distractor images (e.g. ImageNet crops)")
     neurons.add_argument("--out", default="neurons", help="folder for report.md, report.json and pictures (default neurons)")
+    neurons.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                         help="compute the responses on this Dask cluster's workers, each tile reading its own weights "
+                         "there (for networks this process cannot hold; no optimal stimuli then)")
+    neurons.add_argument("--tiles", default=None, help="with --scheduler: the tiling (default: the checkpoint's)")
+    neurons.add_argument("--gpu", action="store_true", help="with --scheduler: the tiles on the workers' GPUs")
+    neurons.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for --scheduler (default 10)")
     neurons.set_defaults(handler=command_neurons)
 
     inspect = commands.add_parser("inspect", help="config, step, weight norms and digest of a checkpoint")

@@ -110,8 +110,14 @@ def check_evaluation_fits(config, images: int, available: int | None = None) -> 
 
 
 def report_on(out, config, params, store_path, training: dict, seed: int = 0, started: float | None = None,
-              say=print) -> dict:
-    """Evaluate ``params``' top-layer neurons on the store's test set; write report.md, report.json, pictures."""
+              say=print, network=None) -> dict:
+    """Evaluate ``params``' top-layer neurons on the store's test set; write report.md, report.json, pictures.
+
+    ``network``: instead, a :class:`~dasksae.tiled_network.TiledNetwork` holding the trained weights on a cluster.
+    The responses are then computed there, and the baseline by a random network of the same tiling made there, and
+    the filters' picture reads its 64 filters there: the weights never come to this process (``params`` is not
+    used).  The optimal stimuli are left out: they need the input gradient of this process's reference network.
+    """
     import zarr
 
     from .neurons import evaluate, guessing, network_responses, random_filter_responses, template_responses
@@ -124,12 +130,21 @@ def report_on(out, config, params, store_path, training: dict, seed: int = 0, st
     test = group["test/frames"][:].astype(numpy.float64)
     labels = group["test/labels"][:].astype(bool)
     raw = group["test/raw"][:]
-    params64 = [{k: numpy.asarray(v, dtype=numpy.float64) for k, v in p.items()} for p in params]
-    trained = network_responses(params64, test, config)
-    random_params = init_params(config, seed=seed + 1000, dtype="float64")
+    if network is None:
+        params64 = [{k: numpy.asarray(v, dtype=numpy.float64) for k, v in p.items()} for p in params]
+        filters = stage1_filters(config, params64[0]["encoder"])
+        trained = network_responses(params64, test, config)
+        random_responses = network_responses(init_params(config, seed=seed + 1000, dtype="float64"), test, config)
+    else:
+        from .tiled_network import TiledNetwork
+
+        random_network = TiledNetwork(config, network.grid, network.executor.client, seed=seed + 1000,
+                                      device=network.device)  # init_params' weights for that seed, made on the workers
+        trained, random_responses = (tiled_responses(n, test) for n in (network, random_network))
+        params64, filters = None, stage1_filters(config, network.weights(stage=0))
     evaluations = {
         "trained": evaluate("trained network", trained, labels),
-        "random_net": evaluate("same network, random weights", network_responses(random_params, test, config), labels),
+        "random_net": evaluate("same network, random weights", random_responses, labels),
         "random_filters": evaluate("best of random linear filters", random_filter_responses(test, trained.shape[0], seed), labels),
     }
     if "templates" in group:
@@ -138,7 +153,7 @@ def report_on(out, config, params, store_path, training: dict, seed: int = 0, st
         )
     guess = guessing(labels)
     say("[4/4] pictures and report")
-    pictures = _pictures(out, config, params64, trained, labels, raw, evaluations["trained"], test)
+    pictures = _pictures(out, config, params64, filters, trained, labels, raw, evaluations["trained"], test)
     best = evaluations["trained"]
     template = evaluations.get("mean_face")
     report = {
@@ -174,13 +189,37 @@ def report_on(out, config, params, store_path, training: dict, seed: int = 0, st
     return report
 
 
-def _pictures(out, config, params, responses, labels, raw, evaluation, test) -> dict:
+def tiled_responses(network, frames, batch: int = 64) -> numpy.ndarray:
+    """Every top-layer neuron's response to every frame, ``(neurons, N)``, computed by ``network``'s tiles on their
+    workers (:meth:`~dasksae.tiled_network.TiledNetwork.features`) a batch of frames at a time."""
+    parts = []
+    for start in range(0, frames.shape[-1], batch):
+        top = network.features(numpy.ascontiguousarray(frames[..., start:start + batch], dtype=network.dtype))
+        parts.append(numpy.asarray(top, dtype=numpy.float64).reshape(-1, top.shape[-1]))
+    return numpy.concatenate(parts, axis=1)
+
+
+def stage1_filters(config, encoder, count: int = 64) -> numpy.ndarray:
+    """``count`` of stage 1's unit-norm filters, evenly spread over its neurons, as ``(count, field, field, C)``;
+    ``encoder`` may be a Dask array chunked by tile (:meth:`~dasksae.tiled_network.TiledNetwork.weights`): each row
+    is then cut out on its tile's worker, and only those rows travel."""
+    import dask
+
+    stage, channels = config.stages[0], config.input_shape[2]
+    shape = encoder.shape
+    chosen = numpy.linspace(0, int(numpy.prod(shape[:-1])) - 1, count).astype(int)
+    rows = dask.compute(*[encoder[tuple(int(i) for i in numpy.unravel_index(flat, shape[:-1]))] for flat in chosen])
+    rows = numpy.stack([numpy.asarray(row, dtype=numpy.float64) for row in rows])
+    rows /= numpy.maximum(numpy.linalg.norm(rows, axis=1, keepdims=True), 1e-30)
+    return rows.reshape(count, stage.field, stage.field, channels)
+
+
+def _pictures(out, config, params, filters, responses, labels, raw, evaluation, test) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .kernels.normalize import unit_rows
     from .neurons import most_selective, optimal_stimulus
 
     folder = out / "pictures"
@@ -202,28 +241,29 @@ def _pictures(out, config, params, responses, labels, raw, evaluation, test) -> 
     figure.savefig(paths["histogram"], dpi=120)
     plt.close(figure)
 
-    norm = float(numpy.sqrt((test**2).sum(axis=(0, 1, 2))).mean())
-    stimulus, _ = optimal_stimulus(params, config, neuron, norm, steps=60)
-    figure, axis = plt.subplots(figsize=(2.6, 2.6))
-    axis.imshow(stimulus[:, :, 0] if stimulus.shape[2] == 1 else _unit(stimulus), cmap="gray")
-    axis.set_axis_off()
-    axis.set_title(f"optimal stimulus, neuron {neuron}", fontsize=8)
-    paths["optimal_stimulus"] = str(folder / "optimal-stimulus.png")
-    figure.savefig(paths["optimal_stimulus"], dpi=120, bbox_inches="tight")
-    plt.close(figure)
-
-    chosen, aucs = most_selective(responses, labels, 16)
-    figure, axes = plt.subplots(2, 8, figsize=(8, 2.6))
-    for axis, index, auc in zip(axes.ravel(), chosen, aucs):
-        image, _ = optimal_stimulus(params, config, int(index), norm, steps=60)
-        axis.imshow(image[:, :, 0] if image.shape[2] == 1 else _unit(image), cmap="gray")
-        axis.set_title(f"{index}: AUC {auc:.2f}", fontsize=6)
+    if params is not None:  # the optimal stimuli need this process's reference network
+        norm = float(numpy.sqrt((test**2).sum(axis=(0, 1, 2))).mean())
+        stimulus, _ = optimal_stimulus(params, config, neuron, norm, steps=60)
+        figure, axis = plt.subplots(figsize=(2.6, 2.6))
+        axis.imshow(stimulus[:, :, 0] if stimulus.shape[2] == 1 else _unit(stimulus), cmap="gray")
         axis.set_axis_off()
-    figure.suptitle("optimal stimuli of the 16 neurons that best rank faces first (AUC on the whole test set)",
-                    fontsize=8)
-    paths["selective_stimuli"] = str(folder / "selective-stimuli.png")
-    figure.savefig(paths["selective_stimuli"], dpi=120, bbox_inches="tight")
-    plt.close(figure)
+        axis.set_title(f"optimal stimulus, neuron {neuron}", fontsize=8)
+        paths["optimal_stimulus"] = str(folder / "optimal-stimulus.png")
+        figure.savefig(paths["optimal_stimulus"], dpi=120, bbox_inches="tight")
+        plt.close(figure)
+
+        chosen, aucs = most_selective(responses, labels, 16)
+        figure, axes = plt.subplots(2, 8, figsize=(8, 2.6))
+        for axis, index, auc in zip(axes.ravel(), chosen, aucs):
+            image, _ = optimal_stimulus(params, config, int(index), norm, steps=60)
+            axis.imshow(image[:, :, 0] if image.shape[2] == 1 else _unit(image), cmap="gray")
+            axis.set_title(f"{index}: AUC {auc:.2f}", fontsize=6)
+            axis.set_axis_off()
+        figure.suptitle("optimal stimuli of the 16 neurons that best rank faces first (AUC on the whole test set)",
+                        fontsize=8)
+        paths["selective_stimuli"] = str(folder / "selective-stimuli.png")
+        figure.savefig(paths["selective_stimuli"], dpi=120, bbox_inches="tight")
+        plt.close(figure)
 
     top = numpy.argsort(-r)[:16]
     figure, axes = plt.subplots(2, 8, figsize=(8, 2.3))
@@ -237,13 +277,9 @@ def _pictures(out, config, params, responses, labels, raw, evaluation, test) -> 
     figure.savefig(paths["top_images"], dpi=120, bbox_inches="tight")
     plt.close(figure)
 
-    stage = config.stages[0]
-    weights, _ = unit_rows(params[0]["encoder"])
     channels = config.input_shape[2]
-    filters = weights.reshape(-1, stage.field, stage.field, channels)
-    chosen = filters[numpy.linspace(0, len(filters) - 1, 64).astype(int)]
     figure, axes = plt.subplots(8, 8, figsize=(5, 5))
-    for axis, f in zip(axes.ravel(), chosen):
+    for axis, f in zip(axes.ravel(), filters):
         axis.imshow(f[:, :, 0] if channels == 1 else _unit(f), cmap="gray")
         axis.set_axis_off()
     figure.suptitle("stage-1 filters (64 of the network's)", fontsize=9)
@@ -318,9 +354,16 @@ Le et al. 2012, 81.7%.
 
 ## Pictures
 
-![responses of the best neuron]({pictures['histogram']})
-![optimal stimulus]({pictures['optimal_stimulus']})
-![top test images]({pictures['top_images']})
-![optimal stimuli of the most face-selective neurons]({pictures['selective_stimuli']})
-![stage-1 filters]({pictures['filters']})
+{_picture_lines(pictures)}
 """
+
+
+def _picture_lines(pictures: dict) -> str:
+    titles = {"histogram": "responses of the best neuron", "optimal_stimulus": "optimal stimulus",
+              "top_images": "top test images", "selective_stimuli": "optimal stimuli of the most face-selective neurons",
+              "filters": "stage-1 filters"}
+    lines = [f"![{title}]({pictures[name]})" for name, title in titles.items() if name in pictures]
+    if "optimal_stimulus" not in pictures:
+        lines.append("(No optimal stimuli: the responses were computed on the cluster, and the stimuli need the input "
+                     "gradient of the reference network in this process.)")
+    return "\n".join(lines)

@@ -199,3 +199,32 @@ def test_an_evaluation_the_process_cannot_hold_is_refused_before_anything_loads(
                                            r"in this process .* and this machine has 24.0 GiB free; run it where"):
         check_evaluation_fits(named_config("coates11.2b"), 143, available=24 * GiB)
     assert check_evaluation_fits(named_config("tiny"), 143, available=24 * GiB) < GiB
+
+
+def test_neurons_computed_on_a_cluster_give_the_in_process_report(tmp_path, capsys):
+    """``dasksae neurons --scheduler``: the tiles compute the responses on their workers (a real cluster of worker
+    processes), the random baseline is made there too, and the report equals the in-process one."""
+    pytest.importorskip("matplotlib")
+    distributed = pytest.importorskip("distributed")
+    from dasksae.cli import main
+    from dasksae.demo import run_demo
+
+    run_demo(tmp_path / "demo", quick=True, steps=4, progress=False)
+    checkpoint, data = str(tmp_path / "demo" / "run" / "checkpoints"), str(tmp_path / "demo" / "data")
+    assert main(["neurons", checkpoint, "--data", data, "--out", str(tmp_path / "here")]) == 0
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        assert main(["neurons", checkpoint, "--data", data, "--out", str(tmp_path / "there"),
+                     "--scheduler", cluster.scheduler_address, "--tiles", "1x2"]) == 0
+    here, there = (json.loads((tmp_path / name / "report.json").read_text()) for name in ("here", "there"))
+    for key in ("best_accuracy", "random_net_accuracy", "auc", "random_net_auc"):
+        assert there[key] == pytest.approx(here[key], abs=1e-9), key
+    assert there["le2012_protocol"]["best_neuron"] == here["le2012_protocol"]["best_neuron"]
+    assert set(here["pictures"]) - set(there["pictures"]) == {"optimal_stimulus", "selective_stimuli"}
+    assert filecmp_same(tmp_path / "here" / here["pictures"]["filters"], tmp_path / "there" / there["pictures"]["filters"])
+    assert "No optimal stimuli" in (tmp_path / "there" / "report.md").read_text()
+
+
+def filecmp_same(a, b) -> bool:
+    import filecmp
+
+    return filecmp.cmp(a, b, shallow=False)

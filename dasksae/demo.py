@@ -104,8 +104,8 @@ def check_evaluation_fits(config, images: int, available: int | None = None) -> 
         raise DasksaeError(
             f"evaluating {config.name}'s neurons on {images} test images holds about {format_bytes(planned)} in this "
             f"process (its weights and a random network's in float64, and their activations), and this machine has "
-            f"{format_bytes(available)} free; run it where there is more memory (the evaluation does not run on the "
-            f"cluster yet), or on a smaller network.")
+            f"{format_bytes(available)} free; evaluate it on a cluster's workers (dasksae neurons CHECKPOINT "
+            f"--scheduler ADDRESS), or where there is more memory.")
     return planned
 
 

@@ -196,7 +196,8 @@ def test_an_evaluation_the_process_cannot_hold_is_refused_before_anything_loads(
 
     GiB = 2**30
     with pytest.raises(DasksaeError, match=r"evaluating coates11.2b's neurons on 143 test images holds about 178.7 GiB "
-                                           r"in this process .* and this machine has 24.0 GiB free; run it where"):
+                                           r"in this process .* and this machine has 24.0 GiB free; evaluate it on a cluster's workers "
+                                           r"\(dasksae neurons CHECKPOINT --scheduler ADDRESS\)"):
         check_evaluation_fits(named_config("coates11.2b"), 143, available=24 * GiB)
     assert check_evaluation_fits(named_config("tiny"), 143, available=24 * GiB) < GiB
 

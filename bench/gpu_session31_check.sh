@@ -5,6 +5,8 @@
 # device instead (26.2-26.4 against 26.7 ms).  So what is left is GPU time:
 #   PART=table   the 4 threads' bfloat16 kernel table with the launcher (how busy the GPU is, and with what), then
 #                4 worker threads in bfloat16 with the launcher off and on, each a process of its own.  About 330 s.
+#   PART=default with DASKSAE_ONE_LAUNCHER=1 the default (after PART=table): the tiled GPU tests at the defaults, then
+#                4 worker threads in bfloat16 at the defaults and with the launcher off.  About 350 s.
 source bench/device_setup.sh
 card
 case "${PART:-table}" in
@@ -15,6 +17,10 @@ table)
   head -12 $OUT/kernel-table-bfloat16-4w-launcher.log
   DASKSAE_ONE_LAUNCHER=0 FOUR_S=${FOUR_S:-90} four launcher-off bfloat16
   DASKSAE_ONE_LAUNCHER=1 FOUR_S=${FOUR_S:-90} four launcher-on bfloat16 ;;
+default)
+  gpu_tests ${TESTS_S:-200} tests/test_gpu_tiled.py
+  FOUR_S=${FOUR_S:-90} four defaults bfloat16
+  DASKSAE_ONE_LAUNCHER=0 FOUR_S=${FOUR_S:-90} four launcher-off bfloat16 ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -29,7 +29,7 @@ SWITCHES = {
     "DASKSAE_OUTBOXES": (("1", "0"), "1"),
     "DASKSAE_OUTBOX_IN_PLACE": (("1", "0"), "1"),
     "DASKSAE_SEND_PLANS": (("0", "1"), "0"),
-    "DASKSAE_ONE_LAUNCHER": (("0", "1"), "0"),
+    "DASKSAE_ONE_LAUNCHER": (("1", "0"), "1"),
     "DASKSAE_GC_FREEZE": (("auto", "1", "0"), "auto"),
     "DASKSAE_IMPLICIT_FIELDS": (("1", "0"), "1"),
     "DASKSAE_IMPLICIT_BACKWARD": (("1", "0"), "1"),

@@ -165,5 +165,5 @@ def test_the_switch_is_refused_with_its_values(monkeypatch):
     from dasksae.switches import SwitchError, switch
 
     monkeypatch.setenv("DASKSAE_ONE_LAUNCHER", "yes")
-    with pytest.raises(SwitchError, match="DASKSAE_ONE_LAUNCHER must be 0 or 1"):
+    with pytest.raises(SwitchError, match="DASKSAE_ONE_LAUNCHER must be 1 or 0"):
         switch("DASKSAE_ONE_LAUNCHER")

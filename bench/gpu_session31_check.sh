@@ -5,6 +5,7 @@
 # device instead (26.2-26.4 against 26.7 ms).  So what is left is GPU time:
 #   PART=table   the 4 threads' bfloat16 kernel table with the launcher (how busy the GPU is, and with what), then
 #                4 worker threads in bfloat16 with the launcher off and on, each a process of its own.  About 330 s.
+#   PART=ratio16 the bfloat16 rows with both PyTorch peers in one process.  About 250 s.
 #   PART=default with DASKSAE_ONE_LAUNCHER=1 the default (after PART=table): the tiled GPU tests at the defaults, then
 #                4 worker threads in bfloat16 at the defaults and with the launcher off.  About 350 s.
 source bench/device_setup.sh
@@ -17,6 +18,10 @@ table)
   head -12 $OUT/kernel-table-bfloat16-4w-launcher.log
   DASKSAE_ONE_LAUNCHER=0 FOUR_S=${FOUR_S:-90} four launcher-off bfloat16
   DASKSAE_ONE_LAUNCHER=1 FOUR_S=${FOUR_S:-90} four launcher-on bfloat16 ;;
+ratio16)  # the bfloat16 rows with both PyTorch peers in one process (the 5x compiled target's margin)
+  timeout ${RATIO_S:-330} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w,torch \
+    --dtypes bfloat16 --precisions bfloat16 --steps-per-task 10 --runs 20 --pipelined --compile \
+    --json $OUT/gpu-step-ratio-bfloat16.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log ;;
 default)
   gpu_tests ${TESTS_S:-200} tests/test_gpu_tiled.py
   FOUR_S=${FOUR_S:-90} four defaults bfloat16

@@ -51,6 +51,41 @@ def union_seconds(intervals) -> float:
     return total
 
 
+def idle_gaps(kernels):
+    """The GPU's idle gaps between kernels (``(name, start, seconds)``, of any streams): ``(gap seconds, the kernel
+    whose end the GPU idled after, the kernel it idled before)`` for each stretch with no kernel running."""
+    gaps, reach, last = [], None, None
+    for name, start, seconds in sorted(kernels, key=lambda kernel: kernel[1]):
+        if reach is not None and start > reach:
+            gaps.append((start - reach, last, name))
+        if reach is None or start + seconds > reach:
+            reach, last = start + seconds, name
+    return gaps
+
+
+GAP_BOUNDS = (10e-6, 50e-6, 200e-6, 1e-3)  # seconds: the gap table's bins
+
+
+def gap_summary(gaps, runs: int, top: int = 12):
+    """Idle time a step by gap size, and the kernel pairs (by family) the most idle time falls between."""
+    bins = [0.0] * (len(GAP_BOUNDS) + 1)
+    counts = [0] * (len(GAP_BOUNDS) + 1)
+    pairs, pair_counts = collections.defaultdict(float), collections.defaultdict(int)
+    for gap, before, after in gaps:
+        index = sum(gap >= bound for bound in GAP_BOUNDS)
+        bins[index] += gap / runs
+        counts[index] += 1
+        pair = (kernel_family(before), kernel_family(after))
+        pairs[pair] += gap / runs
+        pair_counts[pair] += 1
+    edges = ["0"] + [f"{bound * 1e6:g} us" for bound in GAP_BOUNDS] + ["inf"]
+    by_size = [{"from": edges[i], "to": edges[i + 1], "seconds": bins[i], "gaps": counts[i] / runs}
+               for i in range(len(bins))]
+    by_pair = [{"after": a, "before": b, "seconds": seconds, "gaps": pair_counts[(a, b)] / runs}
+               for (a, b), seconds in sorted(pairs.items(), key=lambda item: -item[1])[:top]]
+    return {"by_size": by_size, "by_pair": by_pair}
+
+
 def main(argv=None):
     import cupy
     import torch
@@ -126,11 +161,27 @@ def main(argv=None):
           f"{sum(counts.values()) // runs} kernels a step")
     for name, seconds in rows[: args.top]:
         print(f"  {name:<62}{seconds * 1e3:>8.2f} ms {seconds / wall:>6.1%} {counts[name] // runs:>5}x")
+    gaps = gap_summary(idle_gaps(kernels), runs)
+    print("GPU idle a step by gap length (gaps inside the profiled steps; the rest of wall minus busy is before the "
+          "first kernel and after the last):")
+    for row in gaps["by_size"]:
+        print(f"  {row['from']:>7} to {row['to']:<7}{row['seconds'] * 1e3:>8.2f} ms {row['gaps']:>8.1f} gaps")
+    print("GPU idle a step between kernel families (after -> before):")
+    for row in gaps["by_pair"]:
+        print(f"  {row['after'][:40]:<41}-> {row['before'][:40]:<41}{row['seconds'] * 1e3:>7.2f} ms {row['gaps']:>7.1f}x")
+    launcher_idle = None
+    if args.workers > 1:
+        from dasksae import launcher
+
+        launcher_idle = launcher.idle_seconds
+        print(f"the one launcher: {launcher.launched} tile steps launched for other threads, "
+              f"{launcher_idle * 1e3 / max(runs + 2 * steps, 1):.2f} ms a step with no step able to go on")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"config": args.config, "minibatch": args.minibatch, "dtype": args.dtype, "tiles": args.tiles,
                        "workers": args.workers, "wall_seconds": wall, "kernel_seconds": busy, "busy_seconds": busy_total,
                        "kernels": {n: {"seconds": s, "calls": counts[n] // runs} for n, s in rows},
+                       "idle_gaps": gaps, "launcher_idle_seconds_total": launcher_idle,
                        "card": torch.cuda.get_device_name()}, handle, indent=1)
 
 

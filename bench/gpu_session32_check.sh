@@ -1,0 +1,20 @@
+#!/bin/bash
+# Session 32's GPU checks on the lent H200 (results in bench/results/session32/<part>/, each with its command.txt).
+# Session 31 left the four worker threads' bfloat16 step (one launcher, the default) bound by the device: kernels
+# 23.9 ms, the GPU busy 23.6 ms and idle 14.4% of a 27.6 ms profiled step.  The 1.25x target needs 25.2 ms.
+#   PART=gaps  where the idle time falls: the kernel tables (bench/kernel_table.py, now with the GPU's idle gaps
+#              by length and by the kernels on either side) of the 4 threads and of the one tile, bfloat16.
+#              About 250 s.
+source bench/device_setup.sh
+card
+table() {  # table LABEL ARGS...: a bfloat16 kernel table of coates200, M=96, with its idle gaps
+  timeout ${TABLE_S:-150} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
+    --top 40 --json $OUT/kernel-table-bfloat16-$1.json "${@:2}" 2>&1 | filter | head -80 > $OUT/kernel-table-bfloat16-$1.log
+  head -3 $OUT/kernel-table-bfloat16-$1.log; grep -A 30 "by gap length" $OUT/kernel-table-bfloat16-$1.log; }
+case "${PART:-gaps}" in
+gaps)
+  table 4w --tiles 2x2 --workers 4
+  table 1tile ;;
+esac
+cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
+true

@@ -5,6 +5,11 @@
 #   PART=gaps  where the idle time falls: the kernel tables (bench/kernel_table.py, now with the GPU's idle gaps
 #              by length and by the kernels on either side) of the 4 threads and of the one tile, bfloat16.
 #              About 250 s.
+#   PART=cluster WHEELS=.whl-ucx (carry .whl-ucx: .whl less zarr, numcodecs and py-spy, plus RMM and UCXX from
+#              ../shared/gpu/fetch-wheels.sh --ucx): the cluster `dasksae train --gpu` starts, with CuPy on an RMM
+#              pool, over TCP and over UCX (the default where distributed-ucxx is installed); then
+#              cluster/local-gpus.sh (a scheduler and a dask-cuda worker over UCX, RMM pool for CuPy) and a short
+#              `dasksae train --scheduler-file` run on it.  About 200 s.
 source bench/device_setup.sh
 card
 table() {  # table LABEL ARGS...: a bfloat16 kernel table of coates200, M=96, with its idle gaps
@@ -15,6 +20,16 @@ case "${PART:-gaps}" in
 gaps)
   table 4w --tiles 2x2 --workers 4
   table 1tile ;;
+cluster)
+  gpu_tests ${TESTS_S:-200} tests/test_gpu_tiled.py -k cluster_gpu_starts -rs
+  export PATH=/tmp/site/bin:$PATH
+  # its own process group: the script's exit trap kills its group
+  SCHEDULER_FILE=/tmp/scheduler.json setsid timeout ${SCRIPT_S:-150} bash cluster/local-gpus.sh > $OUT/local-gpus.log 2>&1 &
+  group=$!
+  for _ in $(seq 40); do [[ -s /tmp/scheduler.json ]] && break; sleep 1; done; sleep 8
+  timeout 120 python3 -m dasksae.cli train --scheduler-file /tmp/scheduler.json --gpu --config tiny --tiles 2x2 \
+    --steps 40 --out /tmp/run 2>&1 | filter | tail -15 | tee $OUT/train-on-local-gpus.log
+  kill -- -$group 2>/dev/null; sleep 2; tail -20 $OUT/local-gpus.log ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -282,23 +282,27 @@ def _allocator_module():
     return getattr(cupy.cuda.get_allocator(), "__module__", None)
 
 
-@pytest.mark.parametrize("rmm_pool", ["auto", "off"])
-def test_the_cluster_gpu_starts_trains_as_the_cpu_with_cupy_drawing_on_its_rmm_pool(rmm_pool):
+@pytest.mark.parametrize("protocol, rmm_pool", [("tcp", "auto"), ("tcp", "off"), ("auto", "auto")])
+def test_the_cluster_gpu_starts_trains_as_the_cpu_with_cupy_drawing_on_its_rmm_pool(protocol, rmm_pool):
     """``dasksae train --gpu``'s cluster (dask-cuda, one worker a GPU): with RMM installed, each worker's CuPy
     allocates from an RMM pool sized from the GPUs' free memory (``dasksae.cluster.gpu_cluster_options``); off, from
-    CuPy's own pool.  Either way a tile trains as on the CPU."""
+    CuPy's own pool.  Either way a tile trains as on the CPU.  ``--protocol auto`` (the default) is UCX where
+    distributed-ucxx is installed."""
     pytest.importorskip("dask_cuda")
     from dasksae.cluster import _importable, connect
 
     if rmm_pool == "auto" and not _importable("rmm"):
         pytest.skip("RMM is not installed (it comes with the ucx extra)")
+    if protocol == "auto" and not _importable("distributed_ucxx"):
+        pytest.skip("distributed-ucxx is not installed (the ucx extra): auto is TCP, as the other cases")
     config = named_config("tiny")
     batches = [numpy.random.default_rng(3).standard_normal(config.input_shape + (16,)).astype("float32")
                for _ in range(3)]
     cpu = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="float32")
     expected = [cpu.step(x, 1e-3, 0.9).loss for x in batches]
     said = []
-    with connect(workers=1, gpu=True, protocol="tcp", rmm_pool=rmm_pool, say=said.append) as client:
+    with connect(workers=1, gpu=True, protocol=protocol, rmm_pool=rmm_pool, say=said.append) as client:
+        assert client.scheduler.address.startswith("ucx://" if protocol == "auto" else "tcp://"), client.scheduler.address
         allocators = set(client.run(_allocator_module).values())
         gpu = TiledNetwork(config, "1x1", client, seed=1, dtype="float32", device="cuda")
         got = [r.loss for r in gpu.steps(batches, 1e-3, 0.9)]

@@ -5,6 +5,11 @@
 #   PART=gaps  where the idle time falls: the kernel tables (bench/kernel_table.py, now with the GPU's idle gaps
 #              by length and by the kernels on either side) of the 4 threads and of the one tile, bfloat16.
 #              About 250 s.
+#   PART=queue  a tile task of SPMD steps now returns with its steps queued (DASKSAE_TASK_END=queue, as one tile's
+#              did since session 27), so the device need not drain between one task of ten steps and the next: the
+#              tiled GPU tests, then 4 worker threads in bfloat16 with TASK_END=wait (as before), queue, and queue
+#              with each group submitted before the last one's losses are read (--pipelined, as dasksae train and
+#              the 1-worker row do), each a process of its own.  About 450 s.
 #   PART=cluster WHEELS=.whl-ucx (carry .whl-ucx: .whl less zarr, numcodecs and py-spy, plus RMM and UCXX from
 #              ../shared/gpu/fetch-wheels.sh --ucx): the cluster `dasksae train --gpu` starts, with CuPy on an RMM
 #              pool, over TCP and over UCX (the default where distributed-ucxx is installed); then
@@ -18,8 +23,13 @@ table() {  # table LABEL ARGS...: a bfloat16 kernel table of coates200, M=96, wi
   head -3 $OUT/kernel-table-bfloat16-$1.log; grep -A 30 "by gap length" $OUT/kernel-table-bfloat16-$1.log; }
 case "${PART:-gaps}" in
 gaps)
-  table 4w --tiles 2x2 --workers 4
+  table 4w --tiles 2x2 --workers 4 --pipelined
   table 1tile ;;
+queue)
+  gpu_tests ${TESTS_S:-220} tests/test_gpu_tiled.py
+  DASKSAE_TASK_END=wait FOUR_S=${FOUR_S:-90} four wait bfloat16
+  FOUR_S=${FOUR_S:-90} four queue bfloat16
+  FOUR_S=${FOUR_S:-90} four queue-pipelined bfloat16 --pipelined ;;
 cluster)
   gpu_tests ${TESTS_S:-200} tests/test_gpu_tiled.py -k cluster_gpu_starts -rs
   export PATH=/tmp/site/bin:$PATH

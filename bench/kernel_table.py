@@ -12,8 +12,9 @@ the step down, and it names the kernels that ``(rest)`` hides there.
 
 ``--workers K`` runs the step on K Dask workers as threads of this process
 sharing the GPU (as ``gpu_step.py``'s ``dasksae-4w-threads`` row does, with
-``--steps-per-task`` steps a task). Their streams overlap, so kernel time
-can exceed the wall time; the table also gives the GPU's *busy* time (the
+``--steps-per-task`` steps a task; ``--pipelined``: each group submitted
+before the last one's losses are read).  Their streams overlap, so kernel
+time can exceed the wall time; the table also gives the GPU's *busy* time (the
 union of the kernels' intervals), and the idle share is wall minus busy.
 A step whose GPU is busy most of its wall time is bound by the device; one
 whose GPU idles is bound by the host or by waits between tiles.
@@ -103,6 +104,9 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1, help="K > 1: the step on K worker threads sharing the GPU")
     parser.add_argument("--steps-per-task", type=int, default=10, help="steps in each tile's task (with --workers)")
+    parser.add_argument("--pipelined", action="store_true",
+                        help="with --workers: each group of steps submitted before the previous group's losses are "
+                             "read, as dasksae train does")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -119,23 +123,32 @@ def main(argv=None):
         data = network.place(x)
         steps = args.steps_per_task
 
+        pending = []
+
         def run():
-            network.steps([data] * steps, 1e-3, 0.9)
+            pending.append(network.submit_steps([data] * steps, 1e-3, 0.9))
+            if not args.pipelined or len(pending) > 1:
+                pending.pop(0).result()
     else:
         network = TiledNetwork(config, args.tiles, executor=LocalExecutor(), seed=0, dtype=args.dtype, device="cuda")
         data, steps = cupy.asarray(x), 1
 
         def run():
             network.step(data, 1e-3, 0.9)
+    def drain():
+        while args.workers > 1 and pending:
+            pending.pop(0).result()
+        cupy.cuda.runtime.deviceSynchronize()
+
     for _ in range(2):
         run()
-    cupy.cuda.runtime.deviceSynchronize()
+    drain()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as profiler:
         started = time.perf_counter()
         for _ in range(args.runs):
             run()
-        cupy.cuda.runtime.deviceSynchronize()
+        drain()
         wall = (time.perf_counter() - started) / (args.runs * steps)
     if client is not None:
         client.close()
@@ -179,7 +192,7 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"config": args.config, "minibatch": args.minibatch, "dtype": args.dtype, "tiles": args.tiles,
-                       "workers": args.workers, "wall_seconds": wall, "kernel_seconds": busy, "busy_seconds": busy_total,
+                       "workers": args.workers, "pipelined": args.pipelined, "wall_seconds": wall, "kernel_seconds": busy, "busy_seconds": busy_total,
                        "kernels": {n: {"seconds": s, "calls": counts[n] // runs} for n, s in rows},
                        "idle_gaps": gaps, "launcher_idle_seconds_total": launcher_idle,
                        "card": torch.cuda.get_device_name()}, handle, indent=1)

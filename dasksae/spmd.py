@@ -38,7 +38,9 @@ import time
 import uuid
 
 from . import collector, launcher, tile_program
-from .streams import StepFence, current_stream, device_event, ready_to_leave, tile_task_stream, wait_for_event
+from . import streams
+from .streams import (StepFence, current_stream, device_event, failures_of_queued_steps, queue_losses, read_losses,
+                      ready_to_leave, tile_task_stream, wait_for_event)
 from .switches import switch
 from .tile_array import Executor
 
@@ -341,6 +343,12 @@ def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, precisi
     result (``bundle``), every stage's state of this tile followed, on tile
     (0, 0), by every stage's scale state.  Returns this tile's new bundle: its
     states, and on tile (0, 0) the scale states and each step's stage losses.
+    On a GPU with ``DASKSAE_TASK_END=queue`` (the default) the task returns
+    with its last steps still queued: the bundle then carries the event after
+    them (``done``), what its step fence still keeps (``pending``, handed to
+    the next task's fence) and the losses on their way to the host
+    (:func:`~dasksae.streams.queue_losses`), so the device does not drain
+    between one task of steps and the next.
     If this tile fails, it tells the others (:class:`NeighbourFailed`) so that
     the whole step fails at once, naming the tile.
     """
@@ -348,12 +356,15 @@ def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, precisi
     first_tile = grid.tiles()[0]
     try:
         x_parts, initial = sources[:batches], sources[batches:]
+        queued = (None, None)  # the previous task's steps left queued: the event after them, what its fence keeps
         if bundle is not None:
             my_states, my_scales = list(bundle["states"]), list(bundle["scales"])
+            queued = bundle.get("done"), bundle.get("pending")
         else:
             my_states = list(initial[:count])
             my_scales = list(initial[count:]) if me == first_tile else [None] * count
-        return _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales)
+        return _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales,
+                          queued)
     except NeighbourFailed:
         raise
     except BaseException as error:  # tell the other tiles at once rather than let them wait for messages
@@ -363,7 +374,7 @@ def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, precisi
         raise
 
 
-def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales):
+def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales, queued):
     from .kernels.backend import array_module, kept_apart
     from .tile_ops import losses_on_host, next_scale_state, scale_states_on
 
@@ -374,12 +385,16 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
     mailbox = None
     cpu_started, switches_started = time.thread_time(), _thread_context_switches()
     xp = array_module(my_states[0]["encoder"])
-    with tile_task_stream(xp):  # this worker thread's own CUDA stream (dasksae.streams)
+    queue = xp.__name__ == "cupy" and streams.TASK_END == "queue"  # return with the steps queued (dasksae.streams)
+    done, pending = queued
+    with tile_task_stream(xp, wait=not queue):  # this worker thread's own CUDA stream (dasksae.streams)
+        if done is not None:
+            wait_for_event(done)  # the previous task's queued steps, on the device (a no-op on the same thread)
         # onto the weights' device once, before the first step (halo strips then travel as device arrays, and no
         # copy from host memory waits for the stream mid-task)
         x_parts = [xp.asarray(x_part) for x_part in x_parts]
         my_scales = scale_states_on(xp, my_scales)
-        fence = StepFence(xp)
+        fence = StepFence(xp, pending)
         together = _tiles_in_this_process(placement) if launcher.ONE_LAUNCHER else 1
         stream = current_stream(xp)
         device = xp.cuda.runtime.getDevice() if xp.__name__ == "cupy" else None  # a launcher runs on one device
@@ -405,8 +420,13 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
                 losses.append([kept_apart(stage_results[k][1]["loss"]) for k in range(first, last + 1)])  # read once, below
             fence.step_done(keep=executor.finish())
             sent += executor.sent_bytes
-        losses = losses_on_host(losses)
-        fence.finish()
+        if queue:  # nothing waits: the losses follow the last step to the host, the next task takes the fence's keep
+            losses = queue_losses(losses) if me == first_tile else losses
+            done, pending = device_event(my_states), fence.handed_on()
+        else:
+            losses = losses_on_host(losses)
+            fence.finish()
+            done = pending = None
     collector.settle(xp)  # out of the next steps' way: a full collection pauses every worker thread
     if mailbox is not None:
         mailbox.forget(step_id)
@@ -418,6 +438,8 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
         "scales": my_scales,
         "losses": losses if me == first_tile else None,
         "sent_bytes": sent,
+        "done": done,
+        "pending": pending,
     }
 
 
@@ -467,8 +489,10 @@ def _built(executor, key, grid, me, x_part, my_states, my_scales, stage, lr, mom
 
 
 def step_summary(bundle: dict) -> dict:
-    """The small part of tile (0, 0)'s bundle the client reads: each step's stage losses."""
-    return {"losses": bundle["losses"]}
+    """The small part of tile (0, 0)'s bundle the client reads: each step's stage losses (where the task left its
+    steps queued, once they are copied to the host)."""
+    with failures_of_queued_steps():
+        return {"losses": read_losses(bundle["losses"])}
 
 
 def new_step_id() -> str:

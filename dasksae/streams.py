@@ -17,12 +17,14 @@ own stream for a task:
 * the task waits for its stream before it returns, so its results are
   complete for whatever thread runs the next task; but with
   ``DASKSAE_TASK_END=queue`` (:data:`TASK_END`, the default since session
-  27; ``wait`` waits at every task's end) a one-tile task of steps
-  returns without that wait: it leaves an event for the next task's stream
-  to wait on (on the device) and its losses copied behind its last step
-  into host memory (:class:`QueuedFloats`), read by a task that runs after
-  the next task has queued its work, so the device does not drain between
-  tasks;
+  27; ``wait`` waits at every task's end) a task of steps returns without
+  that wait: it leaves an event for the next task's stream to wait on (on
+  the device) and its losses copied behind its last step into host memory
+  (:func:`queue_losses`), read by a task that runs after the next task has
+  queued its work, so the device does not drain between tasks.  A one-tile
+  task has done so since session 27; a tile task of SPMD steps since
+  session 32, handing what its :class:`StepFence` still keeps to the
+  tile's next task;
 * a value that leaves the thread mid-task (a halo sent to another tile) is
   waited for first (:func:`ready_to_leave`): the receiving thread reads it
   on its own stream, which does not wait for this one.
@@ -107,6 +109,36 @@ class QueuedFloats:
         return [next(fetched) if number is None else number for number in self._numbers]
 
 
+def queue_losses(per_step: list):
+    """A task's stage losses, one list a step (device scalars), copied to the host behind the work queued so far
+    (:class:`QueuedFloats`): what :func:`read_losses` takes."""
+    return QueuedFloats(loss for step in per_step for loss in step), [len(step) for step in per_step]
+
+
+def read_losses(losses) -> list:
+    """The stage losses, one list of floats a step, of :func:`queue_losses` (this waits for their copy to the host
+    only) or of a list that is that already."""
+    if isinstance(losses, list):
+        return losses
+    queued, per_step = losses
+    flat = iter(queued.floats())
+    return [[next(flat) for _ in range(count)] for count in per_step]
+
+
+@contextlib.contextmanager
+def failures_of_queued_steps():
+    """A device error met while waiting for steps a task left queued (``DASKSAE_TASK_END=queue``) says so: it
+    comes from one of that task's steps, not from what waited for them."""
+    try:
+        yield
+    except Exception as error:
+        if isinstance(error, MemoryError) or not type(error).__module__.startswith(("cupy", "cupy_backends")):
+            raise  # an allocation that failed is the host's, in the task that asked for it: as it is
+        raise RuntimeError(f"the device failed while running the steps a task left queued ({type(error).__name__}: "
+                           f"{error}); set DASKSAE_TASK_END=wait to have each task wait for its steps, so that the "
+                           "error is raised in the task whose step failed") from error
+
+
 def current_stream(xp):
     """A context that makes this thread's current CUDA stream current again (on another thread too); a no-op on
     NumPy.  (:mod:`dasksae.launcher` runs a tile's step on its own stream from another tile's thread.)"""
@@ -165,11 +197,15 @@ class StepFence:
     has passed it; with more than :data:`RUN_AHEAD` steps unfinished, the host
     waits for the oldest.  ``DASKSAE_RUN_AHEAD=0`` waits for each step at its
     end, as before session 11.  On NumPy it only drops ``keep``.
+
+    A task that returns with its steps queued hands what is still kept on
+    (:meth:`handed_on`) to its tile's next task, whose fence takes it as
+    ``pending``: the device has passed it once that task's own steps are.
     """
 
-    def __init__(self, xp):
+    def __init__(self, xp, pending=None):
         self._cupy = xp if xp.__name__ == "cupy" else None
-        self._pending: list = []  # (event, kept values), oldest first
+        self._pending: list = list(pending or ())  # (event, kept values), oldest first
 
     def step_done(self, keep=None) -> None:
         if self._cupy is None:
@@ -189,6 +225,13 @@ class StepFence:
         """Wait for every step's work (the task's end) and drop what was kept."""
         while self._pending:
             self._release_oldest()
+
+    def handed_on(self) -> list:
+        """What is kept until the device passes it, for the next task's fence (``pending``); nothing waits."""
+        while self._pending and self._pending[0][0].done:
+            self._pending.pop(0)
+        pending, self._pending = self._pending, []
+        return pending
 
     def _release_oldest(self) -> None:
         oldest, _ = self._pending.pop(0)

@@ -19,7 +19,6 @@ small reports and the scalar cross between workers.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from dataclasses import dataclass
@@ -43,7 +42,8 @@ from .optim import check_hyperparameters
 from .reference import StepResult, initial_blocks, initial_scale, learning_rate_scales, split_dtype
 from .kernels.backend import device_wait, kept_apart, to_numpy
 from . import streams
-from .streams import QueuedFloats, StepFence, device_event, tile_task_stream, wait_for_event
+from .streams import (StepFence, device_event, failures_of_queued_steps, queue_losses, read_losses, tile_task_stream,
+                      wait_for_event)
 from .tile_array import DaskExecutor, Executor, LocalExecutor, Shared, TileArray, pick, tile_map, tile_reduce
 from .tile_ops import scale_states_on
 from .tiling import TileGrid
@@ -493,7 +493,9 @@ class TiledNetwork:
                 *parts, *initial, name="spmd-step",
             )
         self._spmd, self._bundle = bundles, None
-        summary = executor.run(first, step_summary, bundles[first], name="spmd-summary")
+        # with the steps queued, after the first tile's next task if that is ready (as in _fused_steps)
+        summary = executor.run(first, step_summary, bundles[first], name="spmd-summary",
+                               priority=-1 if streams.TASK_END == "queue" else 0)
         tasks = executor.statistics.as_dict()
         graph = graph_statistics(self.config, grid, placed[0].shape[-1], stage, placed[0].dtype.itemsize)
         statistics = dict(graph, graph_tasks=graph["tasks"], tasks=tasks["tasks"],
@@ -695,23 +697,9 @@ def pick_stage(bundle: dict, what: str, stage: int):
     (``DASKSAE_TASK_END=queue``), once they are done, so that any stream may read it."""
     done = bundle.get("done")
     if done is not None:
-        with device_wait(), _failures_of_queued_steps():
+        with device_wait(), failures_of_queued_steps():
             done.synchronize()
     return bundle[what][stage]
-
-
-@contextlib.contextmanager
-def _failures_of_queued_steps():
-    """A device error met while waiting for steps a task left queued (``DASKSAE_TASK_END=queue``) says so: it
-    comes from one of that task's steps, not from what waited for them."""
-    try:
-        yield
-    except Exception as error:
-        if isinstance(error, MemoryError) or not type(error).__module__.startswith(("cupy", "cupy_backends")):
-            raise  # an allocation that failed is the host's, in the task that asked for it: as it is
-        raise RuntimeError(f"the device failed while running the steps a task left queued ({type(error).__name__}: "
-                           f"{error}); set DASKSAE_TASK_END=wait to have each task wait for its steps, so that the "
-                           "error is raised in the task whose step failed") from error
 
 
 def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: int, precision, bundle, *sources):
@@ -748,7 +736,7 @@ def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: 
             losses.append(_fused_step(config, grid, tile, count, lr, momentum, stage, precision, x, states, scales))
             fence.step_done()
         if queue:  # the losses copied to the host behind the last step, read by fused_losses; nothing waits here
-            losses = (QueuedFloats(loss for step in losses for loss in step), [len(step) for step in losses])
+            losses = queue_losses(losses)
             done = device_event(states)
         else:
             losses = tile_ops.losses_on_host(losses)
@@ -761,13 +749,8 @@ def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: 
 def fused_losses(result: dict) -> list:
     """The stage losses of a :func:`fused_single_tile_step` task, one list a step, as floats; with its steps
     queued (``DASKSAE_TASK_END=queue``) this waits for their copy to the host, not for the device's later work."""
-    losses = result["losses"]
-    if isinstance(losses, list):
-        return losses
-    queued, per_step = losses
-    with _failures_of_queued_steps():
-        flat = iter(queued.floats())
-    return [[next(flat) for _ in range(count)] for count in per_step]
+    with failures_of_queued_steps():
+        return read_losses(result["losses"])
 
 
 def _fused_step(config, grid, tile, count, lr, momentum, stage, precision, x, states, scales):

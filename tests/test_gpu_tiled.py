@@ -242,19 +242,21 @@ def test_cuda_graphs_by_default_only_where_workers_share_the_process_and_their_m
 
 
 
-@pytest.mark.parametrize("threads", [0, 1, 2])
-def test_steps_left_queued_at_a_task_end_equal_waited_ones(monkeypatch, threads):
-    """DASKSAE_TASK_END=queue: a one-tile task of steps returns with them queued on its stream; the next task's
+@pytest.mark.parametrize("tiles, workers, threads", [("1x1", 0, 0), ("1x1", 1, 1), ("1x1", 1, 2), ("2x2", 4, 1)])
+def test_steps_left_queued_at_a_task_end_equal_waited_ones(monkeypatch, tiles, workers, threads):
+    """DASKSAE_TASK_END=queue: a task of steps returns with them queued on its stream; the next task's
     stream waits for them on the device (with two worker threads it may be the other thread's), its losses are
     read from host memory once their copy is done, and the state taken from the last bundle waits for its steps.
-    Three groups in flight at once (``threads`` 0: in this process, no Dask) give the CPU's losses and weights."""
+    On 2x2 tiles (four worker threads, SPMD steps) the halos a task received and its stream may still read are
+    kept by its tile's next task.  Three groups in flight at once (``threads`` 0: in this process, no Dask) give
+    the CPU's losses and weights."""
     from dasksae import streams
 
     monkeypatch.setattr(streams, "TASK_END", "queue")
     config = named_config("tiny")
     data = numpy.random.default_rng(5)
     batches = [data.standard_normal(config.input_shape + (16,)).astype("float32") for _ in range(6)]
-    cpu = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="float32")
+    cpu = TiledNetwork(config, tiles, executor=LocalExecutor(), seed=1, dtype="float32")
     expected = [cpu.step(x, 1e-3, 0.9).loss for x in batches]
 
     def train(network):
@@ -262,13 +264,13 @@ def test_steps_left_queued_at_a_task_end_equal_waited_ones(monkeypatch, threads)
         return [report.loss for group in pending for report in group.result()], network.parameters()
 
     if threads == 0:
-        got, params = train(TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="float32",
+        got, params = train(TiledNetwork(config, tiles, executor=LocalExecutor(), seed=1, dtype="float32",
                                          device="cuda"))
     else:
-        with distributed.LocalCluster(n_workers=1, threads_per_worker=threads, dashboard_address=None,
+        with distributed.LocalCluster(n_workers=workers, threads_per_worker=threads, dashboard_address=None,
                                       processes=False) as cluster:
             with distributed.Client(cluster) as client:
-                got, params = train(TiledNetwork(config, "1x1", client, seed=1, dtype="float32", device="cuda"))
+                got, params = train(TiledNetwork(config, tiles, client, seed=1, dtype="float32", device="cuda"))
     for mine, theirs in zip(got, expected):
         assert abs(mine - theirs) <= FLOAT32 * abs(theirs), (got, expected)
     for mine, theirs in zip(params, cpu.parameters()):

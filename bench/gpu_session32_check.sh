@@ -15,12 +15,26 @@
 #              pool, over TCP and over UCX (the default where distributed-ucxx is installed); then
 #              cluster/local-gpus.sh (a scheduler and a dask-cuda worker over UCX, RMM pool for CuPy) and a short
 #              `dasksae train --scheduler-file` run on it.  About 200 s.
+#   PART=final WHEELS=.whl-ucx (after PART=queue, which put the 4 threads at 24.7 ms pipelined against 26.5 before):
+#              the pipelined row again, 20 groups, their mean (bench/step_timing.py: pipelined reports come two
+#              groups at a time), twice, each a process of its own; the 4 threads' pipelined kernel table with its
+#              idle gaps; then PART=cluster.  About 500 s.
 source bench/device_setup.sh
 card
 table() {  # table LABEL ARGS...: a bfloat16 kernel table of coates200, M=96, with its idle gaps
   timeout ${TABLE_S:-150} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
     --top 40 --json $OUT/kernel-table-bfloat16-$1.json "${@:2}" 2>&1 | filter | head -80 > $OUT/kernel-table-bfloat16-$1.log
   head -3 $OUT/kernel-table-bfloat16-$1.log; grep -A 30 "by gap length" $OUT/kernel-table-bfloat16-$1.log; }
+cluster() {
+  gpu_tests ${TESTS_S:-200} tests/test_gpu_tiled.py -k cluster_gpu_starts -rs
+  export PATH=/tmp/site/bin:$PATH
+  # its own process group: the script's exit trap kills its group
+  SCHEDULER_FILE=/tmp/scheduler.json setsid timeout ${SCRIPT_S:-150} bash cluster/local-gpus.sh > $OUT/local-gpus.log 2>&1 &
+  group=$!
+  for _ in $(seq 40); do [[ -s /tmp/scheduler.json ]] && break; sleep 1; done; sleep 8
+  timeout 120 python3 -m dasksae.cli train --scheduler-file /tmp/scheduler.json --gpu --config tiny --tiles 2x2 \
+    --steps 40 2>&1 | filter | tail -15 | tee $OUT/train-on-local-gpus.log
+  kill -- -$group 2>/dev/null; sleep 2; tail -20 $OUT/local-gpus.log; }
 case "${PART:-gaps}" in
 gaps)
   table 4w --tiles 2x2 --workers 4 --pipelined
@@ -31,15 +45,12 @@ queue)
   FOUR_S=${FOUR_S:-90} four queue bfloat16
   FOUR_S=${FOUR_S:-90} four queue-pipelined bfloat16 --pipelined ;;
 cluster)
-  gpu_tests ${TESTS_S:-200} tests/test_gpu_tiled.py -k cluster_gpu_starts -rs
-  export PATH=/tmp/site/bin:$PATH
-  # its own process group: the script's exit trap kills its group
-  SCHEDULER_FILE=/tmp/scheduler.json setsid timeout ${SCRIPT_S:-150} bash cluster/local-gpus.sh > $OUT/local-gpus.log 2>&1 &
-  group=$!
-  for _ in $(seq 40); do [[ -s /tmp/scheduler.json ]] && break; sleep 1; done; sleep 8
-  timeout 120 python3 -m dasksae.cli train --scheduler-file /tmp/scheduler.json --gpu --config tiny --tiles 2x2 \
-    --steps 40 --out /tmp/run 2>&1 | filter | tail -15 | tee $OUT/train-on-local-gpus.log
-  kill -- -$group 2>/dev/null; sleep 2; tail -20 $OUT/local-gpus.log ;;
+  cluster ;;
+final)
+  FOUR_S=${FOUR_S:-100} four pipelined-1 bfloat16 --pipelined --runs-4w 20
+  table 4w-pipelined --tiles 2x2 --workers 4 --pipelined
+  FOUR_S=${FOUR_S:-100} four pipelined-2 bfloat16 --pipelined --runs-4w 20
+  cluster ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

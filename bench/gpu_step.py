@@ -175,7 +175,7 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
     import distributed
 
     from dasksae.tiled_network import TiledNetwork
-    from step_timing import time_groups
+    from step_timing import row_seconds, time_groups
 
     if scheduler_address:
         cluster = None
@@ -234,7 +234,7 @@ def time_dasksae(config, batch, workers, tiles, runs, warmup, scheduler_address=
         held = sum(pools) if processes else max(pools)  # threads of one process share its memory pool
         del network
         client.run(_free_pool)
-        return statistics.median(times), report, held
+        return row_seconds(times, pipelined), report, held
     finally:
         client.close()
         if cluster is not None:

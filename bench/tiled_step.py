@@ -56,7 +56,7 @@ def tiled(config, batch, workers, runs, warmup, dtype, eager, execution="graph",
     from dasksae.cluster import local_worker_environment
     from dasksae.latency import eager_messages
     from dasksae.tiled_network import TiledNetwork
-    from step_timing import time_groups
+    from step_timing import row_seconds, time_groups
 
     with (contextlib.nullcontext() if distributed_malloc else local_worker_environment()), distributed.LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=not threads, dashboard_address=None, silence_logs=40
@@ -75,7 +75,7 @@ def tiled(config, batch, workers, runs, warmup, dtype, eager, execution="graph",
                 bucket = compute if span["action"] == "compute" else transfer if span["action"] == "transfer" else None
                 if bucket is not None:
                     bucket[task["worker"]] = bucket.get(task["worker"], 0.0) + span["stop"] - span["start"]
-    step = statistics.median(times)
+    step = row_seconds(times, pipelined)
     kernels = max(compute.values(), default=0.0) / runs
     moved = sum(transfer.values()) / runs / max(1, workers)
     if execution == "spmd" and workers > 1:

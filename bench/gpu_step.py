@@ -559,7 +559,8 @@ def main(argv=None):
                              host_samples=report.statistics.get("host_samples"), group_seconds=report.statistics["group_seconds"],
                              garbage_collection=report.statistics.get("garbage_collection"),
                              host_cpu=report.statistics.get("host_cpu"), outbox_sends=report.statistics.get("outbox_sends"))
-                        print(f"  inside a tile's task (median over tiles and runs): {report.statistics['in_task_seconds'] * 1e3:.1f} ms a step; "
+                        print(f"  inside a tile's task (median over tiles and runs; where a task leaves its steps queued, the host's time "
+                              f"to queue them): {report.statistics['in_task_seconds'] * 1e3:.1f} ms a step; "
                               f"{seconds / kernel:.2f}x the in-process step of this call (the 1.25x target)", flush=True)
                         waits = report.statistics["host_waits"]
                         print(f"  a tile's thread waited {waits['messages_seconds'] * 1e3:.1f} ms a step for messages and "

@@ -29,7 +29,8 @@ cluster() {
   gpu_tests ${TESTS_S:-200} tests/test_gpu_tiled.py -k cluster_gpu_starts -rs
   export PATH=/tmp/site/bin:$PATH
   # its own process group: the script's exit trap kills its group
-  SCHEDULER_FILE=/tmp/scheduler.json setsid timeout ${SCRIPT_S:-150} bash cluster/local-gpus.sh > $OUT/local-gpus.log 2>&1 &
+  rm -f /tmp/scheduler.json  # a warm machine keeps an earlier call's (and may keep its scheduler's port)
+  PORT=${PORT:-8797} SCHEDULER_FILE=/tmp/scheduler.json setsid timeout ${SCRIPT_S:-150} bash cluster/local-gpus.sh > $OUT/local-gpus.log 2>&1 &
   group=$!
   for _ in $(seq 40); do [[ -s /tmp/scheduler.json ]] && break; sleep 1; done; sleep 8
   timeout 120 python3 -m dasksae.cli train --scheduler-file /tmp/scheduler.json --gpu --config tiny --tiles 1x1 \

@@ -90,7 +90,7 @@ def command_train(args) -> int:
         return 0
     from .cluster import connect
     from .network import load_config
-    from .tiling import TileGrid
+    from .tiling import TileGrid, at_most_tiles
     from .train import STEPS_PER_TASK, _check_output_folder, check_run_options, train_tiled
 
     check_run_options(args.steps, args.minibatch, args.greedy_steps, args.lr, args.momentum)  # before a cluster starts
@@ -105,7 +105,7 @@ def command_train(args) -> int:
     workers = args.workers if args.workers is not None else grid.count
     if not joining and grid.count > workers:
         raise DasksaeError(
-            f"{args.tiles} tiles need {grid.count} workers but --workers is {workers}; use at most {workers} tiles or more workers."
+            f"{args.tiles} tiles need {grid.count} workers but --workers is {workers}; use {at_most_tiles(workers)} or more workers."
         )
     if args.out is not None:
         _check_output_folder(args.out, bool(args.resume))
@@ -117,7 +117,7 @@ def command_train(args) -> int:
         workers = args.workers_per_gpu
         if not joining and grid.count > workers:
             raise DasksaeError(f"{args.tiles} tiles need {grid.count} workers but --workers-per-gpu is {workers}; "
-                              f"give --workers-per-gpu {grid.count} or use at most {workers} tiles.")
+                              f"give --workers-per-gpu {grid.count} or use {at_most_tiles(workers)}.")
     gpu = args.gpu or args.workers_per_gpu is not None
     if (args.protocol, args.rmm_pool) != ("auto", "auto") and (joining or not args.gpu or args.workers_per_gpu is not None):
         raise DasksaeError("--protocol and --rmm-pool set up the cluster that --gpu starts (one dask-cuda worker a GPU); "

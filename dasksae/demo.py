@@ -40,7 +40,7 @@ def run_demo(out, quick: bool = False, config_name: str = "tiny", tiles: str = "
     from .data import TEST_DISTRACTORS, TEST_FACES, build_bundled_store, check_face_fraction
     from .network import load_config
     from .optim import check_hyperparameters
-    from .tiling import TileGrid
+    from .tiling import TileGrid, at_most_tiles
     from .train import _check_output_folder, train_tiled
 
     started = time.perf_counter()
@@ -55,7 +55,7 @@ def run_demo(out, quick: bool = False, config_name: str = "tiny", tiles: str = "
         raise DasksaeError(f"--workers must be a positive integer, got {workers!r}.")
     if workers is not None and workers < grid.count:
         raise DasksaeError(f"{tiles} tiles need {grid.count} workers but --workers is {workers}; "
-                           f"use at most {workers} tiles or more workers.")
+                           f"use {at_most_tiles(workers)} or more workers.")
     check_evaluation_fits(config, TEST_FACES + TEST_DISTRACTORS)  # not after training: the evaluation runs here
     out = _check_output_folder(out, resume=False)
     if (out / "run" / "checkpoints" / "LATEST").exists():

@@ -46,7 +46,7 @@ from .streams import (StepFence, device_event, failures_of_queued_steps, queue_l
                       wait_for_event)
 from .tile_array import DaskExecutor, Executor, LocalExecutor, Shared, TileArray, pick, tile_map, tile_reduce
 from .tile_ops import scale_states_on
-from .tiling import TileGrid
+from .tiling import TileGrid, at_most_tiles
 
 
 DEVICES = ("cpu", "cuda")
@@ -827,7 +827,7 @@ def _dask_executor(grid: TileGrid, client, workers) -> DaskExecutor:
     if grid.count > len(workers):
         raise ConfigError(
             f"{grid.rows}x{grid.cols} tiles need {grid.count} workers but the cluster has {len(workers)}{waited}; "
-            f"use at most {len(workers)} tiles or add workers."
+            f"use {at_most_tiles(len(workers))} or add workers."
         )
     return DaskExecutor(client, {tile: workers[index] for index, tile in enumerate(grid.tiles())})
 

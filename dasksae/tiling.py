@@ -39,6 +39,15 @@ from .network import NetworkConfig
 Range = tuple[int, int]
 
 
+def at_most_tiles(workers: int) -> str:
+    """How a refusal names the tilings that ``workers`` workers can run: ``--tiles 1x1`` for one.
+
+    >>> at_most_tiles(1), at_most_tiles(3)
+    ('--tiles 1x1', 'at most 3 tiles')
+    """
+    return "--tiles 1x1" if workers == 1 else f"at most {workers} tiles"
+
+
 def split_range(length: int, parts: int) -> list[Range]:
     """Split ``[0, length)`` into ``parts`` contiguous ranges whose sizes differ by at most one.
 

@@ -65,7 +65,10 @@ def one_line_error(capsys, *args, match):
 
 def test_bad_tilings_are_refused(capsys, tmp_path):
     one_line_error(capsys, *TRAIN[:4], "15x1", "--out", str(tmp_path / "a"), match="do not fit stage 1")
-    one_line_error(capsys, *TRAIN[:4], "2x2", "--workers", "3", match="2x2 tiles need 4 workers but --workers is 3")
+    one_line_error(capsys, *TRAIN[:4], "2x2", "--workers", "3",
+                   match="2x2 tiles need 4 workers but --workers is 3; use at most 3 tiles or more workers.")
+    one_line_error(capsys, *TRAIN[:4], "2x2", "--workers", "1",
+                   match="2x2 tiles need 4 workers but --workers is 1; use --tiles 1x1 or more workers.")
     one_line_error(capsys, *TRAIN[:4], "2x2", "--workers-per-gpu", "2",
                    match="2x2 tiles need 4 workers but --workers-per-gpu is 2; give --workers-per-gpu 4 or use at most 2 tiles")
 

@@ -229,7 +229,7 @@ def test_several_steps_in_each_tiles_task(client, tiles):
     assert reports[0].statistics["tasks"] == (2 if tiles == "1x1" else rows * cols + 1)
 
 
-@pytest.mark.parametrize("tiles,task_end", [("1x1", "wait"), ("1x1", "queue"), ("2x2", "wait")])
+@pytest.mark.parametrize("tiles,task_end", [("1x1", "wait"), ("1x1", "queue"), ("2x2", "wait"), ("2x2", "queue")])
 def test_submitted_steps_queue_behind_each_other_and_equal_steps_read_in_turn(client, monkeypatch, tiles, task_end):
     """submit_steps returns before its steps end (the second group is submitted while the first still runs, and
     queues behind it on the workers), and two groups read afterwards give the losses and weights of the same

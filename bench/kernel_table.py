@@ -135,6 +135,7 @@ def main(argv=None):
 
         def run():
             network.step(data, 1e-3, 0.9)
+
     def drain():
         while args.workers > 1 and pending:
             pending.pop(0).result()

@@ -14,6 +14,8 @@ import exchange_host  # noqa: E402
 import graphed_host  # noqa: E402
 import four_rows  # noqa: E402
 import gil_sampler  # noqa: E402
+import kernel_table  # noqa: E402
+import step_timing  # noqa: E402
 import profiler_cost  # noqa: E402
 
 
@@ -200,3 +202,27 @@ def test_the_gpu_tables_rows_have_the_issues_columns_and_the_same_fields():
     header = gpu_step.table_header()
     assert header.split()[:5] == ["config", "P", "M", "dtype", "mode"] and len({len(line) for line in lines}) == 1
     assert len(header) == len(lines[0])
+
+
+def test_the_kernel_tables_idle_gaps_are_the_stretches_no_stream_runs_a_kernel():
+    """Kernels of two streams overlap: a gap is only where neither runs, named by the kernel whose end reached
+    furthest before it and the one after it; the gaps are binned by length, and a step's share divides by the runs."""
+    kernels = [("void a<float>(int)", 0.0, 10e-6), ("cupy_b", 5e-6, 20e-6),  # b outlasts a: no gap after a
+               ("c", 30e-6, 1e-6),  # 5 us after b's end
+               ("d", 131e-6, 1e-6),  # 100 us after c
+               ("e", 2.132e-3, 1e-6)]  # 2 ms after d
+    gaps = kernel_table.idle_gaps(list(reversed(kernels)))  # in any order
+    assert [(round(gap * 1e6), before, after) for gap, before, after in gaps] == [
+        (5, "cupy_b", "c"), (100, "c", "d"), (2000, "d", "e")]
+    summary = kernel_table.gap_summary(gaps, runs=2)
+    seconds = [row["seconds"] for row in summary["by_size"]]
+    assert seconds == pytest.approx([2.5e-6, 0.0, 50e-6, 0.0, 1e-3])
+    assert [row["gaps"] for row in summary["by_size"]] == [0.5, 0.0, 0.5, 0.0, 0.5]
+    assert summary["by_pair"][0] == {"after": "d", "before": "e", "seconds": pytest.approx(1e-3), "gaps": 0.5}
+    assert ("b", "c") in [(row["after"], row["before"]) for row in summary["by_pair"]]  # families: prefixes cut
+
+
+def test_a_pipelined_row_is_the_mean_of_its_groups_and_a_plain_one_their_median():
+    paired = [46.7e-3, 4.0e-3, 45.0e-3, 4.2e-3, 24.7e-3]  # session 32: reports two groups at a time
+    assert step_timing.row_seconds(paired, pipelined=True) == pytest.approx(24.92e-3)
+    assert step_timing.row_seconds(paired, pipelined=False) == pytest.approx(24.7e-3)

@@ -19,6 +19,8 @@
 #              the pipelined row again, 20 groups, their mean (bench/step_timing.py: pipelined reports come two
 #              groups at a time); the 4 threads' pipelined kernel table with its idle gaps; the row again in a
 #              process of its own where TWICE is set; then PART=cluster.  About 300 s (TWICE: 370).
+#   PART=one16 the bfloat16 limit and 1-worker pipelined rows (20 groups of 10 steps), the row now the mean of its
+#              groups (it was their median through session 31).  About 90 s.
 source bench/device_setup.sh
 card
 table() {  # table LABEL ARGS...: a bfloat16 kernel table of coates200, M=96, with its idle gaps
@@ -47,6 +49,10 @@ queue)
   FOUR_S=${FOUR_S:-90} four queue-pipelined bfloat16 --pipelined ;;
 cluster)
   cluster ;;
+one16)
+  timeout ${ONE_S:-150} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
+    --dtypes bfloat16 --steps-per-task 10 --runs 20 --pipelined --json $OUT/gpu-step-1w-bfloat16.json 2>&1 | filter \
+    | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log ;;
 script)  # the local-gpus.sh half of cluster() alone (PART=final's first run asked for 2x2 tiles of its one worker)
   gpu_tests() { :; }; cluster ;;
 final)

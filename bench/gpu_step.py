@@ -524,9 +524,11 @@ def main(argv=None):
                                  + ("-p" if args.pipelined else ""),
                                  dtype, seconds, overhead=max(0.0, 1 - kernel / seconds), memory=held,
                                  tasks=report.statistics["tasks"], critical_path=report.statistics["critical_path"], steps_per_task=per_task,
-                                 in_task_seconds=report.statistics["in_task_seconds"])
+                                 in_task_seconds=report.statistics["in_task_seconds"],
+                                 group_seconds=report.statistics["group_seconds"])
                             print(f"  inside the worker's task: {report.statistics['in_task_seconds'] * 1e3:.1f} ms a step "
-                                  f"(in-process {kernel * 1e3:.1f} ms)", flush=True)
+                                  f"(in-process {kernel * 1e3:.1f} ms); each group's step: "
+                                  + ", ".join(f"{1e3 * t:.1f}" for t in report.statistics["group_seconds"]) + " ms", flush=True)
                         except Exception as error:  # noqa: BLE001
                             print(f"{name} dasksae-1w {dtype} failed: {type(error).__name__}: {error}")
                 if "dasksae-1w-send" in modes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 
 from .errors import DasksaeError
 
@@ -84,9 +85,11 @@ def _free_memory_of_gpus() -> list[int]:
             for i in range(get_n_gpus())]
 
 
-def _check_gpus_found() -> None:
+def _check_gpus_found(workers: int) -> None:
     """Refuse ``--gpu`` in one sentence where NVML finds no GPU (no driver, or none visible), before dask-cuda
-    starts workers that would fail with a traceback each."""
+    starts workers that would fail with a traceback each; and where the tiles need more ``workers`` than the GPUs
+    that ``LocalCUDACluster`` starts one worker for (``CUDA_VISIBLE_DEVICES``' where it is set), before a cluster
+    starts and waits for workers that will not come."""
     try:
         from dask_cuda.utils import get_gpu_count
 
@@ -96,6 +99,14 @@ def _check_gpus_found() -> None:
                            "NVIDIA driver.") from None
     if not found:
         raise DasksaeError("--gpu found no GPU (NVML counts none); leave out --gpu on a machine without one.")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = len([d for d in visible.split(",") if d.strip()]) if visible else found
+    if workers > gpus:
+        from .tiling import at_most_tiles
+
+        raise DasksaeError(f"the tiles need {workers} workers but --gpu starts one a GPU and there "
+                           f"{'is 1 GPU' if gpus == 1 else f'are {gpus} GPUs'}; use {at_most_tiles(gpus)}, or "
+                           f"--workers-per-gpu {workers} for {workers} workers sharing GPU 0.")
 
 
 def gpu_cluster_options(protocol: str = "auto", rmm_pool: str = "auto", *, ucx=None, rmm=None, free_memory=None) -> dict:
@@ -177,7 +188,7 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None, wor
                 f"--gpu needs dask-cuda (pip install 'dasksae[gpu]'; importing it failed: {error}), or --workers-per-gpu K "
                 "for plain workers sharing a GPU."
             ) from None
-        _check_gpus_found()
+        _check_gpus_found(workers)
         options = gpu_cluster_options(protocol, rmm_pool)
         with local_worker_environment():
             cluster = LocalCUDACluster(threads_per_worker=1, dashboard_address=":8787" if dashboard else None, **options)

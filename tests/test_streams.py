@@ -64,6 +64,37 @@ def test_the_host_waits_only_for_steps_more_than_run_ahead_behind_and_keeps_thei
     assert stream.synchronized == 0
 
 
+def test_a_task_that_leaves_its_steps_queued_hands_what_its_fence_keeps_to_its_tiles_next_task(monkeypatch):
+    """DASKSAE_TASK_END=queue on SPMD tiles: at a task's end nothing waits; the halos of steps the device has not
+    passed go to the next task's fence, which counts those steps against RUN_AHEAD and waits for them as its own."""
+    monkeypatch.setattr(streams, "RUN_AHEAD", 2)
+    xp, stream = _fake_cupy()
+    first = streams.StepFence(xp)
+    halos = [_Halo() for _ in range(4)]
+    alive = [weakref.ref(h) for h in halos]
+    for _ in range(3):
+        first.step_done(keep=[halos.pop(0)])  # the third waits for the first step (RUN_AHEAD)
+    stream.recorded[1].done = True  # the second finished on its own
+    pending = first.handed_on()
+    gc.collect()
+    assert [e.waited for e in stream.recorded] == [True, False, False]  # the task's end waited for nothing
+    assert [event for event, _ in pending] == [stream.recorded[2]]  # only the unfinished step goes on
+    assert alive[1]() is None and alive[2]() is not None
+    assert first.handed_on() == []  # handed on once
+    second = streams.StepFence(xp, pending)
+    del pending
+    second.step_done(keep=[halos.pop(0)])
+    gc.collect()
+    assert alive[2]() is not None and not stream.recorded[2].waited  # two unfinished steps: within RUN_AHEAD
+    second.step_done(keep=[_Halo()])  # three: the next task waits for the one the last task left
+    gc.collect()
+    assert stream.recorded[2].waited and alive[2]() is None and alive[3]() is not None
+    second.finish()
+    gc.collect()
+    assert all(e.done for e in stream.recorded) and all(ref() is None for ref in alive)
+    assert stream.synchronized == 0
+
+
 def test_run_ahead_0_waits_for_each_step_and_numpy_waits_for_nothing(monkeypatch):
     import numpy
 

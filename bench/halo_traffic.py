@@ -12,7 +12,8 @@ adds or removes.  Rows:
 
 * ``strip cut to send``: :func:`~dasksae.tile_array.cut_part`, a neighbour's strip made contiguous by its owner;
 * ``own piece cut``: a tile's own piece made contiguous before assembling (the code before session 13);
-* ``assemble``: a window filled from its pieces, one copy a piece;
+* ``assemble``: a window filled from its pieces, one copy a piece; below the table, its bytes split into the
+  windows' own parts (a piece over more than half of its window) and the halo strips from the neighbours;
 * ``sum_into``: a window summed from its contributions (zeros, or a copy of the one that covers it, then adds).
 
 ``bytes written`` is each result's size once (a window's adds write into it again).
@@ -56,6 +57,7 @@ def main(argv=None):
         return out
 
     by_function = collections.Counter()
+    assembled_from = collections.Counter()  # assemble's bytes by the kind of piece they come from
 
     def reader():
         function = sys._getframe(2).f_locals.get("function")  # tile_array._call_tile's
@@ -67,6 +69,10 @@ def main(argv=None):
             counts["assemble", "copies"] += len(strips)
             counts["assemble", "bytes written"] += out.nbytes
             by_function["assemble", reader()] += out.nbytes
+            (r0, r1), (c0, c1) = window
+            for ((a, b), (c, d)), strip in strips:
+                part = "own part" if 2 * (b - a) * (d - c) > (r1 - r0) * (c1 - c0) else "halo strips"
+                assembled_from[part] += strip.nbytes
         return out
 
     def counted_sum_into(window, contributions):
@@ -98,13 +104,14 @@ def main(argv=None):
         print(f"{row:20}" + "".join(cells))
     total = {c: sum(table[r][c] for r in rows) for c in columns}
     print(f"{'all':20}" + "".join(f"{total[c] / 1e6:>12.2f}MB" if c == "bytes written" else f"{total[c]:>14}" for c in columns))
+    print("assemble's bytes: " + ", ".join(f"{kind} {assembled_from[kind] / 1e6:.2f}MB" for kind in ("own part", "halo strips")))
     if args.by_function:
         print("bytes written by the tile function that reads the window:")
         for (kind, function), written in sorted(by_function.items(), key=lambda item: -item[1]):
             print(f"  {kind:10} {function:32} {written / 1e6:10.2f}MB")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": config.name, "tiles": args.tiles, "minibatch": args.minibatch, "rows": table, "all": total,
+            json.dump({"config": config.name, "tiles": args.tiles, "minibatch": args.minibatch, "rows": table, "all": total, "assembled_from": dict(assembled_from),
                        "by_function": {f"{kind} {function}": written for (kind, function), written in by_function.items()}},
                       f, indent=1)
 

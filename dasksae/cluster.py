@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 
 from .errors import DasksaeError
 
@@ -91,7 +90,7 @@ def _check_gpus_found(workers: int) -> None:
     that ``LocalCUDACluster`` starts one worker for (``CUDA_VISIBLE_DEVICES``' where it is set), before a cluster
     starts and waits for workers that will not come."""
     try:
-        from dask_cuda.utils import get_gpu_count
+        from dask_cuda.utils import get_gpu_count, get_n_gpus
 
         found = get_gpu_count()
     except Exception as error:  # noqa: BLE001 - NVML's errors (no library, no driver) are many classes
@@ -99,8 +98,7 @@ def _check_gpus_found(workers: int) -> None:
                            "NVIDIA driver.") from None
     if not found:
         raise DasksaeError("--gpu found no GPU (NVML counts none); leave out --gpu on a machine without one.")
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    gpus = len([d for d in visible.split(",") if d.strip()]) if visible else found
+    gpus = get_n_gpus()  # the workers LocalCUDACluster starts: CUDA_VISIBLE_DEVICES' entries where it is set
     if workers > gpus:
         from .tiling import at_most_tiles
 

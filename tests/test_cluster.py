@@ -184,6 +184,7 @@ def test_gpu_on_a_machine_where_nvml_finds_no_gpu_is_one_line(monkeypatch, capsy
     package.LocalCUDACluster = lambda *args, **kwargs: started.append(kwargs)
     utils = types.ModuleType("dask_cuda.utils")
     utils.get_gpu_count = get_gpu_count
+    utils.get_n_gpus = get_gpu_count
     package.utils = utils
     monkeypatch.setitem(sys.modules, "dask_cuda", package)
     monkeypatch.setitem(sys.modules, "dask_cuda.utils", utils)
@@ -198,9 +199,10 @@ def test_gpu_on_a_machine_where_nvml_finds_no_gpu_is_one_line(monkeypatch, capsy
 
 
 def test_gpu_with_more_tiles_than_gpus_is_refused_before_a_cluster_starts(monkeypatch, capsys):
-    """``--gpu`` starts one worker a GPU (``CUDA_VISIBLE_DEVICES``' where set): 2x2 tiles (the default) on one GPU are
-    refused in one line naming ``--tiles 1x1`` and ``--workers-per-gpu``, instead of a cluster that waits for
-    workers that will not come; as many tiles as GPUs start it."""
+    """``--gpu`` starts one worker a GPU (as many as dask-cuda's ``get_n_gpus``, which counts ``CUDA_VISIBLE_DEVICES``
+    where it is set): 2x2 tiles (the default) on one GPU are refused in one line naming ``--tiles 1x1`` and
+    ``--workers-per-gpu``, instead of a cluster that waits for workers that will not come; as many tiles as GPUs
+    start it."""
     import sys
     import types
 
@@ -215,21 +217,21 @@ def test_gpu_with_more_tiles_than_gpus_is_refused_before_a_cluster_starts(monkey
 
     package.LocalCUDACluster = local_cuda_cluster
     utils = types.ModuleType("dask_cuda.utils")
-    utils.get_gpu_count = lambda: 8
+    utils.get_gpu_count = lambda: 8  # NVML's count of the machine's GPUs
+    utils.get_n_gpus = lambda: 1  # the visible ones: CUDA_VISIBLE_DEVICES=3, say
     package.utils = utils
     monkeypatch.setitem(sys.modules, "dask_cuda", package)
     monkeypatch.setitem(sys.modules, "dask_cuda.utils", utils)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     assert main(["train", "--gpu", "--config", "tiny", "--steps", "1", "--protocol", "tcp", "--rmm-pool", "off"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == ("dasksae: error: the tiles need 4 workers but --gpu starts one a GPU and there is 1 GPU; "
                            "use --tiles 1x1, or --workers-per-gpu 4 for 4 workers sharing GPU 0.")
     assert not started
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    utils.get_n_gpus = lambda: 2
     assert main(["train", "--gpu", "--config", "tiny", "--tiles", "2x2", "--steps", "1", "--protocol", "tcp",
                  "--rmm-pool", "off"]) == 2
     assert "there are 2 GPUs; use at most 2 tiles, or --workers-per-gpu 4" in capsys.readouterr().err and not started
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")  # NVML's 8 GPUs: the cluster starts (the stand-in then fails)
+    utils.get_n_gpus = lambda: 8  # all 8 visible: the cluster starts (the stand-in then fails)
     with pytest.raises(RuntimeError, match="the stand-in starts no cluster"):
         main(["train", "--gpu", "--config", "tiny", "--steps", "1", "--protocol", "tcp", "--rmm-pool", "off"])
     assert started == [{"threads_per_worker": 1, "dashboard_address": None, "protocol": "tcp"}]

@@ -48,6 +48,25 @@ RUN_AHEAD = int(switch("DASKSAE_RUN_AHEAD"))
 # "queue" (default): a one-tile task of steps returns with them queued (see above); "wait": every tile task waits for
 # its stream before it returns
 TASK_END = switch("DASKSAE_TASK_END")
+# "1": the bfloat16 tensor-core update (one launch a chunk of block rows) runs on a side stream of its tile's stream
+# (side_stream_work), beside what the step queues next (the lower stages' backward) instead of between it; "priority":
+# the same, with the tiles' streams made at the device's highest priority, so that as the update's blocks finish the
+# SMs go to the main stream's kernels first; "0" (the default): in line on the tile's stream
+UPDATE_STREAM = switch("DASKSAE_UPDATE_STREAM")
+HIGHEST_PRIORITY = -1000  # CUDA clamps a priority to the device's range: this is its greatest
+_side_streams: dict = {}  # a main stream's handle -> its side stream (side_stream)
+_side_streams_lock = threading.Lock()
+
+
+def _new_stream(cupy, non_blocking: bool, highest_priority: bool = False):
+    """A CUDA stream (blocking or not with respect to the legacy default stream), at the highest priority or at the
+    default one (which is the lowest)."""
+    if not highest_priority:
+        return cupy.cuda.Stream(non_blocking=non_blocking)
+    runtime = cupy.cuda.runtime
+    flags = runtime.streamNonBlocking if non_blocking else runtime.streamDefault
+    # kept for the process's life (per thread and device, as the streams above): ExternalStream does not destroy it
+    return cupy.cuda.ExternalStream(runtime.streamCreateWithPriority(flags, HIGHEST_PRIORITY))
 
 
 def _thread_stream(cupy):
@@ -56,8 +75,63 @@ def _thread_stream(cupy):
     if streams is None:
         streams = _local.streams = {}
     if device not in streams:
-        streams[device] = cupy.cuda.Stream(non_blocking=False)
+        streams[device] = _new_stream(cupy, False, UPDATE_STREAM == "priority")
     return streams[device]
+
+
+def side_stream(cupy, main):
+    """The side stream of stream ``main`` (one for each main stream, made once): not blocking with respect to the
+    legacy default stream, so that it runs beside ``main`` where that is the legacy stream too, at the default
+    priority (the lowest)."""
+    with _side_streams_lock:
+        side = _side_streams.get(main.ptr)
+        if side is None:
+            side = _side_streams[main.ptr] = _new_stream(cupy, True)
+        return side
+
+
+def _capturing(stream) -> bool:
+    try:
+        return bool(stream.is_capturing())
+    except Exception:  # the legacy default stream cannot be asked; nothing captures on it
+        return False
+
+
+@contextlib.contextmanager
+def side_stream_work(xp, pending: list, keep=()):
+    """Run the block's launches on the current stream's :func:`side_stream` where ``DASKSAE_UPDATE_STREAM`` asks for
+    it (:data:`UPDATE_STREAM`), else (and on NumPy, and while the current stream captures a CUDA graph) in line.
+
+    The side stream first waits (on the device) for what the current stream has queued so far; the block's work then
+    runs beside what the current stream queues next.  ``pending`` gets ``(event, keep)``: the event after the block's
+    work, and ``keep``, the arrays it reads that the current stream allocated (dropped, their memory would go back to
+    that stream's pool and could be reused there under the side stream's reads).  :func:`join_side_work` makes the
+    current stream wait for them and drops ``keep``."""
+    if xp.__name__ != "cupy" or UPDATE_STREAM == "0":
+        yield
+        return
+    main = xp.cuda.get_current_stream()
+    if _capturing(main):
+        yield
+        return
+    fork = xp.cuda.Event(block=False, disable_timing=True)
+    record_event(fork, main)
+    side = side_stream(xp, main)
+    with side:
+        stream_wait_event(fork)
+        yield
+        done = xp.cuda.Event(block=False, disable_timing=True)
+        record_event(done, side)
+    pending.append((done, keep))
+
+
+def join_side_work(pending) -> None:
+    """Make the current stream wait (on the device) for the side streams' work in ``pending``
+    (:func:`side_stream_work`), and drop what that work kept: the current stream's later allocations come after it.
+    Empties ``pending``; a no-op where it is empty or ``None``."""
+    while pending:
+        event, _ = pending.pop(0)
+        stream_wait_event(event)
 
 
 @contextlib.contextmanager

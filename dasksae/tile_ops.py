@@ -41,6 +41,7 @@ from .kernels.normalize import inverse_row_norms, radial_dots, unit_rows_backwar
 from .kernels.simt_gemm import wave_slots
 from .kernels.pooling import pool_squares, pool_unit_weights, pool_units_and_sums, window_sum_transpose
 from .optim import sgd_momentum_update
+from .streams import join_side_work, side_stream_work
 
 
 def scale_of(scale_state):
@@ -80,6 +81,7 @@ def filter_forward(x_window, state, scale_state, stage, with_objective: bool, pr
     """
     raw = state["encoder"]
     xp = array_module(raw)
+    join_side_work(state.pop("_side_work", None))  # the last step's update, where it ran on a side stream
     precision = precision or native_precision(raw)
     x_window = operand(xp.asarray(x_window), precision)
     inverse_norms, weights = _encoder_operands(state, precision)
@@ -239,10 +241,11 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         # (and from the bfloat16 codes for the tensor-core update: the identity holds to their rounding)
         row_dots = (radial_dots(codes, z_rows, decoded, chunk_scale, a)
                     if update is not None and (precision in ("float32", "float64") or tensor_core) else None)
-        if tensor_core:
-            update_with_tensor_cores(codes, (x_map, error_map), field, step, blocks_w, state["encoder"][p0:p1],
-                                     state["encoder_velocity"][p0:p1], weights[p0:p1], inverse_norms[p0:p1],
-                                     row_dots, *update)
+        if tensor_core:  # on a side stream where DASKSAE_UPDATE_STREAM asks (joined by the step's next reader)
+            with side_stream_work(xp, state.setdefault("_side_work", []), keep=(codes, x_map, error_map, row_dots)):
+                update_with_tensor_cores(codes, (x_map, error_map), field, step, blocks_w, state["encoder"][p0:p1],
+                                         state["encoder_velocity"][p0:p1], weights[p0:p1], inverse_norms[p0:p1],
+                                         row_dots, *update)
             grad_unit = None  # and the new norms and operand copy
         elif (update is not None and fields is None and weights is state["encoder"]
                 and update_with_weight_grad(codes, gradient_maps, field, step, blocks_w, weight_rows,
@@ -268,6 +271,8 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
                               row_dots=row_dots)
             if grad_decoder is not None:
                 sgd_momentum_update(state["decoder"][p0:p1], state["decoder_velocity"][p0:p1], grad_decoder.reshape(shape), lr, momentum)
+    if not state.get("_side_work", True):
+        del state["_side_work"]  # nothing went to a side stream
     if update is not None:  # the next forward pass reads these instead of the weights twice more
         state["_encoder_inverse_norms"] = inverse_norms
         if weights is not state["encoder"]:
@@ -418,6 +423,9 @@ def tile_report(error, pool, filter_back, pool_back):
     device: the losses are read on the host once a task
     (:func:`dasksae.kernels.backend.host_floats`), not once a step.
     """
+    state = filter_back.get("state")
+    if state is not None:  # the stage's update, where it ran on a side stream: the step's end waits for it
+        join_side_work(state.pop("_side_work", None))
     return {"reconstruction_loss": error["loss"], "sparsity_loss": pool["loss"],
             "scale_grad": filter_back["scale_grad"] + pool_back["scale_grad"]}
 

@@ -999,6 +999,62 @@ def test_bfloat16_training_at_a_minibatch_of_128_takes_the_tensor_core_kernels(m
             assert numpy.abs(mine[name] - theirs[name]).max() < 1e-3 * numpy.abs(theirs[name]).max(), name
 
 
+@pytest.mark.parametrize("setting, tiles", [("1", "1x1"), ("priority", "1x1"), ("1", "2x2")])
+def test_bfloat16_training_with_the_update_on_a_side_stream_equals_it_in_line_bit_for_bit(monkeypatch, setting, tiles):
+    """DASKSAE_UPDATE_STREAM: ``small`` (tied RICA, M=96) trained in bfloat16 with each chunk's tensor-core update
+    launched on a side stream of its tile's stream, beside the lower stages' backward, gives the very losses and
+    weights of the update in line: the same kernels on the same values, so anything read early or overwritten under
+    a reader would show.  Every update ran on a side stream (none did with the switch off).  Each run is a thread of
+    its own, so that its tile stream is made anew (``priority``: at the device's highest priority)."""
+    import threading
+
+    from dasksae import TiledNetwork, streams, tile_program
+    from dasksae.kernels import mma_update
+    from dasksae.tile_array import LocalExecutor
+
+    config = named_config("small")
+    data = numpy.random.default_rng(3)
+    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
+    launched_on, kernel = [], mma_update.filter_weight_grad_update_bfloat16
+    monkeypatch.setattr(mma_update, "filter_weight_grad_update_bfloat16",
+                        lambda *args, **kwargs: launched_on.append(cupy.cuda.get_current_stream().ptr)
+                        or kernel(*args, **kwargs))
+
+    def trained(value):
+        monkeypatch.setattr(streams, "UPDATE_STREAM", value)
+        tile_program.forget_all()
+        result = {}
+
+        def run():
+            try:
+                network = TiledNetwork(config, tiles, executor=LocalExecutor(), seed=1, dtype="bfloat16",
+                                       device="cuda")
+                result["losses"] = [report.loss for report in network.steps(batches, 1e-3, 0.9)]
+                result["parameters"] = network.parameters()
+                priority_of = getattr(cupy.cuda.runtime, "streamGetPriority", None)  # (where CuPy has it)
+                result["priority"] = priority_of and priority_of(streams._thread_stream(cupy).ptr)
+            except BaseException as error:  # raised in the test's thread below
+                result["error"] = error
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+        if "error" in result:
+            raise result["error"]
+        launches, launched_on[:] = list(launched_on), []
+        return result, launches
+
+    (expected, in_line), (result, launches) = trained("0"), trained(setting)
+    side = {stream.ptr for stream in streams._side_streams.values()}
+    assert in_line and launches and not side & set(in_line) and set(launches) <= side
+    if setting == "priority" and result["priority"] is not None:
+        assert result["priority"] < expected["priority"]
+    assert result["losses"] == expected["losses"]
+    for mine, theirs in zip(result["parameters"], expected["parameters"]):
+        for name in mine:
+            numpy.testing.assert_array_equal(mine[name], theirs[name], err_msg=name)
+
+
 def test_bfloat16_training_with_the_tensor_core_update_follows_the_gathered_path(monkeypatch):
     """DASKSAE_TENSOR_CORE_UPDATE=1 (the default): ``small`` (tied RICA; fan-ins 108 and more, 1x1 tiles, M=96)
     trained in bfloat16 with the update taken in the tensor-core kernel, which ran, as the gathered path (``=0``:

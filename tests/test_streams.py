@@ -157,3 +157,71 @@ def test_a_device_error_met_waiting_for_queued_steps_says_where_it_comes_from():
         out_of_memory = type("OutOfMemoryError", (MemoryError,), {"__module__": "cupy.cuda.memory"})
         with pytest.raises(MemoryError, match="^Out of memory allocating 8 bytes$"):  # the host's: passed as it is
             wait(Failing(out_of_memory("Out of memory allocating 8 bytes")))
+
+
+class _SideStream(_Stream):
+    """A stand-in CuPy stream that can be made current (``with``) and records what it was made to wait for."""
+
+    def __init__(self, non_blocking=False, current=None):
+        super().__init__()
+        self.non_blocking, self.waited, self.launched, self._current = non_blocking, [], [], current
+        self.ptr = id(self)
+
+    def __enter__(self):
+        self._current.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        self._current.pop()
+
+    def is_capturing(self):
+        return False
+
+
+def _fake_cupy_with_streams(monkeypatch):
+    current = []
+    main = _SideStream(current=current)
+    current.append(main)
+    cuda = types.SimpleNamespace(Event=_Event, get_current_stream=lambda: current[-1],
+                                 Stream=lambda non_blocking=False: _SideStream(non_blocking, current))
+    monkeypatch.setattr(streams, "stream_wait_event", lambda event: current[-1].waited.append(event))
+    monkeypatch.setattr(streams, "_side_streams", {})
+    return types.SimpleNamespace(__name__="cupy", cuda=cuda), main, current
+
+
+def test_side_stream_work_runs_after_what_was_queued_and_the_join_waits_for_it_before_dropping_its_arrays(monkeypatch):
+    """DASKSAE_UPDATE_STREAM=1: the block runs on a side stream (not blocking with respect to the legacy stream) that
+    first waits for an event recorded on the current stream; its end is an event on the side stream, and the arrays
+    it reads are kept until join_side_work has made the current stream wait for that event.  One side stream a main
+    stream, made once."""
+    monkeypatch.setattr(streams, "UPDATE_STREAM", "1")
+    xp, main, current = _fake_cupy_with_streams(monkeypatch)
+    pending, codes = [], _Halo()
+    alive = weakref.ref(codes)
+    with streams.side_stream_work(xp, pending, keep=(codes,)):
+        side = current[-1]
+        side.launched.append("update")
+    del codes
+    gc.collect()
+    assert side is not main and side.non_blocking and current == [main]
+    assert [e for e in main.recorded] == [side.waited[0]] and side.recorded == [pending[0][0]]
+    assert alive() is not None and main.waited == []  # the side stream's work is not waited for yet
+    with streams.side_stream_work(xp, pending):
+        assert current[-1] is side  # the same side stream again
+    streams.join_side_work(pending)
+    gc.collect()
+    assert main.waited == side.recorded and len(main.waited) == 2 and pending == [] and alive() is None
+    streams.join_side_work(None)  # nothing pending: nothing to do
+
+
+@pytest.mark.parametrize("setting", ["0", "1"])
+def test_side_stream_work_runs_in_line_when_off_and_on_numpy(monkeypatch, setting):
+    import numpy
+
+    monkeypatch.setattr(streams, "UPDATE_STREAM", setting)
+    xp, main, current = _fake_cupy_with_streams(monkeypatch)
+    pending = []
+    for module in ([xp] if setting == "0" else []) + [numpy]:
+        with streams.side_stream_work(module, pending, keep=(_Halo(),)):
+            assert current == [main]
+    assert pending == [] and main.recorded == [] and main.waited == []

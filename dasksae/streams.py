@@ -64,7 +64,7 @@ def _new_stream(cupy, non_blocking: bool, highest_priority: bool = False):
     if not highest_priority:
         return cupy.cuda.Stream(non_blocking=non_blocking)
     runtime = cupy.cuda.runtime
-    flags = runtime.streamNonBlocking if non_blocking else runtime.streamDefault
+    flags = getattr(runtime, "streamNonBlocking", 1) if non_blocking else getattr(runtime, "streamDefault", 0)
     # kept for the process's life (per thread and device, as the streams above): ExternalStream does not destroy it
     return cupy.cuda.ExternalStream(runtime.streamCreateWithPriority(flags, HIGHEST_PRIORITY))
 

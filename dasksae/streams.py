@@ -63,6 +63,10 @@ def _new_stream(cupy, non_blocking: bool, highest_priority: bool = False):
     default one (which is the lowest)."""
     if not highest_priority:
         return cupy.cuda.Stream(non_blocking=non_blocking)
+    try:  # CuPy 13 and later take the priority themselves (and deprecate ExternalStream since 14)
+        return cupy.cuda.Stream(non_blocking=non_blocking, priority=HIGHEST_PRIORITY)
+    except TypeError:
+        pass
     runtime = cupy.cuda.runtime
     flags = getattr(runtime, "streamNonBlocking", 1) if non_blocking else getattr(runtime, "streamDefault", 0)
     # kept for the process's life (per thread and device, as the streams above): ExternalStream does not destroy it

@@ -225,3 +225,24 @@ def test_side_stream_work_runs_in_line_when_off_and_on_numpy(monkeypatch, settin
         with streams.side_stream_work(module, pending, keep=(_Halo(),)):
             assert current == [main]
     assert pending == [] and main.recorded == [] and main.waited == []
+
+
+def test_highest_priority_streams_come_from_cupy_where_it_takes_a_priority_else_from_the_runtime():
+    """DASKSAE_UPDATE_STREAM=priority: the tile's stream at the device's greatest priority, as CuPy 13 and later make
+    it (``Stream(priority=...)``; ExternalStream is deprecated since 14); an older CuPy's Stream refuses the
+    argument, and the stream comes from ``streamCreateWithPriority`` with the flags asked for."""
+    made = []
+
+    class Stream:
+        def __init__(self, non_blocking=False, priority=None):
+            made.append(("Stream", non_blocking, priority))
+
+    runtime = types.SimpleNamespace(streamCreateWithPriority=lambda flags, priority: ("handle", flags, priority))
+    cuda = types.SimpleNamespace(Stream=Stream, runtime=runtime, ExternalStream=lambda ptr: ("external", ptr))
+    cupy = types.SimpleNamespace(cuda=cuda)
+    assert isinstance(streams._new_stream(cupy, True, True), Stream)
+    assert made == [("Stream", True, streams.HIGHEST_PRIORITY)]
+    cuda.Stream = lambda non_blocking=False: made.append(("old Stream", non_blocking))
+    assert streams._new_stream(cupy, False, True) == ("external", ("handle", 0, streams.HIGHEST_PRIORITY))
+    assert streams._new_stream(cupy, True, True) == ("external", ("handle", 1, streams.HIGHEST_PRIORITY))
+    assert streams._new_stream(cupy, True) is None and made[-1] == ("old Stream", True)  # default priority

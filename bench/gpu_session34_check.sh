@@ -7,7 +7,8 @@
 #              bfloat16 rows with both PyTorch peers in one process (limit, 1 worker pipelined, eager, compiled).
 #              About 420 s.
 #   PART=ratio32  the float32 rows with both PyTorch peers in one process.  About 240 s.
-#   PART=four  4 worker threads on 2x2 tiles, pipelined, bfloat16 and float32.  About 200 s.
+#   PART=four  4 worker threads on 2x2 tiles, pipelined, bfloat16 and float32
+#              (FOUR_DTYPES: which).  About 200 s.
 source bench/device_setup.sh
 card
 case "${PART:-h100}" in
@@ -26,8 +27,9 @@ ratio32)
   ratio_float32 ${RATIO_S:-330} --pipelined --compile ;;
 four)  # 4 worker threads on 2x2 tiles, pipelined, 20 groups, bfloat16 then float32 (each a process of its own,
   # beside its own in-process step).  About 200 s.
-  FOUR_S=${FOUR_S:-100} four pipelined-bfloat16 bfloat16 --pipelined --runs-4w 20
-  FOUR_S=${FOUR_S:-100} four pipelined-float32 float32 --pipelined --runs-4w 20 ;;
+  for dtype in ${FOUR_DTYPES:-bfloat16 float32}; do
+    FOUR_S=${FOUR_S:-100} four pipelined-$dtype $dtype --pipelined --runs-4w 20
+  done ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -271,7 +271,9 @@ def test_the_tensor_core_update_trains_as_the_gathered_bfloat16_path(monkeypatch
         numpy.testing.assert_array_equal(losses, expected_losses)
         return
     assert taken and len(gathered) - gathered_by_default < gathered_by_default  # the X halves were not gathered
-    numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
+    # to 1e-4: the row dots' bfloat16 rounding, where the CPU's BLAS kernel (its summation order, chosen for the CPU
+    # at run time) moves a value across a rounding step, changes the third step's loss by 1.3e-5 on an AVX-512 CPU
+    numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-4)
     # the weights to 1e-4 of their largest, the velocities (the steps, where the row dots' rounding shows most) to 2%
     for tolerance, mine_all, theirs_all in ((1e-4, parameters, expected_parameters), (2e-2, velocity, expected_velocity)):
         for mine, theirs in zip(mine_all, theirs_all):

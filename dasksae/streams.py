@@ -63,7 +63,7 @@ def _new_stream(cupy, non_blocking: bool, highest_priority: bool = False):
     default one (which is the lowest)."""
     if not highest_priority:
         return cupy.cuda.Stream(non_blocking=non_blocking)
-    try:  # CuPy 13 and later take the priority themselves (and deprecate ExternalStream since 14)
+    try:  # a CuPy whose Stream takes a priority (the lent GPU machine's, which deprecates ExternalStream)
         return cupy.cuda.Stream(non_blocking=non_blocking, priority=HIGHEST_PRIORITY)
     except TypeError:
         pass

@@ -228,9 +228,9 @@ def test_side_stream_work_runs_in_line_when_off_and_on_numpy(monkeypatch, settin
 
 
 def test_highest_priority_streams_come_from_cupy_where_it_takes_a_priority_else_from_the_runtime():
-    """DASKSAE_UPDATE_STREAM=priority: the tile's stream at the device's greatest priority, as CuPy 13 and later make
-    it (``Stream(priority=...)``; ExternalStream is deprecated since 14); an older CuPy's Stream refuses the
-    argument, and the stream comes from ``streamCreateWithPriority`` with the flags asked for."""
+    """DASKSAE_UPDATE_STREAM=priority: the tile's stream at the device's greatest priority, made by CuPy where its
+    Stream takes a priority (``Stream(priority=...)``; the lent GPU machine's CuPy deprecates ExternalStream); an
+    older CuPy's Stream refuses the argument, and the stream comes from ``streamCreateWithPriority`` with the flags asked for."""
     made = []
 
     class Stream:

@@ -1,0 +1,157 @@
+"""How near the bfloat16 tensor-core update is to its bytes: the fused kernel against the same step with no products.
+
+For each stage of a config (coates200, M=96 by default), in bfloat16, timed
+with CUDA events (median of ``--runs``):
+
+* ``fused``: :func:`~dasksae.kernels.mma_update.filter_weight_grad_update_bfloat16`
+  in the variant the training takes (the weight gradient on tensor cores, the
+  unit-norm SGD step in its epilogue; 18 bytes a parameter: the float32
+  weights and momentum read and written, their bfloat16 copy written);
+* ``products``: its ``gemm-only`` variant (the products alone, no update);
+* ``stream``: the same SGD step with no products (the gradient taken as
+  zero, every other term as the kernel has them), a float4 a thread over
+  the same arrays: the same 18 bytes a parameter at the rate a plain
+  streaming kernel gets from this card (this file's ``_STREAM_SOURCE``);
+* ``copy``: a device-to-device copy of the weights (8 bytes a parameter:
+  read and written), the copy rate that the issue's limit is taken at.
+
+``TB/s`` counts the bytes a parameter above over the row's time.  The gap
+between ``fused`` and ``stream`` is what the products cost the update; the
+gap between ``stream`` and the copy rate is what a streaming kernel of these
+bytes loses to the copy.  Run under Nsight Compute (``ncu -k
+regex:dasksae_``) for the hardware counters of the same launches
+(``bench/gpu_session35_check.sh``, ``PART=counters``)::
+
+    python bench/update_floor.py --config coates200 --minibatch 96 --runs 10 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+# the unit-norm SGD step of mma_update's epilogue (its sgd_step) with dw = 0, a float4 a thread: raw and velocity
+# (count * rows * fan_in float32) read and written, their bfloat16 copy written (round to nearest even)
+_STREAM_SOURCE = r"""
+__device__ __forceinline__ unsigned short to_bfloat16(const float value)
+{
+    const unsigned bits = __float_as_uint(value);
+    return (unsigned short)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+extern "C" __global__ void dasksae_stream_sgd_step(float* __restrict__ raw, float* __restrict__ velocity,
+    unsigned short* __restrict__ operand, const float* __restrict__ inverse_norms, const float* __restrict__ row_dots,
+    const float lr, const float momentum, const long long vectors, const int fan_in)
+{
+    const long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= vectors) return;
+    const long long row = 4 * c / fan_in;
+    const float s = inverse_norms[row], radial = row_dots[row] * s;
+    float4 u = ((const float4*)raw)[c], v = ((const float4*)velocity)[c];
+    v.x = momentum * v.x - lr * (0.f - u.x * radial) * s; u.x += v.x;
+    v.y = momentum * v.y - lr * (0.f - u.y * radial) * s; u.y += v.y;
+    v.z = momentum * v.z - lr * (0.f - u.z * radial) * s; u.z += v.z;
+    v.w = momentum * v.w - lr * (0.f - u.w * radial) * s; u.w += v.w;
+    ((float4*)raw)[c] = u;
+    ((float4*)velocity)[c] = v;
+    ((uint2*)operand)[c] = make_uint2((unsigned)to_bfloat16(u.x) | ((unsigned)to_bfloat16(u.y) << 16),
+                                      (unsigned)to_bfloat16(u.z) | ((unsigned)to_bfloat16(u.w) << 16));
+}
+"""
+UPDATE_BYTES = 18  # a parameter: float32 weights and momentum read and written, the bfloat16 copy written
+COPY_BYTES = 8  # a parameter of a float32 copy: read and written
+
+
+def stage_rows(stage, geometry, batch: int, runs: int) -> list[dict]:
+    """The four rows of one stage (random maps and codes of the stage's shapes, the weights unit rows)."""
+    import cupy
+    import numpy
+
+    from dasksae.kernels import mma_update
+    from dasksae.kernels.gemm import operand
+    from profile_kernels import timed
+
+    blocks_h, blocks_w, rows, fan_in = geometry.weight_shape
+    blocks, field, step = blocks_h * blocks_w, stage.field, stage.step
+    generator = cupy.random.default_rng(0)
+    x = operand(generator.standard_normal(tuple(geometry.input_shape) + (batch,), dtype=cupy.float32), "bfloat16")
+    error = operand(generator.standard_normal(x.shape, dtype=cupy.float32), "bfloat16")
+    codes = operand(generator.standard_normal((blocks, rows, 2 * batch), dtype=cupy.float32), "bfloat16")
+    raw = generator.standard_normal((blocks, rows, fan_in), dtype=cupy.float32)
+    raw /= cupy.sqrt((raw * raw).sum(-1, keepdims=True))
+    velocity = cupy.zeros_like(raw)
+    weights_operand = cupy.empty(raw.shape, dtype=cupy.uint16)
+    inverse_norms = cupy.ones((blocks, rows), dtype=cupy.float32)
+    row_dots = cupy.full((blocks, rows), 1e-3, dtype=cupy.float32)
+    parameters = raw.size
+    variant = mma_update.epilogue_for(mma_update.EPILOGUE, x.shape[2])
+    if not mma_update.update_fits(codes, x, error, raw, velocity, weights_operand, inverse_norms, row_dots, field,
+                                  blocks_w):
+        raise SystemExit(f"the tensor-core update does not take this stage's shapes ({raw.shape})")
+
+    def fused(which):
+        return lambda: mma_update.filter_weight_grad_update_bfloat16(
+            codes, x, error, raw, velocity, weights_operand, inverse_norms, row_dots, 1e-6, 0.9, field, step,
+            blocks_w, variant=which)
+
+    stream = cupy.RawKernel(_STREAM_SOURCE, "dasksae_stream_sgd_step")
+    vectors = parameters // 4
+    threads = 256
+    stream_args = (raw, velocity, weights_operand, inverse_norms, row_dots, numpy.float32(1e-6), numpy.float32(0.9),
+                   numpy.int64(vectors), numpy.int32(fan_in))
+    scratch = cupy.empty_like(raw)
+    cases = [
+        (f"fused ({variant})", UPDATE_BYTES, fused(variant)),
+        ("products (gemm-only)", None, fused("gemm-only")),
+        ("stream", UPDATE_BYTES, lambda: stream((-(-vectors // threads),), (threads,), stream_args)),
+        ("copy", COPY_BYTES, lambda: scratch.__setitem__(Ellipsis, raw)),
+    ]
+    found = []
+    for name, bytes_a_parameter, run in cases:
+        seconds = timed(run, runs=runs)
+        found.append({"kernel": name, "parameters": parameters, "seconds": seconds,
+                      "bytes_per_parameter": bytes_a_parameter,
+                      "tb_per_s": bytes_a_parameter * parameters / seconds / 1e12 if bytes_a_parameter else None,
+                      "tflops": 2 * parameters * 2 * batch / seconds / 1e12 if name.startswith(("fused", "products"))
+                      else None})
+    return found
+
+
+def main(argv=None):
+    import cupy
+
+    from gpu_step import coates
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="coates200")
+    parser.add_argument("--minibatch", type=int, default=96)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--stages", default=None, help="the stages to time, counted from 1, comma-separated (all)")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    config = coates(args.config)
+    chosen = None if args.stages is None else {int(s) for s in args.stages.split(",")}
+    found = []
+    print(f"{'stage':>5} {'kernel':<24} {'params':>12} {'ms':>8} {'TB/s':>6} {'TFLOP/s':>8}")
+    for index, geometry in enumerate(config.geometry()):
+        if chosen is not None and index + 1 not in chosen:
+            continue
+        for row in stage_rows(config.stages[index], geometry, args.minibatch, args.runs):
+            row["stage"] = index + 1
+            found.append(row)
+            rate = "" if row["tb_per_s"] is None else f"{row['tb_per_s']:.2f}"
+            flops = "" if row["tflops"] is None else f"{row['tflops']:.0f}"
+            print(f"{index + 1:>5} {row['kernel']:<24} {row['parameters']:>12} {row['seconds'] * 1e3:>8.3f} "
+                  f"{rate:>6} {flops:>8}", flush=True)
+        cupy.get_default_memory_pool().free_all_blocks()
+    for name in ("fused", "products", "stream", "copy"):
+        rows = [r for r in found if r["kernel"].startswith(name)]
+        seconds = sum(r["seconds"] for r in rows)
+        print(f"{'all':>5} {rows[0]['kernel']:<24} {sum(r['parameters'] for r in rows):>12} {seconds * 1e3:>8.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": args.config, "minibatch": args.minibatch, "device": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(),
+                       "rows": found}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

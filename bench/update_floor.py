@@ -7,6 +7,7 @@ with CUDA events (median of ``--runs``):
   in the variant the training takes (the weight gradient on tensor cores, the
   unit-norm SGD step in its epilogue; 18 bytes a parameter: the float32
   weights and momentum read and written, their bfloat16 copy written);
+* ``fused (<variant>)`` for each of ``--variants`` beside it;
 * ``products``: its ``gemm-only`` variant (the products alone, no update);
 * ``stream``: the same SGD step with no products (the gradient taken as
   zero, every other term as the kernel has them), a float4 a thread over
@@ -61,7 +62,7 @@ UPDATE_BYTES = 18  # a parameter: float32 weights and momentum read and written,
 COPY_BYTES = 8  # a parameter of a float32 copy: read and written
 
 
-def stage_rows(stage, geometry, batch: int, runs: int) -> list[dict]:
+def stage_rows(stage, geometry, batch: int, runs: int, variants=()) -> list[dict]:
     """The four rows of one stage (random maps and codes of the stage's shapes, the weights unit rows)."""
     import cupy
     import numpy
@@ -99,16 +100,16 @@ def stage_rows(stage, geometry, batch: int, runs: int) -> list[dict]:
     stream_args = (raw, velocity, weights_operand, inverse_norms, row_dots, numpy.float32(1e-6), numpy.float32(0.9),
                    numpy.int64(vectors), numpy.int32(fan_in))
     scratch = cupy.empty_like(raw)
-    cases = [
-        (f"fused ({variant})", UPDATE_BYTES, fused(variant)),
+    cases = [(f"fused ({variant})", UPDATE_BYTES, fused(variant))] + [
+        (f"fused ({other})", UPDATE_BYTES, fused(other)) for other in variants if other != variant] + [
         ("products (gemm-only)", None, fused("gemm-only")),
         ("stream", UPDATE_BYTES, lambda: stream((-(-vectors // threads),), (threads,), stream_args)),
         ("copy", COPY_BYTES, lambda: scratch.__setitem__(Ellipsis, raw)),
     ]
     found = []
-    for name, bytes_a_parameter, run in cases:
+    for index, (name, bytes_a_parameter, run) in enumerate(cases):
         seconds = timed(run, runs=runs)
-        found.append({"kernel": name, "parameters": parameters, "seconds": seconds,
+        found.append({"kernel": name, "training": index == 0, "parameters": parameters, "seconds": seconds,
                       "bytes_per_parameter": bytes_a_parameter,
                       "tb_per_s": bytes_a_parameter * parameters / seconds / 1e12 if bytes_a_parameter else None,
                       "tflops": 2 * parameters * 2 * batch / seconds / 1e12 if name.startswith(("fused", "products"))
@@ -126,27 +127,34 @@ def main(argv=None):
     parser.add_argument("--minibatch", type=int, default=96)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--stages", default=None, help="the stages to time, counted from 1, comma-separated (all)")
+    parser.add_argument("--variants", default="",
+                        help="more of mma_update.EPILOGUE_VARIANTS to time beside the training's, comma-separated")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
     config = coates(args.config)
     chosen = None if args.stages is None else {int(s) for s in args.stages.split(",")}
     found = []
-    print(f"{'stage':>5} {'kernel':<24} {'params':>12} {'ms':>8} {'TB/s':>6} {'TFLOP/s':>8}")
+    print(f"{'stage':>5} {'kernel':<26} {'params':>12} {'ms':>8} {'TB/s':>6} {'TFLOP/s':>8}")
     for index, geometry in enumerate(config.geometry()):
         if chosen is not None and index + 1 not in chosen:
             continue
-        for row in stage_rows(config.stages[index], geometry, args.minibatch, args.runs):
+        for row in stage_rows(config.stages[index], geometry, args.minibatch, args.runs, variants):
             row["stage"] = index + 1
             found.append(row)
             rate = "" if row["tb_per_s"] is None else f"{row['tb_per_s']:.2f}"
             flops = "" if row["tflops"] is None else f"{row['tflops']:.0f}"
-            print(f"{index + 1:>5} {row['kernel']:<24} {row['parameters']:>12} {row['seconds'] * 1e3:>8.3f} "
+            print(f"{index + 1:>5} {row['kernel']:<26} {row['parameters']:>12} {row['seconds'] * 1e3:>8.3f} "
                   f"{rate:>6} {flops:>8}", flush=True)
         cupy.get_default_memory_pool().free_all_blocks()
-    for name in ("fused", "products", "stream", "copy"):
-        rows = [r for r in found if r["kernel"].startswith(name)]
+    sums = {"fused (the training's)": [r for r in found if r["training"]]}  # each stage's own variant
+    for variant in variants:
+        sums[f"fused ({variant})"] = [r for r in found if r["kernel"] == f"fused ({variant})"]
+    for name in ("products (gemm-only)", "stream", "copy"):
+        sums[name] = [r for r in found if r["kernel"] == name]
+    for name, rows in sums.items():
         seconds = sum(r["seconds"] for r in rows)
-        print(f"{'all':>5} {rows[0]['kernel']:<24} {sum(r['parameters'] for r in rows):>12} {seconds * 1e3:>8.3f}")
+        print(f"{'all':>5} {name:<26} {sum(r['parameters'] for r in rows):>12} {seconds * 1e3:>8.3f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"config": args.config, "minibatch": args.minibatch, "device": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(),

@@ -816,7 +816,8 @@ def test_halo_windows_from_strided_views_equal_numpy(rng):
 
 
 @pytest.mark.parametrize("variant", ["rows", "fragments", "rows-l2", "rows-2", "rows-wide", "rows-staged",
-                                     "frag64-staged", "frag64-staged-first", "rows-cs", "rows-wide-cs"])
+                                     "frag64-staged", "frag64-staged-first", "rows-cs", "rows-wide-cs", "rows-resident",
+                                     "rows-resident-1"])
 @pytest.mark.parametrize("with_error, with_operand", [(True, True), (False, False)], ids=["x-and-error", "x-only"])
 def test_the_tensor_core_update_on_the_gpu_equals_numpy(with_error, with_operand, variant):
     """``dasksae_mma_filter_weight_grad_update`` (bfloat16 ``mma.sync`` from the maps, the unit-norm SGD step in its
@@ -947,6 +948,39 @@ def test_bfloat16_training_with_the_update_cache_hints_equals_without_bit_for_bi
     plain, chosen[:] = set(chosen), []
     losses, parameters = trained(True)
     assert plain and {variant + "-cs" for variant in plain} == set(chosen), (plain, chosen)
+    assert losses == expected_losses
+    for mine, theirs in zip(parameters, expected_parameters):
+        for name in mine:
+            numpy.testing.assert_array_equal(mine[name], theirs[name], err_msg=name)
+
+
+def test_bfloat16_training_with_the_codes_resident_equals_the_rows_epilogues_bit_for_bit(monkeypatch):
+    """DASKSAE_MMA_EPILOGUE=rows-resident: ``small`` (tied RICA, 1x1 tiles, M=96: codes 192 wide, within
+    RESIDENT_WIDTH) trained in bfloat16 with each block taking 8 column tiles in turn, its codes kept in shared
+    memory, gives the very losses and weights of ``auto``'s epilogues: the same products in the same order, the same
+    step, only fewer loads of the codes."""
+    from dasksae import TiledNetwork, tile_program
+    from dasksae.kernels import mma_update
+    from dasksae.tile_array import LocalExecutor
+
+    config = named_config("small")
+    data = numpy.random.default_rng(5)
+    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
+    launched, launch = [], mma_update._update_launch
+    monkeypatch.setattr(mma_update, "_update_launch", lambda variant, *args: launched.append(variant)
+                        or launch(variant, *args))
+
+    def trained(setting: str):
+        monkeypatch.setattr(mma_update, "EPILOGUE", setting)
+        tile_program.forget_all()
+        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
+        return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()
+
+    expected_losses, expected_parameters = trained("auto")
+    assert launched and "rows-resident" not in launched
+    launched[:] = []
+    losses, parameters = trained("rows-resident")
+    assert set(launched) == {"rows-resident"}, launched
     assert losses == expected_losses
     for mine, theirs in zip(parameters, expected_parameters):
         for name in mine:

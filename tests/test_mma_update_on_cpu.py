@@ -100,7 +100,8 @@ extern "C" void run_update(const unsigned short* codes, const unsigned short* x,
 
 
 @pytest.fixture(scope="module", params=["rows", "fragments", "rows-l2", "rows-wide", "rows-staged", "frag64-staged",
-                                        "frag64-staged-first", "rows-cs", "rows-wide-cs"])
+                                        "frag64-staged-first", "rows-cs", "rows-wide-cs", "rows-resident",
+                                        "rows-resident-1"])
 def kernel_on_cpu(tmp_path_factory, request):
     """The kernel built under g++ with each epilogue that takes the step (mma_update.EPILOGUE_VARIANTS)."""
     library = built_on_cpu(tmp_path_factory.mktemp("mma"),
@@ -181,8 +182,10 @@ def test_the_tensor_core_update_takes_the_unit_norm_step_from_the_maps(kernel_on
     assert grid == (2, 2, count)
     grid, (threads,), arguments, _ = mma_update._update_launch(  # what the launch uses: 64-row variants take 3
         kernel_on_cpu.variant, case["codes"].shape, case["x"].shape, case["field"], case["step"], case["blocks_w"])
-    assert grid == (-(-rows // mma_update.tile_rows(kernel_on_cpu.variant)), 2, count)  # blocks of rows, 128 threads
-    partial_squares = numpy.full((count * rows, grid[1] * mma_update.WARP_COLUMN_TILES), numpy.nan, numpy.float32)
+    # blocks of rows (128 threads: 64 rows), and the 2 column tiles a block each or (resident variants) in groups
+    column_groups = -(-2 // mma_update.column_tiles_a_block(kernel_on_cpu.variant))
+    assert grid == (-(-rows // mma_update.tile_rows(kernel_on_cpu.variant)), column_groups, count)
+    partial_squares = numpy.full((count * rows, 2 * mma_update.WARP_COLUMN_TILES), numpy.nan, numpy.float32)
     kernel_on_cpu.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, _pointer(case["error"]),
                              raw.ctypes.data, velocity.ctypes.data, _pointer(operand), case["inverse_norms"].ctypes.data,
                              case["row_dots"].ctypes.data, partial_squares.ctypes.data, case["lr"], case["momentum"],

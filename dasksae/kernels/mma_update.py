@@ -173,6 +173,9 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(16)));
 #ifndef STAGE_FIRST
 #define STAGE_FIRST 0
 #endif
+#ifndef COLUMN_TILES  // (RESIDENT variants) the column tiles a block takes in turn, its codes resident; 0: one tile
+#define COLUMN_TILES 0
+#endif
 #ifndef STREAMING  // the rows epilogue's raw, velocity and operand read and written cache-streaming (load_once)
 #define STREAMING 0
 #endif
@@ -188,6 +191,34 @@ __device__ __forceinline__ void sgd_step(float& u, float& v, const float dw, con
 {
     v = momentum * v - lr * (dw - u * radial) * s;
     u += v;
+}
+
+// the step of a float4 of weights u and momentum v (at offset) from the gradient dw, stored (raw, velocity and, where
+// there is one, the bfloat16 copy; cache-streaming with STREAMING); the new weights' sum of squares
+__device__ __forceinline__ float step_float4(float* raw, float* velocity, unsigned short* operand,
+                                            const long long offset, float4 u, float4 v, const float4 dw, const float s,
+                                            const float radial, const float lr, const float momentum)
+{
+    sgd_step(u.x, v.x, dw.x, s, radial, lr, momentum);
+    sgd_step(u.y, v.y, dw.y, s, radial, lr, momentum);
+    sgd_step(u.z, v.z, dw.z, s, radial, lr, momentum);
+    sgd_step(u.w, v.w, dw.w, s, radial, lr, momentum);
+    const unsigned low = (unsigned)round_to_bfloat16(u.x) | ((unsigned)round_to_bfloat16(u.y) << 16);
+    const unsigned high = (unsigned)round_to_bfloat16(u.z) | ((unsigned)round_to_bfloat16(u.w) << 16);
+#if STREAMING
+    store_once(raw + offset, u);
+    store_once(velocity + offset, v);
+    if (operand) store_pair_once(operand + offset, low, high);
+#else
+    *(float4*)(raw + offset) = u;
+    *(float4*)(velocity + offset) = v;
+    if (operand) {
+        unsigned* pair = (unsigned*)(operand + offset);
+        pair[0] = low;
+        pair[1] = high;
+    }
+#endif
+    return u.x * u.x + u.y * u.y + u.z * u.z + u.w * u.w;
 }
 
 // codes (count, rows, width) bfloat16: [g | a z] (width = 2 half) or g (width = half); x and error: the input and error
@@ -206,6 +237,117 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
     const int rows, const int fan_in, const int width, const int half, const int blocks_w, const int step,
     const int field_rows, const long long in_row, const long long in_pixel)
 {
+#if COLUMN_TILES
+    // RESIDENT (COLUMN_TILES > 0): the block takes COLUMN_TILES column tiles of 96 in turn (of one row tile), its
+    // codes' TILE_M x width tile loaded into shared memory once for all of them; each tile's update through a band
+    // of 32 rows of the products at a time, in shared memory over the B stages (no longer read by then)
+    const int row_a = width + 8;  // a resident row: width bfloat16 values and 8 of padding (no bank conflicts)
+    unsigned short* As = (unsigned short*)mma_shared;
+    unsigned short(*Bs)[TILE_N * ROW] = (unsigned short(*)[TILE_N * ROW])(mma_shared + TILE_M * row_a * 2);
+    float* tile = (float*)Bs;  // [32][OUT_ROW]: 13 KiB of the B stages' 15
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+    const int warp_m = warp % (TILE_M / 32), warp_n = warp / (TILE_M / 32);
+    const int m0 = blockIdx.x * TILE_M;
+    const int column_tiles = (fan_in + TILE_N - 1) / TILE_N, first_tile = blockIdx.y * COLUMN_TILES;
+    const int end_tile = first_tile + COLUMN_TILES < column_tiles ? first_tile + COLUMN_TILES : column_tiles;
+    const long long tiles_n = (long long)column_tiles * 2;
+    const long long block = blockIdx.z;
+    codes += block * rows * width;
+    {
+        const long long p = block / blocks_w, q = block % blocks_w, at = (p * in_row + q * in_pixel) * step;
+        x += at;
+        if (error) error += at;
+    }
+    for (int c = tid; c < TILE_M * (width / 8); c += BLOCK_THREADS) {  // the codes: committed with B's first stage
+        const int r = c / (width / 8), part = c % (width / 8), m = m0 + r;
+        copy_16(As + r * row_a + part * 8, codes + (long long)(m < rows ? m : 0) * width + part * 8, m < rows);
+    }
+    auto load = [&](const int buffer, const int k0, const int n0) {  // B's k-tile at k0 into buffer
+        const unsigned short* map = k0 < half ? x + k0 : error + (k0 - half);
+        for (int c = tid; c < TILE_N * 4; c += BLOCK_THREADS) {
+            const int r = c / 4, part = c % 4, n = n0 + r, safe = n < fan_in ? n : 0;
+            copy_16(&Bs[buffer][r * ROW + part * 8],
+                    map + (safe / field_rows) * in_row + (long long)(safe % field_rows) * half + part * 8, n < fan_in);
+        }
+        copies_commit();
+    };
+    const int tiles = width / TILE_K;
+    for (int column_tile = first_tile; column_tile < end_tile; ++column_tile) {
+        const int n0 = column_tile * TILE_N;
+        float acc[2][6][4];
+        for (int i = 0; i < 2; ++i)
+            for (int j = 0; j < 6; ++j)
+                for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+        load(0, 0, n0);
+        for (int s = 0; s < tiles; ++s) {
+            const int buffer = s & 1;
+            if (s + 1 < tiles) {
+                load(buffer ^ 1, (s + 1) * TILE_K, n0);
+                copies_wait<1>();
+            } else {
+                copies_wait<0>();
+            }
+            __syncthreads();
+            const unsigned short* b_tile = Bs[buffer];
+            for (int kk = 0; kk < TILE_K; kk += 16) {
+                unsigned a[2][4], b[6][2];
+                a_fragments(a, As, warp_m * 32, row_a, s * TILE_K + kk, g, t);
+                for (int j = 0; j < 6; ++j) {
+                    const unsigned short* column = b_tile + (warp_n * 48 + j * 8 + g) * ROW + kk + 2 * t;
+                    b[j][0] = *(const unsigned*)column;
+                    b[j][1] = *(const unsigned*)(column + 8);
+                }
+                for (int i = 0; i < 2; ++i)
+                    for (int j = 0; j < 6; ++j) mma_16816(acc[i][j], a[i], b[j]);
+            }
+            __syncthreads();
+        }
+        for (int band = 0; band < TILE_M / 32; ++band) {  // the band's two warps leave their products in the tile
+            if (warp_m == band)
+                for (int i = 0; i < 2; ++i)
+                    for (int h = 0; h < 2; ++h)
+                        for (int j = 0; j < 6; ++j)
+                            *(float2*)(tile + (i * 16 + g + 8 * h) * OUT_ROW + warp_n * 48 + j * 8 + 2 * t) =
+                                make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+            __syncthreads();
+            float4 u[3], v[3];  // the band's 32 rows of 24 float4s: 3 a thread, their loads in flight together
+            for (int q = 0; q < 3; ++q) {
+                const int c = tid + q * BLOCK_THREADS, m = m0 + band * 32 + c / 24, n = n0 + (c % 24) * 4;
+                if (m < rows && n < fan_in) {
+                    const long long offset = (block * rows + m) * fan_in + n;
+#if STREAMING
+                    u[q] = load_once(raw + offset);
+                    v[q] = load_once(velocity + offset);
+#else
+                    u[q] = *(const float4*)(raw + offset);
+                    v[q] = *(const float4*)(velocity + offset);
+#endif
+                }
+            }
+            for (int q = 0; q < 3; ++q) {
+                const int c = tid + q * BLOCK_THREADS, r = c / 24, column = (c % 24) * 4;
+                const int m = m0 + band * 32 + r, n = n0 + column;
+                float square = 0.f;
+                if (m < rows && n < fan_in) {
+                    const long long at = block * rows + m;
+                    const float s = inverse_norms[at];
+                    square = step_float4(raw, velocity, operand, at * fan_in + n, u[q], v[q],
+                                         *(const float4*)(tile + r * OUT_ROW + column), s, row_dots[at] * s, lr,
+                                         momentum);
+                }
+                tile[r * OUT_ROW + column] = square;  // in place of what this thread alone read
+            }
+            __syncthreads();
+            if (tid < 64) {  // each row's sums over its two 48 columns, in order
+                const int r = tid / 2, part = tid % 2, m = m0 + band * 32 + r;
+                float squares = 0.f;
+                for (int q = 0; q < 12; ++q) squares += tile[r * OUT_ROW + (part * 12 + q) * 4];
+                if (m < rows) partial_squares[(block * rows + m) * tiles_n + column_tile * 2 + part] = squares;
+            }
+            __syncthreads();  // the tile (and the B stages under it) free again
+        }
+    }
+#else
     unsigned short(*As)[TILE_M * ROW] = (unsigned short(*)[TILE_M * ROW])mma_shared;  // [2]: two stages
     unsigned short(*Bs)[TILE_N * ROW] = (unsigned short(*)[TILE_N * ROW])(mma_shared + 2 * TILE_M * ROW * 2);
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
@@ -367,28 +509,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
             if (m < rows && n < fan_in) {
                 const long long at = block * rows + m, offset = at * fan_in + n;
                 const float s = inverse_norms[at], radial = row_dots[at] * s;
-                const float4 dw = *(const float4*)(tile + r * OUT_ROW + column);
-                sgd_step(u[q].x, v[q].x, dw.x, s, radial, lr, momentum);
-                sgd_step(u[q].y, v[q].y, dw.y, s, radial, lr, momentum);
-                sgd_step(u[q].z, v[q].z, dw.z, s, radial, lr, momentum);
-                sgd_step(u[q].w, v[q].w, dw.w, s, radial, lr, momentum);
-#if STREAMING
-                store_once(raw + offset, u[q]);
-                store_once(velocity + offset, v[q]);
-                if (operand)
-                    store_pair_once(operand + offset,
-                                    (unsigned)round_to_bfloat16(u[q].x) | ((unsigned)round_to_bfloat16(u[q].y) << 16),
-                                    (unsigned)round_to_bfloat16(u[q].z) | ((unsigned)round_to_bfloat16(u[q].w) << 16));
-#else
-                *(float4*)(raw + offset) = u[q];
-                *(float4*)(velocity + offset) = v[q];
-                if (operand) {
-                    unsigned* pair = (unsigned*)(operand + offset);
-                    pair[0] = (unsigned)round_to_bfloat16(u[q].x) | ((unsigned)round_to_bfloat16(u[q].y) << 16);
-                    pair[1] = (unsigned)round_to_bfloat16(u[q].z) | ((unsigned)round_to_bfloat16(u[q].w) << 16);
-                }
-#endif
-                square = u[q].x * u[q].x + u[q].y * u[q].y + u[q].z * u[q].z + u[q].w * u[q].w;
+                square = step_float4(raw, velocity, operand, offset, u[q], v[q],
+                                     *(const float4*)(tile + r * OUT_ROW + column), s, radial, lr, momentum);
             }
             tile[r * OUT_ROW + column] = square;  // in place of what this thread alone read
         }
@@ -439,6 +561,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
             if (t == 0 && row_in) partial_squares[at * tiles_n + blockIdx.y * 2 + warp_n] = squares;
         }
 #endif
+#endif  // COLUMN_TILES
 }
 """
 
@@ -472,11 +595,40 @@ EPILOGUE_VARIANTS = {
     # again by the blocks of other column tiles) out of L2
     "rows-cs": {"EPILOGUE_ROWS": 1, "STREAMING": 1},
     "rows-wide-cs": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "STREAMING": 1},
+    # session 35 (Nsight Compute on the H200, bench/results/session35/first: the rows kernel moves 19 bytes a parameter
+    # through DRAM at 71% of its peak while L2 is 83% busy, its products alone 61%: it is bound by L2, which carries
+    # the operand tiles, 7 bytes a parameter, beside the 18 of the update): each block takes COLUMN_TILES column tiles
+    # of 96 in turn with its codes' whole tile (TILE_M x 2M) kept in shared memory, loaded once, so that the codes'
+    # 4 bytes a parameter of L2 traffic become 4 / COLUMN_TILES; the step through bands of 32 rows of the products
+    # over the B stages (65 KiB a block at M=96: three an SM).  Up to RESIDENT_WIDTH inner terms (M=112 with the
+    # error map); wider codes take "rows" (resident_or_rows)
+    "rows-resident": {"COLUMN_TILES": 8},
+    "rows-resident-1": {"COLUMN_TILES": 1},
+    "rows-resident-4": {"COLUMN_TILES": 4},
+    "rows-resident-all": {"COLUMN_TILES": 64},
 }
+RESIDENT_WIDTH = 224  # the widest codes (2M, or M without the error map) the resident variants keep: 3 blocks an SM
 OUT_ROW = 104  # a row of the products' tile in shared memory: 96 floats and 8 of padding (OUT_ROW % 32 == 8)
 ROW = TILE_K + 8  # a row of the operand tiles in shared memory: TILE_K bfloat16 values and 8 of padding
 SHARED_BYTES = TILE_M * OUT_ROW * 4  # dynamic shared memory a block (above the 48 KiB default): the products' tile
 STAGED_U_BYTES = TILE_M * TILE_N * 4  # a block's raw values, staged (STAGE_U)
+
+
+def column_tiles_a_block(variant: str) -> int:
+    """The 96-column tiles a block of ``variant`` takes in turn (1 but for the resident variants)."""
+    return EPILOGUE_VARIANTS[variant].get("COLUMN_TILES", 0) or 1
+
+
+def resident_bytes(width: int) -> int:
+    """Dynamic shared memory a block of a resident variant takes for codes ``width`` wide: the codes' tile (each row
+    padded by 8), then the two B stages (the products' band of 32 rows over them)."""
+    return TILE_M * (width + 8) * 2 + 2 * TILE_N * ROW * 2
+
+
+def resident_or_rows(variant: str, width: int) -> str:
+    """``variant``, or ``rows`` where ``variant`` keeps the codes resident and ``width`` is past
+    :data:`RESIDENT_WIDTH`."""
+    return "rows" if EPILOGUE_VARIANTS[variant].get("COLUMN_TILES") and width > RESIDENT_WIDTH else variant
 
 
 def tile_rows(variant: str = "rows") -> int:
@@ -488,6 +640,8 @@ def shared_bytes(variant: str = "rows") -> int:
     """Dynamic shared memory a block of ``variant``: the products' tile (over the operand tiles), and the staged raw
     values after it where the variant stages them; or the operand tiles and the staged raw and velocity pairs."""
     defines = EPILOGUE_VARIANTS[variant]
+    if defines.get("COLUMN_TILES"):  # the most (the launch asks for its codes' width: resident_bytes)
+        return resident_bytes(RESIDENT_WIDTH)
     if defines.get("STAGE_FRAGMENTS"):
         rows = tile_rows(variant)
         return 2 * (rows + TILE_N) * ROW * 2 + 2 * rows * TILE_N * 4
@@ -523,8 +677,8 @@ def _kernel(variant: str):
     kernel = cupy.RawKernel(mma_update_source(variant), "dasksae_mma_filter_weight_grad_update",
                             options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant)
-    if EPILOGUE_VARIANTS[variant].get("STAGE_U") or EPILOGUE_VARIANTS[variant].get("STAGE_FRAGMENTS"):
-        # two blocks of 100 KiB or three of 73: as much shared memory as an SM has
+    if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES")):
+        # two blocks of 100 KiB or three of 73 (or 65): as much shared memory as an SM has
         kernel.preferred_shared_memory_carveout = 100
     return kernel
 
@@ -583,9 +737,10 @@ def filter_weight_grad_update_bfloat16(codes, x, error, raw, velocity, operand, 
 
     from .simt_gemm import inverse_norms_from_squares
 
-    variant = variant or epilogue_for(EPILOGUE, x.shape[2])
+    variant = resident_or_rows(variant or epilogue_for(EPILOGUE, x.shape[2]), codes.shape[2])
     grid, block, arguments, shared = _update_launch(variant, codes.shape, x.shape, field, step, blocks_w)
-    partial_squares = cupy.empty((raw.shape[0] * raw.shape[1], grid[1] * WARP_COLUMN_TILES), dtype=cupy.float32)
+    column_tiles = -(-raw.shape[2] // TILE_N)
+    partial_squares = cupy.empty((raw.shape[0] * raw.shape[1], column_tiles * WARP_COLUMN_TILES), dtype=cupy.float32)
     null = numpy.uint64(0)  # a null pointer argument
     _kernel(variant)(grid, block, (
         codes, x, null if error is None else error, raw, velocity, null if operand is None else operand, inverse_norms,
@@ -597,9 +752,12 @@ def filter_weight_grad_update_bfloat16(codes, x, error, raw, velocity, operand, 
 def _update_launch(variant: str, codes_shape, x_shape, field: int, step: int, blocks_w: int):
     """``(grid, block, scalar arguments, shared memory)`` of ``variant``'s launch, made once for these shapes: the
     float32 weight gradient's grid and arguments (a 128 x 96 tile, the maps' geometry), the rows along the grid's x
-    in the variant's blocks (twice as many blocks of 64 rows), two threads a row."""
+    in the variant's blocks (twice as many blocks of 64 rows), two threads a row; a resident variant's column tiles
+    in groups of its ``COLUMN_TILES`` along y, and its shared memory for these codes' width."""
     from .simt_gemm import typed_launch, weight_grad_launch
 
     grid, arguments = typed_launch(weight_grad_launch, 2, codes_shape, x_shape, field, step, blocks_w)
     rows_a_block = tile_rows(variant)
-    return (-(-codes_shape[1] // rows_a_block), *grid[1:]), (2 * rows_a_block,), arguments, shared_bytes(variant)
+    shared = resident_bytes(codes_shape[2]) if EPILOGUE_VARIANTS[variant].get("COLUMN_TILES") else shared_bytes(variant)
+    return ((-(-codes_shape[1] // rows_a_block), -(-grid[1] // column_tiles_a_block(variant)), grid[2]),
+            (2 * rows_a_block,), arguments, shared)

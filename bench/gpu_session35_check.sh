@@ -9,6 +9,14 @@
 #        stalls, occupancy (ncu's text report; NCU_S seconds).
 #     3. 4 worker threads on 2x2 tiles, pipelined, 20 groups, bfloat16 then float32 (FOUR_DTYPES), each beside its
 #        own in-process step: the issue's 4-worker row on this card (session 34's PART=four, which did not run).
+#   PART=resident  (about 480 s)  the rows-resident variants of the tensor-core update (kernels/mma_update.py: a block
+#     takes COLUMN_TILES column tiles in turn, its codes kept in shared memory), after PART=first found the update
+#     bound by L2 (the operand tiles' traffic beside the update's 18 bytes a parameter):
+#     1. the update's GPU tests (each variant against NumPy; training with rows-resident bit for bit as auto's);
+#     2. bench/update_floor.py with the variants beside the training's (every stage);
+#     3. Nsight Compute of rows-resident on stage 2 (one launch);
+#     4. the in-process bfloat16 step with DASKSAE_MMA_EPILOGUE=auto and =rows-resident, in turn, twice;
+#     5. the 1-worker pipelined bfloat16 row with the limit, under the faster of the two.
 source bench/device_setup.sh
 card
 case "${PART:-first}" in
@@ -28,6 +36,33 @@ first)
   for dtype in ${FOUR_DTYPES:-bfloat16 float32}; do
     FOUR_S=${FOUR_S:-100} four pipelined-$dtype $dtype --pipelined --runs-4w 20
   done ;;
+resident)
+  timeout ${TESTS_S:-150} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
+    tests/test_cuda_sources.py -k "tensor_core_update or codes_resident or update_compiles" 2>&1 | tail -30 \
+    > $OUT/gpu-tests.log
+  echo "tests: $(tail -1 $OUT/gpu-tests.log)"
+  timeout ${FLOOR_S:-120} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
+    --variants rows,rows-resident-1,rows-resident-4,rows-resident,rows-resident-all \
+    --json $OUT/update-floor.json 2>&1 | filter | tee $OUT/update-floor.log
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  timeout ${NCU_S:-90} $NCU --clock-control none -k regex:dasksae_mma_filter_weight_grad_update --launch-skip 3 \
+    --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+    --section Occupancy --section LaunchStats --section SchedulerStats \
+    --metrics dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sector_hit_rate.pct,gpu__time_duration.sum \
+    python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 1 --stages 2 --variants rows-resident \
+    > $OUT/update-counters-resident.log 2>&1
+  grep -E "^  dasksae_|Duration|DRAM Throughput|L2 Cache Throughput|dram__bytes|L2 Hit Rate|Spilling Requests |Registers Per|Achieved Occupancy" \
+    $OUT/update-counters-resident.log | head -20
+  for round in 1 2; do
+    STEP_DTYPE=bfloat16 in_process auto DASKSAE_MMA_EPILOGUE=auto
+    STEP_DTYPE=bfloat16 in_process resident DASKSAE_MMA_EPILOGUE=rows-resident
+  done
+  faster=$(faster_of auto resident); echo "faster: $faster"
+  setting=$([ "$faster" = resident ] && echo rows-resident || echo auto)
+  DASKSAE_MMA_EPILOGUE=$setting timeout ${ROW_S:-150} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
+    --modes limit,dasksae-1w --dtypes bfloat16 --steps-per-task 10 --runs 20 --pipelined \
+    --json $OUT/gpu-step-1w-bfloat16-$faster.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | sed "s/^/$faster: /" \
+    | tee -a $OUT/gpu-step.log ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -16,7 +16,7 @@
 #     2. bench/update_floor.py with the variants beside the training's (every stage);
 #     3. Nsight Compute of the fastest resident variant of 8 column tiles on stage 2 (one launch);
 #     4. the in-process bfloat16 step with DASKSAE_MMA_EPILOGUE=auto and =that variant, in turn, twice;
-#     5. the 1-worker pipelined bfloat16 row with the limit, under the faster of the two.
+#     5. where the resident variant was faster, the 1-worker pipelined bfloat16 row with the limit under it.
 source bench/device_setup.sh
 card
 case "${PART:-first}" in
@@ -66,8 +66,7 @@ print(min(sums, key=sums.get))")
     STEP_DTYPE=bfloat16 in_process resident DASKSAE_MMA_EPILOGUE=$best
   done
   faster=$(faster_of auto resident); echo "faster: $faster"
-  setting=$([ "$faster" = resident ] && echo $best || echo auto)
-  DASKSAE_MMA_EPILOGUE=$setting timeout ${ROW_S:-150} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
+  [ "$faster" = resident ] && DASKSAE_MMA_EPILOGUE=$best timeout ${ROW_S:-150} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
     --modes limit,dasksae-1w --dtypes bfloat16 --steps-per-task 10 --runs 20 --pipelined \
     --json $OUT/gpu-step-1w-bfloat16-$faster.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | sed "s/^/$faster: /" \
     | tee -a $OUT/gpu-step.log ;;

@@ -956,7 +956,7 @@ def test_bfloat16_training_with_the_update_cache_hints_equals_without_bit_for_bi
 
 
 def test_bfloat16_training_with_the_codes_resident_equals_the_rows_epilogues_bit_for_bit(monkeypatch):
-    """DASKSAE_MMA_EPILOGUE=rows-resident: ``small`` (tied RICA, 1x1 tiles, M=96: codes 192 wide, within
+    """The update's epilogue set to ``rows-resident`` (a benchmark's variant; no switch takes it): ``small`` (tied RICA, 1x1 tiles, M=96: codes 192 wide, within
     RESIDENT_WIDTH) trained in bfloat16 with each block taking 8 column tiles in turn, its codes kept in shared
     memory, gives the very losses and weights of ``auto``'s epilogues: the same products in the same order, the same
     step, only fewer loads of the codes."""

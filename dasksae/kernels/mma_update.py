@@ -640,7 +640,12 @@ EPILOGUE_VARIANTS = {
     # of 96 in turn with its codes' whole tile (TILE_M x 2M) kept in shared memory, loaded once, so that the codes'
     # 4 bytes a parameter of L2 traffic become 4 / COLUMN_TILES; the step through bands of 32 rows of the products
     # over the B stages (65 KiB a block at M=96: three an SM).  Up to RESIDENT_WIDTH inner terms (M=112 with the
-    # error map); wider codes take "rows" (resident_or_rows)
+    # error map); wider codes take "rows" (resident_or_rows).  For benchmarks only: on an H100 (session 35,
+    # bench/results/session35/resident, every stage of coates200 at M=96) they all lost to "auto"'s 11.8 ms: 33-36 ms
+    # with each warp's step 8 rows at a time (80 registers: 200-344 bytes spilled, in the loop over column tiles),
+    # 14.4 ms with the products' whole tile (2 blocks an SM, 25% occupancy, no spills: L2 63% busy, DRAM 65%, the warps
+    # waiting on their loads), 15.8 ms with its 6 loads in flight; the in-process bfloat16 step 27.3-27.5 ms with
+    # rows-resident-whole against 24.7 ms.  The bytes through L2 were fewer, the blocks an SM too few to cover DRAM
     "rows-resident": {"COLUMN_TILES": 8},
     "rows-resident-1": {"COLUMN_TILES": 1},
     "rows-resident-4": {"COLUMN_TILES": 4},

@@ -9,14 +9,16 @@
 #        stalls, occupancy (ncu's text report; NCU_S seconds).
 #     3. 4 worker threads on 2x2 tiles, pipelined, 20 groups, bfloat16 then float32 (FOUR_DTYPES), each beside its
 #        own in-process step: the issue's 4-worker row on this card (session 34's PART=four, which did not run).
-#   PART=resident  (about 480 s)  the rows-resident variants of the tensor-core update (kernels/mma_update.py: a block
-#     takes COLUMN_TILES column tiles in turn, its codes kept in shared memory), after PART=first found the update
-#     bound by L2 (the operand tiles' traffic beside the update's 18 bytes a parameter):
-#     1. the update's GPU tests (each variant against NumPy; training with rows-resident bit for bit as auto's);
-#     2. bench/update_floor.py with the variants beside the training's (every stage);
-#     3. Nsight Compute of the fastest resident variant of 8 column tiles on stage 2 (one launch);
-#     4. the in-process bfloat16 step with DASKSAE_MMA_EPILOGUE=auto and =that variant, in turn, twice;
-#     5. where the resident variant was faster, the 1-worker pipelined bfloat16 row with the limit under it.
+#   PART=resident  (about 200 s)  the rows-resident-whole variant of the tensor-core update (kernels/mma_update.py: a
+#     block takes 8 column tiles in turn, its codes kept in shared memory), after PART=first found the update bound by
+#     L2 (the operand tiles' traffic beside the update's 18 bytes a parameter):
+#     1. the update's GPU tests (each variant against NumPy; training with it bit for bit as with auto's);
+#     2. bench/update_floor.py with it beside the training's variants (every stage);
+#     3. Nsight Compute of it on stage 2 (one launch).
+#     Session 35 ran this at 110564a (bench/results/session35/resident/), when the source also had resident variants
+#     with each warp's step 8 rows at a time (rows-resident, -1, -4, -all, -1-load; all 3x slower and removed since)
+#     and rows-resident-whole-wide, and DASKSAE_MMA_EPILOGUE took them: step 4 then timed the in-process bfloat16 step
+#     with auto and with rows-resident-whole, in turn, twice (that commit's script; no switch takes it now).
 source bench/device_setup.sh
 card
 case "${PART:-first}" in
@@ -42,34 +44,16 @@ resident)
     > $OUT/gpu-tests.log
   echo "tests: $(tail -1 $OUT/gpu-tests.log)"
   timeout ${FLOOR_S:-120} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
-    --variants rows,rows-resident-1,rows-resident-4,rows-resident,rows-resident-all,rows-resident-1-load,rows-resident-whole,rows-resident-whole-wide \
-    --json $OUT/update-floor.json 2>&1 | filter | tee $OUT/update-floor.log
+    --variants rows,rows-resident-whole --json $OUT/update-floor.json 2>&1 | filter | tee $OUT/update-floor.log
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-  best=$(python3 -c "import json; rows = json.load(open('$OUT/update-floor.json'))['rows']
-sums = {}
-for r in rows:
-    v = r['kernel'][7:-1]
-    if r['kernel'].startswith('fused (rows-resident') and v in ('rows-resident', 'rows-resident-1-load', 'rows-resident-whole', 'rows-resident-whole-wide'):
-        sums[v] = sums.get(v, 0) + r['seconds']
-print(min(sums, key=sums.get))")
-  echo "the fastest resident variant of C=8: $best"
   timeout ${NCU_S:-90} $NCU --clock-control none -k regex:dasksae_mma_filter_weight_grad_update --launch-skip 3 \
     --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
     --section Occupancy --section LaunchStats --section SchedulerStats \
     --metrics dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sector_hit_rate.pct,gpu__time_duration.sum \
-    python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 1 --stages 2 --variants $best \
+    python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 1 --stages 2 --variants rows-resident-whole \
     > $OUT/update-counters-resident.log 2>&1
   grep -E "^  dasksae_|Duration|DRAM Throughput|L2 Cache Throughput|dram__bytes|L2 Hit Rate|Spilling Requests |Registers Per|Achieved Occupancy" \
-    $OUT/update-counters-resident.log | head -20
-  for round in 1 2; do
-    STEP_DTYPE=bfloat16 in_process auto DASKSAE_MMA_EPILOGUE=auto
-    STEP_DTYPE=bfloat16 in_process resident DASKSAE_MMA_EPILOGUE=$best
-  done
-  faster=$(faster_of auto resident); echo "faster: $faster"
-  [ "$faster" = resident ] && DASKSAE_MMA_EPILOGUE=$best timeout ${ROW_S:-150} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
-    --modes limit,dasksae-1w --dtypes bfloat16 --steps-per-task 10 --runs 20 --pipelined \
-    --json $OUT/gpu-step-1w-bfloat16-$faster.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | sed "s/^/$faster: /" \
-    | tee -a $OUT/gpu-step.log ;;
+    $OUT/update-counters-resident.log | head -20 ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

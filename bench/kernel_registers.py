@@ -37,8 +37,6 @@ def main(argv=None):
                              "mma-forward: kernels/mma_forward.py; mma-transpose: kernels/mma_transpose.py")
     parser.add_argument("--mma-epilogue", default="rows",
                         help="with --kernels mma: the epilogue's variant (mma_update.EPILOGUE_VARIANTS)")
-    parser.add_argument("--codes-width", type=int, default=None,
-                        help="with --kernels mma and a resident epilogue: the codes' width compiled in (2M: 192)")
     parser.add_argument("--forward-variant", default="k32x4",
                         help="with --kernels mma-forward: the tiles' variant (mma_forward.VARIANTS)")
     parser.add_argument("--transpose-variant", default="k32x4",
@@ -55,7 +53,7 @@ def main(argv=None):
     if args.kernels == "simt":
         source, names, standard = simt_gemm.simt_gemm_source(), simt_gemm.SIMT_GEMM_KERNELS, b"-std=c++14"
     elif args.kernels == "mma":
-        source, names, standard = mma_update.mma_update_source(args.mma_epilogue, args.codes_width), [], b"-std=c++17"
+        source, names, standard = mma_update.mma_update_source(args.mma_epilogue), [], b"-std=c++17"
     elif args.kernels == "mma-forward":
         source, names, standard = mma_forward.mma_forward_source(args.forward_variant), [], b"-std=c++17"
     else:

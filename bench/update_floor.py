@@ -21,7 +21,7 @@ between ``fused`` and ``stream`` is what the products cost the update; the
 gap between ``stream`` and the copy rate is what a streaming kernel of these
 bytes loses to the copy.  Run under Nsight Compute (``ncu -k
 regex:dasksae_``) for the hardware counters of the same launches
-(``bench/gpu_session35_check.sh``, ``PART=counters``)::
+(``bench/gpu_session35_check.sh``, ``PART=first``)::
 
     python bench/update_floor.py --config coates200 --minibatch 96 --runs 10 --json out.json
 """

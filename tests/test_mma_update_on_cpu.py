@@ -51,8 +51,6 @@ static inline void store_pair_once(unsigned short* address, const unsigned low, 
     ((unsigned*)address)[1] = high;
 }
 template <int PENDING> static inline void copies_wait() {}
-// a warp's barrier: the block's (every warp of the kernels that call it passes it as many times)
-static inline void __syncwarp() { block_barrier->arrive_and_wait(); }
 static unsigned mma_a[256][4], mma_b[256][2];  // every thread of the block calls mma_16816 together, as the kernel does
 static inline void mma_16816(float* d, const unsigned* a, const unsigned* b)
 {
@@ -102,8 +100,8 @@ extern "C" void run_update(const unsigned short* codes, const unsigned short* x,
 
 
 @pytest.fixture(scope="module", params=["rows", "fragments", "rows-l2", "rows-wide", "rows-staged", "frag64-staged",
-                                        "frag64-staged-first", "rows-cs", "rows-wide-cs", "rows-resident",
-                                        "rows-resident-1", "rows-resident-whole"])
+                                        "frag64-staged-first", "rows-cs", "rows-wide-cs", "rows-resident-whole",
+                                        "rows-resident-whole-1"])
 def kernel_on_cpu(tmp_path_factory, request):
     """The kernel built under g++ with each epilogue that takes the step (mma_update.EPILOGUE_VARIANTS)."""
     library = built_on_cpu(tmp_path_factory.mktemp("mma"),

@@ -173,13 +173,6 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(16)));
 #ifndef STAGE_FIRST
 #define STAGE_FIRST 0
 #endif
-#ifndef RESIDENT_LOADS  // (RESIDENT variants) the float4s of raw and of velocity a thread has in flight at once: 1 or 3
-#define RESIDENT_LOADS 3
-#endif
-#ifndef RESIDENT_WHOLE_TILE  // (RESIDENT variants) 1: the step through the products' whole tile (two blocks an SM)
-#define RESIDENT_WHOLE_TILE 0
-#endif
-#define WARP_ROW 52  // (RESIDENT variants) a row of a warp's products in shared memory: 48 floats and 4 of padding
 #ifndef COLUMN_TILES  // (RESIDENT variants) the column tiles a block takes in turn, its codes resident; 0: one tile
 #define COLUMN_TILES 0
 #endif
@@ -306,17 +299,11 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
 {
 #if COLUMN_TILES
     // RESIDENT (COLUMN_TILES > 0): the block takes COLUMN_TILES column tiles of 96 in turn (of one row tile), its
-    // codes' TILE_M x width tile loaded into shared memory once for all of them; each tile's update through a band
-    // of 32 rows of the products at a time, in shared memory over the B stages (no longer read by then)
-#ifdef CODES_WIDTH  // the launches' codes width, compiled in (the CPU tests take it at run time)
-    const int codes_width = CODES_WIDTH;
-#else
-    const int codes_width = width;
-#endif
-    const int row_a = codes_width + 8;  // a resident row: the codes' values and 8 of padding (no bank conflicts)
+    // codes' TILE_M x width tile loaded into shared memory once for all of them; each tile's step through the products'
+    // whole tile (the rows epilogue), in shared memory over the B stages (no longer read by then) and past them
+    const int row_a = width + 8;  // a resident row: the codes' values and 8 of padding (no bank conflicts)
     unsigned short* As = (unsigned short*)mma_shared;
     unsigned short(*Bs)[TILE_N * ROW] = (unsigned short(*)[TILE_N * ROW])(mma_shared + TILE_M * row_a * 2);
-    float* tile = (float*)Bs;  // each warp's 8 rows of WARP_ROW floats: 13 KiB of the B stages' 15
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
     const int warp_m = warp % (TILE_M / 32), warp_n = warp / (TILE_M / 32);
     const int m0 = blockIdx.x * TILE_M;
@@ -324,15 +311,15 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
     const int end_tile = first_tile + COLUMN_TILES < column_tiles ? first_tile + COLUMN_TILES : column_tiles;
     const long long tiles_n = (long long)column_tiles * 2;
     const long long block = blockIdx.z;
-    codes += block * rows * codes_width;
+    codes += block * rows * width;
     {
         const long long p = block / blocks_w, q = block % blocks_w, at = (p * in_row + q * in_pixel) * step;
         x += at;
         if (error) error += at;
     }
-    for (int c = tid; c < TILE_M * (codes_width / 8); c += BLOCK_THREADS) {  // the codes, with B's first stage
-        const int r = c / (codes_width / 8), part = c % (codes_width / 8), m = m0 + r;
-        copy_16(As + r * row_a + part * 8, codes + (long long)(m < rows ? m : 0) * codes_width + part * 8, m < rows);
+    for (int c = tid; c < TILE_M * (width / 8); c += BLOCK_THREADS) {  // the codes, with B's first stage
+        const int r = c / (width / 8), part = c % (width / 8), m = m0 + r;
+        copy_16(As + r * row_a + part * 8, codes + (long long)(m < rows ? m : 0) * width + part * 8, m < rows);
     }
     auto load = [&](const int buffer, const int k0, const int n0) {  // B's k-tile at k0 into buffer
         const unsigned short* map = k0 < half ? x + k0 : error + (k0 - half);
@@ -343,7 +330,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
         }
         copies_commit();
     };
-    const int tiles = codes_width / TILE_K;
+    const int tiles = width / TILE_K;
     for (int column_tile = first_tile; column_tile < end_tile; ++column_tile) {
         const int n0 = column_tile * TILE_N;
         float acc[2][6][4];
@@ -374,59 +361,9 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
             }
             __syncthreads();
         }
-#if RESIDENT_WHOLE_TILE  // the products' whole tile at once, over the B stages and past them: the rows epilogue
         rows_epilogue((float*)Bs, acc, nullptr, tid, warp_m, warp_n, g, t, m0, n0, block, rows, fan_in, raw, velocity,
                       operand, inverse_norms, row_dots, partial_squares, tiles_n, column_tile * 2, lr, momentum);
-#else
-        // the step a warp at a time: its 32 x 48 products in 4 rounds of 8 rows (i, h) through its own 8 rows of
-        // WARP_ROW floats in shared memory (over the B stages), each round's acc dead once written there
-        float* own = tile + warp * 8 * WARP_ROW;
-        for (int i = 0; i < 2; ++i)
-            for (int h = 0; h < 2; ++h) {
-                for (int j = 0; j < 6; ++j)
-                    *(float2*)(own + g * WARP_ROW + j * 8 + 2 * t) = make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
-                __syncwarp();
-                const int first_row = m0 + warp_m * 32 + i * 16 + 8 * h, first_column = n0 + warp_n * 48;
-                // the round's 8 rows of 12 float4s: 3 a lane, RESIDENT_LOADS of them with their loads in flight together
-                for (int q0 = 0; q0 < 3; q0 += RESIDENT_LOADS) {
-                    float4 u[RESIDENT_LOADS], v[RESIDENT_LOADS];
-                    for (int q = 0; q < RESIDENT_LOADS; ++q) {
-                        const int c = lane + (q0 + q) * 32, m = first_row + c / 12, n = first_column + (c % 12) * 4;
-                        if (m < rows && n < fan_in) {
-                            const long long offset = (block * rows + m) * fan_in + n;
-#if STREAMING
-                            u[q] = load_once(raw + offset);
-                            v[q] = load_once(velocity + offset);
-#else
-                            u[q] = *(const float4*)(raw + offset);
-                            v[q] = *(const float4*)(velocity + offset);
-#endif
-                        }
-                    }
-                    for (int q = 0; q < RESIDENT_LOADS; ++q) {
-                        const int c = lane + (q0 + q) * 32, r = c / 12, column = (c % 12) * 4;
-                        const int m = first_row + r, n = first_column + column;
-                        float square = 0.f;
-                        if (m < rows && n < fan_in) {
-                            const long long at = block * rows + m;
-                            const float s = inverse_norms[at];
-                            square = step_float4(raw, velocity, operand, at * fan_in + n, u[q], v[q],
-                                                 *(const float4*)(own + r * WARP_ROW + column), s, row_dots[at] * s,
-                                                 lr, momentum);
-                        }
-                        own[r * WARP_ROW + column] = square;  // in place of what this lane alone read
-                    }
-                }
-                __syncwarp();
-                if (lane < 8 && first_row + lane < rows) {  // each row's sum over the warp's 48 columns, in order
-                    float squares = 0.f;
-                    for (int q = 0; q < 12; ++q) squares += own[lane * WARP_ROW + q * 4];
-                    partial_squares[(block * rows + first_row + lane) * tiles_n + column_tile * 2 + warp_n] = squares;
-                }
-                __syncwarp();
-            }
-#endif
-        __syncthreads();  // every warp's step done: the B stages under the warps' rows free again
+        __syncthreads();  // every row's sums read: the tile (and the B stages under it) free again
     }
 #else
     unsigned short(*As)[TILE_M * ROW] = (unsigned short(*)[TILE_M * ROW])mma_shared;  // [2]: two stages
@@ -551,16 +488,11 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
             for (int e = 0; e < 4; ++e) sum += acc[i][j][e];
     if (m0 + tid < rows) partial_squares[(block * rows + m0 + tid) * tiles_n + blockIdx.y * 2] = sum;
 #elif EPILOGUE_ROWS
-    // the products' 128 x 96 tile through shared memory (the operand tiles are no longer read), so that the update
-    // reads and writes whole rows: 24 threads a row of 96 columns, a float4 of raw, of velocity and of the gradient
-    // each (a warp's loads 512 contiguous bytes in 2 or 3 runs instead of 8 rows' 32 bytes)
-#if STAGE_U
+#if !STAGE_U
+    const float* staged_u = nullptr;  // (nothing staged)
+#endif
     rows_epilogue((float*)mma_shared, acc, staged_u, tid, warp_m, warp_n, g, t, m0, n0, block, rows, fan_in, raw,
                   velocity, operand, inverse_norms, row_dots, partial_squares, tiles_n, blockIdx.y * 2, lr, momentum);
-#else
-    rows_epilogue((float*)mma_shared, acc, nullptr, tid, warp_m, warp_n, g, t, m0, n0, block, rows, fan_in, raw,
-                  velocity, operand, inverse_norms, row_dots, partial_squares, tiles_n, blockIdx.y * 2, lr, momentum);
-#endif
 #else
     // EPILOGUE_FRAGMENTS: the step taken where the products are: this thread's rows (2 a product: g and g + 8) and
     // column pairs (2t, 2t + 1 of each 8), a float2 of raw and of velocity loaded, stepped and stored at a time
@@ -638,24 +570,19 @@ EPILOGUE_VARIANTS = {
     # through DRAM at 71% of its peak while L2 is 83% busy, its products alone 61%: it is bound by L2, which carries
     # the operand tiles, 7 bytes a parameter, beside the 18 of the update): each block takes COLUMN_TILES column tiles
     # of 96 in turn with its codes' whole tile (TILE_M x 2M) kept in shared memory, loaded once, so that the codes'
-    # 4 bytes a parameter of L2 traffic become 4 / COLUMN_TILES; the step through bands of 32 rows of the products
-    # over the B stages (65 KiB a block at M=96: three an SM).  Up to RESIDENT_WIDTH inner terms (M=112 with the
-    # error map); wider codes take "rows" (resident_or_rows).  For benchmarks only: on an H100 (session 35,
-    # bench/results/session35/resident, every stage of coates200 at M=96) they all lost to "auto"'s 11.8 ms: 33-36 ms
-    # with each warp's step 8 rows at a time (80 registers: 200-344 bytes spilled, in the loop over column tiles),
-    # 14.4 ms with the products' whole tile (2 blocks an SM, 25% occupancy, no spills: L2 63% busy, DRAM 65%, the warps
-    # waiting on their loads), 15.8 ms with its 6 loads in flight; the in-process bfloat16 step 27.3-27.5 ms with
-    # rows-resident-whole against 24.7 ms.  The bytes through L2 were fewer, the blocks an SM too few to cover DRAM
-    "rows-resident": {"COLUMN_TILES": 8},
-    "rows-resident-1": {"COLUMN_TILES": 1},
-    "rows-resident-4": {"COLUMN_TILES": 4},
-    "rows-resident-all": {"COLUMN_TILES": 64},
-    "rows-resident-1-load": {"COLUMN_TILES": 8, "RESIDENT_LOADS": 1},
-    # the products' whole tile at once (the rows epilogue) past the codes: 104 KiB a block, two an SM, 128 registers
-    "rows-resident-whole": {"COLUMN_TILES": 8, "RESIDENT_WHOLE_TILE": 1, "MIN_BLOCKS": 2},
-    "rows-resident-whole-wide": {"COLUMN_TILES": 8, "RESIDENT_WHOLE_TILE": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6},
+    # 4 bytes a parameter of L2 traffic become 4 / COLUMN_TILES; the step as in "rows", its products' tile after the
+    # codes (104 KiB a block at M=96: two an SM).  Up to RESIDENT_WIDTH inner terms; wider codes take "rows"
+    # (resident_or_rows).  For benchmarks only: on an H100 (session 35, bench/results/session35/resident, every stage
+    # of coates200 at M=96) it took 14.4 ms against "auto"'s 11.8 (2 blocks an SM, 25% occupancy: L2 63% busy, DRAM
+    # 65%, the warps waiting on their loads), and the in-process bfloat16 step 27.3-27.5 ms against 24.7.  Keeping
+    # three blocks an SM left room only for each warp's products 8 rows at a time, whose 200-344 bytes of spills (80
+    # registers) took the update to 33-36 ms (that variant, tried there, is no longer in the source).  Fewer bytes
+    # through L2 did not pay for a third of the blocks: the codes would have to be shared between blocks (a cluster's
+    # TMA multicast) at three blocks an SM
+    "rows-resident-whole": {"COLUMN_TILES": 8, "MIN_BLOCKS": 2},
+    "rows-resident-whole-1": {"COLUMN_TILES": 1, "MIN_BLOCKS": 2},  # (a block a column tile: the tests' grid)
 }
-RESIDENT_WIDTH = 224  # the widest codes (2M, or M without the error map) the resident variants keep: 3 blocks an SM
+RESIDENT_WIDTH = 224  # the widest codes (2M, or M without the error map) the resident variants keep: 2 blocks an SM
 OUT_ROW = 104  # a row of the products' tile in shared memory: 96 floats and 8 of padding (OUT_ROW % 32 == 8)
 ROW = TILE_K + 8  # a row of the operand tiles in shared memory: TILE_K bfloat16 values and 8 of padding
 SHARED_BYTES = TILE_M * OUT_ROW * 4  # dynamic shared memory a block (above the 48 KiB default): the products' tile
@@ -667,12 +594,10 @@ def column_tiles_a_block(variant: str) -> int:
     return EPILOGUE_VARIANTS[variant].get("COLUMN_TILES", 0) or 1
 
 
-def resident_bytes(width: int, variant: str = "rows-resident") -> int:
+def resident_bytes(width: int) -> int:
     """Dynamic shared memory a block of a resident variant takes for codes ``width`` wide: the codes' tile (each row
-    padded by 8), then the two B stages (each warp's 8 rows of the products over them), or the products' whole tile
-    (over the B stages) where the variant takes it."""
-    whole = EPILOGUE_VARIANTS[variant].get("RESIDENT_WHOLE_TILE")
-    return TILE_M * (width + 8) * 2 + (TILE_M * OUT_ROW * 4 if whole else 2 * TILE_N * ROW * 2)
+    padded by 8), then the products' whole tile (over the two B stages)."""
+    return TILE_M * (width + 8) * 2 + TILE_M * OUT_ROW * 4
 
 
 def resident_or_rows(variant: str, width: int) -> str:
@@ -691,7 +616,7 @@ def shared_bytes(variant: str = "rows") -> int:
     values after it where the variant stages them; or the operand tiles and the staged raw and velocity pairs."""
     defines = EPILOGUE_VARIANTS[variant]
     if defines.get("COLUMN_TILES"):  # the most (the launch asks for its codes' width: resident_bytes)
-        return resident_bytes(RESIDENT_WIDTH, variant)
+        return resident_bytes(RESIDENT_WIDTH)
     if defines.get("STAGE_FRAGMENTS"):
         rows = tile_rows(variant)
         return 2 * (rows + TILE_N) * ROW * 2 + 2 * rows * TILE_N * 4
@@ -713,12 +638,9 @@ def epilogue_for(setting: str, channels: int) -> str:
     return variant + "-cs" if CACHE_HINTS and variant + "-cs" in EPILOGUE_VARIANTS else variant
 
 
-def mma_update_source(variant: str = "rows", codes_width: int | None = None) -> str:
-    """The kernel's CUDA source (with the bfloat16 rounding its operand copy uses), with a variant's defines; a
-    resident variant's with ``codes_width`` compiled in where given (else read from its argument ``width``)."""
+def mma_update_source(variant: str = "rows") -> str:
+    """The kernel's CUDA source (with the bfloat16 rounding its operand copy uses), with a variant's defines."""
     defines = {"OUT_ROW": OUT_ROW, "SHARED_BYTES": shared_bytes(variant)} | EPILOGUE_VARIANTS[variant]
-    if codes_width is not None and EPILOGUE_VARIANTS[variant].get("COLUMN_TILES"):
-        defines["CODES_WIDTH"] = codes_width
     defines = "".join(f"#define {name} {value}\n" for name, value in defines.items())
     return defines + BFLOAT16_ROUNDING + MMA_HELPERS + _SOURCE
 
@@ -731,7 +653,7 @@ def _kernel(variant: str):
                             options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant)
     if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES")):
-        # two blocks of 100 KiB or three of 73 (or 65): as much shared memory as an SM has
+        # two blocks of 100-110 KiB or three of 73: as much shared memory as an SM has
         kernel.preferred_shared_memory_carveout = 100
     return kernel
 
@@ -811,6 +733,6 @@ def _update_launch(variant: str, codes_shape, x_shape, field: int, step: int, bl
 
     grid, arguments = typed_launch(weight_grad_launch, 2, codes_shape, x_shape, field, step, blocks_w)
     rows_a_block = tile_rows(variant)
-    shared = resident_bytes(codes_shape[2], variant) if EPILOGUE_VARIANTS[variant].get("COLUMN_TILES") else shared_bytes(variant)
+    shared = resident_bytes(codes_shape[2]) if EPILOGUE_VARIANTS[variant].get("COLUMN_TILES") else shared_bytes(variant)
     return ((-(-codes_shape[1] // rows_a_block), -(-grid[1] // column_tiles_a_block(variant)), grid[2]),
             (2 * rows_a_block,), arguments, shared)

@@ -1,0 +1,123 @@
+"""How near the bfloat16 tensor-core products ``W x`` and ``W^T y`` are to their bytes.
+
+For each stage of a config (coates200, M=96 by default), in bfloat16, timed
+with CUDA events (median of ``--runs``):
+
+* ``forward``: ``W x`` from and to the maps as the forward pass runs it
+  (:func:`~dasksae.kernels.local_filter.local_filter_forward` with the rows'
+  scales: :mod:`dasksae.kernels.mma_forward` in the variant the training
+  takes); the backward's ``U g_r`` is the same kernel on the same weights;
+* ``transpose``: ``W^T y`` with the fold, added into a map of the stage's
+  input shape, as the reconstruction and the input gradient run it
+  (:func:`~dasksae.kernels.local_filter.add_transpose_into`:
+  :mod:`dasksae.kernels.mma_transpose`);
+* ``read``: a streaming kernel that reads the bfloat16 weights once, 16
+  bytes a thread, and writes nothing (this file's ``_READ_SOURCE``): the
+  rate at which this card gives a product the one operand it must read
+  from memory.
+
+``TB/s`` counts 2 bytes a parameter (the bfloat16 weights; the maps each
+product reads and writes are 4-12% more) over the row's time, so the gap
+between a product and ``read`` is what the product loses to its bytes. Run
+under Nsight Compute (``ncu -k regex:dasksae_``) for the hardware counters
+of the same launches (``bench/gpu_session36_check.sh``)::
+
+    python bench/product_floor.py --config coates200 --minibatch 96 --runs 10 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+# the bfloat16 weights read once, 16 bytes a thread; nothing written unless the bits sum to a value no test data has
+_READ_SOURCE = r"""
+extern "C" __global__ void dasksae_stream_read(const uint4* __restrict__ weights, const long long vectors,
+                                               unsigned* __restrict__ sink)
+{
+    const long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= vectors) return;
+    const uint4 value = __ldcs(weights + c);
+    if ((value.x ^ value.y ^ value.z ^ value.w) == 0x7fc07fc1u) sink[0] = 1;
+}
+"""
+WEIGHT_BYTES = 2  # a parameter: the bfloat16 weights, read once by each product
+
+
+def stage_rows(stage, geometry, batch: int, runs: int) -> list[dict]:
+    """The three rows of one stage (random maps, weights and codes of the stage's shapes)."""
+    import cupy
+    import numpy
+
+    from dasksae.kernels.gemm import operand
+    from dasksae.kernels.local_filter import add_transpose_into, local_filter_forward
+    from profile_kernels import timed
+
+    blocks_h, blocks_w, rows, fan_in = geometry.weight_shape
+    (block_h, block_w), field, step = stage.block[:2], stage.field, stage.step
+    blocks = blocks_h * blocks_w
+    generator = cupy.random.default_rng(0)
+    x = operand(generator.standard_normal(tuple(geometry.input_shape) + (batch,), dtype=cupy.float32), "bfloat16")
+    weights = operand(generator.standard_normal(geometry.weight_shape, dtype=cupy.float32), "bfloat16")
+    scale = generator.uniform(0.5, 2.0, (blocks_h, blocks_w, rows), dtype=cupy.float32)
+    y = operand(generator.standard_normal((blocks, rows, batch), dtype=cupy.float32), "bfloat16")
+    out = cupy.zeros(tuple(geometry.input_shape) + (batch,), dtype=cupy.float32)
+    parameters = weights.size
+    read = cupy.RawKernel(_READ_SOURCE, "dasksae_stream_read")
+    vectors = parameters * WEIGHT_BYTES // 16
+    sink = cupy.zeros(1, dtype=cupy.uint32)
+    threads = 256
+    flat = weights.reshape(blocks, rows, fan_in)
+    cases = [
+        ("forward", lambda: local_filter_forward(x, weights, field, step, block_h, block_w, row_scale=scale,
+                                                 precision="bfloat16")),
+        ("transpose", lambda: add_transpose_into(out, flat, y, field, step, blocks_h, blocks_w, "bfloat16")),
+        ("read", lambda: read((-(-vectors // threads),), (threads,), (weights, numpy.int64(vectors), sink))),
+    ]
+    found = []
+    for name, run in cases:
+        seconds = timed(run, runs=runs)
+        found.append({"kernel": name, "parameters": parameters, "seconds": seconds,
+                      "tb_per_s": WEIGHT_BYTES * parameters / seconds / 1e12,
+                      "tflops": 2 * parameters * batch / seconds / 1e12 if name != "read" else None})
+    return found
+
+
+def main(argv=None):
+    import cupy
+
+    from gpu_step import coates
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="coates200")
+    parser.add_argument("--minibatch", type=int, default=96)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--stages", default=None, help="the stages to time, counted from 1, comma-separated (all)")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    config = coates(args.config)
+    chosen = None if args.stages is None else {int(s) for s in args.stages.split(",")}
+    found = []
+    print(f"{'stage':>5} {'kernel':<10} {'params':>12} {'ms':>8} {'TB/s':>6} {'TFLOP/s':>8}")
+    for index, geometry in enumerate(config.geometry()):
+        if chosen is not None and index + 1 not in chosen:
+            continue
+        for row in stage_rows(config.stages[index], geometry, args.minibatch, args.runs):
+            row["stage"] = index + 1
+            found.append(row)
+            flops = "" if row["tflops"] is None else f"{row['tflops']:.0f}"
+            print(f"{index + 1:>5} {row['kernel']:<10} {row['parameters']:>12} {row['seconds'] * 1e3:>8.3f} "
+                  f"{row['tb_per_s']:>6.2f} {flops:>8}", flush=True)
+        cupy.get_default_memory_pool().free_all_blocks()
+    for name in ("forward", "transpose", "read"):
+        rows = [r for r in found if r["kernel"] == name]
+        print(f"{'all':>5} {name:<10} {sum(r['parameters'] for r in rows):>12} "
+              f"{sum(r['seconds'] for r in rows) * 1e3:>8.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": args.config, "minibatch": args.minibatch,
+                       "device": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(), "rows": found}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

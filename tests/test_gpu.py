@@ -889,8 +889,10 @@ def test_bfloat16_training_with_the_tensor_core_forward_follows_cublas(monkeypat
 
 @pytest.mark.parametrize("variant", ["k32x4", "k64x3"])
 @pytest.mark.parametrize("case", [(8, 4, 8, 64, 3, 2, 96), (6, 2, 4, 32, 3, 4, 96), (8, 4, 8, 32, 2, 2, 136),
-                                  (8, 4, 8, 128, 3, 2, 96), (6, 2, 4, 64, 2, 3, 136)],
-                         ids=["cells-of-128", "cells-of-16", "part-tile", "rows-128", "rows-64-part-tile"])
+                                  (8, 4, 8, 128, 3, 2, 96), (6, 2, 4, 64, 2, 3, 136), (8, 4, 3, 64, 3, 2, 96),
+                                  (8, 4, 3, 32, 2, 3, 136)],
+                         ids=["cells-of-128", "cells-of-16", "part-tile", "rows-128", "rows-64-part-tile",
+                              "three-channels", "three-channels-part-tile"])
 def test_the_tensor_core_transpose_with_the_fold_on_the_gpu_equals_numpy(case, variant):
     """``dasksae_mma_filter_transpose_fold`` (bfloat16 ``mma.sync``, both operands by ``ldmatrix.trans``, each cell of
     the map summed over its blocks and added in) on the device against NumPy's float64 product and fold of the same

@@ -62,7 +62,10 @@ def transpose_case(seed: int, field: int, step: int, channels: int, rows: int, b
     (6, 2, 4, 32, 2, 2, 104),  # and with 8 (one copy of 8 values a row), cells of 16
     (8, 4, 8, 128, 3, 2, 96),  # 128 rows: 2 tiles of 64 (k64x3), 4 of 32
     (6, 2, 4, 64, 2, 3, 136),  # 64 rows, cells of 16, a part-full second tile of columns
-], ids=["cells-of-128", "cells-of-16", "part-tile", "8-column-tile", "rows-128", "rows-64-part-tile"])
+    (8, 4, 3, 64, 3, 2, 96),  # 3 channels (a first stage's): cells of 48 values, runs of 12 copied 8 bytes at a time
+    (8, 4, 3, 32, 2, 3, 136),  # and a part-full second tile of columns
+], ids=["cells-of-128", "cells-of-16", "part-tile", "8-column-tile", "rows-128", "rows-64-part-tile", "three-channels",
+        "three-channels-part-tile"])
 def test_the_tensor_core_transpose_folds_into_the_map_as_numpy(kernel_on_cpu, field, step, channels, rows, blocks_h,
                                                                 blocks_w, batch):
     """Every cell of the map gets its blocks' sum added, edges (fewer blocks) and middles alike, and nothing past
@@ -85,7 +88,8 @@ def test_the_tensor_core_transpose_folds_into_the_map_as_numpy(kernel_on_cpu, fi
 
 def test_shapes_the_kernel_does_not_take_are_refused():
     """A field that is not a multiple of the step, cells of more than 128 values, rows not in whole 32s, a map of
-    another size, a minibatch not in whole 8s: the caller multiplies and folds."""
+    another size, a minibatch not in whole 8s, runs of ``step C`` values not in whole 4s (3 channels at step 2): the
+    caller multiplies and folds."""
     weights = numpy.zeros((6, 64, 8 * 8 * 8), numpy.uint16)
     y = numpy.zeros((6, 64, 96), numpy.uint16)
     out = numpy.zeros((16, 12, 8, 96), numpy.float32)
@@ -96,3 +100,7 @@ def test_shapes_the_kernel_does_not_take_are_refused():
     assert not mma_transpose.transpose_fits(out[..., :60].copy(), weights, y[..., :60].copy(), 8, 4, 3, 2)
     wide = numpy.zeros((16, 12, 16, 96), numpy.float32)  # 4x4 pixels of 16 channels: 256 values a cell
     assert not mma_transpose.transpose_fits(wide, numpy.zeros((6, 64, 8 * 8 * 16), numpy.uint16), y, 8, 4, 3, 2)
+    three = numpy.zeros((16, 12, 3, 96), numpy.float32)  # runs of 12 values at step 4: taken, 8 bytes a copy
+    assert mma_transpose.transpose_fits(three, numpy.zeros((6, 64, 8 * 8 * 3), numpy.uint16), y, 8, 4, 3, 2)
+    six = numpy.zeros((10, 8, 3, 96), numpy.float32)  # runs of 6 values at step 2
+    assert not mma_transpose.transpose_fits(six, numpy.zeros((6, 64, 6 * 6 * 3), numpy.uint16), y, 6, 2, 3, 2)

@@ -84,7 +84,7 @@ static unsigned char transpose_shared[SHARED_BYTES] __attribute__((aligned(16)))
 // out (H, W, C, batch) float32 += the fold of W^T y: weights (blocks_h * blocks_w, rows, field*field*C) and y
 // (blocks_h * blocks_w, rows, batch) bfloat16, block (p, q)'s field at (p*step, q*step).  Block (b, a, n-tile) of the
 // grid owns cell (a, b): pixels (a*step + i, b*step + j), i, j < step, every channel; its row m = (i*step + j)*C + c.
-// Takes field a multiple of step, step*C in whole 8s, step*step*C <= CELL_ROWS, rows in whole TILE_Ks, batch in
+// Takes field a multiple of step, step*C in whole 4s, step*step*C <= CELL_ROWS, rows in whole TILE_Ks, batch in
 // whole 8s (the last tile of 96 columns may be part full), H = (blocks_h - 1)*step + field (W likewise), 16-byte
 // aligned rows; SHARED_BYTES of dynamic shared memory.
 extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpose_fold(
@@ -108,14 +108,24 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpos
         const int which = tile / tiles_a_block, r0 = (tile % tiles_a_block) * TILE_K;
         const int p = p_first + which / blocks_q, q = q_first + which % blocks_q;
         const long long block = (long long)p * blocks_w + q;
-        // A: for each of the TILE_K rows, the cell's step runs of step*C values in the block's field (16 bytes a copy)
+        // A: for each of the TILE_K rows, the cell's step runs of step*C values in the block's field (16 bytes a copy
+        // where step*C is whole 8s; else 8 bytes, step*C in whole 4s: 3 channels' runs of 12 values, 24 bytes)
         const unsigned short* field_at = weights + (block * rows + r0) * fan_in +
                                          ((long long)(a - p) * step * field + (long long)(b - q) * step) * channels;
-        const int copies_a_run = run / 8, copies_a_row = step * copies_a_run;
-        for (int c = tid; c < TILE_K * copies_a_row; c += 256) {
-            const int r = c / copies_a_row, i = (c % copies_a_row) / copies_a_run, part = c % copies_a_run;
-            copy_16(&As[buffer][r * A_ROW + i * run + part * 8],
-                    field_at + r * fan_in + (long long)i * field * channels + part * 8, true);
+        if (run % 8 == 0) {
+            const int copies_a_run = run / 8, copies_a_row = step * copies_a_run;
+            for (int c = tid; c < TILE_K * copies_a_row; c += 256) {
+                const int r = c / copies_a_row, i = (c % copies_a_row) / copies_a_run, part = c % copies_a_run;
+                copy_16(&As[buffer][r * A_ROW + i * run + part * 8],
+                        field_at + r * fan_in + (long long)i * field * channels + part * 8, true);
+            }
+        } else {
+            const int copies_a_run = run / 4, copies_a_row = step * copies_a_run;
+            for (int c = tid; c < TILE_K * copies_a_row; c += 256) {
+                const int r = c / copies_a_row, i = (c % copies_a_row) / copies_a_run, part = c % copies_a_run;
+                copy_8((float*)&As[buffer][r * A_ROW + i * run + part * 4],
+                       (const float*)(field_at + r * fan_in + (long long)i * field * channels + part * 4), true);
+            }
         }
         const unsigned short* y_at = y + (block * rows + r0) * batch + n0;
         for (int c = tid; c < TILE_K * 12; c += 256) {  // B: TILE_K rows of y's 96 columns, 12 copies a row (zeros
@@ -192,15 +202,16 @@ def _kernel(variant: str):
 
 def layer_fits(channels: int, rows: int, batch: int, field: int, step: int) -> bool:
     """What :func:`transpose_fits` asks of the layer's shape alone: ``field`` a multiple of ``step``, ``step C`` in
-    whole 8s, ``step^2 C`` at most 128, ``rows`` in whole 32s, ``M`` in whole 8s."""
-    return not (field % step or (step * channels) % 8 or step * step * channels > CELL_ROWS or rows % TILE_K
+    whole 4s (the weights' runs are copied 16 bytes at a time where they are whole 8s, else 8: a first stage's 3
+    channels at step 4), ``step^2 C`` at most 128, ``rows`` in whole 32s, ``M`` in whole 8s."""
+    return not (field % step or (step * channels) % 4 or step * step * channels > CELL_ROWS or rows % TILE_K
                 or batch % 8)
 
 
 def transpose_fits(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int) -> bool:
     """Whether :func:`add_transpose_bfloat16` takes this product: a float32 map ``out (H, W, C, M)`` with ``H =
     (blocks_h - 1) step + field`` (``W`` likewise), bfloat16 (``uint16``) ``weight_rows (blocks, rows, f*f*C)`` and
-    ``y_rows (blocks, rows, M)``; ``field`` a multiple of ``step``, ``step C`` in whole 8s, ``step^2 C`` at most
+    ``y_rows (blocks, rows, M)``; ``field`` a multiple of ``step``, ``step C`` in whole 4s, ``step^2 C`` at most
     128, ``rows`` in whole 32s, ``M`` in whole 8s (M=512: 6 tiles of 96 columns, the last a third full);
     C-contiguous and 16-byte aligned."""
     if out.ndim != 4 or weight_rows.ndim != 3 or y_rows.ndim != 3:

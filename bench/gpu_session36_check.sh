@@ -1,6 +1,7 @@
 #!/bin/bash
 # Session 36's GPU checks (results in bench/results/session36/<part>/, each with its command.txt).
-#   PART=first  (about 450 s) where the bfloat16 step's time goes besides the update, on the card at hand:
+#   PART=first  (about 480 s) where the bfloat16 step's time goes besides the update, on the card at hand:
+#     0. the transpose's GPU tests (3 channels now take the tensor-core transpose: coates200's stage 1);
 #     1. bench/product_floor.py on coates200, M=96, every stage: the tensor-core W x (forward) and W^T y with the
 #        fold (transpose) against a kernel that only reads the bfloat16 weights they read (their one operand from
 #        memory);
@@ -15,6 +16,9 @@ NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/
 echo "ncu: $NCU"
 case "${PART:-first}" in
 first)
+  timeout ${TESTS_S:-120} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
+    -k "tensor_core_transpose" 2>&1 | tail -30 > $OUT/gpu-tests.log
+  echo "tests: $(tail -1 $OUT/gpu-tests.log)"
   timeout ${FLOOR_S:-90} python3 bench/product_floor.py --config coates200 --minibatch 96 --runs 10 \
     --json $OUT/product-floor.json 2>&1 | filter | tee $OUT/product-floor.log
   timeout ${NCU_S:-150} $NCU --clock-control none \

@@ -1,26 +1,41 @@
 #!/bin/bash
 # Session 36's GPU checks (results in bench/results/session36/<part>/, each with its command.txt).
-#   PART=first  (about 480 s) where the bfloat16 step's time goes besides the update, on the card at hand:
-#     0. the transpose's GPU tests (3 channels now take the tensor-core transpose: coates200's stage 1);
-#     1. bench/product_floor.py on coates200, M=96, every stage: the tensor-core W x (forward) and W^T y with the
-#        fold (transpose) against a kernel that only reads the bfloat16 weights they read (their one operand from
-#        memory);
-#     2. the same under Nsight Compute (stage 2, each kernel's 3 launches): DRAM and L2 throughput, occupancy, warp
-#        stalls, spills (ncu's text report);
-#     3. the bfloat16 kernel table of the in-process one-tile step (bench/kernel_table.py);
-#     4. Nsight Compute's speed-of-light section of the step's small kernels (pooling, LCN, block rows, code
-#        gradient, dots, conversions): which of them are at the card's memory rate.
+#   PART=first  (about 420 s)
+#     1. the GPU tests of the transpose (3 channels now take the tensor-core transpose with the fold: coates200's
+#        stage 1) and of the update's rows-144 variant (blocks of 128 x 144, 12 warps, two an SM: the codes' tile
+#        read once for 144 columns), against NumPy and bit for bit against auto's training;
+#     2. bench/update_floor.py with rows-144 and its products alone (gemm-only-144) beside the training's variants;
+#     3. the in-process bfloat16 coates200 step with DASKSAE_MMA_EPILOGUE=auto and =rows-144, in turn, twice;
+#     4. bench/product_floor.py: the tensor-core W x (forward) and W^T y with the fold (transpose) against a kernel
+#        that only reads the bfloat16 weights they read, every stage;
+#     5. the bfloat16 kernel table of the in-process one-tile step (bench/kernel_table.py).
+#   PART=counters  (about 300 s) Nsight Compute:
+#     1. product_floor's kernels on stage 2 (each 3 launches): DRAM and L2 throughput, occupancy, warp stalls, spills;
+#     2. the speed-of-light section of the step's small kernels (pooling, LCN, block rows, code gradient, dots,
+#        conversions): which of them are at the card's memory rate.
 source bench/device_setup.sh
 card
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-echo "ncu: $NCU"
 case "${PART:-first}" in
 first)
-  timeout ${TESTS_S:-120} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
-    -k "tensor_core_transpose" 2>&1 | tail -30 > $OUT/gpu-tests.log
+  timeout ${TESTS_S:-150} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
+    -k "tensor_core_transpose or (tensor_core_update_on_the_gpu and 144) or fewer_loads" 2>&1 | tail -30 \
+    > $OUT/gpu-tests.log
   echo "tests: $(tail -1 $OUT/gpu-tests.log)"
-  timeout ${FLOOR_S:-90} python3 bench/product_floor.py --config coates200 --minibatch 96 --runs 10 \
+  timeout ${FLOOR_S:-90} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
+    --variants rows-144,gemm-only-144 --json $OUT/update-floor.json 2>&1 | filter | tee $OUT/update-floor.log
+  export STEP_DTYPE=bfloat16
+  for round in 1 2; do
+    in_process auto DASKSAE_MMA_EPILOGUE=auto
+    in_process rows-144 DASKSAE_MMA_EPILOGUE=rows-144
+  done
+  timeout ${PRODUCT_S:-60} python3 bench/product_floor.py --config coates200 --minibatch 96 --runs 10 \
     --json $OUT/product-floor.json 2>&1 | filter | tee $OUT/product-floor.log
+  timeout ${TABLE_S:-120} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
+    --top 40 --json $OUT/kernel-table-bfloat16.json 2>&1 | filter | head -80 > $OUT/kernel-table-bfloat16.log
+  head -24 $OUT/kernel-table-bfloat16.log ;;
+counters)
+  echo "ncu: $NCU"
   timeout ${NCU_S:-150} $NCU --clock-control none \
     -k regex:"dasksae_mma_filter_forward|dasksae_mma_filter_transpose_fold|dasksae_stream_read" \
     --launch-count 9 --section SpeedOfLight --section MemoryWorkloadAnalysis --section MemoryWorkloadAnalysis_Tables \
@@ -30,9 +45,6 @@ first)
   echo "ncu rc $?"
   grep -E "^  dasksae_|Duration|DRAM Throughput|L2 Cache Throughput|dram__bytes|L2 Hit Rate|Spilling Requests |Registers Per|Achieved Occupancy|Theoretical Occupancy" \
     $OUT/product-counters.log | head -60
-  timeout ${TABLE_S:-120} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
-    --top 40 --json $OUT/kernel-table-bfloat16.json 2>&1 | filter | head -80 > $OUT/kernel-table-bfloat16.log
-  head -30 $OUT/kernel-table-bfloat16.log
   timeout ${SMALL_S:-150} $NCU --clock-control none --launch-skip ${SMALL_SKIP:-200} --launch-count ${SMALL_COUNT:-60} \
     -k regex:"dasksae_(pool|lcn|block_rows|tied|radial|pair_sum|to_bfloat16|subtract|fold_patches|inverse|sum_maps)" \
     --section SpeedOfLight --metrics dram__bytes_read.sum,dram__bytes_write.sum,gpu__time_duration.sum \

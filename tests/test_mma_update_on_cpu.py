@@ -51,7 +51,7 @@ static inline void store_pair_once(unsigned short* address, const unsigned low, 
     ((unsigned*)address)[1] = high;
 }
 template <int PENDING> static inline void copies_wait() {}
-static unsigned mma_a[256][4], mma_b[256][2];  // every thread of the block calls mma_16816 together, as the kernel does
+static unsigned mma_a[384][4], mma_b[384][2];  // (up to 384 threads) every thread of the block calls mma_16816 together, as the kernel does
 static inline void mma_16816(float* d, const unsigned* a, const unsigned* b)
 {
     const int tid = threadIdx.x, warp = tid & ~31, lane = tid & 31, g = lane / 4, t = lane % 4;
@@ -71,7 +71,7 @@ static inline void mma_16816(float* d, const unsigned* a, const unsigned* b)
     }
     block_barrier->arrive_and_wait();
 }
-static const unsigned short* ldmatrix_rows[256];  // every thread of the block calls ldmatrix together, as kernels do
+static const unsigned short* ldmatrix_rows[384];  // every thread of the block calls ldmatrix together, as kernels do
 static inline void ldmatrix_x4_trans(unsigned* r, const unsigned short* row_address)
 {  // lane (g, t) gets, in r[q], column g's rows 2t and 2t + 1 of the matrix whose rows lanes 8q .. 8q + 7 gave
     const int tid = threadIdx.x, warp = tid & ~31, lane = tid & 31, g = lane / 4, t = lane % 4;
@@ -101,7 +101,7 @@ extern "C" void run_update(const unsigned short* codes, const unsigned short* x,
 
 @pytest.fixture(scope="module", params=["rows", "fragments", "rows-l2", "rows-wide", "rows-staged", "frag64-staged",
                                         "frag64-staged-first", "rows-cs", "rows-wide-cs", "rows-resident-whole",
-                                        "rows-resident-whole-1"])
+                                        "rows-resident-whole-1", "rows-144"])
 def kernel_on_cpu(tmp_path_factory, request):
     """The kernel built under g++ with each epilogue that takes the step (mma_update.EPILOGUE_VARIANTS)."""
     library = built_on_cpu(tmp_path_factory.mktemp("mma"),
@@ -182,17 +182,23 @@ def test_the_tensor_core_update_takes_the_unit_norm_step_from_the_maps(kernel_on
     assert grid == (2, 2, count)
     grid, (threads,), arguments, _ = mma_update._update_launch(  # what the launch uses: 64-row variants take 3
         kernel_on_cpu.variant, case["codes"].shape, case["x"].shape, case["field"], case["step"], case["blocks_w"])
-    # blocks of rows (128 threads: 64 rows), and the 2 column tiles a block each or (resident variants) in groups
-    column_groups = -(-2 // mma_update.column_tiles_a_block(kernel_on_cpu.variant))
+    # blocks of rows (128 threads: 64 rows), and the 2 column tiles a block each or (resident variants) in groups, or
+    # (rows-144) one tile of 144 columns, 3 warps across
+    warps = mma_update.warps_across(kernel_on_cpu.variant)
+    tiles = -(-case["raw"].shape[2] // mma_update.tile_columns(kernel_on_cpu.variant))
+    assert (tiles, warps) == ((2, 2) if warps == 2 else (1, 3))
+    column_groups = -(-tiles // mma_update.column_tiles_a_block(kernel_on_cpu.variant))
     assert grid == (-(-rows // mma_update.tile_rows(kernel_on_cpu.variant)), column_groups, count)
-    partial_squares = numpy.full((count * rows, 2 * mma_update.WARP_COLUMN_TILES), numpy.nan, numpy.float32)
+    assert threads == warps * mma_update.tile_rows(kernel_on_cpu.variant)
+    partial_squares = numpy.full((count * rows, tiles * warps), numpy.nan, numpy.float32)
     kernel_on_cpu.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, _pointer(case["error"]),
                              raw.ctypes.data, velocity.ctypes.data, _pointer(operand), case["inverse_norms"].ctypes.data,
                              case["row_dots"].ctypes.data, partial_squares.ctypes.data, case["lr"], case["momentum"],
                              *grid, threads, *arguments)
     # every warp's part of every row is there (what sums them adds all), zero from the warp wholly past fan_in (the
-    # second tile's second warp: columns 144..191)
-    assert not numpy.isnan(partial_squares).any() and (partial_squares[:, 3] == 0).all()
+    # second tile's second warp: columns 144..191; none in a tile of 144)
+    assert not numpy.isnan(partial_squares).any()
+    assert (partial_squares[:, 3] == 0).all() if warps == 2 else (partial_squares != 0).all()
     new_norms = (1 / numpy.sqrt(partial_squares.astype(numpy.float64).sum(-1))).reshape(count, rows)
     assert_updated_as_expected(case, raw, velocity, operand, new_norms)
 

@@ -138,8 +138,12 @@ _SOURCE = r"""
 #ifndef TILE_M
 #define TILE_M 128  // simt_gemm's (64: a variant's, below)
 #endif
-#define BLOCK_THREADS (TILE_M * 2)  // warps of 32 x 48 products: TILE_M / 32 x 2 of them
-#define TILE_N 96
+#ifndef WARPS_N  // (a variant's) the warps across a block's columns, 48 columns each: 96 columns, or 144 with 3
+#define WARPS_N 2
+#endif
+#define BLOCK_THREADS (TILE_M * WARPS_N)  // warps of 32 x 48 products: TILE_M / 32 x WARPS_N of them
+#define TILE_N (48 * WARPS_N)
+#define ROW_VECTORS (TILE_N / 4)  // the rows epilogue's float4s a row
 #define TILE_K 32
 #define ROW 40  // a shared row: TILE_K bfloat16 values and 8 of padding (80 bytes: 16-byte aligned, no bank conflicts)
 // OUT_ROW (from mma_update_source): EPILOGUE_ROWS's row of the products' tile in shared memory, TILE_N floats and 8
@@ -184,6 +188,9 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(16)));
 #if EPILOGUE_ROWS && TILE_M != 128
 #error "the rows epilogue takes 128 rows a block"
 #endif
+#if WARPS_N != 2 && (STAGE_U || STAGE_FRAGMENTS || COLUMN_TILES || !(EPILOGUE_ROWS || GEMM_ONLY))
+#error "blocks of other than 96 columns take the rows epilogue (or none), nothing staged, one column tile a block"
+#endif
 
 // the unit-norm SGD step of one weight: g = s (dw - u radial), v = momentum v - lr g, u += v
 __device__ __forceinline__ void sgd_step(float& u, float& v, const float dw, const float s, const float radial,
@@ -221,10 +228,11 @@ __device__ __forceinline__ float step_float4(float* raw, float* velocity, unsign
     return u.x * u.x + u.y * u.y + u.z * u.z + u.w * u.w;
 }
 
-// the rows epilogue: the products' TILE_M x 96 tile (acc) through shared memory (tile, OUT_ROW floats a row; the
-// operand tiles are no longer read), so that the update reads and writes whole rows: 24 threads a row of 96 columns,
-// a float4 of raw, of velocity and of the gradient each (a warp's loads 512 contiguous bytes in 2 or 3 runs instead
-// of 8 rows' 32 bytes); each row's sums of squares over its two 48 columns into partial_squares at squares_column
+// the rows epilogue: the products' TILE_M x TILE_N tile (acc) through shared memory (tile, OUT_ROW floats a row; the
+// operand tiles are no longer read), so that the update reads and writes whole rows: 24 threads a row of 96 columns
+// (36 of 144), a float4 of raw, of velocity and of the gradient each (a warp's loads 512 contiguous bytes in 2 or 3
+// runs instead of 8 rows' 32 bytes); each row's sums of squares over each 48 columns into partial_squares from
+// squares_column
 __device__ __forceinline__ void rows_epilogue(float* tile, const float (&acc)[2][6][4], const float* staged_u,
     const int tid, const int warp_m, const int warp_n, const int g, const int t, const int m0, const int n0,
     const long long block, const int rows, const int fan_in, float* raw, float* velocity, unsigned short* operand,
@@ -240,10 +248,10 @@ __device__ __forceinline__ void rows_epilogue(float* tile, const float (&acc)[2]
     copies_wait<0>();  // this thread's staged raw values are there (it reads only its own)
 #endif
     __syncthreads();
-    for (int first = tid; first < TILE_M * 24; first += LOADS_A_ROUND * BLOCK_THREADS) {  // 12 float4s a thread
+    for (int first = tid; first < TILE_M * ROW_VECTORS; first += LOADS_A_ROUND * BLOCK_THREADS) {  // 12 a thread
         float4 u[LOADS_A_ROUND], v[LOADS_A_ROUND];
         for (int q = 0; q < LOADS_A_ROUND; ++q) {  // the loads of raw and of velocity in flight together
-            const int c = first + q * BLOCK_THREADS, m = m0 + c / 24, n = n0 + (c % 24) * 4;
+            const int c = first + q * BLOCK_THREADS, m = m0 + c / ROW_VECTORS, n = n0 + (c % ROW_VECTORS) * 4;
             if (m < rows && n < fan_in) {  // fan_in % 4 == 0: whole float4s
                 const long long offset = (block * rows + m) * fan_in + n;
 #if STAGE_U
@@ -261,7 +269,8 @@ __device__ __forceinline__ void rows_epilogue(float* tile, const float (&acc)[2]
             }
         }
         for (int q = 0; q < LOADS_A_ROUND; ++q) {
-            const int c = first + q * BLOCK_THREADS, r = c / 24, column = (c % 24) * 4, m = m0 + r, n = n0 + column;
+            const int c = first + q * BLOCK_THREADS, r = c / ROW_VECTORS, column = (c % ROW_VECTORS) * 4, m = m0 + r,
+                      n = n0 + column;
             float square = 0.f;
             if (m < rows && n < fan_in) {
                 const long long at = block * rows + m, offset = at * fan_in + n;
@@ -273,8 +282,8 @@ __device__ __forceinline__ void rows_epilogue(float* tile, const float (&acc)[2]
         }
     }
     __syncthreads();
-    if (tid < TILE_M * 2) {  // each row's sums over its two 48 columns, in order (as EPILOGUE_FRAGMENTS's warps)
-        const int r = tid / 2, part = tid % 2, m = m0 + r;
+    if (tid < TILE_M * WARPS_N) {  // each row's sums over each 48 columns, in order (as EPILOGUE_FRAGMENTS's warps)
+        const int r = tid / WARPS_N, part = tid % WARPS_N, m = m0 + r;
         float squares = 0.f;
         for (int q = 0; q < 12; ++q) squares += tile[r * OUT_ROW + (part * 12 + q) * 4];
         if (m < rows) partial_squares[(block * rows + m) * tiles_n + squares_column + part] = squares;
@@ -479,20 +488,20 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
         }
         __syncthreads();  // this buffer is no longer read: the next load (or the epilogue's tile) may fill it
     }
-    const long long tiles_n = (long long)gridDim.y * 2;
+    const long long tiles_n = (long long)gridDim.y * WARPS_N;
 
 #if GEMM_ONLY  // (a benchmark's variant: the products alone, their sum written so that they are kept; no update)
     float sum = 0.f;
     for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 6; ++j)
             for (int e = 0; e < 4; ++e) sum += acc[i][j][e];
-    if (m0 + tid < rows) partial_squares[(block * rows + m0 + tid) * tiles_n + blockIdx.y * 2] = sum;
+    if (m0 + tid < rows) partial_squares[(block * rows + m0 + tid) * tiles_n + blockIdx.y * WARPS_N] = sum;
 #elif EPILOGUE_ROWS
 #if !STAGE_U
     const float* staged_u = nullptr;  // (nothing staged)
 #endif
     rows_epilogue((float*)mma_shared, acc, staged_u, tid, warp_m, warp_n, g, t, m0, n0, block, rows, fan_in, raw,
-                  velocity, operand, inverse_norms, row_dots, partial_squares, tiles_n, blockIdx.y * 2, lr, momentum);
+                  velocity, operand, inverse_norms, row_dots, partial_squares, tiles_n, blockIdx.y * WARPS_N, lr, momentum);
 #else
     // EPILOGUE_FRAGMENTS: the step taken where the products are: this thread's rows (2 a product: g and g + 8) and
     // column pairs (2t, 2t + 1 of each 8), a float2 of raw and of velocity loaded, stepped and stored at a time
@@ -529,7 +538,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
             // the row's 4 lanes (t) hold its 48 columns of this warp: every lane takes part in the shuffles
             squares += __shfl_xor_sync(0xffffffffu, squares, 1);
             squares += __shfl_xor_sync(0xffffffffu, squares, 2);
-            if (t == 0 && row_in) partial_squares[at * tiles_n + blockIdx.y * 2 + warp_n] = squares;
+            if (t == 0 && row_in) partial_squares[at * tiles_n + blockIdx.y * WARPS_N + warp_n] = squares;
         }
 #endif
 #endif  // COLUMN_TILES
@@ -581,12 +590,35 @@ EPILOGUE_VARIANTS = {
     # TMA multicast) at three blocks an SM
     "rows-resident-whole": {"COLUMN_TILES": 8, "MIN_BLOCKS": 2},
     "rows-resident-whole-1": {"COLUMN_TILES": 1, "MIN_BLOCKS": 2},  # (a block a column tile: the tests' grid)
+    # session 36: rows with blocks of 128 x 144 (12 warps, two blocks an SM: the same 24 warps an SM as rows' three
+    # blocks of 8, 80 registers), so that the codes' tile is read once for 144 columns instead of 96: the operand
+    # tiles' L2 traffic 5.7 bytes a parameter instead of 7 (the codes' 4 become 2.7).  Its partial_squares are rows'
+    # (a column for each 48 columns, in order) with trailing zeros, so the new norms are the same to the bit
+    "rows-144": {"EPILOGUE_ROWS": 1, "WARPS_N": 3, "MIN_BLOCKS": 2},
+    "gemm-only-144": {"GEMM_ONLY": 1, "WARPS_N": 3, "MIN_BLOCKS": 2},  # (for benchmarks: rows-144's products alone)
 }
 RESIDENT_WIDTH = 224  # the widest codes (2M, or M without the error map) the resident variants keep: 2 blocks an SM
 OUT_ROW = 104  # a row of the products' tile in shared memory: 96 floats and 8 of padding (OUT_ROW % 32 == 8)
 ROW = TILE_K + 8  # a row of the operand tiles in shared memory: TILE_K bfloat16 values and 8 of padding
 SHARED_BYTES = TILE_M * OUT_ROW * 4  # dynamic shared memory a block (above the 48 KiB default): the products' tile
 STAGED_U_BYTES = TILE_M * TILE_N * 4  # a block's raw values, staged (STAGE_U)
+WARP_COLUMNS = 48  # the columns of a warp's products
+
+
+def warps_across(variant: str) -> int:
+    """The warps across a block's columns in ``variant``: :data:`WARP_COLUMN_TILES`, or its ``WARPS_N``."""
+    return EPILOGUE_VARIANTS[variant].get("WARPS_N", WARP_COLUMN_TILES)
+
+
+def tile_columns(variant: str) -> int:
+    """The columns of ``dL/dW`` a block of ``variant`` takes: 96, or 144 with 3 warps across."""
+    return WARP_COLUMNS * warps_across(variant)
+
+
+def out_row(variant: str) -> int:
+    """A row of ``variant``'s products tile in shared memory: its columns and at least 8 of padding, ``% 32 == 8``
+    (a half-warp's float2s in 32 banks): 104 floats for 96 columns, 168 for 144."""
+    return -(-tile_columns(variant) // 32) * 32 + 8
 
 
 def column_tiles_a_block(variant: str) -> int:
@@ -620,7 +652,7 @@ def shared_bytes(variant: str = "rows") -> int:
     if defines.get("STAGE_FRAGMENTS"):
         rows = tile_rows(variant)
         return 2 * (rows + TILE_N) * ROW * 2 + 2 * rows * TILE_N * 4
-    return SHARED_BYTES + (STAGED_U_BYTES if defines.get("STAGE_U") else 0)
+    return TILE_M * out_row(variant) * 4 + (STAGED_U_BYTES if defines.get("STAGE_U") else 0)
 EPILOGUE = switch("DASKSAE_MMA_EPILOGUE")  # the variant the training takes: a variant, or "auto" (epilogue_for)
 FEW_CHANNELS = 8  # maps with fewer channels than this (an image's 3) take "rows-wide" under "auto"
 # "1": the rows epilogues read and write the weights and momentum cache-streaming (their "-cs" variants)
@@ -640,7 +672,7 @@ def epilogue_for(setting: str, channels: int) -> str:
 
 def mma_update_source(variant: str = "rows") -> str:
     """The kernel's CUDA source (with the bfloat16 rounding its operand copy uses), with a variant's defines."""
-    defines = {"OUT_ROW": OUT_ROW, "SHARED_BYTES": shared_bytes(variant)} | EPILOGUE_VARIANTS[variant]
+    defines = {"OUT_ROW": out_row(variant), "SHARED_BYTES": shared_bytes(variant)} | EPILOGUE_VARIANTS[variant]
     defines = "".join(f"#define {name} {value}\n" for name, value in defines.items())
     return defines + BFLOAT16_ROUNDING + MMA_HELPERS + _SOURCE
 
@@ -714,8 +746,9 @@ def filter_weight_grad_update_bfloat16(codes, x, error, raw, velocity, operand, 
 
     variant = resident_or_rows(variant or epilogue_for(EPILOGUE, x.shape[2]), codes.shape[2])
     grid, block, arguments, shared = _update_launch(variant, codes.shape, x.shape, field, step, blocks_w)
-    column_tiles = -(-raw.shape[2] // TILE_N)
-    partial_squares = cupy.empty((raw.shape[0] * raw.shape[1], column_tiles * WARP_COLUMN_TILES), dtype=cupy.float32)
+    column_tiles = -(-raw.shape[2] // tile_columns(variant))
+    partial_squares = cupy.empty((raw.shape[0] * raw.shape[1], column_tiles * warps_across(variant)),
+                                 dtype=cupy.float32)
     null = numpy.uint64(0)  # a null pointer argument
     _kernel(variant)(grid, block, (
         codes, x, null if error is None else error, raw, velocity, null if operand is None else operand, inverse_norms,
@@ -727,12 +760,14 @@ def filter_weight_grad_update_bfloat16(codes, x, error, raw, velocity, operand, 
 def _update_launch(variant: str, codes_shape, x_shape, field: int, step: int, blocks_w: int):
     """``(grid, block, scalar arguments, shared memory)`` of ``variant``'s launch, made once for these shapes: the
     float32 weight gradient's grid and arguments (a 128 x 96 tile, the maps' geometry), the rows along the grid's x
-    in the variant's blocks (twice as many blocks of 64 rows), two threads a row; a resident variant's column tiles
-    in groups of its ``COLUMN_TILES`` along y, and its shared memory for these codes' width."""
+    in the variant's blocks (twice as many blocks of 64 rows), two threads a row (three in blocks of 144 columns,
+    fewer of them along y); a resident variant's column tiles in groups of its ``COLUMN_TILES`` along y, and its
+    shared memory for these codes' width."""
     from .simt_gemm import typed_launch, weight_grad_launch
 
     grid, arguments = typed_launch(weight_grad_launch, 2, codes_shape, x_shape, field, step, blocks_w)
     rows_a_block = tile_rows(variant)
     shared = resident_bytes(codes_shape[2]) if EPILOGUE_VARIANTS[variant].get("COLUMN_TILES") else shared_bytes(variant)
-    return ((-(-codes_shape[1] // rows_a_block), -(-grid[1] // column_tiles_a_block(variant)), grid[2]),
-            (2 * rows_a_block,), arguments, shared)
+    column_tiles = -(-field * field * x_shape[2] // tile_columns(variant))
+    return ((-(-codes_shape[1] // rows_a_block), -(-column_tiles // column_tiles_a_block(variant)), grid[2]),
+            (warps_across(variant) * rows_a_block,), arguments, shared)

@@ -9,6 +9,12 @@
 #     4. bench/product_floor.py: the tensor-core W x (forward) and W^T y with the fold (transpose) against a kernel
 #        that only reads the bfloat16 weights they read, every stage;
 #     5. the bfloat16 kernel table of the in-process one-tile step (bench/kernel_table.py).
+#   PART=overlap  (about 400 s) the update's rows-overlap variants (kernels/mma_update.py: 8 producer warps take a
+#     column tile's products while 8 consumer warps take the previous tile's step, codes resident, a block an SM):
+#     1. their GPU tests (against NumPy; training bit for bit against auto's);
+#     2. bench/update_floor.py with rows-overlap and rows-overlap-all beside the training's variants;
+#     3. the in-process bfloat16 coates200 step with DASKSAE_MMA_EPILOGUE=auto and =rows-overlap, in turn, twice;
+#     4. Nsight Compute of rows-overlap on stage 2 (one launch).
 #   PART=counters  (about 300 s) Nsight Compute:
 #     1. product_floor's kernels on stage 2 (each 3 launches): DRAM and L2 throughput, occupancy, warp stalls, spills;
 #     2. the speed-of-light section of the step's small kernels (pooling, LCN, block rows, code gradient, dots,
@@ -34,6 +40,26 @@ first)
   timeout ${TABLE_S:-120} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
     --top 40 --json $OUT/kernel-table-bfloat16.json 2>&1 | filter | head -80 > $OUT/kernel-table-bfloat16.log
   head -24 $OUT/kernel-table-bfloat16.log ;;
+overlap)
+  timeout ${TESTS_S:-150} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
+    -k "(tensor_core_update_on_the_gpu and overlap) or fewer_loads" 2>&1 | tail -30 > $OUT/gpu-tests.log
+  echo "tests: $(tail -1 $OUT/gpu-tests.log)"
+  timeout ${FLOOR_S:-90} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
+    --variants ${VARIANTS:-rows-overlap,rows-overlap-all} --json $OUT/update-floor.json 2>&1 | filter \
+    | tee $OUT/update-floor.log
+  export STEP_DTYPE=bfloat16
+  for round in 1 2; do
+    in_process auto DASKSAE_MMA_EPILOGUE=auto
+    in_process ${STEP_VARIANT:-rows-overlap} DASKSAE_MMA_EPILOGUE=${STEP_VARIANT:-rows-overlap}
+  done
+  timeout ${NCU_S:-90} $NCU --clock-control none -k regex:dasksae_mma_filter_weight_grad_update --launch-skip 3 \
+    --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+    --section Occupancy --section LaunchStats --section SchedulerStats \
+    --metrics dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sector_hit_rate.pct,gpu__time_duration.sum \
+    python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 1 --stages 2 --variants rows-overlap \
+    > $OUT/update-counters-overlap.log 2>&1
+  grep -E "^  dasksae_|Duration|DRAM Throughput|L2 Cache Throughput|dram__bytes|L2 Hit Rate|Spilling Requests |Registers Per|Achieved Occupancy" \
+    $OUT/update-counters-overlap.log | head -20 ;;
 counters)
   echo "ncu: $NCU"
   timeout ${NCU_S:-150} $NCU --clock-control none \

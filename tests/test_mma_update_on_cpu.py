@@ -28,6 +28,21 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not 
 
 MMA_EMULATION = r"""
 #include <cstring>
+#include <memory>
+#include <mutex>
+// a warp's own barrier (mma.sync and ldmatrix exchange fragments between the 32 lanes of a warp), and the named
+// barriers (bar.sync / bar.arrive with an id and a count: the update's specialized warps), made when first used
+static std::mutex barriers_made;
+static std::unique_ptr<std::barrier<>> warp_barriers[16], named_barriers[16];
+static std::barrier<>& made(std::unique_ptr<std::barrier<>>* barriers, const int id, const int count)
+{
+    std::lock_guard<std::mutex> lock(barriers_made);
+    if (!barriers[id]) barriers[id] = std::make_unique<std::barrier<>>(count);
+    return *barriers[id];
+}
+static inline void warp_sync() { made(warp_barriers, threadIdx.x / 32, 32).arrive_and_wait(); }
+static inline void named_sync(const int id, const int count) { made(named_barriers, id, count).arrive_and_wait(); }
+static inline void named_arrive(const int id, const int count) { (void)made(named_barriers, id, count).arrive(); }
 static inline unsigned __float_as_uint(float value) { unsigned bits; std::memcpy(&bits, &value, 4); return bits; }
 static inline float from_bfloat16(unsigned bits16) { const unsigned bits = bits16 << 16; float f; std::memcpy(&f, &bits, 4); return f; }
 static inline unsigned __cvta_generic_to_shared(const void*) { return 0; }
@@ -51,13 +66,13 @@ static inline void store_pair_once(unsigned short* address, const unsigned low, 
     ((unsigned*)address)[1] = high;
 }
 template <int PENDING> static inline void copies_wait() {}
-static unsigned mma_a[384][4], mma_b[384][2];  // (up to 384 threads) every thread of the block calls mma_16816 together, as the kernel does
+static unsigned mma_a[512][4], mma_b[512][2];  // (up to 512 threads) every lane of a warp calls mma_16816 together
 static inline void mma_16816(float* d, const unsigned* a, const unsigned* b)
 {
     const int tid = threadIdx.x, warp = tid & ~31, lane = tid & 31, g = lane / 4, t = lane % 4;
     for (int r = 0; r < 4; ++r) mma_a[tid][r] = a[r];
     for (int r = 0; r < 2; ++r) mma_b[tid][r] = b[r];
-    block_barrier->arrive_and_wait();
+    warp_sync();
     for (int e = 0; e < 4; ++e) {
         const int row = g + 8 * (e / 2), column = 2 * t + e % 2;
         float sum = d[e];
@@ -69,17 +84,17 @@ static inline void mma_16816(float* d, const unsigned* a, const unsigned* b)
         }
         d[e] = sum;
     }
-    block_barrier->arrive_and_wait();
+    warp_sync();
 }
-static const unsigned short* ldmatrix_rows[384];  // every thread of the block calls ldmatrix together, as kernels do
+static const unsigned short* ldmatrix_rows[512];  // every lane of a warp calls ldmatrix together, as kernels do
 static inline void ldmatrix_x4_trans(unsigned* r, const unsigned short* row_address)
 {  // lane (g, t) gets, in r[q], column g's rows 2t and 2t + 1 of the matrix whose rows lanes 8q .. 8q + 7 gave
     const int tid = threadIdx.x, warp = tid & ~31, lane = tid & 31, g = lane / 4, t = lane % 4;
     ldmatrix_rows[tid] = row_address;
-    block_barrier->arrive_and_wait();
+    warp_sync();
     for (int q = 0; q < 4; ++q)
         r[q] = (unsigned)ldmatrix_rows[warp + 8 * q + 2 * t][g] | ((unsigned)ldmatrix_rows[warp + 8 * q + 2 * t + 1][g] << 16);
-    block_barrier->arrive_and_wait();
+    warp_sync();
 }
 """
 
@@ -101,7 +116,7 @@ extern "C" void run_update(const unsigned short* codes, const unsigned short* x,
 
 @pytest.fixture(scope="module", params=["rows", "fragments", "rows-l2", "rows-wide", "rows-staged", "frag64-staged",
                                         "frag64-staged-first", "rows-cs", "rows-wide-cs", "rows-resident-whole",
-                                        "rows-resident-whole-1", "rows-144"])
+                                        "rows-resident-whole-1", "rows-144", "rows-overlap"])
 def kernel_on_cpu(tmp_path_factory, request):
     """The kernel built under g++ with each epilogue that takes the step (mma_update.EPILOGUE_VARIANTS)."""
     library = built_on_cpu(tmp_path_factory.mktemp("mma"),
@@ -123,8 +138,9 @@ def _pointer(array):
     return None if array is None else array.ctypes.data
 
 
-def update_case(seed: int, with_error: bool, with_operand: bool) -> dict:
-    """3x2 blocks of 6x6x4 fields at step 2 (fan-in 144: a part-empty second tile of 96 columns), 136 rows (a guarded
+def update_case(seed: int, with_error: bool, with_operand: bool, channels: int = 4) -> dict:
+    """3x2 blocks of 6x6x4 fields at step 2 (fan-in 144: a part-empty second tile of 96 columns; with 12 channels 432,
+    5 tiles, the last part full), 136 rows (a guarded
     second tile of rows), a minibatch of 64 (2 tiles of 32 inner terms a map: the loads switch maps between them):
     the kernel's arguments (bfloat16 bits as ``uint16``; NumPy arrays) and what the update's array code makes of them
     in float64 from the same bfloat16 values and ``row_dots``: ``expected_raw``, ``expected_velocity``,
@@ -133,7 +149,7 @@ def update_case(seed: int, with_error: bool, with_operand: bool) -> dict:
     from dasksae.kernels.normalize import unit_rows_sgd
 
     rng = numpy.random.default_rng(seed)
-    field, step, channels, batch, blocks_h, blocks_w, rows = 6, 2, 4, 64, 3, 2, 136
+    field, step, batch, blocks_h, blocks_w, rows = 6, 2, 64, 3, 2, 136
     shape = ((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, batch)
     count, fan_in, width = blocks_h * blocks_w, field * field * channels, batch * (2 if with_error else 1)
     x_bits, x = _bfloat16(rng.standard_normal(shape))
@@ -189,7 +205,7 @@ def test_the_tensor_core_update_takes_the_unit_norm_step_from_the_maps(kernel_on
     assert (tiles, warps) == ((2, 2) if warps == 2 else (1, 3))
     column_groups = -(-tiles // mma_update.column_tiles_a_block(kernel_on_cpu.variant))
     assert grid == (-(-rows // mma_update.tile_rows(kernel_on_cpu.variant)), column_groups, count)
-    assert threads == warps * mma_update.tile_rows(kernel_on_cpu.variant)
+    assert threads == mma_update.block_threads(kernel_on_cpu.variant)
     partial_squares = numpy.full((count * rows, tiles * warps), numpy.nan, numpy.float32)
     kernel_on_cpu.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, _pointer(case["error"]),
                              raw.ctypes.data, velocity.ctypes.data, _pointer(operand), case["inverse_norms"].ctypes.data,
@@ -199,6 +215,30 @@ def test_the_tensor_core_update_takes_the_unit_norm_step_from_the_maps(kernel_on
     # second tile's second warp: columns 144..191; none in a tile of 144)
     assert not numpy.isnan(partial_squares).any()
     assert (partial_squares[:, 3] == 0).all() if warps == 2 else (partial_squares != 0).all()
+    new_norms = (1 / numpy.sqrt(partial_squares.astype(numpy.float64).sum(-1))).reshape(count, rows)
+    assert_updated_as_expected(case, raw, velocity, operand, new_norms)
+
+
+@pytest.mark.parametrize("variant", ["rows-overlap", "rows"])
+def test_the_overlapped_update_takes_many_column_tiles_in_turn(tmp_path, variant):
+    """``rows-overlap``'s producer and consumer warps over 5 column tiles (fan-in 432), so that the producers wait for
+    the consumers to free a products tile (from the third tile on) and the tiles alternate an odd number of times:
+    the same update as NumPy's (and ``rows``'s, the same case)."""
+    library = built_on_cpu(tmp_path, SHIM + MMA_EMULATION + mma_update.mma_update_source(variant) + RUNNER)
+    library.run_update.argtypes = ([ctypes.c_void_p] * 9 + [ctypes.c_float] * 2 + [ctypes.c_uint] * 4
+                                   + [ctypes.c_int] * 7 + [ctypes.c_longlong] * 2)
+    case = update_case(13, True, True, channels=12)
+    raw, velocity, operand = case["raw"], case["velocity"], case["operand"]
+    count, rows, fan_in = raw.shape
+    grid, (threads,), arguments, _ = mma_update._update_launch(variant, case["codes"].shape, case["x"].shape,
+                                                                case["field"], case["step"], case["blocks_w"])
+    assert fan_in == 432 and grid == (2, 1 if variant == "rows-overlap" else 5, count)
+    partial_squares = numpy.full((count * rows, 10), numpy.nan, numpy.float32)
+    library.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, case["error"].ctypes.data, raw.ctypes.data,
+                       velocity.ctypes.data, operand.ctypes.data, case["inverse_norms"].ctypes.data,
+                       case["row_dots"].ctypes.data, partial_squares.ctypes.data, case["lr"], case["momentum"], *grid,
+                       threads, *arguments)
+    assert not numpy.isnan(partial_squares).any() and (partial_squares[:, 9] == 0).all()
     new_norms = (1 / numpy.sqrt(partial_squares.astype(numpy.float64).sum(-1))).reshape(count, rows)
     assert_updated_as_expected(case, raw, velocity, operand, new_norms)
 

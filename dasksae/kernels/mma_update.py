@@ -87,6 +87,16 @@ __device__ __forceinline__ void mma_16816(float* d, const unsigned* a, const uns
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 __device__ __forceinline__ void prefetch_l2(const float* address) { asm volatile("prefetch.global.L2 [%0];" ::"l"(address)); }
+// named barriers (ids 1-15; 0 is __syncthreads'): count threads, in whole warps, wait (sync) or only arrive (arrive);
+// both order this thread's earlier shared-memory accesses before the barrier's completion
+__device__ __forceinline__ void named_sync(const int id, const int count)
+{
+    asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(count) : "memory");
+}
+__device__ __forceinline__ void named_arrive(const int id, const int count)
+{
+    asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(count) : "memory");
+}
 // 16 bytes read or written once (the update's weights and momentum, and the weights' bfloat16 copy): cache-streaming
 // (ld.global.cs / st.global.cs), evicted first, so that they leave L2 to the operand tiles that other blocks read again
 __device__ __forceinline__ float4 load_once(const float* address) { return __ldcs((const float4*)address); }
@@ -141,7 +151,11 @@ _SOURCE = r"""
 #ifndef WARPS_N  // (a variant's) the warps across a block's columns, 48 columns each: 96 columns, or 144 with 3
 #define WARPS_N 2
 #endif
-#define BLOCK_THREADS (TILE_M * WARPS_N)  // warps of 32 x 48 products: TILE_M / 32 x WARPS_N of them
+#ifndef SPECIALIZED  // (OVERLAP variants) warps of two kinds: producers' products, consumers' steps (below)
+#define SPECIALIZED 0
+#endif
+#define PRODUCERS (TILE_M * WARPS_N)  // the threads whose warps take the products: 32 x 48 each, TILE_M / 32 x WARPS_N
+#define BLOCK_THREADS (PRODUCERS * (SPECIALIZED ? 2 : 1))
 #define TILE_N (48 * WARPS_N)
 #define ROW_VECTORS (TILE_N / 4)  // the rows epilogue's float4s a row
 #define TILE_K 32
@@ -190,6 +204,12 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(16)));
 #endif
 #if WARPS_N != 2 && (STAGE_U || STAGE_FRAGMENTS || COLUMN_TILES || !(EPILOGUE_ROWS || GEMM_ONLY))
 #error "blocks of other than 96 columns take the rows epilogue (or none), nothing staged, one column tile a block"
+#endif
+#if SPECIALIZED && (WARPS_N != 2 || TILE_M != 128 || !COLUMN_TILES || STAGING)
+#error "the specialized warps take 128 x 96 tiles, the codes resident"
+#endif
+#ifndef CONSUMER_LOADS  // (SPECIALIZED) the float4s of raw and of velocity a consumer thread has in flight at once
+#define CONSUMER_LOADS 6
 #endif
 
 // the unit-norm SGD step of one weight: g = s (dw - u radial), v = momentum v - lr g, u += v
@@ -306,7 +326,128 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
     const int rows, const int fan_in, const int width, const int half, const int blocks_w, const int step,
     const int field_rows, const long long in_row, const long long in_pixel)
 {
-#if COLUMN_TILES
+#if SPECIALIZED
+    // OVERLAP: the block takes COLUMN_TILES column tiles of 96 in turn, its codes' TILE_M x width tile loaded into
+    // shared memory once; its first PRODUCERS threads (8 warps) take each tile's products as the rows kernel does,
+    // into one of two products tiles in shared memory, while its other 8 warps (the consumers) take the previous
+    // tile's step from the other, as rows_epilogue does: the update's loads and stores no longer wait for the
+    // products, nor the products for them.  Named barriers: 1 the producers', 2 the consumers', 3 + b "tile b full"
+    // (producers arrive, consumers wait), 5 + b "tile b read" (consumers arrive, producers wait)
+    const int row_a = width + 8;  // a resident row: the codes' values and 8 of padding (no bank conflicts)
+    unsigned short* As = (unsigned short*)mma_shared;
+    unsigned short(*Bs)[TILE_N * ROW] = (unsigned short(*)[TILE_N * ROW])(mma_shared + TILE_M * row_a * 2);
+    float* products = (float*)(mma_shared + TILE_M * row_a * 2 + 2 * TILE_N * ROW * 2);  // [2][TILE_M * OUT_ROW]
+    const int tid = threadIdx.x, m0 = blockIdx.x * TILE_M;
+    const int column_tiles = (fan_in + TILE_N - 1) / TILE_N, first_tile = blockIdx.y * COLUMN_TILES;
+    const int end_tile = first_tile + COLUMN_TILES < column_tiles ? first_tile + COLUMN_TILES : column_tiles;
+    const long long tiles_n = (long long)column_tiles * 2;
+    const long long block = blockIdx.z;
+    codes += block * rows * width;
+    {
+        const long long p = block / blocks_w, q = block % blocks_w, at = (p * in_row + q * in_pixel) * step;
+        x += at;
+        if (error) error += at;
+    }
+    for (int c = tid; c < TILE_M * (width / 8); c += BLOCK_THREADS) {  // the codes, by every thread
+        const int r = c / (width / 8), part = c % (width / 8), m = m0 + r;
+        copy_16(As + r * row_a + part * 8, codes + (long long)(m < rows ? m : 0) * width + part * 8, m < rows);
+    }
+    copies_commit();
+    copies_wait<0>();
+    __syncthreads();
+    if (tid < PRODUCERS) {
+        const int lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+        const int warp_m = warp % (TILE_M / 32), warp_n = warp / (TILE_M / 32);
+        auto load = [&](const int buffer, const int k0, const int n0) {  // B's k-tile at k0 into buffer
+            const unsigned short* map = k0 < half ? x + k0 : error + (k0 - half);
+            for (int c = tid; c < TILE_N * 4; c += PRODUCERS) {
+                const int r = c / 4, part = c % 4, n = n0 + r, safe = n < fan_in ? n : 0;
+                copy_16(&Bs[buffer][r * ROW + part * 8],
+                        map + (safe / field_rows) * in_row + (long long)(safe % field_rows) * half + part * 8,
+                        n < fan_in);
+            }
+            copies_commit();
+        };
+        const int tiles = width / TILE_K;
+        for (int column_tile = first_tile; column_tile < end_tile; ++column_tile) {
+            const int n0 = column_tile * TILE_N, which = (column_tile - first_tile) & 1;
+            float acc[2][6][4];
+            for (int i = 0; i < 2; ++i)
+                for (int j = 0; j < 6; ++j)
+                    for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+            load(0, 0, n0);
+            for (int s = 0; s < tiles; ++s) {
+                const int buffer = s & 1;
+                if (s + 1 < tiles) {
+                    load(buffer ^ 1, (s + 1) * TILE_K, n0);
+                    copies_wait<1>();
+                } else {
+                    copies_wait<0>();
+                }
+                named_sync(1, PRODUCERS);  // every producer's copies of this k-tile are there
+                const unsigned short* b_tile = Bs[buffer];
+                for (int kk = 0; kk < TILE_K; kk += 16) {
+                    unsigned a[2][4], b[6][2];
+                    a_fragments(a, As, warp_m * 32, row_a, s * TILE_K + kk, g, t);
+                    for (int j = 0; j < 6; ++j) {
+                        const unsigned short* column = b_tile + (warp_n * 48 + j * 8 + g) * ROW + kk + 2 * t;
+                        b[j][0] = *(const unsigned*)column;
+                        b[j][1] = *(const unsigned*)(column + 8);
+                    }
+                    for (int i = 0; i < 2; ++i)
+                        for (int j = 0; j < 6; ++j) mma_16816(acc[i][j], a[i], b[j]);
+                }
+                named_sync(1, PRODUCERS);  // this buffer is no longer read: the next load may fill it
+            }
+            if (column_tile - first_tile >= 2) named_sync(5 + which, BLOCK_THREADS);  // its tile two back is stepped
+            float* tile = products + which * TILE_M * OUT_ROW;
+            for (int i = 0; i < 2; ++i)
+                for (int h = 0; h < 2; ++h)
+                    for (int j = 0; j < 6; ++j)
+                        *(float2*)(tile + (warp_m * 32 + i * 16 + g + 8 * h) * OUT_ROW + warp_n * 48 + j * 8 + 2 * t) =
+                            make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+            named_arrive(3 + which, BLOCK_THREADS);  // this tile's products are there
+        }
+    } else {
+        const int thread = tid - PRODUCERS;  // of the consumers
+        for (int column_tile = first_tile; column_tile < end_tile; ++column_tile) {
+            const int n0 = column_tile * TILE_N, which = (column_tile - first_tile) & 1;
+            float* tile = products + which * TILE_M * OUT_ROW;
+            named_sync(3 + which, BLOCK_THREADS);  // its products are there
+            for (int first = thread; first < TILE_M * 24; first += CONSUMER_LOADS * PRODUCERS) {
+                float4 u[CONSUMER_LOADS], v[CONSUMER_LOADS];
+                for (int q = 0; q < CONSUMER_LOADS; ++q) {  // the loads of raw and of velocity in flight together
+                    const int c = first + q * PRODUCERS, m = m0 + c / 24, n = n0 + (c % 24) * 4;
+                    if (c < TILE_M * 24 && m < rows && n < fan_in) {
+                        const long long offset = (block * rows + m) * fan_in + n;
+                        u[q] = *(const float4*)(raw + offset);
+                        v[q] = *(const float4*)(velocity + offset);
+                    }
+                }
+                for (int q = 0; q < CONSUMER_LOADS; ++q) {
+                    const int c = first + q * PRODUCERS, r = c / 24, column = (c % 24) * 4, m = m0 + r, n = n0 + column;
+                    if (c >= TILE_M * 24) break;
+                    float square = 0.f;
+                    if (m < rows && n < fan_in) {
+                        const long long at = block * rows + m, offset = at * fan_in + n;
+                        const float s = inverse_norms[at], radial = row_dots[at] * s;
+                        square = step_float4(raw, velocity, operand, offset, u[q], v[q],
+                                             *(const float4*)(tile + r * OUT_ROW + column), s, radial, lr, momentum);
+                    }
+                    tile[r * OUT_ROW + column] = square;  // in place of what this thread alone read
+                }
+            }
+            named_sync(2, PRODUCERS);  // every consumer's squares are in the tile
+            if (thread < TILE_M * 2) {  // each row's sums over its two 48 columns, in order (as rows_epilogue)
+                const int r = thread / 2, part = thread % 2, m = m0 + r;
+                float squares = 0.f;
+                for (int q = 0; q < 12; ++q) squares += tile[r * OUT_ROW + (part * 12 + q) * 4];
+                if (m < rows) partial_squares[(block * rows + m) * tiles_n + column_tile * 2 + part] = squares;
+            }
+            if (column_tile + 2 < end_tile) named_arrive(5 + which, BLOCK_THREADS);  // read: the producers may refill it
+        }
+    }
+#elif COLUMN_TILES
     // RESIDENT (COLUMN_TILES > 0): the block takes COLUMN_TILES column tiles of 96 in turn (of one row tile), its
     // codes' TILE_M x width tile loaded into shared memory once for all of them; each tile's step through the products'
     // whole tile (the rows epilogue), in shared memory over the B stages (no longer read by then) and past them
@@ -596,6 +737,13 @@ EPILOGUE_VARIANTS = {
     # (a column for each 48 columns, in order) with trailing zeros, so the new norms are the same to the bit
     "rows-144": {"EPILOGUE_ROWS": 1, "WARPS_N": 3, "MIN_BLOCKS": 2},
     "gemm-only-144": {"GEMM_ONLY": 1, "WARPS_N": 3, "MIN_BLOCKS": 2},  # (for benchmarks: rows-144's products alone)
+    # session 36 (rows-144 lost on an H100: 13.6 ms against 11.7 for the three stages, two blocks an SM: what the
+    # update lacks is not fewer L2 bytes but its products overlapped with its traffic): a block of 16 warps, one an
+    # SM, takes COLUMN_TILES column tiles in turn, its codes resident; 8 producer warps take tile j + 1's products
+    # while 8 consumer warps take tile j's step (the rows epilogue's, 6 float4s of raw and of velocity in flight a
+    # thread), through two products tiles in shared memory (175 KiB a block at most)
+    "rows-overlap": {"SPECIALIZED": 1, "COLUMN_TILES": 17, "MIN_BLOCKS": 1},
+    "rows-overlap-all": {"SPECIALIZED": 1, "COLUMN_TILES": 64, "MIN_BLOCKS": 1},  # (every column tile of a block)
 }
 RESIDENT_WIDTH = 224  # the widest codes (2M, or M without the error map) the resident variants keep: 2 blocks an SM
 OUT_ROW = 104  # a row of the products' tile in shared memory: 96 floats and 8 of padding (OUT_ROW % 32 == 8)
@@ -626,9 +774,12 @@ def column_tiles_a_block(variant: str) -> int:
     return EPILOGUE_VARIANTS[variant].get("COLUMN_TILES", 0) or 1
 
 
-def resident_bytes(width: int) -> int:
+def resident_bytes(width: int, variant: str = "rows-resident-whole") -> int:
     """Dynamic shared memory a block of a resident variant takes for codes ``width`` wide: the codes' tile (each row
-    padded by 8), then the products' whole tile (over the two B stages)."""
+    padded by 8), then the products' whole tile (over the two B stages); or (the specialized warps of ``rows-overlap``)
+    the codes, the two B stages and two products tiles."""
+    if EPILOGUE_VARIANTS[variant].get("SPECIALIZED"):
+        return TILE_M * (width + 8) * 2 + 2 * TILE_N * ROW * 2 + 2 * TILE_M * OUT_ROW * 4
     return TILE_M * (width + 8) * 2 + TILE_M * OUT_ROW * 4
 
 
@@ -648,7 +799,7 @@ def shared_bytes(variant: str = "rows") -> int:
     values after it where the variant stages them; or the operand tiles and the staged raw and velocity pairs."""
     defines = EPILOGUE_VARIANTS[variant]
     if defines.get("COLUMN_TILES"):  # the most (the launch asks for its codes' width: resident_bytes)
-        return resident_bytes(RESIDENT_WIDTH)
+        return resident_bytes(RESIDENT_WIDTH, variant)
     if defines.get("STAGE_FRAGMENTS"):
         rows = tile_rows(variant)
         return 2 * (rows + TILE_N) * ROW * 2 + 2 * rows * TILE_N * 4
@@ -767,7 +918,15 @@ def _update_launch(variant: str, codes_shape, x_shape, field: int, step: int, bl
 
     grid, arguments = typed_launch(weight_grad_launch, 2, codes_shape, x_shape, field, step, blocks_w)
     rows_a_block = tile_rows(variant)
-    shared = resident_bytes(codes_shape[2]) if EPILOGUE_VARIANTS[variant].get("COLUMN_TILES") else shared_bytes(variant)
+    shared = (resident_bytes(codes_shape[2], variant) if EPILOGUE_VARIANTS[variant].get("COLUMN_TILES")
+              else shared_bytes(variant))
     column_tiles = -(-field * field * x_shape[2] // tile_columns(variant))
     return ((-(-codes_shape[1] // rows_a_block), -(-column_tiles // column_tiles_a_block(variant)), grid[2]),
-            (warps_across(variant) * rows_a_block,), arguments, shared)
+            (block_threads(variant),), arguments, shared)
+
+
+def block_threads(variant: str) -> int:
+    """The threads of a block of ``variant``: two a row of its tile (three in blocks of 144 columns), twice as many
+    with specialized warps (``rows-overlap``: producers and consumers)."""
+    specialized = 2 if EPILOGUE_VARIANTS[variant].get("SPECIALIZED") else 1
+    return warps_across(variant) * tile_rows(variant) * specialized

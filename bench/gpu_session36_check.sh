@@ -56,7 +56,7 @@ overlap)
     --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
     --section Occupancy --section LaunchStats --section SchedulerStats \
     --metrics dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sector_hit_rate.pct,gpu__time_duration.sum \
-    python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 1 --stages 2 --variants rows-overlap \
+    python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 1 --stages 2 --variants ${STEP_VARIANT:-rows-overlap} \
     > $OUT/update-counters-overlap.log 2>&1
   grep -E "^  dasksae_|Duration|DRAM Throughput|L2 Cache Throughput|dram__bytes|L2 Hit Rate|Spilling Requests |Registers Per|Achieved Occupancy" \
     $OUT/update-counters-overlap.log | head -20 ;;

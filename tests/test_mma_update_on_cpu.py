@@ -219,7 +219,7 @@ def test_the_tensor_core_update_takes_the_unit_norm_step_from_the_maps(kernel_on
     assert_updated_as_expected(case, raw, velocity, operand, new_norms)
 
 
-@pytest.mark.parametrize("variant", ["rows-overlap", "rows"])
+@pytest.mark.parametrize("variant", ["rows-overlap", "rows-overlap-l2", "rows"])
 def test_the_overlapped_update_takes_many_column_tiles_in_turn(tmp_path, variant):
     """``rows-overlap``'s producer and consumer warps over 5 column tiles (fan-in 432), so that the producers wait for
     the consumers to free a products tile (from the third tile on) and the tiles alternate an odd number of times:
@@ -232,7 +232,7 @@ def test_the_overlapped_update_takes_many_column_tiles_in_turn(tmp_path, variant
     count, rows, fan_in = raw.shape
     grid, (threads,), arguments, _ = mma_update._update_launch(variant, case["codes"].shape, case["x"].shape,
                                                                 case["field"], case["step"], case["blocks_w"])
-    assert fan_in == 432 and grid == (2, 1 if variant == "rows-overlap" else 5, count)
+    assert fan_in == 432 and grid == (2, 5 if variant == "rows" else 1, count)
     partial_squares = numpy.full((count * rows, 10), numpy.nan, numpy.float32)
     library.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, case["error"].ctypes.data, raw.ctypes.data,
                        velocity.ctypes.data, operand.ctypes.data, case["inverse_norms"].ctypes.data,

@@ -211,6 +211,9 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(16)));
 #ifndef CONSUMER_LOADS  // (SPECIALIZED) the float4s of raw and of velocity a consumer thread has in flight at once
 #define CONSUMER_LOADS 6
 #endif
+#ifndef CONSUMER_PREFETCH  // (SPECIALIZED) the consumers ask L2 for the next tile's raw and velocity before a tile
+#define CONSUMER_PREFETCH 0
+#endif
 
 // the unit-norm SGD step of one weight: g = s (dw - u radial), v = momentum v - lr g, u += v
 __device__ __forceinline__ void sgd_step(float& u, float& v, const float dw, const float s, const float radial,
@@ -410,9 +413,21 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
         }
     } else {
         const int thread = tid - PRODUCERS;  // of the consumers
+#if CONSUMER_PREFETCH
+        auto prefetch = [&](const int column_tile) {  // a tile's raw and velocity lines (128 bytes) asked of L2
+            for (int line = thread; line < TILE_M * 6; line += PRODUCERS) {
+                const int r = line / 6, part = line % 6, m = m0 + r, n = column_tile * TILE_N + (part % 3) * 32;
+                if (m < rows && n < fan_in) prefetch_l2((part < 3 ? raw : velocity) + (block * rows + m) * fan_in + n);
+            }
+        };
+        prefetch(first_tile);
+#endif
         for (int column_tile = first_tile; column_tile < end_tile; ++column_tile) {
             const int n0 = column_tile * TILE_N, which = (column_tile - first_tile) & 1;
             float* tile = products + which * TILE_M * OUT_ROW;
+#if CONSUMER_PREFETCH
+            if (column_tile + 1 < end_tile) prefetch(column_tile + 1);
+#endif
             named_sync(3 + which, BLOCK_THREADS);  // its products are there
             for (int first = thread; first < TILE_M * 24; first += CONSUMER_LOADS * PRODUCERS) {
                 float4 u[CONSUMER_LOADS], v[CONSUMER_LOADS];
@@ -744,6 +759,9 @@ EPILOGUE_VARIANTS = {
     # thread), through two products tiles in shared memory (175 KiB a block at most)
     "rows-overlap": {"SPECIALIZED": 1, "COLUMN_TILES": 17, "MIN_BLOCKS": 1},
     "rows-overlap-all": {"SPECIALIZED": 1, "COLUMN_TILES": 64, "MIN_BLOCKS": 1},  # (every column tile of a block)
+    # rows-overlap lost on an H100 (13.9 ms against 11.4, its 8 consumer warps a block an SM: DRAM 65% of its peak):
+    # the consumers ask L2 for the next tile's raw and velocity before each tile, so that more of them are in flight
+    "rows-overlap-l2": {"SPECIALIZED": 1, "COLUMN_TILES": 17, "MIN_BLOCKS": 1, "CONSUMER_PREFETCH": 1},
 }
 RESIDENT_WIDTH = 224  # the widest codes (2M, or M without the error map) the resident variants keep: 2 blocks an SM
 OUT_ROW = 104  # a row of the products' tile in shared memory: 96 floats and 8 of padding (OUT_ROW % 32 == 8)

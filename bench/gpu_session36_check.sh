@@ -15,6 +15,9 @@
 #     2. bench/update_floor.py with rows-overlap and rows-overlap-all beside the training's variants;
 #     3. the in-process bfloat16 coates200 step with DASKSAE_MMA_EPILOGUE=auto and =rows-overlap, in turn, twice;
 #     4. Nsight Compute of rows-overlap on stage 2 (one launch).
+#   PART=cells  (about 150 s) the transpose taking cells of fewer than 128 values several a block (coates200's stage
+#     1: 2 cells of 48, the blocks' rows of y read once for both): its GPU tests, bench/product_floor.py on stage 1
+#     (against PART=first's 0.999 ms with one cell a block), and the bfloat16 kernel table of the in-process step.
 #   PART=counters  (about 300 s) Nsight Compute:
 #     1. product_floor's kernels on stage 2 (each 3 launches): DRAM and L2 throughput, occupancy, warp stalls, spills;
 #     2. the speed-of-light section of the step's small kernels (pooling, LCN, block rows, code gradient, dots,
@@ -60,6 +63,15 @@ overlap)
     > $OUT/update-counters-overlap.log 2>&1
   grep -E "^  dasksae_|Duration|DRAM Throughput|L2 Cache Throughput|dram__bytes|L2 Hit Rate|Spilling Requests |Registers Per|Achieved Occupancy" \
     $OUT/update-counters-overlap.log | head -20 ;;
+cells)
+  timeout ${TESTS_S:-120} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
+    -k "tensor_core_transpose" 2>&1 | tail -30 > $OUT/gpu-tests.log
+  echo "tests: $(tail -1 $OUT/gpu-tests.log)"
+  timeout ${PRODUCT_S:-60} python3 bench/product_floor.py --config coates200 --minibatch 96 --runs 10 --stages 1 \
+    --json $OUT/product-floor.json 2>&1 | filter | tee $OUT/product-floor.log
+  timeout ${TABLE_S:-100} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
+    --top 40 --json $OUT/kernel-table-bfloat16.json 2>&1 | filter | head -80 > $OUT/kernel-table-bfloat16.log
+  head -6 $OUT/kernel-table-bfloat16.log ;;
 counters)
   echo "ncu: $NCU"
   timeout ${NCU_S:-150} $NCU --clock-control none \

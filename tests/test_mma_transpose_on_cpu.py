@@ -20,11 +20,11 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not 
 RUNNER = GRID_RUNNER + r"""
 extern "C" void run_transpose(const unsigned short* weights, const unsigned short* y, float* out, unsigned grid_x,
                               unsigned grid_y, unsigned grid_z, int rows, int batch, int channels, int field, int step,
-                              int blocks_h, int blocks_w, int map_w, int span)
+                              int blocks_h, int blocks_w, int map_w)
 {
     run_grid(grid_x, grid_y, grid_z, [=] {
         dasksae_mma_filter_transpose_fold(weights, y, out, rows, batch, channels, field, step, blocks_h, blocks_w,
-                                          map_w, span);
+                                          map_w);
     });
 }
 """
@@ -35,7 +35,7 @@ def kernel_on_cpu(request, tmp_path_factory):
     """``(the kernel in one variant of its tiles, built under g++, the variant)``."""
     library = built_on_cpu(tmp_path_factory.mktemp(f"mma_transpose_{request.param}"),
                            SHIM + MMA_EMULATION + mma_transpose.mma_transpose_source(request.param) + RUNNER)
-    library.run_transpose.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 9
+    library.run_transpose.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 8
     return library, request.param
 
 
@@ -84,25 +84,6 @@ def test_the_tensor_core_transpose_folds_into_the_map_as_numpy(kernel_on_cpu, fi
     kernel_on_cpu.run_transpose(weight_bits.ctypes.data, y_bits.ctypes.data, out.ctypes.data, *grid, *arguments)
     numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-3)
     assert numpy.isnan(memory[-96:]).all()
-
-
-@pytest.mark.parametrize("field, step, channels, blocks_w", [(8, 4, 3, 2), (6, 2, 4, 4)], ids=["cells-of-48", "cells-of-16"])
-def test_cells_side_by_side_sum_as_each_cell_alone_to_the_bit(kernel_on_cpu, field, step, channels, blocks_w):
-    """Cells of fewer than 128 values are taken several a block (2 of 48, 6 of 16 here, the last block of a row part
-    full): each cell's sum is the same float32 value, to the bit, as with one cell a block (the blocks that do not
-    hold a cell add exact zeros, the others come in the same order)."""
-    kernel_on_cpu, variant = kernel_on_cpu
-    rows = 64
-    weight_bits, y_bits, out, _ = transpose_case(7, field, step, channels, rows, 3, blocks_w)
-    grid, arguments = mma_transpose.transpose_launch(out.shape, weight_bits.shape, field, step, 3, blocks_w)
-    assert arguments[-1] == mma_transpose.cells_a_block(channels, step) > 1
-    together, alone = out.copy(), out.copy()
-    kernel_on_cpu.run_transpose(weight_bits.ctypes.data, y_bits.ctypes.data, together.ctypes.data, *grid, *arguments)
-    cells_w = out.shape[1] // step
-    kernel_on_cpu.run_transpose(weight_bits.ctypes.data, y_bits.ctypes.data, alone.ctypes.data, cells_w, *grid[1:],
-                                *arguments[:-1], 1)
-    numpy.testing.assert_array_equal(together, alone)
-    assert not numpy.array_equal(together, out)
 
 
 def test_shapes_the_kernel_does_not_take_are_refused():

@@ -82,30 +82,25 @@ static unsigned char transpose_shared[SHARED_BYTES] __attribute__((aligned(16)))
 #endif
 
 // out (H, W, C, batch) float32 += the fold of W^T y: weights (blocks_h * blocks_w, rows, field*field*C) and y
-// (blocks_h * blocks_w, rows, batch) bfloat16, block (p, q)'s field at (p*step, q*step).  Block (b0, a, n-tile) of the
-// grid owns cells (a, b) for b = b0*span .. b0*span + span - 1 (span: as many as fit CELL_ROWS, 1 for cells of 128):
-// pixels (a*step + i, b*step + j), i, j < step, every channel; its row m = (b - b0*span)*step^2*C + (i*step + j)*C + c.
-// Its inner terms are the rows of the blocks that hold any of its cells, in order; a block that does not hold a cell
-// gives that cell's rows zeros (nothing read), so each cell's sum is the one it would have alone, to the bit, and the
-// blocks' rows of y are read once for span cells.
+// (blocks_h * blocks_w, rows, batch) bfloat16, block (p, q)'s field at (p*step, q*step).  Block (b, a, n-tile) of the
+// grid owns cell (a, b): pixels (a*step + i, b*step + j), i, j < step, every channel; its row m = (i*step + j)*C + c.
 // Takes field a multiple of step, step*C in whole 4s, step*step*C <= CELL_ROWS, rows in whole TILE_Ks, batch in
 // whole 8s (the last tile of 96 columns may be part full), H = (blocks_h - 1)*step + field (W likewise), 16-byte
 // aligned rows; SHARED_BYTES of dynamic shared memory.
 extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpose_fold(
     const unsigned short* __restrict__ weights, const unsigned short* __restrict__ y, float* __restrict__ out,
     const int rows, const int batch, const int channels, const int field, const int step, const int blocks_h,
-    const int blocks_w, const int map_w, const int span)
+    const int blocks_w, const int map_w)
 {
     unsigned short(*As)[TILE_K * A_ROW] = (unsigned short(*)[TILE_K * A_ROW])transpose_shared;  // [STAGES]
     unsigned short(*Bs)[TILE_K * B_ROW] =
         (unsigned short(*)[TILE_K * B_ROW])(transpose_shared + STAGES * TILE_K * A_ROW * 2);
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
     const int warp_m = warp % 4, warp_n = warp / 4;
-    const int a = blockIdx.y, b0 = blockIdx.x * span, n0 = blockIdx.z * TILE_N;
+    const int a = blockIdx.y, b = blockIdx.x, n0 = blockIdx.z * TILE_N;
     const int reach = field / step;  // the blocks a cell lies in, along each axis (fewer at the map's edges)
-    const int cells_w = map_w / step, cells = b0 + span <= cells_w ? span : cells_w - b0, b_last = b0 + cells - 1;
     const int p_first = a - reach + 1 > 0 ? a - reach + 1 : 0, p_last = a < blocks_h - 1 ? a : blocks_h - 1;
-    const int q_first = b0 - reach + 1 > 0 ? b0 - reach + 1 : 0, q_last = b_last < blocks_w - 1 ? b_last : blocks_w - 1;
+    const int q_first = b - reach + 1 > 0 ? b - reach + 1 : 0, q_last = b < blocks_w - 1 ? b : blocks_w - 1;
     const int blocks_q = q_last - q_first + 1, run = step * channels, cell_rows = step * run;
     const long long fan_in = (long long)field * field * channels;
     const int tiles_a_block = rows / TILE_K, tiles = (p_last - p_first + 1) * blocks_q * tiles_a_block;
@@ -113,23 +108,24 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpos
         const int which = tile / tiles_a_block, r0 = (tile % tiles_a_block) * TILE_K;
         const int p = p_first + which / blocks_q, q = q_first + which % blocks_q;
         const long long block = (long long)p * blocks_w + q;
-        // A: for each of the TILE_K rows and each cell, the cell's step runs of step*C values in the block's field
-        // (16 bytes a copy where step*C is whole 8s; else 8 bytes, step*C in whole 4s: 3 channels' runs of 12 values,
-        // 24 bytes), or zeros where the block does not hold the cell
-        const unsigned short* rows_at = weights + (block * rows + r0) * fan_in + (long long)(a - p) * step * field * channels;
-        const int unit = run % 8 == 0 ? 8 : 4, copies_a_run = run / unit, copies_a_cell = step * copies_a_run;
-        const int copies_a_row = span * copies_a_cell;
-        for (int c = tid; c < TILE_K * copies_a_row; c += 256) {
-            const int r = c / copies_a_row, cell = (c % copies_a_row) / copies_a_cell;
-            const int i = (c % copies_a_cell) / copies_a_run, part = c % copies_a_run, column = b0 + cell - q;
-            const bool held = cell < cells && column >= 0 && column < reach;  // cell b0 + cell lies in block q
-            const unsigned short* from = held ? rows_at + r * fan_in + ((long long)column * step + (long long)i * field)
-                                                * channels + part * unit : weights;
-            unsigned short* to = &As[buffer][r * A_ROW + cell * cell_rows + i * run + part * unit];
-            if (unit == 8)
-                copy_16(to, from, held);
-            else
-                copy_8((float*)to, (const float*)from, held);
+        // A: for each of the TILE_K rows, the cell's step runs of step*C values in the block's field (16 bytes a copy
+        // where step*C is whole 8s; else 8 bytes, step*C in whole 4s: 3 channels' runs of 12 values, 24 bytes)
+        const unsigned short* field_at = weights + (block * rows + r0) * fan_in +
+                                         ((long long)(a - p) * step * field + (long long)(b - q) * step) * channels;
+        if (run % 8 == 0) {
+            const int copies_a_run = run / 8, copies_a_row = step * copies_a_run;
+            for (int c = tid; c < TILE_K * copies_a_row; c += 256) {
+                const int r = c / copies_a_row, i = (c % copies_a_row) / copies_a_run, part = c % copies_a_run;
+                copy_16(&As[buffer][r * A_ROW + i * run + part * 8],
+                        field_at + r * fan_in + (long long)i * field * channels + part * 8, true);
+            }
+        } else {
+            const int copies_a_run = run / 4, copies_a_row = step * copies_a_run;
+            for (int c = tid; c < TILE_K * copies_a_row; c += 256) {
+                const int r = c / copies_a_row, i = (c % copies_a_row) / copies_a_run, part = c % copies_a_run;
+                copy_8((float*)&As[buffer][r * A_ROW + i * run + part * 4],
+                       (const float*)(field_at + r * fan_in + (long long)i * field * channels + part * 4), true);
+            }
         }
         const unsigned short* y_at = y + (block * rows + r0) * batch + n0;
         for (int c = tid; c < TILE_K * 12; c += 256) {  // B: TILE_K rows of y's 96 columns, 12 copies a row (zeros
@@ -169,11 +165,11 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpos
 
     for (int i = 0; i < 2; ++i)
         for (int h = 0; h < 2; ++h) {  // rows g and g + 8 of each 16 (the cell's values); columns 2t, 2t + 1 of each 8
-            const int m = warp_m * 32 + i * 16 + g + 8 * h, cell = m / cell_rows, value = m % cell_rows;
-            if (cell >= cells) continue;  // (past the block's cells, or the map's last)
-            const int pixel_i = value / run, pixel_j = (value % run) / channels, c = value % channels;
-            float* row = out + (((long long)(a * step + pixel_i) * map_w + (b0 + cell) * step + pixel_j) * channels + c) *
-                         batch + n0 + warp_n * 48 + 2 * t;
+            const int m = warp_m * 32 + i * 16 + g + 8 * h;
+            if (m >= cell_rows) continue;
+            const int pixel_i = m / run, pixel_j = (m % run) / channels, c = m % channels;
+            float* row = out + (((long long)(a * step + pixel_i) * map_w + b * step + pixel_j) * channels + c) * batch +
+                         n0 + warp_n * 48 + 2 * t;
             for (int j = 0; j < 6; ++j) {
                 if (n0 + warp_n * 48 + j * 8 + 2 * t >= batch) continue;  // (past the minibatch: the last tile's)
                 float2 value = *(float2*)(row + j * 8);
@@ -233,20 +229,13 @@ def transpose_fits(out, weight_rows, y_rows, field: int, step: int, blocks_h: in
     return all(aligned(array) for array in (out, weight_rows, y_rows))
 
 
-def cells_a_block(channels: int, step: int) -> int:
-    """The cells of the map a block of the kernel takes, side by side: as many as fit its 128 rows of products (1 for
-    cells of 128 values; 2 for a first stage's 3 channels at step 4, cells of 48)."""
-    return max(1, CELL_ROWS // (step * step * channels))
-
-
 def transpose_launch(out_shape, weights_shape, field: int, step: int, blocks_h: int, blocks_w: int):
-    """``(grid, scalar arguments after the three arrays)`` of ``dasksae_mma_filter_transpose_fold``: a block
-    :func:`cells_a_block` cells side by side and 96 columns."""
+    """``(grid, scalar arguments after the three arrays)`` of ``dasksae_mma_filter_transpose_fold``: a block a cell
+    and 96 columns."""
     height, width, channels, batch = out_shape
     _, rows, _ = weights_shape
-    span = cells_a_block(channels, step)
-    grid = (-(-(width // step) // span), height // step, -(-batch // TILE_N))
-    return grid, (rows, batch, channels, field, step, blocks_h, blocks_w, width, span)
+    grid = (width // step, height // step, -(-batch // TILE_N))
+    return grid, (rows, batch, channels, field, step, blocks_h, blocks_w, width)
 
 
 def add_transpose_bfloat16(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int,

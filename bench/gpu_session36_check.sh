@@ -4,7 +4,8 @@
 #     1. the GPU tests of the transpose (3 channels now take the tensor-core transpose with the fold: coates200's
 #        stage 1) and of the update's rows-144 variant (blocks of 128 x 144, 12 warps, two an SM: the codes' tile
 #        read once for 144 columns), against NumPy and bit for bit against auto's training;
-#     2. bench/update_floor.py with rows-144 and its products alone (gemm-only-144) beside the training's variants;
+#     2. bench/update_floor.py with rows-144 (and, when session 36 ran it at 32d6ee2, its products alone:
+#        gemm-only-144, since removed) beside the training's variants;
 #     3. the in-process bfloat16 coates200 step with DASKSAE_MMA_EPILOGUE=auto and =rows-144, in turn, twice;
 #     4. bench/product_floor.py: the tensor-core W x (forward) and W^T y with the fold (transpose) against a kernel
 #        that only reads the bfloat16 weights they read, every stage;
@@ -12,12 +13,15 @@
 #   PART=overlap  (about 400 s) the update's rows-overlap variants (kernels/mma_update.py: 8 producer warps take a
 #     column tile's products while 8 consumer warps take the previous tile's step, codes resident, a block an SM):
 #     1. their GPU tests (against NumPy; training bit for bit against auto's);
-#     2. bench/update_floor.py with rows-overlap and rows-overlap-all beside the training's variants;
+#     2. bench/update_floor.py with rows-overlap beside the training's variants (session 36 also ran rows-overlap-all,
+#        every column tile of a block, at ad0f3d4, and rows-overlap-l2, the consumers asking L2 for the next tile, at
+#        bc4199c with VARIANTS=rows-overlap-l2,rows-overlap STEP_VARIANT=rows-overlap-l2: both since removed);
 #     3. the in-process bfloat16 coates200 step with DASKSAE_MMA_EPILOGUE=auto and =rows-overlap, in turn, twice;
 #     4. Nsight Compute of rows-overlap on stage 2 (one launch).
-#   PART=cells  (about 150 s) the transpose taking cells of fewer than 128 values several a block (coates200's stage
-#     1: 2 cells of 48, the blocks' rows of y read once for both): its GPU tests, bench/product_floor.py on stage 1
-#     (against PART=first's 0.999 ms with one cell a block), and the bfloat16 kernel table of the in-process step.
+#   PART=cells  (about 150 s) the transpose's GPU tests, bench/product_floor.py on stage 1 and the bfloat16 kernel
+#     table of the in-process step.  Session 36 ran it at 23656c2, where the transpose took cells of fewer than 128
+#     values several a block (coates200's stage 1: 2 cells of 48, the blocks' rows of y read once for both): slower
+#     (stage 1 1.147 ms against PART=first's 0.999, the step's transposes 5.09 against 4.10 ms), reverted since.
 #   PART=counters  (about 300 s) Nsight Compute:
 #     1. product_floor's kernels on stage 2 (each 3 launches): DRAM and L2 throughput, occupancy, warp stalls, spills;
 #     2. the speed-of-light section of the step's small kernels (pooling, LCN, block rows, code gradient, dots,
@@ -32,7 +36,7 @@ first)
     > $OUT/gpu-tests.log
   echo "tests: $(tail -1 $OUT/gpu-tests.log)"
   timeout ${FLOOR_S:-90} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
-    --variants rows-144,gemm-only-144 --json $OUT/update-floor.json 2>&1 | filter | tee $OUT/update-floor.log
+    --variants rows-144 --json $OUT/update-floor.json 2>&1 | filter | tee $OUT/update-floor.log
   export STEP_DTYPE=bfloat16
   for round in 1 2; do
     in_process auto DASKSAE_MMA_EPILOGUE=auto
@@ -48,7 +52,7 @@ overlap)
     -k "(tensor_core_update_on_the_gpu and overlap) or fewer_loads" 2>&1 | tail -30 > $OUT/gpu-tests.log
   echo "tests: $(tail -1 $OUT/gpu-tests.log)"
   timeout ${FLOOR_S:-90} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
-    --variants ${VARIANTS:-rows-overlap,rows-overlap-all} --json $OUT/update-floor.json 2>&1 | filter \
+    --variants ${VARIANTS:-rows-overlap} --json $OUT/update-floor.json 2>&1 | filter \
     | tee $OUT/update-floor.log
   export STEP_DTYPE=bfloat16
   for round in 1 2; do

@@ -219,7 +219,7 @@ def test_the_tensor_core_update_takes_the_unit_norm_step_from_the_maps(kernel_on
     assert_updated_as_expected(case, raw, velocity, operand, new_norms)
 
 
-@pytest.mark.parametrize("variant", ["rows-overlap", "rows-overlap-l2", "rows"])
+@pytest.mark.parametrize("variant", ["rows-overlap", "rows"])
 def test_the_overlapped_update_takes_many_column_tiles_in_turn(tmp_path, variant):
     """``rows-overlap``'s producer and consumer warps over 5 column tiles (fan-in 432), so that the producers wait for
     the consumers to free a products tile (from the third tile on) and the tiles alternate an odd number of times:

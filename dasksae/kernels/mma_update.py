@@ -211,9 +211,7 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(16)));
 #ifndef CONSUMER_LOADS  // (SPECIALIZED) the float4s of raw and of velocity a consumer thread has in flight at once
 #define CONSUMER_LOADS 6
 #endif
-#ifndef CONSUMER_PREFETCH  // (SPECIALIZED) the consumers ask L2 for the next tile's raw and velocity before a tile
-#define CONSUMER_PREFETCH 0
-#endif
+
 
 // the unit-norm SGD step of one weight: g = s (dw - u radial), v = momentum v - lr g, u += v
 __device__ __forceinline__ void sgd_step(float& u, float& v, const float dw, const float s, const float radial,
@@ -413,21 +411,9 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
         }
     } else {
         const int thread = tid - PRODUCERS;  // of the consumers
-#if CONSUMER_PREFETCH
-        auto prefetch = [&](const int column_tile) {  // a tile's raw and velocity lines (128 bytes) asked of L2
-            for (int line = thread; line < TILE_M * 6; line += PRODUCERS) {
-                const int r = line / 6, part = line % 6, m = m0 + r, n = column_tile * TILE_N + (part % 3) * 32;
-                if (m < rows && n < fan_in) prefetch_l2((part < 3 ? raw : velocity) + (block * rows + m) * fan_in + n);
-            }
-        };
-        prefetch(first_tile);
-#endif
         for (int column_tile = first_tile; column_tile < end_tile; ++column_tile) {
             const int n0 = column_tile * TILE_N, which = (column_tile - first_tile) & 1;
             float* tile = products + which * TILE_M * OUT_ROW;
-#if CONSUMER_PREFETCH
-            if (column_tile + 1 < end_tile) prefetch(column_tile + 1);
-#endif
             named_sync(3 + which, BLOCK_THREADS);  // its products are there
             for (int first = thread; first < TILE_M * 24; first += CONSUMER_LOADS * PRODUCERS) {
                 float4 u[CONSUMER_LOADS], v[CONSUMER_LOADS];
@@ -746,22 +732,22 @@ EPILOGUE_VARIANTS = {
     # TMA multicast) at three blocks an SM
     "rows-resident-whole": {"COLUMN_TILES": 8, "MIN_BLOCKS": 2},
     "rows-resident-whole-1": {"COLUMN_TILES": 1, "MIN_BLOCKS": 2},  # (a block a column tile: the tests' grid)
-    # session 36: rows with blocks of 128 x 144 (12 warps, two blocks an SM: the same 24 warps an SM as rows' three
-    # blocks of 8, 80 registers), so that the codes' tile is read once for 144 columns instead of 96: the operand
-    # tiles' L2 traffic 5.7 bytes a parameter instead of 7 (the codes' 4 become 2.7).  Its partial_squares are rows'
-    # (a column for each 48 columns, in order) with trailing zeros, so the new norms are the same to the bit
+    # For benchmarks (session 36, on an H100, every stage of coates200 at M=96, bench/results/session36/first and
+    # overlap): rows with blocks of 128 x 144 (12 warps, two blocks an SM: the same 24 warps an SM as rows' three
+    # blocks of 8, 80 registers), so that the codes' tile is read once for 144 columns instead of 96, the operand
+    # tiles' L2 traffic 5.7 bytes a parameter instead of 7.  Its partial_squares are rows' (a column for each 48
+    # columns, in order) with trailing zeros, so the new norms are the same to the bit.  It took 13.6 ms against
+    # auto's 11.7, the in-process bfloat16 step 26.4-26.5 ms against 24.5-24.6: fewer L2 bytes do not pay for a third
+    # of the blocks, as with rows-resident-whole
     "rows-144": {"EPILOGUE_ROWS": 1, "WARPS_N": 3, "MIN_BLOCKS": 2},
-    "gemm-only-144": {"GEMM_ONLY": 1, "WARPS_N": 3, "MIN_BLOCKS": 2},  # (for benchmarks: rows-144's products alone)
-    # session 36 (rows-144 lost on an H100: 13.6 ms against 11.7 for the three stages, two blocks an SM: what the
-    # update lacks is not fewer L2 bytes but its products overlapped with its traffic): a block of 16 warps, one an
-    # SM, takes COLUMN_TILES column tiles in turn, its codes resident; 8 producer warps take tile j + 1's products
-    # while 8 consumer warps take tile j's step (the rows epilogue's, 6 float4s of raw and of velocity in flight a
-    # thread), through two products tiles in shared memory (175 KiB a block at most)
+    # For benchmarks (session 36, as rows-144): a block of 16 warps, one an SM, takes COLUMN_TILES column tiles in
+    # turn, its codes resident; 8 producer warps take tile j + 1's products while 8 consumer warps take tile j's step
+    # (the rows epilogue's, 6 float4s of raw and of velocity in flight a thread), through two products tiles in
+    # shared memory (175 KiB a block at most).  It took 13.9-14.0 ms against auto's 11.4-11.7 (Nsight Compute on
+    # stage 2: DRAM 65% of its peak, L2 63%: 8 streaming warps an SM keep too few bytes in flight), the step 26.2-26.6
+    # ms against 23.9-24.1; asking L2 for the next tile's raw and velocity ahead of the consumers made it 16.3 ms
+    # (the lines were evicted before use: 10.4 GB read from DRAM on stage 2 against 6.1)
     "rows-overlap": {"SPECIALIZED": 1, "COLUMN_TILES": 17, "MIN_BLOCKS": 1},
-    "rows-overlap-all": {"SPECIALIZED": 1, "COLUMN_TILES": 64, "MIN_BLOCKS": 1},  # (every column tile of a block)
-    # rows-overlap lost on an H100 (13.9 ms against 11.4, its 8 consumer warps a block an SM: DRAM 65% of its peak):
-    # the consumers ask L2 for the next tile's raw and velocity before each tile, so that more of them are in flight
-    "rows-overlap-l2": {"SPECIALIZED": 1, "COLUMN_TILES": 17, "MIN_BLOCKS": 1, "CONSUMER_PREFETCH": 1},
 }
 RESIDENT_WIDTH = 224  # the widest codes (2M, or M without the error map) the resident variants keep: 2 blocks an SM
 OUT_ROW = 104  # a row of the products' tile in shared memory: 96 floats and 8 of padding (OUT_ROW % 32 == 8)

@@ -22,6 +22,9 @@
 #     table of the in-process step.  Session 36 ran it at 23656c2, where the transpose took cells of fewer than 128
 #     values several a block (coates200's stage 1: 2 cells of 48, the blocks' rows of y read once for both): slower
 #     (stage 1 1.147 ms against PART=first's 0.999, the step's transposes 5.09 against 4.10 ms), reverted since.
+#   PART=head  (about 60 s) the GPU tests of the kernels session 36 touched, at its last commit: the transpose (3
+#     channels), the update's variants against NumPy (rows-144 and rows-overlap among them), training with each
+#     benchmark variant bit for bit as with auto's.
 #   PART=counters  (about 300 s) Nsight Compute:
 #     1. product_floor's kernels on stage 2 (each 3 launches): DRAM and L2 throughput, occupancy, warp stalls, spills;
 #     2. the speed-of-light section of the step's small kernels (pooling, LCN, block rows, code gradient, dots,
@@ -76,6 +79,10 @@ cells)
   timeout ${TABLE_S:-100} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
     --top 40 --json $OUT/kernel-table-bfloat16.json 2>&1 | filter | head -80 > $OUT/kernel-table-bfloat16.log
   head -6 $OUT/kernel-table-bfloat16.log ;;
+head)
+  timeout ${TESTS_S:-150} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
+    -k "tensor_core_transpose or tensor_core_update or fewer_loads" 2>&1 | tail -30 > $OUT/gpu-tests.log
+  echo "tests: $(tail -1 $OUT/gpu-tests.log)" ;;
 counters)
   echo "ncu: $NCU"
   timeout ${NCU_S:-150} $NCU --clock-control none \

@@ -86,6 +86,23 @@ def test_the_tensor_core_transpose_folds_into_the_map_as_numpy(kernel_on_cpu, fi
     assert numpy.isnan(memory[-96:]).all()
 
 
+@pytest.mark.parametrize("field, step, channels, rows, blocks_h, blocks_w, batch", [
+    (8, 4, 8, 64, 3, 2, 96), (8, 4, 3, 32, 2, 3, 136)], ids=["cells-of-128", "three-channels-part-tile"])
+def test_the_transpose_with_its_layer_compiled_in_folds_as_numpy(tmp_path, field, step, channels, rows, blocks_h,
+                                                                 blocks_w, batch):
+    """``DASKSAE_MMA_GEOMETRY=1``: the source with the layer's rows, channels, field and step compiled in (its
+    arguments of those names then unread: here given wrong) folds the same map as NumPy."""
+    library = built_on_cpu(tmp_path, SHIM + MMA_EMULATION + mma_transpose.mma_transpose_source(
+        "k32x4", (rows, channels, field, step)) + RUNNER)
+    library.run_transpose.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 8
+    weight_bits, y_bits, out, expected = transpose_case(9, field, step, channels, rows, blocks_h, blocks_w, batch)
+    grid, (_, batch_argument, _, _, _, *rest) = mma_transpose.transpose_launch(out.shape, weight_bits.shape, field,
+                                                                                step, blocks_h, blocks_w)
+    library.run_transpose(weight_bits.ctypes.data, y_bits.ctypes.data, out.ctypes.data, *grid, 0, batch_argument,
+                          0, 0, 0, *rest)
+    numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-3)
+
+
 def test_shapes_the_kernel_does_not_take_are_refused():
     """A field that is not a multiple of the step, cells of more than 128 values, rows not in whole 32s, a map of
     another size, a minibatch not in whole 8s, runs of ``step C`` values not in whole 4s (3 channels at step 2): the

@@ -54,6 +54,8 @@ TENSOR_CORE_TRANSPOSE = switch("DASKSAE_TENSOR_CORE_TRANSPOSE")
 # 20.85 ms; the default since.  It takes layers whose rows are whole 64s; others keep k32x4.
 VARIANTS = {"k32x4": (32, 4), "k64x3": (64, 3)}
 TILES = switch("DASKSAE_TENSOR_CORE_TRANSPOSE_TILES")  # the variant the training asks for
+# "1": the tensor-core products' kernels (this one, mma_forward's, mma_update's) compiled for each layer's geometry
+COMPILED_GEOMETRY = switch("DASKSAE_MMA_GEOMETRY") == "1"
 TILE_K = VARIANTS["k32x4"][0]  # the smallest tile: the rows a layer must have in whole TILE_Ks
 CELL_ROWS = 128  # the most rows a cell may have (step^2 C): the block's rows of products
 A_ROW = CELL_ROWS + 8  # a shared row of the weights' tile: a block row's 128 cell values and 8 of padding (272 bytes)
@@ -87,11 +89,19 @@ static unsigned char transpose_shared[SHARED_BYTES] __attribute__((aligned(16)))
 // Takes field a multiple of step, step*C in whole 4s, step*step*C <= CELL_ROWS, rows in whole TILE_Ks, batch in
 // whole 8s (the last tile of 96 columns may be part full), H = (blocks_h - 1)*step + field (W likewise), 16-byte
 // aligned rows; SHARED_BYTES of dynamic shared memory.
+// LAYER_GEOMETRY (mma_transpose_source's, given a layer): its block rows, channels, field and step compiled in, so
+// that the loads' index divisions and products become shifts and multiplications by constants; the arguments of
+// those names are then not read (they must be the same)
 extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpose_fold(
     const unsigned short* __restrict__ weights, const unsigned short* __restrict__ y, float* __restrict__ out,
-    const int rows, const int batch, const int channels, const int field, const int step, const int blocks_h,
-    const int blocks_w, const int map_w)
+    const int rows_argument, const int batch, const int channels_argument, const int field_argument,
+    const int step_argument, const int blocks_h, const int blocks_w, const int map_w)
 {
+#ifdef LAYER_GEOMETRY
+    const int rows = LAYER_ROWS, channels = LAYER_CHANNELS, field = LAYER_FIELD, step = LAYER_STEP;
+#else
+    const int rows = rows_argument, channels = channels_argument, field = field_argument, step = step_argument;
+#endif
     unsigned short(*As)[TILE_K * A_ROW] = (unsigned short(*)[TILE_K * A_ROW])transpose_shared;  // [STAGES]
     unsigned short(*Bs)[TILE_K * B_ROW] =
         (unsigned short(*)[TILE_K * B_ROW])(transpose_shared + STAGES * TILE_K * A_ROW * 2);
@@ -182,19 +192,23 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpos
 """
 
 
-def mma_transpose_source(variant: str) -> str:
-    """The kernel's CUDA source with the tile constants of ``variant`` (:data:`VARIANTS`) defined."""
+def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | None = None) -> str:
+    """The kernel's CUDA source with the tile constants of ``variant`` (:data:`VARIANTS`) defined, and where given
+    ``geometry``, the layer's ``(rows, channels, field, step)`` compiled in (``LAYER_GEOMETRY``)."""
     tile_k, stages = VARIANTS[variant]
     defines = {"TILE_K": tile_k, "STAGES": stages, "CELL_ROWS": CELL_ROWS, "A_ROW": A_ROW, "B_ROW": B_ROW,
                "SHARED_BYTES": shared_bytes(variant)}
+    if geometry is not None:
+        defines |= {"LAYER_GEOMETRY": 1} | dict(zip(("LAYER_ROWS", "LAYER_CHANNELS", "LAYER_FIELD", "LAYER_STEP"),
+                                                     geometry))
     return "".join(f"#define {name} {value}\n" for name, value in defines.items()) + MMA_HELPERS + _SOURCE
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel(variant: str):
+def _kernel(variant: str, geometry: tuple[int, int, int, int] | None = None):
     import cupy
 
-    kernel = cupy.RawKernel(mma_transpose_source(variant), "dasksae_mma_filter_transpose_fold",
+    kernel = cupy.RawKernel(mma_transpose_source(variant, geometry), "dasksae_mma_filter_transpose_fold",
                             options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant)
     return kernel
@@ -244,7 +258,9 @@ def add_transpose_bfloat16(out, weight_rows, y_rows, field: int, step: int, bloc
     :func:`transpose_fits`), in ``variant``'s tiles (default: :func:`variant_for` the rows)."""
     variant = variant_for(weight_rows.shape[1], variant)
     grid, arguments = _typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w)
-    _kernel(variant)(grid, (THREADS,), (weight_rows, y_rows, out, *arguments), shared_mem=shared_bytes(variant))
+    geometry = (weight_rows.shape[1], out.shape[2], field, step) if COMPILED_GEOMETRY else None
+    _kernel(variant, geometry)(grid, (THREADS,), (weight_rows, y_rows, out, *arguments),
+                               shared_mem=shared_bytes(variant))
 
 
 @functools.lru_cache(maxsize=256)

@@ -33,6 +33,7 @@ import functools
 import numpy
 
 from ..switches import switch
+from . import mma_update
 from .mma_update import MMA_HELPERS, aligned
 from .simt_gemm import THREADS, TILE_M, TILE_N, as_block_map, forward_launch, typed_launch
 
@@ -85,12 +86,25 @@ static unsigned char forward_shared[SHARED_BYTES] __attribute__((aligned(16)));
 // row at out_row; row_scale (count * rows) or null.  The arguments of dasksae_simt_filter_forward, in its order.
 // Takes batch in whole 8s (the last tile of 96 columns may be part full: its columns past batch are read as zeros and
 // not written), fan_in in whole 8s, 16-byte aligned maps and rows; SHARED_BYTES of dynamic shared memory.
+// LAYER_GEOMETRY (mma_forward_source's, given a layer): its rows, batch, fan_in, field_rows, block_w, maps and in_row
+// compiled in, so that the loads' and the output's index divisions and products become shifts and multiplications by
+// constants; the arguments of those names are then not read (they must be the same)
 extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_forward(
     const unsigned short* __restrict__ weights, const unsigned short* __restrict__ x, float* __restrict__ out,
-    const int rows, const int batch, const int fan_in, const int blocks_w, const int step, const int field_rows,
-    const int block_h, const int block_w, const int maps, const long long in_row, const long long in_pixel,
-    const long long out_row, const long long out_pixel, const float* __restrict__ row_scale)
+    const int rows_argument, const int batch_argument, const int fan_in_argument, const int blocks_w, const int step,
+    const int field_rows_argument, const int block_h, const int block_w_argument, const int maps_argument,
+    const long long in_row_argument, const long long in_pixel, const long long out_row, const long long out_pixel,
+    const float* __restrict__ row_scale)
 {
+#ifdef LAYER_GEOMETRY
+    const int rows = LAYER_ROWS, batch = LAYER_BATCH, fan_in = LAYER_FAN_IN, field_rows = LAYER_FIELD_ROWS;
+    const int block_w = LAYER_BLOCK_W, maps = LAYER_MAPS;
+    const long long in_row = LAYER_IN_ROW;
+#else
+    const int rows = rows_argument, batch = batch_argument, fan_in = fan_in_argument, field_rows = field_rows_argument;
+    const int block_w = block_w_argument, maps = maps_argument;
+    const long long in_row = in_row_argument;
+#endif
     unsigned short(*As)[TILE_M * A_ROW] = (unsigned short(*)[TILE_M * A_ROW])forward_shared;  // [STAGES]
     unsigned short(*Bs)[TILE_K * B_ROW] =
         (unsigned short(*)[TILE_K * B_ROW])(forward_shared + STAGES * TILE_M * A_ROW * 2);
@@ -158,19 +172,34 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_forward(
 """
 
 
-def mma_forward_source(variant: str = VARIANT) -> str:
-    """The kernel's CUDA source with a variant's tile constants defined (:data:`VARIANTS`)."""
+GEOMETRY_NAMES = ("LAYER_ROWS", "LAYER_BATCH", "LAYER_FAN_IN", "LAYER_FIELD_ROWS", "LAYER_BLOCK_W", "LAYER_MAPS",
+                  "LAYER_IN_ROW")
+
+
+def layer_geometry(arguments) -> tuple[int, ...]:
+    """The kernel's scalar arguments (:func:`launch`'s) that ``LAYER_GEOMETRY`` compiles in, in
+    :data:`GEOMETRY_NAMES`' order."""
+    rows, batch, fan_in, _, _, field_rows, _, block_w, maps, in_row = arguments[:10]
+    return tuple(int(value) for value in (rows, batch, fan_in, field_rows, block_w, maps, in_row))
+
+
+def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None = None) -> str:
+    """The kernel's CUDA source with a variant's tile constants defined (:data:`VARIANTS`), and where given
+    ``geometry`` (:func:`layer_geometry`) the layer's compiled in (``LAYER_GEOMETRY``)."""
     tile_k, stages = VARIANTS[variant]
     defines = {"TILE_K": tile_k, "STAGES": stages, "A_ROW": tile_k + 8, "B_ROW": B_ROW,
                "SHARED_BYTES": shared_bytes(variant)}
+    if geometry is not None:
+        defines |= {"LAYER_GEOMETRY": 1} | dict(zip(GEOMETRY_NAMES, geometry))
     return "".join(f"#define {name} {value}\n" for name, value in defines.items()) + MMA_HELPERS + _SOURCE
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel(variant: str):
+def _kernel(variant: str, geometry: tuple[int, ...] | None = None):
     import cupy
 
-    kernel = cupy.RawKernel(mma_forward_source(variant), "dasksae_mma_filter_forward", options=("-std=c++17",))
+    kernel = cupy.RawKernel(mma_forward_source(variant, geometry), "dasksae_mma_filter_forward",
+                            options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant)
     return kernel
 
@@ -208,7 +237,9 @@ def filter_forward_bfloat16(x, weights, out, field: int, step: int, block_h: int
     variant = variant or VARIANT
     grid, arguments = typed_launch(launch, 4, x.shape, out.shape, weights.shape, field, step, block_h, block_w)
     scale = numpy.uint64(0) if row_scale is None else row_scale
-    _kernel(variant)(grid, (THREADS,), (weights, x, out, *arguments, scale), shared_mem=shared_bytes(variant))
+    geometry = layer_geometry(arguments) if mma_update.COMPILED_GEOMETRY else None
+    _kernel(variant, geometry)(grid, (THREADS,), (weights, x, out, *arguments, scale),
+                               shared_mem=shared_bytes(variant))
 
 
 def launch(x_shape, out_shape, weights_shape, field: int, step: int, block_h: int, block_w: int):

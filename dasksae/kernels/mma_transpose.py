@@ -41,6 +41,7 @@ import functools
 import numpy
 
 from ..switches import switch
+from . import mma_update
 from .mma_update import MMA_HELPERS, aligned
 from .simt_gemm import THREADS, TILE_N
 
@@ -54,8 +55,6 @@ TENSOR_CORE_TRANSPOSE = switch("DASKSAE_TENSOR_CORE_TRANSPOSE")
 # 20.85 ms; the default since.  It takes layers whose rows are whole 64s; others keep k32x4.
 VARIANTS = {"k32x4": (32, 4), "k64x3": (64, 3)}
 TILES = switch("DASKSAE_TENSOR_CORE_TRANSPOSE_TILES")  # the variant the training asks for
-# "1": the tensor-core products' kernels (this one, mma_forward's, mma_update's) compiled for each layer's geometry
-COMPILED_GEOMETRY = switch("DASKSAE_MMA_GEOMETRY") == "1"
 TILE_K = VARIANTS["k32x4"][0]  # the smallest tile: the rows a layer must have in whole TILE_Ks
 CELL_ROWS = 128  # the most rows a cell may have (step^2 C): the block's rows of products
 A_ROW = CELL_ROWS + 8  # a shared row of the weights' tile: a block row's 128 cell values and 8 of padding (272 bytes)
@@ -258,7 +257,7 @@ def add_transpose_bfloat16(out, weight_rows, y_rows, field: int, step: int, bloc
     :func:`transpose_fits`), in ``variant``'s tiles (default: :func:`variant_for` the rows)."""
     variant = variant_for(weight_rows.shape[1], variant)
     grid, arguments = _typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w)
-    geometry = (weight_rows.shape[1], out.shape[2], field, step) if COMPILED_GEOMETRY else None
+    geometry = (weight_rows.shape[1], out.shape[2], field, step) if mma_update.COMPILED_GEOMETRY else None
     _kernel(variant, geometry)(grid, (THREADS,), (weight_rows, y_rows, out, *arguments),
                                shared_mem=shared_bytes(variant))
 

@@ -1017,6 +1017,41 @@ def _small_bfloat16_trained_off_and_on(monkeypatch, module, switch_name: str, ke
     return off, trained(True), launched
 
 
+def test_bfloat16_training_with_the_layers_compiled_in_equals_one_kernel_for_all_bit_for_bit(monkeypatch):
+    """DASKSAE_MMA_GEOMETRY=1: ``small`` (M=96) trained in bfloat16 with the tensor-core ``W x`` and ``W^T y``
+    compiled for each layer (its geometry constants) gives the very losses and weights of one kernel for all: the
+    same products in the same order, only the loads' index arithmetic done at compile time."""
+    from dasksae import TiledNetwork, tile_program
+    from dasksae.kernels import mma_forward, mma_transpose, mma_update
+    from dasksae.tile_array import LocalExecutor
+
+    config = named_config("small")
+    data = numpy.random.default_rng(4)
+    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
+    compiled = []
+    for module in (mma_forward, mma_transpose):
+        kernel = module._kernel
+        monkeypatch.setattr(module, "_kernel", lambda variant, geometry=None, kernel=kernel, name=module.__name__:
+                            compiled.append((name, geometry)) or kernel(variant, geometry))
+
+    def trained(on: bool):
+        monkeypatch.setattr(mma_update, "COMPILED_GEOMETRY", on)
+        tile_program.forget_all()
+        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
+        return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()
+
+    expected_losses, expected_parameters = trained(False)
+    assert compiled and all(geometry is None for _, geometry in compiled)
+    compiled[:] = []
+    losses, parameters = trained(True)
+    names = {name for name, geometry in compiled if geometry is not None}
+    assert names == {mma_forward.__name__, mma_transpose.__name__}, compiled
+    assert losses == expected_losses
+    for mine, theirs in zip(parameters, expected_parameters):
+        for name in mine:
+            numpy.testing.assert_array_equal(mine[name], theirs[name], err_msg=name)
+
+
 @pytest.mark.parametrize("module_name, switch_name, kernel_name", [
     ("mma_forward", "TENSOR_CORE_FORWARD", "filter_forward_bfloat16"),
     ("mma_transpose", "TENSOR_CORE_TRANSPOSE", "add_transpose_bfloat16"),

@@ -309,7 +309,7 @@ def test_the_update_epilogue_is_chosen_by_the_input_channels(monkeypatch):
         "rows", "fragments"}
     assert all(choice in EPILOGUE_VARIANTS for choice in SWITCHES["DASKSAE_MMA_EPILOGUE"][0] if choice != "auto")
     monkeypatch.setenv("DASKSAE_MMA_EPILOGUE", "wide")
-    with pytest.raises(SwitchError, match="must be auto, rows, rows-wide or fragments"):
+    with pytest.raises(SwitchError, match="must be auto, rows, rows-wide, fragments, rows-144 or rows-overlap"):
         switch("DASKSAE_MMA_EPILOGUE")
 
 

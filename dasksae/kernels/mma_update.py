@@ -54,8 +54,9 @@ TILE_K = 32  # inner terms a stage of shared memory (the source's TILE_K)
 WARP_COLUMN_TILES = 2  # the warps across a block's 96 columns: partial_squares has 2 a block of columns
 # the bfloat16 backward's update taken with its weight gradient in this kernel (local_filter.update_with_tensor_cores)
 TENSOR_CORE_UPDATE = switch("DASKSAE_TENSOR_CORE_UPDATE") == "1"
-# "1": the tensor-core kernels (this one, mma_forward's and mma_transpose's) compiled for each layer, its geometry
-# constants (LAYER_GEOMETRY), so that their loads' index divisions become multiplications; "0": one kernel for all
+# "1": the tensor-core W x and W^T y (mma_forward's and mma_transpose's kernels) compiled for each layer, its geometry
+# constants (LAYER_GEOMETRY), so that their loads' index divisions become multiplications; "0": one kernel for all.
+# Not this kernel: compiled in, its 6 k-tiles unrolled, it spills 20-40 bytes at 80 registers (4 without)
 COMPILED_GEOMETRY = switch("DASKSAE_MMA_GEOMETRY") == "1"
 
 # cp.async copies, mma.sync and ldmatrix as device functions (under the CPU tests' g++, with no CUDA compiler, the

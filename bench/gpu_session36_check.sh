@@ -27,7 +27,8 @@
 #     benchmark variant bit for bit as with auto's.
 #   PART=geometry  (about 300 s; built after session 36's device time was spent, not yet run) DASKSAE_MMA_GEOMETRY=1,
 #     the tensor-core W x and W^T y compiled for each layer: its GPU test (training bit for bit as without) and the
-#     products' tests, bench/product_floor.py with it off and on, the in-process bfloat16 step off and on in turn
+#     products' and the update's tests (the resident and rows-overlap variants share resident_products since the
+#     session's last GPU call), bench/product_floor.py with it off and on, the in-process bfloat16 step off and on in turn
 #     twice, and the kernel table with it on.
 #   PART=counters  (about 300 s) Nsight Compute:
 #     1. product_floor's kernels on stage 2 (each 3 launches): DRAM and L2 throughput, occupancy, warp stalls, spills;
@@ -89,7 +90,7 @@ head)
   echo "tests: $(tail -1 $OUT/gpu-tests.log)" ;;
 geometry)
   timeout ${TESTS_S:-150} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
-    -k "compiled_in or tensor_core_transpose or tensor_core_forward" 2>&1 | tail -30 > $OUT/gpu-tests.log
+    -k "compiled_in or tensor_core_transpose or tensor_core_forward or tensor_core_update or fewer_loads" 2>&1 | tail -30 > $OUT/gpu-tests.log
   echo "tests: $(tail -1 $OUT/gpu-tests.log)"
   for on in 0 1; do
     DASKSAE_MMA_GEOMETRY=$on timeout ${PRODUCT_S:-60} python3 bench/product_floor.py --config coates200 --minibatch 96 \

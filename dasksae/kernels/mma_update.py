@@ -315,6 +315,60 @@ __device__ __forceinline__ void rows_epilogue(float* tile, const float (&acc)[2]
     }
 }
 
+// a column tile's products (acc) with the codes resident in shared memory (As, rows row_a apart: the RESIDENT and
+// SPECIALIZED variants): B's k-tiles (the fields of columns n0 ..) through two stages of shared memory (Bs), loaded by
+// `threads` threads from `thread`, which sync at BARRIER (0: the block's __syncthreads; else that named barrier)
+template <int BARRIER>
+__device__ __forceinline__ void resident_products(float (&acc)[2][6][4], const unsigned short* As, const int row_a,
+    unsigned short (*Bs)[TILE_N * ROW], const unsigned short* x, const unsigned short* error, const int n0,
+    const int width, const int half, const int fan_in, const int field_rows, const long long in_row,
+    const int thread, const int threads, const int warp_m, const int warp_n, const int g, const int t)
+{
+    auto load = [&](const int buffer, const int k0) {  // B's k-tile at k0 into buffer
+        const unsigned short* map = k0 < half ? x + k0 : error + (k0 - half);
+        for (int c = thread; c < TILE_N * 4; c += threads) {
+            const int r = c / 4, part = c % 4, n = n0 + r, safe = n < fan_in ? n : 0;
+            copy_16(&Bs[buffer][r * ROW + part * 8],
+                    map + (safe / field_rows) * in_row + (long long)(safe % field_rows) * half + part * 8, n < fan_in);
+        }
+        copies_commit();
+    };
+    auto sync = [&]() {
+        if (BARRIER)
+            named_sync(BARRIER, threads);
+        else
+            __syncthreads();
+    };
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 6; ++j)
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+    const int tiles = width / TILE_K;
+    load(0, 0);
+    for (int s = 0; s < tiles; ++s) {
+        const int buffer = s & 1;
+        if (s + 1 < tiles) {
+            load(buffer ^ 1, (s + 1) * TILE_K);
+            copies_wait<1>();
+        } else {
+            copies_wait<0>();
+        }
+        sync();  // every loading thread's copies of this k-tile are there
+        const unsigned short* b_tile = Bs[buffer];
+        for (int kk = 0; kk < TILE_K; kk += 16) {
+            unsigned a[2][4], b[6][2];
+            a_fragments(a, As, warp_m * 32, row_a, s * TILE_K + kk, g, t);
+            for (int j = 0; j < 6; ++j) {
+                const unsigned short* column = b_tile + (warp_n * 48 + j * 8 + g) * ROW + kk + 2 * t;
+                b[j][0] = *(const unsigned*)column;
+                b[j][1] = *(const unsigned*)(column + 8);
+            }
+            for (int i = 0; i < 2; ++i)
+                for (int j = 0; j < 6; ++j) mma_16816(acc[i][j], a[i], b[j]);
+        }
+        sync();  // this buffer is no longer read: the next load (or the epilogue's tile) may fill it
+    }
+}
+
 // codes (count, rows, width) bfloat16: [g | a z] (width = 2 half) or g (width = half); x and error: the input and error
 // maps (H, W, C, half) bfloat16, block i = (p, q)'s field row n (n < fan_in = f*f*C) at (p*in_row + q*in_pixel)*step +
 // (n / field_rows)*in_row + (n % field_rows)*half.  raw and velocity (count, rows, fan_in) float32, updated in place;
@@ -363,47 +417,11 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
     if (tid < PRODUCERS) {
         const int lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
         const int warp_m = warp % (TILE_M / 32), warp_n = warp / (TILE_M / 32);
-        auto load = [&](const int buffer, const int k0, const int n0) {  // B's k-tile at k0 into buffer
-            const unsigned short* map = k0 < half ? x + k0 : error + (k0 - half);
-            for (int c = tid; c < TILE_N * 4; c += PRODUCERS) {
-                const int r = c / 4, part = c % 4, n = n0 + r, safe = n < fan_in ? n : 0;
-                copy_16(&Bs[buffer][r * ROW + part * 8],
-                        map + (safe / field_rows) * in_row + (long long)(safe % field_rows) * half + part * 8,
-                        n < fan_in);
-            }
-            copies_commit();
-        };
-        const int tiles = width / TILE_K;
         for (int column_tile = first_tile; column_tile < end_tile; ++column_tile) {
             const int n0 = column_tile * TILE_N, which = (column_tile - first_tile) & 1;
             float acc[2][6][4];
-            for (int i = 0; i < 2; ++i)
-                for (int j = 0; j < 6; ++j)
-                    for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
-            load(0, 0, n0);
-            for (int s = 0; s < tiles; ++s) {
-                const int buffer = s & 1;
-                if (s + 1 < tiles) {
-                    load(buffer ^ 1, (s + 1) * TILE_K, n0);
-                    copies_wait<1>();
-                } else {
-                    copies_wait<0>();
-                }
-                named_sync(1, PRODUCERS);  // every producer's copies of this k-tile are there
-                const unsigned short* b_tile = Bs[buffer];
-                for (int kk = 0; kk < TILE_K; kk += 16) {
-                    unsigned a[2][4], b[6][2];
-                    a_fragments(a, As, warp_m * 32, row_a, s * TILE_K + kk, g, t);
-                    for (int j = 0; j < 6; ++j) {
-                        const unsigned short* column = b_tile + (warp_n * 48 + j * 8 + g) * ROW + kk + 2 * t;
-                        b[j][0] = *(const unsigned*)column;
-                        b[j][1] = *(const unsigned*)(column + 8);
-                    }
-                    for (int i = 0; i < 2; ++i)
-                        for (int j = 0; j < 6; ++j) mma_16816(acc[i][j], a[i], b[j]);
-                }
-                named_sync(1, PRODUCERS);  // this buffer is no longer read: the next load may fill it
-            }
+            resident_products<1>(acc, As, row_a, Bs, x, error, n0, width, half, fan_in, field_rows, in_row, tid,
+                                 PRODUCERS, warp_m, warp_n, g, t);
             if (column_tile - first_tile >= 2) named_sync(5 + which, BLOCK_THREADS);  // its tile two back is stepped
             float* tile = products + which * TILE_M * OUT_ROW;
             for (int i = 0; i < 2; ++i)
@@ -476,46 +494,11 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
         const int r = c / (width / 8), part = c % (width / 8), m = m0 + r;
         copy_16(As + r * row_a + part * 8, codes + (long long)(m < rows ? m : 0) * width + part * 8, m < rows);
     }
-    auto load = [&](const int buffer, const int k0, const int n0) {  // B's k-tile at k0 into buffer
-        const unsigned short* map = k0 < half ? x + k0 : error + (k0 - half);
-        for (int c = tid; c < TILE_N * 4; c += BLOCK_THREADS) {
-            const int r = c / 4, part = c % 4, n = n0 + r, safe = n < fan_in ? n : 0;
-            copy_16(&Bs[buffer][r * ROW + part * 8],
-                    map + (safe / field_rows) * in_row + (long long)(safe % field_rows) * half + part * 8, n < fan_in);
-        }
-        copies_commit();
-    };
-    const int tiles = width / TILE_K;
     for (int column_tile = first_tile; column_tile < end_tile; ++column_tile) {
         const int n0 = column_tile * TILE_N;
         float acc[2][6][4];
-        for (int i = 0; i < 2; ++i)
-            for (int j = 0; j < 6; ++j)
-                for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
-        load(0, 0, n0);
-        for (int s = 0; s < tiles; ++s) {
-            const int buffer = s & 1;
-            if (s + 1 < tiles) {
-                load(buffer ^ 1, (s + 1) * TILE_K, n0);
-                copies_wait<1>();
-            } else {
-                copies_wait<0>();
-            }
-            __syncthreads();
-            const unsigned short* b_tile = Bs[buffer];
-            for (int kk = 0; kk < TILE_K; kk += 16) {
-                unsigned a[2][4], b[6][2];
-                a_fragments(a, As, warp_m * 32, row_a, s * TILE_K + kk, g, t);
-                for (int j = 0; j < 6; ++j) {
-                    const unsigned short* column = b_tile + (warp_n * 48 + j * 8 + g) * ROW + kk + 2 * t;
-                    b[j][0] = *(const unsigned*)column;
-                    b[j][1] = *(const unsigned*)(column + 8);
-                }
-                for (int i = 0; i < 2; ++i)
-                    for (int j = 0; j < 6; ++j) mma_16816(acc[i][j], a[i], b[j]);
-            }
-            __syncthreads();
-        }
+        resident_products<0>(acc, As, row_a, Bs, x, error, n0, width, half, fan_in, field_rows, in_row, tid,
+                             BLOCK_THREADS, warp_m, warp_n, g, t);
         rows_epilogue((float*)Bs, acc, nullptr, tid, warp_m, warp_n, g, t, m0, n0, block, rows, fan_in, raw, velocity,
                       operand, inverse_norms, row_dots, partial_squares, tiles_n, column_tile * 2, lr, momentum);
         __syncthreads();  // every row's sums read: the tile (and the B stages under it) free again

@@ -385,18 +385,21 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
     const int rows, const int fan_in, const int width, const int half, const int blocks_w, const int step,
     const int field_rows, const long long in_row, const long long in_pixel)
 {
-#if SPECIALIZED
-    // OVERLAP: the block takes COLUMN_TILES column tiles of 96 in turn, its codes' TILE_M x width tile loaded into
-    // shared memory once; its first PRODUCERS threads (8 warps) take each tile's products as the rows kernel does,
-    // into one of two products tiles in shared memory, while its other 8 warps (the consumers) take the previous
-    // tile's step from the other, as rows_epilogue does: the update's loads and stores no longer wait for the
-    // products, nor the products for them.  Named barriers: 1 the producers', 2 the consumers', 3 + b "tile b full"
-    // (producers arrive, consumers wait), 5 + b "tile b read" (consumers arrive, producers wait)
+#if COLUMN_TILES
+    // RESIDENT (COLUMN_TILES > 0): the block takes COLUMN_TILES column tiles of 96 in turn (of one row tile), its
+    // codes' TILE_M x width tile loaded into shared memory once for all of them; each tile's step through the products'
+    // whole tile (the rows epilogue), in shared memory over the B stages (no longer read by then) and past them.
+    // OVERLAP (SPECIALIZED as well): its first PRODUCERS threads (8 warps) take each tile's products as the rows kernel
+    // does, into one of two products tiles in shared memory after the B stages, while its other 8 warps (the
+    // consumers) take the previous tile's step from the other, as rows_epilogue does: the update's loads and stores no
+    // longer wait for the products, nor the products for them.  Named barriers: 1 the producers', 2 the consumers',
+    // 3 + b "tile b full" (producers arrive, consumers wait), 5 + b "tile b read" (consumers arrive, producers wait)
     const int row_a = width + 8;  // a resident row: the codes' values and 8 of padding (no bank conflicts)
     unsigned short* As = (unsigned short*)mma_shared;
     unsigned short(*Bs)[TILE_N * ROW] = (unsigned short(*)[TILE_N * ROW])(mma_shared + TILE_M * row_a * 2);
-    float* products = (float*)(mma_shared + TILE_M * row_a * 2 + 2 * TILE_N * ROW * 2);  // [2][TILE_M * OUT_ROW]
-    const int tid = threadIdx.x, m0 = blockIdx.x * TILE_M;
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+    const int warp_m = warp % (TILE_M / 32), warp_n = warp / (TILE_M / 32);  // (the producers' or the block's warps)
+    const int m0 = blockIdx.x * TILE_M;
     const int column_tiles = (fan_in + TILE_N - 1) / TILE_N, first_tile = blockIdx.y * COLUMN_TILES;
     const int end_tile = first_tile + COLUMN_TILES < column_tiles ? first_tile + COLUMN_TILES : column_tiles;
     const long long tiles_n = (long long)column_tiles * 2;
@@ -411,12 +414,12 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
         const int r = c / (width / 8), part = c % (width / 8), m = m0 + r;
         copy_16(As + r * row_a + part * 8, codes + (long long)(m < rows ? m : 0) * width + part * 8, m < rows);
     }
+#if SPECIALIZED
+    float* products = (float*)(mma_shared + TILE_M * row_a * 2 + 2 * TILE_N * ROW * 2);  // [2][TILE_M * OUT_ROW]
     copies_commit();
     copies_wait<0>();
     __syncthreads();
     if (tid < PRODUCERS) {
-        const int lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
-        const int warp_m = warp % (TILE_M / 32), warp_n = warp / (TILE_M / 32);
         for (int column_tile = first_tile; column_tile < end_tile; ++column_tile) {
             const int n0 = column_tile * TILE_N, which = (column_tile - first_tile) & 1;
             float acc[2][6][4];
@@ -470,30 +473,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
             if (column_tile + 2 < end_tile) named_arrive(5 + which, BLOCK_THREADS);  // read: the producers may refill it
         }
     }
-#elif COLUMN_TILES
-    // RESIDENT (COLUMN_TILES > 0): the block takes COLUMN_TILES column tiles of 96 in turn (of one row tile), its
-    // codes' TILE_M x width tile loaded into shared memory once for all of them; each tile's step through the products'
-    // whole tile (the rows epilogue), in shared memory over the B stages (no longer read by then) and past them
-    const int row_a = width + 8;  // a resident row: the codes' values and 8 of padding (no bank conflicts)
-    unsigned short* As = (unsigned short*)mma_shared;
-    unsigned short(*Bs)[TILE_N * ROW] = (unsigned short(*)[TILE_N * ROW])(mma_shared + TILE_M * row_a * 2);
-    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
-    const int warp_m = warp % (TILE_M / 32), warp_n = warp / (TILE_M / 32);
-    const int m0 = blockIdx.x * TILE_M;
-    const int column_tiles = (fan_in + TILE_N - 1) / TILE_N, first_tile = blockIdx.y * COLUMN_TILES;
-    const int end_tile = first_tile + COLUMN_TILES < column_tiles ? first_tile + COLUMN_TILES : column_tiles;
-    const long long tiles_n = (long long)column_tiles * 2;
-    const long long block = blockIdx.z;
-    codes += block * rows * width;
-    {
-        const long long p = block / blocks_w, q = block % blocks_w, at = (p * in_row + q * in_pixel) * step;
-        x += at;
-        if (error) error += at;
-    }
-    for (int c = tid; c < TILE_M * (width / 8); c += BLOCK_THREADS) {  // the codes, with B's first stage
-        const int r = c / (width / 8), part = c % (width / 8), m = m0 + r;
-        copy_16(As + r * row_a + part * 8, codes + (long long)(m < rows ? m : 0) * width + part * 8, m < rows);
-    }
+#else  // the codes committed with B's first stage
     for (int column_tile = first_tile; column_tile < end_tile; ++column_tile) {
         const int n0 = column_tile * TILE_N;
         float acc[2][6][4];
@@ -503,6 +483,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
                       operand, inverse_norms, row_dots, partial_squares, tiles_n, column_tile * 2, lr, momentum);
         __syncthreads();  // every row's sums read: the tile (and the B stages under it) free again
     }
+#endif
 #else
     unsigned short(*As)[TILE_M * ROW] = (unsigned short(*)[TILE_M * ROW])mma_shared;  // [2]: two stages
     unsigned short(*Bs)[TILE_N * ROW] = (unsigned short(*)[TILE_N * ROW])(mma_shared + 2 * TILE_M * ROW * 2);

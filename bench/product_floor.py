@@ -28,7 +28,6 @@ of the same launches (``bench/gpu_session36_check.sh``)::
 from __future__ import annotations
 
 import argparse
-import json
 
 # the bfloat16 weights read once, 16 bytes a thread; nothing written unless the bits sum to a value no test data has
 _READ_SOURCE = r"""
@@ -84,39 +83,14 @@ def stage_rows(stage, geometry, batch: int, runs: int) -> list[dict]:
 
 
 def main(argv=None):
-    import cupy
-
-    from gpu_step import coates
+    from update_floor import each_stage, print_sums, stage_arguments, write_json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="coates200")
-    parser.add_argument("--minibatch", type=int, default=96)
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--stages", default=None, help="the stages to time, counted from 1, comma-separated (all)")
-    parser.add_argument("--json", default=None)
+    stage_arguments(parser)
     args = parser.parse_args(argv)
-    config = coates(args.config)
-    chosen = None if args.stages is None else {int(s) for s in args.stages.split(",")}
-    found = []
-    print(f"{'stage':>5} {'kernel':<10} {'params':>12} {'ms':>8} {'TB/s':>6} {'TFLOP/s':>8}")
-    for index, geometry in enumerate(config.geometry()):
-        if chosen is not None and index + 1 not in chosen:
-            continue
-        for row in stage_rows(config.stages[index], geometry, args.minibatch, args.runs):
-            row["stage"] = index + 1
-            found.append(row)
-            flops = "" if row["tflops"] is None else f"{row['tflops']:.0f}"
-            print(f"{index + 1:>5} {row['kernel']:<10} {row['parameters']:>12} {row['seconds'] * 1e3:>8.3f} "
-                  f"{row['tb_per_s']:>6.2f} {flops:>8}", flush=True)
-        cupy.get_default_memory_pool().free_all_blocks()
-    for name in ("forward", "transpose", "read"):
-        rows = [r for r in found if r["kernel"] == name]
-        print(f"{'all':>5} {name:<10} {sum(r['parameters'] for r in rows):>12} "
-              f"{sum(r['seconds'] for r in rows) * 1e3:>8.3f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"config": args.config, "minibatch": args.minibatch,
-                       "device": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(), "rows": found}, f, indent=1)
+    found = each_stage(args, lambda stage, geometry: stage_rows(stage, geometry, args.minibatch, args.runs), 10)
+    print_sums({name: [r for r in found if r["kernel"] == name] for name in ("forward", "transpose", "read")}, 10)
+    write_json(args, found)
 
 
 if __name__ == "__main__":

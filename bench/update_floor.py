@@ -117,48 +117,75 @@ def stage_rows(stage, geometry, batch: int, runs: int, variants=()) -> list[dict
     return found
 
 
-def main(argv=None):
-    import cupy
-
-    from gpu_step import coates
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def stage_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of this file's table and ``product_floor.py``'s: ``--config``, ``--minibatch``, ``--runs``,
+    ``--stages``, ``--json``."""
     parser.add_argument("--config", default="coates200")
     parser.add_argument("--minibatch", type=int, default=96)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--stages", default=None, help="the stages to time, counted from 1, comma-separated (all)")
-    parser.add_argument("--variants", default="",
-                        help="more of mma_update.EPILOGUE_VARIANTS to time beside the training's, comma-separated")
     parser.add_argument("--json", default=None)
-    args = parser.parse_args(argv)
-    variants = [v for v in args.variants.split(",") if v]
+
+
+def each_stage(args, rows_of, name_width: int) -> list[dict]:
+    """The rows ``rows_of(stage, geometry)`` of each stage of ``args.config`` that ``--stages`` chose, each printed as
+    it comes (stage, kernel, parameters, ms, TB/s, TFLOP/s) and given its ``stage``; the device's memory pool emptied
+    after each stage."""
+    import cupy
+
+    from gpu_step import coates
+
     config = coates(args.config)
     chosen = None if args.stages is None else {int(s) for s in args.stages.split(",")}
     found = []
-    print(f"{'stage':>5} {'kernel':<26} {'params':>12} {'ms':>8} {'TB/s':>6} {'TFLOP/s':>8}")
+    print(f"{'stage':>5} {'kernel':<{name_width}} {'params':>12} {'ms':>8} {'TB/s':>6} {'TFLOP/s':>8}")
     for index, geometry in enumerate(config.geometry()):
         if chosen is not None and index + 1 not in chosen:
             continue
-        for row in stage_rows(config.stages[index], geometry, args.minibatch, args.runs, variants):
+        for row in rows_of(config.stages[index], geometry):
             row["stage"] = index + 1
             found.append(row)
             rate = "" if row["tb_per_s"] is None else f"{row['tb_per_s']:.2f}"
             flops = "" if row["tflops"] is None else f"{row['tflops']:.0f}"
-            print(f"{index + 1:>5} {row['kernel']:<26} {row['parameters']:>12} {row['seconds'] * 1e3:>8.3f} "
+            print(f"{index + 1:>5} {row['kernel']:<{name_width}} {row['parameters']:>12} {row['seconds'] * 1e3:>8.3f} "
                   f"{rate:>6} {flops:>8}", flush=True)
         cupy.get_default_memory_pool().free_all_blocks()
+    return found
+
+
+def print_sums(sums: dict, name_width: int) -> None:
+    """Each named list of rows' parameters and time, summed over its stages (stage ``all``)."""
+    for name, rows in sums.items():
+        print(f"{'all':>5} {name:<{name_width}} {sum(r['parameters'] for r in rows):>12} "
+              f"{sum(r['seconds'] for r in rows) * 1e3:>8.3f}")
+
+
+def write_json(args, found: list[dict]) -> None:
+    """The rows, the config, the minibatch and the device into ``--json`` (if given)."""
+    import cupy
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": args.config, "minibatch": args.minibatch,
+                       "device": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(), "rows": found}, f, indent=1)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    stage_arguments(parser)
+    parser.add_argument("--variants", default="",
+                        help="more of mma_update.EPILOGUE_VARIANTS to time beside the training's, comma-separated")
+    args = parser.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    found = each_stage(args, lambda stage, geometry: stage_rows(stage, geometry, args.minibatch, args.runs, variants),
+                       26)
     sums = {"fused (the training's)": [r for r in found if r["training"]]}  # each stage's own variant
     for variant in variants:
         sums[f"fused ({variant})"] = [r for r in found if r["kernel"] == f"fused ({variant})"]
     for name in ("products (gemm-only)", "stream", "copy"):
         sums[name] = [r for r in found if r["kernel"] == name]
-    for name, rows in sums.items():
-        seconds = sum(r["seconds"] for r in rows)
-        print(f"{'all':>5} {name:<26} {sum(r['parameters'] for r in rows):>12} {seconds * 1e3:>8.3f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"config": args.config, "minibatch": args.minibatch, "device": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(),
-                       "rows": found}, f, indent=1)
+    print_sums(sums, 26)
+    write_json(args, found)
 
 
 if __name__ == "__main__":

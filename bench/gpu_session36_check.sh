@@ -25,11 +25,12 @@
 #   PART=head  (about 60 s) the GPU tests of the kernels session 36 touched, at its last commit: the transpose (3
 #     channels), the update's variants against NumPy (rows-144 and rows-overlap among them), training with each
 #     benchmark variant bit for bit as with auto's.
-#   PART=geometry  (about 300 s; built after session 36's device time was spent, not yet run) DASKSAE_MMA_GEOMETRY=1,
-#     the tensor-core W x and W^T y compiled for each layer: its GPU test (training bit for bit as without) and the
-#     products' and the update's tests (the resident and rows-overlap variants share resident_products since the
-#     session's last GPU call), bench/product_floor.py with it off and on, the in-process bfloat16 step off and on in turn
-#     twice, and the kernel table with it on.
+#   PART=geometry  (about 400 s; built after session 36's device time was spent, not yet run) DASKSAE_MMA_GEOMETRY=1,
+#     the tensor-core W x and W^T y compiled for each layer, and DASKSAE_MMA_LDMATRIX=1, W x's A fragments by
+#     ldmatrix.x4: their GPU tests (training bit for bit as without) and the products' and the update's tests (the
+#     resident and rows-overlap variants share resident_products since the session's last GPU call),
+#     bench/product_floor.py with each of the four settings, the in-process bfloat16 step with both off and both on
+#     in turn twice, and the kernel table with both on.
 #   PART=counters  (about 300 s) Nsight Compute:
 #     1. product_floor's kernels on stage 2 (each 3 launches): DRAM and L2 throughput, occupancy, warp stalls, spills;
 #     2. the speed-of-light section of the step's small kernels (pooling, LCN, block rows, code gradient, dots,
@@ -92,16 +93,17 @@ geometry)
   timeout ${TESTS_S:-150} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
     -k "compiled_in or tensor_core_transpose or tensor_core_forward or tensor_core_update or fewer_loads" 2>&1 | tail -30 > $OUT/gpu-tests.log
   echo "tests: $(tail -1 $OUT/gpu-tests.log)"
-  for on in 0 1; do
-    DASKSAE_MMA_GEOMETRY=$on timeout ${PRODUCT_S:-60} python3 bench/product_floor.py --config coates200 --minibatch 96 \
-      --runs 10 --json $OUT/product-floor-$on.json 2>&1 | filter | sed "s/^/geometry $on: /" | tee -a $OUT/product-floor.log
+  for on in 00 10 01 11; do  # DASKSAE_MMA_GEOMETRY, then DASKSAE_MMA_LDMATRIX
+    DASKSAE_MMA_GEOMETRY=${on:0:1} DASKSAE_MMA_LDMATRIX=${on:1:1} timeout ${PRODUCT_S:-60} python3 bench/product_floor.py \
+      --config coates200 --minibatch 96 --runs 10 --json $OUT/product-floor-$on.json 2>&1 | filter \
+      | sed "s/^/geometry, ldmatrix $on: /" | tee -a $OUT/product-floor.log
   done
   export STEP_DTYPE=bfloat16
   for round in 1 2; do
-    in_process geometry-0 DASKSAE_MMA_GEOMETRY=0
-    in_process geometry-1 DASKSAE_MMA_GEOMETRY=1
+    in_process off DASKSAE_MMA_GEOMETRY=0 DASKSAE_MMA_LDMATRIX=0
+    in_process on DASKSAE_MMA_GEOMETRY=1 DASKSAE_MMA_LDMATRIX=1
   done
-  DASKSAE_MMA_GEOMETRY=1 timeout ${TABLE_S:-100} python3 bench/kernel_table.py --config coates200 --minibatch 96 \
+  DASKSAE_MMA_GEOMETRY=1 DASKSAE_MMA_LDMATRIX=1 timeout ${TABLE_S:-100} python3 bench/kernel_table.py --config coates200 --minibatch 96 \
     --dtype bfloat16 --runs 3 --top 40 --json $OUT/kernel-table-bfloat16.json 2>&1 | filter | head -80 \
     > $OUT/kernel-table-bfloat16.log
   head -6 $OUT/kernel-table-bfloat16.log ;;

@@ -959,10 +959,11 @@ def test_bfloat16_training_with_the_update_cache_hints_equals_without_bit_for_bi
 @pytest.mark.parametrize("variant", ["rows-resident-whole", "rows-144", "rows-overlap"])
 def test_bfloat16_training_with_fewer_loads_of_the_codes_equals_the_rows_epilogues_bit_for_bit(monkeypatch, variant):
     """The update's epilogue set to ``rows-resident-whole`` (a benchmark's variant; no switch takes it), ``rows-144`` or
-    ``rows-overlap`` (slower on an H100; ``DASKSAE_MMA_EPILOGUE`` takes them): ``small`` (tied RICA, 1x1 tiles, M=96: codes 192 wide, within RESIDENT_WIDTH) trained in bfloat16
-    with each block taking 8 column tiles in turn, its codes kept in shared memory, or blocks of 144 columns instead
-    of 96, or producer and consumer warps, gives the very losses and weights of ``auto``'s epilogues: the same products in the same order, the same
-    step and the same sums of squares, only fewer loads of the codes."""
+    ``rows-overlap`` (slower on an H100; ``DASKSAE_MMA_EPILOGUE`` takes them): ``small`` (tied RICA, 1x1 tiles, M=96:
+    codes 192 wide, within RESIDENT_WIDTH) trained in bfloat16 with each block taking 8 column tiles in turn, its
+    codes kept in shared memory, or blocks of 144 columns instead of 96, or producer and consumer warps, gives the
+    very losses and weights of ``auto``'s epilogues: the same products in the same order, the same step and the same
+    sums of squares, only fewer loads of the codes."""
     from dasksae import TiledNetwork, tile_program
     from dasksae.kernels import mma_update
     from dasksae.tile_array import LocalExecutor
@@ -1017,10 +1018,13 @@ def _small_bfloat16_trained_off_and_on(monkeypatch, module, switch_name: str, ke
     return off, trained(True), launched
 
 
-def test_bfloat16_training_with_the_layers_compiled_in_equals_one_kernel_for_all_bit_for_bit(monkeypatch):
+@pytest.mark.parametrize("switch_name", ["COMPILED_GEOMETRY", "LDMATRIX"])
+def test_bfloat16_training_with_the_layers_compiled_in_or_ldmatrix_equals_the_default_bit_for_bit(monkeypatch,
+                                                                                                  switch_name):
     """DASKSAE_MMA_GEOMETRY=1: ``small`` (M=96) trained in bfloat16 with the tensor-core ``W x`` and ``W^T y``
     compiled for each layer (its geometry constants) gives the very losses and weights of one kernel for all: the
-    same products in the same order, only the loads' index arithmetic done at compile time."""
+    same products in the same order, only the loads' index arithmetic done at compile time.  DASKSAE_MMA_LDMATRIX=1
+    (``W x``'s A fragments by ``ldmatrix.x4``) likewise: the same fragments, fewer loads."""
     from dasksae import TiledNetwork, tile_program
     from dasksae.kernels import mma_forward, mma_transpose, mma_update
     from dasksae.tile_array import LocalExecutor
@@ -1028,24 +1032,33 @@ def test_bfloat16_training_with_the_layers_compiled_in_equals_one_kernel_for_all
     config = named_config("small")
     data = numpy.random.default_rng(4)
     batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
-    compiled = []
-    for module in (mma_forward, mma_transpose):
+    compiled = []  # (module, whether its kernel was the switch's: a layer's geometry given, or ldmatrix asked for)
+
+    def recorded(module):
         kernel = module._kernel
-        monkeypatch.setattr(module, "_kernel", lambda variant, geometry=None, kernel=kernel, name=module.__name__:
-                            compiled.append((name, geometry)) or kernel(variant, geometry))
+
+        def record(variant, geometry=None, ldmatrix=False):
+            changed = geometry is not None if switch_name == "COMPILED_GEOMETRY" else ldmatrix
+            compiled.append((module.__name__, changed))
+            return kernel(variant, geometry, ldmatrix) if module is mma_forward else kernel(variant, geometry)
+        return record
+
+    for module in (mma_forward, mma_transpose):
+        monkeypatch.setattr(module, "_kernel", recorded(module))
 
     def trained(on: bool):
-        monkeypatch.setattr(mma_update, "COMPILED_GEOMETRY", on)
+        monkeypatch.setattr(mma_update, switch_name, on)
         tile_program.forget_all()
         network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
         return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()
 
     expected_losses, expected_parameters = trained(False)
-    assert compiled and all(geometry is None for _, geometry in compiled)
+    assert compiled and not any(changed for _, changed in compiled)
     compiled[:] = []
     losses, parameters = trained(True)
-    names = {name for name, geometry in compiled if geometry is not None}
-    assert names == {mma_forward.__name__, mma_transpose.__name__}, compiled
+    names = {name for name, changed in compiled if changed}
+    assert names == ({mma_forward.__name__, mma_transpose.__name__} if switch_name == "COMPILED_GEOMETRY"
+                     else {mma_forward.__name__}), compiled
     assert losses == expected_losses
     for mine, theirs in zip(parameters, expected_parameters):
         for name in mine:

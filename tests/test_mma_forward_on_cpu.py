@@ -85,19 +85,25 @@ def test_the_tensor_core_fields_product_writes_block_rows_as_numpy(kernel_on_cpu
     numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("batch", [96, 136], ids=["row-scale", "row-scale-part-tile"])
-def test_the_forward_with_its_layer_compiled_in_writes_the_output_map_as_numpy(tmp_path, batch):
+@pytest.mark.parametrize("compiled, ldmatrix, batch", [(True, False, 96), (True, False, 136), (False, True, 136),
+                                                       (True, True, 96)],
+                         ids=["compiled", "compiled-part-tile", "ldmatrix-part-tile", "compiled-ldmatrix"])
+def test_the_forward_with_its_layer_compiled_in_or_ldmatrix_writes_the_output_map_as_numpy(tmp_path, compiled,
+                                                                                          ldmatrix, batch):
     """``DASKSAE_MMA_GEOMETRY=1``: the source with the layer's rows, minibatch, fan-in, field rows, block width, maps
-    and input row compiled in (its arguments of those names then unread: here given as zeros) writes the same map."""
-    field, step, blocks_h, blocks_w, rows, batch, x_bits, x, weight_bits, weights, rng = forward_case(5, 2, 1, 68, batch)
+    and input row compiled in (its arguments of those names then unread: here given as zeros) writes the same map;
+    and ``DASKSAE_MMA_LDMATRIX=1``, its A fragments taken by ``ldmatrix.x4``."""
+    field, step, blocks_h, blocks_w, rows, batch, x_bits, x, weight_bits, weights, rng = forward_case(5, 2, 1, 68,
+                                                                                                      batch)
     scale = rng.uniform(0.5, 2.0, (blocks_h, blocks_w, rows)).astype(numpy.float32)
     out = numpy.full((blocks_h * 2, blocks_w, 68, batch), numpy.nan, dtype=numpy.float32)
     grid, arguments = mma_forward.launch(x_bits.shape, out.shape, weight_bits.shape, field, step, 2, 1)
     library = built_on_cpu(tmp_path, SHIM + MMA_EMULATION + mma_forward.mma_forward_source(
-        "k64x3", mma_forward.layer_geometry(arguments)) + RUNNER)
-    library.run_forward.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 9 + [ctypes.c_longlong] * 4
+        "k64x3", mma_forward.layer_geometry(arguments) if compiled else None, ldmatrix) + RUNNER)
+    library.run_forward.argtypes = ([ctypes.c_void_p] * 4 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 9
+                                    + [ctypes.c_longlong] * 4)
     unread = list(arguments)
-    for index in (0, 1, 2, 5, 7, 8, 9):  # rows, batch, fan_in, field_rows, block_w, maps, in_row
+    for index in (0, 1, 2, 5, 7, 8, 9) if compiled else ():  # rows, batch, fan_in, field_rows, block_w, maps, in_row
         unread[index] = 0
     library.run_forward(weight_bits.ctypes.data, x_bits.ctypes.data, out.ctypes.data, scale.ctypes.data, *grid,
                         *unread)

@@ -183,22 +183,22 @@ def layer_geometry(arguments) -> tuple[int, ...]:
     return tuple(int(value) for value in (rows, batch, fan_in, field_rows, block_w, maps, in_row))
 
 
-def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None = None) -> str:
-    """The kernel's CUDA source with a variant's tile constants defined (:data:`VARIANTS`), and where given
-    ``geometry`` (:func:`layer_geometry`) the layer's compiled in (``LAYER_GEOMETRY``)."""
+def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None = None, ldmatrix: bool = False) -> str:
+    """The kernel's CUDA source with a variant's tile constants defined (:data:`VARIANTS`), where given ``geometry``
+    (:func:`layer_geometry`) the layer's compiled in (``LAYER_GEOMETRY``), and ``A_LDMATRIX`` where ``ldmatrix``."""
     tile_k, stages = VARIANTS[variant]
     defines = {"TILE_K": tile_k, "STAGES": stages, "A_ROW": tile_k + 8, "B_ROW": B_ROW,
-               "SHARED_BYTES": shared_bytes(variant)}
+               "SHARED_BYTES": shared_bytes(variant), "A_LDMATRIX": int(ldmatrix)}
     if geometry is not None:
         defines |= {"LAYER_GEOMETRY": 1} | dict(zip(GEOMETRY_NAMES, geometry))
     return "".join(f"#define {name} {value}\n" for name, value in defines.items()) + MMA_HELPERS + _SOURCE
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel(variant: str, geometry: tuple[int, ...] | None = None):
+def _kernel(variant: str, geometry: tuple[int, ...] | None = None, ldmatrix: bool = False):
     import cupy
 
-    kernel = cupy.RawKernel(mma_forward_source(variant, geometry), "dasksae_mma_filter_forward",
+    kernel = cupy.RawKernel(mma_forward_source(variant, geometry, ldmatrix), "dasksae_mma_filter_forward",
                             options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant)
     return kernel
@@ -238,7 +238,7 @@ def filter_forward_bfloat16(x, weights, out, field: int, step: int, block_h: int
     grid, arguments = typed_launch(launch, 4, x.shape, out.shape, weights.shape, field, step, block_h, block_w)
     scale = numpy.uint64(0) if row_scale is None else row_scale
     geometry = layer_geometry(arguments) if mma_update.COMPILED_GEOMETRY else None
-    _kernel(variant, geometry)(grid, (THREADS,), (weights, x, out, *arguments, scale),
+    _kernel(variant, geometry, mma_update.LDMATRIX)(grid, (THREADS,), (weights, x, out, *arguments, scale),
                                shared_mem=shared_bytes(variant))
 
 

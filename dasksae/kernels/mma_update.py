@@ -54,6 +54,9 @@ TILE_K = 32  # inner terms a stage of shared memory (the source's TILE_K)
 WARP_COLUMN_TILES = 2  # the warps across a block's 96 columns: partial_squares has 2 a block of columns
 # the bfloat16 backward's update taken with its weight gradient in this kernel (local_filter.update_with_tensor_cores)
 TENSOR_CORE_UPDATE = switch("DASKSAE_TENSOR_CORE_UPDATE") == "1"
+# "1": mma_forward's A fragments taken by ldmatrix.x4 (a_fragments' A_LDMATRIX: its 32 loads of 32 bits a k-tile go).
+# Not this kernel's: with them its rows epilogue spills 12 bytes at 80 registers (4 without)
+LDMATRIX = switch("DASKSAE_MMA_LDMATRIX") == "1"
 # "1": the tensor-core W x and W^T y (mma_forward's and mma_transpose's kernels) compiled for each layer, its geometry
 # constants (LAYER_GEOMETRY), so that their loads' index divisions become multiplications; "0": one kernel for all.
 # Not this kernel: compiled in, its 6 k-tiles unrolled, it spills 20-40 bytes at 80 registers (4 without)
@@ -118,12 +121,28 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned* r, const unsigned sh
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(address));
 }
+// four 8 x 8 bfloat16 matrices from shared memory: lanes 8q .. 8q + 7 give the addresses of matrix q's rows (16 bytes
+// each), and lane (g, t) receives in r[q] its row g's columns 2t and 2t + 1
+__device__ __forceinline__ void ldmatrix_x4(unsigned* r, const unsigned short* row_address)
+{
+    const unsigned address = (unsigned)__cvta_generic_to_shared(row_address);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(address));
+}
 #endif
 // a warp's A fragments of a k-step of 16 from a shared tile of rows `row` elements apart: its two 16-row products'
-// rows g and g + 8 (from `first`, the warp's first row), inner terms 2t, 2t+1 and 8 on (PTX ISA layout)
+// rows g and g + 8 (from `first`, the warp's first row), inner terms 2t, 2t+1 and 8 on (PTX ISA layout); with
+// A_LDMATRIX (mma_forward's, DASKSAE_MMA_LDMATRIX=1) one ldmatrix.x4 a product instead of 4 loads of 32 bits (rows in
+// whole 16 bytes)
 __device__ __forceinline__ void a_fragments(unsigned (*a)[4], const unsigned short* tile, const int first, const int row,
                                             const int kk, const int g, const int t)
 {
+#if A_LDMATRIX
+    const int lane = 4 * g + t;  // matrix q = lane / 8: rows 8 (q % 2) .. and inner terms 8 (q / 2) ..
+    for (int i = 0; i < 2; ++i)
+        ldmatrix_x4(a[i], tile + (first + i * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * row + kk + (lane >> 4) * 8);
+#else
     for (int i = 0; i < 2; ++i) {
         const unsigned short* top = tile + (first + i * 16 + g) * row + kk + 2 * t;
         a[i][0] = *(const unsigned*)top;
@@ -131,6 +150,7 @@ __device__ __forceinline__ void a_fragments(unsigned (*a)[4], const unsigned sho
         a[i][2] = *(const unsigned*)(top + 8);
         a[i][3] = *(const unsigned*)(top + 8 * row + 8);
     }
+#endif
 }
 // a warp's B fragments of a k-step of 16 for its 48 columns (6 products of 8, from column `first`) from a k-major
 // shared tile of rows `row` elements apart: ldmatrix.trans, columns j and j + 1 (their inner terms 0-7 and 8-15) a call
@@ -470,7 +490,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
                 for (int q = 0; q < 12; ++q) squares += tile[r * OUT_ROW + (part * 12 + q) * 4];
                 if (m < rows) partial_squares[(block * rows + m) * tiles_n + column_tile * 2 + part] = squares;
             }
-            if (column_tile + 2 < end_tile) named_arrive(5 + which, BLOCK_THREADS);  // read: the producers may refill it
+            if (column_tile + 2 < end_tile) named_arrive(5 + which, BLOCK_THREADS);  // read: producers may refill it
         }
     }
 #else  // the codes committed with B's first stage
@@ -611,7 +631,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
     const float* staged_u = nullptr;  // (nothing staged)
 #endif
     rows_epilogue((float*)mma_shared, acc, staged_u, tid, warp_m, warp_n, g, t, m0, n0, block, rows, fan_in, raw,
-                  velocity, operand, inverse_norms, row_dots, partial_squares, tiles_n, blockIdx.y * WARPS_N, lr, momentum);
+                  velocity, operand, inverse_norms, row_dots, partial_squares, tiles_n, blockIdx.y * WARPS_N, lr,
+                  momentum);
 #else
     // EPILOGUE_FRAGMENTS: the step taken where the products are: this thread's rows (2 a product: g and g + 8) and
     // column pairs (2t, 2t + 1 of each 8), a float2 of raw and of velocity loaded, stepped and stored at a time

@@ -176,9 +176,10 @@ GEOMETRY_NAMES = ("LAYER_ROWS", "LAYER_BATCH", "LAYER_FAN_IN", "LAYER_FIELD_ROWS
                   "LAYER_IN_ROW")
 
 
+@functools.lru_cache(maxsize=256)
 def layer_geometry(arguments) -> tuple[int, ...]:
-    """The kernel's scalar arguments (:func:`launch`'s) that ``LAYER_GEOMETRY`` compiles in, in
-    :data:`GEOMETRY_NAMES`' order."""
+    """The kernel's scalar arguments (:func:`launch`'s, a tuple) that ``LAYER_GEOMETRY`` compiles in, in
+    :data:`GEOMETRY_NAMES`' order (made once for these arguments: a launch reads it each step)."""
     rows, batch, fan_in, _, _, field_rows, _, block_w, maps, in_row = arguments[:10]
     return tuple(int(value) for value in (rows, batch, fan_in, field_rows, block_w, maps, in_row))
 

@@ -273,30 +273,31 @@ __device__ __forceinline__ float step_float4(float* raw, float* velocity, unsign
     return u.x * u.x + u.y * u.y + u.z * u.z + u.w * u.w;
 }
 
-// the rows epilogue: the products' TILE_M x TILE_N tile (acc) through shared memory (tile, OUT_ROW floats a row; the
-// operand tiles are no longer read), so that the update reads and writes whole rows: 24 threads a row of 96 columns
-// (36 of 144), a float4 of raw, of velocity and of the gradient each (a warp's loads 512 contiguous bytes in 2 or 3
-// runs instead of 8 rows' 32 bytes); each row's sums of squares over each 48 columns into partial_squares from
-// squares_column
-__device__ __forceinline__ void rows_epilogue(float* tile, const float (&acc)[2][6][4], const float* staged_u,
-    const int tid, const int warp_m, const int warp_n, const int g, const int t, const int m0, const int n0,
-    const long long block, const int rows, const int fan_in, float* raw, float* velocity, unsigned short* operand,
-    const float* inverse_norms, const float* row_dots, float* partial_squares, const long long tiles_n,
-    const long long squares_column, const float lr, const float momentum)
+// a warp's products (acc) into the products' TILE_M x TILE_N tile in shared memory (tile, OUT_ROW floats a row)
+__device__ __forceinline__ void store_products(float* tile, const float (&acc)[2][6][4], const int warp_m,
+                                               const int warp_n, const int g, const int t)
 {
     for (int i = 0; i < 2; ++i)
         for (int h = 0; h < 2; ++h)
             for (int j = 0; j < 6; ++j)  // a half-warp's float2s fall in 32 banks (OUT_ROW % 32 == 8)
                 *(float2*)(tile + (warp_m * 32 + i * 16 + g + 8 * h) * OUT_ROW + warp_n * 48 + j * 8 + 2 * t) =
                     make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
-#if STAGE_U
-    copies_wait<0>();  // this thread's staged raw values are there (it reads only its own)
-#endif
-    __syncthreads();
-    for (int first = tid; first < TILE_M * ROW_VECTORS; first += LOADS_A_ROUND * BLOCK_THREADS) {  // 12 a thread
-        float4 u[LOADS_A_ROUND], v[LOADS_A_ROUND];
-        for (int q = 0; q < LOADS_A_ROUND; ++q) {  // the loads of raw and of velocity in flight together
-            const int c = first + q * BLOCK_THREADS, m = m0 + c / ROW_VECTORS, n = n0 + (c % ROW_VECTORS) * 4;
+}
+
+// the step of the products' tile (tile, the gradient of columns n0 .. of rows m0 ..) by THREADS threads from `thread`:
+// whole rows, 24 threads a row of 96 columns (36 of 144), a float4 of raw, of velocity and of the gradient each (a
+// warp's loads 512 contiguous bytes in 2 or 3 runs instead of 8 rows' 32 bytes), LOADS float4s of raw and of velocity
+// in flight a thread at once; each float4's new sum of squares written in its place (raw from staged_u with STAGE_U)
+template <int THREADS, int LOADS>
+__device__ __forceinline__ void step_tile(float* tile, const float* staged_u, const int thread, const int m0,
+    const int n0, const long long block, const int rows, const int fan_in, float* raw, float* velocity,
+    unsigned short* operand, const float* inverse_norms, const float* row_dots, const float lr, const float momentum)
+{
+    static_assert(TILE_M * ROW_VECTORS % (THREADS * LOADS) == 0, "whole rounds of loads");
+    for (int first = thread; first < TILE_M * ROW_VECTORS; first += LOADS * THREADS) {  // 12 a thread
+        float4 u[LOADS], v[LOADS];
+        for (int q = 0; q < LOADS; ++q) {  // the loads of raw and of velocity in flight together
+            const int c = first + q * THREADS, m = m0 + c / ROW_VECTORS, n = n0 + (c % ROW_VECTORS) * 4;
             if (m < rows && n < fan_in) {  // fan_in % 4 == 0: whole float4s
                 const long long offset = (block * rows + m) * fan_in + n;
 #if STAGE_U
@@ -313,8 +314,8 @@ __device__ __forceinline__ void rows_epilogue(float* tile, const float (&acc)[2]
 #endif
             }
         }
-        for (int q = 0; q < LOADS_A_ROUND; ++q) {
-            const int c = first + q * BLOCK_THREADS, r = c / ROW_VECTORS, column = (c % ROW_VECTORS) * 4, m = m0 + r,
+        for (int q = 0; q < LOADS; ++q) {
+            const int c = first + q * THREADS, r = c / ROW_VECTORS, column = (c % ROW_VECTORS) * 4, m = m0 + r,
                       n = n0 + column;
             float square = 0.f;
             if (m < rows && n < fan_in) {
@@ -326,13 +327,58 @@ __device__ __forceinline__ void rows_epilogue(float* tile, const float (&acc)[2]
             tile[r * OUT_ROW + column] = square;  // in place of what this thread alone read
         }
     }
-    __syncthreads();
-    if (tid < TILE_M * WARPS_N) {  // each row's sums over each 48 columns, in order (as EPILOGUE_FRAGMENTS's warps)
-        const int r = tid / WARPS_N, part = tid % WARPS_N, m = m0 + r;
+}
+
+// each row's sums of the stepped tile's squares over each 48 columns, in order (as EPILOGUE_FRAGMENTS's warps), by
+// threads TILE_M * WARPS_N from `thread`, into partial_squares from squares_column
+__device__ __forceinline__ void row_sums(const float* tile, const int thread, const int m0, const long long block,
+                                         const int rows, float* partial_squares, const long long tiles_n,
+                                         const long long squares_column)
+{
+    if (thread < TILE_M * WARPS_N) {
+        const int r = thread / WARPS_N, part = thread % WARPS_N, m = m0 + r;
         float squares = 0.f;
         for (int q = 0; q < 12; ++q) squares += tile[r * OUT_ROW + (part * 12 + q) * 4];
         if (m < rows) partial_squares[(block * rows + m) * tiles_n + squares_column + part] = squares;
     }
+}
+
+#if !SPECIALIZED  // (whose consumers step with their own threads and loads: step_tile's whole rounds hold for those)
+// the rows epilogue: the products (acc) through shared memory (tile; the operand tiles are no longer read), stepped
+// whole rows at a time (step_tile), each row's sums of squares over each 48 columns into partial_squares from
+// squares_column (row_sums)
+__device__ __forceinline__ void rows_epilogue(float* tile, const float (&acc)[2][6][4], const float* staged_u,
+    const int tid, const int warp_m, const int warp_n, const int g, const int t, const int m0, const int n0,
+    const long long block, const int rows, const int fan_in, float* raw, float* velocity, unsigned short* operand,
+    const float* inverse_norms, const float* row_dots, float* partial_squares, const long long tiles_n,
+    const long long squares_column, const float lr, const float momentum)
+{
+    store_products(tile, acc, warp_m, warp_n, g, t);
+#if STAGE_U
+    copies_wait<0>();  // this thread's staged raw values are there (it reads only its own)
+#endif
+    __syncthreads();
+    step_tile<BLOCK_THREADS, LOADS_A_ROUND>(tile, staged_u, tid, m0, n0, block, rows, fan_in, raw, velocity, operand,
+                                            inverse_norms, row_dots, lr, momentum);
+    __syncthreads();
+    row_sums(tile, tid, m0, block, rows, partial_squares, tiles_n, squares_column);
+}
+#endif
+
+// a warp's products of one k-step of 16 (kk in the B tile, a_k in the A tile of rows a_row elements apart) added to acc
+__device__ __forceinline__ void multiply_k_step(float (&acc)[2][6][4], const unsigned short* a_tile, const int a_row,
+                                                const int a_k, const unsigned short* b_tile, const int kk,
+                                                const int warp_m, const int warp_n, const int g, const int t)
+{
+    unsigned a[2][4], b[6][2];
+    a_fragments(a, a_tile, warp_m * 32, a_row, a_k, g, t);
+    for (int j = 0; j < 6; ++j) {  // column g of each 8, inner terms 2t, 2t+1 and 8 on
+        const unsigned short* column = b_tile + (warp_n * 48 + j * 8 + g) * ROW + kk + 2 * t;
+        b[j][0] = *(const unsigned*)column;
+        b[j][1] = *(const unsigned*)(column + 8);
+    }
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 6; ++j) mma_16816(acc[i][j], a[i], b[j]);
 }
 
 // a column tile's products (acc) with the codes resident in shared memory (As, rows row_a apart: the RESIDENT and
@@ -373,18 +419,8 @@ __device__ __forceinline__ void resident_products(float (&acc)[2][6][4], const u
             copies_wait<0>();
         }
         sync();  // every loading thread's copies of this k-tile are there
-        const unsigned short* b_tile = Bs[buffer];
-        for (int kk = 0; kk < TILE_K; kk += 16) {
-            unsigned a[2][4], b[6][2];
-            a_fragments(a, As, warp_m * 32, row_a, s * TILE_K + kk, g, t);
-            for (int j = 0; j < 6; ++j) {
-                const unsigned short* column = b_tile + (warp_n * 48 + j * 8 + g) * ROW + kk + 2 * t;
-                b[j][0] = *(const unsigned*)column;
-                b[j][1] = *(const unsigned*)(column + 8);
-            }
-            for (int i = 0; i < 2; ++i)
-                for (int j = 0; j < 6; ++j) mma_16816(acc[i][j], a[i], b[j]);
-        }
+        for (int kk = 0; kk < TILE_K; kk += 16)
+            multiply_k_step(acc, As, row_a, s * TILE_K + kk, Bs[buffer], kk, warp_m, warp_n, g, t);
         sync();  // this buffer is no longer read: the next load (or the epilogue's tile) may fill it
     }
 }
@@ -446,12 +482,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
             resident_products<1>(acc, As, row_a, Bs, x, error, n0, width, half, fan_in, field_rows, in_row, tid,
                                  PRODUCERS, warp_m, warp_n, g, t);
             if (column_tile - first_tile >= 2) named_sync(5 + which, BLOCK_THREADS);  // its tile two back is stepped
-            float* tile = products + which * TILE_M * OUT_ROW;
-            for (int i = 0; i < 2; ++i)
-                for (int h = 0; h < 2; ++h)
-                    for (int j = 0; j < 6; ++j)
-                        *(float2*)(tile + (warp_m * 32 + i * 16 + g + 8 * h) * OUT_ROW + warp_n * 48 + j * 8 + 2 * t) =
-                            make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+            store_products(products + which * TILE_M * OUT_ROW, acc, warp_m, warp_n, g, t);
             named_arrive(3 + which, BLOCK_THREADS);  // this tile's products are there
         }
     } else {
@@ -460,36 +491,10 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
             const int n0 = column_tile * TILE_N, which = (column_tile - first_tile) & 1;
             float* tile = products + which * TILE_M * OUT_ROW;
             named_sync(3 + which, BLOCK_THREADS);  // its products are there
-            for (int first = thread; first < TILE_M * 24; first += CONSUMER_LOADS * PRODUCERS) {
-                float4 u[CONSUMER_LOADS], v[CONSUMER_LOADS];
-                for (int q = 0; q < CONSUMER_LOADS; ++q) {  // the loads of raw and of velocity in flight together
-                    const int c = first + q * PRODUCERS, m = m0 + c / 24, n = n0 + (c % 24) * 4;
-                    if (c < TILE_M * 24 && m < rows && n < fan_in) {
-                        const long long offset = (block * rows + m) * fan_in + n;
-                        u[q] = *(const float4*)(raw + offset);
-                        v[q] = *(const float4*)(velocity + offset);
-                    }
-                }
-                for (int q = 0; q < CONSUMER_LOADS; ++q) {
-                    const int c = first + q * PRODUCERS, r = c / 24, column = (c % 24) * 4, m = m0 + r, n = n0 + column;
-                    if (c >= TILE_M * 24) break;
-                    float square = 0.f;
-                    if (m < rows && n < fan_in) {
-                        const long long at = block * rows + m, offset = at * fan_in + n;
-                        const float s = inverse_norms[at], radial = row_dots[at] * s;
-                        square = step_float4(raw, velocity, operand, offset, u[q], v[q],
-                                             *(const float4*)(tile + r * OUT_ROW + column), s, radial, lr, momentum);
-                    }
-                    tile[r * OUT_ROW + column] = square;  // in place of what this thread alone read
-                }
-            }
+            step_tile<PRODUCERS, CONSUMER_LOADS>(tile, nullptr, thread, m0, n0, block, rows, fan_in, raw, velocity,
+                                                 operand, inverse_norms, row_dots, lr, momentum);
             named_sync(2, PRODUCERS);  // every consumer's squares are in the tile
-            if (thread < TILE_M * 2) {  // each row's sums over its two 48 columns, in order (as rows_epilogue)
-                const int r = thread / 2, part = thread % 2, m = m0 + r;
-                float squares = 0.f;
-                for (int q = 0; q < 12; ++q) squares += tile[r * OUT_ROW + (part * 12 + q) * 4];
-                if (m < rows) partial_squares[(block * rows + m) * tiles_n + column_tile * 2 + part] = squares;
-            }
+            row_sums(tile, thread, m0, block, rows, partial_squares, tiles_n, column_tile * 2);
             if (column_tile + 2 < end_tile) named_arrive(5 + which, BLOCK_THREADS);  // read: producers may refill it
         }
     }
@@ -603,19 +608,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
             copies_wait<0>();
         }
         __syncthreads();  // every thread's copies of this tile are there
-        const unsigned short* a_tile = As[buffer];
-        const unsigned short* b_tile = Bs[buffer];
-        for (int kk = 0; kk < TILE_K; kk += 16) {
-            unsigned a[2][4], b[6][2];
-            a_fragments(a, a_tile, warp_m * 32, ROW, kk, g, t);
-            for (int j = 0; j < 6; ++j) {  // column g of each 8, inner terms 2t, 2t+1 and 8 on
-                const unsigned short* column = b_tile + (warp_n * 48 + j * 8 + g) * ROW + kk + 2 * t;
-                b[j][0] = *(const unsigned*)column;
-                b[j][1] = *(const unsigned*)(column + 8);
-            }
-            for (int i = 0; i < 2; ++i)
-                for (int j = 0; j < 6; ++j) mma_16816(acc[i][j], a[i], b[j]);
-        }
+        for (int kk = 0; kk < TILE_K; kk += 16)
+            multiply_k_step(acc, As[buffer], ROW, kk, Bs[buffer], kk, warp_m, warp_n, g, t);
         __syncthreads();  // this buffer is no longer read: the next load (or the epilogue's tile) may fill it
     }
     const long long tiles_n = (long long)gridDim.y * WARPS_N;
@@ -741,7 +735,6 @@ EPILOGUE_VARIANTS = {
 RESIDENT_WIDTH = 224  # the widest codes (2M, or M without the error map) the resident variants keep: 2 blocks an SM
 OUT_ROW = 104  # a row of the products' tile in shared memory: 96 floats and 8 of padding (OUT_ROW % 32 == 8)
 ROW = TILE_K + 8  # a row of the operand tiles in shared memory: TILE_K bfloat16 values and 8 of padding
-SHARED_BYTES = TILE_M * OUT_ROW * 4  # dynamic shared memory a block (above the 48 KiB default): the products' tile
 STAGED_U_BYTES = TILE_M * TILE_N * 4  # a block's raw values, staged (STAGE_U)
 WARP_COLUMNS = 48  # the columns of a warp's products
 

@@ -1,7 +1,7 @@
-"""How near the bfloat16 tensor-core products ``W x`` and ``W^T y`` are to their bytes.
+"""How near the tensor-core products ``W x`` and ``W^T y`` are to their bytes (bfloat16), or to float32's (float32).
 
-For each stage of a config (coates200, M=96 by default), in bfloat16, timed
-with CUDA events (median of ``--runs``):
+For each stage of a config (coates200, M=96 by default), in bfloat16
+(``--precision``, the default), timed with CUDA events (median of ``--runs``):
 
 * ``forward``: ``W x`` from and to the maps as the forward pass runs it
   (:func:`~dasksae.kernels.local_filter.local_filter_forward` with the rows'
@@ -20,9 +20,17 @@ with CUDA events (median of ``--runs``):
 product reads and writes are 4-12% more) over the row's time, so the gap
 between a product and ``read`` is what the product loses to its bytes. Run
 under Nsight Compute (``ncu -k regex:dasksae_``) for the hardware counters
-of the same launches (``bench/gpu_session36_check.sh``)::
+of the same launches (``bench/gpu_session36_check.sh``).
+
+With ``--precision float32`` the rows are float32's: ``forward`` is the SIMT
+kernel (:mod:`dasksae.kernels.simt_gemm`, what float32 training takes),
+``forward-3xtf32`` the same product on TF32 tensor cores with split operands
+(:mod:`dasksae.kernels.mma_float32`, ``DASKSAE_FLOAT32_TENSOR_CORES=1``),
+``transpose`` float32's ``W^T y`` with the fold, and ``read`` the float32
+weights read once; ``TB/s`` counts 4 bytes a parameter::
 
     python bench/product_floor.py --config coates200 --minibatch 96 --runs 10 --json out.json
+    python bench/product_floor.py --precision float32 --json out32.json
 """
 
 from __future__ import annotations
@@ -40,11 +48,11 @@ extern "C" __global__ void dasksae_stream_read(const uint4* __restrict__ weights
     if ((value.x ^ value.y ^ value.z ^ value.w) == 0x7fc07fc1u) sink[0] = 1;
 }
 """
-WEIGHT_BYTES = 2  # a parameter: the bfloat16 weights, read once by each product
+WEIGHT_BYTES = {"bfloat16": 2, "float32": 4}  # a parameter: the weights, read once by each product
 
 
-def stage_rows(stage, geometry, batch: int, runs: int) -> list[dict]:
-    """The three rows of one stage (random maps, weights and codes of the stage's shapes)."""
+def stage_rows(stage, geometry, batch: int, runs: int, precision: str = "bfloat16") -> list[dict]:
+    """The rows of one stage (random maps, weights and codes of the stage's shapes) in ``precision``."""
     import cupy
     import numpy
 
@@ -56,28 +64,36 @@ def stage_rows(stage, geometry, batch: int, runs: int) -> list[dict]:
     (block_h, block_w), field, step = stage.block[:2], stage.field, stage.step
     blocks = blocks_h * blocks_w
     generator = cupy.random.default_rng(0)
-    x = operand(generator.standard_normal(tuple(geometry.input_shape) + (batch,), dtype=cupy.float32), "bfloat16")
-    weights = operand(generator.standard_normal(geometry.weight_shape, dtype=cupy.float32), "bfloat16")
+    x = operand(generator.standard_normal(tuple(geometry.input_shape) + (batch,), dtype=cupy.float32), precision)
+    weights = operand(generator.standard_normal(geometry.weight_shape, dtype=cupy.float32), precision)
     scale = generator.uniform(0.5, 2.0, (blocks_h, blocks_w, rows), dtype=cupy.float32)
-    y = operand(generator.standard_normal((blocks, rows, batch), dtype=cupy.float32), "bfloat16")
+    y = operand(generator.standard_normal((blocks, rows, batch), dtype=cupy.float32), precision)
     out = cupy.zeros(tuple(geometry.input_shape) + (batch,), dtype=cupy.float32)
     parameters = weights.size
     read = cupy.RawKernel(_READ_SOURCE, "dasksae_stream_read")
-    vectors = parameters * WEIGHT_BYTES // 16
+    weight_bytes = WEIGHT_BYTES[precision]
+    vectors = parameters * weight_bytes // 16
     sink = cupy.zeros(1, dtype=cupy.uint32)
     threads = 256
     flat = weights.reshape(blocks, rows, fan_in)
     cases = [
         ("forward", lambda: local_filter_forward(x, weights, field, step, block_h, block_w, row_scale=scale,
-                                                 precision="bfloat16")),
-        ("transpose", lambda: add_transpose_into(out, flat, y, field, step, blocks_h, blocks_w, "bfloat16")),
+                                                 precision=precision)),
+        ("transpose", lambda: add_transpose_into(out, flat, y, field, step, blocks_h, blocks_w, precision)),
         ("read", lambda: read((-(-vectors // threads),), (threads,), (weights, numpy.int64(vectors), sink))),
     ]
+    if precision == "float32":  # the same W x on split TF32 tensor cores, into the same output map
+        from dasksae.kernels import mma_float32
+
+        z = cupy.empty((blocks_h * block_h, blocks_w * block_w, rows // (block_h * block_w), batch), cupy.float32)
+        assert mma_float32.forward_fits(x, flat, z, scale, field, step, block_h, block_w)
+        cases.insert(1, ("forward-3xtf32", lambda: mma_float32.filter_forward_float32(x, flat, z, field, step, block_h,
+                                                                                      block_w, scale)))
     found = []
     for name, run in cases:
         seconds = timed(run, runs=runs)
         found.append({"kernel": name, "parameters": parameters, "seconds": seconds,
-                      "tb_per_s": WEIGHT_BYTES * parameters / seconds / 1e12,
+                      "tb_per_s": weight_bytes * parameters / seconds / 1e12, "precision": precision,
                       "tflops": 2 * parameters * batch / seconds / 1e12 if name != "read" else None})
     return found
 
@@ -87,9 +103,13 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     stage_arguments(parser)
+    parser.add_argument("--precision", choices=("bfloat16", "float32"), default="bfloat16")
     args = parser.parse_args(argv)
-    found = each_stage(args, lambda stage, geometry: stage_rows(stage, geometry, args.minibatch, args.runs), 10)
-    print_sums({name: [r for r in found if r["kernel"] == name] for name in ("forward", "transpose", "read")}, 10)
+    found = each_stage(args, lambda stage, geometry: stage_rows(stage, geometry, args.minibatch, args.runs,
+                                                                args.precision), 14)
+    names = ("forward", "forward-3xtf32", "transpose", "read") if args.precision == "float32" else (
+        "forward", "transpose", "read")
+    print_sums({name: [r for r in found if r["kernel"] == name] for name in names}, 14)
     write_json(args, found)
 
 

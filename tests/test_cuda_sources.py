@@ -13,8 +13,8 @@ import os
 
 import pytest
 
-from dasksae.kernels import (code_gradient, copies, cuda_kernels, elementwise, mma_forward, mma_transpose, mma_update,
-                             normalize, simt_gemm)
+from dasksae.kernels import (code_gradient, copies, cuda_kernels, elementwise, mma_float32, mma_forward, mma_transpose,
+                             mma_update, normalize, simt_gemm)
 from dasksae.kernels.gemm import BFLOAT16_ROUNDING
 
 
@@ -111,6 +111,14 @@ def test_the_tensor_core_forward_compiles(variant):
     """The bfloat16 ``mma.sync`` ``W x`` from the maps with ``ldmatrix.trans``, each variant of its tiles (checked
     under g++ in test_mma_forward_on_cpu)."""
     assert compile_errors(mma_forward.mma_forward_source(variant),
+                          options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
+
+
+@pytest.mark.parametrize("variant, terms", [(variant, 3) for variant in mma_float32.VARIANTS] + [("k32x3", 1)])
+def test_the_split_tf32_forward_compiles(variant, terms):
+    """The float32 ``W x`` on TF32 tensor cores with split operands (``cvt.rna.tf32.f32``, ``mma.sync.m16n8k8``), each
+    variant of its tiles, and its one-term form (checked under g++ in test_mma_float32_on_cpu)."""
+    assert compile_errors(mma_float32.mma_float32_source(variant, terms),
                           options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
 
 

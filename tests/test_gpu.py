@@ -1155,3 +1155,63 @@ def test_bfloat16_training_with_the_tensor_core_update_follows_the_gathered_path
     for mine, theirs in zip(parameters, expected_parameters):
         for name in mine:
             assert numpy.abs(mine[name] - theirs[name]).max() < 1e-4 * numpy.abs(theirs[name]).max(), name
+
+
+def test_the_split_tf32_forward_on_the_gpu_is_as_accurate_as_the_simt_kernel():
+    """``dasksae_tf32x3_filter_forward`` (float32 operands split into two TF32 terms, ``mma.sync.m16n8k8``) on a
+    coates-like layer (20x20x8 fields at step 4, 4x4x8 blocks: fan-in 3200, 128 rows, M=96, 3x3 blocks): its error
+    against float64 (largest, relative to the sum of |products|) within 2x of the float32 SIMT kernel's, and plain
+    TF32's (cuBLAS over gathered fields, ``precision="tf32"``) more than 20x it; and the g++ test's cases."""
+    from dasksae.kernels import mma_float32
+    from dasksae.kernels.local_filter import local_filter_forward
+
+    rng = numpy.random.default_rng(11)
+    field, step, channels, blocks, block = 20, 4, 8, 3, (4, 4)
+    x = cupy.asarray(rng.standard_normal(((blocks - 1) * step + field,) * 2 + (channels, 96)), dtype=cupy.float32)
+    weights = cupy.asarray(rng.standard_normal((blocks, blocks, 128, field * field * channels)), dtype=cupy.float32)
+    scale = cupy.asarray(rng.uniform(0.5, 2.0, (blocks, blocks, 128)), dtype=cupy.float32)
+
+    def product(values, weight_values, precision):
+        return local_filter_forward(values, weight_values, field, step, *block, row_scale=scale.astype(values.dtype),
+                                    precision=precision)
+
+    expected = product(x.astype(cupy.float64), weights.astype(cupy.float64), "float64")
+    magnitudes = product(cupy.abs(x).astype(cupy.float64), cupy.abs(weights).astype(cupy.float64), "float64")
+    out = cupy.full(expected.shape, numpy.nan, dtype=cupy.float32)
+    assert mma_float32.forward_fits(x, weights.reshape(blocks * blocks, 128, -1), out, scale, field, step, *block)
+    mma_float32.filter_forward_float32(x, weights.reshape(blocks * blocks, 128, -1), out, field, step, *block, scale)
+    errors = {name: float(cupy.max(cupy.abs(value.astype(cupy.float64) - expected) / magnitudes))
+              for name, value in (("split", out), ("simt", product(x, weights, "float32")),
+                                  ("tf32", product(x, weights, "tf32")))}
+    assert errors["split"] <= 2 * errors["simt"], errors
+    assert errors["tf32"] > 20 * errors["simt"], errors
+    from test_mma_float32_on_cpu import expected_forward, forward_case
+
+    for seed, batch, scaled in ((3, 96, True), (4, 136, False)):
+        case = forward_case(seed, batch)
+        field_, step_, _, _, _, x_, weights_, scale_, shape = case
+        out = cupy.full(shape, numpy.nan, dtype=cupy.float32)
+        arrays = (cupy.asarray(x_), cupy.asarray(weights_), out, cupy.asarray(scale_) if scaled else None)
+        assert mma_float32.forward_fits(*arrays, field_, step_, 2, 1)
+        mma_float32.filter_forward_float32(*arrays[:3], field_, step_, 2, 1, arrays[3])
+        numpy.testing.assert_allclose(out.get(), expected_forward(case, scaled=scaled), rtol=1e-5, atol=1e-4)
+
+
+def test_float32_training_with_the_split_tf32_forward_follows_the_simt_kernel(monkeypatch):
+    """DASKSAE_FLOAT32_TENSOR_CORES=1: ``small`` trained 3 float32 steps with ``W x`` and the backward's ``U g_r`` on
+    split TF32 tensor cores gives the losses and weights of the SIMT kernel's (``=0``) to float32 rounding, and the
+    kernel ran for both (``W x`` into the map's 2x2 positions, ``U g_r`` into block rows: one-position blocks)."""
+    from dasksae.kernels import mma_float32
+
+    config = named_config("small")
+    launched = []
+    kernel = mma_float32.filter_forward_float32
+    monkeypatch.setattr(mma_float32, "filter_forward_float32",
+                        lambda *args: launched.append(tuple(args[5:7])) or kernel(*args))
+    monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "0")
+    expected = _small_steps(monkeypatch, config, "1x1")
+    assert not launched
+    monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "1")
+    trained = _small_steps(monkeypatch, config, "1x1")
+    assert (2, 2) in launched and (1, 1) in launched
+    _assert_trained_alike(trained, expected)

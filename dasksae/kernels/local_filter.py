@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy
 
-from . import mma_forward, mma_transpose, mma_update, simt_gemm
+from . import mma_float32, mma_forward, mma_transpose, mma_update, simt_gemm
 from .backend import array_module, as_strided
 from .gemm import batched_matmul, native_precision, operand, result_dtype, storage_dtype
 
@@ -230,6 +230,10 @@ def local_filter_forward(x, weights, field: int, step: int, block_h: int, block_
     for p0, p1 in chunks(blocks_h, per_row, chunk_bytes):
         x_rows, weight_rows = x[field_rows(p0, p1, field, step)], weights[p0:p1].reshape(-1, rows, fan_in)
         out_rows, scale_rows = out[p0 * block_h : p1 * block_h], None if row_scale is None else row_scale[p0:p1]
+        if mma_float32.forward_on_tensor_cores(xp, precision) and mma_float32.forward_fits(
+                x_rows, weight_rows, out_rows, scale_rows, field, step, block_h, block_w):
+            mma_float32.filter_forward_float32(x_rows, weight_rows, out_rows, field, step, block_h, block_w, scale_rows)
+            continue
         if _reads_fields(xp, precision, x_rows, weight_rows, out_rows, scale_rows, field, step, block_h, block_w):
             simt_gemm.filter_forward(x_rows, weight_rows, out_rows, field, step, block_h, block_w, scale_rows)
             continue
@@ -284,13 +288,17 @@ def backward_reads_maps(xp, precision, x_rows, error_rows, count: int, fan_in: i
 def times_fields(left, x, fields, field: int, step: int, blocks_w: int, precision: str):
     """``left[b] fields_b(x)`` for ``left (blocks, rows, f*f*C)``: from the gathered ``fields``, or (``None``) read
     from the map ``x`` in our kernel (where :func:`backward_reads_maps`; in bfloat16 on tensor cores, where
-    :func:`error_product_on_tensor_cores`)."""
+    :func:`error_product_on_tensor_cores`; in float32 on split TF32 tensor cores where
+    ``DASKSAE_FLOAT32_TENSOR_CORES=1`` and the arrays fit)."""
     if fields is not None:
         return batched_matmul(left, fields, precision=precision)
     out = array_module(left).empty(left.shape[:2] + (x.shape[3],), dtype=result_dtype(precision))
     if precision == "bfloat16":
         if not mma_forward.fields_product_bfloat16(x, left, out, field, step, blocks_w):
             raise RuntimeError("the tensor-core fields product was chosen for arrays it does not take (a dasksae bug)")
+        return out
+    if (mma_float32.forward_on_tensor_cores(array_module(left), precision)
+            and mma_float32.fields_product_float32(x, left, out, field, step, blocks_w)):
         return out
     simt_gemm.fields_product(x, left, out, field, step, blocks_w)
     return out

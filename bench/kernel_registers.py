@@ -45,7 +45,7 @@ def main(argv=None):
     parser.add_argument("--transpose-variant", default="k32x4",
                         help="with --kernels mma-transpose: the tiles' variant (mma_transpose.VARIANTS)")
     parser.add_argument("--float32-variant", default="k32x3",
-                        help="with --kernels mma-float32: the tiles' variant (mma_float32.VARIANTS)")
+                        help="with --kernels mma-float32: the tiles' variant (mma_forward.SPLIT_VARIANTS)")
     args = parser.parse_args(argv)
     import nvidia.cuda_nvcc
     from test_cuda_sources import NVRTC

@@ -62,7 +62,7 @@ extern "C" void run_forward(const float* weights, const float* x, float* out, co
 """
 
 
-def build(folder, variant: str = mma_float32.VARIANT, terms: int = mma_float32.TERMS):
+def build(folder, variant: str = mma_float32.VARIANT, terms: int = 3):
     """The kernel built under g++ with the TF32 shim."""
     library = built_on_cpu(folder, SHIM + MMA_EMULATION + TF32_EMULATION
                            + mma_float32.mma_float32_source(variant, terms) + RUNNER)
@@ -73,7 +73,8 @@ def build(folder, variant: str = mma_float32.VARIANT, terms: int = mma_float32.T
 
 @pytest.fixture(scope="module")
 def kernel_on_cpu(tmp_path_factory):
-    """``kernel_on_cpu(variant)``: the kernel built under g++ in a variant of its tiles (mma_float32.VARIANTS), once."""
+    """``kernel_on_cpu(variant)``: the kernel built under g++ in a variant of its tiles (mma_forward.SPLIT_VARIANTS),
+    once."""
     built = {}
 
     def kernel(variant: str):

@@ -34,7 +34,7 @@ import numpy
 
 from ..switches import switch
 from . import mma_update
-from .mma_update import MMA_HELPERS, aligned
+from .mma_update import MMA_HELPERS, SPLIT_TF32_HELPERS, aligned, split_terms
 from .simt_gemm import THREADS, TILE_M, TILE_N, as_block_map, forward_launch, typed_launch
 
 # W x and U g_r in bfloat16 in this kernel where the arrays fit and the minibatch is one it takes
@@ -47,7 +47,10 @@ TENSOR_CORE_FORWARD = switch("DASKSAE_TENSOR_CORE_FORWARD")
 VARIANTS = {"k32x4": (32, 4), "k64x3": (64, 3), "k32x6": (32, 6)}
 VARIANT = "k64x3"  # what the training takes
 B_ROW = TILE_N + 8  # a shared field row: 96 bfloat16 values and 8 of padding (208 bytes: an ldmatrix's 8 rows in
-# distinct 16-byte bank groups)
+# distinct 16-byte bank groups); in float32 (split TF32) 96 floats and 8 (B's fragment loads (t, g) in banks 8t + g)
+# the tiles of the float32 kernel on split TF32 tensor cores (kernels/mma_float32.py): k32x3 takes 93 KiB a block
+SPLIT_VARIANTS = {"k32x3": (32, 3), "k16x4": (16, 4)}
+SPLIT_A_PAD = 4  # its shared weight row: TILE_K floats and 4 (A's fragment loads (g, t) in banks 4g + t: distinct)
 
 
 def minibatch_on_tensor_cores(setting: str, batch: int) -> bool:
@@ -62,9 +65,12 @@ def minibatch_on_tensor_cores(setting: str, batch: int) -> bool:
     return setting == "1" and batch % 8 == 0
 
 
-def shared_bytes(variant: str = VARIANT) -> int:
-    """Dynamic shared memory a block: ``STAGES`` tiles of the weights (128 rows of ``TILE_K`` values and 8 of padding)
-    and of the fields (``TILE_K`` rows of 96 and 8)."""
+def shared_bytes(variant: str = VARIANT, split_tf32: bool = False) -> int:
+    """Dynamic shared memory a block: ``STAGES`` tiles of the weights (128 rows of ``TILE_K`` values and 8 of padding;
+    float32 ones with ``split_tf32``, and 4) and of the fields (``TILE_K`` rows of 96 and 8)."""
+    if split_tf32:
+        tile_k, stages = SPLIT_VARIANTS[variant]
+        return stages * (TILE_M * (tile_k + SPLIT_A_PAD) + tile_k * B_ROW) * 4
     tile_k, stages = VARIANTS[variant]
     return stages * (TILE_M * (tile_k + 8) + tile_k * B_ROW) * 2
 
@@ -72,25 +78,39 @@ def shared_bytes(variant: str = VARIANT) -> int:
 _SOURCE = r"""
 #define TILE_M 128  // simt_gemm's
 #define TILE_N 96
-// TILE_K, STAGES, A_ROW (TILE_K + 8), B_ROW, SHARED_BYTES: from mma_forward_source
+// TILE_K, STAGES, A_ROW (TILE_K + 8; float32: + 4), B_ROW, SHARED_BYTES: from mma_forward_source.  SPLIT_TF32
+// (kernels/mma_float32.py's): float32 operands, each split into two TF32 terms, in dasksae_tf32x3_filter_forward;
+// else bfloat16 ones in dasksae_mma_filter_forward
+#if SPLIT_TF32
+#define OPERAND float
+#define FORWARD_KERNEL dasksae_tf32x3_filter_forward
+#define K_STEP 8  // inner terms a tensor-core product
+#else
+#define OPERAND unsigned short
+#define FORWARD_KERNEL dasksae_mma_filter_forward
+#define K_STEP 16
+#endif
+#define PER_COPY (16 / (int)sizeof(OPERAND))  // operands a 16-byte copy
+#define B_COPIES (TILE_N / PER_COPY)  // copies a field row of 96 columns
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
 extern __shared__ __align__(16) unsigned char forward_shared[];
 #else  // the CPU tests' g++: the block's threads share a static array
 static unsigned char forward_shared[SHARED_BYTES] __attribute__((aligned(16)));
 #endif
 
-// out = diag(row_scale) W x for a chunk of filter blocks: weights (count, rows, fan_in) bfloat16; x the input map
-// (H, W, C, batch) bfloat16, block i = (p, q)'s field row k (k < fan_in = f*f*C) at (p*in_row + q*in_pixel)*step +
+// out = diag(row_scale) W x for a chunk of filter blocks: weights (count, rows, fan_in) OPERAND; x the input map
+// (H, W, C, batch) OPERAND, block i = (p, q)'s field row k (k < fan_in = f*f*C) at (p*in_row + q*in_pixel)*step +
 // (k / field_rows)*in_row + (k % field_rows)*batch; out the output map (H', W', maps, batch) float32, row m of block i
 // being neuron (m / (block_w*maps), (m / maps) % block_w, m % maps) of the block, its pixel at out_pixel, its map
 // row at out_row; row_scale (count * rows) or null.  The arguments of dasksae_simt_filter_forward, in its order.
-// Takes batch in whole 8s (the last tile of 96 columns may be part full: its columns past batch are read as zeros and
-// not written), fan_in in whole 8s, 16-byte aligned maps and rows; SHARED_BYTES of dynamic shared memory.
+// Takes batch in whole PER_COPYs (the last tile of 96 columns may be part full: its columns past batch are read as
+// zeros and not written), fan_in in whole PER_COPYs, 16-byte aligned maps and rows; SHARED_BYTES of dynamic shared
+// memory.
 // LAYER_GEOMETRY (mma_forward_source's, given a layer): its rows, batch, fan_in, field_rows, block_w, maps and in_row
 // compiled in, so that the loads' and the output's index divisions and products become shifts and multiplications by
 // constants; the arguments of those names are then not read (they must be the same)
-extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_forward(
-    const unsigned short* __restrict__ weights, const unsigned short* __restrict__ x, float* __restrict__ out,
+extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
+    const OPERAND* __restrict__ weights, const OPERAND* __restrict__ x, float* __restrict__ out,
     const int rows_argument, const int batch_argument, const int fan_in_argument, const int blocks_w, const int step,
     const int field_rows_argument, const int block_h, const int block_w_argument, const int maps_argument,
     const long long in_row_argument, const long long in_pixel, const long long out_row, const long long out_pixel,
@@ -105,9 +125,8 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_forward(
     const int block_w = block_w_argument, maps = maps_argument;
     const long long in_row = in_row_argument;
 #endif
-    unsigned short(*As)[TILE_M * A_ROW] = (unsigned short(*)[TILE_M * A_ROW])forward_shared;  // [STAGES]
-    unsigned short(*Bs)[TILE_K * B_ROW] =
-        (unsigned short(*)[TILE_K * B_ROW])(forward_shared + STAGES * TILE_M * A_ROW * 2);
+    OPERAND(*As)[TILE_M * A_ROW] = (OPERAND(*)[TILE_M * A_ROW])forward_shared;  // [STAGES]
+    OPERAND(*Bs)[TILE_K * B_ROW] = (OPERAND(*)[TILE_K * B_ROW])(forward_shared + STAGES * TILE_M * A_ROW * sizeof(OPERAND));
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
     const int warp_m = warp % 4, warp_n = warp / 4;
     const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
@@ -115,16 +134,18 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_forward(
     weights += block * rows * (long long)fan_in;
     x += (p * in_row + q * in_pixel) * step + n0;
     auto load = [&](const int buffer, const int k0) {  // the k-tile at k0 into buffer: 16 bytes a copy
-        for (int c = tid; c < TILE_M * (TILE_K / 8); c += 256) {  // A: 128 rows of TILE_K / 8 copies
-            const int r = c / (TILE_K / 8), part = c % (TILE_K / 8), k = k0 + part * 8, m = m0 + r;
-            const bool whole = m < rows && k < fan_in;  // fan_in % 8 == 0: a copy is whole or past the end
-            copy_16(&As[buffer][r * A_ROW + part * 8], weights + (whole ? (long long)m * fan_in + k : 0), whole);
+        for (int c = tid; c < TILE_M * (TILE_K / PER_COPY); c += 256) {  // A: 128 rows of TILE_K / PER_COPY copies
+            const int r = c / (TILE_K / PER_COPY), part = c % (TILE_K / PER_COPY), k = k0 + part * PER_COPY, m = m0 + r;
+            const bool whole = m < rows && k < fan_in;  // fan_in % PER_COPY == 0: a copy is whole or past the end
+            copy_16((unsigned short*)&As[buffer][r * A_ROW + part * PER_COPY],
+                    (const unsigned short*)(weights + (whole ? (long long)m * fan_in + k : 0)), whole);
         }
-        for (int c = tid; c < TILE_K * 12; c += 256) {  // B: TILE_K field rows of 12 copies (batch % 8 == 0: a copy
-            const int r = c / 12, part = c % 12, k = k0 + r, safe = k < fan_in ? k : 0;  // is whole or past the end;
-            const bool in = k < fan_in && n0 + part * 8 < batch;  // one past it reads nothing, at an address in the map)
-            copy_16(&Bs[buffer][r * B_ROW + part * 8],
-                    x + (safe / field_rows) * in_row + (long long)(safe % field_rows) * batch + (in ? part * 8 : 0), in);
+        for (int c = tid; c < TILE_K * B_COPIES; c += 256) {  // B: TILE_K field rows of B_COPIES copies (batch in
+            const int r = c / B_COPIES, part = c % B_COPIES, k = k0 + r, safe = k < fan_in ? k : 0;  // whole copies:
+            const bool in = k < fan_in && n0 + part * PER_COPY < batch;  // a copy is whole or past the end; one past
+            copy_16((unsigned short*)&Bs[buffer][r * B_ROW + part * PER_COPY],  // it reads nothing, in the map)
+                    (const unsigned short*)(x + (safe / field_rows) * in_row + (long long)(safe % field_rows) * batch +
+                                            (in ? part * PER_COPY : 0)), in);
         }
     };
 
@@ -144,14 +165,19 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_forward(
         const int next = s + STAGES - 1;
         if (next < tiles) load(next % STAGES, next * TILE_K);  // into the buffer tile s - 1 left
         copies_commit();
-        const unsigned short* a_tile = As[s % STAGES];
-        const unsigned short* b_tile = Bs[s % STAGES];
-        for (int kk = 0; kk < TILE_K; kk += 16) {
+        const OPERAND* a_tile = As[s % STAGES];
+        const OPERAND* b_tile = Bs[s % STAGES];
+        for (int kk = 0; kk < TILE_K; kk += K_STEP) {
+#if SPLIT_TF32  // A (m, k) at a_tile[m * A_ROW + k]
+            split_tf32_k_step(acc, a_tile + warp_m * 32 * A_ROW + kk, A_ROW, 1, b_tile + kk * B_ROW + warp_n * 48, B_ROW,
+                              g, t);
+#else
             unsigned a[2][4], b[6][2];
             a_fragments(a, a_tile, warp_m * 32, A_ROW, kk, g, t);
             b_fragments_transposed(b, b_tile, B_ROW, kk, warp_n * 48, lane);
             for (int i = 0; i < 2; ++i)
                 for (int j = 0; j < 6; ++j) mma_16816(acc[i][j], a[i], b[j]);
+#endif
         }
     }
     copies_wait<0>();  // (only empty groups are left)
@@ -184,15 +210,25 @@ def layer_geometry(arguments) -> tuple[int, ...]:
     return tuple(int(value) for value in (rows, batch, fan_in, field_rows, block_w, maps, in_row))
 
 
-def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None = None, ldmatrix: bool = False) -> str:
+def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None = None, ldmatrix: bool = False,
+                       split_tf32: bool = False, terms: int = 3) -> str:
     """The kernel's CUDA source with a variant's tile constants defined (:data:`VARIANTS`), where given ``geometry``
-    (:func:`layer_geometry`) the layer's compiled in (``LAYER_GEOMETRY``), and ``A_LDMATRIX`` where ``ldmatrix``."""
-    tile_k, stages = VARIANTS[variant]
-    defines = {"TILE_K": tile_k, "STAGES": stages, "A_ROW": tile_k + 8, "B_ROW": B_ROW,
-               "SHARED_BYTES": shared_bytes(variant), "A_LDMATRIX": int(ldmatrix)}
+    (:func:`layer_geometry`) the layer's compiled in (``LAYER_GEOMETRY``), and ``A_LDMATRIX`` where ``ldmatrix``.
+    With ``split_tf32``, the float32 kernel on TF32 tensor cores (:mod:`.mma_float32`) in a variant of
+    :data:`SPLIT_VARIANTS`, ``terms`` TF32 products a k-step (:data:`.mma_update.SPLIT_TF32_HELPERS`)."""
+    if split_tf32:
+        tile_k, stages = SPLIT_VARIANTS[variant]
+        defines = {"SPLIT_TF32": 1, "TERMS": split_terms(terms), "TILE_K": tile_k, "STAGES": stages,
+                   "A_ROW": tile_k + SPLIT_A_PAD, "B_ROW": B_ROW, "SHARED_BYTES": shared_bytes(variant, True)}
+        helpers = MMA_HELPERS + SPLIT_TF32_HELPERS
+    else:
+        tile_k, stages = VARIANTS[variant]
+        defines = {"TILE_K": tile_k, "STAGES": stages, "A_ROW": tile_k + 8, "B_ROW": B_ROW,
+                   "SHARED_BYTES": shared_bytes(variant), "A_LDMATRIX": int(ldmatrix)}
+        helpers = MMA_HELPERS
     if geometry is not None:
         defines |= {"LAYER_GEOMETRY": 1} | dict(zip(GEOMETRY_NAMES, geometry))
-    return "".join(f"#define {name} {value}\n" for name, value in defines.items()) + MMA_HELPERS + _SOURCE
+    return "".join(f"#define {name} {value}\n" for name, value in defines.items()) + helpers + _SOURCE
 
 
 @functools.lru_cache(maxsize=None)

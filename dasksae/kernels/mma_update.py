@@ -168,6 +168,66 @@ __device__ __forceinline__ void b_fragments_transposed(unsigned (*b)[2], const u
 }
 """
 
+# float32 products on TF32 tensor cores with split operands (kernels/mma_float32.py: "3xTF32"), for the forward's and
+# the transpose's SPLIT_TF32 sources: a value is big + small, both TF32 (10 bits of mantissa), and a b is taken as
+# a_small b_big + a_big b_small + a_big b_big with float32 sums (TERMS 3; 1: a_big b_big alone, plain TF32, for the
+# tests' check that the split is what makes it float32's accuracy)
+SPLIT_TF32_HELPERS = r"""
+#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+// a float rounded to TF32 (to nearest, ties away from zero), as the bits of a float
+__device__ __forceinline__ unsigned to_tf32(const float value)
+{
+    unsigned bits;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(bits) : "f"(value));
+    return bits;
+}
+// d (+)= a b over one 16 x 8 x 8 product: a 4 and b 2 registers of one TF32 value each, d 4 floats (PTX ISA layouts)
+__device__ __forceinline__ void mma_1688(float* d, const unsigned* a, const unsigned* b)
+{
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#endif
+// value = big + small, both TF32: big = tf32(value), small = tf32(value - big) (the difference is exact in float32)
+__device__ __forceinline__ void split_tf32(const float value, unsigned& big, unsigned& small)
+{
+    big = to_tf32(value);
+    small = to_tf32(value - __uint_as_float(big));
+}
+// a warp's 32 x 48 outputs (acc: two 16-row products by six 8-column ones) += A B over a k-step of 8 inner terms, A's
+// (m, k) at a[m * a_m + k * a_k] from the warp's first row, B's (k, n) at b[k * b_row + n] from its first column: the
+// fragments (A: rows g, g + 8, inner terms t, t + 4; B: inner terms t, t + 4 of column g) loaded as floats and split
+__device__ __forceinline__ void split_tf32_k_step(float (*acc)[6][4], const float* a, const int a_m, const int a_k,
+                                                  const float* b, const int b_row, const int g, const int t)
+{
+    unsigned a_big[2][4], a_small[2][4], b_big[6][2], b_small[6][2];
+    for (int i = 0; i < 2; ++i)
+        for (int r = 0; r < 4; ++r)  // register r: row g + 8 (r % 2), inner term t + 4 (r / 2)
+            split_tf32(a[(i * 16 + g + 8 * (r % 2)) * a_m + (t + 4 * (r / 2)) * a_k], a_big[i][r], a_small[i][r]);
+    for (int j = 0; j < 6; ++j)
+        for (int r = 0; r < 2; ++r)  // register r: inner term t + 4 r, column g
+            split_tf32(b[(t + 4 * r) * b_row + j * 8 + g], b_big[j][r], b_small[j][r]);
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 6; ++j) {
+#if TERMS == 3
+            mma_1688(acc[i][j], a_small[i], b_big[j]);  // the small terms first, so that they are not lost against it
+            mma_1688(acc[i][j], a_big[i], b_small[j]);
+#endif
+            mma_1688(acc[i][j], a_big[i], b_big[j]);
+        }
+}
+"""
+
+
+def split_terms(terms: int) -> int:
+    """``terms`` (TF32 products a k-step of the split kernels: 3, or 1 for plain TF32), refused otherwise."""
+    if terms not in (1, 3):
+        raise ValueError(f"terms must be 1 or 3, not {terms!r}.")
+    return terms
+
+
 _SOURCE = r"""
 #ifndef TILE_M
 #define TILE_M 128  // simt_gemm's (64: a variant's, below)

@@ -14,8 +14,9 @@ import shutil
 import numpy
 import pytest
 
-from dasksae.kernels import mma_float32, mma_forward
+from dasksae.kernels import mma_float32
 from dasksae.kernels.local_filter import gather_patches, local_filter_forward
+from test_mma_forward_on_cpu import run_on_cpu as run_forward_on_cpu
 from test_mma_update_on_cpu import MMA_EMULATION
 from test_simt_gemm_on_cpu import GRID_RUNNER, SHIM, built_on_cpu
 
@@ -87,10 +88,7 @@ def kernel_on_cpu(tmp_path_factory):
 
 def run_on_cpu(library, x, weights, out, row_scale, field, step, block_h, block_w):
     """The kernel over NumPy arrays, launched as :func:`~dasksae.kernels.mma_float32.filter_forward_float32` does."""
-    assert mma_float32.forward_fits(x, weights, out, row_scale, field, step, block_h, block_w)
-    grid, arguments = mma_forward.launch(x.shape, out.shape, weights.shape, field, step, block_h, block_w)
-    library.run_forward(weights.ctypes.data, x.ctypes.data, out.ctypes.data,
-                        None if row_scale is None else row_scale.ctypes.data, *grid, *arguments)
+    run_forward_on_cpu(library, x, weights, out, row_scale, field, step, block_h, block_w, mma_float32.forward_fits)
 
 
 def forward_case(seed: int, batch: int = 96, channels: int = 4, field: int = 6):

@@ -38,9 +38,10 @@ def kernel_on_cpu(tmp_path_factory, request):
     return library
 
 
-def run_on_cpu(library, x, weights, out, row_scale, field, step, block_h, block_w):
-    """The kernel over NumPy arrays, launched as :func:`~dasksae.kernels.mma_forward.filter_forward_bfloat16` does."""
-    assert mma_forward.forward_fits(x, weights, out, row_scale, field, step, block_h, block_w)
+def run_on_cpu(library, x, weights, out, row_scale, field, step, block_h, block_w, fits=mma_forward.forward_fits):
+    """The kernel over NumPy arrays, launched as :func:`~dasksae.kernels.mma_forward.filter_forward_bfloat16` does
+    (and :func:`~dasksae.kernels.mma_float32.filter_forward_float32`, whose arrays ``fits`` checks)."""
+    assert fits(x, weights, out, row_scale, field, step, block_h, block_w)
     grid, arguments = mma_forward.launch(x.shape, out.shape, weights.shape, field, step, block_h, block_w)
     library.run_forward(weights.ctypes.data, x.ctypes.data, out.ctypes.data,
                         None if row_scale is None else row_scale.ctypes.data, *grid, *arguments)

@@ -42,7 +42,7 @@ import numpy
 from ..switches import switch
 from . import mma_forward
 from .mma_update import aligned
-from .simt_gemm import THREADS, as_block_map, typed_launch
+from .simt_gemm import THREADS, typed_launch
 
 # float32 W x and U g_r on TF32 tensor cores with split operands (this module) where the arrays fit: "1", or "0" (the
 # default: the SIMT kernel) until a device run measures it
@@ -97,17 +97,9 @@ def filter_forward_float32(x, weights, out, field: int, step: int, block_h: int,
 
 
 def fields_product_float32(x, weight_rows, out, field: int, step: int, blocks_w: int) -> bool:
-    """``out[b] = W[b] fields_b(x)`` (float32 block rows ``(count, rows, N)``, the backward's ``U g_r``), block ``b``'s
-    fields read from the float32 map ``x``: :func:`filter_forward_float32` into
-    :func:`~dasksae.kernels.simt_gemm.as_block_map`.  ``False`` (nothing done) where the arrays do not fit."""
-    count, rows, _ = weight_rows.shape
-    if count % blocks_w or out.ndim != 3 or out.shape[:2] != (count, rows) or not out.flags.c_contiguous:
-        return False
-    block_map = as_block_map(out, blocks_w)
-    if not forward_fits(x, weight_rows, block_map, None, field, step, 1, 1):
-        return False
-    filter_forward_float32(x, weight_rows, block_map, field, step, 1, 1)
-    return True
+    """:func:`.mma_forward.fields_product` (the backward's ``U g_r`` into block rows) from the float32 map ``x`` by
+    :func:`filter_forward_float32`; ``False`` (nothing done) where the arrays do not fit."""
+    return mma_forward.fields_product(x, weight_rows, out, field, step, blocks_w, forward_fits, filter_forward_float32)
 
 
 def forward_on_tensor_cores(xp, precision: str) -> bool:

@@ -287,18 +287,24 @@ def launch(x_shape, out_shape, weights_shape, field: int, step: int, block_h: in
     return (row_tiles, -(-x_shape[3] // TILE_N), count), arguments
 
 
-def fields_product_bfloat16(x, weight_rows, out, field: int, step: int, blocks_w: int) -> bool:
-    """``out[b] = W[b] fields_b(x)`` (float32 block rows ``(count, rows, N)``) on tensor cores, block ``b``'s fields
-    read from the bfloat16 map ``x``: :func:`filter_forward_bfloat16` into
-    :func:`~dasksae.kernels.simt_gemm.as_block_map`.  ``False`` (nothing done) where the arrays do not fit."""
+def fields_product(x, weight_rows, out, field: int, step: int, blocks_w: int, fits=None, multiply=None) -> bool:
+    """``out[b] = W[b] fields_b(x)`` (float32 block rows ``(count, rows, N)``, the backward's ``U g_r``) on tensor
+    cores, block ``b``'s fields read from the map ``x``: ``multiply`` (default :func:`filter_forward_bfloat16`) into
+    :func:`~dasksae.kernels.simt_gemm.as_block_map`, where ``fits`` (default :func:`forward_fits`) takes them;
+    ``False`` (nothing done) where the arrays do not fit."""
     count, rows, _ = weight_rows.shape
-    if count % blocks_w or out.ndim != 3 or out.shape[:2] != (count, rows):
+    if count % blocks_w or out.ndim != 3 or out.shape[:2] != (count, rows) or not out.flags.c_contiguous:
         return False
     block_map = as_block_map(out, blocks_w)
-    if not forward_fits(x, weight_rows, block_map, None, field, step, 1, 1):
+    if not (fits or forward_fits)(x, weight_rows, block_map, None, field, step, 1, 1):
         return False
-    filter_forward_bfloat16(x, weight_rows, block_map, field, step, 1, 1)
+    (multiply or filter_forward_bfloat16)(x, weight_rows, block_map, field, step, 1, 1)
     return True
+
+
+def fields_product_bfloat16(x, weight_rows, out, field: int, step: int, blocks_w: int) -> bool:
+    """:func:`fields_product` from the bfloat16 map ``x``."""
+    return fields_product(x, weight_rows, out, field, step, blocks_w)
 
 
 assert TILE_M == 128 and TILE_N == 96  # the source's tile (simt_gemm's launch geometry)

@@ -9,6 +9,7 @@
     python bench/kernel_registers.py --kernels mma-transpose   # W^T y with the fold (kernels/mma_transpose.py)
     python bench/kernel_registers.py --kernels mma-transpose --transpose-variant k64x3
     python bench/kernel_registers.py --kernels mma-float32   # float32 W x on TF32 tensor cores (kernels/mma_float32.py)
+    python bench/kernel_registers.py --kernels mma-float32-transpose   # and its W^T y with the fold
 
 Compiles :mod:`dasksae.kernels.simt_gemm`'s source to PTX with NVRTC (as
 ``tests/test_cuda_sources.py`` does) and assembles it with ``ptxas -v``,
@@ -33,11 +34,12 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ptx", help="also write the PTX to this file")
-    parser.add_argument("--kernels", choices=("simt", "mma", "mma-forward", "mma-transpose", "mma-float32"),
+    parser.add_argument("--kernels", choices=("simt", "mma", "mma-forward", "mma-transpose", "mma-float32",
+                                                     "mma-float32-transpose"),
                         default="simt",
                         help="simt: kernels/simt_gemm.py (float32); mma: kernels/mma_update.py (bfloat16, tensor cores); "
                              "mma-forward: kernels/mma_forward.py; mma-transpose: kernels/mma_transpose.py; "
-                             "mma-float32: kernels/mma_float32.py (split TF32)")
+                             "mma-float32(-transpose): kernels/mma_float32.py (split TF32)")
     parser.add_argument("--mma-epilogue", default="rows",
                         help="with --kernels mma: the epilogue's variant (mma_update.EPILOGUE_VARIANTS)")
     parser.add_argument("--forward-variant", default="k32x4",
@@ -45,7 +47,8 @@ def main(argv=None):
     parser.add_argument("--transpose-variant", default="k32x4",
                         help="with --kernels mma-transpose: the tiles' variant (mma_transpose.VARIANTS)")
     parser.add_argument("--float32-variant", default="k32x3",
-                        help="with --kernels mma-float32: the tiles' variant (mma_forward.SPLIT_VARIANTS)")
+                        help="with --kernels mma-float32(-transpose): the tiles' variant (mma_forward.SPLIT_VARIANTS, "
+                             "mma_transpose.SPLIT_VARIANTS)")
     args = parser.parse_args(argv)
     import nvidia.cuda_nvcc
     from test_cuda_sources import NVRTC
@@ -63,6 +66,8 @@ def main(argv=None):
         source, names, standard = mma_forward.mma_forward_source(args.forward_variant), [], b"-std=c++17"
     elif args.kernels == "mma-float32":
         source, names, standard = mma_float32.mma_float32_source(args.float32_variant), [], b"-std=c++17"
+    elif args.kernels == "mma-float32-transpose":
+        source, names, standard = mma_float32.mma_float32_transpose_source(args.float32_variant), [], b"-std=c++17"
     else:
         source, names, standard = mma_transpose.mma_transpose_source(args.transpose_variant), [], b"-std=c++17"
     assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), source.encode(), b"simt.cu", 0, None, None) == 0

@@ -26,8 +26,10 @@ With ``--precision float32`` the rows are float32's: ``forward`` is the SIMT
 kernel (:mod:`dasksae.kernels.simt_gemm`, what float32 training takes),
 ``forward-3xtf32`` the same product on TF32 tensor cores with split operands
 (:mod:`dasksae.kernels.mma_float32`, ``DASKSAE_FLOAT32_TENSOR_CORES=1``),
-``transpose`` float32's ``W^T y`` with the fold, and ``read`` the float32
-weights read once; ``TB/s`` counts 4 bytes a parameter::
+``transpose`` float32's ``W^T y`` with the fold (the SIMT product into
+patches, then the fold), ``transpose-3xtf32`` the fold in the product on
+split TF32 tensor cores, and ``read`` the float32 weights read once;
+``TB/s`` counts 4 bytes a parameter::
 
     python bench/product_floor.py --config coates200 --minibatch 96 --runs 10 --json out.json
     python bench/product_floor.py --precision float32 --json out32.json
@@ -87,8 +89,11 @@ def stage_rows(stage, geometry, batch: int, runs: int, precision: str = "bfloat1
 
         z = cupy.empty((blocks_h * block_h, blocks_w * block_w, rows // (block_h * block_w), batch), cupy.float32)
         assert mma_float32.forward_fits(x, flat, z, scale, field, step, block_h, block_w)
-        cases.insert(1, ("forward-3xtf32", lambda: mma_float32.filter_forward_float32(x, flat, z, field, step, block_h,
-                                                                                      block_w, scale)))
+        assert mma_float32.transpose_fits(out, flat, y, field, step, blocks_h, blocks_w)
+        cases[1:1] = [("forward-3xtf32", lambda: mma_float32.filter_forward_float32(x, flat, z, field, step, block_h,
+                                                                                    block_w, scale))]
+        cases[3:3] = [("transpose-3xtf32", lambda: mma_float32.add_transpose_float32(out, flat, y, field, step,
+                                                                                     blocks_h, blocks_w))]
     found = []
     for name, run in cases:
         seconds = timed(run, runs=runs)
@@ -106,10 +111,10 @@ def main(argv=None):
     parser.add_argument("--precision", choices=("bfloat16", "float32"), default="bfloat16")
     args = parser.parse_args(argv)
     found = each_stage(args, lambda stage, geometry: stage_rows(stage, geometry, args.minibatch, args.runs,
-                                                                args.precision), 14)
-    names = ("forward", "forward-3xtf32", "transpose", "read") if args.precision == "float32" else (
-        "forward", "transpose", "read")
-    print_sums({name: [r for r in found if r["kernel"] == name] for name in names}, 14)
+                                                                args.precision), 16)
+    names = ("forward", "forward-3xtf32", "transpose", "transpose-3xtf32", "read") if args.precision == "float32" \
+        else ("forward", "transpose", "read")
+    print_sums({name: [r for r in found if r["kernel"] == name] for name in names}, 16)
     write_json(args, found)
 
 

@@ -122,6 +122,14 @@ def test_the_split_tf32_forward_compiles(variant, terms):
                           options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
 
 
+@pytest.mark.parametrize("variant, terms", [(variant, 3) for variant in mma_transpose.SPLIT_VARIANTS] + [("k32x3", 1)])
+def test_the_split_tf32_transpose_compiles(variant, terms):
+    """The float32 ``W^T y`` with the fold on TF32 tensor cores with split operands, each variant of its tiles, and
+    its one-term form (checked under g++ in test_mma_float32_on_cpu)."""
+    assert compile_errors(mma_float32.mma_float32_transpose_source(variant, terms),
+                          options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
+
+
 @pytest.mark.parametrize("variant", list(mma_transpose.VARIANTS))
 def test_the_tensor_core_transpose_with_the_fold_compiles(variant):
     """The bfloat16 ``mma.sync`` ``W^T y`` with the fold in the product, in each variant of its tiles (checked under

@@ -1160,7 +1160,7 @@ def test_bfloat16_training_with_the_tensor_core_update_follows_the_gathered_path
 def test_the_split_tf32_forward_on_the_gpu_is_as_accurate_as_the_simt_kernel():
     """``dasksae_tf32x3_filter_forward`` (float32 operands split into two TF32 terms, ``mma.sync.m16n8k8``) on a
     coates-like layer (20x20x8 fields at step 4, 4x4x8 blocks: fan-in 3200, 128 rows, M=96, 3x3 blocks): its error
-    against float64 (largest, relative to the sum of |products|) within 2x of the float32 SIMT kernel's, and plain
+    against float64 (largest, relative to the sum of |products|) within 3x of the float32 SIMT kernel's, and plain
     TF32's (cuBLAS over gathered fields, ``precision="tf32"``) more than 20x it; and the g++ test's cases."""
     from dasksae.kernels import mma_float32
     from dasksae.kernels.local_filter import local_filter_forward
@@ -1183,7 +1183,7 @@ def test_the_split_tf32_forward_on_the_gpu_is_as_accurate_as_the_simt_kernel():
     errors = {name: float(cupy.max(cupy.abs(value.astype(cupy.float64) - expected) / magnitudes))
               for name, value in (("split", out), ("simt", product(x, weights, "float32")),
                                   ("tf32", product(x, weights, "tf32")))}
-    assert errors["split"] <= 2 * errors["simt"], errors
+    assert errors["split"] <= 3 * errors["simt"], errors
     assert errors["tf32"] > 20 * errors["simt"], errors
     from test_mma_float32_on_cpu import expected_forward, forward_case
 
@@ -1197,21 +1197,54 @@ def test_the_split_tf32_forward_on_the_gpu_is_as_accurate_as_the_simt_kernel():
         numpy.testing.assert_allclose(out.get(), expected_forward(case, scaled=scaled), rtol=1e-5, atol=1e-4)
 
 
+def test_the_split_tf32_transpose_on_the_gpu_is_as_accurate_as_the_simt_product_and_fold():
+    """``dasksae_tf32x3_filter_transpose_fold`` on a coates-like layer (20x20x8 fields at step 4, 128 rows, M=96, 3x3
+    blocks), added into a map: its error against float64 (largest, relative to the fold of ``|W|^T |y|``) within 3x
+    of the float32 SIMT product then the fold, and plain TF32's (cuBLAS into patches, then the fold) more than 20x
+    it; and the g++ test's cases."""
+    from dasksae.kernels import mma_float32
+    from dasksae.kernels.local_filter import add_transpose_into
+    from test_mma_float32_on_cpu import folded, transpose_case
+
+    weights, y, out, geometry = transpose_case(12, 20, 4, 8, 128, 3, 3)
+    expected = folded(weights, y, out, geometry)
+    magnitudes = folded(numpy.abs(weights), numpy.abs(y), numpy.zeros_like(out), geometry)
+    mine = cupy.asarray(out)
+    assert mma_float32.transpose_fits(mine, cupy.asarray(weights), cupy.asarray(y), *geometry)
+    mma_float32.add_transpose_float32(mine, cupy.asarray(weights), cupy.asarray(y), *geometry)
+    errors = {"split": float(numpy.max(numpy.abs(mine.get() - expected) / magnitudes))}
+    for precision in ("float32", "tf32"):  # (the switch is off: the SIMT product, or cuBLAS's, then the fold)
+        theirs = cupy.asarray(out)
+        add_transpose_into(theirs, cupy.asarray(weights), cupy.asarray(y), geometry[0], geometry[1], geometry[2],
+                           geometry[3], precision)
+        errors[precision] = float(numpy.max(numpy.abs(theirs.get() - expected) / magnitudes))
+    assert errors["split"] <= 3 * errors["float32"], errors
+    assert errors["tf32"] > 20 * errors["float32"], errors
+    for case in ((5, 8, 4, 8, 64, 3, 2, 96), (5, 8, 4, 3, 32, 2, 3, 136), (5, 6, 2, 4, 32, 3, 4, 96)):
+        weights, y, out, geometry = transpose_case(*case)
+        mine = cupy.asarray(out)
+        mma_float32.add_transpose_float32(mine, cupy.asarray(weights), cupy.asarray(y), *geometry)
+        numpy.testing.assert_allclose(mine.get(), folded(weights, y, out, geometry), rtol=1e-5, atol=1e-4)
+
+
 def test_float32_training_with_the_split_tf32_forward_follows_the_simt_kernel(monkeypatch):
-    """DASKSAE_FLOAT32_TENSOR_CORES=1: ``small`` trained 3 float32 steps with ``W x`` and the backward's ``U g_r`` on
-    split TF32 tensor cores gives the losses and weights of the SIMT kernel's (``=0``) to float32 rounding, and the
-    kernel ran for both (``W x`` into the map's 2x2 positions, ``U g_r`` into block rows: one-position blocks)."""
+    """DASKSAE_FLOAT32_TENSOR_CORES=1: ``small`` trained 3 float32 steps with ``W x``, the backward's ``U g_r`` and
+    ``W^T y`` (the reconstruction, the input gradient) on split TF32 tensor cores gives the losses and weights of the
+    SIMT kernels' (``=0``) to float32 rounding, and the kernels ran (``W x`` into the map's 2x2 positions, ``U g_r``
+    into block rows: one-position blocks; the transpose)."""
     from dasksae.kernels import mma_float32
 
     config = named_config("small")
     launched = []
-    kernel = mma_float32.filter_forward_float32
+    kernel, transpose = mma_float32.filter_forward_float32, mma_float32.add_transpose_float32
     monkeypatch.setattr(mma_float32, "filter_forward_float32",
                         lambda *args: launched.append(tuple(args[5:7])) or kernel(*args))
+    monkeypatch.setattr(mma_float32, "add_transpose_float32",
+                        lambda *args: launched.append("transpose") or transpose(*args))
     monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "0")
     expected = _small_steps(monkeypatch, config, "1x1")
     assert not launched
     monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "1")
     trained = _small_steps(monkeypatch, config, "1x1")
-    assert (2, 2) in launched and (1, 1) in launched
+    assert (2, 2) in launched and (1, 1) in launched and "transpose" in launched
     _assert_trained_alike(trained, expected)

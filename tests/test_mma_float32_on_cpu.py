@@ -1,12 +1,12 @@
-"""The float32 ``W x`` on TF32 tensor cores with split operands (``dasksae/kernels/mma_float32.py``), its CUDA source
-run on the CPU under g++ with ``tests/test_mma_update_on_cpu.py``'s shim and, here, ``mma.sync.m16n8k8`` in TF32 and
+"""The float32 ``W x`` and ``W^T y`` with the fold on TF32 tensor cores with split operands
+(``dasksae/kernels/mma_float32.py``), their CUDA sources run on the CPU under g++ with ``tests/test_mma_update_on_cpu.py``'s shim and, here, ``mma.sync.m16n8k8`` in TF32 and
 ``cvt.rna.tf32.f32`` emulated from the PTX ISA (A: registers 0-3 hold rows g, g+8, g, g+8 and inner terms t, t, t+4,
 t+4; B: registers 0-1 hold inner terms t and t+4 of column g; D: rows g, g, g+8, g+8 and columns 2t, 2t+1; the
 hardware reads only a TF32 operand's top 19 bits, so the emulation drops the low 13): against NumPy in float64.
 
-The accuracy test is the module's reason to exist: the split product's error against float64 must be that of a float32
-product (NumPy's float32 ``matmul`` of the same operands), and the same source with one term (plain TF32) must fail
-that bound by far, so that the test would catch a split that is not taken."""
+The accuracy tests are the module's reason to exist: the split products' error against float64 must be that of a
+float32 FMA chain over the same operands (the SIMT kernels' way), and the same source with one term (plain TF32) must
+fail that bound by far, so that the tests would catch a split that is not taken."""
 
 import ctypes
 import shutil
@@ -14,8 +14,9 @@ import shutil
 import numpy
 import pytest
 
-from dasksae.kernels import mma_float32
-from dasksae.kernels.local_filter import gather_patches, local_filter_forward
+from dasksae.kernels import mma_float32, mma_transpose
+from dasksae.kernels.gemm import batched_matmul
+from dasksae.kernels.local_filter import fold_patches_into, gather_patches, local_filter_forward
 from test_mma_forward_on_cpu import run_on_cpu as run_forward_on_cpu
 from test_mma_update_on_cpu import MMA_EMULATION
 from test_simt_gemm_on_cpu import GRID_RUNNER, SHIM, built_on_cpu
@@ -182,3 +183,114 @@ def test_maps_the_kernel_does_not_take_are_refused():
     assert not mma_float32.forward_fits(x, weights, numpy.zeros((2, 2, 8, 96), numpy.float32), None, 6, 2, 1, 1)
     with pytest.raises(ValueError, match="terms must be 1 or 3"):
         mma_float32.mma_float32_source(terms=2)
+
+
+TRANSPOSE_RUNNER = GRID_RUNNER + r"""
+extern "C" void run_transpose(const float* weights, const float* y, float* out, unsigned grid_x, unsigned grid_y,
+                              unsigned grid_z, int rows, int batch, int channels, int field, int step, int blocks_h,
+                              int blocks_w, int map_w)
+{
+    run_grid(grid_x, grid_y, grid_z, [=] {
+        dasksae_tf32x3_filter_transpose_fold(weights, y, out, rows, batch, channels, field, step, blocks_h, blocks_w,
+                                             map_w);
+    });
+}
+"""
+
+
+def build_transpose(folder, variant: str = mma_float32.VARIANT, terms: int = 3):
+    """The split transpose built under g++ with the TF32 shim."""
+    library = built_on_cpu(folder, SHIM + MMA_EMULATION + TF32_EMULATION
+                           + mma_float32.mma_float32_transpose_source(variant, terms) + TRANSPOSE_RUNNER)
+    library.run_transpose.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 8
+    return library
+
+
+def transpose_case(seed: int, field: int, step: int, channels: int, rows: int, blocks_h: int, blocks_w: int,
+                   batch: int = 96):
+    """Float32 weights and ``y`` for ``blocks_h x blocks_w`` blocks and a float32 map of values to add to."""
+    rng = numpy.random.default_rng(seed)
+    count = blocks_h * blocks_w
+    weights = rng.standard_normal((count, rows, field * field * channels)).astype(numpy.float32)
+    y = rng.standard_normal((count, rows, batch)).astype(numpy.float32)
+    shape = ((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, batch)
+    return weights, y, rng.standard_normal(shape).astype(numpy.float32), (field, step, blocks_h, blocks_w)
+
+
+def folded(weights, y, out, geometry):
+    """``out`` plus the fold of ``W^T y``, in float64."""
+    field, step, blocks_h, blocks_w = geometry
+    expected = out.astype(numpy.float64)
+    fold_patches_into(expected, batched_matmul(weights.astype(numpy.float64), y.astype(numpy.float64),
+                                               transpose_a=True, precision="float64"), field, step, blocks_h, blocks_w)
+    return expected
+
+
+def run_transpose_on_cpu(library, weights, y, out, geometry):
+    """The split transpose over NumPy arrays, launched as :func:`~dasksae.kernels.mma_float32.add_transpose_float32`
+    does (``out`` added into in place)."""
+    field, step, blocks_h, blocks_w = geometry
+    assert mma_float32.transpose_fits(out, weights, y, field, step, blocks_h, blocks_w)
+    grid, arguments = mma_transpose.transpose_launch(out.shape, weights.shape, field, step, blocks_h, blocks_w)
+    library.run_transpose(weights.ctypes.data, y.ctypes.data, out.ctypes.data, *grid, *arguments)
+
+
+@pytest.fixture(scope="module")
+def transpose_on_cpu(tmp_path_factory):
+    """``transpose_on_cpu(variant)``: the split transpose built under g++ in a variant of its tiles
+    (mma_transpose.SPLIT_VARIANTS), once."""
+    built = {}
+
+    def kernel(variant: str):
+        if variant not in built:
+            built[variant] = build_transpose(tmp_path_factory.mktemp("mma_float32_transpose"), variant)
+        return built[variant]
+
+    return kernel
+
+
+@pytest.mark.parametrize("variant, field, step, channels, rows, blocks_h, blocks_w, batch", [
+    ("k32x3", 8, 4, 8, 64, 3, 2, 96),  # cells of 128 values in up to 2x2 blocks, 2 tiles of 32 rows
+    ("k32x3", 8, 4, 3, 32, 2, 3, 136),  # 3 channels (runs of 12 floats, 3 copies), a part-full second column tile
+    ("k16x4", 6, 2, 4, 32, 3, 4, 96),  # cells of 16 values (most product rows guarded), up to 3x3 blocks
+], ids=["cells-of-128", "three-channels-part-tile", "k16x4-cells-of-16"])
+def test_the_split_transpose_folds_into_the_map_as_numpy(transpose_on_cpu, variant, field, step, channels, rows,
+                                                          blocks_h, blocks_w, batch):
+    """Every cell of the map gets its blocks' sum added (edges with fewer blocks and middles alike), and nothing past
+    the minibatch (the 96 values of slack after the map stay NaN)."""
+    weights, y, out, geometry = transpose_case(5, field, step, channels, rows, blocks_h, blocks_w, batch)
+    expected = folded(weights, y, out, geometry)
+    memory = numpy.full(out.size + 96, numpy.nan, dtype=numpy.float32)
+    memory[:-96] = out.ravel()
+    out = memory[:-96].reshape(out.shape)
+    run_transpose_on_cpu(transpose_on_cpu(variant), weights, y, out, geometry)
+    numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+    assert numpy.isnan(memory[-96:]).all()
+
+
+def test_the_split_transpose_is_as_accurate_as_float32_and_one_term_is_not(tmp_path):
+    """128 rows of blocks of 8x8x8 fields at step 4 (up to 512 terms a value): the folded map's largest error against
+    float64 (relative to the fold of ``|W|^T |y|``) within 3x of a float32 FMA chain's over the same terms in the
+    kernel's order (blocks in raster order, rows in order, then added to the map; measured: 1.9x, the emulated
+    ``mma`` rounding after each of its 8 products, three products a term); plain TF32 more than 20x it (measured:
+    530x)."""
+    weights, y, out, geometry = transpose_case(8, 8, 4, 8, 128, 3, 2)
+    field, step, blocks_h, blocks_w = geometry
+    expected = folded(weights, y, numpy.zeros_like(out), geometry) + out
+    magnitudes = folded(numpy.abs(weights), numpy.abs(y), numpy.zeros_like(out), geometry)
+    chain = numpy.zeros(out.shape, numpy.float32)  # each value's terms one at a time, rounded to float32 after each
+    for block in range(blocks_h * blocks_w):
+        p, q = divmod(block, blocks_w)
+        window = chain[p * step : p * step + field, q * step : q * step + field]
+        for row in range(weights.shape[1]):
+            product = numpy.multiply.outer(weights[block, row].astype(numpy.float64), y[block, row])
+            window[...] = (window + product.reshape(field, field, -1, y.shape[2])).astype(numpy.float32)
+    errors = {"chain": float(numpy.max(numpy.abs((chain + out).astype(numpy.float64) - expected) / magnitudes))}
+    for terms in (3, 1):
+        folder = tmp_path / f"terms{terms}"
+        folder.mkdir()
+        mine = out.copy()
+        run_transpose_on_cpu(build_transpose(folder, terms=terms), weights, y, mine, geometry)
+        errors[terms] = float(numpy.max(numpy.abs(mine - expected) / magnitudes))
+    assert errors[3] <= 3 * errors["chain"], errors
+    assert errors[1] > 20 * errors["chain"], errors

@@ -230,7 +230,7 @@ def local_filter_forward(x, weights, field: int, step: int, block_h: int, block_
     for p0, p1 in chunks(blocks_h, per_row, chunk_bytes):
         x_rows, weight_rows = x[field_rows(p0, p1, field, step)], weights[p0:p1].reshape(-1, rows, fan_in)
         out_rows, scale_rows = out[p0 * block_h : p1 * block_h], None if row_scale is None else row_scale[p0:p1]
-        if mma_float32.forward_on_tensor_cores(xp, precision) and mma_float32.forward_fits(
+        if mma_float32.on_tensor_cores(xp, precision) and mma_float32.forward_fits(
                 x_rows, weight_rows, out_rows, scale_rows, field, step, block_h, block_w):
             mma_float32.filter_forward_float32(x_rows, weight_rows, out_rows, field, step, block_h, block_w, scale_rows)
             continue
@@ -297,7 +297,7 @@ def times_fields(left, x, fields, field: int, step: int, blocks_w: int, precisio
         if not mma_forward.fields_product_bfloat16(x, left, out, field, step, blocks_w):
             raise RuntimeError("the tensor-core fields product was chosen for arrays it does not take (a dasksae bug)")
         return out
-    if (mma_float32.forward_on_tensor_cores(array_module(left), precision)
+    if (mma_float32.on_tensor_cores(array_module(left), precision)
             and mma_float32.fields_product_float32(x, left, out, field, step, blocks_w)):
         return out
     simt_gemm.fields_product(x, left, out, field, step, blocks_w)
@@ -413,6 +413,10 @@ def add_transpose_into(out, weight_rows, y_rows, field: int, step: int, blocks_h
                                   field, step)
             and mma_transpose.transpose_fits(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)):
         mma_transpose.add_transpose_bfloat16(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)
+        return
+    if (mma_float32.on_tensor_cores(array_module(out), precision)
+            and mma_float32.transpose_fits(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)):
+        mma_float32.add_transpose_float32(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)
         return
     patches = batched_matmul(weight_rows, y_rows, transpose_a=True, precision=precision)
     fold_patches_into(out, patches, field, step, blocks_h, blocks_w)

@@ -40,7 +40,7 @@ import functools
 import numpy
 
 from ..switches import switch
-from . import mma_forward
+from . import mma_forward, mma_transpose
 from .mma_update import aligned
 from .simt_gemm import THREADS, typed_launch
 
@@ -102,7 +102,40 @@ def fields_product_float32(x, weight_rows, out, field: int, step: int, blocks_w:
     return mma_forward.fields_product(x, weight_rows, out, field, step, blocks_w, forward_fits, filter_forward_float32)
 
 
-def forward_on_tensor_cores(xp, precision: str) -> bool:
-    """Whether float32 ``W x`` goes to this kernel (``DASKSAE_FLOAT32_TENSOR_CORES=1``, on CuPy) where the arrays
-    :func:`forward_fits`."""
+def on_tensor_cores(xp, precision: str) -> bool:
+    """Whether float32 ``W x``, ``U g_r`` and ``W^T y`` go to these kernels (``DASKSAE_FLOAT32_TENSOR_CORES=1``, on
+    CuPy) where the arrays fit (:func:`forward_fits`, :func:`transpose_fits`)."""
     return xp.__name__ == "cupy" and precision == "float32" and FLOAT32_TENSOR_CORES == "1"
+
+
+def mma_float32_transpose_source(variant: str = VARIANT, terms: int = 3) -> str:
+    """The transpose's CUDA source (:func:`.mma_transpose.mma_transpose_source`) for float32 operands split into TF32
+    terms, in a variant of :data:`.mma_transpose.SPLIT_VARIANTS`."""
+    return mma_transpose.mma_transpose_source(variant, split_tf32=True, terms=terms)
+
+
+@functools.lru_cache(maxsize=None)
+def _transpose_kernel(variant: str):
+    import cupy
+
+    kernel = cupy.RawKernel(mma_float32_transpose_source(variant), "dasksae_tf32x3_filter_transpose_fold",
+                            options=("-std=c++17",))
+    kernel.max_dynamic_shared_size_bytes = mma_transpose.shared_bytes(variant, split_tf32=True)
+    return kernel
+
+
+def transpose_fits(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int) -> bool:
+    """Whether :func:`add_transpose_float32` takes this product: :func:`.mma_transpose.transpose_fits` with float32
+    ``weight_rows`` and ``y_rows``."""
+    return mma_transpose.transpose_fits(out, weight_rows, y_rows, field, step, blocks_h, blocks_w, "float32")
+
+
+def add_transpose_float32(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int,
+                          variant: str | None = None) -> None:
+    """``out +=`` the fold of ``W^T y`` on TF32 tensor cores with split operands, each cell of the map summed over
+    the blocks that cover it and added in once (:mod:`.mma_transpose`'s kernel; the arrays must
+    :func:`transpose_fits`)."""
+    variant = variant or VARIANT
+    grid, arguments = mma_transpose.typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w)
+    _transpose_kernel(variant)(grid, (THREADS,), (weight_rows, y_rows, out, *arguments),
+                               shared_mem=mma_transpose.shared_bytes(variant, split_tf32=True))

@@ -42,7 +42,7 @@ import numpy
 
 from ..switches import switch
 from . import mma_update
-from .mma_update import MMA_HELPERS, aligned
+from .mma_update import MMA_HELPERS, SPLIT_TF32_HELPERS, aligned, split_terms
 from .simt_gemm import THREADS, TILE_N
 
 # W^T y with the fold in bfloat16 in this kernel where the arrays fit and the minibatch is one it takes
@@ -57,14 +57,18 @@ VARIANTS = {"k32x4": (32, 4), "k64x3": (64, 3)}
 TILES = switch("DASKSAE_TENSOR_CORE_TRANSPOSE_TILES")  # the variant the training asks for
 TILE_K = VARIANTS["k32x4"][0]  # the smallest tile: the rows a layer must have in whole TILE_Ks
 CELL_ROWS = 128  # the most rows a cell may have (step^2 C): the block's rows of products
-A_ROW = CELL_ROWS + 8  # a shared row of the weights' tile: a block row's 128 cell values and 8 of padding (272 bytes)
+A_ROW = CELL_ROWS + 8  # a shared row of the weights' tile: a block row's 128 cell values and 8 of padding (272 bytes;
+# in float32, split TF32, A's fragment loads (t, g) fall in banks 8t + g)
 B_ROW = TILE_N + 8  # a shared row of y's tile: 96 minibatch values and 8 of padding (208 bytes)
+# the tiles of the float32 kernel on split TF32 tensor cores (kernels/mma_float32.py): k32x3 takes 92 KiB a block
+SPLIT_VARIANTS = {"k32x3": (32, 3), "k16x4": (16, 4)}
 
 
-def shared_bytes(variant: str) -> int:
-    """Dynamic shared memory a block of ``variant``: its stages of weight and ``y`` tiles."""
-    tile_k, stages = VARIANTS[variant]
-    return stages * (tile_k * A_ROW + tile_k * B_ROW) * 2
+def shared_bytes(variant: str, split_tf32: bool = False) -> int:
+    """Dynamic shared memory a block of ``variant``: its stages of weight and ``y`` tiles (float32 with
+    ``split_tf32``, a variant of :data:`SPLIT_VARIANTS`; else bfloat16)."""
+    tile_k, stages = (SPLIT_VARIANTS if split_tf32 else VARIANTS)[variant]
+    return stages * (tile_k * A_ROW + tile_k * B_ROW) * (4 if split_tf32 else 2)
 
 
 def variant_for(rows: int, asked: str | None = None) -> str:
@@ -75,7 +79,20 @@ def variant_for(rows: int, asked: str | None = None) -> str:
 
 _SOURCE = r"""
 #define TILE_N 96
-// TILE_K, STAGES, CELL_ROWS, A_ROW, B_ROW, SHARED_BYTES: from mma_transpose_source
+// TILE_K, STAGES, CELL_ROWS, A_ROW, B_ROW, SHARED_BYTES: from mma_transpose_source.  SPLIT_TF32 (kernels/mma_float32.py's):
+// float32 operands, each split into two TF32 terms, in dasksae_tf32x3_filter_transpose_fold; else bfloat16 ones in
+// dasksae_mma_filter_transpose_fold
+#if SPLIT_TF32
+#define OPERAND float
+#define TRANSPOSE_KERNEL dasksae_tf32x3_filter_transpose_fold
+#define K_STEP 8  // inner terms a tensor-core product
+#else
+#define OPERAND unsigned short
+#define TRANSPOSE_KERNEL dasksae_mma_filter_transpose_fold
+#define K_STEP 16
+#endif
+#define PER_COPY (16 / (int)sizeof(OPERAND))  // operands a 16-byte copy (an 8-byte copy: half as many)
+#define B_COPIES (TILE_N / PER_COPY)  // copies a row of y's 96 columns
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
 extern __shared__ __align__(16) unsigned char transpose_shared[];
 #else  // the CPU tests' g++: the block's threads share a static array
@@ -83,7 +100,7 @@ static unsigned char transpose_shared[SHARED_BYTES] __attribute__((aligned(16)))
 #endif
 
 // out (H, W, C, batch) float32 += the fold of W^T y: weights (blocks_h * blocks_w, rows, field*field*C) and y
-// (blocks_h * blocks_w, rows, batch) bfloat16, block (p, q)'s field at (p*step, q*step).  Block (b, a, n-tile) of the
+// (blocks_h * blocks_w, rows, batch) OPERAND, block (p, q)'s field at (p*step, q*step).  Block (b, a, n-tile) of the
 // grid owns cell (a, b): pixels (a*step + i, b*step + j), i, j < step, every channel; its row m = (i*step + j)*C + c.
 // Takes field a multiple of step, step*C in whole 4s, step*step*C <= CELL_ROWS, rows in whole TILE_Ks, batch in
 // whole 8s (the last tile of 96 columns may be part full), H = (blocks_h - 1)*step + field (W likewise), 16-byte
@@ -91,8 +108,8 @@ static unsigned char transpose_shared[SHARED_BYTES] __attribute__((aligned(16)))
 // LAYER_GEOMETRY (mma_transpose_source's, given a layer): its block rows, channels, field and step compiled in, so
 // that the loads' index divisions and products become shifts and multiplications by constants; the arguments of
 // those names are then not read (they must be the same)
-extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpose_fold(
-    const unsigned short* __restrict__ weights, const unsigned short* __restrict__ y, float* __restrict__ out,
+extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
+    const OPERAND* __restrict__ weights, const OPERAND* __restrict__ y, float* __restrict__ out,
     const int rows_argument, const int batch, const int channels_argument, const int field_argument,
     const int step_argument, const int blocks_h, const int blocks_w, const int map_w)
 {
@@ -101,9 +118,8 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpos
 #else
     const int rows = rows_argument, channels = channels_argument, field = field_argument, step = step_argument;
 #endif
-    unsigned short(*As)[TILE_K * A_ROW] = (unsigned short(*)[TILE_K * A_ROW])transpose_shared;  // [STAGES]
-    unsigned short(*Bs)[TILE_K * B_ROW] =
-        (unsigned short(*)[TILE_K * B_ROW])(transpose_shared + STAGES * TILE_K * A_ROW * 2);
+    OPERAND(*As)[TILE_K * A_ROW] = (OPERAND(*)[TILE_K * A_ROW])transpose_shared;  // [STAGES]
+    OPERAND(*Bs)[TILE_K * B_ROW] = (OPERAND(*)[TILE_K * B_ROW])(transpose_shared + STAGES * TILE_K * A_ROW * sizeof(OPERAND));
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
     const int warp_m = warp % 4, warp_n = warp / 4;
     const int a = blockIdx.y, b = blockIdx.x, n0 = blockIdx.z * TILE_N;
@@ -118,29 +134,32 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpos
         const int p = p_first + which / blocks_q, q = q_first + which % blocks_q;
         const long long block = (long long)p * blocks_w + q;
         // A: for each of the TILE_K rows, the cell's step runs of step*C values in the block's field (16 bytes a copy
-        // where step*C is whole 8s; else 8 bytes, step*C in whole 4s: 3 channels' runs of 12 values, 24 bytes)
-        const unsigned short* field_at = weights + (block * rows + r0) * fan_in +
-                                         ((long long)(a - p) * step * field + (long long)(b - q) * step) * channels;
-        if (run % 8 == 0) {
-            const int copies_a_run = run / 8, copies_a_row = step * copies_a_run;
+        // where step*C is whole PER_COPYs; else 8 bytes: in bfloat16, 3 channels' runs of 12 values, 24 bytes)
+        const OPERAND* field_at = weights + (block * rows + r0) * fan_in +
+                                  ((long long)(a - p) * step * field + (long long)(b - q) * step) * channels;
+        if (run % PER_COPY == 0) {
+            const int copies_a_run = run / PER_COPY, copies_a_row = step * copies_a_run;
             for (int c = tid; c < TILE_K * copies_a_row; c += 256) {
                 const int r = c / copies_a_row, i = (c % copies_a_row) / copies_a_run, part = c % copies_a_run;
-                copy_16(&As[buffer][r * A_ROW + i * run + part * 8],
-                        field_at + r * fan_in + (long long)i * field * channels + part * 8, true);
+                copy_16((unsigned short*)&As[buffer][r * A_ROW + i * run + part * PER_COPY],
+                        (const unsigned short*)(field_at + r * fan_in + (long long)i * field * channels +
+                                                part * PER_COPY), true);
             }
         } else {
-            const int copies_a_run = run / 4, copies_a_row = step * copies_a_run;
+            const int copies_a_run = run / (PER_COPY / 2), copies_a_row = step * copies_a_run;
             for (int c = tid; c < TILE_K * copies_a_row; c += 256) {
                 const int r = c / copies_a_row, i = (c % copies_a_row) / copies_a_run, part = c % copies_a_run;
-                copy_8((float*)&As[buffer][r * A_ROW + i * run + part * 4],
-                       (const float*)(field_at + r * fan_in + (long long)i * field * channels + part * 4), true);
+                copy_8((float*)&As[buffer][r * A_ROW + i * run + part * (PER_COPY / 2)],
+                       (const float*)(field_at + r * fan_in + (long long)i * field * channels + part * (PER_COPY / 2)),
+                       true);
             }
         }
-        const unsigned short* y_at = y + (block * rows + r0) * batch + n0;
-        for (int c = tid; c < TILE_K * 12; c += 256) {  // B: TILE_K rows of y's 96 columns, 12 copies a row (zeros
-            const int r = c / 12, part = c % 12;            // past the minibatch, read from nowhere: batch % 8 == 0)
-            const bool in = n0 + part * 8 < batch;
-            copy_16(&Bs[buffer][r * B_ROW + part * 8], y_at + (long long)r * batch + (in ? part * 8 : 0), in);
+        const OPERAND* y_at = y + (block * rows + r0) * batch + n0;
+        for (int c = tid; c < TILE_K * B_COPIES; c += 256) {  // B: TILE_K rows of y's 96 columns, B_COPIES copies a
+            const int r = c / B_COPIES, part = c % B_COPIES;  // row (zeros past the minibatch, read from nowhere)
+            const bool in = n0 + part * PER_COPY < batch;
+            copy_16((unsigned short*)&Bs[buffer][r * B_ROW + part * PER_COPY],
+                    (const unsigned short*)(y_at + (long long)r * batch + (in ? part * PER_COPY : 0)), in);
         }
     };
 
@@ -158,9 +177,13 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpos
         __syncthreads();  // ... every thread's, and every thread is done with tile s - 1's buffer
         if (s + STAGES - 1 < tiles) load((s + STAGES - 1) % STAGES, s + STAGES - 1);  // into the buffer s - 1 left
         copies_commit();
-        const unsigned short* a_tile = As[s % STAGES];
-        const unsigned short* b_tile = Bs[s % STAGES];
-        for (int kk = 0; kk < TILE_K; kk += 16) {
+        const OPERAND* a_tile = As[s % STAGES];
+        const OPERAND* b_tile = Bs[s % STAGES];
+        for (int kk = 0; kk < TILE_K; kk += K_STEP) {
+#if SPLIT_TF32  // A (m, k) at a_tile[k * A_ROW + m]
+            split_tf32_k_step(acc, a_tile + kk * A_ROW + warp_m * 32, 1, A_ROW, b_tile + kk * B_ROW + warp_n * 48, B_ROW,
+                              g, t);
+#else
             unsigned a_frag[2][4], b_frag[6][2];
             for (int i = 0; i < 2; ++i)  // rows (cell values) of each 16 and inner terms (block rows), transposed
                 ldmatrix_x4_trans(a_frag[i], a_tile + (kk + (lane & 7) + ((lane >> 4) << 3)) * A_ROW + warp_m * 32 +
@@ -168,6 +191,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpos
             b_fragments_transposed(b_frag, b_tile, B_ROW, kk, warp_n * 48, lane);
             for (int i = 0; i < 2; ++i)
                 for (int j = 0; j < 6; ++j) mma_16816(acc[i][j], a_frag[i], b_frag[j]);
+#endif
         }
     }
     copies_wait<0>();  // (only empty groups are left)
@@ -191,16 +215,23 @@ extern "C" __global__ void __launch_bounds__(256, 2) dasksae_mma_filter_transpos
 """
 
 
-def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | None = None) -> str:
+def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | None = None, split_tf32: bool = False,
+                         terms: int = 3) -> str:
     """The kernel's CUDA source with the tile constants of ``variant`` (:data:`VARIANTS`) defined, and where given
-    ``geometry``, the layer's ``(rows, channels, field, step)`` compiled in (``LAYER_GEOMETRY``)."""
-    tile_k, stages = VARIANTS[variant]
+    ``geometry``, the layer's ``(rows, channels, field, step)`` compiled in (``LAYER_GEOMETRY``).  With
+    ``split_tf32``, the float32 kernel on TF32 tensor cores (:mod:`.mma_float32`) in a variant of
+    :data:`SPLIT_VARIANTS`, ``terms`` TF32 products a k-step (:data:`.mma_update.SPLIT_TF32_HELPERS`)."""
+    tile_k, stages = (SPLIT_VARIANTS if split_tf32 else VARIANTS)[variant]
     defines = {"TILE_K": tile_k, "STAGES": stages, "CELL_ROWS": CELL_ROWS, "A_ROW": A_ROW, "B_ROW": B_ROW,
-               "SHARED_BYTES": shared_bytes(variant)}
+               "SHARED_BYTES": shared_bytes(variant, split_tf32)}
+    helpers = MMA_HELPERS
+    if split_tf32:
+        defines |= {"SPLIT_TF32": 1, "TERMS": split_terms(terms)}
+        helpers += SPLIT_TF32_HELPERS
     if geometry is not None:
         defines |= {"LAYER_GEOMETRY": 1} | dict(zip(("LAYER_ROWS", "LAYER_CHANNELS", "LAYER_FIELD", "LAYER_STEP"),
                                                      geometry))
-    return "".join(f"#define {name} {value}\n" for name, value in defines.items()) + MMA_HELPERS + _SOURCE
+    return "".join(f"#define {name} {value}\n" for name, value in defines.items()) + helpers + _SOURCE
 
 
 @functools.lru_cache(maxsize=None)
@@ -221,17 +252,19 @@ def layer_fits(channels: int, rows: int, batch: int, field: int, step: int) -> b
                 or batch % 8)
 
 
-def transpose_fits(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int) -> bool:
+def transpose_fits(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int,
+                   operands: str = "uint16") -> bool:
     """Whether :func:`add_transpose_bfloat16` takes this product: a float32 map ``out (H, W, C, M)`` with ``H =
-    (blocks_h - 1) step + field`` (``W`` likewise), bfloat16 (``uint16``) ``weight_rows (blocks, rows, f*f*C)`` and
-    ``y_rows (blocks, rows, M)``; ``field`` a multiple of ``step``, ``step C`` in whole 4s, ``step^2 C`` at most
-    128, ``rows`` in whole 32s, ``M`` in whole 8s (M=512: 6 tiles of 96 columns, the last a third full);
-    C-contiguous and 16-byte aligned."""
+    (blocks_h - 1) step + field`` (``W`` likewise), bfloat16 (``uint16``; ``operands``: ``float32`` for
+    :func:`~dasksae.kernels.mma_float32.add_transpose_float32`) ``weight_rows (blocks, rows, f*f*C)`` and ``y_rows
+    (blocks, rows, M)``; ``field`` a multiple of ``step``, ``step C`` in whole 4s, ``step^2 C`` at most 128, ``rows``
+    in whole 32s, ``M`` in whole 8s (M=512: 6 tiles of 96 columns, the last a third full); C-contiguous and 16-byte
+    aligned."""
     if out.ndim != 4 or weight_rows.ndim != 3 or y_rows.ndim != 3:
         return False
     height, width, channels, batch = out.shape
     count, rows, fan_in = weight_rows.shape
-    if out.dtype.name != "float32" or weight_rows.dtype.name != "uint16" or y_rows.dtype.name != "uint16":
+    if out.dtype.name != "float32" or weight_rows.dtype.name != operands or y_rows.dtype.name != operands:
         return False
     if not layer_fits(channels, rows, batch, field, step):
         return False
@@ -256,14 +289,14 @@ def add_transpose_bfloat16(out, weight_rows, y_rows, field: int, step: int, bloc
     """``out +=`` the fold of ``W^T y`` on tensor cores, each cell's sum written once (the arrays must
     :func:`transpose_fits`), in ``variant``'s tiles (default: :func:`variant_for` the rows)."""
     variant = variant_for(weight_rows.shape[1], variant)
-    grid, arguments = _typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w)
+    grid, arguments = typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w)
     geometry = (weight_rows.shape[1], out.shape[2], field, step) if mma_update.COMPILED_GEOMETRY else None
     _kernel(variant, geometry)(grid, (THREADS,), (weight_rows, y_rows, out, *arguments),
                                shared_mem=shared_bytes(variant))
 
 
 @functools.lru_cache(maxsize=256)
-def _typed_launch(*shapes):
+def typed_launch(*shapes):
     """:func:`transpose_launch` with its arguments as the kernel's ints, made once for these shapes."""
     grid, arguments = transpose_launch(*shapes)
     return grid, tuple(numpy.int32(value) for value in arguments)

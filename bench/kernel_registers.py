@@ -10,6 +10,7 @@
     python bench/kernel_registers.py --kernels mma-transpose --transpose-variant k64x3
     python bench/kernel_registers.py --kernels mma-float32   # float32 W x on TF32 tensor cores (kernels/mma_float32.py)
     python bench/kernel_registers.py --kernels mma-float32-transpose   # and its W^T y with the fold
+    python bench/kernel_registers.py --kernels mma-float32-update --mma-epilogue rows   # and its update
 
 Compiles :mod:`dasksae.kernels.simt_gemm`'s source to PTX with NVRTC (as
 ``tests/test_cuda_sources.py`` does) and assembles it with ``ptxas -v``,
@@ -35,13 +36,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ptx", help="also write the PTX to this file")
     parser.add_argument("--kernels", choices=("simt", "mma", "mma-forward", "mma-transpose", "mma-float32",
-                                                     "mma-float32-transpose"),
+                                                     "mma-float32-transpose", "mma-float32-update"),
                         default="simt",
                         help="simt: kernels/simt_gemm.py (float32); mma: kernels/mma_update.py (bfloat16, tensor cores); "
                              "mma-forward: kernels/mma_forward.py; mma-transpose: kernels/mma_transpose.py; "
-                             "mma-float32(-transpose): kernels/mma_float32.py (split TF32)")
+                             "mma-float32(-transpose, -update): kernels/mma_float32.py (split TF32)")
     parser.add_argument("--mma-epilogue", default="rows",
-                        help="with --kernels mma: the epilogue's variant (mma_update.EPILOGUE_VARIANTS)")
+                        help="with --kernels mma (mma-float32-update): the epilogue's variant "
+                             "(mma_update.EPILOGUE_VARIANTS; SPLIT_VARIANTS)")
     parser.add_argument("--forward-variant", default="k32x4",
                         help="with --kernels mma-forward: the tiles' variant (mma_forward.VARIANTS)")
     parser.add_argument("--transpose-variant", default="k32x4",
@@ -66,6 +68,8 @@ def main(argv=None):
         source, names, standard = mma_forward.mma_forward_source(args.forward_variant), [], b"-std=c++17"
     elif args.kernels == "mma-float32":
         source, names, standard = mma_float32.mma_float32_source(args.float32_variant), [], b"-std=c++17"
+    elif args.kernels == "mma-float32-update":
+        source, names, standard = mma_float32.mma_float32_update_source(args.mma_epilogue), [], b"-std=c++17"
     elif args.kernels == "mma-float32-transpose":
         source, names, standard = mma_float32.mma_float32_transpose_source(args.float32_variant), [], b"-std=c++17"
     else:

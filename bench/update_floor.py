@@ -24,6 +24,16 @@ regex:dasksae_``) for the hardware counters of the same launches
 (``bench/gpu_session35_check.sh``, ``PART=first``)::
 
     python bench/update_floor.py --config coates200 --minibatch 96 --runs 10 --json out.json
+
+With ``--precision float32`` the rows are float32's (16 bytes a parameter: the
+weights and momentum read and written): ``fused (simt)``, the SIMT weight
+gradient with the update in its epilogue (what float32 training takes),
+``fused (3xtf32 <variant>)`` the same on split TF32 tensor cores
+(:func:`~dasksae.kernels.mma_float32.filter_weight_grad_update_float32`,
+``DASKSAE_FLOAT32_TENSOR_CORES=1``) in its ``rows-wide`` and ``rows``
+epilogues, and ``copy``::
+
+    python bench/update_floor.py --precision float32 --json out32.json
 """
 
 from __future__ import annotations
@@ -170,12 +180,63 @@ def write_json(args, found: list[dict]) -> None:
                        "device": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(), "rows": found}, f, indent=1)
 
 
+def float32_rows(stage, geometry, batch: int, runs: int) -> list[dict]:
+    """The float32 rows of one stage: the SIMT fused update, the split-TF32 one in two epilogues, the copy."""
+    import cupy
+    import numpy
+
+    from dasksae.kernels import mma_update, simt_gemm
+    from profile_kernels import timed
+
+    blocks_h, blocks_w, rows, fan_in = geometry.weight_shape
+    blocks, field, step = blocks_h * blocks_w, stage.field, stage.step
+    generator = cupy.random.default_rng(0)
+    x = generator.standard_normal(tuple(geometry.input_shape) + (batch,), dtype=cupy.float32)
+    error = generator.standard_normal(x.shape, dtype=cupy.float32)
+    codes = generator.standard_normal((blocks, rows, 2 * batch), dtype=cupy.float32)
+    raw = generator.standard_normal((blocks, rows, fan_in), dtype=cupy.float32)
+    raw /= cupy.sqrt((raw * raw).sum(-1, keepdims=True))
+    velocity = cupy.zeros_like(raw)
+    inverse_norms = cupy.ones((blocks, rows), dtype=cupy.float32)
+    row_dots = cupy.full((blocks, rows), 1e-3, dtype=cupy.float32)
+    arguments = (codes, x, error, raw, velocity, inverse_norms, row_dots, numpy.float32(1e-6), numpy.float32(0.9),
+                 field, step, blocks_w)
+
+    def split(variant):
+        return lambda: mma_update.filter_weight_grad_update(*arguments[:5], None, *arguments[5:], variant,
+                                                            split_tf32=True)
+
+    scratch = cupy.empty_like(raw)
+    cases = [("fused (simt)", FLOAT32_UPDATE_BYTES, lambda: simt_gemm.filter_weight_grad_update(*arguments)),
+             ("fused (3xtf32 rows-wide)", FLOAT32_UPDATE_BYTES, split("rows-wide")),
+             ("fused (3xtf32 rows)", FLOAT32_UPDATE_BYTES, split("rows")),
+             ("copy", COPY_BYTES, lambda: scratch.__setitem__(Ellipsis, raw))]
+    found = []
+    for index, (name, bytes_a_parameter, run) in enumerate(cases):
+        seconds = timed(run, runs=runs)
+        found.append({"kernel": name, "training": index == 0, "parameters": raw.size, "seconds": seconds,
+                      "bytes_per_parameter": bytes_a_parameter,
+                      "tb_per_s": bytes_a_parameter * raw.size / seconds / 1e12,
+                      "tflops": 4 * raw.size * batch / seconds / 1e12 if name.startswith("fused") else None})
+    return found
+
+
+FLOAT32_UPDATE_BYTES = 16  # a parameter: float32 weights and momentum read and written
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     stage_arguments(parser)
     parser.add_argument("--variants", default="",
                         help="more of mma_update.EPILOGUE_VARIANTS to time beside the training's, comma-separated")
+    parser.add_argument("--precision", choices=("bfloat16", "float32"), default="bfloat16")
     args = parser.parse_args(argv)
+    if args.precision == "float32":
+        found = each_stage(args, lambda stage, geometry: float32_rows(stage, geometry, args.minibatch, args.runs), 26)
+        print_sums({name: [r for r in found if r["kernel"] == name] for name in (
+            "fused (simt)", "fused (3xtf32 rows-wide)", "fused (3xtf32 rows)", "copy")}, 26)
+        write_json(args, found)
+        return
     variants = [v for v in args.variants.split(",") if v]
     found = each_stage(args, lambda stage, geometry: stage_rows(stage, geometry, args.minibatch, args.runs, variants),
                        26)

@@ -130,6 +130,14 @@ def test_the_split_tf32_transpose_compiles(variant, terms):
                           options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
 
 
+@pytest.mark.parametrize("variant, terms", [(variant, 3) for variant in mma_update.SPLIT_VARIANTS] + [("rows", 1)])
+def test_the_split_tf32_update_compiles(variant, terms):
+    """The float32 weight gradient with the update in its rows epilogues on TF32 tensor cores with split operands, and
+    its one-term form (checked under g++ in test_mma_float32_on_cpu)."""
+    assert compile_errors(mma_float32.mma_float32_update_source(variant, terms),
+                          options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
+
+
 @pytest.mark.parametrize("variant", list(mma_transpose.VARIANTS))
 def test_the_tensor_core_transpose_with_the_fold_compiles(variant):
     """The bfloat16 ``mma.sync`` ``W^T y`` with the fold in the product, in each variant of its tiles (checked under

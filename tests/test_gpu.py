@@ -1227,24 +1227,43 @@ def test_the_split_tf32_transpose_on_the_gpu_is_as_accurate_as_the_simt_product_
         numpy.testing.assert_allclose(mine.get(), folded(weights, y, out, geometry), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("variant, with_error", [("rows-wide", True), ("rows", False)])
+def test_the_split_tf32_update_on_the_gpu_equals_numpy(variant, with_error):
+    """``dasksae_tf32x3_filter_weight_grad_update`` (float32 codes and maps split into TF32 terms, the rows epilogues)
+    on the device: the g++ test's case, against the update's array code in float64 (the same values and row dots)."""
+    from dasksae.kernels import mma_float32, mma_update
+    from test_mma_update_on_cpu import assert_updated_as_expected, update_case
+
+    case = update_case(11, with_error, False, bfloat16=False)
+    arrays = [None if case[name] is None else cupy.asarray(case[name])
+              for name in ("codes", "x", "error", "raw", "velocity", "inverse_norms", "row_dots")]
+    assert mma_float32.update_fits(*arrays, case["field"], case["blocks_w"])
+    mma_update.filter_weight_grad_update(*arrays[:5], None, *arrays[5:], case["lr"], case["momentum"], case["field"],
+                                         case["step"], case["blocks_w"], variant, split_tf32=True)
+    assert_updated_as_expected(case, arrays[3].get(), arrays[4].get(), None, arrays[5].get())
+
+
 def test_float32_training_with_the_split_tf32_forward_follows_the_simt_kernel(monkeypatch):
-    """DASKSAE_FLOAT32_TENSOR_CORES=1: ``small`` trained 3 float32 steps with ``W x``, the backward's ``U g_r`` and
-    ``W^T y`` (the reconstruction, the input gradient) on split TF32 tensor cores gives the losses and weights of the
-    SIMT kernels' (``=0``) to float32 rounding, and the kernels ran (``W x`` into the map's 2x2 positions, ``U g_r``
-    into block rows: one-position blocks; the transpose)."""
+    """DASKSAE_FLOAT32_TENSOR_CORES=1: ``small`` trained 3 float32 steps with ``W x``, the backward's ``U g_r``, ``W^T
+    y`` (the reconstruction, the input gradient) and the weight gradient with the update on split TF32 tensor cores
+    gives the losses and weights of the SIMT kernels' (``=0``) to float32 rounding, and the kernels ran (``W x`` into
+    the map's 2x2 positions, ``U g_r`` into block rows: one-position blocks; the transpose; the update)."""
     from dasksae.kernels import mma_float32
 
     config = named_config("small")
     launched = []
     kernel, transpose = mma_float32.filter_forward_float32, mma_float32.add_transpose_float32
+    update = mma_float32.filter_weight_grad_update_float32
     monkeypatch.setattr(mma_float32, "filter_forward_float32",
                         lambda *args: launched.append(tuple(args[5:7])) or kernel(*args))
     monkeypatch.setattr(mma_float32, "add_transpose_float32",
                         lambda *args: launched.append("transpose") or transpose(*args))
+    monkeypatch.setattr(mma_float32, "filter_weight_grad_update_float32",
+                        lambda *args: launched.append("update") or update(*args))
     monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "0")
     expected = _small_steps(monkeypatch, config, "1x1")
     assert not launched
     monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "1")
     trained = _small_steps(monkeypatch, config, "1x1")
-    assert (2, 2) in launched and (1, 1) in launched and "transpose" in launched
+    assert (2, 2) in launched and (1, 1) in launched and "transpose" in launched and "update" in launched
     _assert_trained_alike(trained, expected)

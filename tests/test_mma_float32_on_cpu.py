@@ -1,5 +1,5 @@
-"""The float32 ``W x`` and ``W^T y`` with the fold on TF32 tensor cores with split operands
-(``dasksae/kernels/mma_float32.py``), their CUDA sources run on the CPU under g++ with ``tests/test_mma_update_on_cpu.py``'s shim and, here, ``mma.sync.m16n8k8`` in TF32 and
+"""The float32 ``W x``, ``W^T y`` with the fold and the weight gradient with the update on TF32 tensor cores with split
+operands (``dasksae/kernels/mma_float32.py``), their CUDA sources run on the CPU under g++ with ``tests/test_mma_update_on_cpu.py``'s shim and, here, ``mma.sync.m16n8k8`` in TF32 and
 ``cvt.rna.tf32.f32`` emulated from the PTX ISA (A: registers 0-3 hold rows g, g+8, g, g+8 and inner terms t, t, t+4,
 t+4; B: registers 0-1 hold inner terms t and t+4 of column g; D: rows g, g, g+8, g+8 and columns 2t, 2t+1; the
 hardware reads only a TF32 operand's top 19 bits, so the emulation drops the low 13): against NumPy in float64.
@@ -14,11 +14,11 @@ import shutil
 import numpy
 import pytest
 
-from dasksae.kernels import mma_float32, mma_transpose
+from dasksae.kernels import mma_float32, mma_transpose, mma_update
 from dasksae.kernels.gemm import batched_matmul
 from dasksae.kernels.local_filter import fold_patches_into, gather_patches, local_filter_forward
 from test_mma_forward_on_cpu import run_on_cpu as run_forward_on_cpu
-from test_mma_update_on_cpu import MMA_EMULATION
+from test_mma_update_on_cpu import MMA_EMULATION, assert_updated_as_expected, update_case
 from test_simt_gemm_on_cpu import GRID_RUNNER, SHIM, built_on_cpu
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
@@ -294,3 +294,57 @@ def test_the_split_transpose_is_as_accurate_as_float32_and_one_term_is_not(tmp_p
         errors[terms] = float(numpy.max(numpy.abs(mine - expected) / magnitudes))
     assert errors[3] <= 3 * errors["chain"], errors
     assert errors[1] > 20 * errors["chain"], errors
+
+
+UPDATE_RUNNER = GRID_RUNNER + r"""
+extern "C" void run_update(const float* codes, const float* x, const float* error, float* raw, float* velocity,
+                           const float* inverse_norms, const float* row_dots, float* partial_squares, float lr,
+                           float momentum, unsigned grid_x, unsigned grid_y, unsigned grid_z, unsigned block_threads,
+                           int rows, int fan_in, int width, int half, int blocks_w, int step, int field_rows,
+                           long long in_row, long long in_pixel)
+{
+    run_grid(grid_x, grid_y, grid_z, [=] {
+        dasksae_tf32x3_filter_weight_grad_update(codes, x, error, raw, velocity, nullptr, inverse_norms, row_dots,
+                                                 partial_squares, lr, momentum, rows, fan_in, width, half, blocks_w,
+                                                 step, field_rows, in_row, in_pixel);
+    }, block_threads);
+}
+"""
+
+
+@pytest.mark.parametrize("variant, with_error", [("rows-wide", True), ("rows", False)], ids=["rows-wide-x-and-error",
+                                                                                            "rows-x-only"])
+def test_the_split_update_takes_the_unit_norm_step_from_the_maps(tmp_path, variant, with_error):
+    """``codes [fields(x) | fields(error)]^T`` from float32 codes and maps on split TF32 tensor cores, taken as the
+    unit-norm SGD step as the update's array code takes it in float64 (the same values, the same ``row_dots``), and
+    the per-warp sums of squares giving the new ``1/||U||``: test_mma_update_on_cpu's case (a guarded second tile of
+    rows, a part-empty second tile of columns) in float32.  (The same source with one TF32 term fails this test's
+    tolerance: velocity off by up to 1e-3 relative, 12% of it past rtol 1e-4.)"""
+    library = built_on_cpu(tmp_path, SHIM + MMA_EMULATION + TF32_EMULATION
+                           + mma_float32.mma_float32_update_source(variant) + UPDATE_RUNNER)
+    library.run_update.argtypes = ([ctypes.c_void_p] * 8 + [ctypes.c_float] * 2 + [ctypes.c_uint] * 4
+                                   + [ctypes.c_int] * 7 + [ctypes.c_longlong] * 2)
+    case = update_case(11, with_error, False, bfloat16=False)
+    raw, velocity = case["raw"], case["velocity"]
+    count, rows, _ = raw.shape
+    assert mma_float32.update_fits(case["codes"], case["x"], case["error"], raw, velocity, case["inverse_norms"],
+                                   case["row_dots"], case["field"], case["blocks_w"])
+    grid, (threads,), arguments, _ = mma_update._update_launch(variant, case["codes"].shape, case["x"].shape,
+                                                                case["field"], case["step"], case["blocks_w"], True)
+    partial_squares = numpy.full((count * rows, 4), numpy.nan, numpy.float32)
+    error = None if case["error"] is None else case["error"].ctypes.data
+    library.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, error, raw.ctypes.data,
+                       velocity.ctypes.data, case["inverse_norms"].ctypes.data, case["row_dots"].ctypes.data,
+                       partial_squares.ctypes.data, case["lr"], case["momentum"], *grid, threads, *arguments)
+    assert not numpy.isnan(partial_squares).any() and (partial_squares[:, 3] == 0).all()
+    new_norms = (1 / numpy.sqrt(partial_squares.astype(numpy.float64).sum(-1))).reshape(count, rows)
+    assert_updated_as_expected(case, raw, velocity, None, new_norms)
+
+
+def test_the_split_update_takes_only_the_rows_epilogues_and_float32():
+    """The split source is refused for epilogues it does not take; bfloat16 codes do not fit the float32 kernel."""
+    with pytest.raises(ValueError, match="split TF32 takes the epilogues"):
+        mma_update.mma_update_source("fragments", split_tf32=True)
+    case = update_case(3, True, False)  # bfloat16 codes and maps
+    assert not mma_float32.update_fits(case["codes"], case["x"], case["error"], case["raw"], case["velocity"],
+                                       case["inverse_norms"], case["row_dots"], case["field"], case["blocks_w"])

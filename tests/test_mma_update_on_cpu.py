@@ -148,13 +148,13 @@ def _pointer(array):
     return None if array is None else array.ctypes.data
 
 
-def update_case(seed: int, with_error: bool, with_operand: bool, channels: int = 4) -> dict:
+def update_case(seed: int, with_error: bool, with_operand: bool, channels: int = 4, bfloat16: bool = True) -> dict:
     """3x2 blocks of 6x6x4 fields at step 2 (fan-in 144: a part-empty second tile of 96 columns; with 12 channels 432,
     5 tiles, the last part full), 136 rows (a guarded
     second tile of rows), a minibatch of 64 (2 tiles of 32 inner terms a map: the loads switch maps between them):
-    the kernel's arguments (bfloat16 bits as ``uint16``; NumPy arrays) and what the update's array code makes of them
-    in float64 from the same bfloat16 values and ``row_dots``: ``expected_raw``, ``expected_velocity``,
-    ``expected_norms``."""
+    the kernel's arguments (bfloat16 bits as ``uint16``; with ``bfloat16=False`` float32 codes and maps, for the split
+    TF32 kernel; NumPy arrays) and what the update's array code makes of them in float64 from the same values and
+    ``row_dots``: ``expected_raw``, ``expected_velocity``, ``expected_norms``."""
     from dasksae.kernels.local_filter import gather_patches
     from dasksae.kernels.normalize import unit_rows_sgd
 
@@ -162,9 +162,14 @@ def update_case(seed: int, with_error: bool, with_operand: bool, channels: int =
     field, step, batch, blocks_h, blocks_w, rows = 6, 2, 64, 3, 2, 136
     shape = ((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, batch)
     count, fan_in, width = blocks_h * blocks_w, field * field * channels, batch * (2 if with_error else 1)
-    x_bits, x = _bfloat16(rng.standard_normal(shape))
-    error_bits, error = _bfloat16(rng.standard_normal(shape)) if with_error else (None, None)
-    codes_bits, codes = _bfloat16(rng.standard_normal((count, rows, width)))
+    def stored(values):  # (what the kernel reads, its values in float64)
+        if bfloat16:
+            return _bfloat16(values)
+        return values.astype(numpy.float32), values.astype(numpy.float32).astype(numpy.float64)
+
+    x_bits, x = stored(rng.standard_normal(shape))
+    error_bits, error = stored(rng.standard_normal(shape)) if with_error else (None, None)
+    codes_bits, codes = stored(rng.standard_normal((count, rows, width)))
     fields = gather_patches(x, field, step, blocks_h, blocks_w)
     if with_error:
         fields = numpy.concatenate([fields, gather_patches(error, field, step, blocks_h, blocks_w)], axis=2)

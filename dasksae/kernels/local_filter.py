@@ -326,13 +326,21 @@ def update_with_weight_grad(left, maps, field: int, step: int, blocks_w: int, ra
                             row_dots, lr: float, momentum: float) -> bool:
     """Take the unit-norm SGD step of ``raw_rows (blocks, rows, f*f*C)`` in place with the weight gradient
     ``left[b] [fields_b(maps[0]) | fields_b(maps[1])]^T`` computed and used in one kernel, never written
-    (:func:`simt_gemm.filter_weight_grad_update`, ``DASKSAE_FUSED_UPDATE=1``, the default), ``inverse_norms`` then
-    the new rows'; ``False`` (nothing done) where that kernel does not take these: the caller multiplies
+    (:func:`simt_gemm.filter_weight_grad_update`, ``DASKSAE_FUSED_UPDATE=1``, the default; on split TF32 tensor cores
+    with ``DASKSAE_FLOAT32_TENSOR_CORES=1``: :func:`~.mma_float32.filter_weight_grad_update_float32`),
+    ``inverse_norms`` then the new rows'; ``False`` (nothing done) where no kernel takes these: the caller multiplies
     (:func:`times_fields_transposed`) and updates (:func:`~.normalize.unit_rows_sgd`, given the same ``row_dots``).
     Only where the chunk reads its fields from the maps (:func:`backward_reads_maps`)."""
-    if row_dots is None or not simt_gemm.FUSED_UPDATE or array_module(left).__name__ != "cupy":
+    if row_dots is None or array_module(left).__name__ != "cupy":
         return False
     x, error = maps
+    if mma_float32.on_tensor_cores(array_module(left), left.dtype.name) and mma_float32.update_fits(
+            left, x, error, raw_rows, velocity_rows, inverse_norms, row_dots, field, blocks_w):
+        mma_float32.filter_weight_grad_update_float32(left, x, error, raw_rows, velocity_rows, inverse_norms, row_dots,
+                                                      lr, momentum, field, step, blocks_w)
+        return True
+    if not simt_gemm.FUSED_UPDATE:
+        return False
     if not (simt_gemm.weight_grad_fits(left, x, error, raw_rows, field, blocks_w)
             and simt_gemm.update_fits(raw_rows, velocity_rows, inverse_norms, row_dots)):
         return False

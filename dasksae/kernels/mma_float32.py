@@ -27,8 +27,10 @@ so that a warp's loads fall in 32 distinct banks) and split in registers
 (:data:`.mma_update.SPLIT_TF32_HELPERS`).
 
 Opt-in while unmeasured: ``DASKSAE_FLOAT32_TENSOR_CORES=1`` takes float32 ``W
-x`` and the backward's ``U g_r`` here where the arrays fit (:func:`forward_fits`);
-``0`` (the default) keeps :mod:`.simt_gemm`.  Its source also runs on the CPU under g++ (the shim of
+x``, the backward's ``U g_r``, ``W^T y`` with the fold (:mod:`.mma_transpose`'s
+source) and the weight gradient with the update in its epilogue
+(:mod:`.mma_update`'s, the rows epilogues) here where the arrays fit; ``0`` (the
+default) keeps :mod:`.simt_gemm`'s kernels.  Its source also runs on the CPU under g++ (the shim of
 ``tests/test_mma_float32_on_cpu.py`` emulates ``mma.sync.m16n8k8`` and
 ``cvt.rna.tf32.f32`` from the PTX ISA), checked against NumPy in float64.
 """
@@ -40,7 +42,7 @@ import functools
 import numpy
 
 from ..switches import switch
-from . import mma_forward, mma_transpose
+from . import mma_forward, mma_transpose, mma_update
 from .mma_update import aligned
 from .simt_gemm import THREADS, typed_launch
 
@@ -139,3 +141,25 @@ def add_transpose_float32(out, weight_rows, y_rows, field: int, step: int, block
     grid, arguments = mma_transpose.typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w)
     _transpose_kernel(variant)(grid, (THREADS,), (weight_rows, y_rows, out, *arguments),
                                shared_mem=mma_transpose.shared_bytes(variant, split_tf32=True))
+
+
+def mma_float32_update_source(variant: str = "rows", terms: int = 3) -> str:
+    """The update's CUDA source (:func:`.mma_update.mma_update_source`) for float32 codes and maps split into TF32
+    terms, in one of :data:`.mma_update.SPLIT_VARIANTS`."""
+    return mma_update.mma_update_source(variant, split_tf32=True, terms=terms)
+
+
+def update_fits(codes, x, error, raw, velocity, inverse_norms, row_dots, field: int, blocks_w: int) -> bool:
+    """Whether :func:`filter_weight_grad_update_float32` takes these: :func:`.mma_update.update_fits` with float32
+    codes and maps and no bfloat16 copy."""
+    return mma_update.update_fits(codes, x, error, raw, velocity, None, inverse_norms, row_dots, field, blocks_w,
+                                  "float32")
+
+
+def filter_weight_grad_update_float32(codes, x, error, raw, velocity, inverse_norms, row_dots, lr: float,
+                                      momentum: float, field: int, step: int, blocks_w: int) -> None:
+    """The unit-norm SGD step of ``raw`` in place (``velocity`` too; ``inverse_norms`` then the new rows') with the
+    weight gradient ``codes [fields(x) | fields(error)]^T`` on split TF32 tensor cores, never written
+    (:func:`.mma_update.filter_weight_grad_update` with ``split_tf32``; the arrays must :func:`update_fits`)."""
+    mma_update.filter_weight_grad_update(codes, x, error, raw, velocity, None, inverse_norms, row_dots, lr, momentum,
+                                         field, step, blocks_w, split_tf32=True)

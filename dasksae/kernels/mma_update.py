@@ -196,27 +196,50 @@ __device__ __forceinline__ void split_tf32(const float value, unsigned& big, uns
     big = to_tf32(value);
     small = to_tf32(value - __uint_as_float(big));
 }
-// a warp's 32 x 48 outputs (acc: two 16-row products by six 8-column ones) += A B over a k-step of 8 inner terms, A's
-// (m, k) at a[m * a_m + k * a_k] from the warp's first row, B's (k, n) at b[k * b_row + n] from its first column: the
-// fragments (A: rows g, g + 8, inner terms t, t + 4; B: inner terms t, t + 4 of column g) loaded as floats and split
-__device__ __forceinline__ void split_tf32_k_step(float (*acc)[6][4], const float* a, const int a_m, const int a_k,
-                                                  const float* b, const int b_row, const int g, const int t)
+// acc += a b in TERMS TF32 products (the small terms first, so that they are not lost against the big one)
+__device__ __forceinline__ void split_mma(float* acc, const unsigned* a_big, const unsigned* a_small,
+                                          const unsigned* b_big, const unsigned* b_small)
 {
-    unsigned a_big[2][4], a_small[2][4], b_big[6][2], b_small[6][2];
-    for (int i = 0; i < 2; ++i)
-        for (int r = 0; r < 4; ++r)  // register r: row g + 8 (r % 2), inner term t + 4 (r / 2)
-            split_tf32(a[(i * 16 + g + 8 * (r % 2)) * a_m + (t + 4 * (r / 2)) * a_k], a_big[i][r], a_small[i][r]);
-    for (int j = 0; j < 6; ++j)
-        for (int r = 0; r < 2; ++r)  // register r: inner term t + 4 r, column g
-            split_tf32(b[(t + 4 * r) * b_row + j * 8 + g], b_big[j][r], b_small[j][r]);
-    for (int i = 0; i < 2; ++i)
-        for (int j = 0; j < 6; ++j) {
 #if TERMS == 3
-            mma_1688(acc[i][j], a_small[i], b_big[j]);  // the small terms first, so that they are not lost against it
-            mma_1688(acc[i][j], a_big[i], b_small[j]);
+    mma_1688(acc, a_small, b_big);
+    mma_1688(acc, a_big, b_small);
 #endif
-            mma_1688(acc[i][j], a_big[i], b_big[j]);
+    mma_1688(acc, a_big, b_big);
+}
+// a warp's 32 x 48 outputs (acc: two 16-row products by six 8-column ones) += A B over a k-step of 8 inner terms, A's
+// (m, k) at a[m * a_m + k * a_k] from the warp's first row, B's (k, n) at b[k * b_k + n * b_n] from its first column:
+// the fragments (A: rows g, g + 8, inner terms t, t + 4; B: inner terms t, t + 4 of column g) loaded as floats and
+// split.  LEAN: one 16-row product's A fragments and one column's B at a time (B's loaded twice), 60 registers of
+// fragments and sums instead of 88 (the update's three blocks an SM)
+template <bool LEAN>
+__device__ __forceinline__ void split_tf32_k_step(float (*acc)[6][4], const float* a, const int a_m, const int a_k,
+                                                  const float* b, const int b_k, const int b_n, const int g,
+                                                  const int t)
+{
+    auto split_a = [&](const int i, unsigned* big, unsigned* small) {  // register r: row g + 8 (r % 2), term t + 4 (r / 2)
+        for (int r = 0; r < 4; ++r)
+            split_tf32(a[(i * 16 + g + 8 * (r % 2)) * a_m + (t + 4 * (r / 2)) * a_k], big[r], small[r]);
+    };
+    auto split_b = [&](const int j, unsigned* big, unsigned* small) {  // register r: inner term t + 4 r, column g
+        for (int r = 0; r < 2; ++r) split_tf32(b[(t + 4 * r) * b_k + (j * 8 + g) * b_n], big[r], small[r]);
+    };
+    if (LEAN) {
+        for (int i = 0; i < 2; ++i) {
+            unsigned a_big[4], a_small[4];
+            split_a(i, a_big, a_small);
+            for (int j = 0; j < 6; ++j) {
+                unsigned b_big[2], b_small[2];
+                split_b(j, b_big, b_small);
+                split_mma(acc[i][j], a_big, a_small, b_big, b_small);
+            }
         }
+    } else {
+        unsigned a_big[2][4], a_small[2][4], b_big[6][2], b_small[6][2];
+        for (int i = 0; i < 2; ++i) split_a(i, a_big[i], a_small[i]);
+        for (int j = 0; j < 6; ++j) split_b(j, b_big[j], b_small[j]);
+        for (int i = 0; i < 2; ++i)
+            for (int j = 0; j < 6; ++j) split_mma(acc[i][j], a_big[i], a_small[i], b_big[j], b_small[j]);
+    }
 }
 """
 
@@ -243,7 +266,20 @@ _SOURCE = r"""
 #define TILE_N (48 * WARPS_N)
 #define ROW_VECTORS (TILE_N / 4)  // the rows epilogue's float4s a row
 #define TILE_K 32
+// SPLIT_TF32 (kernels/mma_float32.py's): float32 codes and maps, each value split into two TF32 terms, in
+// dasksae_tf32x3_filter_weight_grad_update (the rows epilogues only); else bfloat16 ones
+#if SPLIT_TF32
+#define OPERAND float
+#define UPDATE_KERNEL dasksae_tf32x3_filter_weight_grad_update
+#define K_STEP 8  // inner terms a tensor-core product
+#define ROW 36  // a shared row: TILE_K floats and 4 of padding (A's and B's fragment loads in banks 4g + t: distinct)
+#else
+#define OPERAND unsigned short
+#define UPDATE_KERNEL dasksae_mma_filter_weight_grad_update
+#define K_STEP 16
 #define ROW 40  // a shared row: TILE_K bfloat16 values and 8 of padding (80 bytes: 16-byte aligned, no bank conflicts)
+#endif
+#define PER_COPY (16 / (int)sizeof(OPERAND))  // operands a 16-byte copy
 // OUT_ROW (from mma_update_source): EPILOGUE_ROWS's row of the products' tile in shared memory, TILE_N floats and 8
 // of padding; SHARED_BYTES: the block's shared memory (dynamic), the operand tiles, then the products
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
@@ -282,7 +318,10 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(16)));
 #define STREAMING 0
 #endif
 #define STAGING (STAGE_U || STAGE_FRAGMENTS)
-#define OPERAND_BYTES (2 * (TILE_M + TILE_N) * ROW * 2)  // the two stages of the A and B tiles
+#define OPERAND_BYTES (2 * (TILE_M + TILE_N) * ROW * (int)sizeof(OPERAND))  // the two stages of the A and B tiles
+#if SPLIT_TF32 && (COLUMN_TILES || STAGING || !EPILOGUE_ROWS || TILE_M != 128 || WARPS_N != 2)
+#error "split TF32 takes the rows epilogues of 128 x 96 tiles, nothing staged, one column tile a block"
+#endif
 #if EPILOGUE_ROWS && TILE_M != 128
 #error "the rows epilogue takes 128 rows a block"
 #endif
@@ -485,17 +524,17 @@ __device__ __forceinline__ void resident_products(float (&acc)[2][6][4], const u
     }
 }
 
-// codes (count, rows, width) bfloat16: [g | a z] (width = 2 half) or g (width = half); x and error: the input and error
-// maps (H, W, C, half) bfloat16, block i = (p, q)'s field row n (n < fan_in = f*f*C) at (p*in_row + q*in_pixel)*step +
+// codes (count, rows, width) OPERAND (bfloat16, or float32 with SPLIT_TF32): [g | a z] (width = 2 half) or g (width =
+// half); x and error: the input and error maps (H, W, C, half) OPERAND, block i = (p, q)'s field row n (n < fan_in = f*f*C) at (p*in_row + q*in_pixel)*step +
 // (n / field_rows)*in_row + (n % field_rows)*half.  raw and velocity (count, rows, fan_in) float32, updated in place;
 // operand: raw's bfloat16 copy, rewritten (or null); inverse_norms and row_dots a value a row; partial_squares
 // (count * rows, gridDim.y * 2): each row's sum of the new squares over each 48 columns.  Takes width and half in
 // whole 32s, fan_in a multiple of 4, 16-byte aligned rows; SHARED_BYTES of dynamic shared memory.  Three blocks an SM
 // (80 registers; the rows epilogue spills 8 bytes: bench/kernel_registers.py --kernels mma): the kernel moves 18
 // bytes a parameter for a few FLOPs a byte, so what matters is how many blocks' loads and stores are in flight.
-extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_mma_filter_weight_grad_update(
-    const unsigned short* __restrict__ codes, const unsigned short* __restrict__ x,
-    const unsigned short* __restrict__ error, float* __restrict__ raw, float* __restrict__ velocity,
+extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_KERNEL(
+    const OPERAND* __restrict__ codes, const OPERAND* __restrict__ x,
+    const OPERAND* __restrict__ error, float* __restrict__ raw, float* __restrict__ velocity,
     unsigned short* __restrict__ operand, const float* __restrict__ inverse_norms,
     const float* __restrict__ row_dots, float* __restrict__ partial_squares, const float lr, const float momentum,
     const int rows, const int fan_in, const int width, const int half, const int blocks_w, const int step,
@@ -570,8 +609,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
     }
 #endif
 #else
-    unsigned short(*As)[TILE_M * ROW] = (unsigned short(*)[TILE_M * ROW])mma_shared;  // [2]: two stages
-    unsigned short(*Bs)[TILE_N * ROW] = (unsigned short(*)[TILE_N * ROW])(mma_shared + 2 * TILE_M * ROW * 2);
+    OPERAND(*As)[TILE_M * ROW] = (OPERAND(*)[TILE_M * ROW])mma_shared;  // [2]: two stages
+    OPERAND(*Bs)[TILE_N * ROW] = (OPERAND(*)[TILE_N * ROW])(mma_shared + 2 * TILE_M * ROW * sizeof(OPERAND));
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
     const int warp_m = warp % (TILE_M / 32), warp_n = warp / (TILE_M / 32);
     const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
@@ -583,16 +622,19 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
         if (error) error += at;
     }
     auto load = [&](const int buffer, const int k0) {  // the k-tile at k0 into buffer: 16 bytes a copy
-        for (int c = tid; c < TILE_M * 4; c += BLOCK_THREADS) {  // A: TILE_M rows of 4 copies
-            const int r = c / 4, part = c % 4, m = m0 + r;
-            copy_16(&As[buffer][r * ROW + part * 8], codes + (long long)(m < rows ? m : 0) * width + k0 + part * 8,
+        constexpr int copies = TILE_K / PER_COPY;  // a row's
+        for (int c = tid; c < TILE_M * copies; c += BLOCK_THREADS) {  // A: TILE_M rows of the codes
+            const int r = c / copies, part = c % copies, m = m0 + r;
+            copy_16((unsigned short*)&As[buffer][r * ROW + part * PER_COPY],
+                    (const unsigned short*)(codes + (long long)(m < rows ? m : 0) * width + k0 + part * PER_COPY),
                     m < rows);
         }
-        const unsigned short* map = k0 < half ? x + k0 : error + (k0 - half);
-        for (int c = tid; c < TILE_N * 4; c += BLOCK_THREADS) {  // B: 96 field rows of 4 copies
-            const int r = c / 4, part = c % 4, n = n0 + r, safe = n < fan_in ? n : 0;
-            copy_16(&Bs[buffer][r * ROW + part * 8],
-                    map + (safe / field_rows) * in_row + (long long)(safe % field_rows) * half + part * 8, n < fan_in);
+        const OPERAND* map = k0 < half ? x + k0 : error + (k0 - half);
+        for (int c = tid; c < TILE_N * copies; c += BLOCK_THREADS) {  // B: 96 field rows
+            const int r = c / copies, part = c % copies, n = n0 + r, safe = n < fan_in ? n : 0;
+            copy_16((unsigned short*)&Bs[buffer][r * ROW + part * PER_COPY],
+                    (const unsigned short*)(map + (safe / field_rows) * in_row + (long long)(safe % field_rows) * half +
+                                            part * PER_COPY), n < fan_in);
         }
         copies_commit();
     };
@@ -668,8 +710,16 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) dasksae_
             copies_wait<0>();
         }
         __syncthreads();  // every thread's copies of this tile are there
-        for (int kk = 0; kk < TILE_K; kk += 16)
+#if SPLIT_TF32  // A (m, k) at As[m * ROW + k], B (k, n) at Bs[n * ROW + k]; not unrolled (fragments of several k-steps
+        // hoisted spill at MIN_BLOCKS 3's 80 registers)
+#pragma unroll 1
+        for (int kk = 0; kk < TILE_K; kk += K_STEP)
+            split_tf32_k_step<true>(acc, As[buffer] + warp_m * 32 * ROW + kk, ROW, 1, Bs[buffer] + warp_n * 48 * ROW + kk,
+                                    1, ROW, g, t);
+#else
+        for (int kk = 0; kk < TILE_K; kk += K_STEP)
             multiply_k_step(acc, As[buffer], ROW, kk, Bs[buffer], kk, warp_m, warp_n, g, t);
+#endif
         __syncthreads();  // this buffer is no longer read: the next load (or the epilogue's tile) may fill it
     }
     const long long tiles_n = (long long)gridDim.y * WARPS_N;
@@ -840,10 +890,21 @@ def tile_rows(variant: str = "rows") -> int:
     return EPILOGUE_VARIANTS[variant].get("TILE_M", TILE_M)
 
 
-def shared_bytes(variant: str = "rows") -> int:
+SPLIT_ROW = 36  # with split TF32 (float32 operands): TILE_K floats and 4 of padding
+SPLIT_VARIANTS = ("rows", "rows-wide", "rows-cs", "rows-wide-cs")  # the epilogues split TF32 takes
+# what it takes by default: rows-wide (two blocks an SM, 124 registers, no spills); rows's three blocks an SM at 80
+# registers spill 288 bytes a thread (bench/kernel_registers.py --kernels mma-float32-update --mma-epilogue rows)
+SPLIT_VARIANT = "rows-wide"
+
+
+def shared_bytes(variant: str = "rows", split_tf32: bool = False) -> int:
     """Dynamic shared memory a block of ``variant``: the products' tile (over the operand tiles), and the staged raw
-    values after it where the variant stages them; or the operand tiles and the staged raw and velocity pairs."""
+    values after it where the variant stages them; or the operand tiles and the staged raw and velocity pairs.  With
+    ``split_tf32`` (float32 operands, :data:`SPLIT_VARIANTS`): the operand tiles, or the products' tile over them
+    where that is larger."""
     defines = EPILOGUE_VARIANTS[variant]
+    if split_tf32:
+        return max(2 * (TILE_M + tile_columns(variant)) * SPLIT_ROW * 4, TILE_M * out_row(variant) * 4)
     if defines.get("COLUMN_TILES"):  # the most (the launch asks for its codes' width: resident_bytes)
         return resident_bytes(RESIDENT_WIDTH, variant)
     if defines.get("STAGE_FRAGMENTS"):
@@ -867,20 +928,28 @@ def epilogue_for(setting: str, channels: int) -> str:
     return variant + "-cs" if CACHE_HINTS and variant + "-cs" in EPILOGUE_VARIANTS else variant
 
 
-def mma_update_source(variant: str = "rows") -> str:
-    """The kernel's CUDA source (with the bfloat16 rounding its operand copy uses), with a variant's defines."""
-    defines = {"OUT_ROW": out_row(variant), "SHARED_BYTES": shared_bytes(variant)} | EPILOGUE_VARIANTS[variant]
+def mma_update_source(variant: str = "rows", split_tf32: bool = False, terms: int = 3) -> str:
+    """The kernel's CUDA source (with the bfloat16 rounding its operand copy uses), with a variant's defines; with
+    ``split_tf32``, the float32 kernel on TF32 tensor cores (:mod:`.mma_float32`; a variant of
+    :data:`SPLIT_VARIANTS`), ``terms`` TF32 products a k-step."""
+    if split_tf32 and variant not in SPLIT_VARIANTS:
+        raise ValueError(f"split TF32 takes the epilogues {', '.join(SPLIT_VARIANTS)}, not {variant!r}.")
+    defines = {"OUT_ROW": out_row(variant), "SHARED_BYTES": shared_bytes(variant, split_tf32)} | EPILOGUE_VARIANTS[variant]
+    helpers = MMA_HELPERS
+    if split_tf32:
+        defines |= {"SPLIT_TF32": 1, "TERMS": split_terms(terms)}
+        helpers += SPLIT_TF32_HELPERS
     defines = "".join(f"#define {name} {value}\n" for name, value in defines.items())
-    return defines + BFLOAT16_ROUNDING + MMA_HELPERS + _SOURCE
+    return defines + BFLOAT16_ROUNDING + helpers + _SOURCE
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel(variant: str):
+def _kernel(variant: str, split_tf32: bool = False):
     import cupy
 
-    kernel = cupy.RawKernel(mma_update_source(variant), "dasksae_mma_filter_weight_grad_update",
-                            options=("-std=c++17",))
-    kernel.max_dynamic_shared_size_bytes = shared_bytes(variant)
+    name = "dasksae_tf32x3_filter_weight_grad_update" if split_tf32 else "dasksae_mma_filter_weight_grad_update"
+    kernel = cupy.RawKernel(mma_update_source(variant, split_tf32), name, options=("-std=c++17",))
+    kernel.max_dynamic_shared_size_bytes = shared_bytes(variant, split_tf32)
     if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES")):
         # two blocks of 100-110 KiB or three of 73: as much shared memory as an SM has
         kernel.preferred_shared_memory_carveout = 100
@@ -894,8 +963,10 @@ def aligned(array, vector_bytes: int = 16) -> bool:
     return array.flags.c_contiguous and pointer % vector_bytes == 0
 
 
-def update_fits(codes, x, error, raw, velocity, operand, inverse_norms, row_dots, field: int, blocks_w: int) -> bool:
-    """Whether the kernel takes these: bfloat16 (``uint16``) codes ``(count, rows, width)`` and maps ``(H, W, C, half)``
+def update_fits(codes, x, error, raw, velocity, operand, inverse_norms, row_dots, field: int, blocks_w: int,
+                operands: str = "uint16") -> bool:
+    """Whether the kernel takes these: bfloat16 (``uint16``; ``operands``: ``float32`` for the split-TF32 kernel)
+    codes ``(count, rows, width)`` and maps ``(H, W, C, half)``
     with ``width`` ``2 half`` (with the error map) or ``half`` and ``half`` in whole 32s; float32 ``raw`` and
     ``velocity`` ``(count, rows, fan_in)`` with ``fan_in = field^2 C`` a multiple of 4; ``operand`` (or ``None``)
     ``uint16`` like ``raw``; ``inverse_norms`` and ``row_dots`` float32, a value a row; everything C-contiguous,
@@ -909,7 +980,7 @@ def update_fits(codes, x, error, raw, velocity, operand, inverse_norms, row_dots
         return False
     if raw.shape != (count, rows, fan_in) or velocity.shape != raw.shape or count % blocks_w:
         return False
-    if any(a.dtype.name != "uint16" or not aligned(a) for a in (codes, x) + ((error,) if error is not None else ())):
+    if any(a.dtype.name != operands or not aligned(a) for a in (codes, x) + ((error,) if error is not None else ())):
         return False
     if error is not None and error.shape != x.shape:
         return False
@@ -937,24 +1008,36 @@ def filter_weight_grad_update_bfloat16(codes, x, error, raw, velocity, operand, 
     ``inverse_norms`` then the new rows'), with the weight gradient ``codes [fields(x) | fields(error)]^T`` on tensor
     cores, given the rows' ``W . dL/dW`` (``row_dots``): :func:`~dasksae.kernels.normalize.unit_rows_sgd` with
     ``refresh_norms`` and the gradient never written.  The arrays must :func:`update_fits`."""
+    filter_weight_grad_update(codes, x, error, raw, velocity, operand, inverse_norms, row_dots, lr, momentum, field,
+                              step, blocks_w, variant)
+
+
+def filter_weight_grad_update(codes, x, error, raw, velocity, operand, inverse_norms, row_dots, lr: float,
+                              momentum: float, field: int, step: int, blocks_w: int, variant: str | None = None,
+                              split_tf32: bool = False) -> None:
+    """:func:`filter_weight_grad_update_bfloat16`, or with ``split_tf32`` its float32 form (float32 codes and maps,
+    no ``operand``; by default the :data:`SPLIT_VARIANT` epilogue)."""
     import cupy
 
     from .simt_gemm import inverse_norms_from_squares
 
-    variant = resident_or_rows(variant or epilogue_for(EPILOGUE, x.shape[2]), codes.shape[2])
-    grid, block, arguments, shared = _update_launch(variant, codes.shape, x.shape, field, step, blocks_w)
+    if split_tf32:
+        variant = variant or SPLIT_VARIANT
+    else:
+        variant = resident_or_rows(variant or epilogue_for(EPILOGUE, x.shape[2]), codes.shape[2])
+    grid, block, arguments, shared = _update_launch(variant, codes.shape, x.shape, field, step, blocks_w, split_tf32)
     column_tiles = -(-raw.shape[2] // tile_columns(variant))
     partial_squares = cupy.empty((raw.shape[0] * raw.shape[1], column_tiles * warps_across(variant)),
                                  dtype=cupy.float32)
     null = numpy.uint64(0)  # a null pointer argument
-    _kernel(variant)(grid, block, (
+    _kernel(variant, split_tf32)(grid, block, (
         codes, x, null if error is None else error, raw, velocity, null if operand is None else operand, inverse_norms,
         row_dots, partial_squares, numpy.float32(lr), numpy.float32(momentum), *arguments), shared_mem=shared)
     inverse_norms_from_squares(partial_squares, inverse_norms)
 
 
 @functools.lru_cache(maxsize=256)
-def _update_launch(variant: str, codes_shape, x_shape, field: int, step: int, blocks_w: int):
+def _update_launch(variant: str, codes_shape, x_shape, field: int, step: int, blocks_w: int, split_tf32: bool = False):
     """``(grid, block, scalar arguments, shared memory)`` of ``variant``'s launch, made once for these shapes: the
     float32 weight gradient's grid and arguments (a 128 x 96 tile, the maps' geometry), the rows along the grid's x
     in the variant's blocks (twice as many blocks of 64 rows), two threads a row (three in blocks of 144 columns,
@@ -965,7 +1048,7 @@ def _update_launch(variant: str, codes_shape, x_shape, field: int, step: int, bl
     grid, arguments = typed_launch(weight_grad_launch, 2, codes_shape, x_shape, field, step, blocks_w)
     rows_a_block = tile_rows(variant)
     shared = (resident_bytes(codes_shape[2], variant) if EPILOGUE_VARIANTS[variant].get("COLUMN_TILES")
-              else shared_bytes(variant))
+              else shared_bytes(variant, split_tf32))
     column_tiles = -(-field * field * x_shape[2] // tile_columns(variant))
     return ((-(-codes_shape[1] // rows_a_block), -(-column_tiles // column_tiles_a_block(variant)), grid[2]),
             (block_threads(variant),), arguments, shared)

@@ -74,15 +74,15 @@ def build(folder, variant: str = mma_float32.VARIANT, terms: int = 3):
 
 
 @pytest.fixture(scope="module")
-def kernel_on_cpu(tmp_path_factory):
-    """``kernel_on_cpu(variant)``: the kernel built under g++ in a variant of its tiles (mma_forward.SPLIT_VARIANTS),
-    once."""
+def built_once(tmp_path_factory):
+    """``built_once(builder, variant)``: ``builder(folder, variant)`` (:func:`build`, :func:`build_transpose`) built
+    under g++ once a module for each builder and variant."""
     built = {}
 
-    def kernel(variant: str):
-        if variant not in built:
-            built[variant] = build(tmp_path_factory.mktemp("mma_float32"), variant)
-        return built[variant]
+    def kernel(builder, variant: str):
+        if (builder, variant) not in built:
+            built[builder, variant] = builder(tmp_path_factory.mktemp("mma_float32"), variant)
+        return built[builder, variant]
 
     return kernel
 
@@ -92,12 +92,12 @@ def run_on_cpu(library, x, weights, out, row_scale, field, step, block_h, block_
     run_forward_on_cpu(library, x, weights, out, row_scale, field, step, block_h, block_w, mma_float32.forward_fits)
 
 
-def forward_case(seed: int, batch: int = 96, channels: int = 4, field: int = 6):
+def forward_case(seed: int, batch: int = 96, channels: int = 4, field: int = 6, maps: int = 68):
     """3x2 blocks of ``field x field x channels`` fields at step 2 (6x6x4: fan-in 144, the last tile of 32 inner terms
-    half past the end), a minibatch of ``batch``, 2x1 positions of 68 maps a block (136 rows: a guarded second tile of
-    128 rows); float32 operands."""
+    half past the end), a minibatch of ``batch``, 2x1 positions of ``maps`` maps a block (68: 136 rows, a guarded
+    second tile of 128 rows); float32 operands."""
     rng = numpy.random.default_rng(seed)
-    step, blocks_h, blocks_w, maps = 2, 3, 2, 68
+    step, blocks_h, blocks_w = 2, 3, 2
     rows = 2 * maps
     x = rng.standard_normal(((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, batch))
     weights = rng.standard_normal((blocks_h * blocks_w, rows, field * field * channels))
@@ -117,15 +117,15 @@ def expected_forward(case, precision: str = "float64", scaled: bool = True):
 
 @pytest.mark.parametrize("variant, scaled, batch", [("k32x3", True, 96), ("k32x3", False, 136), ("k16x4", True, 96)],
                          ids=["row-scale", "no-scale-part-tile", "k16x4"])
-def test_the_split_forward_writes_the_output_map_as_numpy(kernel_on_cpu, variant, scaled, batch):
+def test_the_split_forward_writes_the_output_map_as_numpy(built_once, variant, scaled, batch):
     """``W x`` from the float32 map into the output map, each row times its scale, in each variant of the tiles; with
     a minibatch of 136, a second tile of 96 columns with 40 in the minibatch (nothing written past it: the slack after
     the map stays NaN)."""
-    case = forward_case(3, batch)
+    case = forward_case(3, batch, maps=68 if scaled else 32)  # (the part-full column tile with one tile of rows)
     field, step, _, _, _, x, weights, scale, shape = case
     memory = numpy.full(int(numpy.prod(shape)) + 96, numpy.nan, dtype=numpy.float32)
     out = memory[:-96].reshape(shape)
-    run_on_cpu(kernel_on_cpu(variant), x, weights, out, scale if scaled else None, field, step, 2, 1)
+    run_on_cpu(built_once(build, variant), x, weights, out, scale if scaled else None, field, step, 2, 1)
     assert numpy.isnan(memory[-96:]).all()
     numpy.testing.assert_allclose(out, expected_forward(case, scaled=scaled), rtol=1e-5, atol=1e-4)
 
@@ -152,11 +152,11 @@ def float32_chain(case):
 
 
 def test_the_split_is_as_accurate_as_float32_and_one_term_is_not(tmp_path):
-    """On a fan-in of 576 (6x6x16: 18 tiles of 32), the split product's largest error against float64 (relative to
+    """On a fan-in of 576 (6x6x16: 18 tiles of 32) and 64 rows, the split product's largest error against float64 (relative to
     the sum of |products|) is within 2x of a float32 FMA chain's over the same operands (:func:`float32_chain`, the
     SIMT kernel's way; measured: 1.4x); plain TF32 (one term, the same source) is more than 100x worse (measured:
     280x).  The bound is float32's, so a kernel that skipped the split would fail."""
-    case = forward_case(7, 96, channels=16)
+    case = forward_case(7, 96, channels=16, maps=32)
     field, step, _, _, _, x, weights, scale, shape = case
     float32_error = _error(float32_chain(case).astype(numpy.float64), case)
     errors = {}
@@ -235,26 +235,12 @@ def run_transpose_on_cpu(library, weights, y, out, geometry):
     library.run_transpose(weights.ctypes.data, y.ctypes.data, out.ctypes.data, *grid, *arguments)
 
 
-@pytest.fixture(scope="module")
-def transpose_on_cpu(tmp_path_factory):
-    """``transpose_on_cpu(variant)``: the split transpose built under g++ in a variant of its tiles
-    (mma_transpose.SPLIT_VARIANTS), once."""
-    built = {}
-
-    def kernel(variant: str):
-        if variant not in built:
-            built[variant] = build_transpose(tmp_path_factory.mktemp("mma_float32_transpose"), variant)
-        return built[variant]
-
-    return kernel
-
-
 @pytest.mark.parametrize("variant, field, step, channels, rows, blocks_h, blocks_w, batch", [
     ("k32x3", 8, 4, 8, 64, 3, 2, 96),  # cells of 128 values in up to 2x2 blocks, 2 tiles of 32 rows
     ("k32x3", 8, 4, 3, 32, 2, 3, 136),  # 3 channels (runs of 12 floats, 3 copies), a part-full second column tile
-    ("k16x4", 6, 2, 4, 32, 3, 4, 96),  # cells of 16 values (most product rows guarded), up to 3x3 blocks
+    ("k16x4", 6, 2, 4, 32, 3, 3, 96),  # cells of 16 values (most product rows guarded), up to 3x3 blocks
 ], ids=["cells-of-128", "three-channels-part-tile", "k16x4-cells-of-16"])
-def test_the_split_transpose_folds_into_the_map_as_numpy(transpose_on_cpu, variant, field, step, channels, rows,
+def test_the_split_transpose_folds_into_the_map_as_numpy(built_once, variant, field, step, channels, rows,
                                                           blocks_h, blocks_w, batch):
     """Every cell of the map gets its blocks' sum added (edges with fewer blocks and middles alike), and nothing past
     the minibatch (the 96 values of slack after the map stay NaN)."""
@@ -263,7 +249,7 @@ def test_the_split_transpose_folds_into_the_map_as_numpy(transpose_on_cpu, varia
     memory = numpy.full(out.size + 96, numpy.nan, dtype=numpy.float32)
     memory[:-96] = out.ravel()
     out = memory[:-96].reshape(out.shape)
-    run_transpose_on_cpu(transpose_on_cpu(variant), weights, y, out, geometry)
+    run_transpose_on_cpu(built_once(build_transpose, variant), weights, y, out, geometry)
     numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
     assert numpy.isnan(memory[-96:]).all()
 

@@ -99,13 +99,13 @@ def main(argv=None):
         found = re.search(r"Compiling entry function '([^']+)'", line)
         if found:
             kernel = found.group(1)
-        spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        spills = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
         if spills:
-            spill_stores = int(spills.group(1))
+            stack, spill_stores = int(spills.group(1)), int(spills.group(2))
         used = re.search(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?", line)
         if used:  # (no smem figure where a kernel's shared memory is all dynamic)
-            print(f"{kernel:<70} {used.group(1):>4} registers, {spill_stores} bytes spilled, {used.group(2) or 0} bytes "
-                  "static shared")
+            print(f"{kernel:<70} {used.group(1):>4} registers, {spill_stores} bytes spilled, {stack} bytes of stack, "
+                  f"{used.group(2) or 0} bytes static shared")
 
 
 if __name__ == "__main__":

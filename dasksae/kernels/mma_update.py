@@ -209,8 +209,8 @@ __device__ __forceinline__ void split_mma(float* acc, const unsigned* a_big, con
 // a warp's 32 x 48 outputs (acc: two 16-row products by six 8-column ones) += A B over a k-step of 8 inner terms, A's
 // (m, k) at a[m * a_m + k * a_k] from the warp's first row, B's (k, n) at b[k * b_k + n * b_n] from its first column:
 // the fragments (A: rows g, g + 8, inner terms t, t + 4; B: inner terms t, t + 4 of column g) loaded as floats and
-// split.  LEAN: one 16-row product's A fragments and one column's B at a time (B's loaded twice), 60 registers of
-// fragments and sums instead of 88 (the update's three blocks an SM)
+// split.  LEAN: one column's B fragments at a time, 68 registers of fragments and sums instead of 88 (the update's
+// three blocks an SM: its rows epilogue still spills 124 bytes at 80 registers, against 288 with the whole B)
 template <bool LEAN>
 __device__ __forceinline__ void split_tf32_k_step(float (*acc)[6][4], const float* a, const int a_m, const int a_k,
                                                   const float* b, const int b_k, const int b_n, const int g,
@@ -224,14 +224,12 @@ __device__ __forceinline__ void split_tf32_k_step(float (*acc)[6][4], const floa
         for (int r = 0; r < 2; ++r) split_tf32(b[(t + 4 * r) * b_k + (j * 8 + g) * b_n], big[r], small[r]);
     };
     if (LEAN) {
-        for (int i = 0; i < 2; ++i) {
-            unsigned a_big[4], a_small[4];
-            split_a(i, a_big, a_small);
-            for (int j = 0; j < 6; ++j) {
-                unsigned b_big[2], b_small[2];
-                split_b(j, b_big, b_small);
-                split_mma(acc[i][j], a_big, a_small, b_big, b_small);
-            }
+        unsigned a_big[2][4], a_small[2][4];
+        for (int i = 0; i < 2; ++i) split_a(i, a_big[i], a_small[i]);
+        for (int j = 0; j < 6; ++j) {
+            unsigned b_big[2], b_small[2];
+            split_b(j, b_big, b_small);
+            for (int i = 0; i < 2; ++i) split_mma(acc[i][j], a_big[i], a_small[i], b_big, b_small);
         }
     } else {
         unsigned a_big[2][4], a_small[2][4], b_big[6][2], b_small[6][2];
@@ -714,7 +712,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
         // hoisted spill at MIN_BLOCKS 3's 80 registers)
 #pragma unroll 1
         for (int kk = 0; kk < TILE_K; kk += K_STEP)
-            split_tf32_k_step<true>(acc, As[buffer] + warp_m * 32 * ROW + kk, ROW, 1, Bs[buffer] + warp_n * 48 * ROW + kk,
+            split_tf32_k_step<(MIN_BLOCKS >= 3)>(acc, As[buffer] + warp_m * 32 * ROW + kk, ROW, 1, Bs[buffer] + warp_n * 48 * ROW + kk,
                                     1, ROW, g, t);
 #else
         for (int kk = 0; kk < TILE_K; kk += K_STEP)
@@ -893,7 +891,7 @@ def tile_rows(variant: str = "rows") -> int:
 SPLIT_ROW = 36  # with split TF32 (float32 operands): TILE_K floats and 4 of padding
 SPLIT_VARIANTS = ("rows", "rows-wide", "rows-cs", "rows-wide-cs")  # the epilogues split TF32 takes
 # what it takes by default: rows-wide (two blocks an SM, 124 registers, no spills); rows's three blocks an SM at 80
-# registers spill 288 bytes a thread (bench/kernel_registers.py --kernels mma-float32-update --mma-epilogue rows)
+# registers spill 124 bytes a thread (bench/kernel_registers.py --kernels mma-float32-update --mma-epilogue rows)
 SPLIT_VARIANT = "rows-wide"
 
 

@@ -12,6 +12,9 @@
 #        default, and rows), and the copy;
 #     4. the in-process float32 coates200 step with the switch off and on, in turn, twice;
 #     5. the float32 kernel table of the in-process step with it on.
+#   PART=ratio32  (about 240 s) the issue's float32 rows with both PyTorch peers in one process (the limit, the 1 worker
+#     pipelined, eager and torch.compile), with DASKSAE_FLOAT32_TENSOR_CORES=1 (RATIO_SWITCH=0: without), as session
+#     34's PART=ratio32: whether float32 reaches 5x the compiled peer.
 #   PART=geometry  session 36's (bench/gpu_session36_check.sh: DASKSAE_MMA_GEOMETRY=1 and DASKSAE_MMA_LDMATRIX=1,
 #     built in session 36 and still unmeasured), run from there: PART=geometry bash bench/gpu_session36_check.sh
 source bench/device_setup.sh
@@ -28,6 +31,8 @@ float32)
     in_process 3xtf32 DASKSAE_FLOAT32_TENSOR_CORES=1
   done
   kernel_table_float32 ${TABLE_S:-100} DASKSAE_FLOAT32_TENSOR_CORES=1 ;;
+ratio32)
+  DASKSAE_FLOAT32_TENSOR_CORES=${RATIO_SWITCH:-1} ratio_float32 ${RATIO_S:-330} --pipelined --compile ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -114,7 +114,7 @@ def test_the_tensor_core_forward_compiles(variant):
                           options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
 
 
-@pytest.mark.parametrize("variant, terms", [(variant, 3) for variant in mma_forward.SPLIT_VARIANTS] + [("k32x3", 1)])
+@pytest.mark.parametrize("variant, terms", [(v, 3) for v in mma_forward.SPLIT_VARIANTS] + [("k32x3", 1)])
 def test_the_split_tf32_forward_compiles(variant, terms):
     """The float32 ``W x`` on TF32 tensor cores with split operands (``cvt.rna.tf32.f32``, ``mma.sync.m16n8k8``), each
     variant of its tiles, and its one-term form (checked under g++ in test_mma_float32_on_cpu)."""
@@ -122,7 +122,7 @@ def test_the_split_tf32_forward_compiles(variant, terms):
                           options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
 
 
-@pytest.mark.parametrize("variant, terms", [(variant, 3) for variant in mma_transpose.SPLIT_VARIANTS] + [("k32x3", 1)])
+@pytest.mark.parametrize("variant, terms", [(v, 3) for v in mma_transpose.SPLIT_VARIANTS] + [("k32x3", 1)])
 def test_the_split_tf32_transpose_compiles(variant, terms):
     """The float32 ``W^T y`` with the fold on TF32 tensor cores with split operands, each variant of its tiles, and
     its one-term form (checked under g++ in test_mma_float32_on_cpu)."""
@@ -130,7 +130,7 @@ def test_the_split_tf32_transpose_compiles(variant, terms):
                           options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
 
 
-@pytest.mark.parametrize("variant, terms", [(variant, 3) for variant in mma_update.SPLIT_VARIANTS] + [("rows", 1)])
+@pytest.mark.parametrize("variant, terms", [(v, 3) for v in mma_update.SPLIT_VARIANTS] + [("rows", 1)])
 def test_the_split_tf32_update_compiles(variant, terms):
     """The float32 weight gradient with the update in its rows epilogues on TF32 tensor cores with split operands, and
     its one-term form (checked under g++ in test_mma_float32_on_cpu)."""

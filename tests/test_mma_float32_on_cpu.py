@@ -1,6 +1,6 @@
 """The float32 ``W x``, ``W^T y`` with the fold and the weight gradient with the update on TF32 tensor cores with split
-operands (``dasksae/kernels/mma_float32.py``), their CUDA sources run on the CPU under g++ with ``tests/test_mma_update_on_cpu.py``'s shim and, here, ``mma.sync.m16n8k8`` in TF32 and
-``cvt.rna.tf32.f32`` emulated from the PTX ISA (A: registers 0-3 hold rows g, g+8, g, g+8 and inner terms t, t, t+4,
+operands (``dasksae/kernels/mma_float32.py``), their CUDA sources run on the CPU under g++ with
+``tests/test_mma_update_on_cpu.py``'s shim and, here, ``mma.sync.m16n8k8`` in TF32 and ``cvt.rna.tf32.f32`` emulated from the PTX ISA (A: registers 0-3 hold rows g, g+8, g, g+8 and inner terms t, t, t+4,
 t+4; B: registers 0-1 hold inner terms t and t+4 of column g; D: rows g, g, g+8, g+8 and columns 2t, 2t+1; the
 hardware reads only a TF32 operand's top 19 bits, so the emulation drops the low 13): against NumPy in float64.
 
@@ -115,17 +115,15 @@ def expected_forward(case, precision: str = "float64", scaled: bool = True):
                                 step, 2, 1, row_scale=scale.astype(dtype) if scaled else None, precision=precision)
 
 
-@pytest.mark.parametrize("variant, scaled, batch", [("k32x3", True, 96), ("k16x4", False, 136)],
-                         ids=["row-scale", "k16x4-no-scale-part-tile"])
-def test_the_split_forward_writes_the_output_map_as_numpy(built_once, variant, scaled, batch):
-    """``W x`` from the float32 map into the output map, each row times its scale, in each variant of the tiles; with
-    a minibatch of 136, a second tile of 96 columns with 40 in the minibatch (nothing written past it: the slack after
-    the map stays NaN)."""
+@pytest.mark.parametrize("scaled, batch", [(True, 96), (False, 136)], ids=["row-scale", "no-scale-part-tile"])
+def test_the_split_forward_writes_the_output_map_as_numpy(built_once, scaled, batch):
+    """``W x`` from the float32 map into the output map, each row times its scale; with a minibatch of 136, a second
+    tile of 96 columns with 40 in the minibatch (nothing written past it: the slack after the map stays NaN)."""
     case = forward_case(3, batch, maps=68 if scaled else 32)  # (the part-full column tile with one tile of rows)
     field, step, _, _, _, x, weights, scale, shape = case
     memory = numpy.full(int(numpy.prod(shape)) + 96, numpy.nan, dtype=numpy.float32)
     out = memory[:-96].reshape(shape)
-    run_on_cpu(built_once(build, variant), x, weights, out, scale if scaled else None, field, step, 2, 1)
+    run_on_cpu(built_once(build, mma_float32.VARIANT), x, weights, out, scale if scaled else None, field, step, 2, 1)
     assert numpy.isnan(memory[-96:]).all()
     numpy.testing.assert_allclose(out, expected_forward(case, scaled=scaled), rtol=1e-5, atol=1e-4)
 
@@ -163,8 +161,8 @@ def test_the_split_is_as_accurate_as_float32_and_one_term_is_not(tmp_path, built
     errors = {}
     for terms in (3, 1):
         out = numpy.full(shape, numpy.nan, dtype=numpy.float32)
-        run_on_cpu(built_once(build, "k32x3") if terms == 3 else build(tmp_path, terms=terms), x, weights, out, scale,
-                   field, step, 2, 1)
+        library = built_once(build, mma_float32.VARIANT) if terms == 3 else build(tmp_path, terms=terms)
+        run_on_cpu(library, x, weights, out, scale, field, step, 2, 1)
         errors[terms] = _error(out.astype(numpy.float64), case)
     assert errors[3] <= 3 * float32_error, (errors, float32_error)
     assert errors[1] > 100 * float32_error, (errors, float32_error)
@@ -235,13 +233,12 @@ def run_transpose_on_cpu(library, weights, y, out, geometry):
     library.run_transpose(weights.ctypes.data, y.ctypes.data, out.ctypes.data, *grid, *arguments)
 
 
-@pytest.mark.parametrize("variant, field, step, channels, rows, blocks_h, blocks_w, batch", [
-    ("k32x3", 8, 4, 8, 64, 3, 2, 96),  # cells of 128 values in up to 2x2 blocks, 2 tiles of 32 rows
-    ("k32x3", 8, 4, 3, 32, 2, 3, 136),  # 3 channels (runs of 12 floats, 3 copies), a part-full second column tile
-    ("k16x4", 6, 2, 4, 32, 3, 2, 96),  # cells of 16 values (most product rows guarded), up to 3x2 blocks
-], ids=["cells-of-128", "three-channels-part-tile", "k16x4-cells-of-16"])
-def test_the_split_transpose_folds_into_the_map_as_numpy(built_once, variant, field, step, channels, rows,
-                                                          blocks_h, blocks_w, batch):
+@pytest.mark.parametrize("field, step, channels, rows, blocks_h, blocks_w, batch", [
+    (8, 4, 8, 64, 3, 2, 96),  # cells of 128 values in up to 2x2 blocks, 2 tiles of 32 rows
+    (8, 4, 3, 32, 2, 3, 136),  # 3 channels (runs of 12 floats, 3 copies), a part-full second column tile
+], ids=["cells-of-128", "three-channels-part-tile"])
+def test_the_split_transpose_folds_into_the_map_as_numpy(built_once, field, step, channels, rows, blocks_h, blocks_w,
+                                                          batch):
     """Every cell of the map gets its blocks' sum added (edges with fewer blocks and middles alike), and nothing past
     the minibatch (the 96 values of slack after the map stay NaN)."""
     weights, y, out, geometry = transpose_case(5, field, step, channels, rows, blocks_h, blocks_w, batch)
@@ -249,7 +246,7 @@ def test_the_split_transpose_folds_into_the_map_as_numpy(built_once, variant, fi
     memory = numpy.full(out.size + 96, numpy.nan, dtype=numpy.float32)
     memory[:-96] = out.ravel()
     out = memory[:-96].reshape(out.shape)
-    run_transpose_on_cpu(built_once(build_transpose, variant), weights, y, out, geometry)
+    run_transpose_on_cpu(built_once(build_transpose, mma_float32.VARIANT), weights, y, out, geometry)
     numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
     assert numpy.isnan(memory[-96:]).all()
 
@@ -273,7 +270,8 @@ def test_the_split_transpose_is_as_accurate_as_float32_and_one_term_is_not(tmp_p
     errors = {"chain": float(numpy.max(numpy.abs((chain + out).astype(numpy.float64) - expected) / magnitudes))}
     for terms in (3, 1):
         mine = out.copy()
-        library = built_once(build_transpose, "k32x3") if terms == 3 else build_transpose(tmp_path, terms=terms)
+        library = (built_once(build_transpose, mma_float32.VARIANT) if terms == 3
+                   else build_transpose(tmp_path, terms=terms))
         run_transpose_on_cpu(library, weights, y, mine, geometry)
         errors[terms] = float(numpy.max(numpy.abs(mine - expected) / magnitudes))
     assert errors[3] <= 3 * errors["chain"], errors
@@ -305,8 +303,7 @@ def build_update(folder, variant: str = "rows-wide"):
     return library
 
 
-@pytest.mark.parametrize("with_error", [True, False], ids=["x-and-error", "x-only"])
-def test_the_split_update_takes_the_unit_norm_step_from_the_maps(built_once, with_error):
+def test_the_split_update_takes_the_unit_norm_step_from_the_maps(built_once):
     """``codes [fields(x) | fields(error)]^T`` from float32 codes and maps on split TF32 tensor cores, taken as the
     unit-norm SGD step as the update's array code takes it in float64 (the same values, the same ``row_dots``), and
     the per-warp sums of squares giving the new ``1/||U||``: test_mma_update_on_cpu's case (a guarded second tile of
@@ -314,7 +311,7 @@ def test_the_split_update_takes_the_unit_norm_step_from_the_maps(built_once, wit
     tolerance: velocity off by up to 1e-3 relative, 12% of it past rtol 1e-4.)"""
     variant = mma_update.SPLIT_VARIANT  # (rows differs in its registers a thread, not in its code)
     library = built_once(build_update, variant)
-    case = update_case(11, with_error, False, bfloat16=False)
+    case = update_case(11, True, False, bfloat16=False)  # (without the error map: the bfloat16 tests' x-only case)
     raw, velocity = case["raw"], case["velocity"]
     count, rows, _ = raw.shape
     assert mma_float32.update_fits(case["codes"], case["x"], case["error"], raw, velocity, case["inverse_norms"],
@@ -322,8 +319,7 @@ def test_the_split_update_takes_the_unit_norm_step_from_the_maps(built_once, wit
     grid, (threads,), arguments, _ = mma_update._update_launch(variant, case["codes"].shape, case["x"].shape,
                                                                 case["field"], case["step"], case["blocks_w"], True)
     partial_squares = numpy.full((count * rows, 4), numpy.nan, numpy.float32)
-    error = None if case["error"] is None else case["error"].ctypes.data
-    library.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, error, raw.ctypes.data,
+    library.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, case["error"].ctypes.data, raw.ctypes.data,
                        velocity.ctypes.data, case["inverse_norms"].ctypes.data, case["row_dots"].ctypes.data,
                        partial_squares.ctypes.data, case["lr"], case["momentum"], *grid, threads, *arguments)
     assert not numpy.isnan(partial_squares).any() and (partial_squares[:, 3] == 0).all()

@@ -49,7 +49,7 @@ VARIANT = "k64x3"  # what the training takes
 B_ROW = TILE_N + 8  # a shared field row: 96 bfloat16 values and 8 of padding (208 bytes: an ldmatrix's 8 rows in
 # distinct 16-byte bank groups); in float32 (split TF32) 96 floats and 8 (B's fragment loads (t, g) in banks 8t + g)
 # the tiles of the float32 kernel on split TF32 tensor cores (kernels/mma_float32.py): k32x3 takes 93 KiB a block
-SPLIT_VARIANTS = {"k32x3": (32, 3), "k16x4": (16, 4)}
+SPLIT_VARIANTS = {"k32x3": (32, 3)}
 SPLIT_A_PAD = 4  # its shared weight row: TILE_K floats and 4 (A's fragment loads (g, t) in banks 4g + t: distinct)
 
 
@@ -126,7 +126,8 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
     const long long in_row = in_row_argument;
 #endif
     OPERAND(*As)[TILE_M * A_ROW] = (OPERAND(*)[TILE_M * A_ROW])forward_shared;  // [STAGES]
-    OPERAND(*Bs)[TILE_K * B_ROW] = (OPERAND(*)[TILE_K * B_ROW])(forward_shared + STAGES * TILE_M * A_ROW * sizeof(OPERAND));
+    OPERAND(*Bs)[TILE_K * B_ROW] =
+        (OPERAND(*)[TILE_K * B_ROW])(forward_shared + STAGES * TILE_M * A_ROW * sizeof(OPERAND));
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
     const int warp_m = warp % 4, warp_n = warp / 4;
     const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;

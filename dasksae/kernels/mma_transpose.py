@@ -61,7 +61,7 @@ A_ROW = CELL_ROWS + 8  # a shared row of the weights' tile: a block row's 128 ce
 # in float32, split TF32, A's fragment loads (t, g) fall in banks 8t + g)
 B_ROW = TILE_N + 8  # a shared row of y's tile: 96 minibatch values and 8 of padding (208 bytes)
 # the tiles of the float32 kernel on split TF32 tensor cores (kernels/mma_float32.py): k32x3 takes 92 KiB a block
-SPLIT_VARIANTS = {"k32x3": (32, 3), "k16x4": (16, 4)}
+SPLIT_VARIANTS = {"k32x3": (32, 3)}
 
 
 def shared_bytes(variant: str, split_tf32: bool = False) -> int:
@@ -79,8 +79,8 @@ def variant_for(rows: int, asked: str | None = None) -> str:
 
 _SOURCE = r"""
 #define TILE_N 96
-// TILE_K, STAGES, CELL_ROWS, A_ROW, B_ROW, SHARED_BYTES: from mma_transpose_source.  SPLIT_TF32 (kernels/mma_float32.py's):
-// float32 operands, each split into two TF32 terms, in dasksae_tf32x3_filter_transpose_fold; else bfloat16 ones in
+// TILE_K, STAGES, CELL_ROWS, A_ROW, B_ROW, SHARED_BYTES: from mma_transpose_source.  SPLIT_TF32
+// (kernels/mma_float32.py's): float32 operands, each split into two TF32 terms, in dasksae_tf32x3_filter_transpose_fold; else bfloat16 ones in
 // dasksae_mma_filter_transpose_fold
 #if SPLIT_TF32
 #define OPERAND float
@@ -119,7 +119,8 @@ extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
     const int rows = rows_argument, channels = channels_argument, field = field_argument, step = step_argument;
 #endif
     OPERAND(*As)[TILE_K * A_ROW] = (OPERAND(*)[TILE_K * A_ROW])transpose_shared;  // [STAGES]
-    OPERAND(*Bs)[TILE_K * B_ROW] = (OPERAND(*)[TILE_K * B_ROW])(transpose_shared + STAGES * TILE_K * A_ROW * sizeof(OPERAND));
+    OPERAND(*Bs)[TILE_K * B_ROW] =
+        (OPERAND(*)[TILE_K * B_ROW])(transpose_shared + STAGES * TILE_K * A_ROW * sizeof(OPERAND));
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
     const int warp_m = warp % 4, warp_n = warp / 4;
     const int a = blockIdx.y, b = blockIdx.x, n0 = blockIdx.z * TILE_N;

@@ -216,7 +216,7 @@ __device__ __forceinline__ void split_tf32_k_step(float (*acc)[6][4], const floa
                                                   const float* b, const int b_k, const int b_n, const int g,
                                                   const int t)
 {
-    auto split_a = [&](const int i, unsigned* big, unsigned* small) {  // register r: row g + 8 (r % 2), term t + 4 (r / 2)
+    auto split_a = [&](const int i, unsigned* big, unsigned* small) {  // register r: row g + 8 (r % 2), t + 4 (r / 2)
         for (int r = 0; r < 4; ++r)
             split_tf32(a[(i * 16 + g + 8 * (r % 2)) * a_m + (t + 4 * (r / 2)) * a_k], big[r], small[r]);
     };
@@ -932,7 +932,8 @@ def mma_update_source(variant: str = "rows", split_tf32: bool = False, terms: in
     :data:`SPLIT_VARIANTS`), ``terms`` TF32 products a k-step."""
     if split_tf32 and variant not in SPLIT_VARIANTS:
         raise ValueError(f"split TF32 takes the epilogues {', '.join(SPLIT_VARIANTS)}, not {variant!r}.")
-    defines = {"OUT_ROW": out_row(variant), "SHARED_BYTES": shared_bytes(variant, split_tf32)} | EPILOGUE_VARIANTS[variant]
+    defines = ({"OUT_ROW": out_row(variant), "SHARED_BYTES": shared_bytes(variant, split_tf32)}
+               | EPILOGUE_VARIANTS[variant])
     helpers = MMA_HELPERS
     if split_tf32:
         defines |= {"SPLIT_TF32": 1, "TERMS": split_terms(terms)}

@@ -15,6 +15,10 @@
 #   PART=ratio32  (about 240 s) the issue's float32 rows with both PyTorch peers in one process (the limit, the 1 worker
 #     pipelined, eager and torch.compile), with DASKSAE_FLOAT32_TENSOR_CORES=1 (RATIO_SWITCH=0: without), as session
 #     34's PART=ratio32: whether float32 reaches 5x the compiled peer.
+#   PART=whole  (about 250 s) DASKSAE_WHOLE_PRODUCTS=1, a layer's W x and W^T y with the fold in one launch where their
+#     kernels write no transients (coates200's stage 2: W x 2 launches, W^T y 3, the last of one block row; stage 1's
+#     W^T y 2, the last of one block row): its GPU test, then the in-process step off and on, in turn, twice, in
+#     bfloat16 and in float32.
 #   PART=geometry  session 36's (bench/gpu_session36_check.sh: DASKSAE_MMA_GEOMETRY=1 and DASKSAE_MMA_LDMATRIX=1,
 #     built in session 36 and still unmeasured), run from there: PART=geometry bash bench/gpu_session36_check.sh
 source bench/device_setup.sh
@@ -31,6 +35,14 @@ float32)
     in_process 3xtf32 DASKSAE_FLOAT32_TENSOR_CORES=1
   done
   kernel_table_float32 ${TABLE_S:-100} DASKSAE_FLOAT32_TENSOR_CORES=1 ;;
+whole)
+  gpu_tests ${TESTS_S:-90} tests/test_gpu.py -k "whole_products"
+  for dtype in bfloat16 float32; do
+    for round in 1 2; do
+      STEP_DTYPE=$dtype in_process chunked-$dtype DASKSAE_WHOLE_PRODUCTS=0
+      STEP_DTYPE=$dtype in_process whole-$dtype DASKSAE_WHOLE_PRODUCTS=1
+    done
+  done ;;
 ratio32)
   DASKSAE_FLOAT32_TENSOR_CORES=${RATIO_SWITCH:-1} ratio_float32 ${RATIO_S:-330} --pipelined --compile ;;
 esac

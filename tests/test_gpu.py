@@ -1267,3 +1267,43 @@ def test_float32_training_with_the_split_tf32_forward_follows_the_simt_kernel(mo
     trained = _small_steps(monkeypatch, config, "1x1")
     assert (2, 2) in launched and (1, 1) in launched and "transpose" in launched and "update" in launched
     _assert_trained_alike(trained, expected)
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float32"])
+def test_whole_products_take_one_launch_with_the_chunked_results(monkeypatch, precision):
+    """DASKSAE_WHOLE_PRODUCTS=1: a layer's ``W x`` (the bfloat16 tensor-core kernel, the float32 SIMT one: both read
+    the fields from the map) and bfloat16 ``W^T y`` with the fold in the product run as one launch where chunks of
+    block rows (here 2 MiB of patches) took several: ``W x`` the same bit for bit (each output is one product either
+    way), ``W^T y`` to float32 rounding (a chunk's border cells were added in two launches)."""
+    from dasksae.kernels import local_filter, mma_forward, mma_transpose, simt_gemm
+
+    rng = numpy.random.default_rng(13)
+    field, step, channels, blocks, block = 8, 4, 8, (6, 3), (2, 2)
+    height, width = (blocks[0] - 1) * step + field, (blocks[1] - 1) * step + field
+    x = cupy.asarray(rng.standard_normal((height, width, channels, 96)), dtype=cupy.float32)
+    weights = cupy.asarray(rng.standard_normal(blocks + (64, field * field * channels)), dtype=cupy.float32)
+    y = cupy.asarray(rng.standard_normal((blocks[0] * 2, blocks[1] * 2, 16, 96)), dtype=cupy.float32)
+    launched = []
+    for module, name in ((mma_forward, "filter_forward_bfloat16"), (simt_gemm, "filter_forward"),
+                         (mma_transpose, "add_transpose_bfloat16")):
+        kernel = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *args, _kernel=kernel, _name=name: launched.append(_name)
+                            or _kernel(*args))
+    monkeypatch.setenv("DASKSAE_GEMM", "simt")
+
+    def products(whole: bool):
+        monkeypatch.setattr(local_filter, "WHOLE_PRODUCTS", whole)
+        launched.clear()
+        z = local_filter.local_filter_forward(x, weights, field, step, *block, precision=precision, chunk_bytes=2 << 20)
+        forward_launches = len(launched)
+        r = local_filter.local_filter_transpose(y, weights, x.shape, field, step, *block, precision=precision,
+                                                chunk_bytes=2 << 20)
+        return z.get(), r.get(), forward_launches, len(launched) - forward_launches
+
+    z_chunked, r_chunked, forward_chunked, transpose_chunked = products(False)
+    z_whole, r_whole, forward_whole, transpose_whole = products(True)
+    assert forward_chunked > 1 and forward_whole == 1
+    numpy.testing.assert_array_equal(z_whole, z_chunked)
+    if precision == "bfloat16":
+        assert transpose_chunked > 1 and transpose_whole == 1
+    numpy.testing.assert_allclose(r_whole, r_chunked, rtol=1e-5, atol=1e-4)

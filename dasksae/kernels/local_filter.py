@@ -33,12 +33,18 @@ import numpy
 
 from . import mma_float32, mma_forward, mma_transpose, mma_update, simt_gemm
 from .backend import array_module, as_strided
+from ..switches import switch
 from .gemm import batched_matmul, native_precision, operand, result_dtype, storage_dtype
 
 #: Largest transient of one chunk of block rows (patches, block outputs,
 #: weight gradients): the products run over as many block rows at a time as
 #: fit, so a step's peak memory does not grow with the network's width.
 CHUNK_BYTES = 2**30
+# "1": a W x or W^T y whose kernel writes no transients (it reads the fields from the map: the float32 SIMT W x, the
+# tensor-core W x and W^T y with the fold) runs as one launch over the whole layer instead of chunks of block rows sized
+# for patches that it does not write (coates200's stage 2 W x: 2 launches, its W^T y 3, the last of one block row);
+# "0" (the default until a device run measures it): chunks as before
+WHOLE_PRODUCTS = switch("DASKSAE_WHOLE_PRODUCTS") == "1"
 
 
 def block_counts(input_size: int, field: int, step: int) -> int:
@@ -227,6 +233,9 @@ def local_filter_forward(x, weights, field: int, step: int, block_h: int, block_
     x = operand(x, precision)
     weights = operand(weights, precision)
     per_row = blocks_w * (fan_in * x.itemsize + 2 * rows * out.itemsize) * batch
+    if WHOLE_PRODUCTS and _forward_reads_the_map(xp, precision, x, weights.reshape(-1, rows, fan_in), out, row_scale,
+                                                  field, step, block_h, block_w):
+        chunk_bytes = None  # one launch: the kernel writes no transients
     for p0, p1 in chunks(blocks_h, per_row, chunk_bytes):
         x_rows, weight_rows = x[field_rows(p0, p1, field, step)], weights[p0:p1].reshape(-1, rows, fan_in)
         out_rows, scale_rows = out[p0 * block_h : p1 * block_h], None if row_scale is None else row_scale[p0:p1]
@@ -246,6 +255,15 @@ def local_filter_forward(x, weights, field: int, step: int, block_h: int, block_
         products = batched_matmul(weight_rows, patches, precision=precision)
         write_block_rows(out_rows, products, block_h, block_w, scale_rows)
     return out
+
+
+def _forward_reads_the_map(xp, precision, x, weight_rows, out, row_scale, field, step, block_h, block_w) -> bool:
+    """Whether :func:`local_filter_forward` of these (whole) arrays runs in one of the kernels that read the fields
+    from the map and write nothing else (split TF32, the float32 SIMT kernel, the bfloat16 tensor-core kernel)."""
+    arrays = (x, weight_rows, out, row_scale, field, step, block_h, block_w)
+    return ((mma_float32.on_tensor_cores(xp, precision) and mma_float32.forward_fits(*arrays))
+            or _reads_fields(xp, precision, *arrays)
+            or (forward_on_tensor_cores(xp, precision, x.shape[-1]) and mma_forward.forward_fits(*arrays)))
 
 
 def _reads_fields(xp, precision, x, weights, out, row_scale, field, step, block_h, block_w) -> bool:
@@ -394,12 +412,23 @@ def local_filter_transpose(y, weights, input_shape, field: int, step: int, block
     out = xp.zeros(tuple(input_shape), dtype=result_dtype(precision))
     weights = operand(weights, precision)
     per_row = blocks_w * (fan_in * out.itemsize + rows * 4) * batch
+    if WHOLE_PRODUCTS and _transpose_folds_in_the_product(xp, precision, out.shape[2], rows, batch, field, step):
+        chunk_bytes = None  # one launch: the kernel writes no patches (its operand y's block rows, 2-4 bytes a value)
     for p0, p1 in chunks(blocks_h, per_row, chunk_bytes):
         y_rows = block_rows(y[p0 * block_h : p1 * block_h], block_h, block_w,
                             None if row_scale is None else row_scale[p0:p1], precision)
         add_transpose_into(out[field_rows(p0, p1, field, step)], weights[p0:p1].reshape(-1, rows, fan_in), y_rows,
                            field, step, p1 - p0, blocks_w, precision)
     return out
+
+
+def _transpose_folds_in_the_product(xp, precision: str, channels: int, rows: int, batch: int, field: int,
+                                    step: int) -> bool:
+    """Whether a layer of this shape takes ``W^T y`` in a kernel that folds in the product, writing no patches: the
+    bfloat16 tensor-core one (:func:`transpose_on_tensor_cores`) or the split TF32 one."""
+    return (transpose_on_tensor_cores(xp, precision, channels, rows, batch, field, step)
+            or (mma_float32.on_tensor_cores(xp, precision) and mma_transpose.layer_fits(channels, rows, batch, field,
+                                                                                        step)))
 
 
 def transpose_on_tensor_cores(xp, precision: str, channels: int, rows: int, batch: int, field: int, step: int) -> bool:

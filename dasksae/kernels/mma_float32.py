@@ -1,5 +1,6 @@
-"""The float32 ``W x`` on tensor cores, as accurate as float32 FMAs: each operand split into two TF32 terms
-(``3xTF32``), its fields read straight from the input map and its outputs written into the output map (CuPy).
+"""Float32 products on tensor cores, as accurate as float32 FMAs: each operand split into two TF32 terms (``3xTF32``),
+in the three tensor-core kernels of the bfloat16 path (``W x`` and ``U g_r`` from the maps, ``W^T y`` with the fold,
+the weight gradient with the update in its epilogue), their sources compiled with ``SPLIT_TF32`` (CuPy).
 
 Why: a float32 step is bound by the card's float32 FMA rate (about 51 TFLOP/s on
 the H100; our SIMT kernel, :mod:`.simt_gemm`, runs ``W x`` at 40-42), so no
@@ -17,7 +18,7 @@ about 8x its float32 rate).  ``tests/test_mma_float32_on_cpu.py`` checks that
 its error against float64 is that of a float32 product, and that one term
 (plain TF32) is not.
 
-The kernel is :mod:`.mma_forward`'s source with ``SPLIT_TF32`` (the same grid,
+``W x`` is :mod:`.mma_forward`'s source with ``SPLIT_TF32`` (the same grid,
 arguments and output layout as ``dasksae_simt_filter_forward``, 8 warps of 32 x
 48 outputs over a 128 x 96 tile, ``STAGES`` buffers of shared memory filled by
 ``cp.async``): float32 tiles and ``mma.sync.m16n8k8`` in TF32, a k-step of 8,
@@ -30,9 +31,10 @@ Opt-in while unmeasured: ``DASKSAE_FLOAT32_TENSOR_CORES=1`` takes float32 ``W
 x``, the backward's ``U g_r``, ``W^T y`` with the fold (:mod:`.mma_transpose`'s
 source) and the weight gradient with the update in its epilogue
 (:mod:`.mma_update`'s, the rows epilogues) here where the arrays fit; ``0`` (the
-default) keeps :mod:`.simt_gemm`'s kernels.  Its source also runs on the CPU under g++ (the shim of
-``tests/test_mma_float32_on_cpu.py`` emulates ``mma.sync.m16n8k8`` and
-``cvt.rna.tf32.f32`` from the PTX ISA), checked against NumPy in float64.
+default) keeps :mod:`.simt_gemm`'s kernels.  Their sources also run on the CPU
+under g++ (the shim of ``tests/test_mma_float32_on_cpu.py`` emulates
+``mma.sync.m16n8k8`` and ``cvt.rna.tf32.f32`` from the PTX ISA), checked
+against NumPy in float64.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ from . import mma_forward, mma_transpose, mma_update
 from .mma_update import aligned
 from .simt_gemm import THREADS, typed_launch
 
-# float32 W x and U g_r on TF32 tensor cores with split operands (this module) where the arrays fit: "1", or "0" (the
-# default: the SIMT kernel) until a device run measures it
+# float32 W x, U g_r, W^T y and the update on TF32 tensor cores with split operands (this module) where the arrays fit:
+# "1", or "0" (the default: the SIMT kernels) until a device run measures it
 FLOAT32_TENSOR_CORES = switch("DASKSAE_FLOAT32_TENSOR_CORES")
 VARIANT = "k32x3"  # of mma_forward.SPLIT_VARIANTS (k32x3: 93 KiB of shared memory a block, two an SM)
 

@@ -3,7 +3,7 @@
 # (the card's name into $OUT/card.txt), `four` (the 4-worker-thread row of bench/gpu_step.py), `issue_table` (the
 # issue's table in one process: limit, 1 worker with the in-process step, 4 worker threads, PyTorch), `gpu_tests`,
 # `in_process` (one in-process step under given switches), `one_worker_float32`, `ratio_float32` (with PyTorch),
-# `faster_of` (which of two in_process labels was faster) and `kernel_table_float32`.
+# `faster_of` (which of two in_process labels was faster), `kernel_table_bfloat16` and `kernel_table_float32`.
 set -o pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site ${WHEELS:-.whl}/*.whl \
   && export PYTHONPATH=/tmp/site:$PWD:$PWD/bench || exit 1
@@ -41,6 +41,11 @@ faster_of() {  # faster_of LABEL_A LABEL_B: the label whose in_process rows in $
   awk -v a="$1:" -v b="$2:" '$1 == a { sa += $7; na++ } $1 == b { sb += $7; nb++ }
     END { print (nb && (!na || sb / nb < sa / na)) ? substr(b, 1, length(b) - 1) : substr(a, 1, length(a) - 1) }' \
     $OUT/gpu-step.log; }
+kernel_table_bfloat16() {  # kernel_table_bfloat16 SECONDS LINES [VAR=VALUE...]: the bfloat16 kernel table of the one-tile
+  # step (its top 40 kernels) into $OUT/kernel-table-bfloat16.{json,log}, its first LINES lines shown
+  env "${@:3}" timeout $1 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
+    --top 40 --json $OUT/kernel-table-bfloat16.json 2>&1 | filter | head -80 > $OUT/kernel-table-bfloat16.log
+  head -$2 $OUT/kernel-table-bfloat16.log; }
 kernel_table_float32() {  # kernel_table_float32 SECONDS [VAR=VALUE...]: the float32 kernel table of the one-tile step
   env "${@:2}" timeout $1 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 --runs 3 \
     --json $OUT/kernel-table-float32.json 2>&1 | filter | head -40 > $OUT/kernel-table.log

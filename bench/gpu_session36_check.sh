@@ -40,10 +40,7 @@ card
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 case "${PART:-first}" in
 first)
-  timeout ${TESTS_S:-150} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
-    -k "tensor_core_transpose or (tensor_core_update_on_the_gpu and 144) or fewer_loads" 2>&1 | tail -30 \
-    > $OUT/gpu-tests.log
-  echo "tests: $(tail -1 $OUT/gpu-tests.log)"
+  gpu_tests ${TESTS_S:-150} tests/test_gpu.py -k "tensor_core_transpose or (tensor_core_update_on_the_gpu and 144) or fewer_loads"
   timeout ${FLOOR_S:-90} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
     --variants rows-144 --json $OUT/update-floor.json 2>&1 | filter | tee $OUT/update-floor.log
   export STEP_DTYPE=bfloat16
@@ -53,13 +50,9 @@ first)
   done
   timeout ${PRODUCT_S:-60} python3 bench/product_floor.py --config coates200 --minibatch 96 --runs 10 \
     --json $OUT/product-floor.json 2>&1 | filter | tee $OUT/product-floor.log
-  timeout ${TABLE_S:-120} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
-    --top 40 --json $OUT/kernel-table-bfloat16.json 2>&1 | filter | head -80 > $OUT/kernel-table-bfloat16.log
-  head -24 $OUT/kernel-table-bfloat16.log ;;
+  kernel_table_bfloat16 ${TABLE_S:-120} 24 ;;
 overlap)
-  timeout ${TESTS_S:-150} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
-    -k "(tensor_core_update_on_the_gpu and overlap) or fewer_loads" 2>&1 | tail -30 > $OUT/gpu-tests.log
-  echo "tests: $(tail -1 $OUT/gpu-tests.log)"
+  gpu_tests ${TESTS_S:-150} tests/test_gpu.py -k "(tensor_core_update_on_the_gpu and overlap) or fewer_loads"
   timeout ${FLOOR_S:-90} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
     --variants ${VARIANTS:-rows-overlap} --json $OUT/update-floor.json 2>&1 | filter \
     | tee $OUT/update-floor.log
@@ -77,22 +70,15 @@ overlap)
   grep -E "^  dasksae_|Duration|DRAM Throughput|L2 Cache Throughput|dram__bytes|L2 Hit Rate|Spilling Requests |Registers Per|Achieved Occupancy" \
     $OUT/update-counters-overlap.log | head -20 ;;
 cells)
-  timeout ${TESTS_S:-120} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
-    -k "tensor_core_transpose" 2>&1 | tail -30 > $OUT/gpu-tests.log
-  echo "tests: $(tail -1 $OUT/gpu-tests.log)"
+  gpu_tests ${TESTS_S:-120} tests/test_gpu.py -k "tensor_core_transpose"
   timeout ${PRODUCT_S:-60} python3 bench/product_floor.py --config coates200 --minibatch 96 --runs 10 --stages 1 \
     --json $OUT/product-floor.json 2>&1 | filter | tee $OUT/product-floor.log
-  timeout ${TABLE_S:-100} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
-    --top 40 --json $OUT/kernel-table-bfloat16.json 2>&1 | filter | head -80 > $OUT/kernel-table-bfloat16.log
-  head -6 $OUT/kernel-table-bfloat16.log ;;
+  kernel_table_bfloat16 ${TABLE_S:-100} 6 ;;
 head)
-  timeout ${TESTS_S:-150} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
-    -k "tensor_core_transpose or tensor_core_update or fewer_loads" 2>&1 | tail -30 > $OUT/gpu-tests.log
-  echo "tests: $(tail -1 $OUT/gpu-tests.log)" ;;
+  gpu_tests ${TESTS_S:-150} tests/test_gpu.py -k "tensor_core_transpose or tensor_core_update or fewer_loads" ;;
 geometry)
-  timeout ${TESTS_S:-150} python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short tests/test_gpu.py \
-    -k "compiled_in or tensor_core_transpose or tensor_core_forward or tensor_core_update or fewer_loads" 2>&1 | tail -30 > $OUT/gpu-tests.log
-  echo "tests: $(tail -1 $OUT/gpu-tests.log)"
+  gpu_tests ${TESTS_S:-150} tests/test_gpu.py \
+    -k "compiled_in or tensor_core_transpose or tensor_core_forward or tensor_core_update or fewer_loads"
   for on in 00 10 01 11; do  # DASKSAE_MMA_GEOMETRY, then DASKSAE_MMA_LDMATRIX
     DASKSAE_MMA_GEOMETRY=${on:0:1} DASKSAE_MMA_LDMATRIX=${on:1:1} timeout ${PRODUCT_S:-60} python3 bench/product_floor.py \
       --config coates200 --minibatch 96 --runs 10 --json $OUT/product-floor-$on.json 2>&1 | filter \
@@ -103,10 +89,7 @@ geometry)
     in_process off DASKSAE_MMA_GEOMETRY=0 DASKSAE_MMA_LDMATRIX=0
     in_process on DASKSAE_MMA_GEOMETRY=1 DASKSAE_MMA_LDMATRIX=1
   done
-  DASKSAE_MMA_GEOMETRY=1 DASKSAE_MMA_LDMATRIX=1 timeout ${TABLE_S:-100} python3 bench/kernel_table.py --config coates200 --minibatch 96 \
-    --dtype bfloat16 --runs 3 --top 40 --json $OUT/kernel-table-bfloat16.json 2>&1 | filter | head -80 \
-    > $OUT/kernel-table-bfloat16.log
-  head -6 $OUT/kernel-table-bfloat16.log ;;
+  kernel_table_bfloat16 ${TABLE_S:-100} 6 DASKSAE_MMA_GEOMETRY=1 DASKSAE_MMA_LDMATRIX=1 ;;
 counters)
   echo "ncu: $NCU"
   timeout ${NCU_S:-150} $NCU --clock-control none \

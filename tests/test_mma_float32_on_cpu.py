@@ -164,6 +164,8 @@ def test_the_split_is_as_accurate_as_float32_and_one_term_is_not(tmp_path, built
         library = built_once(build, mma_float32.VARIANT) if terms == 3 else build(tmp_path, terms=terms)
         run_on_cpu(library, x, weights, out, scale, field, step, 2, 1)
         errors[terms] = _error(out.astype(numpy.float64), case)
+    print(f"W x: the split's error {errors[3] / float32_error:.1f}x a float32 chain's, one term's "
+          f"{errors[1] / float32_error:.0f}x")  # (pytest -s: README's figures)
     assert errors[3] <= 3 * float32_error, (errors, float32_error)
     assert errors[1] > 100 * float32_error, (errors, float32_error)
 
@@ -274,6 +276,8 @@ def test_the_split_transpose_is_as_accurate_as_float32_and_one_term_is_not(tmp_p
                    else build_transpose(tmp_path, terms=terms))
         run_transpose_on_cpu(library, weights, y, mine, geometry)
         errors[terms] = float(numpy.max(numpy.abs(mine - expected) / magnitudes))
+    print(f"W^T y: the split's error {errors[3] / errors['chain']:.1f}x a float32 chain's, one term's "
+          f"{errors[1] / errors['chain']:.0f}x")  # (pytest -s: README's figures)
     assert errors[3] <= 3 * errors["chain"], errors
     assert errors[1] > 20 * errors["chain"], errors
 

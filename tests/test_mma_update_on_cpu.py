@@ -87,24 +87,28 @@ static inline void mma_16816(float* d, const unsigned* a, const unsigned* b)
     warp_sync();
 }
 static const unsigned short* ldmatrix_rows[512];  // every lane of a warp calls ldmatrix together, as kernels do
-static inline void ldmatrix_x4(unsigned* r, const unsigned short* row_address)
-{  // lane (g, t) gets, in r[q], row g's columns 2t and 2t + 1 of the matrix whose rows lanes 8q .. 8q + 7 gave
+// lane (g, t) gets, in r[q], of the matrix whose rows lanes 8q .. 8q + 7 gave: row g's columns 2t and 2t + 1, or
+// (transposed) column g's rows 2t and 2t + 1
+static inline void ldmatrix_emulated(unsigned* r, const unsigned short* row_address, const bool transposed)
+{
     const int tid = threadIdx.x, warp = tid & ~31, lane = tid & 31, g = lane / 4, t = lane % 4;
     ldmatrix_rows[tid] = row_address;
     warp_sync();
-    for (int q = 0; q < 4; ++q)
-        r[q] = (unsigned)ldmatrix_rows[warp + 8 * q + g][2 * t]
-               | ((unsigned)ldmatrix_rows[warp + 8 * q + g][2 * t + 1] << 16);
+    for (int q = 0; q < 4; ++q) {
+        const unsigned short* const* rows = ldmatrix_rows + warp + 8 * q;
+        const unsigned low = transposed ? rows[2 * t][g] : rows[g][2 * t];
+        const unsigned high = transposed ? rows[2 * t + 1][g] : rows[g][2 * t + 1];
+        r[q] = low | (high << 16);
+    }
     warp_sync();
 }
+static inline void ldmatrix_x4(unsigned* r, const unsigned short* row_address)
+{
+    ldmatrix_emulated(r, row_address, false);
+}
 static inline void ldmatrix_x4_trans(unsigned* r, const unsigned short* row_address)
-{  // lane (g, t) gets, in r[q], column g's rows 2t and 2t + 1 of the matrix whose rows lanes 8q .. 8q + 7 gave
-    const int tid = threadIdx.x, warp = tid & ~31, lane = tid & 31, g = lane / 4, t = lane % 4;
-    ldmatrix_rows[tid] = row_address;
-    warp_sync();
-    for (int q = 0; q < 4; ++q)
-        r[q] = (unsigned)ldmatrix_rows[warp + 8 * q + 2 * t][g] | ((unsigned)ldmatrix_rows[warp + 8 * q + 2 * t + 1][g] << 16);
-    warp_sync();
+{
+    ldmatrix_emulated(r, row_address, true);
 }
 """
 

@@ -45,7 +45,6 @@ import numpy
 
 from ..switches import switch
 from . import mma_forward, mma_transpose, mma_update
-from .mma_update import aligned
 from .simt_gemm import THREADS, typed_launch
 
 # float32 W x, U g_r, W^T y and the update on TF32 tensor cores with split operands (this module) where the arrays fit:
@@ -71,21 +70,9 @@ def _kernel(variant: str):
 
 
 def forward_fits(x, weights, out, row_scale, field: int, step: int, block_h: int, block_w: int) -> bool:
-    """Whether :func:`filter_forward_float32` takes this product: a float32 map ``x (H, W, C, N)``, ``N`` in whole 4s,
-    weights ``(count, rows, f*f*C)`` in whole 4s, at most 65535 blocks, a float32 output map ``(H', W', maps, N)`` with
-    ``rows = block_h*block_w*maps`` and ``count`` its blocks, ``row_scale`` (if any) a float32 value a row; all
-    C-contiguous and 16-byte aligned."""
-    arrays = (x, weights, out) + (() if row_scale is None else (row_scale,))
-    if any(a.dtype.name != "float32" or not aligned(a) for a in arrays) or x.ndim != 4 or weights.ndim != 3:
-        return False
-    count, rows, fan_in = weights.shape
-    if x.shape[3] % 4 or fan_in % 4 or fan_in != field * field * x.shape[2] or count > 65535 or out.ndim != 4:
-        return False
-    if out.shape[3] != x.shape[3] or rows != block_h * block_w * out.shape[2]:
-        return False
-    if count != (out.shape[0] // block_h) * (out.shape[1] // block_w):
-        return False
-    return row_scale is None or row_scale.size == count * rows
+    """Whether :func:`filter_forward_float32` takes this product: :func:`.mma_forward.forward_fits` with float32
+    operands (the map's minibatch and the fan-in in whole 4s)."""
+    return mma_forward.forward_fits(x, weights, out, row_scale, field, step, block_h, block_w, "float32")
 
 
 def filter_forward_float32(x, weights, out, field: int, step: int, block_h: int, block_w: int, row_scale=None,

@@ -170,8 +170,8 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
         const OPERAND* b_tile = Bs[s % STAGES];
         for (int kk = 0; kk < TILE_K; kk += K_STEP) {
 #if SPLIT_TF32  // A (m, k) at a_tile[m * A_ROW + k]
-            split_tf32_k_step<false>(acc, a_tile + warp_m * 32 * A_ROW + kk, A_ROW, 1, b_tile + kk * B_ROW + warp_n * 48,
-                                     B_ROW, 1, g, t);
+            split_tf32_k_step<false>(acc, a_tile + warp_m * 32 * A_ROW + kk, A_ROW, 1,
+                                     b_tile + kk * B_ROW + warp_n * 48, B_ROW, 1, g, t);
 #else
             unsigned a[2][4], b[6][2];
             a_fragments(a, a_tile, warp_m * 32, A_ROW, kk, g, t);
@@ -242,22 +242,28 @@ def _kernel(variant: str, geometry: tuple[int, ...] | None = None, ldmatrix: boo
     return kernel
 
 
-def operands_fit(x, weights, field: int) -> bool:
-    """Whether the kernel reads these: a bfloat16 (``uint16``) map ``x (H, W, C, N)`` and weights ``(count, rows,
-    f*f*C)``, ``N`` in whole 8s (M=512 takes 6 tiles of 96 columns, the last a third full), ``f*f*C`` in whole 8s,
-    at most 65535 blocks, C-contiguous and 16-byte aligned."""
-    if x.ndim != 4 or weights.ndim != 3 or x.dtype.name != "uint16" or weights.dtype.name != "uint16":
+def operands_fit(x, weights, field: int, operands: str = "uint16") -> bool:
+    """Whether the kernel reads these: a bfloat16 (``uint16``; ``operands="float32"``: the split TF32 kernel's
+    float32) map ``x (H, W, C, N)`` and weights ``(count, rows, f*f*C)``, ``N`` and ``f*f*C`` in whole 16-byte
+    copies (8 bfloat16 values, 4 floats; M=512 takes 6 tiles of 96 columns, the last a third full), at most 65535
+    blocks, C-contiguous and 16-byte aligned."""
+    if x.ndim != 4 or weights.ndim != 3 or x.dtype.name != operands or weights.dtype.name != operands:
         return False
     count, _, fan_in = weights.shape
-    return (x.shape[3] % 8 == 0 and fan_in % 8 == 0 and fan_in == field * field * x.shape[2] and count <= 65535
-            and aligned(x) and aligned(weights))
+    per_copy = 16 // x.itemsize
+    return (x.shape[3] % per_copy == 0 and fan_in % per_copy == 0 and fan_in == field * field * x.shape[2]
+            and count <= 65535 and aligned(x) and aligned(weights))
 
 
-def forward_fits(x, weights, out, row_scale, field: int, step: int, block_h: int, block_w: int) -> bool:
-    """Whether :func:`filter_forward_bfloat16` takes this product: :func:`operands_fit`, a float32 output map
-    ``(H', W', maps, N)`` with ``rows = block_h*block_w*maps`` and ``count`` its blocks, ``row_scale`` (if any) a
-    float32 value a row; C-contiguous and 16-byte aligned."""
-    if not operands_fit(x, weights, field) or out.ndim != 4 or out.dtype.name != "float32" or not aligned(out):
+def forward_fits(x, weights, out, row_scale, field: int, step: int, block_h: int, block_w: int,
+                 operands: str = "uint16") -> bool:
+    """Whether :func:`filter_forward_bfloat16` (``operands="float32"``:
+    :func:`~dasksae.kernels.mma_float32.filter_forward_float32`) takes this product: :func:`operands_fit`, a float32
+    output map ``(H', W', maps, N)`` with ``rows = block_h*block_w*maps`` and ``count`` its blocks, ``row_scale``
+    (if any) a float32 value a row; C-contiguous and 16-byte aligned."""
+    if not operands_fit(x, weights, field, operands):
+        return False
+    if out.ndim != 4 or out.dtype.name != "float32" or not aligned(out):
         return False
     count, rows, _ = weights.shape
     if out.shape[3] != x.shape[3] or rows != block_h * block_w * out.shape[2]:

@@ -14,7 +14,7 @@ smallest term, ``a_small b_small``, is below float32's rounding and left out;
 the small products first so that they are not lost against the big one).  That
 is CUTLASS's "3xTF32" fast accurate float32 GEMM: three TF32 products cost
 less than one float32 FMA product on Ampere and Hopper (the H100's TF32 rate is
-about 8x its float32 rate).  ``tests/test_mma_float32_on_cpu.py`` checks that
+about 7.5x its float32 rate).  ``tests/test_mma_float32_on_cpu.py`` checks that
 its error against float64 is that of a float32 product, and that one term
 (plain TF32) is not.
 

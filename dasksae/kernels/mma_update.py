@@ -59,6 +59,8 @@ TENSOR_CORE_UPDATE = switch("DASKSAE_TENSOR_CORE_UPDATE") == "1"
 LDMATRIX = switch("DASKSAE_MMA_LDMATRIX") == "1"
 # "1": the tensor-core W x and W^T y (mma_forward's and mma_transpose's kernels) compiled for each layer, its geometry
 # constants (LAYER_GEOMETRY), so that their loads' index divisions become multiplications; "0": one kernel for all.
+# The default since session 38 (H100, bench/results/session38/geometry/: W x 1.876 -> 1.759 ms, W^T y 2.663 -> 2.312
+# ms a pass over every stage).
 # Not this kernel: compiled in, its 6 k-tiles unrolled, it spills 20-40 bytes at 80 registers (4 without)
 COMPILED_GEOMETRY = switch("DASKSAE_MMA_GEOMETRY") == "1"
 
@@ -196,47 +198,39 @@ __device__ __forceinline__ void split_tf32(const float value, unsigned& big, uns
     big = to_tf32(value);
     small = to_tf32(value - __uint_as_float(big));
 }
-// acc += a b in TERMS TF32 products (the small terms first, so that they are not lost against the big one)
+// acc += a b in TERMS TF32 products (the small terms first, so that they are not lost against the big one), summed
+// from zero and added to acc by a float32 add rounded to nearest: the tensor cores' own sums truncate, and fed the
+// running acc a fan-in of 3200 took 1,200 truncations of it (session 38, H100: 14x the SIMT kernel's error)
 __device__ __forceinline__ void split_mma(float* acc, const unsigned* a_big, const unsigned* a_small,
                                           const unsigned* b_big, const unsigned* b_small)
 {
+    float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #if TERMS == 3
-    mma_1688(acc, a_small, b_big);
-    mma_1688(acc, a_big, b_small);
+    mma_1688(part, a_small, b_big);
+    mma_1688(part, a_big, b_small);
 #endif
-    mma_1688(acc, a_big, b_big);
+    mma_1688(part, a_big, b_big);
+    for (int r = 0; r < 4; ++r) acc[r] += part[r];
 }
 // a warp's 32 x 48 outputs (acc: two 16-row products by six 8-column ones) += A B over a k-step of 8 inner terms, A's
 // (m, k) at a[m * a_m + k * a_k] from the warp's first row, B's (k, n) at b[k * b_k + n * b_n] from its first column:
 // the fragments (A: rows g, g + 8, inner terms t, t + 4; B: inner terms t, t + 4 of column g) loaded as floats and
-// split.  LEAN: one column's B fragments at a time, 68 registers of fragments and sums instead of 88 (the update's
-// three blocks an SM: its rows epilogue still spills 124 bytes at 80 registers, against 288 with the whole B)
-template <bool LEAN>
+// split, one column's B fragments at a time (68 registers of fragments and sums instead of 88 with the whole B: with
+// split_mma's partial sums the whole B spilled 4-36 bytes in the three kernels, this none in the forward and the
+// transpose and 4 bytes in the update's rows-wide)
 __device__ __forceinline__ void split_tf32_k_step(float (*acc)[6][4], const float* a, const int a_m, const int a_k,
                                                   const float* b, const int b_k, const int b_n, const int g,
                                                   const int t)
 {
-    auto split_a = [&](const int i, unsigned* big, unsigned* small) {  // register r: row g + 8 (r % 2), t + 4 (r / 2)
+    unsigned a_big[2][4], a_small[2][4];
+    for (int i = 0; i < 2; ++i)  // register r: row g + 8 (r % 2), inner term t + 4 (r / 2)
         for (int r = 0; r < 4; ++r)
-            split_tf32(a[(i * 16 + g + 8 * (r % 2)) * a_m + (t + 4 * (r / 2)) * a_k], big[r], small[r]);
-    };
-    auto split_b = [&](const int j, unsigned* big, unsigned* small) {  // register r: inner term t + 4 r, column g
-        for (int r = 0; r < 2; ++r) split_tf32(b[(t + 4 * r) * b_k + (j * 8 + g) * b_n], big[r], small[r]);
-    };
-    if (LEAN) {
-        unsigned a_big[2][4], a_small[2][4];
-        for (int i = 0; i < 2; ++i) split_a(i, a_big[i], a_small[i]);
-        for (int j = 0; j < 6; ++j) {
-            unsigned b_big[2], b_small[2];
-            split_b(j, b_big, b_small);
-            for (int i = 0; i < 2; ++i) split_mma(acc[i][j], a_big[i], a_small[i], b_big, b_small);
-        }
-    } else {
-        unsigned a_big[2][4], a_small[2][4], b_big[6][2], b_small[6][2];
-        for (int i = 0; i < 2; ++i) split_a(i, a_big[i], a_small[i]);
-        for (int j = 0; j < 6; ++j) split_b(j, b_big[j], b_small[j]);
-        for (int i = 0; i < 2; ++i)
-            for (int j = 0; j < 6; ++j) split_mma(acc[i][j], a_big[i], a_small[i], b_big[j], b_small[j]);
+            split_tf32(a[(i * 16 + g + 8 * (r % 2)) * a_m + (t + 4 * (r / 2)) * a_k], a_big[i][r], a_small[i][r]);
+    for (int j = 0; j < 6; ++j) {
+        unsigned b_big[2], b_small[2];
+        for (int r = 0; r < 2; ++r)  // register r: inner term t + 4 r, column g
+            split_tf32(b[(t + 4 * r) * b_k + (j * 8 + g) * b_n], b_big[r], b_small[r]);
+        for (int i = 0; i < 2; ++i) split_mma(acc[i][j], a_big[i], a_small[i], b_big, b_small);
     }
 }
 """
@@ -712,7 +706,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
         // hoisted spill at MIN_BLOCKS 3's 80 registers)
 #pragma unroll 1
         for (int kk = 0; kk < TILE_K; kk += K_STEP)
-            split_tf32_k_step<(MIN_BLOCKS >= 3)>(acc, As[buffer] + warp_m * 32 * ROW + kk, ROW, 1, Bs[buffer] + warp_n * 48 * ROW + kk,
+            split_tf32_k_step(acc, As[buffer] + warp_m * 32 * ROW + kk, ROW, 1, Bs[buffer] + warp_n * 48 * ROW + kk,
                                     1, ROW, g, t);
 #else
         for (int kk = 0; kk < TILE_K; kk += K_STEP)

@@ -1,0 +1,23 @@
+#!/bin/bash
+# Session 38's GPU checks (results in bench/results/session38/<part>/, each with its command.txt).  The session's
+# first calls ran session 37's PART=float32, session 36's PART=geometry and session 37's PART=whole (with
+# DASKSAE_MMA_GEOMETRY=1) from their scripts.
+#   PART=accuracy  (about 150 s) the split-TF32 kernels with split_mma's partial sums (the three products of a k-step
+#     summed from zero, then added to the running sums rounded to nearest: on the H100 the tensor cores' truncating
+#     sums fed the running sums made W x 14x and W^T y 8x the SIMT kernels' error, session38/float32/):
+#     1. their GPU tests, the whole products' and the layers compiled in (DASKSAE_MMA_GEOMETRY, the default now);
+#     2. bench/product_floor.py --precision float32 and bench/update_floor.py --precision float32 (their speed
+#        with the partial sums and the lean k-step).
+source bench/device_setup.sh
+card
+case "${PART:-accuracy}" in
+accuracy)
+  gpu_tests ${TESTS_S:-90} tests/test_gpu.py -k "split_tf32 or float32_training_with_the_split or whole_products or layers_compiled_in"
+  cat $OUT/gpu-tests.log
+  timeout ${PRODUCT_S:-45} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
+    --runs 5 --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log
+  timeout ${FLOOR_S:-45} python3 bench/update_floor.py --precision float32 --config coates200 --minibatch 96 \
+    --runs 5 --json $OUT/update-floor-float32.json 2>&1 | filter | tee $OUT/update-floor.log ;;
+esac
+cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
+true

@@ -1247,7 +1247,8 @@ def test_float32_training_with_the_split_tf32_forward_follows_the_simt_kernel(mo
     """DASKSAE_FLOAT32_TENSOR_CORES=1: ``small`` trained 3 float32 steps with ``W x``, the backward's ``U g_r``, ``W^T
     y`` (the reconstruction, the input gradient) and the weight gradient with the update on split TF32 tensor cores
     gives the losses and weights of the SIMT kernels' (``=0``) to float32 rounding, and the kernels ran (``W x`` into
-    the map's 2x2 positions, ``U g_r`` into block rows: one-position blocks; the transpose; the update)."""
+    the map's 2x2 positions, ``U g_r`` into block rows: one-position blocks; the transpose, at small's cells of 12
+    and 32 values, below the 128 it takes by default; the update)."""
     from dasksae.kernels import mma_float32
 
     config = named_config("small")
@@ -1260,6 +1261,7 @@ def test_float32_training_with_the_split_tf32_forward_follows_the_simt_kernel(mo
                         lambda *args: launched.append("transpose") or transpose(*args))
     monkeypatch.setattr(mma_float32, "filter_weight_grad_update_float32",
                         lambda *args: launched.append("update") or update(*args))
+    monkeypatch.setattr(mma_float32, "TRANSPOSE_CELL_VALUES", 0)
     monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "0")
     expected = _small_steps(monkeypatch, config, "1x1")
     assert not launched

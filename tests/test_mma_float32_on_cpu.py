@@ -338,3 +338,19 @@ def test_the_split_update_takes_only_the_rows_epilogues_and_float32():
     case = update_case(3, True, False)  # bfloat16 codes and maps
     assert not mma_float32.update_fits(case["codes"], case["x"], case["error"], case["raw"], case["velocity"],
                                        case["inverse_norms"], case["row_dots"], case["field"], case["blocks_w"])
+
+
+def test_the_split_transpose_takes_only_layers_with_whole_cells_and_the_switch_on(monkeypatch):
+    """Float32 ``W^T y`` goes to the split kernel only with ``DASKSAE_FLOAT32_TENSOR_CORES=1``, on CuPy, in float32, and
+    where a cell of the map holds 128 values (coates200's stages 2 and 3: 8 channels at step 4); coates200's stage 1
+    (3 channels at step 4: 48 values, twice the SIMT product and fold's time on the H100) keeps the SIMT kernels."""
+    import types
+
+    cupy_like = types.SimpleNamespace(__name__="cupy")
+    monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "1")
+    assert mma_float32.transpose_on_tensor_cores(cupy_like, "float32", 8, 4)
+    assert not mma_float32.transpose_on_tensor_cores(cupy_like, "float32", 3, 4)
+    assert not mma_float32.transpose_on_tensor_cores(cupy_like, "bfloat16", 8, 4)
+    assert not mma_float32.transpose_on_tensor_cores(numpy, "float32", 8, 4)
+    monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "0")
+    assert not mma_float32.transpose_on_tensor_cores(cupy_like, "float32", 8, 4)

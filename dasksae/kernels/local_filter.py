@@ -427,8 +427,8 @@ def _transpose_folds_in_the_product(xp, precision: str, channels: int, rows: int
     """Whether a layer of this shape takes ``W^T y`` in a kernel that folds in the product, writing no patches: the
     bfloat16 tensor-core one (:func:`transpose_on_tensor_cores`) or the split TF32 one."""
     return (transpose_on_tensor_cores(xp, precision, channels, rows, batch, field, step)
-            or (mma_float32.on_tensor_cores(xp, precision) and mma_transpose.layer_fits(channels, rows, batch, field,
-                                                                                        step)))
+            or (mma_float32.transpose_on_tensor_cores(xp, precision, channels, step)
+                and mma_transpose.layer_fits(channels, rows, batch, field, step)))
 
 
 def transpose_on_tensor_cores(xp, precision: str, channels: int, rows: int, batch: int, field: int, step: int) -> bool:
@@ -451,7 +451,7 @@ def add_transpose_into(out, weight_rows, y_rows, field: int, step: int, blocks_h
             and mma_transpose.transpose_fits(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)):
         mma_transpose.add_transpose_bfloat16(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)
         return
-    if (mma_float32.on_tensor_cores(array_module(out), precision)
+    if (mma_float32.transpose_on_tensor_cores(array_module(out), precision, out.shape[2], step)
             and mma_float32.transpose_fits(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)):
         mma_float32.add_transpose_float32(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)
         return

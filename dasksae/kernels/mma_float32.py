@@ -99,6 +99,20 @@ def on_tensor_cores(xp, precision: str) -> bool:
     return xp.__name__ == "cupy" and precision == "float32" and FLOAT32_TENSOR_CORES == "1"
 
 
+# the fewest values in a cell of the map (step^2 C; at most 128, a block's tile) for which float32 W^T y takes the split
+# kernel (transpose_on_tensor_cores); the tests lower it to take small's cells of 12 and 32
+TRANSPOSE_CELL_VALUES = 128
+
+
+def transpose_on_tensor_cores(xp, precision: str, channels: int, step: int) -> bool:
+    """Whether float32 ``W^T y`` of a layer with these channels and step goes to :func:`add_transpose_float32` (where
+    the arrays fit): with the switch on, where a cell of the map holds ``step^2 C`` values, at least
+    :data:`TRANSPOSE_CELL_VALUES` (a block's whole tile).  On the H100 (session 38, ``bench/results/session38/float32/``) the split transpose took coates200's stage
+    1 (3 channels at step 4: cells of 48) in 3.91 ms against the SIMT product and fold's 1.95, and stages 2 and 3
+    (cells of 128) in 3.36 and 2.65 ms against 3.86 and 2.99."""
+    return on_tensor_cores(xp, precision) and step * step * channels >= TRANSPOSE_CELL_VALUES
+
+
 def mma_float32_transpose_source(variant: str = VARIANT, terms: int = 3) -> str:
     """The transpose's CUDA source (:func:`.mma_transpose.mma_transpose_source`) for float32 operands split into TF32
     terms, in a variant of :data:`.mma_transpose.SPLIT_VARIANTS`."""

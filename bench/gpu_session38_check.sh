@@ -8,6 +8,10 @@
 #     1. their GPU tests, the whole products' and the layers compiled in (DASKSAE_MMA_GEOMETRY, the default now);
 #     2. bench/product_floor.py --precision float32 and bench/update_floor.py --precision float32 (their speed
 #        with the partial sums and the lean k-step).
+#   PART=tf32  (about 300 s) the issue's tf32 rows, never in its table since session 12: the tf32 limit, dasksae's 1
+#     worker pipelined (tf32 products by cuBLAS over gathered fields, the update unfused) and both PyTorch peers in tf32
+#     (eager and torch.compile, TF32 matmuls), in one process: whether "5x the PyTorch implementation in each dtype"
+#     holds for tf32.
 source bench/device_setup.sh
 card
 case "${PART:-accuracy}" in
@@ -18,6 +22,10 @@ accuracy)
     --runs 5 --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log
   timeout ${FLOOR_S:-45} python3 bench/update_floor.py --precision float32 --config coates200 --minibatch 96 \
     --runs 5 --json $OUT/update-floor-float32.json 2>&1 | filter | tee $OUT/update-floor.log ;;
+tf32)
+  timeout ${RATIO_S:-330} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w,torch \
+    --dtypes tf32 --precisions tf32 --steps-per-task 10 --runs 20 --pipelined --compile \
+    --json $OUT/gpu-step-ratio-tf32.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -240,7 +240,8 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         # W . dL/dW a row from the codes (exact precisions): the update then need not sum it over the gradient
         # (and from the bfloat16 codes for the tensor-core update: the identity holds to their rounding)
         row_dots = (radial_dots(codes, z_rows, decoded, chunk_scale, a)
-                    if update is not None and (precision in ("float32", "float64") or tensor_core) else None)
+                    if update is not None and (precision in ("float32", "float64") or tensor_core or from_maps)
+                    else None)  # (from_maps in tf32: its products on TF32 tensor cores, the identity to their rounding)
         if tensor_core:  # on a side stream where DASKSAE_UPDATE_STREAM asks (joined by the step's next reader)
             with side_stream_work(xp, state.setdefault("_side_work", []), keep=(codes, x_map, error_map, row_dots)):
                 update_with_tensor_cores(codes, (x_map, error_map), field, step, blocks_w, state["encoder"][p0:p1],
@@ -250,7 +251,7 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         elif (update is not None and fields is None and weights is state["encoder"]
                 and update_with_weight_grad(codes, gradient_maps, field, step, blocks_w, weight_rows,
                                             state["encoder_velocity"][p0:p1].reshape(count, rows, fan_in),
-                                            inverse_norms[p0:p1], row_dots, *update)):
+                                            inverse_norms[p0:p1], row_dots, *update, precision)):
             grad_unit = None  # the weight gradient took the step in its kernel (DASKSAE_FUSED_UPDATE) and the norms
         else:
             grad_unit = times_fields_transposed(codes, gradient_maps, fields, field, step, blocks_w,  # [g_z | a z] [X | G]^T

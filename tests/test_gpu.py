@@ -1271,6 +1271,46 @@ def test_float32_training_with_the_split_tf32_forward_follows_the_simt_kernel(mo
     _assert_trained_alike(trained, expected)
 
 
+def test_tf32_training_on_tf32_tensor_cores_stays_within_tf32s_tolerance_of_float32(monkeypatch):
+    """DASKSAE_TF32_TENSOR_CORES=1: ``small`` trained 3 steps with ``--dtype tf32`` takes ``W x``, ``U g_r``, ``W^T y``
+    (at any cell size here) and the weight gradient with the update on TF32 tensor cores with one product a k-step
+    (the kernels ran, each with ``terms=1``), and its losses and weights stay within tf32's stated tolerance of
+    float32's (1e-3, README's "Checks"), as cuBLAS's tf32 path (``=0``) does."""
+    from dasksae import TiledNetwork, tile_program
+    from dasksae.kernels import mma_float32
+    from dasksae.tile_array import LocalExecutor
+
+    config = named_config("small")
+    data = numpy.random.default_rng(3)
+    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
+    launched = []
+    for name in ("filter_forward_float32", "add_transpose_float32", "filter_weight_grad_update_float32"):
+        kernel = getattr(mma_float32, name)
+        monkeypatch.setattr(mma_float32, name, lambda *args, _kernel=kernel, _name=name, **options:
+                            launched.append((_name, options.get("terms", args[-1] if "update" in _name else None)))
+                            or _kernel(*args, **options))
+    monkeypatch.setattr(mma_float32, "TRANSPOSE_CELL_VALUES", 0)
+
+    def trained(dtype: str, switch: str):
+        monkeypatch.setattr(mma_float32, "TF32_TENSOR_CORES", switch)
+        tile_program.forget_all()
+        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype=dtype, device="cuda")
+        return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()
+
+    expected = trained("float32", "1")
+    cublas = trained("tf32", "0")
+    assert not launched
+    tensor_cores = trained("tf32", "1")
+    assert {name for name, _ in launched} == {"filter_forward_float32", "add_transpose_float32",
+                                              "filter_weight_grad_update_float32"}, launched
+    assert all(terms == 1 for _, terms in launched), launched
+    for losses, parameters in (cublas, tensor_cores):
+        numpy.testing.assert_allclose(losses, expected[0], rtol=1e-3)
+        for mine, theirs in zip(parameters, expected[1]):
+            for name in mine:
+                assert relative_error(mine[name], theirs[name]) < 1e-3, name
+
+
 @pytest.mark.parametrize("precision", ["bfloat16", "float32"])
 def test_whole_products_take_one_launch_with_the_chunked_results(monkeypatch, precision):
     """DASKSAE_WHOLE_PRODUCTS=1: a layer's ``W x`` (the bfloat16 tensor-core kernel, the float32 SIMT one: both read

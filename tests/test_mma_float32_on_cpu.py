@@ -152,9 +152,11 @@ def float32_chain(case):
 def test_the_split_is_as_accurate_as_float32_and_one_term_is_not(tmp_path, built_once):
     """On a fan-in of 288 (6x6x8: 9 tiles of 32) and 64 rows, the split product's largest error against float64
     (relative to the sum of |products|) is within 3x of a float32 FMA chain's over the same operands
-    (:func:`float32_chain`, the SIMT kernel's way; measured: 1.8x, the emulated ``mma`` rounding after each of its 8
-    products, three products a term; 1.4x at a fan-in of 576); plain TF32 (one term, the same source) is more than
-    100x worse (measured: 390x).  The bound is float32's, so a kernel that skipped the split would fail."""
+    (:func:`float32_chain`, the SIMT kernel's way; measured: 0.4x, the emulated ``mma`` rounding after each of its 8
+    products, a k-step's three products summed from zero; 1.8x when they were added to the running sums); plain TF32
+    (one term, the same source, what ``--dtype tf32`` takes with ``DASKSAE_TF32_TENSOR_CORES=1``) is more than 100x
+    worse (measured: 390x), and is the product of the operands rounded to TF32 (to nearest, ties away) to within
+    that bound.  The bound is float32's, so a kernel that skipped the split would fail."""
     case = forward_case(7, 96, channels=8, maps=32)
     field, step, _, _, _, x, weights, scale, shape = case
     float32_error = _error(float32_chain(case).astype(numpy.float64), case)
@@ -168,6 +170,15 @@ def test_the_split_is_as_accurate_as_float32_and_one_term_is_not(tmp_path, built
           f"{errors[1] / float32_error:.0f}x")  # (pytest -s: README's figures)
     assert errors[3] <= 3 * float32_error, (errors, float32_error)
     assert errors[1] > 100 * float32_error, (errors, float32_error)
+    tf32_case = case[:5] + (to_tf32(x), to_tf32(weights)) + case[7:]
+    assert _error(out.astype(numpy.float64), tf32_case) <= 3 * float32_error
+
+
+def to_tf32(values):
+    """float32 ``values`` rounded to TF32 as ``cvt.rna.tf32.f32`` rounds them (10 bits of mantissa, to nearest, ties
+    away from zero; finite values)."""
+    bits = values.view(numpy.uint32)
+    return ((bits + numpy.uint32(0x1000)) & numpy.uint32(0xFFFFE000)).view(numpy.float32)
 
 
 def test_maps_the_kernel_does_not_take_are_refused():
@@ -256,8 +267,9 @@ def test_the_split_transpose_folds_into_the_map_as_numpy(built_once, field, step
 def test_the_split_transpose_is_as_accurate_as_float32_and_one_term_is_not(tmp_path, built_once):
     """64 rows of blocks of 8x8x8 fields at step 4 (up to 256 terms a value): the folded map's largest error against
     float64 (relative to the fold of ``|W|^T |y|``) within 3x of a float32 FMA chain's over the same terms in the
-    kernel's order (blocks in raster order, rows in order, then added to the map; measured: 2.0x, as the forward's;
-    1.9x with 128 rows); plain TF32 more than 20x it (measured: 1060x)."""
+    kernel's order (blocks in raster order, rows in order, then added to the map; measured: 0.5x with a k-step's
+    products summed from zero, 2.0x when they were added to the running sums); plain TF32 more than 20x it
+    (measured: 1060x)."""
     weights, y, out, geometry = transpose_case(8, 8, 4, 8, 64, 3, 2)
     field, step, blocks_h, blocks_w = geometry
     expected = folded(weights, y, numpy.zeros_like(out), geometry) + out
@@ -354,3 +366,19 @@ def test_the_split_transpose_takes_only_layers_with_whole_cells_and_the_switch_o
     assert not mma_float32.transpose_on_tensor_cores(numpy, "float32", 8, 4)
     monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "0")
     assert not mma_float32.transpose_on_tensor_cores(cupy_like, "float32", 8, 4)
+
+
+def test_tf32_takes_one_term_and_float32_three_only_where_switched_on(monkeypatch):
+    """``terms_for``: float32 products take the split (3 TF32 products a k-step) only with
+    ``DASKSAE_FLOAT32_TENSOR_CORES=1``, tf32 products one (plain TF32) only with ``DASKSAE_TF32_TENSOR_CORES=1``,
+    each switch for its own precision alone; bfloat16 and NumPy never."""
+    import types
+
+    cupy_like = types.SimpleNamespace(__name__="cupy")
+    for float32_switch, tf32_switch, expected in (("0", "0", (0, 0)), ("1", "0", (3, 0)), ("0", "1", (0, 1)),
+                                                  ("1", "1", (3, 1))):
+        monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", float32_switch)
+        monkeypatch.setattr(mma_float32, "TF32_TENSOR_CORES", tf32_switch)
+        assert (mma_float32.terms_for(cupy_like, "float32"), mma_float32.terms_for(cupy_like, "tf32")) == expected
+        assert mma_float32.terms_for(cupy_like, "bfloat16") == 0
+        assert mma_float32.terms_for(numpy, "float32") == mma_float32.terms_for(numpy, "tf32") == 0

@@ -236,12 +236,14 @@ def local_filter_forward(x, weights, field: int, step: int, block_h: int, block_
     if WHOLE_PRODUCTS and _forward_reads_the_map(xp, precision, x, weights.reshape(-1, rows, fan_in), out, row_scale,
                                                   field, step, block_h, block_w):
         chunk_bytes = None  # one launch: the kernel writes no transients
+    terms = mma_float32.terms_for(xp, precision)  # float32 (split) or tf32 on TF32 tensor cores, where switched on
     for p0, p1 in chunks(blocks_h, per_row, chunk_bytes):
         x_rows, weight_rows = x[field_rows(p0, p1, field, step)], weights[p0:p1].reshape(-1, rows, fan_in)
         out_rows, scale_rows = out[p0 * block_h : p1 * block_h], None if row_scale is None else row_scale[p0:p1]
-        if mma_float32.on_tensor_cores(xp, precision) and mma_float32.forward_fits(
-                x_rows, weight_rows, out_rows, scale_rows, field, step, block_h, block_w):
-            mma_float32.filter_forward_float32(x_rows, weight_rows, out_rows, field, step, block_h, block_w, scale_rows)
+        if terms and mma_float32.forward_fits(x_rows, weight_rows, out_rows, scale_rows, field, step, block_h,
+                                              block_w):
+            mma_float32.filter_forward_float32(x_rows, weight_rows, out_rows, field, step, block_h, block_w, scale_rows,
+                                               terms=terms)
             continue
         if _reads_fields(xp, precision, x_rows, weight_rows, out_rows, scale_rows, field, step, block_h, block_w):
             simt_gemm.filter_forward(x_rows, weight_rows, out_rows, field, step, block_h, block_w, scale_rows)
@@ -295,10 +297,12 @@ def backward_reads_maps(xp, precision, x_rows, error_rows, count: int, fan_in: i
     """Whether a chunk of the backward pass reads its fields from the maps in our float32 kernel
     (``DASKSAE_IMPLICIT_BACKWARD=1``, the default, with ``DASKSAE_GEMM=simt``): ``U g_r`` by
     :func:`simt_gemm.fields_product` and the weight gradient by :func:`simt_gemm.filter_weight_grad`, with no
-    ``[X | G]`` fields buffer and no gathers.
+    ``[X | G]`` fields buffer and no gathers; in tf32 too where its products go to TF32 tensor cores
+    (``DASKSAE_TF32_TENSOR_CORES=1``: ``U g_r`` and the update there, the SIMT kernels where they do not fit).
     The sums are those of the gathered products (``W x``'s kernel for ``U g_r``; the weight gradient's in the order of
     its inner terms, as cuBLAS's, which it replaces, may not be)."""
-    return (xp.__name__ == "cupy" and precision == "float32" and simt_gemm.IMPLICIT_BACKWARD and simt_gemm.enabled()
+    return (xp.__name__ == "cupy" and (precision == "float32" or mma_float32.terms_for(xp, precision))
+            and simt_gemm.IMPLICIT_BACKWARD and simt_gemm.enabled()
             and simt_gemm.maps_fit(x_rows, error_rows) and fan_in % simt_gemm.TILE_K == 0 and count % blocks_w == 0
             and count <= 65535)
 
@@ -307,7 +311,8 @@ def times_fields(left, x, fields, field: int, step: int, blocks_w: int, precisio
     """``left[b] fields_b(x)`` for ``left (blocks, rows, f*f*C)``: from the gathered ``fields``, or (``None``) read
     from the map ``x`` in our kernel (where :func:`backward_reads_maps`; in bfloat16 on tensor cores, where
     :func:`error_product_on_tensor_cores`; in float32 on split TF32 tensor cores where
-    ``DASKSAE_FLOAT32_TENSOR_CORES=1`` and the arrays fit)."""
+    ``DASKSAE_FLOAT32_TENSOR_CORES=1``, and in tf32 on TF32 tensor cores where ``DASKSAE_TF32_TENSOR_CORES=1``, where
+    the arrays fit)."""
     if fields is not None:
         return batched_matmul(left, fields, precision=precision)
     out = array_module(left).empty(left.shape[:2] + (x.shape[3],), dtype=result_dtype(precision))
@@ -315,8 +320,8 @@ def times_fields(left, x, fields, field: int, step: int, blocks_w: int, precisio
         if not mma_forward.fields_product_bfloat16(x, left, out, field, step, blocks_w):
             raise RuntimeError("the tensor-core fields product was chosen for arrays it does not take (a dasksae bug)")
         return out
-    if (mma_float32.on_tensor_cores(array_module(left), precision)
-            and mma_float32.fields_product_float32(x, left, out, field, step, blocks_w)):
+    terms = mma_float32.terms_for(array_module(left), precision)
+    if terms and mma_float32.fields_product_float32(x, left, out, field, step, blocks_w, terms):
         return out
     simt_gemm.fields_product(x, left, out, field, step, blocks_w)
     return out
@@ -336,26 +341,28 @@ def times_fields_transposed(left, maps, fields, field: int, step: int, blocks_w:
 
 def update_fuses(precision: str, reads_maps: bool) -> bool:
     """Whether the backward pass's update is taken in the weight gradient's kernel (:func:`update_with_weight_grad`)
-    for chunks that read their fields from the maps (:func:`backward_reads_maps`)."""
-    return reads_maps and precision == "float32" and simt_gemm.FUSED_UPDATE
+    for chunks that read their fields from the maps (:func:`backward_reads_maps`: float32, or tf32 on tensor cores)."""
+    return reads_maps and precision in ("float32", "tf32") and simt_gemm.FUSED_UPDATE
 
 
 def update_with_weight_grad(left, maps, field: int, step: int, blocks_w: int, raw_rows, velocity_rows, inverse_norms,
-                            row_dots, lr: float, momentum: float) -> bool:
+                            row_dots, lr: float, momentum: float, precision: str = "float32") -> bool:
     """Take the unit-norm SGD step of ``raw_rows (blocks, rows, f*f*C)`` in place with the weight gradient
     ``left[b] [fields_b(maps[0]) | fields_b(maps[1])]^T`` computed and used in one kernel, never written
     (:func:`simt_gemm.filter_weight_grad_update`, ``DASKSAE_FUSED_UPDATE=1``, the default; on split TF32 tensor cores
-    with ``DASKSAE_FLOAT32_TENSOR_CORES=1``: :func:`~.mma_float32.filter_weight_grad_update_float32`),
+    with ``DASKSAE_FLOAT32_TENSOR_CORES=1``, on plain TF32 ones in ``precision`` tf32 with
+    ``DASKSAE_TF32_TENSOR_CORES=1``: :func:`~.mma_float32.filter_weight_grad_update_float32`),
     ``inverse_norms`` then the new rows'; ``False`` (nothing done) where no kernel takes these: the caller multiplies
     (:func:`times_fields_transposed`) and updates (:func:`~.normalize.unit_rows_sgd`, given the same ``row_dots``).
     Only where the chunk reads its fields from the maps (:func:`backward_reads_maps`)."""
     if row_dots is None or array_module(left).__name__ != "cupy":
         return False
     x, error = maps
-    if mma_float32.on_tensor_cores(array_module(left), left.dtype.name) and mma_float32.update_fits(
-            left, x, error, raw_rows, velocity_rows, inverse_norms, row_dots, field, blocks_w):
+    terms = mma_float32.terms_for(array_module(left), precision)
+    if terms and mma_float32.update_fits(left, x, error, raw_rows, velocity_rows, inverse_norms, row_dots, field,
+                                         blocks_w):
         mma_float32.filter_weight_grad_update_float32(left, x, error, raw_rows, velocity_rows, inverse_norms, row_dots,
-                                                      lr, momentum, field, step, blocks_w)
+                                                      lr, momentum, field, step, blocks_w, terms)
         return True
     if not simt_gemm.FUSED_UPDATE:
         return False
@@ -453,7 +460,8 @@ def add_transpose_into(out, weight_rows, y_rows, field: int, step: int, blocks_h
         return
     if (mma_float32.transpose_on_tensor_cores(array_module(out), precision, out.shape[2], step)
             and mma_float32.transpose_fits(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)):
-        mma_float32.add_transpose_float32(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)
+        mma_float32.add_transpose_float32(out, weight_rows, y_rows, field, step, blocks_h, blocks_w,
+                                          terms=mma_float32.terms_for(array_module(out), precision))
         return
     patches = batched_matmul(weight_rows, y_rows, transpose_a=True, precision=precision)
     fold_patches_into(out, patches, field, step, blocks_h, blocks_w)

@@ -50,6 +50,10 @@ from .simt_gemm import THREADS, typed_launch
 # float32 W x, U g_r, W^T y and the update on TF32 tensor cores with split operands (this module) where the arrays fit:
 # "1", or "0" (the default: the SIMT kernels) until a device run measures it
 FLOAT32_TENSOR_CORES = switch("DASKSAE_FLOAT32_TENSOR_CORES")
+# tf32 W x, U g_r, W^T y and the update (--dtype tf32) on these kernels with one TF32 product a k-step (the operands
+# rounded to TF32, as cuBLAS's TF32 GEMM takes them) where the arrays fit: "1", or "0" (the default until a device run
+# measures it: cuBLAS's TF32 GEMM over gathered fields, the update apart)
+TF32_TENSOR_CORES = switch("DASKSAE_TF32_TENSOR_CORES")
 VARIANT = "k32x3"  # of mma_forward.SPLIT_VARIANTS (k32x3: 93 KiB of shared memory a block, two an SM)
 
 
@@ -61,10 +65,11 @@ def mma_float32_source(variant: str = VARIANT, terms: int = 3) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel(variant: str):
+def _kernel(variant: str, terms: int = 3):
     import cupy
 
-    kernel = cupy.RawKernel(mma_float32_source(variant), "dasksae_tf32x3_filter_forward", options=("-std=c++17",))
+    kernel = cupy.RawKernel(mma_float32_source(variant, terms), "dasksae_tf32x3_filter_forward",
+                            options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = mma_forward.shared_bytes(variant, split_tf32=True)
     return kernel
 
@@ -76,27 +81,41 @@ def forward_fits(x, weights, out, row_scale, field: int, step: int, block_h: int
 
 
 def filter_forward_float32(x, weights, out, field: int, step: int, block_h: int, block_w: int, row_scale=None,
-                           variant: str | None = None) -> None:
-    """``out = diag(row_scale) W x`` for one chunk of block rows on TF32 tensor cores with split operands, the fields
-    read from ``x``'s map and the outputs written into ``out``'s (the arrays must :func:`forward_fits`)."""
+                           variant: str | None = None, terms: int = 3) -> None:
+    """``out = diag(row_scale) W x`` for one chunk of block rows on TF32 tensor cores with split operands (``terms``
+    1: plain TF32), the fields read from ``x``'s map and the outputs written into ``out``'s (the arrays must
+    :func:`forward_fits`)."""
     variant = variant or VARIANT
     grid, arguments = typed_launch(mma_forward.launch, 4, x.shape, out.shape, weights.shape, field, step, block_h,
                                    block_w)
     scale = numpy.uint64(0) if row_scale is None else row_scale
-    _kernel(variant)(grid, (THREADS,), (weights, x, out, *arguments, scale),
+    _kernel(variant, terms)(grid, (THREADS,), (weights, x, out, *arguments, scale),
                      shared_mem=mma_forward.shared_bytes(variant, split_tf32=True))
 
 
-def fields_product_float32(x, weight_rows, out, field: int, step: int, blocks_w: int) -> bool:
+def fields_product_float32(x, weight_rows, out, field: int, step: int, blocks_w: int, terms: int = 3) -> bool:
     """:func:`.mma_forward.fields_product` (the backward's ``U g_r`` into block rows) from the float32 map ``x`` by
-    :func:`filter_forward_float32`; ``False`` (nothing done) where the arrays do not fit."""
-    return mma_forward.fields_product(x, weight_rows, out, field, step, blocks_w, forward_fits, filter_forward_float32)
+    :func:`filter_forward_float32` with ``terms``; ``False`` (nothing done) where the arrays do not fit."""
+    return mma_forward.fields_product(x, weight_rows, out, field, step, blocks_w, forward_fits,
+                                      functools.partial(filter_forward_float32, terms=terms))
+
+
+def terms_for(xp, precision: str) -> int:
+    """TF32 products a k-step that ``precision``'s ``W x``, ``U g_r``, ``W^T y`` and update take in these kernels (where
+    the arrays fit: :func:`forward_fits`, :func:`transpose_fits`, :func:`update_fits`) on CuPy: 3 (the split) for
+    float32 with ``DASKSAE_FLOAT32_TENSOR_CORES=1``, 1 (plain TF32) for tf32 with ``DASKSAE_TF32_TENSOR_CORES=1``, 0
+    (none: the SIMT kernels, or cuBLAS) otherwise."""
+    if xp.__name__ != "cupy":
+        return 0
+    if precision == "float32" and FLOAT32_TENSOR_CORES == "1":
+        return 3
+    return 1 if precision == "tf32" and TF32_TENSOR_CORES == "1" else 0
 
 
 def on_tensor_cores(xp, precision: str) -> bool:
-    """Whether float32 ``W x``, ``U g_r`` and ``W^T y`` go to these kernels (``DASKSAE_FLOAT32_TENSOR_CORES=1``, on
-    CuPy) where the arrays fit (:func:`forward_fits`, :func:`transpose_fits`)."""
-    return xp.__name__ == "cupy" and precision == "float32" and FLOAT32_TENSOR_CORES == "1"
+    """Whether ``precision``'s ``W x``, ``U g_r`` and ``W^T y`` go to these kernels where the arrays fit
+    (:func:`terms_for`)."""
+    return terms_for(xp, precision) > 0
 
 
 # the fewest values in a cell of the map (step^2 C; at most 128, a block's tile) for which float32 W^T y takes the split
@@ -107,9 +126,10 @@ TRANSPOSE_CELL_VALUES = 128
 def transpose_on_tensor_cores(xp, precision: str, channels: int, step: int) -> bool:
     """Whether float32 ``W^T y`` of a layer with these channels and step goes to :func:`add_transpose_float32` (where
     the arrays fit): with the switch on, where a cell of the map holds ``step^2 C`` values, at least
-    :data:`TRANSPOSE_CELL_VALUES` (a block's whole tile).  On the H100 (session 38, ``bench/results/session38/float32/``) the split transpose took coates200's stage
-    1 (3 channels at step 4: cells of 48) in 3.91 ms against the SIMT product and fold's 1.95, and stages 2 and 3
-    (cells of 128) in 3.36 and 2.65 ms against 3.86 and 2.99."""
+    :data:`TRANSPOSE_CELL_VALUES` (a block's whole tile).  On the H100 (session 38,
+    ``bench/results/session38/float32/``) the split transpose took coates200's stage 1 (3 channels at step 4: cells
+    of 48) in 3.91 ms against the SIMT product and fold's 1.95, and stages 2 and 3 (cells of 128) in 3.36 and 2.65 ms
+    against 3.86 and 2.99."""
     return on_tensor_cores(xp, precision) and step * step * channels >= TRANSPOSE_CELL_VALUES
 
 
@@ -120,10 +140,10 @@ def mma_float32_transpose_source(variant: str = VARIANT, terms: int = 3) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _transpose_kernel(variant: str):
+def _transpose_kernel(variant: str, terms: int = 3):
     import cupy
 
-    kernel = cupy.RawKernel(mma_float32_transpose_source(variant), "dasksae_tf32x3_filter_transpose_fold",
+    kernel = cupy.RawKernel(mma_float32_transpose_source(variant, terms), "dasksae_tf32x3_filter_transpose_fold",
                             options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = mma_transpose.shared_bytes(variant, split_tf32=True)
     return kernel
@@ -136,13 +156,13 @@ def transpose_fits(out, weight_rows, y_rows, field: int, step: int, blocks_h: in
 
 
 def add_transpose_float32(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int,
-                          variant: str | None = None) -> None:
-    """``out +=`` the fold of ``W^T y`` on TF32 tensor cores with split operands, each cell of the map summed over
-    the blocks that cover it and added in once (:mod:`.mma_transpose`'s kernel; the arrays must
-    :func:`transpose_fits`)."""
+                          variant: str | None = None, terms: int = 3) -> None:
+    """``out +=`` the fold of ``W^T y`` on TF32 tensor cores with split operands (``terms`` 1: plain TF32), each
+    cell of the map summed over the blocks that cover it and added in once (:mod:`.mma_transpose`'s kernel; the
+    arrays must :func:`transpose_fits`)."""
     variant = variant or VARIANT
     grid, arguments = mma_transpose.typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w)
-    _transpose_kernel(variant)(grid, (THREADS,), (weight_rows, y_rows, out, *arguments),
+    _transpose_kernel(variant, terms)(grid, (THREADS,), (weight_rows, y_rows, out, *arguments),
                                shared_mem=mma_transpose.shared_bytes(variant, split_tf32=True))
 
 
@@ -160,9 +180,10 @@ def update_fits(codes, x, error, raw, velocity, inverse_norms, row_dots, field: 
 
 
 def filter_weight_grad_update_float32(codes, x, error, raw, velocity, inverse_norms, row_dots, lr: float,
-                                      momentum: float, field: int, step: int, blocks_w: int) -> None:
+                                      momentum: float, field: int, step: int, blocks_w: int, terms: int = 3) -> None:
     """The unit-norm SGD step of ``raw`` in place (``velocity`` too; ``inverse_norms`` then the new rows') with the
-    weight gradient ``codes [fields(x) | fields(error)]^T`` on split TF32 tensor cores, never written
-    (:func:`.mma_update.filter_weight_grad_update` with ``split_tf32``; the arrays must :func:`update_fits`)."""
+    weight gradient ``codes [fields(x) | fields(error)]^T`` on split TF32 tensor cores (``terms`` 1: plain TF32),
+    never written (:func:`.mma_update.filter_weight_grad_update` with ``split_tf32``; the arrays must
+    :func:`update_fits`)."""
     mma_update.filter_weight_grad_update(codes, x, error, raw, velocity, None, inverse_norms, row_dots, lr, momentum,
-                                         field, step, blocks_w, split_tf32=True)
+                                         field, step, blocks_w, split_tf32=True, terms=terms)

@@ -937,11 +937,11 @@ def mma_update_source(variant: str = "rows", split_tf32: bool = False, terms: in
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel(variant: str, split_tf32: bool = False):
+def _kernel(variant: str, split_tf32: bool = False, terms: int = 3):
     import cupy
 
     name = "dasksae_tf32x3_filter_weight_grad_update" if split_tf32 else "dasksae_mma_filter_weight_grad_update"
-    kernel = cupy.RawKernel(mma_update_source(variant, split_tf32), name, options=("-std=c++17",))
+    kernel = cupy.RawKernel(mma_update_source(variant, split_tf32, terms), name, options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant, split_tf32)
     if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES")):
         # two blocks of 100-110 KiB or three of 73: as much shared memory as an SM has
@@ -1007,9 +1007,9 @@ def filter_weight_grad_update_bfloat16(codes, x, error, raw, velocity, operand, 
 
 def filter_weight_grad_update(codes, x, error, raw, velocity, operand, inverse_norms, row_dots, lr: float,
                               momentum: float, field: int, step: int, blocks_w: int, variant: str | None = None,
-                              split_tf32: bool = False) -> None:
+                              split_tf32: bool = False, terms: int = 3) -> None:
     """:func:`filter_weight_grad_update_bfloat16`, or with ``split_tf32`` its float32 form (float32 codes and maps,
-    no ``operand``; by default the :data:`SPLIT_VARIANT` epilogue)."""
+    no ``operand``; by default the :data:`SPLIT_VARIANT` epilogue; ``terms`` TF32 products a k-step)."""
     import cupy
 
     from .simt_gemm import inverse_norms_from_squares
@@ -1023,7 +1023,7 @@ def filter_weight_grad_update(codes, x, error, raw, velocity, operand, inverse_n
     partial_squares = cupy.empty((raw.shape[0] * raw.shape[1], column_tiles * warps_across(variant)),
                                  dtype=cupy.float32)
     null = numpy.uint64(0)  # a null pointer argument
-    _kernel(variant, split_tf32)(grid, block, (
+    _kernel(variant, split_tf32, terms)(grid, block, (
         codes, x, null if error is None else error, raw, velocity, null if operand is None else operand, inverse_norms,
         row_dots, partial_squares, numpy.float32(lr), numpy.float32(momentum), *arguments), shared_mem=shared)
     inverse_norms_from_squares(partial_squares, inverse_norms)

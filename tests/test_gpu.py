@@ -1256,11 +1256,11 @@ def test_float32_training_with_the_split_tf32_forward_follows_the_simt_kernel(mo
     kernel, transpose = mma_float32.filter_forward_float32, mma_float32.add_transpose_float32
     update = mma_float32.filter_weight_grad_update_float32
     monkeypatch.setattr(mma_float32, "filter_forward_float32",
-                        lambda *args: launched.append(tuple(args[5:7])) or kernel(*args))
+                        lambda *args, **options: launched.append(tuple(args[5:7])) or kernel(*args, **options))
     monkeypatch.setattr(mma_float32, "add_transpose_float32",
-                        lambda *args: launched.append("transpose") or transpose(*args))
+                        lambda *args, **options: launched.append("transpose") or transpose(*args, **options))
     monkeypatch.setattr(mma_float32, "filter_weight_grad_update_float32",
-                        lambda *args: launched.append("update") or update(*args))
+                        lambda *args, **options: launched.append("update") or update(*args, **options))
     monkeypatch.setattr(mma_float32, "TRANSPOSE_CELL_VALUES", 0)
     monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "0")
     expected = _small_steps(monkeypatch, config, "1x1")

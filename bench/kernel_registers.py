@@ -51,6 +51,9 @@ def main(argv=None):
     parser.add_argument("--float32-variant", default="k32x3",
                         help="with --kernels mma-float32(-transpose): the tiles' variant (mma_forward.SPLIT_VARIANTS, "
                              "mma_transpose.SPLIT_VARIANTS)")
+    parser.add_argument("--terms", type=int, default=3, choices=(1, 3),
+                        help="with --kernels mma-float32(-transpose, -update): TF32 products a k-step (3: the split, "
+                             "float32; 1: plain TF32, --dtype tf32 with DASKSAE_TF32_TENSOR_CORES=1)")
     args = parser.parse_args(argv)
     import nvidia.cuda_nvcc
     from test_cuda_sources import NVRTC
@@ -67,11 +70,13 @@ def main(argv=None):
     elif args.kernels == "mma-forward":
         source, names, standard = mma_forward.mma_forward_source(args.forward_variant), [], b"-std=c++17"
     elif args.kernels == "mma-float32":
-        source, names, standard = mma_float32.mma_float32_source(args.float32_variant), [], b"-std=c++17"
+        source, names, standard = mma_float32.mma_float32_source(args.float32_variant, args.terms), [], b"-std=c++17"
     elif args.kernels == "mma-float32-update":
-        source, names, standard = mma_float32.mma_float32_update_source(args.mma_epilogue), [], b"-std=c++17"
+        source, names, standard = (mma_float32.mma_float32_update_source(args.mma_epilogue, args.terms), [],
+                                    b"-std=c++17")
     elif args.kernels == "mma-float32-transpose":
-        source, names, standard = mma_float32.mma_float32_transpose_source(args.float32_variant), [], b"-std=c++17"
+        source, names, standard = (mma_float32.mma_float32_transpose_source(args.float32_variant, args.terms), [],
+                                    b"-std=c++17")
     else:
         source, names, standard = mma_transpose.mma_transpose_source(args.transpose_variant), [], b"-std=c++17"
     assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), source.encode(), b"simt.cu", 0, None, None) == 0

@@ -1274,8 +1274,9 @@ def test_float32_training_with_the_split_tf32_forward_follows_the_simt_kernel(mo
 def test_tf32_training_on_tf32_tensor_cores_stays_within_tf32s_tolerance_of_float32(monkeypatch):
     """DASKSAE_TF32_TENSOR_CORES=1: ``small`` trained 3 steps with ``--dtype tf32`` takes ``W x``, ``U g_r``, ``W^T y``
     (at any cell size here) and the weight gradient with the update on TF32 tensor cores with one product a k-step
-    (the kernels ran, each with ``terms=1``), and its losses and weights stay within tf32's stated tolerance of
-    float32's (1e-3, README's "Checks"), as cuBLAS's tf32 path (``=0``) does."""
+    (the kernels ran, each with ``terms=1``), and its losses stay within tf32's stated tolerance of float32's (1e-4,
+    README's "Checks", ``tests/test_precision.py``) and its weights within 1e-3, as cuBLAS's tf32 path (``=0``)
+    does."""
     from dasksae import TiledNetwork, tile_program
     from dasksae.kernels import mma_float32
     from dasksae.tile_array import LocalExecutor
@@ -1305,7 +1306,7 @@ def test_tf32_training_on_tf32_tensor_cores_stays_within_tf32s_tolerance_of_floa
                                               "filter_weight_grad_update_float32"}, launched
     assert all(terms == 1 for _, terms in launched), launched
     for losses, parameters in (cublas, tensor_cores):
-        numpy.testing.assert_allclose(losses, expected[0], rtol=1e-3)
+        numpy.testing.assert_allclose(losses, expected[0], rtol=1e-4)
         for mine, theirs in zip(parameters, expected[1]):
             for name in mine:
                 assert relative_error(mine[name], theirs[name]) < 1e-3, name

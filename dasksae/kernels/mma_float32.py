@@ -27,11 +27,18 @@ B's ``(t, g)``, ``(t + 4, g)`` loaded as single floats (the shared rows padded
 so that a warp's loads fall in 32 distinct banks) and split in registers
 (:data:`.mma_update.SPLIT_TF32_HELPERS`).
 
-Opt-in while unmeasured: ``DASKSAE_FLOAT32_TENSOR_CORES=1`` takes float32 ``W
-x``, the backward's ``U g_r``, ``W^T y`` with the fold (:mod:`.mma_transpose`'s
-source) and the weight gradient with the update in its epilogue
-(:mod:`.mma_update`'s, the rows epilogues) here where the arrays fit; ``0`` (the
-default) keeps :mod:`.simt_gemm`'s kernels.  Their sources also run on the CPU
+Opt-in: ``DASKSAE_FLOAT32_TENSOR_CORES=1`` takes float32 ``W x``, the
+backward's ``U g_r``, ``W^T y`` with the fold (:mod:`.mma_transpose`'s source;
+at cells of :data:`TRANSPOSE_CELL_VALUES`) and the weight gradient with the
+update in its epilogue (:mod:`.mma_update`'s, the rows epilogues) here where the
+arrays fit; ``0`` (the default) keeps :mod:`.simt_gemm`'s kernels.  Measured in
+session 38 (H100, ``bench/results/session38/float32/``), the counting above did
+not hold: the split products ran at 41-45 TFLOP/s of float32 work, the SIMT
+kernels' rate (bound by issuing the splits and three ``mma.sync`` a k-step), the
+step 2-3% faster; and the tensor cores' truncating sums made the error 8-14x the
+SIMT kernels' until a k-step's products were summed from zero (not yet run on a
+GPU).  ``DASKSAE_TF32_TENSOR_CORES=1`` takes ``--dtype tf32``'s products to the
+same kernels with one term (:func:`terms_for`).  Their sources also run on the CPU
 under g++ (the shim of ``tests/test_mma_float32_on_cpu.py`` emulates
 ``mma.sync.m16n8k8`` and ``cvt.rna.tf32.f32`` from the PTX ISA), checked
 against NumPy in float64.

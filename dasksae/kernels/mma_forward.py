@@ -171,7 +171,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
         for (int kk = 0; kk < TILE_K; kk += K_STEP) {
 #if SPLIT_TF32  // A (m, k) at a_tile[m * A_ROW + k]
             split_tf32_k_step(acc, a_tile + warp_m * 32 * A_ROW + kk, A_ROW, 1,
-                                     b_tile + kk * B_ROW + warp_n * 48, B_ROW, 1, g, t);
+                              b_tile + kk * B_ROW + warp_n * 48, B_ROW, 1, g, t);
 #else
             unsigned a[2][4], b[6][2];
             a_fragments(a, a_tile, warp_m * 32, A_ROW, kk, g, t);

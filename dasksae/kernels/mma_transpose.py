@@ -183,7 +183,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
         for (int kk = 0; kk < TILE_K; kk += K_STEP) {
 #if SPLIT_TF32  // A (m, k) at a_tile[k * A_ROW + m]
             split_tf32_k_step(acc, a_tile + kk * A_ROW + warp_m * 32, 1, A_ROW, b_tile + kk * B_ROW + warp_n * 48,
-                                     B_ROW, 1, g, t);
+                              B_ROW, 1, g, t);
 #else
             unsigned a_frag[2][4], b_frag[6][2];
             for (int i = 0; i < 2; ++i)  // rows (cell values) of each 16 and inner terms (block rows), transposed

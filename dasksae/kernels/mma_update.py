@@ -707,7 +707,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
 #pragma unroll 1
         for (int kk = 0; kk < TILE_K; kk += K_STEP)
             split_tf32_k_step(acc, As[buffer] + warp_m * 32 * ROW + kk, ROW, 1, Bs[buffer] + warp_n * 48 * ROW + kk,
-                                    1, ROW, g, t);
+                              1, ROW, g, t);
 #else
         for (int kk = 0; kk < TILE_K; kk += K_STEP)
             multiply_k_step(acc, As[buffer], ROW, kk, Bs[buffer], kk, warp_m, warp_n, g, t);
@@ -884,8 +884,8 @@ def tile_rows(variant: str = "rows") -> int:
 
 SPLIT_ROW = 36  # with split TF32 (float32 operands): TILE_K floats and 4 of padding
 SPLIT_VARIANTS = ("rows", "rows-wide", "rows-cs", "rows-wide-cs")  # the epilogues split TF32 takes
-# what it takes by default: rows-wide (two blocks an SM, 124 registers, no spills); rows's three blocks an SM at 80
-# registers spill 124 bytes a thread (bench/kernel_registers.py --kernels mma-float32-update --mma-epilogue rows)
+# what it takes by default: rows-wide (two blocks an SM, 128 registers, 4 bytes spilled since split_mma's partial
+# sums); rows's three blocks an SM at 80 registers spill 172 bytes a thread (bench/kernel_registers.py --kernels mma-float32-update --mma-epilogue rows)
 SPLIT_VARIANT = "rows-wide"
 
 

@@ -48,7 +48,7 @@ SWITCHES = {
     "DASKSAE_MMA_GEOMETRY": (("1", "0"), "1"),
     "DASKSAE_MMA_LDMATRIX": (("0", "1"), "0"),
     "DASKSAE_FLOAT32_TENSOR_CORES": (("0", "1"), "0"),
-    "DASKSAE_TF32_TENSOR_CORES": (("0", "1"), "0"),
+    "DASKSAE_TF32_TENSOR_CORES": (("0", "1"), "1"),
     "DASKSAE_WHOLE_PRODUCTS": (("0", "1"), "0"),
 }
 

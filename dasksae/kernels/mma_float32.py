@@ -55,11 +55,13 @@ from . import mma_forward, mma_transpose, mma_update
 from .simt_gemm import THREADS, typed_launch
 
 # float32 W x, U g_r, W^T y and the update on TF32 tensor cores with split operands (this module) where the arrays fit:
-# "1", or "0" (the default: the SIMT kernels) until a device run measures it
+# "1", or "0" (the default: the SIMT kernels; on the H100 in session 39, with the partial sums rounded to nearest, the
+# split kernels ran at the SIMT kernels' speed, bench/results/session39/accuracy/)
 FLOAT32_TENSOR_CORES = switch("DASKSAE_FLOAT32_TENSOR_CORES")
 # tf32 W x, U g_r, W^T y and the update (--dtype tf32) on these kernels with one TF32 product a k-step (the operands
-# rounded to TF32, as cuBLAS's TF32 GEMM takes them) where the arrays fit: "1", or "0" (the default until a device run
-# measures it: cuBLAS's TF32 GEMM over gathered fields, the update apart)
+# rounded to TF32, as cuBLAS's TF32 GEMM takes them) where the arrays fit: "1" (the default since session 39: on the
+# H100 the 1-worker tf32 step took 36.7 ms against 48.4, bench/results/session39/tf32/), or "0" (cuBLAS's TF32 GEMM
+# over gathered fields, the update apart)
 TF32_TENSOR_CORES = switch("DASKSAE_TF32_TENSOR_CORES")
 VARIANT = "k32x3"  # of mma_forward.SPLIT_VARIANTS (k32x3: 93 KiB of shared memory a block, two an SM)
 

@@ -28,7 +28,9 @@ kernel (:mod:`dasksae.kernels.simt_gemm`, what float32 training takes),
 (:mod:`dasksae.kernels.mma_float32`, ``DASKSAE_FLOAT32_TENSOR_CORES=1``),
 ``transpose`` float32's ``W^T y`` with the fold (the SIMT product into
 patches, then the fold), ``transpose-3xtf32`` the fold in the product on
-split TF32 tensor cores, and ``read`` the float32 weights read once;
+split TF32 tensor cores, ``forward-tf32`` and ``transpose-tf32`` the same
+kernels with one TF32 product a k-step (what ``--dtype tf32`` takes), and
+``read`` the float32 weights read once;
 ``TB/s`` counts 4 bytes a parameter::
 
     python bench/product_floor.py --config coates200 --minibatch 96 --runs 10 --json out.json
@@ -94,6 +96,11 @@ def stage_rows(stage, geometry, batch: int, runs: int, precision: str = "bfloat1
                                                                                     block_w, scale))]
         cases[3:3] = [("transpose-3xtf32", lambda: mma_float32.add_transpose_float32(out, flat, y, field, step,
                                                                                      blocks_h, blocks_w))]
+        # the same kernels with one TF32 product a k-step: what --dtype tf32 takes (DASKSAE_TF32_TENSOR_CORES=1)
+        cases[2:2] = [("forward-tf32", lambda: mma_float32.filter_forward_float32(x, flat, z, field, step, block_h,
+                                                                                  block_w, scale, terms=1))]
+        cases[5:5] = [("transpose-tf32", lambda: mma_float32.add_transpose_float32(out, flat, y, field, step,
+                                                                                   blocks_h, blocks_w, terms=1))]
     found = []
     for name, run in cases:
         seconds = timed(run, runs=runs)
@@ -112,7 +119,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     found = each_stage(args, lambda stage, geometry: stage_rows(stage, geometry, args.minibatch, args.runs,
                                                                 args.precision), 16)
-    names = ("forward", "forward-3xtf32", "transpose", "transpose-3xtf32", "read") if args.precision == "float32" \
+    names = ("forward", "forward-3xtf32", "forward-tf32", "transpose", "transpose-3xtf32", "transpose-tf32", "read") \
+        if args.precision == "float32" \
         else ("forward", "transpose", "read")
     print_sums({name: [r for r in found if r["kernel"] == name] for name in names}, 16)
     write_json(args, found)

@@ -31,7 +31,8 @@ gradient with the update in its epilogue (what float32 training takes),
 ``fused (3xtf32 <variant>)`` the same on split TF32 tensor cores
 (:func:`~dasksae.kernels.mma_float32.filter_weight_grad_update_float32`,
 ``DASKSAE_FLOAT32_TENSOR_CORES=1``) in its ``rows-wide`` and ``rows``
-epilogues, and ``copy``::
+epilogues, ``fused (tf32 rows-wide)`` with one TF32 product a k-step (what
+``--dtype tf32`` takes), and ``copy``::
 
     python bench/update_floor.py --precision float32 --json out32.json
 """
@@ -202,14 +203,15 @@ def float32_rows(stage, geometry, batch: int, runs: int) -> list[dict]:
     arguments = (codes, x, error, raw, velocity, inverse_norms, row_dots, numpy.float32(1e-6), numpy.float32(0.9),
                  field, step, blocks_w)
 
-    def split(variant):
+    def split(variant, terms=3):
         return lambda: mma_update.filter_weight_grad_update(*arguments[:5], None, *arguments[5:], variant,
-                                                            split_tf32=True)
+                                                            split_tf32=True, terms=terms)
 
     scratch = cupy.empty_like(raw)
     cases = [("fused (simt)", FLOAT32_UPDATE_BYTES, lambda: simt_gemm.filter_weight_grad_update(*arguments)),
              ("fused (3xtf32 rows-wide)", FLOAT32_UPDATE_BYTES, split("rows-wide")),
              ("fused (3xtf32 rows)", FLOAT32_UPDATE_BYTES, split("rows")),
+             ("fused (tf32 rows-wide)", FLOAT32_UPDATE_BYTES, split("rows-wide", terms=1)),  # what --dtype tf32 takes
              ("copy", COPY_BYTES, lambda: scratch.__setitem__(Ellipsis, raw))]
     found = []
     for index, (name, bytes_a_parameter, run) in enumerate(cases):
@@ -234,7 +236,7 @@ def main(argv=None):
     if args.precision == "float32":
         found = each_stage(args, lambda stage, geometry: float32_rows(stage, geometry, args.minibatch, args.runs), 26)
         print_sums({name: [r for r in found if r["kernel"] == name] for name in (
-            "fused (simt)", "fused (3xtf32 rows-wide)", "fused (3xtf32 rows)", "copy")}, 26)
+            "fused (simt)", "fused (3xtf32 rows-wide)", "fused (3xtf32 rows)", "fused (tf32 rows-wide)", "copy")}, 26)
         write_json(args, found)
         return
     variants = [v for v in args.variants.split(",") if v]

@@ -27,6 +27,20 @@ next)
     --runs 5 --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log
   timeout ${FLOOR_S:-50} python3 bench/update_floor.py --precision float32 --config coates200 --minibatch 96 \
     --runs 5 --json $OUT/update-floor-float32.json 2>&1 | filter | tee $OUT/update-floor.log ;;
+slim)  # (about 300 s) what PART=next measures, without the PyTorch peers (session 34 ran them on the H100) and in the
+  # order of their worth: the tf32 tests, the tf32 and bfloat16 1-worker rows, the tf32 kernel table, the floors
+  gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "tf32"
+  cat $OUT/gpu-tests.log | tail -5
+  timeout ${ONE_S:-90} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
+    --dtypes tf32,bfloat16 --precisions tf32,bfloat16 --steps-per-task 10 --runs 20 --pipelined \
+    --json $OUT/gpu-step-one-worker.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log
+  timeout ${TABLE_S:-50} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype tf32 --runs 3 \
+    --top 40 --json $OUT/kernel-table-tf32.json 2>&1 | filter | head -60 > $OUT/kernel-table-tf32.log
+  head -24 $OUT/kernel-table-tf32.log
+  timeout ${PRODUCT_S:-45} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
+    --runs 5 --json $OUT/product-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/product-floor.log
+  timeout ${FLOOR_S:-50} python3 bench/update_floor.py --precision float32 --config coates200 --minibatch 96 \
+    --runs 5 --json $OUT/update-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/update-floor.log ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -41,6 +41,11 @@ slim)  # (about 300 s) what PART=next measures, without the PyTorch peers (sessi
     --runs 5 --json $OUT/product-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/product-floor.log
   timeout ${FLOOR_S:-50} python3 bench/update_floor.py --precision float32 --config coates200 --minibatch 96 \
     --runs 5 --json $OUT/update-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/update-floor.log ;;
+tiny)  # (about 120 s, for the session's last device time) the tf32 tests, then the tf32 and bfloat16 1-worker rows
+  gpu_tests ${TESTS_S:-45} tests/test_gpu.py -k "tf32"
+  timeout ${ONE_S:-100} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-1w \
+    --dtypes tf32,bfloat16 --steps-per-task 10 --runs 20 --pipelined \
+    --json $OUT/gpu-step-one-worker.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -1,15 +1,14 @@
 #!/bin/bash
 # Session 39's GPU checks (results in bench/results/session39/<part>/, each with its command.txt).  None of these
-# parts ran: after the first two calls every start was refused.  The session's
-# first calls ran session 38's PART=accuracy and PART=tf32 (session39/accuracy/, session39/tf32/): the split kernels'
-# accuracy tests passed, and DASKSAE_TF32_TENSOR_CORES=1 took the 1-worker tf32 step from 48.4 to 36.7 ms (the
-# default since).
+# parts ran: after the session's first two calls every start was refused.  Those calls ran session 38's
+# PART=accuracy and PART=tf32 (session39/accuracy/, session39/tf32/): the split kernels' accuracy tests passed, and
+# DASKSAE_TF32_TENSOR_CORES=1 took the 1-worker tf32 step from 48.4 to 36.7 ms (the default since).
 #   PART=next  (about 450 s) 1. the issue's bfloat16 rows with the layers compiled in (DASKSAE_MMA_GEOMETRY=1, the
 #     default since session 38): the limit, the 1 worker pipelined and both PyTorch peers, in one process;
-#     2. the tf32 GPU tests at the new default (with commit 4627e66 cherry-picked: one-term split_mma summing into
-#     the running sums as cuBLAS's TF32 GEMM does, no partial sums; reverted in 82f96d3, never run on a GPU); 3. the tf32 1 worker and its kernel table of the one-tile step (where tf32's
-#     36.7 ms goes: 5x the compiled peer's 167.9 ms needs 33.6 ms); 4. the float32 product and update floors with
-#     their one-term (tf32) rows.
+#     2. the tf32 GPU tests at the new default (with commit 4627e66 cherry-picked: one-term split_mma summing
+#     into the running sums as cuBLAS's TF32 GEMM does, no partial sums; reverted in 82f96d3, never run on a GPU);
+#     3. the tf32 1 worker and its kernel table of the one-tile step (where tf32's 36.7 ms goes: 5x the compiled
+#     peer's 167.9 ms needs 33.6 ms); 4. the float32 product and update floors with their one-term (tf32) rows.
 source bench/device_setup.sh
 card
 case "${PART:-next}" in

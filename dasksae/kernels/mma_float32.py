@@ -36,9 +36,11 @@ session 38 (H100, ``bench/results/session38/float32/``), the counting above did
 not hold: the split products ran at 41-45 TFLOP/s of float32 work, the SIMT
 kernels' rate (bound by issuing the splits and three ``mma.sync`` a k-step), the
 step 2-3% faster; and the tensor cores' truncating sums made the error 8-14x the
-SIMT kernels' until a k-step's products were summed from zero (not yet run on a
-GPU).  ``DASKSAE_TF32_TENSOR_CORES=1`` takes ``--dtype tf32``'s products to the
-same kernels with one term (:func:`terms_for`).  Their sources also run on the CPU
+SIMT kernels' until a k-step's products were summed from zero (session 39,
+``bench/results/session39/accuracy/``: the accuracy tests pass, and the split
+kernels run at the SIMT kernels' speed).  ``DASKSAE_TF32_TENSOR_CORES=1`` (the
+default since session 39) takes ``--dtype tf32``'s products to the same kernels
+with one term (:func:`terms_for`).  Their sources also run on the CPU
 under g++ (the shim of ``tests/test_mma_float32_on_cpu.py`` emulates
 ``mma.sync.m16n8k8`` and ``cvt.rna.tf32.f32`` from the PTX ISA), checked
 against NumPy in float64.

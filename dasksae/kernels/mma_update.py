@@ -885,7 +885,8 @@ def tile_rows(variant: str = "rows") -> int:
 SPLIT_ROW = 36  # with split TF32 (float32 operands): TILE_K floats and 4 of padding
 SPLIT_VARIANTS = ("rows", "rows-wide", "rows-cs", "rows-wide-cs")  # the epilogues split TF32 takes
 # what it takes by default: rows-wide (two blocks an SM, 128 registers, 4 bytes spilled since split_mma's partial
-# sums); rows's three blocks an SM at 80 registers spill 172 bytes a thread (bench/kernel_registers.py --kernels mma-float32-update --mma-epilogue rows)
+# sums); rows's three blocks an SM at 80 registers spill 172 bytes a thread (bench/kernel_registers.py --kernels
+# mma-float32-update --mma-epilogue rows)
 SPLIT_VARIANT = "rows-wide"
 
 

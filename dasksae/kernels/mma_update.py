@@ -198,19 +198,23 @@ __device__ __forceinline__ void split_tf32(const float value, unsigned& big, uns
     big = to_tf32(value);
     small = to_tf32(value - __uint_as_float(big));
 }
-// acc += a b in TERMS TF32 products (the small terms first, so that they are not lost against the big one), summed
+// acc += a b in TERMS TF32 products.  3: the small terms first, so that they are not lost against the big one, summed
 // from zero and added to acc by a float32 add rounded to nearest: the tensor cores' own sums truncate, and fed the
-// running acc a fan-in of 3200 took 1,200 truncations of it (session 38, H100: 14x the SIMT kernel's error)
+// running acc a fan-in of 3200 took 1,200 truncations of it (session 38, H100: 14x the SIMT kernel's error).  1 (plain
+// TF32, --dtype tf32): the one product into acc, as cuBLAS's TF32 GEMM sums, without the partial sums' four adds an
+// mma (about as many instructions as the rest of the k-step)
 __device__ __forceinline__ void split_mma(float* acc, const unsigned* a_big, const unsigned* a_small,
                                           const unsigned* b_big, const unsigned* b_small)
 {
-    float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #if TERMS == 3
+    float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     mma_1688(part, a_small, b_big);
     mma_1688(part, a_big, b_small);
-#endif
     mma_1688(part, a_big, b_big);
     for (int r = 0; r < 4; ++r) acc[r] += part[r];
+#else
+    mma_1688(acc, a_big, b_big);
+#endif
 }
 // a warp's 32 x 48 outputs (acc: two 16-row products by six 8-column ones) += A B over a k-step of 8 inner terms, A's
 // (m, k) at a[m * a_m + k * a_k] from the warp's first row, B's (k, n) at b[k * b_k + n * b_n] from its first column:

@@ -168,6 +168,9 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
         copies_commit();
         const OPERAND* a_tile = As[s % STAGES];
         const OPERAND* b_tile = Bs[s % STAGES];
+#if SPLIT_TF32 && TERMS == 1
+#pragma unroll  // (plain TF32: the fragments' addresses constant offsets from one base a tile)
+#endif
         for (int kk = 0; kk < TILE_K; kk += K_STEP) {
 #if SPLIT_TF32  // A (m, k) at a_tile[m * A_ROW + k]
             split_tf32_k_step(acc, a_tile + warp_m * 32 * A_ROW + kk, A_ROW, 1,

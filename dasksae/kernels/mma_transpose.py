@@ -180,6 +180,9 @@ extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
         copies_commit();
         const OPERAND* a_tile = As[s % STAGES];
         const OPERAND* b_tile = Bs[s % STAGES];
+#if SPLIT_TF32 && TERMS == 1
+#pragma unroll  // (plain TF32: the fragments' addresses constant offsets from one base a tile)
+#endif
         for (int kk = 0; kk < TILE_K; kk += K_STEP) {
 #if SPLIT_TF32  // A (m, k) at a_tile[k * A_ROW + m]
             split_tf32_k_step(acc, a_tile + kk * A_ROW + warp_m * 32, 1, A_ROW, b_tile + kk * B_ROW + warp_n * 48,

@@ -192,11 +192,19 @@ __device__ __forceinline__ void mma_1688(float* d, const unsigned* a, const unsi
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 #endif
-// value = big + small, both TF32: big = tf32(value), small = tf32(value - big) (the difference is exact in float32)
+// value = big + small, both TF32: big = tf32(value), small = tf32(value - big) (the difference is exact in float32).
+// One term (plain TF32): big is the value's bits plus half a TF32 unit in the last place, its low 13 bits left for the
+// tensor cores to ignore (CUTLASS's round_half_ulp_truncate): cvt.rna's rounding for finite values in one integer add
+// instead of cvt.rna's two instructions (an infinity check and the add)
 __device__ __forceinline__ void split_tf32(const float value, unsigned& big, unsigned& small)
 {
+#if TERMS == 1
+    big = __float_as_uint(value) + 0x1000u;
+    small = 0u;
+#else
     big = to_tf32(value);
     small = to_tf32(value - __uint_as_float(big));
+#endif
 }
 // acc += a b in TERMS TF32 products.  3: the small terms first, so that they are not lost against the big one, summed
 // from zero and added to acc by a float32 add rounded to nearest: the tensor cores' own sums truncate, and fed the
@@ -706,9 +714,14 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
             copies_wait<0>();
         }
         __syncthreads();  // every thread's copies of this tile are there
-#if SPLIT_TF32  // A (m, k) at As[m * ROW + k], B (k, n) at Bs[n * ROW + k]; not unrolled (fragments of several k-steps
-        // hoisted spill at MIN_BLOCKS 3's 80 registers)
+#if SPLIT_TF32  // A (m, k) at As[m * ROW + k], B (k, n) at Bs[n * ROW + k]; the split's not unrolled (fragments of
+        // several k-steps hoisted spill at MIN_BLOCKS 3's 80 registers); one term unrolled, its fragment addresses
+        // constant offsets from one base a tile instead of a k-step's 35 address instructions
+#if TERMS == 1
+#pragma unroll
+#else
 #pragma unroll 1
+#endif
         for (int kk = 0; kk < TILE_K; kk += K_STEP)
             split_tf32_k_step(acc, As[buffer] + warp_m * 32 * ROW + kk, ROW, 1, Bs[buffer] + warp_n * 48 * ROW + kk,
                               1, ROW, g, t);

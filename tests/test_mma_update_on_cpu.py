@@ -152,13 +152,22 @@ def _pointer(array):
     return None if array is None else array.ctypes.data
 
 
-def update_case(seed: int, with_error: bool, with_operand: bool, channels: int = 4, bfloat16: bool = True) -> dict:
+def to_tf32(values):
+    """float32 ``values`` rounded to TF32 as ``cvt.rna.tf32.f32`` rounds them (10 bits of mantissa, to nearest, ties
+    away from zero; finite values)."""
+    bits = values.view(numpy.uint32)
+    return ((bits + numpy.uint32(0x1000)) & numpy.uint32(0xFFFFE000)).view(numpy.float32)
+
+
+def update_case(seed: int, with_error: bool, with_operand: bool, channels: int = 4, bfloat16: bool = True,
+                tf32: bool = False) -> dict:
     """3x2 blocks of 6x6x4 fields at step 2 (fan-in 144: a part-empty second tile of 96 columns; with 12 channels 432,
     5 tiles, the last part full), 136 rows (a guarded
     second tile of rows), a minibatch of 64 (2 tiles of 32 inner terms a map: the loads switch maps between them):
     the kernel's arguments (bfloat16 bits as ``uint16``; with ``bfloat16=False`` float32 codes and maps, for the split
-    TF32 kernel; NumPy arrays) and what the update's array code makes of them in float64 from the same values and
-    ``row_dots``: ``expected_raw``, ``expected_velocity``, ``expected_norms``."""
+    TF32 kernel, and with ``tf32`` as well TF32 values, whose products the one-term kernel takes exactly; NumPy arrays)
+    and what the update's array code makes of them in float64 from the same values and ``row_dots``: ``expected_raw``,
+    ``expected_velocity``, ``expected_norms``."""
     from dasksae.kernels.local_filter import gather_patches
     from dasksae.kernels.normalize import unit_rows_sgd
 
@@ -169,7 +178,8 @@ def update_case(seed: int, with_error: bool, with_operand: bool, channels: int =
     def stored(values):  # (what the kernel reads, its values in float64)
         if bfloat16:
             return _bfloat16(values)
-        return values.astype(numpy.float32), values.astype(numpy.float32).astype(numpy.float64)
+        values = to_tf32(values.astype(numpy.float32)) if tf32 else values.astype(numpy.float32)
+        return values, values.astype(numpy.float64)
 
     x_bits, x = stored(rng.standard_normal(shape))
     error_bits, error = stored(rng.standard_normal(shape)) if with_error else (None, None)

@@ -8,6 +8,8 @@
 #     the kernels as they were before (BEFORE: a folder with session 39's mma_update.py, mma_forward.py and
 #     mma_transpose.py, carried untracked) and again after, each in a process of its own on the same card, the tf32
 #     kernel table and the float32 product and update floors with their one-term (tf32) rows.
+#   PART=ratio (about 250 s) the issue's tf32 rows in one process: the limit, the 1 worker pipelined and both PyTorch
+#     peers (eager and torch.compile); then the tf32 GPU tests of test_gpu_tiled.py at the default.
 source bench/device_setup.sh
 card
 tf32_row() {  # tf32_row LABEL: the tf32 1-worker pipelined row, in a process of its own
@@ -33,6 +35,12 @@ first)
     --runs 5 --json $OUT/product-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/product-floor.log
   timeout ${FLOOR_S:-50} python3 bench/update_floor.py --precision float32 --config coates200 --minibatch 96 \
     --runs 5 --json $OUT/update-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/update-floor.log ;;
+ratio)
+  timeout ${RATIO_S:-330} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w,torch \
+    --dtypes tf32 --precisions tf32 --steps-per-task 10 --runs 20 --pipelined --compile \
+    --json $OUT/gpu-step-ratio-tf32.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log
+  gpu_tests ${TESTS_S:-90} tests/test_gpu_tiled.py -k "tf32"
+  tail -5 $OUT/gpu-tests.log ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

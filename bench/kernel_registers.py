@@ -11,11 +11,17 @@
     python bench/kernel_registers.py --kernels mma-float32   # float32 W x on TF32 tensor cores (kernels/mma_float32.py)
     python bench/kernel_registers.py --kernels mma-float32-transpose   # and its W^T y with the fold
     python bench/kernel_registers.py --kernels mma-float32-update --mma-epilogue rows   # and its update
+    pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm   # for --sass
+    python bench/kernel_registers.py --kernels mma-float32 --terms 1 --sass   # and the instructions of its tile loop
 
 Compiles :mod:`dasksae.kernels.simt_gemm`'s source to PTX with NVRTC (as
 ``tests/test_cuda_sources.py`` does) and assembles it with ``ptxas -v``,
 printing one line a kernel.  Two blocks of 256 threads an SM need at most
-128 registers a thread and no spills.
+128 registers a thread and no spills.  With ``--sass``, also the machine code
+(``cuobjdump -sass``) of the tile loop's body, the instructions from the
+barrier before the kernel's first tensor-core product (HMMA) to the barrier or
+branch after its last, counted by opcode: how many instructions the
+products take to issue (an SM issues four a clock; session 40).
 """
 
 from __future__ import annotations
@@ -54,6 +60,9 @@ def main(argv=None):
     parser.add_argument("--terms", type=int, default=3, choices=(1, 3),
                         help="with --kernels mma-float32(-transpose, -update): TF32 products a k-step (3: the split, "
                              "float32; 1: plain TF32, --dtype tf32 with DASKSAE_TF32_TENSOR_CORES=1)")
+    parser.add_argument("--sass", action="store_true",
+                        help="also count the instructions of the tile loop's body in the machine code (needs "
+                             "nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm)")
     args = parser.parse_args(argv)
     import nvidia.cuda_nvcc
     from test_cuda_sources import NVRTC
@@ -99,6 +108,7 @@ def main(argv=None):
             file.write(ptx.value)
         log = subprocess.run([ptxas, "-arch=sm_90", "-v", path, "-o", os.path.join(folder, "simt.cubin")],
                              capture_output=True, text=True, check=True).stderr
+        sass = disassembled(os.path.join(folder, "simt.cubin")) if args.sass else None
     kernel = None
     for line in log.splitlines():
         found = re.search(r"Compiling entry function '([^']+)'", line)
@@ -111,6 +121,45 @@ def main(argv=None):
         if used:  # (no smem figure where a kernel's shared memory is all dynamic)
             print(f"{kernel:<70} {used.group(1):>4} registers, {spill_stores} bytes spilled, {stack} bytes of stack, "
                   f"{used.group(2) or 0} bytes static shared")
+    if sass is not None:
+        print(tile_loop_counts(sass))
+
+
+def disassembled(cubin: str) -> str:
+    """``cuobjdump -sass`` of ``cubin``, from the nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm wheels' binaries."""
+    import importlib.util
+
+    folders = []
+    for package in ("nvidia.cu13", "nvidia.cuda_cuobjdump", "nvidia.cuda_nvdisasm"):
+        try:
+            spec = importlib.util.find_spec(package)
+        except ModuleNotFoundError:
+            spec = None
+        folders += [os.path.join(path, "bin") for path in (spec.submodule_search_locations or [])] if spec else []
+    environment = dict(os.environ, PATH=os.pathsep.join(folders + [os.environ.get("PATH", "")]))
+    try:
+        return subprocess.run(["cuobjdump", "-sass", cubin], capture_output=True, text=True, check=True,
+                              env=environment).stdout
+    except (OSError, subprocess.CalledProcessError):
+        raise SystemExit("--sass needs cuobjdump and nvdisasm: pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm")
+
+
+def tile_loop_counts(sass: str) -> str:
+    """The instructions of the tile loop's body in ``sass`` (a kernel's): from the last barrier before its first HMMA
+    to the first barrier or branch after its last, in all and by opcode (predicates dropped), and per HMMA."""
+    from collections import Counter
+
+    instructions = [found.group(1).strip() for found in re.finditer(r"/\*[0-9a-f]{4}\*/\s+([^;]*);", sass)]
+    products = [i for i, text in enumerate(instructions) if "HMMA" in text]
+    if not products:
+        return "  no tensor-core products (HMMA) in the machine code"
+    start = max([i for i in range(products[0]) if "BAR" in instructions[i]], default=0)
+    end = min([i for i in range(products[-1], len(instructions))
+               if "BAR" in instructions[i] or "BRA" in instructions[i]], default=len(instructions) - 1)
+    body = instructions[start:end + 1]
+    opcodes = Counter(text.split()[1] if text.startswith("@") else text.split()[0] for text in body)
+    return (f"  tile loop: {len(body)} instructions, {len(products)} HMMA, {len(body) / len(products):.1f} an HMMA: "
+            + ", ".join(f"{name} {count}" for name, count in opcodes.most_common(8)))
 
 
 if __name__ == "__main__":

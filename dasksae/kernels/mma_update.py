@@ -246,9 +246,9 @@ __device__ __forceinline__ void split_tf32_k_step(float (*acc)[6][4], const floa
     }
 }
 #if TERMS == 1
-// split_tf32_k_step's one-term form where A's and B's inner terms are both contiguous (A's (m, k) at a[m * row + k], B's
-// (k, n) at b[n * row + k]): the k-step's 8 inner terms taken in another order, the same for A and B (a sum's order),
-// so that each thread's two terms t and t + 4 are the adjacent 2t and 2t + 1, one 8-byte load instead of two
+// split_tf32_k_step's one-term form where A's and B's inner terms are both contiguous (A's (m, k) at a[m * row + k],
+// B's (k, n) at b[n * row + k]): the k-step's 8 inner terms taken in another order, the same for A and B (a sum's
+// order), so that each thread's two terms t and t + 4 are the adjacent 2t and 2t + 1, one 8-byte load instead of two
 __device__ __forceinline__ void tf32_k_step_paired(float (*acc)[6][4], const float* a, const float* b, const int row,
                                                    const int g, const int t)
 {

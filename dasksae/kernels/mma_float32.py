@@ -40,7 +40,11 @@ SIMT kernels' until a k-step's products were summed from zero (session 39,
 ``bench/results/session39/accuracy/``: the accuracy tests pass, and the split
 kernels run at the SIMT kernels' speed).  ``DASKSAE_TF32_TENSOR_CORES=1`` (the
 default since session 39) takes ``--dtype tf32``'s products to the same kernels
-with one term (:func:`terms_for`).  Their sources also run on the CPU
+with one term (:func:`terms_for`), whose k-step session 40 cut from 13.3-13.8
+instructions an ``mma`` to 4.1-5.1: each product summed into the running sums,
+operands rounded by one integer add, a tile's k-steps unrolled, and the
+update's fragments loaded in pairs (on the H100 the tf32 step went from 36.5
+to 31.1 ms, ``bench/results/session40/first/``).  Their sources also run on the CPU
 under g++ (the shim of ``tests/test_mma_float32_on_cpu.py`` emulates
 ``mma.sync.m16n8k8`` and ``cvt.rna.tf32.f32`` from the PTX ISA), checked
 against NumPy in float64.
@@ -62,8 +66,8 @@ from .simt_gemm import THREADS, typed_launch
 FLOAT32_TENSOR_CORES = switch("DASKSAE_FLOAT32_TENSOR_CORES")
 # tf32 W x, U g_r, W^T y and the update (--dtype tf32) on these kernels with one TF32 product a k-step (the operands
 # rounded to TF32, as cuBLAS's TF32 GEMM takes them) where the arrays fit: "1" (the default since session 39: on the
-# H100 the 1-worker tf32 step took 36.7 ms against 48.4, bench/results/session39/tf32/), or "0" (cuBLAS's TF32 GEMM
-# over gathered fields, the update apart)
+# H100 the 1-worker tf32 step took 36.7 ms against 48.4, bench/results/session39/tf32/; 31.2 ms since session 40's
+# shorter k-step, session40/ratio/), or "0" (cuBLAS's TF32 GEMM over gathered fields, the update apart)
 TF32_TENSOR_CORES = switch("DASKSAE_TF32_TENSOR_CORES")
 VARIANT = "k32x3"  # of mma_forward.SPLIT_VARIANTS (k32x3: 93 KiB of shared memory a block, two an SM)
 

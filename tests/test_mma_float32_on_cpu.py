@@ -329,8 +329,7 @@ def test_the_split_update_takes_the_unit_norm_step_from_the_maps(built_once, tmp
     assert mma_float32.update_fits(case["codes"], case["x"], case["error"], raw, velocity, case["inverse_norms"],
                                    case["row_dots"], case["field"], case["blocks_w"])
     grid, (threads,), arguments, _ = mma_update._update_launch(variant, case["codes"].shape, case["x"].shape,
-                                                                case["field"], case["step"], case["blocks_w"], True,
-                                                                terms)
+                                                                case["field"], case["step"], case["blocks_w"], True)
     partial_squares = numpy.full((count * rows, 4), numpy.nan, numpy.float32)
     library.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, case["error"].ctypes.data, raw.ctypes.data,
                        velocity.ctypes.data, case["inverse_norms"].ctypes.data, case["row_dots"].ctypes.data,

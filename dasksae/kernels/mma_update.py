@@ -201,9 +201,9 @@ __device__ __forceinline__ void split_tf32(const float value, unsigned& big, uns
 #if TERMS == 1
     big = __float_as_uint(value) + 0x1000u;
     small = 0u;
-#else
-    big = to_tf32(value);
-    small = to_tf32(value - __uint_as_float(big));
+#else  // big masked, since value - big must be exact; small rounded by the add alone, as one term's operands are
+    big = (__float_as_uint(value) + 0x1000u) & 0xffffe000u;
+    small = __float_as_uint(value - __uint_as_float(big)) + 0x1000u;
 #endif
 }
 // acc += a b in TERMS TF32 products.  3: the small terms first, so that they are not lost against the big one, summed
@@ -245,28 +245,27 @@ __device__ __forceinline__ void split_tf32_k_step(float (*acc)[6][4], const floa
         for (int i = 0; i < 2; ++i) split_mma(acc[i][j], a_big[i], a_small[i], b_big, b_small);
     }
 }
-#if TERMS == 1
-// split_tf32_k_step's one-term form where A's and B's inner terms are both contiguous (A's (m, k) at a[m * row + k],
-// B's (k, n) at b[n * row + k]): the k-step's 8 inner terms taken in another order, the same for A and B (a sum's
-// order), so that each thread's two terms t and t + 4 are the adjacent 2t and 2t + 1, one 8-byte load instead of two
-__device__ __forceinline__ void tf32_k_step_paired(float (*acc)[6][4], const float* a, const float* b, const int row,
-                                                   const int g, const int t)
+// split_tf32_k_step where A's and B's inner terms are both contiguous (A's (m, k) at a[m * row + k], B's (k, n) at
+// b[n * row + k]): the k-step's 8 inner terms taken in another order, the same for A and B (a sum's order), so that
+// each thread's two terms t and t + 4 are the adjacent 2t and 2t + 1, one 8-byte load instead of two
+__device__ __forceinline__ void split_tf32_k_step_paired(float (*acc)[6][4], const float* a, const float* b,
+                                                         const int row, const int g, const int t)
 {
-    unsigned a_big[2][4], b_big[2], unused[4];
+    unsigned a_big[2][4], a_small[2][4];
     for (int i = 0; i < 2; ++i)  // register r: row g + 8 (r % 2), inner term t + 4 (r / 2)
         for (int h = 0; h < 2; ++h) {
             const float2 pair = *(const float2*)&a[(i * 16 + g + 8 * h) * row + 2 * t];
-            split_tf32(pair.x, a_big[i][h], unused[0]);
-            split_tf32(pair.y, a_big[i][h + 2], unused[1]);
+            split_tf32(pair.x, a_big[i][h], a_small[i][h]);
+            split_tf32(pair.y, a_big[i][h + 2], a_small[i][h + 2]);
         }
     for (int j = 0; j < 6; ++j) {  // register r: inner term t + 4 r, column g
+        unsigned b_big[2], b_small[2];
         const float2 pair = *(const float2*)&b[(j * 8 + g) * row + 2 * t];
-        split_tf32(pair.x, b_big[0], unused[2]);
-        split_tf32(pair.y, b_big[1], unused[3]);
-        for (int i = 0; i < 2; ++i) mma_1688(acc[i][j], a_big[i], b_big);
+        split_tf32(pair.x, b_big[0], b_small[0]);
+        split_tf32(pair.y, b_big[1], b_small[1]);
+        for (int i = 0; i < 2; ++i) split_mma(acc[i][j], a_big[i], a_small[i], b_big, b_small);
     }
 }
-#endif
 """
 
 
@@ -298,11 +297,7 @@ _SOURCE = r"""
 #define OPERAND float
 #define UPDATE_KERNEL dasksae_tf32x3_filter_weight_grad_update
 #define K_STEP 8  // inner terms a tensor-core product
-#if TERMS == 1  // a shared row: TILE_K floats and 8 of padding (tf32_k_step_paired's 8-byte loads in banks 8g + 2t)
-#define ROW 40
-#else
-#define ROW 36  // a shared row: TILE_K floats and 4 of padding (A's and B's fragment loads in banks 4g + t: distinct)
-#endif
+#define ROW 40  // a shared row: TILE_K floats and 8 of padding (split_tf32_k_step_paired's 8-byte loads: banks 8g + 2t)
 #else
 #define OPERAND unsigned short
 #define UPDATE_KERNEL dasksae_mma_filter_weight_grad_update
@@ -749,13 +744,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
 #pragma unroll 1
 #endif
         for (int kk = 0; kk < TILE_K; kk += K_STEP)
-#if TERMS == 1
-            tf32_k_step_paired(acc, As[buffer] + warp_m * 32 * ROW + kk, Bs[buffer] + warp_n * 48 * ROW + kk, ROW, g,
-                               t);
-#else
-            split_tf32_k_step(acc, As[buffer] + warp_m * 32 * ROW + kk, ROW, 1, Bs[buffer] + warp_n * 48 * ROW + kk,
-                              1, ROW, g, t);
-#endif
+            split_tf32_k_step_paired(acc, As[buffer] + warp_m * 32 * ROW + kk, Bs[buffer] + warp_n * 48 * ROW + kk,
+                                     ROW, g, t);
 #else
         for (int kk = 0; kk < TILE_K; kk += K_STEP)
             multiply_k_step(acc, As[buffer], ROW, kk, Bs[buffer], kk, warp_m, warp_n, g, t);
@@ -930,8 +920,7 @@ def tile_rows(variant: str = "rows") -> int:
     return EPILOGUE_VARIANTS[variant].get("TILE_M", TILE_M)
 
 
-SPLIT_ROW = 36  # with split TF32 (float32 operands): TILE_K floats and 4 of padding
-TF32_ROW = 40  # with one term (plain TF32): TILE_K floats and 8 of padding, for its paired 8-byte fragment loads
+SPLIT_ROW = 40  # with split TF32 (float32 operands): TILE_K floats and 8 of padding, for the paired 8-byte loads
 SPLIT_VARIANTS = ("rows", "rows-wide", "rows-cs", "rows-wide-cs")  # the epilogues split TF32 takes
 # what it takes by default: rows-wide (two blocks an SM, 128 registers, 4 bytes spilled since split_mma's partial
 # sums); rows's three blocks an SM at 80 registers spill 172 bytes a thread (bench/kernel_registers.py --kernels
@@ -939,15 +928,14 @@ SPLIT_VARIANTS = ("rows", "rows-wide", "rows-cs", "rows-wide-cs")  # the epilogu
 SPLIT_VARIANT = "rows-wide"
 
 
-def shared_bytes(variant: str = "rows", split_tf32: bool = False, terms: int = 3) -> int:
+def shared_bytes(variant: str = "rows", split_tf32: bool = False) -> int:
     """Dynamic shared memory a block of ``variant``: the products' tile (over the operand tiles), and the staged raw
     values after it where the variant stages them; or the operand tiles and the staged raw and velocity pairs.  With
-    ``split_tf32`` (float32 operands, :data:`SPLIT_VARIANTS`, ``terms`` TF32 products a k-step): the operand tiles,
-    or the products' tile over them where that is larger."""
+    ``split_tf32`` (float32 operands, :data:`SPLIT_VARIANTS`): the operand tiles, or the products' tile over them
+    where that is larger."""
     defines = EPILOGUE_VARIANTS[variant]
     if split_tf32:
-        row = TF32_ROW if split_terms(terms) == 1 else SPLIT_ROW
-        return max(2 * (TILE_M + tile_columns(variant)) * row * 4, TILE_M * out_row(variant) * 4)
+        return max(2 * (TILE_M + tile_columns(variant)) * SPLIT_ROW * 4, TILE_M * out_row(variant) * 4)
     if defines.get("COLUMN_TILES"):  # the most (the launch asks for its codes' width: resident_bytes)
         return resident_bytes(RESIDENT_WIDTH, variant)
     if defines.get("STAGE_FRAGMENTS"):
@@ -977,7 +965,7 @@ def mma_update_source(variant: str = "rows", split_tf32: bool = False, terms: in
     :data:`SPLIT_VARIANTS`), ``terms`` TF32 products a k-step."""
     if split_tf32 and variant not in SPLIT_VARIANTS:
         raise ValueError(f"split TF32 takes the epilogues {', '.join(SPLIT_VARIANTS)}, not {variant!r}.")
-    defines = ({"OUT_ROW": out_row(variant), "SHARED_BYTES": shared_bytes(variant, split_tf32, terms)}
+    defines = ({"OUT_ROW": out_row(variant), "SHARED_BYTES": shared_bytes(variant, split_tf32)}
                | EPILOGUE_VARIANTS[variant])
     helpers = MMA_HELPERS
     if split_tf32:
@@ -993,7 +981,7 @@ def _kernel(variant: str, split_tf32: bool = False, terms: int = 3):
 
     name = "dasksae_tf32x3_filter_weight_grad_update" if split_tf32 else "dasksae_mma_filter_weight_grad_update"
     kernel = cupy.RawKernel(mma_update_source(variant, split_tf32, terms), name, options=("-std=c++17",))
-    kernel.max_dynamic_shared_size_bytes = shared_bytes(variant, split_tf32, terms)
+    kernel.max_dynamic_shared_size_bytes = shared_bytes(variant, split_tf32)
     if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES")):
         # two blocks of 100-110 KiB or three of 73: as much shared memory as an SM has
         kernel.preferred_shared_memory_carveout = 100
@@ -1069,8 +1057,7 @@ def filter_weight_grad_update(codes, x, error, raw, velocity, operand, inverse_n
         variant = variant or SPLIT_VARIANT
     else:
         variant = resident_or_rows(variant or epilogue_for(EPILOGUE, x.shape[2]), codes.shape[2])
-    grid, block, arguments, shared = _update_launch(variant, codes.shape, x.shape, field, step, blocks_w, split_tf32,
-                                                    terms)
+    grid, block, arguments, shared = _update_launch(variant, codes.shape, x.shape, field, step, blocks_w, split_tf32)
     column_tiles = -(-raw.shape[2] // tile_columns(variant))
     partial_squares = cupy.empty((raw.shape[0] * raw.shape[1], column_tiles * warps_across(variant)),
                                  dtype=cupy.float32)
@@ -1082,8 +1069,7 @@ def filter_weight_grad_update(codes, x, error, raw, velocity, operand, inverse_n
 
 
 @functools.lru_cache(maxsize=256)
-def _update_launch(variant: str, codes_shape, x_shape, field: int, step: int, blocks_w: int, split_tf32: bool = False,
-                   terms: int = 3):
+def _update_launch(variant: str, codes_shape, x_shape, field: int, step: int, blocks_w: int, split_tf32: bool = False):
     """``(grid, block, scalar arguments, shared memory)`` of ``variant``'s launch, made once for these shapes: the
     float32 weight gradient's grid and arguments (a 128 x 96 tile, the maps' geometry), the rows along the grid's x
     in the variant's blocks (twice as many blocks of 64 rows), two threads a row (three in blocks of 144 columns,
@@ -1094,7 +1080,7 @@ def _update_launch(variant: str, codes_shape, x_shape, field: int, step: int, bl
     grid, arguments = typed_launch(weight_grad_launch, 2, codes_shape, x_shape, field, step, blocks_w)
     rows_a_block = tile_rows(variant)
     shared = (resident_bytes(codes_shape[2], variant) if EPILOGUE_VARIANTS[variant].get("COLUMN_TILES")
-              else shared_bytes(variant, split_tf32, terms))
+              else shared_bytes(variant, split_tf32))
     column_tiles = -(-field * field * x_shape[2] // tile_columns(variant))
     return ((-(-codes_shape[1] // rows_a_block), -(-column_tiles // column_tiles_a_block(variant)), grid[2]),
             (block_threads(variant),), arguments, shared)

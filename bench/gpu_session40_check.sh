@@ -8,6 +8,11 @@
 #     the kernels as they were before (BEFORE: a folder with session 39's mma_update.py, mma_forward.py and
 #     mma_transpose.py, carried untracked) and again after, each in a process of its own on the same card, the tf32
 #     kernel table and the float32 product and update floors with their one-term (tf32) rows.
+#   PART=split (about 300 s) the split TF32 kernels (DASKSAE_FLOAT32_TENSOR_CORES=1) after their operands were split
+#     by integer adds and a mask (the same values as cvt.rna) and the update's fragments loaded in pairs (tile loops
+#     from 289-301 instructions a k-step to 209-243): their GPU tests (accuracy against the SIMT kernels, the update
+#     against NumPy, float32 training), the float32 product and update floors (split and SIMT rows in one process),
+#     then the in-process float32 step with the switch off and on, each in a process of its own.
 #   PART=ratio (about 250 s) the issue's tf32 rows in one process: the limit, the 1 worker pipelined and both PyTorch
 #     peers (eager and torch.compile); then the tf32 GPU tests of test_gpu_tiled.py at the default.
 source bench/device_setup.sh
@@ -35,6 +40,15 @@ first)
     --runs 5 --json $OUT/product-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/product-floor.log
   timeout ${FLOOR_S:-50} python3 bench/update_floor.py --precision float32 --config coates200 --minibatch 96 \
     --runs 5 --json $OUT/update-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/update-floor.log ;;
+split)
+  gpu_tests ${TESTS_S:-70} tests/test_gpu.py -k "split_tf32 or tf32_training"
+  tail -5 $OUT/gpu-tests.log
+  timeout ${PRODUCT_S:-45} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
+    --runs 5 --json $OUT/product-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/product-floor.log
+  timeout ${FLOOR_S:-50} python3 bench/update_floor.py --precision float32 --config coates200 --minibatch 96 \
+    --runs 5 --json $OUT/update-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/update-floor.log
+  in_process simt DASKSAE_FLOAT32_TENSOR_CORES=0
+  in_process split DASKSAE_FLOAT32_TENSOR_CORES=1 ;;
 ratio)
   timeout ${RATIO_S:-330} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w,torch \
     --dtypes tf32 --precisions tf32 --steps-per-task 10 --runs 20 --pipelined --compile \

@@ -44,7 +44,10 @@ with one term (:func:`terms_for`), whose k-step session 40 cut from 13.3-13.8
 instructions an ``mma`` to 4.1-5.1: each product summed into the running sums,
 operands rounded by one integer add, a tile's k-steps unrolled, and the
 update's fragments loaded in pairs (on the H100 the tf32 step went from 36.5
-to 31.1 ms, ``bench/results/session40/first/``).  Their sources also run on the CPU
+to 31.1 ms, ``bench/results/session40/first/``).  After that call the split's
+operands are split by integer adds and a mask (``cvt.rna``'s values) and its
+update's fragments loaded in pairs too: 8.0-8.4 instructions an ``mma`` to
+5.8-6.8, not yet run on a GPU.  Their sources also run on the CPU
 under g++ (the shim of ``tests/test_mma_float32_on_cpu.py`` emulates
 ``mma.sync.m16n8k8`` and ``cvt.rna.tf32.f32`` from the PTX ISA), checked
 against NumPy in float64.

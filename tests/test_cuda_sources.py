@@ -116,7 +116,7 @@ def test_the_tensor_core_forward_compiles(variant):
 
 @pytest.mark.parametrize("variant, terms", [(v, 3) for v in mma_forward.SPLIT_VARIANTS] + [("k32x3", 1)])
 def test_the_split_tf32_forward_compiles(variant, terms):
-    """The float32 ``W x`` on TF32 tensor cores with split operands (``cvt.rna.tf32.f32``, ``mma.sync.m16n8k8``), each
+    """The float32 ``W x`` on TF32 tensor cores with split operands (``mma.sync.m16n8k8``), each
     variant of its tiles, and its one-term form (checked under g++ in test_mma_float32_on_cpu)."""
     assert compile_errors(mma_float32.mma_float32_source(variant, terms),
                           options=("--gpu-architecture=compute_90", "-std=c++17")) == ""

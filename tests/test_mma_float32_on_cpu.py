@@ -1,7 +1,7 @@
 """The float32 ``W x``, ``W^T y`` with the fold and the weight gradient with the update on TF32 tensor cores with split
 operands (``dasksae/kernels/mma_float32.py``), their CUDA sources run on the CPU under g++ with
-``tests/test_mma_update_on_cpu.py``'s shim and, here, ``mma.sync.m16n8k8`` in TF32 and ``cvt.rna.tf32.f32`` emulated from the PTX ISA (A: registers 0-3 hold rows g, g+8, g, g+8 and inner terms t, t, t+4,
-t+4; B: registers 0-1 hold inner terms t and t+4 of column g; D: rows g, g, g+8, g+8 and columns 2t, 2t+1; the
+``tests/test_mma_update_on_cpu.py``'s shim and, here, ``mma.sync.m16n8k8`` in TF32 emulated from the PTX ISA (A:
+registers 0-3 hold rows g, g+8, g, g+8 and inner terms t, t, t+4, t+4; B: registers 0-1 hold inner terms t and t+4 of column g; D: rows g, g, g+8, g+8 and columns 2t, 2t+1; the
 hardware reads only a TF32 operand's top 19 bits, so the emulation drops the low 13): against NumPy in float64.
 
 The accuracy tests are the module's reason to exist: the split products' error against float64 must be that of a
@@ -25,10 +25,6 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not 
 
 TF32_EMULATION = r"""
 static inline float __uint_as_float(unsigned bits) { float value; std::memcpy(&value, &bits, 4); return value; }
-static inline unsigned to_tf32(const float value)  // cvt.rna.tf32.f32: to nearest, ties away from zero (finite values)
-{
-    return (__float_as_uint(value) + 0x1000u) & 0xffffe000u;
-}
 static unsigned tf32_a[512][4], tf32_b[512][2];  // every lane of a warp calls mma_1688 together
 static inline void mma_1688(float* d, const unsigned* a, const unsigned* b)
 {

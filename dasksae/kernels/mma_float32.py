@@ -49,7 +49,7 @@ operands are split by integer adds and a mask (``cvt.rna``'s values) and its
 update's fragments loaded in pairs too: 8.0-8.4 instructions an ``mma`` to
 5.8-6.8, not yet run on a GPU.  Their sources also run on the CPU
 under g++ (the shim of ``tests/test_mma_float32_on_cpu.py`` emulates
-``mma.sync.m16n8k8`` and ``cvt.rna.tf32.f32`` from the PTX ISA), checked
+``mma.sync.m16n8k8`` from the PTX ISA), checked
 against NumPy in float64.
 """
 

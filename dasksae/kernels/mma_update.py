@@ -176,13 +176,6 @@ __device__ __forceinline__ void b_fragments_transposed(unsigned (*b)[2], const u
 # tests' check that the split is what makes it float32's accuracy)
 SPLIT_TF32_HELPERS = r"""
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
-// a float rounded to TF32 (to nearest, ties away from zero), as the bits of a float
-__device__ __forceinline__ unsigned to_tf32(const float value)
-{
-    unsigned bits;
-    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(bits) : "f"(value));
-    return bits;
-}
 // d (+)= a b over one 16 x 8 x 8 product: a 4 and b 2 registers of one TF32 value each, d 4 floats (PTX ISA layouts)
 __device__ __forceinline__ void mma_1688(float* d, const unsigned* a, const unsigned* b)
 {
@@ -192,16 +185,17 @@ __device__ __forceinline__ void mma_1688(float* d, const unsigned* a, const unsi
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 #endif
-// value = big + small, both TF32: big = tf32(value), small = tf32(value - big) (the difference is exact in float32).
-// One term (plain TF32): big is the value's bits plus half a TF32 unit in the last place, its low 13 bits left for the
-// tensor cores to ignore (CUTLASS's round_half_ulp_truncate): cvt.rna's rounding for finite values in one integer add
-// instead of cvt.rna's two instructions (an infinity check and the add)
+// value = big + small, both TF32: big = tf32(value), small = tf32(value - big) (the difference is exact in float32),
+// each rounded to nearest, ties away from zero, by adding half a TF32 unit in the last place to the bits and leaving
+// the low 13 for the tensor cores to ignore (CUTLASS's round_half_ulp_truncate): cvt.rna.tf32.f32's values for finite
+// ones, in one integer add instead of cvt.rna's two instructions (an infinity check and the add); big masked, since
+// value - big must be exact.  One term (plain TF32): big alone
 __device__ __forceinline__ void split_tf32(const float value, unsigned& big, unsigned& small)
 {
 #if TERMS == 1
     big = __float_as_uint(value) + 0x1000u;
     small = 0u;
-#else  // big masked, since value - big must be exact; small rounded by the add alone, as one term's operands are
+#else
     big = (__float_as_uint(value) + 0x1000u) & 0xffffe000u;
     small = __float_as_uint(value - __uint_as_float(big)) + 0x1000u;
 #endif
@@ -922,8 +916,8 @@ def tile_rows(variant: str = "rows") -> int:
 
 SPLIT_ROW = 40  # with split TF32 (float32 operands): TILE_K floats and 8 of padding, for the paired 8-byte loads
 SPLIT_VARIANTS = ("rows", "rows-wide", "rows-cs", "rows-wide-cs")  # the epilogues split TF32 takes
-# what it takes by default: rows-wide (two blocks an SM, 128 registers, 4 bytes spilled since split_mma's partial
-# sums); rows's three blocks an SM at 80 registers spill 172 bytes a thread (bench/kernel_registers.py --kernels
+# what it takes by default: rows-wide (two blocks an SM, 128 registers, no spills since session 40's paired loads);
+# rows's three blocks an SM at 80 registers spill 68 bytes a thread (bench/kernel_registers.py --kernels
 # mma-float32-update --mma-epilogue rows)
 SPLIT_VARIANT = "rows-wide"
 

@@ -2,7 +2,7 @@
 # .whl) into /tmp/site, puts the repo and bench/ on the path, and defines `filter` (drops worker log noise), `card`
 # (the card's name into $OUT/card.txt), `four` (the 4-worker-thread row of bench/gpu_step.py), `issue_table` (the
 # issue's table in one process: limit, 1 worker with the in-process step, 4 worker threads, PyTorch), `gpu_tests`,
-# `in_process` (one in-process step under given switches), `one_worker_float32`, `ratio_float32` (with PyTorch),
+# `floors_float32` (the float32 product and update floors), `in_process` (one in-process step under given switches), `one_worker_float32`, `ratio_float32` (with PyTorch),
 # `faster_of` (which of two in_process labels was faster), `kernel_table_bfloat16` and `kernel_table_float32`.
 set -o pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site ${WHEELS:-.whl}/*.whl \
@@ -19,6 +19,12 @@ issue_table() {  # issue_table SECONDS [ARGS...]: coates200, M=96, float32 and b
     --modes limit,dasksae-1w,dasksae-4w-threads,torch --dtypes float32,bfloat16 --precisions float32,bfloat16 \
     --steps-per-task 10 --steps-per-task-4w 10 --runs 20 --runs-4w 5 \
     --json $OUT/gpu-step-coates200-m96.json "${@:2}" 2>&1 | filter | grep -v "  gemm" | tee $OUT/gpu-step.log; }
+floors_float32() {  # floors_float32: the float32 product and update floors over every stage (split, one-term
+  # and SIMT rows; coates200, M=96) into $OUT/product-floor.log and update-floor.log, PRODUCT_S and FLOOR_S seconds
+  timeout ${PRODUCT_S:-45} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
+    --runs 5 --json $OUT/product-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/product-floor.log
+  timeout ${FLOOR_S:-50} python3 bench/update_floor.py --precision float32 --config coates200 --minibatch 96 \
+    --runs 5 --json $OUT/update-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/update-floor.log; }
 gpu_tests() {  # gpu_tests SECONDS [PYTEST ARGS...]: the GPU tests (all, or as the arguments select) into $OUT/gpu-tests.log
   timeout $1 python3 -m pytest -m gpu -q -p no:cacheprovider -p no:logging --tb=short "${@:2}" 2>&1 | tail -30 \
     > $OUT/gpu-tests.log

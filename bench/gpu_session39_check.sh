@@ -37,10 +37,7 @@ slim)  # (about 300 s) what PART=next measures, without the PyTorch peers (sessi
   timeout ${TABLE_S:-50} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype tf32 --runs 3 \
     --top 40 --json $OUT/kernel-table-tf32.json 2>&1 | filter | head -60 > $OUT/kernel-table-tf32.log
   head -24 $OUT/kernel-table-tf32.log
-  timeout ${PRODUCT_S:-45} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
-    --runs 5 --json $OUT/product-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/product-floor.log
-  timeout ${FLOOR_S:-50} python3 bench/update_floor.py --precision float32 --config coates200 --minibatch 96 \
-    --runs 5 --json $OUT/update-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/update-floor.log ;;
+  floors_float32 ;;
 tiny)  # (about 120 s, for the session's last device time) the tf32 tests, then the tf32 and bfloat16 1-worker rows
   gpu_tests ${TESTS_S:-45} tests/test_gpu.py -k "tf32"
   timeout ${ONE_S:-100} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes dasksae-1w \

@@ -36,17 +36,11 @@ first)
   timeout ${TABLE_S:-50} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype tf32 --runs 3 \
     --top 40 --json $OUT/kernel-table-tf32.json 2>&1 | filter | head -60 > $OUT/kernel-table-tf32.log
   head -24 $OUT/kernel-table-tf32.log
-  timeout ${PRODUCT_S:-45} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
-    --runs 5 --json $OUT/product-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/product-floor.log
-  timeout ${FLOOR_S:-50} python3 bench/update_floor.py --precision float32 --config coates200 --minibatch 96 \
-    --runs 5 --json $OUT/update-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/update-floor.log ;;
+  floors_float32 ;;
 split)
   gpu_tests ${TESTS_S:-70} tests/test_gpu.py -k "split_tf32 or tf32_training"
   tail -5 $OUT/gpu-tests.log
-  timeout ${PRODUCT_S:-45} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
-    --runs 5 --json $OUT/product-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/product-floor.log
-  timeout ${FLOOR_S:-50} python3 bench/update_floor.py --precision float32 --config coates200 --minibatch 96 \
-    --runs 5 --json $OUT/update-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/update-floor.log
+  floors_float32
   in_process simt DASKSAE_FLOAT32_TENSOR_CORES=0
   in_process split DASKSAE_FLOAT32_TENSOR_CORES=1 ;;
 ratio)

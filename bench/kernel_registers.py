@@ -149,7 +149,7 @@ def tile_loop_counts(sass: str) -> str:
     to the first barrier or branch after its last, in all and by opcode (predicates dropped), and per HMMA."""
     from collections import Counter
 
-    instructions = [found.group(1).strip() for found in re.finditer(r"/\*[0-9a-f]{4}\*/\s+([^;]*);", sass)]
+    instructions = [found.group(1).strip() for found in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+([^;]*);", sass)]
     products = [i for i, text in enumerate(instructions) if "HMMA" in text]
     if not products:
         return "  no tensor-core products (HMMA) in the machine code"

@@ -1,8 +1,9 @@
 """The float32 ``W x``, ``W^T y`` with the fold and the weight gradient with the update on TF32 tensor cores with split
 operands (``dasksae/kernels/mma_float32.py``), their CUDA sources run on the CPU under g++ with
 ``tests/test_mma_update_on_cpu.py``'s shim and, here, ``mma.sync.m16n8k8`` in TF32 emulated from the PTX ISA (A:
-registers 0-3 hold rows g, g+8, g, g+8 and inner terms t, t, t+4, t+4; B: registers 0-1 hold inner terms t and t+4 of column g; D: rows g, g, g+8, g+8 and columns 2t, 2t+1; the
-hardware reads only a TF32 operand's top 19 bits, so the emulation drops the low 13): against NumPy in float64.
+registers 0-3 hold rows g, g+8, g, g+8 and inner terms t, t, t+4, t+4; B: registers 0-1 hold inner terms t and t+4 of
+column g; D: rows g, g, g+8, g+8 and columns 2t, 2t+1; the hardware reads only a TF32 operand's top 19 bits, so the
+emulation drops the low 13): against NumPy in float64.
 
 The accuracy tests are the module's reason to exist: the split products' error against float64 must be that of a
 float32 FMA chain over the same operands (the SIMT kernels' way), and the same source with one term (plain TF32) must

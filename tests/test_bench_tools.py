@@ -14,6 +14,7 @@ import exchange_host  # noqa: E402
 import graphed_host  # noqa: E402
 import four_rows  # noqa: E402
 import gil_sampler  # noqa: E402
+import kernel_registers  # noqa: E402
 import kernel_table  # noqa: E402
 import step_timing  # noqa: E402
 import profiler_cost  # noqa: E402
@@ -226,3 +227,19 @@ def test_a_pipelined_row_is_the_mean_of_its_groups_and_a_plain_one_their_median(
     paired = [46.7e-3, 4.0e-3, 45.0e-3, 4.2e-3, 24.7e-3]  # session 32: reports two groups at a time
     assert step_timing.row_seconds(paired, pipelined=True) == pytest.approx(24.92e-3)
     assert step_timing.row_seconds(paired, pipelined=False) == pytest.approx(24.7e-3)
+
+
+def test_the_tile_loop_count_takes_the_instructions_between_the_barriers_round_the_products():
+    """``kernel_registers.tile_loop_counts`` counts from the last barrier before the first HMMA to the first barrier or
+    branch after the last (predicated instructions by their opcode), and nothing outside that span."""
+    sass = "\n".join(f"        /*{address:04x}*/                   {text} ;  /* 0x000000000000 */"
+                     for address, text in enumerate([
+        "LDG.E R2, [R4.64]", "BAR.SYNC.DEFER_BLOCKING 0x0", "LDS R8, [R3]", "@!P2 IMAD.IADD R8, R8, 0x1, R9",
+        "HMMA.1688.F32.TF32 R20, R8, R10, R20", "LDS R9, [R3+0x10]", "HMMA.1688.F32.TF32 R24, R8, R10, R24",
+        "@!P0 BRA 0x40", "STG.E [R6.64], R20", "EXIT"]))
+    line = kernel_registers.tile_loop_counts(sass)
+    assert "7 instructions, 2 HMMA, 3.5 an HMMA" in line, line
+    assert "LDS 2" in line and "IMAD.IADD 1" in line and "BRA 1" in line and "LDG" not in line and "STG" not in line
+    without_products = kernel_registers.tile_loop_counts("/*0000*/ EXIT ;")
+    assert without_products == "  no tensor-core products (HMMA) in the machine code"
+

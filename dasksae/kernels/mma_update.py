@@ -170,10 +170,10 @@ __device__ __forceinline__ void b_fragments_transposed(unsigned (*b)[2], const u
 }
 """
 
-# float32 products on TF32 tensor cores with split operands (kernels/mma_float32.py: "3xTF32"), for the forward's and
-# the transpose's SPLIT_TF32 sources: a value is big + small, both TF32 (10 bits of mantissa), and a b is taken as
-# a_small b_big + a_big b_small + a_big b_big with float32 sums (TERMS 3; 1: a_big b_big alone, plain TF32, for the
-# tests' check that the split is what makes it float32's accuracy)
+# float32 products on TF32 tensor cores with split operands (kernels/mma_float32.py: "3xTF32"), for the forward's, the
+# transpose's and the update's SPLIT_TF32 sources: a value is big + small, both TF32 (10 bits of mantissa), and a b is
+# taken as a_small b_big + a_big b_small + a_big b_big with float32 sums (TERMS 3; 1: a_big b_big alone, plain TF32,
+# what --dtype tf32 takes, and the tests' check that the split is what makes it float32's accuracy)
 SPLIT_TF32_HELPERS = r"""
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
 // d (+)= a b over one 16 x 8 x 8 product: a 4 and b 2 registers of one TF32 value each, d 4 floats (PTX ISA layouts)
@@ -730,8 +730,9 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
         }
         __syncthreads();  // every thread's copies of this tile are there
 #if SPLIT_TF32  // A (m, k) at As[m * ROW + k], B (k, n) at Bs[n * ROW + k]; the split's not unrolled (fragments of
-        // several k-steps hoisted spill at MIN_BLOCKS 3's 80 registers); one term unrolled, its fragment addresses
-        // constant offsets from one base a tile instead of a k-step's 35 address instructions
+        // several k-steps hoisted spill: 52-56 bytes in rows-wide unrolled by 2 or 4, more at rows's 80 registers);
+        // one term unrolled, its fragment addresses constant offsets from one base a tile instead of a k-step's 35
+        // address instructions
 #if TERMS == 1
 #pragma unroll
 #else

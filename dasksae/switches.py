@@ -47,7 +47,7 @@ SWITCHES = {
     "DASKSAE_TENSOR_CORE_TRANSPOSE_TILES": (("k64x3", "k32x4"), "k64x3"),
     "DASKSAE_MMA_GEOMETRY": (("1", "0"), "1"),
     "DASKSAE_MMA_LDMATRIX": (("0", "1"), "0"),
-    "DASKSAE_FLOAT32_TENSOR_CORES": (("0", "1"), "0"),
+    "DASKSAE_FLOAT32_TENSOR_CORES": (("1", "0"), "1"),
     "DASKSAE_TF32_TENSOR_CORES": (("0", "1"), "1"),
     "DASKSAE_WHOLE_PRODUCTS": (("0", "1"), "0"),
 }

@@ -27,11 +27,11 @@ B's ``(t, g)``, ``(t + 4, g)`` loaded as single floats (the shared rows padded
 so that a warp's loads fall in 32 distinct banks) and split in registers
 (:data:`.mma_update.SPLIT_TF32_HELPERS`).
 
-Opt-in: ``DASKSAE_FLOAT32_TENSOR_CORES=1`` takes float32 ``W x``, the
+``DASKSAE_FLOAT32_TENSOR_CORES=1`` (the default since session 41) takes float32 ``W x``, the
 backward's ``U g_r``, ``W^T y`` with the fold (:mod:`.mma_transpose`'s source;
 at cells of :data:`TRANSPOSE_CELL_VALUES`) and the weight gradient with the
 update in its epilogue (:mod:`.mma_update`'s, the rows epilogues) here where the
-arrays fit; ``0`` (the default) keeps :mod:`.simt_gemm`'s kernels.  Measured in
+arrays fit; ``0`` keeps :mod:`.simt_gemm`'s kernels.  Measured in
 session 38 (H100, ``bench/results/session38/float32/``), the counting above did
 not hold: the split products ran at 41-45 TFLOP/s of float32 work, the SIMT
 kernels' rate (bound by issuing the splits and three ``mma.sync`` a k-step), the
@@ -47,7 +47,10 @@ update's fragments loaded in pairs (on the H100 the tf32 step went from 36.5
 to 31.1 ms, ``bench/results/session40/first/``).  After that call the split's
 operands are split by integer adds and a mask (``cvt.rna``'s values) and its
 update's fragments loaded in pairs too: 8.0-8.4 instructions an ``mma`` to
-5.8-6.8, not yet run on a GPU.  Their sources also run on the CPU
+5.8-6.8.  Measured in session 41 (H100, ``bench/results/session41/split/``): over
+every stage ``W x`` 6.71 ms against the SIMT kernel's 7.08, ``W^T y`` at cells of
+128 values 3.40 and 2.65 ms against 3.91 and 2.96, the update 16.07 against
+18.19, the in-process float32 step 50.2 ms against 53.9; its GPU tests passed.  Their sources also run on the CPU
 under g++ (the shim of ``tests/test_mma_float32_on_cpu.py`` emulates
 ``mma.sync.m16n8k8`` from the PTX ISA), checked
 against NumPy in float64.
@@ -64,8 +67,9 @@ from . import mma_forward, mma_transpose, mma_update
 from .simt_gemm import THREADS, typed_launch
 
 # float32 W x, U g_r, W^T y and the update on TF32 tensor cores with split operands (this module) where the arrays fit:
-# "1", or "0" (the default: the SIMT kernels; on the H100 in session 39, with the partial sums rounded to nearest, the
-# split kernels ran at the SIMT kernels' speed, bench/results/session39/accuracy/)
+# "1" (the default since session 41: on the H100 the in-process float32 step took 50.2 ms against the SIMT kernels'
+# 53.9, and every stage's product and update was faster but stage 1's W^T y, which keeps SIMT,
+# bench/results/session41/split/), or "0" (the SIMT kernels)
 FLOAT32_TENSOR_CORES = switch("DASKSAE_FLOAT32_TENSOR_CORES")
 # tf32 W x, U g_r, W^T y and the update (--dtype tf32) on these kernels with one TF32 product a k-step (the operands
 # rounded to TF32, as cuBLAS's TF32 GEMM takes them) where the arrays fit: "1" (the default since session 39: on the

@@ -217,7 +217,7 @@ def test_implicit_fields_equal_the_gathered_product(rng, monkeypatch, field, cha
     rows, fan_in = block_h * block_w * maps, field * field * channels
     weights = cupy.asarray(rng.standard_normal((blocks_h, blocks_w, rows, fan_in)), dtype=cupy.float32)
     row_scale = cupy.asarray(rng.uniform(0.5, 2.0, (blocks_h, blocks_w, rows)), dtype=cupy.float32) if scaled else None
-    monkeypatch.setenv("DASKSAE_GEMM", "simt")
+    _simt_kernels(monkeypatch)
     monkeypatch.setattr(simt_gemm, "IMPLICIT_FIELDS", False)
     gathered = cupy.asnumpy(local_filter_forward(x, weights, field, step, block_h, block_w, row_scale=row_scale,
                                                  chunk_bytes=chunk_bytes))
@@ -228,6 +228,16 @@ def test_implicit_fields_equal_the_gathered_product(rng, monkeypatch, field, cha
                                                  chunk_bytes=chunk_bytes))
     assert launched
     numpy.testing.assert_array_equal(implicit, gathered)
+
+
+def _simt_kernels(monkeypatch):
+    """Float32 products on the SIMT kernels (``DASKSAE_GEMM=simt``, ``DASKSAE_FLOAT32_TENSOR_CORES=0``): what the tests
+    of the SIMT kernels' own switches run, since the split TF32 kernels (the default since session 41) take the
+    products first where the arrays fit."""
+    from dasksae.kernels import mma_float32
+
+    monkeypatch.setenv("DASKSAE_GEMM", "simt")
+    monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "0")
 
 
 def _small_steps(monkeypatch, config, tiles, device="cuda", **switches):
@@ -265,7 +275,7 @@ def test_training_steps_with_implicit_fields_equal_those_without(monkeypatch):
     config = named_config("small")
     launched = []
     monkeypatch.setattr(simt_gemm, "filter_forward", lambda *args, _run=simt_gemm.filter_forward: launched.append(1) or _run(*args))
-    monkeypatch.setenv("DASKSAE_GEMM", "simt")
+    _simt_kernels(monkeypatch)
     # the backward's U g_r runs filter_forward too (simt_gemm.fields_product): off here, so launched counts W x alone
     expected_losses, expected_parameters = _small_steps(monkeypatch, config, "1x1", IMPLICIT_FIELDS=False,
                                                         IMPLICIT_BACKWARD=False)
@@ -292,7 +302,7 @@ def test_training_steps_reading_the_backward_fields_from_the_maps_equal_those_ga
     launched = []
     for name in ("fields_product", "filter_weight_grad"):
         monkeypatch.setattr(simt_gemm, name, lambda *args, _run=getattr(simt_gemm, name), _name=name: launched.append(_name) or _run(*args))
-    monkeypatch.setenv("DASKSAE_GEMM", "simt")
+    _simt_kernels(monkeypatch)
     expected_losses, expected_parameters = _small_steps(monkeypatch, config, tiles, IMPLICIT_BACKWARD=False)
     assert not launched
     # the update fused into the weight gradient (next test) off: here the weight gradient is written
@@ -316,7 +326,7 @@ def test_training_steps_with_the_update_in_the_weight_gradient_equal_those_witho
     launched = []
     for name in ("filter_weight_grad", "filter_weight_grad_update"):
         monkeypatch.setattr(simt_gemm, name, lambda *args, _run=getattr(simt_gemm, name), _name=name: launched.append(_name) or _run(*args))
-    monkeypatch.setenv("DASKSAE_GEMM", "simt")
+    _simt_kernels(monkeypatch)
     expected_losses, expected_parameters = _small_steps(monkeypatch, config, tiles, IMPLICIT_BACKWARD=True,
                                                         FUSED_UPDATE=False)
     assert set(launched) == {"filter_weight_grad"}
@@ -335,7 +345,7 @@ def test_training_with_the_update_prefetch_and_wave_chunks_equals_without(monkey
     from dasksae import tile_ops
 
     config = named_config("small")
-    monkeypatch.setenv("DASKSAE_GEMM", "simt")
+    _simt_kernels(monkeypatch)
     monkeypatch.setattr(tile_ops, "CHUNK_BYTES", 2**18)
     chunked = []
     monkeypatch.setattr(tile_ops, "chunks", lambda *args, _run=tile_ops.chunks: chunked.append(_run(*args)) or chunked[-1])
@@ -358,7 +368,7 @@ def test_training_with_the_update_staged_in_shared_memory_equals_without_bit_for
     from dasksae.kernels import simt_gemm
 
     config = dataclasses.replace(named_config("small"), objective=objective)
-    monkeypatch.setenv("DASKSAE_GEMM", "simt")
+    _simt_kernels(monkeypatch)
     monkeypatch.setattr(tile_ops, "CHUNK_BYTES", 2**18)
     launched = []
     monkeypatch.setattr(simt_gemm, "filter_weight_grad_update",
@@ -1298,6 +1308,7 @@ def test_tf32_training_on_tf32_tensor_cores_stays_within_tf32s_tolerance_of_floa
         network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype=dtype, device="cuda")
         return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()
 
+    monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "0")  # float32 on the SIMT kernels: the reference
     expected = trained("float32", "1")
     cublas = trained("tf32", "0")
     assert not launched
@@ -1332,7 +1343,7 @@ def test_whole_products_take_one_launch_with_the_chunked_results(monkeypatch, pr
         kernel = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *args, _kernel=kernel, _name=name: launched.append(_name)
                             or _kernel(*args))
-    monkeypatch.setenv("DASKSAE_GEMM", "simt")
+    _simt_kernels(monkeypatch)
 
     def products(whole: bool):
         monkeypatch.setattr(local_filter, "WHOLE_PRODUCTS", whole)

@@ -17,6 +17,7 @@ import gil_sampler  # noqa: E402
 import kernel_registers  # noqa: E402
 import kernel_table  # noqa: E402
 import step_timing  # noqa: E402
+import tensor_core_probe  # noqa: E402
 import profiler_cost  # noqa: E402
 
 
@@ -243,3 +244,24 @@ def test_the_tile_loop_count_takes_the_instructions_between_the_barriers_round_t
     without_products = kernel_registers.tile_loop_counts("/*0000*/ EXIT ;")
     assert without_products == "  no tensor-core products (HMMA) in the machine code"
 
+
+
+@pytest.mark.parametrize("dtype, inner", [("uint16", 16), ("uint32", 8)])
+def test_the_probes_tiles_put_each_value_where_the_wgmma_descriptor_addresses_it(dtype, inner):
+    """bench/tensor_core_probe.py: value (r, k) of a tile in core-matrix order lies at byte (r // 8) stride + (k // v)
+    leading + (r % 8) 16 + (k % v) size, v values to 16 bytes (the descriptors' addressing without swizzling), every
+    value once; a tile that does not fill whole core matrices is refused."""
+    import numpy
+
+    rows = 64
+    tile = numpy.arange(rows * inner).astype(dtype).reshape(rows, inner)
+    ordered = tensor_core_probe.core_matrix_order(tile)
+    size, per_core = tile.itemsize, 16 // tile.itemsize
+    for r in range(rows):
+        for k in range(inner):
+            byte = ((r // 8) * tensor_core_probe.STRIDE_BYTES + (k // per_core) * tensor_core_probe.LEADING_BYTES
+                    + (r % 8) * 16 + (k % per_core) * size)
+            assert ordered[byte // size] == tile[r, k]
+    assert sorted(ordered.tolist()) == sorted(tile.reshape(-1).tolist())
+    with pytest.raises(ValueError, match="whole core matrices"):
+        tensor_core_probe.core_matrix_order(tile[:60])

@@ -1,0 +1,323 @@
+"""How fast the H100's tensor cores run from kernels of ours: ``mma.sync`` against ``wgmma``, bfloat16 and TF32.
+
+    python bench/tensor_core_probe.py --json probe.json            # on the GPU machine
+    python bench/tensor_core_probe.py --check-ptx                  # here: NVRTC and ptxas for sm_90a, no GPU
+
+Every tensor-core kernel of dasksae issues ``mma.sync`` (``m16n8k16`` in
+bfloat16, ``m16n8k8`` in TF32), which Hopper runs on its tensor cores at a
+rate below the warpgroup-wide ``wgmma.mma_async`` that cuBLAS uses.  The two
+targets of issue 5 still missed (50% of the bfloat16 limit, 5x the compiled
+peer in float32) would need the products near their reads' rate
+(docs/gpu-performance.md), and ``wgmma`` is the change that would take them
+there; before building it into the layers, this probe answers two questions
+on the card:
+
+* the ceiling of each instruction with nothing else in the loop: ``mma.sync``
+  with its fragments in registers (8 independent products a warp), and
+  ``wgmma`` ``m64n128`` with both operands in shared memory (one warpgroup a
+  block, several blocks an SM, 8 products a commit group);
+* whether our shared-memory descriptors are right: a ``wgmma`` product of
+  small integers (exact in bfloat16 and TF32, and in float32 sums) checked
+  against NumPy, element by element.
+
+The operands' layout in shared memory is the one without swizzling: 8 x 16-byte
+"core matrices" (8 rows of 8 bfloat16 or 4 TF32 values along K), 128 bytes
+each, the two along K of a 16-byte-wide k-step adjacent (leading byte offset
+128) and the row groups 256 bytes apart (stride byte offset 256); the host
+writes the tiles in that order (:func:`core_matrix_order`), and the kernel
+copies them into shared memory as they are.
+
+Prints one table (instruction, dtype, TFLOP/s, fraction of the measured cuBLAS
+ceiling) and writes JSON.  Compiled by CuPy's NVRTC for ``compute_90a``
+(``wgmma`` needs the ``a`` target) and loaded as PTX.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy
+
+WGMMA_N = 128  # the wgmma products' width: m64n128, 64 float32 sums a thread
+GROUP = 8  # wgmma products a commit group
+LEADING_BYTES, STRIDE_BYTES = 128, 256  # the descriptors' byte offsets: core matrices along K, and along M (or N)
+
+
+def _wgmma_asm(shape: str, types: str, transposes: bool) -> str:
+    """The inline-asm statement of one ``wgmma.mma_async`` into ``d[0..63]`` (``m64n128``, float32 sums), the
+    operands by descriptors ``a`` and ``b``, the old sums kept where ``keep`` is nonzero."""
+    sums = ", ".join(f"%{i}" for i in range(64))
+    extra = ", 0, 0" if transposes else ""  # bfloat16 takes imm-trans-a and imm-trans-b; TF32 has neither
+    constraints = ", ".join(f'"+f"(d[{i}])' for i in range(64))
+    return (f'asm volatile("{{\\n.reg .pred keep;\\nsetp.ne.b32 keep, %66, 0;\\n'
+            f'wgmma.mma_async.sync.aligned.{shape}.f32.{types} {{{sums}}}, %64, %65, keep, 1, 1{extra};\\n}}\\n"\n'
+            f'        : {constraints}\n        : "l"(a), "l"(b), "r"(keep));')
+
+
+PROBE_SOURCE = r"""
+// a shared-memory matrix descriptor (no swizzle): the address, the leading and stride byte offsets, each over 16
+__device__ __forceinline__ unsigned long long descriptor(const void* shared, unsigned leading, unsigned stride)
+{
+    const unsigned address = (unsigned)__cvta_generic_to_shared(shared);
+    return (unsigned long long)((address >> 4) & 0x3fff) | ((unsigned long long)((leading >> 4) & 0x3fff) << 16)
+           | ((unsigned long long)((stride >> 4) & 0x3fff) << 32);
+}
+__device__ __forceinline__ void wgmma_bf16(float* d, unsigned long long a, unsigned long long b, int keep)
+{
+    WGMMA_BF16
+}
+__device__ __forceinline__ void wgmma_tf32(float* d, unsigned long long a, unsigned long long b, int keep)
+{
+    WGMMA_TF32
+}
+// one warpgroup: A (64 x K) and B (128 x K, K-major) copied into shared memory in core-matrix order, then
+// iterations x GROUP products into the same sums (the first from zero), GROUP a commit group; block 0 writes D
+template <int TILE_BYTES_A, int TILE_BYTES_B, bool BF16>
+__device__ void wgmma_loop(const uint4* a_tile, const uint4* b_tile, float* out, const int iterations)
+{
+    __shared__ __align__(128) uint4 a_shared[TILE_BYTES_A / 16];
+    __shared__ __align__(128) uint4 b_shared[TILE_BYTES_B / 16];
+    for (int i = threadIdx.x; i < TILE_BYTES_A / 16; i += blockDim.x) a_shared[i] = a_tile[i];
+    for (int i = threadIdx.x; i < TILE_BYTES_B / 16; i += blockDim.x) b_shared[i] = b_tile[i];
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // the stores, seen by the tensor cores' reads
+    __syncthreads();
+    const unsigned long long a = descriptor(a_shared, LEADING_BYTES, STRIDE_BYTES);
+    const unsigned long long b = descriptor(b_shared, LEADING_BYTES, STRIDE_BYTES);
+    float d[64];
+    for (int i = 0; i < 64; ++i) d[i] = 0.0f;
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+    for (int it = 0; it < iterations; ++it) {
+        #pragma unroll
+        for (int g = 0; g < GROUP; ++g) {
+            if (BF16) wgmma_bf16(d, a, b, it + g);
+            else wgmma_tf32(d, a, b, it + g);
+        }
+        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+    }
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    if (blockIdx.x == 0) {  // warp w: rows 16 w + g (+ 8); n8 column j: columns 8 j + 2 t (+ 1), as mma.sync's m16n8
+        const int warp = threadIdx.x / 32, g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
+        for (int j = 0; j < WGMMA_N / 8; ++j)
+            for (int r = 0; r < 4; ++r)
+                out[(warp * 16 + g + 8 * (r / 2)) * WGMMA_N + j * 8 + 2 * t + (r % 2)] = d[j * 4 + r];
+    }
+}
+extern "C" __global__ void __launch_bounds__(128) probe_wgmma_bf16(const uint4* a, const uint4* b, float* out,
+                                                                   const int iterations)
+{
+    wgmma_loop<64 * 16 * 2, WGMMA_N * 16 * 2, true>(a, b, out, iterations);
+}
+extern "C" __global__ void __launch_bounds__(128) probe_wgmma_tf32(const uint4* a, const uint4* b, float* out,
+                                                                   const int iterations)
+{
+    wgmma_loop<64 * 8 * 4, WGMMA_N * 8 * 4, false>(a, b, out, iterations);
+}
+// mma.sync with its fragments in registers (made from the lane, never loaded): 8 independent products a warp an
+// iteration, summed into out so that none is dropped
+extern "C" __global__ void probe_mma_sync_bf16(float* out, const int iterations)
+{
+    const unsigned lane = threadIdx.x % 32, one = 0x3f803f80u;  // two bfloat16 ones
+    unsigned a[4] = {one, one ^ lane, one, one}, b[2] = {one, one ^ (lane << 16)};
+    float d[8][4] = {};
+    for (int it = 0; it < iterations; ++it)
+        #pragma unroll
+        for (int p = 0; p < 8; ++p)
+            asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+                         "{%8,%9}, {%0,%1,%2,%3};"
+                         : "+f"(d[p][0]), "+f"(d[p][1]), "+f"(d[p][2]), "+f"(d[p][3])
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    float sum = 0.0f;
+    for (int p = 0; p < 8; ++p) sum += d[p][0] + d[p][1] + d[p][2] + d[p][3];
+    out[blockIdx.x * blockDim.x + threadIdx.x] = sum;
+}
+extern "C" __global__ void probe_mma_sync_tf32(float* out, const int iterations)
+{
+    const unsigned lane = threadIdx.x % 32, one = 0x3f800000u;
+    unsigned a[4] = {one, one ^ (lane << 13), one, one}, b[2] = {one, one};
+    float d[8][4] = {};
+    for (int it = 0; it < iterations; ++it)
+        #pragma unroll
+        for (int p = 0; p < 8; ++p)
+            asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+                         "{%8,%9}, {%0,%1,%2,%3};"
+                         : "+f"(d[p][0]), "+f"(d[p][1]), "+f"(d[p][2]), "+f"(d[p][3])
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    float sum = 0.0f;
+    for (int p = 0; p < 8; ++p) sum += d[p][0] + d[p][1] + d[p][2] + d[p][3];
+    out[blockIdx.x * blockDim.x + threadIdx.x] = sum;
+}
+"""
+
+
+def probe_source() -> str:
+    """The probe's CUDA source, its two ``wgmma`` statements written out and its constants defined."""
+    defines = (f"#define WGMMA_N {WGMMA_N}\n#define GROUP {GROUP}\n#define LEADING_BYTES {LEADING_BYTES}\n"
+               f"#define STRIDE_BYTES {STRIDE_BYTES}\n")
+    return defines + PROBE_SOURCE.replace("WGMMA_BF16", _wgmma_asm("m64n128k16", "bf16.bf16", True)).replace(
+        "WGMMA_TF32", _wgmma_asm("m64n128k8", "tf32.tf32", False))
+
+
+def core_matrix_order(matrix: numpy.ndarray) -> numpy.ndarray:
+    """``matrix`` (rows x K, K-major: A, or B as N x K) in the order of the descriptors without swizzling: 8-row
+    groups (``STRIDE_BYTES`` apart), in each the 16-byte columns of K (``LEADING_BYTES`` apart), in each 8 rows of
+    16 bytes.  The rows a whole 8s and K a whole 16 bytes."""
+    rows, inner = matrix.shape
+    per_core = 16 // matrix.itemsize  # values of one core matrix's row
+    if rows % 8 or inner % per_core or STRIDE_BYTES != LEADING_BYTES * (inner // per_core):
+        raise ValueError(f"a {rows} x {inner} tile of {matrix.dtype} does not fill whole core matrices")
+    blocks = matrix.reshape(rows // 8, 8, inner // per_core, per_core)  # (row group, row, k column, value)
+    return numpy.ascontiguousarray(blocks.transpose(0, 2, 1, 3)).reshape(-1)
+
+
+def exact_operands(seed: int, k: int):
+    """A (64 x k) and B (``WGMMA_N`` x k) of small integers, exact in bfloat16 and TF32 and summed exactly."""
+    rng = numpy.random.default_rng(seed)
+    return (rng.integers(-3, 4, (64, k)).astype(numpy.float32),
+            rng.integers(-3, 4, (WGMMA_N, k)).astype(numpy.float32))
+
+
+def bfloat16_bits(values: numpy.ndarray) -> numpy.ndarray:
+    """float32 ``values`` exact in bfloat16, as their bfloat16 bits (uint16)."""
+    return (values.astype(numpy.float32).view(numpy.uint32) >> 16).astype(numpy.uint16)
+
+
+def check_ptx() -> None:
+    """Compile the probe with NVRTC (the nvidia-cuda-nvrtc wheel) for compute_90a and assemble it with ptxas for
+    sm_90a (the nvidia-cuda-nvcc wheel), printing ptxas's registers and spills: what can be checked without a GPU."""
+    import ctypes
+
+    import nvidia.cuda_nvcc
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+    from test_cuda_sources import NVRTC
+
+    if NVRTC is None:
+        raise SystemExit("NVRTC is not installed: pip install nvidia-cuda-nvrtc-cu12")
+    program = ctypes.c_void_p()
+    assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), probe_source().encode(), b"probe.cu", 0, None, None) == 0
+    options = [b"--gpu-architecture=compute_90a", b"-std=c++17"]
+    if NVRTC.nvrtcCompileProgram(program, len(options), (ctypes.c_char_p * len(options))(*options)):
+        size = ctypes.c_size_t()
+        NVRTC.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        NVRTC.nvrtcGetProgramLog(program, log)
+        raise SystemExit("the probe does not compile:\n" + log.value.decode())
+    size = ctypes.c_size_t()
+    NVRTC.nvrtcGetPTXSize(program, ctypes.byref(size))
+    ptx = ctypes.create_string_buffer(size.value)
+    NVRTC.nvrtcGetPTX(program, ptx)
+    ptxas = os.path.join(list(nvidia.cuda_nvcc.__path__)[0], "bin", "ptxas")
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "probe.ptx")
+        with open(path, "wb") as file:
+            file.write(ptx.value)
+        log = subprocess.run([ptxas, "-arch=sm_90a", "-v", path, "-o", os.path.join(folder, "probe.cubin")],
+                             capture_output=True, text=True)
+    if log.returncode:
+        raise SystemExit("ptxas refused the probe:\n" + log.stderr)
+    print("\n".join(line for line in log.stderr.splitlines() if "Compiling" in line or "Used" in line
+                    or "spill" in line))
+
+
+def _module():
+    """The probe compiled by CuPy's NVRTC for compute_90a and loaded from its PTX."""
+    import cupy
+    from cupy.cuda import nvrtc
+
+    program = nvrtc.createProgram(probe_source(), "probe.cu", [], [])
+    try:
+        nvrtc.compileProgram(program, ["--gpu-architecture=compute_90a", "-std=c++17"])
+    except nvrtc.NVRTCError:
+        raise SystemExit("the probe does not compile:\n" + nvrtc.getProgramLog(program))
+    ptx = nvrtc.getPTX(program)
+    folder = tempfile.mkdtemp()
+    path = os.path.join(folder, "probe.ptx")
+    with open(path, "w" if isinstance(ptx, str) else "wb") as file:
+        file.write(ptx)
+    return cupy.RawModule(path=path)
+
+
+def _timed(kernel, grid, block, arguments, runs: int) -> float:
+    """The median seconds of ``runs`` launches (after one warm-up)."""
+    import cupy
+
+    kernel(grid, block, arguments)
+    times = []
+    for _ in range(runs):
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        kernel(grid, block, arguments)
+        end.record()
+        end.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, end) / 1e3)
+    return float(numpy.median(times))
+
+
+def measure(runs: int, blocks_per_sm: int) -> list[dict]:
+    """Each probe's rate on this GPU, and the ``wgmma`` products checked against NumPy."""
+    import cupy
+
+    module = _module()
+    sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
+    rows = []
+    for dtype, k in (("bfloat16", 16), ("tf32", 8)):
+        a, b = exact_operands(7, k)
+        if dtype == "bfloat16":
+            a_bits, b_bits = bfloat16_bits(a), bfloat16_bits(b)
+        else:
+            a_bits, b_bits = a.view(numpy.uint32), b.view(numpy.uint32)
+        a_tile = cupy.asarray(core_matrix_order(a_bits).view(numpy.uint8))
+        b_tile = cupy.asarray(core_matrix_order(b_bits).view(numpy.uint8))
+        out = cupy.zeros((64, WGMMA_N), dtype=cupy.float32)
+        kernel = module.get_function("probe_wgmma_" + ("bf16" if dtype == "bfloat16" else "tf32"))
+        kernel((1,), (128,), (a_tile, b_tile, out, numpy.int32(1)))
+        expected = GROUP * (a.astype(numpy.float64) @ b.astype(numpy.float64).T)
+        wrong = int(numpy.count_nonzero(out.get() != expected))
+        iterations = 4096
+        seconds = _timed(kernel, (sms * blocks_per_sm,), (128,), (a_tile, b_tile, out, numpy.int32(iterations)), runs)
+        flops = sms * blocks_per_sm * iterations * GROUP * 2 * 64 * WGMMA_N * k
+        rows.append({"instruction": f"wgmma m64n{WGMMA_N}k{k}", "dtype": dtype, "tflops": flops / seconds / 1e12,
+                     "seconds": seconds, "wrong_sums": wrong})
+        sync = module.get_function("probe_mma_sync_" + ("bf16" if dtype == "bfloat16" else "tf32"))
+        threads, warps_grid = 256, sms * 4
+        sink = cupy.zeros(warps_grid * threads, dtype=cupy.float32)
+        seconds = _timed(sync, (warps_grid,), (threads,), (sink, numpy.int32(iterations)), runs)
+        flops = warps_grid * (threads // 32) * iterations * 8 * 2 * 16 * 8 * k
+        rows.append({"instruction": f"mma.sync m16n8k{k}", "dtype": dtype, "tflops": flops / seconds / 1e12,
+                     "seconds": seconds, "wrong_sums": None})
+    return rows
+
+
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check-ptx", action="store_true", help="compile and assemble for sm_90a only (no GPU)")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--blocks-per-sm", type=int, default=4, help="wgmma blocks (one warpgroup each) an SM")
+    parser.add_argument("--json", help="write the rows here")
+    args = parser.parse_args(argv)
+    if args.check_ptx:
+        check_ptx()
+        return
+    import cupy
+
+    rows = measure(args.runs, args.blocks_per_sm)
+    card = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
+    print(f"card: {card}")
+    print(f"{'instruction':<20} {'dtype':<9} {'TFLOP/s':>8} {'wrong sums':>11}")
+    for row in rows:
+        wrong = "-" if row["wrong_sums"] is None else f"{row['wrong_sums']} of {64 * WGMMA_N}"
+        print(f"{row['instruction']:<20} {row['dtype']:<9} {row['tflops']:>8.1f} {wrong:>11}")
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump({"card": card, "rows": rows}, file, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -47,11 +47,12 @@ GROUP = 8  # wgmma products a commit group
 LEADING_BYTES, STRIDE_BYTES = 128, 256  # the descriptors' byte offsets: core matrices along K, and along M (or N)
 
 
-def _wgmma_asm(shape: str, types: str, transposes: bool) -> str:
+def _wgmma_asm(shape: str, types: str, transposes: bool, transpose_b: int = 0) -> str:
     """The inline-asm statement of one ``wgmma.mma_async`` into ``d[0..63]`` (``m64n128``, float32 sums), the
-    operands by descriptors ``a`` and ``b``, the old sums kept where ``keep`` is nonzero."""
+    operands by descriptors ``a`` and ``b``, the old sums kept where ``keep`` is nonzero; ``transpose_b`` 1: B
+    MN-major (bfloat16 only)."""
     sums = ", ".join(f"%{i}" for i in range(64))
-    extra = ", 0, 0" if transposes else ""  # bfloat16 takes imm-trans-a and imm-trans-b; TF32 has neither
+    extra = f", 0, {transpose_b}" if transposes else ""  # bfloat16 takes imm-trans-a and -b; TF32 has neither
     constraints = ", ".join(f'"+f"(d[{i}])' for i in range(64))
     return (f'asm volatile("{{\\n.reg .pred keep;\\nsetp.ne.b32 keep, %66, 0;\\n'
             f'wgmma.mma_async.sync.aligned.{shape}.f32.{types} {{{sums}}}, %64, %65, keep, 1, 1{extra};\\n}}\\n"\n'
@@ -74,10 +75,17 @@ __device__ __forceinline__ void wgmma_tf32(float* d, unsigned long long a, unsig
 {
     WGMMA_TF32
 }
-// one warpgroup: A (64 x K) and B (128 x K, K-major) copied into shared memory in core-matrix order, then
-// iterations x GROUP products into the same sums (the first from zero), GROUP a commit group; block 0 writes D
-template <int TILE_BYTES_A, int TILE_BYTES_B, bool BF16>
-__device__ void wgmma_loop(const uint4* a_tile, const uint4* b_tile, float* out, const int iterations)
+__device__ __forceinline__ void wgmma_bf16_mn(float* d, unsigned long long a, unsigned long long b, int keep)
+{
+    WGMMA_BF16_MN
+}
+// one warpgroup: A (64 x K) and B (128 x K, K-major; or K x 128, MN-major: KIND 2) copied into shared memory in
+// core-matrix order, then iterations x GROUP products into the same sums (the first from zero), GROUP a commit
+// group; block 0 writes D.  B's descriptor takes the byte offsets given (A's: LEADING_BYTES, STRIDE_BYTES).
+// KIND: 0 bfloat16, 1 TF32, 2 bfloat16 with B MN-major
+template <int TILE_BYTES_A, int TILE_BYTES_B, int KIND>
+__device__ void wgmma_loop(const uint4* a_tile, const uint4* b_tile, float* out, const int iterations,
+                           const unsigned leading_b, const unsigned stride_b)
 {
     __shared__ __align__(128) uint4 a_shared[TILE_BYTES_A / 16];
     __shared__ __align__(128) uint4 b_shared[TILE_BYTES_B / 16];
@@ -86,15 +94,16 @@ __device__ void wgmma_loop(const uint4* a_tile, const uint4* b_tile, float* out,
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // the stores, seen by the tensor cores' reads
     __syncthreads();
     const unsigned long long a = descriptor(a_shared, LEADING_BYTES, STRIDE_BYTES);
-    const unsigned long long b = descriptor(b_shared, LEADING_BYTES, STRIDE_BYTES);
+    const unsigned long long b = descriptor(b_shared, leading_b, stride_b);
     float d[64];
     for (int i = 0; i < 64; ++i) d[i] = 0.0f;
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
     for (int it = 0; it < iterations; ++it) {
         #pragma unroll
         for (int g = 0; g < GROUP; ++g) {
-            if (BF16) wgmma_bf16(d, a, b, it + g);
-            else wgmma_tf32(d, a, b, it + g);
+            if (KIND == 0) wgmma_bf16(d, a, b, it + g);
+            else if (KIND == 1) wgmma_tf32(d, a, b, it + g);
+            else wgmma_bf16_mn(d, a, b, it + g);
         }
         asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
         asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
@@ -108,14 +117,22 @@ __device__ void wgmma_loop(const uint4* a_tile, const uint4* b_tile, float* out,
     }
 }
 extern "C" __global__ void __launch_bounds__(128) probe_wgmma_bf16(const uint4* a, const uint4* b, float* out,
-                                                                   const int iterations)
+                                                                   const int iterations, const unsigned leading_b,
+                                                                   const unsigned stride_b)
 {
-    wgmma_loop<64 * 16 * 2, WGMMA_N * 16 * 2, true>(a, b, out, iterations);
+    wgmma_loop<64 * 16 * 2, WGMMA_N * 16 * 2, 0>(a, b, out, iterations, leading_b, stride_b);
 }
 extern "C" __global__ void __launch_bounds__(128) probe_wgmma_tf32(const uint4* a, const uint4* b, float* out,
-                                                                   const int iterations)
+                                                                   const int iterations, const unsigned leading_b,
+                                                                   const unsigned stride_b)
 {
-    wgmma_loop<64 * 8 * 4, WGMMA_N * 8 * 4, false>(a, b, out, iterations);
+    wgmma_loop<64 * 8 * 4, WGMMA_N * 8 * 4, 1>(a, b, out, iterations, leading_b, stride_b);
+}
+extern "C" __global__ void __launch_bounds__(128) probe_wgmma_bf16_mn(const uint4* a, const uint4* b, float* out,
+                                                                      const int iterations, const unsigned leading_b,
+                                                                      const unsigned stride_b)
+{
+    wgmma_loop<64 * 16 * 2, WGMMA_N * 16 * 2, 2>(a, b, out, iterations, leading_b, stride_b);
 }
 // mma.sync with its fragments in registers (made from the lane, never loaded): 8 independent products a warp an
 // iteration, summed into out so that none is dropped
@@ -158,7 +175,8 @@ def probe_source() -> str:
     """The probe's CUDA source, its two ``wgmma`` statements written out and its constants defined."""
     defines = (f"#define WGMMA_N {WGMMA_N}\n#define GROUP {GROUP}\n#define LEADING_BYTES {LEADING_BYTES}\n"
                f"#define STRIDE_BYTES {STRIDE_BYTES}\n")
-    return defines + PROBE_SOURCE.replace("WGMMA_BF16", _wgmma_asm("m64n128k16", "bf16.bf16", True)).replace(
+    return defines + PROBE_SOURCE.replace("WGMMA_BF16_MN", _wgmma_asm("m64n128k16", "bf16.bf16", True, 1)).replace(
+        "WGMMA_BF16", _wgmma_asm("m64n128k16", "bf16.bf16", True)).replace(
         "WGMMA_TF32", _wgmma_asm("m64n128k8", "tf32.tf32", False))
 
 
@@ -172,6 +190,24 @@ def core_matrix_order(matrix: numpy.ndarray) -> numpy.ndarray:
         raise ValueError(f"a {rows} x {inner} tile of {matrix.dtype} does not fill whole core matrices")
     blocks = matrix.reshape(rows // 8, 8, inner // per_core, per_core)  # (row group, row, k column, value)
     return numpy.ascontiguousarray(blocks.transpose(0, 2, 1, 3)).reshape(-1)
+
+
+def mn_major_order(matrix: numpy.ndarray) -> numpy.ndarray:
+    """``matrix`` (K x N, N contiguous: B as the maps hold the minibatch) as 8 x 16-byte core matrices of 8 inner
+    terms by 16 bytes along N: for each 8-column group of N (``STRIDE_BYTES`` apart), its K groups of 8
+    (``LEADING_BYTES`` apart), in each 8 rows of K of 16 bytes along N.  Which of the descriptor's two byte offsets
+    the hardware reads as which for a transposed B is what the probe tries (:data:`MN_MAJOR_OFFSETS`)."""
+    inner, columns = matrix.shape
+    per_core = 16 // matrix.itemsize
+    if inner % 8 or columns % per_core or STRIDE_BYTES != LEADING_BYTES * (inner // 8):
+        raise ValueError(f"a {inner} x {columns} tile of {matrix.dtype} does not fill whole core matrices")
+    blocks = matrix.reshape(inner // 8, 8, columns // per_core, per_core)  # (k group, k, column group, value)
+    return numpy.ascontiguousarray(blocks.transpose(2, 0, 1, 3)).reshape(-1)
+
+
+# the (leading, stride) byte offsets tried for B MN-major in mn_major_order's order: as K-major's (CUTLASS's
+# canonical layouts give the K-direction stride as the leading offset for both majors), and swapped
+MN_MAJOR_OFFSETS = ((LEADING_BYTES, STRIDE_BYTES), (STRIDE_BYTES, LEADING_BYTES))
 
 
 def exact_operands(seed: int, k: int):
@@ -275,11 +311,13 @@ def measure(runs: int, blocks_per_sm: int) -> list[dict]:
         b_tile = cupy.asarray(core_matrix_order(b_bits).view(numpy.uint8))
         out = cupy.zeros((64, WGMMA_N), dtype=cupy.float32)
         kernel = module.get_function("probe_wgmma_" + ("bf16" if dtype == "bfloat16" else "tf32"))
-        kernel((1,), (128,), (a_tile, b_tile, out, numpy.int32(1)))
+        offsets = (numpy.uint32(LEADING_BYTES), numpy.uint32(STRIDE_BYTES))
+        kernel((1,), (128,), (a_tile, b_tile, out, numpy.int32(1), *offsets))
         expected = GROUP * (a.astype(numpy.float64) @ b.astype(numpy.float64).T)
         wrong = int(numpy.count_nonzero(out.get() != expected))
         iterations = 4096
-        seconds = _timed(kernel, (sms * blocks_per_sm,), (128,), (a_tile, b_tile, out, numpy.int32(iterations)), runs)
+        seconds = _timed(kernel, (sms * blocks_per_sm,), (128,), (a_tile, b_tile, out, numpy.int32(iterations),
+                                                                  *offsets), runs)
         flops = sms * blocks_per_sm * iterations * GROUP * 2 * 64 * WGMMA_N * k
         rows.append({"instruction": f"wgmma m64n{WGMMA_N}k{k}", "dtype": dtype, "tflops": flops / seconds / 1e12,
                      "seconds": seconds, "wrong_sums": wrong})
@@ -290,6 +328,21 @@ def measure(runs: int, blocks_per_sm: int) -> list[dict]:
         flops = warps_grid * (threads // 32) * iterations * 8 * 2 * 16 * 8 * k
         rows.append({"instruction": f"mma.sync m16n8k{k}", "dtype": dtype, "tflops": flops / seconds / 1e12,
                      "seconds": seconds, "wrong_sums": None})
+    a, b = exact_operands(11, 16)  # bfloat16 with B MN-major (the maps' minibatch contiguous), each offset pair
+    a_tile = cupy.asarray(core_matrix_order(bfloat16_bits(a)).view(numpy.uint8))
+    b_tile = cupy.asarray(mn_major_order(bfloat16_bits(numpy.ascontiguousarray(b.T))).view(numpy.uint8))
+    expected = GROUP * (a.astype(numpy.float64) @ b.astype(numpy.float64).T)
+    kernel = module.get_function("probe_wgmma_bf16_mn")
+    for leading, stride in MN_MAJOR_OFFSETS:
+        out = cupy.zeros((64, WGMMA_N), dtype=cupy.float32)
+        arguments = (a_tile, b_tile, out, numpy.int32(1), numpy.uint32(leading), numpy.uint32(stride))
+        kernel((1,), (128,), arguments)
+        wrong = int(numpy.count_nonzero(out.get() != expected))
+        seconds = _timed(kernel, (sms * blocks_per_sm,), (128,), arguments[:3] + (numpy.int32(4096),) + arguments[4:],
+                         runs)
+        flops = sms * blocks_per_sm * 4096 * GROUP * 2 * 64 * WGMMA_N * 16
+        rows.append({"instruction": f"wgmma m64n{WGMMA_N}k16 B^T {leading}/{stride}", "dtype": "bfloat16",
+                     "tflops": flops / seconds / 1e12, "seconds": seconds, "wrong_sums": wrong})
     return rows
 
 
@@ -310,10 +363,10 @@ def main(argv=None):
     rows = measure(args.runs, args.blocks_per_sm)
     card = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
     print(f"card: {card}")
-    print(f"{'instruction':<20} {'dtype':<9} {'TFLOP/s':>8} {'wrong sums':>11}")
+    print(f"{'instruction':<34} {'dtype':<9} {'TFLOP/s':>8} {'wrong sums':>13}")
     for row in rows:
         wrong = "-" if row["wrong_sums"] is None else f"{row['wrong_sums']} of {64 * WGMMA_N}"
-        print(f"{row['instruction']:<20} {row['dtype']:<9} {row['tflops']:>8.1f} {wrong:>11}")
+        print(f"{row['instruction']:<34} {row['dtype']:<9} {row['tflops']:>8.1f} {wrong:>13}")
     if args.json:
         with open(args.json, "w") as file:
             json.dump({"card": card, "rows": rows}, file, indent=1)

@@ -265,3 +265,22 @@ def test_the_probes_tiles_put_each_value_where_the_wgmma_descriptor_addresses_it
     assert sorted(ordered.tolist()) == sorted(tile.reshape(-1).tolist())
     with pytest.raises(ValueError, match="whole core matrices"):
         tensor_core_probe.core_matrix_order(tile[:60])
+
+
+def test_the_probes_mn_major_tiles_put_each_value_where_a_transposed_b_is_addressed():
+    """bench/tensor_core_probe.py: value (k, n) of a K x N bfloat16 tile (N contiguous, as the maps' minibatch) in
+    MN-major core-matrix order lies at byte (n // 8) stride + (k // 8) leading + (k % 8) 16 + (n % 8) 2: 16 bytes
+    along N a core-matrix row, 8 inner terms a core matrix; every value once."""
+    import numpy
+
+    inner, columns = 16, 128
+    tile = numpy.arange(inner * columns).astype("uint16").reshape(inner, columns)
+    ordered = tensor_core_probe.mn_major_order(tile)
+    for k in range(inner):
+        for n in range(columns):
+            byte = ((n // 8) * tensor_core_probe.STRIDE_BYTES + (k // 8) * tensor_core_probe.LEADING_BYTES
+                    + (k % 8) * 16 + (n % 8) * 2)
+            assert ordered[byte // 2] == tile[k, n]
+    assert sorted(ordered.tolist()) == sorted(tile.reshape(-1).tolist())
+    with pytest.raises(ValueError, match="whole core matrices"):
+        tensor_core_probe.mn_major_order(tile[:12])

@@ -18,6 +18,9 @@ pinned)  # (about 170 s) bench/tensor_core_probe.py (mma.sync against wgmma, bfl
   gpu_tests ${TESTS_S:-150} tests/test_gpu.py -k "implicit or backward_fields or update_in_the_weight or staged or \
 tf32_training or whole_products or prefetch or split_tf32"
   tail -8 $OUT/gpu-tests.log ;;
+probe)  # (about 30 s; prepared after the last call, not yet run) bench/tensor_core_probe.py with its MN-major B rows
+  timeout ${PROBE_S:-60} python3 bench/tensor_core_probe.py --json $OUT/tensor-core-probe.json 2>&1 | filter \
+    | tee $OUT/tensor-core-probe.log ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -18,7 +18,11 @@ on the card:
   block, several blocks an SM, 8 products a commit group);
 * whether our shared-memory descriptors are right: a ``wgmma`` product of
   small integers (exact in bfloat16 and TF32, and in float32 sums) checked
-  against NumPy, element by element.
+  against NumPy, element by element;
+* (added after session 41's run) whether bfloat16 ``wgmma`` reads B
+  MN-major, as the maps hold the fields (the minibatch contiguous), with
+  ``imm-trans-b`` and the descriptor's two offsets read either way
+  (:func:`mn_major_order`, :data:`MN_MAJOR_OFFSETS`).
 
 The operands' layout in shared memory is the one without swizzling: 8 x 16-byte
 "core matrices" (8 rows of 8 bfloat16 or 4 TF32 values along K), 128 bytes

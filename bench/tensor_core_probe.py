@@ -31,8 +31,11 @@ each, the two along K of a 16-byte-wide k-step adjacent (leading byte offset
 writes the tiles in that order (:func:`core_matrix_order`), and the kernel
 copies them into shared memory as they are.
 
-Prints one table (instruction, dtype, TFLOP/s, fraction of the measured cuBLAS
-ceiling) and writes JSON.  Compiled by CuPy's NVRTC for ``compute_90a``
+Its ``wgmma`` kernels also run on the CPU under g++, ``wgmma`` emulated through
+the descriptors (``tests/test_tensor_core_probe_on_cpu.py``), so that the tiles'
+order, the descriptors and the sums' writing are checked before the card is.
+
+Prints one table (instruction, dtype, TFLOP/s, whether the sums were exact) and writes JSON.  Compiled by CuPy's NVRTC for ``compute_90a``
 (``wgmma`` needs the ``a`` target) and loaded as PTX.
 """
 
@@ -71,6 +74,7 @@ __device__ __forceinline__ unsigned long long descriptor(const void* shared, uns
     return (unsigned long long)((address >> 4) & 0x3fff) | ((unsigned long long)((leading >> 4) & 0x3fff) << 16)
            | ((unsigned long long)((stride >> 4) & 0x3fff) << 32);
 }
+#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
 __device__ __forceinline__ void wgmma_bf16(float* d, unsigned long long a, unsigned long long b, int keep)
 {
     WGMMA_BF16
@@ -83,6 +87,31 @@ __device__ __forceinline__ void wgmma_bf16_mn(float* d, unsigned long long a, un
 {
     WGMMA_BF16_MN
 }
+#define ASYNC_PROXY_FENCE() asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory")
+#define WGMMA_FENCE() asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory")
+#define WGMMA_COMMIT() asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory")
+#define WGMMA_WAIT(groups) asm volatile("wgmma.wait_group.sync.aligned " #groups ";\n" ::: "memory")
+#define SET_SHARED_ARENA(arena)
+#else  // the CPU tests' g++: wgmma_emulated (tests/test_tensor_core_probe_on_cpu.py) reads the operands through the
+// descriptors from shared_arena, one thread's sums at a time; the fences and waits are nothing there
+static inline void wgmma_bf16(float* d, unsigned long long a, unsigned long long b, int keep)
+{
+    wgmma_emulated(d, a, b, keep, WGMMA_N, 16, 2, 0);
+}
+static inline void wgmma_tf32(float* d, unsigned long long a, unsigned long long b, int keep)
+{
+    wgmma_emulated(d, a, b, keep, WGMMA_N, 8, 4, 0);
+}
+static inline void wgmma_bf16_mn(float* d, unsigned long long a, unsigned long long b, int keep)
+{
+    wgmma_emulated(d, a, b, keep, WGMMA_N, 16, 2, 1);
+}
+#define ASYNC_PROXY_FENCE()
+#define WGMMA_FENCE()
+#define WGMMA_COMMIT()
+#define WGMMA_WAIT(groups)
+#define SET_SHARED_ARENA(arena) shared_arena = (unsigned char*)(arena)
+#endif
 // one warpgroup: A (64 x K) and B (128 x K, K-major; or K x 128, MN-major: KIND 2) copied into shared memory in
 // core-matrix order, then iterations x GROUP products into the same sums (the first from zero), GROUP a commit
 // group; block 0 writes D.  B's descriptor takes the byte offsets given (A's: LEADING_BYTES, STRIDE_BYTES).
@@ -91,17 +120,19 @@ template <int TILE_BYTES_A, int TILE_BYTES_B, int KIND>
 __device__ void wgmma_loop(const uint4* a_tile, const uint4* b_tile, float* out, const int iterations,
                            const unsigned leading_b, const unsigned stride_b)
 {
-    __shared__ __align__(128) uint4 a_shared[TILE_BYTES_A / 16];
-    __shared__ __align__(128) uint4 b_shared[TILE_BYTES_B / 16];
+    __shared__ __align__(128) uint4 tiles[(TILE_BYTES_A + TILE_BYTES_B) / 16];  // A, then B
+    uint4* const a_shared = tiles;
+    uint4* const b_shared = tiles + TILE_BYTES_A / 16;
+    SET_SHARED_ARENA(tiles);
     for (int i = threadIdx.x; i < TILE_BYTES_A / 16; i += blockDim.x) a_shared[i] = a_tile[i];
     for (int i = threadIdx.x; i < TILE_BYTES_B / 16; i += blockDim.x) b_shared[i] = b_tile[i];
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // the stores, seen by the tensor cores' reads
+    ASYNC_PROXY_FENCE();  // the stores, seen by the tensor cores' reads
     __syncthreads();
     const unsigned long long a = descriptor(a_shared, LEADING_BYTES, STRIDE_BYTES);
     const unsigned long long b = descriptor(b_shared, leading_b, stride_b);
     float d[64];
     for (int i = 0; i < 64; ++i) d[i] = 0.0f;
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+    WGMMA_FENCE();
     for (int it = 0; it < iterations; ++it) {
         #pragma unroll
         for (int g = 0; g < GROUP; ++g) {
@@ -109,10 +140,10 @@ __device__ void wgmma_loop(const uint4* a_tile, const uint4* b_tile, float* out,
             else if (KIND == 1) wgmma_tf32(d, a, b, it + g);
             else wgmma_bf16_mn(d, a, b, it + g);
         }
-        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+        WGMMA_COMMIT();
+        WGMMA_WAIT(1);
     }
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    WGMMA_WAIT(0);
     if (blockIdx.x == 0) {  // warp w: rows 16 w + g (+ 8); n8 column j: columns 8 j + 2 t (+ 1), as mma.sync's m16n8
         const int warp = threadIdx.x / 32, g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
         for (int j = 0; j < WGMMA_N / 8; ++j)
@@ -138,6 +169,7 @@ extern "C" __global__ void __launch_bounds__(128) probe_wgmma_bf16_mn(const uint
 {
     wgmma_loop<64 * 16 * 2, WGMMA_N * 16 * 2, 2>(a, b, out, iterations, leading_b, stride_b);
 }
+#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
 // mma.sync with its fragments in registers (made from the lane, never loaded): 8 independent products a warp an
 // iteration, summed into out so that none is dropped
 extern "C" __global__ void probe_mma_sync_bf16(float* out, const int iterations)
@@ -172,6 +204,7 @@ extern "C" __global__ void probe_mma_sync_tf32(float* out, const int iterations)
     for (int p = 0; p < 8; ++p) sum += d[p][0] + d[p][1] + d[p][2] + d[p][3];
     out[blockIdx.x * blockDim.x + threadIdx.x] = sum;
 }
+#endif
 """
 
 

@@ -64,14 +64,8 @@ def main(argv=None):
                         help="also count the instructions of the tile loop's body in the machine code (needs "
                              "nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm)")
     args = parser.parse_args(argv)
-    import nvidia.cuda_nvcc
-    from test_cuda_sources import NVRTC
-
     from dasksae.kernels import mma_float32, mma_forward, mma_transpose, mma_update, simt_gemm
 
-    if NVRTC is None:
-        raise SystemExit("NVRTC is not installed: pip install nvidia-cuda-nvrtc-cu12")
-    program = ctypes.c_void_p()
     if args.kernels == "simt":
         source, names, standard = simt_gemm.simt_gemm_source(), simt_gemm.SIMT_GEMM_KERNELS, b"-std=c++14"
     elif args.kernels == "mma":
@@ -88,28 +82,55 @@ def main(argv=None):
                                     b"-std=c++17")
     else:
         source, names, standard = mma_transpose.mma_transpose_source(args.transpose_variant), [], b"-std=c++17"
-    assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), source.encode(), b"simt.cu", 0, None, None) == 0
+    log, sass = assembled(source, standard, names=names, ptx_path=args.ptx, sass=args.sass)
+    print("\n".join(register_lines(log)))
+    if sass is not None:
+        print(tile_loop_counts(sass))
+
+
+def assembled(source: str, standard: bytes, architecture: str = "90", names=(), ptx_path: str | None = None,
+              sass: bool = False) -> tuple[str, str | None]:
+    """``source`` compiled to PTX by NVRTC (the nvidia-cuda-nvrtc wheel) for ``compute_<architecture>`` and
+    assembled by ``ptxas -v`` (the nvidia-cuda-nvcc wheel) for ``sm_<architecture>``: ptxas's log, and with ``sass``
+    the machine code (:func:`disassembled`); the PTX also written to ``ptx_path`` where given.  NVRTC's log is
+    raised where the source does not compile, ptxas's where it does not assemble."""
+    import nvidia.cuda_nvcc
+    from test_cuda_sources import NVRTC
+
+    if NVRTC is None:
+        raise SystemExit("NVRTC is not installed: pip install nvidia-cuda-nvrtc-cu12")
+    program = ctypes.c_void_p()
+    assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), source.encode(), b"kernel.cu", 0, None, None) == 0
     for name in names:
         NVRTC.nvrtcAddNameExpression(program, name.encode())
-    options = [b"--gpu-architecture=compute_90", standard]
-    if NVRTC.nvrtcCompileProgram(program, len(options), (ctypes.c_char_p * len(options))(*options)):
-        raise SystemExit("the source does not compile (tests/test_cuda_sources.py shows the log)")
+    options = [f"--gpu-architecture=compute_{architecture}".encode(), standard]
     size = ctypes.c_size_t()
+    if NVRTC.nvrtcCompileProgram(program, len(options), (ctypes.c_char_p * len(options))(*options)):
+        NVRTC.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        NVRTC.nvrtcGetProgramLog(program, log)
+        raise SystemExit("the source does not compile:\n" + log.value.decode())
     NVRTC.nvrtcGetPTXSize(program, ctypes.byref(size))
     ptx = ctypes.create_string_buffer(size.value)
     NVRTC.nvrtcGetPTX(program, ptx)
-    if args.ptx:
-        with open(args.ptx, "wb") as file:
+    if ptx_path:
+        with open(ptx_path, "wb") as file:
             file.write(ptx.value)
     ptxas = os.path.join(list(nvidia.cuda_nvcc.__path__)[0], "bin", "ptxas")
     with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "simt.ptx")
+        path = os.path.join(folder, "kernel.ptx")
         with open(path, "wb") as file:
             file.write(ptx.value)
-        log = subprocess.run([ptxas, "-arch=sm_90", "-v", path, "-o", os.path.join(folder, "simt.cubin")],
-                             capture_output=True, text=True, check=True).stderr
-        sass = disassembled(os.path.join(folder, "simt.cubin")) if args.sass else None
-    kernel = None
+        run = subprocess.run([ptxas, f"-arch=sm_{architecture}", "-v", path, "-o",
+                              os.path.join(folder, "kernel.cubin")], capture_output=True, text=True)
+        if run.returncode:
+            raise SystemExit("ptxas refused the source:\n" + run.stderr)
+        return run.stderr, disassembled(os.path.join(folder, "kernel.cubin")) if sass else None
+
+
+def register_lines(log: str) -> list[str]:
+    """One line a kernel from ptxas's ``-v`` log: its registers, spills, stack and static shared memory."""
+    lines, kernel = [], None
     for line in log.splitlines():
         found = re.search(r"Compiling entry function '([^']+)'", line)
         if found:
@@ -119,10 +140,9 @@ def main(argv=None):
             stack, spill_stores = int(spills.group(1)), int(spills.group(2))
         used = re.search(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?", line)
         if used:  # (no smem figure where a kernel's shared memory is all dynamic)
-            print(f"{kernel:<70} {used.group(1):>4} registers, {spill_stores} bytes spilled, {stack} bytes of stack, "
-                  f"{used.group(2) or 0} bytes static shared")
-    if sass is not None:
-        print(tile_loop_counts(sass))
+            lines.append(f"{kernel:<70} {used.group(1):>4} registers, {spill_stores} bytes spilled, {stack} bytes of "
+                         f"stack, {used.group(2) or 0} bytes static shared")
+    return lines
 
 
 def disassembled(cubin: str) -> str:

@@ -35,16 +35,15 @@ Its ``wgmma`` kernels also run on the CPU under g++, ``wgmma`` emulated through
 the descriptors (``tests/test_tensor_core_probe_on_cpu.py``), so that the tiles'
 order, the descriptors and the sums' writing are checked before the card is.
 
-Prints one table (instruction, dtype, TFLOP/s, whether the sums were exact) and writes JSON.  Compiled by CuPy's NVRTC for ``compute_90a``
-(``wgmma`` needs the ``a`` target) and loaded as PTX.
+Prints one table (instruction, dtype, TFLOP/s, whether the sums were exact)
+and writes JSON.  Compiled by CuPy's NVRTC for ``compute_90a`` (``wgmma``
+needs the ``a`` target) and loaded as PTX.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 
 import numpy
@@ -171,38 +170,38 @@ extern "C" __global__ void __launch_bounds__(128) probe_wgmma_bf16_mn(const uint
 }
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
 // mma.sync with its fragments in registers (made from the lane, never loaded): 8 independent products a warp an
-// iteration, summed into out so that none is dropped
-extern "C" __global__ void probe_mma_sync_bf16(float* out, const int iterations)
+// iteration (m16n8k16 in bfloat16, m16n8k8 in TF32), summed into out so that none is dropped
+template <bool BF16>
+__device__ void mma_sync_loop(float* out, const int iterations)
 {
-    const unsigned lane = threadIdx.x % 32, one = 0x3f803f80u;  // two bfloat16 ones
-    unsigned a[4] = {one, one ^ lane, one, one}, b[2] = {one, one ^ (lane << 16)};
+    const unsigned lane = threadIdx.x % 32, one = BF16 ? 0x3f803f80u : 0x3f800000u;  // two bfloat16 ones, or a 1.0f
+    unsigned a[4] = {one, one ^ (BF16 ? lane : lane << 13), one, one}, b[2] = {one, BF16 ? one ^ (lane << 16) : one};
     float d[8][4] = {};
     for (int it = 0; it < iterations; ++it)
         #pragma unroll
-        for (int p = 0; p < 8; ++p)
-            asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-                         "{%8,%9}, {%0,%1,%2,%3};"
-                         : "+f"(d[p][0]), "+f"(d[p][1]), "+f"(d[p][2]), "+f"(d[p][3])
-                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+        for (int p = 0; p < 8; ++p) {
+            if (BF16)
+                asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+                             "{%8,%9}, {%0,%1,%2,%3};"
+                             : "+f"(d[p][0]), "+f"(d[p][1]), "+f"(d[p][2]), "+f"(d[p][3])
+                             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+            else
+                asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+                             "{%8,%9}, {%0,%1,%2,%3};"
+                             : "+f"(d[p][0]), "+f"(d[p][1]), "+f"(d[p][2]), "+f"(d[p][3])
+                             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+        }
     float sum = 0.0f;
     for (int p = 0; p < 8; ++p) sum += d[p][0] + d[p][1] + d[p][2] + d[p][3];
     out[blockIdx.x * blockDim.x + threadIdx.x] = sum;
 }
+extern "C" __global__ void probe_mma_sync_bf16(float* out, const int iterations)
+{
+    mma_sync_loop<true>(out, iterations);
+}
 extern "C" __global__ void probe_mma_sync_tf32(float* out, const int iterations)
 {
-    const unsigned lane = threadIdx.x % 32, one = 0x3f800000u;
-    unsigned a[4] = {one, one ^ (lane << 13), one, one}, b[2] = {one, one};
-    float d[8][4] = {};
-    for (int it = 0; it < iterations; ++it)
-        #pragma unroll
-        for (int p = 0; p < 8; ++p)
-            asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-                         "{%8,%9}, {%0,%1,%2,%3};"
-                         : "+f"(d[p][0]), "+f"(d[p][1]), "+f"(d[p][2]), "+f"(d[p][3])
-                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-    float sum = 0.0f;
-    for (int p = 0; p < 8; ++p) sum += d[p][0] + d[p][1] + d[p][2] + d[p][3];
-    out[blockIdx.x * blockDim.x + threadIdx.x] = sum;
+    mma_sync_loop<false>(out, iterations);
 }
 #endif
 """
@@ -260,41 +259,12 @@ def bfloat16_bits(values: numpy.ndarray) -> numpy.ndarray:
 
 
 def check_ptx() -> None:
-    """Compile the probe with NVRTC (the nvidia-cuda-nvrtc wheel) for compute_90a and assemble it with ptxas for
-    sm_90a (the nvidia-cuda-nvcc wheel), printing ptxas's registers and spills: what can be checked without a GPU."""
-    import ctypes
+    """Compile the probe with NVRTC for compute_90a and assemble it with ptxas for sm_90a
+    (:func:`kernel_registers.assembled`), printing a line a kernel: what can be checked without a GPU."""
+    import kernel_registers
 
-    import nvidia.cuda_nvcc
-
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-    from test_cuda_sources import NVRTC
-
-    if NVRTC is None:
-        raise SystemExit("NVRTC is not installed: pip install nvidia-cuda-nvrtc-cu12")
-    program = ctypes.c_void_p()
-    assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), probe_source().encode(), b"probe.cu", 0, None, None) == 0
-    options = [b"--gpu-architecture=compute_90a", b"-std=c++17"]
-    if NVRTC.nvrtcCompileProgram(program, len(options), (ctypes.c_char_p * len(options))(*options)):
-        size = ctypes.c_size_t()
-        NVRTC.nvrtcGetProgramLogSize(program, ctypes.byref(size))
-        log = ctypes.create_string_buffer(size.value)
-        NVRTC.nvrtcGetProgramLog(program, log)
-        raise SystemExit("the probe does not compile:\n" + log.value.decode())
-    size = ctypes.c_size_t()
-    NVRTC.nvrtcGetPTXSize(program, ctypes.byref(size))
-    ptx = ctypes.create_string_buffer(size.value)
-    NVRTC.nvrtcGetPTX(program, ptx)
-    ptxas = os.path.join(list(nvidia.cuda_nvcc.__path__)[0], "bin", "ptxas")
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "probe.ptx")
-        with open(path, "wb") as file:
-            file.write(ptx.value)
-        log = subprocess.run([ptxas, "-arch=sm_90a", "-v", path, "-o", os.path.join(folder, "probe.cubin")],
-                             capture_output=True, text=True)
-    if log.returncode:
-        raise SystemExit("ptxas refused the probe:\n" + log.stderr)
-    print("\n".join(line for line in log.stderr.splitlines() if "Compiling" in line or "Used" in line
-                    or "spill" in line))
+    log, _ = kernel_registers.assembled(probe_source(), b"-std=c++17", architecture="90a")
+    print("\n".join(kernel_registers.register_lines(log)))
 
 
 def _module():

@@ -286,19 +286,10 @@ def _module():
 
 
 def _timed(kernel, grid, block, arguments, runs: int) -> float:
-    """The median seconds of ``runs`` launches (after one warm-up)."""
-    import cupy
+    """The median seconds of ``runs`` launches after one (:func:`profile_kernels.timed`)."""
+    from profile_kernels import timed
 
-    kernel(grid, block, arguments)
-    times = []
-    for _ in range(runs):
-        start, end = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record()
-        kernel(grid, block, arguments)
-        end.record()
-        end.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(start, end) / 1e3)
-    return float(numpy.median(times))
+    return timed(lambda: kernel(grid, block, arguments), runs=runs, warmup=1)
 
 
 def measure(runs: int, blocks_per_sm: int) -> list[dict]:

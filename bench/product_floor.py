@@ -11,6 +11,9 @@ For each stage of a config (coates200, M=96 by default), in bfloat16
   input shape, as the reconstruction and the input gradient run it
   (:func:`~dasksae.kernels.local_filter.add_transpose_into`:
   :mod:`dasksae.kernels.mma_transpose`);
+* ``forward-<variant>`` (bfloat16): the same ``W x`` straight into the
+  output map in a variant of its kernel: ``mma.sync``'s ``k64x3``, and on an
+  sm_90 GPU each of ``wgmma``'s (:data:`~dasksae.kernels.mma_forward.WGMMA_VARIANTS`);
 * ``read``: a streaming kernel that reads the bfloat16 weights once, 16
   bytes a thread, and writes nothing (this file's ``_READ_SOURCE``): the
   rate at which this card gives a product the one operand it must read
@@ -101,6 +104,14 @@ def stage_rows(stage, geometry, batch: int, runs: int, precision: str = "bfloat1
                                                                                   block_w, scale, terms=1))]
         cases[5:5] = [("transpose-tf32", lambda: mma_float32.add_transpose_float32(out, flat, y, field, step,
                                                                                    blocks_h, blocks_w, terms=1))]
+    if precision == "bfloat16":  # the same W x straight into the output map in each kernel: mma.sync's, and wgmma's
+        from dasksae.kernels import mma_forward, wgmma
+
+        z = cupy.empty((blocks_h * block_h, blocks_w * block_w, rows // (block_h * block_w), batch), cupy.float32)
+        if mma_forward.forward_fits(x, flat, z, scale, field, step, block_h, block_w):
+            variants = [mma_forward.VARIANT] + (list(mma_forward.WGMMA_VARIANTS) if wgmma.supported() else [])
+            cases[1:1] = [(f"forward-{variant}", lambda v=variant: mma_forward.filter_forward_bfloat16(
+                x, flat, z, field, step, block_h, block_w, scale, variant=v)) for variant in variants]
     found = []
     for name, run in cases:
         seconds = timed(run, runs=runs)
@@ -121,7 +132,7 @@ def main(argv=None):
                                                                 args.precision), 16)
     names = ("forward", "forward-3xtf32", "forward-tf32", "transpose", "transpose-3xtf32", "transpose-tf32", "read") \
         if args.precision == "float32" \
-        else ("forward", "transpose", "read")
+        else ("forward", "forward-k64x3", "forward-w64x3", "forward-w64x4", "forward-w32x6", "transpose", "read")
     print_sums({name: [r for r in found if r["kernel"] == name] for name in names}, 16)
     write_json(args, found)
 

@@ -43,74 +43,17 @@ needs the ``a`` target) and loaded as PTX.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 
 import numpy
+
+from dasksae.kernels import wgmma
 
 WGMMA_N = 128  # the wgmma products' width: m64n128, 64 float32 sums a thread
 GROUP = 8  # wgmma products a commit group
 LEADING_BYTES, STRIDE_BYTES = 128, 256  # the descriptors' byte offsets: core matrices along K, and along M (or N)
 
 
-def _wgmma_asm(shape: str, types: str, transposes: bool, transpose_b: int = 0) -> str:
-    """The inline-asm statement of one ``wgmma.mma_async`` into ``d[0..63]`` (``m64n128``, float32 sums), the
-    operands by descriptors ``a`` and ``b``, the old sums kept where ``keep`` is nonzero; ``transpose_b`` 1: B
-    MN-major (bfloat16 only)."""
-    sums = ", ".join(f"%{i}" for i in range(64))
-    extra = f", 0, {transpose_b}" if transposes else ""  # bfloat16 takes imm-trans-a and -b; TF32 has neither
-    constraints = ", ".join(f'"+f"(d[{i}])' for i in range(64))
-    return (f'asm volatile("{{\\n.reg .pred keep;\\nsetp.ne.b32 keep, %66, 0;\\n'
-            f'wgmma.mma_async.sync.aligned.{shape}.f32.{types} {{{sums}}}, %64, %65, keep, 1, 1{extra};\\n}}\\n"\n'
-            f'        : {constraints}\n        : "l"(a), "l"(b), "r"(keep));')
-
-
 PROBE_SOURCE = r"""
-// a shared-memory matrix descriptor (no swizzle): the address, the leading and stride byte offsets, each over 16
-__device__ __forceinline__ unsigned long long descriptor(const void* shared, unsigned leading, unsigned stride)
-{
-    const unsigned address = (unsigned)__cvta_generic_to_shared(shared);
-    return (unsigned long long)((address >> 4) & 0x3fff) | ((unsigned long long)((leading >> 4) & 0x3fff) << 16)
-           | ((unsigned long long)((stride >> 4) & 0x3fff) << 32);
-}
-#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
-__device__ __forceinline__ void wgmma_bf16(float* d, unsigned long long a, unsigned long long b, int keep)
-{
-    WGMMA_BF16
-}
-__device__ __forceinline__ void wgmma_tf32(float* d, unsigned long long a, unsigned long long b, int keep)
-{
-    WGMMA_TF32
-}
-__device__ __forceinline__ void wgmma_bf16_mn(float* d, unsigned long long a, unsigned long long b, int keep)
-{
-    WGMMA_BF16_MN
-}
-#define ASYNC_PROXY_FENCE() asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory")
-#define WGMMA_FENCE() asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory")
-#define WGMMA_COMMIT() asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory")
-#define WGMMA_WAIT(groups) asm volatile("wgmma.wait_group.sync.aligned " #groups ";\n" ::: "memory")
-#define SET_SHARED_ARENA(arena)
-#else  // the CPU tests' g++: wgmma_emulated (tests/test_tensor_core_probe_on_cpu.py) reads the operands through the
-// descriptors from shared_arena, one thread's sums at a time; the fences and waits are nothing there
-static inline void wgmma_bf16(float* d, unsigned long long a, unsigned long long b, int keep)
-{
-    wgmma_emulated(d, a, b, keep, WGMMA_N, 16, 2, 0);
-}
-static inline void wgmma_tf32(float* d, unsigned long long a, unsigned long long b, int keep)
-{
-    wgmma_emulated(d, a, b, keep, WGMMA_N, 8, 4, 0);
-}
-static inline void wgmma_bf16_mn(float* d, unsigned long long a, unsigned long long b, int keep)
-{
-    wgmma_emulated(d, a, b, keep, WGMMA_N, 16, 2, 1);
-}
-#define ASYNC_PROXY_FENCE()
-#define WGMMA_FENCE()
-#define WGMMA_COMMIT()
-#define WGMMA_WAIT(groups)
-#define SET_SHARED_ARENA(arena) shared_arena = (unsigned char*)(arena)
-#endif
 // one warpgroup: A (64 x K) and B (128 x K, K-major; or K x 128, MN-major: KIND 2) copied into shared memory in
 // core-matrix order, then iterations x GROUP products into the same sums (the first from zero), GROUP a commit
 // group; block 0 writes D.  B's descriptor takes the byte offsets given (A's: LEADING_BYTES, STRIDE_BYTES).
@@ -140,9 +83,9 @@ __device__ void wgmma_loop(const uint4* a_tile, const uint4* b_tile, float* out,
             else wgmma_bf16_mn(d, a, b, it + g);
         }
         WGMMA_COMMIT();
-        WGMMA_WAIT(1);
+        wgmma_wait<1>();
     }
-    WGMMA_WAIT(0);
+    wgmma_wait<0>();
     if (blockIdx.x == 0) {  // warp w: rows 16 w + g (+ 8); n8 column j: columns 8 j + 2 t (+ 1), as mma.sync's m16n8
         const int warp = threadIdx.x / 32, g = (threadIdx.x % 32) / 4, t = threadIdx.x % 4;
         for (int j = 0; j < WGMMA_N / 8; ++j)
@@ -208,12 +151,13 @@ extern "C" __global__ void probe_mma_sync_tf32(float* out, const int iterations)
 
 
 def probe_source() -> str:
-    """The probe's CUDA source, its two ``wgmma`` statements written out and its constants defined."""
+    """The probe's CUDA source: its constants, :mod:`dasksae.kernels.wgmma`'s helpers and its three ``wgmma``
+    products (:func:`~dasksae.kernels.wgmma.wgmma_function`), then its kernels."""
     defines = (f"#define WGMMA_N {WGMMA_N}\n#define GROUP {GROUP}\n#define LEADING_BYTES {LEADING_BYTES}\n"
                f"#define STRIDE_BYTES {STRIDE_BYTES}\n")
-    return defines + PROBE_SOURCE.replace("WGMMA_BF16_MN", _wgmma_asm("m64n128k16", "bf16.bf16", True, 1)).replace(
-        "WGMMA_BF16", _wgmma_asm("m64n128k16", "bf16.bf16", True)).replace(
-        "WGMMA_TF32", _wgmma_asm("m64n128k8", "tf32.tf32", False))
+    return (defines + wgmma.WGMMA_HELPERS + wgmma.wgmma_function("wgmma_bf16", WGMMA_N)
+            + wgmma.wgmma_function("wgmma_tf32", WGMMA_N, "tf32")
+            + wgmma.wgmma_function("wgmma_bf16_mn", WGMMA_N, transpose_b=True) + PROBE_SOURCE)
 
 
 def core_matrix_order(matrix: numpy.ndarray) -> numpy.ndarray:
@@ -267,24 +211,6 @@ def check_ptx() -> None:
     print("\n".join(kernel_registers.register_lines(log)))
 
 
-def _module():
-    """The probe compiled by CuPy's NVRTC for compute_90a and loaded from its PTX."""
-    import cupy
-    from cupy.cuda import nvrtc
-
-    program = nvrtc.createProgram(probe_source(), "probe.cu", [], [])
-    try:
-        nvrtc.compileProgram(program, ["--gpu-architecture=compute_90a", "-std=c++17"])
-    except nvrtc.NVRTCError:
-        raise SystemExit("the probe does not compile:\n" + nvrtc.getProgramLog(program))
-    ptx = nvrtc.getPTX(program)
-    folder = tempfile.mkdtemp()
-    path = os.path.join(folder, "probe.ptx")
-    with open(path, "w" if isinstance(ptx, str) else "wb") as file:
-        file.write(ptx)
-    return cupy.RawModule(path=path)
-
-
 def _timed(kernel, grid, block, arguments, runs: int) -> float:
     """The median seconds of ``runs`` launches after one (:func:`profile_kernels.timed`)."""
     from profile_kernels import timed
@@ -296,7 +222,7 @@ def measure(runs: int, blocks_per_sm: int) -> list[dict]:
     """Each probe's rate on this GPU, and the ``wgmma`` products checked against NumPy."""
     import cupy
 
-    module = _module()
+    module = wgmma.compiled_module(probe_source(), "probe")
     sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
     rows = []
     for dtype, k in (("bfloat16", 16), ("tf32", 8)):

@@ -850,17 +850,25 @@ def test_the_tensor_core_update_on_the_gpu_equals_numpy(with_error, with_operand
                                on_device["inverse_norms"].get().astype(numpy.float64))
 
 
+@pytest.mark.parametrize("wgmma_forward", ["0", "w64x3", "w64x4", "w32x6"])
 @pytest.mark.parametrize("scaled, minibatch", [(True, 96), (False, 96), (True, 136)],
                          ids=["row-scale", "no-scale", "row-scale-part-tile"])
-def test_the_tensor_core_forward_on_the_gpu_equals_numpy(scaled, minibatch):
+def test_the_tensor_core_forward_on_the_gpu_equals_numpy(monkeypatch, scaled, minibatch, wgmma_forward):
     """``dasksae_mma_filter_forward`` (bfloat16 ``mma.sync`` and ``ldmatrix.trans``, fields from the map, outputs into
     the output map) on the device against NumPy's float64 product of the same bfloat16 values: the g++ test's cases
     (``tests/test_mma_forward_on_cpu.py``), ``W x`` into a map and ``U g_r`` into block rows; a minibatch of 136
-    takes a second tile of 96 columns with 40 in it."""
-    from dasksae.kernels import mma_forward
+    takes a second tile of 96 columns with 40 in it.  Likewise ``dasksae_wgmma_filter_forward`` in each of its
+    variants (``DASKSAE_WGMMA_FORWARD``; sm_90 only): its tiles in core-matrix order, read by ``wgmma``'s
+    descriptors."""
+    from dasksae.kernels import mma_forward, wgmma
     from dasksae.kernels.local_filter import gather_patches, local_filter_forward
     from dasksae.kernels.gemm import batched_matmul
     from test_mma_forward_on_cpu import forward_case
+
+    if wgmma_forward != "0" and not wgmma.supported():
+        pytest.skip("wgmma needs a GPU of compute capability 9.0")
+    monkeypatch.setattr(mma_forward, "WGMMA_FORWARD", wgmma_forward)
+    assert mma_forward.default_variant() == (mma_forward.VARIANT if wgmma_forward == "0" else wgmma_forward)
 
     field, step, blocks_h, blocks_w, rows, batch, x_bits, x, weight_bits, weights, rng = forward_case(3, 2, 1, 68,
                                                                                                       minibatch)
@@ -879,6 +887,36 @@ def test_the_tensor_core_forward_on_the_gpu_equals_numpy(scaled, minibatch):
                                                blocks_w)
     expected = batched_matmul(weights, gather_patches(x, field, step, blocks_h, blocks_w), precision="float64")
     numpy.testing.assert_allclose(rows_out.get(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_bfloat16_training_on_wgmma_follows_mma_sync(monkeypatch):
+    """DASKSAE_WGMMA_FORWARD=1: ``small`` (M=96) trained in bfloat16 with ``W x`` and ``U g_r`` on ``wgmma``
+    (:data:`~dasksae.kernels.mma_forward.WGMMA_VARIANT`) as with them on ``mma.sync`` (``=0``): the same bfloat16
+    products, their float32 sums in another order."""
+    from dasksae import TiledNetwork, tile_program
+    from dasksae.kernels import mma_forward, wgmma
+    from dasksae.tile_array import LocalExecutor
+
+    if not wgmma.supported():
+        pytest.skip("wgmma needs a GPU of compute capability 9.0")
+    config = named_config("small")
+    data = numpy.random.default_rng(5)
+    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
+    variants = []
+    kernel = mma_forward._kernel
+    monkeypatch.setattr(mma_forward, "_kernel", lambda variant, *rest: variants.append(variant) or kernel(variant, *rest))
+    runs = []
+    for setting in ("0", "1"):
+        monkeypatch.setattr(mma_forward, "WGMMA_FORWARD", setting)
+        tile_program.forget_all()
+        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
+        runs.append(([report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()))
+    assert set(variants) == {mma_forward.VARIANT, mma_forward.WGMMA_VARIANT}
+    (expected_losses, expected_parameters), (losses, parameters) = runs
+    numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-4)
+    for mine, theirs in zip(parameters, expected_parameters):
+        for name in mine:
+            assert numpy.abs(mine[name] - theirs[name]).max() < 1e-3 * numpy.abs(theirs[name]).max(), name
 
 
 def test_bfloat16_training_with_the_tensor_core_forward_follows_cublas(monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 
 from dasksae.kernels import mma_forward, simt_gemm
 from dasksae.kernels.local_filter import batched_matmul, gather_patches, local_filter_forward
-from test_mma_update_on_cpu import MMA_EMULATION, _bfloat16
+from test_mma_update_on_cpu import MMA_EMULATION, WGMMA_EMULATION, _bfloat16
 from test_simt_gemm_on_cpu import GRID_RUNNER, SHIM, built_on_cpu
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
@@ -29,13 +29,23 @@ extern "C" void run_forward(const unsigned short* weights, const unsigned short*
 """
 
 
-@pytest.fixture(scope="module", params=list(mma_forward.VARIANTS))
-def kernel_on_cpu(tmp_path_factory, request):
-    """The kernel built under g++ in each variant of its tiles (mma_forward.VARIANTS)."""
-    library = built_on_cpu(tmp_path_factory.mktemp("mma_forward"),
-                           SHIM + MMA_EMULATION + mma_forward.mma_forward_source(request.param) + RUNNER)
+def built_forward(folder, variant: str, geometry=None, ldmatrix: bool = False):
+    """The kernel of ``variant`` built under g++ (``mma.sync`` emulated, and ``wgmma`` through its descriptors for a
+    variant of :data:`~dasksae.kernels.mma_forward.WGMMA_VARIANTS`), ``run_forward`` calling it."""
+    runner = RUNNER
+    if variant in mma_forward.WGMMA_VARIANTS:
+        runner = RUNNER.replace("dasksae_mma_filter_forward", "dasksae_wgmma_filter_forward")
+    library = built_on_cpu(folder, SHIM + MMA_EMULATION + WGMMA_EMULATION
+                           + mma_forward.mma_forward_source(variant, geometry, ldmatrix) + runner)
     library.run_forward.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 9 + [ctypes.c_longlong] * 4
     return library
+
+
+@pytest.fixture(scope="module", params=list(mma_forward.VARIANTS) + list(mma_forward.WGMMA_VARIANTS))
+def kernel_on_cpu(tmp_path_factory, request):
+    """The kernel built under g++ in each variant of its tiles (mma_forward.VARIANTS, and WGMMA_VARIANTS on
+    wgmma)."""
+    return built_forward(tmp_path_factory.mktemp("mma_forward"), request.param)
 
 
 def run_on_cpu(library, x, weights, out, row_scale, field, step, block_h, block_w, fits=mma_forward.forward_fits):
@@ -99,10 +109,7 @@ def test_the_forward_with_its_layer_compiled_in_or_ldmatrix_writes_the_output_ma
     scale = rng.uniform(0.5, 2.0, (blocks_h, blocks_w, rows)).astype(numpy.float32)
     out = numpy.full((blocks_h * 2, blocks_w, 68, batch), numpy.nan, dtype=numpy.float32)
     grid, arguments = mma_forward.launch(x_bits.shape, out.shape, weight_bits.shape, field, step, 2, 1)
-    library = built_on_cpu(tmp_path, SHIM + MMA_EMULATION + mma_forward.mma_forward_source(
-        "k64x3", mma_forward.layer_geometry(arguments) if compiled else None, ldmatrix) + RUNNER)
-    library.run_forward.argtypes = ([ctypes.c_void_p] * 4 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 9
-                                    + [ctypes.c_longlong] * 4)
+    library = built_forward(tmp_path, "k64x3", mma_forward.layer_geometry(arguments) if compiled else None, ldmatrix)
     unread = list(arguments)
     for index in (0, 1, 2, 5, 7, 8, 9) if compiled else ():  # rows, batch, fan_in, field_rows, block_w, maps, in_row
         unread[index] = 0

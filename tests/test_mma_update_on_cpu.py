@@ -26,7 +26,18 @@ from test_simt_gemm_on_cpu import GRID_RUNNER, SHIM, built_on_cpu
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 
-MMA_EMULATION = r"""
+# the block's shared memory as the descriptors and __cvta_generic_to_shared count it: from shared_arena, which a kernel
+# sets (SET_SHARED_ARENA) before it builds a descriptor
+SHARED_ARENA = r"""
+#include <cstring>
+static unsigned char* shared_arena;
+static inline unsigned __cvta_generic_to_shared(const void* pointer)
+{
+    return (unsigned)((const unsigned char*)pointer - shared_arena);
+}
+"""
+
+MMA_EMULATION = SHARED_ARENA + r"""
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -45,7 +56,6 @@ static inline void named_sync(const int id, const int count) { made(named_barrie
 static inline void named_arrive(const int id, const int count) { (void)made(named_barriers, id, count).arrive(); }
 static inline unsigned __float_as_uint(float value) { unsigned bits; std::memcpy(&bits, &value, 4); return bits; }
 static inline float from_bfloat16(unsigned bits16) { const unsigned bits = bits16 << 16; float f; std::memcpy(&f, &bits, 4); return f; }
-static inline unsigned __cvta_generic_to_shared(const void*) { return 0; }
 static inline void copy_16(unsigned short* shared, const unsigned short* global, const bool whole)
 {
     if (whole) std::memcpy(shared, global, 16);
@@ -109,6 +119,62 @@ static inline void ldmatrix_x4(unsigned* r, const unsigned short* row_address)
 static inline void ldmatrix_x4_trans(unsigned* r, const unsigned short* row_address)
 {
     ldmatrix_emulated(r, row_address, true);
+}
+"""
+
+WGMMA_EMULATION = r"""
+// wgmma_emulated: a thread's share of a wgmma, read from shared memory through the descriptors (SHARED_ARENA's
+// addresses), one thread at a time; the fences, commits and waits are nothing here (the kernels' barriers order the
+// shared memory), and descriptor() is dasksae.kernels.wgmma's
+static inline unsigned long long descriptor(const void* shared, unsigned leading, unsigned stride)
+{
+    const unsigned address = __cvta_generic_to_shared(shared);
+    return (unsigned long long)((address >> 4) & 0x3fff) | ((unsigned long long)((leading >> 4) & 0x3fff) << 16)
+           | ((unsigned long long)((stride >> 4) & 0x3fff) << 32);
+}
+#define ASYNC_PROXY_FENCE()
+#define WGMMA_FENCE()
+#define WGMMA_COMMIT()
+template <int GROUPS> static inline void wgmma_wait() {}
+template <int COUNT> static inline void sums_fenced(float*) {}
+#define SET_SHARED_ARENA(arena) shared_arena = (unsigned char*)(arena)
+// operand (row, k) of a wgmma through its descriptor (no swizzle): K-major, 8-row groups `stride` bytes apart and
+// 16-byte columns of K `leading` apart; MN-major (a transposed B), 16-byte groups of rows `stride` apart and 8-deep
+// groups of K `leading` apart; bfloat16 (size 2) widened, TF32 (size 4) its low 13 bits dropped
+static inline float wgmma_operand(unsigned long long descriptor, int row, int k, int size, int mn_major)
+{
+    const unsigned char* base = shared_arena + ((descriptor & 0x3fff) << 4);
+    const long leading = ((descriptor >> 16) & 0x3fff) << 4, stride = ((descriptor >> 32) & 0x3fff) << 4;
+    const int per = 16 / size;
+    const long byte = mn_major ? (row / per) * stride + (k / 8) * leading + (k % 8) * 16 + (row % per) * size
+                               : (row / 8) * stride + (k / per) * leading + (row % 8) * 16 + (k % per) * size;
+    unsigned bits = 0;
+    if (size == 2) {
+        unsigned short half;
+        std::memcpy(&half, base + byte, 2);
+        bits = (unsigned)half << 16;
+    } else {
+        std::memcpy(&bits, base + byte, 4);
+        bits &= 0xffffe000u;
+    }
+    float value;
+    std::memcpy(&value, &bits, 4);
+    return value;
+}
+// this thread's share of d (+)= A B for an m64nNkK wgmma: warp w of the warpgroup rows 16 w + g (+ 8), columns
+// 8 j + 2 t (+ 1), in d[4 j + 2 (row half) + column]
+static inline void wgmma_emulated(float* d, unsigned long long a, unsigned long long b, int keep, int n, int k,
+                                  int size, int b_mn_major)
+{
+    const int tid = threadIdx.x % 128, warp = tid / 32, g = (tid % 32) / 4, t = tid % 4;
+    for (int j = 0; j < n / 8; ++j)
+        for (int e = 0; e < 4; ++e) {
+            const int row = warp * 16 + g + 8 * (e / 2), column = j * 8 + 2 * t + (e % 2);
+            float sum = keep ? d[j * 4 + e] : 0.0f;
+            for (int i = 0; i < k; ++i)
+                sum += wgmma_operand(a, row, i, size, 0) * wgmma_operand(b, column, i, size, b_mn_major);
+            d[j * 4 + e] = sum;
+        }
 }
 """
 

@@ -1,8 +1,10 @@
 """``bench/tensor_core_probe.py``'s ``wgmma`` kernels run on the CPU under g++, ``wgmma`` emulated through its
 shared-memory descriptors: the tiles' order on the host, the descriptors the kernel builds and its writing of the
 sums, checked against NumPy.  The emulation reads K-major operands as the H100 did in session 41 (every sum exact,
-``bench/results/session41/pinned/``); it reads a transposed B as CUTLASS's canonical layouts describe (the leading
-offset along K, the stride along N), which the probe's ``PART=probe`` run has yet to confirm on the card."""
+``bench/results/session41/pinned/``); and a transposed B as CUTLASS's canonical layouts describe (the leading
+offset along K, the stride along N), as the H100 did in session 42 (``bench/results/session42/probe/``: every sum
+exact with those offsets, 8049 of 8192 wrong with them swapped).  The emulation lives in
+``tests/test_mma_update_on_cpu.py`` (``WGMMA_EMULATION``), where the layer kernels' tests take it too."""
 
 import ctypes
 import os
@@ -16,57 +18,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 sys.path.insert(0, os.path.dirname(__file__))
 
 import tensor_core_probe  # noqa: E402
+from test_mma_update_on_cpu import SHARED_ARENA, WGMMA_EMULATION  # noqa: E402
 from test_simt_gemm_on_cpu import GRID_RUNNER, SHIM, built_on_cpu  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
-
-WGMMA_EMULATION = r"""
-#include <cstring>
-struct alignas(16) uint4 { unsigned x, y, z, w; };
-static unsigned char* shared_arena;  // the block's shared memory, as the descriptors' addresses count it
-static inline unsigned long long __cvta_generic_to_shared(const void* pointer)
-{
-    return (unsigned long long)((const unsigned char*)pointer - shared_arena);
-}
-// operand (row, k) of a wgmma through its descriptor (no swizzle): K-major, 8-row groups `stride` bytes apart and
-// 16-byte columns of K `leading` apart; MN-major (a transposed B), 16-byte groups of rows `stride` apart and 8-deep
-// groups of K `leading` apart; bfloat16 (size 2) widened, TF32 (size 4) its low 13 bits dropped
-static inline float wgmma_operand(unsigned long long descriptor, int row, int k, int size, int mn_major)
-{
-    const unsigned char* base = shared_arena + ((descriptor & 0x3fff) << 4);
-    const long leading = ((descriptor >> 16) & 0x3fff) << 4, stride = ((descriptor >> 32) & 0x3fff) << 4;
-    const int per = 16 / size;
-    const long byte = mn_major ? (row / per) * stride + (k / 8) * leading + (k % 8) * 16 + (row % per) * size
-                               : (row / 8) * stride + (k / per) * leading + (row % 8) * 16 + (k % per) * size;
-    unsigned bits = 0;
-    if (size == 2) {
-        unsigned short half;
-        std::memcpy(&half, base + byte, 2);
-        bits = (unsigned)half << 16;
-    } else {
-        std::memcpy(&bits, base + byte, 4);
-        bits &= 0xffffe000u;
-    }
-    float value;
-    std::memcpy(&value, &bits, 4);
-    return value;
-}
-// this thread's share of d (+)= A B for an m64nNkK wgmma: warp w of the warpgroup rows 16 w + g (+ 8), columns
-// 8 j + 2 t (+ 1), in d[4 j + 2 (row half) + column]
-static inline void wgmma_emulated(float* d, unsigned long long a, unsigned long long b, int keep, int n, int k,
-                                  int size, int b_mn_major)
-{
-    const int tid = threadIdx.x % 128, warp = tid / 32, g = (tid % 32) / 4, t = tid % 4;
-    for (int j = 0; j < n / 8; ++j)
-        for (int e = 0; e < 4; ++e) {
-            const int row = warp * 16 + g + 8 * (e / 2), column = j * 8 + 2 * t + (e % 2);
-            float sum = keep ? d[j * 4 + e] : 0.0f;
-            for (int i = 0; i < k; ++i)
-                sum += wgmma_operand(a, row, i, size, 0) * wgmma_operand(b, column, i, size, b_mn_major);
-            d[j * 4 + e] = sum;
-        }
-}
-"""
 
 RUNNER = GRID_RUNNER + r"""
 extern "C" void run_probe(int kind, const uint4* a, const uint4* b, float* out, int iterations, unsigned leading,
@@ -84,7 +39,7 @@ extern "C" void run_probe(int kind, const uint4* a, const uint4* b, float* out, 
 
 @pytest.fixture(scope="module")
 def probe_on_cpu(tmp_path_factory):
-    library = built_on_cpu(tmp_path_factory.mktemp("probe"), SHIM + WGMMA_EMULATION
+    library = built_on_cpu(tmp_path_factory.mktemp("probe"), SHIM + SHARED_ARENA + WGMMA_EMULATION
                            + tensor_core_probe.probe_source() + RUNNER)
     library.run_probe.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 3 + [ctypes.c_int, ctypes.c_uint, ctypes.c_uint]
     return library

@@ -33,7 +33,7 @@ import functools
 import numpy
 
 from ..switches import switch
-from . import mma_update
+from . import mma_update, wgmma
 from .mma_update import MMA_HELPERS, SPLIT_TF32_HELPERS, aligned, split_terms
 from .simt_gemm import THREADS, TILE_M, TILE_N, as_block_map, forward_launch, typed_launch
 
@@ -48,6 +48,14 @@ VARIANTS = {"k32x4": (32, 4), "k64x3": (64, 3), "k32x6": (32, 6)}
 VARIANT = "k64x3"  # what the training takes
 B_ROW = TILE_N + 8  # a shared field row: 96 bfloat16 values and 8 of padding (208 bytes: an ldmatrix's 8 rows in
 # distinct 16-byte bank groups); in float32 (split TF32) 96 floats and 8 (B's fragment loads (t, g) in banks 8t + g)
+# bfloat16 on wgmma (kernels/wgmma.py; sm_90 only): (TILE_K, STAGES, WGMMA_PENDING: commit groups of products left in
+# flight across a k-tile's barrier, so that STAGES - 1 - WGMMA_PENDING tiles of copies are in flight).  No padding: the
+# tiles are in core-matrix order.  w64x4 takes 112 KiB a block (two an SM)
+WGMMA_VARIANTS = {"w64x3": (64, 3, 0), "w64x4": (64, 4, 1), "w32x6": (32, 6, 1)}
+# "0": W x and U g_r on mma.sync (VARIANT); "1" (WGMMA_VARIANT) or a variant of WGMMA_VARIANTS: on wgmma where the GPU
+# runs it (compute capability 9.0)
+WGMMA_FORWARD = switch("DASKSAE_WGMMA_FORWARD")
+WGMMA_VARIANT = "w64x3"
 # the tiles of the float32 kernel on split TF32 tensor cores (kernels/mma_float32.py): k32x3 takes 93 KiB a block
 SPLIT_VARIANTS = {"k32x3": (32, 3)}
 SPLIT_A_PAD = 4  # its shared weight row: TILE_K floats and 4 (A's fragment loads (g, t) in banks 4g + t: distinct)
@@ -67,7 +75,11 @@ def minibatch_on_tensor_cores(setting: str, batch: int) -> bool:
 
 def shared_bytes(variant: str = VARIANT, split_tf32: bool = False) -> int:
     """Dynamic shared memory a block: ``STAGES`` tiles of the weights (128 rows of ``TILE_K`` values and 8 of padding;
-    float32 ones with ``split_tf32``, and 4) and of the fields (``TILE_K`` rows of 96 and 8)."""
+    float32 ones with ``split_tf32``, and 4; on ``wgmma`` none) and of the fields (``TILE_K`` rows of 96 and 8; on
+    ``wgmma`` none)."""
+    if variant in WGMMA_VARIANTS:
+        tile_k, stages, _ = WGMMA_VARIANTS[variant]
+        return stages * (TILE_M + TILE_N) * tile_k * 2
     if split_tf32:
         tile_k, stages = SPLIT_VARIANTS[variant]
         return stages * (TILE_M * (tile_k + SPLIT_A_PAD) + tile_k * B_ROW) * 4
@@ -78,17 +90,30 @@ def shared_bytes(variant: str = VARIANT, split_tf32: bool = False) -> int:
 _SOURCE = r"""
 #define TILE_M 128  // simt_gemm's
 #define TILE_N 96
-// TILE_K, STAGES, A_ROW (TILE_K + 8; float32: + 4), B_ROW, SHARED_BYTES: from mma_forward_source.  SPLIT_TF32
-// (kernels/mma_float32.py's): float32 operands, each split into two TF32 terms, in dasksae_tf32x3_filter_forward;
-// else bfloat16 ones in dasksae_mma_filter_forward
+// TILE_K, STAGES, A_ROW (TILE_K + 8; float32: + 4; wgmma: TILE_K), B_ROW, SHARED_BYTES: from mma_forward_source.
+// SPLIT_TF32 (kernels/mma_float32.py's): float32 operands, each split into two TF32 terms, in
+// dasksae_tf32x3_filter_forward; WGMMA: bfloat16 ones on wgmma in dasksae_wgmma_filter_forward, WGMMA_PENDING
+// its commit groups left in flight across a k-tile's barrier (STAGES - 1 - WGMMA_PENDING tiles of copies in flight);
+// else bfloat16 ones
+// on mma.sync in dasksae_mma_filter_forward
 #if SPLIT_TF32
 #define OPERAND float
 #define FORWARD_KERNEL dasksae_tf32x3_filter_forward
 #define K_STEP 8  // inner terms a tensor-core product
+#define ROW_PARTS 2  // a warp's sums: 2 x 16 rows by 6 x 8 columns
+#define COLUMN_PARTS 6
+#elif WGMMA  // bfloat16 on wgmma (kernels/wgmma.py): each warpgroup 64 rows by 96 columns, m64n96k16 from shared memory
+#define OPERAND unsigned short
+#define FORWARD_KERNEL dasksae_wgmma_filter_forward
+#define K_STEP 16
+#define ROW_PARTS 1  // a warp's sums: 16 rows by 12 x 8 columns
+#define COLUMN_PARTS 12
 #else
 #define OPERAND unsigned short
 #define FORWARD_KERNEL dasksae_mma_filter_forward
 #define K_STEP 16
+#define ROW_PARTS 2
+#define COLUMN_PARTS 6
 #endif
 #define PER_COPY (16 / (int)sizeof(OPERAND))  // operands a 16-byte copy
 #define B_COPIES (TILE_N / PER_COPY)  // copies a field row of 96 columns
@@ -129,12 +154,31 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
     OPERAND(*Bs)[TILE_K * B_ROW] =
         (OPERAND(*)[TILE_K * B_ROW])(forward_shared + STAGES * TILE_M * A_ROW * sizeof(OPERAND));
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+#if !WGMMA
     const int warp_m = warp % 4, warp_n = warp / 4;
+#endif
     const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
     const long long block = blockIdx.z, p = block / blocks_w, q = block % blocks_w;
     weights += block * rows * (long long)fan_in;
     x += (p * in_row + q * in_pixel) * step + n0;
     auto load = [&](const int buffer, const int k0) {  // the k-tile at k0 into buffer: 16 bytes a copy
+#if WGMMA  // in core-matrix order (no swizzle): A's chunk (row r, 8 inner terms part) at 16 ((r / 8) TILE_K + 8 part +
+        // r % 8) bytes, K-major; B's (field row k, 8 columns part) at 16 (part TILE_K + k), MN-major.  Copy c is A's
+        // chunk at 16 c, and B's chunk (k % 8, part, k / 8) in that order: a warp's 8 lanes in turn write 128
+        // contiguous bytes (no bank conflict), and read 64 contiguous bytes of each of 8 rows
+        for (int c = tid; c < TILE_M * (TILE_K / 8); c += 256) {
+            const int r = (c / TILE_K) * 8 + c % 8, k = k0 + ((c / 8) % (TILE_K / 8)) * 8, m = m0 + r;
+            const bool whole = m < rows && k < fan_in;
+            copy_16(&As[buffer][8 * c], weights + (whole ? (long long)m * fan_in + k : 0), whole);
+        }
+        for (int c = tid; c < TILE_K * B_COPIES; c += 256) {
+            const int part = (c / 8) % B_COPIES, r = (c / (8 * B_COPIES)) * 8 + c % 8, k = k0 + r;
+            const int safe = k < fan_in ? k : 0;
+            const bool in = k < fan_in && n0 + part * 8 < batch;
+            const long long field = (safe / field_rows) * in_row + (long long)(safe % field_rows) * batch;
+            copy_16(&Bs[buffer][8 * (part * TILE_K + r)], x + field + (in ? part * 8 : 0), in);
+        }
+#else
         for (int c = tid; c < TILE_M * (TILE_K / PER_COPY); c += 256) {  // A: 128 rows of TILE_K / PER_COPY copies
             const int r = c / (TILE_K / PER_COPY), part = c % (TILE_K / PER_COPY), k = k0 + part * PER_COPY, m = m0 + r;
             const bool whole = m < rows && k < fan_in;  // fan_in % PER_COPY == 0: a copy is whole or past the end
@@ -148,14 +192,46 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
                     (const unsigned short*)(x + (safe / field_rows) * in_row + (long long)(safe % field_rows) * batch +
                                             (in ? part * PER_COPY : 0)), in);
         }
+#endif
     };
 
-    float acc[2][6][4];
-    for (int i = 0; i < 2; ++i)
-        for (int j = 0; j < 6; ++j)
+    float acc[ROW_PARTS][COLUMN_PARTS][4];
+    for (int i = 0; i < ROW_PARTS; ++i)
+        for (int j = 0; j < COLUMN_PARTS; ++j)
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
     const int tiles = (fan_in + TILE_K - 1) / TILE_K;
+#if WGMMA
+    SET_SHARED_ARENA(forward_shared);
+    const int group = warp / 4;  // the warpgroup
+    constexpr int ahead = STAGES - 1 - WGMMA_PENDING;  // tiles of copies in flight
+    for (int s = 0; s < ahead; ++s) {  // (empty groups past the end)
+        if (s < tiles) load(s, s * TILE_K);
+        copies_commit();
+    }
+    for (int s = 0; s < tiles; ++s) {
+        copies_wait<ahead - 1>();  // tile s is there (this thread's copies), seen by the tensor cores ...
+        ASYNC_PROXY_FENCE();
+        __syncthreads();  // ... every thread's, and every warpgroup's products of tile s - 1 - WGMMA_PENDING done
+        const int next = s + ahead;
+        if (next < tiles) load(next % STAGES, next * TILE_K);  // into the buffer that tile left
+        copies_commit();
+        // A: the warpgroup's 64 rows, 16-byte columns of K 128 bytes apart and 8-row groups 16 TILE_K; B: 8-deep
+        // groups of K 128 bytes apart, 8-column groups 16 TILE_K; a k-step of 16 moves both by 256 bytes (16 units)
+        const unsigned long long a = descriptor(As[s % STAGES] + group * 64 * TILE_K, 128, 16 * TILE_K);
+        const unsigned long long b = descriptor(Bs[s % STAGES], 128, 16 * TILE_K);
+        sums_fenced<48>(&acc[0][0][0]);
+        WGMMA_FENCE();
+#pragma unroll
+        for (int kk = 0; kk < TILE_K; kk += K_STEP) wgmma_forward(&acc[0][0][0], a + kk, b + kk, 1);
+        WGMMA_COMMIT();
+        wgmma_wait<WGMMA_PENDING>();
+        sums_fenced<48>(&acc[0][0][0]);
+    }
+    wgmma_wait<0>();
+    copies_wait<0>();  // (only empty groups are left)
+    const int first_row = m0 + group * 64 + (warp % 4) * 16, first_column = n0;
+#else
     for (int s = 0; s < STAGES - 1; ++s) {  // the first STAGES - 1 tiles in flight (empty groups past the end)
         if (s < tiles) load(s, s * TILE_K);
         copies_commit();
@@ -185,17 +261,19 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
         }
     }
     copies_wait<0>();  // (only empty groups are left)
+    const int first_row = m0 + warp_m * 32, first_column = n0 + warp_n * 48;
+#endif
 
-    for (int i = 0; i < 2; ++i)
+    for (int i = 0; i < ROW_PARTS; ++i)
         for (int h = 0; h < 2; ++h) {  // rows g and g + 8 of each 16; columns 2t, 2t + 1 of each 8
-            const int m = m0 + warp_m * 32 + i * 16 + g + 8 * h;
+            const int m = first_row + i * 16 + g + 8 * h;
             if (m >= rows) continue;
             const float scale = row_scale ? row_scale[block * rows + m] : 1.f;
             const int by = m / (block_w * maps), bx = (m / maps) % block_w, map = m % maps;
             float* row = out + (p * block_h + by) * out_row + (q * block_w + bx) * out_pixel + (long long)map * batch +
-                         n0 + warp_n * 48 + 2 * t;
-            for (int j = 0; j < 6; ++j)  // (columns 2t and 2t + 1 are both in the minibatch or both past it)
-                if (n0 + warp_n * 48 + j * 8 + 2 * t < batch)
+                         first_column + 2 * t;
+            for (int j = 0; j < COLUMN_PARTS; ++j)  // (columns 2t and 2t + 1 are both in the minibatch or past it)
+                if (first_column + j * 8 + 2 * t < batch)
                     *(float2*)(row + j * 8) = make_float2(acc[i][j][2 * h] * scale, acc[i][j][2 * h + 1] * scale);
         }
 }
@@ -219,8 +297,15 @@ def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None 
     """The kernel's CUDA source with a variant's tile constants defined (:data:`VARIANTS`), where given ``geometry``
     (:func:`layer_geometry`) the layer's compiled in (``LAYER_GEOMETRY``), and ``A_LDMATRIX`` where ``ldmatrix``.
     With ``split_tf32``, the float32 kernel on TF32 tensor cores (:mod:`.mma_float32`) in a variant of
-    :data:`SPLIT_VARIANTS`, ``terms`` TF32 products a k-step (:data:`.mma_update.SPLIT_TF32_HELPERS`)."""
-    if split_tf32:
+    :data:`SPLIT_VARIANTS`, ``terms`` TF32 products a k-step (:data:`.mma_update.SPLIT_TF32_HELPERS`); with a variant
+    of :data:`WGMMA_VARIANTS`, the bfloat16 kernel on ``wgmma`` (``ldmatrix`` does not apply)."""
+    if variant in WGMMA_VARIANTS:
+        tile_k, stages, pending = WGMMA_VARIANTS[variant]
+        defines = {"WGMMA": 1, "WGMMA_PENDING": pending, "TILE_K": tile_k, "STAGES": stages, "A_ROW": tile_k,
+                   "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant)}
+        helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
+                   + wgmma.wgmma_function("wgmma_forward", TILE_N, "bfloat16", transpose_b=True))
+    elif split_tf32:
         tile_k, stages = SPLIT_VARIANTS[variant]
         defines = {"SPLIT_TF32": 1, "TERMS": split_terms(terms), "TILE_K": tile_k, "STAGES": stages,
                    "A_ROW": tile_k + SPLIT_A_PAD, "B_ROW": B_ROW, "SHARED_BYTES": shared_bytes(variant, True)}
@@ -239,6 +324,11 @@ def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None 
 def _kernel(variant: str, geometry: tuple[int, ...] | None = None, ldmatrix: bool = False):
     import cupy
 
+    if variant in WGMMA_VARIANTS:
+        kernel = wgmma.compiled_module(mma_forward_source(variant, geometry), "mma_forward").get_function(
+            "dasksae_wgmma_filter_forward")
+        kernel.max_dynamic_shared_size_bytes = shared_bytes(variant)
+        return kernel
     kernel = cupy.RawKernel(mma_forward_source(variant, geometry, ldmatrix), "dasksae_mma_filter_forward",
                             options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant)
@@ -280,13 +370,22 @@ def forward_fits(x, weights, out, row_scale, field: int, step: int, block_h: int
 def filter_forward_bfloat16(x, weights, out, field: int, step: int, block_h: int, block_w: int,
                             row_scale=None, variant: str | None = None) -> None:
     """``out = diag(row_scale) W x`` for one chunk of block rows on tensor cores, the fields read from ``x``'s map
-    and the outputs written into ``out``'s (the arrays must :func:`forward_fits`)."""
-    variant = variant or VARIANT
+    and the outputs written into ``out``'s (the arrays must :func:`forward_fits`); on ``wgmma`` where
+    ``DASKSAE_WGMMA_FORWARD`` asks and the GPU runs it (:func:`default_variant`)."""
+    variant = variant or default_variant()
     grid, arguments = typed_launch(launch, 4, x.shape, out.shape, weights.shape, field, step, block_h, block_w)
     scale = numpy.uint64(0) if row_scale is None else row_scale
     geometry = layer_geometry(arguments) if mma_update.COMPILED_GEOMETRY else None
     _kernel(variant, geometry, mma_update.LDMATRIX)(grid, (THREADS,), (weights, x, out, *arguments, scale),
                                shared_mem=shared_bytes(variant))
+
+
+def default_variant() -> str:
+    """The variant a product takes: ``DASKSAE_WGMMA_FORWARD``'s on ``wgmma`` (``1``: :data:`WGMMA_VARIANT`) where
+    the GPU runs it, else :data:`VARIANT`."""
+    if WGMMA_FORWARD != "0" and wgmma.supported():
+        return WGMMA_VARIANT if WGMMA_FORWARD == "1" else WGMMA_FORWARD
+    return VARIANT
 
 
 def launch(x_shape, out_shape, weights_shape, field: int, step: int, block_h: int, block_w: int):

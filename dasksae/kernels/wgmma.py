@@ -1,0 +1,123 @@
+"""Hopper's warpgroup-wide tensor-core product, ``wgmma.mma_async``, as CUDA source for our kernels, and the compile
+route it needs.
+
+Our other tensor-core kernels issue ``mma.sync``, whose operands a warp loads
+into registers; ``wgmma`` (sm_90a only) reads both from shared memory through
+64-bit "matrix descriptors" and spreads an ``m64nN`` product's float32 sums
+over the 128 threads of a warpgroup.  On the H100 it ran at 958-983 TFLOP/s in
+bfloat16 against ``mma.sync``'s 605-630 (``bench/tensor_core_probe.py``,
+``bench/results/session41/pinned``, ``session42/probe``).
+
+The layout without swizzling is the one used: "core matrices" of 8 rows of 16
+contiguous bytes (128 bytes each).  A K-major operand (rows of the inner
+dimension, as the weights) has its 16-byte columns of K ``leading`` bytes apart
+and its 8-row groups ``stride`` apart; an MN-major one (bfloat16 only, taken
+with ``imm-trans-b``; the maps' fields, the minibatch contiguous) has its 8-deep
+groups of K ``leading`` apart and its 16-byte groups of columns ``stride``
+apart (the H100 read it so: the probe's ``B^T 128/256`` row, every sum exact).
+
+* :data:`WGMMA_HELPERS`: the descriptor and the fences, waits and commits, for
+  the GPU.  Under the CPU tests' g++ the tests' shim defines them, with
+  ``wgmma`` emulated through the descriptors
+  (``tests/test_mma_update_on_cpu.py``'s ``WGMMA_EMULATION``).
+* :func:`wgmma_function`: one product as a device function (its inline asm
+  on the GPU, the emulation under g++).
+* :func:`compiled_module`: CuPy compiles with its own ``-arch``, and ``wgmma``
+  needs ``compute_90a``; NVRTC compiles for it and CuPy loads the PTX.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+
+WGMMA_HELPERS = r"""
+#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+// a shared-memory matrix descriptor (no swizzle): the address, the leading and stride byte offsets, each over 16
+__device__ __forceinline__ unsigned long long descriptor(const void* shared, unsigned leading, unsigned stride)
+{
+    const unsigned address = (unsigned)__cvta_generic_to_shared(shared);
+    return (unsigned long long)((address >> 4) & 0x3fff) | ((unsigned long long)((leading >> 4) & 0x3fff) << 16)
+           | ((unsigned long long)((stride >> 4) & 0x3fff) << 32);
+}
+// this thread's shared-memory writes (st.shared, cp.async) seen by the tensor cores' reads (the async proxy)
+#define ASYNC_PROXY_FENCE() asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory")
+#define WGMMA_FENCE() asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory")
+#define WGMMA_COMMIT() asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory")
+#define SET_SHARED_ARENA(arena)
+// until at most GROUPS of this thread's commit groups are pending
+template <int GROUPS> __device__ __forceinline__ void wgmma_wait()
+{
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(GROUPS) : "memory");
+}
+// sums that a pending wgmma writes, kept where they are: the compiler may not move or read them across this point
+// (CUTLASS's warpgroup_fence_operand)
+template <int COUNT> __device__ __forceinline__ void sums_fenced(float* d)
+{
+#pragma unroll
+    for (int i = 0; i < COUNT; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+#endif
+"""
+
+
+def wgmma_statement(n: int, k: int, types: str, transpose_b: bool) -> str:
+    """The inline-asm statement of one ``wgmma.mma_async`` ``m64n{n}k{k}`` into ``d[0 .. n/2 - 1]`` (float32 sums),
+    the operands by descriptors ``a`` and ``b``, the old sums kept where ``keep`` is nonzero; ``transpose_b``: B
+    MN-major (``imm-trans-b 1``; bfloat16 takes ``imm-trans-a`` and ``-b``, TF32 neither)."""
+    count = n // 2
+    sums = ", ".join(f"%{i}" for i in range(count))
+    transposes = f", 0, {int(transpose_b)}" if types.startswith("bf16") else ""
+    if transpose_b and not transposes:
+        raise ValueError(f"wgmma .{types} takes no transposed B")
+    constraints = ", ".join(f'"+f"(d[{i}])' for i in range(count))
+    return (f'asm volatile("{{\\n.reg .pred keep;\\nsetp.ne.b32 keep, %{count + 2}, 0;\\n'
+            f'wgmma.mma_async.sync.aligned.m64n{n}k{k}.f32.{types} {{{sums}}}, %{count}, %{count + 1}, keep, 1, 1'
+            f'{transposes};\\n}}\\n"\n        : {constraints}\n        : "l"(a), "l"(b), "r"(keep));')
+
+
+def wgmma_function(name: str, n: int, dtype: str = "bfloat16", transpose_b: bool = False) -> str:
+    """CUDA source of ``name(float* d, a, b, int keep)``: one ``m64n{n}`` product of ``dtype`` (``bfloat16``, k 16;
+    ``tf32``, k 8) from descriptors ``a`` and ``b`` into this thread's ``n / 2`` sums (warp ``w`` of the warpgroup:
+    rows ``16 w + g (+ 8)``, columns ``8 j + 2 t (+ 1)`` in ``d[4 j + 2 (row half) + column]``, as ``mma.sync``'s
+    ``m16n8``); under g++, ``wgmma_emulated`` (the tests' shim)."""
+    k, size, types = {"bfloat16": (16, 2, "bf16.bf16"), "tf32": (8, 4, "tf32.tf32")}[dtype]
+    return (f"#if defined(__CUDACC_RTC__) || defined(__CUDACC__)\n"
+            f"__device__ __forceinline__ void {name}(float* d, unsigned long long a, unsigned long long b, int keep)\n"
+            f"{{\n    {wgmma_statement(n, k, types, transpose_b)}\n}}\n#else\n"
+            f"static inline void {name}(float* d, unsigned long long a, unsigned long long b, int keep)\n"
+            f"{{\n    wgmma_emulated(d, a, b, keep, {n}, {k}, {size}, {int(transpose_b)});\n}}\n#endif\n")
+
+
+def supported() -> bool:
+    """Whether this process's current GPU runs ``wgmma`` (compute capability 9.0: the H100 and H200)."""
+    import cupy
+
+    return _capability(cupy.cuda.Device().id) == "90"
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(device: int) -> str:
+    import cupy
+
+    return cupy.cuda.Device(device).compute_capability
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_module(source: str, name: str = "kernel"):
+    """``source`` compiled by NVRTC for ``compute_90a`` (``wgmma`` needs the ``a`` target, which CuPy's own
+    ``-arch`` does not give) and loaded by CuPy from its PTX (made once for a source)."""
+    import cupy
+    from cupy.cuda import nvrtc
+
+    program = nvrtc.createProgram(source, f"{name}.cu", [], [])
+    try:
+        nvrtc.compileProgram(program, ["--gpu-architecture=compute_90a", "-std=c++17"])
+    except nvrtc.NVRTCError:
+        raise RuntimeError(f"{name} does not compile for compute_90a:\n" + nvrtc.getProgramLog(program)) from None
+    ptx = nvrtc.getPTX(program)
+    path = os.path.join(tempfile.mkdtemp(prefix="dasksae-wgmma-"), f"{name}.ptx")
+    with open(path, "w" if isinstance(ptx, str) else "wb") as file:
+        file.write(ptx)
+    return cupy.RawModule(path=path)

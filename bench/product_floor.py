@@ -129,11 +129,12 @@ def main(argv=None):
     parser.add_argument("--precision", choices=("bfloat16", "float32"), default="bfloat16")
     args = parser.parse_args(argv)
     found = each_stage(args, lambda stage, geometry: stage_rows(stage, geometry, args.minibatch, args.runs,
-                                                                args.precision), 16)
+                                                                args.precision), 22)
     names = ("forward", "forward-3xtf32", "forward-tf32", "transpose", "transpose-3xtf32", "transpose-tf32", "read") \
         if args.precision == "float32" \
-        else ("forward", "forward-k64x3", "forward-w64x3", "forward-w64x4", "forward-w32x6", "transpose", "read")
-    print_sums({name: [r for r in found if r["kernel"] == name] for name in names}, 16)
+        else ("forward", "forward-k64x3", "forward-w64x3", "forward-w32x4", "forward-w32x6", "forward-w64x3-touching",
+             "transpose", "read")
+    print_sums({name: [r for r in found if r["kernel"] == name] for name in names}, 22)
     write_json(args, found)
 
 

@@ -49,9 +49,12 @@ VARIANT = "k64x3"  # what the training takes
 B_ROW = TILE_N + 8  # a shared field row: 96 bfloat16 values and 8 of padding (208 bytes: an ldmatrix's 8 rows in
 # distinct 16-byte bank groups); in float32 (split TF32) 96 floats and 8 (B's fragment loads (t, g) in banks 8t + g)
 # bfloat16 on wgmma (kernels/wgmma.py; sm_90 only): (TILE_K, STAGES, WGMMA_PENDING: commit groups of products left in
-# flight across a k-tile's barrier, so that STAGES - 1 - WGMMA_PENDING tiles of copies are in flight).  No padding: the
-# tiles are in core-matrix order.  w64x4 takes 112 KiB a block (two an SM)
-WGMMA_VARIANTS = {"w64x3": (64, 3, 0), "w64x4": (64, 4, 1), "w32x6": (32, 6, 1)}
+# flight across a k-tile's barrier, so that STAGES - 1 - WGMMA_PENDING tiles of copies are in flight; spread: the core
+# matrices 16 bytes more apart than they are long, wgmma_layout).  The tiles in core-matrix order take no more shared
+# memory than mma.sync's padded rows.  On the H100 (session 42, coates200's stages, M=96) the touching layout took
+# 2.71 ms (110 TFLOP/s) against mma.sync's 1.49, in each of three pipelines
+WGMMA_VARIANTS = {"w64x3": (64, 3, 0, True), "w32x4": (32, 4, 0, True), "w32x6": (32, 6, 1, True),
+                  "w64x3-touching": (64, 3, 0, False)}
 # "0": W x and U g_r on mma.sync (VARIANT); "1" (WGMMA_VARIANT) or a variant of WGMMA_VARIANTS: on wgmma where the GPU
 # runs it (compute capability 9.0)
 WGMMA_FORWARD = switch("DASKSAE_WGMMA_FORWARD")
@@ -77,14 +80,21 @@ def shared_bytes(variant: str = VARIANT, split_tf32: bool = False) -> int:
     """Dynamic shared memory a block: ``STAGES`` tiles of the weights (128 rows of ``TILE_K`` values and 8 of padding;
     float32 ones with ``split_tf32``, and 4; on ``wgmma`` none) and of the fields (``TILE_K`` rows of 96 and 8; on
     ``wgmma`` none)."""
-    if variant in WGMMA_VARIANTS:
-        tile_k, stages, _ = WGMMA_VARIANTS[variant]
-        return stages * (TILE_M + TILE_N) * tile_k * 2
     if split_tf32:
         tile_k, stages = SPLIT_VARIANTS[variant]
         return stages * (TILE_M * (tile_k + SPLIT_A_PAD) + tile_k * B_ROW) * 4
-    tile_k, stages = VARIANTS[variant]
+    tile_k, stages = WGMMA_VARIANTS[variant][:2] if variant in WGMMA_VARIANTS else VARIANTS[variant]
     return stages * (TILE_M * (tile_k + 8) + tile_k * B_ROW) * 2
+
+
+def wgmma_layout(tile_k: int, spread: bool) -> tuple[int, int, int]:
+    """``(A's leading, A's stride, B's stride)`` byte offsets of a ``wgmma`` variant's tiles (B's leading is 128):
+    touching core matrices, or ``spread`` ones, whose 16-byte chunks a warp's 8 lanes copy into distinct banks while
+    reading whole rows: A's columns of K 16 (64 / ``tile_k``) bytes more apart than their 128 bytes (a lane's bank group
+    ``r + part`` at 64 inner terms, ``r + 2 part`` at 32), B's 8-column groups 16 bytes more than their ``16 tile_k``.
+    Either fits the padded rows' shared memory (:func:`shared_bytes`)."""
+    a_leading = 128 + (16 * 64 // tile_k if spread else 0)
+    return a_leading, a_leading * tile_k // 8, 16 * tile_k + (16 if spread else 0)
 
 
 _SOURCE = r"""
@@ -162,21 +172,36 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
     weights += block * rows * (long long)fan_in;
     x += (p * in_row + q * in_pixel) * step + n0;
     auto load = [&](const int buffer, const int k0) {  // the k-tile at k0 into buffer: 16 bytes a copy
-#if WGMMA  // in core-matrix order (no swizzle): A's chunk (row r, 8 inner terms part) at 16 ((r / 8) TILE_K + 8 part +
-        // r % 8) bytes, K-major; B's (field row k, 8 columns part) at 16 (part TILE_K + k), MN-major.  Copy c is A's
-        // chunk at 16 c, and B's chunk (k % 8, part, k / 8) in that order: a warp's 8 lanes in turn write 128
-        // contiguous bytes (no bank conflict), and read 64 contiguous bytes of each of 8 rows
+#if WGMMA  // in core-matrix order (no swizzle): A's chunk (row r, 8 inner terms part) at (r / 8) A_STRIDE + part
+        // A_LEADING + 16 (r % 8) bytes, K-major; B's (field row k, 8 columns part) at part B_STRIDE + 16 k, MN-major.
+        // WGMMA_SPREAD: the core matrices 16 bytes more apart than they are long (kernels/mma_forward.py's
+        // wgmma_layout), so that copy c is A's (c / (TILE_K / 8), c % (TILE_K / 8)) and B's (c / 12, c % 12) as on
+        // mma.sync: a warp reads whole 128-byte lines (4 weight rows of 128 bytes at TILE_K 64) and its 8 lanes in
+        // turn write distinct banks.  Else the core matrices touch, and copy c is A's (c % 8 + 8 (c / TILE_K),
+        // (c / 8) % (TILE_K / 8)) and B's (c % 8 + 8 (c / 96), (c / 8) % 12): distinct banks, but 64 bytes of each
+        // of 8 rows a warp (half lines: session 42 measured it at half mma.sync's rate)
         for (int c = tid; c < TILE_M * (TILE_K / 8); c += 256) {
-            const int r = (c / TILE_K) * 8 + c % 8, k = k0 + ((c / 8) % (TILE_K / 8)) * 8, m = m0 + r;
+#if WGMMA_SPREAD
+            const int r = c / (TILE_K / 8), part = c % (TILE_K / 8);
+#else
+            const int r = (c / TILE_K) * 8 + c % 8, part = (c / 8) % (TILE_K / 8);
+#endif
+            const int k = k0 + part * 8, m = m0 + r;
             const bool whole = m < rows && k < fan_in;
-            copy_16(&As[buffer][8 * c], weights + (whole ? (long long)m * fan_in + k : 0), whole);
+            copy_16((unsigned short*)((unsigned char*)As[buffer] + (r / 8) * A_STRIDE + part * A_LEADING + 16 * (r % 8)),
+                    weights + (whole ? (long long)m * fan_in + k : 0), whole);
         }
         for (int c = tid; c < TILE_K * B_COPIES; c += 256) {
-            const int part = (c / 8) % B_COPIES, r = (c / (8 * B_COPIES)) * 8 + c % 8, k = k0 + r;
-            const int safe = k < fan_in ? k : 0;
+#if WGMMA_SPREAD
+            const int r = c / B_COPIES, part = c % B_COPIES;
+#else
+            const int part = (c / 8) % B_COPIES, r = (c / (8 * B_COPIES)) * 8 + c % 8;
+#endif
+            const int k = k0 + r, safe = k < fan_in ? k : 0;
             const bool in = k < fan_in && n0 + part * 8 < batch;
             const long long field = (safe / field_rows) * in_row + (long long)(safe % field_rows) * batch;
-            copy_16(&Bs[buffer][8 * (part * TILE_K + r)], x + field + (in ? part * 8 : 0), in);
+            copy_16((unsigned short*)((unsigned char*)Bs[buffer] + part * B_STRIDE + 16 * r), x + field + (in ? part * 8 : 0),
+                    in);
         }
 #else
         for (int c = tid; c < TILE_M * (TILE_K / PER_COPY); c += 256) {  // A: 128 rows of TILE_K / PER_COPY copies
@@ -216,14 +241,17 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
         const int next = s + ahead;
         if (next < tiles) load(next % STAGES, next * TILE_K);  // into the buffer that tile left
         copies_commit();
-        // A: the warpgroup's 64 rows, 16-byte columns of K 128 bytes apart and 8-row groups 16 TILE_K; B: 8-deep
-        // groups of K 128 bytes apart, 8-column groups 16 TILE_K; a k-step of 16 moves both by 256 bytes (16 units)
-        const unsigned long long a = descriptor(As[s % STAGES] + group * 64 * TILE_K, 128, 16 * TILE_K);
-        const unsigned long long b = descriptor(Bs[s % STAGES], 128, 16 * TILE_K);
+        // A: the warpgroup's 64 rows, 16-byte columns of K A_LEADING bytes apart and 8-row groups A_STRIDE; B: 8-deep
+        // groups of K 128 bytes apart, 8-column groups B_STRIDE; a k-step of 16 moves A by 2 A_LEADING bytes and B by
+        // 256 (the descriptors count 16 bytes)
+        const unsigned long long a =
+            descriptor((unsigned char*)As[s % STAGES] + group * 8 * A_STRIDE, A_LEADING, A_STRIDE);
+        const unsigned long long b = descriptor(Bs[s % STAGES], 128, B_STRIDE);
         sums_fenced<48>(&acc[0][0][0]);
         WGMMA_FENCE();
 #pragma unroll
-        for (int kk = 0; kk < TILE_K; kk += K_STEP) wgmma_forward(&acc[0][0][0], a + kk, b + kk, 1);
+        for (int kk = 0; kk < TILE_K; kk += K_STEP)
+            wgmma_forward(&acc[0][0][0], a + (kk / 8) * (A_LEADING / 16), b + kk, 1);
         WGMMA_COMMIT();
         wgmma_wait<WGMMA_PENDING>();
         sums_fenced<48>(&acc[0][0][0]);
@@ -300,9 +328,11 @@ def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None 
     :data:`SPLIT_VARIANTS`, ``terms`` TF32 products a k-step (:data:`.mma_update.SPLIT_TF32_HELPERS`); with a variant
     of :data:`WGMMA_VARIANTS`, the bfloat16 kernel on ``wgmma`` (``ldmatrix`` does not apply)."""
     if variant in WGMMA_VARIANTS:
-        tile_k, stages, pending = WGMMA_VARIANTS[variant]
-        defines = {"WGMMA": 1, "WGMMA_PENDING": pending, "TILE_K": tile_k, "STAGES": stages, "A_ROW": tile_k,
-                   "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant)}
+        tile_k, stages, pending, spread = WGMMA_VARIANTS[variant]
+        a_leading, a_stride, b_stride = wgmma_layout(tile_k, spread)
+        defines = {"WGMMA": 1, "WGMMA_PENDING": pending, "WGMMA_SPREAD": int(spread), "A_LEADING": a_leading,
+                   "A_STRIDE": a_stride, "B_STRIDE": b_stride, "TILE_K": tile_k, "STAGES": stages,
+                   "A_ROW": tile_k + 8, "B_ROW": B_ROW, "SHARED_BYTES": shared_bytes(variant)}
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "bfloat16", transpose_b=True))
     elif split_tf32:

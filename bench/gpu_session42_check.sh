@@ -5,7 +5,8 @@
 #     bfloat16 product floors with a row for each kernel (mma.sync's k64x3 and each wgmma variant, all stages), then
 #     the in-process bfloat16 step with DASKSAE_WGMMA_FORWARD=0 and each variant (VARIANTS), each in a process of its
 #     own.  First run with the touching core matrices only (w64x3, w64x4, w32x6 then; bench/results/session42/wgmma/),
-#     then (PART=wgmma again, session42/spread/) with the spread ones that copy as mma.sync does.
+#     then (PART=wgmma again, session42/spread/) with the spread ones that copy as mma.sync does, then (session42/
+#     unfenced/, VARIANTS="0 w64x3 w32x6") with no async-proxy fence before the k-tile barrier.
 source bench/device_setup.sh
 card
 case "${PART:-wgmma}" in

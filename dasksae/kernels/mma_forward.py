@@ -50,11 +50,13 @@ B_ROW = TILE_N + 8  # a shared field row: 96 bfloat16 values and 8 of padding (2
 # distinct 16-byte bank groups); in float32 (split TF32) 96 floats and 8 (B's fragment loads (t, g) in banks 8t + g)
 # bfloat16 on wgmma (kernels/wgmma.py; sm_90 only): (TILE_K, STAGES, WGMMA_PENDING: commit groups of products left in
 # flight across a k-tile's barrier, so that STAGES - 1 - WGMMA_PENDING tiles of copies are in flight; spread: the core
-# matrices 16 bytes more apart than they are long, wgmma_layout).  The tiles in core-matrix order take no more shared
+# matrices 16 bytes more apart than they are long, wgmma_layout; fenced: each thread's copies fenced for the async
+# proxy before the k-tile's barrier, as the PTX ISA asks, where CUTLASS's cp.async mainloop for wgmma does not).  The tiles in core-matrix order take no more shared
 # memory than mma.sync's padded rows.  On the H100 (session 42, coates200's stages, M=96) the touching layout took
-# 2.71 ms (110 TFLOP/s) against mma.sync's 1.49, in each of three pipelines
-WGMMA_VARIANTS = {"w64x3": (64, 3, 0, True), "w32x4": (32, 4, 0, True), "w32x6": (32, 6, 1, True),
-                  "w64x3-touching": (64, 3, 0, False)}
+# 2.71 ms (110 TFLOP/s) against mma.sync's 1.49, in each of three pipelines, fenced, and the spread one 2.86
+WGMMA_VARIANTS = {"w64x3": (64, 3, 0, True, False), "w32x4": (32, 4, 0, True, False),
+                  "w32x6": (32, 6, 1, True, False), "w64x3-touching": (64, 3, 0, False, False),
+                  "w64x3-fenced": (64, 3, 0, True, True)}
 # "0": W x and U g_r on mma.sync (VARIANT); "1" (WGMMA_VARIANT) or a variant of WGMMA_VARIANTS: on wgmma where the GPU
 # runs it (compute capability 9.0)
 WGMMA_FORWARD = switch("DASKSAE_WGMMA_FORWARD")
@@ -235,8 +237,10 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
         copies_commit();
     }
     for (int s = 0; s < tiles; ++s) {
-        copies_wait<ahead - 1>();  // tile s is there (this thread's copies), seen by the tensor cores ...
+        copies_wait<ahead - 1>();  // tile s is there (this thread's copies) ...
+#if WGMMA_FENCED  // (seen by the tensor cores' async proxy: the PTX ISA's rule; it may wait for later tiles' copies)
         ASYNC_PROXY_FENCE();
+#endif
         __syncthreads();  // ... every thread's, and every warpgroup's products of tile s - 1 - WGMMA_PENDING done
         const int next = s + ahead;
         if (next < tiles) load(next % STAGES, next * TILE_K);  // into the buffer that tile left
@@ -328,10 +332,10 @@ def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None 
     :data:`SPLIT_VARIANTS`, ``terms`` TF32 products a k-step (:data:`.mma_update.SPLIT_TF32_HELPERS`); with a variant
     of :data:`WGMMA_VARIANTS`, the bfloat16 kernel on ``wgmma`` (``ldmatrix`` does not apply)."""
     if variant in WGMMA_VARIANTS:
-        tile_k, stages, pending, spread = WGMMA_VARIANTS[variant]
+        tile_k, stages, pending, spread, fenced = WGMMA_VARIANTS[variant]
         a_leading, a_stride, b_stride = wgmma_layout(tile_k, spread)
-        defines = {"WGMMA": 1, "WGMMA_PENDING": pending, "WGMMA_SPREAD": int(spread), "A_LEADING": a_leading,
-                   "A_STRIDE": a_stride, "B_STRIDE": b_stride, "TILE_K": tile_k, "STAGES": stages,
+        defines = {"WGMMA": 1, "WGMMA_PENDING": pending, "WGMMA_SPREAD": int(spread), "WGMMA_FENCED": int(fenced),
+                   "A_LEADING": a_leading, "A_STRIDE": a_stride, "B_STRIDE": b_stride, "TILE_K": tile_k, "STAGES": stages,
                    "A_ROW": tile_k + 8, "B_ROW": B_ROW, "SHARED_BYTES": shared_bytes(variant)}
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "bfloat16", transpose_b=True))

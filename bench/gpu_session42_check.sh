@@ -18,6 +18,18 @@ wgmma)
   for variant in ${VARIANTS:-0 w64x3 w32x4 w32x6 0}; do
     STEP_DTYPE=bfloat16 in_process $variant DASKSAE_WGMMA_FORWARD=$variant
   done ;;
+counters)  # (about 150 s) Nsight Compute on stage 2's W x: mma.sync's k64x3 against wgmma's w64x3 and w64x3-touching
+  # (the first launches of product_floor.py's rows), each kernel's speed of light, stall reasons, shared-memory
+  # wavefronts and conflicts, and tensor pipes
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  echo "ncu: $NCU"
+  timeout ${NCU_S:-200} $NCU --clock-control none -k regex:"dasksae_(mma|wgmma)_filter_forward" --launch-count 12 \
+    --section SpeedOfLight --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis_Tables \
+    --metrics regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__pipe_tensor.*cycles_active\.avg\.pct_of_peak_sustained_active,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,gpu__time_duration.sum \
+    python3 bench/product_floor.py --config coates200 --minibatch 96 --runs 1 --stages 2 > $OUT/product-counters.log 2>&1
+  echo "ncu rc $?"
+  grep -E "^  dasksae_|gpu__time_duration|Compute \(SM\) Throughput|L1/TEX Cache Throughput|L2 Cache Throughput|DRAM Throughput|Achieved Occupancy|bank_conflicts|wavefronts_mem_shared|pipe_tensor|issue_stalled" \
+    $OUT/product-counters.log | head -200 ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -30,6 +30,19 @@ counters)  # (about 150 s) Nsight Compute on stage 2's W x: mma.sync's k64x3 aga
   echo "ncu rc $?"
   grep -E "^  dasksae_|gpu__time_duration|Compute \(SM\) Throughput|L1/TEX Cache Throughput|L2 Cache Throughput|DRAM Throughput|Achieved Occupancy|bank_conflicts|wavefronts_mem_shared|pipe_tensor|issue_stalled" \
     $OUT/product-counters.log | head -200 ;;
+attributes)  # (about 90 s) registers and local memory of the W x kernels as the driver assembled the PTX and as
+  # NVRTC's sm_90a machine code (bench/wgmma_attributes.py); stage 2's product floors with the machine code
+  # (DASKSAE_WGMMA_TARGET=cubin); Nsight Compute's launch statistics and L2 sectors of mma.sync's k64x3 and wgmma's w64x3
+  timeout 60 python3 bench/wgmma_attributes.py 2>&1 | filter | tee $OUT/attributes.log
+  DASKSAE_WGMMA_TARGET=cubin timeout ${PRODUCT_S:-60} python3 bench/product_floor.py --config coates200 --minibatch 96 \
+    --runs 10 --stages 2 --json $OUT/product-floor-cubin.json 2>&1 | filter | tee $OUT/product-floor-cubin.log
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  timeout ${NCU_S:-120} $NCU --clock-control none -k regex:"dasksae_(mma|wgmma)_filter_forward" --launch-skip 8 \
+    --launch-count 2 --section LaunchStats \
+    --metrics 'regex:lts__t_(sectors|requests)_op_(read|write)\.sum$,regex:lts__t_sectors_srcunit_.*\.sum$,dram__bytes_read.sum,lts__t_sector_hit_rate.pct,gpu__time_duration.sum,regex:l1tex__t_(sectors|requests)_pipe_lsu_mem_(global|local)_op_(ld|st)\.sum$' \
+    python3 bench/product_floor.py --config coates200 --minibatch 96 --runs 1 --stages 2 > $OUT/l2-counters.log 2>&1
+  echo "ncu rc $?"
+  grep -E "^  dasksae_|lts__|dram__|gpu__time|l1tex__t|Registers Per|Local|Shared Memory" $OUT/l2-counters.log | head -80 ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -44,6 +44,7 @@ SWITCHES = {
     "DASKSAE_UPDATE_CACHE_HINTS": (("0", "1"), "0"),
     "DASKSAE_TENSOR_CORE_FORWARD": (("auto", "1", "0"), "auto"),
     "DASKSAE_WGMMA_FORWARD": (("0", "1", "w64x3", "w32x4", "w32x6", "w64x3-touching", "w64x3-fenced"), "0"),
+    "DASKSAE_WGMMA_TARGET": (("ptx", "cubin"), "ptx"),
     "DASKSAE_TENSOR_CORE_TRANSPOSE": (("auto", "1", "0"), "auto"),
     "DASKSAE_TENSOR_CORE_TRANSPOSE_TILES": (("k64x3", "k32x4"), "k64x3"),
     "DASKSAE_MMA_GEOMETRY": (("1", "0"), "1"),

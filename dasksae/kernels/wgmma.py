@@ -32,6 +32,8 @@ import functools
 import os
 import tempfile
 
+from ..switches import switch
+
 WGMMA_HELPERS = r"""
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
 // a shared-memory matrix descriptor (no swizzle): the address, the leading and stride byte offsets, each over 16
@@ -104,20 +106,27 @@ def _capability(device: int) -> str:
     return cupy.cuda.Device(device).compute_capability
 
 
+# "ptx": NVRTC's PTX for compute_90a, assembled by the driver when loaded; "cubin": NVRTC's own machine code for sm_90a
+TARGET = switch("DASKSAE_WGMMA_TARGET")
+
+
 @functools.lru_cache(maxsize=None)
-def compiled_module(source: str, name: str = "kernel"):
+def compiled_module(source: str, name: str = "kernel", target: str | None = None):
     """``source`` compiled by NVRTC for ``compute_90a`` (``wgmma`` needs the ``a`` target, which CuPy's own
-    ``-arch`` does not give) and loaded by CuPy from its PTX (made once for a source)."""
+    ``-arch`` does not give) and loaded by CuPy (made once for a source): as PTX that the driver assembles, or as
+    NVRTC's machine code for ``sm_90a`` (``target``, by default ``DASKSAE_WGMMA_TARGET``)."""
     import cupy
     from cupy.cuda import nvrtc
 
+    target = target or TARGET
+    architecture = "sm_90a" if target == "cubin" else "compute_90a"
     program = nvrtc.createProgram(source, f"{name}.cu", [], [])
     try:
-        nvrtc.compileProgram(program, ["--gpu-architecture=compute_90a", "-std=c++17"])
+        nvrtc.compileProgram(program, [f"--gpu-architecture={architecture}", "-std=c++17"])
     except nvrtc.NVRTCError:
-        raise RuntimeError(f"{name} does not compile for compute_90a:\n" + nvrtc.getProgramLog(program)) from None
-    ptx = nvrtc.getPTX(program)
-    path = os.path.join(tempfile.mkdtemp(prefix="dasksae-wgmma-"), f"{name}.ptx")
-    with open(path, "w" if isinstance(ptx, str) else "wb") as file:
-        file.write(ptx)
+        raise RuntimeError(f"{name} does not compile for {architecture}:\n" + nvrtc.getProgramLog(program)) from None
+    code = nvrtc.getCUBIN(program) if target == "cubin" else nvrtc.getPTX(program)
+    path = os.path.join(tempfile.mkdtemp(prefix="dasksae-wgmma-"), f"{name}.{target}")
+    with open(path, "w" if isinstance(code, str) else "wb") as file:
+        file.write(code)
     return cupy.RawModule(path=path)

@@ -6,7 +6,9 @@
 #     the in-process bfloat16 step with DASKSAE_WGMMA_FORWARD=0 and each variant (VARIANTS), each in a process of its
 #     own.  First run with the touching core matrices only (w64x3, w64x4, w32x6 then; bench/results/session42/wgmma/),
 #     then (PART=wgmma again, session42/spread/) with the spread ones that copy as mma.sync does, then (session42/
-#     unfenced/, VARIANTS="0 w64x3 w32x6") with no async-proxy fence before the k-tile barrier.
+#     unfenced/, VARIANTS="0 w64x3 w32x6") with no async-proxy fence before the k-tile barrier.  Then (session42/swizzled/,
+#     VARIANTS="0 w64x3-swizzled w64x4-swizzled") in CUTLASS's swizzled layouts, a warp's weight rows copied whole into
+#     128-byte rows of shared memory (the counters had the others' copies split into single-sector L2 requests).
 source bench/device_setup.sh
 card
 case "${PART:-wgmma}" in

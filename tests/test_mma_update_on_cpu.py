@@ -126,11 +126,11 @@ WGMMA_EMULATION = r"""
 // wgmma_emulated: a thread's share of a wgmma, read from shared memory through the descriptors (SHARED_ARENA's
 // addresses), one thread at a time; the fences, commits and waits are nothing here (the kernels' barriers order the
 // shared memory), and descriptor() is dasksae.kernels.wgmma's
-static inline unsigned long long descriptor(const void* shared, unsigned leading, unsigned stride)
+static inline unsigned long long descriptor(const void* shared, unsigned leading, unsigned stride, unsigned swizzle = 0)
 {
     const unsigned address = __cvta_generic_to_shared(shared);
     return (unsigned long long)((address >> 4) & 0x3fff) | ((unsigned long long)((leading >> 4) & 0x3fff) << 16)
-           | ((unsigned long long)((stride >> 4) & 0x3fff) << 32);
+           | ((unsigned long long)((stride >> 4) & 0x3fff) << 32) | ((unsigned long long)(swizzle & 3) << 62);
 }
 #define ASYNC_PROXY_FENCE()
 #define WGMMA_FENCE()
@@ -138,16 +138,25 @@ static inline unsigned long long descriptor(const void* shared, unsigned leading
 template <int GROUPS> static inline void wgmma_wait() {}
 template <int COUNT> static inline void sums_fenced(float*) {}
 #define SET_SHARED_ARENA(arena) shared_arena = (unsigned char*)(arena)
-// operand (row, k) of a wgmma through its descriptor (no swizzle): K-major, 8-row groups `stride` bytes apart and
+// operand (row, k) of a wgmma through its descriptor.  No swizzle: K-major, 8-row groups `stride` bytes apart and
 // 16-byte columns of K `leading` apart; MN-major (a transposed B), 16-byte groups of rows `stride` apart and 8-deep
-// groups of K `leading` apart; bfloat16 (size 2) widened, TF32 (size 4) its low 13 bits dropped
+// groups of K `leading` apart.  Swizzled rows of `width` bytes (128, 64, 32; CUTLASS's canonical layouts): K-major,
+// row r at (r / 8) stride + (r % 8) width, K along the row (the leading offset unused); MN-major, 8 rows of K `width`
+// apart and 8-deep groups `stride`, the rows' `width`-byte groups `leading` apart; then each 16-byte chunk's index
+// XORed with the address bits from 7 on (CUTLASS's Swizzle<3|2|1, 4, 3>).  bfloat16 (size 2) widened, TF32 (size 4)
+// its low 13 bits dropped
 static inline float wgmma_operand(unsigned long long descriptor, int row, int k, int size, int mn_major)
 {
-    const unsigned char* base = shared_arena + ((descriptor & 0x3fff) << 4);
+    const unsigned char* base = shared_arena;
+    const long start = (descriptor & 0x3fff) << 4;
     const long leading = ((descriptor >> 16) & 0x3fff) << 4, stride = ((descriptor >> 32) & 0x3fff) << 4;
-    const int per = 16 / size;
-    const long byte = mn_major ? (row / per) * stride + (k / 8) * leading + (k % 8) * 16 + (row % per) * size
-                               : (row / 8) * stride + (k / per) * leading + (row % 8) * 16 + (k % per) * size;
+    const int per = 16 / size, swizzle = (int)((descriptor >> 62) & 3), width = 256 >> swizzle, across = width / size;
+    long byte = swizzle == 0
+        ? start + (mn_major ? (row / per) * stride + (k / 8) * leading + (k % 8) * 16 + (row % per) * size
+                            : (row / 8) * stride + (k / per) * leading + (row % 8) * 16 + (k % per) * size)
+        : start + (mn_major ? (row / across) * leading + (row % across) * size + (k % 8) * width + (k / 8) * stride
+                            : (row / 8) * stride + (row % 8) * width + k * size);
+    if (swizzle) byte ^= ((byte >> 7) & ((width >> 4) - 1)) << 4;
     unsigned bits = 0;
     if (size == 2) {
         unsigned short half;

@@ -54,9 +54,10 @@ B_ROW = TILE_N + 8  # a shared field row: 96 bfloat16 values and 8 of padding (2
 # proxy before the k-tile's barrier, as the PTX ISA asks, where CUTLASS's cp.async mainloop for wgmma does not).  The tiles in core-matrix order take no more shared
 # memory than mma.sync's padded rows.  On the H100 (session 42, coates200's stages, M=96) the touching layout took
 # 2.71 ms (110 TFLOP/s) against mma.sync's 1.49, in each of three pipelines, fenced, and the spread one 2.86
-WGMMA_VARIANTS = {"w64x3": (64, 3, 0, True, False), "w32x4": (32, 4, 0, True, False),
-                  "w32x6": (32, 6, 1, True, False), "w64x3-touching": (64, 3, 0, False, False),
-                  "w64x3-fenced": (64, 3, 0, True, True)}
+WGMMA_VARIANTS = {"w64x3": (64, 3, 0, "spread", False), "w32x4": (32, 4, 0, "spread", False),
+                  "w32x6": (32, 6, 1, "spread", False), "w64x3-touching": (64, 3, 0, "touching", False),
+                  "w64x3-fenced": (64, 3, 0, "spread", True), "w64x3-swizzled": (64, 3, 0, "swizzled", False),
+                  "w64x4-swizzled": (64, 4, 1, "swizzled", False)}
 # "0": W x and U g_r on mma.sync (VARIANT); "1" (WGMMA_VARIANT) or a variant of WGMMA_VARIANTS: on wgmma where the GPU
 # runs it (compute capability 9.0)
 WGMMA_FORWARD = switch("DASKSAE_WGMMA_FORWARD")
@@ -85,6 +86,9 @@ def shared_bytes(variant: str = VARIANT, split_tf32: bool = False) -> int:
     if split_tf32:
         tile_k, stages = SPLIT_VARIANTS[variant]
         return stages * (TILE_M * (tile_k + SPLIT_A_PAD) + tile_k * B_ROW) * 4
+    if variant in WGMMA_VARIANTS and WGMMA_VARIANTS[variant][3] == "swizzled":  # no padding
+        tile_k, stages = WGMMA_VARIANTS[variant][:2]
+        return stages * (TILE_M + TILE_N) * tile_k * 2
     tile_k, stages = WGMMA_VARIANTS[variant][:2] if variant in WGMMA_VARIANTS else VARIANTS[variant]
     return stages * (TILE_M * (tile_k + 8) + tile_k * B_ROW) * 2
 
@@ -130,9 +134,9 @@ _SOURCE = r"""
 #define PER_COPY (16 / (int)sizeof(OPERAND))  // operands a 16-byte copy
 #define B_COPIES (TILE_N / PER_COPY)  // copies a field row of 96 columns
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
-extern __shared__ __align__(16) unsigned char forward_shared[];
+extern __shared__ __align__(1024) unsigned char forward_shared[];  // (wgmma's swizzled atoms: 1024-byte aligned)
 #else  // the CPU tests' g++: the block's threads share a static array
-static unsigned char forward_shared[SHARED_BYTES] __attribute__((aligned(16)));
+static unsigned char forward_shared[SHARED_BYTES] __attribute__((aligned(1024)));
 #endif
 
 // out = diag(row_scale) W x for a chunk of filter blocks: weights (count, rows, fan_in) OPERAND; x the input map
@@ -182,6 +186,24 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
         // turn write distinct banks.  Else the core matrices touch, and copy c is A's (c % 8 + 8 (c / TILE_K),
         // (c / 8) % (TILE_K / 8)) and B's (c % 8 + 8 (c / 96), (c / 8) % 12): distinct banks, but 64 bytes of each
         // of 8 rows a warp (half lines: session 42 measured it at half mma.sync's rate)
+#if WGMMA_SWIZZLED  // (kernels/wgmma.py: CUTLASS's canonical swizzled layouts) A K-major in 128-byte swizzled rows:
+        // row r at 128 r, its chunk part at 16 (part ^ r % 8); B MN-major in 64-byte swizzled rows: field row k's 32
+        // columns part / 4 at 4096 (part / 4) + 512 (k / 8) + 64 (k % 8), its chunk part % 4 at 16 (part % 4 ^ k % 8 / 2).
+        // Copy c is A's (c / 8, c % 8) and B's (c / 12, c % 12): a warp's lanes read 4 whole weight rows, and write
+        // each into one 128-byte row of shared memory
+        for (int c = tid; c < TILE_M * 8; c += 256) {
+            const int r = c / 8, part = c % 8, k = k0 + part * 8, m = m0 + r;
+            const bool whole = m < rows && k < fan_in;
+            copy_16(&As[buffer][64 * r + 8 * (part ^ (r % 8))], weights + (whole ? (long long)m * fan_in + k : 0), whole);
+        }
+        for (int c = tid; c < TILE_K * B_COPIES; c += 256) {
+            const int r = c / B_COPIES, part = c % B_COPIES, k = k0 + r, safe = k < fan_in ? k : 0;
+            const bool in = k < fan_in && n0 + part * 8 < batch;
+            const long long field = (safe / field_rows) * in_row + (long long)(safe % field_rows) * batch;
+            copy_16(&Bs[buffer][2048 * (part / 4) + 256 * (r / 8) + 32 * (r % 8) + 8 * ((part % 4) ^ ((r % 8) / 2))],
+                    x + field + (in ? part * 8 : 0), in);
+        }
+#else
         for (int c = tid; c < TILE_M * (TILE_K / 8); c += 256) {
 #if WGMMA_SPREAD
             const int r = c / (TILE_K / 8), part = c % (TILE_K / 8);
@@ -205,6 +227,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
             copy_16((unsigned short*)((unsigned char*)Bs[buffer] + part * B_STRIDE + 16 * r), x + field + (in ? part * 8 : 0),
                     in);
         }
+#endif
 #else
         for (int c = tid; c < TILE_M * (TILE_K / PER_COPY); c += 256) {  // A: 128 rows of TILE_K / PER_COPY copies
             const int r = c / (TILE_K / PER_COPY), part = c % (TILE_K / PER_COPY), k = k0 + part * PER_COPY, m = m0 + r;
@@ -248,14 +271,22 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
         // A: the warpgroup's 64 rows, 16-byte columns of K A_LEADING bytes apart and 8-row groups A_STRIDE; B: 8-deep
         // groups of K 128 bytes apart, 8-column groups B_STRIDE; a k-step of 16 moves A by 2 A_LEADING bytes and B by
         // 256 (the descriptors count 16 bytes)
+#if WGMMA_SWIZZLED  // A: 8-row atoms 1024 bytes apart, a k-step 32 bytes along the rows; B: 32-column atoms 4096
+        // bytes apart (leading), 8-deep groups of K 512 (stride), a k-step two groups
+        const unsigned long long a = descriptor(As[s % STAGES] + group * 64 * 64, 16, 1024, 1);
+        const unsigned long long b = descriptor(Bs[s % STAGES], 4096, 512, 2);
+        constexpr int a_step = 2, b_step = 64;  // (16-byte units a k-step)
+#else
         const unsigned long long a =
             descriptor((unsigned char*)As[s % STAGES] + group * 8 * A_STRIDE, A_LEADING, A_STRIDE);
         const unsigned long long b = descriptor(Bs[s % STAGES], 128, B_STRIDE);
+        constexpr int a_step = 2 * (A_LEADING / 16), b_step = 16;
+#endif
         sums_fenced<48>(&acc[0][0][0]);
         WGMMA_FENCE();
 #pragma unroll
         for (int kk = 0; kk < TILE_K; kk += K_STEP)
-            wgmma_forward(&acc[0][0][0], a + (kk / 8) * (A_LEADING / 16), b + kk, 1);
+            wgmma_forward(&acc[0][0][0], a + (kk / K_STEP) * a_step, b + (kk / K_STEP) * b_step, 1);
         WGMMA_COMMIT();
         wgmma_wait<WGMMA_PENDING>();
         sums_fenced<48>(&acc[0][0][0]);
@@ -332,11 +363,16 @@ def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None 
     :data:`SPLIT_VARIANTS`, ``terms`` TF32 products a k-step (:data:`.mma_update.SPLIT_TF32_HELPERS`); with a variant
     of :data:`WGMMA_VARIANTS`, the bfloat16 kernel on ``wgmma`` (``ldmatrix`` does not apply)."""
     if variant in WGMMA_VARIANTS:
-        tile_k, stages, pending, spread, fenced = WGMMA_VARIANTS[variant]
-        a_leading, a_stride, b_stride = wgmma_layout(tile_k, spread)
-        defines = {"WGMMA": 1, "WGMMA_PENDING": pending, "WGMMA_SPREAD": int(spread), "WGMMA_FENCED": int(fenced),
-                   "A_LEADING": a_leading, "A_STRIDE": a_stride, "B_STRIDE": b_stride, "TILE_K": tile_k, "STAGES": stages,
-                   "A_ROW": tile_k + 8, "B_ROW": B_ROW, "SHARED_BYTES": shared_bytes(variant)}
+        tile_k, stages, pending, layout, fenced = WGMMA_VARIANTS[variant]
+        swizzled = layout == "swizzled"
+        if swizzled and tile_k != 64:
+            raise ValueError(f"the swizzled wgmma layout takes k-tiles of 64 (128-byte rows), not {tile_k}")
+        a_leading, a_stride, b_stride = wgmma_layout(tile_k, layout == "spread")
+        defines = {"WGMMA": 1, "WGMMA_PENDING": pending, "WGMMA_SPREAD": int(layout == "spread"),
+                   "WGMMA_SWIZZLED": int(swizzled), "WGMMA_FENCED": int(fenced), "A_LEADING": a_leading,
+                   "A_STRIDE": a_stride, "B_STRIDE": b_stride, "TILE_K": tile_k, "STAGES": stages,
+                   "A_ROW": tile_k + (0 if swizzled else 8), "B_ROW": TILE_N if swizzled else B_ROW,
+                   "SHARED_BYTES": shared_bytes(variant)}
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "bfloat16", transpose_b=True))
     elif split_tf32:

@@ -36,12 +36,14 @@ from ..switches import switch
 
 WGMMA_HELPERS = r"""
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
-// a shared-memory matrix descriptor (no swizzle): the address, the leading and stride byte offsets, each over 16
-__device__ __forceinline__ unsigned long long descriptor(const void* shared, unsigned leading, unsigned stride)
+// a shared-memory matrix descriptor: the address, the leading and stride byte offsets, each over 16, and the swizzle
+// (0 none; 1, 2, 3: 128-, 64-, 32-byte rows whose 16-byte chunks are XORed with address bits 7 on, the atoms aligned)
+__device__ __forceinline__ unsigned long long descriptor(const void* shared, unsigned leading, unsigned stride,
+                                                         unsigned swizzle = 0)
 {
     const unsigned address = (unsigned)__cvta_generic_to_shared(shared);
     return (unsigned long long)((address >> 4) & 0x3fff) | ((unsigned long long)((leading >> 4) & 0x3fff) << 16)
-           | ((unsigned long long)((stride >> 4) & 0x3fff) << 32);
+           | ((unsigned long long)((stride >> 4) & 0x3fff) << 32) | ((unsigned long long)(swizzle & 3) << 62);
 }
 // this thread's shared-memory writes (st.shared, cp.async) seen by the tensor cores' reads (the async proxy)
 #define ASYNC_PROXY_FENCE() asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory")

@@ -45,6 +45,13 @@ attributes)  # (about 90 s) registers and local memory of the W x kernels as the
     python3 bench/product_floor.py --config coates200 --minibatch 96 --runs 1 --stages 2 > $OUT/l2-counters.log 2>&1
   echo "ncu rc $?"
   grep -E "^  dasksae_|lts__|dram__|gpu__time|l1tex__t|Registers Per|Local|Shared Memory" $OUT/l2-counters.log | head -80 ;;
+row)  # (about 180 s) after the swizzled wgmma W x became the default (DASKSAE_WGMMA_FORWARD=1): its GPU tests and
+  # the bfloat16 ones that compare with it, then the bfloat16 rows: the limit and the 1 worker pipelined
+  gpu_tests ${TESTS_S:-80} tests/test_gpu.py -k "tensor_core_forward or training_on_wgmma or compiled_in_or_ldmatrix"
+  tail -3 $OUT/gpu-tests.log
+  timeout ${ONE_S:-150} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
+    --dtypes bfloat16 --precisions bfloat16 --steps-per-task 10 --runs 20 --pipelined \
+    --json $OUT/gpu-step-one-worker.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -52,16 +52,20 @@ B_ROW = TILE_N + 8  # a shared field row: 96 bfloat16 values and 8 of padding (2
 # flight across a k-tile's barrier, so that STAGES - 1 - WGMMA_PENDING tiles of copies are in flight; spread: the core
 # matrices 16 bytes more apart than they are long, wgmma_layout; fenced: each thread's copies fenced for the async
 # proxy before the k-tile's barrier, as the PTX ISA asks, where CUTLASS's cp.async mainloop for wgmma does not).  The tiles in core-matrix order take no more shared
-# memory than mma.sync's padded rows.  On the H100 (session 42, coates200's stages, M=96) the touching layout took
-# 2.71 ms (110 TFLOP/s) against mma.sync's 1.49, in each of three pipelines, fenced, and the spread one 2.86
+# memory than mma.sync's padded rows (the swizzled ones: no padding).  On the H100 (session 42, coates200's stages,
+# M=96; bench/results/session42/) the touching layout took 2.71 ms (110 TFLOP/s) against mma.sync's 1.49, in each of
+# three pipelines, fenced or not, and the spread one 2.86: Nsight Compute had their cp.async copies split into
+# single-sector L2 requests (2.4x mma.sync's), a warp's 16-byte chunks landing in scattered core matrices.  In
+# CUTLASS's swizzled layouts, where a weight row's 128 bytes land in one 128-byte row of shared memory, it took
+# 1.360 ms against mma.sync's 1.521 (w64x4-swizzled 1.367)
 WGMMA_VARIANTS = {"w64x3": (64, 3, 0, "spread", False), "w32x4": (32, 4, 0, "spread", False),
                   "w32x6": (32, 6, 1, "spread", False), "w64x3-touching": (64, 3, 0, "touching", False),
                   "w64x3-fenced": (64, 3, 0, "spread", True), "w64x3-swizzled": (64, 3, 0, "swizzled", False),
                   "w64x4-swizzled": (64, 4, 1, "swizzled", False)}
-# "0": W x and U g_r on mma.sync (VARIANT); "1" (WGMMA_VARIANT) or a variant of WGMMA_VARIANTS: on wgmma where the GPU
-# runs it (compute capability 9.0)
+# "1" (the default since session 42: WGMMA_VARIANT) or a variant of WGMMA_VARIANTS: W x and U g_r on wgmma where the
+# GPU runs it (compute capability 9.0), else on mma.sync (VARIANT); "0": on mma.sync
 WGMMA_FORWARD = switch("DASKSAE_WGMMA_FORWARD")
-WGMMA_VARIANT = "w64x3"
+WGMMA_VARIANT = "w64x3-swizzled"
 # the tiles of the float32 kernel on split TF32 tensor cores (kernels/mma_float32.py): k32x3 takes 93 KiB a block
 SPLIT_VARIANTS = {"k32x3": (32, 3)}
 SPLIT_A_PAD = 4  # its shared weight row: TILE_K floats and 4 (A's fragment loads (g, t) in banks 4g + t: distinct)

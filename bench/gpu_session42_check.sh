@@ -9,6 +9,8 @@
 #     unfenced/, VARIANTS="0 w64x3 w32x6") with no async-proxy fence before the k-tile barrier.  Then (session42/swizzled/,
 #     VARIANTS="0 w64x3-swizzled w64x4-swizzled") in CUTLASS's swizzled layouts, a warp's weight rows copied whole into
 #     128-byte rows of shared memory (the counters had the others' copies split into single-sector L2 requests).
+#     The layouts without swizzling (w64x3, w32x4, w32x6, w64x3-touching, w64x3-fenced) were then taken out of
+#     kernels/mma_forward.py; their runs are at the commits in their command.txt.
 source bench/device_setup.sh
 card
 case "${PART:-wgmma}" in
@@ -17,7 +19,7 @@ wgmma)
   tail -5 $OUT/gpu-tests.log
   timeout ${PRODUCT_S:-60} python3 bench/product_floor.py --config coates200 --minibatch 96 --runs 10 \
     --json $OUT/product-floor-bfloat16.json 2>&1 | filter | tee $OUT/product-floor.log | grep "all"
-  for variant in ${VARIANTS:-0 w64x3 w32x4 w32x6 0}; do
+  for variant in ${VARIANTS:-0 w64x3-swizzled w64x4-swizzled}; do
     STEP_DTYPE=bfloat16 in_process $variant DASKSAE_WGMMA_FORWARD=$variant
   done ;;
 counters)  # (about 150 s) Nsight Compute on stage 2's W x: mma.sync's k64x3 against wgmma's w64x3 and w64x3-touching

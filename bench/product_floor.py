@@ -132,8 +132,7 @@ def main(argv=None):
                                                                 args.precision), 22)
     names = ("forward", "forward-3xtf32", "forward-tf32", "transpose", "transpose-3xtf32", "transpose-tf32", "read") \
         if args.precision == "float32" \
-        else ("forward", "forward-k64x3", "forward-w64x3", "forward-w32x4", "forward-w32x6", "forward-w64x3-touching",
-             "forward-w64x3-fenced", "forward-w64x3-swizzled", "forward-w64x4-swizzled", "transpose", "read")
+        else ("forward", "forward-k64x3", "forward-w64x3-swizzled", "forward-w64x4-swizzled", "transpose", "read")
     print_sums({name: [r for r in found if r["kernel"] == name] for name in names}, 22)
     write_json(args, found)
 

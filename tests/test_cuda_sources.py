@@ -114,6 +114,15 @@ def test_the_tensor_core_forward_compiles(variant):
                           options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
 
 
+@pytest.mark.parametrize("variant", list(mma_forward.WGMMA_VARIANTS))
+def test_the_wgmma_forward_compiles(variant):
+    """The bfloat16 ``W x`` on ``wgmma`` in each variant (``compute_90a``, which ``wgmma`` needs; checked under g++
+    with ``wgmma`` emulated in test_mma_forward_on_cpu), and its layer compiled in."""
+    for geometry in (None, (2048, 96, 1728, 288, 4, 16, 10000)):
+        assert compile_errors(mma_forward.mma_forward_source(variant, geometry),
+                              options=("--gpu-architecture=compute_90a", "-std=c++17")) == ""
+
+
 @pytest.mark.parametrize("variant, terms", [(v, 3) for v in mma_forward.SPLIT_VARIANTS] + [("k32x3", 1)])
 def test_the_split_tf32_forward_compiles(variant, terms):
     """The float32 ``W x`` on TF32 tensor cores with split operands (``mma.sync.m16n8k8``), each

@@ -49,19 +49,12 @@ VARIANT = "k64x3"  # what the training takes
 B_ROW = TILE_N + 8  # a shared field row: 96 bfloat16 values and 8 of padding (208 bytes: an ldmatrix's 8 rows in
 # distinct 16-byte bank groups); in float32 (split TF32) 96 floats and 8 (B's fragment loads (t, g) in banks 8t + g)
 # bfloat16 on wgmma (kernels/wgmma.py; sm_90 only): (TILE_K, STAGES, WGMMA_PENDING: commit groups of products left in
-# flight across a k-tile's barrier, so that STAGES - 1 - WGMMA_PENDING tiles of copies are in flight; spread: the core
-# matrices 16 bytes more apart than they are long, wgmma_layout; fenced: each thread's copies fenced for the async
-# proxy before the k-tile's barrier, as the PTX ISA asks, where CUTLASS's cp.async mainloop for wgmma does not).  The tiles in core-matrix order take no more shared
-# memory than mma.sync's padded rows (the swizzled ones: no padding).  On the H100 (session 42, coates200's stages,
-# M=96; bench/results/session42/) the touching layout took 2.71 ms (110 TFLOP/s) against mma.sync's 1.49, in each of
-# three pipelines, fenced or not, and the spread one 2.86: Nsight Compute had their cp.async copies split into
-# single-sector L2 requests (2.4x mma.sync's), a warp's 16-byte chunks landing in scattered core matrices.  In
-# CUTLASS's swizzled layouts, where a weight row's 128 bytes land in one 128-byte row of shared memory, it took
-# 1.360 ms against mma.sync's 1.521 (w64x4-swizzled 1.367)
-WGMMA_VARIANTS = {"w64x3": (64, 3, 0, "spread", False), "w32x4": (32, 4, 0, "spread", False),
-                  "w32x6": (32, 6, 1, "spread", False), "w64x3-touching": (64, 3, 0, "touching", False),
-                  "w64x3-fenced": (64, 3, 0, "spread", True), "w64x3-swizzled": (64, 3, 0, "swizzled", False),
-                  "w64x4-swizzled": (64, 4, 1, "swizzled", False)}
+# flight across a k-tile's barrier, so that STAGES - 1 - WGMMA_PENDING tiles of copies are in flight).  The tiles are
+# in CUTLASS's swizzled layouts (no padding): a warp copies 4 whole weight rows of 128 bytes, each into one 128-byte
+# row of shared memory.  On the H100 (session 42, coates200's stages, M=96; bench/results/session42/swizzled) w64x3
+# took 1.360 ms against mma.sync's 1.521, w64x4 1.367.  Layouts without swizzling took 2.71-2.95 ms whatever their
+# pipeline (docs/gpu-performance.md: their copies were split into single-sector L2 requests)
+WGMMA_VARIANTS = {"w64x3-swizzled": (64, 3, 0), "w64x4-swizzled": (64, 4, 1)}
 # "1" (the default since session 42: WGMMA_VARIANT) or a variant of WGMMA_VARIANTS: W x and U g_r on wgmma where the
 # GPU runs it (compute capability 9.0), else on mma.sync (VARIANT); "0": on mma.sync
 WGMMA_FORWARD = switch("DASKSAE_WGMMA_FORWARD")
@@ -90,21 +83,11 @@ def shared_bytes(variant: str = VARIANT, split_tf32: bool = False) -> int:
     if split_tf32:
         tile_k, stages = SPLIT_VARIANTS[variant]
         return stages * (TILE_M * (tile_k + SPLIT_A_PAD) + tile_k * B_ROW) * 4
-    if variant in WGMMA_VARIANTS and WGMMA_VARIANTS[variant][3] == "swizzled":  # no padding
-        tile_k, stages = WGMMA_VARIANTS[variant][:2]
+    if variant in WGMMA_VARIANTS:  # no padding
+        tile_k, stages, _ = WGMMA_VARIANTS[variant]
         return stages * (TILE_M + TILE_N) * tile_k * 2
-    tile_k, stages = WGMMA_VARIANTS[variant][:2] if variant in WGMMA_VARIANTS else VARIANTS[variant]
+    tile_k, stages = VARIANTS[variant]
     return stages * (TILE_M * (tile_k + 8) + tile_k * B_ROW) * 2
-
-
-def wgmma_layout(tile_k: int, spread: bool) -> tuple[int, int, int]:
-    """``(A's leading, A's stride, B's stride)`` byte offsets of a ``wgmma`` variant's tiles (B's leading is 128):
-    touching core matrices, or ``spread`` ones, whose 16-byte chunks a warp's 8 lanes copy into distinct banks while
-    reading whole rows: A's columns of K 16 (64 / ``tile_k``) bytes more apart than their 128 bytes (a lane's bank group
-    ``r + part`` at 64 inner terms, ``r + 2 part`` at 32), B's 8-column groups 16 bytes more than their ``16 tile_k``.
-    Either fits the padded rows' shared memory (:func:`shared_bytes`)."""
-    a_leading = 128 + (16 * 64 // tile_k if spread else 0)
-    return a_leading, a_leading * tile_k // 8, 16 * tile_k + (16 if spread else 0)
 
 
 _SOURCE = r"""
@@ -182,19 +165,11 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
     weights += block * rows * (long long)fan_in;
     x += (p * in_row + q * in_pixel) * step + n0;
     auto load = [&](const int buffer, const int k0) {  // the k-tile at k0 into buffer: 16 bytes a copy
-#if WGMMA  // in core-matrix order (no swizzle): A's chunk (row r, 8 inner terms part) at (r / 8) A_STRIDE + part
-        // A_LEADING + 16 (r % 8) bytes, K-major; B's (field row k, 8 columns part) at part B_STRIDE + 16 k, MN-major.
-        // WGMMA_SPREAD: the core matrices 16 bytes more apart than they are long (kernels/mma_forward.py's
-        // wgmma_layout), so that copy c is A's (c / (TILE_K / 8), c % (TILE_K / 8)) and B's (c / 12, c % 12) as on
-        // mma.sync: a warp reads whole 128-byte lines (4 weight rows of 128 bytes at TILE_K 64) and its 8 lanes in
-        // turn write distinct banks.  Else the core matrices touch, and copy c is A's (c % 8 + 8 (c / TILE_K),
-        // (c / 8) % (TILE_K / 8)) and B's (c % 8 + 8 (c / 96), (c / 8) % 12): distinct banks, but 64 bytes of each
-        // of 8 rows a warp (half lines: session 42 measured it at half mma.sync's rate)
-#if WGMMA_SWIZZLED  // (kernels/wgmma.py: CUTLASS's canonical swizzled layouts) A K-major in 128-byte swizzled rows:
-        // row r at 128 r, its chunk part at 16 (part ^ r % 8); B MN-major in 64-byte swizzled rows: field row k's 32
-        // columns part / 4 at 4096 (part / 4) + 512 (k / 8) + 64 (k % 8), its chunk part % 4 at 16 (part % 4 ^ k % 8 / 2).
-        // Copy c is A's (c / 8, c % 8) and B's (c / 12, c % 12): a warp's lanes read 4 whole weight rows, and write
-        // each into one 128-byte row of shared memory
+#if WGMMA  // CUTLASS's canonical swizzled layouts (kernels/wgmma.py): A K-major in 128-byte swizzled rows, row r at
+        // 128 r, its 16-byte chunk part at 16 (part ^ r % 8); B MN-major in 64-byte swizzled rows, field row k's 32
+        // columns part / 4 at 4096 (part / 4) + 512 (k / 8) + 64 (k % 8), its chunk part % 4 at 16 (part % 4 ^ k % 8
+        // / 2).  Copy c is A's (c / 8, c % 8) and B's (c / 12, c % 12): a warp reads 4 whole weight rows and writes
+        // each into one 128-byte row of shared memory, which keeps the copies' L2 requests whole
         for (int c = tid; c < TILE_M * 8; c += 256) {
             const int r = c / 8, part = c % 8, k = k0 + part * 8, m = m0 + r;
             const bool whole = m < rows && k < fan_in;
@@ -207,31 +182,6 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
             copy_16(&Bs[buffer][2048 * (part / 4) + 256 * (r / 8) + 32 * (r % 8) + 8 * ((part % 4) ^ ((r % 8) / 2))],
                     x + field + (in ? part * 8 : 0), in);
         }
-#else
-        for (int c = tid; c < TILE_M * (TILE_K / 8); c += 256) {
-#if WGMMA_SPREAD
-            const int r = c / (TILE_K / 8), part = c % (TILE_K / 8);
-#else
-            const int r = (c / TILE_K) * 8 + c % 8, part = (c / 8) % (TILE_K / 8);
-#endif
-            const int k = k0 + part * 8, m = m0 + r;
-            const bool whole = m < rows && k < fan_in;
-            copy_16((unsigned short*)((unsigned char*)As[buffer] + (r / 8) * A_STRIDE + part * A_LEADING + 16 * (r % 8)),
-                    weights + (whole ? (long long)m * fan_in + k : 0), whole);
-        }
-        for (int c = tid; c < TILE_K * B_COPIES; c += 256) {
-#if WGMMA_SPREAD
-            const int r = c / B_COPIES, part = c % B_COPIES;
-#else
-            const int part = (c / 8) % B_COPIES, r = (c / (8 * B_COPIES)) * 8 + c % 8;
-#endif
-            const int k = k0 + r, safe = k < fan_in ? k : 0;
-            const bool in = k < fan_in && n0 + part * 8 < batch;
-            const long long field = (safe / field_rows) * in_row + (long long)(safe % field_rows) * batch;
-            copy_16((unsigned short*)((unsigned char*)Bs[buffer] + part * B_STRIDE + 16 * r), x + field + (in ? part * 8 : 0),
-                    in);
-        }
-#endif
 #else
         for (int c = tid; c < TILE_M * (TILE_K / PER_COPY); c += 256) {  // A: 128 rows of TILE_K / PER_COPY copies
             const int r = c / (TILE_K / PER_COPY), part = c % (TILE_K / PER_COPY), k = k0 + part * PER_COPY, m = m0 + r;
@@ -256,6 +206,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
 
     const int tiles = (fan_in + TILE_K - 1) / TILE_K;
 #if WGMMA
+    static_assert(TILE_K == 64, "the swizzled tiles take weight rows of 128 bytes");
     SET_SHARED_ARENA(forward_shared);
     const int group = warp / 4;  // the warpgroup
     constexpr int ahead = STAGES - 1 - WGMMA_PENDING;  // tiles of copies in flight
@@ -265,32 +216,21 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
     }
     for (int s = 0; s < tiles; ++s) {
         copies_wait<ahead - 1>();  // tile s is there (this thread's copies) ...
-#if WGMMA_FENCED  // (seen by the tensor cores' async proxy: the PTX ISA's rule; it may wait for later tiles' copies)
-        ASYNC_PROXY_FENCE();
-#endif
         __syncthreads();  // ... every thread's, and every warpgroup's products of tile s - 1 - WGMMA_PENDING done
+        // (no fence.proxy.async for the copies: CUTLASS's cp.async mainloop for wgmma has none, and with one the
+        // products were no faster and no different, session 42)
         const int next = s + ahead;
         if (next < tiles) load(next % STAGES, next * TILE_K);  // into the buffer that tile left
         copies_commit();
-        // A: the warpgroup's 64 rows, 16-byte columns of K A_LEADING bytes apart and 8-row groups A_STRIDE; B: 8-deep
-        // groups of K 128 bytes apart, 8-column groups B_STRIDE; a k-step of 16 moves A by 2 A_LEADING bytes and B by
-        // 256 (the descriptors count 16 bytes)
-#if WGMMA_SWIZZLED  // A: 8-row atoms 1024 bytes apart, a k-step 32 bytes along the rows; B: 32-column atoms 4096
-        // bytes apart (leading), 8-deep groups of K 512 (stride), a k-step two groups
+        // A: 8-row atoms 1024 bytes apart, a k-step 32 bytes along the rows; B: 32-column atoms 4096 bytes apart
+        // (leading), 8-deep groups of K 512 (stride), a k-step two groups (the descriptors count 16 bytes)
         const unsigned long long a = descriptor(As[s % STAGES] + group * 64 * 64, 16, 1024, 1);
         const unsigned long long b = descriptor(Bs[s % STAGES], 4096, 512, 2);
-        constexpr int a_step = 2, b_step = 64;  // (16-byte units a k-step)
-#else
-        const unsigned long long a =
-            descriptor((unsigned char*)As[s % STAGES] + group * 8 * A_STRIDE, A_LEADING, A_STRIDE);
-        const unsigned long long b = descriptor(Bs[s % STAGES], 128, B_STRIDE);
-        constexpr int a_step = 2 * (A_LEADING / 16), b_step = 16;
-#endif
         sums_fenced<48>(&acc[0][0][0]);
         WGMMA_FENCE();
 #pragma unroll
         for (int kk = 0; kk < TILE_K; kk += K_STEP)
-            wgmma_forward(&acc[0][0][0], a + (kk / K_STEP) * a_step, b + (kk / K_STEP) * b_step, 1);
+            wgmma_forward(&acc[0][0][0], a + (kk / K_STEP) * 2, b + (kk / K_STEP) * 64, 1);
         WGMMA_COMMIT();
         wgmma_wait<WGMMA_PENDING>();
         sums_fenced<48>(&acc[0][0][0]);
@@ -367,16 +307,9 @@ def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None 
     :data:`SPLIT_VARIANTS`, ``terms`` TF32 products a k-step (:data:`.mma_update.SPLIT_TF32_HELPERS`); with a variant
     of :data:`WGMMA_VARIANTS`, the bfloat16 kernel on ``wgmma`` (``ldmatrix`` does not apply)."""
     if variant in WGMMA_VARIANTS:
-        tile_k, stages, pending, layout, fenced = WGMMA_VARIANTS[variant]
-        swizzled = layout == "swizzled"
-        if swizzled and tile_k != 64:
-            raise ValueError(f"the swizzled wgmma layout takes k-tiles of 64 (128-byte rows), not {tile_k}")
-        a_leading, a_stride, b_stride = wgmma_layout(tile_k, layout == "spread")
-        defines = {"WGMMA": 1, "WGMMA_PENDING": pending, "WGMMA_SPREAD": int(layout == "spread"),
-                   "WGMMA_SWIZZLED": int(swizzled), "WGMMA_FENCED": int(fenced), "A_LEADING": a_leading,
-                   "A_STRIDE": a_stride, "B_STRIDE": b_stride, "TILE_K": tile_k, "STAGES": stages,
-                   "A_ROW": tile_k + (0 if swizzled else 8), "B_ROW": TILE_N if swizzled else B_ROW,
-                   "SHARED_BYTES": shared_bytes(variant)}
+        tile_k, stages, pending = WGMMA_VARIANTS[variant]
+        defines = {"WGMMA": 1, "WGMMA_PENDING": pending, "TILE_K": tile_k, "STAGES": stages, "A_ROW": tile_k,
+                   "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant)}
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "bfloat16", transpose_b=True))
     elif split_tf32:

@@ -14,6 +14,8 @@ For each stage of a config (coates200, M=96 by default), in bfloat16
 * ``forward-<variant>`` (bfloat16): the same ``W x`` straight into the
   output map in a variant of its kernel: ``mma.sync``'s ``k64x3``, and on an
   sm_90 GPU each of ``wgmma``'s (:data:`~dasksae.kernels.mma_forward.WGMMA_VARIANTS`);
+* ``transpose-<variant>`` (bfloat16, sm_90, rows in whole 64s): ``W^T y``
+  with the fold on ``wgmma`` (:data:`~dasksae.kernels.mma_transpose.WGMMA_VARIANTS`);
 * ``read``: a streaming kernel that reads the bfloat16 weights once, 16
   bytes a thread, and writes nothing (this file's ``_READ_SOURCE``): the
   rate at which this card gives a product the one operand it must read
@@ -112,6 +114,12 @@ def stage_rows(stage, geometry, batch: int, runs: int, precision: str = "bfloat1
             variants = [mma_forward.VARIANT] + (list(mma_forward.WGMMA_VARIANTS) if wgmma.supported() else [])
             cases[1:1] = [(f"forward-{variant}", lambda v=variant: mma_forward.filter_forward_bfloat16(
                 x, flat, z, field, step, block_h, block_w, scale, variant=v)) for variant in variants]
+        from dasksae.kernels import mma_transpose
+
+        if (wgmma.supported() and rows % 64 == 0
+                and mma_transpose.transpose_fits(out, flat, y, field, step, blocks_h, blocks_w)):
+            cases[-1:-1] = [(f"transpose-{variant}", lambda v=variant: mma_transpose.add_transpose_bfloat16(
+                out, flat, y, field, step, blocks_h, blocks_w, variant=v)) for variant in mma_transpose.WGMMA_VARIANTS]
     found = []
     for name, run in cases:
         seconds = timed(run, runs=runs)
@@ -132,7 +140,8 @@ def main(argv=None):
                                                                 args.precision), 22)
     names = ("forward", "forward-3xtf32", "forward-tf32", "transpose", "transpose-3xtf32", "transpose-tf32", "read") \
         if args.precision == "float32" \
-        else ("forward", "forward-k64x3", "forward-w64x3-swizzled", "forward-w64x4-swizzled", "transpose", "read")
+        else ("forward", "forward-k64x3", "forward-w64x3-swizzled", "forward-w64x4-swizzled", "transpose",
+              "transpose-w64x3-swizzled", "read")
     print_sums({name: [r for r in found if r["kernel"] == name] for name in names}, 22)
     write_json(args, found)
 

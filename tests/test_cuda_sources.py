@@ -114,6 +114,15 @@ def test_the_tensor_core_forward_compiles(variant):
                           options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
 
 
+@pytest.mark.parametrize("variant", list(mma_transpose.WGMMA_VARIANTS))
+def test_the_wgmma_transpose_compiles(variant):
+    """The bfloat16 ``W^T y`` with the fold on ``wgmma`` (``compute_90a``; checked under g++ with ``wgmma`` emulated
+    in test_mma_transpose_on_cpu), and its layer compiled in."""
+    for geometry in (None, (128, 16, 8, 4)):
+        assert compile_errors(mma_transpose.mma_transpose_source(variant, geometry),
+                              options=("--gpu-architecture=compute_90a", "-std=c++17")) == ""
+
+
 @pytest.mark.parametrize("variant", list(mma_forward.WGMMA_VARIANTS))
 def test_the_wgmma_forward_compiles(variant):
     """The bfloat16 ``W x`` on ``wgmma`` in each variant (``compute_90a``, which ``wgmma`` needs; checked under g++

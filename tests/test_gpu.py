@@ -935,7 +935,7 @@ def test_bfloat16_training_with_the_tensor_core_forward_follows_cublas(monkeypat
             assert numpy.abs(mine[name] - theirs[name]).max() < 1e-3 * numpy.abs(theirs[name]).max(), name
 
 
-@pytest.mark.parametrize("variant", ["k32x4", "k64x3"])
+@pytest.mark.parametrize("variant", ["k32x4", "k64x3", "w64x3-swizzled"])
 @pytest.mark.parametrize("case", [(8, 4, 8, 64, 3, 2, 96), (6, 2, 4, 32, 3, 4, 96), (8, 4, 8, 32, 2, 2, 136),
                                   (8, 4, 8, 128, 3, 2, 96), (6, 2, 4, 64, 2, 3, 136), (8, 4, 3, 64, 3, 2, 96),
                                   (8, 4, 3, 32, 2, 3, 136)],
@@ -945,16 +945,52 @@ def test_the_tensor_core_transpose_with_the_fold_on_the_gpu_equals_numpy(case, v
     """``dasksae_mma_filter_transpose_fold`` (bfloat16 ``mma.sync``, both operands by ``ldmatrix.trans``, each cell of
     the map summed over its blocks and added in) on the device against NumPy's float64 product and fold of the same
     bfloat16 values: the g++ test's cases (``tests/test_mma_transpose_on_cpu.py``), a minibatch of 136 among them, in
-    each variant of the tiles asked for (rows not in whole 64s keep k32x4)."""
-    from dasksae.kernels import mma_transpose
+    each variant of the tiles asked for (rows not in whole 64s keep k32x4); ``dasksae_wgmma_filter_transpose_fold``
+    likewise (``w64x3-swizzled``, ``DASKSAE_WGMMA_TRANSPOSE``; sm_90 only)."""
+    from dasksae.kernels import mma_transpose, wgmma
     from test_mma_transpose_on_cpu import transpose_case
 
+    if variant in mma_transpose.WGMMA_VARIANTS and not wgmma.supported():
+        pytest.skip("wgmma needs a GPU of compute capability 9.0")
     field, step, channels, rows, blocks_h, blocks_w, _ = case
     weight_bits, y_bits, out, expected = transpose_case(5, *case)
     arrays = cupy.asarray(out), cupy.asarray(weight_bits), cupy.asarray(y_bits)
     assert mma_transpose.transpose_fits(*arrays, field, step, blocks_h, blocks_w)
     mma_transpose.add_transpose_bfloat16(*arrays, field, step, blocks_h, blocks_w, variant=variant)
     numpy.testing.assert_allclose(arrays[0].get(), expected, rtol=1e-5, atol=1e-3)
+
+
+def test_bfloat16_training_with_the_transpose_on_wgmma_follows_mma_sync(monkeypatch):
+    """DASKSAE_WGMMA_TRANSPOSE=1: ``small`` with 16 maps a stage (M=96) trained in bfloat16 with ``W^T y`` and the
+    fold on ``wgmma`` (stages 2 and 3: 64 rows, cells of 64 values), as on ``mma.sync`` (``=0``): the same bfloat16
+    products, their float32 sums in another order."""
+    from dasksae import TiledNetwork, tile_program
+    from dasksae.kernels import mma_transpose, wgmma
+    from dasksae.tile_array import LocalExecutor
+
+    if not wgmma.supported():
+        pytest.skip("wgmma needs a GPU of compute capability 9.0")
+    small = named_config("small")  # with 16 maps a stage: 64 block rows, which the wgmma tiles take
+    config = dataclasses.replace(small, stages=tuple(dataclasses.replace(stage, block=(2, 2, 16), maps=16)
+                                                     for stage in small.stages))
+    data = numpy.random.default_rng(6)
+    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
+    variants = []
+    kernel = mma_transpose._kernel
+    monkeypatch.setattr(mma_transpose, "_kernel", lambda variant, *rest: variants.append(variant) or kernel(variant,
+                                                                                                            *rest))
+    runs = []
+    for setting in ("0", "1"):
+        monkeypatch.setattr(mma_transpose, "WGMMA_TRANSPOSE", setting)
+        tile_program.forget_all()
+        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
+        runs.append(([report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()))
+    assert mma_transpose.WGMMA_VARIANT in variants
+    (expected_losses, expected_parameters), (losses, parameters) = runs
+    numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-4)
+    for mine, theirs in zip(parameters, expected_parameters):
+        for name in mine:
+            assert numpy.abs(mine[name] - theirs[name]).max() < 1e-3 * numpy.abs(theirs[name]).max(), name
 
 
 def test_bfloat16_training_with_the_tensor_core_transpose_follows_cublas(monkeypatch):

@@ -12,7 +12,7 @@ import pytest
 from dasksae.kernels import mma_transpose
 from dasksae.kernels.gemm import batched_matmul
 from dasksae.kernels.local_filter import fold_patches_into
-from test_mma_update_on_cpu import MMA_EMULATION, _bfloat16
+from test_mma_update_on_cpu import MMA_EMULATION, WGMMA_EMULATION, _bfloat16
 from test_simt_gemm_on_cpu import GRID_RUNNER, SHIM, built_on_cpu
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
@@ -30,13 +30,27 @@ extern "C" void run_transpose(const unsigned short* weights, const unsigned shor
 """
 
 
-@pytest.fixture(scope="module", params=list(mma_transpose.VARIANTS))
-def kernel_on_cpu(request, tmp_path_factory):
-    """``(the kernel in one variant of its tiles, built under g++, the variant)``."""
-    library = built_on_cpu(tmp_path_factory.mktemp(f"mma_transpose_{request.param}"),
-                           SHIM + MMA_EMULATION + mma_transpose.mma_transpose_source(request.param) + RUNNER)
+def built_transpose(folder, variant: str, geometry=None):
+    """The kernel of ``variant`` built under g++ (``mma.sync`` emulated, and ``wgmma`` through its descriptors for a
+    variant of :data:`~dasksae.kernels.mma_transpose.WGMMA_VARIANTS`), ``run_transpose`` calling it."""
+    runner = RUNNER
+    if variant in mma_transpose.WGMMA_VARIANTS:
+        runner = RUNNER.replace("dasksae_mma_filter_transpose_fold", "dasksae_wgmma_filter_transpose_fold")
+    library = built_on_cpu(folder, SHIM + MMA_EMULATION + WGMMA_EMULATION
+                           + mma_transpose.mma_transpose_source(variant, geometry) + runner)
     library.run_transpose.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 8
-    return library, request.param
+    return library
+
+
+def tile_rows(variant: str) -> int:
+    """The block rows a tile of ``variant`` takes (a layer's rows must be whole ones)."""
+    return (mma_transpose.WGMMA_VARIANTS.get(variant) or mma_transpose.VARIANTS[variant])[0]
+
+
+@pytest.fixture(scope="module", params=list(mma_transpose.VARIANTS) + list(mma_transpose.WGMMA_VARIANTS))
+def kernel_on_cpu(request, tmp_path_factory):
+    """``(the kernel in one variant of its tiles, built under g++, the variant)``: ``mma.sync``'s and ``wgmma``'s."""
+    return built_transpose(tmp_path_factory.mktemp(f"mma_transpose_{request.param}"), request.param), request.param
 
 
 def transpose_case(seed: int, field: int, step: int, channels: int, rows: int, blocks_h: int, blocks_w: int,
@@ -72,9 +86,9 @@ def test_the_tensor_core_transpose_folds_into_the_map_as_numpy(kernel_on_cpu, fi
     the minibatch (a column past it would land in the next row, or in the 96 values of slack after the map); in
     each variant of the tiles, for the rows it takes (whole tiles of it)."""
     kernel_on_cpu, variant = kernel_on_cpu
-    if rows % mma_transpose.VARIANTS[variant][0]:
+    if rows % tile_rows(variant):
         assert mma_transpose.variant_for(rows, variant) == "k32x4"  # the layer keeps the smaller tiles
-        pytest.skip(f"{variant} takes rows in whole {mma_transpose.VARIANTS[variant][0]}s")
+        pytest.skip(f"{variant} takes rows in whole {tile_rows(variant)}s")
     weight_bits, y_bits, out, expected = transpose_case(5, field, step, channels, rows, blocks_h, blocks_w, batch)
     memory = numpy.full(out.size + 96, numpy.nan, dtype=numpy.float32)
     memory[:-96] = out.ravel()

@@ -171,9 +171,9 @@ static inline float wgmma_operand(unsigned long long descriptor, int row, int k,
     return value;
 }
 // this thread's share of d (+)= A B for an m64nNkK wgmma: warp w of the warpgroup rows 16 w + g (+ 8), columns
-// 8 j + 2 t (+ 1), in d[4 j + 2 (row half) + column]
+// 8 j + 2 t (+ 1), in d[4 j + 2 (row half) + column]; A and B MN-major (transposed) where a_mn_major, b_mn_major
 static inline void wgmma_emulated(float* d, unsigned long long a, unsigned long long b, int keep, int n, int k,
-                                  int size, int b_mn_major)
+                                  int size, int a_mn_major, int b_mn_major)
 {
     const int tid = threadIdx.x % 128, warp = tid / 32, g = (tid % 32) / 4, t = tid % 4;
     for (int j = 0; j < n / 8; ++j)
@@ -181,7 +181,7 @@ static inline void wgmma_emulated(float* d, unsigned long long a, unsigned long 
             const int row = warp * 16 + g + 8 * (e / 2), column = j * 8 + 2 * t + (e % 2);
             float sum = keep ? d[j * 4 + e] : 0.0f;
             for (int i = 0; i < k; ++i)
-                sum += wgmma_operand(a, row, i, size, 0) * wgmma_operand(b, column, i, size, b_mn_major);
+                sum += wgmma_operand(a, row, i, size, a_mn_major) * wgmma_operand(b, column, i, size, b_mn_major);
             d[j * 4 + e] = sum;
         }
 }

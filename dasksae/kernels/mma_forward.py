@@ -21,9 +21,18 @@ the map, so the ``B`` tile is stored ``k``-major and its fragments taken with
 ``ldmatrix.trans``.  Each product is scaled by its row's ``row_scale``
 (``1/||U||``) and written where the neuron sits in the output map.
 
+On a GPU of compute capability 9.0 (the H100 and H200) the same product runs
+on ``wgmma`` by default since session 42 (``DASKSAE_WGMMA_FORWARD``,
+:data:`WGMMA_VARIANTS`, :mod:`.wgmma`): each of the block's two warpgroups
+takes 64 rows by the 96 columns as ``m64n96k16`` products read by descriptor
+from shared memory, where the tiles lie in CUTLASS's swizzled layouts (a
+weight row's 128 bytes in one 128-byte row of shared memory, so that the
+copies' L2 requests stay whole).  On the H100, coates200's stages take 1.360
+ms against ``mma.sync``'s 1.521.
+
 Its source also runs on the CPU under g++ (``tests/test_mma_update_on_cpu.py``'s
 shim: ``mma.sync`` and ``ldmatrix`` emulated from the PTX ISA's fragment
-layouts), checked against NumPy.
+layouts, ``wgmma`` through its descriptors), checked against NumPy.
 """
 
 from __future__ import annotations
@@ -97,8 +106,7 @@ _SOURCE = r"""
 // SPLIT_TF32 (kernels/mma_float32.py's): float32 operands, each split into two TF32 terms, in
 // dasksae_tf32x3_filter_forward; WGMMA: bfloat16 ones on wgmma in dasksae_wgmma_filter_forward, WGMMA_PENDING
 // its commit groups left in flight across a k-tile's barrier (STAGES - 1 - WGMMA_PENDING tiles of copies in flight);
-// else bfloat16 ones
-// on mma.sync in dasksae_mma_filter_forward
+// else bfloat16 ones on mma.sync in dasksae_mma_filter_forward
 #if SPLIT_TF32
 #define OPERAND float
 #define FORWARD_KERNEL dasksae_tf32x3_filter_forward

@@ -32,6 +32,14 @@ minibatch of whole 8s, ``0`` never: :func:`.mma_forward.minibatch_on_tensor_core
 H200 (session 24) it took coates200's stages 2 and 3 in 0.98 and 0.78 ms
 against 1.44 and 1.12 ms for cuBLAS's product then the fold, and the
 bfloat16 step from 24.3 to 22.7 ms.
+
+``DASKSAE_WGMMA_TRANSPOSE=1`` (opt-in: built in session 42 after its device
+time was spent, not yet run on a GPU) takes the same product on Hopper's
+``wgmma`` (:data:`WGMMA_VARIANTS`, :mod:`.wgmma`), as :mod:`.mma_forward`
+takes ``W x`` by default: each of two warpgroups 64 of the cell's rows by
+the 96 columns, both operands MN-major by descriptor (``imm-trans-a`` and
+``-b``) in CUTLASS's swizzled layouts, checked under g++ with ``wgmma``
+emulated through the descriptors.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ import functools
 import numpy
 
 from ..switches import switch
-from . import mma_update
+from . import mma_update, wgmma
 from .mma_update import MMA_HELPERS, SPLIT_TF32_HELPERS, aligned, split_terms
 from .simt_gemm import THREADS, TILE_N
 
@@ -62,20 +70,36 @@ A_ROW = CELL_ROWS + 8  # a shared row of the weights' tile: a block row's 128 ce
 B_ROW = TILE_N + 8  # a shared row of y's tile: 96 minibatch values and 8 of padding (208 bytes)
 # the tiles of the float32 kernel on split TF32 tensor cores (kernels/mma_float32.py): k32x3 takes 92 KiB a block
 SPLIT_VARIANTS = {"k32x3": (32, 3)}
+# bfloat16 on wgmma (kernels/wgmma.py; sm_90 only), as mma_forward's WGMMA_VARIANTS: (TILE_K, STAGES, WGMMA_PENDING),
+# the tiles in CUTLASS's swizzled layouts (the weights' cell values MN-major in 128-byte rows, y's columns MN-major in
+# 64-byte rows).  It takes layers whose rows are whole 64s.  Built in session 42 after the device time was spent:
+# checked under g++ (wgmma emulated) and by NVRTC, not yet run on a GPU
+WGMMA_VARIANTS = {"w64x3-swizzled": (64, 3, 0)}
+# "1": W^T y with the fold on wgmma (WGMMA_VARIANT) where the GPU runs it and the layer's rows are whole 64s; "0"
+# (the default until it is measured): on mma.sync
+WGMMA_TRANSPOSE = switch("DASKSAE_WGMMA_TRANSPOSE")
+WGMMA_VARIANT = "w64x3-swizzled"
 
 
 def shared_bytes(variant: str, split_tf32: bool = False) -> int:
     """Dynamic shared memory a block of ``variant``: its stages of weight and ``y`` tiles (float32 with
-    ``split_tf32``, a variant of :data:`SPLIT_VARIANTS`; else bfloat16)."""
+    ``split_tf32``, a variant of :data:`SPLIT_VARIANTS`; else bfloat16; on ``wgmma`` with no padding)."""
+    if variant in WGMMA_VARIANTS:
+        tile_k, stages, _ = WGMMA_VARIANTS[variant]
+        return stages * tile_k * (CELL_ROWS + TILE_N) * 2
     tile_k, stages = (SPLIT_VARIANTS if split_tf32 else VARIANTS)[variant]
     return stages * (tile_k * A_ROW + tile_k * B_ROW) * (4 if split_tf32 else 2)
 
 
 def variant_for(rows: int, asked: str | None = None) -> str:
-    """The variant a layer of ``rows`` block rows takes when ``asked`` (default :data:`TILES`): it, where the rows
-    are whole tiles of it, else ``k32x4``."""
+    """The variant a layer of ``rows`` block rows takes when ``asked`` (default: ``wgmma``'s where
+    ``DASKSAE_WGMMA_TRANSPOSE=1`` and the GPU runs it, else :data:`TILES`): it, where the rows are whole tiles of it,
+    else ``k32x4``."""
+    if asked is None and WGMMA_TRANSPOSE == "1" and wgmma.supported():
+        asked = WGMMA_VARIANT
     asked = asked or TILES
-    return asked if rows % VARIANTS[asked][0] == 0 else "k32x4"
+    tile_k = (WGMMA_VARIANTS.get(asked) or VARIANTS[asked])[0]
+    return asked if rows % tile_k == 0 else "k32x4"
 
 _SOURCE = r"""
 #define TILE_N 96
@@ -86,17 +110,27 @@ _SOURCE = r"""
 #define OPERAND float
 #define TRANSPOSE_KERNEL dasksae_tf32x3_filter_transpose_fold
 #define K_STEP 8  // inner terms a tensor-core product
+#define ROW_PARTS 2  // a warp's sums: 2 x 16 rows by 6 x 8 columns
+#define COLUMN_PARTS 6
+#elif WGMMA  // bfloat16 on wgmma (kernels/wgmma.py): each warpgroup 64 of the cell's rows by 96 columns, m64n96k16
+#define OPERAND unsigned short
+#define TRANSPOSE_KERNEL dasksae_wgmma_filter_transpose_fold
+#define K_STEP 16
+#define ROW_PARTS 1  // a warp's sums: 16 rows by 12 x 8 columns
+#define COLUMN_PARTS 12
 #else
 #define OPERAND unsigned short
 #define TRANSPOSE_KERNEL dasksae_mma_filter_transpose_fold
 #define K_STEP 16
+#define ROW_PARTS 2
+#define COLUMN_PARTS 6
 #endif
 #define PER_COPY (16 / (int)sizeof(OPERAND))  // operands a 16-byte copy (an 8-byte copy: half as many)
 #define B_COPIES (TILE_N / PER_COPY)  // copies a row of y's 96 columns
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
-extern __shared__ __align__(16) unsigned char transpose_shared[];
+extern __shared__ __align__(1024) unsigned char transpose_shared[];  // (wgmma's swizzled atoms: 1024-byte aligned)
 #else  // the CPU tests' g++: the block's threads share a static array
-static unsigned char transpose_shared[SHARED_BYTES] __attribute__((aligned(16)));
+static unsigned char transpose_shared[SHARED_BYTES] __attribute__((aligned(1024)));
 #endif
 
 // out (H, W, C, batch) float32 += the fold of W^T y: weights (blocks_h * blocks_w, rows, field*field*C) and y
@@ -122,8 +156,23 @@ extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
     OPERAND(*Bs)[TILE_K * B_ROW] =
         (OPERAND(*)[TILE_K * B_ROW])(transpose_shared + STAGES * TILE_K * A_ROW * sizeof(OPERAND));
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
+#if !WGMMA
     const int warp_m = warp % 4, warp_n = warp / 4;
+#endif
     const int a = blockIdx.y, b = blockIdx.x, n0 = blockIdx.z * TILE_N;
+#if WGMMA  // CUTLASS's canonical swizzled layouts (kernels/wgmma.py): A, the cell's values m of block row r, MN-major
+    // in 128-byte rows: 64-value atoms 8192 bytes apart, 8-deep groups of r 1024, row r % 8 at 128 (r % 8), its
+    // 16-byte chunk at 16 ((m % 64) / 8 ^ r % 8); B, y's columns, MN-major in 64-byte rows as mma_forward's
+    auto a_at = [](const int r, const int m) {  // (in bfloat16 values)
+        return 4096 * (m / 64) + 512 * (r / 8) + 64 * (r % 8) + 8 * (((m % 64) / 8) ^ (r % 8)) + m % 8;
+    };
+    auto b_at = [](const int r, const int part) {
+        return 2048 * (part / 4) + 256 * (r / 8) + 32 * (r % 8) + 8 * ((part % 4) ^ ((r % 8) / 2));
+    };
+#else
+    auto a_at = [](const int r, const int m) { return r * A_ROW + m; };
+    auto b_at = [](const int r, const int part) { return r * B_ROW + part * PER_COPY; };
+#endif
     const int reach = field / step;  // the blocks a cell lies in, along each axis (fewer at the map's edges)
     const int p_first = a - reach + 1 > 0 ? a - reach + 1 : 0, p_last = a < blocks_h - 1 ? a : blocks_h - 1;
     const int q_first = b - reach + 1 > 0 ? b - reach + 1 : 0, q_last = b < blocks_w - 1 ? b : blocks_w - 1;
@@ -142,7 +191,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
             const int copies_a_run = run / PER_COPY, copies_a_row = step * copies_a_run;
             for (int c = tid; c < TILE_K * copies_a_row; c += 256) {
                 const int r = c / copies_a_row, i = (c % copies_a_row) / copies_a_run, part = c % copies_a_run;
-                copy_16((unsigned short*)&As[buffer][r * A_ROW + i * run + part * PER_COPY],
+                copy_16((unsigned short*)&As[buffer][a_at(r, i * run + part * PER_COPY)],
                         (const unsigned short*)(field_at + r * fan_in + (long long)i * field * channels +
                                                 part * PER_COPY), true);
             }
@@ -150,7 +199,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
             const int copies_a_run = run / (PER_COPY / 2), copies_a_row = step * copies_a_run;
             for (int c = tid; c < TILE_K * copies_a_row; c += 256) {
                 const int r = c / copies_a_row, i = (c % copies_a_row) / copies_a_run, part = c % copies_a_run;
-                copy_8((float*)&As[buffer][r * A_ROW + i * run + part * (PER_COPY / 2)],
+                copy_8((float*)&As[buffer][a_at(r, i * run + part * (PER_COPY / 2))],
                        (const float*)(field_at + r * fan_in + (long long)i * field * channels + part * (PER_COPY / 2)),
                        true);
             }
@@ -159,16 +208,47 @@ extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
         for (int c = tid; c < TILE_K * B_COPIES; c += 256) {  // B: TILE_K rows of y's 96 columns, B_COPIES copies a
             const int r = c / B_COPIES, part = c % B_COPIES;  // row (zeros past the minibatch, read from nowhere)
             const bool in = n0 + part * PER_COPY < batch;
-            copy_16((unsigned short*)&Bs[buffer][r * B_ROW + part * PER_COPY],
+            copy_16((unsigned short*)&Bs[buffer][b_at(r, part)],
                     (const unsigned short*)(y_at + (long long)r * batch + (in ? part * PER_COPY : 0)), in);
         }
     };
 
-    float acc[2][6][4];
-    for (int i = 0; i < 2; ++i)
-        for (int j = 0; j < 6; ++j)
+    float acc[ROW_PARTS][COLUMN_PARTS][4];
+    for (int i = 0; i < ROW_PARTS; ++i)
+        for (int j = 0; j < COLUMN_PARTS; ++j)
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
+#if WGMMA  // as mma_forward's wgmma loop
+    static_assert(TILE_K == 64 && A_ROW == CELL_ROWS && B_ROW == TILE_N, "the swizzled tiles' shape");
+    SET_SHARED_ARENA(transpose_shared);
+    const int group = warp / 4;  // the warpgroup: the cell's rows 64 group ..
+    constexpr int ahead = STAGES - 1 - WGMMA_PENDING;  // tiles of copies in flight
+    for (int s = 0; s < ahead; ++s) {  // (empty groups past the end)
+        if (s < tiles) load(s, s);
+        copies_commit();
+    }
+    for (int s = 0; s < tiles; ++s) {
+        copies_wait<ahead - 1>();  // tile s is there (this thread's copies) ...
+        __syncthreads();  // ... every thread's, and every warpgroup's products of tile s - 1 - WGMMA_PENDING done
+        if (s + ahead < tiles) load((s + ahead) % STAGES, s + ahead);  // into the buffer that tile left
+        copies_commit();
+        // A: the warpgroup's 64-value atom, 8-deep groups of block rows 1024 bytes apart (stride), a k-step two
+        // groups; B: 32-column atoms 4096 bytes apart (leading), 8-deep groups 512 (stride), a k-step two groups
+        const unsigned long long a_descriptor = descriptor(As[s % STAGES] + group * 4096, 8192, 1024, 1);
+        const unsigned long long b_descriptor = descriptor(Bs[s % STAGES], 4096, 512, 2);
+        sums_fenced<48>(&acc[0][0][0]);
+        WGMMA_FENCE();
+#pragma unroll
+        for (int kk = 0; kk < TILE_K; kk += K_STEP)
+            wgmma_transpose(&acc[0][0][0], a_descriptor + (kk / K_STEP) * 128, b_descriptor + (kk / K_STEP) * 64, 1);
+        WGMMA_COMMIT();
+        wgmma_wait<WGMMA_PENDING>();
+        sums_fenced<48>(&acc[0][0][0]);
+    }
+    wgmma_wait<0>();
+    copies_wait<0>();  // (only empty groups are left)
+    const int first_row = group * 64 + (warp % 4) * 16, first_column = n0;
+#else
     for (int s = 0; s < STAGES - 1; ++s) {  // the first STAGES - 1 tiles in flight (empty groups past the end)
         if (s < tiles) load(s, s);
         copies_commit();
@@ -199,16 +279,18 @@ extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
         }
     }
     copies_wait<0>();  // (only empty groups are left)
+    const int first_row = warp_m * 32, first_column = n0 + warp_n * 48;
+#endif
 
-    for (int i = 0; i < 2; ++i)
+    for (int i = 0; i < ROW_PARTS; ++i)
         for (int h = 0; h < 2; ++h) {  // rows g and g + 8 of each 16 (the cell's values); columns 2t, 2t + 1 of each 8
-            const int m = warp_m * 32 + i * 16 + g + 8 * h;
+            const int m = first_row + i * 16 + g + 8 * h;
             if (m >= cell_rows) continue;
             const int pixel_i = m / run, pixel_j = (m % run) / channels, c = m % channels;
             float* row = out + (((long long)(a * step + pixel_i) * map_w + b * step + pixel_j) * channels + c) * batch +
-                         n0 + warp_n * 48 + 2 * t;
-            for (int j = 0; j < 6; ++j) {
-                if (n0 + warp_n * 48 + j * 8 + 2 * t >= batch) continue;  // (past the minibatch: the last tile's)
+                         first_column + 2 * t;
+            for (int j = 0; j < COLUMN_PARTS; ++j) {
+                if (first_column + j * 8 + 2 * t >= batch) continue;  // (past the minibatch: the last tile's)
                 float2 value = *(float2*)(row + j * 8);
                 value.x += acc[i][j][2 * h];
                 value.y += acc[i][j][2 * h + 1];
@@ -225,10 +307,17 @@ def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | Non
     ``geometry``, the layer's ``(rows, channels, field, step)`` compiled in (``LAYER_GEOMETRY``).  With
     ``split_tf32``, the float32 kernel on TF32 tensor cores (:mod:`.mma_float32`) in a variant of
     :data:`SPLIT_VARIANTS`, ``terms`` TF32 products a k-step (:data:`.mma_update.SPLIT_TF32_HELPERS`)."""
-    tile_k, stages = (SPLIT_VARIANTS if split_tf32 else VARIANTS)[variant]
-    defines = {"TILE_K": tile_k, "STAGES": stages, "CELL_ROWS": CELL_ROWS, "A_ROW": A_ROW, "B_ROW": B_ROW,
-               "SHARED_BYTES": shared_bytes(variant, split_tf32)}
-    helpers = MMA_HELPERS
+    if variant in WGMMA_VARIANTS:
+        tile_k, stages, pending = WGMMA_VARIANTS[variant]
+        defines = {"WGMMA": 1, "WGMMA_PENDING": pending, "TILE_K": tile_k, "STAGES": stages, "CELL_ROWS": CELL_ROWS,
+                   "A_ROW": CELL_ROWS, "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant)}
+        helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
+                   + wgmma.wgmma_function("wgmma_transpose", TILE_N, "bfloat16", transpose_b=True, transpose_a=True))
+    else:
+        tile_k, stages = (SPLIT_VARIANTS if split_tf32 else VARIANTS)[variant]
+        defines = {"TILE_K": tile_k, "STAGES": stages, "CELL_ROWS": CELL_ROWS, "A_ROW": A_ROW, "B_ROW": B_ROW,
+                   "SHARED_BYTES": shared_bytes(variant, split_tf32)}
+        helpers = MMA_HELPERS
     if split_tf32:
         defines |= {"SPLIT_TF32": 1, "TERMS": split_terms(terms)}
         helpers += SPLIT_TF32_HELPERS
@@ -242,6 +331,11 @@ def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | Non
 def _kernel(variant: str, geometry: tuple[int, int, int, int] | None = None):
     import cupy
 
+    if variant in WGMMA_VARIANTS:
+        kernel = wgmma.compiled_module(mma_transpose_source(variant, geometry), "mma_transpose").get_function(
+            "dasksae_wgmma_filter_transpose_fold")
+        kernel.max_dynamic_shared_size_bytes = shared_bytes(variant)
+        return kernel
     kernel = cupy.RawKernel(mma_transpose_source(variant, geometry), "dasksae_mma_filter_transpose_fold",
                             options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant)

@@ -66,32 +66,36 @@ template <int COUNT> __device__ __forceinline__ void sums_fenced(float* d)
 """
 
 
-def wgmma_statement(n: int, k: int, types: str, transpose_b: bool) -> str:
+def wgmma_statement(n: int, k: int, types: str, transpose_b: bool, transpose_a: bool = False) -> str:
     """The inline-asm statement of one ``wgmma.mma_async`` ``m64n{n}k{k}`` into ``d[0 .. n/2 - 1]`` (float32 sums),
     the operands by descriptors ``a`` and ``b``, the old sums kept where ``keep`` is nonzero; ``transpose_b``: B
-    MN-major (``imm-trans-b 1``; bfloat16 takes ``imm-trans-a`` and ``-b``, TF32 neither)."""
+    MN-major (``imm-trans-b 1``), ``transpose_a``: A MN-major (``imm-trans-a 1``; bfloat16 takes both, TF32
+    neither)."""
     count = n // 2
     sums = ", ".join(f"%{i}" for i in range(count))
-    transposes = f", 0, {int(transpose_b)}" if types.startswith("bf16") else ""
-    if transpose_b and not transposes:
-        raise ValueError(f"wgmma .{types} takes no transposed B")
+    transposes = f", {int(transpose_a)}, {int(transpose_b)}" if types.startswith("bf16") else ""
+    if (transpose_a or transpose_b) and not transposes:
+        raise ValueError(f"wgmma .{types} takes no transposed operand")
     constraints = ", ".join(f'"+f"(d[{i}])' for i in range(count))
     return (f'asm volatile("{{\\n.reg .pred keep;\\nsetp.ne.b32 keep, %{count + 2}, 0;\\n'
             f'wgmma.mma_async.sync.aligned.m64n{n}k{k}.f32.{types} {{{sums}}}, %{count}, %{count + 1}, keep, 1, 1'
             f'{transposes};\\n}}\\n"\n        : {constraints}\n        : "l"(a), "l"(b), "r"(keep));')
 
 
-def wgmma_function(name: str, n: int, dtype: str = "bfloat16", transpose_b: bool = False) -> str:
+def wgmma_function(name: str, n: int, dtype: str = "bfloat16", transpose_b: bool = False,
+                   transpose_a: bool = False) -> str:
     """CUDA source of ``name(float* d, a, b, int keep)``: one ``m64n{n}`` product of ``dtype`` (``bfloat16``, k 16;
     ``tf32``, k 8) from descriptors ``a`` and ``b`` into this thread's ``n / 2`` sums (warp ``w`` of the warpgroup:
     rows ``16 w + g (+ 8)``, columns ``8 j + 2 t (+ 1)`` in ``d[4 j + 2 (row half) + column]``, as ``mma.sync``'s
-    ``m16n8``); under g++, ``wgmma_emulated`` (the tests' shim)."""
+    ``m16n8``), A and B MN-major where ``transpose_a`` and ``transpose_b`` (bfloat16 only); under g++,
+    ``wgmma_emulated`` (the tests' shim)."""
     k, size, types = {"bfloat16": (16, 2, "bf16.bf16"), "tf32": (8, 4, "tf32.tf32")}[dtype]
     return (f"#if defined(__CUDACC_RTC__) || defined(__CUDACC__)\n"
             f"__device__ __forceinline__ void {name}(float* d, unsigned long long a, unsigned long long b, int keep)\n"
-            f"{{\n    {wgmma_statement(n, k, types, transpose_b)}\n}}\n#else\n"
+            f"{{\n    {wgmma_statement(n, k, types, transpose_b, transpose_a)}\n}}\n#else\n"
             f"static inline void {name}(float* d, unsigned long long a, unsigned long long b, int keep)\n"
-            f"{{\n    wgmma_emulated(d, a, b, keep, {n}, {k}, {size}, {int(transpose_b)});\n}}\n#endif\n")
+            f"{{\n    wgmma_emulated(d, a, b, keep, {n}, {k}, {size}, {int(transpose_a)}, {int(transpose_b)});\n}}\n"
+            f"#endif\n")
 
 
 def supported() -> bool:

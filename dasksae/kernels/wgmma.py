@@ -8,13 +8,24 @@ over the 128 threads of a warpgroup.  On the H100 it ran at 958-983 TFLOP/s in
 bfloat16 against ``mma.sync``'s 605-630 (``bench/tensor_core_probe.py``,
 ``bench/results/session41/pinned``, ``session42/probe``).
 
-The layout without swizzling is the one used: "core matrices" of 8 rows of 16
-contiguous bytes (128 bytes each).  A K-major operand (rows of the inner
-dimension, as the weights) has its 16-byte columns of K ``leading`` bytes apart
-and its 8-row groups ``stride`` apart; an MN-major one (bfloat16 only, taken
-with ``imm-trans-b``; the maps' fields, the minibatch contiguous) has its 8-deep
-groups of K ``leading`` apart and its 16-byte groups of columns ``stride``
-apart (the H100 read it so: the probe's ``B^T 128/256`` row, every sum exact).
+Two families of shared-memory layout, as the descriptor's swizzle mode says:
+
+* without swizzling (the probe's): "core matrices" of 8 rows of 16 contiguous
+  bytes.  A K-major operand (rows of the inner dimension, as the weights) has
+  its 16-byte columns of K ``leading`` bytes apart and its 8-row groups
+  ``stride`` apart; an MN-major one (bfloat16 only, taken with ``imm-trans-a``
+  or ``-b``; the maps' fields, the minibatch contiguous) has its 8-deep groups
+  of K ``leading`` apart and its 16-byte groups of columns ``stride`` apart
+  (the H100 read it so: the probe's ``B^T 128/256`` row, every sum exact).
+  A layer kernel copying into it was half as fast as ``mma.sync`` (session
+  42): a warp's 16-byte chunks land in scattered core matrices, and the
+  copies' L2 requests are not merged;
+* swizzled, CUTLASS's canonical layouts, which the layer kernels take: rows of
+  128 (or 64, 32) bytes, 8 of them an atom, each 16-byte chunk's index XORed
+  with the row's within the atom.  K-major: row ``r`` of the operand at
+  ``(r / 8) stride + (r % 8) width``; MN-major: 8 rows of K ``width`` apart,
+  8-deep groups ``stride`` apart, atoms along MN ``leading`` apart.  A weight
+  row's 128 bytes land in one 128-byte row of shared memory.
 
 * :data:`WGMMA_HELPERS`: the descriptor and the fences, waits and commits, for
   the GPU.  Under the CPU tests' g++ the tests' shim defines them, with
@@ -23,7 +34,8 @@ apart (the H100 read it so: the probe's ``B^T 128/256`` row, every sum exact).
 * :func:`wgmma_function`: one product as a device function (its inline asm
   on the GPU, the emulation under g++).
 * :func:`compiled_module`: CuPy compiles with its own ``-arch``, and ``wgmma``
-  needs ``compute_90a``; NVRTC compiles for it and CuPy loads the PTX.
+  needs ``compute_90a``; NVRTC compiles for it and CuPy loads the PTX (or
+  NVRTC's ``sm_90a`` machine code: ``DASKSAE_WGMMA_TARGET``).
 """
 
 from __future__ import annotations

@@ -889,34 +889,42 @@ def test_the_tensor_core_forward_on_the_gpu_equals_numpy(monkeypatch, scaled, mi
     numpy.testing.assert_allclose(rows_out.get(), expected, rtol=1e-5, atol=1e-4)
 
 
-def test_bfloat16_training_on_wgmma_follows_mma_sync(monkeypatch):
-    """DASKSAE_WGMMA_FORWARD=1: ``small`` (M=96) trained in bfloat16 with ``W x`` and ``U g_r`` on ``wgmma``
-    (:data:`~dasksae.kernels.mma_forward.WGMMA_VARIANT`) as with them on ``mma.sync`` (``=0``): the same bfloat16
-    products, their float32 sums in another order."""
+def _trained_on_mma_sync_then_wgmma(monkeypatch, module, switch_name: str, config, seed: int) -> list[str]:
+    """``config`` (1x1 tiles, M=96) trained 3 steps in bfloat16 with ``module.switch_name`` at ``0`` (``mma.sync``),
+    then ``1`` (``wgmma``; sm_90 only, else the test skips), the two runs' losses and parameters checked alike (the
+    same bfloat16 products, their float32 sums in another order): the variants ``module._kernel`` was asked for."""
     from dasksae import TiledNetwork, tile_program
-    from dasksae.kernels import mma_forward, wgmma
+    from dasksae.kernels import wgmma
     from dasksae.tile_array import LocalExecutor
 
     if not wgmma.supported():
         pytest.skip("wgmma needs a GPU of compute capability 9.0")
-    config = named_config("small")
-    data = numpy.random.default_rng(5)
+    data = numpy.random.default_rng(seed)
     batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
     variants = []
-    kernel = mma_forward._kernel
-    monkeypatch.setattr(mma_forward, "_kernel", lambda variant, *rest: variants.append(variant) or kernel(variant, *rest))
+    kernel = module._kernel
+    monkeypatch.setattr(module, "_kernel", lambda variant, *rest: variants.append(variant) or kernel(variant, *rest))
     runs = []
     for setting in ("0", "1"):
-        monkeypatch.setattr(mma_forward, "WGMMA_FORWARD", setting)
+        monkeypatch.setattr(module, switch_name, setting)
         tile_program.forget_all()
         network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
         runs.append(([report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()))
-    assert set(variants) == {mma_forward.VARIANT, mma_forward.WGMMA_VARIANT}
     (expected_losses, expected_parameters), (losses, parameters) = runs
     numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-4)
     for mine, theirs in zip(parameters, expected_parameters):
         for name in mine:
             assert numpy.abs(mine[name] - theirs[name]).max() < 1e-3 * numpy.abs(theirs[name]).max(), name
+    return variants
+
+
+def test_bfloat16_training_on_wgmma_follows_mma_sync(monkeypatch):
+    """DASKSAE_WGMMA_FORWARD=1: ``small`` (M=96) trained in bfloat16 with ``W x`` and ``U g_r`` on ``wgmma``
+    (:data:`~dasksae.kernels.mma_forward.WGMMA_VARIANT`) as with them on ``mma.sync`` (``=0``)."""
+    from dasksae.kernels import mma_forward
+
+    variants = _trained_on_mma_sync_then_wgmma(monkeypatch, mma_forward, "WGMMA_FORWARD", named_config("small"), 5)
+    assert set(variants) == {mma_forward.VARIANT, mma_forward.WGMMA_VARIANT}
 
 
 def test_bfloat16_training_with_the_tensor_core_forward_follows_cublas(monkeypatch):
@@ -962,35 +970,16 @@ def test_the_tensor_core_transpose_with_the_fold_on_the_gpu_equals_numpy(case, v
 
 def test_bfloat16_training_with_the_transpose_on_wgmma_follows_mma_sync(monkeypatch):
     """DASKSAE_WGMMA_TRANSPOSE=1: ``small`` with 16 maps a stage (M=96) trained in bfloat16 with ``W^T y`` and the
-    fold on ``wgmma`` (stages 2 and 3: 64 rows, cells of 64 values), as on ``mma.sync`` (``=0``): the same bfloat16
-    products, their float32 sums in another order."""
-    from dasksae import TiledNetwork, tile_program
-    from dasksae.kernels import mma_transpose, wgmma
-    from dasksae.tile_array import LocalExecutor
+    fold on ``wgmma`` (stages 2 and 3: 64 rows, cells of 64 values), as on ``mma.sync`` (``=0``)."""
+    import dataclasses
 
-    if not wgmma.supported():
-        pytest.skip("wgmma needs a GPU of compute capability 9.0")
+    from dasksae.kernels import mma_transpose
+
     small = named_config("small")  # with 16 maps a stage: 64 block rows, which the wgmma tiles take
     config = dataclasses.replace(small, stages=tuple(dataclasses.replace(stage, block=(2, 2, 16), maps=16)
                                                      for stage in small.stages))
-    data = numpy.random.default_rng(6)
-    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
-    variants = []
-    kernel = mma_transpose._kernel
-    monkeypatch.setattr(mma_transpose, "_kernel", lambda variant, *rest: variants.append(variant) or kernel(variant,
-                                                                                                            *rest))
-    runs = []
-    for setting in ("0", "1"):
-        monkeypatch.setattr(mma_transpose, "WGMMA_TRANSPOSE", setting)
-        tile_program.forget_all()
-        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
-        runs.append(([report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()))
+    variants = _trained_on_mma_sync_then_wgmma(monkeypatch, mma_transpose, "WGMMA_TRANSPOSE", config, 6)
     assert mma_transpose.WGMMA_VARIANT in variants
-    (expected_losses, expected_parameters), (losses, parameters) = runs
-    numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-4)
-    for mine, theirs in zip(parameters, expected_parameters):
-        for name in mine:
-            assert numpy.abs(mine[name] - theirs[name]).max() < 1e-3 * numpy.abs(theirs[name]).max(), name
 
 
 def test_bfloat16_training_with_the_tensor_core_transpose_follows_cublas(monkeypatch):

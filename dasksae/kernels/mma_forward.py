@@ -232,16 +232,9 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
         copies_commit();
         // A: 8-row atoms 1024 bytes apart, a k-step 32 bytes along the rows; B: 32-column atoms 4096 bytes apart
         // (leading), 8-deep groups of K 512 (stride), a k-step two groups (the descriptors count 16 bytes)
-        const unsigned long long a = descriptor(As[s % STAGES] + group * 64 * 64, 16, 1024, 1);
-        const unsigned long long b = descriptor(Bs[s % STAGES], 4096, 512, 2);
-        sums_fenced<48>(&acc[0][0][0]);
-        WGMMA_FENCE();
-#pragma unroll
-        for (int kk = 0; kk < TILE_K; kk += K_STEP)
-            wgmma_forward(&acc[0][0][0], a + (kk / K_STEP) * 2, b + (kk / K_STEP) * 64, 1);
-        WGMMA_COMMIT();
-        wgmma_wait<WGMMA_PENDING>();
-        sums_fenced<48>(&acc[0][0][0]);
+        wgmma_k_tile<48, TILE_K / K_STEP, 2, 64, WGMMA_PENDING, wgmma_forward>(
+            &acc[0][0][0], descriptor(As[s % STAGES] + group * 64 * 64, 16, 1024, 1),
+            descriptor(Bs[s % STAGES], 4096, 512, 2));
     }
     wgmma_wait<0>();
     copies_wait<0>();  // (only empty groups are left)

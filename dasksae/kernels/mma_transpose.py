@@ -234,16 +234,9 @@ extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
         copies_commit();
         // A: the warpgroup's 64-value atom, 8-deep groups of block rows 1024 bytes apart (stride), a k-step two
         // groups; B: 32-column atoms 4096 bytes apart (leading), 8-deep groups 512 (stride), a k-step two groups
-        const unsigned long long a_descriptor = descriptor(As[s % STAGES] + group * 4096, 8192, 1024, 1);
-        const unsigned long long b_descriptor = descriptor(Bs[s % STAGES], 4096, 512, 2);
-        sums_fenced<48>(&acc[0][0][0]);
-        WGMMA_FENCE();
-#pragma unroll
-        for (int kk = 0; kk < TILE_K; kk += K_STEP)
-            wgmma_transpose(&acc[0][0][0], a_descriptor + (kk / K_STEP) * 128, b_descriptor + (kk / K_STEP) * 64, 1);
-        WGMMA_COMMIT();
-        wgmma_wait<WGMMA_PENDING>();
-        sums_fenced<48>(&acc[0][0][0]);
+        wgmma_k_tile<48, TILE_K / K_STEP, 128, 64, WGMMA_PENDING, wgmma_transpose>(
+            &acc[0][0][0], descriptor(As[s % STAGES] + group * 4096, 8192, 1024, 1),
+            descriptor(Bs[s % STAGES], 4096, 512, 2));
     }
     wgmma_wait<0>();
     copies_wait<0>();  // (only empty groups are left)

@@ -75,6 +75,21 @@ template <int COUNT> __device__ __forceinline__ void sums_fenced(float* d)
     for (int i = 0; i < COUNT; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 #endif
+// one k-tile's products into a warpgroup's COUNT sums: STEPS products, descriptor a (b) moving A_STEP (B_STEP) 16-byte
+// units a product, in one commit group, then until at most PENDING groups are pending; the sums fenced before and
+// after, so that the compiler keeps them where the pending products write them
+template <int COUNT, int STEPS, int A_STEP, int B_STEP, int PENDING,
+          void (*PRODUCT)(float*, unsigned long long, unsigned long long, int)>
+__device__ __forceinline__ void wgmma_k_tile(float* sums, const unsigned long long a, const unsigned long long b)
+{
+    sums_fenced<COUNT>(sums);
+    WGMMA_FENCE();
+#pragma unroll
+    for (int k = 0; k < STEPS; ++k) PRODUCT(sums, a + k * A_STEP, b + k * B_STEP, 1);
+    WGMMA_COMMIT();
+    wgmma_wait<PENDING>();
+    sums_fenced<COUNT>(sums);
+}
 """
 
 

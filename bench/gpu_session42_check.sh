@@ -54,7 +54,7 @@ row)  # (about 180 s) after the swizzled wgmma W x became the default (DASKSAE_W
   timeout ${ONE_S:-150} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
     --dtypes bfloat16 --precisions bfloat16 --steps-per-task 10 --runs 20 --pipelined \
     --json $OUT/gpu-step-one-worker.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log ;;
-transpose)  # (about 200 s; prepared after the last call, not yet run) W^T y with the fold on wgmma
+next|transpose)  # (transpose about 200 s, next about 420 s; prepared after the last call, not yet run) W^T y with the fold on wgmma
   # (DASKSAE_WGMMA_TRANSPOSE, kernels/mma_transpose.py's WGMMA): its GPU tests (against NumPy, and training against
   # mma.sync's), the bfloat16 product floors (its transpose-w64x3-swizzled row beside mma.sync's), then the in-process
   # bfloat16 step with it off and on, twice, each in a process of its own
@@ -65,7 +65,11 @@ transpose)  # (about 200 s; prepared after the last call, not yet run) W^T y wit
   for round in 1 2; do
     STEP_DTYPE=bfloat16 in_process off DASKSAE_WGMMA_TRANSPOSE=0
     STEP_DTYPE=bfloat16 in_process on DASKSAE_WGMMA_TRANSPOSE=1
-  done ;;
+  done
+  if [ "$PART" = next ]; then  # then, at the defaults: the bfloat16 kernel table, and the 4-worker bfloat16 row
+    kernel_table_bfloat16 ${TABLE_S:-110} 12
+    FOUR_S=${FOUR_S:-130} four bfloat16 bfloat16
+  fi ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -297,6 +297,28 @@ def test_the_tensor_core_kernels_take_the_minibatches_their_switch_says(monkeypa
         switch("DASKSAE_TENSOR_CORE_FORWARD")
 
 
+def test_the_wgmma_switches_name_their_kernels_variants(monkeypatch):
+    """DASKSAE_WGMMA_FORWARD: ``1`` (the default: ``w64x3-swizzled``, session 42) or ``0``, or a variant of the
+    forward's ``wgmma`` tiles by name; DASKSAE_WGMMA_TRANSPOSE opt-in (not yet run on a GPU); a variant name the
+    forward does not have is refused in one sentence; TF32 ``wgmma`` takes no transposed operand."""
+    from dasksae.kernels import mma_forward, mma_transpose, wgmma
+    from dasksae.switches import SWITCHES, SwitchError, switch
+
+    choices, default = SWITCHES["DASKSAE_WGMMA_FORWARD"]
+    assert default == "1" and set(choices) == {"0", "1"} | set(mma_forward.WGMMA_VARIANTS)
+    assert mma_forward.WGMMA_VARIANT in mma_forward.WGMMA_VARIANTS
+    assert mma_transpose.WGMMA_VARIANT in mma_transpose.WGMMA_VARIANTS
+    assert SWITCHES["DASKSAE_WGMMA_TRANSPOSE"] == (("0", "1"), "0")
+    assert mma_transpose.variant_for(64, "w64x3-swizzled") == "w64x3-swizzled"
+    assert mma_transpose.variant_for(96, "w64x3-swizzled") == "k32x4"  # rows not in whole 64s keep mma.sync's tiles
+    monkeypatch.setenv("DASKSAE_WGMMA_FORWARD", "w64x3")
+    with pytest.raises(SwitchError, match="DASKSAE_WGMMA_FORWARD"):
+        switch("DASKSAE_WGMMA_FORWARD")
+    with pytest.raises(ValueError, match="takes no transposed operand"):
+        wgmma.wgmma_statement(96, 8, "tf32.tf32", transpose_b=True)
+    assert ", 1, 1;" in wgmma.wgmma_statement(96, 16, "bf16.bf16", transpose_b=True, transpose_a=True)
+
+
 def test_the_update_epilogue_is_chosen_by_the_input_channels(monkeypatch):
     """DASKSAE_MMA_EPILOGUE: ``auto`` (the default) takes ``rows-wide`` for an image's 3 channels (faster on the
     H200 there) and ``rows`` for 8 (faster there); a named variant is taken everywhere; anything else is refused."""

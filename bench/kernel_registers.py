@@ -8,6 +8,8 @@
     python bench/kernel_registers.py --kernels mma-forward   # the bfloat16 tensor-core W x (kernels/mma_forward.py)
     python bench/kernel_registers.py --kernels mma-transpose   # W^T y with the fold (kernels/mma_transpose.py)
     python bench/kernel_registers.py --kernels mma-transpose --transpose-variant k64x3
+    python bench/kernel_registers.py --kernels mma-forward --forward-variant w64x3-swizzled   # on wgmma (sm_90a)
+    python bench/kernel_registers.py --kernels mma-transpose --transpose-variant w64x3-swizzled
     python bench/kernel_registers.py --kernels mma-float32   # float32 W x on TF32 tensor cores (kernels/mma_float32.py)
     python bench/kernel_registers.py --kernels mma-float32-transpose   # and its W^T y with the fold
     python bench/kernel_registers.py --kernels mma-float32-update --mma-epilogue rows   # and its update
@@ -51,9 +53,11 @@ def main(argv=None):
                         help="with --kernels mma (mma-float32-update): the epilogue's variant "
                              "(mma_update.EPILOGUE_VARIANTS; SPLIT_VARIANTS)")
     parser.add_argument("--forward-variant", default="k32x4",
-                        help="with --kernels mma-forward: the tiles' variant (mma_forward.VARIANTS)")
+                        help="with --kernels mma-forward: the tiles' variant (mma_forward.VARIANTS, or WGMMA_VARIANTS: "
+                             "wgmma, assembled for sm_90a)")
     parser.add_argument("--transpose-variant", default="k32x4",
-                        help="with --kernels mma-transpose: the tiles' variant (mma_transpose.VARIANTS)")
+                        help="with --kernels mma-transpose: the tiles' variant (mma_transpose.VARIANTS, or "
+                             "WGMMA_VARIANTS: wgmma, assembled for sm_90a)")
     parser.add_argument("--float32-variant", default="k32x3",
                         help="with --kernels mma-float32(-transpose): the tiles' variant (mma_forward.SPLIT_VARIANTS, "
                              "mma_transpose.SPLIT_VARIANTS)")
@@ -82,7 +86,10 @@ def main(argv=None):
                                     b"-std=c++17")
     else:
         source, names, standard = mma_transpose.mma_transpose_source(args.transpose_variant), [], b"-std=c++17"
-    log, sass = assembled(source, standard, names=names, ptx_path=args.ptx, sass=args.sass)
+    on_wgmma = (args.kernels == "mma-forward" and args.forward_variant in mma_forward.WGMMA_VARIANTS
+                or args.kernels == "mma-transpose" and args.transpose_variant in mma_transpose.WGMMA_VARIANTS)
+    log, sass = assembled(source, standard, architecture="90a" if on_wgmma else "90", names=names, ptx_path=args.ptx,
+                          sass=args.sass)
     print("\n".join(register_lines(log)))
     if sass is not None:
         print(tile_loop_counts(sass))

@@ -234,9 +234,10 @@ extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
         copies_commit();
         // A: the warpgroup's 64-value atom, 8-deep groups of block rows 1024 bytes apart (stride), a k-step two
         // groups; B: 32-column atoms 4096 bytes apart (leading), 8-deep groups 512 (stride), a k-step two groups
-        wgmma_k_tile<48, TILE_K / K_STEP, 128, 64, WGMMA_PENDING, wgmma_transpose>(
-            &acc[0][0][0], descriptor(As[s % STAGES] + group * 4096, 8192, 1024, 1),
-            descriptor(Bs[s % STAGES], 4096, 512, 2));
+        if (group * 64 < cell_rows)  // (a warpgroup whose rows are all past the cell's, as at cells of 48, idles)
+            wgmma_k_tile<48, TILE_K / K_STEP, 128, 64, WGMMA_PENDING, wgmma_transpose>(
+                &acc[0][0][0], descriptor(As[s % STAGES] + group * 4096, 8192, 1024, 1),
+                descriptor(Bs[s % STAGES], 4096, 512, 2));
     }
     wgmma_wait<0>();
     copies_wait<0>();  // (only empty groups are left)

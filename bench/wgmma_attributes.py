@@ -1,6 +1,8 @@
 """What the driver made of the tensor-core ``W x`` kernels: registers, local memory (spills) and shared memory of
 ``mma.sync``'s k64x3 (CuPy's RawKernel) and of ``wgmma``'s variants, loaded as PTX (the driver assembles it) and as
-NVRTC's sm_90a machine code (``DASKSAE_WGMMA_TARGET``).  One line a kernel::
+NVRTC's sm_90a machine code (``DASKSAE_WGMMA_TARGET``).  Session 42's run (``bench/results/session42/attributes``)
+was of the unswizzled variants since taken out (``w64x3``, ``w64x3-touching``, at the commit in its command.txt);
+it now reads :data:`~dasksae.kernels.mma_forward.WGMMA_VARIANTS`.  One line a kernel::
 
     python bench/wgmma_attributes.py            # on the GPU machine
 """
@@ -13,7 +15,7 @@ def main() -> None:
 
     geometry = (2048, 96, 1728, 288, 4, 16, 10000)  # a stage-2-like layer compiled in
     kernels = [("k64x3", mma_forward._kernel("k64x3", geometry))]
-    for variant in ("w64x3", "w64x3-touching"):
+    for variant in mma_forward.WGMMA_VARIANTS:
         for target in ("ptx", "cubin"):
             module = wgmma.compiled_module(mma_forward.mma_forward_source(variant, geometry), "mma_forward", target)
             kernels.append((f"{variant} {target}", module.get_function("dasksae_wgmma_filter_forward")))

@@ -61,7 +61,7 @@ B_ROW = TILE_N + 8  # a shared field row: 96 bfloat16 values and 8 of padding (2
 # flight across a k-tile's barrier, so that STAGES - 1 - WGMMA_PENDING tiles of copies are in flight).  The tiles are
 # in CUTLASS's swizzled layouts (no padding): a warp copies 4 whole weight rows of 128 bytes, each into one 128-byte
 # row of shared memory.  On the H100 (session 42, coates200's stages, M=96; bench/results/session42/swizzled) w64x3
-# took 1.360 ms against mma.sync's 1.521, w64x4 1.367.  Layouts without swizzling took 2.65-2.95 ms whatever their
+# took 1.360 ms against mma.sync's 1.521, w64x4 1.367.  Layouts without swizzling took 2.65-2.96 ms whatever their
 # pipeline (docs/gpu-performance.md: their copies were split into single-sector L2 requests)
 WGMMA_VARIANTS = {"w64x3-swizzled": (64, 3, 0), "w64x4-swizzled": (64, 4, 1)}
 # "1" (the default since session 42: WGMMA_VARIANT) or a variant of WGMMA_VARIANTS: W x and U g_r on wgmma where the
@@ -187,8 +187,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
             const int r = c / B_COPIES, part = c % B_COPIES, k = k0 + r, safe = k < fan_in ? k : 0;
             const bool in = k < fan_in && n0 + part * 8 < batch;
             const long long field = (safe / field_rows) * in_row + (long long)(safe % field_rows) * batch;
-            copy_16(&Bs[buffer][2048 * (part / 4) + 256 * (r / 8) + 32 * (r % 8) + 8 * ((part % 4) ^ ((r % 8) / 2))],
-                    x + field + (in ? part * 8 : 0), in);
+            copy_16(&Bs[buffer][mn_major_64_at(r, part)], x + field + (in ? part * 8 : 0), in);
         }
 #else
         for (int c = tid; c < TILE_M * (TILE_K / PER_COPY); c += 256) {  // A: 128 rows of TILE_K / PER_COPY copies

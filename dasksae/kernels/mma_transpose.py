@@ -166,9 +166,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
     auto a_at = [](const int r, const int m) {  // (in bfloat16 values)
         return 4096 * (m / 64) + 512 * (r / 8) + 64 * (r % 8) + 8 * (((m % 64) / 8) ^ (r % 8)) + m % 8;
     };
-    auto b_at = [](const int r, const int part) {
-        return 2048 * (part / 4) + 256 * (r / 8) + 32 * (r % 8) + 8 * ((part % 4) ^ ((r % 8) / 2));
-    };
+    auto b_at = [](const int r, const int part) { return mn_major_64_at(r, part); };
 #else
     auto a_at = [](const int r, const int m) { return r * A_ROW + m; };
     auto b_at = [](const int r, const int part) { return r * B_ROW + part * PER_COPY; };

@@ -75,6 +75,13 @@ template <int COUNT> __device__ __forceinline__ void sums_fenced(float* d)
     for (int i = 0; i < COUNT; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 #endif
+// where 8-column chunk `part` of row k of a K x 96 bfloat16 tile lies (in values) MN-major in 64-byte swizzled rows:
+// atoms of 32 columns 4096 bytes apart (a descriptor's leading offset), 8-deep groups of K 512 (its stride), row k % 8
+// at 64 (k % 8), the chunk at 16 (part % 4 ^ k % 8 / 2): the fields (mma_forward) and y (mma_transpose) as B
+__device__ __forceinline__ int mn_major_64_at(const int k, const int part)
+{
+    return 2048 * (part / 4) + 256 * (k / 8) + 32 * (k % 8) + 8 * ((part % 4) ^ ((k % 8) / 2));
+}
 // one k-tile's products into a warpgroup's COUNT sums: STEPS products, descriptor a (b) moving A_STEP (B_STEP) 16-byte
 // units a product, in one commit group, then until at most PENDING groups are pending; the sums fenced before and
 // after, so that the compiler keeps them where the pending products write them

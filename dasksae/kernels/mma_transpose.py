@@ -33,8 +33,7 @@ H200 (session 24) it took coates200's stages 2 and 3 in 0.98 and 0.78 ms
 against 1.44 and 1.12 ms for cuBLAS's product then the fold, and the
 bfloat16 step from 24.3 to 22.7 ms.
 
-``DASKSAE_WGMMA_TRANSPOSE=1`` (opt-in: built in session 42 after its device
-time was spent, not yet run on a GPU) takes the same product on Hopper's
+``DASKSAE_WGMMA_TRANSPOSE=1`` (the default since session 43) takes the same product on Hopper's
 ``wgmma`` (:data:`WGMMA_VARIANTS`, :mod:`.wgmma`), as :mod:`.mma_forward`
 takes ``W x`` by default: each of two warpgroups 64 of the cell's rows by
 the 96 columns, both operands MN-major by descriptor (``imm-trans-a`` and
@@ -72,11 +71,12 @@ B_ROW = TILE_N + 8  # a shared row of y's tile: 96 minibatch values and 8 of pad
 SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # bfloat16 on wgmma (kernels/wgmma.py; sm_90 only), as mma_forward's WGMMA_VARIANTS: (TILE_K, STAGES, WGMMA_PENDING),
 # the tiles in CUTLASS's swizzled layouts (the weights' cell values MN-major in 128-byte rows, y's columns MN-major in
-# 64-byte rows).  It takes layers whose rows are whole 64s.  Built in session 42 after the device time was spent:
-# checked under g++ (wgmma emulated) and by NVRTC, not yet run on a GPU
+# 64-byte rows).  It takes layers whose rows are whole 64s.  On an H100 (session 43, coates200, M=96) it took the
+# stages' W^T y with the fold in 1.953 ms against mma.sync's k64x3 2.241, and the in-process bfloat16 step 22.9
+# against 23.2-23.6 ms (bench/results/session43/next/)
 WGMMA_VARIANTS = {"w64x3-swizzled": (64, 3, 0)}
-# "1": W^T y with the fold on wgmma (WGMMA_VARIANT) where the GPU runs it and the layer's rows are whole 64s; "0"
-# (the default until it is measured): on mma.sync
+# "1" (the default): W^T y with the fold on wgmma (WGMMA_VARIANT) where the GPU runs it and the layer's rows are
+# whole 64s; "0": on mma.sync
 WGMMA_TRANSPOSE = switch("DASKSAE_WGMMA_TRANSPOSE")
 WGMMA_VARIANT = "w64x3-swizzled"
 

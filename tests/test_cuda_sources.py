@@ -188,7 +188,7 @@ def test_the_bfloat16_rounding_compiles_as_the_conversion_uses_it():
 @pytest.mark.parametrize("transpose, units", [(False, False), (False, True), (True, False)])
 @pytest.mark.parametrize("size, stride", [(5, 1), (3, 2)])
 def test_the_pooling_window_kernels_compile(transpose, units, size, stride):
-    assert compile_errors(cuda_kernels.pool_windows_source(transpose, units, 192, 184, 184, 180, size, stride)) == ""
+    assert compile_errors(cuda_kernels.pool_windows_source(transpose, units, 192, 184, 184, 180, 180, size, stride)) == ""
 
 
 @pytest.mark.parametrize("dtype,divide_before,root,maps_operation", [

@@ -144,23 +144,28 @@ def _pool_unit_weights_kernel(with_grad: bool):
 # (K, M) axes, 32-bit indices whose divisions by constants are multiplications.  The elementwise kernels above
 # (64-bit index arithmetic at run time, one value a thread) moved 0.3 TB/s on an H200 (the transpose, 0.65 ms
 # a coates200 stage-1 map); these are for float32 maps whose trailing size is a multiple of 4.
+#
+# With windows one apart (stride 1, every config's pooling) a thread takes WINDOW_ROWS output rows of one column in
+# turn: each source row's sum over the window's columns is loaded once and kept in a ring of SIZE registers, and an
+# output row is the sum of the ring, so a row of output takes SIZE loads instead of SIZE^2.  A thread to each output
+# (SIZE^2 loads) read each input 25 times through L2: on an H100 (session 43, bench/results/session43/bytes/) the
+# backward's transpose moved 1.24 TB/s of DRAM bytes and 9 TB/s through L2 (0.60 ms a coates200 step), the forward's
+# units 1.60 TB/s (0.44 ms).  Other strides keep a thread to each output.
+WINDOW_ROWS = 12
+
 _WINDOW_SOURCE = r"""
-// V x^2 at output vector i of the map (OH, OW, 4*VECTORS): the sum of x^2 over its window
-__device__ __forceinline__ float4 window_squares(const float4* __restrict__ x, const unsigned int i)
+// a thread's place: vector t of column `column`, output rows first .. last - 1 (ROWS_A_THREAD of them, or fewer at
+// the bottom); false past the grid's last
+__device__ __forceinline__ bool window_thread(const unsigned int i, const unsigned int total, unsigned int& t,
+                                              int& column, int& first, int& last)
 {
-    const unsigned int t = i % VECTORS;
+    if (i >= total) return false;
+    t = i % VECTORS;
     const unsigned int rest = i / VECTORS;
-    const int column = rest % OUT_WIDTH;
-    const int row = rest / OUT_WIDTH;
-    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int a = 0; a < SIZE; ++a) {
-        const unsigned int base = (unsigned int)(row * STRIDE + a) * IN_WIDTH + column * STRIDE;
-        for (int b = 0; b < SIZE; ++b) {
-            const float4 v = x[(base + b) * VECTORS + t];
-            sum.x += __fmul_rn(v.x, v.x); sum.y += __fmul_rn(v.y, v.y); sum.z += __fmul_rn(v.z, v.z); sum.w += __fmul_rn(v.w, v.w);
-        }
-    }
-    return sum;
+    column = rest % OUT_WIDTH;
+    first = (rest / OUT_WIDTH) * ROWS_A_THREAD;
+    last = first + ROWS_A_THREAD < OUT_HEIGHT ? first + ROWS_A_THREAD : OUT_HEIGHT;
+    return true;
 }
 
 __device__ __forceinline__ float4 root_of_eps_plus(const float eps, const float scale, const float4 s)
@@ -169,6 +174,92 @@ __device__ __forceinline__ float4 root_of_eps_plus(const float eps, const float 
                        sqrtf(eps + __fmul_rn(scale, s.z)), sqrtf(eps + __fmul_rn(scale, s.w)));
 }
 
+__device__ __forceinline__ void add_to(float4& sum, const float4 v)
+{
+    sum.x += v.x; sum.y += v.y; sum.z += v.z; sum.w += v.w;
+}
+
+#if TRANSPOSE
+// a source row's part of V^T g at (., column): the sum of g (IN_HEIGHT, IN_WIDTH) over the windows of row `row` that
+// cover the column (zero for rows outside g)
+__device__ __forceinline__ float4 source_row(const float4* __restrict__ g, const int row, const int column,
+                                             const unsigned int t)
+{
+    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (row < 0 || row >= IN_HEIGHT) return sum;
+    for (int b = 0; b < SIZE; ++b) {
+        const int c = column - b;
+        if (c >= 0 && c < IN_WIDTH) add_to(sum, g[((unsigned int)row * IN_WIDTH + c) * VECTORS + t]);
+    }
+    return sum;
+}
+#define FIRST_SOURCE_ROW(r) ((r) - (SIZE - 1))  // output row r (of the map) takes g's rows r - SIZE + 1 .. r
+#else
+// a source row's part of V x^2 at (., column): the sum of x^2 over the window's columns of input row `row`
+__device__ __forceinline__ float4 source_row(const float4* __restrict__ x, const int row, const int column,
+                                             const unsigned int t)
+{
+    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+    const unsigned int base = (unsigned int)row * IN_WIDTH + column;
+    for (int b = 0; b < SIZE; ++b) {
+        const float4 v = x[(base + b) * VECTORS + t];
+        sum.x += __fmul_rn(v.x, v.x); sum.y += __fmul_rn(v.y, v.y); sum.z += __fmul_rn(v.z, v.z); sum.w += __fmul_rn(v.w, v.w);
+    }
+    return sum;
+}
+#define FIRST_SOURCE_ROW(r) (r)  // output row r takes x's rows r .. r + SIZE - 1
+#endif
+
+// the thread's output rows in turn: body(row, sum) with each row's window sum (V x^2, or V^T g), its source rows' sums
+// kept in a ring (stride 1), or each output's window summed whole (other strides)
+template <typename Body>
+__device__ __forceinline__ void for_each_window(const float4* __restrict__ in, const int column, const unsigned int t,
+                                                const int first, const int last, Body body)
+{
+#if STRIDE == 1
+    float4 ring[SIZE];  // ring[k]: source row FIRST_SOURCE_ROW(row) + k of the row being summed
+#pragma unroll
+    for (int k = 1; k < SIZE; ++k) ring[k] = source_row(in, FIRST_SOURCE_ROW(first) + k - 1, column, t);
+    for (int row = first; row < last; ++row) {
+#pragma unroll
+        for (int k = 0; k + 1 < SIZE; ++k) ring[k] = ring[k + 1];
+        ring[SIZE - 1] = source_row(in, FIRST_SOURCE_ROW(row) + SIZE - 1, column, t);
+        float4 sum = ring[0];
+#pragma unroll
+        for (int k = 1; k < SIZE; ++k) add_to(sum, ring[k]);
+        body(row, sum);
+    }
+#else
+    for (int row = first; row < last; ++row) {
+        float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+#if TRANSPOSE
+        // out (H, W) from g (OH, OW): the windows that cover (row, column), in the order of the array code's loop
+        for (int a = 0; a < SIZE; ++a) {
+            const int r = row - a;
+            if (r < 0) break;
+            if (r % STRIDE != 0 || r / STRIDE >= IN_HEIGHT) continue;
+            for (int b = 0; b < SIZE; ++b) {
+                const int c = column - b;
+                if (c < 0) break;
+                if (c % STRIDE != 0 || c / STRIDE >= IN_WIDTH) continue;
+                add_to(sum, in[((unsigned int)(r / STRIDE) * IN_WIDTH + c / STRIDE) * VECTORS + t]);
+            }
+        }
+#else
+        for (int a = 0; a < SIZE; ++a) {
+            const unsigned int base = (unsigned int)(row * STRIDE + a) * IN_WIDTH + column * STRIDE;
+            for (int b = 0; b < SIZE; ++b) {
+                const float4 v = in[(base + b) * VECTORS + t];
+                sum.x += __fmul_rn(v.x, v.x); sum.y += __fmul_rn(v.y, v.y); sum.z += __fmul_rn(v.z, v.z); sum.w += __fmul_rn(v.w, v.w);
+            }
+        }
+#endif
+        body(row, sum);
+    }
+#endif
+}
+
+#if !TRANSPOSE
 // The pooled units and the sparsity term's units of the objective's forward pass, and this block's float64 sums of
 // the units (the term) and of V x^2 / units (its d/da), without writing V x^2: the passes that summed them and the
 // map of squares, in this one (partials: [unit sums | ratio sums], a value a block each)
@@ -178,23 +269,30 @@ extern "C" __global__ void dasksae_pool_units_and_sums(const float4* __restrict_
                                                        const float scale_squared_value, const int scale_on_device,
                                                        const unsigned int total, double* __restrict__ partials)
 {
-    const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    unsigned int t;
+    int column, first, last;
     double unit_part = 0.0, ratio_part = 0.0;
-    if (i < total) {
-        const float4 sum = window_squares(x, i);
+    if (window_thread(blockIdx.x * blockDim.x + threadIdx.x, total, t, column, first, last)) {
         const float scale_squared = scale_on_device ? *scale_squared_pointer : scale_squared_value;  // device: graphs
-        pooled[i] = root_of_eps_plus(eps, 1.f, sum);
-        const float4 u = root_of_eps_plus(eps, scale_squared, sum);
-        units[i] = u;
-        unit_part = ((double)u.x + (double)u.y) + ((double)u.z + (double)u.w);
-        ratio_part = ((double)__fdiv_rn(sum.x, u.x) + (double)__fdiv_rn(sum.y, u.y))
-                     + ((double)__fdiv_rn(sum.z, u.z) + (double)__fdiv_rn(sum.w, u.w));
+        for_each_window(x, column, t, first, last, [&](const int row, const float4 sum) {
+            const unsigned int i = ((unsigned int)row * OUT_WIDTH + column) * VECTORS + t;
+            pooled[i] = root_of_eps_plus(eps, 1.f, sum);
+            const float4 u = root_of_eps_plus(eps, scale_squared, sum);
+            units[i] = u;
+            unit_part += ((double)u.x + (double)u.y) + ((double)u.z + (double)u.w);
+            ratio_part += ((double)__fdiv_rn(sum.x, u.x) + (double)__fdiv_rn(sum.y, u.y))
+                          + ((double)__fdiv_rn(sum.z, u.z) + (double)__fdiv_rn(sum.w, u.w));
+        });
     }
     block_partial(unit_part, partials);
     __syncthreads();  // block_partial's shared sums are read by the first warp before they are written again
     block_partial(ratio_part, partials + gridDim.x);
 }
+#endif
 
+// TRANSPOSE: out (OUT_HEIGHT, OUT_WIDTH) = times * V^T x for x (IN_HEIGHT, IN_WIDTH); else out = V x^2 of x
+// (IN_HEIGHT, IN_WIDTH) and pooled = sqrt(eps + out), with UNITS units = sqrt(eps + scale_squared out).  `total`: the
+// grid's threads, ceil(OUT_HEIGHT / ROWS_A_THREAD) OUT_WIDTH VECTORS
 extern "C" __global__ void dasksae_pool_windows(const float4* __restrict__ x, const float4* __restrict__ times,
                                                 float4* __restrict__ out, float4* __restrict__ pooled,
                                                 float4* __restrict__ units, const float eps,
@@ -202,54 +300,49 @@ extern "C" __global__ void dasksae_pool_windows(const float4* __restrict__ x, co
                                                 const float scale_squared_value, const int scale_on_device,
                                                 const unsigned int total)
 {
-    const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= total) return;
-    const unsigned int t = i % VECTORS;
-    const unsigned int rest = i / VECTORS;
-    const int column = rest % OUT_WIDTH;
-    const int row = rest / OUT_WIDTH;
-    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+    unsigned int t;
+    int column, first, last;
+    if (!window_thread(blockIdx.x * blockDim.x + threadIdx.x, total, t, column, first, last)) return;
+    const float scale_squared = UNITS ? (scale_on_device ? *scale_squared_pointer : scale_squared_value) : 0.f;
+    for_each_window(x, column, t, first, last, [&](const int row, const float4 sum) {
+        const unsigned int i = ((unsigned int)row * OUT_WIDTH + column) * VECTORS + t;
 #if TRANSPOSE
-    // out (H, W) from g (OH, OW): the windows that cover (row, column), in the order of the array code's loop
-    for (int a = 0; a < SIZE; ++a) {
-        const int r = row - a;
-        if (r < 0) break;
-        if (r % STRIDE != 0 || r / STRIDE >= IN_HEIGHT) continue;
-        for (int b = 0; b < SIZE; ++b) {
-            const int c = column - b;
-            if (c < 0) break;
-            if (c % STRIDE != 0 || c / STRIDE >= IN_WIDTH) continue;
-            const float4 v = x[((unsigned int)(r / STRIDE) * IN_WIDTH + c / STRIDE) * VECTORS + t];
-            sum.x += v.x; sum.y += v.y; sum.z += v.z; sum.w += v.w;
-        }
-    }
-    const float4 f = times[i];
-    out[i] = make_float4(__fmul_rn(f.x, sum.x), __fmul_rn(f.y, sum.y), __fmul_rn(f.z, sum.z), __fmul_rn(f.w, sum.w));
+        const float4 f = times[i];
+        out[i] = make_float4(__fmul_rn(f.x, sum.x), __fmul_rn(f.y, sum.y), __fmul_rn(f.z, sum.z), __fmul_rn(f.w, sum.w));
 #else
-    // squares (OH, OW) of x (H, W): the sum of x^2 over the window, then the pooled and sparsity units
-    sum = window_squares(x, i);
-    out[i] = sum;
-    pooled[i] = root_of_eps_plus(eps, 1.f, sum);
-    if (UNITS) {
-        const float scale_squared = scale_on_device ? *scale_squared_pointer : scale_squared_value;  // device: graphs
-        units[i] = root_of_eps_plus(eps, scale_squared, sum);
-    }
+        out[i] = sum;
+        pooled[i] = root_of_eps_plus(eps, 1.f, sum);
+        if (UNITS) units[i] = root_of_eps_plus(eps, scale_squared, sum);
 #endif
+    });
 }
 """
 
 
-def pool_windows_source(transpose: bool, units: bool, vectors: int, in_height: int, in_width: int, out_width: int,
-                        size: int, stride: int) -> str:
-    """The CUDA source of a pooling-window kernel for one map shape (``dasksae_pool_windows``).
+def window_rows(stride: int) -> int:
+    """The output rows a thread of the window kernels takes: :data:`WINDOW_ROWS` with windows one apart, else 1."""
+    return WINDOW_ROWS if stride == 1 else 1
+
+
+def window_threads(out_height: int, out_width: int, vectors: int, stride: int) -> int:
+    """The threads of a window kernel's grid over an output map ``(out_height, out_width)`` of ``vectors`` float4s a
+    pixel: a thread to each :func:`window_rows` rows of a column's vector."""
+    return -(-out_height // window_rows(stride)) * out_width * vectors
+
+
+def pool_windows_source(transpose: bool, units: bool, vectors: int, in_height: int, in_width: int, out_height: int,
+                        out_width: int, size: int, stride: int) -> str:
+    """The CUDA source of the pooling-window kernels for one map shape (``dasksae_pool_windows``, and
+    ``dasksae_pool_units_and_sums`` where not ``transpose``).
 
     ``transpose=False``: squares, pooled and (``units``) sparsity units of
     ``x (in_height, in_width, 4*vectors)``; ``True``: ``times * V^T g`` for
-    ``g (in_height, in_width, 4*vectors)`` into a map ``out_width`` wide.
+    ``g (in_height, in_width, 4*vectors)`` into a map ``(out_height, out_width)``.
     """
     defines = (f"#define TRANSPOSE {int(transpose)}\n#define UNITS {int(units)}\n#define VECTORS {vectors}u\n"
-               f"#define IN_HEIGHT {in_height}\n#define IN_WIDTH {in_width}\n#define OUT_WIDTH {out_width}\n"
-               f"#define SIZE {size}\n#define STRIDE {stride}\n")
+               f"#define IN_HEIGHT {in_height}\n#define IN_WIDTH {in_width}\n#define OUT_HEIGHT {out_height}\n"
+               f"#define OUT_WIDTH {out_width}\n#define SIZE {size}\n#define STRIDE {stride}\n"
+               f"#define ROWS_A_THREAD {window_rows(stride)}\n")
     return defines + BLOCK_PARTIAL + _WINDOW_SOURCE
 
 
@@ -257,7 +350,7 @@ def pool_windows_source(transpose: bool, units: bool, vectors: int, in_height: i
 def _pool_windows_kernel(*geometry, name="dasksae_pool_windows"):
     import cupy
 
-    return cupy.RawKernel(pool_windows_source(*geometry), name)
+    return cupy.RawKernel(pool_windows_source(*geometry), name, options=("-std=c++14",))
 
 
 def pool_units_and_sums(x, size: int, stride: int, eps: float, scale_squared):
@@ -273,16 +366,18 @@ def pool_units_and_sums(x, size: int, stride: int, eps: float, scale_squared):
     for extent in out_shape[2:]:
         trailing *= extent
     on_device = isinstance(scale_squared, cupy.ndarray)  # a device scalar under CUDA graphs
-    total = out_shape[0] * out_shape[1] * (trailing // 4)
-    if (x.dtype != numpy.float32 or trailing % 4 or not x.flags.c_contiguous or x.data.ptr % 16 or total == 0
-            or total >= 2**31 or (on_device and (scale_squared.dtype != numpy.float32 or scale_squared.size != 1))):
+    values = out_shape[0] * out_shape[1] * trailing
+    total = window_threads(out_shape[0], out_shape[1], trailing // 4, stride)
+    if (x.dtype != numpy.float32 or trailing % 4 or not x.flags.c_contiguous or x.data.ptr % 16 or values == 0
+            or max(values, x.size) // 4 >= 2**31  # (the kernel's float4 indices: 32 bits)
+            or (on_device and (scale_squared.dtype != numpy.float32 or scale_squared.size != 1))):
         return None
     pooled, units = (cupy.empty(out_shape, dtype=numpy.float32) for _ in range(2))
     threads = 256
     blocks = (total + threads - 1) // threads
     partials = cupy.empty((2, blocks), dtype=numpy.float64)
-    kernel = _pool_windows_kernel(False, True, trailing // 4, x.shape[0], x.shape[1], out_shape[1], size, stride,
-                                  name="dasksae_pool_units_and_sums")
+    kernel = _pool_windows_kernel(False, True, trailing // 4, x.shape[0], x.shape[1], out_shape[0], out_shape[1],
+                                  size, stride, name="dasksae_pool_units_and_sums")
     kernel((blocks,), (threads,),
            (x, pooled, units, numpy.float32(eps), scale_squared if on_device else x,
             numpy.float32(0 if on_device else scale_squared), numpy.int32(on_device), numpy.uint32(total), partials))
@@ -301,15 +396,16 @@ def _pool_windows(x, out_shape, size, stride, transpose, times=None, eps=0.0, sc
     if (x.dtype != numpy.float32 or trailing % 4 or any(not a.flags.c_contiguous or a.data.ptr % 16 for a in arrays)
             or (times is not None and (times.dtype != numpy.float32 or times.shape != tuple(out_shape)))):
         return None
-    total = out_shape[0] * out_shape[1] * (trailing // 4)
-    if total == 0 or total >= 2**31:
+    values = out_shape[0] * out_shape[1] * trailing
+    if values == 0 or max(values, x.size) // 4 >= 2**31:  # (the kernels' float4 indices: 32 bits)
         return None
+    total = window_threads(out_shape[0], out_shape[1], trailing // 4, stride)
     on_device = isinstance(scale_squared, cupy.ndarray)  # a device scalar under CUDA graphs
     if on_device and (scale_squared.dtype != numpy.float32 or scale_squared.size != 1):
         return None
     outputs = [cupy.empty(out_shape, dtype=numpy.float32) for _ in range(1 if transpose else (2 if scale_squared is None else 3))]
-    kernel = _pool_windows_kernel(transpose, scale_squared is not None, trailing // 4, x.shape[0], x.shape[1], out_shape[1],
-                                  size, stride)
+    kernel = _pool_windows_kernel(transpose, scale_squared is not None, trailing // 4, x.shape[0], x.shape[1],
+                                  out_shape[0], out_shape[1], size, stride)
     threads = 256
     padded = outputs + [outputs[0]] * (3 - len(outputs))  # pointers never written without their flag
     kernel(((total + threads - 1) // threads,), (threads,),
@@ -503,8 +599,8 @@ def sgd_momentum_update(param, velocity, grad, lr: float, momentum: float) -> bo
 
 # ---------------------------------------------------------------- local contrast normalisation
 #
-# Maps are (H, W, K, M); per-position planes (H, W, M).  One thread per (h, w, m) loops over the K maps
-# (reads coalesced along m).  The smoothing is the 2-D zero-padded "same" Gaussian stencil of
+# Maps are (H, W, K, M); per-position planes (H, W, M).  A thread takes WINDOW_ROWS rows of one (w, m) in turn and
+# loops over the K maps at each (reads coalesced along m).  The smoothing is the 2-D zero-padded "same" Gaussian stencil of
 # :mod:`.contrast` with the plane's geometry compiled in (one kernel per shape, cached), and the border
 # weights ("coverage") of the whole map, from the window's origin and the map's size, made once per shape
 # on the device as inverse weights of each row and column, so that a tile's window is normalised like the
@@ -512,6 +608,34 @@ def sgd_momentum_update(param, velocity, grad, lr: float, momentum: float) -> bo
 # this stencil compute-bound: 0.2 ms a call on the H200 for a 12 MB plane.
 
 _LCN_SMOOTH_SOURCE = r"""
+// a source row's part of the stencil at (., w): row y's values over the window's columns, each times its weight (and,
+// DIVIDE_BEFORE, the inverse coverage of its column and of the row); zero for rows outside the plane
+__device__ __forceinline__ VALUE lcn_source_row(const VALUE* __restrict__ plane, const VALUE* __restrict__ window,
+                                                const VALUE* __restrict__ inverse_cover_h,
+                                                const VALUE* __restrict__ inverse_cover_w, const int y, const int w,
+                                                const unsigned int m)
+{
+    if (y < 0 || y >= HEIGHT) return 0;
+    VALUE row = 0;
+#pragma unroll
+    for (int b = 0; b < SIZE; ++b) {
+        const int x = w + b - SIZE / 2;
+        if (x < 0 || x >= WIDTH) continue;
+#if DIVIDE_BEFORE
+        row += plane[((unsigned int)y * WIDTH + x) * BATCH + m] * (window[b] * inverse_cover_w[x]);
+#else
+        row += plane[((unsigned int)y * WIDTH + x) * BATCH + m] * window[b];
+#endif
+    }
+#if DIVIDE_BEFORE
+    row *= inverse_cover_h[y];
+#endif
+    return row;
+}
+
+// A thread takes ROWS_A_THREAD rows of one column's value m in turn (fewer at the bottom): each source row's part
+// (lcn_source_row) is made once and kept in a ring of SIZE registers, so that a row takes SIZE loads of the plane
+// instead of SIZE^2.  TOTAL: the grid's threads, ceil(HEIGHT / ROWS_A_THREAD) WIDTH BATCH
 extern "C" __global__ void dasksae_lcn_smooth(const VALUE* __restrict__ plane, const VALUE* __restrict__ window,
                                               const VALUE* __restrict__ inverse_cover_h,
                                               const VALUE* __restrict__ inverse_cover_w, VALUE* __restrict__ out,
@@ -521,50 +645,48 @@ extern "C" __global__ void dasksae_lcn_smooth(const VALUE* __restrict__ plane, c
     const unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= TOTAL) return;
     const unsigned int m = i % BATCH;  // plane (HEIGHT, WIDTH, BATCH)
-    const unsigned int hw = i / BATCH;
-    const int w = hw % WIDTH;
-    const int h = hw / WIDTH;
-    VALUE total = 0;
+    const unsigned int rest = i / BATCH;
+    const int w = rest % WIDTH;
+    const int first = (rest / WIDTH) * ROWS_A_THREAD;
+    const int last = first + ROWS_A_THREAD < HEIGHT ? first + ROWS_A_THREAD : HEIGHT;
+    VALUE ring[SIZE];  // ring[k]: source row h - SIZE / 2 + k of the row h being smoothed
 #pragma unroll
-    for (int a = 0; a < SIZE; ++a) {
-        const int y = h + a - SIZE / 2;
-        if (y < 0 || y >= HEIGHT) continue;
-        VALUE row = 0;
+    for (int k = 1; k < SIZE; ++k)
+        ring[k] = lcn_source_row(plane, window, inverse_cover_h, inverse_cover_w, first - SIZE / 2 + k - 1, w, m);
+    for (int h = first; h < last; ++h) {
 #pragma unroll
-        for (int b = 0; b < SIZE; ++b) {
-            const int x = w + b - SIZE / 2;
-            if (x < 0 || x >= WIDTH) continue;
-#if DIVIDE_BEFORE
-            row += plane[((unsigned int)y * WIDTH + x) * BATCH + m] * (window[b] * inverse_cover_w[x]);
-#else
-            row += plane[((unsigned int)y * WIDTH + x) * BATCH + m] * window[b];
+        for (int k = 0; k + 1 < SIZE; ++k) ring[k] = ring[k + 1];
+        ring[SIZE - 1] = lcn_source_row(plane, window, inverse_cover_h, inverse_cover_w, h + SIZE - 1 - SIZE / 2, w, m);
+        VALUE total = 0;
+#pragma unroll
+        for (int k = 0; k < SIZE; ++k) total += ring[k] * window[k];
+#if !DIVIDE_BEFORE
+        total *= inverse_cover_h[h] * inverse_cover_w[w];
 #endif
-        }
-#if DIVIDE_BEFORE
-        total += row * (window[a] * inverse_cover_h[y]);
-#else
-        total += row * window[a];
+        total *= inverse_maps;
+        const unsigned int at = ((unsigned int)h * WIDTH + w) * BATCH + m, hw = (unsigned int)h * WIDTH + w;
+#if ROOT
+        total = sqrt(total);
+        const VALUE divisor = total > floor ? total : floor;
+        floored[at] = divisor;
+#endif
+        out[at] = total;
+        // the maps (HEIGHT, WIDTH, MAPS, BATCH) at this plane position: reads and writes coalesced along m
+#if MAPS_OPERATION == 1  // divided by the divisor (LCN's output from the centred maps)
+        for (unsigned int k = 0; k < MAPS; ++k) maps_out[(hw * MAPS + k) * BATCH + m] = maps_in[(hw * MAPS + k) * BATCH + m] / divisor;
+#elif MAPS_OPERATION == 2  // less the average (the backward's mean term, in place)
+        for (unsigned int k = 0; k < MAPS; ++k) maps_out[(hw * MAPS + k) * BATCH + m] = maps_in[(hw * MAPS + k) * BATCH + m] - total;
 #endif
     }
-#if !DIVIDE_BEFORE
-    total *= inverse_cover_h[h] * inverse_cover_w[w];
-#endif
-    total *= inverse_maps;
-#if ROOT
-    total = sqrt(total);
-    const VALUE divisor = total > floor ? total : floor;
-    floored[i] = divisor;
-#endif
-    out[i] = total;
-    // the maps (HEIGHT, WIDTH, MAPS, BATCH) at this plane position: reads and writes coalesced along m
-#if MAPS_OPERATION == 1  // divided by the divisor (LCN's output from the centred maps)
-    for (unsigned int k = 0; k < MAPS; ++k) maps_out[(hw * MAPS + k) * BATCH + m] = maps_in[(hw * MAPS + k) * BATCH + m] / divisor;
-#elif MAPS_OPERATION == 2  // less the average (the backward's mean term, in place)
-    for (unsigned int k = 0; k < MAPS; ++k) maps_out[(hw * MAPS + k) * BATCH + m] = maps_in[(hw * MAPS + k) * BATCH + m] - total;
-#endif
 }
 """
 MAPS_OPERATIONS = {None: 0, "divide": 1, "subtract": 2}  # what dasksae_lcn_smooth does to the maps beside its plane
+
+
+def lcn_threads(height: int, width: int, batch: int) -> int:
+    """The threads of :func:`lcn_smooth`'s grid over a plane ``(height, width, batch)``: a thread to each
+    :data:`WINDOW_ROWS` rows of a column's value."""
+    return -(-height // WINDOW_ROWS) * width * batch
 
 
 def lcn_smooth_source(dtype: str, size: int, height: int, width: int, batch: int, divide_before: bool, root: bool,
@@ -584,7 +706,8 @@ def lcn_smooth_source(dtype: str, size: int, height: int, width: int, batch: int
     if maps_operation == "divide" and not root:
         raise ValueError("lcn_smooth divides the maps only by the divisor it makes (root=True)")
     defines = (f"#define VALUE {value}\n#define SIZE {size}\n#define HEIGHT {height}\n#define WIDTH {width}\n"
-               f"#define BATCH {batch}u\n#define TOTAL {height * width * batch}u\n"
+               f"#define BATCH {batch}u\n#define TOTAL {lcn_threads(height, width, batch)}u\n"
+               f"#define ROWS_A_THREAD {WINDOW_ROWS}\n"
                f"#define DIVIDE_BEFORE {int(divide_before)}\n#define ROOT {int(root)}\n"
                f"#define MAPS_OPERATION {MAPS_OPERATIONS[maps_operation]}\n#define MAPS {maps}u\n")
     return defines + _LCN_SMOOTH_SOURCE
@@ -651,8 +774,8 @@ def lcn_smooth(plane, window, origin, map_shape, maps: int, divide_before: bool,
     floored = cupy.empty_like(plane) if floor is not None else out
     kernel = _lcn_smooth_kernel(dtype, len(weights), height, width, batch, bool(divide_before), floor is not None,
                                 operation, maps if operation else 0)
-    threads = 256
-    kernel(((total + threads - 1) // threads,), (threads,),
+    threads, grid = 256, lcn_threads(height, width, batch)
+    kernel(((grid + threads - 1) // threads,), (threads,),
            (plane, weights, inverse_h, inverse_w, out, floored, plane.dtype.type(1.0 / maps), plane.dtype.type(floor or 0),
             maps_in, maps_out))
     if divide is not None:

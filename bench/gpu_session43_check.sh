@@ -1,0 +1,37 @@
+#!/bin/bash
+# Session 43's GPU checks (results in bench/results/session43/<part>/, each with its command.txt).
+#   PART=bytes (about 200 s): where the bfloat16 step's time goes against its bytes. Nsight Compute over one
+#     in-process coates200 step (M=96, CUDA graphs off): each kernel's time and DRAM and L2 bytes
+#     (bench/kernel_bytes.py), then the bfloat16 update's floors (bench/update_floor.py: the fused kernel, the same
+#     step with no products, a copy)
+#   PART=windows: see its case below
+source bench/device_setup.sh
+card
+case "${PART:-bytes}" in
+bytes)
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  echo "ncu: $NCU"
+  timeout ${NCU_S:-240} $NCU --profile-from-start off --cache-control none --clock-control none --csv --page raw \
+    --print-units base --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum \
+    python3 bench/kernel_bytes.py --step --config coates200 --minibatch 96 --dtype bfloat16 > $OUT/step.csv 2> $OUT/ncu.err
+  echo "ncu rc $?"; tail -3 $OUT/ncu.err
+  python3 bench/kernel_bytes.py --table $OUT/step.csv --json $OUT/kernel-bytes.json | tee $OUT/kernel-bytes.log | head -45
+  timeout ${FLOOR_S:-60} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
+    --json $OUT/update-floor-bfloat16.json 2>&1 | filter | tee $OUT/update-floor.log ;;
+windows)  # (about 300 s) the window kernels a thread to WINDOW_ROWS rows (pooling's and LCN's: sums of source rows kept in a
+  # ring): the GPU tests of pooling, LCN and whole steps against the CPU (float32 and bfloat16, 1 and 4 workers), then
+  # Nsight Compute's bytes of one bfloat16 step as in PART=bytes, then the in-process bfloat16 step twice
+  gpu_tests ${TESTS_S:-150} tests/test_gpu.py tests/test_gpu_tiled.py \
+    -k "pooling or full_step or five_training or gpu_training_equals_cpu or reduced_precision"
+  tail -3 $OUT/gpu-tests.log
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  timeout ${NCU_S:-120} $NCU --profile-from-start off --cache-control none --clock-control none --csv --page raw \
+    --print-units base --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum \
+    python3 bench/kernel_bytes.py --step --config coates200 --minibatch 96 --dtype bfloat16 > $OUT/step.csv 2> $OUT/ncu.err
+  echo "ncu rc $?"
+  python3 bench/kernel_bytes.py --table $OUT/step.csv --json $OUT/kernel-bytes.json | tee $OUT/kernel-bytes.log \
+    | grep "pool\|lcn\|^all"
+  for round in 1 2; do STEP_DTYPE=bfloat16 in_process windows; done ;;
+esac
+cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
+true

@@ -205,7 +205,7 @@ extern "C" void run_update(const unsigned short* codes, const unsigned short* x,
 
 @pytest.fixture(scope="module", params=["rows", "fragments", "rows-l2", "rows-wide", "rows-staged", "frag64-staged",
                                         "frag64-staged-first", "rows-cs", "rows-wide-cs", "rows-resident-whole",
-                                        "rows-resident-whole-1", "rows-144", "rows-overlap", "rows-s4"])
+                                        "rows-resident-whole-1", "rows-144", "rows-overlap"])
 def kernel_on_cpu(tmp_path_factory, request):
     """The kernel built under g++ with each epilogue that takes the step (mma_update.EPILOGUE_VARIANTS)."""
     library = built_on_cpu(tmp_path_factory.mktemp("mma"),

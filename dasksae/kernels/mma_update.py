@@ -337,13 +337,7 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(16)));
 #define STREAMING 0
 #endif
 #define STAGING (STAGE_U || STAGE_FRAGMENTS)
-#ifndef STAGES  // (a variant's) stages of the A and B tiles in shared memory: STAGES - 1 k-tiles of copies in flight
-#define STAGES 2  // while one is multiplied
-#endif
-#if STAGES != 2 && (STAGING || COLUMN_TILES || SPLIT_TF32)
-#error "the staged, resident and split-TF32 variants take two stages of operand tiles"
-#endif
-#define OPERAND_BYTES (STAGES * (TILE_M + TILE_N) * ROW * (int)sizeof(OPERAND))  // the stages of the A and B tiles
+#define OPERAND_BYTES (2 * (TILE_M + TILE_N) * ROW * (int)sizeof(OPERAND))  // the two stages of the A and B tiles
 #if SPLIT_TF32 && (COLUMN_TILES || STAGING || !EPILOGUE_ROWS || TILE_M != 128 || WARPS_N != 2)
 #error "split TF32 takes the rows epilogues of 128 x 96 tiles, nothing staged, one column tile a block"
 #endif
@@ -634,8 +628,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
     }
 #endif
 #else
-    OPERAND(*As)[TILE_M * ROW] = (OPERAND(*)[TILE_M * ROW])mma_shared;  // [STAGES]
-    OPERAND(*Bs)[TILE_N * ROW] = (OPERAND(*)[TILE_N * ROW])(mma_shared + STAGES * TILE_M * ROW * sizeof(OPERAND));
+    OPERAND(*As)[TILE_M * ROW] = (OPERAND(*)[TILE_M * ROW])mma_shared;  // [2]: two stages
+    OPERAND(*Bs)[TILE_N * ROW] = (OPERAND(*)[TILE_N * ROW])(mma_shared + 2 * TILE_M * ROW * sizeof(OPERAND));
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
     const int warp_m = warp % (TILE_M / 32), warp_n = warp / (TILE_M / 32);
     const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
@@ -713,30 +707,6 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
         if (m < rows && n < fan_in) prefetch_l2((which < 3 ? raw : velocity) + (block * rows + m) * fan_in + n);
     }
 #endif
-#if STAGES > 2  // (a variant's) STAGES - 1 k-tiles of copies in flight, as mma_forward's loop
-    auto multiply = [&](const int buffer) {
-        for (int kk = 0; kk < TILE_K; kk += K_STEP)
-            multiply_k_step(acc, As[buffer], ROW, kk, Bs[buffer], kk, warp_m, warp_n, g, t);
-    };
-    for (int s = 0; s < STAGES - 1; ++s) {  // (empty groups past the end)
-        if (s < tiles)
-            load(s, s * TILE_K);
-        else
-            copies_commit();
-    }
-    for (int s = 0; s < tiles; ++s) {
-        copies_wait<STAGES - 2>();  // tile s is there (this thread's copies) ...
-        __syncthreads();  // ... every thread's, and every thread is done with tile s - 1's buffer
-        const int next = s + STAGES - 1;
-        if (next < tiles)
-            load(next % STAGES, next * TILE_K);  // into the buffer tile s - 1 left
-        else
-            copies_commit();
-        multiply(s % STAGES);
-    }
-    copies_wait<0>();  // (only empty groups are left)
-    __syncthreads();  // every warp's products are taken: the epilogue's tile may fill the stages
-#else
     load(0, 0);
     for (int s = 0; s < tiles; ++s) {
         const int buffer = s & 1;
@@ -777,7 +747,6 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
 #endif
         __syncthreads();  // this buffer is no longer read: the next load (or the epilogue's tile) may fill it
     }
-#endif
     const long long tiles_n = (long long)gridDim.y * WARPS_N;
 
 #if GEMM_ONLY  // (a benchmark's variant: the products alone, their sum written so that they are kept; no update)
@@ -897,17 +866,6 @@ EPILOGUE_VARIANTS = {
     # ms against 23.9-24.1; asking L2 for the next tile's raw and velocity ahead of the consumers made it 16.3 ms
     # (the lines were evicted before use: 10.4 GB read from DRAM on stage 2 against 6.1)
     "rows-overlap": {"SPECIALIZED": 1, "COLUMN_TILES": 17, "MIN_BLOCKS": 1},
-    # For benchmarks (session 43, not yet run on a GPU): the products' operand tiles in 3 or 4 stages of shared memory
-    # instead of 2, so that 2 or 3 k-tiles of copies are in flight while one is multiplied.  On an H100 (session 43,
-    # bench/results/session43/bytes/) the products alone ("gemm-only") took 3.26 ms over coates200's stages and the
-    # same step with no products 9.30, the fused kernel 11.45: the products' 10.8 GB of L2 reads at 3.3 TB/s, where
-    # the forward's reach 5.9, wait on their loads.  Three stages (53.8 KB) take no more shared memory than the
-    # products' tile over them (53.2 KB), four (71.7 KB) still three blocks an SM
-    "rows-s3": {"EPILOGUE_ROWS": 1, "STAGES": 3},
-    "rows-s4": {"EPILOGUE_ROWS": 1, "STAGES": 4},
-    "rows-wide-s3": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "STAGES": 3},
-    "gemm-only-s3": {"GEMM_ONLY": 1, "STAGES": 3},
-    "gemm-only-s4": {"GEMM_ONLY": 1, "STAGES": 4},
 }
 RESIDENT_WIDTH = 224  # the widest codes (2M, or M without the error map) the resident variants keep: 2 blocks an SM
 OUT_ROW = 104  # a row of the products' tile in shared memory: 96 floats and 8 of padding (OUT_ROW % 32 == 8)
@@ -978,8 +936,7 @@ def shared_bytes(variant: str = "rows", split_tf32: bool = False) -> int:
     if defines.get("STAGE_FRAGMENTS"):
         rows = tile_rows(variant)
         return 2 * (rows + TILE_N) * ROW * 2 + 2 * rows * TILE_N * 4
-    operands = defines.get("STAGES", 2) * (tile_rows(variant) + tile_columns(variant)) * ROW * 2
-    return max(TILE_M * out_row(variant) * 4, operands) + (STAGED_U_BYTES if defines.get("STAGE_U") else 0)
+    return TILE_M * out_row(variant) * 4 + (STAGED_U_BYTES if defines.get("STAGE_U") else 0)
 EPILOGUE = switch("DASKSAE_MMA_EPILOGUE")  # the variant the training takes: a variant, or "auto" (epilogue_for)
 FEW_CHANNELS = 8  # maps with fewer channels than this (an image's 3) take "rows-wide" under "auto"
 # "1": the rows epilogues read and write the weights and momentum cache-streaming (their "-cs" variants)
@@ -1020,7 +977,7 @@ def _kernel(variant: str, split_tf32: bool = False, terms: int = 3):
     name = "dasksae_tf32x3_filter_weight_grad_update" if split_tf32 else "dasksae_mma_filter_weight_grad_update"
     kernel = cupy.RawKernel(mma_update_source(variant, split_tf32, terms), name, options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant, split_tf32)
-    if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES", "STAGES")):
+    if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES")):
         # two blocks of 100-110 KiB or three of 73: as much shared memory as an SM has
         kernel.preferred_shared_memory_carveout = 100
     return kernel

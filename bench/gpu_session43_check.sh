@@ -4,7 +4,7 @@
 #     in-process coates200 step (M=96, CUDA graphs off): each kernel's time and DRAM and L2 bytes
 #     (bench/kernel_bytes.py), then the bfloat16 update's floors (bench/update_floor.py: the fused kernel, the same
 #     step with no products, a copy)
-#   PART=windows: see its case below
+#   PART=windows: see its case below.  PART=stages (the update's operand tiles in 3 or 4 stages) ran at e82b394
 source bench/device_setup.sh
 card
 case "${PART:-bytes}" in

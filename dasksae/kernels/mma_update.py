@@ -866,6 +866,10 @@ EPILOGUE_VARIANTS = {
     # ms against 23.9-24.1; asking L2 for the next tile's raw and velocity ahead of the consumers made it 16.3 ms
     # (the lines were evicted before use: 10.4 GB read from DRAM on stage 2 against 6.1)
     "rows-overlap": {"SPECIALIZED": 1, "COLUMN_TILES": 17, "MIN_BLOCKS": 1},
+    # Tried in session 43 (H100, bench/results/session43/stages/, the variants at e82b394): the operand tiles in 3 or
+    # 4 stages of shared memory instead of 2 (2 or 3 k-tiles of copies in flight; no fewer blocks an SM).  The
+    # products alone took 3.62-3.68 ms against 3.42, the update 12.9-13.1 against 11.75-12.0: their loads were not
+    # what they waited on.
 }
 RESIDENT_WIDTH = 224  # the widest codes (2M, or M without the error map) the resident variants keep: 2 blocks an SM
 OUT_ROW = 104  # a row of the products' tile in shared memory: 96 floats and 8 of padding (OUT_ROW % 32 == 8)

@@ -4,7 +4,7 @@
 #     in-process coates200 step (M=96, CUDA graphs off): each kernel's time and DRAM and L2 bytes
 #     (bench/kernel_bytes.py), then the bfloat16 update's floors (bench/update_floor.py: the fused kernel, the same
 #     step with no products, a copy)
-#   PART=windows: see its case below.  PART=stages (the update's operand tiles in 3 or 4 stages) ran at e82b394
+#   PART=windows, PART=update: see their cases below.  PART=stages (the update's operand tiles in 3 or 4 stages) ran at e82b394
 source bench/device_setup.sh
 card
 case "${PART:-bytes}" in
@@ -32,6 +32,13 @@ windows)  # (about 300 s) the window kernels a thread to WINDOW_ROWS rows (pooli
   python3 bench/kernel_bytes.py --table $OUT/step.csv --json $OUT/kernel-bytes.json | tee $OUT/kernel-bytes.log \
     | grep "pool\|lcn\|^all"
   for round in 1 2; do STEP_DTYPE=bfloat16 in_process windows; done ;;
+update)  # (about 150 s) the update's products on wgmma (mma_update.py's rows-wgmma, rows-wide-wgmma, gemm-only-wgmma):
+  # the update's GPU tests (each variant against NumPy), then the update's floors with them beside the training's
+  gpu_tests ${TESTS_S:-80} tests/test_gpu.py -k "tensor_core_update_on_the_gpu"
+  tail -3 $OUT/gpu-tests.log
+  timeout ${FLOOR_S:-100} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
+    --variants rows,rows-wide,rows-wgmma,rows-wide-wgmma,gemm-only-wgmma \
+    --json $OUT/update-floor-bfloat16.json 2>&1 | filter | tee $OUT/update-floor.log ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -87,7 +87,8 @@ def main(argv=None):
     else:
         source, names, standard = mma_transpose.mma_transpose_source(args.transpose_variant), [], b"-std=c++17"
     on_wgmma = (args.kernels == "mma-forward" and args.forward_variant in mma_forward.WGMMA_VARIANTS
-                or args.kernels == "mma-transpose" and args.transpose_variant in mma_transpose.WGMMA_VARIANTS)
+                or args.kernels == "mma-transpose" and args.transpose_variant in mma_transpose.WGMMA_VARIANTS
+                or args.kernels == "mma" and mma_update.EPILOGUE_VARIANTS[args.mma_epilogue].get("WGMMA"))
     log, sass = assembled(source, standard, architecture="90a" if on_wgmma else "90", names=names, ptx_path=args.ptx,
                           sass=args.sass)
     print("\n".join(register_lines(log)))

@@ -827,17 +827,22 @@ def test_halo_windows_from_strided_views_equal_numpy(rng):
 
 @pytest.mark.parametrize("variant", ["rows", "fragments", "rows-l2", "rows-2", "rows-wide", "rows-staged",
                                      "frag64-staged", "frag64-staged-first", "rows-cs", "rows-wide-cs", "rows-resident-whole",
-                                     "rows-resident-whole-1", "rows-144", "rows-overlap"])
+                                     "rows-resident-whole-1", "rows-144", "rows-overlap", "rows-wgmma",
+                                     "rows-wide-wgmma"])
 @pytest.mark.parametrize("with_error, with_operand", [(True, True), (False, False)], ids=["x-and-error", "x-only"])
 def test_the_tensor_core_update_on_the_gpu_equals_numpy(with_error, with_operand, variant):
     """``dasksae_mma_filter_weight_grad_update`` (bfloat16 ``mma.sync`` from the maps, the unit-norm SGD step in its
     epilogue, each epilogue variant) on the device against the float64 update of the same bfloat16 values: the case,
     tolerances and checks of its g++ test (``tests/test_mma_update_on_cpu.py``), with the per-warp squares summed on
-    the device."""
-    from dasksae.kernels import mma_update
+    the device.  The ``wgmma`` variants (sm_90 only) at a minibatch of 96: with the error map, 3 k-tiles of 64, the
+    middle one from both maps; without, codes 96 wide, which they leave to their ``mma.sync`` twins."""
+    from dasksae.kernels import mma_update, wgmma
     from test_mma_update_on_cpu import assert_updated_as_expected, update_case
 
-    case = update_case(11, with_error, with_operand)
+    on_wgmma = mma_update.EPILOGUE_VARIANTS[variant].get("WGMMA")
+    if on_wgmma and not wgmma.supported():
+        pytest.skip("wgmma needs a GPU of compute capability 9.0")
+    case = update_case(11, with_error, with_operand, batch=96 if on_wgmma else 64)
     names = ("codes", "x", "error", "raw", "velocity", "operand", "inverse_norms", "row_dots")
     on_device = {name: None if case[name] is None else cupy.asarray(case[name]) for name in names}
     arrays = [on_device[name] for name in names]

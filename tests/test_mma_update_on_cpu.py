@@ -205,11 +205,15 @@ extern "C" void run_update(const unsigned short* codes, const unsigned short* x,
 
 @pytest.fixture(scope="module", params=["rows", "fragments", "rows-l2", "rows-wide", "rows-staged", "frag64-staged",
                                         "frag64-staged-first", "rows-cs", "rows-wide-cs", "rows-resident-whole",
-                                        "rows-resident-whole-1", "rows-144", "rows-overlap"])
+                                        "rows-resident-whole-1", "rows-144", "rows-overlap", "rows-wgmma"])
 def kernel_on_cpu(tmp_path_factory, request):
-    """The kernel built under g++ with each epilogue that takes the step (mma_update.EPILOGUE_VARIANTS)."""
-    library = built_on_cpu(tmp_path_factory.mktemp("mma"),
-                           SHIM + MMA_EMULATION + mma_update.mma_update_source(request.param) + RUNNER)
+    """The kernel built under g++ with each epilogue that takes the step (mma_update.EPILOGUE_VARIANTS; a ``wgmma``
+    variant's products emulated through their descriptors)."""
+    runner = RUNNER
+    if mma_update.EPILOGUE_VARIANTS[request.param].get("WGMMA"):
+        runner = RUNNER.replace("dasksae_mma_filter_weight_grad_update", "dasksae_wgmma_filter_weight_grad_update")
+    library = built_on_cpu(tmp_path_factory.mktemp("mma"), SHIM + MMA_EMULATION + WGMMA_EMULATION
+                           + mma_update.mma_update_source(request.param) + runner)
     library.run_update.argtypes = ([ctypes.c_void_p] * 9 + [ctypes.c_float] * 2 + [ctypes.c_uint] * 4
                                    + [ctypes.c_int] * 7 + [ctypes.c_longlong] * 2)
     library.variant = request.param
@@ -239,10 +243,11 @@ def to_tf32(values):
 
 
 def update_case(seed: int, with_error: bool, with_operand: bool, channels: int = 4, bfloat16: bool = True,
-                tf32: bool = False) -> dict:
+                tf32: bool = False, batch: int = 64) -> dict:
     """3x2 blocks of 6x6x4 fields at step 2 (fan-in 144: a part-empty second tile of 96 columns; with 12 channels 432,
     5 tiles, the last part full), 136 rows (a guarded
-    second tile of rows), a minibatch of 64 (2 tiles of 32 inner terms a map: the loads switch maps between them):
+    second tile of rows), a minibatch of 64 (2 tiles of 32 inner terms a map: the loads switch maps between them; a
+    ``wgmma`` variant's tests take 96, so that the middle of its 3 k-tiles of 64 holds both maps' terms):
     the kernel's arguments (bfloat16 bits as ``uint16``; with ``bfloat16=False`` float32 codes and maps, for the split
     TF32 kernel, and with ``tf32`` as well TF32 values, whose products the one-term kernel takes exactly; NumPy arrays)
     and what the update's array code makes of them in float64 from the same values and ``row_dots``: ``expected_raw``,
@@ -251,7 +256,7 @@ def update_case(seed: int, with_error: bool, with_operand: bool, channels: int =
     from dasksae.kernels.normalize import unit_rows_sgd
 
     rng = numpy.random.default_rng(seed)
-    field, step, batch, blocks_h, blocks_w, rows = 6, 2, 64, 3, 2, 136
+    field, step, blocks_h, blocks_w, rows = 6, 2, 3, 2, 136
     shape = ((blocks_h - 1) * step + field, (blocks_w - 1) * step + field, channels, batch)
     count, fan_in, width = blocks_h * blocks_w, field * field * channels, batch * (2 if with_error else 1)
     def stored(values):  # (what the kernel reads, its values in float64)
@@ -300,7 +305,8 @@ def test_the_tensor_core_update_takes_the_unit_norm_step_from_the_maps(kernel_on
     time: CI's ten minutes)."""
     if not with_error and kernel_on_cpu.variant not in TRAINING_EPILOGUES:
         pytest.skip(f"{kernel_on_cpu.variant} is checked with x and the error only")
-    case = update_case(11, with_error, with_operand)
+    on_wgmma = mma_update.EPILOGUE_VARIANTS[kernel_on_cpu.variant].get("WGMMA")
+    case = update_case(11, with_error, with_operand, batch=96 if on_wgmma else 64)
     raw, velocity, operand = case["raw"], case["velocity"], case["operand"]
     count, rows, _ = raw.shape
     assert mma_update.update_fits(case["codes"], case["x"], case["error"], raw, velocity, operand,

@@ -47,6 +47,7 @@ import functools
 import numpy
 
 from ..switches import switch
+from . import wgmma
 from .gemm import BFLOAT16_ROUNDING
 from .simt_gemm import TILE_M, TILE_N  # the float32 kernels' tile: the launches' shapes (a variant's may have fewer rows)
 
@@ -284,7 +285,14 @@ _SOURCE = r"""
 #define BLOCK_THREADS (PRODUCERS * (SPECIALIZED ? 2 : 1))
 #define TILE_N (48 * WARPS_N)
 #define ROW_VECTORS (TILE_N / 4)  // the rows epilogue's float4s a row
+#ifndef WGMMA  // (a variant's) bfloat16 products on Hopper's wgmma (kernels/wgmma.py), below
+#define WGMMA 0
+#endif
+#if WGMMA
+#define TILE_K 64  // a k-tile: the codes' and fields' rows of 128 bytes, swizzled
+#else
 #define TILE_K 32
+#endif
 // SPLIT_TF32 (kernels/mma_float32.py's): float32 codes and maps, each value split into two TF32 terms, in
 // dasksae_tf32x3_filter_weight_grad_update (the rows epilogues only); else bfloat16 ones
 #if SPLIT_TF32
@@ -292,6 +300,11 @@ _SOURCE = r"""
 #define UPDATE_KERNEL dasksae_tf32x3_filter_weight_grad_update
 #define K_STEP 8  // inner terms a tensor-core product
 #define ROW 40  // a shared row: TILE_K floats and 8 of padding (split_tf32_k_step_paired's 8-byte loads: banks 8g + 2t)
+#elif WGMMA  // each warpgroup 64 rows by the 96 columns, m64n96k16, both operands K-major from shared memory
+#define OPERAND unsigned short
+#define UPDATE_KERNEL dasksae_wgmma_filter_weight_grad_update
+#define K_STEP 16
+#define ROW TILE_K  // a shared row: 128 bytes, no padding (the swizzle keeps the tensor cores' reads apart)
 #else
 #define OPERAND unsigned short
 #define UPDATE_KERNEL dasksae_mma_filter_weight_grad_update
@@ -302,9 +315,9 @@ _SOURCE = r"""
 // OUT_ROW (from mma_update_source): EPILOGUE_ROWS's row of the products' tile in shared memory, TILE_N floats and 8
 // of padding; SHARED_BYTES: the block's shared memory (dynamic), the operand tiles, then the products
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
-extern __shared__ __align__(16) unsigned char mma_shared[];
+extern __shared__ __align__(1024) unsigned char mma_shared[];  // (wgmma's swizzled atoms: 1024-byte aligned)
 #else  // the CPU tests' g++: the block's threads share a static array
-static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(16)));
+static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(1024)));
 #endif
 // (benchmarks' variants, from mma_update_source) MIN_BLOCKS: the blocks an SM the registers are sized for;
 // LOADS_A_ROUND: the float4s of raw and of velocity a thread of the rows epilogue has in flight at once (12 in all);
@@ -346,6 +359,9 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(16)));
 #endif
 #if WARPS_N != 2 && (STAGE_U || STAGE_FRAGMENTS || COLUMN_TILES || !(EPILOGUE_ROWS || GEMM_ONLY))
 #error "blocks of other than 96 columns take the rows epilogue (or none), nothing staged, one column tile a block"
+#endif
+#if WGMMA && (SPLIT_TF32 || COLUMN_TILES || STAGING || TILE_M != 128 || WARPS_N != 2 || !(EPILOGUE_ROWS || GEMM_ONLY))
+#error "wgmma takes 128 x 96 tiles of bfloat16 products, the rows epilogue (or none), nothing staged or resident"
 #endif
 #if SPECIALIZED && (WARPS_N != 2 || TILE_M != 128 || !COLUMN_TILES || STAGING)
 #error "the specialized warps take 128 x 96 tiles, the codes resident"
@@ -400,6 +416,17 @@ __device__ __forceinline__ void store_products(float* tile, const float (&acc)[2
             for (int j = 0; j < 6; ++j)  // a half-warp's float2s fall in 32 banks (OUT_ROW % 32 == 8)
                 *(float2*)(tile + (warp_m * 32 + i * 16 + g + 8 * h) * OUT_ROW + warp_n * 48 + j * 8 + 2 * t) =
                     make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+}
+
+// wgmma's sums (acc) into the products' tile: warp warp_m of warpgroup warp_n (warp 4 warp_n + warp_m) holds rows
+// 64 warp_n + 16 warp_m + g (+ 8) and columns 8 j + 2 t (+ 1) of the block's 96
+__device__ __forceinline__ void store_products(float* tile, const float (&acc)[1][12][4], const int warp_m,
+                                               const int warp_n, const int g, const int t)
+{
+    for (int h = 0; h < 2; ++h)
+        for (int j = 0; j < 12; ++j)
+            *(float2*)(tile + (warp_n * 64 + warp_m * 16 + g + 8 * h) * OUT_ROW + j * 8 + 2 * t) =
+                make_float2(acc[0][j][2 * h], acc[0][j][2 * h + 1]);
 }
 
 // the step of the products' tile (tile, the gradient of columns n0 .. of rows m0 ..) by THREADS threads from `thread`:
@@ -465,7 +492,8 @@ __device__ __forceinline__ void row_sums(const float* tile, const int thread, co
 // the rows epilogue: the products (acc) through shared memory (tile; the operand tiles are no longer read), stepped
 // whole rows at a time (step_tile), each row's sums of squares over each 48 columns into partial_squares from
 // squares_column (row_sums)
-__device__ __forceinline__ void rows_epilogue(float* tile, const float (&acc)[2][6][4], const float* staged_u,
+template <typename Sums>  // (mma.sync's float[2][6][4] or wgmma's float[1][12][4]: store_products)
+__device__ __forceinline__ void rows_epilogue(float* tile, const Sums& acc, const float* staged_u,
     const int tid, const int warp_m, const int warp_n, const int g, const int t, const int m0, const int n0,
     const long long block, const int rows, const int fan_in, float* raw, float* velocity, unsigned short* operand,
     const float* inverse_norms, const float* row_dots, float* partial_squares, const long long tiles_n,
@@ -631,7 +659,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
     OPERAND(*As)[TILE_M * ROW] = (OPERAND(*)[TILE_M * ROW])mma_shared;  // [2]: two stages
     OPERAND(*Bs)[TILE_N * ROW] = (OPERAND(*)[TILE_N * ROW])(mma_shared + 2 * TILE_M * ROW * sizeof(OPERAND));
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
-    const int warp_m = warp % (TILE_M / 32), warp_n = warp / (TILE_M / 32);
+    const int warp_m = warp % (TILE_M / 32), warp_n = warp / (TILE_M / 32);  // (wgmma: warpgroup warp_n's warp warp_m)
     const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
     const long long block = blockIdx.z;
     codes += block * rows * width;
@@ -640,6 +668,26 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
         x += at;
         if (error) error += at;
     }
+#if WGMMA
+    // CUTLASS's K-major layout in 128-byte swizzled rows (kernels/wgmma.py), for both operands: row r's 16-byte chunk
+    // part at 16 (part ^ r % 8) of its row, 128 r.  A copy is one of a row's 8 chunks: a warp reads 4 whole rows of
+    // 128 bytes and writes each into one row of shared memory.  A k-tile of 64 may take the input map's last inner
+    // terms and the error map's first: each chunk (8 terms, half in whole 8s) from its own
+    auto load = [&](const int buffer, const int k0) {
+        for (int c = tid; c < TILE_M * 8; c += BLOCK_THREADS) {  // A: TILE_M rows of the codes
+            const int r = c / 8, part = c % 8, m = m0 + r;
+            copy_16(&As[buffer][64 * r + 8 * (part ^ (r % 8))],
+                    codes + (long long)(m < rows ? m : 0) * width + k0 + part * 8, m < rows);
+        }
+        for (int c = tid; c < TILE_N * 8; c += BLOCK_THREADS) {  // B: 96 field rows
+            const int r = c / 8, part = c % 8, n = n0 + r, safe = n < fan_in ? n : 0, k = k0 + part * 8;
+            const OPERAND* map = k < half ? x + k : error + (k - half);
+            copy_16(&Bs[buffer][64 * r + 8 * (part ^ (r % 8))],
+                    map + (safe / field_rows) * in_row + (long long)(safe % field_rows) * half, n < fan_in);
+        }
+        copies_commit();
+    };
+#else
     auto load = [&](const int buffer, const int k0) {  // the k-tile at k0 into buffer: 16 bytes a copy
         constexpr int copies = TILE_K / PER_COPY;  // a row's
         for (int c = tid; c < TILE_M * copies; c += BLOCK_THREADS) {  // A: TILE_M rows of the codes
@@ -657,10 +705,15 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
         }
         copies_commit();
     };
+#endif
 
+#if WGMMA
+    float acc[1][12][4];  // a thread's share of its warpgroup's 64 x 96 sums
+#else
     float acc[2][6][4];
-    for (int i = 0; i < 2; ++i)
-        for (int j = 0; j < 6; ++j)
+#endif
+    for (int i = 0; i < (int)(sizeof(acc) / sizeof(acc[0])); ++i)
+        for (int j = 0; j < (int)(sizeof(acc[0]) / sizeof(acc[0][0])); ++j)
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
     const int tiles = width / TILE_K;
@@ -707,6 +760,19 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
         if (m < rows && n < fan_in) prefetch_l2((which < 3 ? raw : velocity) + (block * rows + m) * fan_in + n);
     }
 #endif
+#if WGMMA  // two stages, one k-tile of copies in flight while the other is multiplied, as mma.sync's loop below
+    SET_SHARED_ARENA(mma_shared);
+    load(0, 0);
+    for (int s = 0; s < tiles; ++s) {
+        copies_wait<0>();  // tile s is there (this thread's copies) ...
+        __syncthreads();  // ... every thread's, and both warpgroups' products of tile s - 1 are done
+        if (s + 1 < tiles) load((s + 1) & 1, (s + 1) * TILE_K);  // into the buffer tile s - 1 left
+        // A and B: 8-row atoms 1024 bytes apart, a k-step 32 bytes along the rows (the descriptors count 16 bytes)
+        wgmma_k_tile<48, TILE_K / K_STEP, 2, 2, 0, wgmma_update>(
+            &acc[0][0][0], descriptor(As[s & 1] + warp_n * 64 * TILE_K, 16, 1024, 1), descriptor(Bs[s & 1], 16, 1024, 1));
+    }
+    __syncthreads();  // every warpgroup's products are taken: the epilogue's tile may fill the stages
+#else
     load(0, 0);
     for (int s = 0; s < tiles; ++s) {
         const int buffer = s & 1;
@@ -747,13 +813,12 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
 #endif
         __syncthreads();  // this buffer is no longer read: the next load (or the epilogue's tile) may fill it
     }
+#endif
     const long long tiles_n = (long long)gridDim.y * WARPS_N;
 
 #if GEMM_ONLY  // (a benchmark's variant: the products alone, their sum written so that they are kept; no update)
     float sum = 0.f;
-    for (int i = 0; i < 2; ++i)
-        for (int j = 0; j < 6; ++j)
-            for (int e = 0; e < 4; ++e) sum += acc[i][j][e];
+    for (int e = 0; e < 48; ++e) sum += (&acc[0][0][0])[e];
     if (m0 + tid < rows) partial_squares[(block * rows + m0 + tid) * tiles_n + blockIdx.y * WARPS_N] = sum;
 #elif EPILOGUE_ROWS
 #if !STAGE_U
@@ -870,7 +935,16 @@ EPILOGUE_VARIANTS = {
     # 4 stages of shared memory instead of 2 (2 or 3 k-tiles of copies in flight; no fewer blocks an SM).  The
     # products alone took 3.62-3.68 ms against 3.42, the update 12.9-13.1 against 11.75-12.0: their loads were not
     # what they waited on.
+    # Session 43: the products on Hopper's wgmma (sm_90 only, kernels/wgmma.py), as mma_forward's W x: each of the
+    # block's two warpgroups takes 64 rows by the 96 columns (m64n96k16), both operands K-major in 128-byte swizzled
+    # rows read by descriptor, k-tiles of 64 in two stages (57 KB: three blocks an SM).  mma.sync's k-step loads 20
+    # fragments from shared memory for its 12 products; its products alone ran at 175 TFLOP/s.  Codes whose width is
+    # not in whole 64s take rows (wgmma_or_rows)
+    "rows-wgmma": {"EPILOGUE_ROWS": 1, "WGMMA": 1},
+    "rows-wide-wgmma": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1},
+    "gemm-only-wgmma": {"GEMM_ONLY": 1, "WGMMA": 1},
 }
+WGMMA_TILE_K = 64  # the wgmma variants' k-tile: the codes' width in whole 64s
 RESIDENT_WIDTH = 224  # the widest codes (2M, or M without the error map) the resident variants keep: 2 blocks an SM
 OUT_ROW = 104  # a row of the products' tile in shared memory: 96 floats and 8 of padding (OUT_ROW % 32 == 8)
 ROW = TILE_K + 8  # a row of the operand tiles in shared memory: TILE_K bfloat16 values and 8 of padding
@@ -914,6 +988,14 @@ def resident_or_rows(variant: str, width: int) -> str:
     return "rows" if EPILOGUE_VARIANTS[variant].get("COLUMN_TILES") and width > RESIDENT_WIDTH else variant
 
 
+def wgmma_or_rows(variant: str, width: int) -> str:
+    """``variant``, or (a ``wgmma`` variant, for codes ``width`` wide not in whole :data:`WGMMA_TILE_K`) its
+    ``mma.sync`` twin without ``-wgmma``."""
+    if EPILOGUE_VARIANTS[variant].get("WGMMA") and width % WGMMA_TILE_K:
+        return variant.removesuffix("-wgmma")
+    return variant
+
+
 def tile_rows(variant: str = "rows") -> int:
     """The rows of ``dL/dW`` a block of ``variant`` takes (its threads: twice as many)."""
     return EPILOGUE_VARIANTS[variant].get("TILE_M", TILE_M)
@@ -940,6 +1022,8 @@ def shared_bytes(variant: str = "rows", split_tf32: bool = False) -> int:
     if defines.get("STAGE_FRAGMENTS"):
         rows = tile_rows(variant)
         return 2 * (rows + TILE_N) * ROW * 2 + 2 * rows * TILE_N * 4
+    if defines.get("WGMMA"):  # the products' tile over two stages of unpadded 128-byte rows
+        return max(TILE_M * out_row(variant) * 4, 2 * (TILE_M + TILE_N) * WGMMA_TILE_K * 2)
     return TILE_M * out_row(variant) * 4 + (STAGED_U_BYTES if defines.get("STAGE_U") else 0)
 EPILOGUE = switch("DASKSAE_MMA_EPILOGUE")  # the variant the training takes: a variant, or "auto" (epilogue_for)
 FEW_CHANNELS = 8  # maps with fewer channels than this (an image's 3) take "rows-wide" under "auto"
@@ -970,6 +1054,8 @@ def mma_update_source(variant: str = "rows", split_tf32: bool = False, terms: in
     if split_tf32:
         defines |= {"SPLIT_TF32": 1, "TERMS": split_terms(terms)}
         helpers += SPLIT_TF32_HELPERS
+    if defines.get("WGMMA"):
+        helpers += wgmma.WGMMA_HELPERS + wgmma.wgmma_function("wgmma_update", TILE_N, "bfloat16")
     defines = "".join(f"#define {name} {value}\n" for name, value in defines.items())
     return defines + BFLOAT16_ROUNDING + helpers + _SOURCE
 
@@ -979,12 +1065,22 @@ def _kernel(variant: str, split_tf32: bool = False, terms: int = 3):
     import cupy
 
     name = "dasksae_tf32x3_filter_weight_grad_update" if split_tf32 else "dasksae_mma_filter_weight_grad_update"
+    if EPILOGUE_VARIANTS[variant].get("WGMMA"):  # NVRTC for compute_90a
+        kernel = wgmma.compiled_module(mma_update_source(variant), "mma_update").get_function(
+            "dasksae_wgmma_filter_weight_grad_update")
+        kernel.max_dynamic_shared_size_bytes = shared_bytes(variant)
+        # three blocks of 57 KiB: as much shared memory as an SM has (a loaded module's function: the driver's call)
+        cupy.cuda.driver.funcSetAttribute(kernel.ptr, CARVEOUT_ATTRIBUTE, 100)
+        return kernel
     kernel = cupy.RawKernel(mma_update_source(variant, split_tf32, terms), name, options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant, split_tf32)
     if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES")):
         # two blocks of 100-110 KiB or three of 73: as much shared memory as an SM has
         kernel.preferred_shared_memory_carveout = 100
     return kernel
+
+
+CARVEOUT_ATTRIBUTE = 9  # CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT
 
 
 def aligned(array, vector_bytes: int = 16) -> bool:
@@ -1055,7 +1151,8 @@ def filter_weight_grad_update(codes, x, error, raw, velocity, operand, inverse_n
     if split_tf32:
         variant = variant or SPLIT_VARIANT
     else:
-        variant = resident_or_rows(variant or epilogue_for(EPILOGUE, x.shape[2]), codes.shape[2])
+        variant = wgmma_or_rows(resident_or_rows(variant or epilogue_for(EPILOGUE, x.shape[2]), codes.shape[2]),
+                                codes.shape[2])
     grid, block, arguments, shared = _update_launch(variant, codes.shape, x.shape, field, step, blocks_w, split_tf32)
     column_tiles = -(-raw.shape[2] // tile_columns(variant))
     partial_squares = cupy.empty((raw.shape[0] * raw.shape[1], column_tiles * warps_across(variant)),

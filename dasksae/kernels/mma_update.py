@@ -1068,19 +1068,13 @@ def _kernel(variant: str, split_tf32: bool = False, terms: int = 3):
     if EPILOGUE_VARIANTS[variant].get("WGMMA"):  # NVRTC for compute_90a
         kernel = wgmma.compiled_module(mma_update_source(variant), "mma_update").get_function(
             "dasksae_wgmma_filter_weight_grad_update")
-        kernel.max_dynamic_shared_size_bytes = shared_bytes(variant)
-        # three blocks of 57 KiB: as much shared memory as an SM has (a loaded module's function: the driver's call)
-        cupy.cuda.driver.funcSetAttribute(kernel.ptr, CARVEOUT_ATTRIBUTE, 100)
-        return kernel
-    kernel = cupy.RawKernel(mma_update_source(variant, split_tf32, terms), name, options=("-std=c++17",))
+    else:
+        kernel = cupy.RawKernel(mma_update_source(variant, split_tf32, terms), name, options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant, split_tf32)
-    if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES")):
-        # two blocks of 100-110 KiB or three of 73: as much shared memory as an SM has
+    if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES", "WGMMA")):
+        # two blocks of 100-110 KiB, or three of 73 (57 on wgmma): as much shared memory as an SM has
         kernel.preferred_shared_memory_carveout = 100
     return kernel
-
-
-CARVEOUT_ATTRIBUTE = 9  # CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT
 
 
 def aligned(array, vector_bytes: int = 16) -> bool:

@@ -37,7 +37,7 @@ update)  # (about 150 s) the update's products on wgmma (mma_update.py's rows-wg
   gpu_tests ${TESTS_S:-80} tests/test_gpu.py -k "tensor_core_update_on_the_gpu"
   tail -3 $OUT/gpu-tests.log
   timeout ${FLOOR_S:-100} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
-    --variants rows,rows-wide,rows-wgmma,rows-wide-wgmma,gemm-only-wgmma \
+    --variants ${VARIANTS:-rows,rows-wide,rows-wgmma,rows-wide-wgmma,gemm-only-wgmma} \
     --json $OUT/update-floor-bfloat16.json 2>&1 | filter | tee $OUT/update-floor.log ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back

@@ -942,6 +942,10 @@ EPILOGUE_VARIANTS = {
     # not in whole 64s take rows (wgmma_or_rows)
     "rows-wgmma": {"EPILOGUE_ROWS": 1, "WGMMA": 1},
     "rows-wide-wgmma": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1},
+    # (session 43: with all of an SM's 228 KiB of shared memory asked for, as the variants above that stage or keep
+    # tiles resident ask, the L1 cache of the epilogue's loads is what is left: 28 KiB)
+    "rows-wgmma-carveout": {"EPILOGUE_ROWS": 1, "WGMMA": 1, "CARVEOUT": 100},
+    "rows-wide-wgmma-carveout": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "CARVEOUT": 100},
     "gemm-only-wgmma": {"GEMM_ONLY": 1, "WGMMA": 1},
 }
 WGMMA_TILE_K = 64  # the wgmma variants' k-tile: the codes' width in whole 64s
@@ -1071,8 +1075,8 @@ def _kernel(variant: str, split_tf32: bool = False, terms: int = 3):
     else:
         kernel = cupy.RawKernel(mma_update_source(variant, split_tf32, terms), name, options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant, split_tf32)
-    if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES", "WGMMA")):
-        # two blocks of 100-110 KiB, or three of 73 (57 on wgmma): as much shared memory as an SM has
+    if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES", "CARVEOUT")):
+        # two blocks of 100-110 KiB, or three of 73: as much shared memory as an SM has
         kernel.preferred_shared_memory_carveout = 100
     return kernel
 

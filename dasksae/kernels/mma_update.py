@@ -946,6 +946,12 @@ EPILOGUE_VARIANTS = {
     # tiles resident ask, the L1 cache of the epilogue's loads is what is left: 28 KiB)
     "rows-wgmma-carveout": {"EPILOGUE_ROWS": 1, "WGMMA": 1, "CARVEOUT": 100},
     "rows-wide-wgmma-carveout": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "CARVEOUT": 100},
+    # (session 43: and the least shared memory their blocks an SM need, so that the L1 cache, where the epilogue's
+    # loads land, is as large as it can be: 164 KiB for three blocks of 54 KiB (L1 92 KiB), 132 for two (L1 124))
+    "rows-l1": {"EPILOGUE_ROWS": 1, "CARVEOUT": 72},
+    "rows-2-l1": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "CARVEOUT": 58},
+    "rows-wide-l1": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "CARVEOUT": 58},
+    "rows-wide-wgmma-l1": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "CARVEOUT": 58},
     "gemm-only-wgmma": {"GEMM_ONLY": 1, "WGMMA": 1},
 }
 WGMMA_TILE_K = 64  # the wgmma variants' k-tile: the codes' width in whole 64s
@@ -1076,8 +1082,8 @@ def _kernel(variant: str, split_tf32: bool = False, terms: int = 3):
         kernel = cupy.RawKernel(mma_update_source(variant, split_tf32, terms), name, options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant, split_tf32)
     if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES", "CARVEOUT")):
-        # two blocks of 100-110 KiB, or three of 73: as much shared memory as an SM has
-        kernel.preferred_shared_memory_carveout = 100
+        # two blocks of 100-110 KiB, or three of 73: as much shared memory as an SM has (or a variant's CARVEOUT)
+        kernel.preferred_shared_memory_carveout = EPILOGUE_VARIANTS[variant].get("CARVEOUT", 100)
     return kernel
 
 

@@ -4,7 +4,7 @@
 #     in-process coates200 step (M=96, CUDA graphs off): each kernel's time and DRAM and L2 bytes
 #     (bench/kernel_bytes.py), then the bfloat16 update's floors (bench/update_floor.py: the fused kernel, the same
 #     step with no products, a copy)
-#   PART=windows, PART=update: see their cases below.  PART=stages (the update's operand tiles in 3 or 4 stages) ran at e82b394
+#   PART=windows, PART=update, PART=row: see their cases below.  PART=stages (the update's operand tiles in 3 or 4 stages) ran at e82b394
 source bench/device_setup.sh
 card
 case "${PART:-bytes}" in
@@ -39,6 +39,19 @@ update)  # (about 150 s) the update's products on wgmma (mma_update.py's rows-wg
   timeout ${FLOOR_S:-100} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
     --variants ${VARIANTS:-rows,rows-wide,rows-wgmma,rows-wide-wgmma,gemm-only-wgmma} \
     --json $OUT/update-floor-bfloat16.json 2>&1 | filter | tee $OUT/update-floor.log ;;
+row)  # (about 330 s) at the defaults (the update on wgmma, DASKSAE_WGMMA_UPDATE=1): the GPU tests of the update and of
+  # training on wgmma, the bfloat16 rows (the limit and the 1 worker pipelined), then the in-process bfloat16
+  # step with the update on mma.sync and on wgmma, twice, each in a process of its own
+  gpu_tests ${TESTS_S:-120} tests/test_gpu.py tests/test_gpu_tiled.py \
+    -k "tensor_core_update_on_the_gpu or on_wgmma or reduced_precision or five_training"
+  tail -3 $OUT/gpu-tests.log
+  timeout ${ONE_S:-150} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
+    --dtypes bfloat16 --precisions bfloat16 --steps-per-task 10 --runs 20 --pipelined \
+    --json $OUT/gpu-step-one-worker.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log
+  for round in 1 2; do
+    STEP_DTYPE=bfloat16 in_process mma-sync DASKSAE_WGMMA_UPDATE=0
+    STEP_DTYPE=bfloat16 in_process wgmma DASKSAE_WGMMA_UPDATE=1
+  done ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -95,7 +95,7 @@ def stage_rows(stage, geometry, batch: int, runs: int, variants=()) -> list[dict
     inverse_norms = cupy.ones((blocks, rows), dtype=cupy.float32)
     row_dots = cupy.full((blocks, rows), 1e-3, dtype=cupy.float32)
     parameters = raw.size
-    variant = mma_update.epilogue_for(mma_update.EPILOGUE, x.shape[2])
+    variant = mma_update.default_variant(x.shape[2], codes.shape[2])
     if not mma_update.update_fits(codes, x, error, raw, velocity, weights_operand, inverse_norms, row_dots, field,
                                   blocks_w):
         raise SystemExit(f"the tensor-core update does not take this stage's shapes ({raw.shape})")

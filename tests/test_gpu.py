@@ -827,8 +827,7 @@ def test_halo_windows_from_strided_views_equal_numpy(rng):
 
 @pytest.mark.parametrize("variant", ["rows", "fragments", "rows-l2", "rows-2", "rows-wide", "rows-staged",
                                      "frag64-staged", "frag64-staged-first", "rows-cs", "rows-wide-cs", "rows-resident-whole",
-                                     "rows-resident-whole-1", "rows-144", "rows-overlap", "rows-wgmma",
-                                     "rows-wide-wgmma"])
+                                     "rows-resident-whole-1", "rows-144", "rows-overlap", "rows-wide-wgmma"])
 @pytest.mark.parametrize("with_error, with_operand", [(True, True), (False, False)], ids=["x-and-error", "x-only"])
 def test_the_tensor_core_update_on_the_gpu_equals_numpy(with_error, with_operand, variant):
     """``dasksae_mma_filter_weight_grad_update`` (bfloat16 ``mma.sync`` from the maps, the unit-norm SGD step in its
@@ -842,7 +841,7 @@ def test_the_tensor_core_update_on_the_gpu_equals_numpy(with_error, with_operand
     on_wgmma = mma_update.EPILOGUE_VARIANTS[variant].get("WGMMA")
     if on_wgmma and not wgmma.supported():
         pytest.skip("wgmma needs a GPU of compute capability 9.0")
-    case = update_case(11, with_error, with_operand, batch=96 if on_wgmma else 64)
+    case = update_case(11, with_error, with_operand, batch=96 if on_wgmma else 64)  # (x only: 96 wide, rows-wide's)
     names = ("codes", "x", "error", "raw", "velocity", "operand", "inverse_norms", "row_dots")
     on_device = {name: None if case[name] is None else cupy.asarray(case[name]) for name in names}
     arrays = [on_device[name] for name in names]
@@ -930,6 +929,16 @@ def test_bfloat16_training_on_wgmma_follows_mma_sync(monkeypatch):
 
     variants = _trained_on_mma_sync_then_wgmma(monkeypatch, mma_forward, "WGMMA_FORWARD", named_config("small"), 5)
     assert set(variants) == {mma_forward.VARIANT, mma_forward.WGMMA_VARIANT}
+
+
+def test_bfloat16_training_with_the_update_on_wgmma_follows_mma_sync(monkeypatch):
+    """DASKSAE_WGMMA_UPDATE=1 (the default): ``small`` (M=96: codes 192 wide, in whole 64s) trained in bfloat16 with
+    the update's products on ``wgmma`` (:data:`~dasksae.kernels.mma_update.WGMMA_VARIANT`) as with ``mma.sync``'s
+    epilogue variants (``=0``)."""
+    from dasksae.kernels import mma_update
+
+    variants = _trained_on_mma_sync_then_wgmma(monkeypatch, mma_update, "WGMMA_UPDATE", named_config("small"), 7)
+    assert mma_update.WGMMA_VARIANT in variants and set(variants) - {mma_update.WGMMA_VARIANT}
 
 
 def test_bfloat16_training_with_the_tensor_core_forward_follows_cublas(monkeypatch):

@@ -205,7 +205,7 @@ extern "C" void run_update(const unsigned short* codes, const unsigned short* x,
 
 @pytest.fixture(scope="module", params=["rows", "fragments", "rows-l2", "rows-wide", "rows-staged", "frag64-staged",
                                         "frag64-staged-first", "rows-cs", "rows-wide-cs", "rows-resident-whole",
-                                        "rows-resident-whole-1", "rows-144", "rows-overlap", "rows-wgmma"])
+                                        "rows-resident-whole-1", "rows-144", "rows-overlap", "rows-wide-wgmma"])
 def kernel_on_cpu(tmp_path_factory, request):
     """The kernel built under g++ with each epilogue that takes the step (mma_update.EPILOGUE_VARIANTS; a ``wgmma``
     variant's products emulated through their descriptors)."""
@@ -220,8 +220,8 @@ def kernel_on_cpu(tmp_path_factory, request):
     return library
 
 
-# the epilogues DASKSAE_MMA_EPILOGUE=auto takes (mma_update.epilogue_for)
-TRAINING_EPILOGUES = {mma_update.epilogue_for("auto", channels) for channels in (3, 8)}
+# the epilogues DASKSAE_MMA_EPILOGUE=auto takes (mma_update.epilogue_for; on wgmma, WGMMA_VARIANT)
+TRAINING_EPILOGUES = {mma_update.epilogue_for("auto", channels) for channels in (3, 8)} | {mma_update.WGMMA_VARIANT}
 
 
 def _bfloat16(values):
@@ -306,7 +306,8 @@ def test_the_tensor_core_update_takes_the_unit_norm_step_from_the_maps(kernel_on
     if not with_error and kernel_on_cpu.variant not in TRAINING_EPILOGUES:
         pytest.skip(f"{kernel_on_cpu.variant} is checked with x and the error only")
     on_wgmma = mma_update.EPILOGUE_VARIANTS[kernel_on_cpu.variant].get("WGMMA")
-    case = update_case(11, with_error, with_operand, batch=96 if on_wgmma else 64)
+    # (wgmma: codes of 192 with the error map, 3 k-tiles of 64, the middle one from both maps; of 128 without)
+    case = update_case(11, with_error, with_operand, batch=(96 if with_error else 128) if on_wgmma else 64)
     raw, velocity, operand = case["raw"], case["velocity"], case["operand"]
     count, rows, _ = raw.shape
     assert mma_update.update_fits(case["codes"], case["x"], case["error"], raw, velocity, operand,

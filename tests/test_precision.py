@@ -299,9 +299,9 @@ def test_the_tensor_core_kernels_take_the_minibatches_their_switch_says(monkeypa
 
 def test_the_wgmma_switches_name_their_kernels_variants(monkeypatch):
     """DASKSAE_WGMMA_FORWARD: ``1`` (the default: ``w64x3-swizzled``, session 42) or ``0``, or a variant of the
-    forward's ``wgmma`` tiles by name; DASKSAE_WGMMA_TRANSPOSE likewise ``1`` (session 43); a variant name the
+    forward's ``wgmma`` tiles by name; DASKSAE_WGMMA_TRANSPOSE and DASKSAE_WGMMA_UPDATE likewise ``1`` (session 43; the update's variant leaves codes not in whole 64s to ``rows-wide``); a variant name the
     forward does not have is refused in one sentence; TF32 ``wgmma`` takes no transposed operand."""
-    from dasksae.kernels import mma_forward, mma_transpose, wgmma
+    from dasksae.kernels import mma_forward, mma_transpose, mma_update, wgmma
     from dasksae.switches import SWITCHES, SwitchError, switch
 
     choices, default = SWITCHES["DASKSAE_WGMMA_FORWARD"]
@@ -309,6 +309,9 @@ def test_the_wgmma_switches_name_their_kernels_variants(monkeypatch):
     assert mma_forward.WGMMA_VARIANT in mma_forward.WGMMA_VARIANTS
     assert mma_transpose.WGMMA_VARIANT in mma_transpose.WGMMA_VARIANTS
     assert SWITCHES["DASKSAE_WGMMA_TRANSPOSE"] == (("1", "0"), "1")
+    assert SWITCHES["DASKSAE_WGMMA_UPDATE"] == (("1", "0"), "1")
+    assert mma_update.EPILOGUE_VARIANTS[mma_update.WGMMA_VARIANT].get("WGMMA")
+    assert mma_update.wgmma_or_rows(mma_update.WGMMA_VARIANT, 96) == "rows-wide"  # codes not in whole 64s
     assert mma_transpose.variant_for(64, "w64x3-swizzled") == "w64x3-swizzled"
     assert mma_transpose.variant_for(96, "w64x3-swizzled") == "k32x4"  # rows not in whole 64s keep mma.sync's tiles
     monkeypatch.setenv("DASKSAE_WGMMA_FORWARD", "w64x3")

@@ -937,24 +937,26 @@ EPILOGUE_VARIANTS = {
     # what they waited on.
     # Session 43: the products on Hopper's wgmma (sm_90 only, kernels/wgmma.py), as mma_forward's W x: each of the
     # block's two warpgroups takes 64 rows by the 96 columns (m64n96k16), both operands K-major in 128-byte swizzled
-    # rows read by descriptor, k-tiles of 64 in two stages (57 KB: three blocks an SM).  mma.sync's k-step loads 20
-    # fragments from shared memory for its 12 products; its products alone ran at 175 TFLOP/s.  Codes whose width is
-    # not in whole 64s take rows (wgmma_or_rows)
-    "rows-wgmma": {"EPILOGUE_ROWS": 1, "WGMMA": 1},
+    # rows read by descriptor, k-tiles of 64 in two stages (57 KB).  mma.sync's k-step loads 20 fragments from shared
+    # memory for its 12 products.  On an H100 (bench/results/session43/update/, carveout/, carveout-least/: coates200,
+    # M=96) the products alone ("gemm-only-wgmma") took 2.48 ms over the stages against mma.sync's 3.23, and the update
+    # with rows-wide's epilogue (two blocks an SM, 128 registers) 11.43-11.62 ms against 11.51-11.79 for the training's
+    # mma.sync variants: the default on sm_90 (DASKSAE_WGMMA_UPDATE).  Three blocks an SM (rows' epilogue, 80
+    # registers, 28 bytes spilled) took 12.35; asking for all of the SM's shared memory (carveout 100, as the variants
+    # above that stage or keep tiles resident do) left the epilogue's loads 28 KiB of L1 and took 12.4-13.1; the least
+    # carveout the blocks need changed nothing (those variants, taken out, are at 6ac3207 and a1f9b9e).  Codes whose
+    # width is not in whole 64s take rows-wide (wgmma_or_rows)
     "rows-wide-wgmma": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1},
-    # (session 43: with all of an SM's 228 KiB of shared memory asked for, as the variants above that stage or keep
-    # tiles resident ask, the L1 cache of the epilogue's loads is what is left: 28 KiB)
-    "rows-wgmma-carveout": {"EPILOGUE_ROWS": 1, "WGMMA": 1, "CARVEOUT": 100},
-    "rows-wide-wgmma-carveout": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "CARVEOUT": 100},
-    # (session 43: and the least shared memory their blocks an SM need, so that the L1 cache, where the epilogue's
-    # loads land, is as large as it can be: 164 KiB for three blocks of 54 KiB (L1 92 KiB), 132 for two (L1 124))
-    "rows-l1": {"EPILOGUE_ROWS": 1, "CARVEOUT": 72},
-    "rows-2-l1": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "CARVEOUT": 58},
-    "rows-wide-l1": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "CARVEOUT": 58},
-    "rows-wide-wgmma-l1": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "CARVEOUT": 58},
     "gemm-only-wgmma": {"GEMM_ONLY": 1, "WGMMA": 1},
 }
 WGMMA_TILE_K = 64  # the wgmma variants' k-tile: the codes' width in whole 64s
+# "1" (the default since session 43): under DASKSAE_MMA_EPILOGUE=auto, the update takes WGMMA_VARIANT where the GPU runs
+# wgmma and the codes' width is in whole 64s; "0": mma.sync's epilogue_for.  On an H100 (session 43, coates200, M=96,
+# bench/results/session43/carveout/ and carveout-least/) rows-wide-wgmma took the three stages in 11.43 and 11.62 ms
+# against the training's mma.sync variants' 11.51 and 11.79 (its products alone 2.48 ms against 3.23); rows-wgmma, three
+# blocks an SM at 80 registers with 28 bytes spilled, 12.35 (taken out)
+WGMMA_UPDATE = switch("DASKSAE_WGMMA_UPDATE")
+WGMMA_VARIANT = "rows-wide-wgmma"
 RESIDENT_WIDTH = 224  # the widest codes (2M, or M without the error map) the resident variants keep: 2 blocks an SM
 OUT_ROW = 104  # a row of the products' tile in shared memory: 96 floats and 8 of padding (OUT_ROW % 32 == 8)
 ROW = TILE_K + 8  # a row of the operand tiles in shared memory: TILE_K bfloat16 values and 8 of padding
@@ -996,6 +998,15 @@ def resident_or_rows(variant: str, width: int) -> str:
     """``variant``, or ``rows`` where ``variant`` keeps the codes resident and ``width`` is past
     :data:`RESIDENT_WIDTH`."""
     return "rows" if EPILOGUE_VARIANTS[variant].get("COLUMN_TILES") and width > RESIDENT_WIDTH else variant
+
+
+def default_variant(channels: int, width: int) -> str:
+    """The variant the training takes for maps of ``channels`` channels and codes ``width`` wide: under
+    ``DASKSAE_MMA_EPILOGUE=auto`` and ``DASKSAE_WGMMA_UPDATE=1``, :data:`WGMMA_VARIANT` where the GPU runs ``wgmma``
+    and ``width`` is in whole :data:`WGMMA_TILE_K`; else :func:`epilogue_for`'s."""
+    if EPILOGUE == "auto" and WGMMA_UPDATE == "1" and width % WGMMA_TILE_K == 0 and wgmma.supported():
+        return WGMMA_VARIANT
+    return epilogue_for(EPILOGUE, channels)
 
 
 def wgmma_or_rows(variant: str, width: int) -> str:
@@ -1081,9 +1092,9 @@ def _kernel(variant: str, split_tf32: bool = False, terms: int = 3):
     else:
         kernel = cupy.RawKernel(mma_update_source(variant, split_tf32, terms), name, options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant, split_tf32)
-    if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES", "CARVEOUT")):
-        # two blocks of 100-110 KiB, or three of 73: as much shared memory as an SM has (or a variant's CARVEOUT)
-        kernel.preferred_shared_memory_carveout = EPILOGUE_VARIANTS[variant].get("CARVEOUT", 100)
+    if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES")):
+        # two blocks of 100-110 KiB or three of 73: as much shared memory as an SM has
+        kernel.preferred_shared_memory_carveout = 100
     return kernel
 
 
@@ -1155,8 +1166,8 @@ def filter_weight_grad_update(codes, x, error, raw, velocity, operand, inverse_n
     if split_tf32:
         variant = variant or SPLIT_VARIANT
     else:
-        variant = wgmma_or_rows(resident_or_rows(variant or epilogue_for(EPILOGUE, x.shape[2]), codes.shape[2]),
-                                codes.shape[2])
+        variant = variant or default_variant(x.shape[2], codes.shape[2])
+        variant = wgmma_or_rows(resident_or_rows(variant, codes.shape[2]), codes.shape[2])
     grid, block, arguments, shared = _update_launch(variant, codes.shape, x.shape, field, step, blocks_w, split_tf32)
     column_tiles = -(-raw.shape[2] // tile_columns(variant))
     partial_squares = cupy.empty((raw.shape[0] * raw.shape[1], column_tiles * warps_across(variant)),

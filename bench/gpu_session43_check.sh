@@ -4,7 +4,7 @@
 #     in-process coates200 step (M=96, CUDA graphs off): each kernel's time and DRAM and L2 bytes
 #     (bench/kernel_bytes.py), then the bfloat16 update's floors (bench/update_floor.py: the fused kernel, the same
 #     step with no products, a copy)
-#   PART=windows, PART=update, PART=row: see their cases below.  PART=stages (the update's operand tiles in 3 or 4 stages) ran at e82b394
+#   PART=windows, PART=update, PART=row, PART=final: see their cases below.  PART=stages (the update's operand tiles in 3 or 4 stages) ran at e82b394
 source bench/device_setup.sh
 card
 case "${PART:-bytes}" in
@@ -52,6 +52,14 @@ row)  # (about 330 s) at the defaults (the update on wgmma, DASKSAE_WGMMA_UPDATE
     STEP_DTYPE=bfloat16 in_process mma-sync DASKSAE_WGMMA_UPDATE=0
     STEP_DTYPE=bfloat16 in_process wgmma DASKSAE_WGMMA_UPDATE=1
   done ;;
+final)  # (about 300 s) at the defaults: the GPU tests of training on wgmma and of worker threads sharing the GPU
+  # (CUDA graphs, now with the update on wgmma) against the CPU and replayed calls, then the 4-worker bfloat16
+  # row, then the bfloat16 kernel table
+  gpu_tests ${TESTS_S:-100} tests/test_gpu.py tests/test_gpu_tiled.py \
+    -k "on_wgmma or cuda_graphs_equal or gpu_training_equals_cpu"
+  tail -3 $OUT/gpu-tests.log
+  FOUR_S=${FOUR_S:-130} four bfloat16 bfloat16
+  kernel_table_bfloat16 ${TABLE_S:-90} 14 ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

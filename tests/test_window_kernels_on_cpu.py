@@ -30,6 +30,19 @@ static Index threadIdx, blockIdx, gridDim, blockDim;
 static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __fdiv_rn(float a, float b) { return a / b; }
 static inline void __syncthreads() {}
+template <typename Kernel>  // the grid of 256-thread blocks over `threads` threads, each thread in turn
+static void each_thread(const unsigned threads, Kernel kernel)
+{
+    const unsigned blocks = (threads + 255) / 256;
+    blockDim = {256, 1, 1};
+    gridDim = {blocks, 1, 1};
+    for (unsigned block = 0; block < blocks; ++block)
+        for (unsigned thread = 0; thread < 256; ++thread) {
+            blockIdx = {block, 0, 0};
+            threadIdx = {thread, 0, 0};
+            kernel();
+        }
+}
 """
 # the block's float64 sum, as each thread adds its part (the threads run one after another)
 BLOCK_PARTIAL = r"""
@@ -39,25 +52,19 @@ RUNNER = r"""
 extern "C" void run(const float* x, const float* times, float* out, float* pooled, float* units, float eps,
                     float scale_squared, unsigned total, double* partials)
 {
-    const unsigned blocks = (total + 255) / 256;
-    blockDim = {256, 1, 1};
-    gridDim = {blocks, 1, 1};
-    for (unsigned block = 0; block < blocks; ++block)
-        for (unsigned thread = 0; thread < 256; ++thread) {
-            blockIdx = {block, 0, 0};
-            threadIdx = {thread, 0, 0};
+    each_thread(total, [=] {
 #if TRANSPOSE
-            dasksae_pool_windows((const float4*)x, (const float4*)times, (float4*)out, (float4*)pooled, (float4*)units,
-                                 eps, nullptr, scale_squared, 0, total);
+        dasksae_pool_windows((const float4*)x, (const float4*)times, (float4*)out, (float4*)pooled, (float4*)units,
+                             eps, nullptr, scale_squared, 0, total);
 #else
-            if (partials)
-                dasksae_pool_units_and_sums((const float4*)x, (float4*)pooled, (float4*)units, eps, nullptr,
-                                            scale_squared, 0, total, partials);
-            else
-                dasksae_pool_windows((const float4*)x, (const float4*)times, (float4*)out, (float4*)pooled,
-                                     (float4*)units, eps, nullptr, scale_squared, 0, total);
+        if (partials)
+            dasksae_pool_units_and_sums((const float4*)x, (float4*)pooled, (float4*)units, eps, nullptr,
+                                        scale_squared, 0, total, partials);
+        else
+            dasksae_pool_windows((const float4*)x, (const float4*)times, (float4*)out, (float4*)pooled,
+                                 (float4*)units, eps, nullptr, scale_squared, 0, total);
 #endif
-        }
+    });
 }
 """
 
@@ -131,16 +138,9 @@ LCN_RUNNER = r"""
 extern "C" void run(const VALUE* plane, const VALUE* window, const VALUE* inverse_h, const VALUE* inverse_w, VALUE* out,
                     VALUE* floored, VALUE inverse_maps, VALUE floor, const VALUE* maps_in, VALUE* maps_out)
 {
-    const unsigned blocks = (TOTAL + 255) / 256;
-    blockDim = {256, 1, 1};
-    gridDim = {blocks, 1, 1};
-    for (unsigned block = 0; block < blocks; ++block)
-        for (unsigned thread = 0; thread < 256; ++thread) {
-            blockIdx = {block, 0, 0};
-            threadIdx = {thread, 0, 0};
-            dasksae_lcn_smooth(plane, window, inverse_h, inverse_w, out, floored, inverse_maps, floor, maps_in,
-                               maps_out);
-        }
+    each_thread(TOTAL, [=] {
+        dasksae_lcn_smooth(plane, window, inverse_h, inverse_w, out, floored, inverse_maps, floor, maps_in, maps_out);
+    });
 }
 """
 

@@ -4,7 +4,7 @@
 #     in-process coates200 step (M=96, CUDA graphs off): each kernel's time and DRAM and L2 bytes
 #     (bench/kernel_bytes.py), then the bfloat16 update's floors (bench/update_floor.py: the fused kernel, the same
 #     step with no products, a copy)
-#   PART=windows, PART=update, PART=row, PART=final: see their cases below.  PART=stages (the update's operand tiles in 3 or 4 stages) ran at e82b394
+#   PART=windows, PART=update, PART=row, PART=final, PART=overlap (not yet run): see their cases below.  PART=stages (the update's operand tiles in 3 or 4 stages) ran at e82b394
 source bench/device_setup.sh
 card
 case "${PART:-bytes}" in
@@ -32,12 +32,15 @@ windows)  # (about 300 s) the window kernels a thread to WINDOW_ROWS rows (pooli
   python3 bench/kernel_bytes.py --table $OUT/step.csv --json $OUT/kernel-bytes.json | tee $OUT/kernel-bytes.log \
     | grep "pool\|lcn\|^all"
   for round in 1 2; do STEP_DTYPE=bfloat16 in_process windows; done ;;
-update)  # (about 150 s) the update's products on wgmma (mma_update.py's rows-wgmma, rows-wide-wgmma, gemm-only-wgmma):
-  # the update's GPU tests (each variant against NumPy), then the update's floors with them beside the training's
+update|overlap)  # (about 150 s) the update's products on wgmma (mma_update.py's rows-wgmma, since taken out,
+  # rows-wide-wgmma, gemm-only-wgmma): the update's GPU tests (each variant against NumPy), then the update's floors
+  # with them beside the training's.  PART=overlap (about 100 s; built after the device time was spent, not yet run):
+  # the same with the specialized warps' products on wgmma (rows-overlap-wgmma) beside rows-overlap
+  [ "$PART" = overlap ] && VARIANTS=${VARIANTS:-rows,rows-wide,rows-overlap,rows-overlap-wgmma}
   gpu_tests ${TESTS_S:-80} tests/test_gpu.py -k "tensor_core_update_on_the_gpu"
   tail -3 $OUT/gpu-tests.log
   timeout ${FLOOR_S:-100} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
-    --variants ${VARIANTS:-rows,rows-wide,rows-wgmma,rows-wide-wgmma,gemm-only-wgmma} \
+    --variants ${VARIANTS:-rows,rows-wide,rows-wide-wgmma,gemm-only-wgmma} \
     --json $OUT/update-floor-bfloat16.json 2>&1 | filter | tee $OUT/update-floor.log ;;
 row)  # (about 330 s) at the defaults (the update on wgmma, DASKSAE_WGMMA_UPDATE=1): the GPU tests of the update and of
   # training on wgmma, the issue's bfloat16 rows (the limit and the 1 worker pipelined), then the in-process bfloat16

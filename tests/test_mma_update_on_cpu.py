@@ -338,15 +338,19 @@ def test_the_tensor_core_update_takes_the_unit_norm_step_from_the_maps(kernel_on
     assert_updated_as_expected(case, raw, velocity, operand, new_norms)
 
 
-@pytest.mark.parametrize("variant", ["rows-overlap", "rows"])
+@pytest.mark.parametrize("variant", ["rows-overlap", "rows", "rows-overlap-wgmma"])
 def test_the_overlapped_update_takes_many_column_tiles_in_turn(tmp_path, variant):
     """``rows-overlap``'s producer and consumer warps over 5 column tiles (fan-in 432), so that the producers wait for
     the consumers to free a products tile (from the third tile on) and the tiles alternate an odd number of times:
-    the same update as NumPy's (and ``rows``'s, the same case)."""
-    library = built_on_cpu(tmp_path, SHIM + MMA_EMULATION + mma_update.mma_update_source(variant) + RUNNER)
+    the same update as NumPy's (and ``rows``'s, the same case).  ``rows-overlap-wgmma``'s producers on ``wgmma``
+    (emulated) at a minibatch of 96: 3 k-tiles of 64 resident, the middle one from both maps."""
+    on_wgmma = mma_update.EPILOGUE_VARIANTS[variant].get("WGMMA")
+    runner = RUNNER.replace("dasksae_mma_", "dasksae_wgmma_") if on_wgmma else RUNNER
+    library = built_on_cpu(tmp_path, SHIM + MMA_EMULATION + WGMMA_EMULATION + mma_update.mma_update_source(variant)
+                           + runner)
     library.run_update.argtypes = ([ctypes.c_void_p] * 9 + [ctypes.c_float] * 2 + [ctypes.c_uint] * 4
                                    + [ctypes.c_int] * 7 + [ctypes.c_longlong] * 2)
-    case = update_case(13, True, True, channels=12)
+    case = update_case(13, True, True, channels=12, batch=96 if on_wgmma else 64)
     raw, velocity, operand = case["raw"], case["velocity"], case["operand"]
     count, rows, fan_in = raw.shape
     grid, (threads,), arguments, _ = mma_update._update_launch(variant, case["codes"].shape, case["x"].shape,

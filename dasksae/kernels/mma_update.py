@@ -360,8 +360,14 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(1024)));
 #if WARPS_N != 2 && (STAGE_U || STAGE_FRAGMENTS || COLUMN_TILES || !(EPILOGUE_ROWS || GEMM_ONLY))
 #error "blocks of other than 96 columns take the rows epilogue (or none), nothing staged, one column tile a block"
 #endif
-#if WGMMA && (SPLIT_TF32 || COLUMN_TILES || STAGING || TILE_M != 128 || WARPS_N != 2 || !(EPILOGUE_ROWS || GEMM_ONLY))
-#error "wgmma takes 128 x 96 tiles of bfloat16 products, the rows epilogue (or none), nothing staged or resident"
+#if WGMMA && (SPLIT_TF32 || STAGING || TILE_M != 128 || WARPS_N != 2 || (COLUMN_TILES && !SPECIALIZED) \
+              || !(EPILOGUE_ROWS || GEMM_ONLY || SPECIALIZED))
+#error "wgmma takes 128 x 96 tiles of bfloat16 products, the rows epilogue (or none, or the specialized warps'), nothing staged"
+#endif
+#if WGMMA
+typedef float Sums[1][12][4];  // a thread's share of its warpgroup's 64 x 96 sums
+#else
+typedef float Sums[2][6][4];  // a warp's 32 x 48 sums
 #endif
 #if SPECIALIZED && (WARPS_N != 2 || TILE_M != 128 || !COLUMN_TILES || STAGING)
 #error "the specialized warps take 128 x 96 tiles, the codes resident"
@@ -571,6 +577,46 @@ __device__ __forceinline__ void resident_products(float (&acc)[2][6][4], const u
     }
 }
 
+#if WGMMA
+// resident_products on wgmma (rows-overlap-wgmma): the codes resident in shared memory as the swizzled K-major k-tiles
+// of the non-resident loop (k-tile s's TILE_M rows at As + s TILE_M TILE_K), B's k-tiles of 64 through two stages in
+// the same layout, loaded by `threads` threads from `thread`, which sync at BARRIER; warpgroup `group` takes rows
+// 64 group .. of the 96 columns
+template <int BARRIER>
+__device__ __forceinline__ void resident_products(Sums& acc, const unsigned short* As,
+    unsigned short (*Bs)[TILE_N * ROW], const unsigned short* x, const unsigned short* error, const int n0,
+    const int width, const int half, const int fan_in, const int field_rows, const long long in_row,
+    const int thread, const int threads, const int group)
+{
+    auto load = [&](const int buffer, const int k0) {  // B's k-tile at k0 into buffer, a chunk of 8 terms a copy
+        for (int c = thread; c < TILE_N * 8; c += threads) {
+            const int r = c / 8, part = c % 8, n = n0 + r, safe = n < fan_in ? n : 0, k = k0 + part * 8;
+            const unsigned short* map = k < half ? x + k : error + (k - half);
+            copy_16(&Bs[buffer][64 * r + 8 * (part ^ (r % 8))],
+                    map + (safe / field_rows) * in_row + (long long)(safe % field_rows) * half, n < fan_in);
+        }
+        copies_commit();
+    };
+    for (int j = 0; j < 12; ++j)
+        for (int e = 0; e < 4; ++e) acc[0][j][e] = 0.f;
+    const int tiles = width / TILE_K;
+    load(0, 0);
+    for (int s = 0; s < tiles; ++s) {
+        if (s + 1 < tiles) {
+            load((s + 1) & 1, (s + 1) * TILE_K);
+            copies_wait<1>();
+        } else {
+            copies_wait<0>();
+        }
+        named_sync(BARRIER, threads);  // every loading thread's copies of this k-tile are there
+        wgmma_k_tile<48, TILE_K / K_STEP, 2, 2, 0, wgmma_update>(
+            &acc[0][0][0], descriptor(As + s * TILE_M * TILE_K + group * 64 * TILE_K, 16, 1024, 1),
+            descriptor(Bs[s & 1], 16, 1024, 1));
+        named_sync(BARRIER, threads);  // this buffer is no longer read: the next load may fill it
+    }
+}
+#endif
+
 // codes (count, rows, width) OPERAND (bfloat16, or float32 with SPLIT_TF32): [g | a z] (width = 2 half) or g (width =
 // half); x and error: the input and error maps (H, W, C, half) OPERAND, block i = (p, q)'s field row n (n < fan_in = f*f*C) at (p*in_row + q*in_pixel)*step +
 // (n / field_rows)*in_row + (n % field_rows)*half.  raw and velocity (count, rows, fan_in) float32, updated in place;
@@ -596,7 +642,11 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
     // consumers) take the previous tile's step from the other, as rows_epilogue does: the update's loads and stores no
     // longer wait for the products, nor the products for them.  Named barriers: 1 the producers', 2 the consumers',
     // 3 + b "tile b full" (producers arrive, consumers wait), 5 + b "tile b read" (consumers arrive, producers wait)
+#if WGMMA  // the codes' k-tiles in the swizzled layout, unpadded (resident_products on wgmma)
+    const int row_a = width;
+#else
     const int row_a = width + 8;  // a resident row: the codes' values and 8 of padding (no bank conflicts)
+#endif
     unsigned short* As = (unsigned short*)mma_shared;
     unsigned short(*Bs)[TILE_N * ROW] = (unsigned short(*)[TILE_N * ROW])(mma_shared + TILE_M * row_a * 2);
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
@@ -614,19 +664,32 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
     }
     for (int c = tid; c < TILE_M * (width / 8); c += BLOCK_THREADS) {  // the codes, by every thread
         const int r = c / (width / 8), part = c % (width / 8), m = m0 + r;
+#if WGMMA  // chunk `part` in k-tile part / 8, at 16 (part % 8 ^ r % 8) of row r
+        copy_16(As + (part / 8) * TILE_M * TILE_K + 64 * r + 8 * ((part % 8) ^ (r % 8)),
+                codes + (long long)(m < rows ? m : 0) * width + part * 8, m < rows);
+#else
         copy_16(As + r * row_a + part * 8, codes + (long long)(m < rows ? m : 0) * width + part * 8, m < rows);
+#endif
     }
 #if SPECIALIZED
     float* products = (float*)(mma_shared + TILE_M * row_a * 2 + 2 * TILE_N * ROW * 2);  // [2][TILE_M * OUT_ROW]
     copies_commit();
     copies_wait<0>();
     __syncthreads();
+#if WGMMA
+    SET_SHARED_ARENA(mma_shared);
+#endif
     if (tid < PRODUCERS) {
         for (int column_tile = first_tile; column_tile < end_tile; ++column_tile) {
             const int n0 = column_tile * TILE_N, which = (column_tile - first_tile) & 1;
-            float acc[2][6][4];
+            Sums acc;
+#if WGMMA  // (warp_n: the warpgroup)
+            resident_products<1>(acc, As, Bs, x, error, n0, width, half, fan_in, field_rows, in_row, tid, PRODUCERS,
+                                 warp_n);
+#else
             resident_products<1>(acc, As, row_a, Bs, x, error, n0, width, half, fan_in, field_rows, in_row, tid,
                                  PRODUCERS, warp_m, warp_n, g, t);
+#endif
             if (column_tile - first_tile >= 2) named_sync(5 + which, BLOCK_THREADS);  // its tile two back is stepped
             store_products(products + which * TILE_M * OUT_ROW, acc, warp_m, warp_n, g, t);
             named_arrive(3 + which, BLOCK_THREADS);  // this tile's products are there
@@ -707,11 +770,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
     };
 #endif
 
-#if WGMMA
-    float acc[1][12][4];  // a thread's share of its warpgroup's 64 x 96 sums
-#else
-    float acc[2][6][4];
-#endif
+    Sums acc;
     for (int i = 0; i < (int)(sizeof(acc) / sizeof(acc[0])); ++i)
         for (int j = 0; j < (int)(sizeof(acc[0]) / sizeof(acc[0][0])); ++j)
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
@@ -948,6 +1007,11 @@ EPILOGUE_VARIANTS = {
     # width is not in whole 64s take rows-wide (wgmma_or_rows)
     "rows-wide-wgmma": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1},
     "gemm-only-wgmma": {"GEMM_ONLY": 1, "WGMMA": 1},
+    # For benchmarks (session 43, built after the device time was spent; not yet run on a GPU): rows-overlap with its
+    # 8 producer warps on wgmma (the codes resident in the swizzled k-tiles, 48 KiB at M=96; B's two stages 24; two
+    # products tiles 106.5: 178.5 KiB, one block an SM).  Session 36's rows-overlap lost with mma.sync products from 8
+    # warps an SM (a third of rows' 24), whose products wgmma takes at 1.3x mma.sync's speed from 24 warps
+    "rows-overlap-wgmma": {"SPECIALIZED": 1, "COLUMN_TILES": 17, "MIN_BLOCKS": 1, "WGMMA": 1},
 }
 WGMMA_TILE_K = 64  # the wgmma variants' k-tile: the codes' width in whole 64s
 # "1" (the default since session 43): under DASKSAE_MMA_EPILOGUE=auto, the update takes WGMMA_VARIANT where the GPU runs
@@ -989,6 +1053,8 @@ def resident_bytes(width: int, variant: str = "rows-resident-whole") -> int:
     """Dynamic shared memory a block of a resident variant takes for codes ``width`` wide: the codes' tile (each row
     padded by 8), then the products' whole tile (over the two B stages); or (the specialized warps of ``rows-overlap``)
     the codes, the two B stages and two products tiles."""
+    if EPILOGUE_VARIANTS[variant].get("SPECIALIZED") and EPILOGUE_VARIANTS[variant].get("WGMMA"):  # unpadded rows
+        return TILE_M * width * 2 + 2 * TILE_N * WGMMA_TILE_K * 2 + 2 * TILE_M * OUT_ROW * 4
     if EPILOGUE_VARIANTS[variant].get("SPECIALIZED"):
         return TILE_M * (width + 8) * 2 + 2 * TILE_N * ROW * 2 + 2 * TILE_M * OUT_ROW * 4
     return TILE_M * (width + 8) * 2 + TILE_M * OUT_ROW * 4

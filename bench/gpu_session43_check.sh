@@ -4,7 +4,7 @@
 #     in-process coates200 step (M=96, CUDA graphs off): each kernel's time and DRAM and L2 bytes
 #     (bench/kernel_bytes.py), then the bfloat16 update's floors (bench/update_floor.py: the fused kernel, the same
 #     step with no products, a copy)
-#   PART=windows, PART=update, PART=row, PART=final, PART=overlap (not yet run): see their cases below.  PART=stages (the update's operand tiles in 3 or 4 stages) ran at e82b394
+#   PART=windows, PART=update, PART=row, PART=final, PART=overlap and PART=pairs (not yet run): see their cases below.  PART=stages (the update's operand tiles in 3 or 4 stages) ran at e82b394
 source bench/device_setup.sh
 card
 case "${PART:-bytes}" in
@@ -63,6 +63,18 @@ final)  # (about 300 s) at the defaults: the GPU tests of training on wgmma and 
   tail -3 $OUT/gpu-tests.log
   FOUR_S=${FOUR_S:-130} four bfloat16 bfloat16
   kernel_table_bfloat16 ${TABLE_S:-90} 14 ;;
+pairs)  # (about 200 s; built after the device time was spent, not yet run) W^T y with the fold in blocks of two cells
+  # (mma_transpose.py's w64x3-pairs, DASKSAE_WGMMA_TRANSPOSE=w64x3-pairs): its GPU tests (against NumPy, and training
+  # against mma.sync), the bfloat16 product floors (its transpose-w64x3-pairs row beside w64x3-swizzled's), then the
+  # in-process bfloat16 step with each, twice, each in a process of its own
+  gpu_tests ${TESTS_S:-100} tests/test_gpu.py -k "transpose_with_the_fold_on_the_gpu or transpose_on_wgmma"
+  tail -3 $OUT/gpu-tests.log
+  timeout ${PRODUCT_S:-60} python3 bench/product_floor.py --config coates200 --minibatch 96 --runs 10 \
+    --json $OUT/product-floor-bfloat16.json 2>&1 | filter | tee $OUT/product-floor.log | grep "all"
+  for round in 1 2; do
+    STEP_DTYPE=bfloat16 in_process one-cell DASKSAE_WGMMA_TRANSPOSE=1
+    STEP_DTYPE=bfloat16 in_process pairs DASKSAE_WGMMA_TRANSPOSE=w64x3-pairs
+  done ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -894,10 +894,12 @@ def test_the_tensor_core_forward_on_the_gpu_equals_numpy(monkeypatch, scaled, mi
     numpy.testing.assert_allclose(rows_out.get(), expected, rtol=1e-5, atol=1e-4)
 
 
-def _trained_on_mma_sync_then_wgmma(monkeypatch, module, switch_name: str, config, seed: int) -> list[str]:
+def _trained_on_mma_sync_then_wgmma(monkeypatch, module, switch_name: str, config, seed: int,
+                                    setting: str = "1") -> list[str]:
     """``config`` (1x1 tiles, M=96) trained 3 steps in bfloat16 with ``module.switch_name`` at ``0`` (``mma.sync``),
-    then ``1`` (``wgmma``; sm_90 only, else the test skips), the two runs' losses and parameters checked alike (the
-    same bfloat16 products, their float32 sums in another order): the variants ``module._kernel`` was asked for."""
+    then ``setting`` (``wgmma``; sm_90 only, else the test skips), the two runs' losses and parameters checked alike
+    (the same bfloat16 products, their float32 sums in another order): the variants ``module._kernel`` was asked
+    for."""
     from dasksae import TiledNetwork, tile_program
     from dasksae.kernels import wgmma
     from dasksae.tile_array import LocalExecutor
@@ -910,8 +912,8 @@ def _trained_on_mma_sync_then_wgmma(monkeypatch, module, switch_name: str, confi
     kernel = module._kernel
     monkeypatch.setattr(module, "_kernel", lambda variant, *rest: variants.append(variant) or kernel(variant, *rest))
     runs = []
-    for setting in ("0", "1"):
-        monkeypatch.setattr(module, switch_name, setting)
+    for value in ("0", setting):
+        monkeypatch.setattr(module, switch_name, value)
         tile_program.forget_all()
         network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
         runs.append(([report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()))
@@ -958,7 +960,7 @@ def test_bfloat16_training_with_the_tensor_core_forward_follows_cublas(monkeypat
             assert numpy.abs(mine[name] - theirs[name]).max() < 1e-3 * numpy.abs(theirs[name]).max(), name
 
 
-@pytest.mark.parametrize("variant", ["k32x4", "k64x3", "w64x3-swizzled"])
+@pytest.mark.parametrize("variant", ["k32x4", "k64x3", "w64x3-swizzled", "w64x3-pairs"])
 @pytest.mark.parametrize("case", [(8, 4, 8, 64, 3, 2, 96), (6, 2, 4, 32, 3, 4, 96), (8, 4, 8, 32, 2, 2, 136),
                                   (8, 4, 8, 128, 3, 2, 96), (6, 2, 4, 64, 2, 3, 136), (8, 4, 3, 64, 3, 2, 96),
                                   (8, 4, 3, 32, 2, 3, 136)],
@@ -983,9 +985,11 @@ def test_the_tensor_core_transpose_with_the_fold_on_the_gpu_equals_numpy(case, v
     numpy.testing.assert_allclose(arrays[0].get(), expected, rtol=1e-5, atol=1e-3)
 
 
-def test_bfloat16_training_with_the_transpose_on_wgmma_follows_mma_sync(monkeypatch):
+@pytest.mark.parametrize("setting", ["1", "w64x3-pairs"])
+def test_bfloat16_training_with_the_transpose_on_wgmma_follows_mma_sync(monkeypatch, setting):
     """DASKSAE_WGMMA_TRANSPOSE=1: ``small`` with 16 maps a stage (M=96) trained in bfloat16 with ``W^T y`` and the
-    fold on ``wgmma`` (stages 2 and 3: 64 rows, cells of 64 values), as on ``mma.sync`` (``=0``)."""
+    fold on ``wgmma`` (stages 2 and 3: 64 rows, cells of 64 values), as on ``mma.sync`` (``=0``); likewise in blocks
+    of two cells (``w64x3-pairs``)."""
     import dataclasses
 
     from dasksae.kernels import mma_transpose
@@ -993,8 +997,8 @@ def test_bfloat16_training_with_the_transpose_on_wgmma_follows_mma_sync(monkeypa
     small = named_config("small")  # with 16 maps a stage: 64 block rows, which the wgmma tiles take
     config = dataclasses.replace(small, stages=tuple(dataclasses.replace(stage, block=(2, 2, 16), maps=16)
                                                      for stage in small.stages))
-    variants = _trained_on_mma_sync_then_wgmma(monkeypatch, mma_transpose, "WGMMA_TRANSPOSE", config, 6)
-    assert mma_transpose.WGMMA_VARIANT in variants
+    variants = _trained_on_mma_sync_then_wgmma(monkeypatch, mma_transpose, "WGMMA_TRANSPOSE", config, 6, setting)
+    assert (mma_transpose.WGMMA_VARIANT if setting == "1" else setting) in variants
 
 
 def test_bfloat16_training_with_the_tensor_core_transpose_follows_cublas(monkeypatch):

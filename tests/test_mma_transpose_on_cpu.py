@@ -25,7 +25,7 @@ extern "C" void run_transpose(const unsigned short* weights, const unsigned shor
     run_grid(grid_x, grid_y, grid_z, [=] {
         dasksae_mma_filter_transpose_fold(weights, y, out, rows, batch, channels, field, step, blocks_h, blocks_w,
                                           map_w);
-    });
+    }, TRANSPOSE_THREADS);
 }
 """
 
@@ -94,7 +94,8 @@ def test_the_tensor_core_transpose_folds_into_the_map_as_numpy(kernel_on_cpu, fi
     memory[:-96] = out.ravel()
     out = memory[:-96].reshape(out.shape)
     assert mma_transpose.transpose_fits(out, weight_bits, y_bits, field, step, blocks_h, blocks_w)
-    grid, arguments = mma_transpose.transpose_launch(out.shape, weight_bits.shape, field, step, blocks_h, blocks_w)
+    grid, arguments = mma_transpose.transpose_launch(out.shape, weight_bits.shape, field, step, blocks_h, blocks_w,
+                                                     variant)
     kernel_on_cpu.run_transpose(weight_bits.ctypes.data, y_bits.ctypes.data, out.ctypes.data, *grid, *arguments)
     numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-3)
     assert numpy.isnan(memory[-96:]).all()

@@ -308,7 +308,8 @@ def test_the_wgmma_switches_name_their_kernels_variants(monkeypatch):
     assert default == "1" and set(choices) == {"0", "1"} | set(mma_forward.WGMMA_VARIANTS)
     assert mma_forward.WGMMA_VARIANT in mma_forward.WGMMA_VARIANTS
     assert mma_transpose.WGMMA_VARIANT in mma_transpose.WGMMA_VARIANTS
-    assert SWITCHES["DASKSAE_WGMMA_TRANSPOSE"] == (("1", "0"), "1")
+    choices, default = SWITCHES["DASKSAE_WGMMA_TRANSPOSE"]
+    assert default == "1" and set(choices) == {"0", "1"} | set(mma_transpose.WGMMA_VARIANTS)
     assert SWITCHES["DASKSAE_WGMMA_UPDATE"] == (("1", "0"), "1")
     assert mma_update.EPILOGUE_VARIANTS[mma_update.WGMMA_VARIANT].get("WGMMA")
     assert mma_update.wgmma_or_rows(mma_update.WGMMA_VARIANT, 96) == "rows-wide"  # codes not in whole 64s

@@ -74,19 +74,37 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # 64-byte rows).  It takes layers whose rows are whole 64s.  On an H100 (session 43, coates200, M=96) it took the
 # stages' W^T y with the fold in 1.953 ms against mma.sync's k64x3 2.241, and the in-process bfloat16 step 22.9
 # against 23.2-23.6 ms (bench/results/session43/next/)
-WGMMA_VARIANTS = {"w64x3-swizzled": (64, 3, 0)}
+WGMMA_VARIANTS = {"w64x3-swizzled": (64, 3, 0), "w64x3-pairs": (64, 3, 0)}
+# (session 43, built after the device time was spent; not yet run on a GPU) w64x3-pairs: a block of 512 threads takes
+# two cells side by side (CELLS 2), two warpgroups a cell, so that where a block's field covers both (4 of the 6
+# blocks at field / step = 5) a weight row's two runs are read as one (128 bytes at step 4 and 8 channels, where one
+# cell's are 64: half lines, twice the L2 requests) and y's tile serves both cells.  On an H100 (session 43,
+# bench/results/session43/bytes/) W^T y moved its DRAM bytes at 2.0-2.2 TB/s where W x, on the same weights, moved
+# 2.6-2.9; one block an SM (135 KB of shared memory)
+CELLS_A_BLOCK = {"w64x3-pairs": 2}
 # "1" (the default): W^T y with the fold on wgmma (WGMMA_VARIANT) where the GPU runs it and the layer's rows are
-# whole 64s; "0": on mma.sync
+# whole 64s; or a variant of WGMMA_VARIANTS by name; "0": on mma.sync
 WGMMA_TRANSPOSE = switch("DASKSAE_WGMMA_TRANSPOSE")
 WGMMA_VARIANT = "w64x3-swizzled"
 
 
+def cells_a_block(variant: str | None) -> int:
+    """The cells a block of ``variant`` takes side by side (:data:`CELLS_A_BLOCK`; 1 for the others)."""
+    return CELLS_A_BLOCK.get(variant, 1)
+
+
+def block_threads(variant: str | None) -> int:
+    """The threads of a block of ``variant``: 256 a cell."""
+    return THREADS * cells_a_block(variant)
+
+
 def shared_bytes(variant: str, split_tf32: bool = False) -> int:
     """Dynamic shared memory a block of ``variant``: its stages of weight and ``y`` tiles (float32 with
-    ``split_tf32``, a variant of :data:`SPLIT_VARIANTS`; else bfloat16; on ``wgmma`` with no padding)."""
+    ``split_tf32``, a variant of :data:`SPLIT_VARIANTS`; else bfloat16; on ``wgmma`` with no padding, the weights'
+    tile a cell's values for each of its cells)."""
     if variant in WGMMA_VARIANTS:
         tile_k, stages, _ = WGMMA_VARIANTS[variant]
-        return stages * tile_k * (CELL_ROWS + TILE_N) * 2
+        return stages * tile_k * (CELL_ROWS * cells_a_block(variant) + TILE_N) * 2
     tile_k, stages = (SPLIT_VARIANTS if split_tf32 else VARIANTS)[variant]
     return stages * (tile_k * A_ROW + tile_k * B_ROW) * (4 if split_tf32 else 2)
 
@@ -95,8 +113,8 @@ def variant_for(rows: int, asked: str | None = None) -> str:
     """The variant a layer of ``rows`` block rows takes when ``asked`` (default: ``wgmma``'s where
     ``DASKSAE_WGMMA_TRANSPOSE=1`` and the GPU runs it, else :data:`TILES`): it, where the rows are whole tiles of it,
     else ``k32x4``."""
-    if asked is None and WGMMA_TRANSPOSE == "1" and wgmma.supported():
-        asked = WGMMA_VARIANT
+    if asked is None and WGMMA_TRANSPOSE != "0" and wgmma.supported():
+        asked = WGMMA_VARIANT if WGMMA_TRANSPOSE == "1" else WGMMA_TRANSPOSE
     asked = asked or TILES
     tile_k = (WGMMA_VARIANTS.get(asked) or VARIANTS[asked])[0]
     return asked if rows % tile_k == 0 else "k32x4"
@@ -125,6 +143,13 @@ _SOURCE = r"""
 #define ROW_PARTS 2
 #define COLUMN_PARTS 6
 #endif
+#ifndef CELLS  // (wgmma's w64x3-pairs) the cells a block takes side by side: 1, or 2 (two warpgroups a cell)
+#define CELLS 1
+#endif
+#define TRANSPOSE_THREADS (256 * CELLS)
+#if CELLS != 1 && !WGMMA
+#error "a block of two cells takes wgmma's tiles"
+#endif
 #define PER_COPY (16 / (int)sizeof(OPERAND))  // operands a 16-byte copy (an 8-byte copy: half as many)
 #define B_COPIES (TILE_N / PER_COPY)  // copies a row of y's 96 columns
 #if defined(__CUDACC_RTC__) || defined(__CUDACC__)
@@ -142,7 +167,10 @@ static unsigned char transpose_shared[SHARED_BYTES] __attribute__((aligned(1024)
 // LAYER_GEOMETRY (mma_transpose_source's, given a layer): its block rows, channels, field and step compiled in, so
 // that the loads' index divisions and products become shifts and multiplications by constants; the arguments of
 // those names are then not read (they must be the same)
-extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
+// CELLS 2: the block owns cells (a, CELLS b') and (a, CELLS b' + 1) (the second past the map's last column: none),
+// two warpgroups each; its blocks are those of either cell, and where a block's field covers both, the two cells'
+// runs of a weight row lie end to end (128 bytes at step 4 and 8 channels: whole lines) and y's rows serve both
+extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, 2 / CELLS) TRANSPOSE_KERNEL(
     const OPERAND* __restrict__ weights, const OPERAND* __restrict__ y, float* __restrict__ out,
     const int rows_argument, const int batch, const int channels_argument, const int field_argument,
     const int step_argument, const int blocks_h, const int blocks_w, const int map_w)
@@ -159,7 +187,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
 #if !WGMMA
     const int warp_m = warp % 4, warp_n = warp / 4;
 #endif
-    const int a = blockIdx.y, b = blockIdx.x, n0 = blockIdx.z * TILE_N;
+    const int a = blockIdx.y, b = blockIdx.x * CELLS, n0 = blockIdx.z * TILE_N;  // (b: the block's first cell)
 #if WGMMA  // CUTLASS's canonical swizzled layouts (kernels/wgmma.py): A, the cell's values m of block row r, MN-major
     // in 128-byte rows: 64-value atoms 8192 bytes apart, 8-deep groups of r 1024, row r % 8 at 128 (r % 8), its
     // 16-byte chunk at 16 ((m % 64) / 8 ^ r % 8); B, y's columns, MN-major in 64-byte rows as mma_forward's
@@ -172,8 +200,13 @@ extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
     auto b_at = [](const int r, const int part) { return r * B_ROW + part * PER_COPY; };
 #endif
     const int reach = field / step;  // the blocks a cell lies in, along each axis (fewer at the map's edges)
+    // the block's cells: CELLS, or fewer at the map's last column (map_w / step cells across)
+    const int cells = map_w / step - b < CELLS ? map_w / step - b : CELLS, b_last = b + cells - 1;
     const int p_first = a - reach + 1 > 0 ? a - reach + 1 : 0, p_last = a < blocks_h - 1 ? a : blocks_h - 1;
-    const int q_first = b - reach + 1 > 0 ? b - reach + 1 : 0, q_last = b < blocks_w - 1 ? b : blocks_w - 1;
+    const int q_first = b - reach + 1 > 0 ? b - reach + 1 : 0, q_last = b_last < blocks_w - 1 ? b_last : blocks_w - 1;
+    auto covers = [&](const int q, const int cell) {  // whether block column q's field covers the block's cell
+        return cell < cells && q >= b + cell - reach + 1 && q <= b + cell;
+    };
     const int blocks_q = q_last - q_first + 1, run = step * channels, cell_rows = step * run;
     const long long fan_in = (long long)field * field * channels;
     const int tiles_a_block = rows / TILE_K, tiles = (p_last - p_first + 1) * blocks_q * tiles_a_block;
@@ -185,25 +218,31 @@ extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
         // where step*C is whole PER_COPYs; else 8 bytes: in bfloat16, 3 channels' runs of 12 values, 24 bytes)
         const OPERAND* field_at = weights + (block * rows + r0) * fan_in +
                                   ((long long)(a - p) * step * field + (long long)(b - q) * step) * channels;
+        // (CELLS 2: each covered cell's runs, the second's right after the first's in the row, into its own 128
+        // values of the tile; copy c's cell is (c / copies_a_run) % CELLS, so that a warp reads whole runs of both)
         if (run % PER_COPY == 0) {
-            const int copies_a_run = run / PER_COPY, copies_a_row = step * copies_a_run;
-            for (int c = tid; c < TILE_K * copies_a_row; c += 256) {
-                const int r = c / copies_a_row, i = (c % copies_a_row) / copies_a_run, part = c % copies_a_run;
-                copy_16((unsigned short*)&As[buffer][a_at(r, i * run + part * PER_COPY)],
-                        (const unsigned short*)(field_at + r * fan_in + (long long)i * field * channels +
+            const int copies_a_run = run / PER_COPY, copies_a_row = step * copies_a_run * CELLS;
+            for (int c = tid; c < TILE_K * copies_a_row; c += TRANSPOSE_THREADS) {
+                const int r = c / copies_a_row, i = (c % copies_a_row) / (copies_a_run * CELLS);
+                const int cell = (c / copies_a_run) % CELLS, part = c % copies_a_run;
+                if (CELLS > 1 && !covers(q, cell)) continue;
+                copy_16((unsigned short*)&As[buffer][a_at(r, cell * CELL_ROWS + i * run + part * PER_COPY)],
+                        (const unsigned short*)(field_at + r * fan_in + (long long)i * field * channels + cell * run +
                                                 part * PER_COPY), true);
             }
         } else {
-            const int copies_a_run = run / (PER_COPY / 2), copies_a_row = step * copies_a_run;
-            for (int c = tid; c < TILE_K * copies_a_row; c += 256) {
-                const int r = c / copies_a_row, i = (c % copies_a_row) / copies_a_run, part = c % copies_a_run;
-                copy_8((float*)&As[buffer][a_at(r, i * run + part * (PER_COPY / 2))],
-                       (const float*)(field_at + r * fan_in + (long long)i * field * channels + part * (PER_COPY / 2)),
-                       true);
+            const int copies_a_run = run / (PER_COPY / 2), copies_a_row = step * copies_a_run * CELLS;
+            for (int c = tid; c < TILE_K * copies_a_row; c += TRANSPOSE_THREADS) {
+                const int r = c / copies_a_row, i = (c % copies_a_row) / (copies_a_run * CELLS);
+                const int cell = (c / copies_a_run) % CELLS, part = c % copies_a_run;
+                if (CELLS > 1 && !covers(q, cell)) continue;
+                copy_8((float*)&As[buffer][a_at(r, cell * CELL_ROWS + i * run + part * (PER_COPY / 2))],
+                       (const float*)(field_at + r * fan_in + (long long)i * field * channels + cell * run +
+                                      part * (PER_COPY / 2)), true);
             }
         }
         const OPERAND* y_at = y + (block * rows + r0) * batch + n0;
-        for (int c = tid; c < TILE_K * B_COPIES; c += 256) {  // B: TILE_K rows of y's 96 columns, B_COPIES copies a
+        for (int c = tid; c < TILE_K * B_COPIES; c += TRANSPOSE_THREADS) {  // B: TILE_K rows of y's 96 columns, B_COPIES copies a
             const int r = c / B_COPIES, part = c % B_COPIES;  // row (zeros past the minibatch, read from nowhere)
             const bool in = n0 + part * PER_COPY < batch;
             copy_16((unsigned short*)&Bs[buffer][b_at(r, part)],
@@ -217,9 +256,9 @@ extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
 #if WGMMA  // as mma_forward's wgmma loop
-    static_assert(TILE_K == 64 && A_ROW == CELL_ROWS && B_ROW == TILE_N, "the swizzled tiles' shape");
+    static_assert(TILE_K == 64 && A_ROW == CELL_ROWS * CELLS && B_ROW == TILE_N, "the swizzled tiles' shape");
     SET_SHARED_ARENA(transpose_shared);
-    const int group = warp / 4;  // the warpgroup: the cell's rows 64 group ..
+    const int group = warp / 4;  // the warpgroup: the cell's rows 64 group .. (CELLS 2: cell group / 2's, 64 (group % 2) ..)
     constexpr int ahead = STAGES - 1 - WGMMA_PENDING;  // tiles of copies in flight
     for (int s = 0; s < ahead; ++s) {  // (empty groups past the end)
         if (s < tiles) load(s, s);
@@ -232,14 +271,17 @@ extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
         copies_commit();
         // A: the warpgroup's 64-value atom, 8-deep groups of block rows 1024 bytes apart (stride), a k-step two
         // groups; B: 32-column atoms 4096 bytes apart (leading), 8-deep groups 512 (stride), a k-step two groups
-        if (group * 64 < cell_rows)  // (a warpgroup whose rows are all past the cell's, as at cells of 48, idles)
+        // (a warpgroup whose rows are all past the cell's, as at cells of 48, idles; CELLS 2: so does a cell's where
+        // the tile's block does not cover it, or the cell is past the map)
+        const int tile_q = q_first + (s / tiles_a_block) % blocks_q;
+        if ((group % 2) * 64 < cell_rows && (CELLS == 1 || covers(tile_q, group / 2)))
             wgmma_k_tile<48, TILE_K / K_STEP, 128, 64, WGMMA_PENDING, wgmma_transpose>(
                 &acc[0][0][0], descriptor(As[s % STAGES] + group * 4096, 8192, 1024, 1),
                 descriptor(Bs[s % STAGES], 4096, 512, 2));
     }
     wgmma_wait<0>();
     copies_wait<0>();  // (only empty groups are left)
-    const int first_row = group * 64 + (warp % 4) * 16, first_column = n0;
+    const int first_row = (group % 2) * 64 + (warp % 4) * 16, first_column = n0, cell = group / 2;
 #else
     for (int s = 0; s < STAGES - 1; ++s) {  // the first STAGES - 1 tiles in flight (empty groups past the end)
         if (s < tiles) load(s, s);
@@ -271,16 +313,16 @@ extern "C" __global__ void __launch_bounds__(256, 2) TRANSPOSE_KERNEL(
         }
     }
     copies_wait<0>();  // (only empty groups are left)
-    const int first_row = warp_m * 32, first_column = n0 + warp_n * 48;
+    const int first_row = warp_m * 32, first_column = n0 + warp_n * 48, cell = 0;
 #endif
 
     for (int i = 0; i < ROW_PARTS; ++i)
         for (int h = 0; h < 2; ++h) {  // rows g and g + 8 of each 16 (the cell's values); columns 2t, 2t + 1 of each 8
             const int m = first_row + i * 16 + g + 8 * h;
-            if (m >= cell_rows) continue;
+            if (m >= cell_rows || cell >= cells) continue;
             const int pixel_i = m / run, pixel_j = (m % run) / channels, c = m % channels;
-            float* row = out + (((long long)(a * step + pixel_i) * map_w + b * step + pixel_j) * channels + c) * batch +
-                         first_column + 2 * t;
+            float* row = out + (((long long)(a * step + pixel_i) * map_w + (b + cell) * step + pixel_j) * channels + c)
+                         * batch + first_column + 2 * t;
             for (int j = 0; j < COLUMN_PARTS; ++j) {
                 if (first_column + j * 8 + 2 * t >= batch) continue;  // (past the minibatch: the last tile's)
                 float2 value = *(float2*)(row + j * 8);
@@ -302,7 +344,8 @@ def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | Non
     if variant in WGMMA_VARIANTS:
         tile_k, stages, pending = WGMMA_VARIANTS[variant]
         defines = {"WGMMA": 1, "WGMMA_PENDING": pending, "TILE_K": tile_k, "STAGES": stages, "CELL_ROWS": CELL_ROWS,
-                   "A_ROW": CELL_ROWS, "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant)}
+                   "A_ROW": CELL_ROWS * cells_a_block(variant), "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant),
+                   "CELLS": cells_a_block(variant)}
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_transpose", TILE_N, "bfloat16", transpose_b=True, transpose_a=True))
     else:
@@ -365,12 +408,13 @@ def transpose_fits(out, weight_rows, y_rows, field: int, step: int, blocks_h: in
     return all(aligned(array) for array in (out, weight_rows, y_rows))
 
 
-def transpose_launch(out_shape, weights_shape, field: int, step: int, blocks_h: int, blocks_w: int):
+def transpose_launch(out_shape, weights_shape, field: int, step: int, blocks_h: int, blocks_w: int,
+                     variant: str | None = None):
     """``(grid, scalar arguments after the three arrays)`` of ``dasksae_mma_filter_transpose_fold``: a block a cell
-    and 96 columns."""
+    (or ``variant``'s :func:`cells_a_block` side by side) and 96 columns."""
     height, width, channels, batch = out_shape
     _, rows, _ = weights_shape
-    grid = (width // step, height // step, -(-batch // TILE_N))
+    grid = (-(-(width // step) // cells_a_block(variant)), height // step, -(-batch // TILE_N))
     return grid, (rows, batch, channels, field, step, blocks_h, blocks_w, width)
 
 
@@ -379,9 +423,9 @@ def add_transpose_bfloat16(out, weight_rows, y_rows, field: int, step: int, bloc
     """``out +=`` the fold of ``W^T y`` on tensor cores, each cell's sum written once (the arrays must
     :func:`transpose_fits`), in ``variant``'s tiles (default: :func:`variant_for` the rows)."""
     variant = variant_for(weight_rows.shape[1], variant)
-    grid, arguments = typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w)
+    grid, arguments = typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w, variant)
     geometry = (weight_rows.shape[1], out.shape[2], field, step) if mma_update.COMPILED_GEOMETRY else None
-    _kernel(variant, geometry)(grid, (THREADS,), (weight_rows, y_rows, out, *arguments),
+    _kernel(variant, geometry)(grid, (block_threads(variant),), (weight_rows, y_rows, out, *arguments),
                                shared_mem=shared_bytes(variant))
 
 

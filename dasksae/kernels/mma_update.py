@@ -1068,9 +1068,11 @@ def resident_or_rows(variant: str, width: int) -> str:
 
 def default_variant(channels: int, width: int) -> str:
     """The variant the training takes for maps of ``channels`` channels and codes ``width`` wide: under
-    ``DASKSAE_MMA_EPILOGUE=auto`` and ``DASKSAE_WGMMA_UPDATE=1``, :data:`WGMMA_VARIANT` where the GPU runs ``wgmma``
-    and ``width`` is in whole :data:`WGMMA_TILE_K`; else :func:`epilogue_for`'s."""
-    if EPILOGUE == "auto" and WGMMA_UPDATE == "1" and width % WGMMA_TILE_K == 0 and wgmma.supported():
+    ``DASKSAE_MMA_EPILOGUE=auto`` and ``DASKSAE_WGMMA_UPDATE=1`` (and without ``DASKSAE_UPDATE_CACHE_HINTS=1``, whose
+    cache-streaming variants are ``mma.sync``'s), :data:`WGMMA_VARIANT` where the GPU runs ``wgmma`` and ``width`` is
+    in whole :data:`WGMMA_TILE_K`; else :func:`epilogue_for`'s."""
+    if (EPILOGUE == "auto" and WGMMA_UPDATE == "1" and not CACHE_HINTS and width % WGMMA_TILE_K == 0
+            and wgmma.supported()):
         return WGMMA_VARIANT
     return epilogue_for(EPILOGUE, channels)
 

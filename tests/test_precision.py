@@ -297,6 +297,30 @@ def test_the_tensor_core_kernels_take_the_minibatches_their_switch_says(monkeypa
         switch("DASKSAE_TENSOR_CORE_FORWARD")
 
 
+def test_the_update_takes_wgmma_where_the_card_and_the_codes_allow(monkeypatch):
+    """DASKSAE_WGMMA_UPDATE=1 (the default): on a card that runs ``wgmma`` (here said to), under
+    ``DASKSAE_MMA_EPILOGUE=auto``, codes in whole 64s (2M at M=96) take ``rows-wide-wgmma`` at any channel count;
+    codes of 96 (M=96 without the error map), ``=0``, an epilogue asked for by name, the cache hints, or a card without
+    ``wgmma`` keep ``mma.sync``'s variants."""
+    from dasksae.kernels import mma_update, wgmma
+
+    monkeypatch.setattr(wgmma, "supported", lambda: True)
+    assert [mma_update.default_variant(channels, 192) for channels in (3, 8)] == ["rows-wide-wgmma"] * 2
+    assert mma_update.default_variant(8, 96) == "rows"
+    assert mma_update.wgmma_or_rows("rows-wide-wgmma", 96) == "rows-wide"
+    monkeypatch.setattr(mma_update, "CACHE_HINTS", True)
+    assert mma_update.default_variant(8, 192) == "rows-cs"
+    monkeypatch.setattr(mma_update, "CACHE_HINTS", False)
+    monkeypatch.setattr(mma_update, "EPILOGUE", "fragments")
+    assert mma_update.default_variant(8, 192) == "fragments"
+    monkeypatch.setattr(mma_update, "EPILOGUE", "auto")
+    monkeypatch.setattr(mma_update, "WGMMA_UPDATE", "0")
+    assert mma_update.default_variant(3, 192) == "rows-wide"
+    monkeypatch.setattr(mma_update, "WGMMA_UPDATE", "1")
+    monkeypatch.setattr(wgmma, "supported", lambda: False)
+    assert mma_update.default_variant(8, 192) == "rows"
+
+
 def test_the_wgmma_switches_name_their_kernels_variants(monkeypatch):
     """DASKSAE_WGMMA_FORWARD: ``1`` (the default: ``w64x3-swizzled``, session 42) or ``0``, or a variant of the
     forward's ``wgmma`` tiles by name; DASKSAE_WGMMA_TRANSPOSE and DASKSAE_WGMMA_UPDATE likewise ``1`` (session 43; the update's variant leaves codes not in whole 64s to ``rows-wide``); a variant name the

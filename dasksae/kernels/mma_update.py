@@ -34,6 +34,11 @@ current is multiplied.  The codes' rows are the ``A`` tile as they are
 stored; a field row's 32 values of the minibatch are contiguous in the map,
 so the ``B`` tile is stored ``n``-major as it is read: no transposes.
 
+On a GPU of compute capability 9.0 the training takes its products on Hopper's ``wgmma`` instead (session 43,
+``DASKSAE_WGMMA_UPDATE=1``, :data:`WGMMA_VARIANT`, :func:`default_variant`): each of the block's two warpgroups
+64 rows by the 96 columns, the codes and fields K-major in 128-byte swizzled rows read by descriptor
+(:mod:`.wgmma`), then the same rows epilogue; compiled by NVRTC for ``compute_90a``.
+
 Its source also runs on the CPU under g++ (``tests/test_mma_update_on_cpu.py``):
 ``mma.sync`` there is the product of the fragments as the PTX ISA lays them
 out (``_MMA_EMULATION`` in the test's shim), so the test checks this

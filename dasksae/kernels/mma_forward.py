@@ -181,7 +181,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
         for (int c = tid; c < TILE_M * 8; c += 256) {
             const int r = c / 8, part = c % 8, k = k0 + part * 8, m = m0 + r;
             const bool whole = m < rows && k < fan_in;
-            copy_16(&As[buffer][64 * r + 8 * (part ^ (r % 8))], weights + (whole ? (long long)m * fan_in + k : 0), whole);
+            copy_16(&As[buffer][k_major_128_at(r, part)], weights + (whole ? (long long)m * fan_in + k : 0), whole);
         }
         for (int c = tid; c < TILE_K * B_COPIES; c += 256) {
             const int r = c / B_COPIES, part = c % B_COPIES, k = k0 + r, safe = k < fan_in ? k : 0;

@@ -583,6 +583,22 @@ __device__ __forceinline__ void resident_products(float (&acc)[2][6][4], const u
 }
 
 #if WGMMA
+// the fields' k-tile at k0 of columns n0 .. (96 field rows, 64 inner terms) into Bs, K-major in 128-byte swizzled
+// rows, by `threads` threads from `thread`, a 16-byte chunk (8 terms) a copy: a k-tile may take the input map's last
+// terms and the error map's first, so each chunk (half in whole 8s) from its own map
+__device__ __forceinline__ void load_fields(unsigned short* Bs, const unsigned short* x, const unsigned short* error,
+    const int n0, const int k0, const int half, const int fan_in, const int field_rows, const long long in_row,
+    const int thread, const int threads)
+{
+    for (int c = thread; c < TILE_N * 8; c += threads) {
+        const int r = c / 8, part = c % 8, n = n0 + r, safe = n < fan_in ? n : 0, k = k0 + part * 8;
+        const unsigned short* map = k < half ? x + k : error + (k - half);
+        copy_16(Bs + k_major_128_at(r, part),
+                map + (safe / field_rows) * in_row + (long long)(safe % field_rows) * half, n < fan_in);
+    }
+    copies_commit();
+}
+
 // resident_products on wgmma (rows-overlap-wgmma): the codes resident in shared memory as the swizzled K-major k-tiles
 // of the non-resident loop (k-tile s's TILE_M rows at As + s TILE_M TILE_K), B's k-tiles of 64 through two stages in
 // the same layout, loaded by `threads` threads from `thread`, which sync at BARRIER; warpgroup `group` takes rows
@@ -593,14 +609,8 @@ __device__ __forceinline__ void resident_products(Sums& acc, const unsigned shor
     const int width, const int half, const int fan_in, const int field_rows, const long long in_row,
     const int thread, const int threads, const int group)
 {
-    auto load = [&](const int buffer, const int k0) {  // B's k-tile at k0 into buffer, a chunk of 8 terms a copy
-        for (int c = thread; c < TILE_N * 8; c += threads) {
-            const int r = c / 8, part = c % 8, n = n0 + r, safe = n < fan_in ? n : 0, k = k0 + part * 8;
-            const unsigned short* map = k < half ? x + k : error + (k - half);
-            copy_16(&Bs[buffer][64 * r + 8 * (part ^ (r % 8))],
-                    map + (safe / field_rows) * in_row + (long long)(safe % field_rows) * half, n < fan_in);
-        }
-        copies_commit();
+    auto load = [&](const int buffer, const int k0) {  // B's k-tile at k0 into buffer
+        load_fields(Bs[buffer], x, error, n0, k0, half, fan_in, field_rows, in_row, thread, threads);
     };
     for (int j = 0; j < 12; ++j)
         for (int e = 0; e < 4; ++e) acc[0][j][e] = 0.f;
@@ -670,7 +680,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
     for (int c = tid; c < TILE_M * (width / 8); c += BLOCK_THREADS) {  // the codes, by every thread
         const int r = c / (width / 8), part = c % (width / 8), m = m0 + r;
 #if WGMMA  // chunk `part` in k-tile part / 8, at 16 (part % 8 ^ r % 8) of row r
-        copy_16(As + (part / 8) * TILE_M * TILE_K + 64 * r + 8 * ((part % 8) ^ (r % 8)),
+        copy_16(As + (part / 8) * TILE_M * TILE_K + k_major_128_at(r, part % 8),
                 codes + (long long)(m < rows ? m : 0) * width + part * 8, m < rows);
 #else
         copy_16(As + r * row_a + part * 8, codes + (long long)(m < rows ? m : 0) * width + part * 8, m < rows);
@@ -737,23 +747,16 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
         if (error) error += at;
     }
 #if WGMMA
-    // CUTLASS's K-major layout in 128-byte swizzled rows (kernels/wgmma.py), for both operands: row r's 16-byte chunk
-    // part at 16 (part ^ r % 8) of its row, 128 r.  A copy is one of a row's 8 chunks: a warp reads 4 whole rows of
-    // 128 bytes and writes each into one row of shared memory.  A k-tile of 64 may take the input map's last inner
-    // terms and the error map's first: each chunk (8 terms, half in whole 8s) from its own
+    // CUTLASS's K-major layout in 128-byte swizzled rows (kernels/wgmma.py's k_major_128_at), for both operands.  A
+    // copy is one of a row's 8 chunks: a warp reads 4 whole rows of 128 bytes and writes each into one row of shared
+    // memory
     auto load = [&](const int buffer, const int k0) {
         for (int c = tid; c < TILE_M * 8; c += BLOCK_THREADS) {  // A: TILE_M rows of the codes
             const int r = c / 8, part = c % 8, m = m0 + r;
-            copy_16(&As[buffer][64 * r + 8 * (part ^ (r % 8))],
+            copy_16(&As[buffer][k_major_128_at(r, part)],
                     codes + (long long)(m < rows ? m : 0) * width + k0 + part * 8, m < rows);
         }
-        for (int c = tid; c < TILE_N * 8; c += BLOCK_THREADS) {  // B: 96 field rows
-            const int r = c / 8, part = c % 8, n = n0 + r, safe = n < fan_in ? n : 0, k = k0 + part * 8;
-            const OPERAND* map = k < half ? x + k : error + (k - half);
-            copy_16(&Bs[buffer][64 * r + 8 * (part ^ (r % 8))],
-                    map + (safe / field_rows) * in_row + (long long)(safe % field_rows) * half, n < fan_in);
-        }
-        copies_commit();
+        load_fields(Bs[buffer], x, error, n0, k0, half, fan_in, field_rows, in_row, tid, BLOCK_THREADS);  // B
     };
 #else
     auto load = [&](const int buffer, const int k0) {  // the k-tile at k0 into buffer: 16 bytes a copy

@@ -75,6 +75,10 @@ template <int COUNT> __device__ __forceinline__ void sums_fenced(float* d)
     for (int i = 0; i < COUNT; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 #endif
+// where 16-byte chunk `part` (8 bfloat16 values along K) of row r lies (in values) in a K-major tile of 64-value
+// rows, 128-byte swizzled: row r at 64 r, the chunk at 8 (part ^ r % 8) (the weights in mma_forward, the codes and
+// fields in mma_update)
+__device__ __forceinline__ int k_major_128_at(const int r, const int part) { return 64 * r + 8 * (part ^ (r % 8)); }
 // where 8-column chunk `part` of row k of a K x 96 bfloat16 tile lies (in values) MN-major in 64-byte swizzled rows:
 // atoms of 32 columns 4096 bytes apart (a descriptor's leading offset), 8-deep groups of K 512 (its stride), row k % 8
 // at 64 (k % 8), the chunk at 16 (part % 4 ^ k % 8 / 2): the fields (mma_forward) and y (mma_transpose) as B

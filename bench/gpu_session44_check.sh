@@ -1,0 +1,27 @@
+#!/bin/bash
+# Session 44's GPU checks (results in bench/results/session44/<part>/, each with its command.txt).  Its first call ran
+# session 43's PART=overlap and PART=pairs (bench/gpu_session43_check.sh; both lost: session44/overlap/, pairs/).
+#   PART=pipelined (about 250 s): the update's step pipelined with the next tile's products (mma_update.py's
+#     rows-pipelined*-wgmma): the update's GPU tests (each variant against NumPy), the bfloat16 update floors with
+#     the pipelined variants beside the training's rows-wide-wgmma, then the in-process bfloat16 step with the
+#     training's update and with the fastest pipelined variant (DASKSAE_WGMMA_UPDATE=<name>), twice, each in a
+#     process of its own
+source bench/device_setup.sh
+card
+case "${PART:-pipelined}" in
+pipelined)
+  gpu_tests ${TESTS_S:-100} tests/test_gpu.py -k "tensor_core_update_on_the_gpu"
+  tail -3 $OUT/gpu-tests.log
+  timeout ${FLOOR_S:-120} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
+    --variants ${VARIANTS:-rows-pipelined-wgmma,rows-pipelined-light-wgmma,rows-pipelined-heavy-wgmma,rows-pipelined-short-wgmma} \
+    --json $OUT/update-floor-bfloat16.json 2>&1 | filter | tee $OUT/update-floor.log
+  BEST=$(awk '$1 == "all" && $3 ~ /^\(rows-pipelined/ { gsub(/[()]/, "", $3); if (!b || $5 < m) { m = $5; b = $3 } }
+    END { print b }' $OUT/update-floor.log)
+  echo "fastest pipelined: ${BEST:=rows-pipelined-wgmma}" | tee -a $OUT/gpu-step.log
+  for round in 1 2; do
+    STEP_DTYPE=bfloat16 in_process wide DASKSAE_WGMMA_UPDATE=1
+    STEP_DTYPE=bfloat16 in_process pipelined DASKSAE_WGMMA_UPDATE=$BEST
+  done ;;
+esac
+cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
+true

@@ -6,6 +6,9 @@
 #     the pipelined variants beside the training's rows-wide-wgmma, then the in-process bfloat16 step with the
 #     training's update and with the fastest pipelined variant (DASKSAE_WGMMA_UPDATE=<name>), twice, each in a
 #     process of its own
+#   PART=tables (about 200 s): where the 4 worker threads' step goes beside one tile's: the bfloat16 kernel tables
+#     (bench/kernel_table.py, with the GPU's idle gaps) of coates200 (M=96) in 2x2 tiles on 4 worker threads
+#     (pipelined, as the issue's row) and in one tile
 source bench/device_setup.sh
 card
 case "${PART:-pipelined}" in
@@ -22,6 +25,13 @@ pipelined)
     STEP_DTYPE=bfloat16 in_process wide DASKSAE_WGMMA_UPDATE=1
     STEP_DTYPE=bfloat16 in_process pipelined DASKSAE_WGMMA_UPDATE=$BEST
   done ;;
+tables)
+  table() {  # table LABEL ARGS...: a bfloat16 kernel table of coates200, M=96, with its idle gaps
+    timeout ${TABLE_S:-120} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
+      --top 50 --json $OUT/kernel-table-bfloat16-$1.json "${@:2}" 2>&1 | filter | head -90 > $OUT/kernel-table-bfloat16-$1.log
+    head -30 $OUT/kernel-table-bfloat16-$1.log; grep -A 22 "by gap length" $OUT/kernel-table-bfloat16-$1.log; }
+  table 4w --tiles 2x2 --workers 4 --pipelined
+  table 1w ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

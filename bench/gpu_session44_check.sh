@@ -9,8 +9,16 @@
 #   PART=tables (about 200 s): where the 4 worker threads' step goes beside one tile's: the bfloat16 kernel tables
 #     (bench/kernel_table.py, with the GPU's idle gaps) of coates200 (M=96) in 2x2 tiles on 4 worker threads
 #     (pipelined, as the issue's row) and in one tile
+#   PART=halo (about 330 s): the strip kernels a chunk of a row a block (no 64-bit division a 16-byte unit; 4 loads in
+#     flight a thread) and LCN's smoothing at fewer rows a thread in small planes (lcn_rows): their GPU tests, the
+#     tiled GPU tests against the CPU and replayed calls, the issue's 4-worker bfloat16 row, the 4 threads' kernel
+#     table
 source bench/device_setup.sh
 card
+table() {  # table LABEL ARGS...: a bfloat16 kernel table of coates200, M=96, with its idle gaps
+  timeout ${TABLE_S:-120} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
+    --top 50 --json $OUT/kernel-table-bfloat16-$1.json "${@:2}" 2>&1 | filter | head -90 > $OUT/kernel-table-bfloat16-$1.log
+  head -30 $OUT/kernel-table-bfloat16-$1.log; grep -A 22 "by gap length" $OUT/kernel-table-bfloat16-$1.log; }
 case "${PART:-pipelined}" in
 pipelined)
   gpu_tests ${TESTS_S:-100} tests/test_gpu.py -k "tensor_core_update_on_the_gpu"
@@ -26,12 +34,14 @@ pipelined)
     STEP_DTYPE=bfloat16 in_process pipelined DASKSAE_WGMMA_UPDATE=$BEST
   done ;;
 tables)
-  table() {  # table LABEL ARGS...: a bfloat16 kernel table of coates200, M=96, with its idle gaps
-    timeout ${TABLE_S:-120} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
-      --top 50 --json $OUT/kernel-table-bfloat16-$1.json "${@:2}" 2>&1 | filter | head -90 > $OUT/kernel-table-bfloat16-$1.log
-    head -30 $OUT/kernel-table-bfloat16-$1.log; grep -A 22 "by gap length" $OUT/kernel-table-bfloat16-$1.log; }
   table 4w --tiles 2x2 --workers 4 --pipelined
   table 1w ;;
+halo)
+  gpu_tests ${TESTS_S:-150} tests/test_gpu.py tests/test_gpu_tiled.py \
+    -k "strip_copies or halo_windows or pooling_lcn or cuda_graphs_equal or gpu_training_equals_cpu"
+  tail -3 $OUT/gpu-tests.log
+  FOUR_S=${FOUR_S:-130} four bfloat16 bfloat16
+  TABLE_S=${TABLE_S:-100} table 4w --tiles 2x2 --workers 4 --pipelined ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

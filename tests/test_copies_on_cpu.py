@@ -87,6 +87,22 @@ def test_strips_of_halo_windows_are_copied_and_added_as_numpy_does(strip_kernels
         numpy.testing.assert_array_equal(odd_window, odd_expected)
 
 
+def test_strips_of_rows_longer_than_a_blocks_chunk_are_copied_whole(strip_kernels, rng=numpy.random.default_rng(6)):
+    """Rows of 20 KiB (a map's rows of 40 positions of 16 x 8 float32 values): each row in two chunks of a block's
+    16 KiB (the second short), by a grid of 3 blocks over the 8 chunks of 4 rows; copied, then added."""
+    source_map = rng.standard_normal((6, 50, 16, 8)).astype(numpy.float32)
+    assert copies.strip_layout(source_map[1:5, 5:45])[2] == 20480 > copies.STRIP_CHUNK
+    for add in (False, True):
+        window = rng.standard_normal((4, 44, 16, 8)).astype(numpy.float32)
+        expected = window.copy()
+        if add:
+            expected[:, 2:42] += source_map[1:5, 5:45]
+        else:
+            expected[:, 2:42] = source_map[1:5, 5:45]
+        strip_kernels(add, [(source_map[1:5, 5:45], window[:, 2:42])], grid_x=3)
+        numpy.testing.assert_array_equal(window, expected)
+
+
 def test_strip_layout_takes_views_with_contiguous_rows_only():
     """Views with contiguous rows at one pitch are strips; a view strided inside its rows is not (the caller copies
     it by the array module); one row is its own pitch."""

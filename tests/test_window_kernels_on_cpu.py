@@ -146,12 +146,14 @@ extern "C" void run(const VALUE* plane, const VALUE* window, const VALUE* invers
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("divide_before, root, operation", [(False, True, "divide"), (True, False, "subtract"),
-                                                              (False, False, None)])
-def test_the_lcn_smoothing_kernel_smooths_as_numpy_does(tmp_path, dtype, divide_before, root, operation):
+@pytest.mark.parametrize("divide_before, root, operation, rows", [
+    (False, True, "divide", 12), (True, False, "subtract", 12), (False, False, None, 12), (False, True, "divide", 4),
+    (True, False, None, 1)])
+def test_the_lcn_smoothing_kernel_smooths_as_numpy_does(tmp_path, dtype, divide_before, root, operation, rows):
     """LCN's window average (``divide_before=False``) and its adjoint (``True``) of a plane 27 rows high (a
-    thread's 12 rows, then 3), placed at (2, 1) of a 40 x 9 map so that its top and left rows are inside the map's
-    window, with the root and floor and the maps divided by it, or the maps less the average."""
+    thread's 12 rows, then 3; or 4 rows, then 3; or 1), placed at (2, 1) of a 40 x 9 map so that its top and left
+    rows are inside the map's window, with the root and floor and the maps divided by it, or the maps less the
+    average."""
     rng = numpy.random.default_rng(7)
     height, width, batch, maps, floor = 27, 7, 3, 4, 0.3
     window = gaussian_window(5)
@@ -162,9 +164,9 @@ def test_the_lcn_smoothing_kernel_smooths_as_numpy_does(tmp_path, dtype, divide_
     inverse_h = (1.0 / _axis_coverage(height, origin[0], map_shape[0], window)).astype(dtype)
     inverse_w = (1.0 / _axis_coverage(width, origin[1], map_shape[1], window)).astype(dtype)
     source = cuda_kernels.lcn_smooth_source(dtype, 5, height, width, batch, divide_before, root, operation,
-                                            maps if operation else 0)
+                                            maps if operation else 0, rows)
     library = built(tmp_path, source, LCN_RUNNER.replace("VALUE", {"float32": "float", "float64": "double"}[dtype])
-                    .replace("TOTAL", str(cuda_kernels.lcn_threads(height, width, batch))))
+                    .replace("TOTAL", str(cuda_kernels.lcn_threads(height, width, batch, rows))))
     out, floored = (numpy.full(plane.shape, numpy.nan, dtype) for _ in range(2))
     maps_out = numpy.full(maps_in.shape, numpy.nan, dtype)
     value = ctypes.c_float if dtype == "float32" else ctypes.c_double
@@ -184,3 +186,13 @@ def test_the_lcn_smoothing_kernel_smooths_as_numpy_does(tmp_path, dtype, divide_
     elif operation == "subtract":
         numpy.testing.assert_allclose(maps_out, maps_in - expected[:, :, None, :], rtol=1e-5, atol=1e-6)
 
+
+
+def test_small_lcn_planes_take_fewer_rows_a_thread():
+    """A plane with enough threads at 12 rows a thread keeps 12 (coates200's one-tile planes at M=96); a 2x2 tile's
+    plane takes fewer, so that its grid keeps at least LCN_THREADS_WANTED threads; a tiny one takes 1."""
+    assert cuda_kernels.lcn_rows(180, 180, 96) == cuda_kernels.lcn_rows(140, 140, 96) == cuda_kernels.WINDOW_ROWS
+    rows = cuda_kernels.lcn_rows(94, 94, 96)
+    assert rows == 6 and cuda_kernels.lcn_threads(94, 94, 96) >= cuda_kernels.LCN_THREADS_WANTED
+    assert cuda_kernels.lcn_threads(94, 94, 96) == -(-94 // 6) * 94 * 96
+    assert cuda_kernels.lcn_rows(27, 7, 3) == 1

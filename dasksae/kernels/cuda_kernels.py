@@ -683,14 +683,28 @@ extern "C" __global__ void dasksae_lcn_smooth(const VALUE* __restrict__ plane, c
 MAPS_OPERATIONS = {None: 0, "divide": 1, "subtract": 2}  # what dasksae_lcn_smooth does to the maps beside its plane
 
 
-def lcn_threads(height: int, width: int, batch: int) -> int:
-    """The threads of :func:`lcn_smooth`'s grid over a plane ``(height, width, batch)``: a thread to each
-    :data:`WINDOW_ROWS` rows of a column's value."""
-    return -(-height // WINDOW_ROWS) * width * batch
+# LCN's planes (H, W, M) have a value a position where the pooling's maps have K M: a 2x2 tile's plane at WINDOW_ROWS
+# rows a thread is too few threads for the GPU (coates200's first stage, M=96: 94 x 94 x 96 values, 72k threads; on an
+# H100, session 44, bench/results/session44/tables/, the four worker threads' smoothing took 0.99 ms a step against
+# one tile's 0.42).  Planes that would have fewer than this many threads take fewer rows a thread
+LCN_THREADS_WANTED = 2**17
+
+
+def lcn_rows(height: int, width: int, batch: int) -> int:
+    """The rows a thread of :func:`lcn_smooth` takes in a plane ``(height, width, batch)``: :data:`WINDOW_ROWS`, or
+    fewer (at least 1) where that would leave fewer than :data:`LCN_THREADS_WANTED` threads."""
+    return max(1, min(WINDOW_ROWS, height * width * batch // LCN_THREADS_WANTED))
+
+
+def lcn_threads(height: int, width: int, batch: int, rows: int | None = None) -> int:
+    """The threads of :func:`lcn_smooth`'s grid over a plane ``(height, width, batch)``: a thread to each ``rows``
+    (by default :func:`lcn_rows`) rows of a column's value."""
+    rows = rows or lcn_rows(height, width, batch)
+    return -(-height // rows) * width * batch
 
 
 def lcn_smooth_source(dtype: str, size: int, height: int, width: int, batch: int, divide_before: bool, root: bool,
-                      maps_operation: str | None = None, maps: int = 0) -> str:
+                      maps_operation: str | None = None, maps: int = 0, rows: int | None = None) -> str:
     """The CUDA source of LCN's window average for one plane shape (``dasksae_lcn_smooth``).
 
     ``G*`` of :mod:`.contrast` on a plane ``(height, width, batch)`` of
@@ -700,14 +714,16 @@ def lcn_smooth_source(dtype: str, size: int, height: int, width: int, batch: int
     ``maps_operation`` (on ``maps`` maps ``(height, width, maps, batch)``):
     ``"divide"`` writes ``maps_in / divisor`` to ``maps_out`` (with ``root``),
     ``"subtract"`` writes ``maps_in - average`` (in place where they are one
-    array): the passes that followed the stencil, in it.
+    array): the passes that followed the stencil, in it.  ``rows``: the rows a thread takes (by default
+    :func:`lcn_rows`'s).
     """
     value = {"float32": "float", "float64": "double"}[dtype]
+    rows = rows or lcn_rows(height, width, batch)
     if maps_operation == "divide" and not root:
         raise ValueError("lcn_smooth divides the maps only by the divisor it makes (root=True)")
     defines = (f"#define VALUE {value}\n#define SIZE {size}\n#define HEIGHT {height}\n#define WIDTH {width}\n"
-               f"#define BATCH {batch}u\n#define TOTAL {lcn_threads(height, width, batch)}u\n"
-               f"#define ROWS_A_THREAD {WINDOW_ROWS}\n"
+               f"#define BATCH {batch}u\n#define TOTAL {lcn_threads(height, width, batch, rows)}u\n"
+               f"#define ROWS_A_THREAD {rows}\n"
                f"#define DIVIDE_BEFORE {int(divide_before)}\n#define ROOT {int(root)}\n"
                f"#define MAPS_OPERATION {MAPS_OPERATIONS[maps_operation]}\n#define MAPS {maps}u\n")
     return defines + _LCN_SMOOTH_SOURCE

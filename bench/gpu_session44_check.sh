@@ -13,6 +13,9 @@
 #     flight a thread) and LCN's smoothing at fewer rows a thread in small planes (lcn_rows): their GPU tests, the
 #     tiled GPU tests against the CPU and replayed calls, the issue's 4-worker bfloat16 row, the 4 threads' kernel
 #     table
+#   PART=streams (about 330 s): the tiles' streams not blocking with respect to the legacy default stream
+#     (DASKSAE_TILE_STREAM_BLOCKING=0), and the strip adds with their destinations' loads in flight: the tiled GPU
+#     tests with it, then the issue's 4-worker bfloat16 row with blocking and with non-blocking streams, twice
 source bench/device_setup.sh
 card
 table() {  # table LABEL ARGS...: a bfloat16 kernel table of coates200, M=96, with its idle gaps
@@ -42,6 +45,15 @@ halo)
   tail -3 $OUT/gpu-tests.log
   FOUR_S=${FOUR_S:-130} four bfloat16 bfloat16
   TABLE_S=${TABLE_S:-100} table 4w --tiles 2x2 --workers 4 --pipelined ;;
+streams)
+  export DASKSAE_TILE_STREAM_BLOCKING=0
+  gpu_tests ${TESTS_S:-120} tests/test_gpu.py tests/test_gpu_tiled.py -k "strip_copies or cuda_graphs_equal or gpu_training_equals_cpu"
+  tail -3 $OUT/gpu-tests.log
+  unset DASKSAE_TILE_STREAM_BLOCKING
+  for round in 1 2; do
+    FOUR_S=${FOUR_S:-100} four blocking-$round bfloat16
+    DASKSAE_TILE_STREAM_BLOCKING=0 FOUR_S=${FOUR_S:-100} four non-blocking-$round bfloat16
+  done ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -230,22 +230,26 @@ def copy_strips_source() -> str:
                      for i in range(STRIPS_A_LAUNCH))
     body = r"""
 typedef unsigned long long u64;
-__device__ __forceinline__ void put(uint4* to, const uint4 from, const bool add)
+// the unit `from` stored at `to`, or (add: floats) added to `old`, the value there, and stored
+__device__ __forceinline__ void put(uint4* to, const uint4 from, const uint4 old, const bool add)
 {
     if (!add) {
         *to = from;
         return;
     }
     const float4 a = *(const float4*)&from;
-    float4 b = *(float4*)to;
+    float4 b = *(const float4*)&old;
     b.x += a.x; b.y += a.y; b.z += a.z; b.w += a.w;
     *(float4*)to = b;
 }
-__device__ __forceinline__ void put(char* to, const char from, const bool) { *to = from; }
-__device__ __forceinline__ void put(float* to, const float from, const bool add) { *to = add ? *to + from : from; }
+__device__ __forceinline__ void put(char* to, const char from, const char, const bool) { *to = from; }
+__device__ __forceinline__ void put(float* to, const float from, const float old, const bool add)
+{
+    *to = add ? old + from : from;
+}
 // strip f: f[0] source, f[1] destination, f[2] rows, f[3] bytes a row, f[4] and f[5] the rows' pitches in bytes;
 // T the unit a thread moves (its size divides all of them).  A block takes a chunk of a row at a time (UNROLL units
-// a thread, their loads in flight together), the chunks of all rows in turn across the grid: one division a chunk,
+// a thread, their loads, and the adds' loads of what they add to, in flight together), the chunks of all rows in turn across the grid: one division a chunk,
 // not a 64-bit division a unit (session 44: the four worker threads' step spent 1.86 ms in this kernel)
 #define UNROLL 4
 template <typename T> __device__ __forceinline__ void strip_units(const u64* f, const bool add)
@@ -256,14 +260,17 @@ template <typename T> __device__ __forceinline__ void strip_units(const u64* f, 
         const u64 row = c / chunks_a_row, first = (c - row * chunks_a_row) * chunk + threadIdx.x;
         const T* from = (const T*)(f[0] + row * f[4]);
         T* to = (T*)(f[1] + row * f[5]);
-        T values[UNROLL];
+        T values[UNROLL], olds[UNROLL];  // (olds: what the adds add to, loaded with the values)
         for (int u = 0; u < UNROLL; ++u) {
             const u64 unit = first + (u64)u * blockDim.x;
-            if (unit < per_row) values[u] = from[unit];
+            if (unit < per_row) {
+                values[u] = from[unit];
+                if (add) olds[u] = to[unit];
+            }
         }
         for (int u = 0; u < UNROLL; ++u) {
             const u64 unit = first + (u64)u * blockDim.x;
-            if (unit < per_row) put(to + unit, values[u], add);
+            if (unit < per_row) put(to + unit, values[u], olds[u], add);
         }
     }
 }

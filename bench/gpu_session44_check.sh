@@ -16,6 +16,11 @@
 #   PART=streams (about 330 s): the tiles' streams not blocking with respect to the legacy default stream
 #     (DASKSAE_TILE_STREAM_BLOCKING=0), and the strip adds with their destinations' loads in flight: the tiled GPU
 #     tests with it, then the issue's 4-worker bfloat16 row with blocking and with non-blocking streams, twice
+#   PART=half (about 330 s): W x in blocks of 64 rows (mma_forward.py's w64x3-half) where 128-row blocks would leave
+#     their last wave under 80% full (a 2x2 tile's grids): the forward's GPU tests (each variant against NumPy) and
+#     the tiled ones (against the CPU, replayed calls: small grids take it), the bfloat16 product floors (its row
+#     beside w64x3-swizzled's on one tile's grids), the issue's 4-worker row with the rule and with 128-row blocks
+#     only (DASKSAE_WGMMA_FORWARD=w64x3-swizzled), then the 4 threads' kernel table
 source bench/device_setup.sh
 card
 table() {  # table LABEL ARGS...: a bfloat16 kernel table of coates200, M=96, with its idle gaps
@@ -54,6 +59,14 @@ streams)
     FOUR_S=${FOUR_S:-100} four blocking-$round bfloat16
     DASKSAE_TILE_STREAM_BLOCKING=0 FOUR_S=${FOUR_S:-100} four non-blocking-$round bfloat16
   done ;;
+half)
+  gpu_tests ${TESTS_S:-100} tests/test_gpu.py tests/test_gpu_tiled.py -k "tensor_core_forward_on_the_gpu or cuda_graphs_equal"
+  tail -3 $OUT/gpu-tests.log
+  timeout ${PRODUCT_S:-50} python3 bench/product_floor.py --config coates200 --minibatch 96 --runs 10 \
+    --json $OUT/product-floor-bfloat16.json 2>&1 | filter | tee $OUT/product-floor.log | grep "all"
+  FOUR_S=${FOUR_S:-80} four half bfloat16
+  DASKSAE_WGMMA_FORWARD=w64x3-swizzled FOUR_S=${FOUR_S:-80} four whole bfloat16
+  TABLE_S=${TABLE_S:-70} table 4w --tiles 2x2 --workers 4 --pipelined | head -8 ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

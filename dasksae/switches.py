@@ -44,7 +44,7 @@ SWITCHES = {
     "DASKSAE_MMA_EPILOGUE": (("auto", "rows", "rows-wide", "fragments", "rows-144", "rows-overlap"), "auto"),
     "DASKSAE_UPDATE_CACHE_HINTS": (("0", "1"), "0"),
     "DASKSAE_TENSOR_CORE_FORWARD": (("auto", "1", "0"), "auto"),
-    "DASKSAE_WGMMA_FORWARD": (("1", "0", "w64x3-swizzled", "w64x4-swizzled"), "1"),
+    "DASKSAE_WGMMA_FORWARD": (("1", "0", "w64x3-swizzled", "w64x4-swizzled", "w64x3-half"), "1"),
     "DASKSAE_WGMMA_TARGET": (("ptx", "cubin"), "ptx"),
     "DASKSAE_WGMMA_TRANSPOSE": (("1", "0", "w64x3-swizzled", "w64x3-pairs"), "1"),
     "DASKSAE_WGMMA_UPDATE": (("1", "0", "rows-wide-wgmma", "rows-pipelined-wgmma", "rows-pipelined-light-wgmma",

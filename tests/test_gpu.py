@@ -856,7 +856,7 @@ def test_the_tensor_core_update_on_the_gpu_equals_numpy(with_error, with_operand
                                on_device["inverse_norms"].get().astype(numpy.float64))
 
 
-@pytest.mark.parametrize("wgmma_forward", ["0", "w64x3-swizzled", "w64x4-swizzled"])
+@pytest.mark.parametrize("wgmma_forward", ["0", "w64x3-swizzled", "w64x4-swizzled", "w64x3-half"])
 @pytest.mark.parametrize("scaled, minibatch", [(True, 96), (False, 96), (True, 136)],
                          ids=["row-scale", "no-scale", "row-scale-part-tile"])
 def test_the_tensor_core_forward_on_the_gpu_equals_numpy(monkeypatch, scaled, minibatch, wgmma_forward):

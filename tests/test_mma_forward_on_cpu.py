@@ -24,7 +24,7 @@ extern "C" void run_forward(const unsigned short* weights, const unsigned short*
     run_grid(grid_x, grid_y, grid_z, [=] {
         dasksae_mma_filter_forward(weights, x, out, rows, batch, fan_in, blocks_w, step, field_rows, block_h, block_w,
                                    maps, in_row, in_pixel, out_row, out_pixel, row_scale);
-    });
+    }, FORWARD_THREADS);
 }
 """
 
@@ -53,14 +53,16 @@ def kernel_on_cpu(tmp_path_factory, request):
 def taken_by_training(variant: str) -> bool:
     """Whether the training takes ``variant`` by default (``mma.sync``'s, and ``wgmma``'s on sm_90): those get every
     case of a test, the others its fullest one (the suite's time: CI's ten minutes)."""
-    return variant in (mma_forward.VARIANT, mma_forward.WGMMA_VARIANT)
+    return variant in (mma_forward.VARIANT, mma_forward.WGMMA_VARIANT, mma_forward.HALF_VARIANT)
 
 
 def run_on_cpu(library, x, weights, out, row_scale, field, step, block_h, block_w, fits=mma_forward.forward_fits):
     """The kernel over NumPy arrays, launched as :func:`~dasksae.kernels.mma_forward.filter_forward_bfloat16` does
     (and :func:`~dasksae.kernels.mma_float32.filter_forward_float32`, whose arrays ``fits`` checks)."""
     assert fits(x, weights, out, row_scale, field, step, block_h, block_w)
-    grid, arguments = mma_forward.launch(x.shape, out.shape, weights.shape, field, step, block_h, block_w)
+    rows_a_block = mma_forward.tile_rows(getattr(library, "variant", mma_forward.VARIANT))
+    grid, arguments = mma_forward.launch(x.shape, out.shape, weights.shape, field, step, block_h, block_w, rows_a_block)
+    assert grid[0] == -(-weights.shape[1] // rows_a_block)  # (136 rows: 2 blocks of 128 rows, or 3 of 64)
     library.run_forward(weights.ctypes.data, x.ctypes.data, out.ctypes.data,
                         None if row_scale is None else row_scale.ctypes.data, *grid, *arguments)
 
@@ -141,3 +143,23 @@ def test_maps_the_kernel_does_not_take_are_refused():
     assert not mma_forward.forward_fits(x[..., :60].copy(), weights, out[..., :60].copy(), None, 6, 2, 1, 1)
     assert not mma_forward.operands_fit(numpy.zeros((8, 8, 3, 96), numpy.uint16), numpy.zeros((4, 16, 75), numpy.uint16), 5)
     assert not mma_forward.operands_fit(x.astype(numpy.float32), weights, 6)
+
+
+def test_grids_of_too_few_blocks_for_whole_waves_take_half_blocks(monkeypatch):
+    """DASKSAE_WGMMA_FORWARD=1 on an H100's 132 SMs: coates200's one-tile grids (2116, 1681, 1296 blocks of 128 rows,
+    their last waves 1-98% full) keep w64x3-swizzled; a 2x2 tile's of 529 blocks (2.004 waves) and 324 (1.23) take
+    w64x3-half (64 rows a block, three an SM: 2.67 and 1.64 waves), 420 (1.59 waves; the half blocks' 2.12 fill
+    theirs worse) does not; a variant named in the switch is taken as it is."""
+    from dasksae.kernels import wgmma
+
+    monkeypatch.setattr(wgmma, "supported", lambda: True)
+    monkeypatch.setattr(wgmma, "multiprocessors", lambda: 132)
+    monkeypatch.setattr(mma_forward, "WGMMA_FORWARD", "1")
+    taken = {count: mma_forward.default_variant(count, 128) for count in (2116, 1681, 1296, 529, 420, 324)}
+    assert taken == {2116: "w64x3-swizzled", 1681: "w64x3-swizzled", 1296: "w64x3-swizzled", 529: "w64x3-half",
+                     420: "w64x3-swizzled", 324: "w64x3-half"}
+    assert mma_forward.default_variant() == mma_forward.WGMMA_VARIANT  # (no grid given)
+    assert mma_forward.shared_bytes("w64x3-half") == 3 * (64 + 96) * 64 * 2
+    assert mma_forward.block_threads("w64x3-half") == 128 and mma_forward.block_threads("w64x3-swizzled") == 256
+    monkeypatch.setattr(mma_forward, "WGMMA_FORWARD", "w64x4-swizzled")
+    assert mma_forward.default_variant(529, 128) == "w64x4-swizzled"

@@ -44,7 +44,7 @@ import numpy
 from ..switches import switch
 from . import mma_update, wgmma
 from .mma_update import MMA_HELPERS, SPLIT_TF32_HELPERS, aligned, split_terms
-from .simt_gemm import THREADS, TILE_M, TILE_N, as_block_map, forward_launch, typed_launch
+from .simt_gemm import TILE_M, TILE_N, as_block_map, forward_launch, typed_launch
 
 # W x and U g_r in bfloat16 in this kernel where the arrays fit and the minibatch is one it takes
 # (local_filter.forward_on_tensor_cores, minibatch_on_tensor_cores): "auto", "1" or "0"
@@ -63,7 +63,17 @@ B_ROW = TILE_N + 8  # a shared field row: 96 bfloat16 values and 8 of padding (2
 # row of shared memory.  On the H100 (session 42, coates200's stages, M=96; bench/results/session42/swizzled) w64x3
 # took 1.360 ms against mma.sync's 1.521, w64x4 1.367.  Layouts without swizzling took 2.65-2.96 ms whatever their
 # pipeline (docs/gpu-performance.md: their copies were split into single-sector L2 requests)
-WGMMA_VARIANTS = {"w64x3-swizzled": (64, 3, 0), "w64x4-swizzled": (64, 4, 1)}
+WGMMA_VARIANTS = {"w64x3-swizzled": (64, 3, 0), "w64x4-swizzled": (64, 4, 1), "w64x3-half": (64, 3, 0)}
+# (session 44) a variant's rows a block where not TILE_M: w64x3-half is w64x3-swizzled in blocks of one warpgroup, 64
+# rows (128 threads, 60 KiB, three blocks an SM), twice the blocks of a grid: what a grid of too few 128-row blocks for
+# whole waves takes (half_rows_fill)
+WGMMA_TILE_ROWS = {"w64x3-half": 64}
+HALF_VARIANT = "w64x3-half"
+# under DASKSAE_WGMMA_FORWARD=1 a product takes HALF_VARIANT where WGMMA_VARIANT's blocks would fill their last wave
+# (two blocks an SM) less than this and the half blocks' (three an SM) fill theirs better: a 2x2 tile's grids of
+# coates200 (M=96) are 529, 400-441 and 324 blocks of 128 rows, 2.00, 1.5-1.67 and 1.23 waves of an H100's 264
+# (one tile's: 2116, 1681 and 1296, 8.02, 6.37 and 4.91 waves)
+WAVE_FILL_WANTED = 0.8
 # "1" (the default since session 42: WGMMA_VARIANT) or a variant of WGMMA_VARIANTS: W x and U g_r on wgmma where the
 # GPU runs it (compute capability 9.0), else on mma.sync (VARIANT); "0": on mma.sync
 WGMMA_FORWARD = switch("DASKSAE_WGMMA_FORWARD")
@@ -94,13 +104,27 @@ def shared_bytes(variant: str = VARIANT, split_tf32: bool = False) -> int:
         return stages * (TILE_M * (tile_k + SPLIT_A_PAD) + tile_k * B_ROW) * 4
     if variant in WGMMA_VARIANTS:  # no padding
         tile_k, stages, _ = WGMMA_VARIANTS[variant]
-        return stages * (TILE_M + TILE_N) * tile_k * 2
+        return stages * (tile_rows(variant) + TILE_N) * tile_k * 2
     tile_k, stages = VARIANTS[variant]
     return stages * (TILE_M * (tile_k + 8) + tile_k * B_ROW) * 2
 
 
+def tile_rows(variant: str) -> int:
+    """The rows of ``W`` a block of ``variant`` takes: 128 (simt_gemm's ``TILE_M``), or its :data:`WGMMA_TILE_ROWS`."""
+    return WGMMA_TILE_ROWS.get(variant, TILE_M)
+
+
+def block_threads(variant: str) -> int:
+    """The threads of a block of ``variant``: two a row (a warpgroup to each 64 rows on ``wgmma``)."""
+    return 2 * tile_rows(variant)
+
+
 _SOURCE = r"""
-#define TILE_M 128  // simt_gemm's
+#ifndef TILE_M
+#define TILE_M 128  // simt_gemm's (a variant's: WGMMA_TILE_ROWS)
+#endif
+#define FORWARD_THREADS (2 * TILE_M)
+#define FORWARD_MIN_BLOCKS (TILE_M == 128 ? 2 : 3)
 #define TILE_N 96
 // TILE_K, STAGES, A_ROW (TILE_K + 8; float32: + 4; wgmma: TILE_K), B_ROW, SHARED_BYTES: from mma_forward_source.
 // SPLIT_TF32 (kernels/mma_float32.py's): float32 operands, each split into two TF32 terms, in
@@ -145,7 +169,7 @@ static unsigned char forward_shared[SHARED_BYTES] __attribute__((aligned(1024)))
 // LAYER_GEOMETRY (mma_forward_source's, given a layer): its rows, batch, fan_in, field_rows, block_w, maps and in_row
 // compiled in, so that the loads' and the output's index divisions and products become shifts and multiplications by
 // constants; the arguments of those names are then not read (they must be the same)
-extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
+extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS) FORWARD_KERNEL(
     const OPERAND* __restrict__ weights, const OPERAND* __restrict__ x, float* __restrict__ out,
     const int rows_argument, const int batch_argument, const int fan_in_argument, const int blocks_w, const int step,
     const int field_rows_argument, const int block_h, const int block_w_argument, const int maps_argument,
@@ -178,12 +202,12 @@ extern "C" __global__ void __launch_bounds__(256, 2) FORWARD_KERNEL(
         // columns part / 4 at 4096 (part / 4) + 512 (k / 8) + 64 (k % 8), its chunk part % 4 at 16 (part % 4 ^ k % 8
         // / 2).  Copy c is A's (c / 8, c % 8) and B's (c / 12, c % 12): a warp reads 4 whole weight rows and writes
         // each into one 128-byte row of shared memory, which keeps the copies' L2 requests whole
-        for (int c = tid; c < TILE_M * 8; c += 256) {
+        for (int c = tid; c < TILE_M * 8; c += FORWARD_THREADS) {
             const int r = c / 8, part = c % 8, k = k0 + part * 8, m = m0 + r;
             const bool whole = m < rows && k < fan_in;
             copy_16(&As[buffer][k_major_128_at(r, part)], weights + (whole ? (long long)m * fan_in + k : 0), whole);
         }
-        for (int c = tid; c < TILE_K * B_COPIES; c += 256) {
+        for (int c = tid; c < TILE_K * B_COPIES; c += FORWARD_THREADS) {
             const int r = c / B_COPIES, part = c % B_COPIES, k = k0 + r, safe = k < fan_in ? k : 0;
             const bool in = k < fan_in && n0 + part * 8 < batch;
             const long long field = (safe / field_rows) * in_row + (long long)(safe % field_rows) * batch;
@@ -309,7 +333,7 @@ def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None 
     if variant in WGMMA_VARIANTS:
         tile_k, stages, pending = WGMMA_VARIANTS[variant]
         defines = {"WGMMA": 1, "WGMMA_PENDING": pending, "TILE_K": tile_k, "STAGES": stages, "A_ROW": tile_k,
-                   "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant)}
+                   "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant), "TILE_M": tile_rows(variant)}
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "bfloat16", transpose_b=True))
     elif split_tf32:
@@ -379,28 +403,52 @@ def filter_forward_bfloat16(x, weights, out, field: int, step: int, block_h: int
     """``out = diag(row_scale) W x`` for one chunk of block rows on tensor cores, the fields read from ``x``'s map
     and the outputs written into ``out``'s (the arrays must :func:`forward_fits`); on ``wgmma`` where
     ``DASKSAE_WGMMA_FORWARD`` asks and the GPU runs it (:func:`default_variant`)."""
-    variant = variant or default_variant()
-    grid, arguments = typed_launch(launch, 4, x.shape, out.shape, weights.shape, field, step, block_h, block_w)
+    variant = variant or default_variant(weights.shape[0], weights.shape[1])
+    grid, arguments = typed_launch(launch, 4, x.shape, out.shape, weights.shape, field, step, block_h, block_w,
+                                   tile_rows(variant))
     scale = numpy.uint64(0) if row_scale is None else row_scale
     geometry = layer_geometry(arguments) if mma_update.COMPILED_GEOMETRY else None
-    _kernel(variant, geometry, mma_update.LDMATRIX)(grid, (THREADS,), (weights, x, out, *arguments, scale),
-                               shared_mem=shared_bytes(variant))
+    _kernel(variant, geometry, mma_update.LDMATRIX)(grid, (block_threads(variant),),
+                                                    (weights, x, out, *arguments, scale), shared_mem=shared_bytes(variant))
 
 
-def default_variant() -> str:
-    """The variant a product takes: ``DASKSAE_WGMMA_FORWARD``'s on ``wgmma`` (``1``: :data:`WGMMA_VARIANT`) where
-    the GPU runs it, else :data:`VARIANT`."""
+def default_variant(count: int | None = None, rows: int | None = None) -> str:
+    """The variant a product of ``count`` blocks of ``rows`` rows takes: ``DASKSAE_WGMMA_FORWARD``'s on ``wgmma``
+    where the GPU runs it (``1``: :data:`WGMMA_VARIANT`, or :data:`HALF_VARIANT` where :func:`half_rows_fill` says
+    so), else :data:`VARIANT`."""
     if WGMMA_FORWARD != "0" and wgmma.supported():
-        return WGMMA_VARIANT if WGMMA_FORWARD == "1" else WGMMA_FORWARD
+        if WGMMA_FORWARD != "1":
+            return WGMMA_FORWARD
+        if count and rows and half_rows_fill(count, rows, wgmma.multiprocessors()):
+            return HALF_VARIANT
+        return WGMMA_VARIANT
     return VARIANT
 
 
-def launch(x_shape, out_shape, weights_shape, field: int, step: int, block_h: int, block_w: int):
+def wave_fill(blocks: int, slots: int) -> float:
+    """How full a grid of ``blocks`` keeps its waves of ``slots`` blocks at once: its waves over the whole waves it
+    takes (1: the last wave full)."""
+    waves = blocks / slots
+    return waves / -(-blocks // slots)
+
+
+def half_rows_fill(count: int, rows: int, multiprocessors: int) -> bool:
+    """Whether a product of ``count`` blocks of ``rows`` rows takes :data:`HALF_VARIANT`: :data:`WGMMA_VARIANT`'s
+    grid (128 rows a block, two an SM) fills its waves less than :data:`WAVE_FILL_WANTED`, and the half blocks' (64
+    rows, three an SM) fill theirs better."""
+    full = wave_fill(count * -(-rows // TILE_M), 2 * multiprocessors)
+    half = wave_fill(count * -(-rows // tile_rows(HALF_VARIANT)), 3 * multiprocessors)
+    return full < WAVE_FILL_WANTED and half > full
+
+
+def launch(x_shape, out_shape, weights_shape, field: int, step: int, block_h: int, block_w: int,
+           rows_a_block: int = TILE_M):
     """``(grid, scalar arguments between the three arrays and row_scale)`` of ``dasksae_mma_filter_forward``: those
     of ``dasksae_simt_filter_forward`` (:func:`~dasksae.kernels.simt_gemm.forward_launch`), with a last tile of 96
-    columns where the minibatch is not whole 96s."""
-    (row_tiles, _, count), arguments = forward_launch(x_shape, out_shape, weights_shape, field, step, block_h, block_w)
-    return (row_tiles, -(-x_shape[3] // TILE_N), count), arguments
+    columns where the minibatch is not whole 96s, and blocks of ``rows_a_block`` rows (a variant's
+    :func:`tile_rows`)."""
+    (_, _, count), arguments = forward_launch(x_shape, out_shape, weights_shape, field, step, block_h, block_w)
+    return (-(-weights_shape[1] // rows_a_block), -(-x_shape[3] // TILE_N), count), arguments
 
 
 def fields_product(x, weight_rows, out, field: int, step: int, blocks_w: int, fits=None, multiply=None) -> bool:

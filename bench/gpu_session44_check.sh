@@ -1,6 +1,9 @@
 #!/bin/bash
 # Session 44's GPU checks (results in bench/results/session44/<part>/, each with its command.txt).  Its first call ran
 # session 43's PART=overlap and PART=pairs (bench/gpu_session43_check.sh; both lost: session44/overlap/, pairs/).
+# PART=pipelined ran at 503830d and PART=streams at its own commit (see their command.txt): the pipelined update
+# variants and DASKSAE_TILE_STREAM_BLOCKING, which they measure, were taken out after (both lost or changed nothing);
+# PART=half's rule (w64x3-half taken on grids of part-empty last waves) likewise: w64x3-half is kept by name only
 #   PART=pipelined (about 250 s): the update's step pipelined with the next tile's products (mma_update.py's
 #     rows-pipelined*-wgmma): the update's GPU tests (each variant against NumPy), the bfloat16 update floors with
 #     the pipelined variants beside the training's rows-wide-wgmma, then the in-process bfloat16 step with the

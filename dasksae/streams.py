@@ -53,10 +53,6 @@ TASK_END = switch("DASKSAE_TASK_END")
 # the same, with the tiles' streams made at the device's highest priority, so that as the update's blocks finish the
 # SMs go to the main stream's kernels first; "0" (the default): in line on the tile's stream
 UPDATE_STREAM = switch("DASKSAE_UPDATE_STREAM")
-# "1" (the default): each thread's stream is blocking with respect to the legacy default stream (above); "0" (for
-# benchmarks, session 44): not blocking, so that nothing queued on the legacy stream orders the tiles' streams
-# (worker threads sharing a GPU whose halos pass in memory: what arrives from the network is not ordered for them)
-TILE_STREAM_BLOCKING = switch("DASKSAE_TILE_STREAM_BLOCKING") == "1"
 HIGHEST_PRIORITY = -1000  # CUDA clamps a priority to the device's range: this is its greatest
 _side_streams: dict = {}  # a main stream's handle -> its side stream (side_stream)
 _side_streams_lock = threading.Lock()
@@ -83,7 +79,7 @@ def _thread_stream(cupy):
     if streams is None:
         streams = _local.streams = {}
     if device not in streams:
-        streams[device] = _new_stream(cupy, not TILE_STREAM_BLOCKING, UPDATE_STREAM == "priority")
+        streams[device] = _new_stream(cupy, False, UPDATE_STREAM == "priority")
     return streams[device]
 
 

@@ -53,7 +53,7 @@ def kernel_on_cpu(tmp_path_factory, request):
 def taken_by_training(variant: str) -> bool:
     """Whether the training takes ``variant`` by default (``mma.sync``'s, and ``wgmma``'s on sm_90): those get every
     case of a test, the others its fullest one (the suite's time: CI's ten minutes)."""
-    return variant in (mma_forward.VARIANT, mma_forward.WGMMA_VARIANT, mma_forward.HALF_VARIANT)
+    return variant in (mma_forward.VARIANT, mma_forward.WGMMA_VARIANT)
 
 
 def run_on_cpu(library, x, weights, out, row_scale, field, step, block_h, block_w, fits=mma_forward.forward_fits):
@@ -145,21 +145,9 @@ def test_maps_the_kernel_does_not_take_are_refused():
     assert not mma_forward.operands_fit(x.astype(numpy.float32), weights, 6)
 
 
-def test_grids_of_too_few_blocks_for_whole_waves_take_half_blocks(monkeypatch):
-    """DASKSAE_WGMMA_FORWARD=1 on an H100's 132 SMs: coates200's one-tile grids (2116, 1681, 1296 blocks of 128 rows,
-    their last waves 1-98% full) keep w64x3-swizzled; a 2x2 tile's of 529 blocks (2.004 waves) and 324 (1.23) take
-    w64x3-half (64 rows a block, three an SM: 2.67 and 1.64 waves), 420 (1.59 waves; the half blocks' 2.12 fill
-    theirs worse) does not; a variant named in the switch is taken as it is."""
-    from dasksae.kernels import wgmma
-
-    monkeypatch.setattr(wgmma, "supported", lambda: True)
-    monkeypatch.setattr(wgmma, "multiprocessors", lambda: 132)
-    monkeypatch.setattr(mma_forward, "WGMMA_FORWARD", "1")
-    taken = {count: mma_forward.default_variant(count, 128) for count in (2116, 1681, 1296, 529, 420, 324)}
-    assert taken == {2116: "w64x3-swizzled", 1681: "w64x3-swizzled", 1296: "w64x3-swizzled", 529: "w64x3-half",
-                     420: "w64x3-swizzled", 324: "w64x3-half"}
-    assert mma_forward.default_variant() == mma_forward.WGMMA_VARIANT  # (no grid given)
+def test_the_half_variant_takes_blocks_of_64_rows():
+    """w64x3-half (for benchmarks, DASKSAE_WGMMA_FORWARD=w64x3-half): one warpgroup a block, 64 rows, three stages of
+    64 + 96 rows of 128 bytes; the others 128 rows, 256 threads."""
     assert mma_forward.shared_bytes("w64x3-half") == 3 * (64 + 96) * 64 * 2
     assert mma_forward.block_threads("w64x3-half") == 128 and mma_forward.block_threads("w64x3-swizzled") == 256
-    monkeypatch.setattr(mma_forward, "WGMMA_FORWARD", "w64x4-swizzled")
-    assert mma_forward.default_variant(529, 128) == "w64x4-swizzled"
+    assert mma_forward.tile_rows("w64x3-half") == 64 and mma_forward.tile_rows("k64x3") == 128

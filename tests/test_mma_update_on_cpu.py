@@ -205,8 +205,7 @@ extern "C" void run_update(const unsigned short* codes, const unsigned short* x,
 
 @pytest.fixture(scope="module", params=["rows", "fragments", "rows-l2", "rows-wide", "rows-staged", "frag64-staged",
                                         "frag64-staged-first", "rows-cs", "rows-wide-cs", "rows-resident-whole",
-                                        "rows-resident-whole-1", "rows-144", "rows-overlap", "rows-wide-wgmma",
-                                        "rows-pipelined-wgmma"])
+                                        "rows-resident-whole-1", "rows-144", "rows-overlap", "rows-wide-wgmma"])
 def kernel_on_cpu(tmp_path_factory, request):
     """The kernel built under g++ with each epilogue that takes the step (mma_update.EPILOGUE_VARIANTS; a ``wgmma``
     variant's products emulated through their descriptors)."""
@@ -339,16 +338,12 @@ def test_the_tensor_core_update_takes_the_unit_norm_step_from_the_maps(kernel_on
     assert_updated_as_expected(case, raw, velocity, operand, new_norms)
 
 
-@pytest.mark.parametrize("variant", ["rows-overlap", "rows", "rows-overlap-wgmma", "rows-pipelined-wgmma",
-                                     "rows-pipelined-short-wgmma", "rows-pipelined-light-wgmma"])
+@pytest.mark.parametrize("variant", ["rows-overlap", "rows", "rows-overlap-wgmma"])
 def test_the_overlapped_update_takes_many_column_tiles_in_turn(tmp_path, variant):
     """``rows-overlap``'s producer and consumer warps over 5 column tiles (fan-in 432), so that the producers wait for
     the consumers to free a products tile (from the third tile on) and the tiles alternate an odd number of times:
     the same update as NumPy's (and ``rows``'s, the same case).  ``rows-overlap-wgmma``'s producers on ``wgmma``
-    (emulated) at a minibatch of 96: 3 k-tiles of 64 resident, the middle one from both maps.  The pipelined variants
-    (a tile's step while the next tile's products are taken) over the 5 tiles in one block, and (``-short``) in blocks
-    of 2, 2 and 1: the last a block that steps only its one tile.  Their rounds of the step over 3 k-tiles: 4 of 3
-    float4s of raw and of velocity a thread (1, 1 and 2 a k-tile), or (``-light``) 6 of 2."""
+    (emulated) at a minibatch of 96: 3 k-tiles of 64 resident, the middle one from both maps."""
     on_wgmma = mma_update.EPILOGUE_VARIANTS[variant].get("WGMMA")
     runner = RUNNER.replace("dasksae_mma_", "dasksae_wgmma_") if on_wgmma else RUNNER
     library = built_on_cpu(tmp_path, SHIM + MMA_EMULATION + WGMMA_EMULATION + mma_update.mma_update_source(variant)
@@ -360,8 +355,7 @@ def test_the_overlapped_update_takes_many_column_tiles_in_turn(tmp_path, variant
     count, rows, fan_in = raw.shape
     grid, (threads,), arguments, _ = mma_update._update_launch(variant, case["codes"].shape, case["x"].shape,
                                                                 case["field"], case["step"], case["blocks_w"])
-    assert fan_in == 432 and grid == (2, -(-5 // mma_update.column_tiles_a_block(variant)), count)
-    assert grid[1] == {"rows": 5, "rows-pipelined-short-wgmma": 3}.get(variant, 1)
+    assert fan_in == 432 and grid == (2, 5 if variant == "rows" else 1, count)
     partial_squares = numpy.full((count * rows, 10), numpy.nan, numpy.float32)
     library.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, case["error"].ctypes.data, raw.ctypes.data,
                        velocity.ctypes.data, operand.ctypes.data, case["inverse_norms"].ctypes.data,

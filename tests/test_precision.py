@@ -301,7 +301,7 @@ def test_the_update_takes_wgmma_where_the_card_and_the_codes_allow(monkeypatch):
     """DASKSAE_WGMMA_UPDATE=1 (the default): on a card that runs ``wgmma`` (here said to), under
     ``DASKSAE_MMA_EPILOGUE=auto``, codes in whole 64s (2M at M=96) take ``rows-wide-wgmma`` at any channel count;
     codes of 96 (M=96 without the error map), ``=0``, an epilogue asked for by name, the cache hints, or a card without
-    ``wgmma`` keep ``mma.sync``'s variants; a ``wgmma`` variant named in the switch is taken where codes allow."""
+    ``wgmma`` keep ``mma.sync``'s variants."""
     from dasksae.kernels import mma_update, wgmma
 
     monkeypatch.setattr(wgmma, "supported", lambda: True)
@@ -316,9 +316,6 @@ def test_the_update_takes_wgmma_where_the_card_and_the_codes_allow(monkeypatch):
     monkeypatch.setattr(mma_update, "EPILOGUE", "auto")
     monkeypatch.setattr(mma_update, "WGMMA_UPDATE", "0")
     assert mma_update.default_variant(3, 192) == "rows-wide"
-    monkeypatch.setattr(mma_update, "WGMMA_UPDATE", "rows-pipelined-wgmma")  # a variant by name
-    assert mma_update.default_variant(3, 192) == "rows-pipelined-wgmma" and mma_update.default_variant(8, 96) == "rows"
-    assert mma_update.wgmma_or_rows("rows-pipelined-wgmma", 96) == "rows-wide"
     monkeypatch.setattr(mma_update, "WGMMA_UPDATE", "1")
     monkeypatch.setattr(wgmma, "supported", lambda: False)
     assert mma_update.default_variant(8, 192) == "rows"
@@ -337,9 +334,7 @@ def test_the_wgmma_switches_name_their_kernels_variants(monkeypatch):
     assert mma_transpose.WGMMA_VARIANT in mma_transpose.WGMMA_VARIANTS
     choices, default = SWITCHES["DASKSAE_WGMMA_TRANSPOSE"]
     assert default == "1" and set(choices) == {"0", "1"} | set(mma_transpose.WGMMA_VARIANTS)
-    choices, default = SWITCHES["DASKSAE_WGMMA_UPDATE"]
-    assert default == "1" and choices[:2] == ("1", "0")
-    assert all(mma_update.EPILOGUE_VARIANTS[name].get("WGMMA") for name in choices[2:])
+    assert SWITCHES["DASKSAE_WGMMA_UPDATE"] == (("1", "0"), "1")
     assert mma_update.EPILOGUE_VARIANTS[mma_update.WGMMA_VARIANT].get("WGMMA")
     assert mma_update.wgmma_or_rows(mma_update.WGMMA_VARIANT, 96) == "rows-wide"  # codes not in whole 64s
     assert mma_transpose.variant_for(64, "w64x3-swizzled") == "w64x3-swizzled"

@@ -64,16 +64,14 @@ B_ROW = TILE_N + 8  # a shared field row: 96 bfloat16 values and 8 of padding (2
 # took 1.360 ms against mma.sync's 1.521, w64x4 1.367.  Layouts without swizzling took 2.65-2.96 ms whatever their
 # pipeline (docs/gpu-performance.md: their copies were split into single-sector L2 requests)
 WGMMA_VARIANTS = {"w64x3-swizzled": (64, 3, 0), "w64x4-swizzled": (64, 4, 1), "w64x3-half": (64, 3, 0)}
-# (session 44) a variant's rows a block where not TILE_M: w64x3-half is w64x3-swizzled in blocks of one warpgroup, 64
-# rows (128 threads, 60 KiB, three blocks an SM), twice the blocks of a grid: what a grid of too few 128-row blocks for
-# whole waves takes (half_rows_fill)
+# (session 44, for benchmarks: DASKSAE_WGMMA_FORWARD=w64x3-half) a variant's rows a block where not TILE_M: w64x3-half
+# is w64x3-swizzled in blocks of one warpgroup, 64 rows (128 threads, 60 KiB, three blocks an SM), twice the blocks of
+# a grid.  A 2x2 tile's grids of coates200 (M=96) are 529, 400-441 and 324 blocks of 128 rows: 2.00, 1.5-1.67 and 1.23
+# waves of an H100's 264 blocks at once, so their last wave is part empty.  On an H100 (bench/results/session44/half/,
+# half-row/) taking it where 128-row blocks would fill their last wave less than 80% took the 4 worker threads' W x
+# from 3.30 to 3.18 ms a step, and their step from 28.6 ms to 29.1 (within the runs' spread: not kept); on one tile's
+# grids it took W x in 1.447 ms against 1.348
 WGMMA_TILE_ROWS = {"w64x3-half": 64}
-HALF_VARIANT = "w64x3-half"
-# under DASKSAE_WGMMA_FORWARD=1 a product takes HALF_VARIANT where WGMMA_VARIANT's blocks would fill their last wave
-# (two blocks an SM) less than this and the half blocks' (three an SM) fill theirs better: a 2x2 tile's grids of
-# coates200 (M=96) are 529, 400-441 and 324 blocks of 128 rows, 2.00, 1.5-1.67 and 1.23 waves of an H100's 264
-# (one tile's: 2116, 1681 and 1296, 8.02, 6.37 and 4.91 waves)
-WAVE_FILL_WANTED = 0.8
 # "1" (the default since session 42: WGMMA_VARIANT) or a variant of WGMMA_VARIANTS: W x and U g_r on wgmma where the
 # GPU runs it (compute capability 9.0), else on mma.sync (VARIANT); "0": on mma.sync
 WGMMA_FORWARD = switch("DASKSAE_WGMMA_FORWARD")
@@ -403,7 +401,7 @@ def filter_forward_bfloat16(x, weights, out, field: int, step: int, block_h: int
     """``out = diag(row_scale) W x`` for one chunk of block rows on tensor cores, the fields read from ``x``'s map
     and the outputs written into ``out``'s (the arrays must :func:`forward_fits`); on ``wgmma`` where
     ``DASKSAE_WGMMA_FORWARD`` asks and the GPU runs it (:func:`default_variant`)."""
-    variant = variant or default_variant(weights.shape[0], weights.shape[1])
+    variant = variant or default_variant()
     grid, arguments = typed_launch(launch, 4, x.shape, out.shape, weights.shape, field, step, block_h, block_w,
                                    tile_rows(variant))
     scale = numpy.uint64(0) if row_scale is None else row_scale
@@ -412,33 +410,12 @@ def filter_forward_bfloat16(x, weights, out, field: int, step: int, block_h: int
                                                     (weights, x, out, *arguments, scale), shared_mem=shared_bytes(variant))
 
 
-def default_variant(count: int | None = None, rows: int | None = None) -> str:
-    """The variant a product of ``count`` blocks of ``rows`` rows takes: ``DASKSAE_WGMMA_FORWARD``'s on ``wgmma``
-    where the GPU runs it (``1``: :data:`WGMMA_VARIANT`, or :data:`HALF_VARIANT` where :func:`half_rows_fill` says
-    so), else :data:`VARIANT`."""
+def default_variant() -> str:
+    """The variant a product takes: ``DASKSAE_WGMMA_FORWARD``'s on ``wgmma`` (``1``: :data:`WGMMA_VARIANT`) where
+    the GPU runs it, else :data:`VARIANT`."""
     if WGMMA_FORWARD != "0" and wgmma.supported():
-        if WGMMA_FORWARD != "1":
-            return WGMMA_FORWARD
-        if count and rows and half_rows_fill(count, rows, wgmma.multiprocessors()):
-            return HALF_VARIANT
-        return WGMMA_VARIANT
+        return WGMMA_VARIANT if WGMMA_FORWARD == "1" else WGMMA_FORWARD
     return VARIANT
-
-
-def wave_fill(blocks: int, slots: int) -> float:
-    """How full a grid of ``blocks`` keeps its waves of ``slots`` blocks at once: its waves over the whole waves it
-    takes (1: the last wave full)."""
-    waves = blocks / slots
-    return waves / -(-blocks // slots)
-
-
-def half_rows_fill(count: int, rows: int, multiprocessors: int) -> bool:
-    """Whether a product of ``count`` blocks of ``rows`` rows takes :data:`HALF_VARIANT`: :data:`WGMMA_VARIANT`'s
-    grid (128 rows a block, two an SM) fills its waves less than :data:`WAVE_FILL_WANTED`, and the half blocks' (64
-    rows, three an SM) fill theirs better."""
-    full = wave_fill(count * -(-rows // TILE_M), 2 * multiprocessors)
-    half = wave_fill(count * -(-rows // tile_rows(HALF_VARIANT)), 3 * multiprocessors)
-    return full < WAVE_FILL_WANTED and half > full
 
 
 def launch(x_shape, out_shape, weights_shape, field: int, step: int, block_h: int, block_w: int,

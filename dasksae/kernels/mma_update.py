@@ -351,9 +351,6 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(1024)));
 #ifndef COLUMN_TILES  // (RESIDENT variants) the column tiles a block takes in turn, its codes resident; 0: one tile
 #define COLUMN_TILES 0
 #endif
-#ifndef PIPELINED  // (wgmma, COLUMN_TILES) a tile's step taken while the next tile's products are (below)
-#define PIPELINED 0
-#endif
 #ifndef STREAMING  // the rows epilogue's raw, velocity and operand read and written cache-streaming (load_once)
 #define STREAMING 0
 #endif
@@ -368,10 +365,7 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(1024)));
 #if WARPS_N != 2 && (STAGE_U || STAGE_FRAGMENTS || COLUMN_TILES || !(EPILOGUE_ROWS || GEMM_ONLY))
 #error "blocks of other than 96 columns take the rows epilogue (or none), nothing staged, one column tile a block"
 #endif
-#if PIPELINED && !(WGMMA && COLUMN_TILES && EPILOGUE_ROWS)
-#error "the pipelined step takes wgmma's products, column tiles in turn and the rows epilogue"
-#endif
-#if WGMMA && (SPLIT_TF32 || STAGING || TILE_M != 128 || WARPS_N != 2 || (COLUMN_TILES && !SPECIALIZED && !PIPELINED) \
+#if WGMMA && (SPLIT_TF32 || STAGING || TILE_M != 128 || WARPS_N != 2 || (COLUMN_TILES && !SPECIALIZED) \
               || !(EPILOGUE_ROWS || GEMM_ONLY || SPECIALIZED))
 #error "wgmma takes 128 x 96 tiles of bfloat16 products, the rows epilogue (or none, or the specialized warps'), nothing staged"
 #endif
@@ -446,60 +440,49 @@ __device__ __forceinline__ void store_products(float* tile, const float (&acc)[1
                 make_float2(acc[0][j][2 * h], acc[0][j][2 * h + 1]);
 }
 
-// one round of step_tile's: float4s first, first + THREADS, .. (LOADS of them) of the products' tile stepped, their
-// raw and velocity loads in flight together
-template <int THREADS, int LOADS>
-__device__ __forceinline__ void step_round(float* tile, const float* staged_u, const int first, const int m0,
-    const int n0, const long long block, const int rows, const int fan_in, float* raw, float* velocity,
-    unsigned short* operand, const float* inverse_norms, const float* row_dots, const float lr, const float momentum)
-{
-    float4 u[LOADS], v[LOADS];
-    for (int q = 0; q < LOADS; ++q) {  // the loads of raw and of velocity in flight together
-        const int c = first + q * THREADS, m = m0 + c / ROW_VECTORS, n = n0 + (c % ROW_VECTORS) * 4;
-        if (m < rows && n < fan_in) {  // fan_in % 4 == 0: whole float4s
-            const long long offset = (block * rows + m) * fan_in + n;
-#if STAGE_U
-            u[q] = *(const float4*)(staged_u + 4 * c);
-#elif STREAMING
-            u[q] = load_once(raw + offset);
-#else
-            u[q] = *(const float4*)(raw + offset);
-#endif
-#if STREAMING
-            v[q] = load_once(velocity + offset);
-#else
-            v[q] = *(const float4*)(velocity + offset);
-#endif
-        }
-    }
-    for (int q = 0; q < LOADS; ++q) {
-        const int c = first + q * THREADS, r = c / ROW_VECTORS, column = (c % ROW_VECTORS) * 4, m = m0 + r,
-                  n = n0 + column;
-        float square = 0.f;
-        if (m < rows && n < fan_in) {
-            const long long at = block * rows + m, offset = at * fan_in + n;
-            const float s = inverse_norms[at], radial = row_dots[at] * s;
-            square = step_float4(raw, velocity, operand, offset, u[q], v[q],
-                                 *(const float4*)(tile + r * OUT_ROW + column), s, radial, lr, momentum);
-        }
-        tile[r * OUT_ROW + column] = square;  // in place of what this thread alone read
-    }
-}
-
 // the step of the products' tile (tile, the gradient of columns n0 .. of rows m0 ..) by THREADS threads from `thread`:
 // whole rows, 24 threads a row of 96 columns (36 of 144), a float4 of raw, of velocity and of the gradient each (a
 // warp's loads 512 contiguous bytes in 2 or 3 runs instead of 8 rows' 32 bytes), LOADS float4s of raw and of velocity
-// in flight a thread at once (a round: step_round); each float4's new sum of squares written in its place (raw from
-// staged_u with STAGE_U)
+// in flight a thread at once; each float4's new sum of squares written in its place (raw from staged_u with STAGE_U)
 template <int THREADS, int LOADS>
 __device__ __forceinline__ void step_tile(float* tile, const float* staged_u, const int thread, const int m0,
     const int n0, const long long block, const int rows, const int fan_in, float* raw, float* velocity,
     unsigned short* operand, const float* inverse_norms, const float* row_dots, const float lr, const float momentum)
 {
     static_assert(TILE_M * ROW_VECTORS % (THREADS * LOADS) == 0, "whole rounds of loads");
-    for (int first = thread; first < TILE_M * ROW_VECTORS; first += LOADS * THREADS)  // 12 a thread
-        step_round<THREADS, LOADS>(tile, staged_u, first, m0, n0, block, rows, fan_in, raw, velocity, operand,
-                                   inverse_norms, row_dots, lr, momentum);
+    for (int first = thread; first < TILE_M * ROW_VECTORS; first += LOADS * THREADS) {  // 12 a thread
+        float4 u[LOADS], v[LOADS];
+        for (int q = 0; q < LOADS; ++q) {  // the loads of raw and of velocity in flight together
+            const int c = first + q * THREADS, m = m0 + c / ROW_VECTORS, n = n0 + (c % ROW_VECTORS) * 4;
+            if (m < rows && n < fan_in) {  // fan_in % 4 == 0: whole float4s
+                const long long offset = (block * rows + m) * fan_in + n;
+#if STAGE_U
+                u[q] = *(const float4*)(staged_u + 4 * c);
+#elif STREAMING
+                u[q] = load_once(raw + offset);
+#else
+                u[q] = *(const float4*)(raw + offset);
+#endif
+#if STREAMING
+                v[q] = load_once(velocity + offset);
+#else
+                v[q] = *(const float4*)(velocity + offset);
+#endif
+            }
+        }
+        for (int q = 0; q < LOADS; ++q) {
+            const int c = first + q * THREADS, r = c / ROW_VECTORS, column = (c % ROW_VECTORS) * 4, m = m0 + r,
+                      n = n0 + column;
+            float square = 0.f;
+            if (m < rows && n < fan_in) {
+                const long long at = block * rows + m, offset = at * fan_in + n;
+                const float s = inverse_norms[at], radial = row_dots[at] * s;
+                square = step_float4(raw, velocity, operand, offset, u[q], v[q],
+                                     *(const float4*)(tile + r * OUT_ROW + column), s, radial, lr, momentum);
+            }
+            tile[r * OUT_ROW + column] = square;  // in place of what this thread alone read
+        }
+    }
 }
 
 // each row's sums of the stepped tile's squares over each 48 columns, in order (as EPILOGUE_FRAGMENTS's warps), by
@@ -665,76 +648,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
     const int rows, const int fan_in, const int width, const int half, const int blocks_w, const int step,
     const int field_rows, const long long in_row, const long long in_pixel)
 {
-#if PIPELINED
-    // PIPELINED (wgmma; rows-pipelined-wgmma): the block takes COLUMN_TILES column tiles of one row tile in turn, the
-    // products k-tile by k-tile through one stage of shared memory (A's TILE_M rows of 128 bytes, then B's TILE_N),
-    // the previous tile's products in a tile after it.  After each k-tile's products the next k-tile's copies are
-    // issued (the next tile's first after the last), then a round (or rounds) of the previous tile's step: its loads
-    // and stores are in flight while the copies are and while the other block of the SM takes its products.
-    // rows-wide-wgmma steps a tile only after its products, so at two blocks an SM both are often in their products
-    // with no loads of the weights in flight
-    unsigned short* As = (unsigned short*)mma_shared;
-    unsigned short* Bs = As + TILE_M * TILE_K;
-    float* tile = (float*)(mma_shared + (TILE_M + TILE_N) * TILE_K * 2);
-    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
-    const int warp_m = warp % 4, warp_n = warp / 4;  // warpgroup warp_n's warp warp_m
-    const int m0 = blockIdx.x * TILE_M;
-    const int column_tiles = (fan_in + TILE_N - 1) / TILE_N, first_tile = blockIdx.y * COLUMN_TILES;
-    const int end_tile = first_tile + COLUMN_TILES < column_tiles ? first_tile + COLUMN_TILES : column_tiles;
-    const long long tiles_n = (long long)column_tiles * WARPS_N;
-    const long long block = blockIdx.z;
-    codes += block * rows * width;
-    {
-        const long long p = block / blocks_w, q = block % blocks_w, at = (p * in_row + q * in_pixel) * step;
-        x += at;
-        if (error) error += at;
-    }
-    constexpr int rounds = TILE_M * ROW_VECTORS / (BLOCK_THREADS * LOADS_A_ROUND);  // of a tile's step
-    static_assert(rounds * BLOCK_THREADS * LOADS_A_ROUND == TILE_M * ROW_VECTORS, "whole rounds of loads");
-    const int k_tiles = width / TILE_K;
-    auto load = [&](const int column_tile, const int k0) {  // k-tile k0 of column tile column_tile into the stage
-        for (int c = tid; c < TILE_M * 8; c += BLOCK_THREADS) {
-            const int r = c / 8, part = c % 8, m = m0 + r;
-            copy_16(As + k_major_128_at(r, part), codes + (long long)(m < rows ? m : 0) * width + k0 + part * 8,
-                    m < rows);
-        }
-        load_fields(Bs, x, error, column_tile * TILE_N, k0, half, fan_in, field_rows, in_row, tid, BLOCK_THREADS);
-    };
-    auto step_rounds = [&](const int column_tile, const int from, const int to) {  // rounds from .. to - 1 of its step
-        for (int round = from; round < to; ++round)
-            step_round<BLOCK_THREADS, LOADS_A_ROUND>(tile, nullptr, tid + round * LOADS_A_ROUND * BLOCK_THREADS, m0,
-                column_tile * TILE_N, block, rows, fan_in, raw, velocity, operand, inverse_norms, row_dots, lr,
-                momentum);
-    };
-    SET_SHARED_ARENA(mma_shared);
-    load(first_tile, 0);
-    for (int column_tile = first_tile; column_tile < end_tile; ++column_tile) {
-        Sums acc;
-        for (int j = 0; j < 12; ++j)
-            for (int e = 0; e < 4; ++e) acc[0][j][e] = 0.f;
-        const bool stepping = column_tile > first_tile;  // the previous tile's products are in `tile`
-        for (int s = 0; s < k_tiles; ++s) {
-            copies_wait<0>();  // k-tile s is there (this thread's copies) ...
-            __syncthreads();  // ... every thread's (and, at s = 0, the previous tile's products in `tile`)
-            wgmma_k_tile<48, TILE_K / K_STEP, 2, 2, 0, wgmma_update>(
-                &acc[0][0][0], descriptor(As + warp_n * 64 * TILE_K, 16, 1024, 1), descriptor(Bs, 16, 1024, 1));
-            __syncthreads();  // both warpgroups' products of it are taken: the stage may be refilled
-            if (s + 1 < k_tiles)
-                load(column_tile, (s + 1) * TILE_K);
-            else if (column_tile + 1 < end_tile)
-                load(column_tile + 1, 0);
-            if (stepping) step_rounds(column_tile - 1, s * rounds / k_tiles, (s + 1) * rounds / k_tiles);
-        }
-        __syncthreads();  // every thread's squares of the previous tile are in `tile`
-        if (stepping) row_sums(tile, tid, m0, block, rows, partial_squares, tiles_n, (column_tile - 1) * WARPS_N);
-        __syncthreads();  // its row sums are read: `tile` may take this tile's products
-        store_products(tile, acc, warp_m, warp_n, g, t);
-    }
-    __syncthreads();  // the last tile's products are in `tile`
-    step_rounds(end_tile - 1, 0, rounds);
-    __syncthreads();
-    row_sums(tile, tid, m0, block, rows, partial_squares, tiles_n, (end_tile - 1) * WARPS_N);
-#elif COLUMN_TILES
+#if COLUMN_TILES
     // RESIDENT (COLUMN_TILES > 0): the block takes COLUMN_TILES column tiles of 96 in turn (of one row tile), its
     // codes' TILE_M x width tile loaded into shared memory once for all of them; each tile's step through the products'
     // whole tile (the rows epilogue), in shared memory over the B stages (no longer read by then) and past them.
@@ -1106,21 +1020,12 @@ EPILOGUE_VARIANTS = {
     # products tiles 106.5: 178.5 KiB, one block an SM).  Session 36's rows-overlap lost with mma.sync products from 8
     # warps an SM (a third of rows' 24), whose products wgmma takes at 1.3x mma.sync's speed from 24 warps
     "rows-overlap-wgmma": {"SPECIALIZED": 1, "COLUMN_TILES": 17, "MIN_BLOCKS": 1, "WGMMA": 1},
-    # For benchmarks (session 44): rows-wide-wgmma's products and step pipelined in one block (PIPELINED in the
-    # source): a block takes COLUMN_TILES column tiles in turn, and a tile's step (its raw and velocity loads and
-    # stores, rounds of LOADS_A_ROUND float4s of each after each k-tile) is taken while the next tile's products are,
-    # through one stage of operand tiles (28 KiB) and a products tile (52 KiB): 80 KiB a block, two an SM with room
-    # left for L1 (session 43: rows-wide-wgmma with all of the SM's shared memory asked for, leaving 28 KiB of L1,
-    # lost 1-1.5 ms)
-    "rows-pipelined-wgmma": {"EPILOGUE_ROWS": 1, "PIPELINED": 1, "COLUMN_TILES": 8, "MIN_BLOCKS": 2,
-                             "LOADS_A_ROUND": 3, "WGMMA": 1},  # (128 registers, 16 bytes spilled)
-    # the same in blocks of 2 column tiles; with 2 float4s of each in flight a thread (no spills), or 4 (96 bytes)
-    "rows-pipelined-short-wgmma": {"EPILOGUE_ROWS": 1, "PIPELINED": 1, "COLUMN_TILES": 2, "MIN_BLOCKS": 2,
-                                   "LOADS_A_ROUND": 3, "WGMMA": 1},
-    "rows-pipelined-light-wgmma": {"EPILOGUE_ROWS": 1, "PIPELINED": 1, "COLUMN_TILES": 8, "MIN_BLOCKS": 2,
-                                   "LOADS_A_ROUND": 2, "WGMMA": 1},
-    "rows-pipelined-heavy-wgmma": {"EPILOGUE_ROWS": 1, "PIPELINED": 1, "COLUMN_TILES": 8, "MIN_BLOCKS": 2,
-                                   "LOADS_A_ROUND": 4, "WGMMA": 1},
+    # Tried in session 44 (H100, bench/results/session44/pipelined/; the variants, taken out, are at 503830d):
+    # rows-wide-wgmma's products and step pipelined in one block, a block taking 2 or 8 column tiles in turn and a
+    # tile's step (rounds of its raw and velocity loads and stores) taken after each k-tile of the next tile's products,
+    # through one stage of operand tiles and a products tile (80 KiB a block, two an SM).  The three stages took
+    # 11.91-14.87 ms against rows-wide-wgmma's 11.36, and the in-process bfloat16 step 22.7-23.3 ms against 22.2-22.8.
+    # rows-overlap-wgmma took 13.83 (bench/results/session44/overlap/)
 }
 WGMMA_TILE_K = 64  # the wgmma variants' k-tile: the codes' width in whole 64s
 # "1" (the default since session 43): under DASKSAE_MMA_EPILOGUE=auto, the update takes WGMMA_VARIANT where the GPU runs
@@ -1161,10 +1066,7 @@ def column_tiles_a_block(variant: str) -> int:
 def resident_bytes(width: int, variant: str = "rows-resident-whole") -> int:
     """Dynamic shared memory a block of a resident variant takes for codes ``width`` wide: the codes' tile (each row
     padded by 8), then the products' whole tile (over the two B stages); or (the specialized warps of ``rows-overlap``)
-    the codes, the two B stages and two products tiles; or (the pipelined variants, whatever the width) one stage of
-    the operand tiles and a products tile."""
-    if EPILOGUE_VARIANTS[variant].get("PIPELINED"):
-        return (TILE_M + TILE_N) * WGMMA_TILE_K * 2 + TILE_M * OUT_ROW * 4
+    the codes, the two B stages and two products tiles."""
     if EPILOGUE_VARIANTS[variant].get("SPECIALIZED") and EPILOGUE_VARIANTS[variant].get("WGMMA"):  # unpadded rows
         return TILE_M * width * 2 + 2 * TILE_N * WGMMA_TILE_K * 2 + 2 * TILE_M * OUT_ROW * 4
     if EPILOGUE_VARIANTS[variant].get("SPECIALIZED"):
@@ -1175,28 +1077,25 @@ def resident_bytes(width: int, variant: str = "rows-resident-whole") -> int:
 def resident_or_rows(variant: str, width: int) -> str:
     """``variant``, or ``rows`` where ``variant`` keeps the codes resident and ``width`` is past
     :data:`RESIDENT_WIDTH`."""
-    defines = EPILOGUE_VARIANTS[variant]
-    return "rows" if defines.get("COLUMN_TILES") and not defines.get("PIPELINED") and width > RESIDENT_WIDTH else variant
+    return "rows" if EPILOGUE_VARIANTS[variant].get("COLUMN_TILES") and width > RESIDENT_WIDTH else variant
 
 
 def default_variant(channels: int, width: int) -> str:
     """The variant the training takes for maps of ``channels`` channels and codes ``width`` wide: under
-    ``DASKSAE_MMA_EPILOGUE=auto`` and ``DASKSAE_WGMMA_UPDATE=1`` (or a ``wgmma`` variant's name: that one) (and without ``DASKSAE_UPDATE_CACHE_HINTS=1``, whose
+    ``DASKSAE_MMA_EPILOGUE=auto`` and ``DASKSAE_WGMMA_UPDATE=1`` (and without ``DASKSAE_UPDATE_CACHE_HINTS=1``, whose
     cache-streaming variants are ``mma.sync``'s), :data:`WGMMA_VARIANT` where the GPU runs ``wgmma`` and ``width`` is
     in whole :data:`WGMMA_TILE_K`; else :func:`epilogue_for`'s."""
-    if (EPILOGUE == "auto" and WGMMA_UPDATE != "0" and not CACHE_HINTS and width % WGMMA_TILE_K == 0
+    if (EPILOGUE == "auto" and WGMMA_UPDATE == "1" and not CACHE_HINTS and width % WGMMA_TILE_K == 0
             and wgmma.supported()):
-        return WGMMA_VARIANT if WGMMA_UPDATE == "1" else WGMMA_UPDATE
+        return WGMMA_VARIANT
     return epilogue_for(EPILOGUE, channels)
 
 
 def wgmma_or_rows(variant: str, width: int) -> str:
     """``variant``, or (a ``wgmma`` variant, for codes ``width`` wide not in whole :data:`WGMMA_TILE_K`) its
-    ``mma.sync`` twin without ``-wgmma`` (``rows-wide``, rows-wide-wgmma's, for the pipelined variants, which have
-    none)."""
+    ``mma.sync`` twin without ``-wgmma``."""
     if EPILOGUE_VARIANTS[variant].get("WGMMA") and width % WGMMA_TILE_K:
-        twin = variant.removesuffix("-wgmma")
-        return twin if twin in EPILOGUE_VARIANTS else "rows-wide"
+        return variant.removesuffix("-wgmma")
     return variant
 
 
@@ -1275,8 +1174,7 @@ def _kernel(variant: str, split_tf32: bool = False, terms: int = 3):
     else:
         kernel = cupy.RawKernel(mma_update_source(variant, split_tf32, terms), name, options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant, split_tf32)
-    if (any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES"))
-            and not EPILOGUE_VARIANTS[variant].get("PIPELINED")):  # (two of 80 KiB: the driver's least carveout)
+    if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES")):
         # two blocks of 100-110 KiB or three of 73: as much shared memory as an SM has
         kernel.preferred_shared_memory_carveout = 100
     return kernel

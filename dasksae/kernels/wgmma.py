@@ -136,20 +136,6 @@ def wgmma_function(name: str, n: int, dtype: str = "bfloat16", transpose_b: bool
             f"#endif\n")
 
 
-def multiprocessors() -> int:
-    """The current GPU's streaming multiprocessors (132 on an H100 SXM)."""
-    import cupy
-
-    return _multiprocessors(cupy.cuda.Device().id)
-
-
-@functools.lru_cache(maxsize=None)
-def _multiprocessors(device: int) -> int:
-    import cupy
-
-    return cupy.cuda.Device(device).attributes["MultiProcessorCount"]
-
-
 def supported() -> bool:
     """Whether this process's current GPU runs ``wgmma`` (compute capability 9.0: the H100 and H200)."""
     import cupy

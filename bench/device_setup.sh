@@ -3,7 +3,8 @@
 # (the card's name into $OUT/card.txt), `four` (the 4-worker-thread row of bench/gpu_step.py), `issue_table` (the
 # issue's table in one process: limit, 1 worker with the in-process step, 4 worker threads, PyTorch), `gpu_tests`,
 # `floors_float32` (the float32 product and update floors), `in_process` (one in-process step under given switches), `one_worker_float32`, `ratio_float32` (with PyTorch),
-# `faster_of` (which of two in_process labels was faster), `kernel_table_bfloat16` and `kernel_table_float32`.
+# `faster_of` (which of two in_process labels was faster), `kernel_table_bfloat16`, `table_with_gaps` (a bfloat16
+# table with the GPU's idle gaps, one tile or worker threads) and `kernel_table_float32`.
 set -o pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site ${WHEELS:-.whl}/*.whl \
   && export PYTHONPATH=/tmp/site:$PWD:$PWD/bench || exit 1
@@ -52,6 +53,12 @@ kernel_table_bfloat16() {  # kernel_table_bfloat16 SECONDS LINES [VAR=VALUE...]:
   env "${@:3}" timeout $1 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
     --top 40 --json $OUT/kernel-table-bfloat16.json 2>&1 | filter | head -80 > $OUT/kernel-table-bfloat16.log
   head -$2 $OUT/kernel-table-bfloat16.log; }
+table_with_gaps() {  # table_with_gaps LABEL ARGS...: a bfloat16 kernel table of coates200, M=96 (bench/kernel_table.py
+  # ARGS: --tiles 2x2 --workers 4 for worker threads), its idle gaps shown, into $OUT/kernel-table-bfloat16-LABEL.*,
+  # TABLE_S seconds
+  timeout ${TABLE_S:-120} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
+    --top 50 --json $OUT/kernel-table-bfloat16-$1.json "${@:2}" 2>&1 | filter | head -90 > $OUT/kernel-table-bfloat16-$1.log
+  head -30 $OUT/kernel-table-bfloat16-$1.log; grep -A 22 "by gap length" $OUT/kernel-table-bfloat16-$1.log; }
 kernel_table_float32() {  # kernel_table_float32 SECONDS [VAR=VALUE...]: the float32 kernel table of the one-tile step
   env "${@:2}" timeout $1 python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype float32 --runs 3 \
     --json $OUT/kernel-table-float32.json 2>&1 | filter | head -40 > $OUT/kernel-table.log

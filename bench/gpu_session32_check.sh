@@ -23,10 +23,7 @@
 #              groups (it was their median through session 31).  About 90 s.
 source bench/device_setup.sh
 card
-table() {  # table LABEL ARGS...: a bfloat16 kernel table of coates200, M=96, with its idle gaps
-  timeout ${TABLE_S:-150} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
-    --top 40 --json $OUT/kernel-table-bfloat16-$1.json "${@:2}" 2>&1 | filter | head -80 > $OUT/kernel-table-bfloat16-$1.log
-  head -3 $OUT/kernel-table-bfloat16-$1.log; grep -A 30 "by gap length" $OUT/kernel-table-bfloat16-$1.log; }
+table() { TABLE_S=${TABLE_S:-150} table_with_gaps "$@"; }
 cluster() {
   gpu_tests ${TESTS_S:-200} tests/test_gpu_tiled.py -k cluster_gpu_starts -rs
   export PATH=/tmp/site/bin:$PATH

@@ -26,10 +26,7 @@
 #     only (DASKSAE_WGMMA_FORWARD=w64x3-swizzled), then the 4 threads' kernel table
 source bench/device_setup.sh
 card
-table() {  # table LABEL ARGS...: a bfloat16 kernel table of coates200, M=96, with its idle gaps
-  timeout ${TABLE_S:-120} python3 bench/kernel_table.py --config coates200 --minibatch 96 --dtype bfloat16 --runs 3 \
-    --top 50 --json $OUT/kernel-table-bfloat16-$1.json "${@:2}" 2>&1 | filter | head -90 > $OUT/kernel-table-bfloat16-$1.log
-  head -30 $OUT/kernel-table-bfloat16-$1.log; grep -A 22 "by gap length" $OUT/kernel-table-bfloat16-$1.log; }
+table() { TABLE_S=${TABLE_S:-120} table_with_gaps "$@"; }
 case "${PART:-pipelined}" in
 pipelined)
   gpu_tests ${TESTS_S:-100} tests/test_gpu.py -k "tensor_core_update_on_the_gpu"

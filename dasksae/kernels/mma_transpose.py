@@ -75,7 +75,9 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # stages' W^T y with the fold in 1.953 ms against mma.sync's k64x3 2.241, and the in-process bfloat16 step 22.9
 # against 23.2-23.6 ms (bench/results/session43/next/)
 WGMMA_VARIANTS = {"w64x3-swizzled": (64, 3, 0), "w64x3-pairs": (64, 3, 0)}
-# (session 43, built after the device time was spent; not yet run on a GPU) w64x3-pairs: a block of 512 threads takes
+# (session 43; for benchmarks: in session 44 it lost, stages 0.796 / 0.867 / 0.679 ms against w64x3-swizzled's 0.600 /
+# 0.754 / 0.582 and the in-process step 22.6-22.8 ms against 22.1, H100, bench/results/session44/pairs/) w64x3-pairs:
+# a block of 512 threads takes
 # two cells side by side (CELLS 2), two warpgroups a cell, so that where a block's field covers both (4 of the 6
 # blocks at field / step = 5) a weight row's two runs are read as one (128 bytes at step 4 and 8 channels, where one
 # cell's are 64: half lines, twice the L2 requests) and y's tile serves both cells.  On an H100 (session 43,

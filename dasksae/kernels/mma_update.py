@@ -1015,7 +1015,8 @@ EPILOGUE_VARIANTS = {
     # width is not in whole 64s take rows-wide (wgmma_or_rows)
     "rows-wide-wgmma": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1},
     "gemm-only-wgmma": {"GEMM_ONLY": 1, "WGMMA": 1},
-    # For benchmarks (session 43, built after the device time was spent; not yet run on a GPU): rows-overlap with its
+    # For benchmarks (session 43; run in session 44: 13.83 ms over the stages against rows-wide-wgmma's 11.43, H100,
+    # bench/results/session44/overlap/): rows-overlap with its
     # 8 producer warps on wgmma (the codes resident in the swizzled k-tiles, 48 KiB at M=96; B's two stages 24; two
     # products tiles 106.5: 178.5 KiB, one block an SM).  Session 36's rows-overlap lost with mma.sync products from 8
     # warps an SM (a third of rows' 24), whose products wgmma takes at 1.3x mma.sync's speed from 24 warps
@@ -1025,7 +1026,6 @@ EPILOGUE_VARIANTS = {
     # tile's step (rounds of its raw and velocity loads and stores) taken after each k-tile of the next tile's products,
     # through one stage of operand tiles and a products tile (80 KiB a block, two an SM).  The three stages took
     # 11.91-14.87 ms against rows-wide-wgmma's 11.36, and the in-process bfloat16 step 22.7-23.3 ms against 22.2-22.8.
-    # rows-overlap-wgmma took 13.83 (bench/results/session44/overlap/)
 }
 WGMMA_TILE_K = 64  # the wgmma variants' k-tile: the codes' width in whole 64s
 # "1" (the default since session 43): under DASKSAE_MMA_EPILOGUE=auto, the update takes WGMMA_VARIANT where the GPU runs

@@ -184,10 +184,10 @@ def _launch_through_driver_or_cupy(kernel: str, grid, device: int, stream: int, 
     _KERNELS[kernel][0]()(grid[:2], (_THREADS,), tuple(numpy.uint64(a) for a in arguments))
 
 
-def _blocks_for(largest: int) -> int:
-    """Blocks a launch takes along x for a largest copy of ``largest`` bytes: enough for 16 bytes a thread, at most 4
-    blocks an SM of an H100/H200."""
-    return max(1, min(-(-largest // (16 * _THREADS)), 528))
+def _blocks_for(largest: int, bytes_a_block: int = 16 * _THREADS) -> int:
+    """Blocks a launch takes along x for a largest copy of ``largest`` bytes: enough for ``bytes_a_block`` each (16
+    bytes a thread), at most 4 blocks an SM of an H100/H200."""
+    return max(1, min(-(-largest // bytes_a_block), 528))
 
 
 def _launch_arguments(segments):
@@ -249,8 +249,9 @@ __device__ __forceinline__ void put(float* to, const float from, const float old
 }
 // strip f: f[0] source, f[1] destination, f[2] rows, f[3] bytes a row, f[4] and f[5] the rows' pitches in bytes;
 // T the unit a thread moves (its size divides all of them).  A block takes a chunk of a row at a time (UNROLL units
-// a thread, their loads, and the adds' loads of what they add to, in flight together), the chunks of all rows in turn across the grid: one division a chunk,
-// not a 64-bit division a unit (session 44: the four worker threads' step spent 1.86 ms in this kernel)
+// a thread, their loads, and the adds' loads of what they add to, in flight together), the chunks of all rows in
+// turn across the grid: one division a chunk, not a 64-bit division a unit (session 44: the four worker threads'
+// step spent 1.86 ms in this kernel)
 #define UNROLL 4
 template <typename T> __device__ __forceinline__ void strip_units(const u64* f, const bool add)
 {
@@ -265,7 +266,7 @@ template <typename T> __device__ __forceinline__ void strip_units(const u64* f, 
             const u64 unit = first + (u64)u * blockDim.x;
             if (unit < per_row) {
                 values[u] = from[unit];
-                if (add) olds[u] = to[unit];
+                olds[u] = add ? to[unit] : T{};
             }
         }
         for (int u = 0; u < UNROLL; ++u) {
@@ -342,7 +343,9 @@ def _launch_strips(kernel: str, strips, device: int) -> None:
     import cupy
 
     stream = cupy.cuda.get_current_stream().ptr
-    blocks = max(1, min(max(rows * -(-row_bytes // STRIP_CHUNK) for _, _, rows, row_bytes, _, _ in strips), 528))
+    # (a block a chunk of a row: a row's chunks rounded up)
+    blocks = _blocks_for(max(rows * -(-row_bytes // STRIP_CHUNK) for _, _, rows, row_bytes, _, _ in strips) * STRIP_CHUNK,
+                         STRIP_CHUNK)
     arguments = [value for strip in strips for value in strip] + [0] * (STRIP_FIELDS * (STRIPS_A_LAUNCH - len(strips)))
     _launch_through_driver_or_cupy(kernel, (blocks, len(strips), 1), device, stream, arguments)
 

@@ -46,7 +46,7 @@ SWITCHES = {
     "DASKSAE_WGMMA_FORWARD": (("1", "0", "w64x3-swizzled", "w64x4-swizzled", "w64x3-half"), "1"),
     "DASKSAE_WGMMA_TARGET": (("ptx", "cubin"), "ptx"),
     "DASKSAE_WGMMA_TRANSPOSE": (("1", "0", "w64x3-swizzled", "w64x3-pairs"), "1"),
-    "DASKSAE_WGMMA_UPDATE": (("1", "0"), "1"),
+    "DASKSAE_WGMMA_UPDATE": (("1", "0", "rows-wide-wgmma", "rows-bulk-raw-wgmma", "rows-bulk-wgmma"), "1"),
     "DASKSAE_TENSOR_CORE_TRANSPOSE": (("auto", "1", "0"), "auto"),
     "DASKSAE_TENSOR_CORE_TRANSPOSE_TILES": (("k64x3", "k32x4"), "k64x3"),
     "DASKSAE_MMA_GEOMETRY": (("1", "0"), "1"),

@@ -828,7 +828,7 @@ def test_halo_windows_from_strided_views_equal_numpy(rng):
 @pytest.mark.parametrize("variant", ["rows", "fragments", "rows-l2", "rows-2", "rows-wide", "rows-staged",
                                      "frag64-staged", "frag64-staged-first", "rows-cs", "rows-wide-cs", "rows-resident-whole",
                                      "rows-resident-whole-1", "rows-144", "rows-overlap", "rows-wide-wgmma",
-                                     "rows-overlap-wgmma"])
+                                     "rows-overlap-wgmma", "rows-bulk-raw-wgmma", "rows-bulk-wgmma"])
 @pytest.mark.parametrize("with_error, with_operand", [(True, True), (False, False)], ids=["x-and-error", "x-only"])
 def test_the_tensor_core_update_on_the_gpu_equals_numpy(with_error, with_operand, variant):
     """``dasksae_mma_filter_weight_grad_update`` (bfloat16 ``mma.sync`` from the maps, the unit-norm SGD step in its

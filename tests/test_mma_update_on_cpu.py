@@ -76,6 +76,26 @@ static inline void store_pair_once(unsigned short* address, const unsigned low, 
     ((unsigned*)address)[1] = high;
 }
 template <int PENDING> static inline void copies_wait() {}
+// bulk copies (STAGE_BULK): a copy at once; the barrier a count of the bytes expected less those landed, which must be
+// zero when the kernel waits for it (on the GPU a wrong count never completes, or lets the kernel read too early), and
+// the copies' addresses and sizes in whole 16 bytes: each fault counted in bulk_faults (the tests read it)
+extern "C" { int bulk_faults = 0; }
+static inline void bulk_barrier_init(unsigned long long* barrier) { *barrier = 0; }
+static inline void bulk_expect(unsigned long long* barrier, const unsigned bytes)
+{
+    __atomic_add_fetch((long long*)barrier, (long long)bytes, __ATOMIC_SEQ_CST);
+}
+static inline void bulk_copy(float* shared, const float* global, const unsigned bytes, unsigned long long* barrier)
+{
+    if ((unsigned long long)shared % 16 || (unsigned long long)global % 16 || bytes % 16 || bytes == 0)
+        __atomic_add_fetch(&bulk_faults, 1, __ATOMIC_SEQ_CST);
+    std::memcpy(shared, global, bytes);
+    __atomic_sub_fetch((long long*)barrier, (long long)bytes, __ATOMIC_SEQ_CST);
+}
+static inline void bulk_wait(unsigned long long* barrier, const unsigned)
+{
+    if (__atomic_load_n((long long*)barrier, __ATOMIC_SEQ_CST) != 0) __atomic_add_fetch(&bulk_faults, 1, __ATOMIC_SEQ_CST);
+}
 static unsigned mma_a[512][4], mma_b[512][2];  // (up to 512 threads) every lane of a warp calls mma_16816 together
 static inline void mma_16816(float* d, const unsigned* a, const unsigned* b)
 {
@@ -205,7 +225,8 @@ extern "C" void run_update(const unsigned short* codes, const unsigned short* x,
 
 @pytest.fixture(scope="module", params=["rows", "fragments", "rows-l2", "rows-wide", "rows-staged", "frag64-staged",
                                         "frag64-staged-first", "rows-cs", "rows-wide-cs", "rows-resident-whole",
-                                        "rows-resident-whole-1", "rows-144", "rows-overlap", "rows-wide-wgmma"])
+                                        "rows-resident-whole-1", "rows-144", "rows-overlap", "rows-wide-wgmma",
+                                        "rows-bulk-raw-wgmma", "rows-bulk-wgmma"])
 def kernel_on_cpu(tmp_path_factory, request):
     """The kernel built under g++ with each epilogue that takes the step (mma_update.EPILOGUE_VARIANTS; a ``wgmma``
     variant's products emulated through their descriptors)."""
@@ -332,6 +353,7 @@ def test_the_tensor_core_update_takes_the_unit_norm_step_from_the_maps(kernel_on
                              *grid, threads, *arguments)
     # every warp's part of every row is there (what sums them adds all), zero from the warp wholly past fan_in (the
     # second tile's second warp: columns 144..191; none in a tile of 144)
+    assert ctypes.c_int.in_dll(kernel_on_cpu, "bulk_faults").value == 0  # bulk copies whole, and as many as expected
     assert not numpy.isnan(partial_squares).any()
     assert (partial_squares[:, 3] == 0).all() if warps == 2 else (partial_squares != 0).all()
     new_norms = (1 / numpy.sqrt(partial_squares.astype(numpy.float64).sum(-1))).reshape(count, rows)

@@ -102,6 +102,41 @@ __device__ __forceinline__ void mma_16816(float* d, const unsigned* a, const uns
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 __device__ __forceinline__ void prefetch_l2(const float* address) { asm volatile("prefetch.global.L2 [%0];" ::"l"(address)); }
+#if STAGE_BULK  // (sm_90) bulk copies into shared memory, counted on a barrier in shared memory (mbarrier)
+// the barrier made, expecting one arrival (the thread that then says how many bytes will land: bulk_expect)
+__device__ __forceinline__ void bulk_barrier_init(unsigned long long* barrier)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n\tfence.mbarrier_init.release.cluster;"
+                 ::"r"((unsigned)__cvta_generic_to_shared(barrier)) : "memory");
+}
+// the one arrival, with the bytes the copies will land (before or after some of them do: the count may go below zero)
+__device__ __forceinline__ void bulk_expect(unsigned long long* barrier, const unsigned bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
+                 ::"r"((unsigned)__cvta_generic_to_shared(barrier)), "r"(bytes) : "memory");
+}
+// bytes (a multiple of 16; both addresses 16-byte aligned) from global to shared memory by the copy engine: no
+// registers, no L1; the barrier counts them as they land
+__device__ __forceinline__ void bulk_copy(float* shared, const float* global, const unsigned bytes,
+                                          unsigned long long* barrier)
+{
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                 ::"r"((unsigned)__cvta_generic_to_shared(shared)), "l"(global), "r"(bytes),
+                 "r"((unsigned)__cvta_generic_to_shared(barrier)) : "memory");
+}
+// wait until the barrier's phase `parity` is complete: every byte expected has landed
+__device__ __forceinline__ void bulk_wait(unsigned long long* barrier, const unsigned parity)
+{
+    const unsigned address = (unsigned)__cvta_generic_to_shared(barrier);
+    unsigned done = 0;
+    do {
+        asm volatile("{\n\t.reg .pred complete;\n\t"
+                     "mbarrier.try_wait.parity.shared::cta.b64 complete, [%1], %2;\n\t"
+                     "selp.u32 %0, 1, 0, complete;\n\t}"
+                     : "=r"(done) : "r"(address), "r"(parity) : "memory");
+    } while (!done);
+}
+#endif
 // named barriers (ids 1-15; 0 is __syncthreads'): count threads, in whole warps, wait (sync) or only arrive (arrive);
 // both order this thread's earlier shared-memory accesses before the barrier's completion
 __device__ __forceinline__ void named_sync(const int id, const int count)
@@ -295,6 +330,9 @@ _SOURCE = r"""
 #endif
 #if WGMMA
 #define TILE_K 64  // a k-tile: the codes' and fields' rows of 128 bytes, swizzled
+// where the staged rows start (STAGE_BULK): after two stages of A and B and the products' tile over them
+#define WGMMA_OPERAND_BYTES (2 * (TILE_M + 48 * WARPS_N) * TILE_K * 2 > TILE_M * OUT_ROW * 4 ? \
+                             2 * (TILE_M + 48 * WARPS_N) * TILE_K * 2 : TILE_M * OUT_ROW * 4)
 #else
 #define TILE_K 32
 #endif
@@ -354,6 +392,12 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(1024)));
 #ifndef STREAMING  // the rows epilogue's raw, velocity and operand read and written cache-streaming (load_once)
 #define STREAMING 0
 #endif
+#ifndef STAGE_BULK  // (wgmma variants) 1: the tile's raw values brought into shared memory by bulk copies (the copy
+// engine's, cp.async.bulk) at the block's start, landing while the products are taken; 2: its velocity too
+#define STAGE_BULK 0
+#endif
+#define STAGED_RAW (STAGE_U || STAGE_BULK)  // the rows epilogue reads raw from staged_u, not from global memory
+#define STAGED_VELOCITY (STAGE_BULK == 2)  // ... and velocity from staged_v
 #define STAGING (STAGE_U || STAGE_FRAGMENTS)
 #define OPERAND_BYTES (2 * (TILE_M + TILE_N) * ROW * (int)sizeof(OPERAND))  // the two stages of the A and B tiles
 #if SPLIT_TF32 && (COLUMN_TILES || STAGING || !EPILOGUE_ROWS || TILE_M != 128 || WARPS_N != 2)
@@ -364,6 +408,9 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(1024)));
 #endif
 #if WARPS_N != 2 && (STAGE_U || STAGE_FRAGMENTS || COLUMN_TILES || !(EPILOGUE_ROWS || GEMM_ONLY))
 #error "blocks of other than 96 columns take the rows epilogue (or none), nothing staged, one column tile a block"
+#endif
+#if STAGE_BULK && (!WGMMA || !EPILOGUE_ROWS || COLUMN_TILES || STAGING)
+#error "bulk copies take the wgmma rows epilogue of one column tile a block, nothing else staged"
 #endif
 #if WGMMA && (SPLIT_TF32 || STAGING || TILE_M != 128 || WARPS_N != 2 || (COLUMN_TILES && !SPECIALIZED) \
               || !(EPILOGUE_ROWS || GEMM_ONLY || SPECIALIZED))
@@ -443,7 +490,8 @@ __device__ __forceinline__ void store_products(float* tile, const float (&acc)[1
 // the step of the products' tile (tile, the gradient of columns n0 .. of rows m0 ..) by THREADS threads from `thread`:
 // whole rows, 24 threads a row of 96 columns (36 of 144), a float4 of raw, of velocity and of the gradient each (a
 // warp's loads 512 contiguous bytes in 2 or 3 runs instead of 8 rows' 32 bytes), LOADS float4s of raw and of velocity
-// in flight a thread at once; each float4's new sum of squares written in its place (raw from staged_u with STAGE_U)
+// in flight a thread at once; each float4's new sum of squares written in its place (raw from staged_u with STAGE_U or
+// STAGE_BULK, velocity from after it with STAGE_BULK 2: both TILE_M x TILE_N floats, as the rows lie in the tile)
 template <int THREADS, int LOADS>
 __device__ __forceinline__ void step_tile(float* tile, const float* staged_u, const int thread, const int m0,
     const int n0, const long long block, const int rows, const int fan_in, float* raw, float* velocity,
@@ -456,14 +504,16 @@ __device__ __forceinline__ void step_tile(float* tile, const float* staged_u, co
             const int c = first + q * THREADS, m = m0 + c / ROW_VECTORS, n = n0 + (c % ROW_VECTORS) * 4;
             if (m < rows && n < fan_in) {  // fan_in % 4 == 0: whole float4s
                 const long long offset = (block * rows + m) * fan_in + n;
-#if STAGE_U
+#if STAGED_RAW
                 u[q] = *(const float4*)(staged_u + 4 * c);
 #elif STREAMING
                 u[q] = load_once(raw + offset);
 #else
                 u[q] = *(const float4*)(raw + offset);
 #endif
-#if STREAMING
+#if STAGED_VELOCITY
+                v[q] = *(const float4*)(staged_u + TILE_M * TILE_N + 4 * c);
+#elif STREAMING
                 v[q] = load_once(velocity + offset);
 #else
                 v[q] = *(const float4*)(velocity + offset);
@@ -513,6 +563,8 @@ __device__ __forceinline__ void rows_epilogue(float* tile, const Sums& acc, cons
     store_products(tile, acc, warp_m, warp_n, g, t);
 #if STAGE_U
     copies_wait<0>();  // this thread's staged raw values are there (it reads only its own)
+#elif STAGE_BULK
+    bulk_wait((unsigned long long*)(staged_u + STAGE_BULK * TILE_M * TILE_N), 0);  // every staged row has landed
 #endif
     __syncthreads();
     step_tile<BLOCK_THREADS, LOADS_A_ROUND>(tile, staged_u, tid, m0, n0, block, rows, fan_in, raw, velocity, operand,
@@ -827,6 +879,25 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
         if (m < rows && n < fan_in) prefetch_l2((which < 3 ? raw : velocity) + (block * rows + m) * fan_in + n);
     }
 #endif
+#if STAGE_BULK
+    // the tile's rows of raw (and velocity) into shared memory after the operand stages, one bulk copy a row of 96
+    // floats (384 contiguous bytes; fewer in a part-empty last column tile), issued now by one thread a row and landing
+    // while the products are taken; the barrier after them counts the bytes (rows_epilogue waits for them)
+    float* staged_u = (float*)(mma_shared + WGMMA_OPERAND_BYTES);
+    unsigned long long* staged_landed = (unsigned long long*)(staged_u + STAGE_BULK * TILE_M * TILE_N);
+    if (tid == 0) bulk_barrier_init(staged_landed);
+    __syncthreads();  // the barrier is made before any copy names it
+    {
+        const int staged_rows = rows - m0 < TILE_M ? rows - m0 : TILE_M;
+        const unsigned row_bytes = 4u * (fan_in - n0 < TILE_N ? fan_in - n0 : TILE_N);
+        if (tid == 0) bulk_expect(staged_landed, STAGE_BULK * staged_rows * row_bytes);
+        for (int c = tid; c < STAGE_BULK * staged_rows; c += BLOCK_THREADS) {
+            const int which = c / staged_rows, r = c % staged_rows;
+            bulk_copy(staged_u + which * TILE_M * TILE_N + r * TILE_N,
+                      (which ? velocity : raw) + (block * rows + m0 + r) * fan_in + n0, row_bytes, staged_landed);
+        }
+    }
+#endif
 #if WGMMA  // two stages, one k-tile of copies in flight while the other is multiplied, as mma.sync's loop below
     SET_SHARED_ARENA(mma_shared);
     load(0, 0);
@@ -888,7 +959,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
     for (int e = 0; e < 48; ++e) sum += (&acc[0][0][0])[e];
     if (m0 + tid < rows) partial_squares[(block * rows + m0 + tid) * tiles_n + blockIdx.y * WARPS_N] = sum;
 #elif EPILOGUE_ROWS
-#if !STAGE_U
+#if !STAGED_RAW
     const float* staged_u = nullptr;  // (nothing staged)
 #endif
     rows_epilogue((float*)mma_shared, acc, staged_u, tid, warp_m, warp_n, g, t, m0, n0, block, rows, fan_in, raw,
@@ -1014,6 +1085,12 @@ EPILOGUE_VARIANTS = {
     # carveout the blocks need changed nothing (those variants, taken out, are at 6ac3207 and a1f9b9e).  Codes whose
     # width is not in whole 64s take rows-wide (wgmma_or_rows)
     "rows-wide-wgmma": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1},
+    # Session 45 (for benchmarks until measured): rows-wide-wgmma with the tile's raw values ("-raw": 104 KiB a block,
+    # two an SM) or its raw and velocity (152 KiB, one an SM) brought into shared memory by bulk copies (cp.async.bulk,
+    # a row of 96 floats a copy) issued at the block's start: they land while the products are taken, the bytes in
+    # flight held by the copy engine, not by registers or warps, and the epilogue then loads only what is not staged
+    "rows-bulk-raw-wgmma": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "STAGE_BULK": 1},
+    "rows-bulk-wgmma": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 1, "LOADS_A_ROUND": 6, "WGMMA": 1, "STAGE_BULK": 2},
     "gemm-only-wgmma": {"GEMM_ONLY": 1, "WGMMA": 1},
     # For benchmarks (session 43; run in session 44: 13.83 ms over the stages against rows-wide-wgmma's 11.43, H100,
     # bench/results/session44/overlap/): rows-overlap with its
@@ -1082,12 +1159,12 @@ def resident_or_rows(variant: str, width: int) -> str:
 
 def default_variant(channels: int, width: int) -> str:
     """The variant the training takes for maps of ``channels`` channels and codes ``width`` wide: under
-    ``DASKSAE_MMA_EPILOGUE=auto`` and ``DASKSAE_WGMMA_UPDATE=1`` (and without ``DASKSAE_UPDATE_CACHE_HINTS=1``, whose
+    ``DASKSAE_MMA_EPILOGUE=auto`` and ``DASKSAE_WGMMA_UPDATE=1`` (or a ``wgmma`` variant's name: that one; and without ``DASKSAE_UPDATE_CACHE_HINTS=1``, whose
     cache-streaming variants are ``mma.sync``'s), :data:`WGMMA_VARIANT` where the GPU runs ``wgmma`` and ``width`` is
     in whole :data:`WGMMA_TILE_K`; else :func:`epilogue_for`'s."""
-    if (EPILOGUE == "auto" and WGMMA_UPDATE == "1" and not CACHE_HINTS and width % WGMMA_TILE_K == 0
+    if (EPILOGUE == "auto" and WGMMA_UPDATE != "0" and not CACHE_HINTS and width % WGMMA_TILE_K == 0
             and wgmma.supported()):
-        return WGMMA_VARIANT
+        return WGMMA_VARIANT if WGMMA_UPDATE == "1" else WGMMA_UPDATE
     return epilogue_for(EPILOGUE, channels)
 
 
@@ -1095,7 +1172,8 @@ def wgmma_or_rows(variant: str, width: int) -> str:
     """``variant``, or (a ``wgmma`` variant, for codes ``width`` wide not in whole :data:`WGMMA_TILE_K`) its
     ``mma.sync`` twin without ``-wgmma``."""
     if EPILOGUE_VARIANTS[variant].get("WGMMA") and width % WGMMA_TILE_K:
-        return variant.removesuffix("-wgmma")
+        twin = variant.removesuffix("-wgmma")
+        return twin if twin in EPILOGUE_VARIANTS else "rows-wide"  # (the bulk variants' epilogue is rows-wide's)
     return variant
 
 
@@ -1125,8 +1203,11 @@ def shared_bytes(variant: str = "rows", split_tf32: bool = False) -> int:
     if defines.get("STAGE_FRAGMENTS"):
         rows = tile_rows(variant)
         return 2 * (rows + TILE_N) * ROW * 2 + 2 * rows * TILE_N * 4
-    if defines.get("WGMMA"):  # the products' tile over two stages of unpadded 128-byte rows
-        return max(TILE_M * out_row(variant) * 4, 2 * (TILE_M + TILE_N) * WGMMA_TILE_K * 2)
+    if defines.get("WGMMA"):  # the products' tile over two stages of unpadded 128-byte rows; the staged rows and
+        # their barrier after them (STAGE_BULK)
+        staged = defines.get("STAGE_BULK", 0) * STAGED_U_BYTES
+        return (max(TILE_M * out_row(variant) * 4, 2 * (TILE_M + TILE_N) * WGMMA_TILE_K * 2)
+                + (staged + 8 if staged else 0))
     return TILE_M * out_row(variant) * 4 + (STAGED_U_BYTES if defines.get("STAGE_U") else 0)
 EPILOGUE = switch("DASKSAE_MMA_EPILOGUE")  # the variant the training takes: a variant, or "auto" (epilogue_for)
 FEW_CHANNELS = 8  # maps with fewer channels than this (an image's 3) take "rows-wide" under "auto"
@@ -1174,7 +1255,7 @@ def _kernel(variant: str, split_tf32: bool = False, terms: int = 3):
     else:
         kernel = cupy.RawKernel(mma_update_source(variant, split_tf32, terms), name, options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant, split_tf32)
-    if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES")):
+    if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES", "STAGE_BULK")):
         # two blocks of 100-110 KiB or three of 73: as much shared memory as an SM has
         kernel.preferred_shared_memory_carveout = 100
     return kernel

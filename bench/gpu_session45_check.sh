@@ -1,0 +1,25 @@
+#!/bin/bash
+# Session 45's GPU checks (results in bench/results/session45/<part>/, each with its command.txt).
+#   PART=bulk (about 330 s): the update with the tile's raw values (rows-bulk-raw-wgmma) or raw and velocity
+#     (rows-bulk-wgmma) brought into shared memory by bulk copies at the block's start: their GPU tests against NumPy,
+#     the update floors over coates200's stages (M=96) beside rows-wide-wgmma, then the in-process bfloat16 step at the
+#     default and with the faster bulk variant, twice in turn
+source bench/device_setup.sh
+card
+case "${PART:-bulk}" in
+bulk)
+  gpu_tests ${TESTS_S:-120} tests/test_gpu.py -k "tensor_core_update_on_the_gpu and (bulk or rows-wide-wgmma)"
+  tail -3 $OUT/gpu-tests.log
+  timeout ${FLOOR_S:-100} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
+    --variants ${VARIANTS:-rows-bulk-raw-wgmma,rows-bulk-wgmma} \
+    --json $OUT/update-floor-bfloat16.json 2>&1 | filter | tee $OUT/update-floor.log
+  BEST=$(awk '$1 == "all" && $3 ~ /^\(rows-bulk/ { gsub(/[()]/, "", $3); if (!b || $5 < m) { m = $5; b = $3 } }
+    END { print b }' $OUT/update-floor.log)
+  echo "fastest bulk: ${BEST:=rows-bulk-wgmma}" | tee -a $OUT/gpu-step.log
+  for round in 1 2; do
+    STEP_DTYPE=bfloat16 in_process wide DASKSAE_WGMMA_UPDATE=1
+    STEP_DTYPE=bfloat16 in_process bulk DASKSAE_WGMMA_UPDATE=$BEST
+  done ;;
+esac
+cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
+true

@@ -4,6 +4,8 @@
 #     (rows-bulk-wgmma) brought into shared memory by bulk copies at the block's start: their GPU tests against NumPy,
 #     the update floors over coates200's stages (M=96) beside rows-wide-wgmma, then the in-process bfloat16 step at the
 #     default and with the faster bulk variant, twice in turn
+#   PART=row (about 300 s): the issue's bfloat16 rows (limit, in-process, 1 worker; 4 worker threads) with the update's
+#     variant VARIANT (or the default), after the GPU tests that train on the GPU
 source bench/device_setup.sh
 card
 case "${PART:-bulk}" in
@@ -20,6 +22,15 @@ bulk)
     STEP_DTYPE=bfloat16 in_process wide DASKSAE_WGMMA_UPDATE=1
     STEP_DTYPE=bfloat16 in_process bulk DASKSAE_WGMMA_UPDATE=$BEST
   done ;;
+row)  # (about 300 s) the issue's bfloat16 rows with the update's variant VARIANT (default: the default): the limit, the
+  # in-process step and 1 worker (10 steps a task), then 4 worker threads; the GPU tests that train on the GPU
+  [ -n "$VARIANT" ] && export DASKSAE_WGMMA_UPDATE=$VARIANT
+  gpu_tests ${TESTS_S:-100} tests/test_gpu.py tests/test_gpu_tiled.py -k "gpu_training_equals_cpu or cuda_graphs_equal"
+  tail -3 $OUT/gpu-tests.log
+  timeout ${ROW_S:-120} python3 bench/gpu_step.py --configs coates200 \
+    --minibatch 96 --modes limit,dasksae-1w --dtypes bfloat16 --steps-per-task 10 --runs 20 \
+    --json $OUT/gpu-step-1w-bfloat16.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log
+  FOUR_S=${FOUR_S:-120} four bfloat16 bfloat16 ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

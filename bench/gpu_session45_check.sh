@@ -6,6 +6,8 @@
 #     default and with the faster bulk variant, twice in turn
 #   PART=row (about 300 s): the issue's bfloat16 rows (limit, in-process, 1 worker; 4 worker threads) with the update's
 #     variant VARIANT (or the default), after the GPU tests that train on the GPU
+#   PART=connections (about 450 s): the 4 worker threads' kernel table, with how long 1, 2, 3, 4+ kernels run at once,
+#     and their issue row, at CUDA_DEVICE_MAX_CONNECTIONS 8 (the default) and 32
 source bench/device_setup.sh
 card
 case "${PART:-bulk}" in
@@ -31,6 +33,16 @@ row)  # (about 300 s) the issue's bfloat16 rows with the update's variant VARIAN
     --minibatch 96 --modes limit,dasksae-1w --dtypes bfloat16 --steps-per-task 10 --runs 20 \
     --json $OUT/gpu-step-1w-bfloat16.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log
   FOUR_S=${FOUR_S:-120} four bfloat16 bfloat16 ;;
+connections)  # (about 450 s) whether the 4 worker threads' kernels run side by side: their kernel table (with the time
+  # 1, 2, 3, 4+ kernels run at once) at the default 8 host-to-device connections and at 32
+  # (CUDA_DEVICE_MAX_CONNECTIONS: streams beyond the connections share a queue, and queue behind each other's waits);
+  # then the issue's 4-worker row at each
+  TABLE_S=${TABLE_S:-100} table_with_gaps 4w --tiles 2x2 --workers 4 --pipelined | head -3
+  grep "at once" $OUT/kernel-table-bfloat16-4w.log
+  (export CUDA_DEVICE_MAX_CONNECTIONS=32; TABLE_S=${TABLE_S:-100} table_with_gaps 4w-c32 --tiles 2x2 --workers 4 \
+    --pipelined | head -3; grep "at once" $OUT/kernel-table-bfloat16-4w-c32.log
+    FOUR_S=${FOUR_S:-110} four c32 bfloat16)
+  FOUR_S=${FOUR_S:-110} four c8 bfloat16 ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

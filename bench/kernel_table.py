@@ -52,6 +52,18 @@ def union_seconds(intervals) -> float:
     return total
 
 
+def concurrent_seconds(intervals) -> dict:
+    """How long 1, 2, 3 and 4 or more of the ``(start, end)`` intervals run at once (kernels of several streams):
+    ``{count: seconds}``, counts from 1 (4: four or more)."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    seconds, running, last = {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0}, 0, None
+    for time, change in events:
+        if running and last is not None:
+            seconds[min(running, 4)] += time - last
+        running, last = running + change, time
+    return seconds
+
+
 def idle_gaps(kernels):
     """The GPU's idle gaps between kernels (``(name, start, seconds)``, of any streams): ``(gap seconds, the kernel
     whose end the GPU idled after, the kernel it idled before)`` for each stretch with no kernel running."""
@@ -175,6 +187,10 @@ def main(argv=None):
           f"{sum(counts.values()) // runs} kernels a step")
     for name, seconds in rows[: args.top]:
         print(f"  {name:<62}{seconds * 1e3:>8.2f} ms {seconds / wall:>6.1%} {counts[name] // runs:>5}x")
+    concurrent = {count: seconds / runs for count, seconds in
+                  concurrent_seconds([(start, start + seconds) for _, start, seconds in kernels]).items()}
+    print("GPU time a step with 1, 2, 3, 4+ kernels running at once: "
+          + ", ".join(f"{seconds * 1e3:.2f} ms" for seconds in concurrent.values()))
     gaps = gap_summary(idle_gaps(kernels), runs)
     print("GPU idle a step by gap length (gaps inside the profiled steps; the rest of wall minus busy is before the "
           "first kernel and after the last):")
@@ -196,6 +212,7 @@ def main(argv=None):
                        "workers": args.workers, "pipelined": args.pipelined, "wall_seconds": wall, "kernel_seconds": busy, "busy_seconds": busy_total,
                        "kernels": {n: {"seconds": s, "calls": counts[n] // runs} for n, s in rows},
                        "idle_gaps": gaps, "launcher_idle_seconds_total": launcher_idle,
+                       "concurrent_seconds": concurrent,
                        "card": torch.cuda.get_device_name()}, handle, indent=1)
 
 

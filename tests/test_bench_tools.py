@@ -224,6 +224,16 @@ def test_the_kernel_tables_idle_gaps_are_the_stretches_no_stream_runs_a_kernel()
     assert ("b", "c") in [(row["after"], row["before"]) for row in summary["by_pair"]]  # families: prefixes cut
 
 
+def test_the_kernel_tables_concurrency_counts_how_many_kernels_run_at_each_moment():
+    """Kernels of several streams: each stretch of time counted under how many run in it (four or more as 4), idle
+    stretches under none, in any order of the intervals."""
+    intervals = [(5.0, 6.0), (1.5, 3.0), (0.0, 4.0), (1.0, 2.0), (7.0, 8.0), (7.0, 8.0), (7.0, 8.0), (7.0, 8.0),
+                 (7.5, 8.0)]
+    assert kernel_table.concurrent_seconds(intervals) == pytest.approx({1: 3.0, 2: 1.5, 3: 0.5, 4: 1.0})
+    assert sum(kernel_table.concurrent_seconds(intervals).values()) == pytest.approx(
+        kernel_table.union_seconds(intervals))
+
+
 def test_a_pipelined_row_is_the_mean_of_its_groups_and_a_plain_one_their_median():
     paired = [46.7e-3, 4.0e-3, 45.0e-3, 4.2e-3, 24.7e-3]  # session 32: reports two groups at a time
     assert step_timing.row_seconds(paired, pipelined=True) == pytest.approx(24.92e-3)

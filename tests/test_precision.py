@@ -334,9 +334,11 @@ def test_the_wgmma_switches_name_their_kernels_variants(monkeypatch):
     assert mma_transpose.WGMMA_VARIANT in mma_transpose.WGMMA_VARIANTS
     choices, default = SWITCHES["DASKSAE_WGMMA_TRANSPOSE"]
     assert default == "1" and set(choices) == {"0", "1"} | set(mma_transpose.WGMMA_VARIANTS)
-    assert SWITCHES["DASKSAE_WGMMA_UPDATE"] == (("1", "0"), "1")
-    assert mma_update.EPILOGUE_VARIANTS[mma_update.WGMMA_VARIANT].get("WGMMA")
-    assert mma_update.wgmma_or_rows(mma_update.WGMMA_VARIANT, 96) == "rows-wide"  # codes not in whole 64s
+    choices, default = SWITCHES["DASKSAE_WGMMA_UPDATE"]
+    assert default == "1" and {"0", "1", mma_update.WGMMA_VARIANT} <= set(choices)
+    for name in set(choices) - {"0", "1"}:  # each a wgmma variant of the update, leaving codes not in whole 64s to
+        assert mma_update.EPILOGUE_VARIANTS[name].get("WGMMA")  # rows-wide (session 45's bulk variants too)
+        assert mma_update.wgmma_or_rows(name, 96) == "rows-wide"
     assert mma_transpose.variant_for(64, "w64x3-swizzled") == "w64x3-swizzled"
     assert mma_transpose.variant_for(96, "w64x3-swizzled") == "k32x4"  # rows not in whole 64s keep mma.sync's tiles
     monkeypatch.setenv("DASKSAE_WGMMA_FORWARD", "w64x3")

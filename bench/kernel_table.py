@@ -57,10 +57,10 @@ def concurrent_seconds(intervals) -> dict:
     ``{count: seconds}``, counts from 1 (4: four or more)."""
     events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
     seconds, running, last = {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0}, 0, None
-    for time, change in events:
+    for moment, change in events:
         if running and last is not None:
-            seconds[min(running, 4)] += time - last
-        running, last = running + change, time
+            seconds[min(running, 4)] += moment - last
+        running, last = running + change, moment
     return seconds
 
 

@@ -397,7 +397,7 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(1024)));
 #define STAGE_BULK 0
 #endif
 #define STAGED_RAW (STAGE_U || STAGE_BULK)  // the rows epilogue reads raw from staged_u, not from global memory
-#define STAGED_VELOCITY (STAGE_BULK == 2)  // ... and velocity from staged_v
+#define STAGED_VELOCITY (STAGE_BULK == 2)  // ... and velocity from the TILE_M x TILE_N floats after them
 #define STAGING (STAGE_U || STAGE_FRAGMENTS)
 #define OPERAND_BYTES (2 * (TILE_M + TILE_N) * ROW * (int)sizeof(OPERAND))  // the two stages of the A and B tiles
 #if SPLIT_TF32 && (COLUMN_TILES || STAGING || !EPILOGUE_ROWS || TILE_M != 128 || WARPS_N != 2)
@@ -1085,10 +1085,12 @@ EPILOGUE_VARIANTS = {
     # carveout the blocks need changed nothing (those variants, taken out, are at 6ac3207 and a1f9b9e).  Codes whose
     # width is not in whole 64s take rows-wide (wgmma_or_rows)
     "rows-wide-wgmma": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1},
-    # Session 45 (for benchmarks until measured): rows-wide-wgmma with the tile's raw values ("-raw": 104 KiB a block,
-    # two an SM) or its raw and velocity (152 KiB, one an SM) brought into shared memory by bulk copies (cp.async.bulk,
-    # a row of 96 floats a copy) issued at the block's start: they land while the products are taken, the bytes in
-    # flight held by the copy engine, not by registers or warps, and the epilogue then loads only what is not staged
+    # For benchmarks (session 45, lost): rows-wide-wgmma with the tile's raw values ("-raw": 104 KiB a block, two an
+    # SM) or its raw and velocity (152 KiB, one an SM) brought into shared memory by bulk copies (cp.async.bulk, a row
+    # of 96 floats a copy) issued at the block's start, landing while the products are taken; the epilogue then loads
+    # only what is not staged.  On an H100 (bench/results/session45/bulk/: coates200, M=96) 11.57 and 15.16 ms over
+    # the stages against rows-wide-wgmma's 11.37; the in-process bfloat16 step with -raw 22.5 / 22.7 ms against
+    # 22.3 / 22.2
     "rows-bulk-raw-wgmma": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "STAGE_BULK": 1},
     "rows-bulk-wgmma": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 1, "LOADS_A_ROUND": 6, "WGMMA": 1, "STAGE_BULK": 2},
     "gemm-only-wgmma": {"GEMM_ONLY": 1, "WGMMA": 1},
@@ -1159,9 +1161,10 @@ def resident_or_rows(variant: str, width: int) -> str:
 
 def default_variant(channels: int, width: int) -> str:
     """The variant the training takes for maps of ``channels`` channels and codes ``width`` wide: under
-    ``DASKSAE_MMA_EPILOGUE=auto`` and ``DASKSAE_WGMMA_UPDATE=1`` (or a ``wgmma`` variant's name: that one; and without ``DASKSAE_UPDATE_CACHE_HINTS=1``, whose
+    ``DASKSAE_MMA_EPILOGUE=auto`` and ``DASKSAE_WGMMA_UPDATE=1`` (and without ``DASKSAE_UPDATE_CACHE_HINTS=1``, whose
     cache-streaming variants are ``mma.sync``'s), :data:`WGMMA_VARIANT` where the GPU runs ``wgmma`` and ``width`` is
-    in whole :data:`WGMMA_TILE_K`; else :func:`epilogue_for`'s."""
+    in whole :data:`WGMMA_TILE_K` (the variant ``DASKSAE_WGMMA_UPDATE`` names, where it names one); else
+    :func:`epilogue_for`'s."""
     if (EPILOGUE == "auto" and WGMMA_UPDATE != "0" and not CACHE_HINTS and width % WGMMA_TILE_K == 0
             and wgmma.supported()):
         return WGMMA_VARIANT if WGMMA_UPDATE == "1" else WGMMA_UPDATE

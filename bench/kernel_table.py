@@ -76,6 +76,16 @@ def idle_gaps(kernels):
     return gaps
 
 
+def write_trace(path, kernels, streams):
+    """Write ``kernels`` (``(name, start, seconds)``) with their CUDA ``streams`` to ``path`` as JSON, in start order,
+    times in seconds from the first kernel's start."""
+    records = sorted(zip(kernels, streams), key=lambda record: record[0][1])
+    origin = records[0][0][1] if records else 0.0
+    with open(path, "w") as handle:
+        json.dump([{"name": kernel_family(name), "stream": int(stream), "start": start - origin, "seconds": seconds}
+                   for (name, start, seconds), stream in records], handle)
+
+
 GAP_BOUNDS = (10e-6, 50e-6, 200e-6, 1e-3)  # seconds: the gap table's bins
 
 
@@ -121,6 +131,9 @@ def main(argv=None):
                              "read, as dasksae train does")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--trace", default=None,
+                        help="write every profiled kernel (name, CUDA stream, start and length in seconds from the "
+                             "first) to this JSON file, to see which streams' kernels run side by side")
     args = parser.parse_args(argv)
     config = coates(args.config)
     x = numpy.random.default_rng(0).standard_normal(config.input_shape + (args.minibatch,)).astype("float32")
@@ -169,11 +182,16 @@ def main(argv=None):
     totals, counts = collections.defaultdict(float), collections.defaultdict(int)
     runs = args.runs * steps
     try:  # every device activity, linked to a torch op or not
-        kernels = [(e.name(), e.start_ns() / 1e9, e.duration_ns() / 1e9) for e in profiler.profiler.kineto_results.events()
-                   if e.device_type() == torch.autograd.DeviceType.CUDA]
+        events = [e for e in profiler.profiler.kineto_results.events()
+                  if e.device_type() == torch.autograd.DeviceType.CUDA]
+        kernels = [(e.name(), e.start_ns() / 1e9, e.duration_ns() / 1e9) for e in events]
+        streams = [getattr(e, "device_resource_id", lambda: -1)() for e in events]
     except AttributeError:  # another torch: the parsed events
-        kernels = [(e.name, e.time_range.start / 1e6, e.time_range.elapsed_us() / 1e6) for e in profiler.events()
-                   if e.device_type == torch.autograd.DeviceType.CUDA]
+        events = [e for e in profiler.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        kernels = [(e.name, e.time_range.start / 1e6, e.time_range.elapsed_us() / 1e6) for e in events]
+        streams = [getattr(e, "device_resource_id", -1) for e in events]
+    if args.trace:
+        write_trace(args.trace, kernels, streams)
     for name, _, seconds in kernels:
         family = kernel_family(name)
         totals[family] += seconds / runs

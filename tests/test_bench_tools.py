@@ -294,3 +294,11 @@ def test_the_probes_mn_major_tiles_put_each_value_where_a_transposed_b_is_addres
     assert sorted(ordered.tolist()) == sorted(tile.reshape(-1).tolist())
     with pytest.raises(ValueError, match="whole core matrices"):
         tensor_core_probe.mn_major_order(tile[:12])
+
+
+def test_the_kernel_tables_trace_lists_each_kernel_with_its_stream_in_start_order(tmp_path):
+    kernels = [("void cupy_b<float>(int)", 5.0, 1.0), ("void cupy_a(float)", 4.0, 0.5)]
+    kernel_table.write_trace(tmp_path / "trace.json", kernels, [7, 13])
+    trace = json.loads((tmp_path / "trace.json").read_text())
+    assert trace == [{"name": "a", "stream": 13, "start": 0.0, "seconds": 0.5},
+                     {"name": "b", "stream": 7, "start": 1.0, "seconds": 1.0}]

@@ -21,6 +21,42 @@ import collections
 import numpy
 
 
+def run_levels(programs) -> dict:
+    """How deep each tile's graph run lies in the step's chain of waits: ``{(program number, run number): level}``.
+
+    ``programs``: the tiles' recorded programs (:class:`~dasksae.tile_program.TileProgram`), cut into graph runs at
+    receipts (the default, ``DASKSAE_GRAPH_CUTS=receipts``).  A run waits for its tile's run before it and for the
+    runs whose sends it receives (a run's sends are made at its end); its level is one more than the deepest of
+    those.  Runs of one level can run side by side on one GPU; the deepest level is the step's longest chain."""
+    from dasksae import cuda_graphs
+    from dasksae.tile_program import CALL
+
+    sent_by, waits = {}, {}
+    for number, program in enumerate(programs):
+        run = -1
+        for kind, indices in cuda_graphs.plan(program.operations, cut_at_sends=False):
+            operation = program.operations[indices[0]]
+            if kind == cuda_graphs.MESSAGE:
+                sent_by[operation[2]] = (number, run)
+                continue
+            run += 1
+            waits[(number, run)] = [suffix for suffix, _ in operation[3]] if operation[0] == CALL else []
+    levels: dict = {}
+
+    def level(key):
+        if key[1] < 0:  # sends made before the program's first graph run
+            return 0
+        if key not in levels:
+            number, run = key
+            before = [level((number, run - 1))] if run else [0]
+            levels[key] = 1 + max(before + [level(sent_by[suffix]) for suffix in waits[key] if suffix in sent_by])
+        return levels[key]
+
+    for key in waits:
+        level(key)
+    return levels
+
+
 def main():
     import distributed
 
@@ -55,6 +91,10 @@ def main():
         launches = sum(-(-n // per_launch) for n in batches + taken)
         print(f"{number:>12} {len(program.operations):>10} {kinds[cuda_graphs.GRAPH]:>10} {kinds[cuda_graphs.MESSAGE]:>6} "
               f"{kinds[cuda_graphs.EAGER]:>9} {received:>18} {merged:>27} {sent:>11} {sum(taken):>8} {launches:>13}")
+
+    levels = run_levels(list(tile_program._programs.values()))
+    print(f"longest chain of graph runs a step: {max(levels.values())} (a tile's longest program: "
+          f"{max(run for _, run in levels) + 1} runs; runs of one level can run side by side)")
 
 
 if __name__ == "__main__":

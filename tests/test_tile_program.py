@@ -215,3 +215,25 @@ def test_replayed_steps_with_fused_halo_cuts_equal_those_without(monkeypatch, ob
         batched = sum(op[0] == 1 and op[1] is cut_parts for p in tile_program._programs.values() for op in p.operations)
         assert (batched > 0) == fused, batched
     _assert_the_same_training(outcomes[True], outcomes[False])
+
+
+def test_the_tiles_calls_of_a_layer_wait_only_for_the_layer_before():
+    """Each tile's task sends its neighbours their strips of a layer before it waits for its own, so on 2x2 tiles no
+    tile's graph run waits for another tile's run of the same layer: the step's longest chain of waits
+    (``bench/graph_runs.py``'s levels) is one tile's runs plus the stage reductions on the first tile, not the four
+    tiles' runs one after another (73 levels of 20 runs before session 46)."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+    from graph_runs import run_levels
+
+    config = UNEVEN.replace(objective="rica", name="uneven-rica")
+    batches = [numpy.random.default_rng(7).standard_normal(config.input_shape + (2,)) for _ in range(2)]
+    tile_program.forget_all()
+    _trained_on_four_threads(config, batches)
+    programs = list(tile_program._programs.values())
+    levels = run_levels(programs)
+    longest_program = max(run for _, run in levels) + 1
+    assert longest_program >= 10
+    assert max(levels.values()) <= longest_program + len(config.stages), (max(levels.values()), longest_program)

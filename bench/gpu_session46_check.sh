@@ -3,9 +3,9 @@
 #   PART=trace (about 150 s): the 4 worker threads' bfloat16 kernel table (2x2 tiles, pipelined), with every kernel's
 #     CUDA stream and times written to $OUT/trace-4w.json (bench/kernel_table.py --trace), to see which tiles' kernels
 #     run side by side and where a part-empty last wave is left unfilled
-#   PART=order (about 400 s): with each tile's sends of a layer made before it waits for its own strips (the tiles'
+#   PART=order (about 350 s): with each tile's sends of a layer made before it waits for its own strips (the tiles'
 #     runs of a layer no longer wait for each other): the GPU tests of the tiled step, the 4 worker threads' kernel
-#     table with its trace, and the issue's 4-worker row (with the in-process step) twice
+#     table with its trace, and the issue's 4-worker row (with the in-process step) ROUNDS times (1)
 source bench/device_setup.sh
 card
 case "${PART:-trace}" in
@@ -17,8 +17,7 @@ order)
   tail -3 $OUT/gpu-tests.log
   TABLE_S=${TABLE_S:-100} table_with_gaps 4w --tiles 2x2 --workers 4 --pipelined --trace $OUT/trace-4w.json | head -3
   grep "at once" $OUT/kernel-table-bfloat16-4w.log
-  FOUR_S=${FOUR_S:-110} four first bfloat16
-  FOUR_S=${FOUR_S:-110} four second bfloat16 ;;
+  for round in $(seq ${ROUNDS:-1}); do FOUR_S=${FOUR_S:-110} four round$round bfloat16; done ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -6,8 +6,8 @@
 #   PART=order (about 350 s): with each tile's sends of a layer made before it waits for its own strips (the tiles'
 #     runs of a layer no longer wait for each other): the GPU tests of the tiled step, the 4 worker threads' kernel
 #     table with its trace, and the issue's 4-worker row (with the in-process step) ROUNDS times (1)
-#   PART=side (about 200 s): the in-process bfloat16 step with the update on a side stream (DASKSAE_UPDATE_STREAM=1,
-#     priority) against in line (0), twice in turn: whether the one-tile step's small kernels fill in beside the
+#   PART=side (about 120 s a round): the in-process bfloat16 step with the update on a side stream (DASKSAE_UPDATE_STREAM=1,
+#     priority) against in line (0), ROUNDS (1) times in turn: whether the one-tile step's small kernels fill in beside the
 #     update now that the products are on wgmma (session 34, before them: no gain)
 source bench/device_setup.sh
 card
@@ -22,7 +22,7 @@ order)
   grep "at once" $OUT/kernel-table-bfloat16-4w.log
   for round in $(seq ${ROUNDS:-1}); do FOUR_S=${FOUR_S:-110} four round$round bfloat16; done ;;
 side)
-  for round in 1 2; do
+  for round in $(seq ${ROUNDS:-1}); do
     for mode in 0 1 priority; do STEP_DTYPE=bfloat16 in_process stream-$mode DASKSAE_UPDATE_STREAM=$mode; done
   done ;;
 esac

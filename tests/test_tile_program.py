@@ -217,11 +217,12 @@ def test_replayed_steps_with_fused_halo_cuts_equal_those_without(monkeypatch, ob
     _assert_the_same_training(outcomes[True], outcomes[False])
 
 
-def test_the_tiles_calls_of_a_layer_wait_only_for_the_layer_before():
-    """Each tile's task sends its neighbours their strips of a layer before it waits for its own, so on 2x2 tiles no
-    tile's graph run waits for another tile's run of the same layer: the step's longest chain of waits
+@pytest.mark.parametrize("tiles", ["2x2", "3x3"])
+def test_the_tiles_calls_of_a_layer_wait_only_for_the_layer_before(tiles):
+    """Each tile's task sends its neighbours their strips of a layer before it waits for its own, so no tile's graph
+    run waits for another tile's run of the same layer: the step's longest chain of waits
     (``bench/graph_runs.py``'s levels) is one tile's runs plus the stage reductions on the first tile, not the four
-    tiles' runs one after another (73 levels of 20 runs before session 46)."""
+    tiles' runs one after another (on 2x2 tiles of config tiny, 73 levels of 20 runs before session 46)."""
     import os
     import sys
 
@@ -231,9 +232,8 @@ def test_the_tiles_calls_of_a_layer_wait_only_for_the_layer_before():
     config = UNEVEN.replace(objective="rica", name="uneven-rica")
     batches = [numpy.random.default_rng(7).standard_normal(config.input_shape + (2,)) for _ in range(2)]
     tile_program.forget_all()
-    _trained_on_four_threads(config, batches)
-    programs = list(tile_program._programs.values())
-    levels = run_levels(programs)
+    _trained_on_four_threads(config, batches, tiles=tiles)
+    levels = run_levels(list(tile_program._programs.values()))
     longest_program = max(run for _, run in levels) + 1
     assert longest_program >= 10
     assert max(levels.values()) <= longest_program + len(config.stages), (max(levels.values()), longest_program)

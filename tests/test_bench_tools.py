@@ -18,6 +18,7 @@ import kernel_registers  # noqa: E402
 import kernel_table  # noqa: E402
 import step_timing  # noqa: E402
 import tensor_core_probe  # noqa: E402
+import trace_timeline  # noqa: E402
 import profiler_cost  # noqa: E402
 
 
@@ -302,3 +303,22 @@ def test_the_kernel_tables_trace_lists_each_kernel_with_its_stream_in_start_orde
     trace = json.loads((tmp_path / "trace.json").read_text())
     assert trace == [{"name": "a", "stream": 13, "start": 0.0, "seconds": 0.5},
                      {"name": "b", "stream": 7, "start": 1.0, "seconds": 1.0}]
+
+
+def test_the_trace_timeline_puts_each_kernel_in_its_streams_lane_under_its_kind(tmp_path):
+    kernels = [{"name": "dasksae_wgmma_filter_forward", "stream": 14, "start": 0.010, "seconds": 0.002},
+               {"name": "dasksae_copy_strips", "stream": 13, "start": 0.011, "seconds": 0.001},
+               {"name": "dasksae_lcn_smooth", "stream": 13, "start": 0.0125, "seconds": 0.001},
+               {"name": "dasksae_wgmma_filter_weight_grad_update", "stream": 13, "start": 0.030, "seconds": 0.004}]
+    assert [trace_timeline.kind_of(k["name"]) for k in kernels] == ["W x", "halo copies", "the rest", "update"]
+    lanes = trace_timeline.lanes(kernels, start=0.010, length=0.005)  # the update starts after the window
+    assert list(lanes) == [13, 14]
+    assert lanes[13] == {"halo copies": [(pytest.approx(1.0), pytest.approx(1.0))],
+                         "the rest": [(pytest.approx(2.5), pytest.approx(1.0))]}
+    assert lanes[14] == {"W x": [(0.0, pytest.approx(2.0))]}
+    path = tmp_path / "trace.json"
+    path.write_text(json.dumps(kernels))
+    trace_timeline.main([str(path), "--start", "0.01", "--length", "0.005", "--out", str(tmp_path / "t.png")])
+    assert (tmp_path / "t.png").stat().st_size > 1000
+    with pytest.raises(SystemExit, match="no kernel starts between"):
+        trace_timeline.main([str(path), "--start", "1", "--out", str(tmp_path / "none.png")])

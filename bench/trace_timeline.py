@@ -1,7 +1,7 @@
 """A picture of which CUDA streams' kernels ran when: one lane a stream, kernels coloured by what they do.
 
     python bench/trace_timeline.py bench/results/session46/order/trace-4w.json.gz --start 0.30 --length 0.05 \
-        --out bench/results/session46/order/timeline-4w.png
+        --out bench/results/session46/order/timeline-4w.png --steps 30
 
 Reads a trace written by ``bench/kernel_table.py --trace`` (JSON, gzipped or
 not: each kernel's name, stream, start and length in seconds) and draws the
@@ -46,6 +46,32 @@ def lanes(trace: list, start: float, length: float) -> dict:
     return dict(sorted(out.items()))
 
 
+def alone_and_shared(trace: list) -> tuple[dict, dict]:
+    """Seconds of the whole trace, by kind (:func:`kind_of`), that a kernel ran with no other beside it, and that
+    kernels ran beside others (each such stretch split evenly among the kernels running in it)."""
+    events = sorted([(kernel["start"], 1, index) for index, kernel in enumerate(trace)]
+                    + [(kernel["start"] + kernel["seconds"], -1, index) for index, kernel in enumerate(trace)])
+    alone: dict = {}
+    shared: dict = {}
+    running: set = set()
+    last = None
+    for moment, change, index in events:
+        if running and last is not None and moment > last:
+            if len(running) == 1:
+                kind = kind_of(trace[next(iter(running))]["name"])
+                alone[kind] = alone.get(kind, 0.0) + moment - last
+            else:
+                for other in running:
+                    kind = kind_of(trace[other]["name"])
+                    shared[kind] = shared.get(kind, 0.0) + (moment - last) / len(running)
+        if change > 0:
+            running.add(index)
+        else:
+            running.discard(index)
+        last = moment
+    return alone, shared
+
+
 def main(argv=None):
     import matplotlib
 
@@ -58,8 +84,18 @@ def main(argv=None):
     parser.add_argument("--length", type=float, default=0.05, help="seconds shown")
     parser.add_argument("--out", required=True, help="the PNG to write")
     parser.add_argument("--title", default=None)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="the steps the whole trace holds: also print, a step, how long each kind ran alone and "
+                             "beside other kernels")
     args = parser.parse_args(argv)
-    shown = lanes(read_trace(args.trace), args.start, args.length)
+    trace = read_trace(args.trace)
+    if args.steps:
+        alone, shared = alone_and_shared(trace)
+        print(f"{'ms a step':<14}{'alone':>8}{'beside others':>15}")
+        for label, _, _ in KINDS:
+            print(f"{label:<14}{alone.get(label, 0.0) * 1e3 / args.steps:>8.2f}"
+                  f"{shared.get(label, 0.0) * 1e3 / args.steps:>15.2f}")
+    shown = lanes(trace, args.start, args.length)
     if not shown:
         raise SystemExit(f"no kernel starts between {args.start:g} and {args.start + args.length:g} s of {args.trace}; "
                          "choose --start and --length within the trace")

@@ -320,5 +320,9 @@ def test_the_trace_timeline_puts_each_kernel_in_its_streams_lane_under_its_kind(
     path.write_text(json.dumps(kernels))
     trace_timeline.main([str(path), "--start", "0.01", "--length", "0.005", "--out", str(tmp_path / "t.png")])
     assert (tmp_path / "t.png").stat().st_size > 1000
+    # W x alone for 1 ms, then 1 ms beside the copy (half each), nothing for 0.5 ms, the rest and the update alone
+    alone, shared = trace_timeline.alone_and_shared(kernels)
+    assert alone == pytest.approx({"W x": 1e-3, "the rest": 1e-3, "update": 4e-3})
+    assert shared == pytest.approx({"W x": 0.5e-3, "halo copies": 0.5e-3})
     with pytest.raises(SystemExit, match="no kernel starts between"):
         trace_timeline.main([str(path), "--start", "1", "--out", str(tmp_path / "none.png")])

@@ -483,9 +483,9 @@ def _own_tile_last(tiles, only) -> list:
 
     A one-tile task (:class:`~dasksae.spmd.SpmdExecutor`) sends its neighbours' strips as it passes their tiles and
     waits for its own strips at its own tile.  In tile order, a tile sent the tiles after it their strips only once
-    its own had arrived and its own call was queued, so each tile's call of a layer waited for the tile before it:
-    on one GPU the four tiles' kernels ran one after another, and a CUDA graph run's sends (made at its end) waited
-    for the next layer's work.  With the own tile last, every tile sends before it waits, and the tiles' calls of a
+    its own had arrived and its own call was queued (a CUDA graph run's sends are made at its end, after that call),
+    so each tile's call of a layer waited for the tile before it: on one GPU the four tiles' kernels ran one after
+    another.  With the own tile last, every tile sends before it waits, and the tiles' calls of a
     layer wait only for the layer before (session 46, ``bench/results/session46/``)."""
     if only is None or only not in tiles:
         return list(tiles)

@@ -112,6 +112,9 @@ def stage_rows(stage, geometry, batch: int, runs: int, variants=()) -> list[dict
                    numpy.int64(vectors), numpy.int32(fan_in))
     scratch = cupy.empty_like(raw)
     cases = [(f"fused ({variant})", UPDATE_BYTES, fused(variant))] + [
+        (f"fused, no copy ({variant})", FLOAT32_UPDATE_BYTES, lambda: mma_update.filter_weight_grad_update_bfloat16(
+            codes, x, error, raw, velocity, None, inverse_norms, row_dots, 1e-6, 0.9, field, step, blocks_w,
+            variant=variant))] + [
         (f"fused ({other})", UPDATE_BYTES, fused(other)) for other in variants if other != variant] + [
         ("products (gemm-only)", None, fused("gemm-only")),
         ("stream", UPDATE_BYTES, lambda: stream((-(-vectors // threads),), (threads,), stream_args)),
@@ -242,7 +245,8 @@ def main(argv=None):
     variants = [v for v in args.variants.split(",") if v]
     found = each_stage(args, lambda stage, geometry: stage_rows(stage, geometry, args.minibatch, args.runs, variants),
                        26)
-    sums = {"fused (the training's)": [r for r in found if r["training"]]}  # each stage's own variant
+    sums = {"fused (the training's)": [r for r in found if r["training"]],  # each stage's own variant
+            "fused, no copy": [r for r in found if r["kernel"].startswith("fused, no copy")]}
     for variant in variants:
         sums[f"fused ({variant})"] = [r for r in found if r["kernel"] == f"fused ({variant})"]
     for name in ("products (gemm-only)", "stream", "copy"):

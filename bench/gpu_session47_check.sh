@@ -3,12 +3,34 @@
 #   PART=probe (about 60 s): the bfloat16 update's floors (bench/update_floor.py) with a row of the training's kernel
 #     writing no bfloat16 copy (16 bytes a parameter instead of 18): what the update would take if the master weights'
 #     high half were the products' operand (the split master weights), before building them
+#   PART=split (about 480 s): the split master weights (dasksae.master_weights, DASKSAE_SPLIT_MASTER=1): the GPU tests
+#     of the update and of bfloat16 training, the update's floors with the split row, then the in-process bfloat16
+#     step split (1) and whole (0), ROUNDS (2) times in turn, each in a process of its own
+#   PART=rows (about 450 s): the tiled GPU tests, the issue's bfloat16 rows at the defaults (the limit, 1 worker
+#     pipelined, 4 worker threads) and the bfloat16 kernel table
 source bench/device_setup.sh
 card
 case "${PART:-probe}" in
 probe)
   timeout ${FLOOR_S:-100} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
     --json $OUT/update-floor.json 2>&1 | filter | tee $OUT/update-floor.log ;;
+split)
+  gpu_tests ${TESTS_S:-220} tests/test_gpu.py \
+    -k "split_master or tensor_core_update_on_the_gpu or bfloat16_training or update_in_the_weight_gradient"
+  tail -3 $OUT/gpu-tests.log
+  timeout ${FLOOR_S:-100} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
+    --json $OUT/update-floor.json 2>&1 | filter | tee $OUT/update-floor.log | grep "all"
+  for round in $(seq ${ROUNDS:-2}); do
+    for mode in 1 0; do STEP_DTYPE=bfloat16 in_process split-$mode DASKSAE_SPLIT_MASTER=$mode; done
+  done ;;
+rows)
+  gpu_tests ${TESTS_S:-120} tests/test_gpu_tiled.py
+  tail -3 $OUT/gpu-tests.log
+  timeout ${ONE_S:-150} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
+    --dtypes bfloat16 --precisions bfloat16 --steps-per-task 10 --runs 20 --pipelined \
+    --json $OUT/gpu-step-one-worker.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log
+  FOUR_S=${FOUR_S:-110} four bfloat16 bfloat16
+  kernel_table_bfloat16 ${TABLE_S:-80} 14 ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -7,6 +7,9 @@ with CUDA events (median of ``--runs``):
   in the variant the training takes (the weight gradient on tensor cores, the
   unit-norm SGD step in its epilogue; 18 bytes a parameter: the float32
   weights and momentum read and written, their bfloat16 copy written);
+* ``fused, no copy``: the same writing no bfloat16 copy (16 bytes a parameter);
+* ``fused, split``: the same on split master weights (:mod:`dasksae.master_weights`: the weights read and written
+  as their two 16-bit halves, the high one the products' operand; 16 bytes a parameter);
 * ``fused (<variant>)`` for each of ``--variants`` beside it;
 * ``products``: its ``gemm-only`` variant (the products alone, no update);
 * ``stream``: the same SGD step with no products (the gradient taken as
@@ -78,6 +81,7 @@ def stage_rows(stage, geometry, batch: int, runs: int, variants=()) -> list[dict
     import cupy
     import numpy
 
+    from dasksae import master_weights
     from dasksae.kernels import mma_update
     from dasksae.kernels.gemm import operand
     from profile_kernels import timed
@@ -115,6 +119,10 @@ def stage_rows(stage, geometry, batch: int, runs: int, variants=()) -> list[dict
         (f"fused, no copy ({variant})", FLOAT32_UPDATE_BYTES, lambda: mma_update.filter_weight_grad_update_bfloat16(
             codes, x, error, raw, velocity, None, inverse_norms, row_dots, 1e-6, 0.9, field, step, blocks_w,
             variant=variant))] + [
+        (f"fused, split ({variant})", FLOAT32_UPDATE_BYTES, lambda: mma_update.filter_weight_grad_update_bfloat16(
+            codes, x, error, low, velocity, high, inverse_norms, row_dots, 1e-6, 0.9, field, step, blocks_w,
+            variant=variant, split_master=True))
+        for high, low in [master_weights.split(raw)] if variant in mma_update.SPLIT_MASTER_VARIANTS] + [
         (f"fused ({other})", UPDATE_BYTES, fused(other)) for other in variants if other != variant] + [
         ("products (gemm-only)", None, fused("gemm-only")),
         ("stream", UPDATE_BYTES, lambda: stream((-(-vectors // threads),), (threads,), stream_args)),
@@ -246,7 +254,8 @@ def main(argv=None):
     found = each_stage(args, lambda stage, geometry: stage_rows(stage, geometry, args.minibatch, args.runs, variants),
                        26)
     sums = {"fused (the training's)": [r for r in found if r["training"]],  # each stage's own variant
-            "fused, no copy": [r for r in found if r["kernel"].startswith("fused, no copy")]}
+            "fused, no copy": [r for r in found if r["kernel"].startswith("fused, no copy")],
+            "fused, split": [r for r in found if r["kernel"].startswith("fused, split")]}
     for variant in variants:
         sums[f"fused ({variant})"] = [r for r in found if r["kernel"] == f"fused ({variant})"]
     for name in ("products (gemm-only)", "stream", "copy"):

@@ -44,10 +44,12 @@ def write_tile_state(path: str, stage: int, window, state: dict) -> int:
     """Write one tile's arrays into the checkpoint at ``path`` (runs on the tile's worker); returns bytes."""
     import zarr
 
+    from .master_weights import exported
+
     group = zarr.open_group(path, mode="r+")
     (b0, b1), (d0, d1) = window
     written = 0
-    for name, value in state.items():
+    for name, value in exported(state).items():  # the weights whole where the state keeps them split
         if name.startswith("_"):  # derived from the weights (the filter step's operands): rebuilt, not stored
             continue
         group[f"stage{stage + 1}/{name}"][b0:b1, d0:d1] = numpy.asarray(_to_host(value))

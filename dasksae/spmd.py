@@ -375,7 +375,8 @@ def spmd_step(me, grid, placement, step_id, bundle, lr, momentum, stage, precisi
 
 
 def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_parts, my_states, my_scales, queued):
-    from .kernels.backend import array_module, kept_apart
+    from .kernels.backend import kept_apart
+    from .master_weights import weights_module
     from .tile_ops import losses_on_host, next_scale_state, scale_states_on
 
     config = grid.config
@@ -384,7 +385,7 @@ def _run_steps(me, grid, placement, step_id, lr, momentum, stage, precision, x_p
     losses, sent = [], 0
     mailbox = None
     cpu_started, switches_started = time.thread_time(), _thread_context_switches()
-    xp = array_module(my_states[0]["encoder"])
+    xp = weights_module(my_states[0])
     queue = xp.__name__ == "cupy" and streams.TASK_END == "queue"  # return with the steps queued (dasksae.streams)
     done, pending = queued
     with tile_task_stream(xp, wait=not queue):  # this worker thread's own CUDA stream (dasksae.streams)

@@ -39,6 +39,9 @@ from .kernels.local_filter import (
 )
 from .kernels.normalize import inverse_row_norms, radial_dots, unit_rows_backward, unit_rows_sgd
 from .kernels.simt_gemm import wave_slots
+from . import master_weights
+from .kernels import mma_update
+from .master_weights import is_split, master, master_rows, weights_module
 from .kernels.pooling import pool_squares, pool_unit_weights, pool_units_and_sums, window_sum_transpose
 from .optim import sgd_momentum_update
 from .streams import join_side_work, side_stream_work
@@ -77,12 +80,15 @@ def filter_forward(x_window, state, scale_state, stage, with_objective: bool, pr
     :func:`~dasksae.kernels.gemm.operand` in the compute precision, kept for
     the backward pass) and scale rows by ``1/||U||``.  The input window is
     moved to the weights' device first (the minibatch may arrive from the
-    client in host memory).
+    client in host memory).  In bfloat16 the state's float32 weights are
+    kept as their operand and a low half from here on
+    (:mod:`dasksae.master_weights`, ``DASKSAE_SPLIT_MASTER``).
     """
-    raw = state["encoder"]
-    xp = array_module(raw)
+    xp = weights_module(state)
     join_side_work(state.pop("_side_work", None))  # the last step's update, where it ran on a side stream
-    precision = precision or native_precision(raw)
+    precision = precision or ("float32" if is_split(state) else native_precision(state["encoder"]))
+    if master_weights.splits(state, precision) and not is_split(state):
+        master_weights.split_state(state)
     x_window = operand(xp.asarray(x_window), precision)
     inverse_norms, weights = _encoder_operands(state, precision)
     geometry = (stage.field, stage.step, stage.block[0], stage.block[1])
@@ -106,15 +112,17 @@ def _encoder_operands(state, precision):
     The update writes both as it writes ``U`` (:func:`filter_backward`), so
     a step reads the weights once for them instead of twice more.  They are
     state entries whose names start with ``_``: derived from ``U``, kept on
-    the tile's worker between steps, never checkpointed.
+    the tile's worker between steps, never checkpointed.  Split master
+    weights' bfloat16 operand is their high half (``encoder_high``:
+    :mod:`dasksae.master_weights`).
     """
-    raw = state["encoder"]
+    shape = master_weights.weights_shape(state)
     inverse_norms = state.get("_encoder_inverse_norms")
-    if inverse_norms is None or inverse_norms.shape != raw.shape[:-1]:
-        inverse_norms = inverse_row_norms(raw)
-    weights = state.get(f"_encoder_operand_{precision}")
-    if weights is None or weights.shape != raw.shape:
-        weights = operand(raw, precision)
+    if inverse_norms is None or inverse_norms.shape != shape[:-1]:
+        inverse_norms = inverse_row_norms(master(state))
+    weights = master_weights.operand_of(state, precision)
+    if weights is None or weights.shape != shape:
+        weights = operand(master(state), precision)
     return inverse_norms, weights
 
 
@@ -157,6 +165,7 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
     field, step, block_h, block_w = stage.field, stage.step, stage.block[0], stage.block[1]
     x_window, weights, inverse_norms, z = forward["x"], forward["weights"], forward["inverse_norms"], forward["z"]
     precision = forward["precision"]
+    raw = state.get("encoder")  # None where the weights are split (master_weights): then never the operand
     blocks_h, blocks_w, rows, fan_in = weights.shape
     batch = x_window.shape[-1]
     tied = "decoder" not in state
@@ -173,11 +182,11 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
     # what the chunks will hold: no [X | G] buffer where the fields are read from the maps, no weight gradient where
     # the update is taken in its kernel (but Le 2012's decoder's): larger chunks, fewer and fuller launches
     reads_maps = backward_reads_maps(xp, precision, x_window, error, blocks_w, fan_in, blocks_w)
-    fused = update is not None and weights is state["encoder"] and update_fuses(precision, reads_maps)
+    fused = update is not None and weights is raw and update_fuses(precision, reads_maps)
     # bfloat16's tensor-core update (decided a chunk below; a chunk of whole block rows takes it where the whole
     # window does) gathers no X and writes no gradient, and gathers no G where U g_r reads the error map: counting
     # them made coates200's backward 17 chunks at M=96 (17 launches of each backward kernel a step) for one a stage
-    tensor_core_window = (update is not None and tied and weights is not state["encoder"]
+    tensor_core_window = (update is not None and tied and weights is not raw
                           and tensor_core_update_takes(xp, precision, x_window, error, fan_in, blocks_h * blocks_w,
                                                        blocks_w))
     gathers_error = not (tensor_core_window and error_product_on_tensor_cores(
@@ -199,7 +208,7 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         # bfloat16, DASKSAE_TENSOR_CORE_UPDATE=1 (the default): the update with the weight gradient on tensor cores,
         # which reads the maps; G is gathered for U g_r only where that product does not read the error map itself
         # (DASKSAE_TENSOR_CORE_FORWARD)
-        tensor_core = (update is not None and tied and weights is not state["encoder"]
+        tensor_core = (update is not None and tied and weights is not raw
                        and tensor_core_update_takes(xp, precision, x_map, error_map, fan_in, count, blocks_w))
         fields = None if from_maps or tensor_core else xp.empty((count, fan_in, width), dtype=storage)  # [X | G]
         if fields is not None:
@@ -244,11 +253,18 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
                     else None)  # (from_maps in tf32: its products on TF32 tensor cores, the identity to their rounding)
         if tensor_core:  # on a side stream where DASKSAE_UPDATE_STREAM asks (joined by the step's next reader)
             with side_stream_work(xp, state.setdefault("_side_work", []), keep=(codes, x_map, error_map, row_dots)):
-                update_with_tensor_cores(codes, (x_map, error_map), field, step, blocks_w, state["encoder"][p0:p1],
-                                         state["encoder_velocity"][p0:p1], weights[p0:p1], inverse_norms[p0:p1],
-                                         row_dots, *update)
+                if is_split(state) and xp is not numpy and mma_update.takes_split_master(x_map.shape[2], codes.shape[2]):
+                    # the kernel reads and writes the halves (the operand is the high one)
+                    update_with_tensor_cores(codes, (x_map, error_map), field, step, blocks_w,
+                                             state[master_weights.LOW][p0:p1], state["encoder_velocity"][p0:p1],
+                                             weights[p0:p1], inverse_norms[p0:p1], row_dots, *update, split_master=True)
+                else:
+                    with master_rows(state, p0, p1) as raw_rows:
+                        update_with_tensor_cores(codes, (x_map, error_map), field, step, blocks_w, raw_rows,
+                                                 state["encoder_velocity"][p0:p1], weights[p0:p1],
+                                                 inverse_norms[p0:p1], row_dots, *update)
             grad_unit = None  # and the new norms and operand copy
-        elif (update is not None and fields is None and weights is state["encoder"]
+        elif (update is not None and fields is None and weights is raw
                 and update_with_weight_grad(codes, gradient_maps, field, step, blocks_w, weight_rows,
                                             state["encoder_velocity"][p0:p1].reshape(count, rows, fan_in),
                                             inverse_norms[p0:p1], row_dots, *update, precision)):
@@ -266,17 +282,18 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
             lr, momentum = update
             shape = (p1 - p0, blocks_w, rows, fan_in)
             if grad_unit is not None:
-                unit_rows_sgd(state["encoder"][p0:p1], state["encoder_velocity"][p0:p1], grad_unit.reshape(shape),
-                              inverse_norms[p0:p1], lr, momentum, refresh_norms=True,
-                              raw_operand=None if weights is state["encoder"] else weights[p0:p1], precision=precision,
-                              row_dots=row_dots)
+                with master_rows(state, p0, p1) as raw_rows:
+                    unit_rows_sgd(raw_rows, state["encoder_velocity"][p0:p1], grad_unit.reshape(shape),
+                                  inverse_norms[p0:p1], lr, momentum, refresh_norms=True,
+                                  raw_operand=None if weights is raw else weights[p0:p1], precision=precision,
+                                  row_dots=row_dots)
             if grad_decoder is not None:
                 sgd_momentum_update(state["decoder"][p0:p1], state["decoder_velocity"][p0:p1], grad_decoder.reshape(shape), lr, momentum)
     if not state.get("_side_work", True):
         del state["_side_work"]  # nothing went to a side stream
     if update is not None:  # the next forward pass reads these instead of the weights twice more
         state["_encoder_inverse_norms"] = inverse_norms
-        if weights is not state["encoder"]:
+        if weights is not raw and weights is not state.get(master_weights.HIGH):
             state[f"_encoder_operand_{precision}"] = weights
     out = {"scale_grad": scale_grad}  # on the device: the tile's report fetches it with the losses
     if need_input_grad:
@@ -284,7 +301,7 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
     if grads is None:
         out["state"] = state
     else:
-        grads["encoder"] = _unit_gradient(grads["encoder"], state["encoder"], inverse_norms)
+        grads["encoder"] = _unit_gradient(grads["encoder"], master(state), inverse_norms)
         if not has_error and not tied:
             del grads["decoder"]
         out["grads"] = grads

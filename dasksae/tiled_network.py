@@ -44,6 +44,7 @@ from .kernels.backend import device_wait, kept_apart, to_numpy
 from . import streams
 from .streams import (StepFence, device_event, failures_of_queued_steps, queue_losses, read_losses, tile_task_stream,
                       wait_for_event)
+from .master_weights import exported, pick_entry
 from .tile_array import DaskExecutor, Executor, LocalExecutor, Shared, TileArray, pick, tile_map, tile_reduce
 from .tile_ops import scale_states_on
 from .tiling import TileGrid, at_most_tiles
@@ -252,8 +253,9 @@ class TiledNetwork:
                 (b0, b1), (d0, d1) = self.state[stage].windows[(i, j)]
                 handle = self.state[stage].parts[(i, j)]
                 row.append(
-                    dask.array.from_delayed(
-                        dask.delayed(pick)(handle, name), (b1 - b0, d1 - d0) + tuple(geometry.weight_shape[2:]), self.dtype
+                    dask.array.from_delayed(  # (encoder joined where the state keeps it split: master_weights)
+                        dask.delayed(pick_entry)(handle, name), (b1 - b0, d1 - d0) + tuple(geometry.weight_shape[2:]),
+                        self.dtype
                     )
                 )
             rows.append(row)
@@ -315,6 +317,10 @@ class TiledNetwork:
         for k, stage_state in enumerate(self.state):
             entry = {}
             names = ["encoder"] + (["decoder"] if self.config.objective == "le2012" else [])
+            if not names_suffix:  # the weights whole on each worker, where a state keeps them split (master_weights)
+                stage_state = TileArray(self.executor, stage_state.windows, {
+                    t: self.executor.run(t, exported, h, name=f"stage{k + 1}-export")
+                    for t, h in stage_state.parts.items()})
             for name in names:
                 entry[name] = stage_state.entry(name + names_suffix).to_array()
             if self.scale[k] is not None:
@@ -713,7 +719,7 @@ def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: 
     the host in flight, read by :func:`fused_losses`; ``done``: then the CUDA
     event after the task's steps, else ``None``).
     """
-    from .kernels.backend import array_module
+    from .master_weights import weights_module
 
     count = len(config.stages)
     xs, sources = sources[:batches], sources[batches:]
@@ -721,7 +727,7 @@ def fused_single_tile_step(config: NetworkConfig, lr, momentum, stage, batches: 
         states, scales = list(bundle["states"]), list(bundle["scales"])
     else:
         states, scales = list(sources[:count]), list(sources[count:])
-    xp = array_module(states[0]["encoder"])
+    xp = weights_module(states[0])
     grid = TileGrid.parse(config, "1x1")
     tile = grid.tiles()[0]
     losses = []

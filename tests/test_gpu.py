@@ -1445,3 +1445,74 @@ def test_whole_products_take_one_launch_with_the_chunked_results(monkeypatch, pr
     if precision == "bfloat16":
         assert transpose_chunked > 1 and transpose_whole == 1
     numpy.testing.assert_allclose(r_whole, r_chunked, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["rows", "rows-wide", "rows-wide-wgmma"])
+def test_the_update_of_split_master_weights_on_the_gpu_is_the_update_of_the_weights_bit_for_bit(variant):
+    """The tensor-core update with ``split_master`` (the weights read and written as their halves,
+    :mod:`dasksae.master_weights`) on the device against the same kernel on the whole weights: the joined new
+    weights, the momentum and the new norms bit for bit (the step is the same float32 arithmetic on the same
+    values), and the new halves the split of the new weights (the high half ties away from zero, where the whole
+    weights' copy rounds ties to even)."""
+    from dasksae import master_weights
+    from dasksae.kernels import mma_update, wgmma
+    from test_mma_update_on_cpu import update_case
+
+    on_wgmma = mma_update.EPILOGUE_VARIANTS[variant].get("WGMMA")
+    if on_wgmma and not wgmma.supported():
+        pytest.skip("wgmma needs a GPU of compute capability 9.0")
+    case = update_case(19, True, True, batch=96 if on_wgmma else 64)
+    bits = case["raw"].view(numpy.uint32)
+    bits[0, :, :8] = (bits[0, :, :8] & numpy.uint32(0xFFFF0000)) | numpy.uint32(0x8000)  # exact ties read
+    names = ("codes", "x", "error", "raw", "velocity", "operand", "inverse_norms", "row_dots")
+    whole = {name: cupy.asarray(case[name]) for name in names}
+    split = {name: cupy.asarray(case[name]) for name in names}
+    split["operand"], split["raw"] = master_weights.split(cupy.asarray(case["raw"]))  # high, low
+    for arrays, halves in ((whole, False), (split, True)):
+        assert mma_update.update_fits(*(arrays[name] for name in names), case["field"], case["blocks_w"],
+                                      split_master=halves)
+        mma_update.filter_weight_grad_update_bfloat16(*(arrays[name] for name in names), case["lr"], case["momentum"],
+                                                      case["field"], case["step"], case["blocks_w"], variant=variant,
+                                                      split_master=halves)
+    joined = master_weights.join(split["operand"], split["raw"])
+    cupy.testing.assert_array_equal(joined.view(cupy.uint32), whole["raw"].view(cupy.uint32))
+    cupy.testing.assert_array_equal(split["velocity"], whole["velocity"])
+    cupy.testing.assert_array_equal(split["inverse_norms"], whole["inverse_norms"])
+    high, low = master_weights.split(whole["raw"])
+    cupy.testing.assert_array_equal(split["operand"], high)
+    cupy.testing.assert_array_equal(split["raw"], low)
+
+
+def test_bfloat16_training_with_split_master_weights_follows_whole_ones(monkeypatch):
+    """DASKSAE_SPLIT_MASTER=1 (the default): ``small`` (tied RICA, 1x1 tiles, M=96) trained in bfloat16 with its
+    weights kept as halves, the update's kernel reading and writing them, gives the losses and weights of the same
+    training with the weights whole (``=0``) to float32's rounding (the products' operand differs where a weight is
+    an exact tie); the tile's state holds the halves on the device."""
+    from dasksae import TiledNetwork, master_weights, tile_program
+    from dasksae.kernels import mma_update
+    from dasksae.tile_array import LocalExecutor
+
+    config = named_config("small")
+    data = numpy.random.default_rng(4)
+    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(4)]
+    calls, update = [], mma_update.filter_weight_grad_update_bfloat16
+    monkeypatch.setattr(mma_update, "filter_weight_grad_update_bfloat16",
+                        lambda *args, **kwargs: calls.append(kwargs.get("split_master", False)) or update(*args, **kwargs))
+
+    def trained(split: bool):
+        monkeypatch.setattr(master_weights, "SPLIT_MASTER", split)
+        tile_program.forget_all()
+        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
+        losses = [report.loss for report in network.steps(batches, 1e-3, 0.9)]
+        states = [part.value for stage in network.state for part in stage.parts.values()]
+        return losses, network.parameters(), states
+
+    expected_losses, expected_parameters, states = trained(False)
+    assert calls and not any(calls) and not any(master_weights.is_split(state) for state in states)
+    calls.clear()
+    losses, parameters, states = trained(True)
+    assert calls and all(calls)
+    assert all(master_weights.is_split(state) and state["encoder_low"].__class__ is cupy.ndarray for state in states)
+    numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
+    for mine, theirs in zip(parameters, expected_parameters):
+        assert numpy.abs(mine["encoder"] - theirs["encoder"]).max() < 1e-5 * numpy.abs(theirs["encoder"]).max()

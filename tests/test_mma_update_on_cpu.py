@@ -407,3 +407,82 @@ def test_the_tensor_core_update_refuses_what_it_cannot_read():
     assert not fit(codes, two, two, numpy.zeros((6, 136, 50), numpy.float32), numpy.zeros((6, 136, 50), numpy.float32),
                    None, rows, rows.copy(), 5, 2)
     assert not fit(codes, x, x, raw, raw.copy(), numpy.zeros((6, 136, 144), numpy.float32), rows, rows.copy(), 6, 2)
+
+
+# what the split master weights' epilogue uses beyond MMA_EMULATION (TF32_EMULATION defines __uint_as_float for its
+# kernels, so this is not part of MMA_EMULATION)
+SPLIT_MASTER_SHIM = r"""
+struct alignas(8) uint2 { unsigned x, y; };
+static inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
+static inline float __uint_as_float(unsigned bits) { float value; std::memcpy(&value, &bits, 4); return value; }
+"""
+
+
+def _high_bits(high):
+    """NumPy's high halves (float32 values of bfloat16 precision, dasksae.master_weights) as the ``uint16`` bits the
+    kernel reads."""
+    return (high.view(numpy.uint32) >> 16).astype(numpy.uint16)
+
+
+@pytest.mark.parametrize("variant", ["rows", "rows-wide-wgmma"])
+def test_the_update_of_split_master_weights_is_the_update_of_the_weights(tmp_path, variant):
+    """With ``split_master`` the kernel reads the float32 weights from their high and low halves
+    (:mod:`dasksae.master_weights`: ``raw`` points to the low ones, ``operand`` holds the high ones) and writes the new
+    weights' halves back: joined, they are the unit-norm step :func:`update_case` expects, and they are exactly the
+    split of those joined weights (the high half rounded to nearest, ties away from zero), the momentum and norms as
+    without the split.  The case's weights include exact ties and values that round up across a power of two."""
+    from dasksae import master_weights
+
+    on_wgmma = mma_update.EPILOGUE_VARIANTS[variant].get("WGMMA")
+    runner = RUNNER.replace("dasksae_mma_", "dasksae_wgmma_") if on_wgmma else RUNNER
+    library = built_on_cpu(tmp_path, SHIM + MMA_EMULATION + WGMMA_EMULATION + SPLIT_MASTER_SHIM
+                           + mma_update.mma_update_source(variant, split_master=True) + runner)
+    library.run_update.argtypes = ([ctypes.c_void_p] * 9 + [ctypes.c_float] * 2 + [ctypes.c_uint] * 4
+                                   + [ctypes.c_int] * 7 + [ctypes.c_longlong] * 2)
+    case = update_case(17, True, True, batch=96 if on_wgmma else 64)
+    raw, velocity = case["raw"], case["velocity"]
+    bits = raw.view(numpy.uint32)
+    bits[0, 0, :8] = (bits[0, 0, :8] & numpy.uint32(0xFFFF0000)) | numpy.uint32(0x8000)  # exact ties
+    bits[0, 1, :4] = numpy.array([0x3F7FFFFF, 0xBF7FF800, 0x3F7F8000, 0x00008000], numpy.uint32)  # across 1.0, tiny
+    expected = update_case_expected(case)  # of these weights
+    high, low = master_weights.split(raw)
+    assert numpy.array_equal(master_weights.join(high, low), raw)
+    high = _high_bits(high)
+    count, rows, fan_in = raw.shape
+    assert mma_update.update_fits(case["codes"], case["x"], case["error"], low, velocity, high, case["inverse_norms"],
+                                  case["row_dots"], case["field"], case["blocks_w"], split_master=True)
+    assert not mma_update.update_fits(case["codes"], case["x"], case["error"], low, velocity, None,
+                                      case["inverse_norms"], case["row_dots"], case["field"], case["blocks_w"],
+                                      split_master=True)
+    grid, (threads,), arguments, _ = mma_update._update_launch(variant, case["codes"].shape, case["x"].shape,
+                                                                case["field"], case["step"], case["blocks_w"])
+    partial_squares = numpy.full((count * rows, 4), numpy.nan, numpy.float32)
+    library.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, case["error"].ctypes.data, low.ctypes.data,
+                       velocity.ctypes.data, high.ctypes.data, case["inverse_norms"].ctypes.data,
+                       case["row_dots"].ctypes.data, partial_squares.ctypes.data, case["lr"], case["momentum"], *grid,
+                       threads, *arguments)
+    joined = master_weights.join(high, low)
+    new_high, new_low = master_weights.split(joined)
+    numpy.testing.assert_array_equal(high, _high_bits(new_high))  # the halves are the split of the new weights
+    numpy.testing.assert_array_equal(low, new_low)
+    new_norms = (1 / numpy.sqrt(partial_squares.astype(numpy.float64).sum(-1))).reshape(count, rows)
+    assert_updated_as_expected(expected, joined, velocity, None, new_norms)
+
+
+def update_case_expected(case: dict) -> dict:
+    """:func:`update_case`'s expected update, made again for the case's (changed) ``raw``, from its ``velocity`` and
+    the rest as they are."""
+    from dasksae.kernels.local_filter import gather_patches
+    from dasksae.kernels.normalize import unit_rows_sgd
+
+    x = (case["x"].astype(numpy.uint32) << 16).view(numpy.float32).astype(numpy.float64)
+    error = (case["error"].astype(numpy.uint32) << 16).view(numpy.float32).astype(numpy.float64)
+    codes = (case["codes"].astype(numpy.uint32) << 16).view(numpy.float32).astype(numpy.float64)
+    count = case["raw"].shape[0]
+    blocks_w, field, step = case["blocks_w"], case["field"], case["step"]
+    fields = numpy.concatenate([gather_patches(m, field, step, count // blocks_w, blocks_w) for m in (x, error)], axis=2)
+    raw, velocity = case["raw"].astype(numpy.float64), case["velocity"].astype(numpy.float64)
+    norms = case["inverse_norms"].astype(numpy.float64)  # s as the kernel is given it
+    unit_rows_sgd(raw, velocity, numpy.matmul(codes, fields.transpose(0, 2, 1)), norms, case["lr"], case["momentum"],
+                  refresh_norms=True, row_dots=case["row_dots"].astype(numpy.float64))
+    return case | {"expected_raw": raw, "expected_velocity": velocity, "expected_norms": norms}

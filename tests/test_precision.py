@@ -147,20 +147,31 @@ def test_radial_dots_from_the_codes_equal_the_gradients_dots(rng, tied):
 @pytest.mark.parametrize("precision", ["float32", "tf32", "bfloat16"])
 def test_a_step_leaves_the_next_steps_operands_in_the_state(precision, tmp_path):
     """After an update the tile state holds 1/||U|| and U's operand for the next forward pass, equal to those made
-    afresh from the new weights; a checkpoint does not store them; without them the same loss comes out."""
+    afresh from the new weights (in bfloat16 the operand is the high half of the split weights,
+    dasksae.master_weights); a checkpoint does not store them, and stores U whole; without them the same loss comes
+    out."""
     import zarr
+
+    from dasksae import master_weights
 
     config = named_config("tiny")
     batch = numpy.random.default_rng(3).standard_normal(config.input_shape + (8,)).astype("float32")
     network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype=precision)
     network.step(batch, 1e-2, 0.9)
     state = network.state[0].parts[(0, 0)].value  # LocalExecutor: handles hold the values
-    assert numpy.allclose(state["_encoder_inverse_norms"], inverse_row_norms(state["encoder"]), rtol=1e-6)
-    if precision != "float32":
-        assert numpy.array_equal(state[f"_encoder_operand_{precision}"], operand(state["encoder"], precision))
+    weights = master_weights.master(state)
+    assert numpy.allclose(state["_encoder_inverse_norms"], inverse_row_norms(weights), rtol=1e-6)
+    assert master_weights.is_split(state) == (precision == "bfloat16")
+    if precision == "bfloat16":
+        assert "encoder" not in state and master_weights.DERIVED_COPY not in state
+        assert numpy.array_equal(state["encoder_high"], master_weights.split(weights)[0])
+    elif precision != "float32":
+        assert numpy.array_equal(state[f"_encoder_operand_{precision}"], operand(weights, precision))
     path = network.save(tmp_path / "run")
     stored = [name for name, _ in zarr.open_group(str(path), mode="r")["stage1"].arrays()]
-    assert "encoder" in stored and not [name for name in stored if name.startswith("_")]
+    assert "encoder" in stored and not [name for name in stored if name.startswith("_") or "_high" in name
+                                        or "_low" in name]
+    numpy.testing.assert_array_equal(zarr.open_group(str(path), mode="r")["stage1/encoder"][...], weights)
     cached = network.step(batch, 1e-2, 0.9).loss
     fresh = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype=precision)
     fresh.step(batch, 1e-2, 0.9)

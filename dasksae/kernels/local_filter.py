@@ -385,17 +385,21 @@ def tensor_core_update_takes(xp, precision: str, x_rows, error_rows, fan_in: int
 
 
 def update_with_tensor_cores(codes, maps, field: int, step: int, blocks_w: int, raw, velocity, raw_operand,
-                             inverse_norms, row_dots, lr: float, momentum: float) -> None:
+                             inverse_norms, row_dots, lr: float, momentum: float, split_master: bool = False) -> None:
     """The unit-norm SGD step of ``raw`` (a chunk's ``(blocks_h, blocks_w, rows, f*f*C)`` rows, in place, with
     ``velocity``, ``raw_operand`` its bfloat16 copy and ``inverse_norms`` then the new rows') given the weight
     gradient ``codes [fields(maps[0]) | fields(maps[1])]^T`` and the rows' ``W . dL/dW``: on CuPy in one kernel
     (:func:`~.mma_update.filter_weight_grad_update_bfloat16`, the gradient never written); on NumPy the same step in
     array code (the fields gathered, multiplied, :func:`~.normalize.unit_rows_sgd`), so that the backward pass's
-    use of it runs on the CPU.  Where :func:`tensor_core_update_takes`."""
+    use of it runs on the CPU.  Where :func:`tensor_core_update_takes`.  With ``split_master`` (CuPy, where
+    :func:`~.mma_update.takes_split_master`) ``raw`` holds the weights' low halves and ``raw_operand`` their high
+    halves (:mod:`dasksae.master_weights`), both rewritten."""
     from .normalize import unit_rows_sgd
 
     count, rows, _ = codes.shape
     if array_module(codes).__name__ == "numpy":
+        if split_master:
+            raise ValueError("split master weights are stepped here on CuPy only; on NumPy step their join.")
         fields = [gather_patches(m, field, step, count // blocks_w, blocks_w) for m in maps]
         gradient = batched_matmul(codes, numpy.concatenate(fields, axis=2), transpose_b=True, precision="bfloat16")
         unit_rows_sgd(raw, velocity, gradient.reshape(raw.shape), inverse_norms, lr, momentum, refresh_norms=True,
@@ -404,9 +408,10 @@ def update_with_tensor_cores(codes, maps, field: int, step: int, blocks_w: int, 
     shape = (count, rows, raw.shape[-1])
     arrays = (codes, *maps, raw.reshape(shape), velocity.reshape(shape), raw_operand.reshape(shape), inverse_norms,
               row_dots)
-    if not mma_update.update_fits(*arrays, field, blocks_w):
+    if not mma_update.update_fits(*arrays, field, blocks_w, split_master=split_master):
         raise RuntimeError("the tensor-core update was chosen for arrays it does not take (a dasksae bug)")
-    mma_update.filter_weight_grad_update_bfloat16(*arrays, lr, momentum, field, step, blocks_w)
+    mma_update.filter_weight_grad_update_bfloat16(*arrays, lr, momentum, field, step, blocks_w,
+                                                  split_master=split_master)
 
 
 def local_filter_transpose(y, weights, input_shape, field: int, step: int, block_h: int, block_w: int, *,

@@ -396,12 +396,20 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(1024)));
 // engine's, cp.async.bulk) at the block's start, landing while the products are taken; 2: its velocity too
 #define STAGE_BULK 0
 #endif
+#ifndef SPLIT_MASTER  // 1: the float32 weights kept as two 16-bit halves (dasksae.master_weights): `raw` points to the
+// low halves (unsigned short) and `operand` holds the high halves, the bfloat16 rounding the products read (ties away
+// from zero); the rows epilogue reads and writes both, 4 bytes a weight, and writes no other copy
+#define SPLIT_MASTER 0
+#endif
 #define STAGED_RAW (STAGE_U || STAGE_BULK)  // the rows epilogue reads raw from staged_u, not from global memory
 #define STAGED_VELOCITY (STAGE_BULK == 2)  // ... and velocity from the TILE_M x TILE_N floats after them
 #define STAGING (STAGE_U || STAGE_FRAGMENTS)
 #define OPERAND_BYTES (2 * (TILE_M + TILE_N) * ROW * (int)sizeof(OPERAND))  // the two stages of the A and B tiles
 #if SPLIT_TF32 && (COLUMN_TILES || STAGING || !EPILOGUE_ROWS || TILE_M != 128 || WARPS_N != 2)
 #error "split TF32 takes the rows epilogues of 128 x 96 tiles, nothing staged, one column tile a block"
+#endif
+#if SPLIT_MASTER && (!EPILOGUE_ROWS || STAGED_RAW || STREAMING || SPLIT_TF32 || SPECIALIZED)
+#error "split master weights take the rows epilogue, nothing staged or streamed, bfloat16 products, no specialized warps"
 #endif
 #if EPILOGUE_ROWS && TILE_M != 128
 #error "the rows epilogue takes 128 rows a block"
@@ -437,8 +445,38 @@ __device__ __forceinline__ void sgd_step(float& u, float& v, const float dw, con
     u += v;
 }
 
+#if SPLIT_MASTER
+// a float32 weight from its high half (bfloat16 bits) and low half (the offset of its bits, a signed 16-bit number)
+__device__ __forceinline__ float joined(const unsigned high, const unsigned low)
+{
+    return __uint_as_float((high << 16) + (unsigned)(int)(short)(unsigned short)low);
+}
+// four weights from their halves (8 bytes of each)
+__device__ __forceinline__ float4 load_joined(const unsigned short* high, const unsigned short* low)
+{
+    const uint2 h = *(const uint2*)high, l = *(const uint2*)low;
+    return make_float4(joined(h.x & 0xffffu, l.x & 0xffffu), joined(h.x >> 16, l.x >> 16),
+                       joined(h.y & 0xffffu, l.y & 0xffffu), joined(h.y >> 16, l.y >> 16));
+}
+// a weight's halves: high its bits rounded to 16, to nearest with ties away from zero, in the high 16 bits of the
+// result; low the offset of its bits from high's (in [-2^15, 2^15): exact) in the low 16 bits
+__device__ __forceinline__ unsigned split_halves(const float value)
+{
+    const unsigned bits = __float_as_uint(value), rounded = (bits + 0x8000u) & 0xffff0000u;
+    return rounded | ((bits - rounded) & 0xffffu);
+}
+// four weights' halves stored (8 bytes of each)
+__device__ __forceinline__ void store_split(unsigned short* high, unsigned short* low, const float4 u)
+{
+    const unsigned a = split_halves(u.x), b = split_halves(u.y), c = split_halves(u.z), d = split_halves(u.w);
+    *(uint2*)high = make_uint2((a >> 16) | (b & 0xffff0000u), (c >> 16) | (d & 0xffff0000u));
+    *(uint2*)low = make_uint2((a & 0xffffu) | (b << 16), (c & 0xffffu) | (d << 16));
+}
+#endif
+
 // the step of a float4 of weights u and momentum v (at offset) from the gradient dw, stored (raw, velocity and, where
-// there is one, the bfloat16 copy; cache-streaming with STREAMING); the new weights' sum of squares
+// there is one, the bfloat16 copy; cache-streaming with STREAMING; with SPLIT_MASTER the halves, raw the low ones);
+// the new weights' sum of squares
 __device__ __forceinline__ float step_float4(float* raw, float* velocity, unsigned short* operand,
                                             const long long offset, float4 u, float4 v, const float4 dw, const float s,
                                             const float radial, const float lr, const float momentum)
@@ -447,6 +485,10 @@ __device__ __forceinline__ float step_float4(float* raw, float* velocity, unsign
     sgd_step(u.y, v.y, dw.y, s, radial, lr, momentum);
     sgd_step(u.z, v.z, dw.z, s, radial, lr, momentum);
     sgd_step(u.w, v.w, dw.w, s, radial, lr, momentum);
+#if SPLIT_MASTER
+    store_split(operand + offset, (unsigned short*)raw + offset, u);
+    *(float4*)(velocity + offset) = v;
+#else
     const unsigned low = (unsigned)round_to_bfloat16(u.x) | ((unsigned)round_to_bfloat16(u.y) << 16);
     const unsigned high = (unsigned)round_to_bfloat16(u.z) | ((unsigned)round_to_bfloat16(u.w) << 16);
 #if STREAMING
@@ -462,6 +504,7 @@ __device__ __forceinline__ float step_float4(float* raw, float* velocity, unsign
         pair[1] = high;
     }
 #endif
+#endif  // SPLIT_MASTER
     return u.x * u.x + u.y * u.y + u.z * u.z + u.w * u.w;
 }
 
@@ -504,7 +547,9 @@ __device__ __forceinline__ void step_tile(float* tile, const float* staged_u, co
             const int c = first + q * THREADS, m = m0 + c / ROW_VECTORS, n = n0 + (c % ROW_VECTORS) * 4;
             if (m < rows && n < fan_in) {  // fan_in % 4 == 0: whole float4s
                 const long long offset = (block * rows + m) * fan_in + n;
-#if STAGED_RAW
+#if SPLIT_MASTER
+                u[q] = load_joined(operand + offset, (const unsigned short*)raw + offset);
+#elif STAGED_RAW
                 u[q] = *(const float4*)(staged_u + 4 * c);
 #elif STREAMING
                 u[q] = load_once(raw + offset);
@@ -1229,14 +1274,18 @@ def epilogue_for(setting: str, channels: int) -> str:
     return variant + "-cs" if CACHE_HINTS and variant + "-cs" in EPILOGUE_VARIANTS else variant
 
 
-def mma_update_source(variant: str = "rows", split_tf32: bool = False, terms: int = 3) -> str:
+def mma_update_source(variant: str = "rows", split_tf32: bool = False, terms: int = 3,
+                      split_master: bool = False) -> str:
     """The kernel's CUDA source (with the bfloat16 rounding its operand copy uses), with a variant's defines; with
     ``split_tf32``, the float32 kernel on TF32 tensor cores (:mod:`.mma_float32`; a variant of
-    :data:`SPLIT_VARIANTS`), ``terms`` TF32 products a k-step."""
+    :data:`SPLIT_VARIANTS`), ``terms`` TF32 products a k-step; with ``split_master``, the weights read and written as
+    their two halves (:mod:`dasksae.master_weights`; a variant of :data:`SPLIT_MASTER_VARIANTS`)."""
     if split_tf32 and variant not in SPLIT_VARIANTS:
         raise ValueError(f"split TF32 takes the epilogues {', '.join(SPLIT_VARIANTS)}, not {variant!r}.")
+    if split_master and variant not in SPLIT_MASTER_VARIANTS:
+        raise ValueError(f"split master weights take the epilogues {', '.join(SPLIT_MASTER_VARIANTS)}, not {variant!r}.")
     defines = ({"OUT_ROW": out_row(variant), "SHARED_BYTES": shared_bytes(variant, split_tf32)}
-               | EPILOGUE_VARIANTS[variant])
+               | EPILOGUE_VARIANTS[variant] | ({"SPLIT_MASTER": 1} if split_master else {}))
     helpers = MMA_HELPERS
     if split_tf32:
         defines |= {"SPLIT_TF32": 1, "TERMS": split_terms(terms)}
@@ -1247,16 +1296,22 @@ def mma_update_source(variant: str = "rows", split_tf32: bool = False, terms: in
     return defines + BFLOAT16_ROUNDING + helpers + _SOURCE
 
 
+# the epilogues that take split master weights (mma_update_source's split_master): the rows epilogues that read raw
+# from global memory with plain loads
+SPLIT_MASTER_VARIANTS = ("rows", "rows-2", "rows-wide", "rows-wide-wgmma")
+
+
 @functools.lru_cache(maxsize=None)
-def _kernel(variant: str, split_tf32: bool = False, terms: int = 3):
+def _kernel(variant: str, split_tf32: bool = False, terms: int = 3, split_master: bool = False):
     import cupy
 
     name = "dasksae_tf32x3_filter_weight_grad_update" if split_tf32 else "dasksae_mma_filter_weight_grad_update"
     if EPILOGUE_VARIANTS[variant].get("WGMMA"):  # NVRTC for compute_90a
-        kernel = wgmma.compiled_module(mma_update_source(variant), "mma_update").get_function(
-            "dasksae_wgmma_filter_weight_grad_update")
+        kernel = wgmma.compiled_module(mma_update_source(variant, split_master=split_master),
+                                       "mma_update").get_function("dasksae_wgmma_filter_weight_grad_update")
     else:
-        kernel = cupy.RawKernel(mma_update_source(variant, split_tf32, terms), name, options=("-std=c++17",))
+        kernel = cupy.RawKernel(mma_update_source(variant, split_tf32, terms, split_master), name,
+                                options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant, split_tf32)
     if any(EPILOGUE_VARIANTS[variant].get(name) for name in ("STAGE_U", "STAGE_FRAGMENTS", "COLUMN_TILES", "STAGE_BULK")):
         # two blocks of 100-110 KiB or three of 73: as much shared memory as an SM has
@@ -1272,13 +1327,16 @@ def aligned(array, vector_bytes: int = 16) -> bool:
 
 
 def update_fits(codes, x, error, raw, velocity, operand, inverse_norms, row_dots, field: int, blocks_w: int,
-                operands: str = "uint16") -> bool:
+                operands: str = "uint16", split_master: bool = False) -> bool:
     """Whether the kernel takes these: bfloat16 (``uint16``; ``operands``: ``float32`` for the split-TF32 kernel)
     codes ``(count, rows, width)`` and maps ``(H, W, C, half)``
     with ``width`` ``2 half`` (with the error map) or ``half`` and ``half`` in whole 32s; float32 ``raw`` and
     ``velocity`` ``(count, rows, fan_in)`` with ``fan_in = field^2 C`` a multiple of 4; ``operand`` (or ``None``)
     ``uint16`` like ``raw``; ``inverse_norms`` and ``row_dots`` float32, a value a row; everything C-contiguous,
-    16-byte aligned."""
+    16-byte aligned.  With ``split_master``, ``raw`` is the weights' low halves (``uint16``) and ``operand`` (not
+    ``None``) their high halves."""
+    if split_master and operand is None:
+        return False
     if codes.ndim != 3 or x.ndim != 4 or raw.ndim != 3:
         return False
     count, rows, width = codes.shape
@@ -1292,7 +1350,9 @@ def update_fits(codes, x, error, raw, velocity, operand, inverse_norms, row_dots
         return False
     if error is not None and error.shape != x.shape:
         return False
-    if any(a.dtype.name != "float32" or not aligned(a) for a in (raw, velocity)):
+    if any(a.dtype.name != "float32" or not aligned(a) for a in ((velocity,) if split_master else (raw, velocity))):
+        return False
+    if split_master and (raw.dtype.name != "uint16" or not aligned(raw)):
         return False
     if operand is not None and (operand.dtype.name != "uint16" or operand.shape != raw.shape or not aligned(operand)):
         return False
@@ -1311,18 +1371,32 @@ def maps_fit(x, error, fan_in: int, count: int, blocks_w: int) -> bool:
 
 def filter_weight_grad_update_bfloat16(codes, x, error, raw, velocity, operand, inverse_norms, row_dots, lr: float,
                                        momentum: float, field: int, step: int, blocks_w: int,
-                                       variant: str | None = None) -> None:
+                                       variant: str | None = None, split_master: bool = False) -> None:
     """The unit-norm SGD step of ``raw`` in place (``velocity`` too; ``operand``, ``raw``'s bfloat16 copy, rewritten;
     ``inverse_norms`` then the new rows'), with the weight gradient ``codes [fields(x) | fields(error)]^T`` on tensor
     cores, given the rows' ``W . dL/dW`` (``row_dots``): :func:`~dasksae.kernels.normalize.unit_rows_sgd` with
-    ``refresh_norms`` and the gradient never written.  The arrays must :func:`update_fits`."""
+    ``refresh_norms`` and the gradient never written.  With ``split_master`` the weights are their two halves
+    (:mod:`dasksae.master_weights`): ``raw`` the low ones, ``operand`` the high ones, both rewritten (where
+    :func:`takes_split_master`).  The arrays must :func:`update_fits`."""
     filter_weight_grad_update(codes, x, error, raw, velocity, operand, inverse_norms, row_dots, lr, momentum, field,
-                              step, blocks_w, variant)
+                              step, blocks_w, variant, split_master=split_master)
+
+
+def training_variant(channels: int, width: int) -> str:
+    """The epilogue variant the training's bfloat16 update takes for maps of ``channels`` channels and codes of
+    ``width`` inner terms (``DASKSAE_MMA_EPILOGUE`` and ``DASKSAE_WGMMA_UPDATE`` as set)."""
+    return wgmma_or_rows(resident_or_rows(default_variant(channels, width), width), width)
+
+
+def takes_split_master(channels: int, width: int) -> bool:
+    """Whether the training's variant for these maps and codes (:func:`training_variant`) reads and writes split
+    master weights (:data:`SPLIT_MASTER_VARIANTS`)."""
+    return training_variant(channels, width) in SPLIT_MASTER_VARIANTS
 
 
 def filter_weight_grad_update(codes, x, error, raw, velocity, operand, inverse_norms, row_dots, lr: float,
                               momentum: float, field: int, step: int, blocks_w: int, variant: str | None = None,
-                              split_tf32: bool = False, terms: int = 3) -> None:
+                              split_tf32: bool = False, terms: int = 3, split_master: bool = False) -> None:
     """:func:`filter_weight_grad_update_bfloat16`, or with ``split_tf32`` its float32 form (float32 codes and maps,
     no ``operand``; by default the :data:`SPLIT_VARIANT` epilogue; ``terms`` TF32 products a k-step)."""
     import cupy
@@ -1332,14 +1406,14 @@ def filter_weight_grad_update(codes, x, error, raw, velocity, operand, inverse_n
     if split_tf32:
         variant = variant or SPLIT_VARIANT
     else:
-        variant = variant or default_variant(x.shape[2], codes.shape[2])
-        variant = wgmma_or_rows(resident_or_rows(variant, codes.shape[2]), codes.shape[2])
+        variant = (wgmma_or_rows(resident_or_rows(variant, codes.shape[2]), codes.shape[2]) if variant
+                   else training_variant(x.shape[2], codes.shape[2]))
     grid, block, arguments, shared = _update_launch(variant, codes.shape, x.shape, field, step, blocks_w, split_tf32)
     column_tiles = -(-raw.shape[2] // tile_columns(variant))
     partial_squares = cupy.empty((raw.shape[0] * raw.shape[1], column_tiles * warps_across(variant)),
                                  dtype=cupy.float32)
     null = numpy.uint64(0)  # a null pointer argument
-    _kernel(variant, split_tf32, terms)(grid, block, (
+    _kernel(variant, split_tf32, terms, split_master)(grid, block, (
         codes, x, null if error is None else error, raw, velocity, null if operand is None else operand, inverse_norms,
         row_dots, partial_squares, numpy.float32(lr), numpy.float32(momentum), *arguments), shared_mem=shared)
     inverse_norms_from_squares(partial_squares, inverse_norms)

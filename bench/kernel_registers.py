@@ -5,6 +5,7 @@
     DASKSAE_UPDATE_STAGING=1 python bench/kernel_registers.py --ptx simt.ptx   # a switch's variant; keep its PTX
     python bench/kernel_registers.py --kernels mma   # the bfloat16 tensor-core update (kernels/mma_update.py)
     python bench/kernel_registers.py --kernels mma --mma-epilogue fragments   # one of its epilogue's variants
+    python bench/kernel_registers.py --kernels mma --mma-epilogue rows-wide-wgmma --split-master   # on split weights
     python bench/kernel_registers.py --kernels mma-forward   # the bfloat16 tensor-core W x (kernels/mma_forward.py)
     python bench/kernel_registers.py --kernels mma-transpose   # W^T y with the fold (kernels/mma_transpose.py)
     python bench/kernel_registers.py --kernels mma-transpose --transpose-variant k64x3
@@ -64,6 +65,8 @@ def main(argv=None):
     parser.add_argument("--terms", type=int, default=3, choices=(1, 3),
                         help="with --kernels mma-float32(-transpose, -update): TF32 products a k-step (3: the split, "
                              "float32; 1: plain TF32, --dtype tf32 with DASKSAE_TF32_TENSOR_CORES=1)")
+    parser.add_argument("--split-master", action="store_true",
+                        help="(mma) the update on split master weights (dasksae.master_weights)")
     parser.add_argument("--sass", action="store_true",
                         help="also count the instructions of the tile loop's body in the machine code (needs "
                              "nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm)")
@@ -73,7 +76,8 @@ def main(argv=None):
     if args.kernels == "simt":
         source, names, standard = simt_gemm.simt_gemm_source(), simt_gemm.SIMT_GEMM_KERNELS, b"-std=c++14"
     elif args.kernels == "mma":
-        source, names, standard = mma_update.mma_update_source(args.mma_epilogue), [], b"-std=c++17"
+        source, names, standard = (mma_update.mma_update_source(args.mma_epilogue, split_master=args.split_master), [],
+                                   b"-std=c++17")
     elif args.kernels == "mma-forward":
         source, names, standard = mma_forward.mma_forward_source(args.forward_variant), [], b"-std=c++17"
     elif args.kernels == "mma-float32":

@@ -12,6 +12,7 @@ with CUDA events (median of ``--runs``):
   as their two 16-bit halves, the high one the products' operand; 16 bytes a parameter);
 * ``fused (<variant>)`` for each of ``--variants`` beside it;
 * ``products``: its ``gemm-only`` variant (the products alone, no update);
+* ``stream, split``: the same on split master weights (16 bytes a parameter);
 * ``stream``: the same SGD step with no products (the gradient taken as
   zero, every other term as the kernel has them), a float4 a thread over
   the same arrays: the same 18 bytes a parameter at the rate a plain
@@ -72,6 +73,37 @@ extern "C" __global__ void dasksae_stream_sgd_step(float* __restrict__ raw, floa
                                       (unsigned)to_bfloat16(u.z) | ((unsigned)to_bfloat16(u.w) << 16));
 }
 """
+# the same step on split master weights (dasksae.master_weights): the high and low halves (8 bytes of each a thread)
+# and velocity read and written, 16 bytes a parameter
+_SPLIT_STREAM_SOURCE = r"""
+extern "C" __global__ void dasksae_stream_split_sgd_step(unsigned short* __restrict__ high,
+    unsigned short* __restrict__ low, float* __restrict__ velocity, const float* __restrict__ inverse_norms,
+    const float* __restrict__ row_dots, const float lr, const float momentum, const long long vectors, const int fan_in)
+{
+    const long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= vectors) return;
+    const long long row = 4 * c / fan_in;
+    const float s = inverse_norms[row], radial = row_dots[row] * s;
+    const uint2 h = ((const uint2*)high)[c], l = ((const uint2*)low)[c];
+    float u[4] = {__uint_as_float(((h.x & 0xffffu) << 16) + (unsigned)(int)(short)(l.x & 0xffffu)),
+                  __uint_as_float((h.x & 0xffff0000u) + (unsigned)(int)(short)(l.x >> 16)),
+                  __uint_as_float(((h.y & 0xffffu) << 16) + (unsigned)(int)(short)(l.y & 0xffffu)),
+                  __uint_as_float((h.y & 0xffff0000u) + (unsigned)(int)(short)(l.y >> 16))};
+    float4 v = ((const float4*)velocity)[c];
+    float* w = &v.x;
+    unsigned halves[4];
+    for (int i = 0; i < 4; ++i) {
+        w[i] = momentum * w[i] - lr * (0.f - u[i] * radial) * s;
+        u[i] += w[i];
+        const unsigned bits = __float_as_uint(u[i]), rounded = (bits + 0x8000u) & 0xffff0000u;
+        halves[i] = rounded | ((bits - rounded) & 0xffffu);
+    }
+    ((float4*)velocity)[c] = v;
+    ((uint2*)high)[c] = make_uint2((halves[0] >> 16) | (halves[1] & 0xffff0000u),
+                                   (halves[2] >> 16) | (halves[3] & 0xffff0000u));
+    ((uint2*)low)[c] = make_uint2((halves[0] & 0xffffu) | (halves[1] << 16), (halves[2] & 0xffffu) | (halves[3] << 16));
+}
+"""
 UPDATE_BYTES = 18  # a parameter: float32 weights and momentum read and written, the bfloat16 copy written
 COPY_BYTES = 8  # a parameter of a float32 copy: read and written
 
@@ -99,6 +131,7 @@ def stage_rows(stage, geometry, batch: int, runs: int, variants=()) -> list[dict
     inverse_norms = cupy.ones((blocks, rows), dtype=cupy.float32)
     row_dots = cupy.full((blocks, rows), 1e-3, dtype=cupy.float32)
     parameters = raw.size
+    high, low = master_weights.split(raw)
     variant = mma_update.default_variant(x.shape[2], codes.shape[2])
     if not mma_update.update_fits(codes, x, error, raw, velocity, weights_operand, inverse_norms, row_dots, field,
                                   blocks_w):
@@ -110,6 +143,7 @@ def stage_rows(stage, geometry, batch: int, runs: int, variants=()) -> list[dict
             blocks_w, variant=which)
 
     stream = cupy.RawKernel(_STREAM_SOURCE, "dasksae_stream_sgd_step")
+    split_stream = cupy.RawKernel(_SPLIT_STREAM_SOURCE, "dasksae_stream_split_sgd_step")
     vectors = parameters // 4
     threads = 256
     stream_args = (raw, velocity, weights_operand, inverse_norms, row_dots, numpy.float32(1e-6), numpy.float32(0.9),
@@ -119,19 +153,25 @@ def stage_rows(stage, geometry, batch: int, runs: int, variants=()) -> list[dict
         (f"fused, no copy ({variant})", FLOAT32_UPDATE_BYTES, lambda: mma_update.filter_weight_grad_update_bfloat16(
             codes, x, error, raw, velocity, None, inverse_norms, row_dots, 1e-6, 0.9, field, step, blocks_w,
             variant=variant))] + [
-        (f"fused, split ({variant})", FLOAT32_UPDATE_BYTES, lambda: mma_update.filter_weight_grad_update_bfloat16(
-            codes, x, error, low, velocity, high, inverse_norms, row_dots, 1e-6, 0.9, field, step, blocks_w,
-            variant=variant, split_master=True))
-        for high, low in [master_weights.split(raw)] if variant in mma_update.SPLIT_MASTER_VARIANTS] + [
+        (f"fused, split ({which})", FLOAT32_UPDATE_BYTES,
+         lambda which=which: mma_update.filter_weight_grad_update_bfloat16(
+             codes, x, error, low, velocity, high, inverse_norms, row_dots, 1e-6, 0.9, field, step, blocks_w,
+             variant=which, split_master=True))
+        for which in [variant] + [v for v in variants if v != variant]
+        if which in mma_update.SPLIT_MASTER_VARIANTS] + [
         (f"fused ({other})", UPDATE_BYTES, fused(other)) for other in variants if other != variant] + [
         ("products (gemm-only)", None, fused("gemm-only")),
         ("stream", UPDATE_BYTES, lambda: stream((-(-vectors // threads),), (threads,), stream_args)),
+        ("stream, split", FLOAT32_UPDATE_BYTES, lambda: split_stream((-(-vectors // threads),), (threads,), (
+            high, low, velocity, inverse_norms, row_dots, numpy.float32(1e-6), numpy.float32(0.9),
+            numpy.int64(vectors), numpy.int32(fan_in)))),
         ("copy", COPY_BYTES, lambda: scratch.__setitem__(Ellipsis, raw)),
     ]
     found = []
     for index, (name, bytes_a_parameter, run) in enumerate(cases):
         seconds = timed(run, runs=runs)
-        found.append({"kernel": name, "training": index == 0, "parameters": parameters, "seconds": seconds,
+        found.append({"kernel": name, "training": index == 0, "split_training": name == f"fused, split ({variant})",
+                      "parameters": parameters, "seconds": seconds,
                       "bytes_per_parameter": bytes_a_parameter,
                       "tb_per_s": bytes_a_parameter * parameters / seconds / 1e12 if bytes_a_parameter else None,
                       "tflops": 2 * parameters * 2 * batch / seconds / 1e12 if name.startswith(("fused", "products"))
@@ -255,10 +295,14 @@ def main(argv=None):
                        26)
     sums = {"fused (the training's)": [r for r in found if r["training"]],  # each stage's own variant
             "fused, no copy": [r for r in found if r["kernel"].startswith("fused, no copy")],
-            "fused, split": [r for r in found if r["kernel"].startswith("fused, split")]}
+            "fused, split": [r for r in found if r.get("split_training")]}  # each stage's own variant, split
     for variant in variants:
         sums[f"fused ({variant})"] = [r for r in found if r["kernel"] == f"fused ({variant})"]
-    for name in ("products (gemm-only)", "stream", "copy"):
+    from dasksae.kernels import mma_update
+
+    for variant in [v for v in variants if v in mma_update.SPLIT_MASTER_VARIANTS]:
+        sums[f"fused, split ({variant})"] = [r for r in found if r["kernel"] == f"fused, split ({variant})"]
+    for name in ("products (gemm-only)", "stream", "stream, split", "copy"):
         sums[name] = [r for r in found if r["kernel"] == name]
     print_sums(sums, 26)
     write_json(args, found)

@@ -57,48 +57,60 @@ HIGH = "encoder_high"  # the products' bfloat16 operand (tile_ops reads it in pl
 DERIVED_COPY = "_encoder_operand_bfloat16"  # the copy an unsplit state keeps beside encoder
 
 
+CHUNK_VALUES = 1 << 22  # values a pass of split and join: their temporaries stay within 16 MB a pass
+
+
 def split(raw, high=None, low=None):
-    """``(high, low)`` of float32 ``raw`` (any array module), written into ``high`` and ``low`` where given.
+    """``(high, low)`` of float32 ``raw`` (any array module), written into ``high`` and ``low`` where given
+    (C-contiguous arrays of ``raw``'s shape).
 
     ``high``: ``raw`` rounded to bfloat16, ties away from zero (``uint16``
     bits on CuPy, float32 values on NumPy); ``low``: ``uint16``, the offset of
     ``raw``'s bits from ``high``'s as a signed 16-bit number.  :func:`join`
     gives back ``raw`` bit for bit (every float32 value but NaNs whose
-    rounding would carry past the sign bit)."""
+    rounding would carry past the sign bit).  A pass takes
+    :data:`CHUNK_VALUES` values, so that splitting a stage's weights does not
+    hold several times their bytes in temporaries."""
     xp = array_module(raw)
     if raw.dtype != numpy.float32:
         raise TypeError(f"split takes float32 weights, not {raw.dtype}")
-    bits = xp.ascontiguousarray(raw).view(xp.uint32)
-    rounded = (bits + xp.uint32(0x8000)) & xp.uint32(0xFFFF0000)
-    offsets = (bits - rounded).view(xp.int32).astype(xp.int16).view(xp.uint16)  # in [-2^15, 2^15): exact
-    if xp is numpy:
-        top = rounded.view(numpy.float32)
-    else:
-        top = (rounded >> 16).astype(xp.uint16)
-    if high is None:
-        high = top
-    else:
-        high[...] = top
-    if low is None:
-        low = offsets
-    else:
-        low[...] = offsets
+    high = _output(xp, high, raw.shape, numpy.float32 if xp is numpy else numpy.uint16)
+    low = _output(xp, low, raw.shape, numpy.uint16)
+    bits_all, high_all, low_all = xp.ascontiguousarray(raw).reshape(-1).view(xp.uint32), high.reshape(-1), low.reshape(-1)
+    for start in range(0, bits_all.size, CHUNK_VALUES):
+        part = slice(start, start + CHUNK_VALUES)
+        bits = bits_all[part]
+        rounded = (bits + xp.uint32(0x8000)) & xp.uint32(0xFFFF0000)
+        low_all[part] = (bits - rounded).view(xp.int32).astype(xp.int16).view(xp.uint16)  # in [-2^15, 2^15): exact
+        high_all[part] = rounded.view(xp.float32) if xp is numpy else (rounded >> 16).astype(xp.uint16)
     return high, low
 
 
 def join(high, low, out=None):
-    """The float32 weights whose :func:`split` is ``(high, low)`` (into ``out`` where given)."""
+    """The float32 weights whose :func:`split` is ``(high, low)`` (into ``out`` where given: a C-contiguous float32
+    array of their shape), :data:`CHUNK_VALUES` values a pass."""
     xp = array_module(high, low)
-    if high.dtype == numpy.float32:  # NumPy's operand: bfloat16 values as float32, the low bits zero
-        top = xp.ascontiguousarray(high).view(xp.uint32)
-    else:
-        top = high.astype(xp.uint32) << 16
-    bits = top + low.view(xp.int16).astype(xp.int32).view(xp.uint32)  # modulo 2^32: adds the signed offset
-    value = bits.view(xp.float32)
-    if out is None:
-        return value
-    out[...] = value
+    out = _output(xp, out, high.shape, numpy.float32)
+    high_all = xp.ascontiguousarray(high).reshape(-1)
+    low_all, out_all = xp.ascontiguousarray(low).reshape(-1), out.reshape(-1).view(xp.uint32)
+    for start in range(0, out_all.size, CHUNK_VALUES):
+        part = slice(start, start + CHUNK_VALUES)
+        if high.dtype == numpy.float32:  # NumPy's operand: bfloat16 values as float32, the low bits zero
+            top = high_all[part].view(xp.uint32)
+        else:
+            top = high_all[part].astype(xp.uint32) << 16
+        out_all[part] = top + low_all[part].view(xp.int16).astype(xp.int32).view(xp.uint32)  # adds the signed offset
     return out
+
+
+def _output(xp, array, shape, dtype):
+    """``array``, checked to be C-contiguous of ``shape`` and ``dtype`` (written through a flat view), or a new one."""
+    if array is None:
+        return xp.empty(shape, dtype=dtype)
+    if tuple(array.shape) != tuple(shape) or array.dtype != dtype or not array.flags.c_contiguous:
+        raise ValueError(f"an output of split or join must be a C-contiguous {numpy.dtype(dtype).name} array of shape "
+                         f"{tuple(shape)}, not {array.dtype} {tuple(array.shape)}")
+    return array
 
 
 def splits(state: dict, precision: str) -> bool:

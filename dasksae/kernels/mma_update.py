@@ -1130,6 +1130,10 @@ EPILOGUE_VARIANTS = {
     # carveout the blocks need changed nothing (those variants, taken out, are at 6ac3207 and a1f9b9e).  Codes whose
     # width is not in whole 64s take rows-wide (wgmma_or_rows)
     "rows-wide-wgmma": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1},
+    # For benchmarks (session 47): rows-wide-wgmma with 4 or 3 float4s of weights and of momentum in flight a thread
+    # (on split master weights their halves: 8 bytes of each)
+    "rows-wgmma-loads-4": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 4, "WGMMA": 1},
+    "rows-wgmma-loads-3": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 3, "WGMMA": 1},
     # For benchmarks (session 45, lost): rows-wide-wgmma with the tile's raw values ("-raw": 104 KiB a block, two an
     # SM) or its raw and velocity (152 KiB, one an SM) brought into shared memory by bulk copies (cp.async.bulk, a row
     # of 96 floats a copy) issued at the block's start, landing while the products are taken; the epilogue then loads
@@ -1298,7 +1302,7 @@ def mma_update_source(variant: str = "rows", split_tf32: bool = False, terms: in
 
 # the epilogues that take split master weights (mma_update_source's split_master): the rows epilogues that read raw
 # from global memory with plain loads
-SPLIT_MASTER_VARIANTS = ("rows", "rows-2", "rows-wide", "rows-wide-wgmma")
+SPLIT_MASTER_VARIANTS = ("rows", "rows-2", "rows-wide", "rows-wide-wgmma", "rows-wgmma-loads-4", "rows-wgmma-loads-3")
 
 
 @functools.lru_cache(maxsize=None)

@@ -5,7 +5,8 @@
 #     high half were the products' operand (the split master weights), before building them
 #   PART=split (about 480 s): the split master weights (dasksae.master_weights, DASKSAE_SPLIT_MASTER=1): the GPU tests
 #     of the update and of bfloat16 training, the update's floors with the split rows (the training's variant and
-#     4 or 3 loads in flight a thread; a streaming kernel of the split step), then the in-process bfloat16
+#     4 or 3 loads in flight a thread, blocks of 64 x 192; a streaming kernel of the split step), then the in-process
+#     bfloat16
 #     step split (1) and whole (0), ROUNDS (2) times in turn, each in a process of its own
 #   PART=rows (about 450 s): the tiled GPU tests, the issue's bfloat16 rows at the defaults (the limit, 1 worker
 #     pipelined, 4 worker threads) and the bfloat16 kernel table
@@ -20,7 +21,7 @@ split)
     -k "split_master or tensor_core_update_on_the_gpu or bfloat16_training or update_in_the_weight_gradient"
   tail -3 $OUT/gpu-tests.log
   timeout ${FLOOR_S:-150} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
-    --variants rows-wgmma-loads-4,rows-wgmma-loads-3 \
+    --variants rows-wgmma-loads-4,rows-wgmma-loads-3,rows-wide-wgmma-192 \
     --json $OUT/update-floor.json 2>&1 | filter | tee $OUT/update-floor.log | grep "all"
   for round in $(seq ${ROUNDS:-2}); do
     for mode in 1 0; do STEP_DTYPE=bfloat16 in_process split-$mode DASKSAE_SPLIT_MASTER=$mode; done

@@ -828,7 +828,8 @@ def test_halo_windows_from_strided_views_equal_numpy(rng):
 @pytest.mark.parametrize("variant", ["rows", "fragments", "rows-l2", "rows-2", "rows-wide", "rows-staged",
                                      "frag64-staged", "frag64-staged-first", "rows-cs", "rows-wide-cs", "rows-resident-whole",
                                      "rows-resident-whole-1", "rows-144", "rows-overlap", "rows-wide-wgmma",
-                                     "rows-overlap-wgmma", "rows-bulk-raw-wgmma", "rows-bulk-wgmma"])
+                                     "rows-overlap-wgmma", "rows-bulk-raw-wgmma", "rows-bulk-wgmma",
+                                     "rows-wide-wgmma-192"])
 @pytest.mark.parametrize("with_error, with_operand", [(True, True), (False, False)], ids=["x-and-error", "x-only"])
 def test_the_tensor_core_update_on_the_gpu_equals_numpy(with_error, with_operand, variant):
     """``dasksae_mma_filter_weight_grad_update`` (bfloat16 ``mma.sync`` from the maps, the unit-norm SGD step in its
@@ -1448,7 +1449,7 @@ def test_whole_products_take_one_launch_with_the_chunked_results(monkeypatch, pr
     numpy.testing.assert_allclose(r_whole, r_chunked, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("variant", ["rows", "rows-wide", "rows-wide-wgmma"])
+@pytest.mark.parametrize("variant", ["rows", "rows-wide", "rows-wide-wgmma", "rows-wide-wgmma-192"])
 def test_the_update_of_split_master_weights_on_the_gpu_is_the_update_of_the_weights_bit_for_bit(variant):
     """The tensor-core update with ``split_master`` (the weights read and written as their halves,
     :mod:`dasksae.master_weights`) on the device against the same kernel on the whole weights: the joined new

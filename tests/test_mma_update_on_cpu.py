@@ -226,7 +226,7 @@ extern "C" void run_update(const unsigned short* codes, const unsigned short* x,
 @pytest.fixture(scope="module", params=["rows", "fragments", "rows-l2", "rows-wide", "rows-staged", "frag64-staged",
                                         "frag64-staged-first", "rows-cs", "rows-wide-cs", "rows-resident-whole",
                                         "rows-resident-whole-1", "rows-144", "rows-overlap", "rows-wide-wgmma",
-                                        "rows-bulk-raw-wgmma", "rows-bulk-wgmma"])
+                                        "rows-bulk-raw-wgmma", "rows-bulk-wgmma", "rows-wide-wgmma-192"])
 def kernel_on_cpu(tmp_path_factory, request):
     """The kernel built under g++ with each epilogue that takes the step (mma_update.EPILOGUE_VARIANTS; a ``wgmma``
     variant's products emulated through their descriptors)."""
@@ -339,10 +339,10 @@ def test_the_tensor_core_update_takes_the_unit_norm_step_from_the_maps(kernel_on
     grid, (threads,), arguments, _ = mma_update._update_launch(  # what the launch uses: 64-row variants take 3
         kernel_on_cpu.variant, case["codes"].shape, case["x"].shape, case["field"], case["step"], case["blocks_w"])
     # blocks of rows (128 threads: 64 rows), and the 2 column tiles a block each or (resident variants) in groups, or
-    # (rows-144) one tile of 144 columns, 3 warps across
+    # (rows-144) one tile of 144 columns, 3 warps across, or (rows-wide-wgmma-192) one of 192, 4 warps across
     warps = mma_update.warps_across(kernel_on_cpu.variant)
     tiles = -(-case["raw"].shape[2] // mma_update.tile_columns(kernel_on_cpu.variant))
-    assert (tiles, warps) == ((2, 2) if warps == 2 else (1, 3))
+    assert (tiles, warps) == {2: (2, 2), 3: (1, 3), 4: (1, 4)}[warps]
     column_groups = -(-tiles // mma_update.column_tiles_a_block(kernel_on_cpu.variant))
     assert grid == (-(-rows // mma_update.tile_rows(kernel_on_cpu.variant)), column_groups, count)
     assert threads == mma_update.block_threads(kernel_on_cpu.variant)
@@ -355,7 +355,8 @@ def test_the_tensor_core_update_takes_the_unit_norm_step_from_the_maps(kernel_on
     # second tile's second warp: columns 144..191; none in a tile of 144)
     assert ctypes.c_int.in_dll(kernel_on_cpu, "bulk_faults").value == 0  # bulk copies whole, and as many as expected
     assert not numpy.isnan(partial_squares).any()
-    assert (partial_squares[:, 3] == 0).all() if warps == 2 else (partial_squares != 0).all()
+    assert (partial_squares[:, 3] == 0).all() if warps != 3 else (partial_squares != 0).all()
+    assert (partial_squares[:, :3] != 0).all()
     new_norms = (1 / numpy.sqrt(partial_squares.astype(numpy.float64).sum(-1))).reshape(count, rows)
     assert_updated_as_expected(case, raw, velocity, operand, new_norms)
 
@@ -424,7 +425,7 @@ def _high_bits(high):
     return (high.view(numpy.uint32) >> 16).astype(numpy.uint16)
 
 
-@pytest.mark.parametrize("variant", ["rows", "rows-wide-wgmma"])
+@pytest.mark.parametrize("variant", ["rows", "rows-wide-wgmma", "rows-wide-wgmma-192"])
 def test_the_update_of_split_master_weights_is_the_update_of_the_weights(tmp_path, variant):
     """With ``split_master`` the kernel reads the float32 weights from their high and low halves
     (:mod:`dasksae.master_weights`: ``raw`` points to the low ones, ``operand`` holds the high ones) and writes the new

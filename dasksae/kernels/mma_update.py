@@ -411,8 +411,8 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(1024)));
 #if SPLIT_MASTER && (!EPILOGUE_ROWS || STAGED_RAW || STREAMING || SPLIT_TF32 || SPECIALIZED)
 #error "split master weights take the rows epilogue, nothing staged or streamed, bfloat16 products, no specialized warps"
 #endif
-#if EPILOGUE_ROWS && TILE_M != 128
-#error "the rows epilogue takes 128 rows a block"
+#if EPILOGUE_ROWS && TILE_M != 128 && !WGMMA_WIDE
+#error "the rows epilogue takes 128 rows a block (64 in wide wgmma blocks)"
 #endif
 #if WARPS_N != 2 && (STAGE_U || STAGE_FRAGMENTS || COLUMN_TILES || !(EPILOGUE_ROWS || GEMM_ONLY))
 #error "blocks of other than 96 columns take the rows epilogue (or none), nothing staged, one column tile a block"
@@ -420,7 +420,14 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(1024)));
 #if STAGE_BULK && (!WGMMA || !EPILOGUE_ROWS || COLUMN_TILES || STAGING)
 #error "bulk copies take the wgmma rows epilogue of one column tile a block, nothing else staged"
 #endif
-#if WGMMA && (SPLIT_TF32 || STAGING || TILE_M != 128 || WARPS_N != 2 || (COLUMN_TILES && !SPECIALIZED) \
+#ifndef WGMMA_WIDE  // (wgmma variants) 1: blocks of 64 rows by 192 columns, each warpgroup 96 of the columns (a tile's
+// rows of weights are 384 contiguous bytes of bfloat16, 768 of float32, where 128 x 96 tiles' are 192 and 384)
+#define WGMMA_WIDE 0
+#endif
+#if WGMMA_WIDE && (!WGMMA || TILE_M != 64 || WARPS_N != 4 || SPECIALIZED || STAGE_BULK || COLUMN_TILES)
+#error "wide wgmma blocks are 64 x 192, one column tile a block, nothing staged"
+#endif
+#if WGMMA && !WGMMA_WIDE && (SPLIT_TF32 || STAGING || TILE_M != 128 || WARPS_N != 2 || (COLUMN_TILES && !SPECIALIZED) \
               || !(EPILOGUE_ROWS || GEMM_ONLY || SPECIALIZED))
 #error "wgmma takes 128 x 96 tiles of bfloat16 products, the rows epilogue (or none, or the specialized warps'), nothing staged"
 #endif
@@ -526,7 +533,8 @@ __device__ __forceinline__ void store_products(float* tile, const float (&acc)[1
 {
     for (int h = 0; h < 2; ++h)
         for (int j = 0; j < 12; ++j)
-            *(float2*)(tile + (warp_n * 64 + warp_m * 16 + g + 8 * h) * OUT_ROW + j * 8 + 2 * t) =
+            *(float2*)(tile + ((WGMMA_WIDE ? 0 : warp_n * 64) + warp_m * 16 + g + 8 * h) * OUT_ROW
+                       + (WGMMA_WIDE ? warp_n * 96 : 0) + j * 8 + 2 * t) =
                 make_float2(acc[0][j][2 * h], acc[0][j][2 * h + 1]);
 }
 
@@ -834,7 +842,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
     OPERAND(*As)[TILE_M * ROW] = (OPERAND(*)[TILE_M * ROW])mma_shared;  // [2]: two stages
     OPERAND(*Bs)[TILE_N * ROW] = (OPERAND(*)[TILE_N * ROW])(mma_shared + 2 * TILE_M * ROW * sizeof(OPERAND));
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, t = lane % 4;
-    const int warp_m = warp % (TILE_M / 32), warp_n = warp / (TILE_M / 32);  // (wgmma: warpgroup warp_n's warp warp_m)
+    // (wgmma: warpgroup warp_n's warp warp_m)
+    const int warp_m = warp % (WGMMA ? 4 : TILE_M / 32), warp_n = warp / (WGMMA ? 4 : TILE_M / 32);
     const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
     const long long block = blockIdx.z;
     codes += block * rows * width;
@@ -952,7 +961,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
         if (s + 1 < tiles) load((s + 1) & 1, (s + 1) * TILE_K);  // into the buffer tile s - 1 left
         // A and B: 8-row atoms 1024 bytes apart, a k-step 32 bytes along the rows (the descriptors count 16 bytes)
         wgmma_k_tile<48, TILE_K / K_STEP, 2, 2, 0, wgmma_update>(
-            &acc[0][0][0], descriptor(As[s & 1] + warp_n * 64 * TILE_K, 16, 1024, 1), descriptor(Bs[s & 1], 16, 1024, 1));
+            &acc[0][0][0], descriptor(As[s & 1] + (WGMMA_WIDE ? 0 : warp_n * 64 * TILE_K), 16, 1024, 1),
+            descriptor(Bs[s & 1] + (WGMMA_WIDE ? warp_n * 96 * TILE_K : 0), 16, 1024, 1));
     }
     __syncthreads();  // every warpgroup's products are taken: the epilogue's tile may fill the stages
 #else
@@ -1134,6 +1144,11 @@ EPILOGUE_VARIANTS = {
     # (on split master weights their halves: 8 bytes of each)
     "rows-wgmma-loads-4": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 4, "WGMMA": 1},
     "rows-wgmma-loads-3": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 3, "WGMMA": 1},
+    # For benchmarks (session 47): blocks of 64 rows by 192 columns, each warpgroup 64 x 96 of them (m64n96k16 on the
+    # codes' 64 rows and its half of the fields), rows-wide's epilogue over the 64 x 192 tile: a tile's rows of weights
+    # twice as long (384 bytes of bfloat16), the codes' tile read by both warpgroups
+    "rows-wide-wgmma-192": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "WGMMA_WIDE": 1,
+                            "TILE_M": 64, "WARPS_N": 4},
     # For benchmarks (session 45, lost): rows-wide-wgmma with the tile's raw values ("-raw": 104 KiB a block, two an
     # SM) or its raw and velocity (152 KiB, one an SM) brought into shared memory by bulk copies (cp.async.bulk, a row
     # of 96 floats a copy) issued at the block's start, landing while the products are taken; the epilogue then loads
@@ -1302,7 +1317,8 @@ def mma_update_source(variant: str = "rows", split_tf32: bool = False, terms: in
 
 # the epilogues that take split master weights (mma_update_source's split_master): the rows epilogues that read raw
 # from global memory with plain loads
-SPLIT_MASTER_VARIANTS = ("rows", "rows-2", "rows-wide", "rows-wide-wgmma", "rows-wgmma-loads-4", "rows-wgmma-loads-3")
+SPLIT_MASTER_VARIANTS = ("rows", "rows-2", "rows-wide", "rows-wide-wgmma", "rows-wgmma-loads-4", "rows-wgmma-loads-3",
+                         "rows-wide-wgmma-192")
 
 
 @functools.lru_cache(maxsize=None)

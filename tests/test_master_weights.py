@@ -151,8 +151,10 @@ def test_a_bfloat16_network_keeps_its_weights_split_and_trains_as_with_them_whol
     assert not any(master_weights.is_split(state) for state in _states(float32))
 
 
-def test_split_weights_leave_the_step_whole_and_come_back_from_a_checkpoint(tmp_path):
-    """A split bfloat16 network's parameters and its checkpoint are the joined halves, bit for bit; a network loaded from the checkpoint splits them again and goes on as the saved one does."""
+def test_split_weights_leave_the_step_whole_and_come_back_from_a_checkpoint(tmp_path, monkeypatch):
+    """A split bfloat16 network's parameters and its checkpoint are the joined halves, bit for bit; a network loaded
+    from the checkpoint splits them again and goes on as the saved one does."""
+    monkeypatch.setattr(master_weights, "SPLIT_MASTER", True)
     config = named_config("tiny")
     batches = _batches(config, 3)
     network = TiledNetwork(config, "2x1", executor=LocalExecutor(), seed=1, dtype="bfloat16")
@@ -172,17 +174,19 @@ def test_split_weights_leave_the_step_whole_and_come_back_from_a_checkpoint(tmp_
     assert all(master_weights.is_split(state) for state in _states(loaded))
 
 
-def test_tiles_on_worker_processes_keep_their_weights_split_there():
-    """bfloat16 SPMD steps of 2x2 tiles on a LocalCluster of worker processes: each tile's state on its worker holds
-    the halves, the network trains as the same tiles in one process do (graph execution), and its weights as a Dask
-    array are its parameters."""
+def test_tiles_on_worker_processes_keep_their_weights_split_there(monkeypatch):
+    """bfloat16 SPMD steps of 2x2 tiles on a LocalCluster of worker processes started with
+    ``DASKSAE_SPLIT_MASTER=1``: each tile's state on its worker holds the halves, the network trains as the same
+    tiles in one process do (graph execution), and its weights as a Dask array are its parameters."""
     distributed = pytest.importorskip("distributed")
+    monkeypatch.setattr(master_weights, "SPLIT_MASTER", True)  # (this process's tiles)
     config = named_config("tiny")
     batches = _batches(config, 3)
     local = TiledNetwork(config, "2x2", executor=LocalExecutor(), seed=1, dtype="bfloat16")
     expected = [local.step(x, 1e-2, 0.9).loss for x in batches]
     with distributed.LocalCluster(n_workers=4, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  memory_limit="2GiB") as cluster, distributed.Client(cluster) as client:
+                                  memory_limit="2GiB", env={"DASKSAE_SPLIT_MASTER": "1"}) as cluster, \
+            distributed.Client(cluster) as client:
         network = TiledNetwork(config, "2x2", client, seed=1, dtype="bfloat16")
         assert network.execution == "spmd"
         losses = [report.loss for report in network.steps(batches, 1e-2, 0.9)]

@@ -145,7 +145,7 @@ def test_radial_dots_from_the_codes_equal_the_gradients_dots(rng, tied):
 
 
 @pytest.mark.parametrize("precision", ["float32", "tf32", "bfloat16"])
-def test_a_step_leaves_the_next_steps_operands_in_the_state(precision, tmp_path):
+def test_a_step_leaves_the_next_steps_operands_in_the_state(precision, tmp_path, monkeypatch):
     """After an update the tile state holds 1/||U|| and U's operand for the next forward pass, equal to those made
     afresh from the new weights (in bfloat16 the operand is the high half of the split weights,
     dasksae.master_weights); a checkpoint does not store them, and stores U whole; without them the same loss comes
@@ -154,6 +154,7 @@ def test_a_step_leaves_the_next_steps_operands_in_the_state(precision, tmp_path)
 
     from dasksae import master_weights
 
+    monkeypatch.setattr(master_weights, "SPLIT_MASTER", True)  # (DASKSAE_SPLIT_MASTER=1)
     config = named_config("tiny")
     batch = numpy.random.default_rng(3).standard_normal(config.input_shape + (8,)).astype("float32")
     network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype=precision)

@@ -25,6 +25,9 @@ split)
     --json $OUT/update-floor.json 2>&1 | filter | tee $OUT/update-floor.log | grep "all"
   for round in $(seq ${ROUNDS:-2}); do
     for mode in 1 0; do STEP_DTYPE=bfloat16 in_process split-$mode DASKSAE_SPLIT_MASTER=$mode; done
+    for mode in 1 0; do
+      STEP_DTYPE=bfloat16 in_process wide192-split-$mode DASKSAE_SPLIT_MASTER=$mode DASKSAE_WGMMA_UPDATE=rows-wide-wgmma-192
+    done
   done ;;
 rows)
   gpu_tests ${TESTS_S:-120} tests/test_gpu_tiled.py

@@ -1240,7 +1240,8 @@ def wgmma_or_rows(variant: str, width: int) -> str:
     ``mma.sync`` twin without ``-wgmma``."""
     if EPILOGUE_VARIANTS[variant].get("WGMMA") and width % WGMMA_TILE_K:
         twin = variant.removesuffix("-wgmma")
-        return twin if twin in EPILOGUE_VARIANTS else "rows-wide"  # (the bulk variants' epilogue is rows-wide's)
+        # (the bulk and wide variants' epilogue is rows-wide's)
+        return twin if twin != variant and twin in EPILOGUE_VARIANTS else "rows-wide"
     return variant
 
 

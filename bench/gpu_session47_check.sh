@@ -18,7 +18,7 @@ probe)
     --json $OUT/update-floor.json 2>&1 | filter | tee $OUT/update-floor.log ;;
 split)
   gpu_tests ${TESTS_S:-220} tests/test_gpu.py \
-    -k "split_master or tensor_core_update_on_the_gpu or bfloat16_training or update_in_the_weight_gradient"
+    -k "${TESTS_K:-split_master or tensor_core_update_on_the_gpu or bfloat16_training or update_in_the_weight_gradient}"
   tail -3 $OUT/gpu-tests.log
   timeout ${FLOOR_S:-150} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
     --variants rows-wgmma-loads-4,rows-wgmma-loads-3,rows-wide-wgmma-192 \

@@ -8,6 +8,8 @@
 #     4 or 3 loads in flight a thread, blocks of 64 x 192; a streaming kernel of the split step), then the in-process
 #     bfloat16
 #     step split (1) and whole (0), ROUNDS (2) times in turn, each in a process of its own
+#   PART=last (about 250 s): split's floors (4 loads a thread, 64 x 192 blocks), the in-process step split and whole
+#     with the training's update and with 64 x 192 blocks, then the GPU tests of the halves (a short call's order)
 #   PART=rows (about 450 s): the tiled GPU tests, the bfloat16 rows at the defaults (the limit, 1 worker
 #     pipelined, 4 worker threads) and the bfloat16 kernel table
 source bench/device_setup.sh
@@ -29,6 +31,16 @@ split)
       STEP_DTYPE=bfloat16 in_process wide192-split-$mode DASKSAE_SPLIT_MASTER=$mode DASKSAE_WGMMA_UPDATE=rows-wide-wgmma-192
     done
   done ;;
+last)  # (about 250 s) split's parts, the floors first: what a short call should bring back before it is cut
+  timeout ${FLOOR_S:-100} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
+    --variants rows-wgmma-loads-4,rows-wide-wgmma-192 \
+    --json $OUT/update-floor.json 2>&1 | filter | tee $OUT/update-floor.log | grep "all"
+  for mode in 1 0; do STEP_DTYPE=bfloat16 in_process split-$mode DASKSAE_SPLIT_MASTER=$mode; done
+  for mode in 0 1; do
+    STEP_DTYPE=bfloat16 in_process wide192-split-$mode DASKSAE_SPLIT_MASTER=$mode DASKSAE_WGMMA_UPDATE=rows-wide-wgmma-192
+  done
+  gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "${TESTS_K:-split_master or cache_hints or follows_the_gathered}"
+  tail -3 $OUT/gpu-tests.log ;;
 rows)
   gpu_tests ${TESTS_S:-120} tests/test_gpu_tiled.py
   tail -3 $OUT/gpu-tests.log

@@ -1141,12 +1141,16 @@ EPILOGUE_VARIANTS = {
     # width is not in whole 64s take rows-wide (wgmma_or_rows)
     "rows-wide-wgmma": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1},
     # For benchmarks (session 47): rows-wide-wgmma with 4 or 3 float4s of weights and of momentum in flight a thread
-    # (on split master weights their halves: 8 bytes of each)
+    # (on split master weights their halves: 8 bytes of each).  On an H100 (bench/results/session47/last/, coates200,
+    # M=96) 4 took the stages in 11.60 ms on the whole weights and 11.77 on the halves, against rows-wide-wgmma's 11.44
+    # and 12.05 (3 was not run)
     "rows-wgmma-loads-4": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 4, "WGMMA": 1},
     "rows-wgmma-loads-3": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 3, "WGMMA": 1},
     # For benchmarks (session 47): blocks of 64 rows by 192 columns, each warpgroup 64 x 96 of them (m64n96k16 on the
     # codes' 64 rows and its half of the fields), rows-wide's epilogue over the 64 x 192 tile: a tile's rows of weights
-    # twice as long (384 bytes of bfloat16), the codes' tile read by both warpgroups
+    # twice as long (384 bytes of bfloat16), the codes' tile read by both warpgroups.  On an H100
+    # (bench/results/session47/last/) 12.11 ms over the stages on the whole weights and 11.69 on the halves, against
+    # rows-wide-wgmma's 11.44 and 12.05; the in-process bfloat16 step 22.9 and 22.4 ms
     "rows-wide-wgmma-192": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "WGMMA_WIDE": 1,
                             "TILE_M": 64, "WARPS_N": 4},
     # For benchmarks (session 45, lost): rows-wide-wgmma with the tile's raw values ("-raw": 104 KiB a block, two an

@@ -10,7 +10,9 @@
 #     step split (1) and whole (0), ROUNDS (2) times in turn, each in a process of its own
 #   PART=last (about 250 s): split's floors (4 loads a thread, 64 x 192 blocks), the in-process step split and whole
 #     with the training's update and with 64 x 192 blocks, then the GPU tests of the halves (a short call's order)
-#   PART=rows (about 450 s): the tiled GPU tests, the issue's bfloat16 rows at the defaults (the limit, 1 worker
+#   PART=ncu (about 150 s; not yet run): Nsight Compute over stage 2's update whole, with no copy and on the halves,
+#     and the streaming steps: what the kernel on the halves waits on
+#   PART=rows (about 450 s; not yet run): the tiled GPU tests, the issue's bfloat16 rows at the defaults (the limit, 1 worker
 #     pipelined, 4 worker threads) and the bfloat16 kernel table
 source bench/device_setup.sh
 card
@@ -41,6 +43,19 @@ last)  # (about 250 s) split's parts, the floors first: what a short call should
   done
   gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "${TESTS_K:-split_master or cache_hints or follows_the_gathered}"
   tail -3 $OUT/gpu-tests.log ;;
+ncu)  # (about 150 s; not yet run) Nsight Compute over stage 2's update on the whole weights, without the copy and on the
+  # halves, and the two streaming steps: DRAM and L2 throughput, warp stalls, issue: what the kernel on the halves
+  # waits on that the streaming step on them does not
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  echo "ncu: $NCU"
+  timeout ${NCU_S:-150} $NCU --clock-control none -k regex:"dasksae_wgmma_filter_weight_grad_update|dasksae_stream" \
+    --launch-count 16 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+    --section Occupancy --section LaunchStats --section SchedulerStats \
+    --metrics dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sector_hit_rate.pct,gpu__time_duration.sum \
+    python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 1 --stages 2 > $OUT/update-counters.log 2>&1
+  echo "ncu rc $?: $(grep -c 'dasksae_' $OUT/update-counters.log) kernel lines"
+  grep -E "^  dasksae_|Duration|DRAM Throughput|L2 Cache Throughput|dram__bytes|Stall|Issued Warp|Achieved Occupancy" \
+    $OUT/update-counters.log | head -120 ;;
 rows)
   gpu_tests ${TESTS_S:-120} tests/test_gpu_tiled.py
   tail -3 $OUT/gpu-tests.log

@@ -241,9 +241,13 @@ class TiledNetwork:
 
         Its chunks are the futures on the tiles' workers; computing it gathers
         them, so use it for small networks or reductions (``.sum()``, norms).
+        With a :class:`~dasksae.tile_array.LocalExecutor` the chunks are the
+        arrays themselves.
         """
         import dask
         import dask.array
+
+        from .tile_array import _LocalHandle
 
         geometry = self.config.geometry()[stage]
         rows = []
@@ -252,12 +256,13 @@ class TiledNetwork:
             for j in range(self.grid.cols):
                 (b0, b1), (d0, d1) = self.state[stage].windows[(i, j)]
                 handle = self.state[stage].parts[(i, j)]
-                row.append(
-                    dask.array.from_delayed(  # (encoder joined where the state keeps it split: master_weights)
-                        dask.delayed(pick_entry)(handle, name), (b1 - b0, d1 - d0) + tuple(geometry.weight_shape[2:]),
-                        self.dtype
-                    )
-                )
+                # (encoder joined where the state keeps it split: master_weights)
+                if isinstance(handle, _LocalHandle):  # in this process: the array, as one chunk (not hashed)
+                    chunk = pick_entry(handle.value, name)
+                    row.append(dask.array.from_array(chunk, chunks=chunk.shape, name=False))
+                    continue
+                row.append(dask.array.from_delayed(dask.delayed(pick_entry)(handle, name),
+                                                   (b1 - b0, d1 - d0) + tuple(geometry.weight_shape[2:]), self.dtype))
             rows.append(row)
         return dask.array.block([[[[block]] for block in row] for row in rows])
 

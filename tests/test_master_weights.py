@@ -152,8 +152,9 @@ def test_a_bfloat16_network_keeps_its_weights_split_and_trains_as_with_them_whol
 
 
 def test_split_weights_leave_the_step_whole_and_come_back_from_a_checkpoint(tmp_path, monkeypatch):
-    """A split bfloat16 network's parameters and its checkpoint are the joined halves, bit for bit; a network loaded
-    from the checkpoint splits them again and goes on as the saved one does."""
+    """A split bfloat16 network's parameters, its weights as a Dask array (in this process) and its checkpoint are the
+    joined halves, bit for bit; a network loaded from the checkpoint splits them again and goes on as the saved one
+    does."""
     monkeypatch.setattr(master_weights, "SPLIT_MASTER", True)
     config = named_config("tiny")
     batches = _batches(config, 3)
@@ -163,6 +164,7 @@ def test_split_weights_leave_the_step_whole_and_come_back_from_a_checkpoint(tmp_
     for k, stage in enumerate(network.state):
         assert all(master_weights.is_split(part.value) for part in stage.parts.values())
         joined = {tile: master_weights.master(part.value) for tile, part in stage.parts.items()}
+        numpy.testing.assert_array_equal(network.weights(k).compute(), parameters[k]["encoder"])
         for tile, (rows, cols) in stage.windows.items():
             numpy.testing.assert_array_equal(parameters[k]["encoder"][rows[0]:rows[1], cols[0]:cols[1]], joined[tile])
     path = network.save(tmp_path / "run")

@@ -95,12 +95,10 @@ def join(high, low, out=None):
     out = _output(xp, out, high.shape, numpy.float32)
     high_all = xp.ascontiguousarray(high).reshape(-1)
     low_all, out_all = xp.ascontiguousarray(low).reshape(-1), out.reshape(-1).view(xp.uint32)
+    as_values = high.dtype == numpy.float32  # NumPy's operand: bfloat16 values as float32, the low bits zero
     for start in range(0, out_all.size, CHUNK_VALUES):
         part = slice(start, start + CHUNK_VALUES)
-        if high.dtype == numpy.float32:  # NumPy's operand: bfloat16 values as float32, the low bits zero
-            top = high_all[part].view(xp.uint32)
-        else:
-            top = high_all[part].astype(xp.uint32) << 16
+        top = high_all[part].view(xp.uint32) if as_values else high_all[part].astype(xp.uint32) << 16
         out_all[part] = top + low_all[part].view(xp.int16).astype(xp.int32).view(xp.uint32)  # adds the signed offset
     return out
 

@@ -274,7 +274,6 @@ def update_case(seed: int, with_error: bool, with_operand: bool, channels: int =
     and what the update's array code makes of them in float64 from the same values and ``row_dots``: ``expected_raw``,
     ``expected_velocity``, ``expected_norms``."""
     from dasksae.kernels.local_filter import gather_patches
-    from dasksae.kernels.normalize import unit_rows_sgd
 
     rng = numpy.random.default_rng(seed)
     field, step, blocks_h, blocks_w, rows = 6, 2, 3, 2, 136
@@ -299,11 +298,21 @@ def update_case(seed: int, with_error: bool, with_operand: bool, channels: int =
     case = {"codes": codes_bits, "x": x_bits, "error": error_bits, "raw": raw, "velocity": velocity,
             "operand": numpy.zeros((count, rows, fan_in), numpy.uint16) if with_operand else None,
             "inverse_norms": inverse_norms, "row_dots": row_dots, "lr": 0.01, "momentum": 0.9,
-            "field": field, "step": step, "blocks_w": blocks_w}
-    expected_raw, expected_velocity = raw.astype(numpy.float64), velocity.astype(numpy.float64)
-    expected_norms = inverse_norms.astype(numpy.float64)
-    unit_rows_sgd(expected_raw, expected_velocity, numpy.matmul(codes, fields.transpose(0, 2, 1)), expected_norms,
-                  case["lr"], case["momentum"], refresh_norms=True, row_dots=row_dots.astype(numpy.float64))
+            "field": field, "step": step, "blocks_w": blocks_w,
+            "gradient": numpy.matmul(codes, fields.transpose(0, 2, 1))}  # float64, from the values the kernel reads
+    return with_expected(case)
+
+
+def with_expected(case: dict) -> dict:
+    """``case`` with what the update's array code makes of its ``raw``, ``velocity``, ``inverse_norms`` and
+    ``row_dots`` and its gradient, in float64: ``expected_raw``, ``expected_velocity``, ``expected_norms`` (made
+    again where a test changes ``raw``)."""
+    from dasksae.kernels.normalize import unit_rows_sgd
+
+    expected_raw, expected_velocity = case["raw"].astype(numpy.float64), case["velocity"].astype(numpy.float64)
+    expected_norms = case["inverse_norms"].astype(numpy.float64)
+    unit_rows_sgd(expected_raw, expected_velocity, case["gradient"], expected_norms, case["lr"], case["momentum"],
+                  refresh_norms=True, row_dots=case["row_dots"].astype(numpy.float64))
     return case | {"expected_raw": expected_raw, "expected_velocity": expected_velocity,
                    "expected_norms": expected_norms}
 
@@ -445,7 +454,7 @@ def test_the_update_of_split_master_weights_is_the_update_of_the_weights(tmp_pat
     bits = raw.view(numpy.uint32)
     bits[0, 0, :8] = (bits[0, 0, :8] & numpy.uint32(0xFFFF0000)) | numpy.uint32(0x8000)  # exact ties
     bits[0, 1, :4] = numpy.array([0x3F7FFFFF, 0xBF7FF800, 0x3F7F8000, 0x00008000], numpy.uint32)  # across 1.0, tiny
-    expected = update_case_expected(case)  # of these weights
+    expected = with_expected(case)  # of these weights
     high, low = master_weights.split(raw)
     assert numpy.array_equal(master_weights.join(high, low), raw)
     high = _high_bits(high)
@@ -469,21 +478,3 @@ def test_the_update_of_split_master_weights_is_the_update_of_the_weights(tmp_pat
     new_norms = (1 / numpy.sqrt(partial_squares.astype(numpy.float64).sum(-1))).reshape(count, rows)
     assert_updated_as_expected(expected, joined, velocity, None, new_norms)
 
-
-def update_case_expected(case: dict) -> dict:
-    """:func:`update_case`'s expected update, made again for the case's (changed) ``raw``, from its ``velocity`` and
-    the rest as they are."""
-    from dasksae.kernels.local_filter import gather_patches
-    from dasksae.kernels.normalize import unit_rows_sgd
-
-    x = (case["x"].astype(numpy.uint32) << 16).view(numpy.float32).astype(numpy.float64)
-    error = (case["error"].astype(numpy.uint32) << 16).view(numpy.float32).astype(numpy.float64)
-    codes = (case["codes"].astype(numpy.uint32) << 16).view(numpy.float32).astype(numpy.float64)
-    count = case["raw"].shape[0]
-    blocks_w, field, step = case["blocks_w"], case["field"], case["step"]
-    fields = numpy.concatenate([gather_patches(m, field, step, count // blocks_w, blocks_w) for m in (x, error)], axis=2)
-    raw, velocity = case["raw"].astype(numpy.float64), case["velocity"].astype(numpy.float64)
-    norms = case["inverse_norms"].astype(numpy.float64)  # s as the kernel is given it
-    unit_rows_sgd(raw, velocity, numpy.matmul(codes, fields.transpose(0, 2, 1)), norms, case["lr"], case["momentum"],
-                  refresh_norms=True, row_dots=case["row_dots"].astype(numpy.float64))
-    return case | {"expected_raw": raw, "expected_velocity": velocity, "expected_norms": norms}

@@ -1,18 +1,37 @@
 #!/bin/bash
 # Session 48's GPU checks (results in bench/results/session48/<part>/, each with its command.txt).
-#   PART=first (about 520 s): session 47's two unrun parts in one call, each into a folder of its own under $OUT:
-#     ncu/  (PART=ncu of bench/gpu_session47_check.sh) Nsight Compute over stage 2's update whole, with no copy and on
-#           the halves, and the two streaming steps: what the kernel on the halves waits on;
-#     rows/ (PART=rows of the same) the tiled GPU tests and the issue's bfloat16 rows at the defaults (the limit,
-#           1 worker pipelined, 4 worker threads) and the bfloat16 kernel table: the default update path was
-#           refactored in session 47 and its tiled GPU tests not rerun
+#   PART=first (about 560 s), in this order, so that a short call brings back the diagnosis first:
+#     the bfloat16 update's floors (bench/update_floor.py, coates200, M=96) with the step alone in the update's blocks
+#       (step-only-wgmma, -192: no operands, no products) on the whole weights, with no copy and on the halves;
+#     Nsight Compute over stage 2's rows, one launch a row (--warmup-runs 0): what the update on the halves waits on
+#       that the step alone and the streaming steps do not (session 47's PART=ncu, with the step-only rows);
+#     then session 47's PART=rows: the tiled GPU tests (the default update path was refactored in session 47 and its
+#       tiled GPU tests not rerun), the issue's bfloat16 rows at the defaults (the limit, 1 worker pipelined,
+#       4 worker threads)
+source bench/device_setup.sh
+card
+NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 case "${PART:-first}" in
 first)
-  top=$OUT
-  for part in ncu rows; do
-    mkdir -p $top/$part
-    OUT=$top/$part PART=$part NCU_S=${NCU_S:-120} TESTS_S=${TESTS_S:-120} ONE_S=${ONE_S:-100} FOUR_S=${FOUR_S:-100} \
-      TABLE_S=${TABLE_S:-60} bash bench/gpu_session47_check.sh
-  done ;;
+  timeout ${FLOOR_S:-130} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
+    --variants step-only-wgmma,step-only-wgmma-192,rows-wide-wgmma-192 \
+    --json $OUT/update-floor.json 2>&1 | filter | tee $OUT/update-floor.log | grep "all"
+  echo "ncu: $NCU"
+  timeout ${NCU_S:-130} $NCU --clock-control none -k regex:"dasksae_wgmma_filter_weight_grad_update|dasksae_stream" \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
+    --section LaunchStats --section SchedulerStats \
+    --metrics dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sector_hit_rate.pct,gpu__time_duration.sum \
+    python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 1 --warmup-runs 0 --stages 2 \
+    --variants step-only-wgmma > $OUT/update-counters.log 2>&1
+  echo "ncu rc $?: $(grep -c '  dasksae_' $OUT/update-counters.log) kernel lines"
+  grep -E "^    2 |^  dasksae_|Duration|DRAM Throughput|L2 Cache Throughput|dram__bytes|Stall|Issued Warp|Achieved Occupancy" \
+    $OUT/update-counters.log | head -150
+  gpu_tests ${TESTS_S:-110} tests/test_gpu_tiled.py
+  tail -3 $OUT/gpu-tests.log
+  timeout ${ONE_S:-90} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
+    --dtypes bfloat16 --precisions bfloat16 --steps-per-task 10 --runs 20 --pipelined \
+    --json $OUT/gpu-step-one-worker.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log
+  FOUR_S=${FOUR_S:-90} four bfloat16 bfloat16 ;;
 esac
+cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -10,7 +10,8 @@ with CUDA events (median of ``--runs``):
 * ``fused, no copy``: the same writing no bfloat16 copy (16 bytes a parameter);
 * ``fused, split``: the same on split master weights (:mod:`dasksae.master_weights`: the weights read and written
   as their two 16-bit halves, the high one the products' operand; 16 bytes a parameter);
-* ``fused (<variant>)`` for each of ``--variants`` beside it;
+* ``fused (<variant>)`` for each of ``--variants`` beside it (and for a ``step-only`` variant, the update's blocks
+  with no products, also its ``no copy`` row);
 * ``products``: its ``gemm-only`` variant (the products alone, no update);
 * ``stream, split``: the same on split master weights (16 bytes a parameter);
 * ``stream``: the same SGD step with no products (the gradient taken as
@@ -108,7 +109,7 @@ UPDATE_BYTES = 18  # a parameter: float32 weights and momentum read and written,
 COPY_BYTES = 8  # a parameter of a float32 copy: read and written
 
 
-def stage_rows(stage, geometry, batch: int, runs: int, variants=()) -> list[dict]:
+def stage_rows(stage, geometry, batch: int, runs: int, variants=(), warmup: int = 2) -> list[dict]:
     """The four rows of one stage (random maps and codes of the stage's shapes, the weights unit rows)."""
     import cupy
     import numpy
@@ -149,10 +150,14 @@ def stage_rows(stage, geometry, batch: int, runs: int, variants=()) -> list[dict
     stream_args = (raw, velocity, weights_operand, inverse_norms, row_dots, numpy.float32(1e-6), numpy.float32(0.9),
                    numpy.int64(vectors), numpy.int32(fan_in))
     scratch = cupy.empty_like(raw)
-    cases = [(f"fused ({variant})", UPDATE_BYTES, fused(variant))] + [
-        (f"fused, no copy ({variant})", FLOAT32_UPDATE_BYTES, lambda: mma_update.filter_weight_grad_update_bfloat16(
+    def no_copy(which):
+        return lambda: mma_update.filter_weight_grad_update_bfloat16(
             codes, x, error, raw, velocity, None, inverse_norms, row_dots, 1e-6, 0.9, field, step, blocks_w,
-            variant=variant))] + [
+            variant=which)
+
+    cases = [(f"fused ({variant})", UPDATE_BYTES, fused(variant))] + [
+        (f"fused, no copy ({which})", FLOAT32_UPDATE_BYTES, no_copy(which))  # (and each step alone's: step-only)
+        for which in [variant] + [v for v in variants if v.startswith("step-only")]] + [
         (f"fused, split ({which})", FLOAT32_UPDATE_BYTES,
          lambda which=which: mma_update.filter_weight_grad_update_bfloat16(
              codes, x, error, low, velocity, high, inverse_norms, row_dots, 1e-6, 0.9, field, step, blocks_w,
@@ -169,8 +174,9 @@ def stage_rows(stage, geometry, batch: int, runs: int, variants=()) -> list[dict
     ]
     found = []
     for index, (name, bytes_a_parameter, run) in enumerate(cases):
-        seconds = timed(run, runs=runs)
+        seconds = timed(run, runs=runs, warmup=warmup)
         found.append({"kernel": name, "training": index == 0, "split_training": name == f"fused, split ({variant})",
+                      "no_copy_training": name == f"fused, no copy ({variant})",
                       "parameters": parameters, "seconds": seconds,
                       "bytes_per_parameter": bytes_a_parameter,
                       "tb_per_s": bytes_a_parameter * parameters / seconds / 1e12 if bytes_a_parameter else None,
@@ -283,6 +289,9 @@ def main(argv=None):
     parser.add_argument("--variants", default="",
                         help="more of mma_update.EPILOGUE_VARIANTS to time beside the training's, comma-separated")
     parser.add_argument("--precision", choices=("bfloat16", "float32"), default="bfloat16")
+    parser.add_argument("--warmup-runs", type=int, default=2,
+                        help="(bfloat16) launches of each row before its timed ones: 0 under Nsight Compute, so that "
+                             "it profiles one launch a row")
     args = parser.parse_args(argv)
     if args.precision == "float32":
         found = each_stage(args, lambda stage, geometry: float32_rows(stage, geometry, args.minibatch, args.runs), 26)
@@ -291,13 +300,15 @@ def main(argv=None):
         write_json(args, found)
         return
     variants = [v for v in args.variants.split(",") if v]
-    found = each_stage(args, lambda stage, geometry: stage_rows(stage, geometry, args.minibatch, args.runs, variants),
-                       26)
+    found = each_stage(args, lambda stage, geometry: stage_rows(stage, geometry, args.minibatch, args.runs, variants,
+                                                                args.warmup_runs), 26)
     sums = {"fused (the training's)": [r for r in found if r["training"]],  # each stage's own variant
-            "fused, no copy": [r for r in found if r["kernel"].startswith("fused, no copy")],
+            "fused, no copy": [r for r in found if r.get("no_copy_training")],
             "fused, split": [r for r in found if r.get("split_training")]}  # each stage's own variant, split
     for variant in variants:
         sums[f"fused ({variant})"] = [r for r in found if r["kernel"] == f"fused ({variant})"]
+        if variant.startswith("step-only"):
+            sums[f"fused, no copy ({variant})"] = [r for r in found if r["kernel"] == f"fused, no copy ({variant})"]
     from dasksae.kernels import mma_update
 
     for variant in [v for v in variants if v in mma_update.SPLIT_MASTER_VARIANTS]:

@@ -230,14 +230,20 @@ extern "C" void run_update(const unsigned short* codes, const unsigned short* x,
 def kernel_on_cpu(tmp_path_factory, request):
     """The kernel built under g++ with each epilogue that takes the step (mma_update.EPILOGUE_VARIANTS; a ``wgmma``
     variant's products emulated through their descriptors)."""
-    runner = RUNNER
-    if mma_update.EPILOGUE_VARIANTS[request.param].get("WGMMA"):
-        runner = RUNNER.replace("dasksae_mma_filter_weight_grad_update", "dasksae_wgmma_filter_weight_grad_update")
-    library = built_on_cpu(tmp_path_factory.mktemp("mma"), SHIM + MMA_EMULATION + WGMMA_EMULATION
-                           + mma_update.mma_update_source(request.param) + runner)
+    library = update_built_on_cpu(tmp_path_factory.mktemp("mma"), request.param)
+    library.variant = request.param
+    return library
+
+
+def update_built_on_cpu(folder, variant: str, split_master: bool = False):
+    """``variant``'s update kernel built under g++ in ``folder`` (``wgmma`` emulated; with ``split_master`` on the
+    weights' halves), its ``run_update`` taking the kernel's arguments, the grid and the block's threads."""
+    on_wgmma = mma_update.EPILOGUE_VARIANTS[variant].get("WGMMA")
+    runner = RUNNER.replace("dasksae_mma_", "dasksae_wgmma_") if on_wgmma else RUNNER
+    library = built_on_cpu(folder, SHIM + MMA_EMULATION + WGMMA_EMULATION + (SPLIT_MASTER_SHIM if split_master else "")
+                           + mma_update.mma_update_source(variant, split_master=split_master) + runner)
     library.run_update.argtypes = ([ctypes.c_void_p] * 9 + [ctypes.c_float] * 2 + [ctypes.c_uint] * 4
                                    + [ctypes.c_int] * 7 + [ctypes.c_longlong] * 2)
-    library.variant = request.param
     return library
 
 
@@ -377,11 +383,7 @@ def test_the_overlapped_update_takes_many_column_tiles_in_turn(tmp_path, variant
     the same update as NumPy's (and ``rows``'s, the same case).  ``rows-overlap-wgmma``'s producers on ``wgmma``
     (emulated) at a minibatch of 96: 3 k-tiles of 64 resident, the middle one from both maps."""
     on_wgmma = mma_update.EPILOGUE_VARIANTS[variant].get("WGMMA")
-    runner = RUNNER.replace("dasksae_mma_", "dasksae_wgmma_") if on_wgmma else RUNNER
-    library = built_on_cpu(tmp_path, SHIM + MMA_EMULATION + WGMMA_EMULATION + mma_update.mma_update_source(variant)
-                           + runner)
-    library.run_update.argtypes = ([ctypes.c_void_p] * 9 + [ctypes.c_float] * 2 + [ctypes.c_uint] * 4
-                                   + [ctypes.c_int] * 7 + [ctypes.c_longlong] * 2)
+    library = update_built_on_cpu(tmp_path, variant)
     case = update_case(13, True, True, channels=12, batch=96 if on_wgmma else 64)
     raw, velocity, operand = case["raw"], case["velocity"], case["operand"]
     count, rows, fan_in = raw.shape
@@ -444,11 +446,7 @@ def test_the_update_of_split_master_weights_is_the_update_of_the_weights(tmp_pat
     from dasksae import master_weights
 
     on_wgmma = mma_update.EPILOGUE_VARIANTS[variant].get("WGMMA")
-    runner = RUNNER.replace("dasksae_mma_", "dasksae_wgmma_") if on_wgmma else RUNNER
-    library = built_on_cpu(tmp_path, SHIM + MMA_EMULATION + WGMMA_EMULATION + SPLIT_MASTER_SHIM
-                           + mma_update.mma_update_source(variant, split_master=True) + runner)
-    library.run_update.argtypes = ([ctypes.c_void_p] * 9 + [ctypes.c_float] * 2 + [ctypes.c_uint] * 4
-                                   + [ctypes.c_int] * 7 + [ctypes.c_longlong] * 2)
+    library = update_built_on_cpu(tmp_path, variant, split_master=True)
     case = update_case(17, True, True, batch=96 if on_wgmma else 64)
     raw, velocity = case["raw"], case["velocity"]
     bits = raw.view(numpy.uint32)
@@ -478,3 +476,32 @@ def test_the_update_of_split_master_weights_is_the_update_of_the_weights(tmp_pat
     new_norms = (1 / numpy.sqrt(partial_squares.astype(numpy.float64).sum(-1))).reshape(count, rows)
     assert_updated_as_expected(expected, joined, velocity, None, new_norms)
 
+
+
+@pytest.mark.parametrize("variant, split_master", [("step-only-wgmma", False), ("step-only-wgmma-192", True)])
+def test_the_step_alone_is_the_update_of_a_zero_gradient(tmp_path, variant, split_master):
+    """The benchmarks' ``step-only`` variants (the rows epilogue with no operands read and no products) take the
+    unit-norm step of a zero gradient, whatever the codes and maps hold: on the whole weights with their bfloat16 copy,
+    and on their halves."""
+    from dasksae import master_weights
+
+    library = update_built_on_cpu(tmp_path, variant, split_master)
+    case = with_expected(update_case(23, True, True, batch=96) | {"gradient": numpy.zeros((6, 136, 144))})
+    raw, velocity, operand = case["raw"], case["velocity"], case["operand"]
+    if split_master:
+        high, raw = master_weights.split(raw)
+        operand = _high_bits(high)
+    count, rows, _ = raw.shape
+    grid, (threads,), arguments, _ = mma_update._update_launch(variant, case["codes"].shape, case["x"].shape,
+                                                                case["field"], case["step"], case["blocks_w"])
+    partial_squares = numpy.full((count * rows, 4), numpy.nan, numpy.float32)
+    library.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, case["error"].ctypes.data, raw.ctypes.data,
+                       velocity.ctypes.data, operand.ctypes.data, case["inverse_norms"].ctypes.data,
+                       case["row_dots"].ctypes.data, partial_squares.ctypes.data, case["lr"], case["momentum"], *grid,
+                       threads, *arguments)
+    new_norms = (1 / numpy.sqrt(partial_squares.astype(numpy.float64).sum(-1))).reshape(count, rows)
+    if split_master:
+        joined = master_weights.join(operand, raw)
+        assert_updated_as_expected(case, joined, velocity, None, new_norms)
+    else:
+        assert_updated_as_expected(case, raw, velocity, operand, new_norms)

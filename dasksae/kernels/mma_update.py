@@ -401,6 +401,13 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(1024)));
 // from zero); the rows epilogue reads and writes both, 4 bytes a weight, and writes no other copy
 #define SPLIT_MASTER 0
 #endif
+#ifndef STEP_ONLY  // (wgmma variants, for benchmarks) 1: the rows epilogue alone, on a zero gradient: no operand tiles
+// read and no products taken, the block's tile of weights and momentum read, stepped and written as the update does
+#define STEP_ONLY 0
+#endif
+#if STEP_ONLY && (!WGMMA || !EPILOGUE_ROWS || COLUMN_TILES || STAGE_BULK)
+#error "the step alone takes the wgmma rows epilogue, one column tile a block, nothing staged"
+#endif
 #define STAGED_RAW (STAGE_U || STAGE_BULK)  // the rows epilogue reads raw from staged_u, not from global memory
 #define STAGED_VELOCITY (STAGE_BULK == 2)  // ... and velocity from the TILE_M x TILE_N floats after them
 #define STAGING (STAGE_U || STAGE_FRAGMENTS)
@@ -952,7 +959,9 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
         }
     }
 #endif
-#if WGMMA  // two stages, one k-tile of copies in flight while the other is multiplied, as mma.sync's loop below
+#if WGMMA && STEP_ONLY  // (a benchmark's variant) no operands read, no products: the step of a zero gradient
+    SET_SHARED_ARENA(mma_shared);
+#elif WGMMA  // two stages, one k-tile of copies in flight while the other is multiplied, as mma.sync's loop below
     SET_SHARED_ARENA(mma_shared);
     load(0, 0);
     for (int s = 0; s < tiles; ++s) {
@@ -1153,6 +1162,12 @@ EPILOGUE_VARIANTS = {
     # rows-wide-wgmma's 11.44 and 12.05; the in-process bfloat16 step 22.9 and 22.4 ms
     "rows-wide-wgmma-192": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "WGMMA_WIDE": 1,
                             "TILE_M": 64, "WARPS_N": 4},
+    # For benchmarks (session 48): rows-wide-wgmma and rows-wide-wgmma-192 with no operands read and no products (a zero
+    # gradient): the epilogue's bytes in the update's blocks, tiles and occupancy, against the plain streaming step
+    # (bench/update_floor.py's "stream" rows), on the whole weights and on their halves
+    "step-only-wgmma": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "STEP_ONLY": 1},
+    "step-only-wgmma-192": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "WGMMA_WIDE": 1,
+                            "TILE_M": 64, "WARPS_N": 4, "STEP_ONLY": 1},
     # For benchmarks (session 45, lost): rows-wide-wgmma with the tile's raw values ("-raw": 104 KiB a block, two an
     # SM) or its raw and velocity (152 KiB, one an SM) brought into shared memory by bulk copies (cp.async.bulk, a row
     # of 96 floats a copy) issued at the block's start, landing while the products are taken; the epilogue then loads
@@ -1323,7 +1338,7 @@ def mma_update_source(variant: str = "rows", split_tf32: bool = False, terms: in
 # the epilogues that take split master weights (mma_update_source's split_master): the rows epilogues that read raw
 # from global memory with plain loads
 SPLIT_MASTER_VARIANTS = ("rows", "rows-2", "rows-wide", "rows-wide-wgmma", "rows-wgmma-loads-4", "rows-wgmma-loads-3",
-                         "rows-wide-wgmma-192")
+                         "rows-wide-wgmma-192", "step-only-wgmma", "step-only-wgmma-192")
 
 
 @functools.lru_cache(maxsize=None)

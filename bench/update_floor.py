@@ -11,7 +11,8 @@ with CUDA events (median of ``--runs``):
 * ``fused, split``: the same on split master weights (:mod:`dasksae.master_weights`: the weights read and written
   as their two 16-bit halves, the high one the products' operand; 16 bytes a parameter);
 * ``fused (<variant>)`` for each of ``--variants`` beside it (and for a ``step-only`` variant, the update's blocks
-  with no products, also its ``no copy`` row);
+  with no products, also its ``no copy`` row; a ``-tiled`` variant reads and writes the weights and momentum in
+  its tile order, ``mma_update.tile_order``, each block's tile contiguous);
 * ``products``: its ``gemm-only`` variant (the products alone, no update);
 * ``stream, split``: the same on split master weights (16 bytes a parameter);
 * ``stream``: the same SGD step with no products (the gradient taken as
@@ -138,10 +139,28 @@ def stage_rows(stage, geometry, batch: int, runs: int, variants=(), warmup: int 
                                   blocks_w):
         raise SystemExit(f"the tensor-core update does not take this stage's shapes ({raw.shape})")
 
-    def fused(which):
+    in_tiles = {}  # a tiled variant's tile shape -> raw, velocity and low in its tile order (mma_update.tile_order)
+
+    def state(which):
+        """raw, velocity and the low halves as ``which`` reads them: in rows, or (``-tiled``) in tile order."""
+        if not mma_update.EPILOGUE_VARIANTS[which].get("TILE_ORDER"):
+            return raw, velocity, low
+        shape = (mma_update.tile_rows(which), mma_update.tile_columns(which))
+        if shape not in in_tiles:
+            in_tiles[shape] = tuple(mma_update.tile_order(a, which) for a in (raw, velocity, low))
+        return in_tiles[shape]
+
+    def fused(which, operand=weights_operand):
+        weights, momentum, _ = state(which)
         return lambda: mma_update.filter_weight_grad_update_bfloat16(
-            codes, x, error, raw, velocity, weights_operand, inverse_norms, row_dots, 1e-6, 0.9, field, step,
+            codes, x, error, weights, momentum, operand, inverse_norms, row_dots, 1e-6, 0.9, field, step,
             blocks_w, variant=which)
+
+    def split(which):
+        _, momentum, low_halves = state(which)
+        return lambda: mma_update.filter_weight_grad_update_bfloat16(
+            codes, x, error, low_halves, momentum, high, inverse_norms, row_dots, 1e-6, 0.9, field, step, blocks_w,
+            variant=which, split_master=True)
 
     stream = cupy.RawKernel(_STREAM_SOURCE, "dasksae_stream_sgd_step")
     split_stream = cupy.RawKernel(_SPLIT_STREAM_SOURCE, "dasksae_stream_split_sgd_step")
@@ -150,18 +169,10 @@ def stage_rows(stage, geometry, batch: int, runs: int, variants=(), warmup: int 
     stream_args = (raw, velocity, weights_operand, inverse_norms, row_dots, numpy.float32(1e-6), numpy.float32(0.9),
                    numpy.int64(vectors), numpy.int32(fan_in))
     scratch = cupy.empty_like(raw)
-    def no_copy(which):
-        return lambda: mma_update.filter_weight_grad_update_bfloat16(
-            codes, x, error, raw, velocity, None, inverse_norms, row_dots, 1e-6, 0.9, field, step, blocks_w,
-            variant=which)
-
     cases = [(f"fused ({variant})", UPDATE_BYTES, fused(variant))] + [
-        (f"fused, no copy ({which})", FLOAT32_UPDATE_BYTES, no_copy(which))  # (and each step alone's: step-only)
+        (f"fused, no copy ({which})", FLOAT32_UPDATE_BYTES, fused(which, None))  # (and each step alone's: step-only)
         for which in [variant] + [v for v in variants if v.startswith("step-only")]] + [
-        (f"fused, split ({which})", FLOAT32_UPDATE_BYTES,
-         lambda which=which: mma_update.filter_weight_grad_update_bfloat16(
-             codes, x, error, low, velocity, high, inverse_norms, row_dots, 1e-6, 0.9, field, step, blocks_w,
-             variant=which, split_master=True))
+        (f"fused, split ({which})", FLOAT32_UPDATE_BYTES, split(which))
         for which in [variant] + [v for v in variants if v != variant]
         if which in mma_update.SPLIT_MASTER_VARIANTS] + [
         (f"fused ({other})", UPDATE_BYTES, fused(other)) for other in variants if other != variant] + [

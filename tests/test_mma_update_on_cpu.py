@@ -505,3 +505,51 @@ def test_the_step_alone_is_the_update_of_a_zero_gradient(tmp_path, variant, spli
         assert_updated_as_expected(case, joined, velocity, None, new_norms)
     else:
         assert_updated_as_expected(case, raw, velocity, operand, new_norms)
+
+
+def test_tile_order_puts_each_blocks_tile_together_and_back():
+    """``tile_order`` lays a block's tile of rows and columns out contiguously, the last tiles padded with zeros, and
+    ``row_order`` gives the rows back, for 128 x 96 and 64 x 192 tiles."""
+    values = numpy.random.default_rng(5).standard_normal((2, 136, 200)).astype(numpy.float32)
+    for variant, (tile_m, tile_n) in (("rows-wide-wgmma-tiled", (128, 96)), ("rows-wide-wgmma-192-tiled", (64, 192))):
+        tiled = mma_update.tile_order(values, variant)
+        row_tiles, column_tiles = -(-136 // tile_m), -(-200 // tile_n)
+        assert tiled.shape == (2, row_tiles * column_tiles, tile_m * tile_n)
+        tile = tiled[1, 1 * column_tiles + 1].reshape(tile_m, tile_n)  # block 1's second row tile, second column tile
+        part = values[1, tile_m:2 * tile_m, tile_n:2 * tile_n]
+        numpy.testing.assert_array_equal(tile[:part.shape[0], :part.shape[1]], part)
+        assert not tile[part.shape[0]:].any() and not tile[:, part.shape[1]:].any()  # padding
+        numpy.testing.assert_array_equal(mma_update.row_order(tiled, 136, 200, variant), values)
+
+
+@pytest.mark.parametrize("variant, split_master", [("rows-wide-wgmma-tiled", False), ("rows-wide-wgmma-192-tiled", True),
+                                                   ("step-only-wgmma-tiled", False)])
+def test_the_update_in_tile_order_is_the_update(tmp_path, variant, split_master):
+    """The benchmarks' ``-tiled`` variants read and write the weights (or their low halves) and the momentum in tile
+    order (``mma_update.tile_order``), the products' operand (the bfloat16 copy, or the high halves) in rows: put back
+    in rows, the same unit-norm step as :func:`update_case` expects (of a zero gradient for ``step-only``)."""
+    from dasksae import master_weights
+
+    library = update_built_on_cpu(tmp_path, variant, split_master)
+    case = update_case(29, True, True, batch=96)
+    if variant.startswith("step-only"):
+        case = with_expected(case | {"gradient": numpy.zeros(case["gradient"].shape)})
+    count, rows, fan_in = case["raw"].shape
+    raw, operand = case["raw"], case["operand"]
+    if split_master:
+        high, raw = master_weights.split(raw)
+        operand = _high_bits(high)
+    raw, velocity = mma_update.tile_order(raw, variant), mma_update.tile_order(case["velocity"], variant)
+    grid, (threads,), arguments, _ = mma_update._update_launch(variant, case["codes"].shape, case["x"].shape,
+                                                                case["field"], case["step"], case["blocks_w"])
+    partial_squares = numpy.full((count * rows, 4), numpy.nan, numpy.float32)
+    library.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, case["error"].ctypes.data, raw.ctypes.data,
+                       velocity.ctypes.data, operand.ctypes.data, case["inverse_norms"].ctypes.data,
+                       case["row_dots"].ctypes.data, partial_squares.ctypes.data, case["lr"], case["momentum"], *grid,
+                       threads, *arguments)
+    new_norms = (1 / numpy.sqrt(partial_squares.astype(numpy.float64).sum(-1))).reshape(count, rows)
+    raw, velocity = (mma_update.row_order(a, rows, fan_in, variant) for a in (raw, velocity))
+    if split_master:
+        assert_updated_as_expected(case, master_weights.join(operand, raw), velocity, None, new_norms)
+    else:
+        assert_updated_as_expected(case, raw, velocity, operand, new_norms)

@@ -408,6 +408,12 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(1024)));
 #if STEP_ONLY && (!WGMMA || !EPILOGUE_ROWS || COLUMN_TILES || STAGE_BULK)
 #error "the step alone takes the wgmma rows epilogue, one column tile a block, nothing staged"
 #endif
+#ifndef TILE_ORDER  // (for benchmarks) 1: raw and velocity in tile order (tile_order): a block's tile of each contiguous
+#define TILE_ORDER 0
+#endif
+#if TILE_ORDER && (!EPILOGUE_ROWS || COLUMN_TILES || STAGE_U || STAGE_BULK || SPECIALIZED)
+#error "tile order takes the rows epilogue, one column tile a block, nothing staged"
+#endif
 #define STAGED_RAW (STAGE_U || STAGE_BULK)  // the rows epilogue reads raw from staged_u, not from global memory
 #define STAGED_VELOCITY (STAGE_BULK == 2)  // ... and velocity from the TILE_M x TILE_N floats after them
 #define STAGING (STAGE_U || STAGE_FRAGMENTS)
@@ -488,30 +494,31 @@ __device__ __forceinline__ void store_split(unsigned short* high, unsigned short
 }
 #endif
 
-// the step of a float4 of weights u and momentum v (at offset) from the gradient dw, stored (raw, velocity and, where
-// there is one, the bfloat16 copy; cache-streaming with STREAMING; with SPLIT_MASTER the halves, raw the low ones);
-// the new weights' sum of squares
+// the step of a float4 of weights u and momentum v (raw and velocity at state, the operand at offset: the same but with
+// TILE_ORDER) from the gradient dw, stored (raw, velocity and, where there is one, the bfloat16 copy; cache-streaming
+// with STREAMING; with SPLIT_MASTER the halves, raw the low ones); the new weights' sum of squares
 __device__ __forceinline__ float step_float4(float* raw, float* velocity, unsigned short* operand,
-                                            const long long offset, float4 u, float4 v, const float4 dw, const float s,
-                                            const float radial, const float lr, const float momentum)
+                                            const long long offset, const long long state, float4 u, float4 v,
+                                            const float4 dw, const float s, const float radial, const float lr,
+                                            const float momentum)
 {
     sgd_step(u.x, v.x, dw.x, s, radial, lr, momentum);
     sgd_step(u.y, v.y, dw.y, s, radial, lr, momentum);
     sgd_step(u.z, v.z, dw.z, s, radial, lr, momentum);
     sgd_step(u.w, v.w, dw.w, s, radial, lr, momentum);
 #if SPLIT_MASTER
-    store_split(operand + offset, (unsigned short*)raw + offset, u);
-    *(float4*)(velocity + offset) = v;
+    store_split(operand + offset, (unsigned short*)raw + state, u);
+    *(float4*)(velocity + state) = v;
 #else
     const unsigned low = (unsigned)round_to_bfloat16(u.x) | ((unsigned)round_to_bfloat16(u.y) << 16);
     const unsigned high = (unsigned)round_to_bfloat16(u.z) | ((unsigned)round_to_bfloat16(u.w) << 16);
 #if STREAMING
-    store_once(raw + offset, u);
-    store_once(velocity + offset, v);
+    store_once(raw + state, u);
+    store_once(velocity + state, v);
     if (operand) store_pair_once(operand + offset, low, high);
 #else
-    *(float4*)(raw + offset) = u;
-    *(float4*)(velocity + offset) = v;
+    *(float4*)(raw + state) = u;
+    *(float4*)(velocity + state) = v;
     if (operand) {
         unsigned* pair = (unsigned*)(operand + offset);
         pair[0] = low;
@@ -556,27 +563,36 @@ __device__ __forceinline__ void step_tile(float* tile, const float* staged_u, co
     unsigned short* operand, const float* inverse_norms, const float* row_dots, const float lr, const float momentum)
 {
     static_assert(TILE_M * ROW_VECTORS % (THREADS * LOADS) == 0, "whole rounds of loads");
+#if TILE_ORDER  // raw and velocity: this tile's TILE_M x TILE_N values, contiguous (tile_order)
+    const long long tile_at = ((block * ((rows + TILE_M - 1) / TILE_M) + m0 / TILE_M) * ((fan_in + TILE_N - 1) / TILE_N)
+                               + n0 / TILE_N) * (long long)(TILE_M * TILE_N);
+#endif
     for (int first = thread; first < TILE_M * ROW_VECTORS; first += LOADS * THREADS) {  // 12 a thread
         float4 u[LOADS], v[LOADS];
         for (int q = 0; q < LOADS; ++q) {  // the loads of raw and of velocity in flight together
             const int c = first + q * THREADS, m = m0 + c / ROW_VECTORS, n = n0 + (c % ROW_VECTORS) * 4;
             if (m < rows && n < fan_in) {  // fan_in % 4 == 0: whole float4s
                 const long long offset = (block * rows + m) * fan_in + n;
+#if TILE_ORDER
+                const long long state = tile_at + 4 * c;
+#else
+                const long long state = offset;
+#endif
 #if SPLIT_MASTER
-                u[q] = load_joined(operand + offset, (const unsigned short*)raw + offset);
+                u[q] = load_joined(operand + offset, (const unsigned short*)raw + state);
 #elif STAGED_RAW
                 u[q] = *(const float4*)(staged_u + 4 * c);
 #elif STREAMING
-                u[q] = load_once(raw + offset);
+                u[q] = load_once(raw + state);
 #else
-                u[q] = *(const float4*)(raw + offset);
+                u[q] = *(const float4*)(raw + state);
 #endif
 #if STAGED_VELOCITY
                 v[q] = *(const float4*)(staged_u + TILE_M * TILE_N + 4 * c);
 #elif STREAMING
-                v[q] = load_once(velocity + offset);
+                v[q] = load_once(velocity + state);
 #else
-                v[q] = *(const float4*)(velocity + offset);
+                v[q] = *(const float4*)(velocity + state);
 #endif
             }
         }
@@ -586,8 +602,13 @@ __device__ __forceinline__ void step_tile(float* tile, const float* staged_u, co
             float square = 0.f;
             if (m < rows && n < fan_in) {
                 const long long at = block * rows + m, offset = at * fan_in + n;
+#if TILE_ORDER
+                const long long state = tile_at + 4 * c;
+#else
+                const long long state = offset;
+#endif
                 const float s = inverse_norms[at], radial = row_dots[at] * s;
-                square = step_float4(raw, velocity, operand, offset, u[q], v[q],
+                square = step_float4(raw, velocity, operand, offset, state, u[q], v[q],
                                      *(const float4*)(tile + r * OUT_ROW + column), s, radial, lr, momentum);
             }
             tile[r * OUT_ROW + column] = square;  // in place of what this thread alone read
@@ -1168,6 +1189,15 @@ EPILOGUE_VARIANTS = {
     "step-only-wgmma": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "STEP_ONLY": 1},
     "step-only-wgmma-192": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "WGMMA_WIDE": 1,
                             "TILE_M": 64, "WARPS_N": 4, "STEP_ONLY": 1},
+    # For benchmarks (session 48): the same three with the weights and momentum in tile order (tile_order: a block's
+    # tile of each contiguous, 48 KiB, instead of a run of 384 bytes in each of 128 rows; the bfloat16 copy, or the
+    # high halves, the products' operand, in rows as before): whether the update's blocks lose to DRAM what a
+    # streaming kernel over whole arrays does not
+    "rows-wide-wgmma-tiled": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "TILE_ORDER": 1},
+    "rows-wide-wgmma-192-tiled": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1,
+                                  "WGMMA_WIDE": 1, "TILE_M": 64, "WARPS_N": 4, "TILE_ORDER": 1},
+    "step-only-wgmma-tiled": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "STEP_ONLY": 1,
+                              "TILE_ORDER": 1},
     # For benchmarks (session 45, lost): rows-wide-wgmma with the tile's raw values ("-raw": 104 KiB a block, two an
     # SM) or its raw and velocity (152 KiB, one an SM) brought into shared memory by bulk copies (cp.async.bulk, a row
     # of 96 floats a copy) issued at the block's start, landing while the products are taken; the epilogue then loads
@@ -1338,7 +1368,8 @@ def mma_update_source(variant: str = "rows", split_tf32: bool = False, terms: in
 # the epilogues that take split master weights (mma_update_source's split_master): the rows epilogues that read raw
 # from global memory with plain loads
 SPLIT_MASTER_VARIANTS = ("rows", "rows-2", "rows-wide", "rows-wide-wgmma", "rows-wgmma-loads-4", "rows-wgmma-loads-3",
-                         "rows-wide-wgmma-192", "step-only-wgmma", "step-only-wgmma-192")
+                         "rows-wide-wgmma-192", "step-only-wgmma", "step-only-wgmma-192", "rows-wide-wgmma-tiled",
+                         "rows-wide-wgmma-192-tiled", "step-only-wgmma-tiled")
 
 
 @functools.lru_cache(maxsize=None)
@@ -1449,8 +1480,8 @@ def filter_weight_grad_update(codes, x, error, raw, velocity, operand, inverse_n
         variant = (wgmma_or_rows(resident_or_rows(variant, codes.shape[2]), codes.shape[2]) if variant
                    else training_variant(x.shape[2], codes.shape[2]))
     grid, block, arguments, shared = _update_launch(variant, codes.shape, x.shape, field, step, blocks_w, split_tf32)
-    column_tiles = -(-raw.shape[2] // tile_columns(variant))
-    partial_squares = cupy.empty((raw.shape[0] * raw.shape[1], column_tiles * warps_across(variant)),
+    column_tiles = -(-field * field * x.shape[2] // tile_columns(variant))  # (raw's shape in tile order is not its rows')
+    partial_squares = cupy.empty((codes.shape[0] * codes.shape[1], column_tiles * warps_across(variant)),
                                  dtype=cupy.float32)
     null = numpy.uint64(0)  # a null pointer argument
     _kernel(variant, split_tf32, terms, split_master)(grid, block, (
@@ -1475,6 +1506,33 @@ def _update_launch(variant: str, codes_shape, x_shape, field: int, step: int, bl
     column_tiles = -(-field * field * x_shape[2] // tile_columns(variant))
     return ((-(-codes_shape[1] // rows_a_block), -(-column_tiles // column_tiles_a_block(variant)), grid[2]),
             (block_threads(variant),), arguments, shared)
+
+
+def tile_order(array, variant: str):
+    """``(count, rows, fan_in)`` weights or momentum in the tile order of ``variant`` (its ``TILE_ORDER``: each block's
+    tile of its rows and columns contiguous, ``(count, row tiles, column tiles, tile rows, tile columns)``, the last
+    tiles padded with zeros), as an array ``(count, row tiles x column tiles, tile rows x tile columns)``."""
+    from .backend import array_module
+
+    xp = array_module(array)
+    count, rows, fan_in = array.shape
+    tile_m, tile_n = tile_rows(variant), tile_columns(variant)
+    row_tiles, column_tiles = -(-rows // tile_m), -(-fan_in // tile_n)
+    padded = xp.zeros((count, row_tiles * tile_m, column_tiles * tile_n), dtype=array.dtype)
+    padded[:, :rows, :fan_in] = array
+    tiles = padded.reshape(count, row_tiles, tile_m, column_tiles, tile_n).transpose(0, 1, 3, 2, 4)
+    return xp.ascontiguousarray(tiles).reshape(count, row_tiles * column_tiles, tile_m * tile_n)
+
+
+def row_order(tiled, rows: int, fan_in: int, variant: str):
+    """What :func:`tile_order` made of ``(count, rows, fan_in)`` values, in rows again."""
+    from .backend import array_module
+
+    xp = array_module(tiled)
+    tile_m, tile_n = tile_rows(variant), tile_columns(variant)
+    row_tiles, column_tiles = -(-rows // tile_m), -(-fan_in // tile_n)
+    tiles = tiled.reshape(tiled.shape[0], row_tiles, column_tiles, tile_m, tile_n).transpose(0, 1, 3, 2, 4)
+    return xp.ascontiguousarray(tiles.reshape(tiled.shape[0], row_tiles * tile_m, column_tiles * tile_n)[:, :rows, :fan_in])
 
 
 def block_threads(variant: str) -> int:

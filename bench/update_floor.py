@@ -254,7 +254,7 @@ def float32_rows(stage, geometry, batch: int, runs: int) -> list[dict]:
     import cupy
     import numpy
 
-    from dasksae.kernels import mma_update, simt_gemm
+    from dasksae.kernels import mma_update, simt_gemm, wgmma
     from profile_kernels import timed
 
     blocks_h, blocks_w, rows, fan_in = geometry.weight_shape
@@ -280,7 +280,11 @@ def float32_rows(stage, geometry, batch: int, runs: int) -> list[dict]:
              ("fused (3xtf32 rows-wide)", FLOAT32_UPDATE_BYTES, split("rows-wide")),
              ("fused (3xtf32 rows)", FLOAT32_UPDATE_BYTES, split("rows")),
              ("fused (tf32 rows-wide)", FLOAT32_UPDATE_BYTES, split("rows-wide", terms=1)),  # what --dtype tf32 takes
+             ("fused (3xtf32 rows-wide-wgmma)", FLOAT32_UPDATE_BYTES, split("rows-wide-wgmma")),  # (sm_90, below)
+             ("fused (tf32 rows-wide-wgmma)", FLOAT32_UPDATE_BYTES, split("rows-wide-wgmma", terms=1)),
              ("copy", COPY_BYTES, lambda: scratch.__setitem__(Ellipsis, raw))]
+    if not wgmma.supported():
+        cases = [case for case in cases if "wgmma" not in case[0]]
     found = []
     for index, (name, bytes_a_parameter, run) in enumerate(cases):
         seconds = timed(run, runs=runs)
@@ -305,9 +309,10 @@ def main(argv=None):
                              "it profiles one launch a row")
     args = parser.parse_args(argv)
     if args.precision == "float32":
-        found = each_stage(args, lambda stage, geometry: float32_rows(stage, geometry, args.minibatch, args.runs), 26)
+        found = each_stage(args, lambda stage, geometry: float32_rows(stage, geometry, args.minibatch, args.runs), 32)
         print_sums({name: [r for r in found if r["kernel"] == name] for name in (
-            "fused (simt)", "fused (3xtf32 rows-wide)", "fused (3xtf32 rows)", "fused (tf32 rows-wide)", "copy")}, 26)
+            "fused (simt)", "fused (3xtf32 rows-wide)", "fused (3xtf32 rows)", "fused (tf32 rows-wide)",
+            "fused (3xtf32 rows-wide-wgmma)", "fused (tf32 rows-wide-wgmma)", "copy")}, 32)
         write_json(args, found)
         return
     variants = [v for v in args.variants.split(",") if v]

@@ -1323,12 +1323,16 @@ def test_the_split_tf32_transpose_on_the_gpu_is_as_accurate_as_the_simt_product_
         numpy.testing.assert_allclose(mine.get(), folded(weights, y, out, geometry), rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("variant, with_error", [("rows-wide", True), ("rows", False)])
+@pytest.mark.parametrize("variant, with_error", [("rows-wide", True), ("rows", False), ("rows-wide-wgmma", True)])
 def test_the_split_tf32_update_on_the_gpu_equals_numpy(variant, with_error):
     """``dasksae_tf32x3_filter_weight_grad_update`` (float32 codes and maps split into TF32 terms, the rows epilogues)
-    on the device: the g++ test's case, against the update's array code in float64 (the same values and row dots)."""
-    from dasksae.kernels import mma_float32, mma_update
+    on the device: the g++ test's case, against the update's array code in float64 (the same values and row dots);
+    ``rows-wide-wgmma`` (sm_90): its k-tiles split as they are staged, the products on ``wgmma``."""
+    from dasksae.kernels import mma_float32, mma_update, wgmma
     from test_mma_update_on_cpu import assert_updated_as_expected, update_case
+
+    if mma_update.EPILOGUE_VARIANTS[variant].get("WGMMA") and not wgmma.supported():
+        pytest.skip("wgmma needs a GPU of compute capability 9.0")
 
     case = update_case(11, with_error, False, bfloat16=False)
     arrays = [None if case[name] is None else cupy.asarray(case[name])

@@ -19,7 +19,7 @@ from dasksae.kernels import mma_float32, mma_transpose, mma_update
 from dasksae.kernels.gemm import batched_matmul
 from dasksae.kernels.local_filter import fold_patches_into, gather_patches, local_filter_forward
 from test_mma_forward_on_cpu import run_on_cpu as run_forward_on_cpu
-from test_mma_update_on_cpu import MMA_EMULATION, assert_updated_as_expected, to_tf32, update_case
+from test_mma_update_on_cpu import MMA_EMULATION, WGMMA_EMULATION, assert_updated_as_expected, to_tf32, update_case
 from test_simt_gemm_on_cpu import GRID_RUNNER, SHIM, built_on_cpu
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
@@ -301,24 +301,30 @@ extern "C" void run_update(const float* codes, const float* x, const float* erro
 
 
 def build_update(folder, variant: str = "rows-wide", terms: int = 3):
-    """The split update built under g++ with the TF32 shim, in one of its epilogues (mma_update.SPLIT_VARIANTS)."""
-    library = built_on_cpu(folder, SHIM + MMA_EMULATION + TF32_EMULATION
-                           + mma_float32.mma_float32_update_source(variant, terms) + UPDATE_RUNNER)
+    """The split update built under g++ with the TF32 shim, in one of its epilogues (mma_update.SPLIT_VARIANTS; a
+    ``wgmma`` one's products emulated through their descriptors)."""
+    runner = UPDATE_RUNNER
+    if mma_update.EPILOGUE_VARIANTS[variant].get("WGMMA"):
+        runner = runner.replace("dasksae_tf32x3_", "dasksae_wgmma_tf32x3_")
+    library = built_on_cpu(folder, SHIM + MMA_EMULATION + TF32_EMULATION + WGMMA_EMULATION
+                           + mma_float32.mma_float32_update_source(variant, terms) + runner)
     library.run_update.argtypes = ([ctypes.c_void_p] * 8 + [ctypes.c_float] * 2 + [ctypes.c_uint] * 4
                                    + [ctypes.c_int] * 7 + [ctypes.c_longlong] * 2)
     return library
 
 
-@pytest.mark.parametrize("terms", [3, 1])
-def test_the_split_update_takes_the_unit_norm_step_from_the_maps(built_once, tmp_path, terms):
+@pytest.mark.parametrize("variant, terms", [(mma_update.SPLIT_VARIANT, 3), (mma_update.SPLIT_VARIANT, 1),
+                                            ("rows-wide-wgmma", 3), ("rows-wide-wgmma", 1)])
+def test_the_split_update_takes_the_unit_norm_step_from_the_maps(built_once, tmp_path, variant, terms):
     """``codes [fields(x) | fields(error)]^T`` from float32 codes and maps on split TF32 tensor cores, taken as the
     unit-norm SGD step as the update's array code takes it in float64 (the same values, the same ``row_dots``), and
     the per-warp sums of squares giving the new ``1/||U||``: test_mma_update_on_cpu's case (a guarded second tile of
     rows, a part-empty second tile of columns) in float32.  (The same source with one TF32 term fails this test's
     tolerance: velocity off by up to 1e-3 relative, 12% of it past rtol 1e-4.)  With one term (plain TF32, its k-step's
     inner terms paired for 8-byte loads) on codes and maps that are already TF32 values, so that its products are
-    exact as the split's are: the same tolerance holds, and any term it mispairs or drops fails it."""
-    variant = mma_update.SPLIT_VARIANT  # (rows differs in its registers a thread, not in its code)
+    exact as the split's are: the same tolerance holds, and any term it mispairs or drops fails it.  ``rows-wide`` (rows
+    differs in its registers a thread, not in its code), and ``rows-wide-wgmma``: the k-tiles split as they are
+    staged, the products on ``wgmma`` (emulated)."""
     library = built_once(build_update, variant) if terms == 3 else build_update(tmp_path, variant, terms)
     case = update_case(11, True, False, bfloat16=False, tf32=terms == 1)  # (the bfloat16 tests' x-only case)
     raw, velocity = case["raw"], case["velocity"]

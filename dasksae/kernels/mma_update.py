@@ -241,6 +241,22 @@ __device__ __forceinline__ void split_tf32(const float value, unsigned& big, uns
     small = __float_as_uint(value - __uint_as_float(big)) + 0x1000u;
 #endif
 }
+// a float4 of values split (split_tf32) into their big and small terms, stored at `at` of each tile (the small ones
+// only where TERMS is 3)
+__device__ __forceinline__ void store_split_tf32(float* big, float* small, const int at, const float4 value)
+{
+    unsigned b[4], s[4];
+    split_tf32(value.x, b[0], s[0]);
+    split_tf32(value.y, b[1], s[1]);
+    split_tf32(value.z, b[2], s[2]);
+    split_tf32(value.w, b[3], s[3]);
+    *(float4*)(big + at) = make_float4(__uint_as_float(b[0]), __uint_as_float(b[1]), __uint_as_float(b[2]),
+                                       __uint_as_float(b[3]));
+#if TERMS == 3
+    *(float4*)(small + at) = make_float4(__uint_as_float(s[0]), __uint_as_float(s[1]), __uint_as_float(s[2]),
+                                         __uint_as_float(s[3]));
+#endif
+}
 // acc += a b in TERMS TF32 products.  3: the small terms first, so that they are not lost against the big one, summed
 // from zero and added to acc by a float32 add rounded to nearest: the tensor cores' own sums truncate, and fed the
 // running acc a fan-in of 3200 took 1,200 truncations of it (session 38, H100: 14x the SIMT kernel's error).  1 (plain
@@ -328,7 +344,9 @@ _SOURCE = r"""
 #ifndef WGMMA  // (a variant's) bfloat16 products on Hopper's wgmma (kernels/wgmma.py), below
 #define WGMMA 0
 #endif
-#if WGMMA
+#if WGMMA && SPLIT_TF32
+#define TILE_K 32  // a k-tile: the codes' and fields' rows of 128 bytes (32 float32 values), swizzled
+#elif WGMMA
 #define TILE_K 64  // a k-tile: the codes' and fields' rows of 128 bytes, swizzled
 // where the staged rows start (STAGE_BULK): after two stages of A and B and the products' tile over them
 #define WGMMA_OPERAND_BYTES (2 * (TILE_M + 48 * WARPS_N) * TILE_K * 2 > TILE_M * OUT_ROW * 4 ? \
@@ -338,7 +356,12 @@ _SOURCE = r"""
 #endif
 // SPLIT_TF32 (kernels/mma_float32.py's): float32 codes and maps, each value split into two TF32 terms, in
 // dasksae_tf32x3_filter_weight_grad_update (the rows epilogues only); else bfloat16 ones
-#if SPLIT_TF32
+#if SPLIT_TF32 && WGMMA  // the split on wgmma: both operands' terms K-major from shared memory, m64n96k8
+#define OPERAND float
+#define UPDATE_KERNEL dasksae_wgmma_tf32x3_filter_weight_grad_update
+#define K_STEP 8
+#define ROW TILE_K  // a shared row: 128 bytes, no padding
+#elif SPLIT_TF32
 #define OPERAND float
 #define UPDATE_KERNEL dasksae_tf32x3_filter_weight_grad_update
 #define K_STEP 8  // inner terms a tensor-core product
@@ -440,9 +463,12 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(1024)));
 #if WGMMA_WIDE && (!WGMMA || TILE_M != 64 || WARPS_N != 4 || SPECIALIZED || STAGE_BULK || COLUMN_TILES)
 #error "wide wgmma blocks are 64 x 192, one column tile a block, nothing staged"
 #endif
-#if WGMMA && !WGMMA_WIDE && (SPLIT_TF32 || STAGING || TILE_M != 128 || WARPS_N != 2 || (COLUMN_TILES && !SPECIALIZED) \
+#if WGMMA && SPLIT_TF32 && (WGMMA_WIDE || STEP_ONLY || TILE_ORDER || SPECIALIZED || COLUMN_TILES || STAGE_BULK)
+#error "split TF32 on wgmma takes rows-wide-wgmma's blocks"
+#endif
+#if WGMMA && !WGMMA_WIDE && (STAGING || TILE_M != 128 || WARPS_N != 2 || (COLUMN_TILES && !SPECIALIZED) \
               || !(EPILOGUE_ROWS || GEMM_ONLY || SPECIALIZED))
-#error "wgmma takes 128 x 96 tiles of bfloat16 products, the rows epilogue (or none, or the specialized warps'), nothing staged"
+#error "wgmma takes 128 x 96 tiles, the rows epilogue (or none, or the specialized warps'), nothing staged"
 #endif
 #if WGMMA
 typedef float Sums[1][12][4];  // a thread's share of its warpgroup's 64 x 96 sums
@@ -880,7 +906,9 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
         x += at;
         if (error) error += at;
     }
-#if WGMMA
+#if WGMMA && SPLIT_TF32
+    // (the split's k-tiles are staged through registers, below)
+#elif WGMMA
     // CUTLASS's K-major layout in 128-byte swizzled rows (kernels/wgmma.py's k_major_128_at), for both operands.  A
     // copy is one of a row's 8 chunks: a warp reads 4 whole rows of 128 bytes and writes each into one row of shared
     // memory
@@ -980,7 +1008,68 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
         }
     }
 #endif
-#if WGMMA && STEP_ONLY  // (a benchmark's variant) no operands read, no products: the step of a zero gradient
+#if WGMMA && SPLIT_TF32
+    // float32 codes (A) and fields (B) on wgmma in TF32: each k-tile of 32 values loaded into registers (a float4 a
+    // load: A's 4 a thread, B's 3), then split as it is staged into its big and small TF32 terms (split_tf32), each in
+    // a K-major tile of 128-byte swizzled rows: one stage of A big, A small, B big, B small (56 KiB, the products' tile
+    // over it after the last).  The next k-tile's loads are in flight while this one's products run.  A k-step of 8
+    // takes small x big, big x small, then big x big into the sums (TERMS 1: big x big alone), which the tensor cores
+    // keep (their float32 sums truncate: 72 products a sum at a minibatch of 96 with the error map)
+    float* const a_big = (float*)mma_shared;
+    float* const a_small = a_big + TILE_M * TILE_K;
+    float* const b_big = a_small + TILE_M * TILE_K;
+    float* const b_small = b_big + TILE_N * TILE_K;
+    constexpr int A_LOADS = TILE_M * 8 / BLOCK_THREADS, B_LOADS = TILE_N * 8 / BLOCK_THREADS;
+    static_assert(A_LOADS * BLOCK_THREADS == TILE_M * 8 && B_LOADS * BLOCK_THREADS == TILE_N * 8, "whole loads");
+    float4 a_next[A_LOADS], b_next[B_LOADS];
+    auto fetch = [&](const int k0) {  // k-tile k0's float4s of this thread into registers (zeros past the rows)
+        for (int i = 0; i < A_LOADS; ++i) {
+            const int c = tid + i * BLOCK_THREADS, r = c / 8, part = c % 8, m = m0 + r;
+            a_next[i] = m < rows ? *(const float4*)(codes + (long long)m * width + k0 + part * 4)
+                                 : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        for (int i = 0; i < B_LOADS; ++i) {  // (half in whole 32s: a float4 from one map)
+            const int c = tid + i * BLOCK_THREADS, r = c / 8, part = c % 8, n = n0 + r, k = k0 + part * 4;
+            const float* map = k < half ? x + k : error + (k - half);
+            b_next[i] = n < fan_in ? *(const float4*)(map + (n / field_rows) * in_row + (long long)(n % field_rows) * half)
+                                   : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+    };
+    SET_SHARED_ARENA(mma_shared);
+    fetch(0);
+    for (int s = 0; s < tiles; ++s) {
+        __syncthreads();  // both warpgroups' products of k-tile s - 1 are done: the stage is free
+        for (int i = 0; i < A_LOADS; ++i) {  // chunk c % 8 of row c / 8 (k_major_128_at counts 2-byte values)
+            const int c = tid + i * BLOCK_THREADS;
+            store_split_tf32(a_big, a_small, k_major_128_at(c / 8, c % 8) / 2, a_next[i]);
+        }
+        for (int i = 0; i < B_LOADS; ++i) {
+            const int c = tid + i * BLOCK_THREADS;
+            store_split_tf32(b_big, b_small, k_major_128_at(c / 8, c % 8) / 2, b_next[i]);
+        }
+        ASYNC_PROXY_FENCE();  // these stores seen by the tensor cores' reads
+        __syncthreads();  // every thread's terms are staged
+        // 8-row atoms 1024 bytes apart, a k-step 32 bytes along the rows (2 of the descriptor's 16-byte units)
+        const unsigned long long big_a = descriptor(a_big + warp_n * 64 * TILE_K, 16, 1024, 1),
+                                 small_a = descriptor(a_small + warp_n * 64 * TILE_K, 16, 1024, 1),
+                                 big_b = descriptor(b_big, 16, 1024, 1), small_b = descriptor(b_small, 16, 1024, 1);
+        sums_fenced<48>(&acc[0][0][0]);
+        WGMMA_FENCE();
+#pragma unroll
+        for (int k = 0; k < TILE_K / K_STEP; ++k) {
+#if TERMS == 3
+            wgmma_update(&acc[0][0][0], small_a + 2 * k, big_b + 2 * k, 1);
+            wgmma_update(&acc[0][0][0], big_a + 2 * k, small_b + 2 * k, 1);
+#endif
+            wgmma_update(&acc[0][0][0], big_a + 2 * k, big_b + 2 * k, 1);
+        }
+        WGMMA_COMMIT();
+        if (s + 1 < tiles) fetch((s + 1) * TILE_K);  // in flight while the products run
+        wgmma_wait<0>();
+        sums_fenced<48>(&acc[0][0][0]);
+    }
+    __syncthreads();  // every warpgroup's products are taken: the epilogue's tile may fill the stage
+#elif WGMMA && STEP_ONLY  // (a benchmark's variant) no operands read, no products: the step of a zero gradient
     SET_SHARED_ARENA(mma_shared);
 #elif WGMMA  // two stages, one k-tile of copies in flight while the other is multiplied, as mma.sync's loop below
     SET_SHARED_ARENA(mma_shared);
@@ -1300,7 +1389,9 @@ def tile_rows(variant: str = "rows") -> int:
 
 
 SPLIT_ROW = 40  # with split TF32 (float32 operands): TILE_K floats and 8 of padding, for the paired 8-byte loads
-SPLIT_VARIANTS = ("rows", "rows-wide", "rows-cs", "rows-wide-cs")  # the epilogues split TF32 takes
+# the epilogues split TF32 takes; rows-wide-wgmma (session 48): its k-tiles split as they are staged, the products on
+# wgmma (sm_90)
+SPLIT_VARIANTS = ("rows", "rows-wide", "rows-cs", "rows-wide-cs", "rows-wide-wgmma")
 # what it takes by default: rows-wide (two blocks an SM, 128 registers, no spills since session 40's paired loads);
 # rows's three blocks an SM at 80 registers spill 68 bytes a thread (bench/kernel_registers.py --kernels
 # mma-float32-update --mma-epilogue rows)
@@ -1313,6 +1404,8 @@ def shared_bytes(variant: str = "rows", split_tf32: bool = False) -> int:
     ``split_tf32`` (float32 operands, :data:`SPLIT_VARIANTS`): the operand tiles, or the products' tile over them
     where that is larger."""
     defines = EPILOGUE_VARIANTS[variant]
+    if split_tf32 and defines.get("WGMMA"):  # one stage of each operand's two terms, 128-byte rows; the products over it
+        return max(2 * (TILE_M + tile_columns(variant)) * WGMMA_TILE_K * 2, TILE_M * out_row(variant) * 4)
     if split_tf32:
         return max(2 * (TILE_M + tile_columns(variant)) * SPLIT_ROW * 4, TILE_M * out_row(variant) * 4)
     if defines.get("COLUMN_TILES"):  # the most (the launch asks for its codes' width: resident_bytes)
@@ -1360,7 +1453,7 @@ def mma_update_source(variant: str = "rows", split_tf32: bool = False, terms: in
         defines |= {"SPLIT_TF32": 1, "TERMS": split_terms(terms)}
         helpers += SPLIT_TF32_HELPERS
     if defines.get("WGMMA"):
-        helpers += wgmma.WGMMA_HELPERS + wgmma.wgmma_function("wgmma_update", TILE_N, "bfloat16")
+        helpers += wgmma.WGMMA_HELPERS + wgmma.wgmma_function("wgmma_update", TILE_N, "tf32" if split_tf32 else "bfloat16")
     defines = "".join(f"#define {name} {value}\n" for name, value in defines.items())
     return defines + BFLOAT16_ROUNDING + helpers + _SOURCE
 
@@ -1378,8 +1471,9 @@ def _kernel(variant: str, split_tf32: bool = False, terms: int = 3, split_master
 
     name = "dasksae_tf32x3_filter_weight_grad_update" if split_tf32 else "dasksae_mma_filter_weight_grad_update"
     if EPILOGUE_VARIANTS[variant].get("WGMMA"):  # NVRTC for compute_90a
-        kernel = wgmma.compiled_module(mma_update_source(variant, split_master=split_master),
-                                       "mma_update").get_function("dasksae_wgmma_filter_weight_grad_update")
+        kernel = wgmma.compiled_module(mma_update_source(variant, split_tf32, terms, split_master), "mma_update")
+        kernel = kernel.get_function("dasksae_wgmma_tf32x3_filter_weight_grad_update" if split_tf32
+                                     else "dasksae_wgmma_filter_weight_grad_update")
     else:
         kernel = cupy.RawKernel(mma_update_source(variant, split_tf32, terms, split_master), name,
                                 options=("-std=c++17",))

@@ -1371,6 +1371,43 @@ def test_float32_training_with_the_split_tf32_forward_follows_the_simt_kernel(mo
     _assert_trained_alike(trained, expected)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "tf32"])
+def test_training_with_the_split_update_on_wgmma_follows_mma_sync(monkeypatch, dtype):
+    """DASKSAE_FLOAT32_WGMMA_UPDATE=1: ``small`` trained 3 steps in float32 (three TF32 terms) and in tf32 (one) with
+    the weight gradient and update on ``wgmma`` (rows-wide-wgmma, the k-tiles split as they are staged) gives the
+    losses and weights of the same training on ``mma.sync``'s split update (``=0``) to float32 rounding, and the
+    ``wgmma`` kernel ran."""
+    from dasksae import TiledNetwork, tile_program
+    from dasksae.kernels import mma_float32, mma_update, wgmma
+    from dasksae.tile_array import LocalExecutor
+
+    if not wgmma.supported():
+        pytest.skip("wgmma needs a GPU of compute capability 9.0")
+    config = named_config("small")
+    data = numpy.random.default_rng(4)
+    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
+    variants = []
+    update = mma_update.filter_weight_grad_update
+    monkeypatch.setattr(mma_update, "filter_weight_grad_update",
+                        lambda *args, **options: variants.append(args[13]) or update(*args, **options))
+
+    def trained(on_wgmma: bool):
+        monkeypatch.setattr(mma_float32, "WGMMA_UPDATE", on_wgmma)
+        tile_program.forget_all()
+        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype=dtype, device="cuda")
+        return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()
+
+    expected = trained(False)
+    assert set(variants) == {mma_update.SPLIT_VARIANT}, variants
+    variants.clear()
+    losses, parameters = trained(True)
+    assert set(variants) == {"rows-wide-wgmma"}, variants
+    numpy.testing.assert_allclose(losses, expected[0], rtol=1e-5)
+    for mine, theirs in zip(parameters, expected[1]):
+        for name in mine:
+            assert relative_error(mine[name], theirs[name]) < 1e-4, name
+
+
 def test_tf32_training_on_tf32_tensor_cores_stays_within_tf32s_tolerance_of_float32(monkeypatch):
     """DASKSAE_TF32_TENSOR_CORES=1: ``small`` trained 3 steps with ``--dtype tf32`` takes ``W x``, ``U g_r``, ``W^T y``
     (at any cell size here) and the weight gradient with the update on TF32 tensor cores with one product a k-step

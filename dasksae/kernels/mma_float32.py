@@ -76,6 +76,10 @@ FLOAT32_TENSOR_CORES = switch("DASKSAE_FLOAT32_TENSOR_CORES")
 # H100 the 1-worker tf32 step took 36.7 ms against 48.4, bench/results/session39/tf32/; 31.2 ms since session 40's
 # shorter k-step, session40/ratio/), or "0" (cuBLAS's TF32 GEMM over gathered fields, the update apart)
 TF32_TENSOR_CORES = switch("DASKSAE_TF32_TENSOR_CORES")
+# "1": the float32 (and tf32) update's products on wgmma where the GPU runs it (mma_update's rows-wide-wgmma with
+# split_tf32: each k-tile split into its TF32 terms as it is staged, both terms of both operands read by descriptor);
+# "0" (the default): mma.sync's split (rows-wide, each value split in registers at every use).  New in session 48
+WGMMA_UPDATE = switch("DASKSAE_FLOAT32_WGMMA_UPDATE") == "1"
 VARIANT = "k32x3"  # of mma_forward.SPLIT_VARIANTS (k32x3: 93 KiB of shared memory a block, two an SM)
 
 
@@ -208,4 +212,12 @@ def filter_weight_grad_update_float32(codes, x, error, raw, velocity, inverse_no
     never written (:func:`.mma_update.filter_weight_grad_update` with ``split_tf32``; the arrays must
     :func:`update_fits`)."""
     mma_update.filter_weight_grad_update(codes, x, error, raw, velocity, None, inverse_norms, row_dots, lr, momentum,
-                                         field, step, blocks_w, split_tf32=True, terms=terms)
+                                         field, step, blocks_w, update_variant(), split_tf32=True, terms=terms)
+
+
+def update_variant() -> str:
+    """The epilogue variant of :func:`filter_weight_grad_update_float32`: ``rows-wide-wgmma`` with
+    ``DASKSAE_FLOAT32_WGMMA_UPDATE=1`` on a GPU that runs ``wgmma``, else :data:`.mma_update.SPLIT_VARIANT`."""
+    from . import wgmma
+
+    return "rows-wide-wgmma" if WGMMA_UPDATE and wgmma.supported() else mma_update.SPLIT_VARIANT

@@ -1527,7 +1527,7 @@ def test_the_update_of_split_master_weights_on_the_gpu_is_the_update_of_the_weig
 
 
 def test_bfloat16_training_with_split_master_weights_follows_whole_ones(monkeypatch):
-    """DASKSAE_SPLIT_MASTER=1 (the default): ``small`` (tied RICA, 1x1 tiles, M=96) trained in bfloat16 with its
+    """DASKSAE_SPLIT_MASTER=1 (opt-in): ``small`` (tied RICA, 1x1 tiles, M=96) trained in bfloat16 with its
     weights kept as halves, the update's kernel reading and writing them, gives the losses and weights of the same
     training with the weights whole (``=0``) to float32's rounding (the products' operand differs where a weight is
     an exact tie); the tile's state holds the halves on the device."""

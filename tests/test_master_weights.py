@@ -117,7 +117,7 @@ def _without_ties(params):
 
 @pytest.mark.parametrize("tiles", ["1x1", "2x1"])
 def test_a_bfloat16_network_keeps_its_weights_split_and_trains_as_with_them_whole(monkeypatch, tiles):
-    """bfloat16 steps with the weights split (the default) and whole (``DASKSAE_SPLIT_MASTER=0``) from the same
+    """bfloat16 steps with the weights split (``DASKSAE_SPLIT_MASTER=1``) and whole (the default) from the same
     weights with no exact ties: the first step's loss and new weights bit for bit (the same float32 arithmetic on the
     same values); four steps' losses within 1e-4 and weights within 1e-4 of their largest (a step's new weights
     hold a few exact ties, about 8 of tiny's 540k a step, whose bfloat16 operands then differ by one bfloat16 step;

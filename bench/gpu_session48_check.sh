@@ -1,6 +1,6 @@
 #!/bin/bash
 # Session 48's GPU checks (results in bench/results/session48/<part>/, each with its command.txt).
-#   PART=first (about 580 s), in this order, so that a short call brings back the most first:
+#   PART=first (about 480 s), in this order, so that a short call brings back the most first:
 #     the bfloat16 update's floors (bench/update_floor.py, coates200, M=96) with the step alone in the update's blocks
 #       (step-only-wgmma, -192: no operands, no products) on the whole weights, with no copy and on the halves, and
 #       the weights and momentum in tile order (-tiled: a block's tile of each contiguous), with and without products;
@@ -17,19 +17,19 @@ card
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 case "${PART:-first}" in
 first)
-  timeout ${FLOOR_S:-110} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
+  timeout ${FLOOR_S:-100} python3 bench/update_floor.py --config coates200 --minibatch 96 --runs 10 \
     --variants step-only-wgmma,step-only-wgmma-tiled,rows-wide-wgmma-tiled,step-only-wgmma-192,rows-wide-wgmma-192,rows-wide-wgmma-192-tiled \
     --json $OUT/update-floor.json 2>&1 | filter | tee $OUT/update-floor.log | grep "all"
-  gpu_tests ${TESTS32_S:-70} tests/test_gpu.py -k "split_tf32_update_on_the_gpu or split_update_on_wgmma"
+  gpu_tests ${TESTS32_S:-60} tests/test_gpu.py -k "split_tf32_update_on_the_gpu or split_update_on_wgmma"
   cp $OUT/gpu-tests.log $OUT/gpu-tests-float32-update.log
-  timeout ${FLOOR32_S:-60} python3 bench/update_floor.py --precision float32 --config coates200 --minibatch 96 \
+  timeout ${FLOOR32_S:-55} python3 bench/update_floor.py --precision float32 --config coates200 --minibatch 96 \
     --runs 5 --json $OUT/update-floor-float32.json 2>&1 | filter | tee $OUT/update-floor-float32.log | grep "all"
-  gpu_tests ${TESTS_S:-90} tests/test_gpu_tiled.py
+  gpu_tests ${TESTS_S:-80} tests/test_gpu_tiled.py
   tail -3 $OUT/gpu-tests.log
-  timeout ${ONE_S:-70} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
+  timeout ${ONE_S:-65} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
     --dtypes bfloat16 --precisions bfloat16 --steps-per-task 10 --runs 20 --pipelined \
     --json $OUT/gpu-step-one-worker.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log
-  for mode in 1 0; do STEP_S=${STEP_S:-55} in_process float32-wgmma-update-$mode DASKSAE_FLOAT32_WGMMA_UPDATE=$mode; done ;;
+  for mode in 1 0; do STEP_S=${STEP_S:-50} in_process float32-wgmma-update-$mode DASKSAE_FLOAT32_WGMMA_UPDATE=$mode; done ;;
 ncu)  # (about 130 s) Nsight Compute over stage 2's bfloat16 rows, one launch a row (--warmup-runs 0)
   echo "ncu: $NCU"
   timeout ${NCU_S:-130} $NCU --clock-control none -k regex:"dasksae_wgmma_filter_weight_grad_update|dasksae_stream" \

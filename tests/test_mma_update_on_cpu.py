@@ -462,20 +462,12 @@ def test_the_update_of_split_master_weights_is_the_update_of_the_weights(tmp_pat
     assert not mma_update.update_fits(case["codes"], case["x"], case["error"], low, velocity, None,
                                       case["inverse_norms"], case["row_dots"], case["field"], case["blocks_w"],
                                       split_master=True)
-    grid, (threads,), arguments, _ = mma_update._update_launch(variant, case["codes"].shape, case["x"].shape,
-                                                                case["field"], case["step"], case["blocks_w"])
-    partial_squares = numpy.full((count * rows, 4), numpy.nan, numpy.float32)
-    library.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, case["error"].ctypes.data, low.ctypes.data,
-                       velocity.ctypes.data, high.ctypes.data, case["inverse_norms"].ctypes.data,
-                       case["row_dots"].ctypes.data, partial_squares.ctypes.data, case["lr"], case["momentum"], *grid,
-                       threads, *arguments)
+    new_norms = _updated_norms(library, variant, case, low, velocity, high)
     joined = master_weights.join(high, low)
     new_high, new_low = master_weights.split(joined)
     numpy.testing.assert_array_equal(high, _high_bits(new_high))  # the halves are the split of the new weights
     numpy.testing.assert_array_equal(low, new_low)
-    new_norms = (1 / numpy.sqrt(partial_squares.astype(numpy.float64).sum(-1))).reshape(count, rows)
     assert_updated_as_expected(expected, joined, velocity, None, new_norms)
-
 
 
 @pytest.mark.parametrize("variant, split_master", [("step-only-wgmma", False), ("step-only-wgmma-192", True)])
@@ -487,11 +479,30 @@ def test_the_step_alone_is_the_update_of_a_zero_gradient(tmp_path, variant, spli
 
     library = update_built_on_cpu(tmp_path, variant, split_master)
     case = with_expected(update_case(23, True, True, batch=96) | {"gradient": numpy.zeros((6, 136, 144))})
-    raw, velocity, operand = case["raw"], case["velocity"], case["operand"]
+    raw, operand = _weights_as_read(case, split_master)
+    velocity = case["velocity"]
+    new_norms = _updated_norms(library, variant, case, raw, velocity, operand)
     if split_master:
-        high, raw = master_weights.split(raw)
-        operand = _high_bits(high)
-    count, rows, _ = raw.shape
+        assert_updated_as_expected(case, master_weights.join(operand, raw), velocity, None, new_norms)
+    else:
+        assert_updated_as_expected(case, raw, velocity, operand, new_norms)
+
+
+def _weights_as_read(case: dict, split_master: bool):
+    """The case's weights and operand as the kernel reads them: ``raw`` and its bfloat16 copy, or (``split_master``)
+    the low halves and the high halves' bits."""
+    from dasksae import master_weights
+
+    if not split_master:
+        return case["raw"], case["operand"]
+    high, low = master_weights.split(case["raw"])
+    return low, _high_bits(high)
+
+
+def _updated_norms(library, variant: str, case: dict, raw, velocity, operand):
+    """``variant``'s kernel (``library``, :func:`update_built_on_cpu`) run on ``case`` with these weights, momentum and
+    operand (in whatever layout the variant reads: stepped in place): the new ``1/||U||`` from its sums of squares."""
+    count, rows = case["codes"].shape[:2]
     grid, (threads,), arguments, _ = mma_update._update_launch(variant, case["codes"].shape, case["x"].shape,
                                                                 case["field"], case["step"], case["blocks_w"])
     partial_squares = numpy.full((count * rows, 4), numpy.nan, numpy.float32)
@@ -499,12 +510,7 @@ def test_the_step_alone_is_the_update_of_a_zero_gradient(tmp_path, variant, spli
                        velocity.ctypes.data, operand.ctypes.data, case["inverse_norms"].ctypes.data,
                        case["row_dots"].ctypes.data, partial_squares.ctypes.data, case["lr"], case["momentum"], *grid,
                        threads, *arguments)
-    new_norms = (1 / numpy.sqrt(partial_squares.astype(numpy.float64).sum(-1))).reshape(count, rows)
-    if split_master:
-        joined = master_weights.join(operand, raw)
-        assert_updated_as_expected(case, joined, velocity, None, new_norms)
-    else:
-        assert_updated_as_expected(case, raw, velocity, operand, new_norms)
+    return (1 / numpy.sqrt(partial_squares.astype(numpy.float64).sum(-1))).reshape(count, rows)
 
 
 def test_tile_order_puts_each_blocks_tile_together_and_back():
@@ -535,19 +541,9 @@ def test_the_update_in_tile_order_is_the_update(tmp_path, variant, split_master)
     if variant.startswith("step-only"):
         case = with_expected(case | {"gradient": numpy.zeros(case["gradient"].shape)})
     count, rows, fan_in = case["raw"].shape
-    raw, operand = case["raw"], case["operand"]
-    if split_master:
-        high, raw = master_weights.split(raw)
-        operand = _high_bits(high)
+    raw, operand = _weights_as_read(case, split_master)
     raw, velocity = mma_update.tile_order(raw, variant), mma_update.tile_order(case["velocity"], variant)
-    grid, (threads,), arguments, _ = mma_update._update_launch(variant, case["codes"].shape, case["x"].shape,
-                                                                case["field"], case["step"], case["blocks_w"])
-    partial_squares = numpy.full((count * rows, 4), numpy.nan, numpy.float32)
-    library.run_update(case["codes"].ctypes.data, case["x"].ctypes.data, case["error"].ctypes.data, raw.ctypes.data,
-                       velocity.ctypes.data, operand.ctypes.data, case["inverse_norms"].ctypes.data,
-                       case["row_dots"].ctypes.data, partial_squares.ctypes.data, case["lr"], case["momentum"], *grid,
-                       threads, *arguments)
-    new_norms = (1 / numpy.sqrt(partial_squares.astype(numpy.float64).sum(-1))).reshape(count, rows)
+    new_norms = _updated_norms(library, variant, case, raw, velocity, operand)
     raw, velocity = (mma_update.row_order(a, rows, fan_in, variant) for a in (raw, velocity))
     if split_master:
         assert_updated_as_expected(case, master_weights.join(operand, raw), velocity, None, new_norms)

@@ -456,7 +456,6 @@ def test_the_update_of_split_master_weights_is_the_update_of_the_weights(tmp_pat
     high, low = master_weights.split(raw)
     assert numpy.array_equal(master_weights.join(high, low), raw)
     high = _high_bits(high)
-    count, rows, fan_in = raw.shape
     assert mma_update.update_fits(case["codes"], case["x"], case["error"], low, velocity, high, case["inverse_norms"],
                                   case["row_dots"], case["field"], case["blocks_w"], split_master=True)
     assert not mma_update.update_fits(case["codes"], case["x"], case["error"], low, velocity, None,

@@ -41,7 +41,7 @@ SWITCHES = {
     "DASKSAE_UPDATE_STAGING": (("first-stage", "1", "after-loads", "0"), "first-stage"),
     "DASKSAE_TENSOR_CORE_UPDATE": (("1", "0"), "1"),
     "DASKSAE_SPLIT_MASTER": (("0", "1"), "0"),
-    "DASKSAE_FLOAT32_WGMMA_UPDATE": (("0", "1"), "0"),
+    "DASKSAE_FLOAT32_WGMMA_UPDATE": (("auto", "1", "0"), "auto"),
     "DASKSAE_MMA_EPILOGUE": (("auto", "rows", "rows-wide", "fragments", "rows-144", "rows-overlap"), "auto"),
     "DASKSAE_UPDATE_CACHE_HINTS": (("0", "1"), "0"),
     "DASKSAE_TENSOR_CORE_FORWARD": (("auto", "1", "0"), "auto"),

@@ -1373,7 +1373,8 @@ def test_float32_training_with_the_split_tf32_forward_follows_the_simt_kernel(mo
 
 @pytest.mark.parametrize("dtype", ["float32", "tf32"])
 def test_training_with_the_split_update_on_wgmma_follows_mma_sync(monkeypatch, dtype):
-    """DASKSAE_FLOAT32_WGMMA_UPDATE=1: ``small`` trained 3 steps in float32 (three TF32 terms) and in tf32 (one) with
+    """DASKSAE_FLOAT32_WGMMA_UPDATE=1 (``auto``, the default, takes float32's): ``small`` trained 3 steps in float32
+    (three TF32 terms) and in tf32 (one) with
     the weight gradient and update on ``wgmma`` (rows-wide-wgmma, the k-tiles split as they are staged) gives the
     losses and weights of the same training on ``mma.sync``'s split update (``=0``) to float32 rounding, and the
     ``wgmma`` kernel ran."""
@@ -1392,7 +1393,7 @@ def test_training_with_the_split_update_on_wgmma_follows_mma_sync(monkeypatch, d
                         lambda *args, **options: variants.append(args[13]) or update(*args, **options))
 
     def trained(on_wgmma: bool):
-        monkeypatch.setattr(mma_float32, "WGMMA_UPDATE", on_wgmma)
+        monkeypatch.setattr(mma_float32, "WGMMA_UPDATE", "1" if on_wgmma else "0")
         tile_program.forget_all()
         network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype=dtype, device="cuda")
         return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters()

@@ -333,6 +333,25 @@ def test_the_update_takes_wgmma_where_the_card_and_the_codes_allow(monkeypatch):
     assert mma_update.default_variant(8, 192) == "rows"
 
 
+def test_the_float32_update_takes_wgmma_for_three_terms_where_the_card_allows(monkeypatch):
+    """DASKSAE_FLOAT32_WGMMA_UPDATE=auto (the default since session 48): on a card that runs ``wgmma`` (here said to)
+    the float32 update (three TF32 terms) takes ``rows-wide-wgmma``, tf32's (one term) ``mma.sync``'s ``rows-wide``;
+    ``1`` takes ``wgmma`` for both, ``0`` for neither, and a card without ``wgmma`` keeps ``rows-wide``."""
+    from dasksae.kernels import mma_float32, mma_update, wgmma
+    from dasksae.switches import SWITCHES
+
+    assert SWITCHES["DASKSAE_FLOAT32_WGMMA_UPDATE"] == (("auto", "1", "0"), "auto")
+    monkeypatch.setattr(wgmma, "supported", lambda: True)
+    for setting, expected in (("auto", ["rows-wide-wgmma", "rows-wide"]), ("1", ["rows-wide-wgmma"] * 2),
+                              ("0", ["rows-wide"] * 2)):
+        monkeypatch.setattr(mma_float32, "WGMMA_UPDATE", setting)
+        assert [mma_float32.update_variant(terms) for terms in (3, 1)] == expected, setting
+    assert mma_update.SPLIT_VARIANT == "rows-wide" and "rows-wide-wgmma" in mma_update.SPLIT_VARIANTS
+    monkeypatch.setattr(wgmma, "supported", lambda: False)
+    monkeypatch.setattr(mma_float32, "WGMMA_UPDATE", "1")
+    assert mma_float32.update_variant(3) == "rows-wide"
+
+
 def test_the_wgmma_switches_name_their_kernels_variants(monkeypatch):
     """DASKSAE_WGMMA_FORWARD: ``1`` (the default: ``w64x3-swizzled``, session 42) or ``0``, or a variant of the
     forward's ``wgmma`` tiles by name; DASKSAE_WGMMA_TRANSPOSE and DASKSAE_WGMMA_UPDATE likewise ``1`` (session 43; the update's variant leaves codes not in whole 64s to ``rows-wide``); a variant name the

@@ -76,10 +76,13 @@ FLOAT32_TENSOR_CORES = switch("DASKSAE_FLOAT32_TENSOR_CORES")
 # H100 the 1-worker tf32 step took 36.7 ms against 48.4, bench/results/session39/tf32/; 31.2 ms since session 40's
 # shorter k-step, session40/ratio/), or "0" (cuBLAS's TF32 GEMM over gathered fields, the update apart)
 TF32_TENSOR_CORES = switch("DASKSAE_TF32_TENSOR_CORES")
-# "1": the float32 (and tf32) update's products on wgmma where the GPU runs it (mma_update's rows-wide-wgmma with
-# split_tf32: each k-tile split into its TF32 terms as it is staged, both terms of both operands read by descriptor);
-# "0" (the default): mma.sync's split (rows-wide, each value split in registers at every use).  New in session 48
-WGMMA_UPDATE = switch("DASKSAE_FLOAT32_WGMMA_UPDATE") == "1"
+# "auto" (the default since session 48): the float32 update's products (three TF32 terms) on wgmma where the GPU runs
+# it (mma_update's rows-wide-wgmma with split_tf32: each k-tile split into its TF32 terms as it is staged, both terms
+# of both operands read by descriptor), tf32's (one term) on mma.sync; "1": both on wgmma; "0": both on mma.sync
+# (rows-wide, each value split in registers at every use).  On an H200 (session 48, coates200, M=96,
+# bench/results/session48/first/) the float32 update took the three stages in 11.68 ms against mma.sync's 15.81 and
+# the in-process float32 step 44.4 ms against 48.9; the tf32 update 10.00 ms against 9.71
+WGMMA_UPDATE = switch("DASKSAE_FLOAT32_WGMMA_UPDATE")
 VARIANT = "k32x3"  # of mma_forward.SPLIT_VARIANTS (k32x3: 93 KiB of shared memory a block, two an SM)
 
 
@@ -212,12 +215,14 @@ def filter_weight_grad_update_float32(codes, x, error, raw, velocity, inverse_no
     never written (:func:`.mma_update.filter_weight_grad_update` with ``split_tf32``; the arrays must
     :func:`update_fits`)."""
     mma_update.filter_weight_grad_update(codes, x, error, raw, velocity, None, inverse_norms, row_dots, lr, momentum,
-                                         field, step, blocks_w, update_variant(), split_tf32=True, terms=terms)
+                                         field, step, blocks_w, update_variant(terms), split_tf32=True, terms=terms)
 
 
-def update_variant() -> str:
-    """The epilogue variant of :func:`filter_weight_grad_update_float32`: ``rows-wide-wgmma`` with
-    ``DASKSAE_FLOAT32_WGMMA_UPDATE=1`` on a GPU that runs ``wgmma``, else :data:`.mma_update.SPLIT_VARIANT`."""
+def update_variant(terms: int = 3) -> str:
+    """The epilogue variant of :func:`filter_weight_grad_update_float32` with ``terms`` TF32 products a k-step:
+    ``rows-wide-wgmma`` on a GPU that runs ``wgmma`` where ``DASKSAE_FLOAT32_WGMMA_UPDATE`` asks (``auto``: three
+    terms, float32), else :data:`.mma_update.SPLIT_VARIANT`."""
     from . import wgmma
 
-    return "rows-wide-wgmma" if WGMMA_UPDATE and wgmma.supported() else mma_update.SPLIT_VARIANT
+    on_wgmma = WGMMA_UPDATE == "1" or WGMMA_UPDATE == "auto" and terms == 3
+    return "rows-wide-wgmma" if on_wgmma and wgmma.supported() else mma_update.SPLIT_VARIANT

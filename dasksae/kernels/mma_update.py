@@ -1274,14 +1274,18 @@ EPILOGUE_VARIANTS = {
                             "TILE_M": 64, "WARPS_N": 4},
     # For benchmarks (session 48): rows-wide-wgmma and rows-wide-wgmma-192 with no operands read and no products (a zero
     # gradient): the epilogue's bytes in the update's blocks, tiles and occupancy, against the plain streaming step
-    # (bench/update_floor.py's "stream" rows), on the whole weights and on their halves
+    # (bench/update_floor.py's "stream" rows), on the whole weights and on their halves.  On an H200
+    # (bench/results/session48/first/, coates200, M=96, the three stages) step-only-wgmma took 7.79 ms (6.90 with no
+    # copy, 8.35 on the halves) against the streamed step's 6.70 (halves 5.90) and the update's 9.08: 1.09 ms of the
+    # update's 2.38 above its bytes is its blocks, not its products
     "step-only-wgmma": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "STEP_ONLY": 1},
     "step-only-wgmma-192": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "WGMMA_WIDE": 1,
                             "TILE_M": 64, "WARPS_N": 4, "STEP_ONLY": 1},
     # For benchmarks (session 48): the same three with the weights and momentum in tile order (tile_order: a block's
     # tile of each contiguous, 48 KiB, instead of a run of 384 bytes in each of 128 rows; the bfloat16 copy, or the
     # high halves, the products' operand, in rows as before): whether the update's blocks lose to DRAM what a
-    # streaming kernel over whole arrays does not
+    # streaming kernel over whole arrays does not.  Little (H200, session48/first/): rows-wide-wgmma-tiled 8.84 ms
+    # against 9.08, step-only-wgmma-tiled 7.61 against 7.79, rows-wide-wgmma-192-tiled 9.60 against 9.83
     "rows-wide-wgmma-tiled": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1, "TILE_ORDER": 1},
     "rows-wide-wgmma-192-tiled": {"EPILOGUE_ROWS": 1, "MIN_BLOCKS": 2, "LOADS_A_ROUND": 6, "WGMMA": 1,
                                   "WGMMA_WIDE": 1, "TILE_M": 64, "WARPS_N": 4, "TILE_ORDER": 1},

@@ -12,6 +12,7 @@
     python bench/kernel_registers.py --kernels mma-forward --forward-variant w64x3-swizzled   # on wgmma (sm_90a)
     python bench/kernel_registers.py --kernels mma-transpose --transpose-variant w64x3-swizzled
     python bench/kernel_registers.py --kernels mma-float32   # float32 W x on TF32 tensor cores (kernels/mma_float32.py)
+    python bench/kernel_registers.py --kernels mma-float32 --float32-variant w32-split   # its W x on wgmma (sm_90a)
     python bench/kernel_registers.py --kernels mma-float32-transpose   # and its W^T y with the fold
     python bench/kernel_registers.py --kernels mma-float32-update --mma-epilogue rows   # and its update
     python bench/kernel_registers.py --kernels mma-float32-update --mma-epilogue rows-wide-wgmma   # on wgmma (sm_90a)
@@ -92,6 +93,7 @@ def main(argv=None):
     else:
         source, names, standard = mma_transpose.mma_transpose_source(args.transpose_variant), [], b"-std=c++17"
     on_wgmma = (args.kernels == "mma-forward" and args.forward_variant in mma_forward.WGMMA_VARIANTS
+                or args.kernels == "mma-float32" and args.float32_variant in mma_forward.SPLIT_WGMMA_VARIANTS
                 or args.kernels == "mma-transpose" and args.transpose_variant in mma_transpose.WGMMA_VARIANTS
                 or args.kernels in ("mma", "mma-float32-update")
                 and mma_update.EPILOGUE_VARIANTS[args.mma_epilogue].get("WGMMA"))

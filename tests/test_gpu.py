@@ -1253,13 +1253,19 @@ def test_bfloat16_training_with_the_tensor_core_update_follows_the_gathered_path
             assert numpy.abs(mine[name] - theirs[name]).max() < 1e-4 * numpy.abs(theirs[name]).max(), name
 
 
-def test_the_split_tf32_forward_on_the_gpu_is_as_accurate_as_the_simt_kernel():
+@pytest.mark.parametrize("variant", ["k32x3", "w32-split"])
+def test_the_split_tf32_forward_on_the_gpu_is_as_accurate_as_the_simt_kernel(monkeypatch, variant):
     """``dasksae_tf32x3_filter_forward`` (float32 operands split into two TF32 terms, ``mma.sync.m16n8k8``) on a
     coates-like layer (20x20x8 fields at step 4, 4x4x8 blocks: fan-in 3200, 128 rows, M=96, 3x3 blocks): its error
     against float64 (largest, relative to the sum of |products|) within 3x of the float32 SIMT kernel's, and plain
-    TF32's (cuBLAS over gathered fields, ``precision="tf32"``) more than 20x it; and the g++ test's cases."""
-    from dasksae.kernels import mma_float32
+    TF32's (cuBLAS over gathered fields, ``precision="tf32"``) more than 20x it; and the g++ test's cases.
+    ``w32-split``: the same on ``wgmma`` (sm_90), ``DASKSAE_FLOAT32_WGMMA_FORWARD=1``."""
+    from dasksae.kernels import mma_float32, wgmma
     from dasksae.kernels.local_filter import local_filter_forward
+
+    if variant == "w32-split" and not wgmma.supported():
+        pytest.skip("wgmma needs a GPU of compute capability 9.0")
+    monkeypatch.setattr(mma_float32, "forward_variant", lambda: variant)
 
     rng = numpy.random.default_rng(11)
     field, step, channels, blocks, block = 20, 4, 8, 3, (4, 4)

@@ -15,7 +15,7 @@ import shutil
 import numpy
 import pytest
 
-from dasksae.kernels import mma_float32, mma_transpose, mma_update
+from dasksae.kernels import mma_float32, mma_forward, mma_transpose, mma_update
 from dasksae.kernels.gemm import batched_matmul
 from dasksae.kernels.local_filter import fold_patches_into, gather_patches, local_filter_forward
 from test_mma_forward_on_cpu import run_on_cpu as run_forward_on_cpu
@@ -62,9 +62,13 @@ extern "C" void run_forward(const float* weights, const float* x, float* out, co
 
 
 def build(folder, variant: str = mma_float32.VARIANT, terms: int = 3):
-    """The kernel built under g++ with the TF32 shim."""
-    library = built_on_cpu(folder, SHIM + MMA_EMULATION + TF32_EMULATION
-                           + mma_float32.mma_float32_source(variant, terms) + RUNNER)
+    """The kernel built under g++ with the TF32 shim (a ``wgmma`` variant's products emulated through their
+    descriptors)."""
+    runner = RUNNER
+    if variant in mma_forward.SPLIT_WGMMA_VARIANTS:
+        runner = runner.replace("dasksae_tf32x3_", "dasksae_wgmma_tf32x3_")
+    library = built_on_cpu(folder, SHIM + MMA_EMULATION + TF32_EMULATION + WGMMA_EMULATION
+                           + mma_float32.mma_float32_source(variant, terms) + runner)
     library.run_forward.argtypes = ([ctypes.c_void_p] * 4 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 9
                                     + [ctypes.c_longlong] * 4)
     return library
@@ -112,15 +116,18 @@ def expected_forward(case, precision: str = "float64", scaled: bool = True):
                                 step, 2, 1, row_scale=scale.astype(dtype) if scaled else None, precision=precision)
 
 
+@pytest.mark.parametrize("variant", [mma_float32.VARIANT, "w32-split"])
 @pytest.mark.parametrize("scaled, batch", [(True, 96), (False, 136)], ids=["row-scale", "no-scale-part-tile"])
-def test_the_split_forward_writes_the_output_map_as_numpy(built_once, scaled, batch):
+def test_the_split_forward_writes_the_output_map_as_numpy(built_once, scaled, batch, variant):
     """``W x`` from the float32 map into the output map, each row times its scale; with a minibatch of 136, a second
-    tile of 96 columns with 40 in the minibatch (nothing written past it: the slack after the map stays NaN)."""
+    tile of 96 columns with 40 in the minibatch (nothing written past it: the slack after the map stays NaN).  The
+    ``mma.sync`` split, and ``w32-split`` on ``wgmma`` (emulated): its k-tiles split and B transposed as they are
+    staged."""
     case = forward_case(3, batch, maps=68 if scaled else 32)  # (the part-full column tile with one tile of rows)
     field, step, _, _, _, x, weights, scale, shape = case
     memory = numpy.full(int(numpy.prod(shape)) + 96, numpy.nan, dtype=numpy.float32)
     out = memory[:-96].reshape(shape)
-    run_on_cpu(built_once(build, mma_float32.VARIANT), x, weights, out, scale if scaled else None, field, step, 2, 1)
+    run_on_cpu(built_once(build, variant), x, weights, out, scale if scaled else None, field, step, 2, 1)
     assert numpy.isnan(memory[-96:]).all()
     numpy.testing.assert_allclose(out, expected_forward(case, scaled=scaled), rtol=1e-5, atol=1e-4)
 
@@ -146,7 +153,8 @@ def float32_chain(case):
     return rows_scaled.reshape(blocks_h, blocks_w, 2, rows // 2, -1).transpose(0, 2, 1, 3, 4).reshape(shape)
 
 
-def test_the_split_is_as_accurate_as_float32_and_one_term_is_not(tmp_path, built_once):
+@pytest.mark.parametrize("variant", [mma_float32.VARIANT, "w32-split"])
+def test_the_split_is_as_accurate_as_float32_and_one_term_is_not(tmp_path, built_once, variant):
     """On a fan-in of 288 (6x6x8: 9 tiles of 32) and 64 rows, the split product's largest error against float64
     (relative to the sum of |products|) is within 3x of a float32 FMA chain's over the same operands
     (:func:`float32_chain`, the SIMT kernel's way; measured: 0.4x, the emulated ``mma`` rounding after each of its 8
@@ -160,7 +168,7 @@ def test_the_split_is_as_accurate_as_float32_and_one_term_is_not(tmp_path, built
     errors = {}
     for terms in (3, 1):
         out = numpy.full(shape, numpy.nan, dtype=numpy.float32)
-        library = built_once(build, mma_float32.VARIANT) if terms == 3 else build(tmp_path, terms=terms)
+        library = built_once(build, variant) if terms == 3 else build(tmp_path, variant, terms)
         run_on_cpu(library, x, weights, out, scale, field, step, 2, 1)
         errors[terms] = _error(out.astype(numpy.float64), case)
     print(f"W x: the split's error {errors[3] / float32_error:.1f}x a float32 chain's, one term's "

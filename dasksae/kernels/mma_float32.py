@@ -83,6 +83,10 @@ TF32_TENSOR_CORES = switch("DASKSAE_TF32_TENSOR_CORES")
 # bench/results/session48/first/) the float32 update took the three stages in 11.68 ms against mma.sync's 15.81 and
 # the in-process float32 step 44.4 ms against 48.9; the tf32 update 10.00 ms against 9.71
 WGMMA_UPDATE = switch("DASKSAE_FLOAT32_WGMMA_UPDATE")
+# "1": float32 and tf32 W x and U g_r on wgmma where the GPU runs it (mma_forward's w32-split: k-tiles split into their
+# TF32 terms, and the fields transposed to K-major, as they are staged); "0" (the default): mma.sync's split (VARIANT).
+# New in session 48, built after its device time was spent: its g++ tests pass, it has not run on a GPU
+WGMMA_FORWARD = switch("DASKSAE_FLOAT32_WGMMA_FORWARD") == "1"
 VARIANT = "k32x3"  # of mma_forward.SPLIT_VARIANTS (k32x3: 93 KiB of shared memory a block, two an SM)
 
 
@@ -97,8 +101,14 @@ def mma_float32_source(variant: str = VARIANT, terms: int = 3) -> str:
 def _kernel(variant: str, terms: int = 3):
     import cupy
 
-    kernel = cupy.RawKernel(mma_float32_source(variant, terms), "dasksae_tf32x3_filter_forward",
-                            options=("-std=c++17",))
+    from . import wgmma
+
+    if variant in mma_forward.SPLIT_WGMMA_VARIANTS:  # NVRTC for compute_90a
+        kernel = wgmma.compiled_module(mma_float32_source(variant, terms), "mma_float32").get_function(
+            "dasksae_wgmma_tf32x3_filter_forward")
+    else:
+        kernel = cupy.RawKernel(mma_float32_source(variant, terms), "dasksae_tf32x3_filter_forward",
+                                options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = mma_forward.shared_bytes(variant, split_tf32=True)
     return kernel
 
@@ -113,13 +123,22 @@ def filter_forward_float32(x, weights, out, field: int, step: int, block_h: int,
                            variant: str | None = None, terms: int = 3) -> None:
     """``out = diag(row_scale) W x`` for one chunk of block rows on TF32 tensor cores with split operands (``terms``
     1: plain TF32), the fields read from ``x``'s map and the outputs written into ``out``'s (the arrays must
-    :func:`forward_fits`)."""
-    variant = variant or VARIANT
+    :func:`forward_fits`); on ``wgmma`` (``w32-split``) where ``DASKSAE_FLOAT32_WGMMA_FORWARD=1`` asks and the GPU runs
+    it (:func:`forward_variant`)."""
+    variant = variant or forward_variant()
     grid, arguments = typed_launch(mma_forward.launch, 4, x.shape, out.shape, weights.shape, field, step, block_h,
                                    block_w)
     scale = numpy.uint64(0) if row_scale is None else row_scale
     _kernel(variant, terms)(grid, (THREADS,), (weights, x, out, *arguments, scale),
                      shared_mem=mma_forward.shared_bytes(variant, split_tf32=True))
+
+
+def forward_variant() -> str:
+    """The variant :func:`filter_forward_float32` takes: ``w32-split`` on a GPU that runs ``wgmma`` where
+    ``DASKSAE_FLOAT32_WGMMA_FORWARD=1``, else :data:`VARIANT`."""
+    from . import wgmma
+
+    return "w32-split" if WGMMA_FORWARD and wgmma.supported() else VARIANT
 
 
 def fields_product_float32(x, weight_rows, out, field: int, step: int, blocks_w: int, terms: int = 3) -> bool:

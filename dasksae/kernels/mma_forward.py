@@ -78,6 +78,10 @@ WGMMA_FORWARD = switch("DASKSAE_WGMMA_FORWARD")
 WGMMA_VARIANT = "w64x3-swizzled"
 # the tiles of the float32 kernel on split TF32 tensor cores (kernels/mma_float32.py): k32x3 takes 93 KiB a block
 SPLIT_VARIANTS = {"k32x3": (32, 3)}
+# (session 48, not yet run on a GPU; DASKSAE_FLOAT32_WGMMA_FORWARD=1) the same on wgmma (sm_90): k-tiles of 32 staged
+# through registers, split into their TF32 terms and B transposed to K-major as they are staged, one stage (56 KiB),
+# one block of 256 threads an SM (the partial sums and the next k-tile's loads take more than 128 registers)
+SPLIT_WGMMA_VARIANTS = {"w32-split": (32, 1)}
 SPLIT_A_PAD = 4  # its shared weight row: TILE_K floats and 4 (A's fragment loads (g, t) in banks 4g + t: distinct)
 
 
@@ -97,6 +101,9 @@ def shared_bytes(variant: str = VARIANT, split_tf32: bool = False) -> int:
     """Dynamic shared memory a block: ``STAGES`` tiles of the weights (128 rows of ``TILE_K`` values and 8 of padding;
     float32 ones with ``split_tf32``, and 4; on ``wgmma`` none) and of the fields (``TILE_K`` rows of 96 and 8; on
     ``wgmma`` none)."""
+    if split_tf32 and variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms, one stage, no padding
+        tile_k, stages = SPLIT_WGMMA_VARIANTS[variant]
+        return stages * 2 * (TILE_M + TILE_N) * tile_k * 4
     if split_tf32:
         tile_k, stages = SPLIT_VARIANTS[variant]
         return stages * (TILE_M * (tile_k + SPLIT_A_PAD) + tile_k * B_ROW) * 4
@@ -122,14 +129,22 @@ _SOURCE = r"""
 #define TILE_M 128  // simt_gemm's (a variant's: WGMMA_TILE_ROWS)
 #endif
 #define FORWARD_THREADS (2 * TILE_M)
+#ifndef FORWARD_MIN_BLOCKS  // (a variant's: SPLIT_WGMMA_VARIANTS take one)
 #define FORWARD_MIN_BLOCKS (TILE_M == 128 ? 2 : 3)
+#endif
 #define TILE_N 96
 // TILE_K, STAGES, A_ROW (TILE_K + 8; float32: + 4; wgmma: TILE_K), B_ROW, SHARED_BYTES: from mma_forward_source.
 // SPLIT_TF32 (kernels/mma_float32.py's): float32 operands, each split into two TF32 terms, in
 // dasksae_tf32x3_filter_forward; WGMMA: bfloat16 ones on wgmma in dasksae_wgmma_filter_forward, WGMMA_PENDING
 // its commit groups left in flight across a k-tile's barrier (STAGES - 1 - WGMMA_PENDING tiles of copies in flight);
 // else bfloat16 ones on mma.sync in dasksae_mma_filter_forward
-#if SPLIT_TF32
+#if SPLIT_TF32 && WGMMA  // float32 split into TF32 terms on wgmma: each warpgroup 64 rows by 96 columns, m64n96k8
+#define OPERAND float
+#define FORWARD_KERNEL dasksae_wgmma_tf32x3_filter_forward
+#define K_STEP 8
+#define ROW_PARTS 1
+#define COLUMN_PARTS 12
+#elif SPLIT_TF32
 #define OPERAND float
 #define FORWARD_KERNEL dasksae_tf32x3_filter_forward
 #define K_STEP 8  // inner terms a tensor-core product
@@ -194,6 +209,7 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     const long long block = blockIdx.z, p = block / blocks_w, q = block % blocks_w;
     weights += block * rows * (long long)fan_in;
     x += (p * in_row + q * in_pixel) * step + n0;
+#if !(WGMMA && SPLIT_TF32)  // (the split on wgmma stages its k-tiles through registers, below)
     auto load = [&](const int buffer, const int k0) {  // the k-tile at k0 into buffer: 16 bytes a copy
 #if WGMMA  // CUTLASS's canonical swizzled layouts (kernels/wgmma.py): A K-major in 128-byte swizzled rows, row r at
         // 128 r, its 16-byte chunk part at 16 (part ^ r % 8); B MN-major in 64-byte swizzled rows, field row k's 32
@@ -227,6 +243,7 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
         }
 #endif
     };
+#endif
 
     float acc[ROW_PARTS][COLUMN_PARTS][4];
     for (int i = 0; i < ROW_PARTS; ++i)
@@ -234,7 +251,94 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
     const int tiles = (fan_in + TILE_K - 1) / TILE_K;
-#if WGMMA
+#if WGMMA && SPLIT_TF32
+    // float32 weights (A, K-major) and fields (B) through registers: each k-tile of 32 inner terms loaded a float4 at
+    // a time (A's 4 a thread, B's 3), split as it is staged into its big and small TF32 terms (split_tf32), each term
+    // in a K-major tile of 128-byte swizzled rows (A big, A small, B big, B small: 56 KiB, one stage).  TF32 wgmma
+    // takes no MN-major operand, so B, whose field rows hold the minibatch contiguous, is transposed as it is staged:
+    // a warp takes one quad of columns of all 32 field rows of the k-tile (a float4 from each), and each of its four
+    // stores fills one 128-byte row of B's tile (no bank conflicts).  The next k-tile's loads are in flight while this
+    // one's products run.  A k-step of 8 takes small x big, big x small, big x big into partial sums started from zero
+    // at the k-tile's first product; after the k-tile they are added to the sums by float32 adds rounded to nearest
+    // (the tensor cores' own sums truncate: fed a fan-in of 3200 they were 14x the SIMT kernel's error, session 38).
+    // TERMS 1 (plain TF32): big x big into the sums
+    static_assert(TILE_K == 32, "the split's tiles take rows of 32 float32 values, 128 bytes");
+    SET_SHARED_ARENA(forward_shared);
+    const int group = warp / 4;  // the warpgroup
+    float* const a_big = (float*)forward_shared;
+    float* const a_small = a_big + TILE_M * TILE_K;
+    float* const b_big = a_small + TILE_M * TILE_K;
+    float* const b_small = b_big + TILE_N * TILE_K;
+    constexpr int A_LOADS = TILE_M * (TILE_K / 4) / FORWARD_THREADS, B_LOADS = TILE_K * (TILE_N / 4) / FORWARD_THREADS;
+    static_assert(A_LOADS * FORWARD_THREADS == TILE_M * TILE_K / 4 && B_LOADS * FORWARD_THREADS == TILE_K * TILE_N / 4,
+                  "whole loads");
+    float4 a_next[A_LOADS], b_next[B_LOADS];
+    auto fetch = [&](const int k0) {  // k-tile k0's float4s of this thread into registers (zeros past the ends)
+        for (int i = 0; i < A_LOADS; ++i) {
+            const int c = tid + i * FORWARD_THREADS, r = c / 8, k = k0 + (c % 8) * 4, m = m0 + r;
+            a_next[i] = m < rows && k < fan_in ? *(const float4*)(weights + (long long)m * fan_in + k)
+                                               : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        for (int i = 0; i < B_LOADS; ++i) {  // field row k0 + c % 32, columns 4 (c / 32) .. of the block's 96
+            const int c = tid + i * FORWARD_THREADS, k = k0 + c % TILE_K, quad = c / TILE_K;
+            b_next[i] = k < fan_in && n0 + 4 * quad < batch
+                            ? *(const float4*)(x + (k / field_rows) * in_row + (long long)(k % field_rows) * batch + 4 * quad)
+                            : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+    };
+#if TERMS == 3
+    float part[48];  // a k-tile's partial sums
+    for (int e = 0; e < 48; ++e) part[e] = 0.f;
+    float* const sums = part;
+#else
+    float* const sums = &acc[0][0][0];
+#endif
+    fetch(0);
+    for (int s = 0; s < tiles; ++s) {
+        __syncthreads();  // both warpgroups' products of k-tile s - 1 are done: the stage is free
+        for (int i = 0; i < A_LOADS; ++i) {  // A's chunk c % 8 of row c / 8 (k_major_128_at counts 2-byte values)
+            const int c = tid + i * FORWARD_THREADS;
+            store_split_tf32(a_big, a_small, k_major_128_at(c / 8, c % 8) / 2, a_next[i]);
+        }
+        for (int i = 0; i < B_LOADS; ++i) {  // B's rows 4 quad .. 4 quad + 3, inner term kk of each
+            const int c = tid + i * FORWARD_THREADS, kk = c % TILE_K, quad = c / TILE_K;
+            const float values[4] = {b_next[i].x, b_next[i].y, b_next[i].z, b_next[i].w};
+            for (int e = 0; e < 4; ++e) {
+                const int n = 4 * quad + e, at = TILE_K * n + 4 * ((kk / 4) ^ (n % 8)) + kk % 4;
+                unsigned big, small;
+                split_tf32(values[e], big, small);
+                b_big[at] = __uint_as_float(big);
+#if TERMS == 3
+                b_small[at] = __uint_as_float(small);
+#endif
+            }
+        }
+        ASYNC_PROXY_FENCE();  // these stores seen by the tensor cores' reads
+        __syncthreads();  // every thread's terms are staged
+        // 8-row atoms 1024 bytes apart, a k-step 32 bytes along the rows (2 of the descriptor's 16-byte units)
+        const unsigned long long big_a = descriptor(a_big + group * 64 * TILE_K, 16, 1024, 1),
+                                 small_a = descriptor(a_small + group * 64 * TILE_K, 16, 1024, 1),
+                                 big_b = descriptor(b_big, 16, 1024, 1), small_b = descriptor(b_small, 16, 1024, 1);
+        sums_fenced<48>(sums);
+        WGMMA_FENCE();
+#pragma unroll
+        for (int k = 0; k < TILE_K / K_STEP; ++k) {
+#if TERMS == 3
+            wgmma_forward(sums, small_a + 2 * k, big_b + 2 * k, k > 0);  // (the k-tile's first starts from zero)
+            wgmma_forward(sums, big_a + 2 * k, small_b + 2 * k, 1);
+#endif
+            wgmma_forward(sums, big_a + 2 * k, big_b + 2 * k, 1);
+        }
+        WGMMA_COMMIT();
+        if (s + 1 < tiles) fetch((s + 1) * TILE_K);  // in flight while the products run
+        wgmma_wait<0>();
+        sums_fenced<48>(sums);
+#if TERMS == 3
+        for (int e = 0; e < 48; ++e) (&acc[0][0][0])[e] += part[e];
+#endif
+    }
+    const int first_row = m0 + group * 64 + (warp % 4) * 16, first_column = n0;
+#elif WGMMA
     static_assert(TILE_K == 64, "the swizzled tiles take weight rows of 128 bytes");
     SET_SHARED_ARENA(forward_shared);
     const int group = warp / 4;  // the warpgroup
@@ -334,6 +438,13 @@ def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None 
                    "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant), "TILE_M": tile_rows(variant)}
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "bfloat16", transpose_b=True))
+    elif split_tf32 and variant in SPLIT_WGMMA_VARIANTS:
+        tile_k, stages = SPLIT_WGMMA_VARIANTS[variant]
+        defines = {"WGMMA": 1, "SPLIT_TF32": 1, "TERMS": split_terms(terms), "TILE_K": tile_k, "STAGES": stages,
+                   "A_ROW": tile_k, "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True),
+                   "FORWARD_MIN_BLOCKS": 1}
+        helpers = (MMA_HELPERS + SPLIT_TF32_HELPERS + wgmma.WGMMA_HELPERS
+                   + wgmma.wgmma_function("wgmma_forward", TILE_N, "tf32"))
     elif split_tf32:
         tile_k, stages = SPLIT_VARIANTS[variant]
         defines = {"SPLIT_TF32": 1, "TERMS": split_terms(terms), "TILE_K": tile_k, "STAGES": stages,

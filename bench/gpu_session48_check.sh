@@ -9,6 +9,10 @@
 #     session 47's PART=rows: the tiled GPU tests (the default update path was refactored in session 47 and its
 #       tiled GPU tests not rerun), the issue's bfloat16 rows at the defaults (the limit, 1 worker pipelined);
 #     the in-process float32 step with DASKSAE_FLOAT32_WGMMA_UPDATE 1 and 0, each in a process of its own
+#   PART=forward32 (about 420 s; not yet run): float32 W x and U g_r on wgmma (mma_forward's w32-split,
+#     DASKSAE_FLOAT32_WGMMA_FORWARD=1, built after this session's device time was spent): its GPU accuracy test and the
+#     float32 training tests, the float32 product floors with its rows, the in-process float32 step with it on and off,
+#     then the issue's float32 rows with both PyTorch peers (ratio_float32) at the faster setting
 #   PART=ncu (about 130 s): Nsight Compute over stage 2's bfloat16 rows, one launch a row (--warmup-runs 0): what the
 #     update on the halves waits on that the step alone and the streaming steps do not (session 47's PART=ncu, with
 #     the new rows)
@@ -30,6 +34,14 @@ first)
     --dtypes bfloat16 --precisions bfloat16 --steps-per-task 10 --runs 20 --pipelined \
     --json $OUT/gpu-step-one-worker.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log
   for mode in 1 0; do STEP_S=${STEP_S:-50} in_process float32-wgmma-update-$mode DASKSAE_FLOAT32_WGMMA_UPDATE=$mode; done ;;
+forward32)
+  gpu_tests ${TESTS_S:-120} tests/test_gpu.py -k "split_tf32_forward_on_the_gpu or split_update_on_wgmma or float32_training"
+  tail -3 $OUT/gpu-tests.log
+  floors_float32
+  for mode in 1 0; do STEP_S=${STEP_S:-60} in_process float32-wgmma-forward-$mode DASKSAE_FLOAT32_WGMMA_FORWARD=$mode; done
+  faster=$(faster_of float32-wgmma-forward-1 float32-wgmma-forward-0)
+  echo "faster: $faster"
+  DASKSAE_FLOAT32_WGMMA_FORWARD=${faster##*-} ratio_float32 ${RATIO_S:-200} ;;
 ncu)  # (about 130 s) Nsight Compute over stage 2's bfloat16 rows, one launch a row (--warmup-runs 0)
   echo "ncu: $NCU"
   timeout ${NCU_S:-130} $NCU --clock-control none -k regex:"dasksae_wgmma_filter_weight_grad_update|dasksae_stream" \

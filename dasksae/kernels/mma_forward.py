@@ -315,21 +315,8 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
         }
         ASYNC_PROXY_FENCE();  // these stores seen by the tensor cores' reads
         __syncthreads();  // every thread's terms are staged
-        // 8-row atoms 1024 bytes apart, a k-step 32 bytes along the rows (2 of the descriptor's 16-byte units)
-        const unsigned long long big_a = descriptor(a_big + group * 64 * TILE_K, 16, 1024, 1),
-                                 small_a = descriptor(a_small + group * 64 * TILE_K, 16, 1024, 1),
-                                 big_b = descriptor(b_big, 16, 1024, 1), small_b = descriptor(b_small, 16, 1024, 1);
-        sums_fenced<48>(sums);
-        WGMMA_FENCE();
-#pragma unroll
-        for (int k = 0; k < TILE_K / K_STEP; ++k) {
-#if TERMS == 3
-            wgmma_forward(sums, small_a + 2 * k, big_b + 2 * k, k > 0);  // (the k-tile's first starts from zero)
-            wgmma_forward(sums, big_a + 2 * k, small_b + 2 * k, 1);
-#endif
-            wgmma_forward(sums, big_a + 2 * k, big_b + 2 * k, 1);
-        }
-        WGMMA_COMMIT();
+        split_k_tile<wgmma_forward>(sums, a_big + group * 64 * TILE_K, a_small + group * 64 * TILE_K, b_big, b_small,
+                                    TERMS == 1);  // (three terms: partial sums from zero)
         if (s + 1 < tiles) fetch((s + 1) * TILE_K);  // in flight while the products run
         wgmma_wait<0>();
         sums_fenced<48>(sums);
@@ -444,7 +431,7 @@ def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None 
                    "A_ROW": tile_k, "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True),
                    "FORWARD_MIN_BLOCKS": 1}
         helpers = (MMA_HELPERS + SPLIT_TF32_HELPERS + wgmma.WGMMA_HELPERS
-                   + wgmma.wgmma_function("wgmma_forward", TILE_N, "tf32"))
+                   + wgmma.wgmma_function("wgmma_forward", TILE_N, "tf32") + mma_update.SPLIT_WGMMA_HELPERS)
     elif split_tf32:
         tile_k, stages = SPLIT_VARIANTS[variant]
         defines = {"SPLIT_TF32": 1, "TERMS": split_terms(terms), "TILE_K": tile_k, "STAGES": stages,

@@ -320,6 +320,35 @@ __device__ __forceinline__ void split_tf32_k_step_paired(float (*acc)[6][4], con
 """
 
 
+# (after WGMMA_HELPERS and SPLIT_TF32_HELPERS) the split's products on wgmma, the update's (rows-wide-wgmma with
+# split_tf32) and mma_forward's (w32-split)
+SPLIT_WGMMA_HELPERS = r"""
+// a warpgroup's products of one k-tile of 32 inner terms from its split terms, each a K-major tile of 128-byte
+// swizzled rows (a_big and a_small at the warpgroup's 64 rows), into its 48 sums, in one commit group (the caller
+// waits): TERMS 3 small x big, big x small, big x big a k-step of 8, the k-tile's first product keeping the sums where
+// keep_first and starting them from zero where not; TERMS 1 big x big, keeping them.  8-row atoms 1024 bytes apart, a
+// k-step 32 bytes along the rows (2 of the descriptor's 16-byte units)
+template <void (*PRODUCT)(float*, unsigned long long, unsigned long long, int)>
+__device__ __forceinline__ void split_k_tile(float* sums, const float* a_big, const float* a_small, const float* b_big,
+                                             const float* b_small, const int keep_first)
+{
+    const unsigned long long big_a = descriptor(a_big, 16, 1024, 1), small_a = descriptor(a_small, 16, 1024, 1),
+                             big_b = descriptor(b_big, 16, 1024, 1), small_b = descriptor(b_small, 16, 1024, 1);
+    sums_fenced<48>(sums);
+    WGMMA_FENCE();
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+#if TERMS == 3
+        PRODUCT(sums, small_a + 2 * k, big_b + 2 * k, k > 0 || keep_first);
+        PRODUCT(sums, big_a + 2 * k, small_b + 2 * k, 1);
+#endif
+        PRODUCT(sums, big_a + 2 * k, big_b + 2 * k, 1);
+    }
+    WGMMA_COMMIT();
+}
+"""
+
+
 def split_terms(terms: int) -> int:
     """``terms`` (TF32 products a k-step of the split kernels: 3, or 1 for plain TF32), refused otherwise."""
     if terms not in (1, 3):
@@ -1015,6 +1044,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
     // over it after the last).  The next k-tile's loads are in flight while this one's products run.  A k-step of 8
     // takes small x big, big x small, then big x big into the sums (TERMS 1: big x big alone), which the tensor cores
     // keep (their float32 sums truncate: 72 products a sum at a minibatch of 96 with the error map)
+    static_assert(TILE_K == 32, "the split's tiles take rows of 32 float32 values, 128 bytes (split_k_tile)");
     float* const a_big = (float*)mma_shared;
     float* const a_small = a_big + TILE_M * TILE_K;
     float* const b_big = a_small + TILE_M * TILE_K;
@@ -1049,21 +1079,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
         }
         ASYNC_PROXY_FENCE();  // these stores seen by the tensor cores' reads
         __syncthreads();  // every thread's terms are staged
-        // 8-row atoms 1024 bytes apart, a k-step 32 bytes along the rows (2 of the descriptor's 16-byte units)
-        const unsigned long long big_a = descriptor(a_big + warp_n * 64 * TILE_K, 16, 1024, 1),
-                                 small_a = descriptor(a_small + warp_n * 64 * TILE_K, 16, 1024, 1),
-                                 big_b = descriptor(b_big, 16, 1024, 1), small_b = descriptor(b_small, 16, 1024, 1);
-        sums_fenced<48>(&acc[0][0][0]);
-        WGMMA_FENCE();
-#pragma unroll
-        for (int k = 0; k < TILE_K / K_STEP; ++k) {
-#if TERMS == 3
-            wgmma_update(&acc[0][0][0], small_a + 2 * k, big_b + 2 * k, 1);
-            wgmma_update(&acc[0][0][0], big_a + 2 * k, small_b + 2 * k, 1);
-#endif
-            wgmma_update(&acc[0][0][0], big_a + 2 * k, big_b + 2 * k, 1);
-        }
-        WGMMA_COMMIT();
+        split_k_tile<wgmma_update>(&acc[0][0][0], a_big + warp_n * 64 * TILE_K, a_small + warp_n * 64 * TILE_K, b_big,
+                                   b_small, 1);
         if (s + 1 < tiles) fetch((s + 1) * TILE_K);  // in flight while the products run
         wgmma_wait<0>();
         sums_fenced<48>(&acc[0][0][0]);
@@ -1458,6 +1475,7 @@ def mma_update_source(variant: str = "rows", split_tf32: bool = False, terms: in
         helpers += SPLIT_TF32_HELPERS
     if defines.get("WGMMA"):
         helpers += wgmma.WGMMA_HELPERS + wgmma.wgmma_function("wgmma_update", TILE_N, "tf32" if split_tf32 else "bfloat16")
+        helpers += SPLIT_WGMMA_HELPERS if split_tf32 else ""
     defines = "".join(f"#define {name} {value}\n" for name, value in defines.items())
     return defines + BFLOAT16_ROUNDING + helpers + _SOURCE
 

@@ -527,8 +527,8 @@ def test_tile_order_puts_each_blocks_tile_together_and_back():
         numpy.testing.assert_array_equal(mma_update.row_order(tiled, 136, 200, variant), values)
 
 
-@pytest.mark.parametrize("variant, split_master", [("rows-wide-wgmma-tiled", False), ("rows-wide-wgmma-192-tiled", True),
-                                                   ("step-only-wgmma-tiled", False)])
+@pytest.mark.parametrize("variant, split_master", [
+    ("rows-wide-wgmma-tiled", False), ("rows-wide-wgmma-192-tiled", True), ("step-only-wgmma-tiled", False)])
 def test_the_update_in_tile_order_is_the_update(tmp_path, variant, split_master):
     """The benchmarks' ``-tiled`` variants read and write the weights (or their low halves) and the momentum in tile
     order (``mma_update.tile_order``), the products' operand (the bfloat16 copy, or the high halves) in rows: put back

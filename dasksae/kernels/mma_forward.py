@@ -281,9 +281,9 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
         }
         for (int i = 0; i < B_LOADS; ++i) {  // field row k0 + c % 32, columns 4 (c / 32) .. of the block's 96
             const int c = tid + i * FORWARD_THREADS, k = k0 + c % TILE_K, quad = c / TILE_K;
-            b_next[i] = k < fan_in && n0 + 4 * quad < batch
-                            ? *(const float4*)(x + (k / field_rows) * in_row + (long long)(k % field_rows) * batch + 4 * quad)
-                            : make_float4(0.f, 0.f, 0.f, 0.f);
+            const float* row = x + (k / field_rows) * in_row + (long long)(k % field_rows) * batch;
+            b_next[i] = k < fan_in && n0 + 4 * quad < batch ? *(const float4*)(row + 4 * quad)
+                                                            : make_float4(0.f, 0.f, 0.f, 0.f);
         }
     };
 #if TERMS == 3

@@ -460,7 +460,7 @@ static unsigned char mma_shared[SHARED_BYTES] __attribute__((aligned(1024)));
 #if STEP_ONLY && (!WGMMA || !EPILOGUE_ROWS || COLUMN_TILES || STAGE_BULK)
 #error "the step alone takes the wgmma rows epilogue, one column tile a block, nothing staged"
 #endif
-#ifndef TILE_ORDER  // (for benchmarks) 1: raw and velocity in tile order (tile_order): a block's tile of each contiguous
+#ifndef TILE_ORDER  // (for benchmarks) 1: raw and velocity in tile order (tile_order), a block's tile of each together
 #define TILE_ORDER 0
 #endif
 #if TILE_ORDER && (!EPILOGUE_ROWS || COLUMN_TILES || STAGE_U || STAGE_BULK || SPECIALIZED)
@@ -1061,8 +1061,9 @@ extern "C" __global__ void __launch_bounds__(BLOCK_THREADS, MIN_BLOCKS) UPDATE_K
         for (int i = 0; i < B_LOADS; ++i) {  // (half in whole 32s: a float4 from one map)
             const int c = tid + i * BLOCK_THREADS, r = c / 8, part = c % 8, n = n0 + r, k = k0 + part * 4;
             const float* map = k < half ? x + k : error + (k - half);
-            b_next[i] = n < fan_in ? *(const float4*)(map + (n / field_rows) * in_row + (long long)(n % field_rows) * half)
-                                   : make_float4(0.f, 0.f, 0.f, 0.f);
+            b_next[i] = n < fan_in  // (as measured in session 48: its machine code kept)
+                            ? *(const float4*)(map + (n / field_rows) * in_row + (long long)(n % field_rows) * half)
+                            : make_float4(0.f, 0.f, 0.f, 0.f);
         }
     };
     SET_SHARED_ARENA(mma_shared);
@@ -1425,7 +1426,7 @@ def shared_bytes(variant: str = "rows", split_tf32: bool = False) -> int:
     ``split_tf32`` (float32 operands, :data:`SPLIT_VARIANTS`): the operand tiles, or the products' tile over them
     where that is larger."""
     defines = EPILOGUE_VARIANTS[variant]
-    if split_tf32 and defines.get("WGMMA"):  # one stage of each operand's two terms, 128-byte rows; the products over it
+    if split_tf32 and defines.get("WGMMA"):  # one stage of each operand's two terms in 128-byte rows, the products over
         return max(2 * (TILE_M + tile_columns(variant)) * WGMMA_TILE_K * 2, TILE_M * out_row(variant) * 4)
     if split_tf32:
         return max(2 * (TILE_M + tile_columns(variant)) * SPLIT_ROW * 4, TILE_M * out_row(variant) * 4)
@@ -1474,8 +1475,8 @@ def mma_update_source(variant: str = "rows", split_tf32: bool = False, terms: in
         defines |= {"SPLIT_TF32": 1, "TERMS": split_terms(terms)}
         helpers += SPLIT_TF32_HELPERS
     if defines.get("WGMMA"):
-        helpers += wgmma.WGMMA_HELPERS + wgmma.wgmma_function("wgmma_update", TILE_N, "tf32" if split_tf32 else "bfloat16")
-        helpers += SPLIT_WGMMA_HELPERS if split_tf32 else ""
+        product = wgmma.wgmma_function("wgmma_update", TILE_N, "tf32" if split_tf32 else "bfloat16")
+        helpers += wgmma.WGMMA_HELPERS + product + (SPLIT_WGMMA_HELPERS if split_tf32 else "")
     defines = "".join(f"#define {name} {value}\n" for name, value in defines.items())
     return defines + BFLOAT16_ROUNDING + helpers + _SOURCE
 
@@ -1596,7 +1597,7 @@ def filter_weight_grad_update(codes, x, error, raw, velocity, operand, inverse_n
         variant = (wgmma_or_rows(resident_or_rows(variant, codes.shape[2]), codes.shape[2]) if variant
                    else training_variant(x.shape[2], codes.shape[2]))
     grid, block, arguments, shared = _update_launch(variant, codes.shape, x.shape, field, step, blocks_w, split_tf32)
-    column_tiles = -(-field * field * x.shape[2] // tile_columns(variant))  # (raw's shape in tile order is not its rows')
+    column_tiles = -(-field * field * x.shape[2] // tile_columns(variant))  # (not raw's: it may be in tile order)
     partial_squares = cupy.empty((codes.shape[0] * codes.shape[1], column_tiles * warps_across(variant)),
                                  dtype=cupy.float32)
     null = numpy.uint64(0)  # a null pointer argument
@@ -1624,6 +1625,12 @@ def _update_launch(variant: str, codes_shape, x_shape, field: int, step: int, bl
             (block_threads(variant),), arguments, shared)
 
 
+def _tiles(rows: int, fan_in: int, variant: str) -> tuple[int, int, int, int]:
+    """``(row tiles, tile rows, column tiles, tile columns)`` of ``variant``'s blocks over ``rows x fan_in``."""
+    tile_m, tile_n = tile_rows(variant), tile_columns(variant)
+    return -(-rows // tile_m), tile_m, -(-fan_in // tile_n), tile_n
+
+
 def tile_order(array, variant: str):
     """``(count, rows, fan_in)`` weights or momentum in the tile order of ``variant`` (its ``TILE_ORDER``: each block's
     tile of its rows and columns contiguous, ``(count, row tiles, column tiles, tile rows, tile columns)``, the last
@@ -1632,11 +1639,10 @@ def tile_order(array, variant: str):
 
     xp = array_module(array)
     count, rows, fan_in = array.shape
-    tile_m, tile_n = tile_rows(variant), tile_columns(variant)
-    row_tiles, column_tiles = -(-rows // tile_m), -(-fan_in // tile_n)
+    row_tiles, tile_m, column_tiles, tile_n = shape = _tiles(rows, fan_in, variant)
     padded = xp.zeros((count, row_tiles * tile_m, column_tiles * tile_n), dtype=array.dtype)
     padded[:, :rows, :fan_in] = array
-    tiles = padded.reshape(count, row_tiles, tile_m, column_tiles, tile_n).transpose(0, 1, 3, 2, 4)
+    tiles = padded.reshape(count, *shape).transpose(0, 1, 3, 2, 4)
     return xp.ascontiguousarray(tiles).reshape(count, row_tiles * column_tiles, tile_m * tile_n)
 
 
@@ -1644,11 +1650,11 @@ def row_order(tiled, rows: int, fan_in: int, variant: str):
     """What :func:`tile_order` made of ``(count, rows, fan_in)`` values, in rows again."""
     from .backend import array_module
 
-    xp = array_module(tiled)
-    tile_m, tile_n = tile_rows(variant), tile_columns(variant)
-    row_tiles, column_tiles = -(-rows // tile_m), -(-fan_in // tile_n)
-    tiles = tiled.reshape(tiled.shape[0], row_tiles, column_tiles, tile_m, tile_n).transpose(0, 1, 3, 2, 4)
-    return xp.ascontiguousarray(tiles.reshape(tiled.shape[0], row_tiles * tile_m, column_tiles * tile_n)[:, :rows, :fan_in])
+    row_tiles, tile_m, column_tiles, tile_n = _tiles(rows, fan_in, variant)
+    count = tiled.shape[0]
+    tiles = tiled.reshape(count, row_tiles, column_tiles, tile_m, tile_n).transpose(0, 1, 3, 2, 4)
+    in_rows = tiles.reshape(count, row_tiles * tile_m, column_tiles * tile_n)[:, :rows, :fan_in]
+    return array_module(tiled).ascontiguousarray(in_rows)
 
 
 def block_threads(variant: str) -> int:

@@ -1,0 +1,30 @@
+#!/bin/bash
+# Session 49's GPU checks (results in bench/results/session49/<part>/, each with its command.txt).
+#   PART=first (about 480 s): float32 W x and U g_r on wgmma (mma_forward's w32-split, DASKSAE_FLOAT32_WGMMA_FORWARD=1,
+#     built in session 48 and not yet run on a GPU): its GPU accuracy test and the float32 training tests (the
+#     wgmma update's training test in its string-switch form), the in-process float32 step with it on and off, then
+#     the issue's float32 rows with both PyTorch peers (ratio_float32) at the faster setting; last, the in-process
+#     bfloat16 step at the defaults
+#   PART=second (about 300 s): the float32 product and update floors with the w32-split rows, then the tiled GPU
+#     tests at the defaults (cut at 80 s in session 48), then the bfloat16 1-worker pipelined row
+source bench/device_setup.sh
+card
+case "${PART:-first}" in
+first)
+  gpu_tests ${TESTS_S:-120} tests/test_gpu.py -k "split_tf32_forward_on_the_gpu or split_update_on_wgmma or float32_training"
+  tail -3 $OUT/gpu-tests.log
+  for mode in 1 0; do STEP_S=${STEP_S:-60} in_process float32-wgmma-forward-$mode DASKSAE_FLOAT32_WGMMA_FORWARD=$mode; done
+  faster=$(faster_of float32-wgmma-forward-1 float32-wgmma-forward-0)
+  echo "faster: $faster"
+  DASKSAE_FLOAT32_WGMMA_FORWARD=${faster##*-} ratio_float32 ${RATIO_S:-200}
+  STEP_DTYPE=bfloat16 STEP_S=${STEP_S:-60} in_process bfloat16-defaults ;;
+second)
+  floors_float32
+  gpu_tests ${TESTS_S:-150} tests/test_gpu_tiled.py
+  tail -3 $OUT/gpu-tests.log
+  timeout ${ONE_S:-80} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
+    --dtypes bfloat16 --precisions bfloat16 --steps-per-task 10 --runs 20 --pipelined \
+    --json $OUT/gpu-step-one-worker.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log ;;
+esac
+cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
+true

@@ -108,10 +108,12 @@ def stage_rows(stage, geometry, batch: int, runs: int, precision: str = "bfloat1
                                                                                    blocks_h, blocks_w, terms=1))]
         from dasksae.kernels import wgmma
 
-        if wgmma.supported():  # the split on wgmma (w32-split, DASKSAE_FLOAT32_WGMMA_FORWARD=1), three terms and one
-            cases[2:2] = [(f"forward-{name}-w32-split", lambda t=terms: mma_float32.filter_forward_float32(
-                x, flat, z, field, step, block_h, block_w, scale, variant="w32-split", terms=t))
-                for name, terms in (("3xtf32", 3), ("tf32", 1))]
+        if wgmma.supported():  # the split on wgmma (DASKSAE_FLOAT32_WGMMA_FORWARD's variants), three terms and one
+            from dasksae.kernels import mma_forward
+
+            cases[2:2] = [(f"forward-{name}-{variant}", lambda t=terms, v=variant: mma_float32.filter_forward_float32(
+                x, flat, z, field, step, block_h, block_w, scale, variant=v, terms=t))
+                for variant in mma_forward.SPLIT_WGMMA_VARIANTS for name, terms in (("3xtf32", 3), ("tf32", 1))]
     if precision == "bfloat16":  # the same W x straight into the output map in each kernel: mma.sync's, and wgmma's
         from dasksae.kernels import mma_forward, wgmma
 

@@ -1253,17 +1253,18 @@ def test_bfloat16_training_with_the_tensor_core_update_follows_the_gathered_path
             assert numpy.abs(mine[name] - theirs[name]).max() < 1e-4 * numpy.abs(theirs[name]).max(), name
 
 
-@pytest.mark.parametrize("variant", ["k32x3", "w32-split"])
+@pytest.mark.parametrize("variant", ["k32x3", "w32-split", "w32-split-2"])
 def test_the_split_tf32_forward_on_the_gpu_is_as_accurate_as_the_simt_kernel(monkeypatch, variant):
     """``dasksae_tf32x3_filter_forward`` (float32 operands split into two TF32 terms, ``mma.sync.m16n8k8``) on a
     coates-like layer (20x20x8 fields at step 4, 4x4x8 blocks: fan-in 3200, 128 rows, M=96, 3x3 blocks): its error
     against float64 (largest, relative to the sum of |products|) within 3x of the float32 SIMT kernel's, and plain
     TF32's (cuBLAS over gathered fields, ``precision="tf32"``) more than 20x it; and the g++ test's cases.
-    ``w32-split``: the same on ``wgmma`` (sm_90), ``DASKSAE_FLOAT32_WGMMA_FORWARD=1``."""
+    ``w32-split``: the same on ``wgmma`` (sm_90), ``DASKSAE_FLOAT32_WGMMA_FORWARD=1``; ``w32-split-2`` with two
+    stages."""
     from dasksae.kernels import mma_float32, wgmma
     from dasksae.kernels.local_filter import local_filter_forward
 
-    if variant == "w32-split" and not wgmma.supported():
+    if variant.startswith("w32") and not wgmma.supported():
         pytest.skip("wgmma needs a GPU of compute capability 9.0")
     monkeypatch.setattr(mma_float32, "forward_variant", lambda: variant)
 
@@ -1413,6 +1414,31 @@ def test_training_with_the_split_update_on_wgmma_follows_mma_sync(monkeypatch, d
     for mine, theirs in zip(parameters, expected[1]):
         for name in mine:
             assert relative_error(mine[name], theirs[name]) < 1e-4, name
+
+
+@pytest.mark.parametrize("variant", ["w32-split", "w32-split-2"])
+def test_float32_training_with_the_split_forward_on_wgmma_follows_mma_sync(monkeypatch, variant):
+    """DASKSAE_FLOAT32_WGMMA_FORWARD=``variant``: ``small`` trained 3 float32 steps with ``W x`` and ``U g_r`` on
+    ``wgmma`` (the k-tiles split, and the fields transposed, as they are staged) gives the losses and weights of the
+    same training on ``mma.sync``'s split (``=0``) to float32 rounding, and the ``wgmma`` kernel ran."""
+    from dasksae.kernels import mma_float32, wgmma
+
+    if not wgmma.supported():
+        pytest.skip("wgmma needs a GPU of compute capability 9.0")
+    config = named_config("small")
+    variants = []
+    kernel = mma_float32._kernel
+    monkeypatch.setattr(mma_float32, "_kernel",
+                        lambda name, terms=3: variants.append(name) or kernel(name, terms))
+    monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "1")
+    monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", "0")
+    expected = _small_steps(monkeypatch, config, "1x1")
+    assert set(variants) == {mma_float32.VARIANT}, variants
+    variants.clear()
+    monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", variant)
+    trained = _small_steps(monkeypatch, config, "1x1")
+    assert set(variants) == {variant}, variants
+    _assert_trained_alike(trained, expected)
 
 
 def test_tf32_training_on_tf32_tensor_cores_stays_within_tf32s_tolerance_of_float32(monkeypatch):

@@ -353,20 +353,23 @@ def test_the_float32_update_takes_wgmma_for_three_terms_where_the_card_allows(mo
 
 
 def test_the_float32_forward_takes_wgmma_only_when_asked_and_the_card_allows(monkeypatch):
-    """DASKSAE_FLOAT32_WGMMA_FORWARD: ``0`` (the default; not yet run on a GPU) keeps ``mma.sync``'s split
-    (``k32x3``); ``1`` takes ``w32-split`` on a card that runs ``wgmma`` (here said to), and ``k32x3`` on one that
-    does not; ``w32-split``'s launch asks for its one stage of four tiles."""
+    """DASKSAE_FLOAT32_WGMMA_FORWARD: ``0`` (the default) keeps ``mma.sync``'s split (``k32x3``); ``1`` takes
+    ``w32-split`` on a card that runs ``wgmma`` (here said to), and ``k32x3`` on one that does not; a variant's name
+    takes that variant; ``w32-split``'s launch asks for its one stage of four tiles, ``w32-split-2``'s for two."""
     from dasksae.kernels import mma_float32, mma_forward, wgmma
     from dasksae.switches import SWITCHES
 
-    assert SWITCHES["DASKSAE_FLOAT32_WGMMA_FORWARD"] == (("0", "1"), "0")
+    assert SWITCHES["DASKSAE_FLOAT32_WGMMA_FORWARD"] == (("0", "1", "w32-split", "w32-split-2"), "0")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
     assert mma_float32.forward_variant() == "k32x3"
-    monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", True)
+    monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", "1")
     assert mma_float32.forward_variant() == "w32-split"
+    monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", "w32-split-2")
+    assert mma_float32.forward_variant() == "w32-split-2"
     monkeypatch.setattr(wgmma, "supported", lambda: False)
     assert mma_float32.forward_variant() == "k32x3"
     assert mma_forward.shared_bytes("w32-split", split_tf32=True) == 2 * (128 + 96) * 32 * 4
+    assert mma_forward.shared_bytes("w32-split-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4
 
 
 def test_the_wgmma_switches_name_their_kernels_variants(monkeypatch):

@@ -85,8 +85,10 @@ TF32_TENSOR_CORES = switch("DASKSAE_TF32_TENSOR_CORES")
 WGMMA_UPDATE = switch("DASKSAE_FLOAT32_WGMMA_UPDATE")
 # "1": float32 and tf32 W x and U g_r on wgmma where the GPU runs it (mma_forward's w32-split: k-tiles split into their
 # TF32 terms, and the fields transposed to K-major, as they are staged); "0" (the default): mma.sync's split (VARIANT).
-# New in session 48, built after its device time was spent: its g++ tests pass, it has not run on a GPU
-WGMMA_FORWARD = switch("DASKSAE_FLOAT32_WGMMA_FORWARD") == "1"
+# New in session 48, built after its device time was spent: its g++ tests pass, it has not run on a GPU.  Or a variant of
+# mma_forward.SPLIT_WGMMA_VARIANTS by name ("1": WGMMA_FORWARD_VARIANT)
+WGMMA_FORWARD = switch("DASKSAE_FLOAT32_WGMMA_FORWARD")
+WGMMA_FORWARD_VARIANT = "w32-split"
 VARIANT = "k32x3"  # of mma_forward.SPLIT_VARIANTS (k32x3: 93 KiB of shared memory a block, two an SM)
 
 
@@ -134,11 +136,14 @@ def filter_forward_float32(x, weights, out, field: int, step: int, block_h: int,
 
 
 def forward_variant() -> str:
-    """The variant :func:`filter_forward_float32` takes: ``w32-split`` on a GPU that runs ``wgmma`` where
-    ``DASKSAE_FLOAT32_WGMMA_FORWARD=1``, else :data:`VARIANT`."""
+    """The variant :func:`filter_forward_float32` takes: on a GPU that runs ``wgmma``, the one
+    ``DASKSAE_FLOAT32_WGMMA_FORWARD`` names (``1``: :data:`WGMMA_FORWARD_VARIANT`), else (and where it is ``0``)
+    :data:`VARIANT`."""
     from . import wgmma
 
-    return "w32-split" if WGMMA_FORWARD and wgmma.supported() else VARIANT
+    if WGMMA_FORWARD == "0" or not wgmma.supported():
+        return VARIANT
+    return WGMMA_FORWARD_VARIANT if WGMMA_FORWARD == "1" else WGMMA_FORWARD
 
 
 def fields_product_float32(x, weight_rows, out, field: int, step: int, blocks_w: int, terms: int = 3) -> bool:

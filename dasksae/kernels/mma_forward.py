@@ -80,8 +80,10 @@ WGMMA_VARIANT = "w64x3-swizzled"
 SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # (session 48, not yet run on a GPU; DASKSAE_FLOAT32_WGMMA_FORWARD=1) the same on wgmma (sm_90): k-tiles of 32 staged
 # through registers, split into their TF32 terms and B transposed to K-major as they are staged, one stage (56 KiB),
-# one block of 256 threads an SM (the partial sums and the next k-tile's loads take more than 128 registers)
-SPLIT_WGMMA_VARIANTS = {"w32-split": (32, 1)}
+# one block of 256 threads an SM (the partial sums and the next k-tile's loads take more than 128 registers).
+# w32-split-2 (session 49): two stages (112 KiB), k-tile s + 1 split and staged while k-tile s's products run, since
+# with one block an SM nothing else runs beside w32-split's products
+SPLIT_WGMMA_VARIANTS = {"w32-split": (32, 1), "w32-split-2": (32, 2)}
 SPLIT_A_PAD = 4  # its shared weight row: TILE_K floats and 4 (A's fragment loads (g, t) in banks 4g + t: distinct)
 
 
@@ -269,6 +271,7 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     float* const a_small = a_big + TILE_M * TILE_K;
     float* const b_big = a_small + TILE_M * TILE_K;
     float* const b_small = b_big + TILE_N * TILE_K;
+    constexpr int STAGE_FLOATS = 2 * (TILE_M + TILE_N) * TILE_K;  // a stage's four tiles (STAGES 2: the second's after)
     constexpr int A_LOADS = TILE_M * (TILE_K / 4) / FORWARD_THREADS, B_LOADS = TILE_K * (TILE_N / 4) / FORWARD_THREADS;
     static_assert(A_LOADS * FORWARD_THREADS == TILE_M * TILE_K / 4 && B_LOADS * FORWARD_THREADS == TILE_K * TILE_N / 4,
                   "whole loads");
@@ -293,12 +296,14 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
 #else
     float* const sums = &acc[0][0][0];
 #endif
-    fetch(0);
-    for (int s = 0; s < tiles; ++s) {
-        __syncthreads();  // both warpgroups' products of k-tile s - 1 are done: the stage is free
+    auto stage = [&](const int buffer) {  // this thread's float4s of the fetched k-tile, split, into stage buffer
+        float* const big_a = a_big + buffer * STAGE_FLOATS;
+        float* const small_a = a_small + buffer * STAGE_FLOATS;
+        float* const big_b = b_big + buffer * STAGE_FLOATS;
+        float* const small_b = b_small + buffer * STAGE_FLOATS;
         for (int i = 0; i < A_LOADS; ++i) {  // A's chunk c % 8 of row c / 8 (k_major_128_at counts 2-byte values)
             const int c = tid + i * FORWARD_THREADS;
-            store_split_tf32(a_big, a_small, k_major_128_at(c / 8, c % 8) / 2, a_next[i]);
+            store_split_tf32(big_a, small_a, k_major_128_at(c / 8, c % 8) / 2, a_next[i]);
         }
         for (int i = 0; i < B_LOADS; ++i) {  // B's rows 4 quad .. 4 quad + 3, inner term kk of each
             const int c = tid + i * FORWARD_THREADS, kk = c % TILE_K, quad = c / TILE_K;
@@ -307,23 +312,50 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
                 const int n = 4 * quad + e, at = TILE_K * n + 4 * ((kk / 4) ^ (n % 8)) + kk % 4;
                 unsigned big, small;
                 split_tf32(values[e], big, small);
-                b_big[at] = __uint_as_float(big);
+                big_b[at] = __uint_as_float(big);
 #if TERMS == 3
-                b_small[at] = __uint_as_float(small);
+                small_b[at] = __uint_as_float(small);
 #endif
             }
         }
         ASYNC_PROXY_FENCE();  // these stores seen by the tensor cores' reads
+    };
+    auto add_partial_sums = [&]() {  // (after the k-tile's products are waited for)
+        sums_fenced<48>(sums);
+#if TERMS == 3
+        for (int e = 0; e < 48; ++e) (&acc[0][0][0])[e] += part[e];
+#endif
+    };
+    fetch(0);
+#if STAGES == 1  // the k-tile staged, then its products, the next k-tile's loads in flight while they run
+    for (int s = 0; s < tiles; ++s) {
+        __syncthreads();  // both warpgroups' products of k-tile s - 1 are done: the stage is free
+        stage(0);
         __syncthreads();  // every thread's terms are staged
         split_k_tile<wgmma_forward>(sums, a_big + group * 64 * TILE_K, a_small + group * 64 * TILE_K, b_big, b_small,
                                     TERMS == 1);  // (three terms: partial sums from zero)
         if (s + 1 < tiles) fetch((s + 1) * TILE_K);  // in flight while the products run
         wgmma_wait<0>();
-        sums_fenced<48>(sums);
-#if TERMS == 3
-        for (int e = 0; e < 48; ++e) (&acc[0][0][0])[e] += part[e];
-#endif
+        add_partial_sums();
     }
+#else  // STAGES 2: k-tile s + 1 staged into the other buffer while k-tile s's products run, s + 2's loads in flight
+    static_assert(STAGES == 2, "one stage or two");
+    stage(0);
+    if (tiles > 1) fetch(TILE_K);
+    __syncthreads();  // k-tile 0's terms are staged
+    for (int s = 0; s < tiles; ++s) {
+        const int buffer = (s % 2) * STAGE_FLOATS;
+        split_k_tile<wgmma_forward>(sums, a_big + buffer + group * 64 * TILE_K, a_small + buffer + group * 64 * TILE_K,
+                                    b_big + buffer, b_small + buffer, TERMS == 1);
+        if (s + 1 < tiles) {  // (the other buffer's products, k-tile s - 1's, were waited for before the last barrier)
+            stage((s + 1) % 2);
+            if (s + 2 < tiles) fetch((s + 2) * TILE_K);
+        }
+        wgmma_wait<0>();
+        add_partial_sums();
+        __syncthreads();  // k-tile s + 1's terms are staged, and both warpgroups' products of k-tile s are done
+    }
+#endif
     const int first_row = m0 + group * 64 + (warp % 4) * 16, first_column = n0;
 #elif WGMMA
     static_assert(TILE_K == 64, "the swizzled tiles take weight rows of 128 bytes");

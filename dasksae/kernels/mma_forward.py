@@ -276,7 +276,8 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     static_assert(A_LOADS * FORWARD_THREADS == TILE_M * TILE_K / 4 && B_LOADS * FORWARD_THREADS == TILE_K * TILE_N / 4,
                   "whole loads");
     float4 a_next[A_LOADS], b_next[B_LOADS];
-    auto fetch = [&](const int k0) {  // k-tile k0's float4s of this thread into registers (zeros past the ends)
+    auto fetch = [&](const int tile) {  // k-tile tile's float4s of this thread into registers (zeros past the ends)
+        const int k0 = tile * TILE_K;
         for (int i = 0; i < A_LOADS; ++i) {
             const int c = tid + i * FORWARD_THREADS, r = c / 8, k = k0 + (c % 8) * 4, m = m0 + r;
             a_next[i] = m < rows && k < fan_in ? *(const float4*)(weights + (long long)m * fan_in + k)
@@ -297,64 +298,43 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     float* const sums = &acc[0][0][0];
 #endif
     auto stage = [&](const int buffer) {  // this thread's float4s of the fetched k-tile, split, into stage buffer
-        float* const big_a = a_big + buffer * STAGE_FLOATS;
-        float* const small_a = a_small + buffer * STAGE_FLOATS;
-        float* const big_b = b_big + buffer * STAGE_FLOATS;
-        float* const small_b = b_small + buffer * STAGE_FLOATS;
+        float* const stage_at = a_big + buffer * STAGE_FLOATS;
         for (int i = 0; i < A_LOADS; ++i) {  // A's chunk c % 8 of row c / 8 (k_major_128_at counts 2-byte values)
             const int c = tid + i * FORWARD_THREADS;
-            store_split_tf32(big_a, small_a, k_major_128_at(c / 8, c % 8) / 2, a_next[i]);
+            store_split_tf32(stage_at, stage_at + (a_small - a_big), k_major_128_at(c / 8, c % 8) / 2, a_next[i]);
         }
-        for (int i = 0; i < B_LOADS; ++i) {  // B's rows 4 quad .. 4 quad + 3, inner term kk of each
-            const int c = tid + i * FORWARD_THREADS, kk = c % TILE_K, quad = c / TILE_K;
-            const float values[4] = {b_next[i].x, b_next[i].y, b_next[i].z, b_next[i].w};
-            for (int e = 0; e < 4; ++e) {
-                const int n = 4 * quad + e, at = TILE_K * n + 4 * ((kk / 4) ^ (n % 8)) + kk % 4;
-                unsigned big, small;
-                split_tf32(values[e], big, small);
-                big_b[at] = __uint_as_float(big);
-#if TERMS == 3
-                small_b[at] = __uint_as_float(small);
-#endif
-            }
+        for (int i = 0; i < B_LOADS; ++i) {  // B's rows 4 quad .. 4 quad + 3, inner term c % 32 of each
+            const int c = tid + i * FORWARD_THREADS;
+            store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (c / TILE_K),
+                                   c % TILE_K, b_next[i]);
         }
         ASYNC_PROXY_FENCE();  // these stores seen by the tensor cores' reads
     };
-    auto add_partial_sums = [&]() {  // (after the k-tile's products are waited for)
+    auto product = [&](const int buffer) {  // (three terms: partial sums from zero)
+        float* const stage_at = a_big + buffer * STAGE_FLOATS + group * 64 * TILE_K;
+        split_k_tile<wgmma_forward>(sums, stage_at, stage_at + (a_small - a_big), b_big + buffer * STAGE_FLOATS,
+                                    b_small + buffer * STAGE_FLOATS, TERMS == 1);
+    };
+    auto finish = [&]() {  // the k-tile's products waited for, their partial sums added rounded
+        wgmma_wait<0>();
         sums_fenced<48>(sums);
 #if TERMS == 3
         for (int e = 0; e < 48; ++e) (&acc[0][0][0])[e] += part[e];
 #endif
     };
-    fetch(0);
 #if STAGES == 1  // the k-tile staged, then its products, the next k-tile's loads in flight while they run
+    fetch(0);
     for (int s = 0; s < tiles; ++s) {
         __syncthreads();  // both warpgroups' products of k-tile s - 1 are done: the stage is free
         stage(0);
         __syncthreads();  // every thread's terms are staged
-        split_k_tile<wgmma_forward>(sums, a_big + group * 64 * TILE_K, a_small + group * 64 * TILE_K, b_big, b_small,
-                                    TERMS == 1);  // (three terms: partial sums from zero)
-        if (s + 1 < tiles) fetch((s + 1) * TILE_K);  // in flight while the products run
-        wgmma_wait<0>();
-        add_partial_sums();
+        product(0);
+        if (s + 1 < tiles) fetch(s + 1);  // in flight while the products run
+        finish();
     }
-#else  // STAGES 2: k-tile s + 1 staged into the other buffer while k-tile s's products run, s + 2's loads in flight
+#else  // STAGES 2: k-tile s + 1 staged into the other buffer while k-tile s's products run
     static_assert(STAGES == 2, "one stage or two");
-    stage(0);
-    if (tiles > 1) fetch(TILE_K);
-    __syncthreads();  // k-tile 0's terms are staged
-    for (int s = 0; s < tiles; ++s) {
-        const int buffer = (s % 2) * STAGE_FLOATS;
-        split_k_tile<wgmma_forward>(sums, a_big + buffer + group * 64 * TILE_K, a_small + buffer + group * 64 * TILE_K,
-                                    b_big + buffer, b_small + buffer, TERMS == 1);
-        if (s + 1 < tiles) {  // (the other buffer's products, k-tile s - 1's, were waited for before the last barrier)
-            stage((s + 1) % 2);
-            if (s + 2 < tiles) fetch((s + 2) * TILE_K);
-        }
-        wgmma_wait<0>();
-        add_partial_sums();
-        __syncthreads();  // k-tile s + 1's terms are staged, and both warpgroups' products of k-tile s are done
-    }
+    split_k_tiles_in_two_stages(tiles, fetch, stage, product, finish);
 #endif
     const int first_row = m0 + group * 64 + (warp % 4) * 16, first_column = n0;
 #elif WGMMA

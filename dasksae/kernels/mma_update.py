@@ -346,6 +346,48 @@ __device__ __forceinline__ void split_k_tile(float* sums, const float* a_big, co
     }
     WGMMA_COMMIT();
 }
+
+// a float4 of rows n .. n + 3 at inner term kk (MN-major in memory: the four rows' values side by side), split into
+// its TF32 terms, into K-major tiles of 128-byte swizzled rows as split_k_tile reads them (big; small where TERMS 3):
+// a warp whose lanes take the 32 inner terms of one quad of rows fills one 128-byte row a store, no bank conflicts
+__device__ __forceinline__ void store_split_transposed(float* big, float* small, const int n, const int kk,
+                                                       const float4 quad)
+{
+    const float values[4] = {quad.x, quad.y, quad.z, quad.w};
+    for (int e = 0; e < 4; ++e) {
+        const int row = n + e, at = 32 * row + 4 * ((kk / 4) ^ (row % 8)) + kk % 4;
+        unsigned big_term, small_term;
+        split_tf32(values[e], big_term, small_term);
+        big[at] = __uint_as_float(big_term);
+#if TERMS == 3
+        small[at] = __uint_as_float(small_term);
+#endif
+    }
+}
+
+// a product's k-tiles in two stages of shared memory: k-tile s + 1 staged (stage(buffer): the fetched registers split
+// into that buffer's tiles and fenced for the tensor cores) while k-tile s's products run (product(buffer): one commit
+// group), k-tile s + 2's loads (fetch(tile): into registers) in flight; finish() waits for the products and takes
+// their sums.  A barrier after each k-tile: the next one staged, and every warpgroup's products of this one done, so
+// that its buffer is free to stage into
+template <typename Fetch, typename Stage, typename Product, typename Finish>
+__device__ __forceinline__ void split_k_tiles_in_two_stages(const int tiles, Fetch fetch, Stage stage, Product product,
+                                                            Finish finish)
+{
+    fetch(0);
+    stage(0);
+    if (tiles > 1) fetch(1);
+    __syncthreads();  // k-tile 0 is staged
+    for (int s = 0; s < tiles; ++s) {
+        product(s % 2);
+        if (s + 1 < tiles) {  // (the other buffer's products, k-tile s - 1's, were done before the last barrier)
+            stage((s + 1) % 2);
+            if (s + 2 < tiles) fetch(s + 2);
+        }
+        finish();
+        __syncthreads();
+    }
+}
 """
 
 

@@ -1,29 +1,35 @@
 #!/bin/bash
 # Session 49's GPU checks (results in bench/results/session49/<part>/, each with its command.txt).
-#   PART=first (about 540 s): float32 W x and U g_r on wgmma (mma_forward's w32-split, DASKSAE_FLOAT32_WGMMA_FORWARD=1,
-#     built in session 48 and not yet run on a GPU, and w32-split-2, its two-stage form, session 49): their GPU
-#     accuracy tests and the float32 training tests (the wgmma update's training test in its string-switch form), the
-#     in-process float32 step with each and with neither, then
-#     the issue's float32 rows with both PyTorch peers (ratio_float32) at the faster setting; last, the in-process
-#     bfloat16 step at the defaults
-#   PART=second (about 300 s): the float32 product and update floors with the w32-split rows, then the tiled GPU
-#     tests at the defaults (cut at 80 s in session 48), then the bfloat16 1-worker pipelined row
+#   PART=first (about 560 s): float32 W x and U g_r on wgmma (mma_forward's w32-split, built in session 48 and not
+#     yet run on a GPU; w32-split-2, its two-stage form) and float32 W^T y on wgmma (mma_transpose's w32-split-2,
+#     DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1; session 49): their GPU accuracy tests and the float32 training tests (the
+#     wgmma update's training test in its string-switch form), the in-process float32 step in four settings (each in a
+#     process of its own), then the issue's float32 rows with both PyTorch peers (ratio_float32) at the fastest
+#   PART=second (about 330 s): the float32 product and update floors with the wgmma rows, the in-process bfloat16 step
+#     at the defaults, the tiled GPU tests at the defaults (cut at 80 s in session 48), then the bfloat16 1-worker
+#     pipelined row
 source bench/device_setup.sh
 card
 case "${PART:-first}" in
 first)
-  gpu_tests ${TESTS_S:-130} tests/test_gpu.py -k "split_tf32_forward_on_the_gpu or split_update_on_wgmma or float32_training"
+  gpu_tests ${TESTS_S:-150} tests/test_gpu.py \
+    -k "split_tf32_forward_on_the_gpu or split_tf32_transpose_on_the_gpu or split_update_on_wgmma or float32_training"
   tail -3 $OUT/gpu-tests.log
-  for mode in w32-split-2 w32-split 0; do
-    STEP_S=${STEP_S:-50} in_process float32-wgmma-forward-$mode DASKSAE_FLOAT32_WGMMA_FORWARD=$mode
+  declare -A settings=([float32-f0-t0]="DASKSAE_FLOAT32_WGMMA_FORWARD=0 DASKSAE_FLOAT32_WGMMA_TRANSPOSE=0"
+    [float32-fsplit-t0]="DASKSAE_FLOAT32_WGMMA_FORWARD=w32-split DASKSAE_FLOAT32_WGMMA_TRANSPOSE=0"
+    [float32-fsplit2-t0]="DASKSAE_FLOAT32_WGMMA_FORWARD=w32-split-2 DASKSAE_FLOAT32_WGMMA_TRANSPOSE=0"
+    [float32-fsplit2-t1]="DASKSAE_FLOAT32_WGMMA_FORWARD=w32-split-2 DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1")
+  for label in float32-fsplit2-t1 float32-fsplit2-t0 float32-fsplit-t0 float32-f0-t0; do
+    STEP_S=${STEP_S:-50} in_process $label ${settings[$label]}
   done
-  faster=$(faster_of float32-wgmma-forward-w32-split-2 float32-wgmma-forward-w32-split)
-  faster=$(faster_of $faster float32-wgmma-forward-0)
-  echo "faster: $faster"
-  DASKSAE_FLOAT32_WGMMA_FORWARD=${faster#float32-wgmma-forward-} ratio_float32 ${RATIO_S:-200}
-  STEP_DTYPE=bfloat16 STEP_S=${STEP_S:-50} in_process bfloat16-defaults ;;
+  faster=$(faster_of float32-fsplit2-t1 float32-fsplit2-t0)
+  faster=$(faster_of $faster float32-fsplit-t0)
+  faster=$(faster_of $faster float32-f0-t0)
+  echo "faster: $faster (${settings[$faster]})"
+  (export ${settings[$faster]}; ratio_float32 ${RATIO_S:-200}) ;;
 second)
   floors_float32
+  STEP_DTYPE=bfloat16 STEP_S=${STEP_S:-50} in_process bfloat16-defaults
   gpu_tests ${TESTS_S:-150} tests/test_gpu_tiled.py
   tail -3 $OUT/gpu-tests.log
   timeout ${ONE_S:-80} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \

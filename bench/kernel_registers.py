@@ -14,6 +14,7 @@
     python bench/kernel_registers.py --kernels mma-float32   # float32 W x on TF32 tensor cores (kernels/mma_float32.py)
     python bench/kernel_registers.py --kernels mma-float32 --float32-variant w32-split   # its W x on wgmma (sm_90a)
     python bench/kernel_registers.py --kernels mma-float32-transpose   # and its W^T y with the fold
+    python bench/kernel_registers.py --kernels mma-float32-transpose --float32-variant w32-split-2   # on wgmma
     python bench/kernel_registers.py --kernels mma-float32-update --mma-epilogue rows   # and its update
     python bench/kernel_registers.py --kernels mma-float32-update --mma-epilogue rows-wide-wgmma   # on wgmma (sm_90a)
     pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm   # for --sass
@@ -94,6 +95,8 @@ def main(argv=None):
         source, names, standard = mma_transpose.mma_transpose_source(args.transpose_variant), [], b"-std=c++17"
     on_wgmma = (args.kernels == "mma-forward" and args.forward_variant in mma_forward.WGMMA_VARIANTS
                 or args.kernels == "mma-float32" and args.float32_variant in mma_forward.SPLIT_WGMMA_VARIANTS
+                or args.kernels == "mma-float32-transpose"
+                and args.float32_variant in mma_transpose.SPLIT_WGMMA_VARIANTS
                 or args.kernels == "mma-transpose" and args.transpose_variant in mma_transpose.WGMMA_VARIANTS
                 or args.kernels in ("mma", "mma-float32-update")
                 and mma_update.EPILOGUE_VARIANTS[args.mma_epilogue].get("WGMMA"))

@@ -114,6 +114,12 @@ def stage_rows(stage, geometry, batch: int, runs: int, precision: str = "bfloat1
             cases[2:2] = [(f"forward-{name}-{variant}", lambda t=terms, v=variant: mma_float32.filter_forward_float32(
                 x, flat, z, field, step, block_h, block_w, scale, variant=v, terms=t))
                 for variant in mma_forward.SPLIT_WGMMA_VARIANTS for name, terms in (("3xtf32", 3), ("tf32", 1))]
+            from dasksae.kernels import mma_transpose
+
+            cases[-1:-1] = [(f"transpose-{name}-{variant}", lambda t=terms, v=variant:
+                             mma_float32.add_transpose_float32(out, flat, y, field, step, blocks_h, blocks_w,
+                                                               variant=v, terms=t))
+                for variant in mma_transpose.SPLIT_WGMMA_VARIANTS for name, terms in (("3xtf32", 3), ("tf32", 1))]
     if precision == "bfloat16":  # the same W x straight into the output map in each kernel: mma.sync's, and wgmma's
         from dasksae.kernels import mma_forward, wgmma
 
@@ -146,8 +152,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     found = each_stage(args, lambda stage, geometry: stage_rows(stage, geometry, args.minibatch, args.runs,
                                                                 args.precision), 22)
-    names = ("forward", "forward-3xtf32", "forward-3xtf32-w32-split", "forward-tf32", "forward-tf32-w32-split",
-             "transpose", "transpose-3xtf32", "transpose-tf32", "read") \
+    names = ("forward", "forward-3xtf32", "forward-3xtf32-w32-split", "forward-3xtf32-w32-split-2", "forward-tf32",
+             "forward-tf32-w32-split", "forward-tf32-w32-split-2", "transpose", "transpose-3xtf32",
+             "transpose-3xtf32-w32-split-2", "transpose-tf32", "transpose-tf32-w32-split-2", "read") \
         if args.precision == "float32" \
         else ("forward", "forward-k64x3", "forward-w64x3-swizzled", "forward-w64x4-swizzled", "transpose",
               "transpose-w64x3-swizzled", "read")

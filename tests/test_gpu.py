@@ -1300,14 +1300,20 @@ def test_the_split_tf32_forward_on_the_gpu_is_as_accurate_as_the_simt_kernel(mon
         numpy.testing.assert_allclose(out.get(), expected_forward(case, scaled=scaled), rtol=1e-5, atol=1e-4)
 
 
-def test_the_split_tf32_transpose_on_the_gpu_is_as_accurate_as_the_simt_product_and_fold():
+@pytest.mark.parametrize("variant", ["k32x3", "w32-split-2"])
+def test_the_split_tf32_transpose_on_the_gpu_is_as_accurate_as_the_simt_product_and_fold(monkeypatch, variant):
     """``dasksae_tf32x3_filter_transpose_fold`` on a coates-like layer (20x20x8 fields at step 4, 128 rows, M=96, 3x3
     blocks), added into a map: its error against float64 (largest, relative to the fold of ``|W|^T |y|``) within 3x
     of the float32 SIMT product then the fold, and plain TF32's (cuBLAS into patches, then the fold) more than 20x
-    it; and the g++ test's cases."""
-    from dasksae.kernels import mma_float32
+    it; and the g++ test's cases.  ``w32-split-2``: the same on ``wgmma`` (sm_90),
+    ``DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1``."""
+    from dasksae.kernels import mma_float32, wgmma
     from dasksae.kernels.local_filter import add_transpose_into
     from test_mma_float32_on_cpu import folded, transpose_case
+
+    if variant.startswith("w32") and not wgmma.supported():
+        pytest.skip("wgmma needs a GPU of compute capability 9.0")
+    monkeypatch.setattr(mma_float32, "transpose_variant", lambda: variant)
 
     weights, y, out, geometry = transpose_case(12, 20, 4, 8, 128, 3, 3)
     expected = folded(weights, y, out, geometry)
@@ -1438,6 +1444,32 @@ def test_float32_training_with_the_split_forward_on_wgmma_follows_mma_sync(monke
     monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", variant)
     trained = _small_steps(monkeypatch, config, "1x1")
     assert set(variants) == {variant}, variants
+    _assert_trained_alike(trained, expected)
+
+
+def test_float32_training_with_the_split_transpose_on_wgmma_follows_mma_sync(monkeypatch):
+    """DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1: ``small`` trained 3 float32 steps with ``W^T y`` (the reconstruction, the
+    input gradient) on ``wgmma`` (w32-split-2; at small's cells of 12 and 32 values, below the 128 it takes by
+    default) gives the losses and weights of the same training on ``mma.sync``'s split (``=0``) to float32 rounding,
+    and the ``wgmma`` kernel ran."""
+    from dasksae.kernels import mma_float32, wgmma
+
+    if not wgmma.supported():
+        pytest.skip("wgmma needs a GPU of compute capability 9.0")
+    config = named_config("small")
+    variants = []
+    kernel = mma_float32._transpose_kernel
+    monkeypatch.setattr(mma_float32, "_transpose_kernel",
+                        lambda name, terms=3: variants.append(name) or kernel(name, terms))
+    monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "1")
+    monkeypatch.setattr(mma_float32, "TRANSPOSE_CELL_VALUES", 0)
+    monkeypatch.setattr(mma_float32, "WGMMA_TRANSPOSE", "0")
+    expected = _small_steps(monkeypatch, config, "1x1")
+    assert set(variants) == {mma_float32.VARIANT}, variants
+    variants.clear()
+    monkeypatch.setattr(mma_float32, "WGMMA_TRANSPOSE", "1")
+    trained = _small_steps(monkeypatch, config, "1x1")
+    assert set(variants) == {"w32-split-2"}, variants
     _assert_trained_alike(trained, expected)
 
 

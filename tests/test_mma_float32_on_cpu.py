@@ -208,9 +208,13 @@ extern "C" void run_transpose(const float* weights, const float* y, float* out, 
 
 
 def build_transpose(folder, variant: str = mma_float32.VARIANT, terms: int = 3):
-    """The split transpose built under g++ with the TF32 shim."""
-    library = built_on_cpu(folder, SHIM + MMA_EMULATION + TF32_EMULATION
-                           + mma_float32.mma_float32_transpose_source(variant, terms) + TRANSPOSE_RUNNER)
+    """The split transpose built under g++ with the TF32 shim (a ``wgmma`` variant's products emulated through their
+    descriptors)."""
+    runner = TRANSPOSE_RUNNER
+    if variant in mma_transpose.SPLIT_WGMMA_VARIANTS:
+        runner = runner.replace("dasksae_tf32x3_", "dasksae_wgmma_tf32x3_")
+    library = built_on_cpu(folder, SHIM + MMA_EMULATION + TF32_EMULATION + WGMMA_EMULATION
+                           + mma_float32.mma_float32_transpose_source(variant, terms) + runner)
     library.run_transpose.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 8
     return library
 
@@ -248,21 +252,24 @@ def run_transpose_on_cpu(library, weights, y, out, geometry):
     (8, 4, 8, 64, 3, 2, 96),  # cells of 128 values in up to 2x2 blocks, 2 tiles of 32 rows
     (8, 4, 3, 32, 2, 3, 136),  # 3 channels (runs of 12 floats, 3 copies), a part-full second column tile
 ], ids=["cells-of-128", "three-channels-part-tile"])
+@pytest.mark.parametrize("variant", [mma_float32.VARIANT, "w32-split-2"])
 def test_the_split_transpose_folds_into_the_map_as_numpy(built_once, field, step, channels, rows, blocks_h, blocks_w,
-                                                          batch):
+                                                          batch, variant):
     """Every cell of the map gets its blocks' sum added (edges with fewer blocks and middles alike), and nothing past
-    the minibatch (the 96 values of slack after the map stay NaN)."""
+    the minibatch (the 96 values of slack after the map stay NaN).  The ``mma.sync`` split, and ``w32-split-2`` on
+    ``wgmma`` (emulated): both operands split and transposed as they are staged, two stages."""
     weights, y, out, geometry = transpose_case(5, field, step, channels, rows, blocks_h, blocks_w, batch)
     expected = folded(weights, y, out, geometry)
     memory = numpy.full(out.size + 96, numpy.nan, dtype=numpy.float32)
     memory[:-96] = out.ravel()
     out = memory[:-96].reshape(out.shape)
-    run_transpose_on_cpu(built_once(build_transpose, mma_float32.VARIANT), weights, y, out, geometry)
+    run_transpose_on_cpu(built_once(build_transpose, variant), weights, y, out, geometry)
     numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
     assert numpy.isnan(memory[-96:]).all()
 
 
-def test_the_split_transpose_is_as_accurate_as_float32_and_one_term_is_not(tmp_path, built_once):
+@pytest.mark.parametrize("variant", [mma_float32.VARIANT, "w32-split-2"])
+def test_the_split_transpose_is_as_accurate_as_float32_and_one_term_is_not(tmp_path, built_once, variant):
     """64 rows of blocks of 8x8x8 fields at step 4 (up to 256 terms a value): the folded map's largest error against
     float64 (relative to the fold of ``|W|^T |y|``) within 3x of a float32 FMA chain's over the same terms in the
     kernel's order (blocks in raster order, rows in order, then added to the map; measured: 0.5x with a k-step's
@@ -282,8 +289,8 @@ def test_the_split_transpose_is_as_accurate_as_float32_and_one_term_is_not(tmp_p
     errors = {"chain": float(numpy.max(numpy.abs((chain + out).astype(numpy.float64) - expected) / magnitudes))}
     for terms in (3, 1):
         mine = out.copy()
-        library = (built_once(build_transpose, mma_float32.VARIANT) if terms == 3
-                   else build_transpose(tmp_path, terms=terms))
+        library = (built_once(build_transpose, variant) if terms == 3
+                   else build_transpose(tmp_path, variant, terms=terms))
         run_transpose_on_cpu(library, weights, y, mine, geometry)
         errors[terms] = float(numpy.max(numpy.abs(mine - expected) / magnitudes))
     print(f"W^T y: the split's error {errors[3] / errors['chain']:.1f}x a float32 chain's, one term's "

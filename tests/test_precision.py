@@ -372,6 +372,23 @@ def test_the_float32_forward_takes_wgmma_only_when_asked_and_the_card_allows(mon
     assert mma_forward.shared_bytes("w32-split-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4
 
 
+def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(monkeypatch):
+    """DASKSAE_FLOAT32_WGMMA_TRANSPOSE: ``0`` (the default) keeps ``mma.sync``'s split (``k32x3``); ``1`` takes
+    ``w32-split-2`` on a card that runs ``wgmma`` (here said to), ``k32x3`` on one that does not; its launch asks for
+    two stages of four float32 tiles (the cell's 128 values and y's 96 columns, two terms each)."""
+    from dasksae.kernels import mma_float32, mma_transpose, wgmma
+    from dasksae.switches import SWITCHES
+
+    assert SWITCHES["DASKSAE_FLOAT32_WGMMA_TRANSPOSE"] == (("0", "1"), "0")
+    monkeypatch.setattr(wgmma, "supported", lambda: True)
+    assert mma_float32.transpose_variant() == "k32x3"
+    monkeypatch.setattr(mma_float32, "WGMMA_TRANSPOSE", "1")
+    assert mma_float32.transpose_variant() == "w32-split-2"
+    monkeypatch.setattr(wgmma, "supported", lambda: False)
+    assert mma_float32.transpose_variant() == "k32x3"
+    assert mma_transpose.shared_bytes("w32-split-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4
+
+
 def test_the_wgmma_switches_name_their_kernels_variants(monkeypatch):
     """DASKSAE_WGMMA_FORWARD: ``1`` (the default: ``w64x3-swizzled``, session 42) or ``0``, or a variant of the
     forward's ``wgmma`` tiles by name; DASKSAE_WGMMA_TRANSPOSE and DASKSAE_WGMMA_UPDATE likewise ``1`` (session 43; the update's variant leaves codes not in whole 64s to ``rows-wide``); a variant name the

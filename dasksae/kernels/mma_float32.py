@@ -89,6 +89,10 @@ WGMMA_UPDATE = switch("DASKSAE_FLOAT32_WGMMA_UPDATE")
 # mma_forward.SPLIT_WGMMA_VARIANTS by name ("1": WGMMA_FORWARD_VARIANT)
 WGMMA_FORWARD = switch("DASKSAE_FLOAT32_WGMMA_FORWARD")
 WGMMA_FORWARD_VARIANT = "w32-split"
+# "1": float32 and tf32 W^T y with the fold on wgmma where the GPU runs it (mma_transpose's w32-split-2: both operands
+# split and transposed to K-major as they are staged, two stages); "0" (the default): mma.sync's split (VARIANT).
+# New in session 49
+WGMMA_TRANSPOSE = switch("DASKSAE_FLOAT32_WGMMA_TRANSPOSE")
 VARIANT = "k32x3"  # of mma_forward.SPLIT_VARIANTS (k32x3: 93 KiB of shared memory a block, two an SM)
 
 
@@ -196,8 +200,14 @@ def mma_float32_transpose_source(variant: str = VARIANT, terms: int = 3) -> str:
 def _transpose_kernel(variant: str, terms: int = 3):
     import cupy
 
-    kernel = cupy.RawKernel(mma_float32_transpose_source(variant, terms), "dasksae_tf32x3_filter_transpose_fold",
-                            options=("-std=c++17",))
+    from . import wgmma
+
+    if variant in mma_transpose.SPLIT_WGMMA_VARIANTS:  # NVRTC for compute_90a
+        kernel = wgmma.compiled_module(mma_float32_transpose_source(variant, terms), "mma_float32_transpose") \
+            .get_function("dasksae_wgmma_tf32x3_filter_transpose_fold")
+    else:
+        kernel = cupy.RawKernel(mma_float32_transpose_source(variant, terms), "dasksae_tf32x3_filter_transpose_fold",
+                                options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = mma_transpose.shared_bytes(variant, split_tf32=True)
     return kernel
 
@@ -212,11 +222,20 @@ def add_transpose_float32(out, weight_rows, y_rows, field: int, step: int, block
                           variant: str | None = None, terms: int = 3) -> None:
     """``out +=`` the fold of ``W^T y`` on TF32 tensor cores with split operands (``terms`` 1: plain TF32), each
     cell of the map summed over the blocks that cover it and added in once (:mod:`.mma_transpose`'s kernel; the
-    arrays must :func:`transpose_fits`)."""
-    variant = variant or VARIANT
+    arrays must :func:`transpose_fits`); on ``wgmma`` (``w32-split-2``) where ``DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1``
+    asks and the GPU runs it (:func:`transpose_variant`)."""
+    variant = variant or transpose_variant()
     grid, arguments = mma_transpose.typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w)
     _transpose_kernel(variant, terms)(grid, (THREADS,), (weight_rows, y_rows, out, *arguments),
                                shared_mem=mma_transpose.shared_bytes(variant, split_tf32=True))
+
+
+def transpose_variant() -> str:
+    """The variant :func:`add_transpose_float32` takes: ``w32-split-2`` on a GPU that runs ``wgmma`` where
+    ``DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1``, else :data:`VARIANT`."""
+    from . import wgmma
+
+    return "w32-split-2" if WGMMA_TRANSPOSE == "1" and wgmma.supported() else VARIANT
 
 
 def mma_float32_update_source(variant: str = "rows", terms: int = 3) -> str:

@@ -69,6 +69,10 @@ A_ROW = CELL_ROWS + 8  # a shared row of the weights' tile: a block row's 128 ce
 B_ROW = TILE_N + 8  # a shared row of y's tile: 96 minibatch values and 8 of padding (208 bytes)
 # the tiles of the float32 kernel on split TF32 tensor cores (kernels/mma_float32.py): k32x3 takes 92 KiB a block
 SPLIT_VARIANTS = {"k32x3": (32, 3)}
+# (session 49, DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1) the same on wgmma (sm_90), as mma_forward's w32-split-2: (TILE_K,
+# STAGES), k-tiles of 32 block rows staged through registers, split into their TF32 terms and both operands
+# transposed to K-major as they are staged, two stages (112 KiB), one block an SM
+SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2)}
 # bfloat16 on wgmma (kernels/wgmma.py; sm_90 only), as mma_forward's WGMMA_VARIANTS: (TILE_K, STAGES, WGMMA_PENDING),
 # the tiles in CUTLASS's swizzled layouts (the weights' cell values MN-major in 128-byte rows, y's columns MN-major in
 # 64-byte rows).  It takes layers whose rows are whole 64s.  On an H100 (session 43, coates200, M=96) it took the
@@ -107,6 +111,9 @@ def shared_bytes(variant: str, split_tf32: bool = False) -> int:
     if variant in WGMMA_VARIANTS:
         tile_k, stages, _ = WGMMA_VARIANTS[variant]
         return stages * tile_k * (CELL_ROWS * cells_a_block(variant) + TILE_N) * 2
+    if variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms, no padding
+        tile_k, stages = SPLIT_WGMMA_VARIANTS[variant]
+        return stages * 2 * tile_k * (CELL_ROWS + TILE_N) * 4
     tile_k, stages = (SPLIT_VARIANTS if split_tf32 else VARIANTS)[variant]
     return stages * (tile_k * A_ROW + tile_k * B_ROW) * (4 if split_tf32 else 2)
 
@@ -126,7 +133,13 @@ _SOURCE = r"""
 // TILE_K, STAGES, CELL_ROWS, A_ROW, B_ROW, SHARED_BYTES: from mma_transpose_source.  SPLIT_TF32
 // (kernels/mma_float32.py's): float32 operands, each split into two TF32 terms, in dasksae_tf32x3_filter_transpose_fold; else bfloat16 ones in
 // dasksae_mma_filter_transpose_fold
-#if SPLIT_TF32
+#if SPLIT_TF32 && WGMMA  // float32 on wgmma (w32-split-2): each warpgroup 64 of the cell's rows by 96 columns, m64n96k8
+#define OPERAND float
+#define TRANSPOSE_KERNEL dasksae_wgmma_tf32x3_filter_transpose_fold
+#define K_STEP 8
+#define ROW_PARTS 1
+#define COLUMN_PARTS 12
+#elif SPLIT_TF32
 #define OPERAND float
 #define TRANSPOSE_KERNEL dasksae_tf32x3_filter_transpose_fold
 #define K_STEP 8  // inner terms a tensor-core product
@@ -149,6 +162,9 @@ _SOURCE = r"""
 #define CELLS 1
 #endif
 #define TRANSPOSE_THREADS (256 * CELLS)
+#ifndef TRANSPOSE_MIN_BLOCKS  // (w32-split-2: one, its sums and partial sums and loads in flight past 128 registers)
+#define TRANSPOSE_MIN_BLOCKS (2 / CELLS)
+#endif
 #if CELLS != 1 && !WGMMA
 #error "a block of two cells takes wgmma's tiles"
 #endif
@@ -172,7 +188,7 @@ static unsigned char transpose_shared[SHARED_BYTES] __attribute__((aligned(1024)
 // CELLS 2: the block owns cells (a, CELLS b') and (a, CELLS b' + 1) (the second past the map's last column: none),
 // two warpgroups each; its blocks are those of either cell, and where a block's field covers both, the two cells'
 // runs of a weight row lie end to end (128 bytes at step 4 and 8 channels: whole lines) and y's rows serve both
-extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, 2 / CELLS) TRANSPOSE_KERNEL(
+extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BLOCKS) TRANSPOSE_KERNEL(
     const OPERAND* __restrict__ weights, const OPERAND* __restrict__ y, float* __restrict__ out,
     const int rows_argument, const int batch, const int channels_argument, const int field_argument,
     const int step_argument, const int blocks_h, const int blocks_w, const int map_w)
@@ -257,7 +273,85 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, 2 / CELLS) TRANS
         for (int j = 0; j < COLUMN_PARTS; ++j)
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
-#if WGMMA  // as mma_forward's wgmma loop
+#if WGMMA && SPLIT_TF32
+    // float32 weights and y through registers, as mma_forward's w32-split-2: each k-tile of 32 block rows loaded a
+    // float4 at a time, split as it is staged into its big and small TF32 terms, each term in a K-major tile of
+    // 128-byte swizzled rows (A big, A small, B big, B small; two stages, 112 KiB).  TF32 wgmma takes no MN-major
+    // operand, and both are MN-major in memory (a weight row's cell values and a y row's minibatch contiguous), so
+    // both are transposed as they are staged: a warp takes one quad of the cell's values (or of y's columns) in all 32
+    // rows of the k-tile, a float4 from each, and each of its four stores fills one 128-byte row of the tile.  A k-step
+    // of 8 takes small x big, big x small, big x big into partial sums started from zero at the k-tile's first product,
+    // added to the sums rounded after it (the tensor cores' sums truncate; a cell's sum runs over its blocks' rows)
+    static_assert(TILE_K == 32 && CELLS == 1, "the split's tiles take rows of 32 float32 values, 128 bytes");
+    SET_SHARED_ARENA(transpose_shared);
+    const int group = warp / 4;  // the warpgroup: the cell's rows 64 group ..
+    constexpr int STAGE_FLOATS = 2 * (CELL_ROWS + TILE_N) * TILE_K;  // a stage's four tiles
+    float* const a_big = (float*)transpose_shared;
+    float* const a_small = a_big + CELL_ROWS * TILE_K;
+    float* const b_big = a_small + CELL_ROWS * TILE_K;
+    float* const b_small = b_big + TILE_N * TILE_K;
+    constexpr int A_LOADS = CELL_ROWS * TILE_K / 4 / TRANSPOSE_THREADS;
+    constexpr int B_LOADS = TILE_N * TILE_K / 4 / TRANSPOSE_THREADS;
+    static_assert(A_LOADS * TRANSPOSE_THREADS * 4 == CELL_ROWS * TILE_K &&
+                  B_LOADS * TRANSPOSE_THREADS * 4 == TILE_N * TILE_K, "whole loads");
+    float4 a_next[A_LOADS], b_next[B_LOADS];
+    auto fetch = [&](const int tile) {  // k-tile tile's float4s of this thread into registers (zeros past the ends)
+        const int which = tile / tiles_a_block, r0 = (tile % tiles_a_block) * TILE_K;
+        const int p = p_first + which / blocks_q, q = q_first + which % blocks_q;
+        const long long block = (long long)p * blocks_w + q;
+        const float* field_at = weights + (block * rows + r0) * fan_in +
+                                ((long long)(a - p) * step * field + (long long)(b - q) * step) * channels;
+        for (int i = 0; i < A_LOADS; ++i) {  // the cell's values 4 (c / 32) .. of block row r0 + c % 32
+            const int c = tid + i * TRANSPOSE_THREADS, r = c % TILE_K, m = 4 * (c / TILE_K);
+            a_next[i] = m < cell_rows ? *(const float4*)(field_at + r * fan_in + (long long)(m / run) * field *
+                                                         channels + m % run)
+                                      : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        const float* y_at = y + (block * rows + r0) * batch + n0;
+        for (int i = 0; i < B_LOADS; ++i) {  // y's columns 4 (c / 32) .. of block row r0 + c % 32
+            const int c = tid + i * TRANSPOSE_THREADS, r = c % TILE_K, n = 4 * (c / TILE_K);
+            b_next[i] = n0 + n < batch ? *(const float4*)(y_at + (long long)r * batch + n)
+                                       : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+    };
+    auto stage = [&](const int buffer) {  // this thread's float4s of the fetched k-tile, split, into stage buffer
+        float* const stage_at = a_big + buffer * STAGE_FLOATS;
+        for (int i = 0; i < A_LOADS; ++i) {
+            const int c = tid + i * TRANSPOSE_THREADS;
+            store_split_transposed(stage_at, stage_at + (a_small - a_big), 4 * (c / TILE_K), c % TILE_K, a_next[i]);
+        }
+        for (int i = 0; i < B_LOADS; ++i) {
+            const int c = tid + i * TRANSPOSE_THREADS;
+            store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (c / TILE_K),
+                                   c % TILE_K, b_next[i]);
+        }
+        ASYNC_PROXY_FENCE();  // these stores seen by the tensor cores' reads
+    };
+#if TERMS == 3
+    float part[48];  // a k-tile's partial sums
+    for (int e = 0; e < 48; ++e) part[e] = 0.f;
+    float* const sums = part;
+#else
+    float* const sums = &acc[0][0][0];
+#endif
+    const bool has_rows = group * 64 < cell_rows;  // (a warpgroup whose rows are all past the cell's, as at cells of
+    auto product = [&](const int buffer) {         // 48, idles)
+        float* const stage_at = a_big + buffer * STAGE_FLOATS + group * 64 * TILE_K;
+        if (has_rows)
+            split_k_tile<wgmma_transpose>(sums, stage_at, stage_at + (a_small - a_big), b_big + buffer * STAGE_FLOATS,
+                                          b_small + buffer * STAGE_FLOATS, TERMS == 1);
+    };
+    auto finish = [&]() {  // the k-tile's products waited for, their partial sums added rounded
+        if (!has_rows) return;
+        wgmma_wait<0>();
+        sums_fenced<48>(sums);
+#if TERMS == 3
+        for (int e = 0; e < 48; ++e) (&acc[0][0][0])[e] += part[e];
+#endif
+    };
+    split_k_tiles_in_two_stages(tiles, fetch, stage, product, finish);
+    const int first_row = group * 64 + (warp % 4) * 16, first_column = n0, cell = 0;
+#elif WGMMA  // as mma_forward's wgmma loop
     static_assert(TILE_K == 64 && A_ROW == CELL_ROWS * CELLS && B_ROW == TILE_N, "the swizzled tiles' shape");
     SET_SHARED_ARENA(transpose_shared);
     const int group = warp / 4;  // the warpgroup: the cell's rows 64 group .. (CELLS 2: cell group / 2's, 64 (group % 2) ..)
@@ -350,14 +444,19 @@ def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | Non
                    "CELLS": cells_a_block(variant)}
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_transpose", TILE_N, "bfloat16", transpose_b=True, transpose_a=True))
+    elif variant in SPLIT_WGMMA_VARIANTS:
+        tile_k, stages = SPLIT_WGMMA_VARIANTS[variant]
+        defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "CELL_ROWS": CELL_ROWS, "A_ROW": tile_k,
+                   "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True), "TRANSPOSE_MIN_BLOCKS": 1}
+        helpers = MMA_HELPERS + wgmma.WGMMA_HELPERS + wgmma.wgmma_function("wgmma_transpose", TILE_N, "tf32")
     else:
         tile_k, stages = (SPLIT_VARIANTS if split_tf32 else VARIANTS)[variant]
         defines = {"TILE_K": tile_k, "STAGES": stages, "CELL_ROWS": CELL_ROWS, "A_ROW": A_ROW, "B_ROW": B_ROW,
                    "SHARED_BYTES": shared_bytes(variant, split_tf32)}
         helpers = MMA_HELPERS
-    if split_tf32:
+    if split_tf32 or variant in SPLIT_WGMMA_VARIANTS:
         defines |= {"SPLIT_TF32": 1, "TERMS": split_terms(terms)}
-        helpers += SPLIT_TF32_HELPERS
+        helpers += SPLIT_TF32_HELPERS + (mma_update.SPLIT_WGMMA_HELPERS if variant in SPLIT_WGMMA_VARIANTS else "")
     if geometry is not None:
         defines |= {"LAYER_GEOMETRY": 1} | dict(zip(("LAYER_ROWS", "LAYER_CHANNELS", "LAYER_FIELD", "LAYER_STEP"),
                                                      geometry))

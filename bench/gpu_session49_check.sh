@@ -5,8 +5,9 @@
 #     DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1; session 49): their GPU accuracy tests and the float32 training tests (the
 #     wgmma update's training test in its string-switch form), the in-process float32 step in four settings (each in a
 #     process of its own), then the float32 rows with both PyTorch peers (ratio_float32) at the fastest
-#   PART=second (about 330 s): the float32 product and update floors with the wgmma rows, the in-process bfloat16 step
-#     at the defaults, the tiled GPU tests at the defaults (cut at 80 s in session 48), then the bfloat16 1-worker
+#   PART=second (about 430 s): the float32 product and update floors with the wgmma rows, the in-process float32 step
+#     with W^T y on wgmma at every stage (DASKSAE_FLOAT32_WGMMA_TRANSPOSE=all) and at the cells of 128 (=1), the W x
+#     variant FORWARD32 (default w32-split-2), the in-process bfloat16 step at the defaults, the tiled GPU tests at the defaults (cut at 80 s in session 48), then the bfloat16 1-worker
 #     pipelined row
 source bench/device_setup.sh
 card
@@ -29,6 +30,10 @@ first)
   (export ${settings[$faster]}; ratio_float32 ${RATIO_S:-200}) ;;
 second)
   floors_float32
+  for transpose in all 1; do  # the first stage's cells of 48 on wgmma too, or only the cells of 128
+    STEP_S=${STEP_S:-50} in_process float32-t$transpose DASKSAE_FLOAT32_WGMMA_FORWARD=${FORWARD32:-w32-split-2} \
+      DASKSAE_FLOAT32_WGMMA_TRANSPOSE=$transpose
+  done
   STEP_DTYPE=bfloat16 STEP_S=${STEP_S:-50} in_process bfloat16-defaults
   gpu_tests ${TESTS_S:-150} tests/test_gpu_tiled.py
   tail -3 $OUT/gpu-tests.log

@@ -43,7 +43,7 @@ SWITCHES = {
     "DASKSAE_SPLIT_MASTER": (("0", "1"), "0"),
     "DASKSAE_FLOAT32_WGMMA_UPDATE": (("auto", "1", "0"), "auto"),
     "DASKSAE_FLOAT32_WGMMA_FORWARD": (("0", "1", "w32-split", "w32-split-2"), "0"),
-    "DASKSAE_FLOAT32_WGMMA_TRANSPOSE": (("0", "1"), "0"),
+    "DASKSAE_FLOAT32_WGMMA_TRANSPOSE": (("0", "1", "all"), "0"),
     "DASKSAE_MMA_EPILOGUE": (("auto", "rows", "rows-wide", "fragments", "rows-144", "rows-overlap"), "auto"),
     "DASKSAE_UPDATE_CACHE_HINTS": (("0", "1"), "0"),
     "DASKSAE_TENSOR_CORE_FORWARD": (("auto", "1", "0"), "auto"),

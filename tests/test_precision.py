@@ -374,18 +374,29 @@ def test_the_float32_forward_takes_wgmma_only_when_asked_and_the_card_allows(mon
 
 def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(monkeypatch):
     """DASKSAE_FLOAT32_WGMMA_TRANSPOSE: ``0`` (the default) keeps ``mma.sync``'s split (``k32x3``); ``1`` takes
-    ``w32-split-2`` on a card that runs ``wgmma`` (here said to), ``k32x3`` on one that does not; its launch asks for
-    two stages of four float32 tiles (the cell's 128 values and y's 96 columns, two terms each)."""
+    ``w32-split-2`` on a card that runs ``wgmma`` (here said to), ``k32x3`` on one that does not, at cells of 128
+    values; ``all`` also at the first stage's cells of 48 (else the SIMT product and fold), on CuPy only; its launch
+    asks for two stages of four float32 tiles (the cell's 128 values and y's 96 columns, two terms each)."""
     from dasksae.kernels import mma_float32, mma_transpose, wgmma
     from dasksae.switches import SWITCHES
 
-    assert SWITCHES["DASKSAE_FLOAT32_WGMMA_TRANSPOSE"] == (("0", "1"), "0")
+    assert SWITCHES["DASKSAE_FLOAT32_WGMMA_TRANSPOSE"] == (("0", "1", "all"), "0")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
+    monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "1")
+    cupy_module = type(numpy)("cupy")
     assert mma_float32.transpose_variant() == "k32x3"
     monkeypatch.setattr(mma_float32, "WGMMA_TRANSPOSE", "1")
     assert mma_float32.transpose_variant() == "w32-split-2"
+    # cells of 128 values (8 channels at step 4) on tensor cores, the first stage's 48 (3 at 4) only with "all"
+    assert mma_float32.transpose_on_tensor_cores(cupy_module, "float32", 8, 4)
+    assert not mma_float32.transpose_on_tensor_cores(cupy_module, "float32", 3, 4)
+    monkeypatch.setattr(mma_float32, "WGMMA_TRANSPOSE", "all")
+    assert mma_float32.transpose_variant() == "w32-split-2"
+    assert mma_float32.transpose_on_tensor_cores(cupy_module, "float32", 3, 4)
+    assert not mma_float32.transpose_on_tensor_cores(numpy, "float32", 3, 4)
     monkeypatch.setattr(wgmma, "supported", lambda: False)
     assert mma_float32.transpose_variant() == "k32x3"
+    assert not mma_float32.transpose_on_tensor_cores(cupy_module, "float32", 3, 4)
     assert mma_transpose.shared_bytes("w32-split-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4
 
 

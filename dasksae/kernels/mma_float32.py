@@ -90,8 +90,9 @@ WGMMA_UPDATE = switch("DASKSAE_FLOAT32_WGMMA_UPDATE")
 WGMMA_FORWARD = switch("DASKSAE_FLOAT32_WGMMA_FORWARD")
 WGMMA_FORWARD_VARIANT = "w32-split"
 # "1": float32 and tf32 W^T y with the fold on wgmma where the GPU runs it (mma_transpose's w32-split-2: both operands
-# split and transposed to K-major as they are staged, two stages); "0" (the default): mma.sync's split (VARIANT).
-# New in session 49
+# split and transposed to K-major as they are staged, two stages) at cells of TRANSPOSE_CELL_VALUES; "all": there and
+# at smaller cells (the first stage's 48 values, which otherwise keep the SIMT product and fold); "0" (the default):
+# mma.sync's split (VARIANT).  New in session 49
 WGMMA_TRANSPOSE = switch("DASKSAE_FLOAT32_WGMMA_TRANSPOSE")
 VARIANT = "k32x3"  # of mma_forward.SPLIT_VARIANTS (k32x3: 93 KiB of shared memory a block, two an SM)
 
@@ -186,8 +187,12 @@ def transpose_on_tensor_cores(xp, precision: str, channels: int, step: int) -> b
     :data:`TRANSPOSE_CELL_VALUES` (a block's whole tile).  On the H100 (session 38,
     ``bench/results/session38/float32/``) the split transpose took coates200's stage 1 (3 channels at step 4: cells
     of 48) in 3.91 ms against the SIMT product and fold's 1.95, and stages 2 and 3 (cells of 128) in 3.36 and 2.65 ms
-    against 3.86 and 2.99."""
-    return on_tensor_cores(xp, precision) and step * step * channels >= TRANSPOSE_CELL_VALUES
+    against 3.86 and 2.99.  ``DASKSAE_FLOAT32_WGMMA_TRANSPOSE=all`` takes every cell (the first stage's of 48 too) to
+    the ``wgmma`` kernel, where it runs."""
+    if not on_tensor_cores(xp, precision):
+        return False
+    return step * step * channels >= TRANSPOSE_CELL_VALUES or transpose_variant() == "w32-split-2" \
+        and WGMMA_TRANSPOSE == "all"
 
 
 def mma_float32_transpose_source(variant: str = VARIANT, terms: int = 3) -> str:
@@ -235,7 +240,7 @@ def transpose_variant() -> str:
     ``DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1``, else :data:`VARIANT`."""
     from . import wgmma
 
-    return "w32-split-2" if WGMMA_TRANSPOSE == "1" and wgmma.supported() else VARIANT
+    return "w32-split-2" if WGMMA_TRANSPOSE in ("1", "all") and wgmma.supported() else VARIANT
 
 
 def mma_float32_update_source(variant: str = "rows", terms: int = 3) -> str:

@@ -1266,7 +1266,7 @@ def test_the_split_tf32_forward_on_the_gpu_is_as_accurate_as_the_simt_kernel(mon
 
     if variant.startswith("w32") and not wgmma.supported():
         pytest.skip("wgmma needs a GPU of compute capability 9.0")
-    monkeypatch.setattr(mma_float32, "forward_variant", lambda: variant)
+    monkeypatch.setattr(mma_float32, "forward_variant", lambda terms=3: variant)
 
     rng = numpy.random.default_rng(11)
     field, step, channels, blocks, block = 20, 4, 8, 3, (4, 4)
@@ -1313,7 +1313,7 @@ def test_the_split_tf32_transpose_on_the_gpu_is_as_accurate_as_the_simt_product_
 
     if variant.startswith("w32") and not wgmma.supported():
         pytest.skip("wgmma needs a GPU of compute capability 9.0")
-    monkeypatch.setattr(mma_float32, "transpose_variant", lambda: variant)
+    monkeypatch.setattr(mma_float32, "transpose_variant", lambda terms=3: variant)
 
     weights, y, out, geometry = transpose_case(12, 20, 4, 8, 128, 3, 3)
     expected = folded(weights, y, out, geometry)

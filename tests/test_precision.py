@@ -353,40 +353,51 @@ def test_the_float32_update_takes_wgmma_for_three_terms_where_the_card_allows(mo
 
 
 def test_the_float32_forward_takes_wgmma_only_when_asked_and_the_card_allows(monkeypatch):
-    """DASKSAE_FLOAT32_WGMMA_FORWARD: ``0`` (the default) keeps ``mma.sync``'s split (``k32x3``); ``1`` takes
-    ``w32-split`` on a card that runs ``wgmma`` (here said to), and ``k32x3`` on one that does not; a variant's name
-    takes that variant; ``w32-split``'s launch asks for its one stage of four tiles, ``w32-split-2``'s for two."""
+    """DASKSAE_FLOAT32_WGMMA_FORWARD: ``auto`` (the default since session 49) takes ``w32-split-2`` for float32
+    (three terms) and ``mma.sync``'s split (``k32x3``) for tf32 (one) on a card that runs ``wgmma`` (here said to);
+    ``1`` takes ``w32-split-2`` for both, a variant's name that variant, ``0`` ``k32x3``; a card without ``wgmma``
+    ``k32x3`` whatever the switch; ``w32-split``'s launch asks for its one stage of four tiles, ``w32-split-2``'s for
+    two."""
     from dasksae.kernels import mma_float32, mma_forward, wgmma
     from dasksae.switches import SWITCHES
 
-    assert SWITCHES["DASKSAE_FLOAT32_WGMMA_FORWARD"] == (("0", "1", "w32-split", "w32-split-2"), "0")
+    assert SWITCHES["DASKSAE_FLOAT32_WGMMA_FORWARD"] == (("auto", "1", "0", "w32-split", "w32-split-2"), "auto")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
-    assert mma_float32.forward_variant() == "k32x3"
+    monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", "auto")
+    assert (mma_float32.forward_variant(3), mma_float32.forward_variant(1)) == ("w32-split-2", "k32x3")
     monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", "1")
-    assert mma_float32.forward_variant() == "w32-split"
-    monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", "w32-split-2")
-    assert mma_float32.forward_variant() == "w32-split-2"
+    assert (mma_float32.forward_variant(3), mma_float32.forward_variant(1)) == ("w32-split-2", "w32-split-2")
+    monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", "w32-split")
+    assert (mma_float32.forward_variant(3), mma_float32.forward_variant(1)) == ("w32-split", "w32-split")
+    monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", "0")
+    assert (mma_float32.forward_variant(3), mma_float32.forward_variant(1)) == ("k32x3", "k32x3")
     monkeypatch.setattr(wgmma, "supported", lambda: False)
-    assert mma_float32.forward_variant() == "k32x3"
+    for setting in ("auto", "1", "w32-split"):
+        monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", setting)
+        assert mma_float32.forward_variant(3) == "k32x3"
     assert mma_forward.shared_bytes("w32-split", split_tf32=True) == 2 * (128 + 96) * 32 * 4
     assert mma_forward.shared_bytes("w32-split-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4
 
 
 def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(monkeypatch):
-    """DASKSAE_FLOAT32_WGMMA_TRANSPOSE: ``0`` (the default) keeps ``mma.sync``'s split (``k32x3``); ``1`` takes
-    ``w32-split-2`` on a card that runs ``wgmma`` (here said to), ``k32x3`` on one that does not, at cells of 128
-    values; ``all`` also at the first stage's cells of 48 (else the SIMT product and fold), on CuPy only; its launch
-    asks for two stages of four float32 tiles (the cell's 128 values and y's 96 columns, two terms each)."""
+    """DASKSAE_FLOAT32_WGMMA_TRANSPOSE: ``auto`` (the default since session 49) takes ``w32-split-2`` for float32
+    (three terms) and ``mma.sync``'s split (``k32x3``) for tf32 on a card that runs ``wgmma`` (here said to), at cells
+    of 128 values; ``1`` both on ``w32-split-2``; ``all`` also at the first stage's cells of 48 (else the SIMT
+    product and fold), on CuPy only; ``0`` ``k32x3``; a card without ``wgmma`` ``k32x3``.  Its launch asks for two
+    stages of four float32 tiles (the cell's 128 values and y's 96 columns, two terms each)."""
     from dasksae.kernels import mma_float32, mma_transpose, wgmma
     from dasksae.switches import SWITCHES
 
-    assert SWITCHES["DASKSAE_FLOAT32_WGMMA_TRANSPOSE"] == (("0", "1", "all"), "0")
+    assert SWITCHES["DASKSAE_FLOAT32_WGMMA_TRANSPOSE"] == (("auto", "1", "all", "0"), "auto")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
     monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "1")
     cupy_module = type(numpy)("cupy")
-    assert mma_float32.transpose_variant() == "k32x3"
+    monkeypatch.setattr(mma_float32, "WGMMA_TRANSPOSE", "auto")
+    assert (mma_float32.transpose_variant(3), mma_float32.transpose_variant(1)) == ("w32-split-2", "k32x3")
+    monkeypatch.setattr(mma_float32, "WGMMA_TRANSPOSE", "0")
+    assert (mma_float32.transpose_variant(3), mma_float32.transpose_variant(1)) == ("k32x3", "k32x3")
     monkeypatch.setattr(mma_float32, "WGMMA_TRANSPOSE", "1")
-    assert mma_float32.transpose_variant() == "w32-split-2"
+    assert (mma_float32.transpose_variant(3), mma_float32.transpose_variant(1)) == ("w32-split-2", "w32-split-2")
     # cells of 128 values (8 channels at step 4) on tensor cores, the first stage's 48 (3 at 4) only with "all"
     assert mma_float32.transpose_on_tensor_cores(cupy_module, "float32", 8, 4)
     assert not mma_float32.transpose_on_tensor_cores(cupy_module, "float32", 3, 4)

@@ -83,16 +83,21 @@ TF32_TENSOR_CORES = switch("DASKSAE_TF32_TENSOR_CORES")
 # bench/results/session48/first/) the float32 update took the three stages in 11.68 ms against mma.sync's 15.81 and
 # the in-process float32 step 44.4 ms against 48.9; the tf32 update 10.00 ms against 9.71
 WGMMA_UPDATE = switch("DASKSAE_FLOAT32_WGMMA_UPDATE")
-# "1": float32 and tf32 W x and U g_r on wgmma where the GPU runs it (mma_forward's w32-split: k-tiles split into their
-# TF32 terms, and the fields transposed to K-major, as they are staged); "0" (the default): mma.sync's split (VARIANT).
-# New in session 48, built after its device time was spent: its g++ tests pass, it has not run on a GPU.  Or a variant of
-# mma_forward.SPLIT_WGMMA_VARIANTS by name ("1": WGMMA_FORWARD_VARIANT)
+# "auto" (the default since session 49): float32's W x and U g_r (three terms) on wgmma where the GPU runs it
+# (mma_forward's WGMMA_FORWARD_VARIANT: k-tiles split into their TF32 terms, and the fields transposed to K-major, as
+# they are staged), tf32's (one term) on mma.sync's split (VARIANT); "1": both on wgmma; a variant of
+# mma_forward.SPLIT_WGMMA_VARIANTS by name: both on it; "0": both on mma.sync.  On the H100 (session 49, coates200,
+# M=96, bench/results/session49/) float32 W x over the stages took 5.27 ms in w32-split-2 against w32-split's 5.73 and
+# mma.sync's 6.59, tf32's 3.83 against mma.sync's 3.03; the in-process float32 step 43.7 ms against 44.4 and 46.8
 WGMMA_FORWARD = switch("DASKSAE_FLOAT32_WGMMA_FORWARD")
-WGMMA_FORWARD_VARIANT = "w32-split"
-# "1": float32 and tf32 W^T y with the fold on wgmma where the GPU runs it (mma_transpose's w32-split-2: both operands
-# split and transposed to K-major as they are staged, two stages) at cells of TRANSPOSE_CELL_VALUES; "all": there and
-# at smaller cells (the first stage's 48 values, which otherwise keep the SIMT product and fold); "0" (the default):
-# mma.sync's split (VARIANT).  New in session 49
+WGMMA_FORWARD_VARIANT = "w32-split-2"
+# "auto" (the default since session 49): float32's W^T y with the fold (three terms) on wgmma where the GPU runs it
+# (mma_transpose's w32-split-2: both operands split and transposed to K-major as they are staged, two stages) at cells
+# of TRANSPOSE_CELL_VALUES, tf32's on mma.sync's split (VARIANT); "1": both; "all": both, and at smaller cells too (the
+# first stage's 48 values, which otherwise keep the SIMT product and fold); "0": both on mma.sync.  On the H100
+# (session 49) float32 W^T y took stages 2 and 3 in 3.27 and 2.54 ms against mma.sync's 3.52 and 2.79 (stage 1: 2.99
+# against the SIMT product and fold's 1.94), tf32's 2.52 and 1.97 against 1.74 and 1.39; the in-process float32 step
+# 42.8 ms against 43.7 (and 43.8 with "all")
 WGMMA_TRANSPOSE = switch("DASKSAE_FLOAT32_WGMMA_TRANSPOSE")
 VARIANT = "k32x3"  # of mma_forward.SPLIT_VARIANTS (k32x3: 93 KiB of shared memory a block, two an SM)
 
@@ -132,7 +137,7 @@ def filter_forward_float32(x, weights, out, field: int, step: int, block_h: int,
     1: plain TF32), the fields read from ``x``'s map and the outputs written into ``out``'s (the arrays must
     :func:`forward_fits`); on ``wgmma`` (``w32-split``) where ``DASKSAE_FLOAT32_WGMMA_FORWARD=1`` asks and the GPU runs
     it (:func:`forward_variant`)."""
-    variant = variant or forward_variant()
+    variant = variant or forward_variant(terms)
     grid, arguments = typed_launch(mma_forward.launch, 4, x.shape, out.shape, weights.shape, field, step, block_h,
                                    block_w)
     scale = numpy.uint64(0) if row_scale is None else row_scale
@@ -140,15 +145,15 @@ def filter_forward_float32(x, weights, out, field: int, step: int, block_h: int,
                      shared_mem=mma_forward.shared_bytes(variant, split_tf32=True))
 
 
-def forward_variant() -> str:
-    """The variant :func:`filter_forward_float32` takes: on a GPU that runs ``wgmma``, the one
-    ``DASKSAE_FLOAT32_WGMMA_FORWARD`` names (``1``: :data:`WGMMA_FORWARD_VARIANT`), else (and where it is ``0``)
-    :data:`VARIANT`."""
+def forward_variant(terms: int = 3) -> str:
+    """The variant :func:`filter_forward_float32` takes with ``terms`` TF32 products a k-step: on a GPU that runs
+    ``wgmma``, the one ``DASKSAE_FLOAT32_WGMMA_FORWARD`` names (``auto``: :data:`WGMMA_FORWARD_VARIANT` for three
+    terms; ``1``: it for both), else :data:`VARIANT`."""
     from . import wgmma
 
-    if WGMMA_FORWARD == "0" or not wgmma.supported():
+    if WGMMA_FORWARD == "0" or WGMMA_FORWARD == "auto" and terms != 3 or not wgmma.supported():
         return VARIANT
-    return WGMMA_FORWARD_VARIANT if WGMMA_FORWARD == "1" else WGMMA_FORWARD
+    return WGMMA_FORWARD_VARIANT if WGMMA_FORWARD in ("auto", "1") else WGMMA_FORWARD
 
 
 def fields_product_float32(x, weight_rows, out, field: int, step: int, blocks_w: int, terms: int = 3) -> bool:
@@ -191,8 +196,7 @@ def transpose_on_tensor_cores(xp, precision: str, channels: int, step: int) -> b
     the ``wgmma`` kernel, where it runs."""
     if not on_tensor_cores(xp, precision):
         return False
-    return step * step * channels >= TRANSPOSE_CELL_VALUES or transpose_variant() == "w32-split-2" \
-        and WGMMA_TRANSPOSE == "all"
+    return step * step * channels >= TRANSPOSE_CELL_VALUES or WGMMA_TRANSPOSE == "all" and wgmma_supported()
 
 
 def mma_float32_transpose_source(variant: str = VARIANT, terms: int = 3) -> str:
@@ -229,18 +233,27 @@ def add_transpose_float32(out, weight_rows, y_rows, field: int, step: int, block
     cell of the map summed over the blocks that cover it and added in once (:mod:`.mma_transpose`'s kernel; the
     arrays must :func:`transpose_fits`); on ``wgmma`` (``w32-split-2``) where ``DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1``
     asks and the GPU runs it (:func:`transpose_variant`)."""
-    variant = variant or transpose_variant()
+    variant = variant or transpose_variant(terms)
     grid, arguments = mma_transpose.typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w)
     _transpose_kernel(variant, terms)(grid, (THREADS,), (weight_rows, y_rows, out, *arguments),
                                shared_mem=mma_transpose.shared_bytes(variant, split_tf32=True))
 
 
-def transpose_variant() -> str:
-    """The variant :func:`add_transpose_float32` takes: ``w32-split-2`` on a GPU that runs ``wgmma`` where
-    ``DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1``, else :data:`VARIANT`."""
+def wgmma_supported() -> bool:
+    """Whether this process's GPU runs ``wgmma`` (:func:`.wgmma.supported`)."""
     from . import wgmma
 
-    return "w32-split-2" if WGMMA_TRANSPOSE in ("1", "all") and wgmma.supported() else VARIANT
+    return wgmma.supported()
+
+
+def transpose_variant(terms: int = 3) -> str:
+    """The variant :func:`add_transpose_float32` takes with ``terms`` TF32 products a k-step: ``w32-split-2`` on a
+    GPU that runs ``wgmma`` where ``DASKSAE_FLOAT32_WGMMA_TRANSPOSE`` asks (``auto``: three terms), else
+    :data:`VARIANT`."""
+    from . import wgmma
+
+    on_wgmma = WGMMA_TRANSPOSE in ("1", "all") or WGMMA_TRANSPOSE == "auto" and terms == 3
+    return "w32-split-2" if on_wgmma and wgmma.supported() else VARIANT
 
 
 def mma_float32_update_source(variant: str = "rows", terms: int = 3) -> str:

@@ -9,6 +9,9 @@
 #     with W^T y on wgmma at every stage (DASKSAE_FLOAT32_WGMMA_TRANSPOSE=all) and at the cells of 128 (=1), the W x
 #     variant FORWARD32 (default w32-split-2), the in-process bfloat16 step at the defaults, the tiled GPU tests at the defaults (cut at 80 s in session 48), then the bfloat16 1-worker
 #     pipelined row
+#   PART=third (about 400 s): W x, U g_r and W^T y with the k-tiles' loads by cp.async into 4 or 3 raw stages
+#     (w32-async-4, -3): their GPU tests, the in-process float32 step with each and at the defaults, then the issue's
+#     float32 rows with both PyTorch peers, eager and compiled (--compile), at the fastest
 source bench/device_setup.sh
 card
 case "${PART:-first}" in
@@ -40,6 +43,19 @@ second)
   timeout ${ONE_S:-80} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w \
     --dtypes bfloat16 --precisions bfloat16 --steps-per-task 10 --runs 20 --pipelined \
     --json $OUT/gpu-step-one-worker.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" | tee -a $OUT/gpu-step.log ;;
+third)
+  gpu_tests ${TESTS_S:-90} tests/test_gpu.py -k "async"
+  tail -3 $OUT/gpu-tests.log
+  declare -A settings=([float32-async4]="DASKSAE_FLOAT32_WGMMA_FORWARD=w32-async-4 DASKSAE_FLOAT32_WGMMA_TRANSPOSE=w32-async-4"
+    [float32-async3]="DASKSAE_FLOAT32_WGMMA_FORWARD=w32-async-3 DASKSAE_FLOAT32_WGMMA_TRANSPOSE=w32-async-3"
+    [float32-defaults]="")
+  for label in float32-async4 float32-async3 float32-defaults; do
+    STEP_S=${STEP_S:-45} in_process $label ${settings[$label]}
+  done
+  faster=$(faster_of float32-async4 float32-async3)
+  faster=$(faster_of $faster float32-defaults)
+  echo "faster: $faster (${settings[$faster]})"
+  (export ${settings[$faster]}; ratio_float32 ${RATIO_S:-220} --compile) ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -361,7 +361,8 @@ def test_the_float32_forward_takes_wgmma_only_when_asked_and_the_card_allows(mon
     from dasksae.kernels import mma_float32, mma_forward, wgmma
     from dasksae.switches import SWITCHES
 
-    assert SWITCHES["DASKSAE_FLOAT32_WGMMA_FORWARD"] == (("auto", "1", "0", "w32-split", "w32-split-2"), "auto")
+    assert SWITCHES["DASKSAE_FLOAT32_WGMMA_FORWARD"] == (
+        ("auto", "1", "0", "w32-split", "w32-split-2", "w32-async-3", "w32-async-4"), "auto")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
     monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", "auto")
     assert (mma_float32.forward_variant(3), mma_float32.forward_variant(1)) == ("w32-split-2", "k32x3")
@@ -377,6 +378,7 @@ def test_the_float32_forward_takes_wgmma_only_when_asked_and_the_card_allows(mon
         assert mma_float32.forward_variant(3) == "k32x3"
     assert mma_forward.shared_bytes("w32-split", split_tf32=True) == 2 * (128 + 96) * 32 * 4
     assert mma_forward.shared_bytes("w32-split-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4
+    assert mma_forward.shared_bytes("w32-async-3", split_tf32=True) == (2 * 2 + 3) * (128 + 96) * 32 * 4
 
 
 def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(monkeypatch):
@@ -388,7 +390,8 @@ def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(m
     from dasksae.kernels import mma_float32, mma_transpose, wgmma
     from dasksae.switches import SWITCHES
 
-    assert SWITCHES["DASKSAE_FLOAT32_WGMMA_TRANSPOSE"] == (("auto", "1", "all", "0"), "auto")
+    assert SWITCHES["DASKSAE_FLOAT32_WGMMA_TRANSPOSE"] == (
+        ("auto", "1", "all", "0", "w32-split-2", "w32-async-3", "w32-async-4"), "auto")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
     monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "1")
     cupy_module = type(numpy)("cupy")
@@ -396,6 +399,8 @@ def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(m
     assert (mma_float32.transpose_variant(3), mma_float32.transpose_variant(1)) == ("w32-split-2", "k32x3")
     monkeypatch.setattr(mma_float32, "WGMMA_TRANSPOSE", "0")
     assert (mma_float32.transpose_variant(3), mma_float32.transpose_variant(1)) == ("k32x3", "k32x3")
+    monkeypatch.setattr(mma_float32, "WGMMA_TRANSPOSE", "w32-async-4")
+    assert (mma_float32.transpose_variant(3), mma_float32.transpose_variant(1)) == ("w32-async-4", "w32-async-4")
     monkeypatch.setattr(mma_float32, "WGMMA_TRANSPOSE", "1")
     assert (mma_float32.transpose_variant(3), mma_float32.transpose_variant(1)) == ("w32-split-2", "w32-split-2")
     # cells of 128 values (8 channels at step 4) on tensor cores, the first stage's 48 (3 at 4) only with "all"
@@ -409,6 +414,7 @@ def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(m
     assert mma_float32.transpose_variant() == "k32x3"
     assert not mma_float32.transpose_on_tensor_cores(cupy_module, "float32", 3, 4)
     assert mma_transpose.shared_bytes("w32-split-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4
+    assert mma_transpose.shared_bytes("w32-async-4", split_tf32=True) == (2 * 2 + 4) * (128 + 96) * 32 * 4
 
 
 def test_the_wgmma_switches_name_their_kernels_variants(monkeypatch):

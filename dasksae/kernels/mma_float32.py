@@ -98,7 +98,9 @@ WGMMA_FORWARD_VARIANT = "w32-split-2"
 # (session 49) float32 W^T y took stages 2 and 3 in 3.27 and 2.54 ms against mma.sync's 3.52 and 2.79 (stage 1: 2.99
 # against the SIMT product and fold's 1.94), tf32's 2.52 and 1.97 against 1.74 and 1.39; the in-process float32 step
 # 42.8 ms against 43.7 (and 43.8 with "all")
+# (or a variant of mma_transpose.SPLIT_WGMMA_VARIANTS by name: both on it)
 WGMMA_TRANSPOSE = switch("DASKSAE_FLOAT32_WGMMA_TRANSPOSE")
+WGMMA_TRANSPOSE_VARIANT = "w32-split-2"
 VARIANT = "k32x3"  # of mma_forward.SPLIT_VARIANTS (k32x3: 93 KiB of shared memory a block, two an SM)
 
 
@@ -247,13 +249,14 @@ def wgmma_supported() -> bool:
 
 
 def transpose_variant(terms: int = 3) -> str:
-    """The variant :func:`add_transpose_float32` takes with ``terms`` TF32 products a k-step: ``w32-split-2`` on a
-    GPU that runs ``wgmma`` where ``DASKSAE_FLOAT32_WGMMA_TRANSPOSE`` asks (``auto``: three terms), else
-    :data:`VARIANT`."""
+    """The variant :func:`add_transpose_float32` takes with ``terms`` TF32 products a k-step: on a GPU that runs
+    ``wgmma``, the one ``DASKSAE_FLOAT32_WGMMA_TRANSPOSE`` names (``auto``: :data:`WGMMA_TRANSPOSE_VARIANT` for three
+    terms; ``1`` and ``all``: it for both), else :data:`VARIANT`."""
     from . import wgmma
 
-    on_wgmma = WGMMA_TRANSPOSE in ("1", "all") or WGMMA_TRANSPOSE == "auto" and terms == 3
-    return "w32-split-2" if on_wgmma and wgmma.supported() else VARIANT
+    if WGMMA_TRANSPOSE == "0" or WGMMA_TRANSPOSE == "auto" and terms != 3 or not wgmma.supported():
+        return VARIANT
+    return WGMMA_TRANSPOSE_VARIANT if WGMMA_TRANSPOSE in ("auto", "1", "all") else WGMMA_TRANSPOSE
 
 
 def mma_float32_update_source(variant: str = "rows", terms: int = 3) -> str:

@@ -83,7 +83,11 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # one block of 256 threads an SM (the partial sums and the next k-tile's loads take more than 128 registers).
 # w32-split-2 (session 49): two stages (112 KiB), k-tile s + 1 split and staged while k-tile s's products run, since
 # with one block an SM nothing else runs beside w32-split's products
-SPLIT_WGMMA_VARIANTS = {"w32-split": (32, 1), "w32-split-2": (32, 2)}
+# w32-async-3 and -4 (session 49): w32-split-2 with the k-tiles' float4s copied by cp.async into 3 or 4 raw stages of
+# shared memory (28 KiB each) instead of loaded into registers, so that 2 or 3 k-tiles of loads are in flight.
+# (TILE_K, STAGES, RAW_STAGES)
+SPLIT_WGMMA_VARIANTS = {"w32-split": (32, 1, 0), "w32-split-2": (32, 2, 0), "w32-async-3": (32, 2, 3),
+                        "w32-async-4": (32, 2, 4)}
 SPLIT_A_PAD = 4  # its shared weight row: TILE_K floats and 4 (A's fragment loads (g, t) in banks 4g + t: distinct)
 
 
@@ -103,9 +107,9 @@ def shared_bytes(variant: str = VARIANT, split_tf32: bool = False) -> int:
     """Dynamic shared memory a block: ``STAGES`` tiles of the weights (128 rows of ``TILE_K`` values and 8 of padding;
     float32 ones with ``split_tf32``, and 4; on ``wgmma`` none) and of the fields (``TILE_K`` rows of 96 and 8; on
     ``wgmma`` none)."""
-    if split_tf32 and variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms, one stage, no padding
-        tile_k, stages = SPLIT_WGMMA_VARIANTS[variant]
-        return stages * 2 * (TILE_M + TILE_N) * tile_k * 4
+    if split_tf32 and variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms a stage, no padding; raw stages
+        tile_k, stages, raw_stages = SPLIT_WGMMA_VARIANTS[variant]
+        return (stages * 2 + raw_stages) * (TILE_M + TILE_N) * tile_k * 4
     if split_tf32:
         tile_k, stages = SPLIT_VARIANTS[variant]
         return stages * (TILE_M * (tile_k + SPLIT_A_PAD) + tile_k * B_ROW) * 4
@@ -276,19 +280,41 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     static_assert(A_LOADS * FORWARD_THREADS == TILE_M * TILE_K / 4 && B_LOADS * FORWARD_THREADS == TILE_K * TILE_N / 4,
                   "whole loads");
     float4 a_next[A_LOADS], b_next[B_LOADS];
-    auto fetch = [&](const int tile) {  // k-tile tile's float4s of this thread into registers (zeros past the ends)
-        const int k0 = tile * TILE_K;
-        for (int i = 0; i < A_LOADS; ++i) {
+#if RAW_STAGES  // (w32-async) the k-tiles' float4s copied by cp.async into RAW_STAGES raw stages after the split
+    // stages, a thread's float4 i of a k-tile at raw[(slot * LOADS + i) * FORWARD_THREADS + tid]: each thread reads
+    // back only its own copies (no barrier), and a warp's 16-byte copies and reads are side by side
+    constexpr int LOADS = A_LOADS + B_LOADS;
+    float4* const raw = (float4*)(a_big + 2 * STAGE_FLOATS);
+    auto raw_at = [&](const int tile, const int i) {
+        return raw + ((tile % RAW_STAGES) * LOADS + i) * FORWARD_THREADS + tid;
+    };
+#endif
+    auto fetch = [&](const int tile) {  // k-tile tile's float4s of this thread (zeros past the ends; none past the
+        const int k0 = tile * TILE_K;   // last k-tile) into registers, or (RAW_STAGES) by cp.async into its raw stage
+        for (int i = 0; i < A_LOADS && tile < tiles; ++i) {
             const int c = tid + i * FORWARD_THREADS, r = c / 8, k = k0 + (c % 8) * 4, m = m0 + r;
-            a_next[i] = m < rows && k < fan_in ? *(const float4*)(weights + (long long)m * fan_in + k)
-                                               : make_float4(0.f, 0.f, 0.f, 0.f);
+            const bool whole = m < rows && k < fan_in;
+            const float* from = whole ? weights + (long long)m * fan_in + k : weights;
+#if RAW_STAGES
+            copy_16((unsigned short*)raw_at(tile, i), (const unsigned short*)from, whole);
+#else
+            a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+#endif
         }
-        for (int i = 0; i < B_LOADS; ++i) {  // field row k0 + c % 32, columns 4 (c / 32) .. of the block's 96
+        for (int i = 0; i < B_LOADS && tile < tiles; ++i) {  // field row k0 + c % 32, columns 4 (c / 32) .. of 96
             const int c = tid + i * FORWARD_THREADS, k = k0 + c % TILE_K, quad = c / TILE_K;
-            const float* row = x + (k / field_rows) * in_row + (long long)(k % field_rows) * batch;
-            b_next[i] = k < fan_in && n0 + 4 * quad < batch ? *(const float4*)(row + 4 * quad)
-                                                            : make_float4(0.f, 0.f, 0.f, 0.f);
+            const bool whole = k < fan_in && n0 + 4 * quad < batch;
+            const float* from = whole ? x + (k / field_rows) * in_row + (long long)(k % field_rows) * batch + 4 * quad
+                                      : x;
+#if RAW_STAGES
+            copy_16_cached(raw_at(tile, A_LOADS + i), from, whole);
+#else
+            b_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+#endif
         }
+#if RAW_STAGES
+        copies_commit();  // (an empty group past the last k-tile: RAW_STAGES - 1 groups in flight after each fetch)
+#endif
     };
 #if TERMS == 3
     float part[48];  // a k-tile's partial sums
@@ -297,8 +323,13 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
 #else
     float* const sums = &acc[0][0][0];
 #endif
-    auto stage = [&](const int buffer) {  // this thread's float4s of the fetched k-tile, split, into stage buffer
-        float* const stage_at = a_big + buffer * STAGE_FLOATS;
+    auto stage = [&](const int tile, const int buffer) {  // this thread's float4s of fetched k-tile tile, split, into
+        float* const stage_at = a_big + buffer * STAGE_FLOATS;  // stage buffer
+#if RAW_STAGES
+        copies_wait<RAW_STAGES - 2>();  // k-tile tile's copies are there (the RAW_STAGES - 2 after it may not be)
+        for (int i = 0; i < A_LOADS; ++i) a_next[i] = *raw_at(tile, i);
+        for (int i = 0; i < B_LOADS; ++i) b_next[i] = *raw_at(tile, A_LOADS + i);
+#endif
         for (int i = 0; i < A_LOADS; ++i) {  // A's chunk c % 8 of row c / 8 (k_major_128_at counts 2-byte values)
             const int c = tid + i * FORWARD_THREADS;
             store_split_tf32(stage_at, stage_at + (a_small - a_big), k_major_128_at(c / 8, c % 8) / 2, a_next[i]);
@@ -326,15 +357,15 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     fetch(0);
     for (int s = 0; s < tiles; ++s) {
         __syncthreads();  // both warpgroups' products of k-tile s - 1 are done: the stage is free
-        stage(0);
+        stage(s, 0);
         __syncthreads();  // every thread's terms are staged
         product(0);
-        if (s + 1 < tiles) fetch(s + 1);  // in flight while the products run
+        fetch(s + 1);  // in flight while the products run
         finish();
     }
 #else  // STAGES 2: k-tile s + 1 staged into the other buffer while k-tile s's products run
     static_assert(STAGES == 2, "one stage or two");
-    split_k_tiles_in_two_stages(tiles, fetch, stage, product, finish);
+    split_k_tiles_in_two_stages<RAW_STAGES ? RAW_STAGES - 1 : 1>(tiles, fetch, stage, product, finish);
 #endif
     const int first_row = m0 + group * 64 + (warp % 4) * 16, first_column = n0;
 #elif WGMMA
@@ -438,8 +469,9 @@ def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None 
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "bfloat16", transpose_b=True))
     elif split_tf32 and variant in SPLIT_WGMMA_VARIANTS:
-        tile_k, stages = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, raw_stages = SPLIT_WGMMA_VARIANTS[variant]
         defines = {"WGMMA": 1, "SPLIT_TF32": 1, "TERMS": split_terms(terms), "TILE_K": tile_k, "STAGES": stages,
+                   "RAW_STAGES": raw_stages,
                    "A_ROW": tile_k, "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True),
                    "FORWARD_MIN_BLOCKS": 1}
         helpers = (MMA_HELPERS + SPLIT_TF32_HELPERS + wgmma.WGMMA_HELPERS

@@ -72,7 +72,9 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # (session 49, DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1) the same on wgmma (sm_90), as mma_forward's w32-split-2: (TILE_K,
 # STAGES), k-tiles of 32 block rows staged through registers, split into their TF32 terms and both operands
 # transposed to K-major as they are staged, two stages (112 KiB), one block an SM
-SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2)}
+# (TILE_K, STAGES, RAW_STAGES): w32-async-3 and -4 take the k-tiles' float4s by cp.async into 3 or 4 raw stages of
+# shared memory, as mma_forward's
+SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0), "w32-async-3": (32, 2, 3), "w32-async-4": (32, 2, 4)}
 # bfloat16 on wgmma (kernels/wgmma.py; sm_90 only), as mma_forward's WGMMA_VARIANTS: (TILE_K, STAGES, WGMMA_PENDING),
 # the tiles in CUTLASS's swizzled layouts (the weights' cell values MN-major in 128-byte rows, y's columns MN-major in
 # 64-byte rows).  It takes layers whose rows are whole 64s.  On an H100 (session 43, coates200, M=96) it took the
@@ -111,9 +113,9 @@ def shared_bytes(variant: str, split_tf32: bool = False) -> int:
     if variant in WGMMA_VARIANTS:
         tile_k, stages, _ = WGMMA_VARIANTS[variant]
         return stages * tile_k * (CELL_ROWS * cells_a_block(variant) + TILE_N) * 2
-    if variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms, no padding
-        tile_k, stages = SPLIT_WGMMA_VARIANTS[variant]
-        return stages * 2 * tile_k * (CELL_ROWS + TILE_N) * 4
+    if variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms a stage, no padding; raw stages
+        tile_k, stages, raw_stages = SPLIT_WGMMA_VARIANTS[variant]
+        return (stages * 2 + raw_stages) * tile_k * (CELL_ROWS + TILE_N) * 4
     tile_k, stages = (SPLIT_VARIANTS if split_tf32 else VARIANTS)[variant]
     return stages * (tile_k * A_ROW + tile_k * B_ROW) * (4 if split_tf32 else 2)
 
@@ -295,27 +297,54 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
     static_assert(A_LOADS * TRANSPOSE_THREADS * 4 == CELL_ROWS * TILE_K &&
                   B_LOADS * TRANSPOSE_THREADS * 4 == TILE_N * TILE_K, "whole loads");
     float4 a_next[A_LOADS], b_next[B_LOADS];
-    auto fetch = [&](const int tile) {  // k-tile tile's float4s of this thread into registers (zeros past the ends)
-        const int which = tile / tiles_a_block, r0 = (tile % tiles_a_block) * TILE_K;
-        const int p = p_first + which / blocks_q, q = q_first + which % blocks_q;
-        const long long block = (long long)p * blocks_w + q;
-        const float* field_at = weights + (block * rows + r0) * fan_in +
-                                ((long long)(a - p) * step * field + (long long)(b - q) * step) * channels;
-        for (int i = 0; i < A_LOADS; ++i) {  // the cell's values 4 (c / 32) .. of block row r0 + c % 32
-            const int c = tid + i * TRANSPOSE_THREADS, r = c % TILE_K, m = 4 * (c / TILE_K);
-            a_next[i] = m < cell_rows ? *(const float4*)(field_at + r * fan_in + (long long)(m / run) * field *
-                                                         channels + m % run)
-                                      : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
-        const float* y_at = y + (block * rows + r0) * batch + n0;
-        for (int i = 0; i < B_LOADS; ++i) {  // y's columns 4 (c / 32) .. of block row r0 + c % 32
-            const int c = tid + i * TRANSPOSE_THREADS, r = c % TILE_K, n = 4 * (c / TILE_K);
-            b_next[i] = n0 + n < batch ? *(const float4*)(y_at + (long long)r * batch + n)
-                                       : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
+#if RAW_STAGES  // (w32-async) the k-tiles' float4s copied by cp.async into RAW_STAGES raw stages, as mma_forward's
+    constexpr int LOADS = A_LOADS + B_LOADS;
+    float4* const raw = (float4*)(a_big + 2 * STAGE_FLOATS);
+    auto raw_at = [&](const int tile, const int i) {
+        return raw + ((tile % RAW_STAGES) * LOADS + i) * TRANSPOSE_THREADS + tid;
     };
-    auto stage = [&](const int buffer) {  // this thread's float4s of the fetched k-tile, split, into stage buffer
-        float* const stage_at = a_big + buffer * STAGE_FLOATS;
+#endif
+    auto fetch = [&](const int tile) {  // k-tile tile's float4s of this thread (zeros past the ends; none past the
+        if (tile < tiles) {             // last k-tile) into registers, or (RAW_STAGES) by cp.async into its raw stage
+            const int which = tile / tiles_a_block, r0 = (tile % tiles_a_block) * TILE_K;
+            const int p = p_first + which / blocks_q, q = q_first + which % blocks_q;
+            const long long block = (long long)p * blocks_w + q;
+            const float* field_at = weights + (block * rows + r0) * fan_in +
+                                    ((long long)(a - p) * step * field + (long long)(b - q) * step) * channels;
+            for (int i = 0; i < A_LOADS; ++i) {  // the cell's values 4 (c / 32) .. of block row r0 + c % 32
+                const int c = tid + i * TRANSPOSE_THREADS, r = c % TILE_K, m = 4 * (c / TILE_K);
+                const bool whole = m < cell_rows;
+                const float* from = whole ? field_at + r * fan_in + (long long)(m / run) * field * channels + m % run
+                                          : weights;
+#if RAW_STAGES
+                copy_16_cached(raw_at(tile, i), from, whole);
+#else
+                a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+#endif
+            }
+            const float* y_at = y + (block * rows + r0) * batch + n0;
+            for (int i = 0; i < B_LOADS; ++i) {  // y's columns 4 (c / 32) .. of block row r0 + c % 32
+                const int c = tid + i * TRANSPOSE_THREADS, r = c % TILE_K, n = 4 * (c / TILE_K);
+                const bool whole = n0 + n < batch;
+                const float* from = whole ? y_at + (long long)r * batch + n : y;
+#if RAW_STAGES
+                copy_16_cached(raw_at(tile, A_LOADS + i), from, whole);
+#else
+                b_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+#endif
+            }
+        }
+#if RAW_STAGES
+        copies_commit();  // (an empty group past the last k-tile)
+#endif
+    };
+    auto stage = [&](const int tile, const int buffer) {  // this thread's float4s of fetched k-tile tile, split, into
+        float* const stage_at = a_big + buffer * STAGE_FLOATS;  // stage buffer
+#if RAW_STAGES
+        copies_wait<RAW_STAGES - 2>();  // k-tile tile's copies are there
+        for (int i = 0; i < A_LOADS; ++i) a_next[i] = *raw_at(tile, i);
+        for (int i = 0; i < B_LOADS; ++i) b_next[i] = *raw_at(tile, A_LOADS + i);
+#endif
         for (int i = 0; i < A_LOADS; ++i) {
             const int c = tid + i * TRANSPOSE_THREADS;
             store_split_transposed(stage_at, stage_at + (a_small - a_big), 4 * (c / TILE_K), c % TILE_K, a_next[i]);
@@ -349,7 +378,7 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
         for (int e = 0; e < 48; ++e) (&acc[0][0][0])[e] += part[e];
 #endif
     };
-    split_k_tiles_in_two_stages(tiles, fetch, stage, product, finish);
+    split_k_tiles_in_two_stages<RAW_STAGES ? RAW_STAGES - 1 : 1>(tiles, fetch, stage, product, finish);
     const int first_row = group * 64 + (warp % 4) * 16, first_column = n0, cell = 0;
 #elif WGMMA  // as mma_forward's wgmma loop
     static_assert(TILE_K == 64 && A_ROW == CELL_ROWS * CELLS && B_ROW == TILE_N, "the swizzled tiles' shape");
@@ -445,8 +474,9 @@ def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | Non
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_transpose", TILE_N, "bfloat16", transpose_b=True, transpose_a=True))
     elif variant in SPLIT_WGMMA_VARIANTS:
-        tile_k, stages = SPLIT_WGMMA_VARIANTS[variant]
-        defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "CELL_ROWS": CELL_ROWS, "A_ROW": tile_k,
+        tile_k, stages, raw_stages = SPLIT_WGMMA_VARIANTS[variant]
+        defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "RAW_STAGES": raw_stages, "CELL_ROWS": CELL_ROWS,
+                   "A_ROW": tile_k,
                    "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True), "TRANSPOSE_MIN_BLOCKS": 1}
         helpers = MMA_HELPERS + wgmma.WGMMA_HELPERS + wgmma.wgmma_function("wgmma_transpose", TILE_N, "tf32")
     else:

@@ -365,29 +365,44 @@ __device__ __forceinline__ void store_split_transposed(float* big, float* small,
     }
 }
 
-// a product's k-tiles in two stages of shared memory: k-tile s + 1 staged (stage(buffer): the fetched registers split
+// a product's k-tiles in two stages of shared memory: k-tile s + 1 staged (stage(tile, buffer): its fetched values split
 // into that buffer's tiles and fenced for the tensor cores) while k-tile s's products run (product(buffer): one commit
-// group), k-tile s + 2's loads (fetch(tile): into registers) in flight; finish() waits for the products and takes
-// their sums.  A barrier after each k-tile: the next one staged, and every warpgroup's products of this one done, so
-// that its buffer is free to stage into
-template <typename Fetch, typename Stage, typename Product, typename Finish>
+// group), the loads of the AHEAD k-tiles after it in flight (fetch(tile): into registers, AHEAD 1, or by cp.async into
+// raw stages of shared memory; nothing, or an empty commit group, past the last); finish() waits for the products and
+// takes their sums.  A barrier after each k-tile: the next one staged, and every warpgroup's products of this one
+// done, so that its buffer is free to stage into
+template <int AHEAD, typename Fetch, typename Stage, typename Product, typename Finish>
 __device__ __forceinline__ void split_k_tiles_in_two_stages(const int tiles, Fetch fetch, Stage stage, Product product,
                                                             Finish finish)
 {
-    fetch(0);
-    stage(0);
-    if (tiles > 1) fetch(1);
+    for (int t = 0; t < AHEAD; ++t) fetch(t);
+    stage(0, 0);
+    fetch(AHEAD);
     __syncthreads();  // k-tile 0 is staged
     for (int s = 0; s < tiles; ++s) {
         product(s % 2);
-        if (s + 1 < tiles) {  // (the other buffer's products, k-tile s - 1's, were done before the last barrier)
-            stage((s + 1) % 2);
-            if (s + 2 < tiles) fetch(s + 2);
-        }
+        if (s + 1 < tiles) stage(s + 1, (s + 1) % 2);  // (the other buffer's products, k-tile s - 1's, were done
+        fetch(s + 1 + AHEAD);                          // before the last barrier)
         finish();
         __syncthreads();
     }
 }
+
+#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
+// (w32-async's fields) 16 bytes by cp.async kept in L1 too (.ca: the other warps' quads of the same lines), or 16 zero
+// bytes where !whole (nothing read)
+__device__ __forceinline__ void copy_16_cached(void* shared, const void* global, const bool whole)
+{
+    const unsigned address = (unsigned)__cvta_generic_to_shared(shared);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" ::"r"(address), "l"(global), "r"(whole ? 16 : 0)
+                 : "memory");
+}
+#else
+static inline void copy_16_cached(void* shared, const void* global, const bool whole)
+{
+    copy_16((unsigned short*)shared, (const unsigned short*)global, whole);
+}
+#endif
 """
 
 

@@ -12,6 +12,7 @@
 #   PART=third (about 400 s): W x, U g_r and W^T y with the k-tiles' loads by cp.async into 4 or 3 raw stages
 #     (w32-async-4, -3): their GPU tests, the in-process float32 step with each and at the defaults, then the issue's
 #     float32 rows with both PyTorch peers, eager and compiled (--compile), at the fastest
+#   PART=short (about 150 s): third's GPU tests, and the in-process float32 step with w32-async-4 and at the defaults
 source bench/device_setup.sh
 card
 case "${PART:-first}" in
@@ -56,6 +57,12 @@ third)
   faster=$(faster_of $faster float32-defaults)
   echo "faster: $faster (${settings[$faster]})"
   (export ${settings[$faster]}; ratio_float32 ${RATIO_S:-220} --compile) ;;
+short)  # (about 150 s: what 250 s of device time allows) third's GPU tests and two of its in-process steps
+  gpu_tests ${TESTS_S:-70} tests/test_gpu.py -k "async"
+  tail -3 $OUT/gpu-tests.log
+  STEP_S=${STEP_S:-40} in_process float32-async4 DASKSAE_FLOAT32_WGMMA_FORWARD=w32-async-4 \
+    DASKSAE_FLOAT32_WGMMA_TRANSPOSE=w32-async-4
+  STEP_S=${STEP_S:-40} in_process float32-defaults ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -58,7 +58,7 @@ third)
   echo "faster: $faster (${settings[$faster]})"
   (export ${settings[$faster]}; ratio_float32 ${RATIO_S:-220} --compile) ;;
 short)  # (about 150 s: what 250 s of device time allows) third's GPU tests and two of its in-process steps
-  gpu_tests ${TESTS_S:-70} tests/test_gpu.py -k "async"
+  gpu_tests ${TESTS_S:-70} tests/test_gpu.py -k "async or float32_training_with_the_split_tf32_forward"
   tail -3 $OUT/gpu-tests.log
   STEP_S=${STEP_S:-40} in_process float32-async4 DASKSAE_FLOAT32_WGMMA_FORWARD=w32-async-4 \
     DASKSAE_FLOAT32_WGMMA_TRANSPOSE=w32-async-4

@@ -9,9 +9,10 @@
 #     with W^T y on wgmma at every stage (DASKSAE_FLOAT32_WGMMA_TRANSPOSE=all) and at the cells of 128 (=1), the W x
 #     variant FORWARD32 (default w32-split-2), the in-process bfloat16 step at the defaults, the tiled GPU tests at the defaults (cut at 80 s in session 48), then the bfloat16 1-worker
 #     pipelined row
-#   PART=third (about 400 s): W x, U g_r and W^T y with the k-tiles' loads by cp.async into 4 or 3 raw stages
-#     (w32-async-4, -3): their GPU tests, the in-process float32 step with each and at the defaults, then the issue's
-#     float32 rows with both PyTorch peers, eager and compiled (--compile), at the fastest
+#   PART=third (about 480 s): W x, U g_r and W^T y with the k-tiles' loads by cp.async into 4 or 3 raw stages
+#     (w32-async-4, -3): their GPU tests, the in-process float32 step with each and at the defaults, the float32
+#     product floors (their rows beside the others), then the issue's float32 rows with both PyTorch peers, eager and
+#     compiled (--compile), at the fastest
 #   PART=short (about 150 s): third's GPU tests, and the in-process float32 step with w32-async-4 and at the defaults
 source bench/device_setup.sh
 card
@@ -56,6 +57,8 @@ third)
   faster=$(faster_of float32-async4 float32-async3)
   faster=$(faster_of $faster float32-defaults)
   echo "faster: $faster (${settings[$faster]})"
+  timeout ${PRODUCT_S:-70} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
+    --runs 5 --json $OUT/product-floor-float32.json 2>&1 | filter | grep "all\|kernel" | tee $OUT/product-floor.log
   (export ${settings[$faster]}; ratio_float32 ${RATIO_S:-220} --compile) ;;
 short)  # (about 150 s: what 250 s of device time allows) third's GPU tests and two of its in-process steps
   gpu_tests ${TESTS_S:-70} tests/test_gpu.py -k "async or float32_training_with_the_split_tf32_forward"

@@ -143,6 +143,20 @@ def stage_rows(stage, geometry, batch: int, runs: int, precision: str = "bfloat1
     return found
 
 
+def float32_row_names() -> tuple[str, ...]:
+    """The float32 rows' kernels in the summary's order: SIMT, ``mma.sync``'s split, then each ``wgmma`` variant, for
+    three terms then one, ``W x`` then ``W^T y`` with the fold, then the weights' read."""
+    from dasksae.kernels import mma_forward, mma_transpose
+
+    names = []
+    for product, variants in (("forward", mma_forward.SPLIT_WGMMA_VARIANTS),
+                              ("transpose", mma_transpose.SPLIT_WGMMA_VARIANTS)):
+        names.append(product)
+        for terms in ("3xtf32", "tf32"):
+            names += [f"{product}-{terms}"] + [f"{product}-{terms}-{variant}" for variant in variants]
+    return tuple(names) + ("read",)
+
+
 def main(argv=None):
     from update_floor import each_stage, print_sums, stage_arguments, write_json
 
@@ -152,10 +166,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     found = each_stage(args, lambda stage, geometry: stage_rows(stage, geometry, args.minibatch, args.runs,
                                                                 args.precision), 22)
-    names = ("forward", "forward-3xtf32", "forward-3xtf32-w32-split", "forward-3xtf32-w32-split-2", "forward-tf32",
-             "forward-tf32-w32-split", "forward-tf32-w32-split-2", "transpose", "transpose-3xtf32",
-             "transpose-3xtf32-w32-split-2", "transpose-tf32", "transpose-tf32-w32-split-2", "read") \
-        if args.precision == "float32" \
+    names = float32_row_names() if args.precision == "float32" \
         else ("forward", "forward-k64x3", "forward-w64x3-swizzled", "forward-w64x4-swizzled", "transpose",
               "transpose-w64x3-swizzled", "read")
     print_sums({name: [r for r in found if r["kernel"] == name] for name in names}, 22)

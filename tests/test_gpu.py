@@ -1422,29 +1422,35 @@ def test_training_with_the_split_update_on_wgmma_follows_mma_sync(monkeypatch, d
             assert relative_error(mine[name], theirs[name]) < 1e-4, name
 
 
-@pytest.mark.parametrize("variant", ["w32-split", "w32-split-2", "w32-async-4"])
-def test_float32_training_with_the_split_forward_on_wgmma_follows_mma_sync(monkeypatch, variant):
-    """DASKSAE_FLOAT32_WGMMA_FORWARD=``variant``: ``small`` trained 3 float32 steps with ``W x`` and ``U g_r`` on
-    ``wgmma`` (the k-tiles split, and the fields transposed, as they are staged) gives the losses and weights of the
-    same training on ``mma.sync``'s split (``=0``) to float32 rounding, and the ``wgmma`` kernel ran."""
+def _float32_trained_on_mma_sync_then(monkeypatch, kernel_name: str, switch_name: str, variant: str):
+    """``small`` trained 3 float32 steps on one tile with the split TF32 kernels and ``mma_float32.switch_name`` at
+    ``0`` (``mma.sync``), then at ``variant`` (``wgmma``; sm_90 only, else the test skips): the two runs' losses and
+    weights alike to float32 rounding, and ``mma_float32.kernel_name`` asked for ``k32x3`` alone, then ``variant``
+    alone."""
     from dasksae.kernels import mma_float32, wgmma
 
     if not wgmma.supported():
         pytest.skip("wgmma needs a GPU of compute capability 9.0")
     config = named_config("small")
     variants = []
-    kernel = mma_float32._kernel
-    monkeypatch.setattr(mma_float32, "_kernel",
-                        lambda name, terms=3: variants.append(name) or kernel(name, terms))
+    kernel = getattr(mma_float32, kernel_name)
+    monkeypatch.setattr(mma_float32, kernel_name, lambda name, terms=3: variants.append(name) or kernel(name, terms))
     monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "1")
-    monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", "0")
-    expected = _small_steps(monkeypatch, config, "1x1")
-    assert set(variants) == {mma_float32.VARIANT}, variants
-    variants.clear()
-    monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", variant)
-    trained = _small_steps(monkeypatch, config, "1x1")
-    assert set(variants) == {variant}, variants
-    _assert_trained_alike(trained, expected)
+    runs = []
+    for setting, expected_variant in (("0", mma_float32.VARIANT), (variant, variant)):
+        monkeypatch.setattr(mma_float32, switch_name, setting)
+        variants.clear()
+        runs.append(_small_steps(monkeypatch, config, "1x1"))
+        assert set(variants) == {expected_variant}, variants
+    _assert_trained_alike(runs[1], runs[0])
+
+
+@pytest.mark.parametrize("variant", ["w32-split", "w32-split-2", "w32-async-4"])
+def test_float32_training_with_the_split_forward_on_wgmma_follows_mma_sync(monkeypatch, variant):
+    """DASKSAE_FLOAT32_WGMMA_FORWARD=``variant``: ``small`` trained 3 float32 steps with ``W x`` and ``U g_r`` on
+    ``wgmma`` (the k-tiles split, and the fields transposed, as they are staged) gives the losses and weights of the
+    same training on ``mma.sync``'s split (``=0``) to float32 rounding, and the ``wgmma`` kernel ran."""
+    _float32_trained_on_mma_sync_then(monkeypatch, "_kernel", "WGMMA_FORWARD", variant)
 
 
 @pytest.mark.parametrize("variant", ["w32-split-2", "w32-async-4"])
@@ -1453,25 +1459,10 @@ def test_float32_training_with_the_split_transpose_on_wgmma_follows_mma_sync(mon
     reconstruction, the input gradient) on ``wgmma`` (at small's cells of 12 and 32 values, below the 128 it takes by
     default) gives the losses and weights of the same training on ``mma.sync``'s split (``=0``) to float32 rounding,
     and the ``wgmma`` kernel ran."""
-    from dasksae.kernels import mma_float32, wgmma
+    from dasksae.kernels import mma_float32
 
-    if not wgmma.supported():
-        pytest.skip("wgmma needs a GPU of compute capability 9.0")
-    config = named_config("small")
-    variants = []
-    kernel = mma_float32._transpose_kernel
-    monkeypatch.setattr(mma_float32, "_transpose_kernel",
-                        lambda name, terms=3: variants.append(name) or kernel(name, terms))
-    monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "1")
     monkeypatch.setattr(mma_float32, "TRANSPOSE_CELL_VALUES", 0)
-    monkeypatch.setattr(mma_float32, "WGMMA_TRANSPOSE", "0")
-    expected = _small_steps(monkeypatch, config, "1x1")
-    assert set(variants) == {mma_float32.VARIANT}, variants
-    variants.clear()
-    monkeypatch.setattr(mma_float32, "WGMMA_TRANSPOSE", variant)
-    trained = _small_steps(monkeypatch, config, "1x1")
-    assert set(variants) == {variant}, variants
-    _assert_trained_alike(trained, expected)
+    _float32_trained_on_mma_sync_then(monkeypatch, "_transpose_kernel", "WGMMA_TRANSPOSE", variant)
 
 
 def test_tf32_training_on_tf32_tensor_cores_stays_within_tf32s_tolerance_of_float32(monkeypatch):

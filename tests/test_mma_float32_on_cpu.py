@@ -61,14 +61,19 @@ extern "C" void run_forward(const float* weights, const float* x, float* out, co
 """
 
 
+def built_with_the_tf32_shim(folder, source: str, runner: str, on_wgmma: bool):
+    """``source`` and ``runner`` built under g++ with the TF32 shim and ``wgmma`` emulated through its descriptors;
+    ``on_wgmma``: the runner calls the kernel's ``wgmma`` name."""
+    if on_wgmma:
+        runner = runner.replace("dasksae_tf32x3_", "dasksae_wgmma_tf32x3_")
+    return built_on_cpu(folder, SHIM + MMA_EMULATION + TF32_EMULATION + WGMMA_EMULATION + source + runner)
+
+
 def build(folder, variant: str = mma_float32.VARIANT, terms: int = 3):
     """The kernel built under g++ with the TF32 shim (a ``wgmma`` variant's products emulated through their
     descriptors)."""
-    runner = RUNNER
-    if variant in mma_forward.SPLIT_WGMMA_VARIANTS:
-        runner = runner.replace("dasksae_tf32x3_", "dasksae_wgmma_tf32x3_")
-    library = built_on_cpu(folder, SHIM + MMA_EMULATION + TF32_EMULATION + WGMMA_EMULATION
-                           + mma_float32.mma_float32_source(variant, terms) + runner)
+    library = built_with_the_tf32_shim(folder, mma_float32.mma_float32_source(variant, terms), RUNNER,
+                                       variant in mma_forward.SPLIT_WGMMA_VARIANTS)
     library.run_forward.argtypes = ([ctypes.c_void_p] * 4 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 9
                                     + [ctypes.c_longlong] * 4)
     return library
@@ -210,11 +215,8 @@ extern "C" void run_transpose(const float* weights, const float* y, float* out, 
 def build_transpose(folder, variant: str = mma_float32.VARIANT, terms: int = 3):
     """The split transpose built under g++ with the TF32 shim (a ``wgmma`` variant's products emulated through their
     descriptors)."""
-    runner = TRANSPOSE_RUNNER
-    if variant in mma_transpose.SPLIT_WGMMA_VARIANTS:
-        runner = runner.replace("dasksae_tf32x3_", "dasksae_wgmma_tf32x3_")
-    library = built_on_cpu(folder, SHIM + MMA_EMULATION + TF32_EMULATION + WGMMA_EMULATION
-                           + mma_float32.mma_float32_transpose_source(variant, terms) + runner)
+    library = built_with_the_tf32_shim(folder, mma_float32.mma_float32_transpose_source(variant, terms),
+                                       TRANSPOSE_RUNNER, variant in mma_transpose.SPLIT_WGMMA_VARIANTS)
     library.run_transpose.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 8
     return library
 

@@ -352,6 +352,18 @@ def test_the_float32_update_takes_wgmma_for_three_terms_where_the_card_allows(mo
     assert mma_float32.update_variant(3) == "rows-wide"
 
 
+def _float32_variants_taken(monkeypatch, switch_name: str, variant_for, settings) -> dict:
+    """``{setting: (variant_for(3), variant_for(1))}``: the variants three terms (float32) and one (tf32) take with
+    ``mma_float32.switch_name`` at each setting."""
+    from dasksae.kernels import mma_float32
+
+    taken = {}
+    for setting in settings:
+        monkeypatch.setattr(mma_float32, switch_name, setting)
+        taken[setting] = (variant_for(3), variant_for(1))
+    return taken
+
+
 def test_the_float32_forward_takes_wgmma_only_when_asked_and_the_card_allows(monkeypatch):
     """DASKSAE_FLOAT32_WGMMA_FORWARD: ``auto`` (the default since session 49) takes ``w32-split-2`` for float32
     (three terms) and ``mma.sync``'s split (``k32x3``) for tf32 (one) on a card that runs ``wgmma`` (here said to);
@@ -364,18 +376,13 @@ def test_the_float32_forward_takes_wgmma_only_when_asked_and_the_card_allows(mon
     assert SWITCHES["DASKSAE_FLOAT32_WGMMA_FORWARD"] == (
         ("auto", "1", "0", "w32-split", "w32-split-2", "w32-async-3", "w32-async-4"), "auto")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
-    monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", "auto")
-    assert (mma_float32.forward_variant(3), mma_float32.forward_variant(1)) == ("w32-split-2", "k32x3")
-    monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", "1")
-    assert (mma_float32.forward_variant(3), mma_float32.forward_variant(1)) == ("w32-split-2", "w32-split-2")
-    monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", "w32-split")
-    assert (mma_float32.forward_variant(3), mma_float32.forward_variant(1)) == ("w32-split", "w32-split")
-    monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", "0")
-    assert (mma_float32.forward_variant(3), mma_float32.forward_variant(1)) == ("k32x3", "k32x3")
+    assert _float32_variants_taken(monkeypatch, "WGMMA_FORWARD", mma_float32.forward_variant,
+                                   ("auto", "1", "w32-split", "0")) == {
+        "auto": ("w32-split-2", "k32x3"), "1": ("w32-split-2", "w32-split-2"), "w32-split": ("w32-split", "w32-split"),
+        "0": ("k32x3", "k32x3")}
     monkeypatch.setattr(wgmma, "supported", lambda: False)
-    for setting in ("auto", "1", "w32-split"):
-        monkeypatch.setattr(mma_float32, "WGMMA_FORWARD", setting)
-        assert mma_float32.forward_variant(3) == "k32x3"
+    assert set(_float32_variants_taken(monkeypatch, "WGMMA_FORWARD", mma_float32.forward_variant,
+                                       ("auto", "1", "w32-split")).values()) == {("k32x3", "k32x3")}
     assert mma_forward.shared_bytes("w32-split", split_tf32=True) == 2 * (128 + 96) * 32 * 4
     assert mma_forward.shared_bytes("w32-split-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4
     assert mma_forward.shared_bytes("w32-async-3", split_tf32=True) == (2 * 2 + 3) * (128 + 96) * 32 * 4
@@ -395,14 +402,10 @@ def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(m
     monkeypatch.setattr(wgmma, "supported", lambda: True)
     monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "1")
     cupy_module = type(numpy)("cupy")
-    monkeypatch.setattr(mma_float32, "WGMMA_TRANSPOSE", "auto")
-    assert (mma_float32.transpose_variant(3), mma_float32.transpose_variant(1)) == ("w32-split-2", "k32x3")
-    monkeypatch.setattr(mma_float32, "WGMMA_TRANSPOSE", "0")
-    assert (mma_float32.transpose_variant(3), mma_float32.transpose_variant(1)) == ("k32x3", "k32x3")
-    monkeypatch.setattr(mma_float32, "WGMMA_TRANSPOSE", "w32-async-4")
-    assert (mma_float32.transpose_variant(3), mma_float32.transpose_variant(1)) == ("w32-async-4", "w32-async-4")
-    monkeypatch.setattr(mma_float32, "WGMMA_TRANSPOSE", "1")
-    assert (mma_float32.transpose_variant(3), mma_float32.transpose_variant(1)) == ("w32-split-2", "w32-split-2")
+    assert _float32_variants_taken(monkeypatch, "WGMMA_TRANSPOSE", mma_float32.transpose_variant,
+                                   ("auto", "0", "w32-async-4", "1")) == {
+        "auto": ("w32-split-2", "k32x3"), "0": ("k32x3", "k32x3"), "w32-async-4": ("w32-async-4", "w32-async-4"),
+        "1": ("w32-split-2", "w32-split-2")}
     # cells of 128 values (8 channels at step 4) on tensor cores, the first stage's 48 (3 at 4) only with "all"
     assert mma_float32.transpose_on_tensor_cores(cupy_module, "float32", 8, 4)
     assert not mma_float32.transpose_on_tensor_cores(cupy_module, "float32", 3, 4)

@@ -326,3 +326,20 @@ def test_the_trace_timeline_puts_each_kernel_in_its_streams_lane_under_its_kind(
     assert shared == pytest.approx({"W x": 0.5e-3, "halo copies": 0.5e-3})
     with pytest.raises(SystemExit, match="no kernel starts between"):
         trace_timeline.main([str(path), "--start", "1", "--out", str(tmp_path / "none.png")])
+
+
+def test_the_float32_product_floor_summarises_every_wgmma_variant():
+    """``bench/product_floor.py``'s float32 summary lists, for ``W x`` and ``W^T y``, the SIMT row, then three terms
+    and one on ``mma.sync`` and on each ``wgmma`` variant of its kernel (the names its rows carry), then the read."""
+    import product_floor
+
+    from dasksae.kernels import mma_forward, mma_transpose
+
+    names = product_floor.float32_row_names()
+    assert names[0] == "forward" and names[-1] == "read" and len(names) == len(set(names))
+    for product, variants in (("forward", mma_forward.SPLIT_WGMMA_VARIANTS),
+                              ("transpose", mma_transpose.SPLIT_WGMMA_VARIANTS)):
+        for terms in ("3xtf32", "tf32"):
+            assert {f"{product}-{terms}-{variant}" for variant in variants} <= set(names)
+            assert f"{product}-{terms}" in names
+    assert "forward-3xtf32-w32-async-4" in names and "transpose-tf32-w32-split-2" in names

@@ -4,11 +4,12 @@
 #     yet run on a GPU; w32-split-2, its two-stage form) and float32 W^T y on wgmma (mma_transpose's w32-split-2,
 #     DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1; session 49): their GPU accuracy tests and the float32 training tests (the
 #     wgmma update's training test in its string-switch form), the in-process float32 step in four settings (each in a
-#     process of its own), then the issue's float32 rows with both PyTorch peers (ratio_float32) at the fastest
+#     process of its own), then the issue's float32 rows (ratio_float32) at the fastest, with the eager PyTorch peer
+#     only (as it ran: --compile left out, so no compiled peer)
 #   PART=second (about 430 s): the float32 product and update floors with the wgmma rows, the in-process float32 step
 #     with W^T y on wgmma at every stage (DASKSAE_FLOAT32_WGMMA_TRANSPOSE=all) and at the cells of 128 (=1), the W x
-#     variant FORWARD32 (default w32-split-2), the in-process bfloat16 step at the defaults, the tiled GPU tests at the defaults (cut at 80 s in session 48), then the bfloat16 1-worker
-#     pipelined row
+#     variant FORWARD32 (default w32-split-2), the in-process bfloat16 step at the defaults, the tiled GPU tests at the
+#     defaults (cut at 80 s in session 48), then the bfloat16 1-worker pipelined row
 #   PART=third (about 480 s): W x, U g_r and W^T y with the k-tiles' loads by cp.async into 4 or 3 raw stages
 #     (w32-async-4, -3): their GPU tests, the in-process float32 step with each and at the defaults, the float32
 #     product floors (their rows beside the others), then the issue's float32 rows with both PyTorch peers, eager and
@@ -48,9 +49,10 @@ second)
 third)
   gpu_tests ${TESTS_S:-90} tests/test_gpu.py -k "async"
   tail -3 $OUT/gpu-tests.log
-  declare -A settings=([float32-async4]="DASKSAE_FLOAT32_WGMMA_FORWARD=w32-async-4 DASKSAE_FLOAT32_WGMMA_TRANSPOSE=w32-async-4"
+  declare -A settings=(
+    [float32-async4]="DASKSAE_FLOAT32_WGMMA_FORWARD=w32-async-4 DASKSAE_FLOAT32_WGMMA_TRANSPOSE=w32-async-4"
     [float32-async3]="DASKSAE_FLOAT32_WGMMA_FORWARD=w32-async-3 DASKSAE_FLOAT32_WGMMA_TRANSPOSE=w32-async-3"
-    [float32-defaults]="")
+    [float32-defaults]="DASKSAE_FLOAT32_WGMMA_FORWARD=auto DASKSAE_FLOAT32_WGMMA_TRANSPOSE=auto")
   for label in float32-async4 float32-async3 float32-defaults; do
     STEP_S=${STEP_S:-45} in_process $label ${settings[$label]}
   done

@@ -97,8 +97,7 @@ WGMMA_FORWARD_VARIANT = "w32-split-2"
 # first stage's 48 values, which otherwise keep the SIMT product and fold); "0": both on mma.sync.  On the H100
 # (session 49) float32 W^T y took stages 2 and 3 in 3.27 and 2.54 ms against mma.sync's 3.52 and 2.79 (stage 1: 2.99
 # against the SIMT product and fold's 1.94), tf32's 2.52 and 1.97 against 1.74 and 1.39; the in-process float32 step
-# 42.8 ms against 43.7 (and 43.8 with "all")
-# (or a variant of mma_transpose.SPLIT_WGMMA_VARIANTS by name: both on it)
+# 42.8 ms against 43.7 (and 43.8 with "all"); or a variant of mma_transpose.SPLIT_WGMMA_VARIANTS by name: both on it
 WGMMA_TRANSPOSE = switch("DASKSAE_FLOAT32_WGMMA_TRANSPOSE")
 WGMMA_TRANSPOSE_VARIANT = "w32-split-2"
 VARIANT = "k32x3"  # of mma_forward.SPLIT_VARIANTS (k32x3: 93 KiB of shared memory a block, two an SM)
@@ -137,8 +136,8 @@ def filter_forward_float32(x, weights, out, field: int, step: int, block_h: int,
                            variant: str | None = None, terms: int = 3) -> None:
     """``out = diag(row_scale) W x`` for one chunk of block rows on TF32 tensor cores with split operands (``terms``
     1: plain TF32), the fields read from ``x``'s map and the outputs written into ``out``'s (the arrays must
-    :func:`forward_fits`); on ``wgmma`` (``w32-split``) where ``DASKSAE_FLOAT32_WGMMA_FORWARD=1`` asks and the GPU runs
-    it (:func:`forward_variant`)."""
+    :func:`forward_fits`); on ``wgmma`` where ``DASKSAE_FLOAT32_WGMMA_FORWARD`` asks and the GPU runs it
+    (:func:`forward_variant`)."""
     variant = variant or forward_variant(terms)
     grid, arguments = typed_launch(mma_forward.launch, 4, x.shape, out.shape, weights.shape, field, step, block_h,
                                    block_w)
@@ -151,11 +150,18 @@ def forward_variant(terms: int = 3) -> str:
     """The variant :func:`filter_forward_float32` takes with ``terms`` TF32 products a k-step: on a GPU that runs
     ``wgmma``, the one ``DASKSAE_FLOAT32_WGMMA_FORWARD`` names (``auto``: :data:`WGMMA_FORWARD_VARIANT` for three
     terms; ``1``: it for both), else :data:`VARIANT`."""
+    return _variant_for(WGMMA_FORWARD, WGMMA_FORWARD_VARIANT, terms)
+
+
+def _variant_for(setting: str, wgmma_variant: str, terms: int) -> str:
+    """A ``DASKSAE_FLOAT32_WGMMA_*`` switch's variant for ``terms``: :data:`VARIANT` (``mma.sync``) where it is ``0``,
+    or ``auto`` and not three terms, or the GPU does not run ``wgmma``; else ``wgmma_variant`` (``auto``, ``1``,
+    ``all``) or the variant it names."""
     from . import wgmma
 
-    if WGMMA_FORWARD == "0" or WGMMA_FORWARD == "auto" and terms != 3 or not wgmma.supported():
+    if setting == "0" or setting == "auto" and terms != 3 or not wgmma.supported():
         return VARIANT
-    return WGMMA_FORWARD_VARIANT if WGMMA_FORWARD in ("auto", "1") else WGMMA_FORWARD
+    return wgmma_variant if setting in ("auto", "1", "all") else setting
 
 
 def fields_product_float32(x, weight_rows, out, field: int, step: int, blocks_w: int, terms: int = 3) -> bool:
@@ -198,7 +204,9 @@ def transpose_on_tensor_cores(xp, precision: str, channels: int, step: int) -> b
     the ``wgmma`` kernel, where it runs."""
     if not on_tensor_cores(xp, precision):
         return False
-    return step * step * channels >= TRANSPOSE_CELL_VALUES or WGMMA_TRANSPOSE == "all" and wgmma_supported()
+    from . import wgmma
+
+    return step * step * channels >= TRANSPOSE_CELL_VALUES or WGMMA_TRANSPOSE == "all" and wgmma.supported()
 
 
 def mma_float32_transpose_source(variant: str = VARIANT, terms: int = 3) -> str:
@@ -233,30 +241,19 @@ def add_transpose_float32(out, weight_rows, y_rows, field: int, step: int, block
                           variant: str | None = None, terms: int = 3) -> None:
     """``out +=`` the fold of ``W^T y`` on TF32 tensor cores with split operands (``terms`` 1: plain TF32), each
     cell of the map summed over the blocks that cover it and added in once (:mod:`.mma_transpose`'s kernel; the
-    arrays must :func:`transpose_fits`); on ``wgmma`` (``w32-split-2``) where ``DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1``
-    asks and the GPU runs it (:func:`transpose_variant`)."""
+    arrays must :func:`transpose_fits`); on ``wgmma`` where ``DASKSAE_FLOAT32_WGMMA_TRANSPOSE`` asks and the GPU runs
+    it (:func:`transpose_variant`)."""
     variant = variant or transpose_variant(terms)
     grid, arguments = mma_transpose.typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w)
     _transpose_kernel(variant, terms)(grid, (THREADS,), (weight_rows, y_rows, out, *arguments),
                                shared_mem=mma_transpose.shared_bytes(variant, split_tf32=True))
 
 
-def wgmma_supported() -> bool:
-    """Whether this process's GPU runs ``wgmma`` (:func:`.wgmma.supported`)."""
-    from . import wgmma
-
-    return wgmma.supported()
-
-
 def transpose_variant(terms: int = 3) -> str:
     """The variant :func:`add_transpose_float32` takes with ``terms`` TF32 products a k-step: on a GPU that runs
     ``wgmma``, the one ``DASKSAE_FLOAT32_WGMMA_TRANSPOSE`` names (``auto``: :data:`WGMMA_TRANSPOSE_VARIANT` for three
     terms; ``1`` and ``all``: it for both), else :data:`VARIANT`."""
-    from . import wgmma
-
-    if WGMMA_TRANSPOSE == "0" or WGMMA_TRANSPOSE == "auto" and terms != 3 or not wgmma.supported():
-        return VARIANT
-    return WGMMA_TRANSPOSE_VARIANT if WGMMA_TRANSPOSE in ("auto", "1", "all") else WGMMA_TRANSPOSE
+    return _variant_for(WGMMA_TRANSPOSE, WGMMA_TRANSPOSE_VARIANT, terms)
 
 
 def mma_float32_update_source(variant: str = "rows", terms: int = 3) -> str:

@@ -78,11 +78,11 @@ WGMMA_FORWARD = switch("DASKSAE_WGMMA_FORWARD")
 WGMMA_VARIANT = "w64x3-swizzled"
 # the tiles of the float32 kernel on split TF32 tensor cores (kernels/mma_float32.py): k32x3 takes 93 KiB a block
 SPLIT_VARIANTS = {"k32x3": (32, 3)}
-# (session 48, not yet run on a GPU; DASKSAE_FLOAT32_WGMMA_FORWARD=1) the same on wgmma (sm_90): k-tiles of 32 staged
+# w32-split (session 48; DASKSAE_FLOAT32_WGMMA_FORWARD=w32-split) the same on wgmma (sm_90): k-tiles of 32 staged
 # through registers, split into their TF32 terms and B transposed to K-major as they are staged, one stage (56 KiB),
 # one block of 256 threads an SM (the partial sums and the next k-tile's loads take more than 128 registers).
-# w32-split-2 (session 49): two stages (112 KiB), k-tile s + 1 split and staged while k-tile s's products run, since
-# with one block an SM nothing else runs beside w32-split's products
+# w32-split-2 (session 49; mma_float32's default): two stages (112 KiB), k-tile s + 1 split and staged while k-tile s's
+# products run, since with one block an SM nothing else runs beside w32-split's products
 # w32-async-3 and -4 (session 49): w32-split-2 with the k-tiles' float4s copied by cp.async into 3 or 4 raw stages of
 # shared memory (28 KiB each) instead of loaded into registers, so that 2 or 3 k-tiles of loads are in flight.
 # (TILE_K, STAGES, RAW_STAGES)
@@ -346,13 +346,7 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
         split_k_tile<wgmma_forward>(sums, stage_at, stage_at + (a_small - a_big), b_big + buffer * STAGE_FLOATS,
                                     b_small + buffer * STAGE_FLOATS, TERMS == 1);
     };
-    auto finish = [&]() {  // the k-tile's products waited for, their partial sums added rounded
-        wgmma_wait<0>();
-        sums_fenced<48>(sums);
-#if TERMS == 3
-        for (int e = 0; e < 48; ++e) (&acc[0][0][0])[e] += part[e];
-#endif
-    };
+    auto finish = [&]() { split_k_tile_done(&acc[0][0][0], sums); };
 #if STAGES == 1  // the k-tile staged, then its products, the next k-tile's loads in flight while they run
     fetch(0);
     for (int s = 0; s < tiles; ++s) {
@@ -471,9 +465,8 @@ def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None 
     elif split_tf32 and variant in SPLIT_WGMMA_VARIANTS:
         tile_k, stages, raw_stages = SPLIT_WGMMA_VARIANTS[variant]
         defines = {"WGMMA": 1, "SPLIT_TF32": 1, "TERMS": split_terms(terms), "TILE_K": tile_k, "STAGES": stages,
-                   "RAW_STAGES": raw_stages,
-                   "A_ROW": tile_k, "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True),
-                   "FORWARD_MIN_BLOCKS": 1}
+                   "RAW_STAGES": raw_stages, "A_ROW": tile_k, "B_ROW": TILE_N,
+                   "SHARED_BYTES": shared_bytes(variant, True), "FORWARD_MIN_BLOCKS": 1}
         helpers = (MMA_HELPERS + SPLIT_TF32_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "tf32") + mma_update.SPLIT_WGMMA_HELPERS)
     elif split_tf32:

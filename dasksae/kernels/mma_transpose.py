@@ -370,13 +370,8 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
             split_k_tile<wgmma_transpose>(sums, stage_at, stage_at + (a_small - a_big), b_big + buffer * STAGE_FLOATS,
                                           b_small + buffer * STAGE_FLOATS, TERMS == 1);
     };
-    auto finish = [&]() {  // the k-tile's products waited for, their partial sums added rounded
-        if (!has_rows) return;
-        wgmma_wait<0>();
-        sums_fenced<48>(sums);
-#if TERMS == 3
-        for (int e = 0; e < 48; ++e) (&acc[0][0][0])[e] += part[e];
-#endif
+    auto finish = [&]() {
+        if (has_rows) split_k_tile_done(&acc[0][0][0], sums);
     };
     split_k_tiles_in_two_stages<RAW_STAGES ? RAW_STAGES - 1 : 1>(tiles, fetch, stage, product, finish);
     const int first_row = group * 64 + (warp % 4) * 16, first_column = n0, cell = 0;
@@ -476,8 +471,8 @@ def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | Non
     elif variant in SPLIT_WGMMA_VARIANTS:
         tile_k, stages, raw_stages = SPLIT_WGMMA_VARIANTS[variant]
         defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "RAW_STAGES": raw_stages, "CELL_ROWS": CELL_ROWS,
-                   "A_ROW": tile_k,
-                   "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True), "TRANSPOSE_MIN_BLOCKS": 1}
+                   "A_ROW": tile_k, "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True),
+                   "TRANSPOSE_MIN_BLOCKS": 1}
         helpers = MMA_HELPERS + wgmma.WGMMA_HELPERS + wgmma.wgmma_function("wgmma_transpose", TILE_N, "tf32")
     else:
         tile_k, stages = (SPLIT_VARIANTS if split_tf32 else VARIANTS)[variant]

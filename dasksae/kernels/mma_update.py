@@ -347,6 +347,18 @@ __device__ __forceinline__ void split_k_tile(float* sums, const float* a_big, co
     WGMMA_COMMIT();
 }
 
+// after split_k_tile's commit group into sums: waits for it, and where sums are a k-tile's partial sums (TERMS 3: the
+// forward's and transpose's, started from zero) adds them to acc in float32 adds rounded to nearest (the tensor cores'
+// own sums truncate); TERMS 1 took the products into acc itself
+__device__ __forceinline__ void split_k_tile_done(float* acc, float* sums)
+{
+    wgmma_wait<0>();
+    sums_fenced<48>(sums);
+#if TERMS == 3
+    for (int e = 0; e < 48; ++e) acc[e] += sums[e];
+#endif
+}
+
 // a float4 of rows n .. n + 3 at inner term kk (MN-major in memory: the four rows' values side by side), split into
 // its TF32 terms, into K-major tiles of 128-byte swizzled rows as split_k_tile reads them (big; small where TERMS 3):
 // a warp whose lanes take the 32 inner terms of one quad of rows fills one 128-byte row a store, no bank conflicts

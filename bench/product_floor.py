@@ -60,8 +60,10 @@ extern "C" __global__ void dasksae_stream_read(const uint4* __restrict__ weights
 WEIGHT_BYTES = {"bfloat16": 2, "float32": 4}  # a parameter: the weights, read once by each product
 
 
-def stage_rows(stage, geometry, batch: int, runs: int, precision: str = "bfloat16") -> list[dict]:
-    """The rows of one stage (random maps, weights and codes of the stage's shapes) in ``precision``."""
+def stage_rows(stage, geometry, batch: int, runs: int, precision: str = "bfloat16", warmup: int = 2,
+               only=None) -> list[dict]:
+    """The rows of one stage (random maps, weights and codes of the stage's shapes) in ``precision`` (``only``: the
+    rows of those names alone, each launched ``warmup`` times before its timed runs)."""
     import cupy
     import numpy
 
@@ -136,7 +138,9 @@ def stage_rows(stage, geometry, batch: int, runs: int, precision: str = "bfloat1
                 out, flat, y, field, step, blocks_h, blocks_w, variant=v)) for variant in mma_transpose.WGMMA_VARIANTS]
     found = []
     for name, run in cases:
-        seconds = timed(run, runs=runs)
+        if only is not None and name not in only:
+            continue
+        seconds = timed(run, runs=runs, warmup=warmup)
         found.append({"kernel": name, "parameters": parameters, "seconds": seconds,
                       "tb_per_s": weight_bytes * parameters / seconds / 1e12, "precision": precision,
                       "tflops": 2 * parameters * batch / seconds / 1e12 if name != "read" else None})
@@ -158,14 +162,17 @@ def float32_row_names() -> tuple[str, ...]:
 
 
 def main(argv=None):
-    from update_floor import each_stage, print_sums, stage_arguments, write_json
+    from update_floor import chosen_rows, each_stage, print_sums, stage_arguments, write_json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     stage_arguments(parser)
     parser.add_argument("--precision", choices=("bfloat16", "float32"), default="bfloat16")
+    parser.add_argument("--warmup-runs", type=int, default=2,
+                        help="launches of each row before its timed ones: 0 under Nsight Compute (with --rows)")
     args = parser.parse_args(argv)
     found = each_stage(args, lambda stage, geometry: stage_rows(stage, geometry, args.minibatch, args.runs,
-                                                                args.precision), 22)
+                                                                args.precision, args.warmup_runs,
+                                                                chosen_rows(args)), 22)
     names = float32_row_names() if args.precision == "float32" \
         else ("forward", "forward-k64x3", "forward-w64x3-swizzled", "forward-w64x4-swizzled", "transpose",
               "transpose-w64x3-swizzled", "read")

@@ -204,6 +204,14 @@ def stage_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--stages", default=None, help="the stages to time, counted from 1, comma-separated (all)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--rows", default=None,
+                        help="(float32) only the rows of these names, comma-separated: under Nsight Compute with "
+                             "--runs 1 --warmup-runs 0, one launch each, in the table's order")
+
+
+def chosen_rows(args):
+    """``--rows`` as a set of row names, or ``None`` (every row)."""
+    return None if args.rows is None else {name.strip() for name in args.rows.split(",") if name.strip()}
 
 
 def each_stage(args, rows_of, name_width: int) -> list[dict]:
@@ -249,8 +257,9 @@ def write_json(args, found: list[dict]) -> None:
                        "device": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(), "rows": found}, f, indent=1)
 
 
-def float32_rows(stage, geometry, batch: int, runs: int) -> list[dict]:
-    """The float32 rows of one stage: the SIMT fused update, the split-TF32 one in two epilogues, the copy."""
+def float32_rows(stage, geometry, batch: int, runs: int, warmup: int = 2, only=None) -> list[dict]:
+    """The float32 rows of one stage: the SIMT fused update, the split-TF32 one in two epilogues, the copy (``only``:
+    the rows of those names alone, each launched ``warmup`` times before its timed runs)."""
     import cupy
     import numpy
 
@@ -287,7 +296,9 @@ def float32_rows(stage, geometry, batch: int, runs: int) -> list[dict]:
         cases = [case for case in cases if "wgmma" not in case[0]]
     found = []
     for index, (name, bytes_a_parameter, run) in enumerate(cases):
-        seconds = timed(run, runs=runs)
+        if only is not None and name not in only:
+            continue
+        seconds = timed(run, runs=runs, warmup=warmup)
         found.append({"kernel": name, "training": index == 0, "parameters": raw.size, "seconds": seconds,
                       "bytes_per_parameter": bytes_a_parameter,
                       "tb_per_s": bytes_a_parameter * raw.size / seconds / 1e12,
@@ -305,11 +316,12 @@ def main(argv=None):
                         help="more of mma_update.EPILOGUE_VARIANTS to time beside the training's, comma-separated")
     parser.add_argument("--precision", choices=("bfloat16", "float32"), default="bfloat16")
     parser.add_argument("--warmup-runs", type=int, default=2,
-                        help="(bfloat16) launches of each row before its timed ones: 0 under Nsight Compute, so that "
-                             "it profiles one launch a row")
+                        help="launches of each row before its timed ones: 0 under Nsight Compute, so that it profiles "
+                             "one launch a row")
     args = parser.parse_args(argv)
     if args.precision == "float32":
-        found = each_stage(args, lambda stage, geometry: float32_rows(stage, geometry, args.minibatch, args.runs), 32)
+        found = each_stage(args, lambda stage, geometry: float32_rows(stage, geometry, args.minibatch, args.runs,
+                                                                      args.warmup_runs, chosen_rows(args)), 32)
         print_sums({name: [r for r in found if r["kernel"] == name] for name in (
             "fused (simt)", "fused (3xtf32 rows-wide)", "fused (3xtf32 rows)", "fused (tf32 rows-wide)",
             "fused (3xtf32 rows-wide-wgmma)", "fused (tf32 rows-wide-wgmma)", "copy")}, 32)

@@ -343,3 +343,17 @@ def test_the_float32_product_floor_summarises_every_wgmma_variant():
             assert {f"{product}-{terms}-{variant}" for variant in variants} <= set(names)
             assert f"{product}-{terms}" in names
     assert "forward-3xtf32-w32-async-4" in names and "transpose-tf32-w32-split-2" in names
+
+
+def test_the_floors_rows_option_names_rows_with_spaces_and_parentheses():
+    """``--rows`` (both floors' option, for one Nsight Compute launch a row) splits on commas only: the update's row
+    names hold spaces and parentheses; without it every row is taken."""
+    import argparse
+
+    import update_floor
+
+    parser = argparse.ArgumentParser()
+    update_floor.stage_arguments(parser)
+    args = parser.parse_args(["--rows", "fused (3xtf32 rows-wide-wgmma), fused (tf32 rows-wide-wgmma),"])
+    assert update_floor.chosen_rows(args) == {"fused (3xtf32 rows-wide-wgmma)", "fused (tf32 rows-wide-wgmma)"}
+    assert update_floor.chosen_rows(parser.parse_args([])) is None

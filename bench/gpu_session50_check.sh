@@ -1,0 +1,34 @@
+#!/bin/bash
+# Session 50's GPU checks (results in bench/results/session50/<part>/, each with its command.txt).
+#   (session 50's first call ran session 49's PART=third: bench/results/session50/third/)
+#   PART=profile (about 420 s): where the float32 step's time goes now, and what its products wait on: the float32
+#     and bfloat16 kernel tables of the one-tile step at the defaults, then Nsight Compute (raw counters, CSV) over
+#     one launch each of stage 2's float32 products (W x in mma.sync's split and w32-split-2, three terms and one, and
+#     w32-async-4; W^T y in w32-split-2; the weights' read) and its float32 updates on wgmma (three terms and one),
+#     then the per-instruction stall samples of tf32 W x in w32-split-2 (ncu's source page, SASS)
+source bench/device_setup.sh
+card
+NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+SECTIONS="--section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats
+  --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis"
+counters() {  # counters LABEL SECONDS COMMAND...: ncu's raw counters of COMMAND's dasksae_ kernels into $OUT/ncu-LABEL.csv
+  timeout $2 $NCU --clock-control none -k regex:dasksae_ $SECTIONS --csv --page raw "${@:3}" > $OUT/ncu-$1.csv \
+    2> $OUT/ncu-$1.err
+  echo "ncu $1 rc $?: $(grep -c '^"[0-9]' $OUT/ncu-$1.csv) kernel rows"; }
+case "${PART:-profile}" in
+profile)
+  echo "ncu: $NCU"; $NCU --version | tail -1
+  kernel_table_float32 ${TABLE_S:-75}
+  kernel_table_bfloat16 ${TABLE_S:-75} 12
+  counters products ${PRODUCTS_S:-120} python3 bench/product_floor.py --precision float32 --config coates200 \
+    --minibatch 96 --stages 2 --runs 1 --warmup-runs 0 --rows forward-3xtf32,forward-3xtf32-w32-split-2,forward-tf32,forward-tf32-w32-split-2,forward-tf32-w32-async-4,forward-3xtf32-w32-async-4,transpose-3xtf32-w32-split-2,read
+  counters updates ${UPDATES_S:-70} python3 bench/update_floor.py --precision float32 --config coates200 \
+    --minibatch 96 --stages 2 --runs 1 --warmup-runs 0 --rows "fused (3xtf32 rows-wide-wgmma),fused (tf32 rows-wide-wgmma)"
+  timeout ${SOURCE_S:-90} $NCU --clock-control none -k regex:dasksae_ --section WarpStateStats --section SourceCounters \
+    --page source --print-source sass --csv python3 bench/product_floor.py --precision float32 --config coates200 \
+    --minibatch 96 --stages 2 --runs 1 --warmup-runs 0 --rows forward-tf32-w32-split-2 > $OUT/ncu-source.csv \
+    2> $OUT/ncu-source.err
+  echo "ncu source rc $?: $(wc -l < $OUT/ncu-source.csv) lines" ;;
+esac
+cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
+true

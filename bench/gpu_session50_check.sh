@@ -1,6 +1,11 @@
 #!/bin/bash
 # Session 50's GPU checks (results in bench/results/session50/<part>/, each with its command.txt).
 #   (session 50's first call ran session 49's PART=third: bench/results/session50/third/)
+#   PART=transpose (about 480 s): float32 W^T y on wgmma with its products asynchronous again (ptxas had serialized
+#     every wgmma of the kernel, C7518, for the wait in a divergent path; tests/test_wgmma_assembly.py): its GPU tests
+#     and the float32 training tests, the float32 W^T y floors (SIMT, mma.sync, each wgmma variant), the in-process
+#     float32 step at the defaults (cells of 128 on wgmma) and with every stage on it (=all), the float32 kernel
+#     table at the faster, then the issue's float32 rows with both PyTorch peers at the faster
 #   PART=profile (about 420 s): where the float32 step's time goes now, and what its products wait on: the float32
 #     and bfloat16 kernel tables of the one-tile step at the defaults, then Nsight Compute (raw counters, CSV) over
 #     one launch each of stage 2's float32 products (W x in mma.sync's split and w32-split-2, three terms and one, and
@@ -15,7 +20,20 @@ counters() {  # counters LABEL SECONDS COMMAND...: ncu's raw counters of COMMAND
   timeout $2 $NCU --clock-control none -k regex:dasksae_ $SECTIONS --csv --page raw "${@:3}" > $OUT/ncu-$1.csv \
     2> $OUT/ncu-$1.err
   echo "ncu $1 rc $?: $(grep -c '^"[0-9]' $OUT/ncu-$1.csv) kernel rows"; }
-case "${PART:-profile}" in
+case "${PART:-transpose}" in
+transpose)
+  gpu_tests ${TESTS_S:-80} tests/test_gpu.py -k "split_tf32_transpose_on_the_gpu or float32_training"
+  tail -3 $OUT/gpu-tests.log
+  timeout ${PRODUCT_S:-50} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
+    --runs 5 --rows transpose,transpose-3xtf32,transpose-3xtf32-w32-split-2,transpose-3xtf32-w32-async-3,transpose-3xtf32-w32-async-4,transpose-tf32,transpose-tf32-w32-split-2 \
+    --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log
+  declare -A settings=([float32-tauto]="DASKSAE_FLOAT32_WGMMA_TRANSPOSE=auto"
+    [float32-tall]="DASKSAE_FLOAT32_WGMMA_TRANSPOSE=all")
+  for label in float32-tauto float32-tall; do STEP_S=${STEP_S:-45} in_process $label ${settings[$label]}; done
+  faster=$(faster_of float32-tauto float32-tall)
+  echo "faster: $faster (${settings[$faster]})"
+  kernel_table_float32 ${TABLE_S:-70} ${settings[$faster]}
+  (export ${settings[$faster]}; ratio_float32 ${RATIO_S:-200} --compile) ;;
 profile)
   echo "ncu: $NCU"; $NCU --version | tail -1
   kernel_table_float32 ${TABLE_S:-75}

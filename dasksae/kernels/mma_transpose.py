@@ -370,9 +370,9 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
             split_k_tile<wgmma_transpose>(sums, stage_at, stage_at + (a_small - a_big), b_big + buffer * STAGE_FLOATS,
                                           b_small + buffer * STAGE_FLOATS, TERMS == 1);
     };
-    auto finish = [&]() {
-        if (has_rows) split_k_tile_done(&acc[0][0][0], sums);
-    };
+    // (every warpgroup waits and adds, outside has_rows: a wgmma wait in a divergent path has ptxas serialize every
+    // wgmma of the kernel, C7518; an idle warpgroup waits for nothing and adds its partial sums' zeros)
+    auto finish = [&]() { split_k_tile_done(&acc[0][0][0], sums); };
     split_k_tiles_in_two_stages<RAW_STAGES ? RAW_STAGES - 1 : 1>(tiles, fetch, stage, product, finish);
     const int first_row = group * 64 + (warp % 4) * 16, first_column = n0, cell = 0;
 #elif WGMMA  // as mma_forward's wgmma loop

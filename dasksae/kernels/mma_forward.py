@@ -85,9 +85,11 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # products run, since with one block an SM nothing else runs beside w32-split's products
 # w32-async-3 and -4 (session 49): w32-split-2 with the k-tiles' float4s copied by cp.async into 3 or 4 raw stages of
 # shared memory (28 KiB each) instead of loaded into registers, so that 2 or 3 k-tiles of loads are in flight.
-# (TILE_K, STAGES, RAW_STAGES)
-SPLIT_WGMMA_VARIANTS = {"w32-split": (32, 1, 0), "w32-split-2": (32, 2, 0), "w32-async-3": (32, 2, 3),
-                        "w32-async-4": (32, 2, 4)}
+# w32-regs-2 (session 50): w32-split-2 with two register sets of loads, so that each k-tile's loads are issued two
+# k-tiles ahead (mma_update's split_k_tiles_in_two_register_sets)
+# (TILE_K, STAGES, RAW_STAGES, REGISTER_SETS)
+SPLIT_WGMMA_VARIANTS = {"w32-split": (32, 1, 0, 1), "w32-split-2": (32, 2, 0, 1), "w32-async-3": (32, 2, 3, 1),
+                        "w32-async-4": (32, 2, 4, 1), "w32-regs-2": (32, 2, 0, 2)}
 SPLIT_A_PAD = 4  # its shared weight row: TILE_K floats and 4 (A's fragment loads (g, t) in banks 4g + t: distinct)
 
 
@@ -108,7 +110,7 @@ def shared_bytes(variant: str = VARIANT, split_tf32: bool = False) -> int:
     float32 ones with ``split_tf32``, and 4; on ``wgmma`` none) and of the fields (``TILE_K`` rows of 96 and 8; on
     ``wgmma`` none)."""
     if split_tf32 and variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms a stage, no padding; raw stages
-        tile_k, stages, raw_stages = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, raw_stages, _ = SPLIT_WGMMA_VARIANTS[variant]
         return (stages * 2 + raw_stages) * (TILE_M + TILE_N) * tile_k * 4
     if split_tf32:
         tile_k, stages = SPLIT_VARIANTS[variant]
@@ -279,7 +281,7 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     constexpr int A_LOADS = TILE_M * (TILE_K / 4) / FORWARD_THREADS, B_LOADS = TILE_K * (TILE_N / 4) / FORWARD_THREADS;
     static_assert(A_LOADS * FORWARD_THREADS == TILE_M * TILE_K / 4 && B_LOADS * FORWARD_THREADS == TILE_K * TILE_N / 4,
                   "whole loads");
-    float4 a_next[A_LOADS], b_next[B_LOADS];
+    float4 a_next[REGISTER_SETS][A_LOADS], b_next[REGISTER_SETS][B_LOADS];  // (w32-regs-2: two sets)
 #if RAW_STAGES  // (w32-async) the k-tiles' float4s copied by cp.async into RAW_STAGES raw stages after the split
     // stages, a thread's float4 i of a k-tile at raw[(slot * LOADS + i) * FORWARD_THREADS + tid]: each thread reads
     // back only its own copies (no barrier), and a warp's 16-byte copies and reads are side by side
@@ -289,8 +291,9 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
         return raw + ((tile % RAW_STAGES) * LOADS + i) * FORWARD_THREADS + tid;
     };
 #endif
-    auto fetch = [&](const int tile) {  // k-tile tile's float4s of this thread (zeros past the ends; none past the
-        const int k0 = tile * TILE_K;   // last k-tile) into registers, or (RAW_STAGES) by cp.async into its raw stage
+    auto fetch = [&](const int tile, const int set) {  // k-tile tile's float4s of this thread (zeros past the ends;
+        const int k0 = tile * TILE_K;  // none past the last k-tile) into register set set, or (RAW_STAGES) by cp.async
+                                       // into its raw stage
         for (int i = 0; i < A_LOADS && tile < tiles; ++i) {
             const int c = tid + i * FORWARD_THREADS, r = c / 8, k = k0 + (c % 8) * 4, m = m0 + r;
             const bool whole = m < rows && k < fan_in;
@@ -298,7 +301,7 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
 #if RAW_STAGES
             copy_16((unsigned short*)raw_at(tile, i), (const unsigned short*)from, whole);
 #else
-            a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+            a_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
 #endif
         }
         for (int i = 0; i < B_LOADS && tile < tiles; ++i) {  // field row k0 + c % 32, columns 4 (c / 32) .. of 96
@@ -309,7 +312,7 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
 #if RAW_STAGES
             copy_16_cached(raw_at(tile, A_LOADS + i), from, whole);
 #else
-            b_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+            b_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
 #endif
         }
 #if RAW_STAGES
@@ -323,21 +326,22 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
 #else
     float* const sums = &acc[0][0][0];
 #endif
-    auto stage = [&](const int tile, const int buffer) {  // this thread's float4s of fetched k-tile tile, split, into
-        float* const stage_at = a_big + buffer * STAGE_FLOATS;  // stage buffer
+    auto stage = [&](const int tile, const int buffer, const int set) {  // this thread's float4s of fetched k-tile
+        // tile (in register set set), split, into stage buffer
+        float* const stage_at = a_big + buffer * STAGE_FLOATS;
 #if RAW_STAGES
         copies_wait<RAW_STAGES - 2>();  // k-tile tile's copies are there (the RAW_STAGES - 2 after it may not be)
-        for (int i = 0; i < A_LOADS; ++i) a_next[i] = *raw_at(tile, i);
-        for (int i = 0; i < B_LOADS; ++i) b_next[i] = *raw_at(tile, A_LOADS + i);
+        for (int i = 0; i < A_LOADS; ++i) a_next[set][i] = *raw_at(tile, i);
+        for (int i = 0; i < B_LOADS; ++i) b_next[set][i] = *raw_at(tile, A_LOADS + i);
 #endif
         for (int i = 0; i < A_LOADS; ++i) {  // A's chunk c % 8 of row c / 8 (k_major_128_at counts 2-byte values)
             const int c = tid + i * FORWARD_THREADS;
-            store_split_tf32(stage_at, stage_at + (a_small - a_big), k_major_128_at(c / 8, c % 8) / 2, a_next[i]);
+            store_split_tf32(stage_at, stage_at + (a_small - a_big), k_major_128_at(c / 8, c % 8) / 2, a_next[set][i]);
         }
         for (int i = 0; i < B_LOADS; ++i) {  // B's rows 4 quad .. 4 quad + 3, inner term c % 32 of each
             const int c = tid + i * FORWARD_THREADS;
             store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (c / TILE_K),
-                                   c % TILE_K, b_next[i]);
+                                   c % TILE_K, b_next[set][i]);
         }
         ASYNC_PROXY_FENCE();  // these stores seen by the tensor cores' reads
     };
@@ -348,18 +352,22 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     };
     auto finish = [&]() { split_k_tile_done(&acc[0][0][0], sums); };
 #if STAGES == 1  // the k-tile staged, then its products, the next k-tile's loads in flight while they run
-    fetch(0);
+    fetch(0, 0);
     for (int s = 0; s < tiles; ++s) {
         __syncthreads();  // both warpgroups' products of k-tile s - 1 are done: the stage is free
-        stage(s, 0);
+        stage(s, 0, 0);
         __syncthreads();  // every thread's terms are staged
         product(0);
-        fetch(s + 1);  // in flight while the products run
+        fetch(s + 1, 0);  // in flight while the products run
         finish();
     }
 #else  // STAGES 2: k-tile s + 1 staged into the other buffer while k-tile s's products run
     static_assert(STAGES == 2, "one stage or two");
+#if REGISTER_SETS == 2
+    split_k_tiles_in_two_register_sets(tiles, fetch, stage, product, finish);
+#else
     split_k_tiles_in_two_stages<RAW_STAGES ? RAW_STAGES - 1 : 1>(tiles, fetch, stage, product, finish);
+#endif
 #endif
     const int first_row = m0 + group * 64 + (warp % 4) * 16, first_column = n0;
 #elif WGMMA
@@ -463,9 +471,9 @@ def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None 
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "bfloat16", transpose_b=True))
     elif split_tf32 and variant in SPLIT_WGMMA_VARIANTS:
-        tile_k, stages, raw_stages = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, raw_stages, register_sets = SPLIT_WGMMA_VARIANTS[variant]
         defines = {"WGMMA": 1, "SPLIT_TF32": 1, "TERMS": split_terms(terms), "TILE_K": tile_k, "STAGES": stages,
-                   "RAW_STAGES": raw_stages, "A_ROW": tile_k, "B_ROW": TILE_N,
+                   "RAW_STAGES": raw_stages, "REGISTER_SETS": register_sets, "A_ROW": tile_k, "B_ROW": TILE_N,
                    "SHARED_BYTES": shared_bytes(variant, True), "FORWARD_MIN_BLOCKS": 1}
         helpers = (MMA_HELPERS + SPLIT_TF32_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "tf32") + mma_update.SPLIT_WGMMA_HELPERS)

@@ -74,7 +74,9 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # transposed to K-major as they are staged, two stages (112 KiB), one block an SM
 # (TILE_K, STAGES, RAW_STAGES): w32-async-3 and -4 take the k-tiles' float4s by cp.async into 3 or 4 raw stages of
 # shared memory, as mma_forward's
-SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0), "w32-async-3": (32, 2, 3), "w32-async-4": (32, 2, 4)}
+# (TILE_K, STAGES, RAW_STAGES, REGISTER_SETS): w32-regs-2 (session 50) two register sets of loads, as mma_forward's
+SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0, 1), "w32-async-3": (32, 2, 3, 1), "w32-async-4": (32, 2, 4, 1),
+                        "w32-regs-2": (32, 2, 0, 2)}
 # bfloat16 on wgmma (kernels/wgmma.py; sm_90 only), as mma_forward's WGMMA_VARIANTS: (TILE_K, STAGES, WGMMA_PENDING),
 # the tiles in CUTLASS's swizzled layouts (the weights' cell values MN-major in 128-byte rows, y's columns MN-major in
 # 64-byte rows).  It takes layers whose rows are whole 64s.  On an H100 (session 43, coates200, M=96) it took the
@@ -114,7 +116,7 @@ def shared_bytes(variant: str, split_tf32: bool = False) -> int:
         tile_k, stages, _ = WGMMA_VARIANTS[variant]
         return stages * tile_k * (CELL_ROWS * cells_a_block(variant) + TILE_N) * 2
     if variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms a stage, no padding; raw stages
-        tile_k, stages, raw_stages = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, raw_stages, _ = SPLIT_WGMMA_VARIANTS[variant]
         return (stages * 2 + raw_stages) * tile_k * (CELL_ROWS + TILE_N) * 4
     tile_k, stages = (SPLIT_VARIANTS if split_tf32 else VARIANTS)[variant]
     return stages * (tile_k * A_ROW + tile_k * B_ROW) * (4 if split_tf32 else 2)
@@ -296,7 +298,7 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
     constexpr int B_LOADS = TILE_N * TILE_K / 4 / TRANSPOSE_THREADS;
     static_assert(A_LOADS * TRANSPOSE_THREADS * 4 == CELL_ROWS * TILE_K &&
                   B_LOADS * TRANSPOSE_THREADS * 4 == TILE_N * TILE_K, "whole loads");
-    float4 a_next[A_LOADS], b_next[B_LOADS];
+    float4 a_next[REGISTER_SETS][A_LOADS], b_next[REGISTER_SETS][B_LOADS];  // (w32-regs-2: two sets)
 #if RAW_STAGES  // (w32-async) the k-tiles' float4s copied by cp.async into RAW_STAGES raw stages, as mma_forward's
     constexpr int LOADS = A_LOADS + B_LOADS;
     float4* const raw = (float4*)(a_big + 2 * STAGE_FLOATS);
@@ -304,8 +306,9 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
         return raw + ((tile % RAW_STAGES) * LOADS + i) * TRANSPOSE_THREADS + tid;
     };
 #endif
-    auto fetch = [&](const int tile) {  // k-tile tile's float4s of this thread (zeros past the ends; none past the
-        if (tile < tiles) {             // last k-tile) into registers, or (RAW_STAGES) by cp.async into its raw stage
+    auto fetch = [&](const int tile, const int set) {  // k-tile tile's float4s of this thread (zeros past the ends;
+        if (tile < tiles) {  // none past the last k-tile) into register set set, or (RAW_STAGES) by cp.async into its
+                             // raw stage
             const int which = tile / tiles_a_block, r0 = (tile % tiles_a_block) * TILE_K;
             const int p = p_first + which / blocks_q, q = q_first + which % blocks_q;
             const long long block = (long long)p * blocks_w + q;
@@ -319,7 +322,7 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
 #if RAW_STAGES
                 copy_16_cached(raw_at(tile, i), from, whole);
 #else
-                a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+                a_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
 #endif
             }
             const float* y_at = y + (block * rows + r0) * batch + n0;
@@ -330,7 +333,7 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
 #if RAW_STAGES
                 copy_16_cached(raw_at(tile, A_LOADS + i), from, whole);
 #else
-                b_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+                b_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
 #endif
             }
         }
@@ -338,21 +341,23 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
         copies_commit();  // (an empty group past the last k-tile)
 #endif
     };
-    auto stage = [&](const int tile, const int buffer) {  // this thread's float4s of fetched k-tile tile, split, into
-        float* const stage_at = a_big + buffer * STAGE_FLOATS;  // stage buffer
+    auto stage = [&](const int tile, const int buffer, const int set) {  // this thread's float4s of fetched k-tile
+        float* const stage_at = a_big + buffer * STAGE_FLOATS;            // tile (in register set set), split, into
+                                                                          // stage buffer
 #if RAW_STAGES
         copies_wait<RAW_STAGES - 2>();  // k-tile tile's copies are there
-        for (int i = 0; i < A_LOADS; ++i) a_next[i] = *raw_at(tile, i);
-        for (int i = 0; i < B_LOADS; ++i) b_next[i] = *raw_at(tile, A_LOADS + i);
+        for (int i = 0; i < A_LOADS; ++i) a_next[set][i] = *raw_at(tile, i);
+        for (int i = 0; i < B_LOADS; ++i) b_next[set][i] = *raw_at(tile, A_LOADS + i);
 #endif
         for (int i = 0; i < A_LOADS; ++i) {
             const int c = tid + i * TRANSPOSE_THREADS;
-            store_split_transposed(stage_at, stage_at + (a_small - a_big), 4 * (c / TILE_K), c % TILE_K, a_next[i]);
+            store_split_transposed(stage_at, stage_at + (a_small - a_big), 4 * (c / TILE_K), c % TILE_K,
+                                   a_next[set][i]);
         }
         for (int i = 0; i < B_LOADS; ++i) {
             const int c = tid + i * TRANSPOSE_THREADS;
             store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (c / TILE_K),
-                                   c % TILE_K, b_next[i]);
+                                   c % TILE_K, b_next[set][i]);
         }
         ASYNC_PROXY_FENCE();  // these stores seen by the tensor cores' reads
     };
@@ -373,7 +378,11 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
     // (every warpgroup waits and adds, outside has_rows: a wgmma wait in a divergent path has ptxas serialize every
     // wgmma of the kernel, C7518; an idle warpgroup waits for nothing and adds its partial sums' zeros)
     auto finish = [&]() { split_k_tile_done(&acc[0][0][0], sums); };
+#if REGISTER_SETS == 2
+    split_k_tiles_in_two_register_sets(tiles, fetch, stage, product, finish);
+#else
     split_k_tiles_in_two_stages<RAW_STAGES ? RAW_STAGES - 1 : 1>(tiles, fetch, stage, product, finish);
+#endif
     const int first_row = group * 64 + (warp % 4) * 16, first_column = n0, cell = 0;
 #elif WGMMA  // as mma_forward's wgmma loop
     static_assert(TILE_K == 64 && A_ROW == CELL_ROWS * CELLS && B_ROW == TILE_N, "the swizzled tiles' shape");
@@ -469,8 +478,9 @@ def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | Non
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_transpose", TILE_N, "bfloat16", transpose_b=True, transpose_a=True))
     elif variant in SPLIT_WGMMA_VARIANTS:
-        tile_k, stages, raw_stages = SPLIT_WGMMA_VARIANTS[variant]
-        defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "RAW_STAGES": raw_stages, "CELL_ROWS": CELL_ROWS,
+        tile_k, stages, raw_stages, register_sets = SPLIT_WGMMA_VARIANTS[variant]
+        defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "RAW_STAGES": raw_stages,
+                   "REGISTER_SETS": register_sets, "CELL_ROWS": CELL_ROWS,
                    "A_ROW": tile_k, "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True),
                    "TRANSPOSE_MIN_BLOCKS": 1}
         helpers = MMA_HELPERS + wgmma.WGMMA_HELPERS + wgmma.wgmma_function("wgmma_transpose", TILE_N, "tf32")

@@ -1,11 +1,12 @@
 #!/bin/bash
 # Session 50's GPU checks (results in bench/results/session50/<part>/, each with its command.txt).
 #   (session 50's first call ran session 49's PART=third: bench/results/session50/third/)
-#   PART=transpose (about 500 s): float32 W^T y on wgmma with its products asynchronous again (ptxas had serialized
+#   PART=transpose (about 430 s): float32 W^T y on wgmma with its products asynchronous again (ptxas had serialized
 #     every wgmma of the kernel, C7518, for the wait in a divergent path; tests/test_wgmma_assembly.py), and W x, U g_r
 #     and W^T y in w32-regs-2 (two register sets: each k-tile's loads issued two k-tiles ahead): their GPU tests and
 #     the float32 training tests, the float32 product floors of those rows, the in-process float32 step in four
-#     settings (the defaults; both products in w32-regs-2; each with W^T y on wgmma at every stage, =all), then the
+#     settings (both products in w32-regs-2; the defaults; W^T y on wgmma at every stage, =all; SETTINGS=float32-regs-tall
+#     for w32-regs-2's W x with =all instead), then the
 #     issue's float32 rows with both PyTorch peers at the fastest
 #   PART=profile (about 420 s): where the float32 step's time goes now, and what its products wait on: the float32
 #     and bfloat16 kernel tables of the one-tile step at the defaults, then Nsight Compute (raw counters, CSV) over
@@ -23,7 +24,7 @@ counters() {  # counters LABEL SECONDS COMMAND...: ncu's raw counters of COMMAND
   echo "ncu $1 rc $?: $(grep -c '^"[0-9]' $OUT/ncu-$1.csv) kernel rows"; }
 case "${PART:-transpose}" in
 transpose)
-  gpu_tests ${TESTS_S:-75} tests/test_gpu.py -k "regs or (transpose and wgmma) or split_tf32_transpose_on_the_gpu"
+  gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "regs or (transpose and wgmma) or split_tf32_transpose_on_the_gpu"
   tail -3 $OUT/gpu-tests.log
   timeout ${PRODUCT_S:-60} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
     --runs 5 --rows forward-3xtf32,forward-3xtf32-w32-split-2,forward-3xtf32-w32-regs-2,forward-tf32-w32-split-2,forward-tf32-w32-regs-2,transpose,transpose-3xtf32,transpose-3xtf32-w32-split-2,transpose-3xtf32-w32-regs-2,transpose-3xtf32-w32-async-4,transpose-tf32-w32-split-2,transpose-tf32-w32-regs-2 \
@@ -32,14 +33,14 @@ transpose)
     [float32-tall]="DASKSAE_FLOAT32_WGMMA_TRANSPOSE=all"
     [float32-regs]="DASKSAE_FLOAT32_WGMMA_FORWARD=w32-regs-2 DASKSAE_FLOAT32_WGMMA_TRANSPOSE=w32-regs-2"
     [float32-regs-tall]="DASKSAE_FLOAT32_WGMMA_FORWARD=w32-regs-2 DASKSAE_FLOAT32_WGMMA_TRANSPOSE=all")
-  for label in float32-regs float32-defaults float32-regs-tall float32-tall; do
+  for label in float32-regs float32-defaults ${SETTINGS:-float32-tall}; do
     STEP_S=${STEP_S:-40} in_process $label ${settings[$label]}
   done
   faster=$(faster_of float32-defaults float32-tall)
   faster=$(faster_of $faster float32-regs)
   faster=$(faster_of $faster float32-regs-tall)
   echo "faster: $faster (${settings[$faster]})"
-  (export ${settings[$faster]}; ratio_float32 ${RATIO_S:-200} --compile) ;;
+  (export ${settings[$faster]}; ratio_float32 ${RATIO_S:-180} --compile) ;;
 profile)
   echo "ncu: $NCU"; $NCU --version | tail -1
   kernel_table_float32 ${TABLE_S:-75}

@@ -4,7 +4,7 @@
 #   PART=transpose (about 430 s): float32 W^T y on wgmma with its products asynchronous again (ptxas had serialized
 #     every wgmma of the kernel, C7518, for the wait in a divergent path; tests/test_wgmma_assembly.py), and W x, U g_r
 #     and W^T y in w32-regs-2 (two register sets: each k-tile's loads issued two k-tiles ahead): their GPU tests and
-#     the float32 training tests, the float32 product floors of those rows, the in-process float32 step in four
+#     the float32 training tests, the float32 product floors of those rows, the in-process float32 step in three
 #     settings (both products in w32-regs-2; the defaults; W^T y on wgmma at every stage, =all; SETTINGS=float32-regs-tall
 #     for w32-regs-2's W x with =all instead), then the
 #     issue's float32 rows with both PyTorch peers at the fastest

@@ -6,8 +6,8 @@
 #     and W^T y in w32-regs-2 (two register sets: each k-tile's loads issued two k-tiles ahead): their GPU tests and
 #     the float32 training tests, the float32 product floors of those rows, the in-process float32 step in three
 #     settings (both products in w32-regs-2; the defaults; W^T y on wgmma at every stage, =all; SETTINGS=float32-regs-tall
-#     for w32-regs-2's W x with =all instead), then the
-#     issue's float32 rows with both PyTorch peers at the fastest
+#     for w32-regs-2's W x with =all instead), then (unless RATIO=0: about 250 s without) the issue's float32 rows
+#     with both PyTorch peers at the fastest
 #   PART=profile (about 420 s): where the float32 step's time goes now, and what its products wait on: the float32
 #     and bfloat16 kernel tables of the one-tile step at the defaults, then Nsight Compute (raw counters, CSV) over
 #     one launch each of stage 2's float32 products (W x in mma.sync's split and w32-split-2, three terms and one, and
@@ -40,7 +40,7 @@ transpose)
   faster=$(faster_of $faster float32-regs)
   faster=$(faster_of $faster float32-regs-tall)
   echo "faster: $faster (${settings[$faster]})"
-  (export ${settings[$faster]}; ratio_float32 ${RATIO_S:-180} --compile) ;;
+  [ "${RATIO:-1}" = 1 ] && (export ${settings[$faster]}; ratio_float32 ${RATIO_S:-180} --compile) ;;
 profile)
   echo "ncu: $NCU"; $NCU --version | tail -1
   kernel_table_float32 ${TABLE_S:-75}

@@ -8,9 +8,9 @@
 #     settings (both products in w32-regs-2; the defaults; W^T y on wgmma at every stage, =all; SETTINGS=float32-regs-tall
 #     for w32-regs-2's W x with =all instead), then (unless RATIO=0: about 250 s without) the issue's float32 rows
 #     with both PyTorch peers at the fastest
-#   PART=quick (about 150 s, what session 50's last 446 s of device time allowed): PART=transpose's GPU tests of the
-#     float32 W^T y and w32-regs-2, the float32 product floors of both products in w32-split-2 and w32-regs-2 (and
-#     mma.sync's W^T y), then the in-process float32 step at the defaults and in w32-regs-2
+#   PART=quick (about 160 s, what session 50's last 446 s of device time allowed): the in-process float32 step in
+#     w32-regs-2 and at the defaults, PART=transpose's GPU tests of the float32 W^T y and w32-regs-2, then the float32
+#     product floors of both products in w32-split-2 and w32-regs-2 (and mma.sync's W^T y)
 #   PART=profile (about 420 s): where the float32 step's time goes now, and what its products wait on: the float32
 #     and bfloat16 kernel tables of the one-tile step at the defaults, then Nsight Compute (raw counters, CSV) over
 #     one launch each of stage 2's float32 products (W x in mma.sync's split and w32-split-2, three terms and one, and
@@ -45,14 +45,14 @@ transpose)
   echo "faster: $faster (${settings[$faster]})"
   [ "${RATIO:-1}" = 1 ] && (export ${settings[$faster]}; ratio_float32 ${RATIO_S:-180} --compile) ;;
 quick)
-  gpu_tests ${TESTS_S:-40} tests/test_gpu.py -k "split_tf32_transpose_on_the_gpu or regs"
-  tail -3 $OUT/gpu-tests.log
-  timeout ${PRODUCT_S:-35} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
-    --runs 5 --rows forward-3xtf32-w32-split-2,forward-3xtf32-w32-regs-2,transpose-3xtf32,transpose-3xtf32-w32-split-2,transpose-3xtf32-w32-regs-2 \
-    --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log
-  STEP_S=${STEP_S:-35} in_process float32-regs DASKSAE_FLOAT32_WGMMA_FORWARD=w32-regs-2 \
+  STEP_S=${STEP_S:-45} in_process float32-regs DASKSAE_FLOAT32_WGMMA_FORWARD=w32-regs-2 \
     DASKSAE_FLOAT32_WGMMA_TRANSPOSE=w32-regs-2
-  STEP_S=${STEP_S:-35} in_process float32-defaults ;;
+  STEP_S=${STEP_S:-45} in_process float32-defaults
+  gpu_tests ${TESTS_S:-30} tests/test_gpu.py -k "split_tf32_transpose_on_the_gpu or regs"
+  tail -3 $OUT/gpu-tests.log
+  timeout ${PRODUCT_S:-30} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
+    --runs 5 --rows forward-3xtf32-w32-split-2,forward-3xtf32-w32-regs-2,transpose-3xtf32,transpose-3xtf32-w32-split-2,transpose-3xtf32-w32-regs-2 \
+    --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log ;;
 profile)
   echo "ncu: $NCU"; $NCU --version | tail -1
   kernel_table_float32 ${TABLE_S:-75}

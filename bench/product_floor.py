@@ -27,15 +27,18 @@ between a product and ``read`` is what the product loses to its bytes. Run
 under Nsight Compute (``ncu -k regex:dasksae_``) for the hardware counters
 of the same launches (``bench/gpu_session36_check.sh``).
 
-With ``--precision float32`` the rows are float32's: ``forward`` is the SIMT
-kernel (:mod:`dasksae.kernels.simt_gemm`, what float32 training takes),
-``forward-3xtf32`` the same product on TF32 tensor cores with split operands
-(:mod:`dasksae.kernels.mma_float32`, ``DASKSAE_FLOAT32_TENSOR_CORES=1``),
-``transpose`` float32's ``W^T y`` with the fold (the SIMT product into
-patches, then the fold), ``transpose-3xtf32`` the fold in the product on
-split TF32 tensor cores, ``forward-tf32`` and ``transpose-tf32`` the same
-kernels with one TF32 product a k-step (what ``--dtype tf32`` takes), and
-``read`` the float32 weights read once;
+With ``--precision float32`` the rows are float32's: ``forward`` and
+``transpose`` what float32 training takes at the switches' settings (since
+session 49 on sm_90: ``wgmma``'s split, and the SIMT product and fold at the
+first stage's cells of 48; with ``DASKSAE_FLOAT32_TENSOR_CORES=0`` the SIMT
+kernels of :mod:`dasksae.kernels.simt_gemm`), ``forward-3xtf32`` and
+``transpose-3xtf32`` (the fold in the product) on ``mma.sync``'s split TF32
+(:mod:`dasksae.kernels.mma_float32`'s ``k32x3``, by name: before session 50
+these rows took the switches' variant, which on sm_90 was ``wgmma``'s since
+session 49), ``forward-3xtf32-<variant>`` and ``transpose-3xtf32-<variant>``
+each ``wgmma`` variant, the ``-tf32`` rows the same kernels with one TF32
+product a k-step (what ``--dtype tf32`` takes), and ``read`` the float32
+weights read once;
 ``TB/s`` counts 4 bytes a parameter::
 
     python bench/product_floor.py --config coates200 --minibatch 96 --runs 10 --json out.json
@@ -99,15 +102,18 @@ def stage_rows(stage, geometry, batch: int, runs: int, precision: str = "bfloat1
         z = cupy.empty((blocks_h * block_h, blocks_w * block_w, rows // (block_h * block_w), batch), cupy.float32)
         assert mma_float32.forward_fits(x, flat, z, scale, field, step, block_h, block_w)
         assert mma_float32.transpose_fits(out, flat, y, field, step, blocks_h, blocks_w)
+        # mma.sync's split by name (VARIANT): with no variant the kernels take the switches' (on sm_90 wgmma's, since
+        # session 49), and these rows would time that again under mma.sync's name
+        mma_sync = mma_float32.VARIANT
         cases[1:1] = [("forward-3xtf32", lambda: mma_float32.filter_forward_float32(x, flat, z, field, step, block_h,
-                                                                                    block_w, scale))]
-        cases[3:3] = [("transpose-3xtf32", lambda: mma_float32.add_transpose_float32(out, flat, y, field, step,
-                                                                                     blocks_h, blocks_w))]
+                                                                                    block_w, scale, variant=mma_sync))]
+        cases[3:3] = [("transpose-3xtf32", lambda: mma_float32.add_transpose_float32(
+            out, flat, y, field, step, blocks_h, blocks_w, variant=mma_sync))]
         # the same kernels with one TF32 product a k-step: what --dtype tf32 takes (DASKSAE_TF32_TENSOR_CORES=1)
-        cases[2:2] = [("forward-tf32", lambda: mma_float32.filter_forward_float32(x, flat, z, field, step, block_h,
-                                                                                  block_w, scale, terms=1))]
-        cases[5:5] = [("transpose-tf32", lambda: mma_float32.add_transpose_float32(out, flat, y, field, step,
-                                                                                   blocks_h, blocks_w, terms=1))]
+        cases[2:2] = [("forward-tf32", lambda: mma_float32.filter_forward_float32(
+            x, flat, z, field, step, block_h, block_w, scale, terms=1, variant=mma_sync))]
+        cases[5:5] = [("transpose-tf32", lambda: mma_float32.add_transpose_float32(
+            out, flat, y, field, step, blocks_h, blocks_w, terms=1, variant=mma_sync))]
         from dasksae.kernels import wgmma
 
         if wgmma.supported():  # the split on wgmma (DASKSAE_FLOAT32_WGMMA_FORWARD's variants), three terms and one

@@ -27,7 +27,9 @@ printing one line a kernel.  Two blocks of 256 threads an SM need at most
 (``cuobjdump -sass``) of the tile loop's body, the instructions from the
 barrier before the kernel's first tensor-core product (HMMA) to the barrier or
 branch after its last, counted by opcode: how many instructions the
-products take to issue (an SM issues four a clock; session 40).
+products take to issue (an SM issues four a clock; session 40); on ``wgmma``
+(HGMMA) the whole loop around the products, which also stages the next
+k-tile (session 50).
 """
 
 from __future__ import annotations
@@ -184,21 +186,38 @@ def disassembled(cubin: str) -> str:
 
 
 def tile_loop_counts(sass: str) -> str:
-    """The instructions of the tile loop's body in ``sass`` (a kernel's): from the last barrier before its first HMMA
-    to the first barrier or branch after its last, in all and by opcode (predicates dropped), and per HMMA."""
+    """The instructions of the tile loop's body in ``sass`` (a kernel's), in all and by opcode (predicates dropped),
+    and per tensor-core product: on ``mma.sync`` (HMMA) from the last barrier
+    before its first HMMA to the first barrier or branch after its last; on ``wgmma`` (HGMMA, whose loops also stage
+    the next k-tile) the whole loop, from the target of the branch back over the first HGMMA to that branch."""
     from collections import Counter
 
-    instructions = [found.group(1).strip() for found in re.finditer(r"/\*[0-9a-f]{4,}\*/\s+([^;]*);", sass)]
+    listed = [(int(found.group(1), 16), found.group(2).strip())
+              for found in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
+    instructions = [text for _, text in listed]
     products = [i for i, text in enumerate(instructions) if "HMMA" in text]
-    if not products:
-        return "  no tensor-core products (HMMA) in the machine code"
-    start = max([i for i in range(products[0]) if "BAR" in instructions[i]], default=0)
-    end = min([i for i in range(products[-1], len(instructions))
-               if "BAR" in instructions[i] or "BRA" in instructions[i]], default=len(instructions) - 1)
+    name = "HMMA"
+    if products:
+        start = max([i for i in range(products[0]) if "BAR" in instructions[i]], default=0)
+        end = min([i for i in range(products[-1], len(instructions))
+                   if "BAR" in instructions[i] or "BRA" in instructions[i]], default=len(instructions) - 1)
+    else:
+        products, name = [i for i, text in enumerate(instructions) if "HGMMA" in text], "HGMMA"
+        if not products:
+            return "  no tensor-core products (HMMA, HGMMA) in the machine code"
+        first = listed[products[0]][0]
+        loops = [(i, int(found.group(1), 16)) for i, (address, text) in enumerate(listed)
+                 for found in [re.search(r"BRA\s+(0x[0-9a-f]+)", text)]
+                 if found and int(found.group(1), 16) <= first < address]
+        if not loops:
+            return "  no loop around the tensor-core products (HGMMA) in the machine code"
+        end, target = min(loops)  # the innermost: the first branch back over them
+        start = next(i for i, (address, _) in enumerate(listed) if address >= target)
+        products = [i for i in products if start <= i <= end]
     body = instructions[start:end + 1]
     opcodes = Counter(text.split()[1] if text.startswith("@") else text.split()[0] for text in body)
-    return (f"  tile loop: {len(body)} instructions, {len(products)} HMMA, {len(body) / len(products):.1f} an HMMA: "
-            + ", ".join(f"{name} {count}" for name, count in opcodes.most_common(8)))
+    return (f"  tile loop: {len(body)} instructions, {len(products)} {name}, {len(body) / len(products):.1f} an "
+            f"{name}: " + ", ".join(f"{opcode} {count}" for opcode, count in opcodes.most_common(12)))
 
 
 if __name__ == "__main__":

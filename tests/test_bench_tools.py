@@ -253,7 +253,26 @@ def test_the_tile_loop_count_takes_the_instructions_between_the_barriers_round_t
     assert "7 instructions, 2 HMMA, 3.5 an HMMA" in line, line
     assert "LDS 2" in line and "IMAD.IADD 1" in line and "BRA 1" in line and "LDG" not in line and "STG" not in line
     without_products = kernel_registers.tile_loop_counts("/*0000*/ EXIT ;")
-    assert without_products == "  no tensor-core products (HMMA) in the machine code"
+    assert without_products == "  no tensor-core products (HMMA, HGMMA) in the machine code"
+
+
+def test_the_tile_loop_count_on_wgmma_takes_the_loop_round_the_products():
+    """On ``wgmma`` (HGMMA) ``kernel_registers.tile_loop_counts`` counts the innermost loop round the products, from
+    its branch's target to the branch (the staging of the next k-tile is in it), not the code before or after it,
+    nor an outer loop's; products with no loop round them are reported."""
+    texts = ["LDG.E R2, [R4.64]", "BAR.SYNC.DEFER_BLOCKING 0x0",  # 0x00, 0x10: before the loop
+             "WARPGROUP.ARRIVE", "HGMMA.64x96x8.F32.TF32 R24, gdesc[UR20], R24", "STS [R3], R8",  # 0x20: the loop
+             "HGMMA.64x96x8.F32.TF32 R24, gdesc[UR24], R24, gsb0", "WARPGROUP.DEPBAR.LE gsb0, 0x0",
+             "BAR.SYNC.DEFER_BLOCKING 0x0", "@!P0 BRA 0x20",  # 0x80: back to the loop's top
+             "@!P1 BRA 0x10", "STG.E [R6.64], R24", "EXIT"]  # an outer loop, then after the loops
+    sass = "\n".join(f"        /*{16 * index:04x}*/                   {text} ;  /* 0x000000000000 */"
+                     for index, text in enumerate(texts))
+    line = kernel_registers.tile_loop_counts(sass)
+    assert "7 instructions, 2 HGMMA, 3.5 an HGMMA" in line, line
+    assert "STS 1" in line and "BRA 1" in line and "LDG" not in line and "STG" not in line
+    no_loop = "\n".join(f"/*{16 * index:04x}*/ {text} ;" for index, text in enumerate(texts[2:4] + ["EXIT"]))
+    assert kernel_registers.tile_loop_counts(no_loop) == (
+        "  no loop around the tensor-core products (HGMMA) in the machine code")
 
 
 

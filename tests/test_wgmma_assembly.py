@@ -36,7 +36,8 @@ def wgmma_sources():
     """(name, source) of every wgmma kernel the code can ask for."""
     for variant in mma_forward.SPLIT_WGMMA_VARIANTS:
         for terms in (3, 1):
-            yield f"float32 W x {variant} terms {terms}", lambda v=variant, t=terms: mma_float32.mma_float32_source(v, t)
+            yield (f"float32 W x {variant} terms {terms}",
+                   lambda v=variant, t=terms: mma_float32.mma_float32_source(v, t))
     for variant in mma_transpose.SPLIT_WGMMA_VARIANTS:
         for terms in (3, 1):
             yield (f"float32 W^T y {variant} terms {terms}",
@@ -53,7 +54,8 @@ def wgmma_sources():
         yield f"bfloat16 W^T y {variant}", lambda v=variant: mma_transpose.mma_transpose_source(v)
 
 
-@pytest.mark.parametrize("name, source", list(wgmma_sources()), ids=lambda value: value if isinstance(value, str) else "")
+@pytest.mark.parametrize("name, source", list(wgmma_sources()),
+                         ids=lambda value: value if isinstance(value, str) else "")
 def test_no_wgmma_kernel_is_serialized(name, source):
     log = assembler_log(source())
     assert "C7518" not in log and "serialized" not in log, f"{name}: ptxas serialized its wgmma:\n{log}"

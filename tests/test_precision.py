@@ -374,7 +374,8 @@ def test_the_float32_forward_takes_wgmma_only_when_asked_and_the_card_allows(mon
     from dasksae.switches import SWITCHES
 
     assert SWITCHES["DASKSAE_FLOAT32_WGMMA_FORWARD"] == (
-        ("auto", "1", "0", "w32-split", "w32-split-2", "w32-async-3", "w32-async-4", "w32-regs-2"), "auto")
+        ("auto", "1", "0", "w32-split", "w32-split-2", "w32-async-3", "w32-async-4", "w32-regs-2", "w32-hoisted"),
+        "auto")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
     assert _float32_variants_taken(monkeypatch, "WGMMA_FORWARD", mma_float32.forward_variant,
                                    ("auto", "1", "w32-split", "0")) == {

@@ -86,10 +86,12 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # w32-async-3 and -4 (session 49): w32-split-2 with the k-tiles' float4s copied by cp.async into 3 or 4 raw stages of
 # shared memory (28 KiB each) instead of loaded into registers, so that 2 or 3 k-tiles of loads are in flight.
 # w32-regs-2 (session 50): w32-split-2 with two register sets of loads, so that each k-tile's loads are issued two
-# k-tiles ahead (mma_update's split_k_tiles_in_two_register_sets)
-# (TILE_K, STAGES, RAW_STAGES, REGISTER_SETS)
-SPLIT_WGMMA_VARIANTS = {"w32-split": (32, 1, 0, 1), "w32-split-2": (32, 2, 0, 1), "w32-async-3": (32, 2, 3, 1),
-                        "w32-async-4": (32, 2, 4, 1), "w32-regs-2": (32, 2, 0, 2)}
+# k-tiles ahead (mma_update's split_k_tiles_in_two_register_sets).  w32-hoisted (session 50): w32-split-2 whose fetch
+# keeps its two addresses from k-tile to k-tile (a pointer for A, one for B with the field row's place as a counter)
+# instead of recomputing seven, with a division, each k-tile
+# (TILE_K, STAGES, RAW_STAGES, REGISTER_SETS, HOISTED)
+SPLIT_WGMMA_VARIANTS = {"w32-split": (32, 1, 0, 1, 0), "w32-split-2": (32, 2, 0, 1, 0), "w32-async-3": (32, 2, 3, 1, 0),
+                        "w32-async-4": (32, 2, 4, 1, 0), "w32-regs-2": (32, 2, 0, 2, 0), "w32-hoisted": (32, 2, 0, 1, 1)}
 SPLIT_A_PAD = 4  # its shared weight row: TILE_K floats and 4 (A's fragment loads (g, t) in banks 4g + t: distinct)
 
 
@@ -110,7 +112,7 @@ def shared_bytes(variant: str = VARIANT, split_tf32: bool = False) -> int:
     float32 ones with ``split_tf32``, and 4; on ``wgmma`` none) and of the fields (``TILE_K`` rows of 96 and 8; on
     ``wgmma`` none)."""
     if split_tf32 and variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms a stage, no padding; raw stages
-        tile_k, stages, raw_stages, _ = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, raw_stages, _, _ = SPLIT_WGMMA_VARIANTS[variant]
         return (stages * 2 + raw_stages) * (TILE_M + TILE_N) * tile_k * 4
     if split_tf32:
         tile_k, stages = SPLIT_VARIANTS[variant]
@@ -291,9 +293,36 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
         return raw + ((tile % RAW_STAGES) * LOADS + i) * FORWARD_THREADS + tid;
     };
 #endif
+#if HOISTED  // (w32-hoisted: into registers only) the fetch's two addresses kept from k-tile to k-tile instead of
+    // recomputed from the k-tile's place (fetch takes the k-tiles in order, once each): A's rows m0 + tid / 8 + 32 i
+    // at chunk tid % 8 of the k-tile, one pointer advanced a k-tile a fetch; B's field row k = k0 + lane (its field
+    // row and place in it kept as counters, not divided) at columns 4 (warp + 8 i), one pointer
+    static_assert(RAW_STAGES == 0, "the hoisted fetch loads into registers");
+    const int a_k = (tid % 8) * 4;
+    const float* a_at = weights + (long long)(m0 + tid / 8) * fan_in + a_k;
+    int field_place = lane % field_rows;
+    const float* b_at = x + (lane / field_rows) * in_row + (long long)field_place * batch + 4 * warp;
+#endif
     auto fetch = [&](const int tile, const int set) {  // k-tile tile's float4s of this thread (zeros past the ends;
         const int k0 = tile * TILE_K;  // none past the last k-tile) into register set set, or (RAW_STAGES) by cp.async
                                        // into its raw stage
+#if HOISTED
+        if (tile >= tiles) return;
+        for (int i = 0; i < A_LOADS; ++i) {
+            const bool whole = m0 + tid / 8 + 32 * i < rows && k0 + a_k < fan_in;
+            const float* from = whole ? a_at + (long long)i * 32 * fan_in : weights;
+            a_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        for (int i = 0; i < B_LOADS; ++i) {
+            const bool whole = k0 + lane < fan_in && n0 + 4 * (warp + 8 * i) < batch;
+            const float* from = whole ? b_at + 32 * i : x;
+            b_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        a_at += TILE_K;  // the next k-tile's
+        b_at += (long long)TILE_K * batch;
+        for (field_place += TILE_K; field_place >= field_rows; field_place -= field_rows)
+            b_at += in_row - (long long)field_rows * batch;  // (past the field row's end: the next field row's start)
+#else
         for (int i = 0; i < A_LOADS && tile < tiles; ++i) {
             const int c = tid + i * FORWARD_THREADS, r = c / 8, k = k0 + (c % 8) * 4, m = m0 + r;
             const bool whole = m < rows && k < fan_in;
@@ -317,6 +346,7 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
         }
 #if RAW_STAGES
         copies_commit();  // (an empty group past the last k-tile: RAW_STAGES - 1 groups in flight after each fetch)
+#endif
 #endif
     };
 #if TERMS == 3
@@ -471,10 +501,10 @@ def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None 
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "bfloat16", transpose_b=True))
     elif split_tf32 and variant in SPLIT_WGMMA_VARIANTS:
-        tile_k, stages, raw_stages, register_sets = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, raw_stages, register_sets, hoisted = SPLIT_WGMMA_VARIANTS[variant]
         defines = {"WGMMA": 1, "SPLIT_TF32": 1, "TERMS": split_terms(terms), "TILE_K": tile_k, "STAGES": stages,
-                   "RAW_STAGES": raw_stages, "REGISTER_SETS": register_sets, "A_ROW": tile_k, "B_ROW": TILE_N,
-                   "SHARED_BYTES": shared_bytes(variant, True), "FORWARD_MIN_BLOCKS": 1}
+                   "RAW_STAGES": raw_stages, "REGISTER_SETS": register_sets, "HOISTED": hoisted, "A_ROW": tile_k,
+                   "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True), "FORWARD_MIN_BLOCKS": 1}
         helpers = (MMA_HELPERS + SPLIT_TF32_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "tf32") + mma_update.SPLIT_WGMMA_HELPERS)
     elif split_tf32:

@@ -1,11 +1,12 @@
 #!/bin/bash
 # Session 50's GPU checks (results in bench/results/session50/<part>/, each with its command.txt).
 #   (session 50's first call ran session 49's PART=third: bench/results/session50/third/)
-#   PART=next (about 450 s; for session 51): float32 W x and U g_r in w32-hoisted (the fetch's addresses kept from
-#     k-tile to k-tile: 398 instructions a k-tile against w32-split-2's 520, bench/kernel_registers.py --sass): its
-#     GPU tests, the in-process float32 step at the defaults (first, compiling the kernels), with w32-hoisted and at
-#     the defaults again, the float32 W x floors (w32-split-2, w32-hoisted, mma.sync; three terms and one), then the
-#     issue's float32 rows with both PyTorch peers at the faster
+#   PART=next (about 450 s; for session 51): float32 W x, U g_r and W^T y in w32-hoisted (the fetch's addresses kept
+#     from k-tile to k-tile: W x 398 instructions a k-tile against w32-split-2's 520, W^T y 479 against 690;
+#     bench/kernel_registers.py --sass): its GPU tests, the in-process float32 step at the defaults (first, compiling
+#     the kernels), with w32-hoisted and at the defaults again, the float32 floors (W x in w32-split-2, w32-hoisted,
+#     mma.sync, three terms and one; W^T y in w32-split-2 and w32-hoisted), then the issue's float32 rows with both
+#     PyTorch peers at the faster
 #   PART=transpose (about 430 s): float32 W^T y on wgmma with its products asynchronous again (ptxas had serialized
 #     every wgmma of the kernel, C7518, for the wait in a divergent path; tests/test_wgmma_assembly.py), and W x, U g_r
 #     and W^T y in w32-regs-2 (two register sets: each k-tile's loads issued two k-tiles ahead): their GPU tests and
@@ -35,14 +36,14 @@ next)
   gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "hoisted"
   tail -3 $OUT/gpu-tests.log
   declare -A settings=([float32-defaults]="DASKSAE_FLOAT32_WGMMA_FORWARD=auto"
-    [float32-hoisted]="DASKSAE_FLOAT32_WGMMA_FORWARD=w32-hoisted")
+    [float32-hoisted]="DASKSAE_FLOAT32_WGMMA_FORWARD=w32-hoisted DASKSAE_FLOAT32_WGMMA_TRANSPOSE=w32-hoisted")
   # (on a fresh machine the first step compiles most kernels, which can outlast 45 s: session 50's quick/)
   STEP_S=${WARM_S:-100} in_process float32-first-defaults ${settings[float32-defaults]}
   for label in float32-hoisted float32-defaults; do STEP_S=${STEP_S:-45} in_process $label ${settings[$label]}; done
   faster=$(faster_of float32-defaults float32-hoisted)
   echo "faster: $faster (${settings[$faster]})"
   timeout ${PRODUCT_S:-40} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
-    --runs 5 --rows forward-3xtf32,forward-3xtf32-w32-split-2,forward-3xtf32-w32-hoisted,forward-tf32,forward-tf32-w32-split-2,forward-tf32-w32-hoisted \
+    --runs 5 --rows forward-3xtf32,forward-3xtf32-w32-split-2,forward-3xtf32-w32-hoisted,forward-tf32,forward-tf32-w32-split-2,forward-tf32-w32-hoisted,transpose-3xtf32-w32-split-2,transpose-3xtf32-w32-hoisted,transpose-tf32-w32-hoisted \
     --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log
   [ "${RATIO:-1}" = 1 ] && (export ${settings[$faster]}; ratio_float32 ${RATIO_S:-180} --compile) ;;
 transpose)

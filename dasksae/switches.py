@@ -45,7 +45,7 @@ SWITCHES = {
     "DASKSAE_FLOAT32_WGMMA_FORWARD": (("auto", "1", "0", "w32-split", "w32-split-2", "w32-async-3", "w32-async-4",
                                        "w32-regs-2", "w32-hoisted"), "auto"),
     "DASKSAE_FLOAT32_WGMMA_TRANSPOSE": (("auto", "1", "all", "0", "w32-split-2", "w32-async-3", "w32-async-4",
-                                         "w32-regs-2"), "auto"),
+                                         "w32-regs-2", "w32-hoisted"), "auto"),
     "DASKSAE_MMA_EPILOGUE": (("auto", "rows", "rows-wide", "fragments", "rows-144", "rows-overlap"), "auto"),
     "DASKSAE_UPDATE_CACHE_HINTS": (("0", "1"), "0"),
     "DASKSAE_TENSOR_CORE_FORWARD": (("auto", "1", "0"), "auto"),

@@ -400,7 +400,8 @@ def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(m
     from dasksae.switches import SWITCHES
 
     assert SWITCHES["DASKSAE_FLOAT32_WGMMA_TRANSPOSE"] == (
-        ("auto", "1", "all", "0", "w32-split-2", "w32-async-3", "w32-async-4", "w32-regs-2"), "auto")
+        ("auto", "1", "all", "0", "w32-split-2", "w32-async-3", "w32-async-4", "w32-regs-2", "w32-hoisted"),
+        "auto")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
     monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "1")
     cupy_module = type(numpy)("cupy")

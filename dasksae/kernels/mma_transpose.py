@@ -74,9 +74,10 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # transposed to K-major as they are staged, two stages (112 KiB), one block an SM
 # (TILE_K, STAGES, RAW_STAGES): w32-async-3 and -4 take the k-tiles' float4s by cp.async into 3 or 4 raw stages of
 # shared memory, as mma_forward's
-# (TILE_K, STAGES, RAW_STAGES, REGISTER_SETS): w32-regs-2 (session 50) two register sets of loads, as mma_forward's
-SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0, 1), "w32-async-3": (32, 2, 3, 1), "w32-async-4": (32, 2, 4, 1),
-                        "w32-regs-2": (32, 2, 0, 2)}
+# (TILE_K, STAGES, RAW_STAGES, REGISTER_SETS, HOISTED): w32-regs-2 (session 50) two register sets of loads, as
+# mma_forward's; w32-hoisted (session 50) the fetch's block and addresses kept from k-tile to k-tile, as mma_forward's
+SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0, 1, 0), "w32-async-3": (32, 2, 3, 1, 0), "w32-async-4": (32, 2, 4, 1, 0),
+                        "w32-regs-2": (32, 2, 0, 2, 0), "w32-hoisted": (32, 2, 0, 1, 1)}
 # bfloat16 on wgmma (kernels/wgmma.py; sm_90 only), as mma_forward's WGMMA_VARIANTS: (TILE_K, STAGES, WGMMA_PENDING),
 # the tiles in CUTLASS's swizzled layouts (the weights' cell values MN-major in 128-byte rows, y's columns MN-major in
 # 64-byte rows).  It takes layers whose rows are whole 64s.  On an H100 (session 43, coates200, M=96) it took the
@@ -116,7 +117,7 @@ def shared_bytes(variant: str, split_tf32: bool = False) -> int:
         tile_k, stages, _ = WGMMA_VARIANTS[variant]
         return stages * tile_k * (CELL_ROWS * cells_a_block(variant) + TILE_N) * 2
     if variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms a stage, no padding; raw stages
-        tile_k, stages, raw_stages, _ = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, raw_stages, _, _ = SPLIT_WGMMA_VARIANTS[variant]
         return (stages * 2 + raw_stages) * tile_k * (CELL_ROWS + TILE_N) * 4
     tile_k, stages = (SPLIT_VARIANTS if split_tf32 else VARIANTS)[variant]
     return stages * (tile_k * A_ROW + tile_k * B_ROW) * (4 if split_tf32 else 2)
@@ -306,9 +307,52 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
         return raw + ((tile % RAW_STAGES) * LOADS + i) * TRANSPOSE_THREADS + tid;
     };
 #endif
+#if HOISTED  // (w32-hoisted: into registers only) the fetch's block, its row and two addresses kept from k-tile to
+    // k-tile (fetch takes the k-tiles in order, once each), and each load's offset from them computed once: no
+    // divisions in the loop
+    static_assert(RAW_STAGES == 0, "the hoisted fetch loads into registers");
+    int fetch_p = p_first, fetch_q = q_first, fetch_r0 = 0;
+    const float *fetch_field, *fetch_y;  // block (fetch_p, fetch_q)'s field of the cell and its y, at row fetch_r0
+    auto aim = [&]() {
+        const long long block = (long long)fetch_p * blocks_w + fetch_q;
+        fetch_field = weights + block * rows * fan_in +
+                      ((long long)(a - fetch_p) * step * field + (long long)(b - fetch_q) * step) * channels;
+        fetch_y = y + block * rows * batch + n0;
+    };
+    aim();
+    int a_offset[A_LOADS];  // the cell's values 4 (warp + 8 i) .. of block row lane
+    for (int i = 0; i < A_LOADS; ++i) {
+        const int m = 4 * (warp + 8 * i);
+        a_offset[i] = lane * (int)fan_in + (m / run) * field * channels + m % run;
+    }
+#endif
     auto fetch = [&](const int tile, const int set) {  // k-tile tile's float4s of this thread (zeros past the ends;
-        if (tile < tiles) {  // none past the last k-tile) into register set set, or (RAW_STAGES) by cp.async into its
-                             // raw stage
+#if HOISTED                                             // none past the last k-tile) into register set set, or
+        if (tile >= tiles) return;                      // (RAW_STAGES) by cp.async into its raw stage
+        for (int i = 0; i < A_LOADS; ++i) {
+            const bool whole = 4 * (warp + 8 * i) < cell_rows;
+            const float* from = whole ? fetch_field + a_offset[i] : weights;
+            a_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        for (int i = 0; i < B_LOADS; ++i) {  // y's columns 4 (warp + 8 i) .. of block row lane
+            const int n = 4 * (warp + 8 * i);
+            const bool whole = n0 + n < batch;
+            const float* from = whole ? fetch_y + lane * batch + n : y;
+            b_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        fetch_r0 += TILE_K;  // the next k-tile: the block's next rows, or the next block's first
+        fetch_field += TILE_K * fan_in;
+        fetch_y += TILE_K * batch;
+        if (fetch_r0 == rows) {
+            fetch_r0 = 0;
+            if (++fetch_q > q_last) {
+                fetch_q = q_first;
+                ++fetch_p;
+            }
+            aim();
+        }
+#else
+        if (tile < tiles) {
             const int which = tile / tiles_a_block, r0 = (tile % tiles_a_block) * TILE_K;
             const int p = p_first + which / blocks_q, q = q_first + which % blocks_q;
             const long long block = (long long)p * blocks_w + q;
@@ -339,6 +383,7 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
         }
 #if RAW_STAGES
         copies_commit();  // (an empty group past the last k-tile)
+#endif
 #endif
     };
     auto stage = [&](const int tile, const int buffer, const int set) {  // this thread's float4s of fetched k-tile
@@ -478,9 +523,9 @@ def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | Non
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_transpose", TILE_N, "bfloat16", transpose_b=True, transpose_a=True))
     elif variant in SPLIT_WGMMA_VARIANTS:
-        tile_k, stages, raw_stages, register_sets = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, raw_stages, register_sets, hoisted = SPLIT_WGMMA_VARIANTS[variant]
         defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "RAW_STAGES": raw_stages,
-                   "REGISTER_SETS": register_sets, "CELL_ROWS": CELL_ROWS,
+                   "REGISTER_SETS": register_sets, "HOISTED": hoisted, "CELL_ROWS": CELL_ROWS,
                    "A_ROW": tile_k, "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True),
                    "TRANSPOSE_MIN_BLOCKS": 1}
         helpers = MMA_HELPERS + wgmma.WGMMA_HELPERS + wgmma.wgmma_function("wgmma_transpose", TILE_N, "tf32")

@@ -187,9 +187,9 @@ def disassembled(cubin: str) -> str:
 
 def tile_loop_counts(sass: str) -> str:
     """The instructions of the tile loop's body in ``sass`` (a kernel's), in all and by opcode (predicates dropped),
-    and per tensor-core product: on ``mma.sync`` (HMMA) from the last barrier
-    before its first HMMA to the first barrier or branch after its last; on ``wgmma`` (HGMMA, whose loops also stage
-    the next k-tile) the whole loop, from the target of the branch back over the first HGMMA to that branch."""
+    and per tensor-core product: on ``mma.sync`` (HMMA) from the last barrier before its first HMMA to the first
+    barrier or branch after its last; on ``wgmma`` (HGMMA, whose loops also stage the next k-tile) the whole loop,
+    from the target of the branch back over the first HGMMA to that branch."""
     from collections import Counter
 
     listed = [(int(found.group(1), 16), found.group(2).strip())

@@ -91,7 +91,8 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # instead of recomputing seven, with a division, each k-tile
 # (TILE_K, STAGES, RAW_STAGES, REGISTER_SETS, HOISTED)
 SPLIT_WGMMA_VARIANTS = {"w32-split": (32, 1, 0, 1, 0), "w32-split-2": (32, 2, 0, 1, 0), "w32-async-3": (32, 2, 3, 1, 0),
-                        "w32-async-4": (32, 2, 4, 1, 0), "w32-regs-2": (32, 2, 0, 2, 0), "w32-hoisted": (32, 2, 0, 1, 1)}
+                        "w32-async-4": (32, 2, 4, 1, 0), "w32-regs-2": (32, 2, 0, 2, 0),
+                        "w32-hoisted": (32, 2, 0, 1, 1)}
 SPLIT_A_PAD = 4  # its shared weight row: TILE_K floats and 4 (A's fragment loads (g, t) in banks 4g + t: distinct)
 
 

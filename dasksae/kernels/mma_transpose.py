@@ -76,8 +76,9 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # shared memory, as mma_forward's
 # (TILE_K, STAGES, RAW_STAGES, REGISTER_SETS, HOISTED): w32-regs-2 (session 50) two register sets of loads, as
 # mma_forward's; w32-hoisted (session 50) the fetch's block and addresses kept from k-tile to k-tile, as mma_forward's
-SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0, 1, 0), "w32-async-3": (32, 2, 3, 1, 0), "w32-async-4": (32, 2, 4, 1, 0),
-                        "w32-regs-2": (32, 2, 0, 2, 0), "w32-hoisted": (32, 2, 0, 1, 1)}
+SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0, 1, 0), "w32-async-3": (32, 2, 3, 1, 0),
+                        "w32-async-4": (32, 2, 4, 1, 0), "w32-regs-2": (32, 2, 0, 2, 0),
+                        "w32-hoisted": (32, 2, 0, 1, 1)}
 # bfloat16 on wgmma (kernels/wgmma.py; sm_90 only), as mma_forward's WGMMA_VARIANTS: (TILE_K, STAGES, WGMMA_PENDING),
 # the tiles in CUTLASS's swizzled layouts (the weights' cell values MN-major in 128-byte rows, y's columns MN-major in
 # 64-byte rows).  It takes layers whose rows are whole 64s.  On an H100 (session 43, coates200, M=96) it took the

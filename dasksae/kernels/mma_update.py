@@ -379,12 +379,12 @@ __device__ __forceinline__ void store_split_transposed(float* big, float* small,
 
 // a product's k-tiles in two stages of shared memory: k-tile s + 1 staged (stage(tile, buffer, set): its fetched values
 // split into that buffer's tiles and fenced for the tensor cores) while k-tile s's products run (product(buffer): one
-// commit group), the loads of the AHEAD k-tiles after it in flight (fetch(tile, set): into registers, AHEAD 1, or by cp.async into
-// raw stages of shared memory; nothing, or an empty commit group, past the last); finish() waits for the products and
-// takes their sums.  A barrier after each k-tile: the next one staged, and every warpgroup's products of this one
-// done, so that its buffer is free to stage into
-// (fetch and stage take the register set, 0 here: split_k_tiles_in_two_register_sets uses two, each named by a
-// constant, so that once the lambdas are inlined the sets are registers)
+// commit group), the loads of the AHEAD k-tiles after it in flight (fetch(tile, set): into registers, AHEAD 1, or by
+// cp.async into raw stages of shared memory; nothing, or an empty commit group, past the last); finish() waits for the
+// products and takes their sums.  A barrier after each k-tile: the next one staged, and every warpgroup's products of
+// this one done, so that its buffer is free to stage into.  (fetch and stage take the register set, 0 here:
+// split_k_tiles_in_two_register_sets uses two, each named by a constant, so that once the lambdas are inlined the sets
+// are registers)
 template <int AHEAD, typename Fetch, typename Stage, typename Product, typename Finish>
 __device__ __forceinline__ void split_k_tiles_in_two_stages(const int tiles, Fetch fetch, Stage stage, Product product,
                                                             Finish finish)

@@ -6,7 +6,8 @@
 #     bench/kernel_registers.py --sass): its GPU tests, the in-process float32 step at the defaults (first, compiling
 #     the kernels), with w32-hoisted and at the defaults again, the float32 floors (W x in w32-split-2, w32-hoisted,
 #     mma.sync, three terms and one; W^T y in w32-split-2 and w32-hoisted), then the issue's float32 rows with both
-#     PyTorch peers at the faster
+#     PyTorch peers at the faster (session 51: the float32 kernel table at the faster, and the ratio only where
+#     w32-hoisted was the faster)
 #   PART=transpose (about 430 s): float32 W^T y on wgmma with its products asynchronous again (ptxas had serialized
 #     every wgmma of the kernel, C7518, for the wait in a divergent path; tests/test_wgmma_assembly.py), and W x, U g_r
 #     and W^T y in w32-regs-2 (two register sets: each k-tile's loads issued two k-tiles ahead): their GPU tests and
@@ -45,7 +46,9 @@ next)
   timeout ${PRODUCT_S:-40} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
     --runs 5 --rows forward-3xtf32,forward-3xtf32-w32-split-2,forward-3xtf32-w32-hoisted,forward-tf32,forward-tf32-w32-split-2,forward-tf32-w32-hoisted,transpose-3xtf32-w32-split-2,transpose-3xtf32-w32-hoisted,transpose-tf32-w32-hoisted \
     --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log
-  [ "${RATIO:-1}" = 1 ] && (export ${settings[$faster]}; ratio_float32 ${RATIO_S:-180} --compile) ;;
+  kernel_table_float32 ${TABLE_S:-75} ${settings[$faster]}
+  # (session 51: the ratio only where w32-hoisted was the faster; at the defaults session 50's third/ stands)
+  [ "${RATIO:-1}" = 1 ] && [ $faster = float32-hoisted ] && (export ${settings[$faster]}; ratio_float32 ${RATIO_S:-180} --compile) ;;
 transpose)
   gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "regs or (transpose and wgmma) or split_tf32_transpose_on_the_gpu"
   tail -3 $OUT/gpu-tests.log

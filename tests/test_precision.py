@@ -374,8 +374,7 @@ def test_the_float32_forward_takes_wgmma_only_when_asked_and_the_card_allows(mon
     from dasksae.switches import SWITCHES
 
     assert SWITCHES["DASKSAE_FLOAT32_WGMMA_FORWARD"] == (
-        ("auto", "1", "0", "w32-split", "w32-split-2", "w32-async-3", "w32-async-4", "w32-regs-2", "w32-hoisted"),
-        "auto")
+        ("auto", "1", "0", "w32-split", "w32-split-2", "w32-regs-2", "w32-hoisted"), "auto")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
     assert _float32_variants_taken(monkeypatch, "WGMMA_FORWARD", mma_float32.forward_variant,
                                    ("auto", "1", "w32-split", "0")) == {
@@ -386,7 +385,6 @@ def test_the_float32_forward_takes_wgmma_only_when_asked_and_the_card_allows(mon
                                        ("auto", "1", "w32-split")).values()) == {("k32x3", "k32x3")}
     assert mma_forward.shared_bytes("w32-split", split_tf32=True) == 2 * (128 + 96) * 32 * 4
     assert mma_forward.shared_bytes("w32-split-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4
-    assert mma_forward.shared_bytes("w32-async-3", split_tf32=True) == (2 * 2 + 3) * (128 + 96) * 32 * 4
     assert mma_forward.shared_bytes("w32-regs-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4  # (registers)
 
 
@@ -400,14 +398,13 @@ def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(m
     from dasksae.switches import SWITCHES
 
     assert SWITCHES["DASKSAE_FLOAT32_WGMMA_TRANSPOSE"] == (
-        ("auto", "1", "all", "0", "w32-split-2", "w32-async-3", "w32-async-4", "w32-regs-2", "w32-hoisted"),
-        "auto")
+        ("auto", "1", "all", "0", "w32-split-2", "w32-regs-2", "w32-hoisted"), "auto")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
     monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "1")
     cupy_module = type(numpy)("cupy")
     assert _float32_variants_taken(monkeypatch, "WGMMA_TRANSPOSE", mma_float32.transpose_variant,
-                                   ("auto", "0", "w32-async-4", "1")) == {
-        "auto": ("w32-split-2", "k32x3"), "0": ("k32x3", "k32x3"), "w32-async-4": ("w32-async-4", "w32-async-4"),
+                                   ("auto", "0", "w32-hoisted", "1")) == {
+        "auto": ("w32-split-2", "k32x3"), "0": ("k32x3", "k32x3"), "w32-hoisted": ("w32-hoisted", "w32-hoisted"),
         "1": ("w32-split-2", "w32-split-2")}
     # cells of 128 values (8 channels at step 4) on tensor cores, the first stage's 48 (3 at 4) only with "all"
     assert mma_float32.transpose_on_tensor_cores(cupy_module, "float32", 8, 4)
@@ -420,7 +417,7 @@ def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(m
     assert mma_float32.transpose_variant() == "k32x3"
     assert not mma_float32.transpose_on_tensor_cores(cupy_module, "float32", 3, 4)
     assert mma_transpose.shared_bytes("w32-split-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4
-    assert mma_transpose.shared_bytes("w32-async-4", split_tf32=True) == (2 * 2 + 4) * (128 + 96) * 32 * 4
+    assert mma_transpose.shared_bytes("w32-hoisted", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4  # (registers)
 
 
 def test_the_wgmma_switches_name_their_kernels_variants(monkeypatch):

@@ -83,16 +83,14 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # one block of 256 threads an SM (the partial sums and the next k-tile's loads take more than 128 registers).
 # w32-split-2 (session 49; mma_float32's default): two stages (112 KiB), k-tile s + 1 split and staged while k-tile s's
 # products run, since with one block an SM nothing else runs beside w32-split's products
-# w32-async-3 and -4 (session 49): w32-split-2 with the k-tiles' float4s copied by cp.async into 3 or 4 raw stages of
-# shared memory (28 KiB each) instead of loaded into registers, so that 2 or 3 k-tiles of loads are in flight.
-# w32-regs-2 (session 50): w32-split-2 with two register sets of loads, so that each k-tile's loads are issued two
+# (Session 49's w32-async-3 and -4, the k-tiles' float4s by cp.async into 3 or 4 raw stages of shared memory so that 2
+# or 3 k-tiles of loads were in flight, lost in session 50 and are gone.)  w32-regs-2 (session 50): w32-split-2 with two register sets of loads, so that each k-tile's loads are issued two
 # k-tiles ahead (mma_update's split_k_tiles_in_two_register_sets).  w32-hoisted (session 50): w32-split-2 whose fetch
 # keeps its two addresses from k-tile to k-tile (a pointer for A, one for B with the field row's place as a counter)
 # instead of recomputing seven, with a division, each k-tile
-# (TILE_K, STAGES, RAW_STAGES, REGISTER_SETS, HOISTED)
-SPLIT_WGMMA_VARIANTS = {"w32-split": (32, 1, 0, 1, 0), "w32-split-2": (32, 2, 0, 1, 0), "w32-async-3": (32, 2, 3, 1, 0),
-                        "w32-async-4": (32, 2, 4, 1, 0), "w32-regs-2": (32, 2, 0, 2, 0),
-                        "w32-hoisted": (32, 2, 0, 1, 1)}
+# (TILE_K, STAGES, REGISTER_SETS, HOISTED)
+SPLIT_WGMMA_VARIANTS = {"w32-split": (32, 1, 1, 0), "w32-split-2": (32, 2, 1, 0), "w32-regs-2": (32, 2, 2, 0),
+                        "w32-hoisted": (32, 2, 1, 1)}
 SPLIT_A_PAD = 4  # its shared weight row: TILE_K floats and 4 (A's fragment loads (g, t) in banks 4g + t: distinct)
 
 
@@ -112,9 +110,9 @@ def shared_bytes(variant: str = VARIANT, split_tf32: bool = False) -> int:
     """Dynamic shared memory a block: ``STAGES`` tiles of the weights (128 rows of ``TILE_K`` values and 8 of padding;
     float32 ones with ``split_tf32``, and 4; on ``wgmma`` none) and of the fields (``TILE_K`` rows of 96 and 8; on
     ``wgmma`` none)."""
-    if split_tf32 and variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms a stage, no padding; raw stages
-        tile_k, stages, raw_stages, _, _ = SPLIT_WGMMA_VARIANTS[variant]
-        return (stages * 2 + raw_stages) * (TILE_M + TILE_N) * tile_k * 4
+    if split_tf32 and variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms a stage, no padding
+        tile_k, stages, _, _ = SPLIT_WGMMA_VARIANTS[variant]
+        return stages * 2 * (TILE_M + TILE_N) * tile_k * 4
     if split_tf32:
         tile_k, stages = SPLIT_VARIANTS[variant]
         return stages * (TILE_M * (tile_k + SPLIT_A_PAD) + tile_k * B_ROW) * 4
@@ -285,28 +283,17 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     static_assert(A_LOADS * FORWARD_THREADS == TILE_M * TILE_K / 4 && B_LOADS * FORWARD_THREADS == TILE_K * TILE_N / 4,
                   "whole loads");
     float4 a_next[REGISTER_SETS][A_LOADS], b_next[REGISTER_SETS][B_LOADS];  // (w32-regs-2: two sets)
-#if RAW_STAGES  // (w32-async) the k-tiles' float4s copied by cp.async into RAW_STAGES raw stages after the split
-    // stages, a thread's float4 i of a k-tile at raw[(slot * LOADS + i) * FORWARD_THREADS + tid]: each thread reads
-    // back only its own copies (no barrier), and a warp's 16-byte copies and reads are side by side
-    constexpr int LOADS = A_LOADS + B_LOADS;
-    float4* const raw = (float4*)(a_big + 2 * STAGE_FLOATS);
-    auto raw_at = [&](const int tile, const int i) {
-        return raw + ((tile % RAW_STAGES) * LOADS + i) * FORWARD_THREADS + tid;
-    };
-#endif
-#if HOISTED  // (w32-hoisted: into registers only) the fetch's two addresses kept from k-tile to k-tile instead of
+#if HOISTED  // (w32-hoisted) the fetch's two addresses kept from k-tile to k-tile instead of
     // recomputed from the k-tile's place (fetch takes the k-tiles in order, once each): A's rows m0 + tid / 8 + 32 i
     // at chunk tid % 8 of the k-tile, one pointer advanced a k-tile a fetch; B's field row k = k0 + lane (its field
     // row and place in it kept as counters, not divided) at columns 4 (warp + 8 i), one pointer
-    static_assert(RAW_STAGES == 0, "the hoisted fetch loads into registers");
     const int a_k = (tid % 8) * 4;
     const float* a_at = weights + (long long)(m0 + tid / 8) * fan_in + a_k;
     int field_place = lane % field_rows;
     const float* b_at = x + (lane / field_rows) * in_row + (long long)field_place * batch + 4 * warp;
 #endif
     auto fetch = [&](const int tile, const int set) {  // k-tile tile's float4s of this thread (zeros past the ends;
-        const int k0 = tile * TILE_K;  // none past the last k-tile) into register set set, or (RAW_STAGES) by cp.async
-                                       // into its raw stage
+        const int k0 = tile * TILE_K;  // none past the last k-tile) into register set set
 #if HOISTED
         if (tile >= tiles) return;
         for (int i = 0; i < A_LOADS; ++i) {
@@ -328,26 +315,15 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
             const int c = tid + i * FORWARD_THREADS, r = c / 8, k = k0 + (c % 8) * 4, m = m0 + r;
             const bool whole = m < rows && k < fan_in;
             const float* from = whole ? weights + (long long)m * fan_in + k : weights;
-#if RAW_STAGES
-            copy_16((unsigned short*)raw_at(tile, i), (const unsigned short*)from, whole);
-#else
             a_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
-#endif
         }
         for (int i = 0; i < B_LOADS && tile < tiles; ++i) {  // field row k0 + c % 32, columns 4 (c / 32) .. of 96
             const int c = tid + i * FORWARD_THREADS, k = k0 + c % TILE_K, quad = c / TILE_K;
             const bool whole = k < fan_in && n0 + 4 * quad < batch;
             const float* from = whole ? x + (k / field_rows) * in_row + (long long)(k % field_rows) * batch + 4 * quad
                                       : x;
-#if RAW_STAGES
-            copy_16_cached(raw_at(tile, A_LOADS + i), from, whole);
-#else
             b_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
-#endif
         }
-#if RAW_STAGES
-        copies_commit();  // (an empty group past the last k-tile: RAW_STAGES - 1 groups in flight after each fetch)
-#endif
 #endif
     };
 #if TERMS == 3
@@ -360,11 +336,6 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     auto stage = [&](const int tile, const int buffer, const int set) {  // this thread's float4s of fetched k-tile
         // tile (in register set set), split, into stage buffer
         float* const stage_at = a_big + buffer * STAGE_FLOATS;
-#if RAW_STAGES
-        copies_wait<RAW_STAGES - 2>();  // k-tile tile's copies are there (the RAW_STAGES - 2 after it may not be)
-        for (int i = 0; i < A_LOADS; ++i) a_next[set][i] = *raw_at(tile, i);
-        for (int i = 0; i < B_LOADS; ++i) b_next[set][i] = *raw_at(tile, A_LOADS + i);
-#endif
         for (int i = 0; i < A_LOADS; ++i) {  // A's chunk c % 8 of row c / 8 (k_major_128_at counts 2-byte values)
             const int c = tid + i * FORWARD_THREADS;
             store_split_tf32(stage_at, stage_at + (a_small - a_big), k_major_128_at(c / 8, c % 8) / 2, a_next[set][i]);
@@ -397,7 +368,7 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
 #if REGISTER_SETS == 2
     split_k_tiles_in_two_register_sets(tiles, fetch, stage, product, finish);
 #else
-    split_k_tiles_in_two_stages<RAW_STAGES ? RAW_STAGES - 1 : 1>(tiles, fetch, stage, product, finish);
+    split_k_tiles_in_two_stages(tiles, fetch, stage, product, finish);
 #endif
 #endif
     const int first_row = m0 + group * 64 + (warp % 4) * 16, first_column = n0;
@@ -502,9 +473,9 @@ def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None 
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "bfloat16", transpose_b=True))
     elif split_tf32 and variant in SPLIT_WGMMA_VARIANTS:
-        tile_k, stages, raw_stages, register_sets, hoisted = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, register_sets, hoisted = SPLIT_WGMMA_VARIANTS[variant]
         defines = {"WGMMA": 1, "SPLIT_TF32": 1, "TERMS": split_terms(terms), "TILE_K": tile_k, "STAGES": stages,
-                   "RAW_STAGES": raw_stages, "REGISTER_SETS": register_sets, "HOISTED": hoisted, "A_ROW": tile_k,
+                   "REGISTER_SETS": register_sets, "HOISTED": hoisted, "A_ROW": tile_k,
                    "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True), "FORWARD_MIN_BLOCKS": 1}
         helpers = (MMA_HELPERS + SPLIT_TF32_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "tf32") + mma_update.SPLIT_WGMMA_HELPERS)

@@ -72,13 +72,10 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # (session 49, DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1) the same on wgmma (sm_90), as mma_forward's w32-split-2: (TILE_K,
 # STAGES), k-tiles of 32 block rows staged through registers, split into their TF32 terms and both operands
 # transposed to K-major as they are staged, two stages (112 KiB), one block an SM
-# (TILE_K, STAGES, RAW_STAGES): w32-async-3 and -4 take the k-tiles' float4s by cp.async into 3 or 4 raw stages of
-# shared memory, as mma_forward's
-# (TILE_K, STAGES, RAW_STAGES, REGISTER_SETS, HOISTED): w32-regs-2 (session 50) two register sets of loads, as
-# mma_forward's; w32-hoisted (session 50) the fetch's block and addresses kept from k-tile to k-tile, as mma_forward's
-SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0, 1, 0), "w32-async-3": (32, 2, 3, 1, 0),
-                        "w32-async-4": (32, 2, 4, 1, 0), "w32-regs-2": (32, 2, 0, 2, 0),
-                        "w32-hoisted": (32, 2, 0, 1, 1)}
+# (TILE_K, STAGES, REGISTER_SETS, HOISTED): w32-regs-2 (session 50) two register sets of loads, as mma_forward's;
+# w32-hoisted (session 50) the fetch's block and addresses kept from k-tile to k-tile, as mma_forward's (session 49's
+# w32-async-3 and -4, cp.async into raw stages, lost in session 50 and are gone)
+SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 1, 0), "w32-regs-2": (32, 2, 2, 0), "w32-hoisted": (32, 2, 1, 1)}
 # bfloat16 on wgmma (kernels/wgmma.py; sm_90 only), as mma_forward's WGMMA_VARIANTS: (TILE_K, STAGES, WGMMA_PENDING),
 # the tiles in CUTLASS's swizzled layouts (the weights' cell values MN-major in 128-byte rows, y's columns MN-major in
 # 64-byte rows).  It takes layers whose rows are whole 64s.  On an H100 (session 43, coates200, M=96) it took the
@@ -117,9 +114,9 @@ def shared_bytes(variant: str, split_tf32: bool = False) -> int:
     if variant in WGMMA_VARIANTS:
         tile_k, stages, _ = WGMMA_VARIANTS[variant]
         return stages * tile_k * (CELL_ROWS * cells_a_block(variant) + TILE_N) * 2
-    if variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms a stage, no padding; raw stages
-        tile_k, stages, raw_stages, _, _ = SPLIT_WGMMA_VARIANTS[variant]
-        return (stages * 2 + raw_stages) * tile_k * (CELL_ROWS + TILE_N) * 4
+    if variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms a stage, no padding
+        tile_k, stages, _, _ = SPLIT_WGMMA_VARIANTS[variant]
+        return stages * 2 * tile_k * (CELL_ROWS + TILE_N) * 4
     tile_k, stages = (SPLIT_VARIANTS if split_tf32 else VARIANTS)[variant]
     return stages * (tile_k * A_ROW + tile_k * B_ROW) * (4 if split_tf32 else 2)
 
@@ -301,17 +298,9 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
     static_assert(A_LOADS * TRANSPOSE_THREADS * 4 == CELL_ROWS * TILE_K &&
                   B_LOADS * TRANSPOSE_THREADS * 4 == TILE_N * TILE_K, "whole loads");
     float4 a_next[REGISTER_SETS][A_LOADS], b_next[REGISTER_SETS][B_LOADS];  // (w32-regs-2: two sets)
-#if RAW_STAGES  // (w32-async) the k-tiles' float4s copied by cp.async into RAW_STAGES raw stages, as mma_forward's
-    constexpr int LOADS = A_LOADS + B_LOADS;
-    float4* const raw = (float4*)(a_big + 2 * STAGE_FLOATS);
-    auto raw_at = [&](const int tile, const int i) {
-        return raw + ((tile % RAW_STAGES) * LOADS + i) * TRANSPOSE_THREADS + tid;
-    };
-#endif
-#if HOISTED  // (w32-hoisted: into registers only) the fetch's block, its row and two addresses kept from k-tile to
+#if HOISTED  // (w32-hoisted) the fetch's block, its row and two addresses kept from k-tile to
     // k-tile (fetch takes the k-tiles in order, once each), and each load's offset from them computed once: no
     // divisions in the loop
-    static_assert(RAW_STAGES == 0, "the hoisted fetch loads into registers");
     int fetch_p = p_first, fetch_q = q_first, fetch_r0 = 0;
     const float *fetch_field, *fetch_y;  // block (fetch_p, fetch_q)'s field of the cell and its y, at row fetch_r0
     auto aim = [&]() {
@@ -328,8 +317,8 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
     }
 #endif
     auto fetch = [&](const int tile, const int set) {  // k-tile tile's float4s of this thread (zeros past the ends;
-#if HOISTED                                             // none past the last k-tile) into register set set, or
-        if (tile >= tiles) return;                      // (RAW_STAGES) by cp.async into its raw stage
+#if HOISTED                                             // none past the last k-tile) into register set set
+        if (tile >= tiles) return;
         for (int i = 0; i < A_LOADS; ++i) {
             const bool whole = 4 * (warp + 8 * i) < cell_rows;
             const float* from = whole ? fetch_field + a_offset[i] : weights;
@@ -364,37 +353,21 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
                 const bool whole = m < cell_rows;
                 const float* from = whole ? field_at + r * fan_in + (long long)(m / run) * field * channels + m % run
                                           : weights;
-#if RAW_STAGES
-                copy_16_cached(raw_at(tile, i), from, whole);
-#else
                 a_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
-#endif
             }
             const float* y_at = y + (block * rows + r0) * batch + n0;
             for (int i = 0; i < B_LOADS; ++i) {  // y's columns 4 (c / 32) .. of block row r0 + c % 32
                 const int c = tid + i * TRANSPOSE_THREADS, r = c % TILE_K, n = 4 * (c / TILE_K);
                 const bool whole = n0 + n < batch;
                 const float* from = whole ? y_at + (long long)r * batch + n : y;
-#if RAW_STAGES
-                copy_16_cached(raw_at(tile, A_LOADS + i), from, whole);
-#else
                 b_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
-#endif
             }
         }
-#if RAW_STAGES
-        copies_commit();  // (an empty group past the last k-tile)
-#endif
 #endif
     };
     auto stage = [&](const int tile, const int buffer, const int set) {  // this thread's float4s of fetched k-tile
         float* const stage_at = a_big + buffer * STAGE_FLOATS;            // tile (in register set set), split, into
                                                                           // stage buffer
-#if RAW_STAGES
-        copies_wait<RAW_STAGES - 2>();  // k-tile tile's copies are there
-        for (int i = 0; i < A_LOADS; ++i) a_next[set][i] = *raw_at(tile, i);
-        for (int i = 0; i < B_LOADS; ++i) b_next[set][i] = *raw_at(tile, A_LOADS + i);
-#endif
         for (int i = 0; i < A_LOADS; ++i) {
             const int c = tid + i * TRANSPOSE_THREADS;
             store_split_transposed(stage_at, stage_at + (a_small - a_big), 4 * (c / TILE_K), c % TILE_K,
@@ -427,7 +400,7 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
 #if REGISTER_SETS == 2
     split_k_tiles_in_two_register_sets(tiles, fetch, stage, product, finish);
 #else
-    split_k_tiles_in_two_stages<RAW_STAGES ? RAW_STAGES - 1 : 1>(tiles, fetch, stage, product, finish);
+    split_k_tiles_in_two_stages(tiles, fetch, stage, product, finish);
 #endif
     const int first_row = group * 64 + (warp % 4) * 16, first_column = n0, cell = 0;
 #elif WGMMA  // as mma_forward's wgmma loop
@@ -524,9 +497,8 @@ def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | Non
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_transpose", TILE_N, "bfloat16", transpose_b=True, transpose_a=True))
     elif variant in SPLIT_WGMMA_VARIANTS:
-        tile_k, stages, raw_stages, register_sets, hoisted = SPLIT_WGMMA_VARIANTS[variant]
-        defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "RAW_STAGES": raw_stages,
-                   "REGISTER_SETS": register_sets, "HOISTED": hoisted, "CELL_ROWS": CELL_ROWS,
+        tile_k, stages, register_sets, hoisted = SPLIT_WGMMA_VARIANTS[variant]
+        defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "REGISTER_SETS": register_sets, "HOISTED": hoisted, "CELL_ROWS": CELL_ROWS,
                    "A_ROW": tile_k, "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True),
                    "TRANSPOSE_MIN_BLOCKS": 1}
         helpers = MMA_HELPERS + wgmma.WGMMA_HELPERS + wgmma.wgmma_function("wgmma_transpose", TILE_N, "tf32")

@@ -379,24 +379,24 @@ __device__ __forceinline__ void store_split_transposed(float* big, float* small,
 
 // a product's k-tiles in two stages of shared memory: k-tile s + 1 staged (stage(tile, buffer, set): its fetched values
 // split into that buffer's tiles and fenced for the tensor cores) while k-tile s's products run (product(buffer): one
-// commit group), the loads of the AHEAD k-tiles after it in flight (fetch(tile, set): into registers, AHEAD 1, or by
-// cp.async into raw stages of shared memory; nothing, or an empty commit group, past the last); finish() waits for the
-// products and takes their sums.  A barrier after each k-tile: the next one staged, and every warpgroup's products of
-// this one done, so that its buffer is free to stage into.  (fetch and stage take the register set, 0 here:
-// split_k_tiles_in_two_register_sets uses two, each named by a constant, so that once the lambdas are inlined the sets
-// are registers)
-template <int AHEAD, typename Fetch, typename Stage, typename Product, typename Finish>
+// commit group), the next k-tile's loads in flight after it (fetch(tile, set): into registers; nothing past the
+// last); finish() waits for the products and takes their sums.  A barrier after each k-tile: the next one staged, and
+// every warpgroup's products of this one done, so that its buffer is free to stage into.  (fetch and stage take the
+// register set, 0 here: split_k_tiles_in_two_register_sets uses two, each named by a constant, so that once the
+// lambdas are inlined the sets are registers.  Session 49's w32-async-3 and -4, which fetched 2 or 3 k-tiles ahead
+// by cp.async into raw stages of shared memory, lost in session 50 and are gone)
+template <typename Fetch, typename Stage, typename Product, typename Finish>
 __device__ __forceinline__ void split_k_tiles_in_two_stages(const int tiles, Fetch fetch, Stage stage, Product product,
                                                             Finish finish)
 {
-    for (int t = 0; t < AHEAD; ++t) fetch(t, 0);
+    fetch(0, 0);
     stage(0, 0, 0);
-    fetch(AHEAD, 0);
+    fetch(1, 0);
     __syncthreads();  // k-tile 0 is staged
     for (int s = 0; s < tiles; ++s) {
         product(s % 2);
         if (s + 1 < tiles) stage(s + 1, (s + 1) % 2, 0);  // (the other buffer's products, k-tile s - 1's,
-        fetch(s + 1 + AHEAD, 0);                          // were done before the last barrier)
+        fetch(s + 2, 0);                                  // were done before the last barrier)
         finish();
         __syncthreads();
     }
@@ -431,21 +431,6 @@ __device__ __forceinline__ void split_k_tiles_in_two_register_sets(const int til
     }
 }
 
-#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
-// (w32-async's fields) 16 bytes by cp.async kept in L1 too (.ca: the other warps' quads of the same lines), or 16 zero
-// bytes where !whole (nothing read)
-__device__ __forceinline__ void copy_16_cached(void* shared, const void* global, const bool whole)
-{
-    const unsigned address = (unsigned)__cvta_generic_to_shared(shared);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" ::"r"(address), "l"(global), "r"(whole ? 16 : 0)
-                 : "memory");
-}
-#else
-static inline void copy_16_cached(void* shared, const void* global, const bool whole)
-{
-    copy_16((unsigned short*)shared, (const unsigned short*)global, whole);
-}
-#endif
 """
 
 

@@ -20,8 +20,8 @@
 #     product floors of both products in w32-split-2 and w32-regs-2 (and mma.sync's W^T y)
 #   PART=profile (about 420 s): where the float32 step's time goes now, and what its products wait on: the float32
 #     and bfloat16 kernel tables of the one-tile step at the defaults, then Nsight Compute (raw counters, CSV) over
-#     one launch each of stage 2's float32 products (W x in mma.sync's split and w32-split-2, three terms and one, and
-#     w32-async-4; W^T y in w32-split-2; the weights' read) and its float32 updates on wgmma (three terms and one),
+#     one launch each of stage 2's float32 products (W x in mma.sync's split and w32-split-2, three terms and one;
+#     W^T y in w32-split-2; the weights' read; session 51 dropped w32-async-4's rows with the variant) and its float32 updates on wgmma (three terms and one),
 #     then the per-instruction stall samples of tf32 W x in w32-split-2 (ncu's source page, SASS)
 source bench/device_setup.sh
 card
@@ -53,7 +53,7 @@ transpose)
   gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "regs or (transpose and wgmma) or split_tf32_transpose_on_the_gpu"
   tail -3 $OUT/gpu-tests.log
   timeout ${PRODUCT_S:-60} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
-    --runs 5 --rows forward-3xtf32,forward-3xtf32-w32-split-2,forward-3xtf32-w32-regs-2,forward-tf32-w32-split-2,forward-tf32-w32-regs-2,transpose,transpose-3xtf32,transpose-3xtf32-w32-split-2,transpose-3xtf32-w32-regs-2,transpose-3xtf32-w32-async-4,transpose-tf32-w32-split-2,transpose-tf32-w32-regs-2 \
+    --runs 5 --rows forward-3xtf32,forward-3xtf32-w32-split-2,forward-3xtf32-w32-regs-2,forward-tf32-w32-split-2,forward-tf32-w32-regs-2,transpose,transpose-3xtf32,transpose-3xtf32-w32-split-2,transpose-3xtf32-w32-regs-2,transpose-tf32-w32-split-2,transpose-tf32-w32-regs-2 \
     --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log
   declare -A settings=([float32-defaults]="DASKSAE_FLOAT32_WGMMA_TRANSPOSE=auto"
     [float32-tall]="DASKSAE_FLOAT32_WGMMA_TRANSPOSE=all"
@@ -81,7 +81,7 @@ profile)
   kernel_table_float32 ${TABLE_S:-75}
   kernel_table_bfloat16 ${TABLE_S:-75} 12
   counters products ${PRODUCTS_S:-120} python3 bench/product_floor.py --precision float32 --config coates200 \
-    --minibatch 96 --stages 2 --runs 1 --warmup-runs 0 --rows forward-3xtf32,forward-3xtf32-w32-split-2,forward-tf32,forward-tf32-w32-split-2,forward-tf32-w32-async-4,forward-3xtf32-w32-async-4,transpose-3xtf32-w32-split-2,read
+    --minibatch 96 --stages 2 --runs 1 --warmup-runs 0 --rows forward-3xtf32,forward-3xtf32-w32-split-2,forward-tf32,forward-tf32-w32-split-2,transpose-3xtf32-w32-split-2,read
   counters updates ${UPDATES_S:-70} python3 bench/update_floor.py --precision float32 --config coates200 \
     --minibatch 96 --stages 2 --runs 1 --warmup-runs 0 --rows "fused (3xtf32 rows-wide-wgmma),fused (tf32 rows-wide-wgmma)"
   timeout ${SOURCE_S:-90} $NCU --clock-control none -k regex:dasksae_ --section WarpStateStats --section SourceCounters \

@@ -121,7 +121,8 @@ def expected_forward(case, precision: str = "float64", scaled: bool = True):
                                 step, 2, 1, row_scale=scale.astype(dtype) if scaled else None, precision=precision)
 
 
-@pytest.mark.parametrize("variant", [mma_float32.VARIANT, "w32-split", "w32-split-2", "w32-regs-2", "w32-hoisted"])
+@pytest.mark.parametrize("variant", [mma_float32.VARIANT, "w32-split", "w32-split-2", "w32-regs-2", "w32-hoisted",
+                                     "w32-a-registers"])
 @pytest.mark.parametrize("scaled, batch", [(True, 96), (False, 136)], ids=["row-scale", "no-scale-part-tile"])
 def test_the_split_forward_writes_the_output_map_as_numpy(built_once, scaled, batch, variant):
     """``W x`` from the float32 map into the output map, each row times its scale; with a minibatch of 136, a second
@@ -158,7 +159,8 @@ def float32_chain(case):
     return rows_scaled.reshape(blocks_h, blocks_w, 2, rows // 2, -1).transpose(0, 2, 1, 3, 4).reshape(shape)
 
 
-@pytest.mark.parametrize("variant", [mma_float32.VARIANT, "w32-split", "w32-split-2", "w32-regs-2", "w32-hoisted"])
+@pytest.mark.parametrize("variant", [mma_float32.VARIANT, "w32-split", "w32-split-2", "w32-regs-2", "w32-hoisted",
+                                     "w32-a-registers"])
 def test_the_split_is_as_accurate_as_float32_and_one_term_is_not(tmp_path, built_once, variant):
     """On a fan-in of 288 (6x6x8: 9 tiles of 32) and 64 rows, the split product's largest error against float64
     (relative to the sum of |products|) is within 3x of a float32 FMA chain's over the same operands

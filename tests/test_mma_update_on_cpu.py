@@ -205,6 +205,31 @@ static inline void wgmma_emulated(float* d, unsigned long long a, unsigned long 
             d[j * 4 + e] = sum;
         }
 }
+// wgmma_emulated with A from registers (TF32, k 8): each thread's four registers a[0 .. 3] (rows g, g + 8 of its
+// warp's 16 at columns t, t + 4: a[0] (g, t), a[1] (g + 8, t), a[2] (g, t + 4), a[3] (g + 8, t + 4)) published to
+// the block, every thread of the block waiting there (as __shfl_xor_sync's shim: a kernel's every thread must take
+// the product, as mma_forward's do), then this thread's share of d from its warpgroup's registers and B
+static unsigned wgmma_a_registers[1024][4];
+static inline void wgmma_emulated_registers(float* d, const unsigned* a, unsigned long long b, int keep, int n)
+{
+    for (int i = 0; i < 4; ++i) wgmma_a_registers[threadIdx.x][i] = a[i];
+    block_barrier->arrive_and_wait();
+    const int first = threadIdx.x / 128 * 128, tid = threadIdx.x % 128, warp = tid / 32, g = (tid % 32) / 4,
+              t = tid % 4;
+    for (int j = 0; j < n / 8; ++j)
+        for (int e = 0; e < 4; ++e) {
+            const int half = e / 2, column = j * 8 + 2 * t + (e % 2);
+            float sum = keep ? d[j * 4 + e] : 0.0f;
+            for (int i = 0; i < 8; ++i) {  // A (16 warp + g + 8 half, i): lane 4 g + i % 4's register half + 2 (i / 4)
+                unsigned bits = wgmma_a_registers[first + warp * 32 + g * 4 + i % 4][half + 2 * (i / 4)] & 0xffffe000u;
+                float value;
+                std::memcpy(&value, &bits, 4);
+                sum += value * wgmma_operand(b, column, i, 4, 0);
+            }
+            d[j * 4 + e] = sum;
+        }
+    block_barrier->arrive_and_wait();
+}
 """
 
 RUNNER = GRID_RUNNER + r"""

@@ -374,7 +374,7 @@ def test_the_float32_forward_takes_wgmma_only_when_asked_and_the_card_allows(mon
     from dasksae.switches import SWITCHES
 
     assert SWITCHES["DASKSAE_FLOAT32_WGMMA_FORWARD"] == (
-        ("auto", "1", "0", "w32-split", "w32-split-2", "w32-regs-2", "w32-hoisted"), "auto")
+        ("auto", "1", "0", "w32-split", "w32-split-2", "w32-regs-2", "w32-hoisted", "w32-a-registers"), "auto")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
     assert _float32_variants_taken(monkeypatch, "WGMMA_FORWARD", mma_float32.forward_variant,
                                    ("auto", "1", "w32-split", "0")) == {
@@ -386,6 +386,7 @@ def test_the_float32_forward_takes_wgmma_only_when_asked_and_the_card_allows(mon
     assert mma_forward.shared_bytes("w32-split", split_tf32=True) == 2 * (128 + 96) * 32 * 4
     assert mma_forward.shared_bytes("w32-split-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4
     assert mma_forward.shared_bytes("w32-regs-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4  # (registers)
+    assert mma_forward.shared_bytes("w32-a-registers", split_tf32=True) == 2 * 2 * 96 * 32 * 4  # (B's tiles only)
 
 
 def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(monkeypatch):

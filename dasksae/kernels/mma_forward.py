@@ -88,9 +88,15 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # k-tiles ahead (mma_update's split_k_tiles_in_two_register_sets).  w32-hoisted (session 50): w32-split-2 whose fetch
 # keeps its two addresses from k-tile to k-tile (a pointer for A, one for B with the field row's place as a counter)
 # instead of recomputing seven, with a division, each k-tile
-# (TILE_K, STAGES, REGISTER_SETS, HOISTED)
-SPLIT_WGMMA_VARIANTS = {"w32-split": (32, 1, 1, 0), "w32-split-2": (32, 2, 1, 0), "w32-regs-2": (32, 2, 2, 0),
-                        "w32-hoisted": (32, 2, 1, 1)}
+# w32-a-registers (session 51): w32-split-2 with A (the weights) split into wgmma's register fragments instead of
+# staged in shared memory: no A tiles (a stage 24 KiB, B's two terms), and the tensor cores read only B from shared
+# memory (its reads by both warpgroups' three products a k-step and the split's stores were 176 KiB a k-tile, 96
+# without A).  Each thread loads its two rows' 8 values of the k-tile (two float4s a row), so k-step s takes the
+# k-tile's inner terms 8 t + 2 s and 8 t + 2 s + 1 (t = lane % 4) as its columns t and t + 4, and B's field rows are
+# staged at the places that permutation gives them
+# (TILE_K, STAGES, REGISTER_SETS, HOISTED, A_REGISTERS)
+SPLIT_WGMMA_VARIANTS = {"w32-split": (32, 1, 1, 0, 0), "w32-split-2": (32, 2, 1, 0, 0), "w32-regs-2": (32, 2, 2, 0, 0),
+                        "w32-hoisted": (32, 2, 1, 1, 0), "w32-a-registers": (32, 2, 1, 0, 1)}
 SPLIT_A_PAD = 4  # its shared weight row: TILE_K floats and 4 (A's fragment loads (g, t) in banks 4g + t: distinct)
 
 
@@ -111,8 +117,8 @@ def shared_bytes(variant: str = VARIANT, split_tf32: bool = False) -> int:
     float32 ones with ``split_tf32``, and 4; on ``wgmma`` none) and of the fields (``TILE_K`` rows of 96 and 8; on
     ``wgmma`` none)."""
     if split_tf32 and variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms a stage, no padding
-        tile_k, stages, _, _ = SPLIT_WGMMA_VARIANTS[variant]
-        return stages * 2 * (TILE_M + TILE_N) * tile_k * 4
+        tile_k, stages, _, _, a_registers = SPLIT_WGMMA_VARIANTS[variant]
+        return stages * 2 * ((0 if a_registers else TILE_M) + TILE_N) * tile_k * 4
     if split_tf32:
         tile_k, stages = SPLIT_VARIANTS[variant]
         return stages * (TILE_M * (tile_k + SPLIT_A_PAD) + tile_k * B_ROW) * 4
@@ -274,11 +280,12 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     static_assert(TILE_K == 32, "the split's tiles take rows of 32 float32 values, 128 bytes");
     SET_SHARED_ARENA(forward_shared);
     const int group = warp / 4;  // the warpgroup
+    constexpr int A_STAGED = A_REGISTERS ? 0 : TILE_M;  // (w32-a-registers: A in registers, no tiles of it)
     float* const a_big = (float*)forward_shared;
-    float* const a_small = a_big + TILE_M * TILE_K;
-    float* const b_big = a_small + TILE_M * TILE_K;
+    float* const a_small = a_big + A_STAGED * TILE_K;
+    float* const b_big = a_small + A_STAGED * TILE_K;
     float* const b_small = b_big + TILE_N * TILE_K;
-    constexpr int STAGE_FLOATS = 2 * (TILE_M + TILE_N) * TILE_K;  // a stage's four tiles (STAGES 2: the second's after)
+    constexpr int STAGE_FLOATS = 2 * (A_STAGED + TILE_N) * TILE_K;  // a stage's tiles (STAGES 2: the second's after)
     constexpr int A_LOADS = TILE_M * (TILE_K / 4) / FORWARD_THREADS, B_LOADS = TILE_K * (TILE_N / 4) / FORWARD_THREADS;
     static_assert(A_LOADS * FORWARD_THREADS == TILE_M * TILE_K / 4 && B_LOADS * FORWARD_THREADS == TILE_K * TILE_N / 4,
                   "whole loads");
@@ -292,9 +299,31 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     int field_place = lane % field_rows;
     const float* b_at = x + (lane / field_rows) * in_row + (long long)field_place * batch + 4 * warp;
 #endif
+#if A_REGISTERS  // (w32-a-registers) A's fragments in registers: this thread's rows a_row and a_row + 8 (its warp's
+    // g and g + 8) at the k-tile's 8 t .. 8 t + 7, two float4s a row; k-step s takes 8 t + 2 s as its column t and
+    // 8 t + 2 s + 1 as its column t + 4 (the k-tile's inner terms permuted, B's staged to match: k_position)
+    static_assert(HOISTED == 0 && A_LOADS == 4, "A's fragments: two rows of 8 values a thread");
+    const int a_row = m0 + group * 64 + (warp % 4) * 16 + g;
+    const float* const a_from = weights + (long long)a_row * fan_in + 8 * t;
+    unsigned a_big_fragments[2][16], a_small_fragments[2][16];  // a stage's (each named by a constant: by_pairs)
+#endif
     auto fetch = [&](const int tile, const int set) {  // k-tile tile's float4s of this thread (zeros past the ends;
         const int k0 = tile * TILE_K;  // none past the last k-tile) into register set set
-#if HOISTED
+#if A_REGISTERS
+        for (int j = 0; j < A_LOADS && tile < tiles; ++j) {  // row a_row + 8 (j / 2), values 4 (j % 2) .. of 8 t
+            const int k = k0 + 8 * t + 4 * (j % 2);
+            const bool whole = a_row + 8 * (j / 2) < rows && k < fan_in;
+            const float* from = whole ? a_from + (long long)(j / 2) * 8 * fan_in + k0 + 4 * (j % 2) : weights;
+            a_next[set][j] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        for (int i = 0; i < B_LOADS && tile < tiles; ++i) {  // as below
+            const int c = tid + i * FORWARD_THREADS, k = k0 + c % TILE_K, quad = c / TILE_K;
+            const bool whole = k < fan_in && n0 + 4 * quad < batch;
+            const float* from = whole ? x + (k / field_rows) * in_row + (long long)(k % field_rows) * batch + 4 * quad
+                                      : x;
+            b_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#elif HOISTED
         if (tile >= tiles) return;
         for (int i = 0; i < A_LOADS; ++i) {
             const bool whole = m0 + tid / 8 + 32 * i < rows && k0 + a_k < fan_in;
@@ -336,21 +365,42 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     auto stage = [&](const int tile, const int buffer, const int set) {  // this thread's float4s of fetched k-tile
         // tile (in register set set), split, into stage buffer
         float* const stage_at = a_big + buffer * STAGE_FLOATS;
+#if A_REGISTERS  // A split into buffer's fragments: k-step s's (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4) are
+        // rows a_row, a_row + 8 at 8 t + 2 s, then at 8 t + 2 s + 1
+        const float4* const rows_of = a_next[set];
+        const float values[2][8] = {{rows_of[0].x, rows_of[0].y, rows_of[0].z, rows_of[0].w, rows_of[1].x, rows_of[1].y,
+                                     rows_of[1].z, rows_of[1].w},
+                                    {rows_of[2].x, rows_of[2].y, rows_of[2].z, rows_of[2].w, rows_of[3].x, rows_of[3].y,
+                                     rows_of[3].z, rows_of[3].w}};
+        for (int e = 0; e < 16; ++e)  // e = 4 s + 2 (column half) + row half
+            split_tf32(values[(e % 4) % 2][2 * (e / 4) + (e % 4) / 2], a_big_fragments[buffer][e],
+                       a_small_fragments[buffer][e]);
+        // B's inner term k (field row k0 + k) where k-step k % 8 / 2 takes it: its column k / 8 + 4 (k % 2)
+        auto k_position = [](const int k) { return 8 * ((k % 8) / 2) + k / 8 + 4 * (k % 2); };
+#else
         for (int i = 0; i < A_LOADS; ++i) {  // A's chunk c % 8 of row c / 8 (k_major_128_at counts 2-byte values)
             const int c = tid + i * FORWARD_THREADS;
             store_split_tf32(stage_at, stage_at + (a_small - a_big), k_major_128_at(c / 8, c % 8) / 2, a_next[set][i]);
         }
+        auto k_position = [](const int k) { return k; };
+#endif
         for (int i = 0; i < B_LOADS; ++i) {  // B's rows 4 quad .. 4 quad + 3, inner term c % 32 of each
             const int c = tid + i * FORWARD_THREADS;
             store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (c / TILE_K),
-                                   c % TILE_K, b_next[set][i]);
+                                   k_position(c % TILE_K), b_next[set][i]);
         }
         ASYNC_PROXY_FENCE();  // these stores seen by the tensor cores' reads
     };
     auto product = [&](const int buffer) {  // (three terms: partial sums from zero)
+#if A_REGISTERS
+        split_k_tile_registers<wgmma_forward_registers>(sums, a_big_fragments[buffer], a_small_fragments[buffer],
+                                                        b_big + buffer * STAGE_FLOATS, b_small + buffer * STAGE_FLOATS,
+                                                        TERMS == 1);
+#else
         float* const stage_at = a_big + buffer * STAGE_FLOATS + group * 64 * TILE_K;
         split_k_tile<wgmma_forward>(sums, stage_at, stage_at + (a_small - a_big), b_big + buffer * STAGE_FLOATS,
                                     b_small + buffer * STAGE_FLOATS, TERMS == 1);
+#endif
     };
     auto finish = [&]() { split_k_tile_done(&acc[0][0][0], sums); };
 #if STAGES == 1  // the k-tile staged, then its products, the next k-tile's loads in flight while they run
@@ -367,6 +417,8 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     static_assert(STAGES == 2, "one stage or two");
 #if REGISTER_SETS == 2
     split_k_tiles_in_two_register_sets(tiles, fetch, stage, product, finish);
+#elif A_REGISTERS
+    split_k_tiles_in_two_stages_by_pairs(tiles, fetch, stage, product, finish);
 #else
     split_k_tiles_in_two_stages(tiles, fetch, stage, product, finish);
 #endif
@@ -473,12 +525,13 @@ def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None 
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "bfloat16", transpose_b=True))
     elif split_tf32 and variant in SPLIT_WGMMA_VARIANTS:
-        tile_k, stages, register_sets, hoisted = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, register_sets, hoisted, a_registers = SPLIT_WGMMA_VARIANTS[variant]
         defines = {"WGMMA": 1, "SPLIT_TF32": 1, "TERMS": split_terms(terms), "TILE_K": tile_k, "STAGES": stages,
-                   "REGISTER_SETS": register_sets, "HOISTED": hoisted, "A_ROW": tile_k,
+                   "REGISTER_SETS": register_sets, "HOISTED": hoisted, "A_REGISTERS": a_registers, "A_ROW": tile_k,
                    "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True), "FORWARD_MIN_BLOCKS": 1}
         helpers = (MMA_HELPERS + SPLIT_TF32_HELPERS + wgmma.WGMMA_HELPERS
-                   + wgmma.wgmma_function("wgmma_forward", TILE_N, "tf32") + mma_update.SPLIT_WGMMA_HELPERS)
+                   + wgmma.wgmma_function("wgmma_forward", TILE_N, "tf32")
+                   + wgmma.wgmma_registers_function("wgmma_forward_registers", TILE_N) + mma_update.SPLIT_WGMMA_HELPERS)
     elif split_tf32:
         tile_k, stages = SPLIT_VARIANTS[variant]
         defines = {"SPLIT_TF32": 1, "TERMS": split_terms(terms), "TILE_K": tile_k, "STAGES": stages,

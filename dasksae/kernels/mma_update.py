@@ -347,6 +347,26 @@ __device__ __forceinline__ void split_k_tile(float* sums, const float* a_big, co
     WGMMA_COMMIT();
 }
 
+// split_k_tile with A from registers (mma_forward's w32-a-registers): this thread's fragments of the k-tile's four
+// k-steps, a_big[4 k .. 4 k + 3] and a_small[...] (wgmma.wgmma_registers_function's layout), and B's K-major tiles
+template <void (*PRODUCT)(float*, const unsigned*, unsigned long long, int)>
+__device__ __forceinline__ void split_k_tile_registers(float* sums, const unsigned* a_big, const unsigned* a_small,
+                                                       const float* b_big, const float* b_small, const int keep_first)
+{
+    const unsigned long long big_b = descriptor(b_big, 16, 1024, 1), small_b = descriptor(b_small, 16, 1024, 1);
+    sums_fenced<48>(sums);
+    WGMMA_FENCE();
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+#if TERMS == 3
+        PRODUCT(sums, a_small + 4 * k, big_b + 2 * k, k > 0 || keep_first);
+        PRODUCT(sums, a_big + 4 * k, small_b + 2 * k, 1);
+#endif
+        PRODUCT(sums, a_big + 4 * k, big_b + 2 * k, 1);
+    }
+    WGMMA_COMMIT();
+}
+
 // after split_k_tile's commit group into sums: waits for it, and where sums are a k-tile's partial sums (TERMS 3: the
 // forward's and transpose's, started from zero) adds them to acc in float32 adds rounded to nearest (the tensor cores'
 // own sums truncate); TERMS 1 took the products into acc itself
@@ -397,6 +417,31 @@ __device__ __forceinline__ void split_k_tiles_in_two_stages(const int tiles, Fet
         product(s % 2);
         if (s + 1 < tiles) stage(s + 1, (s + 1) % 2, 0);  // (the other buffer's products, k-tile s - 1's,
         fetch(s + 2, 0);                                  // were done before the last barrier)
+        finish();
+        __syncthreads();
+    }
+}
+
+// split_k_tiles_in_two_stages taken two k-tiles an iteration, so that each stage's buffer is named by a constant
+// (stage(tile, buffer, 0), product(buffer)): w32-a-registers keeps a set of A's fragments a buffer, in registers
+template <typename Fetch, typename Stage, typename Product, typename Finish>
+__device__ __forceinline__ void split_k_tiles_in_two_stages_by_pairs(const int tiles, Fetch fetch, Stage stage,
+                                                                     Product product, Finish finish)
+{
+    fetch(0, 0);
+    stage(0, 0, 0);
+    fetch(1, 0);
+    __syncthreads();  // k-tile 0 is staged
+    for (int s = 0; s < tiles; s += 2) {
+        product(0);  // k-tile s (even: buffer 0)
+        if (s + 1 < tiles) stage(s + 1, 1, 0);
+        fetch(s + 2, 0);
+        finish();
+        __syncthreads();
+        if (s + 1 >= tiles) break;
+        product(1);  // k-tile s + 1
+        if (s + 2 < tiles) stage(s + 2, 0, 0);
+        fetch(s + 3, 0);
         finish();
         __syncthreads();
     }

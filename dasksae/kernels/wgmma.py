@@ -136,6 +136,33 @@ def wgmma_function(name: str, n: int, dtype: str = "bfloat16", transpose_b: bool
             f"#endif\n")
 
 
+def wgmma_registers_statement(n: int) -> str:
+    """The inline-asm statement of one TF32 ``wgmma.mma_async`` ``m64n{n}k8`` into ``d[0 .. n/2 - 1]`` with A from
+    this thread's four registers ``a[0 .. 3]`` (rows ``g`` and ``g + 8`` of its warp's 16 at columns ``t`` and
+    ``t + 4``: ``a[0]`` (g, t), ``a[1]`` (g + 8, t), ``a[2]`` (g, t + 4), ``a[3]`` (g + 8, t + 4), as ``mma.sync``'s
+    ``m16n8k8``) and B by descriptor ``b``, the old sums kept where ``keep`` is nonzero."""
+    count = n // 2
+    sums = ", ".join(f"%{i}" for i in range(count))
+    registers = ", ".join(f"%{count + i}" for i in range(4))
+    constraints = ", ".join(f'"+f"(d[{i}])' for i in range(count))
+    return (f'asm volatile("{{\\n.reg .pred keep;\\nsetp.ne.b32 keep, %{count + 5}, 0;\\n'
+            f'wgmma.mma_async.sync.aligned.m64n{n}k8.f32.tf32.tf32 {{{sums}}}, {{{registers}}}, %{count + 4}, keep, '
+            f'1, 1;\\n}}\\n"\n        : {constraints}\n        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), '
+            f'"r"(keep));')
+
+
+def wgmma_registers_function(name: str, n: int) -> str:
+    """CUDA source of ``name(float* d, const unsigned* a, b, int keep)``: one TF32 ``m64n{n}k8`` product with A from
+    this thread's registers ``a[0 .. 3]`` (:func:`wgmma_registers_statement`'s layout: the values' float32 bits, of
+    which the tensor cores read the TF32 ones) and B (K-major) by descriptor ``b``; under g++,
+    ``wgmma_emulated_registers`` (the tests' shim, which gathers the warpgroup's registers)."""
+    return (f"#if defined(__CUDACC_RTC__) || defined(__CUDACC__)\n"
+            f"__device__ __forceinline__ void {name}(float* d, const unsigned* a, unsigned long long b, int keep)\n"
+            f"{{\n    {wgmma_registers_statement(n)}\n}}\n#else\n"
+            f"static inline void {name}(float* d, const unsigned* a, unsigned long long b, int keep)\n"
+            f"{{\n    wgmma_emulated_registers(d, a, b, keep, {n});\n}}\n#endif\n")
+
+
 def supported() -> bool:
     """Whether this process's current GPU runs ``wgmma`` (compute capability 9.0: the H100 and H200)."""
     import cupy

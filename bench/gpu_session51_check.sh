@@ -1,6 +1,6 @@
 #!/bin/bash
 # Session 51's GPU checks (results in bench/results/session51/<part>/, each with its command.txt).
-#   PART=next (about 450 s, and about 180 s more where a variant beats the defaults): float32 W x and U g_r in
+#   PART=next (about 450 s, and about 180 s more where a variant beats the defaults): float32 W x, U g_r and W^T y in
 #     w32-a-registers (session 51: A, the weights, split into wgmma's register fragments instead of staged in shared
 #     memory; the tensor cores read only B's tiles) and W x, U g_r and W^T y in w32-hoisted (session 50: the fetch's
 #     addresses kept from k-tile to k-tile): the in-process float32 step at the defaults (first, compiling the
@@ -12,7 +12,7 @@ card
 case "${PART:-next}" in
 next)
   declare -A settings=([float32-defaults]="DASKSAE_FLOAT32_WGMMA_FORWARD=auto"
-    [float32-a-registers]="DASKSAE_FLOAT32_WGMMA_FORWARD=w32-a-registers"
+    [float32-a-registers]="DASKSAE_FLOAT32_WGMMA_FORWARD=w32-a-registers DASKSAE_FLOAT32_WGMMA_TRANSPOSE=w32-a-registers"
     [float32-hoisted]="DASKSAE_FLOAT32_WGMMA_FORWARD=w32-hoisted DASKSAE_FLOAT32_WGMMA_TRANSPOSE=w32-hoisted")
   # (on a fresh machine the first step compiles most kernels, which can outlast 45 s: session 50's quick/)
   STEP_S=${WARM_S:-100} in_process float32-first-defaults ${settings[float32-defaults]}
@@ -23,7 +23,7 @@ next)
   faster=$(faster_of $faster float32-hoisted)
   echo "faster: $faster (${settings[$faster]})"
   timeout ${PRODUCT_S:-45} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
-    --runs 5 --rows forward-3xtf32-w32-split-2,forward-3xtf32-w32-a-registers,forward-3xtf32-w32-hoisted,forward-tf32,forward-tf32-w32-split-2,forward-tf32-w32-a-registers,transpose-3xtf32-w32-split-2,transpose-3xtf32-w32-hoisted \
+    --runs 5 --rows forward-3xtf32-w32-split-2,forward-3xtf32-w32-a-registers,forward-3xtf32-w32-hoisted,forward-tf32,forward-tf32-w32-split-2,forward-tf32-w32-a-registers,transpose-3xtf32-w32-split-2,transpose-3xtf32-w32-a-registers,transpose-3xtf32-w32-hoisted \
     --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log
   gpu_tests ${TESTS_S:-75} tests/test_gpu.py -k "hoisted or a-registers"
   tail -3 $OUT/gpu-tests.log

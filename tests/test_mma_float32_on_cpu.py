@@ -256,7 +256,7 @@ def run_transpose_on_cpu(library, weights, y, out, geometry):
     (8, 4, 8, 64, 3, 2, 96),  # cells of 128 values in up to 2x2 blocks, 2 tiles of 32 rows
     (8, 4, 3, 32, 2, 3, 136),  # 3 channels (runs of 12 floats, 3 copies), a part-full second column tile
 ], ids=["cells-of-128", "three-channels-part-tile"])
-@pytest.mark.parametrize("variant", [mma_float32.VARIANT, "w32-split-2", "w32-regs-2", "w32-hoisted"])
+@pytest.mark.parametrize("variant", [mma_float32.VARIANT, "w32-split-2", "w32-regs-2", "w32-hoisted", "w32-a-registers"])
 def test_the_split_transpose_folds_into_the_map_as_numpy(built_once, field, step, channels, rows, blocks_h, blocks_w,
                                                           batch, variant):
     """Every cell of the map gets its blocks' sum added (edges with fewer blocks and middles alike), and nothing past
@@ -272,7 +272,7 @@ def test_the_split_transpose_folds_into_the_map_as_numpy(built_once, field, step
     assert numpy.isnan(memory[-96:]).all()
 
 
-@pytest.mark.parametrize("variant", [mma_float32.VARIANT, "w32-split-2", "w32-regs-2", "w32-hoisted"])
+@pytest.mark.parametrize("variant", [mma_float32.VARIANT, "w32-split-2", "w32-regs-2", "w32-hoisted", "w32-a-registers"])
 def test_the_split_transpose_is_as_accurate_as_float32_and_one_term_is_not(tmp_path, built_once, variant):
     """64 rows of blocks of 8x8x8 fields at step 4 (up to 256 terms a value): the folded map's largest error against
     float64 (relative to the fold of ``|W|^T |y|``) within 3x of a float32 FMA chain's over the same terms in the

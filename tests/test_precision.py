@@ -399,7 +399,7 @@ def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(m
     from dasksae.switches import SWITCHES
 
     assert SWITCHES["DASKSAE_FLOAT32_WGMMA_TRANSPOSE"] == (
-        ("auto", "1", "all", "0", "w32-split-2", "w32-regs-2", "w32-hoisted"), "auto")
+        ("auto", "1", "all", "0", "w32-split-2", "w32-regs-2", "w32-hoisted", "w32-a-registers"), "auto")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
     monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "1")
     cupy_module = type(numpy)("cupy")
@@ -419,6 +419,7 @@ def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(m
     assert not mma_float32.transpose_on_tensor_cores(cupy_module, "float32", 3, 4)
     assert mma_transpose.shared_bytes("w32-split-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4
     assert mma_transpose.shared_bytes("w32-hoisted", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4  # (registers)
+    assert mma_transpose.shared_bytes("w32-a-registers", split_tf32=True) == 2 * 2 * 96 * 32 * 4  # (B's tiles only)
 
 
 def test_the_wgmma_switches_name_their_kernels_variants(monkeypatch):

@@ -72,10 +72,13 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # (session 49, DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1) the same on wgmma (sm_90), as mma_forward's w32-split-2: (TILE_K,
 # STAGES), k-tiles of 32 block rows staged through registers, split into their TF32 terms and both operands
 # transposed to K-major as they are staged, two stages (112 KiB), one block an SM
-# (TILE_K, STAGES, REGISTER_SETS, HOISTED): w32-regs-2 (session 50) two register sets of loads, as mma_forward's;
-# w32-hoisted (session 50) the fetch's block and addresses kept from k-tile to k-tile, as mma_forward's (session 49's
-# w32-async-3 and -4, cp.async into raw stages, lost in session 50 and are gone)
-SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 1, 0), "w32-regs-2": (32, 2, 2, 0), "w32-hoisted": (32, 2, 1, 1)}
+# (TILE_K, STAGES, REGISTER_SETS, HOISTED, A_REGISTERS): w32-regs-2 (session 50) two register sets of loads, as
+# mma_forward's; w32-hoisted (session 50) the fetch's block and addresses kept from k-tile to k-tile, as mma_forward's
+# (session 49's w32-async-3 and -4, cp.async into raw stages, lost in session 50 and are gone); w32-a-registers
+# (session 51) A, the cell's values, split into wgmma's register fragments, as mma_forward's: a thread's two rows are
+# the cell's values 2 g and 2 g + 1 of its warp's 16 (a float2 of a weight row), and no A tiles (a stage 24 KiB)
+SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 1, 0, 0), "w32-regs-2": (32, 2, 2, 0, 0), "w32-hoisted": (32, 2, 1, 1, 0),
+                        "w32-a-registers": (32, 2, 1, 0, 1)}
 # bfloat16 on wgmma (kernels/wgmma.py; sm_90 only), as mma_forward's WGMMA_VARIANTS: (TILE_K, STAGES, WGMMA_PENDING),
 # the tiles in CUTLASS's swizzled layouts (the weights' cell values MN-major in 128-byte rows, y's columns MN-major in
 # 64-byte rows).  It takes layers whose rows are whole 64s.  On an H100 (session 43, coates200, M=96) it took the
@@ -115,8 +118,8 @@ def shared_bytes(variant: str, split_tf32: bool = False) -> int:
         tile_k, stages, _ = WGMMA_VARIANTS[variant]
         return stages * tile_k * (CELL_ROWS * cells_a_block(variant) + TILE_N) * 2
     if variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms a stage, no padding
-        tile_k, stages, _, _ = SPLIT_WGMMA_VARIANTS[variant]
-        return stages * 2 * tile_k * (CELL_ROWS + TILE_N) * 4
+        tile_k, stages, _, _, a_registers = SPLIT_WGMMA_VARIANTS[variant]
+        return stages * 2 * tile_k * ((0 if a_registers else CELL_ROWS) + TILE_N) * 4
     tile_k, stages = (SPLIT_VARIANTS if split_tf32 else VARIANTS)[variant]
     return stages * (tile_k * A_ROW + tile_k * B_ROW) * (4 if split_tf32 else 2)
 
@@ -288,16 +291,27 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
     static_assert(TILE_K == 32 && CELLS == 1, "the split's tiles take rows of 32 float32 values, 128 bytes");
     SET_SHARED_ARENA(transpose_shared);
     const int group = warp / 4;  // the warpgroup: the cell's rows 64 group ..
-    constexpr int STAGE_FLOATS = 2 * (CELL_ROWS + TILE_N) * TILE_K;  // a stage's four tiles
+    constexpr int A_STAGED = A_REGISTERS ? 0 : CELL_ROWS;  // (w32-a-registers: A in registers, no tiles of it)
+    constexpr int STAGE_FLOATS = 2 * (A_STAGED + TILE_N) * TILE_K;  // a stage's tiles
     float* const a_big = (float*)transpose_shared;
-    float* const a_small = a_big + CELL_ROWS * TILE_K;
-    float* const b_big = a_small + CELL_ROWS * TILE_K;
+    float* const a_small = a_big + A_STAGED * TILE_K;
+    float* const b_big = a_small + A_STAGED * TILE_K;
     float* const b_small = b_big + TILE_N * TILE_K;
     constexpr int A_LOADS = CELL_ROWS * TILE_K / 4 / TRANSPOSE_THREADS;
     constexpr int B_LOADS = TILE_N * TILE_K / 4 / TRANSPOSE_THREADS;
     static_assert(A_LOADS * TRANSPOSE_THREADS * 4 == CELL_ROWS * TILE_K &&
                   B_LOADS * TRANSPOSE_THREADS * 4 == TILE_N * TILE_K, "whole loads");
     float4 a_next[REGISTER_SETS][A_LOADS], b_next[REGISTER_SETS][B_LOADS];  // (w32-regs-2: two sets)
+#if A_REGISTERS  // (w32-a-registers, as mma_forward's) A's fragments in registers: this thread's rows of its warp's 16
+    // are the cell's values a_m and a_m + 1 (fragment rows g and g + 8: the epilogue's row_in_16), side by side in a
+    // weight row (step C is whole 4s), at the k-tile's block rows 8 t .. 8 t + 7, a float2 each; k-step s takes
+    // block row 8 t + 2 s as its column t and 8 t + 2 s + 1 as its column t + 4 (B's staged to match: k_position)
+    static_assert(HOISTED == 0 && REGISTER_SETS == 1, "A's fragments: one set of loads");
+    const int a_m = group * 64 + (warp % 4) * 16 + 2 * g;
+    const long long a_m_offset = (long long)(a_m / run) * field * channels + a_m % run;
+    float2 a_pairs[8];  // block rows 8 t + j
+    unsigned a_big_fragments[2][16], a_small_fragments[2][16];  // a stage's (each named by a constant: by_pairs)
+#endif
 #if HOISTED  // (w32-hoisted) the fetch's block, its row and two addresses kept from k-tile to
     // k-tile (fetch takes the k-tiles in order, once each), and each load's offset from them computed once: no
     // divisions in the loop
@@ -317,7 +331,24 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
     }
 #endif
     auto fetch = [&](const int tile, const int set) {  // k-tile tile's float4s of this thread (zeros past the ends;
-#if HOISTED                                             // none past the last k-tile) into register set set
+#if A_REGISTERS                                         // none past the last k-tile) into register set set
+        if (tile < tiles) {
+            const int which = tile / tiles_a_block, r0 = (tile % tiles_a_block) * TILE_K;
+            const int p = p_first + which / blocks_q, q = q_first + which % blocks_q;
+            const long long block = (long long)p * blocks_w + q;
+            const float* field_at = weights + (block * rows + r0 + 8 * t) * fan_in + a_m_offset +
+                                    ((long long)(a - p) * step * field + (long long)(b - q) * step) * channels;
+            for (int j = 0; j < 8; ++j)  // the cell's values a_m, a_m + 1 of block row r0 + 8 t + j
+                a_pairs[j] = a_m < cell_rows ? *(const float2*)(field_at + j * fan_in) : make_float2(0.f, 0.f);
+            const float* y_at = y + (block * rows + r0) * batch + n0;
+            for (int i = 0; i < B_LOADS; ++i) {  // as below
+                const int c = tid + i * TRANSPOSE_THREADS, r = c % TILE_K, n = 4 * (c / TILE_K);
+                const bool whole = n0 + n < batch;
+                const float* from = whole ? y_at + (long long)r * batch + n : y;
+                b_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+            }
+        }
+#elif HOISTED
         if (tile >= tiles) return;
         for (int i = 0; i < A_LOADS; ++i) {
             const bool whole = 4 * (warp + 8 * i) < cell_rows;
@@ -368,15 +399,26 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
     auto stage = [&](const int tile, const int buffer, const int set) {  // this thread's float4s of fetched k-tile
         float* const stage_at = a_big + buffer * STAGE_FLOATS;            // tile (in register set set), split, into
                                                                           // stage buffer
+#if A_REGISTERS  // A split into buffer's fragments: k-step s's (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4) are
+        // values a_m, a_m + 1 of block row 8 t + 2 s, then of 8 t + 2 s + 1
+        for (int e = 0; e < 16; ++e) {  // e = 4 s + 2 (column half) + row half
+            const float2 pair = a_pairs[2 * (e / 4) + (e % 4) / 2];
+            split_tf32(e % 2 ? pair.y : pair.x, a_big_fragments[buffer][e], a_small_fragments[buffer][e]);
+        }
+        // B's inner term k (block row r0 + k) where k-step k % 8 / 2 takes it: its column k / 8 + 4 (k % 2)
+        auto k_position = [](const int k) { return 8 * ((k % 8) / 2) + k / 8 + 4 * (k % 2); };
+#else
         for (int i = 0; i < A_LOADS; ++i) {
             const int c = tid + i * TRANSPOSE_THREADS;
             store_split_transposed(stage_at, stage_at + (a_small - a_big), 4 * (c / TILE_K), c % TILE_K,
                                    a_next[set][i]);
         }
+        auto k_position = [](const int k) { return k; };
+#endif
         for (int i = 0; i < B_LOADS; ++i) {
             const int c = tid + i * TRANSPOSE_THREADS;
             store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (c / TILE_K),
-                                   c % TILE_K, b_next[set][i]);
+                                   k_position(c % TILE_K), b_next[set][i]);
         }
         ASYNC_PROXY_FENCE();  // these stores seen by the tensor cores' reads
     };
@@ -389,16 +431,24 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
 #endif
     const bool has_rows = group * 64 < cell_rows;  // (a warpgroup whose rows are all past the cell's, as at cells of
     auto product = [&](const int buffer) {         // 48, idles)
+#if A_REGISTERS  // (every warpgroup: an idle one's fragments are zeros.  Cells of 48 take wgmma only where asked, =all)
+        split_k_tile_registers<wgmma_transpose_registers>(sums, a_big_fragments[buffer], a_small_fragments[buffer],
+                                                          b_big + buffer * STAGE_FLOATS,
+                                                          b_small + buffer * STAGE_FLOATS, TERMS == 1);
+#else
         float* const stage_at = a_big + buffer * STAGE_FLOATS + group * 64 * TILE_K;
         if (has_rows)
             split_k_tile<wgmma_transpose>(sums, stage_at, stage_at + (a_small - a_big), b_big + buffer * STAGE_FLOATS,
                                           b_small + buffer * STAGE_FLOATS, TERMS == 1);
+#endif
     };
     // (every warpgroup waits and adds, outside has_rows: a wgmma wait in a divergent path has ptxas serialize every
     // wgmma of the kernel, C7518; an idle warpgroup waits for nothing and adds its partial sums' zeros)
     auto finish = [&]() { split_k_tile_done(&acc[0][0][0], sums); };
 #if REGISTER_SETS == 2
     split_k_tiles_in_two_register_sets(tiles, fetch, stage, product, finish);
+#elif A_REGISTERS
+    split_k_tiles_in_two_stages_by_pairs(tiles, fetch, stage, product, finish);
 #else
     split_k_tiles_in_two_stages(tiles, fetch, stage, product, finish);
 #endif
@@ -464,9 +514,14 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
     const int first_row = warp_m * 32, first_column = n0 + warp_n * 48, cell = 0;
 #endif
 
+#if A_REGISTERS && WGMMA && SPLIT_TF32
+    const int row_in_16[2] = {2 * g, 2 * g + 1};  // (fragment rows g and g + 8 hold the cell's values 2 g, 2 g + 1)
+#else
+    const int row_in_16[2] = {g, g + 8};
+#endif
     for (int i = 0; i < ROW_PARTS; ++i)
         for (int h = 0; h < 2; ++h) {  // rows g and g + 8 of each 16 (the cell's values); columns 2t, 2t + 1 of each 8
-            const int m = first_row + i * 16 + g + 8 * h;
+            const int m = first_row + i * 16 + row_in_16[h];
             if (m >= cell_rows || cell >= cells) continue;
             const int pixel_i = m / run, pixel_j = (m % run) / channels, c = m % channels;
             float* row = out + (((long long)(a * step + pixel_i) * map_w + (b + cell) * step + pixel_j) * channels + c)
@@ -497,11 +552,13 @@ def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | Non
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_transpose", TILE_N, "bfloat16", transpose_b=True, transpose_a=True))
     elif variant in SPLIT_WGMMA_VARIANTS:
-        tile_k, stages, register_sets, hoisted = SPLIT_WGMMA_VARIANTS[variant]
-        defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "REGISTER_SETS": register_sets, "HOISTED": hoisted, "CELL_ROWS": CELL_ROWS,
+        tile_k, stages, register_sets, hoisted, a_registers = SPLIT_WGMMA_VARIANTS[variant]
+        defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "REGISTER_SETS": register_sets,
+                   "A_REGISTERS": a_registers, "HOISTED": hoisted, "CELL_ROWS": CELL_ROWS,
                    "A_ROW": tile_k, "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True),
                    "TRANSPOSE_MIN_BLOCKS": 1}
-        helpers = MMA_HELPERS + wgmma.WGMMA_HELPERS + wgmma.wgmma_function("wgmma_transpose", TILE_N, "tf32")
+        helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS + wgmma.wgmma_function("wgmma_transpose", TILE_N, "tf32")
+                   + wgmma.wgmma_registers_function("wgmma_transpose_registers", TILE_N))
     else:
         tile_k, stages = (SPLIT_VARIANTS if split_tf32 else VARIANTS)[variant]
         defines = {"TILE_K": tile_k, "STAGES": stages, "CELL_ROWS": CELL_ROWS, "A_ROW": A_ROW, "B_ROW": B_ROW,

@@ -7,9 +7,9 @@
 #     kernels), with each and at the defaults again, the float32 product floors of those rows, their GPU tests, the
 #     float32 kernel table of the one-tile step at the fastest setting, then, only where that is not the defaults,
 #     the issue's float32 rows with both PyTorch peers at it
-#   PART=quick (about 300 s, for what little device time is left): the in-process float32 step at the defaults (first),
-#     in w32-a-registers (both products) and at the defaults again, the product floors of w32-split-2 and
-#     w32-a-registers, then w32-a-registers' GPU tests
+#   PART=quick (about 250 s, for what little device time is left): the in-process float32 step at the defaults (first,
+#     100 s for the kernels' first compiles) and in w32-a-registers (both products), the product floors of
+#     w32-split-2 and w32-a-registers, then w32-a-registers' GPU tests
 source bench/device_setup.sh
 card
 case "${PART:-next}" in
@@ -34,14 +34,13 @@ next)
   [ "${RATIO:-1}" = 1 ] && [ $faster != float32-defaults ] \
     && (export ${settings[$faster]}; ratio_float32 ${RATIO_S:-180} --compile) ;;
 quick)
-  STEP_S=${WARM_S:-100} in_process float32-first-defaults DASKSAE_FLOAT32_WGMMA_FORWARD=auto
-  STEP_S=${STEP_S:-45} in_process float32-a-registers DASKSAE_FLOAT32_WGMMA_FORWARD=w32-a-registers \
+  STEP_S=${WARM_S:-100} in_process float32-defaults DASKSAE_FLOAT32_WGMMA_FORWARD=auto
+  STEP_S=${STEP_S:-60} in_process float32-a-registers DASKSAE_FLOAT32_WGMMA_FORWARD=w32-a-registers \
     DASKSAE_FLOAT32_WGMMA_TRANSPOSE=w32-a-registers
-  STEP_S=${STEP_S:-45} in_process float32-defaults DASKSAE_FLOAT32_WGMMA_FORWARD=auto
   timeout ${PRODUCT_S:-40} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
     --runs 5 --rows forward-3xtf32-w32-split-2,forward-3xtf32-w32-a-registers,transpose-3xtf32-w32-split-2,transpose-3xtf32-w32-a-registers \
     --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log
-  gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "a-registers"
+  gpu_tests ${TESTS_S:-50} tests/test_gpu.py -k "a-registers"
   tail -3 $OUT/gpu-tests.log ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back

@@ -10,6 +10,8 @@
 #   PART=quick (about 250 s, for what little device time is left): the in-process float32 step at the defaults (first,
 #     100 s for the kernels' first compiles) and in w32-a-registers (both products), the product floors of
 #     w32-split-2 and w32-a-registers, then w32-a-registers' GPU tests
+#   PART=floor (about 160 s, the least left): the product floors of w32-split-2 and w32-a-registers, then
+#     w32-a-registers' GPU tests of the kernels against NumPy and float64
 source bench/device_setup.sh
 card
 case "${PART:-next}" in
@@ -41,6 +43,12 @@ quick)
     --runs 5 --rows forward-3xtf32-w32-split-2,forward-3xtf32-w32-a-registers,transpose-3xtf32-w32-split-2,transpose-3xtf32-w32-a-registers \
     --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log
   gpu_tests ${TESTS_S:-50} tests/test_gpu.py -k "a-registers"
+  tail -3 $OUT/gpu-tests.log ;;
+floor)
+  timeout ${PRODUCT_S:-100} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
+    --runs 5 --rows forward-3xtf32-w32-split-2,forward-3xtf32-w32-a-registers,transpose-3xtf32-w32-split-2,transpose-3xtf32-w32-a-registers \
+    --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log
+  gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "a-registers and accurate"
   tail -3 $OUT/gpu-tests.log ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back

@@ -12,7 +12,7 @@
     python bench/kernel_registers.py --kernels mma-forward --forward-variant w64x3-swizzled   # on wgmma (sm_90a)
     python bench/kernel_registers.py --kernels mma-transpose --transpose-variant w64x3-swizzled
     python bench/kernel_registers.py --kernels mma-float32   # float32 W x on TF32 tensor cores (kernels/mma_float32.py)
-    python bench/kernel_registers.py --kernels mma-float32 --float32-variant w32-split   # its W x on wgmma (sm_90a)
+    python bench/kernel_registers.py --kernels mma-float32 --float32-variant w32-split-2   # its W x on wgmma (sm_90a)
     python bench/kernel_registers.py --kernels mma-float32-transpose   # and its W^T y with the fold
     python bench/kernel_registers.py --kernels mma-float32-transpose --float32-variant w32-split-2   # on wgmma
     python bench/kernel_registers.py --kernels mma-float32-update --mma-epilogue rows   # and its update

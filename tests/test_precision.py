@@ -368,24 +368,22 @@ def test_the_float32_forward_takes_wgmma_only_when_asked_and_the_card_allows(mon
     """DASKSAE_FLOAT32_WGMMA_FORWARD: ``auto`` (the default since session 49) takes ``w32-split-2`` for float32
     (three terms) and ``mma.sync``'s split (``k32x3``) for tf32 (one) on a card that runs ``wgmma`` (here said to);
     ``1`` takes ``w32-split-2`` for both, a variant's name that variant, ``0`` ``k32x3``; a card without ``wgmma``
-    ``k32x3`` whatever the switch; ``w32-split``'s launch asks for its one stage of four tiles, ``w32-split-2``'s for
-    two."""
+    ``k32x3`` whatever the switch; ``w32-split-2``'s launch asks for two stages of four tiles, ``w32-a-registers``'
+    for two of B's two."""
     from dasksae.kernels import mma_float32, mma_forward, wgmma
     from dasksae.switches import SWITCHES
 
     assert SWITCHES["DASKSAE_FLOAT32_WGMMA_FORWARD"] == (
-        ("auto", "1", "0", "w32-split", "w32-split-2", "w32-regs-2", "w32-hoisted", "w32-a-registers"), "auto")
+        ("auto", "1", "0", "w32-split-2", "w32-hoisted", "w32-a-registers"), "auto")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
     assert _float32_variants_taken(monkeypatch, "WGMMA_FORWARD", mma_float32.forward_variant,
-                                   ("auto", "1", "w32-split", "0")) == {
-        "auto": ("w32-split-2", "k32x3"), "1": ("w32-split-2", "w32-split-2"), "w32-split": ("w32-split", "w32-split"),
-        "0": ("k32x3", "k32x3")}
+                                   ("auto", "1", "w32-hoisted", "0")) == {
+        "auto": ("w32-split-2", "k32x3"), "1": ("w32-split-2", "w32-split-2"),
+        "w32-hoisted": ("w32-hoisted", "w32-hoisted"), "0": ("k32x3", "k32x3")}
     monkeypatch.setattr(wgmma, "supported", lambda: False)
     assert set(_float32_variants_taken(monkeypatch, "WGMMA_FORWARD", mma_float32.forward_variant,
-                                       ("auto", "1", "w32-split")).values()) == {("k32x3", "k32x3")}
-    assert mma_forward.shared_bytes("w32-split", split_tf32=True) == 2 * (128 + 96) * 32 * 4
+                                       ("auto", "1", "w32-hoisted")).values()) == {("k32x3", "k32x3")}
     assert mma_forward.shared_bytes("w32-split-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4
-    assert mma_forward.shared_bytes("w32-regs-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4  # (registers)
     assert mma_forward.shared_bytes("w32-a-registers", split_tf32=True) == 2 * 2 * 96 * 32 * 4  # (B's tiles only)
 
 
@@ -399,7 +397,7 @@ def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(m
     from dasksae.switches import SWITCHES
 
     assert SWITCHES["DASKSAE_FLOAT32_WGMMA_TRANSPOSE"] == (
-        ("auto", "1", "all", "0", "w32-split-2", "w32-regs-2", "w32-hoisted", "w32-a-registers"), "auto")
+        ("auto", "1", "all", "0", "w32-split-2", "w32-hoisted", "w32-a-registers"), "auto")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
     monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "1")
     cupy_module = type(numpy)("cupy")

@@ -78,25 +78,21 @@ WGMMA_FORWARD = switch("DASKSAE_WGMMA_FORWARD")
 WGMMA_VARIANT = "w64x3-swizzled"
 # the tiles of the float32 kernel on split TF32 tensor cores (kernels/mma_float32.py): k32x3 takes 93 KiB a block
 SPLIT_VARIANTS = {"k32x3": (32, 3)}
-# w32-split (session 48; DASKSAE_FLOAT32_WGMMA_FORWARD=w32-split) the same on wgmma (sm_90): k-tiles of 32 staged
-# through registers, split into their TF32 terms and B transposed to K-major as they are staged, one stage (56 KiB),
-# one block of 256 threads an SM (the partial sums and the next k-tile's loads take more than 128 registers).
-# w32-split-2 (session 49; mma_float32's default): two stages (112 KiB), k-tile s + 1 split and staged while k-tile s's
-# products run, since with one block an SM nothing else runs beside w32-split's products
-# (Session 49's w32-async-3 and -4, the k-tiles' float4s by cp.async into 3 or 4 raw stages of shared memory so that 2
-# or 3 k-tiles of loads were in flight, lost in session 50 and are gone.)  w32-regs-2 (session 50): w32-split-2 with two register sets of loads, so that each k-tile's loads are issued two
-# k-tiles ahead (mma_update's split_k_tiles_in_two_register_sets).  w32-hoisted (session 50): w32-split-2 whose fetch
-# keeps its two addresses from k-tile to k-tile (a pointer for A, one for B with the field row's place as a counter)
-# instead of recomputing seven, with a division, each k-tile
-# w32-a-registers (session 51): w32-split-2 with A (the weights) split into wgmma's register fragments instead of
-# staged in shared memory: no A tiles (a stage 24 KiB, B's two terms), and the tensor cores read only B from shared
-# memory (its reads by both warpgroups' three products a k-step and the split's stores were 176 KiB a k-tile, 96
-# without A).  Each thread loads its two rows' 8 values of the k-tile (two float4s a row), so k-step s takes the
-# k-tile's inner terms 8 t + 2 s and 8 t + 2 s + 1 (t = lane % 4) as its columns t and t + 4, and B's field rows are
-# staged at the places that permutation gives them
-# (TILE_K, STAGES, REGISTER_SETS, HOISTED, A_REGISTERS)
-SPLIT_WGMMA_VARIANTS = {"w32-split": (32, 1, 1, 0, 0), "w32-split-2": (32, 2, 1, 0, 0), "w32-regs-2": (32, 2, 2, 0, 0),
-                        "w32-hoisted": (32, 2, 1, 1, 0), "w32-a-registers": (32, 2, 1, 0, 1)}
+# w32-split-2 (session 49; mma_float32's default) the same on wgmma (sm_90): k-tiles of 32 staged through registers,
+# split into their TF32 terms and B transposed to K-major as they are staged, two stages (112 KiB), k-tile s + 1 split
+# and staged while k-tile s's products run, one block of 256 threads an SM (the partial sums and the next k-tile's
+# loads take more than 128 registers).  w32-hoisted (session 50): w32-split-2 whose fetch keeps its two addresses from
+# k-tile to k-tile (a pointer for A, one for B with the field row's place as a counter) instead of recomputing seven,
+# with a division, each k-tile.  w32-a-registers (session 51): w32-split-2 with A (the weights) split into wgmma's
+# register fragments instead of staged in shared memory: no A tiles (a stage 24 KiB, B's two terms), and the tensor
+# cores read only B from shared memory (its reads by both warpgroups' three products a k-step and the split's stores
+# were 176 KiB a k-tile, 96 without A).  Each thread loads its two rows' 8 values of the k-tile (two float4s a row),
+# so k-step s takes the k-tile's inner terms 8 t + 2 s and 8 t + 2 s + 1 (t = lane % 4) as its columns t and t + 4,
+# and B's field rows are staged at the places that permutation gives them.  (Gone, having lost: session 48's w32-split,
+# one stage; session 49's w32-async-3 and -4, cp.async into raw stages; session 50's w32-regs-2, two register sets of
+# loads, which tied.)
+# (TILE_K, STAGES, HOISTED, A_REGISTERS)
+SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0, 0), "w32-hoisted": (32, 2, 1, 0), "w32-a-registers": (32, 2, 0, 1)}
 SPLIT_A_PAD = 4  # its shared weight row: TILE_K floats and 4 (A's fragment loads (g, t) in banks 4g + t: distinct)
 
 
@@ -117,7 +113,7 @@ def shared_bytes(variant: str = VARIANT, split_tf32: bool = False) -> int:
     float32 ones with ``split_tf32``, and 4; on ``wgmma`` none) and of the fields (``TILE_K`` rows of 96 and 8; on
     ``wgmma`` none)."""
     if split_tf32 and variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms a stage, no padding
-        tile_k, stages, _, _, a_registers = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, _, a_registers = SPLIT_WGMMA_VARIANTS[variant]
         return stages * 2 * ((0 if a_registers else TILE_M) + TILE_N) * tile_k * 4
     if split_tf32:
         tile_k, stages = SPLIT_VARIANTS[variant]
@@ -289,7 +285,7 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     constexpr int A_LOADS = TILE_M * (TILE_K / 4) / FORWARD_THREADS, B_LOADS = TILE_K * (TILE_N / 4) / FORWARD_THREADS;
     static_assert(A_LOADS * FORWARD_THREADS == TILE_M * TILE_K / 4 && B_LOADS * FORWARD_THREADS == TILE_K * TILE_N / 4,
                   "whole loads");
-    float4 a_next[REGISTER_SETS][A_LOADS], b_next[REGISTER_SETS][B_LOADS];  // (w32-regs-2: two sets)
+    float4 a_next[A_LOADS], b_next[B_LOADS];  // a k-tile's loads
 #if HOISTED  // (w32-hoisted) the fetch's two addresses kept from k-tile to k-tile instead of
     // recomputed from the k-tile's place (fetch takes the k-tiles in order, once each): A's rows m0 + tid / 8 + 32 i
     // at chunk tid % 8 of the k-tile, one pointer advanced a k-tile a fetch; B's field row k = k0 + lane (its field
@@ -307,33 +303,33 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     const float* const a_from = weights + (long long)a_row * fan_in + 8 * t;
     unsigned a_big_fragments[2][16], a_small_fragments[2][16];  // a stage's (each named by a constant: by_pairs)
 #endif
-    auto fetch = [&](const int tile, const int set) {  // k-tile tile's float4s of this thread (zeros past the ends;
-        const int k0 = tile * TILE_K;  // none past the last k-tile) into register set set
+    auto fetch = [&](const int tile) {  // k-tile tile's float4s of this thread into registers (zeros past the ends;
+        const int k0 = tile * TILE_K;  // none past the last k-tile)
 #if A_REGISTERS
         for (int j = 0; j < A_LOADS && tile < tiles; ++j) {  // row a_row + 8 (j / 2), values 4 (j % 2) .. of 8 t
             const int k = k0 + 8 * t + 4 * (j % 2);
             const bool whole = a_row + 8 * (j / 2) < rows && k < fan_in;
             const float* from = whole ? a_from + (long long)(j / 2) * 8 * fan_in + k0 + 4 * (j % 2) : weights;
-            a_next[set][j] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+            a_next[j] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
         }
         for (int i = 0; i < B_LOADS && tile < tiles; ++i) {  // as below
             const int c = tid + i * FORWARD_THREADS, k = k0 + c % TILE_K, quad = c / TILE_K;
             const bool whole = k < fan_in && n0 + 4 * quad < batch;
             const float* from = whole ? x + (k / field_rows) * in_row + (long long)(k % field_rows) * batch + 4 * quad
                                       : x;
-            b_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+            b_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
         }
 #elif HOISTED
         if (tile >= tiles) return;
         for (int i = 0; i < A_LOADS; ++i) {
             const bool whole = m0 + tid / 8 + 32 * i < rows && k0 + a_k < fan_in;
             const float* from = whole ? a_at + (long long)i * 32 * fan_in : weights;
-            a_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+            a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
         }
         for (int i = 0; i < B_LOADS; ++i) {
             const bool whole = k0 + lane < fan_in && n0 + 4 * (warp + 8 * i) < batch;
             const float* from = whole ? b_at + 32 * i : x;
-            b_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+            b_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
         }
         a_at += TILE_K;  // the next k-tile's
         b_at += (long long)TILE_K * batch;
@@ -344,14 +340,14 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
             const int c = tid + i * FORWARD_THREADS, r = c / 8, k = k0 + (c % 8) * 4, m = m0 + r;
             const bool whole = m < rows && k < fan_in;
             const float* from = whole ? weights + (long long)m * fan_in + k : weights;
-            a_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+            a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
         }
         for (int i = 0; i < B_LOADS && tile < tiles; ++i) {  // field row k0 + c % 32, columns 4 (c / 32) .. of 96
             const int c = tid + i * FORWARD_THREADS, k = k0 + c % TILE_K, quad = c / TILE_K;
             const bool whole = k < fan_in && n0 + 4 * quad < batch;
             const float* from = whole ? x + (k / field_rows) * in_row + (long long)(k % field_rows) * batch + 4 * quad
                                       : x;
-            b_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+            b_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
         }
 #endif
     };
@@ -362,12 +358,12 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
 #else
     float* const sums = &acc[0][0][0];
 #endif
-    auto stage = [&](const int tile, const int buffer, const int set) {  // this thread's float4s of fetched k-tile
-        // tile (in register set set), split, into stage buffer
+    auto stage = [&](const int tile, const int buffer) {  // this thread's float4s of fetched k-tile tile, split, into
+        // stage buffer
         float* const stage_at = a_big + buffer * STAGE_FLOATS;
 #if A_REGISTERS  // A split into buffer's fragments: k-step s's (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4) are
         // rows a_row, a_row + 8 at 8 t + 2 s, then at 8 t + 2 s + 1
-        const float4* const rows_of = a_next[set];
+        const float4* const rows_of = a_next;
         const float values[2][8] = {{rows_of[0].x, rows_of[0].y, rows_of[0].z, rows_of[0].w, rows_of[1].x, rows_of[1].y,
                                      rows_of[1].z, rows_of[1].w},
                                     {rows_of[2].x, rows_of[2].y, rows_of[2].z, rows_of[2].w, rows_of[3].x, rows_of[3].y,
@@ -380,14 +376,14 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
 #else
         for (int i = 0; i < A_LOADS; ++i) {  // A's chunk c % 8 of row c / 8 (k_major_128_at counts 2-byte values)
             const int c = tid + i * FORWARD_THREADS;
-            store_split_tf32(stage_at, stage_at + (a_small - a_big), k_major_128_at(c / 8, c % 8) / 2, a_next[set][i]);
+            store_split_tf32(stage_at, stage_at + (a_small - a_big), k_major_128_at(c / 8, c % 8) / 2, a_next[i]);
         }
         auto k_position = [](const int k) { return k; };
 #endif
         for (int i = 0; i < B_LOADS; ++i) {  // B's rows 4 quad .. 4 quad + 3, inner term c % 32 of each
             const int c = tid + i * FORWARD_THREADS;
             store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (c / TILE_K),
-                                   k_position(c % TILE_K), b_next[set][i]);
+                                   k_position(c % TILE_K), b_next[i]);
         }
         ASYNC_PROXY_FENCE();  // these stores seen by the tensor cores' reads
     };
@@ -403,25 +399,12 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
 #endif
     };
     auto finish = [&]() { split_k_tile_done(&acc[0][0][0], sums); };
-#if STAGES == 1  // the k-tile staged, then its products, the next k-tile's loads in flight while they run
-    fetch(0, 0);
-    for (int s = 0; s < tiles; ++s) {
-        __syncthreads();  // both warpgroups' products of k-tile s - 1 are done: the stage is free
-        stage(s, 0, 0);
-        __syncthreads();  // every thread's terms are staged
-        product(0);
-        fetch(s + 1, 0);  // in flight while the products run
-        finish();
-    }
-#else  // STAGES 2: k-tile s + 1 staged into the other buffer while k-tile s's products run
-    static_assert(STAGES == 2, "one stage or two");
-#if REGISTER_SETS == 2
-    split_k_tiles_in_two_register_sets(tiles, fetch, stage, product, finish);
-#elif A_REGISTERS
+    // k-tile s + 1 staged into the other buffer while k-tile s's products run
+    static_assert(STAGES == 2, "two stages");
+#if A_REGISTERS
     split_k_tiles_in_two_stages_by_pairs(tiles, fetch, stage, product, finish);
 #else
     split_k_tiles_in_two_stages(tiles, fetch, stage, product, finish);
-#endif
 #endif
     const int first_row = m0 + group * 64 + (warp % 4) * 16, first_column = n0;
 #elif WGMMA
@@ -525,9 +508,9 @@ def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None 
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "bfloat16", transpose_b=True))
     elif split_tf32 and variant in SPLIT_WGMMA_VARIANTS:
-        tile_k, stages, register_sets, hoisted, a_registers = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, hoisted, a_registers = SPLIT_WGMMA_VARIANTS[variant]
         defines = {"WGMMA": 1, "SPLIT_TF32": 1, "TERMS": split_terms(terms), "TILE_K": tile_k, "STAGES": stages,
-                   "REGISTER_SETS": register_sets, "HOISTED": hoisted, "A_REGISTERS": a_registers, "A_ROW": tile_k,
+                   "HOISTED": hoisted, "A_REGISTERS": a_registers, "A_ROW": tile_k,
                    "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True), "FORWARD_MIN_BLOCKS": 1}
         helpers = (MMA_HELPERS + SPLIT_TF32_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "tf32")

@@ -72,13 +72,12 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # (session 49, DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1) the same on wgmma (sm_90), as mma_forward's w32-split-2: (TILE_K,
 # STAGES), k-tiles of 32 block rows staged through registers, split into their TF32 terms and both operands
 # transposed to K-major as they are staged, two stages (112 KiB), one block an SM
-# (TILE_K, STAGES, REGISTER_SETS, HOISTED, A_REGISTERS): w32-regs-2 (session 50) two register sets of loads, as
-# mma_forward's; w32-hoisted (session 50) the fetch's block and addresses kept from k-tile to k-tile, as mma_forward's
-# (session 49's w32-async-3 and -4, cp.async into raw stages, lost in session 50 and are gone); w32-a-registers
-# (session 51) A, the cell's values, split into wgmma's register fragments, as mma_forward's: a thread's two rows are
-# the cell's values 2 g and 2 g + 1 of its warp's 16 (a float2 of a weight row), and no A tiles (a stage 24 KiB)
-SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 1, 0, 0), "w32-regs-2": (32, 2, 2, 0, 0), "w32-hoisted": (32, 2, 1, 1, 0),
-                        "w32-a-registers": (32, 2, 1, 0, 1)}
+# (TILE_K, STAGES, HOISTED, A_REGISTERS): w32-hoisted (session 50) the fetch's block and addresses kept from k-tile to
+# k-tile, as mma_forward's; w32-a-registers (session 51) A, the cell's values, split into wgmma's register fragments,
+# as mma_forward's: a thread's two rows are the cell's values 2 g and 2 g + 1 of its warp's 16 (a float2 of a weight
+# row), and no A tiles (a stage 24 KiB).  (Gone, having lost: session 49's w32-async-3 and -4, cp.async into raw
+# stages; session 50's w32-regs-2, two register sets of loads)
+SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0, 0), "w32-hoisted": (32, 2, 1, 0), "w32-a-registers": (32, 2, 0, 1)}
 # bfloat16 on wgmma (kernels/wgmma.py; sm_90 only), as mma_forward's WGMMA_VARIANTS: (TILE_K, STAGES, WGMMA_PENDING),
 # the tiles in CUTLASS's swizzled layouts (the weights' cell values MN-major in 128-byte rows, y's columns MN-major in
 # 64-byte rows).  It takes layers whose rows are whole 64s.  On an H100 (session 43, coates200, M=96) it took the
@@ -118,7 +117,7 @@ def shared_bytes(variant: str, split_tf32: bool = False) -> int:
         tile_k, stages, _ = WGMMA_VARIANTS[variant]
         return stages * tile_k * (CELL_ROWS * cells_a_block(variant) + TILE_N) * 2
     if variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms a stage, no padding
-        tile_k, stages, _, _, a_registers = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, _, a_registers = SPLIT_WGMMA_VARIANTS[variant]
         return stages * 2 * tile_k * ((0 if a_registers else CELL_ROWS) + TILE_N) * 4
     tile_k, stages = (SPLIT_VARIANTS if split_tf32 else VARIANTS)[variant]
     return stages * (tile_k * A_ROW + tile_k * B_ROW) * (4 if split_tf32 else 2)
@@ -301,12 +300,12 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
     constexpr int B_LOADS = TILE_N * TILE_K / 4 / TRANSPOSE_THREADS;
     static_assert(A_LOADS * TRANSPOSE_THREADS * 4 == CELL_ROWS * TILE_K &&
                   B_LOADS * TRANSPOSE_THREADS * 4 == TILE_N * TILE_K, "whole loads");
-    float4 a_next[REGISTER_SETS][A_LOADS], b_next[REGISTER_SETS][B_LOADS];  // (w32-regs-2: two sets)
+    float4 a_next[A_LOADS], b_next[B_LOADS];  // a k-tile's loads
 #if A_REGISTERS  // (w32-a-registers, as mma_forward's) A's fragments in registers: this thread's rows of its warp's 16
     // are the cell's values a_m and a_m + 1 (fragment rows g and g + 8: the epilogue's row_in_16), side by side in a
     // weight row (step C is whole 4s), at the k-tile's block rows 8 t .. 8 t + 7, a float2 each; k-step s takes
     // block row 8 t + 2 s as its column t and 8 t + 2 s + 1 as its column t + 4 (B's staged to match: k_position)
-    static_assert(HOISTED == 0 && REGISTER_SETS == 1, "A's fragments: one set of loads");
+    static_assert(HOISTED == 0, "A's fragments: loads of their own");
     const int a_m = group * 64 + (warp % 4) * 16 + 2 * g;
     const long long a_m_offset = (long long)(a_m / run) * field * channels + a_m % run;
     float2 a_pairs[8];  // block rows 8 t + j
@@ -330,8 +329,8 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
         a_offset[i] = lane * (int)fan_in + (m / run) * field * channels + m % run;
     }
 #endif
-    auto fetch = [&](const int tile, const int set) {  // k-tile tile's float4s of this thread (zeros past the ends;
-#if A_REGISTERS                                         // none past the last k-tile) into register set set
+    auto fetch = [&](const int tile) {  // k-tile tile's float4s of this thread into registers (zeros past the ends;
+#if A_REGISTERS                          // none past the last k-tile)
         if (tile < tiles) {
             const int which = tile / tiles_a_block, r0 = (tile % tiles_a_block) * TILE_K;
             const int p = p_first + which / blocks_q, q = q_first + which % blocks_q;
@@ -345,7 +344,7 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
                 const int c = tid + i * TRANSPOSE_THREADS, r = c % TILE_K, n = 4 * (c / TILE_K);
                 const bool whole = n0 + n < batch;
                 const float* from = whole ? y_at + (long long)r * batch + n : y;
-                b_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+                b_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
             }
         }
 #elif HOISTED
@@ -353,13 +352,13 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
         for (int i = 0; i < A_LOADS; ++i) {
             const bool whole = 4 * (warp + 8 * i) < cell_rows;
             const float* from = whole ? fetch_field + a_offset[i] : weights;
-            a_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+            a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
         }
         for (int i = 0; i < B_LOADS; ++i) {  // y's columns 4 (warp + 8 i) .. of block row lane
             const int n = 4 * (warp + 8 * i);
             const bool whole = n0 + n < batch;
             const float* from = whole ? fetch_y + lane * batch + n : y;
-            b_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+            b_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
         }
         fetch_r0 += TILE_K;  // the next k-tile: the block's next rows, or the next block's first
         fetch_field += TILE_K * fan_in;
@@ -384,21 +383,20 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
                 const bool whole = m < cell_rows;
                 const float* from = whole ? field_at + r * fan_in + (long long)(m / run) * field * channels + m % run
                                           : weights;
-                a_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+                a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
             }
             const float* y_at = y + (block * rows + r0) * batch + n0;
             for (int i = 0; i < B_LOADS; ++i) {  // y's columns 4 (c / 32) .. of block row r0 + c % 32
                 const int c = tid + i * TRANSPOSE_THREADS, r = c % TILE_K, n = 4 * (c / TILE_K);
                 const bool whole = n0 + n < batch;
                 const float* from = whole ? y_at + (long long)r * batch + n : y;
-                b_next[set][i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+                b_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
             }
         }
 #endif
     };
-    auto stage = [&](const int tile, const int buffer, const int set) {  // this thread's float4s of fetched k-tile
-        float* const stage_at = a_big + buffer * STAGE_FLOATS;            // tile (in register set set), split, into
-                                                                          // stage buffer
+    auto stage = [&](const int tile, const int buffer) {  // this thread's float4s of fetched k-tile tile, split, into
+        float* const stage_at = a_big + buffer * STAGE_FLOATS;  // stage buffer
 #if A_REGISTERS  // A split into buffer's fragments: k-step s's (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4) are
         // values a_m, a_m + 1 of block row 8 t + 2 s, then of 8 t + 2 s + 1
         for (int e = 0; e < 16; ++e) {  // e = 4 s + 2 (column half) + row half
@@ -411,14 +409,14 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
         for (int i = 0; i < A_LOADS; ++i) {
             const int c = tid + i * TRANSPOSE_THREADS;
             store_split_transposed(stage_at, stage_at + (a_small - a_big), 4 * (c / TILE_K), c % TILE_K,
-                                   a_next[set][i]);
+                                   a_next[i]);
         }
         auto k_position = [](const int k) { return k; };
 #endif
         for (int i = 0; i < B_LOADS; ++i) {
             const int c = tid + i * TRANSPOSE_THREADS;
             store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (c / TILE_K),
-                                   k_position(c % TILE_K), b_next[set][i]);
+                                   k_position(c % TILE_K), b_next[i]);
         }
         ASYNC_PROXY_FENCE();  // these stores seen by the tensor cores' reads
     };
@@ -445,9 +443,7 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
     // (every warpgroup waits and adds, outside has_rows: a wgmma wait in a divergent path has ptxas serialize every
     // wgmma of the kernel, C7518; an idle warpgroup waits for nothing and adds its partial sums' zeros)
     auto finish = [&]() { split_k_tile_done(&acc[0][0][0], sums); };
-#if REGISTER_SETS == 2
-    split_k_tiles_in_two_register_sets(tiles, fetch, stage, product, finish);
-#elif A_REGISTERS
+#if A_REGISTERS
     split_k_tiles_in_two_stages_by_pairs(tiles, fetch, stage, product, finish);
 #else
     split_k_tiles_in_two_stages(tiles, fetch, stage, product, finish);
@@ -552,9 +548,8 @@ def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | Non
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_transpose", TILE_N, "bfloat16", transpose_b=True, transpose_a=True))
     elif variant in SPLIT_WGMMA_VARIANTS:
-        tile_k, stages, register_sets, hoisted, a_registers = SPLIT_WGMMA_VARIANTS[variant]
-        defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "REGISTER_SETS": register_sets,
-                   "A_REGISTERS": a_registers, "HOISTED": hoisted, "CELL_ROWS": CELL_ROWS,
+        tile_k, stages, hoisted, a_registers = SPLIT_WGMMA_VARIANTS[variant]
+        defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "A_REGISTERS": a_registers, "HOISTED": hoisted, "CELL_ROWS": CELL_ROWS,
                    "A_ROW": tile_k, "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True),
                    "TRANSPOSE_MIN_BLOCKS": 1}
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS + wgmma.wgmma_function("wgmma_transpose", TILE_N, "tf32")

@@ -321,7 +321,7 @@ __device__ __forceinline__ void split_tf32_k_step_paired(float (*acc)[6][4], con
 
 
 # (after WGMMA_HELPERS and SPLIT_TF32_HELPERS) the split's products on wgmma, the update's (rows-wide-wgmma with
-# split_tf32) and mma_forward's (w32-split)
+# split_tf32) and mma_forward's and mma_transpose's (w32-split-2 and the others)
 SPLIT_WGMMA_HELPERS = r"""
 // a warpgroup's products of one k-tile of 32 inner terms from its split terms, each a K-major tile of 128-byte
 // swizzled rows (a_big and a_small at the warpgroup's 64 rows), into its 48 sums, in one commit group (the caller
@@ -397,85 +397,54 @@ __device__ __forceinline__ void store_split_transposed(float* big, float* small,
     }
 }
 
-// a product's k-tiles in two stages of shared memory: k-tile s + 1 staged (stage(tile, buffer, set): its fetched values
+// a product's k-tiles in two stages of shared memory: k-tile s + 1 staged (stage(tile, buffer): its fetched values
 // split into that buffer's tiles and fenced for the tensor cores) while k-tile s's products run (product(buffer): one
-// commit group), the next k-tile's loads in flight after it (fetch(tile, set): into registers; nothing past the
-// last); finish() waits for the products and takes their sums.  A barrier after each k-tile: the next one staged, and
-// every warpgroup's products of this one done, so that its buffer is free to stage into.  (fetch and stage take the
-// register set, 0 here: split_k_tiles_in_two_register_sets uses two, each named by a constant, so that once the
-// lambdas are inlined the sets are registers.  Session 49's w32-async-3 and -4, which fetched 2 or 3 k-tiles ahead
-// by cp.async into raw stages of shared memory, lost in session 50 and are gone)
+// commit group), the next k-tile's loads in flight after it (fetch(tile): into registers; nothing past the last);
+// finish() waits for the products and takes their sums.  A barrier after each k-tile: the next one staged, and every
+// warpgroup's products of this one done, so that its buffer is free to stage into.  (Session 49's w32-async-3 and -4,
+// which fetched 2 or 3 k-tiles ahead by cp.async into raw stages of shared memory, and session 50's w32-regs-2, two
+// register sets of loads, lost or tied and are gone)
 template <typename Fetch, typename Stage, typename Product, typename Finish>
 __device__ __forceinline__ void split_k_tiles_in_two_stages(const int tiles, Fetch fetch, Stage stage, Product product,
                                                             Finish finish)
 {
-    fetch(0, 0);
-    stage(0, 0, 0);
-    fetch(1, 0);
+    fetch(0);
+    stage(0, 0);
+    fetch(1);
     __syncthreads();  // k-tile 0 is staged
     for (int s = 0; s < tiles; ++s) {
         product(s % 2);
-        if (s + 1 < tiles) stage(s + 1, (s + 1) % 2, 0);  // (the other buffer's products, k-tile s - 1's,
-        fetch(s + 2, 0);                                  // were done before the last barrier)
+        if (s + 1 < tiles) stage(s + 1, (s + 1) % 2);  // (the other buffer's products, k-tile s - 1's,
+        fetch(s + 2);                                 // were done before the last barrier)
         finish();
         __syncthreads();
     }
 }
 
 // split_k_tiles_in_two_stages taken two k-tiles an iteration, so that each stage's buffer is named by a constant
-// (stage(tile, buffer, 0), product(buffer)): w32-a-registers keeps a set of A's fragments a buffer, in registers
+// (stage(tile, buffer), product(buffer)): w32-a-registers keeps a set of A's fragments a buffer, in registers
 template <typename Fetch, typename Stage, typename Product, typename Finish>
 __device__ __forceinline__ void split_k_tiles_in_two_stages_by_pairs(const int tiles, Fetch fetch, Stage stage,
                                                                      Product product, Finish finish)
 {
-    fetch(0, 0);
-    stage(0, 0, 0);
-    fetch(1, 0);
+    fetch(0);
+    stage(0, 0);
+    fetch(1);
     __syncthreads();  // k-tile 0 is staged
     for (int s = 0; s < tiles; s += 2) {
         product(0);  // k-tile s (even: buffer 0)
-        if (s + 1 < tiles) stage(s + 1, 1, 0);
-        fetch(s + 2, 0);
+        if (s + 1 < tiles) stage(s + 1, 1);
+        fetch(s + 2);
         finish();
         __syncthreads();
         if (s + 1 >= tiles) break;
         product(1);  // k-tile s + 1
-        if (s + 2 < tiles) stage(s + 2, 0, 0);
-        fetch(s + 3, 0);
+        if (s + 2 < tiles) stage(s + 2, 0);
+        fetch(s + 3);
         finish();
         __syncthreads();
     }
 }
-
-// split_k_tiles_in_two_stages with the loads in two register sets, k-tile t's in set t % 2 (fetch(tile, t % 2),
-// stage(tile, buffer, t % 2)): a k-tile's loads are issued when the set's k-tile before it is staged, two
-// k-tiles ahead, where with one set they are issued after the next k-tile is staged and are waited for at the top of
-// the next iteration, with only the products' wait and the barrier between.  The loop taken two k-tiles an iteration,
-// so that each set is named at compile time (registers, not local memory)
-template <typename Fetch, typename Stage, typename Product, typename Finish>
-__device__ __forceinline__ void split_k_tiles_in_two_register_sets(const int tiles, Fetch fetch, Stage stage,
-                                                                   Product product, Finish finish)
-{
-    fetch(0, 0);
-    fetch(1, 1);
-    stage(0, 0, 0);
-    fetch(2, 0);
-    __syncthreads();  // k-tile 0 is staged
-    for (int s = 0; s < tiles; s += 2) {
-        product(0);  // k-tile s (even: buffer 0, set 0)
-        if (s + 1 < tiles) stage(s + 1, 1, 1);
-        fetch(s + 3, 1);
-        finish();
-        __syncthreads();
-        if (s + 1 >= tiles) break;
-        product(1);  // k-tile s + 1
-        if (s + 2 < tiles) stage(s + 2, 0, 0);
-        fetch(s + 4, 0);
-        finish();
-        __syncthreads();
-    }
-}
-
 """
 
 

@@ -1,5 +1,7 @@
 #!/bin/bash
 # Session 50's GPU checks (results in bench/results/session50/<part>/, each with its command.txt).
+#   (session 51 removed w32-regs-2 and w32-async-*: PART=transpose and quick no longer run as written; PART=next's
+#   successor is bench/gpu_session51_check.sh)
 #   (session 50's first call ran session 49's PART=third: bench/results/session50/third/)
 #   PART=next (about 450 s; for session 51): float32 W x, U g_r and W^T y in w32-hoisted (the fetch's addresses kept
 #     from k-tile to k-tile: W x 398 instructions a k-tile against w32-split-2's 520, W^T y 479 against 690;

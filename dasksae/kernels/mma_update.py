@@ -323,35 +323,14 @@ __device__ __forceinline__ void split_tf32_k_step_paired(float (*acc)[6][4], con
 # (after WGMMA_HELPERS and SPLIT_TF32_HELPERS) the split's products on wgmma, the update's (rows-wide-wgmma with
 # split_tf32) and mma_forward's and mma_transpose's (w32-split-2 and the others)
 SPLIT_WGMMA_HELPERS = r"""
-// a warpgroup's products of one k-tile of 32 inner terms from its split terms, each a K-major tile of 128-byte
-// swizzled rows (a_big and a_small at the warpgroup's 64 rows), into its 48 sums, in one commit group (the caller
-// waits): TERMS 3 small x big, big x small, big x big a k-step of 8, the k-tile's first product keeping the sums where
-// keep_first and starting them from zero where not; TERMS 1 big x big, keeping them.  8-row atoms 1024 bytes apart, a
-// k-step 32 bytes along the rows (2 of the descriptor's 16-byte units)
-template <void (*PRODUCT)(float*, unsigned long long, unsigned long long, int)>
-__device__ __forceinline__ void split_k_tile(float* sums, const float* a_big, const float* a_small, const float* b_big,
-                                             const float* b_small, const int keep_first)
-{
-    const unsigned long long big_a = descriptor(a_big, 16, 1024, 1), small_a = descriptor(a_small, 16, 1024, 1),
-                             big_b = descriptor(b_big, 16, 1024, 1), small_b = descriptor(b_small, 16, 1024, 1);
-    sums_fenced<48>(sums);
-    WGMMA_FENCE();
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-#if TERMS == 3
-        PRODUCT(sums, small_a + 2 * k, big_b + 2 * k, k > 0 || keep_first);
-        PRODUCT(sums, big_a + 2 * k, small_b + 2 * k, 1);
-#endif
-        PRODUCT(sums, big_a + 2 * k, big_b + 2 * k, 1);
-    }
-    WGMMA_COMMIT();
-}
-
-// split_k_tile with A from registers (mma_forward's w32-a-registers): this thread's fragments of the k-tile's four
-// k-steps, a_big[4 k .. 4 k + 3] and a_small[...] (wgmma.wgmma_registers_function's layout), and B's K-major tiles
-template <void (*PRODUCT)(float*, const unsigned*, unsigned long long, int)>
-__device__ __forceinline__ void split_k_tile_registers(float* sums, const unsigned* a_big, const unsigned* a_small,
-                                                       const float* b_big, const float* b_small, const int keep_first)
+// a warpgroup's products of one k-tile of 32 inner terms from its split terms into its 48 sums, in one commit group
+// (the caller waits): TERMS 3 small x big, big x small, big x big a k-step of 8, the k-tile's first product keeping the
+// sums where keep_first and starting them from zero where not; TERMS 1 big x big, keeping them.  B's terms each a
+// K-major tile of 128-byte swizzled rows: 8-row atoms 1024 bytes apart, a k-step 32 bytes along the rows (2 of the
+// descriptor's 16-byte units); A's terms as PRODUCT takes them (OperandA), k-step k's at big_a + A_STEP k
+template <typename OperandA, int A_STEP, void (*PRODUCT)(float*, OperandA, unsigned long long, int)>
+__device__ __forceinline__ void split_k_tile_products(float* sums, const OperandA big_a, const OperandA small_a,
+                                                      const float* b_big, const float* b_small, const int keep_first)
 {
     const unsigned long long big_b = descriptor(b_big, 16, 1024, 1), small_b = descriptor(b_small, 16, 1024, 1);
     sums_fenced<48>(sums);
@@ -359,12 +338,30 @@ __device__ __forceinline__ void split_k_tile_registers(float* sums, const unsign
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
 #if TERMS == 3
-        PRODUCT(sums, a_small + 4 * k, big_b + 2 * k, k > 0 || keep_first);
-        PRODUCT(sums, a_big + 4 * k, small_b + 2 * k, 1);
+        PRODUCT(sums, small_a + A_STEP * k, big_b + 2 * k, k > 0 || keep_first);
+        PRODUCT(sums, big_a + A_STEP * k, small_b + 2 * k, 1);
 #endif
-        PRODUCT(sums, a_big + 4 * k, big_b + 2 * k, 1);
+        PRODUCT(sums, big_a + A_STEP * k, big_b + 2 * k, 1);
     }
     WGMMA_COMMIT();
+}
+
+// split_k_tile_products with A's terms K-major tiles too (a_big and a_small at the warpgroup's 64 rows, laid out as B's)
+template <void (*PRODUCT)(float*, unsigned long long, unsigned long long, int)>
+__device__ __forceinline__ void split_k_tile(float* sums, const float* a_big, const float* a_small, const float* b_big,
+                                             const float* b_small, const int keep_first)
+{
+    split_k_tile_products<unsigned long long, 2, PRODUCT>(sums, descriptor(a_big, 16, 1024, 1),
+                                                          descriptor(a_small, 16, 1024, 1), b_big, b_small, keep_first);
+}
+
+// split_k_tile_products with A from registers (w32-a-registers): this thread's fragments of the k-tile's four
+// k-steps, a_big[4 k .. 4 k + 3] and a_small[...] (wgmma.wgmma_registers_function's layout)
+template <void (*PRODUCT)(float*, const unsigned*, unsigned long long, int)>
+__device__ __forceinline__ void split_k_tile_registers(float* sums, const unsigned* a_big, const unsigned* a_small,
+                                                       const float* b_big, const float* b_small, const int keep_first)
+{
+    split_k_tile_products<const unsigned*, 4, PRODUCT>(sums, a_big, a_small, b_big, b_small, keep_first);
 }
 
 // after split_k_tile's commit group into sums: waits for it, and where sums are a k-tile's partial sums (TERMS 3: the

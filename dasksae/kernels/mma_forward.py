@@ -305,21 +305,7 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
 #endif
     auto fetch = [&](const int tile) {  // k-tile tile's float4s of this thread into registers (zeros past the ends;
         const int k0 = tile * TILE_K;  // none past the last k-tile)
-#if A_REGISTERS
-        for (int j = 0; j < A_LOADS && tile < tiles; ++j) {  // row a_row + 8 (j / 2), values 4 (j % 2) .. of 8 t
-            const int k = k0 + 8 * t + 4 * (j % 2);
-            const bool whole = a_row + 8 * (j / 2) < rows && k < fan_in;
-            const float* from = whole ? a_from + (long long)(j / 2) * 8 * fan_in + k0 + 4 * (j % 2) : weights;
-            a_next[j] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
-        for (int i = 0; i < B_LOADS && tile < tiles; ++i) {  // as below
-            const int c = tid + i * FORWARD_THREADS, k = k0 + c % TILE_K, quad = c / TILE_K;
-            const bool whole = k < fan_in && n0 + 4 * quad < batch;
-            const float* from = whole ? x + (k / field_rows) * in_row + (long long)(k % field_rows) * batch + 4 * quad
-                                      : x;
-            b_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
-#elif HOISTED
+#if HOISTED
         if (tile >= tiles) return;
         for (int i = 0; i < A_LOADS; ++i) {
             const bool whole = m0 + tid / 8 + 32 * i < rows && k0 + a_k < fan_in;
@@ -336,12 +322,21 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
         for (field_place += TILE_K; field_place >= field_rows; field_place -= field_rows)
             b_at += in_row - (long long)field_rows * batch;  // (past the field row's end: the next field row's start)
 #else
+#if A_REGISTERS
+        for (int j = 0; j < A_LOADS && tile < tiles; ++j) {  // row a_row + 8 (j / 2), values 4 (j % 2) .. of 8 t
+            const int k = k0 + 8 * t + 4 * (j % 2);
+            const bool whole = a_row + 8 * (j / 2) < rows && k < fan_in;
+            const float* from = whole ? a_from + (long long)(j / 2) * 8 * fan_in + k0 + 4 * (j % 2) : weights;
+            a_next[j] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#else
         for (int i = 0; i < A_LOADS && tile < tiles; ++i) {
             const int c = tid + i * FORWARD_THREADS, r = c / 8, k = k0 + (c % 8) * 4, m = m0 + r;
             const bool whole = m < rows && k < fan_in;
             const float* from = whole ? weights + (long long)m * fan_in + k : weights;
             a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
         }
+#endif
         for (int i = 0; i < B_LOADS && tile < tiles; ++i) {  // field row k0 + c % 32, columns 4 (c / 32) .. of 96
             const int c = tid + i * FORWARD_THREADS, k = k0 + c % TILE_K, quad = c / TILE_K;
             const bool whole = k < fan_in && n0 + 4 * quad < batch;

@@ -330,24 +330,7 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
     }
 #endif
     auto fetch = [&](const int tile) {  // k-tile tile's float4s of this thread into registers (zeros past the ends;
-#if A_REGISTERS                          // none past the last k-tile)
-        if (tile < tiles) {
-            const int which = tile / tiles_a_block, r0 = (tile % tiles_a_block) * TILE_K;
-            const int p = p_first + which / blocks_q, q = q_first + which % blocks_q;
-            const long long block = (long long)p * blocks_w + q;
-            const float* field_at = weights + (block * rows + r0 + 8 * t) * fan_in + a_m_offset +
-                                    ((long long)(a - p) * step * field + (long long)(b - q) * step) * channels;
-            for (int j = 0; j < 8; ++j)  // the cell's values a_m, a_m + 1 of block row r0 + 8 t + j
-                a_pairs[j] = a_m < cell_rows ? *(const float2*)(field_at + j * fan_in) : make_float2(0.f, 0.f);
-            const float* y_at = y + (block * rows + r0) * batch + n0;
-            for (int i = 0; i < B_LOADS; ++i) {  // as below
-                const int c = tid + i * TRANSPOSE_THREADS, r = c % TILE_K, n = 4 * (c / TILE_K);
-                const bool whole = n0 + n < batch;
-                const float* from = whole ? y_at + (long long)r * batch + n : y;
-                b_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
-            }
-        }
-#elif HOISTED
+#if HOISTED                              // none past the last k-tile)
         if (tile >= tiles) return;
         for (int i = 0; i < A_LOADS; ++i) {
             const bool whole = 4 * (warp + 8 * i) < cell_rows;
@@ -376,6 +359,12 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
             const int which = tile / tiles_a_block, r0 = (tile % tiles_a_block) * TILE_K;
             const int p = p_first + which / blocks_q, q = q_first + which % blocks_q;
             const long long block = (long long)p * blocks_w + q;
+#if A_REGISTERS
+            const float* field_at = weights + (block * rows + r0 + 8 * t) * fan_in + a_m_offset +
+                                    ((long long)(a - p) * step * field + (long long)(b - q) * step) * channels;
+            for (int j = 0; j < 8; ++j)  // the cell's values a_m, a_m + 1 of block row r0 + 8 t + j
+                a_pairs[j] = a_m < cell_rows ? *(const float2*)(field_at + j * fan_in) : make_float2(0.f, 0.f);
+#else
             const float* field_at = weights + (block * rows + r0) * fan_in +
                                     ((long long)(a - p) * step * field + (long long)(b - q) * step) * channels;
             for (int i = 0; i < A_LOADS; ++i) {  // the cell's values 4 (c / 32) .. of block row r0 + c % 32
@@ -385,6 +374,7 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
                                           : weights;
                 a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
             }
+#endif
             const float* y_at = y + (block * rows + r0) * batch + n0;
             for (int i = 0; i < B_LOADS; ++i) {  // y's columns 4 (c / 32) .. of block row r0 + c % 32
                 const int c = tid + i * TRANSPOSE_THREADS, r = c % TILE_K, n = 4 * (c / TILE_K);

@@ -23,7 +23,8 @@
 #   PART=profile (about 420 s): where the float32 step's time goes now, and what its products wait on: the float32
 #     and bfloat16 kernel tables of the one-tile step at the defaults, then Nsight Compute (raw counters, CSV) over
 #     one launch each of stage 2's float32 products (W x in mma.sync's split and w32-split-2, three terms and one;
-#     W^T y in w32-split-2; the weights' read; session 51 dropped w32-async-4's rows with the variant) and its float32 updates on wgmma (three terms and one),
+#     W^T y in w32-split-2; the weights' read; session 51 dropped w32-async-4's rows with the variant) and its
+#     float32 updates on wgmma (three terms and one),
 #     then the per-instruction stall samples of tf32 W x in w32-split-2 (ncu's source page, SASS)
 source bench/device_setup.sh
 card

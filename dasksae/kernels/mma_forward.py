@@ -358,16 +358,14 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
         float* const stage_at = a_big + buffer * STAGE_FLOATS;
 #if A_REGISTERS  // A split into buffer's fragments: k-step s's (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4) are
         // rows a_row, a_row + 8 at 8 t + 2 s, then at 8 t + 2 s + 1
-        const float4* const rows_of = a_next;
-        const float values[2][8] = {{rows_of[0].x, rows_of[0].y, rows_of[0].z, rows_of[0].w, rows_of[1].x, rows_of[1].y,
-                                     rows_of[1].z, rows_of[1].w},
-                                    {rows_of[2].x, rows_of[2].y, rows_of[2].z, rows_of[2].w, rows_of[3].x, rows_of[3].y,
-                                     rows_of[3].z, rows_of[3].w}};
+        const float values[2][8] = {{a_next[0].x, a_next[0].y, a_next[0].z, a_next[0].w, a_next[1].x, a_next[1].y,
+                                     a_next[1].z, a_next[1].w},
+                                    {a_next[2].x, a_next[2].y, a_next[2].z, a_next[2].w, a_next[3].x, a_next[3].y,
+                                     a_next[3].z, a_next[3].w}};
         for (int e = 0; e < 16; ++e)  // e = 4 s + 2 (column half) + row half
             split_tf32(values[(e % 4) % 2][2 * (e / 4) + (e % 4) / 2], a_big_fragments[buffer][e],
                        a_small_fragments[buffer][e]);
-        // B's inner term k (field row k0 + k) where k-step k % 8 / 2 takes it: its column k / 8 + 4 (k % 2)
-        auto k_position = [](const int k) { return 8 * ((k % 8) / 2) + k / 8 + 4 * (k % 2); };
+        auto k_position = registers_k_position;  // B's field row k0 + k where the k-steps take it
 #else
         for (int i = 0; i < A_LOADS; ++i) {  // A's chunk c % 8 of row c / 8 (k_major_128_at counts 2-byte values)
             const int c = tid + i * FORWARD_THREADS;

@@ -393,8 +393,7 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
             const float2 pair = a_pairs[2 * (e / 4) + (e % 4) / 2];
             split_tf32(e % 2 ? pair.y : pair.x, a_big_fragments[buffer][e], a_small_fragments[buffer][e]);
         }
-        // B's inner term k (block row r0 + k) where k-step k % 8 / 2 takes it: its column k / 8 + 4 (k % 2)
-        auto k_position = [](const int k) { return 8 * ((k % 8) / 2) + k / 8 + 4 * (k % 2); };
+        auto k_position = registers_k_position;  // B's block row r0 + k where the k-steps take it
 #else
         for (int i = 0; i < A_LOADS; ++i) {
             const int c = tid + i * TRANSPOSE_THREADS;
@@ -417,19 +416,22 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
 #else
     float* const sums = &acc[0][0][0];
 #endif
-    const bool has_rows = group * 64 < cell_rows;  // (a warpgroup whose rows are all past the cell's, as at cells of
-    auto product = [&](const int buffer) {         // 48, idles)
-#if A_REGISTERS  // (every warpgroup: an idle one's fragments are zeros.  Cells of 48 take wgmma only where asked, =all)
+#if A_REGISTERS  // every warpgroup takes the products: an idle one's fragments are zeros (cells of 48 take wgmma only
+    // where asked, =all)
+    auto product = [&](const int buffer) {
         split_k_tile_registers<wgmma_transpose_registers>(sums, a_big_fragments[buffer], a_small_fragments[buffer],
                                                           b_big + buffer * STAGE_FLOATS,
                                                           b_small + buffer * STAGE_FLOATS, TERMS == 1);
+    };
 #else
+    const bool has_rows = group * 64 < cell_rows;  // (a warpgroup whose rows are all past the cell's, as at cells of
+    auto product = [&](const int buffer) {         // 48, idles)
         float* const stage_at = a_big + buffer * STAGE_FLOATS + group * 64 * TILE_K;
         if (has_rows)
             split_k_tile<wgmma_transpose>(sums, stage_at, stage_at + (a_small - a_big), b_big + buffer * STAGE_FLOATS,
                                           b_small + buffer * STAGE_FLOATS, TERMS == 1);
-#endif
     };
+#endif
     // (every warpgroup waits and adds, outside has_rows: a wgmma wait in a divergent path has ptxas serialize every
     // wgmma of the kernel, C7518; an idle warpgroup waits for nothing and adds its partial sums' zeros)
     auto finish = [&]() { split_k_tile_done(&acc[0][0][0], sums); };
@@ -539,7 +541,8 @@ def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | Non
                    + wgmma.wgmma_function("wgmma_transpose", TILE_N, "bfloat16", transpose_b=True, transpose_a=True))
     elif variant in SPLIT_WGMMA_VARIANTS:
         tile_k, stages, hoisted, a_registers = SPLIT_WGMMA_VARIANTS[variant]
-        defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "A_REGISTERS": a_registers, "HOISTED": hoisted, "CELL_ROWS": CELL_ROWS,
+        defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "A_REGISTERS": a_registers, "HOISTED": hoisted,
+                   "CELL_ROWS": CELL_ROWS,
                    "A_ROW": tile_k, "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True),
                    "TRANSPOSE_MIN_BLOCKS": 1}
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS + wgmma.wgmma_function("wgmma_transpose", TILE_N, "tf32")

@@ -346,7 +346,7 @@ __device__ __forceinline__ void split_k_tile_products(float* sums, const Operand
     WGMMA_COMMIT();
 }
 
-// split_k_tile_products with A's terms K-major tiles too (a_big and a_small at the warpgroup's 64 rows, laid out as B's)
+// split_k_tile_products with A's terms K-major tiles too (a_big and a_small at the warpgroup's 64 rows, as B's)
 template <void (*PRODUCT)(float*, unsigned long long, unsigned long long, int)>
 __device__ __forceinline__ void split_k_tile(float* sums, const float* a_big, const float* a_small, const float* b_big,
                                              const float* b_small, const int keep_first)
@@ -354,6 +354,11 @@ __device__ __forceinline__ void split_k_tile(float* sums, const float* a_big, co
     split_k_tile_products<unsigned long long, 2, PRODUCT>(sums, descriptor(a_big, 16, 1024, 1),
                                                           descriptor(a_small, 16, 1024, 1), b_big, b_small, keep_first);
 }
+
+// where split_k_tile_registers' k-steps take a k-tile's inner term k (0 .. 31): k-step s takes 8 t + 2 s as its
+// column t and 8 t + 2 s + 1 as its column t + 4, so that a thread's fragments of a row are its 8 values 8 t .. 8 t + 7
+// (whole loads); B's inner term k is staged at 8 (k % 8 / 2) + k / 8 + 4 (k % 2) of its 32
+__device__ __forceinline__ int registers_k_position(const int k) { return 8 * ((k % 8) / 2) + k / 8 + 4 * (k % 2); }
 
 // split_k_tile_products with A from registers (w32-a-registers): this thread's fragments of the k-tile's four
 // k-steps, a_big[4 k .. 4 k + 3] and a_small[...] (wgmma.wgmma_registers_function's layout)

@@ -88,11 +88,13 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # cores read only B from shared memory (its reads by both warpgroups' three products a k-step and the split's stores
 # were 176 KiB a k-tile, 96 without A).  Each thread loads its two rows' 8 values of the k-tile (two float4s a row),
 # so k-step s takes the k-tile's inner terms 8 t + 2 s and 8 t + 2 s + 1 (t = lane % 4) as its columns t and t + 4,
-# and B's field rows are staged at the places that permutation gives them.  (Gone, having lost: session 48's w32-split,
-# one stage; session 49's w32-async-3 and -4, cp.async into raw stages; session 50's w32-regs-2, two register sets of
-# loads, which tied.)
+# and B's field rows are staged at the places that permutation gives them.  w32-a-registers-hoisted (session 52):
+# both, B's address kept as w32-hoisted keeps it (A's is a pointer plus the k-tile's start already).  (Gone, having
+# lost: session 48's w32-split, one stage; session 49's w32-async-3 and -4, cp.async into raw stages; session 50's
+# w32-regs-2, two register sets of loads, which tied.)
 # (TILE_K, STAGES, HOISTED, A_REGISTERS)
-SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0, 0), "w32-hoisted": (32, 2, 1, 0), "w32-a-registers": (32, 2, 0, 1)}
+SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0, 0), "w32-hoisted": (32, 2, 1, 0), "w32-a-registers": (32, 2, 0, 1),
+                        "w32-a-registers-hoisted": (32, 2, 1, 1)}
 SPLIT_A_PAD = 4  # its shared weight row: TILE_K floats and 4 (A's fragment loads (g, t) in banks 4g + t: distinct)
 
 
@@ -288,56 +290,60 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     float4 a_next[A_LOADS], b_next[B_LOADS];  // a k-tile's loads
 #if HOISTED  // (w32-hoisted) the fetch's two addresses kept from k-tile to k-tile instead of
     // recomputed from the k-tile's place (fetch takes the k-tiles in order, once each): A's rows m0 + tid / 8 + 32 i
-    // at chunk tid % 8 of the k-tile, one pointer advanced a k-tile a fetch; B's field row k = k0 + lane (its field
-    // row and place in it kept as counters, not divided) at columns 4 (warp + 8 i), one pointer
+    // at chunk tid % 8 of the k-tile, one pointer advanced a k-tile a fetch (w32-a-registers-hoisted: A's fragments'
+    // loads of their own); B's field row k = k0 + lane (its field row and place in it kept as counters, not divided)
+    // at columns 4 (warp + 8 i), one pointer
+#if !A_REGISTERS
     const int a_k = (tid % 8) * 4;
     const float* a_at = weights + (long long)(m0 + tid / 8) * fan_in + a_k;
+#endif
     int field_place = lane % field_rows;
     const float* b_at = x + (lane / field_rows) * in_row + (long long)field_place * batch + 4 * warp;
 #endif
 #if A_REGISTERS  // (w32-a-registers) A's fragments in registers: this thread's rows a_row and a_row + 8 (its warp's
     // g and g + 8) at the k-tile's 8 t .. 8 t + 7, two float4s a row; k-step s takes 8 t + 2 s as its column t and
     // 8 t + 2 s + 1 as its column t + 4 (the k-tile's inner terms permuted, B's staged to match: k_position)
-    static_assert(HOISTED == 0 && A_LOADS == 4, "A's fragments: two rows of 8 values a thread");
+    static_assert(A_LOADS == 4, "A's fragments: two rows of 8 values a thread");
     const int a_row = m0 + group * 64 + (warp % 4) * 16 + g;
     const float* const a_from = weights + (long long)a_row * fan_in + 8 * t;
     unsigned a_big_fragments[2][16], a_small_fragments[2][16];  // a stage's (each named by a constant: by_pairs)
 #endif
     auto fetch = [&](const int tile) {  // k-tile tile's float4s of this thread into registers (zeros past the ends;
         const int k0 = tile * TILE_K;  // none past the last k-tile)
-#if HOISTED
         if (tile >= tiles) return;
-        for (int i = 0; i < A_LOADS; ++i) {
-            const bool whole = m0 + tid / 8 + 32 * i < rows && k0 + a_k < fan_in;
-            const float* from = whole ? a_at + (long long)i * 32 * fan_in : weights;
-            a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
-        for (int i = 0; i < B_LOADS; ++i) {
-            const bool whole = k0 + lane < fan_in && n0 + 4 * (warp + 8 * i) < batch;
-            const float* from = whole ? b_at + 32 * i : x;
-            b_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
-        a_at += TILE_K;  // the next k-tile's
-        b_at += (long long)TILE_K * batch;
-        for (field_place += TILE_K; field_place >= field_rows; field_place -= field_rows)
-            b_at += in_row - (long long)field_rows * batch;  // (past the field row's end: the next field row's start)
-#else
 #if A_REGISTERS
-        for (int j = 0; j < A_LOADS && tile < tiles; ++j) {  // row a_row + 8 (j / 2), values 4 (j % 2) .. of 8 t
+        for (int j = 0; j < A_LOADS; ++j) {  // row a_row + 8 (j / 2), values 4 (j % 2) .. of 8 t
             const int k = k0 + 8 * t + 4 * (j % 2);
             const bool whole = a_row + 8 * (j / 2) < rows && k < fan_in;
             const float* from = whole ? a_from + (long long)(j / 2) * 8 * fan_in + k0 + 4 * (j % 2) : weights;
             a_next[j] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
         }
+#elif HOISTED
+        for (int i = 0; i < A_LOADS; ++i) {
+            const bool whole = m0 + tid / 8 + 32 * i < rows && k0 + a_k < fan_in;
+            const float* from = whole ? a_at + (long long)i * 32 * fan_in : weights;
+            a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        a_at += TILE_K;  // the next k-tile's
 #else
-        for (int i = 0; i < A_LOADS && tile < tiles; ++i) {
+        for (int i = 0; i < A_LOADS; ++i) {
             const int c = tid + i * FORWARD_THREADS, r = c / 8, k = k0 + (c % 8) * 4, m = m0 + r;
             const bool whole = m < rows && k < fan_in;
             const float* from = whole ? weights + (long long)m * fan_in + k : weights;
             a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
         }
 #endif
-        for (int i = 0; i < B_LOADS && tile < tiles; ++i) {  // field row k0 + c % 32, columns 4 (c / 32) .. of 96
+#if HOISTED
+        for (int i = 0; i < B_LOADS; ++i) {
+            const bool whole = k0 + lane < fan_in && n0 + 4 * (warp + 8 * i) < batch;
+            const float* from = whole ? b_at + 32 * i : x;
+            b_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        b_at += (long long)TILE_K * batch;  // the next k-tile's
+        for (field_place += TILE_K; field_place >= field_rows; field_place -= field_rows)
+            b_at += in_row - (long long)field_rows * batch;  // (past the field row's end: the next field row's start)
+#else
+        for (int i = 0; i < B_LOADS; ++i) {  // field row k0 + c % 32, columns 4 (c / 32) .. of 96
             const int c = tid + i * FORWARD_THREADS, k = k0 + c % TILE_K, quad = c / TILE_K;
             const bool whole = k < fan_in && n0 + 4 * quad < batch;
             const float* from = whole ? x + (k / field_rows) * in_row + (long long)(k % field_rows) * batch + 4 * quad

@@ -75,9 +75,10 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # (TILE_K, STAGES, HOISTED, A_REGISTERS): w32-hoisted (session 50) the fetch's block and addresses kept from k-tile to
 # k-tile, as mma_forward's; w32-a-registers (session 51) A, the cell's values, split into wgmma's register fragments,
 # as mma_forward's: a thread's two rows are the cell's values 2 g and 2 g + 1 of its warp's 16 (a float2 of a weight
-# row), and no A tiles (a stage 24 KiB).  (Gone, having lost: session 49's w32-async-3 and -4, cp.async into raw
-# stages; session 50's w32-regs-2, two register sets of loads)
-SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0, 0), "w32-hoisted": (32, 2, 1, 0), "w32-a-registers": (32, 2, 0, 1)}
+# row), and no A tiles (a stage 24 KiB); w32-a-registers-hoisted (session 52) both.  (Gone, having lost: session
+# 49's w32-async-3 and -4, cp.async into raw stages; session 50's w32-regs-2, two register sets of loads)
+SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0, 0), "w32-hoisted": (32, 2, 1, 0), "w32-a-registers": (32, 2, 0, 1),
+                        "w32-a-registers-hoisted": (32, 2, 1, 1)}
 # bfloat16 on wgmma (kernels/wgmma.py; sm_90 only), as mma_forward's WGMMA_VARIANTS: (TILE_K, STAGES, WGMMA_PENDING),
 # the tiles in CUTLASS's swizzled layouts (the weights' cell values MN-major in 128-byte rows, y's columns MN-major in
 # 64-byte rows).  It takes layers whose rows are whole 64s.  On an H100 (session 43, coates200, M=96) it took the
@@ -305,7 +306,6 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
     // are the cell's values a_m and a_m + 1 (fragment rows g and g + 8: the epilogue's row_in_16), side by side in a
     // weight row (step C is whole 4s), at the k-tile's block rows 8 t .. 8 t + 7, a float2 each; k-step s takes
     // block row 8 t + 2 s as its column t and 8 t + 2 s + 1 as its column t + 4 (B's staged to match: k_position)
-    static_assert(HOISTED == 0, "A's fragments: loads of their own");
     const int a_m = group * 64 + (warp % 4) * 16 + 2 * g;
     const long long a_m_offset = (long long)(a_m / run) * field * channels + a_m % run;
     float2 a_pairs[8];  // block rows 8 t + j
@@ -323,20 +323,30 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
         fetch_y = y + block * rows * batch + n0;
     };
     aim();
+#if A_REGISTERS  // (w32-a-registers-hoisted) the cell's values a_m, a_m + 1 of block row 8 t
+    const int a_register_offset = 8 * t * (int)fan_in + (int)a_m_offset;
+#else
     int a_offset[A_LOADS];  // the cell's values 4 (warp + 8 i) .. of block row lane
     for (int i = 0; i < A_LOADS; ++i) {
         const int m = 4 * (warp + 8 * i);
         a_offset[i] = lane * (int)fan_in + (m / run) * field * channels + m % run;
     }
 #endif
+#endif
     auto fetch = [&](const int tile) {  // k-tile tile's float4s of this thread into registers (zeros past the ends;
 #if HOISTED                              // none past the last k-tile)
         if (tile >= tiles) return;
+#if A_REGISTERS
+        const float* a_at = fetch_field + a_register_offset;
+        for (int j = 0; j < 8; ++j, a_at += fan_in)  // the cell's values a_m, a_m + 1 of block row r0 + 8 t + j
+            a_pairs[j] = a_m < cell_rows ? *(const float2*)a_at : make_float2(0.f, 0.f);
+#else
         for (int i = 0; i < A_LOADS; ++i) {
             const bool whole = 4 * (warp + 8 * i) < cell_rows;
             const float* from = whole ? fetch_field + a_offset[i] : weights;
             a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
         }
+#endif
         for (int i = 0; i < B_LOADS; ++i) {  // y's columns 4 (warp + 8 i) .. of block row lane
             const int n = 4 * (warp + 8 * i);
             const bool whole = n0 + n < batch;

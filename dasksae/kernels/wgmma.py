@@ -140,7 +140,8 @@ def wgmma_registers_statement(n: int) -> str:
     """The inline-asm statement of one TF32 ``wgmma.mma_async`` ``m64n{n}k8`` into ``d[0 .. n/2 - 1]`` with A from
     this thread's four registers ``a[0 .. 3]`` (rows ``g`` and ``g + 8`` of its warp's 16 at columns ``t`` and
     ``t + 4``: ``a[0]`` (g, t), ``a[1]`` (g + 8, t), ``a[2]`` (g, t + 4), ``a[3]`` (g + 8, t + 4), as ``mma.sync``'s
-    ``m16n8k8``) and B by descriptor ``b``, the old sums kept where ``keep`` is nonzero."""
+    ``m16n8k8``; CUTLASS's ``ALayout_64x8``, its register layout of 32-bit A for SM90 ``wgmma``, says the same) and
+    B by descriptor ``b``, the old sums kept where ``keep`` is nonzero."""
     count = n // 2
     sums = ", ".join(f"%{i}" for i in range(count))
     registers = ", ".join(f"%{count + i}" for i in range(4))

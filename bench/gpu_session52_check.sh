@@ -7,9 +7,9 @@
 #     their GPU tests, and the float32 kernel table of the one-tile step at the fastest setting
 #   PART=ratio (about 200 s; SETTING=the winning variant's name): the issue's float32 rows with both PyTorch peers at
 #     DASKSAE_FLOAT32_WGMMA_FORWARD and _TRANSPOSE = SETTING, in one process
-#   PART=quick (about 250 s, for what little device time is left): the in-process float32 step at the defaults (first,
-#     100 s for the kernels' first compiles) and in w32-a-registers-hoisted (both products), the product floors of
-#     w32-split-2 and w32-a-registers-hoisted, then the register variants' GPU tests
+#   PART=quick (about 300 s, for what little device time is left): the in-process float32 step at the defaults (first,
+#     100 s for the kernels' first compiles), in w32-a-registers-hoisted and in w32-a-registers (both products), the
+#     product floors of w32-split-2 and the two, then the register variants' GPU tests
 source bench/device_setup.sh
 card
 variants=(a-registers a-registers-hoisted hoisted)
@@ -37,9 +37,10 @@ ratio)
   (export $(setting ${SETTING:?name the variant}); ratio_float32 ${RATIO_S:-200} --compile) ;;
 quick)
   STEP_S=${WARM_S:-100} in_process float32-defaults DASKSAE_FLOAT32_WGMMA_FORWARD=auto
-  STEP_S=${STEP_S:-60} in_process float32-a-registers-hoisted $(setting a-registers-hoisted)
-  timeout ${PRODUCT_S:-40} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
-    --runs 5 --rows forward-3xtf32-w32-split-2,forward-3xtf32-w32-a-registers-hoisted,transpose-3xtf32-w32-split-2,transpose-3xtf32-w32-a-registers-hoisted \
+  STEP_S=${STEP_S:-45} in_process float32-a-registers-hoisted $(setting a-registers-hoisted)
+  STEP_S=${STEP_S:-45} in_process float32-a-registers $(setting a-registers)
+  timeout ${PRODUCT_S:-45} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
+    --runs 5 --rows forward-3xtf32-w32-split-2,forward-3xtf32-w32-a-registers-hoisted,forward-3xtf32-w32-a-registers,transpose-3xtf32-w32-split-2,transpose-3xtf32-w32-a-registers-hoisted,transpose-3xtf32-w32-a-registers \
     --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log
   gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "a-registers"
   tail -3 $OUT/gpu-tests.log ;;

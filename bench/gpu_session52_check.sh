@@ -10,6 +10,7 @@
 #   PART=quick (about 300 s, for what little device time is left): the in-process float32 step at the defaults (first,
 #     100 s for the kernels' first compiles), in w32-a-registers-hoisted and in w32-a-registers (both products), the
 #     product floors of w32-split-2 and the two, then the register variants' GPU tests
+#   PART=least (about 300 s): the quick part's work with the floors and the GPU tests first
 source bench/device_setup.sh
 card
 variants=(a-registers a-registers-hoisted hoisted)
@@ -44,6 +45,15 @@ quick)
     --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log
   gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "a-registers"
   tail -3 $OUT/gpu-tests.log ;;
+least)  # the quick part's work, the floors and tests first (a run cut short keeps what it wrote)
+  timeout ${PRODUCT_S:-60} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
+    --runs 5 --rows forward-3xtf32-w32-split-2,forward-3xtf32-w32-a-registers-hoisted,forward-3xtf32-w32-a-registers,transpose-3xtf32-w32-split-2,transpose-3xtf32-w32-a-registers-hoisted,transpose-3xtf32-w32-a-registers \
+    --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log
+  gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "a-registers"
+  tail -3 $OUT/gpu-tests.log
+  STEP_S=${WARM_S:-90} in_process float32-defaults DASKSAE_FLOAT32_WGMMA_FORWARD=auto
+  STEP_S=${STEP_S:-45} in_process float32-a-registers-hoisted $(setting a-registers-hoisted)
+  STEP_S=${STEP_S:-45} in_process float32-a-registers $(setting a-registers) ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -1,19 +1,24 @@
 #!/bin/bash
 # Session 52's GPU checks (results in bench/results/session52/<part>/, each with its command.txt).
-#   PART=next (about 480 s): float32 W x, U g_r and W^T y in w32-a-registers (session 51: A, the weights, split into
+#   PART=next (about 520 s): float32 W x, U g_r and W^T y in w32-a-registers (session 51: A, the weights, split into
 #     wgmma's register fragments instead of staged in shared memory), in w32-a-registers-hoisted (session 52: that
-#     and w32-hoisted's kept addresses) and in w32-hoisted (session 50): the in-process float32 step at the defaults
-#     (first, compiling the kernels), with each and at the defaults again, the float32 product floors of those rows,
-#     their GPU tests, and the float32 kernel table of the one-tile step at the fastest setting
+#     and w32-hoisted's kept addresses) and in w32-a-registers-sectors (session 52: that with B's loads by whole
+#     32-byte sectors): the in-process float32 step at the defaults (first, compiling the kernels), with each and at
+#     the defaults again, the float32 product floors of those rows and w32-hoisted's (session 50), their GPU tests,
+#     and the float32 kernel table of the one-tile step at the fastest setting
 #   PART=ratio (about 200 s; SETTING=the winning variant's name): the issue's float32 rows with both PyTorch peers at
 #     DASKSAE_FLOAT32_WGMMA_FORWARD and _TRANSPOSE = SETTING, in one process
 #   PART=quick (about 300 s, for what little device time is left): the in-process float32 step at the defaults (first,
-#     100 s for the kernels' first compiles), in w32-a-registers-hoisted and in w32-a-registers (both products), the
-#     product floors of w32-split-2 and the two, then the register variants' GPU tests
+#     100 s for the kernels' first compiles), in w32-a-registers-sectors and in w32-a-registers (both products), the
+#     product floors of w32-split-2 and the three register variants, then their GPU tests
 #   PART=least (about 300 s): the quick part's work with the floors and the GPU tests first
 source bench/device_setup.sh
 card
-variants=(a-registers a-registers-hoisted hoisted)
+variants=(a-registers a-registers-hoisted a-registers-sectors)
+least_rows=forward-3xtf32-w32-split-2,transpose-3xtf32-w32-split-2
+for variant in a-registers a-registers-hoisted a-registers-sectors; do
+  least_rows=$least_rows,forward-3xtf32-w32-$variant,transpose-3xtf32-w32-$variant
+done
 setting() { echo "DASKSAE_FLOAT32_WGMMA_FORWARD=w32-$1 DASKSAE_FLOAT32_WGMMA_TRANSPOSE=w32-$1"; }
 case "${PART:-next}" in
 next)
@@ -27,7 +32,7 @@ next)
   for variant in ${variants[@]}; do faster=$(faster_of $faster float32-$variant); done
   echo "faster: $faster"
   rows=forward-3xtf32-w32-split-2,transpose-3xtf32-w32-split-2
-  for variant in ${variants[@]}; do rows=$rows,forward-3xtf32-w32-$variant,transpose-3xtf32-w32-$variant; done
+  for variant in ${variants[@]} hoisted; do rows=$rows,forward-3xtf32-w32-$variant,transpose-3xtf32-w32-$variant; done
   timeout ${PRODUCT_S:-50} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
     --runs 5 --rows $rows --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log
   gpu_tests ${TESTS_S:-90} tests/test_gpu.py -k "hoisted or a-registers"
@@ -38,21 +43,21 @@ ratio)
   (export $(setting ${SETTING:?name the variant}); ratio_float32 ${RATIO_S:-200} --compile) ;;
 quick)
   STEP_S=${WARM_S:-100} in_process float32-defaults DASKSAE_FLOAT32_WGMMA_FORWARD=auto
-  STEP_S=${STEP_S:-45} in_process float32-a-registers-hoisted $(setting a-registers-hoisted)
+  STEP_S=${STEP_S:-45} in_process float32-a-registers-sectors $(setting a-registers-sectors)
   STEP_S=${STEP_S:-45} in_process float32-a-registers $(setting a-registers)
   timeout ${PRODUCT_S:-45} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
-    --runs 5 --rows forward-3xtf32-w32-split-2,forward-3xtf32-w32-a-registers-hoisted,forward-3xtf32-w32-a-registers,transpose-3xtf32-w32-split-2,transpose-3xtf32-w32-a-registers-hoisted,transpose-3xtf32-w32-a-registers \
+    --runs 5 --rows $least_rows \
     --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log
   gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "a-registers"
   tail -3 $OUT/gpu-tests.log ;;
 least)  # the quick part's work, the floors and tests first (a run cut short keeps what it wrote)
   timeout ${PRODUCT_S:-60} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
-    --runs 5 --rows forward-3xtf32-w32-split-2,forward-3xtf32-w32-a-registers-hoisted,forward-3xtf32-w32-a-registers,transpose-3xtf32-w32-split-2,transpose-3xtf32-w32-a-registers-hoisted,transpose-3xtf32-w32-a-registers \
+    --runs 5 --rows $least_rows \
     --json $OUT/product-floor-float32.json 2>&1 | filter | tee $OUT/product-floor.log
   gpu_tests ${TESTS_S:-60} tests/test_gpu.py -k "a-registers"
   tail -3 $OUT/gpu-tests.log
   STEP_S=${WARM_S:-90} in_process float32-defaults DASKSAE_FLOAT32_WGMMA_FORWARD=auto
-  STEP_S=${STEP_S:-45} in_process float32-a-registers-hoisted $(setting a-registers-hoisted)
+  STEP_S=${STEP_S:-45} in_process float32-a-registers-sectors $(setting a-registers-sectors)
   STEP_S=${STEP_S:-45} in_process float32-a-registers $(setting a-registers) ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back

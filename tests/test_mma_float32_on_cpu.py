@@ -122,7 +122,7 @@ def expected_forward(case, precision: str = "float64", scaled: bool = True):
 
 
 @pytest.mark.parametrize("variant", [mma_float32.VARIANT, "w32-split-2", "w32-hoisted", "w32-a-registers",
-                                     "w32-a-registers-hoisted"])
+                                     "w32-a-registers-hoisted", "w32-a-registers-sectors"])
 @pytest.mark.parametrize("scaled, batch", [(True, 96), (False, 136)], ids=["row-scale", "no-scale-part-tile"])
 def test_the_split_forward_writes_the_output_map_as_numpy(built_once, scaled, batch, variant):
     """``W x`` from the float32 map into the output map, each row times its scale; with a minibatch of 136, a second
@@ -160,7 +160,7 @@ def float32_chain(case):
 
 
 @pytest.mark.parametrize("variant", [mma_float32.VARIANT, "w32-split-2", "w32-hoisted", "w32-a-registers",
-                                     "w32-a-registers-hoisted"])
+                                     "w32-a-registers-hoisted", "w32-a-registers-sectors"])
 def test_the_split_is_as_accurate_as_float32_and_one_term_is_not(tmp_path, built_once, variant):
     """On a fan-in of 288 (6x6x8: 9 tiles of 32) and 64 rows, the split product's largest error against float64
     (relative to the sum of |products|) is within 3x of a float32 FMA chain's over the same operands
@@ -257,7 +257,7 @@ def run_transpose_on_cpu(library, weights, y, out, geometry):
     (8, 4, 3, 32, 2, 3, 136),  # 3 channels (runs of 12 floats, 3 copies), a part-full second column tile
 ], ids=["cells-of-128", "three-channels-part-tile"])
 @pytest.mark.parametrize("variant", [mma_float32.VARIANT, "w32-split-2", "w32-hoisted", "w32-a-registers",
-                                     "w32-a-registers-hoisted"])
+                                     "w32-a-registers-hoisted", "w32-a-registers-sectors"])
 def test_the_split_transpose_folds_into_the_map_as_numpy(built_once, field, step, channels, rows, blocks_h, blocks_w,
                                                           batch, variant):
     """Every cell of the map gets its blocks' sum added (edges with fewer blocks and middles alike), and nothing past
@@ -274,7 +274,7 @@ def test_the_split_transpose_folds_into_the_map_as_numpy(built_once, field, step
 
 
 @pytest.mark.parametrize("variant", [mma_float32.VARIANT, "w32-split-2", "w32-hoisted", "w32-a-registers",
-                                     "w32-a-registers-hoisted"])
+                                     "w32-a-registers-hoisted", "w32-a-registers-sectors"])
 def test_the_split_transpose_is_as_accurate_as_float32_and_one_term_is_not(tmp_path, built_once, variant):
     """64 rows of blocks of 8x8x8 fields at step 4 (up to 256 terms a value): the folded map's largest error against
     float64 (relative to the fold of ``|W|^T |y|``) within 3x of a float32 FMA chain's over the same terms in the

@@ -374,7 +374,8 @@ def test_the_float32_forward_takes_wgmma_only_when_asked_and_the_card_allows(mon
     from dasksae.switches import SWITCHES
 
     assert SWITCHES["DASKSAE_FLOAT32_WGMMA_FORWARD"] == (
-        ("auto", "1", "0", "w32-split-2", "w32-hoisted", "w32-a-registers", "w32-a-registers-hoisted"), "auto")
+        ("auto", "1", "0", "w32-split-2", "w32-hoisted", "w32-a-registers", "w32-a-registers-hoisted",
+         "w32-a-registers-sectors"), "auto")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
     assert _float32_variants_taken(monkeypatch, "WGMMA_FORWARD", mma_float32.forward_variant,
                                    ("auto", "1", "w32-hoisted", "0")) == {
@@ -386,6 +387,7 @@ def test_the_float32_forward_takes_wgmma_only_when_asked_and_the_card_allows(mon
     assert mma_forward.shared_bytes("w32-split-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4
     assert mma_forward.shared_bytes("w32-a-registers", split_tf32=True) == 2 * 2 * 96 * 32 * 4  # (B's tiles only)
     assert mma_forward.shared_bytes("w32-a-registers-hoisted", split_tf32=True) == 2 * 2 * 96 * 32 * 4
+    assert mma_forward.shared_bytes("w32-a-registers-sectors", split_tf32=True) == 2 * 2 * 96 * 32 * 4
 
 
 def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(monkeypatch):
@@ -398,7 +400,8 @@ def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(m
     from dasksae.switches import SWITCHES
 
     assert SWITCHES["DASKSAE_FLOAT32_WGMMA_TRANSPOSE"] == (
-        ("auto", "1", "all", "0", "w32-split-2", "w32-hoisted", "w32-a-registers", "w32-a-registers-hoisted"), "auto")
+        ("auto", "1", "all", "0", "w32-split-2", "w32-hoisted", "w32-a-registers", "w32-a-registers-hoisted",
+         "w32-a-registers-sectors"), "auto")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
     monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "1")
     cupy_module = type(numpy)("cupy")
@@ -420,6 +423,7 @@ def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(m
     assert mma_transpose.shared_bytes("w32-hoisted", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4  # (registers)
     assert mma_transpose.shared_bytes("w32-a-registers", split_tf32=True) == 2 * 2 * 96 * 32 * 4  # (B's tiles only)
     assert mma_transpose.shared_bytes("w32-a-registers-hoisted", split_tf32=True) == 2 * 2 * 96 * 32 * 4
+    assert mma_transpose.shared_bytes("w32-a-registers-sectors", split_tf32=True) == 2 * 2 * 96 * 32 * 4
 
 
 def test_the_wgmma_switches_name_their_kernels_variants(monkeypatch):

@@ -92,9 +92,14 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # both, B's address kept as w32-hoisted keeps it (A's is a pointer plus the k-tile's start already).  (Gone, having
 # lost: session 48's w32-split, one stage; session 49's w32-async-3 and -4, cp.async into raw stages; session 50's
 # w32-regs-2, two register sets of loads, which tied.)
-# (TILE_K, STAGES, HOISTED, A_REGISTERS)
-SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0, 0), "w32-hoisted": (32, 2, 1, 0), "w32-a-registers": (32, 2, 0, 1),
-                        "w32-a-registers-hoisted": (32, 2, 1, 1)}
+# w32-a-registers-sectors (session 52): w32-a-registers-hoisted whose B loads read whole 32-byte sectors: a warp's
+# load takes 16 field rows by two quads of columns (32 bytes of each row) instead of 32 rows by one quad (16 bytes of
+# each, half a sector), so that it asks L1 for 16 lines instead of 32; the 16 rows are the k-tile's inner terms whose
+# k % 8 is in one half (4 (warp % 2) ..), so that B's permuted, transposed stores stay free of bank conflicts.
+# (TILE_K, STAGES, HOISTED, A_REGISTERS, B_SECTORS)
+SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0, 0, 0), "w32-hoisted": (32, 2, 1, 0, 0),
+                        "w32-a-registers": (32, 2, 0, 1, 0), "w32-a-registers-hoisted": (32, 2, 1, 1, 0),
+                        "w32-a-registers-sectors": (32, 2, 1, 1, 1)}
 SPLIT_A_PAD = 4  # its shared weight row: TILE_K floats and 4 (A's fragment loads (g, t) in banks 4g + t: distinct)
 
 
@@ -115,7 +120,7 @@ def shared_bytes(variant: str = VARIANT, split_tf32: bool = False) -> int:
     float32 ones with ``split_tf32``, and 4; on ``wgmma`` none) and of the fields (``TILE_K`` rows of 96 and 8; on
     ``wgmma`` none)."""
     if split_tf32 and variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms a stage, no padding
-        tile_k, stages, _, a_registers = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, _, a_registers, _ = SPLIT_WGMMA_VARIANTS[variant]
         return stages * 2 * ((0 if a_registers else TILE_M) + TILE_N) * tile_k * 4
     if split_tf32:
         tile_k, stages = SPLIT_VARIANTS[variant]
@@ -297,8 +302,15 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     const int a_k = (tid % 8) * 4;
     const float* a_at = weights + (long long)(m0 + tid / 8) * fan_in + a_k;
 #endif
-    int field_place = lane % field_rows;
-    const float* b_at = x + (lane / field_rows) * in_row + (long long)field_place * batch + 4 * warp;
+#if B_SECTORS  // (w32-a-registers-sectors) field row b_k of the k-tile at quads b_quad + 8 i: a warp's 16 rows of
+    // k % 8 in 4 (warp % 2) .., by the quads b_quad and b_quad + 1 (b_quad even: 32 bytes, a sector, of each row)
+    static_assert(A_REGISTERS && HOISTED, "the rows' order keeps register A's stores of B free of bank conflicts");
+    const int b_k = 8 * ((lane % 16) / 4) + 4 * (warp % 2) + lane % 4, b_quad = (warp & ~1) + lane / 16;
+#else
+    const int b_k = lane, b_quad = warp;  // field row lane at quads warp + 8 i
+#endif
+    int field_place = b_k % field_rows;
+    const float* b_at = x + (b_k / field_rows) * in_row + (long long)field_place * batch + 4 * b_quad;
 #endif
 #if A_REGISTERS  // (w32-a-registers) A's fragments in registers: this thread's rows a_row and a_row + 8 (its warp's
     // g and g + 8) at the k-tile's 8 t .. 8 t + 7, two float4s a row; k-step s takes 8 t + 2 s as its column t and
@@ -335,7 +347,7 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
 #endif
 #if HOISTED
         for (int i = 0; i < B_LOADS; ++i) {
-            const bool whole = k0 + lane < fan_in && n0 + 4 * (warp + 8 * i) < batch;
+            const bool whole = k0 + b_k < fan_in && n0 + 4 * (b_quad + 8 * i) < batch;
             const float* from = whole ? b_at + 32 * i : x;
             b_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
         }
@@ -379,11 +391,17 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
         }
         auto k_position = [](const int k) { return k; };
 #endif
+#if B_SECTORS
+        for (int i = 0; i < B_LOADS; ++i)  // B's rows 4 (b_quad + 8 i) .., inner term b_k of each
+            store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (b_quad + 8 * i),
+                                   k_position(b_k), b_next[i]);
+#else
         for (int i = 0; i < B_LOADS; ++i) {  // B's rows 4 quad .. 4 quad + 3, inner term c % 32 of each
             const int c = tid + i * FORWARD_THREADS;
             store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (c / TILE_K),
                                    k_position(c % TILE_K), b_next[i]);
         }
+#endif
         ASYNC_PROXY_FENCE();  // these stores seen by the tensor cores' reads
     };
     auto product = [&](const int buffer) {  // (three terms: partial sums from zero)
@@ -507,9 +525,9 @@ def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None 
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "bfloat16", transpose_b=True))
     elif split_tf32 and variant in SPLIT_WGMMA_VARIANTS:
-        tile_k, stages, hoisted, a_registers = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, hoisted, a_registers, b_sectors = SPLIT_WGMMA_VARIANTS[variant]
         defines = {"WGMMA": 1, "SPLIT_TF32": 1, "TERMS": split_terms(terms), "TILE_K": tile_k, "STAGES": stages,
-                   "HOISTED": hoisted, "A_REGISTERS": a_registers, "A_ROW": tile_k,
+                   "HOISTED": hoisted, "A_REGISTERS": a_registers, "B_SECTORS": b_sectors, "A_ROW": tile_k,
                    "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True), "FORWARD_MIN_BLOCKS": 1}
         helpers = (MMA_HELPERS + SPLIT_TF32_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "tf32")

@@ -77,8 +77,11 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # as mma_forward's: a thread's two rows are the cell's values 2 g and 2 g + 1 of its warp's 16 (a float2 of a weight
 # row), and no A tiles (a stage 24 KiB); w32-a-registers-hoisted (session 52) both.  (Gone, having lost: session
 # 49's w32-async-3 and -4, cp.async into raw stages; session 50's w32-regs-2, two register sets of loads)
-SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0, 0), "w32-hoisted": (32, 2, 1, 0), "w32-a-registers": (32, 2, 0, 1),
-                        "w32-a-registers-hoisted": (32, 2, 1, 1)}
+# w32-a-registers-sectors (session 52), as mma_forward's: y's loads by whole 32-byte sectors, 16 block rows by two
+# quads of columns a warp load.  (TILE_K, STAGES, HOISTED, A_REGISTERS, B_SECTORS)
+SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0, 0, 0), "w32-hoisted": (32, 2, 1, 0, 0),
+                        "w32-a-registers": (32, 2, 0, 1, 0), "w32-a-registers-hoisted": (32, 2, 1, 1, 0),
+                        "w32-a-registers-sectors": (32, 2, 1, 1, 1)}
 # bfloat16 on wgmma (kernels/wgmma.py; sm_90 only), as mma_forward's WGMMA_VARIANTS: (TILE_K, STAGES, WGMMA_PENDING),
 # the tiles in CUTLASS's swizzled layouts (the weights' cell values MN-major in 128-byte rows, y's columns MN-major in
 # 64-byte rows).  It takes layers whose rows are whole 64s.  On an H100 (session 43, coates200, M=96) it took the
@@ -118,7 +121,7 @@ def shared_bytes(variant: str, split_tf32: bool = False) -> int:
         tile_k, stages, _ = WGMMA_VARIANTS[variant]
         return stages * tile_k * (CELL_ROWS * cells_a_block(variant) + TILE_N) * 2
     if variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms a stage, no padding
-        tile_k, stages, _, a_registers = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, _, a_registers, _ = SPLIT_WGMMA_VARIANTS[variant]
         return stages * 2 * tile_k * ((0 if a_registers else CELL_ROWS) + TILE_N) * 4
     tile_k, stages = (SPLIT_VARIANTS if split_tf32 else VARIANTS)[variant]
     return stages * (tile_k * A_ROW + tile_k * B_ROW) * (4 if split_tf32 else 2)
@@ -323,6 +326,12 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
         fetch_y = y + block * rows * batch + n0;
     };
     aim();
+#if B_SECTORS  // (w32-a-registers-sectors, as mma_forward's) y's block row b_k of the k-tile at quads b_quad + 8 i
+    static_assert(A_REGISTERS, "the rows' order keeps register A's stores of B free of bank conflicts");
+    const int b_k = 8 * ((lane % 16) / 4) + 4 * (warp % 2) + lane % 4, b_quad = (warp & ~1) + lane / 16;
+#else
+    const int b_k = lane, b_quad = warp;  // block row lane at quads warp + 8 i
+#endif
 #if A_REGISTERS  // (w32-a-registers-hoisted) the cell's values a_m, a_m + 1 of block row 8 t
     const int a_register_offset = 8 * t * (int)fan_in + (int)a_m_offset;
 #else
@@ -347,10 +356,10 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
             a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
         }
 #endif
-        for (int i = 0; i < B_LOADS; ++i) {  // y's columns 4 (warp + 8 i) .. of block row lane
-            const int n = 4 * (warp + 8 * i);
+        for (int i = 0; i < B_LOADS; ++i) {  // y's columns 4 (b_quad + 8 i) .. of block row b_k
+            const int n = 4 * (b_quad + 8 * i);
             const bool whole = n0 + n < batch;
-            const float* from = whole ? fetch_y + lane * batch + n : y;
+            const float* from = whole ? fetch_y + b_k * batch + n : y;
             b_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
         }
         fetch_r0 += TILE_K;  // the next k-tile: the block's next rows, or the next block's first
@@ -412,11 +421,17 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
         }
         auto k_position = [](const int k) { return k; };
 #endif
+#if B_SECTORS
+        for (int i = 0; i < B_LOADS; ++i)  // y's columns 4 (b_quad + 8 i) .., block row b_k of each
+            store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (b_quad + 8 * i),
+                                   k_position(b_k), b_next[i]);
+#else
         for (int i = 0; i < B_LOADS; ++i) {
             const int c = tid + i * TRANSPOSE_THREADS;
             store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (c / TILE_K),
                                    k_position(c % TILE_K), b_next[i]);
         }
+#endif
         ASYNC_PROXY_FENCE();  // these stores seen by the tensor cores' reads
     };
 #if TERMS == 3
@@ -550,8 +565,9 @@ def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | Non
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_transpose", TILE_N, "bfloat16", transpose_b=True, transpose_a=True))
     elif variant in SPLIT_WGMMA_VARIANTS:
-        tile_k, stages, hoisted, a_registers = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, hoisted, a_registers, b_sectors = SPLIT_WGMMA_VARIANTS[variant]
         defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "A_REGISTERS": a_registers, "HOISTED": hoisted,
+                   "B_SECTORS": b_sectors,
                    "CELL_ROWS": CELL_ROWS,
                    "A_ROW": tile_k, "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True),
                    "TRANSPOSE_MIN_BLOCKS": 1}

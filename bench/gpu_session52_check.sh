@@ -19,7 +19,8 @@ least_rows=forward-3xtf32-w32-split-2,transpose-3xtf32-w32-split-2
 for variant in a-registers a-registers-hoisted a-registers-sectors; do
   least_rows=$least_rows,forward-3xtf32-w32-$variant,transpose-3xtf32-w32-$variant
 done
-setting() { echo "DASKSAE_FLOAT32_WGMMA_FORWARD=w32-$1 DASKSAE_FLOAT32_WGMMA_TRANSPOSE=w32-$1"; }
+setting() {  # setting VARIANT (with or without its w32- prefix): both float32 products' switches at it
+  echo "DASKSAE_FLOAT32_WGMMA_FORWARD=w32-${1#w32-} DASKSAE_FLOAT32_WGMMA_TRANSPOSE=w32-${1#w32-}"; }
 case "${PART:-next}" in
 next)
   # (on a fresh machine the first step compiles most kernels, which can outlast 45 s: session 50's quick/)

@@ -21,6 +21,7 @@ from dasksae.kernels import (
     window_sum,
     window_sum_transpose,
 )
+from dasksae.kernels.mma_forward import SPLIT_WGMMA_VARIANTS  # (mma_transpose's has the same names)
 from dasksae.network import NetworkConfig, StageConfig, named_config
 from dasksae.optim import init_velocity
 from dasksae.reference import init_params, loss_and_grads, train_step
@@ -1253,8 +1254,7 @@ def test_bfloat16_training_with_the_tensor_core_update_follows_the_gathered_path
             assert numpy.abs(mine[name] - theirs[name]).max() < 1e-4 * numpy.abs(theirs[name]).max(), name
 
 
-@pytest.mark.parametrize("variant", ["k32x3", "w32-split-2", "w32-hoisted", "w32-a-registers",
-                                     "w32-a-registers-hoisted", "w32-a-registers-sectors"])
+@pytest.mark.parametrize("variant", ["k32x3", *SPLIT_WGMMA_VARIANTS])
 def test_the_split_tf32_forward_on_the_gpu_is_as_accurate_as_the_simt_kernel(monkeypatch, variant):
     """``dasksae_tf32x3_filter_forward`` (float32 operands split into two TF32 terms, ``mma.sync.m16n8k8``) on a
     coates-like layer (20x20x8 fields at step 4, 4x4x8 blocks: fan-in 3200, 128 rows, M=96, 3x3 blocks): its error
@@ -1301,8 +1301,7 @@ def test_the_split_tf32_forward_on_the_gpu_is_as_accurate_as_the_simt_kernel(mon
         numpy.testing.assert_allclose(out.get(), expected_forward(case, scaled=scaled), rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("variant", ["k32x3", "w32-split-2", "w32-hoisted", "w32-a-registers",
-                                     "w32-a-registers-hoisted", "w32-a-registers-sectors"])
+@pytest.mark.parametrize("variant", ["k32x3", *SPLIT_WGMMA_VARIANTS])
 def test_the_split_tf32_transpose_on_the_gpu_is_as_accurate_as_the_simt_product_and_fold(monkeypatch, variant):
     """``dasksae_tf32x3_filter_transpose_fold`` on a coates-like layer (20x20x8 fields at step 4, 128 rows, M=96, 3x3
     blocks), added into a map: its error against float64 (largest, relative to the fold of ``|W|^T |y|``) within 3x
@@ -1447,8 +1446,7 @@ def _float32_trained_on_mma_sync_then(monkeypatch, kernel_name: str, switch_name
     _assert_trained_alike(runs[1], runs[0])
 
 
-@pytest.mark.parametrize("variant", ["w32-split-2", "w32-hoisted", "w32-a-registers",
-                                     "w32-a-registers-hoisted", "w32-a-registers-sectors"])
+@pytest.mark.parametrize("variant", list(SPLIT_WGMMA_VARIANTS))
 def test_float32_training_with_the_split_forward_on_wgmma_follows_mma_sync(monkeypatch, variant):
     """DASKSAE_FLOAT32_WGMMA_FORWARD=``variant``: ``small`` trained 3 float32 steps with ``W x`` and ``U g_r`` on
     ``wgmma`` (the k-tiles split, and the fields transposed, as they are staged) gives the losses and weights of the
@@ -1456,8 +1454,7 @@ def test_float32_training_with_the_split_forward_on_wgmma_follows_mma_sync(monke
     _float32_trained_on_mma_sync_then(monkeypatch, "_kernel", "WGMMA_FORWARD", variant)
 
 
-@pytest.mark.parametrize("variant", ["w32-split-2", "w32-hoisted", "w32-a-registers",
-                                     "w32-a-registers-hoisted", "w32-a-registers-sectors"])
+@pytest.mark.parametrize("variant", list(SPLIT_WGMMA_VARIANTS))
 def test_float32_training_with_the_split_transpose_on_wgmma_follows_mma_sync(monkeypatch, variant):
     """DASKSAE_FLOAT32_WGMMA_TRANSPOSE=``variant``: ``small`` trained 3 float32 steps with ``W^T y`` (the
     reconstruction, the input gradient) on ``wgmma`` (at small's cells of 12 and 32 values, below the 128 it takes by

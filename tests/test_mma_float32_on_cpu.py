@@ -22,6 +22,9 @@ from test_mma_forward_on_cpu import run_on_cpu as run_forward_on_cpu
 from test_mma_update_on_cpu import MMA_EMULATION, WGMMA_EMULATION, assert_updated_as_expected, to_tf32, update_case
 from test_simt_gemm_on_cpu import GRID_RUNNER, SHIM, built_on_cpu
 
+# mma.sync's split and every wgmma variant (mma_forward's and mma_transpose's have the same names: a test below)
+ALL_VARIANTS = [mma_float32.VARIANT, *mma_forward.SPLIT_WGMMA_VARIANTS]
+
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 
 TF32_EMULATION = r"""
@@ -121,8 +124,7 @@ def expected_forward(case, precision: str = "float64", scaled: bool = True):
                                 step, 2, 1, row_scale=scale.astype(dtype) if scaled else None, precision=precision)
 
 
-@pytest.mark.parametrize("variant", [mma_float32.VARIANT, "w32-split-2", "w32-hoisted", "w32-a-registers",
-                                     "w32-a-registers-hoisted", "w32-a-registers-sectors"])
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
 @pytest.mark.parametrize("scaled, batch", [(True, 96), (False, 136)], ids=["row-scale", "no-scale-part-tile"])
 def test_the_split_forward_writes_the_output_map_as_numpy(built_once, scaled, batch, variant):
     """``W x`` from the float32 map into the output map, each row times its scale; with a minibatch of 136, a second
@@ -157,6 +159,11 @@ def float32_chain(case):
         sums = (sums + weights[:, :, k : k + 1].astype(numpy.float64) * patches[:, k : k + 1]).astype(numpy.float32)
     rows_scaled = sums * scale.reshape(blocks_h * blocks_w, rows, 1)
     return rows_scaled.reshape(blocks_h, blocks_w, 2, rows // 2, -1).transpose(0, 2, 1, 3, 4).reshape(shape)
+
+
+def test_both_products_name_the_same_wgmma_variants():
+    """The switches take one name for both float32 products, so each ``wgmma`` variant exists for both."""
+    assert list(mma_forward.SPLIT_WGMMA_VARIANTS) == list(mma_transpose.SPLIT_WGMMA_VARIANTS)
 
 
 # the variants whose products differ (mma.sync's split, wgmma's with A in shared memory or in registers); the others
@@ -261,8 +268,7 @@ def run_transpose_on_cpu(library, weights, y, out, geometry):
     (8, 4, 8, 64, 3, 2, 96),  # cells of 128 values in up to 2x2 blocks, 2 tiles of 32 rows
     (8, 4, 3, 32, 2, 3, 136),  # 3 channels (runs of 12 floats, 3 copies), a part-full second column tile
 ], ids=["cells-of-128", "three-channels-part-tile"])
-@pytest.mark.parametrize("variant", [mma_float32.VARIANT, "w32-split-2", "w32-hoisted", "w32-a-registers",
-                                     "w32-a-registers-hoisted", "w32-a-registers-sectors"])
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_the_split_transpose_folds_into_the_map_as_numpy(built_once, field, step, channels, rows, blocks_h, blocks_w,
                                                           batch, variant):
     """Every cell of the map gets its blocks' sum added (edges with fewer blocks and middles alike), and nothing past

@@ -293,21 +293,18 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     static_assert(A_LOADS * FORWARD_THREADS == TILE_M * TILE_K / 4 && B_LOADS * FORWARD_THREADS == TILE_K * TILE_N / 4,
                   "whole loads");
     float4 a_next[A_LOADS], b_next[B_LOADS];  // a k-tile's loads
+    // B's field row b_k of the k-tile at quads b_quad + 8 i (w32-a-registers-sectors: by whole sectors)
+    static_assert(!B_SECTORS || (A_REGISTERS && HOISTED), "sectors: register A's order of B, the hoisted fetch");
+    const SplitLoadPlace b_place = split_load_place(warp, lane, B_SECTORS);
+    const int b_k = b_place.k, b_quad = b_place.quad;
 #if HOISTED  // (w32-hoisted) the fetch's two addresses kept from k-tile to k-tile instead of
     // recomputed from the k-tile's place (fetch takes the k-tiles in order, once each): A's rows m0 + tid / 8 + 32 i
     // at chunk tid % 8 of the k-tile, one pointer advanced a k-tile a fetch (w32-a-registers-hoisted: A's fragments'
-    // loads of their own); B's field row k = k0 + lane (its field row and place in it kept as counters, not divided)
-    // at columns 4 (warp + 8 i), one pointer
+    // loads of their own); B's field row k = k0 + b_k (its field row and place in it kept as counters, not divided)
+    // at columns 4 (b_quad + 8 i), one pointer
 #if !A_REGISTERS
     const int a_k = (tid % 8) * 4;
     const float* a_at = weights + (long long)(m0 + tid / 8) * fan_in + a_k;
-#endif
-#if B_SECTORS  // (w32-a-registers-sectors) field row b_k of the k-tile at quads b_quad + 8 i: a warp's 16 rows of
-    // k % 8 in 4 (warp % 2) .., by the quads b_quad and b_quad + 1 (b_quad even: 32 bytes, a sector, of each row)
-    static_assert(A_REGISTERS && HOISTED, "the rows' order keeps register A's stores of B free of bank conflicts");
-    const int b_k = 8 * ((lane % 16) / 4) + 4 * (warp % 2) + lane % 4, b_quad = (warp & ~1) + lane / 16;
-#else
-    const int b_k = lane, b_quad = warp;  // field row lane at quads warp + 8 i
 #endif
     int field_place = b_k % field_rows;
     const float* b_at = x + (b_k / field_rows) * in_row + (long long)field_place * batch + 4 * b_quad;
@@ -395,7 +392,7 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
         for (int i = 0; i < B_LOADS; ++i)  // B's rows 4 (b_quad + 8 i) .., inner term b_k of each
             store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (b_quad + 8 * i),
                                    k_position(b_k), b_next[i]);
-#else
+#else  // (the same places, as the variants measured before session 52 compute them)
         for (int i = 0; i < B_LOADS; ++i) {  // B's rows 4 quad .. 4 quad + 3, inner term c % 32 of each
             const int c = tid + i * FORWARD_THREADS;
             store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (c / TILE_K),

@@ -305,6 +305,10 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
     static_assert(A_LOADS * TRANSPOSE_THREADS * 4 == CELL_ROWS * TILE_K &&
                   B_LOADS * TRANSPOSE_THREADS * 4 == TILE_N * TILE_K, "whole loads");
     float4 a_next[A_LOADS], b_next[B_LOADS];  // a k-tile's loads
+    // y's block row b_k of the k-tile at quads b_quad + 8 i (w32-a-registers-sectors: by whole sectors)
+    static_assert(!B_SECTORS || (A_REGISTERS && HOISTED), "sectors: register A's order of B, the hoisted fetch");
+    const SplitLoadPlace b_place = split_load_place(warp, lane, B_SECTORS);
+    const int b_k = b_place.k, b_quad = b_place.quad;
 #if A_REGISTERS  // (w32-a-registers, as mma_forward's) A's fragments in registers: this thread's rows of its warp's 16
     // are the cell's values a_m and a_m + 1 (fragment rows g and g + 8: the epilogue's row_in_16), side by side in a
     // weight row (step C is whole 4s), at the k-tile's block rows 8 t .. 8 t + 7, a float2 each; k-step s takes
@@ -326,12 +330,6 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
         fetch_y = y + block * rows * batch + n0;
     };
     aim();
-#if B_SECTORS  // (w32-a-registers-sectors, as mma_forward's) y's block row b_k of the k-tile at quads b_quad + 8 i
-    static_assert(A_REGISTERS, "the rows' order keeps register A's stores of B free of bank conflicts");
-    const int b_k = 8 * ((lane % 16) / 4) + 4 * (warp % 2) + lane % 4, b_quad = (warp & ~1) + lane / 16;
-#else
-    const int b_k = lane, b_quad = warp;  // block row lane at quads warp + 8 i
-#endif
 #if A_REGISTERS  // (w32-a-registers-hoisted) the cell's values a_m, a_m + 1 of block row 8 t
     const int a_register_offset = 8 * t * (int)fan_in + (int)a_m_offset;
 #else
@@ -425,7 +423,7 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
         for (int i = 0; i < B_LOADS; ++i)  // y's columns 4 (b_quad + 8 i) .., block row b_k of each
             store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (b_quad + 8 * i),
                                    k_position(b_k), b_next[i]);
-#else
+#else  // (the same places, as the variants measured before session 52 compute them)
         for (int i = 0; i < B_LOADS; ++i) {
             const int c = tid + i * TRANSPOSE_THREADS;
             store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (c / TILE_K),
@@ -567,8 +565,7 @@ def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | Non
     elif variant in SPLIT_WGMMA_VARIANTS:
         tile_k, stages, hoisted, a_registers, b_sectors = SPLIT_WGMMA_VARIANTS[variant]
         defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "A_REGISTERS": a_registers, "HOISTED": hoisted,
-                   "B_SECTORS": b_sectors,
-                   "CELL_ROWS": CELL_ROWS,
+                   "B_SECTORS": b_sectors, "CELL_ROWS": CELL_ROWS,
                    "A_ROW": tile_k, "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True),
                    "TRANSPOSE_MIN_BLOCKS": 1}
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS + wgmma.wgmma_function("wgmma_transpose", TILE_N, "tf32")

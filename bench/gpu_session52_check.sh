@@ -1,5 +1,9 @@
 #!/bin/bash
 # Session 52's GPU checks (results in bench/results/session52/<part>/, each with its command.txt).
+#   (session 53 ran PART=next and PART=ratio SETTING=a-registers-hoisted: bench/results/session53/next/ and ratio/;
+#   then removed w32-hoisted, w32-a-registers and w32-a-registers-sectors, which lost: PART=next, quick and least no
+#   longer run as written; PART=ratio runs with SETTING=a-registers-hoisted or split-2; bench/gpu_session53_check.sh
+#   is its successor)
 #   PART=next (about 520 s): float32 W x, U g_r and W^T y in w32-a-registers (session 51: A, the weights, split into
 #     wgmma's register fragments instead of staged in shared memory), in w32-a-registers-hoisted (session 52: that
 #     and w32-hoisted's kept addresses) and in w32-a-registers-sectors (session 52: that with B's loads by whole

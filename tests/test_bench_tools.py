@@ -361,7 +361,7 @@ def test_the_float32_product_floor_summarises_every_wgmma_variant():
         for terms in ("3xtf32", "tf32"):
             assert {f"{product}-{terms}-{variant}" for variant in variants} <= set(names)
             assert f"{product}-{terms}" in names
-    assert "forward-3xtf32-w32-hoisted" in names and "transpose-tf32-w32-split-2" in names
+    assert "forward-3xtf32-w32-a-registers-hoisted" in names and "transpose-tf32-w32-split-2" in names
 
 
 def test_the_floors_rows_option_names_rows_with_spaces_and_parentheses():

@@ -166,13 +166,7 @@ def test_both_products_name_the_same_wgmma_variants():
     assert list(mma_forward.SPLIT_WGMMA_VARIANTS) == list(mma_transpose.SPLIT_WGMMA_VARIANTS)
 
 
-# the variants whose products differ (mma.sync's split, wgmma's with A in shared memory or in registers); the others
-# (w32-hoisted, w32-a-registers-hoisted, -sectors) differ from these only in how they address their loads, which the
-# map tests check for every variant
-PRODUCT_VARIANTS = [mma_float32.VARIANT, "w32-split-2", "w32-a-registers"]
-
-
-@pytest.mark.parametrize("variant", PRODUCT_VARIANTS)
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_the_split_is_as_accurate_as_float32_and_one_term_is_not(tmp_path, built_once, variant):
     """On a fan-in of 288 (6x6x8: 9 tiles of 32) and 64 rows, the split product's largest error against float64
     (relative to the sum of |products|) is within 3x of a float32 FMA chain's over the same operands
@@ -284,7 +278,7 @@ def test_the_split_transpose_folds_into_the_map_as_numpy(built_once, field, step
     assert numpy.isnan(memory[-96:]).all()
 
 
-@pytest.mark.parametrize("variant", PRODUCT_VARIANTS)
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_the_split_transpose_is_as_accurate_as_float32_and_one_term_is_not(tmp_path, built_once, variant):
     """64 rows of blocks of 8x8x8 fields at step 4 (up to 256 terms a value): the folded map's largest error against
     float64 (relative to the fold of ``|W|^T |y|``) within 3x of a float32 FMA chain's over the same terms in the

@@ -365,65 +365,59 @@ def _float32_variants_taken(monkeypatch, switch_name: str, variant_for, settings
 
 
 def test_the_float32_forward_takes_wgmma_only_when_asked_and_the_card_allows(monkeypatch):
-    """DASKSAE_FLOAT32_WGMMA_FORWARD: ``auto`` (the default since session 49) takes ``w32-split-2`` for float32
-    (three terms) and ``mma.sync``'s split (``k32x3``) for tf32 (one) on a card that runs ``wgmma`` (here said to);
-    ``1`` takes ``w32-split-2`` for both, a variant's name that variant, ``0`` ``k32x3``; a card without ``wgmma``
-    ``k32x3`` whatever the switch; ``w32-split-2``'s launch asks for two stages of four tiles, ``w32-a-registers``'
-    for two of B's two."""
+    """DASKSAE_FLOAT32_WGMMA_FORWARD: ``auto`` (the default since session 49) takes ``w32-a-registers-hoisted`` (since
+    session 53) for float32 (three terms) and ``mma.sync``'s split (``k32x3``) for tf32 (one) on a card that runs
+    ``wgmma`` (here said to); ``1`` takes ``w32-a-registers-hoisted`` for both, a variant's name that variant, ``0``
+    ``k32x3``; a card without ``wgmma`` ``k32x3`` whatever the switch; ``w32-split-2``'s launch asks for two stages of
+    four tiles, ``w32-a-registers-hoisted``'s for two of B's two."""
     from dasksae.kernels import mma_float32, mma_forward, wgmma
     from dasksae.switches import SWITCHES
 
     assert SWITCHES["DASKSAE_FLOAT32_WGMMA_FORWARD"] == (
-        ("auto", "1", "0", "w32-split-2", "w32-hoisted", "w32-a-registers", "w32-a-registers-hoisted",
-         "w32-a-registers-sectors"), "auto")
+        ("auto", "1", "0", "w32-split-2", "w32-a-registers-hoisted"), "auto")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
     assert _float32_variants_taken(monkeypatch, "WGMMA_FORWARD", mma_float32.forward_variant,
-                                   ("auto", "1", "w32-hoisted", "0")) == {
-        "auto": ("w32-split-2", "k32x3"), "1": ("w32-split-2", "w32-split-2"),
-        "w32-hoisted": ("w32-hoisted", "w32-hoisted"), "0": ("k32x3", "k32x3")}
+                                   ("auto", "1", "w32-split-2", "0")) == {
+        "auto": ("w32-a-registers-hoisted", "k32x3"), "1": ("w32-a-registers-hoisted", "w32-a-registers-hoisted"),
+        "w32-split-2": ("w32-split-2", "w32-split-2"), "0": ("k32x3", "k32x3")}
     monkeypatch.setattr(wgmma, "supported", lambda: False)
     assert set(_float32_variants_taken(monkeypatch, "WGMMA_FORWARD", mma_float32.forward_variant,
-                                       ("auto", "1", "w32-hoisted")).values()) == {("k32x3", "k32x3")}
+                                       ("auto", "1", "w32-split-2")).values()) == {("k32x3", "k32x3")}
     assert mma_forward.shared_bytes("w32-split-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4
-    assert mma_forward.shared_bytes("w32-a-registers", split_tf32=True) == 2 * 2 * 96 * 32 * 4  # (B's tiles only)
-    assert mma_forward.shared_bytes("w32-a-registers-hoisted", split_tf32=True) == 2 * 2 * 96 * 32 * 4
-    assert mma_forward.shared_bytes("w32-a-registers-sectors", split_tf32=True) == 2 * 2 * 96 * 32 * 4
+    assert mma_forward.shared_bytes("w32-a-registers-hoisted", split_tf32=True) == 2 * 2 * 96 * 32 * 4  # (B only)
 
 
 def test_the_float32_transpose_takes_wgmma_only_when_asked_and_the_card_allows(monkeypatch):
-    """DASKSAE_FLOAT32_WGMMA_TRANSPOSE: ``auto`` (the default since session 49) takes ``w32-split-2`` for float32
-    (three terms) and ``mma.sync``'s split (``k32x3``) for tf32 on a card that runs ``wgmma`` (here said to), at cells
-    of 128 values; ``1`` both on ``w32-split-2``; ``all`` also at the first stage's cells of 48 (else the SIMT
-    product and fold), on CuPy only; ``0`` ``k32x3``; a card without ``wgmma`` ``k32x3``.  Its launch asks for two
-    stages of four float32 tiles (the cell's 128 values and y's 96 columns, two terms each)."""
+    """DASKSAE_FLOAT32_WGMMA_TRANSPOSE: ``auto`` (the default since session 49) takes ``w32-a-registers-hoisted``
+    (since session 53) for float32 (three terms) and ``mma.sync``'s split (``k32x3``) for tf32 on a card that runs
+    ``wgmma`` (here said to), at cells of 128 values; ``1`` both on it; ``all`` also at the first stage's cells of 48
+    (else the SIMT product and fold), on CuPy only; ``0`` ``k32x3``; a card without ``wgmma`` ``k32x3``.
+    ``w32-split-2``'s launch asks for two stages of four float32 tiles (the cell's 128 values and y's 96 columns, two
+    terms each), ``w32-a-registers-hoisted``'s for two of y's two."""
     from dasksae.kernels import mma_float32, mma_transpose, wgmma
     from dasksae.switches import SWITCHES
 
     assert SWITCHES["DASKSAE_FLOAT32_WGMMA_TRANSPOSE"] == (
-        ("auto", "1", "all", "0", "w32-split-2", "w32-hoisted", "w32-a-registers", "w32-a-registers-hoisted",
-         "w32-a-registers-sectors"), "auto")
+        ("auto", "1", "all", "0", "w32-split-2", "w32-a-registers-hoisted"), "auto")
     monkeypatch.setattr(wgmma, "supported", lambda: True)
     monkeypatch.setattr(mma_float32, "FLOAT32_TENSOR_CORES", "1")
     cupy_module = type(numpy)("cupy")
     assert _float32_variants_taken(monkeypatch, "WGMMA_TRANSPOSE", mma_float32.transpose_variant,
-                                   ("auto", "0", "w32-hoisted", "1")) == {
-        "auto": ("w32-split-2", "k32x3"), "0": ("k32x3", "k32x3"), "w32-hoisted": ("w32-hoisted", "w32-hoisted"),
-        "1": ("w32-split-2", "w32-split-2")}
+                                   ("auto", "0", "w32-split-2", "1")) == {
+        "auto": ("w32-a-registers-hoisted", "k32x3"), "0": ("k32x3", "k32x3"),
+        "w32-split-2": ("w32-split-2", "w32-split-2"), "1": ("w32-a-registers-hoisted", "w32-a-registers-hoisted")}
     # cells of 128 values (8 channels at step 4) on tensor cores, the first stage's 48 (3 at 4) only with "all"
     assert mma_float32.transpose_on_tensor_cores(cupy_module, "float32", 8, 4)
     assert not mma_float32.transpose_on_tensor_cores(cupy_module, "float32", 3, 4)
     monkeypatch.setattr(mma_float32, "WGMMA_TRANSPOSE", "all")
-    assert mma_float32.transpose_variant() == "w32-split-2"
+    assert mma_float32.transpose_variant() == "w32-a-registers-hoisted"
     assert mma_float32.transpose_on_tensor_cores(cupy_module, "float32", 3, 4)
     assert not mma_float32.transpose_on_tensor_cores(numpy, "float32", 3, 4)
     monkeypatch.setattr(wgmma, "supported", lambda: False)
     assert mma_float32.transpose_variant() == "k32x3"
     assert not mma_float32.transpose_on_tensor_cores(cupy_module, "float32", 3, 4)
     assert mma_transpose.shared_bytes("w32-split-2", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4
-    assert mma_transpose.shared_bytes("w32-hoisted", split_tf32=True) == 2 * 2 * (128 + 96) * 32 * 4  # (registers)
-    assert mma_transpose.shared_bytes("w32-a-registers", split_tf32=True) == 2 * 2 * 96 * 32 * 4  # (B's tiles only)
-    assert mma_transpose.shared_bytes("w32-a-registers-hoisted", split_tf32=True) == 2 * 2 * 96 * 32 * 4
-    assert mma_transpose.shared_bytes("w32-a-registers-sectors", split_tf32=True) == 2 * 2 * 96 * 32 * 4
+    assert mma_transpose.shared_bytes("w32-a-registers-hoisted", split_tf32=True) == 2 * 2 * 96 * 32 * 4  # (y only)
 
 
 def test_the_wgmma_switches_name_their_kernels_variants(monkeypatch):

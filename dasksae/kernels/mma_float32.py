@@ -88,18 +88,23 @@ WGMMA_UPDATE = switch("DASKSAE_FLOAT32_WGMMA_UPDATE")
 # they are staged), tf32's (one term) on mma.sync's split (VARIANT); "1": both on wgmma; a variant of
 # mma_forward.SPLIT_WGMMA_VARIANTS by name: both on it; "0": both on mma.sync.  On the H100 (session 49, coates200,
 # M=96, bench/results/session49/) float32 W x over the stages took 5.27 ms in w32-split-2 against w32-split's 5.73 and
-# mma.sync's 6.59, tf32's 3.83 against mma.sync's 3.03; the in-process float32 step 43.7 ms against 44.4 and 46.8
+# mma.sync's 6.59, tf32's 3.83 against mma.sync's 3.03; the in-process float32 step 43.7 ms against 44.4 and 46.8.
+# Since session 53, w32-a-registers-hoisted (A, the weights, in wgmma's register fragments, the fetch's addresses
+# kept): on the H100 (bench/results/session53/next/) float32 W x over the stages took 3.74 ms against w32-split-2's
+# 5.29, and with the transpose's the in-process float32 step 35.1 ms against 42.5
 WGMMA_FORWARD = switch("DASKSAE_FLOAT32_WGMMA_FORWARD")
-WGMMA_FORWARD_VARIANT = "w32-split-2"
+WGMMA_FORWARD_VARIANT = "w32-a-registers-hoisted"
 # "auto" (the default since session 49): float32's W^T y with the fold (three terms) on wgmma where the GPU runs it
 # (mma_transpose's w32-split-2: both operands split and transposed to K-major as they are staged, two stages) at cells
 # of TRANSPOSE_CELL_VALUES, tf32's on mma.sync's split (VARIANT); "1": both; "all": both, and at smaller cells too (the
 # first stage's 48 values, which otherwise keep the SIMT product and fold); "0": both on mma.sync.  On the H100
 # (session 49) float32 W^T y took stages 2 and 3 in 3.27 and 2.54 ms against mma.sync's 3.52 and 2.79 (stage 1: 2.99
 # against the SIMT product and fold's 1.94), tf32's 2.52 and 1.97 against 1.74 and 1.39; the in-process float32 step
-# 42.8 ms against 43.7 (and 43.8 with "all"); or a variant of mma_transpose.SPLIT_WGMMA_VARIANTS by name: both on it
+# 42.8 ms against 43.7 (and 43.8 with "all"); or a variant of mma_transpose.SPLIT_WGMMA_VARIANTS by name: both on it.
+# Since session 53, w32-a-registers-hoisted: on the H100 (bench/results/session53/next/) float32 W^T y over the
+# stages took 5.56 ms against w32-split-2's 9.07
 WGMMA_TRANSPOSE = switch("DASKSAE_FLOAT32_WGMMA_TRANSPOSE")
-WGMMA_TRANSPOSE_VARIANT = "w32-split-2"
+WGMMA_TRANSPOSE_VARIANT = "w32-a-registers-hoisted"
 VARIANT = "k32x3"  # of mma_forward.SPLIT_VARIANTS (k32x3: 93 KiB of shared memory a block, two an SM)
 
 

@@ -78,28 +78,23 @@ WGMMA_FORWARD = switch("DASKSAE_WGMMA_FORWARD")
 WGMMA_VARIANT = "w64x3-swizzled"
 # the tiles of the float32 kernel on split TF32 tensor cores (kernels/mma_float32.py): k32x3 takes 93 KiB a block
 SPLIT_VARIANTS = {"k32x3": (32, 3)}
-# w32-split-2 (session 49; mma_float32's default) the same on wgmma (sm_90): k-tiles of 32 staged through registers,
-# split into their TF32 terms and B transposed to K-major as they are staged, two stages (112 KiB), k-tile s + 1 split
-# and staged while k-tile s's products run, one block of 256 threads an SM (the partial sums and the next k-tile's
-# loads take more than 128 registers).  w32-hoisted (session 50): w32-split-2 whose fetch keeps its two addresses from
-# k-tile to k-tile (a pointer for A, one for B with the field row's place as a counter) instead of recomputing seven,
-# with a division, each k-tile.  w32-a-registers (session 51): w32-split-2 with A (the weights) split into wgmma's
-# register fragments instead of staged in shared memory: no A tiles (a stage 24 KiB, B's two terms), and the tensor
-# cores read only B from shared memory (its reads by both warpgroups' three products a k-step and the split's stores
-# were 176 KiB a k-tile, 96 without A).  Each thread loads its two rows' 8 values of the k-tile (two float4s a row),
-# so k-step s takes the k-tile's inner terms 8 t + 2 s and 8 t + 2 s + 1 (t = lane % 4) as its columns t and t + 4,
-# and B's field rows are staged at the places that permutation gives them.  w32-a-registers-hoisted (session 52):
-# both, B's address kept as w32-hoisted keeps it (A's is a pointer plus the k-tile's start already).  (Gone, having
-# lost: session 48's w32-split, one stage; session 49's w32-async-3 and -4, cp.async into raw stages; session 50's
-# w32-regs-2, two register sets of loads, which tied.)
-# w32-a-registers-sectors (session 52): w32-a-registers-hoisted whose B loads read whole 32-byte sectors: a warp's
-# load takes 16 field rows by two quads of columns (32 bytes of each row) instead of 32 rows by one quad (16 bytes of
-# each, half a sector), so that it asks L1 for 16 lines instead of 32; the 16 rows are the k-tile's inner terms whose
-# k % 8 is in one half (4 (warp % 2) ..), so that B's permuted, transposed stores stay free of bank conflicts.
-# (TILE_K, STAGES, HOISTED, A_REGISTERS, B_SECTORS)
-SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0, 0, 0), "w32-hoisted": (32, 2, 1, 0, 0),
-                        "w32-a-registers": (32, 2, 0, 1, 0), "w32-a-registers-hoisted": (32, 2, 1, 1, 0),
-                        "w32-a-registers-sectors": (32, 2, 1, 1, 1)}
+# w32-split-2 (session 49; mma_float32's default until session 53) the same on wgmma (sm_90): k-tiles of 32 staged
+# through registers, split into their TF32 terms and B transposed to K-major as they are staged, two stages (112 KiB),
+# k-tile s + 1 split and staged while k-tile s's products run, one block of 256 threads an SM (the partial sums and the
+# next k-tile's loads take more than 128 registers).  w32-a-registers-hoisted (sessions 51 and 52; mma_float32's
+# default since session 53): A (the weights) split into wgmma's register fragments instead of staged in shared memory:
+# no A tiles (a stage 24 KiB, B's two terms), and the tensor cores read only B from shared memory (its reads by both
+# warpgroups' three products a k-step and the split's stores were 176 KiB a k-tile, 96 without A).  Each thread loads
+# its two rows' 8 values of the k-tile (two float4s a row), so k-step s takes the k-tile's inner terms 8 t + 2 s and
+# 8 t + 2 s + 1 (t = lane % 4) as its columns t and t + 4, and B's field rows are staged at the places that
+# permutation gives them; and the fetch keeps B's address from k-tile to k-tile (a pointer, the field row's place a
+# counter) instead of recomputing it, with a division, each k-tile.  On the H100 (session 53,
+# bench/results/session53/next/) W x over coates200's stages took 3.74 ms against w32-split-2's 5.29.  (Gone, having
+# lost there: w32-hoisted, only the kept addresses, 4.53 ms; w32-a-registers, only A in registers, 4.31; and
+# w32-a-registers-sectors, B's loads by whole 32-byte sectors, 3.83; before them session 48's w32-split, one stage;
+# session 49's w32-async-3 and -4, cp.async into raw stages; session 50's w32-regs-2, two register sets of loads.)
+# (TILE_K, STAGES, A_REGISTERS)
+SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0), "w32-a-registers-hoisted": (32, 2, 1)}
 SPLIT_A_PAD = 4  # its shared weight row: TILE_K floats and 4 (A's fragment loads (g, t) in banks 4g + t: distinct)
 
 
@@ -120,7 +115,7 @@ def shared_bytes(variant: str = VARIANT, split_tf32: bool = False) -> int:
     float32 ones with ``split_tf32``, and 4; on ``wgmma`` none) and of the fields (``TILE_K`` rows of 96 and 8; on
     ``wgmma`` none)."""
     if split_tf32 and variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms a stage, no padding
-        tile_k, stages, _, a_registers, _ = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, a_registers = SPLIT_WGMMA_VARIANTS[variant]
         return stages * 2 * ((0 if a_registers else TILE_M) + TILE_N) * tile_k * 4
     if split_tf32:
         tile_k, stages = SPLIT_VARIANTS[variant]
@@ -283,7 +278,7 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     static_assert(TILE_K == 32, "the split's tiles take rows of 32 float32 values, 128 bytes");
     SET_SHARED_ARENA(forward_shared);
     const int group = warp / 4;  // the warpgroup
-    constexpr int A_STAGED = A_REGISTERS ? 0 : TILE_M;  // (w32-a-registers: A in registers, no tiles of it)
+    constexpr int A_STAGED = A_REGISTERS ? 0 : TILE_M;  // (A in registers: no tiles of it)
     float* const a_big = (float*)forward_shared;
     float* const a_small = a_big + A_STAGED * TILE_K;
     float* const b_big = a_small + A_STAGED * TILE_K;
@@ -293,25 +288,15 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
     static_assert(A_LOADS * FORWARD_THREADS == TILE_M * TILE_K / 4 && B_LOADS * FORWARD_THREADS == TILE_K * TILE_N / 4,
                   "whole loads");
     float4 a_next[A_LOADS], b_next[B_LOADS];  // a k-tile's loads
-    // B's field row b_k of the k-tile at quads b_quad + 8 i (w32-a-registers-sectors: by whole sectors)
-    static_assert(!B_SECTORS || (A_REGISTERS && HOISTED), "sectors: register A's order of B, the hoisted fetch");
-    const SplitLoadPlace b_place = split_load_place(warp, lane, B_SECTORS);
-    const int b_k = b_place.k, b_quad = b_place.quad;
-#if HOISTED  // (w32-hoisted) the fetch's two addresses kept from k-tile to k-tile instead of
-    // recomputed from the k-tile's place (fetch takes the k-tiles in order, once each): A's rows m0 + tid / 8 + 32 i
-    // at chunk tid % 8 of the k-tile, one pointer advanced a k-tile a fetch (w32-a-registers-hoisted: A's fragments'
-    // loads of their own); B's field row k = k0 + b_k (its field row and place in it kept as counters, not divided)
-    // at columns 4 (b_quad + 8 i), one pointer
-#if !A_REGISTERS
-    const int a_k = (tid % 8) * 4;
-    const float* a_at = weights + (long long)(m0 + tid / 8) * fan_in + a_k;
-#endif
+#if A_REGISTERS  // (w32-a-registers-hoisted) B's address kept from k-tile to k-tile instead of recomputed from the
+    // k-tile's place (fetch takes the k-tiles in order, once each): field row k = k0 + b_k of the k-tile (its field
+    // row and place in it kept as counters, not divided) at columns 4 (b_quad + 8 i), one pointer
+    const int b_k = lane, b_quad = warp;
     int field_place = b_k % field_rows;
     const float* b_at = x + (b_k / field_rows) * in_row + (long long)field_place * batch + 4 * b_quad;
-#endif
-#if A_REGISTERS  // (w32-a-registers) A's fragments in registers: this thread's rows a_row and a_row + 8 (its warp's
-    // g and g + 8) at the k-tile's 8 t .. 8 t + 7, two float4s a row; k-step s takes 8 t + 2 s as its column t and
-    // 8 t + 2 s + 1 as its column t + 4 (the k-tile's inner terms permuted, B's staged to match: k_position)
+    // A's fragments in registers: this thread's rows a_row and a_row + 8 (its warp's g and g + 8) at the k-tile's
+    // 8 t .. 8 t + 7, two float4s a row; k-step s takes 8 t + 2 s as its column t and 8 t + 2 s + 1 as its column
+    // t + 4 (the k-tile's inner terms permuted, B's staged to match: k_position)
     static_assert(A_LOADS == 4, "A's fragments: two rows of 8 values a thread");
     const int a_row = m0 + group * 64 + (warp % 4) * 16 + g;
     const float* const a_from = weights + (long long)a_row * fan_in + 8 * t;
@@ -327,13 +312,6 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
             const float* from = whole ? a_from + (long long)(j / 2) * 8 * fan_in + k0 + 4 * (j % 2) : weights;
             a_next[j] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
         }
-#elif HOISTED
-        for (int i = 0; i < A_LOADS; ++i) {
-            const bool whole = m0 + tid / 8 + 32 * i < rows && k0 + a_k < fan_in;
-            const float* from = whole ? a_at + (long long)i * 32 * fan_in : weights;
-            a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
-        a_at += TILE_K;  // the next k-tile's
 #else
         for (int i = 0; i < A_LOADS; ++i) {
             const int c = tid + i * FORWARD_THREADS, r = c / 8, k = k0 + (c % 8) * 4, m = m0 + r;
@@ -342,7 +320,7 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
             a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
         }
 #endif
-#if HOISTED
+#if A_REGISTERS
         for (int i = 0; i < B_LOADS; ++i) {
             const bool whole = k0 + b_k < fan_in && n0 + 4 * (b_quad + 8 * i) < batch;
             const float* from = whole ? b_at + 32 * i : x;
@@ -388,17 +366,11 @@ extern "C" __global__ void __launch_bounds__(FORWARD_THREADS, FORWARD_MIN_BLOCKS
         }
         auto k_position = [](const int k) { return k; };
 #endif
-#if B_SECTORS
-        for (int i = 0; i < B_LOADS; ++i)  // B's rows 4 (b_quad + 8 i) .., inner term b_k of each
-            store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (b_quad + 8 * i),
-                                   k_position(b_k), b_next[i]);
-#else  // (the same places, as the variants measured before session 52 compute them)
         for (int i = 0; i < B_LOADS; ++i) {  // B's rows 4 quad .. 4 quad + 3, inner term c % 32 of each
             const int c = tid + i * FORWARD_THREADS;
             store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (c / TILE_K),
                                    k_position(c % TILE_K), b_next[i]);
         }
-#endif
         ASYNC_PROXY_FENCE();  // these stores seen by the tensor cores' reads
     };
     auto product = [&](const int buffer) {  // (three terms: partial sums from zero)
@@ -522,9 +494,9 @@ def mma_forward_source(variant: str = VARIANT, geometry: tuple[int, ...] | None 
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "bfloat16", transpose_b=True))
     elif split_tf32 and variant in SPLIT_WGMMA_VARIANTS:
-        tile_k, stages, hoisted, a_registers, b_sectors = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, a_registers = SPLIT_WGMMA_VARIANTS[variant]
         defines = {"WGMMA": 1, "SPLIT_TF32": 1, "TERMS": split_terms(terms), "TILE_K": tile_k, "STAGES": stages,
-                   "HOISTED": hoisted, "A_REGISTERS": a_registers, "B_SECTORS": b_sectors, "A_ROW": tile_k,
+                   "A_REGISTERS": a_registers, "A_ROW": tile_k,
                    "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True), "FORWARD_MIN_BLOCKS": 1}
         helpers = (MMA_HELPERS + SPLIT_TF32_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_forward", TILE_N, "tf32")

@@ -72,16 +72,14 @@ SPLIT_VARIANTS = {"k32x3": (32, 3)}
 # (session 49, DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1) the same on wgmma (sm_90), as mma_forward's w32-split-2: (TILE_K,
 # STAGES), k-tiles of 32 block rows staged through registers, split into their TF32 terms and both operands
 # transposed to K-major as they are staged, two stages (112 KiB), one block an SM
-# (TILE_K, STAGES, HOISTED, A_REGISTERS): w32-hoisted (session 50) the fetch's block and addresses kept from k-tile to
-# k-tile, as mma_forward's; w32-a-registers (session 51) A, the cell's values, split into wgmma's register fragments,
-# as mma_forward's: a thread's two rows are the cell's values 2 g and 2 g + 1 of its warp's 16 (a float2 of a weight
-# row), and no A tiles (a stage 24 KiB); w32-a-registers-hoisted (session 52) both.  (Gone, having lost: session
-# 49's w32-async-3 and -4, cp.async into raw stages; session 50's w32-regs-2, two register sets of loads)
-# w32-a-registers-sectors (session 52), as mma_forward's: y's loads by whole 32-byte sectors, 16 block rows by two
-# quads of columns a warp load.  (TILE_K, STAGES, HOISTED, A_REGISTERS, B_SECTORS)
-SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0, 0, 0), "w32-hoisted": (32, 2, 1, 0, 0),
-                        "w32-a-registers": (32, 2, 0, 1, 0), "w32-a-registers-hoisted": (32, 2, 1, 1, 0),
-                        "w32-a-registers-sectors": (32, 2, 1, 1, 1)}
+# w32-a-registers-hoisted (sessions 51 and 52; the default since session 53), as mma_forward's: A, the cell's values,
+# split into wgmma's register fragments (a thread's two rows are the cell's values 2 g and 2 g + 1 of its warp's 16, a
+# float2 of a weight row; no A tiles, a stage 24 KiB), and the fetch's block and addresses kept from k-tile to
+# k-tile.  On the H100 (session 53, bench/results/session53/next/) W^T y over coates200's stages took 5.56 ms against
+# w32-split-2's 9.07.  (Gone, having lost there: w32-hoisted, 7.31 ms; w32-a-registers, 6.49; w32-a-registers-sectors,
+# 5.63; before them session 49's w32-async-3 and -4, cp.async into raw stages; session 50's w32-regs-2, two register
+# sets of loads.)  (TILE_K, STAGES, A_REGISTERS)
+SPLIT_WGMMA_VARIANTS = {"w32-split-2": (32, 2, 0), "w32-a-registers-hoisted": (32, 2, 1)}
 # bfloat16 on wgmma (kernels/wgmma.py; sm_90 only), as mma_forward's WGMMA_VARIANTS: (TILE_K, STAGES, WGMMA_PENDING),
 # the tiles in CUTLASS's swizzled layouts (the weights' cell values MN-major in 128-byte rows, y's columns MN-major in
 # 64-byte rows).  It takes layers whose rows are whole 64s.  On an H100 (session 43, coates200, M=96) it took the
@@ -121,7 +119,7 @@ def shared_bytes(variant: str, split_tf32: bool = False) -> int:
         tile_k, stages, _ = WGMMA_VARIANTS[variant]
         return stages * tile_k * (CELL_ROWS * cells_a_block(variant) + TILE_N) * 2
     if variant in SPLIT_WGMMA_VARIANTS:  # each operand's two terms a stage, no padding
-        tile_k, stages, _, a_registers, _ = SPLIT_WGMMA_VARIANTS[variant]
+        tile_k, stages, a_registers = SPLIT_WGMMA_VARIANTS[variant]
         return stages * 2 * tile_k * ((0 if a_registers else CELL_ROWS) + TILE_N) * 4
     tile_k, stages = (SPLIT_VARIANTS if split_tf32 else VARIANTS)[variant]
     return stages * (tile_k * A_ROW + tile_k * B_ROW) * (4 if split_tf32 else 2)
@@ -294,7 +292,7 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
     static_assert(TILE_K == 32 && CELLS == 1, "the split's tiles take rows of 32 float32 values, 128 bytes");
     SET_SHARED_ARENA(transpose_shared);
     const int group = warp / 4;  // the warpgroup: the cell's rows 64 group ..
-    constexpr int A_STAGED = A_REGISTERS ? 0 : CELL_ROWS;  // (w32-a-registers: A in registers, no tiles of it)
+    constexpr int A_STAGED = A_REGISTERS ? 0 : CELL_ROWS;  // (A in registers: no tiles of it)
     constexpr int STAGE_FLOATS = 2 * (A_STAGED + TILE_N) * TILE_K;  // a stage's tiles
     float* const a_big = (float*)transpose_shared;
     float* const a_small = a_big + A_STAGED * TILE_K;
@@ -305,22 +303,18 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
     static_assert(A_LOADS * TRANSPOSE_THREADS * 4 == CELL_ROWS * TILE_K &&
                   B_LOADS * TRANSPOSE_THREADS * 4 == TILE_N * TILE_K, "whole loads");
     float4 a_next[A_LOADS], b_next[B_LOADS];  // a k-tile's loads
-    // y's block row b_k of the k-tile at quads b_quad + 8 i (w32-a-registers-sectors: by whole sectors)
-    static_assert(!B_SECTORS || (A_REGISTERS && HOISTED), "sectors: register A's order of B, the hoisted fetch");
-    const SplitLoadPlace b_place = split_load_place(warp, lane, B_SECTORS);
-    const int b_k = b_place.k, b_quad = b_place.quad;
-#if A_REGISTERS  // (w32-a-registers, as mma_forward's) A's fragments in registers: this thread's rows of its warp's 16
-    // are the cell's values a_m and a_m + 1 (fragment rows g and g + 8: the epilogue's row_in_16), side by side in a
+#if A_REGISTERS  // (w32-a-registers-hoisted, as mma_forward's) A's fragments in registers: this thread's rows of
+    // its warp's 16 are the cell's values a_m and a_m + 1 (fragment rows g and g + 8: the epilogue's row_in_16), side by side in a
     // weight row (step C is whole 4s), at the k-tile's block rows 8 t .. 8 t + 7, a float2 each; k-step s takes
     // block row 8 t + 2 s as its column t and 8 t + 2 s + 1 as its column t + 4 (B's staged to match: k_position)
     const int a_m = group * 64 + (warp % 4) * 16 + 2 * g;
     const long long a_m_offset = (long long)(a_m / run) * field * channels + a_m % run;
     float2 a_pairs[8];  // block rows 8 t + j
     unsigned a_big_fragments[2][16], a_small_fragments[2][16];  // a stage's (each named by a constant: by_pairs)
-#endif
-#if HOISTED  // (w32-hoisted) the fetch's block, its row and two addresses kept from k-tile to
-    // k-tile (fetch takes the k-tiles in order, once each), and each load's offset from them computed once: no
-    // divisions in the loop
+    // the fetch's block, its row and two addresses kept from k-tile to k-tile (fetch takes the k-tiles in order, once
+    // each), and each load's offset from them computed once: no divisions in the loop; y's block row b_k of the
+    // k-tile at quads b_quad + 8 i
+    const int b_k = lane, b_quad = warp;
     int fetch_p = p_first, fetch_q = q_first, fetch_r0 = 0;
     const float *fetch_field, *fetch_y;  // block (fetch_p, fetch_q)'s field of the cell and its y, at row fetch_r0
     auto aim = [&]() {
@@ -330,30 +324,14 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
         fetch_y = y + block * rows * batch + n0;
     };
     aim();
-#if A_REGISTERS  // (w32-a-registers-hoisted) the cell's values a_m, a_m + 1 of block row 8 t
-    const int a_register_offset = 8 * t * (int)fan_in + (int)a_m_offset;
-#else
-    int a_offset[A_LOADS];  // the cell's values 4 (warp + 8 i) .. of block row lane
-    for (int i = 0; i < A_LOADS; ++i) {
-        const int m = 4 * (warp + 8 * i);
-        a_offset[i] = lane * (int)fan_in + (m / run) * field * channels + m % run;
-    }
-#endif
+    const int a_register_offset = 8 * t * (int)fan_in + (int)a_m_offset;  // the cell's values a_m .. of block row 8 t
 #endif
     auto fetch = [&](const int tile) {  // k-tile tile's float4s of this thread into registers (zeros past the ends;
-#if HOISTED                              // none past the last k-tile)
+#if A_REGISTERS                          // none past the last k-tile)
         if (tile >= tiles) return;
-#if A_REGISTERS
         const float* a_at = fetch_field + a_register_offset;
         for (int j = 0; j < 8; ++j, a_at += fan_in)  // the cell's values a_m, a_m + 1 of block row r0 + 8 t + j
             a_pairs[j] = a_m < cell_rows ? *(const float2*)a_at : make_float2(0.f, 0.f);
-#else
-        for (int i = 0; i < A_LOADS; ++i) {
-            const bool whole = 4 * (warp + 8 * i) < cell_rows;
-            const float* from = whole ? fetch_field + a_offset[i] : weights;
-            a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
-        }
-#endif
         for (int i = 0; i < B_LOADS; ++i) {  // y's columns 4 (b_quad + 8 i) .. of block row b_k
             const int n = 4 * (b_quad + 8 * i);
             const bool whole = n0 + n < batch;
@@ -376,12 +354,6 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
             const int which = tile / tiles_a_block, r0 = (tile % tiles_a_block) * TILE_K;
             const int p = p_first + which / blocks_q, q = q_first + which % blocks_q;
             const long long block = (long long)p * blocks_w + q;
-#if A_REGISTERS
-            const float* field_at = weights + (block * rows + r0 + 8 * t) * fan_in + a_m_offset +
-                                    ((long long)(a - p) * step * field + (long long)(b - q) * step) * channels;
-            for (int j = 0; j < 8; ++j)  // the cell's values a_m, a_m + 1 of block row r0 + 8 t + j
-                a_pairs[j] = a_m < cell_rows ? *(const float2*)(field_at + j * fan_in) : make_float2(0.f, 0.f);
-#else
             const float* field_at = weights + (block * rows + r0) * fan_in +
                                     ((long long)(a - p) * step * field + (long long)(b - q) * step) * channels;
             for (int i = 0; i < A_LOADS; ++i) {  // the cell's values 4 (c / 32) .. of block row r0 + c % 32
@@ -391,7 +363,6 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
                                           : weights;
                 a_next[i] = whole ? *(const float4*)from : make_float4(0.f, 0.f, 0.f, 0.f);
             }
-#endif
             const float* y_at = y + (block * rows + r0) * batch + n0;
             for (int i = 0; i < B_LOADS; ++i) {  // y's columns 4 (c / 32) .. of block row r0 + c % 32
                 const int c = tid + i * TRANSPOSE_THREADS, r = c % TILE_K, n = 4 * (c / TILE_K);
@@ -419,17 +390,11 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
         }
         auto k_position = [](const int k) { return k; };
 #endif
-#if B_SECTORS
-        for (int i = 0; i < B_LOADS; ++i)  // y's columns 4 (b_quad + 8 i) .., block row b_k of each
-            store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (b_quad + 8 * i),
-                                   k_position(b_k), b_next[i]);
-#else  // (the same places, as the variants measured before session 52 compute them)
         for (int i = 0; i < B_LOADS; ++i) {
             const int c = tid + i * TRANSPOSE_THREADS;
             store_split_transposed(stage_at + (b_big - a_big), stage_at + (b_small - a_big), 4 * (c / TILE_K),
                                    k_position(c % TILE_K), b_next[i]);
         }
-#endif
         ASYNC_PROXY_FENCE();  // these stores seen by the tensor cores' reads
     };
 #if TERMS == 3
@@ -563,9 +528,8 @@ def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | Non
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS
                    + wgmma.wgmma_function("wgmma_transpose", TILE_N, "bfloat16", transpose_b=True, transpose_a=True))
     elif variant in SPLIT_WGMMA_VARIANTS:
-        tile_k, stages, hoisted, a_registers, b_sectors = SPLIT_WGMMA_VARIANTS[variant]
-        defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "A_REGISTERS": a_registers, "HOISTED": hoisted,
-                   "B_SECTORS": b_sectors, "CELL_ROWS": CELL_ROWS,
+        tile_k, stages, a_registers = SPLIT_WGMMA_VARIANTS[variant]
+        defines = {"WGMMA": 1, "TILE_K": tile_k, "STAGES": stages, "A_REGISTERS": a_registers, "CELL_ROWS": CELL_ROWS,
                    "A_ROW": tile_k, "B_ROW": TILE_N, "SHARED_BYTES": shared_bytes(variant, True),
                    "TRANSPOSE_MIN_BLOCKS": 1}
         helpers = (MMA_HELPERS + wgmma.WGMMA_HELPERS + wgmma.wgmma_function("wgmma_transpose", TILE_N, "tf32")

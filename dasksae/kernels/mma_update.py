@@ -360,22 +360,7 @@ __device__ __forceinline__ void split_k_tile(float* sums, const float* a_big, co
 // (whole loads); B's inner term k is staged at 8 (k % 8 / 2) + k / 8 + 4 (k % 2) of its 32
 __device__ __forceinline__ int registers_k_position(const int k) { return 8 * ((k % 8) / 2) + k / 8 + 4 * (k % 2); }
 
-// a k-tile's B loads (its 32 inner terms by 24 quads of columns, a float4 each, 3 a thread: at quads quad + 8 i of
-// inner term k), by (warp, lane).  Whole rows: a warp load takes one quad of all 32 terms (16 bytes of each row);
-// whole sectors (w32-a-registers-sectors): 16 terms by two adjacent quads (32 bytes, a sector, of each row: half the
-// lines for L1), the 16 terms those whose k % 8 is in one half, 4 (warp % 2) .., so that their registers_k_position
-// places cover all 8 of the swizzle's 16-byte chunks and the warp's transposed stores are free of bank conflicts
-// (16 consecutive terms would conflict 2-way)
-struct SplitLoadPlace {
-    int k, quad;
-};
-__device__ __forceinline__ SplitLoadPlace split_load_place(const int warp, const int lane, const bool sectors)
-{
-    if (sectors) return {8 * ((lane % 16) / 4) + 4 * (warp % 2) + lane % 4, (warp & ~1) + lane / 16};
-    return {lane, warp};
-}
-
-// split_k_tile_products with A from registers (w32-a-registers): this thread's fragments of the k-tile's four
+// split_k_tile_products with A from registers (w32-a-registers-hoisted): this thread's fragments of the k-tile's four
 // k-steps, a_big[4 k .. 4 k + 3] and a_small[...] (wgmma.wgmma_registers_function's layout)
 template <void (*PRODUCT)(float*, const unsigned*, unsigned long long, int)>
 __device__ __forceinline__ void split_k_tile_registers(float* sums, const unsigned* a_big, const unsigned* a_small,

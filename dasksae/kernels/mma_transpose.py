@@ -304,9 +304,10 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
                   B_LOADS * TRANSPOSE_THREADS * 4 == TILE_N * TILE_K, "whole loads");
     float4 a_next[A_LOADS], b_next[B_LOADS];  // a k-tile's loads
 #if A_REGISTERS  // (w32-a-registers-hoisted, as mma_forward's) A's fragments in registers: this thread's rows of
-    // its warp's 16 are the cell's values a_m and a_m + 1 (fragment rows g and g + 8: the epilogue's row_in_16), side by side in a
-    // weight row (step C is whole 4s), at the k-tile's block rows 8 t .. 8 t + 7, a float2 each; k-step s takes
-    // block row 8 t + 2 s as its column t and 8 t + 2 s + 1 as its column t + 4 (B's staged to match: k_position)
+    // its warp's 16 are the cell's values a_m and a_m + 1 (fragment rows g and g + 8: the epilogue's row_in_16),
+    // side by side in a weight row (step C is whole 4s), at the k-tile's block rows 8 t .. 8 t + 7, a float2 each;
+    // k-step s takes block row 8 t + 2 s as its column t and 8 t + 2 s + 1 as its column t + 4 (B's staged to
+    // match: k_position)
     const int a_m = group * 64 + (warp % 4) * 16 + 2 * g;
     const long long a_m_offset = (long long)(a_m / run) * field * channels + a_m % run;
     float2 a_pairs[8];  // block rows 8 t + j

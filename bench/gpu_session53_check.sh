@@ -5,6 +5,10 @@
 #   PART=final (about 560 s): every GPU test at the new defaults, then the issue's table in one process (the limit,
 #     1 worker, 4 worker threads with 2x2 tiles, the eager and compiled PyTorch peers; float32 and bfloat16; coates200,
 #     M=96), for the README
+#   PART=graphs (about 140 s, for session 53's last device time): the in-process bfloat16 step with its one tile's
+#     step replayed as CUDA graphs (DASKSAE_CUDA_GRAPHS=1; auto leaves them off for one worker a GPU), first
+#     (compiling the kernels), then at the defaults (session 44's one-tile table had the GPU idle 8.2% of a profiled
+#     step, 0.49 ms of it after the losses' read and 0.14 ms before the stages' first products)
 #   PART=bfloat16 (about 300 s): where the bfloat16 step's time goes (the one-tile kernel table with the GPU's idle
 #     gaps), then the issue's bfloat16 rows (the limit, 1 worker, 4 worker threads) in one process
 source bench/device_setup.sh
@@ -14,6 +18,9 @@ final)
   gpu_tests ${TESTS_S:-210}
   tail -4 $OUT/gpu-tests.log
   issue_table ${TABLE_S:-330} --compile ;;
+graphs)
+  STEP_DTYPE=bfloat16 STEP_S=${WARM_S:-95} in_process bfloat16-graphs DASKSAE_CUDA_GRAPHS=1
+  STEP_DTYPE=bfloat16 STEP_S=${STEP_S:-40} in_process bfloat16-defaults DASKSAE_CUDA_GRAPHS=auto ;;
 bfloat16)
   TABLE_S=${TABLE_S:-120} table_with_gaps one-tile
   timeout ${ROWS_S:-170} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \

@@ -19,7 +19,7 @@ final)
   tail -4 $OUT/gpu-tests.log
   issue_table ${TABLE_S:-330} --compile ;;
 graphs)
-  STEP_DTYPE=bfloat16 STEP_S=${WARM_S:-95} in_process bfloat16-graphs DASKSAE_CUDA_GRAPHS=1
+  STEP_GRAPHS=1 STEP_DTYPE=bfloat16 STEP_S=${WARM_S:-95} in_process bfloat16-graphs DASKSAE_CUDA_GRAPHS=1
   STEP_DTYPE=bfloat16 STEP_S=${STEP_S:-40} in_process bfloat16-defaults DASKSAE_CUDA_GRAPHS=auto ;;
 bfloat16)
   TABLE_S=${TABLE_S:-120} table_with_gaps one-tile

@@ -9,6 +9,12 @@
 #     step replayed as CUDA graphs (DASKSAE_CUDA_GRAPHS=1; auto leaves them off for one worker a GPU), first
 #     (compiling the kernels), then at the defaults (session 44's one-tile table had the GPU idle 8.2% of a profiled
 #     step, 0.49 ms of it after the losses' read and 0.14 ms before the stages' first products)
+#   PART=next (about 420 s; for session 54): (a) the issue's 1-worker rows (10 steps a task) in bfloat16 and float32
+#     with the tile's step replayed as CUDA graphs against the defaults, each in a process of its own (PART=graphs:
+#     the in-process bfloat16 step 21.8 ms with graphs against 22.1); (b) tf32 W x, U g_r and W^T y on
+#     w32-a-registers-hoisted (DASKSAE_FLOAT32_WGMMA_FORWARD=1, _TRANSPOSE=1; auto keeps tf32 on mma.sync's split,
+#     which beat w32-split-2 in one term in session 49) against the defaults, the in-process tf32 step and the tf32
+#     product floors
 #   PART=bfloat16 (about 300 s): where the bfloat16 step's time goes (the one-tile kernel table with the GPU's idle
 #     gaps), then the issue's bfloat16 rows (the limit, 1 worker, 4 worker threads) in one process
 source bench/device_setup.sh
@@ -21,6 +27,21 @@ final)
 graphs)
   STEP_GRAPHS=1 STEP_DTYPE=bfloat16 STEP_S=${WARM_S:-95} in_process bfloat16-graphs DASKSAE_CUDA_GRAPHS=1
   STEP_DTYPE=bfloat16 STEP_S=${STEP_S:-40} in_process bfloat16-defaults DASKSAE_CUDA_GRAPHS=auto ;;
+next)
+  one_worker() {  # one_worker LABEL DTYPE [VAR=VALUE...]: the limit and 1-worker rows in a process of its own
+    env "${@:3}" timeout ${ROW_S:-70} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
+      --modes limit,dasksae-1w --dtypes $2 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-$1.json 2>&1 | filter \
+      | grep "dasksae-1w\|in-process\|cuda graphs\|failed\|Error" | sed "s/^/$1: /" | tee -a $OUT/gpu-step.log; }
+  ROW_S=${WARM_S:-110} one_worker bfloat16-defaults bfloat16 DASKSAE_CUDA_GRAPHS=auto
+  one_worker bfloat16-graphs bfloat16 DASKSAE_CUDA_GRAPHS=1
+  ROW_S=${WARM_S:-100} one_worker float32-defaults float32 DASKSAE_CUDA_GRAPHS=auto
+  one_worker float32-graphs float32 DASKSAE_CUDA_GRAPHS=1
+  STEP_DTYPE=tf32 STEP_S=60 in_process tf32-defaults DASKSAE_FLOAT32_WGMMA_FORWARD=auto
+  STEP_DTYPE=tf32 STEP_S=60 in_process tf32-wgmma DASKSAE_FLOAT32_WGMMA_FORWARD=1 DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1
+  tf32_rows=forward-tf32,transpose-tf32,forward-tf32-w32-a-registers-hoisted,transpose-tf32-w32-a-registers-hoisted
+  timeout ${PRODUCT_S:-45} python3 bench/product_floor.py --precision float32 --config coates200 --minibatch 96 \
+    --runs 5 --rows $tf32_rows \
+    --json $OUT/product-floor-tf32.json 2>&1 | filter | tee $OUT/product-floor.log ;;
 bfloat16)
   TABLE_S=${TABLE_S:-120} table_with_gaps one-tile
   timeout ${ROWS_S:-170} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \

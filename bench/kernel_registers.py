@@ -11,6 +11,8 @@
     python bench/kernel_registers.py --kernels mma-transpose --transpose-variant k64x3
     python bench/kernel_registers.py --kernels mma-forward --forward-variant w64x3-swizzled   # on wgmma (sm_90a)
     python bench/kernel_registers.py --kernels mma-transpose --transpose-variant w64x3-swizzled
+    python bench/kernel_registers.py --kernels mma-transpose --transpose-variant w64x3-swizzled --transpose-geometry \
+        128,8,20,4 --sass   # with a layer's geometry compiled in, as the training runs it (coates200's stages 2, 3)
     python bench/kernel_registers.py --kernels mma-float32   # float32 W x on TF32 tensor cores (kernels/mma_float32.py)
     python bench/kernel_registers.py --kernels mma-float32 --float32-variant w32-split-2   # its W x on wgmma (sm_90a)
     python bench/kernel_registers.py --kernels mma-float32-transpose   # and its W^T y with the fold
@@ -44,6 +46,19 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 
+def _geometry(text: str) -> tuple[int, int, int, int]:
+    """``ROWS,CHANNELS,FIELD,STEP`` as four whole numbers, or a clear error."""
+    import argparse
+
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ROWS,CHANNELS,FIELD,STEP (four positive whole numbers)")
+    return values
+
+
 def main(argv=None):
     import argparse
 
@@ -64,6 +79,9 @@ def main(argv=None):
     parser.add_argument("--transpose-variant", default="k32x4",
                         help="with --kernels mma-transpose: the tiles' variant (mma_transpose.VARIANTS, or "
                              "WGMMA_VARIANTS: wgmma, assembled for sm_90a)")
+    parser.add_argument("--transpose-geometry", type=_geometry, default=None,
+                        help="with --kernels mma-transpose: ROWS,CHANNELS,FIELD,STEP of a layer compiled in "
+                             "(LAYER_GEOMETRY, as DASKSAE_MMA_GEOMETRY=1 compiles each layer's; default: none)")
     parser.add_argument("--float32-variant", default="k32x3",
                         help="with --kernels mma-float32(-transpose): the tiles' variant (mma_forward.SPLIT_VARIANTS, "
                              "mma_transpose.SPLIT_VARIANTS)")
@@ -94,7 +112,8 @@ def main(argv=None):
         source, names, standard = (mma_float32.mma_float32_transpose_source(args.float32_variant, args.terms), [],
                                     b"-std=c++17")
     else:
-        source, names, standard = mma_transpose.mma_transpose_source(args.transpose_variant), [], b"-std=c++17"
+        source, names, standard = (mma_transpose.mma_transpose_source(args.transpose_variant, args.transpose_geometry),
+                                   [], b"-std=c++17")
     on_wgmma = (args.kernels == "mma-forward" and args.forward_variant in mma_forward.WGMMA_VARIANTS
                 or args.kernels == "mma-float32" and args.float32_variant in mma_forward.SPLIT_WGMMA_VARIANTS
                 or args.kernels == "mma-float32-transpose"

@@ -241,6 +241,19 @@ def test_a_pipelined_row_is_the_mean_of_its_groups_and_a_plain_one_their_median(
     assert step_timing.row_seconds(paired, pipelined=False) == pytest.approx(24.7e-3)
 
 
+def test_the_transpose_geometry_option_takes_four_positive_numbers_and_compiles_them_in(capsys):
+    """``--transpose-geometry ROWS,CHANNELS,FIELD,STEP`` is parsed into the layer's geometry that
+    ``mma_transpose_source`` compiles in; anything but four positive whole numbers is refused in one line."""
+    from dasksae.kernels import mma_transpose
+
+    assert kernel_registers._geometry("128,8,20,4") == (128, 8, 20, 4)
+    assert "#define LAYER_CHANNELS 8" in mma_transpose.mma_transpose_source("w64x3-swizzled", (128, 8, 20, 4))
+    for bad in ("128,8,20", "128,8,20,x", "128,0,20,4"):
+        with pytest.raises(SystemExit):
+            kernel_registers.main(["--kernels", "mma-transpose", "--transpose-geometry", bad])
+        assert "is not ROWS,CHANNELS,FIELD,STEP" in capsys.readouterr().err
+
+
 def test_the_tile_loop_count_takes_the_instructions_between_the_barriers_round_the_products():
     """``kernel_registers.tile_loop_counts`` counts from the last barrier before the first HMMA to the first barrier or
     branch after the last (predicated instructions by their opcode), and nothing outside that span."""

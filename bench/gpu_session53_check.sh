@@ -4,14 +4,16 @@
 #   in ratio/; w32-a-registers-hoisted, the winner, is the float32 products' default since)
 #   PART=final (about 560 s): every GPU test at the new defaults, then the issue's table in one process (the limit,
 #     1 worker, 4 worker threads with 2x2 tiles, the eager and compiled PyTorch peers; float32 and bfloat16; coates200,
-#     M=96), for the README
+#     M=96), for the README (issue_table's rows are not pipelined: each group of 10 steps is waited for before the next
+#     is submitted, where dasksae train, and sessions 42-46's pipelined rows, submit the next first)
 #   PART=graphs (about 140 s, for session 53's last device time): the in-process bfloat16 step with its one tile's
 #     step replayed as CUDA graphs (DASKSAE_CUDA_GRAPHS=1; auto leaves them off for one worker a GPU), first
 #     (compiling the kernels), then at the defaults (session 44's one-tile table had the GPU idle 8.2% of a profiled
 #     step, 0.49 ms of it after the losses' read and 0.14 ms before the stages' first products)
-#   PART=next (about 420 s; for session 54): (a) the issue's 1-worker rows (10 steps a task) in bfloat16 and float32
-#     with the tile's step replayed as CUDA graphs against the defaults, each in a process of its own (PART=graphs:
-#     the in-process bfloat16 step 21.8 ms with graphs against 22.1); (b) tf32 W x, U g_r and W^T y on
+#   PART=next (about 420 s; for session 54): (a) the issue's 1-worker rows (10 steps a task, pipelined as dasksae
+#     train runs them: each group submitted before the last one's losses are read; PART=final's were not) in bfloat16
+#     and float32 with the tile's step replayed as CUDA graphs against the defaults, each in a process of its own
+#     (PART=graphs: the in-process bfloat16 step 21.8 ms with graphs against 22.1); (b) tf32 W x, U g_r and W^T y on
 #     w32-a-registers-hoisted (DASKSAE_FLOAT32_WGMMA_FORWARD=1, _TRANSPOSE=1; auto keeps tf32 on mma.sync's split,
 #     which beat w32-split-2 in one term in session 49) against the defaults, the in-process tf32 step and the tf32
 #     product floors
@@ -30,7 +32,8 @@ graphs)
 next)
   one_worker() {  # one_worker LABEL DTYPE [VAR=VALUE...]: the limit and 1-worker rows in a process of its own
     env "${@:3}" timeout ${ROW_S:-70} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
-      --modes limit,dasksae-1w --dtypes $2 --steps-per-task 10 --runs 20 --json $OUT/gpu-step-$1.json 2>&1 | filter \
+      --modes limit,dasksae-1w --dtypes $2 --steps-per-task 10 --runs 20 --pipelined --json $OUT/gpu-step-$1.json 2>&1 \
+      | filter \
       | grep "dasksae-1w\|in-process\|cuda graphs\|failed\|Error" | sed "s/^/$1: /" | tee -a $OUT/gpu-step.log; }
   ROW_S=${WARM_S:-110} one_worker bfloat16-defaults bfloat16 DASKSAE_CUDA_GRAPHS=auto
   one_worker bfloat16-graphs bfloat16 DASKSAE_CUDA_GRAPHS=1

@@ -424,7 +424,7 @@ __device__ __forceinline__ void split_k_tiles_in_two_stages(const int tiles, Fet
 }
 
 // split_k_tiles_in_two_stages taken two k-tiles an iteration, so that each stage's buffer is named by a constant
-// (stage(tile, buffer), product(buffer)): w32-a-registers keeps a set of A's fragments a buffer, in registers
+// (stage(tile, buffer), product(buffer)): w32-a-registers-hoisted keeps a set of A's fragments a buffer, in registers
 template <typename Fetch, typename Stage, typename Product, typename Finish>
 __device__ __forceinline__ void split_k_tiles_in_two_stages_by_pairs(const int tiles, Fetch fetch, Stage stage,
                                                                      Product product, Finish finish)

@@ -17,8 +17,10 @@
 #     w32-a-registers-hoisted (DASKSAE_FLOAT32_WGMMA_FORWARD=1, _TRANSPOSE=1; auto keeps tf32 on mma.sync's split,
 #     which beat w32-split-2 in one term in session 49) against the defaults, the in-process tf32 step and the tf32
 #     product floors
-#   PART=bfloat16 (about 300 s): where the bfloat16 step's time goes (the one-tile kernel table with the GPU's idle
-#     gaps), then the bfloat16 rows (the limit, 1 worker, 4 worker threads) in one process
+#   PART=bfloat16 (about 420 s): where the bfloat16 step's time goes: the one-tile kernel table with the GPU's idle
+#     gaps, in-process (a sync a step) and on one Dask worker thread pipelined as dasksae train runs it (10 steps a
+#     task, bench/kernel_table.py --dask), then the bfloat16 rows (the limit, 1 worker, 4 worker threads;
+#     pipelined) in one process
 source bench/device_setup.sh
 card
 case "${PART:-final}" in
@@ -47,9 +49,10 @@ next)
     --json $OUT/product-floor-tf32.json 2>&1 | filter | tee $OUT/product-floor.log ;;
 bfloat16)
   TABLE_S=${TABLE_S:-120} table_with_gaps one-tile
+  TABLE_S=${TABLE_S:-120} table_with_gaps one-worker-pipelined --workers 1 --dask --pipelined --steps-per-task 10
   timeout ${ROWS_S:-170} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
     --modes limit,dasksae-1w,dasksae-4w-threads --dtypes bfloat16 --steps-per-task 10 --steps-per-task-4w 10 \
-    --runs 20 --runs-4w 5 --json $OUT/gpu-step-bfloat16.json 2>&1 | filter | grep -v "  gemm" | tee $OUT/gpu-step.log ;;
+    --runs 20 --runs-4w 5 --pipelined --json $OUT/gpu-step-bfloat16.json 2>&1 | filter | grep -v "  gemm" | tee $OUT/gpu-step.log ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -10,7 +10,7 @@ and the GPU's idle share (wall time not covered by kernels: launch gaps,
 host syncs, Python).  Unlike ``profile_primitives.py`` this does not slow
 the step down, and it names the kernels that ``(rest)`` hides there.
 
-``--workers K`` runs the step on K Dask workers as threads of this process
+``--workers K`` (K > 1, or ``--dask`` with any K) runs the step on K Dask workers as threads of this process
 sharing the GPU (as ``gpu_step.py``'s ``dasksae-4w-threads`` row does, with
 ``--steps-per-task`` steps a task; ``--pipelined``: each group submitted
 before the last one's losses are read).  Their streams overlap, so kernel
@@ -125,6 +125,9 @@ def main(argv=None):
     parser.add_argument("--tiles", default="1x1")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1, help="K > 1: the step on K worker threads sharing the GPU")
+    parser.add_argument("--dask", action="store_true",
+                        help="the step on --workers Dask worker threads even where that is 1 (as gpu_step.py's "
+                             "dasksae-1w row runs it, but in this process), instead of in-process")
     parser.add_argument("--steps-per-task", type=int, default=10, help="steps in each tile's task (with --workers)")
     parser.add_argument("--pipelined", action="store_true",
                         help="with --workers: each group of steps submitted before the previous group's losses are "
@@ -138,7 +141,8 @@ def main(argv=None):
     config = coates(args.config)
     x = numpy.random.default_rng(0).standard_normal(config.input_shape + (args.minibatch,)).astype("float32")
     cluster = client = None
-    if args.workers > 1:
+    on_dask = args.workers > 1 or args.dask
+    if on_dask:
         import distributed
 
         cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=False,
@@ -162,7 +166,7 @@ def main(argv=None):
             network.step(data, 1e-3, 0.9)
 
     def drain():
-        while args.workers > 1 and pending:
+        while on_dask and pending:
             pending.pop(0).result()
         cupy.cuda.runtime.deviceSynchronize()
 
@@ -199,7 +203,7 @@ def main(argv=None):
     busy_total = union_seconds([(start, start + seconds) for _, start, seconds in kernels]) / runs
     busy = sum(totals.values())
     rows = sorted(totals.items(), key=lambda item: -item[1])
-    workers = f", {args.workers} worker threads" if args.workers > 1 else ""
+    workers = f", {args.workers} worker thread{'s' if args.workers > 1 else ''}" if on_dask else ""
     print(f"{args.config} M={args.minibatch} {args.dtype} tiles {args.tiles}{workers}: {wall * 1e3:.1f} ms a step (profiled), "
           f"kernels {busy * 1e3:.1f} ms, GPU busy {busy_total * 1e3:.1f} ms, GPU idle {max(wall - busy_total, 0) / wall:.1%}, "
           f"{sum(counts.values()) // runs} kernels a step")
@@ -218,7 +222,7 @@ def main(argv=None):
     for row in gaps["by_pair"]:
         print(f"  {row['after'][:40]:<41}-> {row['before'][:40]:<41}{row['seconds'] * 1e3:>7.2f} ms {row['gaps']:>7.1f}x")
     launcher_idle = None
-    if args.workers > 1:
+    if on_dask:
         from dasksae import launcher
 
         launcher_idle = launcher.idle_seconds

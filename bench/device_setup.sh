@@ -2,9 +2,11 @@
 # .whl) into /tmp/site, puts the repo and bench/ on the path, and defines `filter` (drops worker log noise), `card`
 # (the card's name into $OUT/card.txt), `four` (the 4-worker-thread row of bench/gpu_step.py), `issue_table` (the
 # issue's table in one process: limit, 1 worker with the in-process step, 4 worker threads, PyTorch), `gpu_tests`,
-# `floors_float32` (the float32 product and update floors), `in_process` (one in-process step under given switches), `one_worker_float32`, `ratio_float32` (with PyTorch),
-# `faster_of` (which of two in_process labels was faster), `kernel_table_bfloat16`, `table_with_gaps` (a bfloat16
-# table with the GPU's idle gaps, one tile or worker threads) and `kernel_table_float32`.
+# `floors_float32` (the float32 product and update floors), `in_process` (one in-process step under given
+# switches), `one_worker` (the pipelined 1-worker row under given switches), `one_worker_float32`, `ratio_float32`
+# (with PyTorch), `faster_of` (which of two in_process labels was faster), `kernel_table_bfloat16`,
+# `table_with_gaps` (a bfloat16 table with the GPU's idle gaps, one tile or worker threads) and
+# `kernel_table_float32`.
 set -o pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site ${WHEELS:-.whl}/*.whl \
   && export PYTHONPATH=/tmp/site:$PWD:$PWD/bench || exit 1
@@ -36,6 +38,15 @@ in_process() {  # in_process LABEL [VAR=VALUE...]: the in-process coates200 step
   env "${@:2}" timeout ${STEP_S:-60} python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes in-process \
     --dtypes ${STEP_DTYPE:-float32} --runs 20 --json $OUT/gpu-step-$1-$SECONDS.json 2>&1 | filter \
     | grep "in-process\|failed\|Error${STEP_GRAPHS:+\\|cuda graphs}" | sed "s/^/$1: /" | tee -a $OUT/gpu-step.log; }
+one_worker() {  # one_worker LABEL DTYPE [VAR=VALUE...]: the limit and pipelined 1-worker rows (10 steps a task, 20
+  # runs) in a process of its own with those switches, ROW_S seconds; the whole output in $OUT/one-worker-LABEL.log
+  local start=$SECONDS
+  env "${@:3}" timeout ${ROW_S:-70} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
+    --modes limit,dasksae-1w --dtypes $2 --steps-per-task 10 --runs 20 --pipelined --json $OUT/gpu-step-$1.json 2>&1 \
+    | filter > $OUT/one-worker-$1.log
+  echo "$1: $((SECONDS - start)) s" >> $OUT/one-worker-$1.log
+  grep "dasksae-1w\|in-process\|cuda graphs\|ceilings\|failed\|Error\| s$" $OUT/one-worker-$1.log | sed "s/^/$1: /" \
+    | tee -a $OUT/gpu-step.log; }
 one_worker_float32() {  # one_worker_float32 SECONDS: the limit, in-process and 1-worker float32 rows (10 steps a task)
   timeout $1 python3 bench/gpu_step.py --configs coates200 --minibatch 96 --modes limit,dasksae-1w --dtypes float32 \
     --steps-per-task 10 --runs 20 --json $OUT/gpu-step-1w-float32.json 2>&1 | filter | grep -v "  gemm\|cuda graphs" \

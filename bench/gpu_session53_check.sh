@@ -32,11 +32,6 @@ graphs)
   STEP_GRAPHS=1 STEP_DTYPE=bfloat16 STEP_S=${WARM_S:-95} in_process bfloat16-graphs DASKSAE_CUDA_GRAPHS=1
   STEP_DTYPE=bfloat16 STEP_S=${STEP_S:-40} in_process bfloat16-defaults DASKSAE_CUDA_GRAPHS=auto ;;
 next)
-  one_worker() {  # one_worker LABEL DTYPE [VAR=VALUE...]: the limit and 1-worker rows in a process of its own
-    env "${@:3}" timeout ${ROW_S:-70} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
-      --modes limit,dasksae-1w --dtypes $2 --steps-per-task 10 --runs 20 --pipelined --json $OUT/gpu-step-$1.json 2>&1 \
-      | filter \
-      | grep "dasksae-1w\|in-process\|cuda graphs\|failed\|Error" | sed "s/^/$1: /" | tee -a $OUT/gpu-step.log; }
   ROW_S=${WARM_S:-110} one_worker bfloat16-defaults bfloat16 DASKSAE_CUDA_GRAPHS=auto
   one_worker bfloat16-graphs bfloat16 DASKSAE_CUDA_GRAPHS=1
   ROW_S=${WARM_S:-100} one_worker float32-defaults float32 DASKSAE_CUDA_GRAPHS=auto

@@ -65,9 +65,12 @@ When (``DASKSAE_CUDA_GRAPHS``, :data:`GRAPHS`): ``auto`` (the default)
 replays as graphs where a tile exchanges halos with workers of its own
 process, which share its GPU (``--workers-per-gpu K``: four worker threads on coates200, 2x2
 tiles, M=96, took 85.3 ms a float32 step with graphs against 103.7 without,
-on an H200), and as calls otherwise (one worker a GPU: the GPU is busy
-anyway, and graphs would only add memory).  ``1`` and ``0`` force
-them on or off.  A graphed program holds its step's temporaries in its own
+on an H200), and where the network is one tile (one worker, or in-process:
+no messages; on an H100 in session 54, coates200, M=96, bfloat16, the
+1-worker step pipelined took 21.4 ms twice against 21.7, the in-process
+step 21.7-22.1 ms against 22.3-22.5, in the same memory), and as calls
+otherwise (tiles whose neighbours are in other processes, one worker a GPU:
+not measured with graphs).  ``1`` and ``0`` force them on or off.  A graphed program holds its step's temporaries in its own
 pool for as long as it may launch again: the :data:`MAX_GRAPHED_STEPS`
 programs replayed last in the process keep their graphs, and
 :func:`release_all` (called by :func:`dasksae.tile_program.forget_all`)
@@ -94,7 +97,7 @@ from .tile_program import _CONSTANT, _SLOT, CALL, HAND_OVER, SEND, finished, is_
 
 _SWITCH = switch("DASKSAE_CUDA_GRAPHS")
 # True: replay tile steps on a GPU as CUDA graphs; False: as calls; "auto": as graphs where a tile's neighbours
-# are workers of this process (threads sharing a GPU), as calls otherwise (one worker a GPU)
+# are workers of this process (threads sharing a GPU) or where it has none (one tile), as calls otherwise
 GRAPHS = True if _SWITCH == "1" else False if _SWITCH == "0" else "auto"
 MAX_GRAPHED_STEPS = 16  # per process: the programs replayed last keep their graphs (and their memory)
 # where a tile's step is cut into graph runs: only where it waits for a message (the default: sends follow the run
@@ -758,7 +761,7 @@ def replay(program, executor, inputs: dict) -> dict:
 
 def replay_steps(program, executor, inputs: dict):
     """:func:`replay` as a generator of its receipts (:func:`~dasksae.tile_program.finished`)."""
-    if not GRAPHS or not has_device_arrays(inputs) or (GRAPHS == "auto" and not _shares_process(executor)):
+    if not GRAPHS or not has_device_arrays(inputs) or (GRAPHS == "auto" and not _graphed_by_default(executor)):
         return (yield from program.replay_steps(executor, inputs))
     graphed = getattr(program, "graphed", None)
     if graphed is None:
@@ -766,9 +769,10 @@ def replay_steps(program, executor, inputs: dict):
     return (yield from graphed.replay_steps(executor, inputs))
 
 
-def _shares_process(executor) -> bool:
-    """Whether the tile's step exchanges halos with tiles whose workers run in this process (threads on one GPU)."""
-    return executor is not None and executor.shares_process()
+def _graphed_by_default(executor) -> bool:
+    """Whether ``auto`` replays the tile's step as graphs: the network is one tile (``executor`` is ``None``: no
+    messages), or the step exchanges halos with tiles whose workers run in this process (threads on one GPU)."""
+    return executor is None or executor.shares_process()
 
 
 def _touch(step):

@@ -210,23 +210,31 @@ def test_switches_that_only_batch_copies_train_bit_for_bit_alike(monkeypatch, na
         numpy.testing.assert_array_equal(mine["encoder"], theirs["encoder"])
 
 
-def test_cuda_graphs_by_default_only_where_workers_share_the_process_and_their_memory_is_freed(monkeypatch):
-    """``auto``: one tile in-process replays as calls; four worker threads on the GPU replay as graphs, whose
-    private pools hold memory until ``forget_all`` frees it.  Tasks on a GPU freeze the process's objects once
-    their programs are built (DASKSAE_GC_FREEZE=auto)."""
+def test_cuda_graphs_by_default_for_one_tile_and_worker_threads_and_their_memory_is_freed(monkeypatch):
+    """``auto``: one tile in-process (no messages) and four worker threads on the GPU replay as graphs, the
+    one tile with the losses of its steps as calls; the graphs' private pools hold memory until
+    ``forget_all`` frees it.  Tasks on a GPU freeze the process's objects once their programs are built
+    (DASKSAE_GC_FREEZE=auto)."""
     from dasksae import collector, cuda_graphs, tile_program
 
-    monkeypatch.setattr(cuda_graphs, "GRAPHS", "auto")
     monkeypatch.setattr(collector, "GC_FREEZE", "auto")
     config = named_config("tiny")
     data = numpy.random.default_rng(6)
     batches = [data.standard_normal(config.input_shape + (8,)).astype("float32") for _ in range(5)]
+    losses = {}
+    for graphs in (False, "auto"):
+        monkeypatch.setattr(cuda_graphs, "GRAPHS", graphs)
+        tile_program.forget_all()
+        launched = cuda_graphs.launches
+        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="float32", device="cuda")
+        losses[graphs] = [network.step(x, 1e-3, 0.9).loss for x in batches]
+        assert (cuda_graphs.launches > launched) == (graphs == "auto"), (graphs, cuda_graphs.launches - launched)
+    assert cuda_graphs.failures == []
+    numpy.testing.assert_allclose(losses["auto"], losses[False], rtol=1e-6)  # as in _assert_trained_alike
+    assert cuda_graphs.private_pool_bytes() > 0
     tile_program.forget_all()
+    assert cuda_graphs.private_pool_bytes() == 0
     launched = cuda_graphs.launches
-    network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="float32", device="cuda")
-    for x in batches:
-        network.step(x, 1e-3, 0.9)
-    assert cuda_graphs.launches == launched
     with distributed.LocalCluster(n_workers=4, threads_per_worker=1, dashboard_address=None, processes=False) as cluster:
         with distributed.Client(cluster) as client:
             network = TiledNetwork(config, "2x2", client, seed=1, dtype="float32", device="cuda")

@@ -1188,10 +1188,11 @@ def test_bfloat16_training_with_the_update_on_a_side_stream_equals_it_in_line_bi
     launched on a side stream of its tile's stream, beside the lower stages' backward, gives the very losses and
     weights of the update in line: the same kernels on the same values, so anything read early or overwritten under
     a reader would show.  Every update ran on a side stream (none did with the switch off).  Each run is a thread of
-    its own, so that its tile stream is made anew (``priority``: at the device's highest priority)."""
+    its own, so that its tile stream is made anew (``priority``: at the device's highest priority).  Steps replayed
+    as calls: a stream capturing a CUDA graph keeps the update in line (DASKSAE_CUDA_GRAPHS=auto graphs one tile)."""
     import threading
 
-    from dasksae import TiledNetwork, streams, tile_program
+    from dasksae import TiledNetwork, cuda_graphs, streams, tile_program
     from dasksae.kernels import mma_update
     from dasksae.tile_array import LocalExecutor
 
@@ -1202,6 +1203,8 @@ def test_bfloat16_training_with_the_update_on_a_side_stream_equals_it_in_line_bi
     monkeypatch.setattr(mma_update, "filter_weight_grad_update_bfloat16",
                         lambda *args, **kwargs: launched_on.append(cupy.cuda.get_current_stream().ptr)
                         or kernel(*args, **kwargs))
+
+    monkeypatch.setattr(cuda_graphs, "GRAPHS", False)
 
     def trained(value):
         monkeypatch.setattr(streams, "UPDATE_STREAM", value)

@@ -36,6 +36,7 @@ nothing but the queue's name.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 
 from .kernels.backend import device_wait, on_device, stacked_float64
@@ -101,6 +102,19 @@ def _capturing(stream) -> bool:
         return False
 
 
+_said_in_line = threading.Event()
+
+
+def _say_in_line_once() -> None:
+    """Log, once a process, that DASKSAE_UPDATE_STREAM is set but a step captured as a CUDA graph keeps it in line."""
+    if not _said_in_line.is_set():
+        _said_in_line.set()
+        logging.getLogger("dasksae").warning(
+            "DASKSAE_UPDATE_STREAM=%s does not apply to steps captured as CUDA graphs (one tile, or worker threads "
+            "sharing a GPU, under DASKSAE_CUDA_GRAPHS=auto): their update stays in line; set DASKSAE_CUDA_GRAPHS=0 "
+            "to run it on a side stream.", UPDATE_STREAM)
+
+
 @contextlib.contextmanager
 def side_stream_work(xp, pending: list, keep=()):
     """Run the block's launches on the current stream's :func:`side_stream` where ``DASKSAE_UPDATE_STREAM`` asks for
@@ -116,6 +130,7 @@ def side_stream_work(xp, pending: list, keep=()):
         return
     main = xp.cuda.get_current_stream()
     if _capturing(main):
+        _say_in_line_once()
         yield
         return
     fork = xp.cuda.Event(block=False, disable_timing=True)

@@ -2,6 +2,8 @@
 CuPy's events and streams: the logic of what is waited for and when, not the device."""
 
 import gc
+import logging
+import threading
 import types
 import weakref
 
@@ -225,6 +227,24 @@ def test_side_stream_work_runs_in_line_when_off_and_on_numpy(monkeypatch, settin
         with streams.side_stream_work(module, pending, keep=(_Halo(),)):
             assert current == [main]
     assert pending == [] and main.recorded == [] and main.waited == []
+
+
+def test_side_stream_work_stays_in_line_while_the_stream_captures_a_graph_and_says_so_once(monkeypatch, caplog):
+    """DASKSAE_UPDATE_STREAM=1 on a stream that captures a CUDA graph (DASKSAE_CUDA_GRAPHS=auto graphs one tile
+    and worker threads): the block runs in line, nothing is recorded or kept, and the log says once a process
+    that the switch does not apply and what to set."""
+    monkeypatch.setattr(streams, "UPDATE_STREAM", "1")
+    monkeypatch.setattr(streams, "_said_in_line", threading.Event())
+    xp, main, current = _fake_cupy_with_streams(monkeypatch)
+    monkeypatch.setattr(main, "is_capturing", lambda: True)
+    pending = []
+    with caplog.at_level(logging.WARNING, logger="dasksae"):
+        for _ in range(2):
+            with streams.side_stream_work(xp, pending, keep=(_Halo(),)):
+                assert current == [main]
+    assert pending == [] and main.recorded == [] and main.waited == []
+    said = [record.getMessage() for record in caplog.records if "DASKSAE_UPDATE_STREAM" in record.getMessage()]
+    assert len(said) == 1 and "set DASKSAE_CUDA_GRAPHS=0" in said[0], said
 
 
 def test_highest_priority_streams_come_from_cupy_where_it_takes_a_priority_else_from_the_runtime():

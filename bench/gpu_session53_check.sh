@@ -4,8 +4,8 @@
 #   in ratio/; w32-a-registers-hoisted, the winner, is the float32 products' default since)
 #   PART=final (about 560 s): every GPU test at the new defaults, then the issue's table in one process (the limit,
 #     1 worker, 4 worker threads with 2x2 tiles, the eager and compiled PyTorch peers; float32 and bfloat16; coates200,
-#     M=96), for the README (issue_table's rows were not pipelined then: each group of 10 steps is waited for before the next
-#     is submitted, where dasksae train, and sessions 42-46's pipelined rows, submit the next first)
+#     M=96), for the README (issue_table's rows were not pipelined then: each group of 10 steps is waited for before
+#     the next is submitted, where dasksae train, and sessions 42-46's pipelined rows, submit the next first)
 #   PART=graphs (about 140 s, for session 53's last device time): the in-process bfloat16 step with its one tile's
 #     step replayed as CUDA graphs (DASKSAE_CUDA_GRAPHS=1; auto leaves them off for one worker a GPU), first
 #     (compiling the kernels), then at the defaults (session 44's one-tile table had the GPU idle 8.2% of a profiled

@@ -5,8 +5,8 @@
 #   graphs were cut by their 70 s limit)
 #   PART=graphs (about 500 s): the pipelined 1-worker rows (10 steps a task) with the tile's step replayed as
 #     CUDA graphs (DASKSAE_CUDA_GRAPHS=1) and at the defaults (auto: then off for one worker a GPU), each in a
-#     process of its own, in turn: bfloat16 twice, then float32; each process's whole output in one-worker-<label>.log with
-#     its seconds
+#     process of its own, in turn: bfloat16 twice, then float32; each process's whole output in
+#     one-worker-<label>.log with its seconds
 #   PART=default (about 560 s): at the new default (DASKSAE_CUDA_GRAPHS=auto replays one tile as graphs since
 #     session 54), the pipelined 1-worker bfloat16 row, every GPU test (TESTS_S seconds), then the float32 row
 source bench/device_setup.sh

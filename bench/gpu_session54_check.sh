@@ -9,6 +9,10 @@
 #     one-worker-<label>.log with its seconds
 #   PART=default (about 560 s): at the new default (DASKSAE_CUDA_GRAPHS=auto replays one tile as graphs since
 #     session 54), the pipelined 1-worker bfloat16 row, every GPU test (TESTS_S seconds), then the float32 row
+#   PART=table (about 560 s; for session 55): the issue's rows for one dtype (DTYPE, float32 unless set) in one
+#     process at the defaults: the limit, 1 worker and 4 worker threads with 2x2 tiles (pipelined, 10 steps a task),
+#     the eager and compiled PyTorch peers; coates200, M=96. Session 53's one-process table was cut before its
+#     compiled rows and was not pipelined. Run it twice, DTYPE=float32 and DTYPE=bfloat16, for the README's table
 source bench/device_setup.sh
 card
 case "${PART:-graphs}" in
@@ -23,6 +27,11 @@ default)
   gpu_tests ${TESTS_S:-330}
   tail -4 $OUT/gpu-tests.log
   [ $SECONDS -lt 470 ] && ROW_S=$((575 - SECONDS)) one_worker float32-defaults float32 ;;
+table)
+  timeout ${TABLE_S:-570} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
+    --modes limit,dasksae-1w,dasksae-4w-threads,torch --dtypes ${DTYPE:-float32} --precisions ${DTYPE:-float32} \
+    --steps-per-task 10 --steps-per-task-4w 10 --runs 20 --runs-4w 5 --pipelined --compile \
+    --json $OUT/gpu-step-table-${DTYPE:-float32}.json 2>&1 | filter | grep -v "  gemm" | tee $OUT/gpu-step.log ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

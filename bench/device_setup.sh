@@ -18,7 +18,8 @@ four() {  # four LABEL DTYPES ARGS...: 4 worker threads (and the in-process step
     --steps-per-task-4w 10 --runs-4w 5 --runs 5 --warmup-runs 1 --json $OUT/gpu-step-4w-$1.json "${@:3}" 2>&1 \
     | filter | grep -v "  gemm\|cuda graphs" | sed "s/^/$1: /" | tee -a $OUT/gpu-step.log; }
 issue_table() {  # issue_table SECONDS [ARGS...]: coates200, M=96, float32 and bfloat16, into
-  # $OUT/gpu-step-coates200-m96.json; the dasksae rows pipelined as dasksae train runs them (since session 54; session 53's final/ table was not)
+  # $OUT/gpu-step-coates200-m96.json; the dasksae rows pipelined as dasksae train runs them (since session 54;
+  # session 53's final/ table was not)
   timeout $1 python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
     --modes limit,dasksae-1w,dasksae-4w-threads,torch --dtypes float32,bfloat16 --precisions float32,bfloat16 \
     --steps-per-task 10 --steps-per-task-4w 10 --runs 20 --runs-4w 5 --pipelined \

@@ -68,10 +68,11 @@ tiles, M=96, took 85.3 ms a float32 step with graphs against 103.7 without,
 on an H200), and where the network is one tile (one worker, or in-process:
 no messages; on an H100 in session 54, coates200, M=96, bfloat16, the
 1-worker step pipelined took 21.4 ms twice against 21.7, the in-process
-step 21.7-22.1 ms against 22.3-22.5, in the same memory), and as calls
+step 21.7-22.1 ms against 22.3-22.5, holding no more memory), and as calls
 otherwise (tiles whose neighbours are in other processes, one worker a GPU:
-not measured with graphs).  ``1`` and ``0`` force them on or off.  A graphed program holds its step's temporaries in its own
-pool for as long as it may launch again: the :data:`MAX_GRAPHED_STEPS`
+not measured with graphs).  ``1`` and ``0`` force them on or off.  A
+graphed program holds its step's temporaries in its own pool for as long
+as it may launch again: the :data:`MAX_GRAPHED_STEPS`
 programs replayed last in the process keep their graphs, and
 :func:`release_all` (called by :func:`dasksae.tile_program.forget_all`)
 frees them all; neither takes the graphs of a step whose replay is under

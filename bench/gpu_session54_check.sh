@@ -13,6 +13,10 @@
 #     process at the defaults: the limit, 1 worker and 4 worker threads with 2x2 tiles (pipelined, 10 steps a task),
 #     the eager and compiled PyTorch peers; coates200, M=96. Session 53's one-process table was cut before its
 #     compiled rows and was not pipelined. Run it twice, DTYPE=float32 and DTYPE=bfloat16, for the README's table
+#   PART=largest (about 300 s; for session 55): the largest coates11.2b-family network whose float32 step fits the
+#     card (bench/largest_update.py, 176, 168, 160 then 152 on an H100), with one tile's step as CUDA graphs (the
+#     default since session 54) and as calls (DASKSAE_CUDA_GRAPHS=0), each in a process of its own: its bytes a
+#     parameter, graphs' pools counted, against the plan (the issue's "measured bytes/param at the largest size")
 source bench/device_setup.sh
 card
 case "${PART:-graphs}" in
@@ -27,6 +31,12 @@ default)
   gpu_tests ${TESTS_S:-330}
   tail -4 $OUT/gpu-tests.log
   [ $SECONDS -lt 470 ] && ROW_S=$((575 - SECONDS)) one_worker float32-defaults float32 ;;
+largest)
+  for graphs in auto 0; do
+    DASKSAE_CUDA_GRAPHS=$graphs timeout ${LARGEST_S:-150} python3 bench/largest_update.py --inputs ${INPUTS:-176,168,160,152} \
+      --minibatch 96 --dtype float32 --json $OUT/largest-update-graphs-$graphs.json 2>&1 | filter \
+      | sed "s/^/graphs $graphs: /" | tee -a $OUT/largest-update.log
+  done ;;
 table)
   timeout ${TABLE_S:-570} python3 bench/gpu_step.py --configs coates200 --minibatch 96 \
     --modes limit,dasksae-1w,dasksae-4w-threads,torch --dtypes ${DTYPE:-float32} --precisions ${DTYPE:-float32} \

@@ -7,9 +7,12 @@ input: 188 gives the 11.0B net), it makes the weights on the GPU (CuPy's
 generator: the same distribution as ``TiledNetwork``'s per-block host seeds,
 without generating 40 GB on the host), runs the one-tile training step in
 this process (the step a single worker runs inside its task), and reports
-the step time and the GPU memory the step needed (the CuPy pool's peak) per
-parameter, against ``dasksae info``'s plan.  A size that does not fit is
-reported as such and the next is tried.
+the step time and the GPU memory the step needed (what the CuPy pool and the
+CUDA graphs' own pools hold) per parameter, against ``dasksae info``'s plan.
+A size that does not fit is reported as such and the next is tried.  Since
+session 54 the one tile's step is replayed as CUDA graphs
+(``DASKSAE_CUDA_GRAPHS=auto``): the warm-up steps stage and capture them,
+so that the timed steps launch them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy
 def main(argv=None):
     import cupy
 
+    from dasksae import cuda_graphs, tile_program
     from dasksae.accounting import memory_plan, update_flops
     from dasksae.network import named_config
     from dasksae.reference import initial_scale, split_dtype
@@ -35,6 +39,8 @@ def main(argv=None):
     parser.add_argument("--minibatch", type=int, default=96)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--warmup-runs", type=int, default=2,
+                        help="untimed steps after the first (a graphed step is staged, then captured)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     storage, precision = split_dtype(args.dtype)
@@ -60,6 +66,9 @@ def main(argv=None):
             x = generator.standard_normal(config.input_shape + (args.minibatch,), dtype=storage)
             bundle = fused_single_tile_step(config, 1e-3, 0.9, None, 1, precision, None, x, *states, *scales)
             del states
+            for _ in range(args.warmup_runs):
+                bundle = fused_single_tile_step(config, 1e-3, 0.9, None, 1, precision, bundle, x)
+            launched = cuda_graphs.launches
             times = []
             for _ in range(args.runs):
                 cupy.cuda.runtime.deviceSynchronize()
@@ -68,17 +77,22 @@ def main(argv=None):
                 cupy.cuda.runtime.deviceSynchronize()
                 times.append(time.perf_counter() - started)
             seconds = statistics.median(times)
+            held = pool.total_bytes() + cuda_graphs.private_pool_bytes()
             row.update(step_seconds=seconds, tflops=update_flops(config, args.minibatch) / seconds / 1e12,
-                       peak_bytes=pool.total_bytes(), bytes_per_parameter=pool.total_bytes() / parameters,
+                       peak_bytes=held, bytes_per_parameter=held / parameters,
+                       graph_bytes=cuda_graphs.private_pool_bytes(), graph_launches=cuda_graphs.launches - launched,
                        loss=float(sum(bundle["losses"][-1])), fits=True)
             print(f"{config.name}: {parameters / 1e9:.2f}B parameters, step {seconds:.2f} s "
                   f"({row['tflops']:.1f} TFLOP/s), GPU memory {row['bytes_per_parameter']:.2f} B/param "
-                  f"(plan {row['planned_bytes_per_parameter']:.2f}), loss {row['loss']:.4g}", flush=True)
+                  f"(plan {row['planned_bytes_per_parameter']:.2f}; CUDA graphs' pools "
+                  f"{row['graph_bytes'] / 2**30:.2f} GiB, {row['graph_launches']} launches timed), "
+                  f"loss {row['loss']:.4g}", flush=True)
             del bundle, x
         except Exception as error:  # noqa: BLE001 - out of memory in CuPy's pool or in cuBLAS: try the next size
             row.update(fits=False, error=f"{type(error).__name__}: {str(error)[:200]}")
             print(f"{config.name}: {parameters / 1e9:.2f}B parameters do not fit ({row['error'][:150]})", flush=True)
         states = bundle = x = None  # noqa: F841 - release what a failed size held
+        tile_program.forget_all()  # the kept program's CUDA graphs hold its step's temporaries
         rows.append(row)
         pool.free_all_blocks()
         if args.json:

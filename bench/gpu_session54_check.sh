@@ -33,8 +33,8 @@ default)
   [ $SECONDS -lt 470 ] && ROW_S=$((575 - SECONDS)) one_worker float32-defaults float32 ;;
 largest)
   for graphs in auto 0; do
-    DASKSAE_CUDA_GRAPHS=$graphs timeout ${LARGEST_S:-150} python3 bench/largest_update.py --inputs ${INPUTS:-176,168,160,152} \
-      --minibatch 96 --dtype float32 --json $OUT/largest-update-graphs-$graphs.json 2>&1 | filter \
+    DASKSAE_CUDA_GRAPHS=$graphs timeout ${LARGEST_S:-150} python3 bench/largest_update.py \
+      --inputs ${INPUTS:-176,168,160,152} --minibatch 96 --dtype float32 --json $OUT/largest-update-graphs-$graphs.json 2>&1 | filter \
       | sed "s/^/graphs $graphs: /" | tee -a $OUT/largest-update.log
   done ;;
 table)

@@ -34,7 +34,8 @@ default)
 largest)
   for graphs in auto 0; do
     DASKSAE_CUDA_GRAPHS=$graphs timeout ${LARGEST_S:-150} python3 bench/largest_update.py \
-      --inputs ${INPUTS:-176,168,160,152} --minibatch 96 --dtype float32 --json $OUT/largest-update-graphs-$graphs.json 2>&1 | filter \
+      --inputs ${INPUTS:-176,168,160,152} --minibatch 96 --dtype float32 \
+      --json $OUT/largest-update-graphs-$graphs.json 2>&1 | filter \
       | sed "s/^/graphs $graphs: /" | tee -a $OUT/largest-update.log
   done ;;
 table)

@@ -17,6 +17,9 @@
 #     card (bench/largest_update.py, 176, 168, 160 then 152 on an H100), with one tile's step as CUDA graphs (the
 #     default since session 54) and as calls (DASKSAE_CUDA_GRAPHS=0), each in a process of its own: its bytes a
 #     parameter, graphs' pools counted, against the plan (the issue's "measured bytes/param at the largest size")
+#   PART=dots (about 560 s; for session 55): DASKSAE_FUSED_ROW_DOTS (built in session 54, not yet run on a GPU): its
+#     GPU tests, the in-process bfloat16 step off and on twice in turn, then the pipelined 1-worker rows on and off,
+#     each in a process of its own; the kernel table on one Dask worker with it on where time is left
 source bench/device_setup.sh
 card
 case "${PART:-graphs}" in
@@ -31,6 +34,19 @@ default)
   gpu_tests ${TESTS_S:-330}
   tail -4 $OUT/gpu-tests.log
   [ $SECONDS -lt 470 ] && ROW_S=$((575 - SECONDS)) one_worker float32-defaults float32 ;;
+dots)
+  gpu_tests ${TESTS_S:-150} tests/test_gpu.py -k "row_dots or radial_dots or tied_code_gradient"
+  tail -4 $OUT/gpu-tests.log
+  for round in 1 2; do
+    STEP_DTYPE=bfloat16 STEP_S=70 in_process bfloat16-dots-off DASKSAE_FUSED_ROW_DOTS=0
+    STEP_DTYPE=bfloat16 STEP_S=70 in_process bfloat16-dots-on DASKSAE_FUSED_ROW_DOTS=1
+  done
+  ROW_S=100 one_worker bfloat16-dots-on bfloat16 DASKSAE_FUSED_ROW_DOTS=1
+  ROW_S=100 one_worker bfloat16-dots-off bfloat16 DASKSAE_FUSED_ROW_DOTS=0
+  if [ $SECONDS -lt 450 ]; then
+    export DASKSAE_FUSED_ROW_DOTS=1
+    TABLE_S=$((570 - SECONDS)) table_with_gaps dots-on --workers 1 --dask --pipelined --steps-per-task 10
+  fi ;;
 largest)
   for graphs in auto 0; do
     DASKSAE_CUDA_GRAPHS=$graphs timeout ${LARGEST_S:-150} python3 bench/largest_update.py \

@@ -40,7 +40,7 @@ from .kernels.local_filter import (
 from .kernels.normalize import inverse_row_norms, radial_dots, unit_rows_backward, unit_rows_sgd
 from .kernels.simt_gemm import wave_slots
 from . import master_weights
-from .kernels import mma_update
+from .kernels import code_gradient, mma_update
 from .master_weights import is_split, master, master_rows, weights_module
 from .kernels.pooling import pool_squares, pool_unit_weights, pool_units_and_sums, window_sum_transpose
 from .optim import sgd_momentum_update
@@ -228,10 +228,17 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
                                                                                             dtype=storage)
             gather_patches(error_map, field, step, p1 - p0, blocks_w, out=error_fields)
         decoded = None  # U g_r, the tied decoder's product
+        # W . dL/dW a row from the codes (exact precisions): the update then need not sum it over the gradient
+        # (and from the bfloat16 codes for the tensor-core update: the identity holds to their rounding)
+        wants_dots = update is not None and (precision in ("float32", "float64") or tensor_core or from_maps)
+        # (from_maps in tf32: its products on TF32 tensor cores, the identity to their rounding)
+        row_dots = None
         if has_error and tied:  # [g_z | a z] (and s g_z) from U g_r in one pass (one kernel on CuPy)
             decoded = times_fields(weight_rows, error_map, error_fields, field, step, blocks_w, precision)
+            if wants_dots and code_gradient.FUSED_ROW_DOTS:  # the dots from the same pass (DASKSAE_FUSED_ROW_DOTS)
+                row_dots = xp.empty((count, rows), dtype=z_rows.dtype)
             part, grad_operand = tied_code_gradient(decoded, chunk_scale, z_rows, grad_rows, a, codes, precision,
-                                                    need_input_grad)
+                                                    need_input_grad, row_dots)
             scale_grad = scale_grad + part  # stays on the device: no sync a chunk
         else:
             if has_error:
@@ -246,11 +253,8 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
                 grad_operand = operand(grad_rows, precision, chunk_scale)
             add_transpose_into(grad_x[inputs], weight_rows, grad_operand, field, step, p1 - p0, blocks_w, precision)
         gradient_maps = (x_map, error_map if tied else None)
-        # W . dL/dW a row from the codes (exact precisions): the update then need not sum it over the gradient
-        # (and from the bfloat16 codes for the tensor-core update: the identity holds to their rounding)
-        row_dots = (radial_dots(codes, z_rows, decoded, chunk_scale, a)
-                    if update is not None and (precision in ("float32", "float64") or tensor_core or from_maps)
-                    else None)  # (from_maps in tf32: its products on TF32 tensor cores, the identity to their rounding)
+        if wants_dots and row_dots is None:
+            row_dots = radial_dots(codes, z_rows, decoded, chunk_scale, a)
         if tensor_core:  # on a side stream where DASKSAE_UPDATE_STREAM asks (joined by the step's next reader)
             with side_stream_work(xp, state.setdefault("_side_work", []), keep=(codes, x_map, error_map, row_dots)):
                 if is_split(state) and xp is not numpy and mma_update.takes_split_master(x_map.shape[2], codes.shape[2]):

@@ -87,6 +87,12 @@ def test_the_tied_code_gradient_compiles(bfloat16, lanes, has_grad, scaled):
     assert compile_errors(code_gradient.tied_code_gradient_source(bfloat16, lanes, 96 // lanes, has_grad, scaled)) == ""
 
 
+@pytest.mark.parametrize("bfloat16, lanes, has_grad", list(itertools.product([False, True], [4, 1], [True, False])))
+def test_the_tied_code_gradient_with_row_dots_compiles(bfloat16, lanes, has_grad):
+    assert compile_errors(code_gradient.tied_code_gradient_source(bfloat16, lanes, 96 // lanes, has_grad, True,
+                                                                  dots=True)) == ""
+
+
 @pytest.mark.parametrize("difference, lanes", itertools.product([True, False], [4, 2, 1]))
 def test_the_pair_sum_compiles(difference, lanes):
     assert compile_errors(elementwise.pair_sum_source(difference, lanes)) == ""

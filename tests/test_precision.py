@@ -117,6 +117,49 @@ def test_wave_rows_take_the_fewest_waves_then_the_fewest_launches():
         assert 1 <= rows <= most and cost(rows, blocks_h, blocks_w, slots) == best
 
 
+def test_the_code_gradient_writes_the_row_dots_of_the_gradient_it_makes(rng):
+    """DASKSAE_FUSED_ROW_DOTS: ``tied_code_gradient`` given ``row_dots`` fills them with ``W . dL/dW`` a row for
+    the weight gradient ``[g_z | a z] [X | G]^T`` of the codes it writes (float64, NumPy), with ``g_z`` the
+    pooling's gradient plus the decoder's ``a s U g_r``."""
+    from dasksae.kernels.code_gradient import tied_code_gradient
+
+    count, rows, fan_in, batch, a = 3, 5, 12, 8, 0.7
+    raw = rng.standard_normal((count, rows, fan_in))
+    scale = inverse_row_norms(raw)[..., None]
+    fields, error_fields = rng.standard_normal((count, fan_in, batch)), rng.standard_normal((count, fan_in, batch))
+    z = (raw * scale) @ fields
+    codes, dots = numpy.empty((count, rows, 2 * batch)), numpy.full((count, rows), numpy.nan)
+    tied_code_gradient(raw @ error_fields, scale, z, rng.standard_normal((count, rows, batch)), a, codes, "float64",
+                       row_dots=dots)
+    gradient = codes @ numpy.concatenate([fields, error_fields], axis=2).transpose(0, 2, 1)
+    numpy.testing.assert_allclose(dots, ((raw * scale) * gradient).sum(-1), rtol=1e-12)
+
+
+def test_training_with_the_row_dots_from_the_code_gradient_is_bit_for_bit_the_same_on_numpy(monkeypatch):
+    """DASKSAE_FUSED_ROW_DOTS=1 on NumPy (float32, tied RICA): the filter backward takes the update's row dots from
+    the code gradient (the same array code) instead of calling radial_dots itself, and trains bit for bit alike."""
+    from dasksae import tile_ops
+    from dasksae.kernels import code_gradient
+
+    config = named_config("tiny")
+    batches = [numpy.random.default_rng(k).standard_normal(config.input_shape + (8,)).astype("float32")
+               for k in range(3)]
+    called, radial = [], tile_ops.radial_dots
+    monkeypatch.setattr(tile_ops, "radial_dots", lambda *args: called.append(1) or radial(*args))
+    results = []
+    for on in (False, True):
+        monkeypatch.setattr(code_gradient, "FUSED_ROW_DOTS", on)
+        called[:] = []
+        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="float32")
+        results.append(([network.step(x, 1e-3, 0.9).loss for x in batches], network.parameters(), len(called)))
+    (losses_off, parameters_off, calls_off), (losses_on, parameters_on, calls_on) = results
+    assert calls_off > 0 and calls_on == 0, (calls_off, calls_on)
+    assert losses_on == losses_off
+    for mine, theirs in zip(parameters_on, parameters_off):
+        for name in mine:
+            numpy.testing.assert_array_equal(mine[name], theirs[name], err_msg=name)
+
+
 @pytest.mark.parametrize("tied", [True, False])
 def test_radial_dots_from_the_codes_equal_the_gradients_dots(rng, tied):
     """``W . dL/dW`` a row from the codes, ``z`` and the decoder's ``U g_r`` (``M`` terms) equals the dot of ``W``

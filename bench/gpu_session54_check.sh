@@ -17,9 +17,10 @@
 #     card (bench/largest_update.py, 176, 168, 160 then 152 on an H100), with one tile's step as CUDA graphs (the
 #     default since session 54) and as calls (DASKSAE_CUDA_GRAPHS=0), each in a process of its own: its bytes a
 #     parameter, graphs' pools counted, against the plan (the issue's "measured bytes/param at the largest size")
-#   PART=dots (about 560 s; for session 55): DASKSAE_FUSED_ROW_DOTS (built in session 54, not yet run on a GPU): its
-#     GPU tests, the in-process bfloat16 step off and on twice in turn, then the pipelined 1-worker rows on and off,
-#     each in a process of its own; the kernel table on one Dask worker with it on where time is left
+#   PART=dots (about 560 s; for session 55): DASKSAE_FUSED_ROW_DOTS and DASKSAE_CODES_FROM_MAPS (built in session 54,
+#     not yet run on a GPU): their GPU tests; the in-process bfloat16 step off, with the row dots, with the dots and
+#     the maps, then off and with both again; the pipelined 1-worker rows with both and off, each in a process of
+#     its own; the kernel table on one Dask worker with both where time is left
 source bench/device_setup.sh
 card
 case "${PART:-graphs}" in
@@ -35,17 +36,19 @@ default)
   tail -4 $OUT/gpu-tests.log
   [ $SECONDS -lt 470 ] && ROW_S=$((575 - SECONDS)) one_worker float32-defaults float32 ;;
 dots)
-  gpu_tests ${TESTS_S:-150} tests/test_gpu.py -k "row_dots or radial_dots or tied_code_gradient"
+  gpu_tests ${TESTS_S:-150} tests/test_gpu.py -k "radial_dots or code_gradient"
   tail -4 $OUT/gpu-tests.log
-  for round in 1 2; do
-    STEP_DTYPE=bfloat16 STEP_S=70 in_process bfloat16-dots-off DASKSAE_FUSED_ROW_DOTS=0
-    STEP_DTYPE=bfloat16 STEP_S=70 in_process bfloat16-dots-on DASKSAE_FUSED_ROW_DOTS=1
-  done
-  ROW_S=100 one_worker bfloat16-dots-on bfloat16 DASKSAE_FUSED_ROW_DOTS=1
-  ROW_S=100 one_worker bfloat16-dots-off bfloat16 DASKSAE_FUSED_ROW_DOTS=0
+  both="DASKSAE_FUSED_ROW_DOTS=1 DASKSAE_CODES_FROM_MAPS=1"
+  STEP_DTYPE=bfloat16 STEP_S=70 in_process bfloat16-off DASKSAE_FUSED_ROW_DOTS=0
+  STEP_DTYPE=bfloat16 STEP_S=60 in_process bfloat16-dots DASKSAE_FUSED_ROW_DOTS=1
+  STEP_DTYPE=bfloat16 STEP_S=60 in_process bfloat16-both $both
+  STEP_DTYPE=bfloat16 STEP_S=60 in_process bfloat16-off DASKSAE_FUSED_ROW_DOTS=0
+  STEP_DTYPE=bfloat16 STEP_S=60 in_process bfloat16-both $both
+  ROW_S=100 one_worker bfloat16-both bfloat16 $both
+  ROW_S=100 one_worker bfloat16-off bfloat16 DASKSAE_FUSED_ROW_DOTS=0
   if [ $SECONDS -lt 450 ]; then
-    export DASKSAE_FUSED_ROW_DOTS=1
-    TABLE_S=$((570 - SECONDS)) table_with_gaps dots-on --workers 1 --dask --pipelined --steps-per-task 10
+    export DASKSAE_FUSED_ROW_DOTS=1 DASKSAE_CODES_FROM_MAPS=1
+    TABLE_S=$((570 - SECONDS)) table_with_gaps both --workers 1 --dask --pipelined --steps-per-task 10
   fi ;;
 largest)
   for graphs in auto 0; do

@@ -20,6 +20,7 @@ from .kernels.elementwise import difference_and_squares, subtract_scaled_into
 from .kernels.gemm import native_precision, operand, result_dtype, storage_dtype
 from .kernels.local_filter import (
     CHUNK_BYTES,
+    MapBlocks,
     add_transpose_into,
     backward_reads_maps,
     block_rows,
@@ -214,8 +215,16 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         if fields is not None:
             gather_patches(x_map, field, step, p1 - p0, blocks_w, out=fields[:, :, :batch])
         codes = xp.empty((count, rows, width), dtype=storage)  # [g_z | a z]
-        z_rows = block_rows(z[p0 * block_h : p1 * block_h], block_h, block_w)
-        grad_rows = None if grad_z is None else block_rows(grad_z[p0 * block_h : p1 * block_h], block_h, block_w)
+        # W . dL/dW a row from the codes (exact precisions): the update then need not sum it over the gradient
+        # (and from the bfloat16 codes for the tensor-core update: the identity holds to their rounding)
+        wants_dots = update is not None and (precision in ("float32", "float64") or tensor_core or from_maps)
+        # (from_maps in tf32: its products on TF32 tensor cores, the identity to their rounding)
+        # DASKSAE_CODES_FROM_MAPS: where only the tied code gradient reads z's and grad_z's block rows, from the maps
+        from_z_maps = (code_gradient.CODES_FROM_MAPS and has_error and tied
+                       and (not wants_dots or code_gradient.FUSED_ROW_DOTS))
+        blocks_of = MapBlocks if from_z_maps else block_rows
+        z_rows = blocks_of(z[p0 * block_h : p1 * block_h], block_h, block_w)
+        grad_rows = None if grad_z is None else blocks_of(grad_z[p0 * block_h : p1 * block_h], block_h, block_w)
         if grad_rows is None and not (has_error and tied):
             grad_rows = xp.zeros((count, rows, batch), dtype=dtype)
         chunk_scale = inverse_norms[p0:p1].reshape(count, rows, 1)
@@ -228,15 +237,11 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
                                                                                             dtype=storage)
             gather_patches(error_map, field, step, p1 - p0, blocks_w, out=error_fields)
         decoded = None  # U g_r, the tied decoder's product
-        # W . dL/dW a row from the codes (exact precisions): the update then need not sum it over the gradient
-        # (and from the bfloat16 codes for the tensor-core update: the identity holds to their rounding)
-        wants_dots = update is not None and (precision in ("float32", "float64") or tensor_core or from_maps)
-        # (from_maps in tf32: its products on TF32 tensor cores, the identity to their rounding)
         row_dots = None
         if has_error and tied:  # [g_z | a z] (and s g_z) from U g_r in one pass (one kernel on CuPy)
             decoded = times_fields(weight_rows, error_map, error_fields, field, step, blocks_w, precision)
             if wants_dots and code_gradient.FUSED_ROW_DOTS:  # the dots from the same pass (DASKSAE_FUSED_ROW_DOTS)
-                row_dots = xp.empty((count, rows), dtype=z_rows.dtype)
+                row_dots = xp.empty((count, rows), dtype=z.dtype)
             part, grad_operand = tied_code_gradient(decoded, chunk_scale, z_rows, grad_rows, a, codes, precision,
                                                     need_input_grad, row_dots)
             scale_grad = scale_grad + part  # stays on the device: no sync a chunk

@@ -93,6 +93,12 @@ def test_the_tied_code_gradient_with_row_dots_compiles(bfloat16, lanes, has_grad
                                                                   dots=True)) == ""
 
 
+@pytest.mark.parametrize("dots, has_grad", [(True, True), (True, False), (False, True)])
+def test_the_tied_code_gradient_from_maps_compiles(dots, has_grad):
+    assert compile_errors(code_gradient.tied_code_gradient_source(True, 4, 24, has_grad, True, dots=dots,
+                                                                  maps=(46, 4, 4, 8))) == ""
+
+
 @pytest.mark.parametrize("difference, lanes", itertools.product([True, False], [4, 2, 1]))
 def test_the_pair_sum_compiles(difference, lanes):
     assert compile_errors(elementwise.pair_sum_source(difference, lanes)) == ""

@@ -705,6 +705,69 @@ def test_the_tied_code_gradient_kernel_writes_the_row_dots_of_its_codes(rng, bat
     assert relative_error(dots, to_numpy(radial_dots(codes[0], z, product, scale, a))) < FLOAT32
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("with_grad, dots", [(True, True), (False, True), (True, False)])
+def test_the_tied_code_gradient_kernel_reads_z_and_its_gradient_from_their_maps_as_from_their_rows(rng, precision,
+                                                                                                   with_grad, dots):
+    """DASKSAE_CODES_FROM_MAPS: given ``MapBlocks`` of z's and grad_z's maps (blocks of 4 x 2 positions by 8 maps,
+    3 x 2 of them, M=96) the kernel reads each block row where it lies in the map, and writes bit for bit the codes,
+    scaled operand, row dots and partial sums that it writes from the block rows that ``block_rows`` makes."""
+    from dasksae.kernels.code_gradient import _tied_code_gradient_cuda
+    from dasksae.kernels.gemm import storage_dtype
+    from dasksae.kernels.local_filter import MapBlocks, block_rows
+
+    block_h, block_w, maps, batch = 4, 2, 8, 96
+    count, rows = 6, block_h * block_w * maps
+    z_map = cupy.asarray(rng.standard_normal((3 * block_h, 2 * block_w, maps, batch)), dtype=cupy.float32)
+    grad_map = cupy.asarray(rng.standard_normal(z_map.shape), dtype=cupy.float32) if with_grad else None
+    _, product = both(rng.standard_normal((count, rows, batch)))
+    _, scale = both(rng.uniform(0.5, 2, (count, rows, 1)))
+    storage = storage_dtype(precision)
+    results = []
+    for from_maps in (False, True):
+        z = MapBlocks(z_map, block_h, block_w) if from_maps else block_rows(z_map, block_h, block_w)
+        grad = None if grad_map is None else (MapBlocks(grad_map, block_h, block_w) if from_maps
+                                              else block_rows(grad_map, block_h, block_w))
+        codes = cupy.full((count, rows, 2 * batch), 0xFFFF if storage == numpy.uint16 else numpy.nan, dtype=storage)
+        row_dots = cupy.full((count, rows), numpy.nan, dtype=cupy.float32) if dots else None
+        done = _tied_code_gradient_cuda(product, scale, z, grad, 0.8, codes, precision, True, row_dots)
+        assert done is not None  # the kernel, not the array code
+        results.append([codes, done[1], done[0]] + ([row_dots] if dots else []))
+    for mine, theirs in zip(*results):
+        assert cupy.array_equal(mine, theirs)
+
+
+def test_bfloat16_training_with_the_code_gradient_reading_the_maps_equals_it_reading_block_rows(monkeypatch):
+    """DASKSAE_CODES_FROM_MAPS=1 (with DASKSAE_FUSED_ROW_DOTS=1): ``small`` trained 3 steps in bfloat16 with the code
+    gradient reading z and grad_z from their maps gives the very losses and weights of its reading their block rows
+    (the same values, the same sums), and the backward makes no block rows of them."""
+    from dasksae import TiledNetwork, tile_ops, tile_program
+    from dasksae.kernels import code_gradient
+    from dasksae.tile_array import LocalExecutor
+
+    config = named_config("small")
+    data = numpy.random.default_rng(3)
+    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
+    monkeypatch.setattr(code_gradient, "FUSED_ROW_DOTS", True)
+    made, block_rows = [], tile_ops.block_rows
+    monkeypatch.setattr(tile_ops, "block_rows", lambda *args, **kwargs: made.append(1) or block_rows(*args, **kwargs))
+
+    def trained(on: bool):
+        monkeypatch.setattr(code_gradient, "CODES_FROM_MAPS", on)
+        tile_program.forget_all()
+        made[:] = []
+        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
+        return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters(), len(made)
+
+    expected_losses, expected_parameters, made_off = trained(False)
+    losses, parameters, made_on = trained(True)
+    assert made_off > 0 and made_on == 0, (made_off, made_on)
+    assert losses == expected_losses
+    for mine, theirs in zip(parameters, expected_parameters):
+        for name in mine:
+            numpy.testing.assert_array_equal(mine[name], theirs[name], err_msg=name)
+
+
 def test_bfloat16_training_with_the_row_dots_from_the_code_gradient_equals_radial_dots(monkeypatch):
     """DASKSAE_FUSED_ROW_DOTS=1: ``small`` (tied RICA, M=96) trained 3 steps in bfloat16 with the update's row dots
     written by the code gradient's kernel trains as with radial_dots' own kernel (the dots to float32 rounding), and

@@ -135,29 +135,48 @@ def test_the_code_gradient_writes_the_row_dots_of_the_gradient_it_makes(rng):
     numpy.testing.assert_allclose(dots, ((raw * scale) * gradient).sum(-1), rtol=1e-12)
 
 
-def test_training_with_the_row_dots_from_the_code_gradient_is_bit_for_bit_the_same_on_numpy(monkeypatch):
+@pytest.mark.parametrize("from_maps", [False, True])
+def test_training_with_the_row_dots_from_the_code_gradient_is_bit_for_bit_the_same_on_numpy(monkeypatch, from_maps):
     """DASKSAE_FUSED_ROW_DOTS=1 on NumPy (float32, tied RICA): the filter backward takes the update's row dots from
-    the code gradient (the same array code) instead of calling radial_dots itself, and trains bit for bit alike."""
+    the code gradient (the same array code) instead of calling radial_dots itself, and trains bit for bit alike;
+    with DASKSAE_CODES_FROM_MAPS=1 as well it hands the code gradient z's and grad_z's maps instead of their block
+    rows (which the array code then makes)."""
     from dasksae import tile_ops
     from dasksae.kernels import code_gradient
 
     config = named_config("tiny")
     batches = [numpy.random.default_rng(k).standard_normal(config.input_shape + (8,)).astype("float32")
                for k in range(3)]
-    called, radial = [], tile_ops.radial_dots
-    monkeypatch.setattr(tile_ops, "radial_dots", lambda *args: called.append(1) or radial(*args))
+    called = {"radial_dots": [], "block_rows": []}
+    for name, calls in called.items():
+        function = getattr(tile_ops, name)
+        monkeypatch.setattr(tile_ops, name, lambda *args, f=function, c=calls, **kwargs: c.append(1) or f(*args, **kwargs))
     results = []
     for on in (False, True):
         monkeypatch.setattr(code_gradient, "FUSED_ROW_DOTS", on)
-        called[:] = []
+        monkeypatch.setattr(code_gradient, "CODES_FROM_MAPS", on and from_maps)
+        for calls in called.values():
+            calls[:] = []
         network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="float32")
-        results.append(([network.step(x, 1e-3, 0.9).loss for x in batches], network.parameters(), len(called)))
+        results.append(([network.step(x, 1e-3, 0.9).loss for x in batches], network.parameters(),
+                        {name: len(calls) for name, calls in called.items()}))
     (losses_off, parameters_off, calls_off), (losses_on, parameters_on, calls_on) = results
-    assert calls_off > 0 and calls_on == 0, (calls_off, calls_on)
+    assert calls_off["radial_dots"] > 0 and calls_on["radial_dots"] == 0, (calls_off, calls_on)
+    assert calls_off["block_rows"] > 0 and (calls_on["block_rows"] == 0) == from_maps, (calls_off, calls_on)
     assert losses_on == losses_off
     for mine, theirs in zip(parameters_on, parameters_off):
         for name in mine:
             numpy.testing.assert_array_equal(mine[name], theirs[name], err_msg=name)
+
+
+def test_map_blocks_are_the_block_rows_of_their_map(rng):
+    from dasksae.kernels.local_filter import MapBlocks, block_rows
+
+    output_map = rng.standard_normal((6, 8, 3, 5))
+    blocks = MapBlocks(output_map, 3, 2)
+    assert blocks.shape == (8, 18, 5) == block_rows(output_map, 3, 2).shape
+    numpy.testing.assert_array_equal(blocks.rows(), block_rows(output_map, 3, 2))
+    assert blocks.rows()[5, 7].tolist() == output_map[3 + 1, 2 + 0, 1].tolist()  # block (1, 1), row (1, 0, 1)
 
 
 @pytest.mark.parametrize("tied", [True, False])

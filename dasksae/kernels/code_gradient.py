@@ -43,6 +43,11 @@ from .gemm import operand, storage_dtype
 # "1" (opt-in, new in session 54, not yet run on a GPU): the update's row dots come out of the code gradient's kernel
 # (row_dots below) instead of radial_dots' own kernel
 FUSED_ROW_DOTS = switch("DASKSAE_FUSED_ROW_DOTS") == "1"
+# "1" (opt-in, new in session 54, not yet run on a GPU): the kernel reads z and the pooling's gradient straight from
+# their maps (z_rows and grad_rows given as local_filter.MapBlocks) instead of the block rows that two block_rows
+# passes make first; the filter backward asks for it where nothing else reads those rows (a tied stage whose row
+# dots come from this kernel too, or are not wanted)
+CODES_FROM_MAPS = switch("DASKSAE_CODES_FROM_MAPS") == "1"
 
 
 def tied_code_gradient(product, row_scale, z_rows, grad_rows, a: float, codes, precision: str, scaled: bool = False,
@@ -55,12 +60,17 @@ def tied_code_gradient(product, row_scale, z_rows, grad_rows, a: float, codes, p
     float64 scalar (on the device for CuPy: no wait).  ``row_dots``: a
     ``(count, R)`` array that gets each row's ``W_r . dL/dW_r`` (what
     :func:`~dasksae.kernels.normalize.radial_dots` gives for these codes).
+    ``z_rows`` and ``grad_rows`` may be :class:`~dasksae.kernels.local_filter.MapBlocks` (both, or ``grad_rows``
+    ``None``): the kernel reads them from their maps; anything else makes their rows first.
     """
     xp = array_module(product)
     if xp is not numpy:
         done = _tied_code_gradient_cuda(product, row_scale, z_rows, grad_rows, a, codes, precision, scaled, row_dots)
         if done is not None:
             return done
+    from .local_filter import MapBlocks
+
+    z_rows, grad_rows = (v.rows() if isinstance(v, MapBlocks) else v for v in (z_rows, grad_rows))
     decoded, batch = product, z_rows.shape[-1]
     product = product * row_scale
     part = (z_rows * product).sum(dtype=xp.float64)
@@ -101,10 +111,20 @@ extern "C" __global__ void dasksae_tied_code_gradient(
     if (i < total) {
         const float s = row_scale[row];
         const float as = a * s;
+#if FROM_MAPS  // z and g from their maps (H, MAP_BLOCKS_W * BLOCK_W, MAP_K, M): block row (i, j, k) of block (bi, bj)
+        const unsigned int block = row / (BLOCK_H * BLOCK_W * MAP_K), r = row - block * (BLOCK_H * BLOCK_W * MAP_K);
+        const unsigned int bi = block / MAP_BLOCKS_W, bj = block - bi * MAP_BLOCKS_W;
+        const unsigned int ii = r / (BLOCK_W * MAP_K), jk = r - ii * (BLOCK_W * MAP_K);
+        const unsigned int jj = jk / MAP_K, k = jk - jj * MAP_K;
+        const unsigned long long at = (((unsigned long long)(bi * BLOCK_H + ii) * (MAP_BLOCKS_W * BLOCK_W)
+                                        + bj * BLOCK_W + jj) * MAP_K + k) * VECTORS + v;
+#else
+        const unsigned long long at = i;
+#endif
         const Floats<LANES> c = ((const Floats<LANES>*)product)[i];
-        const Floats<LANES> z = ((const Floats<LANES>*)z_rows)[i];
+        const Floats<LANES> z = ((const Floats<LANES>*)z_rows)[at];
         Floats<LANES> g;
-        if (HAS_GRAD) g = ((const Floats<LANES>*)grad_rows)[i];
+        if (HAS_GRAD) g = ((const Floats<LANES>*)grad_rows)[at];
         PACK left, right, input;
         for (int j = 0; j < LANES; ++j) {
             const float t = __fmul_rn(c.v[j], s);
@@ -146,16 +166,21 @@ def dot_threads(vectors: int) -> int | None:
 
 
 def tied_code_gradient_source(bfloat16: bool, lanes: int, vectors: int, has_grad: bool, scaled: bool,
-                              dots: bool = False) -> str:
+                              dots: bool = False, maps: tuple | None = None) -> str:
     """The CUDA source of the kernel for one storage, vector width, row length and variant (``dots``: with the row
-    dots, in blocks of :func:`dot_threads`)."""
+    dots, in blocks of :func:`dot_threads`; ``maps``: ``(blocks_w, block_h, block_w, K)``, z and the pooling's
+    gradient read from their maps)."""
     from .cuda_kernels import BLOCK_PARTIAL
     from .gemm import BFLOAT16_ROUNDING
 
     pack = f"Halves<{lanes}>" if bfloat16 else f"Floats<{lanes}>"
     defines = (f"#define STORAGE {'unsigned short' if bfloat16 else 'float'}\n#define PACK {pack}\n#define LANES {lanes}\n"
                f"#define VECTORS {vectors}u\n#define HAS_GRAD {int(has_grad)}\n#define SCALED {int(scaled)}\n"
-               f"#define DOTS {int(dots)}\n" + (f"#define DOT_THREADS {dot_threads(vectors)}\n" if dots else ""))
+               f"#define DOTS {int(dots)}\n" + (f"#define DOT_THREADS {dot_threads(vectors)}\n" if dots else "")
+               + f"#define FROM_MAPS {int(maps is not None)}\n")
+    if maps is not None:
+        defines += "".join(f"#define {name} {value}u\n"
+                           for name, value in zip(("MAP_BLOCKS_W", "BLOCK_H", "BLOCK_W", "MAP_K"), maps))
     return BFLOAT16_ROUNDING + BLOCK_PARTIAL + defines + _SOURCE
 
 
@@ -166,22 +191,50 @@ def _kernel(*variant):
     return cupy.RawKernel(tied_code_gradient_source(*variant), "dasksae_tied_code_gradient", options=("-std=c++14",))
 
 
+def _from_maps(z_rows, grad_rows):
+    """``(z, grad or None, (blocks_w, block_h, block_w, K))`` where ``z_rows`` and ``grad_rows`` are
+    :class:`~dasksae.kernels.local_filter.MapBlocks` of whole blocks, C-contiguous float32 maps of one shape; else
+    ``None``."""
+    from .local_filter import MapBlocks
+
+    if not isinstance(z_rows, MapBlocks) or not (grad_rows is None or isinstance(grad_rows, MapBlocks)):
+        return None
+    maps = [z_rows] + ([] if grad_rows is None else [grad_rows])
+    height, width, channels, _ = z_rows.map.shape
+    if (height % z_rows.block_h or width % z_rows.block_w
+            or any(m.map.shape != z_rows.map.shape or (m.block_h, m.block_w) != (z_rows.block_h, z_rows.block_w)
+                   or m.map.dtype != numpy.float32 or not m.map.flags.c_contiguous for m in maps)):
+        return None
+    return (z_rows.map, None if grad_rows is None else grad_rows.map,
+            (z_rows.blocks_w, z_rows.block_h, z_rows.block_w, channels))
+
+
 def _tied_code_gradient_cuda(product, row_scale, z_rows, grad_rows, a, codes, precision, scaled, row_dots=None):
     """The kernel's result, or ``None`` where the arrays do not suit it (the caller runs the array code)."""
     import cupy
 
     count, rows, batch = z_rows.shape
+    maps = None
+    if not isinstance(z_rows, cupy.ndarray):  # MapBlocks: read from the maps, if they suit the kernel
+        from_maps = _from_maps(z_rows, grad_rows)
+        if from_maps is None:
+            return None
+        z_rows, grad_rows, maps = from_maps
+    elif grad_rows is not None and not isinstance(grad_rows, cupy.ndarray):  # rows of z, blocks of the gradient's map
+        return None
     storage = storage_dtype(precision)
-    values = [product, z_rows] + ([] if grad_rows is None else [grad_rows])
+    rows_read = [product] + ([] if maps is not None else [z_rows] + ([] if grad_rows is None else [grad_rows]))
+    maps_read = [] if maps is None else [z_rows] + ([] if grad_rows is None else [grad_rows])
     if (storage.name not in ("float32", "uint16") or row_scale.size != count * rows
             or codes.shape != (count, rows, 2 * batch) or codes.dtype != storage or not codes.flags.c_contiguous
             or not row_scale.flags.c_contiguous or row_scale.dtype != numpy.float32
-            or any(v.shape != z_rows.shape or v.dtype != numpy.float32 or not v.flags.c_contiguous for v in values)
+            or any(v.shape != (count, rows, batch) or v.dtype != numpy.float32 or not v.flags.c_contiguous
+                   for v in rows_read)
             or (isinstance(a, cupy.ndarray) and (a.dtype != numpy.float32 or a.size != 1))
             or (row_dots is not None and (row_dots.shape != (count, rows) or row_dots.dtype != numpy.float32
                                           or not row_dots.flags.c_contiguous))):
         return None
-    pointers = [v.data.ptr for v in values] + [codes.data.ptr]
+    pointers = [v.data.ptr for v in rows_read + maps_read] + [codes.data.ptr]
     lanes = next(n for n in (4, 2, 1) if batch % n == 0 and all(p % (n * 4) == 0 for p in pointers))
     vectors = batch // lanes
     total = count * rows * vectors
@@ -190,8 +243,9 @@ def _tied_code_gradient_cuda(product, row_scale, z_rows, grad_rows, a, codes, pr
         return None
     launches = -(-total // threads)
     partials = cupy.empty(launches, dtype=cupy.float64)
-    scaled_operand = cupy.empty(z_rows.shape, dtype=storage) if scaled else None
-    kernel = _kernel(storage.name == "uint16", lanes, vectors, grad_rows is not None, scaled, row_dots is not None)
+    scaled_operand = cupy.empty((count, rows, batch), dtype=storage) if scaled else None
+    kernel = _kernel(storage.name == "uint16", lanes, vectors, grad_rows is not None, scaled, row_dots is not None,
+                     maps)
     on_device = isinstance(a, cupy.ndarray)
     kernel((launches,), (threads,), (product, row_scale, z_rows, z_rows if grad_rows is None else grad_rows, codes,
                                      codes if scaled_operand is None else scaled_operand, partials,

@@ -139,6 +139,21 @@ def block_view(output_map, block_h: int, block_w: int):
     return output_map.reshape(blocks_h, block_h, blocks_w, block_w, maps, batch).transpose(0, 2, 1, 3, 4, 5)
 
 
+class MapBlocks:
+    """The filter blocks of ``output_map (nbh*bh, nbw*bw, K, M)`` as rows ``(nbh*nbw, bh*bw*K, M)``, not yet made:
+    a kernel that reads them straight from the map takes ``output_map`` and the block shape; anything else takes
+    :meth:`rows` (:func:`block_rows`, a new array)."""
+
+    def __init__(self, output_map, block_h: int, block_w: int):
+        self.map, self.block_h, self.block_w = output_map, block_h, block_w
+        height, width, maps, batch = output_map.shape
+        self.blocks_w = width // block_w
+        self.shape = ((height // block_h) * self.blocks_w, block_h * block_w * maps, batch)
+
+    def rows(self):
+        return block_rows(self.map, self.block_h, self.block_w)
+
+
 def block_rows(output_map, block_h: int, block_w: int, row_scale=None, precision: str | None = None):
     """The blocks of ``output_map (nbh*bh, nbw*bw, K, M)`` as rows ``(nbh*nbw, bh*bw*K, M)``, a new array.
 

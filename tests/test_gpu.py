@@ -737,10 +737,9 @@ def test_the_tied_code_gradient_kernel_reads_z_and_its_gradient_from_their_maps_
         assert cupy.array_equal(mine, theirs)
 
 
-def test_bfloat16_training_with_the_code_gradient_reading_the_maps_equals_it_reading_block_rows(monkeypatch):
-    """DASKSAE_CODES_FROM_MAPS=1 (with DASKSAE_FUSED_ROW_DOTS=1): ``small`` trained 3 steps in bfloat16 with the code
-    gradient reading z and grad_z from their maps gives the very losses and weights of its reading their block rows
-    (the same values, the same sums), and the backward makes no block rows of them."""
+def _small_bfloat16_trained_counting(monkeypatch, switch_name: str, function_name: str):
+    """``small`` (tied RICA, 1x1 tiles, M=96) trained 3 steps in bfloat16 with ``code_gradient.switch_name`` off,
+    then on: each run's losses, parameters, and how often the filter backward called ``tile_ops.function_name``."""
     from dasksae import TiledNetwork, tile_ops, tile_program
     from dasksae.kernels import code_gradient
     from dasksae.tile_array import LocalExecutor
@@ -748,19 +747,28 @@ def test_bfloat16_training_with_the_code_gradient_reading_the_maps_equals_it_rea
     config = named_config("small")
     data = numpy.random.default_rng(3)
     batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
-    monkeypatch.setattr(code_gradient, "FUSED_ROW_DOTS", True)
-    made, block_rows = [], tile_ops.block_rows
-    monkeypatch.setattr(tile_ops, "block_rows", lambda *args, **kwargs: made.append(1) or block_rows(*args, **kwargs))
+    called, function = [], getattr(tile_ops, function_name)
+    monkeypatch.setattr(tile_ops, function_name, lambda *args, **kwargs: called.append(1) or function(*args, **kwargs))
 
     def trained(on: bool):
-        monkeypatch.setattr(code_gradient, "CODES_FROM_MAPS", on)
+        monkeypatch.setattr(code_gradient, switch_name, on)
         tile_program.forget_all()
-        made[:] = []
+        called[:] = []
         network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
-        return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters(), len(made)
+        return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters(), len(called)
 
-    expected_losses, expected_parameters, made_off = trained(False)
-    losses, parameters, made_on = trained(True)
+    return trained(False), trained(True)
+
+
+def test_bfloat16_training_with_the_code_gradient_reading_the_maps_equals_it_reading_block_rows(monkeypatch):
+    """DASKSAE_CODES_FROM_MAPS=1 (with DASKSAE_FUSED_ROW_DOTS=1): ``small`` trained 3 steps in bfloat16 with the code
+    gradient reading z and grad_z from their maps gives the very losses and weights of its reading their block rows
+    (the same values, the same sums), and the backward makes no block rows of them."""
+    from dasksae.kernels import code_gradient
+
+    monkeypatch.setattr(code_gradient, "FUSED_ROW_DOTS", True)
+    off, on = _small_bfloat16_trained_counting(monkeypatch, "CODES_FROM_MAPS", "block_rows")
+    (expected_losses, expected_parameters, made_off), (losses, parameters, made_on) = off, on
     assert made_off > 0 and made_on == 0, (made_off, made_on)
     assert losses == expected_losses
     for mine, theirs in zip(parameters, expected_parameters):
@@ -772,25 +780,8 @@ def test_bfloat16_training_with_the_row_dots_from_the_code_gradient_equals_radia
     """DASKSAE_FUSED_ROW_DOTS=1: ``small`` (tied RICA, M=96) trained 3 steps in bfloat16 with the update's row dots
     written by the code gradient's kernel trains as with radial_dots' own kernel (the dots to float32 rounding), and
     that kernel no longer runs."""
-    from dasksae import TiledNetwork, tile_ops, tile_program
-    from dasksae.kernels import code_gradient
-    from dasksae.tile_array import LocalExecutor
-
-    config = named_config("small")
-    data = numpy.random.default_rng(3)
-    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
-    called, radial_dots = [], tile_ops.radial_dots
-    monkeypatch.setattr(tile_ops, "radial_dots", lambda *args: called.append(1) or radial_dots(*args))
-
-    def trained(on: bool):
-        monkeypatch.setattr(code_gradient, "FUSED_ROW_DOTS", on)
-        tile_program.forget_all()
-        called[:] = []
-        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype="bfloat16", device="cuda")
-        return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters(), len(called)
-
-    expected_losses, expected_parameters, calls_off = trained(False)
-    losses, parameters, calls_on = trained(True)
+    off, on = _small_bfloat16_trained_counting(monkeypatch, "FUSED_ROW_DOTS", "radial_dots")
+    (expected_losses, expected_parameters, calls_off), (losses, parameters, calls_on) = off, on
     assert calls_off > 0 and calls_on == 0, (calls_off, calls_on)
     numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
     for mine, theirs in zip(parameters, expected_parameters):

@@ -27,6 +27,7 @@ from .kernels.local_filter import (
     chunks,
     error_product_on_tensor_cores,
     field_rows,
+    fields_cover,
     gather_patches,
     local_filter_forward,
     local_filter_transpose,
@@ -41,7 +42,7 @@ from .kernels.local_filter import (
 from .kernels.normalize import inverse_row_norms, radial_dots, unit_rows_backward, unit_rows_sgd
 from .kernels.simt_gemm import wave_slots
 from . import master_weights
-from .kernels import code_gradient, mma_update
+from .kernels import code_gradient, local_filter, mma_update
 from .master_weights import is_split, master, master_rows, weights_module
 from .kernels.pooling import pool_squares, pool_unit_weights, pool_units_and_sums, window_sum_transpose
 from .optim import sgd_momentum_update
@@ -175,7 +176,6 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
     error = operand(xp.asarray(error_window), precision, 2.0 / batch) if has_error else None
     width = 2 * batch if (has_error and tied) else batch  # inner terms of the weight-gradient GEMM
     dtype, storage = result_dtype(precision), storage_dtype(precision) if xp is not numpy else result_dtype(precision)
-    grad_x = xp.zeros(x_window.shape, dtype=dtype) if need_input_grad else None
     grads = None if update is not None else {"encoder": xp.empty(weights.shape, dtype=dtype)}
     if grads is not None and not tied:
         grads["decoder"] = xp.empty(weights.shape, dtype=dtype)
@@ -201,7 +201,12 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
                                                   + (has_error and not tied), input_fields=input_fields,
                                                   field_columns=batch if tensor_core_window else None)
     slots = wave_slots() if reads_maps else 0  # DASKSAE_WAVE_CHUNKS: chunks for the fewest waves of our kernels
-    for p0, p1 in chunks(blocks_h, per_row, CHUNK_BYTES, blocks_w, slots):
+    spans = chunks(blocks_h, per_row, CHUNK_BYTES, blocks_w, slots)
+    # one chunk whose fields cover the window: its fold writes the whole input gradient, which needs no zeroing pass
+    written_once = (local_filter.WRITE_ONCE and len(spans) == 1
+                    and fields_cover(x_window.shape, field, step, blocks_h, blocks_w))
+    grad_x = (xp.empty if written_once else xp.zeros)(x_window.shape, dtype=dtype) if need_input_grad else None
+    for p0, p1 in spans:
         count = (p1 - p0) * blocks_w
         inputs = field_rows(p0, p1, field, step)
         x_map, error_map = x_window[inputs], error[inputs] if has_error else None
@@ -256,7 +261,8 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
         if need_input_grad:  # before the update: it reads the weights in place
             if grad_operand is None:
                 grad_operand = operand(grad_rows, precision, chunk_scale)
-            add_transpose_into(grad_x[inputs], weight_rows, grad_operand, field, step, p1 - p0, blocks_w, precision)
+            add_transpose_into(grad_x[inputs], weight_rows, grad_operand, field, step, p1 - p0, blocks_w, precision,
+                               accumulate=not written_once)
         gradient_maps = (x_map, error_map if tied else None)
         if wants_dots and row_dots is None:
             row_dots = radial_dots(codes, z_rows, decoded, chunk_scale, a)
@@ -397,6 +403,17 @@ def contrast_forward(pooled_window, window, owned, map_shape, stage, lcn_c: floa
     return {"output": contiguous(normalised[rows, cols]), "cache": cache}
 
 
+def _zero_outside(array, rows: slice, cols: slice) -> None:
+    """Zero ``array`` outside ``array[rows, cols]`` (slices of whole steps within it): at most four strips, none where
+    the window is the whole array."""
+    height, width = array.shape[:2]
+    top, bottom = rows.indices(height)[:2]
+    left, right = cols.indices(width)[:2]
+    for strip in (array[:top], array[bottom:], array[top:bottom, :left], array[top:bottom, right:]):
+        if strip.size:
+            strip[...] = 0
+
+
 def contrast_backward(grad_output, error_owned, forward, window, owned, batch: int):
     """The tile's contribution to ``dL/dpooled`` over ``window`` from the gradient at its owned outputs.
 
@@ -406,8 +423,12 @@ def contrast_backward(grad_output, error_owned, forward, window, owned, batch: i
     """
     centred = forward["cache"][0]
     xp = array_module(centred)
-    padded = xp.zeros_like(centred)
     rows, cols = _local(window, owned)
+    if local_filter.WRITE_ONCE:  # (one tile: the owned outputs are the whole window, and nothing is zeroed)
+        padded = xp.empty_like(centred)
+        _zero_outside(padded, rows, cols)
+    else:
+        padded = xp.zeros_like(centred)
     if error_owned is None:
         copy_views([(grad_output, padded[rows, cols])])
     else:  # grad_output - 2/M e, written into the window in one pass on CuPy

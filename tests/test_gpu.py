@@ -1083,8 +1083,8 @@ def test_bfloat16_training_with_the_tensor_core_forward_follows_cublas(monkeypat
                               "three-channels", "three-channels-part-tile"])
 def test_the_tensor_core_transpose_with_the_fold_on_the_gpu_equals_numpy(case, variant):
     """``dasksae_mma_filter_transpose_fold`` (bfloat16 ``mma.sync``, both operands by ``ldmatrix.trans``, each cell of
-    the map summed over its blocks and added in) on the device against NumPy's float64 product and fold of the same
-    bfloat16 values: the g++ test's cases (``tests/test_mma_transpose_on_cpu.py``), a minibatch of 136 among them, in
+    the map summed over its blocks and added in, or written over NaNs with ``accumulate=False``) on the device against
+    NumPy's float64 product and fold of the same bfloat16 values: the g++ test's cases (``tests/test_mma_transpose_on_cpu.py``), a minibatch of 136 among them, in
     each variant of the tiles asked for (rows not in whole 64s keep k32x4); ``dasksae_wgmma_filter_transpose_fold``
     likewise (``w64x3-swizzled``, ``DASKSAE_WGMMA_TRANSPOSE``; sm_90 only)."""
     from dasksae.kernels import mma_transpose, wgmma
@@ -1098,6 +1098,9 @@ def test_the_tensor_core_transpose_with_the_fold_on_the_gpu_equals_numpy(case, v
     assert mma_transpose.transpose_fits(*arrays, field, step, blocks_h, blocks_w)
     mma_transpose.add_transpose_bfloat16(*arrays, field, step, blocks_h, blocks_w, variant=variant)
     numpy.testing.assert_allclose(arrays[0].get(), expected, rtol=1e-5, atol=1e-3)
+    arrays[0].fill(numpy.nan)  # accumulate=False: each cell's sum written, the map's NaNs never read
+    mma_transpose.add_transpose_bfloat16(*arrays, field, step, blocks_h, blocks_w, variant=variant, accumulate=False)
+    numpy.testing.assert_allclose(arrays[0].get(), expected - out.astype(numpy.float64), rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize("setting", ["1", "w64x3-pairs"])
@@ -1224,6 +1227,48 @@ def _small_bfloat16_trained_off_and_on(monkeypatch, module, switch_name: str, ke
     off = trained(False)
     assert not launched
     return off, trained(True), launched
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_training_with_maps_written_once_follows_zeroed_maps(monkeypatch, dtype):
+    """DASKSAE_WRITE_ONCE=1 (the default): ``small`` (tied RICA, 1x1 tiles, M=96) trained 3 steps with ``W^T y``'s
+    map and the input gradient taken from ``empty`` and written whole by the fold's kernel (``accumulate=False``),
+    and the LCN backward's window not zeroed, gives the losses and weights of zeroed maps (``=0``) to float32
+    rounding (``W^T y`` in one launch, not chunks).  The memory pool is filled with NaNs before each run, so that a
+    value the kernels left unwritten would show."""
+    from dasksae import TiledNetwork, tile_program
+    from dasksae.kernels import local_filter, mma_float32, mma_transpose
+    from dasksae.tile_array import LocalExecutor
+
+    config = named_config("small")
+    data = numpy.random.default_rng(5)
+    batches = [data.standard_normal(config.input_shape + (96,)).astype(numpy.float32) for _ in range(3)]
+    accumulated = []  # each tensor-core fold's accumulate
+    for module, name in ((mma_transpose, "add_transpose_bfloat16"), (mma_float32, "add_transpose_float32")):
+        kernel = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *args, kernel=kernel, **kwargs: accumulated.append(
+            kwargs.get("accumulate", True)) or kernel(*args, **kwargs))
+
+    def trained(on: bool):
+        monkeypatch.setattr(local_filter, "WRITE_ONCE", on)
+        tile_program.forget_all()
+        accumulated.clear()
+        cupy.get_default_memory_pool().free_all_blocks()
+        poison = cupy.full(2**28, numpy.nan, dtype=numpy.float32)  # 1 GiB of NaNs back into the pool
+        del poison
+        network = TiledNetwork(config, "1x1", executor=LocalExecutor(), seed=1, dtype=dtype, device="cuda")
+        return [report.loss for report in network.steps(batches, 1e-3, 0.9)], network.parameters(), list(accumulated)
+
+    expected_losses, expected_parameters, zeroed = trained(False)
+    losses, parameters, written = trained(True)
+    assert all(zeroed)
+    if dtype == "bfloat16":
+        assert False in written  # (stages 2 and 3 take the tensor-core fold)
+    assert numpy.isfinite(losses).all()
+    numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-4)
+    for mine, theirs in zip(parameters, expected_parameters):
+        for name in mine:
+            assert numpy.abs(mine[name] - theirs[name]).max() < 1e-3 * numpy.abs(theirs[name]).max(), name
 
 
 @pytest.mark.parametrize("switch_name", ["COMPILED_GEOMETRY", "LDMATRIX"])
@@ -1422,7 +1467,7 @@ def test_the_split_tf32_transpose_on_the_gpu_is_as_accurate_as_the_simt_product_
     """``dasksae_tf32x3_filter_transpose_fold`` on a coates-like layer (20x20x8 fields at step 4, 128 rows, M=96, 3x3
     blocks), added into a map: its error against float64 (largest, relative to the fold of ``|W|^T |y|``) within 3x
     of the float32 SIMT product then the fold, and plain TF32's (cuBLAS into patches, then the fold) more than 20x
-    it; and the g++ test's cases.  ``w32-split-2``: the same on ``wgmma`` (sm_90),
+    it; and the g++ test's cases, added in and written (``accumulate=False``).  ``w32-split-2``: the same on ``wgmma`` (sm_90),
     ``DASKSAE_FLOAT32_WGMMA_TRANSPOSE=1``."""
     from dasksae.kernels import mma_float32, wgmma
     from dasksae.kernels.local_filter import add_transpose_into
@@ -1451,6 +1496,10 @@ def test_the_split_tf32_transpose_on_the_gpu_is_as_accurate_as_the_simt_product_
         mine = cupy.asarray(out)
         mma_float32.add_transpose_float32(mine, cupy.asarray(weights), cupy.asarray(y), *geometry)
         numpy.testing.assert_allclose(mine.get(), folded(weights, y, out, geometry), rtol=1e-5, atol=1e-4)
+        mine.fill(numpy.nan)  # accumulate=False: written over the map, whose NaNs are never read
+        mma_float32.add_transpose_float32(mine, cupy.asarray(weights), cupy.asarray(y), *geometry, accumulate=False)
+        numpy.testing.assert_allclose(mine.get(), folded(weights, y, numpy.zeros_like(out), geometry), rtol=1e-5,
+                                      atol=1e-4)
 
 
 @pytest.mark.parametrize("variant, with_error", [("rows-wide", True), ("rows", False), ("rows-wide-wgmma", True)])

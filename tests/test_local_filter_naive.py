@@ -68,3 +68,32 @@ def test_kernel_equals_loop_over_neurons(rng, height, width, channels, batch, fi
         rtol=1e-12,
         atol=1e-12,
     )
+
+
+@pytest.mark.parametrize(
+    "height,width,field,step",
+    [(7, 7, 3, 2), (7, 8, 3, 2), (6, 6, 2, 3)],
+    ids=["fields-cover-the-map", "a-column-past-the-last-field", "gaps-between-fields"],
+)
+def test_the_transpose_into_an_unzeroed_map_equals_the_loop(rng, monkeypatch, height, width, field, step):
+    """Where one span of blocks covers the whole map, ``local_filter_transpose`` takes its map from ``empty`` and the
+    fold writes every value (``accumulate=False``); elsewhere the map is zeroed.  With ``empty`` handing out maps of
+    NaNs, both kinds of map still equal the loop over neurons: no value is left unwritten or added to garbage."""
+    from dasksae.kernels import local_filter
+
+    channels, batch, bh, bw, maps = 2, 3, 2, 1, 2
+    nbh, nbw = block_counts(height, field, step), block_counts(width, field, step)
+    weights = rng.standard_normal((nbh, nbw, bh * bw * maps, field * field * channels))
+    y = rng.standard_normal((nbh * bh, nbw * bw, maps, batch))
+    empty = numpy.empty
+    monkeypatch.setattr(numpy, "empty", lambda *args, **kwargs: numpy.full_like(empty(*args, **kwargs), numpy.nan))
+    covered = local_filter.fields_cover((height, width), field, step, nbh, nbw)
+    assert covered == ((height, width) == (7, 7))
+    numpy.testing.assert_allclose(
+        local_filter_transpose(y, weights, (height, width, channels, batch), field, step, bh, bw),
+        naive_transpose(y, weights, (height, width, channels, batch), field, step, bh, bw), rtol=1e-12, atol=1e-12)
+    out = numpy.full((height, width, channels, batch), numpy.nan)
+    local_filter.add_transpose_into(out, weights.reshape(nbh * nbw, bh * bw * maps, -1), local_filter.block_rows(
+        y, bh, bw), field, step, nbh, nbw, "float64", accumulate=False)
+    numpy.testing.assert_allclose(out, naive_transpose(y, weights, out.shape, field, step, bh, bw), rtol=1e-12,
+                                  atol=1e-12)

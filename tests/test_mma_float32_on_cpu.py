@@ -210,11 +210,11 @@ def test_maps_the_kernel_does_not_take_are_refused():
 TRANSPOSE_RUNNER = GRID_RUNNER + r"""
 extern "C" void run_transpose(const float* weights, const float* y, float* out, unsigned grid_x, unsigned grid_y,
                               unsigned grid_z, int rows, int batch, int channels, int field, int step, int blocks_h,
-                              int blocks_w, int map_w)
+                              int blocks_w, int map_w, int accumulate)
 {
     run_grid(grid_x, grid_y, grid_z, [=] {
         dasksae_tf32x3_filter_transpose_fold(weights, y, out, rows, batch, channels, field, step, blocks_h, blocks_w,
-                                             map_w);
+                                             map_w, accumulate);
     });
 }
 """
@@ -225,7 +225,7 @@ def build_transpose(folder, variant: str = mma_float32.VARIANT, terms: int = 3):
     descriptors)."""
     library = built_with_the_tf32_shim(folder, mma_float32.mma_float32_transpose_source(variant, terms),
                                        TRANSPOSE_RUNNER, variant in mma_transpose.SPLIT_WGMMA_VARIANTS)
-    library.run_transpose.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 8
+    library.run_transpose.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 9
     return library
 
 
@@ -249,12 +249,13 @@ def folded(weights, y, out, geometry):
     return expected
 
 
-def run_transpose_on_cpu(library, weights, y, out, geometry):
+def run_transpose_on_cpu(library, weights, y, out, geometry, accumulate: bool = True):
     """The split transpose over NumPy arrays, launched as :func:`~dasksae.kernels.mma_float32.add_transpose_float32`
-    does (``out`` added into in place)."""
+    does (``out`` added into in place; ``accumulate`` False: written)."""
     field, step, blocks_h, blocks_w = geometry
     assert mma_float32.transpose_fits(out, weights, y, field, step, blocks_h, blocks_w)
-    grid, arguments = mma_transpose.transpose_launch(out.shape, weights.shape, field, step, blocks_h, blocks_w)
+    grid, arguments = mma_transpose.transpose_launch(out.shape, weights.shape, field, step, blocks_h, blocks_w,
+                                                     accumulate=accumulate)
     library.run_transpose(weights.ctypes.data, y.ctypes.data, out.ctypes.data, *grid, *arguments)
 
 
@@ -265,16 +266,21 @@ def run_transpose_on_cpu(library, weights, y, out, geometry):
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_the_split_transpose_folds_into_the_map_as_numpy(built_once, field, step, channels, rows, blocks_h, blocks_w,
                                                           batch, variant):
-    """Every cell of the map gets its blocks' sum added (edges with fewer blocks and middles alike), and nothing past
-    the minibatch (the 96 values of slack after the map stay NaN).  The ``mma.sync`` split, and ``w32-split-2`` on
+    """Every cell of the map gets its blocks' sum added (edges with fewer blocks and middles alike), or written over
+    NaNs with ``accumulate`` 0, and nothing past the minibatch (the 96 values of slack after the map stay NaN).  The ``mma.sync`` split, and ``w32-split-2`` on
     ``wgmma`` (emulated): both operands split and transposed as they are staged, two stages."""
     weights, y, out, geometry = transpose_case(5, field, step, channels, rows, blocks_h, blocks_w, batch)
     expected = folded(weights, y, out, geometry)
     memory = numpy.full(out.size + 96, numpy.nan, dtype=numpy.float32)
     memory[:-96] = out.ravel()
     out = memory[:-96].reshape(out.shape)
+    initial = out.astype(numpy.float64)
     run_transpose_on_cpu(built_once(build_transpose, variant), weights, y, out, geometry)
     numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+    assert numpy.isnan(memory[-96:]).all()
+    out[...] = numpy.nan  # accumulate 0: each cell's sum written over the map, whose NaNs are never read
+    run_transpose_on_cpu(built_once(build_transpose, variant), weights, y, out, geometry, accumulate=False)
+    numpy.testing.assert_allclose(out, expected - initial, rtol=1e-5, atol=1e-4)
     assert numpy.isnan(memory[-96:]).all()
 
 

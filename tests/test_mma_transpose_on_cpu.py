@@ -1,7 +1,8 @@
 """The bfloat16 tensor-core ``W^T y`` with the fold in the product (``dasksae/kernels/mma_transpose.py``), its CUDA
 source run on the CPU under g++ with ``tests/test_mma_update_on_cpu.py``'s shim (``mma.sync`` and ``ldmatrix.trans``
 emulated from the PTX ISA's fragment layouts, ``cp.async`` a copy), against NumPy's product of the same bfloat16
-values in float64, folded into a map that already holds values (the kernel adds)."""
+values in float64, folded into a map that already holds values (the kernel adds), and written over a map of NaNs
+(``accumulate`` 0: the kernel writes each cell's sum)."""
 
 import ctypes
 import shutil
@@ -20,11 +21,11 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not 
 RUNNER = GRID_RUNNER + r"""
 extern "C" void run_transpose(const unsigned short* weights, const unsigned short* y, float* out, unsigned grid_x,
                               unsigned grid_y, unsigned grid_z, int rows, int batch, int channels, int field, int step,
-                              int blocks_h, int blocks_w, int map_w)
+                              int blocks_h, int blocks_w, int map_w, int accumulate)
 {
     run_grid(grid_x, grid_y, grid_z, [=] {
         dasksae_mma_filter_transpose_fold(weights, y, out, rows, batch, channels, field, step, blocks_h, blocks_w,
-                                          map_w);
+                                          map_w, accumulate);
     }, TRANSPOSE_THREADS);
 }
 """
@@ -38,7 +39,7 @@ def built_transpose(folder, variant: str, geometry=None):
         runner = RUNNER.replace("dasksae_mma_filter_transpose_fold", "dasksae_wgmma_filter_transpose_fold")
     library = built_on_cpu(folder, SHIM + MMA_EMULATION + WGMMA_EMULATION
                            + mma_transpose.mma_transpose_source(variant, geometry) + runner)
-    library.run_transpose.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 8
+    library.run_transpose.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 9
     return library
 
 
@@ -96,8 +97,18 @@ def test_the_tensor_core_transpose_folds_into_the_map_as_numpy(kernel_on_cpu, fi
     assert mma_transpose.transpose_fits(out, weight_bits, y_bits, field, step, blocks_h, blocks_w)
     grid, arguments = mma_transpose.transpose_launch(out.shape, weight_bits.shape, field, step, blocks_h, blocks_w,
                                                      variant)
+    initial = out.astype(numpy.float64)
     kernel_on_cpu.run_transpose(weight_bits.ctypes.data, y_bits.ctypes.data, out.ctypes.data, *grid, *arguments)
     numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-3)
+    assert numpy.isnan(memory[-96:]).all()
+    # accumulate 0 (a map that covers the blocks' fields, written once): each cell's sum written, the NaNs the map
+    # held never read
+    out[...] = numpy.nan
+    grid, arguments = mma_transpose.transpose_launch(out.shape, weight_bits.shape, field, step, blocks_h, blocks_w,
+                                                     variant, accumulate=False)
+    assert arguments[-1] == 0
+    kernel_on_cpu.run_transpose(weight_bits.ctypes.data, y_bits.ctypes.data, out.ctypes.data, *grid, *arguments)
+    numpy.testing.assert_allclose(out, expected - initial, rtol=1e-5, atol=1e-3)
     assert numpy.isnan(memory[-96:]).all()
 
 
@@ -109,7 +120,7 @@ def test_the_transpose_with_its_layer_compiled_in_folds_as_numpy(tmp_path, field
     arguments of those names then unread: here given wrong) folds the same map as NumPy."""
     library = built_on_cpu(tmp_path, SHIM + MMA_EMULATION + mma_transpose.mma_transpose_source(
         "k32x4", (rows, channels, field, step)) + RUNNER)
-    library.run_transpose.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 8
+    library.run_transpose.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 9
     weight_bits, y_bits, out, expected = transpose_case(9, field, step, channels, rows, blocks_h, blocks_w, batch)
     grid, (_, batch_argument, _, _, _, *rest) = mma_transpose.transpose_launch(out.shape, weight_bits.shape, field,
                                                                                 step, blocks_h, blocks_w)

@@ -24,6 +24,27 @@ def test_each_layer_alone(rng, rows, cols):
     check_each_layer_alone(LocalExecutor(), UNEVEN, rows, cols, rng)
 
 
+@pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["one-chunk", "a-chunk-a-block-row"])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (2, 2), (3, 2)])
+def test_each_layer_alone_with_unwritten_memory_as_nans(rng, monkeypatch, rows, cols, chunk_bytes):
+    """With ``numpy.empty`` handing out arrays of NaNs, each layer still equals the reference: the maps taken from
+    ``empty`` and not zeroed (the input gradient and the fold's map where one span's fields cover them, the LCN
+    backward's window where the tile owns all of it) have every value written, and the rest are zeroed; and where
+    the backward takes a block row a chunk (overlapping fields), the input gradient is zeroed and added into."""
+    import numpy
+
+    from dasksae import tile_ops
+
+    if chunk_bytes is not None:
+        monkeypatch.setattr(tile_ops, "CHUNK_BYTES", chunk_bytes)
+
+    empty, empty_like = numpy.empty, numpy.empty_like
+    monkeypatch.setattr(numpy, "empty", lambda *args, **kwargs: numpy.full_like(empty(*args, **kwargs), numpy.nan))
+    monkeypatch.setattr(numpy, "empty_like",
+                        lambda *args, **kwargs: numpy.full_like(empty_like(*args, **kwargs), numpy.nan))
+    check_each_layer_alone(LocalExecutor(), UNEVEN, rows, cols, rng)
+
+
 @pytest.mark.parametrize("objective", ["rica", "le2012"])
 @pytest.mark.parametrize("rows,cols", TILINGS)
 @pytest.mark.parametrize("stage", [None, 0, 1, 2])

@@ -18,7 +18,7 @@ the float32-family precisions) it is one kernel that reads ``c``, ``z`` and
 ``bfloat16``), and leaves one float64 partial sum per CUDA block, which one
 small reduction adds up.  No Dask in here.
 
-With ``row_dots`` (``DASKSAE_FUSED_ROW_DOTS=1``, opt-in) it also writes
+With ``row_dots`` (``DASKSAE_FUSED_ROW_DOTS=1``, the default since session 55) it also writes
 each row's ``W_r . dL/dW_r`` (:func:`~dasksae.kernels.normalize.radial_dots`
 of the codes it wrote: ``sum_m z (codes + a s c)``), which the weight
 update takes, from the values it holds, instead of a kernel of its own that
@@ -40,13 +40,13 @@ from ..switches import switch
 from .backend import array_module
 from .gemm import operand, storage_dtype
 
-# "1" (opt-in, new in session 54, not yet run on a GPU): the update's row dots come out of the code gradient's kernel
-# (row_dots below) instead of radial_dots' own kernel
+# "1" (the default since session 55; "0": radial_dots' own kernel): the update's row dots come out of the code
+# gradient's kernel (row_dots below) instead of radial_dots' own kernel
 FUSED_ROW_DOTS = switch("DASKSAE_FUSED_ROW_DOTS") == "1"
-# "1" (opt-in, new in session 54, not yet run on a GPU): the kernel reads z and the pooling's gradient straight from
-# their maps (z_rows and grad_rows given as local_filter.MapBlocks) instead of the block rows that two block_rows
-# passes make first; the filter backward asks for it where nothing else reads those rows (a tied stage whose row
-# dots come from this kernel too, or are not wanted)
+# "1" (the default since session 55; "0": the two block_rows passes): the kernel reads z and the pooling's gradient
+# straight from their maps (z_rows and grad_rows given as local_filter.MapBlocks) instead of the block rows that two
+# block_rows passes make first; the filter backward asks for it where nothing else reads those rows (a tied stage
+# whose row dots come from this kernel too, or are not wanted)
 CODES_FROM_MAPS = switch("DASKSAE_CODES_FROM_MAPS") == "1"
 
 

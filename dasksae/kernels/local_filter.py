@@ -45,6 +45,11 @@ CHUNK_BYTES = 2**30
 # for patches that it does not write (coates200's stage 2 W x: 2 launches, its W^T y 3, the last of one block row);
 # "0" (the default until a device run measures it): chunks as before
 WHOLE_PRODUCTS = switch("DASKSAE_WHOLE_PRODUCTS") == "1"
+# "1" (the default since session 55): a map that one fold writes whole (W^T y's, the input gradient's, the LCN
+# backward's window where the tile owns it all) comes from empty, with no zeroing pass first (fields_cover), and a
+# W^T y whose kernel folds in the product runs as one launch (as with WHOLE_PRODUCTS), so that it writes its map
+# whole; "0": zeroed maps, and W^T y in chunks unless WHOLE_PRODUCTS
+WRITE_ONCE = switch("DASKSAE_WRITE_ONCE") == "1"
 
 
 def block_counts(input_size: int, field: int, step: int) -> int:
@@ -436,17 +441,29 @@ def local_filter_transpose(y, weights, input_shape, field: int, step: int, block
     precision = precision or native_precision(y, weights)
     blocks_h, blocks_w, rows, fan_in = weights.shape
     batch = y.shape[-1]
-    out = xp.zeros(tuple(input_shape), dtype=result_dtype(precision))
     weights = operand(weights, precision)
-    per_row = blocks_w * (fan_in * out.itemsize + rows * 4) * batch
-    if WHOLE_PRODUCTS and _transpose_folds_in_the_product(xp, precision, out.shape[2], rows, batch, field, step):
-        chunk_bytes = None  # one launch: the kernel writes no patches (its operand y's block rows, 2-4 bytes a value)
-    for p0, p1 in chunks(blocks_h, per_row, chunk_bytes):
+    per_row = blocks_w * (fan_in * result_dtype(precision).itemsize + rows * 4) * batch
+    if ((WHOLE_PRODUCTS or WRITE_ONCE)
+            and _transpose_folds_in_the_product(xp, precision, input_shape[2], rows, batch, field, step)):
+        # one launch: the kernel writes no patches (its operand y's block rows, 2-4 bytes a value); with WRITE_ONCE it
+        # then writes the whole map, which needs no zeroing
+        chunk_bytes = None
+    spans = chunks(blocks_h, per_row, chunk_bytes)
+    # one span whose fields cover the whole map: its fold writes every value, so no zeroing pass first
+    written_once = WRITE_ONCE and len(spans) == 1 and fields_cover(input_shape, field, step, blocks_h, blocks_w)
+    out = (xp.empty if written_once else xp.zeros)(tuple(input_shape), dtype=result_dtype(precision))
+    for p0, p1 in spans:
         y_rows = block_rows(y[p0 * block_h : p1 * block_h], block_h, block_w,
                             None if row_scale is None else row_scale[p0:p1], precision)
         add_transpose_into(out[field_rows(p0, p1, field, step)], weights[p0:p1].reshape(-1, rows, fan_in), y_rows,
-                           field, step, p1 - p0, blocks_w, precision)
+                           field, step, p1 - p0, blocks_w, precision, accumulate=not written_once)
     return out
+
+
+def fields_cover(map_shape, field: int, step: int, blocks_h: int, blocks_w: int) -> bool:
+    """Whether ``blocks_h x blocks_w`` fields of ``field`` at ``step`` cover the whole map: its height and width are
+    ``(blocks - 1) * step + field``, so that :func:`add_transpose_into` over all the blocks writes every value."""
+    return tuple(map_shape[:2]) == ((blocks_h - 1) * step + field, (blocks_w - 1) * step + field)
 
 
 def _transpose_folds_in_the_product(xp, precision: str, channels: int, rows: int, batch: int, field: int,
@@ -466,23 +483,30 @@ def transpose_on_tensor_cores(xp, precision: str, channels: int, rows: int, batc
             and mma_transpose.layer_fits(channels, rows, batch, field, step))
 
 
-def add_transpose_into(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int, precision: str):
+def add_transpose_into(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int, precision: str,
+                       accumulate: bool = True):
     """``out += W^T y`` overlap-added into the map ``out (H, W, C, M)``: ``weight_rows (blocks, rows, f*f*C)`` and
     ``y_rows (blocks, rows, M)`` are operands of ``precision`` for ``blocks_h x blocks_w`` blocks, block ``(p, q)``'s
     field at ``(p*step, q*step)``: multiplies, then folds (adding each block's fields straight into the map in our
     float32 kernel was slower on an H200: ``kernels/simt_gemm.py``).  In bfloat16 with
     ``DASKSAE_TENSOR_CORE_TRANSPOSE`` (by default at minibatches of whole 96s), where the arrays fit, one tensor-core
-    kernel sums each cell of the map over its blocks and adds it in, with no patches (:mod:`.mma_transpose`)."""
+    kernel sums each cell of the map over its blocks and adds it in, with no patches (:mod:`.mma_transpose`).
+    ``accumulate`` False: ``out = W^T y`` (``out``'s values are never read, so it may come from ``empty``): the
+    tensor-core kernels write each cell's sum; elsewhere ``out`` is zeroed first, the same values as a zeroed map."""
     if (transpose_on_tensor_cores(array_module(out), precision, out.shape[2], weight_rows.shape[1], out.shape[-1],
                                   field, step)
             and mma_transpose.transpose_fits(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)):
-        mma_transpose.add_transpose_bfloat16(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)
+        mma_transpose.add_transpose_bfloat16(out, weight_rows, y_rows, field, step, blocks_h, blocks_w,
+                                             accumulate=accumulate)
         return
     if (mma_float32.transpose_on_tensor_cores(array_module(out), precision, out.shape[2], step)
             and mma_float32.transpose_fits(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)):
         mma_float32.add_transpose_float32(out, weight_rows, y_rows, field, step, blocks_h, blocks_w,
-                                          terms=mma_float32.terms_for(array_module(out), precision))
+                                          terms=mma_float32.terms_for(array_module(out), precision),
+                                          accumulate=accumulate)
         return
+    if not accumulate:
+        out[...] = 0
     patches = batched_matmul(weight_rows, y_rows, transpose_a=True, precision=precision)
     fold_patches_into(out, patches, field, step, blocks_h, blocks_w)
 

@@ -243,13 +243,14 @@ def transpose_fits(out, weight_rows, y_rows, field: int, step: int, blocks_h: in
 
 
 def add_transpose_float32(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int,
-                          variant: str | None = None, terms: int = 3) -> None:
+                          variant: str | None = None, terms: int = 3, accumulate: bool = True) -> None:
     """``out +=`` the fold of ``W^T y`` on TF32 tensor cores with split operands (``terms`` 1: plain TF32), each
     cell of the map summed over the blocks that cover it and added in once (:mod:`.mma_transpose`'s kernel; the
     arrays must :func:`transpose_fits`); on ``wgmma`` where ``DASKSAE_FLOAT32_WGMMA_TRANSPOSE`` asks and the GPU runs
-    it (:func:`transpose_variant`)."""
+    it (:func:`transpose_variant`).  ``accumulate`` False: ``out =`` the fold (``out``'s values are not read)."""
     variant = variant or transpose_variant(terms)
-    grid, arguments = mma_transpose.typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w)
+    grid, arguments = mma_transpose.typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w, None,
+                                                 accumulate)
     _transpose_kernel(variant, terms)(grid, (THREADS,), (weight_rows, y_rows, out, *arguments),
                                shared_mem=mma_transpose.shared_bytes(variant, split_tf32=True))
 

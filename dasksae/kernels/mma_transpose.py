@@ -183,12 +183,12 @@ extern __shared__ __align__(1024) unsigned char transpose_shared[];  // (wgmma's
 static unsigned char transpose_shared[SHARED_BYTES] __attribute__((aligned(1024)));
 #endif
 
-// out (H, W, C, batch) float32 += the fold of W^T y: weights (blocks_h * blocks_w, rows, field*field*C) and y
-// (blocks_h * blocks_w, rows, batch) OPERAND, block (p, q)'s field at (p*step, q*step).  Block (b, a, n-tile) of the
-// grid owns cell (a, b): pixels (a*step + i, b*step + j), i, j < step, every channel; its row m = (i*step + j)*C + c.
-// Takes field a multiple of step, step*C in whole 4s, step*step*C <= CELL_ROWS, rows in whole TILE_Ks, batch in
-// whole 8s (the last tile of 96 columns may be part full), H = (blocks_h - 1)*step + field (W likewise), 16-byte
-// aligned rows; SHARED_BYTES of dynamic shared memory.
+// out (H, W, C, batch) float32 += (accumulate 0: =) the fold of W^T y: weights (blocks_h * blocks_w, rows,
+// field*field*C) and y (blocks_h * blocks_w, rows, batch) OPERAND, block (p, q)'s field at (p*step, q*step).
+// Block (b, a, n-tile) of the grid owns cell (a, b): pixels (a*step + i, b*step + j), i, j < step, every channel;
+// its row m = (i*step + j)*C + c.  Takes field a multiple of step, step*C in whole 4s, step*step*C <= CELL_ROWS,
+// rows in whole TILE_Ks, batch in whole 8s (the last tile of 96 columns may be part full), H = (blocks_h - 1)*step
+// + field (W likewise: every cell is some block's), 16-byte aligned rows; SHARED_BYTES of dynamic shared memory.
 // LAYER_GEOMETRY (mma_transpose_source's, given a layer): its block rows, channels, field and step compiled in, so
 // that the loads' index divisions and products become shifts and multiplications by constants; the arguments of
 // those names are then not read (they must be the same)
@@ -198,7 +198,7 @@ static unsigned char transpose_shared[SHARED_BYTES] __attribute__((aligned(1024)
 extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BLOCKS) TRANSPOSE_KERNEL(
     const OPERAND* __restrict__ weights, const OPERAND* __restrict__ y, float* __restrict__ out,
     const int rows_argument, const int batch, const int channels_argument, const int field_argument,
-    const int step_argument, const int blocks_h, const int blocks_w, const int map_w)
+    const int step_argument, const int blocks_h, const int blocks_w, const int map_w, const int accumulate)
 {
 #ifdef LAYER_GEOMETRY
     const int rows = LAYER_ROWS, channels = LAYER_CHANNELS, field = LAYER_FIELD, step = LAYER_STEP;
@@ -505,7 +505,9 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
                          * batch + first_column + 2 * t;
             for (int j = 0; j < COLUMN_PARTS; ++j) {
                 if (first_column + j * 8 + 2 * t >= batch) continue;  // (past the minibatch: the last tile's)
-                float2 value = *(float2*)(row + j * 8);
+                float2 value;  // accumulate 0: the cell's sum is its value (the map need not be zeroed first)
+                if (accumulate) value = *(float2*)(row + j * 8);
+                else value.x = value.y = 0.0f;
                 value.x += acc[i][j][2 * h];
                 value.y += acc[i][j][2 * h + 1];
                 *(float2*)(row + j * 8) = value;
@@ -596,21 +598,23 @@ def transpose_fits(out, weight_rows, y_rows, field: int, step: int, blocks_h: in
 
 
 def transpose_launch(out_shape, weights_shape, field: int, step: int, blocks_h: int, blocks_w: int,
-                     variant: str | None = None):
+                     variant: str | None = None, accumulate: bool = True):
     """``(grid, scalar arguments after the three arrays)`` of ``dasksae_mma_filter_transpose_fold``: a block a cell
-    (or ``variant``'s :func:`cells_a_block` side by side) and 96 columns."""
+    (or ``variant``'s :func:`cells_a_block` side by side) and 96 columns; ``accumulate`` False: the kernel writes
+    each cell's sum instead of adding it to the map's value (every cell is written: the map need not be zeroed)."""
     height, width, channels, batch = out_shape
     _, rows, _ = weights_shape
     grid = (-(-(width // step) // cells_a_block(variant)), height // step, -(-batch // TILE_N))
-    return grid, (rows, batch, channels, field, step, blocks_h, blocks_w, width)
+    return grid, (rows, batch, channels, field, step, blocks_h, blocks_w, width, int(accumulate))
 
 
 def add_transpose_bfloat16(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int,
-                           variant: str | None = None) -> None:
+                           variant: str | None = None, accumulate: bool = True) -> None:
     """``out +=`` the fold of ``W^T y`` on tensor cores, each cell's sum written once (the arrays must
-    :func:`transpose_fits`), in ``variant``'s tiles (default: :func:`variant_for` the rows)."""
+    :func:`transpose_fits`), in ``variant``'s tiles (default: :func:`variant_for` the rows); ``accumulate`` False:
+    ``out =`` it (``out``'s values are not read)."""
     variant = variant_for(weight_rows.shape[1], variant)
-    grid, arguments = typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w, variant)
+    grid, arguments = typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w, variant, accumulate)
     geometry = (weight_rows.shape[1], out.shape[2], field, step) if mma_update.COMPILED_GEOMETRY else None
     _kernel(variant, geometry)(grid, (block_threads(variant),), (weight_rows, y_rows, out, *arguments),
                                shared_mem=shared_bytes(variant))

@@ -266,21 +266,28 @@ def run_transpose_on_cpu(library, weights, y, out, geometry, accumulate: bool = 
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_the_split_transpose_folds_into_the_map_as_numpy(built_once, field, step, channels, rows, blocks_h, blocks_w,
                                                           batch, variant):
-    """Every cell of the map gets its blocks' sum added (edges with fewer blocks and middles alike), or written over
-    NaNs with ``accumulate`` 0, and nothing past the minibatch (the 96 values of slack after the map stay NaN).  The ``mma.sync`` split, and ``w32-split-2`` on
+    """Every cell of the map gets its blocks' sum added (edges with fewer blocks and middles alike), and nothing past
+    the minibatch (the 96 values of slack after the map stay NaN).  The ``mma.sync`` split, and ``w32-split-2`` on
     ``wgmma`` (emulated): both operands split and transposed as they are staged, two stages."""
     weights, y, out, geometry = transpose_case(5, field, step, channels, rows, blocks_h, blocks_w, batch)
     expected = folded(weights, y, out, geometry)
     memory = numpy.full(out.size + 96, numpy.nan, dtype=numpy.float32)
     memory[:-96] = out.ravel()
     out = memory[:-96].reshape(out.shape)
-    initial = out.astype(numpy.float64)
     run_transpose_on_cpu(built_once(build_transpose, variant), weights, y, out, geometry)
     numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
     assert numpy.isnan(memory[-96:]).all()
-    out[...] = numpy.nan  # accumulate 0: each cell's sum written over the map, whose NaNs are never read
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS)
+def test_the_split_transpose_writes_each_cell_over_a_map_it_never_reads(built_once, variant):
+    """``accumulate`` 0: each cell's sum written over a map of NaNs (never read), nothing past the minibatch."""
+    weights, y, out, geometry = transpose_case(5, 8, 4, 3, 32, 2, 3, 136)
+    expected = folded(weights, y, numpy.zeros_like(out), geometry)
+    memory = numpy.full(out.size + 96, numpy.nan, dtype=numpy.float32)
+    out = memory[:-96].reshape(out.shape)
     run_transpose_on_cpu(built_once(build_transpose, variant), weights, y, out, geometry, accumulate=False)
-    numpy.testing.assert_allclose(out, expected - initial, rtol=1e-5, atol=1e-4)
+    numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
     assert numpy.isnan(memory[-96:]).all()
 
 

@@ -97,18 +97,29 @@ def test_the_tensor_core_transpose_folds_into_the_map_as_numpy(kernel_on_cpu, fi
     assert mma_transpose.transpose_fits(out, weight_bits, y_bits, field, step, blocks_h, blocks_w)
     grid, arguments = mma_transpose.transpose_launch(out.shape, weight_bits.shape, field, step, blocks_h, blocks_w,
                                                      variant)
-    initial = out.astype(numpy.float64)
     kernel_on_cpu.run_transpose(weight_bits.ctypes.data, y_bits.ctypes.data, out.ctypes.data, *grid, *arguments)
     numpy.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-3)
     assert numpy.isnan(memory[-96:]).all()
-    # accumulate 0 (a map that covers the blocks' fields, written once): each cell's sum written, the NaNs the map
-    # held never read
-    out[...] = numpy.nan
+
+
+@pytest.mark.parametrize("field, step, channels, rows, blocks_h, blocks_w, batch", [
+    (8, 4, 8, 64, 3, 2, 96), (8, 4, 3, 32, 2, 3, 136)], ids=["cells-of-128", "three-channels-part-tile"])
+def test_the_tensor_core_transpose_writes_each_cell_over_a_map_it_never_reads(kernel_on_cpu, field, step, channels,
+                                                                              rows, blocks_h, blocks_w, batch):
+    """``accumulate`` 0 (a map that the blocks' fields cover, written once: no zeroing pass first): each cell's sum
+    written over a map of NaNs, which are never read, and nothing past the minibatch; in each variant."""
+    kernel_on_cpu, variant = kernel_on_cpu
+    if rows % tile_rows(variant):
+        pytest.skip(f"{variant} takes rows in whole {tile_rows(variant)}s")
+    weight_bits, y_bits, out, expected = transpose_case(5, field, step, channels, rows, blocks_h, blocks_w, batch)
+    fold = expected - out.astype(numpy.float64)
+    memory = numpy.full(out.size + 96, numpy.nan, dtype=numpy.float32)
+    out = memory[:-96].reshape(out.shape)
     grid, arguments = mma_transpose.transpose_launch(out.shape, weight_bits.shape, field, step, blocks_h, blocks_w,
                                                      variant, accumulate=False)
     assert arguments[-1] == 0
     kernel_on_cpu.run_transpose(weight_bits.ctypes.data, y_bits.ctypes.data, out.ctypes.data, *grid, *arguments)
-    numpy.testing.assert_allclose(out, expected - initial, rtol=1e-5, atol=1e-3)
+    numpy.testing.assert_allclose(out, fold, rtol=1e-5, atol=1e-3)
     assert numpy.isnan(memory[-96:]).all()
 
 

@@ -6,6 +6,8 @@
 #     empty, written whole by the fold's kernel; the LCN backward's window not zeroed): every GPU test (TESTS_S
 #     seconds) at the new defaults; then the pipelined 1-worker bfloat16 rows on and off (=0), each in a process of
 #     its own, and the float32 row on where time is left
+#   PART=lean (about 290 s, for what device time is left): the GPU tests of the folds, of write-once and the tiled
+#     ones (TESTS_S seconds), then the pipelined 1-worker bfloat16 rows on and off
 source bench/device_setup.sh
 card
 case "${PART:-write-once}" in
@@ -15,6 +17,12 @@ write-once)
   ROW_S=${WARM_S:-100} one_worker bfloat16-on bfloat16
   ROW_S=90 one_worker bfloat16-off bfloat16 DASKSAE_WRITE_ONCE=0
   [ $SECONDS -lt 480 ] && ROW_S=$((575 - SECONDS)) one_worker float32-on float32 ;;
+lean)
+  gpu_tests ${TESTS_S:-120} tests/test_gpu.py tests/test_gpu_tiled.py \
+    -k "transpose or written_once or equals_cpu or follows_float32 or graphs"
+  tail -4 $OUT/gpu-tests.log
+  ROW_S=80 one_worker bfloat16-on bfloat16
+  ROW_S=$((285 - SECONDS)) one_worker bfloat16-off bfloat16 DASKSAE_WRITE_ONCE=0 ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

@@ -282,7 +282,7 @@ def test_the_split_transpose_folds_into_the_map_as_numpy(built_once, field, step
 @pytest.mark.parametrize("variant", ALL_VARIANTS)
 def test_the_split_transpose_writes_each_cell_over_a_map_it_never_reads(built_once, variant):
     """``accumulate`` 0: each cell's sum written over a map of NaNs (never read), nothing past the minibatch."""
-    weights, y, out, geometry = transpose_case(5, 8, 4, 3, 32, 2, 3, 136)
+    weights, y, out, geometry = transpose_case(5, 8, 4, 3, 32, 2, 3, 136)  # (a part-full second tile of columns)
     expected = folded(weights, y, numpy.zeros_like(out), geometry)
     memory = numpy.full(out.size + 96, numpy.nan, dtype=numpy.float32)
     out = memory[:-96].reshape(out.shape)

@@ -102,8 +102,8 @@ def test_the_tensor_core_transpose_folds_into_the_map_as_numpy(kernel_on_cpu, fi
     assert numpy.isnan(memory[-96:]).all()
 
 
-@pytest.mark.parametrize("field, step, channels, rows, blocks_h, blocks_w, batch", [
-    (8, 4, 8, 64, 3, 2, 96), (8, 4, 3, 32, 2, 3, 136)], ids=["cells-of-128", "three-channels-part-tile"])
+@pytest.mark.parametrize("field, step, channels, rows, blocks_h, blocks_w, batch", [(8, 4, 3, 32, 2, 3, 136)],
+                         ids=["three-channels-part-tile"])
 def test_the_tensor_core_transpose_writes_each_cell_over_a_map_it_never_reads(kernel_on_cpu, field, step, channels,
                                                                               rows, blocks_h, blocks_w, batch):
     """``accumulate`` 0 (a map that the blocks' fields cover, written once: no zeroing pass first): each cell's sum

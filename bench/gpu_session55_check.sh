@@ -2,33 +2,33 @@
 # Session 55's GPU checks (results in bench/results/session55/<part>/, each with its command.txt).
 #   (session 55's first calls ran session 54's PART=dots, then PART=table for bfloat16 and float32 and PART=largest
 #   with DASKSAE_FUSED_ROW_DOTS=1 DASKSAE_CODES_FROM_MAPS=1, now the defaults)
-#   PART=write-once (about 560 s): DASKSAE_WRITE_ONCE (new in session 55: W^T y's map and the input gradient from
-#     empty, written whole by the fold's kernel; the LCN backward's window not zeroed): every GPU test (TESTS_S
-#     seconds) at the new defaults; then the pipelined 1-worker bfloat16 rows on and off (=0), each in a process of
-#     its own, and the float32 row on where time is left
+#   PART=write-once (about 560 s; for session 56): DASKSAE_WRITE_ONCE (opt-in, new in session 55: W^T y's map and
+#     the input gradient from empty, written whole by the fold's kernel; the LCN backward's window not zeroed): every
+#     GPU test (TESTS_S seconds) with it on; then the pipelined 1-worker bfloat16 rows on and off, each in a process
+#     of its own, and the float32 row on where time is left. If the tests pass and it wins, make it the default
 #   PART=lean (about 290 s, for what device time is left): the GPU tests of the folds, of write-once and the tiled
 #     ones (TESTS_S seconds), then the pipelined 1-worker bfloat16 rows on and off
 #   PART=least (about 185 s): the GPU tests of write-once and the folds (TESTS_S seconds), then the pipelined
-#     1-worker bfloat16 row at the defaults
+#     1-worker bfloat16 row with it on
 source bench/device_setup.sh
 card
 case "${PART:-write-once}" in
 write-once)
-  gpu_tests ${TESTS_S:-320}
+  DASKSAE_WRITE_ONCE=1 gpu_tests ${TESTS_S:-320}
   tail -4 $OUT/gpu-tests.log
-  ROW_S=${WARM_S:-100} one_worker bfloat16-on bfloat16
+  ROW_S=${WARM_S:-100} one_worker bfloat16-on bfloat16 DASKSAE_WRITE_ONCE=1
   ROW_S=90 one_worker bfloat16-off bfloat16 DASKSAE_WRITE_ONCE=0
-  [ $SECONDS -lt 480 ] && ROW_S=$((575 - SECONDS)) one_worker float32-on float32 ;;
+  [ $SECONDS -lt 480 ] && ROW_S=$((575 - SECONDS)) one_worker float32-on float32 DASKSAE_WRITE_ONCE=1 ;;
 lean)
-  gpu_tests ${TESTS_S:-120} tests/test_gpu.py tests/test_gpu_tiled.py \
+  DASKSAE_WRITE_ONCE=1 gpu_tests ${TESTS_S:-120} tests/test_gpu.py tests/test_gpu_tiled.py \
     -k "transpose or written_once or equals_cpu or follows_float32 or graphs"
   tail -4 $OUT/gpu-tests.log
-  ROW_S=80 one_worker bfloat16-on bfloat16
+  ROW_S=80 one_worker bfloat16-on bfloat16 DASKSAE_WRITE_ONCE=1
   ROW_S=$((285 - SECONDS)) one_worker bfloat16-off bfloat16 DASKSAE_WRITE_ONCE=0 ;;
 least)
   gpu_tests ${TESTS_S:-100} tests/test_gpu.py -k "written_once or transpose"
   tail -4 $OUT/gpu-tests.log
-  ROW_S=$((185 - SECONDS)) one_worker bfloat16-on bfloat16 ;;
+  ROW_S=$((185 - SECONDS)) one_worker bfloat16-on bfloat16 DASKSAE_WRITE_ONCE=1 ;;
 esac
 cd $OUT && tar czf ../results.tgz . && rm -f ./* && mv ../results.tgz .  # one file back
 true

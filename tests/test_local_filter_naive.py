@@ -76,15 +76,17 @@ def test_kernel_equals_loop_over_neurons(rng, height, width, channels, batch, fi
     ids=["fields-cover-the-map", "a-column-past-the-last-field", "gaps-between-fields"],
 )
 def test_the_transpose_into_an_unzeroed_map_equals_the_loop(rng, monkeypatch, height, width, field, step):
-    """Where one span of blocks covers the whole map, ``local_filter_transpose`` takes its map from ``empty`` and the
-    fold writes every value (``accumulate=False``); elsewhere the map is zeroed.  With ``empty`` handing out maps of
-    NaNs, both kinds of map still equal the loop over neurons: no value is left unwritten or added to garbage."""
+    """DASKSAE_WRITE_ONCE=1: where one span of blocks covers the whole map, ``local_filter_transpose`` takes its map
+    from ``empty`` and the fold writes every value (``accumulate=False``); elsewhere the map is zeroed.  With
+    ``empty`` handing out maps of NaNs, both kinds of map still equal the loop over neurons: no value is left
+    unwritten or added to garbage."""
     from dasksae.kernels import local_filter
 
     channels, batch, bh, bw, maps = 2, 3, 2, 1, 2
     nbh, nbw = block_counts(height, field, step), block_counts(width, field, step)
     weights = rng.standard_normal((nbh, nbw, bh * bw * maps, field * field * channels))
     y = rng.standard_normal((nbh * bh, nbw * bw, maps, batch))
+    monkeypatch.setattr(local_filter, "WRITE_ONCE", True)  # (DASKSAE_WRITE_ONCE=1)
     empty = numpy.empty
     monkeypatch.setattr(numpy, "empty", lambda *args, **kwargs: numpy.full_like(empty(*args, **kwargs), numpy.nan))
     covered = local_filter.fields_cover((height, width), field, step, nbh, nbw)

@@ -27,14 +27,17 @@ def test_each_layer_alone(rng, rows, cols):
 @pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["one-chunk", "a-chunk-a-block-row"])
 @pytest.mark.parametrize("rows,cols", [(1, 1), (2, 2), (3, 2)])
 def test_each_layer_alone_with_unwritten_memory_as_nans(rng, monkeypatch, rows, cols, chunk_bytes):
-    """With ``numpy.empty`` handing out arrays of NaNs, each layer still equals the reference: the maps taken from
-    ``empty`` and not zeroed (the input gradient and the fold's map where one span's fields cover them, the LCN
-    backward's window where the tile owns all of it) have every value written, and the rest are zeroed; and where
-    the backward takes a block row a chunk (overlapping fields), the input gradient is zeroed and added into."""
+    """DASKSAE_WRITE_ONCE=1: with ``numpy.empty`` handing out arrays of NaNs, each layer still equals the reference:
+    the maps taken from ``empty`` and not zeroed (the input gradient and the fold's map where one span's fields cover
+    them, the LCN backward's window where the tile owns all of it) have every value written, and the rest are
+    zeroed; and where the backward takes a block row a chunk (overlapping fields), the input gradient is zeroed and
+    added into."""
     import numpy
 
     from dasksae import tile_ops
+    from dasksae.kernels import local_filter
 
+    monkeypatch.setattr(local_filter, "WRITE_ONCE", True)  # (DASKSAE_WRITE_ONCE=1)
     if chunk_bytes is not None:
         monkeypatch.setattr(tile_ops, "CHUNK_BYTES", chunk_bytes)
 

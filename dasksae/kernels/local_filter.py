@@ -45,7 +45,8 @@ CHUNK_BYTES = 2**30
 # for patches that it does not write (coates200's stage 2 W x: 2 launches, its W^T y 3, the last of one block row);
 # "0" (the default until a device run measures it): chunks as before
 WHOLE_PRODUCTS = switch("DASKSAE_WHOLE_PRODUCTS") == "1"
-# "1" (the default since session 55): a map that one fold writes whole (W^T y's, the input gradient's, the LCN
+# "1" (opt-in, new in session 55, not yet run on a GPU: its GPU tests and rows are PART=write-once of
+# bench/gpu_session55_check.sh): a map that one fold writes whole (W^T y's, the input gradient's, the LCN
 # backward's window where the tile owns it all) comes from empty, with no zeroing pass first (fields_cover), and a
 # W^T y whose kernel folds in the product runs as one launch (as with WHOLE_PRODUCTS), so that it writes its map
 # whole; "0": zeroed maps, and W^T y in chunks unless WHOLE_PRODUCTS

@@ -3,7 +3,8 @@
 #   (session 55's first calls ran session 54's PART=dots, then PART=table for bfloat16 and float32 and PART=largest
 #   with DASKSAE_FUSED_ROW_DOTS=1 DASKSAE_CODES_FROM_MAPS=1, now the defaults)
 #   PART=write-once (about 560 s; for session 56): DASKSAE_WRITE_ONCE (opt-in, new in session 55: W^T y's map and
-#     the input gradient from empty, written whole by the fold's kernel; the LCN backward's window not zeroed): every
+#     the input gradient from empty, written whole by the fold's kernel; one tile's LCN backward subtracting 2/M e as
+#     it reads, with no window made): every
 #     GPU test (TESTS_S seconds) with it on; then the pipelined 1-worker bfloat16 rows on and off, each in a process
 #     of its own, and the float32 row on where time is left. If the tests pass and it wins, make it the default
 #   PART=lean (about 290 s, for what device time is left): the GPU tests of the folds, of write-once and the tiled

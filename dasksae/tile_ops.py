@@ -403,6 +403,12 @@ def contrast_forward(pooled_window, window, owned, map_shape, stage, lcn_c: floa
     return {"output": contiguous(normalised[rows, cols]), "cache": cache}
 
 
+def _is_whole(array, rows: slice, cols: slice) -> bool:
+    """Whether ``array[rows, cols]`` is all of ``array``."""
+    height, width = array.shape[:2]
+    return rows.indices(height) == (0, height, 1) and cols.indices(width) == (0, width, 1)
+
+
 def _zero_outside(array, rows: slice, cols: slice) -> None:
     """Zero ``array`` outside ``array[rows, cols]`` (slices of whole steps within it): at most four strips, none where
     the window is the whole array."""
@@ -424,7 +430,12 @@ def contrast_backward(grad_output, error_owned, forward, window, owned, batch: i
     centred = forward["cache"][0]
     xp = array_module(centred)
     rows, cols = _local(window, owned)
-    if local_filter.WRITE_ONCE:  # (one tile: the owned outputs are the whole window, and nothing is zeroed)
+    if local_filter.WRITE_ONCE and _is_whole(centred, rows, cols):
+        # one tile: the owned outputs are the whole window, so no window is made; the LCN backward reads the gradient
+        # (on CuPy its first pass subtracts 2/M e as it reads, and writes the difference for the second)
+        subtract = None if error_owned is None else (error_owned, 2.0 / batch)
+        return {"grad_pooled": lcn_backward(grad_output, forward["cache"], subtract=subtract)}
+    if local_filter.WRITE_ONCE:
         padded = xp.empty_like(centred)
         _zero_outside(padded, rows, cols)
     else:

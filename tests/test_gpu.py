@@ -82,6 +82,22 @@ def test_pooling_lcn_and_normalisation(rng):
     assert relative_error(unit_rows_backward(g_gpu, unit_gpu, norms_gpu), unit_rows_backward(g, unit, norms)) < FLOAT32
 
 
+def test_the_lcn_backward_that_subtracts_the_error_as_it_reads_equals_its_window_made_first(rng):
+    """DASKSAE_WRITE_ONCE=1, one tile: the LCN backward of ``g - 2/M e`` with the difference taken in its first pass
+    (``subtract``) gives, bit for bit, the gradient of the window that ``subtract_scaled_into`` made first."""
+    from dasksae.kernels.elementwise import subtract_scaled_into
+
+    x = cupy.asarray(rng.standard_normal((13, 12, 4, 96)), dtype=cupy.float32)
+    y, cache = lcn_forward(x, 5)
+    g = cupy.asarray(rng.standard_normal(y.shape), dtype=cupy.float32)
+    e = cupy.asarray(rng.standard_normal(y.shape), dtype=cupy.float32)
+    window = cupy.empty_like(g)
+    subtract_scaled_into(window, g, e, 2.0 / 96)
+    expected = lcn_backward(window, cache)
+    assert bool((lcn_backward(g, cache, subtract=(e, 2.0 / 96)) == expected).all())
+    assert not bool((lcn_backward(g, cache) == expected).all())
+
+
 UNEVEN = NetworkConfig(
     name="uneven",
     input_shape=(27, 25, 3),

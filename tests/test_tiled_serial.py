@@ -90,3 +90,32 @@ def test_bad_minibatch_is_refused():
     network = serial_network(UNEVEN, "2x2", dtype="float64")
     with pytest.raises(ConfigError, match=r"minibatch must have shape \(29, 26, 2, 'M'\)"):
         network.step(numpy.zeros((28, 26, 2, 3)), 1e-3, 0.9)
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (2, 2)])
+def test_training_with_maps_written_once_is_bit_for_bit_that_of_zeroed_maps(monkeypatch, rows, cols):
+    """DASKSAE_WRITE_ONCE=1 on NumPy (float32): three steps give the very losses and weights of zeroed maps (``=0``);
+    one tile's LCN backward takes the stage above's gradient and error with no window made (the difference taken as
+    it reads), tiles that share their windows' borders make the window and zero outside their own outputs."""
+    import numpy
+
+    from dasksae import tile_ops
+    from dasksae.kernels import local_filter
+
+    lcn_backward, subtracted = tile_ops.lcn_backward, []
+    monkeypatch.setattr(tile_ops, "lcn_backward", lambda grad, cache, subtract=None: subtracted.append(
+        subtract is not None) or lcn_backward(grad, cache, subtract=subtract))
+    x = numpy.random.default_rng(2).standard_normal(UNEVEN.input_shape + (3,)).astype(numpy.float32)
+    runs = {}
+    for on in (False, True):
+        monkeypatch.setattr(local_filter, "WRITE_ONCE", on)
+        subtracted.clear()
+        network = serial_network(UNEVEN, f"{rows}x{cols}", seed=3, dtype="float32")
+        runs[on] = [float(network.step(x, 1e-3, 0.9).loss) for _ in range(3)], network.parameters(), list(subtracted)
+    assert runs[True][0] == runs[False][0]
+    for mine, theirs in zip(runs[True][1], runs[False][1]):
+        assert sorted(mine) == sorted(theirs)
+        for name in mine:
+            numpy.testing.assert_array_equal(mine[name], theirs[name])
+    assert runs[False][2] and not any(runs[False][2])
+    assert any(runs[True][2]) == ((rows, cols) == (1, 1))

@@ -109,15 +109,23 @@ def lcn_forward(x, size: int = 5, c: float = 0.01, origin=None, map_shape=None):
     return y, (centred, sigma, divisor, size, c, origin, map_shape)
 
 
-def lcn_backward(grad_out, cache):
-    """Gradient of :func:`lcn_forward` with respect to its input."""
+def lcn_backward(grad_out, cache, subtract=None):
+    """Gradient of :func:`lcn_forward` with respect to its input.
+
+    ``subtract = (e, c)``: of ``grad_out - c e`` instead (the product rounded
+    before the difference, as :func:`~dasksae.kernels.elementwise.subtract_scaled_into`
+    rounds it); on CuPy the first fused pass takes the difference as it reads.
+    """
     xp = array_module(grad_out)
     centred, sigma, divisor, size, c, origin, map_shape = cache
     window = gaussian_window(size)
     if xp.__name__ == "cupy":
         from . import cuda_kernels
 
-        return cuda_kernels.lcn_backward(grad_out, centred, sigma, divisor, window, c, origin, map_shape)
+        return cuda_kernels.lcn_backward(grad_out, centred, sigma, divisor, window, c, origin, map_shape, subtract)
+    if subtract is not None:
+        error, scale = subtract
+        grad_out = grad_out - scale * error
     maps = centred.shape[2]
     grad_centred = grad_out / divisor
     grad_divisor = -(grad_out * centred).sum(axis=2, keepdims=True) / (divisor * divisor)

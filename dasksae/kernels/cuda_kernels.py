@@ -859,6 +859,32 @@ def _lcn_backward_first_kernel():
 
 
 @functools.lru_cache(maxsize=None)
+def _lcn_backward_first_subtract_kernel():
+    """:func:`_lcn_backward_first_kernel` of ``g = grad - scale e`` (rounded as ``subtract_scaled_into`` rounds it),
+    writing ``g`` for the second pass: the LCN backward's input made in the pass that first reads it."""
+    import cupy
+
+    return cupy.ElementwiseKernel(
+        "raw T grad, raw T error, T scale, raw T centred, T sigma, T divisor, T c, int64 maps, int64 batch",
+        "raw T grad_out, T grad_variance",
+        """
+        const long long m = i % batch;
+        const long long base = (i / batch) * maps * batch + m;
+        T total = 0;
+        for (long long k = 0; k < maps; ++k) {
+            const long long at = base + k * batch;
+            const T g = grad[at] - multiply_rounded(scale, error[at]);
+            grad_out[at] = g;
+            total += g * centred[at];
+        }
+        grad_variance = sigma > c ? -total / (divisor * divisor) / (2 * sigma) : (T)0;
+        """,
+        "dasksae_lcn_backward_first_subtract",
+        preamble=_ROUNDED_MULTIPLY,
+    )
+
+
+@functools.lru_cache(maxsize=None)
 def _lcn_backward_second_kernel():
     import cupy
 
@@ -902,8 +928,9 @@ def lcn_forward(x, window, c: float, origin=None, map_shape=None):
     return normalised, (centred, sigma[:, :, None, :], divisor[:, :, None, :])
 
 
-def lcn_backward(grad_out, centred, sigma, divisor, window, c: float, origin=None, map_shape=None):
-    """The fused LCN backward of :func:`dasksae.kernels.contrast.lcn_backward`."""
+def lcn_backward(grad_out, centred, sigma, divisor, window, c: float, origin=None, map_shape=None, subtract=None):
+    """The fused LCN backward of :func:`dasksae.kernels.contrast.lcn_backward` (``subtract = (e, scale)``: of
+    ``grad_out - scale e``, which the first pass takes as it reads and writes for the second)."""
     import cupy
 
     grad_out = cupy.ascontiguousarray(grad_out)
@@ -911,7 +938,18 @@ def lcn_backward(grad_out, centred, sigma, divisor, window, c: float, origin=Non
     plane = (height, width, batch)
     sigma2, divisor2 = sigma.reshape(plane), divisor.reshape(plane)
     grad_variance = cupy.empty(plane, dtype=centred.dtype)
-    _lcn_backward_first_kernel()(grad_out, centred, sigma2, divisor2, centred.dtype.type(c), maps, batch, grad_variance)
+    if subtract is not None:
+        error, scale = subtract
+        error = cupy.ascontiguousarray(error)
+        if not (grad_out.dtype == error.dtype == centred.dtype and grad_out.shape == error.shape == centred.shape):
+            raise ValueError("the LCN backward's gradient, error and cache must be arrays of one shape and dtype")
+        difference = cupy.empty_like(centred)
+        _lcn_backward_first_subtract_kernel()(grad_out, error, centred.dtype.type(scale), centred, sigma2, divisor2,
+                                              centred.dtype.type(c), maps, batch, difference, grad_variance)
+        grad_out = difference
+    else:
+        _lcn_backward_first_kernel()(grad_out, centred, sigma2, divisor2, centred.dtype.type(c), maps, batch,
+                                     grad_variance)
     spread = lcn_smooth(grad_variance, window, origin, map_shape, maps, True)
     grad_centred = cupy.empty_like(centred)
     grad_mean = cupy.empty(plane, dtype=centred.dtype)

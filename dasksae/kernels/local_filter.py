@@ -47,9 +47,11 @@ CHUNK_BYTES = 2**30
 WHOLE_PRODUCTS = switch("DASKSAE_WHOLE_PRODUCTS") == "1"
 # "1" (opt-in, new in session 55, not yet run on a GPU: its GPU tests and rows are PART=write-once of
 # bench/gpu_session55_check.sh): a map that one fold writes whole (W^T y's, the input gradient's, the LCN
-# backward's window where the tile owns it all) comes from empty, with no zeroing pass first (fields_cover), and a
+# backward's window where tiles share it) comes from empty, with no zeroing pass first (fields_cover), and a
 # W^T y whose kernel folds in the product runs as one launch (as with WHOLE_PRODUCTS), so that it writes its map
-# whole; "0": zeroed maps, and W^T y in chunks unless WHOLE_PRODUCTS
+# whole; where one tile owns the whole LCN window, no window is made: the LCN backward's first pass takes
+# g - 2/M e as it reads (tile_ops.contrast_backward); "0": zeroed maps and windows, W^T y in chunks unless
+# WHOLE_PRODUCTS
 WRITE_ONCE = switch("DASKSAE_WRITE_ONCE") == "1"
 
 

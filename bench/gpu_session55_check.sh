@@ -22,12 +22,12 @@ write-once)
   [ $SECONDS -lt 480 ] && ROW_S=$((575 - SECONDS)) one_worker float32-on float32 DASKSAE_WRITE_ONCE=1 ;;
 lean)
   DASKSAE_WRITE_ONCE=1 gpu_tests ${TESTS_S:-120} tests/test_gpu.py tests/test_gpu_tiled.py \
-    -k "transpose or written_once or equals_cpu or follows_float32 or graphs"
+    -k "transpose or written_once or subtracts or equals_cpu or follows_float32 or graphs"
   tail -4 $OUT/gpu-tests.log
   ROW_S=80 one_worker bfloat16-on bfloat16 DASKSAE_WRITE_ONCE=1
   ROW_S=$((285 - SECONDS)) one_worker bfloat16-off bfloat16 DASKSAE_WRITE_ONCE=0 ;;
 least)
-  gpu_tests ${TESTS_S:-100} tests/test_gpu.py -k "written_once or transpose"
+  gpu_tests ${TESTS_S:-100} tests/test_gpu.py -k "written_once or subtracts or transpose"
   tail -4 $OUT/gpu-tests.log
   ROW_S=$((185 - SECONDS)) one_worker bfloat16-on bfloat16 DASKSAE_WRITE_ONCE=1 ;;
 esac

@@ -430,7 +430,8 @@ def contrast_backward(grad_output, error_owned, forward, window, owned, batch: i
     centred = forward["cache"][0]
     xp = array_module(centred)
     rows, cols = _local(window, owned)
-    if local_filter.WRITE_ONCE and _is_whole(centred, rows, cols):
+    if (local_filter.WRITE_ONCE and _is_whole(centred, rows, cols) and grad_output.shape == centred.shape
+            and (error_owned is None or (error_owned.shape, error_owned.dtype) == (centred.shape, centred.dtype))):
         # one tile: the owned outputs are the whole window, so no window is made; the LCN backward reads the gradient
         # (on CuPy its first pass subtracts 2/M e as it reads, and writes the difference for the second)
         subtract = None if error_owned is None else (error_owned, 2.0 / batch)

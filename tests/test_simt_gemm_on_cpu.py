@@ -12,6 +12,7 @@ a g++ that has C++20's ``<barrier>``.
 """
 
 import ctypes
+import hashlib
 import shutil
 import subprocess
 
@@ -165,19 +166,29 @@ extern "C" void run_fields(const float* a, const float* b, float* c, int m, int 
 """
 
 
+_BARRIER = {}  # whether this g++ has C++20's <barrier>: probed once a test session
+_BUILT = {}  # a source's SHA-256 -> its shared library, built once a test session (several tests build the same one)
+
+
 def built_on_cpu(folder, source: str):
-    """``source`` (a shim and CUDA source) built by g++ into a shared library in ``folder``, loaded; the test skips
-    where g++ lacks C++20's ``<barrier>``."""
-    probe = folder / "probe.cpp"
-    probe.write_text("#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n")
-    if subprocess.run(["g++", "-std=c++20", "-pthread", str(probe), "-o", str(folder / "probe")], capture_output=True).returncode:
+    """``source`` (a shim and CUDA source) built by g++ into a shared library in ``folder`` (or where the same source
+    was built before in this test session), loaded; the test skips where g++ lacks C++20's ``<barrier>``."""
+    if "ok" not in _BARRIER:
+        probe = folder / "probe.cpp"
+        probe.write_text("#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n")
+        _BARRIER["ok"] = not subprocess.run(["g++", "-std=c++20", "-pthread", str(probe), "-o", str(folder / "probe")],
+                                            capture_output=True).returncode
+    if not _BARRIER["ok"]:
         pytest.skip("this g++ has no C++20 <barrier>")
-    (folder / "kernel.cpp").write_text(source)
-    build = subprocess.run(["g++", "-std=c++20", "-O1", "-fno-strict-aliasing", "-Wno-unknown-pragmas", "-shared", "-fPIC",
-                            "-pthread", str(folder / "kernel.cpp"), "-o", str(folder / "kernel.so")],
-                           capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-3000:]
-    return ctypes.CDLL(str(folder / "kernel.so"))
+    key = hashlib.sha256(source.encode()).hexdigest()
+    if key not in _BUILT:
+        (folder / "kernel.cpp").write_text(source)
+        build = subprocess.run(["g++", "-std=c++20", "-O1", "-fno-strict-aliasing", "-Wno-unknown-pragmas", "-shared",
+                                "-fPIC", "-pthread", str(folder / "kernel.cpp"), "-o", str(folder / "kernel.so")],
+                               capture_output=True, text=True)
+        assert build.returncode == 0, build.stderr[-3000:]
+        _BUILT[key] = str(folder / "kernel.so")
+    return ctypes.CDLL(_BUILT[key])  # (a CDLL of its own: its functions' argtypes are this caller's)
 
 
 @pytest.fixture(scope="module", params=[(True, True, 1), (False, False, 0), (True, False, 3)],

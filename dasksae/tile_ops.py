@@ -27,7 +27,6 @@ from .kernels.local_filter import (
     chunks,
     error_product_on_tensor_cores,
     field_rows,
-    fields_cover,
     gather_patches,
     local_filter_forward,
     local_filter_transpose,
@@ -38,6 +37,7 @@ from .kernels.local_filter import (
     update_fuses,
     update_with_tensor_cores,
     update_with_weight_grad,
+    writes_whole_map,
 )
 from .kernels.normalize import inverse_row_norms, radial_dots, unit_rows_backward, unit_rows_sgd
 from .kernels.simt_gemm import wave_slots
@@ -202,9 +202,7 @@ def filter_backward(grad_z, error_window, forward, state, scale_state, stage, ne
                                                   field_columns=batch if tensor_core_window else None)
     slots = wave_slots() if reads_maps else 0  # DASKSAE_WAVE_CHUNKS: chunks for the fewest waves of our kernels
     spans = chunks(blocks_h, per_row, CHUNK_BYTES, blocks_w, slots)
-    # one chunk whose fields cover the window: its fold writes the whole input gradient, which needs no zeroing pass
-    written_once = (local_filter.WRITE_ONCE and len(spans) == 1
-                    and fields_cover(x_window.shape, field, step, blocks_h, blocks_w))
+    written_once = writes_whole_map(spans, x_window.shape, field, step, blocks_h, blocks_w)  # (the input gradient)
     grad_x = (xp.empty if written_once else xp.zeros)(x_window.shape, dtype=dtype) if need_input_grad else None
     for p0, p1 in spans:
         count = (p1 - p0) * blocks_w

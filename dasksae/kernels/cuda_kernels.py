@@ -841,45 +841,32 @@ def _centre_kernel():
 
 
 @functools.lru_cache(maxsize=None)
-def _lcn_backward_first_kernel():
+def _lcn_backward_first_kernel(subtract: bool = False):
+    """The LCN backward's first pass: each position's ``grad_variance`` from ``sum_k g centred`` over the maps.
+    ``subtract``: of ``g = grad - scale e`` (rounded as ``subtract_scaled_into`` rounds it), which it also writes for
+    the second pass: the LCN backward's input made in the pass that first reads it."""
     import cupy
 
+    if subtract:
+        inputs, outputs = "raw T grad, raw T error, T scale, ", "raw T grad_out, T grad_variance"
+        value = "const T g = grad[at] - multiply_rounded(scale, error[at]); grad_out[at] = g;"
+    else:
+        inputs, outputs, value = "raw T grad_out, ", "T grad_variance", "const T g = grad_out[at];"
     return cupy.ElementwiseKernel(
-        "raw T grad_out, raw T centred, T sigma, T divisor, T c, int64 maps, int64 batch",
-        "T grad_variance",
-        """
+        inputs + "raw T centred, T sigma, T divisor, T c, int64 maps, int64 batch",
+        outputs,
+        f"""
         const long long m = i % batch;
         const long long base = (i / batch) * maps * batch + m;
         T total = 0;
-        for (long long k = 0; k < maps; ++k) total += grad_out[base + k * batch] * centred[base + k * batch];
-        grad_variance = sigma > c ? -total / (divisor * divisor) / (2 * sigma) : (T)0;
-        """,
-        "dasksae_lcn_backward_first",
-    )
-
-
-@functools.lru_cache(maxsize=None)
-def _lcn_backward_first_subtract_kernel():
-    """:func:`_lcn_backward_first_kernel` of ``g = grad - scale e`` (rounded as ``subtract_scaled_into`` rounds it),
-    writing ``g`` for the second pass: the LCN backward's input made in the pass that first reads it."""
-    import cupy
-
-    return cupy.ElementwiseKernel(
-        "raw T grad, raw T error, T scale, raw T centred, T sigma, T divisor, T c, int64 maps, int64 batch",
-        "raw T grad_out, T grad_variance",
-        """
-        const long long m = i % batch;
-        const long long base = (i / batch) * maps * batch + m;
-        T total = 0;
-        for (long long k = 0; k < maps; ++k) {
+        for (long long k = 0; k < maps; ++k) {{
             const long long at = base + k * batch;
-            const T g = grad[at] - multiply_rounded(scale, error[at]);
-            grad_out[at] = g;
+            {value}
             total += g * centred[at];
-        }
+        }}
         grad_variance = sigma > c ? -total / (divisor * divisor) / (2 * sigma) : (T)0;
         """,
-        "dasksae_lcn_backward_first_subtract",
+        "dasksae_lcn_backward_first_subtract" if subtract else "dasksae_lcn_backward_first",
         preamble=_ROUNDED_MULTIPLY,
     )
 
@@ -944,8 +931,8 @@ def lcn_backward(grad_out, centred, sigma, divisor, window, c: float, origin=Non
         if not (grad_out.dtype == error.dtype == centred.dtype and grad_out.shape == error.shape == centred.shape):
             raise ValueError("the LCN backward's gradient, error and cache must be arrays of one shape and dtype")
         difference = cupy.empty_like(centred)
-        _lcn_backward_first_subtract_kernel()(grad_out, error, centred.dtype.type(scale), centred, sigma2, divisor2,
-                                              centred.dtype.type(c), maps, batch, difference, grad_variance)
+        _lcn_backward_first_kernel(True)(grad_out, error, centred.dtype.type(scale), centred, sigma2, divisor2,
+                                         centred.dtype.type(c), maps, batch, difference, grad_variance)
         grad_out = difference
     else:
         _lcn_backward_first_kernel()(grad_out, centred, sigma2, divisor2, centred.dtype.type(c), maps, batch,

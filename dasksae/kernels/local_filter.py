@@ -452,8 +452,7 @@ def local_filter_transpose(y, weights, input_shape, field: int, step: int, block
         # then writes the whole map, which needs no zeroing
         chunk_bytes = None
     spans = chunks(blocks_h, per_row, chunk_bytes)
-    # one span whose fields cover the whole map: its fold writes every value, so no zeroing pass first
-    written_once = WRITE_ONCE and len(spans) == 1 and fields_cover(input_shape, field, step, blocks_h, blocks_w)
+    written_once = writes_whole_map(spans, input_shape, field, step, blocks_h, blocks_w)
     out = (xp.empty if written_once else xp.zeros)(tuple(input_shape), dtype=result_dtype(precision))
     for p0, p1 in spans:
         y_rows = block_rows(y[p0 * block_h : p1 * block_h], block_h, block_w,
@@ -461,6 +460,12 @@ def local_filter_transpose(y, weights, input_shape, field: int, step: int, block
         add_transpose_into(out[field_rows(p0, p1, field, step)], weights[p0:p1].reshape(-1, rows, fan_in), y_rows,
                            field, step, p1 - p0, blocks_w, precision, accumulate=not written_once)
     return out
+
+
+def writes_whole_map(spans, map_shape, field: int, step: int, blocks_h: int, blocks_w: int) -> bool:
+    """DASKSAE_WRITE_ONCE: whether one fold (``add_transpose_into`` with ``accumulate=False``) over these chunks of
+    block rows writes every value of the map, which then needs no zeroing: one chunk, whose fields cover the map."""
+    return WRITE_ONCE and len(spans) == 1 and fields_cover(map_shape, field, step, blocks_h, blocks_w)
 
 
 def fields_cover(map_shape, field: int, step: int, blocks_h: int, blocks_w: int) -> bool:

@@ -16,6 +16,7 @@ entry of them as a map.  A stage's scale state (``a`` and its velocity) is a
 from __future__ import annotations
 
 from . import tile_ops
+from .kernels import local_filter as local_filter_module
 from .tile_array import PerTile, TileArray, tile_map
 from .tiling import TileGrid
 
@@ -26,10 +27,11 @@ def output(result: TileArray, field: str, grid: TileGrid, stage: int, windows: s
 
 
 def local_filter(x: TileArray, state: TileArray, scale, grid: TileGrid, stage: int, with_objective: bool,
-                 precision: str | None = None) -> TileArray:
+                 precision: str | None = None, error_here: bool = False) -> TileArray:
     """``z = W x`` per tile from its input window; with the objective, also ``W_dec^T (a z)`` over that window.
 
-    ``precision``: the GEMMs' (:mod:`dasksae.kernels.gemm`); by default the weights' dtype.
+    ``precision``: the GEMMs' (:mod:`dasksae.kernels.gemm`); by default the weights' dtype.  ``error_here``
+    (:func:`error_in_filter`): the tiles' results hold the reconstruction error and its loss part instead.
     """
     return tile_map(
         tile_ops.filter_forward,
@@ -39,8 +41,18 @@ def local_filter(x: TileArray, state: TileArray, scale, grid: TileGrid, stage: i
         grid.config.stages[stage],
         with_objective,
         precision,
+        error_here,
         name=f"stage{stage + 1}-filter",
     )
+
+
+def error_in_filter(grid: TileGrid, stage: int) -> bool:
+    """Whether the filter's task makes the reconstruction error (``DASKSAE_WRITE_ONCE``): one tile, whose input
+    window is the map it owns, so that no other tile's reconstruction is added to its own (one task less a stage,
+    and on the GPU the fold's kernel subtracts as it writes)."""
+    if not (local_filter_module.WRITE_ONCE and grid.count == 1):
+        return False
+    return grid.windows(stage, "input_needed") == grid.windows(stage, "input_owned")
 
 
 def reconstruction_error(reconstruction: TileArray, x: TileArray, stage: int) -> TileArray:

@@ -75,8 +75,16 @@ def _local(window, owned):
 # ---------------------------------------------------------------- local filter
 
 
-def filter_forward(x_window, state, scale_state, stage, with_objective: bool, precision: str | None = None):
+def filter_forward(x_window, state, scale_state, stage, with_objective: bool, precision: str | None = None,
+                   error_here: bool = False):
     """``z = W x`` for the tile's filter blocks; with the objective, the tile's share of ``W_dec^T (a z)``.
+
+    ``error_here`` (one tile, whose input window is the map it owns: no
+    other tile adds to its reconstruction): the result holds the error
+    ``e = W_dec^T (a z) - x`` and its loss part, as :func:`reconstruction_error`
+    gives them, instead of the reconstruction; where the fold writes the
+    whole map, its kernel subtracts as it writes
+    (:func:`~dasksae.kernels.local_filter.local_filter_transpose`).
 
     ``W = U/||U||`` is never formed: the products read ``U`` (or its
     :func:`~dasksae.kernels.gemm.operand` in the compute precision, kept for
@@ -91,20 +99,28 @@ def filter_forward(x_window, state, scale_state, stage, with_objective: bool, pr
     precision = precision or ("float32" if is_split(state) else native_precision(state["encoder"]))
     if master_weights.splits(state, precision) and not is_split(state):
         master_weights.split_state(state)
-    x_window = operand(xp.asarray(x_window), precision)
+    x_input = xp.asarray(x_window)
+    x_window = operand(x_input, precision)
     inverse_norms, weights = _encoder_operands(state, precision)
     geometry = (stage.field, stage.step, stage.block[0], stage.block[1])
     z = local_filter_forward(x_window, weights, *geometry, row_scale=inverse_norms, precision=precision)
     out = {"z": z, "x": x_window, "weights": weights, "inverse_norms": inverse_norms, "precision": precision}
     if with_objective:
+        subtract = x_input if error_here else None
         if "decoder" in state:
             out["decoder"] = operand(state["decoder"], precision)
-            reconstruction = local_filter_transpose(z, out["decoder"], x_window.shape, *geometry, precision=precision)
+            reconstruction = local_filter_transpose(z, out["decoder"], x_window.shape, *geometry, precision=precision,
+                                                    subtract=subtract)
         else:
             reconstruction = local_filter_transpose(
-                z, weights, x_window.shape, *geometry, row_scale=inverse_norms * scale_of(scale_state), precision=precision
+                z, weights, x_window.shape, *geometry, row_scale=inverse_norms * scale_of(scale_state),
+                precision=precision, subtract=subtract,
             )
-        out["reconstruction"] = reconstruction
+        if error_here:
+            error, squares = reconstruction
+            out |= {"error": error, "loss": squares / x_input.shape[-1]}  # (as reconstruction_error's)
+        else:
+            out["reconstruction"] = reconstruction
     return out
 
 

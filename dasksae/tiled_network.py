@@ -30,6 +30,7 @@ from .errors import ConfigError
 from .layers import (
     contrast,
     contrast_backward,
+    error_in_filter,
     l2_pool,
     l2_pool_backward,
     local_filter,
@@ -603,9 +604,10 @@ def build_step(config: NetworkConfig, grid: TileGrid, states: list, scales: list
         maps = geometry.filter_shape[2]
         objective = k >= first
         scale = None if scales[k] is None else Shared(scales[k])
-        filtered = local_filter(current, states[k], scale, grid, k, objective, precision)
-        error = None
-        if objective:
+        error_here = objective and error_in_filter(grid, k)
+        filtered = local_filter(current, states[k], scale, grid, k, objective, precision, error_here)
+        error = filtered if error_here else None
+        if objective and not error_here:
             contributions = output(filtered, "reconstruction", grid, k, "input_needed", geometry.input_shape[2], per_map)
             error = reconstruction_error(contributions, current, k)
         z = output(filtered, "z", grid, k, "filter_owned", maps, per_map)

@@ -1104,6 +1104,7 @@ def test_the_tensor_core_transpose_with_the_fold_on_the_gpu_equals_numpy(case, v
     each variant of the tiles asked for (rows not in whole 64s keep k32x4); ``dasksae_wgmma_filter_transpose_fold``
     likewise (``w64x3-swizzled``, ``DASKSAE_WGMMA_TRANSPOSE``; sm_90 only)."""
     from dasksae.kernels import mma_transpose, wgmma
+    from dasksae.kernels.elementwise import difference_and_squares
     from test_mma_transpose_on_cpu import transpose_case
 
     if variant in mma_transpose.WGMMA_VARIANTS and not wgmma.supported():
@@ -1116,7 +1117,17 @@ def test_the_tensor_core_transpose_with_the_fold_on_the_gpu_equals_numpy(case, v
     numpy.testing.assert_allclose(arrays[0].get(), expected, rtol=1e-5, atol=1e-3)
     arrays[0].fill(numpy.nan)  # accumulate=False: each cell's sum written, the map's NaNs never read
     mma_transpose.add_transpose_bfloat16(*arrays, field, step, blocks_h, blocks_w, variant=variant, accumulate=False)
-    numpy.testing.assert_allclose(arrays[0].get(), expected - out.astype(numpy.float64), rtol=1e-5, atol=1e-3)
+    fold = arrays[0].get()
+    numpy.testing.assert_allclose(fold, expected - out.astype(numpy.float64), rtol=1e-5, atol=1e-3)
+    # SUBTRACT (DASKSAE_WRITE_ONCE, one tile's error): W^T y - x written over NaNs, rounded as fold - x is, and the
+    # sum of its squares as difference_and_squares sums them
+    x = cupy.asarray(numpy.random.default_rng(6).standard_normal(out.shape).astype(numpy.float32))
+    arrays[0].fill(numpy.nan)
+    squares = mma_transpose.add_transpose_bfloat16(*arrays, field, step, blocks_h, blocks_w, variant=variant,
+                                                   accumulate=False, subtract=x)
+    error, expected_squares = difference_and_squares(cupy.asarray(fold), x)
+    numpy.testing.assert_array_equal(arrays[0].get(), error.get())
+    numpy.testing.assert_allclose(float(squares), float(expected_squares), rtol=1e-12)
 
 
 @pytest.mark.parametrize("setting", ["1", "w64x3-pairs"])
@@ -1263,7 +1274,7 @@ def test_training_with_maps_written_once_follows_zeroed_maps(monkeypatch, dtype)
     for module, name in ((mma_transpose, "add_transpose_bfloat16"), (mma_float32, "add_transpose_float32")):
         kernel = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *args, kernel=kernel, **kwargs: accumulated.append(
-            kwargs.get("accumulate", True)) or kernel(*args, **kwargs))
+            (kwargs.get("accumulate", True), kwargs.get("subtract") is not None)) or kernel(*args, **kwargs))
 
     def trained(on: bool):
         monkeypatch.setattr(local_filter, "WRITE_ONCE", on)
@@ -1277,9 +1288,9 @@ def test_training_with_maps_written_once_follows_zeroed_maps(monkeypatch, dtype)
 
     expected_losses, expected_parameters, zeroed = trained(False)
     losses, parameters, written = trained(True)
-    assert all(zeroed)
-    if dtype == "bfloat16":
-        assert False in written  # (stages 2 and 3 take the tensor-core fold)
+    assert all(accumulate and not subtract for accumulate, subtract in zeroed)
+    if dtype == "bfloat16":  # stages 2 and 3 take the tensor-core fold, which writes each stage's error
+        assert (False, True) in written
     assert numpy.isfinite(losses).all()
     numpy.testing.assert_allclose(losses, expected_losses, rtol=1e-4)
     for mine, theirs in zip(parameters, expected_parameters):

@@ -123,6 +123,56 @@ def test_the_tensor_core_transpose_writes_each_cell_over_a_map_it_never_reads(ke
     assert numpy.isnan(memory[-96:]).all()
 
 
+SUBTRACTING_RUNNER = GRID_RUNNER + r"""
+extern "C" void run_transpose(const unsigned short* weights, const unsigned short* y, float* out, unsigned grid_x,
+                              unsigned grid_y, unsigned grid_z, int rows, int batch, int channels, int field, int step,
+                              int blocks_h, int blocks_w, int map_w, int accumulate, const float* subtract,
+                              double* partials)
+{
+    run_grid(grid_x, grid_y, grid_z, [=] {
+        dasksae_mma_filter_transpose_fold(weights, y, out, rows, batch, channels, field, step, blocks_h, blocks_w,
+                                          map_w, accumulate, subtract, partials);
+    }, TRANSPOSE_THREADS);
+}
+"""
+
+
+@pytest.mark.parametrize("variant", ["k32x4", "w64x3-pairs"])
+def test_the_transpose_that_subtracts_writes_the_error_and_its_blocks_sums_of_squares(tmp_path, variant):
+    """``SUBTRACT`` (one tile's reconstruction error in the fold, ``DASKSAE_WRITE_ONCE``): over a map of NaNs, the
+    kernel writes ``W^T y - x`` rounded as ``r - x`` of the float32 fold ``r`` is, and each block's sum of the
+    squares into its slot of the partials (the slack past the map and past the partials untouched); in ``mma.sync``'s
+    tiles and in ``wgmma``'s of two cells a block (512 threads in the halving)."""
+    runner = SUBTRACTING_RUNNER
+    if variant in mma_transpose.WGMMA_VARIANTS:
+        runner = runner.replace("dasksae_mma_filter_transpose_fold", "dasksae_wgmma_filter_transpose_fold")
+    library = built_on_cpu(tmp_path, SHIM + MMA_EMULATION + WGMMA_EMULATION
+                           + mma_transpose.mma_transpose_source(variant, subtract=True) + runner)
+    library.run_transpose.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_uint] * 3 + [ctypes.c_int] * 9 + [
+        ctypes.c_void_p] * 2
+    field, step, channels, rows, blocks_h, blocks_w, batch = 8, 4, 8, 64, 3, 3, 136
+    weight_bits, y_bits, out, expected = transpose_case(7, field, step, channels, rows, blocks_h, blocks_w, batch)
+    fold = expected - out.astype(numpy.float64)  # W^T y in float64
+    x = numpy.random.default_rng(8).standard_normal(out.shape).astype(numpy.float32)
+    memory = numpy.full(out.size + 96, numpy.nan, dtype=numpy.float32)
+    out = memory[:-96].reshape(out.shape)
+    grid, arguments = mma_transpose.transpose_launch(out.shape, weight_bits.shape, field, step, blocks_h, blocks_w,
+                                                     variant, accumulate=False)
+    partials = numpy.full(grid[0] * grid[1] * grid[2] + 1, numpy.nan)
+    library.run_transpose(weight_bits.ctypes.data, y_bits.ctypes.data, out.ctypes.data, *grid, *arguments,
+                          x.ctypes.data, partials.ctypes.data)
+    numpy.testing.assert_allclose(out, fold - x, rtol=1e-5, atol=1e-3)
+    assert numpy.isnan(memory[-96:]).all() and numpy.isnan(partials[-1])
+    squares = (out * out).astype(numpy.float64)  # each square rounded to float32, as pair_sum's, summed in float64
+    assert grid[2] == 2 and numpy.isfinite(partials[:-1]).all()
+    numpy.testing.assert_allclose(partials[:-1].sum(), squares.sum(), rtol=1e-12)
+    # block (x, y, z) at index (z gy + y) gx + x: cells (a = y, b = CELLS x ..), columns 96 z ..
+    cells = mma_transpose.cells_a_block(variant)
+    numpy.testing.assert_allclose(partials[0], squares[:step, :cells * step, :, :96].sum(), rtol=1e-12)
+    last = squares[-step:, (grid[0] - 1) * cells * step:, :, 96:]  # (the last block of the grid: cells past the map
+    numpy.testing.assert_allclose(partials[-2], last.sum(), rtol=1e-12)  # none)
+
+
 @pytest.mark.parametrize("field, step, channels, rows, blocks_h, blocks_w, batch", [
     (8, 4, 8, 64, 3, 2, 96), (8, 4, 3, 32, 2, 3, 136)], ids=["cells-of-128", "three-channels-part-tile"])
 def test_the_transpose_with_its_layer_compiled_in_folds_as_numpy(tmp_path, field, step, channels, rows, blocks_h,

@@ -96,22 +96,33 @@ def test_bad_minibatch_is_refused():
 def test_training_with_maps_written_once_is_bit_for_bit_that_of_zeroed_maps(monkeypatch, rows, cols):
     """DASKSAE_WRITE_ONCE=1 on NumPy (float32): three steps give the very losses and weights of zeroed maps (``=0``);
     one tile's LCN backward takes the stage above's gradient and error with no window made (the difference taken as
-    it reads), tiles that share their windows' borders make the window and zero outside their own outputs."""
+    it reads), tiles that share their windows' borders make the window and zero outside their own outputs; one
+    tile's filter task makes the reconstruction error, with no error task."""
     import numpy
 
-    from dasksae import tile_ops
+    from dasksae import tile_ops, tile_program
     from dasksae.kernels import local_filter
 
     lcn_backward, subtracted = tile_ops.lcn_backward, []
     monkeypatch.setattr(tile_ops, "lcn_backward", lambda grad, cache, subtract=None: subtracted.append(
         subtract is not None) or lcn_backward(grad, cache, subtract=subtract))
+    error_tasks, tasks = [], {}
+    reconstruction_error = tile_ops.reconstruction_error
+    monkeypatch.setattr(tile_ops, "reconstruction_error", lambda *args: error_tasks.append(1) or reconstruction_error(
+        *args))
     x = numpy.random.default_rng(2).standard_normal(UNEVEN.input_shape + (3,)).astype(numpy.float32)
     runs = {}
     for on in (False, True):
         monkeypatch.setattr(local_filter, "WRITE_ONCE", on)
+        tile_program.forget_all()  # (a step's program is kept by its shapes: else the second run replays the first's)
         subtracted.clear()
+        error_tasks.clear()
         network = serial_network(UNEVEN, f"{rows}x{cols}", seed=3, dtype="float32")
         runs[on] = [float(network.step(x, 1e-3, 0.9).loss) for _ in range(3)], network.parameters(), list(subtracted)
+        tasks[on] = len(error_tasks)
+    # one tile whose input window is the map it owns (stage 3's: the fields of stages 1 and 2 leave some of their
+    # input unread): the filter's task makes the error (the GPU's fold subtracts as it writes), no task of its own
+    assert tasks[False] - tasks[True] == (3 if (rows, cols) == (1, 1) else 0)
     assert runs[True][0] == runs[False][0]
     for mine, theirs in zip(runs[True][1], runs[False][1]):
         assert sorted(mine) == sorted(theirs)

@@ -33,6 +33,7 @@ import numpy
 
 from . import mma_float32, mma_forward, mma_transpose, mma_update, simt_gemm
 from .backend import array_module, as_strided
+from .elementwise import difference_and_squares
 from ..switches import switch
 from .gemm import batched_matmul, native_precision, operand, result_dtype, storage_dtype
 
@@ -438,8 +439,16 @@ def update_with_tensor_cores(codes, maps, field: int, step: int, blocks_w: int, 
 
 
 def local_filter_transpose(y, weights, input_shape, field: int, step: int, block_h: int, block_w: int, *,
-                           row_scale=None, precision: str | None = None, chunk_bytes: int | None = CHUNK_BYTES):
-    """``x = W^T diag(row_scale) y``: the adjoint of :func:`local_filter_forward`, fields overlap-added into ``input_shape``."""
+                           row_scale=None, precision: str | None = None, chunk_bytes: int | None = CHUNK_BYTES,
+                           subtract=None):
+    """``x = W^T diag(row_scale) y``: the adjoint of :func:`local_filter_forward`, fields overlap-added into ``input_shape``.
+
+    With ``subtract`` (a map of ``input_shape``): ``(e, sum(e^2))`` for ``e = x - subtract``, the sum in float64 (a
+    device scalar on CuPy), as :func:`~.elementwise.difference_and_squares` gives them: one tile's reconstruction
+    error.  Where the fold writes the whole map (:func:`writes_whole_map`) in the bfloat16 tensor-core kernel, the
+    kernel subtracts as it writes and sums the squares (:func:`~.mma_transpose.add_transpose_bfloat16`): ``x`` is
+    never written.
+    """
     xp = array_module(y, weights)
     precision = precision or native_precision(y, weights)
     blocks_h, blocks_w, rows, fan_in = weights.shape
@@ -454,12 +463,18 @@ def local_filter_transpose(y, weights, input_shape, field: int, step: int, block
     spans = chunks(blocks_h, per_row, chunk_bytes)
     written_once = writes_whole_map(spans, input_shape, field, step, blocks_h, blocks_w)
     out = (xp.empty if written_once else xp.zeros)(tuple(input_shape), dtype=result_dtype(precision))
+    squares = None
     for p0, p1 in spans:
         y_rows = block_rows(y[p0 * block_h : p1 * block_h], block_h, block_w,
                             None if row_scale is None else row_scale[p0:p1], precision)
-        add_transpose_into(out[field_rows(p0, p1, field, step)], weights[p0:p1].reshape(-1, rows, fan_in), y_rows,
-                           field, step, p1 - p0, blocks_w, precision, accumulate=not written_once)
-    return out
+        squares = add_transpose_into(out[field_rows(p0, p1, field, step)], weights[p0:p1].reshape(-1, rows, fan_in),
+                                     y_rows, field, step, p1 - p0, blocks_w, precision, accumulate=not written_once,
+                                     subtract=subtract if written_once else None)
+    if subtract is None:
+        return out
+    if squares is None:  # the map was written: subtract in a pass of its own
+        return difference_and_squares(out, xp.asarray(subtract))
+    return out, squares
 
 
 def writes_whole_map(spans, map_shape, field: int, step: int, blocks_h: int, blocks_w: int) -> bool:
@@ -492,7 +507,7 @@ def transpose_on_tensor_cores(xp, precision: str, channels: int, rows: int, batc
 
 
 def add_transpose_into(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int, precision: str,
-                       accumulate: bool = True):
+                       accumulate: bool = True, subtract=None):
     """``out += W^T y`` overlap-added into the map ``out (H, W, C, M)``: ``weight_rows (blocks, rows, f*f*C)`` and
     ``y_rows (blocks, rows, M)`` are operands of ``precision`` for ``blocks_h x blocks_w`` blocks, block ``(p, q)``'s
     field at ``(p*step, q*step)``: multiplies, then folds (adding each block's fields straight into the map in our
@@ -500,23 +515,28 @@ def add_transpose_into(out, weight_rows, y_rows, field: int, step: int, blocks_h
     ``DASKSAE_TENSOR_CORE_TRANSPOSE`` (by default at minibatches of whole 96s), where the arrays fit, one tensor-core
     kernel sums each cell of the map over its blocks and adds it in, with no patches (:mod:`.mma_transpose`).
     ``accumulate`` False: ``out = W^T y`` (``out``'s values are never read, so it may come from ``empty``): the
-    tensor-core kernels write each cell's sum; elsewhere ``out`` is zeroed first, the same values as a zeroed map."""
+    tensor-core kernels write each cell's sum; elsewhere ``out`` is zeroed first, the same values as a zeroed map.
+    ``subtract`` (with ``accumulate`` False): where the bfloat16 tensor-core kernel takes the product and ``subtract``
+    (:func:`~.mma_transpose.subtract_fits`), ``out = W^T y - subtract`` and the sum of its squares is returned (a
+    device float64); elsewhere ``subtract`` is not read, ``out = W^T y`` and ``None`` is returned."""
     if (transpose_on_tensor_cores(array_module(out), precision, out.shape[2], weight_rows.shape[1], out.shape[-1],
                                   field, step)
             and mma_transpose.transpose_fits(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)):
-        mma_transpose.add_transpose_bfloat16(out, weight_rows, y_rows, field, step, blocks_h, blocks_w,
-                                             accumulate=accumulate)
-        return
+        if subtract is not None and not mma_transpose.subtract_fits(out, subtract):
+            subtract = None
+        return mma_transpose.add_transpose_bfloat16(out, weight_rows, y_rows, field, step, blocks_h, blocks_w,
+                                                    accumulate=accumulate, subtract=subtract)
     if (mma_float32.transpose_on_tensor_cores(array_module(out), precision, out.shape[2], step)
             and mma_float32.transpose_fits(out, weight_rows, y_rows, field, step, blocks_h, blocks_w)):
         mma_float32.add_transpose_float32(out, weight_rows, y_rows, field, step, blocks_h, blocks_w,
                                           terms=mma_float32.terms_for(array_module(out), precision),
                                           accumulate=accumulate)
-        return
+        return None
     if not accumulate:
         out[...] = 0
     patches = batched_matmul(weight_rows, y_rows, transpose_a=True, precision=precision)
     fold_patches_into(out, patches, field, step, blocks_h, blocks_w)
+    return None
 
 
 def local_filter_weight_grads(pairs, field: int, step: int, block_h: int, block_w: int, *, precision: str | None = None,

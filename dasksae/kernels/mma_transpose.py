@@ -165,6 +165,9 @@ _SOURCE = r"""
 #define ROW_PARTS 2
 #define COLUMN_PARTS 6
 #endif
+#ifndef SUBTRACT  // 1: the map written is W^T y - subtract (accumulate 0), and each block's sum of its squares
+#define SUBTRACT 0
+#endif
 #ifndef CELLS  // (wgmma's w64x3-pairs) the cells a block takes side by side: 1, or 2 (two warpgroups a cell)
 #define CELLS 1
 #endif
@@ -198,7 +201,11 @@ static unsigned char transpose_shared[SHARED_BYTES] __attribute__((aligned(1024)
 extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BLOCKS) TRANSPOSE_KERNEL(
     const OPERAND* __restrict__ weights, const OPERAND* __restrict__ y, float* __restrict__ out,
     const int rows_argument, const int batch, const int channels_argument, const int field_argument,
-    const int step_argument, const int blocks_h, const int blocks_w, const int map_w, const int accumulate)
+    const int step_argument, const int blocks_h, const int blocks_w, const int map_w, const int accumulate
+#if SUBTRACT
+    , const float* __restrict__ subtract, double* __restrict__ partials
+#endif
+    )
 {
 #ifdef LAYER_GEOMETRY
     const int rows = LAYER_ROWS, channels = LAYER_CHANNELS, field = LAYER_FIELD, step = LAYER_STEP;
@@ -496,6 +503,9 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
 #else
     const int row_in_16[2] = {g, g + 8};
 #endif
+#if SUBTRACT
+    double squares = 0;  // this thread's share of the sum of the errors' squares
+#endif
     for (int i = 0; i < ROW_PARTS; ++i)
         for (int h = 0; h < 2; ++h) {  // rows g and g + 8 of each 16 (the cell's values); columns 2t, 2t + 1 of each 8
             const int m = first_row + i * 16 + row_in_16[h];
@@ -510,15 +520,32 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
                 else value.x = value.y = 0.0f;
                 value.x += acc[i][j][2 * h];
                 value.y += acc[i][j][2 * h + 1];
+#if SUBTRACT  // the map written is the error r - x, x subtract's value at the same place (its sum of squares kept)
+                const float2 x = *(const float2*)(subtract + (row - out) + j * 8);
+                value.x -= x.x;
+                value.y -= x.y;
+                squares += (double)(value.x * value.x) + (double)(value.y * value.y);
+#endif
                 *(float2*)(row + j * 8) = value;
             }
         }
+#if SUBTRACT  // the block's sum into partials[its index in the grid], halving in shared memory (same order each run)
+    __syncthreads();  // every warp done with the tiles
+    double* const sums = (double*)transpose_shared;
+    sums[tid] = squares;
+    __syncthreads();
+    for (int half = TRANSPOSE_THREADS / 2; half > 0; half /= 2) {
+        if (tid < half) sums[tid] += sums[tid + half];
+        __syncthreads();
+    }
+    if (tid == 0) partials[((long long)blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x] = sums[0];
+#endif
 }
 """
 
 
 def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | None = None, split_tf32: bool = False,
-                         terms: int = 3) -> str:
+                         terms: int = 3, subtract: bool = False) -> str:
     """The kernel's CUDA source with the tile constants of ``variant`` (:data:`VARIANTS`) defined, and where given
     ``geometry``, the layer's ``(rows, channels, field, step)`` compiled in (``LAYER_GEOMETRY``).  With
     ``split_tf32``, the float32 kernel on TF32 tensor cores (:mod:`.mma_float32`) in a variant of
@@ -548,20 +575,21 @@ def mma_transpose_source(variant: str, geometry: tuple[int, int, int, int] | Non
     if geometry is not None:
         defines |= {"LAYER_GEOMETRY": 1} | dict(zip(("LAYER_ROWS", "LAYER_CHANNELS", "LAYER_FIELD", "LAYER_STEP"),
                                                      geometry))
+    if subtract:
+        defines["SUBTRACT"] = 1
     return "".join(f"#define {name} {value}\n" for name, value in defines.items()) + helpers + _SOURCE
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel(variant: str, geometry: tuple[int, int, int, int] | None = None):
+def _kernel(variant: str, geometry: tuple[int, int, int, int] | None = None, subtract: bool = False):
     import cupy
 
+    source = mma_transpose_source(variant, geometry, subtract=subtract)
     if variant in WGMMA_VARIANTS:
-        kernel = wgmma.compiled_module(mma_transpose_source(variant, geometry), "mma_transpose").get_function(
-            "dasksae_wgmma_filter_transpose_fold")
+        kernel = wgmma.compiled_module(source, "mma_transpose").get_function("dasksae_wgmma_filter_transpose_fold")
         kernel.max_dynamic_shared_size_bytes = shared_bytes(variant)
         return kernel
-    kernel = cupy.RawKernel(mma_transpose_source(variant, geometry), "dasksae_mma_filter_transpose_fold",
-                            options=("-std=c++17",))
+    kernel = cupy.RawKernel(source, "dasksae_mma_filter_transpose_fold", options=("-std=c++17",))
     kernel.max_dynamic_shared_size_bytes = shared_bytes(variant)
     return kernel
 
@@ -609,15 +637,35 @@ def transpose_launch(out_shape, weights_shape, field: int, step: int, blocks_h: 
 
 
 def add_transpose_bfloat16(out, weight_rows, y_rows, field: int, step: int, blocks_h: int, blocks_w: int,
-                           variant: str | None = None, accumulate: bool = True) -> None:
+                           variant: str | None = None, accumulate: bool = True, subtract=None):
     """``out +=`` the fold of ``W^T y`` on tensor cores, each cell's sum written once (the arrays must
     :func:`transpose_fits`), in ``variant``'s tiles (default: :func:`variant_for` the rows); ``accumulate`` False:
-    ``out =`` it (``out``'s values are not read)."""
+    ``out =`` it (``out``'s values are not read).  With ``subtract`` (and ``accumulate`` False; a map that
+    :func:`subtract_fits`): ``out = W^T y - subtract``, and the sum of ``out``'s squares in float64 is returned (a
+    device scalar: the blocks' partial sums, each over a block's cells in the same order every run, then summed)."""
     variant = variant_for(weight_rows.shape[1], variant)
+    if subtract is not None and (accumulate or not subtract_fits(out, subtract)):
+        raise ValueError("the fold subtracts only a float32 map of out's shape, C-contiguous and aligned, into a map "
+                         "it writes whole (accumulate=False).")
     grid, arguments = typed_launch(out.shape, weight_rows.shape, field, step, blocks_h, blocks_w, variant, accumulate)
     geometry = (weight_rows.shape[1], out.shape[2], field, step) if mma_update.COMPILED_GEOMETRY else None
-    _kernel(variant, geometry)(grid, (block_threads(variant),), (weight_rows, y_rows, out, *arguments),
-                               shared_mem=shared_bytes(variant))
+    partials, extra = None, ()
+    if subtract is not None:
+        import cupy
+
+        partials = cupy.empty(grid[0] * grid[1] * grid[2], dtype=numpy.float64)
+        extra = (subtract, partials)
+    _kernel(variant, geometry, subtract is not None)(grid, (block_threads(variant),),
+                                                     (weight_rows, y_rows, out, *arguments, *extra),
+                                                     shared_mem=shared_bytes(variant))
+    return None if partials is None else partials.sum()
+
+
+def subtract_fits(out, subtract) -> bool:
+    """Whether :func:`add_transpose_bfloat16` takes ``subtract``: a float32 map of ``out``'s shape, C-contiguous and
+    16-byte aligned."""
+    return (subtract.shape == out.shape and subtract.dtype.name == "float32" and subtract.flags.c_contiguous
+            and aligned(subtract))
 
 
 @functools.lru_cache(maxsize=256)

@@ -27,7 +27,7 @@ SWITCHES = {
     "DASKSAE_UPDATE_STREAM": (("0", "1", "priority"), "0"),
     "DASKSAE_FUSED_ROW_DOTS": (("1", "0"), "1"),
     "DASKSAE_CODES_FROM_MAPS": (("1", "0"), "1"),
-    "DASKSAE_WRITE_ONCE": (("0", "1"), "0"),
+    "DASKSAE_WRITE_ONCE": (("1", "0"), "1"),
     "DASKSAE_DRIVER_LAUNCH": (("1", "0"), "1"),
     "DASKSAE_DRIVER_GIL": (("release", "hold"), "release"),
     "DASKSAE_OUTBOXES": (("1", "0"), "1"),

@@ -46,13 +46,15 @@ CHUNK_BYTES = 2**30
 # for patches that it does not write (coates200's stage 2 W x: 2 launches, its W^T y 3, the last of one block row);
 # "0" (the default until a device run measures it): chunks as before
 WHOLE_PRODUCTS = switch("DASKSAE_WHOLE_PRODUCTS") == "1"
-# "1" (opt-in, new in session 55, not yet run on a GPU: its GPU tests and rows are PART=write-once of
-# bench/gpu_session55_check.sh): a map that one fold writes whole (W^T y's, the input gradient's, the LCN
+# "1" (the default since session 56, new in session 55: on an H100, coates200, M=96, the pipelined 1-worker bfloat16
+# step 20.3 ms, 51.7% of the limit, and the in-process one 20.8-20.9 ms against 22.0 with "0",
+# bench/results/session56/): a map that one fold writes whole (W^T y's, the input gradient's, the LCN
 # backward's window where tiles share it) comes from empty, with no zeroing pass first (fields_cover), and a
 # W^T y whose kernel folds in the product runs as one launch (as with WHOLE_PRODUCTS), so that it writes its map
 # whole; where one tile owns the whole LCN window, no window is made: the LCN backward's first pass takes
-# g - 2/M e as it reads (tile_ops.contrast_backward); "0": zeroed maps and windows, W^T y in chunks unless
-# WHOLE_PRODUCTS
+# g - 2/M e as it reads (tile_ops.contrast_backward); where one tile's input window is the map it owns, the filter's
+# task makes the reconstruction error, the bfloat16 fold writing W^T y - x and its squares' sums (layers.error_in_filter,
+# session 56); "0": zeroed maps and windows, W^T y in chunks unless WHOLE_PRODUCTS, the error a task of its own
 WRITE_ONCE = switch("DASKSAE_WRITE_ONCE") == "1"
 
 

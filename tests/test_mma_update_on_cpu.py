@@ -44,11 +44,11 @@ MMA_EMULATION = SHARED_ARENA + r"""
 // a warp's own barrier (mma.sync and ldmatrix exchange fragments between the 32 lanes of a warp), and the named
 // barriers (bar.sync / bar.arrive with an id and a count: the update's specialized warps), made when first used
 static std::mutex barriers_made;
-static std::unique_ptr<std::barrier<>> warp_barriers[16], named_barriers[16];
-static std::barrier<>& made(std::unique_ptr<std::barrier<>>* barriers, const int id, const int count)
+static std::unique_ptr<Barrier> warp_barriers[16], named_barriers[16];
+static Barrier& made(std::unique_ptr<Barrier>* barriers, const int id, const int count)
 {
     std::lock_guard<std::mutex> lock(barriers_made);
-    if (!barriers[id]) barriers[id] = std::make_unique<std::barrier<>>(count);
+    if (!barriers[id]) barriers[id] = std::make_unique<Barrier>(count);
     return *barriers[id];
 }
 static inline void warp_sync() { made(warp_barriers, threadIdx.x / 32, 32).arrive_and_wait(); }

@@ -1,14 +1,17 @@
-"""Our float32 GEMM kernel's CUDA source, run on the CPU: one OS thread for each CUDA thread of a block.
+"""Our float32 GEMM kernel's CUDA source, run on the CPU: one fiber for each CUDA thread of a block.
 
 ``dasksae/kernels/simt_gemm.py`` was written without a GPU.  This compiles its
 very source text with g++ behind a small shim (``float4``, ``threadIdx``,
 ``__shared__`` as a static array of the block, ``__syncthreads`` as a
-barrier of the block's 256 threads), runs the blocks one after another,
+barrier of the block's 256 threads, each a fiber of one OS thread: since
+session 56, where OS threads cost the CI suite about two minutes more in
+wake-ups), runs the blocks one after another,
 and compares the result with NumPy: the tile indexing, the guarded rows,
 strided operands, accumulation and the shared-memory hand-offs between
 threads are checked on the code itself.  It says nothing of speed, and a
-missing barrier shows only if the threads happen to race.  Skipped without
-a g++ that has C++20's ``<barrier>``.
+missing barrier shows only where the fibers' fixed order (each thread runs
+until it waits) makes a thread read before another writes.  Skipped without
+a g++ that has C++20's ``<barrier>`` (the probe kept from the OS threads).
 """
 
 import ctypes
@@ -24,9 +27,9 @@ from dasksae.kernels import simt_gemm
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 
 SHIM = r"""
-#include <barrier>
 #include <cmath>
-#include <thread>
+#include <functional>
+#include <ucontext.h>
 #include <vector>
 
 struct alignas(16) float4 { float x, y, z, w; };
@@ -35,8 +38,70 @@ struct alignas(16) uint4 { unsigned x, y, z, w; };
 static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 static inline float2 make_float2(float x, float y) { return {x, y}; }
 struct Index { unsigned x, y, z; };
-thread_local Index threadIdx, blockIdx, gridDim, blockDim;
-static std::barrier<>* block_barrier;
+// A block's threads are fibers of one OS thread (ucontext), taken round robin, each running until it waits at a
+// barrier or ends: a barrier costs a switch a thread, where 256 OS threads on two cores cost a wake-up each.  The
+// scheduler sets threadIdx (and the block's indices) before it resumes a fiber.  Each run interleaves the threads the
+// same way: a write that another thread reads before a missing barrier is not caught unless that thread comes first
+// (on OS threads it was caught only where the OS happened to interleave them so).
+static Index threadIdx, blockIdx, gridDim, blockDim;
+static ucontext_t fiber_scheduler;
+struct Fiber { ucontext_t context; bool done; };
+static Fiber* fibers;
+static unsigned fiber_current;
+static const std::function<void(unsigned)>* fiber_body;
+static inline void fiber_yield() { swapcontext(&fibers[fiber_current].context, &fiber_scheduler); }
+static void fiber_start()
+{
+    (*fiber_body)(fiber_current);
+    fibers[fiber_current].done = true;
+    fiber_yield();
+}
+// run body(t) for t < threads as fibers to their ends; before each resumption, resume(t) (the thread's indices)
+template <typename Body, typename Resume>
+static void run_fibers(const unsigned threads, const Body& body, const Resume& resume)
+{
+    constexpr size_t stack_bytes = 256 * 1024;
+    static std::vector<char> stacks;
+    if (stacks.size() < threads * stack_bytes) stacks.resize(threads * stack_bytes);
+    std::vector<Fiber> table(threads);
+    const std::function<void(unsigned)> function = body;
+    fiber_body = &function;
+    fibers = table.data();
+    for (unsigned t = 0; t < threads; ++t) {
+        getcontext(&table[t].context);
+        table[t].context.uc_stack.ss_sp = stacks.data() + t * stack_bytes;
+        table[t].context.uc_stack.ss_size = stack_bytes;
+        table[t].context.uc_link = nullptr;
+        table[t].done = false;
+        makecontext(&table[t].context, fiber_start, 0);
+    }
+    for (unsigned left = threads; left;)
+        for (unsigned t = 0; t < threads; ++t) {
+            if (table[t].done) continue;
+            fiber_current = t;
+            resume(t);
+            swapcontext(&fiber_scheduler, &table[t].context);
+            if (table[t].done) --left;
+        }
+}
+// std::barrier's counting for fibers: the last of count to arrive opens the phase; the others yield until it opens
+struct Barrier {
+    explicit Barrier(const unsigned count) : count(count) {}
+    unsigned long long arrive()
+    {
+        const unsigned long long seen = phase;
+        if (++arrived == count) { arrived = 0; ++phase; }
+        return seen;
+    }
+    void arrive_and_wait()
+    {
+        const unsigned long long seen = arrive();
+        while (phase == seen) fiber_yield();
+    }
+    unsigned count, arrived = 0;
+    unsigned long long phase = 0;
+};
+static Barrier* block_barrier;
 static inline void __syncthreads() { block_barrier->arrive_and_wait(); }
 static float shuffled[256];  // __shfl_xor_sync where all 256 threads of the block call it together (as our kernel does)
 static inline float __shfl_xor_sync(unsigned, float value, int offset)
@@ -58,23 +123,20 @@ static inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 """
 
 GRID_RUNNER = r"""
-template <typename Kernel>  // the blocks of a grid one after another, each block's threads (256) as OS threads
+template <typename Kernel>  // the blocks of a grid one after another, each block's threads (256) as fibers
 static void run_grid(unsigned grid_x, unsigned grid_y, unsigned grid_z, Kernel kernel, unsigned block_threads = 256)
 {
-    std::barrier<> barrier(block_threads);
+    Barrier barrier(block_threads);
     block_barrier = &barrier;
     for (unsigned z = 0; z < grid_z; ++z)
         for (unsigned y = 0; y < grid_y; ++y)
             for (unsigned x_ = 0; x_ < grid_x; ++x_) {
-                std::vector<std::thread> threads;
-                for (unsigned t = 0; t < block_threads; ++t)
-                    threads.emplace_back([=] {
-                        threadIdx = {t, 0, 0};
-                        blockIdx = {x_, y, z};
-                        gridDim = {grid_x, grid_y, grid_z};
-                        kernel();
-                    });
-                for (auto& thread : threads) thread.join();
+                const auto indices = [=](unsigned t) {
+                    threadIdx = {t, 0, 0};
+                    blockIdx = {x_, y, z};
+                    gridDim = {grid_x, grid_y, grid_z};
+                };
+                run_fibers(block_threads, [&](unsigned) { kernel(); }, indices);
             }
 }
 """
@@ -87,25 +149,22 @@ template <int T, int A, int F>
 static void run_blocks(const float* a, const float* b, float* c, int m, int n, int k, long long lda, long long batch_a,
                        long long ldb, long long batch_b, long long ldc, long long batch_c, int count, Fields g)
 {
-    std::barrier<> barrier(256);
+    Barrier barrier(256);
     block_barrier = &barrier;
     for (unsigned z = 0; z < (unsigned)count; ++z)
         for (unsigned y = 0; y < (unsigned)(n / TILE_N); ++y)
-            for (unsigned x = 0; x < (unsigned)((m + TILE_M - 1) / TILE_M); ++x) {
-                std::vector<std::thread> threads;
-                for (unsigned t = 0; t < 256; ++t)
-                    threads.emplace_back([=] {
-                        threadIdx = {t, 0, 0};
-                        blockIdx = {x, y, z};
-                        if (F)
-                            dasksae_simt_filter_forward(a, b, c, m, n, k, g.blocks_w, g.step, g.field_rows, g.block_h,
-                                                        g.block_w, g.maps, g.in_row, g.in_pixel, g.out_row,
-                                                        g.out_pixel, g.row_scale);
-                        else
-                            dasksae_simt_gemm<T, A>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c);
-                    });
-                for (auto& thread : threads) thread.join();
-            }
+            for (unsigned x = 0; x < (unsigned)((m + TILE_M - 1) / TILE_M); ++x)
+                run_fibers(256, [=](unsigned) {
+                    if (F)
+                        dasksae_simt_filter_forward(a, b, c, m, n, k, g.blocks_w, g.step, g.field_rows, g.block_h,
+                                                    g.block_w, g.maps, g.in_row, g.in_pixel, g.out_row,
+                                                    g.out_pixel, g.row_scale);
+                    else
+                        dasksae_simt_gemm<T, A>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c);
+                }, [=](unsigned t) {
+                    threadIdx = {t, 0, 0};
+                    blockIdx = {x, y, z};
+                });
 }
 
 #define RUN(T, A) run_blocks<T, A, 0>(a, b, c, m, n, k, lda, batch_a, ldb, batch_b, ldc, batch_c, count, Fields{})

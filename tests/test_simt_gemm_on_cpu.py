@@ -29,6 +29,7 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not 
 SHIM = r"""
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <ucontext.h>
 #include <vector>
 
@@ -60,16 +61,20 @@ static void fiber_start()
 template <typename Body, typename Resume>
 static void run_fibers(const unsigned threads, const Body& body, const Resume& resume)
 {
-    constexpr size_t stack_bytes = 256 * 1024;
-    static std::vector<char> stacks;
-    if (stacks.size() < threads * stack_bytes) stacks.resize(threads * stack_bytes);
+    constexpr size_t stack_bytes = 256 * 1024;  // (left uninitialised: only the pages a fiber uses are touched)
+    static std::unique_ptr<char[]> stacks;
+    static size_t stacks_for = 0;
+    if (stacks_for < threads) {
+        stacks.reset(new char[threads * stack_bytes]);
+        stacks_for = threads;
+    }
     std::vector<Fiber> table(threads);
     const std::function<void(unsigned)> function = body;
     fiber_body = &function;
     fibers = table.data();
     for (unsigned t = 0; t < threads; ++t) {
         getcontext(&table[t].context);
-        table[t].context.uc_stack.ss_sp = stacks.data() + t * stack_bytes;
+        table[t].context.uc_stack.ss_sp = stacks.get() + t * stack_bytes;
         table[t].context.uc_stack.ss_size = stack_bytes;
         table[t].context.uc_link = nullptr;
         table[t].done = false;

@@ -1,7 +1,7 @@
 """The bfloat16 tensor-core update's CUDA source (``dasksae/kernels/mma_update.py``), run on the CPU.
 
 As in ``tests/test_simt_gemm_on_cpu.py`` (whose shim this one extends), g++
-compiles the very source text, one OS thread for each CUDA thread of a
+compiles the very source text, one fiber for each CUDA thread of a
 block, the blocks one after another.  ``mma.sync.m16n8k16`` is emulated from
 the register fragments as the PTX ISA lays them out for bfloat16 operands
 (A: registers 0-3 hold rows g, g+8, g, g+8 and inner terms 2t..2t+1,

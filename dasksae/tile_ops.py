@@ -117,8 +117,7 @@ def filter_forward(x_window, state, scale_state, stage, with_objective: bool, pr
                 precision=precision, subtract=subtract,
             )
         if error_here:
-            error, squares = reconstruction
-            out |= {"error": error, "loss": squares / x_input.shape[-1]}  # (as reconstruction_error's)
+            out |= _error_and_loss(*reconstruction, x_input.shape[-1])
         else:
             out["reconstruction"] = reconstruction
     return out
@@ -153,7 +152,12 @@ def reconstruction_error(reconstruction, x_owned):
         squares = (error * error).sum(dtype=xp.float64)
     else:  # one pass on CuPy
         error, squares = difference_and_squares(reconstruction, x_owned)
-    return {"error": error, "loss": squares / x_owned.shape[-1]}  # on the device: no wait
+    return _error_and_loss(error, squares, x_owned.shape[-1])
+
+
+def _error_and_loss(error, squares, batch: int) -> dict:
+    """The error entry and its loss part ``sum ||e||^2 / M`` (on the device: no wait)."""
+    return {"error": error, "loss": squares / batch}
 
 
 def filter_backward(grad_z, error_window, forward, state, scale_state, stage, need_input_grad: bool, update):

@@ -40,14 +40,11 @@ static inline unsigned __cvta_generic_to_shared(const void* pointer)
 MMA_EMULATION = SHARED_ARENA + r"""
 #include <cstring>
 #include <memory>
-#include <mutex>
 // a warp's own barrier (mma.sync and ldmatrix exchange fragments between the 32 lanes of a warp), and the named
 // barriers (bar.sync / bar.arrive with an id and a count: the update's specialized warps), made when first used
-static std::mutex barriers_made;
 static std::unique_ptr<Barrier> warp_barriers[16], named_barriers[16];
 static Barrier& made(std::unique_ptr<Barrier>* barriers, const int id, const int count)
 {
-    std::lock_guard<std::mutex> lock(barriers_made);
     if (!barriers[id]) barriers[id] = std::make_unique<Barrier>(count);
     return *barriers[id];
 }

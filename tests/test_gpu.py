@@ -1317,10 +1317,10 @@ def test_bfloat16_training_with_the_layers_compiled_in_or_ldmatrix_equals_the_de
     def recorded(module):
         kernel = module._kernel
 
-        def record(variant, geometry=None, ldmatrix=False):
-            changed = geometry is not None if switch_name == "COMPILED_GEOMETRY" else ldmatrix
+        def record(variant, geometry=None, flag=False):  # (flag: W x's ldmatrix, W^T y's subtracting build)
+            changed = geometry is not None if switch_name == "COMPILED_GEOMETRY" else flag and module is mma_forward
             compiled.append((module.__name__, changed))
-            return kernel(variant, geometry, ldmatrix) if module is mma_forward else kernel(variant, geometry)
+            return kernel(variant, geometry, flag)
         return record
 
     for module in (mma_forward, mma_transpose):
@@ -1718,8 +1718,8 @@ def test_whole_products_take_one_launch_with_the_chunked_results(monkeypatch, pr
     for module, name in ((mma_forward, "filter_forward_bfloat16"), (simt_gemm, "filter_forward"),
                          (mma_transpose, "add_transpose_bfloat16")):
         kernel = getattr(module, name)
-        monkeypatch.setattr(module, name, lambda *args, _kernel=kernel, _name=name: launched.append(_name)
-                            or _kernel(*args))
+        monkeypatch.setattr(module, name, lambda *args, _kernel=kernel, _name=name, **keywords: launched.append(_name)
+                            or _kernel(*args, **keywords))
     _simt_kernels(monkeypatch)
 
     def products(whole: bool):

@@ -129,9 +129,9 @@ def test_the_tensor_core_forward_compiles(variant):
 @pytest.mark.parametrize("variant", list(mma_transpose.WGMMA_VARIANTS))
 def test_the_wgmma_transpose_compiles(variant):
     """The bfloat16 ``W^T y`` with the fold on ``wgmma`` (``compute_90a``; checked under g++ with ``wgmma`` emulated
-    in test_mma_transpose_on_cpu), and its layer compiled in."""
-    for geometry in (None, (128, 16, 8, 4)):
-        assert compile_errors(mma_transpose.mma_transpose_source(variant, geometry),
+    in test_mma_transpose_on_cpu), its layer compiled in, and the build that subtracts (one tile's error)."""
+    for geometry, subtract in ((None, False), ((128, 16, 8, 4), False), (None, True)):
+        assert compile_errors(mma_transpose.mma_transpose_source(variant, geometry, subtract=subtract),
                               options=("--gpu-architecture=compute_90a", "-std=c++17")) == ""
 
 
@@ -171,9 +171,10 @@ def test_the_split_tf32_update_compiles(variant, terms):
 @pytest.mark.parametrize("variant", list(mma_transpose.VARIANTS))
 def test_the_tensor_core_transpose_with_the_fold_compiles(variant):
     """The bfloat16 ``mma.sync`` ``W^T y`` with the fold in the product, in each variant of its tiles (checked under
-    g++ in test_mma_transpose_on_cpu)."""
-    assert compile_errors(mma_transpose.mma_transpose_source(variant),
-                          options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
+    g++ in test_mma_transpose_on_cpu), and the build that subtracts (one tile's error)."""
+    for subtract in (False, True):
+        assert compile_errors(mma_transpose.mma_transpose_source(variant, subtract=subtract),
+                              options=("--gpu-architecture=compute_90", "-std=c++17")) == ""
 
 
 def test_every_update_kernel_compiles():

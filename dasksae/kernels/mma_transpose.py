@@ -530,6 +530,8 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_THREADS, TRANSPOSE_MIN_BL
             }
         }
 #if SUBTRACT  // the block's sum into partials[its index in the grid], halving in shared memory (same order each run)
+    static_assert((TRANSPOSE_THREADS & (TRANSPOSE_THREADS - 1)) == 0 && TRANSPOSE_THREADS * 8 <= SHARED_BYTES,
+                  "the halving takes a power of two of threads, one double each in the tiles' shared memory");
     __syncthreads();  // every warp done with the tiles
     double* const sums = (double*)transpose_shared;
     sums[tid] = squares;
